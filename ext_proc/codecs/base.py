@@ -1,0 +1,114 @@
+"""The contract every dialect codec fulfils.
+
+A codec knows one wire format (OpenAI Chat Completions, Anthropic Messages,
+Gemini generateContent) in both roles:
+
+- facing a *client* of that dialect: parse its request, render responses,
+  stream events and errors for it;
+- facing a *backend* of that dialect: build the request body and path, parse
+  its responses, stream events and errors.
+
+Request parsing is the same function in both roles (the wire format is the
+same), which is what lets the per-attempt upstream stage re-translate a body
+already translated for the primary backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from ..errors import GatewayError
+from .ir import ChatRequest, ChatResponse, StreamEvent, Usage
+from .sse import SSEEvent
+
+
+class StreamDecoder(ABC):
+    """Turns a backend's SSE events into IR stream events (stateful, one per stream)."""
+
+    @abstractmethod
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        """IR events for one SSE event (often none, sometimes several)."""
+
+    @abstractmethod
+    def close(self) -> list[StreamEvent]:
+        """Called when the byte stream ends. A stream that ended without its
+        terminal event yields a ``StreamError`` here, never a silent end."""
+
+
+class StreamEncoder(ABC):
+    """Turns IR stream events into a client's SSE bytes (stateful, one per stream)."""
+
+    @abstractmethod
+    def encode(self, event: StreamEvent) -> bytes:
+        """Wire bytes for one IR event (may be empty)."""
+
+
+class Codec(ABC):
+    #: dialect name used in config: "openai", "anthropic" or "gemini"
+    dialect: str
+
+    # ---- requests ----------------------------------------------------------
+    @abstractmethod
+    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
+                      path_stream: bool = False) -> ChatRequest:
+        """Wire request -> IR. ``path_model``/``path_stream`` come from the URL
+        for dialects that put them there (Gemini). Raises ``GatewayError``
+        (400, naming the field) for invalid input. Fields the IR cannot carry
+        go to ``ChatRequest.unmapped``."""
+
+    @abstractmethod
+    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
+                      drop_unsupported: bool = False) -> dict[str, Any]:
+        """IR -> wire request body for a backend of this dialect. Raises
+        ``GatewayError`` naming the field for anything this dialect cannot
+        express, unless ``drop_unsupported``."""
+
+    @abstractmethod
+    def request_path(self, upstream_model: str, stream: bool) -> str:
+        """Path (and query) of the backend endpoint, relative to the provider's base path."""
+
+    # ---- responses ---------------------------------------------------------
+    @abstractmethod
+    def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        """Backend's non-streamed success body -> IR."""
+
+    @abstractmethod
+    def render_response(self, resp: ChatResponse) -> dict[str, Any]:
+        """IR -> client's non-streamed success body (``resp.model`` is the name the client asked for)."""
+
+    # ---- streams -----------------------------------------------------------
+    @abstractmethod
+    def stream_decoder(self) -> StreamDecoder: ...
+
+    @abstractmethod
+    def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
+        """Encoder for a client stream; ``req`` gives the model name to echo
+        and options such as OpenAI's ``stream_include_usage``."""
+
+    # ---- same-dialect pass-through ------------------------------------------
+    @abstractmethod
+    def usage_of(self, body: dict[str, Any]) -> Usage | None:
+        """Usage in a success body or in one parsed stream event's data, if it has any."""
+
+    @abstractmethod
+    def rename_model(self, body: dict[str, Any], model: str) -> bool:
+        """Set the model name a success body or stream event's data reports to
+        ``model`` (in place); True if the body carried one. Lets same-dialect
+        traffic echo the client's model name without a full translation."""
+
+    # ---- errors ------------------------------------------------------------
+    @abstractmethod
+    def parse_error(self, status: int, body: bytes) -> GatewayError:
+        """Backend's error response -> ``GatewayError`` keeping the status
+        faithful (429 stays 429; a context-length error stays 400 with kind
+        ``context_length``). Must cope with non-JSON bodies."""
+
+    @abstractmethod
+    def render_error(self, err: GatewayError) -> dict[str, Any]:
+        """``GatewayError`` -> the client's error body."""
+
+    @abstractmethod
+    def render_stream_error(self, err: GatewayError) -> bytes:
+        """A well-formed in-stream error event in this dialect (for a stream
+        that breaks after it started)."""

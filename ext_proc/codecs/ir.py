@@ -1,0 +1,210 @@
+"""The internal representation (IR) every dialect codec converts to and from.
+
+Hub and spoke: N dialects need N codecs, not N x N translators. The IR is the
+richest common shape of a chat request, a response, a stream event and an
+error. Anything a dialect can say that the IR cannot carry is reported by the
+decoder in ``ChatRequest.unmapped`` so the gateway can refuse it (or drop it
+when config says so) instead of losing it silently.
+
+Conventions:
+- ``Usage.input_tokens`` counts *all* prompt tokens, cached ones included;
+  ``cached_input_tokens`` is the part read from a prompt cache and
+  ``cache_write_tokens`` the part written to one (Anthropic counts these
+  separately; codecs convert).
+- Tool-call arguments are JSON text, as OpenAI and Anthropic stream them.
+- Stop reasons use the canonical names in ``STOP_REASONS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+Role = Literal["user", "assistant", "tool"]
+
+# Canonical stop reasons. Codecs map their dialect's values onto these.
+#   end_turn        natural end of the answer
+#   max_tokens      output cut by the token limit
+#   stop_sequence   a client stop sequence matched
+#   tool_use        the model wants tool results
+#   content_filter  output withheld by a safety filter
+#   refusal         the model refused (Anthropic "refusal")
+#   other           anything else (reported, never invented)
+STOP_REASONS = ("end_turn", "max_tokens", "stop_sequence", "tool_use", "content_filter", "refusal", "other")
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "content_filter", "refusal", "other"]
+
+
+@dataclass(slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(slots=True)
+class ImagePart:
+    """An image, inline (base64 ``data`` + ``media_type``) or by ``url``."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallPart:
+    """An assistant's request to call a tool; ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(slots=True)
+class ToolResultPart:
+    """The result of a tool call, matched to the call by ``tool_call_id``.
+
+    ``name`` is the called tool's name: Gemini needs it, OpenAI and Anthropic
+    do not send it, so their decoders look it up in the conversation.
+    """
+
+    tool_call_id: str
+    content: list[TextPart | ImagePart] = field(default_factory=list)
+    name: str | None = None
+    is_error: bool = False
+
+
+Part = Union[TextPart, ImagePart, ToolCallPart, ToolResultPart]
+
+
+@dataclass(slots=True)
+class Message:
+    """One turn. ``tool`` turns carry only ``ToolResultPart``s."""
+
+    role: Role
+    parts: list[Part]
+
+
+@dataclass(slots=True)
+class Tool:
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    """``auto`` (model decides), ``none``, ``required`` (some tool), or ``tool`` (the named one)."""
+
+    mode: Literal["auto", "none", "required", "tool"] = "auto"
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class ResponseFormat:
+    """Structured output: ``json_object`` (any JSON) or ``json_schema`` (``schema``)."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    model: str
+    messages: list[Message]
+    system: list[TextPart] = field(default_factory=list)
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    n: int | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+    stream: bool = False
+    # OpenAI's stream_options.include_usage; other dialects always send usage.
+    stream_include_usage: bool = False
+    # Client fields the IR cannot carry, by the client's own field path.
+    unmapped: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class ChatResponse:
+    id: str
+    model: str
+    content: list[TextPart | ToolCallPart]
+    stop_reason: StopReason = "end_turn"
+    stop_sequence: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+# ---- stream events -------------------------------------------------------
+# A stream is: MessageStart, then blocks (BlockStart, BlockDelta*, BlockStop)
+# with increasing indexes, then MessageDelta (stop reason + final usage), then
+# MessageStop. An error at any point is a StreamError and ends the stream.
+
+
+@dataclass(slots=True)
+class MessageStart:
+    id: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(slots=True)
+class BlockStart:
+    """A content block opens: ``text`` or ``tool_call`` (with its id and name)."""
+
+    index: int
+    kind: Literal["text", "tool_call"]
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+
+
+@dataclass(slots=True)
+class BlockDelta:
+    """Text for a text block; a JSON fragment of the arguments for a tool call."""
+
+    index: int
+    text: str
+
+
+@dataclass(slots=True)
+class BlockStop:
+    index: int
+
+
+@dataclass(slots=True)
+class MessageDelta:
+    stop_reason: StopReason | None = None
+    stop_sequence: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class MessageStop:
+    pass
+
+
+@dataclass(slots=True)
+class StreamError:
+    error: Any  # errors.GatewayError; typed loosely to keep this module dependency-free
+
+
+StreamEvent = Union[MessageStart, BlockStart, BlockDelta, BlockStop, MessageDelta, MessageStop, StreamError]
