@@ -18,7 +18,7 @@ Conventions:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 Role = Literal["user", "assistant", "tool"]
 
@@ -71,7 +71,7 @@ class ToolResultPart:
     is_error: bool = False
 
 
-Part = Union[TextPart, ImagePart, ToolCallPart, ToolResultPart]
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
 
 
 @dataclass(slots=True)
@@ -130,6 +130,13 @@ class ChatRequest:
     stream_include_usage: bool = False
     # Client fields the IR cannot carry, by the client's own field path.
     unmapped: list[str] = field(default_factory=list)
+    # The dialect this request was parsed from, and the raw values of those
+    # unmapped paths that address plain object fields (no list index), e.g.
+    # ``logprobs`` or ``generationConfig.thinkingConfig``. A codec building a
+    # request for its own dialect re-inserts them instead of refusing them;
+    # every other dialect refuses (or drops) them.
+    source_dialect: str | None = None
+    unmapped_values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -207,4 +214,4 @@ class StreamError:
     error: Any  # errors.GatewayError; typed loosely to keep this module dependency-free
 
 
-StreamEvent = Union[MessageStart, BlockStart, BlockDelta, BlockStop, MessageDelta, MessageStop, StreamError]
+StreamEvent = MessageStart | BlockStart | BlockDelta | BlockStop | MessageDelta | MessageStop | StreamError

@@ -1,0 +1,370 @@
+"""Gateway configuration: typed, validated, every error reported at once.
+
+The YAML file (``config/gateway.yaml``) names providers, models (the client
+facing name and its ordered backends), tenants and ports. Loading validates the
+structure with pydantic, then cross-references (unknown providers, duplicate
+keys, port clashes); each problem is reported as ``FILE: field.path: what is
+wrong`` and all of them together, so an operator fixes a file in one pass.
+
+Secrets never live in the file: provider keys come from an environment
+variable or a file, tenant keys are sha256 digests (or come from the
+environment). Resolving them is a separate step (``resolve_secrets``) so that
+``llm-gateway check`` and ``render-envoy`` work without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+Dialect = Literal["openai", "anthropic", "gemini"]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+DEFAULT_CONFIG = Path(__file__).with_name("defaults") / "gateway.yaml"
+
+
+class ConfigError(Exception):
+    """All problems found in one config file, each with its field path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Endpoint(_Strict):
+    address: str = "127.0.0.1"
+    port: Port
+
+
+class ExtProcSettings(_Strict):
+    address: str = "127.0.0.1"
+    port: Port = 50051
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    metrics_port: Port = 9464
+    # Envoy's default is 200 ms; a busy Python process must not fail requests.
+    message_timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 5_000
+
+
+class Provider(_Strict):
+    dialect: Dialect
+    base_url: str
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    # OpenAI-compatible hosts differ in how they take the key (e.g. Azure's
+    # "api-key" header) and where the endpoint lives.
+    auth_header: str | None = None
+    chat_path: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    # Started by `llm-gateway up` (mock providers for local use and tests).
+    mock: bool = False
+    connect_timeout_ms: Annotated[int, Field(ge=1)] = 5_000
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return v.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_secret_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if key.lower() in ("authorization", "x-api-key", "x-goog-api-key", "api-key"):
+                raise ValueError(f"'{key}' carries a credential: use api_key_env or api_key_file")
+        return v
+
+    @cached_property
+    def url(self):
+        return urlsplit(self.base_url)
+
+    @property
+    def host(self) -> str:
+        return self.url.hostname or ""
+
+    @property
+    def port(self) -> int:
+        return self.url.port or (443 if self.tls else 80)
+
+    @property
+    def tls(self) -> bool:
+        return self.url.scheme == "https"
+
+    @property
+    def base_path(self) -> str:
+        return self.url.path.rstrip("/")
+
+
+class Backend(_Strict):
+    provider: Name
+    # Upstream model name; defaults to the client-facing model name.
+    model: str | None = None
+    # Unique name in metrics, logs and the x-gateway-backend header.
+    name: Name | None = None
+    # Failover tier (0 first). Defaults to the backend's position in the list.
+    tier: Annotated[int, Field(ge=0, le=100)] | None = None
+    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+
+
+class Model(_Strict):
+    backends: Annotated[list[Backend], Field(min_length=1)]
+    # Anthropic requires max_tokens; used when the client gives none.
+    default_max_tokens: Annotated[int, Field(ge=1)] = 4096
+    # Drop fields the backend's dialect cannot express instead of refusing them.
+    drop_unsupported: bool = False
+    # Number of retries across backends; default: one per extra backend.
+    retries: Annotated[int, Field(ge=0, le=10)] | None = None
+    # Per attempt, non-streamed: whole response. Streamed: time to first byte.
+    per_try_timeout_ms: Annotated[int, Field(ge=0)] = 120_000
+    per_try_idle_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+
+
+class ApiKey(_Strict):
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    env: str | None = None
+
+
+class Tenant(_Strict):
+    api_keys: Annotated[list[ApiKey], Field(min_length=1)]
+
+
+class _Root(_Strict):
+    listen: Endpoint = Endpoint(port=8080)
+    admin: Endpoint = Endpoint(port=9901)
+    ext_proc: ExtProcSettings = ExtProcSettings()
+    providers: Annotated[dict[Name, Provider], Field(min_length=1)]
+    models: Annotated[dict[Name, Model], Field(min_length=1)]
+    tenants: dict[Name, Tenant] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedBackend:
+    """A backend with everything the data path needs, resolved once at load."""
+
+    name: str
+    provider_name: str
+    provider: Provider
+    upstream_model: str
+    tier: int
+    weight: int
+
+    @property
+    def dialect(self) -> str:
+        return self.provider.dialect
+
+
+class GatewayConfig:
+    """Validated configuration plus the lookups the data path uses."""
+
+    def __init__(self, root: _Root, source: str):
+        self.root = root
+        self.source = source
+        self.listen = root.listen
+        self.admin = root.admin
+        self.ext_proc = root.ext_proc
+        self.providers = root.providers
+        self.models = root.models
+        self.tenants = root.tenants
+        # model name -> backends in failover order (tier, then list order)
+        self.chains: dict[str, list[ResolvedBackend]] = {}
+        self.backends: dict[str, ResolvedBackend] = {}
+        for model_name, model in root.models.items():
+            chain = []
+            for i, b in enumerate(model.backends):
+                upstream = b.model or model_name
+                rb = ResolvedBackend(
+                    name=b.name or f"{b.provider}/{upstream}",
+                    provider_name=b.provider,
+                    provider=root.providers[b.provider],
+                    upstream_model=upstream,
+                    tier=b.tier if b.tier is not None else i,
+                    weight=b.weight,
+                )
+                chain.append(rb)
+                self.backends[rb.name] = rb
+            chain.sort(key=lambda r: r.tier)
+            self.chains[model_name] = chain
+        # sha256 hex digest of a tenant API key -> tenant name
+        self.key_digests: dict[str, str] = {}
+
+    def cluster_name(self, model: str) -> str:
+        return f"model/{model}"
+
+    def retries(self, model: str) -> int:
+        m = self.models[model]
+        return m.retries if m.retries is not None else len(self.chains[model]) - 1
+
+    def extproc_ports(self) -> list[int]:
+        return [self.ext_proc.port + i for i in range(self.ext_proc.workers)]
+
+    def metrics_ports(self) -> list[int]:
+        return [self.ext_proc.metrics_port + i for i in range(self.ext_proc.workers)]
+
+    def mock_providers(self) -> dict[str, Provider]:
+        return {n: p for n, p in self.providers.items() if p.mock}
+
+
+def _path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _d(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _cross_check(data: dict[str, Any]) -> list[str]:
+    """Checks across sections. Works on the raw data, tolerating malformed
+    parts (pydantic reports those), so every problem is found in one pass."""
+    problems: list[str] = []
+    providers = _d(data.get("providers"))
+    for model_name, model in _d(data.get("models")).items():
+        seen: set[str] = set()
+        backends = _d(model).get("backends")
+        for i, b in enumerate(backends if isinstance(backends, list) else []):
+            b = _d(b)
+            where = f"models.{model_name}.backends[{i}]"
+            prov = b.get("provider")
+            if isinstance(prov, str) and providers and prov not in providers:
+                known = ", ".join(sorted(map(str, providers)))
+                problems.append(f"{where}.provider: unknown provider '{prov}' (known: {known})")
+            name = b.get("name") or f"{prov}/{b.get('model') or model_name}"
+            if name in seen:
+                problems.append(f"{where}: backend '{name}' appears twice in this model (give one a 'name')")
+            seen.add(name)
+    for pname, p in providers.items():
+        p = _d(p)
+        if not p.get("api_key_env") and not p.get("api_key_file"):
+            problems.append(f"providers.{pname}: needs api_key_env or api_key_file (keys are never inline)")
+        if p.get("api_key_env") and p.get("api_key_file"):
+            problems.append(f"providers.{pname}: set api_key_env or api_key_file, not both")
+        if p.get("chat_path") and p.get("dialect") != "openai":
+            problems.append(f"providers.{pname}.chat_path: only OpenAI-compatible providers take a custom path")
+    for tname, t in _d(data.get("tenants")).items():
+        keys = _d(t).get("api_keys")
+        for i, k in enumerate(keys if isinstance(keys, list) else []):
+            k = _d(k)
+            if bool(k.get("sha256")) == bool(k.get("env")):
+                problems.append(f"tenants.{tname}.api_keys[{i}]: set exactly one of sha256 or env")
+    ext = _d(data.get("ext_proc"))
+    ports: dict[str, Any] = {
+        "listen.port": _d(data.get("listen")).get("port", 8080),
+        "admin.port": _d(data.get("admin")).get("port", 9901),
+    }
+    workers = ext.get("workers", 1)
+    for i in range(workers if isinstance(workers, int) and 0 < workers <= 64 else 1):
+        for key, default in (("port", 50051), ("metrics_port", 9464)):
+            base = ext.get(key, default)
+            if isinstance(base, int):
+                ports[f"ext_proc.{key}" + (f" (worker {i})" if i else "")] = base + i
+    owner: dict[Any, str] = {}
+    for where, port in ports.items():
+        if isinstance(port, int) and port and port in owner:
+            problems.append(f"{where}: port {port} is already used by {owner[port]}")
+        owner.setdefault(port, where)
+    return problems
+
+
+def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
+    """Validate YAML text; raises ``ConfigError`` listing every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{source}: {where}invalid YAML: {getattr(e, 'problem', e)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: (top level): expected a mapping of settings"])
+    problems: list[str] = []
+    root = None
+    try:
+        root = _Root.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{_path(err['loc'])}: {msg}")
+    problems += _cross_check(data)
+    if problems or root is None:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    return GatewayConfig(root, source)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> GatewayConfig:
+    """Load and validate a config file (the embedded default when ``path`` is None)."""
+    p = Path(path) if path else DEFAULT_CONFIG
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
+    return parse_config(text, str(p))
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def provider_key(name: str, p: Provider, env: dict[str, str] | None = None) -> str:
+    """The provider's credential, from its environment variable or file."""
+    env = os.environ if env is None else env
+    if p.api_key_env:
+        value = env.get(p.api_key_env)
+        if not value:
+            raise ConfigError([f"providers.{name}.api_key_env: environment variable {p.api_key_env} is not set"])
+        return value.strip()
+    assert p.api_key_file
+    try:
+        return Path(p.api_key_file).read_text().strip()
+    except OSError as e:
+        raise ConfigError([f"providers.{name}.api_key_file: cannot read {p.api_key_file}: {e.strerror}"]) from None
+
+
+def resolve_secrets(cfg: GatewayConfig, env: dict[str, str] | None = None) -> dict[str, str]:
+    """Provider name -> key; also fills ``cfg.key_digests`` from tenant keys.
+
+    Raises ``ConfigError`` naming every missing secret at once.
+    """
+    env = os.environ if env is None else env
+    keys: dict[str, str] = {}
+    problems: list[str] = []
+    for name, p in cfg.providers.items():
+        try:
+            keys[name] = provider_key(name, p, env)
+        except ConfigError as e:
+            problems += e.problems
+    digests: dict[str, str] = {}
+    for tname, t in cfg.tenants.items():
+        for i, k in enumerate(t.api_keys):
+            if k.sha256:
+                digests[k.sha256] = tname
+            elif k.env:
+                value = env.get(k.env)
+                if not value:
+                    problems.append(f"tenants.{tname}.api_keys[{i}].env: environment variable {k.env} is not set")
+                else:
+                    digests[key_digest(value.strip())] = tname
+    if problems:
+        raise ConfigError([f"{cfg.source}: {p}" for p in problems])
+    cfg.key_digests = digests
+    return keys
