@@ -1,0 +1,363 @@
+"""Render Envoy's bootstrap from the gateway config.
+
+The shape follows DESIGN.md and what was measured on Envoy 1.40:
+
+- One listener. Filters: strip client-sent internal headers, the router-level
+  ext_proc (request headers + buffered body; response body streamed with the
+  response headers skipped, which saves a round trip per request: status and
+  answering backend arrive as attributes with the first body chunk), router.
+- One route per model and streaming mode, selected by the internal headers the
+  router stage sets together with ``clear_route_cache`` (fact 2). Retries walk
+  the model's backends in priority order (fact 5).
+- One cluster per model, its backends as endpoints in priorities, each naming
+  its backend in endpoint metadata (facts 3-6).
+- The per-attempt upstream ext_proc runs on that cluster, wrapped in a CEL
+  matcher that skips it when the attempt goes to the backend the router stage
+  already translated for: the common case costs no second gRPC stream, every
+  failover attempt is still translated for the backend it lands on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import yaml
+from google.protobuf import json_format
+
+from . import protocol as P
+from .config import GatewayConfig
+
+BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (fact 10: default 1 MiB)
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+ROUTER_FILTER = "envoy.filters.http.router"
+
+_EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _ms(ms: int) -> str:
+    return f"{ms / 1000:g}s"
+
+
+def _addr(address: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def _cel_skip_expression() -> dict[str, Any]:
+    """Parsed CEL AST for ``<answering backend> == request.headers[x-gw-pre]``.
+
+    Envoy 1.40's CEL matcher takes a parsed expression, not source text.
+    """
+    import cel.expr.syntax_pb2 as cel  # from xds-protos
+
+    ids = itertools.count(1)
+
+    def ident(name: str) -> cel.Expr:
+        return cel.Expr(id=next(ids), ident_expr=cel.Expr.Ident(name=name))
+
+    def select(operand: cel.Expr, field: str) -> cel.Expr:
+        return cel.Expr(id=next(ids), select_expr=cel.Expr.Select(operand=operand, field=field))
+
+    def index(operand: cel.Expr, key: str) -> cel.Expr:
+        key_expr = cel.Expr(id=next(ids), const_expr=cel.Constant(string_value=key))
+        return cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_[_]", args=[operand, key_expr]))
+
+    metadata = select(select(ident("xds"), "upstream_host_metadata"), "filter_metadata")
+    backend = index(index(metadata, P.METADATA_NAMESPACE), P.METADATA_BACKEND_KEY)
+    pre = index(select(ident("request"), "headers"), P.PRETRANSLATED_HEADER)
+    expr = cel.ParsedExpr(expr=cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_==_", args=[backend, pre])))
+    return json_format.MessageToDict(expr)
+
+
+def _ext_proc_filter(cfg: GatewayConfig, stage: str, mode: dict[str, str],
+                     request_attributes: list[str], response_attributes: list[str]) -> dict[str, Any]:
+    timeout = _ms(cfg.ext_proc.message_timeout_ms)
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _EXT_PROC_TYPE,
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": "ext_proc"},
+                "initial_metadata": [{"key": P.STAGE_METADATA, "value": stage}],
+            },
+            "processing_mode": {"request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP", **mode},
+            "request_attributes": request_attributes,
+            "response_attributes": response_attributes,
+            "message_timeout": timeout,
+            "failure_mode_allow": False,
+            "mutation_rules": {"allow_all_routing": True},
+        },
+    }
+
+
+def _strip_internal_headers() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"remove": h} for h in P.INTERNAL_HEADERS]},
+        },
+    }
+
+
+def _router_stage(cfg: GatewayConfig) -> dict[str, Any]:
+    return _ext_proc_filter(
+        cfg, P.STAGE_ROUTER,
+        {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+         "response_header_mode": "SKIP", "response_body_mode": "STREAMED"},
+        request_attributes=[],
+        response_attributes=[P.ATTR_RESPONSE_CODE, P.ATTR_BACKEND],
+    )
+
+
+def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
+    stage = _ext_proc_filter(
+        cfg, P.STAGE_UPSTREAM,
+        {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+         "response_header_mode": "SKIP", "response_body_mode": "NONE"},
+        request_attributes=[P.ATTR_BACKEND],
+        response_attributes=[],
+    )
+    return {
+        "name": "gw.upstream_stage",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": stage,
+            "xds_matcher": {"matcher_list": {"matchers": [{
+                "predicate": {"single_predicate": {
+                    "input": {"name": "request_attributes", "typed_config": {
+                        "@type": "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"}},
+                    "custom_match": {"name": "pretranslated", "typed_config": {
+                        "@type": "type.googleapis.com/xds.type.matcher.v3.CelMatcher",
+                        "expr_match": {"cel_expr_parsed": _cel_skip_expression()},
+                        "description": "attempt goes to the backend the router stage translated for"}},
+                }},
+                "on_match": {"action": {"name": "skip", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
+            }]}},
+        },
+    }
+
+
+def _retry_policy(cfg: GatewayConfig, model: str, stream: bool) -> dict[str, Any]:
+    m = cfg.models[model]
+    policy: dict[str, Any] = {
+        "retry_on": "5xx,reset,connect-failure,refused-stream,retriable-status-codes",
+        "retriable_status_codes": [429],
+        "num_retries": cfg.retries(model),
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1,
+            },
+        },
+        "retry_host_predicate": [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+        }],
+        "host_selection_retry_max_attempts": 5,
+        # Failover should be immediate: the next attempt goes to another backend.
+        "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
+    }
+    if stream:
+        if m.per_try_idle_timeout_ms:
+            policy["per_try_idle_timeout"] = _ms(m.per_try_idle_timeout_ms)
+    elif m.per_try_timeout_ms:
+        policy["per_try_timeout"] = _ms(m.per_try_timeout_ms)
+    return policy
+
+
+def _model_routes(cfg: GatewayConfig, model: str) -> list[dict[str, Any]]:
+    routes = []
+    for stream in (True, False):
+        headers = [{"name": P.ROUTE_HEADER, "string_match": {"exact": model}}]
+        headers.append({"name": P.STREAM_HEADER, "present_match": stream})
+        routes.append({
+            "name": f"{model}{' (stream)' if stream else ''}",
+            "match": {"prefix": "/", "headers": headers},
+            "route": {
+                "cluster": cfg.cluster_name(model),
+                "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
+                "auto_host_rewrite": True,
+                "retry_policy": _retry_policy(cfg, model, stream),
+            },
+            "response_headers_to_add": [{
+                "header": {"key": P.BACKEND_RESPONSE_HEADER,
+                           "value": f"%UPSTREAM_METADATA({P.METADATA_NAMESPACE}:{P.METADATA_BACKEND_KEY})%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }],
+        })
+    return routes
+
+
+def _route_config(cfg: GatewayConfig) -> dict[str, Any]:
+    routes: list[dict[str, Any]] = []
+    for model in cfg.models:
+        routes += _model_routes(cfg, model)
+    # Reached only if the router stage let a request through without routing it.
+    routes.append({
+        "name": "unrouted",
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 500, "body": {
+            "inline_string": '{"error": {"message": "request was not routed by the gateway", "type": "server_error"}}'}},
+    })
+    return {
+        "name": "gateway",
+        "virtual_hosts": [{
+            "name": "gateway",
+            "domains": ["*"],
+            "routes": routes,
+            # Retries replay the buffered body; bigger bodies would disable them.
+            "request_body_buffer_limit": BUFFER_LIMIT,
+        }],
+    }
+
+
+def _listener(cfg: GatewayConfig) -> dict[str, Any]:
+    hcm = {
+        "@type": _HCM_TYPE,
+        "stat_prefix": "gateway",
+        "codec_type": "AUTO",
+        "route_config": _route_config(cfg),
+        "request_timeout": "0s",
+        "stream_idle_timeout": "300s",
+        "http_filters": [
+            _strip_internal_headers(),
+            _router_stage(cfg),
+            {"name": ROUTER_FILTER, "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                "suppress_envoy_headers": True}},
+        ],
+    }
+    return {
+        "name": "gateway",
+        "address": _addr(cfg.listen.address, cfg.listen.port),
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+
+
+def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
+    endpoints = [{"endpoint": {"address": _addr(cfg.ext_proc.address, port)}} for port in cfg.extproc_ports()]
+    return {
+        "name": "ext_proc",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": "ext_proc", "endpoints": [{"lb_endpoints": endpoints}]},
+        "typed_extension_protocol_options": {_HTTP_OPTIONS: {
+            "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
+            "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 100_000}},
+        }},
+        # One gRPC stream per client request: the default 1024 would cap concurrency.
+        "circuit_breakers": {"thresholds": [{"max_requests": 1_000_000, "max_pending_requests": 1_000_000,
+                                             "max_connections": 1_000_000}]},
+    }
+
+
+def _model_cluster(cfg: GatewayConfig, model: str) -> dict[str, Any]:
+    chain = cfg.chains[model]
+    tiers = sorted({b.tier for b in chain})
+    localities = []
+    for priority, tier in enumerate(tiers):
+        lb_endpoints = []
+        for b in (b for b in chain if b.tier == tier):
+            p = b.provider
+            lb_endpoints.append({
+                "endpoint": {"address": _addr(p.host, p.port), "hostname": p.host},
+                "load_balancing_weight": b.weight,
+                "metadata": {"filter_metadata": {
+                    P.METADATA_NAMESPACE: {P.METADATA_BACKEND_KEY: b.name},
+                    "envoy.transport_socket_match": {"tls": p.tls},
+                }},
+            })
+        localities.append({"priority": priority, "lb_endpoints": lb_endpoints})
+    any_tls = any(b.provider.tls for b in chain)
+    protocol: dict[str, Any] = {
+        "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
+        "http_filters": [
+            _upstream_stage(cfg),
+            _strip_internal_headers(),
+            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+        ],
+    }
+    if any_tls:
+        protocol["auto_config"] = {"http_protocol_options": {}, "http2_protocol_options": {}}
+        protocol["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
+    else:
+        protocol["explicit_http_config"] = {"http_protocol_options": {}}
+    cluster: dict[str, Any] = {
+        "name": cfg.cluster_name(model),
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": _ms(min(b.provider.connect_timeout_ms for b in chain)),
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": cfg.cluster_name(model), "endpoints": localities},
+        # A fully ejected tier must not keep receiving traffic (fact 10).
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "consecutive_gateway_failure": 3,
+            "enforcing_consecutive_gateway_failure": 100,
+            "interval": "2s",
+            "base_ejection_time": "10s",
+            "max_ejection_percent": 100,
+        },
+        "circuit_breakers": {"thresholds": [{
+            "max_requests": 100_000, "max_pending_requests": 100_000, "max_connections": 100_000,
+            # Retries are bounded by a budget, not Envoy's default of 3 concurrent retries.
+            "retry_budget": {"budget_percent": {"value": 50.0}, "min_retry_concurrency": 64},
+        }]},
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
+        "typed_extension_protocol_options": {_HTTP_OPTIONS: protocol},
+    }
+    if any_tls:
+        cluster["transport_socket_matches"] = [{
+            "name": "tls",
+            "match": {"tls": True},
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {"validation_context": {"trusted_ca": {"filename": CA_BUNDLE}}},
+            }},
+        }, {
+            "name": "plaintext",
+            "match": {},
+            "transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}},
+        }]
+    return cluster
+
+
+def render(cfg: GatewayConfig) -> dict[str, Any]:
+    """The Envoy bootstrap for ``cfg`` as a plain dict."""
+    return {
+        "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
+        "admin": {"address": _addr(cfg.admin.address, cfg.admin.port)},
+        "static_resources": {
+            "listeners": [_listener(cfg)],
+            "clusters": [_ext_proc_cluster(cfg)] + [_model_cluster(cfg, m) for m in cfg.models],
+        },
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {
+            # No limit is set on downstream connections by default; keep Envoy quiet about it.
+            "overload.global_downstream_max_connections": 50_000}}]},
+    }
+
+
+def render_yaml(cfg: GatewayConfig) -> str:
+    header = (f"# Rendered by `llm-gateway render-envoy` from {cfg.source}. Do not edit:\n"
+              "# change the gateway config and render again.\n")
+    return header + yaml.safe_dump(render(cfg), sort_keys=False, width=120)
+
+
+def write(cfg: GatewayConfig, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(render_yaml(cfg))
+    tmp.replace(out)
+    return out

@@ -1,0 +1,40 @@
+"""Names shared by the rendered Envoy config and the ext_proc stages.
+
+The two kinds of ext_proc stream share no memory (DESIGN.md): the router
+stage tells Envoy and the per-attempt upstream stage what it decided through
+the internal request headers below. Envoy strips every one of them before a
+request leaves for a provider (upstream ``header_mutation`` filter) and from
+every client request on arrival, so a client can neither see nor forge them.
+"""
+
+from __future__ import annotations
+
+# gRPC metadata that tells a Process() stream which stage it serves.
+STAGE_METADATA = "x-gw-stage"
+STAGE_ROUTER = "router"
+STAGE_UPSTREAM = "upstream"
+
+# Internal request headers (router stage -> Envoy routing / upstream stage).
+ROUTE_HEADER = "x-gw-route"  # client-facing model name: selects the model's route
+STREAM_HEADER = "x-gw-stream"  # present for streamed requests: selects the streaming route
+PRETRANSLATED_HEADER = "x-gw-pre"  # backend the body is already translated for
+INTERNAL_HEADERS = (ROUTE_HEADER, STREAM_HEADER, PRETRANSLATED_HEADER)
+
+# Response header naming the backend that answered (filled by Envoy from the
+# answering endpoint's metadata, so it is right after failover too).
+BACKEND_RESPONSE_HEADER = "x-gateway-backend"
+
+# Endpoint metadata namespace and key naming the backend of an endpoint.
+METADATA_NAMESPACE = "gw"
+METADATA_BACKEND_KEY = "backend"
+
+# ext_proc attribute expressions (CEL) and the attribute map they arrive in.
+ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
+ATTR_BACKEND = f"xds.upstream_host_metadata.filter_metadata['{METADATA_NAMESPACE}']['{METADATA_BACKEND_KEY}']"
+ATTR_RESPONSE_CODE = "response.code"
+
+# Credential headers: the client's are removed before a request leaves, and
+# every provider's are reset on each attempt (header mutations persist across
+# retries, DESIGN.md fact 9).
+CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
+PROVIDER_AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key", "anthropic-version")
