@@ -47,9 +47,11 @@ def _addr(address: str, port: int) -> dict[str, Any]:
 
 
 def _cel_skip_expression() -> dict[str, Any]:
-    """Parsed CEL AST for ``<answering backend> == request.headers[x-gw-pre]``.
+    """Parsed CEL AST for ``<attempt's backend> == <route's primary backend>``.
 
-    Envoy 1.40's CEL matcher takes a parsed expression, not source text.
+    Envoy 1.40's CEL matcher takes a parsed expression, not source text. The
+    primary comes from route metadata, not a header: headers stripped on the
+    first attempt stay stripped for the next.
     """
     import cel.expr.syntax_pb2 as cel  # from xds-protos
 
@@ -65,9 +67,10 @@ def _cel_skip_expression() -> dict[str, Any]:
         key_expr = cel.Expr(id=next(ids), const_expr=cel.Constant(string_value=key))
         return cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_[_]", args=[operand, key_expr]))
 
-    metadata = select(select(ident("xds"), "upstream_host_metadata"), "filter_metadata")
-    backend = index(index(metadata, P.METADATA_NAMESPACE), P.METADATA_BACKEND_KEY)
-    pre = index(select(ident("request"), "headers"), P.PRETRANSLATED_HEADER)
+    host = select(select(ident("xds"), "upstream_host_metadata"), "filter_metadata")
+    backend = index(index(host, P.METADATA_NAMESPACE), P.METADATA_BACKEND_KEY)
+    route = select(select(ident("xds"), "route_metadata"), "filter_metadata")
+    pre = index(index(route, P.METADATA_NAMESPACE), P.ROUTE_PRIMARY_KEY)
     expr = cel.ParsedExpr(expr=cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_==_", args=[backend, pre])))
     return json_format.MessageToDict(expr)
 
@@ -118,7 +121,7 @@ def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
         cfg, P.STAGE_UPSTREAM,
         {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
          "response_header_mode": "SKIP", "response_body_mode": "NONE"},
-        request_attributes=[P.ATTR_BACKEND],
+        request_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_MODEL, P.ATTR_ROUTE_PRIMARY, P.ATTR_ROUTE_STREAM],
         response_attributes=[],
     )
     return {
@@ -171,14 +174,52 @@ def _retry_policy(cfg: GatewayConfig, model: str, stream: bool) -> dict[str, Any
     return policy
 
 
+# Provider response headers that would confuse a client of another dialect or
+# expose provider account details (organisations, the provider's own limits).
+PROVIDER_RESPONSE_HEADERS = (
+    "request-id", "anthropic-organization-id", "openai-organization", "openai-project", "openai-version",
+    "openai-processing-ms", "x-goog-api-client", "server-timing", "cf-ray", "via", "alt-svc",
+    "anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-limit",
+    "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-limit", "anthropic-ratelimit-input-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-limit",
+    "anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset",
+    "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+)
+
+# Envoy's own failures (no healthy upstream, connect failure, timeouts, retry
+# limit...): their plain-text body is rewritten by the router stage into the
+# client's error format, so the content type must say JSON.
+ENVOY_FAILURE_FLAGS = ["UH", "UF", "UO", "NR", "URX", "UT", "UC", "UR", "UMSDR", "DPE", "UPE", "NC", "OM"]
+
+
+def _local_reply_config() -> dict[str, Any]:
+    return {"mappers": [{
+        "filter": {"response_flag_filter": {"flags": ENVOY_FAILURE_FLAGS}},
+        "body_format_override": {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+                                 "content_type": "application/json"},
+    }]}
+
+
 def _model_routes(cfg: GatewayConfig, model: str) -> list[dict[str, Any]]:
+    """Routes of one model: per streaming mode, selected by the router stage's headers.
+
+    Route metadata repeats the decision (model, primary, stream) for the
+    upstream stage and its matcher, which cannot rely on headers.
+    """
     routes = []
+    primary = cfg.chains[model][0].name
     for stream in (True, False):
-        headers = [{"name": P.ROUTE_HEADER, "string_match": {"exact": model}}]
-        headers.append({"name": P.STREAM_HEADER, "present_match": stream})
+        headers = [{"name": P.ROUTE_HEADER, "string_match": {"exact": model}},
+                   {"name": P.PRETRANSLATED_HEADER, "string_match": {"exact": primary}},
+                   {"name": P.STREAM_HEADER, "present_match": stream}]
         routes.append({
             "name": f"{model}{' (stream)' if stream else ''}",
             "match": {"prefix": "/", "headers": headers},
+            "metadata": {"filter_metadata": {P.METADATA_NAMESPACE: {
+                P.ROUTE_MODEL_KEY: model, P.ROUTE_PRIMARY_KEY: primary, P.ROUTE_STREAM_KEY: stream}}},
             "route": {
                 "cluster": cfg.cluster_name(model),
                 "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
@@ -190,6 +231,7 @@ def _model_routes(cfg: GatewayConfig, model: str) -> list[dict[str, Any]]:
                            "value": f"%UPSTREAM_METADATA({P.METADATA_NAMESPACE}:{P.METADATA_BACKEND_KEY})%"},
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             }],
+            "response_headers_to_remove": list(PROVIDER_RESPONSE_HEADERS),
         })
     return routes
 
@@ -225,6 +267,7 @@ def _listener(cfg: GatewayConfig) -> dict[str, Any]:
         "route_config": _route_config(cfg),
         "request_timeout": "0s",
         "stream_idle_timeout": "300s",
+        "local_reply_config": _local_reply_config(),
         "http_filters": [
             _strip_internal_headers(),
             _router_stage(cfg),
@@ -349,7 +392,7 @@ def render(cfg: GatewayConfig) -> dict[str, Any]:
 
 
 def render_yaml(cfg: GatewayConfig) -> str:
-    header = (f"# Rendered by `llm-gateway render-envoy` from {cfg.source}. Do not edit:\n"
+    header = (f"# Rendered by `llm-gateway render-envoy` from {Path(cfg.source).name}. Do not edit:\n"
               "# change the gateway config and render again.\n")
     return header + yaml.safe_dump(render(cfg), sort_keys=False, width=120)
 

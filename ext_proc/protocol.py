@@ -14,11 +14,19 @@ STAGE_METADATA = "x-gw-stage"
 STAGE_ROUTER = "router"
 STAGE_UPSTREAM = "upstream"
 
-# Internal request headers (router stage -> Envoy routing / upstream stage).
-ROUTE_HEADER = "x-gw-route"  # client-facing model name: selects the model's route
-STREAM_HEADER = "x-gw-stream"  # present for streamed requests: selects the streaming route
+# Internal request headers: the router stage's decision, read by Envoy's route
+# match only. Stripping them on the first attempt persists into later attempts
+# (header mutations do, DESIGN.md fact 9), so the upstream stage reads the same
+# facts from the matched route's metadata instead.
+ROUTE_HEADER = "x-gw-route"  # client-facing model name
 PRETRANSLATED_HEADER = "x-gw-pre"  # backend the body is already translated for
+STREAM_HEADER = "x-gw-stream"  # present for streamed requests
 INTERNAL_HEADERS = (ROUTE_HEADER, STREAM_HEADER, PRETRANSLATED_HEADER)
+
+# Route metadata keys (namespace METADATA_NAMESPACE) set on every model route.
+ROUTE_MODEL_KEY = "model"
+ROUTE_PRIMARY_KEY = "primary"
+ROUTE_STREAM_KEY = "stream"
 
 # Response header naming the backend that answered (filled by Envoy from the
 # answering endpoint's metadata, so it is right after failover too).
@@ -32,6 +40,15 @@ METADATA_BACKEND_KEY = "backend"
 ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 ATTR_BACKEND = f"xds.upstream_host_metadata.filter_metadata['{METADATA_NAMESPACE}']['{METADATA_BACKEND_KEY}']"
 ATTR_RESPONSE_CODE = "response.code"
+
+
+def route_attr(key: str) -> str:
+    return f"xds.route_metadata.filter_metadata['{METADATA_NAMESPACE}']['{key}']"
+
+
+ATTR_ROUTE_MODEL = route_attr(ROUTE_MODEL_KEY)
+ATTR_ROUTE_PRIMARY = route_attr(ROUTE_PRIMARY_KEY)
+ATTR_ROUTE_STREAM = route_attr(ROUTE_STREAM_KEY)
 
 # Credential headers: the client's are removed before a request leaves, and
 # every provider's are reset on each attempt (header mutations persist across

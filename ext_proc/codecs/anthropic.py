@@ -1,0 +1,830 @@
+"""Anthropic Messages codec (``POST /v1/messages``; the gateway adds ``anthropic-version``).
+
+Unmapped-field policy (client -> IR): ``thinking`` (unless disabled),
+``mcp_servers``, ``container``, ``context_management`` and unknown top-level
+fields are unmapped with their raw values; server tools (``web_search_...``),
+``document``/``search_result`` blocks, ``file`` image sources and server-tool
+blocks in history are unmapped by path. Ignored because they never change the
+generated text: ``service_tier``, ``cache_control`` markers, ``citations`` on
+text blocks, and ``thinking``/``redacted_thinking`` blocks in the history
+(Anthropic itself strips those from earlier turns).
+
+``max_tokens`` is required by Anthropic but a missing one is tolerated on
+parse (the IR leaves it unset and the target applies its default).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
+from .base import Codec, StreamDecoder, StreamEncoder
+from .ir import (
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    MessageDelta,
+    MessageStart,
+    MessageStop,
+    Part,
+    StopReason,
+    StreamError,
+    StreamEvent,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    Usage,
+)
+from .sse import SSEEvent
+
+DIALECT = "anthropic"
+
+_IGNORED = frozenset({"service_tier"})
+_HANDLED = frozenset({
+    "model", "messages", "system", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "stream",
+    "tools", "tool_choice", "metadata", "thinking",
+})
+
+STOP_TO_IR: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "max_tokens": "max_tokens",
+    # The context window, not max_tokens, ended the answer: still "cut by a token limit".
+    "model_context_window_exceeded": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "tool_use": "tool_use",
+    "refusal": "refusal",
+    "pause_turn": "other",
+}
+# IR -> stop_reason. content_filter is closest to "refusal" (a policy stop);
+# "other" has no Anthropic value, "end_turn" is the least surprising.
+IR_TO_STOP: dict[str, str] = {
+    "end_turn": "end_turn",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "tool_use": "tool_use",
+    "content_filter": "refusal",
+    "refusal": "refusal",
+    "other": "end_turn",
+}
+
+_ERROR_TYPES: dict[str, str] = {
+    "invalid_request": "invalid_request_error",
+    "context_length": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "request_too_large": "request_too_large",
+    "rate_limit": "rate_limit_error",
+    "api_error": "api_error",
+    "overloaded": "overloaded_error",
+    "timeout": "timeout_error",
+}
+_TYPE_KINDS: dict[str, str] = {v: k for k, v in _ERROR_TYPES.items() if k != "context_length"}
+_CONTEXT_HINTS = ("prompt is too long", "exceed context limit", "context window", "context length")
+
+_STREAM_CUT = "upstream stream ended unexpectedly"
+
+
+# ---- small validators -----------------------------------------------------------
+
+
+def _type_error(path: str, what: str) -> GatewayError:
+    return invalid(f"'{path}' must be {what}", path)
+
+
+def _opt_num(body: dict[str, Any], key: str) -> float | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _type_error(key, "a number")
+    return v
+
+
+def _opt_int(body: dict[str, Any], key: str) -> int | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _type_error(key, "an integer")
+    return v
+
+
+def _nonempty_str(v: Any, path: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise _type_error(path, "a non-empty string")
+    return v
+
+
+def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    for k in keys[:-1]:
+        nxt = body.get(k)
+        if not isinstance(nxt, dict):
+            nxt = body[k] = {}
+        body = nxt
+    body[keys[-1]] = value
+
+
+def _args_object(arguments: str, path: str) -> dict[str, Any]:
+    """IR tool-call arguments (JSON text) -> the object Anthropic's ``input`` must be."""
+    if not arguments:
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        raise invalid(f"'{path}' must be a JSON object, got invalid JSON", path) from None
+    if not isinstance(value, dict):
+        raise invalid(f"'{path}' must be a JSON object", path)
+    return value
+
+
+# ---- requests -------------------------------------------------------------------
+
+
+def _parse_image(block: dict[str, Any], path: str, unmapped: list[str]) -> ImagePart | None:
+    src = block.get("source")
+    if not isinstance(src, dict):
+        raise _type_error(f"{path}.source", "an object")
+    st = src.get("type")
+    if st == "base64":
+        return ImagePart(media_type=_nonempty_str(src.get("media_type"), f"{path}.source.media_type"),
+                         data=_nonempty_str(src.get("data"), f"{path}.source.data"))
+    if st == "url":
+        return ImagePart(url=_nonempty_str(src.get("url"), f"{path}.source.url"))
+    unmapped.append(f"{path}.source")  # "file" (Files API) sources have no IR equivalent
+    return None
+
+
+def _parse_text_blocks(value: Any, path: str) -> list[TextPart]:
+    """``system`` and similar: a string or a list of text blocks."""
+    if isinstance(value, str):
+        return [TextPart(value)] if value else []
+    if not isinstance(value, list):
+        raise _type_error(path, "a string or an array of text blocks")
+    out: list[TextPart] = []
+    for j, b in enumerate(value):
+        if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
+            raise _type_error(f"{path}[{j}]", "a text block")
+        if b["text"]:
+            out.append(TextPart(b["text"]))
+    return out
+
+
+def _parse_tool_result(block: dict[str, Any], path: str, names: dict[str, str],
+                       unmapped: list[str]) -> ToolResultPart:
+    tid = _nonempty_str(block.get("tool_use_id"), f"{path}.tool_use_id")
+    name = names.get(tid)
+    if name is None:
+        raise invalid(f"'{path}.tool_use_id' does not match any preceding tool_use block", f"{path}.tool_use_id")
+    content = block.get("content")
+    parts: list[TextPart | ImagePart] = []
+    if isinstance(content, str):
+        if content:
+            parts.append(TextPart(content))
+    elif isinstance(content, list):
+        for k, c in enumerate(content):
+            cpath = f"{path}.content[{k}]"
+            if not isinstance(c, dict):
+                raise _type_error(cpath, "an object")
+            ct = c.get("type")
+            if ct == "text":
+                if not isinstance(c.get("text"), str):
+                    raise _type_error(f"{cpath}.text", "a string")
+                if c["text"]:
+                    parts.append(TextPart(c["text"]))
+            elif ct == "image":
+                img = _parse_image(c, cpath, unmapped)
+                if img is not None:
+                    parts.append(img)
+            else:
+                unmapped.append(cpath)
+    elif content is not None:
+        raise _type_error(f"{path}.content", "a string or an array of blocks")
+    return ToolResultPart(tid, parts, name, block.get("is_error") is True)
+
+
+def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
+    if not isinstance(messages, list):
+        raise _type_error("messages", "an array")
+    if not messages:
+        raise invalid("'messages' must not be empty", "messages")
+    out: list[Message] = []
+    names: dict[str, str] = {}
+
+    def add(role: str, part: Part) -> None:
+        if out and out[-1].role == role:
+            out[-1].parts.append(part)
+        else:
+            out.append(Message(role, [part]))  # type: ignore[arg-type]
+
+    for i, m in enumerate(messages):
+        path = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _type_error(path, "an object")
+        role = m.get("role")
+        if role not in ("user", "assistant"):
+            raise invalid(f"'{path}.role' must be 'user' or 'assistant'", f"{path}.role")
+        content = m.get("content")
+        if isinstance(content, str):
+            if content:
+                add(role, TextPart(content))
+        elif isinstance(content, list):
+            for j, b in enumerate(content):
+                bpath = f"{path}.content[{j}]"
+                if not isinstance(b, dict):
+                    raise _type_error(bpath, "an object")
+                bt = b.get("type")
+                if bt == "text":
+                    if not isinstance(b.get("text"), str):
+                        raise _type_error(f"{bpath}.text", "a string")
+                    if b["text"]:
+                        add(role, TextPart(b["text"]))
+                elif bt == "image":
+                    img = _parse_image(b, bpath, unmapped)
+                    if img is not None:
+                        add(role, img)
+                elif bt == "tool_use" and role == "assistant":
+                    tid = _nonempty_str(b.get("id"), f"{bpath}.id")
+                    name = _nonempty_str(b.get("name"), f"{bpath}.name")
+                    inp = b.get("input", {})
+                    if not isinstance(inp, dict):
+                        raise _type_error(f"{bpath}.input", "an object")
+                    names[tid] = name
+                    add(role, ToolCallPart(tid, name, orjson.dumps(inp).decode()))
+                elif bt == "tool_result" and role == "user":
+                    add("tool", _parse_tool_result(b, bpath, names, unmapped))
+                elif bt in ("thinking", "redacted_thinking") and role == "assistant":
+                    continue
+                elif isinstance(bt, str):
+                    unmapped.append(bpath)
+                else:
+                    raise _type_error(f"{bpath}.type", "a string")
+        else:
+            raise _type_error(f"{path}.content", "a string or an array of content blocks")
+        # A turn with nothing in it adds nothing to the IR (Anthropic rejects those anyway).
+    return out
+
+
+def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise _type_error("tools", "an array")
+    out: list[Tool] = []
+    for i, t in enumerate(tools):
+        path = f"tools[{i}]"
+        if not isinstance(t, dict):
+            raise _type_error(path, "an object")
+        if t.get("type", "custom") != "custom" or "input_schema" not in t:
+            unmapped.append(path)  # server tools: web_search, bash, text_editor, ...
+            continue
+        schema = t["input_schema"]
+        if not isinstance(schema, dict):
+            raise _type_error(f"{path}.input_schema", "an object")
+        desc = t.get("description")
+        if desc is not None and not isinstance(desc, str):
+            raise _type_error(f"{path}.description", "a string")
+        out.append(Tool(_nonempty_str(t.get("name"), f"{path}.name"), desc, schema))
+    return out
+
+
+def _parse_tool_choice(tc: Any) -> tuple[ToolChoice | None, bool | None]:
+    if tc is None:
+        return None, None
+    if not isinstance(tc, dict):
+        raise _type_error("tool_choice", "an object")
+    t = tc.get("type")
+    if t == "tool":
+        choice = ToolChoice("tool", _nonempty_str(tc.get("name"), "tool_choice.name"))
+    elif t == "any":
+        choice = ToolChoice("required")
+    elif t in ("auto", "none"):
+        choice = ToolChoice(t)
+    else:
+        raise invalid("'tool_choice.type' must be one of auto, any, tool, none", "tool_choice.type")
+    dp = tc.get("disable_parallel_tool_use")
+    if dp is not None and not isinstance(dp, bool):
+        raise _type_error("tool_choice.disable_parallel_tool_use", "a boolean")
+    return choice, (None if dp is None else not dp)
+
+
+def _image_block(p: ImagePart) -> dict[str, Any]:
+    if p.data is not None:
+        return {"type": "image", "source": {"type": "base64", "media_type": p.media_type or "image/jpeg",
+                                            "data": p.data}}
+    return {"type": "image", "source": {"type": "url", "url": p.url}}
+
+
+def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
+    """IR turns -> strictly alternating Anthropic turns. Tool results become
+    ``tool_result`` blocks at the front of a user turn; user content right
+    after them joins that turn."""
+    out: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []  # tool_result blocks of the open user turn
+    blocks: list[dict[str, Any]] = []  # other blocks of the open turn
+    role = ""
+
+    def flush() -> None:
+        if not role:
+            return
+        content: Any = results + blocks
+        if role == "user" and not results and len(blocks) == 1 and blocks[0]["type"] == "text":
+            content = blocks[0]["text"]
+        out.append({"role": role, "content": content})
+
+    for i, m in enumerate(req.messages):
+        target = "assistant" if m.role == "assistant" else "user"
+        if target != role:
+            flush()
+            role = target
+            results = []
+            blocks = []
+        for j, p in enumerate(m.parts):
+            if isinstance(p, TextPart):
+                blocks.append({"type": "text", "text": p.text})
+            elif isinstance(p, ImagePart):
+                if target == "assistant":
+                    if drop:
+                        continue
+                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                blocks.append(_image_block(p))
+            elif isinstance(p, ToolCallPart):
+                if target != "assistant":
+                    if drop:
+                        continue
+                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                blocks.append({"type": "tool_use", "id": p.id, "name": p.name,
+                               "input": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments")})
+            else:
+                if target == "assistant":
+                    if drop:
+                        continue
+                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                block: dict[str, Any] = {"type": "tool_result", "tool_use_id": p.tool_call_id}
+                if p.content:
+                    if len(p.content) == 1 and isinstance(p.content[0], TextPart):
+                        block["content"] = p.content[0].text
+                    else:
+                        block["content"] = [{"type": "text", "text": c.text} if isinstance(c, TextPart)
+                                            else _image_block(c) for c in p.content]
+                if p.is_error:
+                    block["is_error"] = True
+                results.append(block)
+    flush()
+    return out
+
+
+# ---- responses / usage --------------------------------------------------------------
+
+
+def usage_from_anthropic(u: dict[str, Any], base: Usage | None = None) -> Usage:
+    """Anthropic usage -> IR (input includes the cache reads and writes).
+    Fields absent from ``u`` keep their value from ``base`` (message_delta
+    usage may carry only output_tokens)."""
+    b = base or Usage()
+    b_plain = b.input_tokens - b.cached_input_tokens - b.cache_write_tokens
+    plain = u.get("input_tokens")
+    read = u.get("cache_read_input_tokens")
+    write = u.get("cache_creation_input_tokens")
+    out = u.get("output_tokens")
+    plain = b_plain if plain is None else plain
+    read = b.cached_input_tokens if read is None else read
+    write = b.cache_write_tokens if write is None else write
+    return Usage(plain + read + write, b.output_tokens if out is None else out, read, write)
+
+
+def usage_to_anthropic(u: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": max(u.input_tokens - u.cached_input_tokens - u.cache_write_tokens, 0),
+        "output_tokens": u.output_tokens,
+        "cache_creation_input_tokens": u.cache_write_tokens,
+        "cache_read_input_tokens": u.cached_input_tokens,
+    }
+
+
+def _error_from_obj(err: dict[str, Any], status: int | None) -> GatewayError:
+    etype = err.get("type")
+    message = err.get("message") if isinstance(err.get("message"), str) else None
+    message = message or f"upstream {etype or 'error'}"
+    kind = _TYPE_KINDS.get(etype) if isinstance(etype, str) else None
+    if kind is None:
+        kind = kind_for_status(status) if status else "api_error"
+    if kind == "invalid_request" and any(h in message.lower() for h in _CONTEXT_HINTS):
+        kind = "context_length"
+    if status is None:
+        status = DEFAULT_STATUS[kind]
+    return GatewayError(kind, message, status=status)  # type: ignore[arg-type]
+
+
+# ---- streams --------------------------------------------------------------------------
+
+
+class AnthropicStreamDecoder(StreamDecoder):
+    """Messages stream events -> IR. Thinking and server-tool blocks are
+    skipped; the remaining blocks are renumbered so IR indexes stay contiguous."""
+
+    __slots__ = ("_blocks", "_done", "_next", "_started", "_usage")
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, int] = {}  # Anthropic index -> IR index (skipped blocks absent)
+        self._next = 0
+        self._usage = Usage()
+        self._started = False
+        self._done = False
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if self._done:
+            return []
+        try:
+            obj = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            self._done = True
+            return [StreamError(GatewayError("api_error", "upstream sent a malformed stream event", status=502))]
+        if not isinstance(obj, dict):
+            return []
+        t = obj.get("type")
+        if t == "content_block_delta":
+            block = self._blocks.get(obj.get("index", -1))
+            if block is None:
+                return []
+            d = obj.get("delta") or {}
+            dt = d.get("type")
+            if dt == "text_delta":
+                text = d.get("text")
+            elif dt == "input_json_delta":
+                text = d.get("partial_json")
+            else:
+                return []  # thinking/signature/citations deltas
+            return [BlockDelta(block, text)] if text else []
+        if t == "content_block_start":
+            cb = obj.get("content_block") or {}
+            ct = cb.get("type")
+            if ct == "text":
+                block = self._blocks[obj.get("index", -1)] = self._next
+                self._next += 1
+                out: list[StreamEvent] = [BlockStart(block, "text")]
+                if cb.get("text"):
+                    out.append(BlockDelta(block, cb["text"]))
+                return out
+            if ct == "tool_use":
+                block = self._blocks[obj.get("index", -1)] = self._next
+                self._next += 1
+                out = [BlockStart(block, "tool_call", cb.get("id") or "", cb.get("name") or "")]
+                if cb.get("input"):
+                    out.append(BlockDelta(block, orjson.dumps(cb["input"]).decode()))
+                return out
+            return []
+        if t == "content_block_stop":
+            block = self._blocks.get(obj.get("index", -1))
+            return [] if block is None else [BlockStop(block)]
+        if t == "message_start":
+            msg = obj.get("message") or {}
+            u = msg.get("usage")
+            if isinstance(u, dict):
+                self._usage = usage_from_anthropic(u)
+            self._started = True
+            return [MessageStart(msg.get("id") or f"msg_{uuid.uuid4().hex}", msg.get("model") or "",
+                                 self._usage)]
+        if t == "message_delta":
+            d = obj.get("delta") or {}
+            u = obj.get("usage")
+            if isinstance(u, dict):
+                self._usage = usage_from_anthropic(u, self._usage)
+            sr = d.get("stop_reason")
+            return [MessageDelta(STOP_TO_IR.get(sr, "other") if sr else None, d.get("stop_sequence"),
+                                 self._usage)]
+        if t == "message_stop":
+            self._done = True
+            return [MessageStop()]
+        if t == "error":
+            self._done = True
+            err = obj.get("error")
+            return [StreamError(_error_from_obj(err if isinstance(err, dict) else {}, None))]
+        return []  # ping and future event types
+
+    def close(self) -> list[StreamEvent]:
+        if self._done:
+            return []
+        self._done = True
+        return [StreamError(GatewayError("api_error", _STREAM_CUT, status=502))]
+
+
+_PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+class AnthropicStreamEncoder(StreamEncoder):
+    """IR events -> Anthropic SSE (message_start, ping, content blocks,
+    message_delta, message_stop). Closes blocks left open and supplies a
+    message_delta if the IR stream skipped one, so the client stream is always
+    well formed."""
+
+    __slots__ = ("_blocks", "_done", "_model", "_open", "_sent_delta", "_started", "_tools")
+
+    def __init__(self, req: ChatRequest) -> None:
+        self._model = req.model
+        self._blocks: dict[int, int] = {}  # IR index -> Anthropic index
+        self._tools: set[int] = set()  # IR indexes of tool_use blocks
+        self._open: set[int] = set()  # Anthropic indexes open
+        self._started = False
+        self._sent_delta = False
+        self._done = False
+
+    def _start(self, rid: str, usage: Usage) -> bytes:
+        self._started = True
+        msg = {"type": "message_start", "message": {
+            "id": rid, "type": "message", "role": "assistant", "model": self._model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": usage_to_anthropic(usage)}}
+        return b"event: message_start\ndata: " + orjson.dumps(msg) + b"\n\n" + _PING
+
+    def _close_all(self) -> bytes:
+        out = b""
+        for idx in sorted(self._open):
+            out += b'event: content_block_stop\ndata: {"type":"content_block_stop","index":' + str(idx).encode() + b"}\n\n"
+        self._open.clear()
+        return out
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if self._done:
+            return b""
+        if isinstance(event, BlockDelta):
+            idx = self._blocks.get(event.index)
+            if idx is None:
+                return b""
+            if event.index in self._tools:
+                delta = b'{"type":"input_json_delta","partial_json":' + orjson.dumps(event.text) + b"}"
+            else:
+                delta = b'{"type":"text_delta","text":' + orjson.dumps(event.text) + b"}"
+            return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                    + str(idx).encode() + b',"delta":' + delta + b"}\n\n")
+        pre = b"" if self._started or isinstance(event, MessageStart | StreamError) else \
+            self._start(f"msg_{uuid.uuid4().hex}", Usage())
+        if isinstance(event, BlockStart):
+            idx = self._blocks[event.index] = len(self._blocks)
+            self._open.add(idx)
+            if event.kind == "tool_call":
+                self._tools.add(event.index)
+                cb: dict[str, Any] = {"type": "tool_use", "id": event.tool_call_id, "name": event.tool_name,
+                                      "input": {}}
+            else:
+                cb = {"type": "text", "text": ""}
+            return pre + b"event: content_block_start\ndata: " + orjson.dumps(
+                {"type": "content_block_start", "index": idx, "content_block": cb}) + b"\n\n"
+        if isinstance(event, BlockStop):
+            idx = self._blocks.get(event.index)
+            if idx is None or idx not in self._open:
+                return pre
+            self._open.discard(idx)
+            return pre + (b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+                          + str(idx).encode() + b"}\n\n")
+        if isinstance(event, MessageStart):
+            return self._start(event.id, event.usage) if not self._started else b""
+        if isinstance(event, MessageDelta):
+            self._sent_delta = True
+            stop = IR_TO_STOP.get(event.stop_reason or "end_turn", "end_turn")
+            body = {"type": "message_delta",
+                    "delta": {"stop_reason": stop,
+                              "stop_sequence": event.stop_sequence if stop == "stop_sequence" else None},
+                    "usage": usage_to_anthropic(event.usage or Usage())}
+            return pre + self._close_all() + b"event: message_delta\ndata: " + orjson.dumps(body) + b"\n\n"
+        if isinstance(event, MessageStop):
+            out = pre if self._sent_delta else pre + self.encode(MessageDelta("end_turn"))
+            self._done = True
+            return out + self._close_all() + b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+        if isinstance(event, StreamError):
+            self._done = True
+            return ANTHROPIC.render_stream_error(event.error)
+        return pre
+
+
+# ---- the codec ----------------------------------------------------------------------------
+
+
+class AnthropicCodec(Codec):
+    dialect = DIALECT
+
+    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
+                      path_stream: bool = False) -> ChatRequest:
+        if not isinstance(body, dict):
+            raise invalid("the request body must be a JSON object")
+        model = _nonempty_str(body.get("model"), "model")
+        unmapped: list[str] = []
+        values: dict[str, Any] = {}
+        for key, value in body.items():
+            if key in _HANDLED or key in _IGNORED or value is None:
+                continue
+            unmapped.append(key)
+            values[key] = value
+        thinking = body.get("thinking")
+        if thinking is not None and not (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
+            unmapped.append("thinking")
+            values["thinking"] = thinking
+        system = _parse_text_blocks(body["system"], "system") if body.get("system") is not None else []
+        messages = _parse_messages(body.get("messages"), unmapped)
+        stops = body.get("stop_sequences")
+        if stops is None:
+            stops = []
+        elif not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise _type_error("stop_sequences", "an array of strings")
+        metadata = body.get("metadata")
+        user = None
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise _type_error("metadata", "an object")
+            user = metadata.get("user_id")
+            if user is not None and not isinstance(user, str):
+                raise _type_error("metadata.user_id", "a string")
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise _type_error("stream", "a boolean")
+        tool_choice, parallel = _parse_tool_choice(body.get("tool_choice"))
+        return ChatRequest(
+            model=model,
+            messages=messages,
+            system=system,
+            tools=_parse_tools(body.get("tools"), unmapped),
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel,
+            max_tokens=_opt_int(body, "max_tokens"),
+            temperature=_opt_num(body, "temperature"),
+            top_p=_opt_num(body, "top_p"),
+            top_k=_opt_int(body, "top_k"),
+            stop=stops,
+            user=user,
+            stream=bool(stream),
+            unmapped=unmapped,
+            source_dialect=DIALECT,
+            unmapped_values=values,
+        )
+
+    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
+                      drop_unsupported: bool = False) -> dict[str, Any]:
+        drop = drop_unsupported
+        if not drop:
+            for name, value in (("seed", req.seed), ("presence_penalty", req.presence_penalty),
+                                ("frequency_penalty", req.frequency_penalty)):
+                if value is not None:
+                    raise unsupported(name, DIALECT)
+            if req.n is not None and req.n != 1:
+                raise unsupported("n", DIALECT)
+            if req.response_format is not None and req.response_format.type != "text":
+                raise unsupported("response_format", DIALECT)
+        body: dict[str, Any] = {
+            "model": upstream_model,
+            "max_tokens": req.max_tokens if req.max_tokens is not None else default_max_tokens,
+            "messages": _build_messages(req, drop),
+        }
+        if req.system:
+            body["system"] = (req.system[0].text if len(req.system) == 1
+                              else [{"type": "text", "text": p.text} for p in req.system])
+        # Temperature is passed as is: Anthropic accepts 0..1 and rejects more
+        # rather than the gateway silently rescaling the client's value.
+        if req.temperature is not None:
+            body["temperature"] = req.temperature
+        if req.top_p is not None:
+            body["top_p"] = req.top_p
+        if req.top_k is not None:
+            body["top_k"] = req.top_k
+        if req.stop:
+            body["stop_sequences"] = list(req.stop)
+        if req.user is not None:
+            body["metadata"] = {"user_id": req.user}
+        if req.stream:
+            body["stream"] = True
+        if req.tools:
+            body["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                if t.description is not None else {"name": t.name, "input_schema": t.parameters}
+                for t in req.tools
+            ]
+        tc = req.tool_choice
+        no_parallel = req.parallel_tool_calls is False
+        if tc is not None or no_parallel:
+            mode = tc.mode if tc is not None else "auto"
+            choice: dict[str, Any] = {"type": {"required": "any"}.get(mode, mode)}
+            if mode == "tool":
+                choice["name"] = tc.name  # type: ignore[union-attr]
+            if no_parallel and mode != "none":
+                choice["disable_parallel_tool_use"] = True
+            body["tool_choice"] = choice
+        if req.unmapped:
+            same = req.source_dialect == DIALECT
+            for path in req.unmapped:
+                if same and path in req.unmapped_values:
+                    _set_path(body, path, req.unmapped_values[path])
+                elif not drop:
+                    raise unsupported(path, DIALECT)
+        return body
+
+    def request_path(self, upstream_model: str, stream: bool) -> str:
+        return "/v1/messages"
+
+    def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        if not isinstance(body, dict):
+            raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
+        content: list[TextPart | ToolCallPart] = []
+        for b in body.get("content") or ():
+            if not isinstance(b, dict):
+                continue
+            bt = b.get("type")
+            if bt == "text":
+                if b.get("text"):
+                    content.append(TextPart(b["text"]))
+            elif bt == "tool_use":
+                content.append(ToolCallPart(b.get("id") or "", b.get("name") or "",
+                                            orjson.dumps(b.get("input") or {}).decode()))
+            # thinking / server tool blocks: no IR equivalent in a response
+        sr = body.get("stop_reason")
+        u = body.get("usage")
+        return ChatResponse(
+            id=body.get("id") or f"msg_{uuid.uuid4().hex}",
+            model=body.get("model") or "",
+            content=content,
+            stop_reason=STOP_TO_IR.get(sr, "other") if sr else "end_turn",
+            stop_sequence=body.get("stop_sequence"),
+            usage=usage_from_anthropic(u) if isinstance(u, dict) else Usage(),
+        )
+
+    def render_response(self, resp: ChatResponse) -> dict[str, Any]:
+        content: list[dict[str, Any]] = []
+        for j, p in enumerate(resp.content):
+            if isinstance(p, TextPart):
+                content.append({"type": "text", "text": p.text})
+            else:
+                try:
+                    inp = _args_object(p.arguments, f"content[{j}].input")
+                except GatewayError as e:  # the backend's fault, not the client's
+                    raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
+                content.append({"type": "tool_use", "id": p.id, "name": p.name, "input": inp})
+        stop = IR_TO_STOP.get(resp.stop_reason, "end_turn")
+        return {
+            "id": resp.id,
+            "type": "message",
+            "role": "assistant",
+            "model": resp.model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": resp.stop_sequence if stop == "stop_sequence" else None,
+            "usage": usage_to_anthropic(resp.usage),
+        }
+
+    def stream_decoder(self) -> StreamDecoder:
+        return AnthropicStreamDecoder()
+
+    def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
+        return AnthropicStreamEncoder(req)
+
+    def usage_of(self, body: dict[str, Any]) -> Usage | None:
+        """Usage of a message, a message_start or a message_delta (whose usage
+        is cumulative but may hold only output_tokens: absent fields are 0)."""
+        u = body.get("usage")
+        if u is None:
+            msg = body.get("message")
+            u = msg.get("usage") if isinstance(msg, dict) else None
+        return usage_from_anthropic(u) if isinstance(u, dict) else None
+
+    def rename_model(self, body: dict[str, Any], model: str) -> bool:
+        if "model" in body:
+            body["model"] = model
+            return True
+        msg = body.get("message")
+        if isinstance(msg, dict) and "model" in msg:
+            msg["model"] = model
+            return True
+        return False
+
+    def parse_error(self, status: int, body: bytes) -> GatewayError:
+        if status == 529:
+            status = 503
+        try:
+            obj = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            obj = None
+        err = obj.get("error") if isinstance(obj, dict) else None
+        if isinstance(err, dict):
+            return _error_from_obj(err, status)
+        text = body.decode("utf-8", "replace").strip() if body else ""
+        return GatewayError(kind_for_status(status), text[:1000] or f"upstream returned HTTP {status}",
+                            status=status)
+
+    def render_error(self, err: GatewayError) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": _ERROR_TYPES.get(err.kind, "api_error"), "message": err.message}}
+
+    def error_status(self, err: GatewayError) -> int:
+        """HTTP status to send with ``render_error``: Anthropic clients know overload as 529."""
+        return 529 if err.kind == "overloaded" else err.status
+
+    def render_stream_error(self, err: GatewayError) -> bytes:
+        return b"event: error\ndata: " + orjson.dumps(self.render_error(err)) + b"\n\n"
+
+
+ANTHROPIC = AnthropicCodec()

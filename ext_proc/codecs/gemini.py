@@ -1,0 +1,954 @@
+"""Gemini codec (``v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``).
+
+The model and stream flag live in the URL. Google's REST front end accepts both
+camelCase and snake_case field names (its own curl samples use
+``system_instruction``, ``inline_data``...), so the parser reads both; the
+builder writes camelCase.
+
+Tool-call ids: Gemini's ``functionCall.id``/``functionResponse.id`` are
+optional. Calls without one get ``call_<n>`` (n = position among the
+request's function calls, so re-parsing gives the same ids); a response
+without an id answers the earliest unanswered call of the same name. Calls in
+backend responses without an id get a random ``call_<hex>`` (ids must not
+repeat across the turns of one conversation).
+
+Unmapped-field policy: ``safetySettings``, ``cachedContent``, unknown
+top-level and ``generationConfig`` fields (``thinkingConfig``,
+``responseModalities``, ``responseLogprobs``...), non-function tools
+(``googleSearch``, ``codeExecution``...), non-image media and code-execution
+parts are unmapped. Ignored: ``labels``, ``serviceTier``, ``store``, thought
+parts and ``thoughtSignature`` in the history, and a function declaration's
+``response`` schema and ``behavior``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
+from .base import Codec, StreamDecoder, StreamEncoder
+from .ir import (
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    MessageDelta,
+    MessageStart,
+    MessageStop,
+    Part,
+    ResponseFormat,
+    StopReason,
+    StreamError,
+    StreamEvent,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    Usage,
+)
+from .sse import SSEEvent
+
+DIALECT = "gemini"
+
+_TOP_HANDLED = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
+_TOP_IGNORED = frozenset({"labels", "serviceTier", "store", "model"})
+_GEN_HANDLED = frozenset({
+    "temperature", "topP", "topK", "maxOutputTokens", "stopSequences", "seed", "presencePenalty",
+    "frequencyPenalty", "candidateCount", "responseMimeType", "responseSchema", "responseJsonSchema",
+})
+
+FINISH_TO_IR: dict[str, StopReason] = {
+    "STOP": "end_turn",  # or tool_use when the candidate holds function calls
+    "MAX_TOKENS": "max_tokens",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "IMAGE_PROHIBITED_CONTENT": "content_filter",
+}
+# IR -> finishReason. Gemini ends tool-calling turns with STOP; a refusal is
+# reported as SAFETY, the closest policy stop.
+IR_TO_FINISH: dict[str, str] = {
+    "end_turn": "STOP",
+    "stop_sequence": "STOP",
+    "tool_use": "STOP",
+    "max_tokens": "MAX_TOKENS",
+    "content_filter": "SAFETY",
+    "refusal": "SAFETY",
+    "other": "OTHER",
+}
+
+_CANONICAL: dict[str, str] = {
+    "invalid_request": "INVALID_ARGUMENT",
+    "context_length": "INVALID_ARGUMENT",
+    "authentication": "UNAUTHENTICATED",
+    "permission": "PERMISSION_DENIED",
+    "not_found": "NOT_FOUND",
+    "request_too_large": "INVALID_ARGUMENT",
+    "rate_limit": "RESOURCE_EXHAUSTED",
+    "api_error": "INTERNAL",
+    "overloaded": "UNAVAILABLE",
+    "timeout": "DEADLINE_EXCEEDED",
+}
+_STATUS_KINDS: dict[str, str] = {
+    "INVALID_ARGUMENT": "invalid_request",
+    "FAILED_PRECONDITION": "invalid_request",
+    "OUT_OF_RANGE": "invalid_request",
+    "UNAUTHENTICATED": "authentication",
+    "PERMISSION_DENIED": "permission",
+    "NOT_FOUND": "not_found",
+    "RESOURCE_EXHAUSTED": "rate_limit",
+    "INTERNAL": "api_error",
+    "UNKNOWN": "api_error",
+    "CANCELLED": "api_error",
+    "ABORTED": "api_error",
+    "UNAVAILABLE": "overloaded",
+    "DEADLINE_EXCEEDED": "timeout",
+}
+_CONTEXT_HINTS = ("exceeds the maximum number of tokens", "input token count", "context window")
+
+_MIME_BY_EXT = {
+    "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp",
+    "heic": "image/heic", "heif": "image/heif", "bmp": "image/bmp",
+}
+
+_STREAM_CUT = "upstream stream ended unexpectedly"
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+
+def _camel(name: str) -> str:
+    if "_" not in name:
+        return name
+    head, *rest = name.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def _g(d: dict[str, Any], camel: str, snake: str) -> Any:
+    v = d.get(camel)
+    return d.get(snake) if v is None else v
+
+
+def _type_error(path: str, what: str) -> GatewayError:
+    return invalid(f"'{path}' must be {what}", path)
+
+
+def _num(v: Any, path: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _type_error(path, "a number")
+    return v
+
+
+def _int(v: Any, path: str) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        # proto3 JSON allows int64 as strings
+        if isinstance(v, str) and v.lstrip("-").isdigit():
+            return int(v)
+        raise _type_error(path, "an integer")
+    return v
+
+
+def _nonempty_str(v: Any, path: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise _type_error(path, "a non-empty string")
+    return v
+
+
+def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    for k in keys[:-1]:
+        nxt = body.get(k)
+        if not isinstance(nxt, dict):
+            nxt = body[k] = {}
+        body = nxt
+    body[keys[-1]] = value
+
+
+def _lower_types(schema: Any) -> Any:
+    """Gemini's OpenAPI-subset ``Schema`` -> JSON Schema: ``type: OBJECT`` becomes
+    ``object``, ``nullable: true`` a ``[type, "null"]`` union, and the
+    Gemini-only ``propertyOrdering`` is dropped (other providers reject it)."""
+    if isinstance(schema, dict):
+        out = {}
+        for k, v in schema.items():
+            if k == "type" and isinstance(v, str):
+                out[k] = v.lower()
+            elif k in ("properties", "$defs", "definitions") and isinstance(v, dict):
+                out[k] = {pk: _lower_types(pv) for pk, pv in v.items()}
+            elif k in ("items", "anyOf", "oneOf", "allOf", "additionalProperties", "not"):
+                out[k] = _lower_types(v)
+            elif k not in ("nullable", "propertyOrdering", "property_ordering"):
+                out[k] = v
+        if schema.get("nullable") is True and isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        return out
+    if isinstance(schema, list):
+        return [_lower_types(s) for s in schema]
+    return schema
+
+
+def guess_mime(url: str) -> str:
+    """Gemini's fileData needs a mimeType: guess it from the URL's extension."""
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    dot = path.rfind(".")
+    if dot > path.rfind("/"):
+        return _MIME_BY_EXT.get(path[dot + 1:].lower(), "image/jpeg")
+    return "image/jpeg"
+
+
+def _args_object(arguments: str, path: str) -> dict[str, Any]:
+    if not arguments:
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        raise invalid(f"'{path}' must be a JSON object, got invalid JSON", path) from None
+    if not isinstance(value, dict):
+        raise invalid(f"'{path}' must be a JSON object", path)
+    return value
+
+
+def _result_text(response: Any) -> tuple[str, bool]:
+    """functionResponse.response -> (text, is_error): unwraps ``result``/``output``/``error``."""
+    if isinstance(response, dict) and len(response) == 1:
+        key, value = next(iter(response.items()))
+        if key in ("result", "output", "error"):
+            text = value if isinstance(value, str) else orjson.dumps(value).decode()
+            return text, key == "error"
+    if response is None:
+        return "", False
+    return orjson.dumps(response).decode(), False
+
+
+# ---- requests -----------------------------------------------------------------------
+
+
+def _parse_media(blob: Any, path: str, is_file: bool, unmapped: list[str]) -> ImagePart | None:
+    if not isinstance(blob, dict):
+        raise _type_error(path, "an object")
+    mime = _g(blob, "mimeType", "mime_type")
+    if mime is not None and not isinstance(mime, str):
+        raise _type_error(f"{path}.mimeType", "a string")
+    if mime is not None and not mime.startswith("image/"):
+        unmapped.append(path)  # audio, video, PDF...: the IR carries images only
+        return None
+    if is_file:
+        return ImagePart(media_type=mime, url=_nonempty_str(_g(blob, "fileUri", "file_uri"), f"{path}.fileUri"))
+    if mime is None:
+        raise _type_error(f"{path}.mimeType", "a string")
+    return ImagePart(media_type=mime, data=_nonempty_str(blob.get("data"), f"{path}.data"))
+
+
+def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
+    if not isinstance(contents, list):
+        raise _type_error("contents", "an array")
+    if not contents:
+        raise invalid("'contents' must not be empty", "contents")
+    out: list[Message] = []
+    call_names: dict[str, str] = {}
+    pending: dict[str, list[str]] = {}  # name -> unanswered call ids, oldest first
+    n_calls = 0
+
+    def add(role: str, part: Part) -> None:
+        if out and out[-1].role == role:
+            out[-1].parts.append(part)
+        else:
+            out.append(Message(role, [part]))  # type: ignore[arg-type]
+
+    for i, c in enumerate(contents):
+        path = f"contents[{i}]"
+        if not isinstance(c, dict):
+            raise _type_error(path, "an object")
+        role = c.get("role") or "user"
+        if role == "function":  # legacy role for function responses
+            role = "user"
+        if role not in ("user", "model"):
+            raise invalid(f"'{path}.role' must be 'user' or 'model'", f"{path}.role")
+        ir_role = "assistant" if role == "model" else "user"
+        parts = c.get("parts")
+        if not isinstance(parts, list):
+            raise _type_error(f"{path}.parts", "an array")
+        for j, p in enumerate(parts):
+            ppath = f"{path}.parts[{j}]"
+            if not isinstance(p, dict):
+                raise _type_error(ppath, "an object")
+            if "text" in p:
+                text = p["text"]
+                if not isinstance(text, str):
+                    raise _type_error(f"{ppath}.text", "a string")
+                if text and not p.get("thought"):
+                    add(ir_role, TextPart(text))
+                continue
+            fc = _g(p, "functionCall", "function_call")
+            if fc is not None:
+                fpath = f"{ppath}.functionCall"
+                if role != "model":
+                    raise invalid(f"'{fpath}' is only allowed in a 'model' turn", fpath)
+                if not isinstance(fc, dict):
+                    raise _type_error(fpath, "an object")
+                name = _nonempty_str(fc.get("name"), f"{fpath}.name")
+                args = fc.get("args")
+                if args is not None and not isinstance(args, dict):
+                    raise _type_error(f"{fpath}.args", "an object")
+                cid = fc.get("id") or f"call_{n_calls}"
+                n_calls += 1
+                call_names[cid] = name
+                pending.setdefault(name, []).append(cid)
+                add(ir_role, ToolCallPart(cid, name, orjson.dumps(args or {}).decode()))
+                continue
+            fr = _g(p, "functionResponse", "function_response")
+            if fr is not None:
+                fpath = f"{ppath}.functionResponse"
+                if role == "model":
+                    raise invalid(f"'{fpath}' is only allowed in a 'user' turn", fpath)
+                if not isinstance(fr, dict):
+                    raise _type_error(fpath, "an object")
+                name = _nonempty_str(fr.get("name"), f"{fpath}.name")
+                rid = fr.get("id")
+                if not (rid and call_names.get(rid) == name):
+                    waiting = pending.get(name)
+                    if not waiting:
+                        raise invalid(f"'{fpath}' does not match any preceding functionCall named '{name}'",
+                                      f"{fpath}.name")
+                    rid = waiting[0]
+                waiting = pending.get(name)
+                if waiting and rid in waiting:
+                    waiting.remove(rid)
+                if fr.get("parts"):
+                    unmapped.append(f"{fpath}.parts")
+                response = fr.get("response")
+                if response is not None and not isinstance(response, dict):
+                    raise _type_error(f"{fpath}.response", "an object")
+                text, is_error = _result_text(response)
+                add("tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error))
+                continue
+            blob = _g(p, "inlineData", "inline_data")
+            if blob is not None:
+                img = _parse_media(blob, f"{ppath}.inlineData", False, unmapped)
+                if img is not None:
+                    add(ir_role, img)
+                continue
+            blob = _g(p, "fileData", "file_data")
+            if blob is not None:
+                img = _parse_media(blob, f"{ppath}.fileData", True, unmapped)
+                if img is not None:
+                    add(ir_role, img)
+                continue
+            if p.get("thought") or set(p) <= {"thought", "thoughtSignature", "thought_signature"}:
+                continue  # thought-only parts carry nothing the IR keeps
+            unmapped.append(ppath)  # executableCode, codeExecutionResult, videoMetadata...
+    return out
+
+
+def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise _type_error("tools", "an array")
+    out: list[Tool] = []
+    for i, t in enumerate(tools):
+        path = f"tools[{i}]"
+        if not isinstance(t, dict):
+            raise _type_error(path, "an object")
+        for key, value in t.items():
+            if _camel(key) != "functionDeclarations":
+                unmapped.append(f"{path}.{_camel(key)}")  # googleSearch, codeExecution, urlContext...
+                continue
+            if not isinstance(value, list):
+                raise _type_error(f"{path}.functionDeclarations", "an array")
+            for j, fd in enumerate(value):
+                fpath = f"{path}.functionDeclarations[{j}]"
+                if not isinstance(fd, dict):
+                    raise _type_error(fpath, "an object")
+                schema = _g(fd, "parametersJsonSchema", "parameters_json_schema")
+                if schema is None:
+                    schema = fd.get("parameters")
+                    schema = _lower_types(schema) if schema is not None else None
+                if schema is None:
+                    schema = {"type": "object", "properties": {}}
+                elif not isinstance(schema, dict):
+                    raise _type_error(f"{fpath}.parametersJsonSchema", "an object")
+                desc = fd.get("description")
+                if desc is not None and not isinstance(desc, str):
+                    raise _type_error(f"{fpath}.description", "a string")
+                out.append(Tool(_nonempty_str(fd.get("name"), f"{fpath}.name"), desc, schema))
+    return out
+
+
+def _parse_tool_config(tc: Any, unmapped: list[str], values: dict[str, Any]) -> ToolChoice | None:
+    if tc is None:
+        return None
+    if not isinstance(tc, dict):
+        raise _type_error("toolConfig", "an object")
+    choice: ToolChoice | None = None
+    for key, value in tc.items():
+        ck = _camel(key)
+        if ck != "functionCallingConfig":
+            unmapped.append(f"toolConfig.{ck}")
+            values[f"toolConfig.{ck}"] = value
+            continue
+        if not isinstance(value, dict):
+            raise _type_error("toolConfig.functionCallingConfig", "an object")
+        mode = value.get("mode") or "AUTO"
+        names = _g(value, "allowedFunctionNames", "allowed_function_names") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _type_error("toolConfig.functionCallingConfig.allowedFunctionNames", "an array of strings")
+        mode = mode.upper() if isinstance(mode, str) else mode
+        if mode in ("AUTO", "MODE_UNSPECIFIED"):
+            choice = ToolChoice("auto")
+        elif mode == "NONE":
+            choice = ToolChoice("none")
+        elif mode == "ANY":
+            choice = ToolChoice("tool", names[0]) if len(names) == 1 else ToolChoice("required")
+        elif mode == "VALIDATED":
+            unmapped.append("toolConfig.functionCallingConfig.mode")
+            values["toolConfig.functionCallingConfig.mode"] = mode
+            choice = ToolChoice("auto")
+        else:
+            raise invalid("'toolConfig.functionCallingConfig.mode' must be AUTO, ANY or NONE",
+                          "toolConfig.functionCallingConfig.mode")
+        if len(names) > 1 or (names and mode != "ANY"):
+            # A subset of allowed tools has no IR equivalent.
+            unmapped.append("toolConfig.functionCallingConfig.allowedFunctionNames")
+            values["toolConfig.functionCallingConfig.allowedFunctionNames"] = names
+    return choice
+
+
+def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], values: dict[str, Any]) -> None:
+    if gc is None:
+        return
+    if not isinstance(gc, dict):
+        raise _type_error("generationConfig", "an object")
+    cfg: dict[str, Any] = {}
+    for key, value in gc.items():
+        ck = _camel(key)
+        if value is None:
+            continue
+        if ck in _GEN_HANDLED:
+            cfg[ck] = value
+        else:
+            unmapped.append(f"generationConfig.{ck}")
+            values[f"generationConfig.{ck}"] = value
+    p = "generationConfig."
+    req.temperature = _num(cfg.get("temperature"), p + "temperature")
+    req.top_p = _num(cfg.get("topP"), p + "topP")
+    req.top_k = _int(cfg.get("topK"), p + "topK")
+    req.max_tokens = _int(cfg.get("maxOutputTokens"), p + "maxOutputTokens")
+    req.seed = _int(cfg.get("seed"), p + "seed")
+    req.presence_penalty = _num(cfg.get("presencePenalty"), p + "presencePenalty")
+    req.frequency_penalty = _num(cfg.get("frequencyPenalty"), p + "frequencyPenalty")
+    req.n = _int(cfg.get("candidateCount"), p + "candidateCount")
+    stops = cfg.get("stopSequences")
+    if stops is not None:
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise _type_error(p + "stopSequences", "an array of strings")
+        req.stop = stops
+    mime = cfg.get("responseMimeType")
+    js = cfg.get("responseJsonSchema")
+    if js is None and cfg.get("responseSchema") is not None:
+        js = _lower_types(cfg["responseSchema"])
+    if js is not None and not isinstance(js, dict):
+        raise _type_error(p + "responseJsonSchema", "an object")
+    if mime is None or mime == "text/plain":
+        if js is not None:
+            raise invalid("a response schema requires responseMimeType 'application/json'", p + "responseMimeType")
+    elif mime == "application/json":
+        req.response_format = ResponseFormat("json_schema", js) if js is not None else ResponseFormat("json_object")
+    else:
+        unmapped.append(p + "responseMimeType")  # text/x.enum...
+        values[p + "responseMimeType"] = mime
+        for k in ("responseSchema", "responseJsonSchema"):
+            if k in cfg:
+                unmapped.append(p + k)
+                values[p + k] = cfg[k]
+
+
+def _media_part(p: ImagePart) -> dict[str, Any]:
+    if p.data is not None:
+        return {"inlineData": {"mimeType": p.media_type or "image/jpeg", "data": p.data}}
+    url = p.url or ""
+    return {"fileData": {"mimeType": p.media_type or guess_mime(url), "fileUri": url}}
+
+
+def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
+    """IR turns -> alternating user/model contents; function responses go
+    first in a user turn, like tool results in Anthropic."""
+    out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    results: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    role = ""
+    for i, m in enumerate(req.messages):
+        target = "model" if m.role == "assistant" else "user"
+        if target != role:
+            if role:
+                out.append({"role": role, "parts": results + parts})
+            role = target
+            results = []
+            parts = []
+        for j, p in enumerate(m.parts):
+            if isinstance(p, TextPart):
+                parts.append({"text": p.text})
+            elif isinstance(p, ImagePart):
+                parts.append(_media_part(p))
+            elif isinstance(p, ToolCallPart):
+                if target != "model":
+                    if drop:
+                        continue
+                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                names[p.id] = p.name
+                parts.append({"functionCall": {
+                    "id": p.id, "name": p.name,
+                    "args": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments")}})
+            else:
+                if target == "model":
+                    if drop:
+                        continue
+                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                name = p.name or names.get(p.tool_call_id)
+                if name is None:
+                    raise invalid(f"tool result '{p.tool_call_id}' does not match any preceding tool call",
+                                  f"messages[{i}].content[{j}].tool_call_id")
+                texts: list[str] = []
+                for k, c in enumerate(p.content):
+                    if isinstance(c, TextPart):
+                        texts.append(c.text)
+                    elif not drop:  # functionResponse.response is a JSON object: no images
+                        raise unsupported(f"messages[{i}].content[{j}].content[{k}]", DIALECT)
+                text = "\n".join(texts)
+                results.append({"functionResponse": {
+                    "id": p.tool_call_id, "name": name,
+                    "response": {"error": text} if p.is_error else {"result": text}}})
+    if role:
+        out.append({"role": role, "parts": results + parts})
+    return out
+
+
+# ---- responses / usage --------------------------------------------------------------------
+
+
+def usage_from_gemini(u: dict[str, Any]) -> Usage:
+    """Thinking tokens are output (billed as such); tool-use prompt tokens are input."""
+    return Usage(
+        (u.get("promptTokenCount") or 0) + (u.get("toolUsePromptTokenCount") or 0),
+        (u.get("candidatesTokenCount") or 0) + (u.get("thoughtsTokenCount") or 0),
+        u.get("cachedContentTokenCount") or 0,
+    )
+
+
+def usage_to_gemini(u: Usage) -> dict[str, Any]:
+    out = {"promptTokenCount": u.input_tokens, "candidatesTokenCount": u.output_tokens,
+           "totalTokenCount": u.input_tokens + u.output_tokens}
+    if u.cached_input_tokens:
+        out["cachedContentTokenCount"] = u.cached_input_tokens
+    return out
+
+
+def _new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _error_from_obj(err: dict[str, Any], status: int | None) -> GatewayError:
+    message = err.get("message") if isinstance(err.get("message"), str) else None
+    canonical = err.get("status")
+    kind = _STATUS_KINDS.get(canonical) if isinstance(canonical, str) else None
+    if status is None:
+        code = err.get("code")
+        status = code if isinstance(code, int) and not isinstance(code, bool) and code >= 400 else None
+    if kind is None:
+        kind = kind_for_status(status) if status else "api_error"
+    message = message or f"upstream {canonical or 'error'}"
+    low = message.lower()
+    if kind == "invalid_request":
+        if any(h in low for h in _CONTEXT_HINTS):
+            kind = "context_length"
+        elif "api key not valid" in low:
+            kind = "authentication"  # Gemini reports a bad key as 400 INVALID_ARGUMENT
+    if status == 529:
+        status = 503
+    return GatewayError(kind, message, status=status or DEFAULT_STATUS[kind])  # type: ignore[arg-type]
+
+
+# ---- streams ----------------------------------------------------------------------------------
+
+
+class GeminiStreamDecoder(StreamDecoder):
+    """GenerateContentResponse chunks -> IR. Function calls arrive whole and
+    become BlockStart + one BlockDelta + BlockStop. usageMetadata is
+    cumulative: the last one seen is reported."""
+
+    __slots__ = ("_done", "_next", "_open", "_started", "_tool_seen", "_usage")
+
+    def __init__(self) -> None:
+        self._started = False
+        self._done = False
+        self._next = 0
+        self._open: int | None = None  # open text block
+        self._tool_seen = False
+        self._usage: Usage | None = None
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if self._done:
+            return []
+        try:
+            obj = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            self._done = True
+            return [StreamError(GatewayError("api_error", "upstream sent a malformed stream chunk", status=502))]
+        if isinstance(obj, list) and obj:  # a JSON-array stream element
+            obj = obj[0]
+        if not isinstance(obj, dict):
+            return []
+        err = obj.get("error")
+        if isinstance(err, dict):
+            self._done = True
+            return [StreamError(_error_from_obj(err, None))]
+        out: list[StreamEvent] = []
+        um = obj.get("usageMetadata")
+        if isinstance(um, dict):
+            self._usage = usage_from_gemini(um)
+        if not self._started:
+            self._started = True
+            out.append(MessageStart(obj.get("responseId") or f"gen-{uuid.uuid4().hex}",
+                                    obj.get("modelVersion") or "",
+                                    Usage(self._usage.input_tokens, 0, self._usage.cached_input_tokens)
+                                    if self._usage else Usage()))
+        cands = obj.get("candidates")
+        finish = None
+        if cands:
+            cand = cands[0]
+            content = cand.get("content") or {}
+            for p in content.get("parts") or ():
+                text = p.get("text")
+                if text is not None:
+                    if text and not p.get("thought"):
+                        if self._open is None:
+                            self._open = self._next
+                            self._next += 1
+                            out.append(BlockStart(self._open, "text"))
+                        out.append(BlockDelta(self._open, text))
+                    continue
+                fc = p.get("functionCall")
+                if isinstance(fc, dict):
+                    self._close(out)
+                    self._tool_seen = True
+                    block = self._next
+                    self._next += 1
+                    out.append(BlockStart(block, "tool_call", fc.get("id") or _new_call_id(), fc.get("name") or ""))
+                    out.append(BlockDelta(block, orjson.dumps(fc.get("args") or {}).decode()))
+                    out.append(BlockStop(block))
+            finish = cand.get("finishReason")
+        else:
+            pf = obj.get("promptFeedback")
+            if isinstance(pf, dict) and pf.get("blockReason"):
+                finish = "SAFETY"  # the prompt itself was blocked: nothing will follow
+        if finish:
+            self._close(out)
+            stop = FINISH_TO_IR.get(finish, "other")
+            if stop == "end_turn" and self._tool_seen:
+                stop = "tool_use"
+            self._done = True
+            out.append(MessageDelta(stop, None, self._usage))
+            out.append(MessageStop())
+        return out
+
+    def _close(self, out: list[StreamEvent]) -> None:
+        if self._open is not None:
+            out.append(BlockStop(self._open))
+            self._open = None
+
+    def close(self) -> list[StreamEvent]:
+        if self._done:
+            return []
+        self._done = True
+        return [StreamError(GatewayError("api_error", _STREAM_CUT, status=502))]
+
+
+class GeminiStreamEncoder(StreamEncoder):
+    """IR events -> ``data:`` GenerateContentResponse chunks. Text streams as
+    it comes; a tool call is buffered until its BlockStop and sent whole."""
+
+    __slots__ = ("_done", "_model", "_tail", "_tools")
+
+    def __init__(self, req: ChatRequest) -> None:
+        self._model = req.model
+        self._tail = b""  # ',"modelVersion":..,"responseId":..}\n\n'
+        self._tools: dict[int, list[str]] = {}  # open tool blocks: [id, name, arg fragments...]
+        self._done = False
+
+    def _set_id(self, rid: str) -> None:
+        self._tail = (b',"modelVersion":' + orjson.dumps(self._model) + b',"responseId":' + orjson.dumps(rid)
+                      + b"}\n\n")
+
+    def _chunk(self, part: bytes) -> bytes:
+        if not self._tail:
+            self._set_id(f"gen-{uuid.uuid4().hex}")
+        return b'data: {"candidates":[{"content":{"parts":[' + part + b'],"role":"model"},"index":0}]' + self._tail
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if self._done:
+            return b""
+        if isinstance(event, BlockDelta):
+            buf = self._tools.get(event.index)
+            if buf is not None:
+                buf.append(event.text)
+                return b""
+            return self._chunk(b'{"text":' + orjson.dumps(event.text) + b"}")
+        if isinstance(event, BlockStart):
+            if event.kind == "tool_call":
+                self._tools[event.index] = [event.tool_call_id or _new_call_id(), event.tool_name or ""]
+            return b""
+        if isinstance(event, BlockStop):
+            buf = self._tools.pop(event.index, None)
+            if buf is None:
+                return b""
+            try:
+                args = _args_object("".join(buf[2:]), "functionCall.args")
+            except GatewayError as e:
+                return self.encode(StreamError(GatewayError("api_error", f"upstream returned {e.message}",
+                                                            status=502)))
+            return self._chunk(orjson.dumps({"functionCall": {"id": buf[0], "name": buf[1], "args": args}}))
+        if isinstance(event, MessageStart):
+            self._set_id(event.id)
+            return b""
+        if isinstance(event, MessageDelta):
+            if not self._tail:
+                self._set_id(f"gen-{uuid.uuid4().hex}")
+            self._done = True  # the finishReason chunk is Gemini's last
+            finish = IR_TO_FINISH.get(event.stop_reason or "end_turn", "OTHER")
+            return (b'data: {"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"'
+                    + finish.encode() + b'","index":0}],"usageMetadata":'
+                    + orjson.dumps(usage_to_gemini(event.usage or Usage())) + self._tail)
+        if isinstance(event, MessageStop):
+            self._done = True
+            return b""
+        if isinstance(event, StreamError):
+            self._done = True
+            return GEMINI.render_stream_error(event.error)
+        return b""
+
+
+# ---- the codec --------------------------------------------------------------------------------
+
+
+class GeminiCodec(Codec):
+    dialect = DIALECT
+
+    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
+                      path_stream: bool = False) -> ChatRequest:
+        if not isinstance(body, dict):
+            raise invalid("the request body must be a JSON object")
+        if not path_model:
+            raise invalid("the model must be given in the path: /v1beta/models/{model}:generateContent", "model")
+        model = path_model[7:] if path_model.startswith("models/") else path_model
+        unmapped: list[str] = []
+        values: dict[str, Any] = {}
+        for key, value in body.items():
+            ck = _camel(key)
+            if ck in _TOP_HANDLED or ck in _TOP_IGNORED or value is None:
+                continue
+            unmapped.append(ck)  # safetySettings, cachedContent, ...
+            values[ck] = value
+        system: list[TextPart] = []
+        si = _g(body, "systemInstruction", "system_instruction")
+        if si is not None:
+            if isinstance(si, str):
+                si = {"parts": [{"text": si}]}
+            if not isinstance(si, dict) or not isinstance(si.get("parts"), list):
+                raise _type_error("systemInstruction.parts", "an array")
+            for j, p in enumerate(si["parts"]):
+                if not isinstance(p, dict) or not isinstance(p.get("text"), str):
+                    raise _type_error(f"systemInstruction.parts[{j}]", "a text part")
+                if p["text"]:
+                    system.append(TextPart(p["text"]))
+        req = ChatRequest(
+            model=model,
+            messages=_parse_contents(body.get("contents"), unmapped),
+            system=system,
+            tools=_parse_tools(body.get("tools"), unmapped),
+            tool_choice=_parse_tool_config(_g(body, "toolConfig", "tool_config"), unmapped, values),
+            stream=path_stream,
+            unmapped=unmapped,
+            source_dialect=DIALECT,
+            unmapped_values=values,
+        )
+        _parse_generation_config(_g(body, "generationConfig", "generation_config"), req, unmapped, values)
+        return req
+
+    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
+                      drop_unsupported: bool = False) -> dict[str, Any]:
+        drop = drop_unsupported
+        if not drop:
+            if req.user is not None:
+                raise unsupported("user", DIALECT)
+            if req.parallel_tool_calls is False:
+                raise unsupported("parallel_tool_calls", DIALECT)
+            if req.n is not None and req.n != 1:
+                raise unsupported("n", DIALECT)  # the IR response holds one candidate
+        body: dict[str, Any] = {"contents": _build_contents(req, drop)}
+        if req.system:
+            body["systemInstruction"] = {"parts": [{"text": p.text} for p in req.system]}
+        gc: dict[str, Any] = {}
+        if req.temperature is not None:
+            gc["temperature"] = req.temperature
+        if req.top_p is not None:
+            gc["topP"] = req.top_p
+        if req.top_k is not None:
+            gc["topK"] = req.top_k
+        if req.max_tokens is not None:
+            gc["maxOutputTokens"] = req.max_tokens
+        if req.stop:
+            gc["stopSequences"] = list(req.stop)
+        if req.seed is not None:
+            gc["seed"] = req.seed
+        if req.presence_penalty is not None:
+            gc["presencePenalty"] = req.presence_penalty
+        if req.frequency_penalty is not None:
+            gc["frequencyPenalty"] = req.frequency_penalty
+        rf = req.response_format
+        if rf is not None and rf.type != "text":
+            gc["responseMimeType"] = "application/json"
+            if rf.type == "json_schema" and rf.schema is not None:
+                gc["responseJsonSchema"] = rf.schema
+        if gc:
+            body["generationConfig"] = gc
+        if req.tools:
+            body["tools"] = [{"functionDeclarations": [
+                {"name": t.name, "description": t.description, "parametersJsonSchema": t.parameters}
+                if t.description is not None else {"name": t.name, "parametersJsonSchema": t.parameters}
+                for t in req.tools]}]
+        tc = req.tool_choice
+        if tc is not None:
+            fcc: dict[str, Any] = {"mode": {"auto": "AUTO", "none": "NONE"}.get(tc.mode, "ANY")}
+            if tc.mode == "tool":
+                fcc["allowedFunctionNames"] = [tc.name]
+            body["toolConfig"] = {"functionCallingConfig": fcc}
+        if req.unmapped:
+            same = req.source_dialect == DIALECT
+            for path in req.unmapped:
+                if same and path in req.unmapped_values:
+                    _set_path(body, path, req.unmapped_values[path])
+                elif not drop:
+                    raise unsupported(path, DIALECT)
+        return body
+
+    def request_path(self, upstream_model: str, stream: bool) -> str:
+        model = upstream_model[7:] if upstream_model.startswith("models/") else upstream_model
+        if stream:
+            return f"/v1beta/models/{model}:streamGenerateContent?alt=sse"
+        return f"/v1beta/models/{model}:generateContent"
+
+    def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        if not isinstance(body, dict):
+            raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
+        content: list[TextPart | ToolCallPart] = []
+        stop: StopReason = "other"
+        cands = body.get("candidates")
+        if cands and isinstance(cands[0], dict):
+            cand = cands[0]
+            has_call = False
+            for p in (cand.get("content") or {}).get("parts") or ():
+                text = p.get("text")
+                if text is not None:
+                    if text and not p.get("thought"):
+                        content.append(TextPart(text))
+                    continue
+                fc = p.get("functionCall")
+                if isinstance(fc, dict):
+                    has_call = True
+                    content.append(ToolCallPart(fc.get("id") or _new_call_id(), fc.get("name") or "",
+                                                orjson.dumps(fc.get("args") or {}).decode()))
+            stop = FINISH_TO_IR.get(cand.get("finishReason") or "", "other")
+            if stop == "end_turn" and has_call:
+                stop = "tool_use"
+        else:
+            pf = body.get("promptFeedback")
+            if isinstance(pf, dict) and pf.get("blockReason"):
+                stop = "content_filter"
+        um = body.get("usageMetadata")
+        return ChatResponse(
+            id=body.get("responseId") or f"gen-{uuid.uuid4().hex}",
+            model=body.get("modelVersion") or "",
+            content=content,
+            stop_reason=stop,
+            usage=usage_from_gemini(um) if isinstance(um, dict) else Usage(),
+        )
+
+    def render_response(self, resp: ChatResponse) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = []
+        for j, p in enumerate(resp.content):
+            if isinstance(p, TextPart):
+                parts.append({"text": p.text})
+            else:
+                try:
+                    args = _args_object(p.arguments, f"content[{j}].args")
+                except GatewayError as e:  # the backend's fault, not the client's
+                    raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
+                parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
+        return {
+            "candidates": [{"content": {"parts": parts, "role": "model"},
+                            "finishReason": IR_TO_FINISH.get(resp.stop_reason, "OTHER"), "index": 0}],
+            "usageMetadata": usage_to_gemini(resp.usage),
+            "modelVersion": resp.model,
+            "responseId": resp.id,
+        }
+
+    def stream_decoder(self) -> StreamDecoder:
+        return GeminiStreamDecoder()
+
+    def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
+        return GeminiStreamEncoder(req)
+
+    def usage_of(self, body: dict[str, Any]) -> Usage | None:
+        um = body.get("usageMetadata")
+        return usage_from_gemini(um) if isinstance(um, dict) else None
+
+    def rename_model(self, body: dict[str, Any], model: str) -> bool:
+        if "modelVersion" in body:
+            body["modelVersion"] = model
+            return True
+        return False
+
+    def parse_error(self, status: int, body: bytes) -> GatewayError:
+        if status == 529:
+            status = 503
+        try:
+            obj = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, list) and obj:  # non-SSE streaming errors come as a JSON array
+            obj = obj[0]
+        err = obj.get("error") if isinstance(obj, dict) else None
+        if isinstance(err, dict):
+            return _error_from_obj(err, status)
+        text = body.decode("utf-8", "replace").strip() if body else ""
+        return GatewayError(kind_for_status(status), text[:1000] or f"upstream returned HTTP {status}",
+                            status=status)
+
+    def render_error(self, err: GatewayError) -> dict[str, Any]:
+        return {"error": {"code": err.status, "message": err.message,
+                          "status": _CANONICAL.get(err.kind, "INTERNAL")}}
+
+    def error_status(self, err: GatewayError) -> int:
+        """HTTP status to send with ``render_error`` (Gemini keeps the error's own)."""
+        return err.status
+
+    def render_stream_error(self, err: GatewayError) -> bytes:
+        return b"data: " + orjson.dumps(self.render_error(err)) + b"\n\n"
+
+
+GEMINI = GeminiCodec()

@@ -1,0 +1,922 @@
+"""OpenAI Chat Completions codec (``POST {base}/chat/completions``, base ends in ``/v1``).
+
+Unmapped-field policy (client -> IR): top-level fields the IR cannot carry
+(``logprobs``, ``top_logprobs``, ``logit_bias``, ``audio``, ``modalities``,
+``prediction``, ``reasoning_effort``, ``web_search_options``, ``functions``,
+``function_call``, ``top_k`` and anything unknown) are listed in
+``ChatRequest.unmapped`` with their raw values, unless they hold their
+neutral value (``null``, ``logprobs: false``, ``modalities: ["text"]``,
+``logit_bias: {}``). Fields that only concern OpenAI's own bookkeeping and
+never change the generated text (``store``, ``metadata``, ``service_tier``,
+``prompt_cache_key``, ``safety_identifier``) are ignored. Per message, the
+participant ``name`` and an image's ``detail`` hint are ignored; audio/file
+content parts and assistant ``audio`` are unmapped.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
+from .base import Codec, StreamDecoder, StreamEncoder
+from .ir import (
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    MessageDelta,
+    MessageStart,
+    MessageStop,
+    Part,
+    ResponseFormat,
+    StopReason,
+    StreamError,
+    StreamEvent,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    Usage,
+)
+from .sse import SSEEvent
+
+DIALECT = "openai"
+
+_IGNORED = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"})
+# Values of unmappable fields that mean "feature off": not worth refusing a request for.
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "logprobs": (False,),
+    "modalities": (["text"],),
+    "logit_bias": ({},),
+    "top_logprobs": (0,),
+}
+_HANDLED = frozenset({
+    "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+    "presence_penalty", "frequency_penalty", "n", "response_format", "user", "stream", "stream_options",
+    "tools", "tool_choice", "parallel_tool_calls",
+})
+
+FINISH_TO_IR: dict[str, StopReason] = {
+    "stop": "end_turn",  # a matched stop sequence also reports "stop": indistinguishable
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "content_filter",
+}
+# IR -> finish_reason. "refusal" becomes content_filter: OpenAI reports its own
+# refusals as "stop" plus a refusal text, but a refusal from another provider
+# is a policy stop, which content_filter tells the client; "other" has no
+# OpenAI value and "stop" is the least surprising.
+IR_TO_FINISH: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "content_filter": "content_filter",
+    "refusal": "content_filter",
+    "other": "stop",
+}
+
+# kind -> (type, code) as OpenAI reports them.
+_ERROR_SHAPES: dict[str, tuple[str, str | None]] = {
+    "invalid_request": ("invalid_request_error", None),
+    "context_length": ("invalid_request_error", "context_length_exceeded"),
+    "authentication": ("invalid_request_error", "invalid_api_key"),
+    "permission": ("invalid_request_error", "permission_denied"),
+    "not_found": ("invalid_request_error", "model_not_found"),
+    "request_too_large": ("invalid_request_error", "request_too_large"),
+    "rate_limit": ("requests", "rate_limit_exceeded"),
+    "api_error": ("server_error", None),
+    "overloaded": ("server_error", "service_unavailable"),
+    "timeout": ("server_error", "timeout"),
+}
+_CONTEXT_HINTS = ("maximum context length", "context length", "context_length_exceeded", "too many tokens")
+
+_STREAM_CUT = "upstream stream ended unexpectedly"
+
+
+# ---- small validators: every failure is a 400 naming the field ------------
+
+
+def _type_error(path: str, what: str) -> GatewayError:
+    return invalid(f"'{path}' must be {what}", path)
+
+
+def _opt_num(body: dict[str, Any], key: str) -> float | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _type_error(key, "a number")
+    return v
+
+
+def _opt_int(body: dict[str, Any], key: str) -> int | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _type_error(key, "an integer")
+    return v
+
+
+def _opt_bool(body: dict[str, Any], key: str) -> bool | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, bool):
+        raise _type_error(key, "a boolean")
+    return v
+
+
+def _opt_str(body: dict[str, Any], key: str, path: str) -> str | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise _type_error(path, "a string")
+    return v
+
+
+def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    for k in keys[:-1]:
+        nxt = body.get(k)
+        if not isinstance(nxt, dict):
+            nxt = body[k] = {}
+        body = nxt
+    body[keys[-1]] = value
+
+
+def _apply_unmapped(req: ChatRequest, body: dict[str, Any], drop: bool) -> None:
+    """Same dialect: put unmapped fields back. Otherwise refuse them, or drop them if allowed."""
+    same = req.source_dialect == DIALECT
+    for path in req.unmapped:
+        if same and path in req.unmapped_values:
+            _set_path(body, path, req.unmapped_values[path])
+        elif not drop:
+            raise unsupported(path, DIALECT)
+
+
+# ---- requests --------------------------------------------------------------
+
+
+def _parse_image(part: dict[str, Any], path: str) -> ImagePart:
+    iu = part.get("image_url")
+    url = iu.get("url") if isinstance(iu, dict) else iu
+    if not isinstance(url, str) or not url:
+        raise _type_error(f"{path}.image_url.url", "a non-empty string")
+    if url.startswith("data:"):
+        comma = url.find(",")
+        header = url[5:comma].split(";") if comma > 0 else []
+        if "base64" not in header[1:]:
+            raise invalid(f"'{path}.image_url.url' must be an http(s) URL or a base64 data URL",
+                          f"{path}.image_url.url")
+        return ImagePart(media_type=header[0] or None, data=url[comma + 1:])
+    return ImagePart(url=url)
+
+
+def _content_parts(content: Any, path: str, unmapped: list[str], images: bool) -> list[TextPart | ImagePart]:
+    """``content`` as a string or a list of parts -> IR parts (empty strings dropped)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(content)] if content else []
+    if not isinstance(content, list):
+        raise _type_error(f"{path}.content", "a string or an array of content parts")
+    out: list[TextPart | ImagePart] = []
+    for j, p in enumerate(content):
+        ppath = f"{path}.content[{j}]"
+        if not isinstance(p, dict):
+            raise _type_error(ppath, "an object")
+        t = p.get("type")
+        if t == "text":
+            text = p.get("text")
+            if not isinstance(text, str):
+                raise _type_error(f"{ppath}.text", "a string")
+            if text:
+                out.append(TextPart(text))
+        elif t == "refusal" and isinstance(p.get("refusal"), str):
+            out.append(TextPart(p["refusal"]))
+        elif t == "image_url":
+            if not images:
+                raise invalid(f"'{ppath}': images are not allowed in this message", ppath)
+            out.append(_parse_image(p, ppath))
+        elif isinstance(t, str):
+            unmapped.append(ppath)  # input_audio, file, ...: no IR equivalent
+        else:
+            raise _type_error(f"{ppath}.type", "a string")
+    return out
+
+
+def _parse_tool_choice(tc: Any) -> ToolChoice | None:
+    if tc is None:
+        return None
+    if isinstance(tc, str):
+        if tc in ("auto", "none", "required"):
+            return ToolChoice(tc)  # type: ignore[arg-type]
+        raise invalid("'tool_choice' must be 'auto', 'none', 'required' or a function choice", "tool_choice")
+    if isinstance(tc, dict) and tc.get("type") == "function":
+        fn = tc.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str) or not name:
+            raise _type_error("tool_choice.function.name", "a non-empty string")
+        return ToolChoice("tool", name)
+    raise invalid("'tool_choice' must be 'auto', 'none', 'required' or a function choice", "tool_choice")
+
+
+def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise _type_error("tools", "an array")
+    out: list[Tool] = []
+    for i, t in enumerate(tools):
+        path = f"tools[{i}]"
+        if not isinstance(t, dict):
+            raise _type_error(path, "an object")
+        if t.get("type", "function") != "function":
+            unmapped.append(path)  # custom / built-in tools
+            continue
+        fn = t.get("function")
+        if not isinstance(fn, dict):
+            raise _type_error(f"{path}.function", "an object")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            raise _type_error(f"{path}.function.name", "a non-empty string")
+        params = fn.get("parameters")
+        if params is None:
+            params = {"type": "object", "properties": {}}
+        elif not isinstance(params, dict):
+            raise _type_error(f"{path}.function.parameters", "an object")
+        # "strict" is a decoding hint OpenAI-side only; the schema itself is kept.
+        out.append(Tool(name, _opt_str(fn, "description", f"{path}.function.description"), params))
+    return out
+
+
+def _parse_response_format(rf: Any) -> ResponseFormat | None:
+    if rf is None:
+        return None
+    if not isinstance(rf, dict):
+        raise _type_error("response_format", "an object")
+    t = rf.get("type")
+    if t == "text":
+        return None
+    if t == "json_object":
+        return ResponseFormat("json_object")
+    if t == "json_schema":
+        js = rf.get("json_schema")
+        if not isinstance(js, dict):
+            raise _type_error("response_format.json_schema", "an object")
+        schema = js.get("schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise _type_error("response_format.json_schema.schema", "an object")
+        return ResponseFormat("json_schema", schema, _opt_str(js, "name", "response_format.json_schema.name"))
+    raise invalid("'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format.type")
+
+
+def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) -> list[Message]:
+    if not isinstance(messages, list):
+        raise _type_error("messages", "an array")
+    if not messages:
+        raise invalid("'messages' must not be empty", "messages")
+    out: list[Message] = []
+    call_names: dict[str, str] = {}
+    for i, m in enumerate(messages):
+        path = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _type_error(path, "an object")
+        role = m.get("role")
+        content = m.get("content")
+        if role in ("system", "developer"):
+            for p in _content_parts(content, path, unmapped, images=False):
+                system.append(p)  # type: ignore[arg-type]  # images=False: text only
+        elif role == "user":
+            out.append(Message("user", _content_parts(content, path, unmapped, images=True)))  # type: ignore[arg-type]
+        elif role == "assistant":
+            parts: list[Part] = list(_content_parts(content, path, unmapped, images=False))
+            refusal = m.get("refusal")
+            if isinstance(refusal, str) and refusal and not parts:
+                parts.append(TextPart(refusal))
+            tcs = m.get("tool_calls")
+            if tcs is not None:
+                if not isinstance(tcs, list):
+                    raise _type_error(f"{path}.tool_calls", "an array")
+                for j, tc in enumerate(tcs):
+                    parts.append(_parse_tool_call(tc, f"{path}.tool_calls[{j}]", call_names))
+            for key in ("function_call", "audio"):
+                if m.get(key) is not None:
+                    unmapped.append(f"{path}.{key}")
+            out.append(Message("assistant", parts))
+        elif role == "tool":
+            tcid = m.get("tool_call_id")
+            if not isinstance(tcid, str) or not tcid:
+                raise _type_error(f"{path}.tool_call_id", "a non-empty string")
+            name = call_names.get(tcid)
+            if name is None:
+                raise invalid(f"'{path}.tool_call_id' does not match any preceding assistant tool call",
+                              f"{path}.tool_call_id")
+            result = ToolResultPart(tcid, _content_parts(content, path, unmapped, images=False), name)
+            if out and out[-1].role == "tool":
+                out[-1].parts.append(result)
+            else:
+                out.append(Message("tool", [result]))
+        elif role == "function":
+            raise invalid(f"'{path}.role': the deprecated 'function' role is not supported; use 'tool'",
+                          f"{path}.role")
+        else:
+            raise invalid(f"'{path}.role' must be one of system, developer, user, assistant, tool",
+                          f"{path}.role")
+    return out
+
+
+def _parse_tool_call(tc: Any, path: str, call_names: dict[str, str]) -> ToolCallPart:
+    if not isinstance(tc, dict):
+        raise _type_error(path, "an object")
+    tcid = tc.get("id")
+    if not isinstance(tcid, str) or not tcid:
+        raise _type_error(f"{path}.id", "a non-empty string")
+    fn = tc.get("function")
+    if not isinstance(fn, dict):
+        raise _type_error(f"{path}.function", "an object")
+    name = fn.get("name")
+    if not isinstance(name, str) or not name:
+        raise _type_error(f"{path}.function.name", "a non-empty string")
+    args = fn.get("arguments")
+    if args is None or args == "":
+        args = "{}"
+    elif isinstance(args, dict):
+        args = orjson.dumps(args).decode()  # lenient: some clients send an object
+    elif not isinstance(args, str):
+        raise _type_error(f"{path}.function.arguments", "a JSON string")
+    call_names[tcid] = name
+    return ToolCallPart(tcid, name, args)
+
+
+def _image_url(p: ImagePart) -> str:
+    if p.data is not None:
+        return f"data:{p.media_type or 'image/jpeg'};base64,{p.data}"
+    return p.url or ""
+
+
+def _text_content(texts: list[str]) -> str | list[dict[str, Any]]:
+    if len(texts) == 1:
+        return texts[0]
+    return [{"type": "text", "text": t} for t in texts]
+
+
+def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if req.system:
+        out.append({"role": "system", "content": _text_content([p.text for p in req.system])})
+    for i, m in enumerate(req.messages):
+        if m.role == "tool":
+            for j, p in enumerate(m.parts):
+                if not isinstance(p, ToolResultPart):
+                    if drop:
+                        continue
+                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                texts: list[str] = []
+                for k, c in enumerate(p.content):
+                    if isinstance(c, TextPart):
+                        texts.append(c.text)
+                    elif not drop:  # tool messages carry text only
+                        raise unsupported(f"messages[{i}].content[{j}].content[{k}]", DIALECT)
+                # is_error has no OpenAI field; the result text itself says what failed.
+                out.append({"role": "tool", "tool_call_id": p.tool_call_id,
+                            "content": _text_content(texts) if texts else ""})
+            continue
+        if m.role == "user":
+            parts: list[dict[str, Any]] = []
+            only_text = True
+            for j, p in enumerate(m.parts):
+                if isinstance(p, TextPart):
+                    parts.append({"type": "text", "text": p.text})
+                elif isinstance(p, ImagePart):
+                    only_text = False
+                    parts.append({"type": "image_url", "image_url": {"url": _image_url(p)}})
+                elif not drop:
+                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+            if only_text and len(parts) == 1:
+                out.append({"role": "user", "content": parts[0]["text"]})
+            else:
+                out.append({"role": "user", "content": parts if parts else ""})
+            continue
+        texts = []
+        calls: list[dict[str, Any]] = []
+        for j, p in enumerate(m.parts):
+            if isinstance(p, TextPart):
+                texts.append(p.text)
+            elif isinstance(p, ToolCallPart):
+                calls.append({"id": p.id, "type": "function",
+                              "function": {"name": p.name, "arguments": p.arguments}})
+            elif not drop:  # assistant images / stray tool results
+                raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+        msg: dict[str, Any] = {"role": "assistant", "content": _text_content(texts) if texts else None}
+        if calls:
+            msg["tool_calls"] = calls
+        out.append(msg)
+    return out
+
+
+# ---- responses -------------------------------------------------------------
+
+
+def usage_from_openai(u: dict[str, Any]) -> Usage:
+    details = u.get("prompt_tokens_details")
+    cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    return Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0, cached)
+
+
+def usage_to_openai(u: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+    }
+
+
+def _error_kind(code: Any, message: str, fallback: str) -> str:
+    low = message.lower()
+    if code == "context_length_exceeded" or any(h in low for h in _CONTEXT_HINTS):
+        return "context_length"
+    return fallback
+
+
+def _error_fields(obj: Any) -> tuple[str | None, Any, Any, Any]:
+    """(message, type, code, param) from any OpenAI-style error body."""
+    if not isinstance(obj, dict):
+        return None, None, None, None
+    err = obj.get("error")
+    if isinstance(err, dict):
+        return err.get("message"), err.get("type"), err.get("code"), err.get("param")
+    if isinstance(err, str):
+        return err, None, None, None
+    if isinstance(obj.get("message"), str):  # vLLM-style {"object": "error", "message": ...}
+        return obj["message"], obj.get("type"), obj.get("code"), obj.get("param")
+    return None, None, None, None
+
+
+_CODE_KINDS: dict[str, str] = {code: kind for kind, (_, code) in _ERROR_SHAPES.items() if code}
+
+
+def _stream_error_kind(etype: Any, code: Any) -> str:
+    """An in-stream error has no HTTP status: its type and code tell the kind."""
+    kind = _CODE_KINDS.get(code) if isinstance(code, str) else None
+    if kind is not None:
+        return kind
+    if etype in ("requests", "tokens", "rate_limit_error"):
+        return "rate_limit"
+    if etype == "invalid_request_error":
+        return "invalid_request"
+    return "api_error"
+
+
+# ---- streams -----------------------------------------------------------------
+
+
+def _cut() -> list[StreamEvent]:
+    return [StreamError(GatewayError("api_error", _STREAM_CUT, status=502))]
+
+
+class OpenAIStreamDecoder(StreamDecoder):
+    """Chat-completion chunks -> IR events. The stream is complete at ``[DONE]``,
+    or as soon as a finish_reason and the usage have both been seen."""
+
+    __slots__ = ("_done", "_next", "_open", "_open_text", "_refusal", "_started", "_stop", "_tools", "_usage")
+
+    def __init__(self) -> None:
+        self._started = False
+        self._done = False
+        self._next = 0  # next IR block index
+        self._open: int | None = None  # currently open IR block
+        self._open_text = False
+        self._tools: dict[int, int] = {}  # OpenAI tool_call index -> IR block index
+        self._stop: StopReason | None = None
+        self._usage: Usage | None = None
+        self._refusal = False
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if self._done:
+            return []
+        data = event.data
+        if data == "[DONE]" or data.strip() == "[DONE]":
+            out: list[StreamEvent] = []
+            self._start(out, None)
+            self._finish(out)
+            return out
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self._done = True
+            return [StreamError(GatewayError("api_error", "upstream sent a malformed stream chunk", status=502))]
+        if not isinstance(obj, dict):
+            return []
+        err = obj.get("error")
+        if err is not None:
+            self._done = True
+            message, etype, code, _ = _error_fields(obj)
+            kind = _error_kind(code, message or "", _stream_error_kind(etype, code))
+            return [StreamError(GatewayError(kind, message or "upstream stream error",  # type: ignore[arg-type]
+                                             status=DEFAULT_STATUS[kind]))]
+        out = []
+        self._start(out, obj)
+        u = obj.get("usage")
+        if isinstance(u, dict):
+            self._usage = usage_from_openai(u)
+        choices = obj.get("choices")
+        if choices:
+            for choice in choices:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue  # n > 1 has no IR equivalent: only choice 0 is followed
+                delta = choice.get("delta")
+                if delta:
+                    self._delta(out, delta)
+                fr = choice.get("finish_reason")
+                if fr:
+                    self._close(out)
+                    stop = FINISH_TO_IR.get(fr, "other")
+                    if stop == "end_turn" and self._refusal:
+                        stop = "refusal"
+                    self._stop = stop
+        if self._stop is not None and self._usage is not None:
+            self._finish(out)
+        return out
+
+    def close(self) -> list[StreamEvent]:
+        if self._done:
+            return []
+        self._done = True
+        return _cut()
+
+    def _start(self, out: list[StreamEvent], obj: dict[str, Any] | None) -> None:
+        if not self._started:
+            self._started = True
+            rid = obj.get("id") if obj else None
+            model = obj.get("model") if obj else None
+            out.append(MessageStart(rid if isinstance(rid, str) and rid else f"chatcmpl-{uuid.uuid4().hex}",
+                                    model if isinstance(model, str) else ""))
+
+    def _close(self, out: list[StreamEvent]) -> None:
+        if self._open is not None:
+            out.append(BlockStop(self._open))
+            self._open = None
+
+    def _finish(self, out: list[StreamEvent]) -> None:
+        self._close(out)
+        self._done = True
+        out.append(MessageDelta(self._stop or "end_turn", None, self._usage))
+        out.append(MessageStop())
+
+    def _text(self, out: list[StreamEvent], text: str) -> None:
+        if self._open is None or not self._open_text:
+            self._close(out)
+            self._open = self._next
+            self._next += 1
+            self._open_text = True
+            out.append(BlockStart(self._open, "text"))
+        out.append(BlockDelta(self._open, text))  # type: ignore[arg-type]
+
+    def _delta(self, out: list[StreamEvent], delta: dict[str, Any]) -> None:
+        content = delta.get("content")
+        if content:
+            self._text(out, content)
+        refusal = delta.get("refusal")
+        if refusal:
+            self._refusal = True
+            self._text(out, refusal)
+        tcs = delta.get("tool_calls")
+        if not tcs:
+            return
+        for tc in tcs:
+            idx = tc.get("index", 0)
+            fn = tc.get("function") or {}
+            block = self._tools.get(idx)
+            if block is None:
+                self._close(out)
+                block = self._tools[idx] = self._next
+                self._next += 1
+                self._open = block
+                self._open_text = False
+                tcid = tc.get("id")
+                out.append(BlockStart(block, "tool_call", tcid if tcid else f"call_{uuid.uuid4().hex[:24]}",
+                                      fn.get("name") or ""))
+            args = fn.get("arguments")
+            if args:
+                # A fragment for an earlier, already closed call (interleaved
+                # parallel calls) keeps its own block index.
+                out.append(BlockDelta(block, args))
+
+
+class OpenAIStreamEncoder(StreamEncoder):
+    """IR events -> ``chat.completion.chunk`` SSE bytes. Chunk envelopes are
+    pre-serialised once per stream; only the delta is serialised per event."""
+
+    __slots__ = ("_done", "_finished", "_head", "_include_usage", "_model", "_tools", "_usage")
+
+    def __init__(self, req: ChatRequest) -> None:
+        self._model = req.model
+        self._include_usage = req.stream_include_usage
+        self._head = b""  # 'data: {"id":..,"object":..,"created":..,"model":..,'
+        self._tools: dict[int, int] = {}  # IR block index -> OpenAI tool_call index
+        self._usage: Usage | None = None
+        self._finished = False
+        self._done = False
+
+    def _begin(self, rid: str) -> None:
+        self._head = (b'data: {"id":' + orjson.dumps(rid) + b',"object":"chat.completion.chunk","created":'
+                      + str(int(time.time())).encode() + b',"model":' + orjson.dumps(self._model) + b",")
+
+    def _chunk(self, delta: bytes, finish: bytes = b"null") -> bytes:
+        if not self._head:
+            self._begin(f"chatcmpl-{uuid.uuid4().hex}")
+        return (self._head + b'"choices":[{"index":0,"delta":' + delta
+                + b',"logprobs":null,"finish_reason":' + finish + b"}]}\n\n")
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if self._done:
+            return b""
+        if isinstance(event, BlockDelta):
+            tc = self._tools.get(event.index)
+            if tc is None:
+                return self._chunk(b'{"content":' + orjson.dumps(event.text) + b"}")
+            return self._chunk(b'{"tool_calls":[{"index":' + str(tc).encode()
+                               + b',"function":{"arguments":' + orjson.dumps(event.text) + b"}}]}")
+        if isinstance(event, BlockStart):
+            if event.kind != "tool_call":
+                return b""
+            tc = self._tools[event.index] = len(self._tools)
+            return self._chunk(orjson.dumps({"tool_calls": [{
+                "index": tc, "id": event.tool_call_id, "type": "function",
+                "function": {"name": event.tool_name, "arguments": ""}}]}))
+        if isinstance(event, BlockStop):
+            return b""
+        if isinstance(event, MessageStart):
+            self._begin(event.id)
+            return self._chunk(b'{"role":"assistant","content":""}')
+        if isinstance(event, MessageDelta):
+            if event.usage is not None:
+                self._usage = event.usage
+            if self._finished:
+                return b""
+            self._finished = True
+            finish = IR_TO_FINISH.get(event.stop_reason or "end_turn", "stop")
+            return self._chunk(b"{}", b'"' + finish.encode() + b'"')
+        if isinstance(event, MessageStop):
+            self._done = True
+            out = b"" if self._finished else self._chunk(b"{}", b'"stop"')
+            if self._include_usage:
+                out += (self._head + b'"choices":[],"usage":'
+                        + orjson.dumps(usage_to_openai(self._usage or Usage())) + b"}\n\n")
+            return out + b"data: [DONE]\n\n"
+        if isinstance(event, StreamError):
+            self._done = True
+            return OPENAI.render_stream_error(event.error)
+        return b""
+
+
+# ---- the codec -----------------------------------------------------------------
+
+
+class OpenAICodec(Codec):
+    dialect = DIALECT
+
+    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
+                      path_stream: bool = False) -> ChatRequest:
+        if not isinstance(body, dict):
+            raise invalid("the request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _type_error("model", "a non-empty string")
+        unmapped: list[str] = []
+        values: dict[str, Any] = {}
+        for key, value in body.items():
+            if key in _HANDLED or key in _IGNORED or value is None:
+                continue
+            neutral = _NEUTRAL.get(key)
+            if neutral is not None and value in neutral:
+                continue
+            unmapped.append(key)
+            values[key] = value
+        system: list[TextPart] = []
+        messages = _parse_messages(body.get("messages"), system, unmapped)
+        stop = body.get("stop")
+        if stop is None:
+            stops: list[str] = []
+        elif isinstance(stop, str):
+            stops = [stop] if stop else []
+        elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+            stops = stop
+        else:
+            raise _type_error("stop", "a string or an array of strings")
+        max_tokens = _opt_int(body, "max_completion_tokens")
+        if max_tokens is None:
+            max_tokens = _opt_int(body, "max_tokens")
+        so = body.get("stream_options")
+        if so is not None and not isinstance(so, dict):
+            raise _type_error("stream_options", "an object")
+        stream = bool(_opt_bool(body, "stream"))
+        include_usage = bool(so and so.get("include_usage") is True)
+        return ChatRequest(
+            model=model,
+            messages=messages,
+            system=system,
+            tools=_parse_tools(body.get("tools"), unmapped),
+            tool_choice=_parse_tool_choice(body.get("tool_choice")),
+            parallel_tool_calls=_opt_bool(body, "parallel_tool_calls"),
+            max_tokens=max_tokens,
+            temperature=_opt_num(body, "temperature"),
+            top_p=_opt_num(body, "top_p"),
+            stop=stops,
+            seed=_opt_int(body, "seed"),
+            presence_penalty=_opt_num(body, "presence_penalty"),
+            frequency_penalty=_opt_num(body, "frequency_penalty"),
+            n=_opt_int(body, "n"),
+            response_format=_parse_response_format(body.get("response_format")),
+            user=_opt_str(body, "user", "user"),
+            stream=stream,
+            stream_include_usage=include_usage,
+            unmapped=unmapped,
+            source_dialect=DIALECT,
+            unmapped_values=values,
+        )
+
+    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
+                      drop_unsupported: bool = False) -> dict[str, Any]:
+        drop = drop_unsupported
+        if req.top_k is not None and not drop:
+            raise unsupported("top_k", DIALECT)
+        body: dict[str, Any] = {"model": upstream_model, "messages": _build_messages(req, drop)}
+        # max_tokens rather than max_completion_tokens: every OpenAI-compatible host accepts it.
+        if req.max_tokens is not None:
+            body["max_tokens"] = req.max_tokens
+        if req.temperature is not None:
+            body["temperature"] = req.temperature
+        if req.top_p is not None:
+            body["top_p"] = req.top_p
+        if req.stop:
+            body["stop"] = list(req.stop)
+        if req.seed is not None:
+            body["seed"] = req.seed
+        if req.presence_penalty is not None:
+            body["presence_penalty"] = req.presence_penalty
+        if req.frequency_penalty is not None:
+            body["frequency_penalty"] = req.frequency_penalty
+        if req.n is not None:
+            body["n"] = req.n
+        rf = req.response_format
+        if rf is not None and rf.type != "text":
+            if rf.type == "json_object":
+                body["response_format"] = {"type": "json_object"}
+            else:
+                js: dict[str, Any] = {"name": rf.name or "response"}
+                if rf.schema is not None:
+                    js["schema"] = rf.schema
+                body["response_format"] = {"type": "json_schema", "json_schema": js}
+        if req.user is not None:
+            body["user"] = req.user
+        if req.tools:
+            body["tools"] = [
+                {"type": "function", "function": (
+                    {"name": t.name, "description": t.description, "parameters": t.parameters}
+                    if t.description is not None else {"name": t.name, "parameters": t.parameters})}
+                for t in req.tools
+            ]
+        tc = req.tool_choice
+        if tc is not None:
+            body["tool_choice"] = ({"type": "function", "function": {"name": tc.name}}
+                                   if tc.mode == "tool" else tc.mode)
+        if req.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = req.parallel_tool_calls
+        if req.stream:
+            body["stream"] = True
+            # Always ask for usage: the gateway meters every stream. The client
+            # only sees the usage chunk if it asked for it (see the encoder).
+            body["stream_options"] = {"include_usage": True}
+        if req.unmapped:
+            _apply_unmapped(req, body, drop)
+        return body
+
+    def request_path(self, upstream_model: str, stream: bool) -> str:
+        return "/chat/completions"
+
+    def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        if not isinstance(body, dict):
+            raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
+        content: list[TextPart | ToolCallPart] = []
+        stop: StopReason = "other"
+        choices = body.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            choice = choices[0]
+            msg = choice.get("message") or {}
+            text = msg.get("content")
+            if isinstance(text, str):
+                if text:
+                    content.append(TextPart(text))
+            elif isinstance(text, list):
+                content.extend(TextPart(p["text"]) for p in text
+                               if isinstance(p, dict) and isinstance(p.get("text"), str) and p["text"])
+            refusal = msg.get("refusal")
+            for j, tc in enumerate(msg.get("tool_calls") or ()):
+                fn = tc.get("function") or {}
+                content.append(ToolCallPart(tc.get("id") or f"call_{j}", fn.get("name") or "",
+                                            fn.get("arguments") or "{}"))
+            fc = msg.get("function_call")
+            if isinstance(fc, dict):
+                content.append(ToolCallPart("call_0", fc.get("name") or "", fc.get("arguments") or "{}"))
+            stop = FINISH_TO_IR.get(choice.get("finish_reason") or "", "other")
+            if isinstance(refusal, str) and refusal:
+                content.append(TextPart(refusal))
+                if stop == "end_turn":
+                    stop = "refusal"
+        u = body.get("usage")
+        rid = body.get("id")
+        model = body.get("model")
+        return ChatResponse(
+            id=rid if isinstance(rid, str) and rid else f"chatcmpl-{uuid.uuid4().hex}",
+            model=model if isinstance(model, str) else "",
+            content=content,
+            stop_reason=stop,
+            usage=usage_from_openai(u) if isinstance(u, dict) else Usage(),
+        )
+
+    def render_response(self, resp: ChatResponse) -> dict[str, Any]:
+        texts: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for p in resp.content:
+            if isinstance(p, TextPart):
+                texts.append(p.text)
+            else:
+                calls.append({"id": p.id, "type": "function",
+                              "function": {"name": p.name, "arguments": p.arguments}})
+        # Several text blocks (e.g. split by citations) are one string in OpenAI.
+        msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None,
+                               "refusal": None}
+        if calls:
+            msg["tool_calls"] = calls
+        return {
+            "id": resp.id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": resp.model,
+            "choices": [{"index": 0, "message": msg, "logprobs": None,
+                         "finish_reason": IR_TO_FINISH.get(resp.stop_reason, "stop")}],
+            "usage": usage_to_openai(resp.usage),
+        }
+
+    def stream_decoder(self) -> StreamDecoder:
+        return OpenAIStreamDecoder()
+
+    def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
+        return OpenAIStreamEncoder(req)
+
+    def usage_of(self, body: dict[str, Any]) -> Usage | None:
+        u = body.get("usage")
+        return usage_from_openai(u) if isinstance(u, dict) else None
+
+    def rename_model(self, body: dict[str, Any], model: str) -> bool:
+        if "model" in body:
+            body["model"] = model
+            return True
+        return False
+
+    def parse_error(self, status: int, body: bytes) -> GatewayError:
+        if status == 529:
+            status = 503
+        try:
+            obj = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            obj = None
+        message, etype, code, param = _error_fields(obj)
+        if message is None:
+            text = body.decode("utf-8", "replace").strip() if body else ""
+            message = text[:1000] if text else f"upstream returned HTTP {status}"
+        kind = _error_kind(code, message, kind_for_status(status))
+        return GatewayError(kind, message, status=status,  # type: ignore[arg-type]
+                            param=param if isinstance(param, str) else None)
+
+    def render_error(self, err: GatewayError) -> dict[str, Any]:
+        etype, code = _ERROR_SHAPES.get(err.kind, ("server_error", None))
+        return {"error": {"message": err.message, "type": etype, "param": err.param, "code": code}}
+
+    def error_status(self, err: GatewayError) -> int:
+        """HTTP status to send with ``render_error`` (OpenAI keeps the error's own)."""
+        return err.status
+
+    def render_stream_error(self, err: GatewayError) -> bytes:
+        # OpenAI has no official in-stream error event; clients (the SDK
+        # included) recognise a data chunk carrying "error". No [DONE] follows:
+        # the stream did not complete.
+        return b"data: " + orjson.dumps(self.render_error(err)) + b"\n\n"
+
+
+OPENAI = OpenAICodec()

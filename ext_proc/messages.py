@@ -1,0 +1,97 @@
+"""Small builders for ext_proc protocol messages.
+
+Every message costs a round trip on the data path, so builders stay thin and
+the constant ones are built once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+
+from .protocol import ATTRIBUTES_KEY
+
+OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+CONTINUE_REQUEST_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+CONTINUE_RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
+CONTINUE_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
+
+
+def headers_of(msg: pb.HttpHeaders) -> dict[str, str]:
+    """Header map as a dict (values arrive in ``raw_value``, DESIGN.md fact 7)."""
+    return {h.key: h.raw_value.decode("latin-1") for h in msg.headers.headers}
+
+
+def attribute(req: pb.ProcessingRequest, name: str) -> str | float | bool | None:
+    """One attribute value sent with this message, or None."""
+    attrs = req.attributes.get(ATTRIBUTES_KEY)
+    if attrs is None:
+        return None
+    value = attrs.fields.get(name)
+    if value is None:
+        return None
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+def header_mutation(set_headers: dict[str, str] | None = None,
+                    remove: Iterable[str] = ()) -> pb.HeaderMutation:
+    mutation = pb.HeaderMutation(remove_headers=list(remove))
+    if set_headers:
+        add = mutation.set_headers.add
+        for key, value in set_headers.items():
+            add(header=base_pb2.HeaderValue(key=key, raw_value=value.encode("latin-1")), append_action=OVERWRITE)
+    return mutation
+
+
+def request_body_response(*, set_headers: dict[str, str] | None = None, remove: Iterable[str] = (),
+                          body: bytes | None = None, clear_route_cache: bool = False) -> pb.ProcessingResponse:
+    common = pb.CommonResponse(clear_route_cache=clear_route_cache)
+    if set_headers or remove:
+        common.header_mutation.CopyFrom(header_mutation(set_headers, remove))
+    if body is not None:
+        common.body_mutation.body = body
+    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+
+
+def response_body_response(body: bytes | None) -> pb.ProcessingResponse:
+    """Replace this response chunk with ``body`` (None: pass it unchanged)."""
+    if body is None:
+        return CONTINUE_RESPONSE_BODY
+    common = pb.CommonResponse()
+    if body:
+        common.body_mutation.body = body
+    else:
+        common.body_mutation.clear_body = True
+    return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
+
+
+def immediate(status: int, body: bytes, headers: dict[str, str] | None = None,
+              details: str = "") -> pb.ProcessingResponse:
+    """A local reply sent without touching any upstream (DESIGN.md fact 8)."""
+    all_headers = {"content-type": "application/json"}
+    if headers:
+        all_headers.update(headers)
+    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=status),
+        headers=header_mutation(all_headers),
+        body=body,
+        details=details,
+    ))
+
+
+def continue_for(kind: str) -> pb.ProcessingResponse:
+    """Pass-through answer for a phase a stage is not configured to change."""
+    resp = pb.ProcessingResponse()
+    getattr(resp, kind).SetInParent()
+    return resp

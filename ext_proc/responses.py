@@ -1,0 +1,246 @@
+"""Response translation in the router stage, chunk by chunk.
+
+Envoy streams the response body to the router stage (response headers are
+skipped: the status and the answering backend arrive as attributes with the
+first chunk). Three shapes:
+
+- ``Buffered``: non-streamed successes and every error. Chunks are held back
+  (cleared) until the end, then the whole body is translated once.
+- ``StreamTranslate``: a streamed success from a backend of another dialect:
+  SSE reader -> backend stream decoder -> IR events -> client stream encoder.
+- ``StreamPassthrough``: a streamed success in the client's own dialect:
+  events pass unchanged unless the model name or a gateway-requested usage
+  chunk must be rewritten; usage is read on the way.
+
+A stream that ends without its terminal event gets a well-formed error event in
+the client's dialect instead of a silent truncation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from .codecs import get_codec
+from .codecs.base import Codec
+from .codecs.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
+from .codecs.sse import SSEReader, format_event
+from .config import ResolvedBackend
+from .errors import GatewayError, kind_for_status
+
+log = logging.getLogger("llm_gateway.responses")
+
+OnDone = Callable[[int, str, Usage | None], None]
+
+
+class ResponseTranslator:
+    """Feed response chunks; get the bytes to send instead (None: send unchanged)."""
+
+    def __init__(self, client: Codec, backend: ResolvedBackend | None, status: int, model: str, on_done: OnDone):
+        self.client = client
+        self.backend = backend
+        self.backend_codec = get_codec(backend.dialect) if backend else None
+        self.status = status
+        self.model = model
+        self.on_done = on_done
+        self.usage: Usage | None = None
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name if self.backend else ""
+
+    def feed(self, chunk: bytes, end: bool) -> bytes | None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        self.on_done(self.status, self.backend_name, self.usage)
+
+
+class Buffered(ResponseTranslator):
+    def __init__(self, *args: Any, ir: ChatRequest | None) -> None:
+        super().__init__(*args)
+        self.ir = ir
+        self.parts: list[bytes] = []
+
+    def feed(self, chunk: bytes, end: bool) -> bytes | None:
+        if chunk:
+            self.parts.append(chunk)
+        if not end:
+            return b""
+        body = b"".join(self.parts)
+        out = self._error(body) if self.status >= 400 or self.status == 0 else self._success(body)
+        self.finish()
+        return out
+
+    def _success(self, body: bytes) -> bytes | None:
+        try:
+            data = orjson.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError("response body is not a JSON object")
+            if self.backend_codec is None or self.backend_codec is self.client:
+                codec = self.backend_codec or self.client
+                self.usage = codec.usage_of(data)
+                return orjson.dumps(data) if codec.rename_model(data, self.model) else None
+            resp = self.backend_codec.parse_response(data)
+            self.usage = resp.usage
+            resp.model = self.model
+            return orjson.dumps(self.client.render_response(resp))
+        except (ValueError, GatewayError) as e:
+            # Headers (200) are already on their way: the body must say what went wrong.
+            log.warning("untranslatable response from %s: %s", self.backend_name or "?", e)
+            err = GatewayError("api_error", f"the gateway could not translate the response of backend "
+                                            f"'{self.backend_name}': {e}", status=502)
+            return orjson.dumps(self.client.render_error(err))
+
+    def _error(self, body: bytes) -> bytes | None:
+        from_provider = _is_json_object(body)
+        if self.backend_codec is self.client and from_provider:
+            return None  # already an error in the client's dialect
+        if not from_provider:
+            # Envoy's own reply (connect failure, timeout, retries exhausted).
+            reason = body.decode("utf-8", "replace").strip() or "no response"
+            body = orjson.dumps({"error": {"message": f"no backend of model '{self.model}' could answer: {reason}"}})
+        codec = self.backend_codec or self.client
+        try:
+            err = codec.parse_error(self.status, body)
+        except Exception:  # never let an odd error body become a 500 of our own
+            err = GatewayError(kind_for_status(self.status), body.decode("utf-8", "replace")[:500] or "upstream error",
+                               status=self.status or 502)
+        return orjson.dumps(self.client.render_error(err))
+
+
+class StreamTranslate(ResponseTranslator):
+    def __init__(self, *args: Any, ir: ChatRequest) -> None:
+        super().__init__(*args)
+        assert self.backend_codec is not None
+        self.reader = SSEReader()
+        self.decoder = self.backend_codec.stream_decoder()
+        self.encoder = self.client.stream_encoder(ir)
+        self.failed = False
+
+    def feed(self, chunk: bytes, end: bool) -> bytes | None:
+        out: list[bytes] = []
+        events = self.reader.feed(chunk) if chunk else []
+        if end:
+            events += self.reader.close()
+        for sse in events:
+            self._emit(self.decoder.feed(sse), out)
+        if end:
+            self._emit(self.decoder.close(), out)
+            self.finish()
+        return b"".join(out)
+
+    def _emit(self, events: list[Any], out: list[bytes]) -> None:
+        for ev in events:
+            if self.failed:
+                return
+            if isinstance(ev, MessageStart):
+                ev.model = self.model
+                self._merge_usage(ev.usage)
+            elif isinstance(ev, MessageDelta) and ev.usage is not None:
+                self._merge_usage(ev.usage)
+            elif isinstance(ev, StreamError):
+                self.failed = True
+            out.append(self.encoder.encode(ev))
+
+    def _merge_usage(self, u: Usage) -> None:
+        if self.usage is None:
+            self.usage = Usage()
+        cur = self.usage
+        cur.input_tokens = max(cur.input_tokens, u.input_tokens)
+        cur.output_tokens = max(cur.output_tokens, u.output_tokens)
+        cur.cached_input_tokens = max(cur.cached_input_tokens, u.cached_input_tokens)
+        cur.cache_write_tokens = max(cur.cache_write_tokens, u.cache_write_tokens)
+
+
+class StreamPassthrough(ResponseTranslator):
+    """Same dialect: re-emit events, touching only what must change."""
+
+    def __init__(self, *args: Any, rename: bool, strip_usage_chunk: bool) -> None:
+        super().__init__(*args)
+        self.reader = SSEReader()
+        self.rename = rename
+        self.strip_usage_chunk = strip_usage_chunk
+        self.complete = False
+        self.failed = False
+
+    def feed(self, chunk: bytes, end: bool) -> bytes | None:
+        # Only complete events are sent on: a partial event left on the wire
+        # could not be followed by a well-formed error event.
+        events = self.reader.feed(chunk) if chunk else []
+        if end:
+            events += self.reader.close()
+        out: list[bytes] = []
+        for sse in events:
+            keep = self._observe(sse.event, sse.data)
+            if keep is not None:
+                out.append(keep)
+        if end:
+            if not self.complete and not self.failed:
+                err = GatewayError("api_error", "upstream stream ended unexpectedly", status=502)
+                out.append(self.client.render_stream_error(err))
+            self.finish()
+        return b"".join(out)
+
+    def _observe(self, event: str | None, data: str) -> bytes | None:
+        """Read usage and completion; return the event's bytes to send (None: drop it)."""
+        dialect = self.client.dialect
+        if data == "[DONE]":
+            self.complete = True
+            return format_event(data, event)
+        if event == "error":
+            self.failed = True
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return format_event(data, event)
+        if not isinstance(obj, dict):
+            return format_event(data, event)
+        if "error" in obj and dialect != "anthropic":
+            self.failed = True
+        usage = self.client.usage_of(obj)
+        if usage is not None:
+            self.usage = usage if self.usage is None else _max_usage(self.usage, usage)
+        if dialect == "anthropic" and event == "message_stop":
+            self.complete = True
+        if dialect == "gemini":
+            for cand in obj.get("candidates") or ():
+                if isinstance(cand, dict) and cand.get("finishReason"):
+                    self.complete = True
+        if dialect == "openai" and self.strip_usage_chunk and obj.get("choices") == [] and "usage" in obj:
+            return None
+        if self.rename and self.client.rename_model(obj, self.model):
+            return format_event(orjson.dumps(obj), event)
+        return format_event(data, event)
+
+
+def _max_usage(a: Usage, b: Usage) -> Usage:
+    return Usage(max(a.input_tokens, b.input_tokens), max(a.output_tokens, b.output_tokens),
+                 max(a.cached_input_tokens, b.cached_input_tokens), max(a.cache_write_tokens, b.cache_write_tokens))
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def make_translator(*, client: Codec, backend: ResolvedBackend | None, status: int, stream: bool, model: str,
+                    ir: ChatRequest | None, body: dict[str, Any] | None, on_done: OnDone) -> ResponseTranslator:
+    args = (client, backend, status, model, on_done)
+    if not stream or status != 200 or backend is None:
+        return Buffered(*args, ir=ir)
+    if backend.dialect != client.dialect:
+        if ir is None:
+            return Buffered(*args, ir=None)
+        return StreamTranslate(*args, ir=ir)
+    rename = backend.upstream_model != model
+    strip = False
+    if client.dialect == "openai" and body is not None:
+        options = body.get("stream_options")
+        strip = not (isinstance(options, dict) and options.get("include_usage") is True)
+    return StreamPassthrough(*args, rename=rename, strip_usage_chunk=strip)

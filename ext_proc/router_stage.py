@@ -1,0 +1,229 @@
+"""The router-level stream: one per client request.
+
+Request headers: which dialect, which operation, which tenant. Request body:
+which model, which primary backend; translate for it, set the route and the
+provider's credentials. Response body (streamed, headers skipped): translate
+whatever backend answered (learned from an attribute, so it is right after
+failover) back into the client's dialect, and account for usage.
+
+Messages per request: request headers, request body, and usually one
+response chunk. Everything a failover attempt needs travels in internal
+headers; nothing is shared with the upstream stage's streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from . import messages as M
+from . import metrics
+from . import protocol as P
+from .client_api import ClientCall, api_key, auth_hint, classify, model_listing
+from .codecs import get_codec
+from .codecs.base import Codec
+from .codecs.ir import ChatRequest
+from .errors import GatewayError
+from .responses import ResponseTranslator, make_translator
+from .state import GatewayState
+
+log = logging.getLogger("llm_gateway.router")
+
+
+class RouterStream:
+    """State of one client request across its request and response phases."""
+
+    __slots__ = ("body", "call", "client", "ir", "model", "primary", "state", "stream", "t0", "tenant")
+
+    def __init__(self, state: GatewayState):
+        self.state = state
+        self.call: ClientCall | None = None
+        self.client: Codec | None = None
+        self.tenant = ""
+        self.model = ""
+        self.stream = False
+        self.body: dict[str, Any] | None = None
+        self.ir: ChatRequest | None = None
+        self.primary = ""
+        self.t0 = 0.0
+
+    # ---- request phase ------------------------------------------------------
+    def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
+        self.t0 = time.perf_counter()
+        headers = M.headers_of(msg)
+        call = classify(headers.get(":method", ""), headers.get(":path", "/"), headers)
+        self.call = call
+        self.client = get_codec(call.dialect)
+        tenant = self._authenticate(call, headers)
+        if isinstance(tenant, GatewayError):
+            return self._reject(tenant, "authentication")
+        self.tenant = tenant
+        if call.operation in ("list_models", "get_model"):
+            return self._models(call)
+        if call.operation != "chat":
+            return self._reject(GatewayError("not_found", f"no such endpoint: {headers.get(':method')} "
+                                             f"{headers.get(':path', '/').partition('?')[0]}"), "not_found")
+        if msg.end_of_stream:
+            return self._reject(GatewayError("invalid_request", "request body is required"), "invalid_request")
+        return M.CONTINUE_REQUEST_HEADERS
+
+    def _authenticate(self, call: ClientCall, headers: dict[str, str]) -> str | GatewayError:
+        cfg = self.state.config
+        if not cfg.tenants:
+            return "anonymous"
+        key = api_key(call, headers)
+        if not key:
+            return GatewayError("authentication", f"missing API key: {auth_hint(call.dialect)}")
+        tenant = self.state.tenant_for_key(key)
+        if tenant is None:
+            return GatewayError("authentication", "invalid API key")
+        return tenant
+
+    def _models(self, call: ClientCall) -> pb.ProcessingResponse:
+        names = list(self.state.config.models)
+        if call.operation == "get_model":
+            if call.model not in self.state.config.models:
+                return self._reject(GatewayError("not_found", f"model '{call.model}' is not served by this gateway",
+                                                 param="model"), "not_found")
+            names = [call.model]
+        body = model_listing(call.dialect, names, one=call.model if call.operation == "get_model" else None)
+        return M.immediate(200, orjson.dumps(body), details="model_listing")
+
+    def _reject(self, err: GatewayError, reason: str) -> pb.ProcessingResponse:
+        assert self.client is not None and self.call is not None
+        metrics.REJECTED.labels(self.call.dialect, reason).inc()
+        headers = {}
+        if err.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(err.retry_after)))
+        status = err.status if err.status != 529 else 503
+        return M.immediate(status, orjson.dumps(self.client.render_error(err)), headers, details=reason)
+
+    def on_request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
+        try:
+            return self._route(msg.body)
+        except GatewayError as err:
+            return self._reject(err, err.kind)
+
+    def _route(self, raw: bytes) -> pb.ProcessingResponse:
+        call, client, state = self.call, self.client, self.state
+        assert call is not None and client is not None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise GatewayError("invalid_request", f"request body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise GatewayError("invalid_request", "request body must be a JSON object")
+        model = call.model if call.dialect == "gemini" else body.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError("invalid_request", "missing required field 'model'", param="model")
+        chain = state.router.chain(model)
+        if chain is None:
+            raise GatewayError("not_found", f"model '{model}' does not exist or is not served by this gateway",
+                               param="model")
+        self.model = model
+        self.stream = call.stream if call.dialect == "gemini" else body.get("stream") is True
+        self.body = body
+        primary = state.router.primary(model)
+        self.primary = primary.name
+        target = state.router.targets[primary.name]
+        if primary.dialect == call.dialect:
+            out = self._same_dialect_body(body, primary.upstream_model)
+        else:
+            self.ir = client.parse_request(body, call.model, call.stream)
+            settings = state.config.models[model]
+            out = get_codec(primary.dialect).build_request(
+                self.ir, primary.upstream_model, default_max_tokens=settings.default_max_tokens,
+                drop_unsupported=settings.drop_unsupported)
+        new_body = orjson.dumps(out) if out is not None else None
+        set_headers = {
+            P.ROUTE_HEADER: model,
+            P.PRETRANSLATED_HEADER: primary.name,
+            ":path": target.path(self.stream),
+            **target.headers,
+        }
+        if self.stream:
+            set_headers[P.STREAM_HEADER] = "1"
+        if new_body is not None:
+            set_headers["content-length"] = str(len(new_body))
+        # The client's own key must never reach a provider; compressed
+        # responses could not be translated.
+        remove = [h for h in (*P.CLIENT_AUTH_HEADERS, *state.router.provider_headers) if h not in target.headers]
+        remove.append("accept-encoding")
+        return M.request_body_response(set_headers=set_headers, remove=remove, body=new_body, clear_route_cache=True)
+
+    def _same_dialect_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any] | None:
+        """Pass-through: only the model name changes (and OpenAI streams ask for usage)."""
+        changed = False
+        if "model" in body and body["model"] != upstream_model:
+            body = {**body, "model": upstream_model}
+            changed = True
+        if self.stream and self.call is not None and self.call.dialect == "openai":
+            options = body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                # Usage is needed for accounting; the extra chunk is removed from the client's stream.
+                body = {**body, "stream_options": {**(options if isinstance(options, dict) else {}),
+                                                   "include_usage": True}}
+                changed = True
+        return body if changed else None
+
+    # ---- response phase -----------------------------------------------------
+    def translator(self, status: int, backend_name: str) -> ResponseTranslator:
+        assert self.client is not None and self.call is not None
+        backend = self.state.config.backends.get(backend_name)
+        if backend is not None and backend.dialect != self.call.dialect and self.ir is None and self.body:
+            # Failover landed on another dialect than the primary's: the IR of
+            # the client's request is needed to encode its stream.
+            try:
+                self.ir = self.client.parse_request(self.body, self.call.model, self.call.stream)
+            except GatewayError:
+                self.ir = None
+        return make_translator(
+            client=self.client, backend=backend, status=status, stream=self.stream,
+            model=self.model, ir=self.ir, body=self.body, on_done=self._done)
+
+    def _done(self, status: int, backend: str, usage: Any) -> None:
+        assert self.call is not None
+        metrics.REQUESTS.labels(self.call.dialect, self.model, backend or "none", str(status)).inc()
+        if usage is not None:
+            metrics.record_usage(self.model, backend, usage.input_tokens, usage.output_tokens,
+                                 usage.cached_input_tokens)
+
+
+async def run(state: GatewayState, ctx: Any) -> None:
+    """Serve one router-stage gRPC stream."""
+    stream = RouterStream(state)
+    translator: ResponseTranslator | None = None
+    eof = _eof()
+    while True:
+        req = await ctx.read()
+        if req is eof:
+            return
+        kind = req.WhichOneof("request")
+        t = time.perf_counter()
+        if kind == "request_headers":
+            resp = stream.on_request_headers(req.request_headers)
+        elif kind == "request_body":
+            resp = stream.on_request_body(req.request_body)
+        elif kind == "response_body":
+            if translator is None:
+                code = M.attribute(req, P.ATTR_RESPONSE_CODE)
+                backend = M.attribute(req, P.ATTR_BACKEND)
+                translator = stream.translator(int(code or 0), str(backend or ""))
+            chunk = req.response_body
+            resp = M.response_body_response(translator.feed(chunk.body, chunk.end_of_stream))
+        else:
+            resp = M.continue_for(kind)
+        metrics.OVERHEAD.labels(P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)
+        await ctx.write(resp)
+        if resp.WhichOneof("response") == "immediate_response":
+            return
+
+
+def _eof() -> Any:
+    import grpc
+
+    return grpc.aio.EOF

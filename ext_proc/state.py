@@ -1,0 +1,23 @@
+"""Everything a stream needs, built once per config version.
+
+A stream takes the current ``GatewayState`` when it starts and keeps it to
+the end, so a config switch (``apply``) is atomic per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .config import GatewayConfig, resolve_secrets
+from .routing import Router
+
+
+class GatewayState:
+    def __init__(self, config: GatewayConfig, env: dict[str, str] | None = None):
+        self.config = config
+        provider_keys = resolve_secrets(config, env)
+        self.router = Router(config, provider_keys)
+        self._digests = config.key_digests
+
+    def tenant_for_key(self, key: str) -> str | None:
+        return self._digests.get(hashlib.sha256(key.encode()).hexdigest())
