@@ -1,0 +1,69 @@
+"""Start the real gateway (Envoy + ext_proc + mock providers) on free ports for tests."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ext_proc.config import DEFAULT_CONFIG
+from ext_proc.supervisor import Stack
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports free right now (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def config_on_free_ports(base: dict[str, Any] | None = None, workers: int = 1) -> dict[str, Any]:
+    """The default config (or ``base``) with every port moved to a free one.
+
+    ext_proc ports for several workers are consecutive; the block is probed
+    as a whole.
+    """
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text()) if base is None else base
+    listen, admin, *rest = free_ports(2 + len(cfg["providers"]))
+    cfg["listen"] = {"address": "127.0.0.1", "port": listen}
+    cfg["admin"] = {"address": "127.0.0.1", "port": admin}
+    grpc_base, metrics_base = _consecutive_free(workers), _consecutive_free(workers)
+    cfg["ext_proc"] = {**cfg.get("ext_proc", {}), "address": "127.0.0.1", "port": grpc_base,
+                       "metrics_port": metrics_base, "workers": workers}
+    for (_name, p), port in zip(cfg["providers"].items(), rest, strict=True):
+        if p.get("mock"):
+            path = "/v1" if p["dialect"] == "openai" else ""
+            p["base_url"] = f"http://127.0.0.1:{port}{path}"
+    return cfg
+
+
+def _consecutive_free(n: int) -> int:
+    for _ in range(50):
+        (start,) = free_ports(1)
+        if start + n < 65535 and all(_free(start + i) for i in range(n)):
+            return start
+    raise RuntimeError("no block of free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def start_stack(tmp: Path, cfg: dict[str, Any], env: dict[str, str] | None = None) -> Stack:
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return Stack(path, run_dir=tmp / "run", env=env or {}).start()
