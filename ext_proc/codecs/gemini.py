@@ -629,10 +629,12 @@ class GeminiStreamDecoder(StreamDecoder):
                                     if self._usage else Usage()))
         cands = obj.get("candidates")
         finish = None
-        if cands:
+        if isinstance(cands, list) and cands and isinstance(cands[0], dict):
             cand = cands[0]
             content = cand.get("content") or {}
             for p in content.get("parts") or ():
+                if not isinstance(p, dict):
+                    continue
                 text = p.get("text")
                 if text is not None:
                     if text and not p.get("thought"):
@@ -858,10 +860,12 @@ class GeminiCodec(Codec):
         content: list[TextPart | ToolCallPart] = []
         stop: StopReason = "other"
         cands = body.get("candidates")
-        if cands and isinstance(cands[0], dict):
+        if isinstance(cands, list) and cands and isinstance(cands[0], dict):
             cand = cands[0]
             has_call = False
             for p in (cand.get("content") or {}).get("parts") or ():
+                if not isinstance(p, dict):
+                    continue
                 text = p.get("text")
                 if text is not None:
                     if text and not p.get("thought"):

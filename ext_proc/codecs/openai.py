@@ -509,7 +509,7 @@ class OpenAIStreamDecoder(StreamDecoder):
         if self._done:
             return []
         data = event.data
-        if data == "[DONE]" or data.strip() == "[DONE]":
+        if data[:1] != "{" and data.strip() == "[DONE]":
             out: list[StreamEvent] = []
             self._start(out, None)
             self._finish(out)
@@ -598,8 +598,12 @@ class OpenAIStreamDecoder(StreamDecoder):
         if not tcs:
             return
         for tc in tcs:
+            if not isinstance(tc, dict):
+                continue
             idx = tc.get("index", 0)
-            fn = tc.get("function") or {}
+            fn = tc.get("function")
+            if not isinstance(fn, dict):
+                fn = {}
             block = self._tools.get(idx)
             if block is None:
                 self._close(out)
@@ -827,7 +831,9 @@ class OpenAICodec(Codec):
                                if isinstance(p, dict) and isinstance(p.get("text"), str) and p["text"])
             refusal = msg.get("refusal")
             for j, tc in enumerate(msg.get("tool_calls") or ()):
-                fn = tc.get("function") or {}
+                if not isinstance(tc, dict):
+                    continue
+                fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
                 content.append(ToolCallPart(tc.get("id") or f"call_{j}", fn.get("name") or "",
                                             fn.get("arguments") or "{}"))
             fc = msg.get("function_call")
@@ -896,7 +902,7 @@ class OpenAICodec(Codec):
             obj = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             obj = None
-        message, etype, code, param = _error_fields(obj)
+        message, _, code, param = _error_fields(obj)
         if message is None:
             text = body.decode("utf-8", "replace").strip() if body else ""
             message = text[:1000] if text else f"upstream returned HTTP {status}"

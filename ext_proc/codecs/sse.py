@@ -5,7 +5,9 @@ LF or CR (a CR at the end of one chunk and an LF at the start of the next are
 one line ending); ``field: value`` lines, the single space after the colon is
 optional; ``data`` lines are joined with ``\\n``; a blank line dispatches the
 event; comment lines (starting with ``:``) and ``retry`` are ignored; an event
-without any ``data`` line is not dispatched.
+without any ``data`` line is not dispatched. ``SSEEvent.id`` is the ``id``
+field of that event only (not the browser's sticky last-event-id: nothing here
+reconnects), and a leading UTF-8 BOM is skipped.
 
 It is on the path of every streamed chunk, so it works on whole lines with
 ``bytes.split``/``bytes.find`` and decodes UTF-8 only once a line is complete

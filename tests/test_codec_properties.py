@@ -1,0 +1,390 @@
+"""Property tests: whatever a dialect can express survives a trip through its codec.
+
+- requests: random IR conversation -> ``build_request`` -> JSON bytes ->
+  ``parse_request`` gives the same IR, modulo what the dialect cannot keep
+  apart (see ``norm_request``);
+- responses: random IR response -> ``render_response`` -> ``parse_response``;
+- streams: random IR event sequence -> encoder -> bytes cut at random points
+  -> ``SSEReader`` -> decoder gives the same content, stop reason and usage.
+
+Every generated feature is one the target dialect supports (``build_request``
+never refuses here), so a difference is a real loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ext_proc.codecs import CODECS
+from ext_proc.codecs.ir import (
+    STOP_REASONS,
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    MessageDelta,
+    MessageStart,
+    MessageStop,
+    Part,
+    ResponseFormat,
+    StreamError,
+    StreamEvent,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    Usage,
+)
+from ext_proc.codecs.sse import SSEReader
+from ext_proc.errors import GatewayError
+
+DIALECTS = ["openai", "anthropic", "gemini"]
+UPSTREAM = "up-model"
+DEFAULT_MAX = 1000
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# ---- strategies ------------------------------------------------------------------------
+
+texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=24)
+names = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True)
+ids = st.from_regex(r"(call|toolu|fc)_[A-Za-z0-9]{4,12}", fullmatch=True)
+json_scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | texts
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(names, inner, max_size=3), max_leaves=6)
+arguments = st.dictionaries(names, json_values, max_size=4).map(lambda d: orjson.dumps(d).decode())
+
+images = st.one_of(
+    st.builds(lambda mt, data: ImagePart(media_type=mt, data=data),
+              st.sampled_from(["image/png", "image/jpeg", "image/gif", "image/webp"]),
+              st.from_regex(r"[A-Za-z0-9+/]{4,20}={0,2}", fullmatch=True)),
+    st.builds(lambda name, ext: ImagePart(url=f"https://img.example.com/{name}{ext}"),
+              names, st.sampled_from([".png", ".jpg", ".webp", ""])),
+)
+schemas = st.builds(lambda props: {"type": "object", "properties": {p: {"type": "string"} for p in props}},
+                    st.lists(names, max_size=3, unique=True))
+
+
+@st.composite
+def conversations(draw: st.DrawFn, dialect: str) -> tuple[list[Message], list[Tool]]:
+    """user -> (assistant [-> tool results [-> user]])*: always a valid exchange."""
+    tools = draw(st.lists(st.builds(Tool, names, st.none() | texts, schemas), max_size=3,
+                          unique_by=lambda t: t.name))
+    used_ids: set[str] = set()
+    msgs = [Message("user", draw(st.lists(texts.map(TextPart) | images, min_size=1, max_size=3)))]
+    for _ in range(draw(st.integers(0, 3))):
+        parts: list[Part] = [TextPart(t) for t in draw(st.lists(texts, max_size=2))]
+        calls = []
+        for _ in range(draw(st.integers(0 if parts else 1, 3))):
+            cid = draw(ids.filter(lambda i: i not in used_ids))
+            used_ids.add(cid)
+            calls.append(ToolCallPart(cid, draw(names), draw(arguments)))
+        msgs.append(Message("assistant", parts + calls))
+        if calls:
+            results: list[Part] = []
+            for c in calls:
+                content: list[Any] = [TextPart(t) for t in draw(st.lists(texts, max_size=2))]
+                if dialect == "anthropic" and draw(st.booleans()):
+                    content.append(draw(images))  # only Anthropic tool results carry images
+                results.append(ToolResultPart(c.id, content, c.name, draw(st.booleans())))
+            msgs.append(Message("tool", draw(st.permutations(results))))
+            if draw(st.booleans()):
+                msgs.append(Message("user", [TextPart(draw(texts))]))
+        else:
+            msgs.append(Message("user", draw(st.lists(texts.map(TextPart) | images, min_size=1, max_size=2))))
+    return msgs, tools
+
+
+@st.composite
+def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
+    msgs, tools = draw(conversations(dialect))
+    opt = st.none()
+    floats = st.floats(0, 2, allow_nan=False, allow_infinity=False)
+    choice_modes = ["auto", "none", "required"] + (["tool"] if tools else [])
+    mode = draw(st.none() | st.sampled_from(choice_modes))
+    tool_choice = None if mode is None else ToolChoice(
+        mode, draw(st.sampled_from([t.name for t in tools])) if mode == "tool" else None)  # type: ignore[arg-type]
+    rf = draw(opt | st.builds(ResponseFormat, st.just("json_object"))
+              | st.builds(lambda s: ResponseFormat("json_schema", s), schemas))
+    return ChatRequest(
+        model=UPSTREAM,
+        messages=msgs,
+        system=draw(st.lists(texts.map(TextPart), max_size=2)),
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=draw(opt | st.booleans() if dialect != "gemini" else opt | st.just(True)),
+        max_tokens=draw(opt | st.integers(1, 100000)),
+        temperature=draw(opt | floats),
+        top_p=draw(opt | st.floats(0, 1, allow_nan=False)),
+        top_k=draw(opt | st.integers(1, 100)) if dialect != "openai" else None,
+        stop=draw(st.lists(texts, max_size=3)),
+        seed=draw(opt | st.integers(0, 2**31)) if dialect != "anthropic" else None,
+        presence_penalty=draw(opt | floats) if dialect != "anthropic" else None,
+        frequency_penalty=draw(opt | floats) if dialect != "anthropic" else None,
+        n=draw(opt | st.integers(1, 4)) if dialect == "openai" else draw(opt | st.just(1)),
+        response_format=rf if dialect != "anthropic" else None,
+        user=draw(opt | texts) if dialect != "gemini" else None,
+        stream=draw(st.booleans()),
+    )
+
+
+# ---- normalisation: what each dialect cannot tell apart -------------------------------------
+
+
+def _norm_parts(parts: list[Any], dialect: str) -> list[Any]:
+    out: list[Any] = []
+    for p in parts:
+        if isinstance(p, TextPart):
+            out.append(("text", p.text))
+        elif isinstance(p, ImagePart):
+            # A URL image's media type only exists in Gemini, where it is guessed.
+            out.append(("image", p.media_type if p.data is not None else None, p.data, p.url))
+        elif isinstance(p, ToolCallPart):
+            out.append(("call", p.id, p.name, orjson.loads(p.arguments)))
+        else:
+            content = _norm_parts(p.content, dialect)
+            if dialect == "gemini":  # functionResponse.response holds one string
+                joined = "\n".join(c[1] for c in content)
+                content = [("text", joined)] if joined else []
+            is_error = p.is_error and dialect != "openai"  # OpenAI has no error flag
+            out.append(("result", p.tool_call_id, p.name, content, is_error))
+    return out
+
+
+def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
+    messages: list[tuple[str, list[Any]]] = []
+    for m in req.messages:
+        parts = _norm_parts(m.parts, dialect)
+        if messages and messages[-1][0] == m.role:
+            messages[-1][1].extend(parts)
+        else:
+            messages.append((m.role, parts))
+    tc = req.tool_choice or ToolChoice("auto")
+    parallel = req.parallel_tool_calls
+    if dialect != "openai" and (parallel is True or tc.mode == "none"):
+        parallel = None  # the default; Anthropic's "none" choice has no parallel flag
+    rf = req.response_format
+    n = req.n if dialect == "openai" or req.n != 1 else None
+    return {
+        "system": [p.text for p in req.system],
+        "messages": messages,
+        "tools": [(t.name, t.description, t.parameters) for t in req.tools],
+        "tool_choice": (tc.mode, tc.name),
+        "parallel_tool_calls": parallel,
+        "max_tokens": req.max_tokens if req.max_tokens is not None or dialect != "anthropic" else DEFAULT_MAX,
+        "sampling": (req.temperature, req.top_p, req.top_k, req.seed, req.presence_penalty, req.frequency_penalty),
+        "stop": req.stop,
+        "n": n,
+        "response_format": None if rf is None else (rf.type, rf.schema),
+        "user": req.user,
+        "stream": req.stream,
+        # OpenAI backends are always asked for usage; the others always send it.
+        "include_usage": req.stream if dialect == "openai" else False,
+    }
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@SETTINGS
+@given(data=st.data())
+def test_request_round_trip(dialect: str, data: st.DataObject) -> None:
+    req = data.draw(requests(dialect))
+    codec = CODECS[dialect]
+    body = orjson.loads(orjson.dumps(codec.build_request(req, UPSTREAM, default_max_tokens=DEFAULT_MAX)))
+    back = codec.parse_request(body, UPSTREAM, req.stream)
+    assert back.model == UPSTREAM
+    assert back.unmapped == []
+    got = norm_request(back, dialect)
+    got["include_usage"] = back.stream_include_usage
+    assert got == norm_request(req, dialect)
+
+
+# ---- responses ----------------------------------------------------------------------------------
+
+
+@st.composite
+def usages(draw: st.DrawFn) -> Usage:
+    cached = draw(st.integers(0, 5000))
+    write = draw(st.integers(0, 5000))
+    return Usage(cached + write + draw(st.integers(0, 5000)), draw(st.integers(0, 5000)), cached, write)
+
+
+@st.composite
+def responses(draw: st.DrawFn) -> ChatResponse:
+    content: list[TextPart | ToolCallPart] = []
+    seen: set[str] = set()
+    for _ in range(draw(st.integers(0, 4))):
+        if draw(st.booleans()):
+            content.append(TextPart(draw(texts)))
+        else:
+            cid = draw(ids.filter(lambda i: i not in seen))
+            seen.add(cid)
+            content.append(ToolCallPart(cid, draw(names), draw(arguments)))
+    stop = draw(st.sampled_from(STOP_REASONS))
+    return ChatResponse(id=draw(ids), model=draw(names), content=content, stop_reason=stop,  # type: ignore[arg-type]
+                        stop_sequence=draw(texts) if stop == "stop_sequence" else None, usage=draw(usages()))
+
+
+# IR stop reason -> what comes back after a trip through each dialect.
+STOP_TRIP = {
+    "openai": {"stop_sequence": "end_turn", "refusal": "content_filter", "other": "end_turn"},
+    "anthropic": {"content_filter": "refusal", "other": "end_turn"},
+    "gemini": {"stop_sequence": "end_turn", "tool_use": "end_turn", "refusal": "content_filter"},
+}
+
+
+def norm_stop(stop: str | None, dialect: str, has_calls: bool) -> str | None:
+    stop = STOP_TRIP[dialect].get(stop or "end_turn", stop or "end_turn")
+    if dialect == "gemini" and stop == "end_turn" and has_calls:
+        return "tool_use"  # Gemini says STOP; a function call in the answer means tool_use
+    return stop
+
+
+def norm_usage(u: Usage | None, dialect: str) -> Usage:
+    u = u or Usage()
+    return u if dialect == "anthropic" else replace(u, cache_write_tokens=0)
+
+
+def norm_response(resp: ChatResponse, dialect: str) -> dict[str, Any]:
+    parts = _norm_parts(resp.content, dialect)
+    if dialect == "openai":  # one content string, then the tool calls
+        text = "".join(p[1] for p in parts if p[0] == "text")
+        parts = ([("text", text)] if text else []) + [p for p in parts if p[0] == "call"]
+    has_calls = any(p[0] == "call" for p in parts)
+    return {
+        "id": resp.id,
+        "model": resp.model,
+        "content": parts,
+        "stop": norm_stop(resp.stop_reason, dialect, has_calls),
+        "stop_sequence": resp.stop_sequence if dialect == "anthropic" else None,
+        "usage": norm_usage(resp.usage, dialect),
+    }
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@SETTINGS
+@given(resp=responses())
+def test_response_round_trip(dialect: str, resp: ChatResponse) -> None:
+    codec = CODECS[dialect]
+    body = orjson.loads(orjson.dumps(codec.render_response(resp)))
+    back = codec.parse_response(body)
+    got = norm_response(back, dialect)
+    got["stop"] = norm_stop(back.stop_reason, dialect, any(isinstance(p, ToolCallPart) for p in back.content))
+    assert got == norm_response(resp, dialect)
+
+
+# ---- streams ------------------------------------------------------------------------------------
+
+ERROR_KINDS = ["invalid_request", "context_length", "authentication", "permission", "not_found",
+               "request_too_large", "rate_limit", "api_error", "overloaded", "timeout"]
+
+
+@st.composite
+def fragments(draw: st.DrawFn, whole: str) -> list[str]:
+    cuts = sorted(draw(st.sets(st.integers(1, max(len(whole) - 1, 1)), max_size=4)))
+    return [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True) if whole[a:b]]
+
+
+@st.composite
+def event_streams(draw: st.DrawFn) -> list[StreamEvent]:
+    events: list[StreamEvent] = [MessageStart(draw(ids), "client-model", draw(usages()))]
+    seen: set[str] = set()
+    for index in range(draw(st.integers(0, 4))):
+        if draw(st.booleans()):
+            events.append(BlockStart(index, "text"))
+            events += [BlockDelta(index, t) for t in draw(st.lists(texts, min_size=1, max_size=3))]
+        else:
+            cid = draw(ids.filter(lambda i: i not in seen))
+            seen.add(cid)
+            events.append(BlockStart(index, "tool_call", cid, draw(names)))
+            events += [BlockDelta(index, f) for f in draw(fragments(draw(arguments)))]
+        events.append(BlockStop(index))
+    if draw(st.integers(0, 4)) == 0:  # a stream that breaks, possibly inside a block
+        cut = draw(st.integers(1, len(events)))
+        message = draw(st.sampled_from(["Overloaded", "internal failure", "slow down"]))
+        return [*events[:cut], StreamError(GatewayError(draw(st.sampled_from(ERROR_KINDS)), message))]
+    stop = draw(st.sampled_from(STOP_REASONS))
+    seq = draw(texts) if stop == "stop_sequence" else None
+    return [*events, MessageDelta(stop, seq, draw(usages())), MessageStop()]  # type: ignore[arg-type]
+
+
+# Error kinds a dialect cannot tell apart.
+KIND_TRIP = {
+    "openai": {},
+    "anthropic": {"context_length": "invalid_request"},
+    "gemini": {"context_length": "invalid_request", "request_too_large": "invalid_request"},
+}
+
+
+def collapse(events: list[StreamEvent], dialect: str) -> dict[str, Any]:
+    """What a client can observe: blocks with their whole text, the stop, the final usage, an error."""
+    blocks: list[list[Any]] = []
+    by_index: dict[int, list[Any]] = {}
+    out: dict[str, Any] = {"stop": None, "stop_sequence": None, "usage": None, "error": None, "ended": False}
+    for e in events:
+        if isinstance(e, MessageStart):
+            out["id"], out["model"] = e.id, e.model
+        elif isinstance(e, BlockStart):
+            if e.kind == "text" and blocks and blocks[-1][0] == "text" and dialect != "anthropic":
+                by_index[e.index] = blocks[-1]  # no block boundaries between texts in OpenAI/Gemini
+                continue
+            block = [e.kind, e.tool_call_id, e.tool_name, "", False]
+            blocks.append(block)
+            by_index[e.index] = block
+        elif isinstance(e, BlockDelta):
+            by_index[e.index][3] += e.text
+        elif isinstance(e, BlockStop):
+            by_index[e.index][4] = True
+        elif isinstance(e, MessageDelta):
+            out["usage"] = norm_usage(e.usage, dialect)
+            out["stop"] = e.stop_reason
+            out["stop_sequence"] = e.stop_sequence if dialect == "anthropic" else None
+        elif isinstance(e, MessageStop):
+            out["ended"] = True
+        elif isinstance(e, StreamError):
+            kind = e.error.kind
+            out["error"] = (KIND_TRIP[dialect].get(kind, kind), e.error.message)
+    if dialect != "anthropic":  # only Anthropic has explicit (possibly empty) text blocks
+        blocks = [b for b in blocks if b[0] != "text" or b[3]]
+    if dialect == "gemini":  # calls are sent whole when they end; arguments are re-serialised
+        blocks = [b for b in blocks if b[0] == "text" or b[4]]
+        for b in blocks:
+            if b[0] == "tool_call":
+                b[3] = orjson.loads(b[3])
+        if not blocks and not out["ended"]:  # no start event: an id shows only with content
+            out.pop("id", None)
+            out.pop("model", None)
+    has_calls = any(b[0] == "tool_call" for b in blocks)
+    if out["ended"]:
+        out["stop"] = norm_stop(out["stop"], dialect, has_calls)
+    out["blocks"] = [(b[0], b[1], b[2], b[3]) for b in blocks]
+    return out
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@SETTINGS
+@given(events=event_streams(), data=st.data())
+def test_stream_round_trip(dialect: str, events: list[StreamEvent], data: st.DataObject) -> None:
+    codec = CODECS[dialect]
+    req = ChatRequest(model="client-model", messages=[], stream=True, stream_include_usage=True)
+    enc = codec.stream_encoder(req)
+    raw = b"".join(enc.encode(e) for e in events)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(raw)), max_size=10)))
+    reader = SSEReader()
+    dec = codec.stream_decoder()
+    back: list[StreamEvent] = []
+    for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True):
+        for sse in reader.feed(raw[a:b]):
+            back += dec.feed(sse)
+    for sse in reader.close():
+        back += dec.feed(sse)
+    back += dec.close()
+    assert collapse(back, dialect) == collapse(events, dialect)
