@@ -57,6 +57,11 @@ class ExtProcSettings(_Strict):
     metrics_port: Port = 9464
     # Envoy's default is 200 ms; a busy Python process must not fail requests.
     message_timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 5_000
+    # Host name Envoy connects to instead of `address` (which is where the
+    # workers bind): a DNS name resolving to every replica, e.g. a compose
+    # service. Envoy then resolves it (STRICT_DNS) rather than using a fixed IP.
+    upstream_host: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+                                                    max_length=253)] | None = None
 
 
 class Provider(_Strict):
@@ -121,6 +126,10 @@ class Backend(_Strict):
     # Failover tier (0 first). Defaults to the backend's position in the list.
     tier: Annotated[int, Field(ge=0, le=100)] | None = None
     weight: Annotated[int, Field(ge=1, le=1000)] = 1
+    # The provider's real limits for this deployment (admission, see README "Budgets").
+    limits: BackendLimits | None = None
+    # USD per million tokens, for tenants' daily spend budgets.
+    price: Price | None = None
 
 
 class Model(_Strict):
@@ -134,6 +143,9 @@ class Model(_Strict):
     # Per attempt, non-streamed: whole response. Streamed: time to first byte.
     per_try_timeout_ms: Annotated[int, Field(ge=0)] = 120_000
     per_try_idle_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    # Output tokens reserved at admission when the client sets no max tokens
+    # (default: default_max_tokens).
+    reserve_output_tokens: Annotated[int, Field(ge=1)] | None = None
 
 
 class ApiKey(_Strict):
@@ -141,8 +153,78 @@ class ApiKey(_Strict):
     env: str | None = None
 
 
+Priority = Literal["interactive", "batch"]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class TenantLimits(_Strict):
+    """A tenant's budgets; an unset one is unlimited."""
+
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None  # input + output
+    concurrent_requests: PositiveInt | None = None
+    spend_per_day_usd: Annotated[float, Field(gt=0)] | None = None
+
+
 class Tenant(_Strict):
     api_keys: Annotated[list[ApiKey], Field(min_length=1)]
+    limits: TenantLimits | None = None
+    # Priority of requests without an x-priority header, and the highest one the tenant may ask for.
+    priority: Priority = "interactive"
+    max_priority: Priority = "interactive"
+
+
+class Price(_Strict):
+    """USD per million tokens."""
+
+    input: Annotated[float, Field(ge=0)] = 0.0
+    cached_input: Annotated[float, Field(ge=0)] | None = None  # default: the input price
+    output: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Adaptive(_Strict):
+    """AIMD concurrency limit: shrinks on 429/503/slow answers, grows on success."""
+
+    min: PositiveInt = 1
+    max: PositiveInt = 64
+    initial: PositiveInt | None = None  # default: max
+    decrease: Annotated[float, Field(gt=0, lt=1)] = 0.5  # limit *= decrease on an overload signal
+    increase: Annotated[float, Field(gt=0)] = 1.0  # limit += increase / limit per success
+    # A success slower than this many times the backend's baseline latency counts as overload.
+    latency_tolerance: Annotated[float, Field(gt=1)] | None = None
+
+
+class BackendLimits(_Strict):
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+    concurrent_requests: PositiveInt | None = None
+    adaptive: Adaptive | None = None
+
+
+class Admission(_Strict):
+    # Share of each backend limit kept for interactive traffic: batch is shed first.
+    interactive_reserve: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    # A concurrency slot whose holder vanished (crashed replica) frees itself after this long.
+    lease_ttl_s: Annotated[float, Field(gt=0)] = 900.0
+    # Retry-After when a concurrency limit is full (when a slot frees up cannot be known).
+    concurrency_retry_after_s: Annotated[float, Field(gt=0)] = 1.0
+
+
+class RedisSettings(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: Name = "llmgw"
+    timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 200
+    # Redis unreachable: admit against this process's own budgets, or refuse with 503.
+    on_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    # While Redis is down, try it again this often (requests in between do not wait for it).
+    retry_interval_s: Annotated[float, Field(gt=0)] = 1.0
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return v
 
 
 class _Root(_Strict):
@@ -152,6 +234,8 @@ class _Root(_Strict):
     providers: Annotated[dict[Name, Provider], Field(min_length=1)]
     models: Annotated[dict[Name, Model], Field(min_length=1)]
     tenants: dict[Name, Tenant] = Field(default_factory=dict)
+    admission: Admission = Admission()
+    redis: RedisSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +266,8 @@ class GatewayConfig:
         self.providers = root.providers
         self.models = root.models
         self.tenants = root.tenants
+        self.admission = root.admission
+        self.redis = root.redis
         # model name -> backends in failover order (tier, then list order)
         self.chains: dict[str, list[ResolvedBackend]] = {}
         self.backends: dict[str, ResolvedBackend] = {}
@@ -201,15 +287,21 @@ class GatewayConfig:
                 self.backends[rb.name] = rb
             chain.sort(key=lambda r: r.tier)
             self.chains[model_name] = chain
+        # model name -> its distinct tiers in failover order
+        self.tiers: dict[str, list[int]] = {m: sorted({b.tier for b in c}) for m, c in self.chains.items()}
         # sha256 hex digest of a tenant API key -> tenant name
         self.key_digests: dict[str, str] = {}
 
-    def cluster_name(self, model: str) -> str:
-        return f"model/{model}"
+    def cluster_name(self, model: str, entry: int = 0) -> str:
+        """Cluster of ``model`` whose attempts start at its ``entry``-th tier."""
+        return f"model/{model}" if entry == 0 else f"model/{model}/from-tier-{self.tiers[model][entry]}"
 
-    def retries(self, model: str) -> int:
+    def retries(self, model: str, entry: int = 0) -> int:
+        """Retries for attempts starting at tier index ``entry``: one per further backend by default."""
+        first_tier = self.tiers[model][entry]
+        remaining = sum(1 for b in self.chains[model] if b.tier >= first_tier) - 1
         m = self.models[model]
-        return m.retries if m.retries is not None else len(self.chains[model]) - 1
+        return min(m.retries, remaining) if m.retries is not None else remaining
 
     def extproc_ports(self) -> list[int]:
         return [self.ext_proc.port + i for i in range(self.ext_proc.workers)]
@@ -268,6 +360,9 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
             k = _d(k)
             if bool(k.get("sha256")) == bool(k.get("env")):
                 problems.append(f"tenants.{tname}.api_keys[{i}]: set exactly one of sha256 or env")
+    from .admission.checks import config_problems
+
+    problems += config_problems(data)
     ext = _d(data.get("ext_proc"))
     ports: dict[str, Any] = {
         "listen.port": _d(data.get("listen")).get("port", 8080),

@@ -145,12 +145,47 @@ def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def _retry_policy(cfg: GatewayConfig, model: str, stream: bool) -> dict[str, Any]:
+def _attempt_observer(cfg: GatewayConfig) -> dict[str, Any]:
+    """Reports failed attempts (status, retry-after, backend) to the ext_proc.
+
+    Envoy retries internally, so the router stage never sees the primary's
+    429 or 5xx. This filter sends response headers only and is skipped for
+    2xx responses by its matcher; its gRPC stream is opened lazily, so a
+    successful attempt costs nothing.
+    """
+    observer = _ext_proc_filter(
+        cfg, P.STAGE_OBSERVER,
+        {"request_header_mode": "SKIP", "request_body_mode": "NONE",
+         "response_header_mode": "SEND", "response_body_mode": "NONE"},
+        request_attributes=[],
+        response_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_MODEL],
+    )
+    observer["typed_config"]["observability_mode"] = True
+    return {
+        "name": "gw.attempt_observer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": observer,
+            "xds_matcher": {"matcher_list": {"matchers": [{
+                "predicate": {"single_predicate": {
+                    "input": {"name": "status", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                        "header_name": ":status"}},
+                    "value_match": {"prefix": "2"},
+                }},
+                "on_match": {"action": {"name": "skip", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
+            }]}},
+        },
+    }
+
+
+def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
     m = cfg.models[model]
     policy: dict[str, Any] = {
         "retry_on": "5xx,reset,connect-failure,refused-stream,retriable-status-codes",
         "retriable_status_codes": [429],
-        "num_retries": cfg.retries(model),
+        "num_retries": cfg.retries(model, entry),
         "retry_priority": {
             "name": "envoy.retry_priorities.previous_priorities",
             "typed_config": {
@@ -204,36 +239,47 @@ def _local_reply_config() -> dict[str, Any]:
 
 
 def _model_routes(cfg: GatewayConfig, model: str) -> list[dict[str, Any]]:
-    """Routes of one model: per streaming mode, selected by the router stage's headers.
+    """Routes of one model: per possible primary backend and streaming mode,
+    selected by the router stage's headers.
 
-    Route metadata repeats the decision (model, primary, stream) for the
-    upstream stage and its matcher, which cannot rely on headers.
+    A route sends attempt 1 to its primary's tier (the cluster that starts
+    there), so a backend the router stage skipped (cooling down, no headroom)
+    costs no attempt. Route metadata repeats the decision (model, primary,
+    stream) for the upstream stage and its matcher, which cannot rely on
+    headers.
     """
     routes = []
-    primary = cfg.chains[model][0].name
-    for stream in (True, False):
-        headers = [{"name": P.ROUTE_HEADER, "string_match": {"exact": model}},
-                   {"name": P.PRETRANSLATED_HEADER, "string_match": {"exact": primary}},
-                   {"name": P.STREAM_HEADER, "present_match": stream}]
-        routes.append({
-            "name": f"{model}{' (stream)' if stream else ''}",
-            "match": {"prefix": "/", "headers": headers},
-            "metadata": {"filter_metadata": {P.METADATA_NAMESPACE: {
-                P.ROUTE_MODEL_KEY: model, P.ROUTE_PRIMARY_KEY: primary, P.ROUTE_STREAM_KEY: stream}}},
-            "route": {
-                "cluster": cfg.cluster_name(model),
-                "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
-                "auto_host_rewrite": True,
-                "retry_policy": _retry_policy(cfg, model, stream),
-            },
-            "response_headers_to_add": [{
-                "header": {"key": P.BACKEND_RESPONSE_HEADER,
-                           "value": f"%UPSTREAM_METADATA({P.METADATA_NAMESPACE}:{P.METADATA_BACKEND_KEY})%"},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }],
-            "response_headers_to_remove": list(PROVIDER_RESPONSE_HEADERS),
-        })
+    tiers = cfg.tiers[model]
+    for primary in cfg.chains[model]:
+        entry = tiers.index(primary.tier)
+        for stream in (True, False):
+            headers = [{"name": P.ROUTE_HEADER, "string_match": {"exact": model}},
+                       {"name": P.PRETRANSLATED_HEADER, "string_match": {"exact": primary.name}},
+                       {"name": P.STREAM_HEADER, "present_match": stream}]
+            routes.append(_model_route(cfg, model, primary.name, entry, stream, headers))
     return routes
+
+
+def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, stream: bool,
+                 headers: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": f"{model} via {primary}{' (stream)' if stream else ''}",
+        "match": {"prefix": "/", "headers": headers},
+        "metadata": {"filter_metadata": {P.METADATA_NAMESPACE: {
+            P.ROUTE_MODEL_KEY: model, P.ROUTE_PRIMARY_KEY: primary, P.ROUTE_STREAM_KEY: stream}}},
+        "route": {
+            "cluster": cfg.cluster_name(model, entry),
+            "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
+            "auto_host_rewrite": True,
+            "retry_policy": _retry_policy(cfg, model, entry, stream),
+        },
+        "response_headers_to_add": [{
+            "header": {"key": P.BACKEND_RESPONSE_HEADER,
+                       "value": f"%UPSTREAM_METADATA({P.METADATA_NAMESPACE}:{P.METADATA_BACKEND_KEY})%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }],
+        "response_headers_to_remove": list(PROVIDER_RESPONSE_HEADERS),
+    }
 
 
 def _route_config(cfg: GatewayConfig) -> dict[str, Any]:
@@ -285,10 +331,12 @@ def _listener(cfg: GatewayConfig) -> dict[str, Any]:
 
 
 def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
-    endpoints = [{"endpoint": {"address": _addr(cfg.ext_proc.address, port)}} for port in cfg.extproc_ports()]
+    # upstream_host (e.g. a compose service name) resolves to every replica.
+    host = cfg.ext_proc.upstream_host or cfg.ext_proc.address
+    endpoints = [{"endpoint": {"address": _addr(host, port)}} for port in cfg.extproc_ports()]
     return {
         "name": "ext_proc",
-        "type": "STATIC",
+        "type": "STRICT_DNS" if cfg.ext_proc.upstream_host else "STATIC",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": "ext_proc", "endpoints": [{"lb_endpoints": endpoints}]},
@@ -302,9 +350,10 @@ def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def _model_cluster(cfg: GatewayConfig, model: str) -> dict[str, Any]:
-    chain = cfg.chains[model]
-    tiers = sorted({b.tier for b in chain})
+def _model_cluster(cfg: GatewayConfig, model: str, entry: int) -> dict[str, Any]:
+    """The model's backends from its ``entry``-th tier on, as priorities 0, 1, 2..."""
+    tiers = cfg.tiers[model][entry:]
+    chain = [b for b in cfg.chains[model] if b.tier in tiers]
     localities = []
     for priority, tier in enumerate(tiers):
         lb_endpoints = []
@@ -323,6 +372,7 @@ def _model_cluster(cfg: GatewayConfig, model: str) -> dict[str, Any]:
     protocol: dict[str, Any] = {
         "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
         "http_filters": [
+            _attempt_observer(cfg),
             _upstream_stage(cfg),
             _strip_internal_headers(),
             {"name": "envoy.filters.http.upstream_codec", "typed_config": {
@@ -335,12 +385,12 @@ def _model_cluster(cfg: GatewayConfig, model: str) -> dict[str, Any]:
     else:
         protocol["explicit_http_config"] = {"http_protocol_options": {}}
     cluster: dict[str, Any] = {
-        "name": cfg.cluster_name(model),
+        "name": cfg.cluster_name(model, entry),
         "type": "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _ms(min(b.provider.connect_timeout_ms for b in chain)),
         "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {"cluster_name": cfg.cluster_name(model), "endpoints": localities},
+        "load_assignment": {"cluster_name": cfg.cluster_name(model, entry), "endpoints": localities},
         # A fully ejected tier must not keep receiving traffic (fact 10).
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         "outlier_detection": {
@@ -383,7 +433,8 @@ def render(cfg: GatewayConfig) -> dict[str, Any]:
         "admin": {"address": _addr(cfg.admin.address, cfg.admin.port)},
         "static_resources": {
             "listeners": [_listener(cfg)],
-            "clusters": [_ext_proc_cluster(cfg)] + [_model_cluster(cfg, m) for m in cfg.models],
+            "clusters": [_ext_proc_cluster(cfg)] + [
+                _model_cluster(cfg, m, entry) for m in cfg.models for entry in range(len(cfg.tiers[m]))],
         },
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {
             # No limit is set on downstream connections by default; keep Envoy quiet about it.

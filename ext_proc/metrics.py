@@ -6,7 +6,7 @@ never API keys or prompt text, and have bounded cardinality.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -22,6 +22,18 @@ REJECTED = Counter(
 UPSTREAM_TRANSLATIONS = Counter(
     "llm_gateway_attempt_translations", "Failover attempts re-translated by the upstream stage.",
     ["model", "from_backend", "to_backend"], registry=REGISTRY)
+FAILED_ATTEMPTS = Counter(
+    "llm_gateway_failed_attempts", "Attempts that failed on a backend (Envoy retried or gave up), by status.",
+    ["model", "backend", "status"], registry=REGISTRY)
+FAILOVERS = Counter(
+    "llm_gateway_failovers", "Requests answered by another backend than the primary they were routed to.",
+    ["model", "from_backend", "to_backend"], registry=REGISTRY)
+SKIPPED = Counter(
+    "llm_gateway_backend_skips", "Requests routed past a backend that was cooling down.",
+    ["model", "backend"], registry=REGISTRY)
+BACKEND_HEALTH = Gauge(
+    "llm_gateway_backend_health", "Backend health seen by this process: 0 healthy, 1 cooling down, 2 probing.",
+    ["backend"], registry=REGISTRY)
 OVERHEAD = Histogram(
     "llm_gateway_processing_seconds", "Time spent in the ext_proc per message, by stage and phase.",
     ["stage", "phase"], registry=REGISTRY,

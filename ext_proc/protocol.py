@@ -13,6 +13,7 @@ from __future__ import annotations
 STAGE_METADATA = "x-gw-stage"
 STAGE_ROUTER = "router"
 STAGE_UPSTREAM = "upstream"
+STAGE_OBSERVER = "observer"  # sees the response headers of failed attempts only
 
 # Internal request headers: the router stage's decision, read by Envoy's route
 # match only. Stripping them on the first attempt persists into later attempts

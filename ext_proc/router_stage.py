@@ -27,6 +27,7 @@ from .client_api import ClientCall, api_key, auth_hint, classify, model_listing
 from .codecs import get_codec
 from .codecs.base import Codec
 from .codecs.ir import ChatRequest
+from .config import ResolvedBackend
 from .errors import GatewayError
 from .responses import ResponseTranslator, make_translator
 from .state import GatewayState
@@ -127,7 +128,7 @@ class RouterStream:
         self.model = model
         self.stream = call.stream if call.dialect == "gemini" else body.get("stream") is True
         self.body = body
-        primary = state.router.primary(model)
+        primary = self._choose_backend(model)
         self.primary = primary.name
         target = state.router.targets[primary.name]
         if primary.dialect == call.dialect:
@@ -154,6 +155,36 @@ class RouterStream:
         remove = [h for h in (*P.CLIENT_AUTH_HEADERS, *state.router.provider_headers) if h not in target.headers]
         remove.append("accept-encoding")
         return M.request_body_response(set_headers=set_headers, remove=remove, body=new_body, clear_route_cache=True)
+
+    def _choose_backend(self, model: str) -> ResolvedBackend:
+        """First backend in failover order that is not cooling down.
+
+        When every backend is cooling down: 429 with the shortest Retry-After
+        if they are all rate limited, otherwise the first one is tried anyway
+        (Envoy still fails over across the rest).
+        """
+        state = self.state
+        health = state.health
+        skipped: list[ResolvedBackend] = []
+
+        def skip(b: ResolvedBackend) -> bool:
+            if health.skip(b.name):
+                skipped.append(b)
+                return True
+            return False
+
+        primary = state.router.primary(model, skip)
+        for b in skipped:
+            metrics.SKIPPED.labels(model, b.name).inc()
+        if primary is not None:
+            return primary
+        chain = state.router.chain(model) or []
+        waits = [health.retry_after(b.name) for b in chain]
+        if waits and all(w is not None for w in waits):
+            wait = min(w for w in waits if w is not None)
+            raise GatewayError("rate_limit", f"every backend of model '{model}' is rate limited; "
+                               f"retry in {max(1, round(wait))} s", retry_after=wait)
+        return chain[0]
 
     def _same_dialect_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any] | None:
         """Pass-through: only the model name changes (and OpenAI streams ask for usage)."""
@@ -188,9 +219,25 @@ class RouterStream:
     def _done(self, status: int, backend: str, usage: Any) -> None:
         assert self.call is not None
         metrics.REQUESTS.labels(self.call.dialect, self.model, backend or "none", str(status)).inc()
+        self._learn_health(status, backend)
         if usage is not None:
             metrics.record_usage(self.model, backend, usage.input_tokens, usage.output_tokens,
                                  usage.cached_input_tokens)
+
+
+    def _learn_health(self, status: int, backend: str) -> None:
+        """Update backend health from how this request ended."""
+        health, cfg = self.state.health, self.state.config
+        answered = cfg.backends.get(backend)
+        primary = cfg.backends.get(self.primary)
+        if answered is None or primary is None:
+            return
+        if answered.tier > primary.tier:
+            # The primary's tier failed (perhaps without any response): count it.
+            metrics.FAILOVERS.labels(self.model, primary.name, answered.name).inc()
+            health.failure(primary.name)
+        if 200 <= status < 300:
+            health.success(answered.name)
 
 
 async def run(state: GatewayState, ctx: Any) -> None:

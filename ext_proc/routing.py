@@ -7,6 +7,8 @@ produces the per-backend request line and credentials both stages apply.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .codecs import get_codec
@@ -49,10 +51,21 @@ class Router:
     def chain(self, model: str) -> list[ResolvedBackend] | None:
         return self.cfg.chains.get(model)
 
-    def primary(self, model: str) -> ResolvedBackend:
-        """The backend the router stage translates for: the first tier's first
-        backend (Envoy's load balancer picks the same host for attempt 1)."""
-        return self.cfg.chains[model][0]
+    def primary(self, model: str, skip: Callable[[ResolvedBackend], bool] | None = None
+                ) -> ResolvedBackend | None:
+        """The backend the router stage translates for: the first in failover
+        order that ``skip`` does not rule out (no headroom, cooling down), by
+        weight within its tier. The rendered route for that backend starts
+        Envoy's attempts at its tier, so skipped backends cost no attempt.
+        None when every backend is skipped."""
+        chain = self.cfg.chains[model]
+        for tier in self.cfg.tiers[model]:
+            candidates = [b for b in chain if b.tier == tier and not (skip and skip(b))]
+            if len(candidates) == 1:
+                return candidates[0]
+            if candidates:
+                return random.choices(candidates, weights=[b.weight for b in candidates])[0]
+        return None
 
 
 def _credential_headers(b: ResolvedBackend, key: str) -> dict[str, str]:

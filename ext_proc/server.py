@@ -15,7 +15,7 @@ import signal
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 
-from . import metrics, router_stage, upstream_stage
+from . import metrics, observer_stage, router_stage, upstream_stage
 from . import protocol as P
 from .config import GatewayConfig
 from .state import GatewayState
@@ -39,6 +39,8 @@ class ExternalProcessor(pbg.ExternalProcessorServicer):
         try:
             if stage == P.STAGE_UPSTREAM:
                 await upstream_stage.run(state, context)
+            elif stage == P.STAGE_OBSERVER:
+                await observer_stage.run(state, context)
             else:
                 await router_stage.run(state, context)
         except asyncio.CancelledError:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 
+from . import metrics
 from .config import GatewayConfig, resolve_secrets
+from .health import HealthTable, State
 from .routing import Router
 
 
@@ -18,6 +20,11 @@ class GatewayState:
         provider_keys = resolve_secrets(config, env)
         self.router = Router(config, provider_keys)
         self._digests = config.key_digests
+        self.health = HealthTable(on_change=_export_health)
 
     def tenant_for_key(self, key: str) -> str | None:
         return self._digests.get(hashlib.sha256(key.encode()).hexdigest())
+
+
+def _export_health(backend: str, state: State) -> None:
+    metrics.BACKEND_HEALTH.labels(backend).set(int(state))

@@ -36,22 +36,36 @@ def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
     assert c["common_lb_config"]["healthy_panic_threshold"]["value"] == 0
     filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
         "http_filters"]
-    assert [f["name"] for f in filters] == ["gw.upstream_stage", "envoy.filters.http.header_mutation",
-                                            "envoy.filters.http.upstream_codec"]
+    assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.upstream_stage",
+                                            "envoy.filters.http.header_mutation", "envoy.filters.http.upstream_codec"]
+
+
+def test_each_entry_tier_has_a_cluster_starting_there(tmp_path: Path) -> None:
+    _, cfg = render(tmp_path)
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    c = clusters["model/gpt-4o/from-tier-1"]
+    backends = [(loc["priority"], ep["metadata"]["filter_metadata"]["gw"]["backend"])
+                for loc in c["load_assignment"]["endpoints"] for ep in loc["lb_endpoints"]]
+    assert backends == [(0, "anthropic/claude-sonnet-4-5"), (1, "gemini/gemini-2.5-flash")]
+    assert "model/gpt-4o/from-tier-2" in clusters and "model/gpt-4o/from-tier-3" not in clusters
 
 
 def test_routes_retry_across_priorities(tmp_path: Path) -> None:
     _, cfg = render(tmp_path)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
-    for name in ("gpt-4o", "gpt-4o (stream)"):
+    for name in ("gpt-4o via openai/gpt-4o", "gpt-4o via openai/gpt-4o (stream)"):
         policy = routes[name]["route"]["retry_policy"]
         assert policy["num_retries"] == 2
         assert policy["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
         assert "retriable-status-codes" in policy["retry_on"] and policy["retriable_status_codes"] == [429]
-    assert "per_try_timeout" in routes["gpt-4o"]["route"]["retry_policy"]
-    assert "per_try_idle_timeout" in routes["gpt-4o (stream)"]["route"]["retry_policy"]
-    assert routes["gpt-4o"]["route"]["timeout"] == "0s"
+        assert routes[name]["route"]["cluster"] == "model/gpt-4o"
+    assert "per_try_timeout" in routes["gpt-4o via openai/gpt-4o"]["route"]["retry_policy"]
+    assert "per_try_idle_timeout" in routes["gpt-4o via openai/gpt-4o (stream)"]["route"]["retry_policy"]
+    assert routes["gpt-4o via openai/gpt-4o"]["route"]["timeout"] == "0s"
+    # a route for the second backend as primary starts at its tier, with one retry left
+    second = routes["gpt-4o via anthropic/claude-sonnet-4-5"]["route"]
+    assert second["cluster"] == "model/gpt-4o/from-tier-1" and second["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
 
