@@ -398,7 +398,8 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int) -> dict[str, Any]
             "consecutive_gateway_failure": 3,
             "enforcing_consecutive_gateway_failure": 100,
             "interval": "2s",
-            "base_ejection_time": "10s",
+            "base_ejection_time": "5s",
+            "max_ejection_time": "60s",
             "max_ejection_percent": 100,
         },
         "circuit_breakers": {"thresholds": [{
