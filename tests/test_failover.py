@@ -244,3 +244,29 @@ def test_all_backends_rate_limited_is_429_with_retry_after(fresh: tuple[Stack, M
     assert [s for s, _ in results] == [429, 429, 429]
     # Once every backend is known to be rate limited, the gateway answers itself, with the real wait.
     assert results[-1][1] is not None and 1 <= int(results[-1][1]) <= 20
+
+
+@pytest.mark.parametrize("dialect", list(CASES))
+def test_stream_cut_after_first_byte_is_never_a_silent_success(failover_gateway: Stack, fmocks: MockAdmin,
+                                                                dialect: str) -> None:
+    """Once response bytes went to the client, Envoy cannot fail over. When the
+    provider then drops the connection, Envoy resets the client's connection
+    (the router-level stream ends with it, so no error event can be written):
+    the client must see an error, never a stream that looks complete."""
+    model, primary, _ = CASES[dialect]
+    fmocks.fault(primary, mode="stream_cut")
+    path, headers, body = request_for(dialect, model, True, "one two three four five six seven eight")
+
+    async def go() -> tuple[str, bool]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
+            try:
+                async with s.post(failover_gateway.base_url + path, json=body, headers=headers) as r:
+                    raw = await r.read()
+            except aiohttp.ClientError as e:
+                return f"transport error: {type(e).__name__}", False
+            return text_of(dialect, True, raw)
+
+    for _ in range(5):
+        text, done = asyncio.run(go())
+        assert not done, f"a cut stream looked complete: {text}"
+        assert text.startswith(("transport error", "<error")), text
