@@ -143,6 +143,9 @@ class Model(_Strict):
     # Per attempt, non-streamed: whole response. Streamed: time to first byte.
     per_try_timeout_ms: Annotated[int, Field(ge=0)] = 120_000
     per_try_idle_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    # Hedging: if an attempt has not answered within this many ms, race the
+    # next tier; the first response wins and the other attempt is cancelled.
+    hedge_after_ms: Annotated[int, Field(ge=1)] | None = None
     # Output tokens reserved at admission when the client sets no max tokens
     # (default: default_max_tokens).
     reserve_output_tokens: Annotated[int, Field(ge=1)] | None = None

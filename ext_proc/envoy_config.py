@@ -206,6 +206,11 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
             policy["per_try_idle_timeout"] = _ms(m.per_try_idle_timeout_ms)
     elif m.per_try_timeout_ms:
         policy["per_try_timeout"] = _ms(m.per_try_timeout_ms)
+    if m.hedge_after_ms and not stream:
+        # With hedge_on_per_try_timeout the per-try timeout starts the race
+        # instead of cancelling the slow attempt. Non-streamed only: for a
+        # stream the per-try timeout would also bound the answer's length.
+        policy["per_try_timeout"] = _ms(m.hedge_after_ms)
     return policy
 
 

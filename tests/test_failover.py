@@ -270,3 +270,18 @@ def test_stream_cut_after_first_byte_is_never_a_silent_success(failover_gateway:
         text, done = asyncio.run(go())
         assert not done, f"a cut stream looked complete: {text}"
         assert text.startswith(("transport error", "<error")), text
+
+
+def test_hedging_races_the_next_tier(tmp_path: Any) -> None:
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    cfg["models"]["gpt-4o"]["hedge_after_ms"] = 300
+    stack = start_stack(tmp_path, config_on_free_ports(cfg))
+    try:
+        admin = MockAdmin(stack)
+        admin.fault("openai", mode="slow", delay_ms=5000)
+        out = asyncio.run(hammer(stack, "openai", "gpt-4o", False, n=1, concurrency=1))
+        # Without hedging the slow primary would answer (its delay is far below the per-try timeout).
+        assert out.backends == Counter({"anthropic/claude-sonnet-4-5": 1}), out.wrong
+        assert admin.stats("openai")["requests"] == 1 and admin.stats("anthropic")["requests"] == 1
+    finally:
+        stack.stop()
