@@ -76,6 +76,9 @@ class Provider(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     # Started by `llm-gateway up` (mock providers for local use and tests).
     mock: bool = False
+    # Hold a stream's response until its first event so a stream that opens
+    # with an error event fails over (default: on for Anthropic, which does this).
+    guard_first_event: bool | None = None
     connect_timeout_ms: Annotated[int, Field(ge=1)] = 5_000
 
     @field_validator("base_url")
@@ -115,6 +118,10 @@ class Provider(_Strict):
     @property
     def base_path(self) -> str:
         return self.url.path.rstrip("/")
+
+    @property
+    def guards_first_event(self) -> bool:
+        return self.dialect == "anthropic" if self.guard_first_event is None else self.guard_first_event
 
 
 class Backend(_Strict):
@@ -216,7 +223,8 @@ class Admission(_Strict):
 class RedisSettings(_Strict):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: Name = "llmgw"
-    timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 200
+    timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 500
+    pool_size: Annotated[int, Field(ge=1, le=1024)] = 16  # connections per ext_proc process
     # Redis unreachable: admit against this process's own budgets, or refuse with 503.
     on_failure: Literal["fail_open", "fail_closed"] = "fail_open"
     # While Redis is down, try it again this often (requests in between do not wait for it).
@@ -260,9 +268,12 @@ class ResolvedBackend:
 class GatewayConfig:
     """Validated configuration plus the lookups the data path uses."""
 
-    def __init__(self, root: _Root, source: str):
+    def __init__(self, root: _Root, source: str, text: str = ""):
         self.root = root
         self.source = source
+        self.text = text
+        # Identifies this config in Envoy resources during a live switch.
+        self.version = hashlib.sha256(text.encode()).hexdigest()[:12]
         self.listen = root.listen
         self.admin = root.admin
         self.ext_proc = root.ext_proc
@@ -406,7 +417,7 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     problems += _cross_check(data)
     if problems or root is None:
         raise ConfigError([f"{source}: {p}" for p in problems])
-    return GatewayConfig(root, source)
+    return GatewayConfig(root, source, text)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> GatewayConfig:

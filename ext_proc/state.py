@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import hashlib
 
-from . import metrics
+from . import admission, metrics
 from .config import GatewayConfig, resolve_secrets
 from .health import HealthTable, State
 from .routing import Router
 
 
 class GatewayState:
-    def __init__(self, config: GatewayConfig, env: dict[str, str] | None = None):
+    def __init__(self, config: GatewayConfig, env: dict[str, str] | None = None,
+                 previous: GatewayState | None = None):
         self.config = config
         provider_keys = resolve_secrets(config, env)
         self.router = Router(config, provider_keys)
         self._digests = config.key_digests
-        self.health = HealthTable(on_change=_export_health)
+        # What this process learned about backends survives a config switch.
+        self.health = previous.health if previous is not None else HealthTable(on_change=_export_health)
+        # Budgets and quotas; None when the config sets none (no cost on the data path).
+        self.admission = admission.build(config)
 
     def tenant_for_key(self, key: str) -> str | None:
         return self._digests.get(hashlib.sha256(key.encode()).hexdigest())
