@@ -73,7 +73,9 @@ class Buffered(ResponseTranslator):
         body = b"".join(self.parts)
         out = self._error(body) if self.status >= 400 or self.status == 0 else self._success(body)
         self.finish()
-        return out
+        # Earlier chunks were held back (replaced by nothing): an untouched
+        # body must be sent whole, not as "the last chunk unchanged".
+        return body if out is None else out
 
     def _success(self, body: bytes) -> bytes | None:
         try:

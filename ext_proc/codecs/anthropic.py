@@ -21,7 +21,12 @@ from typing import Any
 import orjson
 
 from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
-from .base import Codec, StreamDecoder, StreamEncoder
+from .base import Codec, StreamDecoder, StreamEncoder, client_field
+from .fields import nonempty_str as _nonempty_str
+from .fields import opt_int as _opt_int
+from .fields import opt_num as _opt_num
+from .fields import set_path as _set_path
+from .fields import type_error as _type_error
 from .ir import (
     BlockDelta,
     BlockStart,
@@ -95,44 +100,6 @@ _STREAM_CUT = "upstream stream ended unexpectedly"
 
 
 # ---- small validators -----------------------------------------------------------
-
-
-def _type_error(path: str, what: str) -> GatewayError:
-    return invalid(f"'{path}' must be {what}", path)
-
-
-def _opt_num(body: dict[str, Any], key: str) -> float | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise _type_error(key, "a number")
-    return v
-
-
-def _opt_int(body: dict[str, Any], key: str) -> int | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _type_error(key, "an integer")
-    return v
-
-
-def _nonempty_str(v: Any, path: str) -> str:
-    if not isinstance(v, str) or not v:
-        raise _type_error(path, "a non-empty string")
-    return v
-
-
-def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
-    keys = path.split(".")
-    for k in keys[:-1]:
-        nxt = body.get(k)
-        if not isinstance(nxt, dict):
-            nxt = body[k] = {}
-        body = nxt
-    body[keys[-1]] = value
 
 
 def _args_object(arguments: str, path: str) -> dict[str, Any]:
@@ -673,11 +640,11 @@ class AnthropicCodec(Codec):
             for name, value in (("seed", req.seed), ("presence_penalty", req.presence_penalty),
                                 ("frequency_penalty", req.frequency_penalty)):
                 if value is not None:
-                    raise unsupported(name, DIALECT)
+                    raise unsupported(client_field(req, name), DIALECT)
             if req.n is not None and req.n != 1:
-                raise unsupported("n", DIALECT)
+                raise unsupported(client_field(req, "n"), DIALECT)
             if req.response_format is not None and req.response_format.type != "text":
-                raise unsupported("response_format", DIALECT)
+                raise unsupported(client_field(req, "response_format"), DIALECT)
         body: dict[str, Any] = {
             "model": upstream_model,
             "max_tokens": req.max_tokens if req.max_tokens is not None else default_max_tokens,

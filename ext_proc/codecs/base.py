@@ -22,6 +22,25 @@ from ..errors import GatewayError
 from .ir import ChatRequest, ChatResponse, StreamEvent, Usage
 from .sse import SSEEvent
 
+# An IR request field's name in each client dialect (where it differs), so a
+# refusal names the field the client actually sent.
+CLIENT_FIELDS: dict[str, dict[str, str]] = {
+    "anthropic": {"user": "metadata.user_id", "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"},
+    "gemini": {
+        "n": "generationConfig.candidateCount",
+        "top_k": "generationConfig.topK",
+        "seed": "generationConfig.seed",
+        "presence_penalty": "generationConfig.presencePenalty",
+        "frequency_penalty": "generationConfig.frequencyPenalty",
+        "response_format": "generationConfig.responseMimeType",
+    },
+}
+
+
+def client_field(req: ChatRequest, name: str) -> str:
+    """``name`` (an IR field) as the client of ``req`` spelled it."""
+    return CLIENT_FIELDS.get(req.source_dialect or "", {}).get(name, name)
+
 
 class StreamDecoder(ABC):
     """Turns a backend's SSE events into IR stream events (stateful, one per stream)."""

@@ -29,7 +29,10 @@ from typing import Any
 import orjson
 
 from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
-from .base import Codec, StreamDecoder, StreamEncoder
+from .base import Codec, StreamDecoder, StreamEncoder, client_field
+from .fields import nonempty_str as _nonempty_str
+from .fields import set_path as _set_path
+from .fields import type_error as _type_error
 from .ir import (
     BlockDelta,
     BlockStart,
@@ -139,10 +142,6 @@ def _g(d: dict[str, Any], camel: str, snake: str) -> Any:
     return d.get(snake) if v is None else v
 
 
-def _type_error(path: str, what: str) -> GatewayError:
-    return invalid(f"'{path}' must be {what}", path)
-
-
 def _num(v: Any, path: str) -> float | None:
     if v is None:
         return None
@@ -160,22 +159,6 @@ def _int(v: Any, path: str) -> int | None:
             return int(v)
         raise _type_error(path, "an integer")
     return v
-
-
-def _nonempty_str(v: Any, path: str) -> str:
-    if not isinstance(v, str) or not v:
-        raise _type_error(path, "a non-empty string")
-    return v
-
-
-def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
-    keys = path.split(".")
-    for k in keys[:-1]:
-        nxt = body.get(k)
-        if not isinstance(nxt, dict):
-            nxt = body[k] = {}
-        body = nxt
-    body[keys[-1]] = value
 
 
 def _lower_types(schema: Any) -> Any:
@@ -796,11 +779,11 @@ class GeminiCodec(Codec):
         drop = drop_unsupported
         if not drop:
             if req.user is not None:
-                raise unsupported("user", DIALECT)
+                raise unsupported(client_field(req, "user"), DIALECT)
             if req.parallel_tool_calls is False:
-                raise unsupported("parallel_tool_calls", DIALECT)
+                raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
             if req.n is not None and req.n != 1:
-                raise unsupported("n", DIALECT)  # the IR response holds one candidate
+                raise unsupported(client_field(req, "n"), DIALECT)  # the IR response holds one candidate
         body: dict[str, Any] = {"contents": _build_contents(req, drop)}
         if req.system:
             body["systemInstruction"] = {"parts": [{"text": p.text} for p in req.system]}

@@ -22,7 +22,11 @@ from typing import Any
 import orjson
 
 from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
-from .base import Codec, StreamDecoder, StreamEncoder
+from .base import Codec, StreamDecoder, StreamEncoder, client_field
+from .fields import opt_int as _opt_int
+from .fields import opt_num as _opt_num
+from .fields import set_path as _set_path
+from .fields import type_error as _type_error
 from .ir import (
     BlockDelta,
     BlockStart,
@@ -106,28 +110,6 @@ _STREAM_CUT = "upstream stream ended unexpectedly"
 # ---- small validators: every failure is a 400 naming the field ------------
 
 
-def _type_error(path: str, what: str) -> GatewayError:
-    return invalid(f"'{path}' must be {what}", path)
-
-
-def _opt_num(body: dict[str, Any], key: str) -> float | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise _type_error(key, "a number")
-    return v
-
-
-def _opt_int(body: dict[str, Any], key: str) -> int | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _type_error(key, "an integer")
-    return v
-
-
 def _opt_bool(body: dict[str, Any], key: str) -> bool | None:
     v = body.get(key)
     if v is None:
@@ -144,16 +126,6 @@ def _opt_str(body: dict[str, Any], key: str, path: str) -> str | None:
     if not isinstance(v, str):
         raise _type_error(path, "a string")
     return v
-
-
-def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
-    keys = path.split(".")
-    for k in keys[:-1]:
-        nxt = body.get(k)
-        if not isinstance(nxt, dict):
-            nxt = body[k] = {}
-        body = nxt
-    body[keys[-1]] = value
 
 
 def _apply_unmapped(req: ChatRequest, body: dict[str, Any], drop: bool) -> None:
@@ -758,7 +730,7 @@ class OpenAICodec(Codec):
                       drop_unsupported: bool = False) -> dict[str, Any]:
         drop = drop_unsupported
         if req.top_k is not None and not drop:
-            raise unsupported("top_k", DIALECT)
+            raise unsupported(client_field(req, "top_k"), DIALECT)
         body: dict[str, Any] = {"model": upstream_model, "messages": _build_messages(req, drop)}
         # max_tokens rather than max_completion_tokens: every OpenAI-compatible host accepts it.
         if req.max_tokens is not None:

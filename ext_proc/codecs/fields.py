@@ -1,0 +1,45 @@
+"""Field validators shared by the dialect codecs: one wording for every dialect's 400s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import GatewayError, invalid
+
+
+def type_error(path: str, what: str) -> GatewayError:
+    return invalid(f"'{path}' must be {what}", path)
+
+
+def opt_num(body: dict[str, Any], key: str) -> float | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise type_error(key, "a number")
+    return v
+
+
+def opt_int(body: dict[str, Any], key: str) -> int | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise type_error(key, "an integer")
+    return v
+
+
+def set_path(body: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    for k in keys[:-1]:
+        nxt = body.get(k)
+        if not isinstance(nxt, dict):
+            nxt = body[k] = {}
+        body = nxt
+    body[keys[-1]] = value
+
+
+def nonempty_str(v: Any, path: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise type_error(path, "a non-empty string")
+    return v

@@ -1,0 +1,785 @@
+"""Issue 3's conformance matrix: every client dialect against every backend dialect.
+
+The official SDKs (openai, anthropic, google-genai) talk to the real stack
+(Envoy + ext_proc + mock providers). "Client X x backend Y" is SDK X calling
+the model whose primary backend speaks dialect Y. Each cell of
+``test_matrix`` asserts, in the client's own terms: the content, the
+finish/stop reason, the usage (the mocks count words), the echoed model name,
+the ``x-gateway-backend`` header, and on the backend side (the mock's
+``last_request``) that the request arrived in the backend's format.
+
+The README's "Conformance matrix" table is generated from the parametrize
+ids below (``matrix_markdown``) and ``test_readme_matrix_is_generated``
+keeps the two equal; ``python -m tests.test_translation_matrix`` prints it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+import yaml
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from ext_proc.config import DEFAULT_CONFIG
+from ext_proc.supervisor import Stack
+from tests.conftest import DEMO_KEY, MockAdmin
+from tests.stack import config_on_free_ports, start_stack
+
+CLIENTS = ("openai", "anthropic", "gemini")
+# backend dialect -> (client-facing model, upstream model) of the model whose primary it is
+BACKENDS = {
+    "openai": ("gpt-4o", "gpt-4o"),
+    "anthropic": ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+    "gemini": ("gemini-2.5-flash", "gemini-2.5-flash"),
+}
+CELLS = ("plain", "streamed", "tools", "streamed_tools", "images", "system")
+PAIRS = [(c, b) for c in CLIENTS for b in BACKENDS]
+PAIR_IDS = [f"{c}-{b}" for c, b in PAIRS]
+
+# canonical outcome -> the finish/stop reason each client dialect reports for it
+FINISH = {
+    "openai": {"end": "stop", "tool": "tool_calls", "length": "length", "stop_sequence": "stop"},
+    "anthropic": {"end": "end_turn", "tool": "tool_use", "length": "max_tokens", "stop_sequence": "stop_sequence"},
+    "gemini": {"end": "STOP", "tool": "STOP", "length": "MAX_TOKENS", "stop_sequence": "STOP"},
+}
+
+TOOL = "lookup"
+TOOL_SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}
+OTHER_TOOL = "convert"
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
+PNG_B64 = base64.b64encode(PNG).decode()
+IMAGE_URL = "https://example.com/images/cat.png"
+TOOL_RESULT = "42 degrees"
+
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+# ---- one adapter per official SDK: same questions, answers in neutral form ---------------------
+
+
+@dataclass
+class Call:
+    id: str
+    name: str
+    args: dict[str, Any]
+    raw_args: str
+
+
+@dataclass
+class Result:
+    text: str = ""
+    finish: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    model: str = ""
+    backend: str | None = None
+    calls: list[Call] = field(default_factory=list)
+    stop_sequence: str | None = None
+
+
+@dataclass
+class Ask:
+    """One request, in dialect-neutral terms."""
+
+    model: str
+    text: str
+    stream: bool = False
+    system: str | None = None
+    history: list[tuple[str, str]] = field(default_factory=list)  # (user|assistant, text) before ``text``
+    images: bool = False
+    tools: bool = False
+    tool_choice: str | None = None  # "auto" or a tool name (forced)
+    tool_call: Call | None = None  # answer this call of ours with TOOL_RESULT after ``text``
+    params: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, max_tokens, stop
+
+
+def with_arguments(res: Result, parts: dict[int, list[str]]) -> Result:
+    """Streamed tool calls: join each call's argument fragments (keyed by stream index) and parse them."""
+    for c, idx in zip(res.calls, sorted(parts), strict=True):
+        c.raw_args = "".join(parts[idx])
+        c.args = json.loads(c.raw_args)
+    return res
+
+
+class SDKClient:
+    sdk: Any
+
+    def ask(self, a: Ask) -> Result:
+        raise NotImplementedError
+
+    def models(self) -> list[str]:
+        return [m.id for m in self.sdk.models.list()]
+
+
+class OpenAIClient(SDKClient):
+    def __init__(self, gateway: Stack):
+        self.sdk = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
+
+    def kwargs(self, a: Ask) -> dict[str, Any]:
+        msgs: list[dict[str, Any]] = [{"role": "system", "content": a.system}] if a.system else []
+        msgs += [{"role": r, "content": t} for r, t in a.history]
+        content: Any = a.text
+        if a.images:
+            content = [{"type": "text", "text": a.text},
+                       {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                       {"type": "image_url", "image_url": {"url": IMAGE_URL}}]
+        msgs.append({"role": "user", "content": content})
+        if a.tool_call is not None:
+            c = a.tool_call
+            msgs.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.raw_args}}]})
+            msgs.append({"role": "tool", "tool_call_id": c.id, "content": TOOL_RESULT})
+        kw: dict[str, Any] = {"model": a.model, "messages": msgs}
+        if a.tools:
+            kw["tools"] = [{"type": "function", "function": {"name": n, "description": f"{n} a thing",
+                                                             "parameters": TOOL_SCHEMA}} for n in (TOOL, OTHER_TOOL)]
+        if a.tool_choice == "auto":
+            kw["tool_choice"] = "auto"
+        elif a.tool_choice:
+            kw["tool_choice"] = {"type": "function", "function": {"name": a.tool_choice}}
+        kw.update(a.params)
+        return kw
+
+    def ask(self, a: Ask) -> Result:
+        kw = self.kwargs(a)
+        if not a.stream:
+            raw = self.sdk.chat.completions.with_raw_response.create(**kw)
+            c = raw.parse()
+            msg = c.choices[0].message
+            calls = [Call(t.id, t.function.name, json.loads(t.function.arguments), t.function.arguments)
+                     for t in msg.tool_calls or ()]
+            return Result(msg.content or "", c.choices[0].finish_reason, c.usage.prompt_tokens,
+                          c.usage.completion_tokens, c.usage.prompt_tokens_details.cached_tokens, c.model,
+                          raw.headers.get("x-gateway-backend"), calls)
+        raw = self.sdk.chat.completions.with_raw_response.create(
+            **kw, stream=True, stream_options={"include_usage": True})
+        res = Result(backend=raw.headers.get("x-gateway-backend"))
+        parts: dict[int, list[str]] = {}
+        for chunk in raw.parse():
+            res.model = chunk.model
+            if chunk.usage is not None:
+                res.input_tokens, res.output_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+                res.cached_tokens = chunk.usage.prompt_tokens_details.cached_tokens
+            for ch in chunk.choices:
+                res.text += ch.delta.content or ""
+                for tc in ch.delta.tool_calls or ():
+                    if tc.id:
+                        res.calls.append(Call(tc.id, tc.function.name, {}, ""))
+                        parts[tc.index] = []
+                    parts[tc.index].append(tc.function.arguments or "")
+                res.finish = ch.finish_reason or res.finish
+        return with_arguments(res, parts)
+
+
+class AnthropicClient(SDKClient):
+    def __init__(self, gateway: Stack):
+        self.sdk = anthropic.Anthropic(base_url=gateway.base_url, api_key=DEMO_KEY, max_retries=0, timeout=20)
+
+    def kwargs(self, a: Ask) -> dict[str, Any]:
+        msgs: list[dict[str, Any]] = [{"role": r, "content": t} for r, t in a.history]
+        content: Any = a.text
+        if a.images:
+            content = [{"type": "text", "text": a.text},
+                       {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+                       {"type": "image", "source": {"type": "url", "url": IMAGE_URL}}]
+        msgs.append({"role": "user", "content": content})
+        if a.tool_call is not None:
+            c = a.tool_call
+            msgs.append({"role": "assistant", "content": [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.args}]})
+            msgs.append({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": c.id, "content": TOOL_RESULT}]})
+        p = dict(a.params)
+        kw: dict[str, Any] = {"model": a.model, "messages": msgs, "max_tokens": p.pop("max_tokens", 1024)}
+        if "stop" in p:
+            kw["stop_sequences"] = p.pop("stop")
+        if p:  # this SDK version has no sampling arguments (temperature, top_p, top_k): send them raw
+            kw["extra_body"] = p
+        if a.system:
+            kw["system"] = a.system
+        if a.tools:
+            kw["tools"] = [{"name": n, "description": f"{n} a thing", "input_schema": TOOL_SCHEMA}
+                           for n in (TOOL, OTHER_TOOL)]
+        if a.tool_choice == "auto":
+            kw["tool_choice"] = {"type": "auto"}
+        elif a.tool_choice:
+            kw["tool_choice"] = {"type": "tool", "name": a.tool_choice}
+        return kw
+
+    def ask(self, a: Ask) -> Result:
+        kw = self.kwargs(a)
+        if not a.stream:
+            raw = self.sdk.messages.with_raw_response.create(**kw)
+            m = raw.parse()
+            text = "".join(b.text for b in m.content if b.type == "text")
+            calls = [Call(b.id, b.name, b.input, json.dumps(b.input)) for b in m.content if b.type == "tool_use"]
+            return Result(text, m.stop_reason, m.usage.input_tokens, m.usage.output_tokens,
+                          m.usage.cache_read_input_tokens, m.model, raw.headers.get("x-gateway-backend"), calls,
+                          m.stop_sequence)
+        raw = self.sdk.messages.with_raw_response.create(**kw, stream=True)
+        res = Result(backend=raw.headers.get("x-gateway-backend"))
+        parts: dict[int, list[str]] = {}
+        for ev in raw.parse():
+            if ev.type == "message_start":
+                res.model = ev.message.model
+                res.input_tokens = ev.message.usage.input_tokens
+                res.cached_tokens = ev.message.usage.cache_read_input_tokens
+            elif ev.type == "content_block_start" and ev.content_block.type == "tool_use":
+                res.calls.append(Call(ev.content_block.id, ev.content_block.name, {}, ""))
+                parts[ev.index] = []
+            elif ev.type == "content_block_delta":
+                if ev.delta.type == "text_delta":
+                    res.text += ev.delta.text
+                elif ev.delta.type == "input_json_delta":
+                    parts[ev.index].append(ev.delta.partial_json)
+            elif ev.type == "message_delta":
+                res.finish, res.stop_sequence = ev.delta.stop_reason, ev.delta.stop_sequence
+                res.output_tokens = ev.usage.output_tokens
+                # A backend that reports usage only at the end (OpenAI, Gemini) fills the input count
+                # in message_delta, as the SDK's own stream accumulator reads it.
+                if ev.usage.input_tokens is not None:
+                    res.input_tokens = ev.usage.input_tokens
+        return with_arguments(res, parts)
+
+
+class GeminiClient(SDKClient):
+    def __init__(self, gateway: Stack):
+        # Keep the client referenced: it closes its connection when collected.
+        self.sdk = genai.Client(api_key=DEMO_KEY, http_options=types.HttpOptions(base_url=gateway.base_url,
+                                                                                 timeout=20_000))
+
+    def request(self, a: Ask) -> tuple[list[types.Content], types.GenerateContentConfig]:
+        contents = [types.Content(role="user" if r == "user" else "model", parts=[types.Part.from_text(text=t)])
+                    for r, t in a.history]
+        parts = [types.Part.from_text(text=a.text)]
+        if a.images:
+            parts += [types.Part.from_bytes(data=PNG, mime_type="image/png"),
+                      types.Part.from_uri(file_uri=IMAGE_URL, mime_type="image/png")]
+        contents.append(types.Content(role="user", parts=parts))
+        if a.tool_call is not None:
+            c = a.tool_call
+            contents.append(types.Content(role="model", parts=[
+                types.Part(function_call=types.FunctionCall(id=c.id, name=c.name, args=c.args))]))
+            contents.append(types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
+                id=c.id, name=c.name, response={"result": TOOL_RESULT}))]))
+        p = dict(a.params)
+        cfg = types.GenerateContentConfig(
+            system_instruction=a.system, temperature=p.pop("temperature", None), top_p=p.pop("top_p", None),
+            max_output_tokens=p.pop("max_tokens", None), stop_sequences=p.pop("stop", None), **p)
+        if a.tools:
+            cfg.tools = [types.Tool(function_declarations=[
+                types.FunctionDeclaration(name=n, description=f"{n} a thing", parameters_json_schema=TOOL_SCHEMA)
+                for n in (TOOL, OTHER_TOOL)])]
+        if a.tool_choice == "auto":
+            cfg.tool_config = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="AUTO"))
+        elif a.tool_choice:
+            cfg.tool_config = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(
+                mode="ANY", allowed_function_names=[a.tool_choice]))
+        return contents, cfg
+
+    @staticmethod
+    def _absorb(res: Result, r: types.GenerateContentResponse) -> None:
+        if r.sdk_http_response is not None and r.sdk_http_response.headers and res.backend is None:
+            res.backend = r.sdk_http_response.headers.get("x-gateway-backend")
+        res.model = r.model_version or res.model
+        if r.usage_metadata is not None:
+            res.input_tokens = r.usage_metadata.prompt_token_count
+            res.output_tokens = r.usage_metadata.candidates_token_count
+            res.cached_tokens = r.usage_metadata.cached_content_token_count
+        cand = (r.candidates or [None])[0]
+        if cand is None:
+            return
+        if cand.finish_reason is not None:
+            res.finish = cand.finish_reason.value
+        for part in (cand.content.parts if cand.content else None) or ():
+            if part.text:
+                res.text += part.text
+            if part.function_call is not None:
+                fc = part.function_call
+                res.calls.append(Call(fc.id or "", fc.name or "", dict(fc.args or {}), json.dumps(fc.args)))
+
+    def ask(self, a: Ask) -> Result:
+        contents, cfg = self.request(a)
+        res = Result()
+        if a.stream:
+            for chunk in self.sdk.models.generate_content_stream(model=a.model, contents=contents, config=cfg):
+                self._absorb(res, chunk)
+        else:
+            self._absorb(res, self.sdk.models.generate_content(model=a.model, contents=contents, config=cfg))
+        return res
+
+    def models(self) -> list[str]:
+        return [(m.name or "").removeprefix("models/") for m in self.sdk.models.list()]
+
+
+ADAPTERS = {"openai": OpenAIClient, "anthropic": AnthropicClient, "gemini": GeminiClient}
+
+
+@pytest.fixture(scope="module")
+def sdks(gateway: Stack) -> dict[str, Any]:
+    return {name: cls(gateway) for name, cls in ADAPTERS.items()}
+
+
+# ---- what the backend received, in its own format ------------------------------------------------
+
+
+def _camel(obj: Any) -> Any:
+    """Gemini's REST API takes camelCase and snake_case alike (the genai SDK sends some snake_case
+    keys, which pass through untouched): compare in camelCase."""
+    if isinstance(obj, dict):
+        return {"".join(w.capitalize() if i else w for i, w in enumerate(k.split("_"))): _camel(v)
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_camel(v) for v in obj]
+    return obj
+
+
+def sent(mocks: MockAdmin, backend: str) -> dict[str, Any]:
+    body = mocks.stats(backend)["last_request"]["body"]
+    return _camel(body) if backend == "gemini" else body
+
+
+def system_text(backend: str, body: dict[str, Any]) -> str | None:
+    if backend == "openai":
+        first = body["messages"][0]
+        return first["content"] if first["role"] in ("system", "developer") else None
+    if backend == "anthropic":
+        s = body.get("system")
+        return s if isinstance(s, str) or s is None else " ".join(b["text"] for b in s)
+    si = body.get("systemInstruction")
+    return " ".join(p["text"] for p in si["parts"]) if si else None
+
+
+def turn_roles(backend: str, body: dict[str, Any]) -> list[str]:
+    if backend == "gemini":
+        return [c.get("role", "user") for c in body["contents"]]
+    return [m["role"] for m in body["messages"] if m["role"] not in ("system", "developer")]
+
+
+def images_of(backend: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    if backend == "openai":
+        return [p for p in body["messages"][-1]["content"] if p["type"] == "image_url"]
+    if backend == "anthropic":
+        return [b for b in body["messages"][-1]["content"] if b["type"] == "image"]
+    return [p for p in body["contents"][-1]["parts"] if "text" not in p]
+
+
+EXPECTED_IMAGES = {
+    "openai": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+               {"type": "image_url", "image_url": {"url": IMAGE_URL}}],
+    "anthropic": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+                  {"type": "image", "source": {"type": "url", "url": IMAGE_URL}}],
+    "gemini": [{"inlineData": {"mimeType": "image/png", "data": PNG_B64}},
+               {"fileData": {"mimeType": "image/png", "fileUri": IMAGE_URL}}],
+}
+
+
+def tool_names(backend: str, body: dict[str, Any]) -> list[str]:
+    if backend == "openai":
+        return [t["function"]["name"] for t in body["tools"]]
+    if backend == "anthropic":
+        return [t["name"] for t in body["tools"]]
+    return [d["name"] for t in body["tools"] for d in t["functionDeclarations"]]
+
+
+def tool_schema(backend: str, body: dict[str, Any]) -> dict[str, Any]:
+    if backend == "openai":
+        return body["tools"][0]["function"]["parameters"]
+    if backend == "anthropic":
+        return body["tools"][0]["input_schema"]
+    decl = body["tools"][0]["functionDeclarations"][0]
+    return decl.get("parametersJsonSchema") or decl["parameters"]
+
+
+def tool_choice(backend: str, body: dict[str, Any]) -> Any:
+    if backend == "gemini":
+        return body["toolConfig"]["functionCallingConfig"]
+    return body["tool_choice"]
+
+
+EXPECTED_CHOICE = {
+    "openai": {"auto": "auto", OTHER_TOOL: {"type": "function", "function": {"name": OTHER_TOOL}}},
+    "anthropic": {"auto": {"type": "auto"}, OTHER_TOOL: {"type": "tool", "name": OTHER_TOOL}},
+    "gemini": {"auto": {"mode": "AUTO"}, OTHER_TOOL: {"mode": "ANY", "allowedFunctionNames": [OTHER_TOOL]}},
+}
+
+
+def answered_call(backend: str, body: dict[str, Any]) -> tuple[str, str, str]:
+    """(id of the assistant's tool call, id its result answers, result text) in the backend's history."""
+    if backend == "openai":
+        call, result = body["messages"][-2]["tool_calls"][0], body["messages"][-1]
+        assert result["role"] == "tool"
+        return call["id"], result["tool_call_id"], result["content"]
+    if backend == "anthropic":
+        call, result = body["messages"][-2]["content"][0], body["messages"][-1]["content"][0]
+        assert (call["type"], result["type"]) == ("tool_use", "tool_result")
+        content = result["content"]
+        text = content if isinstance(content, str) else "".join(b["text"] for b in content)
+        return call["id"], result["tool_use_id"], text
+    call, result = body["contents"][-2]["parts"][0]["functionCall"], body["contents"][-1]["parts"][0]
+    fr = result["functionResponse"]
+    assert fr["name"] == call["name"] == TOOL
+    return call["id"], fr["id"], fr["response"]["result"]
+
+
+# ---- the matrix ------------------------------------------------------------------------------------
+
+
+def check_common(res: Result, client: str, backend: str, finish: str, usage: tuple[int, int]) -> None:
+    model, upstream = BACKENDS[backend]
+    assert res.model == model  # the name the client asked for
+    assert res.finish == FINISH[client][finish]
+    assert (res.input_tokens, res.output_tokens) == usage
+    assert res.cached_tokens in (0, None)  # the mocks never report cache reads
+    assert res.backend == f"{backend}/{upstream}"
+
+
+def run_plain(sdk: Any, mocks: MockAdmin, client: str, backend: str, stream: bool) -> None:
+    model, upstream = BACKENDS[backend]
+    text = "stream me please" if stream else "hello there"
+    res = sdk.ask(Ask(model, text, stream=stream))
+    reply = f"[{backend}:{upstream}] {text}"
+    assert res.text == reply
+    assert res.calls == []
+    check_common(res, client, backend, "end", (words(text), words(reply)))
+    st = mocks.stats(backend)
+    assert st["requests"] == 1 and st["streamed"] == int(stream)
+
+
+def run_tools(sdk: Any, mocks: MockAdmin, client: str, backend: str, stream: bool) -> None:
+    model, upstream = BACKENDS[backend]
+    text = "use tool now"
+    first = sdk.ask(Ask(model, text, stream=stream, tools=True, tool_choice="auto"))
+    assert first.text == ""
+    check_common(first, client, backend, "tool", (3, 1))
+    body = sent(mocks, backend)
+    assert tool_names(backend, body) == [TOOL, OTHER_TOOL]
+    assert tool_schema(backend, body) == TOOL_SCHEMA
+    assert tool_choice(backend, body) == EXPECTED_CHOICE[backend]["auto"]
+    [call] = first.calls
+    assert (call.name, call.args) == (TOOL, {"echo": text})  # streamed arguments reassembled
+    # the id the client got is the id the backend issued
+    assert mocks.stats(backend)["tool_call_ids"] == [call.id]
+
+    final = sdk.ask(Ask(model, text, stream=stream, tools=True, tool_call=call))
+    reply = f"[{backend}:{upstream}] tool result: {TOOL_RESULT}"
+    assert final.text == reply and final.calls == []
+    check_common(final, client, backend, "end", (3, words(reply)))
+    # the backend saw our result matched to its own call
+    assert answered_call(backend, sent(mocks, backend)) == (call.id, call.id, TOOL_RESULT)
+    assert mocks.stats(backend)["streamed"] == 2 * int(stream)
+
+
+def run_images(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
+    model, upstream = BACKENDS[backend]
+    text = "describe this image"
+    res = sdk.ask(Ask(model, text, images=True))
+    reply = f"[{backend}:{upstream}] {text}"
+    assert res.text == reply
+    check_common(res, client, backend, "end", (3, 4))
+    assert images_of(backend, sent(mocks, backend)) == EXPECTED_IMAGES[backend]
+
+
+def run_system(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
+    model, upstream = BACKENDS[backend]
+    history = [("user", "first question"), ("assistant", "first answer")]
+    res = sdk.ask(Ask(model, "second question", system="be brief", history=history))
+    reply = f"[{backend}:{upstream}] second question"
+    assert res.text == reply
+    check_common(res, client, backend, "end", (8, 3))  # system + every turn's words
+    body = sent(mocks, backend)
+    assert system_text(backend, body) == "be brief"
+    assert turn_roles(backend, body) == (["user", "model", "user"] if backend == "gemini"
+                                         else ["user", "assistant", "user"])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
+def test_matrix(sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
+    sdk = sdks[client]
+    if cell in ("plain", "streamed"):
+        run_plain(sdk, mocks, client, backend, stream=cell == "streamed")
+    elif cell in ("tools", "streamed_tools"):
+        run_tools(sdk, mocks, client, backend, stream=cell == "streamed_tools")
+    elif cell == "images":
+        run_images(sdk, mocks, client, backend)
+    else:
+        run_system(sdk, mocks, client, backend)
+
+
+# ---- beyond the matrix: parameters, limits, refusals, errors, model lists ------------------------------
+
+
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
+def test_forced_tool_choice(sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str) -> None:
+    model, _ = BACKENDS[backend]
+    res = sdks[client].ask(Ask(model, "what is the weather", tools=True, tool_choice=OTHER_TOOL))
+    [call] = res.calls
+    assert (call.name, call.args) == (OTHER_TOOL, {"echo": "what is the weather"})
+    assert tool_choice(backend, sent(mocks, backend)) == EXPECTED_CHOICE[backend][OTHER_TOOL]
+
+
+SAMPLING_SENT = {  # backend -> where temperature, top_p, max tokens and stop sequences land
+    "openai": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b["stop"]),
+    "anthropic": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b["stop_sequences"]),
+    "gemini": lambda b: tuple(b["generationConfig"][k] for k in
+                              ("temperature", "topP", "maxOutputTokens", "stopSequences")),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
+def test_sampling_max_tokens_and_stop(sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str,
+                                      stream: bool) -> None:
+    model, upstream = BACKENDS[backend]
+    sdk = sdks[client]
+    params = {"temperature": 0.5, "top_p": 0.9, "max_tokens": 2, "stop": ["HALT"]}
+    cut = sdk.ask(Ask(model, "alpha beta gamma", stream=stream, params=params))
+    assert cut.text == f"[{backend}:{upstream}] alpha"
+    check_common(cut, client, backend, "length", (3, 2))
+    assert SAMPLING_SENT[backend](sent(mocks, backend)) == (0.5, 0.9, 2, ["HALT"])
+
+    stopped = sdk.ask(Ask(model, "alpha beta HALT gamma", stream=stream, params={**params, "max_tokens": 50}))
+    assert stopped.text == f"[{backend}:{upstream}] alpha beta"
+    # Only Anthropic backends say a stop sequence matched; OpenAI and Gemini report a plain stop.
+    outcome = "stop_sequence" if backend == "anthropic" else "end"
+    check_common(stopped, client, backend, outcome, (4, 3))
+    if client == "anthropic":
+        assert stopped.stop_sequence == ("HALT" if backend == "anthropic" else None)
+
+
+@pytest.mark.parametrize("client", ["openai", "gemini"])
+def test_anthropic_backend_gets_default_max_tokens(gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin,
+                                                   client: str) -> None:
+    sdks[client].ask(Ask("claude-sonnet-4-5", "hello"))
+    default = gateway.config.models["claude-sonnet-4-5"].default_max_tokens
+    assert sent(mocks, "anthropic")["max_tokens"] == default
+
+
+def _raw_post(gateway: Stack, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
+    req = urllib.request.Request(gateway.base_url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_unexpressible_fields_are_400_naming_the_field(gateway: Stack, sdks: dict[str, Any],
+                                                       mocks: MockAdmin) -> None:
+    # n > 1 to Anthropic, from an OpenAI client
+    with pytest.raises(openai.BadRequestError) as oe:
+        sdks["openai"].sdk.chat.completions.create(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}], n=2)
+    assert oe.value.status_code == 400
+    assert oe.value.body["param"] == "n" and "'n'" in oe.value.body["message"]
+    assert oe.value.body["type"] == "invalid_request_error"
+    # top_k to OpenAI, from an Anthropic client
+    with pytest.raises(anthropic.BadRequestError) as ae:
+        sdks["anthropic"].sdk.messages.create(
+            model="gpt-4o", max_tokens=10, extra_body={"top_k": 5}, messages=[{"role": "user", "content": "hi"}])
+    assert ae.value.status_code == 400
+    assert ae.value.body["type"] == "error" and ae.value.body["error"]["type"] == "invalid_request_error"
+    assert "'top_k'" in ae.value.body["error"]["message"]
+    # candidateCount > 1 to Anthropic, from a Gemini client: named in the client's own terms
+    with pytest.raises(genai_errors.ClientError) as ge:
+        sdks["gemini"].sdk.models.generate_content(
+            model="claude-sonnet-4-5", contents="hi", config=types.GenerateContentConfig(candidate_count=2))
+    assert ge.value.code == 400 and ge.value.status == "INVALID_ARGUMENT"
+    assert "'generationConfig.candidateCount'" in ge.value.message
+    # top_k to OpenAI, from a Gemini client
+    with pytest.raises(genai_errors.ClientError) as ge2:
+        sdks["gemini"].sdk.models.generate_content(
+            model="gpt-4o", contents="hi", config=types.GenerateContentConfig(top_k=5))
+    assert ge2.value.code == 400 and "'generationConfig.topK'" in ge2.value.message
+    assert sum(mocks.stats(p)["requests"] for p in BACKENDS) == 0
+
+
+def test_gemini_key_in_query_and_header(gateway: Stack, mocks: MockAdmin) -> None:
+    body = {"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}
+    path = "/v1beta/models/claude-sonnet-4-5:generateContent"
+    by_query = _raw_post(gateway, f"{path}?key={DEMO_KEY}", body, {})
+    by_header = _raw_post(gateway, path, body, {"x-goog-api-key": DEMO_KEY})
+    for status, raw in (by_query, by_header):
+        assert status == 200
+        reply = json.loads(raw)["candidates"][0]["content"]["parts"][0]["text"]
+        assert reply == "[anthropic:claude-sonnet-4-5] hello there"
+    assert _raw_post(gateway, path, body, {})[0] == 401
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_anthropic_stream_event_sequence(gateway: Stack, mocks: MockAdmin, backend: str) -> None:
+    """Anthropic clients get the full event sequence, pings included (the SDK hides pings)."""
+    model, _ = BACKENDS[backend]
+    req = {"model": model, "max_tokens": 100, "stream": True,
+           "tools": [{"name": TOOL, "input_schema": TOOL_SCHEMA}],
+           "messages": [{"role": "user", "content": "use tool now"}]}
+    headers = {"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"}
+    status, raw = _raw_post(gateway, "/v1/messages", req, headers)
+    assert status == 200
+    events = [line[7:] for line in raw.decode().splitlines() if line.startswith("event: ")]
+    assert events[0] == "message_start" and "ping" in events
+    assert events[-2:] == ["message_delta", "message_stop"]
+    blocks = [e for e in events if e.startswith("content_block")]
+    assert blocks[0] == "content_block_start" and blocks[-1] == "content_block_stop"
+    assert "content_block_delta" in blocks
+
+
+def test_model_listings(gateway: Stack, sdks: dict[str, Any]) -> None:
+    served = list(gateway.config.models)
+    assert sdks["openai"].models() == served
+    assert sdks["anthropic"].models() == served
+    assert sdks["gemini"].models() == served
+
+
+# ---- provider errors, on a stack of their own (backend health must not leak into other tests) --------
+
+ALL_THREE = "every-backend"  # a model whose failover chain is all three providers
+
+
+@pytest.fixture(scope="module")
+def error_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MockAdmin, dict[str, Any]]]:
+    """Each matrix model served by its primary alone (a provider error reaches the client as is,
+    not hidden by failover), plus one model failing over across all three providers."""
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    chain = cfg["models"]["gpt-4o"]["backends"]
+    cfg["models"] = {model: {"backends": [{"provider": backend, "model": upstream}]}
+                     for backend, (model, upstream) in BACKENDS.items()}
+    cfg["models"][ALL_THREE] = {"backends": chain}
+    stack = start_stack(tmp_path_factory.mktemp("matrix-errors"), config_on_free_ports(cfg))
+    try:
+        yield MockAdmin(stack), {name: cls(stack) for name, cls in ADAPTERS.items()}
+    finally:
+        stack.stop()
+
+
+def _error_of(client: str, exc: BaseException) -> tuple[int, str, str]:
+    """(status, error type in the client's format, message) of an SDK exception."""
+    if client == "openai":
+        assert isinstance(exc, openai.APIStatusError)
+        body: Any = exc.body
+        return exc.status_code, body["type"], body["message"]
+    if client == "anthropic":
+        assert isinstance(exc, anthropic.APIStatusError)
+        body = exc.body
+        assert body["type"] == "error"
+        return exc.status_code, body["error"]["type"], body["error"]["message"]
+    assert isinstance(exc, genai_errors.APIError)
+    return exc.code, exc.status or "", exc.message or ""
+
+
+def settle(admin: MockAdmin) -> None:
+    """No faults, and the previous test's 50 ms rate-limit cool-down over: the provider answers,
+    not the gateway's health table."""
+    admin.reset()
+    time.sleep(0.1)
+
+
+def _failure(sdk: Any, ask: Ask) -> BaseException:
+    try:
+        sdk.ask(ask)
+    except (openai.APIStatusError, anthropic.APIStatusError, genai_errors.APIError) as e:
+        return e
+    raise AssertionError("the request did not fail")
+
+
+RATE_LIMIT_TYPES = {"openai": "requests", "anthropic": "rate_limit_error", "gemini": "RESOURCE_EXHAUSTED"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
+def test_provider_429_is_429_in_client_format(error_stack: Any, client: str, backend: str, stream: bool) -> None:
+    admin, sdks = error_stack
+    settle(admin)
+    admin.fault(backend, mode="rate_limit", retry_after=0.05)
+    err = _failure(sdks[client], Ask(BACKENDS[backend][0], "hello", stream=stream))
+    status, etype, message = _error_of(client, err)
+    assert (status, etype) == (429, RATE_LIMIT_TYPES[client])
+    assert admin.stats(backend)["by_status"] == {"429": 1}
+    assert message  # the provider's words, never an empty body
+    admin.reset()
+
+
+CONTEXT_MESSAGES = {  # backend -> how that provider words a context-length error
+    "openai": "This model's maximum context length is 128000 tokens. However, your messages resulted in "
+              "130000 tokens. Please reduce the length of the messages.",
+    "anthropic": "prompt is too long: 210000 tokens > 200000 maximum",
+    "gemini": "The input token count (1100000) exceeds the maximum number of tokens allowed (1048576).",
+}
+
+
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
+def test_context_length_is_400_in_client_format(error_stack: Any, client: str, backend: str) -> None:
+    admin, sdks = error_stack
+    settle(admin)
+    admin.fault(backend, mode="error", status=400, message=CONTEXT_MESSAGES[backend])
+    err = _failure(sdks[client], Ask(BACKENDS[backend][0], "hello"))
+    status, etype, message = _error_of(client, err)
+    assert (status, message) == (400, CONTEXT_MESSAGES[backend])
+    assert etype == {"openai": "invalid_request_error", "anthropic": "invalid_request_error",
+                     "gemini": "INVALID_ARGUMENT"}[client]
+    if client == "openai" and backend != "openai":  # same dialect: the provider's own body, untouched
+        assert err.body["code"] == "context_length_exceeded"  # type: ignore[attr-defined]
+    assert admin.stats(backend)["by_status"] == {"400": 1}
+    admin.reset()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_rate_limit_on_every_backend_is_429(error_stack: Any, client: str) -> None:
+    """Last in this file: the failed chain leaves the backends cooling down for a while."""
+    admin, sdks = error_stack
+    admin.reset()
+    for provider in BACKENDS:
+        admin.fault(provider, mode="rate_limit", retry_after=0.05)
+    err = _failure(sdks[client], Ask(ALL_THREE, "hello"))
+    # From the last provider tried, or from the gateway itself once it knows all three are limited.
+    assert _error_of(client, err)[:2] == (429, RATE_LIMIT_TYPES[client])
+    assert not any("200" in admin.stats(p)["by_status"] for p in BACKENDS)
+    admin.reset()
+
+
+# ---- the README's conformance matrix ----------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- conformance-matrix:begin -->", "<!-- conformance-matrix:end -->"
+LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini"}
+
+
+def matrix_markdown() -> str:
+    """The README table: one row per client x backend pair, one column per cell, each cell the test id."""
+    head = ["client SDK", "backend", *(c.replace("_", " ") for c in CELLS)]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (client, backend), pair in zip(PAIRS, PAIR_IDS, strict=True):
+        cells = [f"`test_matrix[{pair}-{cell}]`" for cell in CELLS]
+        rows.append(f"| {LABELS[client]} | {LABELS[backend]} ({BACKENDS[backend][0]}) | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def test_readme_matrix_is_generated() -> None:
+    text = README.read_text()
+    assert BEGIN in text and END in text, "README lacks the conformance matrix markers"
+    table = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert table == matrix_markdown(), "README matrix is stale: run python -m tests.test_translation_matrix"
+
+
+if __name__ == "__main__":
+    print(matrix_markdown())
