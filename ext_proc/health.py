@@ -77,6 +77,8 @@ class HealthTable:
             if not retry_after:
                 h.backoff = min(h.backoff * 2, MAX_COOLDOWN)
             self._set(backend, h, State.COOLING)
+        elif h.state == State.COOLING and h.rate_limited and now < h.until:
+            return  # already waiting out a Retry-After: that wait stands
         elif h.failures >= FAILURE_THRESHOLD or h.state == State.PROBING:
             h.until = now + h.backoff
             h.backoff = min(h.backoff * 2, MAX_COOLDOWN)

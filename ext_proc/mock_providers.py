@@ -26,8 +26,12 @@ Replies (the same rules in every dialect):
   cuts the reply where it first occurs; max tokens cut it to that many words.
 
 Per server, ``/_mock/faults`` (GET, POST ``{"mode", "status", "retry_after",
-"delay_ms", "rate"}``, DELETE) sets the fault applied to model endpoints, and
-``/_mock/stats`` (GET, DELETE) counts their requests.
+"delay_ms", "rate", "message"}``, DELETE) sets the fault applied to model
+endpoints (``message`` replaces the text of an ``error`` fault, e.g. ``"prompt
+is too long"`` with status 400 to play a context-length error), and
+``/_mock/stats`` (GET, DELETE) counts their requests and lists the tool-call
+ids the server issued (``tool_call_ids``), so tests can check that a client
+got the backend's id.
 """
 
 from __future__ import annotations
@@ -60,7 +64,16 @@ __all__ = [
 
 Dialect = Literal["openai", "anthropic", "gemini"]
 
-FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut")
+FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error")
+
+# stream_error: a 200 stream whose first event is the provider's in-band error
+# (Anthropic sends overloaded_error this way), then the end of the stream.
+_INBAND_ERRORS = {
+    "anthropic": b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n',
+    "openai": b'data: {"error": {"message": "The server is overloaded", "type": "server_error", "param": null, '
+              b'"code": null}}\n\n',
+    "gemini": b'data: {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}\n\n',
+}
 _STALL_LIMIT_S = 600.0  # a stalled request ends by then even if the client never gives up
 _MAX_BODY = 32 * 1024 * 1024  # Anthropic's request limit; large enough for inline images
 _JSON_CT = "application/json"
@@ -228,6 +241,7 @@ class _Fault:
     retry_after: float = 1.0
     delay_ms: int = 1000
     rate: float = 1.0
+    message: str | None = None
     acc: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -237,6 +251,7 @@ class _Fault:
             "retry_after": self.retry_after,
             "delay_ms": self.delay_ms,
             "rate": self.rate,
+            **({"message": self.message} if self.message else {}),
         }
 
     def hits(self) -> bool:
@@ -256,7 +271,7 @@ def _parse_fault(body: Any) -> _Fault:
     mode = body.get("mode")
     if mode not in FAULT_MODES:
         raise ValueError(f"mode must be one of {', '.join(FAULT_MODES)}")
-    unknown = set(body) - {"mode", "status", "retry_after", "delay_ms", "rate"}
+    unknown = set(body) - {"mode", "status", "retry_after", "delay_ms", "rate", "message"}
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
     f = _Fault(mode=mode, status=429 if mode == "rate_limit" else 500)
@@ -277,6 +292,10 @@ def _parse_fault(body: Any) -> _Fault:
         if not _is_num(body["rate"]) or not 0 <= body["rate"] <= 1:
             raise ValueError("rate must be a number 0-1")
         f.rate = float(body["rate"])
+    if body.get("message") is not None:
+        if not isinstance(body["message"], str) or not body["message"]:
+            raise ValueError("message must be a non-empty string")
+        f.message = body["message"]
     return f
 
 
@@ -290,6 +309,7 @@ class _Stats:
     faulted: int = 0
     streamed: int = 0
     last_request: dict[str, Any] | None = None
+    tool_call_ids: list[str] = field(default_factory=list)
 
     def as_json(self, stalling: int) -> dict[str, Any]:
         return {
@@ -300,6 +320,7 @@ class _Stats:
             "streamed": self.streamed,
             "stalling": stalling,
             "last_request": self.last_request,
+            "tool_call_ids": self.tool_call_ids,
         }
 
 
@@ -341,6 +362,11 @@ class _Provider:
 
     def is_stream(self, request: web.Request, body: Any) -> bool:
         return isinstance(body, dict) and body.get("stream") is True
+
+    def issue_id(self, tool_call_id: str) -> str:
+        """Record a tool-call id this server hands out (see ``tool_call_ids`` in the stats)."""
+        self.stats.tool_call_ids.append(tool_call_id)
+        return tool_call_id
 
     def auth_state(self, request: web.Request) -> str:
         raise NotImplementedError
@@ -413,14 +439,20 @@ class _Provider:
         resp: web.StreamResponse
         try:
             if mode == "error":
-                raise self.fault_error(f.status)
+                err = self.fault_error(f.status)
+                if f.message:
+                    err.body["error"]["message"] = f.message
+                raise err
             if mode == "rate_limit":
                 raise self.rate_limit_error(f.retry_after)
             if too_large:
                 raise self.too_large()
             if mode == "slow":
                 await asyncio.sleep(f.delay_ms / 1000)
-            resp = await handler(request, body, mode == "stream_cut")
+            if mode == "stream_error" and self.is_stream(request, body):
+                resp = await self.send_stream(request, [_INBAND_ERRORS[self.dialect]], False)
+            else:
+                resp = await handler(request, body, mode == "stream_cut")
         except _Reject as r:
             resp = _json_response(r.status, r.body, {**self.extra_headers(), **r.headers})
         if (
@@ -1155,7 +1187,7 @@ class _OpenAI(_Provider):
                 if reply.finish == "tool":
                     msg["tool_calls"] = [
                         {
-                            "id": "call_" + _hex(),
+                            "id": self.issue_id("call_" + _hex()),
                             "type": "function",
                             "function": {"name": reply.tool_name, "arguments": args},
                         }
@@ -1185,7 +1217,7 @@ class _OpenAI(_Provider):
 
         for i in range(n):
             if reply.finish == "tool":
-                call_id = "call_" + _hex()
+                call_id = self.issue_id("call_" + _hex())
                 first = {
                     "role": "assistant",
                     "content": None,
@@ -1762,7 +1794,7 @@ class _Anthropic(_Provider):
             "output_tokens": reply.output_tokens,
             "service_tier": "standard",
         }
-        tool_id = "toolu_" + _hex()
+        tool_id = self.issue_id("toolu_" + _hex()) if reply.finish == "tool" else ""
         if not stream:
             if reply.finish == "tool":
                 content: list[dict[str, Any]] = [
@@ -2473,7 +2505,7 @@ class _Gemini(_Provider):
             }
 
         def call_parts() -> list[dict[str, Any]]:
-            fc = {"id": _b62(8).lower(), "name": reply.tool_name, "args": reply.tool_args}
+            fc = {"id": self.issue_id(_b62(8).lower()), "name": reply.tool_name, "args": reply.tool_args}
             return [{"functionCall": fc}]
 
         if action == "generateContent":

@@ -268,8 +268,10 @@ def test_stream_cut_after_first_byte_is_never_a_silent_success(failover_gateway:
 
     for _ in range(5):
         text, done = asyncio.run(go())
-        assert not done, f"a cut stream looked complete: {text}"
-        assert text.startswith(("transport error", "<error")), text
+        if done:  # a complete answer (e.g. from a fallback the primary was skipped for) is a real success
+            assert text.endswith("one two three four five six seven eight"), text
+        else:
+            assert text.startswith(("transport error", "<error")), f"a cut stream ended silently: {text}"
 
 
 def test_hedging_races_the_next_tier(tmp_path: Any) -> None:
@@ -285,3 +287,32 @@ def test_hedging_races_the_next_tier(tmp_path: Any) -> None:
         assert admin.stats("openai")["requests"] == 1 and admin.stats("anthropic")["requests"] == 1
     finally:
         stack.stop()
+
+
+@pytest.mark.parametrize("dialect", list(CASES))
+def test_stream_opening_with_an_error_event_fails_over(failover_gateway: Stack, fmocks: MockAdmin,
+                                                       dialect: str) -> None:
+    """Anthropic answers 200 then `event: error` (overloaded): the stream guard turns that into a
+    503 of the attempt before anything reaches the client, so Envoy fails over."""
+    fmocks.fault("anthropic", mode="stream_error")
+    out = asyncio.run(hammer(failover_gateway, dialect, "claude-sonnet-4-5", True, n=60, concurrency=16,
+                             expect_prefix="[openai:"))
+    assert out.statuses == Counter({200: 60}), out.wrong[:3]
+    assert not out.wrong, out.wrong[:3]
+    assert out.backends == Counter({"openai/gpt-4o": 60})
+
+
+def test_stream_error_on_the_last_backend_reaches_the_client_as_its_error(fresh: tuple[Stack, MockAdmin]) -> None:
+    stack, admin = fresh
+    for p in ("openai", "anthropic", "gemini"):
+        admin.fault(p, mode="down")
+    admin.fault("anthropic", mode="stream_error")  # the last backend answers, with an in-band error
+    path, headers, body = request_for("openai", "gemini-2.5-flash", True, "hello")
+
+    async def go() -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as s, s.post(stack.base_url + path, json=body, headers=headers) as r:
+            return r.status, json.loads(await r.read())
+
+    status, err = asyncio.run(go())
+    assert status == 503
+    assert err["error"]["type"] == "server_error" and "Overloaded" in err["error"]["message"]

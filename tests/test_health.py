@@ -1,0 +1,52 @@
+"""Backend health table: cool-downs, probing, and Retry-After precedence."""
+
+from __future__ import annotations
+
+import pytest
+
+from ext_proc.health import BASE_COOLDOWN, HealthTable, State
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_retry_after_sets_the_wait_and_one_probe_follows() -> None:
+    clock = Clock()
+    h = HealthTable(clock)
+    h.failure("a", 429, retry_after=5)
+    assert h.skip("a") and h.retry_after("a") == pytest.approx(5)
+    clock.t += 5
+    assert h.available("a") and h.state("a") == State.PROBING  # exactly one probe...
+    assert h.skip("a")  # ...the others keep skipping until it succeeds
+    h.success("a")
+    assert h.state("a") == State.HEALTHY and h.available("a")
+
+
+def test_inferred_failure_does_not_override_a_retry_after() -> None:
+    clock = Clock()
+    h = HealthTable(clock)
+    h.failure("a", 429, retry_after=0.05)
+    h.failure("a")  # the router stage also saw the request fail over
+    h.failure("a")
+    assert h.retry_after("a") == pytest.approx(0.05)
+
+
+def test_failures_without_response_back_off_exponentially() -> None:
+    clock = Clock()
+    h = HealthTable(clock)
+    h.failure("a")
+    assert h.available("a")  # one failure is not enough
+    h.failure("a")
+    assert h.skip("a")
+    clock.t += BASE_COOLDOWN
+    assert h.available("a")  # probe
+    h.failure("a")  # the probe failed: twice the wait
+    clock.t += BASE_COOLDOWN
+    assert h.skip("a")
+    clock.t += BASE_COOLDOWN
+    assert h.available("a")
