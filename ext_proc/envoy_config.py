@@ -27,6 +27,8 @@ import yaml
 from google.protobuf import json_format
 
 from . import protocol as P
+from .admission.headers import HEADERS as RATELIMIT_HEADERS
+from .admission.headers import METADATA_NAMESPACE as RATELIMIT_NAMESPACE
 from .config import GatewayConfig
 
 BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (fact 10: default 1 MiB)
@@ -107,13 +109,18 @@ def _strip_internal_headers() -> dict[str, Any]:
 
 
 def _router_stage(cfg: GatewayConfig) -> dict[str, Any]:
-    return _ext_proc_filter(
+    stage = _ext_proc_filter(
         cfg, P.STAGE_ROUTER,
         {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
          "response_header_mode": "SKIP", "response_body_mode": "STREAMED"},
         request_attributes=[],
         response_attributes=[P.ATTR_RESPONSE_CODE, P.ATTR_BACKEND],
     )
+    # Rate-limit headers of admitted requests arrive as dynamic metadata (the
+    # response headers phase is skipped); Envoy drops metadata it is not told to accept.
+    stage["typed_config"]["metadata_options"] = {"receiving_namespaces": {"untyped": [
+        RATELIMIT_NAMESPACE, P.ACCESS_LOG_NAMESPACE]}}
+    return stage
 
 
 def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
@@ -121,7 +128,8 @@ def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
         cfg, P.STAGE_UPSTREAM,
         {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
          "response_header_mode": "SKIP", "response_body_mode": "NONE"},
-        request_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_MODEL, P.ATTR_ROUTE_PRIMARY, P.ATTR_ROUTE_STREAM],
+        request_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_MODEL, P.ATTR_ROUTE_PRIMARY, P.ATTR_ROUTE_STREAM,
+                            P.ATTR_ROUTE_VERSION],
         response_attributes=[],
     )
     return {
@@ -137,6 +145,58 @@ def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
                         "@type": "type.googleapis.com/xds.type.matcher.v3.CelMatcher",
                         "expr_match": {"cel_expr_parsed": _cel_skip_expression()},
                         "description": "attempt goes to the backend the router stage translated for"}},
+                }},
+                "on_match": {"action": {"name": "skip", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
+            }]}},
+        },
+    }
+
+
+def _cel_guard_skip() -> dict[str, Any]:
+    """Parsed CEL AST for ``!(route is streamed && endpoint guards first events)``."""
+    import cel.expr.syntax_pb2 as cel
+
+    ids = itertools.count(1000)
+
+    def meta(source: str, key: str) -> cel.Expr:
+        sel = cel.Expr(id=next(ids), ident_expr=cel.Expr.Ident(name="xds"))
+        for field in (source, "filter_metadata"):
+            sel = cel.Expr(id=next(ids), select_expr=cel.Expr.Select(operand=sel, field=field))
+        for k in (P.METADATA_NAMESPACE, key):
+            const = cel.Expr(id=next(ids), const_expr=cel.Constant(string_value=k))
+            sel = cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_[_]", args=[sel, const]))
+        return sel
+
+    both = cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_&&_", args=[
+        meta("route_metadata", P.ROUTE_STREAM_KEY), meta("upstream_host_metadata", P.METADATA_GUARD_KEY)]))
+    expr = cel.ParsedExpr(expr=cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="!_", args=[both])))
+    return json_format.MessageToDict(expr)
+
+
+def _first_event_guard(cfg: GatewayConfig) -> dict[str, Any]:
+    """Streams that open with an error event fail over (see ``stream_guard``)."""
+    guard = _ext_proc_filter(
+        cfg, P.STAGE_GUARD,
+        {"request_header_mode": "SKIP", "request_body_mode": "NONE",
+         "response_header_mode": "SEND", "response_body_mode": "STREAMED"},
+        request_attributes=[],
+        response_attributes=[P.ATTR_BACKEND],
+    )
+    # Body chunks reach the guard while it still holds the headers.
+    guard["typed_config"]["send_body_without_waiting_for_header_response"] = True
+    return {
+        "name": "gw.first_event_guard",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": guard,
+            "xds_matcher": {"matcher_list": {"matchers": [{
+                "predicate": {"single_predicate": {
+                    "input": {"name": "request_attributes", "typed_config": {
+                        "@type": "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"}},
+                    "custom_match": {"name": "not_guarded", "typed_config": {
+                        "@type": "type.googleapis.com/xds.type.matcher.v3.CelMatcher",
+                        "expr_match": {"cel_expr_parsed": _cel_guard_skip()}}},
                 }},
                 "on_match": {"action": {"name": "skip", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
@@ -243,7 +303,7 @@ def _local_reply_config() -> dict[str, Any]:
     }]}
 
 
-def _model_routes(cfg: GatewayConfig, model: str) -> list[dict[str, Any]]:
+def _model_routes(cfg: GatewayConfig, model: str, versioned: bool = False) -> list[dict[str, Any]]:
     """Routes of one model: per possible primary backend and streaming mode,
     selected by the router stage's headers.
 
@@ -261,19 +321,27 @@ def _model_routes(cfg: GatewayConfig, model: str) -> list[dict[str, Any]]:
             headers = [{"name": P.ROUTE_HEADER, "string_match": {"exact": model}},
                        {"name": P.PRETRANSLATED_HEADER, "string_match": {"exact": primary.name}},
                        {"name": P.STREAM_HEADER, "present_match": stream}]
-            routes.append(_model_route(cfg, model, primary.name, entry, stream, headers))
+            if versioned:
+                headers.append({"name": P.VERSION_HEADER, "string_match": {"exact": cfg.version}})
+            routes.append(_model_route(cfg, model, primary.name, entry, stream, headers, versioned))
     return routes
 
 
+def _cluster_name(cfg: GatewayConfig, model: str, entry: int, versioned: bool) -> str:
+    name = cfg.cluster_name(model, entry)
+    return f"{cfg.version}/{name}" if versioned else name
+
+
 def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, stream: bool,
-                 headers: list[dict[str, Any]]) -> dict[str, Any]:
+                 headers: list[dict[str, Any]], versioned: bool) -> dict[str, Any]:
     return {
-        "name": f"{model} via {primary}{' (stream)' if stream else ''}",
+        "name": f"{cfg.version + ': ' if versioned else ''}{model} via {primary}{' (stream)' if stream else ''}",
         "match": {"prefix": "/", "headers": headers},
         "metadata": {"filter_metadata": {P.METADATA_NAMESPACE: {
-            P.ROUTE_MODEL_KEY: model, P.ROUTE_PRIMARY_KEY: primary, P.ROUTE_STREAM_KEY: stream}}},
+            P.ROUTE_MODEL_KEY: model, P.ROUTE_PRIMARY_KEY: primary, P.ROUTE_STREAM_KEY: stream,
+            P.ROUTE_VERSION_KEY: cfg.version}}},
         "route": {
-            "cluster": cfg.cluster_name(model, entry),
+            "cluster": _cluster_name(cfg, model, entry, versioned),
             "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
             "auto_host_rewrite": True,
             "retry_policy": _retry_policy(cfg, model, entry, stream),
@@ -282,15 +350,24 @@ def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, strea
             "header": {"key": P.BACKEND_RESPONSE_HEADER,
                        "value": f"%UPSTREAM_METADATA({P.METADATA_NAMESPACE}:{P.METADATA_BACKEND_KEY})%"},
             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-        }],
+        }, *_rate_limit_headers()],
         "response_headers_to_remove": list(PROVIDER_RESPONSE_HEADERS),
     }
 
 
-def _route_config(cfg: GatewayConfig) -> dict[str, Any]:
+def _rate_limit_headers() -> list[dict[str, Any]]:
+    """The tenant's x-ratelimit-* headers, from the router stage's dynamic metadata
+    (absent when the request was not budgeted: Envoy omits empty values)."""
+    return [{"header": {"key": h, "value": f"%DYNAMIC_METADATA({RATELIMIT_NAMESPACE}:{h})%"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for h in RATELIMIT_HEADERS]
+
+
+def _route_config(configs: list[GatewayConfig], versioned: bool = False) -> dict[str, Any]:
+    """Routes of every config still live (during a switch: the old and the new)."""
     routes: list[dict[str, Any]] = []
-    for model in cfg.models:
-        routes += _model_routes(cfg, model)
+    for cfg in configs:
+        for model in cfg.models:
+            routes += _model_routes(cfg, model, versioned)
     # Reached only if the router stage let a request through without routing it.
     routes.append({
         "name": "unrouted",
@@ -310,15 +387,37 @@ def _route_config(cfg: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def _listener(cfg: GatewayConfig) -> dict[str, Any]:
+def _access_log(path: str) -> list[dict[str, Any]]:
+    """One JSON line per request: Envoy's view plus the fields the router stage set."""
+    def meta(key: str) -> str:
+        return f"%DYNAMIC_METADATA({P.ACCESS_LOG_NAMESPACE}:{key})%"
+
+    fmt = {
+        "time": "%START_TIME%", "method": "%REQ(:METHOD)%", "path": "%PATH(NQ)%",  # never the query: Gemini keys travel there
+        "status": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "details": "%RESPONSE_CODE_DETAILS%",
+        "tenant": meta("tenant"), "dialect": meta("dialect"), "model": meta("model"), "backend": meta("backend"),
+        "stream": meta("stream"), "input_tokens": meta("input_tokens"), "output_tokens": meta("output_tokens"),
+        "cached_input_tokens": meta("cached_input_tokens"), "ttfb_ms": meta("ttfb_ms"),
+        "duration_ms": "%DURATION%", "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "upstream": "%UPSTREAM_HOST%", "request_id": "%REQ(X-REQUEST-ID)%",
+        "bytes_in": "%BYTES_RECEIVED%", "bytes_out": "%BYTES_SENT%",
+    }
+    return [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": path, "log_format": {"json_format": fmt}}}]
+
+
+def _listener(cfg: GatewayConfig, routes: dict[str, Any], access_log: str = "/dev/stdout") -> dict[str, Any]:
+    """The client listener; ``routes`` is an inline ``route_config`` or an ``rds`` source."""
     hcm = {
         "@type": _HCM_TYPE,
         "stat_prefix": "gateway",
         "codec_type": "AUTO",
-        "route_config": _route_config(cfg),
+        **routes,
         "request_timeout": "0s",
         "stream_idle_timeout": "300s",
         "local_reply_config": _local_reply_config(),
+        "access_log": _access_log(access_log),
         "http_filters": [
             _strip_internal_headers(),
             _router_stage(cfg),
@@ -355,7 +454,7 @@ def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def _model_cluster(cfg: GatewayConfig, model: str, entry: int) -> dict[str, Any]:
+def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool = False) -> dict[str, Any]:
     """The model's backends from its ``entry``-th tier on, as priorities 0, 1, 2..."""
     tiers = cfg.tiers[model][entry:]
     chain = [b for b in cfg.chains[model] if b.tier in tiers]
@@ -368,7 +467,8 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int) -> dict[str, Any]
                 "endpoint": {"address": _addr(p.host, p.port), "hostname": p.host},
                 "load_balancing_weight": b.weight,
                 "metadata": {"filter_metadata": {
-                    P.METADATA_NAMESPACE: {P.METADATA_BACKEND_KEY: b.name},
+                    P.METADATA_NAMESPACE: {P.METADATA_BACKEND_KEY: b.name,
+                                           P.METADATA_GUARD_KEY: p.guards_first_event},
                     "envoy.transport_socket_match": {"tls": p.tls},
                 }},
             })
@@ -378,6 +478,8 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int) -> dict[str, Any]
         "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
         "http_filters": [
             _attempt_observer(cfg),
+            # Responses pass the filters bottom-up: the guard's 503 reaches the observer.
+            _first_event_guard(cfg),
             _upstream_stage(cfg),
             _strip_internal_headers(),
             {"name": "envoy.filters.http.upstream_codec", "typed_config": {
@@ -390,12 +492,12 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int) -> dict[str, Any]
     else:
         protocol["explicit_http_config"] = {"http_protocol_options": {}}
     cluster: dict[str, Any] = {
-        "name": cfg.cluster_name(model, entry),
+        "name": _cluster_name(cfg, model, entry, versioned),
         "type": "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _ms(min(b.provider.connect_timeout_ms for b in chain)),
         "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {"cluster_name": cfg.cluster_name(model, entry), "endpoints": localities},
+        "load_assignment": {"cluster_name": _cluster_name(cfg, model, entry, versioned), "endpoints": localities},
         # A fully ejected tier must not keep receiving traffic (fact 10).
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         "outlier_detection": {
@@ -432,20 +534,68 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int) -> dict[str, Any]
     return cluster
 
 
-def render(cfg: GatewayConfig) -> dict[str, Any]:
-    """The Envoy bootstrap for ``cfg`` as a plain dict."""
-    return {
+def _model_clusters(configs: list[GatewayConfig], versioned: bool) -> list[dict[str, Any]]:
+    return [_model_cluster(cfg, m, entry, versioned)
+            for cfg in configs for m in cfg.models for entry in range(len(cfg.tiers[m]))]
+
+
+def _bootstrap(cfg: GatewayConfig, static: dict[str, Any], dynamic: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
         "admin": {"address": _addr(cfg.admin.address, cfg.admin.port)},
-        "static_resources": {
-            "listeners": [_listener(cfg)],
-            "clusters": [_ext_proc_cluster(cfg)] + [
-                _model_cluster(cfg, m, entry) for m in cfg.models for entry in range(len(cfg.tiers[m]))],
-        },
-        "layered_runtime": {"layers": [{"name": "static", "static_layer": {
-            # No limit is set on downstream connections by default; keep Envoy quiet about it.
-            "overload.global_downstream_max_connections": 50_000}}]},
+        "static_resources": static,
     }
+    if dynamic:
+        out["dynamic_resources"] = dynamic
+    out["layered_runtime"] = {"layers": [{"name": "static", "static_layer": {
+        # No limit is set on downstream connections by default; keep Envoy quiet about it.
+        "overload.global_downstream_max_connections": 50_000}}]}
+    return out
+
+
+def render(cfg: GatewayConfig) -> dict[str, Any]:
+    """A self-contained Envoy bootstrap for ``cfg`` (``render-envoy``, containers)."""
+    return _bootstrap(cfg, {
+        "listeners": [_listener(cfg, {"route_config": _route_config([cfg])})],
+        "clusters": [_ext_proc_cluster(cfg), *_model_clusters([cfg], versioned=False)],
+    })
+
+
+# ---- live configuration (``up``): routes and clusters from watched files ------
+# Envoy re-reads a file when a new version is moved into its watched directory.
+# Every route and cluster carries the config version, so during a switch the old
+# and new config are served side by side: requests routed under the old config
+# finish on it, new ones use the new config; the old one is removed after a drain.
+
+RDS_FILE = "routes.yaml"
+CDS_FILE = "clusters.yaml"
+
+
+def _file_source(xds_dir: Path, name: str) -> dict[str, Any]:
+    return {"path_config_source": {"path": str(xds_dir / name), "watched_directory": {"path": str(xds_dir)}},
+            "resource_api_version": "V3"}
+
+
+def render_live_bootstrap(cfg: GatewayConfig, xds_dir: Path, access_log: Path) -> dict[str, Any]:
+    rds = {"rds": {"route_config_name": "gateway", "config_source": _file_source(xds_dir, RDS_FILE)}}
+    return _bootstrap(cfg, {"listeners": [_listener(cfg, rds, str(access_log))], "clusters": [_ext_proc_cluster(cfg)]},
+                      {"cds_config": _file_source(xds_dir, CDS_FILE)})
+
+
+def write_live_resources(xds_dir: Path, route_configs: list[GatewayConfig],
+                         cluster_configs: list[GatewayConfig], version_info: str) -> None:
+    """Write routes and clusters for the given configs, each file replaced atomically."""
+    xds_dir.mkdir(parents=True, exist_ok=True)
+    routes = {"version_info": version_info, "resources": [
+        {"@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+         **_route_config(route_configs, versioned=True)}]}
+    clusters = {"version_info": version_info, "resources": [
+        {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", **c}
+        for c in _model_clusters(cluster_configs, versioned=True)]}
+    for name, doc in ((CDS_FILE, clusters), (RDS_FILE, routes)):
+        tmp = xds_dir / f".{name}.tmp"
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
+        tmp.replace(xds_dir / name)
 
 
 def render_yaml(cfg: GatewayConfig) -> str:

@@ -95,3 +95,11 @@ def continue_for(kind: str) -> pb.ProcessingResponse:
     resp = pb.ProcessingResponse()
     getattr(resp, kind).SetInParent()
     return resp
+
+
+def with_metadata(resp: pb.ProcessingResponse, namespace: str, fields: dict[str, object]) -> pb.ProcessingResponse:
+    """A copy of ``resp`` (which may be a shared constant) carrying dynamic metadata."""
+    out = pb.ProcessingResponse()
+    out.CopyFrom(resp)
+    out.dynamic_metadata.update({namespace: fields})
+    return out

@@ -22,6 +22,17 @@ REJECTED = Counter(
 UPSTREAM_TRANSLATIONS = Counter(
     "llm_gateway_attempt_translations", "Failover attempts re-translated by the upstream stage.",
     ["model", "from_backend", "to_backend"], registry=REGISTRY)
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+DURATION = Histogram(
+    "llm_gateway_request_duration_seconds", "Client request duration, request headers to end of response.",
+    ["model", "backend"], registry=REGISTRY, buckets=LATENCY_BUCKETS)
+TTFT = Histogram(
+    "llm_gateway_time_to_first_token_seconds", "Streamed requests: time until the first response bytes.",
+    ["model", "backend"], registry=REGISTRY, buckets=LATENCY_BUCKETS)
+TPOT = Histogram(
+    "llm_gateway_time_per_output_token_seconds", "Streamed requests: time per output token after the first.",
+    ["model", "backend"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 1))
 FAILED_ATTEMPTS = Counter(
     "llm_gateway_failed_attempts", "Attempts that failed on a backend (Envoy retried or gave up), by status.",
     ["model", "backend", "status"], registry=REGISTRY)
@@ -38,6 +49,40 @@ OVERHEAD = Histogram(
     "llm_gateway_processing_seconds", "Time spent in the ext_proc per message, by stage and phase.",
     ["stage", "phase"], registry=REGISTRY,
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1))
+
+# Admission (budgets): tenant labels are configured tenant names, never keys.
+ADMISSION = Counter(
+    "llm_gateway_admission_decisions", "Admission decisions by tenant, priority, decision and reason.",
+    ["tenant", "priority", "decision", "reason"], registry=REGISTRY)
+BUDGET_REMAINING = Gauge(
+    "llm_gateway_budget_remaining", "Tenant budget left at this process's last decision "
+    "(requests, tokens, usd; concurrent: free slots).", ["tenant", "budget"], registry=REGISTRY)
+BACKEND_IN_FLIGHT = Gauge(
+    "llm_gateway_backend_in_flight", "Requests admitted to a backend and not finished, in this process.",
+    ["backend"], registry=REGISTRY)
+BACKEND_LIMIT = Gauge(
+    "llm_gateway_backend_concurrency_limit", "Adaptive concurrency limit of a backend (last value seen).",
+    ["backend"], registry=REGISTRY)
+STORE_UP = Gauge(
+    "llm_gateway_budget_store_up", "1 while the shared budget store (redis) answers.", registry=REGISTRY)
+STORE_FAILURES = Counter(
+    "llm_gateway_budget_store_failures", "Budget store calls that failed, by configured behaviour.",
+    ["on_failure"], registry=REGISTRY)
+
+
+CONFIG_INFO = Gauge(
+    "llm_gateway_config_info", "The config version this process serves (value 1).", ["version"],
+    registry=REGISTRY)
+CONFIG_RELOAD_OK = Gauge(
+    "llm_gateway_config_last_reload_ok", "1 if the last config load or reload succeeded, else 0.",
+    registry=REGISTRY)
+
+
+def set_config(version: str, ok: bool) -> None:
+    CONFIG_RELOAD_OK.set(1 if ok else 0)
+    if ok:
+        CONFIG_INFO.clear()
+        CONFIG_INFO.labels(version).set(1)
 
 
 def record_usage(model: str, backend: str, input_tokens: int, output_tokens: int, cached: int) -> None:

@@ -14,6 +14,7 @@ STAGE_METADATA = "x-gw-stage"
 STAGE_ROUTER = "router"
 STAGE_UPSTREAM = "upstream"
 STAGE_OBSERVER = "observer"  # sees the response headers of failed attempts only
+STAGE_GUARD = "stream_guard"  # holds a stream's headers until its first event
 
 # Internal request headers: the router stage's decision, read by Envoy's route
 # match only. Stripping them on the first attempt persists into later attempts
@@ -22,12 +23,14 @@ STAGE_OBSERVER = "observer"  # sees the response headers of failed attempts only
 ROUTE_HEADER = "x-gw-route"  # client-facing model name
 PRETRANSLATED_HEADER = "x-gw-pre"  # backend the body is already translated for
 STREAM_HEADER = "x-gw-stream"  # present for streamed requests
-INTERNAL_HEADERS = (ROUTE_HEADER, STREAM_HEADER, PRETRANSLATED_HEADER)
+VERSION_HEADER = "x-gw-version"  # config version the request was routed under
+INTERNAL_HEADERS = (ROUTE_HEADER, STREAM_HEADER, PRETRANSLATED_HEADER, VERSION_HEADER)
 
 # Route metadata keys (namespace METADATA_NAMESPACE) set on every model route.
 ROUTE_MODEL_KEY = "model"
 ROUTE_PRIMARY_KEY = "primary"
 ROUTE_STREAM_KEY = "stream"
+ROUTE_VERSION_KEY = "version"
 
 # Response header naming the backend that answered (filled by Envoy from the
 # answering endpoint's metadata, so it is right after failover too).
@@ -36,6 +39,10 @@ BACKEND_RESPONSE_HEADER = "x-gateway-backend"
 # Endpoint metadata namespace and key naming the backend of an endpoint.
 METADATA_NAMESPACE = "gw"
 METADATA_BACKEND_KEY = "backend"
+METADATA_GUARD_KEY = "guard_first_event"  # endpoint of a backend that may open streams with an error
+
+# Dynamic metadata namespace of the per-request fields Envoy's access log prints.
+ACCESS_LOG_NAMESPACE = "gw.request"
 
 # ext_proc attribute expressions (CEL) and the attribute map they arrive in.
 ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
@@ -50,6 +57,7 @@ def route_attr(key: str) -> str:
 ATTR_ROUTE_MODEL = route_attr(ROUTE_MODEL_KEY)
 ATTR_ROUTE_PRIMARY = route_attr(ROUTE_PRIMARY_KEY)
 ATTR_ROUTE_STREAM = route_attr(ROUTE_STREAM_KEY)
+ATTR_ROUTE_VERSION = route_attr(ROUTE_VERSION_KEY)
 
 # Credential headers: the client's are removed before a request leaves, and
 # every provider's are reset on each attempt (header mutations persist across

@@ -23,6 +23,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from . import messages as M
 from . import metrics
 from . import protocol as P
+from .admission import Rejection, Ticket
 from .client_api import ClientCall, api_key, auth_hint, classify, model_listing
 from .codecs import get_codec
 from .codecs.base import Codec
@@ -38,7 +39,8 @@ log = logging.getLogger("llm_gateway.router")
 class RouterStream:
     """State of one client request across its request and response phases."""
 
-    __slots__ = ("body", "call", "client", "ir", "model", "primary", "state", "stream", "t0", "tenant")
+    __slots__ = ("body", "call", "client", "ir", "log_fields", "model", "primary", "priority", "state", "stream",
+                 "t0", "t_first", "tenant", "ticket")
 
     def __init__(self, state: GatewayState):
         self.state = state
@@ -51,6 +53,10 @@ class RouterStream:
         self.ir: ChatRequest | None = None
         self.primary = ""
         self.t0 = 0.0
+        self.t_first = 0.0  # first response byte
+        self.log_fields: dict[str, Any] | None = None  # for Envoy's access log, set when the response ends
+        self.priority: str | None = None  # x-priority header
+        self.ticket: Ticket | None = None  # admission reservation, until settled
 
     # ---- request phase ------------------------------------------------------
     def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
@@ -59,6 +65,7 @@ class RouterStream:
         call = classify(headers.get(":method", ""), headers.get(":path", "/"), headers)
         self.call = call
         self.client = get_codec(call.dialect)
+        self.priority = headers.get("x-priority")
         tenant = self._authenticate(call, headers)
         if isinstance(tenant, GatewayError):
             return self._reject(tenant, "authentication")
@@ -97,19 +104,23 @@ class RouterStream:
     def _reject(self, err: GatewayError, reason: str) -> pb.ProcessingResponse:
         assert self.client is not None and self.call is not None
         metrics.REJECTED.labels(self.call.dialect, reason).inc()
-        headers = {}
+        headers = dict(err.headers) if isinstance(err, Rejection) else dict(self.ticket.headers if self.ticket else {})
         if err.retry_after is not None:
             headers["retry-after"] = str(max(1, round(err.retry_after)))
         status = err.status if err.status != 529 else 503
         return M.immediate(status, orjson.dumps(self.client.render_error(err)), headers, details=reason)
 
-    def on_request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
+    async def on_request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
         try:
-            return self._route(msg.body)
+            resp = await self._route(msg.body)
         except GatewayError as err:
+            self.close()  # refund a reservation made before the error
             return self._reject(err, err.kind)
+        if self.ticket is not None and self.ticket.headers:
+            resp.dynamic_metadata.update(self.ticket.metadata)
+        return resp
 
-    def _route(self, raw: bytes) -> pb.ProcessingResponse:
+    async def _route(self, raw: bytes) -> pb.ProcessingResponse:
         call, client, state = self.call, self.client, self.state
         assert call is not None and client is not None
         try:
@@ -128,7 +139,7 @@ class RouterStream:
         self.model = model
         self.stream = call.stream if call.dialect == "gemini" else body.get("stream") is True
         self.body = body
-        primary = self._choose_backend(model)
+        primary = await self._admit(model, body) if state.admission else self._choose_backend(model)
         self.primary = primary.name
         target = state.router.targets[primary.name]
         if primary.dialect == call.dialect:
@@ -143,6 +154,7 @@ class RouterStream:
         set_headers = {
             P.ROUTE_HEADER: model,
             P.PRETRANSLATED_HEADER: primary.name,
+            P.VERSION_HEADER: state.config.version,
             ":path": target.path(self.stream),
             **target.headers,
         }
@@ -186,6 +198,28 @@ class RouterStream:
                                f"retry in {max(1, round(wait))} s", retry_after=wait)
         return chain[0]
 
+    async def _admit(self, model: str, body: dict[str, Any]) -> ResolvedBackend:
+        """Health first (cooling backends are skipped), then budgets: the first
+        healthy backend with headroom becomes the primary (README "Budgets")."""
+        state = self.state
+        assert state.admission is not None
+        priority = state.admission.priority(self.tenant, self.priority)
+        chain = state.router.chain(model) or []
+        healthy = [b for b in chain if not state.health.skip(b.name)]
+        for b in chain:
+            if b not in healthy:
+                metrics.SKIPPED.labels(model, b.name).inc()
+        self.ticket = await state.admission.admit(self.tenant, priority, model, body,
+                                                  healthy or [self._choose_backend(model)])
+        return self.ticket.backend
+
+    def close(self) -> None:
+        """Settle a reservation the response never reached: a failure before
+        the response is refunded; a response cut short keeps its reservation."""
+        ticket, admission = self.ticket, self.state.admission
+        if ticket is not None and admission is not None and not ticket.settled:
+            admission.settle(ticket, 200 if ticket.first_byte else 0, "", None)
+
     def _same_dialect_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any] | None:
         """Pass-through: only the model name changes (and OpenAI streams ask for usage)."""
         changed = False
@@ -204,6 +238,9 @@ class RouterStream:
     # ---- response phase -----------------------------------------------------
     def translator(self, status: int, backend_name: str) -> ResponseTranslator:
         assert self.client is not None and self.call is not None
+        self.t_first = time.perf_counter()
+        if self.ticket is not None:
+            self.ticket.first_byte = time.perf_counter()
         backend = self.state.config.backends.get(backend_name)
         if backend is not None and backend.dialect != self.call.dialect and self.ir is None and self.body:
             # Failover landed on another dialect than the primary's: the IR of
@@ -219,11 +256,33 @@ class RouterStream:
     def _done(self, status: int, backend: str, usage: Any) -> None:
         assert self.call is not None
         metrics.REQUESTS.labels(self.call.dialect, self.model, backend or "none", str(status)).inc()
+        self._observe_timing(status, backend, usage)
         self._learn_health(status, backend)
+        if self.ticket is not None and self.state.admission is not None:
+            self.state.admission.settle(self.ticket, status, backend, usage)
         if usage is not None:
             metrics.record_usage(self.model, backend, usage.input_tokens, usage.output_tokens,
                                  usage.cached_input_tokens)
 
+
+    def _observe_timing(self, status: int, backend: str, usage: Any) -> None:
+        """Latency metrics and the access-log fields of a finished request."""
+        end = time.perf_counter()
+        duration, ttft = end - self.t0, self.t_first - self.t0
+        label = backend or "none"
+        metrics.DURATION.labels(self.model, label).observe(duration)
+        output = usage.output_tokens if usage is not None else 0
+        if self.stream and 200 <= status < 300:
+            metrics.TTFT.labels(self.model, label).observe(ttft)
+            if output > 1:
+                metrics.TPOT.labels(self.model, label).observe((end - self.t_first) / (output - 1))
+        fields: dict[str, Any] = {"tenant": self.tenant, "model": self.model, "backend": backend,
+                                  "dialect": self.call.dialect if self.call else "", "stream": self.stream,
+                                  "ttfb_ms": round(ttft * 1000, 1)}
+        if usage is not None:
+            fields.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                          cached_input_tokens=usage.cached_input_tokens)
+        self.log_fields = fields
 
     def _learn_health(self, status: int, backend: str) -> None:
         """Update backend health from how this request ended."""
@@ -241,8 +300,16 @@ class RouterStream:
 
 
 async def run(state: GatewayState, ctx: Any) -> None:
-    """Serve one router-stage gRPC stream."""
+    """Serve one router-stage gRPC stream; a reservation is settled however it ends
+    (a client that disconnects cancels the stream)."""
     stream = RouterStream(state)
+    try:
+        await _serve(stream, ctx)
+    finally:
+        stream.close()
+
+
+async def _serve(stream: RouterStream, ctx: Any) -> None:
     translator: ResponseTranslator | None = None
     eof = _eof()
     while True:
@@ -254,7 +321,7 @@ async def run(state: GatewayState, ctx: Any) -> None:
         if kind == "request_headers":
             resp = stream.on_request_headers(req.request_headers)
         elif kind == "request_body":
-            resp = stream.on_request_body(req.request_body)
+            resp = await stream.on_request_body(req.request_body)
         elif kind == "response_body":
             if translator is None:
                 code = M.attribute(req, P.ATTR_RESPONSE_CODE)
@@ -262,6 +329,9 @@ async def run(state: GatewayState, ctx: Any) -> None:
                 translator = stream.translator(int(code or 0), str(backend or ""))
             chunk = req.response_body
             resp = M.response_body_response(translator.feed(chunk.body, chunk.end_of_stream))
+            if stream.log_fields is not None:
+                resp = M.with_metadata(resp, P.ACCESS_LOG_NAMESPACE, stream.log_fields)
+                stream.log_fields = None
         else:
             resp = M.continue_for(kind)
         metrics.OVERHEAD.labels(P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)

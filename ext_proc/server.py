@@ -15,9 +15,9 @@ import signal
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 
-from . import metrics, observer_stage, router_stage, upstream_stage
+from . import metrics, observer_stage, router_stage, stream_guard, upstream_stage
 from . import protocol as P
-from .config import GatewayConfig
+from .config import ConfigError, GatewayConfig, load_config
 from .state import GatewayState
 
 log = logging.getLogger("llm_gateway.server")
@@ -25,9 +25,22 @@ log = logging.getLogger("llm_gateway.server")
 MAX_MESSAGE = 64 * 1024 * 1024  # buffered bodies with images exceed gRPC's 4 MiB default
 
 
+KEEP_VERSIONS = 3  # configs kept for attempts of requests routed before a switch
+
+
 class ExternalProcessor(pbg.ExternalProcessorServicer):
     def __init__(self, state: GatewayState):
         self.state = state
+        self.states: dict[str, GatewayState] = {state.config.version: state}
+        metrics.set_config(state.config.version, ok=True)
+
+    def switch(self, state: GatewayState) -> None:
+        """Serve new requests with ``state``; keep recent ones for in-flight attempts."""
+        self.states[state.config.version] = state
+        while len(self.states) > KEEP_VERSIONS:
+            self.states.pop(next(iter(self.states)))
+        self.state = state
+        metrics.set_config(state.config.version, ok=True)
 
     async def Process(self, request_iterator, context):
         state = self.state  # one config version for the whole stream
@@ -38,9 +51,11 @@ class ExternalProcessor(pbg.ExternalProcessorServicer):
                 break
         try:
             if stage == P.STAGE_UPSTREAM:
-                await upstream_stage.run(state, context)
+                await upstream_stage.run(self.states, state, context)
             elif stage == P.STAGE_OBSERVER:
                 await observer_stage.run(state, context)
+            elif stage == P.STAGE_GUARD:
+                await stream_guard.run(state, context)
             else:
                 await router_stage.run(state, context)
         except asyncio.CancelledError:
@@ -53,6 +68,7 @@ class ExternalProcessor(pbg.ExternalProcessorServicer):
 async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
                 ready: asyncio.Event | None = None) -> None:
     state = GatewayState(config)
+    processor = ExternalProcessor(state)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -61,7 +77,7 @@ async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
         # would silently share it (and its traffic) instead of failing.
         ("grpc.so_reuseport", 0),
     ])
-    pbg.add_ExternalProcessorServicer_to_server(ExternalProcessor(state), server)
+    pbg.add_ExternalProcessorServicer_to_server(processor, server)
     bound = server.add_insecure_port(f"{config.ext_proc.address}:{port}")
     if not bound:
         raise OSError(f"cannot listen on {config.ext_proc.address}:{port}")
@@ -75,9 +91,28 @@ async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(processor))
     await stop.wait()
     # Let in-flight requests finish (streams included) before exiting.
     await server.stop(grace=10)
+
+
+def reload(processor: ExternalProcessor) -> None:
+    """SIGHUP: load the config file again and switch to it if it is valid.
+
+    ``llm-gateway up`` validates before it signals; a failure here (e.g. a
+    secret missing in this process's environment) keeps the old config.
+    """
+    current = processor.state
+    try:
+        config = load_config(current.config.source)
+        if config.version != current.config.version:
+            processor.switch(GatewayState(config, previous=current))
+            log.info("switched to config %s", config.version)
+    except ConfigError as e:
+        metrics.set_config(current.config.version, ok=False)
+        log.error("config reload rejected, still serving %s:\n  %s", current.config.version,
+                  "\n  ".join(e.problems))
 
 
 def run(config: GatewayConfig, port: int, metrics_port: int | None) -> None:

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import envoy_config
-from .config import GatewayConfig, load_config
+from .config import ConfigError, GatewayConfig, load_config, parse_config, resolve_secrets
 
 PR_SET_PDEATHSIG = 1
 
@@ -86,6 +90,9 @@ class Stack:
     run_dir: Path | None = None
     envoy_concurrency: int = 2
     env: dict[str, str] = field(default_factory=dict)
+    # How long the previous config's routes and clusters stay after a switch,
+    # so requests routed under it (streams included) finish on it.
+    drain_seconds: float = 60.0
     config: GatewayConfig = field(init=False)
     children: list[Child] = field(default_factory=list, init=False)
 
@@ -95,6 +102,14 @@ class Stack:
         if self.run_dir is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="llm-gateway-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.xds_dir = self.run_dir / "xds"
+        # The config the workers load: a copy, replaced atomically on a switch.
+        self.active_config = self.run_dir / "gateway.yaml"
+        self.access_log = self.run_dir / "access.log"
+        self.draining: list[tuple[float, GatewayConfig]] = []
+        self.lock = threading.Lock()
+        self.last_reload: dict[str, object] = {"result": "initial", "version": self.config.version,
+                                               "at": time.time(), "errors": []}
         self.env = {**os.environ, **self.env}
         # Mock providers get a fresh key per run unless one is given.
         for p in self.config.mock_providers().values():
@@ -112,8 +127,10 @@ class Stack:
 
     def _start(self, timeout: float) -> None:
         cfg = self.config
+        resolve_secrets(cfg, self.env)  # every missing secret named before anything starts
         exe = [sys.executable, "-m", "ext_proc"]
-        conf = ["--config", str(self.config_file)]
+        _atomic_write(self.active_config, cfg.text)
+        conf = ["--config", str(self.active_config)]
         mocks = cfg.mock_providers()
         if mocks:
             self._spawn("mock-providers", [*exe, "mock-providers", *conf])
@@ -124,11 +141,103 @@ class Stack:
         for i, port in enumerate(cfg.extproc_ports()):
             self._wait(f"ext_proc-{i}", [(cfg.ext_proc.address, port)], timeout)
         assert self.run_dir is not None
-        bootstrap = envoy_config.write(cfg, self.run_dir / "envoy.yaml")
+        envoy_config.write_live_resources(self.xds_dir, [cfg], [cfg], cfg.version)
+        bootstrap = self.run_dir / "envoy.yaml"
+        _atomic_write(bootstrap, envoy_config.yaml.safe_dump(
+            envoy_config.render_live_bootstrap(cfg, self.xds_dir, self.access_log), sort_keys=False))
         self._spawn("envoy", [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart",
-                              "--concurrency", str(self.envoy_concurrency), "--log-level", "warning"])
+                              "--concurrency", str(self.envoy_concurrency), "--log-level", "warning",
+                              # the access log is for operators tailing it: flush every second
+                              "--file-flush-interval-msec", "1000"])
         self._wait("envoy", [(cfg.listen.address, cfg.listen.port)], timeout)
         self._wait_envoy_ready(timeout)
+
+    # ---- live config changes ------------------------------------------------------
+    def apply(self, text: str, source: str | None = None, timeout: float = 20.0) -> GatewayConfig:
+        """Switch the running gateway to a new config without failing requests.
+
+        Raises ``ConfigError`` (and keeps serving the old config) if the new
+        one is invalid or changes what needs a restart.
+        """
+        with self.lock:
+            try:
+                new = self._switch(text, source or str(self.config_file), timeout)
+            except ConfigError as e:
+                self.last_reload = {"result": "rejected", "version": self.config.version, "at": time.time(),
+                                    "errors": e.problems}
+                raise
+            self.last_reload = {"result": "applied", "version": new.version, "at": time.time(), "errors": []}
+            return new
+
+    def _switch(self, text: str, source: str, timeout: float) -> GatewayConfig:
+        old = self.config
+        new = parse_config(text, source)
+        resolve_secrets(new, self.env)
+        fixed = [s for s in ("listen", "admin", "ext_proc") if getattr(new.root, s) != getattr(old.root, s)]
+        if fixed:
+            raise ConfigError([f"{source}: {s}: changing it needs a restart of the gateway" for s in fixed])
+        if new.version == old.version:
+            return old
+        # 1. Envoy serves both configs' routes and clusters.
+        live = [c for _, c in self.draining if c.version != new.version] + [old, new]
+        self._publish(live, live, timeout)
+        # 2. Workers switch; new requests carry the new version.
+        _atomic_write(self.active_config, text)
+        for c in self.children:
+            if c.name.startswith("ext_proc") and c.proc and c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGHUP)
+        self._wait_workers(new.version, timeout)
+        self.config = new
+        # 3. The old config is removed once requests routed under it are done.
+        self.draining = [(d, c) for d, c in self.draining if c.version != new.version]
+        self.draining.append((time.monotonic() + self.drain_seconds, old))
+        return new
+
+    def tick(self) -> None:
+        """Remove configs whose drain period is over (called from the supervision loop)."""
+        with self.lock:
+            now = time.monotonic()
+            if not any(d <= now for d, _ in self.draining):
+                return
+            self.draining = [(d, c) for d, c in self.draining if d > now]
+            live = [c for _, c in self.draining] + [self.config]
+            self._publish(live, live, 10.0)
+
+    def _publish(self, route_configs: list[GatewayConfig], cluster_configs: list[GatewayConfig],
+                 timeout: float) -> None:
+        version_info = "+".join(c.version for c in route_configs)
+        envoy_config.write_live_resources(self.xds_dir, route_configs, cluster_configs, version_info)
+        deadline = time.monotonic() + timeout
+        while self._envoy_versions() != {version_info}:
+            if time.monotonic() > deadline:
+                raise ConfigError([f"Envoy did not accept the new routes and clusters within {timeout:.0f}s "
+                                   f"(see {self.run_dir}/envoy.log)"])
+            time.sleep(0.05)
+
+    def _envoy_versions(self) -> set[str]:
+        """The versions of routes and clusters Envoy has applied."""
+        url = f"http://{self.config.admin.address}:{self.config.admin.port}/stats?filter=version_text"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return set()
+        found = re.findall(r'^(cluster_manager\.cds|http\.gateway\.rds\.gateway)\.version_text: "(.*)"$', text, re.M)
+        return {v for _, v in found} if len(found) == 2 else set()
+
+    def _wait_workers(self, version: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for port in self.config.metrics_ports():
+            url = f"http://{self.config.ext_proc.address}:{port}/metrics"
+            want = f'llm_gateway_config_info{{version="{version}"}} 1.0'
+            while True:
+                with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+                    if want in r.read().decode():
+                        break
+                if time.monotonic() > deadline:
+                    raise ConfigError([f"ext_proc worker on metrics port {port} did not switch to {version} "
+                                       f"(see {self.run_dir}/ext_proc-*.log)"])
+                time.sleep(0.05)
 
     def _spawn(self, name: str, argv: list[str]) -> Child:
         assert self.run_dir is not None
@@ -209,12 +318,83 @@ class Stack:
         }
         for name, p in cfg.mock_providers().items():
             out[f"mock {name}"] = p.base_url
+        out["access log"] = str(self.access_log)
         return out
 
 
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def pointer_file(listen_port: int) -> Path:
+    """Where a running ``up`` says how to reach it (found by ``apply`` and ``status``)."""
+    return Path(tempfile.gettempdir()) / f"llm-gateway-{listen_port}.json"
+
+
+class ControlServer(socketserver.ThreadingUnixStreamServer):
+    """``llm-gateway apply`` talks to ``up`` over a Unix socket in the run directory."""
+
+    daemon_threads = True
+
+    def __init__(self, path: Path, stack: Stack):
+        self.stack = stack
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        super().__init__(str(path), _ControlHandler)
+
+
+class _ControlHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        stack: Stack = self.server.stack  # type: ignore[attr-defined]
+        try:
+            request = json.loads(self.rfile.readline())
+            if request.get("op") == "status":
+                reply = {"ok": True, "version": stack.config.version, "config": str(stack.config_file),
+                         "text": stack.config.text, "last_reload": stack.last_reload}
+            else:
+                new = stack.apply(request["config"], request.get("source"))
+                print(f"applied config {new.version} from {request.get('source')}", flush=True)
+                reply = {"ok": True, "version": new.version}
+        except ConfigError as e:
+            print("config rejected, still serving the previous one:\n  " + "\n  ".join(e.problems), flush=True)
+            reply = {"ok": False, "errors": e.problems}
+        except Exception as e:  # report, never kill the supervisor
+            reply = {"ok": False, "errors": [f"{type(e).__name__}: {e}"]}
+        self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+
+def control_request(listen_port: int, request: dict[str, object], timeout: float = 60.0) -> dict[str, object]:
+    """Send one request to the ``up`` serving ``listen_port``."""
+    pointer = pointer_file(listen_port)
+    try:
+        info = json.loads(pointer.read_text())
+    except (OSError, ValueError):
+        raise StackError(f"no running gateway found for port {listen_port} (no {pointer})") from None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(info["control"])
+        except OSError as e:
+            raise StackError(f"the gateway on port {listen_port} does not answer ({e})") from None
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
 def run_up(config_path: str | None) -> int:
-    """``llm-gateway up``: start everything, print the URLs, supervise until Ctrl-C."""
-    stop = {"signal": None}
+    """``llm-gateway up``: start everything, print the URLs, supervise until Ctrl-C.
+
+    Changes to the config file (or ``llm-gateway apply``) switch the running
+    gateway to the new config without a restart.
+    """
+    stop: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, _frame: object) -> None:
         stop["signal"] = signum
@@ -225,23 +405,52 @@ def run_up(config_path: str | None) -> int:
     print(f"starting llm-gateway from {stack.config.source} (logs in {stack.run_dir})", flush=True)
     try:
         stack.start()
-    except StackError as e:
+    except (StackError, ConfigError) as e:
         print(f"llm-gateway failed to start: {e}", file=sys.stderr)
         return 1
+    assert stack.run_dir is not None
+    control = ControlServer(stack.run_dir / "control.sock", stack)
+    threading.Thread(target=control.serve_forever, daemon=True).start()
+    pointer = pointer_file(stack.config.listen.port)
+    pointer.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(stack.run_dir),
+                                   "config": str(stack.config_file), "control": str(stack.run_dir / "control.sock")}))
     width = max(len(k) for k in stack.urls())
     print("llm-gateway is up")
     for k, v in stack.urls().items():
         print(f"  {k:<{width}}  {v}")
     print(f"  {'models':<{width}}  {', '.join(stack.config.models)}")
-    print("Press Ctrl-C to stop.", flush=True)
+    print(f"Watching {stack.config_file} for changes. Press Ctrl-C to stop.", flush=True)
+    watched = _read(stack.config_file)
+    code = 0
     try:
         while stop["signal"] is None:
             stack.check()
-            time.sleep(0.2)
+            stack.tick()
+            text = _read(stack.config_file)
+            if text is not None and text != watched:
+                watched = text
+                try:
+                    new = stack.apply(text)
+                    print(f"applied config {new.version} from {stack.config_file}", flush=True)
+                except ConfigError as e:
+                    print("config rejected, still serving the previous one:\n  " + "\n  ".join(e.problems),
+                          flush=True)
+            time.sleep(0.5)
     except StackError as e:
         print(f"llm-gateway: {e}", file=sys.stderr)
-        stack.stop()
-        return 1
-    print("stopping llm-gateway ...", flush=True)
+        code = 1
+    finally:
+        control.shutdown()
+        with contextlib.suppress(OSError):
+            pointer.unlink()
+    if code == 0:
+        print("stopping llm-gateway ...", flush=True)
     stack.stop()
-    return 0
+    return code
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None

@@ -30,13 +30,14 @@ log = logging.getLogger("llm_gateway.upstream")
 class Attempt:
     """What the attempt is about, from the route's metadata and the chosen host."""
 
-    __slots__ = ("backend", "model", "primary", "stream")
+    __slots__ = ("backend", "model", "primary", "stream", "version")
 
     def __init__(self, req: pb.ProcessingRequest):
         self.backend = str(M.attribute(req, P.ATTR_BACKEND) or "")
         self.model = str(M.attribute(req, P.ATTR_ROUTE_MODEL) or "")
         self.primary = str(M.attribute(req, P.ATTR_ROUTE_PRIMARY) or "")
         self.stream = M.attribute(req, P.ATTR_ROUTE_STREAM) is True
+        self.version = str(M.attribute(req, P.ATTR_ROUTE_VERSION) or "")
 
 
 def translate_attempt(state: GatewayState, attempt: Attempt, raw: bytes) -> pb.ProcessingResponse:
@@ -80,8 +81,9 @@ def _fail(dialect: str, err: GatewayError) -> pb.ProcessingResponse:
     return M.immediate(err.status, orjson.dumps(get_codec(dialect).render_error(err)), details="attempt_translation")
 
 
-async def run(state: GatewayState, ctx: Any) -> None:
-    """Serve one upstream-stage gRPC stream (one attempt)."""
+async def run(states: dict[str, GatewayState], current: GatewayState, ctx: Any) -> None:
+    """Serve one upstream-stage gRPC stream (one attempt), under the config
+    version the request was routed with (it may predate a live switch)."""
     import grpc
 
     attempt: Attempt | None = None
@@ -95,7 +97,7 @@ async def run(state: GatewayState, ctx: Any) -> None:
             attempt = Attempt(req)  # attributes come with the first message
             resp = M.CONTINUE_REQUEST_HEADERS
         elif kind == "request_body" and attempt is not None:
-            resp = translate_attempt(state, attempt, req.request_body.body)
+            resp = translate_attempt(states.get(attempt.version, current), attempt, req.request_body.body)
         else:
             resp = M.continue_for(kind)
         metrics.OVERHEAD.labels(P.STAGE_UPSTREAM, kind).observe(time.perf_counter() - t)

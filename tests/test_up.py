@@ -31,7 +31,7 @@ def start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict]:
         if not line:
             break
         lines.append(line)
-        if line.startswith("Press Ctrl-C"):
+        if "Press Ctrl-C" in line:
             return proc, cfg
     proc.kill()
     raise AssertionError("up did not come up:\n" + "".join(lines))
