@@ -1,0 +1,50 @@
+"""``llm-gateway bench``: a benchmark operators run on their own hardware.
+
+Everything runs on one machine, so every figure is reported relative to a
+floor (bare Envoy to the same upstream) measured in the same run, and the
+scenarios alternate round by round so drift hits them all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .runner import Options, run
+
+__all__ = ["Options", "add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``bench`` subcommand on the ``llm-gateway`` parser."""
+    from .scenarios import OPTIONAL, SCENARIOS
+
+    names = [*SCENARIOS, *OPTIONAL]
+    p = sub.add_parser("bench", help="benchmark the gateway against bare Envoy on this machine",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, help="seconds per measurement (default 5; --quick: 1)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections for throughput (default 32)")
+    p.add_argument("--rate", type=float, help="open-loop requests/s for latency (default 200; --quick: 100)")
+    p.add_argument("--workers", type=int, default=1, help="ext_proc processes (default 1)")
+    p.add_argument("--rounds", type=int, help="alternations of all scenarios (default 3; --quick: 1)")
+    p.add_argument("--output", "-o", default="bench-report.json", help="JSON report (default bench-report.json)")
+    p.add_argument("--quick", action="store_true", help="a few seconds per scenario: checks the bench runs")
+    p.add_argument("--scenarios", default=",".join(names),
+                   help=f"comma-separated subset of {', '.join(names)} (the floors always run)")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from .scenarios import OPTIONAL, SCENARIOS
+
+    chosen = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in SCENARIOS and s not in OPTIONAL]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)} (known: {', '.join([*SCENARIOS, *OPTIONAL])})")
+        return 2
+    given = {k: v for k, v in (("duration", args.duration), ("rate", args.rate), ("rounds", args.rounds))
+             if v is not None}
+    common = {"connections": args.connections, "workers": args.workers, "output": Path(args.output),
+              "scenarios": chosen, **given}
+    opts = Options.quick(**common) if args.quick else Options(**common)
+    return run(opts)

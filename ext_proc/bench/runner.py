@@ -1,0 +1,313 @@
+"""``llm-gateway bench``: start everything, alternate the scenarios, report.
+
+Order of a run: start the upstreams, the floor Envoy and the gateway; warm
+every probe up; then, per round, the throughput of every probe (wrk) and then
+the open-loop timings of every probe, the order rotated each round; last, the
+memory of the ext_proc workers while many streams are open at once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import orjson
+
+from . import load, report
+from .report import MS, Figure, added, at_most, median_ratio, percentile
+from .scenarios import FLOORS, OPTIONAL, SCENARIOS, BenchStack, unavailable
+
+STREAM_RATE = 20.0  # streams/s for stream timings: ~2 open at a time, 900 events/s
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Options:
+    duration: float = 5.0  # seconds per measurement
+    connections: int = 32
+    rate: float = 200.0
+    workers: int = 1
+    rounds: int = 3
+    output: Path = Path("bench-report.json")
+    scenarios: tuple[str, ...] = (*SCENARIOS, *OPTIONAL)
+    hold_streams: int = 500
+    hold_seconds: float = 3.0
+    warmup: float = 1.0
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> Options:
+        """Seconds per scenario: proves the bench runs, measures nothing worth quoting."""
+        base = {"duration": 1.0, "rounds": 1, "rate": 100.0, "hold_streams": 100, "hold_seconds": 1.0,
+                "warmup": 0.3}
+        return cls(**{**base, **overrides})
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+
+
+def own_cpu_seconds(pids: list[int]) -> float:
+    """CPU of the bench itself: this process, finished children (wrk) and the stack's processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system + cpu_seconds(pids)
+
+
+def rss_bytes(pids: list[int]) -> int:
+    return sum(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE for pid in pids)
+
+
+@dataclass
+class Collected:
+    """Raw measurements of every probe over all rounds."""
+
+    throughput: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    timings: dict[str, list[load.Timings]] = field(default_factory=dict)
+    timing_cpu: dict[str, list[float]] = field(default_factory=dict)  # ext_proc CPU s per request
+
+    def rps(self, probe: str) -> list[float]:
+        return [r["rps"] for r in self.throughput.get(probe, [])]
+
+    def pooled(self, probe: str, what: str) -> list[float]:
+        return [x for t in self.timings.get(probe, []) for x in getattr(t, what)]
+
+
+class Bench:
+    def __init__(self, opts: Options, stack: BenchStack):
+        self.opts = opts
+        self.stack = stack
+        self.requests = stack.requests()
+        self.data = Collected()
+        chosen = [s for s in opts.scenarios if s in SCENARIOS]
+        self.gateway_probes = chosen
+        self.floors = sorted({SCENARIOS[s].floor for s in chosen} | {"floor"}, key=list(FLOORS).index)
+
+    def log(self, msg: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def kind(self, probe: str) -> str:
+        return SCENARIOS[probe].kind if probe in SCENARIOS else FLOORS.get(probe, "unary")
+
+    def envoy_pid(self, probe: str) -> list[int]:
+        if probe.startswith("floor"):
+            return self.stack.pids("bench-floor")
+        if probe == "upstream":
+            return []
+        return self.stack.pids("envoy")
+
+    # ---- steps ------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        for probe in [*self.floors, *self.gateway_probes]:
+            stream = self.kind(probe) == "stream"
+            load.open_loop(self.requests[probe], 50.0 if not stream else STREAM_RATE, self.opts.warmup, stream)
+
+    def throughput(self, probe: str) -> None:
+        ext, envoy, canned = self.stack.pids("ext_proc"), self.envoy_pid(probe), self.stack.pids("bench-canned")
+        before = (cpu_seconds(ext), cpu_seconds(envoy), cpu_seconds(canned))
+        res = load.run_wrk(self.requests[probe], self.opts.connections, self.opts.duration, self.stack.run_dir)
+        after = (cpu_seconds(ext), cpu_seconds(envoy), cpu_seconds(canned))
+        n = max(res.requests, 1)
+        row = {"rps": res.rps, "requests": res.requests, "errors": res.errors, "seconds": res.seconds,
+               "ext_proc_cpu_s_per_1k": (after[0] - before[0]) / n * 1000,
+               "envoy_cpu_s_per_1k": (after[1] - before[1]) / n * 1000,
+               "upstream_cpu_s_per_1k": (after[2] - before[2]) / n * 1000}
+        self.data.throughput.setdefault(probe, []).append(row)
+        self.log(f"{probe:<12} {res.rps:>8,.0f} req/s  errors {res.errors}  ext_proc "
+                 f"{row['ext_proc_cpu_s_per_1k']:.3f} s/1k  envoy {row['envoy_cpu_s_per_1k']:.3f} s/1k")
+
+    def timing(self, probe: str) -> None:
+        stream = self.kind(probe) == "stream"
+        rate = STREAM_RATE if stream else self.opts.rate
+        ext = self.stack.pids("ext_proc")
+        before = cpu_seconds(ext)
+        t = load.open_loop(self.requests[probe], rate, self.opts.duration, stream)
+        cpu = cpu_seconds(ext) - before
+        self.data.timings.setdefault(probe, []).append(t)
+        self.data.timing_cpu.setdefault(probe, []).append(cpu / max(len(t.latency), 1))
+        p50, p99 = percentile(t.latency, 0.5), percentile(t.latency, 0.99)
+        extra = ""
+        if stream:
+            extra = (f"  first byte p50 {(percentile(t.first_byte, 0.5) or 0) * MS:.2f} ms  "
+                     f"per event p50 {(percentile(t.per_event, 0.5) or 0) * MS:.3f} ms")
+        self.log(f"{probe:<12} {rate:.0f}/s  p50 {(p50 or 0) * MS:.2f} ms  p99 {(p99 or 0) * MS:.2f} ms  "
+                 f"errors {t.errors}{extra}")
+
+    def hold(self) -> dict[str, Any]:
+        """ext_proc memory with many streams open at once (slow-paced upstream)."""
+        events = 10
+        pace = max(10, round(self.opts.hold_seconds * 1000 / events))
+        ext = self.stack.pids("ext_proc")
+        idle = rss_bytes(ext)
+        res = load.hold_streams(self.stack.slow_stream(events, pace), self.opts.hold_streams,
+                                lambda: rss_bytes(ext))
+        hwm = sum(_status_kb(pid, "VmHWM") for pid in ext) * 1024
+        self.log(f"hold         {res.streams} streams, {res.max_open} open at once, {res.completed} completed, "
+                 f"ext_proc RSS {idle / 2**20:.1f} MB idle -> {res.peak_rss_bytes / 2**20:.1f} MB peak")
+        return {"streams": res.streams, "max_open": res.max_open, "completed": res.completed,
+                "events_per_stream": events, "pace_ms": pace, "idle_rss_bytes": idle,
+                "peak_rss_bytes": res.peak_rss_bytes, "vm_hwm_bytes": hwm}
+
+    def run(self) -> dict[str, Any]:
+        probes = [*self.floors, *self.gateway_probes]
+        ceiling: list[float] = []
+        # Others' work on the machine skews every figure: measure it, to report it.
+        pids = [c.proc.pid for c in self.stack.children if c.proc]
+        wall0, busy0, own0 = time.monotonic(), machine_busy_seconds(), own_cpu_seconds(pids)
+        self.log(f"warming up {', '.join(probes)}")
+        self.warm_up()
+        for r in range(self.opts.rounds):
+            order = probes[r % len(probes):] + probes[:r % len(probes)]
+            self.log(f"round {r + 1}/{self.opts.rounds}: {', '.join(order)}")
+            if load.wrk_path():
+                res = load.run_wrk(self.requests["upstream"], self.opts.connections, self.opts.duration,
+                                   self.stack.run_dir)
+                ceiling.append(res.rps)
+                self.log(f"{'upstream':<12} {res.rps:>8,.0f} req/s (canned upstream alone: its ceiling)")
+                for probe in order:
+                    if self.kind(probe) == "unary":
+                        self.throughput(probe)
+            for probe in order:
+                self.timing(probe)
+            self.stack.check()
+        wall = time.monotonic() - wall0
+        other = max(0.0, (machine_busy_seconds() - busy0) - (own_cpu_seconds(pids) - own0))
+        cores = len(os.sched_getaffinity(0))
+        self.log(f"other processes used {other:.1f} CPU-s during the rounds ({other / (wall * cores):.0%} of the machine)")
+        held = self.hold() if "streamed" in self.gateway_probes else None
+        return {"upstream_ceiling_rps": ceiling, "hold": held,
+                "other_load": {"cpu_seconds": other, "share_of_machine": other / (wall * cores), "wall_s": wall}}
+
+
+def _status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Figure]:
+    """The table: each figure relative to its floor, with its target where the issue sets one."""
+    d, rate = b.data, b.opts.rate
+    out: list[Figure] = []
+    floor_rps = d.rps("floor")
+    wrk_note = "" if load.wrk_path() else "not measured: wrk is not installed"
+    ceiling = extra["upstream_ceiling_rps"]
+    if ceiling:
+        out.append(Figure("upstream.ceiling_rps", "canned upstream alone, throughput", median(ceiling), "rps",
+                          vs_floor=f"floor is {median(floor_rps) / median(ceiling):.0%} of it" if floor_rps else ""))
+    out.append(Figure("floor.throughput_rps", f"floor throughput ({b.opts.connections} connections)",
+                      median(floor_rps) if floor_rps else None, "rps", note=wrk_note))
+    fl = d.pooled("floor", "latency")
+    out.append(Figure("floor.p50_ms", f"floor latency p50 at {rate:.0f} req/s", _ms(percentile(fl, 0.5)), "ms"))
+    out.append(Figure("floor.p99_ms", f"floor latency p99 at {rate:.0f} req/s", _ms(percentile(fl, 0.99)), "ms"))
+    for name in b.gateway_probes:
+        sc = SCENARIOS[name]
+        if sc.kind == "unary":
+            rps, base = d.rps(name), d.rps(sc.floor)
+            ratio = median_ratio(rps, base)
+            out.append(Figure(f"{name}.throughput_rps", f"{name}: throughput", median(rps) if rps else None, "rps",
+                              vs_floor=f"{ratio:.1%}" if ratio is not None else "",
+                              target=">= 30% of floor" if name == "translated" else "",
+                              met=None if ratio is None or name != "translated" else ratio >= 0.30, note=wrk_note))
+            lat, base_lat = d.pooled(name, "latency"), d.pooled(sc.floor, "latency")
+            p50, p99 = added(lat, base_lat, 0.5), added(lat, base_lat, 0.99)
+            limit50 = 5.0 if name == "large" else 1.5
+            out.append(Figure(f"{name}.added_p50_ms", f"added latency p50 at {rate:.0f} req/s ({name})", p50, "ms",
+                              target=f"<= {limit50:g} ms", met=at_most(p50, limit50)))
+            if name != "large":
+                out.append(Figure(f"{name}.added_p99_ms", f"added latency p99 at {rate:.0f} req/s ({name})", p99,
+                                  "ms", target="<= 5 ms", met=at_most(p99, 5.0)))
+            cpu = [r["ext_proc_cpu_s_per_1k"] for r in d.throughput.get(name, [])]
+            out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{name}: ext_proc CPU per 1,000 requests",
+                              median(cpu) if cpu else None, "s", note=wrk_note))
+        else:
+            fb = added(d.pooled(name, "first_byte"), d.pooled(sc.floor, "first_byte"), 0.5)
+            ev = added(d.pooled(name, "per_event"), d.pooled(sc.floor, "per_event"), 0.5)
+            out.append(Figure(f"{name}.added_first_byte_p50_ms", "added time to first byte p50 (streamed)", fb, "ms",
+                              target="<= 2 ms", met=at_most(fb, 2.0)))
+            out.append(Figure(f"{name}.added_per_event_p50_ms", "added per-event latency p50 (streamed)", ev, "ms",
+                              target="<= 0.3 ms", met=at_most(ev, 0.3)))
+            cpu = d.timing_cpu.get(name, [])
+            out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{name}: ext_proc CPU per 1,000 streams",
+                              median(cpu) * 1000 if cpu else None, "s"))
+    held = extra.get("hold")
+    if held:
+        mb = held["peak_rss_bytes"] / 2**20
+        out.append(Figure("hold.peak_rss_mb", f"ext_proc RSS with {held['max_open']} concurrent streams", mb, "MB",
+                          vs_floor=f"{held['idle_rss_bytes'] / 2**20:.0f} MB idle", target="<= 200 MB at 500",
+                          met=mb <= 200 if held["max_open"] >= 500 else None))
+    for name, why in skipped.items():
+        out.append(Figure(f"{name}.skipped", name, None, "", note=why,
+                          target=">= 10x its throughput, lower p99" if name == "peer" else ""))
+    return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * MS
+
+
+def _timing_summary(t: list[load.Timings]) -> dict[str, Any]:
+    def pcts(xs: list[float]) -> dict[str, float | None]:
+        return {f"p{q}": _ms(percentile(xs, q / 100)) for q in (50, 90, 99)}
+
+    pooled = {k: [x for r in t for x in getattr(r, k)] for k in ("latency", "first_byte", "per_event")}
+    return {"sent": sum(r.sent for r in t), "errors": sum(r.errors for r in t),
+            **{f"{k}_ms": pcts(v) for k, v in pooled.items() if v},
+            "rounds": [{"sent": r.sent, "errors": r.errors, "latency_ms": pcts(r.latency)} for r in t]}
+
+
+def run(opts: Options) -> int:
+    """Run the bench; print the table; write the JSON report. Non-zero only if the bench itself failed."""
+    skipped = {n: why for n in OPTIONAL if n in opts.scenarios and (why := unavailable(n))}
+    if not load.wrk_path():
+        print("warning: wrk is not installed: throughput figures are skipped", flush=True)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp:
+        stack = BenchStack(Path(tmp), workers=opts.workers)
+        with stack:
+            bench = Bench(opts, stack)
+            extra = bench.run()
+    figs = figures(bench, extra, skipped)
+    info = report.machine()
+    doc = {
+        "started": started,
+        "machine": info,
+        "settings": {"duration_s": opts.duration, "connections": opts.connections, "rate_rps": opts.rate,
+                     "stream_rate": STREAM_RATE, "workers": opts.workers, "rounds": opts.rounds,
+                     "scenarios": list(opts.scenarios)},
+        "figures": report.to_json(figs),
+        "throughput": bench.data.throughput,
+        "upstream_ceiling_rps": extra["upstream_ceiling_rps"],
+        "timings": {p: _timing_summary(t) for p, t in bench.data.timings.items()},
+        "hold": extra["hold"],
+        "other_load": extra["other_load"],
+        "skipped": skipped,
+    }
+    opts.output.parent.mkdir(parents=True, exist_ok=True)
+    opts.output.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    print()
+    print(f"Machine: {report.describe(info)}")
+    print(f"Settings: {opts.rounds} rounds x {opts.duration:g} s, {opts.connections} connections, "
+          f"{opts.rate:g} req/s open loop, {opts.workers} ext_proc worker(s)")
+    print(f"Other load: processes outside the bench used {extra['other_load']['share_of_machine']:.0%} "
+          "of the machine during the rounds (high values make every figure worse)")
+    print()
+    print(report.table(figs))
+    print(f"\nreport written to {opts.output}")
+    return 0

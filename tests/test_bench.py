@@ -1,0 +1,45 @@
+"""`llm-gateway bench --quick` runs end to end and writes its report.
+
+A smoke test, not a benchmark: no timing is asserted, only that every figure
+was measured and is a sane number.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ext_proc.bench import load
+
+
+@pytest.mark.timeout(180)
+def test_bench_quick_writes_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "ext_proc", "bench", "--quick", "--output", str(out)],
+                          capture_output=True, text=True, timeout=170, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| figure | value |" in proc.stdout
+    report = json.loads(out.read_text())
+    assert {"machine", "settings", "figures", "timings", "hold", "skipped", "other_load"} <= report.keys()
+    assert report["machine"]["cores"] >= 1
+    figures = {f["key"]: f for f in report["figures"]}
+    measured = ["floor.p50_ms", "translated.added_p50_ms", "streamed.added_first_byte_p50_ms",
+                "streamed.added_per_event_p50_ms", "hold.peak_rss_mb"]
+    if load.wrk_path():
+        measured += ["floor.throughput_rps", "translated.throughput_rps", "passthrough.throughput_rps",
+                     "large.throughput_rps", "translated.ext_proc_cpu_s_per_1k"]
+    for key in measured:
+        assert figures[key]["value"] is not None, key
+    for key in ("floor.p50_ms", "hold.peak_rss_mb", *(k for k in measured if "throughput" in k)):
+        assert figures[key]["value"] > 0, key
+    for probe, summary in report["timings"].items():
+        assert summary["errors"] == 0, probe
+        assert summary["latency_ms"]["p50"] > 0, probe
+    for probe, rounds in report["throughput"].items():
+        assert all(r["errors"] == 0 and r["requests"] > 0 for r in rounds), probe
+    assert report["hold"]["completed"] == report["hold"]["streams"]
+    assert set(report["skipped"]) <= {"admission", "peer"}
