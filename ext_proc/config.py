@@ -14,6 +14,7 @@ environment). Resolving them is a separate step (``resolve_secrets``) so that
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterable
@@ -259,6 +260,7 @@ class ResolvedBackend:
     upstream_model: str
     tier: int
     weight: int
+    price: Price | None = None
 
     @property
     def dialect(self) -> str:
@@ -296,11 +298,23 @@ class GatewayConfig:
                     upstream_model=upstream,
                     tier=b.tier if b.tier is not None else i,
                     weight=b.weight,
+                    price=b.price,
                 )
                 chain.append(rb)
                 self.backends[rb.name] = rb
             chain.sort(key=lambda r: r.tier)
             self.chains[model_name] = chain
+        # A backend's price is one fact, declared once (or identically) in any model.
+        prices = {}
+        for model_name, model in root.models.items():
+            for b in model.backends:
+                if b.price is not None:
+                    prices[b.name or f"{b.provider}/{b.model or model_name}"] = b.price
+        for chain in self.chains.values():
+            for i, rb in enumerate(chain):
+                if rb.name in prices:
+                    chain[i] = dataclasses.replace(rb, price=prices[rb.name])
+                    self.backends[rb.name] = chain[i]
         # model name -> its distinct tiers in failover order
         self.tiers: dict[str, list[int]] = {m: sorted({b.tier for b in c}) for m, c in self.chains.items()}
         # sha256 hex digest of a tenant API key -> tenant name

@@ -16,6 +16,9 @@ REQUESTS = Counter(
 TOKENS = Counter(
     "llm_gateway_tokens", "Tokens reported by providers (input includes cached).",
     ["model", "backend", "kind"], registry=REGISTRY)
+COST = Counter(
+    "llm_gateway_cost_usd", "Cost of answered requests in USD, from backend prices and reported usage.",
+    ["model", "backend", "tenant"], registry=REGISTRY)
 REJECTED = Counter(
     "llm_gateway_rejections", "Requests answered by the gateway itself, by reason.",
     ["dialect", "reason"], registry=REGISTRY)

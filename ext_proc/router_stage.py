@@ -30,6 +30,7 @@ from .codecs.base import Codec
 from .codecs.ir import ChatRequest
 from .config import ResolvedBackend
 from .errors import GatewayError
+from .pricing import cost_usd
 from .responses import ResponseTranslator, make_translator
 from .state import GatewayState
 
@@ -282,6 +283,11 @@ class RouterStream:
         if usage is not None:
             fields.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                           cached_input_tokens=usage.cached_input_tokens)
+            answered = self.state.config.backends.get(backend)
+            if answered is not None and answered.price is not None:
+                cost = cost_usd(answered.price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens)
+                metrics.COST.labels(self.model, backend, self.tenant).inc(cost)
+                fields["cost_usd"] = round(cost, 8)
         self.log_fields = fields
 
     def _learn_health(self, status: int, backend: str) -> None:

@@ -19,7 +19,10 @@ from tests.stack import config_on_free_ports, start_stack
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(tmp_path_factory.mktemp("obs"), config_on_free_ports())
+    cfg = config_on_free_ports()
+    # USD per million tokens: cost = (3 * input + 15 * output) / 1e6 for claude's primary.
+    cfg["models"]["claude-sonnet-4-5"]["backends"][0]["price"] = {"input": 3.0, "output": 15.0}
+    s = start_stack(tmp_path_factory.mktemp("obs"), cfg)
     yield s
     s.stop()
 
@@ -75,6 +78,7 @@ def test_counters_and_token_totals_match_exactly(stack: Stack) -> None:
     assert value("llm_gateway_tokens_total", kind="output", **claude) == 20
     assert value("llm_gateway_tokens_total", kind="input", **gpt) == 4
     assert value("llm_gateway_tokens_total", kind="output", **gpt) == 6
+    assert value("llm_gateway_cost_usd_total", tenant="demo", **claude) == pytest.approx(5 * (3 * 3 + 4 * 15) / 1e6)
     assert value("llm_gateway_rejections_total", dialect="openai", reason="not_found") == 1
     assert value("llm_gateway_rejections_total", dialect="openai", reason="authentication") == 1
     assert value("llm_gateway_time_to_first_token_seconds_count", **claude) == 2

@@ -32,6 +32,7 @@ from .. import metrics
 from ..codecs.ir import Usage
 from ..config import Adaptive, BackendLimits, GatewayConfig, Price, ResolvedBackend, TenantLimits
 from ..errors import GatewayError
+from ..pricing import cost_usd as _cost
 from . import estimate
 from .headers import METADATA_NAMESPACE, rate_limit_headers, retry_headers
 from .store import (
@@ -371,14 +372,6 @@ def _dearest(prices: list[Price | None]) -> Price | None:
     if not known:
         return None
     return Price(input=max(p.input for p in known), output=max(p.output for p in known))
-
-
-def _cost(price: Price | None, input_tokens: int, cached: int, output_tokens: int) -> float:
-    if price is None:
-        return 0.0
-    cached_price = price.input if price.cached_input is None else price.cached_input
-    fresh = max(0, input_tokens - cached)
-    return (fresh * price.input + cached * cached_price + output_tokens * price.output) / 1e6
 
 
 def _weighted_order(candidates: list[ResolvedBackend]) -> list[ResolvedBackend]:
