@@ -129,11 +129,18 @@ def test_config_changes_under_load_fail_no_request(live) -> None:
         assert chat(stack, "gpt-4o-mini")[0] == 404
         time.sleep(3)  # past the drain period: the old configs' routes and clusters are gone
         stack.tick()
-    statuses = Counter(status for _, status, _ in load.results)
-    assert len(load.results) > 100
-    assert statuses == Counter({200: len(load.results)}), [r for r in load.results if r[1] != 200][:5]
-    after_reorder = [b for m, _, b in load.results if m == "claude-sonnet-4-5"][-20:]
+        after_reorder = [b for m, _, b in load.results if m == "claude-sonnet-4-5"][-20:]
+        # 5. Tighten the tenant's budget: 429s begin (the only failures this change intends).
+        before_budget = len(load.results)
+        cfg["tenants"]["demo"]["limits"] = {"requests_per_minute": 60}
+        stack.apply(yaml.safe_dump(cfg))
+        until(lambda: any(status == 429 for _, status, _ in load.results[before_budget:]))
+    statuses = Counter(status for _, status, _ in load.results[:before_budget])
+    assert before_budget > 100
+    assert statuses == Counter({200: before_budget}), [r for r in load.results if r[1] != 200][:5]
     assert set(after_reorder) == {"openai/gpt-4o"}
+    after_budget = Counter(status for _, status, _ in load.results[before_budget:])
+    assert set(after_budget) <= {200, 429} and after_budget[429] > 0
 
 
 def test_restart_only_sections_are_refused(live) -> None:
