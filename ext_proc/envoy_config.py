@@ -345,6 +345,8 @@ def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, strea
             "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
             "auto_host_rewrite": True,
             "retry_policy": _retry_policy(cfg, model, entry, stream),
+            **({"hedge_policy": {"hedge_on_per_try_timeout": True}}
+               if cfg.models[model].hedge_after_ms and not stream else {}),
         },
         "response_headers_to_add": [{
             "header": {"key": P.BACKEND_RESPONSE_HEADER,

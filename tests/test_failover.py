@@ -280,10 +280,13 @@ def test_hedging_races_the_next_tier(tmp_path: Any) -> None:
     stack = start_stack(tmp_path, config_on_free_ports(cfg))
     try:
         admin = MockAdmin(stack)
-        admin.fault("openai", mode="slow", delay_ms=5000)
+        # Both slow, the primary less so. A hedge races the next tier after 300 ms but keeps the
+        # primary's attempt: the primary (600 ms) beats the hedge (300 + 1500 ms). A plain
+        # retry on per-try timeout would cancel the primary and answer from the fallback.
+        admin.fault("openai", mode="slow", delay_ms=600)
+        admin.fault("anthropic", mode="slow", delay_ms=1500)
         out = asyncio.run(hammer(stack, "openai", "gpt-4o", False, n=1, concurrency=1))
-        # Without hedging the slow primary would answer (its delay is far below the per-try timeout).
-        assert out.backends == Counter({"anthropic/claude-sonnet-4-5": 1}), out.wrong
+        assert out.backends == Counter({"openai/gpt-4o": 1}), out.wrong
         assert admin.stats("openai")["requests"] == 1 and admin.stats("anthropic")["requests"] == 1
     finally:
         stack.stop()
