@@ -175,6 +175,10 @@ class TenantLimits(_Strict):
     tokens_per_minute: PositiveInt | None = None  # input + output
     concurrent_requests: PositiveInt | None = None
     spend_per_day_usd: Annotated[float, Field(gt=0)] | None = None
+    # How much of the per-minute budgets a burst may use at once, in seconds of
+    # budget (default: the whole minute). 2 lets a tenant at its steady rate
+    # through but holds a sudden burst to that rate.
+    burst_seconds: Annotated[float, Field(gt=0, le=60)] | None = None
 
 
 class Tenant(_Strict):

@@ -225,3 +225,22 @@ def test_admission_config_errors_have_paths() -> None:
                  "limits: backend 'openai/gpt-4o' already has different limits at models.",
                  "redis.url: Value error, must be a redis://", "redis.on_failure: Input should be"]:
         assert want in problems, (want, problems)
+
+
+def test_burst_seconds_caps_a_burst_but_not_the_advertised_limit(store) -> None:
+    """600 requests/minute with burst_seconds 2: a burst gets 20 at once, headers still say 600."""
+    from ext_proc.admission.controller import _tenant_budgets
+    from ext_proc.config import load_config
+
+    cfg = load_config("config/examples/budgets.yaml")
+    (budget,) = _tenant_budgets("burst", cfg.tenants["burst"].limits)
+    assert (budget.cap, budget.rate, budget.limit) == (20, 10, 600)
+    check = Check(BUCKET, "t:burst:rpm", budget.cap, budget.rate, 1.0)
+
+    async def burst():
+        return await asyncio.gather(*(store.acquire([check], [[]], f"b{i}") for i in range(60)))
+
+    admitted = [o for o in run(burst()) if o.chosen == 0]
+    assert len(admitted) == 20
+    headers = rate_limit_headers([budget], [0.0])
+    assert headers["x-ratelimit-limit-requests"] == "600"

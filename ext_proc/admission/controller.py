@@ -93,8 +93,9 @@ class Ticket:
 class _Budget:
     name: str  # metric label: requests, tokens, usd, concurrent
     key: str
-    cap: float
+    cap: float  # bucket size
     rate: float = 0.0
+    limit: float = 0.0  # the configured per-minute amount (x-ratelimit-limit-*), when it differs from cap
 
 
 class Admission:
@@ -325,10 +326,13 @@ def build(cfg: GatewayConfig) -> Admission | None:
 # ---- helpers ------------------------------------------------------------------
 def _tenant_budgets(tenant: str, lim: TenantLimits) -> list[_Budget]:
     out = []
+    share = (lim.burst_seconds or 60) / 60  # of a minute's budget a burst may use at once
     if lim.requests_per_minute:
-        out.append(_Budget("requests", f"t:{tenant}:rpm", lim.requests_per_minute, lim.requests_per_minute / 60))
+        rpm = lim.requests_per_minute
+        out.append(_Budget("requests", f"t:{tenant}:rpm", rpm * share, rpm / 60, limit=rpm))
     if lim.tokens_per_minute:
-        out.append(_Budget("tokens", f"t:{tenant}:tpm", lim.tokens_per_minute, lim.tokens_per_minute / 60))
+        tpm = lim.tokens_per_minute
+        out.append(_Budget("tokens", f"t:{tenant}:tpm", tpm * share, tpm / 60, limit=tpm))
     if lim.spend_per_day_usd:
         out.append(_Budget("usd", f"t:{tenant}:usd", lim.spend_per_day_usd, lim.spend_per_day_usd / DAY))
     if lim.concurrent_requests:

@@ -39,7 +39,7 @@ def rate_limit_headers(budgets: Sequence[Any], levels: Sequence[float]) -> dict[
         kind = b.name
         if kind not in ("requests", "tokens"):
             continue
-        out[f"x-ratelimit-limit-{kind}"] = str(int(b.cap))
+        out[f"x-ratelimit-limit-{kind}"] = str(int(getattr(b, "limit", 0) or b.cap))
         out[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(level)))
         out[f"x-ratelimit-reset-{kind}"] = duration((b.cap - level) / b.rate)
     return out
