@@ -48,33 +48,76 @@ def _addr(address: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": address, "port_value": port}}
 
 
+class _Cel:
+    """Builds parsed CEL ASTs: Envoy 1.40's CEL matcher takes a parsed
+    expression, not source text."""
+
+    def __init__(self) -> None:
+        import cel.expr.syntax_pb2 as cel  # from xds-protos
+
+        self.cel = cel
+        self.ids = itertools.count(1)
+
+    def call(self, function: str, *args: Any) -> Any:
+        return self.cel.Expr(id=next(self.ids), call_expr=self.cel.Expr.Call(function=function, args=list(args)))
+
+    def metadata(self, source: str, key: str) -> Any:
+        """``xds.<source>.filter_metadata['gw'][key]``."""
+        cel = self.cel
+        expr = cel.Expr(id=next(self.ids), ident_expr=cel.Expr.Ident(name="xds"))
+        for field in (source, "filter_metadata"):
+            expr = cel.Expr(id=next(self.ids), select_expr=cel.Expr.Select(operand=expr, field=field))
+        for k in (P.METADATA_NAMESPACE, key):
+            const = cel.Expr(id=next(self.ids), const_expr=cel.Constant(string_value=k))
+            expr = self.call("_[_]", expr, const)
+        return expr
+
+    def parsed(self, expr: Any) -> dict[str, Any]:
+        return json_format.MessageToDict(self.cel.ParsedExpr(expr=expr))
+
+
 def _cel_skip_expression() -> dict[str, Any]:
-    """Parsed CEL AST for ``<attempt's backend> == <route's primary backend>``.
+    """``<attempt's backend> == <route's primary backend>``. The primary comes
+    from route metadata, not a header: headers stripped on the first attempt
+    stay stripped for the next."""
+    c = _Cel()
+    return c.parsed(c.call("_==_", c.metadata("upstream_host_metadata", P.METADATA_BACKEND_KEY),
+                           c.metadata("route_metadata", P.ROUTE_PRIMARY_KEY)))
 
-    Envoy 1.40's CEL matcher takes a parsed expression, not source text. The
-    primary comes from route metadata, not a header: headers stripped on the
-    first attempt stay stripped for the next.
-    """
-    import cel.expr.syntax_pb2 as cel  # from xds-protos
 
-    ids = itertools.count(1)
+def _cel_guard_skip() -> dict[str, Any]:
+    """``!(route is streamed && endpoint guards first events)``."""
+    c = _Cel()
+    return c.parsed(c.call("!_", c.call("_&&_", c.metadata("route_metadata", P.ROUTE_STREAM_KEY),
+                                        c.metadata("upstream_host_metadata", P.METADATA_GUARD_KEY))))
 
-    def ident(name: str) -> cel.Expr:
-        return cel.Expr(id=next(ids), ident_expr=cel.Expr.Ident(name=name))
 
-    def select(operand: cel.Expr, field: str) -> cel.Expr:
-        return cel.Expr(id=next(ids), select_expr=cel.Expr.Select(operand=operand, field=field))
+def _cel_predicate(name: str, expr: dict[str, Any], description: str = "") -> dict[str, Any]:
+    matcher: dict[str, Any] = {"@type": "type.googleapis.com/xds.type.matcher.v3.CelMatcher",
+                               "expr_match": {"cel_expr_parsed": expr}}
+    if description:
+        matcher["description"] = description
+    return {
+        "input": {"name": "request_attributes", "typed_config": {
+            "@type": "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"}},
+        "custom_match": {"name": name, "typed_config": matcher},
+    }
 
-    def index(operand: cel.Expr, key: str) -> cel.Expr:
-        key_expr = cel.Expr(id=next(ids), const_expr=cel.Constant(string_value=key))
-        return cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_[_]", args=[operand, key_expr]))
 
-    host = select(select(ident("xds"), "upstream_host_metadata"), "filter_metadata")
-    backend = index(index(host, P.METADATA_NAMESPACE), P.METADATA_BACKEND_KEY)
-    route = select(select(ident("xds"), "route_metadata"), "filter_metadata")
-    pre = index(index(route, P.METADATA_NAMESPACE), P.ROUTE_PRIMARY_KEY)
-    expr = cel.ParsedExpr(expr=cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_==_", args=[backend, pre])))
-    return json_format.MessageToDict(expr)
+def _skip_when(name: str, extension: dict[str, Any], predicate: dict[str, Any]) -> dict[str, Any]:
+    """``extension`` wrapped so that it is skipped for a stream where ``predicate`` matches."""
+    return {
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": extension,
+            "xds_matcher": {"matcher_list": {"matchers": [{
+                "predicate": {"single_predicate": predicate},
+                "on_match": {"action": {"name": "skip", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
+            }]}},
+        },
+    }
 
 
 def _ext_proc_filter(cfg: GatewayConfig, stage: str, mode: dict[str, str],
@@ -132,46 +175,8 @@ def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
                             P.ATTR_ROUTE_VERSION],
         response_attributes=[],
     )
-    return {
-        "name": "gw.upstream_stage",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
-            "extension_config": stage,
-            "xds_matcher": {"matcher_list": {"matchers": [{
-                "predicate": {"single_predicate": {
-                    "input": {"name": "request_attributes", "typed_config": {
-                        "@type": "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"}},
-                    "custom_match": {"name": "pretranslated", "typed_config": {
-                        "@type": "type.googleapis.com/xds.type.matcher.v3.CelMatcher",
-                        "expr_match": {"cel_expr_parsed": _cel_skip_expression()},
-                        "description": "attempt goes to the backend the router stage translated for"}},
-                }},
-                "on_match": {"action": {"name": "skip", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
-            }]}},
-        },
-    }
-
-
-def _cel_guard_skip() -> dict[str, Any]:
-    """Parsed CEL AST for ``!(route is streamed && endpoint guards first events)``."""
-    import cel.expr.syntax_pb2 as cel
-
-    ids = itertools.count(1000)
-
-    def meta(source: str, key: str) -> cel.Expr:
-        sel = cel.Expr(id=next(ids), ident_expr=cel.Expr.Ident(name="xds"))
-        for field in (source, "filter_metadata"):
-            sel = cel.Expr(id=next(ids), select_expr=cel.Expr.Select(operand=sel, field=field))
-        for k in (P.METADATA_NAMESPACE, key):
-            const = cel.Expr(id=next(ids), const_expr=cel.Constant(string_value=k))
-            sel = cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_[_]", args=[sel, const]))
-        return sel
-
-    both = cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="_&&_", args=[
-        meta("route_metadata", P.ROUTE_STREAM_KEY), meta("upstream_host_metadata", P.METADATA_GUARD_KEY)]))
-    expr = cel.ParsedExpr(expr=cel.Expr(id=next(ids), call_expr=cel.Expr.Call(function="!_", args=[both])))
-    return json_format.MessageToDict(expr)
+    return _skip_when("gw.upstream_stage", stage, _cel_predicate(
+        "pretranslated", _cel_skip_expression(), "attempt goes to the backend the router stage translated for"))
 
 
 def _first_event_guard(cfg: GatewayConfig) -> dict[str, Any]:
@@ -185,24 +190,7 @@ def _first_event_guard(cfg: GatewayConfig) -> dict[str, Any]:
     )
     # Body chunks reach the guard while it still holds the headers.
     guard["typed_config"]["send_body_without_waiting_for_header_response"] = True
-    return {
-        "name": "gw.first_event_guard",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
-            "extension_config": guard,
-            "xds_matcher": {"matcher_list": {"matchers": [{
-                "predicate": {"single_predicate": {
-                    "input": {"name": "request_attributes", "typed_config": {
-                        "@type": "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"}},
-                    "custom_match": {"name": "not_guarded", "typed_config": {
-                        "@type": "type.googleapis.com/xds.type.matcher.v3.CelMatcher",
-                        "expr_match": {"cel_expr_parsed": _cel_guard_skip()}}},
-                }},
-                "on_match": {"action": {"name": "skip", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
-            }]}},
-        },
-    }
+    return _skip_when("gw.first_event_guard", guard, _cel_predicate("not_guarded", _cel_guard_skip()))
 
 
 def _attempt_observer(cfg: GatewayConfig) -> dict[str, Any]:
@@ -221,23 +209,12 @@ def _attempt_observer(cfg: GatewayConfig) -> dict[str, Any]:
         response_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_MODEL],
     )
     observer["typed_config"]["observability_mode"] = True
-    return {
-        "name": "gw.attempt_observer",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
-            "extension_config": observer,
-            "xds_matcher": {"matcher_list": {"matchers": [{
-                "predicate": {"single_predicate": {
-                    "input": {"name": "status", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-                        "header_name": ":status"}},
-                    "value_match": {"prefix": "2"},
-                }},
-                "on_match": {"action": {"name": "skip", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
-            }]}},
-        },
-    }
+    return _skip_when("gw.attempt_observer", observer, {
+        "input": {"name": "status", "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+            "header_name": ":status"}},
+        "value_match": {"prefix": "2"},
+    })
 
 
 def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
