@@ -58,6 +58,10 @@ class ResponseTranslator:
     def finish(self) -> None:
         self.on_done(self.status, self.backend_name, self.usage)
 
+    def merge_usage(self, u: Usage) -> None:
+        """Streams report usage in several events (some cumulative): keep the largest of each count."""
+        self.usage = u if self.usage is None else _max_usage(self.usage, u)
+
 
 class Buffered(ResponseTranslator):
     def __init__(self, *args: Any, ir: ChatRequest | None) -> None:
@@ -141,21 +145,12 @@ class StreamTranslate(ResponseTranslator):
                 return
             if isinstance(ev, MessageStart):
                 ev.model = self.model
-                self._merge_usage(ev.usage)
+                self.merge_usage(ev.usage)
             elif isinstance(ev, MessageDelta) and ev.usage is not None:
-                self._merge_usage(ev.usage)
+                self.merge_usage(ev.usage)
             elif isinstance(ev, StreamError):
                 self.failed = True
             out.append(self.encoder.encode(ev))
-
-    def _merge_usage(self, u: Usage) -> None:
-        if self.usage is None:
-            self.usage = Usage()
-        cur = self.usage
-        cur.input_tokens = max(cur.input_tokens, u.input_tokens)
-        cur.output_tokens = max(cur.output_tokens, u.output_tokens)
-        cur.cached_input_tokens = max(cur.cached_input_tokens, u.cached_input_tokens)
-        cur.cache_write_tokens = max(cur.cache_write_tokens, u.cache_write_tokens)
 
 
 class StreamPassthrough(ResponseTranslator):
@@ -205,7 +200,7 @@ class StreamPassthrough(ResponseTranslator):
             self.failed = True
         usage = self.client.usage_of(obj)
         if usage is not None:
-            self.usage = usage if self.usage is None else _max_usage(self.usage, usage)
+            self.merge_usage(usage)
         if dialect == "anthropic" and event == "message_stop":
             self.complete = True
         if dialect == "gemini":

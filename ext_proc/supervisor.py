@@ -345,6 +345,17 @@ class ControlServer(socketserver.ThreadingUnixStreamServer):
         super().__init__(str(path), _ControlHandler)
 
 
+def apply_and_report(stack: Stack, text: str, source: str) -> dict[str, object]:
+    """Apply a config to the running stack and say what happened on the console."""
+    try:
+        new = stack.apply(text, source)
+    except ConfigError as e:
+        print("config rejected, still serving the previous one:\n  " + "\n  ".join(e.problems), flush=True)
+        return {"ok": False, "errors": e.problems}
+    print(f"applied config {new.version} from {source}", flush=True)
+    return {"ok": True, "version": new.version}
+
+
 class _ControlHandler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         stack: Stack = self.server.stack  # type: ignore[attr-defined]
@@ -354,12 +365,7 @@ class _ControlHandler(socketserver.StreamRequestHandler):
                 reply = {"ok": True, "version": stack.config.version, "config": str(stack.config_file),
                          "text": stack.config.text, "last_reload": stack.last_reload}
             else:
-                new = stack.apply(request["config"], request.get("source"))
-                print(f"applied config {new.version} from {request.get('source')}", flush=True)
-                reply = {"ok": True, "version": new.version}
-        except ConfigError as e:
-            print("config rejected, still serving the previous one:\n  " + "\n  ".join(e.problems), flush=True)
-            reply = {"ok": False, "errors": e.problems}
+                reply = apply_and_report(stack, request["config"], str(request.get("source")))
         except Exception as e:  # report, never kill the supervisor
             reply = {"ok": False, "errors": [f"{type(e).__name__}: {e}"]}
         self.wfile.write(json.dumps(reply).encode() + b"\n")
@@ -429,12 +435,7 @@ def run_up(config_path: str | None) -> int:
             text = _read(stack.config_file)
             if text is not None and text != watched:
                 watched = text
-                try:
-                    new = stack.apply(text)
-                    print(f"applied config {new.version} from {stack.config_file}", flush=True)
-                except ConfigError as e:
-                    print("config rejected, still serving the previous one:\n  " + "\n  ".join(e.problems),
-                          flush=True)
+                apply_and_report(stack, text, str(stack.config_file))
             time.sleep(0.5)
     except StackError as e:
         print(f"llm-gateway: {e}", file=sys.stderr)
