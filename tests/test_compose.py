@@ -31,8 +31,7 @@ SERVICES = {"envoy", "extproc", "mocks", "redis", "prometheus", "grafana", "load
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     exe = shutil.which("docker-compose")
-    if exe is None:
-        pytest.skip("docker-compose is not installed (.ci/run installs Debian's package)")
+    assert exe is not None, "docker-compose is not installed (.ci/run installs Debian's package)"
     result = subprocess.run([exe, "--env-file", ".env.example", "-f", "docker-compose.yml", "config"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
