@@ -6,11 +6,12 @@ the constant ones are built once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
 
 from .protocol import ATTRIBUTES_KEY
 
@@ -101,5 +102,20 @@ def with_metadata(resp: pb.ProcessingResponse, namespace: str, fields: dict[str,
     """A copy of ``resp`` (which may be a shared constant) carrying dynamic metadata."""
     out = pb.ProcessingResponse()
     out.CopyFrom(resp)
-    out.dynamic_metadata.update({namespace: fields})
+    set_struct(out.dynamic_metadata.fields[namespace].struct_value, fields)
     return out
+
+
+def set_struct(target: struct_pb2.Struct, fields: Mapping[str, object]) -> None:
+    """Fill a Struct from flat scalars; ``Struct.update`` walks every value
+    through generic Python code, several times slower on the per-request path."""
+    out = target.fields
+    for key, value in fields.items():
+        if isinstance(value, bool):
+            out[key].bool_value = value
+        elif isinstance(value, (int, float)):
+            out[key].number_value = value
+        elif isinstance(value, str):
+            out[key].string_value = value
+        else:
+            target.update({key: value})

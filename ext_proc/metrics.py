@@ -6,6 +6,8 @@ never API keys or prompt text, and have bounded cardinality.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -81,6 +83,20 @@ CONFIG_RELOAD_OK = Gauge(
     registry=REGISTRY)
 
 
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: prometheus_client validates the
+    labels and takes a lock on every call, which the per-request path pays
+    several times. Only for metrics whose children are never removed."""
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
+
+
 def set_config(version: str, ok: bool) -> None:
     CONFIG_RELOAD_OK.set(1 if ok else 0)
     if ok:
@@ -89,10 +105,10 @@ def set_config(version: str, ok: bool) -> None:
 
 
 def record_usage(model: str, backend: str, input_tokens: int, output_tokens: int, cached: int) -> None:
-    TOKENS.labels(model, backend, "input").inc(input_tokens)
-    TOKENS.labels(model, backend, "output").inc(output_tokens)
+    child(TOKENS, model, backend, "input").inc(input_tokens)
+    child(TOKENS, model, backend, "output").inc(output_tokens)
     if cached:
-        TOKENS.labels(model, backend, "cached_input").inc(cached)
+        child(TOKENS, model, backend, "cached_input").inc(cached)
 
 
 def serve(port: int, address: str = "127.0.0.1") -> None:

@@ -118,7 +118,8 @@ class RouterStream:
             self.close()  # refund a reservation made before the error
             return self._reject(err, err.kind)
         if self.ticket is not None and self.ticket.headers:
-            resp.dynamic_metadata.update(self.ticket.metadata)
+            for namespace, fields in self.ticket.metadata.items():
+                M.set_struct(resp.dynamic_metadata.fields[namespace].struct_value, fields)
         return resp
 
     async def _route(self, raw: bytes) -> pb.ProcessingResponse:
@@ -256,7 +257,7 @@ class RouterStream:
 
     def _done(self, status: int, backend: str, usage: Any) -> None:
         assert self.call is not None
-        metrics.REQUESTS.labels(self.call.dialect, self.model, backend or "none", str(status)).inc()
+        metrics.child(metrics.REQUESTS, self.call.dialect, self.model, backend or "none", str(status)).inc()
         self._observe_timing(status, backend, usage)
         self._learn_health(status, backend)
         if self.ticket is not None and self.state.admission is not None:
@@ -271,12 +272,12 @@ class RouterStream:
         end = time.perf_counter()
         duration, ttft = end - self.t0, self.t_first - self.t0
         label = backend or "none"
-        metrics.DURATION.labels(self.model, label).observe(duration)
+        metrics.child(metrics.DURATION, self.model, label).observe(duration)
         output = usage.output_tokens if usage is not None else 0
         if self.stream and 200 <= status < 300:
-            metrics.TTFT.labels(self.model, label).observe(ttft)
+            metrics.child(metrics.TTFT, self.model, label).observe(ttft)
             if output > 1:
-                metrics.TPOT.labels(self.model, label).observe((end - self.t_first) / (output - 1))
+                metrics.child(metrics.TPOT, self.model, label).observe((end - self.t_first) / (output - 1))
         fields: dict[str, Any] = {"tenant": self.tenant, "model": self.model, "backend": backend,
                                   "dialect": self.call.dialect if self.call else "", "stream": self.stream,
                                   "ttfb_ms": round(ttft * 1000, 1)}
@@ -286,7 +287,7 @@ class RouterStream:
             answered = self.state.config.backends.get(backend)
             if answered is not None and answered.price is not None:
                 cost = cost_usd(answered.price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens)
-                metrics.COST.labels(self.model, backend, self.tenant).inc(cost)
+                metrics.child(metrics.COST, self.model, backend, self.tenant).inc(cost)
                 fields["cost_usd"] = round(cost, 8)
         self.log_fields = fields
 
@@ -340,7 +341,7 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
                 stream.log_fields = None
         else:
             resp = M.continue_for(kind)
-        metrics.OVERHEAD.labels(P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)
+        metrics.child(metrics.OVERHEAD, P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)
         await ctx.write(resp)
         if resp.WhichOneof("response") == "immediate_response":
             return

@@ -100,5 +100,5 @@ async def run(states: dict[str, GatewayState], current: GatewayState, ctx: Any) 
             resp = translate_attempt(states.get(attempt.version, current), attempt, req.request_body.body)
         else:
             resp = M.continue_for(kind)
-        metrics.OVERHEAD.labels(P.STAGE_UPSTREAM, kind).observe(time.perf_counter() - t)
+        metrics.child(metrics.OVERHEAD, P.STAGE_UPSTREAM, kind).observe(time.perf_counter() - t)
         await ctx.write(resp)
