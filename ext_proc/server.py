@@ -66,18 +66,22 @@ class ExternalProcessor(pbg.ExternalProcessorServicer):
             raise
 
 
-async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
-                ready: asyncio.Event | None = None) -> None:
-    state = GatewayState(config)
-    processor = ExternalProcessor(state)
-    server = grpc.aio.server(options=[
+def server_options() -> list[tuple[str, int]]:
+    return [
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.max_concurrent_streams", 100_000),
         # gRPC sets SO_REUSEPORT by default: a second server on a taken port
         # would silently share it (and its traffic) instead of failing.
         ("grpc.so_reuseport", 0),
-    ])
+    ]
+
+
+async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
+                ready: asyncio.Event | None = None) -> None:
+    state = GatewayState(config)
+    processor = ExternalProcessor(state)
+    server = grpc.aio.server(options=server_options())
     pbg.add_ExternalProcessorServicer_to_server(processor, server)
     bound = server.add_insecure_port(f"{config.ext_proc.address}:{port}")
     if not bound:

@@ -49,6 +49,9 @@ ANTHROPIC_MESSAGE = {
 _UNAUTHORIZED = b'{"type":"error","error":{"type":"authentication_error","message":"bench upstream: bad key"}}'
 
 
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
 def _addr(port: int) -> dict[str, Any]:
     return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
@@ -108,16 +111,29 @@ def _cluster(name: str, port: int) -> dict[str, Any]:
                                                  "max_connections": 100_000}]}}
 
 
-def floor_bootstrap(port: int, admin_port: int, canned_port: int, stream_port: int) -> dict[str, Any]:
-    """Bare Envoy, no ext_proc: the same listener limits, proxying to the same upstreams."""
+def floor_bootstrap(port: int, admin_port: int, canned_port: int, stream_port: int,
+                    filters: list[dict[str, Any]] | None = None,
+                    grpc_clusters: dict[str, int] | None = None) -> dict[str, Any]:
+    """Bare Envoy, no ext_proc: the same listener limits, proxying to the same upstreams.
+
+    ``filters`` and ``grpc_clusters`` (name: port, HTTP/2) add HTTP filters and
+    the gRPC services they call, for references built on the floor.
+    """
     routes = [
         {"match": {"prefix": "/", "headers": [{"name": TARGET_HEADER, "string_match": {"exact": "stream"}}]},
          "route": {"cluster": "paced", "timeout": "0s"}},
         {"match": {"prefix": "/"}, "route": {"cluster": "canned", "timeout": "0s"}},
     ]
     listener = {"name": "floor", "address": _addr(port), "per_connection_buffer_limit_bytes": 32 << 20,
-                "filter_chains": [{"filters": [_hcm("floor", routes, [])]}]}
-    return _bootstrap(admin_port, listener, [_cluster("canned", canned_port), _cluster("paced", stream_port)])
+                "filter_chains": [{"filters": [_hcm("floor", routes, filters or [])]}]}
+    clusters = [_cluster("canned", canned_port), _cluster("paced", stream_port)]
+    for name, grpc_port in (grpc_clusters or {}).items():
+        cluster = _cluster(name, grpc_port)
+        cluster["typed_extension_protocol_options"] = {_HTTP_OPTIONS: {
+            "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
+            "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 100_000}}}}
+        clusters.append(cluster)
+    return _bootstrap(admin_port, listener, clusters)
 
 
 # ---- paced Anthropic stream server ----------------------------------------------------
