@@ -1,7 +1,7 @@
 """``llm-gateway bench``: start everything, alternate the scenarios, report.
 
-Order of a run: start the upstreams, the floor Envoy and the gateways; warm
-every probe up; then, per round, the throughput of every probe
+Order of a run: start the upstreams, the floor Envoy and the gateways (and
+the peer); warm every probe up; then, per round, the throughput of every probe
 (wrk) and then the open-loop timings of every probe, the order rotated each
 round; last, the memory of the ext_proc workers while many streams are open
 at once.
@@ -132,7 +132,7 @@ class Bench:
             load.open_loop(self.requests[probe], 50.0 if not stream else STREAM_RATE, self.opts.warmup, stream)
 
     def throughput(self, probe: str) -> None:
-        proxy = "ext_proc"
+        proxy = "litellm" if probe == PEER.name else "ext_proc"
         pids = (self.stack.proxy_pids(probe), self.stack.envoy_pids(probe), self.stack.pids("bench-canned"))
         before = [cpu_seconds(p) for p in pids]
         res = load.run_wrk(self.requests[probe], self.opts.connections, self.opts.duration, self.stack.run_dir)
@@ -262,6 +262,7 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
             cpu = d.timing_cpu.get(name, [])
             out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{name}: ext_proc CPU per 1,000 streams",
                               median(cpu) * 1000 if cpu else None, "s"))
+    out += peer_figures(b, wrk_note)
     held = extra.get("hold")
     if held:
         mb = held["peak_rss_bytes"] / 2**20
@@ -270,6 +271,32 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
                           met=mb <= 200 if held["max_open"] >= 500 else None))
     for name, why in skipped.items():
         out.append(Figure(f"{name}.skipped", name, None, "", note=why, target=PEER_TARGET if name == "peer" else ""))
+    return out
+
+
+def peer_figures(b: Bench, wrk_note: str) -> list[Figure]:
+    """LiteLLM's proxy under the same load as the translated scenario, and the issue's target against it."""
+    if not b.peer:
+        return []
+    d, rate = b.data, b.opts.rate
+    rps, floor_rps, gw_rps = d.rps("peer"), d.rps("floor"), d.rps("translated")
+    share, ratio = median_ratio(rps, floor_rps), median_ratio(gw_rps, rps)
+    lat, floor_lat, gw_lat = d.pooled("peer", "latency"), d.pooled("floor", "latency"), d.pooled("translated", "latency")
+    p99, gw_p99 = _ms(percentile(lat, 0.99)), _ms(percentile(gw_lat, 0.99))
+    cpu = [r["litellm_cpu_s_per_1k"] for r in d.throughput.get("peer", [])]
+    out = [Figure("peer.throughput_rps", "LiteLLM proxy (translated): throughput", median(rps) if rps else None,
+                  "rps", vs_floor=f"{share:.1%}" if share is not None else "", note=wrk_note)]
+    for q, name in ((0.5, "p50"), (0.99, "p99")):
+        value, extra = _ms(percentile(lat, q)), added(lat, floor_lat, q)
+        out.append(Figure(f"peer.{name}_ms", f"LiteLLM proxy latency {name} at {rate:.0f} req/s", value, "ms",
+                          vs_floor=f"{extra:+.2f} ms" if extra is not None else ""))
+    out.append(Figure("peer.litellm_cpu_s_per_1k", "LiteLLM proxy: CPU per 1,000 requests",
+                      median(cpu) if cpu else None, "s", note=wrk_note))
+    lower_p99 = None if p99 is None or gw_p99 is None else gw_p99 < p99
+    out.append(Figure("peer.gateway_throughput_ratio", "gateway vs LiteLLM proxy (translated): throughput", ratio,
+                      "x", vs_floor=f"p99 {gw_p99:.2f} ms vs {p99:.2f} ms" if lower_p99 is not None else "",
+                      target=PEER_TARGET, note=wrk_note,
+                      met=None if ratio is None or lower_p99 is None else ratio >= 10 and lower_p99))
     return out
 
 
@@ -296,7 +323,8 @@ def run(opts: Options) -> int:
         print("warning: wrk is not installed: throughput figures are skipped", flush=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp:
-        stack = BenchStack(Path(tmp), workers=opts.workers, own_gateways=tuple(p for p in probes if p in OWN_GATEWAY))
+        stack = BenchStack(Path(tmp), workers=opts.workers, own_gateways=tuple(p for p in probes if p in OWN_GATEWAY),
+                           with_peer=PEER.name in probes)
         with stack:
             bench = Bench(opts, stack, probes)
             extra = bench.run()

@@ -4,7 +4,8 @@ One gateway serves the gateway scenarios (a model per scenario), one bare
 Envoy serves the floors, and both reach the same canned Envoy upstream and the
 same paced stream server. Budgets would change that gateway's data path for
 every scenario, so each admission variant has a gateway of its own (same
-config plus budgets). All of them are up for the whole run, so scenarios can alternate
+config plus budgets), and the peer (LiteLLM's proxy) reaches the same canned
+upstream. All of them are up for the whole run, so scenarios can alternate
 round by round and drift on a shared machine hits all alike.
 
 Each gateway scenario is paired with a floor that sends the same load shape
@@ -14,7 +15,6 @@ gateway costs and nothing else.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import secrets
 import socket
@@ -27,12 +27,12 @@ import orjson
 import yaml
 
 from ..supervisor import Stack, StackError, envoy_binary
-from . import admission, upstream
+from . import admission, peer, upstream
 from .load import Request
 
 LARGE_PROMPT_BYTES = 200 * 1024
 ENV_KEYS = {"openai": "BENCH_OPENAI_KEY", "anthropic": "BENCH_ANTHROPIC_KEY", "stream": upstream.KEY_ENV,
-            "tenant": "BENCH_TENANT_KEY"}
+            "tenant": "BENCH_TENANT_KEY", "peer": "BENCH_PEER_KEY"}
 TENANT = "bench"
 
 
@@ -89,9 +89,7 @@ def unavailable(name: str, workers: int) -> str | None:
     if name == "admission-redis":
         return admission.redis_missing()
     if name == "peer":
-        if importlib.util.find_spec("litellm") is None:
-            return "not available: litellm is not installed (pip install 'litellm[proxy]')"
-        return "not available: the LiteLLM peer runner is not implemented yet"
+        return peer.missing()
     return None
 
 
@@ -130,7 +128,7 @@ class Ports:
         per_gateway = 2 + 2 * workers
         base = port_block(7 + per_gateway * gateways)
         (self.canned, self.canned_admin, self.floor, self.floor_admin, self.stream, self.redis,
-         _) = range(base, base + 7)
+         self.peer) = range(base, base + 7)
         starts = range(base + 7, base + 7 + per_gateway * gateways, per_gateway)
         self.gateways = [GatewayPorts(s, s + 1, s + 2, s + 2 + workers) for s in starts]
         self.main = self.gateways[0]
@@ -192,7 +190,7 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants."""
+    """``pid`` and its descendants: LiteLLM with several workers forks them."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -208,20 +206,23 @@ def process_tree(pid: int) -> list[int]:
 
 
 class BenchStack(Stack):
-    """The gateway stack plus the bench's upstreams, floor Envoy and budgeted gateways.
+    """The gateway stack plus the bench's upstreams, floor Envoy, budgeted gateways and peer.
 
     All are started and stopped together; ``own_gateways`` names the scenarios
     (see ``OWN_GATEWAY``) that get a budgeted gateway of their own.
     """
 
-    def __init__(self, run_dir: Path, workers: int, own_gateways: tuple[str, ...] = (), envoy_concurrency: int = 2):
+    def __init__(self, run_dir: Path, workers: int, own_gateways: tuple[str, ...] = (), with_peer: bool = False,
+                 envoy_concurrency: int = 2):
         self.ports = Ports(workers, gateways=1 + len(own_gateways))
         self.keys = {k: secrets.token_urlsafe(18) for k in ENV_KEYS}
+        self.keys["peer"] = "sk-" + self.keys["peer"]  # LiteLLM wants its master key to start so
+        self.with_peer = with_peer
         run_dir.mkdir(parents=True, exist_ok=True)
         env = {ENV_KEYS[k]: v for k, v in self.keys.items()}
         main = gateway_config_dict(self.ports, self.ports.main, workers)
         super().__init__(_write_yaml(run_dir / "gateway.yaml", main), run_dir=run_dir / "run",
-                         envoy_concurrency=envoy_concurrency, env=env)
+                         envoy_concurrency=envoy_concurrency, env={**env, **(peer.ENV if with_peer else {})})
         self.own: dict[str, Stack] = {}
         for name, ports in zip(own_gateways, self.ports.gateways[1:], strict=True):
             redis = f"redis://127.0.0.1:{self.ports.redis}/0" if OWN_GATEWAY[name] else None
@@ -235,6 +236,10 @@ class BenchStack(Stack):
         canned = upstream.canned_bootstrap(p.canned, p.canned_admin, k["openai"], k["anthropic"])
         floor = upstream.floor_bootstrap(p.floor, p.floor_admin, p.canned, p.stream)
         self._spawn("bench-stream-upstream", [sys.executable, "-m", "ext_proc.bench.upstream", "--port", str(p.stream)])
+        if self.with_peer:  # the slowest to start: it starts while the rest does
+            litellm = _write_yaml(self.run_dir / "litellm.yaml",
+                                  peer.config(p.canned, ENV_KEYS["anthropic"], ENV_KEYS["peer"]))
+            self._spawn("bench-peer", peer.argv(litellm, p.peer, p.workers))
         for name, bootstrap, port in (("bench-canned-upstream", canned, p.canned), ("bench-floor", floor, p.floor)):
             self._spawn(name, [envoy_binary(), "-c", str(_write_yaml(self.run_dir / f"{name}.yaml", bootstrap)),
                                "--disable-hot-restart", "--concurrency", str(self.envoy_concurrency),
@@ -248,6 +253,9 @@ class BenchStack(Stack):
         for name, stack in self.own.items():
             stack.start(timeout)
             self._first_answer(name)
+        if self.with_peer:
+            self._wait("bench-peer", [("127.0.0.1", p.peer)], peer.START_TIMEOUT)
+            self._first_answer("peer")
 
     def _first_answer(self, probe: str) -> None:
         """One request before measuring: it must succeed, and a budgeted gateway must have checked budgets."""
@@ -256,10 +264,10 @@ class BenchStack(Stack):
         except OSError as e:
             status, headers, body = 0, {}, str(e).encode()
         problem = f"answered {status}: {body[:500].decode(errors='replace')}" if status != 200 else ""
-        if not problem and admission.RATE_LIMIT_HEADER not in headers:
+        if not problem and probe in self.own and admission.RATE_LIMIT_HEADER not in headers:
             problem = f"answered without {admission.RATE_LIMIT_HEADER}: its budgets are not in force"
         if problem:
-            child = self.own[probe]._child("ext_proc-0")
+            child = self._child("bench-peer") if probe == "peer" else self.own[probe]._child("ext_proc-0")
             raise StackError(f"{probe}: a first request {problem}\n{child.tail() if child else ''}")
 
     def check(self) -> None:
@@ -277,7 +285,9 @@ class BenchStack(Stack):
         return [c.proc.pid for c in (stack or self).children if c.name.startswith(prefix) and c.proc]
 
     def proxy_pids(self, probe: str) -> list[int]:
-        """The Python processes that handle ``probe``'s requests: its gateway's ext_proc."""
+        """The Python processes that handle ``probe``'s requests: its gateway's ext_proc, or LiteLLM."""
+        if probe == "peer":
+            return [pid for root in self.pids("bench-peer") for pid in process_tree(root)]
         if probe in FLOORS or probe == "upstream":
             return []
         return self.pids("ext_proc", self.own.get(probe))
@@ -285,7 +295,7 @@ class BenchStack(Stack):
     def envoy_pids(self, probe: str) -> list[int]:
         if probe in FLOORS:
             return self.pids("bench-floor")
-        if probe == "upstream":
+        if probe in ("upstream", "peer"):
             return []
         return self.pids("envoy", self.own.get(probe))
 
@@ -296,7 +306,7 @@ class BenchStack(Stack):
 
     # ---- requests ---------------------------------------------------------------------
     def requests(self) -> dict[str, Request]:
-        """Every probe's request: the floors and the gateway scenarios."""
+        """Every probe's request: the floors, the gateway scenarios and the peer."""
         p, k = self.ports, self.keys
         prompt = "Write a haiku about load balancers."
         large = _large_prompt()
@@ -316,6 +326,8 @@ class BenchStack(Stack):
             "streamed": Request(listen, chat, tenant, _chat("bench-streamed", prompt, stream=True)),
             **{name: Request(stack.config.listen.port, chat, tenant, _chat("bench-translated", prompt))
                for name, stack in self.own.items()},
+            "peer": Request(p.peer, chat, {**tenant, "authorization": f"Bearer {k['peer']}"},
+                            _chat(peer.MODEL, prompt)),
         }
 
     def slow_stream(self, events: int, pace_ms: int) -> Request:
