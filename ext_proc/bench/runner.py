@@ -286,10 +286,13 @@ def peer_figures(b: Bench, wrk_note: str) -> list[Figure]:
     cpu = [r["litellm_cpu_s_per_1k"] for r in d.throughput.get("peer", [])]
     out = [Figure("peer.throughput_rps", "LiteLLM proxy (translated): throughput", median(rps) if rps else None,
                   "rps", vs_floor=f"{share:.1%}" if share is not None else "", note=wrk_note)]
+    # Past what it sustains, LiteLLM may fail requests: their latencies are not in the percentiles.
+    failed = sum(t.errors for t in d.timings.get("peer", []))
     for q, name in ((0.5, "p50"), (0.99, "p99")):
         value, extra = _ms(percentile(lat, q)), added(lat, floor_lat, q)
         out.append(Figure(f"peer.{name}_ms", f"LiteLLM proxy latency {name} at {rate:.0f} req/s", value, "ms",
-                          vs_floor=f"{extra:+.2f} ms" if extra is not None else ""))
+                          vs_floor=(f"{extra:+.2f} ms" if extra is not None else "")
+                          + (f", {failed} requests failed" if failed else "")))
     out.append(Figure("peer.litellm_cpu_s_per_1k", "LiteLLM proxy: CPU per 1,000 requests",
                       median(cpu) if cpu else None, "s", note=wrk_note))
     lower_p99 = None if p99 is None or gw_p99 is None else gw_p99 < p99
