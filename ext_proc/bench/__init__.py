@@ -15,11 +15,18 @@ from .runner import Options, run
 __all__ = ["Options", "add_parser", "run"]
 
 
+def _names() -> list[str]:
+    from .scenarios import GROUPS, PEER, SCENARIOS
+
+    return [*SCENARIOS, PEER.name, *GROUPS]
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``bench`` subcommand on the ``llm-gateway`` parser."""
-    from .scenarios import OPTIONAL, SCENARIOS
+    from .scenarios import GROUPS
 
-    names = [*SCENARIOS, *OPTIONAL]
+    names = _names()
+    groups = "; ".join(f"{g} = {' + '.join(m)}" for g, m in GROUPS.items())
     p = sub.add_parser("bench", help="benchmark the gateway against bare Envoy on this machine",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, help="seconds per measurement (default 5; --quick: 1)")
@@ -29,18 +36,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, help="alternations of all scenarios (default 3; --quick: 1)")
     p.add_argument("--output", "-o", default="bench-report.json", help="JSON report (default bench-report.json)")
     p.add_argument("--quick", action="store_true", help="a few seconds per scenario: checks the bench runs")
-    p.add_argument("--scenarios", default=",".join(names),
-                   help=f"comma-separated subset of {', '.join(names)} (the floors always run)")
+    p.add_argument("--scenarios", default=",".join(n for n in names if n not in GROUPS),
+                   help=f"comma-separated subset of {', '.join(names)} ({groups}; the floors always run, "
+                        "and translated whenever admission or peer does: they are read next to it)")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from .scenarios import OPTIONAL, SCENARIOS
-
     chosen = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
-    unknown = [s for s in chosen if s not in SCENARIOS and s not in OPTIONAL]
+    unknown = [s for s in chosen if s not in _names()]
     if unknown:
-        print(f"unknown scenario(s): {', '.join(unknown)} (known: {', '.join([*SCENARIOS, *OPTIONAL])})")
+        print(f"unknown scenario(s): {', '.join(unknown)} (known: {', '.join(_names())})")
         return 2
     given = {k: v for k, v in (("duration", args.duration), ("rate", args.rate), ("rounds", args.rounds))
              if v is not None}

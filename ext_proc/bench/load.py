@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import re
 import shutil
 import subprocess
@@ -38,6 +39,16 @@ class Request:
         head = [f"POST {self.path} HTTP/1.1", "host: 127.0.0.1", f"content-length: {len(self.body)}"]
         head += [f"{k}: {v}" for k, v in self.headers.items()]
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + self.body
+
+    def send(self, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        """One request, for checks before measuring: status, headers (lower-case names), body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("POST", self.path, self.body, self.headers)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
 
 
 # ---- throughput (wrk) -------------------------------------------------------------------

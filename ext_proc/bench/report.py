@@ -45,6 +45,8 @@ class Figure:
             value = f"{self.value:+.2f} ms" if self.label.startswith("added") else f"{self.value:.2f} ms"
         elif self.unit == "MB":
             value = f"{self.value:.1f} MB"
+        elif self.unit == "x":
+            value = f"{self.value:.1f}x"
         else:
             value = f"{self.value:.3g} {self.unit}".strip()
         met = {True: "yes", False: "NO", None: ""}[self.met]

@@ -1,9 +1,10 @@
 """``llm-gateway bench``: start everything, alternate the scenarios, report.
 
-Order of a run: start the upstreams, the floor Envoy and the gateway; warm
-every probe up; then, per round, the throughput of every probe (wrk) and then
-the open-loop timings of every probe, the order rotated each round; last, the
-memory of the ext_proc workers while many streams are open at once.
+Order of a run: start the upstreams, the floor Envoy and the gateways (and
+the peer); warm every probe up; then, per round, the throughput of every probe
+(wrk) and then the open-loop timings of every probe, the order rotated each
+round; last, the memory of the ext_proc workers while many streams are open
+at once.
 """
 
 from __future__ import annotations
@@ -21,8 +22,19 @@ import orjson
 
 from . import load, report
 from .report import MS, Figure, added, at_most, median_ratio, percentile
-from .scenarios import FLOORS, OPTIONAL, SCENARIOS, BenchStack, unavailable
+from .scenarios import (
+    FLOORS,
+    OPTIONAL,
+    OWN_GATEWAY,
+    PEER,
+    SCENARIOS,
+    BenchStack,
+    expand,
+    scenario,
+    unavailable,
+)
 
+PEER_TARGET = ">= 10x its throughput, lower p99"
 STREAM_RATE = 20.0  # streams/s for stream timings: ~2 open at a time, 900 events/s
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -36,7 +48,7 @@ class Options:
     workers: int = 1
     rounds: int = 3
     output: Path = Path("bench-report.json")
-    scenarios: tuple[str, ...] = (*SCENARIOS, *OPTIONAL)
+    scenarios: tuple[str, ...] = (*SCENARIOS, PEER.name)  # group names (``GROUPS``) allowed
     hold_streams: int = 500
     hold_seconds: float = 3.0
     warmup: float = 1.0
@@ -88,53 +100,56 @@ class Collected:
         return [x for t in self.timings.get(probe, []) for x in getattr(t, what)]
 
 
+def plan(opts: Options) -> tuple[list[str], dict[str, str]]:
+    """The probes to run besides the floors (gateway scenarios, then the peer), and those skipped with why."""
+    wanted = expand(opts.scenarios)
+    skipped = {n: why for n in wanted if n in OPTIONAL and (why := unavailable(n, opts.workers))}
+    probes = {n for n in wanted if n not in skipped}
+    probes |= {b for n in probes if (b := scenario(n).beside)}  # read next to it: it runs too
+    return sorted(probes, key=[*SCENARIOS, PEER.name].index), skipped
+
+
 class Bench:
-    def __init__(self, opts: Options, stack: BenchStack):
+    def __init__(self, opts: Options, stack: BenchStack, probes: list[str]):
         self.opts = opts
         self.stack = stack
         self.requests = stack.requests()
         self.data = Collected()
-        chosen = [s for s in opts.scenarios if s in SCENARIOS]
-        self.gateway_probes = chosen
-        self.floors = sorted({SCENARIOS[s].floor for s in chosen} | {"floor"}, key=list(FLOORS).index)
+        self.gateway_probes = [p for p in probes if p in SCENARIOS]
+        self.peer = [p for p in probes if p == PEER.name]
+        self.floors = sorted({scenario(s).floor for s in probes} | {"floor"}, key=list(FLOORS).index)
 
     def log(self, msg: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     def kind(self, probe: str) -> str:
-        return SCENARIOS[probe].kind if probe in SCENARIOS else FLOORS.get(probe, "unary")
-
-    def envoy_pid(self, probe: str) -> list[int]:
-        if probe.startswith("floor"):
-            return self.stack.pids("bench-floor")
-        if probe == "upstream":
-            return []
-        return self.stack.pids("envoy")
+        return FLOORS[probe] if probe in FLOORS else scenario(probe).kind
 
     # ---- steps ------------------------------------------------------------------------
     def warm_up(self) -> None:
-        for probe in [*self.floors, *self.gateway_probes]:
+        for probe in [*self.floors, *self.gateway_probes, *self.peer]:
             stream = self.kind(probe) == "stream"
             load.open_loop(self.requests[probe], 50.0 if not stream else STREAM_RATE, self.opts.warmup, stream)
 
     def throughput(self, probe: str) -> None:
-        ext, envoy, canned = self.stack.pids("ext_proc"), self.envoy_pid(probe), self.stack.pids("bench-canned")
-        before = (cpu_seconds(ext), cpu_seconds(envoy), cpu_seconds(canned))
+        proxy = "litellm" if probe == PEER.name else "ext_proc"
+        pids = (self.stack.proxy_pids(probe), self.stack.envoy_pids(probe), self.stack.pids("bench-canned"))
+        before = [cpu_seconds(p) for p in pids]
         res = load.run_wrk(self.requests[probe], self.opts.connections, self.opts.duration, self.stack.run_dir)
-        after = (cpu_seconds(ext), cpu_seconds(envoy), cpu_seconds(canned))
+        after = [cpu_seconds(p) for p in pids]
         n = max(res.requests, 1)
         row = {"rps": res.rps, "requests": res.requests, "errors": res.errors, "seconds": res.seconds,
-               "ext_proc_cpu_s_per_1k": (after[0] - before[0]) / n * 1000,
+               f"{proxy}_cpu_s_per_1k": (after[0] - before[0]) / n * 1000,
                "envoy_cpu_s_per_1k": (after[1] - before[1]) / n * 1000,
                "upstream_cpu_s_per_1k": (after[2] - before[2]) / n * 1000}
         self.data.throughput.setdefault(probe, []).append(row)
-        self.log(f"{probe:<12} {res.rps:>8,.0f} req/s  errors {res.errors}  ext_proc "
-                 f"{row['ext_proc_cpu_s_per_1k']:.3f} s/1k  envoy {row['envoy_cpu_s_per_1k']:.3f} s/1k")
+        self.log(f"{probe:<16} {res.rps:>8,.0f} req/s  errors {res.errors}  {proxy} "
+                 f"{row[f'{proxy}_cpu_s_per_1k']:.3f} s/1k  envoy {row['envoy_cpu_s_per_1k']:.3f} s/1k")
 
     def timing(self, probe: str) -> None:
         stream = self.kind(probe) == "stream"
         rate = STREAM_RATE if stream else self.opts.rate
-        ext = self.stack.pids("ext_proc")
+        ext = self.stack.proxy_pids(probe)
         before = cpu_seconds(ext)
         t = load.open_loop(self.requests[probe], rate, self.opts.duration, stream)
         cpu = cpu_seconds(ext) - before
@@ -145,7 +160,7 @@ class Bench:
         if stream:
             extra = (f"  first byte p50 {(percentile(t.first_byte, 0.5) or 0) * MS:.2f} ms  "
                      f"per event p50 {(percentile(t.per_event, 0.5) or 0) * MS:.3f} ms")
-        self.log(f"{probe:<12} {rate:.0f}/s  p50 {(p50 or 0) * MS:.2f} ms  p99 {(p99 or 0) * MS:.2f} ms  "
+        self.log(f"{probe:<16} {rate:.0f}/s  p50 {(p50 or 0) * MS:.2f} ms  p99 {(p99 or 0) * MS:.2f} ms  "
                  f"errors {t.errors}{extra}")
 
     def hold(self) -> dict[str, Any]:
@@ -157,17 +172,17 @@ class Bench:
         res = load.hold_streams(self.stack.slow_stream(events, pace), self.opts.hold_streams,
                                 lambda: rss_bytes(ext))
         hwm = sum(_status_kb(pid, "VmHWM") for pid in ext) * 1024
-        self.log(f"hold         {res.streams} streams, {res.max_open} open at once, {res.completed} completed, "
+        self.log(f"hold             {res.streams} streams, {res.max_open} open at once, {res.completed} completed, "
                  f"ext_proc RSS {idle / 2**20:.1f} MB idle -> {res.peak_rss_bytes / 2**20:.1f} MB peak")
         return {"streams": res.streams, "max_open": res.max_open, "completed": res.completed,
                 "events_per_stream": events, "pace_ms": pace, "idle_rss_bytes": idle,
                 "peak_rss_bytes": res.peak_rss_bytes, "vm_hwm_bytes": hwm}
 
     def run(self) -> dict[str, Any]:
-        probes = [*self.floors, *self.gateway_probes]
+        probes = [*self.floors, *self.gateway_probes, *self.peer]
         ceiling: list[float] = []
         # Others' work on the machine skews every figure: measure it, to report it.
-        pids = [c.proc.pid for c in self.stack.children if c.proc]
+        pids = self.stack.all_pids()
         wall0, busy0, own0 = time.monotonic(), machine_busy_seconds(), own_cpu_seconds(pids)
         self.log(f"warming up {', '.join(probes)}")
         self.warm_up()
@@ -178,7 +193,7 @@ class Bench:
                 res = load.run_wrk(self.requests["upstream"], self.opts.connections, self.opts.duration,
                                    self.stack.run_dir)
                 ceiling.append(res.rps)
-                self.log(f"{'upstream':<12} {res.rps:>8,.0f} req/s (canned upstream alone: its ceiling)")
+                self.log(f"{'upstream':<16} {res.rps:>8,.0f} req/s (canned upstream alone: its ceiling)")
                 for probe in order:
                     if self.kind(probe) == "unary":
                         self.throughput(probe)
@@ -221,10 +236,11 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
         if sc.kind == "unary":
             rps, base = d.rps(name), d.rps(sc.floor)
             ratio = median_ratio(rps, base)
+            targeted = name == "translated" or name in OWN_GATEWAY  # admission: translated with budgets
             out.append(Figure(f"{name}.throughput_rps", f"{name}: throughput", median(rps) if rps else None, "rps",
                               vs_floor=f"{ratio:.1%}" if ratio is not None else "",
-                              target=">= 30% of floor" if name == "translated" else "",
-                              met=None if ratio is None or name != "translated" else ratio >= 0.30, note=wrk_note))
+                              target=">= 30% of floor" if targeted else "",
+                              met=None if ratio is None or not targeted else ratio >= 0.30, note=wrk_note))
             lat, base_lat = d.pooled(name, "latency"), d.pooled(sc.floor, "latency")
             p50, p99 = added(lat, base_lat, 0.5), added(lat, base_lat, 0.99)
             limit50 = 5.0 if name == "large" else 1.5
@@ -246,6 +262,7 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
             cpu = d.timing_cpu.get(name, [])
             out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{name}: ext_proc CPU per 1,000 streams",
                               median(cpu) * 1000 if cpu else None, "s"))
+    out += peer_figures(b, wrk_note)
     held = extra.get("hold")
     if held:
         mb = held["peak_rss_bytes"] / 2**20
@@ -253,8 +270,36 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
                           vs_floor=f"{held['idle_rss_bytes'] / 2**20:.0f} MB idle", target="<= 200 MB at 500",
                           met=mb <= 200 if held["max_open"] >= 500 else None))
     for name, why in skipped.items():
-        out.append(Figure(f"{name}.skipped", name, None, "", note=why,
-                          target=">= 10x its throughput, lower p99" if name == "peer" else ""))
+        out.append(Figure(f"{name}.skipped", name, None, "", note=why, target=PEER_TARGET if name == "peer" else ""))
+    return out
+
+
+def peer_figures(b: Bench, wrk_note: str) -> list[Figure]:
+    """LiteLLM's proxy under the same load as the translated scenario, and the issue's target against it."""
+    if not b.peer:
+        return []
+    d, rate = b.data, b.opts.rate
+    rps, floor_rps, gw_rps = d.rps("peer"), d.rps("floor"), d.rps("translated")
+    share, ratio = median_ratio(rps, floor_rps), median_ratio(gw_rps, rps)
+    lat, floor_lat, gw_lat = d.pooled("peer", "latency"), d.pooled("floor", "latency"), d.pooled("translated", "latency")
+    p99, gw_p99 = _ms(percentile(lat, 0.99)), _ms(percentile(gw_lat, 0.99))
+    cpu = [r["litellm_cpu_s_per_1k"] for r in d.throughput.get("peer", [])]
+    out = [Figure("peer.throughput_rps", "LiteLLM proxy (translated): throughput", median(rps) if rps else None,
+                  "rps", vs_floor=f"{share:.1%}" if share is not None else "", note=wrk_note)]
+    # Past what it sustains, LiteLLM may fail requests: their latencies are not in the percentiles.
+    failed = sum(t.errors for t in d.timings.get("peer", []))
+    for q, name in ((0.5, "p50"), (0.99, "p99")):
+        value, extra = _ms(percentile(lat, q)), added(lat, floor_lat, q)
+        out.append(Figure(f"peer.{name}_ms", f"LiteLLM proxy latency {name} at {rate:.0f} req/s", value, "ms",
+                          vs_floor=(f"{extra:+.2f} ms" if extra is not None else "")
+                          + (f", {failed} requests failed" if failed else "")))
+    out.append(Figure("peer.litellm_cpu_s_per_1k", "LiteLLM proxy: CPU per 1,000 requests",
+                      median(cpu) if cpu else None, "s", note=wrk_note))
+    lower_p99 = None if p99 is None or gw_p99 is None else gw_p99 < p99
+    out.append(Figure("peer.gateway_throughput_ratio", "gateway vs LiteLLM proxy (translated): throughput", ratio,
+                      "x", vs_floor=f"p99 {gw_p99:.2f} ms vs {p99:.2f} ms" if lower_p99 is not None else "",
+                      target=PEER_TARGET, note=wrk_note,
+                      met=None if ratio is None or lower_p99 is None else ratio >= 10 and lower_p99))
     return out
 
 
@@ -274,14 +319,17 @@ def _timing_summary(t: list[load.Timings]) -> dict[str, Any]:
 
 def run(opts: Options) -> int:
     """Run the bench; print the table; write the JSON report. Non-zero only if the bench itself failed."""
-    skipped = {n: why for n in OPTIONAL if n in opts.scenarios and (why := unavailable(n))}
+    probes, skipped = plan(opts)
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}", flush=True)
     if not load.wrk_path():
         print("warning: wrk is not installed: throughput figures are skipped", flush=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp:
-        stack = BenchStack(Path(tmp), workers=opts.workers)
+        stack = BenchStack(Path(tmp), workers=opts.workers, own_gateways=tuple(p for p in probes if p in OWN_GATEWAY),
+                           with_peer=PEER.name in probes)
         with stack:
-            bench = Bench(opts, stack)
+            bench = Bench(opts, stack, probes)
             extra = bench.run()
     figs = figures(bench, extra, skipped)
     info = report.machine()
@@ -290,7 +338,7 @@ def run(opts: Options) -> int:
         "machine": info,
         "settings": {"duration_s": opts.duration, "connections": opts.connections, "rate_rps": opts.rate,
                      "stream_rate": STREAM_RATE, "workers": opts.workers, "rounds": opts.rounds,
-                     "scenarios": list(opts.scenarios)},
+                     "scenarios": probes},
         "figures": report.to_json(figs),
         "throughput": bench.data.throughput,
         "upstream_ceiling_rps": extra["upstream_ceiling_rps"],

@@ -1,9 +1,12 @@
 """What the bench runs: the processes it starts and the requests each scenario sends.
 
-One gateway serves every gateway scenario (a model per scenario), one bare
+One gateway serves the gateway scenarios (a model per scenario), one bare
 Envoy serves the floors, and both reach the same canned Envoy upstream and the
-same paced stream server. All of them are up for the whole run, so scenarios
-can alternate round by round and drift on a shared machine hits all alike.
+same paced stream server. Budgets would change that gateway's data path for
+every scenario, so each admission variant has a gateway of its own (same
+config plus budgets), and the peer (LiteLLM's proxy) reaches the same canned
+upstream. All of them are up for the whole run, so scenarios can alternate
+round by round and drift on a shared machine hits all alike.
 
 Each gateway scenario is paired with a floor that sends the same load shape
 through bare Envoy (same body size, same stream), so "added" means what the
@@ -12,7 +15,6 @@ gateway costs and nothing else.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import secrets
 import socket
@@ -24,14 +26,14 @@ from typing import Any, Literal
 import orjson
 import yaml
 
-from .. import config as gateway_config
-from ..supervisor import Stack, envoy_binary
-from . import upstream
+from ..supervisor import Stack, StackError, envoy_binary
+from . import admission, peer, upstream
 from .load import Request
 
 LARGE_PROMPT_BYTES = 200 * 1024
 ENV_KEYS = {"openai": "BENCH_OPENAI_KEY", "anthropic": "BENCH_ANTHROPIC_KEY", "stream": upstream.KEY_ENV,
-            "tenant": "BENCH_TENANT_KEY"}
+            "tenant": "BENCH_TENANT_KEY", "peer": "BENCH_PEER_KEY"}
+TENANT = "bench"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Scenario:
     kind: Literal["unary", "stream"]
     floor: str  # the floor probe it is compared with
     what: str
+    # A gateway scenario whose figures this one is read next to: it runs too.
+    beside: str | None = None
 
 
 # Gateway scenarios (the floors are probes of their own, see ``FLOORS``).
@@ -50,25 +54,42 @@ SCENARIOS = {
         Scenario("large", "unary", "floor-large", "translated, 200 KB prompt"),
         Scenario("streamed", "stream", "floor-stream", f"OpenAI client -> Anthropic backend, "
                                                        f"{upstream.STREAM_EVENTS}-event SSE stream"),
+        Scenario("admission-memory", "unary", "floor", "translated, tenant budgets in the ext_proc process",
+                 beside="translated"),
+        Scenario("admission-redis", "unary", "floor", "translated, tenant budgets in Redis", beside="translated"),
     )
 }
+# Gateway scenarios served by a gateway of their own, and its Redis (if any).
+OWN_GATEWAY = {"admission-memory": False, "admission-redis": True}
+PEER = Scenario("peer", "unary", "floor", "LiteLLM proxy: OpenAI client -> Anthropic backend", beside="translated")
 FLOORS = {"floor": "unary", "floor-large": "unary", "floor-stream": "stream"}
-# Scenario slots that need something this install may not have.
-OPTIONAL = ("admission", "peer")
+# Names that stand for several scenarios on the command line.
+GROUPS = {"admission": ("admission-memory", "admission-redis")}
+# Scenarios that need something this machine, install or run may not have.
+OPTIONAL = ("admission-memory", "admission-redis", "peer")
 
 
-def unavailable(name: str) -> str | None:
+def scenario(name: str) -> Scenario:
+    """A gateway scenario or the peer, by name."""
+    return PEER if name == PEER.name else SCENARIOS[name]
+
+
+def expand(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Scenario names with groups replaced by their members, each once, in the given order."""
+    out: list[str] = []
+    for n in names:
+        out += [m for m in GROUPS.get(n, (n,)) if m not in out]
+    return tuple(out)
+
+
+def unavailable(name: str, workers: int) -> str | None:
     """Why an optional scenario cannot run here (None: it can)."""
-    if name == "admission":
-        models = (gateway_config.Tenant, *(getattr(gateway_config, n) for n in dir(gateway_config)
-                                           if n.startswith("_Root")))
-        if not any("budget" in f for m in models for f in getattr(m, "model_fields", {})):
-            return "not available: the gateway config has no tenant budgets yet"
-        return "not available: budgets exist in the config but the bench does not drive them yet"
+    if name == "admission-memory" and workers > 1:
+        return "needs --workers 1: in-memory budgets are per ext_proc process (admission-redis shares them)"
+    if name == "admission-redis":
+        return admission.redis_missing()
     if name == "peer":
-        if importlib.util.find_spec("litellm") is None:
-            return "not available: litellm is not installed (pip install 'litellm[proxy]')"
-        return "not available: the LiteLLM peer runner is not implemented yet"
+        return peer.missing()
     return None
 
 
@@ -91,25 +112,35 @@ def port_block(count: int) -> int:
     raise RuntimeError(f"no block of {count} free ports")
 
 
+@dataclass(frozen=True)
+class GatewayPorts:
+    listen: int
+    admin: int
+    ext_proc: int  # worker i listens on ext_proc + i
+    metrics: int  # and serves metrics on metrics + i
+
+
 class Ports:
     """Every port of a bench run, from one block of consecutive free ports."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, gateways: int = 1):
         self.workers = workers
-        base = port_block(7 + 2 * workers)
-        (self.listen, self.admin, self.canned, self.canned_admin, self.floor, self.floor_admin,
-         self.stream) = range(base, base + 7)
-        self.ext_proc = base + 7  # worker i listens on ext_proc + i
-        self.metrics = self.ext_proc + workers
+        per_gateway = 2 + 2 * workers
+        base = port_block(7 + per_gateway * gateways)
+        (self.canned, self.canned_admin, self.floor, self.floor_admin, self.stream, self.redis,
+         self.peer) = range(base, base + 7)
+        starts = range(base + 7, base + 7 + per_gateway * gateways, per_gateway)
+        self.gateways = [GatewayPorts(s, s + 1, s + 2, s + 2 + workers) for s in starts]
+        self.main = self.gateways[0]
 
 
-def gateway_config_dict(ports: Ports, workers: int) -> dict[str, Any]:
-    """The gateway's config: one model per scenario, providers on the bench upstreams."""
+def gateway_config_dict(ports: Ports, gateway: GatewayPorts, workers: int) -> dict[str, Any]:
+    """A gateway's config: one model per scenario, providers on the bench upstreams."""
     canned = f"http://127.0.0.1:{ports.canned}"
     return {
-        "listen": {"address": "127.0.0.1", "port": ports.listen},
-        "admin": {"address": "127.0.0.1", "port": ports.admin},
-        "ext_proc": {"address": "127.0.0.1", "port": ports.ext_proc, "metrics_port": ports.metrics,
+        "listen": {"address": "127.0.0.1", "port": gateway.listen},
+        "admin": {"address": "127.0.0.1", "port": gateway.admin},
+        "ext_proc": {"address": "127.0.0.1", "port": gateway.ext_proc, "metrics_port": gateway.metrics,
                      "workers": workers},
         "providers": {
             "canned-openai": {"dialect": "openai", "base_url": canned + "/v1", "api_key_env": ENV_KEYS["openai"]},
@@ -127,7 +158,7 @@ def gateway_config_dict(ports: Ports, workers: int) -> dict[str, Any]:
             "bench-streamed": {"backends": [{"provider": "paced-anthropic", "model": "claude-bench"},
                                             {"provider": "canned-openai", "model": "bench-passthrough"}]},
         },
-        "tenants": {"bench": {"api_keys": [{"env": ENV_KEYS["tenant"]}]}},
+        "tenants": {TENANT: {"api_keys": [{"env": ENV_KEYS["tenant"]}]}},
     }
 
 
@@ -153,17 +184,51 @@ def _large_prompt() -> str:
     return "Summarise this log: " + " ".join(out)
 
 
-class BenchStack(Stack):
-    """The gateway stack plus the bench's upstreams and floor Envoy, started and stopped together."""
+def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
-    def __init__(self, run_dir: Path, workers: int, envoy_concurrency: int = 2):
-        self.ports = Ports(workers)
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants: LiteLLM with several workers forks them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo += children.get(out[-1], [])
+    return out
+
+
+class BenchStack(Stack):
+    """The gateway stack plus the bench's upstreams, floor Envoy, budgeted gateways and peer.
+
+    All are started and stopped together; ``own_gateways`` names the scenarios
+    (see ``OWN_GATEWAY``) that get a budgeted gateway of their own.
+    """
+
+    def __init__(self, run_dir: Path, workers: int, own_gateways: tuple[str, ...] = (), with_peer: bool = False,
+                 envoy_concurrency: int = 2):
+        self.ports = Ports(workers, gateways=1 + len(own_gateways))
         self.keys = {k: secrets.token_urlsafe(18) for k in ENV_KEYS}
+        self.keys["peer"] = "sk-" + self.keys["peer"]  # LiteLLM wants its master key to start so
+        self.with_peer = with_peer
         run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / "gateway.yaml"
-        path.write_text(yaml.safe_dump(gateway_config_dict(self.ports, workers), sort_keys=False))
-        super().__init__(path, run_dir=run_dir / "run", envoy_concurrency=envoy_concurrency,
-                         env={ENV_KEYS[k]: v for k, v in self.keys.items()})
+        env = {ENV_KEYS[k]: v for k, v in self.keys.items()}
+        main = gateway_config_dict(self.ports, self.ports.main, workers)
+        super().__init__(_write_yaml(run_dir / "gateway.yaml", main), run_dir=run_dir / "run",
+                         envoy_concurrency=envoy_concurrency, env={**env, **(peer.ENV if with_peer else {})})
+        self.own: dict[str, Stack] = {}
+        for name, ports in zip(own_gateways, self.ports.gateways[1:], strict=True):
+            redis = f"redis://127.0.0.1:{self.ports.redis}/0" if OWN_GATEWAY[name] else None
+            cfg = admission.budgeted(gateway_config_dict(self.ports, ports, workers), TENANT, "bench-translated", redis)
+            self.own[name] = Stack(_write_yaml(run_dir / f"gateway-{name}.yaml", cfg), run_dir=run_dir / f"run-{name}",
+                                   envoy_concurrency=envoy_concurrency, env=env)
 
     def _start(self, timeout: float) -> None:
         assert self.run_dir is not None
@@ -171,21 +236,77 @@ class BenchStack(Stack):
         canned = upstream.canned_bootstrap(p.canned, p.canned_admin, k["openai"], k["anthropic"])
         floor = upstream.floor_bootstrap(p.floor, p.floor_admin, p.canned, p.stream)
         self._spawn("bench-stream-upstream", [sys.executable, "-m", "ext_proc.bench.upstream", "--port", str(p.stream)])
+        if self.with_peer:  # the slowest to start: it starts while the rest does
+            litellm = _write_yaml(self.run_dir / "litellm.yaml",
+                                  peer.config(p.canned, ENV_KEYS["anthropic"], ENV_KEYS["peer"]))
+            self._spawn("bench-peer", peer.argv(litellm, p.peer, p.workers))
         for name, bootstrap, port in (("bench-canned-upstream", canned, p.canned), ("bench-floor", floor, p.floor)):
-            path = self.run_dir / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
-            self._spawn(name, [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency",
-                               str(self.envoy_concurrency), "--log-level", "warning"])
+            self._spawn(name, [envoy_binary(), "-c", str(_write_yaml(self.run_dir / f"{name}.yaml", bootstrap)),
+                               "--disable-hot-restart", "--concurrency", str(self.envoy_concurrency),
+                               "--log-level", "warning"])
             self._wait(name, [("127.0.0.1", port)], timeout)
         self._wait("bench-stream-upstream", [("127.0.0.1", p.stream)], timeout)
+        if any(OWN_GATEWAY[name] for name in self.own):
+            self._spawn("bench-redis", admission.redis_argv(p.redis, self.run_dir))
+            self._wait("bench-redis", [("127.0.0.1", p.redis)], timeout)
         super()._start(timeout)
+        for name, stack in self.own.items():
+            stack.start(timeout)
+            self._first_answer(name)
+        if self.with_peer:
+            self._wait("bench-peer", [("127.0.0.1", p.peer)], peer.START_TIMEOUT)
+            self._first_answer("peer")
 
-    def pids(self, prefix: str) -> list[int]:
-        return [c.proc.pid for c in self.children if c.name.startswith(prefix) and c.proc]
+    def _first_answer(self, probe: str) -> None:
+        """One request before measuring: it must succeed, and a budgeted gateway must have checked budgets."""
+        try:
+            status, headers, body = self.requests()[probe].send(timeout=60)
+        except OSError as e:
+            status, headers, body = 0, {}, str(e).encode()
+        problem = f"answered {status}: {body[:500].decode(errors='replace')}" if status != 200 else ""
+        if not problem and probe in self.own and admission.RATE_LIMIT_HEADER not in headers:
+            problem = f"answered without {admission.RATE_LIMIT_HEADER}: its budgets are not in force"
+        if problem:
+            child = self._child("bench-peer") if probe == "peer" else self.own[probe]._child("ext_proc-0")
+            raise StackError(f"{probe}: a first request {problem}\n{child.tail() if child else ''}")
+
+    def check(self) -> None:
+        super().check()
+        for stack in self.own.values():
+            stack.check()
+
+    def stop(self, grace: float = 10.0) -> None:
+        for stack in reversed(self.own.values()):
+            stack.stop(grace)
+        super().stop(grace)
+
+    # ---- processes --------------------------------------------------------------------
+    def pids(self, prefix: str, stack: Stack | None = None) -> list[int]:
+        return [c.proc.pid for c in (stack or self).children if c.name.startswith(prefix) and c.proc]
+
+    def proxy_pids(self, probe: str) -> list[int]:
+        """The Python processes that handle ``probe``'s requests: its gateway's ext_proc, or LiteLLM."""
+        if probe == "peer":
+            return [pid for root in self.pids("bench-peer") for pid in process_tree(root)]
+        if probe in FLOORS or probe == "upstream":
+            return []
+        return self.pids("ext_proc", self.own.get(probe))
+
+    def envoy_pids(self, probe: str) -> list[int]:
+        if probe in FLOORS:
+            return self.pids("bench-floor")
+        if probe in ("upstream", "peer"):
+            return []
+        return self.pids("envoy", self.own.get(probe))
+
+    def all_pids(self) -> list[int]:
+        """Every process of the run (the bench's own CPU is told apart from other load with them)."""
+        roots = [c.proc.pid for s in (self, *self.own.values()) for c in s.children if c.proc]
+        return [pid for root in roots for pid in process_tree(root)]
 
     # ---- requests ---------------------------------------------------------------------
     def requests(self) -> dict[str, Request]:
-        """Every probe's request: the floors and the gateway scenarios."""
+        """Every probe's request: the floors, the gateway scenarios and the peer."""
         p, k = self.ports, self.keys
         prompt = "Write a haiku about load balancers."
         large = _large_prompt()
@@ -193,16 +314,20 @@ class BenchStack(Stack):
         to_openai = {"authorization": f"Bearer {k['openai']}", "content-type": "application/json"}
         paced = {"x-api-key": k["stream"], "anthropic-version": "2023-06-01", "content-type": "application/json",
                  upstream.TARGET_HEADER: "stream"}
-        chat = "/v1/chat/completions"
+        chat, listen = "/v1/chat/completions", p.main.listen
         return {
             "floor": Request(p.floor, chat, to_openai, _chat("bench-passthrough", prompt)),
             "floor-large": Request(p.floor, chat, to_openai, _chat("bench-passthrough", large)),
             "floor-stream": Request(p.floor, "/v1/messages", paced, _chat("claude-bench", prompt, stream=True)),
             "upstream": Request(p.canned, chat, to_openai, _chat("bench-passthrough", prompt)),
-            "passthrough": Request(p.listen, chat, tenant, _chat("bench-passthrough", prompt)),
-            "translated": Request(p.listen, chat, tenant, _chat("bench-translated", prompt)),
-            "large": Request(p.listen, chat, tenant, _chat("bench-translated", large)),
-            "streamed": Request(p.listen, chat, tenant, _chat("bench-streamed", prompt, stream=True)),
+            "passthrough": Request(listen, chat, tenant, _chat("bench-passthrough", prompt)),
+            "translated": Request(listen, chat, tenant, _chat("bench-translated", prompt)),
+            "large": Request(listen, chat, tenant, _chat("bench-translated", large)),
+            "streamed": Request(listen, chat, tenant, _chat("bench-streamed", prompt, stream=True)),
+            **{name: Request(stack.config.listen.port, chat, tenant, _chat("bench-translated", prompt))
+               for name, stack in self.own.items()},
+            "peer": Request(p.peer, chat, {**tenant, "authorization": f"Bearer {k['peer']}"},
+                            _chat(peer.MODEL, prompt)),
         }
 
     def slow_stream(self, events: int, pace_ms: int) -> Request:
