@@ -16,9 +16,9 @@ __all__ = ["Options", "add_parser", "run"]
 
 
 def _names() -> list[str]:
-    from .scenarios import GROUPS, PEER, SCENARIOS
+    from .scenarios import GROUPS, PROBES
 
-    return [*SCENARIOS, PEER.name, *GROUPS]
+    return [*PROBES, *GROUPS]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -42,7 +42,7 @@ class Figure:
         elif self.unit == "rps":
             value = f"{self.value:,.0f} req/s"
         elif self.unit == "ms":
-            value = f"{self.value:+.2f} ms" if self.label.startswith("added") else f"{self.value:.2f} ms"
+            value = f"{self.value:+.2f} ms" if ".added_" in f".{self.key}" else f"{self.value:.2f} ms"
         elif self.unit == "MB":
             value = f"{self.value:.1f} MB"
         elif self.unit == "x":

@@ -27,6 +27,8 @@ from .scenarios import (
     OPTIONAL,
     OWN_GATEWAY,
     PEER,
+    PROBES,
+    REFERENCES,
     SCENARIOS,
     BenchStack,
     expand,
@@ -48,7 +50,7 @@ class Options:
     workers: int = 1
     rounds: int = 3
     output: Path = Path("bench-report.json")
-    scenarios: tuple[str, ...] = (*SCENARIOS, PEER.name)  # group names (``GROUPS``) allowed
+    scenarios: tuple[str, ...] = PROBES  # group names (``GROUPS``) allowed
     hold_streams: int = 500
     hold_seconds: float = 3.0
     warmup: float = 1.0
@@ -106,7 +108,7 @@ def plan(opts: Options) -> tuple[list[str], dict[str, str]]:
     skipped = {n: why for n in wanted if n in OPTIONAL and (why := unavailable(n, opts.workers))}
     probes = {n for n in wanted if n not in skipped}
     probes |= {b for n in probes if (b := scenario(n).beside)}  # read next to it: it runs too
-    return sorted(probes, key=[*SCENARIOS, PEER.name].index), skipped
+    return sorted(probes, key=PROBES.index), skipped
 
 
 class Bench:
@@ -116,6 +118,7 @@ class Bench:
         self.requests = stack.requests()
         self.data = Collected()
         self.gateway_probes = [p for p in probes if p in SCENARIOS]
+        self.references = [p for p in probes if p in REFERENCES]
         self.peer = [p for p in probes if p == PEER.name]
         self.floors = sorted({scenario(s).floor for s in probes} | {"floor"}, key=list(FLOORS).index)
 
@@ -127,7 +130,7 @@ class Bench:
 
     # ---- steps ------------------------------------------------------------------------
     def warm_up(self) -> None:
-        for probe in [*self.floors, *self.gateway_probes, *self.peer]:
+        for probe in [*self.floors, *self.gateway_probes, *self.references, *self.peer]:
             stream = self.kind(probe) == "stream"
             load.open_loop(self.requests[probe], 50.0 if not stream else STREAM_RATE, self.opts.warmup, stream)
 
@@ -179,7 +182,7 @@ class Bench:
                 "peak_rss_bytes": res.peak_rss_bytes, "vm_hwm_bytes": hwm}
 
     def run(self) -> dict[str, Any]:
-        probes = [*self.floors, *self.gateway_probes, *self.peer]
+        probes = [*self.floors, *self.gateway_probes, *self.references, *self.peer]
         ceiling: list[float] = []
         # Others' work on the machine skews every figure: measure it, to report it.
         pids = self.stack.all_pids()
@@ -262,6 +265,7 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
             cpu = d.timing_cpu.get(name, [])
             out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{name}: ext_proc CPU per 1,000 streams",
                               median(cpu) * 1000 if cpu else None, "s"))
+    out += reference_figures(b, wrk_note)
     out += peer_figures(b, wrk_note)
     held = extra.get("hold")
     if held:
@@ -271,6 +275,34 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
                           met=mb <= 200 if held["max_open"] >= 500 else None))
     for name, why in skipped.items():
         out.append(Figure(f"{name}.skipped", name, None, "", note=why, target=PEER_TARGET if name == "peer" else ""))
+    return out
+
+
+def reference_figures(b: Bench, wrk_note: str) -> list[Figure]:
+    """The do-nothing ext_proc: what Envoy's ext_proc filter and a gRPC round trip
+    per message cost before any gateway work (no targets: it is the yardstick)."""
+    d, rate = b.data, b.opts.rate
+    out: list[Figure] = []
+    for name in b.references:
+        sc = REFERENCES[name]
+        label = "do-nothing ext_proc"
+        if sc.kind == "unary":
+            rps = d.rps(name)
+            ratio = median_ratio(rps, d.rps(sc.floor))
+            out.append(Figure(f"{name}.throughput_rps", f"reference, {label}: throughput", median(rps) if rps else None,
+                              "rps", vs_floor=f"{ratio:.1%}" if ratio is not None else "", note=wrk_note))
+            lat, base = d.pooled(name, "latency"), d.pooled(sc.floor, "latency")
+            for q in (0.5, 0.99):
+                out.append(Figure(f"{name}.added_p{q * 100:.0f}_ms",
+                                  f"reference, {label}: added latency p{q * 100:.0f} at {rate:.0f} req/s",
+                                  added(lat, base, q), "ms"))
+            cpu = [r["ext_proc_cpu_s_per_1k"] for r in d.throughput.get(name, [])]
+            out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"reference, {label}: CPU per 1,000 requests",
+                              median(cpu) if cpu else None, "s", note=wrk_note))
+        else:
+            for what, key in (("first_byte", "added time to first byte p50"), ("per_event", "added per-event p50")):
+                value = added(d.pooled(name, what), d.pooled(sc.floor, what), 0.5)
+                out.append(Figure(f"{name}.added_{what}_p50_ms", f"reference, {label}: {key} (stream)", value, "ms"))
     return out
 
 
@@ -327,7 +359,7 @@ def run(opts: Options) -> int:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp:
         stack = BenchStack(Path(tmp), workers=opts.workers, own_gateways=tuple(p for p in probes if p in OWN_GATEWAY),
-                           with_peer=PEER.name in probes)
+                           with_peer=PEER.name in probes, with_noop=any(p in REFERENCES for p in probes))
         with stack:
             bench = Bench(opts, stack, probes)
             extra = bench.run()

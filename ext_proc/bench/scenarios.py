@@ -27,7 +27,7 @@ import orjson
 import yaml
 
 from ..supervisor import Stack, StackError, envoy_binary
-from . import admission, peer, upstream
+from . import admission, noop, peer, upstream
 from .load import Request
 
 LARGE_PROMPT_BYTES = 200 * 1024
@@ -62,16 +62,25 @@ SCENARIOS = {
 # Gateway scenarios served by a gateway of their own, and its Redis (if any).
 OWN_GATEWAY = {"admission-memory": False, "admission-redis": True}
 PEER = Scenario("peer", "unary", "floor", "LiteLLM proxy: OpenAI client -> Anthropic backend", beside="translated")
+# References: the floors' requests through a do-nothing Python ext_proc (see ``noop``).
+REFERENCES = {
+    s.name: s for s in (
+        Scenario("noop-unary", "unary", "floor", "floor request, do-nothing ext_proc (same messages as translated)"),
+        Scenario("noop-stream", "stream", "floor-stream", "floor stream, do-nothing ext_proc (a message per event)"),
+    )
+}
+# Every probe besides the floors, in report order.
+PROBES = (*SCENARIOS, *REFERENCES, PEER.name)
 FLOORS = {"floor": "unary", "floor-large": "unary", "floor-stream": "stream"}
 # Names that stand for several scenarios on the command line.
-GROUPS = {"admission": ("admission-memory", "admission-redis")}
+GROUPS = {"admission": ("admission-memory", "admission-redis"), "noop": tuple(REFERENCES)}
 # Scenarios that need something this machine, install or run may not have.
 OPTIONAL = ("admission-memory", "admission-redis", "peer")
 
 
 def scenario(name: str) -> Scenario:
-    """A gateway scenario or the peer, by name."""
-    return PEER if name == PEER.name else SCENARIOS[name]
+    """A gateway scenario, a reference or the peer, by name."""
+    return PEER if name == PEER.name else SCENARIOS.get(name) or REFERENCES[name]
 
 
 def expand(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -126,10 +135,10 @@ class Ports:
     def __init__(self, workers: int, gateways: int = 1):
         self.workers = workers
         per_gateway = 2 + 2 * workers
-        base = port_block(7 + per_gateway * gateways)
+        base = port_block(10 + per_gateway * gateways)
         (self.canned, self.canned_admin, self.floor, self.floor_admin, self.stream, self.redis,
-         self.peer) = range(base, base + 7)
-        starts = range(base + 7, base + 7 + per_gateway * gateways, per_gateway)
+         self.peer, self.noop, self.noop_admin, self.noop_ext_proc) = range(base, base + 10)
+        starts = range(base + 10, base + 10 + per_gateway * gateways, per_gateway)
         self.gateways = [GatewayPorts(s, s + 1, s + 2, s + 2 + workers) for s in starts]
         self.main = self.gateways[0]
 
@@ -213,11 +222,12 @@ class BenchStack(Stack):
     """
 
     def __init__(self, run_dir: Path, workers: int, own_gateways: tuple[str, ...] = (), with_peer: bool = False,
-                 envoy_concurrency: int = 2):
+                 with_noop: bool = False, envoy_concurrency: int = 2):
         self.ports = Ports(workers, gateways=1 + len(own_gateways))
         self.keys = {k: secrets.token_urlsafe(18) for k in ENV_KEYS}
         self.keys["peer"] = "sk-" + self.keys["peer"]  # LiteLLM wants its master key to start so
         self.with_peer = with_peer
+        self.with_noop = with_noop
         run_dir.mkdir(parents=True, exist_ok=True)
         env = {ENV_KEYS[k]: v for k, v in self.keys.items()}
         main = gateway_config_dict(self.ports, self.ports.main, workers)
@@ -246,6 +256,15 @@ class BenchStack(Stack):
                                "--log-level", "warning"])
             self._wait(name, [("127.0.0.1", port)], timeout)
         self._wait("bench-stream-upstream", [("127.0.0.1", p.stream)], timeout)
+        if self.with_noop:
+            self._spawn("bench-noop-server", [sys.executable, "-m", "ext_proc.bench.noop", "--port",
+                                              str(p.noop_ext_proc)])
+            self._wait("bench-noop-server", [("127.0.0.1", p.noop_ext_proc)], timeout)
+            bootstrap = noop.bootstrap(p.noop, p.noop_admin, p.canned, p.stream, p.noop_ext_proc)
+            self._spawn("bench-noop-envoy", [envoy_binary(), "-c", str(_write_yaml(self.run_dir / "noop.yaml", bootstrap)),
+                                             "--disable-hot-restart", "--concurrency", str(self.envoy_concurrency),
+                                             "--log-level", "warning"])
+            self._wait("bench-noop-envoy", [("127.0.0.1", p.noop)], timeout)
         if any(OWN_GATEWAY[name] for name in self.own):
             self._spawn("bench-redis", admission.redis_argv(p.redis, self.run_dir))
             self._wait("bench-redis", [("127.0.0.1", p.redis)], timeout)
@@ -290,6 +309,8 @@ class BenchStack(Stack):
             return [pid for root in self.pids("bench-peer") for pid in process_tree(root)]
         if probe in FLOORS or probe == "upstream":
             return []
+        if probe in REFERENCES:
+            return self.pids("bench-noop-server")
         return self.pids("ext_proc", self.own.get(probe))
 
     def envoy_pids(self, probe: str) -> list[int]:
@@ -297,6 +318,8 @@ class BenchStack(Stack):
             return self.pids("bench-floor")
         if probe in ("upstream", "peer"):
             return []
+        if probe in REFERENCES:
+            return self.pids("bench-noop-envoy")
         return self.pids("envoy", self.own.get(probe))
 
     def all_pids(self) -> list[int]:
@@ -315,10 +338,13 @@ class BenchStack(Stack):
         paced = {"x-api-key": k["stream"], "anthropic-version": "2023-06-01", "content-type": "application/json",
                  upstream.TARGET_HEADER: "stream"}
         chat, listen = "/v1/chat/completions", p.main.listen
+        floor_stream = _chat("claude-bench", prompt, stream=True)
         return {
             "floor": Request(p.floor, chat, to_openai, _chat("bench-passthrough", prompt)),
+            "noop-unary": Request(p.noop, chat, to_openai, _chat("bench-passthrough", prompt)),
+            "noop-stream": Request(p.noop, "/v1/messages", paced, floor_stream),
             "floor-large": Request(p.floor, chat, to_openai, _chat("bench-passthrough", large)),
-            "floor-stream": Request(p.floor, "/v1/messages", paced, _chat("claude-bench", prompt, stream=True)),
+            "floor-stream": Request(p.floor, "/v1/messages", paced, floor_stream),
             "upstream": Request(p.canned, chat, to_openai, _chat("bench-passthrough", prompt)),
             "passthrough": Request(listen, chat, tenant, _chat("bench-passthrough", prompt)),
             "translated": Request(listen, chat, tenant, _chat("bench-translated", prompt)),
