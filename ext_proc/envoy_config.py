@@ -477,6 +477,9 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
         protocol["explicit_http_config"] = {"http_protocol_options": {}}
     cluster: dict[str, Any] = {
         "name": _cluster_name(cfg, model, entry, versioned),
+        # Envoy's Prometheus tags end a cluster name at its first dot: a model
+        # such as gemini-2.5-flash would otherwise split into a broken metric name.
+        "alt_stat_name": _cluster_name(cfg, model, entry, versioned).replace(".", "_"),
         "type": "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _ms(min(b.provider.connect_timeout_ms for b in chain)),

@@ -108,3 +108,18 @@ def test_access_log_has_one_line_per_request_and_no_keys(stack: Stack) -> None:
     assert ok["input_tokens"] == 3 and ok["output_tokens"] == 4 and ok["attempts"] == 1
     assert rejected["status"] == 401 and rejected["details"] == "authentication"
     assert DEMO_KEY not in text
+
+
+def test_envoy_cluster_stats_keep_model_names_with_dots(stack: Stack) -> None:
+    """Envoy's Prometheus tags end a cluster name at its first dot; the stat name has none."""
+    body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+    assert send(stack, "/v1/chat/completions", body, {"authorization": f"Bearer {DEMO_KEY}"}) == 200
+    admin = stack.config.admin
+    with urllib.request.urlopen(f"http://{admin.address}:{admin.port}/stats/prometheus") as r:
+        families = list(text_string_to_metric_families(r.read().decode()))
+    names = {f.name for f in families}
+    assert not [n for n in names if "flash" in n], "a model name leaked into a metric name"
+    completed = {s.labels.get("envoy_cluster_name"): s.value for f in families
+                 if f.name == "envoy_cluster_upstream_rq_completed" for s in f.samples}
+    assert any(name and name.endswith("model/gemini-2_5-flash") and value >= 1
+               for name, value in completed.items()), completed
