@@ -107,6 +107,14 @@ class HealthTable:
         self._set(backend, h, State.PROBING)
         return True
 
+    def release(self, backend: str) -> None:
+        """A probe granted to a request that then went elsewhere (e.g. admission
+        found no headroom there): the next request may probe instead, rather
+        than every request skipping the backend until the probe's grace ends."""
+        h = self.backends.get(backend)
+        if h is not None and h.state == State.PROBING:
+            h.until = self.clock()
+
     def skip(self, backend: str) -> bool:
         return not self.available(backend)
 

@@ -30,6 +30,7 @@ from .codecs.base import Codec
 from .codecs.ir import ChatRequest
 from .config import ResolvedBackend
 from .errors import GatewayError
+from .health import State
 from .pricing import cost_usd
 from .responses import ResponseTranslator, make_translator
 from .state import GatewayState
@@ -207,13 +208,23 @@ class RouterStream:
         assert state.admission is not None
         priority = state.admission.priority(self.tenant, self.priority)
         chain = state.router.chain(model) or []
-        healthy = [b for b in chain if not state.health.skip(b.name)]
+        health = state.health
+        healthy = [b for b in chain if not health.skip(b.name)]
+        # Recovery probes this request was just granted: only the chosen one is used.
+        probes = [b for b in healthy if health.state(b.name) == State.PROBING]
         for b in chain:
             if b not in healthy:
                 metrics.SKIPPED.labels(model, b.name).inc()
-        self.ticket = await state.admission.admit(self.tenant, priority, model, body,
-                                                  healthy or [self._choose_backend(model)])
-        return self.ticket.backend
+        ticket: Ticket | None = None
+        try:
+            ticket = await state.admission.admit(self.tenant, priority, model, body,
+                                                 healthy or [self._choose_backend(model)])
+        finally:
+            for b in probes:
+                if ticket is None or b.name != ticket.backend.name:
+                    health.release(b.name)
+        self.ticket = ticket
+        return ticket.backend
 
     def close(self) -> None:
         """Settle a reservation the response never reached: a failure before

@@ -244,3 +244,34 @@ def test_burst_seconds_caps_a_burst_but_not_the_advertised_limit(store) -> None:
     assert len(admitted) == 20
     headers = rate_limit_headers([budget], [0.0])
     assert headers["x-ratelimit-limit-requests"] == "600"
+
+
+def test_a_probe_admission_did_not_use_is_handed_on() -> None:
+    """A recovering backend without headroom: its probe goes to the next request, not
+    to waste for the probe's grace (router stage with real health and admission)."""
+    from ext_proc.health import BASE_COOLDOWN, HealthTable, State
+    from ext_proc.router_stage import RouterStream
+    from ext_proc.state import GatewayState
+
+    data = _default()
+    data["tenants"]["demo"]["limits"] = {"tokens_per_minute": 10_000_000}
+    data["models"]["claude-sonnet-4-5"]["backends"][0]["limits"] = {"requests_per_minute": 1}
+    env = {"MOCK_OPENAI_API_KEY": "k", "MOCK_ANTHROPIC_API_KEY": "k", "MOCK_GEMINI_API_KEY": "k"}
+    state = GatewayState(parse_config(yaml.safe_dump(data), "x.yaml"), env=env)
+    now = [100.0]
+    state.health = HealthTable(clock=lambda: now[0])
+    primary, fallback = state.router.chain("claude-sonnet-4-5")[:2]
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+
+    def admit() -> str:
+        stream = RouterStream(state)
+        stream.tenant = "demo"
+        return run(stream._admit("claude-sonnet-4-5", body)).name
+
+    assert admit() == primary.name  # uses the primary's one request this minute
+    state.health.failure(primary.name)
+    state.health.failure(primary.name)
+    now[0] += BASE_COOLDOWN  # cool-down over: the next request may probe the primary...
+    assert admit() == fallback.name  # ...but the primary has no headroom left
+    # The probe was not spent: the next request gets it (it used to wait out the grace).
+    assert state.health.available(primary.name) and state.health.state(primary.name) == State.PROBING

@@ -50,3 +50,16 @@ def test_failures_without_response_back_off_exponentially() -> None:
     assert h.skip("a")
     clock.t += BASE_COOLDOWN
     assert h.available("a")
+
+
+def test_a_released_probe_goes_to_the_next_request() -> None:
+    clock = Clock()
+    h = HealthTable(clock)
+    h.failure("a")
+    h.failure("a")
+    clock.t += BASE_COOLDOWN
+    assert h.available("a") and h.skip("a")  # one probe granted, the others skip
+    h.release("a")  # that request went elsewhere
+    assert h.available("a") and h.state("a") == State.PROBING  # the next one probes
+    h.release("b")  # unknown or healthy backends are left alone
+    assert h.state("b") == State.HEALTHY
