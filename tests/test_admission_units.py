@@ -275,3 +275,40 @@ def test_a_probe_admission_did_not_use_is_handed_on() -> None:
     assert admit() == fallback.name  # ...but the primary has no headroom left
     # The probe was not spent: the next request gets it (it used to wait out the grace).
     assert state.health.available(primary.name) and state.health.state(primary.name) == State.PROBING
+
+
+def test_shared_settlements_go_to_redis_in_one_batch(redis_server: RedisServer) -> None:
+    """Requests ending together are settled in one Redis call, and their slots come back."""
+    from ext_proc.admission import Rejection, build
+    from ext_proc.admission.controller import SETTLE_BATCH_S
+    from ext_proc.codecs.ir import Usage
+
+    redis_server.client().flushall()
+    data = _default()
+    data["tenants"]["demo"]["limits"] = {"concurrent_requests": 5, "tokens_per_minute": 1_000_000}
+    data["redis"] = {"url": redis_server.url, "key_prefix": "batch", "on_failure": "fail_closed"}
+    cfg = parse_config(yaml.safe_dump(data), "x.yaml")
+    adm = build(cfg)
+    assert adm is not None
+    chain = cfg.chains["claude-sonnet-4-5"]
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+
+    def script_calls() -> int:
+        stats = redis_server.client().info("commandstats")
+        return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+
+    async def scenario() -> None:
+        warm = await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain)
+        adm.settle(warm, 200, warm.backend.name, Usage(3, 4))  # loads the settle script into Redis
+        await asyncio.sleep(SETTLE_BATCH_S * 10)
+        tickets = [await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(5)]
+        with pytest.raises(Rejection):  # every concurrency slot is taken
+            await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain)
+        before = script_calls()
+        for t in tickets:
+            adm.settle(t, 200, t.backend.name, Usage(3, 4))
+        await asyncio.sleep(SETTLE_BATCH_S * 10)
+        assert script_calls() - before == 1
+        await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain)  # the slots are free again
+
+    run(scenario())
