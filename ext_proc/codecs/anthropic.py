@@ -23,6 +23,7 @@ import orjson
 from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
 from .base import Codec, StreamDecoder, StreamEncoder, client_field
 from .fields import nonempty_str as _nonempty_str
+from .fields import objects as _objects
 from .fields import opt_int as _opt_int
 from .fields import opt_num as _opt_num
 from .fields import set_path as _set_path
@@ -38,7 +39,6 @@ from .ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
-    Part,
     StopReason,
     StreamError,
     StreamEvent,
@@ -48,6 +48,7 @@ from .ir import (
     ToolChoice,
     ToolResultPart,
     Usage,
+    append_part,
 )
 from .sse import SSEEvent
 
@@ -159,10 +160,7 @@ def _parse_tool_result(block: dict[str, Any], path: str, names: dict[str, str],
         if content:
             parts.append(TextPart(content))
     elif isinstance(content, list):
-        for k, c in enumerate(content):
-            cpath = f"{path}.content[{k}]"
-            if not isinstance(c, dict):
-                raise _type_error(cpath, "an object")
+        for cpath, c in _objects(content, f"{path}.content"):
             ct = c.get("type")
             if ct == "text":
                 if not isinstance(c.get("text"), str):
@@ -188,38 +186,26 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
     out: list[Message] = []
     names: dict[str, str] = {}
 
-    def add(role: str, part: Part) -> None:
-        if out and out[-1].role == role:
-            out[-1].parts.append(part)
-        else:
-            out.append(Message(role, [part]))  # type: ignore[arg-type]
-
-    for i, m in enumerate(messages):
-        path = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise _type_error(path, "an object")
+    for path, m in _objects(messages, "messages"):
         role = m.get("role")
         if role not in ("user", "assistant"):
             raise invalid(f"'{path}.role' must be 'user' or 'assistant'", f"{path}.role")
         content = m.get("content")
         if isinstance(content, str):
             if content:
-                add(role, TextPart(content))
+                append_part(out, role, TextPart(content))
         elif isinstance(content, list):
-            for j, b in enumerate(content):
-                bpath = f"{path}.content[{j}]"
-                if not isinstance(b, dict):
-                    raise _type_error(bpath, "an object")
+            for bpath, b in _objects(content, f"{path}.content"):
                 bt = b.get("type")
                 if bt == "text":
                     if not isinstance(b.get("text"), str):
                         raise _type_error(f"{bpath}.text", "a string")
                     if b["text"]:
-                        add(role, TextPart(b["text"]))
+                        append_part(out, role, TextPart(b["text"]))
                 elif bt == "image":
                     img = _parse_image(b, bpath, unmapped)
                     if img is not None:
-                        add(role, img)
+                        append_part(out, role, img)
                 elif bt == "tool_use" and role == "assistant":
                     tid = _nonempty_str(b.get("id"), f"{bpath}.id")
                     name = _nonempty_str(b.get("name"), f"{bpath}.name")
@@ -227,9 +213,9 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
                     if not isinstance(inp, dict):
                         raise _type_error(f"{bpath}.input", "an object")
                     names[tid] = name
-                    add(role, ToolCallPart(tid, name, orjson.dumps(inp).decode()))
+                    append_part(out, role, ToolCallPart(tid, name, orjson.dumps(inp).decode()))
                 elif bt == "tool_result" and role == "user":
-                    add("tool", _parse_tool_result(b, bpath, names, unmapped))
+                    append_part(out, "tool", _parse_tool_result(b, bpath, names, unmapped))
                 elif bt in ("thinking", "redacted_thinking") and role == "assistant":
                     continue
                 elif isinstance(bt, str):
@@ -248,10 +234,7 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
     if not isinstance(tools, list):
         raise _type_error("tools", "an array")
     out: list[Tool] = []
-    for i, t in enumerate(tools):
-        path = f"tools[{i}]"
-        if not isinstance(t, dict):
-            raise _type_error(path, "an object")
+    for path, t in _objects(tools, "tools"):
         if t.get("type", "custom") != "custom" or "input_schema" not in t:
             unmapped.append(path)  # server tools: web_search, bash, text_editor, ...
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import GatewayError, invalid
@@ -9,6 +10,16 @@ from ..errors import GatewayError, invalid
 
 def type_error(path: str, what: str) -> GatewayError:
     return invalid(f"'{path}' must be {what}", path)
+
+
+def objects(items: list[Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The elements of the array at ``path`` with their own paths (``path[i]``),
+    in order; the first one that is not an object is a 400 naming it."""
+    for i, item in enumerate(items):
+        item_path = f"{path}[{i}]"
+        if not isinstance(item, dict):
+            raise type_error(item_path, "an object")
+        yield item_path, item
 
 
 def opt_num(body: dict[str, Any], key: str) -> float | None:

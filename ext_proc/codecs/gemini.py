@@ -31,6 +31,7 @@ import orjson
 from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
 from .base import Codec, StreamDecoder, StreamEncoder, client_field
 from .fields import nonempty_str as _nonempty_str
+from .fields import objects as _objects
 from .fields import set_path as _set_path
 from .fields import type_error as _type_error
 from .ir import (
@@ -44,7 +45,6 @@ from .ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
-    Part,
     ResponseFormat,
     StopReason,
     StreamError,
@@ -55,6 +55,7 @@ from .ir import (
     ToolChoice,
     ToolResultPart,
     Usage,
+    append_part,
 )
 from .sse import SSEEvent
 
@@ -246,16 +247,7 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
     pending: dict[str, list[str]] = {}  # name -> unanswered call ids, oldest first
     n_calls = 0
 
-    def add(role: str, part: Part) -> None:
-        if out and out[-1].role == role:
-            out[-1].parts.append(part)
-        else:
-            out.append(Message(role, [part]))  # type: ignore[arg-type]
-
-    for i, c in enumerate(contents):
-        path = f"contents[{i}]"
-        if not isinstance(c, dict):
-            raise _type_error(path, "an object")
+    for path, c in _objects(contents, "contents"):
         role = c.get("role") or "user"
         if role == "function":  # legacy role for function responses
             role = "user"
@@ -265,16 +257,13 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
         parts = c.get("parts")
         if not isinstance(parts, list):
             raise _type_error(f"{path}.parts", "an array")
-        for j, p in enumerate(parts):
-            ppath = f"{path}.parts[{j}]"
-            if not isinstance(p, dict):
-                raise _type_error(ppath, "an object")
+        for ppath, p in _objects(parts, f"{path}.parts"):
             if "text" in p:
                 text = p["text"]
                 if not isinstance(text, str):
                     raise _type_error(f"{ppath}.text", "a string")
                 if text and not p.get("thought"):
-                    add(ir_role, TextPart(text))
+                    append_part(out, ir_role, TextPart(text))
                 continue
             fc = _g(p, "functionCall", "function_call")
             if fc is not None:
@@ -291,7 +280,7 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 n_calls += 1
                 call_names[cid] = name
                 pending.setdefault(name, []).append(cid)
-                add(ir_role, ToolCallPart(cid, name, orjson.dumps(args or {}).decode()))
+                append_part(out, ir_role, ToolCallPart(cid, name, orjson.dumps(args or {}).decode()))
                 continue
             fr = _g(p, "functionResponse", "function_response")
             if fr is not None:
@@ -317,19 +306,19 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 if response is not None and not isinstance(response, dict):
                     raise _type_error(f"{fpath}.response", "an object")
                 text, is_error = _result_text(response)
-                add("tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error))
+                append_part(out, "tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error))
                 continue
             blob = _g(p, "inlineData", "inline_data")
             if blob is not None:
                 img = _parse_media(blob, f"{ppath}.inlineData", False, unmapped)
                 if img is not None:
-                    add(ir_role, img)
+                    append_part(out, ir_role, img)
                 continue
             blob = _g(p, "fileData", "file_data")
             if blob is not None:
                 img = _parse_media(blob, f"{ppath}.fileData", True, unmapped)
                 if img is not None:
-                    add(ir_role, img)
+                    append_part(out, ir_role, img)
                 continue
             if p.get("thought") or set(p) <= {"thought", "thoughtSignature", "thought_signature"}:
                 continue  # thought-only parts carry nothing the IR keeps
@@ -343,20 +332,14 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
     if not isinstance(tools, list):
         raise _type_error("tools", "an array")
     out: list[Tool] = []
-    for i, t in enumerate(tools):
-        path = f"tools[{i}]"
-        if not isinstance(t, dict):
-            raise _type_error(path, "an object")
+    for path, t in _objects(tools, "tools"):
         for key, value in t.items():
             if _camel(key) != "functionDeclarations":
                 unmapped.append(f"{path}.{_camel(key)}")  # googleSearch, codeExecution, urlContext...
                 continue
             if not isinstance(value, list):
                 raise _type_error(f"{path}.functionDeclarations", "an array")
-            for j, fd in enumerate(value):
-                fpath = f"{path}.functionDeclarations[{j}]"
-                if not isinstance(fd, dict):
-                    raise _type_error(fpath, "an object")
+            for fpath, fd in _objects(value, f"{path}.functionDeclarations"):
                 schema = _g(fd, "parametersJsonSchema", "parameters_json_schema")
                 if schema is None:
                     schema = fd.get("parameters")

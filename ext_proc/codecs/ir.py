@@ -82,6 +82,15 @@ class Message:
     parts: list[Part]
 
 
+def append_part(messages: list[Message], role: Role, part: Part) -> None:
+    """Add ``part`` to the conversation, joining the last turn if it has the same role
+    (dialects that allow consecutive turns of one role map onto a single IR turn)."""
+    if messages and messages[-1].role == role:
+        messages[-1].parts.append(part)
+    else:
+        messages.append(Message(role, [part]))
+
+
 @dataclass(slots=True)
 class Tool:
     name: str

@@ -23,6 +23,7 @@ import orjson
 
 from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
 from .base import Codec, StreamDecoder, StreamEncoder, client_field
+from .fields import objects as _objects
 from .fields import opt_int as _opt_int
 from .fields import opt_num as _opt_num
 from .fields import set_path as _set_path
@@ -49,6 +50,7 @@ from .ir import (
     ToolChoice,
     ToolResultPart,
     Usage,
+    append_part,
 )
 from .sse import SSEEvent
 
@@ -165,10 +167,7 @@ def _content_parts(content: Any, path: str, unmapped: list[str], images: bool) -
     if not isinstance(content, list):
         raise _type_error(f"{path}.content", "a string or an array of content parts")
     out: list[TextPart | ImagePart] = []
-    for j, p in enumerate(content):
-        ppath = f"{path}.content[{j}]"
-        if not isinstance(p, dict):
-            raise _type_error(ppath, "an object")
+    for ppath, p in _objects(content, f"{path}.content"):
         t = p.get("type")
         if t == "text":
             text = p.get("text")
@@ -211,10 +210,7 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
     if not isinstance(tools, list):
         raise _type_error("tools", "an array")
     out: list[Tool] = []
-    for i, t in enumerate(tools):
-        path = f"tools[{i}]"
-        if not isinstance(t, dict):
-            raise _type_error(path, "an object")
+    for path, t in _objects(tools, "tools"):
         if t.get("type", "function") != "function":
             unmapped.append(path)  # custom / built-in tools
             continue
@@ -262,10 +258,7 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
         raise invalid("'messages' must not be empty", "messages")
     out: list[Message] = []
     call_names: dict[str, str] = {}
-    for i, m in enumerate(messages):
-        path = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise _type_error(path, "an object")
+    for path, m in _objects(messages, "messages"):
         role = m.get("role")
         content = m.get("content")
         if role in ("system", "developer"):
@@ -297,10 +290,7 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
                 raise invalid(f"'{path}.tool_call_id' does not match any preceding assistant tool call",
                               f"{path}.tool_call_id")
             result = ToolResultPart(tcid, _content_parts(content, path, unmapped, images=False), name)
-            if out and out[-1].role == "tool":
-                out[-1].parts.append(result)
-            else:
-                out.append(Message("tool", [result]))
+            append_part(out, "tool", result)
         elif role == "function":
             raise invalid(f"'{path}.role': the deprecated 'function' role is not supported; use 'tool'",
                           f"{path}.role")
