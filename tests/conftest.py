@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -51,9 +52,18 @@ class MockAdmin:
         self._call("POST", provider, "/_mock/faults", fault)
 
 
+@contextmanager
+def clean_mocks(stack: Stack) -> Iterator[MockAdmin]:
+    """The mock providers of ``stack`` with no faults and zeroed stats, before and after."""
+    admin = MockAdmin(stack)
+    admin.reset()
+    try:
+        yield admin
+    finally:
+        admin.reset()
+
+
 @pytest.fixture
 def mocks(gateway: Stack) -> Iterator[MockAdmin]:
-    admin = MockAdmin(gateway)
-    admin.reset()
-    yield admin
-    admin.reset()
+    with clean_mocks(gateway) as admin:
+        yield admin

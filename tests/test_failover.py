@@ -16,7 +16,7 @@ import yaml
 
 from ext_proc.config import DEFAULT_CONFIG
 from ext_proc.supervisor import Stack
-from tests.conftest import DEMO_KEY, MockAdmin
+from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import config_on_free_ports, start_stack
 
 REQUESTS = 300
@@ -67,10 +67,8 @@ def fresh(tmp_path: Any) -> Iterator[tuple[Stack, MockAdmin]]:
 
 @pytest.fixture
 def fmocks(failover_gateway: Stack) -> Iterator[MockAdmin]:
-    admin = MockAdmin(failover_gateway)
-    admin.reset()
-    yield admin
-    admin.reset()
+    with clean_mocks(failover_gateway) as admin:
+        yield admin
 
 
 def request_for(dialect: str, model: str, stream: bool, text: str) -> tuple[str, dict[str, str], dict[str, Any]]:

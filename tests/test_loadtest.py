@@ -20,7 +20,7 @@ import yaml
 from ext_proc.cli import main
 from ext_proc.loadtest import report, scenarios
 from ext_proc.supervisor import Stack
-from tests.conftest import DEMO_KEY, MockAdmin
+from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import config_on_free_ports, start_stack
 
 
@@ -33,10 +33,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def admin(stack: Stack) -> Iterator[MockAdmin]:
-    a = MockAdmin(stack)
-    a.reset()
-    yield a
-    a.reset()
+    with clean_mocks(stack) as a:
+        yield a
 
 
 def settings(stack: Stack, **kw: Any) -> scenarios.Settings:
