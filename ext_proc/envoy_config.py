@@ -418,6 +418,14 @@ def _listener(cfg: GatewayConfig, routes: dict[str, Any], access_log: str = "/de
     }
 
 
+def grpc_protocol_options() -> dict[str, Any]:
+    """A gRPC cluster's protocol: HTTP/2, with room for a stream per client request."""
+    return {_HTTP_OPTIONS: {
+        "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
+        "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 100_000}},
+    }}
+
+
 def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
     # upstream_host (e.g. a compose service name) resolves to every replica.
     host = cfg.ext_proc.upstream_host or cfg.ext_proc.address
@@ -428,10 +436,7 @@ def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": "ext_proc", "endpoints": [{"lb_endpoints": endpoints}]},
-        "typed_extension_protocol_options": {_HTTP_OPTIONS: {
-            "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
-            "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 100_000}},
-        }},
+        "typed_extension_protocol_options": grpc_protocol_options(),
         # One gRPC stream per client request: the default 1024 would cap concurrency.
         "circuit_breakers": {"thresholds": [{"max_requests": 1_000_000, "max_pending_requests": 1_000_000,
                                              "max_connections": 1_000_000}]},

@@ -235,37 +235,9 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
     out.append(Figure("floor.p50_ms", f"floor latency p50 at {rate:.0f} req/s", _ms(percentile(fl, 0.5)), "ms"))
     out.append(Figure("floor.p99_ms", f"floor latency p99 at {rate:.0f} req/s", _ms(percentile(fl, 0.99)), "ms"))
     for name in b.gateway_probes:
-        sc = SCENARIOS[name]
-        if sc.kind == "unary":
-            rps, base = d.rps(name), d.rps(sc.floor)
-            ratio = median_ratio(rps, base)
-            targeted = name == "translated" or name in OWN_GATEWAY  # admission: translated with budgets
-            out.append(Figure(f"{name}.throughput_rps", f"{name}: throughput", median(rps) if rps else None, "rps",
-                              vs_floor=f"{ratio:.1%}" if ratio is not None else "",
-                              target=">= 30% of floor" if targeted else "",
-                              met=None if ratio is None or not targeted else ratio >= 0.30, note=wrk_note))
-            lat, base_lat = d.pooled(name, "latency"), d.pooled(sc.floor, "latency")
-            p50, p99 = added(lat, base_lat, 0.5), added(lat, base_lat, 0.99)
-            limit50 = 5.0 if name == "large" else 1.5
-            out.append(Figure(f"{name}.added_p50_ms", f"added latency p50 at {rate:.0f} req/s ({name})", p50, "ms",
-                              target=f"<= {limit50:g} ms", met=at_most(p50, limit50)))
-            if name != "large":
-                out.append(Figure(f"{name}.added_p99_ms", f"added latency p99 at {rate:.0f} req/s ({name})", p99,
-                                  "ms", target="<= 5 ms", met=at_most(p99, 5.0)))
-            cpu = [r["ext_proc_cpu_s_per_1k"] for r in d.throughput.get(name, [])]
-            out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{name}: ext_proc CPU per 1,000 requests",
-                              median(cpu) if cpu else None, "s", note=wrk_note))
-        else:
-            fb = added(d.pooled(name, "first_byte"), d.pooled(sc.floor, "first_byte"), 0.5)
-            ev = added(d.pooled(name, "per_event"), d.pooled(sc.floor, "per_event"), 0.5)
-            out.append(Figure(f"{name}.added_first_byte_p50_ms", "added time to first byte p50 (streamed)", fb, "ms",
-                              target="<= 2 ms", met=at_most(fb, 2.0)))
-            out.append(Figure(f"{name}.added_per_event_p50_ms", "added per-event latency p50 (streamed)", ev, "ms",
-                              target="<= 0.3 ms", met=at_most(ev, 0.3)))
-            cpu = d.timing_cpu.get(name, [])
-            out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{name}: ext_proc CPU per 1,000 streams",
-                              median(cpu) * 1000 if cpu else None, "s"))
-    out += reference_figures(b, wrk_note)
+        out += probe_figures(b, name, name, wrk_note, targets=True)
+    for name in b.references:  # the yardstick: same rows, no targets
+        out += probe_figures(b, name, "reference, do-nothing ext_proc", wrk_note, targets=False)
     out += peer_figures(b, wrk_note)
     held = extra.get("hold")
     if held:
@@ -278,31 +250,44 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
     return out
 
 
-def reference_figures(b: Bench, wrk_note: str) -> list[Figure]:
-    """The do-nothing ext_proc: what Envoy's ext_proc filter and a gRPC round trip
-    per message cost before any gateway work (no targets: it is the yardstick)."""
-    d, rate = b.data, b.opts.rate
+def probe_figures(b: Bench, name: str, who: str, wrk_note: str, targets: bool) -> list[Figure]:
+    """A probe's rows against its floor, labelled with ``who``; with the issue's
+    targets for gateway scenarios, without them for the do-nothing reference."""
+    d, rate, sc = b.data, b.opts.rate, scenario(name)
+
+    def aim(target: str, met: bool | None) -> dict[str, Any]:
+        return {"target": target, "met": met} if targets else {}
+
     out: list[Figure] = []
-    for name in b.references:
-        sc = REFERENCES[name]
-        label = "do-nothing ext_proc"
-        if sc.kind == "unary":
-            rps = d.rps(name)
-            ratio = median_ratio(rps, d.rps(sc.floor))
-            out.append(Figure(f"{name}.throughput_rps", f"reference, {label}: throughput", median(rps) if rps else None,
-                              "rps", vs_floor=f"{ratio:.1%}" if ratio is not None else "", note=wrk_note))
-            lat, base = d.pooled(name, "latency"), d.pooled(sc.floor, "latency")
-            for q in (0.5, 0.99):
-                out.append(Figure(f"{name}.added_p{q * 100:.0f}_ms",
-                                  f"reference, {label}: added latency p{q * 100:.0f} at {rate:.0f} req/s",
-                                  added(lat, base, q), "ms"))
-            cpu = [r["ext_proc_cpu_s_per_1k"] for r in d.throughput.get(name, [])]
-            out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"reference, {label}: CPU per 1,000 requests",
-                              median(cpu) if cpu else None, "s", note=wrk_note))
-        else:
-            for what, key in (("first_byte", "added time to first byte p50"), ("per_event", "added per-event p50")):
-                value = added(d.pooled(name, what), d.pooled(sc.floor, what), 0.5)
-                out.append(Figure(f"{name}.added_{what}_p50_ms", f"reference, {label}: {key} (stream)", value, "ms"))
+    if sc.kind == "unary":
+        rps = d.rps(name)
+        ratio = median_ratio(rps, d.rps(sc.floor))
+        share = {}
+        if name == "translated" or name in OWN_GATEWAY:  # admission: translated with budgets
+            share = aim(">= 30% of floor", None if ratio is None else ratio >= 0.30)
+        out.append(Figure(f"{name}.throughput_rps", f"{who}: throughput", median(rps) if rps else None, "rps",
+                          vs_floor=f"{ratio:.1%}" if ratio is not None else "", note=wrk_note, **share))
+        lat, base_lat = d.pooled(name, "latency"), d.pooled(sc.floor, "latency")
+        p50, p99 = added(lat, base_lat, 0.5), added(lat, base_lat, 0.99)
+        limit50 = 5.0 if name == "large" else 1.5
+        out.append(Figure(f"{name}.added_p50_ms", f"added latency p50 at {rate:.0f} req/s ({who})", p50, "ms",
+                          **aim(f"<= {limit50:g} ms", at_most(p50, limit50))))
+        if name != "large":
+            out.append(Figure(f"{name}.added_p99_ms", f"added latency p99 at {rate:.0f} req/s ({who})", p99, "ms",
+                              **aim("<= 5 ms", at_most(p99, 5.0))))
+        cpu = [r["ext_proc_cpu_s_per_1k"] for r in d.throughput.get(name, [])]
+        out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{who}: ext_proc CPU per 1,000 requests",
+                          median(cpu) if cpu else None, "s", note=wrk_note))
+    else:
+        fb = added(d.pooled(name, "first_byte"), d.pooled(sc.floor, "first_byte"), 0.5)
+        ev = added(d.pooled(name, "per_event"), d.pooled(sc.floor, "per_event"), 0.5)
+        out.append(Figure(f"{name}.added_first_byte_p50_ms", f"added time to first byte p50 ({who})", fb, "ms",
+                          **aim("<= 2 ms", at_most(fb, 2.0))))
+        out.append(Figure(f"{name}.added_per_event_p50_ms", f"added per-event latency p50 ({who})", ev, "ms",
+                          **aim("<= 0.3 ms", at_most(ev, 0.3))))
+        cpu = d.timing_cpu.get(name, [])
+        out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{who}: ext_proc CPU per 1,000 streams",
+                          median(cpu) * 1000 if cpu else None, "s"))
     return out
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from ..envoy_config import grpc_protocol_options
+
 STREAM_EVENTS = 50  # message_start, content_block_start, 45 deltas, content_block_stop, message_delta, message_stop
 DELTAS = STREAM_EVENTS - 5
 PACE_HEADER = "x-bench-pace-ms"
@@ -47,9 +49,6 @@ ANTHROPIC_MESSAGE = {
     "usage": {"input_tokens": 24, "output_tokens": 31},
 }
 _UNAUTHORIZED = b'{"type":"error","error":{"type":"authentication_error","message":"bench upstream: bad key"}}'
-
-
-_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def _addr(port: int) -> dict[str, Any]:
@@ -129,9 +128,7 @@ def floor_bootstrap(port: int, admin_port: int, canned_port: int, stream_port: i
     clusters = [_cluster("canned", canned_port), _cluster("paced", stream_port)]
     for name, grpc_port in (grpc_clusters or {}).items():
         cluster = _cluster(name, grpc_port)
-        cluster["typed_extension_protocol_options"] = {_HTTP_OPTIONS: {
-            "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
-            "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 100_000}}}}
+        cluster["typed_extension_protocol_options"] = grpc_protocol_options()
         clusters.append(cluster)
     return _bootstrap(admin_port, listener, clusters)
 
