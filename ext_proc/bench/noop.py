@@ -18,16 +18,15 @@ import asyncio
 from typing import Any
 
 import grpc
-from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 
 from ..envoy_config import ROUTER_STAGE_MODE
+from ..messages import continue_for
 from ..server import server_options
 from . import upstream
 
-_CONTINUE = {kind: pb.ProcessingResponse(**{kind: message}) for kind, message in (
-    ("request_headers", pb.HeadersResponse()), ("request_body", pb.BodyResponse()),
-    ("response_headers", pb.HeadersResponse()), ("response_body", pb.BodyResponse()))}
+_CONTINUE = {kind: continue_for(kind)
+             for kind in ("request_headers", "request_body", "response_headers", "response_body")}
 
 
 class NoopProcessor(pbg.ExternalProcessorServicer):
