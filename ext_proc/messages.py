@@ -102,8 +102,13 @@ def with_metadata(resp: pb.ProcessingResponse, namespace: str, fields: dict[str,
     """A copy of ``resp`` (which may be a shared constant) carrying dynamic metadata."""
     out = pb.ProcessingResponse()
     out.CopyFrom(resp)
-    set_struct(out.dynamic_metadata.fields[namespace].struct_value, fields)
+    add_metadata(out, namespace, fields)
     return out
+
+
+def add_metadata(resp: pb.ProcessingResponse, namespace: str, fields: Mapping[str, object]) -> None:
+    """Dynamic metadata for Envoy (access log, response headers) under ``namespace``."""
+    set_struct(resp.dynamic_metadata.fields[namespace].struct_value, fields)
 
 
 def set_struct(target: struct_pb2.Struct, fields: Mapping[str, object]) -> None:

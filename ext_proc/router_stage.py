@@ -120,7 +120,7 @@ class RouterStream:
             return self._reject(err, err.kind)
         if self.ticket is not None and self.ticket.headers:
             for namespace, fields in self.ticket.metadata.items():
-                M.set_struct(resp.dynamic_metadata.fields[namespace].struct_value, fields)
+                M.add_metadata(resp, namespace, fields)
         return resp
 
     async def _route(self, raw: bytes) -> pb.ProcessingResponse:

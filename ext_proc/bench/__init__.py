@@ -44,9 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd(args: argparse.Namespace) -> int:
     chosen = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
-    unknown = [s for s in chosen if s not in _names()]
+    known = _names()
+    unknown = [s for s in chosen if s not in known]
     if unknown:
-        print(f"unknown scenario(s): {', '.join(unknown)} (known: {', '.join(_names())})")
+        print(f"unknown scenario(s): {', '.join(unknown)} (known: {', '.join(known)})")
         return 2
     given = {k: v for k, v in (("duration", args.duration), ("rate", args.rate), ("rounds", args.rounds))
              if v is not None}
