@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Any
 
+import grpc
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
@@ -329,10 +330,9 @@ async def run(state: GatewayState, ctx: Any) -> None:
 
 async def _serve(stream: RouterStream, ctx: Any) -> None:
     translator: ResponseTranslator | None = None
-    eof = _eof()
     while True:
         req = await ctx.read()
-        if req is eof:
+        if req is grpc.aio.EOF:
             return
         kind = req.WhichOneof("request")
         t = time.perf_counter()
@@ -356,9 +356,3 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
         await ctx.write(resp)
         if resp.WhichOneof("response") == "immediate_response":
             return
-
-
-def _eof() -> Any:
-    import grpc
-
-    return grpc.aio.EOF

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+import grpc
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
@@ -84,8 +85,6 @@ def _fail(dialect: str, err: GatewayError) -> pb.ProcessingResponse:
 async def run(states: dict[str, GatewayState], current: GatewayState, ctx: Any) -> None:
     """Serve one upstream-stage gRPC stream (one attempt), under the config
     version the request was routed with (it may predate a live switch)."""
-    import grpc
-
     attempt: Attempt | None = None
     while True:
         req = await ctx.read()
