@@ -39,6 +39,12 @@ DEFAULT_STATUS: dict[str, int] = {
 }
 
 
+def overloaded_as_503(status: int) -> int:
+    """Anthropic's 529 (overloaded) as the 503 that clients of every dialect and
+    Envoy's retry policy understand; Anthropic clients get 529 back on rendering."""
+    return 503 if status == 529 else status
+
+
 def kind_for_status(status: int) -> ErrorKind:
     """The error kind a bare HTTP status most likely means."""
     if status == 401:

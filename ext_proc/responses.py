@@ -26,6 +26,7 @@ import orjson
 
 from .codecs import get_codec
 from .codecs.base import Codec
+from .codecs.fields import error_json
 from .codecs.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
 from .codecs.sse import SSEReader, format_event
 from .config import ResolvedBackend
@@ -102,7 +103,7 @@ class Buffered(ResponseTranslator):
             return orjson.dumps(self.client.render_error(err))
 
     def _error(self, body: bytes) -> bytes | None:
-        from_provider = _is_json_object(body)
+        from_provider = isinstance(error_json(body), dict)
         if self.backend_codec is self.client and from_provider:
             return None  # already an error in the client's dialect
         if not from_provider:
@@ -217,13 +218,6 @@ class StreamPassthrough(ResponseTranslator):
 def _max_usage(a: Usage, b: Usage) -> Usage:
     return Usage(max(a.input_tokens, b.input_tokens), max(a.output_tokens, b.output_tokens),
                  max(a.cached_input_tokens, b.cached_input_tokens), max(a.cache_write_tokens, b.cache_write_tokens))
-
-
-def _is_json_object(body: bytes) -> bool:
-    try:
-        return isinstance(orjson.loads(body), dict)
-    except orjson.JSONDecodeError:
-        return False
 
 
 def make_translator(*, client: Codec, backend: ResolvedBackend | None, status: int, stream: bool, model: str,

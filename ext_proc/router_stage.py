@@ -30,7 +30,7 @@ from .codecs import get_codec
 from .codecs.base import Codec
 from .codecs.ir import ChatRequest
 from .config import ResolvedBackend
-from .errors import GatewayError
+from .errors import GatewayError, overloaded_as_503
 from .health import State
 from .pricing import cost_usd
 from .responses import ResponseTranslator, make_translator
@@ -110,7 +110,7 @@ class RouterStream:
         headers = dict(err.headers) if isinstance(err, Rejection) else dict(self.ticket.headers if self.ticket else {})
         if err.retry_after is not None:
             headers["retry-after"] = str(max(1, round(err.retry_after)))
-        status = err.status if err.status != 529 else 503
+        status = overloaded_as_503(err.status)
         return M.immediate(status, orjson.dumps(self.client.render_error(err)), headers, details=reason)
 
     async def on_request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:

@@ -26,6 +26,7 @@ from . import protocol as P
 from .codecs import get_codec
 from .codecs.ir import StreamError
 from .codecs.sse import SSEReader
+from .errors import overloaded_as_503
 from .state import GatewayState
 
 log = logging.getLogger("llm_gateway.stream_guard")
@@ -93,7 +94,7 @@ async def _release(ctx: Any, err: Any | None, err_body: bytes, pending: int) -> 
         for _ in range(pending):
             await ctx.write(M.CONTINUE_RESPONSE_BODY)
         return
-    status = 503 if err.status == 529 else err.status
+    status = overloaded_as_503(err.status)
     mutation = M.header_mutation({":status": str(status), "content-type": "application/json"},
                                  remove=["content-length"])
     await ctx.write(pb.ProcessingResponse(response_headers=pb.HeadersResponse(

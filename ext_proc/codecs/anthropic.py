@@ -20,8 +20,10 @@ from typing import Any
 
 import orjson
 
-from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
+from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
 from .base import Codec, StreamDecoder, StreamEncoder, client_field
+from .fields import args_object as _args_object
+from .fields import error_json as _error_json
 from .fields import nonempty_str as _nonempty_str
 from .fields import objects as _objects
 from .fields import opt_int as _opt_int
@@ -101,19 +103,6 @@ _STREAM_CUT = "upstream stream ended unexpectedly"
 
 
 # ---- small validators -----------------------------------------------------------
-
-
-def _args_object(arguments: str, path: str) -> dict[str, Any]:
-    """IR tool-call arguments (JSON text) -> the object Anthropic's ``input`` must be."""
-    if not arguments:
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        raise invalid(f"'{path}' must be a JSON object, got invalid JSON", path) from None
-    if not isinstance(value, dict):
-        raise invalid(f"'{path}' must be a JSON object", path)
-    return value
 
 
 # ---- requests -------------------------------------------------------------------
@@ -753,12 +742,8 @@ class AnthropicCodec(Codec):
         return False
 
     def parse_error(self, status: int, body: bytes) -> GatewayError:
-        if status == 529:
-            status = 503
-        try:
-            obj = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            obj = None
+        status = overloaded_as_503(status)
+        obj = _error_json(body)
         err = obj.get("error") if isinstance(obj, dict) else None
         if isinstance(err, dict):
             return _error_from_obj(err, status)

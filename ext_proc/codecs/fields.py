@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 from ..errors import GatewayError, invalid
 
 
@@ -54,3 +56,24 @@ def nonempty_str(v: Any, path: str) -> str:
     if not isinstance(v, str) or not v:
         raise type_error(path, "a non-empty string")
     return v
+
+
+def args_object(arguments: str, path: str) -> dict[str, Any]:
+    """IR tool-call arguments (JSON text) -> the object a backend's tool input must be."""
+    if not arguments:
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        raise invalid(f"'{path}' must be a JSON object, got invalid JSON", path) from None
+    if not isinstance(value, dict):
+        raise invalid(f"'{path}' must be a JSON object", path)
+    return value
+
+
+def error_json(body: bytes) -> Any:
+    """A backend error body as JSON, or None: error bodies are often not JSON at all."""
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None

@@ -28,8 +28,10 @@ from typing import Any
 
 import orjson
 
-from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
+from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
 from .base import Codec, StreamDecoder, StreamEncoder, client_field
+from .fields import args_object as _args_object
+from .fields import error_json as _error_json
 from .fields import nonempty_str as _nonempty_str
 from .fields import objects as _objects
 from .fields import set_path as _set_path
@@ -192,18 +194,6 @@ def guess_mime(url: str) -> str:
     if dot > path.rfind("/"):
         return _MIME_BY_EXT.get(path[dot + 1:].lower(), "image/jpeg")
     return "image/jpeg"
-
-
-def _args_object(arguments: str, path: str) -> dict[str, Any]:
-    if not arguments:
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        raise invalid(f"'{path}' must be a JSON object, got invalid JSON", path) from None
-    if not isinstance(value, dict):
-        raise invalid(f"'{path}' must be a JSON object", path)
-    return value
 
 
 def _result_text(response: Any) -> tuple[str, bool]:
@@ -544,8 +534,7 @@ def _error_from_obj(err: dict[str, Any], status: int | None) -> GatewayError:
             kind = "context_length"
         elif "api key not valid" in low:
             kind = "authentication"  # Gemini reports a bad key as 400 INVALID_ARGUMENT
-    if status == 529:
-        status = 503
+    status = overloaded_as_503(status)
     return GatewayError(kind, message, status=status or DEFAULT_STATUS[kind])  # type: ignore[arg-type]
 
 
@@ -894,12 +883,8 @@ class GeminiCodec(Codec):
         return False
 
     def parse_error(self, status: int, body: bytes) -> GatewayError:
-        if status == 529:
-            status = 503
-        try:
-            obj = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            obj = None
+        status = overloaded_as_503(status)
+        obj = _error_json(body)
         if isinstance(obj, list) and obj:  # non-SSE streaming errors come as a JSON array
             obj = obj[0]
         err = obj.get("error") if isinstance(obj, dict) else None

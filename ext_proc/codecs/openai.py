@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, unsupported
+from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
 from .base import Codec, StreamDecoder, StreamEncoder, client_field
+from .fields import error_json as _error_json
 from .fields import objects as _objects
 from .fields import opt_int as _opt_int
 from .fields import opt_num as _opt_num
@@ -858,12 +859,8 @@ class OpenAICodec(Codec):
         return False
 
     def parse_error(self, status: int, body: bytes) -> GatewayError:
-        if status == 529:
-            status = 503
-        try:
-            obj = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            obj = None
+        status = overloaded_as_503(status)
+        obj = _error_json(body)
         message, _, code, param = _error_fields(obj)
         if message is None:
             text = body.decode("utf-8", "replace").strip() if body else ""
