@@ -24,6 +24,7 @@ import orjson
 from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
 from .base import Codec, StreamDecoder, StreamEncoder, client_field
 from .fields import error_json as _error_json
+from .fields import nonempty_str as _nonempty_str
 from .fields import objects as _objects
 from .fields import opt_int as _opt_int
 from .fields import opt_num as _opt_num
@@ -146,9 +147,7 @@ def _apply_unmapped(req: ChatRequest, body: dict[str, Any], drop: bool) -> None:
 
 def _parse_image(part: dict[str, Any], path: str) -> ImagePart:
     iu = part.get("image_url")
-    url = iu.get("url") if isinstance(iu, dict) else iu
-    if not isinstance(url, str) or not url:
-        raise _type_error(f"{path}.image_url.url", "a non-empty string")
+    url = _nonempty_str(iu.get("url") if isinstance(iu, dict) else iu, f"{path}.image_url.url")
     if url.startswith("data:"):
         comma = url.find(",")
         header = url[5:comma].split(";") if comma > 0 else []
@@ -198,9 +197,7 @@ def _parse_tool_choice(tc: Any) -> ToolChoice | None:
         raise invalid("'tool_choice' must be 'auto', 'none', 'required' or a function choice", "tool_choice")
     if isinstance(tc, dict) and tc.get("type") == "function":
         fn = tc.get("function")
-        name = fn.get("name") if isinstance(fn, dict) else None
-        if not isinstance(name, str) or not name:
-            raise _type_error("tool_choice.function.name", "a non-empty string")
+        name = _nonempty_str(fn.get("name") if isinstance(fn, dict) else None, "tool_choice.function.name")
         return ToolChoice("tool", name)
     raise invalid("'tool_choice' must be 'auto', 'none', 'required' or a function choice", "tool_choice")
 
@@ -218,9 +215,7 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
         fn = t.get("function")
         if not isinstance(fn, dict):
             raise _type_error(f"{path}.function", "an object")
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise _type_error(f"{path}.function.name", "a non-empty string")
+        name = _nonempty_str(fn.get("name"), f"{path}.function.name")
         params = fn.get("parameters")
         if params is None:
             params = {"type": "object", "properties": {}}
@@ -283,9 +278,7 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
                     unmapped.append(f"{path}.{key}")
             out.append(Message("assistant", parts))
         elif role == "tool":
-            tcid = m.get("tool_call_id")
-            if not isinstance(tcid, str) or not tcid:
-                raise _type_error(f"{path}.tool_call_id", "a non-empty string")
+            tcid = _nonempty_str(m.get("tool_call_id"), f"{path}.tool_call_id")
             name = call_names.get(tcid)
             if name is None:
                 raise invalid(f"'{path}.tool_call_id' does not match any preceding assistant tool call",
@@ -304,15 +297,11 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
 def _parse_tool_call(tc: Any, path: str, call_names: dict[str, str]) -> ToolCallPart:
     if not isinstance(tc, dict):
         raise _type_error(path, "an object")
-    tcid = tc.get("id")
-    if not isinstance(tcid, str) or not tcid:
-        raise _type_error(f"{path}.id", "a non-empty string")
+    tcid = _nonempty_str(tc.get("id"), f"{path}.id")
     fn = tc.get("function")
     if not isinstance(fn, dict):
         raise _type_error(f"{path}.function", "an object")
-    name = fn.get("name")
-    if not isinstance(name, str) or not name:
-        raise _type_error(f"{path}.function.name", "a non-empty string")
+    name = _nonempty_str(fn.get("name"), f"{path}.function.name")
     args = fn.get("arguments")
     if args is None or args == "":
         args = "{}"
@@ -661,9 +650,7 @@ class OpenAICodec(Codec):
                       path_stream: bool = False) -> ChatRequest:
         if not isinstance(body, dict):
             raise invalid("the request body must be a JSON object")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise _type_error("model", "a non-empty string")
+        model = _nonempty_str(body.get("model"), "model")
         unmapped: list[str] = []
         values: dict[str, Any] = {}
         for key, value in body.items():
