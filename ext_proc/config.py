@@ -14,10 +14,9 @@ environment). Resolving them is a separate step (``resolve_secrets``) so that
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,8 +25,10 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
-Dialect = Literal["openai", "anthropic", "gemini"]
+from .dialects import CREDENTIAL_HEADERS, DIALECTS, get_dialect
+
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -65,12 +66,22 @@ class ExtProcSettings(_Strict):
                                                     max_length=253)] | None = None
 
 
+def backend_name(model_name: str, provider: Any, model: Any = None, name: Any = None) -> str:
+    """A backend's unique name: its own, else ``provider/upstream model`` (the one rule, used everywhere)."""
+    return str(name or f"{provider}/{model or model_name}")
+
+
+# Headers that carry a credential: set from api_key_env / api_key_file only, never inline.
+_SECRET_HEADERS = frozenset({*CREDENTIAL_HEADERS, "authorization", "api-key"}) - {
+    h for d in DIALECTS.values() for h in d.version_headers}
+
+
 class Provider(_Strict):
-    dialect: Dialect
+    dialect: str
     base_url: str
     api_key_env: str | None = None
     api_key_file: str | None = None
-    # OpenAI-compatible hosts differ in how they take the key (e.g. Azure's
+    # Compatible hosts differ in how they take the key (e.g. Azure's
     # "api-key" header) and where the endpoint lives.
     auth_header: str | None = None
     chat_path: str | None = None
@@ -78,9 +89,18 @@ class Provider(_Strict):
     # Started by `llm-gateway up` (mock providers for local use and tests).
     mock: bool = False
     # Hold a stream's response until its first event so a stream that opens
-    # with an error event fails over (default: on for Anthropic, which does this).
+    # with an error event fails over (default: on for dialects whose providers do this).
     guard_first_event: bool | None = None
     connect_timeout_ms: Annotated[int, Field(ge=1)] = 5_000
+
+    @field_validator("dialect")
+    @classmethod
+    def _known_dialect(cls, v: str) -> str:
+        if v not in DIALECTS:
+            names = [f"'{n}'" for n in DIALECTS]
+            expected = " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return v
 
     @field_validator("base_url")
     @classmethod
@@ -96,7 +116,7 @@ class Provider(_Strict):
     @classmethod
     def _no_secret_headers(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if key.lower() in ("authorization", "x-api-key", "x-goog-api-key", "api-key"):
+            if key.lower() in _SECRET_HEADERS:
                 raise ValueError(f"'{key}' carries a credential: use api_key_env or api_key_file")
         return v
 
@@ -122,7 +142,9 @@ class Provider(_Strict):
 
     @property
     def guards_first_event(self) -> bool:
-        return self.dialect == "anthropic" if self.guard_first_event is None else self.guard_first_event
+        if self.guard_first_event is None:
+            return get_dialect(self.dialect).opens_streams_with_errors
+        return self.guard_first_event
 
 
 class Backend(_Strict):
@@ -142,7 +164,7 @@ class Backend(_Strict):
 
 class Model(_Strict):
     backends: Annotated[list[Backend], Field(min_length=1)]
-    # Anthropic requires max_tokens; used when the client gives none.
+    # Some dialects require max tokens; used when the client gives none.
     default_max_tokens: Annotated[int, Field(ge=1)] = 4096
     # Drop fields the backend's dialect cannot express instead of refusing them.
     drop_unsupported: bool = False
@@ -256,7 +278,9 @@ class _Root(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class ResolvedBackend:
-    """A backend with everything the data path needs, resolved once at load."""
+    """A backend with everything the data path needs, resolved once at load:
+    its name, upstream model, failover place, limits and price (a backend that
+    serves several models declares limits and price once, or identically)."""
 
     name: str
     provider_name: str
@@ -265,10 +289,18 @@ class ResolvedBackend:
     tier: int
     weight: int
     price: Price | None = None
+    limits: BackendLimits | None = None
 
     @property
     def dialect(self) -> str:
         return self.provider.dialect
+
+    @property
+    def budgeted(self) -> bool:
+        """Does admission check this backend's quotas?"""
+        lim = self.limits
+        return lim is not None and bool(lim.requests_per_minute or lim.tokens_per_minute
+                                        or lim.concurrent_requests or lim.adaptive)
 
 
 class GatewayConfig:
@@ -288,37 +320,36 @@ class GatewayConfig:
         self.tenants = root.tenants
         self.admission = root.admission
         self.redis = root.redis
+        # A backend's limits and price are one fact each, declared once (or
+        # identically, checked by admission.checks) in any model it serves.
+        facts: dict[str, dict[str, Any]] = {}
+        for model_name, model in root.models.items():
+            for b in model.backends:
+                found = facts.setdefault(backend_name(model_name, b.provider, b.model, b.name), {})
+                if b.price is not None:
+                    found["price"] = b.price
+                if b.limits is not None:
+                    found["limits"] = b.limits
         # model name -> backends in failover order (tier, then list order)
         self.chains: dict[str, list[ResolvedBackend]] = {}
         self.backends: dict[str, ResolvedBackend] = {}
         for model_name, model in root.models.items():
             chain = []
             for i, b in enumerate(model.backends):
-                upstream = b.model or model_name
+                name = backend_name(model_name, b.provider, b.model, b.name)
                 rb = ResolvedBackend(
-                    name=b.name or f"{b.provider}/{upstream}",
+                    name=name,
                     provider_name=b.provider,
                     provider=root.providers[b.provider],
-                    upstream_model=upstream,
+                    upstream_model=b.model or model_name,
                     tier=b.tier if b.tier is not None else i,
                     weight=b.weight,
-                    price=b.price,
+                    **facts[name],
                 )
                 chain.append(rb)
                 self.backends[rb.name] = rb
             chain.sort(key=lambda r: r.tier)
             self.chains[model_name] = chain
-        # A backend's price is one fact, declared once (or identically) in any model.
-        prices = {}
-        for model_name, model in root.models.items():
-            for b in model.backends:
-                if b.price is not None:
-                    prices[b.name or f"{b.provider}/{b.model or model_name}"] = b.price
-        for chain in self.chains.values():
-            for i, rb in enumerate(chain):
-                if rb.name in prices:
-                    chain[i] = dataclasses.replace(rb, price=prices[rb.name])
-                    self.backends[rb.name] = chain[i]
         # model name -> its distinct tiers in failover order
         self.tiers: dict[str, list[int]] = {m: sorted({b.tier for b in c}) for m, c in self.chains.items()}
         # sha256 hex digest of a tenant API key -> tenant name
@@ -374,7 +405,7 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
             if isinstance(prov, str) and providers and prov not in providers:
                 known = ", ".join(sorted(map(str, providers)))
                 problems.append(f"{where}.provider: unknown provider '{prov}' (known: {known})")
-            name = b.get("name") or f"{prov}/{b.get('model') or model_name}"
+            name = backend_name(model_name, prov, b.get("model"), b.get("name"))
             if name in seen:
                 problems.append(f"{where}: backend '{name}' appears twice in this model (give one a 'name')")
             seen.add(name)
@@ -384,8 +415,10 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
             problems.append(f"providers.{pname}: needs api_key_env or api_key_file (keys are never inline)")
         if p.get("api_key_env") and p.get("api_key_file"):
             problems.append(f"providers.{pname}: set api_key_env or api_key_file, not both")
-        if p.get("chat_path") and p.get("dialect") != "openai":
-            problems.append(f"providers.{pname}.chat_path: only OpenAI-compatible providers take a custom path")
+        dialect = DIALECTS.get(p.get("dialect"))  # type: ignore[arg-type]
+        if p.get("chat_path") and dialect is not None and not dialect.custom_path:
+            custom = ", ".join(sorted(n for n, d in DIALECTS.items() if d.custom_path))
+            problems.append(f"providers.{pname}.chat_path: only providers of dialect {custom} take a custom path")
     for tname, t in _d(data.get("tenants")).items():
         keys = _d(t).get("api_keys")
         for i, k in enumerate(keys if isinstance(keys, list) else []):
@@ -452,7 +485,7 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def provider_key(name: str, p: Provider, env: dict[str, str] | None = None) -> str:
+def provider_key(name: str, p: Provider, env: Mapping[str, str] | None = None) -> str:
     """The provider's credential, from its environment variable or file."""
     env = os.environ if env is None else env
     if p.api_key_env:
@@ -467,7 +500,7 @@ def provider_key(name: str, p: Provider, env: dict[str, str] | None = None) -> s
         raise ConfigError([f"providers.{name}.api_key_file: cannot read {p.api_key_file}: {e.strerror}"]) from None
 
 
-def resolve_secrets(cfg: GatewayConfig, env: dict[str, str] | None = None) -> dict[str, str]:
+def resolve_secrets(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Provider name -> key; also fills ``cfg.key_digests`` from tenant keys.
 
     Raises ``ConfigError`` naming every missing secret at once.

@@ -1,16 +1,16 @@
 """Render Envoy's bootstrap from the gateway config.
 
-The shape follows DESIGN.md and what was measured on Envoy 1.40:
+The shape follows the Envoy behaviours in docs/architecture.md (numbered there):
 
 - One listener. Filters: strip client-sent internal headers, the router-level
   ext_proc (request headers + buffered body; response body streamed with the
   response headers skipped, which saves a round trip per request: status and
   answering backend arrive as attributes with the first body chunk), router.
 - One route per model and streaming mode, selected by the internal headers the
-  router stage sets together with ``clear_route_cache`` (fact 2). Retries walk
-  the model's backends in priority order (fact 5).
+  router stage sets together with ``clear_route_cache`` (behaviour 2). Retries walk
+  the model's backends in priority order (behaviour 5).
 - One cluster per model, its backends as endpoints in priorities, each naming
-  its backend in endpoint metadata (facts 3-6).
+  its backend in endpoint metadata (behaviours 3-6).
 - The per-attempt upstream ext_proc runs on that cluster, wrapped in a CEL
   matcher that skips it when the attempt goes to the backend the router stage
   already translated for: the common case costs no second gRPC stream, every
@@ -26,12 +26,13 @@ from typing import Any
 import yaml
 from google.protobuf import json_format
 
+from . import dialects
 from . import protocol as P
 from .admission.headers import HEADERS as RATELIMIT_HEADERS
 from .admission.headers import METADATA_NAMESPACE as RATELIMIT_NAMESPACE
 from .config import GatewayConfig
 
-BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (fact 10: default 1 MiB)
+BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (behaviour 10: default 1 MiB)
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ROUTER_FILTER = "envoy.filters.http.router"
 
@@ -256,18 +257,10 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
 
 
 # Provider response headers that would confuse a client of another dialect or
-# expose provider account details (organisations, the provider's own limits).
+# expose provider account details (organisations, the provider's own limits):
+# each dialect names its own; these are any provider's.
 PROVIDER_RESPONSE_HEADERS = (
-    "request-id", "anthropic-organization-id", "openai-organization", "openai-project", "openai-version",
-    "openai-processing-ms", "x-goog-api-client", "server-timing", "cf-ray", "via", "alt-svc",
-    "anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining",
-    "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-limit",
-    "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset",
-    "anthropic-ratelimit-input-tokens-limit", "anthropic-ratelimit-input-tokens-remaining",
-    "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-limit",
-    "anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset",
-    "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+    "request-id", "server-timing", "cf-ray", "via", "alt-svc", *dialects.PROVIDER_RESPONSE_HEADERS,
 )
 
 # Envoy's own failures (no healthy upstream, connect failure, timeouts, retry
@@ -299,7 +292,7 @@ def _model_routes(cfg: GatewayConfig, model: str, versioned: bool = False) -> li
     for primary in cfg.chains[model]:
         entry = tiers.index(primary.tier)
         for stream in (True, False):
-            headers = [{"name": P.ROUTE_HEADER, "string_match": {"exact": model}},
+            headers: list[dict[str, Any]] = [{"name": P.ROUTE_HEADER, "string_match": {"exact": model}},
                        {"name": P.PRETRANSLATED_HEADER, "string_match": {"exact": primary.name}},
                        {"name": P.STREAM_HEADER, "present_match": stream}]
             if versioned:
@@ -376,7 +369,7 @@ def _access_log(path: str) -> list[dict[str, Any]]:
         return f"%DYNAMIC_METADATA({P.ACCESS_LOG_NAMESPACE}:{key})%"
 
     fmt = {
-        "time": "%START_TIME%", "method": "%REQ(:METHOD)%", "path": "%PATH(NQ)%",  # never the query: Gemini keys travel there
+        "time": "%START_TIME%", "method": "%REQ(:METHOD)%", "path": "%PATH(NQ)%",  # never the query: some dialects send keys there
         "status": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "details": "%RESPONSE_CODE_DETAILS%",
         "tenant": meta("tenant"), "dialect": meta("dialect"), "model": meta("model"), "backend": meta("backend"),
         "stream": meta("stream"), "input_tokens": meta("input_tokens"), "output_tokens": meta("output_tokens"),
@@ -483,14 +476,14 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
     cluster: dict[str, Any] = {
         "name": _cluster_name(cfg, model, entry, versioned),
         # Envoy's Prometheus tags end a cluster name at its first dot: a model
-        # such as gemini-2.5-flash would otherwise split into a broken metric name.
+        # such as 'm-2.5-flash' would otherwise split into a broken metric name.
         "alt_stat_name": _cluster_name(cfg, model, entry, versioned).replace(".", "_"),
         "type": "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _ms(min(b.provider.connect_timeout_ms for b in chain)),
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": _cluster_name(cfg, model, entry, versioned), "endpoints": localities},
-        # A fully ejected tier must not keep receiving traffic (fact 10).
+        # A fully ejected tier must not keep receiving traffic (behaviour 10).
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         "outlier_detection": {
             "consecutive_5xx": 5,

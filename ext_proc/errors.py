@@ -3,8 +3,7 @@
 Every failure a client can see (bad input, auth, routing, admission, provider
 errors, broken streams) is a ``GatewayError``. The kind says what happened in
 dialect-neutral words; the codec of the client's dialect picks the wire shape
-(OpenAI ``{"error": {...}}``, Anthropic ``{"type": "error", ...}``, Gemini
-``{"error": {"status": ...}}``).
+(``Codec.render_error``) and the status its clients expect (``Dialect.error_status``).
 """
 
 from __future__ import annotations
@@ -40,8 +39,9 @@ DEFAULT_STATUS: dict[str, int] = {
 
 
 def overloaded_as_503(status: int) -> int:
-    """Anthropic's 529 (overloaded) as the 503 that clients of every dialect and
-    Envoy's retry policy understand; Anthropic clients get 529 back on rendering."""
+    """A provider's 529 (overloaded) as the 503 that Envoy's retry policy and
+    most clients understand; a dialect whose clients expect 529 maps it back
+    (``Dialect.error_status``)."""
     return 503 if status == 529 else status
 
 

@@ -23,7 +23,7 @@ CONTINUE_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
 
 
 def headers_of(msg: pb.HttpHeaders) -> dict[str, str]:
-    """Header map as a dict (values arrive in ``raw_value``, DESIGN.md fact 7)."""
+    """Header map as a dict (values arrive in ``raw_value``, docs/architecture.md, Envoy behaviour 7)."""
     return {h.key: h.raw_value.decode("latin-1") for h in msg.headers.headers}
 
 
@@ -79,7 +79,7 @@ def response_body_response(body: bytes | None) -> pb.ProcessingResponse:
 
 def immediate(status: int, body: bytes, headers: dict[str, str] | None = None,
               details: str = "") -> pb.ProcessingResponse:
-    """A local reply sent without touching any upstream (DESIGN.md fact 8)."""
+    """A local reply sent without touching any upstream (docs/architecture.md, Envoy behaviour 8)."""
     all_headers = {"content-type": "application/json"}
     if headers:
         all_headers.update(headers)

@@ -1,6 +1,6 @@
 """Names shared by the rendered Envoy config and the ext_proc stages.
 
-The two kinds of ext_proc stream share no memory (DESIGN.md): the router
+The two kinds of ext_proc stream share no memory (docs/architecture.md): the router
 stage tells Envoy and the per-attempt upstream stage what it decided through
 the internal request headers below. Envoy strips every one of them before a
 request leaves for a provider (upstream ``header_mutation`` filter) and from
@@ -18,7 +18,7 @@ STAGE_GUARD = "stream_guard"  # holds a stream's headers until its first event
 
 # Internal request headers: the router stage's decision, read by Envoy's route
 # match only. Stripping them on the first attempt persists into later attempts
-# (header mutations do, DESIGN.md fact 9), so the upstream stage reads the same
+# (header mutations do: docs/architecture.md, "Envoy behaviours"), so the upstream stage reads the same
 # facts from the matched route's metadata instead.
 ROUTE_HEADER = "x-gw-route"  # client-facing model name
 PRETRANSLATED_HEADER = "x-gw-pre"  # backend the body is already translated for
@@ -58,9 +58,3 @@ ATTR_ROUTE_MODEL = route_attr(ROUTE_MODEL_KEY)
 ATTR_ROUTE_PRIMARY = route_attr(ROUTE_PRIMARY_KEY)
 ATTR_ROUTE_STREAM = route_attr(ROUTE_STREAM_KEY)
 ATTR_ROUTE_VERSION = route_attr(ROUTE_VERSION_KEY)
-
-# Credential headers: the client's are removed before a request leaves, and
-# every provider's are reset on each attempt (header mutations persist across
-# retries, DESIGN.md fact 9).
-CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
-PROVIDER_AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key", "anthropic-version")

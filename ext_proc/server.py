@@ -16,9 +16,13 @@ import signal
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 
-from . import metrics, observer_stage, router_stage, stream_guard, upstream_stage
+from . import metrics
 from . import protocol as P
 from .config import ConfigError, GatewayConfig, load_config
+from .stages import observer as observer_stage
+from .stages import router as router_stage
+from .stages import stream_guard
+from .stages import upstream as upstream_stage
 from .state import GatewayState
 
 log = logging.getLogger("llm_gateway.server")

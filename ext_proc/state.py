@@ -10,8 +10,7 @@ import hashlib
 
 from . import admission, metrics
 from .config import GatewayConfig, resolve_secrets
-from .health import HealthTable, State
-from .routing import Router
+from .routing import HealthTable, Router, State
 
 
 class GatewayState:
@@ -22,7 +21,7 @@ class GatewayState:
         self.router = Router(config, provider_keys)
         self._digests = config.key_digests
         # What this process learned about backends survives a config switch.
-        self.health = previous.health if previous is not None else HealthTable(on_change=_export_health)
+        self.health: HealthTable = previous.health if previous is not None else HealthTable(on_change=_export_health)
         # Budgets and quotas; None when the config sets none (no cost on the data path).
         self.admission = admission.build(config)
 

@@ -183,11 +183,9 @@ def test_estimator_media_and_output_caps() -> None:
 
 
 def test_rate_limit_headers_format() -> None:
-    class B:
-        def __init__(self, name: str, cap: float):
-            self.name, self.cap, self.rate = name, cap, cap / 60
+    from ext_proc.admission.budgets import RequestBudget, TokenBudget
 
-    h = rate_limit_headers([B("requests", 10), B("tokens", 2000)], [9.5, 1500.2])
+    h = rate_limit_headers([RequestBudget("t", 10, 10 / 60), TokenBudget("t", 2000, 2000 / 60)], [9.5, 1500.2])
     assert h == {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "9",
                  "x-ratelimit-reset-requests": "3s", "x-ratelimit-limit-tokens": "2000",
                  "x-ratelimit-remaining-tokens": "1500", "x-ratelimit-reset-tokens": "14.994s"}
@@ -229,11 +227,11 @@ def test_admission_config_errors_have_paths() -> None:
 
 def test_burst_seconds_caps_a_burst_but_not_the_advertised_limit(store) -> None:
     """600 requests/minute with burst_seconds 2: a burst gets 20 at once, headers still say 600."""
-    from ext_proc.admission.controller import _tenant_budgets
+    from ext_proc.admission.budgets import tenant_budgets
     from ext_proc.config import load_config
 
     cfg = load_config("config/examples/budgets.yaml")
-    (budget,) = _tenant_budgets("burst", cfg.tenants["burst"].limits)
+    (budget,) = tenant_budgets("burst", cfg.tenants["burst"].limits)
     assert (budget.cap, budget.rate, budget.limit) == (20, 10, 600)
     check = Check(BUCKET, "t:burst:rpm", budget.cap, budget.rate, 1.0)
 
@@ -249,8 +247,10 @@ def test_burst_seconds_caps_a_burst_but_not_the_advertised_limit(store) -> None:
 def test_a_probe_admission_did_not_use_is_handed_on() -> None:
     """A recovering backend without headroom: its probe goes to the next request, not
     to waste for the probe's grace (router stage with real health and admission)."""
-    from ext_proc.health import BASE_COOLDOWN, HealthTable, State
-    from ext_proc.router_stage import RouterStream
+    from ext_proc.dialects import ClientCall, get_dialect
+    from ext_proc.request.plan import Started, admit
+    from ext_proc.routing import Candidates
+    from ext_proc.routing.health import BASE_COOLDOWN, HealthTable, State
     from ext_proc.state import GatewayState
 
     data = _default()
@@ -263,16 +263,16 @@ def test_a_probe_admission_did_not_use_is_handed_on() -> None:
     primary, fallback = state.router.chain("claude-sonnet-4-5")[:2]
     body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
 
-    def admit() -> str:
-        stream = RouterStream(state)
-        stream.tenant = "demo"
-        return run(stream._admit("claude-sonnet-4-5", body)).name
+    def admit_one() -> str:
+        started = Started(ClientCall("anthropic", "chat"), get_dialect("anthropic"), "demo", None, 0.0)
+        candidates = Candidates.of(state.router.chain("claude-sonnet-4-5"), state.health)
+        return run(admit(state, started, "claude-sonnet-4-5", body, candidates)).backend.name
 
-    assert admit() == primary.name  # uses the primary's one request this minute
+    assert admit_one() == primary.name  # uses the primary's one request this minute
     state.health.failure(primary.name)
     state.health.failure(primary.name)
     now[0] += BASE_COOLDOWN  # cool-down over: the next request may probe the primary...
-    assert admit() == fallback.name  # ...but the primary has no headroom left
+    assert admit_one() == fallback.name  # ...but the primary has no headroom left
     # The probe was not spent: the next request gets it (it used to wait out the grace).
     assert state.health.available(primary.name) and state.health.state(primary.name) == State.PROBING
 
@@ -281,7 +281,7 @@ def test_shared_settlements_go_to_redis_in_one_batch(redis_server: RedisServer) 
     """Requests ending together are settled in one Redis call, and their slots come back."""
     from ext_proc.admission import Rejection, build
     from ext_proc.admission.controller import SETTLE_BATCH_S
-    from ext_proc.codecs.ir import Usage
+    from ext_proc.translation.ir import Usage
 
     redis_server.client().flushall()
     data = _default()

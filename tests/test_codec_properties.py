@@ -21,8 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ext_proc.codecs import CODECS
-from ext_proc.codecs.ir import (
+from ext_proc.dialects import CODECS
+from ext_proc.errors import GatewayError
+from ext_proc.translation.ir import (
     STOP_REASONS,
     BlockDelta,
     BlockStart,
@@ -45,8 +46,7 @@ from ext_proc.codecs.ir import (
     ToolResultPart,
     Usage,
 )
-from ext_proc.codecs.sse import SSEReader
-from ext_proc.errors import GatewayError
+from ext_proc.translation.sse import SSEReader
 
 DIALECTS = ["openai", "anthropic", "gemini"]
 UPSTREAM = "up-model"

@@ -25,8 +25,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ext_proc.codecs import CODECS, get_codec
-from ext_proc.codecs.ir import (
+from ext_proc.dialects import CODECS, get_codec
+from ext_proc.errors import GatewayError
+from ext_proc.translation.ir import (
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -42,8 +43,7 @@ from ext_proc.codecs.ir import (
     ToolCallPart,
     ToolResultPart,
 )
-from ext_proc.codecs.sse import SSEReader
-from ext_proc.errors import GatewayError
+from ext_proc.translation.sse import SSEReader
 
 FIX = Path(__file__).parent / "fixtures" / "codecs"
 DIALECTS = ("openai", "anthropic", "gemini")

@@ -1,4 +1,4 @@
-"""The rendered Envoy config: valid for the real Envoy binary, and shaped as DESIGN.md says."""
+"""The rendered Envoy config: valid for the real Envoy binary, and shaped as docs/architecture.md says."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ext_proc.health import BASE_COOLDOWN, HealthTable, State
+from ext_proc.routing.health import BASE_COOLDOWN, HealthTable, State
 
 
 class Clock:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ext_proc.codecs.sse import SSEEvent, SSEReader, format_event
+from ext_proc.translation.sse import SSEEvent, SSEReader, format_event
 
 
 def read_all(chunks: list[bytes]) -> list[SSEEvent]:

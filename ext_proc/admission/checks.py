@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import backend_name
+
 _RANK = {"batch": 0, "interactive": 1}
 
 
 def _d(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
-
-
-def _backend_name(model_name: str, b: dict[str, Any]) -> str:
-    return str(b.get("name") or f"{b.get('provider')}/{b.get('model') or model_name}")
 
 
 def config_problems(data: dict[str, Any]) -> list[str]:
@@ -29,7 +27,7 @@ def config_problems(data: dict[str, Any]) -> list[str]:
         backends = _d(model).get("backends")
         for i, b in enumerate(backends if isinstance(backends, list) else []):
             b = _d(b)
-            name = _backend_name(model_name, b)
+            name = backend_name(model_name, b.get("provider"), b.get("model"), b.get("name"))
             for field in ("limits", "price"):
                 value = b.get(field)
                 if value is None:

@@ -22,39 +22,29 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import metrics
-from ..codecs.ir import Usage
-from ..config import Adaptive, BackendLimits, GatewayConfig, Price, ResolvedBackend, TenantLimits
+from ..config import Adaptive, GatewayConfig, Price, ResolvedBackend
 from ..errors import GatewayError
 from ..pricing import cost_usd as _cost
+from ..translation.ir import Usage
 from . import estimate
+from .budgets import BackendQuota, Demand, TenantBudget, Use, backend_quotas, tenant_budgets
 from .headers import METADATA_NAMESPACE, rate_limit_headers, retry_headers
-from .store import (
-    BUCKET,
-    SLOTS,
-    Adapt,
-    Check,
-    MemoryStore,
-    Op,
-    Outcome,
-    Refund,
-    Release,
-    Store,
-    StoreUnavailable,
-)
+from .store import BUCKET, Adapt, Check, MemoryStore, Op, Outcome, Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    from ..dialects import Dialect
 
 log = logging.getLogger("llm_gateway.admission")
 
 RANK = {"batch": 0, "interactive": 1}
-UNLIMITED = 1e9
 OVERLOAD_STATUSES = frozenset({429, 503, 504, 529})
-DAY = 86_400.0
 # Shared-store settlements are sent together every few ms: a refund or a freed
 # concurrency slot shows up this much later, and Redis sees one call per batch.
 SETTLE_BATCH_S = 0.005
@@ -92,15 +82,6 @@ class Ticket:
         return {METADATA_NAMESPACE: self.headers}
 
 
-@dataclass(slots=True)
-class _Budget:
-    name: str  # metric label: requests, tokens, usd, concurrent
-    key: str
-    cap: float  # bucket size
-    rate: float = 0.0
-    limit: float = 0.0  # the configured per-minute amount (x-ratelimit-limit-*), when it differs from cap
-
-
 class Admission:
     def __init__(self, cfg: GatewayConfig, store: Store | None = None):
         self.cfg = cfg
@@ -108,12 +89,13 @@ class Admission:
         self.reserve_share = a.interactive_reserve
         self.memory = MemoryStore(a.lease_ttl_s, a.concurrency_retry_after_s)
         self.store: Store = store or self.memory
-        self.tenants = {name: _tenant_budgets(name, t.limits) for name, t in cfg.tenants.items() if t.limits}
+        self.tenants = {name: tenant_budgets(name, t.limits) for name, t in cfg.tenants.items() if t.limits}
         self.priorities = {name: (t.priority, t.max_priority) for name, t in cfg.tenants.items()}
-        self.backend_limits, self.prices = _backend_facts(cfg)
+        self.quotas: dict[str, list[BackendQuota]] = {
+            b.name: backend_quotas(b.name, b.limits) for b in cfg.backends.values() if b.budgeted and b.limits}
         self.adaptive: dict[str, Adaptive] = {
-            n: lim.adaptive for n, lim in self.backend_limits.items() if lim.adaptive is not None}
-        self.reserve_price = {m: _dearest([self.prices.get(b.name) for b in chain]) for m, chain in cfg.chains.items()}
+            b.name: b.limits.adaptive for b in cfg.backends.values() if b.limits and b.limits.adaptive}
+        self.reserve_price = {m: _dearest([b.price for b in chain]) for m, chain in cfg.chains.items()}
         self.node = secrets.token_hex(6)
         self.counter = itertools.count()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -135,20 +117,21 @@ class Admission:
         return wanted if RANK[wanted] <= RANK[top] else top
 
     async def admit(self, tenant: str, priority: str, model: str, body: dict[str, Any],
-                    candidates: list[ResolvedBackend]) -> Ticket:
-        """Reserve for this request on the first candidate with headroom, or raise ``Rejection``."""
+                    candidates: list[ResolvedBackend], dialect: Dialect | None = None) -> Ticket:
+        """Reserve for this request on the first candidate with headroom (in the
+        order given: ``request.candidates`` orders them), or raise ``Rejection``."""
         t0 = time.perf_counter()
         settings = self.cfg.models[model]
-        tokens = estimate.input_tokens(body) + estimate.output_tokens(
-            body, settings.reserve_output_tokens or settings.default_max_tokens)
+        tokens = estimate.input_tokens(body, dialect) + estimate.output_tokens(
+            body, settings.reserve_output_tokens or settings.default_max_tokens, dialect)
         cost = _cost(self.reserve_price[model], tokens, 0, 0) if self.reserve_price[model] else 0.0
         budgets = self.tenants.get(tenant, ())
-        amounts = {"requests": 1.0, "tokens": float(tokens), "usd": cost}
-        tenant_checks = [_check(b, amounts.get(b.name, 0.0)) for b in budgets]
-        batch = priority == "batch"
-        order = _weighted_order(candidates)
-        backend_checks = [self._backend_checks(b, tokens, batch) for b in order]
-        self._never_fits(tenant, model, tenant_checks, backend_checks, tokens, priority)
+        demand = Demand(tokens, cost)
+        tenant_checks = [b.check(demand) for b in budgets]
+        share = self.reserve_share if priority == "batch" else 0.0
+        order = candidates
+        backend_checks = [[q.check(tokens, share) for q in self.quotas.get(b.name, ())] for b in order]
+        self._never_fits(tenant, model, budgets, tenant_checks, backend_checks, tokens, priority)
         lease = f"{self.node}:{next(self.counter)}"
         try:
             outcome = await self.store.acquire(tenant_checks, backend_checks, lease)
@@ -166,32 +149,12 @@ class Admission:
         metrics.child(metrics.BACKEND_IN_FLIGHT, backend.name).inc()
         return Ticket(tenant, priority, model, backend, tokens, cost, lease, outcome.local, t0, headers)
 
-    def _backend_checks(self, b: ResolvedBackend, tokens: int, batch: bool) -> list[Check]:
-        lim = self.backend_limits.get(b.name)
-        if lim is None:
-            return []
-        share = self.reserve_share if batch else 0.0
-        out = []
-        if lim.requests_per_minute:
-            rpm = float(lim.requests_per_minute)
-            out.append(Check(BUCKET, f"b:{b.name}:rpm", rpm, rpm / 60, 1.0, share * rpm))
-        if lim.tokens_per_minute:
-            tpm = float(lim.tokens_per_minute)
-            out.append(Check(BUCKET, f"b:{b.name}:tpm", tpm, tpm / 60, float(tokens), share * tpm))
-        if lim.concurrent_requests or lim.adaptive:
-            cap = float(min(lim.concurrent_requests or UNLIMITED, lim.adaptive.max if lim.adaptive else UNLIMITED))
-            ad = lim.adaptive
-            out.append(Check(SLOTS, f"b:{b.name}:conc", cap, keep=share,
-                             adaptive=f"b:{b.name}:limit" if ad else "",
-                             initial=float(ad.initial or ad.max) if ad else 0.0))
-        return out
-
-    def _never_fits(self, tenant: str, model: str, tenant_checks: list[Check], backend_checks: list[list[Check]],
-                    tokens: int, priority: str) -> None:
+    def _never_fits(self, tenant: str, model: str, budgets: Sequence[TenantBudget], tenant_checks: list[Check],
+                    backend_checks: list[list[Check]], tokens: int, priority: str) -> None:
         """413 for a request no amount of waiting would admit."""
-        for c in tenant_checks:
+        for b, c in zip(budgets, tenant_checks, strict=True):
             if c.kind == BUCKET and c.amount > c.cap:
-                what = "USD per day" if c.key.endswith(":usd") else "tokens per minute"
+                what = b.unit
                 self._count(tenant, priority, "rejected", "too_large")
                 raise Rejection("request_too_large", f"this request needs {_num(c.amount)} {what} (estimated input "
                                 f"+ max output tokens) but tenant '{tenant}' has a budget of {_num(c.cap)}: it can "
@@ -202,15 +165,13 @@ class Admission:
                             f"model '{model}' allows per minute at {priority} priority: it can never be "
                             f"admitted; lower max tokens or shorten the prompt", reason="too_large")
 
-    def _rejection(self, tenant: str, priority: str, model: str, budgets: list[_Budget] | tuple[()],
+    def _rejection(self, tenant: str, priority: str, model: str, budgets: Sequence[TenantBudget],
                    outcome: Outcome, headers: dict[str, str]) -> Rejection:
         wait = outcome.wait
         if outcome.failed >= 0:
             b = budgets[outcome.failed]
-            reason = f"tenant_{b.name}"
-            what = {"requests": "requests per minute", "tokens": "tokens per minute", "usd": "daily spend",
-                    "concurrent": "concurrent requests"}[b.name]
-            message = f"tenant '{tenant}' is over its {what} budget"
+            reason = f"tenant_{b.kind}"
+            message = f"tenant '{tenant}' is over its {b.what} budget"
         else:
             reason = "backend_quota"
             message = f"no backend of model '{model}' has headroom for this {priority} request"
@@ -221,9 +182,9 @@ class Admission:
     def _count(self, tenant: str, priority: str, decision: str, reason: str) -> None:
         metrics.child(metrics.ADMISSION, tenant, priority, decision, reason).inc()
 
-    def _export_remaining(self, tenant: str, budgets: list[_Budget] | tuple[()], levels: list[float]) -> None:
+    def _export_remaining(self, tenant: str, budgets: Sequence[TenantBudget], levels: list[float]) -> None:
         for b, level in zip(budgets, levels, strict=False):
-            metrics.child(metrics.BUDGET_REMAINING, tenant, b.name).set(b.cap - level if b.name == "concurrent" else level)
+            metrics.child(metrics.BUDGET_REMAINING, tenant, b.kind).set(b.remaining(level))
 
     # ---- settlement -----------------------------------------------------------
     def settle(self, ticket: Ticket, status: int, backend_name: str, usage: Usage | None) -> None:
@@ -240,17 +201,14 @@ class Admission:
             used, cost = ticket.tokens, ticket.cost
         else:
             used = usage.input_tokens + usage.output_tokens
-            price = self.prices.get(answered.name) if answered else None
+            price = answered.price if answered else None
             cost = _cost(price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) if price else 0.0
+        demand, use = Demand(ticket.tokens, ticket.cost), Use(failed, used, cost)
         ops: list[Op] = []
         for b in self.tenants.get(ticket.tenant, ()):
-            if b.name == "concurrent":
-                ops.append(Release(b.key, ticket.lease))
-            else:
-                reserved, actual = {"requests": (1.0, 0.0 if failed else 1.0),
-                                    "tokens": (ticket.tokens, used), "usd": (ticket.cost, cost)}[b.name]
-                if reserved != actual:
-                    ops.append(Refund(b.key, b.cap, b.rate, reserved - actual))
+            op = b.settle(demand, use, ticket.lease)
+            if op is not None:
+                ops.append(op)
         ops += self._backend_settlement(ticket, answered, used)
         if answered is not None and 200 <= status < 300 and answered.name in self.adaptive:
             ops.append(self._adapt(answered.name, up=not self._slow(answered.name, ticket)))
@@ -258,23 +216,12 @@ class Admission:
             self._apply(ops, ticket.local)
 
     def _backend_settlement(self, ticket: Ticket, answered: ResolvedBackend | None, used: int) -> list[Op]:
-        ops: list[Op] = []
-        reserved = self.backend_limits.get(ticket.backend.name)
-        if reserved is not None:
-            if reserved.concurrent_requests or reserved.adaptive:
-                ops.append(Release(f"b:{ticket.backend.name}:conc", ticket.lease))
-            if reserved.tokens_per_minute:
-                moved = answered is not None and answered.name != ticket.backend.name
-                ops.append(_refund(f"b:{ticket.backend.name}:tpm", reserved.tokens_per_minute,
-                                   ticket.tokens - (0 if moved else used)))
-        if answered is not None and answered.name != ticket.backend.name:
+        moved = answered is not None and answered.name != ticket.backend.name
+        ops = [q.settle(ticket.lease, ticket.tokens, used, moved) for q in self.quotas.get(ticket.backend.name, ())]
+        if moved and answered is not None:
             # Envoy failed over: the backend that answered is charged after the fact.
-            lim = self.backend_limits.get(answered.name)
-            if lim is not None and lim.requests_per_minute:
-                ops.append(_refund(f"b:{answered.name}:rpm", lim.requests_per_minute, -1))
-            if lim is not None and lim.tokens_per_minute and used:
-                ops.append(_refund(f"b:{answered.name}:tpm", lim.tokens_per_minute, -used))
-        return [op for op in ops if not (isinstance(op, Refund) and op.delta == 0)]
+            ops += [q.charge(used) for q in self.quotas.get(answered.name, ())]
+        return [op for op in ops if op is not None]
 
     def attempt_failed(self, backend: str, status: int) -> None:
         """A provider signalled overload on one attempt (seen by the observer stage)."""
@@ -323,7 +270,7 @@ class Admission:
 
 def build(cfg: GatewayConfig) -> Admission | None:
     """None when nothing is budgeted: the data path then pays nothing for admission."""
-    if not any(t.limits for t in cfg.tenants.values()) and not _backend_facts(cfg)[0]:
+    if not any(t.limits for t in cfg.tenants.values()) and not any(b.budgeted for b in cfg.backends.values()):
         return None
     store: Store | None = None
     if cfg.redis is not None:
@@ -335,51 +282,10 @@ def build(cfg: GatewayConfig) -> Admission | None:
 
 
 # ---- helpers ------------------------------------------------------------------
-def _tenant_budgets(tenant: str, lim: TenantLimits) -> list[_Budget]:
-    out = []
-    share = (lim.burst_seconds or 60) / 60  # of a minute's budget a burst may use at once
-    if lim.requests_per_minute:
-        rpm = lim.requests_per_minute
-        out.append(_Budget("requests", f"t:{tenant}:rpm", rpm * share, rpm / 60, limit=rpm))
-    if lim.tokens_per_minute:
-        tpm = lim.tokens_per_minute
-        out.append(_Budget("tokens", f"t:{tenant}:tpm", tpm * share, tpm / 60, limit=tpm))
-    if lim.spend_per_day_usd:
-        out.append(_Budget("usd", f"t:{tenant}:usd", lim.spend_per_day_usd, lim.spend_per_day_usd / DAY))
-    if lim.concurrent_requests:
-        out.append(_Budget("concurrent", f"t:{tenant}:conc", lim.concurrent_requests))
-    return out
-
-
-def _check(b: _Budget, amount: float) -> Check:
-    if b.name == "concurrent":
-        return Check(SLOTS, b.key, b.cap)
-    return Check(BUCKET, b.key, b.cap, b.rate, amount)
-
-
-def _refund(key: str, per_minute: int, delta: float) -> Refund:
-    return Refund(key, float(per_minute), per_minute / 60, float(delta))
-
-
 def _static_never(c: Check) -> bool:
     if c.kind == BUCKET:
         return c.amount + c.keep > c.cap
     return c.cap * (1 - c.keep) < 1
-
-
-def _backend_facts(cfg: GatewayConfig) -> tuple[dict[str, BackendLimits], dict[str, Price]]:
-    """Limits and prices by backend name (declared once per backend, checked by config)."""
-    limits: dict[str, BackendLimits] = {}
-    prices: dict[str, Price] = {}
-    for model_name, model in cfg.models.items():
-        for b in model.backends:
-            name = b.name or f"{b.provider}/{b.model or model_name}"
-            if b.limits is not None and (b.limits.requests_per_minute or b.limits.tokens_per_minute
-                                         or b.limits.concurrent_requests or b.limits.adaptive):
-                limits[name] = b.limits
-            if b.price is not None:
-                prices[name] = b.price
-    return limits, prices
 
 
 def _dearest(prices: list[Price | None]) -> Price | None:
@@ -387,13 +293,6 @@ def _dearest(prices: list[Price | None]) -> Price | None:
     if not known:
         return None
     return Price(input=max(p.input for p in known), output=max(p.output for p in known))
-
-
-def _weighted_order(candidates: list[ResolvedBackend]) -> list[ResolvedBackend]:
-    """Failover order; backends sharing a tier in weighted random order (Envoy's split)."""
-    if len({b.tier for b in candidates}) == len(candidates):
-        return candidates
-    return sorted(candidates, key=lambda b: (b.tier, -random.random() ** (1 / b.weight)))
 
 
 def _num(v: float) -> str:

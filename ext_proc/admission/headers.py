@@ -1,4 +1,4 @@
-"""OpenAI-style rate-limit headers and Retry-After.
+"""Rate-limit headers (``x-ratelimit-*``) and Retry-After.
 
 Clients' SDKs read these to pace themselves: ``x-ratelimit-*`` describe the
 tenant's requests- and tokens-per-minute budgets (limit, what is left, time
@@ -22,7 +22,7 @@ HEADERS = (
 
 
 def duration(seconds: float) -> str:
-    """OpenAI's reset format: ``120ms``, ``1.5s``, ``6m0s``."""
+    """The reset format SDKs parse: ``120ms``, ``1.5s``, ``6m0s``."""
     if seconds <= 0:
         return "0s"
     if seconds < 1:
@@ -36,9 +36,9 @@ def rate_limit_headers(budgets: Sequence[Any], levels: Sequence[float]) -> dict[
     """Headers for a tenant's per-minute budgets, given their current levels."""
     out: dict[str, str] = {}
     for b, level in zip(budgets, levels, strict=False):
-        kind = b.name
-        if kind not in ("requests", "tokens"):
+        if not b.rate_limit_headers:
             continue
+        kind = b.kind
         out[f"x-ratelimit-limit-{kind}"] = str(int(getattr(b, "limit", 0) or b.cap))
         out[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(level)))
         out[f"x-ratelimit-reset-{kind}"] = duration((b.cap - level) / b.rate)

@@ -24,13 +24,12 @@ from typing import Any
 
 import orjson
 
-from .codecs import get_codec
-from .codecs.base import Codec
-from .codecs.fields import error_json
-from .codecs.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
-from .codecs.sse import SSEReader, format_event
-from .config import ResolvedBackend
-from .errors import GatewayError, kind_for_status
+from ..config import ResolvedBackend
+from ..dialects import COMPLETE, FAILED, Dialect, get_dialect
+from ..errors import GatewayError, kind_for_status
+from ..translation.fields import error_json
+from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
+from ..translation.sse import SSEReader, format_event
 
 log = logging.getLogger("llm_gateway.responses")
 
@@ -40,10 +39,11 @@ OnDone = Callable[[int, str, Usage | None], None]
 class ResponseTranslator:
     """Feed response chunks; get the bytes to send instead (None: send unchanged)."""
 
-    def __init__(self, client: Codec, backend: ResolvedBackend | None, status: int, model: str, on_done: OnDone):
-        self.client = client
+    def __init__(self, dialect: Dialect, backend: ResolvedBackend | None, status: int, model: str, on_done: OnDone):
+        self.dialect = dialect
+        self.client = dialect.codec
         self.backend = backend
-        self.backend_codec = get_codec(backend.dialect) if backend else None
+        self.backend_codec = get_dialect(backend.dialect).codec if backend else None
         self.status = status
         self.model = model
         self.on_done = on_done
@@ -185,30 +185,25 @@ class StreamPassthrough(ResponseTranslator):
 
     def _observe(self, event: str | None, data: str) -> bytes | None:
         """Read usage and completion; return the event's bytes to send (None: drop it)."""
-        dialect = self.client.dialect
-        if data == "[DONE]":
-            self.complete = True
-            return format_event(data, event)
-        if event == "error":
-            self.failed = True
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return format_event(data, event)
+        obj: Any = None
+        if data and data[0] in "{[":
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                obj = None
         if not isinstance(obj, dict):
-            return format_event(data, event)
-        if "error" in obj and dialect != "anthropic":
+            obj = None
+        mark = self.dialect.stream_mark(event, data, obj)
+        if mark == COMPLETE:
+            self.complete = True
+        elif mark == FAILED:
             self.failed = True
+        if obj is None:
+            return format_event(data, event)
         usage = self.client.usage_of(obj)
         if usage is not None:
             self.merge_usage(usage)
-        if dialect == "anthropic" and event == "message_stop":
-            self.complete = True
-        if dialect == "gemini":
-            for cand in obj.get("candidates") or ():
-                if isinstance(cand, dict) and cand.get("finishReason"):
-                    self.complete = True
-        if dialect == "openai" and self.strip_usage_chunk and obj.get("choices") == [] and "usage" in obj:
+        if self.strip_usage_chunk and self.dialect.is_added_usage_event(obj):
             return None
         if self.rename and self.client.rename_model(obj, self.model):
             return format_event(orjson.dumps(obj), event)
@@ -220,18 +215,14 @@ def _max_usage(a: Usage, b: Usage) -> Usage:
                  max(a.cached_input_tokens, b.cached_input_tokens), max(a.cache_write_tokens, b.cache_write_tokens))
 
 
-def make_translator(*, client: Codec, backend: ResolvedBackend | None, status: int, stream: bool, model: str,
+def make_translator(*, client: Dialect, backend: ResolvedBackend | None, status: int, stream: bool, model: str,
                     ir: ChatRequest | None, body: dict[str, Any] | None, on_done: OnDone) -> ResponseTranslator:
     args = (client, backend, status, model, on_done)
     if not stream or status != 200 or backend is None:
         return Buffered(*args, ir=ir)
-    if backend.dialect != client.dialect:
+    if backend.dialect != client.name:
         if ir is None:
             return Buffered(*args, ir=None)
         return StreamTranslate(*args, ir=ir)
     rename = backend.upstream_model != model
-    strip = False
-    if client.dialect == "openai" and body is not None:
-        options = body.get("stream_options")
-        strip = not (isinstance(options, dict) and options.get("include_usage") is True)
-    return StreamPassthrough(*args, rename=rename, strip_usage_chunk=strip)
+    return StreamPassthrough(*args, rename=rename, strip_usage_chunk=client.strips_added_usage(body))

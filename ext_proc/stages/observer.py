@@ -11,10 +11,10 @@ from typing import Any
 
 import grpc
 
-from . import messages as M
-from . import metrics
-from . import protocol as P
-from .state import GatewayState
+from .. import messages as M
+from .. import metrics
+from .. import protocol as P
+from ..state import GatewayState
 
 log = logging.getLogger("llm_gateway.observer")
 

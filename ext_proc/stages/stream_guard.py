@@ -1,7 +1,7 @@
 """Fail over streams whose first event is an error.
 
-Providers sometimes answer 200 and then send an error as the first event
-(Anthropic's ``overloaded_error``). Envoy can only retry before response
+Providers of some dialects answer 200 and then send an error as the first
+event (``Dialect.opens_streams_with_errors``). Envoy can only retry before response
 headers go downstream, so this upstream stage holds an attempt's response
 headers until the first complete SSE event. An error event becomes the
 attempt's status (e.g. 503, 429), which Envoy retries on the next tier like
@@ -21,13 +21,13 @@ from typing import Any
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from . import messages as M
-from . import protocol as P
-from .codecs import get_codec
-from .codecs.ir import StreamError
-from .codecs.sse import SSEReader
-from .errors import overloaded_as_503
-from .state import GatewayState
+from .. import messages as M
+from .. import protocol as P
+from ..dialects import get_dialect
+from ..errors import overloaded_as_503
+from ..state import GatewayState
+from ..translation.ir import StreamError
+from ..translation.sse import SSEReader
 
 log = logging.getLogger("llm_gateway.stream_guard")
 
@@ -45,7 +45,7 @@ def _first_event_error(state: GatewayState, backend: str, reader: SSEReader, chu
     b = state.config.backends.get(backend)
     if b is None:
         return True, None, b""
-    decoder = get_codec(b.dialect).stream_decoder()
+    decoder = get_dialect(b.dialect).codec.stream_decoder()
     for ev in decoder.feed(events[0]):
         if isinstance(ev, StreamError):
             return True, ev.error, events[0].data.encode()

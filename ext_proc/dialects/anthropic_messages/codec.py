@@ -20,17 +20,17 @@ from typing import Any
 
 import orjson
 
-from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
-from .base import Codec, StreamDecoder, StreamEncoder, client_field
-from .fields import args_object as _args_object
-from .fields import error_json as _error_json
-from .fields import nonempty_str as _nonempty_str
-from .fields import objects as _objects
-from .fields import opt_int as _opt_int
-from .fields import opt_num as _opt_num
-from .fields import set_path as _set_path
-from .fields import type_error as _type_error
-from .ir import (
+from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
+from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.fields import args_object as _args_object
+from ...translation.fields import error_json as _error_json
+from ...translation.fields import nonempty_str as _nonempty_str
+from ...translation.fields import objects as _objects
+from ...translation.fields import opt_int as _opt_int
+from ...translation.fields import opt_num as _opt_num
+from ...translation.fields import set_path as _set_path
+from ...translation.fields import type_error as _type_error
+from ...translation.ir import (
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -52,7 +52,7 @@ from .ir import (
     Usage,
     append_part,
 )
-from .sse import SSEEvent
+from ...translation.sse import SSEEvent
 
 DIALECT = "anthropic"
 
@@ -550,6 +550,7 @@ class AnthropicStreamEncoder(StreamEncoder):
 
 class AnthropicCodec(Codec):
     dialect = DIALECT
+    field_names = {"user": "metadata.user_id", "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"}
 
     def parse_request(self, body: dict[str, Any], path_model: str | None = None,
                       path_stream: bool = False) -> ChatRequest:
@@ -602,6 +603,7 @@ class AnthropicCodec(Codec):
             stream=bool(stream),
             unmapped=unmapped,
             source_dialect=DIALECT,
+            field_names=self.field_names,
             unmapped_values=values,
         )
 

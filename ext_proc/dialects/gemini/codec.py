@@ -28,15 +28,15 @@ from typing import Any
 
 import orjson
 
-from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
-from .base import Codec, StreamDecoder, StreamEncoder, client_field
-from .fields import args_object as _args_object
-from .fields import error_json as _error_json
-from .fields import nonempty_str as _nonempty_str
-from .fields import objects as _objects
-from .fields import set_path as _set_path
-from .fields import type_error as _type_error
-from .ir import (
+from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
+from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.fields import args_object as _args_object
+from ...translation.fields import error_json as _error_json
+from ...translation.fields import nonempty_str as _nonempty_str
+from ...translation.fields import objects as _objects
+from ...translation.fields import set_path as _set_path
+from ...translation.fields import type_error as _type_error
+from ...translation.ir import (
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -48,6 +48,7 @@ from .ir import (
     MessageStart,
     MessageStop,
     ResponseFormat,
+    Role,
     StopReason,
     StreamError,
     StreamEvent,
@@ -59,7 +60,7 @@ from .ir import (
     Usage,
     append_part,
 )
-from .sse import SSEEvent
+from ...translation.sse import SSEEvent
 
 DIALECT = "gemini"
 
@@ -169,7 +170,7 @@ def _lower_types(schema: Any) -> Any:
     ``object``, ``nullable: true`` a ``[type, "null"]`` union, and the
     Gemini-only ``propertyOrdering`` is dropped (other providers reject it)."""
     if isinstance(schema, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in schema.items():
             if k == "type" and isinstance(v, str):
                 out[k] = v.lower()
@@ -243,7 +244,7 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
             role = "user"
         if role not in ("user", "model"):
             raise invalid(f"'{path}.role' must be 'user' or 'model'", f"{path}.role")
-        ir_role = "assistant" if role == "model" else "user"
+        ir_role: Role = "assistant" if role == "model" else "user"
         parts = c.get("parts")
         if not isinstance(parts, list):
             raise _type_error(f"{path}.parts", "an array")
@@ -534,7 +535,7 @@ def _error_from_obj(err: dict[str, Any], status: int | None) -> GatewayError:
             kind = "context_length"
         elif "api key not valid" in low:
             kind = "authentication"  # Gemini reports a bad key as 400 INVALID_ARGUMENT
-    status = overloaded_as_503(status)
+    status = overloaded_as_503(status or 0)
     return GatewayError(kind, message, status=status or DEFAULT_STATUS[kind])  # type: ignore[arg-type]
 
 
@@ -704,6 +705,14 @@ class GeminiStreamEncoder(StreamEncoder):
 
 class GeminiCodec(Codec):
     dialect = DIALECT
+    field_names = {
+        "n": "generationConfig.candidateCount",
+        "top_k": "generationConfig.topK",
+        "seed": "generationConfig.seed",
+        "presence_penalty": "generationConfig.presencePenalty",
+        "frequency_penalty": "generationConfig.frequencyPenalty",
+        "response_format": "generationConfig.responseMimeType",
+    }
 
     def parse_request(self, body: dict[str, Any], path_model: str | None = None,
                       path_stream: bool = False) -> ChatRequest:
@@ -741,6 +750,7 @@ class GeminiCodec(Codec):
             stream=path_stream,
             unmapped=unmapped,
             source_dialect=DIALECT,
+            field_names=self.field_names,
             unmapped_values=values,
         )
         _parse_generation_config(_g(body, "generationConfig", "generation_config"), req, unmapped, values)

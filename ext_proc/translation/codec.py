@@ -1,7 +1,7 @@
 """The contract every dialect codec fulfils.
 
-A codec knows one wire format (OpenAI Chat Completions, Anthropic Messages,
-Gemini generateContent) in both roles:
+A codec knows one wire format (one per dialect package in ``ext_proc.dialects``)
+in both roles:
 
 - facing a *client* of that dialect: parse its request, render responses,
   stream events and errors for it;
@@ -22,24 +22,10 @@ from ..errors import GatewayError
 from .ir import ChatRequest, ChatResponse, StreamEvent, Usage
 from .sse import SSEEvent
 
-# An IR request field's name in each client dialect (where it differs), so a
-# refusal names the field the client actually sent.
-CLIENT_FIELDS: dict[str, dict[str, str]] = {
-    "anthropic": {"user": "metadata.user_id", "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"},
-    "gemini": {
-        "n": "generationConfig.candidateCount",
-        "top_k": "generationConfig.topK",
-        "seed": "generationConfig.seed",
-        "presence_penalty": "generationConfig.presencePenalty",
-        "frequency_penalty": "generationConfig.frequencyPenalty",
-        "response_format": "generationConfig.responseMimeType",
-    },
-}
-
 
 def client_field(req: ChatRequest, name: str) -> str:
     """``name`` (an IR field) as the client of ``req`` spelled it."""
-    return CLIENT_FIELDS.get(req.source_dialect or "", {}).get(name, name)
+    return req.field_names.get(name, name)
 
 
 class StreamDecoder(ABC):
@@ -64,15 +50,17 @@ class StreamEncoder(ABC):
 
 
 class Codec(ABC):
-    #: dialect name used in config: "openai", "anthropic" or "gemini"
+    #: dialect name used in config (the registry key)
     dialect: str
+    #: IR request field -> this dialect's spelling, where it differs (for refusals)
+    field_names: dict[str, str] = {}
 
     # ---- requests ----------------------------------------------------------
     @abstractmethod
     def parse_request(self, body: dict[str, Any], path_model: str | None = None,
                       path_stream: bool = False) -> ChatRequest:
         """Wire request -> IR. ``path_model``/``path_stream`` come from the URL
-        for dialects that put them there (Gemini). Raises ``GatewayError``
+        for dialects that put them there. Raises ``GatewayError``
         (400, naming the field) for invalid input. Fields the IR cannot carry
         go to ``ChatRequest.unmapped``."""
 
@@ -103,7 +91,7 @@ class Codec(ABC):
     @abstractmethod
     def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
         """Encoder for a client stream; ``req`` gives the model name to echo
-        and options such as OpenAI's ``stream_include_usage``."""
+        and options such as ``stream_include_usage``."""
 
     # ---- same-dialect pass-through ------------------------------------------
     @abstractmethod
@@ -126,6 +114,10 @@ class Codec(ABC):
     @abstractmethod
     def render_error(self, err: GatewayError) -> dict[str, Any]:
         """``GatewayError`` -> the client's error body."""
+
+    def error_status(self, err: GatewayError) -> int:
+        """The HTTP status sent with ``render_error`` (most dialects keep the error's own)."""
+        return err.status
 
     @abstractmethod
     def render_stream_error(self, err: GatewayError) -> bytes:

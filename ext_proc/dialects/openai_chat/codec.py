@@ -21,16 +21,16 @@ from typing import Any
 
 import orjson
 
-from ..errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
-from .base import Codec, StreamDecoder, StreamEncoder, client_field
-from .fields import error_json as _error_json
-from .fields import nonempty_str as _nonempty_str
-from .fields import objects as _objects
-from .fields import opt_int as _opt_int
-from .fields import opt_num as _opt_num
-from .fields import set_path as _set_path
-from .fields import type_error as _type_error
-from .ir import (
+from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
+from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.fields import error_json as _error_json
+from ...translation.fields import nonempty_str as _nonempty_str
+from ...translation.fields import objects as _objects
+from ...translation.fields import opt_int as _opt_int
+from ...translation.fields import opt_num as _opt_num
+from ...translation.fields import set_path as _set_path
+from ...translation.fields import type_error as _type_error
+from ...translation.ir import (
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -54,7 +54,7 @@ from .ir import (
     Usage,
     append_part,
 )
-from .sse import SSEEvent
+from ...translation.sse import SSEEvent
 
 DIALECT = "openai"
 
@@ -701,6 +701,7 @@ class OpenAICodec(Codec):
             stream_include_usage=include_usage,
             unmapped=unmapped,
             source_dialect=DIALECT,
+            field_names=self.field_names,
             unmapped_values=values,
         )
 
@@ -783,7 +784,9 @@ class OpenAICodec(Codec):
             for j, tc in enumerate(msg.get("tool_calls") or ()):
                 if not isinstance(tc, dict):
                     continue
-                fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+                fn = tc.get("function")
+                if not isinstance(fn, dict):
+                    fn = {}
                 content.append(ToolCallPart(tc.get("id") or f"call_{j}", fn.get("name") or "",
                                             fn.get("arguments") or "{}"))
             fc = msg.get("function_call")

@@ -9,9 +9,9 @@ when config says so) instead of losing it silently.
 Conventions:
 - ``Usage.input_tokens`` counts *all* prompt tokens, cached ones included;
   ``cached_input_tokens`` is the part read from a prompt cache and
-  ``cache_write_tokens`` the part written to one (Anthropic counts these
-  separately; codecs convert).
-- Tool-call arguments are JSON text, as OpenAI and Anthropic stream them.
+  ``cache_write_tokens`` the part written to one (dialects that count these
+  separately convert).
+- Tool-call arguments are JSON text, as most dialects stream them.
 - Stop reasons use the canonical names in ``STOP_REASONS``.
 """
 
@@ -28,7 +28,7 @@ Role = Literal["user", "assistant", "tool"]
 #   stop_sequence   a client stop sequence matched
 #   tool_use        the model wants tool results
 #   content_filter  output withheld by a safety filter
-#   refusal         the model refused (Anthropic "refusal")
+#   refusal         the model refused
 #   other           anything else (reported, never invented)
 STOP_REASONS = ("end_turn", "max_tokens", "stop_sequence", "tool_use", "content_filter", "refusal", "other")
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "content_filter", "refusal", "other"]
@@ -61,8 +61,8 @@ class ToolCallPart:
 class ToolResultPart:
     """The result of a tool call, matched to the call by ``tool_call_id``.
 
-    ``name`` is the called tool's name: Gemini needs it, OpenAI and Anthropic
-    do not send it, so their decoders look it up in the conversation.
+    ``name`` is the called tool's name: some dialects need it; decoders of
+    those that do not send it look it up in the conversation.
     """
 
     tool_call_id: str
@@ -135,17 +135,20 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     user: str | None = None
     stream: bool = False
-    # OpenAI's stream_options.include_usage; other dialects always send usage.
+    # The client asked for usage in its stream (dialects where that is optional).
     stream_include_usage: bool = False
     # Client fields the IR cannot carry, by the client's own field path.
     unmapped: list[str] = field(default_factory=list)
     # The dialect this request was parsed from, and the raw values of those
     # unmapped paths that address plain object fields (no list index), e.g.
-    # ``logprobs`` or ``generationConfig.thinkingConfig``. A codec building a
+    # ``logprobs`` or ``config.someOption``. A codec building a
     # request for its own dialect re-inserts them instead of refusing them;
     # every other dialect refuses (or drops) them.
     source_dialect: str | None = None
     unmapped_values: dict[str, Any] = field(default_factory=dict)
+    # An IR field's name as the client's dialect spells it (where it differs),
+    # so a refusal names the field the client actually sent.
+    field_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,147 @@
+"""What a dialect is: one API wire format, in both roles.
+
+A dialect package owns everything about its wire format, so adding one is one
+package and one registry line (docs/architecture.md, "Adding a dialect"):
+
+- the **codec** (``translation.codec.Codec``): requests, responses, stream
+  events and errors to and from the IR;
+- the **client surface**: which paths and methods it serves, where its clients
+  put their key, the hint a keyless client gets, its model listing, the status
+  its clients expect for an error, where a request names its model and whether
+  it streams, what it asks for in output tokens (admission);
+- the **provider side**: the path of a backend endpoint, the credential headers
+  (or a signing hook that sees the final body), the pass-through rules for
+  same-dialect traffic (model rename, usage injection, end-of-stream marks),
+  and provider response headers that must not reach a client.
+
+Nothing outside ``ext_proc/dialects/`` names a dialect or one of its wire keys
+(``tests/test_layout.py`` greps for them).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import GatewayError
+from ..translation.codec import Codec
+
+if TYPE_CHECKING:
+    from ..config import Provider
+
+Operation = Literal["chat", "list_models", "get_model", "unknown"]
+
+# What a same-dialect stream event says about the stream's end.
+COMPLETE: Literal["complete"] = "complete"  # the stream's terminal event: it ended well
+FAILED: Literal["failed"] = "failed"  # an in-band error event: the dialect's own way of saying it failed
+StreamMark = Literal["complete", "failed"] | None
+
+
+@dataclass(slots=True)
+class ClientCall:
+    """A client request line, classified: which dialect, which operation."""
+
+    dialect: str
+    operation: Operation
+    model: str | None = None  # from the path (e.g. GET /v1/models/{id}, or dialects that route by path)
+    stream: bool = False  # from the path, for dialects that say it there
+    query_key: str | None = None  # a key sent as a query parameter
+
+
+class Dialect(ABC):
+    """One wire format; a shared, stateless instance per dialect."""
+
+    #: the name used in config (``providers.*.dialect``) and in metric labels
+    name: str
+    codec: Codec
+    #: request headers in which its clients send their key (removed before a request leaves)
+    key_headers: tuple[str, ...] = ()
+    #: what a client that sent no key is told
+    auth_hint: str = ""
+    #: headers this dialect may set towards a provider for credentials or version (reset on every attempt)
+    credential_header_names: tuple[str, ...] = ()
+    #: API version headers every request to a provider of this dialect carries
+    version_headers: dict[str, str] = {}
+    #: provider response headers that would confuse another dialect's client or expose the provider account
+    provider_response_headers: tuple[str, ...] = ()
+    #: a provider of this dialect may answer 200 and then fail in the first stream event
+    opens_streams_with_errors: bool = False
+    #: a provider of this dialect may serve its endpoint at an operator-given path (``chat_path``)
+    custom_path: bool = False
+    #: JSON keys that hold the conversation's turns (token estimate)
+    turn_keys: tuple[str, ...] = ()
+    #: JSON keys that are settings, not prompt text (token estimate)
+    setting_keys: frozenset[str] = frozenset()
+    #: JSON keys that hold media (token estimate counts them flat)
+    media_keys: frozenset[str] = frozenset()
+
+    # ---- client surface -----------------------------------------------------
+    @abstractmethod
+    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+        """This dialect's call for a request line it serves, else None. ``path``
+        has no query and no trailing slash."""
+
+    def client_key(self, headers: dict[str, str]) -> str | None:
+        """The gateway key in this dialect's key header, if the client sent one there."""
+        for h in self.key_headers:
+            if headers.get(h):
+                return headers[h]
+        return None
+
+    def claims(self, headers: dict[str, str]) -> bool:
+        """Do the headers say a client of this dialect sent the request (for
+        paths several dialects share, and for unknown paths)?"""
+        return any(h in headers for h in self.key_headers)
+
+    @abstractmethod
+    def model_listing(self, models: list[str], one: str | None = None) -> dict[str, Any]:
+        """The configured models in this dialect's list (or single model) format."""
+
+    def request_model(self, call: ClientCall, body: dict[str, Any]) -> Any:
+        """The model a chat request names (any JSON value: the caller checks it)."""
+        return body.get("model")
+
+    def request_stream(self, call: ClientCall, body: dict[str, Any]) -> bool:
+        return body.get("stream") is True
+
+    def error_status(self, err: GatewayError) -> int:
+        """The HTTP status a client of this dialect gets for ``err``."""
+        return self.codec.error_status(err)
+
+    @abstractmethod
+    def requested_output(self, body: dict[str, Any]) -> tuple[Any, Any]:
+        """(max output tokens, number of choices) as the request asks, raw JSON values."""
+
+    # ---- provider side ------------------------------------------------------
+    def request_path(self, upstream_model: str, stream: bool) -> str:
+        return self.codec.request_path(upstream_model, stream)
+
+    @abstractmethod
+    def credential_headers(self, key: str) -> dict[str, str]:
+        """Headers that carry ``key`` to a provider of this dialect."""
+
+    def sign(self, provider: Provider, headers: dict[str, str], body: bytes) -> dict[str, str]:
+        """Per-attempt headers computed over the final body (request signing).
+        Static credentials need none: they are computed once per config."""
+        return {}
+
+    def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
+        """Same-dialect request: the body with only what must change (the model
+        name); None when nothing changes."""
+        if "model" in body and body["model"] != upstream_model:
+            return {**body, "model": upstream_model}
+        return None
+
+    def strips_added_usage(self, body: dict[str, Any] | None) -> bool:
+        """Did ``passthrough_body`` ask the provider for stream usage the client did not?"""
+        return False
+
+    def is_added_usage_event(self, obj: dict[str, Any]) -> bool:
+        """The usage-only stream event that ``passthrough_body`` asked for."""
+        return False
+
+    @abstractmethod
+    def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:
+        """Same-dialect stream: does this event end the stream well, or fail it?
+        ``obj`` is the event's data as a JSON object, when it is one."""

@@ -1,0 +1,97 @@
+"""OpenAI Chat Completions: ``POST /v1/chat/completions``, key as ``Authorization: Bearer``.
+
+Also the dialect of OpenAI-compatible hosts (vLLM, SGLang, Azure-style
+deployments): those take an operator-given ``chat_path`` and ``auth_header``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
+from .codec import OPENAI, OpenAICodec
+
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+MODELS_PATH = "/v1/models"
+
+
+class OpenAIChat(Dialect):
+    name = "openai"
+    codec = OPENAI
+    key_headers = ("authorization",)
+    auth_hint = "send it as 'Authorization: Bearer <key>'"
+    credential_header_names = ("authorization",)
+    provider_response_headers = (
+        "openai-organization", "openai-project", "openai-version", "openai-processing-ms",
+        "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+    )
+    custom_path = True
+    turn_keys = ("messages",)
+    setting_keys = frozenset({"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n",
+                              "temperature", "top_p", "seed", "metadata", "user", "role", "type"})
+    media_keys = frozenset({"image_url", "input_audio", "file"})
+
+    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+        if path in CHAT_PATHS:
+            return ClientCall(self.name, "chat" if method == "POST" else "unknown")
+        if path.startswith(MODELS_PATH):
+            # Shared with other dialects; this one is the default when no header claims it.
+            rest = path[len(MODELS_PATH):].lstrip("/")
+            if method != "GET":
+                return ClientCall(self.name, "unknown")
+            return ClientCall(self.name, "get_model" if rest else "list_models", model=rest or None)
+        return None
+
+    def client_key(self, headers: dict[str, str]) -> str | None:
+        auth = headers.get("authorization", "")
+        return (auth[7:].strip() or None) if auth[:7].lower() == "bearer " else None
+
+    def claims(self, headers: dict[str, str]) -> bool:
+        return True  # the default dialect of a request nothing else claims
+
+    def model_listing(self, models: list[str], one: str | None = None) -> dict[str, Any]:
+        now = int(time.time())
+        items = [{"id": m, "object": "model", "created": now, "owned_by": "llm-gateway"} for m in models]
+        return items[0] if one is not None else {"object": "list", "data": items}
+
+    def requested_output(self, body: dict[str, Any]) -> tuple[Any, Any]:
+        cap = body.get("max_completion_tokens")
+        if not (isinstance(cap, int) and cap > 0):
+            cap = body.get("max_tokens")
+        return cap, body.get("n")
+
+    def credential_headers(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
+        out = super().passthrough_body(body, upstream_model, stream)
+        if stream and self.strips_added_usage(body):
+            # Usage is needed for accounting; the extra chunk is removed from the client's stream.
+            base = out if out is not None else body
+            options = base.get("stream_options")
+            out = {**base, "stream_options": {**(options if isinstance(options, dict) else {}),
+                                               "include_usage": True}}
+        return out
+
+    def strips_added_usage(self, body: dict[str, Any] | None) -> bool:
+        if body is None:
+            return False
+        options = body.get("stream_options")
+        return not (isinstance(options, dict) and options.get("include_usage") is True)
+
+    def is_added_usage_event(self, obj: dict[str, Any]) -> bool:
+        return obj.get("choices") == [] and "usage" in obj
+
+    def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:
+        if data == "[DONE]":
+            return COMPLETE
+        if event == "error" or (obj is not None and "error" in obj):
+            return FAILED
+        return None
+
+
+DIALECT = OpenAIChat()
+
+__all__ = ["DIALECT", "OPENAI", "OpenAIChat", "OpenAICodec"]

@@ -1,0 +1,236 @@
+"""The request phase as plain functions over plain data: no Envoy, no gRPC.
+
+``start(state, headers, end_of_stream)`` classifies the request line and
+authenticates the client; it answers at once (``Answer``) when the request
+is a model listing or is refused. ``plan(state, started, raw_body)`` reads the
+body, picks the primary backend (health, then budgets), and translates the
+body for it: a ``RoutePlan`` says what to send and which headers to set, an
+``Answer`` is a refusal already rendered in the client's dialect.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .. import metrics
+from .. import protocol as P
+from ..admission import Rejection, Ticket
+from ..config import ResolvedBackend
+from ..dialects import CLIENT_KEY_HEADERS, ClientCall, Dialect, api_key, classify, get_dialect
+from ..errors import GatewayError, overloaded_as_503
+from ..routing import Candidates
+from ..state import GatewayState
+from ..translation.ir import ChatRequest
+
+
+@dataclass(slots=True)
+class Answer:
+    """A reply the gateway gives itself, without touching any provider."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: str = ""  # metric label and Envoy's response details
+
+
+@dataclass(slots=True)
+class Started:
+    """A request whose headers were accepted: its body decides the rest."""
+
+    call: ClientCall
+    dialect: Dialect
+    tenant: str
+    priority: str | None  # the x-priority header
+    t0: float
+
+
+@dataclass(slots=True)
+class RoutePlan:
+    """Where the request goes and what it carries there."""
+
+    started: Started
+    model: str
+    stream: bool
+    body: dict[str, Any]  # the client's body, parsed
+    primary: ResolvedBackend
+    ir: ChatRequest | None  # the client's request in the IR, when it was translated
+    ticket: Ticket | None  # the admission reservation, when budgets are on
+    set_headers: dict[str, str]
+    remove_headers: list[str]
+    new_body: bytes | None  # None: the client's body goes unchanged
+
+
+def reject(started: Started | ClientCall | None, err: GatewayError, reason: str,
+           ticket: Ticket | None = None) -> Answer:
+    """``err`` as the client's dialect renders it, with rate-limit headers where known."""
+    call = started.call if isinstance(started, Started) else started
+    dialect = get_dialect(call.dialect) if call is not None else _default_dialect()
+    metrics.REJECTED.labels(dialect.name, reason).inc()
+    headers = dict(err.headers) if isinstance(err, Rejection) else dict(ticket.headers if ticket else {})
+    if err.retry_after is not None:
+        headers["retry-after"] = str(max(1, round(err.retry_after)))
+    status = dialect.error_status(GatewayError(err.kind, err.message, overloaded_as_503(err.status)))
+    return Answer(status, orjson.dumps(dialect.codec.render_error(err)), headers, reason)
+
+
+def _default_dialect() -> Dialect:
+    from ..dialects import DEFAULT
+
+    return DEFAULT
+
+
+def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> Started | Answer:
+    """Request headers: dialect, operation, tenant. An ``Answer`` ends the request here."""
+    t0 = time.perf_counter()
+    method, path = headers.get(":method", ""), headers.get(":path", "/")
+    call = classify(method, path, headers)
+    dialect = get_dialect(call.dialect)
+    tenant = authenticate(state, call, dialect, headers)
+    if isinstance(tenant, GatewayError):
+        return reject(call, tenant, "authentication")
+    started = Started(call, dialect, tenant, headers.get("x-priority"), t0)
+    if call.operation in ("list_models", "get_model"):
+        return models(state, started)
+    if call.operation != "chat":
+        err = GatewayError("not_found", f"no such endpoint: {method} {path.partition('?')[0]}")
+        return reject(call, err, "not_found")
+    if end_of_stream:
+        return reject(call, GatewayError("invalid_request", "request body is required"), "invalid_request")
+    return started
+
+
+def authenticate(state: GatewayState, call: ClientCall, dialect: Dialect,
+                 headers: dict[str, str]) -> str | GatewayError:
+    """The tenant whose key the client sent ("anonymous" when no tenants are configured)."""
+    if not state.config.tenants:
+        return "anonymous"
+    key = api_key(call, headers)
+    if not key:
+        return GatewayError("authentication", f"missing API key: {dialect.auth_hint}")
+    tenant = state.tenant_for_key(key)
+    if tenant is None:
+        return GatewayError("authentication", "invalid API key")
+    return tenant
+
+
+def models(state: GatewayState, started: Started) -> Answer:
+    call = started.call
+    names = list(state.config.models)
+    if call.operation == "get_model":
+        if call.model not in state.config.models:
+            return reject(call, GatewayError("not_found", f"model '{call.model}' is not served by this gateway",
+                                             param="model"), "not_found")
+        names = [call.model]
+    one = call.model if call.operation == "get_model" else None
+    return Answer(200, orjson.dumps(started.dialect.model_listing(names, one=one)), reason="model_listing")
+
+
+async def plan(state: GatewayState, started: Started, raw: bytes) -> RoutePlan | Answer:
+    """Request body: model, primary backend (health, then budgets), translated
+    body; or the refusal, in the client's dialect."""
+    ticket: list[Ticket] = []
+    try:
+        return await _plan(state, started, raw, ticket)
+    except GatewayError as err:
+        if ticket and state.admission is not None:
+            state.admission.settle(ticket[0], 0, "", None)  # refund: nothing was sent
+        return reject(started, err, err.kind, ticket[0] if ticket else None)
+
+
+async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: list[Ticket]) -> RoutePlan:
+    call, client = started.call, started.dialect
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise GatewayError("invalid_request", f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise GatewayError("invalid_request", "request body must be a JSON object")
+    model = client.request_model(call, body)
+    if not isinstance(model, str) or not model:
+        raise GatewayError("invalid_request", "missing required field 'model'", param="model")
+    chain = state.router.chain(model)
+    if chain is None:
+        raise GatewayError("not_found", f"model '{model}' does not exist or is not served by this gateway",
+                           param="model")
+    stream = client.request_stream(call, body)
+    candidates = Candidates.of(chain, state.health)
+    ticket: Ticket | None = None
+    if state.admission is not None:
+        ticket = await admit(state, started, model, body, candidates)
+        admitted.append(ticket)
+        primary = ticket.backend
+    else:
+        primary = choose(model, candidates)
+    return _route(state, started, model, stream, body, primary, ticket)
+
+
+def _route(state: GatewayState, started: Started, model: str, stream: bool, body: dict[str, Any],
+           primary: ResolvedBackend, ticket: Ticket | None) -> RoutePlan:
+    call, client = started.call, started.dialect
+    target = state.router.targets[primary.name]
+    ir: ChatRequest | None = None
+    if primary.dialect == client.name:
+        out = client.passthrough_body(body, primary.upstream_model, stream)
+    else:
+        ir = client.codec.parse_request(body, call.model, call.stream)
+        settings = state.config.models[model]
+        out = target.dialect.codec.build_request(
+            ir, primary.upstream_model, default_max_tokens=settings.default_max_tokens,
+            drop_unsupported=settings.drop_unsupported)
+    new_body = orjson.dumps(out) if out is not None else None
+    set_headers = {
+        P.ROUTE_HEADER: model,
+        P.PRETRANSLATED_HEADER: primary.name,
+        P.VERSION_HEADER: state.config.version,
+        **target.request_headers(stream, new_body),
+    }
+    if stream:
+        set_headers[P.STREAM_HEADER] = "1"
+    # The client's own key must never reach a provider; compressed
+    # responses could not be translated.
+    remove = [h for h in (*CLIENT_KEY_HEADERS, *state.router.provider_headers) if h not in set_headers]
+    remove.append("accept-encoding")
+    return RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, remove, new_body)
+
+
+def choose(model: str, candidates: Candidates) -> ResolvedBackend:
+    """First backend in failover order that is not cooling down.
+
+    When every backend is cooling down: 429 with the shortest Retry-After
+    if they are all rate limited, otherwise the first one is tried anyway
+    (Envoy still fails over across the rest).
+    """
+    primary = candidates.first()
+    for b in candidates.skipped:
+        metrics.SKIPPED.labels(model, b.name).inc()
+    if primary is not None:
+        return primary
+    wait = candidates.retry_after()
+    if wait is not None:
+        raise GatewayError("rate_limit", f"every backend of model '{model}' is rate limited; "
+                           f"retry in {max(1, round(wait))} s", retry_after=wait)
+    return candidates.order[0]
+
+
+async def admit(state: GatewayState, started: Started, model: str, body: dict[str, Any],
+                candidates: Candidates) -> Ticket:
+    """Health first (cooling backends are skipped), then budgets: the first
+    healthy backend with headroom becomes the primary (README "Budgets")."""
+    admission = state.admission
+    assert admission is not None
+    priority = admission.priority(started.tenant, started.priority)
+    healthy = candidates.all_available()
+    for b in candidates.skipped:
+        metrics.SKIPPED.labels(model, b.name).inc()
+    ticket: Ticket | None = None
+    try:
+        ticket = await admission.admit(started.tenant, priority, model, body,
+                                       healthy or [choose(model, Candidates(candidates.order, state.health))],
+                                       started.dialect)
+    finally:
+        candidates.release_probes(ticket.backend if ticket is not None else None)
+    return ticket

@@ -1,0 +1,11 @@
+"""Envoy adapters: one module per kind of ext_proc stream.
+
+- ``router``: one stream per client request (request headers and body,
+  response body), driving ``ext_proc.request``;
+- ``upstream``: one stream per failover attempt to another backend than the
+  primary (re-translates the body);
+- ``stream_guard``: holds a stream's response headers until its first event;
+- ``observer``: failed attempts' response headers, for backend health.
+
+``ext_proc.server`` dispatches a gRPC stream to its stage by metadata.
+"""

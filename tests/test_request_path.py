@@ -1,0 +1,298 @@
+"""The request path without Envoy: ``plan``, ``finish`` and ``attempt`` over plain data.
+
+Table-driven: every way a request is refused, where it goes (spill-over past
+cooling or full backends), what it carries there, how a failover attempt is
+re-translated, and how the end of a response is reconciled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from ext_proc.config import DEFAULT_CONFIG, parse_config
+from ext_proc.request import finish as F
+from ext_proc.request.attempt import AttemptContext, AttemptFailure, AttemptPlan, retranslate
+from ext_proc.request.plan import Answer, RoutePlan, Started, plan, start
+from ext_proc.routing.health import HealthTable
+from ext_proc.state import GatewayState
+from ext_proc.translation.ir import Usage
+
+ENV = {"MOCK_OPENAI_API_KEY": "sk-openai", "MOCK_ANTHROPIC_API_KEY": "sk-ant", "MOCK_GEMINI_API_KEY": "sk-gem"}
+KEY = "demo-key"
+OPENAI = {":method": "POST", ":path": "/v1/chat/completions", "authorization": f"Bearer {KEY}"}
+ANTHROPIC = {":method": "POST", ":path": "/v1/messages", "x-api-key": KEY, "anthropic-version": "2023-06-01"}
+GEMINI = {":method": "POST", ":path": "/v1beta/models/gemini-2.5-flash:generateContent", "x-goog-api-key": KEY}
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def state_of(mutate: Any = None) -> GatewayState:
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    if mutate is not None:
+        mutate(data)
+    state = GatewayState(parse_config(yaml.safe_dump(data), "test.yaml"), env=ENV)
+    state.health = HealthTable(clock=lambda: 100.0)
+    return state
+
+
+def run(coro: Any) -> Any:
+    return asyncio.new_event_loop().run_until_complete(coro)
+
+
+def started(state: GatewayState, headers: dict[str, str]) -> Started:
+    result = start(state, headers, end_of_stream=False)
+    assert isinstance(result, Started), result
+    return result
+
+
+def do_plan(state: GatewayState, headers: dict[str, str], body: dict[str, Any]) -> RoutePlan | Answer:
+    return run(plan(state, started(state, headers), orjson.dumps(body)))
+
+
+def error_of(answer: Answer) -> dict[str, Any]:
+    return orjson.loads(answer.body)
+
+
+# ---- start: request headers --------------------------------------------------------------
+@pytest.mark.parametrize(("headers", "status", "says"), [
+    ({":method": "POST", ":path": "/v1/chat/completions"}, 401, "Authorization: Bearer"),
+    ({":method": "POST", ":path": "/v1/messages", "anthropic-version": "x"}, 401, "x-api-key"),
+    ({":method": "POST", ":path": "/v1beta/models/m:generateContent"}, 401, "x-goog-api-key"),
+    ({**OPENAI, "authorization": "Bearer wrong"}, 401, "invalid API key"),
+    ({**OPENAI, ":path": "/v1/nowhere"}, 404, "no such endpoint: POST /v1/nowhere"),
+    ({**OPENAI, ":method": "GET", ":path": "/v1/models/nope"}, 404, "model 'nope' is not served"),
+])
+def test_start_refuses(headers: dict[str, str], status: int, says: str) -> None:
+    answer = start(state_of(), headers, end_of_stream=False)
+    assert isinstance(answer, Answer)
+    assert answer.status == status
+    assert says in answer.body.decode()
+
+
+def test_start_wants_a_body_for_chat() -> None:
+    answer = start(state_of(), OPENAI, end_of_stream=True)
+    assert isinstance(answer, Answer) and answer.status == 400
+    assert "request body is required" in answer.body.decode()
+
+
+@pytest.mark.parametrize(("headers", "key", "first"), [
+    ({":method": "GET", ":path": "/v1/models", "authorization": f"Bearer {KEY}"}, "data", "gpt-4o"),
+    ({":method": "GET", ":path": "/v1/models", "x-api-key": KEY, "anthropic-version": "x"}, "data", "gpt-4o"),
+    ({":method": "GET", ":path": "/v1beta/models", "x-goog-api-key": KEY}, "models", "models/gpt-4o"),
+])
+def test_model_listings_in_each_dialect(headers: dict[str, str], key: str, first: str) -> None:
+    answer = start(state_of(), headers, end_of_stream=True)
+    assert isinstance(answer, Answer) and answer.status == 200
+    items = orjson.loads(answer.body)[key]
+    assert first in {item.get("id") or item.get("name") for item in items}
+    assert len(items) == 3
+
+
+def test_an_overloaded_refusal_has_each_dialects_status() -> None:
+    """Anthropic clients know overload as 529, the others as 503."""
+    from ext_proc.errors import GatewayError
+    from ext_proc.request.plan import reject
+
+    err = GatewayError("overloaded", "busy")
+    assert reject(started(state_of(), ANTHROPIC), err, "x").status == 529
+    assert reject(started(state_of(), OPENAI), err, "x").status == 503
+
+
+# ---- plan: request body ------------------------------------------------------------------
+@pytest.mark.parametrize(("headers", "raw", "status", "says"), [
+    (OPENAI, b"{not json", 400, "not valid JSON"),
+    (OPENAI, b"[1, 2]", 400, "must be a JSON object"),
+    (OPENAI, orjson.dumps(CHAT), 400, "missing required field 'model'"),
+    (OPENAI, orjson.dumps({**CHAT, "model": "nope"}), 404, "model 'nope' does not exist"),
+    (ANTHROPIC, orjson.dumps({**CHAT, "model": "gpt-4o", "max_tokens": 5, "top_k": 3}), 400,
+     "'top_k' cannot be expressed"),
+])
+def test_plan_refuses(headers: dict[str, str], raw: bytes, status: int, says: str) -> None:
+    state = state_of()
+    answer = run(plan(state, started(state, headers), raw))
+    assert isinstance(answer, Answer)
+    assert answer.status == status, answer.body
+    assert says in answer.body.decode()
+
+
+def test_translated_request_carries_the_backends_credentials_not_the_clients() -> None:
+    p = do_plan(state_of(), OPENAI, {**CHAT, "model": "claude-sonnet-4-5"})
+    assert isinstance(p, RoutePlan)
+    assert p.primary.name == "anthropic/claude-sonnet-4-5"
+    assert p.set_headers[":path"] == "/v1/messages"
+    assert p.set_headers["x-api-key"] == "sk-ant"
+    assert p.set_headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" in p.remove_headers and "accept-encoding" in p.remove_headers
+    assert p.new_body is not None and p.set_headers["content-length"] == str(len(p.new_body))
+    sent = orjson.loads(p.new_body)
+    assert sent["model"] == "claude-sonnet-4-5" and sent["max_tokens"] == 4096
+    assert p.ir is not None
+
+
+def test_same_dialect_passes_through_with_only_the_model_renamed() -> None:
+    def rename(data: dict[str, Any]) -> None:
+        data["models"]["gpt-4o"]["backends"][0]["model"] = "gpt-4o-2024"
+
+    p = do_plan(state_of(rename), OPENAI, {**CHAT, "model": "gpt-4o"})
+    assert isinstance(p, RoutePlan) and p.ir is None
+    assert orjson.loads(p.new_body or b"") == {**CHAT, "model": "gpt-4o-2024"}
+    assert p.set_headers[":path"] == "/v1/chat/completions"
+    assert p.set_headers["authorization"] == "Bearer sk-openai"
+    unchanged = do_plan(state_of(), OPENAI, {**CHAT, "model": "gpt-4o"})
+    assert isinstance(unchanged, RoutePlan) and unchanged.new_body is None
+
+
+def test_a_streamed_passthrough_asks_for_usage() -> None:
+    p = do_plan(state_of(), OPENAI, {**CHAT, "model": "gpt-4o", "stream": True})
+    assert isinstance(p, RoutePlan) and p.stream
+    assert orjson.loads(p.new_body or b"")["stream_options"] == {"include_usage": True}
+
+
+def test_gemini_takes_model_and_stream_from_the_path() -> None:
+    headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:streamGenerateContent?alt=sse"}
+    p = do_plan(state_of(), headers, {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    assert isinstance(p, RoutePlan)
+    assert (p.model, p.stream, p.primary.name) == ("gpt-4o", True, "openai/gpt-4o")
+    assert orjson.loads(p.new_body or b"")["stream"] is True
+
+
+def test_a_cooling_primary_is_skipped() -> None:
+    state = state_of()
+    for _ in range(2):
+        state.health.failure("openai/gpt-4o")
+    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+    assert isinstance(p, RoutePlan) and p.primary.name == "anthropic/claude-sonnet-4-5"
+
+
+def test_every_backend_rate_limited_is_a_429_with_the_shortest_wait() -> None:
+    state = state_of()
+    for name, wait in (("openai/gpt-4o", 30), ("anthropic/claude-sonnet-4-5", 7), ("gemini/gemini-2.5-flash", 9)):
+        state.health.failure(name, 429, wait)
+    answer = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+    assert isinstance(answer, Answer) and answer.status == 429
+    assert answer.headers["retry-after"] == "7"
+
+
+def budgets(data: dict[str, Any]) -> None:
+    data["tenants"]["demo"]["limits"] = {"requests_per_minute": 2, "burst_seconds": 60}
+    data["models"]["gpt-4o"]["backends"][0]["limits"] = {"concurrent_requests": 1}
+
+
+def test_admission_spills_a_full_primary_over_and_rejects_past_the_budget() -> None:
+    state = state_of(budgets)
+    first = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+    assert isinstance(first, RoutePlan) and first.primary.name == "openai/gpt-4o" and first.ticket is not None
+    second = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})  # the primary's one slot is taken
+    assert isinstance(second, RoutePlan) and second.primary.name == "anthropic/claude-sonnet-4-5"
+    third = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+    assert isinstance(third, Answer) and third.status == 429
+    assert "requests per minute" in error_of(third)["error"]["message"]
+    assert third.headers["x-ratelimit-remaining-requests"] == "0" and "retry-after" in third.headers
+
+
+def test_a_refused_translation_refunds_its_reservation() -> None:
+    state = state_of(budgets)
+    body = {**CHAT, "model": "gpt-4o", "max_tokens": 5, "top_k": 3}
+    for _ in range(3):  # the budget allows 2: refunds keep it whole
+        answer = do_plan(state, ANTHROPIC, body)
+        assert isinstance(answer, Answer) and answer.status == 400
+        assert answer.headers["x-ratelimit-limit-requests"] == "2"
+    admitted = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+    assert isinstance(admitted, RoutePlan)
+
+
+def test_a_bad_priority_header_is_a_400() -> None:
+    answer = do_plan(state_of(budgets), {**OPENAI, "x-priority": "urgent"}, {**CHAT, "model": "gpt-4o"})
+    assert isinstance(answer, Answer) and answer.status == 400 and "x-priority" in answer.body.decode()
+
+
+# ---- finish: the end of a response -------------------------------------------------------
+def priced(data: dict[str, Any]) -> None:
+    budgets(data)
+    for b in data["models"]["gpt-4o"]["backends"]:
+        b["price"] = {"input": 1.0, "output": 2.0}
+
+
+@pytest.mark.parametrize(("status", "backend", "usage", "cost", "failover", "healthy"), [
+    (200, "openai/gpt-4o", Usage(1000, 500), 0.002, None, "openai/gpt-4o"),
+    (200, "anthropic/claude-sonnet-4-5", Usage(10, 0), 0.00001,
+     ("openai/gpt-4o", "anthropic/claude-sonnet-4-5"), "anthropic/claude-sonnet-4-5"),
+    (503, "openai/gpt-4o", None, None, None, None),
+    (0, "", None, None, None, None),
+])
+def test_finish_reconciles(status: int, backend: str, usage: Usage | None, cost: float | None,
+                           failover: tuple[str, str] | None, healthy: str | None) -> None:
+    state = state_of(priced)
+    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+    assert isinstance(p, RoutePlan) and p.primary.name == "openai/gpt-4o"
+    done = F.finish(state, p, status, backend, usage, p.started.t0 + 0.1, p.started.t0 + 0.5)
+    assert done.cost == pytest.approx(cost) if cost is not None else done.cost is None
+    assert (done.failover, done.healthy) == (failover, healthy)
+    assert done.log_fields["tenant"] == "demo" and done.log_fields["ttfb_ms"] == pytest.approx(100.0)
+    F.apply(state, p, done)
+    assert p.ticket is not None and p.ticket.settled
+    if failover is not None:
+        assert state.health.backends["openai/gpt-4o"].failures == 1
+
+
+def test_a_failed_request_gives_its_budget_back() -> None:
+    state = state_of(priced)
+    for _ in range(5):  # 2 requests per minute: only refunds let 5 through
+        p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+        assert isinstance(p, RoutePlan)
+        F.apply(state, p, F.finish(state, p, 503, p.primary.name, None, p.started.t0, p.started.t0))
+
+
+def test_streamed_success_has_a_time_per_output_token() -> None:
+    state = state_of()
+    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o", "stream": True})
+    assert isinstance(p, RoutePlan)
+    done = F.finish(state, p, 200, "openai/gpt-4o", Usage(5, 11), p.started.t0 + 1, p.started.t0 + 2)
+    assert done.tpot == pytest.approx(0.1)
+
+
+# ---- attempt: failover re-translation ----------------------------------------------------
+def test_a_failover_attempt_is_retranslated_for_its_backend() -> None:
+    state = state_of()
+    p = do_plan(state, OPENAI, {**CHAT, "model": "claude-sonnet-4-5"})
+    assert isinstance(p, RoutePlan) and p.new_body is not None
+    ctx = AttemptContext(backend="gemini/gemini-2.5-flash", model="claude-sonnet-4-5",
+                         primary=p.primary.name, stream=False, version=state.config.version)
+    out = retranslate(state, ctx, p.new_body)
+    assert isinstance(out, AttemptPlan)
+    assert out.set_headers[":path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert out.set_headers["x-goog-api-key"] == "sk-gem"
+    assert "x-api-key" in out.remove_headers and "anthropic-version" in out.remove_headers
+    assert orjson.loads(out.body)["contents"][0]["parts"][0]["text"] == "hi"
+
+
+def test_a_same_dialect_attempt_only_renames_the_model() -> None:
+    state = state_of()
+    ctx = AttemptContext("openai/gpt-4o", "gemini-2.5-flash", "openai/gpt-4o", False, state.config.version)
+    out = retranslate(state, ctx, orjson.dumps({**CHAT, "model": "other"}))
+    assert isinstance(out, AttemptPlan) and orjson.loads(out.body)["model"] == "gpt-4o"
+
+
+@pytest.mark.parametrize(("ctx", "raw", "status"), [
+    (AttemptContext("openai/gpt-4o", "gpt-4o", "nope", False, ""), b"{}", 500),
+    (AttemptContext("gemini/gemini-2.5-flash", "gpt-4o", "openai/gpt-4o", False, ""), b"{not json", 500),
+])
+def test_an_attempt_without_context_or_body_fails_cleanly(ctx: AttemptContext, raw: bytes, status: int) -> None:
+    out = retranslate(state_of(), ctx, raw)
+    assert isinstance(out, AttemptFailure) and out.status == status
+    assert "error" in orjson.loads(out.body)
+
+
+def test_a_backend_is_at_its_tier_in_this_models_chain() -> None:
+    """anthropic/claude-sonnet-4-5 is tier 0 of one model and tier 1 of another: answering as
+    the primary of the first is no failover (it once cooled a healthy backend down)."""
+    state = state_of()
+    p = do_plan(state, ANTHROPIC, {**CHAT, "model": "claude-sonnet-4-5", "max_tokens": 5})
+    assert isinstance(p, RoutePlan) and p.primary.tier == 0
+    assert state.config.backends[p.primary.name].tier != 0  # the other model's place for it
+    done = F.finish(state, p, 429, p.primary.name, None, p.started.t0, p.started.t0)
+    assert done.failover is None
