@@ -204,3 +204,34 @@ def test_deadline_in_redis_clock_recovers_from_a_wrong_estimate(redis_server: Re
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_an_admission_cancelled_while_redis_holds_its_answer_leaves_no_lease(redis_server: RedisServer) -> None:
+    """The request goes away (its task is cancelled) while Redis, paused, holds the answer;
+    resumed within the deadline, Redis runs the script, which takes a slot nobody settles."""
+    store = RedisStore(RedisSettings(url=redis_server.url, key_prefix="gone", timeout_ms=3000),
+                       MemoryStore(900, 1.0))
+    conc = Check(SLOTS, "t:a:conc", 1)
+    r = redis_server.client()
+
+    async def scenario() -> None:
+        warm = await store.acquire([conc], [[]], "w")
+        await store.settle([Release("t:a:conc", "w")])
+        assert not warm.local and r.zcard("gone:t:a:conc") == 0
+        before = script_calls(redis_server)
+        pause(redis_server)
+        task = asyncio.create_task(store.acquire([conc], [[]], "gone"))
+        await asyncio.sleep(0.05)  # the script is in Redis's socket
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        resume(redis_server)
+        await until("the script ran", lambda: script_calls(redis_server) >= before + 1)
+        # Usually it ran in time (2.7 s after the call began) and took the slot; either way:
+        await until("the abandoned lease was released", lambda: not store.abandoned and store.cleaner is None)
+        assert r.zcard("gone:t:a:conc") == 0
+        again = await store.acquire([conc], [[]], "next")
+        assert again.chosen == 0 and not again.local
+        await store.close()
+
+    asyncio.run(scenario())

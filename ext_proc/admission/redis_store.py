@@ -20,9 +20,10 @@ would charge for a request never admitted by Redis. So:
   ``_RedisClock``), a little before this process stops waiting for it; a
   script that starts after it takes nothing and answers "void" (treated as
   a timeout);
-- an acquire that failed for any reason leaves its lease "abandoned": once
-  its deadline has surely passed, a cleanup removes it from every slot set it
-  may have joined (in case the script ran in time but its answer was lost),
+- an acquire that failed for any reason, or whose request went away while it
+  waited (cancelled), leaves its lease "abandoned": once its deadline has
+  surely passed, a cleanup removes it from every slot set it may have joined
+  (in case the script ran in time but its answer was lost or unread),
   retried every ``retry_interval_s`` until Redis answers. Settlements whose
   call failed leave their releases there too. A release is idempotent, so
   sending it twice, or after a late settlement that did run, is harmless.
@@ -213,6 +214,10 @@ class _Keys:
                 c.initial]
 
 
+def _slot_keys(tenant: list[Check], backends: list[list[Check]]) -> list[str]:
+    return [c.key for c in tenant if c.kind == SLOTS] + [c.key for cs in backends for c in cs if c.kind == SLOTS]
+
+
 class RedisStore:
     def __init__(self, settings: RedisSettings, fallback: MemoryStore):
         self.timeout = timeout = settings.timeout_ms / 1000
@@ -281,10 +286,12 @@ class RedisStore:
         except _DOWN as err:
             # The script may still run (in time, its answer lost; or late, void): release
             # whatever lease it may hold once its deadline has surely passed.
-            self._abandon([c.key for c in tenant if c.kind == SLOTS]
-                          + [c.key for cs in backends for c in cs if c.kind == SLOTS], lease, start + self.timeout)
+            self._abandon(_slot_keys(tenant, backends), lease, start + self.timeout)
             self._failed(err)
             return self._degraded().acquire_now(tenant, backends, lease)
+        except asyncio.CancelledError:  # the request went away: nobody will settle this lease
+            self._abandon(_slot_keys(tenant, backends), lease, start + self.timeout)
+            raise
         chosen, wait, failed, levels, stamp = orjson.loads(raw)
         self.clock.observe(float(stamp), time.monotonic())
         if chosen == VOID:
