@@ -9,11 +9,31 @@ Redis unreachable: ``fail_open`` decides against this process's own
 ``MemoryStore`` (metric + one log line per outage), ``fail_closed`` raises
 ``StoreUnavailable`` (a 503). Redis is tried again every
 ``retry_interval_s``; requests in between do not wait for it.
+
+Redis slow or paused (not down): a call that times out is not cancelled in
+Redis. Its script waits in the socket and runs whenever Redis resumes, long
+after this process decided without it; a lease it took would hold a
+concurrency slot for ``lease_ttl_s`` with nothing in flight, a bucket debit
+would charge for a request never admitted by Redis. So:
+
+- every acquire carries a deadline in Redis's own clock (``dl``, see
+  ``_RedisClock``), a little before this process stops waiting for it; a
+  script that starts after it takes nothing and answers "void" (treated as
+  a timeout);
+- an acquire that failed for any reason, or whose request went away while it
+  waited (cancelled), leaves its lease "abandoned": once its deadline has
+  surely passed, a cleanup removes it from every slot set it may have joined
+  (in case the script ran in time but its answer was lost or unread),
+  retried every ``retry_interval_s`` until Redis answers. Settlements whose
+  call failed leave their releases there too. A release is idempotent, so
+  sending it twice, or after a late settlement that did run, is harmless.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -26,7 +46,7 @@ from redis.retry import Retry
 
 from .. import metrics
 from ..config import RedisSettings
-from .store import Adapt, Check, MemoryStore, Op, Outcome, Refund, StoreUnavailable
+from .store import SLOTS, Adapt, Check, MemoryStore, Op, Outcome, Refund, Release, StoreUnavailable
 
 log = logging.getLogger("llm_gateway.admission")
 
@@ -45,10 +65,14 @@ local function bucket_set(k, cap, rate, l)
 end
 """
 
-# ARGV[1]: {"t": [check...], "b": [[check...]...], "id": lease, "ttl": s, "cw": s}
+# ARGV[1]: {"t": [check...], "b": [[check...]...], "id": lease, "ttl": s, "cw": s, "dl": Redis time}
 # check: [kind, key index, cap, rate, amount, keep, adaptive key index (0: none), initial]
+# Answer: [chosen backend (-1: rejected, -2: void, past the deadline), wait, failed tenant check,
+#          levels, Redis time as a string (cjson would round it to 0.1 ms)]
 ACQUIRE = _COMMON + """
 local p = cjson.decode(ARGV[1])
+local stamp = string.format('%.6f', now)
+if now > p.dl then return cjson.encode({-2, 0, -1, {}, stamp}) end
 local function level(c)
   if c[1] == 'b' then return bucket_level(KEYS[c[2]], c[3], c[4]) end
   redis.call('ZREMRANGEBYSCORE', KEYS[c[2]], '-inf', now)
@@ -82,7 +106,7 @@ for i, c in ipairs(p.t) do
   local w = wait(c, levels[i])
   if w > worst then worst, failed = w, i - 1 end
 end
-if failed >= 0 then return cjson.encode({-1, worst, failed, levels}) end
+if failed >= 0 then return cjson.encode({-1, worst, failed, levels, stamp}) end
 local best = -1
 for j, checks in ipairs(p.b) do
   local bl, bw = {}, 0
@@ -94,11 +118,11 @@ for j, checks in ipairs(p.b) do
   if bw == 0 then
     for i, c in ipairs(p.t) do levels[i] = take(c, levels[i]) end
     for i, c in ipairs(checks) do take(c, bl[i]) end
-    return cjson.encode({j - 1, 0, -1, levels})
+    return cjson.encode({j - 1, 0, -1, levels, stamp})
   end
   if best < 0 or bw < best then best = bw end
 end
-return cjson.encode({-1, math.max(best, 0), -1, levels})
+return cjson.encode({-1, math.max(best, 0), -1, levels, stamp})
 """
 
 # ARGV[1]: [op...]; ["r", key, cap, rate, delta] | ["x", key, lease] | ["a", key, lo, hi, init, dec, inc, up]
@@ -122,6 +146,52 @@ return cjson.encode(out)
 """
 
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+VOID = -2
+# A script must start within this share of ``timeout_ms`` after its call began: the rest
+# is left for its answer to come back before the caller stops waiting.
+DEADLINE_SHARE = 0.9
+
+
+class LateScript(Exception):
+    """Redis ran an acquire after its deadline: it took nothing."""
+
+
+class _RedisClock:
+    """Redis's clock seen from here, as an offset to ``time.monotonic()``.
+
+    Redis does not record when a command arrived, so a script cannot tell
+    how long it waited; it can compare ``TIME`` with a deadline in Redis's
+    clock. This process learns that clock from Redis alone (no assumption
+    about the hosts' clocks): every answer carries the Redis time its script
+    ran, a moment before the answer arrived, so ``redis_time - arrival`` is a
+    lower bound of the offset, short by the answer's one-way latency. A lower
+    bound puts deadlines early, never late. The estimate is the highest bound
+    seen in the last one or two windows, so it follows drift; without a recent
+    answer the store asks Redis for ``TIME`` first. It assumes Redis's clock
+    is not stepped backwards (NTP slews): a step back of D seconds makes
+    deadlines late by D for up to two windows.
+    """
+
+    WINDOW = 30.0
+
+    def __init__(self) -> None:
+        self.current = self.previous = -math.inf
+        self.since = -math.inf  # start of the current window (monotonic)
+
+    def _rotate(self, now: float) -> None:
+        if now - self.since >= self.WINDOW:
+            self.previous = self.current if now - self.since < 2 * self.WINDOW else -math.inf
+            self.current = -math.inf
+            self.since = now
+
+    def observe(self, redis_now: float, arrived: float) -> None:
+        self._rotate(arrived)
+        self.current = max(self.current, redis_now - arrived)
+
+    def offset(self, now: float) -> float | None:
+        self._rotate(now)
+        best = max(self.current, self.previous)
+        return None if best == -math.inf else best
 
 
 class _Keys:
@@ -144,9 +214,13 @@ class _Keys:
                 c.initial]
 
 
+def _slot_keys(tenant: list[Check], backends: list[list[Check]]) -> list[str]:
+    return [c.key for c in tenant if c.kind == SLOTS] + [c.key for cs in backends for c in cs if c.kind == SLOTS]
+
+
 class RedisStore:
     def __init__(self, settings: RedisSettings, fallback: MemoryStore):
-        timeout = settings.timeout_ms / 1000
+        self.timeout = timeout = settings.timeout_ms / 1000
         # A bounded pool: a burst waits for a connection instead of opening
         # hundreds at once (slow handshakes under load look like an outage).
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -160,6 +234,10 @@ class RedisStore:
         self.fallback = fallback
         self.down_until = 0.0
         self.down = False
+        self.clock = _RedisClock()
+        # (slot key, lease) -> (do not release before, give up after), both monotonic
+        self.abandoned: dict[tuple[str, str], tuple[float, float]] = {}
+        self.cleaner: asyncio.Task[None] | None = None
         metrics.STORE_UP.set(1)
 
     def _failed(self, err: BaseException) -> None:
@@ -183,20 +261,43 @@ class RedisStore:
             raise StoreUnavailable("the budget store (redis) is unreachable")
         return self.fallback
 
+    async def _calibrate(self) -> float:
+        """Learn Redis's clock with ``TIME`` (no recent answer to learn it from)."""
+        sec, usec = await self.client.time()
+        now = time.monotonic()
+        self.clock.observe(sec + usec / 1e6, now)
+        return self.clock.offset(now) or 0.0
+
     async def acquire(self, tenant: list[Check], backends: list[list[Check]], lease: str) -> Outcome:
-        if self.down and time.monotonic() < self.down_until:
+        start = time.monotonic()
+        if self.down and start < self.down_until:
             return self._degraded().acquire_now(tenant, backends, lease)
         keys = _Keys(self.prefix)
-        payload = orjson.dumps({
+        request: dict[str, Any] = {
             "t": [keys.check(c) for c in tenant], "b": [[keys.check(c) for c in cs] for cs in backends],
-            "id": lease, "ttl": self.fallback.ttl, "cw": self.fallback.concurrency_wait})
+            "id": lease, "ttl": self.fallback.ttl, "cw": self.fallback.concurrency_wait}
         try:
-            raw = await self._acquire(keys=keys.keys, args=[payload])
+            offset = self.clock.offset(start)
+            if offset is None:
+                offset = await self._calibrate()
+            # Redis time after which the script must take nothing: before this call stops waiting.
+            request["dl"] = start + offset + self.timeout * DEADLINE_SHARE
+            raw = await self._acquire(keys=keys.keys, args=[orjson.dumps(request)])
         except _DOWN as err:
+            # The script may still run (in time, its answer lost; or late, void): release
+            # whatever lease it may hold once its deadline has surely passed.
+            self._abandon(_slot_keys(tenant, backends), lease, start + self.timeout)
             self._failed(err)
             return self._degraded().acquire_now(tenant, backends, lease)
+        except asyncio.CancelledError:  # the request went away: nobody will settle this lease
+            self._abandon(_slot_keys(tenant, backends), lease, start + self.timeout)
+            raise
+        chosen, wait, failed, levels, stamp = orjson.loads(raw)
+        self.clock.observe(float(stamp), time.monotonic())
+        if chosen == VOID:
+            self._failed(LateScript(f"redis ran an admission more than {self.timeout * DEADLINE_SHARE:g} s late"))
+            return self._degraded().acquire_now(tenant, backends, lease)
         self._recovered()
-        chosen, wait, failed, levels = orjson.loads(raw)
         return Outcome(int(chosen), float(wait), int(failed), levels if isinstance(levels, list) else [])
 
     async def settle(self, ops: list[Op]) -> list[float]:
@@ -213,14 +314,65 @@ class RedisStore:
         try:
             out = orjson.loads(await self._settle(keys=keys.keys, args=[orjson.dumps(encoded)]))
         except _DOWN as err:
-            # Leases in Redis expire on their own; a refund there is forgone (the
-            # safe side). fail_open: the local budgets and limits take the update.
+            # A refund there is forgone (the safe side); the releases are retried until
+            # Redis answers, so no lease outlives its request. fail_open: the local
+            # budgets and limits take the update.
+            now = time.monotonic()
+            for op in ops:
+                if isinstance(op, Release):
+                    self._abandon([op.key], op.lease, now)
             self._failed(err)
             return self.fallback.settle_now(ops) if self.settings.on_failure == "fail_open" else []
         self._recovered()
         return out if isinstance(out, list) else []
 
+    # ---- leases of failed calls ------------------------------------------------
+    def _abandon(self, slot_keys: list[str], lease: str, not_before: float) -> None:
+        """Release ``lease`` from these slot sets in Redis, from ``not_before`` on.
+
+        An acquire's cleanup must not run before the script's deadline: run earlier,
+        on another connection, it could overtake the script, which would then take
+        the slot. ``not_before`` (when the caller stopped waiting, at least
+        ``timeout_ms`` after it began) is after the deadline in Redis's clock.
+        """
+        if not slot_keys:
+            return
+        expiry = not_before + self.fallback.ttl  # by then Redis has dropped the lease itself
+        for key in slot_keys:
+            self.abandoned[(key, lease)] = (not_before, expiry)
+        if self.cleaner is None:
+            self.cleaner = asyncio.get_running_loop().create_task(self._clean())
+
+    async def _clean(self) -> None:
+        try:
+            while self.abandoned:
+                now = time.monotonic()
+                for entry, (_, expiry) in list(self.abandoned.items()):
+                    if expiry <= now:
+                        del self.abandoned[entry]
+                due = [entry for entry, (not_before, _) in self.abandoned.items() if not_before <= now]
+                if not due:
+                    if self.abandoned:
+                        await asyncio.sleep(min(nb for nb, _ in self.abandoned.values()) - now)
+                    continue
+                keys = _Keys(self.prefix)
+                ops = [["x", keys(key), lease] for key, lease in due]
+                try:
+                    await self._settle(keys=keys.keys, args=[orjson.dumps(ops)])
+                except _DOWN as err:
+                    self._failed(err)
+                    await asyncio.sleep(self.settings.retry_interval_s)
+                    continue
+                for entry in due:
+                    self.abandoned.pop(entry, None)
+                self._recovered()
+        except Exception:  # never let bookkeeping crash the loop; the leases expire on their own
+            log.exception("releasing %d abandoned leases in redis failed", len(self.abandoned))
+            self.abandoned.clear()
+        finally:
+            self.cleaner = None
+
     async def close(self) -> None:
+        if self.cleaner is not None:
+            self.cleaner.cancel()
         await self.client.aclose()
-
-
