@@ -23,8 +23,8 @@ from ext_proc.admission import Rejection, build
 from ext_proc.admission.controller import SETTLE_BATCH_S
 from ext_proc.admission.redis_store import RedisStore
 from ext_proc.admission.store import BUCKET, SLOTS, Check, MemoryStore, Refund, Release
-from ext_proc.codecs.ir import Usage
 from ext_proc.config import DEFAULT_CONFIG, RedisSettings, parse_config
+from ext_proc.translation.ir import Usage
 from tests.redis_server import RedisServer
 
 TIMEOUT_MS = 500  # redis.timeout_ms (the default): generous for a loaded test machine
