@@ -331,3 +331,8 @@ def test_prometheus_runs_the_rules_and_the_load_triggers_the_ratio_alerts(promet
     assert set(alerts) >= TRIGGERED, alerts
     assert not QUIET & set(alerts), alerts
 
+
+def test_readme_lists_every_alert() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [r["alert"] for r in alert_rules() if f"| `{r['alert']}` |" not in readme]
+    assert not missing, f"README's alert table lacks {missing}"
