@@ -8,9 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_start_time_seconds, CPU and memory of the worker: a restart shows as a new
+# start time (deploy/prometheus/alerts.yml, LLMGatewayWorkerRestarts).
+ProcessCollector(registry=REGISTRY)
 
 REQUESTS = Counter(
     "llm_gateway_requests", "Client requests by outcome.",

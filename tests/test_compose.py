@@ -159,6 +159,10 @@ def test_prometheus_scrapes_the_services(compose: dict[str, Any]) -> None:
     s, cfg = services(compose), load_config(COMPOSE_CONFIG)
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert mounts(s["prometheus"])["/etc/prometheus/prometheus.yml"] == ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    # Rule files are named relative to prometheus.yml and mounted beside it.
+    assert prom["rule_files"] == ["alerts.yml"]
+    for name in prom["rule_files"]:
+        assert mounts(s["prometheus"])[f"/etc/prometheus/{name}"] == ROOT / "deploy" / "prometheus" / name
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
     dns = jobs["ext_proc"]["dns_sd_configs"][0]
     assert dns["names"] == ["extproc"] and dns["port"] == cfg.ext_proc.metrics_port
@@ -171,7 +175,8 @@ def _dashboard_metrics() -> set[str]:
     names = set()
     for panel in dash["panels"]:
         for t in panel["targets"]:
-            expr = re.sub(r"\{[^}]*\}|\bby \([^)]*\)", "", t["expr"])  # label names are not metrics
+            # label names and label_replace's string arguments are not metrics
+            expr = re.sub(r'\{[^}]*\}|\bby \([^)]*\)|"[^"]*"', "", t["expr"])
             names |= set(re.findall(r"\b((?:llm_gateway|envoy)_[a-z0-9_]+)\b", expr))
     return names
 
