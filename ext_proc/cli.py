@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     GatewayState(cfg)  # fail fast on missing secrets, before listening
     port = args.port or cfg.ext_proc.port
     metrics_port = cfg.ext_proc.metrics_port if args.metrics_port is None else args.metrics_port
-    server.run(cfg, port, metrics_port or None)
+    server.run(cfg, port, metrics_port or None, shutdown_delay=args.shutdown_delay)
     return 0
 
 
@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--port", type=int, help="gRPC port (default: ext_proc.port from config)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default: from config)")
+    p.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="on SIGTERM, report NOT_SERVING to health checks and keep serving this long "
+                        "before draining (default 0)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("mock-providers", help="run the mock OpenAI, Anthropic and Gemini providers of a config")

@@ -30,6 +30,7 @@ from . import protocol as P
 from .admission.headers import HEADERS as RATELIMIT_HEADERS
 from .admission.headers import METADATA_NAMESPACE as RATELIMIT_NAMESPACE
 from .config import GatewayConfig
+from .health_service import EXT_PROC_SERVICE
 
 BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (fact 10: default 1 MiB)
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -440,6 +441,40 @@ def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
         # One gRPC stream per client request: the default 1024 would cap concurrency.
         "circuit_breakers": {"thresholds": [{"max_requests": 1_000_000, "max_pending_requests": 1_000_000,
                                              "max_connections": 1_000_000}]},
+        **ext_proc_health_checking(),
+    }
+
+
+def ext_proc_health_checking() -> dict[str, Any]:
+    """A dead or stopped worker leaves the ext_proc cluster within about 2 s.
+
+    Active: the grpc.health.v1 check every second (also while no request
+    flows: Envoy's default no-traffic interval is 60 s); two failures (a
+    timeout, NOT_SERVING while a worker shuts down) mark the worker unhealthy,
+    one success brings it back. Passive: consecutive connect failures, resets
+    and timeouts eject it between two checks. The default panic threshold
+    stays: if every worker looks unhealthy (e.g. all busy beyond the check's
+    timeout), Envoy spreads requests over all rather than failing them all.
+    """
+    return {
+        "health_checks": [{
+            "timeout": "0.5s",
+            "interval": "1s",
+            "no_traffic_interval": "1s",
+            "unhealthy_interval": "1s",
+            "interval_jitter": "0.1s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "grpc_health_check": {"service_name": EXT_PROC_SERVICE},
+        }],
+        "outlier_detection": {
+            "consecutive_gateway_failure": 3,
+            "enforcing_consecutive_gateway_failure": 100,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_time": "30s",
+            "max_ejection_percent": 50,
+        },
     }
 
 

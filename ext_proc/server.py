@@ -19,6 +19,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 from . import metrics, observer_stage, router_stage, stream_guard, upstream_stage
 from . import protocol as P
 from .config import ConfigError, GatewayConfig, load_config
+from .health_service import WorkerHealth
 from .state import GatewayState
 
 log = logging.getLogger("llm_gateway.server")
@@ -78,11 +79,14 @@ def server_options() -> list[tuple[str, int]]:
 
 
 async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
-                ready: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, *, shutdown_delay: float = 0.0) -> None:
+    """``shutdown_delay``: on SIGTERM, say NOT_SERVING and keep serving this long
+    (Envoy's health check moves new streams away) before stopping."""
     state = GatewayState(config)
     processor = ExternalProcessor(state)
     server = grpc.aio.server(options=server_options())
     pbg.add_ExternalProcessorServicer_to_server(processor, server)
+    health = await WorkerHealth.add_to(server)
     bound = server.add_insecure_port(f"{config.ext_proc.address}:{port}")
     if not bound:
         raise OSError(f"cannot listen on {config.ext_proc.address}:{port}")
@@ -94,6 +98,7 @@ async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
     # whichever requests are in flight at that moment).
     gc.freeze()
     log.info("ext_proc listening on %s:%d", config.ext_proc.address, port)
+    await health.serving()
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
@@ -102,6 +107,7 @@ async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(processor))
     await stop.wait()
+    await health.shutting_down(shutdown_delay)
     # Let in-flight requests finish (streams included) before exiting.
     await server.stop(grace=10)
 
@@ -124,5 +130,5 @@ def reload(processor: ExternalProcessor) -> None:
                   "\n  ".join(e.problems))
 
 
-def run(config: GatewayConfig, port: int, metrics_port: int | None) -> None:
-    asyncio.run(serve(config, port, metrics_port))
+def run(config: GatewayConfig, port: int, metrics_port: int | None, **options: float) -> None:
+    asyncio.run(serve(config, port, metrics_port, **options))
