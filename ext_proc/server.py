@@ -16,7 +16,7 @@ import signal
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 
-from . import metrics, observer_stage, router_stage, stream_guard, upstream_stage
+from . import config_watch, metrics, observer_stage, router_stage, stream_guard, upstream_stage
 from . import protocol as P
 from .config import ConfigError, GatewayConfig, load_config
 from .health_service import WorkerHealth
@@ -79,8 +79,10 @@ def server_options() -> list[tuple[str, int]]:
 
 
 async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
-                ready: asyncio.Event | None = None, *, shutdown_delay: float = 0.0) -> None:
-    """``shutdown_delay``: on SIGTERM, say NOT_SERVING and keep serving this long
+                ready: asyncio.Event | None = None, *, watch_config: float = 0.0,
+                shutdown_delay: float = 0.0) -> None:
+    """``watch_config``: poll the config file every that many seconds (0: off).
+    ``shutdown_delay``: on SIGTERM, say NOT_SERVING and keep serving this long
     (Envoy's health check moves new streams away) before stopping."""
     state = GatewayState(config)
     processor = ExternalProcessor(state)
@@ -101,6 +103,8 @@ async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
     await health.serving()
     if ready is not None:
         ready.set()
+    _watcher = config_watch.start(lambda: processor.state.config, lambda keys: reload(processor, force=keys),
+                                  watch_config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,16 +116,17 @@ async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
     await server.stop(grace=10)
 
 
-def reload(processor: ExternalProcessor) -> None:
+def reload(processor: ExternalProcessor, force: bool = False) -> None:
     """SIGHUP: load the config file again and switch to it if it is valid.
 
     ``llm-gateway up`` validates before it signals; a failure here (e.g. a
     secret missing in this process's environment) keeps the old config.
+    ``force``: switch even to the same text (a provider key file changed).
     """
     current = processor.state
     try:
         config = load_config(current.config.source)
-        if config.version != current.config.version:
+        if force or config.version != current.config.version:
             processor.switch(GatewayState(config, previous=current))
             log.info("switched to config %s", config.version)
     except ConfigError as e:
