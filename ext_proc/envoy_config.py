@@ -510,11 +510,15 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
         ],
     }
-    if any_tls:
+    # HTTP/2 or 1.1 by ALPN needs every endpoint on TLS: Envoy refuses auto_config
+    # next to a plaintext (non-ALPN) transport socket, even an unmatched default one.
+    all_tls = all(b.provider.tls for b in chain)
+    if all_tls:
         protocol["auto_config"] = {"http_protocol_options": {}, "http2_protocol_options": {}}
-        protocol["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
     else:
         protocol["explicit_http_config"] = {"http_protocol_options": {}}
+    if any_tls:
+        protocol["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
     cluster: dict[str, Any] = {
         "name": _cluster_name(cfg, model, entry, versioned),
         # Envoy's Prometheus tags end a cluster name at its first dot: a model
@@ -544,14 +548,17 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
         "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
         "typed_extension_protocol_options": {_HTTP_OPTIONS: protocol},
     }
-    if any_tls:
+    tls_socket = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {"validation_context": {"trusted_ca": {"filename": CA_BUNDLE}}},
+    }}
+    if all_tls:
+        cluster["transport_socket"] = tls_socket
+    elif any_tls:
         cluster["transport_socket_matches"] = [{
             "name": "tls",
             "match": {"tls": True},
-            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "common_tls_context": {"validation_context": {"trusted_ca": {"filename": CA_BUNDLE}}},
-            }},
+            "transport_socket": tls_socket,
         }, {
             "name": "plaintext",
             "match": {},

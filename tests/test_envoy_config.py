@@ -83,3 +83,27 @@ def test_repo_copy_is_rendered_from_the_default_config() -> None:
     repo = Path(__file__).resolve().parents[1]
     assert (repo / "envoy" / "envoy.yaml").read_text() == envoy_config.render_yaml(load_config()), (
         "envoy/envoy.yaml is stale: run `llm-gateway render-envoy`")
+
+
+def test_tls_providers_pass_envoy_validate(tmp_path: Path) -> None:
+    """Providers over https: a cluster all on TLS negotiates HTTP/2 or 1.1 by ALPN; one
+    mixing TLS and plaintext backends speaks HTTP/1.1 (Envoy refuses ALPN next to a
+    plaintext transport socket)."""
+    from ext_proc.config import parse_config
+
+    text = load_config().text.replace("http://127.0.0.1:8182", "https://api.anthropic.com")
+    all_tls = text.replace("http://127.0.0.1:8181/v1", "https://api.openai.com/v1").replace(
+        "http://127.0.0.1:8183", "https://generativelanguage.googleapis.com")
+    for name, variant in (("mixed", text), ("all-tls", all_tls)):
+        out = envoy_config.write(parse_config(variant, f"{name}.yaml"), tmp_path / f"{name}.yaml")
+        result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, name + ": " + (result.stdout + result.stderr)[-2000:]
+        clusters = {c["name"]: c for c in yaml.safe_load(out.read_text())["static_resources"]["clusters"]}
+        protocol = clusters["model/gpt-4o"]["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        if name == "all-tls":
+            assert "auto_config" in protocol and "transport_socket" in clusters["model/gpt-4o"]
+        else:
+            assert "explicit_http_config" in protocol
+            assert [m["name"] for m in clusters["model/gpt-4o"]["transport_socket_matches"]] == ["tls", "plaintext"]
