@@ -321,7 +321,10 @@ def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, strea
         "match": {"prefix": "/", "headers": headers},
         "metadata": {"filter_metadata": {P.METADATA_NAMESPACE: {
             P.ROUTE_MODEL_KEY: model, P.ROUTE_PRIMARY_KEY: primary, P.ROUTE_STREAM_KEY: stream,
-            P.ROUTE_VERSION_KEY: cfg.version}}},
+            # Only live (versioned) routes pin their config: a static bootstrap serves
+            # whatever config the workers run, and stays the same when only what the
+            # workers read changes (tenants, budgets, prices, keys).
+            **({P.ROUTE_VERSION_KEY: cfg.version} if versioned else {})}}},
         "route": {
             "cluster": _cluster_name(cfg, model, entry, versioned),
             "timeout": "0s",  # generations run long; per-try and idle timeouts bound them

@@ -107,3 +107,22 @@ def test_tls_providers_pass_envoy_validate(tmp_path: Path) -> None:
         else:
             assert "explicit_http_config" in protocol
             assert [m["name"] for m in clusters["model/gpt-4o"]["transport_socket_matches"]] == ["tls", "plaintext"]
+
+
+def test_static_bootstrap_ignores_what_only_the_workers_read() -> None:
+    """Kubernetes and compose run a static bootstrap next to workers that reload their config:
+    a change of tenants, budgets or prices leaves it unchanged (no Envoy rollout), and its
+    routes pin no config version (failover attempts use the config the worker serves)."""
+    from ext_proc.config import parse_config
+
+    base = load_config()
+    changed = parse_config(base.text + "\n  team-b:\n    api_keys:\n      - sha256: " + "ab" * 32 + "\n"
+                           "    limits: {requests_per_minute: 5}\n", "gateway.yaml")
+    assert changed.version != base.version and "team-b" in changed.tenants
+    assert envoy_config.render_yaml(changed) == envoy_config.render_yaml(base)
+    hcm = envoy_config.render(base)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        assert "version" not in route.get("metadata", {}).get("filter_metadata", {}).get("gw", {}), route["name"]
+    # `up` serves configs side by side: there every route names its version.
+    live = envoy_config._route_config([base], versioned=True)["virtual_hosts"][0]["routes"]
+    assert all(r["metadata"]["filter_metadata"]["gw"]["version"] == base.version for r in live if "metadata" in r)
