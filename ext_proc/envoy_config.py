@@ -449,7 +449,8 @@ def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
 
 
 def ext_proc_health_checking() -> dict[str, Any]:
-    """A dead or stopped worker leaves the ext_proc cluster within about 2 s.
+    """A dead or hung worker leaves the ext_proc cluster within about 3 s
+    (measured with a SIGSTOPped worker: two 0.5 s timeouts a second apart).
 
     Active: the grpc.health.v1 check every second (also while no request
     flows: Envoy's default no-traffic interval is 60 s); two failures (a
