@@ -36,14 +36,19 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import server
+    from . import config_watch, server
     from .state import GatewayState
 
+    try:
+        watch = args.watch_config if args.watch_config is not None else config_watch.interval_from_env()
+    except ValueError as e:
+        print(f"llm-gateway serve: {e}", file=sys.stderr)
+        return 2
     cfg = load_config(args.config)
     GatewayState(cfg)  # fail fast on missing secrets, before listening
     port = args.port or cfg.ext_proc.port
     metrics_port = cfg.ext_proc.metrics_port if args.metrics_port is None else args.metrics_port
-    server.run(cfg, port, metrics_port or None)
+    server.run(cfg, port, metrics_port or None, watch_config=watch, shutdown_delay=args.shutdown_delay)
     return 0
 
 
@@ -128,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--port", type=int, help="gRPC port (default: ext_proc.port from config)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default: from config)")
+    p.add_argument("--watch-config", type=float, nargs="?", const=1.0, metavar="SECONDS",
+                   help="reload when the config file or a provider key file changes (e.g. a Kubernetes "
+                        "ConfigMap or Secret volume), checking every SECONDS (1 if not given); off unless "
+                        "given or LLM_GATEWAY_WATCH_CONFIG=1|SECONDS")
+    p.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="on SIGTERM, report NOT_SERVING to health checks and keep serving this long "
+                        "before draining (default 0)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("mock-providers", help="run the mock OpenAI, Anthropic and Gemini providers of a config")

@@ -31,6 +31,7 @@ from . import protocol as P
 from .admission.headers import HEADERS as RATELIMIT_HEADERS
 from .admission.headers import METADATA_NAMESPACE as RATELIMIT_NAMESPACE
 from .config import GatewayConfig
+from .health_service import EXT_PROC_SERVICE
 
 BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (behaviour 10: default 1 MiB)
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -313,7 +314,10 @@ def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, strea
         "match": {"prefix": "/", "headers": headers},
         "metadata": {"filter_metadata": {P.METADATA_NAMESPACE: {
             P.ROUTE_MODEL_KEY: model, P.ROUTE_PRIMARY_KEY: primary, P.ROUTE_STREAM_KEY: stream,
-            P.ROUTE_VERSION_KEY: cfg.version}}},
+            # Only live (versioned) routes pin their config: a static bootstrap serves
+            # whatever config the workers run, and stays the same when only what the
+            # workers read changes (tenants, budgets, prices, keys).
+            **({P.ROUTE_VERSION_KEY: cfg.version} if versioned else {})}}},
         "route": {
             "cluster": _cluster_name(cfg, model, entry, versioned),
             "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
@@ -433,6 +437,41 @@ def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
         # One gRPC stream per client request: the default 1024 would cap concurrency.
         "circuit_breakers": {"thresholds": [{"max_requests": 1_000_000, "max_pending_requests": 1_000_000,
                                              "max_connections": 1_000_000}]},
+        **ext_proc_health_checking(),
+    }
+
+
+def ext_proc_health_checking() -> dict[str, Any]:
+    """A dead or hung worker leaves the ext_proc cluster within about 3 s
+    (measured with a SIGSTOPped worker: two 0.5 s timeouts a second apart).
+
+    Active: the grpc.health.v1 check every second (also while no request
+    flows: Envoy's default no-traffic interval is 60 s); two failures (a
+    timeout, NOT_SERVING while a worker shuts down) mark the worker unhealthy,
+    one success brings it back. Passive: consecutive connect failures, resets
+    and timeouts eject it between two checks. The default panic threshold
+    stays: if every worker looks unhealthy (e.g. all busy beyond the check's
+    timeout), Envoy spreads requests over all rather than failing them all.
+    """
+    return {
+        "health_checks": [{
+            "timeout": "0.5s",
+            "interval": "1s",
+            "no_traffic_interval": "1s",
+            "unhealthy_interval": "1s",
+            "interval_jitter": "0.1s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "grpc_health_check": {"service_name": EXT_PROC_SERVICE},
+        }],
+        "outlier_detection": {
+            "consecutive_gateway_failure": 3,
+            "enforcing_consecutive_gateway_failure": 100,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_time": "30s",
+            "max_ejection_percent": 50,
+        },
     }
 
 
@@ -468,11 +507,15 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
         ],
     }
-    if any_tls:
+    # HTTP/2 or 1.1 by ALPN needs every endpoint on TLS: Envoy refuses auto_config
+    # next to a plaintext (non-ALPN) transport socket, even an unmatched default one.
+    all_tls = all(b.provider.tls for b in chain)
+    if all_tls:
         protocol["auto_config"] = {"http_protocol_options": {}, "http2_protocol_options": {}}
-        protocol["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
     else:
         protocol["explicit_http_config"] = {"http_protocol_options": {}}
+    if any_tls:
+        protocol["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
     cluster: dict[str, Any] = {
         "name": _cluster_name(cfg, model, entry, versioned),
         # Envoy's Prometheus tags end a cluster name at its first dot: a model
@@ -502,14 +545,17 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
         "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
         "typed_extension_protocol_options": {_HTTP_OPTIONS: protocol},
     }
-    if any_tls:
+    tls_socket = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {"validation_context": {"trusted_ca": {"filename": CA_BUNDLE}}},
+    }}
+    if all_tls:
+        cluster["transport_socket"] = tls_socket
+    elif any_tls:
         cluster["transport_socket_matches"] = [{
             "name": "tls",
             "match": {"tls": True},
-            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "common_tls_context": {"validation_context": {"trusted_ca": {"filename": CA_BUNDLE}}},
-            }},
+            "transport_socket": tls_socket,
         }, {
             "name": "plaintext",
             "match": {},

@@ -16,9 +16,10 @@ import signal
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 
-from . import metrics
+from . import config_watch, metrics
 from . import protocol as P
 from .config import ConfigError, GatewayConfig, load_config
+from .health_service import WorkerHealth
 from .stages import observer as observer_stage
 from .stages import router as router_stage
 from .stages import stream_guard
@@ -82,11 +83,16 @@ def server_options() -> list[tuple[str, int]]:
 
 
 async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
-                ready: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, *, watch_config: float = 0.0,
+                shutdown_delay: float = 0.0) -> None:
+    """``watch_config``: poll the config file every that many seconds (0: off).
+    ``shutdown_delay``: on SIGTERM, say NOT_SERVING and keep serving this long
+    (Envoy's health check moves new streams away) before stopping."""
     state = GatewayState(config)
     processor = ExternalProcessor(state)
     server = grpc.aio.server(options=server_options())
     pbg.add_ExternalProcessorServicer_to_server(processor, server)
+    health = await WorkerHealth.add_to(server)
     bound = server.add_insecure_port(f"{config.ext_proc.address}:{port}")
     if not bound:
         raise OSError(f"cannot listen on {config.ext_proc.address}:{port}")
@@ -98,28 +104,33 @@ async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
     # whichever requests are in flight at that moment).
     gc.freeze()
     log.info("ext_proc listening on %s:%d", config.ext_proc.address, port)
+    await health.serving()
     if ready is not None:
         ready.set()
+    _watcher = config_watch.start(lambda: processor.state.config, lambda keys: reload(processor, force=keys),
+                                  watch_config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(processor))
     await stop.wait()
+    await health.shutting_down(shutdown_delay)
     # Let in-flight requests finish (streams included) before exiting.
     await server.stop(grace=10)
 
 
-def reload(processor: ExternalProcessor) -> None:
+def reload(processor: ExternalProcessor, force: bool = False) -> None:
     """SIGHUP: load the config file again and switch to it if it is valid.
 
     ``llm-gateway up`` validates before it signals; a failure here (e.g. a
     secret missing in this process's environment) keeps the old config.
+    ``force``: switch even to the same text (a provider key file changed).
     """
     current = processor.state
     try:
         config = load_config(current.config.source)
-        if config.version != current.config.version:
+        if force or config.version != current.config.version:
             processor.switch(GatewayState(config, previous=current))
             log.info("switched to config %s", config.version)
     except ConfigError as e:
@@ -128,5 +139,5 @@ def reload(processor: ExternalProcessor) -> None:
                   "\n  ".join(e.problems))
 
 
-def run(config: GatewayConfig, port: int, metrics_port: int | None) -> None:
-    asyncio.run(serve(config, port, metrics_port))
+def run(config: GatewayConfig, port: int, metrics_port: int | None, **options: float) -> None:
+    asyncio.run(serve(config, port, metrics_port, **options))

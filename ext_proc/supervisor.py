@@ -426,7 +426,9 @@ def run_up(config_path: str | None) -> int:
         print(f"  {k:<{width}}  {v}")
     print(f"  {'models':<{width}}  {', '.join(stack.config.models)}")
     print(f"Watching {stack.config_file} for changes. Press Ctrl-C to stop.", flush=True)
-    watched = _read(stack.config_file)
+    # What is served, not what the file holds by now: an edit made as soon as the
+    # line above appears (or during the start) is a change.
+    watched = stack.config.text
     code = 0
     try:
         while stop["signal"] is None:

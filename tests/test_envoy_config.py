@@ -83,3 +83,46 @@ def test_repo_copy_is_rendered_from_the_default_config() -> None:
     repo = Path(__file__).resolve().parents[1]
     assert (repo / "envoy" / "envoy.yaml").read_text() == envoy_config.render_yaml(load_config()), (
         "envoy/envoy.yaml is stale: run `llm-gateway render-envoy`")
+
+
+def test_tls_providers_pass_envoy_validate(tmp_path: Path) -> None:
+    """Providers over https: a cluster all on TLS negotiates HTTP/2 or 1.1 by ALPN; one
+    mixing TLS and plaintext backends speaks HTTP/1.1 (Envoy refuses ALPN next to a
+    plaintext transport socket)."""
+    from ext_proc.config import parse_config
+
+    text = load_config().text.replace("http://127.0.0.1:8182", "https://api.anthropic.com")
+    all_tls = text.replace("http://127.0.0.1:8181/v1", "https://api.openai.com/v1").replace(
+        "http://127.0.0.1:8183", "https://generativelanguage.googleapis.com")
+    for name, variant in (("mixed", text), ("all-tls", all_tls)):
+        out = envoy_config.write(parse_config(variant, f"{name}.yaml"), tmp_path / f"{name}.yaml")
+        result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, name + ": " + (result.stdout + result.stderr)[-2000:]
+        clusters = {c["name"]: c for c in yaml.safe_load(out.read_text())["static_resources"]["clusters"]}
+        protocol = clusters["model/gpt-4o"]["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        if name == "all-tls":
+            assert "auto_config" in protocol and "transport_socket" in clusters["model/gpt-4o"]
+        else:
+            assert "explicit_http_config" in protocol
+            assert [m["name"] for m in clusters["model/gpt-4o"]["transport_socket_matches"]] == ["tls", "plaintext"]
+
+
+def test_static_bootstrap_ignores_what_only_the_workers_read() -> None:
+    """Kubernetes and compose run a static bootstrap next to workers that reload their config:
+    a change of tenants, budgets or prices leaves it unchanged (no Envoy rollout), and its
+    routes pin no config version (failover attempts use the config the worker serves)."""
+    from ext_proc.config import parse_config
+
+    base = load_config()
+    changed = parse_config(base.text + "\n  team-b:\n    api_keys:\n      - sha256: " + "ab" * 32 + "\n"
+                           "    limits: {requests_per_minute: 5}\n", "gateway.yaml")
+    assert changed.version != base.version and "team-b" in changed.tenants
+    assert envoy_config.render_yaml(changed) == envoy_config.render_yaml(base)
+    hcm = envoy_config.render(base)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        assert "version" not in route.get("metadata", {}).get("filter_metadata", {}).get("gw", {}), route["name"]
+    # `up` serves configs side by side: there every route names its version.
+    live = envoy_config._route_config([base], versioned=True)["virtual_hosts"][0]["routes"]
+    assert all(r["metadata"]["filter_metadata"]["gw"]["version"] == base.version for r in live if "metadata" in r)
