@@ -128,12 +128,12 @@ class Stack:
     def _start(self, timeout: float) -> None:
         cfg = self.config
         resolve_secrets(cfg, self.env)  # every missing secret named before anything starts
-        exe = [sys.executable, "-m", "ext_proc"]
+        exe = [sys.executable, "-m", "ext_proc"]  # the product's commands: serve
         _atomic_write(self.active_config, cfg.text)
         conf = ["--config", str(self.active_config)]
         mocks = cfg.mock_providers()
         if mocks:
-            self._spawn("mock-providers", [*exe, "mock-providers", *conf])
+            self._spawn("mock-providers", [sys.executable, "-m", "gateway_tools", "mock-providers", *conf])
             self._wait("mock-providers", [(p.host, p.port) for p in mocks.values()], timeout)
         for i, (port, mport) in enumerate(zip(cfg.extproc_ports(), cfg.metrics_ports(), strict=True)):
             name = f"ext_proc-{i}"

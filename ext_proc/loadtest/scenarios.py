@@ -86,18 +86,6 @@ class Settings:
         return chain[0].name if chain else ""
 
 
-def apply_available() -> bool:
-    """Whether this version's CLI has ``llm-gateway apply``."""
-    import argparse
-
-    from ..cli import build_parser
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return "apply" in action.choices
-    return False
-
-
 def _mock_call(method: str, url: str, body: dict[str, Any] | None = None) -> str:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
@@ -162,16 +150,13 @@ def plan(scenario: str, s: Settings) -> Plan:
                                  "ejection expires (10 s after the first ejection, longer after repeated ones).",
                     cleanup=[("DELETE", faults)])
     if scenario == "reconfigure":
-        if not apply_available():
-            raise ScenarioUnavailable("reconfigure is not available: this version of llm-gateway has no "
-                                      "`apply` command to change the configuration of a running gateway")
         if not s.apply_config:
             raise ValueError("reconfigure needs --apply-config FILE: the configuration to apply mid-run")
         target = s.apply_config
 
         async def apply() -> str:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ext_proc", "apply", target,
+                sys.executable, "-m", "gateway_tools", "apply", target,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
             last = out.decode(errors="replace").strip().splitlines()[-1:] or [""]
