@@ -17,18 +17,18 @@ from ext_proc.config import load_config, provider_key
 
 
 def cmd_mock_providers(args: argparse.Namespace) -> int:
-    from ext_proc import mock_providers
+    from . import mocks
 
     cfg = load_config(args.config)
     specs = []
     for name, p in cfg.mock_providers().items():
-        specs.append(mock_providers.MockSpec(name=name, dialect=p.dialect, port=p.port,
-                                             api_key=provider_key(name, p, dict(os.environ)),
-                                             host=args.host or p.host))
+        specs.append(mocks.MockSpec(name=name, dialect=p.dialect, port=p.port,
+                                    api_key=provider_key(name, p, dict(os.environ)),
+                                    host=args.host or p.host))
     if not specs:
         print(f"{cfg.source}: no provider has 'mock: true'", file=sys.stderr)
         return 2
-    mock_providers.run_forever(specs)
+    mocks.run_forever(specs)
     return 0
 
 
