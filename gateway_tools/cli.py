@@ -33,7 +33,7 @@ def cmd_mock_providers(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from ext_proc.supervisor import StackError, control_request
+    from .supervisor import StackError, control_request
 
     cfg = load_config(args.config)  # invalid: every error printed, nothing sent
     try:
@@ -51,13 +51,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ext_proc.status import run_status
+    from .status import run_status
 
     return run_status(load_config(args.config), interval=args.interval, as_json=args.json)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from ext_proc.supervisor import run_up
+    from .supervisor import run_up
 
     return run_up(args.config)
 
@@ -87,11 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address, e.g. 0.0.0.0 in a container (default: each base_url's host)")
     p.set_defaults(func=cmd_mock_providers)
 
-    from ext_proc.loadtest import add_parser as add_loadtest
+    from .loadtest import add_parser as add_loadtest
 
     add_loadtest(sub)
 
-    from ext_proc.bench import add_parser as add_bench
+    from .bench import add_parser as add_bench
 
     add_bench(sub)
     return parser

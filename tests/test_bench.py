@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ext_proc.bench import load
-from ext_proc.bench.scenarios import expand
+from gateway_tools.bench import load
+from gateway_tools.bench.scenarios import expand
 
 
 @pytest.mark.timeout(180)

@@ -20,7 +20,7 @@ import yaml
 
 from ext_proc import envoy_config, metrics
 from ext_proc.config import load_config
-from ext_proc.supervisor import Stack
+from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from ext_proc.config import ConfigError
-from ext_proc.supervisor import Stack
+from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY
 from tests.stack import config_on_free_ports
 

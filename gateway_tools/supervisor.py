@@ -27,8 +27,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import envoy_config
-from .config import ConfigError, GatewayConfig, load_config, parse_config, resolve_secrets
+from ext_proc import envoy_config
+from ext_proc.config import ConfigError, GatewayConfig, load_config, parse_config, resolve_secrets
 
 PR_SET_PDEATHSIG = 1
 

@@ -64,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ext_proc.config import load_config
+
     from . import report, scenarios
     from .traffic import parse_weights
 

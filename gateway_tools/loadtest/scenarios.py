@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import GatewayConfig, key_digest
+from ext_proc.config import GatewayConfig, key_digest
+
 from . import report
 from .runner import Action, Engine, Segment
 from .traffic import Mix, Tenant
