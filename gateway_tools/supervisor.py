@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from ext_proc import envoy_config
 from ext_proc.config import ConfigError, GatewayConfig, load_config, parse_config, resolve_secrets
 
@@ -143,7 +145,7 @@ class Stack:
         assert self.run_dir is not None
         envoy_config.write_live_resources(self.xds_dir, [cfg], [cfg], cfg.version)
         bootstrap = self.run_dir / "envoy.yaml"
-        _atomic_write(bootstrap, envoy_config.yaml.safe_dump(
+        _atomic_write(bootstrap, yaml.safe_dump(
             envoy_config.render_live_bootstrap(cfg, self.xds_dir, self.access_log), sort_keys=False))
         self._spawn("envoy", [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart",
                               "--concurrency", str(self.envoy_concurrency), "--log-level", "warning",
