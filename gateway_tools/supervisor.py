@@ -427,8 +427,8 @@ def run_up(config_path: str | None) -> int:
     for k, v in stack.urls().items():
         print(f"  {k:<{width}}  {v}")
     print(f"  {'models':<{width}}  {', '.join(stack.config.models)}")
+    watched = _read(stack.config_file)  # before saying so: an edit right after the line below is seen
     print(f"Watching {stack.config_file} for changes. Press Ctrl-C to stop.", flush=True)
-    watched = _read(stack.config_file)
     code = 0
     try:
         while stop["signal"] is None:
