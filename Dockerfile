@@ -8,6 +8,7 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY ext_proc ./ext_proc
+COPY gateway_tools ./gateway_tools
 # The loadtest extra brings matplotlib for the load generator's plots.
 RUN pip install ".[loadtest]" && rm -rf /app/build
 

@@ -1,4 +1,11 @@
-"""``llm-gateway``: run, check and render the gateway."""
+"""``llm-gateway``: run, check and render the gateway.
+
+The product's commands: ``python -m ext_proc serve|check|render-envoy`` (``up``
+starts its workers with ``python -m ext_proc serve``). The ``llm-gateway``
+console command is ``gateway_tools.cli``, which adds the tools (``up``,
+``apply``, ``status``, ``mock-providers``, ``loadtest``, ``bench``) to this
+parser.
+"""
 
 from __future__ import annotations
 
@@ -52,73 +59,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_mock_providers(args: argparse.Namespace) -> int:
-    import os
-
-    from . import mock_providers
-    from .config import provider_key
-
-    cfg = load_config(args.config)
-    specs = []
-    for name, p in cfg.mock_providers().items():
-        specs.append(mock_providers.MockSpec(name=name, dialect=p.dialect, port=p.port,
-                                             api_key=provider_key(name, p, dict(os.environ)),
-                                             host=args.host or p.host))
-    if not specs:
-        print(f"{cfg.source}: no provider has 'mock: true'", file=sys.stderr)
-        return 2
-    mock_providers.run_forever(specs)
-    return 0
-
-
-def cmd_apply(args: argparse.Namespace) -> int:
-    from .supervisor import StackError, control_request
-
-    cfg = load_config(args.config)  # invalid: every error printed, nothing sent
-    try:
-        reply = control_request(cfg.listen.port, {"op": "apply", "config": cfg.text, "source": cfg.source})
-    except StackError as e:
-        print(f"llm-gateway apply: {e}", file=sys.stderr)
-        return 1
-    if not reply.get("ok"):
-        print("the running gateway rejected the config and keeps serving the previous one:", file=sys.stderr)
-        for problem in reply.get("errors", []):
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    print(f"applied: the gateway on port {cfg.listen.port} now serves config {reply['version']}")
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from .status import run_status
-
-    return run_status(load_config(args.config), interval=args.interval, as_json=args.json)
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    from .supervisor import run_up
-
-    return run_up(args.config)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="llm-gateway", description=__doc__.split("\n\n")[0])
     parser.add_argument("--log-level", default="INFO", help="log level of gateway processes (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("up", help="run mock providers, the ext_proc server and Envoy until Ctrl-C")
-    _config_arg(p)
-    p.set_defaults(func=cmd_up)
-
-    p = sub.add_parser("apply", help="switch a running gateway (`up`) to a config, without a restart")
-    _config_arg(p, positional=True)
-    p.set_defaults(func=cmd_apply)
-
-    p = sub.add_parser("status", help="backends, models, tenants and the last config change of a running gateway")
-    _config_arg(p, positional=True)
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples (recent error rate)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check", help="validate a gateway config; non-zero exit on errors")
     _config_arg(p, positional=True)
@@ -141,24 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM, report NOT_SERVING to health checks and keep serving this long "
                         "before draining (default 0)")
     p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("mock-providers", help="run the mock OpenAI, Anthropic and Gemini providers of a config")
-    _config_arg(p)
-    p.add_argument("--host", help="bind address, e.g. 0.0.0.0 in a container (default: each base_url's host)")
-    p.set_defaults(func=cmd_mock_providers)
-
-    from .loadtest import add_parser as add_loadtest
-
-    add_loadtest(sub)
-
-    from .bench import add_parser as add_bench
-
-    add_bench(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the command ``args`` were parsed for; configuration errors are printed, exit code 1."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return args.func(args)
@@ -169,3 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from pydantic_core import PydanticCustomError
 
 from .dialects import CREDENTIAL_HEADERS, DIALECTS, get_dialect
+from .names import backend_name
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -64,11 +65,6 @@ class ExtProcSettings(_Strict):
     # service. Envoy then resolves it (STRICT_DNS) rather than using a fixed IP.
     upstream_host: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
                                                     max_length=253)] | None = None
-
-
-def backend_name(model_name: str, provider: Any, model: Any = None, name: Any = None) -> str:
-    """A backend's unique name: its own, else ``provider/upstream model`` (the one rule, used everywhere)."""
-    return str(name or f"{provider}/{model or model_name}")
 
 
 # Headers that carry a credential: set from api_key_env / api_key_file only, never inline.
@@ -425,7 +421,7 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
             k = _d(k)
             if bool(k.get("sha256")) == bool(k.get("env")):
                 problems.append(f"tenants.{tname}.api_keys[{i}]: set exactly one of sha256 or env")
-    from .admission.checks import config_problems
+    from .admission.checks import config_problems  # admission's own rules; lazy: admission imports config
 
     problems += config_problems(data)
     ext = _d(data.get("ext_proc"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ext_proc.supervisor import Stack
+from gateway_tools.supervisor import Stack
 from tests.stack import config_on_free_ports, start_stack
 
 DEMO_KEY = "demo-key"

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from ext_proc.config import DEFAULT_CONFIG
-from ext_proc.supervisor import Stack
+from gateway_tools.supervisor import Stack
 
 
 def free_ports(n: int) -> list[int]:

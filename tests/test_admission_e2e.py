@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ext_proc.config import DEFAULT_CONFIG, key_digest
-from ext_proc.supervisor import Stack
+from gateway_tools.supervisor import Stack
 from tests.conftest import MockAdmin
 from tests.redis_server import RedisServer
 from tests.stack import config_on_free_ports, start_stack

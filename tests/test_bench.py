@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from ext_proc.bench import load
-from ext_proc.bench.scenarios import expand
+from gateway_tools.bench import load
+from gateway_tools.bench.scenarios import expand
 
 
 @pytest.mark.timeout(180)
 def test_bench_quick_writes_report(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-m", "ext_proc", "bench", "--quick", "--output", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "gateway_tools", "bench", "--quick", "--output", str(out)],
                           capture_output=True, text=True, timeout=170, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "| figure | value |" in proc.stdout

@@ -20,7 +20,7 @@ import yaml
 
 from ext_proc import envoy_config, metrics
 from ext_proc.config import load_config
-from ext_proc.supervisor import Stack
+from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +79,9 @@ def test_compose_file_is_valid_and_complete(compose: dict[str, Any]) -> None:
             assert dep in s, f"{name} depends on unknown service {dep}"
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile and 'pip install ".[loadtest]"' in dockerfile
+    # The image installs both packages of the distribution: the product and its tools (mocks, loadtest).
+    for package in ("ext_proc", "gateway_tools"):
+        assert f"COPY {package} ./{package}\n" in dockerfile, package
 
 
 def test_every_variable_has_an_example_and_no_secret_is_inline() -> None:

@@ -9,7 +9,7 @@ import yaml
 
 from ext_proc import envoy_config
 from ext_proc.config import load_config
-from ext_proc.supervisor import envoy_binary
+from gateway_tools.supervisor import envoy_binary
 
 
 def render(tmp_path: Path) -> tuple[Path, dict]:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ext_proc.config import DEFAULT_CONFIG
-from ext_proc.supervisor import Stack
+from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import config_on_free_ports, start_stack
 

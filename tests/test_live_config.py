@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from ext_proc.config import ConfigError
-from ext_proc.supervisor import Stack
+from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY
 from tests.stack import config_on_free_ports
 
@@ -156,7 +156,7 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
     cfg = config_on_free_ports()
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    proc = subprocess.Popen([sys.executable, "-m", "ext_proc", "up", "--config", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "gateway_tools", "up", "--config", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
@@ -173,7 +173,7 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
         other = tmp_path / "other.yaml"
         cfg["models"]["o-apply"] = {"backends": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}]}
         other.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        result = subprocess.run([sys.executable, "-m", "ext_proc", "apply", str(other)],
+        result = subprocess.run([sys.executable, "-m", "gateway_tools", "apply", str(other)],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert chat(stack_like, "o-apply")[1] == "anthropic/claude-sonnet-4-5"
@@ -181,7 +181,7 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
         cfg["models"]["o-apply"]["backends"][0]["provider"] = "typo"
         cfg["admin"]["port"] = cfg["listen"]["port"]
         other.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        result = subprocess.run([sys.executable, "-m", "ext_proc", "apply", str(other)],
+        result = subprocess.run([sys.executable, "-m", "gateway_tools", "apply", str(other)],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
         assert "models.o-apply.backends[0].provider: unknown provider 'typo'" in result.stderr
@@ -191,12 +191,12 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
         cfg["models"]["o-apply"]["backends"][0]["provider"] = "anthropic"
         cfg["admin"]["port"] = cfg["listen"]["port"] + 1 if cfg["listen"]["port"] < 65000 else 1025
         other.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        result = subprocess.run([sys.executable, "-m", "ext_proc", "apply", str(other)],
+        result = subprocess.run([sys.executable, "-m", "gateway_tools", "apply", str(other)],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
         assert "admin: changing it needs a restart" in result.stderr
         # `llm-gateway status` sees the running gateway and the last (rejected) change.
-        result = subprocess.run([sys.executable, "-m", "ext_proc", "status", str(path), "--json", "--interval", "0.2"],
+        result = subprocess.run([sys.executable, "-m", "gateway_tools", "status", str(path), "--json", "--interval", "0.2"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         status = json.loads(result.stdout)

@@ -17,9 +17,9 @@ import orjson
 import pytest
 import yaml
 
-from ext_proc.cli import main
-from ext_proc.loadtest import report, scenarios
-from ext_proc.supervisor import Stack
+from gateway_tools.cli import main
+from gateway_tools.loadtest import report, scenarios
+from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import config_on_free_ports, start_stack
 

@@ -26,7 +26,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as gt
 
-from ext_proc.mock_providers import FAULT_MODES, BackgroundMocks, MockSpec, start, start_in_thread
+from gateway_tools.mocks import FAULT_MODES, BackgroundMocks, MockSpec, start, start_in_thread
 
 OA, AN, GM = "oai", "claude", "gem"  # provider names differ from dialects on purpose
 KEYS = {
@@ -1195,7 +1195,7 @@ def test_start_and_stop_on_explicit_port(mocks: BackgroundMocks) -> None:
 
 def test_run_forever_stops_cleanly_on_sigterm() -> None:
     code = (
-        "from ext_proc.mock_providers import MockSpec, run_forever; "
+        "from gateway_tools.mocks import MockSpec, run_forever; "
         "run_forever([MockSpec('o', 'openai', 0, 'k'), MockSpec('g', 'gemini', 0, 'k')])"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -34,7 +34,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from ext_proc.config import DEFAULT_CONFIG
-from ext_proc.supervisor import Stack
+from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY, MockAdmin
 from tests.stack import config_on_free_ports, start_stack
 

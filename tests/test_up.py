@@ -21,7 +21,7 @@ def start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict]:
     cfg = config_on_free_ports()
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "ext_proc", "up", "--config", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "gateway_tools", "up", "--config", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import backend_name
+from ..names import backend_name
 
 _RANK = {"batch": 0, "interactive": 1}
 

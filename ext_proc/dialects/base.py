@@ -22,13 +22,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ..errors import GatewayError
 from ..translation.codec import Codec
-
-if TYPE_CHECKING:
-    from ..config import Provider
 
 Operation = Literal["chat", "list_models", "get_model", "unknown"]
 
@@ -121,8 +118,9 @@ class Dialect(ABC):
     def credential_headers(self, key: str) -> dict[str, str]:
         """Headers that carry ``key`` to a provider of this dialect."""
 
-    def sign(self, provider: Provider, headers: dict[str, str], body: bytes) -> dict[str, str]:
-        """Per-attempt headers computed over the final body (request signing).
+    def sign(self, provider: Any, headers: dict[str, str], body: bytes) -> dict[str, str]:
+        """Per-attempt headers computed over the final body (request signing); ``provider``
+        is the backend's ``config.Provider`` (not imported: config imports the dialects).
         Static credentials need none: they are computed once per config."""
         return {}
 

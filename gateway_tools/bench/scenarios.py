@@ -245,7 +245,7 @@ class BenchStack(Stack):
         p, k = self.ports, self.keys
         canned = upstream.canned_bootstrap(p.canned, p.canned_admin, k["openai"], k["anthropic"])
         floor = upstream.floor_bootstrap(p.floor, p.floor_admin, p.canned, p.stream)
-        self._spawn("bench-stream-upstream", [sys.executable, "-m", "ext_proc.bench.upstream", "--port", str(p.stream)])
+        self._spawn("bench-stream-upstream", [sys.executable, "-m", "gateway_tools.bench.upstream", "--port", str(p.stream)])
         if self.with_peer:  # the slowest to start: it starts while the rest does
             litellm = _write_yaml(self.run_dir / "litellm.yaml",
                                   peer.config(p.canned, ENV_KEYS["anthropic"], ENV_KEYS["peer"]))
@@ -257,7 +257,7 @@ class BenchStack(Stack):
             self._wait(name, [("127.0.0.1", port)], timeout)
         self._wait("bench-stream-upstream", [("127.0.0.1", p.stream)], timeout)
         if self.with_noop:
-            self._spawn("bench-noop-server", [sys.executable, "-m", "ext_proc.bench.noop", "--port",
+            self._spawn("bench-noop-server", [sys.executable, "-m", "gateway_tools.bench.noop", "--port",
                                               str(p.noop_ext_proc)])
             self._wait("bench-noop-server", [("127.0.0.1", p.noop_ext_proc)], timeout)
             bootstrap = noop.bootstrap(p.noop, p.noop_admin, p.canned, p.stream, p.noop_ext_proc)

@@ -20,9 +20,10 @@ from typing import Any
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 
-from ..envoy_config import ROUTER_STAGE_MODE
-from ..messages import continue_for
-from ..server import server_options
+from ext_proc.envoy_config import ROUTER_STAGE_MODE
+from ext_proc.messages import continue_for
+from ext_proc.server import server_options
+
 from . import upstream
 
 _CONTINUE = {kind: continue_for(kind)

@@ -17,7 +17,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .config import ConfigError, GatewayConfig, parse_config
+from ext_proc.config import ConfigError, GatewayConfig, parse_config
+
 from .supervisor import StackError, control_request
 
 HEALTH_NAMES = {0: "healthy", 1: "cooling down", 2: "probing"}

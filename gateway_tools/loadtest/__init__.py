@@ -64,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ext_proc.config import load_config
+
     from . import report, scenarios
     from .traffic import parse_weights
 
@@ -139,7 +140,7 @@ class _Up:
     (``apply`` included, which the reconfigure scenario needs)."""
 
     def __init__(self, config: str | None, cfg: Any):
-        self.argv = [sys.executable, "-m", "ext_proc", "up", *(["--config", config] if config else [])]
+        self.argv = [sys.executable, "-m", "gateway_tools", "up", *(["--config", config] if config else [])]
         host = "127.0.0.1" if cfg.admin.address in ("0.0.0.0", "::") else cfg.admin.address
         self.ready_url = f"http://{host}:{cfg.admin.port}/ready"
         self.log = tempfile.NamedTemporaryFile(prefix="llm-gateway-loadtest-up-", suffix=".log",  # noqa: SIM115 (closed in stop())

@@ -27,8 +27,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import envoy_config
-from .config import ConfigError, GatewayConfig, load_config, parse_config, resolve_secrets
+import yaml
+
+from ext_proc import envoy_config
+from ext_proc.config import ConfigError, GatewayConfig, load_config, parse_config, resolve_secrets
 
 PR_SET_PDEATHSIG = 1
 
@@ -128,12 +130,12 @@ class Stack:
     def _start(self, timeout: float) -> None:
         cfg = self.config
         resolve_secrets(cfg, self.env)  # every missing secret named before anything starts
-        exe = [sys.executable, "-m", "ext_proc"]
+        exe = [sys.executable, "-m", "ext_proc"]  # the product's commands: serve
         _atomic_write(self.active_config, cfg.text)
         conf = ["--config", str(self.active_config)]
         mocks = cfg.mock_providers()
         if mocks:
-            self._spawn("mock-providers", [*exe, "mock-providers", *conf])
+            self._spawn("mock-providers", [sys.executable, "-m", "gateway_tools", "mock-providers", *conf])
             self._wait("mock-providers", [(p.host, p.port) for p in mocks.values()], timeout)
         for i, (port, mport) in enumerate(zip(cfg.extproc_ports(), cfg.metrics_ports(), strict=True)):
             name = f"ext_proc-{i}"
@@ -143,7 +145,7 @@ class Stack:
         assert self.run_dir is not None
         envoy_config.write_live_resources(self.xds_dir, [cfg], [cfg], cfg.version)
         bootstrap = self.run_dir / "envoy.yaml"
-        _atomic_write(bootstrap, envoy_config.yaml.safe_dump(
+        _atomic_write(bootstrap, yaml.safe_dump(
             envoy_config.render_live_bootstrap(cfg, self.xds_dir, self.access_log), sort_keys=False))
         self._spawn("envoy", [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart",
                               "--concurrency", str(self.envoy_concurrency), "--log-level", "warning",

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import GatewayConfig, key_digest
+from ext_proc.config import GatewayConfig, key_digest
+
 from . import report
 from .runner import Action, Engine, Segment
 from .traffic import Mix, Tenant
@@ -84,18 +85,6 @@ class Settings:
     def primary_of(self, model: str) -> str:
         chain = self.config.chains.get(model)
         return chain[0].name if chain else ""
-
-
-def apply_available() -> bool:
-    """Whether this version's CLI has ``llm-gateway apply``."""
-    import argparse
-
-    from ..cli import build_parser
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return "apply" in action.choices
-    return False
 
 
 def _mock_call(method: str, url: str, body: dict[str, Any] | None = None) -> str:
@@ -162,16 +151,13 @@ def plan(scenario: str, s: Settings) -> Plan:
                                  "ejection expires (10 s after the first ejection, longer after repeated ones).",
                     cleanup=[("DELETE", faults)])
     if scenario == "reconfigure":
-        if not apply_available():
-            raise ScenarioUnavailable("reconfigure is not available: this version of llm-gateway has no "
-                                      "`apply` command to change the configuration of a running gateway")
         if not s.apply_config:
             raise ValueError("reconfigure needs --apply-config FILE: the configuration to apply mid-run")
         target = s.apply_config
 
         async def apply() -> str:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ext_proc", "apply", target,
+                sys.executable, "-m", "gateway_tools", "apply", target,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
             last = out.decode(errors="replace").strip().splitlines()[-1:] or [""]

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from ..envoy_config import grpc_protocol_options
+from ext_proc.envoy_config import grpc_protocol_options
 
 STREAM_EVENTS = 50  # message_start, content_block_start, 45 deltas, content_block_stop, message_delta, message_stop
 DELTAS = STREAM_EVENTS - 5
@@ -234,7 +234,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the paced stream server: ``python -m ext_proc.bench.upstream --port P`` (key in $BENCH_STREAM_KEY)."""
+    """Run the paced stream server: ``python -m gateway_tools.bench.upstream --port P`` (key in $BENCH_STREAM_KEY)."""
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args(argv)

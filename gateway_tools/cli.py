@@ -1,0 +1,101 @@
+"""``llm-gateway``: run, check and render the gateway, and the tools around it.
+
+The product's commands (``serve``, ``check``, ``render-envoy``) come from
+``ext_proc.cli``; this adds ``up``, ``apply``, ``status``, ``mock-providers``,
+``loadtest`` and ``bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ext_proc import cli as product
+from ext_proc.cli import _config_arg
+from ext_proc.config import load_config, provider_key
+
+
+def cmd_mock_providers(args: argparse.Namespace) -> int:
+    from . import mocks
+
+    cfg = load_config(args.config)
+    specs = []
+    for name, p in cfg.mock_providers().items():
+        specs.append(mocks.MockSpec(name=name, dialect=p.dialect, port=p.port,
+                                    api_key=provider_key(name, p, dict(os.environ)),
+                                    host=args.host or p.host))
+    if not specs:
+        print(f"{cfg.source}: no provider has 'mock: true'", file=sys.stderr)
+        return 2
+    mocks.run_forever(specs)
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from .supervisor import StackError, control_request
+
+    cfg = load_config(args.config)  # invalid: every error printed, nothing sent
+    try:
+        reply = control_request(cfg.listen.port, {"op": "apply", "config": cfg.text, "source": cfg.source})
+    except StackError as e:
+        print(f"llm-gateway apply: {e}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print("the running gateway rejected the config and keeps serving the previous one:", file=sys.stderr)
+        for problem in reply.get("errors", []):
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"applied: the gateway on port {cfg.listen.port} now serves config {reply['version']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import run_status
+
+    return run_status(load_config(args.config), interval=args.interval, as_json=args.json)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .supervisor import run_up
+
+    return run_up(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The product's parser (``ext_proc.cli.build_parser``) plus the tool commands."""
+    parser = product.build_parser()
+    parser.description = __doc__.split("\n\n")[0]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+    p = sub.add_parser("up", help="run mock providers, the ext_proc server and Envoy until Ctrl-C")
+    _config_arg(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("apply", help="switch a running gateway (`up`) to a config, without a restart")
+    _config_arg(p, positional=True)
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("status", help="backends, models, tenants and the last config change of a running gateway")
+    _config_arg(p, positional=True)
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples (recent error rate)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("mock-providers", help="run the mock OpenAI, Anthropic and Gemini providers of a config")
+    _config_arg(p)
+    p.add_argument("--host", help="bind address, e.g. 0.0.0.0 in a container (default: each base_url's host)")
+    p.set_defaults(func=cmd_mock_providers)
+
+    from .loadtest import add_parser as add_loadtest
+
+    add_loadtest(sub)
+
+    from .bench import add_parser as add_bench
+
+    add_bench(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return product.run(build_parser().parse_args(argv))

@@ -1,0 +1,51 @@
+"""Fake OpenAI, Anthropic and Gemini servers that speak each provider's real wire format.
+
+The gateway's end-to-end tests, its ``up`` command and its load tests point the
+gateway at these instead of the real APIs. Each mock checks requests the way its
+real provider does (paths, auth headers, required and unknown fields, tool-call
+pairing) and answers with that provider's error shapes, so a translation mistake
+in the gateway surfaces as the same 4xx the real provider would send. Replies are
+deterministic (see ``_plan``) so tests can assert them exactly, and every server
+has fault injection and request stats under ``/_mock/``.
+
+This package shares no code with ``ext_proc.codecs`` on purpose: only an
+independent implementation can catch the codecs' mistakes.
+
+Replies (the same rules in every dialect):
+
+* text: ``[<spec name>:<model>] <text of the last user turn>``, whitespace
+  normalised; streamed as one delta per word that join back to that text;
+* a call of the first declared tool (or the one ``tool_choice`` names) with
+  arguments ``{"echo": <last user text>}`` when that text starts with
+  ``use tool``; a forced tool choice (OpenAI ``required``/named, Anthropic
+  ``any``/``tool``, Gemini ``ANY``) calls even without it, and ``none`` never does;
+* ``[<name>:<model>] tool result: <result text>`` when the conversation ends
+  with tool results;
+* usage: input = words of all system and message text parts (not tool calls or
+  results), output = words of the reply, or 1 for a tool call; a stop sequence
+  cuts the reply where it first occurs; max tokens cut it to that many words.
+
+Per server, ``/_mock/faults`` (GET, POST ``{"mode", "status", "retry_after",
+"delay_ms", "rate", "message"}``, DELETE) sets the fault applied to model
+endpoints (``message`` replaces the text of an ``error`` fault, e.g. ``"prompt
+is too long"`` with status 400 to play a context-length error), and
+``/_mock/stats`` (GET, DELETE) counts their requests and lists the tool-call
+ids the server issued (``tool_call_ids``), so tests can check that a client
+got the backend's id.
+
+One module per provider (``openai_chat``, ``anthropic_messages``, ``gemini``), what
+they share in ``common`` and their lifecycle in ``server``.
+"""
+
+from .common import FAULT_MODES, MockSpec
+from .server import BackgroundMocks, MockProviders, run_forever, start, start_in_thread
+
+__all__ = [
+    "FAULT_MODES",
+    "BackgroundMocks",
+    "MockProviders",
+    "MockSpec",
+    "run_forever",
+    "start",
+    "start_in_thread",
+]

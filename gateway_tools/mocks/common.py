@@ -1,0 +1,497 @@
+"""What the mock providers share: the spec of a mock, the base server (``_Provider``) with
+fault injection and request stats under ``/_mock/``, the deterministic replies (``_plan``)
+and small helpers. The package docstring (``gateway_tools.mocks``) states the reply rules."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import orjson
+from aiohttp import web
+
+Dialect = Literal["openai", "anthropic", "gemini"]
+
+FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error")
+
+# stream_error: a 200 stream whose first event is the provider's in-band error
+# (Anthropic sends overloaded_error this way), then the end of the stream.
+_INBAND_ERRORS = {
+    "anthropic": b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n',
+    "openai": b'data: {"error": {"message": "The server is overloaded", "type": "server_error", "param": null, '
+              b'"code": null}}\n\n',
+    "gemini": b'data: {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}\n\n',
+}
+_STALL_LIMIT_S = 600.0  # a stalled request ends by then even if the client never gives up
+_MAX_BODY = 32 * 1024 * 1024  # Anthropic's request limit; large enough for inline images
+_JSON_CT = "application/json"
+_SSE_CT = "text/event-stream"
+
+
+@dataclass
+class MockSpec:
+    """One mock provider to start: its wire format, where it listens and the key it accepts."""
+
+    name: str
+    dialect: Dialect
+    port: int
+    api_key: str
+    host: str = "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Reject(Exception):
+    """The error response the real provider would send for this request."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+_INVALID = object()  # marks a body that is not valid JSON
+
+
+def _try_json(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _INVALID
+
+
+def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type=_JSON_CT, headers=headers)
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _hex(n: int = 24) -> str:
+    return secrets.token_hex(n // 2)
+
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _b62(n: int) -> str:
+    return "".join(secrets.choice(_B62) for _ in range(n))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _b64_ok(data: str) -> bool:
+    """Whether ``data`` is base64 (standard or URL-safe alphabet, padding optional)."""
+    std = data.replace("-", "+").replace("_", "/")
+    try:
+        base64.b64decode(std + "=" * (-len(std) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _drop_connection(request: web.BaseRequest) -> None:
+    """Close the TCP connection under a request; aiohttp then skips writing any response."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+# --------------------------------------------------------------------------- deterministic replies
+
+
+@dataclass
+class _Convo:
+    """What a mock needs from a request to plan its reply, in dialect-neutral terms."""
+
+    model: str
+    input_tokens: int
+    user_text: str  # text parts of the last user turn, joined with a space
+    tool_results: list[str] | None  # set when the conversation ends with tool results
+    tool_names: list[str]  # declared function tools, in order
+    choice: str = "auto"  # "auto" | "none" | "any" (a call is forced)
+    forced_name: str | None = None  # the tool a forced call must use
+    max_tokens: int | None = None
+    stops: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Reply:
+    """The planned reply: words of text, or one tool call."""
+
+    words: list[str]
+    finish: str  # "stop" | "length" | "stop_sequence" | "tool"
+    stop_sequence: str | None = None
+    tool_name: str | None = None
+    tool_args: dict[str, Any] | None = None
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def output_tokens(self) -> int:
+        return 1 if self.finish == "tool" else len(self.words)
+
+    def pieces(self) -> list[str]:
+        """One streamed delta per word; joined they equal ``text``."""
+        return [w if i == 0 else " " + w for i, w in enumerate(self.words)]
+
+
+def _plan(provider: str, c: _Convo) -> _Reply:
+    """Decide the reply from the request alone, so tests can predict it exactly."""
+    prefix = f"[{provider}:{c.model}]"
+    if c.tool_results is not None:
+        full = f"{prefix} tool result: {' '.join(c.tool_results)}"
+    else:
+        if c.tool_names and c.choice != "none":
+            wants = c.choice == "any" or c.user_text.lstrip().startswith("use tool")
+            if wants:
+                name = c.forced_name or c.tool_names[0]
+                return _Reply([], "tool", tool_name=name, tool_args={"echo": c.user_text})
+        full = f"{prefix} {c.user_text}"
+    words = full.split()
+    finish, seq = "stop", None
+    stops = [s for s in c.stops if s]
+    if stops:
+        text = " ".join(words)
+        hits = [(text.find(s), s) for s in stops if s in text]
+        if hits:
+            idx, seq = min(hits)
+            words = text[:idx].split()
+            finish = "stop_sequence"
+    if c.max_tokens is not None and len(words) > c.max_tokens:
+        words = words[: c.max_tokens]
+        finish, seq = "length", None
+    return _Reply(words, finish, stop_sequence=seq)
+
+
+# --------------------------------------------------------------------------- faults and stats
+
+
+@dataclass
+class _Fault:
+    """The active fault of one mock server."""
+
+    mode: str = "ok"
+    status: int = 500
+    retry_after: float = 1.0
+    delay_ms: int = 1000
+    rate: float = 1.0
+    message: str | None = None
+    acc: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "delay_ms": self.delay_ms,
+            "rate": self.rate,
+            **({"message": self.message} if self.message else {}),
+        }
+
+    def hits(self) -> bool:
+        """Whether this request is affected: an accumulator, so rate 0.5 hits exactly every other one."""
+        if self.mode == "ok" or self.rate <= 0:
+            return False
+        self.acc += self.rate
+        if self.acc >= 1.0 - 1e-9:
+            self.acc -= 1.0
+            return True
+        return False
+
+
+def _parse_fault(body: Any) -> _Fault:
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    mode = body.get("mode")
+    if mode not in FAULT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(FAULT_MODES)}")
+    unknown = set(body) - {"mode", "status", "retry_after", "delay_ms", "rate", "message"}
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+    f = _Fault(mode=mode, status=429 if mode == "rate_limit" else 500)
+    if body.get("status") is not None:
+        if not _is_int(body["status"]) or not 400 <= body["status"] <= 599:
+            raise ValueError("status must be an integer 400-599")
+        if mode != "rate_limit":
+            f.status = body["status"]
+    if body.get("retry_after") is not None:
+        if not _is_num(body["retry_after"]) or body["retry_after"] < 0:
+            raise ValueError("retry_after must be a non-negative number")
+        f.retry_after = body["retry_after"]
+    if body.get("delay_ms") is not None:
+        if not _is_num(body["delay_ms"]) or body["delay_ms"] < 0:
+            raise ValueError("delay_ms must be a non-negative number")
+        f.delay_ms = int(body["delay_ms"])
+    if body.get("rate") is not None:
+        if not _is_num(body["rate"]) or not 0 <= body["rate"] <= 1:
+            raise ValueError("rate must be a number 0-1")
+        f.rate = float(body["rate"])
+    if body.get("message") is not None:
+        if not isinstance(body["message"], str) or not body["message"]:
+            raise ValueError("message must be a non-empty string")
+        f.message = body["message"]
+    return f
+
+
+@dataclass
+class _Stats:
+    """Counts of one mock server's model-endpoint requests."""
+
+    requests: int = 0
+    by_model: dict[str, int] = field(default_factory=dict)
+    by_status: dict[str, int] = field(default_factory=dict)
+    faulted: int = 0
+    streamed: int = 0
+    last_request: dict[str, Any] | None = None
+    tool_call_ids: list[str] = field(default_factory=list)
+
+    def as_json(self, stalling: int) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "by_model": self.by_model,
+            "by_status": self.by_status,
+            "faulted": self.faulted,
+            "streamed": self.streamed,
+            "stalling": stalling,
+            "last_request": self.last_request,
+            "tool_call_ids": self.tool_call_ids,
+        }
+
+
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key"})
+
+
+def _redact_header(name: str, value: str) -> str:
+    if name.lower() not in _SECRET_HEADERS:
+        return value
+    scheme, sep, _ = value.partition(" ")
+    return f"{scheme} ***" if sep and scheme.lower() == "bearer" else "***"
+
+
+# --------------------------------------------------------------------------- server base
+
+_Handler = Callable[[web.Request, Any, bool], Awaitable[web.StreamResponse]]
+
+
+class _Provider:
+    """One mock server: routing, fault injection and stats common to all dialects."""
+
+    dialect: ClassVar[str] = ""
+
+    def __init__(self, spec: MockSpec) -> None:
+        self.spec = spec
+        self.fault = _Fault()
+        self.stats = _Stats()
+        self.stalling = 0
+        self.closing = asyncio.Event()
+
+    # dialect hooks ---------------------------------------------------------
+    def routes(self) -> list[tuple[str, str, _Handler]]:
+        raise NotImplementedError
+
+    def model_of(self, request: web.Request, body: Any) -> str | None:
+        if isinstance(body, dict) and isinstance(body.get("model"), str):
+            return body["model"]
+        return None
+
+    def is_stream(self, request: web.Request, body: Any) -> bool:
+        return isinstance(body, dict) and body.get("stream") is True
+
+    def issue_id(self, tool_call_id: str) -> str:
+        """Record a tool-call id this server hands out (see ``tool_call_ids`` in the stats)."""
+        self.stats.tool_call_ids.append(tool_call_id)
+        return tool_call_id
+
+    def auth_state(self, request: web.Request) -> str:
+        raise NotImplementedError
+
+    def fault_error(self, status: int) -> _Reject:
+        raise NotImplementedError
+
+    def rate_limit_error(self, retry_after: float) -> _Reject:
+        raise NotImplementedError
+
+    def too_large(self) -> _Reject:
+        raise NotImplementedError
+
+    async def not_found(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        raise NotImplementedError
+
+    def extra_headers(self) -> dict[str, str]:
+        return {}
+
+    # app -------------------------------------------------------------------
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_route("*", "/_mock/faults", self._faults_endpoint)
+        app.router.add_route("*", "/_mock/stats", self._stats_endpoint)
+        for method, path, handler in self.routes():
+            app.router.add_route(method, path, self._wrap(handler))
+        app.router.add_route("*", "/{tail:.*}", self._wrap(self.not_found))
+        return app
+
+    def _wrap(self, handler: _Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            return await self._serve(request, handler)
+
+        return serve
+
+    async def _serve(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """Count the request, apply the active fault, else let the dialect answer it."""
+        too_large = False
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raw, too_large = b"", True
+        body = _try_json(raw)
+        st = self.stats
+        st.requests += 1
+        model = self.model_of(request, body)
+        if model:
+            st.by_model[model] = st.by_model.get(model, 0) + 1
+        if self.is_stream(request, body):
+            st.streamed += 1
+        st.last_request = {
+            "method": request.method,
+            "path": request.path,
+            "query": {str(k): ("***" if k == "key" else v) for k, v in request.query.items()},
+            "headers": {str(k): _redact_header(k, v) for k, v in request.headers.items()},
+            "auth": self.auth_state(request),
+            "body": (raw.decode("utf-8", "replace") if body is _INVALID else body),
+        }
+        f = self.fault
+        mode = f.mode if f.hits() else "ok"
+        if mode != "ok":
+            st.faulted += 1
+        if mode == "down":
+            _drop_connection(request)
+            return web.Response()  # never written: the transport is gone
+        if mode == "stall":
+            await self._stall(request)
+            _drop_connection(request)
+            return web.Response()
+        resp: web.StreamResponse
+        try:
+            if mode == "error":
+                err = self.fault_error(f.status)
+                if f.message:
+                    err.body["error"]["message"] = f.message
+                raise err
+            if mode == "rate_limit":
+                raise self.rate_limit_error(f.retry_after)
+            if too_large:
+                raise self.too_large()
+            if mode == "slow":
+                await asyncio.sleep(f.delay_ms / 1000)
+            if mode == "stream_error" and self.is_stream(request, body):
+                resp = await self.send_stream(request, [_INBAND_ERRORS[self.dialect]], False)
+            else:
+                resp = await handler(request, body, mode == "stream_cut")
+        except _Reject as r:
+            resp = _json_response(r.status, r.body, {**self.extra_headers(), **r.headers})
+        if (
+            mode == "stream_cut"
+            and not resp.prepared
+            and resp.status == 200
+            and isinstance(resp, web.Response)
+        ):
+            resp = await self._cut_body(request, resp)
+        key = str(resp.status)
+        st.by_status[key] = st.by_status.get(key, 0) + 1
+        return resp
+
+    async def _stall(self, request: web.Request) -> None:
+        """Send nothing until the client leaves, the server stops, or the stall limit passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _STALL_LIMIT_S
+        self.stalling += 1
+        try:
+            while not self.closing.is_set() and loop.time() < deadline:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.closing.wait(), 0.2)
+        finally:
+            self.stalling -= 1
+
+    async def _cut_body(self, request: web.Request, full: web.Response) -> web.StreamResponse:
+        """Send the headers and half of a JSON body, then drop the connection."""
+        body = full.body if isinstance(full.body, bytes) else b""
+        out = web.StreamResponse(status=full.status, headers=full.headers)
+        out.content_length = len(body)
+        with contextlib.suppress(ConnectionError):
+            await out.prepare(request)
+            await out.write(body[: len(body) // 2])
+        _drop_connection(request)
+        return out
+
+    async def send_stream(
+        self,
+        request: web.Request,
+        events: list[bytes],
+        cut: bool,
+        content_type: str = _SSE_CT,
+        headers: dict[str, str] | None = None,
+    ) -> web.StreamResponse:
+        """Write a 200 stream event by event; on ``cut`` send about half, then drop the connection."""
+        resp = web.StreamResponse(status=200, headers={**self.extra_headers(), **(headers or {})})
+        resp.content_type = content_type
+        if content_type == _SSE_CT:
+            resp.headers["Cache-Control"] = "no-cache"
+        upto = len(events) // 2 if cut else len(events)
+        try:
+            await resp.prepare(request)
+            for ev in events[:upto]:
+                await resp.write(ev)
+            if cut:
+                _drop_connection(request)
+                return resp
+            await resp.write_eof()
+        except ConnectionError:
+            pass
+        return resp
+
+    # /_mock ----------------------------------------------------------------
+    async def _faults_endpoint(self, request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return _json_response(200, self.fault.as_json())
+        if request.method == "DELETE":
+            self.fault = _Fault()
+            return _json_response(200, self.fault.as_json())
+        if request.method == "POST":
+            try:
+                self.fault = _parse_fault(_try_json(await request.read()))
+            except ValueError as e:
+                return _json_response(400, {"error": str(e)})
+            return _json_response(200, self.fault.as_json())
+        return _json_response(405, {"error": "use GET, POST or DELETE"})
+
+    async def _stats_endpoint(self, request: web.Request) -> web.Response:
+        if request.method == "DELETE":
+            self.stats = _Stats()
+        elif request.method != "GET":
+            return _json_response(405, {"error": "use GET or DELETE"})
+        return _json_response(200, self.stats.as_json(self.stalling))
+
+

@@ -1,0 +1,744 @@
+"""The mock OpenAI provider: Chat Completions (``POST /v1/chat/completions``) and
+``GET /v1/models``, validated and answered the way OpenAI does."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .common import (
+    _INVALID,
+    _b62,
+    _Convo,
+    _Handler,
+    _hex,
+    _is_int,
+    _is_num,
+    _json_response,
+    _plan,
+    _Provider,
+    _Reject,
+    _words,
+)
+
+# --------------------------------------------------------------------------- OpenAI
+
+_OA_PARAMS = frozenset(
+    {
+        "model",
+        "messages",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
+_OA_ROLES = ("system", "assistant", "user", "function", "tool", "developer")
+_OA_PART_TYPES = {
+    "user": ("text", "image_url", "input_audio", "file"),
+    "assistant": ("text", "refusal"),
+    "system": ("text",),
+    "developer": ("text",),
+    "tool": ("text",),
+    "function": ("text",),
+}
+_OA_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_OA_NO_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using "
+    "Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if "
+    "you're accessing the API from your browser and are prompted for a username and password. You can "
+    "obtain an API key from https://platform.openai.com/account/api-keys."
+)
+_OA_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
+    "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you "
+    "have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)"
+)
+
+
+def _oa_kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a decimal"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    return "an object"
+
+
+def _oa_list(values: Iterable[str]) -> str:
+    q = [f"'{v}'" for v in values]
+    if len(q) <= 1:
+        return "".join(q)
+    if len(q) == 2:
+        return f"{q[0]} and {q[1]}"
+    return ", ".join(q[:-1]) + f", and {q[-1]}"
+
+
+def _mask_key(key: str) -> str:
+    """Show only enough of a wrong key to recognise it, as OpenAI does."""
+    if len(key) < 12:
+        return "*" * len(key)
+    return key[:3] + "*" * (len(key) - 7) + key[-4:]
+
+
+def _oa_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+class _OpenAI(_Provider):
+    """OpenAI Chat Completions: ``POST /v1/chat/completions`` and ``GET /v1/models``."""
+
+    dialect = "openai"
+
+    def routes(self) -> list[tuple[str, str, _Handler]]:
+        return [("POST", "/v1/chat/completions", self.chat), ("GET", "/v1/models", self.models)]
+
+    def extra_headers(self) -> dict[str, str]:
+        return {"x-request-id": "req_" + _hex(32), "openai-version": "2020-10-01"}
+
+    # errors ----------------------------------------------------------------
+    def error(
+        self,
+        status: int,
+        message: str,
+        etype: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> _Reject:
+        return _Reject(
+            status, {"error": {"message": message, "type": etype, "param": param, "code": code}}, headers
+        )
+
+    def fault_error(self, status: int) -> _Reject:
+        messages = {
+            500: "The server had an error while processing your request. Sorry about that!",
+            502: "Bad gateway.",
+            503: "The server is overloaded or not ready yet.",
+            504: "Gateway timeout.",
+        }
+        if status >= 500:
+            return self.error(
+                status,
+                messages.get(status, "The server had an error processing your request."),
+                "server_error",
+            )
+        kinds = {
+            401: "invalid_request_error",
+            403: "invalid_request_error",
+            404: "invalid_request_error",
+            429: "requests",
+        }
+        return self.error(
+            status, f"Mock provider error (HTTP {status}).", kinds.get(status, "invalid_request_error")
+        )
+
+    def rate_limit_error(self, retry_after: float) -> _Reject:
+        ra = f"{retry_after:g}"
+        return self.error(
+            429,
+            f"Rate limit reached for requests in organization org-mock on requests per min (RPM): "
+            f"Limit 60, Used 60, Requested 1. Please try again in {ra}s.",
+            "requests",
+            code="rate_limit_exceeded",
+            headers={
+                "retry-after": ra,
+                "retry-after-ms": str(int(retry_after * 1000)),
+                "x-ratelimit-limit-requests": "60",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": f"{ra}s",
+            },
+        )
+
+    def too_large(self) -> _Reject:
+        return self.error(413, "Request too large.", code="request_too_large")
+
+    async def not_found(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        raise self.error(404, f"Invalid URL ({request.method} {request.path})")
+
+    # auth ------------------------------------------------------------------
+    def auth_state(self, request: web.Request) -> str:
+        h = request.headers.get("Authorization")
+        if not h:
+            return "missing"
+        scheme, _, key = h.partition(" ")
+        return "valid" if scheme.lower() == "bearer" and key.strip() == self.spec.api_key else "invalid"
+
+    def check_auth(self, request: web.Request) -> None:
+        state = self.auth_state(request)
+        if state == "missing":
+            raise self.error(401, _OA_NO_KEY)
+        if state == "invalid":
+            key = request.headers.get("Authorization", "").partition(" ")[2].strip()
+            raise self.error(
+                401,
+                f"Incorrect API key provided: {_mask_key(key)}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
+
+    # validation helpers ------------------------------------------------------
+    def bad_type(self, param: str, expected: str, value: Any) -> _Reject:
+        return self.error(
+            400,
+            f"Invalid type for '{param}': expected {expected}, but got {_oa_kind(value)} instead.",
+            param=param,
+            code="invalid_type",
+        )
+
+    def missing(self, param: str) -> _Reject:
+        return self.error(
+            400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+        )
+
+    def bad_value(self, param: str, value: Any, allowed: Iterable[str]) -> _Reject:
+        return self.error(
+            400,
+            f"Invalid value: '{value}'. Supported values are: {_oa_list(allowed)}.",
+            param=param,
+            code="invalid_value",
+        )
+
+    def number(self, body: dict[str, Any], name: str, lo: float, hi: float | None, integer: bool) -> Any:
+        v = body.get(name)
+        if v is None:
+            return None
+        if integer and not _is_int(v):
+            raise self.bad_type(name, "an integer", v)
+        if not integer and not _is_num(v):
+            raise self.bad_type(name, "a decimal", v)
+        word = "integer" if integer else "decimal"
+        if v < lo:
+            raise self.error(
+                400,
+                f"Invalid '{name}': {word} below minimum value. Expected a value >= {lo:g}, but got {v} instead.",
+                param=name,
+                code=f"{word}_below_min_value",
+            )
+        if hi is not None and v > hi:
+            raise self.error(
+                400,
+                f"Invalid '{name}': {word} above maximum value. Expected a value <= {hi:g}, but got {v} instead.",
+                param=name,
+                code=f"{word}_above_max_value",
+            )
+        return v
+
+    def check_content(self, content: Any, p: str, role: str) -> None:
+        if isinstance(content, str):
+            return
+        if not isinstance(content, list):
+            raise self.bad_type(p, "one of a string or array of objects", content)
+        allowed = _OA_PART_TYPES[role]
+        for j, part in enumerate(content):
+            pp = f"{p}[{j}]"
+            if not isinstance(part, dict):
+                raise self.bad_type(pp, "an object", part)
+            t = part.get("type")
+            if t is None:
+                raise self.missing(f"{pp}.type")
+            if t not in allowed:
+                raise self.bad_value(f"{pp}.type", t, allowed)
+            if t in ("text", "refusal"):
+                if t not in part:
+                    raise self.missing(f"{pp}.{t}")
+                if not isinstance(part[t], str):
+                    raise self.bad_type(f"{pp}.{t}", "a string", part[t])
+            elif t == "image_url":
+                img = part.get("image_url")
+                if img is None:
+                    raise self.missing(f"{pp}.image_url")
+                if not isinstance(img, dict):
+                    raise self.bad_type(f"{pp}.image_url", "an object", img)
+                if "url" not in img:
+                    raise self.missing(f"{pp}.image_url.url")
+                if not isinstance(img["url"], str):
+                    raise self.bad_type(f"{pp}.image_url.url", "a string", img["url"])
+                if img.get("detail") is not None and img["detail"] not in ("auto", "low", "high"):
+                    raise self.bad_value(f"{pp}.image_url.detail", img["detail"], ("auto", "low", "high"))
+            elif t not in part:
+                raise self.missing(f"{pp}.{t}")
+
+    def check_tool_calls(self, calls: Any, p: str) -> list[str]:
+        if not isinstance(calls, list):
+            raise self.bad_type(f"{p}.tool_calls", "an array", calls)
+        ids: list[str] = []
+        for k, call in enumerate(calls):
+            cp = f"{p}.tool_calls[{k}]"
+            if not isinstance(call, dict):
+                raise self.bad_type(cp, "an object", call)
+            for req in ("id", "type", "function"):
+                if req not in call:
+                    raise self.missing(f"{cp}.{req}")
+            if not isinstance(call["id"], str):
+                raise self.bad_type(f"{cp}.id", "a string", call["id"])
+            if call["type"] != "function":
+                raise self.bad_value(f"{cp}.type", call["type"], ("function",))
+            fn = call["function"]
+            if not isinstance(fn, dict):
+                raise self.bad_type(f"{cp}.function", "an object", fn)
+            for req in ("name", "arguments"):
+                if req not in fn:
+                    raise self.missing(f"{cp}.function.{req}")
+                if not isinstance(fn[req], str):
+                    raise self.bad_type(f"{cp}.function.{req}", "a string", fn[req])
+            ids.append(call["id"])
+        return ids
+
+    def validate(self, body: dict[str, Any]) -> tuple[_Convo, bool, bool, bool, int]:
+        """Check a request as the real endpoint does.
+
+        Returns the conversation, stream, include_usage, include_obfuscation and n.
+        """
+        for k in body:
+            if k not in _OA_PARAMS:
+                raise self.error(400, f"Unrecognized request argument supplied: {k}")
+        model = body.get("model")
+        if model is None:
+            raise self.error(400, "you must provide a model parameter", param="model")
+        if not isinstance(model, str):
+            raise self.bad_type("model", "a string", model)
+        if "messages" not in body:
+            raise self.missing("messages")
+        msgs = body["messages"]
+        if not isinstance(msgs, list):
+            raise self.bad_type("messages", "an array", msgs)
+        if not msgs:
+            raise self.error(
+                400,
+                "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+                param="messages",
+                code="empty_array",
+            )
+
+        input_tokens = 0
+        pending: list[str] | None = None  # tool_call ids still awaiting a tool message
+        pending_at = -1
+        for i, m in enumerate(msgs):
+            p = f"messages[{i}]"
+            if not isinstance(m, dict):
+                raise self.bad_type(p, "an object", m)
+            if "role" not in m:
+                raise self.missing(f"{p}.role")
+            role = m["role"]
+            if role not in _OA_ROLES:
+                raise self.bad_value(f"{p}.role", role, _OA_ROLES)
+            if role == "tool":
+                if "tool_call_id" not in m:
+                    raise self.missing(f"{p}.tool_call_id")
+                if not isinstance(m["tool_call_id"], str):
+                    raise self.bad_type(f"{p}.tool_call_id", "a string", m["tool_call_id"])
+                if pending is None or m["tool_call_id"] not in pending:
+                    raise self.error(
+                        400,
+                        "Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                        "with 'tool_calls'.",
+                        param=f"messages.[{i}].role",
+                    )
+                pending.remove(m["tool_call_id"])
+            else:
+                if pending:
+                    raise self.error(
+                        400,
+                        "An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                        f"each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                        f"{', '.join(pending)}",
+                        param=f"messages.[{pending_at}].role",
+                    )
+                pending = None
+            content = m.get("content")
+            if role == "assistant":
+                calls = m.get("tool_calls")
+                if calls is not None:
+                    ids = self.check_tool_calls(calls, p)
+                    if ids:
+                        pending, pending_at = ids, i
+                elif content is None and m.get("function_call") is None and m.get("refusal") is None:
+                    raise self.missing(f"{p}.content")
+            elif "content" not in m or content is None:
+                raise self.missing(f"{p}.content")
+            if content is not None:
+                self.check_content(content, f"{p}.content", role)
+            if role in ("system", "developer", "user", "assistant"):
+                input_tokens += _words(_oa_text(content))
+        if pending:
+            raise self.error(
+                400,
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(pending)}",
+                param=f"messages.[{pending_at}].role",
+            )
+
+        user_text = ""
+        for m in reversed(msgs):
+            if m["role"] == "user":
+                user_text = _oa_text(m.get("content"))
+                break
+        tool_results: list[str] | None = None
+        if msgs[-1]["role"] == "tool":
+            tail: list[str] = []
+            for m in reversed(msgs):
+                if m["role"] != "tool":
+                    break
+                tail.append(_oa_text(m.get("content")))
+            tool_results = list(reversed(tail))
+
+        tool_names = self.check_tools(body)
+        choice, forced = self.check_tool_choice(body, tool_names)
+        if body.get("parallel_tool_calls") is not None and not body.get("tools"):
+            raise self.error(
+                400,
+                "Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed when 'tools' are specified.",
+                param="parallel_tool_calls",
+            )
+
+        max_tokens = self.number(body, "max_tokens", 1, None, True)
+        mct = self.number(body, "max_completion_tokens", 1, None, True)
+        if mct is not None:
+            max_tokens = mct if max_tokens is None else min(max_tokens, mct)
+        n = self.number(body, "n", 1, 128, True) or 1
+        self.number(body, "temperature", 0, 2, False)
+        self.number(body, "top_p", 0, 1, False)
+        self.number(body, "presence_penalty", -2, 2, False)
+        self.number(body, "frequency_penalty", -2, 2, False)
+        self.number(body, "seed", -(2**63), None, True)
+
+        stops: list[str] = []
+        stop = body.get("stop")
+        if isinstance(stop, str):
+            stops = [stop]
+        elif isinstance(stop, list):
+            if len(stop) > 4:
+                raise self.error(
+                    400,
+                    f"Invalid 'stop': array too long. Expected an array with maximum length 4, but got an array "
+                    f"with length {len(stop)} instead.",
+                    param="stop",
+                    code="array_above_max_length",
+                )
+            for k, s in enumerate(stop):
+                if not isinstance(s, str):
+                    raise self.bad_type(f"stop[{k}]", "a string", s)
+            stops = list(stop)
+        elif stop is not None:
+            raise self.bad_type("stop", "one of a string or array of strings", stop)
+
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise self.bad_type("stream", "a boolean", stream)
+        include_usage, obfuscate = False, True
+        so = body.get("stream_options")
+        if so is not None:
+            if not stream:
+                raise self.error(
+                    400,
+                    "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                    param="stream_options",
+                )
+            if not isinstance(so, dict):
+                raise self.bad_type("stream_options", "an object", so)
+            for k in so:
+                if k not in ("include_usage", "include_obfuscation"):
+                    raise self.error(400, f"Unrecognized request argument supplied: stream_options.{k}")
+            iu = so.get("include_usage")
+            if iu is not None and not isinstance(iu, bool):
+                raise self.bad_type("stream_options.include_usage", "a boolean", iu)
+            include_usage = bool(iu)
+            io = so.get("include_obfuscation")
+            if io is not None and not isinstance(io, bool):
+                raise self.bad_type("stream_options.include_obfuscation", "a boolean", io)
+            obfuscate = io is not False
+        rf = body.get("response_format")
+        if rf is not None:
+            if not isinstance(rf, dict):
+                raise self.bad_type("response_format", "an object", rf)
+            if rf.get("type") not in ("text", "json_object", "json_schema"):
+                raise self.bad_value(
+                    "response_format.type", rf.get("type"), ("text", "json_object", "json_schema")
+                )
+
+        convo = _Convo(
+            model=model,
+            input_tokens=input_tokens,
+            user_text=user_text,
+            tool_results=tool_results,
+            tool_names=tool_names,
+            choice=choice,
+            forced_name=forced,
+            max_tokens=max_tokens,
+            stops=stops,
+        )
+        return convo, bool(stream), include_usage, obfuscate, n
+
+    def check_tools(self, body: dict[str, Any]) -> list[str]:
+        tools = body.get("tools")
+        if tools is None:
+            return []
+        if not isinstance(tools, list):
+            raise self.bad_type("tools", "an array", tools)
+        if not tools:
+            raise self.error(
+                400,
+                "Invalid 'tools': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+                param="tools",
+                code="empty_array",
+            )
+        names: list[str] = []
+        for i, t in enumerate(tools):
+            p = f"tools[{i}]"
+            if not isinstance(t, dict):
+                raise self.bad_type(p, "an object", t)
+            if "type" not in t:
+                raise self.missing(f"{p}.type")
+            if t["type"] == "custom":
+                continue
+            if t["type"] != "function":
+                raise self.bad_value(f"{p}.type", t["type"], ("function", "custom"))
+            fn = t.get("function")
+            if fn is None:
+                raise self.missing(f"{p}.function")
+            if not isinstance(fn, dict):
+                raise self.bad_type(f"{p}.function", "an object", fn)
+            for k in fn:
+                if k not in ("name", "description", "parameters", "strict"):
+                    raise self.error(400, f"Unrecognized request argument supplied: {p}.function.{k}")
+            name = fn.get("name")
+            if name is None:
+                raise self.missing(f"{p}.function.name")
+            if not isinstance(name, str):
+                raise self.bad_type(f"{p}.function.name", "a string", name)
+            if not _OA_TOOL_NAME.match(name):
+                raise self.error(
+                    400,
+                    f"Invalid '{p}.function.name': string does not match pattern. Expected a string that matches "
+                    "the pattern '^[a-zA-Z0-9_-]+$'.",
+                    param=f"{p}.function.name",
+                    code="invalid_value",
+                )
+            if fn.get("description") is not None and not isinstance(fn["description"], str):
+                raise self.bad_type(f"{p}.function.description", "a string", fn["description"])
+            params = fn.get("parameters")
+            if params is not None:
+                if not isinstance(params, dict):
+                    raise self.bad_type(f"{p}.function.parameters", "an object", params)
+                if "type" in params and params["type"] != "object":
+                    raise self.error(
+                        400,
+                        f"Invalid schema for function '{name}': schema must be a JSON Schema of 'type: \"object\"', "
+                        f"got 'type: \"{params['type']}\"'.",
+                        param=f"{p}.function.parameters",
+                        code="invalid_function_parameters",
+                    )
+            names.append(name)
+        return names
+
+    def check_tool_choice(self, body: dict[str, Any], names: list[str]) -> tuple[str, str | None]:
+        tc = body.get("tool_choice")
+        if tc is None:
+            return "auto", None
+        if not body.get("tools"):
+            raise self.error(
+                400,
+                "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+                param="tool_choice",
+            )
+        if isinstance(tc, str):
+            if tc not in ("none", "auto", "required"):
+                raise self.bad_value("tool_choice", tc, ("none", "auto", "required"))
+            return {"none": "none", "auto": "auto", "required": "any"}[tc], None
+        if not isinstance(tc, dict):
+            raise self.bad_type("tool_choice", "one of a string or object", tc)
+        if tc.get("type") == "function":
+            fn = tc.get("function")
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise self.missing("tool_choice.function.name")
+            if fn["name"] not in names:
+                raise self.error(
+                    400,
+                    f"Invalid value for 'tool_choice': function '{fn['name']}' not found in 'tools'.",
+                    param="tool_choice",
+                )
+            return "any", fn["name"]
+        if tc.get("type") == "allowed_tools":
+            at = tc.get("allowed_tools")
+            if not isinstance(at, dict):
+                raise self.missing("tool_choice.allowed_tools")
+            allowed = [
+                t["function"]["name"]
+                for t in at.get("tools") or []
+                if isinstance(t, dict)
+                and isinstance(t.get("function"), dict)
+                and t["function"].get("name") in names
+            ]
+            if at.get("mode") == "required":
+                return "any", (allowed[0] if allowed else None)
+            return "auto", (allowed[0] if allowed else None)
+        raise self.bad_value("tool_choice.type", tc.get("type"), ("function", "allowed_tools"))
+
+    # handlers --------------------------------------------------------------
+    async def models(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        self.check_auth(request)
+        seen = set(self.stats.by_model)
+        ids = sorted(seen | {"gpt-4o", "gpt-4o-mini", "gpt-4.1"})
+        data = [{"id": m, "object": "model", "created": 1715367049, "owned_by": "system"} for m in ids]
+        return _json_response(200, {"object": "list", "data": data}, self.extra_headers())
+
+    def usage(self, prompt: int, completion: int) -> dict[str, Any]:
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    async def chat(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        self.check_auth(request)
+        if body is _INVALID:
+            raise self.error(400, _OA_BAD_JSON)
+        if not isinstance(body, dict):
+            raise self.bad_type("body", "an object", body)
+        convo, stream, include_usage, obfuscate, n = self.validate(body)
+        reply = _plan(self.spec.name, convo)
+        cid = "chatcmpl-" + _b62(29)
+        created = int(time.time())
+        base = {"id": cid, "created": created, "model": convo.model, "system_fingerprint": "fp_mock"}
+        args = orjson.dumps(reply.tool_args).decode() if reply.tool_args is not None else ""
+        finish = {"tool": "tool_calls", "length": "length"}.get(reply.finish, "stop")
+        completion = reply.output_tokens * n
+        if not stream:
+            choices = []
+            for i in range(n):
+                msg: dict[str, Any] = {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "annotations": [],
+                }
+                if reply.finish == "tool":
+                    msg["tool_calls"] = [
+                        {
+                            "id": self.issue_id("call_" + _hex()),
+                            "type": "function",
+                            "function": {"name": reply.tool_name, "arguments": args},
+                        }
+                    ]
+                else:
+                    msg["content"] = reply.text
+                choices.append({"index": i, "message": msg, "logprobs": None, "finish_reason": finish})
+            out = {
+                **base,
+                "object": "chat.completion",
+                "choices": choices,
+                "usage": self.usage(convo.input_tokens, completion),
+                "service_tier": "default",
+            }
+            return _json_response(200, out, self.extra_headers())
+
+        chunk_base = {**base, "object": "chat.completion.chunk", "service_tier": "default"}
+        events: list[bytes] = []
+
+        def emit(choices: list[dict[str, Any]], usage: Any = None) -> None:
+            c = {**chunk_base, "choices": choices}
+            if include_usage:
+                c["usage"] = usage
+            if obfuscate:  # random padding the real API adds so chunk sizes do not leak token lengths
+                c["obfuscation"] = _b62(secrets.randbelow(12) + 1)
+            events.append(b"data: " + orjson.dumps(c) + b"\n\n")
+
+        for i in range(n):
+            if reply.finish == "tool":
+                call_id = self.issue_id("call_" + _hex())
+                first = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": call_id,
+                            "type": "function",
+                            "function": {"name": reply.tool_name, "arguments": ""},
+                        }
+                    ],
+                    "refusal": None,
+                }
+                emit([{"index": i, "delta": first, "logprobs": None, "finish_reason": None}])
+                step = max(1, -(-len(args) // 4))
+                for k in range(0, len(args), step):
+                    frag = {"tool_calls": [{"index": 0, "function": {"arguments": args[k : k + step]}}]}
+                    emit([{"index": i, "delta": frag, "logprobs": None, "finish_reason": None}])
+            else:
+                emit(
+                    [
+                        {
+                            "index": i,
+                            "delta": {"role": "assistant", "content": "", "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+                for piece in reply.pieces():
+                    emit([{"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
+            emit([{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}])
+        if include_usage:
+            emit([], self.usage(convo.input_tokens, completion))
+        events.append(b"data: [DONE]\n\n")
+        return await self.send_stream(request, events, cut)
+
+
