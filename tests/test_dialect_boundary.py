@@ -15,8 +15,7 @@ from pathlib import Path
 from ext_proc.dialects import DIALECTS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ext_proc"
-# Tools that still live in the package until they move out (issue 12, item 3) are not request path.
-OUTSIDE = ("dialects/",)
+OUTSIDE = ("dialects/",)  # the only place a dialect is named
 # Generic words a dialect also uses, which every HTTP or JSON module may say.
 GENERIC = {"authorization", "messages", "source", "file", "model", "stream", "role", "type", "metadata", "user",
            "n", "seed", "temperature", "top_p", "top_k", "max_tokens", "request-id"}

@@ -8,7 +8,7 @@ in the gateway surfaces as the same 4xx the real provider would send. Replies ar
 deterministic (see ``_plan``) so tests can assert them exactly, and every server
 has fault injection and request stats under ``/_mock/``.
 
-This package shares no code with ``ext_proc.codecs`` on purpose: only an
+This package shares no code with the gateway's codecs (``ext_proc.dialects``) on purpose: only an
 independent implementation can catch the codecs' mistakes.
 
 Replies (the same rules in every dialect):
