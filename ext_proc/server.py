@@ -139,5 +139,6 @@ def reload(processor: ExternalProcessor, force: bool = False) -> None:
                   "\n  ".join(e.problems))
 
 
-def run(config: GatewayConfig, port: int, metrics_port: int | None, **options: float) -> None:
-    asyncio.run(serve(config, port, metrics_port, **options))
+def run(config: GatewayConfig, port: int, metrics_port: int | None, *, watch_config: float = 0.0,
+        shutdown_delay: float = 0.0) -> None:
+    asyncio.run(serve(config, port, metrics_port, watch_config=watch_config, shutdown_delay=shutdown_delay))

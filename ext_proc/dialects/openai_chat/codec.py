@@ -536,7 +536,7 @@ class OpenAIStreamDecoder(StreamDecoder):
             self._next += 1
             self._open_text = True
             out.append(BlockStart(self._open, "text"))
-        out.append(BlockDelta(self._open, text))  # type: ignore[arg-type]
+        out.append(BlockDelta(self._open, text))
 
     def _delta(self, out: list[StreamEvent], delta: dict[str, Any]) -> None:
         content = delta.get("content")
