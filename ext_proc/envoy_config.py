@@ -454,8 +454,8 @@ def _tracing(cfg: GatewayConfig) -> dict[str, Any]:
 
 def _tracing_runtime(cfg: GatewayConfig) -> dict[str, Any]:
     """Export in batches. Envoy's default sends an export every 5 spans (a gRPC
-    call every request or two), which cost 40% of the translated throughput in
-    the bench; batches of 512 spans (the OpenTelemetry SDK's batch size), at
+    call every request or two), which cost 28-40% of the translated throughput
+    in the bench; batches of 512 spans (the OpenTelemetry SDK's batch size), at
     least every second, cost about nothing (README "Traces")."""
     if cfg.tracing is None:
         return {}
