@@ -261,6 +261,33 @@ class RedisSettings(_Strict):
         return v
 
 
+class Tracing(_Strict):
+    """OpenTelemetry traces, exported by Envoy's own tracer (README "Traces").
+    Absent: nothing is rendered and the ext_proc adds nothing, so tracing off costs nothing."""
+
+    # An OTLP/gRPC collector, e.g. an OpenTelemetry Collector's port 4317.
+    otlp_endpoint: Annotated[str, StringConstraints(
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$", max_length=259)]
+    # Share of requests traced; a client's traceparent decides for its own trace.
+    sampling_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+    service_name: Name = "llm-gateway"
+
+    @property
+    def host(self) -> str:
+        return self.otlp_endpoint.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.otlp_endpoint.rpartition(":")[2])
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _port(cls, v: str) -> str:
+        if not 0 < int(v.rpartition(":")[2]) <= 65535:
+            raise ValueError("the port must be 1 to 65535")
+        return v
+
+
 class _Root(_Strict):
     listen: Endpoint = Endpoint(port=8080)
     admin: Endpoint = Endpoint(port=9901)
@@ -270,6 +297,7 @@ class _Root(_Strict):
     tenants: dict[Name, Tenant] = Field(default_factory=dict)
     admission: Admission = Admission()
     redis: RedisSettings | None = None
+    tracing: Tracing | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +344,7 @@ class GatewayConfig:
         self.tenants = root.tenants
         self.admission = root.admission
         self.redis = root.redis
+        self.tracing = root.tracing
         # A backend's limits and price are one fact each, declared once (or
         # identically, checked by admission.checks) in any model it serves.
         facts: dict[str, dict[str, Any]] = {}

@@ -58,3 +58,16 @@ ATTR_ROUTE_MODEL = route_attr(ROUTE_MODEL_KEY)
 ATTR_ROUTE_PRIMARY = route_attr(ROUTE_PRIMARY_KEY)
 ATTR_ROUTE_STREAM = route_attr(ROUTE_STREAM_KEY)
 ATTR_ROUTE_VERSION = route_attr(ROUTE_VERSION_KEY)
+
+# Traces (only when configured): the dynamic metadata namespace of the span
+# attributes the router stage adds (request/trace.py), its key for the request
+# span's name, and the endpoint metadata key of a backend's gen_ai.provider.name.
+TRACE_NAMESPACE = "gw.trace"
+TRACE_SPAN_NAME = "span_name"
+METADATA_PROVIDER_KEY = "genai_provider"
+# The attributes the router stage may set there, each under its own name.
+TRACE_ATTRIBUTES = (
+    "gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model", "gen_ai.response.time_to_first_chunk",
+    "llm_gateway.tenant", "llm_gateway.primary_backend", "llm_gateway.admission", "llm_gateway.failover",
+    "llm_gateway.local_reply",
+)

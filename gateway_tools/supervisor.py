@@ -175,7 +175,8 @@ class Stack:
         old = self.config
         new = parse_config(text, source)
         resolve_secrets(new, self.env)
-        fixed = [s for s in ("listen", "admin", "ext_proc") if getattr(new.root, s) != getattr(old.root, s)]
+        # Tracing lives in the listener (Envoy's bootstrap), like the ports.
+        fixed = [s for s in ("listen", "admin", "ext_proc", "tracing") if getattr(new.root, s) != getattr(old.root, s)]
         if fixed:
             raise ConfigError([f"{source}: {s}: changing it needs a restart of the gateway" for s in fixed])
         if new.version == old.version:

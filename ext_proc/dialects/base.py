@@ -72,6 +72,11 @@ class Dialect(ABC):
     setting_keys: frozenset[str] = frozenset()
     #: JSON keys that hold media (token estimate counts them flat)
     media_keys: frozenset[str] = frozenset()
+    #: OpenTelemetry GenAI names: ``gen_ai.provider.name`` of its providers (the
+    #: conventions name the API a client speaks, not the host behind it) and
+    #: ``gen_ai.operation.name`` of its chat call
+    genai_provider: str = ""
+    genai_operation: str = "chat"
 
     # ---- client surface -----------------------------------------------------
     @abstractmethod

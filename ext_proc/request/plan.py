@@ -35,6 +35,7 @@ class Answer:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     reason: str = ""  # metric label and Envoy's response details
+    admission: str = ""  # why admission refused it (a budget), when it did
 
 
 @dataclass(slots=True)
@@ -74,7 +75,8 @@ def reject(started: Started | ClientCall | None, err: GatewayError, reason: str,
     if err.retry_after is not None:
         headers["retry-after"] = str(max(1, round(err.retry_after)))
     status = dialect.error_status(GatewayError(err.kind, err.message, overloaded_as_503(err.status)))
-    return Answer(status, orjson.dumps(dialect.codec.render_error(err)), headers, reason)
+    admission = (err.reason or err.kind) if isinstance(err, Rejection) else ""
+    return Answer(status, orjson.dumps(dialect.codec.render_error(err)), headers, reason, admission)
 
 
 def _default_dialect() -> Dialect:

@@ -22,6 +22,7 @@ from .. import metrics
 from .. import protocol as P
 from ..errors import GatewayError
 from ..request import finish as F
+from ..request import trace
 from ..request.plan import Answer, RoutePlan, Started, plan, start
 from ..request.responses import ResponseTranslator, make_translator
 from ..state import GatewayState
@@ -33,7 +34,7 @@ log = logging.getLogger("llm_gateway.router")
 class RouterStream:
     """State of one client request across its request and response phases."""
 
-    __slots__ = ("log_fields", "plan", "started", "state", "t_first")
+    __slots__ = ("log_fields", "plan", "started", "state", "t_first", "trace_fields")
 
     def __init__(self, state: GatewayState):
         self.state = state
@@ -41,11 +42,12 @@ class RouterStream:
         self.plan: RoutePlan | None = None
         self.t_first = 0.0  # first response byte
         self.log_fields: dict[str, Any] | None = None  # for Envoy's access log, set when the response ends
+        self.trace_fields: dict[str, Any] | None = None  # for Envoy's request span (tracing on), idem
 
     def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
         result = start(self.state, M.headers_of(msg), msg.end_of_stream)
         if isinstance(result, Answer):
-            return _immediate(result)
+            return self._immediate(result)
         self.started = result
         return M.CONTINUE_REQUEST_HEADERS
 
@@ -53,10 +55,12 @@ class RouterStream:
         assert self.started is not None
         result = await plan(self.state, self.started, msg.body)
         if isinstance(result, Answer):
-            return _immediate(result)
+            return self._immediate(result)
         self.plan = result
         resp = M.request_body_response(set_headers=result.set_headers, remove=result.remove_headers,
                                        body=result.new_body, clear_route_cache=True)
+        if self.state.config.tracing is not None:
+            M.add_metadata(resp, P.TRACE_NAMESPACE, trace.planned(result))
         ticket = result.ticket
         if ticket is not None and ticket.headers:
             for namespace, fields in ticket.metadata.items():
@@ -86,6 +90,14 @@ class RouterStream:
         done = F.finish(self.state, self.plan, status, backend, usage, self.t_first, time.perf_counter())
         F.apply(self.state, self.plan, done)
         self.log_fields = done.log_fields
+        if self.state.config.tracing is not None:
+            self.trace_fields = trace.finished(self.state, self.plan, done)
+
+    def _immediate(self, answer: Answer) -> pb.ProcessingResponse:
+        resp = M.immediate(answer.status, answer.body, answer.headers, details=answer.reason)
+        if self.state.config.tracing is not None:
+            M.add_metadata(resp, P.TRACE_NAMESPACE, trace.local_reply(self.started, answer))
+        return resp
 
     def close(self) -> None:
         """Settle a reservation the response never reached: a failure before
@@ -94,10 +106,6 @@ class RouterStream:
         admission = self.state.admission
         if ticket is not None and admission is not None and not ticket.settled:
             admission.settle(ticket, 200 if ticket.first_byte else 0, "", None)
-
-
-def _immediate(answer: Answer) -> pb.ProcessingResponse:
-    return M.immediate(answer.status, answer.body, answer.headers, details=answer.reason)
 
 
 async def run(state: GatewayState, ctx: Any) -> None:
@@ -132,6 +140,8 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
             if stream.log_fields is not None:
                 resp = M.with_metadata(resp, P.ACCESS_LOG_NAMESPACE, stream.log_fields)
                 stream.log_fields = None
+                if stream.trace_fields:
+                    M.add_metadata(resp, P.TRACE_NAMESPACE, stream.trace_fields)
         else:
             resp = M.continue_for(kind)
         metrics.child(metrics.OVERHEAD, P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)

@@ -30,6 +30,7 @@ from .scenarios import (
     PROBES,
     REFERENCES,
     SCENARIOS,
+    TRACED,
     BenchStack,
     expand,
     scenario,
@@ -208,7 +209,10 @@ class Bench:
         cores = len(os.sched_getaffinity(0))
         self.log(f"other processes used {other:.1f} CPU-s during the rounds ({other / (wall * cores):.0%} of the machine)")
         held = self.hold() if "streamed" in self.gateway_probes else None
-        return {"upstream_ceiling_rps": ceiling, "hold": held,
+        traces = {p: self.stack.spans_exported(p) for p in self.gateway_probes if p in TRACED}
+        for probe, spans in traces.items():
+            self.log(f"{probe:<16} Envoy exported {spans:,} spans")
+        return {"upstream_ceiling_rps": ceiling, "hold": held, "spans_exported": traces,
                 "other_load": {"cpu_seconds": other, "share_of_machine": other / (wall * cores), "wall_s": wall}}
 
 
@@ -361,6 +365,7 @@ def run(opts: Options) -> int:
         "upstream_ceiling_rps": extra["upstream_ceiling_rps"],
         "timings": {p: _timing_summary(t) for p, t in bench.data.timings.items()},
         "hold": extra["hold"],
+        "spans_exported": extra["spans_exported"],
         "other_load": extra["other_load"],
         "skipped": skipped,
     }

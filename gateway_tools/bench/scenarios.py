@@ -4,7 +4,8 @@ One gateway serves the gateway scenarios (a model per scenario), one bare
 Envoy serves the floors, and both reach the same canned Envoy upstream and the
 same paced stream server. Budgets would change that gateway's data path for
 every scenario, so each admission variant has a gateway of its own (same
-config plus budgets), and the peer (LiteLLM's proxy) reaches the same canned
+config plus budgets), so has the traced variant (same config plus traces to
+an OTLP sink), and the peer (LiteLLM's proxy) reaches the same canned
 upstream. All of them are up for the whole run, so scenarios can alternate
 round by round and drift on a shared machine hits all alike.
 
@@ -19,6 +20,7 @@ import random
 import secrets
 import socket
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +29,7 @@ import orjson
 import yaml
 
 from ..supervisor import Stack, StackError, envoy_binary
-from . import admission, noop, peer, upstream
+from . import admission, noop, otlp_sink, peer, upstream
 from .load import Request
 
 LARGE_PROMPT_BYTES = 200 * 1024
@@ -57,10 +59,14 @@ SCENARIOS = {
         Scenario("admission-memory", "unary", "floor", "translated, tenant budgets in the ext_proc process",
                  beside="translated"),
         Scenario("admission-redis", "unary", "floor", "translated, tenant budgets in Redis", beside="translated"),
+        Scenario("translated-traced", "unary", "floor", "translated, traces at sampling ratio 1.0 to an OTLP sink",
+                 beside="translated"),
     )
 }
-# Gateway scenarios served by a gateway of their own, and its Redis (if any).
-OWN_GATEWAY = {"admission-memory": False, "admission-redis": True}
+# Gateway scenarios served by a gateway of their own (their config changes every
+# request's path), and whether it keeps budgets in Redis.
+OWN_GATEWAY = {"admission-memory": False, "admission-redis": True, "translated-traced": False}
+TRACED = ("translated-traced",)  # traces instead of budgets
 PEER = Scenario("peer", "unary", "floor", "LiteLLM proxy: OpenAI client -> Anthropic backend", beside="translated")
 # References: the floors' requests through a do-nothing Python ext_proc (see ``noop``).
 REFERENCES = {
@@ -135,10 +141,10 @@ class Ports:
     def __init__(self, workers: int, gateways: int = 1):
         self.workers = workers
         per_gateway = 2 + 2 * workers
-        base = port_block(10 + per_gateway * gateways)
+        base = port_block(11 + per_gateway * gateways)
         (self.canned, self.canned_admin, self.floor, self.floor_admin, self.stream, self.redis,
-         self.peer, self.noop, self.noop_admin, self.noop_ext_proc) = range(base, base + 10)
-        starts = range(base + 10, base + 10 + per_gateway * gateways, per_gateway)
+         self.peer, self.noop, self.noop_admin, self.noop_ext_proc, self.otlp) = range(base, base + 11)
+        starts = range(base + 11, base + 11 + per_gateway * gateways, per_gateway)
         self.gateways = [GatewayPorts(s, s + 1, s + 2, s + 2 + workers) for s in starts]
         self.main = self.gateways[0]
 
@@ -218,7 +224,7 @@ class BenchStack(Stack):
     """The gateway stack plus the bench's upstreams, floor Envoy, budgeted gateways and peer.
 
     All are started and stopped together; ``own_gateways`` names the scenarios
-    (see ``OWN_GATEWAY``) that get a budgeted gateway of their own.
+    (see ``OWN_GATEWAY``) that get a budgeted or traced gateway of their own.
     """
 
     def __init__(self, run_dir: Path, workers: int, own_gateways: tuple[str, ...] = (), with_peer: bool = False,
@@ -235,8 +241,12 @@ class BenchStack(Stack):
                          envoy_concurrency=envoy_concurrency, env={**env, **(peer.ENV if with_peer else {})})
         self.own: dict[str, Stack] = {}
         for name, ports in zip(own_gateways, self.ports.gateways[1:], strict=True):
-            redis = f"redis://127.0.0.1:{self.ports.redis}/0" if OWN_GATEWAY[name] else None
-            cfg = admission.budgeted(gateway_config_dict(self.ports, ports, workers), TENANT, "bench-translated", redis)
+            cfg = gateway_config_dict(self.ports, ports, workers)
+            if name in TRACED:
+                cfg = otlp_sink.traced(cfg, self.ports.otlp)
+            else:
+                redis = f"redis://127.0.0.1:{self.ports.redis}/0" if OWN_GATEWAY[name] else None
+                cfg = admission.budgeted(cfg, TENANT, "bench-translated", redis)
             self.own[name] = Stack(_write_yaml(run_dir / f"gateway-{name}.yaml", cfg), run_dir=run_dir / f"run-{name}",
                                    envoy_concurrency=envoy_concurrency, env=env)
 
@@ -265,6 +275,9 @@ class BenchStack(Stack):
                                              "--disable-hot-restart", "--concurrency", str(self.envoy_concurrency),
                                              "--log-level", "warning"])
             self._wait("bench-noop-envoy", [("127.0.0.1", p.noop)], timeout)
+        if any(name in TRACED for name in self.own):
+            self._spawn("bench-otlp-sink", [sys.executable, "-m", "gateway_tools.bench.otlp_sink", "--port", str(p.otlp)])
+            self._wait("bench-otlp-sink", [("127.0.0.1", p.otlp)], timeout)
         if any(OWN_GATEWAY[name] for name in self.own):
             self._spawn("bench-redis", admission.redis_argv(p.redis, self.run_dir))
             self._wait("bench-redis", [("127.0.0.1", p.redis)], timeout)
@@ -283,7 +296,7 @@ class BenchStack(Stack):
         except OSError as e:
             status, headers, body = 0, {}, str(e).encode()
         problem = f"answered {status}: {body[:500].decode(errors='replace')}" if status != 200 else ""
-        if not problem and probe in self.own and admission.RATE_LIMIT_HEADER not in headers:
+        if not problem and probe in self.own and probe not in TRACED and admission.RATE_LIMIT_HEADER not in headers:
             problem = f"answered without {admission.RATE_LIMIT_HEADER}: its budgets are not in force"
         if problem:
             child = self._child("bench-peer") if probe == "peer" else self.own[probe]._child("ext_proc-0")
@@ -321,6 +334,14 @@ class BenchStack(Stack):
         if probe in REFERENCES:
             return self.pids("bench-noop-envoy")
         return self.pids("envoy", self.own.get(probe))
+
+    def spans_exported(self, probe: str) -> int:
+        """Spans the Envoy of a traced probe exported (its tracer's own counter): proof it traced."""
+        admin = self.own[probe].config.admin
+        url = f"http://{admin.address}:{admin.port}/stats?filter=^tracing\\.opentelemetry\\.spans_sent$"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        return int(text.rpartition(":")[2]) if ":" in text else 0
 
     def all_pids(self) -> list[int]:
         """Every process of the run (the bench's own CPU is told apart from other load with them)."""

@@ -14,6 +14,7 @@ MODELS_PATH = "/v1/models"
 
 class AnthropicMessages(Dialect):
     name = "anthropic"
+    genai_provider = "anthropic"
     codec = ANTHROPIC
     key_headers = ("x-api-key",)
     auth_hint = "send it in the 'x-api-key' header"

@@ -16,6 +16,8 @@ VERBS = frozenset({"generateContent", "streamGenerateContent"})
 
 class Gemini(Dialect):
     name = "gemini"
+    genai_provider = "gcp.gemini"
+    genai_operation = "generate_content"
     codec = GEMINI
     key_headers = ("x-goog-api-key",)
     auth_hint = "send it in the 'x-goog-api-key' header or the 'key' query parameter"

@@ -18,6 +18,7 @@ MODELS_PATH = "/v1/models"
 
 class OpenAIChat(Dialect):
     name = "openai"
+    genai_provider = "openai"
     codec = OPENAI
     key_headers = ("authorization",)
     auth_hint = "send it as 'Authorization: Bearer <key>'"
