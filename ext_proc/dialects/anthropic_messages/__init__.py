@@ -61,6 +61,12 @@ class AnthropicMessages(Dialect):
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
 
+    def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
+        # Also a sibling's body (Claude on a cloud names the model in the path): Anthropic needs it here.
+        if body.get("model") != upstream_model:
+            return {**body, "model": upstream_model}
+        return None
+
     def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:
         if event == "error":
             return FAILED
