@@ -15,9 +15,9 @@ MODELS_PATH = "/v1/models"
 class AnthropicMessages(Dialect):
     name = "anthropic"
     codec = ANTHROPIC
-    key_headers = ("x-api-key",)
+    key_headers: tuple[str, ...] = ("x-api-key",)
     auth_hint = "send it in the 'x-api-key' header"
-    credential_header_names = ("x-api-key", "anthropic-version")
+    credential_header_names: tuple[str, ...] = ("x-api-key", "anthropic-version")
     version_headers = {"anthropic-version": API_VERSION}
     provider_response_headers = (
         "anthropic-organization-id",
