@@ -79,7 +79,7 @@ class ExtProcSettings(_Strict):
 
 
 # Headers that carry a credential: set from api_key_env / api_key_file only, never inline.
-_SECRET_HEADERS = frozenset({*CREDENTIAL_HEADERS, "authorization", "api-key"}) - {
+_SECRET_HEADERS = frozenset({*CREDENTIAL_HEADERS, "authorization"}) - {
     h for d in DIALECTS.values() for h in d.version_headers}
 
 
@@ -113,8 +113,8 @@ class Provider(_Strict):
     base_url: str
     api_key_env: str | None = None
     api_key_file: str | None = None
-    # Compatible hosts differ in how they take the key (e.g. Azure's
-    # "api-key" header) and where the endpoint lives.
+    # Compatible hosts differ in how they take the key (a header of their own)
+    # and where the endpoint lives.
     auth_header: str | None = None
     chat_path: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)

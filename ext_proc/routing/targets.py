@@ -93,7 +93,7 @@ def _credential_headers(b: ResolvedBackend, dialect: Dialect, key: str | None) -
     if key is None:
         pass  # a token (set per attempt) or no credential at all
     elif p.auth_header:
-        # A compatible host that takes the key elsewhere (e.g. an "api-key" header).
+        # A compatible host that takes the key elsewhere (a header of its own).
         name = p.auth_header.lower()
         headers[name] = f"Bearer {key}" if name == "authorization" else key
     else:

@@ -19,10 +19,10 @@ MODELS_PATH = "/v1/models"
 class OpenAIChat(Dialect):
     name = "openai"
     codec = OPENAI
-    key_headers = ("authorization",)
+    key_headers: tuple[str, ...] = ("authorization",)
     auth_hint = "send it as 'Authorization: Bearer <key>'"
-    credential_header_names = ("authorization",)
-    provider_response_headers = (
+    credential_header_names: tuple[str, ...] = ("authorization",)
+    provider_response_headers: tuple[str, ...] = (
         "openai-organization", "openai-project", "openai-version", "openai-processing-ms",
         "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
         "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
