@@ -4,8 +4,10 @@ credentials, through google-auth. Tokens are fetched on the credential's refresh
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import timezone
+from pathlib import Path
 from typing import Any
 
 from ...credentials import CredentialError, TokenSource, describe
@@ -33,11 +35,8 @@ class GoogleCredentials(TokenSource):
         from google.auth import exceptions
 
         try:
-            if self.file:
-                creds, _ = google.auth.load_credentials_from_file(self.file, scopes=[SCOPE])
-            else:
-                creds, _ = google.auth.default(scopes=[SCOPE])
-        except exceptions.GoogleAuthError as e:
+            creds = _from_file(self.file) if self.file else google.auth.default(scopes=[SCOPE])[0]
+        except (exceptions.GoogleAuthError, OSError, ValueError, KeyError) as e:
             where = f"gcp_credentials_file: cannot load {self.file}" if self.file else \
                 "no Google application default credentials"
             raise CredentialError(f"{where}: {describe(e)}") from None
@@ -54,3 +53,26 @@ class GoogleCredentials(TokenSource):
         self._creds.refresh(Request(self._session))
         expiry = self._creds.expiry  # naive UTC (google-auth's convention)
         return self._creds.token, expiry.replace(tzinfo=timezone.utc).timestamp() if expiry else None
+
+
+def _from_file(path: str) -> Any:
+    """The credentials of a key file, by its declared type (google-auth's type-specific loaders: the
+    generic one is deprecated because it accepts any type from any source)."""
+    info = json.loads(Path(path).read_text())
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind == "service_account":
+        from google.oauth2 import service_account
+
+        return service_account.Credentials.from_service_account_info(info, scopes=[SCOPE])
+    if kind == "authorized_user":  # gcloud auth application-default login
+        from google.oauth2 import credentials
+
+        return credentials.Credentials.from_authorized_user_info(info, scopes=[SCOPE])
+    if kind == "external_account":  # workload identity federation
+        from google.auth import aws, identity_pool
+
+        source = info.get("credential_source") or {}
+        loader = aws if str(source.get("environment_id", "")).startswith("aws") else identity_pool
+        return loader.Credentials.from_info(info, scopes=[SCOPE])
+    raise ValueError(f"unsupported credentials type {kind!r} (service_account, authorized_user or "
+                     "external_account)")
