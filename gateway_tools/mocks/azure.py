@@ -58,8 +58,8 @@ def _prompt_results(filtered: str | None = None) -> list[dict[str, Any]]:
     return [{"prompt_index": 0, "content_filter_results": _results(filtered)}]
 
 
-def _azure_error(status: int, message: str, code: str | None = None, **extra: Any) -> _Reject:
-    return _Reject(status, {"error": {"code": code or str(status), "message": message, **extra}})
+def _azure_error(http_status: int, message: str, code: str | None = None, **extra: Any) -> _Reject:
+    return _Reject(http_status, {"error": {"code": code or str(http_status), "message": message, **extra}})
 
 
 class _EntraTokens(TokenIssuer):
@@ -73,7 +73,9 @@ class _EntraTokens(TokenIssuer):
         def part(obj: dict[str, Any]) -> str:
             return base64.urlsafe_b64encode(orjson.dumps(obj)).rstrip(b"=").decode()
 
-        claims = {"aud": "https://cognitiveservices.azure.com", "exp": int(time.time() + ttl),
+        # exp to the millisecond (RFC 7519 NumericDate may be fractional): a reader must not see a
+        # 2 s token expire up to a second early.
+        claims = {"aud": "https://cognitiveservices.azure.com", "exp": round(time.time() + ttl, 3),
                   "iat": int(time.time()), "jti": secrets.token_hex(8)}
         jwt = f"{part({'typ': 'JWT', 'alg': 'none'})}.{part(claims)}.{secrets.token_urlsafe(16)}"
         self.tokens[jwt] = expiry
@@ -222,6 +224,7 @@ class _Azure(_OpenAI):
     # the Entra ID token endpoint -----------------------------------------------------------
     async def token(self, request: web.Request) -> web.Response:
         """Client-credentials grant as the Microsoft identity platform answers it (RFC 6749 4.4, 5.2)."""
+        await self.tokens.delay()
         tenant = request.match_info["tenant"]
         if not _TENANT.match(tenant):
             return _json_response(400, {"error": "invalid_tenant", "error_description":

@@ -5,12 +5,13 @@ token endpoint and accepts only the bearer tokens that endpoint issued, until th
 were issued and refused; ``POST {"token_ttl_s": 2}`` sets the lifetime of tokens issued from
 now on, ``{"revoke": true}`` makes every issued token invalid (a rotated key, a revoked grant),
 ``{"issue": true}`` answers with a fresh token (a test playing a sidecar that writes a token
-file). The default lifetime is the spec's ``token_ttl_s`` (``llm-gateway mock-providers``
+file), ``{"token_delay_s": 1.5}`` makes the token endpoint that slow. The default lifetime is the spec's ``token_ttl_s`` (``llm-gateway mock-providers``
 reads it from ``LLM_GATEWAY_MOCK_TOKEN_TTL_S``), so a test can make refreshes frequent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Any
@@ -31,6 +32,11 @@ class TokenIssuer:
         self.scopes: dict[str, str] = {}
         self.issued = 0
         self.refused = 0
+        self.delay_s = 0.0  # the token endpoint's answer time
+
+    async def delay(self) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
 
     def issue(self, scope: str = "") -> tuple[str, float]:
         token = self.prefix + secrets.token_urlsafe(32)
@@ -56,8 +62,14 @@ class TokenIssuer:
         """``/_mock/auth``."""
         if request.method == "POST":
             body = _try_json(await request.read())
-            if not isinstance(body, dict) or set(body) - {"token_ttl_s", "revoke", "issue"}:
-                return _json_response(400, {"error": "body: {token_ttl_s: seconds, revoke: bool, issue: bool}"})
+            if not isinstance(body, dict) or set(body) - {"token_ttl_s", "revoke", "issue", "token_delay_s"}:
+                return _json_response(400, {"error": "body: {token_ttl_s: seconds, revoke: bool, issue: bool, "
+                                                     "token_delay_s: seconds}"})
+            delay = body.get("token_delay_s")
+            if delay is not None:
+                if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
+                    return _json_response(400, {"error": "token_delay_s must be a non-negative number"})
+                self.delay_s = float(delay)
             ttl = body.get("token_ttl_s")
             if ttl is not None:
                 if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl <= 0:
@@ -74,7 +86,7 @@ class TokenIssuer:
 
     def as_json(self) -> dict[str, Any]:
         now = time.monotonic()
-        return {"issued": self.issued, "refused": self.refused, "token_ttl_s": self.ttl_s,
+        return {"issued": self.issued, "refused": self.refused, "token_ttl_s": self.ttl_s, "token_delay_s": self.delay_s,
                 "valid": sum(1 for e in self.tokens.values() if e > now)}
 
 

@@ -217,6 +217,7 @@ class _Vertex(_Provider):
         """RFC 7523 JWT-bearer grant as Google's token endpoint answers it (errors per RFC 6749 5.2)."""
         from google.auth import exceptions, jwt
 
+        await self.tokens.delay()
         data = await form(request)
         if data is None:
             return _json_response(400, {"error": "invalid_request", "error_description": "Bad Request"})
