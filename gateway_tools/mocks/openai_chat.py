@@ -146,9 +146,12 @@ class _OpenAI(_Provider):
     # strict_stream_options: stream_options refused with Mistral's 422 (extra inputs not permitted,
     #   openai/openai-agents-python issue 442) and usage always on the last chunk;
     # error_object: errors as a top-level {"object": "error", ...} (vLLM, Mistral "Errors");
-    # error_detail: errors as FastAPI's {"detail": ...} (servers built on FastAPI).
+    # error_detail: errors as FastAPI's {"detail": ...} (servers built on FastAPI);
+    # cache_hit_usage: cache hits as prompt_cache_hit_tokens, no prompt_tokens_details (DeepSeek
+    #   API "Context Caching"; the mock counts half the prompt as a hit).
     # The error modes answer with the fault's status and message.
-    quirks = ("reasoning", "no_stream_usage", "strict_stream_options", "error_object", "error_detail")
+    quirks = ("reasoning", "no_stream_usage", "strict_stream_options", "error_object", "error_detail",
+              "cache_hit_usage")
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
         return [("POST", "/v1/chat/completions", self.chat), ("GET", "/v1/models", self.models)]
@@ -643,7 +646,11 @@ class _OpenAI(_Provider):
         data = [{"id": m, "object": "model", "created": 1715367049, "owned_by": "system"} for m in ids]
         return _json_response(200, {"object": "list", "data": data}, self.extra_headers())
 
-    def usage(self, prompt: int, completion: int) -> dict[str, Any]:
+    def usage(self, prompt: int, completion: int, quirk: str = "ok") -> dict[str, Any]:
+        if quirk == "cache_hit_usage":
+            hit = prompt // 2
+            return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                    "prompt_cache_hit_tokens": hit, "prompt_cache_miss_tokens": prompt - hit}
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -716,7 +723,7 @@ class _OpenAI(_Provider):
                 **base,
                 "object": "chat.completion",
                 "choices": choices,
-                "usage": self.usage(convo.input_tokens, completion),
+                "usage": self.usage(convo.input_tokens, completion, quirk),
                 "service_tier": "default",
             }
             return _json_response(200, out, self.extra_headers())
@@ -771,9 +778,9 @@ class _OpenAI(_Provider):
                     emit([{"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
             last = usage_last and i == n - 1
             emit([{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}],
-                 self.usage(convo.input_tokens, completion) if last else None)
+                 self.usage(convo.input_tokens, completion, quirk) if last else None)
         if include_usage and not usage_last:
-            emit([], self.usage(convo.input_tokens, completion))
+            emit([], self.usage(convo.input_tokens, completion, quirk))
         events.append(b"data: [DONE]\n\n")
         return await self.send_stream(request, events, cut)
 
