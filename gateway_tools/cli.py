@@ -29,7 +29,7 @@ def cmd_mock_providers(args: argparse.Namespace) -> int:
         # key (Vertex), or issued to its OAuth client (Azure's Entra ID token endpoint).
         client_secret = None
         if p.oauth is not None and p.oauth.client_id:
-            client_secret = (env.get(p.oauth.client_secret_env or "") if p.oauth.client_secret_env
+            client_secret = (env.get(p.oauth.client_secret_env or "", "") if p.oauth.client_secret_env
                              else Path(p.oauth.client_secret_file or "").read_text()).strip()
         specs.append(mocks.MockSpec(name=name, dialect=p.dialect, port=p.port,
                                     api_key=provider_key(name, p, env) or "",
