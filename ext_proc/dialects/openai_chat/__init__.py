@@ -1,7 +1,9 @@
 """OpenAI Chat Completions: ``POST /v1/chat/completions``, key as ``Authorization: Bearer``.
 
-Also the dialect of OpenAI-compatible hosts (vLLM, SGLang, Azure-style
-deployments): those take an operator-given ``chat_path`` and ``auth_header``.
+Also the dialect of OpenAI-compatible hosts (vLLM, SGLang, Groq, Mistral, ...): those take
+an operator-given ``chat_path``, ``auth_header`` and ``drop_fields``; the codec copes with
+their deviations (extra response fields, usage placement, error shapes). Azure OpenAI is
+its own provider-side variant (``dialects.azure_openai``).
 """
 
 from __future__ import annotations
