@@ -28,6 +28,8 @@ _INBAND_ERRORS = {
               b'"code": null}}\n\n',
     "gemini": b'data: {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}\n\n',
 }
+# The fault mode applied to a request, for handlers that play a provider's quirks.
+MOCK_MODE = web.RequestKey("mock_mode", str)
 _STALL_LIMIT_S = 600.0  # a stalled request ends by then even if the client never gives up
 _MAX_BODY = 32 * 1024 * 1024  # Anthropic's request limit; large enough for inline images
 _JSON_CT = "application/json"
@@ -304,7 +306,7 @@ class _Provider:
 
     dialect: ClassVar[str] = ""
     #: fault modes of this provider only (a compatible host's quirks), read by its handlers
-    #: from ``request["mock_mode"]``
+    #: from ``request[MOCK_MODE]``
     quirks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: MockSpec) -> None:
@@ -400,7 +402,7 @@ class _Provider:
         }
         f = self.fault
         mode = f.mode if f.hits() else "ok"
-        request["mock_mode"] = mode
+        request[MOCK_MODE] = mode
         if mode != "ok":
             st.faulted += 1
         if mode == "down":

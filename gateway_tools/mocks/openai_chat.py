@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .common import (
     _INVALID,
+    MOCK_MODE,
     _b62,
     _Convo,
     _Handler,
@@ -665,7 +666,7 @@ class _OpenAI(_Provider):
         }
 
     async def chat(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
-        quirk = request.get("mock_mode", "ok")
+        quirk = request.get(MOCK_MODE, "ok")
         if quirk in ("error_object", "error_detail"):
             f = self.fault
             message = f.message or f"Mock provider error (HTTP {f.status})."
