@@ -14,7 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from . import credentials
+from .config import ConfigError, load_config, resolve_secrets
+
+CREDENTIALS_READY_S = 15.0
 
 
 def _config_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -27,6 +30,8 @@ def _config_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if args.secrets:
+        resolve_secrets(cfg)  # provider keys, tenant keys and cloud credentials, as `serve` loads them
     backends = sum(len(c) for c in cfg.chains.values())
     print(f"{cfg.source}: OK ({len(cfg.providers)} providers, {len(cfg.models)} models, "
           f"{backends} backends, {len(cfg.tenants)} tenants)")
@@ -52,7 +57,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"llm-gateway serve: {e}", file=sys.stderr)
         return 2
     cfg = load_config(args.config)
-    GatewayState(cfg)  # fail fast on missing secrets, before listening
+    GatewayState(cfg)  # fail fast on missing secrets and unloadable credentials, before listening
+    # Cloud credentials get their first token before the first request (on their own threads).
+    for label in credentials.wait_ready(CREDENTIALS_READY_S):
+        logging.getLogger("llm_gateway").warning("no token yet for %s: its providers' attempts fail over until "
+                                                 "one arrives", label)
     port = args.port or cfg.ext_proc.port
     metrics_port = cfg.ext_proc.metrics_port if args.metrics_port is None else args.metrics_port
     server.run(cfg, port, metrics_port or None, watch_config=watch, shutdown_delay=args.shutdown_delay)
@@ -66,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a gateway config; non-zero exit on errors")
     _config_arg(p, positional=True)
+    p.add_argument("--secrets", action="store_true",
+                   help="also read every provider key and tenant key and load every cloud credential "
+                        "(as serve does at start), from this environment")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("render-envoy", help="render the Envoy bootstrap for a gateway config")

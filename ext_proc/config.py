@@ -24,13 +24,24 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from . import credentials
 from .dialects import CREDENTIAL_HEADERS, DIALECTS, get_dialect
 from .names import backend_name
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
+# A value that goes into a request path or query as is (a cloud project, a region, an API version).
+PathSegment = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=128)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 DEFAULT_CONFIG = Path(__file__).with_name("defaults") / "gateway.yaml"
@@ -68,8 +79,33 @@ class ExtProcSettings(_Strict):
 
 
 # Headers that carry a credential: set from api_key_env / api_key_file only, never inline.
-_SECRET_HEADERS = frozenset({*CREDENTIAL_HEADERS, "authorization", "api-key"}) - {
+_SECRET_HEADERS = frozenset({*CREDENTIAL_HEADERS, "authorization"}) - {
     h for d in DIALECTS.values() for h in d.version_headers}
+
+
+class OAuth(_Strict):
+    """A bearer token instead of an API key: from a file another process keeps fresh, or
+    from the OAuth2 client-credentials grant (e.g. a Microsoft Entra ID app). Refreshed off
+    the request path (``credentials``)."""
+
+    token_file: str | None = None
+    token_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s?#]+$")] | None = None
+    client_id: str | None = None
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    scope: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> OAuth:
+        grant = (self.token_url, self.client_id, self.client_secret_env, self.client_secret_file, self.scope)
+        if self.token_file:
+            if any(grant):
+                raise ValueError("set token_file, or token_url with client_id and a client secret, not both")
+        elif not (self.token_url and self.client_id):
+            raise ValueError("needs token_file, or token_url and client_id (client-credentials grant)")
+        elif bool(self.client_secret_env) == bool(self.client_secret_file):
+            raise ValueError("needs exactly one of client_secret_env or client_secret_file (secrets are never inline)")
+        return self
 
 
 class Provider(_Strict):
@@ -77,8 +113,8 @@ class Provider(_Strict):
     base_url: str
     api_key_env: str | None = None
     api_key_file: str | None = None
-    # Compatible hosts differ in how they take the key (e.g. Azure's
-    # "api-key" header) and where the endpoint lives.
+    # Compatible hosts differ in how they take the key (a header of their own)
+    # and where the endpoint lives.
     auth_header: str | None = None
     chat_path: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
@@ -88,6 +124,16 @@ class Provider(_Strict):
     # with an error event fails over (default: on for dialects whose providers do this).
     guard_first_event: bool | None = None
     connect_timeout_ms: Annotated[int, Field(ge=1)] = 5_000
+    # A bearer token instead of an API key (any dialect; see OAuth).
+    oauth: OAuth | None = None
+    # Top-level request fields this host rejects, removed from every body sent to it
+    # (e.g. a host that refuses the option asking for usage in streams).
+    drop_fields: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
+    # Cloud settings, taken by the dialects that list them (Dialect.provider_fields).
+    gcp_project: PathSegment | None = None
+    gcp_location: PathSegment | None = None
+    gcp_credentials_file: str | None = None  # unset: application default credentials
+    api_version: PathSegment | None = None
 
     @field_validator("dialect")
     @classmethod
@@ -415,6 +461,10 @@ def _d(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
+# Provider fields that belong to some dialects only (cloud settings).
+_DIALECT_FIELDS = frozenset(f for d in DIALECTS.values() for f in d.provider_fields)
+
+
 def _cross_check(data: dict[str, Any]) -> list[str]:
     """Checks across sections. Works on the raw data, tolerating malformed
     parts (pydantic reports those), so every problem is found in one pass."""
@@ -436,14 +486,22 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
             seen.add(name)
     for pname, p in providers.items():
         p = _d(p)
-        if not p.get("api_key_env") and not p.get("api_key_file"):
+        dialect = DIALECTS.get(p.get("dialect"))  # type: ignore[arg-type]
+        has_key = bool(p.get("api_key_env") or p.get("api_key_file"))
+        if not has_key and not p.get("oauth") and (dialect is None or dialect.needs_api_key):
             problems.append(f"providers.{pname}: needs api_key_env or api_key_file (keys are never inline)")
         if p.get("api_key_env") and p.get("api_key_file"):
             problems.append(f"providers.{pname}: set api_key_env or api_key_file, not both")
-        dialect = DIALECTS.get(p.get("dialect"))  # type: ignore[arg-type]
+        if has_key and p.get("oauth"):
+            problems.append(f"providers.{pname}: set an API key (api_key_env, api_key_file) or oauth, not both")
         if p.get("chat_path") and dialect is not None and not dialect.custom_path:
             custom = ", ".join(sorted(n for n, d in DIALECTS.items() if d.custom_path))
             problems.append(f"providers.{pname}.chat_path: only providers of dialect {custom} take a custom path")
+        if dialect is not None:
+            for field in sorted(_DIALECT_FIELDS & set(p) - dialect.provider_fields):
+                takers = ", ".join(sorted(n for n, d in DIALECTS.items() if field in d.provider_fields))
+                problems.append(f"providers.{pname}.{field}: only providers of dialect {takers} take it")
+            problems += [f"providers.{pname}.{problem}" for problem in dialect.provider_problems(p)]
     for tname, t in _d(data.get("tenants")).items():
         keys = _d(t).get("api_keys")
         for i, k in enumerate(keys if isinstance(keys, list) else []):
@@ -510,9 +568,12 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def provider_key(name: str, p: Provider, env: Mapping[str, str] | None = None) -> str:
-    """The provider's credential, from its environment variable or file."""
+def provider_key(name: str, p: Provider, env: Mapping[str, str] | None = None) -> str | None:
+    """The provider's key, from its environment variable or file (None: it has none, e.g. a
+    cloud identity or an ``oauth`` token)."""
     env = os.environ if env is None else env
+    if not (p.api_key_env or p.api_key_file):
+        return None
     if p.api_key_env:
         value = env.get(p.api_key_env)
         if not value:
@@ -525,8 +586,34 @@ def provider_key(name: str, p: Provider, env: Mapping[str, str] | None = None) -
         raise ConfigError([f"providers.{name}.api_key_file: cannot read {p.api_key_file}: {e.strerror}"]) from None
 
 
+def token_sources(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> dict[str, credentials.TokenSource]:
+    """Provider name -> where its bearer tokens come from, for providers that use tokens.
+    Raises ``ConfigError`` naming every provider whose credential cannot be read."""
+    sources, problems = _token_sources(cfg, os.environ if env is None else env, load=False)
+    if problems:
+        raise ConfigError([f"{cfg.source}: {p}" for p in problems])
+    return sources
+
+
+def _token_sources(cfg: GatewayConfig, env: Mapping[str, str],
+                   load: bool) -> tuple[dict[str, credentials.TokenSource], list[str]]:
+    sources: dict[str, credentials.TokenSource] = {}
+    problems: list[str] = []
+    for name, p in cfg.providers.items():
+        try:
+            source = get_dialect(p.dialect).token_source(name, p, env)
+            if source is not None:
+                if load:
+                    credentials.check(source)
+                sources[name] = source
+        except credentials.CredentialError as e:
+            problems.append(f"providers.{name}: {e}")
+    return sources, problems
+
+
 def resolve_secrets(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Provider name -> key; also fills ``cfg.key_digests`` from tenant keys.
+    """Provider name -> key (for providers with one); also fills ``cfg.key_digests`` from
+    tenant keys and checks that every cloud credential can be loaded.
 
     Raises ``ConfigError`` naming every missing secret at once.
     """
@@ -535,9 +622,12 @@ def resolve_secrets(cfg: GatewayConfig, env: Mapping[str, str] | None = None) ->
     problems: list[str] = []
     for name, p in cfg.providers.items():
         try:
-            keys[name] = provider_key(name, p, env)
+            key = provider_key(name, p, env)
+            if key is not None:
+                keys[name] = key
         except ConfigError as e:
             problems += e.problems
+    problems += _token_sources(cfg, env, load=True)[1]  # cloud credentials: loadable now, not at a request
     digests: dict[str, str] = {}
     for tname, t in cfg.tenants.items():
         for i, k in enumerate(t.api_keys):

@@ -227,7 +227,9 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
     m = cfg.models[model]
     policy: dict[str, Any] = {
         "retry_on": "5xx,reset,connect-failure,refused-stream,retriable-status-codes",
-        "retriable_status_codes": [429],
+        # 401/403: this provider refused the gateway's credential (expired, revoked, no access):
+        # another provider may hold a good one. The client's own key was checked before.
+        "retriable_status_codes": [401, 403, 429],
         "num_retries": cfg.retries(model, entry),
         "retry_priority": {
             "name": "envoy.retry_priorities.previous_priorities",

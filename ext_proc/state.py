@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 
-from . import admission, metrics
-from .config import GatewayConfig, resolve_secrets
+from . import admission, credentials, metrics
+from .config import ConfigError, GatewayConfig, resolve_secrets, token_sources
 from .routing import HealthTable, Router, State
 
 
@@ -18,7 +18,14 @@ class GatewayState:
                  previous: GatewayState | None = None):
         self.config = config
         provider_keys = resolve_secrets(config, env)
-        self.router = Router(config, provider_keys)
+        # Cloud credentials: loaded once per process and refreshed on their own threads.
+        tokens = {}
+        for name, source in token_sources(config, env).items():
+            try:
+                tokens[name] = credentials.shared(source)
+            except credentials.CredentialError as e:
+                raise ConfigError([f"{config.source}: providers.{name}: {e}"]) from None
+        self.router = Router(config, provider_keys, tokens)
         self._digests = config.key_digests
         # What this process learned about backends survives a config switch.
         self.health: HealthTable = previous.health if previous is not None else HealthTable(on_change=_export_health)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ext_proc import cli as product
 from ext_proc.cli import _config_arg
@@ -20,11 +21,22 @@ def cmd_mock_providers(args: argparse.Namespace) -> int:
     from . import mocks
 
     cfg = load_config(args.config)
+    env = dict(os.environ)
+    ttl = float(env.get("LLM_GATEWAY_MOCK_TOKEN_TTL_S") or 3600)  # cloud mocks' token lifetime
     specs = []
     for name, p in cfg.mock_providers().items():
+        # Cloud mocks accept what the gateway will present: tokens signed by its service-account
+        # key (Vertex), or issued to its OAuth client (Azure's Entra ID token endpoint).
+        client_secret = None
+        if p.oauth is not None and p.oauth.client_id:
+            client_secret = (env.get(p.oauth.client_secret_env or "", "") if p.oauth.client_secret_env
+                             else Path(p.oauth.client_secret_file or "").read_text()).strip()
         specs.append(mocks.MockSpec(name=name, dialect=p.dialect, port=p.port,
-                                    api_key=provider_key(name, p, dict(os.environ)),
-                                    host=args.host or p.host))
+                                    api_key=provider_key(name, p, env) or "",
+                                    host=args.host or p.host,
+                                    credentials_file=p.gcp_credentials_file or env.get("GOOGLE_APPLICATION_CREDENTIALS"),
+                                    client_id=p.oauth.client_id if p.oauth else None,
+                                    client_secret=client_secret, token_ttl_s=ttl))
     if not specs:
         print(f"{cfg.source}: no provider has 'mock: true'", file=sys.stderr)
         return 2

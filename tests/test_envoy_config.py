@@ -58,7 +58,7 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
         policy = routes[name]["route"]["retry_policy"]
         assert policy["num_retries"] == 2
         assert policy["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
-        assert "retriable-status-codes" in policy["retry_on"] and policy["retriable_status_codes"] == [429]
+        assert "retriable-status-codes" in policy["retry_on"] and policy["retriable_status_codes"] == [401, 403, 429]
         assert routes[name]["route"]["cluster"] == "model/gpt-4o"
     assert "per_try_timeout" in routes["gpt-4o via openai/gpt-4o"]["route"]["retry_policy"]
     assert "per_try_idle_timeout" in routes["gpt-4o via openai/gpt-4o (stream)"]["route"]["retry_policy"]

@@ -35,7 +35,8 @@ from google.genai import types
 
 from ext_proc.config import DEFAULT_CONFIG
 from gateway_tools.supervisor import Stack
-from tests.conftest import DEMO_KEY, MockAdmin
+from tests.cloud import CLOUD_BACKENDS, cloud_config
+from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import config_on_free_ports, start_stack
 
 CLIENTS = ("openai", "anthropic", "gemini")
@@ -48,6 +49,12 @@ BACKENDS = {
 CELLS = ("plain", "streamed", "tools", "streamed_tools", "images", "system")
 PAIRS = [(c, b) for c in CLIENTS for b in BACKENDS]
 PAIR_IDS = [f"{c}-{b}" for c, b in PAIRS]
+# Cloud backends (tests/cloud.py, a stack of their own): each speaks the wire format of a dialect above.
+ALL_BACKENDS = {**BACKENDS, **CLOUD_BACKENDS}
+WIRE = {**{b: b for b in BACKENDS}, "vertex_gemini": "gemini", "vertex_anthropic": "anthropic",
+        "azure_openai": "openai"}
+CLOUD_PAIRS = [(c, b) for c in CLIENTS for b in CLOUD_BACKENDS]
+CLOUD_PAIR_IDS = [f"{c}-{b}" for c, b in CLOUD_PAIRS]
 
 # canonical outcome -> the finish/stop reason each client dialect reports for it
 FINISH = {
@@ -354,7 +361,7 @@ def _camel(obj: Any) -> Any:
 
 def sent(mocks: MockAdmin, backend: str) -> dict[str, Any]:
     body = mocks.stats(backend)["last_request"]["body"]
-    return _camel(body) if backend == "gemini" else body
+    return _camel(body) if WIRE[backend] == "gemini" else body
 
 
 def system_text(backend: str, body: dict[str, Any]) -> str | None:
@@ -444,7 +451,7 @@ def answered_call(backend: str, body: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def check_common(res: Result, client: str, backend: str, finish: str, usage: tuple[int, int]) -> None:
-    model, upstream = BACKENDS[backend]
+    model, upstream = ALL_BACKENDS[backend]
     assert res.model == model  # the name the client asked for
     assert res.finish == FINISH[client][finish]
     assert (res.input_tokens, res.output_tokens) == usage
@@ -453,7 +460,7 @@ def check_common(res: Result, client: str, backend: str, finish: str, usage: tup
 
 
 def run_plain(sdk: Any, mocks: MockAdmin, client: str, backend: str, stream: bool) -> None:
-    model, upstream = BACKENDS[backend]
+    model, upstream = ALL_BACKENDS[backend]
     text = "stream me please" if stream else "hello there"
     res = sdk.ask(Ask(model, text, stream=stream))
     reply = f"[{backend}:{upstream}] {text}"
@@ -465,15 +472,15 @@ def run_plain(sdk: Any, mocks: MockAdmin, client: str, backend: str, stream: boo
 
 
 def run_tools(sdk: Any, mocks: MockAdmin, client: str, backend: str, stream: bool) -> None:
-    model, upstream = BACKENDS[backend]
+    model, upstream = ALL_BACKENDS[backend]
     text = "use tool now"
     first = sdk.ask(Ask(model, text, stream=stream, tools=True, tool_choice="auto"))
     assert first.text == ""
     check_common(first, client, backend, "tool", (3, 1))
     body = sent(mocks, backend)
-    assert tool_names(backend, body) == [TOOL, OTHER_TOOL]
-    assert tool_schema(backend, body) == TOOL_SCHEMA
-    assert tool_choice(backend, body) == EXPECTED_CHOICE[backend]["auto"]
+    assert tool_names(WIRE[backend], body) == [TOOL, OTHER_TOOL]
+    assert tool_schema(WIRE[backend], body) == TOOL_SCHEMA
+    assert tool_choice(WIRE[backend], body) == EXPECTED_CHOICE[WIRE[backend]]["auto"]
     [call] = first.calls
     assert (call.name, call.args) == (TOOL, {"echo": text})  # streamed arguments reassembled
     # the id the client got is the id the backend issued
@@ -484,37 +491,34 @@ def run_tools(sdk: Any, mocks: MockAdmin, client: str, backend: str, stream: boo
     assert final.text == reply and final.calls == []
     check_common(final, client, backend, "end", (3, words(reply)))
     # the backend saw our result matched to its own call
-    assert answered_call(backend, sent(mocks, backend)) == (call.id, call.id, TOOL_RESULT)
+    assert answered_call(WIRE[backend], sent(mocks, backend)) == (call.id, call.id, TOOL_RESULT)
     assert mocks.stats(backend)["streamed"] == 2 * int(stream)
 
 
 def run_images(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
-    model, upstream = BACKENDS[backend]
+    model, upstream = ALL_BACKENDS[backend]
     text = "describe this image"
     res = sdk.ask(Ask(model, text, images=True))
     reply = f"[{backend}:{upstream}] {text}"
     assert res.text == reply
     check_common(res, client, backend, "end", (3, 4))
-    assert images_of(backend, sent(mocks, backend)) == EXPECTED_IMAGES[backend]
+    assert images_of(WIRE[backend], sent(mocks, backend)) == EXPECTED_IMAGES[WIRE[backend]]
 
 
 def run_system(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
-    model, upstream = BACKENDS[backend]
+    model, upstream = ALL_BACKENDS[backend]
     history = [("user", "first question"), ("assistant", "first answer")]
     res = sdk.ask(Ask(model, "second question", system="be brief", history=history))
     reply = f"[{backend}:{upstream}] second question"
     assert res.text == reply
     check_common(res, client, backend, "end", (8, 3))  # system + every turn's words
     body = sent(mocks, backend)
-    assert system_text(backend, body) == "be brief"
-    assert turn_roles(backend, body) == (["user", "model", "user"] if backend == "gemini"
-                                         else ["user", "assistant", "user"])
+    assert system_text(WIRE[backend], body) == "be brief"
+    assert turn_roles(WIRE[backend], body) == (["user", "model", "user"] if WIRE[backend] == "gemini"
+                                               else ["user", "assistant", "user"])
 
 
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
-def test_matrix(sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
-    sdk = sdks[client]
+def run_cell(sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
     if cell in ("plain", "streamed"):
         run_plain(sdk, mocks, client, backend, stream=cell == "streamed")
     elif cell in ("tools", "streamed_tools"):
@@ -523,6 +527,57 @@ def test_matrix(sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: st
         run_images(sdk, mocks, client, backend)
     else:
         run_system(sdk, mocks, client, backend)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
+def test_matrix(sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
+    run_cell(sdks[client], mocks, client, backend, cell)
+
+
+# ---- the same matrix against the cloud backends (Vertex AI, Azure OpenAI mocks) -----------------------
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dict[str, Any]]]:
+    """One model per cloud backend (tests/cloud.py): Gemini on Vertex with a key file, Claude on
+    Vertex with application default credentials, Azure OpenAI with an API key."""
+    tmp = tmp_path_factory.mktemp("cloud-matrix")
+    cfg, env = cloud_config(tmp)
+    stack = start_stack(tmp, cfg, {**env, "AZURE_OPENAI_API_KEY": "azure-" + DEMO_KEY})
+    try:
+        yield stack, {name: cls(stack) for name, cls in ADAPTERS.items()}
+    finally:
+        stack.stop()
+
+
+def sent_to_cloud(mocks: MockAdmin, backend: str) -> dict[str, Any]:
+    """What the cloud received besides the body: its own path and credentials."""
+    last = mocks.stats(backend)["last_request"]
+    _, upstream = CLOUD_BACKENDS[backend]
+    headers = {k.lower(): v for k, v in last["headers"].items()}
+    if backend == "azure_openai":
+        assert last["path"] == f"/openai/deployments/{upstream}/chat/completions"
+        assert last["query"] == {"api-version": "2024-10-21"}
+        assert headers["api-key"] == "***" and "authorization" not in headers
+    else:
+        publisher = "google" if backend == "vertex_gemini" else "anthropic"
+        prefix = f"/v1/projects/gateway-test-project/locations/us-central1/publishers/{publisher}/models/{upstream}:"
+        assert last["path"].startswith(prefix), last["path"]
+        assert headers["authorization"] == "Bearer ***"
+        assert not {"x-goog-api-key", "x-api-key", "anthropic-version"} & set(headers)
+    return last
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize(("client", "backend"), CLOUD_PAIRS, ids=CLOUD_PAIR_IDS)
+def test_cloud_matrix(cloud: tuple[Stack, dict[str, Any]], client: str, backend: str, cell: str) -> None:
+    stack, sdks = cloud
+    with clean_mocks(stack) as mocks:
+        run_cell(sdks[client], mocks, client, backend, cell)
+        last = sent_to_cloud(mocks, backend)
+        if backend == "vertex_anthropic":  # Claude on Vertex: the model in the path, the version in the body
+            assert last["body"]["anthropic_version"] == "vertex-2023-10-16" and "model" not in last["body"]
 
 
 # ---- beyond the matrix: parameters, limits, refusals, errors, model lists ------------------------------
@@ -764,13 +819,20 @@ BEGIN, END = "<!-- conformance-matrix:begin -->", "<!-- conformance-matrix:end -
 LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini"}
 
 
+CLOUD_LABELS = {"vertex_gemini": "Gemini on Vertex AI", "vertex_anthropic": "Claude on Vertex AI",
+                "azure_openai": "Azure OpenAI"}
+
+
 def matrix_markdown() -> str:
     """The README table: one row per client x backend pair, one column per cell, each cell the test id."""
     head = ["client SDK", "backend", *(c.replace("_", " ") for c in CELLS)]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (client, backend), pair in zip(PAIRS, PAIR_IDS, strict=True):
-        cells = [f"`test_matrix[{pair}-{cell}]`" for cell in CELLS]
-        rows.append(f"| {LABELS[client]} | {LABELS[backend]} ({BACKENDS[backend][0]}) | " + " | ".join(cells) + " |")
+    for test, pairs, ids, labels in (("test_matrix", PAIRS, PAIR_IDS, LABELS),
+                                     ("test_cloud_matrix", CLOUD_PAIRS, CLOUD_PAIR_IDS, CLOUD_LABELS)):
+        for (client, backend), pair in zip(pairs, ids, strict=True):
+            cells = [f"`{test}[{pair}-{cell}]`" for cell in CELLS]
+            rows.append(f"| {LABELS[client]} | {labels[backend]} ({ALL_BACKENDS[backend][0]}) | "
+                        + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -13,13 +13,15 @@ from urllib.parse import parse_qs
 
 from ..errors import GatewayError
 from ..translation.codec import Codec
-from . import anthropic_messages, gemini, openai_chat
+from . import anthropic_messages, azure_openai, gemini, openai_chat, vertex
 from .base import COMPLETE, FAILED, ClientCall, Dialect
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     openai_chat.DIALECT,  # first: the default
     anthropic_messages.DIALECT,
     gemini.DIALECT,
+    *vertex.DIALECTS,  # provider side only: Gemini and Claude on Google Vertex AI
+    azure_openai.DIALECT,  # provider side only: OpenAI models on Azure
 )}
 DEFAULT: Dialect = next(iter(DIALECTS.values()))
 _MATCH_ORDER: tuple[Dialect, ...] = tuple(reversed(DIALECTS.values()))

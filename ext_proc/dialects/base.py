@@ -21,9 +21,11 @@ Nothing outside ``ext_proc/dialects/`` names a dialect or one of its wire keys
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..credentials import TokenSource, oauth_source
 from ..errors import GatewayError
 from ..translation.codec import Codec
 
@@ -77,6 +79,20 @@ class Dialect(ABC):
     #: ``gen_ai.operation.name`` of its chat call
     genai_provider: str = ""
     genai_operation: str = "chat"
+    #: providers of this dialect authenticate with api_key_env / api_key_file (False: the
+    #: dialect brings its own credentials, e.g. a cloud identity)
+    needs_api_key: bool = True
+    #: provider config fields only this dialect (and others listing them) takes
+    provider_fields: frozenset[str] = frozenset()
+    #: the dialect whose wire format (bodies, responses, streams) this one shares, when it is
+    #: a cloud's variant of a provider API: clients of that dialect pass through to it
+    shares_wire_of: str | None = None
+
+    @property
+    def wire(self) -> str:
+        """The wire format: dialects with the same one pass bodies and streams through
+        (``passthrough_body`` adjusts what differs, e.g. where the model is named)."""
+        return self.shares_wire_of or self.name
 
     # ---- client surface -----------------------------------------------------
     @abstractmethod
@@ -119,6 +135,26 @@ class Dialect(ABC):
     def request_path(self, upstream_model: str, stream: bool) -> str:
         return self.codec.request_path(upstream_model, stream)
 
+    def provider_path(self, provider: Any, upstream_model: str, stream: bool) -> str:
+        """Path (and query) under the provider's base URL; dialects whose path holds
+        provider settings (a cloud project, an API version) override this."""
+        return self.request_path(upstream_model, stream)
+
+    def provider_problems(self, provider: Mapping[str, Any]) -> list[str]:
+        """What is wrong with a provider block of this dialect beyond its schema (raw config
+        data, possibly malformed), each as "field: what is wrong"."""
+        return []
+
+    def token_source(self, name: str, provider: Any, env: Mapping[str, str]) -> TokenSource | None:
+        """The provider's short-lived bearer token, when it has one instead of a static key:
+        the operator's ``oauth`` block by default; cloud dialects bring their identity's.
+        Building it does no I/O (``TokenSource.load`` does)."""
+        return oauth_source(name, provider.oauth, env) if getattr(provider, "oauth", None) else None
+
+    def token_headers(self, token: str) -> dict[str, str]:
+        """Headers that carry a bearer token to a provider of this dialect."""
+        return {"authorization": f"Bearer {token}"}
+
     @abstractmethod
     def credential_headers(self, key: str) -> dict[str, str]:
         """Headers that carry ``key`` to a provider of this dialect."""
@@ -130,11 +166,16 @@ class Dialect(ABC):
         return {}
 
     def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
-        """Same-dialect request: the body with only what must change (the model
-        name); None when nothing changes."""
+        """Same-wire request (a client body, or ``client_body`` of a sibling's): the body
+        with only what must change (the model name); None when nothing changes."""
         if "model" in body and body["model"] != upstream_model:
             return {**body, "model": upstream_model}
         return None
+
+    def client_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A body built for a provider of this dialect, back in its wire's client form
+        (a failover attempt to a sibling dialect starts from it)."""
+        return body
 
     def strips_added_usage(self, body: dict[str, Any] | None) -> bool:
         """Did ``passthrough_body`` ask the provider for stream usage the client did not?"""

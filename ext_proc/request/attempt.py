@@ -60,25 +60,26 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
         err = GatewayError("api_error", "gateway routing context missing for this attempt", status=500)
         return _fail(target.dialect if target else DEFAULT.name, err)
     settings = cfg.models[model]
+    src, dst = get_dialect(source.dialect), get_dialect(target.dialect)
+    dest = router.targets[target.name]
     try:
         body = orjson.loads(raw)
-        if source.dialect == target.dialect:
-            if "model" in body:
-                body["model"] = target.upstream_model
-            out = body
+        if src.wire == dst.wire:
+            body = src.client_body(body)
+            out = dst.passthrough_body(body, target.upstream_model, stream) or body
         else:
-            ir = get_dialect(source.dialect).codec.parse_request(body, source.upstream_model, stream)
+            ir = src.codec.parse_request(body, source.upstream_model, stream)
             ir.stream = stream
-            out = get_dialect(target.dialect).codec.build_request(
+            out = dst.codec.build_request(
                 ir, target.upstream_model, default_max_tokens=settings.default_max_tokens,
                 drop_unsupported=settings.drop_unsupported)
+        out = dest.body(out)
     except GatewayError as err:
         return _fail(target.dialect, err)
     except (orjson.JSONDecodeError, TypeError) as e:
         return _fail(target.dialect, GatewayError("api_error", f"attempt body unreadable: {e}", status=500))
     metrics.UPSTREAM_TRANSLATIONS.labels(model, source.name, target.name).inc()
     new_body = orjson.dumps(out)
-    dest = router.targets[target.name]
     set_headers = dest.request_headers(stream, new_body)
     remove = [h for h in router.provider_headers if h not in set_headers]
     return AttemptPlan(set_headers, remove, new_body)

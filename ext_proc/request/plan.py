@@ -175,15 +175,17 @@ def _route(state: GatewayState, started: Started, model: str, stream: bool, body
     call, client = started.call, started.dialect
     target = state.router.targets[primary.name]
     ir: ChatRequest | None = None
-    if primary.dialect == client.name:
-        out = client.passthrough_body(body, primary.upstream_model, stream)
+    if target.dialect.wire == client.wire:
+        # Same wire format (the client's own dialect, or a cloud's variant of it): pass through.
+        out = target.dialect.passthrough_body(body, primary.upstream_model, stream)
     else:
         ir = client.codec.parse_request(body, call.model, call.stream)
         settings = state.config.models[model]
         out = target.dialect.codec.build_request(
             ir, primary.upstream_model, default_max_tokens=settings.default_max_tokens,
             drop_unsupported=settings.drop_unsupported)
-    new_body = orjson.dumps(out) if out is not None else None
+    sent = target.body(out if out is not None else body)
+    new_body = orjson.dumps(sent) if sent is not body else None
     set_headers = {
         P.ROUTE_HEADER: model,
         P.PRETRANSLATED_HEADER: primary.name,

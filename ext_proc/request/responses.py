@@ -43,7 +43,10 @@ class ResponseTranslator:
         self.dialect = dialect
         self.client = dialect.codec
         self.backend = backend
-        self.backend_codec = get_dialect(backend.dialect).codec if backend else None
+        backend_dialect = get_dialect(backend.dialect) if backend else None
+        self.backend_codec = backend_dialect.codec if backend_dialect else None
+        # Success bodies of the client's wire format pass through (a cloud's variant included).
+        self.same_wire = backend_dialect is None or backend_dialect.wire == dialect.wire
         self.status = status
         self.model = model
         self.on_done = on_done
@@ -87,10 +90,9 @@ class Buffered(ResponseTranslator):
             data = orjson.loads(body)
             if not isinstance(data, dict):
                 raise ValueError("response body is not a JSON object")
-            if self.backend_codec is None or self.backend_codec is self.client:
-                codec = self.backend_codec or self.client
-                self.usage = codec.usage_of(data)
-                return orjson.dumps(data) if codec.rename_model(data, self.model) else None
+            if self.same_wire or self.backend_codec is None:
+                self.usage = self.client.usage_of(data)
+                return orjson.dumps(data) if self.client.rename_model(data, self.model) else None
             resp = self.backend_codec.parse_response(data)
             self.usage = resp.usage
             resp.model = self.model
@@ -220,7 +222,7 @@ def make_translator(*, client: Dialect, backend: ResolvedBackend | None, status:
     args = (client, backend, status, model, on_done)
     if not stream or status != 200 or backend is None:
         return Buffered(*args, ir=ir)
-    if backend.dialect != client.name:
+    if get_dialect(backend.dialect).wire != client.wire:
         if ir is None:
             return Buffered(*args, ir=None)
         return StreamTranslate(*args, ir=ir)

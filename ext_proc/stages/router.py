@@ -20,6 +20,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .. import messages as M
 from .. import metrics
 from .. import protocol as P
+from ..dialects import get_dialect
 from ..errors import GatewayError
 from ..request import finish as F
 from ..request import trace
@@ -75,7 +76,7 @@ class RouterStream:
             p.ticket.first_byte = self.t_first
         client = p.started.dialect
         backend = self.state.config.backends.get(backend_name)
-        if backend is not None and backend.dialect != client.name and p.ir is None:
+        if backend is not None and get_dialect(backend.dialect).wire != client.wire and p.ir is None:
             # Failover landed on another dialect than the primary's: the IR of
             # the client's request is needed to encode its stream.
             try:

@@ -1,4 +1,4 @@
-"""Fake OpenAI, Anthropic and Gemini servers that speak each provider's real wire format.
+"""Fake OpenAI, Anthropic, Gemini, Vertex AI and Azure OpenAI servers that speak each provider's real wire format.
 
 The gateway's end-to-end tests, its ``up`` command and its load tests point the
 gateway at these instead of the real APIs. Each mock checks requests the way its
@@ -33,8 +33,10 @@ is too long"`` with status 400 to play a context-length error), and
 ids the server issued (``tool_call_ids``), so tests can check that a client
 got the backend's id.
 
-One module per provider (``openai_chat``, ``anthropic_messages``, ``gemini``), what
-they share in ``common`` and their lifecycle in ``server``.
+One module per provider (``openai_chat``, ``anthropic_messages``, ``gemini``, and the clouds:
+``vertex`` for Gemini and Claude on Vertex AI, ``azure`` for Azure OpenAI, each with its own
+OAuth2 token endpoint, ``tokens``), what they share in ``common`` and their lifecycle in
+``server``. The OpenAI mock also plays OpenAI-compatible hosts' quirks (its ``quirks``).
 """
 
 from .common import FAULT_MODES, MockSpec

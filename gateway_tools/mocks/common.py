@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 from aiohttp import web
 
-Dialect = Literal["openai", "anthropic", "gemini"]
+Dialect = Literal["openai", "anthropic", "gemini", "vertex_gemini", "vertex_anthropic", "azure_openai"]
 
 FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error")
 
@@ -28,6 +28,8 @@ _INBAND_ERRORS = {
               b'"code": null}}\n\n',
     "gemini": b'data: {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}\n\n',
 }
+# The fault mode applied to a request, for handlers that play a provider's quirks.
+MOCK_MODE = web.RequestKey("mock_mode", str)
 _STALL_LIMIT_S = 600.0  # a stalled request ends by then even if the client never gives up
 _MAX_BODY = 32 * 1024 * 1024  # Anthropic's request limit; large enough for inline images
 _JSON_CT = "application/json"
@@ -41,8 +43,14 @@ class MockSpec:
     name: str
     dialect: Dialect
     port: int
-    api_key: str
+    api_key: str  # "" when the provider has none (cloud identities)
     host: str = "127.0.0.1"
+    # Cloud mocks: the service-account key whose tokens Vertex accepts, the OAuth client
+    # Azure's token endpoint accepts, and the lifetime of the tokens they issue.
+    credentials_file: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    token_ttl_s: float = 3600.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -219,12 +227,12 @@ class _Fault:
         return False
 
 
-def _parse_fault(body: Any) -> _Fault:
+def _parse_fault(body: Any, modes: tuple[str, ...] = FAULT_MODES) -> _Fault:
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
     mode = body.get("mode")
-    if mode not in FAULT_MODES:
-        raise ValueError(f"mode must be one of {', '.join(FAULT_MODES)}")
+    if mode not in modes:
+        raise ValueError(f"mode must be one of {', '.join(modes)}")
     unknown = set(body) - {"mode", "status", "retry_after", "delay_ms", "rate", "message"}
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
@@ -297,6 +305,9 @@ class _Provider:
     """One mock server: routing, fault injection and stats common to all dialects."""
 
     dialect: ClassVar[str] = ""
+    #: fault modes of this provider only (a compatible host's quirks), read by its handlers
+    #: from ``request[MOCK_MODE]``
+    quirks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: MockSpec) -> None:
         self.spec = spec
@@ -340,11 +351,21 @@ class _Provider:
     def extra_headers(self) -> dict[str, str]:
         return {}
 
+    def inband_error(self, request: web.Request) -> bytes:
+        """The first event of a ``stream_error`` stream."""
+        return _INBAND_ERRORS[self.dialect]
+
+    def admin_routes(self) -> list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
+        """Routes outside fault injection and stats (a cloud mock's token endpoint)."""
+        return []
+
     # app -------------------------------------------------------------------
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY)
         app.router.add_route("*", "/_mock/faults", self._faults_endpoint)
         app.router.add_route("*", "/_mock/stats", self._stats_endpoint)
+        for method, path, admin in self.admin_routes():
+            app.router.add_route(method, path, admin)
         for method, path, handler in self.routes():
             app.router.add_route(method, path, self._wrap(handler))
         app.router.add_route("*", "/{tail:.*}", self._wrap(self.not_found))
@@ -381,6 +402,7 @@ class _Provider:
         }
         f = self.fault
         mode = f.mode if f.hits() else "ok"
+        request[MOCK_MODE] = mode
         if mode != "ok":
             st.faulted += 1
         if mode == "down":
@@ -404,7 +426,7 @@ class _Provider:
             if mode == "slow":
                 await asyncio.sleep(f.delay_ms / 1000)
             if mode == "stream_error" and self.is_stream(request, body):
-                resp = await self.send_stream(request, [_INBAND_ERRORS[self.dialect]], False)
+                resp = await self.send_stream(request, [self.inband_error(request)], False)
             else:
                 resp = await handler(request, body, mode == "stream_cut")
         except _Reject as r:
@@ -481,7 +503,7 @@ class _Provider:
             return _json_response(200, self.fault.as_json())
         if request.method == "POST":
             try:
-                self.fault = _parse_fault(_try_json(await request.read()))
+                self.fault = _parse_fault(_try_json(await request.read()), FAULT_MODES + self.quirks)
             except ValueError as e:
                 return _json_response(400, {"error": str(e)})
             return _json_response(200, self.fault.as_json())

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .common import (
     _INVALID,
+    MOCK_MODE,
     _b62,
     _Convo,
     _Handler,
@@ -139,6 +140,19 @@ class _OpenAI(_Provider):
     """OpenAI Chat Completions: ``POST /v1/chat/completions`` and ``GET /v1/models``."""
 
     dialect = "openai"
+    # OpenAI-compatible hosts' known deviations, as fault modes (POST /_mock/faults {"mode": ...}):
+    # reasoning: reasoning_content in messages and stream deltas (vLLM, SGLang, DeepSeek, xAI; vLLM
+    #   docs "Reasoning Outputs", DeepSeek API "Reasoning Model");
+    # no_stream_usage: streams never carry usage, whatever stream_options asks (hosts ignoring it);
+    # strict_stream_options: stream_options refused with Mistral's 422 (extra inputs not permitted,
+    #   openai/openai-agents-python issue 442) and usage always on the last chunk;
+    # error_object: errors as a top-level {"object": "error", ...} (vLLM, Mistral "Errors");
+    # error_detail: errors as FastAPI's {"detail": ...} (servers built on FastAPI);
+    # cache_hit_usage: cache hits as prompt_cache_hit_tokens, no prompt_tokens_details (DeepSeek
+    #   API "Context Caching"; the mock counts half the prompt as a hit).
+    # The error modes answer with the fault's status and message.
+    quirks = ("reasoning", "no_stream_usage", "strict_stream_options", "error_object", "error_detail",
+              "cache_hit_usage")
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
         return [("POST", "/v1/chat/completions", self.chat), ("GET", "/v1/models", self.models)]
@@ -633,7 +647,11 @@ class _OpenAI(_Provider):
         data = [{"id": m, "object": "model", "created": 1715367049, "owned_by": "system"} for m in ids]
         return _json_response(200, {"object": "list", "data": data}, self.extra_headers())
 
-    def usage(self, prompt: int, completion: int) -> dict[str, Any]:
+    def usage(self, prompt: int, completion: int, quirk: str = "ok") -> dict[str, Any]:
+        if quirk == "cache_hit_usage":
+            hit = prompt // 2
+            return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                    "prompt_cache_hit_tokens": hit, "prompt_cache_miss_tokens": prompt - hit}
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -648,12 +666,31 @@ class _OpenAI(_Provider):
         }
 
     async def chat(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        quirk = request.get(MOCK_MODE, "ok")
+        if quirk in ("error_object", "error_detail"):
+            f = self.fault
+            message = f.message or f"Mock provider error (HTTP {f.status})."
+            if quirk == "error_detail":
+                raise _Reject(f.status, {"detail": message})
+            raise _Reject(f.status, {"object": "error", "message": message, "type": "BadRequestError"
+                                     if f.status < 500 else "InternalServerError", "param": None, "code": f.status})
         self.check_auth(request)
         if body is _INVALID:
             raise self.error(400, _OA_BAD_JSON)
         if not isinstance(body, dict):
             raise self.bad_type("body", "an object", body)
+        if quirk == "strict_stream_options" and "stream_options" in body:
+            so = body["stream_options"]
+            keys = list(so) if isinstance(so, dict) else []
+            raise _Reject(422, {"object": "error", "message": {"detail": [
+                {"type": "extra_forbidden", "loc": ["body", "stream_options", *keys[:1]],
+                 "msg": "Extra inputs are not permitted", "input": so.get(keys[0]) if keys else so}]},
+                "type": "invalid_request_error", "param": None, "code": None})
         convo, stream, include_usage, obfuscate, n = self.validate(body)
+        usage_last = quirk == "strict_stream_options"  # usage on the last chunk, asked or not
+        if quirk == "no_stream_usage":
+            include_usage = False
+        reasoning = f"Thinking about: {convo.user_text}".split() if quirk == "reasoning" else []
         reply = _plan(self.spec.name, convo)
         cid = "chatcmpl-" + _b62(29)
         created = int(time.time())
@@ -680,12 +717,14 @@ class _OpenAI(_Provider):
                     ]
                 else:
                     msg["content"] = reply.text
+                if reasoning:
+                    msg["reasoning_content"] = " ".join(reasoning)
                 choices.append({"index": i, "message": msg, "logprobs": None, "finish_reason": finish})
             out = {
                 **base,
                 "object": "chat.completion",
                 "choices": choices,
-                "usage": self.usage(convo.input_tokens, completion),
+                "usage": self.usage(convo.input_tokens, completion, quirk),
                 "service_tier": "default",
             }
             return _json_response(200, out, self.extra_headers())
@@ -695,13 +734,16 @@ class _OpenAI(_Provider):
 
         def emit(choices: list[dict[str, Any]], usage: Any = None) -> None:
             c = {**chunk_base, "choices": choices}
-            if include_usage:
+            if include_usage or usage is not None:
                 c["usage"] = usage
             if obfuscate:  # random padding the real API adds so chunk sizes do not leak token lengths
                 c["obfuscation"] = _b62(secrets.randbelow(12) + 1)
             events.append(b"data: " + orjson.dumps(c) + b"\n\n")
 
         for i in range(n):
+            for k, word in enumerate(reasoning):  # the thinking comes first
+                delta = {"role": "assistant", "reasoning_content": word} if k == 0 else {"reasoning_content": " " + word}
+                emit([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}])
             if reply.finish == "tool":
                 call_id = self.issue_id("call_" + _hex())
                 first = {
@@ -735,9 +777,11 @@ class _OpenAI(_Provider):
                 )
                 for piece in reply.pieces():
                     emit([{"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
-            emit([{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}])
-        if include_usage:
-            emit([], self.usage(convo.input_tokens, completion))
+            last = usage_last and i == n - 1
+            emit([{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}],
+                 self.usage(convo.input_tokens, completion, quirk) if last else None)
+        if include_usage and not usage_last:
+            emit([], self.usage(convo.input_tokens, completion, quirk))
         events.append(b"data: [DONE]\n\n")
         return await self.send_stream(request, events, cut)
 

@@ -11,13 +11,18 @@ import threading
 from aiohttp import web
 
 from .anthropic_messages import _Anthropic
+from .azure import _Azure
 from .common import MockSpec, _Provider
 from .gemini import _Gemini
 from .openai_chat import _OpenAI
+from .vertex import _Vertex
 
 # --------------------------------------------------------------------------- lifecycle
 
-_PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAI, "anthropic": _Anthropic, "gemini": _Gemini}
+_PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAI, "anthropic": _Anthropic, "gemini": _Gemini,
+                                          # one Vertex mock is a project serving both publishers
+                                          "vertex_gemini": _Vertex, "vertex_anthropic": _Vertex,
+                                          "azure_openai": _Azure}
 
 
 class MockProviders:

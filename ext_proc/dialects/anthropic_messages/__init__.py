@@ -16,9 +16,9 @@ class AnthropicMessages(Dialect):
     name = "anthropic"
     genai_provider = "anthropic"
     codec = ANTHROPIC
-    key_headers = ("x-api-key",)
+    key_headers: tuple[str, ...] = ("x-api-key",)
     auth_hint = "send it in the 'x-api-key' header"
-    credential_header_names = ("x-api-key", "anthropic-version")
+    credential_header_names: tuple[str, ...] = ("x-api-key", "anthropic-version")
     version_headers = {"anthropic-version": API_VERSION}
     provider_response_headers = (
         "anthropic-organization-id",
@@ -61,6 +61,12 @@ class AnthropicMessages(Dialect):
 
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
+
+    def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
+        # Also a sibling's body (Claude on a cloud names the model in the path): Anthropic needs it here.
+        if body.get("model") != upstream_model:
+            return {**body, "model": upstream_model}
+        return None
 
     def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:
         if event == "error":

@@ -19,9 +19,9 @@ class Gemini(Dialect):
     genai_provider = "gcp.gemini"
     genai_operation = "generate_content"
     codec = GEMINI
-    key_headers = ("x-goog-api-key",)
+    key_headers: tuple[str, ...] = ("x-goog-api-key",)
     auth_hint = "send it in the 'x-goog-api-key' header or the 'key' query parameter"
-    credential_header_names = ("x-goog-api-key",)
+    credential_header_names: tuple[str, ...] = ("x-goog-api-key",)
     provider_response_headers = ("x-goog-api-client",)
     turn_keys = ("contents",)
     setting_keys = frozenset({"model", "role", "type", "generationConfig", "generation_config", "safetySettings",

@@ -1,7 +1,9 @@
 """OpenAI Chat Completions: ``POST /v1/chat/completions``, key as ``Authorization: Bearer``.
 
-Also the dialect of OpenAI-compatible hosts (vLLM, SGLang, Azure-style
-deployments): those take an operator-given ``chat_path`` and ``auth_header``.
+Also the dialect of OpenAI-compatible hosts (vLLM, SGLang, Groq, Mistral, ...): those take
+an operator-given ``chat_path``, ``auth_header`` and ``drop_fields``; the codec copes with
+their deviations (extra response fields, usage placement, error shapes). Azure OpenAI is
+its own provider-side variant (``dialects.azure_openai``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ class OpenAIChat(Dialect):
     name = "openai"
     genai_provider = "openai"
     codec = OPENAI
-    key_headers = ("authorization",)
+    key_headers: tuple[str, ...] = ("authorization",)
     auth_hint = "send it as 'Authorization: Bearer <key>'"
-    credential_header_names = ("authorization",)
-    provider_response_headers = (
+    credential_header_names: tuple[str, ...] = ("authorization",)
+    provider_response_headers: tuple[str, ...] = (
         "openai-organization", "openai-project", "openai-version", "openai-processing-ms",
         "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
         "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",

@@ -385,6 +385,8 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
 def usage_from_openai(u: dict[str, Any]) -> Usage:
     details = u.get("prompt_tokens_details")
     cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    if not cached and isinstance(u.get("prompt_cache_hit_tokens"), int):
+        cached = u["prompt_cache_hit_tokens"]  # DeepSeek counts its cache hits here
     return Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0, cached)
 
 
@@ -405,17 +407,41 @@ def _error_kind(code: Any, message: str, fallback: str) -> str:
 
 
 def _error_fields(obj: Any) -> tuple[str | None, Any, Any, Any]:
-    """(message, type, code, param) from any OpenAI-style error body."""
+    """(message, type, code, param) from any OpenAI-style error body, as compatible hosts
+    shape them: ``{"error": {...}}`` (OpenAI, Azure, Groq, OpenRouter with a numeric code),
+    ``{"object": "error", "message": ...}`` at the top (vLLM, Mistral, whose message may be
+    a validation object), ``{"detail": ...}`` (FastAPI-based servers)."""
     if not isinstance(obj, dict):
         return None, None, None, None
     err = obj.get("error")
     if isinstance(err, dict):
-        return err.get("message"), err.get("type"), err.get("code"), err.get("param")
+        return _message_text(err.get("message")), err.get("type"), err.get("code"), err.get("param")
     if isinstance(err, str):
         return err, None, None, None
-    if isinstance(obj.get("message"), str):  # vLLM-style {"object": "error", "message": ...}
-        return obj["message"], obj.get("type"), obj.get("code"), obj.get("param")
+    if obj.get("message") is not None:
+        return _message_text(obj["message"]), obj.get("type"), obj.get("code"), obj.get("param")
+    if obj.get("detail") is not None:
+        return _message_text(obj["detail"]), None, None, None
     return None, None, None, None
+
+
+def _message_text(m: Any) -> str | None:
+    """An error message as text; validation errors ({"detail": [{"loc", "msg"}]}) as "loc: msg"."""
+    if isinstance(m, str) or m is None:
+        return m
+    if isinstance(m, dict) and "detail" in m:
+        return _message_text(m["detail"])
+    if isinstance(m, list):
+        parts = []
+        for item in m:
+            if isinstance(item, dict) and isinstance(item.get("msg"), str):
+                loc = item.get("loc")
+                where = ".".join(str(x) for x in loc if x != "body") if isinstance(loc, list) else ""
+                parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+            else:
+                parts.append(str(item))
+        return "; ".join(parts) or None
+    return orjson.dumps(m).decode()
 
 
 _CODE_KINDS: dict[str, str] = {code: kind for kind, (_, code) in _ERROR_SHAPES.items() if code}
