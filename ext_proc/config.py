@@ -170,9 +170,12 @@ class Model(_Strict):
     drop_unsupported: bool = False
     # Number of retries across backends; default: one per extra backend.
     retries: Annotated[int, Field(ge=0, le=10)] | None = None
-    # Per attempt, non-streamed: whole response. Streamed: time to first byte.
+    # Per attempt, non-streamed: the whole response (0: unbounded).
     per_try_timeout_ms: Annotated[int, Field(ge=0)] = 120_000
+    # Streamed: time to the first event, and between two events (0: unbounded).
     per_try_idle_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    # Streamed: the whole stream, from the request's arrival (0: unbounded).
+    max_stream_duration_ms: Annotated[int, Field(ge=0)] = 1_800_000
     # Hedging: if an attempt has not answered within this many ms, race the
     # next tier; the first response wins and the other attempt is cancelled.
     hedge_after_ms: Annotated[int, Field(ge=1)] | None = None

@@ -222,6 +222,49 @@ def _attempt_observer(cfg: GatewayConfig) -> dict[str, Any]:
     })
 
 
+# Envoy retries an attempt only until its response headers went downstream, and
+# its per-try timeout stops counting then (docs/architecture.md, Envoy
+# behaviours). This upstream filter holds every response that is not an event
+# stream until its body is complete, so the per-try timeout covers the whole
+# answer: a provider that answers 200 and then stalls or trickles fails over
+# like one that never answers. Lua: no gRPC round trip, no Python.
+_HOLD_WHOLE_ANSWERS = """
+function envoy_on_response(response)
+  local content_type = response:headers():get("content-type") or ""
+  if not string.find(content_type, "event-stream", 1, true) then
+    response:body()
+  end
+end
+"""
+
+
+def _hold_whole_answers() -> dict[str, Any]:
+    return {"name": "gw.hold_whole_answers", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": _HOLD_WHOLE_ANSWERS}}}
+
+
+# Envoy's own timers behind the gateway's bounds: they fire only if the
+# ext_proc did not end the request first (a clean error in the client's dialect).
+BACKSTOP_GRACE_MS = 5_000
+
+
+def _route_bounds(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
+    """The route's whole-request bound. Every attempt has its own (the retry
+    policy); this one also bounds hedged attempts and retry back-offs. The
+    connection manager's idle timeout (slow clients) is off once a request is
+    routed: these bounds replace it."""
+    m = cfg.models[model]
+    if stream:
+        total = m.max_stream_duration_ms
+    else:
+        total = (cfg.retries(model, entry) + 1) * m.per_try_timeout_ms if m.per_try_timeout_ms else 0
+    out: dict[str, Any] = {"idle_timeout": "0s"}
+    if total:
+        out["max_stream_duration"] = {"max_stream_duration": _ms(total + BACKSTOP_GRACE_MS)}
+    return out
+
+
 def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
     m = cfg.models[model]
     policy: dict[str, Any] = {
@@ -270,10 +313,16 @@ ENVOY_FAILURE_FLAGS = ["UH", "UF", "UO", "NR", "URX", "UT", "UC", "UR", "UMSDR",
 
 
 def _local_reply_config() -> dict[str, Any]:
+    as_json = {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}, "content_type": "application/json"}
     return {"mappers": [{
+        # A routed request that outlived its route's bound (``_route_bounds``): Envoy says 408.
+        "filter": {"response_flag_filter": {"flags": ["DT"]}},
+        "status_code": 504,
+        "body": {"inline_string": "the request took longer than the model's time bound"},
+        "body_format_override": as_json,
+    }, {
         "filter": {"response_flag_filter": {"flags": ENVOY_FAILURE_FLAGS}},
-        "body_format_override": {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
-                                 "content_type": "application/json"},
+        "body_format_override": as_json,
     }]}
 
 
@@ -319,6 +368,7 @@ def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, strea
             "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
             "auto_host_rewrite": True,
             "retry_policy": _retry_policy(cfg, model, entry, stream),
+            **_route_bounds(cfg, model, entry, stream),
             **({"hedge_policy": {"hedge_on_per_try_timeout": True}}
                if cfg.models[model].hedge_after_ms and not stream else {}),
         },
@@ -464,6 +514,7 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
             _first_event_guard(cfg),
             _upstream_stage(cfg),
             _strip_internal_headers(),
+            _hold_whole_answers(),
             {"name": "envoy.filters.http.upstream_codec", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
         ],

@@ -37,7 +37,8 @@ def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
     filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
         "http_filters"]
     assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.first_event_guard", "gw.upstream_stage",
-                                            "envoy.filters.http.header_mutation", "envoy.filters.http.upstream_codec"]
+                                            "envoy.filters.http.header_mutation", "gw.hold_whole_answers",
+                                            "envoy.filters.http.upstream_codec"]
 
 
 def test_each_entry_tier_has_a_cluster_starting_there(tmp_path: Path) -> None:
