@@ -153,9 +153,11 @@ def _strip_internal_headers() -> dict[str, Any]:
 
 
 # The messages each client request costs (the bench's no-op reference uses the same).
+# The response body in full duplex: the stage answers when it has bytes to send
+# and can end a stream on its own timer (Envoy requires response trailers then).
 ROUTER_STAGE_MODE = {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-                     "response_header_mode": "SKIP", "response_body_mode": "STREAMED",
-                     "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"}
+                     "response_header_mode": "SKIP", "response_body_mode": "FULL_DUPLEX_STREAMED",
+                     "request_trailer_mode": "SKIP", "response_trailer_mode": "SEND"}
 
 
 def _router_stage(cfg: GatewayConfig) -> dict[str, Any]:
@@ -288,7 +290,11 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
     }
     if stream:
         if m.per_try_idle_timeout_ms:
-            policy["per_try_idle_timeout"] = _ms(m.per_try_idle_timeout_ms)
+            # Until the response starts (the first event where the stream guard
+            # holds the headers): the attempt fails over. After that the router
+            # stage ends a quiet stream; Envoy's idle timer is its backstop.
+            policy["per_try_timeout"] = _ms(m.per_try_idle_timeout_ms)
+            policy["per_try_idle_timeout"] = _ms(m.per_try_idle_timeout_ms + BACKSTOP_GRACE_MS)
     elif m.per_try_timeout_ms:
         policy["per_try_timeout"] = _ms(m.per_try_timeout_ms)
     if m.hedge_after_ms and not stream:

@@ -41,6 +41,10 @@ TPOT = Histogram(
 FAILED_ATTEMPTS = Counter(
     "llm_gateway_failed_attempts", "Attempts that failed on a backend (Envoy retried or gave up), by status.",
     ["model", "backend", "status"], registry=REGISTRY)
+STREAM_TIMEOUTS = Counter(
+    "llm_gateway_stream_timeouts", "Streams the gateway ended with an error event: the backend sent no event "
+    "for per_try_idle_timeout_ms (bound=idle) or the stream reached max_stream_duration_ms (bound=duration).",
+    ["model", "backend", "bound"], registry=REGISTRY)
 FAILOVERS = Counter(
     "llm_gateway_failovers", "Requests answered by another backend than the primary they were routed to.",
     ["model", "from_backend", "to_backend"], registry=REGISTRY)

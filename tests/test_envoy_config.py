@@ -61,9 +61,15 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
         assert policy["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
         assert "retriable-status-codes" in policy["retry_on"] and policy["retriable_status_codes"] == [429]
         assert routes[name]["route"]["cluster"] == "model/gpt-4o"
-    assert "per_try_timeout" in routes["gpt-4o via openai/gpt-4o"]["route"]["retry_policy"]
-    assert "per_try_idle_timeout" in routes["gpt-4o via openai/gpt-4o (stream)"]["route"]["retry_policy"]
-    assert routes["gpt-4o via openai/gpt-4o"]["route"]["timeout"] == "0s"
+    plain, stream = routes["gpt-4o via openai/gpt-4o"]["route"], routes["gpt-4o via openai/gpt-4o (stream)"]["route"]
+    assert plain["retry_policy"]["per_try_timeout"] == "120s"
+    # Streams: the first event within the idle bound; Envoy's idle timer only backs up the router stage's.
+    assert stream["retry_policy"]["per_try_timeout"] == "30s"
+    assert stream["retry_policy"]["per_try_idle_timeout"] == "35s"
+    assert plain["timeout"] == "0s"
+    # Whole-request bounds (three attempts; the stream cap), each 5 s behind the gateway's own.
+    assert plain["max_stream_duration"] == {"max_stream_duration": "365s"} and plain["idle_timeout"] == "0s"
+    assert stream["max_stream_duration"] == {"max_stream_duration": "1805s"} and stream["idle_timeout"] == "0s"
     # a route for the second backend as primary starts at its tier, with one retry left
     second = routes["gpt-4o via anthropic/claude-sonnet-4-5"]["route"]
     assert second["cluster"] == "model/gpt-4o/from-tier-1" and second["retry_policy"]["num_retries"] == 1
