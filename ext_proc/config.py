@@ -52,6 +52,18 @@ class Endpoint(_Strict):
     port: Port
 
 
+class Listen(Endpoint):
+    """The client listener, and how long it waits for a client (README "Time bounds")."""
+
+    port: Port = 8080
+    # From the first byte of a request to its last header.
+    request_headers_timeout_ms: Annotated[int, Field(ge=1)] = 10_000
+    # From the first byte of a request to its last body byte (a 32 MiB body needs 0.6 MB/s).
+    request_timeout_ms: Annotated[int, Field(ge=1)] = 60_000
+    # A connection with no request in flight is closed after this long.
+    idle_timeout_ms: Annotated[int, Field(ge=1)] = 300_000
+
+
 class ExtProcSettings(_Strict):
     address: str = "127.0.0.1"
     port: Port = 50051
@@ -269,7 +281,7 @@ class RedisSettings(_Strict):
 
 
 class _Root(_Strict):
-    listen: Endpoint = Endpoint(port=8080)
+    listen: Listen = Listen()
     admin: Endpoint = Endpoint(port=9901)
     ext_proc: ExtProcSettings = ExtProcSettings()
     providers: Annotated[dict[Name, Provider], Field(min_length=1)]

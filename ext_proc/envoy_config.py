@@ -31,8 +31,11 @@ from . import protocol as P
 from .admission.headers import HEADERS as RATELIMIT_HEADERS
 from .admission.headers import METADATA_NAMESPACE as RATELIMIT_NAMESPACE
 from .config import GatewayConfig
+from .errors import GatewayError
 
 BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (behaviour 10: default 1 MiB)
+MAX_REQUEST_HEADERS_KB = 60  # Envoy's default, stated: a bigger header block gets a 431
+MAX_STREAMS_PER_CONNECTION = 100  # HTTP/2 (Envoy's default is 2^31 - 1)
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ROUTER_FILTER = "envoy.filters.http.router"
 
@@ -160,6 +163,12 @@ ROUTER_STAGE_MODE = {"request_header_mode": "SEND", "request_body_mode": "BUFFER
                      "request_trailer_mode": "SKIP", "response_trailer_mode": "SEND"}
 
 
+# Envoy's replies to what its HTTP codec could not parse (HTTP/1.0, oversized
+# headers): sent before any request reached a filter, and the connection closes
+# right after them. The router stage must not hold their body (it would be lost).
+CODEC_REPLIES = "^4(26|31)$"
+
+
 def _router_stage(cfg: GatewayConfig) -> dict[str, Any]:
     stage = _ext_proc_filter(
         cfg, P.STAGE_ROUTER, ROUTER_STAGE_MODE,
@@ -170,7 +179,12 @@ def _router_stage(cfg: GatewayConfig) -> dict[str, Any]:
     # response headers phase is skipped); Envoy drops metadata it is not told to accept.
     stage["typed_config"]["metadata_options"] = {"receiving_namespaces": {"untyped": [
         RATELIMIT_NAMESPACE, P.ACCESS_LOG_NAMESPACE]}}
-    return stage
+    return _skip_when("gw.router_stage", stage, {
+        "input": {"name": "status", "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+            "header_name": ":status"}},
+        "value_match": {"safe_regex": {"google_re2": {}, "regex": CODEC_REPLIES}},
+    })
 
 
 def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
@@ -259,8 +273,11 @@ def _route_bounds(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
     m = cfg.models[model]
     if stream:
         total = m.max_stream_duration_ms
+    elif m.per_try_timeout_ms:
+        # Counted from the request's first byte, like the client's own wait.
+        total = cfg.listen.request_timeout_ms + (cfg.retries(model, entry) + 1) * m.per_try_timeout_ms
     else:
-        total = (cfg.retries(model, entry) + 1) * m.per_try_timeout_ms if m.per_try_timeout_ms else 0
+        total = 0
     out: dict[str, Any] = {"idle_timeout": "0s"}
     if total:
         out["max_stream_duration"] = {"max_stream_duration": _ms(total + BACKSTOP_GRACE_MS)}
@@ -318,15 +335,36 @@ PROVIDER_RESPONSE_HEADERS = (
 ENVOY_FAILURE_FLAGS = ["UH", "UF", "UO", "NR", "URX", "UT", "UC", "UR", "UMSDR", "DPE", "UPE", "NC", "OM"]
 
 
-def _local_reply_config() -> dict[str, Any]:
+def _gateway_reply(status: int, kind: Any, message: str) -> dict[str, Any]:
+    """A local reply of Envoy's own with the gateway's JSON body in the default dialect
+    (the router stage renders it again in the client's, when it saw the request)."""
+    body = dialects.DEFAULT.codec.render_error(GatewayError(kind, message, status=status))
+    return {"filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                "default_value": status, "runtime_key": f"gw.local_reply.{status}"}}}},
+            "body_format_override": {"json_format": body}}
+
+
+def _local_reply_config(cfg: GatewayConfig) -> dict[str, Any]:
+    """Envoy's own replies, as JSON. The statuses below are never an ext_proc answer's."""
     as_json = {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}, "content_type": "application/json"}
+    heads, whole = cfg.listen.request_headers_timeout_ms / 1000, cfg.listen.request_timeout_ms / 1000
+    client_replies = [
+        _gateway_reply(413, "request_too_large",
+                       f"request body is larger than the gateway's limit of {BUFFER_LIMIT // 2**20} MiB"),
+        _gateway_reply(408, "invalid_request",
+                       f"request not received in time: the gateway waits {heads:g} s for the request headers "
+                       f"and {whole:g} s for the whole request"),
+        _gateway_reply(431, "request_too_large",
+                       f"request headers are larger than the gateway's limit of {MAX_REQUEST_HEADERS_KB} KiB"),
+        _gateway_reply(426, "invalid_request", "HTTP/1.0 is not supported: use HTTP/1.1 or HTTP/2"),
+    ]
     return {"mappers": [{
         # A routed request that outlived its route's bound (``_route_bounds``): Envoy says 408.
         "filter": {"response_flag_filter": {"flags": ["DT"]}},
         "status_code": 504,
         "body": {"inline_string": "the request took longer than the model's time bound"},
         "body_format_override": as_json,
-    }, {
+    }, *client_replies, {
         "filter": {"response_flag_filter": {"flags": ENVOY_FAILURE_FLAGS}},
         "body_format_override": as_json,
     }]}
@@ -447,9 +485,15 @@ def _listener(cfg: GatewayConfig, routes: dict[str, Any], access_log: str = "/de
         "stat_prefix": "gateway",
         "codec_type": "AUTO",
         **routes,
-        "request_timeout": "0s",
-        "stream_idle_timeout": "300s",
-        "local_reply_config": _local_reply_config(),
+        # Slow clients (README "Time bounds"). Once routed, a request's own bounds
+        # replace the stream idle timeout (``_route_bounds``).
+        "request_headers_timeout": _ms(cfg.listen.request_headers_timeout_ms),
+        "request_timeout": _ms(cfg.listen.request_timeout_ms),
+        "stream_idle_timeout": _ms(cfg.listen.request_timeout_ms),
+        "common_http_protocol_options": {"idle_timeout": _ms(cfg.listen.idle_timeout_ms)},
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+        "http2_protocol_options": {"max_concurrent_streams": MAX_STREAMS_PER_CONNECTION},
+        "local_reply_config": _local_reply_config(cfg),
         "access_log": _access_log(access_log),
         "http_filters": [
             _strip_internal_headers(),

@@ -67,14 +67,14 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
     assert stream["retry_policy"]["per_try_timeout"] == "30s"
     assert stream["retry_policy"]["per_try_idle_timeout"] == "35s"
     assert plain["timeout"] == "0s"
-    # Whole-request bounds (three attempts; the stream cap), each 5 s behind the gateway's own.
-    assert plain["max_stream_duration"] == {"max_stream_duration": "365s"} and plain["idle_timeout"] == "0s"
+    # Whole-request bounds (the upload, then three attempts; the stream cap), each 5 s behind the gateway's own.
+    assert plain["max_stream_duration"] == {"max_stream_duration": "425s"} and plain["idle_timeout"] == "0s"
     assert stream["max_stream_duration"] == {"max_stream_duration": "1805s"} and stream["idle_timeout"] == "0s"
     # a route for the second backend as primary starts at its tier, with one retry left
     second = routes["gpt-4o via anthropic/claude-sonnet-4-5"]["route"]
     assert second["cluster"] == "model/gpt-4o/from-tier-1" and second["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    assert names == ["envoy.filters.http.header_mutation", "gw.router_stage", "envoy.filters.http.router"]
 
 
 def test_render_command_writes_under_envoy(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> 
     if call.operation in ("list_models", "get_model"):
         return models(state, started)
     if call.operation != "chat":
-        err = GatewayError("not_found", f"no such endpoint: {method} {path.partition('?')[0]}")
+        err = GatewayError("unknown_endpoint", f"no such endpoint: {method} {path.partition('?')[0]}")
         return reject(call, err, "not_found")
     if end_of_stream:
         return reject(call, GatewayError("invalid_request", "request body is required"), "invalid_request")

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from ..config import ResolvedBackend
-from ..dialects import COMPLETE, FAILED, Dialect, get_dialect
+from ..dialects import COMPLETE, DEFAULT, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
 from ..translation.fields import error_json
 from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
@@ -126,8 +126,12 @@ class Buffered(ResponseTranslator):
         if not from_provider:
             # Envoy's own reply (connect failure, timeout, retries exhausted).
             reason = body.decode("utf-8", "replace").strip() or "no response"
-            body = orjson.dumps({"error": {"message": f"no backend of model '{self.model}' could answer: {reason}"}})
-        codec = self.backend_codec or self.client
+            if self.model:
+                reason = f"no backend of model '{self.model}' could answer: {reason}"
+            body = orjson.dumps({"error": {"message": reason}})
+        # No backend answered: the body is Envoy's, as text (wrapped above) or as
+        # the default dialect's JSON (local_reply_config: too large, too slow).
+        codec = self.backend_codec or DEFAULT.codec
         try:
             err = codec.parse_error(self.status, body)
         except Exception:  # never let an odd error body become a 500 of our own

@@ -30,6 +30,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .. import messages as M
 from .. import metrics
 from .. import protocol as P
+from ..dialects import DEFAULT
 from ..errors import GatewayError
 from ..request import finish as F
 from ..request.plan import Answer, RoutePlan, Started, plan, start
@@ -38,6 +39,9 @@ from ..state import GatewayState
 from ..translation.ir import Usage
 
 log = logging.getLogger("llm_gateway.router")
+
+# Metric reasons of Envoy's replies to requests it never routed.
+UNROUTED_REASONS = {408: "request_timeout", 413: "request_too_large"}
 
 
 class RouterStream:
@@ -75,7 +79,13 @@ class RouterStream:
 
     def translator(self, status: int, backend_name: str) -> ResponseTranslator:
         p = self.plan
-        assert p is not None
+        if p is None:
+            # Envoy answered a request it never routed (body too large, client too slow):
+            # its reply, in the client's dialect when the request's headers said it.
+            client = self.started.dialect if self.started is not None else DEFAULT
+            return make_translator(client=client, backend=None, status=status, stream=False, model="", ir=None,
+                                   body=None, on_done=lambda *_: metrics.REJECTED.labels(
+                                       client.name, UNROUTED_REASONS.get(status, "envoy")).inc())
         self.t_first = time.perf_counter()
         if p.ticket is not None:
             p.ticket.first_byte = self.t_first
