@@ -108,15 +108,20 @@ def _cel_predicate(name: str, expr: dict[str, Any], description: str = "") -> di
     }
 
 
-def _skip_when(name: str, extension: dict[str, Any], predicate: dict[str, Any]) -> dict[str, Any]:
-    """``extension`` wrapped so that it is skipped for a stream where ``predicate`` matches."""
+def _skip_when(name: str, extension: dict[str, Any], predicate: dict[str, Any], unless: bool = False,
+               ) -> dict[str, Any]:
+    """``extension`` wrapped so that it is skipped for a stream where ``predicate`` matches
+    (``unless``: where it does not)."""
+    matched: dict[str, Any] = {"single_predicate": predicate}
+    if unless:
+        matched = {"not_matcher": matched}
     return {
         "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
             "extension_config": extension,
             "xds_matcher": {"matcher_list": {"matchers": [{
-                "predicate": {"single_predicate": predicate},
+                "predicate": matched,
                 "on_match": {"action": {"name": "skip", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
             }]}},
@@ -282,6 +287,24 @@ def _route_bounds(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
     if total:
         out["max_stream_duration"] = {"max_stream_duration": _ms(total + BACKSTOP_GRACE_MS)}
     return out
+
+
+def _credential_refusal(cfg: GatewayConfig) -> dict[str, Any]:
+    """A provider's 401/403 becomes a 502 (failed over) saying whose key was refused
+    (``stages.refusal``); other responses skip it."""
+    stage = _ext_proc_filter(
+        cfg, P.STAGE_REFUSAL,
+        {"request_header_mode": "SKIP", "request_body_mode": "NONE",
+         "response_header_mode": "SEND", "response_body_mode": "BUFFERED"},
+        request_attributes=[],
+        response_attributes=[P.ATTR_BACKEND],
+    )
+    return _skip_when("gw.credential_refusal", stage, {
+        "input": {"name": "status", "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+            "header_name": ":status"}},
+        "value_match": {"safe_regex": {"google_re2": {}, "regex": "^40[13]$"}},
+    }, unless=True)
 
 
 def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
@@ -560,8 +583,9 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
         "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
         "http_filters": [
             _attempt_observer(cfg),
-            # Responses pass the filters bottom-up: the guard's 503 reaches the observer.
+            # Responses pass the filters bottom-up: the guard's 503 and the refusal's 502 reach the observer.
             _first_event_guard(cfg),
+            _credential_refusal(cfg),
             _upstream_stage(cfg),
             _strip_internal_headers(),
             _hold_whole_answers(),

@@ -20,6 +20,7 @@ from . import metrics
 from . import protocol as P
 from .config import ConfigError, GatewayConfig, load_config
 from .stages import observer as observer_stage
+from .stages import refusal as refusal_stage
 from .stages import router as router_stage
 from .stages import stream_guard
 from .stages import upstream as upstream_stage
@@ -61,6 +62,8 @@ class ExternalProcessor(pbg.ExternalProcessorServicer):
                 await observer_stage.run(state, context)
             elif stage == P.STAGE_GUARD:
                 await stream_guard.run(state, context)
+            elif stage == P.STAGE_REFUSAL:
+                await refusal_stage.run(state, context)
             else:
                 await router_stage.run(state, context)
         except asyncio.CancelledError:
