@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from .dialects import CREDENTIAL_HEADERS, DIALECTS, get_dialect
+from .dialects import CLIENT_KEY_HEADERS, CREDENTIAL_HEADERS, DIALECTS, get_dialect
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -83,6 +84,11 @@ def backend_name(model_name: str, provider: Any, model: Any = None, name: Any = 
     return str(name or f"{provider}/{model or model_name}")
 
 
+# Headers Envoy or the gateway manage on every request to a provider: never a client's to forward.
+MANAGED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "te", "connection", "keep-alive",
+                             "upgrade", "proxy-connection", "expect", "accept-encoding"})
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+
 # Headers that carry a credential: set from api_key_env / api_key_file only, never inline.
 _SECRET_HEADERS = frozenset({*CREDENTIAL_HEADERS, "authorization", "api-key"}) - {
     h for d in DIALECTS.values() for h in d.version_headers}
@@ -100,6 +106,9 @@ class Provider(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     # Started by `llm-gateway up` (mock providers for local use and tests).
     mock: bool = False
+    # Client request headers this provider may receive besides content-type and
+    # accept (e.g. a beta-features header); every other client header is removed.
+    forward_headers: list[str] = Field(default_factory=list)
     # Hold a stream's response until its first event so a stream that opens
     # with an error event fails over (default: on for dialects whose providers do this).
     guard_first_event: bool | None = None
@@ -131,6 +140,21 @@ class Provider(_Strict):
             if key.lower() in _SECRET_HEADERS:
                 raise ValueError(f"'{key}' carries a credential: use api_key_env or api_key_file")
         return v
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            low = name.lower()
+            if not _HEADER_NAME.match(low):
+                raise ValueError(f"'{name}' is not a header name")
+            if low in _SECRET_HEADERS or low in CLIENT_KEY_HEADERS:
+                raise ValueError(f"'{name}' carries a credential: a client's never reaches a provider")
+            if low in MANAGED_HEADERS or low in CREDENTIAL_HEADERS or low.startswith("x-gw-"):
+                raise ValueError(f"'{name}' is set by the gateway or Envoy, not forwarded")
+            out.append(low)
+        return out
 
     @cached_property
     def url(self):

@@ -150,12 +150,17 @@ def _ext_proc_filter(cfg: GatewayConfig, stage: str, mode: dict[str, str],
     }
 
 
-def _strip_internal_headers() -> dict[str, Any]:
+# Request headers of Envoy's own that no provider needs, removed as a request leaves
+# (the route lookup needs it before: it fails when the router stage removes it).
+ENVOY_REQUEST_HEADERS = ("x-forwarded-proto",)
+
+
+def _strip_internal_headers(also: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.header_mutation",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"request_mutations": [{"remove": h} for h in P.INTERNAL_HEADERS]},
+            "mutations": {"request_mutations": [{"remove": h} for h in (*P.INTERNAL_HEADERS, *also)]},
         },
     }
 
@@ -587,7 +592,7 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
             _first_event_guard(cfg),
             _credential_refusal(cfg),
             _upstream_stage(cfg),
-            _strip_internal_headers(),
+            _strip_internal_headers(also=ENVOY_REQUEST_HEADERS),
             _hold_whole_answers(),
             {"name": "envoy.filters.http.upstream_codec", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from ext_proc.supervisor import Stack
-from tests.conftest import DEMO_KEY
+from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import config_on_free_ports, start_stack
+from tests.test_failover import request_for
 
 # client dialect -> (path of a chat request, its key header)
 CHAT = {
@@ -42,6 +45,7 @@ def error_of(dialect: str, body: bytes) -> tuple[str, str]:
 def gateway_limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cfg = config_on_free_ports()
     cfg["listen"].update(request_headers_timeout_ms=1500, request_timeout_ms=3000, idle_timeout_ms=2000)
+    cfg["providers"]["anthropic"]["forward_headers"] = ["Anthropic-Beta"]
     stack = start_stack(tmp_path_factory.mktemp("limits"), cfg)
     yield stack
     stack.stop()
@@ -209,3 +213,61 @@ def test_unknown_path_is_a_404_that_names_no_model(gateway_limits: Stack, dialec
     assert status == 404
     assert error_of(dialect, body) == ({"openai": "invalid_request_error/unknown_url", "anthropic": "not_found_error",
                                         "gemini": "NOT_FOUND"}[dialect], "no such endpoint: GET /v1/files")
+
+
+# Client headers that would act under the operator's key (organisation, project, beta
+# features, billing project), or that are the client's own business.
+CLIENT_EXTRAS = {"openai-organization": "org-of-the-client", "openai-project": "proj-of-the-client",
+                 "anthropic-beta": "some-beta-2099-01-01", "x-goog-user-project": "billing-of-the-client",
+                 "cookie": "session=client", "x-forwarded-for": "203.0.113.9", "x-foo": "bar",
+                 "user-agent": "client-sdk/1.0"}
+
+
+@pytest.fixture
+def limits_mocks(gateway_limits: Stack) -> Iterator[MockAdmin]:
+    with clean_mocks(gateway_limits) as admin:
+        yield admin
+
+
+def arrived(admin: MockAdmin, provider: str) -> dict[str, str]:
+    return {k.lower(): v for k, v in admin.stats(provider)["last_request"]["headers"].items()}
+
+
+def chat(stack: Stack, dialect: str, model: str) -> int:
+    """A chat request carrying ``CLIENT_EXTRAS``; its status."""
+    path, headers, body = request_for(dialect, model, False, "hi")
+    req = urllib.request.Request(stack.base_url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={**headers, **CLIENT_EXTRAS, "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+# What reaches a provider besides the allow-list: Envoy's host, framing and request id, and the
+# gateway's credentials and version header.
+GATEWAY_SET = {"host", "content-length", "x-request-id", "authorization", "x-api-key", "anthropic-version",
+               "x-goog-api-key"}
+
+
+@pytest.mark.parametrize("dialect", list(CHAT))
+def test_client_headers_reach_no_provider_by_default(gateway_limits: Stack, limits_mocks: MockAdmin,
+                                                     dialect: str) -> None:
+    assert chat(gateway_limits, dialect, "gpt-4o") == 200
+    got = arrived(limits_mocks, "openai")
+    assert set(got) <= {"content-type", "accept", *GATEWAY_SET}, got
+
+
+def test_a_listed_header_reaches_only_the_provider_that_lists_it(gateway_limits: Stack,
+                                                                 limits_mocks: MockAdmin) -> None:
+    """providers.anthropic.forward_headers: [anthropic-beta] (and nothing else forwards it)."""
+    assert chat(gateway_limits, "openai", "claude-sonnet-4-5") == 200
+    got = arrived(limits_mocks, "anthropic")
+    assert got["anthropic-beta"] == CLIENT_EXTRAS["anthropic-beta"]
+    assert set(got) <= {"content-type", "accept", "anthropic-beta", *GATEWAY_SET}, got
+    # Failed over to a provider that does not list it: removed on that attempt.
+    limits_mocks.fault("anthropic", mode="error", status=503)
+    assert chat(gateway_limits, "openai", "claude-sonnet-4-5") == 200
+    got = arrived(limits_mocks, "openai")
+    assert set(got) <= {"content-type", "accept", *GATEWAY_SET}, got

@@ -83,7 +83,9 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
     new_body = orjson.dumps(out)
     dest = router.targets[target.name]
     set_headers = dest.request_headers(stream, new_body)
-    remove = [h for h in router.provider_headers if h not in set_headers]
+    # Client headers the primary's provider could receive and this one may not.
+    unlisted = router.targets[source.name].forwarded - dest.forwarded
+    remove = [h for h in (*router.provider_headers, *sorted(unlisted)) if h not in set_headers]
     return AttemptPlan(set_headers, remove, new_body)
 
 

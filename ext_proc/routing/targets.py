@@ -11,8 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import GatewayConfig, ResolvedBackend
+from ..config import MANAGED_HEADERS, GatewayConfig, ResolvedBackend
 from ..dialects import CREDENTIAL_HEADERS, Dialect, get_dialect
+
+# Client request headers every provider receives; any other reaches a provider
+# only if its ``forward_headers`` lists it (README "Headers to providers").
+# Envoy's own are left to Envoy: host and framing, x-request-id (the request's
+# id in the access log, for matching a provider's logs), and x-forwarded-proto,
+# which the route lookup needs (removed as the request leaves instead).
+FORWARDED = frozenset({"content-type", "accept", "x-request-id", "x-forwarded-proto", *MANAGED_HEADERS}) - {
+    "accept-encoding"}
 
 
 @dataclass(slots=True)
@@ -22,6 +30,7 @@ class BackendTarget:
     backend: ResolvedBackend
     dialect: Dialect
     headers: dict[str, str] = field(default_factory=dict)  # credentials + provider headers
+    forwarded: frozenset[str] = FORWARDED  # client headers this backend's provider may receive
 
     def path(self, stream: bool) -> str:
         p = self.backend.provider
@@ -54,7 +63,8 @@ class Router:
         for name, b in cfg.backends.items():
             dialect = get_dialect(b.dialect)
             self.targets[name] = BackendTarget(b, dialect, _credential_headers(b, dialect,
-                                                                               provider_keys[b.provider_name]))
+                                                                               provider_keys[b.provider_name]),
+                                               FORWARDED | set(b.provider.forward_headers))
 
     def chain(self, model: str) -> list[ResolvedBackend] | None:
         return self.cfg.chains.get(model)
