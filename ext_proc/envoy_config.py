@@ -3,9 +3,11 @@
 The shape follows the Envoy behaviours in docs/architecture.md (numbered there):
 
 - One listener. Filters: strip client-sent internal headers, the router-level
-  ext_proc (request headers + buffered body; response body streamed with the
-  response headers skipped, which saves a round trip per request: status and
-  answering backend arrive as attributes with the first body chunk), router.
+  ext_proc (request headers + buffered body; response body in full duplex with
+  the response headers skipped, which saves a round trip per request: status
+  and answering backend arrive as attributes with the first body chunk),
+  router. The listener bounds slow clients; routes bound every request
+  (README "Time bounds").
 - One route per model and streaming mode, selected by the internal headers the
   router stage sets together with ``clear_route_cache`` (behaviour 2). Retries walk
   the model's backends in priority order (behaviour 5).
@@ -14,7 +16,10 @@ The shape follows the Envoy behaviours in docs/architecture.md (numbered there):
 - The per-attempt upstream ext_proc runs on that cluster, wrapped in a CEL
   matcher that skips it when the attempt goes to the backend the router stage
   already translated for: the common case costs no second gRPC stream, every
-  failover attempt is still translated for the backend it lands on.
+  failover attempt is still translated for the backend it lands on. Below it a
+  Lua filter holds non-streamed answers until complete (the per-try timeout
+  covers them); above it, stages that run only for a stream's first event, a
+  provider's 401/403, and failed attempts.
 """
 
 from __future__ import annotations
