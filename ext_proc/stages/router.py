@@ -122,6 +122,8 @@ class RouterStream:
         settings = self.state.config.models[p.model]
         idle = settings.per_try_idle_timeout_ms / 1000 or float("inf")
         deadline = p.started.t0 + (settings.max_stream_duration_ms / 1000 or float("inf"))
+        if idle == deadline == float("inf"):
+            return  # both bounds off (0 in the config)
         while True:
             now = time.perf_counter()
             wake = min(translator.last_event + idle, deadline)
