@@ -20,6 +20,7 @@ timers stand behind these (docs/architecture.md, "Envoy behaviours").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -186,7 +187,6 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
                 return
             kind = req.WhichOneof("request")
             t = time.perf_counter()
-            resp: pb.ProcessingResponse | None
             if kind == "request_headers":
                 resp = stream.on_request_headers(req.request_headers)
             elif kind == "request_body":
@@ -199,7 +199,7 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
                     if translator.streams:
                         lock = asyncio.Lock()
                         watchdog = asyncio.create_task(stream.watch(translator, ctx, lock))
-                async with lock or _NO_LOCK:
+                async with lock or contextlib.nullcontext():
                     await _respond(stream, translator, req, kind, ctx)
                 metrics.child(metrics.OVERHEAD, P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)
                 continue
@@ -212,17 +212,6 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
     finally:
         if watchdog is not None:
             watchdog.cancel()
-
-
-class _NoLock:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 async def _respond(stream: RouterStream, translator: ResponseTranslator, req: pb.ProcessingRequest, kind: str,
