@@ -41,6 +41,9 @@ from .errors import GatewayError
 BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (behaviour 10: default 1 MiB)
 MAX_REQUEST_HEADERS_KB = 60  # Envoy's default, stated: a bigger header block gets a 431
 MAX_STREAMS_PER_CONNECTION = 100  # HTTP/2 (Envoy's default is 2^31 - 1)
+# Envoy's own timers behind the gateway's bounds: they fire only if the
+# ext_proc did not end the request first (a clean error in the client's dialect).
+BACKSTOP_GRACE_MS = 5_000
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ROUTER_FILTER = "envoy.filters.http.router"
 
@@ -215,7 +218,7 @@ def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
         "pretranslated", _cel_skip_expression(), "attempt goes to the backend the router stage translated for"))
 
 
-def _first_event_guard(cfg: GatewayConfig) -> dict[str, Any]:
+def _first_event_guard(cfg: GatewayConfig, model: str) -> dict[str, Any]:
     """Streams that open with an error event fail over (see ``stream_guard``)."""
     guard = _ext_proc_filter(
         cfg, P.STAGE_GUARD,
@@ -226,6 +229,13 @@ def _first_event_guard(cfg: GatewayConfig) -> dict[str, Any]:
     )
     # Body chunks reach the guard while it still holds the headers.
     guard["typed_config"]["send_body_without_waiting_for_header_response"] = True
+    # It answers the headers only at the first event. A failed ext_proc call is a local
+    # reply, never retried: Envoy must not give up on the guard before the attempt's own
+    # idle timer fails it over (a provider that answers 200 and then stalls).
+    idle = cfg.models[model].per_try_idle_timeout_ms
+    if idle:
+        guard["typed_config"]["message_timeout"] = _ms(max(cfg.ext_proc.message_timeout_ms,
+                                                           idle + 2 * BACKSTOP_GRACE_MS))
     return _skip_when("gw.first_event_guard", guard, _cel_predicate("not_guarded", _cel_guard_skip()))
 
 
@@ -273,11 +283,6 @@ def _hold_whole_answers() -> dict[str, Any]:
     return {"name": "gw.hold_whole_answers", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
         "default_source_code": {"inline_string": _HOLD_WHOLE_ANSWERS}}}
-
-
-# Envoy's own timers behind the gateway's bounds: they fire only if the
-# ext_proc did not end the request first (a clean error in the client's dialect).
-BACKSTOP_GRACE_MS = 5_000
 
 
 def _route_bounds(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
@@ -340,10 +345,11 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
     }
     if stream:
         if m.per_try_idle_timeout_ms:
-            # Until the response starts (the first event where the stream guard
-            # holds the headers): the attempt fails over. After that the router
-            # stage ends a quiet stream; Envoy's idle timer is its backstop.
-            policy["per_try_timeout"] = _ms(m.per_try_idle_timeout_ms)
+            # The router stage ends a stream that goes quiet; Envoy's idle timer
+            # backs it up. Before the response starts (before the first event
+            # where the stream guard holds the headers) it fails the attempt over.
+            # No per_try_timeout next to it: once the response started, Envoy
+            # then never fires the idle timer (docs/architecture.md, behaviour 22).
             policy["per_try_idle_timeout"] = _ms(m.per_try_idle_timeout_ms + BACKSTOP_GRACE_MS)
     elif m.per_try_timeout_ms:
         policy["per_try_timeout"] = _ms(m.per_try_timeout_ms)
@@ -594,7 +600,7 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
         "http_filters": [
             _attempt_observer(cfg),
             # Responses pass the filters bottom-up: the guard's 503 and the refusal's 502 reach the observer.
-            _first_event_guard(cfg),
+            _first_event_guard(cfg, model),
             _credential_refusal(cfg),
             _upstream_stage(cfg),
             _strip_internal_headers(also=ENVOY_REQUEST_HEADERS),

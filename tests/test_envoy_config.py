@@ -36,6 +36,9 @@ def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
     assert c["common_lb_config"]["healthy_panic_threshold"]["value"] == 0
     filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
         "http_filters"]
+    guard = next(f for f in filters if f["name"] == "gw.first_event_guard")["typed_config"]["extension_config"]
+    # The guard holds a stream's headers until its first event: longer than the attempt's idle backstop.
+    assert guard["typed_config"]["message_timeout"] == "40s"
     assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.first_event_guard", "gw.credential_refusal",
                                             "gw.upstream_stage",
                                             "envoy.filters.http.header_mutation", "gw.hold_whole_answers",
@@ -64,8 +67,9 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
         assert routes[name]["route"]["cluster"] == "model/gpt-4o"
     plain, stream = routes["gpt-4o via openai/gpt-4o"]["route"], routes["gpt-4o via openai/gpt-4o (stream)"]["route"]
     assert plain["retry_policy"]["per_try_timeout"] == "120s"
-    # Streams: the first event within the idle bound; Envoy's idle timer only backs up the router stage's.
-    assert stream["retry_policy"]["per_try_timeout"] == "30s"
+    # Streams: Envoy's idle timer backs up the router stage's, and alone (with a per-try timeout
+    # next to it, it never fires once the response started).
+    assert "per_try_timeout" not in stream["retry_policy"]
     assert stream["retry_policy"]["per_try_idle_timeout"] == "35s"
     assert plain["timeout"] == "0s"
     # Whole-request bounds (the upload, then three attempts; the stream cap), each 5 s behind the gateway's own.

@@ -179,3 +179,16 @@ def test_stream_reaching_its_maximum_duration_ends_with_an_error_event(bounded: 
     etype, message = stream_error(client, raw)
     assert etype == STREAM_TIMEOUT_TYPES[client]
     assert message == "the stream reached the gateway's maximum duration of 4 s"
+
+
+def test_unguarded_stream_stalling_before_its_first_event_is_cut_within_bounds(bounded: Stack,
+                                                                                bmocks: MockAdmin) -> None:
+    """The known gap: without guard_first_event the stream's 200 went to the client at once and
+    no event ever came, so nothing can be failed over or written: Envoy's backstop closes the
+    connection (per_try_idle_timeout_ms + 5 s), and the client's read fails instead of hanging."""
+    assert not bounded.config.providers["openai"].guards_first_event
+    bmocks.fault("openai", mode="headers_stall")
+    t0 = time.monotonic()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        asyncio.run(read_stream(bounded, "anthropic", "solo-openai", "hello"))
+    assert time.monotonic() - t0 < 20
