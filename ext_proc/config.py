@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,7 +37,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from . import credentials
-from .dialects import CREDENTIAL_HEADERS, DIALECTS, get_dialect
+from .dialects import CLIENT_KEY_HEADERS, CREDENTIAL_HEADERS, DIALECTS, get_dialect
 from .names import backend_name
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
@@ -64,6 +65,18 @@ class Endpoint(_Strict):
     port: Port
 
 
+class Listen(Endpoint):
+    """The client listener, and how long it waits for a client (README "Time bounds")."""
+
+    port: Port = 8080
+    # From the first byte of a request to its last header.
+    request_headers_timeout_ms: Annotated[int, Field(ge=1)] = 10_000
+    # From the first byte of a request to its last body byte (a 32 MiB body needs 0.6 MB/s).
+    request_timeout_ms: Annotated[int, Field(ge=1)] = 60_000
+    # A connection with no request in flight is closed after this long.
+    idle_timeout_ms: Annotated[int, Field(ge=1)] = 300_000
+
+
 class ExtProcSettings(_Strict):
     address: str = "127.0.0.1"
     port: Port = 50051
@@ -77,6 +90,11 @@ class ExtProcSettings(_Strict):
     upstream_host: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
                                                     max_length=253)] | None = None
 
+
+# Headers Envoy or the gateway manage on every request to a provider: never a client's to forward.
+MANAGED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "te", "connection", "keep-alive",
+                             "upgrade", "proxy-connection", "expect", "accept-encoding"})
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 
 # Headers that carry a credential: set from api_key_env / api_key_file only, never inline.
 _SECRET_HEADERS = frozenset({*CREDENTIAL_HEADERS, "authorization"}) - {
@@ -120,6 +138,9 @@ class Provider(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     # Started by `llm-gateway up` (mock providers for local use and tests).
     mock: bool = False
+    # Client request headers this provider may receive besides content-type and
+    # accept (e.g. a beta-features header); every other client header is removed.
+    forward_headers: list[str] = Field(default_factory=list)
     # Hold a stream's response until its first event so a stream that opens
     # with an error event fails over (default: on for dialects whose providers do this).
     guard_first_event: bool | None = None
@@ -161,6 +182,21 @@ class Provider(_Strict):
             if key.lower() in _SECRET_HEADERS:
                 raise ValueError(f"'{key}' carries a credential: use api_key_env or api_key_file")
         return v
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            low = name.lower()
+            if not _HEADER_NAME.match(low):
+                raise ValueError(f"'{name}' is not a header name")
+            if low in _SECRET_HEADERS or low in CLIENT_KEY_HEADERS:
+                raise ValueError(f"'{name}' carries a credential: a client's never reaches a provider")
+            if low in MANAGED_HEADERS or low in CREDENTIAL_HEADERS or low.startswith("x-gw-"):
+                raise ValueError(f"'{name}' is set by the gateway or Envoy, not forwarded")
+            out.append(low)
+        return out
 
     @cached_property
     def url(self):
@@ -212,9 +248,12 @@ class Model(_Strict):
     drop_unsupported: bool = False
     # Number of retries across backends; default: one per extra backend.
     retries: Annotated[int, Field(ge=0, le=10)] | None = None
-    # Per attempt, non-streamed: whole response. Streamed: time to first byte.
+    # Per attempt, non-streamed: the whole response (0: unbounded).
     per_try_timeout_ms: Annotated[int, Field(ge=0)] = 120_000
+    # Streamed: time to the first event, and between two events (0: unbounded).
     per_try_idle_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    # Streamed: the whole stream, from the request's arrival (0: unbounded).
+    max_stream_duration_ms: Annotated[int, Field(ge=0)] = 1_800_000
     # Hedging: if an attempt has not answered within this many ms, race the
     # next tier; the first response wins and the other attempt is cancelled.
     hedge_after_ms: Annotated[int, Field(ge=1)] | None = None
@@ -335,7 +374,7 @@ class Tracing(_Strict):
 
 
 class _Root(_Strict):
-    listen: Endpoint = Endpoint(port=8080)
+    listen: Listen = Listen()
     admin: Endpoint = Endpoint(port=9901)
     ext_proc: ExtProcSettings = ExtProcSettings()
     providers: Annotated[dict[Name, Provider], Field(min_length=1)]

@@ -3,9 +3,11 @@
 The shape follows the Envoy behaviours in docs/architecture.md (numbered there):
 
 - One listener. Filters: strip client-sent internal headers, the router-level
-  ext_proc (request headers + buffered body; response body streamed with the
-  response headers skipped, which saves a round trip per request: status and
-  answering backend arrive as attributes with the first body chunk), router.
+  ext_proc (request headers + buffered body; response body in full duplex with
+  the response headers skipped, which saves a round trip per request: status
+  and answering backend arrive as attributes with the first body chunk),
+  router. The listener bounds slow clients; routes bound every request
+  (README "Time bounds").
 - One route per model and streaming mode, selected by the internal headers the
   router stage sets together with ``clear_route_cache`` (behaviour 2). Retries walk
   the model's backends in priority order (behaviour 5).
@@ -14,7 +16,10 @@ The shape follows the Envoy behaviours in docs/architecture.md (numbered there):
 - The per-attempt upstream ext_proc runs on that cluster, wrapped in a CEL
   matcher that skips it when the attempt goes to the backend the router stage
   already translated for: the common case costs no second gRPC stream, every
-  failover attempt is still translated for the backend it lands on.
+  failover attempt is still translated for the backend it lands on. Below it a
+  Lua filter holds non-streamed answers until complete (the per-try timeout
+  covers them); above it, stages that run only for a stream's first event, a
+  provider's 401/403, and failed attempts.
 """
 
 from __future__ import annotations
@@ -31,9 +36,15 @@ from . import protocol as P
 from .admission.headers import HEADERS as RATELIMIT_HEADERS
 from .admission.headers import METADATA_NAMESPACE as RATELIMIT_NAMESPACE
 from .config import GatewayConfig, ResolvedBackend
+from .errors import GatewayError
 from .health_service import EXT_PROC_SERVICE
 
 BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (behaviour 10: default 1 MiB)
+MAX_REQUEST_HEADERS_KB = 60  # Envoy's default, stated: a bigger header block gets a 431
+MAX_STREAMS_PER_CONNECTION = 100  # HTTP/2 (Envoy's default is 2^31 - 1)
+# Envoy's own timers behind the gateway's bounds: they fire only if the
+# ext_proc did not end the request first (a clean error in the client's dialect).
+BACKSTOP_GRACE_MS = 5_000
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ROUTER_FILTER = "envoy.filters.http.router"
 
@@ -106,15 +117,20 @@ def _cel_predicate(name: str, expr: dict[str, Any], description: str = "") -> di
     }
 
 
-def _skip_when(name: str, extension: dict[str, Any], predicate: dict[str, Any]) -> dict[str, Any]:
-    """``extension`` wrapped so that it is skipped for a stream where ``predicate`` matches."""
+def _skip_when(name: str, extension: dict[str, Any], predicate: dict[str, Any], unless: bool = False,
+               ) -> dict[str, Any]:
+    """``extension`` wrapped so that it is skipped for a stream where ``predicate`` matches
+    (``unless``: where it does not)."""
+    matched: dict[str, Any] = {"single_predicate": predicate}
+    if unless:
+        matched = {"not_matcher": matched}
     return {
         "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
             "extension_config": extension,
             "xds_matcher": {"matcher_list": {"matchers": [{
-                "predicate": {"single_predicate": predicate},
+                "predicate": matched,
                 "on_match": {"action": {"name": "skip", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
             }]}},
@@ -143,20 +159,33 @@ def _ext_proc_filter(cfg: GatewayConfig, stage: str, mode: dict[str, str],
     }
 
 
-def _strip_internal_headers() -> dict[str, Any]:
+# Request headers of Envoy's own that no provider needs, removed as a request leaves
+# (the route lookup needs it before: it fails when the router stage removes it).
+ENVOY_REQUEST_HEADERS = ("x-forwarded-proto",)
+
+
+def _strip_internal_headers(also: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.header_mutation",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"request_mutations": [{"remove": h} for h in P.INTERNAL_HEADERS]},
+            "mutations": {"request_mutations": [{"remove": h} for h in (*P.INTERNAL_HEADERS, *also)]},
         },
     }
 
 
 # The messages each client request costs (the bench's no-op reference uses the same).
+# The response body in full duplex: the stage answers when it has bytes to send
+# and can end a stream on its own timer (Envoy requires response trailers then).
 ROUTER_STAGE_MODE = {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-                     "response_header_mode": "SKIP", "response_body_mode": "STREAMED",
-                     "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"}
+                     "response_header_mode": "SKIP", "response_body_mode": "FULL_DUPLEX_STREAMED",
+                     "request_trailer_mode": "SKIP", "response_trailer_mode": "SEND"}
+
+
+# Envoy's replies to what its HTTP codec could not parse (HTTP/1.0, oversized
+# headers): sent before any request reached a filter, and the connection closes
+# right after them. The router stage must not hold their body (it would be lost).
+CODEC_REPLIES = "^4(26|31)$"
 
 
 def _router_stage(cfg: GatewayConfig) -> dict[str, Any]:
@@ -169,7 +198,12 @@ def _router_stage(cfg: GatewayConfig) -> dict[str, Any]:
     # response headers phase is skipped); Envoy drops metadata it is not told to accept.
     stage["typed_config"]["metadata_options"] = {"receiving_namespaces": {"untyped": [
         RATELIMIT_NAMESPACE, P.ACCESS_LOG_NAMESPACE, *([P.TRACE_NAMESPACE] if cfg.tracing else [])]}}
-    return stage
+    return _skip_when("gw.router_stage", stage, {
+        "input": {"name": "status", "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+            "header_name": ":status"}},
+        "value_match": {"safe_regex": {"google_re2": {}, "regex": CODEC_REPLIES}},
+    })
 
 
 def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
@@ -185,7 +219,7 @@ def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
         "pretranslated", _cel_skip_expression(), "attempt goes to the backend the router stage translated for"))
 
 
-def _first_event_guard(cfg: GatewayConfig) -> dict[str, Any]:
+def _first_event_guard(cfg: GatewayConfig, model: str) -> dict[str, Any]:
     """Streams that open with an error event fail over (see ``stream_guard``)."""
     guard = _ext_proc_filter(
         cfg, P.STAGE_GUARD,
@@ -196,6 +230,13 @@ def _first_event_guard(cfg: GatewayConfig) -> dict[str, Any]:
     )
     # Body chunks reach the guard while it still holds the headers.
     guard["typed_config"]["send_body_without_waiting_for_header_response"] = True
+    # It answers the headers only at the first event. A failed ext_proc call is a local
+    # reply, never retried: Envoy must not give up on the guard before the attempt's own
+    # idle timer fails it over (a provider that answers 200 and then stalls).
+    idle = cfg.models[model].per_try_idle_timeout_ms
+    if idle:
+        guard["typed_config"]["message_timeout"] = _ms(max(cfg.ext_proc.message_timeout_ms,
+                                                           idle + 2 * BACKSTOP_GRACE_MS))
     return _skip_when("gw.first_event_guard", guard, _cel_predicate("not_guarded", _cel_guard_skip()))
 
 
@@ -223,6 +264,65 @@ def _attempt_observer(cfg: GatewayConfig) -> dict[str, Any]:
     })
 
 
+# Envoy retries an attempt only until its response headers went downstream, and
+# its per-try timeout stops counting then (docs/architecture.md, Envoy
+# behaviours). This upstream filter holds every response that is not an event
+# stream until its body is complete, so the per-try timeout covers the whole
+# answer: a provider that answers 200 and then stalls or trickles fails over
+# like one that never answers. Lua: no gRPC round trip, no Python.
+_HOLD_WHOLE_ANSWERS = """
+function envoy_on_response(response)
+  local content_type = response:headers():get("content-type") or ""
+  if not string.find(content_type, "event-stream", 1, true) then
+    response:body()
+  end
+end
+"""
+
+
+def _hold_whole_answers() -> dict[str, Any]:
+    return {"name": "gw.hold_whole_answers", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": _HOLD_WHOLE_ANSWERS}}}
+
+
+def _route_bounds(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
+    """The route's whole-request bound. Every attempt has its own (the retry
+    policy); this one also bounds hedged attempts and retry back-offs. The
+    connection manager's idle timeout (slow clients) is off once a request is
+    routed: these bounds replace it."""
+    m = cfg.models[model]
+    if stream:
+        total = m.max_stream_duration_ms
+    elif m.per_try_timeout_ms:
+        # Counted from the request's first byte, like the client's own wait.
+        total = cfg.listen.request_timeout_ms + (cfg.retries(model, entry) + 1) * m.per_try_timeout_ms
+    else:
+        total = 0
+    out: dict[str, Any] = {"idle_timeout": "0s"}
+    if total:
+        out["max_stream_duration"] = {"max_stream_duration": _ms(total + BACKSTOP_GRACE_MS)}
+    return out
+
+
+def _credential_refusal(cfg: GatewayConfig) -> dict[str, Any]:
+    """A provider's 401/403 becomes a 502 (failed over) saying whose key was refused
+    (``stages.refusal``); other responses skip it."""
+    stage = _ext_proc_filter(
+        cfg, P.STAGE_REFUSAL,
+        {"request_header_mode": "SKIP", "request_body_mode": "NONE",
+         "response_header_mode": "SEND", "response_body_mode": "BUFFERED"},
+        request_attributes=[],
+        response_attributes=[P.ATTR_BACKEND],
+    )
+    return _skip_when("gw.credential_refusal", stage, {
+        "input": {"name": "status", "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+            "header_name": ":status"}},
+        "value_match": {"safe_regex": {"google_re2": {}, "regex": "^40[13]$"}},
+    }, unless=True)
+
+
 def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
     m = cfg.models[model]
     policy: dict[str, Any] = {
@@ -248,7 +348,12 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
     }
     if stream:
         if m.per_try_idle_timeout_ms:
-            policy["per_try_idle_timeout"] = _ms(m.per_try_idle_timeout_ms)
+            # The router stage ends a stream that goes quiet; Envoy's idle timer
+            # backs it up. Before the response starts (before the first event
+            # where the stream guard holds the headers) it fails the attempt over.
+            # No per_try_timeout next to it: once the response started, Envoy
+            # then never fires the idle timer (docs/architecture.md, behaviour 22).
+            policy["per_try_idle_timeout"] = _ms(m.per_try_idle_timeout_ms + BACKSTOP_GRACE_MS)
     elif m.per_try_timeout_ms:
         policy["per_try_timeout"] = _ms(m.per_try_timeout_ms)
     if m.hedge_after_ms and not stream:
@@ -272,11 +377,38 @@ PROVIDER_RESPONSE_HEADERS = (
 ENVOY_FAILURE_FLAGS = ["UH", "UF", "UO", "NR", "URX", "UT", "UC", "UR", "UMSDR", "DPE", "UPE", "NC", "OM"]
 
 
-def _local_reply_config() -> dict[str, Any]:
+def _gateway_reply(status: int, kind: Any, message: str) -> dict[str, Any]:
+    """A local reply of Envoy's own with the gateway's JSON body in the default dialect
+    (the router stage renders it again in the client's, when it saw the request)."""
+    body = dialects.DEFAULT.codec.render_error(GatewayError(kind, message, status=status))
+    return {"filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                "default_value": status, "runtime_key": f"gw.local_reply.{status}"}}}},
+            "body_format_override": {"json_format": body}}
+
+
+def _local_reply_config(cfg: GatewayConfig) -> dict[str, Any]:
+    """Envoy's own replies, as JSON. The statuses below are never an ext_proc answer's."""
+    as_json = {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}, "content_type": "application/json"}
+    heads, whole = cfg.listen.request_headers_timeout_ms / 1000, cfg.listen.request_timeout_ms / 1000
+    client_replies = [
+        _gateway_reply(413, "request_too_large",
+                       f"request body is larger than the gateway's limit of {BUFFER_LIMIT // 2**20} MiB"),
+        _gateway_reply(408, "invalid_request",
+                       f"request not received in time: the gateway waits {heads:g} s for the request headers "
+                       f"and {whole:g} s for the whole request"),
+        _gateway_reply(431, "request_too_large",
+                       f"request headers are larger than the gateway's limit of {MAX_REQUEST_HEADERS_KB} KiB"),
+        _gateway_reply(426, "invalid_request", "HTTP/1.0 is not supported: use HTTP/1.1 or HTTP/2"),
+    ]
     return {"mappers": [{
+        # A routed request that outlived its route's bound (``_route_bounds``): Envoy says 408.
+        "filter": {"response_flag_filter": {"flags": ["DT"]}},
+        "status_code": 504,
+        "body": {"inline_string": "the request took longer than the model's time bound"},
+        "body_format_override": as_json,
+    }, *client_replies, {
         "filter": {"response_flag_filter": {"flags": ENVOY_FAILURE_FLAGS}},
-        "body_format_override": {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
-                                 "content_type": "application/json"},
+        "body_format_override": as_json,
     }]}
 
 
@@ -325,6 +457,7 @@ def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, strea
             "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
             "auto_host_rewrite": True,
             "retry_policy": _retry_policy(cfg, model, entry, stream),
+            **_route_bounds(cfg, model, entry, stream),
             **({"hedge_policy": {"hedge_on_per_try_timeout": True}}
                if cfg.models[model].hedge_after_ms and not stream else {}),
         },
@@ -487,9 +620,15 @@ def _listener(cfg: GatewayConfig, routes: dict[str, Any], access_log: str = "/de
         "stat_prefix": "gateway",
         "codec_type": "AUTO",
         **routes,
-        "request_timeout": "0s",
-        "stream_idle_timeout": "300s",
-        "local_reply_config": _local_reply_config(),
+        # Slow clients (README "Time bounds"). Once routed, a request's own bounds
+        # replace the stream idle timeout (``_route_bounds``).
+        "request_headers_timeout": _ms(cfg.listen.request_headers_timeout_ms),
+        "request_timeout": _ms(cfg.listen.request_timeout_ms),
+        "stream_idle_timeout": _ms(cfg.listen.request_timeout_ms),
+        "common_http_protocol_options": {"idle_timeout": _ms(cfg.listen.idle_timeout_ms)},
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+        "http2_protocol_options": {"max_concurrent_streams": MAX_STREAMS_PER_CONNECTION},
+        "local_reply_config": _local_reply_config(cfg),
         "access_log": _access_log(access_log),
         **_tracing(cfg),
         "http_filters": [
@@ -601,10 +740,12 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
         "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
         "http_filters": [
             _attempt_observer(cfg),
-            # Responses pass the filters bottom-up: the guard's 503 reaches the observer.
-            _first_event_guard(cfg),
+            # Responses pass the filters bottom-up: the guard's 503 and the refusal's 502 reach the observer.
+            _first_event_guard(cfg, model),
+            _credential_refusal(cfg),
             _upstream_stage(cfg),
-            _strip_internal_headers(),
+            _strip_internal_headers(also=ENVOY_REQUEST_HEADERS),
+            _hold_whole_answers(),
             {"name": "envoy.filters.http.upstream_codec", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
         ],

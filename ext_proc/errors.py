@@ -16,7 +16,8 @@ ErrorKind = Literal[
     "context_length",  # 400: prompt too long for the model
     "authentication",  # 401
     "permission",  # 403
-    "not_found",  # 404: unknown model or path
+    "not_found",  # 404: unknown model
+    "unknown_endpoint",  # 404: no such path
     "request_too_large",  # 413
     "rate_limit",  # 429: gateway budget or provider rate limit
     "api_error",  # 500/502: provider or gateway failure
@@ -30,6 +31,7 @@ DEFAULT_STATUS: dict[str, int] = {
     "authentication": 401,
     "permission": 403,
     "not_found": 404,
+    "unknown_endpoint": 404,
     "request_too_large": 413,
     "rate_limit": 429,
     "api_error": 500,

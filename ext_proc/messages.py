@@ -77,6 +77,12 @@ def response_body_response(body: bytes | None) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
 
 
+def streamed_body(body: bytes, end: bool) -> pb.ProcessingResponse:
+    """Full-duplex mode: response bytes to send on; ``end`` ends the response."""
+    return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
+        body_mutation=pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(body=body, end_of_stream=end)))))
+
+
 def immediate(status: int, body: bytes, headers: dict[str, str] | None = None,
               details: str = "") -> pb.ProcessingResponse:
     """A local reply sent without touching any upstream (docs/architecture.md, Envoy behaviour 8)."""
@@ -96,14 +102,6 @@ def continue_for(kind: str) -> pb.ProcessingResponse:
     resp = pb.ProcessingResponse()
     getattr(resp, kind).SetInParent()
     return resp
-
-
-def with_metadata(resp: pb.ProcessingResponse, namespace: str, fields: dict[str, object]) -> pb.ProcessingResponse:
-    """A copy of ``resp`` (which may be a shared constant) carrying dynamic metadata."""
-    out = pb.ProcessingResponse()
-    out.CopyFrom(resp)
-    add_metadata(out, namespace, fields)
-    return out
 
 
 def add_metadata(resp: pb.ProcessingResponse, namespace: str, fields: Mapping[str, object]) -> None:

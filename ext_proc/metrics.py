@@ -51,6 +51,14 @@ TPOT = Histogram(
 FAILED_ATTEMPTS = Counter(
     "llm_gateway_failed_attempts", "Attempts that failed on a backend (Envoy retried or gave up), by status.",
     ["model", "backend", "status"], registry=REGISTRY)
+STREAM_TIMEOUTS = Counter(
+    "llm_gateway_stream_timeouts", "Streams the gateway ended with an error event: the backend sent no event "
+    "for per_try_idle_timeout_ms (bound=idle) or the stream reached max_stream_duration_ms (bound=duration).",
+    ["model", "backend", "bound"], registry=REGISTRY)
+CREDENTIAL_REFUSALS = Counter(
+    "llm_gateway_credential_refusals", "Attempts a provider answered 401/403 to the gateway's own key "
+    "(failed over as a 502): the backend's key or permissions need fixing.", ["backend", "status"],
+    registry=REGISTRY)
 FAILOVERS = Counter(
     "llm_gateway_failovers", "Requests answered by another backend than the primary they were routed to.",
     ["model", "from_backend", "to_backend"], registry=REGISTRY)

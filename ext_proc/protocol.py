@@ -15,6 +15,7 @@ STAGE_ROUTER = "router"
 STAGE_UPSTREAM = "upstream"
 STAGE_OBSERVER = "observer"  # sees the response headers of failed attempts only
 STAGE_GUARD = "stream_guard"  # holds a stream's headers until its first event
+STAGE_REFUSAL = "refusal"  # a provider's 401/403 to the gateway's credentials, as the 502 it is
 
 # Internal request headers: the router stage's decision, read by Envoy's route
 # match only. Stripping them on the first attempt persists into later attempts

@@ -21,6 +21,7 @@ from . import protocol as P
 from .config import ConfigError, GatewayConfig, load_config
 from .health_service import WorkerHealth
 from .stages import observer as observer_stage
+from .stages import refusal as refusal_stage
 from .stages import router as router_stage
 from .stages import stream_guard
 from .stages import upstream as upstream_stage
@@ -62,6 +63,8 @@ class ExternalProcessor(pbg.ExternalProcessorServicer):
                 await observer_stage.run(state, context)
             elif stage == P.STAGE_GUARD:
                 await stream_guard.run(state, context)
+            elif stage == P.STAGE_REFUSAL:
+                await refusal_stage.run(state, context)
             else:
                 await router_stage.run(state, context)
         except asyncio.CancelledError:

@@ -45,9 +45,16 @@ def cmd_mock_providers(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from .supervisor import StackError, control_request
+    from .supervisor import StackError, control_request, pointer_file, running_gateways
 
     cfg = load_config(args.config)  # invalid: every error printed, nothing sent
+    running = running_gateways()
+    if running and cfg.listen.port not in running and not pointer_file(cfg.listen.port).exists():
+        # The file moves the listener: the gateway is found by its port, and could not move anyway.
+        ports = ", ".join(map(str, running))
+        print(f"llm-gateway apply: this config listens on port {cfg.listen.port}, the running gateway on {ports}: "
+              "listen: changing it needs a restart of the gateway", file=sys.stderr)
+        return 1
     try:
         reply = control_request(cfg.listen.port, {"op": "apply", "config": cfg.text, "source": cfg.source})
     except StackError as e:

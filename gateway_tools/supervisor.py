@@ -336,6 +336,19 @@ def pointer_file(listen_port: int) -> Path:
     return Path(tempfile.gettempdir()) / f"llm-gateway-{listen_port}.json"
 
 
+def running_gateways() -> list[int]:
+    """Listen ports of the ``up`` processes running on this machine (from their pointer files)."""
+    ports = []
+    for pointer in Path(tempfile.gettempdir()).glob("llm-gateway-*.json"):
+        try:
+            pid = json.loads(pointer.read_text())["pid"]
+            os.kill(pid, 0)
+            ports.append(int(pointer.stem.rsplit("-", 1)[1]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(ports)
+
+
 class ControlServer(socketserver.ThreadingUnixStreamServer):
     """``llm-gateway apply`` talks to ``up`` over a Unix socket in the run directory."""
 

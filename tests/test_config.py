@@ -90,6 +90,24 @@ def test_inline_credentials_in_headers_are_refused() -> None:
     assert any("providers.openai.headers" in p and "credential" in p for p in e.value.problems)
 
 
+def test_forward_headers_are_names_a_client_may_send() -> None:
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["providers"]["anthropic"]["forward_headers"] = ["Anthropic-Beta"]
+    assert parse_config(yaml.safe_dump(data), "x.yaml").providers["anthropic"].forward_headers == ["anthropic-beta"]
+    data["providers"]["anthropic"]["forward_headers"] = ["x-api-key", "Host", "x-gw-route", "bad header"]
+    with pytest.raises(ConfigError) as e:
+        parse_config(yaml.safe_dump(data), "x.yaml")
+    assert [p.split(": ", 2)[2] for p in e.value.problems] == [
+        "Value error, 'x-api-key' carries a credential: a client's never reaches a provider"]
+    for name, says in (("Host", "is set by the gateway or Envoy"), ("x-gw-route", "is set by the gateway or Envoy"),
+                       ("bad header", "is not a header name")):
+        data["providers"]["anthropic"]["forward_headers"] = [name]
+        with pytest.raises(ConfigError) as e:
+            parse_config(yaml.safe_dump(data), "x.yaml")
+        assert e.value.problems == [f"x.yaml: providers.anthropic.forward_headers: Value error, '{name}' {says}"
+                                    + ("" if "name" in says else ", not forwarded")]
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ext_proc", *args], capture_output=True, text=True, timeout=60)
 

@@ -36,8 +36,13 @@ def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
     assert c["common_lb_config"]["healthy_panic_threshold"]["value"] == 0
     filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
         "http_filters"]
-    assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.first_event_guard", "gw.upstream_stage",
-                                            "envoy.filters.http.header_mutation", "envoy.filters.http.upstream_codec"]
+    guard = next(f for f in filters if f["name"] == "gw.first_event_guard")["typed_config"]["extension_config"]
+    # The guard holds a stream's headers until its first event: longer than the attempt's idle backstop.
+    assert guard["typed_config"]["message_timeout"] == "40s"
+    assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.first_event_guard", "gw.credential_refusal",
+                                            "gw.upstream_stage",
+                                            "envoy.filters.http.header_mutation", "gw.hold_whole_answers",
+                                            "envoy.filters.http.upstream_codec"]
 
 
 def test_each_entry_tier_has_a_cluster_starting_there(tmp_path: Path) -> None:
@@ -60,14 +65,21 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
         assert policy["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
         assert "retriable-status-codes" in policy["retry_on"] and policy["retriable_status_codes"] == [401, 403, 429]
         assert routes[name]["route"]["cluster"] == "model/gpt-4o"
-    assert "per_try_timeout" in routes["gpt-4o via openai/gpt-4o"]["route"]["retry_policy"]
-    assert "per_try_idle_timeout" in routes["gpt-4o via openai/gpt-4o (stream)"]["route"]["retry_policy"]
-    assert routes["gpt-4o via openai/gpt-4o"]["route"]["timeout"] == "0s"
+    plain, stream = routes["gpt-4o via openai/gpt-4o"]["route"], routes["gpt-4o via openai/gpt-4o (stream)"]["route"]
+    assert plain["retry_policy"]["per_try_timeout"] == "120s"
+    # Streams: Envoy's idle timer backs up the router stage's, and alone (with a per-try timeout
+    # next to it, it never fires once the response started).
+    assert "per_try_timeout" not in stream["retry_policy"]
+    assert stream["retry_policy"]["per_try_idle_timeout"] == "35s"
+    assert plain["timeout"] == "0s"
+    # Whole-request bounds (the upload, then three attempts; the stream cap), each 5 s behind the gateway's own.
+    assert plain["max_stream_duration"] == {"max_stream_duration": "425s"} and plain["idle_timeout"] == "0s"
+    assert stream["max_stream_duration"] == {"max_stream_duration": "1805s"} and stream["idle_timeout"] == "0s"
     # a route for the second backend as primary starts at its tier, with one retry left
     second = routes["gpt-4o via anthropic/claude-sonnet-4-5"]["route"]
     assert second["cluster"] == "model/gpt-4o/from-tier-1" and second["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    assert names == ["envoy.filters.http.header_mutation", "gw.router_stage", "envoy.filters.http.router"]
 
 
 def test_render_command_writes_under_envoy(tmp_path: Path) -> None:

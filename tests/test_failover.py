@@ -173,6 +173,22 @@ def test_sick_primary_is_invisible(failover_gateway: Stack, fmocks: MockAdmin, f
     assert out.backends == Counter({fallback: REQUESTS})
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("dialect", list(CASES))
+@pytest.mark.parametrize("status", [401, 403])
+def test_provider_refusing_the_gateway_key_is_failed_over(failover_gateway: Stack, fmocks: MockAdmin, status: int,
+                                                          dialect: str, stream: bool) -> None:
+    """A provider's 401/403 is about the gateway's key, not the client's: the next tier answers."""
+    model, primary, fallback = CASES[dialect]
+    fmocks.fault(primary, mode="error", status=status)
+    provider = fallback.split("/")[0]
+    out = asyncio.run(hammer(failover_gateway, dialect, model, stream, n=20, concurrency=8,
+                             expect_prefix=f"[{provider}:"))
+    assert out.statuses == Counter({200: 20}), out.wrong[:3]
+    assert not out.wrong, out.wrong[:3]
+    assert out.backends == Counter({fallback: 20})
+
+
 def test_rate_limited_backend_is_skipped_until_it_recovers(fresh: tuple[Stack, MockAdmin]) -> None:
     failover_gateway, fmocks = fresh
     fmocks.fault("openai", mode="rate_limit", retry_after=2)

@@ -21,7 +21,7 @@ import yaml
 from ext_proc.config import ConfigError
 from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY
-from tests.stack import config_on_free_ports
+from tests.stack import config_on_free_ports, free_ports
 
 
 class Load:
@@ -195,6 +195,14 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
         assert "admin: changing it needs a restart" in result.stderr
+        # Another listen port: the running gateway cannot be found by it, and could not move anyway.
+        (cfg["listen"]["port"],) = free_ports(1)
+        other.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        result = subprocess.run([sys.executable, "-m", "gateway_tools", "apply", str(other)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert f"listens on port {cfg['listen']['port']}, the running gateway on" in result.stderr
+        assert "listen: changing it needs a restart of the gateway" in result.stderr
         # `llm-gateway status` sees the running gateway and the last (rejected) change.
         result = subprocess.run([sys.executable, "-m", "gateway_tools", "status", str(path), "--json", "--interval", "0.2"],
                                 capture_output=True, text=True, timeout=60)

@@ -983,7 +983,8 @@ def test_fault_endpoint_shape(mocks: BackgroundMocks) -> None:
     assert status == 400 and "mode" in json.loads(raw)["error"]
     status, _, raw = _raw(mocks, OA, "DELETE", "/_mock/faults")
     assert status == 200 and json.loads(raw)["mode"] == "ok"
-    assert set(FAULT_MODES) == {"ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error"}
+    assert set(FAULT_MODES) == {"ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
+                                "headers_stall", "stream_stall", "trickle"}
 
 
 def test_fault_error_status_and_bodies(mocks: BackgroundMocks) -> None:
@@ -1123,6 +1124,35 @@ def test_fault_stream_cut(mocks: BackgroundMocks) -> None:
         _oa(mocks).chat.completions.create(model=MODEL, messages=msgs)
     status, _, _ = _raw(mocks, OA, "POST", "/v1/chat/completions", {"model": MODEL}, OA_HEADERS)
     assert status == 400  # requests the mock rejects are answered whole
+
+
+def test_body_faults_answer_200_then_stall_or_trickle(mocks: BackgroundMocks) -> None:
+    """headers_stall: a 200 and nothing more; stream_stall: half the events; trickle: the whole
+    reply, slowly. Reads are bounded by a socket timeout."""
+    words = "one two three four five six"
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": words}], "stream": True})
+    headers = {**OA_HEADERS, "Content-Type": "application/json"}
+
+    def partial(mode: str) -> tuple[int, bytes]:
+        _fault(mocks, OA, mode=mode)
+        conn = http.client.HTTPConnection("127.0.0.1", mocks.ports[OA], timeout=1.5)
+        try:
+            conn.request("POST", "/v1/chat/completions", body, headers)
+            resp = conn.getresponse()
+            got = b""
+            with pytest.raises(TimeoutError):
+                while chunk := resp.read1(1024):
+                    got += chunk
+            return resp.status, got
+        finally:
+            conn.close()
+
+    assert partial("headers_stall") == (200, b"")
+    status, got = partial("stream_stall")
+    assert status == 200 and 0 < len(_sse(got)) < 8 and b"[DONE]" not in got
+    _fault(mocks, OA, mode="trickle", delay_ms=1)
+    reply = _oa(mocks).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": words}])
+    assert reply.choices[0].message.content == f"[{OA}:{MODEL}] {words}"
 
 
 def test_fault_rate_is_deterministic(mocks: BackgroundMocks) -> None:

@@ -15,12 +15,15 @@ import pytest
 import yaml
 
 from ext_proc.config import DEFAULT_CONFIG, parse_config
+from ext_proc.dialects import get_dialect
+from ext_proc.errors import GatewayError
 from ext_proc.request import finish as F
-from ext_proc.request.attempt import AttemptContext, AttemptFailure, AttemptPlan, retranslate
+from ext_proc.request.attempt import AttemptContext, AttemptFailure, AttemptPlan, refused, retranslate
 from ext_proc.request.plan import Answer, RoutePlan, Started, plan, start
+from ext_proc.request.responses import make_translator
 from ext_proc.routing.health import HealthTable
 from ext_proc.state import GatewayState
-from ext_proc.translation.ir import Usage
+from ext_proc.translation.ir import MessageStart, Usage
 
 ENV = {"MOCK_OPENAI_API_KEY": "sk-openai", "MOCK_ANTHROPIC_API_KEY": "sk-ant", "MOCK_GEMINI_API_KEY": "sk-gem"}
 KEY = "demo-key"
@@ -285,6 +288,78 @@ def test_an_attempt_without_context_or_body_fails_cleanly(ctx: AttemptContext, r
     out = retranslate(state_of(), ctx, raw)
     assert isinstance(out, AttemptFailure) and out.status == status
     assert "error" in orjson.loads(out.body)
+
+
+# ---- what reaches a provider -----------------------------------------------------------
+CLIENT_EXTRAS = {"openai-organization": "org", "anthropic-beta": "b", "cookie": "c", "x-foo": "f",
+                 "user-agent": "u", "accept": "application/json", "content-type": "application/json"}
+
+
+def test_client_headers_reach_a_provider_only_by_its_allow_list() -> None:
+    def listing(data: dict[str, Any]) -> None:
+        data["providers"]["anthropic"]["forward_headers"] = ["anthropic-beta"]
+
+    state = state_of(listing)
+    to_openai = do_plan(state, {**OPENAI, **CLIENT_EXTRAS}, {**CHAT, "model": "gpt-4o"})
+    to_anthropic = do_plan(state, {**OPENAI, **CLIENT_EXTRAS}, {**CHAT, "model": "claude-sonnet-4-5"})
+    assert isinstance(to_openai, RoutePlan) and isinstance(to_anthropic, RoutePlan)
+    assert {"openai-organization", "anthropic-beta", "cookie", "x-foo", "user-agent"} <= set(to_openai.remove_headers)
+    assert {"openai-organization", "cookie", "x-foo", "user-agent"} <= set(to_anthropic.remove_headers)
+    kept = {"anthropic-beta", "accept", "content-type"}
+    assert not kept & set(to_anthropic.remove_headers)
+    # A failover attempt from the provider that lists it to one that does not removes it.
+    ctx = AttemptContext("openai/gpt-4o", "claude-sonnet-4-5", to_anthropic.primary.name, False, state.config.version)
+    out = retranslate(state, ctx, to_anthropic.new_body or b"{}")
+    assert isinstance(out, AttemptPlan) and "anthropic-beta" in out.remove_headers
+
+
+def test_an_unknown_path_names_no_model() -> None:
+    answer = start(state_of(), {**OPENAI, ":path": "/v1/files"}, end_of_stream=False)
+    assert isinstance(answer, Answer) and answer.status == 404
+    assert error_of(answer)["error"]["code"] == "unknown_url"
+    missing = do_plan(state_of(), OPENAI, {**CHAT, "model": "nope"})
+    assert isinstance(missing, Answer) and error_of(missing)["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("backend", ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"])
+def test_a_provider_refusing_the_gateway_key_is_a_502_in_its_dialect(backend: str) -> None:
+    state = state_of()
+    codec = get_dialect(state.config.backends[backend].dialect).codec
+    said = codec.render_error(GatewayError("authentication", "Incorrect API key provided: sk-***"))
+    err = codec.parse_error(502, refused(state, backend, 401, orjson.dumps(said)))
+    assert (err.kind, err.status) == ("api_error", 502)
+    assert err.message == (f"the provider of backend '{backend}' refused the gateway's credentials "
+                           "(HTTP 401: Incorrect API key provided: sk-***)")
+
+
+# ---- responses: a stream the gateway ends ----------------------------------------------
+@pytest.mark.parametrize(("client", "backend", "ends_with"), [
+    ("openai", "openai/gpt-4o", b'"code":"timeout"}}\n\n'),
+    ("anthropic", "openai/gpt-4o", b'"type":"timeout_error","message":"quiet"}}\n\n'),
+    ("gemini", "gemini/gemini-2.5-flash", b'"status":"DEADLINE_EXCEEDED"}}\n\n'),
+])
+def test_an_aborted_stream_ends_with_an_error_event_in_the_client_dialect(client: str, backend: str,
+                                                                           ends_with: bytes) -> None:
+    state = state_of()
+    done: list[int] = []
+    headers, body = {
+        "openai": (OPENAI, {**CHAT, "model": "gemini-2.5-flash", "stream": True}),
+        "anthropic": (ANTHROPIC, {**CHAT, "model": "gemini-2.5-flash", "max_tokens": 5, "stream": True}),
+        "gemini": ({**GEMINI, ":path": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"},
+                   {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+    }[client]
+    p = do_plan(state, headers, body)
+    assert isinstance(p, RoutePlan)
+    b = state.config.backends[backend]
+    ir = get_dialect(client).codec.parse_request(p.body, p.started.call.model, True)
+    t = make_translator(client=get_dialect(client), backend=b, status=200, stream=True, model=p.model, ir=ir,
+                        body=p.body, on_done=lambda status, *_: done.append(status))
+    assert t.streams and not t.done
+    # The backend's first event went to the client, then it went quiet.
+    t.feed(get_dialect(b.dialect).codec.stream_encoder(ir).encode(MessageStart("m1", b.upstream_model)), False)
+    out = t.abort(GatewayError("timeout", "quiet"))
+    assert out.endswith(ends_with), out
+    assert t.done and done == [200]  # finished once: usage recorded, the reservation settled
 
 
 def test_a_backend_is_at_its_tier_in_this_models_chain() -> None:

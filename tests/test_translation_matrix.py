@@ -774,6 +774,29 @@ def test_provider_429_is_429_in_client_format(error_stack: Any, client: str, bac
     admin.reset()
 
 
+@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
+def test_provider_refusing_the_gateway_key_is_502_in_client_format(error_stack: Any, client: str, backend: str,
+                                                                  status: int) -> None:
+    """With no other backend, a provider's 401/403 reaches the client as the gateway's failure
+    (502, its dialect's server error) naming the backend whose key was refused, never as a
+    401/403 about the client's own key."""
+    admin, sdks = error_stack
+    settle(admin)
+    admin.fault(backend, mode="error", status=status)
+    model = BACKENDS[backend][0]
+    err = _failure(sdks[client], Ask(model, "hello"))
+    got, etype, message = _error_of(client, err)
+    assert (got, etype) == (502, {"openai": "server_error", "anthropic": "api_error", "gemini": "INTERNAL"}[client])
+    name = f"{backend}/{BACKENDS[backend][1]}"
+    assert message.startswith(f"the provider of backend '{name}' refused the gateway's credentials (HTTP {status}: ")
+    assert "Mock provider error" in message  # the provider's own words
+    admin.reset()
+    # Once the provider takes the key again, so does the gateway (and Envoy's outlier detection,
+    # which counts the 502s, sees a success before it would eject the backend).
+    assert sdks[client].ask(Ask(model, "hello")).text.endswith("hello")
+
+
 CONTEXT_MESSAGES = {  # backend -> how that provider words a context-length error
     "openai": "This model's maximum context length is 128000 tokens. However, your messages resulted in "
               "130000 tokens. Please reduce the length of the messages.",

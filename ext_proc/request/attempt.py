@@ -5,6 +5,9 @@ dialect; it is parsed with that dialect's codec and built for the attempt's
 backend. Path, model and credentials are reset on every attempt: header
 mutations of an earlier attempt persist into the next one
 (docs/architecture.md, "Envoy behaviours").
+
+``refused``: an attempt's answer when its provider refused the gateway's own
+credentials (401/403), turned into the 502 it is for the client.
 """
 
 from __future__ import annotations
@@ -81,9 +84,28 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
     metrics.UPSTREAM_TRANSLATIONS.labels(model, source.name, target.name).inc()
     new_body = orjson.dumps(out)
     set_headers = dest.request_headers(stream, new_body)
-    remove = [h for h in router.provider_headers if h not in set_headers]
+    # Client headers the primary's provider could receive and this one may not.
+    unlisted = router.targets[source.name].forwarded - dest.forwarded
+    remove = [h for h in (*router.provider_headers, *sorted(unlisted)) if h not in set_headers]
     return AttemptPlan(set_headers, remove, new_body)
 
 
 def _fail(dialect: str, err: GatewayError) -> AttemptFailure:
     return AttemptFailure(err.status, orjson.dumps(get_dialect(dialect).codec.render_error(err)))
+
+
+def refused(state: GatewayState, backend: str, status: int, body: bytes) -> bytes:
+    """A provider's 401/403 to the gateway's own credentials, as the 502 error
+    body of the backend's dialect: the provider's words, and whose key it was.
+    (A client's own key never reaches a provider: the router stage checks it.)"""
+    b = state.config.backends.get(backend)
+    codec = get_dialect(b.dialect if b is not None else DEFAULT.name).codec
+    try:
+        said = codec.parse_error(status, body).message
+    except Exception:  # an odd body must not hide the refusal
+        said = body.decode("utf-8", "replace")[:300]
+    metrics.CREDENTIAL_REFUSALS.labels(backend, str(status)).inc()
+    log.warning("backend %s refused the gateway's credentials (HTTP %d): %s", backend, status, said)
+    err = GatewayError("api_error", f"the provider of backend '{backend}' refused the gateway's credentials "
+                                    f"(HTTP {status}: {said})", status=502)
+    return orjson.dumps(codec.render_error(err))

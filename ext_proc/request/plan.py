@@ -47,6 +47,7 @@ class Started:
     tenant: str
     priority: str | None  # the x-priority header
     t0: float
+    header_names: tuple[str, ...] = ()  # the client's request headers (no pseudo-headers)
 
 
 @dataclass(slots=True)
@@ -94,11 +95,12 @@ def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> 
     tenant = authenticate(state, call, dialect, headers)
     if isinstance(tenant, GatewayError):
         return reject(call, tenant, "authentication")
-    started = Started(call, dialect, tenant, headers.get("x-priority"), t0)
+    started = Started(call, dialect, tenant, headers.get("x-priority"), t0,
+                      tuple(h for h in headers if h[:1] != ":"))
     if call.operation in ("list_models", "get_model"):
         return models(state, started)
     if call.operation != "chat":
-        err = GatewayError("not_found", f"no such endpoint: {method} {path.partition('?')[0]}")
+        err = GatewayError("unknown_endpoint", f"no such endpoint: {method} {path.partition('?')[0]}")
         return reject(call, err, "not_found")
     if end_of_stream:
         return reject(call, GatewayError("invalid_request", "request body is required"), "invalid_request")
@@ -194,11 +196,13 @@ def _route(state: GatewayState, started: Started, model: str, stream: bool, body
     }
     if stream:
         set_headers[P.STREAM_HEADER] = "1"
-    # The client's own key must never reach a provider; compressed
-    # responses could not be translated.
-    remove = [h for h in (*CLIENT_KEY_HEADERS, *state.router.provider_headers) if h not in set_headers]
-    remove.append("accept-encoding")
-    return RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, remove, new_body)
+    # The client's own key must never reach a provider, nor any header the
+    # provider's forward_headers does not list (they act under the operator's
+    # key); compressed responses could not be translated.
+    remove = dict.fromkeys(h for h in (*CLIENT_KEY_HEADERS, *state.router.provider_headers, *(
+        h for h in started.header_names if h not in target.forwarded)) if h not in set_headers)
+    remove["accept-encoding"] = None
+    return RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, list(remove), new_body)
 
 
 def choose(model: str, candidates: Candidates) -> ResolvedBackend:

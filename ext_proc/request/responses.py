@@ -5,7 +5,7 @@ skipped: the status and the answering backend arrive as attributes with the
 first chunk). Three shapes:
 
 - ``Buffered``: non-streamed successes and every error. Chunks are held back
-  (cleared) until the end, then the whole body is translated once.
+  (nothing is sent) until the end, then the whole body is translated once.
 - ``StreamTranslate``: a streamed success from a backend of another dialect:
   SSE reader -> backend stream decoder -> IR events -> client stream encoder.
 - ``StreamPassthrough``: a streamed success in the client's own dialect:
@@ -13,19 +13,22 @@ first chunk). Three shapes:
   chunk must be rewritten; usage is read on the way.
 
 A stream that ends without its terminal event gets a well-formed error event in
-the client's dialect instead of a silent truncation.
+the client's dialect instead of a silent truncation; so does a stream the
+router stage ends itself (``abort``: a backend gone quiet, or a stream past its
+maximum duration). Streamed translators note when they last completed an event.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from ..config import ResolvedBackend
-from ..dialects import COMPLETE, FAILED, Dialect, get_dialect
+from ..dialects import COMPLETE, DEFAULT, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
 from ..translation.fields import error_json
 from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
@@ -51,16 +54,30 @@ class ResponseTranslator:
         self.model = model
         self.on_done = on_done
         self.usage: Usage | None = None
+        self.done = False  # the client's response is complete (on_done was called)
+        self.last_event = time.perf_counter()  # streams: when the last complete event arrived
 
     @property
     def backend_name(self) -> str:
         return self.backend.name if self.backend else ""
 
+    @property
+    def streams(self) -> bool:
+        """Does the client get this response event by event (so it can go quiet)?"""
+        return False
+
     def feed(self, chunk: bytes, end: bool) -> bytes | None:
         raise NotImplementedError
 
+    def abort(self, err: GatewayError) -> bytes:
+        """End the client's response now: its last bytes (an error event in its dialect)."""
+        self.finish()
+        return b""
+
     def finish(self) -> None:
-        self.on_done(self.status, self.backend_name, self.usage)
+        if not self.done:
+            self.done = True
+            self.on_done(self.status, self.backend_name, self.usage)
 
     def merge_usage(self, u: Usage) -> None:
         """Streams report usage in several events (some cumulative): keep the largest of each count."""
@@ -111,8 +128,12 @@ class Buffered(ResponseTranslator):
         if not from_provider:
             # Envoy's own reply (connect failure, timeout, retries exhausted).
             reason = body.decode("utf-8", "replace").strip() or "no response"
-            body = orjson.dumps({"error": {"message": f"no backend of model '{self.model}' could answer: {reason}"}})
-        codec = self.backend_codec or self.client
+            if self.model:
+                reason = f"no backend of model '{self.model}' could answer: {reason}"
+            body = orjson.dumps({"error": {"message": reason}})
+        # No backend answered: the body is Envoy's, as text (wrapped above) or as
+        # the default dialect's JSON (local_reply_config: too large, too slow).
+        codec = self.backend_codec or DEFAULT.codec
         try:
             err = codec.parse_error(self.status, body)
         except Exception:  # never let an odd error body become a 500 of our own
@@ -130,16 +151,28 @@ class StreamTranslate(ResponseTranslator):
         self.encoder = self.client.stream_encoder(ir)
         self.failed = False
 
+    @property
+    def streams(self) -> bool:
+        return True
+
     def feed(self, chunk: bytes, end: bool) -> bytes | None:
         out: list[bytes] = []
         events = self.reader.feed(chunk) if chunk else []
         if end:
             events += self.reader.close()
+        if events:
+            self.last_event = time.perf_counter()
         for sse in events:
             self._emit(self.decoder.feed(sse), out)
         if end:
             self._emit(self.decoder.close(), out)
             self.finish()
+        return b"".join(out)
+
+    def abort(self, err: GatewayError) -> bytes:
+        out: list[bytes] = []
+        self._emit([StreamError(err)], out)
+        self.finish()
         return b"".join(out)
 
     def _emit(self, events: list[Any], out: list[bytes]) -> None:
@@ -167,12 +200,18 @@ class StreamPassthrough(ResponseTranslator):
         self.complete = False
         self.failed = False
 
+    @property
+    def streams(self) -> bool:
+        return True
+
     def feed(self, chunk: bytes, end: bool) -> bytes | None:
         # Only complete events are sent on: a partial event left on the wire
         # could not be followed by a well-formed error event.
         events = self.reader.feed(chunk) if chunk else []
         if end:
             events += self.reader.close()
+        if events:
+            self.last_event = time.perf_counter()
         out: list[bytes] = []
         for sse in events:
             keep = self._observe(sse.event, sse.data)
@@ -184,6 +223,12 @@ class StreamPassthrough(ResponseTranslator):
                 out.append(self.client.render_stream_error(err))
             self.finish()
         return b"".join(out)
+
+    def abort(self, err: GatewayError) -> bytes:
+        out = b"" if self.complete or self.failed else self.client.render_stream_error(err)
+        self.failed = not self.complete
+        self.finish()
+        return out
 
     def _observe(self, event: str | None, data: str) -> bytes | None:
         """Read usage and completion; return the event's bytes to send (None: drop it)."""

@@ -14,9 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import GatewayConfig, ResolvedBackend
+from ..config import MANAGED_HEADERS, GatewayConfig, ResolvedBackend
 from ..credentials import RefreshingToken
 from ..dialects import CREDENTIAL_HEADERS, Dialect, get_dialect
+
+# Client request headers every provider receives; any other reaches a provider
+# only if its ``forward_headers`` lists it (README "Headers to providers").
+# Envoy's own are left to Envoy: host and framing, x-request-id (the request's
+# id in the access log, for matching a provider's logs), and x-forwarded-proto,
+# which the route lookup needs (removed as the request leaves instead).
+FORWARDED = frozenset({"content-type", "accept", "x-request-id", "x-forwarded-proto", *MANAGED_HEADERS}) - {
+    "accept-encoding"}
 
 
 @dataclass(slots=True)
@@ -27,6 +35,7 @@ class BackendTarget:
     dialect: Dialect
     headers: dict[str, str] = field(default_factory=dict)  # credentials + provider headers
     token: RefreshingToken | None = None  # the provider's bearer token, when it has one
+    forwarded: frozenset[str] = FORWARDED  # client headers this backend's provider may receive
 
     def path(self, stream: bool) -> str:
         p = self.backend.provider
@@ -74,7 +83,7 @@ class Router:
             dialect = get_dialect(b.dialect)
             self.targets[name] = BackendTarget(
                 b, dialect, _credential_headers(b, dialect, provider_keys.get(b.provider_name)),
-                tokens.get(b.provider_name))
+                tokens.get(b.provider_name), FORWARDED | set(b.provider.forward_headers))
 
     def chain(self, model: str) -> list[ResolvedBackend] | None:
         return self.cfg.chains.get(model)

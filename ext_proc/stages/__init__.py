@@ -5,6 +5,7 @@
 - ``upstream``: one stream per failover attempt to another backend than the
   primary (re-translates the body);
 - ``stream_guard``: holds a stream's response headers until its first event;
+- ``refusal``: an attempt's 401/403 from a provider, as a 502 saying whose key it was;
 - ``observer``: failed attempts' response headers, for backend health.
 
 ``ext_proc.server`` dispatches a gRPC stream to its stage by metadata.

@@ -37,8 +37,6 @@ async def run(state: GatewayState, ctx: Any) -> None:
         metrics.FAILED_ATTEMPTS.labels(model, backend, str(status)).inc()
         if backend:
             state.health.failure(backend, status, retry_after)
-            if status == 401:  # a token refused before its expiry (revoked): fetch a new one now
-                state.router.credential_rejected(backend)
             if state.admission is not None:
                 state.admission.attempt_failed(backend, status)
         log.info("attempt failed: model=%s backend=%s status=%s retry-after=%s", model, backend, status,

@@ -1,15 +1,26 @@
 """The router-level stream: one per client request (adapter to ``ext_proc.request``).
 
 Request headers -> ``plan.start``; request body -> ``plan.plan``; response
-body (streamed, headers skipped: the status and the answering backend arrive
-as attributes with the first chunk) -> a ``responses`` translator, and when
-the response ends ``finish``. Messages per request: request headers, request
-body, and usually one response chunk. Everything a failover attempt needs
-travels in internal headers; nothing is shared with the upstream stage.
+body (full duplex, headers skipped: the status and the answering backend
+arrive as attributes with the first chunk) -> a ``responses`` translator, and
+when the response ends ``finish``. Messages per request: request headers,
+request body, and usually one response chunk each way. Everything a failover
+attempt needs travels in internal headers; nothing is shared with the upstream
+stage.
+
+Full duplex means the stage sends the client's bytes when it has them, not one
+answer per chunk: a held-back chunk costs no message, and a stream can be ended
+at any time. ``RouterStream.watch`` does that for a stream whose backend goes
+quiet (no complete event for ``per_try_idle_timeout_ms``) or that runs past
+``max_stream_duration_ms``: the client gets an error event in its dialect and
+a well-formed end, and Envoy resets the provider's connection. Envoy's own
+timers stand behind these (docs/architecture.md, "Envoy behaviours").
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -20,7 +31,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .. import messages as M
 from .. import metrics
 from .. import protocol as P
-from ..dialects import get_dialect
+from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..request import finish as F
 from ..request import trace
@@ -30,6 +41,9 @@ from ..state import GatewayState
 from ..translation.ir import Usage
 
 log = logging.getLogger("llm_gateway.router")
+
+# Metric reasons of Envoy's replies to requests it never routed.
+UNROUTED_REASONS = {408: "request_timeout", 413: "request_too_large"}
 
 
 class RouterStream:
@@ -70,7 +84,13 @@ class RouterStream:
 
     def translator(self, status: int, backend_name: str) -> ResponseTranslator:
         p = self.plan
-        assert p is not None
+        if p is None:
+            # Envoy answered a request it never routed (body too large, client too slow):
+            # its reply, in the client's dialect when the request's headers said it.
+            client = self.started.dialect if self.started is not None else DEFAULT
+            return make_translator(client=client, backend=None, status=status, stream=False, model="", ir=None,
+                                   body=None, on_done=lambda *_: metrics.REJECTED.labels(
+                                       client.name, UNROUTED_REASONS.get(status, "envoy")).inc())
         self.t_first = time.perf_counter()
         if p.ticket is not None:
             p.ticket.first_byte = self.t_first
@@ -85,6 +105,52 @@ class RouterStream:
                 p.ir = None
         return make_translator(client=client, backend=backend, status=status, stream=p.stream,
                                model=p.model, ir=p.ir, body=p.body, on_done=self._done)
+
+    def body_response(self, translator: ResponseTranslator, body: bytes, end: bool) -> pb.ProcessingResponse | None:
+        """The bytes to send on for a response chunk (None: nothing yet)."""
+        out = translator.feed(body, end)
+        return self.send(body if out is None else out, end)
+
+    def send(self, body: bytes, end: bool) -> pb.ProcessingResponse | None:
+        if not body and not end:
+            return None
+        resp = M.streamed_body(body, end)
+        if self.log_fields is not None:
+            M.add_metadata(resp, P.ACCESS_LOG_NAMESPACE, self.log_fields)
+            self.log_fields = None
+            if self.trace_fields:
+                M.add_metadata(resp, P.TRACE_NAMESPACE, self.trace_fields)
+        return resp
+
+    async def watch(self, translator: ResponseTranslator, ctx: Any, lock: asyncio.Lock) -> None:
+        """End a stream that went quiet or ran too long, with an error event in the client's dialect."""
+        p = self.plan
+        assert p is not None
+        settings = self.state.config.models[p.model]
+        idle = settings.per_try_idle_timeout_ms / 1000 or float("inf")
+        deadline = p.started.t0 + (settings.max_stream_duration_ms / 1000 or float("inf"))
+        if idle == deadline == float("inf"):
+            return  # both bounds off (0 in the config)
+        while True:
+            now = time.perf_counter()
+            wake = min(translator.last_event + idle, deadline)
+            if now >= wake:
+                break
+            await asyncio.sleep(wake - now)
+        if deadline <= now:
+            bound, message = "duration", (f"the stream reached the gateway's maximum duration of "
+                                          f"{settings.max_stream_duration_ms / 1000:g} s")
+        else:
+            bound, message = "idle", (f"backend '{translator.backend_name}' sent no event for "
+                                      f"{settings.per_try_idle_timeout_ms / 1000:g} s")
+        async with lock:
+            if translator.done:
+                return
+            metrics.STREAM_TIMEOUTS.labels(p.model, translator.backend_name, bound).inc()
+            log.info("stream of model %s ended by the gateway: %s", p.model, message)
+            resp = self.send(translator.abort(GatewayError("timeout", message)), True)
+            assert resp is not None
+            await ctx.write(resp)
 
     def _done(self, status: int, backend: str, usage: Usage | None) -> None:
         assert self.plan is not None
@@ -121,31 +187,58 @@ async def run(state: GatewayState, ctx: Any) -> None:
 
 async def _serve(stream: RouterStream, ctx: Any) -> None:
     translator: ResponseTranslator | None = None
-    while True:
-        req = await ctx.read()
-        if req is grpc.aio.EOF:
-            return
-        kind = req.WhichOneof("request")
-        t = time.perf_counter()
-        if kind == "request_headers":
-            resp = stream.on_request_headers(req.request_headers)
-        elif kind == "request_body":
-            resp = await stream.on_request_body(req.request_body)
-        elif kind == "response_body":
-            if translator is None:
-                code = M.attribute(req, P.ATTR_RESPONSE_CODE)
-                backend = M.attribute(req, P.ATTR_BACKEND)
-                translator = stream.translator(int(code or 0), str(backend or ""))
-            chunk = req.response_body
-            resp = M.response_body_response(translator.feed(chunk.body, chunk.end_of_stream))
-            if stream.log_fields is not None:
-                resp = M.with_metadata(resp, P.ACCESS_LOG_NAMESPACE, stream.log_fields)
-                stream.log_fields = None
-                if stream.trace_fields:
-                    M.add_metadata(resp, P.TRACE_NAMESPACE, stream.trace_fields)
-        else:
-            resp = M.continue_for(kind)
-        metrics.child(metrics.OVERHEAD, P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)
-        await ctx.write(resp)
-        if resp.WhichOneof("response") == "immediate_response":
-            return
+    # Streams only: the watchdog task, and the lock it shares with this loop for writes.
+    watchdog: asyncio.Task[None] | None = None
+    lock: asyncio.Lock | None = None
+    try:
+        while True:
+            req = await ctx.read()
+            if req is grpc.aio.EOF:
+                return
+            kind = req.WhichOneof("request")
+            t = time.perf_counter()
+            if kind == "request_headers":
+                resp = stream.on_request_headers(req.request_headers)
+            elif kind == "request_body":
+                resp = await stream.on_request_body(req.request_body)
+            elif kind in ("response_body", "response_trailers"):
+                if translator is None:
+                    code = M.attribute(req, P.ATTR_RESPONSE_CODE)
+                    backend = M.attribute(req, P.ATTR_BACKEND)
+                    translator = stream.translator(int(code or 0), str(backend or ""))
+                    if translator.streams:
+                        lock = asyncio.Lock()
+                        watchdog = asyncio.create_task(stream.watch(translator, ctx, lock))
+                async with lock or contextlib.nullcontext():
+                    await _respond(stream, translator, req, kind, ctx)
+                metrics.child(metrics.OVERHEAD, P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)
+                continue
+            else:
+                resp = M.continue_for(kind)
+            metrics.child(metrics.OVERHEAD, P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)
+            await ctx.write(resp)
+            if resp.WhichOneof("response") == "immediate_response":
+                return
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+async def _respond(stream: RouterStream, translator: ResponseTranslator, req: pb.ProcessingRequest, kind: str,
+                   ctx: Any) -> None:
+    """Answer a response chunk (or trailers) in full-duplex mode; nothing once the response is complete."""
+    if kind == "response_body":
+        if translator.done:
+            return  # the watchdog ended the stream: the rest of the provider's bytes go nowhere
+        chunk = req.response_body
+        resp = stream.body_response(translator, chunk.body, chunk.end_of_stream)
+        if resp is not None:
+            await ctx.write(resp)
+        return
+    # Trailers end the response (providers rarely send them): the last bytes, then the trailers unchanged.
+    if not translator.done:
+        resp = stream.body_response(translator, b"", True)
+        if resp is not None:
+            resp.response_body.response.body_mutation.streamed_response.end_of_stream = False
+            await ctx.write(resp)
+    await ctx.write(M.continue_for(kind))

@@ -4,7 +4,8 @@ It runs the gateway's gRPC stack with the gateway's server options and is
 wired into Envoy with the router stage's processing modes, so Envoy sends it
 exactly the messages a translated request costs (request headers, the
 buffered request body, each response chunk). It answers every message with
-"continue" without looking at it.
+"continue" without looking at it (a response chunk, in full duplex: with the
+same bytes).
 
 The ``noop`` probes send the floors' requests through it. Their gap to the
 floor is what Envoy's ext_proc filter and a gRPC round trip per message cost
@@ -21,13 +22,13 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 
 from ext_proc.envoy_config import ROUTER_STAGE_MODE
-from ext_proc.messages import continue_for
+from ext_proc.messages import continue_for, streamed_body
 from ext_proc.server import server_options
 
 from . import upstream
 
 _CONTINUE = {kind: continue_for(kind)
-             for kind in ("request_headers", "request_body", "response_headers", "response_body")}
+             for kind in ("request_headers", "request_body", "response_headers", "response_trailers")}
 
 
 class NoopProcessor(pbg.ExternalProcessorServicer):
@@ -37,7 +38,11 @@ class NoopProcessor(pbg.ExternalProcessorServicer):
             req = await context.read()
             if req is eof:
                 return
-            await context.write(_CONTINUE[req.WhichOneof("request")])
+            kind = req.WhichOneof("request")
+            if kind == "response_body":
+                await context.write(streamed_body(req.response_body.body, req.response_body.end_of_stream))
+            else:
+                await context.write(_CONTINUE[kind])
 
 
 async def serve(port: int) -> None:

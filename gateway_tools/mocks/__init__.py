@@ -28,7 +28,8 @@ Replies (the same rules in every dialect):
 Per server, ``/_mock/faults`` (GET, POST ``{"mode", "status", "retry_after",
 "delay_ms", "rate", "message"}``, DELETE) sets the fault applied to model
 endpoints (``message`` replaces the text of an ``error`` fault, e.g. ``"prompt
-is too long"`` with status 400 to play a context-length error), and
+is too long"`` with status 400 to play a context-length error; ``delay_ms`` is
+the pause of ``slow``, and of ``trickle`` between two bytes), and
 ``/_mock/stats`` (GET, DELETE) counts their requests and lists the tool-call
 ids the server issued (``tool_call_ids``), so tests can check that a client
 got the backend's id.

@@ -18,7 +18,13 @@ from aiohttp import web
 
 Dialect = Literal["openai", "anthropic", "gemini", "vertex_gemini", "vertex_anthropic", "azure_openai"]
 
-FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error")
+FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
+               "headers_stall", "stream_stall", "trickle")
+# A 200 that goes wrong after its headers (the reply is the normal one):
+# headers_stall sends the headers only; stream_stall the first half of the
+# body (streams: of the events); trickle all of it, one byte every delay_ms.
+# Each then waits like ``stall`` (trickle: until done) and drops the connection.
+_BODY_FAULTS = ("headers_stall", "stream_stall", "trickle")
 
 # stream_error: a 200 stream whose first event is the provider's in-band error
 # (Anthropic sends overloaded_error this way), then the end of the stream.
@@ -315,6 +321,7 @@ class _Provider:
         self.stats = _Stats()
         self.stalling = 0
         self.closing = asyncio.Event()
+        self.body_faults: dict[int, str] = {}  # id(request) -> its body fault, for send_stream
 
     # dialect hooks ---------------------------------------------------------
     def routes(self) -> list[tuple[str, str, _Handler]]:
@@ -413,6 +420,8 @@ class _Provider:
             _drop_connection(request)
             return web.Response()
         resp: web.StreamResponse
+        if mode in _BODY_FAULTS:
+            self.body_faults[id(request)] = mode
         try:
             if mode == "error":
                 err = self.fault_error(f.status)
@@ -431,6 +440,8 @@ class _Provider:
                 resp = await handler(request, body, mode == "stream_cut")
         except _Reject as r:
             resp = _json_response(r.status, r.body, {**self.extra_headers(), **r.headers})
+        finally:
+            self.body_faults.pop(id(request), None)
         if (
             mode == "stream_cut"
             and not resp.prepared
@@ -438,6 +449,11 @@ class _Provider:
             and isinstance(resp, web.Response)
         ):
             resp = await self._cut_body(request, resp)
+        elif mode in _BODY_FAULTS and not resp.prepared and resp.status == 200 and isinstance(resp, web.Response):
+            body = resp.body if isinstance(resp.body, bytes) else b""
+            out = web.StreamResponse(status=200, headers=resp.headers)
+            out.content_length = len(body)
+            resp = await self._misbehave(request, out, [body[: len(body) // 2], body[len(body) // 2:]], mode)
         key = str(resp.status)
         st.by_status[key] = st.by_status.get(key, 0) + 1
         return resp
@@ -468,6 +484,28 @@ class _Provider:
         _drop_connection(request)
         return out
 
+    async def _misbehave(self, request: web.Request, resp: web.StreamResponse, parts: list[bytes],
+                         mode: str) -> web.StreamResponse:
+        """Send ``resp``'s headers, then ``parts`` of its body as the body fault ``mode`` says."""
+        delay = self.fault.delay_ms / 1000
+        with contextlib.suppress(ConnectionError):
+            await resp.prepare(request)
+            if mode == "trickle":
+                for byte in b"".join(parts):
+                    if self.closing.is_set():
+                        break
+                    await resp.write(bytes([byte]))
+                    await asyncio.sleep(delay)
+                else:
+                    await resp.write_eof()
+                    return resp
+            else:
+                for part in parts[: len(parts) // 2] if mode == "stream_stall" else ():
+                    await resp.write(part)
+                await self._stall(request)
+        _drop_connection(request)
+        return resp
+
     async def send_stream(
         self,
         request: web.Request,
@@ -481,6 +519,8 @@ class _Provider:
         resp.content_type = content_type
         if content_type == _SSE_CT:
             resp.headers["Cache-Control"] = "no-cache"
+        if id(request) in self.body_faults:
+            return await self._misbehave(request, resp, events, self.body_faults[id(request)])
         upto = len(events) // 2 if cut else len(events)
         try:
             await resp.prepare(request)

@@ -90,13 +90,14 @@ _ERROR_TYPES: dict[str, str] = {
     "authentication": "authentication_error",
     "permission": "permission_error",
     "not_found": "not_found_error",
+    "unknown_endpoint": "not_found_error",
     "request_too_large": "request_too_large",
     "rate_limit": "rate_limit_error",
     "api_error": "api_error",
     "overloaded": "overloaded_error",
     "timeout": "timeout_error",
 }
-_TYPE_KINDS: dict[str, str] = {v: k for k, v in _ERROR_TYPES.items() if k != "context_length"}
+_TYPE_KINDS: dict[str, str] = {v: k for k, v in _ERROR_TYPES.items() if k not in ("context_length", "unknown_endpoint")}
 _CONTEXT_HINTS = ("prompt is too long", "exceed context limit", "context window", "context length")
 
 _STREAM_CUT = "upstream stream ended unexpectedly"

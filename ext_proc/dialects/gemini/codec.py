@@ -100,6 +100,7 @@ _CANONICAL: dict[str, str] = {
     "authentication": "UNAUTHENTICATED",
     "permission": "PERMISSION_DENIED",
     "not_found": "NOT_FOUND",
+    "unknown_endpoint": "NOT_FOUND",
     "request_too_large": "INVALID_ARGUMENT",
     "rate_limit": "RESOURCE_EXHAUSTED",
     "api_error": "INTERNAL",

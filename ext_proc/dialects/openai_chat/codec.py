@@ -100,6 +100,7 @@ _ERROR_SHAPES: dict[str, tuple[str, str | None]] = {
     "authentication": ("invalid_request_error", "invalid_api_key"),
     "permission": ("invalid_request_error", "permission_denied"),
     "not_found": ("invalid_request_error", "model_not_found"),
+    "unknown_endpoint": ("invalid_request_error", "unknown_url"),
     "request_too_large": ("invalid_request_error", "request_too_large"),
     "rate_limit": ("requests", "rate_limit_exceeded"),
     "api_error": ("server_error", None),
