@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError, credential_problems, load_config
 
 
 def _config_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -27,6 +27,11 @@ def _config_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    # Keys are read at startup only; providers that sign load their credentials here as
+    # they would at startup, so a profile that does not resolve is found now.
+    problems = credential_problems(cfg)
+    if problems:
+        raise ConfigError([f"{cfg.source}: {p}" for p in problems])
     backends = sum(len(c) for c in cfg.chains.values())
     print(f"{cfg.source}: OK ({len(cfg.providers)} providers, {len(cfg.models)} models, "
           f"{backends} backends, {len(cfg.tenants)} tenants)")

@@ -8,8 +8,11 @@ wrong`` and all of them together, so an operator fixes a file in one pass.
 
 Secrets never live in the file: provider keys come from an environment
 variable or a file, tenant keys are sha256 digests (or come from the
-environment). Resolving them is a separate step (``resolve_secrets``) so that
-``llm-gateway check`` and ``render-envoy`` work without them.
+environment), and providers of dialects that sign requests load their
+credentials themselves (``Dialect.load_credentials``: a standard credential
+chain, never the file). Resolving them is a separate step (``resolve_secrets``)
+so that ``render-envoy`` works without them; ``check`` loads the signing
+credentials but not the keys.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from .dialects import CREDENTIAL_HEADERS, DIALECTS, get_dialect
+from .dialects import CREDENTIAL_HEADERS, DIALECTS, Dialect, get_dialect
 from .names import backend_name
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
@@ -88,6 +91,11 @@ class Provider(_Strict):
     # with an error event fails over (default: on for dialects whose providers do this).
     guard_first_event: bool | None = None
     connect_timeout_ms: Annotated[int, Field(ge=1)] = 5_000
+    # Providers that sign with AWS credentials (their dialect's ``provider_fields``):
+    # the region signed for, and the shared-config profile whose credentials sign
+    # (default: the standard chain: environment, web identity, shared files, instance role).
+    aws_region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")] | None = None
+    aws_profile: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
 
     @field_validator("dialect")
     @classmethod
@@ -407,11 +415,17 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
             seen.add(name)
     for pname, p in providers.items():
         p = _d(p)
-        if not p.get("api_key_env") and not p.get("api_key_file"):
+        dialect = DIALECTS.get(p.get("dialect"))  # type: ignore[arg-type]
+        has_key = bool(p.get("api_key_env") or p.get("api_key_file"))
+        if dialect is not None and not dialect.needs_api_key:
+            if has_key:
+                problems.append(f"providers.{pname}: providers of dialect '{dialect.name}' sign requests with "
+                                "credentials of their own: remove api_key_env / api_key_file")
+        elif not has_key:
             problems.append(f"providers.{pname}: needs api_key_env or api_key_file (keys are never inline)")
         if p.get("api_key_env") and p.get("api_key_file"):
             problems.append(f"providers.{pname}: set api_key_env or api_key_file, not both")
-        dialect = DIALECTS.get(p.get("dialect"))  # type: ignore[arg-type]
+        problems += _provider_field_problems(pname, p, dialect)
         if p.get("chat_path") and dialect is not None and not dialect.custom_path:
             custom = ", ".join(sorted(n for n, d in DIALECTS.items() if d.custom_path))
             problems.append(f"providers.{pname}.chat_path: only providers of dialect {custom} take a custom path")
@@ -440,6 +454,27 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
         if isinstance(port, int) and port and port in owner:
             problems.append(f"{where}: port {port} is already used by {owner[port]}")
         owner.setdefault(port, where)
+    return problems
+
+
+# provider field -> the dialects whose providers take it
+_FIELD_OWNERS: dict[str, list[str]] = {
+    f: [d.name for d in DIALECTS.values() if f in d.provider_fields]
+    for f in dict.fromkeys(f for d in DIALECTS.values() for f in d.provider_fields)}
+
+
+def _provider_field_problems(pname: str, p: dict[str, Any], dialect: Dialect | None) -> list[str]:
+    """Fields only some dialects' providers take (``Dialect.provider_fields``): set only
+    there, and present where the dialect requires them."""
+    problems = []
+    for field, owners in _FIELD_OWNERS.items():
+        if p.get(field) is not None and dialect is not None and field not in dialect.provider_fields:
+            problems.append(f"providers.{pname}.{field}: only providers of dialect "
+                            f"{', '.join(repr(o) for o in owners)} take it")
+    if dialect is not None:
+        for field, required in dialect.provider_fields.items():
+            if required and p.get(field) is None:
+                problems.append(f"providers.{pname}.{field}: required for providers of dialect '{dialect.name}'")
     return problems
 
 
@@ -496,15 +531,32 @@ def provider_key(name: str, p: Provider, env: Mapping[str, str] | None = None) -
         raise ConfigError([f"providers.{name}.api_key_file: cannot read {p.api_key_file}: {e.strerror}"]) from None
 
 
+def credential_problems(cfg: GatewayConfig) -> list[str]:
+    """Load the credentials of providers that sign requests (``Dialect.load_credentials``);
+    what is wrong, naming each provider. Their dialect keeps them fresh from then on."""
+    problems = []
+    for name, p in cfg.providers.items():
+        dialect = get_dialect(p.dialect)
+        if not dialect.needs_api_key:
+            problem = dialect.load_credentials(p)
+            if problem:
+                problems.append(f"providers.{name}: {problem}")
+    return problems
+
+
 def resolve_secrets(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Provider name -> key; also fills ``cfg.key_digests`` from tenant keys.
+    """Provider name -> key (empty for providers that sign with credentials of their own,
+    which are loaded here too); also fills ``cfg.key_digests`` from tenant keys.
 
     Raises ``ConfigError`` naming every missing secret at once.
     """
     env = os.environ if env is None else env
     keys: dict[str, str] = {}
-    problems: list[str] = []
+    problems: list[str] = credential_problems(cfg)
     for name, p in cfg.providers.items():
+        if not get_dialect(p.dialect).needs_api_key:
+            keys[name] = ""
+            continue
         try:
             keys[name] = provider_key(name, p, env)
         except ConfigError as e:
