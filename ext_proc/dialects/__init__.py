@@ -13,13 +13,14 @@ from urllib.parse import parse_qs
 
 from ..errors import GatewayError
 from ..translation.codec import Codec
-from . import anthropic_messages, gemini, openai_chat
+from . import anthropic_messages, bedrock_converse, gemini, openai_chat
 from .base import COMPLETE, FAILED, ClientCall, Dialect
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     openai_chat.DIALECT,  # first: the default
     anthropic_messages.DIALECT,
     gemini.DIALECT,
+    bedrock_converse.DIALECT,  # a backend dialect: matches no client request
 )}
 DEFAULT: Dialect = next(iter(DIALECTS.values()))
 _MATCH_ORDER: tuple[Dialect, ...] = tuple(reversed(DIALECTS.values()))
