@@ -32,6 +32,7 @@ from .admission.headers import HEADERS as RATELIMIT_HEADERS
 from .admission.headers import METADATA_NAMESPACE as RATELIMIT_NAMESPACE
 from .config import GatewayConfig
 from .health_service import EXT_PROC_SERVICE
+from .translation.framing import SSE_CONTENT_TYPE
 
 BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (behaviour 10: default 1 MiB)
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -153,6 +154,44 @@ def _strip_internal_headers() -> dict[str, Any]:
     }
 
 
+def _sse_content_type() -> dict[str, Any] | None:
+    """A client's stream is SSE whatever its backend's framing (the client dialect's
+    encoder writes it), but the router stage, which translates the body, skips response
+    headers: a backend stream in another framing (``Dialect.stream_framing``) has its
+    content type rewritten here, by Envoy. Other responses are untouched (the filter
+    is skipped unless the content type is such a framing's)."""
+    others = sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()} - {SSE_CONTENT_TYPE})
+    if not others:
+        return None
+    matches = [{"single_predicate": {
+        "input": {"name": "content-type", "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+            "header_name": "content-type"}},
+        "value_match": {"prefix": ct}}} for ct in others]
+    framed = matches[0] if len(matches) == 1 else {"or_matcher": {"predicate": matches}}
+    rewrite = {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"response_mutations": [{"append": {
+                "header": {"key": "content-type", "value": SSE_CONTENT_TYPE},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}]},
+        },
+    }
+    return {
+        "name": "gw.stream_content_type",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": rewrite,
+            "xds_matcher": {"matcher_list": {"matchers": [{
+                "predicate": {"not_matcher": framed},
+                "on_match": {"action": {"name": "skip", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
+            }]}},
+        },
+    }
+
+
 # The messages each client request costs (the bench's no-op reference uses the same).
 ROUTER_STAGE_MODE = {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
                      "response_header_mode": "SKIP", "response_body_mode": "STREAMED",
@@ -227,7 +266,9 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
     m = cfg.models[model]
     policy: dict[str, Any] = {
         "retry_on": "5xx,reset,connect-failure,refused-stream,retriable-status-codes",
-        "retriable_status_codes": [429],
+        # 401/403 from a provider refuse the gateway's own credential (a wrong or expired
+        # key, a bad signature), never the client's request: another backend may answer.
+        "retriable_status_codes": [401, 403, 429],
         "num_retries": cfg.retries(model, entry),
         "retry_priority": {
             "name": "envoy.retry_priorities.previous_priorities",
@@ -401,6 +442,7 @@ def _listener(cfg: GatewayConfig, routes: dict[str, Any], access_log: str = "/de
         "access_log": _access_log(access_log),
         "http_filters": [
             _strip_internal_headers(),
+            *([rewrite] if (rewrite := _sse_content_type()) else []),
             _router_stage(cfg),
             {"name": ROUTER_FILTER, "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
