@@ -22,6 +22,11 @@ def cmd_mock_providers(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     specs = []
     for name, p in cfg.mock_providers().items():
+        if p.dialect == "bedrock":  # verifies signatures: the mock needs the AWS secret, not a key
+            from .mocks.bedrock import spec_for
+
+            specs.append(spec_for(name, p, args.host or p.host))
+            continue
         specs.append(mocks.MockSpec(name=name, dialect=p.dialect, port=p.port,
                                     api_key=provider_key(name, p, dict(os.environ)),
                                     host=args.host or p.host))

@@ -983,7 +983,8 @@ def test_fault_endpoint_shape(mocks: BackgroundMocks) -> None:
     assert status == 400 and "mode" in json.loads(raw)["error"]
     status, _, raw = _raw(mocks, OA, "DELETE", "/_mock/faults")
     assert status == 200 and json.loads(raw)["mode"] == "ok"
-    assert set(FAULT_MODES) == {"ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error"}
+    assert set(FAULT_MODES) == {"ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
+                                "stream_malformed"}
 
 
 def test_fault_error_status_and_bodies(mocks: BackgroundMocks) -> None:

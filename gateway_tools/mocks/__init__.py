@@ -1,4 +1,4 @@
-"""Fake OpenAI, Anthropic and Gemini servers that speak each provider's real wire format.
+"""Fake OpenAI, Anthropic, Gemini and AWS Bedrock servers that speak each provider's real wire format.
 
 The gateway's end-to-end tests, its ``up`` command and its load tests point the
 gateway at these instead of the real APIs. Each mock checks requests the way its
@@ -33,8 +33,11 @@ is too long"`` with status 400 to play a context-length error), and
 ids the server issued (``tool_call_ids``), so tests can check that a client
 got the backend's id.
 
-One module per provider (``openai_chat``, ``anthropic_messages``, ``gemini``), what
-they share in ``common`` and their lifecycle in ``server``.
+One module per provider (``openai_chat``, ``anthropic_messages``, ``gemini``,
+``bedrock``), what they share in ``common`` and their lifecycle in ``server``.
+The Bedrock mock verifies SigV4 signatures instead of a key (``MockSpec.key_id``
+and its secret) and streams AWS event-stream frames; ``stream_malformed`` sends
+a frame whose checksum does not match.
 """
 
 from .common import FAULT_MODES, MockSpec

@@ -16,12 +16,15 @@ from typing import Any, ClassVar, Literal
 import orjson
 from aiohttp import web
 
-Dialect = Literal["openai", "anthropic", "gemini"]
+Dialect = Literal["openai", "anthropic", "gemini", "bedrock"]
 
-FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error")
+FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
+               "stream_malformed")
 
 # stream_error: a 200 stream whose first event is the provider's in-band error
 # (Anthropic sends overloaded_error this way), then the end of the stream.
+# stream_malformed: a 200 stream whose first event is not well formed (SSE data that
+# is not JSON; for binary framings, a frame whose checksum does not match).
 _INBAND_ERRORS = {
     "anthropic": b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n',
     "openai": b'data: {"error": {"message": "The server is overloaded", "type": "server_error", "param": null, '
@@ -36,13 +39,20 @@ _SSE_CT = "text/event-stream"
 
 @dataclass
 class MockSpec:
-    """One mock provider to start: its wire format, where it listens and the key it accepts."""
+    """One mock provider to start: its wire format, where it listens and the key it accepts.
+
+    Providers that sign requests (AWS SigV4) verify signatures instead: ``api_key`` is
+    then the secret access key of ``key_id`` (and ``session_token`` the token temporary
+    credentials carry), and ``region`` the region signatures must be scoped to."""
 
     name: str
     dialect: Dialect
     port: int
     api_key: str
     host: str = "127.0.0.1"
+    key_id: str | None = None
+    session_token: str | None = None
+    region: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -278,7 +288,7 @@ class _Stats:
         }
 
 
-_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key"})
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key", "x-amz-security-token"})
 
 
 def _redact_header(name: str, value: str) -> str:
@@ -340,6 +350,21 @@ class _Provider:
     def extra_headers(self) -> dict[str, str]:
         return {}
 
+    #: the content type of this provider's streams
+    stream_content_type: ClassVar[str] = _SSE_CT
+
+    def inband_error(self, status: int) -> bytes:
+        """The first event of a ``stream_error`` stream: the provider's in-band error."""
+        return _INBAND_ERRORS[self.dialect]
+
+    def malformed_event(self) -> bytes:
+        """The first event of a ``stream_malformed`` stream."""
+        return b"data: {not json\n\n"
+
+    def with_message(self, err: _Reject, message: str) -> None:
+        """Put a fault's ``message`` into an error body of this provider's shape."""
+        err.body["error"]["message"] = message
+
     # app -------------------------------------------------------------------
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY)
@@ -395,7 +420,7 @@ class _Provider:
             if mode == "error":
                 err = self.fault_error(f.status)
                 if f.message:
-                    err.body["error"]["message"] = f.message
+                    self.with_message(err, f.message)
                 raise err
             if mode == "rate_limit":
                 raise self.rate_limit_error(f.retry_after)
@@ -404,7 +429,11 @@ class _Provider:
             if mode == "slow":
                 await asyncio.sleep(f.delay_ms / 1000)
             if mode == "stream_error" and self.is_stream(request, body):
-                resp = await self.send_stream(request, [_INBAND_ERRORS[self.dialect]], False)
+                resp = await self.send_stream(request, [self.inband_error(f.status)], False,
+                                              content_type=self.stream_content_type)
+            elif mode == "stream_malformed" and self.is_stream(request, body):
+                resp = await self.send_stream(request, [self.malformed_event()], False,
+                                              content_type=self.stream_content_type)
             else:
                 resp = await handler(request, body, mode == "stream_cut")
         except _Reject as r:

@@ -11,13 +11,15 @@ import threading
 from aiohttp import web
 
 from .anthropic_messages import _Anthropic
+from .bedrock import _Bedrock
 from .common import MockSpec, _Provider
 from .gemini import _Gemini
 from .openai_chat import _OpenAI
 
 # --------------------------------------------------------------------------- lifecycle
 
-_PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAI, "anthropic": _Anthropic, "gemini": _Gemini}
+_PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAI, "anthropic": _Anthropic, "gemini": _Gemini,
+                                          "bedrock": _Bedrock}
 
 
 class MockProviders:
