@@ -365,3 +365,51 @@ def test_the_dialect_names_its_framing() -> None:
     assert framing.announced_by("application/vnd.amazon.eventstream")
     assert not framing.announced_by("text/event-stream")
     assert DIALECTS["openai"].stream_framing.announced_by("text/event-stream; charset=utf-8")
+
+
+# ---- the stream guard reads a held stream with the backend's framing ----------------------------
+
+
+def test_guard_holds_until_past_the_opening_and_fails_an_exception_after_it() -> None:
+    from ext_proc.stages.stream_guard import FirstContent
+
+    start = _event("messageStart", {"role": "assistant"})
+    guard = FirstContent(DIALECTS["bedrock"])
+    assert guard.feed(start[:10], False) == (False, None, b"")
+    assert guard.feed(start[10:], False) == (False, None, b"")  # the opening alone decides nothing
+    decided, err, body = guard.feed(_exception("throttlingException", "Too many requests"), False)
+    assert decided and err is not None and (err.kind, err.status) == ("rate_limit", 429)
+    assert orjson.loads(body) == {"message": "Too many requests"}  # the provider's error, for the last attempt
+    assert CODECS["bedrock"].parse_error(429, body).message == "Too many requests"
+
+    guard = FirstContent(DIALECTS["bedrock"])
+    delta = _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}})
+    assert guard.feed(start + delta, False) == (True, None, b"")
+
+    guard = FirstContent(DIALECTS["bedrock"])
+    bad = bytearray(start)
+    bad[-1] ^= 1
+    decided, err, body = guard.feed(bytes(bad), False)
+    assert decided and err is not None and err.status == 502
+    assert CODECS["bedrock"].parse_error(502, body).kind == "api_error"
+
+    guard = FirstContent(DIALECTS["bedrock"])
+    decided, err, _ = guard.feed(start, True)  # ended before any content: a failed attempt
+    assert decided and err is not None and err.message == "upstream stream ended unexpectedly"
+
+
+def test_guard_reads_sse_dialects_as_before() -> None:
+    from ext_proc.stages.stream_guard import FirstContent
+
+    start = b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"c","usage":{}}}\n\n'
+    error = (b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+             b"\n\n")
+    decided, err, body = FirstContent(DIALECTS["anthropic"]).feed(error, False)
+    assert decided and err is not None and err.kind == "overloaded"
+    assert orjson.loads(body)["error"]["type"] == "overloaded_error"
+    guard = FirstContent(DIALECTS["anthropic"])
+    assert guard.feed(start, False) == (False, None, b"")
+    decided, err, _ = guard.feed(error, False)
+    assert decided and err is not None and err.kind == "overloaded"
+    ping = b'event: ping\ndata: {"type":"ping"}\n\n'
+    assert FirstContent(DIALECTS["anthropic"]).feed(start + ping, False) == (True, None, b"")
