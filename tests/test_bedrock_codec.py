@@ -301,6 +301,20 @@ def test_a_corrupt_frame_is_a_502_wherever_the_bytes_are_cut(raw: bytes, where: 
     assert "malformed event-stream frame" in ei.value.message
 
 
+def test_a_frame_with_intact_checksums_but_an_unknown_header_type_is_a_502() -> None:
+    import struct
+    from binascii import crc32
+
+    name = b":event-type"
+    headers = bytes([len(name)]) + name + bytes([42]) + b"\x00\x01x"  # value type 42 does not exist
+    prelude = struct.pack(">II", 16 + len(headers) + 2, len(headers))
+    prelude += struct.pack(">I", crc32(prelude))
+    message = prelude + headers + b"{}"
+    with pytest.raises(GatewayError) as ei:
+        EventStreamReader().feed(message + struct.pack(">I", crc32(message)))
+    assert ei.value.status == 502 and "malformed event-stream frame" in ei.value.message
+
+
 def test_text_blocks_start_with_their_first_delta_and_reasoning_is_skipped() -> None:
     raw = b"".join([
         _event("messageStart", {"role": "assistant"}),

@@ -48,7 +48,9 @@ class EventStreamReader:
         try:
             for message in self._buffer:
                 out.append(_event(message.headers, message.payload))
-        except ParserError as e:
+        except (ParserError, KeyError, ValueError, IndexError, struct.error) as e:
+            # CRC or length mismatch (ParserError); a frame with intact CRCs but an unknown
+            # header type or a truncated header (the others): malformed either way.
             raise GatewayError("api_error", f"upstream sent a malformed event-stream frame ({type(e).__name__})",
                                status=502) from None
         return out
