@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import credentials
-from .config import ConfigError, load_config, resolve_secrets
+from .config import ConfigError, credential_problems, load_config, resolve_secrets
 
 CREDENTIALS_READY_S = 15.0
 
@@ -30,6 +30,11 @@ def _config_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    # Providers that sign load their credentials here as they would at startup, so a
+    # profile that does not resolve is found now.
+    problems = credential_problems(cfg)
+    if problems:
+        raise ConfigError([f"{cfg.source}: {p}" for p in problems])
     if args.secrets:
         resolve_secrets(cfg)  # provider keys, tenant keys and cloud credentials, as `serve` loads them
     backends = sum(len(c) for c in cfg.chains.values())

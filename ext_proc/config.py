@@ -8,8 +8,11 @@ wrong`` and all of them together, so an operator fixes a file in one pass.
 
 Secrets never live in the file: provider keys come from an environment
 variable or a file, tenant keys are sha256 digests (or come from the
-environment). Resolving them is a separate step (``resolve_secrets``) so that
-``llm-gateway check`` and ``render-envoy`` work without them.
+environment), and providers of dialects that sign requests load their
+credentials themselves (``Dialect.load_credentials``: a standard credential
+chain, never the file). Resolving them is a separate step (``resolve_secrets``)
+so that ``render-envoy`` works without them; ``check`` loads the signing
+credentials but not the keys.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from . import credentials
-from .dialects import CLIENT_KEY_HEADERS, CREDENTIAL_HEADERS, DIALECTS, get_dialect
+from .dialects import CLIENT_KEY_HEADERS, CREDENTIAL_HEADERS, DIALECTS, Dialect, get_dialect
 from .names import backend_name
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
@@ -155,6 +158,11 @@ class Provider(_Strict):
     gcp_location: PathSegment | None = None
     gcp_credentials_file: str | None = None  # unset: application default credentials
     api_version: PathSegment | None = None
+    # Providers that sign with AWS credentials (their dialect's ``provider_fields``):
+    # the region signed for, and the shared-config profile whose credentials sign
+    # (default: the standard chain: environment, web identity, shared files, instance role).
+    aws_region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")] | None = None
+    aws_profile: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
 
     @field_validator("dialect")
     @classmethod
@@ -501,7 +509,6 @@ def _d(v: Any) -> dict[str, Any]:
 
 
 # Provider fields that belong to some dialects only (cloud settings).
-_DIALECT_FIELDS = frozenset(f for d in DIALECTS.values() for f in d.provider_fields)
 
 
 def _cross_check(data: dict[str, Any]) -> list[str]:
@@ -527,19 +534,21 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
         p = _d(p)
         dialect = DIALECTS.get(p.get("dialect"))  # type: ignore[arg-type]
         has_key = bool(p.get("api_key_env") or p.get("api_key_file"))
-        if not has_key and not p.get("oauth") and (dialect is None or dialect.needs_api_key):
+        if dialect is not None and not dialect.needs_api_key:
+            if has_key:
+                problems.append(f"providers.{pname}: providers of dialect '{dialect.name}' authenticate with "
+                                "credentials of their own: remove api_key_env / api_key_file")
+        elif not has_key and not p.get("oauth"):
             problems.append(f"providers.{pname}: needs api_key_env or api_key_file (keys are never inline)")
         if p.get("api_key_env") and p.get("api_key_file"):
             problems.append(f"providers.{pname}: set api_key_env or api_key_file, not both")
         if has_key and p.get("oauth"):
             problems.append(f"providers.{pname}: set an API key (api_key_env, api_key_file) or oauth, not both")
+        problems += _provider_field_problems(pname, p, dialect)
         if p.get("chat_path") and dialect is not None and not dialect.custom_path:
             custom = ", ".join(sorted(n for n, d in DIALECTS.items() if d.custom_path))
             problems.append(f"providers.{pname}.chat_path: only providers of dialect {custom} take a custom path")
         if dialect is not None:
-            for field in sorted(_DIALECT_FIELDS & set(p) - dialect.provider_fields):
-                takers = ", ".join(sorted(n for n, d in DIALECTS.items() if field in d.provider_fields))
-                problems.append(f"providers.{pname}.{field}: only providers of dialect {takers} take it")
             problems += [f"providers.{pname}.{problem}" for problem in dialect.provider_problems(p)]
     for tname, t in _d(data.get("tenants")).items():
         keys = _d(t).get("api_keys")
@@ -566,6 +575,27 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
         if isinstance(port, int) and port and port in owner:
             problems.append(f"{where}: port {port} is already used by {owner[port]}")
         owner.setdefault(port, where)
+    return problems
+
+
+# provider field -> the dialects whose providers take it
+_FIELD_OWNERS: dict[str, list[str]] = {
+    f: [d.name for d in DIALECTS.values() if f in d.provider_fields]
+    for f in dict.fromkeys(f for d in DIALECTS.values() for f in d.provider_fields)}
+
+
+def _provider_field_problems(pname: str, p: dict[str, Any], dialect: Dialect | None) -> list[str]:
+    """Fields only some dialects' providers take (``Dialect.provider_fields``): set only
+    there, and present where the dialect requires them."""
+    problems = []
+    for field, owners in _FIELD_OWNERS.items():
+        if p.get(field) is not None and dialect is not None and field not in dialect.provider_fields:
+            problems.append(f"providers.{pname}.{field}: only providers of dialect "
+                            f"{', '.join(sorted(owners))} take it")
+    if dialect is not None:
+        for field, required in dialect.provider_fields.items():
+            if required and p.get(field) is None:
+                problems.append(f"providers.{pname}.{field}: required for providers of dialect '{dialect.name}'")
     return problems
 
 
@@ -650,16 +680,32 @@ def _token_sources(cfg: GatewayConfig, env: Mapping[str, str],
     return sources, problems
 
 
+def credential_problems(cfg: GatewayConfig) -> list[str]:
+    """Load the credentials of providers that sign requests (``Dialect.load_credentials``);
+    what is wrong, naming each provider. Their dialect keeps them fresh from then on."""
+    problems = []
+    for name, p in cfg.providers.items():
+        dialect = get_dialect(p.dialect)
+        if not dialect.needs_api_key:
+            problem = dialect.load_credentials(p)
+            if problem:
+                problems.append(f"providers.{name}: {problem}")
+    return problems
+
+
 def resolve_secrets(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Provider name -> key (for providers with one); also fills ``cfg.key_digests`` from
-    tenant keys and checks that every cloud credential can be loaded.
+    """Provider name -> key (for providers with one; cloud credentials, signing or
+    token-based, are loaded and checked here too); also fills ``cfg.key_digests`` from
+    tenant keys.
 
     Raises ``ConfigError`` naming every missing secret at once.
     """
     env = os.environ if env is None else env
     keys: dict[str, str] = {}
-    problems: list[str] = []
+    problems: list[str] = credential_problems(cfg)
     for name, p in cfg.providers.items():
+        if not get_dialect(p.dialect).needs_api_key:
+            continue  # signs or takes tokens with credentials of its own (loaded above)
         try:
             key = provider_key(name, p, env)
             if key is not None:

@@ -38,6 +38,7 @@ from .admission.headers import METADATA_NAMESPACE as RATELIMIT_NAMESPACE
 from .config import GatewayConfig, ResolvedBackend
 from .errors import GatewayError
 from .health_service import EXT_PROC_SERVICE
+from .translation.framing import SSE_CONTENT_TYPE
 
 BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (behaviour 10: default 1 MiB)
 MAX_REQUEST_HEADERS_KB = 60  # Envoy's default, stated: a bigger header block gets a 431
@@ -174,6 +175,44 @@ def _strip_internal_headers(also: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
+def _sse_content_type() -> dict[str, Any] | None:
+    """A client's stream is SSE whatever its backend's framing (the client dialect's
+    encoder writes it), but the router stage, which translates the body, skips response
+    headers: a backend stream in another framing (``Dialect.stream_framing``) has its
+    content type rewritten here, by Envoy. Other responses are untouched (the filter
+    is skipped unless the content type is such a framing's)."""
+    others = sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()} - {SSE_CONTENT_TYPE})
+    if not others:
+        return None
+    matches = [{"single_predicate": {
+        "input": {"name": "content-type", "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+            "header_name": "content-type"}},
+        "value_match": {"prefix": ct}}} for ct in others]
+    framed = matches[0] if len(matches) == 1 else {"or_matcher": {"predicate": matches}}
+    rewrite = {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"response_mutations": [{"append": {
+                "header": {"key": "content-type", "value": SSE_CONTENT_TYPE},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}]},
+        },
+    }
+    return {
+        "name": "gw.stream_content_type",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": rewrite,
+            "xds_matcher": {"matcher_list": {"matchers": [{
+                "predicate": {"not_matcher": framed},
+                "on_match": {"action": {"name": "skip", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
+            }]}},
+        },
+    }
+
+
 # The messages each client request costs (the bench's no-op reference uses the same).
 # The response body in full duplex: the stage answers when it has bytes to send
 # and can end a stream on its own timer (Envoy requires response trailers then).
@@ -266,24 +305,31 @@ def _attempt_observer(cfg: GatewayConfig) -> dict[str, Any]:
 
 # Envoy retries an attempt only until its response headers went downstream, and
 # its per-try timeout stops counting then (docs/architecture.md, Envoy
-# behaviours). This upstream filter holds every response that is not an event
-# stream until its body is complete, so the per-try timeout covers the whole
-# answer: a provider that answers 200 and then stalls or trickles fails over
-# like one that never answers. Lua: no gRPC round trip, no Python.
+# behaviours). This upstream filter holds every response that is not a stream
+# (in any dialect's framing: SSE, AWS event-stream, ...) until its body is
+# complete, so the per-try timeout covers the whole answer: a provider that
+# answers 200 and then stalls or trickles fails over like one that never
+# answers. Lua: no gRPC round trip, no Python.
 _HOLD_WHOLE_ANSWERS = """
+local streams = {%s}
 function envoy_on_response(response)
-  local content_type = response:headers():get("content-type") or ""
-  if not string.find(content_type, "event-stream", 1, true) then
-    response:body()
+  local content_type = string.lower(response:headers():get("content-type") or "")
+  for _, framing in ipairs(streams) do
+    if string.find(content_type, framing, 1, true) then
+      return
+    end
   end
+  response:body()
 end
 """
 
 
 def _hold_whole_answers() -> dict[str, Any]:
+    framings = sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()})
+    source = _HOLD_WHOLE_ANSWERS % ", ".join(f'"{f}"' for f in framings)
     return {"name": "gw.hold_whole_answers", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-        "default_source_code": {"inline_string": _HOLD_WHOLE_ANSWERS}}}
+        "default_source_code": {"inline_string": source}}}
 
 
 def _route_bounds(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
@@ -327,8 +373,8 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
     m = cfg.models[model]
     policy: dict[str, Any] = {
         "retry_on": "5xx,reset,connect-failure,refused-stream,retriable-status-codes",
-        # 401/403: this provider refused the gateway's credential (expired, revoked, no access):
-        # another provider may hold a good one. The client's own key was checked before.
+        # 401/403 from a provider refuse the gateway's own credential (a wrong or expired key,
+        # a bad signature, a revoked token), never the client's request: another backend may answer.
         "retriable_status_codes": [401, 403, 429],
         "num_retries": cfg.retries(model, entry),
         "retry_priority": {
@@ -633,6 +679,7 @@ def _listener(cfg: GatewayConfig, routes: dict[str, Any], access_log: str = "/de
         **_tracing(cfg),
         "http_filters": [
             _strip_internal_headers(),
+            *([rewrite] if (rewrite := _sse_content_type()) else []),
             _router_stage(cfg),
             {"name": ROUTER_FILTER, "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",

@@ -25,6 +25,11 @@ def cmd_mock_providers(args: argparse.Namespace) -> int:
     ttl = float(env.get("LLM_GATEWAY_MOCK_TOKEN_TTL_S") or 3600)  # cloud mocks' token lifetime
     specs = []
     for name, p in cfg.mock_providers().items():
+        if p.dialect == "bedrock":  # verifies signatures: the mock needs the AWS secret, not a key
+            from .mocks.bedrock import spec_for
+
+            specs.append(spec_for(name, p, args.host or p.host))
+            continue
         # Cloud mocks accept what the gateway will present: tokens signed by its service-account
         # key (Vertex), or issued to its OAuth client (Azure's Entra ID token endpoint).
         client_secret = None

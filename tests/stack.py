@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from ext_proc.config import DEFAULT_CONFIG
@@ -67,3 +70,31 @@ def start_stack(tmp: Path, cfg: dict[str, Any], env: dict[str, str] | None = Non
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return Stack(path, run_dir=tmp / "run", env=env or {}).start()
+
+
+# AWS credentials of the test account the Bedrock mocks verify signatures with.
+AWS_KEY_ID = "AKIDGATEWAYTEST"
+AWS_SECRET = "gateway-test-secret-key"
+AWS_REGION = "us-east-1"
+
+
+@contextmanager
+def aws_credentials(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
+    """The environment botocore's chain reads, for this process and the stack it starts:
+    the test account in AWS_* variables, shared files of the test's own (``tmp``), and no
+    instance metadata (nothing may ever reach AWS)."""
+    env = {"AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "aws-credentials"), "AWS_CONFIG_FILE": str(tmp / "aws-config"),
+           "AWS_EC2_METADATA_DISABLED": "true", **extra}
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                     "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+            mp.delenv(name, raising=False)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        yield env
+
+
+def bedrock_provider(**extra: Any) -> dict[str, Any]:
+    """A mock Bedrock provider (its port is set by ``config_on_free_ports``)."""
+    return {"dialect": "bedrock", "base_url": "http://127.0.0.1:1", "aws_region": AWS_REGION, "mock": True, **extra}

@@ -5,7 +5,8 @@
   apart (see ``norm_request``);
 - responses: random IR response -> ``render_response`` -> ``parse_response``;
 - streams: random IR event sequence -> encoder -> bytes cut at random points
-  -> ``SSEReader`` -> decoder gives the same content, stop reason and usage.
+  -> the dialect's framing reader (SSE, or Bedrock's event stream) -> decoder
+  gives the same content, stop reason and usage.
 
 Every generated feature is one the target dialect supports (``build_request``
 never refuses here), so a difference is a real loss.
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ext_proc.dialects import CODECS
+from ext_proc.dialects import DIALECTS as DIALECT_OF
 from ext_proc.errors import GatewayError
 from ext_proc.translation.ir import (
     STOP_REASONS,
@@ -46,9 +48,8 @@ from ext_proc.translation.ir import (
     ToolResultPart,
     Usage,
 )
-from ext_proc.translation.sse import SSEReader
 
-DIALECTS = ["openai", "anthropic", "gemini"]
+DIALECTS = ["openai", "anthropic", "gemini", "bedrock"]
 UPSTREAM = "up-model"
 DEFAULT_MAX = 1000
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -63,13 +64,17 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
                            | st.dictionaries(names, inner, max_size=3), max_leaves=6)
 arguments = st.dictionaries(names, json_values, max_size=4).map(lambda d: orjson.dumps(d).decode())
 
+inline_images = st.builds(lambda mt, data: ImagePart(media_type=mt, data=data),
+                          st.sampled_from(["image/png", "image/jpeg", "image/gif", "image/webp"]),
+                          st.from_regex(r"[A-Za-z0-9+/]{4,20}={0,2}", fullmatch=True))
 images = st.one_of(
-    st.builds(lambda mt, data: ImagePart(media_type=mt, data=data),
-              st.sampled_from(["image/png", "image/jpeg", "image/gif", "image/webp"]),
-              st.from_regex(r"[A-Za-z0-9+/]{4,20}={0,2}", fullmatch=True)),
+    inline_images,
     st.builds(lambda name, ext: ImagePart(url=f"https://img.example.com/{name}{ext}"),
               names, st.sampled_from([".png", ".jpg", ".webp", ""])),
 )
+# Bedrock takes image bytes only (a URL has no Converse equivalent) and a restricted end-user alphabet.
+IMAGES = {"bedrock": inline_images}
+users = {"bedrock": st.from_regex(r"[a-zA-Z0-9 :_@$#=/+,.-]{1,40}", fullmatch=True)}
 schemas = st.builds(lambda props: {"type": "object", "properties": {p: {"type": "string"} for p in props}},
                     st.lists(names, max_size=3, unique=True))
 
@@ -77,10 +82,12 @@ schemas = st.builds(lambda props: {"type": "object", "properties": {p: {"type": 
 @st.composite
 def conversations(draw: st.DrawFn, dialect: str) -> tuple[list[Message], list[Tool]]:
     """user -> (assistant [-> tool results [-> user]])*: always a valid exchange."""
-    tools = draw(st.lists(st.builds(Tool, names, st.none() | texts, schemas), max_size=3,
-                          unique_by=lambda t: t.name))
+    img = IMAGES.get(dialect, images)
+    # Bedrock refuses tool calls in a conversation that declares no tools.
+    tools = draw(st.lists(st.builds(Tool, names, st.none() | texts, schemas), min_size=int(dialect == "bedrock"),
+                          max_size=3, unique_by=lambda t: t.name))
     used_ids: set[str] = set()
-    msgs = [Message("user", draw(st.lists(texts.map(TextPart) | images, min_size=1, max_size=3)))]
+    msgs = [Message("user", draw(st.lists(texts.map(TextPart) | img, min_size=1, max_size=3)))]
     for _ in range(draw(st.integers(0, 3))):
         parts: list[Part] = [TextPart(t) for t in draw(st.lists(texts, max_size=2))]
         calls = []
@@ -93,14 +100,14 @@ def conversations(draw: st.DrawFn, dialect: str) -> tuple[list[Message], list[To
             results: list[Part] = []
             for c in calls:
                 content: list[Any] = [TextPart(t) for t in draw(st.lists(texts, max_size=2))]
-                if dialect == "anthropic" and draw(st.booleans()):
-                    content.append(draw(images))  # only Anthropic tool results carry images
+                if dialect in ("anthropic", "bedrock") and draw(st.booleans()):
+                    content.append(draw(img))  # only Anthropic and Bedrock tool results carry images
                 results.append(ToolResultPart(c.id, content, c.name, draw(st.booleans())))
             msgs.append(Message("tool", draw(st.permutations(results))))
             if draw(st.booleans()):
                 msgs.append(Message("user", [TextPart(draw(texts))]))
         else:
-            msgs.append(Message("user", draw(st.lists(texts.map(TextPart) | images, min_size=1, max_size=2))))
+            msgs.append(Message("user", draw(st.lists(texts.map(TextPart) | img, min_size=1, max_size=2))))
     return msgs, tools
 
 
@@ -110,29 +117,34 @@ def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
     opt = st.none()
     floats = st.floats(0, 2, allow_nan=False, allow_infinity=False)
     choice_modes = ["auto", "none", "required"] + (["tool"] if tools else [])
-    mode = draw(st.none() | st.sampled_from(choice_modes))
+    if dialect == "bedrock":  # no 'none' with tool history (refused); no choice without tools (no toolConfig)
+        history = any(isinstance(p, ToolCallPart) for m in msgs for p in m.parts)
+        choice_modes = [m for m in choice_modes if not (m == "none" and history)] if tools else []
+    mode = draw(st.none() | st.sampled_from(choice_modes)) if choice_modes else None
     tool_choice = None if mode is None else ToolChoice(
         mode, draw(st.sampled_from([t.name for t in tools])) if mode == "tool" else None)  # type: ignore[arg-type]
     rf = draw(opt | st.builds(ResponseFormat, st.just("json_object"))
               | st.builds(lambda s: ResponseFormat("json_schema", s), schemas))
+    if dialect == "bedrock" and rf is not None and rf.type == "json_object":
+        rf = None  # Converse takes a schema, never "any JSON"
     return ChatRequest(
         model=UPSTREAM,
         messages=msgs,
         system=draw(st.lists(texts.map(TextPart), max_size=2)),
         tools=tools,
         tool_choice=tool_choice,
-        parallel_tool_calls=draw(opt | st.booleans() if dialect != "gemini" else opt | st.just(True)),
+        parallel_tool_calls=draw(opt | st.booleans() if dialect not in ("gemini", "bedrock") else opt | st.just(True)),
         max_tokens=draw(opt | st.integers(1, 100000)),
         temperature=draw(opt | floats),
         top_p=draw(opt | st.floats(0, 1, allow_nan=False)),
         top_k=draw(opt | st.integers(1, 100)) if dialect != "openai" else None,
         stop=draw(st.lists(texts, max_size=3)),
-        seed=draw(opt | st.integers(0, 2**31)) if dialect != "anthropic" else None,
-        presence_penalty=draw(opt | floats) if dialect != "anthropic" else None,
-        frequency_penalty=draw(opt | floats) if dialect != "anthropic" else None,
+        seed=draw(opt | st.integers(0, 2**31)) if dialect not in ("anthropic", "bedrock") else None,
+        presence_penalty=draw(opt | floats) if dialect not in ("anthropic", "bedrock") else None,
+        frequency_penalty=draw(opt | floats) if dialect not in ("anthropic", "bedrock") else None,
         n=draw(opt | st.integers(1, 4)) if dialect == "openai" else draw(opt | st.just(1)),
         response_format=rf if dialect != "anthropic" else None,
-        user=draw(opt | texts) if dialect != "gemini" else None,
+        user=draw(opt | users.get(dialect, texts)) if dialect != "gemini" else None,
         stream=draw(st.booleans()),
     )
 
@@ -169,6 +181,9 @@ def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
         else:
             messages.append((m.role, parts))
     tc = req.tool_choice or ToolChoice("auto")
+    tools = [(t.name, t.description, t.parameters) for t in req.tools]
+    if dialect == "bedrock" and tc.mode == "none":
+        tc, tools = ToolChoice("auto"), []  # Converse has no 'none': the tools are not declared
     parallel = req.parallel_tool_calls
     if dialect != "openai" and (parallel is True or tc.mode == "none"):
         parallel = None  # the default; Anthropic's "none" choice has no parallel flag
@@ -177,10 +192,11 @@ def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
     return {
         "system": [p.text for p in req.system],
         "messages": messages,
-        "tools": [(t.name, t.description, t.parameters) for t in req.tools],
+        "tools": tools,
         "tool_choice": (tc.mode, tc.name),
         "parallel_tool_calls": parallel,
-        "max_tokens": req.max_tokens if req.max_tokens is not None or dialect != "anthropic" else DEFAULT_MAX,
+        "max_tokens": req.max_tokens if req.max_tokens is not None or dialect not in ("anthropic", "bedrock")
+        else DEFAULT_MAX,
         "sampling": (req.temperature, req.top_p, req.top_k, req.seed, req.presence_penalty, req.frequency_penalty),
         "stop": req.stop,
         "n": n,
@@ -238,7 +254,11 @@ STOP_TRIP = {
     "openai": {"stop_sequence": "end_turn", "refusal": "content_filter", "other": "end_turn"},
     "anthropic": {"content_filter": "refusal", "other": "end_turn"},
     "gemini": {"stop_sequence": "end_turn", "tool_use": "end_turn", "refusal": "content_filter"},
+    "bedrock": {"refusal": "content_filter", "other": "end_turn"},
 }
+KEEPS_CACHE_WRITES = ("anthropic", "bedrock")
+KEEPS_STOP_SEQUENCE = ("anthropic", "bedrock")  # Bedrock: in additionalModelResponseFields
+MAKES_UP_IDS = ("bedrock",)  # Converse answers carry neither an id nor a model name
 
 
 def norm_stop(stop: str | None, dialect: str, has_calls: bool) -> str | None:
@@ -250,7 +270,7 @@ def norm_stop(stop: str | None, dialect: str, has_calls: bool) -> str | None:
 
 def norm_usage(u: Usage | None, dialect: str) -> Usage:
     u = u or Usage()
-    return u if dialect == "anthropic" else replace(u, cache_write_tokens=0)
+    return u if dialect in KEEPS_CACHE_WRITES else replace(u, cache_write_tokens=0)
 
 
 def norm_response(resp: ChatResponse, dialect: str) -> dict[str, Any]:
@@ -259,12 +279,14 @@ def norm_response(resp: ChatResponse, dialect: str) -> dict[str, Any]:
         text = "".join(p[1] for p in parts if p[0] == "text")
         parts = ([("text", text)] if text else []) + [p for p in parts if p[0] == "call"]
     has_calls = any(p[0] == "call" for p in parts)
+    made_up = dialect in MAKES_UP_IDS
     return {
-        "id": resp.id,
-        "model": resp.model,
+        "id": None if made_up else resp.id,
+        "model": None if made_up else resp.model,
         "content": parts,
         "stop": norm_stop(resp.stop_reason, dialect, has_calls),
-        "stop_sequence": resp.stop_sequence if dialect == "anthropic" else None,
+        "stop_sequence": resp.stop_sequence if dialect in KEEPS_STOP_SEQUENCE and resp.stop_reason == "stop_sequence"
+        else None,
         "usage": norm_usage(resp.usage, dialect),
     }
 
@@ -321,6 +343,7 @@ KIND_TRIP = {
     "openai": {},
     "anthropic": {"context_length": "invalid_request"},
     "gemini": {"context_length": "invalid_request", "request_too_large": "invalid_request"},
+    "bedrock": {"context_length": "invalid_request", "request_too_large": "invalid_request"},
 }
 
 
@@ -333,7 +356,7 @@ def collapse(events: list[StreamEvent], dialect: str) -> dict[str, Any]:
         if isinstance(e, MessageStart):
             out["id"], out["model"] = e.id, e.model
         elif isinstance(e, BlockStart):
-            if e.kind == "text" and blocks and blocks[-1][0] == "text" and dialect != "anthropic":
+            if e.kind == "text" and blocks and blocks[-1][0] == "text" and dialect not in ("anthropic", "bedrock"):
                 by_index[e.index] = blocks[-1]  # no block boundaries between texts in OpenAI/Gemini
                 continue
             block = [e.kind, e.tool_call_id, e.tool_name, "", False]
@@ -362,6 +385,9 @@ def collapse(events: list[StreamEvent], dialect: str) -> dict[str, Any]:
         if not blocks and not out["ended"]:  # no start event: an id shows only with content
             out.pop("id", None)
             out.pop("model", None)
+    if dialect in MAKES_UP_IDS:
+        out.pop("id", None)
+        out.pop("model", None)
     has_calls = any(b[0] == "tool_call" for b in blocks)
     if out["ended"]:
         out["stop"] = norm_stop(out["stop"], dialect, has_calls)
@@ -378,7 +404,7 @@ def test_stream_round_trip(dialect: str, events: list[StreamEvent], data: st.Dat
     enc = codec.stream_encoder(req)
     raw = b"".join(enc.encode(e) for e in events)
     cuts = sorted(data.draw(st.sets(st.integers(0, len(raw)), max_size=10)))
-    reader = SSEReader()
+    reader = DIALECT_OF[dialect].stream_framing.reader()
     dec = codec.stream_decoder()
     back: list[StreamEvent] = []
     for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True):

@@ -79,7 +79,17 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
     second = routes["gpt-4o via anthropic/claude-sonnet-4-5"]["route"]
     assert second["cluster"] == "model/gpt-4o/from-tier-1" and second["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.header_mutation", "gw.router_stage", "envoy.filters.http.router"]
+    assert names == ["envoy.filters.http.header_mutation", "gw.stream_content_type", "gw.router_stage",
+                     "envoy.filters.http.router"]
+    # A backend stream in a binary framing reaches the client as the SSE its encoder wrote:
+    # the content type is rewritten for that framing's responses only.
+    rewrite = hcm["http_filters"][1]["typed_config"]
+    [mutation] = rewrite["extension_config"]["typed_config"]["mutations"]["response_mutations"]
+    assert mutation["append"]["header"] == {"key": "content-type", "value": "text/event-stream"}
+    [matcher] = rewrite["xds_matcher"]["matcher_list"]["matchers"]
+    framed = matcher["predicate"]["not_matcher"]["single_predicate"]
+    assert framed["value_match"] == {"prefix": "application/vnd.amazon.eventstream"}
+    assert matcher["on_match"]["action"]["name"] == "skip"
 
 
 def test_render_command_writes_under_envoy(tmp_path: Path) -> None:

@@ -984,7 +984,7 @@ def test_fault_endpoint_shape(mocks: BackgroundMocks) -> None:
     status, _, raw = _raw(mocks, OA, "DELETE", "/_mock/faults")
     assert status == 200 and json.loads(raw)["mode"] == "ok"
     assert set(FAULT_MODES) == {"ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
-                                "headers_stall", "stream_stall", "trickle"}
+                                "headers_stall", "stream_stall", "trickle", "stream_malformed"}
 
 
 def test_fault_error_status_and_bodies(mocks: BackgroundMocks) -> None:

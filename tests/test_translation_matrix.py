@@ -11,6 +11,11 @@ the ``x-gateway-backend`` header, and on the backend side (the mock's
 The README's "Conformance matrix" table is generated from the parametrize
 ids below (``matrix_markdown``) and ``test_readme_matrix_is_generated``
 keeps the two equal; ``python -m tests.test_translation_matrix`` prints it.
+
+Bedrock is a backend only (no client speaks it): this module runs the default
+stack plus a mock Bedrock provider and a model on it. Converse takes images as
+bytes only, so that model drops the clients' URL image (``drop_unsupported``);
+without it the URL is refused with a 400 (``test_bedrock_e2e``).
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from ext_proc.config import DEFAULT_CONFIG
+from ext_proc.routing.health import BASE_COOLDOWN
 from gateway_tools.supervisor import Stack
 from tests.cloud import CLOUD_BACKENDS, cloud_config
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
-from tests.stack import config_on_free_ports, start_stack
+from tests.stack import aws_credentials, bedrock_provider, config_on_free_ports, start_stack
 
 CLIENTS = ("openai", "anthropic", "gemini")
 # backend dialect -> (client-facing model, upstream model) of the model whose primary it is
@@ -45,6 +51,7 @@ BACKENDS = {
     "openai": ("gpt-4o", "gpt-4o"),
     "anthropic": ("claude-sonnet-4-5", "claude-sonnet-4-5"),
     "gemini": ("gemini-2.5-flash", "gemini-2.5-flash"),
+    "bedrock": ("bedrock-claude", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
 }
 CELLS = ("plain", "streamed", "tools", "streamed_tools", "images", "system")
 PAIRS = [(c, b) for c in CLIENTS for b in BACKENDS]
@@ -76,6 +83,25 @@ pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:Depre
 
 def words(text: str) -> int:
     return len(text.split())
+
+
+def matrix_config() -> dict[str, Any]:
+    """The default config plus a mock Bedrock provider and a model whose primary it is."""
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    cfg["providers"]["bedrock"] = bedrock_provider()
+    model, upstream = BACKENDS["bedrock"]
+    cfg["models"][model] = {"backends": [{"provider": "bedrock", "model": upstream}], "drop_unsupported": True}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """This module's stack (it shadows the session's default one): with a Bedrock backend."""
+    tmp = tmp_path_factory.mktemp("matrix")
+    with aws_credentials(tmp):
+        stack = start_stack(tmp, config_on_free_ports(matrix_config()))
+    yield stack
+    stack.stop()
 
 
 # ---- one adapter per official SDK: same questions, answers in neutral form ---------------------
@@ -371,6 +397,8 @@ def system_text(backend: str, body: dict[str, Any]) -> str | None:
     if backend == "anthropic":
         s = body.get("system")
         return s if isinstance(s, str) or s is None else " ".join(b["text"] for b in s)
+    if backend == "bedrock":
+        return " ".join(b["text"] for b in body["system"]) if body.get("system") else None
     si = body.get("systemInstruction")
     return " ".join(p["text"] for p in si["parts"]) if si else None
 
@@ -386,6 +414,8 @@ def images_of(backend: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         return [p for p in body["messages"][-1]["content"] if p["type"] == "image_url"]
     if backend == "anthropic":
         return [b for b in body["messages"][-1]["content"] if b["type"] == "image"]
+    if backend == "bedrock":
+        return [b for b in body["messages"][-1]["content"] if "image" in b]
     return [p for p in body["contents"][-1]["parts"] if "text" not in p]
 
 
@@ -396,6 +426,7 @@ EXPECTED_IMAGES = {
                   {"type": "image", "source": {"type": "url", "url": IMAGE_URL}}],
     "gemini": [{"inlineData": {"mimeType": "image/png", "data": PNG_B64}},
                {"fileData": {"mimeType": "image/png", "fileUri": IMAGE_URL}}],
+    "bedrock": [{"image": {"format": "png", "source": {"bytes": PNG_B64}}}],  # the URL image dropped
 }
 
 
@@ -404,6 +435,8 @@ def tool_names(backend: str, body: dict[str, Any]) -> list[str]:
         return [t["function"]["name"] for t in body["tools"]]
     if backend == "anthropic":
         return [t["name"] for t in body["tools"]]
+    if backend == "bedrock":
+        return [t["toolSpec"]["name"] for t in body["toolConfig"]["tools"]]
     return [d["name"] for t in body["tools"] for d in t["functionDeclarations"]]
 
 
@@ -412,6 +445,8 @@ def tool_schema(backend: str, body: dict[str, Any]) -> dict[str, Any]:
         return body["tools"][0]["function"]["parameters"]
     if backend == "anthropic":
         return body["tools"][0]["input_schema"]
+    if backend == "bedrock":
+        return body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]
     decl = body["tools"][0]["functionDeclarations"][0]
     return decl.get("parametersJsonSchema") or decl["parameters"]
 
@@ -419,6 +454,8 @@ def tool_schema(backend: str, body: dict[str, Any]) -> dict[str, Any]:
 def tool_choice(backend: str, body: dict[str, Any]) -> Any:
     if backend == "gemini":
         return body["toolConfig"]["functionCallingConfig"]
+    if backend == "bedrock":
+        return body["toolConfig"]["toolChoice"]
     return body["tool_choice"]
 
 
@@ -426,6 +463,7 @@ EXPECTED_CHOICE = {
     "openai": {"auto": "auto", OTHER_TOOL: {"type": "function", "function": {"name": OTHER_TOOL}}},
     "anthropic": {"auto": {"type": "auto"}, OTHER_TOOL: {"type": "tool", "name": OTHER_TOOL}},
     "gemini": {"auto": {"mode": "AUTO"}, OTHER_TOOL: {"mode": "ANY", "allowedFunctionNames": [OTHER_TOOL]}},
+    "bedrock": {"auto": {"auto": {}}, OTHER_TOOL: {"tool": {"name": OTHER_TOOL}}},
 }
 
 
@@ -441,6 +479,9 @@ def answered_call(backend: str, body: dict[str, Any]) -> tuple[str, str, str]:
         content = result["content"]
         text = content if isinstance(content, str) else "".join(b["text"] for b in content)
         return call["id"], result["tool_use_id"], text
+    if backend == "bedrock":
+        call, result = body["messages"][-2]["content"][0]["toolUse"], body["messages"][-1]["content"][0]["toolResult"]
+        return call["toolUseId"], result["toolUseId"], "".join(c["text"] for c in result["content"])
     call, result = body["contents"][-2]["parts"][0]["functionCall"], body["contents"][-1]["parts"][0]
     fr = result["functionResponse"]
     assert fr["name"] == call["name"] == TOOL
@@ -597,6 +638,7 @@ SAMPLING_SENT = {  # backend -> where temperature, top_p, max tokens and stop se
     "anthropic": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b["stop_sequences"]),
     "gemini": lambda b: tuple(b["generationConfig"][k] for k in
                               ("temperature", "topP", "maxOutputTokens", "stopSequences")),
+    "bedrock": lambda b: tuple(b["inferenceConfig"][k] for k in ("temperature", "topP", "maxTokens", "stopSequences")),
 }
 
 
@@ -614,8 +656,9 @@ def test_sampling_max_tokens_and_stop(sdks: dict[str, Any], mocks: MockAdmin, cl
 
     stopped = sdk.ask(Ask(model, "alpha beta HALT gamma", stream=stream, params={**params, "max_tokens": 50}))
     assert stopped.text == f"[{backend}:{upstream}] alpha beta"
-    # Only Anthropic backends say a stop sequence matched; OpenAI and Gemini report a plain stop.
-    outcome = "stop_sequence" if backend == "anthropic" else "end"
+    # Anthropic and Bedrock backends say a stop sequence matched (only Anthropic says which);
+    # OpenAI and Gemini report a plain stop.
+    outcome = "stop_sequence" if backend in ("anthropic", "bedrock") else "end"
     check_common(stopped, client, backend, outcome, (4, 3))
     if client == "anthropic":
         assert stopped.stop_sequence == ("HALT" if backend == "anthropic" else None)
@@ -715,12 +758,14 @@ ALL_THREE = "every-backend"  # a model whose failover chain is all three provide
 def error_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MockAdmin, dict[str, Any]]]:
     """Each matrix model served by its primary alone (a provider error reaches the client as is,
     not hidden by failover), plus one model failing over across all three providers."""
-    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    cfg = matrix_config()
     chain = cfg["models"]["gpt-4o"]["backends"]
     cfg["models"] = {model: {"backends": [{"provider": backend, "model": upstream}]}
                      for backend, (model, upstream) in BACKENDS.items()}
     cfg["models"][ALL_THREE] = {"backends": chain}
-    stack = start_stack(tmp_path_factory.mktemp("matrix-errors"), config_on_free_ports(cfg))
+    tmp = tmp_path_factory.mktemp("matrix-errors")
+    with aws_credentials(tmp):
+        stack = start_stack(tmp, config_on_free_ports(cfg))
     try:
         yield MockAdmin(stack), {name: cls(stack) for name, cls in ADAPTERS.items()}
     finally:
@@ -742,11 +787,17 @@ def _error_of(client: str, exc: BaseException) -> tuple[int, str, str]:
     return exc.code, exc.status or "", exc.message or ""
 
 
-def settle(admin: MockAdmin) -> None:
+def settle(admin: MockAdmin, sdks: dict[str, Any] | None = None, backend: str = "") -> None:
     """No faults, and the previous test's 50 ms rate-limit cool-down over: the provider answers,
     not the gateway's health table."""
     admin.reset()
     time.sleep(0.1)
+    if backend == "bedrock" and sdks is not None:
+        # Bedrock sends no Retry-After: a 429 leaves it cooling for the gateway's own back-off,
+        # and the first request after that is the probe that ends it.
+        time.sleep(BASE_COOLDOWN + 0.2)
+        sdks["openai"].ask(Ask(BACKENDS[backend][0], "hello"))
+        admin.reset()
 
 
 def _failure(sdk: Any, ask: Ask) -> BaseException:
@@ -764,7 +815,7 @@ RATE_LIMIT_TYPES = {"openai": "requests", "anthropic": "rate_limit_error", "gemi
 @pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
 def test_provider_429_is_429_in_client_format(error_stack: Any, client: str, backend: str, stream: bool) -> None:
     admin, sdks = error_stack
-    settle(admin)
+    settle(admin, sdks, backend)
     admin.fault(backend, mode="rate_limit", retry_after=0.05)
     err = _failure(sdks[client], Ask(BACKENDS[backend][0], "hello", stream=stream))
     status, etype, message = _error_of(client, err)
@@ -782,15 +833,16 @@ def test_provider_refusing_the_gateway_key_is_502_in_client_format(error_stack: 
     (502, its dialect's server error) naming the backend whose key was refused, never as a
     401/403 about the client's own key."""
     admin, sdks = error_stack
-    settle(admin)
+    settle(admin, sdks, backend)
     admin.fault(backend, mode="error", status=status)
     model = BACKENDS[backend][0]
     err = _failure(sdks[client], Ask(model, "hello"))
     got, etype, message = _error_of(client, err)
     assert (got, etype) == (502, {"openai": "server_error", "anthropic": "api_error", "gemini": "INTERNAL"}[client])
     name = f"{backend}/{BACKENDS[backend][1]}"
-    assert message.startswith(f"the provider of backend '{name}' refused the gateway's credentials (HTTP {status}: ")
-    assert "Mock provider error" in message  # the provider's own words
+    prefix = f"the provider of backend '{name}' refused the gateway's credentials (HTTP {status}: "
+    assert message.startswith(prefix)
+    assert message[len(prefix):].strip(" )")  # the provider's own words follow
     admin.reset()
     # Once the provider takes the key again, so does the gateway (and Envoy's outlier detection,
     # which counts the 502s, sees a success before it would eject the backend).
@@ -802,13 +854,14 @@ CONTEXT_MESSAGES = {  # backend -> how that provider words a context-length erro
               "130000 tokens. Please reduce the length of the messages.",
     "anthropic": "prompt is too long: 210000 tokens > 200000 maximum",
     "gemini": "The input token count (1100000) exceeds the maximum number of tokens allowed (1048576).",
+    "bedrock": "Input is too long for requested model.",
 }
 
 
 @pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
 def test_context_length_is_400_in_client_format(error_stack: Any, client: str, backend: str) -> None:
     admin, sdks = error_stack
-    settle(admin)
+    settle(admin, sdks, backend)
     admin.fault(backend, mode="error", status=400, message=CONTEXT_MESSAGES[backend])
     err = _failure(sdks[client], Ask(BACKENDS[backend][0], "hello"))
     status, etype, message = _error_of(client, err)
@@ -839,7 +892,7 @@ def test_rate_limit_on_every_backend_is_429(error_stack: Any, client: str) -> No
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN, END = "<!-- conformance-matrix:begin -->", "<!-- conformance-matrix:end -->"
-LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini"}
+LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "bedrock": "Bedrock"}
 
 
 CLOUD_LABELS = {"vertex_gemini": "Gemini on Vertex AI", "vertex_anthropic": "Claude on Vertex AI",

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 from ..errors import GatewayError
 from ..translation.codec import Codec
-from . import anthropic_messages, azure_openai, gemini, openai_chat, vertex
+from . import anthropic_messages, azure_openai, bedrock_converse, gemini, openai_chat, vertex
 from .base import COMPLETE, FAILED, ClientCall, Dialect
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
@@ -22,6 +22,7 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     gemini.DIALECT,
     *vertex.DIALECTS,  # provider side only: Gemini and Claude on Google Vertex AI
     azure_openai.DIALECT,  # provider side only: OpenAI models on Azure
+    bedrock_converse.DIALECT,  # a backend dialect: matches no client request
 )}
 DEFAULT: Dialect = next(iter(DIALECTS.values()))
 _MATCH_ORDER: tuple[Dialect, ...] = tuple(reversed(DIALECTS.values()))

@@ -10,7 +10,9 @@ package and one registry line (docs/architecture.md, "Adding a dialect"):
   its clients expect for an error, where a request names its model and whether
   it streams, what it asks for in output tokens (admission);
 - the **provider side**: the path of a backend endpoint, the credential headers
-  (or a signing hook that sees the final body), the pass-through rules for
+  (or a signing hook that sees the final body, with credentials the dialect
+  loads itself when its providers take no API key), how its providers frame a
+  stream (SSE or a framing of their own), the pass-through rules for
   same-dialect traffic (model rename, usage injection, end-of-stream marks),
   and provider response headers that must not reach a client.
 
@@ -28,6 +30,7 @@ from typing import Any, Literal
 from ..credentials import TokenSource, oauth_source
 from ..errors import GatewayError
 from ..translation.codec import Codec
+from ..translation.framing import SSE, StreamFraming
 
 Operation = Literal["chat", "list_models", "get_model", "unknown"]
 
@@ -68,6 +71,14 @@ class Dialect(ABC):
     opens_streams_with_errors: bool = False
     #: a provider of this dialect may serve its endpoint at an operator-given path (``chat_path``)
     custom_path: bool = False
+    #: how providers of this dialect cut a stream into events (content type and reader)
+    stream_framing: StreamFraming = SSE
+    #: providers take an API key (``api_key_env``/``api_key_file``); False: they authenticate
+    #: with credentials the dialect loads itself (``load_credentials``) and signs with (``sign``)
+    needs_api_key: bool = True
+    #: provider config fields only this dialect's providers take -> whether each is required
+    #: (a dialect may check more in ``provider_problems``)
+    provider_fields: dict[str, bool] = {}
     #: JSON keys that hold the conversation's turns (token estimate)
     turn_keys: tuple[str, ...] = ()
     #: JSON keys that are settings, not prompt text (token estimate)
@@ -79,11 +90,6 @@ class Dialect(ABC):
     #: ``gen_ai.operation.name`` of its chat call
     genai_provider: str = ""
     genai_operation: str = "chat"
-    #: providers of this dialect authenticate with api_key_env / api_key_file (False: the
-    #: dialect brings its own credentials, e.g. a cloud identity)
-    needs_api_key: bool = True
-    #: provider config fields only this dialect (and others listing them) takes
-    provider_fields: frozenset[str] = frozenset()
     #: the dialect whose wire format (bodies, responses, streams) this one shares, when it is
     #: a cloud's variant of a provider API: clients of that dialect pass through to it
     shares_wire_of: str | None = None
@@ -162,8 +168,15 @@ class Dialect(ABC):
     def sign(self, provider: Any, headers: dict[str, str], body: bytes) -> dict[str, str]:
         """Per-attempt headers computed over the final body (request signing); ``provider``
         is the backend's ``config.Provider`` (not imported: config imports the dialects).
-        Static credentials need none: they are computed once per config."""
+        Static credentials need none: they are computed once per config. Called on the
+        request path: it only computes (credentials are loaded by ``load_credentials``)."""
         return {}
+
+    def load_credentials(self, provider: Any) -> str | None:
+        """For dialects that need no API key: load the credentials ``sign`` uses and keep
+        them fresh off the request path. Called once per config version (at startup, on a
+        reload, by ``check``); returns what is wrong, in words, when they cannot be loaded."""
+        return None
 
     def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
         """Same-wire request (a client body, or ``client_body`` of a sibling's): the body

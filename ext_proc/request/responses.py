@@ -7,7 +7,9 @@ first chunk). Three shapes:
 - ``Buffered``: non-streamed successes and every error. Chunks are held back
   (nothing is sent) until the end, then the whole body is translated once.
 - ``StreamTranslate``: a streamed success from a backend of another dialect:
-  SSE reader -> backend stream decoder -> IR events -> client stream encoder.
+  the backend dialect's framing reader (SSE, or a binary framing) -> backend
+  stream decoder -> IR events -> client stream encoder. A malformed frame ends
+  the client's stream with an error event.
 - ``StreamPassthrough``: a streamed success in the client's own dialect:
   events pass unchanged unless the model name or a gateway-requested usage
   chunk must be rewritten; usage is read on the way.
@@ -32,7 +34,7 @@ from ..dialects import COMPLETE, DEFAULT, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
 from ..translation.fields import error_json
 from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
-from ..translation.sse import SSEReader, format_event
+from ..translation.sse import SSEEvent, SSEReader, format_event
 
 log = logging.getLogger("llm_gateway.responses")
 
@@ -145,8 +147,8 @@ class Buffered(ResponseTranslator):
 class StreamTranslate(ResponseTranslator):
     def __init__(self, *args: Any, ir: ChatRequest) -> None:
         super().__init__(*args)
-        assert self.backend_codec is not None
-        self.reader = SSEReader()
+        assert self.backend_codec is not None and self.backend is not None
+        self.reader = get_dialect(self.backend.dialect).stream_framing.reader()
         self.decoder = self.backend_codec.stream_decoder()
         self.encoder = self.client.stream_encoder(ir)
         self.failed = False
@@ -157,9 +159,15 @@ class StreamTranslate(ResponseTranslator):
 
     def feed(self, chunk: bytes, end: bool) -> bytes | None:
         out: list[bytes] = []
-        events = self.reader.feed(chunk) if chunk else []
-        if end:
-            events += self.reader.close()
+        events: list[SSEEvent] = []
+        if not self.failed:
+            try:
+                events = self.reader.feed(chunk) if chunk else []
+                if end:
+                    events += self.reader.close()
+            except GatewayError as err:  # a malformed frame: nothing after it can be trusted
+                log.warning("malformed stream from %s: %s", self.backend_name or "?", err.message)
+                self._emit([StreamError(err)], out)
         if events:
             self.last_event = time.perf_counter()
         for sse in events:

@@ -1,4 +1,5 @@
-"""Fake OpenAI, Anthropic, Gemini, Vertex AI and Azure OpenAI servers that speak each provider's real wire format.
+"""Fake OpenAI, Anthropic, Gemini, Vertex AI, Azure OpenAI and AWS Bedrock servers that speak each
+provider's real wire format.
 
 The gateway's end-to-end tests, its ``up`` command and its load tests point the
 gateway at these instead of the real APIs. Each mock checks requests the way its
@@ -36,8 +37,11 @@ got the backend's id.
 
 One module per provider (``openai_chat``, ``anthropic_messages``, ``gemini``, and the clouds:
 ``vertex`` for Gemini and Claude on Vertex AI, ``azure`` for Azure OpenAI, each with its own
-OAuth2 token endpoint, ``tokens``), what they share in ``common`` and their lifecycle in
-``server``. The OpenAI mock also plays OpenAI-compatible hosts' quirks (its ``quirks``).
+OAuth2 token endpoint, ``tokens``; ``bedrock`` for AWS Bedrock), what they share in ``common``
+and their lifecycle in ``server``. The OpenAI mock also plays OpenAI-compatible hosts' quirks
+(its ``quirks``). The Bedrock mock verifies SigV4 signatures instead of a key
+(``MockSpec.key_id`` and its secret) and streams AWS event-stream frames; ``stream_malformed``
+sends a frame whose checksum does not match.
 """
 
 from .common import FAULT_MODES, MockSpec

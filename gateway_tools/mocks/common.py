@@ -16,10 +16,10 @@ from typing import Any, ClassVar, Literal
 import orjson
 from aiohttp import web
 
-Dialect = Literal["openai", "anthropic", "gemini", "vertex_gemini", "vertex_anthropic", "azure_openai"]
+Dialect = Literal["openai", "anthropic", "gemini", "vertex_gemini", "vertex_anthropic", "azure_openai", "bedrock"]
 
 FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
-               "headers_stall", "stream_stall", "trickle")
+               "stream_malformed", "headers_stall", "stream_stall", "trickle")
 # A 200 that goes wrong after its headers (the reply is the normal one):
 # headers_stall sends the headers only; stream_stall the first half of the
 # body (streams: of the events); trickle all of it, one byte every delay_ms.
@@ -28,6 +28,8 @@ _BODY_FAULTS = ("headers_stall", "stream_stall", "trickle")
 
 # stream_error: a 200 stream whose first event is the provider's in-band error
 # (Anthropic sends overloaded_error this way), then the end of the stream.
+# stream_malformed: a 200 stream whose first event is not well formed (SSE data that
+# is not JSON; for binary framings, a frame whose checksum does not match).
 _INBAND_ERRORS = {
     "anthropic": b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n',
     "openai": b'data: {"error": {"message": "The server is overloaded", "type": "server_error", "param": null, '
@@ -44,7 +46,11 @@ _SSE_CT = "text/event-stream"
 
 @dataclass
 class MockSpec:
-    """One mock provider to start: its wire format, where it listens and the key it accepts."""
+    """One mock provider to start: its wire format, where it listens and the key it accepts.
+
+    Providers that sign requests (AWS SigV4) verify signatures instead: ``api_key`` is
+    then the secret access key of ``key_id`` (and ``session_token`` the token temporary
+    credentials carry), and ``region`` the region signatures must be scoped to."""
 
     name: str
     dialect: Dialect
@@ -57,6 +63,9 @@ class MockSpec:
     client_id: str | None = None
     client_secret: str | None = None
     token_ttl_s: float = 3600.0
+    key_id: str | None = None
+    session_token: str | None = None
+    region: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -292,7 +301,7 @@ class _Stats:
         }
 
 
-_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key"})
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key", "x-amz-security-token"})
 
 
 def _redact_header(name: str, value: str) -> str:
@@ -358,9 +367,20 @@ class _Provider:
     def extra_headers(self) -> dict[str, str]:
         return {}
 
-    def inband_error(self, request: web.Request) -> bytes:
-        """The first event of a ``stream_error`` stream."""
+    #: the content type of this provider's streams
+    stream_content_type: ClassVar[str] = _SSE_CT
+
+    def inband_error(self, request: web.Request, status: int) -> bytes:
+        """The first event of a ``stream_error`` stream: the provider's in-band error."""
         return _INBAND_ERRORS[self.dialect]
+
+    def malformed_event(self) -> bytes:
+        """The first event of a ``stream_malformed`` stream."""
+        return b"data: {not json\n\n"
+
+    def with_message(self, err: _Reject, message: str) -> None:
+        """Put a fault's ``message`` into an error body of this provider's shape."""
+        err.body["error"]["message"] = message
 
     def admin_routes(self) -> list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
         """Routes outside fault injection and stats (a cloud mock's token endpoint)."""
@@ -426,7 +446,7 @@ class _Provider:
             if mode == "error":
                 err = self.fault_error(f.status)
                 if f.message:
-                    err.body["error"]["message"] = f.message
+                    self.with_message(err, f.message)
                 raise err
             if mode == "rate_limit":
                 raise self.rate_limit_error(f.retry_after)
@@ -435,7 +455,11 @@ class _Provider:
             if mode == "slow":
                 await asyncio.sleep(f.delay_ms / 1000)
             if mode == "stream_error" and self.is_stream(request, body):
-                resp = await self.send_stream(request, [self.inband_error(request)], False)
+                resp = await self.send_stream(request, [self.inband_error(request, f.status)], False,
+                                              content_type=self.stream_content_type)
+            elif mode == "stream_malformed" and self.is_stream(request, body):
+                resp = await self.send_stream(request, [self.malformed_event()], False,
+                                              content_type=self.stream_content_type)
             else:
                 resp = await handler(request, body, mode == "stream_cut")
         except _Reject as r:

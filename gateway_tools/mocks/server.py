@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .anthropic_messages import _Anthropic
 from .azure import _Azure
+from .bedrock import _Bedrock
 from .common import MockSpec, _Provider
 from .gemini import _Gemini
 from .openai_chat import _OpenAI
@@ -22,7 +23,7 @@ from .vertex import _Vertex
 _PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAI, "anthropic": _Anthropic, "gemini": _Gemini,
                                           # one Vertex mock is a project serving both publishers
                                           "vertex_gemini": _Vertex, "vertex_anthropic": _Vertex,
-                                          "azure_openai": _Azure}
+                                          "azure_openai": _Azure, "bedrock": _Bedrock}
 
 
 class MockProviders:

@@ -150,7 +150,7 @@ class _Vertex(_Provider):
     def is_stream(self, request: web.Request, body: Any) -> bool:
         return self.split(request)[1] in ("streamGenerateContent", "streamRawPredict")
 
-    def inband_error(self, request: web.Request) -> bytes:
+    def inband_error(self, request: web.Request, status: int) -> bytes:
         return _INBAND_ERRORS["anthropic" if request.match_info.get("publisher") == "anthropic" else "gemini"]
 
     # Vertex's own errors are Google's, whichever publisher -----------------------------

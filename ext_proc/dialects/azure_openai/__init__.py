@@ -39,7 +39,7 @@ class AzureOpenAI(OpenAIChat):
     credential_header_names = ("api-key", "authorization")
     provider_response_headers = (*OpenAIChat.provider_response_headers, "apim-request-id", "azureml-model-session",
                                  "x-ms-region", "x-ms-deployment-name", "x-ms-rai-invoked")
-    provider_fields = frozenset({"api_version"})
+    provider_fields = {"api_version": False}
 
     def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
         return None

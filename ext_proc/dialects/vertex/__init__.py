@@ -27,7 +27,7 @@ from ..gemini import GEMINI, Gemini
 from .auth import GoogleCredentials
 from .codec import VERTEX_ANTHROPIC, VERTEX_ANTHROPIC_VERSION, VertexAnthropicCodec, from_vertex, to_vertex
 
-FIELDS = frozenset({"gcp_project", "gcp_location", "gcp_credentials_file"})
+FIELDS = {"gcp_project": False, "gcp_location": False, "gcp_credentials_file": False}  # see provider_problems
 
 
 class _Vertex:

@@ -1,0 +1,84 @@
+"""AWS Bedrock Converse: ``POST /model/{modelId}/converse`` and ``/converse-stream``,
+signed with AWS Signature Version 4 (service ``bedrock``).
+
+A backend dialect only: no client request matches it (clients of every other
+dialect reach Bedrock backends through the IR). Its providers take no API key:
+``load_credentials`` resolves AWS credentials from botocore's chain (``aws_profile``
+picks a shared-config profile) and keeps temporary ones fresh in the background;
+``sign`` computes the signature over the final body on every attempt. Streams
+are AWS event-stream frames (``stream_framing``), which may carry an exception
+before the first token (``opens_streams_with_errors``: the stream guard fails
+those over).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
+from . import aws
+from .codec import BEDROCK, BedrockCodec
+from .eventstream import EVENT_STREAM, EXCEPTION_PREFIX
+
+log = logging.getLogger("llm_gateway.bedrock")
+
+
+class BedrockConverse(Dialect):
+    name = "bedrock"
+    codec = BEDROCK
+    # Reset on every attempt, so a signature never follows a failover to another provider.
+    credential_header_names = ("authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")
+    provider_response_headers = (
+        "x-amzn-requestid", "x-amzn-errortype", "x-amzn-bedrock-invocation-latency",
+        "x-amzn-bedrock-input-token-count", "x-amzn-bedrock-output-token-count",
+        "x-amzn-bedrock-cache-read-input-token-count", "x-amzn-bedrock-cache-write-input-token-count",
+        "x-amzn-bedrock-performanceconfig-latency",
+    )
+    # ConverseStream answers 200, then may send an exception frame (throttling, unavailable...).
+    opens_streams_with_errors = True
+    stream_framing = EVENT_STREAM
+    needs_api_key = False
+    provider_fields = {"aws_region": True, "aws_profile": False}
+    turn_keys = ("messages",)
+
+    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+        return None  # no client surface: a backend dialect
+
+    def model_listing(self, models: list[str], one: str | None = None) -> dict[str, Any]:
+        items = [{"modelId": m, "modelName": m} for m in models]
+        return items[0] if one is not None else {"modelSummaries": items}
+
+    def requested_output(self, body: dict[str, Any]) -> tuple[Any, Any]:
+        ic = body.get("inferenceConfig")
+        return (ic.get("maxTokens") if isinstance(ic, dict) else None), None
+
+    def credential_headers(self, key: str) -> dict[str, str]:
+        return {}  # signed per attempt instead (``sign``)
+
+    def load_credentials(self, provider: Any) -> str | None:
+        return aws.load(provider.aws_profile)
+
+    def sign(self, provider: Any, headers: dict[str, str], body: bytes) -> dict[str, str]:
+        """SigV4 over the final body with the credentials loaded for the provider's profile.
+        Without credentials (never loaded) the request goes unsigned: the provider refuses
+        it with a 403 and Envoy fails over, rather than the gateway failing the request."""
+        credentials = aws.current(provider.aws_profile)
+        if credentials is None or not provider.aws_region:
+            log.error("no AWS credentials loaded for the %s: request sent unsigned",
+                      f"profile {provider.aws_profile}" if provider.aws_profile else "default chain")
+            return {}
+        signed = aws.signature_headers(credentials, provider.aws_region, provider.host, headers[":path"], body)
+        return {"content-type": "application/json", **signed}
+
+    def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:
+        if event and event.startswith(EXCEPTION_PREFIX):
+            return FAILED
+        if event == "metadata":
+            return COMPLETE
+        return None
+
+
+DIALECT = BedrockConverse()
+
+__all__ = ["BEDROCK", "DIALECT", "BedrockCodec", "BedrockConverse"]

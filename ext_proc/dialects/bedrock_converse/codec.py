@@ -1,0 +1,889 @@
+"""AWS Bedrock Converse codec (``POST /model/{modelId}/converse`` and ``/converse-stream``).
+
+Wire format: the Converse API reference
+(https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html,
+``API_runtime_ConverseStream.html``) and botocore's ``bedrock-runtime`` service
+model, which carries the same shapes with their constraints. Content blocks,
+tools and tool choices are unions: an object with exactly one member set.
+
+Mapping notes:
+
+- the model is in the path; ``max_tokens``, ``temperature``, ``top_p`` and stop
+  sequences are ``inferenceConfig``; ``top_k`` has no Converse field and goes
+  to ``additionalModelRequestFields.top_k`` (the name Anthropic models on
+  Bedrock take); the end user goes to ``requestMetadata.user``;
+- JSON-schema output is ``outputConfig.textFormat`` (the schema as a string);
+  a JSON object without a schema has no Converse equivalent;
+- Converse has no ``none`` tool choice: without tool history the tools are
+  simply not declared; with history it is refused (or dropped);
+- images are bytes (base64 in JSON) of png, jpeg, gif or webp; URL images have
+  no equivalent (Converse reads S3 locations only);
+- reasoning: the IR carries none, so ``reasoningContent`` blocks of answers and
+  history are skipped (as Anthropic thinking blocks are), and reasoning settings
+  a client sends reach Bedrock only from a Bedrock body (same-dialect
+  ``additionalModelRequestFields``, re-inserted as is);
+- usage: ``inputTokens`` excludes cache reads and writes, which Converse counts
+  in ``cacheReadInputTokens`` / ``cacheWriteInputTokens`` (IR input = all three).
+
+Streams are AWS event-stream frames (``eventstream``), decoded to the events
+``messageStart``, ``contentBlockStart`` (tool calls only: a text block starts
+with its first delta), ``contentBlockDelta``, ``contentBlockStop``,
+``messageStop`` (the stop reason) and ``metadata`` (usage, the last event); an
+exception frame ends the stream with an error.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from ...errors import GatewayError, invalid, kind_for_status, unsupported
+from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.fields import args_object as _args_object
+from ...translation.fields import error_json as _error_json
+from ...translation.fields import nonempty_str as _nonempty_str
+from ...translation.fields import objects as _objects
+from ...translation.fields import opt_int as _opt_int
+from ...translation.fields import opt_num as _opt_num
+from ...translation.fields import set_path as _set_path
+from ...translation.fields import type_error as _type_error
+from ...translation.ir import (
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    MessageDelta,
+    MessageStart,
+    MessageStop,
+    ResponseFormat,
+    StopReason,
+    StreamError,
+    StreamEvent,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    Usage,
+    append_part,
+)
+from ...translation.sse import SSEEvent
+from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
+
+DIALECT = "bedrock"
+
+_HANDLED = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "additionalModelRequestFields",
+                      "requestMetadata", "outputConfig"})
+_INFERENCE = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
+
+STOP_TO_IR: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    # The context window, not maxTokens, ended the answer: still "cut by a token limit".
+    "model_context_window_exceeded": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+    "malformed_model_output": "other",
+    "malformed_tool_use": "other",
+}
+IR_TO_STOP: dict[str, str] = {
+    "end_turn": "end_turn",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "tool_use": "tool_use",
+    "content_filter": "content_filtered",
+    "refusal": "content_filtered",
+    "other": "end_turn",
+}
+
+# ImageBlock.format (the service model's ImageFormat enum) <-> media type.
+_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
+
+# RequestMetadataValueString: at most 256 of these characters.
+_METADATA_VALUE = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")
+
+# Exceptions (HTTP errors and in-stream exception frames) -> (kind, status the gateway reports).
+# ModelNotReady is 429 over HTTP (the SDKs retry it) but, in a stream or as a kind,
+# it means the model cannot serve now: overloaded, failed over like a 503.
+_EXCEPTIONS: dict[str, tuple[str, int]] = {
+    "throttlingException": ("rate_limit", 429),
+    "validationException": ("invalid_request", 400),
+    "serviceUnavailableException": ("overloaded", 503),
+    "modelNotReadyException": ("overloaded", 503),
+    "internalServerException": ("api_error", 500),
+    "modelStreamErrorException": ("api_error", 502),
+    "modelErrorException": ("api_error", 502),
+    "modelTimeoutException": ("timeout", 504),
+    "accessDeniedException": ("permission", 403),
+    "resourceNotFoundException": ("not_found", 404),
+    "serviceQuotaExceededException": ("rate_limit", 429),
+    "unrecognizedClientException": ("authentication", 403),
+}
+# error kind -> the exception a Bedrock client would get for it
+_KIND_EXCEPTIONS: dict[str, str] = {
+    "invalid_request": "validationException",
+    "context_length": "validationException",
+    "request_too_large": "validationException",
+    "authentication": "unrecognizedClientException",
+    "permission": "accessDeniedException",
+    "not_found": "resourceNotFoundException",
+    "rate_limit": "throttlingException",
+    "overloaded": "serviceUnavailableException",
+    "timeout": "modelTimeoutException",
+    "api_error": "internalServerException",
+}
+_CONTEXT_HINTS = ("too long", "context length", "context window", "maximum context", "too many input tokens",
+                  "too many tokens")
+_STREAM_CUT = "upstream stream ended unexpectedly"
+
+
+def _exception_key(name: str) -> str:
+    """``ThrottlingException``, ``com.amazon...#ThrottlingException:http://...`` -> ``throttlingException``."""
+    name = name.split(":", 1)[0].rsplit("#", 1)[-1]
+    return name[:1].lower() + name[1:]
+
+
+def _error(name: str, message: str | None, status: int = 0) -> GatewayError:
+    """An exception (by name, possibly empty) -> ``GatewayError``; ``status``: the HTTP
+    status it came with (0 in a stream: the exception's own)."""
+    known = _EXCEPTIONS.get(_exception_key(name)) if name else None
+    if known is not None:
+        kind, own = known
+    else:
+        kind, own = (kind_for_status(status) if status else "api_error"), 502
+    message = message or f"upstream {name or 'error'}"
+    if kind == "invalid_request" and any(h in message.lower() for h in _CONTEXT_HINTS):
+        kind = "context_length"
+    return GatewayError(kind, message, status=status or own)  # type: ignore[arg-type]
+
+
+# ---- requests -------------------------------------------------------------------------
+
+
+def _union(block: dict[str, Any], path: str) -> tuple[str, Any]:
+    """The one member a union object sets (``{"text": ...}``, ``{"toolUse": {...}}``)."""
+    members = [k for k, v in block.items() if v is not None]
+    if len(members) != 1:
+        raise invalid(f"'{path}' must set exactly one member", path)
+    return members[0], block[members[0]]
+
+
+def _parse_image(img: Any, path: str, unmapped: list[str]) -> ImagePart | None:
+    if not isinstance(img, dict):
+        raise _type_error(path, "an object")
+    fmt = img.get("format")
+    if fmt not in _MEDIA:
+        raise invalid(f"'{path}.format' must be one of {', '.join(_MEDIA)}", f"{path}.format")
+    src = img.get("source")
+    if not isinstance(src, dict):
+        raise _type_error(f"{path}.source", "an object")
+    member, value = _union(src, f"{path}.source")
+    if member != "bytes":
+        unmapped.append(f"{path}.source")  # S3 locations have no IR equivalent
+        return None
+    return ImagePart(media_type=_MEDIA[fmt], data=_nonempty_str(value, f"{path}.source.bytes"))
+
+
+def _parse_tool_result(res: Any, path: str, names: dict[str, str], unmapped: list[str]) -> ToolResultPart:
+    if not isinstance(res, dict):
+        raise _type_error(path, "an object")
+    tid = _nonempty_str(res.get("toolUseId"), f"{path}.toolUseId")
+    name = names.get(tid)
+    if name is None:
+        raise invalid(f"'{path}.toolUseId' does not match any preceding toolUse block", f"{path}.toolUseId")
+    content = res.get("content")
+    if not isinstance(content, list):
+        raise _type_error(f"{path}.content", "an array")
+    parts: list[TextPart | ImagePart] = []
+    for cpath, c in _objects(content, f"{path}.content"):
+        member, value = _union(c, cpath)
+        if member == "text":
+            if not isinstance(value, str):
+                raise _type_error(f"{cpath}.text", "a string")
+            if value:
+                parts.append(TextPart(value))
+        elif member == "json":  # the model reads it as text either way
+            parts.append(TextPart(orjson.dumps(value).decode()))
+        elif member == "image":
+            img = _parse_image(value, f"{cpath}.image", unmapped)
+            if img is not None:
+                parts.append(img)
+        else:
+            unmapped.append(cpath)
+    status = res.get("status")
+    if status not in (None, "success", "error"):
+        raise invalid(f"'{path}.status' must be 'success' or 'error'", f"{path}.status")
+    return ToolResultPart(tid, parts, name, status == "error")
+
+
+def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
+    if not isinstance(messages, list):
+        raise _type_error("messages", "an array")
+    if not messages:
+        raise invalid("'messages' must not be empty", "messages")
+    out: list[Message] = []
+    names: dict[str, str] = {}
+    for path, m in _objects(messages, "messages"):
+        role = m.get("role")
+        if role not in ("user", "assistant"):
+            raise invalid(f"'{path}.role' must be 'user' or 'assistant'", f"{path}.role")
+        content = m.get("content")
+        if not isinstance(content, list):
+            raise _type_error(f"{path}.content", "an array of content blocks")
+        for bpath, b in _objects(content, f"{path}.content"):
+            member, value = _union(b, bpath)
+            if member == "text":
+                if not isinstance(value, str):
+                    raise _type_error(f"{bpath}.text", "a string")
+                if value:
+                    append_part(out, role, TextPart(value))
+            elif member == "image":
+                img = _parse_image(value, f"{bpath}.image", unmapped)
+                if img is not None:
+                    append_part(out, role, img)
+            elif member == "toolUse" and role == "assistant":
+                if not isinstance(value, dict):
+                    raise _type_error(f"{bpath}.toolUse", "an object")
+                tid = _nonempty_str(value.get("toolUseId"), f"{bpath}.toolUse.toolUseId")
+                name = _nonempty_str(value.get("name"), f"{bpath}.toolUse.name")
+                inp = value.get("input", {})
+                if not isinstance(inp, dict):
+                    raise _type_error(f"{bpath}.toolUse.input", "an object")
+                names[tid] = name
+                append_part(out, role, ToolCallPart(tid, name, orjson.dumps(inp).decode()))
+            elif member == "toolResult" and role == "user":
+                append_part(out, "tool", _parse_tool_result(value, f"{bpath}.toolResult", names, unmapped))
+            elif member in ("reasoningContent", "cachePoint"):
+                continue  # reasoning is not in the IR; a cache point changes no text
+            else:
+                unmapped.append(bpath)
+    return out
+
+
+def _parse_system(system: Any, unmapped: list[str]) -> list[TextPart]:
+    if not isinstance(system, list):
+        raise _type_error("system", "an array of system content blocks")
+    out: list[TextPart] = []
+    for path, b in _objects(system, "system"):
+        member, value = _union(b, path)
+        if member == "text":
+            out.append(TextPart(_nonempty_str(value, f"{path}.text")))
+        elif member != "cachePoint":
+            unmapped.append(path)  # guardContent
+    return out
+
+
+def _parse_tool_config(tc: Any, unmapped: list[str]) -> tuple[list[Tool], ToolChoice | None]:
+    if not isinstance(tc, dict):
+        raise _type_error("toolConfig", "an object")
+    tools_raw = tc.get("tools")
+    if not isinstance(tools_raw, list):
+        raise _type_error("toolConfig.tools", "an array")
+    tools: list[Tool] = []
+    for path, t in _objects(tools_raw, "toolConfig.tools"):
+        member, spec = _union(t, path)
+        if member == "cachePoint":
+            continue
+        if member != "toolSpec" or not isinstance(spec, dict):
+            unmapped.append(path)  # system tools
+            continue
+        schema = spec.get("inputSchema")
+        if not isinstance(schema, dict) or not isinstance(schema.get("json"), dict):
+            raise _type_error(f"{path}.toolSpec.inputSchema.json", "an object")
+        desc = spec.get("description")
+        if desc is not None and not isinstance(desc, str):
+            raise _type_error(f"{path}.toolSpec.description", "a string")
+        tools.append(Tool(_nonempty_str(spec.get("name"), f"{path}.toolSpec.name"), desc or None, schema["json"]))
+    choice = tc.get("toolChoice")
+    if choice is None:
+        return tools, None
+    if not isinstance(choice, dict):
+        raise _type_error("toolConfig.toolChoice", "an object")
+    member, value = _union(choice, "toolConfig.toolChoice")
+    if member == "auto":
+        return tools, ToolChoice("auto")
+    if member == "any":
+        return tools, ToolChoice("required")
+    if member == "tool" and isinstance(value, dict):
+        return tools, ToolChoice("tool", _nonempty_str(value.get("name"), "toolConfig.toolChoice.tool.name"))
+    raise invalid("'toolConfig.toolChoice' must be one of auto, any, tool", "toolConfig.toolChoice")
+
+
+def _image_block(p: ImagePart, path: str, drop: bool) -> dict[str, Any] | None:
+    fmt = _FORMATS.get((p.media_type or "").lower())
+    if p.data is None or fmt is None:
+        if drop:
+            return None
+        raise unsupported(path, DIALECT)  # a URL (Converse reads bytes or S3), or another image type
+    return {"image": {"format": fmt, "source": {"bytes": p.data}}}
+
+
+def _result_block(p: ToolResultPart, path: str, drop: bool) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    for k, c in enumerate(p.content):
+        if isinstance(c, TextPart):
+            if c.text:
+                content.append({"text": c.text})
+        else:
+            img = _image_block(c, f"{path}.content[{k}]", drop)
+            if img is not None:
+                content.append(img)
+    block: dict[str, Any] = {"toolUseId": p.tool_call_id, "content": content}
+    if p.is_error:
+        block["status"] = "error"
+    return {"toolResult": block}
+
+
+def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
+    """IR turns -> strictly alternating Converse turns. Tool results become
+    ``toolResult`` blocks at the front of a user turn; user content right after
+    them joins that turn. A turn left empty is skipped, its neighbours merged."""
+    out: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = []
+    role = ""
+
+    def flush() -> None:
+        content = results + blocks
+        if not role or not content:
+            return
+        if out and out[-1]["role"] == role:
+            out[-1]["content"] += content
+        else:
+            out.append({"role": role, "content": content})
+
+    for i, m in enumerate(req.messages):
+        target = "assistant" if m.role == "assistant" else "user"
+        if target != role:
+            flush()
+            role, results, blocks = target, [], []
+        for j, p in enumerate(m.parts):
+            path = f"messages[{i}].content[{j}]"
+            if isinstance(p, TextPart):
+                if p.text:
+                    blocks.append({"text": p.text})
+            elif isinstance(p, ImagePart):
+                if target == "assistant":
+                    if drop:
+                        continue
+                    raise unsupported(path, DIALECT)
+                img = _image_block(p, path, drop)
+                if img is not None:
+                    blocks.append(img)
+            elif isinstance(p, ToolCallPart):
+                if target != "assistant":
+                    if drop:
+                        continue
+                    raise unsupported(path, DIALECT)
+                blocks.append({"toolUse": {"toolUseId": p.id, "name": p.name,
+                                           "input": _args_object(p.arguments, f"{path}.arguments")}})
+            else:
+                if target == "assistant":
+                    if drop:
+                        continue
+                    raise unsupported(path, DIALECT)
+                results.append(_result_block(p, path, drop))
+    flush()
+    return out
+
+
+def _has_tool_history(req: ChatRequest) -> bool:
+    return any(isinstance(p, ToolCallPart | ToolResultPart) for m in req.messages for p in m.parts)
+
+
+def _tool_config(req: ChatRequest, drop: bool) -> dict[str, Any] | None:
+    tc = req.tool_choice
+    history = _has_tool_history(req)
+    if tc is not None and tc.mode == "none":
+        if not history:
+            return None  # no tool declared: none can be called
+        if not drop:
+            raise unsupported(client_field(req, "tool_choice"), DIALECT)
+        tc = None
+    if not req.tools:
+        if history:
+            raise invalid(f"'{client_field(req, 'tools')}' must declare the tools of the conversation's tool "
+                          f"calls: a {DIALECT} backend refuses tool calls and results without them",
+                          client_field(req, "tools"))
+        return None
+    tools = []
+    for t in req.tools:
+        spec: dict[str, Any] = {"name": t.name}
+        if t.description:
+            spec["description"] = t.description
+        spec["inputSchema"] = {"json": t.parameters}
+        tools.append({"toolSpec": spec})
+    out: dict[str, Any] = {"tools": tools}
+    if tc is not None and tc.mode != "auto":
+        out["toolChoice"] = {"any": {}} if tc.mode == "required" else {"tool": {"name": tc.name}}
+    elif tc is not None:
+        out["toolChoice"] = {"auto": {}}
+    return out
+
+
+# ---- responses / usage ---------------------------------------------------------------
+
+
+def usage_from_bedrock(u: dict[str, Any]) -> Usage:
+    """Converse ``TokenUsage`` -> IR (input includes the cache reads and writes)."""
+
+    def n(key: str) -> int:
+        v = u.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+    read, write = n("cacheReadInputTokens"), n("cacheWriteInputTokens")
+    return Usage(n("inputTokens") + read + write, n("outputTokens"), read, write)
+
+
+def usage_to_bedrock(u: Usage) -> dict[str, Any]:
+    plain = max(u.input_tokens - u.cached_input_tokens - u.cache_write_tokens, 0)
+    return {"inputTokens": plain, "outputTokens": u.output_tokens,
+            "totalTokens": u.input_tokens + u.output_tokens,
+            "cacheReadInputTokens": u.cached_input_tokens, "cacheWriteInputTokens": u.cache_write_tokens}
+
+
+def _new_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def _stop_sequence(fields: Any) -> str | None:
+    """Converse does not say which stop sequence matched; Anthropic models report it in
+    ``additionalModelResponseFields`` when asked to."""
+    seq = fields.get("stop_sequence") if isinstance(fields, dict) else None
+    return seq if isinstance(seq, str) else None
+
+
+# ---- streams ----------------------------------------------------------------------------
+
+
+class BedrockStreamDecoder(StreamDecoder):
+    """ConverseStream events -> IR. Text blocks open with their first delta;
+    reasoning blocks are skipped and the rest renumbered so IR indexes stay
+    contiguous. The stop reason (``messageStop``) and the usage (``metadata``,
+    after it) make the IR's MessageDelta once both are in."""
+
+    __slots__ = ("_blocks", "_done", "_next", "_open", "_skipped", "_started", "_stop", "_stop_seq", "_usage")
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, int] = {}  # Converse index -> IR index
+        self._skipped: set[int] = set()  # Converse indexes of reasoning blocks
+        self._open: set[int] = set()  # IR indexes open
+        self._next = 0
+        self._started = False
+        self._stop: str | None = None  # messageStop seen: its stop reason
+        self._stop_seq: str | None = None
+        self._usage: Usage | None = None  # metadata seen: its usage
+        self._done = False
+
+    def _start(self, out: list[StreamEvent]) -> None:
+        if not self._started:
+            self._started = True
+            out.append(MessageStart(_new_id(), ""))
+
+    def _open_block(self, index: int, out: list[StreamEvent], kind: str, tid: str = "",
+                    name: str = "") -> int:
+        block = self._blocks[index] = self._next
+        self._next += 1
+        self._open.add(block)
+        out.append(BlockStart(block, "tool_call", tid, name) if kind == "tool_call" else BlockStart(block, "text"))
+        return block
+
+    def _finish(self, out: list[StreamEvent]) -> None:
+        for block in sorted(self._open):
+            out.append(BlockStop(block))
+        self._open.clear()
+        self._done = True
+        stop = STOP_TO_IR.get(self._stop or "", "other") if self._stop else "end_turn"
+        out.append(MessageDelta(stop, self._stop_seq, self._usage))
+        out.append(MessageStop())
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if self._done:
+            return []
+        name = event.event or ""
+        try:
+            obj = orjson.loads(event.data) if event.data else {}
+        except orjson.JSONDecodeError:
+            self._done = True
+            return [StreamError(GatewayError("api_error", "upstream sent a malformed stream event", status=502))]
+        if not isinstance(obj, dict):
+            obj = {}
+        out: list[StreamEvent] = []
+        if name.startswith(EXCEPTION_PREFIX):
+            self._done = True
+            msg = obj.get("message") if isinstance(obj.get("message"), str) else None
+            return [StreamError(_error(name[len(EXCEPTION_PREFIX):], msg))]
+        if name == "contentBlockDelta":
+            index = obj.get("contentBlockIndex")
+            delta = obj.get("delta")
+            if not isinstance(index, int) or not isinstance(delta, dict) or index in self._skipped:
+                return []
+            if "reasoningContent" in delta:
+                self._skipped.add(index)
+                return []
+            self._start(out)
+            block = self._blocks.get(index)
+            text = delta.get("text")
+            if isinstance(text, str):
+                if block is None:
+                    block = self._open_block(index, out, "text")
+                if text:
+                    out.append(BlockDelta(block, text))
+                return out
+            tool = delta.get("toolUse")
+            if isinstance(tool, dict) and block is not None and isinstance(tool.get("input"), str) and tool["input"]:
+                out.append(BlockDelta(block, tool["input"]))
+            return out
+        if name == "contentBlockStart":
+            index = obj.get("contentBlockIndex")
+            start = obj.get("start")
+            tool = start.get("toolUse") if isinstance(start, dict) else None
+            if not isinstance(index, int) or not isinstance(tool, dict):
+                return []  # tool results, images: no IR equivalent in an answer
+            self._start(out)
+            self._open_block(index, out, "tool_call", str(tool.get("toolUseId") or ""), str(tool.get("name") or ""))
+            return out
+        if name == "contentBlockStop":
+            block = self._blocks.get(obj.get("contentBlockIndex", -1))
+            if block is None or block not in self._open:
+                return []
+            self._open.discard(block)
+            return [BlockStop(block)]
+        if name == "messageStart":
+            self._start(out)
+            return out
+        if name == "messageStop":
+            self._start(out)
+            sr = obj.get("stopReason")
+            self._stop = sr if isinstance(sr, str) and sr else "end_turn"
+            self._stop_seq = _stop_sequence(obj.get("additionalModelResponseFields"))
+            if self._usage is not None:
+                self._finish(out)
+            return out
+        if name == "metadata":
+            u = obj.get("usage")
+            self._usage = usage_from_bedrock(u) if isinstance(u, dict) else Usage()
+            if self._stop is not None:
+                self._finish(out)
+            return out
+        return []  # future event types
+
+    def close(self) -> list[StreamEvent]:
+        if self._done:
+            return []
+        if self._stop is not None:  # the answer is whole; only the usage event is missing
+            out: list[StreamEvent] = []
+            self._finish(out)
+            return out
+        self._done = True
+        return [StreamError(GatewayError("api_error", _STREAM_CUT, status=502))]
+
+
+def _frame(event_type: str, payload: dict[str, Any]) -> bytes:
+    return event_frame(event_type, orjson.dumps(payload))
+
+
+class BedrockStreamEncoder(StreamEncoder):
+    """IR events -> ConverseStream event-stream frames (for completeness: Bedrock serves no
+    clients through the gateway, but the round trip keeps the decoder honest)."""
+
+    __slots__ = ("_blocks", "_done", "_started", "_stopped", "_tools", "_usage")
+
+    def __init__(self, req: ChatRequest) -> None:
+        self._blocks: dict[int, int] = {}
+        self._tools: set[int] = set()
+        self._started = False
+        self._stopped = False
+        self._usage = Usage()
+        self._done = False
+
+    def _pre(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        return _frame("messageStart", {"role": "assistant"})
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if self._done:
+            return b""
+        if isinstance(event, StreamError):
+            self._done = True
+            return BEDROCK.render_stream_error(event.error)
+        pre = self._pre()
+        if isinstance(event, BlockStart):
+            idx = self._blocks[event.index] = len(self._blocks)
+            if event.kind != "tool_call":
+                return pre  # a text block starts with its first delta
+            self._tools.add(event.index)
+            return pre + _frame("contentBlockStart", {"contentBlockIndex": idx, "start": {"toolUse": {
+                "toolUseId": event.tool_call_id, "name": event.tool_name}}})
+        if isinstance(event, BlockDelta):
+            at = self._blocks.get(event.index)
+            if at is None:
+                return pre
+            delta = {"toolUse": {"input": event.text}} if event.index in self._tools else {"text": event.text}
+            return pre + _frame("contentBlockDelta", {"contentBlockIndex": at, "delta": delta})
+        if isinstance(event, BlockStop):
+            at = self._blocks.get(event.index)
+            return pre if at is None else pre + _frame("contentBlockStop", {"contentBlockIndex": at})
+        if isinstance(event, MessageDelta):
+            self._stopped = True
+            self._usage = event.usage or Usage()
+            return pre + _frame("messageStop", {"stopReason": IR_TO_STOP.get(event.stop_reason or "end_turn",
+                                                                              "end_turn")})
+        if isinstance(event, MessageStop):
+            self._done = True
+            stop = b"" if self._stopped else _frame("messageStop", {"stopReason": "end_turn"})
+            return pre + stop + _frame("metadata", {"usage": usage_to_bedrock(self._usage),
+                                                    "metrics": {"latencyMs": 0}})
+        return pre
+
+
+# ---- the codec ---------------------------------------------------------------------------
+
+
+class BedrockCodec(Codec):
+    dialect = DIALECT
+    field_names = {"max_tokens": "inferenceConfig.maxTokens", "temperature": "inferenceConfig.temperature",
+                   "top_p": "inferenceConfig.topP", "stop": "inferenceConfig.stopSequences",
+                   "top_k": "additionalModelRequestFields.top_k", "tools": "toolConfig.tools",
+                   "tool_choice": "toolConfig.toolChoice", "response_format": "outputConfig.textFormat",
+                   "user": "requestMetadata.user"}
+
+    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
+                      path_stream: bool = False) -> ChatRequest:
+        if not isinstance(body, dict):
+            raise invalid("the request body must be a JSON object")
+        if not path_model:
+            raise invalid("the model must be named in the path", "model")
+        unmapped: list[str] = []
+        values: dict[str, Any] = {}
+        for key, value in body.items():
+            if key not in _HANDLED and value is not None:
+                unmapped.append(key)
+                values[key] = value
+        system = _parse_system(body["system"], unmapped) if body.get("system") is not None else []
+        messages = _parse_messages(body.get("messages"), unmapped)
+        req = ChatRequest(model=path_model, messages=messages, system=system, stream=path_stream,
+                          unmapped=unmapped, source_dialect=DIALECT, field_names=self.field_names,
+                          unmapped_values=values)
+        ic = body.get("inferenceConfig")
+        if ic is not None:
+            if not isinstance(ic, dict):
+                raise _type_error("inferenceConfig", "an object")
+            req.max_tokens = _opt_int(ic, "maxTokens")
+            req.temperature = _opt_num(ic, "temperature")
+            req.top_p = _opt_num(ic, "topP")
+            stops = ic.get("stopSequences")
+            if stops is not None:
+                if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+                    raise _type_error("inferenceConfig.stopSequences", "an array of strings")
+                req.stop = list(stops)
+            self._unmapped_keys(ic, "inferenceConfig", _INFERENCE, req)
+        if body.get("toolConfig") is not None:
+            req.tools, req.tool_choice = _parse_tool_config(body["toolConfig"], unmapped)
+        extra = body.get("additionalModelRequestFields")
+        if extra is not None:
+            if not isinstance(extra, dict):
+                raise _type_error("additionalModelRequestFields", "an object")
+            req.top_k = _opt_int(extra, "top_k")
+            self._unmapped_keys(extra, "additionalModelRequestFields", {"top_k"}, req)
+        meta = body.get("requestMetadata")
+        if meta is not None:
+            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                raise _type_error("requestMetadata", "an object of strings")
+            req.user = meta.get("user")
+            self._unmapped_keys(meta, "requestMetadata", {"user"}, req)
+        oc = body.get("outputConfig")
+        if oc is not None:
+            if not isinstance(oc, dict):
+                raise _type_error("outputConfig", "an object")
+            tf = oc.get("textFormat")
+            if tf is not None:
+                req.response_format = _parse_text_format(tf)
+            self._unmapped_keys(oc, "outputConfig", {"textFormat"}, req)
+        return req
+
+    @staticmethod
+    def _unmapped_keys(obj: dict[str, Any], path: str, known: set[str] | frozenset[str], req: ChatRequest) -> None:
+        for key, value in obj.items():
+            if key not in known and value is not None:
+                req.unmapped.append(f"{path}.{key}")
+                req.unmapped_values[f"{path}.{key}"] = value
+
+    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
+                      drop_unsupported: bool = False) -> dict[str, Any]:
+        drop = drop_unsupported
+        if not drop:
+            for name, value in (("seed", req.seed), ("presence_penalty", req.presence_penalty),
+                                ("frequency_penalty", req.frequency_penalty)):
+                if value is not None:
+                    raise unsupported(client_field(req, name), DIALECT)
+            if req.n is not None and req.n != 1:
+                raise unsupported(client_field(req, "n"), DIALECT)
+            if req.parallel_tool_calls is False:
+                raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
+            if req.response_format is not None and req.response_format.type == "json_object":
+                raise unsupported(client_field(req, "response_format"), DIALECT)
+        body: dict[str, Any] = {"messages": _build_messages(req, drop)}
+        if req.system:
+            body["system"] = [{"text": p.text} for p in req.system if p.text]
+        inference: dict[str, Any] = {
+            "maxTokens": req.max_tokens if req.max_tokens is not None else default_max_tokens}
+        if req.temperature is not None:
+            inference["temperature"] = req.temperature
+        if req.top_p is not None:
+            inference["topP"] = req.top_p
+        if req.stop:
+            inference["stopSequences"] = list(req.stop)
+        body["inferenceConfig"] = inference
+        tools = _tool_config(req, drop)
+        if tools is not None:
+            body["toolConfig"] = tools
+        if req.top_k is not None:
+            body["additionalModelRequestFields"] = {"top_k": req.top_k}
+        if req.user is not None:
+            if _METADATA_VALUE.fullmatch(req.user):
+                body["requestMetadata"] = {"user": req.user}
+            elif not drop:
+                field = client_field(req, "user")
+                raise invalid(f"'{field}' must be at most 256 letters, digits, spaces or :_@$#=/+,-. characters "
+                              f"for a {DIALECT} backend; or set 'drop_unsupported: true' on the model", field)
+        rf = req.response_format
+        if rf is not None and rf.type == "json_schema" and rf.schema is not None:
+            schema: dict[str, Any] = {"schema": orjson.dumps(rf.schema).decode()}
+            if rf.name:
+                schema["name"] = rf.name
+            body["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
+        if req.unmapped:
+            same = req.source_dialect == DIALECT
+            for path in req.unmapped:
+                if same and path in req.unmapped_values:
+                    _set_path(body, path, req.unmapped_values[path])
+                elif not drop:
+                    raise unsupported(path, DIALECT)
+        return body
+
+    def request_path(self, upstream_model: str, stream: bool) -> str:
+        # The model ID (or ARN) is one path segment: ':' and '/' are percent-encoded, as the SDKs do.
+        return f"/model/{quote(upstream_model, safe='')}/{'converse-stream' if stream else 'converse'}"
+
+    def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        if not isinstance(body, dict):
+            raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
+        output = body.get("output")
+        message = output.get("message") if isinstance(output, dict) else None
+        content: list[TextPart | ToolCallPart] = []
+        for b in (message.get("content") if isinstance(message, dict) else None) or ():
+            if not isinstance(b, dict):
+                continue
+            if isinstance(b.get("text"), str):
+                if b["text"]:
+                    content.append(TextPart(b["text"]))
+            elif isinstance(b.get("toolUse"), dict):
+                t = b["toolUse"]
+                content.append(ToolCallPart(t.get("toolUseId") or "", t.get("name") or "",
+                                            orjson.dumps(t.get("input") or {}).decode()))
+            # reasoningContent, citations: no IR equivalent in a response
+        sr = body.get("stopReason")
+        u = body.get("usage")
+        return ChatResponse(
+            id=_new_id(),
+            model="",
+            content=content,
+            stop_reason=STOP_TO_IR.get(sr, "other") if isinstance(sr, str) and sr else "end_turn",
+            stop_sequence=_stop_sequence(body.get("additionalModelResponseFields")),
+            usage=usage_from_bedrock(u) if isinstance(u, dict) else Usage(),
+        )
+
+    def render_response(self, resp: ChatResponse) -> dict[str, Any]:
+        content: list[dict[str, Any]] = []
+        for j, p in enumerate(resp.content):
+            if isinstance(p, TextPart):
+                content.append({"text": p.text})
+            else:
+                try:
+                    inp = _args_object(p.arguments, f"content[{j}].input")
+                except GatewayError as e:  # the backend's fault, not the client's
+                    raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
+                content.append({"toolUse": {"toolUseId": p.id, "name": p.name, "input": inp}})
+        out: dict[str, Any] = {
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": IR_TO_STOP.get(resp.stop_reason, "end_turn"),
+            "usage": usage_to_bedrock(resp.usage),
+            "metrics": {"latencyMs": 0},
+        }
+        if resp.stop_sequence is not None and resp.stop_reason == "stop_sequence":
+            out["additionalModelResponseFields"] = {"stop_sequence": resp.stop_sequence}
+        return out
+
+    def stream_decoder(self) -> StreamDecoder:
+        return BedrockStreamDecoder()
+
+    def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
+        return BedrockStreamEncoder(req)
+
+    def usage_of(self, body: dict[str, Any]) -> Usage | None:
+        """Usage of a Converse response or of a stream's ``metadata`` event."""
+        u = body.get("usage")
+        return usage_from_bedrock(u) if isinstance(u, dict) else None
+
+    def rename_model(self, body: dict[str, Any], model: str) -> bool:
+        return False  # Converse bodies never name the model
+
+    def parse_error(self, status: int, body: bytes) -> GatewayError:
+        """Bedrock's errors are ``{"message": ...}`` with the exception in the
+        ``x-amzn-ErrorType`` header, which the router stage does not see: the
+        status says the kind (a ``__type`` in the body, which other AWS JSON
+        services and the gateway's own renderings carry, says it more precisely).
+        Model timeouts (408) and model errors (424) become 504 and 502, the
+        statuses other dialects' clients know for them."""
+        status = {408: 504, 424: 502}.get(status, status)
+        obj = _error_json(body)
+        message = obj.get("message") or obj.get("Message") if isinstance(obj, dict) else None
+        etype = obj.get("__type") if isinstance(obj, dict) else None
+        if not isinstance(message, str) and not isinstance(etype, str):
+            text = body.decode("utf-8", "replace").strip() if body else ""
+            return GatewayError(kind_for_status(status), text[:1000] or f"upstream returned HTTP {status}",
+                                status=status)
+        return _error(etype if isinstance(etype, str) else "", message if isinstance(message, str) else None,
+                      status)
+
+    def render_error(self, err: GatewayError) -> dict[str, Any]:
+        name = _KIND_EXCEPTIONS.get(err.kind, "internalServerException")
+        return {"message": err.message, "__type": name[:1].upper() + name[1:]}
+
+    def render_stream_error(self, err: GatewayError) -> bytes:
+        return exception_frame(_KIND_EXCEPTIONS.get(err.kind, "internalServerException"), err.message)
+
+
+def _parse_text_format(tf: Any) -> ResponseFormat:
+    if not isinstance(tf, dict) or tf.get("type") != "json_schema":
+        raise invalid("'outputConfig.textFormat.type' must be 'json_schema'", "outputConfig.textFormat.type")
+    structure = tf.get("structure")
+    js = structure.get("jsonSchema") if isinstance(structure, dict) else None
+    if not isinstance(js, dict):
+        raise _type_error("outputConfig.textFormat.structure.jsonSchema", "an object")
+    raw = _nonempty_str(js.get("schema"), "outputConfig.textFormat.structure.jsonSchema.schema")
+    try:
+        schema = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise invalid("'outputConfig.textFormat.structure.jsonSchema.schema' must be a JSON schema as a string",
+                      "outputConfig.textFormat.structure.jsonSchema.schema") from None
+    if not isinstance(schema, dict):
+        raise _type_error("outputConfig.textFormat.structure.jsonSchema.schema", "a JSON object schema")
+    name = js.get("name")
+    return ResponseFormat("json_schema", schema, name if isinstance(name, str) else None)
+
+
+BEDROCK = BedrockCodec()
