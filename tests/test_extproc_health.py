@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ext_proc import envoy_config
 from ext_proc.config import load_config, parse_config
 from ext_proc.health_service import EXT_PROC_SERVICE
-from ext_proc.supervisor import Stack, port_open
+from gateway_tools.supervisor import Stack, port_open
 from tests.conftest import DEMO_KEY
 from tests.stack import config_on_free_ports, start_stack
 
@@ -165,7 +165,7 @@ def test_envoy_stops_sending_to_a_stopped_worker_and_takes_it_back(tmp_path: Pat
 
 def test_the_health_checked_bootstrap_passes_envoy_validate(tmp_path: Path) -> None:
     """With workers behind a DNS name (compose, Kubernetes), as rendered for containers."""
-    from ext_proc.supervisor import envoy_binary
+    from gateway_tools.supervisor import envoy_binary
 
     text = (Path(__file__).resolve().parents[1] / "config" / "compose.yaml").read_text()
     out = envoy_config.write(parse_config(text, "compose.yaml"), tmp_path / "envoy.yaml")
