@@ -680,8 +680,10 @@ def render(cfg: GatewayConfig) -> dict[str, Any]:
 # and new config are served side by side: requests routed under the old config
 # finish on it, new ones use the new config; the old one is removed after a drain.
 
-RDS_FILE = "routes.yaml"
-CDS_FILE = "clusters.yaml"
+# JSON, not YAML: with 200 models (400 clusters, 800 routes, twice during a switch)
+# PyYAML's dumper took 10 s per write; json 0.2 s, and Envoy parses it faster too.
+RDS_FILE = "routes.json"
+CDS_FILE = "clusters.json"
 
 
 def _file_source(xds_dir: Path, name: str) -> dict[str, Any]:
@@ -707,7 +709,7 @@ def write_live_resources(xds_dir: Path, route_configs: list[GatewayConfig],
         for c in _model_clusters(cluster_configs, versioned=True)]}
     for name, doc in ((CDS_FILE, clusters), (RDS_FILE, routes)):
         tmp = xds_dir / f".{name}.tmp"
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
+        tmp.write_text(json.dumps(doc))
         tmp.replace(xds_dir / name)
 
 

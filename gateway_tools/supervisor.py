@@ -177,7 +177,8 @@ class Stack:
             self._wait("mock-providers", [(p.host, p.port) for p in mocks.values()], timeout)
         for i, (port, mport) in enumerate(zip(cfg.extproc_ports(), cfg.metrics_ports(), strict=True)):
             name = f"ext_proc-{i}"
-            self._spawn(name, [*exe, "serve", *conf, "--port", str(port), "--metrics-port", str(mport)])
+            self._spawn(name, [*exe, "serve", *conf, "--port", str(port), "--metrics-port", str(mport),
+                               "--drain-seconds", f"{self.drain_seconds:g}"])
         for i, port in enumerate(cfg.extproc_ports()):
             self._wait(f"ext_proc-{i}", [(cfg.ext_proc.address, port)], timeout)
         assert self.run_dir is not None
@@ -216,6 +217,10 @@ class Stack:
                 self.failure = e
                 _say(f"llm-gateway: {e}")
                 return
+            try:
+                self.tick()
+            except ConfigError as e:  # Envoy slow to take the smaller set: the next tick tries again
+                _say("removing drained configs: " + "; ".join(e.problems))
 
     def supervise(self) -> None:
         """Start dead workers and mocks again, after their back-off; raise
@@ -259,7 +264,7 @@ class Stack:
             raise self.failure
 
     # ---- live config changes ------------------------------------------------------
-    def apply(self, text: str, source: str | None = None, timeout: float = 20.0) -> GatewayConfig:
+    def apply(self, text: str, source: str | None = None, timeout: float = 60.0) -> GatewayConfig:
         """Switch the running gateway to a new config without failing requests.
 
         Raises ``ConfigError`` (and keeps serving the old config) if the new
@@ -300,14 +305,20 @@ class Stack:
         return new
 
     def tick(self) -> None:
-        """Remove configs whose drain period is over (called from the supervision loop)."""
-        with self.lock:
+        """Remove configs whose drain period is over (called from the supervision
+        loop; skipped while a switch holds the lock: the next call does it)."""
+        if not self.lock.acquire(blocking=False):
+            return
+        try:
             now = time.monotonic()
             if not any(d <= now for d, _ in self.draining):
                 return
-            self.draining = [(d, c) for d, c in self.draining if d > now]
-            live = [c for _, c in self.draining] + [self.config]
-            self._publish(live, live, 10.0)
+            draining = [(d, c) for d, c in self.draining if d > now]
+            live = [c for _, c in draining] + [self.config]
+            self._publish(live, live, 60.0)
+            self.draining = draining  # only once Envoy took the smaller set
+        finally:
+            self.lock.release()
 
     def _publish(self, route_configs: list[GatewayConfig], cluster_configs: list[GatewayConfig],
                  timeout: float) -> None:
@@ -492,7 +503,7 @@ class _ControlHandler(socketserver.StreamRequestHandler):
         self.wfile.write(json.dumps(reply).encode() + b"\n")
 
 
-def control_request(listen_port: int, request: dict[str, object], timeout: float = 60.0) -> dict[str, object]:
+def control_request(listen_port: int, request: dict[str, object], timeout: float = 180.0) -> dict[str, object]:
     """Send one request to the ``up`` serving ``listen_port``."""
     pointer = pointer_file(listen_port)
     try:
@@ -554,7 +565,6 @@ def run_up(config_path: str | None, metrics_port: int | None = None) -> int:
     try:
         while stop["signal"] is None:
             stack.raise_if_failed()
-            stack.tick()
             text = _read(stack.config_file)
             if text is not None and text != watched:
                 watched = text
