@@ -174,7 +174,9 @@ async def reload(processor: ExternalProcessor, force: bool = False) -> None:
         return
     processor.switch(state)
     # As at start: what is alive now (the new config above all) is never walked
-    # by a collection again; a full one took 0.4 s with 20,000 tenants.
+    # by a collection again; a full one took 0.4 s with 20,000 tenants. Streams in
+    # flight are frozen too: what of theirs ends up in a reference cycle stays
+    # (measured: about 10 objects a switch).
     gc.freeze()
     log.info("switched to config %s in %.1f s; longest event-loop stall meanwhile %.0f ms",
              state.config.version, time.monotonic() - started, LAG.worst_since_mark * 1000)

@@ -307,7 +307,7 @@ class Stack:
     def tick(self) -> None:
         """Remove configs whose drain period is over (called from the supervision
         loop; skipped while a switch holds the lock: the next call does it)."""
-        if not self.lock.acquire(blocking=False):
+        if self.stopping.is_set() or not self.lock.acquire(blocking=False):
             return
         try:
             now = time.monotonic()
