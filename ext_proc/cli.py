@@ -69,7 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                                  "one arrives", label)
     port = args.port or cfg.ext_proc.port
     metrics_port = cfg.ext_proc.metrics_port if args.metrics_port is None else args.metrics_port
-    server.run(cfg, port, metrics_port or None, watch_config=watch, shutdown_delay=args.shutdown_delay)
+    server.run(cfg, port, metrics_port or None, watch_config=watch, shutdown_delay=args.shutdown_delay,
+               drain_seconds=args.drain_seconds)
     return 0
 
 
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
                    help="on SIGTERM, report NOT_SERVING to health checks and keep serving this long "
                         "before draining (default 0)")
+    p.add_argument("--drain-seconds", type=float, default=60.0, metavar="SECONDS",
+                   help="after a config switch, how long the replaced config still serves failover attempts of "
+                        "requests routed under it, as long as Envoy keeps its routes (default 60, as `up`)")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -20,9 +20,10 @@ Off by default: ``llm-gateway up`` switches its workers itself (``apply``).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .config import GatewayConfig
@@ -69,7 +70,7 @@ def stamps(paths: Iterable[str]) -> tuple[Stamp, ...]:
     return tuple(stamp(p) for p in paths)
 
 
-async def watch(current: Callable[[], GatewayConfig], reload: Callable[[bool], None],
+async def watch(current: Callable[[], GatewayConfig], reload: Callable[[bool], Awaitable[None] | None],
                 interval: float = DEFAULT_INTERVAL) -> None:
     """Until cancelled: every ``interval`` seconds, compare the files of the
     config ``current()`` returns with what they were, and call
@@ -86,7 +87,9 @@ async def watch(current: Callable[[], GatewayConfig], reload: Callable[[bool], N
         keys_changed = now_keys != seen_keys
         log.info("%s changed on disk: reloading", "a provider key file" if keys_changed else config.source)
         try:
-            reload(keys_changed)
+            done = reload(keys_changed)
+            if inspect.isawaitable(done):  # a reload built off the loop: wait for its switch
+                await done
         except Exception:  # a failed reload must not end the watch
             log.exception("config reload failed")
         # What was seen before the reload read the files: a change during it is seen next round.
@@ -96,7 +99,7 @@ async def watch(current: Callable[[], GatewayConfig], reload: Callable[[bool], N
             seen_keys = stamps(key_files(reloaded))
 
 
-def start(current: Callable[[], GatewayConfig], reload: Callable[[bool], None],
+def start(current: Callable[[], GatewayConfig], reload: Callable[[bool], Awaitable[None] | None],
           interval: float) -> asyncio.Task[None] | None:
     """The watch as a task on the running loop; None when ``interval`` is 0 (off)."""
     return asyncio.create_task(watch(current, reload, interval)) if interval > 0 else None

@@ -104,6 +104,14 @@ def continue_for(kind: str) -> pb.ProcessingResponse:
     return resp
 
 
+def with_metadata(resp: pb.ProcessingResponse, namespace: str, fields: Mapping[str, object]) -> pb.ProcessingResponse:
+    """A copy of ``resp`` (which may be a shared constant) carrying dynamic metadata."""
+    out = pb.ProcessingResponse()
+    out.CopyFrom(resp)
+    add_metadata(out, namespace, fields)
+    return out
+
+
 def add_metadata(resp: pb.ProcessingResponse, namespace: str, fields: Mapping[str, object]) -> None:
     """Dynamic metadata for Envoy (access log, response headers) under ``namespace``."""
     set_struct(resp.dynamic_metadata.fields[namespace].struct_value, fields)

@@ -93,6 +93,12 @@ STORE_FAILURES = Counter(
     ["on_failure"], registry=REGISTRY)
 
 
+LOOP_LAG = Histogram(
+    "llm_gateway_event_loop_lag_seconds", "How late the worker's event loop woke up (sampled every 25 ms): "
+    "a stall holds every request in flight.", registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
 CONFIG_INFO = Gauge(
     "llm_gateway_config_info", "The config version this process serves (value 1).", ["version"],
     registry=REGISTRY)

@@ -44,6 +44,7 @@ METADATA_GUARD_KEY = "guard_first_event"  # endpoint of a backend that may open 
 
 # Dynamic metadata namespace of the per-request fields Envoy's access log prints.
 ACCESS_LOG_NAMESPACE = "gw.request"
+DIALECT_KEY = "dialect"  # set with the router stage's first answer (worker-failure replies read it)
 
 # ext_proc attribute expressions (CEL) and the attribute map they arrive in.
 ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"

@@ -83,7 +83,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from .supervisor import run_up
 
-    return run_up(args.config)
+    return run_up(args.config, metrics_port=args.metrics_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="run mock providers, the ext_proc server and Envoy until Ctrl-C")
     _config_arg(p)
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="the supervisor's Prometheus port (worker restarts); default: a free port, 0: off")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("apply", help="switch a running gateway (`up`) to a config, without a restart")

@@ -4,6 +4,12 @@ Used by ``llm-gateway up`` and by the end-to-end tests, so both start exactly
 the same stack. Children run in their own process group (Ctrl-C reaches only
 the supervisor, which stops them in order) and get SIGTERM if the supervisor
 dies (Linux parent-death signal), so nothing is left orphaned.
+
+A worker or the mock providers that die are started again (exponential
+back-off, counted in ``llm_gateway_worker_restarts_total``) while Envoy sends
+to the live workers; the supervisor gives up only when one crashes
+``RESTART_LIMIT`` times within ``RESTART_WINDOW_S``. Envoy itself is not
+restarted: without it nothing is served, so its death ends the stack.
 """
 
 from __future__ import annotations
@@ -26,13 +32,24 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from ext_proc import envoy_config
 from ext_proc.config import ConfigError, GatewayConfig, load_config, parse_config, resolve_secrets
 
 PR_SET_PDEATHSIG = 1
+
+# A child that crashes this many times within the window is not started again:
+# the stack stops (a crash loop is a bug or a broken machine, not bad luck).
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
+# Back-off before the n-th restart within the window: BASE * 2**(n-1), at most MAX.
+RESTART_BACKOFF_BASE_S = 0.25
+RESTART_BACKOFF_MAX_S = 8.0
+SUPERVISE_INTERVAL_S = 0.1
 
 
 class StackError(RuntimeError):
@@ -75,6 +92,15 @@ class Child:
     argv: list[str]
     log_path: Path
     proc: subprocess.Popen | None = None
+    restartable: bool = False  # workers and mocks; not Envoy
+    crashes: list[float] = field(default_factory=list)  # monotonic times, within the window
+    restart_at: float | None = None  # when a crashed child is started again
+
+    def exit_reason(self) -> str:
+        code = self.proc.poll() if self.proc else None
+        if code is None:
+            return "running"
+        return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -95,6 +121,8 @@ class Stack:
     # How long the previous config's routes and clusters stay after a switch,
     # so requests routed under it (streams included) finish on it.
     drain_seconds: float = 60.0
+    # The supervisor's own /metrics (restart counts): None picks a free port, 0 turns it off.
+    metrics_port: int | None = None
     config: GatewayConfig = field(init=False)
     children: list[Child] = field(default_factory=list, init=False)
 
@@ -113,6 +141,15 @@ class Stack:
         self.last_reload: dict[str, object] = {"result": "initial", "version": self.config.version,
                                                "at": time.time(), "errors": []}
         self.env = {**os.environ, **self.env}
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.restarts = Counter("llm_gateway_worker_restarts", "Children the supervisor started again after "
+                                "they died, by child (ext_proc-N, mock-providers).", ["child"],
+                                registry=self.registry)
+        self.metrics_server: Any = None
+        # Set by the supervision thread when it gives up; ``raise_if_failed`` reports it.
+        self.failure: StackError | None = None
+        self.stopping = threading.Event()
+        self.supervisor: threading.Thread | None = None
         # Mock providers get a fresh key per run unless one is given.
         for p in self.config.mock_providers().values():
             if p.api_key_env and not self.env.get(p.api_key_env):
@@ -130,6 +167,7 @@ class Stack:
     def _start(self, timeout: float) -> None:
         cfg = self.config
         resolve_secrets(cfg, self.env)  # every missing secret named before anything starts
+        self._serve_metrics()
         exe = [sys.executable, "-m", "ext_proc"]  # the product's commands: serve
         _atomic_write(self.active_config, cfg.text)
         conf = ["--config", str(self.active_config)]
@@ -139,7 +177,8 @@ class Stack:
             self._wait("mock-providers", [(p.host, p.port) for p in mocks.values()], timeout)
         for i, (port, mport) in enumerate(zip(cfg.extproc_ports(), cfg.metrics_ports(), strict=True)):
             name = f"ext_proc-{i}"
-            self._spawn(name, [*exe, "serve", *conf, "--port", str(port), "--metrics-port", str(mport)])
+            self._spawn(name, [*exe, "serve", *conf, "--port", str(port), "--metrics-port", str(mport),
+                               "--drain-seconds", f"{self.drain_seconds:g}"])
         for i, port in enumerate(cfg.extproc_ports()):
             self._wait(f"ext_proc-{i}", [(cfg.ext_proc.address, port)], timeout)
         assert self.run_dir is not None
@@ -153,9 +192,79 @@ class Stack:
                               "--file-flush-interval-msec", "1000"])
         self._wait("envoy", [(cfg.listen.address, cfg.listen.port)], timeout)
         self._wait_envoy_ready(timeout)
+        for c in self.children:
+            if c.restartable:
+                self.restarts.labels(c.name)  # the series exists (0) before the first restart
+        self.supervisor = threading.Thread(target=self._supervise_loop, name="supervisor", daemon=True)
+        self.supervisor.start()
+
+    # ---- supervision ------------------------------------------------------------
+    def _serve_metrics(self) -> None:
+        if self.metrics_port == 0:
+            return
+        if self.metrics_port is None:
+            with socket.socket() as s:
+                s.bind((self.config.admin.address, 0))
+                self.metrics_port = s.getsockname()[1]
+        self.metrics_server, _ = start_http_server(self.metrics_port, addr=self.config.admin.address,
+                                                   registry=self.registry)
+
+    def _supervise_loop(self) -> None:
+        while not self.stopping.wait(SUPERVISE_INTERVAL_S):
+            try:
+                self.supervise()
+            except StackError as e:
+                self.failure = e
+                _say(f"llm-gateway: {e}")
+                return
+            try:
+                self.tick()
+            except ConfigError as e:  # Envoy slow to take the smaller set: the next tick tries again
+                _say("removing drained configs: " + "; ".join(e.problems))
+
+    def supervise(self) -> None:
+        """Start dead workers and mocks again, after their back-off; raise
+        ``StackError`` for a dead Envoy or a child that keeps crashing."""
+        now = time.monotonic()
+        for c in list(self.children):
+            if self.stopping.is_set():
+                return
+            if c.restart_at is not None:
+                if now >= c.restart_at:
+                    self._restart(c)
+                continue
+            if c.proc is None or c.proc.poll() is None:
+                continue
+            how = c.exit_reason()
+            if not c.restartable:
+                raise StackError(f"{c.name} stopped ({how}). Last lines of {c.log_path}:\n{c.tail()}")
+            c.crashes = [t for t in c.crashes if now - t < RESTART_WINDOW_S] + [now]
+            if len(c.crashes) >= RESTART_LIMIT:
+                raise StackError(f"{c.name} stopped ({how}): {len(c.crashes)} crashes within "
+                                 f"{RESTART_WINDOW_S:.0f}s, giving up. Last lines of {c.log_path}:\n{c.tail()}")
+            delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2 ** (len(c.crashes) - 1))
+            c.restart_at = now + delay
+            _say(f"{c.name} stopped ({how}); starting it again in {delay:g}s "
+                 f"(crash {len(c.crashes)} within {RESTART_WINDOW_S:.0f}s; the supervisor gives up at {RESTART_LIMIT})")
+
+    def _restart(self, c: Child) -> None:
+        c.restart_at = None
+        with open(c.log_path, "ab") as log:
+            log.write(f"---- restarted by the supervisor after {c.exit_reason()} ----\n".encode())
+        try:
+            self._popen(c)
+        except OSError as e:
+            raise StackError(f"{c.name} could not be started again: {e}") from e
+        self.restarts.labels(c.name).inc()
+        _say(f"{c.name} started again (pid {c.proc.pid if c.proc else '?'})")
+
+    def raise_if_failed(self) -> None:
+        """Raise the ``StackError`` the supervision gave up with, if it did."""
+        if self.failure is not None:
+            raise self.failure
 
     # ---- live config changes ------------------------------------------------------
-    def apply(self, text: str, source: str | None = None, timeout: float = 20.0) -> GatewayConfig:
+    def apply(self, text: str, source: str | None = None, timeout: float = 60.0) -> GatewayConfig:
         """Switch the running gateway to a new config without failing requests.
 
         Raises ``ConfigError`` (and keeps serving the old config) if the new
@@ -197,14 +306,20 @@ class Stack:
         return new
 
     def tick(self) -> None:
-        """Remove configs whose drain period is over (called from the supervision loop)."""
-        with self.lock:
+        """Remove configs whose drain period is over (called from the supervision
+        loop; skipped while a switch holds the lock: the next call does it)."""
+        if self.stopping.is_set() or not self.lock.acquire(blocking=False):
+            return
+        try:
             now = time.monotonic()
             if not any(d <= now for d, _ in self.draining):
                 return
-            self.draining = [(d, c) for d, c in self.draining if d > now]
-            live = [c for _, c in self.draining] + [self.config]
-            self._publish(live, live, 10.0)
+            draining = [(d, c) for d, c in self.draining if d > now]
+            live = [c for _, c in draining] + [self.config]
+            self._publish(live, live, 60.0)
+            self.draining = draining  # only once Envoy took the smaller set
+        finally:
+            self.lock.release()
 
     def _publish(self, route_configs: list[GatewayConfig], cluster_configs: list[GatewayConfig],
                  timeout: float) -> None:
@@ -244,13 +359,16 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str]) -> Child:
         assert self.run_dir is not None
-        child = Child(name, argv, self.run_dir / f"{name}.log")
-        log = open(child.log_path, "ab")  # noqa: SIM115 (owned by the child process)
-        child.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
-        log.close()
+        child = Child(name, argv, self.run_dir / f"{name}.log", restartable=name != "envoy")
+        self._popen(child)
         self.children.append(child)
         return child
+
+    def _popen(self, child: Child) -> None:
+        log = open(child.log_path, "ab")  # noqa: SIM115 (owned by the child process)
+        child.proc = subprocess.Popen(child.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        log.close()
 
     def _wait(self, name: str, addrs: list[tuple[str, int]], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -281,15 +399,20 @@ class Stack:
         return next((c for c in self.children if c.name == name), None)
 
     def check(self) -> None:
-        """Raise ``StackError`` naming the first child that has exited."""
+        """Raise ``StackError`` naming the first child that has exited (while starting)."""
         for c in self.children:
-            code = c.proc.poll() if c.proc else None
-            if code is not None:
-                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-                raise StackError(f"{c.name} stopped ({how}). Last lines of {c.log_path}:\n{c.tail()}")
+            if c.proc is not None and c.proc.poll() is not None:
+                raise StackError(f"{c.name} stopped ({c.exit_reason()}). Last lines of {c.log_path}:\n{c.tail()}")
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop children in reverse start order: Envoy first, mocks last."""
+        self.stopping.set()
+        if self.supervisor is not None and self.supervisor is not threading.current_thread():
+            self.supervisor.join()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+            self.metrics_server = None
         for c in reversed(self.children):
             if c.proc and c.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -319,10 +442,17 @@ class Stack:
             "Envoy admin": f"http://{cfg.admin.address}:{cfg.admin.port}",
             "ext_proc metrics": f"http://{cfg.ext_proc.address}:{cfg.ext_proc.metrics_port}/metrics",
         }
+        if self.metrics_port:
+            out["supervisor metrics"] = f"http://{cfg.admin.address}:{self.metrics_port}/metrics"
         for name, p in cfg.mock_providers().items():
             out[f"mock {name}"] = p.base_url
         out["access log"] = str(self.access_log)
         return out
+
+
+def _say(line: str) -> None:
+    """A supervision event, on the console of ``up`` (stdout: its log)."""
+    print(line, flush=True)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -387,7 +517,7 @@ class _ControlHandler(socketserver.StreamRequestHandler):
         self.wfile.write(json.dumps(reply).encode() + b"\n")
 
 
-def control_request(listen_port: int, request: dict[str, object], timeout: float = 60.0) -> dict[str, object]:
+def control_request(listen_port: int, request: dict[str, object], timeout: float = 180.0) -> dict[str, object]:
     """Send one request to the ``up`` serving ``listen_port``."""
     pointer = pointer_file(listen_port)
     try:
@@ -410,7 +540,7 @@ def control_request(listen_port: int, request: dict[str, object], timeout: float
     return json.loads(data)
 
 
-def run_up(config_path: str | None) -> int:
+def run_up(config_path: str | None, metrics_port: int | None = None) -> int:
     """``llm-gateway up``: start everything, print the URLs, supervise until Ctrl-C.
 
     Changes to the config file (or ``llm-gateway apply``) switch the running
@@ -423,7 +553,7 @@ def run_up(config_path: str | None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stack = Stack(Path(config_path) if config_path else None)
+    stack = Stack(Path(config_path) if config_path else None, metrics_port=metrics_port)
     print(f"starting llm-gateway from {stack.config.source} (logs in {stack.run_dir})", flush=True)
     try:
         stack.start()
@@ -448,8 +578,7 @@ def run_up(config_path: str | None) -> int:
     code = 0
     try:
         while stop["signal"] is None:
-            stack.check()
-            stack.tick()
+            stack.raise_if_failed()
             text = _read(stack.config_file)
             if text is not None and text != watched:
                 watched = text

@@ -149,9 +149,9 @@ def test_a_rotated_key_file_is_used_without_a_config_change(tmp_path: Path, monk
         processor = server.ExternalProcessor(GatewayState(load_config(volume.root / "gateway.yaml"), env=MOCK_KEYS))
         reloads: list[bool] = []
 
-        def reload(keys_changed: bool) -> None:
+        async def reload(keys_changed: bool) -> None:
             reloads.append(keys_changed)
-            server.reload(processor, force=keys_changed)
+            await server.reload(processor, force=keys_changed)
 
         def auth() -> str:
             return processor.state.router.targets["openai/gpt-4o"].headers["authorization"]

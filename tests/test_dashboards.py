@@ -2,10 +2,11 @@
 
 A real ``prometheus`` (Debian's package; .ci/run installs it) runs the shipped
 deploy/prometheus/prometheus.yml with its targets moved to a running gateway (the
-ext_proc workers' metrics ports and Envoy's /stats/prometheus) and its rule files
-loaded. A short bounded load through the gateway makes the series exist (answers in
-every dialect, streamed and not, a failover, provider errors, budget rejections),
-then every dashboard query must return data and every alert rule must evaluate.
+ext_proc workers' metrics ports, Envoy's /stats/prometheus, the supervisor's restart
+counter) and its rule files loaded. A short bounded load through the gateway makes
+the series exist (answers in every dialect, streamed and not, a failover, provider
+errors, budget rejections), then every dashboard query must return data and every
+alert rule must evaluate.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def prometheus_config(stack: Stack) -> tuple[dict[str, Any], int]:
     prom = yaml.safe_load(PROMETHEUS_YML.read_text())
     cfg = stack.config
     targets = {"ext_proc": [f"{cfg.ext_proc.address}:{port}" for port in cfg.metrics_ports()],
-               "envoy": [f"{cfg.admin.address}:{cfg.admin.port}"]}
+               "envoy": [f"{cfg.admin.address}:{cfg.admin.port}"],
+               "supervisor": [f"{cfg.admin.address}:{stack.metrics_port}"]}
     assert {job["job_name"] for job in prom["scrape_configs"]} == set(targets)
     for job in prom["scrape_configs"]:
         job.pop("dns_sd_configs", None)

@@ -235,3 +235,32 @@ def test_an_admission_cancelled_while_redis_holds_its_answer_leaves_no_lease(red
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_requests_admitted_during_an_outage_release_their_leases_locally() -> None:
+    """fail_open admits against this process's own budgets while Redis is unreachable;
+    those requests must give their slots back there. They were settled on another
+    local store than the one that admitted them: each outage left its leases held
+    until lease_ttl_s, and after a few a tenant was refused while Redis was down."""
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["tenants"]["demo"]["limits"] = {"concurrent_requests": 2}
+    data["redis"] = {"url": "redis://127.0.0.1:1/0", "key_prefix": "gone", "on_failure": "fail_open",
+                     "timeout_ms": TIMEOUT_MS, "retry_interval_s": 60}  # nothing listens on port 1
+    cfg = parse_config(yaml.safe_dump(data), "x.yaml")
+    adm = build(cfg)
+    assert adm is not None and isinstance(adm.store, RedisStore)
+    chain = cfg.chains["claude-sonnet-4-5"]
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+
+    async def scenario() -> None:
+        for _ in range(3):  # three rounds of two: the budget is two at a time
+            tickets = [await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(2)]
+            assert all(t.local for t in tickets)
+            for t in tickets:
+                adm.settle(t, 200, t.backend.name, Usage(3, 4))
+        with pytest.raises(Rejection):  # still exactly two
+            held = [await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(3)]
+            assert not held
+        await adm.store.close()
+
+    asyncio.run(scenario())

@@ -1,4 +1,5 @@
-"""`llm-gateway up` as a user runs it: starts, answers, stops cleanly, reports a dead child."""
+"""`llm-gateway up` as a user runs it: starts, answers, stops cleanly, starts a dead worker
+again, and stops for a dead Envoy."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from tests.stack import config_on_free_ports
 
 
 def start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict]:
+    proc, cfg, _ = start_up_with_output(tmp_path)
+    return proc, cfg
+
+
+def start_up_with_output(tmp_path: Path) -> tuple[subprocess.Popen[str], dict, list[str]]:
     cfg = config_on_free_ports()
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -32,7 +38,7 @@ def start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict]:
             break
         lines.append(line)
         if "Press Ctrl-C" in line:
-            return proc, cfg
+            return proc, cfg, lines
     proc.kill()
     raise AssertionError("up did not come up:\n" + "".join(lines))
 
@@ -82,3 +88,30 @@ def test_up_reports_a_dead_child_and_stops_the_rest(tmp_path: Path) -> None:
     time.sleep(0.5)
     for pid in kids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_up_starts_a_killed_worker_again_and_counts_it(tmp_path: Path) -> None:
+    proc, cfg, lines = start_up_with_output(tmp_path)
+    try:
+        (url,) = [line.split()[-1] for line in lines if line.strip().startswith("supervisor metrics")]
+        worker = next(pid for pid in children_of(proc.pid)
+                      if "serve" in Path(f"/proc/{pid}/cmdline").read_text().split("\0"))
+        os.kill(worker, signal.SIGKILL)
+        assert proc.stdout is not None
+        said = [proc.stdout.readline() for _ in range(2)]
+        assert said[0].startswith("ext_proc-0 stopped (signal SIGKILL); starting it again in"), said
+        assert said[1].startswith("ext_proc-0 started again"), said
+        deadline = time.monotonic() + 60
+        while True:  # answered again once the new worker listens and Envoy's health check took it back
+            try:
+                assert chat(cfg["listen"]["port"], "gpt-4o")["choices"]
+                break
+            except (OSError, AssertionError):
+                assert time.monotonic() < deadline, "no answer after the worker was started again"
+                time.sleep(0.2)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert 'llm_gateway_worker_restarts_total{child="ext_proc-0"} 1.0' in r.read().decode()
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -83,11 +83,13 @@ class Ticket:
 
 
 class Admission:
-    def __init__(self, cfg: GatewayConfig, store: Store | None = None):
+    def __init__(self, cfg: GatewayConfig, store: Store | None = None, memory: MemoryStore | None = None):
         self.cfg = cfg
         a = cfg.admission
         self.reserve_share = a.interactive_reserve
-        self.memory = MemoryStore(a.lease_ttl_s, a.concurrency_retry_after_s)
+        # Requests admitted here and not by the shared store (fail_open) settle here:
+        # the store they took their leases from, the shared store's fallback.
+        self.memory = memory or MemoryStore(a.lease_ttl_s, a.concurrency_retry_after_s)
         self.store: Store = store or self.memory
         self.tenants = {name: tenant_budgets(name, t.limits) for name, t in cfg.tenants.items() if t.limits}
         self.priorities = {name: (t.priority, t.max_priority) for name, t in cfg.tenants.items()}
@@ -272,13 +274,16 @@ def build(cfg: GatewayConfig) -> Admission | None:
     """None when nothing is budgeted: the data path then pays nothing for admission."""
     if not any(t.limits for t in cfg.tenants.values()) and not any(b.budgeted for b in cfg.backends.values()):
         return None
+    a = cfg.admission
+    memory = MemoryStore(a.lease_ttl_s, a.concurrency_retry_after_s)
     store: Store | None = None
     if cfg.redis is not None:
         from .redis_store import RedisStore
 
-        a = cfg.admission
-        store = RedisStore(cfg.redis, MemoryStore(a.lease_ttl_s, a.concurrency_retry_after_s))
-    return Admission(cfg, store)
+        # One local store: what the fallback admits, settlement releases (a second one
+        # left every lease taken during an outage held until lease_ttl_s).
+        store = RedisStore(cfg.redis, memory)
+    return Admission(cfg, store, memory)
 
 
 # ---- helpers ------------------------------------------------------------------

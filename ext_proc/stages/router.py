@@ -64,7 +64,7 @@ class RouterStream:
         if isinstance(result, Answer):
             return self._immediate(result)
         self.started = result
-        return M.CONTINUE_REQUEST_HEADERS
+        return _continue_as(result.dialect.name)
 
     async def on_request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
         assert self.started is not None
@@ -173,6 +173,20 @@ class RouterStream:
         admission = self.state.admission
         if ticket is not None and admission is not None and not ticket.settled:
             admission.settle(ticket, 200 if ticket.first_byte else 0, "", None)
+
+
+_CONTINUE_AS: dict[str, pb.ProcessingResponse] = {}
+
+
+def _continue_as(dialect: str) -> pb.ProcessingResponse:
+    """Continue, naming the client's dialect in dynamic metadata: if this
+    worker dies later in the request, Envoy's own error reply is shaped in
+    that dialect (``envoy_config.worker_failure_mappers``). Built once per dialect."""
+    resp = _CONTINUE_AS.get(dialect)
+    if resp is None:
+        resp = _CONTINUE_AS[dialect] = M.with_metadata(M.CONTINUE_REQUEST_HEADERS, P.ACCESS_LOG_NAMESPACE,
+                                                       {P.DIALECT_KEY: dialect})
+    return resp
 
 
 async def run(state: GatewayState, ctx: Any) -> None:
