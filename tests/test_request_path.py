@@ -119,6 +119,92 @@ def test_plan_refuses(headers: dict[str, str], raw: bytes, status: int, says: st
     assert says in answer.body.decode()
 
 
+def nested(levels: int) -> dict[str, Any]:
+    """A JSON schema of objects within objects, ``levels`` JSON objects deep (a client's tool parameters)."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels // 2):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+def with_schema(headers: dict[str, str], model: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A request of ``headers``' dialect with one tool whose parameters are ``schema``."""
+    if headers is GEMINI:
+        return {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                "tools": [{"functionDeclarations": [{"name": "t", "parametersJsonSchema": schema}]}]}
+    if headers is ANTHROPIC:
+        return {**CHAT, "model": model, "max_tokens": 5, "tools": [{"name": "t", "input_schema": schema}]}
+    return {**CHAT, "model": model, "tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}]}
+
+
+# client dialect -> (headers, a model whose primary speaks another dialect; Gemini's is in its path)
+TRANSLATED = {
+    "openai": (OPENAI, "claude-sonnet-4-5"),
+    "anthropic": (ANTHROPIC, "gemini-2.5-flash"),
+    "gemini": (GEMINI, "gpt-4o"),
+}
+
+
+@pytest.mark.parametrize("dialect", list(TRANSLATED))
+@pytest.mark.parametrize("levels", [66, 300, 2000])
+def test_a_body_nested_past_the_limit_is_a_400_naming_it(dialect: str, levels: int) -> None:
+    """Past 254 levels orjson could not re-encode a translated body, past 1024 not even read it:
+    every depth beyond the gateway's limit (64) is the same 400, in the client's dialect."""
+    headers, model = TRANSLATED[dialect]
+    if dialect == "gemini":
+        headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
+    body = with_schema(GEMINI if dialect == "gemini" else headers, model, {"type": "string"})
+    raw = orjson.dumps(body).replace(b'{"type":"string"}', b'{"a":' * levels + b"1" + b"}" * levels)
+    for state in (state_of(), state_of(budgets)):  # with budgets, admission walks the body too
+        answer = run(plan(state, started(state, headers), raw))
+        assert isinstance(answer, Answer) and answer.status == 400, answer.body
+        assert "64 levels" in error_of(answer)["error"]["message"]
+
+
+@pytest.mark.parametrize("dialect", list(TRANSLATED))
+def test_a_deep_but_allowed_schema_is_translated(dialect: str) -> None:
+    headers, model = TRANSLATED[dialect]
+    if dialect == "gemini":
+        headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
+    # 56 levels of schema, plus the body's own few: just under the limit.
+    p = do_plan(state_of(budgets), headers, with_schema(GEMINI if dialect == "gemini" else headers, model,
+                                                         nested(56)))
+    assert isinstance(p, RoutePlan) and p.new_body is not None and p.ir is not None
+    assert len(p.ir.tools) == 1
+
+
+def test_a_gemini_call_id_that_is_not_a_string_is_a_400_naming_it() -> None:
+    contents = [{"role": "user", "parts": [{"text": "hi"}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "t", "args": {}, "id": "c1"}}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "t", "response": {}, "id": {"x": 1}}}]}]
+    headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
+    answer = do_plan(state_of(), headers, {"contents": contents})
+    assert isinstance(answer, Answer) and answer.status == 400
+    err = error_of(answer)["error"]
+    assert err["status"] == "INVALID_ARGUMENT"
+    assert "'contents[2].parts[0].functionResponse.id' must be a string" in err["message"]
+    contents[1]["parts"][0]["functionCall"]["id"] = 7
+    answer = do_plan(state_of(), headers, {"contents": contents})
+    assert isinstance(answer, Answer) and "'contents[1].parts[0].functionCall.id'" in answer.body.decode()
+
+
+def test_a_gateway_bug_while_planning_is_an_error_in_the_clients_dialect(monkeypatch: pytest.MonkeyPatch,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Never Envoy's empty 500 after a reset gRPC stream: the client learns it was the gateway."""
+    from ext_proc.dialects import DIALECTS
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(DIALECTS["openai"].codec, "parse_request", broken)
+    answer = do_plan(state_of(), ANTHROPIC, {**CHAT, "model": "gpt-4o", "max_tokens": 5})
+    assert isinstance(answer, RoutePlan)  # same dialect: not parsed
+    answer = do_plan(state_of(), OPENAI, {**CHAT, "model": "claude-sonnet-4-5"})
+    assert isinstance(answer, Answer) and answer.status == 500
+    assert error_of(answer)["error"]["type"] == "server_error"
+    assert "a bug" in caplog.text  # logged with its traceback for the operator
+
+
 def test_translated_request_carries_the_backends_credentials_not_the_clients() -> None:
     p = do_plan(state_of(), OPENAI, {**CHAT, "model": "claude-sonnet-4-5"})
     assert isinstance(p, RoutePlan)

@@ -18,6 +18,7 @@ from .. import metrics
 from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..state import GatewayState
+from .plan import serialise
 
 log = logging.getLogger("llm_gateway.upstream")
 
@@ -72,12 +73,12 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
             out = get_dialect(target.dialect).codec.build_request(
                 ir, target.upstream_model, default_max_tokens=settings.default_max_tokens,
                 drop_unsupported=settings.drop_unsupported)
+        new_body = serialise(out)
     except GatewayError as err:
         return _fail(target.dialect, err)
     except (orjson.JSONDecodeError, TypeError) as e:
         return _fail(target.dialect, GatewayError("api_error", f"attempt body unreadable: {e}", status=500))
     metrics.UPSTREAM_TRANSLATIONS.labels(model, source.name, target.name).inc()
-    new_body = orjson.dumps(out)
     dest = router.targets[target.name]
     set_headers = dest.request_headers(stream, new_body)
     remove = [h for h in router.provider_headers if h not in set_headers]

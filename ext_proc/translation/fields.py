@@ -119,8 +119,12 @@ def check_depth(value: Any, raw: bytes | None = None) -> None:
     if raw is not None and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return
     if _deeper_than(value, MAX_DEPTH):
-        raise invalid(f"the request body nests arrays and objects more than {MAX_DEPTH} levels deep, "
-                      f"the gateway's limit")
+        raise too_deep()
+
+
+def too_deep() -> GatewayError:
+    return invalid(f"the request body nests arrays and objects more than {MAX_DEPTH} levels deep, "
+                   f"the gateway's limit")
 
 
 # ---- provider answers -----------------------------------------------------------------
