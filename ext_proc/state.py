@@ -11,6 +11,7 @@ import hashlib
 from . import admission, metrics
 from .config import GatewayConfig, resolve_secrets
 from .routing import HealthTable, Router, State
+from .translation.redact import Redactor
 
 
 class GatewayState:
@@ -19,6 +20,8 @@ class GatewayState:
         self.config = config
         provider_keys = resolve_secrets(config, env)
         self.router = Router(config, provider_keys)
+        # Provider error text reaches clients only through this (it knows the keys we hold).
+        self.redact = Redactor(provider_keys.values())
         self._digests = config.key_digests
         # What this process learned about backends survives a config switch.
         self.health: HealthTable = previous.health if previous is not None else HealthTable(on_change=_export_health)

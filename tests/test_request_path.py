@@ -20,7 +20,7 @@ from ext_proc.request.attempt import AttemptContext, AttemptFailure, AttemptPlan
 from ext_proc.request.plan import Answer, RoutePlan, Started, plan, start
 from ext_proc.routing.health import HealthTable
 from ext_proc.state import GatewayState
-from ext_proc.translation.ir import Usage
+from ext_proc.translation.ir import ChatRequest, Usage
 
 ENV = {"MOCK_OPENAI_API_KEY": "sk-openai", "MOCK_ANTHROPIC_API_KEY": "sk-ant", "MOCK_GEMINI_API_KEY": "sk-gem"}
 KEY = "demo-key"
@@ -382,3 +382,49 @@ def test_a_backend_is_at_its_tier_in_this_models_chain() -> None:
     assert state.config.backends[p.primary.name].tier != 0  # the other model's place for it
     done = F.finish(state, p, 429, p.primary.name, None, p.started.t0, p.started.t0)
     assert done.failover is None
+
+
+# ---- responses: what the client receives --------------------------------------------------------
+def translate(state: GatewayState, client: str, backend: str, status: int, chunks: list[bytes],
+              stream: bool = False, ir: Any = None, body: dict[str, Any] | None = None) -> bytes:
+    """The bytes a client of ``client``'s dialect receives for ``chunks`` from ``backend``."""
+    from ext_proc.dialects import get_dialect
+    from ext_proc.request.responses import make_translator
+
+    t = make_translator(client=get_dialect(client), backend=state.config.backends[backend], status=status,
+                        stream=stream, model="gpt-4o", ir=ir, body=body, on_done=lambda *a: None,
+                        redact=state.redact)
+    out = b""
+    for i, chunk in enumerate(chunks):
+        got = t.feed(chunk, i == len(chunks) - 1)
+        out += chunk if got is None else got
+    return out
+
+
+ECHO = "Incorrect API key provided: sk-ant. You can find your API key at https://example.com"
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
+def test_a_provider_error_echoing_our_key_is_redacted_for_every_client(client: str) -> None:
+    body = orjson.dumps({"type": "error", "error": {"type": "authentication_error", "message": ECHO}})
+    out = translate(state_of(), client, "anthropic/claude-sonnet-4-5", 401, [body[:20], body[20:]])
+    assert b"sk-ant" not in out and b"[REDACTED]" in out
+    assert b"You can find your API key" in out  # the rest of the provider's words stay
+
+
+@pytest.mark.parametrize(("client", "backend", "event"), [
+    ("anthropic", "anthropic/claude-sonnet-4-5",  # same dialect: the event is passed on, redacted
+     b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"' + ECHO.encode() + b'"}}\n\n'),
+    ("openai", "anthropic/claude-sonnet-4-5",  # translated
+     b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"' + ECHO.encode() + b'"}}\n\n'),
+    ("gemini", "openai/gpt-4o",
+     b'data: {"error":{"message":"' + ECHO.replace("sk-ant", "sk-openai").encode() + b'","type":"x"}}\n\n'),
+])
+def test_a_stream_error_echoing_our_key_is_redacted(client: str, backend: str, event: bytes) -> None:
+    state = state_of()
+    ir = ChatRequest(model="gpt-4o", messages=[], stream=True)
+    start = {"anthropic/claude-sonnet-4-5": b'event: message_start\ndata: {"type":"message_start","message":'
+                                            b'{"id":"m","model":"c","usage":{"input_tokens":1}}}\n\n',
+             "openai/gpt-4o": b'data: {"id":"c","model":"g","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'}
+    out = translate(state, client, backend, 200, [start[backend], event], stream=True, ir=ir, body={})
+    assert b"sk-ant" not in out and b"sk-openai" not in out and b"[REDACTED]" in out

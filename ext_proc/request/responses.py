@@ -14,6 +14,10 @@ first chunk). Three shapes:
 
 A stream that ends without its terminal event gets a well-formed error event in
 the client's dialect instead of a silent truncation.
+
+Provider error text reaches a client only through ``redact`` (the gateway's
+``Redactor``): error bodies, in-stream error events, and same-dialect error
+events passed on otherwise untouched.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..dialects import COMPLETE, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
 from ..translation.fields import error_json
 from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
+from ..translation.redact import Redactor
 from ..translation.sse import SSEReader, format_event
 
 log = logging.getLogger("llm_gateway.responses")
@@ -39,8 +44,10 @@ OnDone = Callable[[int, str, Usage | None], None]
 class ResponseTranslator:
     """Feed response chunks; get the bytes to send instead (None: send unchanged)."""
 
-    def __init__(self, dialect: Dialect, backend: ResolvedBackend | None, status: int, model: str, on_done: OnDone):
+    def __init__(self, dialect: Dialect, backend: ResolvedBackend | None, status: int, model: str, on_done: OnDone,
+                 redact: Redactor):
         self.dialect = dialect
+        self.redact = redact
         self.client = dialect.codec
         self.backend = backend
         self.backend_codec = get_dialect(backend.dialect).codec if backend else None
@@ -97,15 +104,16 @@ class Buffered(ResponseTranslator):
             return orjson.dumps(self.client.render_response(resp))
         except (ValueError, GatewayError) as e:
             # Headers (200) are already on their way: the body must say what went wrong.
-            log.warning("untranslatable response from %s: %s", self.backend_name or "?", e)
-            err = GatewayError("api_error", f"the gateway could not translate the response of backend "
-                                            f"'{self.backend_name}': {e}", status=502)
+            log.warning("untranslatable response from %s: %s", self.backend_name or "?", self.redact(str(e)))
+            err = GatewayError("api_error", self.redact(f"the gateway could not translate the response of backend "
+                                                        f"'{self.backend_name}': {e}"), status=502)
             return orjson.dumps(self.client.render_error(err))
 
     def _error(self, body: bytes) -> bytes | None:
         from_provider = isinstance(error_json(body), dict)
         if self.backend_codec is self.client and from_provider:
-            return None  # already an error in the client's dialect
+            clean = self.redact.body(body)  # already an error in the client's dialect
+            return None if clean is body else clean
         if not from_provider:
             # Envoy's own reply (connect failure, timeout, retries exhausted).
             reason = body.decode("utf-8", "replace").strip() or "no response"
@@ -116,6 +124,7 @@ class Buffered(ResponseTranslator):
         except Exception:  # never let an odd error body become a 500 of our own
             err = GatewayError(kind_for_status(self.status), body.decode("utf-8", "replace")[:500] or "upstream error",
                                status=self.status or 502)
+        err.message = self.redact(err.message)
         return orjson.dumps(self.client.render_error(err))
 
 
@@ -151,6 +160,7 @@ class StreamTranslate(ResponseTranslator):
                 self.merge_usage(ev.usage)
             elif isinstance(ev, StreamError):
                 self.failed = True
+                ev.error.message = self.redact(ev.error.message)
             out.append(self.encoder.encode(ev))
 
 
@@ -198,6 +208,10 @@ class StreamPassthrough(ResponseTranslator):
             self.complete = True
         elif mark == FAILED:
             self.failed = True
+            raw = data.encode()
+            clean = self.redact.body(raw)
+            if clean is not raw:
+                return format_event(clean, event)
         if obj is None:
             return format_event(data, event)
         usage = self.client.usage_of(obj)
@@ -216,8 +230,9 @@ def _max_usage(a: Usage, b: Usage) -> Usage:
 
 
 def make_translator(*, client: Dialect, backend: ResolvedBackend | None, status: int, stream: bool, model: str,
-                    ir: ChatRequest | None, body: dict[str, Any] | None, on_done: OnDone) -> ResponseTranslator:
-    args = (client, backend, status, model, on_done)
+                    ir: ChatRequest | None, body: dict[str, Any] | None, on_done: OnDone,
+                    redact: Redactor) -> ResponseTranslator:
+    args = (client, backend, status, model, on_done, redact)
     if not stream or status != 200 or backend is None:
         return Buffered(*args, ir=ir)
     if backend.dialect != client.name:

@@ -79,7 +79,8 @@ class RouterStream:
             except GatewayError:
                 p.ir = None
         return make_translator(client=client, backend=backend, status=status, stream=p.stream,
-                               model=p.model, ir=p.ir, body=p.body, on_done=self._done)
+                               model=p.model, ir=p.ir, body=p.body, on_done=self._done,
+                               redact=self.state.redact)
 
     def _done(self, status: int, backend: str, usage: Usage | None) -> None:
         assert self.plan is not None
