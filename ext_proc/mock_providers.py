@@ -28,7 +28,9 @@ Replies (the same rules in every dialect):
 Per server, ``/_mock/faults`` (GET, POST ``{"mode", "status", "retry_after",
 "delay_ms", "rate", "message"}``, DELETE) sets the fault applied to model
 endpoints (``message`` replaces the text of an ``error`` fault, e.g. ``"prompt
-is too long"`` with status 400 to play a context-length error), and
+is too long"`` with status 400 to play a context-length error; ``echo_key`` is
+an error, 401 unless ``status`` says otherwise, quoting the key it received;
+the ``*_200`` modes answer 200 with something that is not an answer), and
 ``/_mock/stats`` (GET, DELETE) counts their requests and lists the tool-call
 ids the server issued (``tool_call_ids``), so tests can check that a client
 got the backend's id.
@@ -64,7 +66,15 @@ __all__ = [
 
 Dialect = Literal["openai", "anthropic", "gemini"]
 
-FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error")
+# 200s that are not answers, as broken providers and proxies send them: no body (an
+# empty event stream for streams), a proxy's HTML page, the provider's error object,
+# the reply cut in half but well framed (half the events, then a clean end), the
+# reply with its first array made a number (_WRONG_TYPE_KEYS).
+NON_ANSWERS = ("empty_200", "html_200", "error_object_200", "truncated_200", "wrong_types_200")
+FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error", "echo_key",
+               *NON_ANSWERS)
+_WRONG_TYPE_KEYS = {"openai": ("choices",), "anthropic": ("content", "message"), "gemini": ("candidates",)}
+_ALTER = web.RequestKey("mock_alter", str)  # a truncated_200 / wrong_types_200 reply is being written
 
 # stream_error: a 200 stream whose first event is the provider's in-band error
 # (Anthropic sends overloaded_error this way), then the end of the stream.
@@ -274,7 +284,7 @@ def _parse_fault(body: Any) -> _Fault:
     unknown = set(body) - {"mode", "status", "retry_after", "delay_ms", "rate", "message"}
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-    f = _Fault(mode=mode, status=429 if mode == "rate_limit" else 500)
+    f = _Fault(mode=mode, status={"rate_limit": 429, "echo_key": 401}.get(mode, 500))
     if body.get("status") is not None:
         if not _is_int(body["status"]) or not 400 <= body["status"] <= 599:
             raise ValueError("status must be an integer 400-599")
@@ -325,6 +335,30 @@ class _Stats:
 
 
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key"})
+
+
+def _received_key(request: web.BaseRequest) -> str:
+    """The credential a request carried, as sent (``echo_key`` quotes it back)."""
+    for name in sorted(_SECRET_HEADERS):
+        value = request.headers.get(name)
+        if value:
+            scheme, sep, rest = value.partition(" ")
+            return rest.strip() if sep and scheme.lower() == "bearer" else value
+    return request.query.get("key", "")
+
+
+def _wrong_types(dialect: str, data: bytes) -> bytes:
+    """A JSON reply (or one SSE event's data line) with the first of the dialect's key arrays made a number."""
+    prefix, sep, payload = data.partition(b"data: ") if data.startswith((b"data: ", b"event: ")) else (b"", b"", data)
+    end = payload.find(b"\n")
+    try:
+        obj = orjson.loads(payload if end < 0 else payload[:end])
+    except orjson.JSONDecodeError:  # not one JSON value (a JSON-array stream's piece): left alone
+        return data
+    key = next((k for k in _WRONG_TYPE_KEYS[dialect] if k in obj), None)
+    if key is not None:
+        obj[key] = 1.5
+    return prefix + sep + orjson.dumps(obj) + (b"" if end < 0 else payload[end:])
 
 
 def _redact_header(name: str, value: str) -> str:
@@ -438,9 +472,11 @@ class _Provider:
             return web.Response()
         resp: web.StreamResponse
         try:
-            if mode == "error":
+            if mode in ("error", "echo_key"):
                 err = self.fault_error(f.status)
-                if f.message:
+                if mode == "echo_key":  # like a provider that quotes the key it rejects
+                    err.body["error"]["message"] = f"Incorrect API key provided: {_received_key(request)}"
+                elif f.message:
                     err.body["error"]["message"] = f.message
                 raise err
             if mode == "rate_limit":
@@ -449,10 +485,23 @@ class _Provider:
                 raise self.too_large()
             if mode == "slow":
                 await asyncio.sleep(f.delay_ms / 1000)
-            if mode == "stream_error" and self.is_stream(request, body):
+            stream = self.is_stream(request, body)
+            if mode == "stream_error" and stream:
                 resp = await self.send_stream(request, [_INBAND_ERRORS[self.dialect]], False)
+            elif mode == "empty_200":
+                resp = await self.send_stream(request, [], False) if stream else web.Response(content_type=_JSON_CT)
+            elif mode == "html_200":
+                resp = web.Response(text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html")
+            elif mode == "error_object_200":
+                resp = _json_response(200, self.fault_error(500).body)
             else:
+                if mode in ("truncated_200", "wrong_types_200"):
+                    request[_ALTER] = mode  # read by send_stream for streamed replies
                 resp = await handler(request, body, mode == "stream_cut")
+                if mode in ("truncated_200", "wrong_types_200") and isinstance(resp, web.Response) \
+                        and resp.status == 200 and isinstance(resp.body, bytes):
+                    resp.body = (resp.body[: len(resp.body) // 2] if mode == "truncated_200"
+                                 else _wrong_types(self.dialect, resp.body))
         except _Reject as r:
             resp = _json_response(r.status, r.body, {**self.extra_headers(), **r.headers})
         if (
@@ -506,6 +555,11 @@ class _Provider:
         if content_type == _SSE_CT:
             resp.headers["Cache-Control"] = "no-cache"
         upto = len(events) // 2 if cut else len(events)
+        alter = request.get(_ALTER)
+        if alter == "truncated_200":  # half the events, then a clean end: no terminal event
+            upto = len(events) // 2
+        elif alter == "wrong_types_200" and events:
+            events = [_wrong_types(self.dialect, events[0]), *events[1:]]
         try:
             await resp.prepare(request)
             for ev in events[:upto]:
