@@ -19,9 +19,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pbg
 from . import metrics
 from . import protocol as P
 from .config import ConfigError, GatewayConfig, load_config
+from .stages import answer_guard
 from .stages import observer as observer_stage
 from .stages import router as router_stage
-from .stages import stream_guard
 from .stages import upstream as upstream_stage
 from .state import GatewayState
 
@@ -60,7 +60,7 @@ class ExternalProcessor(pbg.ExternalProcessorServicer):
             elif stage == P.STAGE_OBSERVER:
                 await observer_stage.run(state, context)
             elif stage == P.STAGE_GUARD:
-                await stream_guard.run(state, context)
+                await answer_guard.run(state, context)
             else:
                 await router_stage.run(state, context)
         except asyncio.CancelledError:

@@ -36,7 +36,7 @@ def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
     assert c["common_lb_config"]["healthy_panic_threshold"]["value"] == 0
     filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
         "http_filters"]
-    assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.first_event_guard", "gw.upstream_stage",
+    assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.answer_guard", "gw.upstream_stage",
                                             "envoy.filters.http.header_mutation", "envoy.filters.http.upstream_codec"]
 
 

@@ -16,8 +16,10 @@ import yaml
 
 from ext_proc.config import DEFAULT_CONFIG, parse_config
 from ext_proc.request import finish as F
+from ext_proc.request.answer import MAX_BODY, PASS, AnswerCheck, Failed
 from ext_proc.request.attempt import AttemptContext, AttemptFailure, AttemptPlan, retranslate
 from ext_proc.request.plan import Answer, RoutePlan, Started, plan, start
+from ext_proc.request.responses import InvalidAnswer
 from ext_proc.routing.health import HealthTable
 from ext_proc.state import GatewayState
 from ext_proc.translation.ir import ChatRequest, Usage
@@ -428,3 +430,128 @@ def test_a_stream_error_echoing_our_key_is_redacted(client: str, backend: str, e
              "openai/gpt-4o": b'data: {"id":"c","model":"g","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'}
     out = translate(state, client, backend, 200, [start[backend], event], stream=True, ir=ir, body={})
     assert b"sk-ant" not in out and b"sk-openai" not in out and b"[REDACTED]" in out
+
+
+# ---- answers: is a provider's 200 an answer? ------------------------------------------------------
+
+GOOD = {
+    "openai": b'{"id":"c","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
+              b'"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}',
+    "anthropic": b'{"id":"m","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"}],'
+                 b'"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}',
+    "gemini": b'{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP"}],'
+              b'"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}',
+}
+FIRST_EVENT = {
+    "openai": b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+    "anthropic": b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"m",'
+                 b'"usage":{"input_tokens":1}}}\n\n',
+    "gemini": b'data: {"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"}}]}\n\n',
+}
+# A body that is not an answer -> what the client is told it was.
+NOT_ANSWERS = {
+    b"": "it was empty",
+    b"   ": "it was empty",
+    b"<html><body>502 Bad Gateway</body></html>": "it was text/html, not JSON",
+    b'{"choices": [{"mess': "it was not complete JSON",
+    b"[1, 2]": "must be a JSON object",
+    b'{"error": {"message": "boom", "type": "server_error"}}': "it was an error: boom",
+}
+
+
+def check(dialect: str, stream: bool, content_type: str) -> AnswerCheck:
+    from ext_proc.dialects import get_codec
+
+    return AnswerCheck(get_codec(dialect), f"{dialect}/m", stream, content_type)
+
+
+@pytest.mark.parametrize("dialect", list(GOOD))
+def test_an_answer_passes_once_whole(dialect: str) -> None:
+    c = check(dialect, False, "application/json")
+    body = GOOD[dialect]
+    assert c.feed(body[:10], False) is None  # held until the body is whole
+    assert c.feed(body[10:], True) == PASS
+
+
+@pytest.mark.parametrize("dialect", list(GOOD))
+@pytest.mark.parametrize(("body", "says"), list(NOT_ANSWERS.items()))
+def test_a_body_that_is_not_an_answer_fails_the_attempt(dialect: str, body: bytes, says: str) -> None:
+    from ext_proc.dialects import get_codec
+
+    ct = "text/html" if body.startswith(b"<html>") else "application/json"
+    verdict = check(dialect, False, ct).feed(body, True)
+    assert isinstance(verdict, Failed) and verdict.status == 502
+    # The body is an error in the backend's own dialect: the router stage reads it like any error.
+    err = get_codec(dialect).parse_error(502, verdict.body)
+    assert err.kind == "api_error" and "the provider's answer was invalid" in err.message
+    assert says in err.message and f"backend '{dialect}/m'" in err.message
+
+
+@pytest.mark.parametrize(("dialect", "body", "path"), [
+    ("openai", b'{"choices": [{"message": 5}]}', "'choices[0].message' must be an object"),
+    ("openai", b'{"choices": [{"message": {"content": 5}}]}', "'choices[0].message.content' must be a string"),
+    ("openai", b'{"choices": [{"message": {}}], "usage": {"prompt_tokens": 18446744073709551615}}',
+     "'usage.prompt_tokens' must be a token count"),
+    ("anthropic", b'{"type": "message", "content": 5}', "'content' must be an array"),
+    ("gemini", b'{"candidates": 1.5}', "'candidates' must be an array"),
+    ("gemini", b'{"candidates": []}', "'candidates' must be an array with at least one candidate"),
+])
+def test_a_wrongly_typed_answer_names_the_field(dialect: str, body: bytes, path: str) -> None:
+    verdict = check(dialect, False, "application/json").feed(body, True)
+    assert isinstance(verdict, Failed) and path in verdict.error.message
+
+
+@pytest.mark.parametrize("dialect", list(FIRST_EVENT))
+def test_a_stream_passes_at_its_first_event(dialect: str) -> None:
+    c = check(dialect, True, "text/event-stream")
+    event = FIRST_EVENT[dialect]
+    assert c.feed(event[:15], False) is None
+    assert c.feed(event[15:] + b"data: {\"more\": 1}", False) == PASS
+
+
+@pytest.mark.parametrize("dialect", list(FIRST_EVENT))
+def test_streams_that_are_not_answers_fail_the_attempt(dialect: str) -> None:
+    empty = check(dialect, True, "text/event-stream")
+    assert empty.feed(b"", False) is None
+    verdict = empty.feed(b": keep-alive\n\n", True)
+    assert isinstance(verdict, Failed) and "empty event stream" in verdict.error.message
+    json_instead = check(dialect, True, "application/json").feed(b'{"error": {"message": "x"}}', True)
+    assert isinstance(json_instead, Failed) and "a stream was asked for" in json_instead.error.message
+    wrong = check(dialect, True, "text/event-stream").feed(b'data: {"choices": 1.5, "candidates": 1.5, '
+                                                          b'"type": "message_start", "message": 5}\n\n', False)
+    assert isinstance(wrong, Failed) and wrong.status == 502
+
+
+def test_an_in_band_error_keeps_its_status() -> None:
+    """Anthropic's 200 + overloaded_error event: a 503 for Envoy to retry (its 529 would not be)."""
+    event = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    verdict = check("anthropic", True, "text/event-stream").feed(event, False)
+    assert isinstance(verdict, Failed) and verdict.status == 503
+    assert "Overloaded" in verdict.error.message
+
+
+def test_a_huge_body_is_let_go_unjudged() -> None:
+    c = check("openai", False, "application/json")
+    assert c.feed(b"x" * (MAX_BODY + 1), False) == PASS
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("backend", ["openai/gpt-4o", "anthropic/claude-sonnet-4-5"])
+def test_the_router_stage_never_delivers_an_unjudged_non_answer(client: str, backend: str) -> None:
+    """A 200 the guard did not judge, found invalid after its headers went out: not a body
+    (it would pass for an answer) but ``InvalidAnswer``, which the router stage aborts."""
+    state = state_of()
+    body = b'{"error": {"message": "quota of sk-openai and sk-ant exceeded"}}'
+    with pytest.raises(InvalidAnswer) as e:
+        translate(state, client, backend, 200, [body[:9], body[9:]])
+    assert "it was an error" in e.value.error.message and "sk-" not in e.value.error.message
+    assert b"[REDACTED]" in e.value.body
+
+
+def test_a_wrongly_typed_event_in_a_same_dialect_stream_ends_it_with_an_error_event() -> None:
+    chunks = [b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+              b'data: {"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":"many"}}\n\n',
+              b'data: [DONE]\n\n']
+    out = translate(state_of(), "openai", "openai/gpt-4o", 200, chunks, stream=True, body={})
+    assert b'"content":"hi"' in out and b"[DONE]" not in out
+    assert b"'usage.prompt_tokens' must be a token count" in out

@@ -18,6 +18,14 @@ the client's dialect instead of a silent truncation.
 Provider error text reaches a client only through ``redact`` (the gateway's
 ``Redactor``): error bodies, in-stream error events, and same-dialect error
 events passed on otherwise untouched.
+
+A 200 that is not an answer is normally stopped per attempt by the answer
+guard (``request/answer.py``), which Envoy fails over. One the guard let
+through (it judges only responses whose headers give it a reason, unless the
+provider says ``check_every_answer``) is found here, after its 200 went to the
+client: ``Buffered`` raises ``InvalidAnswer`` and the router stage aborts the
+response (the client sees a broken response, never a success); a stream gets
+an error event.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import orjson
 from ..config import ResolvedBackend
 from ..dialects import COMPLETE, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
-from ..translation.fields import error_json
+from ..translation.fields import error_json, invalid_answer
 from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
 from ..translation.redact import Redactor
 from ..translation.sse import SSEReader, format_event
@@ -39,6 +47,15 @@ from ..translation.sse import SSEReader, format_event
 log = logging.getLogger("llm_gateway.responses")
 
 OnDone = Callable[[int, str, Usage | None], None]
+
+
+class InvalidAnswer(Exception):
+    """A 200 that is not an answer, found after its headers went to the client."""
+
+    def __init__(self, error: GatewayError, body: bytes) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.body = body  # the error in the client's dialect, for what is left to say
 
 
 class ResponseTranslator:
@@ -83,31 +100,46 @@ class Buffered(ResponseTranslator):
         if not end:
             return b""
         body = b"".join(self.parts)
-        out = self._error(body) if self.status >= 400 or self.status == 0 else self._success(body)
+        if self.status >= 400 or self.status == 0:
+            out = self._error(body)
+        else:
+            try:
+                out = self._success(body)
+            except GatewayError as e:
+                # Its 200 already went to the client: too late to fail over, and a body
+                # saying so would pass for an answer. The router stage aborts the response.
+                err = GatewayError("api_error", self.redact(f"{e.message} (backend '{self.backend_name}')"),
+                                   status=502)
+                log.warning("invalid answer after its headers went to the client: %s", err.message)
+                self.status = 502
+                self.finish()
+                raise InvalidAnswer(err, orjson.dumps(self.client.render_error(err))) from None
         self.finish()
         # Earlier chunks were held back (replaced by nothing): an untouched
         # body must be sent whole, not as "the last chunk unchanged".
         return body if out is None else out
 
     def _success(self, body: bytes) -> bytes | None:
+        """The client's answer; a ``GatewayError`` when ``body`` is not an answer."""
+        codec = self.backend_codec or self.client
+        if not body.strip():
+            raise invalid_answer("it was empty")
         try:
             data = orjson.loads(body)
-            if not isinstance(data, dict):
-                raise ValueError("response body is not a JSON object")
-            if self.backend_codec is None or self.backend_codec is self.client:
-                codec = self.backend_codec or self.client
-                self.usage = codec.usage_of(data)
-                return orjson.dumps(data) if codec.rename_model(data, self.model) else None
-            resp = self.backend_codec.parse_response(data)
-            self.usage = resp.usage
-            resp.model = self.model
-            return orjson.dumps(self.client.render_response(resp))
-        except (ValueError, GatewayError) as e:
-            # Headers (200) are already on their way: the body must say what went wrong.
-            log.warning("untranslatable response from %s: %s", self.backend_name or "?", self.redact(str(e)))
-            err = GatewayError("api_error", self.redact(f"the gateway could not translate the response of backend "
-                                                        f"'{self.backend_name}': {e}"), status=502)
-            return orjson.dumps(self.client.render_error(err))
+        except orjson.JSONDecodeError:
+            raise invalid_answer("it was not JSON, or not complete JSON") from None
+        resp = codec.parse_response(data)  # judges every field (same dialect too)
+        if codec is self.client:
+            self.usage = codec.usage_of(data)
+            if not codec.rename_model(data, self.model):
+                return None
+            try:
+                return orjson.dumps(data)
+            except orjson.JSONEncodeError:  # nested past orjson's limit: pass it on as it came
+                return None
+        self.usage = resp.usage
+        resp.model = self.model
+        return orjson.dumps(self.client.render_response(resp))
 
     def _error(self, body: bytes) -> bytes | None:
         from_provider = isinstance(error_json(body), dict)
@@ -174,6 +206,7 @@ class StreamPassthrough(ResponseTranslator):
         self.strip_usage_chunk = strip_usage_chunk
         self.complete = False
         self.failed = False
+        self.broken = False  # failed by the gateway: later events are dropped
 
     def feed(self, chunk: bytes, end: bool) -> bytes | None:
         # Only complete events are sent on: a partial event left on the wire
@@ -183,7 +216,15 @@ class StreamPassthrough(ResponseTranslator):
             events += self.reader.close()
         out: list[bytes] = []
         for sse in events:
-            keep = self._observe(sse.event, sse.data)
+            if self.broken:
+                break  # the stream failed here: nothing after its error event
+            try:
+                keep = self._observe(sse.event, sse.data)
+            except GatewayError as e:  # a wrongly typed event: the provider's fault
+                self.broken = self.failed = True
+                e.message = self.redact(e.message)
+                out.append(self.client.render_stream_error(e))
+                continue
             if keep is not None:
                 out.append(keep)
         if end:

@@ -23,7 +23,7 @@ from .. import protocol as P
 from ..errors import GatewayError
 from ..request import finish as F
 from ..request.plan import Answer, RoutePlan, Started, plan, start
-from ..request.responses import ResponseTranslator, make_translator
+from ..request.responses import InvalidAnswer, ResponseTranslator, make_translator
 from ..state import GatewayState
 from ..translation.ir import Usage
 
@@ -129,7 +129,13 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
                 backend = M.attribute(req, P.ATTR_BACKEND)
                 translator = stream.translator(int(code or 0), str(backend or ""))
             chunk = req.response_body
-            resp = M.response_body_response(translator.feed(chunk.body, chunk.end_of_stream))
+            try:
+                resp = M.response_body_response(translator.feed(chunk.body, chunk.end_of_stream))
+            except InvalidAnswer as e:
+                # Its 200 went to the client already: Envoy resets the response (a
+                # local reply after headers), so the client sees a failure, not a success.
+                F.broken_answer(stream.state, translator.backend_name)
+                resp = M.immediate(502, e.body, details="invalid_answer")
             if stream.log_fields is not None:
                 resp = M.with_metadata(resp, P.ACCESS_LOG_NAMESPACE, stream.log_fields)
                 stream.log_fields = None

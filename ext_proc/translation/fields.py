@@ -130,9 +130,14 @@ def too_deep() -> GatewayError:
 # ---- provider answers -----------------------------------------------------------------
 
 
+def invalid_answer(detail: str) -> GatewayError:
+    """A provider's 200 that is not an answer: the provider's fault, a failed attempt (502)."""
+    return GatewayError("api_error", f"the provider's answer was invalid: {detail}", status=502)
+
+
 def bad_answer(path: str, what: str) -> GatewayError:
-    """A provider's answer that is not what its API documents: the provider's fault."""
-    return GatewayError("api_error", f"the provider's answer is invalid: '{path}' must be {what}", status=502)
+    """A field of a provider's answer that is not what its API documents."""
+    return invalid_answer(f"'{path}' must be {what}")
 
 
 def answer_obj(v: Any, path: str) -> dict[str, Any]:

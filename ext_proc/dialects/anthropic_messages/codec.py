@@ -32,6 +32,7 @@ from ...translation.fields import answer_str as _a_str
 from ...translation.fields import args_object as _args_object
 from ...translation.fields import bad_answer as _bad_answer
 from ...translation.fields import error_json as _error_json
+from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
@@ -700,8 +701,7 @@ class AnthropicCodec(Codec):
         if body.get("type") == "error" or body.get("error") is not None:
             err = body.get("error")
             message = err.get("message") if isinstance(err, dict) else None
-            raise GatewayError("api_error", f"the provider answered with an error: "
-                                            f"{message if isinstance(message, str) else 'no message'}", status=502)
+            raise _invalid_answer(f"it was an error: {message if isinstance(message, str) else 'no message'}")
         if not isinstance(body.get("content"), list):
             raise _bad_answer("content", "an array of content blocks")
         content: list[TextPart | ToolCallPart] = []

@@ -38,6 +38,7 @@ from ...translation.fields import answer_str as _a_str
 from ...translation.fields import args_object as _args_object
 from ...translation.fields import bad_answer as _bad_answer
 from ...translation.fields import error_json as _error_json
+from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import set_path as _set_path
@@ -869,8 +870,7 @@ class GeminiCodec(Codec):
         err = body.get("error")
         if err is not None:
             message = err.get("message") if isinstance(err, dict) else err
-            raise GatewayError("api_error", f"the provider answered with an error: "
-                                            f"{message if isinstance(message, str) else 'no message'}", status=502)
+            raise _invalid_answer(f"it was an error: {message if isinstance(message, str) else 'no message'}")
         finish, content, has_call = _candidate(body)
         if finish is None and not content:
             raise _bad_answer("candidates", "an array with at least one candidate")

@@ -31,6 +31,7 @@ from ...translation.fields import answer_objects as _a_objects
 from ...translation.fields import answer_str as _a_str
 from ...translation.fields import bad_answer as _bad_answer
 from ...translation.fields import error_json as _error_json
+from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
@@ -437,8 +438,7 @@ def _is_error_body(obj: dict[str, Any]) -> bool:
 
 def _answered_error(obj: dict[str, Any]) -> GatewayError:
     message, _, _, _ = _error_fields(obj)
-    return GatewayError("api_error", f"the provider answered with an error: {message or 'no message'}",
-                        status=502)
+    return _invalid_answer(f"it was an error: {message or 'no message'}")
 
 
 _CODE_KINDS: dict[str, str] = {code: kind for kind, (_, code) in _ERROR_SHAPES.items() if code}
