@@ -555,3 +555,15 @@ def test_a_wrongly_typed_event_in_a_same_dialect_stream_ends_it_with_an_error_ev
     out = translate(state_of(), "openai", "openai/gpt-4o", 200, chunks, stream=True, body={})
     assert b'"content":"hi"' in out and b"[DONE]" not in out
     assert b"'usage.prompt_tokens' must be a token count" in out
+
+
+def test_a_same_dialect_event_too_deep_to_re_encode_ends_the_stream_with_an_error_event() -> None:
+    """The model name must change (the upstream model differs), and orjson writes at most 254 levels."""
+    def rename(data: dict[str, Any]) -> None:
+        data["models"]["gpt-4o"]["backends"][0]["model"] = "gpt-4o-2024"
+
+    deep = (b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}],"x":'
+            + b"[" * 300 + b"]" * 300)
+    out = translate(state_of(rename), "openai", "openai/gpt-4o-2024", 200, [deep + b"}\n\n"], stream=True,
+                    body={})
+    assert b"254 levels" in out and b"[DONE]" not in out

@@ -39,7 +39,7 @@ import orjson
 from ..config import ResolvedBackend
 from ..dialects import COMPLETE, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
-from ..translation.fields import error_json, invalid_answer
+from ..translation.fields import bad_answer, error_json, invalid_answer
 from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
 from ..translation.redact import Redactor
 from ..translation.sse import SSEReader, format_event
@@ -261,7 +261,10 @@ class StreamPassthrough(ResponseTranslator):
         if self.strip_usage_chunk and self.dialect.is_added_usage_event(obj):
             return None
         if self.rename and self.client.rename_model(obj, self.model):
-            return format_event(orjson.dumps(obj), event)
+            try:
+                return format_event(orjson.dumps(obj), event)
+            except orjson.JSONEncodeError:  # nested past orjson's 254 levels: no answer event
+                raise bad_answer("event", "JSON nested at most 254 levels deep") from None
         return format_event(data, event)
 
 
