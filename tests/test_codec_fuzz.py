@@ -430,7 +430,7 @@ def test_stream_decoders_survive_arbitrary_bytes(backend: str, raw: bytes, cuts:
 
 # One of each JSON type, and the values that broke codecs before (huge counts, deep nesting).
 WRONG: list[Any] = [None, True, 0, -1, 2**64 - 1, 1.5, "", "x", [], [1], {}, {"k": "v"}, deep(1, 300, "k")]
-STRAY: list[Any] = [5, [1], {"k": 1}, "x"]
+STRAY: list[Any] = [5, [1]]  # a number where a field is read, an unhashable where one is looked up
 
 
 def _variants(original: Any, keys: list[str]) -> list[Any]:
@@ -509,5 +509,6 @@ def test_every_path_of_every_stream_event(backend: str) -> None:
             if obj is None:
                 continue
             for variant in _variants(obj, KEYS):
-                edited = [*events[:i], (events[i][0], json.dumps(variant)), *events[i + 1:]]
+                # The stream up to the edit and one event after it: what the edit can upset.
+                edited = [*events[:i], (events[i][0], json.dumps(variant)), *events[i + 1:i + 2]]
                 _transcode(backend, _sse(edited), [])
