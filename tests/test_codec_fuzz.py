@@ -1,8 +1,8 @@
 """Fuzzing every codec: whatever a client or a provider sends, only ``GatewayError`` escapes.
 
 A codec reads JSON written by someone else: a client (a wrong type there is a
-400 naming the field) or a provider (a wrong type there is the provider's
-fault: a failed attempt, 502). Anything else escaping a codec -- a
+400 naming the field: the tests hold client refusals to 4xx) or a provider (a
+wrong type there is the provider's fault: a failed attempt, 502). Anything else escaping a codec -- a
 ``TypeError``, ``KeyError``, ``AttributeError``, an ``orjson`` error on the
 way out -- would reach the client as a 500, an empty body or a reset.
 
@@ -193,6 +193,15 @@ def _only_gateway_errors(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return REFUSED
 
 
+def _client_refusal(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Like ``_only_gateway_errors``, for a client's input: a refusal is the client's fault (4xx)."""
+    try:
+        return fn(*args, **kwargs)
+    except GatewayError as e:
+        assert 400 <= e.status < 500 and e.message, e
+        return REFUSED
+
+
 # ---- requests: what a client sends -------------------------------------------------------------
 
 
@@ -211,7 +220,7 @@ def test_client_requests_only_raise_gateway_errors(dialect: str, data: st.DataOb
 def _request_path(dialect: str, case: dict[str, Any], body: Any) -> None:
     """Everything the request phase does with a client body, up to the serialised backend body."""
     d = DIALECTS[dialect]
-    if _only_gateway_errors(check_depth, body) is REFUSED:
+    if _client_refusal(check_depth, body) is REFUSED:
         return  # the request phase refuses it (400) before anything reads it
     if not isinstance(body, dict):
         return
@@ -224,13 +233,13 @@ def _request_path(dialect: str, case: dict[str, Any], body: Any) -> None:
     d.passthrough_body(body, "upstream-model", True)
     estimate.input_tokens(body, d)
     estimate.output_tokens(body, 100, d)
-    ir = _only_gateway_errors(DIALECTS[dialect].codec.parse_request, body, call.model, call.stream)
+    ir = _client_refusal(DIALECTS[dialect].codec.parse_request, body, call.model, call.stream)
     if ir is REFUSED:
         return
     for target in NAMES:
         for drop in (False, True):
-            out = _only_gateway_errors(DIALECTS[target].codec.build_request, ir, "upstream-model",
-                                       default_max_tokens=64, drop_unsupported=drop)
+            out = _client_refusal(DIALECTS[target].codec.build_request, ir, "upstream-model",
+                                  default_max_tokens=64, drop_unsupported=drop)
             if out is not REFUSED:
                 orjson.dumps(out)  # what the request phase sends: must serialise
 
