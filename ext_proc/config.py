@@ -145,9 +145,14 @@ class Provider(_Strict):
     # Client request headers this provider may receive besides content-type and
     # accept (e.g. a beta-features header); every other client header is removed.
     forward_headers: list[str] = Field(default_factory=list)
-    # Hold a stream's response until its first event so a stream that opens
-    # with an error event fails over (default: on for dialects whose providers do this).
-    guard_first_event: bool | None = None
+    # Hold a stream's response until its first event, so an empty stream or one
+    # that opens with an error (or a wrongly typed event) fails over. Costs a short
+    # gRPC stream per streamed attempt; off: such streams reach the client as error events.
+    guard_first_event: bool = True
+    # Also judge non-streamed answers that look fine from their headers (JSON of a
+    # declared length): error objects, wrong types and JSON cut short then fail over
+    # too. Costs a gRPC stream and two messages per non-streamed request (README "Failover").
+    check_every_answer: bool = False
     connect_timeout_ms: Annotated[int, Field(ge=1)] = 5_000
     # A bearer token instead of an API key (any dialect; see OAuth).
     oauth: OAuth | None = None
@@ -226,12 +231,6 @@ class Provider(_Strict):
     @property
     def base_path(self) -> str:
         return self.url.path.rstrip("/")
-
-    @property
-    def guards_first_event(self) -> bool:
-        if self.guard_first_event is None:
-            return get_dialect(self.dialect).opens_streams_with_errors
-        return self.guard_first_event
 
 
 class Backend(_Strict):

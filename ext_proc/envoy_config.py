@@ -100,11 +100,14 @@ def _cel_skip_expression() -> dict[str, Any]:
                            c.metadata("route_metadata", P.ROUTE_PRIMARY_KEY)))
 
 
-def _cel_guard_skip() -> dict[str, Any]:
-    """``!(route is streamed && endpoint guards first events)``."""
+def _cel_unguarded(stream: bool) -> dict[str, Any]:
+    """Streamed: ``route is streamed && !endpoint guards first events``; not streamed:
+    ``!route is streamed && !endpoint checks every answer``."""
     c = _Cel()
-    return c.parsed(c.call("!_", c.call("_&&_", c.metadata("route_metadata", P.ROUTE_STREAM_KEY),
-                                        c.metadata("upstream_host_metadata", P.METADATA_GUARD_KEY))))
+    route_stream = c.metadata("route_metadata", P.ROUTE_STREAM_KEY)
+    key = P.METADATA_GUARD_KEY if stream else P.METADATA_CHECK_KEY
+    return c.parsed(c.call("_&&_", route_stream if stream else c.call("!_", route_stream),
+                           c.call("!_", c.metadata("upstream_host_metadata", key))))
 
 
 def _cel_predicate(name: str, expr: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -121,9 +124,10 @@ def _cel_predicate(name: str, expr: dict[str, Any], description: str = "") -> di
 
 def _skip_when(name: str, extension: dict[str, Any], predicate: dict[str, Any], unless: bool = False,
                ) -> dict[str, Any]:
-    """``extension`` wrapped so that it is skipped for a stream where ``predicate`` matches
+    """``extension`` wrapped so that it is skipped for a stream where ``predicate`` (a single
+    predicate, or a whole ``or_matcher``/``and_matcher``/``not_matcher``) matches
     (``unless``: where it does not)."""
-    matched: dict[str, Any] = {"single_predicate": predicate}
+    matched: dict[str, Any] = predicate if _is_compound(predicate) else {"single_predicate": predicate}
     if unless:
         matched = {"not_matcher": matched}
     return {
@@ -138,6 +142,10 @@ def _skip_when(name: str, extension: dict[str, Any], predicate: dict[str, Any], 
             }]}},
         },
     }
+
+
+def _is_compound(predicate: dict[str, Any]) -> bool:
+    return bool({"or_matcher", "and_matcher", "not_matcher"} & set(predicate))
 
 
 def _ext_proc_filter(cfg: GatewayConfig, stage: str, mode: dict[str, str],
@@ -260,25 +268,65 @@ def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
         "pretranslated", _cel_skip_expression(), "attempt goes to the backend the router stage translated for"))
 
 
-def _first_event_guard(cfg: GatewayConfig, model: str) -> dict[str, Any]:
-    """Streams that open with an error event fail over (see ``stream_guard``)."""
+def _response_header(name: str, match: dict[str, Any]) -> dict[str, Any]:
+    """A predicate on one response header (absent: it does not match)."""
+    return {"single_predicate": {
+        "input": {"name": name, "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+            "header_name": name}},
+        "value_match": match,
+    }}
+
+
+def _answer_guard(cfg: GatewayConfig, model: str) -> dict[str, Any]:
+    """Provider 200s that are not answers fail over (see ``answer_guard``).
+
+    Its gRPC stream opens lazily, so an attempt it skips costs nothing. It is
+    skipped for every response but a 200 (Envoy retries 5xx and 429 itself, a
+    4xx is an answer), and for a 200 whose headers look like an answer:
+
+    - a stream (``text/event-stream``, not declared empty) of a provider with
+      ``guard_first_event`` off;
+    - a non-streamed JSON answer of a declared, non-zero length, unless the
+      provider has ``check_every_answer`` on. Judging every such body would
+      cost a gRPC stream and two messages per request (README "Failover":
+      measured +60% ext_proc CPU); what the guard does not judge the router
+      stage still does, too late to fail over.
+    """
     guard = _ext_proc_filter(
         cfg, P.STAGE_GUARD,
         {"request_header_mode": "SKIP", "request_body_mode": "NONE",
          "response_header_mode": "SEND", "response_body_mode": "STREAMED"},
         request_attributes=[],
-        response_attributes=[P.ATTR_BACKEND],
+        response_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_STREAM],
     )
     # Body chunks reach the guard while it still holds the headers.
     guard["typed_config"]["send_body_without_waiting_for_header_response"] = True
-    # It answers the headers only at the first event. A failed ext_proc call is a local
+    # It answers the headers only once it judged the answer. A failed ext_proc call is a local
     # reply, never retried: Envoy must not give up on the guard before the attempt's own
     # idle timer fails it over (a provider that answers 200 and then stalls).
     idle = cfg.models[model].per_try_idle_timeout_ms
     if idle:
         guard["typed_config"]["message_timeout"] = _ms(max(cfg.ext_proc.message_timeout_ms,
                                                            idle + 2 * BACKSTOP_GRACE_MS))
-    return _skip_when("gw.first_event_guard", guard, _cel_predicate("not_guarded", _cel_guard_skip()))
+    # A stream in any dialect's framing (SSE, AWS event-stream, ...).
+    streamed = {"or_matcher": {"predicate": [
+        _response_header("content-type", {"contains": ct, "ignore_case": True})
+        for ct in sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()})]}}
+    skip = {"or_matcher": {"predicate": [
+        {"not_matcher": _response_header(":status", {"exact": "200"})},
+        {"and_matcher": {"predicate": [
+            {"single_predicate": _cel_predicate("unguarded_stream", _cel_unguarded(stream=True))},
+            streamed,
+            {"not_matcher": _response_header("content-length", {"exact": "0"})},
+        ]}},
+        {"and_matcher": {"predicate": [
+            {"single_predicate": _cel_predicate("unchecked_answer", _cel_unguarded(stream=False))},
+            _response_header("content-type", {"contains": "json", "ignore_case": True}),
+            _response_header("content-length", {"safe_regex": {"google_re2": {}, "regex": "[1-9][0-9]*"}}),
+        ]}},
+    ]}}
+    return _skip_when("gw.answer_guard", guard, skip)
 
 
 def _attempt_observer(cfg: GatewayConfig) -> dict[str, Any]:
@@ -857,7 +905,8 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
                 "load_balancing_weight": b.weight,
                 "metadata": {"filter_metadata": {
                     P.METADATA_NAMESPACE: {P.METADATA_BACKEND_KEY: b.name,
-                                           P.METADATA_GUARD_KEY: p.guards_first_event,
+                                           P.METADATA_GUARD_KEY: p.guard_first_event,
+                                           P.METADATA_CHECK_KEY: p.check_every_answer,
                                            **_traced_endpoint(cfg, b)},
                     "envoy.transport_socket_match": {"tls": p.tls},
                 }},
@@ -868,8 +917,8 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
         "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
         "http_filters": [
             _attempt_observer(cfg),
-            # Responses pass the filters bottom-up: the guard's 503 and the refusal's 502 reach the observer.
-            _first_event_guard(cfg, model),
+            # Responses pass the filters bottom-up: the guard's and the refusal's 502s reach the observer.
+            _answer_guard(cfg, model),
             _credential_refusal(cfg),
             _upstream_stage(cfg),
             _strip_internal_headers(also=ENVOY_REQUEST_HEADERS),

@@ -14,7 +14,7 @@ STAGE_METADATA = "x-gw-stage"
 STAGE_ROUTER = "router"
 STAGE_UPSTREAM = "upstream"
 STAGE_OBSERVER = "observer"  # sees the response headers of failed attempts only
-STAGE_GUARD = "stream_guard"  # holds a stream's headers until its first event
+STAGE_GUARD = "answer_guard"  # holds an attempt's 200 until it is known to be an answer
 STAGE_REFUSAL = "refusal"  # a provider's 401/403 to the gateway's credentials, as the 502 it is
 
 # Internal request headers: the router stage's decision, read by Envoy's route
@@ -40,7 +40,8 @@ BACKEND_RESPONSE_HEADER = "x-gateway-backend"
 # Endpoint metadata namespace and key naming the backend of an endpoint.
 METADATA_NAMESPACE = "gw"
 METADATA_BACKEND_KEY = "backend"
-METADATA_GUARD_KEY = "guard_first_event"  # endpoint of a backend that may open streams with an error
+METADATA_GUARD_KEY = "guard_first_event"  # endpoint whose streams are held until their first event
+METADATA_CHECK_KEY = "check_every_answer"  # endpoint whose every non-streamed answer is judged
 
 # Dynamic metadata namespace of the per-request fields Envoy's access log prints.
 ACCESS_LOG_NAMESPACE = "gw.request"

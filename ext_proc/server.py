@@ -23,10 +23,10 @@ from . import config_reload, config_watch, metrics
 from . import protocol as P
 from .config import ConfigError, GatewayConfig
 from .health_service import WorkerHealth
+from .stages import answer_guard
 from .stages import observer as observer_stage
 from .stages import refusal as refusal_stage
 from .stages import router as router_stage
-from .stages import stream_guard
 from .stages import upstream as upstream_stage
 from .state import GatewayState
 
@@ -88,7 +88,7 @@ class ExternalProcessor(pbg.ExternalProcessorServicer):
             elif stage == P.STAGE_OBSERVER:
                 await observer_stage.run(state, context)
             elif stage == P.STAGE_GUARD:
-                await stream_guard.run(state, context)
+                await answer_guard.run(state, context)
             elif stage == P.STAGE_REFUSAL:
                 await refusal_stage.run(state, context)
             else:

@@ -11,6 +11,7 @@ import hashlib
 from . import admission, credentials, metrics
 from .config import ConfigError, GatewayConfig, resolve_secrets, token_sources
 from .routing import HealthTable, Router, State
+from .translation.redact import Redactor
 
 
 class GatewayState:
@@ -26,6 +27,8 @@ class GatewayState:
             except credentials.CredentialError as e:
                 raise ConfigError([f"{config.source}: providers.{name}: {e}"]) from None
         self.router = Router(config, provider_keys, tokens)
+        # Provider error text reaches clients only through this (it knows the keys we hold).
+        self.redact = Redactor(v for v in provider_keys.values() if v)
         self._digests = config.key_digests
         # What this process learned about backends survives a config switch.
         self.health: HealthTable = previous.health if previous is not None else HealthTable(on_change=_export_health)

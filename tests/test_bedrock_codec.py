@@ -281,7 +281,8 @@ def test_decoding_is_the_same_across_every_chunk_boundary(raw: bytes, data: st.D
     assert isinstance(whole[-1], MessageStop | StreamError)
     for cut in range(1, len(raw)):  # every single boundary, inside preludes, headers, payloads and CRCs
         assert _ids(decode([raw[:cut], raw[cut:]])) == whole
-    cuts = sorted(data.draw(st.sets(st.integers(0, len(raw)), max_size=30)))
+    # Drawn independently of len(raw) (frames may differ in length from one draw to its replay).
+    cuts = sorted({c % (len(raw) + 1) for c in data.draw(st.sets(st.integers(0, 1 << 20), max_size=30))})
     pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
     assert _ids(decode(pieces)) == whole
     assert _ids(decode([bytes([b]) for b in raw])) == whole  # one byte at a time
@@ -381,49 +382,53 @@ def test_the_dialect_names_its_framing() -> None:
     assert DIALECTS["openai"].stream_framing.announced_by("text/event-stream; charset=utf-8")
 
 
-# ---- the stream guard reads a held stream with the backend's framing ----------------------------
+# ---- the answer guard reads a held stream with the backend's framing ----------------------------
+
+
+def _guard(name: str) -> Any:
+    from ext_proc.request.answer import AnswerCheck
+
+    d = DIALECTS[name]
+    return AnswerCheck(d.codec, f"{name}/m", True, d.stream_framing.content_type, d.stream_framing)
 
 
 def test_guard_holds_until_past_the_opening_and_fails_an_exception_after_it() -> None:
-    from ext_proc.stages.stream_guard import FirstContent
+    from ext_proc.request.answer import PASS, Failed
 
     start = _event("messageStart", {"role": "assistant"})
-    guard = FirstContent(DIALECTS["bedrock"])
-    assert guard.feed(start[:10], False) == (False, None, b"")
-    assert guard.feed(start[10:], False) == (False, None, b"")  # the opening alone decides nothing
-    decided, err, body = guard.feed(_exception("throttlingException", "Too many requests"), False)
-    assert decided and err is not None and (err.kind, err.status) == ("rate_limit", 429)
-    assert orjson.loads(body) == {"message": "Too many requests"}  # the provider's error, for the last attempt
-    assert CODECS["bedrock"].parse_error(429, body).message == "Too many requests"
+    guard = _guard("bedrock")
+    assert guard.feed(start[:10], False) is None
+    assert guard.feed(start[10:], False) is None  # the opening alone decides nothing
+    verdict = guard.feed(_exception("throttlingException", "Too many requests"), False)
+    assert isinstance(verdict, Failed) and (verdict.error.kind, verdict.status) == ("rate_limit", 429)
+    assert orjson.loads(verdict.body) == {"message": "Too many requests"}  # the provider's error, for the last attempt
+    assert CODECS["bedrock"].parse_error(429, verdict.body).message == "Too many requests"
 
-    guard = FirstContent(DIALECTS["bedrock"])
     delta = _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}})
-    assert guard.feed(start + delta, False) == (True, None, b"")
+    assert _guard("bedrock").feed(start + delta, False) == PASS
 
-    guard = FirstContent(DIALECTS["bedrock"])
     bad = bytearray(start)
     bad[-1] ^= 1
-    decided, err, body = guard.feed(bytes(bad), False)
-    assert decided and err is not None and err.status == 502
-    assert CODECS["bedrock"].parse_error(502, body).kind == "api_error"
+    verdict = _guard("bedrock").feed(bytes(bad), False)
+    assert isinstance(verdict, Failed) and verdict.status == 502
+    assert CODECS["bedrock"].parse_error(502, verdict.body).kind == "api_error"
 
-    guard = FirstContent(DIALECTS["bedrock"])
-    decided, err, _ = guard.feed(start, True)  # ended before any content: a failed attempt
-    assert decided and err is not None and err.message == "upstream stream ended unexpectedly"
+    verdict = _guard("bedrock").feed(start, True)  # ended before any content: a failed attempt
+    assert isinstance(verdict, Failed) and "upstream stream ended unexpectedly" in verdict.error.message
 
 
 def test_guard_reads_sse_dialects_as_before() -> None:
-    from ext_proc.stages.stream_guard import FirstContent
+    from ext_proc.request.answer import PASS, Failed
 
     start = b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"c","usage":{}}}\n\n'
     error = (b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
              b"\n\n")
-    decided, err, body = FirstContent(DIALECTS["anthropic"]).feed(error, False)
-    assert decided and err is not None and err.kind == "overloaded"
-    assert orjson.loads(body)["error"]["type"] == "overloaded_error"
-    guard = FirstContent(DIALECTS["anthropic"])
-    assert guard.feed(start, False) == (False, None, b"")
-    decided, err, _ = guard.feed(error, False)
-    assert decided and err is not None and err.kind == "overloaded"
+    verdict = _guard("anthropic").feed(error, False)
+    assert isinstance(verdict, Failed) and verdict.error.kind == "overloaded"
+    assert orjson.loads(verdict.body)["error"]["type"] == "overloaded_error"
+    guard = _guard("anthropic")
+    assert guard.feed(start, False) is None
+    verdict = guard.feed(error, False)
+    assert isinstance(verdict, Failed) and verdict.error.kind == "overloaded"
     ping = b'event: ping\ndata: {"type":"ping"}\n\n'
-    assert FirstContent(DIALECTS["anthropic"]).feed(start + ping, False) == (True, None, b"")
+    assert _guard("anthropic").feed(start + ping, False) == PASS

@@ -36,10 +36,10 @@ def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
     assert c["common_lb_config"]["healthy_panic_threshold"]["value"] == 0
     filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
         "http_filters"]
-    guard = next(f for f in filters if f["name"] == "gw.first_event_guard")["typed_config"]["extension_config"]
+    guard = next(f for f in filters if f["name"] == "gw.answer_guard")["typed_config"]["extension_config"]
     # The guard holds a stream's headers until its first event: longer than the attempt's idle backstop.
     assert guard["typed_config"]["message_timeout"] == "40s"
-    assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.first_event_guard", "gw.credential_refusal",
+    assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.answer_guard", "gw.credential_refusal",
                                             "gw.upstream_stage",
                                             "envoy.filters.http.header_mutation", "gw.hold_whole_answers",
                                             "envoy.filters.http.upstream_codec"]

@@ -63,3 +63,21 @@ def test_a_released_probe_goes_to_the_next_request() -> None:
     assert h.available("a") and h.state("a") == State.PROBING  # the next one probes
     h.release("b")  # unknown or healthy backends are left alone
     assert h.state("b") == State.HEALTHY
+
+
+def test_an_invalid_answer_cools_down_at_once_and_for_longer() -> None:
+    """One invalid answer the router stage had to abort proves the fault: no second needed,
+    and the first wait is CERTAIN_COOLDOWN, not the 1 s of a first ordinary failure."""
+    from ext_proc.routing.health import CERTAIN_COOLDOWN
+
+    clock = Clock()
+    h = HealthTable(clock)
+    h.failure("a", 502, certain=True)
+    assert h.skip("a") and h.state("a") == State.COOLING
+    clock.t += CERTAIN_COOLDOWN - 0.1
+    assert h.skip("a")
+    clock.t += 0.2
+    assert h.available("a") and h.state("a") == State.PROBING
+    h.failure("a", 502, certain=True)  # the probe met it again: the wait doubles
+    clock.t += CERTAIN_COOLDOWN + 0.1
+    assert h.skip("a")

@@ -984,7 +984,61 @@ def test_fault_endpoint_shape(mocks: BackgroundMocks) -> None:
     status, _, raw = _raw(mocks, OA, "DELETE", "/_mock/faults")
     assert status == 200 and json.loads(raw)["mode"] == "ok"
     assert set(FAULT_MODES) == {"ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
-                                "headers_stall", "stream_stall", "trickle", "stream_malformed"}
+                                "headers_stall", "stream_stall", "trickle", "stream_malformed",
+                                "echo_key", "empty_200", "html_200", "error_object_200", "truncated_200",
+                                "wrong_types_200"}
+
+
+# provider -> (path, headers, body) of a chat request, plain and streamed
+def _chat(name: str, stream: bool) -> tuple[str, dict[str, str], dict[str, Any]]:
+    msgs = [{"role": "user", "content": "one two three four five six"}]
+    if name == OA:
+        return "/v1/chat/completions", OA_HEADERS, {"model": MODEL, "messages": msgs, "stream": stream}
+    if name == AN:
+        return "/v1/messages", AN_HEADERS, {"model": MODEL, "max_tokens": 50, "messages": msgs, "stream": stream}
+    verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return (f"/v1beta/models/{MODEL}:{verb}", GM_HEADERS,
+            {"contents": [{"role": "user", "parts": [{"text": msgs[0]["content"]}]}]})
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("name", [OA, AN, GM])
+def test_fault_non_answers(mocks: BackgroundMocks, name: str, stream: bool) -> None:
+    """The 200s that are not answers: what each one puts on the wire."""
+    path, headers, body = _chat(name, stream)
+    _, _, good = _raw(mocks, name, "POST", path, body, headers)
+    first_array = {OA: "choices", AN: "message" if stream else "content", GM: "candidates"}[name]
+
+    _fault(mocks, name, mode="empty_200")
+    status, hdrs, raw = _raw(mocks, name, "POST", path, body, headers)
+    assert (status, raw) == (200, b"")
+    assert hdrs["content-type"].startswith("text/event-stream" if stream else "application/json")
+    _fault(mocks, name, mode="html_200")
+    status, hdrs, raw = _raw(mocks, name, "POST", path, body, headers)
+    assert status == 200 and hdrs["content-type"].startswith("text/html") and raw.startswith(b"<html>")
+    _fault(mocks, name, mode="error_object_200")
+    status, _, raw = _raw(mocks, name, "POST", path, body, headers)
+    assert status == 200 and "error" in json.loads(raw)
+    _fault(mocks, name, mode="truncated_200")
+    status, _, raw = _raw(mocks, name, "POST", path, body, headers)
+    assert status == 200 and 0 < len(raw) < len(good)
+    if stream:  # whole events, but not all of them: no terminal event
+        assert 0 < len(_sse(raw)) < len(_sse(good))
+    else:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(raw)
+    _fault(mocks, name, mode="wrong_types_200")
+    status, _, raw = _raw(mocks, name, "POST", path, body, headers)
+    first = json.loads(_sse(raw)[0][1]) if stream else json.loads(raw)
+    assert status == 200 and first[first_array] == 1.5
+
+
+@pytest.mark.parametrize(("name", "status"), [(OA, 401), (AN, 401), (GM, 400)])
+def test_fault_echo_key_quotes_the_credential(mocks: BackgroundMocks, name: str, status: int) -> None:
+    _fault(mocks, name, mode="echo_key", status=status)
+    path, headers, body = _chat(name, False)
+    got, _, raw = _raw(mocks, name, "POST", path, body, headers)
+    assert got == status and KEYS[name] in json.loads(raw)["error"]["message"]
 
 
 def test_fault_error_status_and_bodies(mocks: BackgroundMocks) -> None:

@@ -18,12 +18,13 @@ from ext_proc.config import DEFAULT_CONFIG, parse_config
 from ext_proc.dialects import get_dialect
 from ext_proc.errors import GatewayError
 from ext_proc.request import finish as F
+from ext_proc.request.answer import MAX_BODY, PASS, AnswerCheck, Failed
 from ext_proc.request.attempt import AttemptContext, AttemptFailure, AttemptPlan, refused, retranslate
 from ext_proc.request.plan import Answer, RoutePlan, Started, plan, start
-from ext_proc.request.responses import make_translator
+from ext_proc.request.responses import InvalidAnswer, make_translator
 from ext_proc.routing.health import HealthTable
 from ext_proc.state import GatewayState
-from ext_proc.translation.ir import MessageStart, Usage
+from ext_proc.translation.ir import ChatRequest, MessageStart, Usage
 
 ENV = {"MOCK_OPENAI_API_KEY": "sk-openai", "MOCK_ANTHROPIC_API_KEY": "sk-ant", "MOCK_GEMINI_API_KEY": "sk-gem"}
 KEY = "demo-key"
@@ -120,6 +121,92 @@ def test_plan_refuses(headers: dict[str, str], raw: bytes, status: int, says: st
     assert isinstance(answer, Answer)
     assert answer.status == status, answer.body
     assert says in answer.body.decode()
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """A JSON schema of objects within objects, ``levels`` JSON objects deep (a client's tool parameters)."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels // 2):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+def with_schema(headers: dict[str, str], model: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A request of ``headers``' dialect with one tool whose parameters are ``schema``."""
+    if headers is GEMINI:
+        return {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                "tools": [{"functionDeclarations": [{"name": "t", "parametersJsonSchema": schema}]}]}
+    if headers is ANTHROPIC:
+        return {**CHAT, "model": model, "max_tokens": 5, "tools": [{"name": "t", "input_schema": schema}]}
+    return {**CHAT, "model": model, "tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}]}
+
+
+# client dialect -> (headers, a model whose primary speaks another dialect; Gemini's is in its path)
+TRANSLATED = {
+    "openai": (OPENAI, "claude-sonnet-4-5"),
+    "anthropic": (ANTHROPIC, "gemini-2.5-flash"),
+    "gemini": (GEMINI, "gpt-4o"),
+}
+
+
+@pytest.mark.parametrize("dialect", list(TRANSLATED))
+@pytest.mark.parametrize("levels", [66, 300, 2000])
+def test_a_body_nested_past_the_limit_is_a_400_naming_it(dialect: str, levels: int) -> None:
+    """Past 254 levels orjson could not re-encode a translated body, past 1024 not even read it:
+    every depth beyond the gateway's limit (64) is the same 400, in the client's dialect."""
+    headers, model = TRANSLATED[dialect]
+    if dialect == "gemini":
+        headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
+    body = with_schema(GEMINI if dialect == "gemini" else headers, model, {"type": "string"})
+    raw = orjson.dumps(body).replace(b'{"type":"string"}', b'{"a":' * levels + b"1" + b"}" * levels)
+    for state in (state_of(), state_of(budgets)):  # with budgets, admission walks the body too
+        answer = run(plan(state, started(state, headers), raw))
+        assert isinstance(answer, Answer) and answer.status == 400, answer.body
+        assert "64 levels" in error_of(answer)["error"]["message"]
+
+
+@pytest.mark.parametrize("dialect", list(TRANSLATED))
+def test_a_deep_but_allowed_schema_is_translated(dialect: str) -> None:
+    headers, model = TRANSLATED[dialect]
+    if dialect == "gemini":
+        headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
+    # 56 levels of schema, plus the body's own few: just under the limit.
+    p = do_plan(state_of(budgets), headers, with_schema(GEMINI if dialect == "gemini" else headers, model,
+                                                         nested(56)))
+    assert isinstance(p, RoutePlan) and p.new_body is not None and p.ir is not None
+    assert len(p.ir.tools) == 1
+
+
+def test_a_gemini_call_id_that_is_not_a_string_is_a_400_naming_it() -> None:
+    contents = [{"role": "user", "parts": [{"text": "hi"}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "t", "args": {}, "id": "c1"}}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "t", "response": {}, "id": {"x": 1}}}]}]
+    headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
+    answer = do_plan(state_of(), headers, {"contents": contents})
+    assert isinstance(answer, Answer) and answer.status == 400
+    err = error_of(answer)["error"]
+    assert err["status"] == "INVALID_ARGUMENT"
+    assert "'contents[2].parts[0].functionResponse.id' must be a string" in err["message"]
+    contents[1]["parts"][0]["functionCall"]["id"] = 7
+    answer = do_plan(state_of(), headers, {"contents": contents})
+    assert isinstance(answer, Answer) and "'contents[1].parts[0].functionCall.id'" in answer.body.decode()
+
+
+def test_a_gateway_bug_while_planning_is_an_error_in_the_clients_dialect(monkeypatch: pytest.MonkeyPatch,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Never Envoy's empty 500 after a reset gRPC stream: the client learns it was the gateway."""
+    from ext_proc.dialects import DIALECTS
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(DIALECTS["openai"].codec, "parse_request", broken)
+    answer = do_plan(state_of(), ANTHROPIC, {**CHAT, "model": "gpt-4o", "max_tokens": 5})
+    assert isinstance(answer, RoutePlan)  # same dialect: not parsed
+    answer = do_plan(state_of(), OPENAI, {**CHAT, "model": "claude-sonnet-4-5"})
+    assert isinstance(answer, Answer) and answer.status == 500
+    assert error_of(answer)["error"]["type"] == "server_error"
+    assert "a bug" in caplog.text  # logged with its traceback for the operator
 
 
 def test_translated_request_carries_the_backends_credentials_not_the_clients() -> None:
@@ -353,7 +440,7 @@ def test_an_aborted_stream_ends_with_an_error_event_in_the_client_dialect(client
     b = state.config.backends[backend]
     ir = get_dialect(client).codec.parse_request(p.body, p.started.call.model, True)
     t = make_translator(client=get_dialect(client), backend=b, status=200, stream=True, model=p.model, ir=ir,
-                        body=p.body, on_done=lambda status, *_: done.append(status))
+                        body=p.body, on_done=lambda status, *_: done.append(status), redact=state.redact)
     assert t.streams and not t.done
     # The backend's first event went to the client, then it went quiet.
     t.feed(get_dialect(b.dialect).codec.stream_encoder(ir).encode(MessageStart("m1", b.upstream_model)), False)
@@ -371,3 +458,190 @@ def test_a_backend_is_at_its_tier_in_this_models_chain() -> None:
     assert state.config.backends[p.primary.name].tier != 0  # the other model's place for it
     done = F.finish(state, p, 429, p.primary.name, None, p.started.t0, p.started.t0)
     assert done.failover is None
+
+
+# ---- responses: what the client receives --------------------------------------------------------
+def translate(state: GatewayState, client: str, backend: str, status: int, chunks: list[bytes],
+              stream: bool = False, ir: Any = None, body: dict[str, Any] | None = None) -> bytes:
+    """The bytes a client of ``client``'s dialect receives for ``chunks`` from ``backend``."""
+    from ext_proc.dialects import get_dialect
+    from ext_proc.request.responses import make_translator
+
+    t = make_translator(client=get_dialect(client), backend=state.config.backends[backend], status=status,
+                        stream=stream, model="gpt-4o", ir=ir, body=body, on_done=lambda *a: None,
+                        redact=state.redact)
+    out = b""
+    for i, chunk in enumerate(chunks):
+        got = t.feed(chunk, i == len(chunks) - 1)
+        out += chunk if got is None else got
+    return out
+
+
+ECHO = "Incorrect API key provided: sk-ant. You can find your API key at https://example.com"
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
+def test_a_provider_error_echoing_our_key_is_redacted_for_every_client(client: str) -> None:
+    body = orjson.dumps({"type": "error", "error": {"type": "authentication_error", "message": ECHO}})
+    out = translate(state_of(), client, "anthropic/claude-sonnet-4-5", 401, [body[:20], body[20:]])
+    assert b"sk-ant" not in out and b"[REDACTED]" in out
+    assert b"You can find your API key" in out  # the rest of the provider's words stay
+
+
+@pytest.mark.parametrize(("client", "backend", "event"), [
+    ("anthropic", "anthropic/claude-sonnet-4-5",  # same dialect: the event is passed on, redacted
+     b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"' + ECHO.encode() + b'"}}\n\n'),
+    ("openai", "anthropic/claude-sonnet-4-5",  # translated
+     b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"' + ECHO.encode() + b'"}}\n\n'),
+    ("gemini", "openai/gpt-4o",
+     b'data: {"error":{"message":"' + ECHO.replace("sk-ant", "sk-openai").encode() + b'","type":"x"}}\n\n'),
+])
+def test_a_stream_error_echoing_our_key_is_redacted(client: str, backend: str, event: bytes) -> None:
+    state = state_of()
+    ir = ChatRequest(model="gpt-4o", messages=[], stream=True)
+    start = {"anthropic/claude-sonnet-4-5": b'event: message_start\ndata: {"type":"message_start","message":'
+                                            b'{"id":"m","model":"c","usage":{"input_tokens":1}}}\n\n',
+             "openai/gpt-4o": b'data: {"id":"c","model":"g","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'}
+    out = translate(state, client, backend, 200, [start[backend], event], stream=True, ir=ir, body={})
+    assert b"sk-ant" not in out and b"sk-openai" not in out and b"[REDACTED]" in out
+
+
+# ---- answers: is a provider's 200 an answer? ------------------------------------------------------
+
+GOOD = {
+    "openai": b'{"id":"c","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
+              b'"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}',
+    "anthropic": b'{"id":"m","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"}],'
+                 b'"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}',
+    "gemini": b'{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP"}],'
+              b'"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}',
+}
+FIRST_EVENT = {
+    "openai": b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+    "anthropic": b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"m",'
+                 b'"usage":{"input_tokens":1}}}\n\n',
+    "gemini": b'data: {"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"}}]}\n\n',
+}
+# A body that is not an answer -> what the client is told it was.
+NOT_ANSWERS = {
+    b"": "it was empty",
+    b"   ": "it was empty",
+    b"<html><body>502 Bad Gateway</body></html>": "it was text/html, not JSON",
+    b'{"choices": [{"mess': "it was not complete JSON",
+    b"[1, 2]": "must be a JSON object",
+    b'{"error": {"message": "boom", "type": "server_error"}}': "it was an error: boom",
+}
+
+
+def check(dialect: str, stream: bool, content_type: str) -> AnswerCheck:
+    from ext_proc.dialects import get_codec
+
+    return AnswerCheck(get_codec(dialect), f"{dialect}/m", stream, content_type)
+
+
+@pytest.mark.parametrize("dialect", list(GOOD))
+def test_an_answer_passes_once_whole(dialect: str) -> None:
+    c = check(dialect, False, "application/json")
+    body = GOOD[dialect]
+    assert c.feed(body[:10], False) is None  # held until the body is whole
+    assert c.feed(body[10:], True) == PASS
+
+
+@pytest.mark.parametrize("dialect", list(GOOD))
+@pytest.mark.parametrize(("body", "says"), list(NOT_ANSWERS.items()))
+def test_a_body_that_is_not_an_answer_fails_the_attempt(dialect: str, body: bytes, says: str) -> None:
+    from ext_proc.dialects import get_codec
+
+    ct = "text/html" if body.startswith(b"<html>") else "application/json"
+    verdict = check(dialect, False, ct).feed(body, True)
+    assert isinstance(verdict, Failed) and verdict.status == 502
+    # The body is an error in the backend's own dialect: the router stage reads it like any error.
+    err = get_codec(dialect).parse_error(502, verdict.body)
+    assert err.kind == "api_error" and "the provider's answer was invalid" in err.message
+    assert says in err.message and f"backend '{dialect}/m'" in err.message
+
+
+@pytest.mark.parametrize(("dialect", "body", "path"), [
+    ("openai", b'{"choices": [{"message": 5}]}', "'choices[0].message' must be an object"),
+    ("openai", b'{"choices": [{"message": {"content": 5}}]}', "'choices[0].message.content' must be a string"),
+    ("openai", b'{"choices": [{"message": {}}], "usage": {"prompt_tokens": 18446744073709551615}}',
+     "'usage.prompt_tokens' must be a token count"),
+    ("anthropic", b'{"type": "message", "content": 5}', "'content' must be an array"),
+    ("gemini", b'{"candidates": 1.5}', "'candidates' must be an array"),
+    ("gemini", b'{"candidates": []}', "'candidates' must be an array with at least one candidate"),
+])
+def test_a_wrongly_typed_answer_names_the_field(dialect: str, body: bytes, path: str) -> None:
+    verdict = check(dialect, False, "application/json").feed(body, True)
+    assert isinstance(verdict, Failed) and path in verdict.error.message
+
+
+@pytest.mark.parametrize("dialect", list(FIRST_EVENT))
+def test_a_stream_passes_at_its_first_event(dialect: str) -> None:
+    c = check(dialect, True, "text/event-stream")
+    event = FIRST_EVENT[dialect]
+    assert c.feed(event[:15], False) is None
+    rest = c.feed(event[15:] + b"data: {\"more\": 1}", False)
+    if dialect == "anthropic":  # message_start only opens the message: the guard waits for what follows it
+        assert rest is None
+        rest = c.feed(b'\n\nevent: ping\ndata: {"type": "ping"}\n\n', False)
+    assert rest == PASS
+
+
+@pytest.mark.parametrize("dialect", list(FIRST_EVENT))
+def test_streams_that_are_not_answers_fail_the_attempt(dialect: str) -> None:
+    empty = check(dialect, True, "text/event-stream")
+    assert empty.feed(b"", False) is None
+    verdict = empty.feed(b": keep-alive\n\n", True)
+    assert isinstance(verdict, Failed) and "empty event stream" in verdict.error.message
+    json_instead = check(dialect, True, "application/json").feed(b'{"error": {"message": "x"}}', True)
+    assert isinstance(json_instead, Failed) and "a stream was asked for" in json_instead.error.message
+    wrong = check(dialect, True, "text/event-stream").feed(b'data: {"choices": 1.5, "candidates": 1.5, '
+                                                          b'"type": "message_start", "message": 5}\n\n', False)
+    assert isinstance(wrong, Failed) and wrong.status == 502
+
+
+def test_an_in_band_error_keeps_its_status() -> None:
+    """Anthropic's 200 + overloaded_error event: a 503 for Envoy to retry (its 529 would not be)."""
+    event = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    verdict = check("anthropic", True, "text/event-stream").feed(event, False)
+    assert isinstance(verdict, Failed) and verdict.status == 503
+    assert "Overloaded" in verdict.error.message
+
+
+def test_a_huge_body_is_let_go_unjudged() -> None:
+    c = check("openai", False, "application/json")
+    assert c.feed(b"x" * (MAX_BODY + 1), False) == PASS
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("backend", ["openai/gpt-4o", "anthropic/claude-sonnet-4-5"])
+def test_the_router_stage_never_delivers_an_unjudged_non_answer(client: str, backend: str) -> None:
+    """A 200 the guard did not judge, found invalid after its headers went out: not a body
+    (it would pass for an answer) but ``InvalidAnswer``, which the router stage aborts."""
+    state = state_of()
+    body = b'{"error": {"message": "quota of sk-openai and sk-ant exceeded"}}'
+    with pytest.raises(InvalidAnswer) as e:
+        translate(state, client, backend, 200, [body[:9], body[9:]])
+    assert "it was an error" in e.value.error.message and "sk-" not in e.value.error.message
+    assert b"[REDACTED]" in e.value.body
+
+
+def test_a_wrongly_typed_event_in_a_same_dialect_stream_ends_it_with_an_error_event() -> None:
+    chunks = [b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+              b'data: {"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":"many"}}\n\n',
+              b'data: [DONE]\n\n']
+    out = translate(state_of(), "openai", "openai/gpt-4o", 200, chunks, stream=True, body={})
+    assert b'"content":"hi"' in out and b"[DONE]" not in out
+    assert b"'usage.prompt_tokens' must be a token count" in out
+
+
+def test_a_same_dialect_event_too_deep_to_re_encode_ends_the_stream_with_an_error_event() -> None:
+    """The model name must change (the upstream model differs), and orjson writes at most 254 levels."""
+    def rename(data: dict[str, Any]) -> None:
+        data["models"]["gpt-4o"]["backends"][0]["model"] = "gpt-4o-2024"
+
+    deep = (b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}],"x":'
+            + b"[" * 300 + b"]" * 300)
+    out = translate(state_of(rename), "openai", "openai/gpt-4o-2024", 200, [deep + b"}\n\n"], stream=True,
+                    body={})
+    assert b"254 levels" in out and b"[DONE]" not in out

@@ -49,6 +49,9 @@ def bounds_config() -> dict[str, Any]:
     for provider in ("openai", "anthropic", "gemini"):
         upstream = cfg["models"]["gpt-4o"]["backends"][["openai", "anthropic", "gemini"].index(provider)]["model"]
         cfg["models"][f"solo-{provider}"] = {"backends": [{"provider": provider, "model": upstream}]}
+    # The unguarded path too: these providers let a stream's headers go before its first event.
+    for provider in ("openai", "gemini"):
+        cfg["providers"][provider]["guard_first_event"] = False
     for model in cfg["models"].values():
         model["per_try_timeout_ms"] = PER_TRY_MS
         model["per_try_idle_timeout_ms"] = PER_TRY_MS
@@ -155,7 +158,7 @@ def test_stream_going_quiet_ends_with_an_error_event(bounded: Stack, bmocks: Moc
     t0 = time.monotonic()
     status, raw = asyncio.run(read_stream(bounded, client, model, "one two three four five six seven eight"))
     assert time.monotonic() - t0 < 20
-    if fault == "trickle" and bounded.config.providers[provider].guards_first_event:
+    if fault == "trickle" and bounded.config.providers[provider].guard_first_event:
         assert status == 504
         assert TIMEOUT_TYPES[client] in raw.decode()
         return
@@ -186,7 +189,7 @@ def test_unguarded_stream_stalling_before_its_first_event_is_cut_within_bounds(b
     """The known gap: without guard_first_event the stream's 200 went to the client at once and
     no event ever came, so nothing can be failed over or written: Envoy's backstop closes the
     connection (per_try_idle_timeout_ms + 5 s), and the client's read fails instead of hanging."""
-    assert not bounded.config.providers["openai"].guards_first_event
+    assert not bounded.config.providers["openai"].guard_first_event
     bmocks.fault("openai", mode="headers_stall")
     t0 = time.monotonic()
     with pytest.raises(aiohttp.ClientPayloadError):

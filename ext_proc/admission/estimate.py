@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..dialects import DIALECTS, Dialect
+from ..translation import fields
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4  # role, separators
@@ -25,8 +26,9 @@ MEDIA_TOKENS = 1_000  # an image/audio/file part, whatever its encoded size
 _MEDIA_KEYS = frozenset().union(*(d.media_keys for d in DIALECTS.values()))
 _SKIP_KEYS = frozenset().union(*(d.setting_keys for d in DIALECTS.values()))
 _TURN_KEYS = tuple(dict.fromkeys(k for d in DIALECTS.values() for k in d.turn_keys))
-# Deeper than this is not prompt text anyone sends; the walk stops (no recursion limit reached).
-MAX_DEPTH = 64
+# The request phase refuses bodies nested deeper (400) before admission; the walk
+# stops there anyway, so no recursion limit is ever near.
+MAX_DEPTH = fields.MAX_DEPTH
 
 
 def _chars(v: Any, depth: int = 0) -> tuple[int, int]:

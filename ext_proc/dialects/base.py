@@ -67,8 +67,6 @@ class Dialect(ABC):
     version_headers: dict[str, str] = {}
     #: provider response headers that would confuse another dialect's client or expose the provider account
     provider_response_headers: tuple[str, ...] = ()
-    #: a provider of this dialect may answer 200 and then fail in the first stream event
-    opens_streams_with_errors: bool = False
     #: a provider of this dialect may serve its endpoint at an operator-given path (``chat_path``)
     custom_path: bool = False
     #: how providers of this dialect cut a stream into events (content type and reader)

@@ -21,6 +21,7 @@ from .. import metrics
 from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..state import GatewayState
+from .plan import serialise
 
 log = logging.getLogger("llm_gateway.upstream")
 
@@ -77,12 +78,12 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
                 ir, target.upstream_model, default_max_tokens=settings.default_max_tokens,
                 drop_unsupported=settings.drop_unsupported)
         out = dest.body(out)
+        new_body = serialise(out)
     except GatewayError as err:
         return _fail(target.dialect, err)
     except (orjson.JSONDecodeError, TypeError) as e:
         return _fail(target.dialect, GatewayError("api_error", f"attempt body unreadable: {e}", status=500))
     metrics.UPSTREAM_TRANSLATIONS.labels(model, source.name, target.name).inc()
-    new_body = orjson.dumps(out)
     set_headers = dest.request_headers(stream, new_body)
     # Client headers the primary's provider could receive and this one may not.
     unlisted = router.targets[source.name].forwarded - dest.forwarded

@@ -62,6 +62,14 @@ def finish(state: GatewayState, plan: RoutePlan, status: int, backend: str, usag
                     answered.name if answered is not None and ok else None, fields)
 
 
+def broken_answer(state: GatewayState, backend: str) -> None:
+    """A 200 only the router stage found invalid: in Envoy's eyes no attempt failed
+    (the observer saw a 200), so health learns it here, and at once: the next
+    requests go elsewhere instead of meeting the same broken answer."""
+    if backend:
+        state.health.failure(backend, 502, certain=True)
+
+
 def apply(state: GatewayState, plan: RoutePlan, done: Finished) -> None:
     """Record a finished request: metrics, health, admission settlement."""
     model, label = plan.model, done.backend or "none"

@@ -10,6 +10,7 @@ body for it: a ``RoutePlan`` says what to send and which headers to set, an
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,10 @@ from ..dialects import CLIENT_KEY_HEADERS, ClientCall, Dialect, api_key, classif
 from ..errors import GatewayError, overloaded_as_503
 from ..routing import Candidates
 from ..state import GatewayState
+from ..translation.fields import check_depth, too_deep
 from ..translation.ir import ChatRequest
+
+log = logging.getLogger("llm_gateway.plan")
 
 
 @dataclass(slots=True)
@@ -143,6 +147,14 @@ async def plan(state: GatewayState, started: Started, raw: bytes) -> RoutePlan |
         if ticket and state.admission is not None:
             state.admission.settle(ticket[0], 0, "", None)  # refund: nothing was sent
         return reject(started, err, err.kind, ticket[0] if ticket else None)
+    except Exception:
+        # A gateway bug, not the client's fault: still an answer in the client's
+        # dialect rather than a reset gRPC stream (Envoy's empty 500).
+        log.exception("planning a %s request failed", started.dialect.name)
+        if ticket and state.admission is not None:
+            state.admission.settle(ticket[0], 0, "", None)
+        return reject(started, GatewayError("api_error", "the gateway failed to process this request"),
+                      "internal", ticket[0] if ticket else None)
 
 
 async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: list[Ticket]) -> RoutePlan:
@@ -150,9 +162,12 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        if "depth" in str(e):  # orjson stops at 1024 levels: past our own limit anyway
+            raise too_deep() from None
         raise GatewayError("invalid_request", f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise GatewayError("invalid_request", "request body must be a JSON object")
+    check_depth(body, raw)
     model = client.request_model(call, body)
     if not isinstance(model, str) or not model:
         raise GatewayError("invalid_request", "missing required field 'model'", param="model")
@@ -187,7 +202,7 @@ def _route(state: GatewayState, started: Started, model: str, stream: bool, body
             ir, primary.upstream_model, default_max_tokens=settings.default_max_tokens,
             drop_unsupported=settings.drop_unsupported)
     sent = target.body(out if out is not None else body)
-    new_body = orjson.dumps(sent) if sent is not body else None
+    new_body = serialise(sent) if sent is not body else None
     set_headers = {
         P.ROUTE_HEADER: model,
         P.PRETRANSLATED_HEADER: primary.name,
@@ -203,6 +218,16 @@ def _route(state: GatewayState, started: Started, model: str, stream: bool, body
         h for h in started.header_names if h not in target.forwarded)) if h not in set_headers)
     remove["accept-encoding"] = None
     return RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, list(remove), new_body)
+
+
+def serialise(body: dict[str, Any]) -> bytes:
+    """A body for a backend as bytes. orjson refuses nesting past 254 levels and
+    integers past 64 bits: a 400, never a gateway failure (the nesting limit
+    makes the first unreachable)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as e:
+        raise GatewayError("invalid_request", f"the request cannot be re-encoded for the backend: {e}") from None
 
 
 def choose(model: str, candidates: Candidates) -> ResolvedBackend:

@@ -18,6 +18,18 @@ A stream that ends without its terminal event gets a well-formed error event in
 the client's dialect instead of a silent truncation; so does a stream the
 router stage ends itself (``abort``: a backend gone quiet, or a stream past its
 maximum duration). Streamed translators note when they last completed an event.
+
+Provider error text reaches a client only through ``redact`` (the gateway's
+``Redactor``): error bodies, in-stream error events, and same-dialect error
+events passed on otherwise untouched.
+
+A 200 that is not an answer is normally stopped per attempt by the answer
+guard (``request/answer.py``), which Envoy fails over. One the guard let
+through (it judges only responses whose headers give it a reason, unless the
+provider says ``check_every_answer``) is found here, after its 200 went to the
+client: ``Buffered`` raises ``InvalidAnswer`` and the router stage aborts the
+response (the client sees a broken response, never a success); a stream gets
+an error event.
 """
 
 from __future__ import annotations
@@ -32,8 +44,9 @@ import orjson
 from ..config import ResolvedBackend
 from ..dialects import COMPLETE, DEFAULT, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
-from ..translation.fields import error_json
+from ..translation.fields import bad_answer, error_json, invalid_answer
 from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
+from ..translation.redact import Redactor
 from ..translation.sse import SSEEvent, SSEReader, format_event
 
 log = logging.getLogger("llm_gateway.responses")
@@ -41,11 +54,22 @@ log = logging.getLogger("llm_gateway.responses")
 OnDone = Callable[[int, str, Usage | None], None]
 
 
+class InvalidAnswer(Exception):
+    """A 200 that is not an answer, found after its headers went to the client."""
+
+    def __init__(self, error: GatewayError, body: bytes) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.body = body  # the error in the client's dialect, for what is left to say
+
+
 class ResponseTranslator:
     """Feed response chunks; get the bytes to send instead (None: send unchanged)."""
 
-    def __init__(self, dialect: Dialect, backend: ResolvedBackend | None, status: int, model: str, on_done: OnDone):
+    def __init__(self, dialect: Dialect, backend: ResolvedBackend | None, status: int, model: str, on_done: OnDone,
+                 redact: Redactor):
         self.dialect = dialect
+        self.redact = redact
         self.client = dialect.codec
         self.backend = backend
         backend_dialect = get_dialect(backend.dialect) if backend else None
@@ -98,35 +122,52 @@ class Buffered(ResponseTranslator):
         if not end:
             return b""
         body = b"".join(self.parts)
-        out = self._error(body) if self.status >= 400 or self.status == 0 else self._success(body)
+        if self.status >= 400 or self.status == 0:
+            out = self._error(body)
+        else:
+            try:
+                out = self._success(body)
+            except GatewayError as e:
+                # Its 200 already went to the client: too late to fail over, and a body
+                # saying so would pass for an answer. The router stage aborts the response.
+                err = GatewayError("api_error", self.redact(f"{e.message} (backend '{self.backend_name}')"),
+                                   status=502)
+                log.warning("invalid answer after its headers went to the client: %s", err.message)
+                self.status = 502
+                self.finish()
+                raise InvalidAnswer(err, orjson.dumps(self.client.render_error(err))) from None
         self.finish()
         # Earlier chunks were held back (replaced by nothing): an untouched
         # body must be sent whole, not as "the last chunk unchanged".
         return body if out is None else out
 
     def _success(self, body: bytes) -> bytes | None:
+        """The client's answer; a ``GatewayError`` when ``body`` is not an answer."""
+        codec = self.backend_codec or self.client
+        if not body.strip():
+            raise invalid_answer("it was empty")
         try:
             data = orjson.loads(body)
-            if not isinstance(data, dict):
-                raise ValueError("response body is not a JSON object")
-            if self.same_wire or self.backend_codec is None:
-                self.usage = self.client.usage_of(data)
-                return orjson.dumps(data) if self.client.rename_model(data, self.model) else None
-            resp = self.backend_codec.parse_response(data)
-            self.usage = resp.usage
-            resp.model = self.model
-            return orjson.dumps(self.client.render_response(resp))
-        except (ValueError, GatewayError) as e:
-            # Headers (200) are already on their way: the body must say what went wrong.
-            log.warning("untranslatable response from %s: %s", self.backend_name or "?", e)
-            err = GatewayError("api_error", f"the gateway could not translate the response of backend "
-                                            f"'{self.backend_name}': {e}", status=502)
-            return orjson.dumps(self.client.render_error(err))
+        except orjson.JSONDecodeError:
+            raise invalid_answer("it was not JSON, or not complete JSON") from None
+        resp = codec.parse_response(data)  # judges every field (same dialect too)
+        if self.same_wire or self.backend_codec is None:
+            self.usage = codec.usage_of(data)
+            if not codec.rename_model(data, self.model):
+                return None
+            try:
+                return orjson.dumps(data)
+            except orjson.JSONEncodeError:  # nested past orjson's limit: pass it on as it came
+                return None
+        self.usage = resp.usage
+        resp.model = self.model
+        return orjson.dumps(self.client.render_response(resp))
 
     def _error(self, body: bytes) -> bytes | None:
         from_provider = isinstance(error_json(body), dict)
         if self.backend_codec is self.client and from_provider:
-            return None  # already an error in the client's dialect
+            clean = self.redact.body(body)  # already an error in the client's dialect
+            return None if clean is body else clean
         if not from_provider:
             # Envoy's own reply (connect failure, timeout, retries exhausted).
             reason = body.decode("utf-8", "replace").strip() or "no response"
@@ -141,6 +182,7 @@ class Buffered(ResponseTranslator):
         except Exception:  # never let an odd error body become a 500 of our own
             err = GatewayError(kind_for_status(self.status), body.decode("utf-8", "replace")[:500] or "upstream error",
                                status=self.status or 502)
+        err.message = self.redact(err.message)
         return orjson.dumps(self.client.render_error(err))
 
 
@@ -194,6 +236,7 @@ class StreamTranslate(ResponseTranslator):
                 self.merge_usage(ev.usage)
             elif isinstance(ev, StreamError):
                 self.failed = True
+                ev.error.message = self.redact(ev.error.message)
             out.append(self.encoder.encode(ev))
 
 
@@ -207,6 +250,7 @@ class StreamPassthrough(ResponseTranslator):
         self.strip_usage_chunk = strip_usage_chunk
         self.complete = False
         self.failed = False
+        self.broken = False  # failed by the gateway: later events are dropped
 
     @property
     def streams(self) -> bool:
@@ -222,7 +266,15 @@ class StreamPassthrough(ResponseTranslator):
             self.last_event = time.perf_counter()
         out: list[bytes] = []
         for sse in events:
-            keep = self._observe(sse.event, sse.data)
+            if self.broken:
+                break  # the stream failed here: nothing after its error event
+            try:
+                keep = self._observe(sse.event, sse.data)
+            except GatewayError as e:  # a wrongly typed event: the provider's fault
+                self.broken = self.failed = True
+                e.message = self.redact(e.message)
+                out.append(self.client.render_stream_error(e))
+                continue
             if keep is not None:
                 out.append(keep)
         if end:
@@ -253,6 +305,10 @@ class StreamPassthrough(ResponseTranslator):
             self.complete = True
         elif mark == FAILED:
             self.failed = True
+            raw = data.encode()
+            clean = self.redact.body(raw)
+            if clean is not raw:
+                return format_event(clean, event)
         if obj is None:
             return format_event(data, event)
         usage = self.client.usage_of(obj)
@@ -261,7 +317,10 @@ class StreamPassthrough(ResponseTranslator):
         if self.strip_usage_chunk and self.dialect.is_added_usage_event(obj):
             return None
         if self.rename and self.client.rename_model(obj, self.model):
-            return format_event(orjson.dumps(obj), event)
+            try:
+                return format_event(orjson.dumps(obj), event)
+            except orjson.JSONEncodeError:  # nested past orjson's 254 levels: no answer event
+                raise bad_answer("event", "JSON nested at most 254 levels deep") from None
         return format_event(data, event)
 
 
@@ -271,8 +330,9 @@ def _max_usage(a: Usage, b: Usage) -> Usage:
 
 
 def make_translator(*, client: Dialect, backend: ResolvedBackend | None, status: int, stream: bool, model: str,
-                    ir: ChatRequest | None, body: dict[str, Any] | None, on_done: OnDone) -> ResponseTranslator:
-    args = (client, backend, status, model, on_done)
+                    ir: ChatRequest | None, body: dict[str, Any] | None, on_done: OnDone,
+                    redact: Redactor) -> ResponseTranslator:
+    args = (client, backend, status, model, on_done, redact)
     if not stream or status != 200 or backend is None:
         return Buffered(*args, ir=ir)
     if get_dialect(backend.dialect).wire != client.wire:

@@ -8,11 +8,13 @@ sick backend so they do not pay a failed attempt first. Signals:
 - the router stage: a response answered by a later tier than the primary
   means the primary failed without a response (connect failure, reset,
   timeout, ejection);
+- the router stage: an invalid answer it had to abort (the observer saw a 200);
 - the router stage: a 2xx answered by a backend marks it healthy.
 
 A backend that answered 429 with ``Retry-After`` cools down for that long;
 other failures cool down after ``FAILURE_THRESHOLD`` consecutive ones, with an
-exponential backoff. When the cool-down ends, recovery is probed, not
+exponential backoff; an invalid answer the router stage had to abort cools it
+down at once, for ``CERTAIN_COOLDOWN``. When the cool-down ends, recovery is probed, not
 assumed: exactly one request is let through; the others keep skipping the
 backend until that probe succeeds (or times out and another probe goes).
 """
@@ -26,6 +28,7 @@ from enum import IntEnum
 
 FAILURE_THRESHOLD = 2
 BASE_COOLDOWN = 1.0
+CERTAIN_COOLDOWN = 10.0  # the first cool-down after a fault one occurrence proves (an invalid answer)
 MAX_COOLDOWN = 60.0
 MAX_RETRY_AFTER = 300.0
 PROBE_TIMEOUT = 30.0
@@ -65,8 +68,10 @@ class HealthTable:
             if self.on_change:
                 self.on_change(backend, state)
 
-    def failure(self, backend: str, status: int = 0, retry_after: float | None = None) -> None:
-        """A failed attempt on ``backend`` (status 0: no response)."""
+    def failure(self, backend: str, status: int = 0, retry_after: float | None = None,
+                certain: bool = False) -> None:
+        """A failed attempt on ``backend`` (status 0: no response). ``certain``: a fault
+        one occurrence proves (an invalid answer): cool down without waiting for a second."""
         h = self._get(backend)
         h.failures += 1
         now = self.clock()
@@ -79,7 +84,9 @@ class HealthTable:
             self._set(backend, h, State.COOLING)
         elif h.state == State.COOLING and h.rate_limited and now < h.until:
             return  # already waiting out a Retry-After: that wait stands
-        elif h.failures >= FAILURE_THRESHOLD or h.state == State.PROBING:
+        elif h.failures >= FAILURE_THRESHOLD or h.state == State.PROBING or certain:
+            if certain:  # a provider answering garbage rarely heals within a second
+                h.backoff = max(h.backoff, CERTAIN_COOLDOWN)
             h.until = now + h.backoff
             h.backoff = min(h.backoff * 2, MAX_COOLDOWN)
             h.rate_limited = False

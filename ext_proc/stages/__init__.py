@@ -4,7 +4,8 @@
   response body), driving ``ext_proc.request``;
 - ``upstream``: one stream per failover attempt to another backend than the
   primary (re-translates the body);
-- ``stream_guard``: holds a stream's response headers until its first event;
+- ``answer_guard``: holds an attempt's 200 until it is known to be an answer
+  (a stream's first event, a body's end), so a non-answer fails over;
 - ``refusal``: an attempt's 401/403 from a provider, as a 502 saying whose key it was;
 - ``observer``: failed attempts' response headers, for backend health.
 

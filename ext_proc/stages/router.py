@@ -36,7 +36,7 @@ from ..errors import GatewayError
 from ..request import finish as F
 from ..request import trace
 from ..request.plan import Answer, RoutePlan, Started, plan, start
-from ..request.responses import ResponseTranslator, make_translator
+from ..request.responses import InvalidAnswer, ResponseTranslator, make_translator
 from ..state import GatewayState
 from ..translation.ir import Usage
 
@@ -90,7 +90,8 @@ class RouterStream:
             client = self.started.dialect if self.started is not None else DEFAULT
             return make_translator(client=client, backend=None, status=status, stream=False, model="", ir=None,
                                    body=None, on_done=lambda *_: metrics.REJECTED.labels(
-                                       client.name, UNROUTED_REASONS.get(status, "envoy")).inc())
+                                       client.name, UNROUTED_REASONS.get(status, "envoy")).inc(),
+                                   redact=self.state.redact)
         self.t_first = time.perf_counter()
         if p.ticket is not None:
             p.ticket.first_byte = self.t_first
@@ -104,7 +105,8 @@ class RouterStream:
             except GatewayError:
                 p.ir = None
         return make_translator(client=client, backend=backend, status=status, stream=p.stream,
-                               model=p.model, ir=p.ir, body=p.body, on_done=self._done)
+                               model=p.model, ir=p.ir, body=p.body, on_done=self._done,
+                               redact=self.state.redact)
 
     def body_response(self, translator: ResponseTranslator, body: bytes, end: bool) -> pb.ProcessingResponse | None:
         """The bytes to send on for a response chunk (None: nothing yet)."""
@@ -224,8 +226,10 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
                         lock = asyncio.Lock()
                         watchdog = asyncio.create_task(stream.watch(translator, ctx, lock))
                 async with lock or contextlib.nullcontext():
-                    await _respond(stream, translator, req, kind, ctx)
+                    ended = await _respond(stream, translator, req, kind, ctx)
                 metrics.child(metrics.OVERHEAD, P.STAGE_ROUTER, kind).observe(time.perf_counter() - t)
+                if ended:
+                    return
                 continue
             else:
                 resp = M.continue_for(kind)
@@ -239,16 +243,24 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
 
 
 async def _respond(stream: RouterStream, translator: ResponseTranslator, req: pb.ProcessingRequest, kind: str,
-                   ctx: Any) -> None:
-    """Answer a response chunk (or trailers) in full-duplex mode; nothing once the response is complete."""
+                   ctx: Any) -> bool:
+    """Answer a response chunk (or trailers) in full-duplex mode; nothing once the response is
+    complete. True when the response was aborted (its stream ends here)."""
     if kind == "response_body":
         if translator.done:
-            return  # the watchdog ended the stream: the rest of the provider's bytes go nowhere
+            return False  # the watchdog ended the stream: the rest of the provider's bytes go nowhere
         chunk = req.response_body
-        resp = stream.body_response(translator, chunk.body, chunk.end_of_stream)
+        try:
+            resp = stream.body_response(translator, chunk.body, chunk.end_of_stream)
+        except InvalidAnswer as e:
+            # Its 200 went to the client already: Envoy resets the response (a local
+            # reply after headers), so the client sees a failure, not a success.
+            F.broken_answer(stream.state, translator.backend_name)
+            await ctx.write(M.immediate(502, e.body, details="invalid_answer"))
+            return True
         if resp is not None:
             await ctx.write(resp)
-        return
+        return False
     # Trailers end the response (providers rarely send them): the last bytes, then the trailers unchanged.
     if not translator.done:
         resp = stream.body_response(translator, b"", True)
@@ -256,3 +268,4 @@ async def _respond(stream: RouterStream, translator: ResponseTranslator, req: pb
             resp.response_body.response.body_mutation.streamed_response.end_of_stream = False
             await ctx.write(resp)
     await ctx.write(M.continue_for(kind))
+    return False

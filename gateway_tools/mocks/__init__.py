@@ -44,11 +44,12 @@ and their lifecycle in ``server``. The OpenAI mock also plays OpenAI-compatible 
 sends a frame whose checksum does not match.
 """
 
-from .common import FAULT_MODES, MockSpec
+from .common import FAULT_MODES, NON_ANSWERS, MockSpec
 from .server import BackgroundMocks, MockProviders, run_forever, start, start_in_thread
 
 __all__ = [
     "FAULT_MODES",
+    "NON_ANSWERS",
     "BackgroundMocks",
     "MockProviders",
     "MockSpec",

@@ -18,8 +18,17 @@ from aiohttp import web
 
 Dialect = Literal["openai", "anthropic", "gemini", "vertex_gemini", "vertex_anthropic", "azure_openai", "bedrock"]
 
+# 200s that are not answers, as broken providers and proxies send them: no body (an
+# empty event stream for streams), a proxy's HTML page, the provider's error object,
+# the reply cut in half but well framed (half the events, then a clean end), the
+# reply with its first array made a number (_WRONG_TYPE_KEYS).
+NON_ANSWERS = ("empty_200", "html_200", "error_object_200", "truncated_200", "wrong_types_200")
 FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
-               "stream_malformed", "headers_stall", "stream_stall", "trickle")
+               "stream_malformed", "headers_stall", "stream_stall", "trickle", "echo_key", *NON_ANSWERS)
+_WRONG_TYPE_KEYS = {"openai": ("choices",), "azure_openai": ("choices",), "anthropic": ("content", "message"),
+                    "vertex_anthropic": ("content", "message"), "gemini": ("candidates",),
+                    "vertex_gemini": ("candidates",), "bedrock": ("output",)}
+_ALTER = web.RequestKey("mock_alter", str)  # a truncated_200 / wrong_types_200 reply is being written
 # A 200 that goes wrong after its headers (the reply is the normal one):
 # headers_stall sends the headers only; stream_stall the first half of the
 # body (streams: of the events); trickle all of it, one byte every delay_ms.
@@ -251,7 +260,7 @@ def _parse_fault(body: Any, modes: tuple[str, ...] = FAULT_MODES) -> _Fault:
     unknown = set(body) - {"mode", "status", "retry_after", "delay_ms", "rate", "message"}
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-    f = _Fault(mode=mode, status=429 if mode == "rate_limit" else 500)
+    f = _Fault(mode=mode, status={"rate_limit": 429, "echo_key": 401}.get(mode, 500))
     if body.get("status") is not None:
         if not _is_int(body["status"]) or not 400 <= body["status"] <= 599:
             raise ValueError("status must be an integer 400-599")
@@ -302,6 +311,32 @@ class _Stats:
 
 
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key", "x-amz-security-token"})
+
+
+def _received_key(request: web.BaseRequest) -> str:
+    """The credential a request carried, as sent (``echo_key`` quotes it back)."""
+    for name in sorted(_SECRET_HEADERS):
+        value = request.headers.get(name)
+        if value:
+            scheme, sep, rest = value.partition(" ")
+            return rest.strip() if sep and scheme.lower() == "bearer" else value
+    return request.query.get("key", "")
+
+
+def _wrong_types(dialect: str, data: bytes) -> bytes:
+    """A JSON reply (or one SSE event's data line) with the first of the dialect's key arrays made a number."""
+    prefix, sep, payload = data.partition(b"data: ") if data.startswith((b"data: ", b"event: ")) else (b"", b"", data)
+    end = payload.find(b"\n")
+    try:
+        obj = orjson.loads(payload if end < 0 else payload[:end])
+    except orjson.JSONDecodeError:  # not one JSON value (a JSON-array stream's piece): left alone
+        return data
+    if not isinstance(obj, dict):
+        return data
+    key = next((k for k in _WRONG_TYPE_KEYS.get(dialect, ()) if k in obj), None)
+    if key is not None:
+        obj[key] = 1.5
+    return prefix + sep + orjson.dumps(obj) + (b"" if end < 0 else payload[end:])
 
 
 def _redact_header(name: str, value: str) -> str:
@@ -443,9 +478,11 @@ class _Provider:
         if mode in _BODY_FAULTS:
             self.body_faults[id(request)] = mode
         try:
-            if mode == "error":
+            if mode in ("error", "echo_key"):
                 err = self.fault_error(f.status)
-                if f.message:
+                if mode == "echo_key":  # like a provider that quotes the key it rejects
+                    self.with_message(err, f"Incorrect API key provided: {_received_key(request)}")
+                elif f.message:
                     self.with_message(err, f.message)
                 raise err
             if mode == "rate_limit":
@@ -460,8 +497,21 @@ class _Provider:
             elif mode == "stream_malformed" and self.is_stream(request, body):
                 resp = await self.send_stream(request, [self.malformed_event()], False,
                                               content_type=self.stream_content_type)
+            elif mode == "empty_200":
+                resp = (await self.send_stream(request, [], False, content_type=self.stream_content_type)
+                        if self.is_stream(request, body) else web.Response(content_type=_JSON_CT))
+            elif mode == "html_200":
+                resp = web.Response(text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html")
+            elif mode == "error_object_200":
+                resp = _json_response(200, self.fault_error(500).body)
             else:
+                if mode in ("truncated_200", "wrong_types_200"):
+                    request[_ALTER] = mode  # read by send_stream for streamed replies
                 resp = await handler(request, body, mode == "stream_cut")
+                if mode in ("truncated_200", "wrong_types_200") and isinstance(resp, web.Response) \
+                        and resp.status == 200 and isinstance(resp.body, bytes):
+                    resp.body = (resp.body[: len(resp.body) // 2] if mode == "truncated_200"
+                                 else _wrong_types(self.dialect, resp.body))
         except _Reject as r:
             resp = _json_response(r.status, r.body, {**self.extra_headers(), **r.headers})
         finally:
@@ -546,6 +596,11 @@ class _Provider:
         if id(request) in self.body_faults:
             return await self._misbehave(request, resp, events, self.body_faults[id(request)])
         upto = len(events) // 2 if cut else len(events)
+        alter = request.get(_ALTER)
+        if alter == "truncated_200":  # half the events, then a clean end: no terminal event
+            upto = len(events) // 2
+        elif alter == "wrong_types_200" and events:
+            events = [_wrong_types(self.dialect, events[0]), *events[1:]]
         try:
             await resp.prepare(request)
             for ev in events[:upto]:

@@ -29,8 +29,6 @@ class AnthropicMessages(Dialect):
         "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-limit",
         "anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset",
     )
-    # Anthropic answers 200 and then an ``overloaded_error`` event: hold streams until their first event.
-    opens_streams_with_errors = True
     turn_keys = ("messages",)
     setting_keys = frozenset({"model", "stream", "max_tokens", "temperature", "top_p", "top_k", "metadata",
                               "role", "type"})

@@ -22,8 +22,17 @@ import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
 from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.fields import answer_count as _count
+from ...translation.fields import answer_int as _a_int
+from ...translation.fields import answer_json as _a_json
+from ...translation.fields import answer_obj as _a_obj
+from ...translation.fields import answer_objects as _a_objects
+from ...translation.fields import answer_opt_str as _a_opt_str
+from ...translation.fields import answer_str as _a_str
 from ...translation.fields import args_object as _args_object
+from ...translation.fields import bad_answer as _bad_answer
 from ...translation.fields import error_json as _error_json
+from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
@@ -327,20 +336,22 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
 # ---- responses / usage --------------------------------------------------------------
 
 
-def usage_from_anthropic(u: dict[str, Any], base: Usage | None = None) -> Usage:
+def usage_from_anthropic(u: Any, base: Usage | None = None, path: str = "usage") -> Usage:
     """Anthropic usage -> IR (input includes the cache reads and writes).
     Fields absent from ``u`` keep their value from ``base`` (message_delta
-    usage may carry only output_tokens)."""
+    usage may carry only output_tokens). Counts are type-checked: a wrong one
+    is the provider's fault."""
+    u = _a_obj(u, path)
     b = base or Usage()
-    b_plain = b.input_tokens - b.cached_input_tokens - b.cache_write_tokens
-    plain = u.get("input_tokens")
-    read = u.get("cache_read_input_tokens")
-    write = u.get("cache_creation_input_tokens")
-    out = u.get("output_tokens")
-    plain = b_plain if plain is None else plain
-    read = b.cached_input_tokens if read is None else read
-    write = b.cache_write_tokens if write is None else write
-    return Usage(plain + read + write, b.output_tokens if out is None else out, read, write)
+
+    def count(key: str, default: int) -> int:
+        v = u.get(key)
+        return default if v is None else _count(v, f"{path}.{key}")
+
+    read = count("cache_read_input_tokens", b.cached_input_tokens)
+    write = count("cache_creation_input_tokens", b.cache_write_tokens)
+    plain = count("input_tokens", max(b.input_tokens - b.cached_input_tokens - b.cache_write_tokens, 0))
+    return Usage(plain + read + write, count("output_tokens", b.output_tokens), read, write)
 
 
 def usage_to_anthropic(u: Usage) -> dict[str, Any]:
@@ -390,59 +401,72 @@ class AnthropicStreamDecoder(StreamDecoder):
         except orjson.JSONDecodeError:
             self._done = True
             return [StreamError(GatewayError("api_error", "upstream sent a malformed stream event", status=502))]
-        if not isinstance(obj, dict):
-            return []
+        try:
+            if not isinstance(obj, dict):
+                raise _bad_answer("event", "an object")
+            return self._event(obj)
+        except GatewayError as e:  # a wrongly typed event: the stream fails here, well formed
+            self._done = True
+            return [StreamError(e)]
+
+    def _event(self, obj: dict[str, Any]) -> list[StreamEvent]:
         t = obj.get("type")
         if t == "content_block_delta":
-            block = self._blocks.get(obj.get("index", -1))
+            block = self._blocks.get(_a_int(obj.get("index"), "index", -1))
             if block is None:
                 return []
-            d = obj.get("delta") or {}
+            d = _a_obj(obj.get("delta"), "delta")
             dt = d.get("type")
             if dt == "text_delta":
-                text = d.get("text")
+                text = _a_str(d.get("text"), "delta.text")
             elif dt == "input_json_delta":
-                text = d.get("partial_json")
+                text = _a_str(d.get("partial_json"), "delta.partial_json")
             else:
                 return []  # thinking/signature/citations deltas
             return [BlockDelta(block, text)] if text else []
         if t == "content_block_start":
-            cb = obj.get("content_block") or {}
+            cb = _a_obj(obj.get("content_block"), "content_block")
             ct = cb.get("type")
+            if ct not in ("text", "tool_use"):
+                return []  # thinking and server-tool blocks
+            index = _a_int(obj.get("index"), "index", -1)
+            out: list[StreamEvent]
             if ct == "text":
-                block = self._blocks[obj.get("index", -1)] = self._next
+                text = _a_str(cb.get("text"), "content_block.text")
+                block = self._blocks[index] = self._next
                 self._next += 1
-                out: list[StreamEvent] = [BlockStart(block, "text")]
-                if cb.get("text"):
-                    out.append(BlockDelta(block, cb["text"]))
+                out = [BlockStart(block, "text")]
+                if text:
+                    out.append(BlockDelta(block, text))
                 return out
-            if ct == "tool_use":
-                block = self._blocks[obj.get("index", -1)] = self._next
-                self._next += 1
-                out = [BlockStart(block, "tool_call", cb.get("id") or "", cb.get("name") or "")]
-                if cb.get("input"):
-                    out.append(BlockDelta(block, orjson.dumps(cb["input"]).decode()))
-                return out
-            return []
+            inp = cb.get("input")
+            args = _a_json(_a_obj(inp, "content_block.input"), "content_block.input") if inp else ""
+            block = self._blocks[index] = self._next
+            self._next += 1
+            out = [BlockStart(block, "tool_call", _a_str(cb.get("id"), "content_block.id"),
+                              _a_str(cb.get("name"), "content_block.name"))]
+            if args:
+                out.append(BlockDelta(block, args))
+            return out
         if t == "content_block_stop":
-            block = self._blocks.get(obj.get("index", -1))
+            block = self._blocks.get(_a_int(obj.get("index"), "index", -1))
             return [] if block is None else [BlockStop(block)]
         if t == "message_start":
-            msg = obj.get("message") or {}
+            msg = _a_obj(obj.get("message"), "message")
             u = msg.get("usage")
-            if isinstance(u, dict):
-                self._usage = usage_from_anthropic(u)
+            if u is not None:
+                self._usage = usage_from_anthropic(u, path="message.usage")
             self._started = True
-            return [MessageStart(msg.get("id") or f"msg_{uuid.uuid4().hex}", msg.get("model") or "",
-                                 self._usage)]
+            return [MessageStart(_a_str(msg.get("id"), "message.id") or f"msg_{uuid.uuid4().hex}",
+                                 _a_str(msg.get("model"), "message.model"), self._usage)]
         if t == "message_delta":
-            d = obj.get("delta") or {}
+            d = _a_obj(obj.get("delta"), "delta")
             u = obj.get("usage")
-            if isinstance(u, dict):
+            if u is not None:
                 self._usage = usage_from_anthropic(u, self._usage)
-            sr = d.get("stop_reason")
-            return [MessageDelta(STOP_TO_IR.get(sr, "other") if sr else None, d.get("stop_sequence"),
-                                 self._usage)]
+            sr = _a_str(d.get("stop_reason"), "delta.stop_reason")
+            return [MessageDelta(STOP_TO_IR.get(sr, "other") if sr else None,
+                                 _a_opt_str(d.get("stop_sequence"), "delta.stop_sequence"), self._usage)]
         if t == "message_stop":
             self._done = True
             return [MessageStop()]
@@ -671,29 +695,36 @@ class AnthropicCodec(Codec):
         return "/v1/messages"
 
     def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        """Every field read is type-checked: a wrongly typed answer, an error
+        object or a message without content is the provider's fault (502)."""
         if not isinstance(body, dict):
-            raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
+            raise _bad_answer("body", "a JSON object")
+        if body.get("type") == "error" or body.get("error") is not None:
+            err = body.get("error")
+            message = err.get("message") if isinstance(err, dict) else None
+            raise _invalid_answer(f"it was an error: {message if isinstance(message, str) else 'no message'}")
+        if not isinstance(body.get("content"), list):
+            raise _bad_answer("content", "an array of content blocks")
         content: list[TextPart | ToolCallPart] = []
-        for b in body.get("content") or ():
-            if not isinstance(b, dict):
-                continue
+        for bpath, b in _a_objects(body["content"], "content"):
             bt = b.get("type")
             if bt == "text":
-                if b.get("text"):
-                    content.append(TextPart(b["text"]))
+                text = _a_str(b.get("text"), f"{bpath}.text")
+                if text:
+                    content.append(TextPart(text))
             elif bt == "tool_use":
-                content.append(ToolCallPart(b.get("id") or "", b.get("name") or "",
-                                            orjson.dumps(b.get("input") or {}).decode()))
+                inp = _a_obj(b.get("input"), f"{bpath}.input")
+                content.append(ToolCallPart(_a_str(b.get("id"), f"{bpath}.id"), _a_str(b.get("name"), f"{bpath}.name"),
+                                            _a_json(inp, f"{bpath}.input")))
             # thinking / server tool blocks: no IR equivalent in a response
-        sr = body.get("stop_reason")
-        u = body.get("usage")
+        sr = _a_str(body.get("stop_reason"), "stop_reason")
         return ChatResponse(
-            id=body.get("id") or f"msg_{uuid.uuid4().hex}",
-            model=body.get("model") or "",
+            id=_a_str(body.get("id"), "id") or f"msg_{uuid.uuid4().hex}",
+            model=_a_str(body.get("model"), "model"),
             content=content,
             stop_reason=STOP_TO_IR.get(sr, "other") if sr else "end_turn",
-            stop_sequence=body.get("stop_sequence"),
-            usage=usage_from_anthropic(u) if isinstance(u, dict) else Usage(),
+            stop_sequence=_a_opt_str(body.get("stop_sequence"), "stop_sequence"),
+            usage=usage_from_anthropic(body.get("usage")),
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
@@ -732,7 +763,7 @@ class AnthropicCodec(Codec):
         if u is None:
             msg = body.get("message")
             u = msg.get("usage") if isinstance(msg, dict) else None
-        return usage_from_anthropic(u) if isinstance(u, dict) else None
+        return usage_from_anthropic(u) if u is not None else None
 
     def rename_model(self, body: dict[str, Any], model: str) -> bool:
         if "model" in body:

@@ -7,7 +7,7 @@ dialect reach Bedrock backends through the IR). Its providers take no API key:
 picks a shared-config profile) and keeps temporary ones fresh in the background;
 ``sign`` computes the signature over the final body on every attempt. Streams
 are AWS event-stream frames (``stream_framing``), which may carry an exception
-before the first token (``opens_streams_with_errors``: the stream guard fails
+before the first token (the answer guard fails
 those over).
 """
 
@@ -36,7 +36,6 @@ class BedrockConverse(Dialect):
         "x-amzn-bedrock-performanceconfig-latency",
     )
     # ConverseStream answers 200, then may send an exception frame (throttling, unavailable...).
-    opens_streams_with_errors = True
     stream_framing = EVENT_STREAM
     needs_api_key = False
     provider_fields = {"aws_region": True, "aws_profile": False}

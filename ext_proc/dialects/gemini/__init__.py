@@ -71,8 +71,9 @@ class Gemini(Dialect):
     def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:
         if event == "error" or (obj is not None and "error" in obj):
             return FAILED
-        if obj is not None:
-            for cand in obj.get("candidates") or ():
+        cands = obj.get("candidates") if obj is not None else None
+        if isinstance(cands, list):
+            for cand in cands:
                 if isinstance(cand, dict) and cand.get("finishReason"):
                     return COMPLETE
         return None

@@ -30,8 +30,15 @@ import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
 from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.fields import answer_count as _count
+from ...translation.fields import answer_json as _a_json
+from ...translation.fields import answer_obj as _a_obj
+from ...translation.fields import answer_objects as _a_objects
+from ...translation.fields import answer_str as _a_str
 from ...translation.fields import args_object as _args_object
+from ...translation.fields import bad_answer as _bad_answer
 from ...translation.fields import error_json as _error_json
+from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import set_path as _set_path
@@ -166,6 +173,15 @@ def _int(v: Any, path: str) -> int | None:
     return v
 
 
+def _opt_id(v: Any, path: str) -> str | None:
+    """An optional call id (a string: it is matched and echoed, never hashed as is)."""
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise _type_error(path, "a string")
+    return v
+
+
 def _lower_types(schema: Any) -> Any:
     """Gemini's OpenAPI-subset ``Schema`` -> JSON Schema: ``type: OBJECT`` becomes
     ``object``, ``nullable: true`` a ``[type, "null"]`` union, and the
@@ -268,7 +284,7 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 args = fc.get("args")
                 if args is not None and not isinstance(args, dict):
                     raise _type_error(f"{fpath}.args", "an object")
-                cid = fc.get("id") or f"call_{n_calls}"
+                cid = _opt_id(fc.get("id"), f"{fpath}.id") or f"call_{n_calls}"
                 n_calls += 1
                 call_names[cid] = name
                 pending.setdefault(name, []).append(cid)
@@ -282,7 +298,7 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 if not isinstance(fr, dict):
                     raise _type_error(fpath, "an object")
                 name = _nonempty_str(fr.get("name"), f"{fpath}.name")
-                rid = fr.get("id")
+                rid = _opt_id(fr.get("id"), f"{fpath}.id")
                 if not (rid and call_names.get(rid) == name):
                     waiting = pending.get(name)
                     if not waiting:
@@ -499,13 +515,17 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
 # ---- responses / usage --------------------------------------------------------------------
 
 
-def usage_from_gemini(u: dict[str, Any]) -> Usage:
-    """Thinking tokens are output (billed as such); tool-use prompt tokens are input."""
-    return Usage(
-        (u.get("promptTokenCount") or 0) + (u.get("toolUsePromptTokenCount") or 0),
-        (u.get("candidatesTokenCount") or 0) + (u.get("thoughtsTokenCount") or 0),
-        u.get("cachedContentTokenCount") or 0,
-    )
+def usage_from_gemini(u: Any, path: str = "usageMetadata") -> Usage:
+    """Thinking tokens are output (billed as such); tool-use prompt tokens are input.
+    Counts are type-checked: a wrong one is the provider's fault."""
+    u = _a_obj(u, path)
+
+    def count(key: str) -> int:
+        return _count(u.get(key), f"{path}.{key}")
+
+    return Usage(count("promptTokenCount") + count("toolUsePromptTokenCount"),
+                 count("candidatesTokenCount") + count("thoughtsTokenCount"),
+                 count("cachedContentTokenCount"))
 
 
 def usage_to_gemini(u: Usage) -> dict[str, Any]:
@@ -518,6 +538,36 @@ def usage_to_gemini(u: Usage) -> dict[str, Any]:
 
 def _new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCallPart], bool]:
+    """(finish reason, content, whether it calls a function) of an answer's first
+    candidate, type-checked. A blocked prompt finishes with SAFETY; an answer
+    with neither a candidate nor a block reason finishes with None."""
+    cands = list(_a_objects(obj.get("candidates"), "candidates"))
+    if not cands:
+        pf = _a_obj(obj.get("promptFeedback"), "promptFeedback")
+        # The prompt itself was blocked: nothing will follow.
+        return ("SAFETY" if _a_str(pf.get("blockReason"), "promptFeedback.blockReason") else None), [], False
+    path, cand = cands[0]
+    content: list[TextPart | ToolCallPart] = []
+    has_call = False
+    parts = _a_obj(cand.get("content"), f"{path}.content").get("parts")
+    for ppath, p in _a_objects(parts, f"{path}.content.parts"):
+        if "text" in p:
+            text = _a_str(p["text"], f"{ppath}.text")
+            if text and not p.get("thought"):
+                content.append(TextPart(text))
+            continue
+        fc = p.get("functionCall")
+        if fc is not None:
+            fc = _a_obj(fc, f"{ppath}.functionCall")
+            has_call = True
+            content.append(ToolCallPart(_a_str(fc.get("id"), f"{ppath}.functionCall.id") or _new_call_id(),
+                                        _a_str(fc.get("name"), f"{ppath}.functionCall.name"),
+                                        _a_json(_a_obj(fc.get("args"), f"{ppath}.functionCall.args"),
+                                                f"{ppath}.functionCall.args")))
+    return _a_str(cand.get("finishReason"), f"{path}.finishReason") or None, content, has_call
 
 
 def _error_from_obj(err: dict[str, Any], status: int | None) -> GatewayError:
@@ -568,53 +618,46 @@ class GeminiStreamDecoder(StreamDecoder):
             return [StreamError(GatewayError("api_error", "upstream sent a malformed stream chunk", status=502))]
         if isinstance(obj, list) and obj:  # a JSON-array stream element
             obj = obj[0]
-        if not isinstance(obj, dict):
-            return []
-        err = obj.get("error")
-        if isinstance(err, dict):
-            self._done = True
-            return [StreamError(_error_from_obj(err, None))]
         out: list[StreamEvent] = []
+        try:
+            if not isinstance(obj, dict):
+                raise _bad_answer("chunk", "an object")
+            err = obj.get("error")
+            if err is not None:
+                self._done = True
+                return [StreamError(_error_from_obj(err if isinstance(err, dict) else {}, None))]
+            self._chunk(out, obj)
+        except GatewayError as e:  # a wrongly typed chunk: the stream fails here, well formed
+            self._done = True
+            out.append(StreamError(e))
+        return out
+
+    def _chunk(self, out: list[StreamEvent], obj: dict[str, Any]) -> None:
         um = obj.get("usageMetadata")
-        if isinstance(um, dict):
+        if um is not None:
             self._usage = usage_from_gemini(um)
         if not self._started:
             self._started = True
-            out.append(MessageStart(obj.get("responseId") or f"gen-{uuid.uuid4().hex}",
-                                    obj.get("modelVersion") or "",
+            out.append(MessageStart(_a_str(obj.get("responseId"), "responseId") or f"gen-{uuid.uuid4().hex}",
+                                    _a_str(obj.get("modelVersion"), "modelVersion"),
                                     Usage(self._usage.input_tokens, 0, self._usage.cached_input_tokens)
                                     if self._usage else Usage()))
-        cands = obj.get("candidates")
-        finish = None
-        if isinstance(cands, list) and cands and isinstance(cands[0], dict):
-            cand = cands[0]
-            content = cand.get("content") or {}
-            for p in content.get("parts") or ():
-                if not isinstance(p, dict):
-                    continue
-                text = p.get("text")
-                if text is not None:
-                    if text and not p.get("thought"):
-                        if self._open is None:
-                            self._open = self._next
-                            self._next += 1
-                            out.append(BlockStart(self._open, "text"))
-                        out.append(BlockDelta(self._open, text))
-                    continue
-                fc = p.get("functionCall")
-                if isinstance(fc, dict):
-                    self._close(out)
-                    self._tool_seen = True
-                    block = self._next
+        finish, content, has_call = _candidate(obj)
+        for part in content:
+            if isinstance(part, TextPart):
+                if self._open is None:
+                    self._open = self._next
                     self._next += 1
-                    out.append(BlockStart(block, "tool_call", fc.get("id") or _new_call_id(), fc.get("name") or ""))
-                    out.append(BlockDelta(block, orjson.dumps(fc.get("args") or {}).decode()))
-                    out.append(BlockStop(block))
-            finish = cand.get("finishReason")
-        else:
-            pf = obj.get("promptFeedback")
-            if isinstance(pf, dict) and pf.get("blockReason"):
-                finish = "SAFETY"  # the prompt itself was blocked: nothing will follow
+                    out.append(BlockStart(self._open, "text"))
+                out.append(BlockDelta(self._open, part.text))
+                continue
+            self._close(out)
+            block = self._next
+            self._next += 1
+            out.append(BlockStart(block, "tool_call", part.id, part.name))
+            out.append(BlockDelta(block, part.arguments))
+            out.append(BlockStop(block))
+        self._tool_seen = self._tool_seen or has_call
         if finish:
             self._close(out)
             stop = FINISH_TO_IR.get(finish, "other")
@@ -623,7 +666,6 @@ class GeminiStreamDecoder(StreamDecoder):
             self._done = True
             out.append(MessageDelta(stop, None, self._usage))
             out.append(MessageStop())
-        return out
 
     def _close(self, out: list[StreamEvent]) -> None:
         if self._open is not None:
@@ -821,41 +863,27 @@ class GeminiCodec(Codec):
         return f"/v1beta/models/{model}:generateContent"
 
     def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        """Every field read is type-checked: a wrongly typed answer, an error
+        object or an answer with neither a candidate nor a block reason is the
+        provider's fault (502)."""
         if not isinstance(body, dict):
-            raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
-        content: list[TextPart | ToolCallPart] = []
-        stop: StopReason = "other"
-        cands = body.get("candidates")
-        if isinstance(cands, list) and cands and isinstance(cands[0], dict):
-            cand = cands[0]
-            has_call = False
-            for p in (cand.get("content") or {}).get("parts") or ():
-                if not isinstance(p, dict):
-                    continue
-                text = p.get("text")
-                if text is not None:
-                    if text and not p.get("thought"):
-                        content.append(TextPart(text))
-                    continue
-                fc = p.get("functionCall")
-                if isinstance(fc, dict):
-                    has_call = True
-                    content.append(ToolCallPart(fc.get("id") or _new_call_id(), fc.get("name") or "",
-                                                orjson.dumps(fc.get("args") or {}).decode()))
-            stop = FINISH_TO_IR.get(cand.get("finishReason") or "", "other")
-            if stop == "end_turn" and has_call:
-                stop = "tool_use"
-        else:
-            pf = body.get("promptFeedback")
-            if isinstance(pf, dict) and pf.get("blockReason"):
-                stop = "content_filter"
-        um = body.get("usageMetadata")
+            raise _bad_answer("body", "a JSON object")
+        err = body.get("error")
+        if err is not None:
+            message = err.get("message") if isinstance(err, dict) else err
+            raise _invalid_answer(f"it was an error: {message if isinstance(message, str) else 'no message'}")
+        finish, content, has_call = _candidate(body)
+        if finish is None and not content:
+            raise _bad_answer("candidates", "an array with at least one candidate")
+        stop = FINISH_TO_IR.get(finish or "", "other")
+        if stop == "end_turn" and has_call:
+            stop = "tool_use"
         return ChatResponse(
-            id=body.get("responseId") or f"gen-{uuid.uuid4().hex}",
-            model=body.get("modelVersion") or "",
+            id=_a_str(body.get("responseId"), "responseId") or f"gen-{uuid.uuid4().hex}",
+            model=_a_str(body.get("modelVersion"), "modelVersion"),
             content=content,
             stop_reason=stop,
-            usage=usage_from_gemini(um) if isinstance(um, dict) else Usage(),
+            usage=usage_from_gemini(body.get("usageMetadata")),
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
@@ -885,7 +913,7 @@ class GeminiCodec(Codec):
 
     def usage_of(self, body: dict[str, Any]) -> Usage | None:
         um = body.get("usageMetadata")
-        return usage_from_gemini(um) if isinstance(um, dict) else None
+        return usage_from_gemini(um) if um is not None else None
 
     def rename_model(self, body: dict[str, Any], model: str) -> bool:
         if "modelVersion" in body:

@@ -23,7 +23,15 @@ import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
 from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.fields import answer_count as _count
+from ...translation.fields import answer_int as _a_int
+from ...translation.fields import answer_list as _a_list
+from ...translation.fields import answer_obj as _a_obj
+from ...translation.fields import answer_objects as _a_objects
+from ...translation.fields import answer_str as _a_str
+from ...translation.fields import bad_answer as _bad_answer
 from ...translation.fields import error_json as _error_json
+from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
@@ -383,12 +391,15 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
 # ---- responses -------------------------------------------------------------
 
 
-def usage_from_openai(u: dict[str, Any]) -> Usage:
-    details = u.get("prompt_tokens_details")
-    cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    if not cached and isinstance(u.get("prompt_cache_hit_tokens"), int):
-        cached = u["prompt_cache_hit_tokens"]  # DeepSeek counts its cache hits here
-    return Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0, cached)
+def usage_from_openai(u: Any, path: str = "usage") -> Usage:
+    """An answer's usage object -> IR (type-checked: a wrong count is the provider's fault)."""
+    u = _a_obj(u, path)
+    details = _a_obj(u.get("prompt_tokens_details"), f"{path}.prompt_tokens_details")
+    cached = _count(details.get("cached_tokens"), f"{path}.prompt_tokens_details.cached_tokens")
+    if not cached and u.get("prompt_cache_hit_tokens") is not None:
+        cached = _count(u.get("prompt_cache_hit_tokens"), f"{path}.prompt_cache_hit_tokens")  # DeepSeek's
+    return Usage(_count(u.get("prompt_tokens"), f"{path}.prompt_tokens"),
+                 _count(u.get("completion_tokens"), f"{path}.completion_tokens"), cached)
 
 
 def usage_to_openai(u: Usage) -> dict[str, Any]:
@@ -445,6 +456,16 @@ def _message_text(m: Any) -> str | None:
     return orjson.dumps(m).decode()
 
 
+def _is_error_body(obj: dict[str, Any]) -> bool:
+    """An error object where an answer should be (some hosts answer 200 with one)."""
+    return obj.get("error") is not None or obj.get("object") == "error"
+
+
+def _answered_error(obj: dict[str, Any]) -> GatewayError:
+    message, _, _, _ = _error_fields(obj)
+    return _invalid_answer(f"it was an error: {message or 'no message'}")
+
+
 _CODE_KINDS: dict[str, str] = {code: kind for kind, (_, code) in _ERROR_SHAPES.items() if code}
 
 
@@ -499,7 +520,8 @@ class OpenAIStreamDecoder(StreamDecoder):
             self._done = True
             return [StreamError(GatewayError("api_error", "upstream sent a malformed stream chunk", status=502))]
         if not isinstance(obj, dict):
-            return []
+            self._done = True
+            return [StreamError(_bad_answer("chunk", "an object"))]
         err = obj.get("error")
         if err is not None:
             self._done = True
@@ -508,28 +530,33 @@ class OpenAIStreamDecoder(StreamDecoder):
             return [StreamError(GatewayError(kind, message or "upstream stream error",  # type: ignore[arg-type]
                                              status=DEFAULT_STATUS[kind]))]
         out = []
+        try:
+            self._chunk(out, obj)
+        except GatewayError as e:  # a wrongly typed chunk: the stream fails here, well formed
+            self._done = True
+            out.append(StreamError(e))
+        return out
+
+    def _chunk(self, out: list[StreamEvent], obj: dict[str, Any]) -> None:
         self._start(out, obj)
         u = obj.get("usage")
-        if isinstance(u, dict):
+        if u is not None:
             self._usage = usage_from_openai(u)
-        choices = obj.get("choices")
-        if choices:
-            for choice in choices:
-                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                    continue  # n > 1 has no IR equivalent: only choice 0 is followed
-                delta = choice.get("delta")
-                if delta:
-                    self._delta(out, delta)
-                fr = choice.get("finish_reason")
-                if fr:
-                    self._close(out)
-                    stop = FINISH_TO_IR.get(fr, "other")
-                    if stop == "end_turn" and self._refusal:
-                        stop = "refusal"
-                    self._stop = stop
+        for path, choice in _a_objects(obj.get("choices"), "choices"):
+            if _a_int(choice.get("index"), f"{path}.index") != 0:
+                continue  # n > 1 has no IR equivalent: only choice 0 is followed
+            delta = _a_obj(choice.get("delta"), f"{path}.delta")
+            if delta:
+                self._delta(out, delta, f"{path}.delta")
+            fr = _a_str(choice.get("finish_reason"), f"{path}.finish_reason")
+            if fr:
+                self._close(out)
+                stop = FINISH_TO_IR.get(fr, "other")
+                if stop == "end_turn" and self._refusal:
+                    stop = "refusal"
+                self._stop = stop
         if self._stop is not None and self._usage is not None:
             self._finish(out)
-        return out
 
     def close(self) -> list[StreamEvent]:
         if self._done:
@@ -540,10 +567,9 @@ class OpenAIStreamDecoder(StreamDecoder):
     def _start(self, out: list[StreamEvent], obj: dict[str, Any] | None) -> None:
         if not self._started:
             self._started = True
-            rid = obj.get("id") if obj else None
-            model = obj.get("model") if obj else None
-            out.append(MessageStart(rid if isinstance(rid, str) and rid else f"chatcmpl-{uuid.uuid4().hex}",
-                                    model if isinstance(model, str) else ""))
+            rid = _a_str(obj.get("id"), "id") if obj else ""
+            model = _a_str(obj.get("model"), "model") if obj else ""
+            out.append(MessageStart(rid or f"chatcmpl-{uuid.uuid4().hex}", model))
 
     def _close(self, out: list[StreamEvent]) -> None:
         if self._open is not None:
@@ -565,24 +591,18 @@ class OpenAIStreamDecoder(StreamDecoder):
             out.append(BlockStart(self._open, "text"))
         out.append(BlockDelta(self._open, text))
 
-    def _delta(self, out: list[StreamEvent], delta: dict[str, Any]) -> None:
-        content = delta.get("content")
+    def _delta(self, out: list[StreamEvent], delta: dict[str, Any], path: str) -> None:
+        content = _a_str(delta.get("content"), f"{path}.content")
         if content:
             self._text(out, content)
-        refusal = delta.get("refusal")
+        refusal = _a_str(delta.get("refusal"), f"{path}.refusal")
         if refusal:
             self._refusal = True
             self._text(out, refusal)
-        tcs = delta.get("tool_calls")
-        if not tcs:
-            return
-        for tc in tcs:
-            if not isinstance(tc, dict):
-                continue
-            idx = tc.get("index", 0)
-            fn = tc.get("function")
-            if not isinstance(fn, dict):
-                fn = {}
+        for tpath, tc in _a_objects(delta.get("tool_calls"), f"{path}.tool_calls"):
+            idx = _a_int(tc.get("index"), f"{tpath}.index")
+            fn = _a_obj(tc.get("function"), f"{tpath}.function")
+            args = _a_str(fn.get("arguments"), f"{tpath}.function.arguments")
             block = self._tools.get(idx)
             if block is None:
                 self._close(out)
@@ -590,10 +610,9 @@ class OpenAIStreamDecoder(StreamDecoder):
                 self._next += 1
                 self._open = block
                 self._open_text = False
-                tcid = tc.get("id")
-                out.append(BlockStart(block, "tool_call", tcid if tcid else f"call_{uuid.uuid4().hex[:24]}",
-                                      fn.get("name") or ""))
-            args = fn.get("arguments")
+                tcid = _a_str(tc.get("id"), f"{tpath}.id")
+                out.append(BlockStart(block, "tool_call", tcid or f"call_{uuid.uuid4().hex[:24]}",
+                                      _a_str(fn.get("name"), f"{tpath}.function.name")))
             if args:
                 # A fragment for an earlier, already closed call (interleaved
                 # parallel calls) keeps its own block index.
@@ -792,47 +811,53 @@ class OpenAICodec(Codec):
         return "/chat/completions"
 
     def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        """Every field read is type-checked: a wrongly typed answer, an error
+        object or an answer without a choice is the provider's fault (502)."""
         if not isinstance(body, dict):
-            raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
+            raise _bad_answer("body", "a JSON object")
+        if _is_error_body(body):
+            raise _answered_error(body)
+        choices = _a_list(body.get("choices"), "choices")
+        if not choices:
+            raise _bad_answer("choices", "an array with at least one choice")
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise _bad_answer("choices[0]", "an object")
+        msg = choice.get("message")
+        if not isinstance(msg, dict):
+            raise _bad_answer("choices[0].message", "an object")
         content: list[TextPart | ToolCallPart] = []
-        stop: StopReason = "other"
-        choices = body.get("choices")
-        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-            choice = choices[0]
-            msg = choice.get("message") or {}
-            text = msg.get("content")
-            if isinstance(text, str):
-                if text:
-                    content.append(TextPart(text))
-            elif isinstance(text, list):
-                content.extend(TextPart(p["text"]) for p in text
-                               if isinstance(p, dict) and isinstance(p.get("text"), str) and p["text"])
-            refusal = msg.get("refusal")
-            for j, tc in enumerate(msg.get("tool_calls") or ()):
-                if not isinstance(tc, dict):
-                    continue
-                fn = tc.get("function")
-                if not isinstance(fn, dict):
-                    fn = {}
-                content.append(ToolCallPart(tc.get("id") or f"call_{j}", fn.get("name") or "",
-                                            fn.get("arguments") or "{}"))
-            fc = msg.get("function_call")
-            if isinstance(fc, dict):
-                content.append(ToolCallPart("call_0", fc.get("name") or "", fc.get("arguments") or "{}"))
-            stop = FINISH_TO_IR.get(choice.get("finish_reason") or "", "other")
-            if isinstance(refusal, str) and refusal:
-                content.append(TextPart(refusal))
-                if stop == "end_turn":
-                    stop = "refusal"
-        u = body.get("usage")
-        rid = body.get("id")
-        model = body.get("model")
+        text = msg.get("content")
+        if isinstance(text, list):
+            for ppath, p in _a_objects(text, "choices[0].message.content"):
+                t = _a_str(p.get("text"), f"{ppath}.text")
+                if t:
+                    content.append(TextPart(t))
+        elif text := _a_str(text, "choices[0].message.content"):
+            content.append(TextPart(text))
+        refusal = _a_str(msg.get("refusal"), "choices[0].message.refusal")
+        for j, (tpath, tc) in enumerate(_a_objects(msg.get("tool_calls"), "choices[0].message.tool_calls")):
+            fn = _a_obj(tc.get("function"), f"{tpath}.function")
+            content.append(ToolCallPart(_a_str(tc.get("id"), f"{tpath}.id") or f"call_{j}",
+                                        _a_str(fn.get("name"), f"{tpath}.function.name"),
+                                        _a_str(fn.get("arguments"), f"{tpath}.function.arguments") or "{}"))
+        fc = msg.get("function_call")
+        if fc is not None:
+            fc = _a_obj(fc, "choices[0].message.function_call")
+            content.append(ToolCallPart("call_0", _a_str(fc.get("name"), "choices[0].message.function_call.name"),
+                                        _a_str(fc.get("arguments"), "choices[0].message.function_call.arguments")
+                                        or "{}"))
+        stop = FINISH_TO_IR.get(_a_str(choice.get("finish_reason"), "choices[0].finish_reason"), "other")
+        if refusal:
+            content.append(TextPart(refusal))
+            if stop == "end_turn":
+                stop = "refusal"
         return ChatResponse(
-            id=rid if isinstance(rid, str) and rid else f"chatcmpl-{uuid.uuid4().hex}",
-            model=model if isinstance(model, str) else "",
+            id=_a_str(body.get("id"), "id") or f"chatcmpl-{uuid.uuid4().hex}",
+            model=_a_str(body.get("model"), "model"),
             content=content,
             stop_reason=stop,
-            usage=usage_from_openai(u) if isinstance(u, dict) else Usage(),
+            usage=usage_from_openai(body.get("usage")),
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
@@ -867,7 +892,7 @@ class OpenAICodec(Codec):
 
     def usage_of(self, body: dict[str, Any]) -> Usage | None:
         u = body.get("usage")
-        return usage_from_openai(u) if isinstance(u, dict) else None
+        return usage_from_openai(u) if u is not None else None
 
     def rename_model(self, body: dict[str, Any], model: str) -> bool:
         if "model" in body:
