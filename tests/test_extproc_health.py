@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ext_proc import envoy_config
 from ext_proc.config import load_config, parse_config
 from ext_proc.health_service import EXT_PROC_SERVICE
-from ext_proc.supervisor import Stack, port_open
+from gateway_tools.supervisor import Stack, port_open
 from tests.conftest import DEMO_KEY
 from tests.stack import config_on_free_ports, start_stack
 
