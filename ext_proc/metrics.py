@@ -84,6 +84,11 @@ STORE_FAILURES = Counter(
     "llm_gateway_budget_store_failures", "Budget store calls that failed, by configured behaviour.",
     ["on_failure"], registry=REGISTRY)
 
+# Conversation state kept for stateful client APIs (ext_proc/conversations.py).
+CONVERSATIONS = Counter(
+    "llm_gateway_conversation_store", "Conversation store calls by operation and outcome "
+    "(hit, miss, ok, evicted, too_large, unavailable).", ["op", "outcome"], registry=REGISTRY)
+
 
 CONFIG_INFO = Gauge(
     "llm_gateway_config_info", "The config version this process serves (value 1).", ["version"],

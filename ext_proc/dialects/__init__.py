@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 from ..errors import GatewayError
 from ..translation.codec import Codec
 from . import anthropic_messages, gemini, openai_chat
-from .base import COMPLETE, FAILED, ClientCall, Dialect
+from .base import COMPLETE, FAILED, ClientCall, Dialect, ResponseKeeper
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     openai_chat.DIALECT,  # first: the default
@@ -55,6 +55,7 @@ def classify(method: str, path: str, headers: dict[str, str]) -> ClientCall:
     for d in _MATCH_ORDER:
         call = d.match(method, p, query_key, headers)
         if call is not None:
+            call.query = query
             return call
     return ClientCall(claimant(headers).name, "unknown", query_key=query_key)
 
@@ -83,6 +84,7 @@ __all__ = [
     "FAILED",
     "ClientCall",
     "Dialect",
+    "ResponseKeeper",
     "api_key",
     "classify",
     "get_codec",

@@ -1,9 +1,11 @@
 """The router-level stream: one per client request (adapter to ``ext_proc.request``).
 
-Request headers -> ``plan.start``; request body -> ``plan.plan``; response
-body (streamed, headers skipped: the status and the answering backend arrive
-as attributes with the first chunk) -> a ``responses`` translator, and when
-the response ends ``finish``. Messages per request: request headers, request
+Request headers -> ``plan.start`` (and ``plan.serve_state`` for an operation
+on stored conversation state); request body -> ``plan.plan``; response body
+(streamed, headers skipped: the status and the answering backend arrive as
+attributes with the first chunk) -> a ``responses`` translator, and when the
+response ends ``finish`` (and the dialect's keeper, before the last chunk
+goes out). Messages per request: request headers, request
 body, and usually one response chunk. Everything a failover attempt needs
 travels in internal headers; nothing is shared with the upstream stage.
 """
@@ -22,7 +24,7 @@ from .. import metrics
 from .. import protocol as P
 from ..errors import GatewayError
 from ..request import finish as F
-from ..request.plan import Answer, RoutePlan, Started, plan, start
+from ..request.plan import Answer, RoutePlan, Started, plan, serve_state, start
 from ..request.responses import ResponseTranslator, make_translator
 from ..state import GatewayState
 from ..translation.ir import Usage
@@ -42,8 +44,10 @@ class RouterStream:
         self.t_first = 0.0  # first response byte
         self.log_fields: dict[str, Any] | None = None  # for Envoy's access log, set when the response ends
 
-    def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
+    async def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
         result = start(self.state, M.headers_of(msg), msg.end_of_stream)
+        if isinstance(result, Started) and result.call.operation == "state":
+            result = await serve_state(self.state, result)
         if isinstance(result, Answer):
             return _immediate(result)
         self.started = result
@@ -119,7 +123,7 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
         kind = req.WhichOneof("request")
         t = time.perf_counter()
         if kind == "request_headers":
-            resp = stream.on_request_headers(req.request_headers)
+            resp = await stream.on_request_headers(req.request_headers)
         elif kind == "request_body":
             resp = await stream.on_request_body(req.request_body)
         elif kind == "response_body":
@@ -128,7 +132,11 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
                 backend = M.attribute(req, P.ATTR_BACKEND)
                 translator = stream.translator(int(code or 0), str(backend or ""))
             chunk = req.response_body
-            resp = M.response_body_response(translator.feed(chunk.body, chunk.end_of_stream))
+            out = translator.feed(chunk.body, chunk.end_of_stream)
+            keeper = stream.plan.keeper if stream.plan is not None else None
+            if keeper is not None:
+                await F.keep(keeper, chunk.body if out is None else out, chunk.end_of_stream, translator.status)
+            resp = M.response_body_response(out)
             if stream.log_fields is not None:
                 resp = M.with_metadata(resp, P.ACCESS_LOG_NAMESPACE, stream.log_fields)
                 stream.log_fields = None

@@ -149,6 +149,10 @@ class ChatRequest:
     # An IR field's name as the client's dialect spells it (where it differs),
     # so a refusal names the field the client actually sent.
     field_names: dict[str, str] = field(default_factory=dict)
+    # Request settings the client's dialect repeats in its responses (e.g. a
+    # response object that echoes the tools and instructions it was given),
+    # as that dialect's parser found them; only its own renderer reads them.
+    echo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
