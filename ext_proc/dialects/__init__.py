@@ -13,13 +13,14 @@ from urllib.parse import parse_qs
 
 from ..errors import GatewayError
 from ..translation.codec import Codec
-from . import anthropic_messages, gemini, openai_chat
+from . import anthropic_messages, gemini, openai_chat, openai_responses
 from .base import COMPLETE, FAILED, ClientCall, Dialect, ResponseKeeper
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     openai_chat.DIALECT,  # first: the default
     anthropic_messages.DIALECT,
     gemini.DIALECT,
+    openai_responses.DIALECT,
 )}
 DEFAULT: Dialect = next(iter(DIALECTS.values()))
 _MATCH_ORDER: tuple[Dialect, ...] = tuple(reversed(DIALECTS.values()))
