@@ -41,7 +41,7 @@ def config_on_free_ports(base: dict[str, Any] | None = None, workers: int = 1) -
                        "metrics_port": metrics_base, "workers": workers}
     for (_name, p), port in zip(cfg["providers"].items(), rest, strict=True):
         if p.get("mock"):
-            path = "/v1" if p["dialect"] == "openai" else ""
+            path = "/v1" if p["dialect"] in ("openai", "openai_responses") else ""
             p["base_url"] = f"http://127.0.0.1:{port}{path}"
     return cfg
 

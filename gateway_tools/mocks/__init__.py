@@ -1,4 +1,5 @@
-"""Fake OpenAI, Anthropic and Gemini servers that speak each provider's real wire format.
+"""Fake OpenAI (Chat Completions and Responses), Anthropic and Gemini servers that speak each
+provider's real wire format.
 
 The gateway's end-to-end tests, its ``up`` command and its load tests point the
 gateway at these instead of the real APIs. Each mock checks requests the way its
@@ -33,8 +34,11 @@ is too long"`` with status 400 to play a context-length error), and
 ids the server issued (``tool_call_ids``), so tests can check that a client
 got the backend's id.
 
-One module per provider (``openai_chat``, ``anthropic_messages``, ``gemini``), what
-they share in ``common`` and their lifecycle in ``server``.
+One module per provider dialect (``openai_chat``, ``openai_responses``, ``anthropic_messages``,
+``gemini``; OpenAI's two are served by one server, as OpenAI serves both), what they share
+in ``common`` and their lifecycle in ``server``. With structured output asked for (a JSON
+schema), the reply text is a JSON value of that schema whose strings are the usual reply
+and whose numbers are its word count.
 """
 
 from .common import FAULT_MODES, MockSpec

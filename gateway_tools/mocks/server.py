@@ -13,11 +13,13 @@ from aiohttp import web
 from .anthropic_messages import _Anthropic
 from .common import MockSpec, _Provider
 from .gemini import _Gemini
-from .openai_chat import _OpenAI
+from .openai_responses import _OpenAIPlatform
 
 # --------------------------------------------------------------------------- lifecycle
 
-_PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAI, "anthropic": _Anthropic, "gemini": _Gemini}
+# One OpenAI server answers both of its dialects (Chat Completions and Responses), as OpenAI does.
+_PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAIPlatform, "openai_responses": _OpenAIPlatform,
+                                          "anthropic": _Anthropic, "gemini": _Gemini}
 
 
 class MockProviders:
