@@ -481,7 +481,7 @@ class _OpenAIPlatform(_OpenAI):
         incomplete = reply.finish == "length"
         output = self.output_items(reply, body, incomplete)
         reasoning = 2 if output[0]["type"] == "reasoning" else 0
-        usage = {"input_tokens": convo.input_tokens, "input_tokens_details": {"cached_tokens": 0},
+        usage = {"input_tokens": convo.input_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                  "output_tokens": reply.output_tokens + reasoning,
                  "output_tokens_details": {"reasoning_tokens": reasoning},
                  "total_tokens": convo.input_tokens + reply.output_tokens + reasoning}

@@ -202,6 +202,9 @@ class StoredResponseKeeper(ResponseKeeper):
             resp = self._response()
             if resp is None or not _ID.match(resp["id"]):
                 return
+            # A Responses backend's answer echoes what it was sent; kept, it says what the client asked.
+            resp["store"] = True
+            resp["previous_response_id"] = self.body.get("previous_response_id")
             inputs = normalize(_input_list(self.body.get("input")))
             output = resp.get("output") if isinstance(resp.get("output"), list) else []
             record = orjson.dumps({"response": resp, "items": inputs + output, "inputs": len(inputs)})
