@@ -956,7 +956,10 @@ class ResponsesCodec(Codec):
         return False
 
     def parse_error(self, status: int, body: bytes) -> GatewayError:
-        return OPENAI.parse_error(status, body)  # the same error format as Chat Completions
+        err = OPENAI.parse_error(status, body)  # the same error format as Chat Completions
+        if err.kind == "invalid_request" and "context window" in err.message.lower():
+            err.kind = "context_length"  # how the Responses API words it
+        return err
 
     def render_error(self, err: GatewayError) -> dict[str, Any]:
         out = OPENAI.render_error(err)
