@@ -227,7 +227,7 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
             raise invalid(f"'{path}.type': unknown input item type '{t}'", f"{path}.type")
         else:
             raise _type_error(f"{path}.type", "a string")
-    if not out:
+    if not out and not unmapped:
         raise invalid("'input' has no user, assistant or tool content", "input")
     return out
 
@@ -539,6 +539,14 @@ class ResponsesStreamDecoder(StreamDecoder):
             resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
             self._start(out, resp)
             return out
+        if t == "response.failed":
+            resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+            err = resp.get("error") if isinstance(resp.get("error"), dict) else {"message": "response failed"}
+            self._done = True
+            return [StreamError(_error_from_stream(err))]
+        if t == "error":
+            self._done = True
+            return [StreamError(_error_from_stream(obj))]
         self._start(out, None)
         if t == "response.content_part.added":
             part = obj.get("part") if isinstance(obj.get("part"), dict) else {}
@@ -576,14 +584,6 @@ class ResponsesStreamDecoder(StreamDecoder):
             out.append(MessageDelta(_stop_of(resp, self._calls, self._refusal), None,
                                     usage_from_responses(u) if isinstance(u, dict) else None))
             out.append(MessageStop())
-        elif t == "response.failed":
-            resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
-            err = resp.get("error") if isinstance(resp.get("error"), dict) else {"message": "response failed"}
-            self._done = True
-            out.append(StreamError(_error_from_stream(err)))
-        elif t == "error":
-            self._done = True
-            out.append(StreamError(_error_from_stream(obj)))
         return out  # in_progress, reasoning summaries, built-in tool progress: nothing for the IR
 
     def close(self) -> list[StreamEvent]:
