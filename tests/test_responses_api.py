@@ -268,6 +268,27 @@ def test_parse_with_a_pydantic_model(gateway: Stack, mocks: MockAdmin, backend: 
         assert body["text"]["format"]["strict"] is True and body["text"]["format"]["name"] == "Answer"
 
 
+PDF = "JVBERi0xLjQK"  # "%PDF-1.4\n", base64
+PDF_SENT = {  # backend -> the file part it received, in its own format
+    "openai": {"type": "file", "file": {"filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF}"}},
+    "anthropic": {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}},
+    "gemini": {"inlineData": {"mimeType": "application/pdf", "data": PDF}},
+    "openai_responses": {"type": "input_file", "filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF}"},
+}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_pdf_reaches_every_backend(gateway: Stack, mocks: MockAdmin, backend: str) -> None:
+    r = client(gateway).responses.create(model=BACKENDS[backend][0], input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "summarise this"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF}"}]}])
+    assert r.output_text == reply(backend, "summarise this")
+    body = sent(mocks, backend)
+    last = {"openai": lambda: body["messages"][-1]["content"], "anthropic": lambda: body["messages"][-1]["content"],
+            "gemini": lambda: body["contents"][-1]["parts"], "openai_responses": lambda: body["input"][-1]["content"]}
+    assert last[backend]()[1] == PDF_SENT[backend]
+
+
 # ---- conversation state ------------------------------------------------------------------------
 
 

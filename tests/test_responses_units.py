@@ -323,8 +323,12 @@ def parse(**body: Any) -> ChatRequest:
 
 @pytest.mark.parametrize(("body", "unmapped"), [
     ({"tools": [{"type": "web_search"}]}, ["tools[0]"]),
-    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_data": "data:application/pdf;base64,AA",
-                                               "filename": "a.pdf"}]}]}, ["input[0].content[0]"]),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}]}, ["input[0].content[0]"]),
+    ({"input": [{"role": "user", "content": "x"}, {"type": "function_call", "call_id": "c", "name": "f",
+                                                   "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": [
+                    {"type": "input_file", "file_url": "https://example.com/a.pdf"}]}]},
+     ["input[2].output[0]"]),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]},
      ["input[0].content[0]"]),
     ({"reasoning": {"effort": "high"}}, ["reasoning"]),
@@ -422,3 +426,45 @@ def test_usage_counts_cache_reads_and_writes() -> None:
     assert CODEC.usage_of({"type": "response.completed", "response": {"usage": {"input_tokens": 1,
                                                                                  "output_tokens": 1}}}) == Usage(1, 1)
     assert CODEC.usage_of({"type": "response.output_text.delta", "delta": "x"}) is None
+
+
+PDF = "JVBERi0xLjQK"  # "%PDF-1.4\n"
+
+
+@pytest.mark.parametrize(("target", "media_type", "sent"), [
+    ("gemini", "application/pdf", {"inlineData": {"mimeType": "application/pdf", "data": PDF}}),
+    ("gemini", "text/plain", {"inlineData": {"mimeType": "text/plain", "data": PDF}}),
+    ("anthropic", "application/pdf", {"type": "document", "source": {"type": "base64",
+                                                                     "media_type": "application/pdf", "data": PDF}}),
+    ("anthropic", "text/plain", None),
+    ("openai", "application/pdf", {"type": "file", "file": {"filename": "a.pdf",
+                                                            "file_data": f"data:application/pdf;base64,{PDF}"}}),
+    ("openai_responses", "application/pdf", {"type": "input_file", "filename": "a.pdf",
+                                             "file_data": f"data:application/pdf;base64,{PDF}"}),
+])
+def test_input_files_reach_the_backends_that_take_them(target: str, media_type: str, sent: Any) -> None:
+    ir = parse(input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "read this"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": f"data:{media_type};base64,{PDF}"}]}])
+    assert ir.unmapped == []
+    codec = CODECS[target]
+    if sent is None:
+        with pytest.raises(GatewayError) as e:
+            codec.build_request(ir, "x", default_max_tokens=10)
+        assert e.value.param == "messages[0].content[1]"
+        return
+    body = codec.build_request(ir, "x", default_max_tokens=10)
+    last = {"gemini": lambda b: b["contents"][-1]["parts"], "anthropic": lambda b: b["messages"][-1]["content"],
+            "openai": lambda b: b["messages"][-1]["content"],
+            "openai_responses": lambda b: b["input"][-1]["content"]}[target](body)
+    assert last[1] == sent
+
+
+def test_a_file_by_url() -> None:
+    ir = parse(input=[{"role": "user", "content": [{"type": "input_file", "file_url": "https://example.com/r.pdf"}]}])
+    doc = CODECS["anthropic"].build_request(ir, "x", default_max_tokens=10)["messages"][0]["content"][0]
+    assert doc == {"type": "document", "source": {"type": "url", "url": "https://example.com/r.pdf"}}
+    with pytest.raises(GatewayError):  # Chat Completions file parts take inline data only
+        CODECS["openai"].build_request(ir, "x", default_max_tokens=10)
+    assert CODEC.build_request(ir, "x", default_max_tokens=10)["input"][0]["content"] == [
+        {"type": "input_file", "file_url": "https://example.com/r.pdf"}]

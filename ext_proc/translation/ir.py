@@ -49,6 +49,17 @@ class ImagePart:
 
 
 @dataclass(slots=True)
+class FilePart:
+    """A document (e.g. a PDF), inline (base64 ``data`` + ``media_type``) or by ``url``. Not an
+    image: codecs that cannot take documents refuse it (or drop it) by its path."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+    filename: str | None = None
+
+
+@dataclass(slots=True)
 class ToolCallPart:
     """An assistant's request to call a tool; ``arguments`` is JSON text."""
 
@@ -71,7 +82,7 @@ class ToolResultPart:
     is_error: bool = False
 
 
-Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
+Part = TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart
 
 
 @dataclass(slots=True)

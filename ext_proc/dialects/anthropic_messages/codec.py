@@ -36,6 +36,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    FilePart,
     ImagePart,
     Message,
     MessageDelta,
@@ -297,6 +298,15 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 blocks.append(_image_block(p))
+            elif isinstance(p, FilePart):
+                # A document block takes PDFs, inline or by URL, in a user turn.
+                if target == "assistant" or p.media_type != "application/pdf":
+                    if drop:
+                        continue
+                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                source = ({"type": "base64", "media_type": "application/pdf", "data": p.data} if p.data is not None
+                          else {"type": "url", "url": p.url})
+                blocks.append({"type": "document", "source": source})
             elif isinstance(p, ToolCallPart):
                 if target != "assistant":
                     if drop:

@@ -42,6 +42,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    FilePart,
     ImagePart,
     Message,
     MessageDelta,
@@ -434,7 +435,7 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
                 values[p + k] = cfg[k]
 
 
-def _media_part(p: ImagePart) -> dict[str, Any]:
+def _media_part(p: ImagePart | FilePart) -> dict[str, Any]:
     if p.data is not None:
         return {"inlineData": {"mimeType": p.media_type or "image/jpeg", "data": p.data}}
     url = p.url or ""
@@ -460,7 +461,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
         for j, p in enumerate(m.parts):
             if isinstance(p, TextPart):
                 parts.append({"text": p.text})
-            elif isinstance(p, ImagePart):
+            elif isinstance(p, ImagePart | FilePart):  # inlineData / fileData take any media type
                 parts.append(_media_part(p))
             elif isinstance(p, ToolCallPart):
                 if target != "model":

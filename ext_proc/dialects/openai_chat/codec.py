@@ -36,6 +36,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    FilePart,
     ImagePart,
     Message,
     MessageDelta,
@@ -355,6 +356,11 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 elif isinstance(p, ImagePart):
                     only_text = False
                     parts.append({"type": "image_url", "image_url": {"url": _image_url(p)}})
+                elif isinstance(p, FilePart) and p.data is not None:  # a "file" part takes inline data only
+                    only_text = False
+                    parts.append({"type": "file", "file": {
+                        "filename": p.filename or "file",
+                        "file_data": f"data:{p.media_type or 'application/pdf'};base64,{p.data}"}})
                 elif not drop:
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
             if only_text and len(parts) == 1:

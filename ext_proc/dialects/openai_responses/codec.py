@@ -8,9 +8,11 @@ output whose ``call_id`` no call issued is a 400, as the API answers), content
 parts ``input_text``, ``input_image`` (URL or base64 data URL), ``output_text``
 and ``refusal``. ``reasoning`` items in the input are the model's earlier
 thoughts: no other dialect can take them back, so they are ignored (as the
-Anthropic codec ignores thinking blocks). What the IR cannot carry is
-unmapped (refused by other backends, or dropped with ``drop_unsupported``):
-``input_file`` parts and images by ``file_id`` (the IR has no files),
+Anthropic codec ignores thinking blocks). ``input_file`` parts (base64 data
+URL or URL) are IR files: Gemini takes any, Anthropic PDFs, Chat Completions
+inline ones; the others refuse them. What the IR cannot carry is unmapped
+(refused by other backends, or dropped with ``drop_unsupported``): files and
+images by ``file_id`` (uploads only the API can resolve), files in tool outputs,
 built-in tools (``web_search``, ``file_search``, ``code_interpreter``,
 ``computer_use_preview``, ...) and their items, ``allowed_tools`` and hosted
 tool choices, ``reasoning`` settings (no IR field: Responses backends get them
@@ -60,6 +62,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    FilePart,
     ImagePart,
     Message,
     MessageDelta,
@@ -136,13 +139,37 @@ def _parse_image(part: dict[str, Any], path: str, unmapped: list[str]) -> ImageP
     return ImagePart(url=url)
 
 
-def _content(content: Any, path: str, role: str, unmapped: list[str]) -> list[TextPart | ImagePart]:
+def _parse_file(part: dict[str, Any], path: str, unmapped: list[str]) -> FilePart | None:
+    """``input_file`` by base64 data URL or by URL; an uploaded ``file_id`` only the API can resolve."""
+    filename = part.get("filename")
+    if filename is not None and not isinstance(filename, str):
+        raise _type_error(f"{path}.filename", "a string")
+    data, url = part.get("file_data"), part.get("file_url")
+    if data is not None:
+        data = _nonempty_str(data, f"{path}.file_data")
+        comma = data.find(",")
+        header = data[5:comma].split(";") if data.startswith("data:") and comma > 0 else []
+        if "base64" not in header[1:]:
+            raise invalid(f"'{path}.file_data' must be a base64 data URL", f"{path}.file_data")
+        return FilePart(media_type=header[0] or None, data=data[comma + 1:], filename=filename)
+    if url is not None:
+        url = _nonempty_str(url, f"{path}.file_url")
+        name = (filename or url.split("?", 1)[0]).lower()
+        return FilePart(media_type="application/pdf" if name.endswith(".pdf") else None, url=url, filename=filename)
+    if part.get("file_id") is not None:
+        unmapped.append(path)
+        return None
+    raise invalid(f"'{path}' needs 'file_data', 'file_url' or 'file_id'", f"{path}.file_data")
+
+
+def _content(content: Any, path: str, role: str, unmapped: list[str],
+             files: bool = True) -> list[TextPart | ImagePart | FilePart]:
     """Content at ``path`` (a string or a list of parts) -> IR parts, empty texts dropped."""
     if isinstance(content, str):
         return [TextPart(content)] if content else []
     if not isinstance(content, list):
         raise _type_error(path, "a string or an array of content parts")
-    out: list[TextPart | ImagePart] = []
+    out: list[TextPart | ImagePart | FilePart] = []
     allowed = ("input_text", "output_text", "refusal") if role == "assistant" else _USER_PARTS
     for ppath, p in _objects(content, path):
         t = p.get("type")
@@ -164,8 +191,12 @@ def _content(content: Any, path: str, role: str, unmapped: list[str]) -> list[Te
             img = _parse_image(p, ppath, unmapped)
             if img is not None:
                 out.append(img)
+        elif t == "input_file" and role == "user" and files:
+            doc = _parse_file(p, ppath, unmapped)
+            if doc is not None:
+                out.append(doc)
         else:
-            unmapped.append(ppath)  # input_file (the IR has no files), images in a system prompt
+            unmapped.append(ppath)  # files in tool outputs, images or files in a system prompt
     return out
 
 
@@ -214,7 +245,8 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
                               f"{path}.call_id")
             if "output" not in item:
                 raise invalid(f"missing required field '{path}.output'", f"{path}.output")
-            result = ToolResultPart(call_id, _content(item["output"], f"{path}.output", "user", unmapped), name)
+            output = _content(item["output"], f"{path}.output", "user", unmapped, files=False)
+            result = ToolResultPart(call_id, output, name)  # type: ignore[arg-type]  # files=False: no FilePart
             append_part(out, "tool", result)
         elif t == "reasoning":
             continue  # the model's earlier thoughts: no other backend can take them back
@@ -329,6 +361,10 @@ def _user_part(p: Any, path: str, drop: bool) -> dict[str, Any] | None:
         return {"type": "input_text", "text": p.text}
     if isinstance(p, ImagePart):
         return {"type": "input_image", "image_url": _image_url(p), "detail": "auto"}
+    if isinstance(p, FilePart):
+        out: dict[str, Any] = ({"file_data": f"data:{p.media_type or 'application/octet-stream'};base64,{p.data}"}
+                               if p.data is not None else {"file_url": p.url})
+        return {"type": "input_file", **({"filename": p.filename} if p.filename else {}), **out}
     if drop:
         return None
     raise unsupported(path, DIALECT)
