@@ -395,10 +395,16 @@ def test_reasoning_items_pass_through_and_come_back(gateway: Stack, mocks: MockA
     replayed = sent(mocks, "openai_responses")["input"]
     assert [i["type"] for i in replayed] == ["message", "reasoning", "message", "message"]
     assert replayed[1]["encrypted_content"] == enc.output[0].encrypted_content
-    # Another dialect cannot carry reasoning settings: refused, naming the field.
+    # Anthropic's thinking budget is its own: reasoning effort is refused, naming the field;
+    # Chat Completions takes it as reasoning_effort, but not a summary.
     with pytest.raises(openai.BadRequestError) as e:
         c.responses.create(model="claude-sonnet-4-5", input="x", reasoning={"effort": "high"})
-    assert e.value.body["param"] == "reasoning"  # type: ignore[index]
+    assert e.value.body["param"] == "reasoning.effort"  # type: ignore[index]
+    c.responses.create(model="gpt-4o", input="x", reasoning={"effort": "high"})
+    assert sent(mocks, "openai")["reasoning_effort"] == "high"
+    with pytest.raises(openai.BadRequestError) as e2:
+        c.responses.create(model="gpt-4o", input="x", reasoning={"effort": "high", "summary": "auto"})
+    assert e2.value.body["param"] == "reasoning.summary"  # type: ignore[index]
 
 
 def test_oversized_conversations_are_a_clear_400(gateway: Stack, mocks: MockAdmin) -> None:

@@ -331,7 +331,7 @@ def parse(**body: Any) -> ChatRequest:
      ["input[2].output[0]"]),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]},
      ["input[0].content[0]"]),
-    ({"reasoning": {"effort": "high"}}, ["reasoning"]),
+    ({"reasoning": {"summary": "auto"}}, ["reasoning.summary"]),
     ({"reasoning": {"effort": None, "summary": None}}, []),
     ({"include": ["reasoning.encrypted_content"]}, []),
     ({"include": ["message.output_text.logprobs"]}, ["include"]),
@@ -355,9 +355,27 @@ def test_unmapped(body: dict[str, Any], unmapped: list[str]) -> None:
 
 def test_top_level_settings_go_back_to_a_responses_backend() -> None:
     """Failover from a Responses primary re-parses its body: what the IR does not carry is put back."""
-    ir = parse(reasoning={"effort": "high"}, text={"verbosity": "low"})
+    ir = parse(reasoning={"effort": "high", "summary": "auto"}, text={"verbosity": "low"})
     built = CODEC.build_request(ir, "x", default_max_tokens=10)
-    assert built["reasoning"] == {"effort": "high"} and built["text"] == {"verbosity": "low"}
+    assert built["reasoning"] == {"effort": "high", "summary": "auto"} and built["text"] == {"verbosity": "low"}
+
+
+def test_reasoning_effort_is_chat_completions_reasoning_effort() -> None:
+    ir = parse(reasoning={"effort": "low"})
+    assert ir.unmapped == [] and ir.reasoning_effort == "low"
+    assert CODECS["openai"].build_request(ir, "x", default_max_tokens=10)["reasoning_effort"] == "low"
+    chat = CODECS["openai"].parse_request({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                                           "reasoning_effort": "minimal"})
+    assert CODEC.build_request(chat, "x", default_max_tokens=10)["reasoning"] == {"effort": "minimal"}
+    for target in ("anthropic", "gemini"):  # their thinking budgets have no faithful mapping
+        with pytest.raises(GatewayError) as e:
+            CODECS[target].build_request(ir, "x", default_max_tokens=10)
+        assert e.value.param == "reasoning.effort" and "'reasoning.effort' cannot be expressed" in e.value.message
+        with pytest.raises(GatewayError) as e2:
+            CODECS[target].build_request(chat, "x", default_max_tokens=10)
+        assert e2.value.param == "reasoning_effort"
+        assert "reasoning" not in orjson.dumps(
+            CODECS[target].build_request(ir, "x", default_max_tokens=10, drop_unsupported=True)).decode()
 
 
 @pytest.mark.parametrize(("body", "param", "says"), [

@@ -144,6 +144,8 @@ class ChatRequest:
     frequency_penalty: float | None = None
     n: int | None = None
     response_format: ResponseFormat | None = None
+    # How hard a reasoning model thinks, in OpenAI's words ("none", "minimal", "low", "medium", "high"...).
+    reasoning_effort: str | None = None
     user: str | None = None
     stream: bool = False
     # The client asked for usage in its stream (dialects where that is optional).

@@ -622,7 +622,8 @@ class AnthropicCodec(Codec):
         drop = drop_unsupported
         if not drop:
             for name, value in (("seed", req.seed), ("presence_penalty", req.presence_penalty),
-                                ("frequency_penalty", req.frequency_penalty)):
+                                ("frequency_penalty", req.frequency_penalty),
+                                ("reasoning_effort", req.reasoning_effort)):
                 if value is not None:
                     raise unsupported(client_field(req, name), DIALECT)
             if req.n is not None and req.n != 1:

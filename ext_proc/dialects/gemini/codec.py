@@ -767,6 +767,8 @@ class GeminiCodec(Codec):
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
             if req.n is not None and req.n != 1:
                 raise unsupported(client_field(req, "n"), DIALECT)  # the IR response holds one candidate
+            if req.reasoning_effort is not None:  # thinking budgets are Gemini's own: no faithful mapping
+                raise unsupported(client_field(req, "reasoning_effort"), DIALECT)
         body: dict[str, Any] = {"contents": _build_contents(req, drop)}
         if req.system:
             body["systemInstruction"] = {"parts": [{"text": p.text} for p in req.system]}

@@ -15,8 +15,8 @@ inline ones; the others refuse them. What the IR cannot carry is unmapped
 images by ``file_id`` (uploads only the API can resolve), files in tool outputs,
 built-in tools (``web_search``, ``file_search``, ``code_interpreter``,
 ``computer_use_preview``, ...) and their items, ``allowed_tools`` and hosted
-tool choices, ``reasoning`` settings (no IR field: Responses backends get them
-back), ``text.verbosity``, ``include`` beyond ``reasoning.encrypted_content``,
+tool choices, ``reasoning.summary`` (``reasoning.effort`` is carried: Chat
+Completions' ``reasoning_effort``), ``text.verbosity``, ``include`` beyond ``reasoning.encrypted_content``,
 ``truncation: auto``, ``top_logprobs``, ``max_tool_calls``, ``prompt`` and
 unknown fields. Bookkeeping that never changes the generated text is ignored:
 ``store``, ``metadata``, ``service_tier``, ``prompt_cache_key``,
@@ -345,9 +345,24 @@ def _neutral(key: str, value: Any) -> bool:
     if key == "include":
         # Encrypted reasoning is only ever produced by Responses backends (passed through whole).
         return isinstance(value, list) and all(v == "reasoning.encrypted_content" for v in value)
-    if key == "reasoning":
-        return isinstance(value, dict) and all(v is None for v in value.values())
     return value in _NEUTRAL.get(key, ())
+
+
+def _parse_reasoning(value: Any, unmapped: list[str], values: dict[str, Any]) -> str | None:
+    """``reasoning.effort`` -> the IR (Chat Completions' ``reasoning_effort``); a summary asked
+    for, or anything else, only a Responses backend can give."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _type_error("reasoning", "an object")
+    effort = value.get("effort")
+    if effort is not None and not isinstance(effort, str):
+        raise _type_error("reasoning.effort", "a string")
+    for k, v in value.items():
+        if k != "effort" and v is not None:
+            unmapped.append(f"reasoning.{k}")
+            values[f"reasoning.{k}"] = v
+    return effort
 
 
 def _image_url(p: ImagePart) -> str:
@@ -809,7 +824,8 @@ class ResponsesStreamEncoder(StreamEncoder):
 
 class ResponsesCodec(Codec):
     dialect = DIALECT
-    field_names = {"max_tokens": "max_output_tokens", "response_format": "text.format", "system": "instructions"}
+    field_names = {"max_tokens": "max_output_tokens", "response_format": "text.format", "system": "instructions",
+                   "reasoning_effort": "reasoning.effort"}
 
     def parse_request(self, body: dict[str, Any], path_model: str | None = None,
                       path_stream: bool = False) -> ChatRequest:
@@ -819,7 +835,7 @@ class ResponsesCodec(Codec):
         unmapped: list[str] = []
         values: dict[str, Any] = {}
         for key, value in body.items():
-            if value is None or key in _IGNORED or (key in _HANDLED and key not in ("include", "reasoning")):
+            if value is None or key in _IGNORED or (key in _HANDLED and key != "include"):
                 continue
             if _neutral(key, value):
                 continue
@@ -853,6 +869,7 @@ class ResponsesCodec(Codec):
             temperature=_opt_num(body, "temperature"),
             top_p=_opt_num(body, "top_p"),
             response_format=_parse_text(body.get("text"), unmapped, values),
+            reasoning_effort=_parse_reasoning(body.get("reasoning"), unmapped, values),
             user=user,
             stream=bool(stream),
             # The usage is in the terminal event of every Responses stream.
@@ -892,6 +909,8 @@ class ResponsesCodec(Codec):
                 # Not "strict": a schema from another dialect need not meet strict mode's rules.
                 fmt.update(name=rf.name or "response", schema=rf.schema or {"type": "object"}, strict=False)
             body["text"] = {"format": fmt}
+        if req.reasoning_effort is not None:
+            body["reasoning"] = {"effort": req.reasoning_effort}
         if req.user is not None:
             body["user"] = req.user
         if req.tools:
