@@ -409,7 +409,7 @@ def test_reasoning_items_pass_through_and_come_back(gateway: Stack, mocks: MockA
 
 def test_oversized_conversations_are_a_clear_400(gateway: Stack, mocks: MockAdmin) -> None:
     c = client(gateway)
-    # The mocks echo the input: a stored turn holds it about three times (input, output, response).
+    # The mocks echo the input: a stored turn holds it twice (input and output).
     words = "word " * (MAX_CONVERSATION // 25)
     kept = c.responses.create(model="gpt-4o", input=words)
     assert len(c.responses.input_items.list(kept.id).data) == 1
@@ -417,7 +417,7 @@ def test_oversized_conversations_are_a_clear_400(gateway: Stack, mocks: MockAdmi
         c.responses.create(model="gpt-4o", input=words * 3, previous_response_id=kept.id)
     assert e.value.body["param"] == "previous_response_id"  # type: ignore[index]
     assert f"more than this gateway keeps ({MAX_CONVERSATION} bytes)" in e.value.body["message"]  # type: ignore[index]
-    big = c.responses.create(model="gpt-4o", input=words * 2)  # answered, kept without its conversation
+    big = c.responses.create(model="gpt-4o", input=words * 3)  # answered, kept without its conversation
     assert c.responses.retrieve(big.id).output_text == big.output_text
     for call in (lambda: c.responses.input_items.list(big.id),
                  lambda: c.responses.create(model="gpt-4o", input="more", previous_response_id=big.id)):

@@ -143,7 +143,9 @@ def test_a_stream_is_kept_from_its_terminal_event() -> None:
     rid = orjson.loads(raw.split(b"data: ", 1)[1].split(b"\n", 1)[0])["response"]["id"]
     record = orjson.loads(run(state.conversations.get("demo", rid)))
     assert record["inputs"] == 1 and [i["role"] for i in record["items"]] == ["user", "assistant"]
-    assert record["response"]["output"][0]["content"][0]["text"] == "yo"
+    assert record["items"][1]["content"][0]["text"] == "yo" and record["response"]["output"] is None  # kept once
+    got = run(serve_state(state, started(state, headers("GET", f"/v1/responses/{rid}"))))
+    assert body_of(got)["output"] == record["items"][1:]
 
 
 def test_a_continued_request_is_expanded_before_admission() -> None:

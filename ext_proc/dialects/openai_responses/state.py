@@ -6,9 +6,9 @@ itself, so a continued conversation can go to any backend (another dialect, a
 failover target) and any replica sharing the store. One record per response,
 keyed by (tenant, response id), JSON:
 
-``{"response": <the response object the client got>, "items": [<the input the model
-saw, earlier turns included, then this response's output>], "inputs": <how many of
-"items" are input>}``
+``{"response": <the response object the client got, its output left out>, "items":
+[<the input the model saw, earlier turns included, then this response's output>],
+"inputs": <how many of "items" are input>}``
 
 A record larger than the store's ``max_entry_bytes`` keeps only the response (or
 only its size): retrieving it still works when the response fits, continuing it or
@@ -207,7 +207,9 @@ class StoredResponseKeeper(ResponseKeeper):
             resp["previous_response_id"] = self.body.get("previous_response_id")
             inputs = normalize(_input_list(self.body.get("input")))
             output = resp.get("output") if isinstance(resp.get("output"), list) else []
-            record = orjson.dumps({"response": resp, "items": inputs + output, "inputs": len(inputs)})
+            # The output is kept once, as the conversation's last items.
+            record = orjson.dumps({"response": {**resp, "output": None}, "items": inputs + output,
+                                   "inputs": len(inputs)})
             limit = self.store.max_entry_bytes
             if len(record) > limit:
                 small = orjson.dumps({"response": resp, "too_large": len(record)})
@@ -247,7 +249,10 @@ async def serve(store: ConversationStore, tenant: str, call: ClientCall) -> tupl
     if call.action == "get":
         if "response" not in record:
             raise _too_large(rid, record, store, None)
-        return 200, record["response"]
+        resp = record["response"]
+        if resp.get("output") is None and isinstance(record.get("items"), list):
+            resp["output"] = record["items"][record.get("inputs", 0):]
+        return 200, resp
     if "too_large" in record:
         raise _too_large(rid, record, store, None)
     return 200, _page(record["items"][: record.get("inputs", 0)], query)
