@@ -488,3 +488,40 @@ def test_a_file_by_url() -> None:
         CODECS["openai"].build_request(ir, "x", default_max_tokens=10)
     assert CODEC.build_request(ir, "x", default_max_tokens=10)["input"][0]["content"] == [
         {"type": "input_file", "file_url": "https://example.com/r.pdf"}]
+
+
+def with_responses_backend(data: dict[str, Any]) -> None:
+    data["providers"]["resp"] = {"dialect": "openai_responses", "base_url": "http://127.0.0.1:9/v1",
+                                 "api_key_env": "MOCK_OPENAI_API_KEY"}
+    data["models"]["alias"] = {"backends": [{"provider": "resp", "model": "gpt-5-mini"}]}
+
+
+def test_a_responses_backend_passes_through_renamed_and_kept() -> None:
+    """Same dialect: the body gets the upstream model and store: false (nothing else changes);
+    the answer, streamed, comes back with the client's model name in its response objects."""
+    from ext_proc.request.responses import make_translator
+
+    state = state_of(with_responses_backend)
+    body = {"model": "alias", "input": "hi", "stream": True, "metadata": {"a": "b"}, "tools": [{"type": "web_search"}]}
+    p = do_plan(state, RESPONSES_API, body)
+    assert isinstance(p, RoutePlan) and p.ir is None and p.keeper is not None
+    assert orjson.loads(p.new_body or b"") == {**body, "model": "gpt-5-mini", "store": False}
+    assert p.set_headers[":path"] == "/v1/responses" and p.set_headers["authorization"] == "Bearer sk-openai"
+    done: list[Any] = []
+    tr = make_translator(client=get_dialect("openai_responses"), backend=p.primary, status=200, stream=True,
+                         model="alias", ir=None, body=p.body, on_done=lambda *a: done.append(a))
+    upstream = responses_stream([MessageStart("x", "m"), BlockStart(0, "text"), BlockDelta(0, "hey"), BlockStop(0),
+                                 MessageDelta("end_turn", None, Usage(2, 1)), MessageStop()])
+    for ev in upstream:
+        if hasattr(ev, "response"):
+            ev.response.model = "gpt-5-mini"  # what the backend says
+    raw = b"".join(b"event: " + e.type.encode() + b"\ndata: " + orjson.dumps(e.model_dump(mode="json", exclude_none=True))
+                   + b"\n\n" for e in upstream)
+    out = tr.feed(raw, True) or b""
+    run(F.keep(p.keeper, out, True, 200))
+    events = [orjson.loads(e.data) for e in SSEReader().feed(out)]
+    assert [e["response"]["model"] for e in events if "response" in e] == ["alias"] * 3
+    assert done == [(200, p.primary.name, Usage(2, 1))]
+    final = events[-1]["response"]
+    kept = run(serve_state(state, started(state, headers("GET", f"/v1/responses/{final['id']}"))))
+    assert body_of(kept)["model"] == "alias" and body_of(kept)["store"] is True
