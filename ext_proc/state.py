@@ -26,7 +26,8 @@ class GatewayState:
         # Budgets and quotas; None when the config sets none (no cost on the data path).
         self.admission = admission.build(config)
         # Conversation state for stateful client APIs; what this process keeps survives a config switch.
-        self.conversations = conversations(config, previous.conversations if previous is not None else None)
+        self.conversations: ConversationStore = conversation_store(
+            config, previous.conversations if previous is not None else None)
 
     def tenant_for_key(self, key: str) -> str | None:
         return self._digests.get(hashlib.sha256(key.encode()).hexdigest())
@@ -36,18 +37,16 @@ def _export_health(backend: str, state: State) -> None:
     metrics.BACKEND_HEALTH.labels(backend).set(int(state))
 
 
-def conversations(cfg: GatewayConfig, previous: ConversationStore | None = None) -> ConversationStore:
+def conversation_store(cfg: GatewayConfig, previous: ConversationStore | None = None) -> ConversationStore:
     """Redis when ``redis:`` is set (shared by every replica), else this process's memory."""
     c, r = cfg.conversations, cfg.redis
     if r is not None:
-        key = (r.url, r.key_prefix, r.timeout_ms, r.pool_size)
-        if isinstance(previous, RedisConversations) and previous.settings == key:
+        if isinstance(previous, RedisConversations) and previous.settings == (
+                r.url, r.key_prefix, r.timeout_ms / 1000, r.pool_size):
             previous.ttl_s, previous.max_entry_bytes = c.ttl_s, c.max_conversation_bytes
             return previous
-        store = RedisConversations(r.url, r.key_prefix, r.timeout_ms / 1000, r.pool_size, c.ttl_s,
-                                   c.max_conversation_bytes)
-        store.settings = key
-        return store
+        return RedisConversations(r.url, r.key_prefix, r.timeout_ms / 1000, r.pool_size, c.ttl_s,
+                                  c.max_conversation_bytes)
     if isinstance(previous, MemoryConversations):
         previous.ttl_s, previous.max_entries, previous.max_bytes = c.ttl_s, c.max_entries, c.max_bytes
         previous.max_entry_bytes = c.max_conversation_bytes

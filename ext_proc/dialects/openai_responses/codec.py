@@ -239,14 +239,14 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
             append_part(out, "assistant", ToolCallPart(call_id, name, args or "{}"))
         elif t == "function_call_output":
             call_id = _nonempty_str(item.get("call_id"), f"{path}.call_id")
-            name = names.get(call_id)
-            if name is None:
+            called = names.get(call_id)
+            if called is None:
                 raise invalid(f"No tool call found for function call output with call_id {call_id}.",
                               f"{path}.call_id")
             if "output" not in item:
                 raise invalid(f"missing required field '{path}.output'", f"{path}.output")
             output = _content(item["output"], f"{path}.output", "user", unmapped, files=False)
-            result = ToolResultPart(call_id, output, name)  # type: ignore[arg-type]  # files=False: no FilePart
+            result = ToolResultPart(call_id, output, called)  # type: ignore[arg-type]  # files=False: no FilePart
             append_part(out, "tool", result)
         elif t == "reasoning":
             continue  # the model's earlier thoughts: no other backend can take them back
@@ -518,6 +518,11 @@ def _call_item(p: ToolCallPart, status: str = "completed") -> dict[str, Any]:
             "call_id": p.id, "name": p.name}
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (stream events from a backend are not trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _error_code(err: GatewayError) -> str:
     """A ``response.error.code`` the API uses for this kind of failure."""
     return {"rate_limit": "rate_limit_exceeded", "invalid_request": "invalid_prompt",
@@ -531,7 +536,7 @@ def _event_code(err: GatewayError) -> str:
 
 def _error_from_stream(obj: dict[str, Any]) -> GatewayError:
     """An ``error`` event or a failed response's ``error`` -> GatewayError (no HTTP status in a stream)."""
-    err = obj.get("error") if isinstance(obj.get("error"), dict) else obj
+    err = _obj(obj.get("error")) or obj
     code, message = err.get("code"), err.get("message")
     etype = err.get("type")
     kind = ("rate_limit" if code == "rate_limit_exceeded" or etype in ("requests", "tokens")
@@ -587,12 +592,12 @@ class ResponsesStreamDecoder(StreamDecoder):
             self._streamed.add(block)
             return [BlockDelta(block, delta)]
         if t == "response.created":
-            resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+            resp = _obj(obj.get("response"))
             self._start(out, resp)
             return out
         if t == "response.failed":
-            resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
-            err = resp.get("error") if isinstance(resp.get("error"), dict) else {"message": "response failed"}
+            resp = _obj(obj.get("response"))
+            err = _obj(resp.get("error")) or {"message": "response failed"}
             self._done = True
             return [StreamError(_error_from_stream(err))]
         if t == "error":
@@ -600,7 +605,7 @@ class ResponsesStreamDecoder(StreamDecoder):
             return [StreamError(_error_from_stream(obj))]
         self._start(out, None)
         if t == "response.content_part.added":
-            part = obj.get("part") if isinstance(obj.get("part"), dict) else {}
+            part = _obj(obj.get("part"))
             if part.get("type") in ("output_text", "refusal"):
                 block = self._open_block(out, ("text", obj.get("output_index"), obj.get("content_index")), "text")
                 self._refusal |= part.get("type") == "refusal"
@@ -610,7 +615,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         elif t == "response.content_part.done":
             self._stop_block(out, self._blocks.get(("text", obj.get("output_index"), obj.get("content_index"))))
         elif t == "response.output_item.added":
-            item = obj.get("item") if isinstance(obj.get("item"), dict) else {}
+            item = _obj(obj.get("item"))
             if item.get("type") == "function_call":
                 self._calls = True
                 block = self._open_block(out, ("fc", obj.get("output_index")), "tool_call",
@@ -619,14 +624,14 @@ class ResponsesStreamDecoder(StreamDecoder):
                     self._streamed.add(block)
                     out.append(BlockDelta(block, item["arguments"]))
         elif t == "response.output_item.done":
-            item = obj.get("item") if isinstance(obj.get("item"), dict) else {}
+            item = _obj(obj.get("item"))
             block = self._blocks.get(("fc", obj.get("output_index")))
             if block is not None and item.get("type") == "function_call":
                 if block not in self._streamed and block in self._open and item.get("arguments"):
                     out.append(BlockDelta(block, item["arguments"]))
                 self._stop_block(out, block)
         elif t in ("response.completed", "response.incomplete"):
-            resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+            resp = _obj(obj.get("response"))
             for block in sorted(self._open):
                 out.append(BlockStop(block))
             self._open.clear()

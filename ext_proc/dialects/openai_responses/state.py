@@ -206,7 +206,7 @@ class StoredResponseKeeper(ResponseKeeper):
             resp["store"] = True
             resp["previous_response_id"] = self.body.get("previous_response_id")
             inputs = normalize(_input_list(self.body.get("input")))
-            output = resp.get("output") if isinstance(resp.get("output"), list) else []
+            output: list[Any] = resp["output"] if isinstance(resp.get("output"), list) else []
             # The output is kept once, as the conversation's last items.
             record = orjson.dumps({"response": {**resp, "output": None}, "items": inputs + output,
                                    "inputs": len(inputs)})
