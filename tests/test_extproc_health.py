@@ -165,7 +165,7 @@ def test_envoy_stops_sending_to_a_stopped_worker_and_takes_it_back(tmp_path: Pat
 
 def test_the_health_checked_bootstrap_passes_envoy_validate(tmp_path: Path) -> None:
     """With workers behind a DNS name (compose, Kubernetes), as rendered for containers."""
-    from ext_proc.supervisor import envoy_binary
+    from gateway_tools.supervisor import envoy_binary
 
     text = (Path(__file__).resolve().parents[1] / "config" / "compose.yaml").read_text()
     out = envoy_config.write(parse_config(text, "compose.yaml"), tmp_path / "envoy.yaml")

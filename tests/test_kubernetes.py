@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
-from ext_proc.supervisor import envoy_binary
 from kubernetes_validate.utils import latest_version
 
 from ext_proc import envoy_config
 from ext_proc.config import GatewayConfig, load_config
 from ext_proc.health_service import EXT_PROC_SERVICE, SERVICES
+from gateway_tools.supervisor import envoy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
