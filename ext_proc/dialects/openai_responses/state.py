@@ -30,6 +30,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from ... import metrics
 from ...conversations import ConversationStore, StoreUnavailable
 from ...errors import GatewayError, invalid
 from ...translation.fields import type_error
@@ -210,11 +211,12 @@ class StoredResponseKeeper(ResponseKeeper):
             # The output is kept once, as the conversation's last items.
             record = orjson.dumps({"response": {**resp, "output": None}, "items": inputs + output,
                                    "inputs": len(inputs)})
-            limit = self.store.max_entry_bytes
-            if len(record) > limit:
-                small = orjson.dumps({"response": resp, "too_large": len(record)})
-                record = small if len(small) <= limit else orjson.dumps({"too_large": len(record)})
-                log.info("response %s kept without its conversation: %d bytes > %d", resp["id"], len(record), limit)
+            limit, size = self.store.max_entry_bytes, len(record)
+            if size > limit:
+                small = orjson.dumps({"response": resp, "too_large": size})
+                record = small if len(small) <= limit else orjson.dumps({"too_large": size})
+                metrics.child(metrics.CONVERSATIONS, "put", "too_large").inc()
+                log.info("response %s kept without its conversation: %d bytes > %d", resp["id"], size, limit)
             await self.store.put(self.tenant, resp["id"], record)
         except StoreUnavailable:
             pass  # counted and logged by the store; the client has its answer, a next turn gets a 503
