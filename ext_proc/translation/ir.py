@@ -144,7 +144,7 @@ class ChatRequest:
     frequency_penalty: float | None = None
     n: int | None = None
     response_format: ResponseFormat | None = None
-    # How hard a reasoning model thinks, in OpenAI's words ("none", "minimal", "low", "medium", "high"...).
+    # How hard a reasoning model thinks: "none", "minimal", "low", "medium", "high"... as the client said it.
     reasoning_effort: str | None = None
     user: str | None = None
     stream: bool = False
