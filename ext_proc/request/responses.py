@@ -115,7 +115,7 @@ class Buffered(ResponseTranslator):
             resp = self.backend_codec.parse_response(data)
             self.usage = resp.usage
             resp.model = self.model
-            return orjson.dumps(self.client.render_response(resp))
+            return orjson.dumps(self.client.render_reply(resp, self.ir))
         except (ValueError, GatewayError) as e:
             # Headers (200) are already on their way: the body must say what went wrong.
             log.warning("untranslatable response from %s: %s", self.backend_name or "?", e)
