@@ -381,6 +381,18 @@ class Tracing(_Strict):
         return v
 
 
+class Conversations(_Strict):
+    """Conversation state the gateway keeps for stateful client APIs (README "Stored
+    responses"): in Redis when ``redis:`` is set, else in each ext_proc process."""
+
+    ttl_s: Annotated[float, Field(gt=0)] = 86_400.0  # a stored answer can be continued for a day
+    # In-process store only: at most this many entries and bytes (least recently used out first).
+    max_entries: Annotated[int, Field(ge=1)] = 10_000
+    max_bytes: Annotated[int, Field(ge=1024)] = 256 * 2**20
+    # One stored conversation (every item of it); a longer one cannot be continued (400).
+    max_conversation_bytes: Annotated[int, Field(ge=1024)] = 8 * 2**20
+
+
 class _Root(_Strict):
     listen: Listen = Listen()
     admin: Endpoint = Endpoint(port=9901)
@@ -391,6 +403,7 @@ class _Root(_Strict):
     admission: Admission = Admission()
     redis: RedisSettings | None = None
     tracing: Tracing | None = None
+    conversations: Conversations = Conversations()
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +451,7 @@ class GatewayConfig:
         self.admission = root.admission
         self.redis = root.redis
         self.tracing = root.tracing
+        self.conversations = root.conversations
         # A backend's limits and price are one fact each, declared once (or
         # identically, checked by admission.checks) in any model it serves.
         facts: dict[str, dict[str, Any]] = {}

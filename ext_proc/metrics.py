@@ -92,6 +92,11 @@ STORE_FAILURES = Counter(
     "llm_gateway_budget_store_failures", "Budget store calls that failed, by configured behaviour.",
     ["on_failure"], registry=REGISTRY)
 
+# Conversation state kept for stateful client APIs (ext_proc/conversations.py).
+CONVERSATIONS = Counter(
+    "llm_gateway_conversation_store", "Conversation store calls by operation and outcome "
+    "(hit, miss, ok, evicted, too_large, unavailable).", ["op", "outcome"], registry=REGISTRY)
+
 
 LOOP_LAG = Histogram(
     "llm_gateway_event_loop_lag_seconds", "How late the worker's event loop woke up (sampled every 25 ms): "

@@ -10,6 +10,7 @@ import hashlib
 
 from . import admission, credentials, metrics
 from .config import ConfigError, GatewayConfig, resolve_secrets, token_sources
+from .conversations import ConversationStore, MemoryConversations, RedisConversations
 from .routing import HealthTable, Router, State
 from .translation.redact import Redactor
 
@@ -34,6 +35,9 @@ class GatewayState:
         self.health: HealthTable = previous.health if previous is not None else HealthTable(on_change=_export_health)
         # Budgets and quotas; None when the config sets none (no cost on the data path).
         self.admission = admission.build(config)
+        # Conversation state for stateful client APIs; what this process keeps survives a config switch.
+        self.conversations: ConversationStore = conversation_store(
+            config, previous.conversations if previous is not None else None)
 
     def tenant_for_key(self, key: str) -> str | None:
         return self._digests.get(hashlib.sha256(key.encode()).hexdigest())
@@ -41,3 +45,20 @@ class GatewayState:
 
 def _export_health(backend: str, state: State) -> None:
     metrics.BACKEND_HEALTH.labels(backend).set(int(state))
+
+
+def conversation_store(cfg: GatewayConfig, previous: ConversationStore | None = None) -> ConversationStore:
+    """Redis when ``redis:`` is set (shared by every replica), else this process's memory."""
+    c, r = cfg.conversations, cfg.redis
+    if r is not None:
+        if isinstance(previous, RedisConversations) and previous.settings == (
+                r.url, r.key_prefix, r.timeout_ms / 1000, r.pool_size):
+            previous.ttl_s, previous.max_entry_bytes = c.ttl_s, c.max_conversation_bytes
+            return previous
+        return RedisConversations(r.url, r.key_prefix, r.timeout_ms / 1000, r.pool_size, c.ttl_s,
+                                  c.max_conversation_bytes)
+    if isinstance(previous, MemoryConversations):
+        previous.ttl_s, previous.max_entries, previous.max_bytes = c.ttl_s, c.max_entries, c.max_bytes
+        previous.max_entry_bytes = c.max_conversation_bytes
+        return previous
+    return MemoryConversations(c.ttl_s, c.max_entries, c.max_bytes, c.max_conversation_bytes)

@@ -39,20 +39,24 @@ def config_on_free_ports(base: dict[str, Any] | None = None, workers: int = 1) -
     listen, admin, *rest = free_ports(2 + len(cfg["providers"]))
     cfg["listen"] = {"address": "127.0.0.1", "port": listen}
     cfg["admin"] = {"address": "127.0.0.1", "port": admin}
-    grpc_base, metrics_base = _consecutive_free(workers), _consecutive_free(workers)
+    taken = {listen, admin, *rest}
+    grpc_base = _consecutive_free(workers, taken)
+    metrics_base = _consecutive_free(workers, taken | set(range(grpc_base, grpc_base + workers)))
     cfg["ext_proc"] = {**cfg.get("ext_proc", {}), "address": "127.0.0.1", "port": grpc_base,
                        "metrics_port": metrics_base, "workers": workers}
     for (_name, p), port in zip(cfg["providers"].items(), rest, strict=True):
         if p.get("mock"):
-            path = "/v1" if p["dialect"] == "openai" else ""
+            path = "/v1" if p["dialect"] in ("openai", "openai_responses") else ""
             p["base_url"] = f"http://127.0.0.1:{port}{path}"
     return cfg
 
 
-def _consecutive_free(n: int) -> int:
+def _consecutive_free(n: int, taken: set[int] = frozenset()) -> int:  # type: ignore[assignment]
+    """``n`` consecutive free ports, none of them already handed out (``taken``)."""
     for _ in range(50):
         (start,) = free_ports(1)
-        if start + n < 65535 and all(_free(start + i) for i in range(n)):
+        block = range(start, start + n)
+        if start + n < 65535 and not taken.intersection(block) and all(_free(p) for p in block):
             return start
     raise RuntimeError("no block of free ports")
 

@@ -34,7 +34,8 @@ def test_bench_quick_writes_report(tmp_path: Path) -> None:
     figures = {f["key"]: f for f in report["figures"]}
     admission = expand(("admission",))
     peer = importlib.util.find_spec("litellm") is not None
-    measured = ["floor.p50_ms", "translated.added_p50_ms", "streamed.added_first_byte_p50_ms",
+    measured = ["floor.p50_ms", "translated.added_p50_ms", "responses.added_p50_ms",
+                "responses.added_p50_vs_translated_ms", "streamed.added_first_byte_p50_ms",
                 "streamed.added_per_event_p50_ms", "hold.peak_rss_mb", "noop-unary.added_p50_ms",
                 "noop-stream.added_first_byte_p50_ms", "noop-stream.added_per_event_p50_ms",
                 "translated-traced.added_p50_ms", "translated-traced.added_p99_ms",
@@ -59,8 +60,8 @@ def test_bench_quick_writes_report(tmp_path: Path) -> None:
     for probe, rounds in report["throughput"].items():
         assert all(r["errors"] == 0 and r["requests"] > 0 for r in rounds), probe
     assert report["hold"]["completed"] == report["hold"]["streams"]
-    assert set(report["timings"]) >= {"floor", "translated", "noop-unary", "noop-stream", "translated-traced",
-                                      *admission}
+    assert set(report["timings"]) >= {"floor", "translated", "responses", "noop-unary", "noop-stream",
+                                      "translated-traced", *admission}
     assert report["spans_exported"]["translated-traced"] > 0  # its Envoy did trace, and export
     if peer:
         assert "peer" in report["timings"] and "peer" not in report["skipped"]

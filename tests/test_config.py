@@ -53,7 +53,7 @@ def test_all_errors_reported_at_once_with_paths() -> None:
     problems = e.value.problems
     expected = [
         "broken.yaml: models.gpt-4o.backends[1].provider: unknown provider 'antropic'",
-        "broken.yaml: providers.gemini.dialect: Input should be 'openai', 'anthropic', 'gemini', ",
+        "broken.yaml: providers.gemini.dialect: Input should be 'openai', 'anthropic', 'gemini', 'openai_responses', ",
         "broken.yaml: admin.port: port 8080 is already used by listen.port",
         "broken.yaml: ext_proc.colour: unknown field",
         "broken.yaml: providers.openai: needs api_key_env or api_key_file",

@@ -18,9 +18,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ext_proc"
 OUTSIDE = ("dialects/",)  # the only place a dialect is named
 # Generic words a dialect also uses, which every HTTP or JSON module may say.
 GENERIC = {"authorization", "messages", "source", "file", "model", "stream", "role", "type", "metadata", "user",
-           "n", "seed", "temperature", "top_p", "top_k", "max_tokens", "request-id"}
+           "n", "seed", "temperature", "top_p", "top_k", "max_tokens", "request-id", "input"}
 EXTRA_WIRE_KEYS = {"stream_options", "include_usage", "generationConfig", "message_stop", "[DONE]", "finishReason",
-                   "usageMetadata", "choices", "max_completion_tokens", "x-goog", "claude", "gpt-"}
+                   "usageMetadata", "choices", "max_completion_tokens", "x-goog", "claude", "gpt-",
+                   "previous_response_id", "response.completed", "function_call_output", "input_items"}
 
 
 def forbidden_words() -> set[str]:

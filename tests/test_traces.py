@@ -343,7 +343,7 @@ def headers_msg(headers: dict[str, str]) -> pb.HttpHeaders:
 @pytest.mark.parametrize("on", [False, True], ids=["off", "on"])
 def test_the_router_stage_adds_span_fields_only_when_tracing_is_on(on: bool) -> None:
     stream = RouterStream(state_of(tracing_on if on else None))
-    assert stream.on_request_headers(headers_msg(OPENAI)) is not None
+    assert run(stream.on_request_headers(headers_msg(OPENAI))) is not None
     resp = run(stream.on_request_body(pb.HttpBody(body=b'{"model": "gpt-4o", "messages": [{"role": "user", '
                                                        b'"content": "hi"}]}', end_of_stream=True)))
     assert (P.TRACE_NAMESPACE in resp.dynamic_metadata.fields) is on

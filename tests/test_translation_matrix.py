@@ -1,8 +1,9 @@
 """Issue 3's conformance matrix: every client dialect against every backend dialect.
 
-The official SDKs (openai, anthropic, google-genai) talk to the real stack
-(Envoy + ext_proc + mock providers). "Client X x backend Y" is SDK X calling
-the model whose primary backend speaks dialect Y. Each cell of
+The official SDKs (openai, for Chat Completions and for the Responses API,
+anthropic, google-genai) talk to the real stack (Envoy + ext_proc + mock
+providers: the default config plus a Responses-only provider, and Bedrock). "Client X x
+backend Y" is SDK X calling the model whose primary backend speaks dialect Y. Each cell of
 ``test_matrix`` asserts, in the client's own terms: the content, the
 finish/stop reason, the usage (the mocks count words), the echoed model name,
 the ``x-gateway-backend`` header, and on the backend side (the mock's
@@ -45,12 +46,13 @@ from tests.cloud import CLOUD_BACKENDS, cloud_config
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import aws_credentials, bedrock_provider, config_on_free_ports, start_stack
 
-CLIENTS = ("openai", "anthropic", "gemini")
+CLIENTS = ("openai", "anthropic", "gemini", "openai_responses")
 # backend dialect -> (client-facing model, upstream model) of the model whose primary it is
 BACKENDS = {
     "openai": ("gpt-4o", "gpt-4o"),
     "anthropic": ("claude-sonnet-4-5", "claude-sonnet-4-5"),
     "gemini": ("gemini-2.5-flash", "gemini-2.5-flash"),
+    "openai_responses": ("gpt-5-mini", "gpt-5-mini"),
     "bedrock": ("bedrock-claude", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
 }
 CELLS = ("plain", "streamed", "tools", "streamed_tools", "images", "system")
@@ -68,7 +70,13 @@ FINISH = {
     "openai": {"end": "stop", "tool": "tool_calls", "length": "length", "stop_sequence": "stop"},
     "anthropic": {"end": "end_turn", "tool": "tool_use", "length": "max_tokens", "stop_sequence": "stop_sequence"},
     "gemini": {"end": "STOP", "tool": "STOP", "length": "MAX_TOKENS", "stop_sequence": "STOP"},
+    # A response's status; a cut one also says why (incomplete_details.reason).
+    "openai_responses": {"end": "completed", "tool": "completed", "length": "incomplete:max_output_tokens",
+                         "stop_sequence": "completed"},
 }
+# The Responses API has no stop sequences, and asks for at least 16 output tokens.
+NO_STOP = "openai_responses"
+MIN_OUTPUT = {"openai_responses": 16}
 
 TOOL = "lookup"
 TOOL_SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}
@@ -85,18 +93,25 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-def matrix_config() -> dict[str, Any]:
-    """The default config plus a mock Bedrock provider and a model whose primary it is."""
-    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+def matrix_config(base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The default config plus a mock Bedrock provider, a Responses-only provider and the model
+    each is primary for."""
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text()) if base is None else base
     cfg["providers"]["bedrock"] = bedrock_provider()
     model, upstream = BACKENDS["bedrock"]
     cfg["models"][model] = {"backends": [{"provider": "bedrock", "model": upstream}], "drop_unsupported": True}
+    cfg["providers"]["openai_responses"] = {"dialect": "openai_responses", "base_url": "http://127.0.0.1:1/v1",
+                                            "api_key_env": "MOCK_OPENAI_RESPONSES_API_KEY", "mock": True}
+    model, upstream = BACKENDS["openai_responses"]
+    cfg["models"][model] = {"backends": [{"provider": "openai_responses", "model": upstream},
+                                         {"provider": "openai", "model": "gpt-4o"}]}
     return cfg
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """This module's stack (it shadows the session's default one): with a Bedrock backend."""
+    """This module's stack (it shadows the session's default one): with a Bedrock backend and a
+    Responses backend (conftest's ``mocks`` fixture resets its mock providers)."""
     tmp = tmp_path_factory.mktemp("matrix")
     with aws_credentials(tmp):
         stack = start_stack(tmp, config_on_free_ports(matrix_config()))
@@ -363,7 +378,76 @@ class GeminiClient(SDKClient):
         return [(m.name or "").removeprefix("models/") for m in self.sdk.models.list()]
 
 
-ADAPTERS = {"openai": OpenAIClient, "anthropic": AnthropicClient, "gemini": GeminiClient}
+class ResponsesClient(SDKClient):
+    """The openai SDK's Responses API, stateless here (the whole conversation in ``input``)."""
+
+    def __init__(self, gateway: Stack):
+        self.sdk = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
+
+    def kwargs(self, a: Ask) -> dict[str, Any]:
+        items: list[dict[str, Any]] = [{"role": r, "content": t} for r, t in a.history]
+        content: Any = a.text
+        if a.images:
+            content = [{"type": "input_text", "text": a.text},
+                       {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"},
+                       {"type": "input_image", "image_url": IMAGE_URL, "detail": "auto"}]
+        items.append({"role": "user", "content": content})
+        if a.tool_call is not None:
+            c = a.tool_call
+            items += [{"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.raw_args},
+                      {"type": "function_call_output", "call_id": c.id, "output": TOOL_RESULT}]
+        kw: dict[str, Any] = {"model": a.model, "input": items}
+        if a.system:
+            kw["instructions"] = a.system
+        if a.tools:  # not strict: the schema has no additionalProperties: false
+            kw["tools"] = [{"type": "function", "name": n, "description": f"{n} a thing", "parameters": TOOL_SCHEMA,
+                            "strict": False} for n in (TOOL, OTHER_TOOL)]
+        if a.tool_choice == "auto":
+            kw["tool_choice"] = "auto"
+        elif a.tool_choice:
+            kw["tool_choice"] = {"type": "function", "name": a.tool_choice}
+        p = dict(a.params)
+        if "max_tokens" in p:
+            kw["max_output_tokens"] = p.pop("max_tokens")
+        assert "stop" not in p, "the Responses API has no stop sequences"
+        kw.update(p)
+        return kw
+
+    @staticmethod
+    def _final(res: Result, r: Any) -> None:
+        res.finish = r.status + (f":{r.incomplete_details.reason}" if r.incomplete_details else "")
+        res.model = r.model
+        res.input_tokens, res.output_tokens = r.usage.input_tokens, r.usage.output_tokens
+        res.cached_tokens = r.usage.input_tokens_details.cached_tokens
+
+    def ask(self, a: Ask) -> Result:
+        kw = self.kwargs(a)
+        if not a.stream:
+            raw = self.sdk.responses.with_raw_response.create(**kw)
+            r = raw.parse()
+            res = Result(r.output_text, backend=raw.headers.get("x-gateway-backend"),
+                         calls=[Call(o.call_id, o.name, json.loads(o.arguments), o.arguments)
+                                for o in r.output if o.type == "function_call"])
+            self._final(res, r)
+            return res
+        raw = self.sdk.responses.with_raw_response.create(**kw, stream=True)
+        res = Result(backend=raw.headers.get("x-gateway-backend"))
+        parts: dict[int, list[str]] = {}
+        for ev in raw.parse():
+            if ev.type == "response.output_text.delta":
+                res.text += ev.delta
+            elif ev.type == "response.output_item.added" and ev.item.type == "function_call":
+                res.calls.append(Call(ev.item.call_id, ev.item.name, {}, ""))
+                parts[ev.output_index] = []
+            elif ev.type == "response.function_call_arguments.delta":
+                parts[ev.output_index].append(ev.delta)
+            elif ev.type in ("response.completed", "response.incomplete"):
+                self._final(res, ev.response)
+        return with_arguments(res, parts)
+
+
+ADAPTERS = {"openai": OpenAIClient, "anthropic": AnthropicClient, "gemini": GeminiClient,
+            "openai_responses": ResponsesClient}
 
 
 @pytest.fixture(scope="module")
@@ -399,6 +483,8 @@ def system_text(backend: str, body: dict[str, Any]) -> str | None:
         return s if isinstance(s, str) or s is None else " ".join(b["text"] for b in s)
     if backend == "bedrock":
         return " ".join(b["text"] for b in body["system"]) if body.get("system") else None
+    if backend == "openai_responses":
+        return body.get("instructions")
     si = body.get("systemInstruction")
     return " ".join(p["text"] for p in si["parts"]) if si else None
 
@@ -406,6 +492,8 @@ def system_text(backend: str, body: dict[str, Any]) -> str | None:
 def turn_roles(backend: str, body: dict[str, Any]) -> list[str]:
     if backend == "gemini":
         return [c.get("role", "user") for c in body["contents"]]
+    if backend == "openai_responses":
+        return [i["role"] for i in body["input"] if i.get("type", "message") == "message"]
     return [m["role"] for m in body["messages"] if m["role"] not in ("system", "developer")]
 
 
@@ -416,6 +504,8 @@ def images_of(backend: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         return [b for b in body["messages"][-1]["content"] if b["type"] == "image"]
     if backend == "bedrock":
         return [b for b in body["messages"][-1]["content"] if "image" in b]
+    if backend == "openai_responses":
+        return [p for p in body["input"][-1]["content"] if p["type"] == "input_image"]
     return [p for p in body["contents"][-1]["parts"] if "text" not in p]
 
 
@@ -426,6 +516,8 @@ EXPECTED_IMAGES = {
                   {"type": "image", "source": {"type": "url", "url": IMAGE_URL}}],
     "gemini": [{"inlineData": {"mimeType": "image/png", "data": PNG_B64}},
                {"fileData": {"mimeType": "image/png", "fileUri": IMAGE_URL}}],
+    "openai_responses": [{"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"},
+                         {"type": "input_image", "image_url": IMAGE_URL, "detail": "auto"}],
     "bedrock": [{"image": {"format": "png", "source": {"bytes": PNG_B64}}}],  # the URL image dropped
 }
 
@@ -433,7 +525,7 @@ EXPECTED_IMAGES = {
 def tool_names(backend: str, body: dict[str, Any]) -> list[str]:
     if backend == "openai":
         return [t["function"]["name"] for t in body["tools"]]
-    if backend == "anthropic":
+    if backend in ("anthropic", "openai_responses"):
         return [t["name"] for t in body["tools"]]
     if backend == "bedrock":
         return [t["toolSpec"]["name"] for t in body["toolConfig"]["tools"]]
@@ -447,6 +539,8 @@ def tool_schema(backend: str, body: dict[str, Any]) -> dict[str, Any]:
         return body["tools"][0]["input_schema"]
     if backend == "bedrock":
         return body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]
+    if backend == "openai_responses":
+        return body["tools"][0]["parameters"]
     decl = body["tools"][0]["functionDeclarations"][0]
     return decl.get("parametersJsonSchema") or decl["parameters"]
 
@@ -464,6 +558,7 @@ EXPECTED_CHOICE = {
     "anthropic": {"auto": {"type": "auto"}, OTHER_TOOL: {"type": "tool", "name": OTHER_TOOL}},
     "gemini": {"auto": {"mode": "AUTO"}, OTHER_TOOL: {"mode": "ANY", "allowedFunctionNames": [OTHER_TOOL]}},
     "bedrock": {"auto": {"auto": {}}, OTHER_TOOL: {"tool": {"name": OTHER_TOOL}}},
+    "openai_responses": {"auto": "auto", OTHER_TOOL: {"type": "function", "name": OTHER_TOOL}},
 }
 
 
@@ -479,6 +574,10 @@ def answered_call(backend: str, body: dict[str, Any]) -> tuple[str, str, str]:
         content = result["content"]
         text = content if isinstance(content, str) else "".join(b["text"] for b in content)
         return call["id"], result["tool_use_id"], text
+    if backend == "openai_responses":
+        call, result = body["input"][-2], body["input"][-1]
+        assert (call["type"], result["type"]) == ("function_call", "function_call_output")
+        return call["call_id"], result["call_id"], result["output"]
     if backend == "bedrock":
         call, result = body["messages"][-2]["content"][0]["toolUse"], body["messages"][-1]["content"][0]["toolResult"]
         return call["toolUseId"], result["toolUseId"], "".join(c["text"] for c in result["content"])
@@ -634,11 +733,12 @@ def test_forced_tool_choice(sdks: dict[str, Any], mocks: MockAdmin, client: str,
 
 
 SAMPLING_SENT = {  # backend -> where temperature, top_p, max tokens and stop sequences land
-    "openai": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b["stop"]),
-    "anthropic": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b["stop_sequences"]),
-    "gemini": lambda b: tuple(b["generationConfig"][k] for k in
+    "openai": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b.get("stop")),
+    "anthropic": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b.get("stop_sequences")),
+    "gemini": lambda b: tuple(b["generationConfig"].get(k) for k in
                               ("temperature", "topP", "maxOutputTokens", "stopSequences")),
-    "bedrock": lambda b: tuple(b["inferenceConfig"][k] for k in ("temperature", "topP", "maxTokens", "stopSequences")),
+    "bedrock": lambda b: tuple(b["inferenceConfig"].get(k) for k in ("temperature", "topP", "maxTokens", "stopSequences")),
+    "openai_responses": lambda b: (b["temperature"], b["top_p"], b["max_output_tokens"], b.get("stop")),
 }
 
 
@@ -646,13 +746,21 @@ SAMPLING_SENT = {  # backend -> where temperature, top_p, max tokens and stop se
 @pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
 def test_sampling_max_tokens_and_stop(sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str,
                                       stream: bool) -> None:
+    """Stop sequences where both ends have them (a Chat client's stop to a Responses backend is
+    refused: tests/test_responses_api.py); a token limit the backend takes (a Responses backend
+    asks for 16 or more)."""
     model, upstream = BACKENDS[backend]
     sdk = sdks[client]
-    params = {"temperature": 0.5, "top_p": 0.9, "max_tokens": 2, "stop": ["HALT"]}
-    cut = sdk.ask(Ask(model, "alpha beta gamma", stream=stream, params=params))
-    assert cut.text == f"[{backend}:{upstream}] alpha"
-    check_common(cut, client, backend, "length", (3, 2))
-    assert SAMPLING_SENT[backend](sent(mocks, backend)) == (0.5, 0.9, 2, ["HALT"])
+    stops = NO_STOP not in (client, backend)
+    cap = MIN_OUTPUT.get(backend, 2)
+    text = " ".join(["alpha", "beta", "gamma", *(f"w{i}" for i in range(cap))][: cap + 1])
+    params = {"temperature": 0.5, "top_p": 0.9, "max_tokens": cap, **({"stop": ["HALT"]} if stops else {})}
+    cut = sdk.ask(Ask(model, text, stream=stream, params=params))
+    assert cut.text == " ".join(f"[{backend}:{upstream}] {text}".split()[:cap])
+    check_common(cut, client, backend, "length", (cap + 1, cap))
+    assert SAMPLING_SENT[backend](sent(mocks, backend)) == (0.5, 0.9, cap, ["HALT"] if stops else None)
+    if not stops:
+        return
 
     stopped = sdk.ask(Ask(model, "alpha beta HALT gamma", stream=stream, params={**params, "max_tokens": 50}))
     assert stopped.text == f"[{backend}:{upstream}] alpha beta"
@@ -664,7 +772,7 @@ def test_sampling_max_tokens_and_stop(sdks: dict[str, Any], mocks: MockAdmin, cl
         assert stopped.stop_sequence == ("HALT" if backend == "anthropic" else None)
 
 
-@pytest.mark.parametrize("client", ["openai", "gemini"])
+@pytest.mark.parametrize("client", ["openai", "gemini", "openai_responses"])
 def test_anthropic_backend_gets_default_max_tokens(gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin,
                                                    client: str) -> None:
     sdks[client].ask(Ask("claude-sonnet-4-5", "hello"))
@@ -747,6 +855,7 @@ def test_model_listings(gateway: Stack, sdks: dict[str, Any]) -> None:
     assert sdks["openai"].models() == served
     assert sdks["anthropic"].models() == served
     assert sdks["gemini"].models() == served
+    assert sdks["openai_responses"].models() == served
 
 
 # ---- provider errors, on a stack of their own (backend health must not leak into other tests) --------
@@ -774,7 +883,7 @@ def error_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mock
 
 def _error_of(client: str, exc: BaseException) -> tuple[int, str, str]:
     """(status, error type in the client's format, message) of an SDK exception."""
-    if client == "openai":
+    if client in ("openai", "openai_responses"):
         assert isinstance(exc, openai.APIStatusError)
         body: Any = exc.body
         return exc.status_code, body["type"], body["message"]
@@ -808,7 +917,8 @@ def _failure(sdk: Any, ask: Ask) -> BaseException:
     raise AssertionError("the request did not fail")
 
 
-RATE_LIMIT_TYPES = {"openai": "requests", "anthropic": "rate_limit_error", "gemini": "RESOURCE_EXHAUSTED"}
+RATE_LIMIT_TYPES = {"openai": "requests", "anthropic": "rate_limit_error", "gemini": "RESOURCE_EXHAUSTED",
+                    "openai_responses": "requests"}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
@@ -838,7 +948,8 @@ def test_provider_refusing_the_gateway_key_is_502_in_client_format(error_stack: 
     model = BACKENDS[backend][0]
     err = _failure(sdks[client], Ask(model, "hello"))
     got, etype, message = _error_of(client, err)
-    assert (got, etype) == (502, {"openai": "server_error", "anthropic": "api_error", "gemini": "INTERNAL"}[client])
+    assert (got, etype) == (502, {"openai": "server_error", "anthropic": "api_error", "gemini": "INTERNAL",
+                                  "openai_responses": "server_error"}[client])
     name = f"{backend}/{BACKENDS[backend][1]}"
     prefix = f"the provider of backend '{name}' refused the gateway's credentials (HTTP {status}: "
     assert message.startswith(prefix)
@@ -855,6 +966,8 @@ CONTEXT_MESSAGES = {  # backend -> how that provider words a context-length erro
     "anthropic": "prompt is too long: 210000 tokens > 200000 maximum",
     "gemini": "The input token count (1100000) exceeds the maximum number of tokens allowed (1048576).",
     "bedrock": "Input is too long for requested model.",
+    "openai_responses": "Your input exceeds the context window of this model. Please adjust your input and try "
+                        "again.",
 }
 
 
@@ -867,8 +980,8 @@ def test_context_length_is_400_in_client_format(error_stack: Any, client: str, b
     status, etype, message = _error_of(client, err)
     assert (status, message) == (400, CONTEXT_MESSAGES[backend])
     assert etype == {"openai": "invalid_request_error", "anthropic": "invalid_request_error",
-                     "gemini": "INVALID_ARGUMENT"}[client]
-    if client == "openai" and backend != "openai":  # same dialect: the provider's own body, untouched
+                     "gemini": "INVALID_ARGUMENT", "openai_responses": "invalid_request_error"}[client]
+    if client in ("openai", "openai_responses") and backend != client:  # same dialect: the provider's own body
         assert err.body["code"] == "context_length_exceeded"  # type: ignore[attr-defined]
     assert admin.stats(backend)["by_status"] == {"400": 1}
     admin.reset()
@@ -892,7 +1005,8 @@ def test_rate_limit_on_every_backend_is_429(error_stack: Any, client: str) -> No
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN, END = "<!-- conformance-matrix:begin -->", "<!-- conformance-matrix:end -->"
-LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "bedrock": "Bedrock"}
+LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "openai_responses": "OpenAI Responses",
+          "bedrock": "Bedrock"}
 
 
 CLOUD_LABELS = {"vertex_gemini": "Gemini on Vertex AI", "vertex_anthropic": "Claude on Vertex AI",

@@ -42,7 +42,8 @@ def _chars(v: Any, depth: int = 0) -> tuple[int, int]:
         for k, item in v.items():
             if k in _SKIP_KEYS:
                 continue
-            if k in _MEDIA_KEYS and not isinstance(item, str):
+            # Inline media: an object, or a data URL (dialects that send images as a string).
+            if k in _MEDIA_KEYS and (not isinstance(item, str) or item.startswith("data:")):
                 media += MEDIA_TOKENS
                 continue
             c, m = _chars(item, depth + 1)

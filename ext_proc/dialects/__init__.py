@@ -13,13 +13,22 @@ from urllib.parse import parse_qs
 
 from ..errors import GatewayError
 from ..translation.codec import Codec
-from . import anthropic_messages, azure_openai, bedrock_converse, gemini, openai_chat, vertex
-from .base import COMPLETE, FAILED, ClientCall, Dialect
+from . import (
+    anthropic_messages,
+    azure_openai,
+    bedrock_converse,
+    gemini,
+    openai_chat,
+    openai_responses,
+    vertex,
+)
+from .base import COMPLETE, FAILED, ClientCall, Dialect, ResponseKeeper
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     openai_chat.DIALECT,  # first: the default
     anthropic_messages.DIALECT,
     gemini.DIALECT,
+    openai_responses.DIALECT,
     *vertex.DIALECTS,  # provider side only: Gemini and Claude on Google Vertex AI
     azure_openai.DIALECT,  # provider side only: OpenAI models on Azure
     bedrock_converse.DIALECT,  # a backend dialect: matches no client request
@@ -58,6 +67,7 @@ def classify(method: str, path: str, headers: dict[str, str]) -> ClientCall:
     for d in _MATCH_ORDER:
         call = d.match(method, p, query_key, headers)
         if call is not None:
+            call.query = query
             return call
     return ClientCall(claimant(headers).name, "unknown", query_key=query_key)
 
@@ -86,6 +96,7 @@ __all__ = [
     "FAILED",
     "ClientCall",
     "Dialect",
+    "ResponseKeeper",
     "api_key",
     "classify",
     "get_codec",

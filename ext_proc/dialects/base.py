@@ -15,6 +15,10 @@ package and one registry line (docs/architecture.md, "Adding a dialect"):
   stream (SSE or a framing of their own), the pass-through rules for
   same-dialect traffic (model rename, usage injection, end-of-stream marks),
   and provider response headers that must not reach a client.
+- for stateful client APIs, **conversation state**: filling a request in from
+  stored state before it is translated (``expand``), keeping its answer when
+  the response ends (``keeper``), and the operations on that state the
+  gateway answers itself (``serve_state``).
 
 Nothing outside ``ext_proc/dialects/`` names a dialect or one of its wire keys
 (``tests/test_layout.py`` greps for them).
@@ -27,12 +31,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..conversations import ConversationStore
 from ..credentials import TokenSource, oauth_source
 from ..errors import GatewayError
 from ..translation.codec import Codec
 from ..translation.framing import SSE, StreamFraming
 
-Operation = Literal["chat", "list_models", "get_model", "unknown"]
+# "state": an operation on conversation state the gateway keeps (e.g. reading a
+# stored answer), answered by the dialect itself (``Dialect.serve_state``), never routed.
+Operation = Literal["chat", "list_models", "get_model", "state", "unknown"]
 
 # What a same-dialect stream event says about the stream's end.
 COMPLETE: Literal["complete"] = "complete"  # the stream's terminal event: it ended well
@@ -49,6 +56,22 @@ class ClientCall:
     model: str | None = None  # from the path (e.g. GET /v1/models/{id}, or dialects that route by path)
     stream: bool = False  # from the path, for dialects that say it there
     query_key: str | None = None  # a key sent as a query parameter
+    resource: str | None = None  # what a "state" operation names (e.g. a stored answer's id)
+    action: str = ""  # what a "state" operation does with it, in the dialect's own words
+    query: str = ""  # the request line's query string (set by the registry)
+
+
+class ResponseKeeper(ABC):
+    """A dialect's finish effect: sees the bytes a client receives for one request and, when
+    the response has ended, keeps what later requests of the conversation need."""
+
+    @abstractmethod
+    def observe(self, data: bytes) -> None:
+        """Bytes on their way to the client (in order, the whole response)."""
+
+    @abstractmethod
+    async def keep(self, status: int) -> None:
+        """The response ended with ``status``. Never raises: the client already has its answer."""
 
 
 class Dialect(ABC):
@@ -200,3 +223,21 @@ class Dialect(ABC):
     def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:
         """Same-dialect stream: does this event end the stream well, or fail it?
         ``obj`` is the event's data as a JSON object, when it is one."""
+
+    # ---- conversation state (stateful client APIs; docs/architecture.md, "Adding a dialect") --------
+    async def expand(self, store: ConversationStore, tenant: str, call: ClientCall,
+                     body: dict[str, Any]) -> dict[str, Any]:
+        """The request with what it refers to in stored state filled in (e.g. the earlier turns of
+        the answer it continues), before it is admitted and translated, so any backend can serve it.
+        Raises ``GatewayError`` (a 4xx) for a reference that does not resolve for ``tenant``, and
+        ``conversations.StoreUnavailable`` when the store does not answer."""
+        return body
+
+    def keeper(self, store: ConversationStore, tenant: str, call: ClientCall,
+               body: dict[str, Any]) -> ResponseKeeper | None:
+        """What keeps this (expanded) request's answer for later requests; None keeps nothing."""
+        return None
+
+    async def serve_state(self, store: ConversationStore, tenant: str, call: ClientCall) -> tuple[int, Any]:
+        """Answer a "state" operation of ``match``: (status, JSON body). Raises like ``expand``."""
+        raise GatewayError("not_found", "no such endpoint")

@@ -5,6 +5,10 @@
 changes nothing. ``apply(state, finished)`` then records it: metrics, backend
 health, and the admission settlement. Kept apart so tests can check the
 decisions without side effects, and the side effects without Envoy.
+``keep`` is the dialect's own finish effect (``ResponseKeeper``): it sees the
+bytes the client receives and, at the end, stores what a later request of the
+conversation needs, before the last chunk goes out, so a next turn sent as
+soon as the answer arrives finds it, on any replica.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import metrics
+from ..dialects import ResponseKeeper
 from ..pricing import cost_usd
 from ..state import GatewayState
 from ..translation.ir import Usage
@@ -91,3 +96,10 @@ def apply(state: GatewayState, plan: RoutePlan, done: Finished) -> None:
     u = done.usage
     if u is not None:
         metrics.record_usage(model, done.backend, u.input_tokens, u.output_tokens, u.cached_input_tokens)
+
+
+async def keep(keeper: ResponseKeeper, data: bytes, end: bool, status: int) -> None:
+    """Show the keeper what the client receives; at the end, let it keep the answer."""
+    keeper.observe(data)
+    if end:
+        await keeper.keep(status)

@@ -2,10 +2,14 @@
 
 ``start(state, headers, end_of_stream)`` classifies the request line and
 authenticates the client; it answers at once (``Answer``) when the request
-is a model listing or is refused. ``plan(state, started, raw_body)`` reads the
-body, picks the primary backend (health, then budgets), and translates the
-body for it: a ``RoutePlan`` says what to send and which headers to set, an
-``Answer`` is a refusal already rendered in the client's dialect.
+is a model listing or is refused. An operation on conversation state the
+gateway keeps is answered by ``serve_state`` (the dialect's, it may wait on
+the store). ``plan(state, started, raw_body)`` reads the body, fills in what
+it refers to from stored state (``Dialect.expand``), picks the primary
+backend (health, then budgets), and translates the body for it: a
+``RoutePlan`` says what to send and which headers to set (and carries the
+dialect's ``ResponseKeeper``, if it keeps the answer), an ``Answer`` is a
+refusal already rendered in the client's dialect.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from .. import metrics
 from .. import protocol as P
 from ..admission import Rejection, Ticket
 from ..config import ResolvedBackend
-from ..dialects import CLIENT_KEY_HEADERS, ClientCall, Dialect, api_key, classify, get_dialect
+from ..conversations import StoreUnavailable
+from ..dialects import CLIENT_KEY_HEADERS, ClientCall, Dialect, ResponseKeeper, api_key, classify, get_dialect
 from ..errors import GatewayError, overloaded_as_503
 from ..routing import Candidates
 from ..state import GatewayState
@@ -68,6 +73,7 @@ class RoutePlan:
     set_headers: dict[str, str]
     remove_headers: list[str]
     new_body: bytes | None  # None: the client's body goes unchanged
+    keeper: ResponseKeeper | None = None  # the dialect's finish effect (keeps the answer for later turns)
 
 
 def reject(started: Started | ClientCall | None, err: GatewayError, reason: str,
@@ -103,6 +109,8 @@ def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> 
                       tuple(h for h in headers if h[:1] != ":"))
     if call.operation in ("list_models", "get_model"):
         return models(state, started)
+    if call.operation == "state":
+        return started  # answered by serve_state, which may wait on the conversation store
     if call.operation != "chat":
         err = GatewayError("unknown_endpoint", f"no such endpoint: {method} {path.partition('?')[0]}")
         return reject(call, err, "not_found")
@@ -137,12 +145,26 @@ def models(state: GatewayState, started: Started) -> Answer:
     return Answer(200, orjson.dumps(started.dialect.model_listing(names, one=one)), reason="model_listing")
 
 
+async def serve_state(state: GatewayState, started: Started) -> Answer:
+    """An operation on conversation state the gateway keeps (e.g. a stored answer), answered by
+    the client's dialect; never routed to a backend."""
+    try:
+        status, body = await started.dialect.serve_state(state.conversations, started.tenant, started.call)
+    except StoreUnavailable as e:
+        return reject(started, GatewayError("overloaded", str(e)), "conversation_store")
+    except GatewayError as err:
+        return reject(started, err, err.kind)
+    return Answer(status, orjson.dumps(body), reason="conversation_state")
+
+
 async def plan(state: GatewayState, started: Started, raw: bytes) -> RoutePlan | Answer:
     """Request body: model, primary backend (health, then budgets), translated
     body; or the refusal, in the client's dialect."""
     ticket: list[Ticket] = []
     try:
         return await _plan(state, started, raw, ticket)
+    except StoreUnavailable as e:
+        return reject(started, GatewayError("overloaded", str(e)), "conversation_store")
     except GatewayError as err:
         if ticket and state.admission is not None:
             state.admission.settle(ticket[0], 0, "", None)  # refund: nothing was sent
@@ -176,6 +198,8 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
         raise GatewayError("not_found", f"model '{model}' does not exist or is not served by this gateway",
                            param="model")
     stream = client.request_stream(call, body)
+    # What the request refers to in stored state, filled in: admitted, translated and answered whole.
+    body = await client.expand(state.conversations, started.tenant, call, body)
     candidates = Candidates.of(chain, state.health)
     ticket: Ticket | None = None
     if state.admission is not None:
@@ -184,7 +208,9 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
         primary = ticket.backend
     else:
         primary = choose(model, candidates)
-    return _route(state, started, model, stream, body, primary, ticket)
+    routed = _route(state, started, model, stream, body, primary, ticket)
+    routed.keeper = client.keeper(state.conversations, started.tenant, call, body)
+    return routed
 
 
 def _route(state: GatewayState, started: Started, model: str, stream: bool, body: dict[str, Any],

@@ -161,7 +161,7 @@ class Buffered(ResponseTranslator):
                 return None
         self.usage = resp.usage
         resp.model = self.model
-        return orjson.dumps(self.client.render_response(resp))
+        return orjson.dumps(self.client.render_reply(resp, self.ir))
 
     def _error(self, body: bytes) -> bytes | None:
         from_provider = isinstance(error_json(body), dict)

@@ -1,12 +1,13 @@
 """The router-level stream: one per client request (adapter to ``ext_proc.request``).
 
-Request headers -> ``plan.start``; request body -> ``plan.plan``; response
-body (full duplex, headers skipped: the status and the answering backend
-arrive as attributes with the first chunk) -> a ``responses`` translator, and
-when the response ends ``finish``. Messages per request: request headers,
-request body, and usually one response chunk each way. Everything a failover
-attempt needs travels in internal headers; nothing is shared with the upstream
-stage.
+Request headers -> ``plan.start`` (and ``plan.serve_state`` for an operation
+on stored conversation state); request body -> ``plan.plan``; response body
+(full duplex, headers skipped: the status and the answering backend arrive as
+attributes with the first chunk) -> a ``responses`` translator, and when the
+response ends ``finish`` (and the dialect's keeper, before the last chunk goes
+out). Messages per request: request headers, request body, and usually one
+response chunk each way. Everything a failover attempt needs travels in
+internal headers; nothing is shared with the upstream stage.
 
 Full duplex means the stage sends the client's bytes when it has them, not one
 answer per chunk: a held-back chunk costs no message, and a stream can be ended
@@ -35,7 +36,7 @@ from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..request import finish as F
 from ..request import trace
-from ..request.plan import Answer, RoutePlan, Started, plan, start
+from ..request.plan import Answer, RoutePlan, Started, plan, serve_state, start
 from ..request.responses import InvalidAnswer, ResponseTranslator, make_translator
 from ..state import GatewayState
 from ..translation.ir import Usage
@@ -59,8 +60,10 @@ class RouterStream:
         self.log_fields: dict[str, Any] | None = None  # for Envoy's access log, set when the response ends
         self.trace_fields: dict[str, Any] | None = None  # for Envoy's request span (tracing on), idem
 
-    def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
+    async def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
         result = start(self.state, M.headers_of(msg), msg.end_of_stream)
+        if isinstance(result, Started) and result.call.operation == "state":
+            result = await serve_state(self.state, result)
         if isinstance(result, Answer):
             return self._immediate(result)
         self.started = result
@@ -108,10 +111,20 @@ class RouterStream:
                                model=p.model, ir=p.ir, body=p.body, on_done=self._done,
                                redact=self.state.redact)
 
-    def body_response(self, translator: ResponseTranslator, body: bytes, end: bool) -> pb.ProcessingResponse | None:
+    async def body_response(self, translator: ResponseTranslator, body: bytes,
+                            end: bool) -> pb.ProcessingResponse | None:
         """The bytes to send on for a response chunk (None: nothing yet)."""
         out = translator.feed(body, end)
-        return self.send(body if out is None else out, end)
+        data = body if out is None else out
+        await self.keep(data, end, translator.status)
+        return self.send(data, end)
+
+    async def keep(self, data: bytes, end: bool, status: int) -> None:
+        """Show the dialect's keeper (if it keeps the answer) what the client receives;
+        at the end, it keeps the answer before the last chunk goes out."""
+        keeper = self.plan.keeper if self.plan is not None else None
+        if keeper is not None:
+            await F.keep(keeper, data, end, status)
 
     def send(self, body: bytes, end: bool) -> pb.ProcessingResponse | None:
         if not body and not end:
@@ -150,7 +163,9 @@ class RouterStream:
                 return
             metrics.STREAM_TIMEOUTS.labels(p.model, translator.backend_name, bound).inc()
             log.info("stream of model %s ended by the gateway: %s", p.model, message)
-            resp = self.send(translator.abort(GatewayError("timeout", message)), True)
+            data = translator.abort(GatewayError("timeout", message))
+            await self.keep(data, True, translator.status)
+            resp = self.send(data, True)
             assert resp is not None
             await ctx.write(resp)
 
@@ -214,7 +229,7 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
             kind = req.WhichOneof("request")
             t = time.perf_counter()
             if kind == "request_headers":
-                resp = stream.on_request_headers(req.request_headers)
+                resp = await stream.on_request_headers(req.request_headers)
             elif kind == "request_body":
                 resp = await stream.on_request_body(req.request_body)
             elif kind in ("response_body", "response_trailers"):
@@ -251,7 +266,7 @@ async def _respond(stream: RouterStream, translator: ResponseTranslator, req: pb
             return False  # the watchdog ended the stream: the rest of the provider's bytes go nowhere
         chunk = req.response_body
         try:
-            resp = stream.body_response(translator, chunk.body, chunk.end_of_stream)
+            resp = await stream.body_response(translator, chunk.body, chunk.end_of_stream)
         except InvalidAnswer as e:
             # Its 200 went to the client already: Envoy resets the response (a local
             # reply after headers), so the client sees a failure, not a success.
@@ -263,7 +278,7 @@ async def _respond(stream: RouterStream, translator: ResponseTranslator, req: pb
         return False
     # Trailers end the response (providers rarely send them): the last bytes, then the trailers unchanged.
     if not translator.done:
-        resp = stream.body_response(translator, b"", True)
+        resp = await stream.body_response(translator, b"", True)
         if resp is not None:
             resp.response_body.response.body_mutation.streamed_response.end_of_stream = False
             await ctx.write(resp)

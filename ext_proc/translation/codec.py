@@ -84,6 +84,11 @@ class Codec(ABC):
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
         """IR -> client's non-streamed success body (``resp.model`` is the name the client asked for)."""
 
+    def render_reply(self, resp: ChatResponse, req: ChatRequest | None) -> dict[str, Any]:
+        """``render_response`` for the client whose request was ``req`` (None when unknown). A
+        dialect whose responses repeat the request's settings (``ChatRequest.echo``) overrides it."""
+        return self.render_response(resp)
+
     # ---- streams -----------------------------------------------------------
     @abstractmethod
     def stream_decoder(self) -> StreamDecoder: ...

@@ -49,6 +49,17 @@ class ImagePart:
 
 
 @dataclass(slots=True)
+class FilePart:
+    """A document (e.g. a PDF), inline (base64 ``data`` + ``media_type``) or by ``url``. Not an
+    image: codecs that cannot take documents refuse it (or drop it) by its path."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+    filename: str | None = None
+
+
+@dataclass(slots=True)
 class ToolCallPart:
     """An assistant's request to call a tool; ``arguments`` is JSON text."""
 
@@ -71,7 +82,7 @@ class ToolResultPart:
     is_error: bool = False
 
 
-Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
+Part = TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart
 
 
 @dataclass(slots=True)
@@ -133,6 +144,8 @@ class ChatRequest:
     frequency_penalty: float | None = None
     n: int | None = None
     response_format: ResponseFormat | None = None
+    # How hard a reasoning model thinks: "none", "minimal", "low", "medium", "high"... as the client said it.
+    reasoning_effort: str | None = None
     user: str | None = None
     stream: bool = False
     # The client asked for usage in its stream (dialects where that is optional).
@@ -149,6 +162,10 @@ class ChatRequest:
     # An IR field's name as the client's dialect spells it (where it differs),
     # so a refusal names the field the client actually sent.
     field_names: dict[str, str] = field(default_factory=dict)
+    # Request settings the client's dialect repeats in its responses (e.g. a
+    # response object that echoes the tools and instructions it was given),
+    # as that dialect's parser found them; only its own renderer reads them.
+    echo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

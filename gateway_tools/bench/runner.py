@@ -279,6 +279,12 @@ def probe_figures(b: Bench, name: str, who: str, wrk_note: str, targets: bool) -
         if name != "large":
             out.append(Figure(f"{name}.added_p99_ms", f"added latency p99 at {rate:.0f} req/s ({who})", p99, "ms",
                               **aim("<= 5 ms", at_most(p99, 5.0))))
+        if targets and sc.beside == "translated" and name not in OWN_GATEWAY:
+            # Another client API over the same backend: what it costs beyond the translated scenario.
+            base = added(d.pooled("translated", "latency"), base_lat, 0.5)
+            extra = None if p50 is None or base is None else p50 - base
+            out.append(Figure(f"{name}.added_p50_vs_translated_ms", f"added latency p50 beyond translated ({who})",
+                              extra, "ms", **aim("<= 0.3 ms", at_most(extra, 0.3))))
         cpu = [r["ext_proc_cpu_s_per_1k"] for r in d.throughput.get(name, [])]
         out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{who}: ext_proc CPU per 1,000 requests",
                           median(cpu) if cpu else None, "s", note=wrk_note))

@@ -53,6 +53,8 @@ SCENARIOS = {
     s.name: s for s in (
         Scenario("passthrough", "unary", "floor", "OpenAI client -> OpenAI backend"),
         Scenario("translated", "unary", "floor", "OpenAI client -> Anthropic backend"),
+        Scenario("responses", "unary", "floor", "OpenAI Responses client -> Anthropic backend (answer kept, "
+                                                "in process)", beside="translated"),
         Scenario("large", "unary", "floor-large", "translated, 200 KB prompt"),
         Scenario("streamed", "stream", "floor-stream", f"OpenAI client -> Anthropic backend, "
                                                        f"{upstream.STREAM_EVENTS}-event SSE stream"),
@@ -184,6 +186,13 @@ def _chat(model: str, prompt: str, stream: bool = False) -> bytes:
     if stream:
         body["stream"] = True
     return orjson.dumps(body)
+
+
+def _responses(model: str, prompt: str) -> bytes:
+    """The translated scenario's request as a Responses client sends it (store defaults to true:
+    the gateway keeps the answer)."""
+    return orjson.dumps({"model": model, "max_output_tokens": 256, "temperature": 0.7,
+                         "instructions": "You are a concise assistant.", "input": prompt})
 
 
 def _large_prompt() -> str:
@@ -369,6 +378,7 @@ class BenchStack(Stack):
             "upstream": Request(p.canned, chat, to_openai, _chat("bench-passthrough", prompt)),
             "passthrough": Request(listen, chat, tenant, _chat("bench-passthrough", prompt)),
             "translated": Request(listen, chat, tenant, _chat("bench-translated", prompt)),
+            "responses": Request(listen, "/v1/responses", tenant, _responses("bench-translated", prompt)),
             "large": Request(listen, chat, tenant, _chat("bench-translated", large)),
             "streamed": Request(listen, chat, tenant, _chat("bench-streamed", prompt, stream=True)),
             **{name: Request(stack.config.listen.port, chat, tenant, _chat("bench-translated", prompt))

@@ -1,5 +1,5 @@
-"""Fake OpenAI, Anthropic, Gemini, Vertex AI, Azure OpenAI and AWS Bedrock servers that speak each
-provider's real wire format.
+"""Fake OpenAI (Chat Completions and Responses), Anthropic, Gemini, Vertex AI, Azure OpenAI and
+AWS Bedrock servers that speak each provider's real wire format.
 
 The gateway's end-to-end tests, its ``up`` command and its load tests point the
 gateway at these instead of the real APIs. Each mock checks requests the way its
@@ -35,13 +35,15 @@ the pause of ``slow``, and of ``trickle`` between two bytes), and
 ids the server issued (``tool_call_ids``), so tests can check that a client
 got the backend's id.
 
-One module per provider (``openai_chat``, ``anthropic_messages``, ``gemini``, and the clouds:
-``vertex`` for Gemini and Claude on Vertex AI, ``azure`` for Azure OpenAI, each with its own
-OAuth2 token endpoint, ``tokens``; ``bedrock`` for AWS Bedrock), what they share in ``common``
-and their lifecycle in ``server``. The OpenAI mock also plays OpenAI-compatible hosts' quirks
-(its ``quirks``). The Bedrock mock verifies SigV4 signatures instead of a key
-(``MockSpec.key_id`` and its secret) and streams AWS event-stream frames; ``stream_malformed``
-sends a frame whose checksum does not match.
+One module per provider (``openai_chat``, ``openai_responses``, ``anthropic_messages``, ``gemini``,
+and the clouds: ``vertex`` for Gemini and Claude on Vertex AI, ``azure`` for Azure OpenAI, each with
+its own OAuth2 token endpoint, ``tokens``; ``bedrock`` for AWS Bedrock), what they share in
+``common`` and their lifecycle in ``server``. OpenAI's two dialects are served by one server, as
+OpenAI serves both. The OpenAI mock also plays OpenAI-compatible hosts' quirks (its ``quirks``).
+The Bedrock mock verifies SigV4 signatures instead of a key (``MockSpec.key_id`` and its secret)
+and streams AWS event-stream frames; ``stream_malformed`` sends a frame whose checksum does not
+match. With structured output asked for (a JSON schema), the reply text is a JSON value of that
+schema whose strings are the usual reply and whose numbers are its word count.
 """
 
 from .common import FAULT_MODES, NON_ANSWERS, MockSpec

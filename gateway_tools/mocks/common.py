@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Literal
 import orjson
 from aiohttp import web
 
-Dialect = Literal["openai", "anthropic", "gemini", "vertex_gemini", "vertex_anthropic", "azure_openai", "bedrock"]
+Dialect = Literal["openai", "anthropic", "gemini", "openai_responses", "vertex_gemini", "vertex_anthropic",
+                  "azure_openai", "bedrock"]
 
 # 200s that are not answers, as broken providers and proxies send them: no body (an
 # empty event stream for streams), a proxy's HTML page, the provider's error object,
@@ -162,6 +163,8 @@ class _Convo:
     forced_name: str | None = None  # the tool a forced call must use
     max_tokens: int | None = None
     stops: list[str] = field(default_factory=list)
+    # Structured output asked for: a JSON schema ({} for "any JSON object").
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass
@@ -199,6 +202,8 @@ def _plan(provider: str, c: _Convo) -> _Reply:
                 name = c.forced_name or c.tool_names[0]
                 return _Reply([], "tool", tool_name=name, tool_args={"echo": c.user_text})
         full = f"{prefix} {c.user_text}"
+    if c.json_schema is not None:
+        full = orjson.dumps(_instance(c.json_schema, full, c.json_schema)).decode()
     words = full.split()
     finish, seq = "stop", None
     stops = [s for s in c.stops if s]
@@ -213,6 +218,45 @@ def _plan(provider: str, c: _Convo) -> _Reply:
         words = words[: c.max_tokens]
         finish, seq = "length", None
     return _Reply(words, finish, stop_sequence=seq)
+
+
+def _instance(schema: Any, text: str, root: dict[str, Any], depth: int = 0) -> Any:
+    """A deterministic JSON value matching ``schema``: strings are the reply text, numbers
+    its word count, the first of any enum or union ("any JSON object" is ``{"text": ...}``)."""
+    if not isinstance(schema, dict) or depth > 16:
+        return text
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for key in ref[2:].split("/"):
+            target = target.get(key, {}) if isinstance(target, dict) else {}
+        return _instance(target, text, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for union in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(union), list) and schema[union]:
+            return _instance(schema[union][0], text, root, depth + 1)
+    t = schema.get("type")
+    t = (t[0] if t else None) if isinstance(t, list) else t
+    t = t.lower() if isinstance(t, str) else t
+    props = schema.get("properties")
+    if t == "object" or isinstance(props, dict):
+        if not props:
+            return {"text": text}
+        return {k: _instance(v, text, root, depth + 1) for k, v in props.items()}
+    if t == "array":
+        return [_instance(schema.get("items"), text, root, depth + 1)]
+    if t == "integer":
+        return len(text.split())
+    if t == "number":
+        return float(len(text.split()))
+    if t == "boolean":
+        return True
+    if t == "null":
+        return None
+    return text
 
 
 # --------------------------------------------------------------------------- faults and stats

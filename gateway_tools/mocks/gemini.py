@@ -599,6 +599,9 @@ class _Gemini(_Provider):
             )
         mot = gc.get("maxOutputTokens")
         max_tokens = mot if isinstance(mot, int) and mot > 0 else None
+        json_schema = gc.get("responseJsonSchema") or gc.get("responseSchema")
+        if json_schema is None and gc.get("responseMimeType") == "application/json":
+            json_schema = {}
 
         last = contents[-1]
         tool_results: list[str] | None = None
@@ -623,6 +626,7 @@ class _Gemini(_Provider):
             forced_name=allowed[0] if allowed else None,
             max_tokens=max_tokens,
             stops=list(stops),
+            json_schema=json_schema if isinstance(json_schema, dict) else None,
         )
         return convo, n
 

@@ -513,6 +513,7 @@ class _OpenAI(_Provider):
                 raise self.bad_type("stream_options.include_obfuscation", "a boolean", io)
             obfuscate = io is not False
         rf = body.get("response_format")
+        json_schema = None
         if rf is not None:
             if not isinstance(rf, dict):
                 raise self.bad_type("response_format", "an object", rf)
@@ -520,6 +521,13 @@ class _OpenAI(_Provider):
                 raise self.bad_value(
                     "response_format.type", rf.get("type"), ("text", "json_object", "json_schema")
                 )
+            if rf["type"] == "json_object":
+                json_schema: dict[str, Any] | None = {}
+            elif rf["type"] == "json_schema":
+                js = rf.get("json_schema")
+                if not isinstance(js, dict):
+                    raise self.missing("response_format.json_schema")
+                json_schema = js.get("schema") if isinstance(js.get("schema"), dict) else {}
 
         convo = _Convo(
             model=model,
@@ -531,6 +539,7 @@ class _OpenAI(_Provider):
             forced_name=forced,
             max_tokens=max_tokens,
             stops=stops,
+            json_schema=json_schema,
         )
         return convo, bool(stream), include_usage, obfuscate, n
 

@@ -15,12 +15,14 @@ from .azure import _Azure
 from .bedrock import _Bedrock
 from .common import MockSpec, _Provider
 from .gemini import _Gemini
-from .openai_chat import _OpenAI
+from .openai_responses import _OpenAIPlatform
 from .vertex import _Vertex
 
 # --------------------------------------------------------------------------- lifecycle
 
-_PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAI, "anthropic": _Anthropic, "gemini": _Gemini,
+# One OpenAI server answers both of its dialects (Chat Completions and Responses), as OpenAI does.
+_PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAIPlatform, "openai_responses": _OpenAIPlatform,
+                                          "anthropic": _Anthropic, "gemini": _Gemini,
                                           # one Vertex mock is a project serving both publishers
                                           "vertex_gemini": _Vertex, "vertex_anthropic": _Vertex,
                                           "azure_openai": _Azure, "bedrock": _Bedrock}

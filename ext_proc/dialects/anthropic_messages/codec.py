@@ -45,6 +45,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    FilePart,
     ImagePart,
     Message,
     MessageDelta,
@@ -307,6 +308,15 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 blocks.append(_image_block(p))
+            elif isinstance(p, FilePart):
+                # A document block takes PDFs, inline or by URL, in a user turn.
+                if target == "assistant" or p.media_type != "application/pdf":
+                    if drop:
+                        continue
+                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                source = ({"type": "base64", "media_type": "application/pdf", "data": p.data} if p.data is not None
+                          else {"type": "url", "url": p.url})
+                blocks.append({"type": "document", "source": source})
             elif isinstance(p, ToolCallPart):
                 if target != "assistant":
                     if drop:
@@ -637,7 +647,8 @@ class AnthropicCodec(Codec):
         drop = drop_unsupported
         if not drop:
             for name, value in (("seed", req.seed), ("presence_penalty", req.presence_penalty),
-                                ("frequency_penalty", req.frequency_penalty)):
+                                ("frequency_penalty", req.frequency_penalty),
+                                ("reasoning_effort", req.reasoning_effort)):
                 if value is not None:
                     raise unsupported(client_field(req, name), DIALECT)
             if req.n is not None and req.n != 1:

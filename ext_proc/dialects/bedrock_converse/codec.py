@@ -57,6 +57,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    FilePart,
     ImagePart,
     Message,
     MessageDelta,
@@ -328,6 +329,26 @@ def _image_block(p: ImagePart, path: str, drop: bool) -> dict[str, Any] | None:
     return {"image": {"format": fmt, "source": {"bytes": p.data}}}
 
 
+# Converse DocumentBlock formats, by media type.
+_DOC_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "application/msword": "doc",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+                "application/vnd.ms-excel": "xls",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+                "text/html": "html", "text/plain": "txt", "text/markdown": "md"}
+# A DocumentBlock name: alphanumerics, single spaces, hyphens, parentheses, square brackets.
+_DOC_NAME_BAD = re.compile(r"[^A-Za-z0-9 ()\[\]-]+")
+
+
+def _document_block(p: FilePart, index: int) -> dict[str, Any] | None:
+    """An inline document as a Converse ``document`` block; None for what Converse cannot take."""
+    fmt = _DOC_FORMATS.get((p.media_type or "").lower())
+    if p.data is None or fmt is None:
+        return None
+    stem = (p.filename or "").rsplit(".", 1)[0]
+    name = " ".join(_DOC_NAME_BAD.sub(" ", stem).split())[:200] or f"document-{index}"
+    return {"document": {"format": fmt, "name": name, "source": {"bytes": p.data}}}
+
+
 def _result_block(p: ToolResultPart, path: str, drop: bool) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     for k, c in enumerate(p.content):
@@ -380,6 +401,13 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 img = _image_block(p, path, drop)
                 if img is not None:
                     blocks.append(img)
+            elif isinstance(p, FilePart):
+                doc = None if target == "assistant" else _document_block(p, len(blocks))
+                if doc is None:
+                    if drop:
+                        continue
+                    raise unsupported(path, DIALECT)  # a URL (Converse reads bytes or S3), or another type
+                blocks.append(doc)
             elif isinstance(p, ToolCallPart):
                 if target != "assistant":
                     if drop:

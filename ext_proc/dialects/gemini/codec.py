@@ -49,6 +49,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    FilePart,
     ImagePart,
     Message,
     MessageDelta,
@@ -451,7 +452,7 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
                 values[p + k] = cfg[k]
 
 
-def _media_part(p: ImagePart) -> dict[str, Any]:
+def _media_part(p: ImagePart | FilePart) -> dict[str, Any]:
     if p.data is not None:
         return {"inlineData": {"mimeType": p.media_type or "image/jpeg", "data": p.data}}
     url = p.url or ""
@@ -477,7 +478,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
         for j, p in enumerate(m.parts):
             if isinstance(p, TextPart):
                 parts.append({"text": p.text})
-            elif isinstance(p, ImagePart):
+            elif isinstance(p, ImagePart | FilePart):  # inlineData / fileData take any media type
                 parts.append(_media_part(p))
             elif isinstance(p, ToolCallPart):
                 if target != "model":
@@ -809,6 +810,8 @@ class GeminiCodec(Codec):
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
             if req.n is not None and req.n != 1:
                 raise unsupported(client_field(req, "n"), DIALECT)  # the IR response holds one candidate
+            if req.reasoning_effort is not None:  # thinking budgets are Gemini's own: no faithful mapping
+                raise unsupported(client_field(req, "reasoning_effort"), DIALECT)
         body: dict[str, Any] = {"contents": _build_contents(req, drop)}
         if req.system:
             body["systemInstruction"] = {"parts": [{"text": p.text} for p in req.system]}

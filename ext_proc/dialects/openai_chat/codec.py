@@ -2,7 +2,7 @@
 
 Unmapped-field policy (client -> IR): top-level fields the IR cannot carry
 (``logprobs``, ``top_logprobs``, ``logit_bias``, ``audio``, ``modalities``,
-``prediction``, ``reasoning_effort``, ``web_search_options``, ``functions``,
+``prediction``, ``web_search_options``, ``functions``,
 ``function_call``, ``top_k`` and anything unknown) are listed in
 ``ChatRequest.unmapped`` with their raw values, unless they hold their
 neutral value (``null``, ``logprobs: false``, ``modalities: ["text"]``,
@@ -44,6 +44,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    FilePart,
     ImagePart,
     Message,
     MessageDelta,
@@ -77,7 +78,7 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 _HANDLED = frozenset({
     "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
     "presence_penalty", "frequency_penalty", "n", "response_format", "user", "stream", "stream_options",
-    "tools", "tool_choice", "parallel_tool_calls",
+    "tools", "tool_choice", "parallel_tool_calls", "reasoning_effort",
 })
 
 FINISH_TO_IR: dict[str, StopReason] = {
@@ -364,6 +365,11 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 elif isinstance(p, ImagePart):
                     only_text = False
                     parts.append({"type": "image_url", "image_url": {"url": _image_url(p)}})
+                elif isinstance(p, FilePart) and p.data is not None:  # a "file" part takes inline data only
+                    only_text = False
+                    parts.append({"type": "file", "file": {
+                        "filename": p.filename or "file",
+                        "file_data": f"data:{p.media_type or 'application/pdf'};base64,{p.data}"}})
                 elif not drop:
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
             if only_text and len(parts) == 1:
@@ -742,6 +748,7 @@ class OpenAICodec(Codec):
             frequency_penalty=_opt_num(body, "frequency_penalty"),
             n=_opt_int(body, "n"),
             response_format=_parse_response_format(body.get("response_format")),
+            reasoning_effort=_opt_str(body, "reasoning_effort", "reasoning_effort"),
             user=_opt_str(body, "user", "user"),
             stream=stream,
             stream_include_usage=include_usage,
@@ -783,6 +790,8 @@ class OpenAICodec(Codec):
                 if rf.schema is not None:
                     js["schema"] = rf.schema
                 body["response_format"] = {"type": "json_schema", "json_schema": js}
+        if req.reasoning_effort is not None:
+            body["reasoning_effort"] = req.reasoning_effort
         if req.user is not None:
             body["user"] = req.user
         if req.tools:
