@@ -38,8 +38,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.secrets:
         resolve_secrets(cfg)  # provider keys, tenant keys and cloud credentials, as `serve` loads them
     backends = sum(len(c) for c in cfg.chains.values())
-    print(f"{cfg.source}: OK ({len(cfg.providers)} providers, {len(cfg.models)} models, "
-          f"{backends} backends, {len(cfg.tenants)} tenants)")
+    print(
+        f"{cfg.source}: OK ({len(cfg.providers)} providers, {len(cfg.models)} models, "
+        f"{backends} backends, {len(cfg.tenants)} tenants)"
+    )
     return 0
 
 
@@ -65,12 +67,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     GatewayState(cfg)  # fail fast on missing secrets and unloadable credentials, before listening
     # Cloud credentials get their first token before the first request (on their own threads).
     for label in credentials.wait_ready(CREDENTIALS_READY_S):
-        logging.getLogger("llm_gateway").warning("no token yet for %s: its providers' attempts fail over until "
-                                                 "one arrives", label)
+        logging.getLogger("llm_gateway").warning(
+            "no token yet for %s: its providers' attempts fail over until one arrives", label
+        )
     port = args.port or cfg.ext_proc.port
     metrics_port = cfg.ext_proc.metrics_port if args.metrics_port is None else args.metrics_port
-    server.run(cfg, port, metrics_port or None, watch_config=watch, shutdown_delay=args.shutdown_delay,
-               drain_seconds=args.drain_seconds)
+    server.run(
+        cfg,
+        port,
+        metrics_port or None,
+        watch_config=watch,
+        shutdown_delay=args.shutdown_delay,
+        drain_seconds=args.drain_seconds,
+    )
     return 0
 
 
@@ -81,30 +90,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a gateway config; non-zero exit on errors")
     _config_arg(p, positional=True)
-    p.add_argument("--secrets", action="store_true",
-                   help="also read every provider key and tenant key and load every cloud credential "
-                        "(as serve does at start), from this environment")
+    p.add_argument(
+        "--secrets",
+        action="store_true",
+        help="also read every provider key and tenant key and load every cloud credential "
+        "(as serve does at start), from this environment",
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("render-envoy", help="render the Envoy bootstrap for a gateway config")
     _config_arg(p, positional=True)
-    p.add_argument("--output", "-o", default=str(Path("envoy") / "envoy.yaml"), help="default: envoy/envoy.yaml")
+    p.add_argument(
+        "--output", "-o", default=str(Path("envoy") / "envoy.yaml"), help="default: envoy/envoy.yaml"
+    )
     p.set_defaults(func=cmd_render_envoy)
 
     p = sub.add_parser("serve", help="run one ext_proc server process (what `up` starts)")
     _config_arg(p)
     p.add_argument("--port", type=int, help="gRPC port (default: ext_proc.port from config)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default: from config)")
-    p.add_argument("--watch-config", type=float, nargs="?", const=1.0, metavar="SECONDS",
-                   help="reload when the config file or a provider key file changes (e.g. a Kubernetes "
-                        "ConfigMap or Secret volume), checking every SECONDS (1 if not given); off unless "
-                        "given or LLM_GATEWAY_WATCH_CONFIG=1|SECONDS")
-    p.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
-                   help="on SIGTERM, report NOT_SERVING to health checks and keep serving this long "
-                        "before draining (default 0)")
-    p.add_argument("--drain-seconds", type=float, default=60.0, metavar="SECONDS",
-                   help="after a config switch, how long the replaced config still serves failover attempts of "
-                        "requests routed under it, as long as Envoy keeps its routes (default 60, as `up`)")
+    p.add_argument(
+        "--watch-config",
+        type=float,
+        nargs="?",
+        const=1.0,
+        metavar="SECONDS",
+        help="reload when the config file or a provider key file changes (e.g. a Kubernetes "
+        "ConfigMap or Secret volume), checking every SECONDS (1 if not given); off unless "
+        "given or LLM_GATEWAY_WATCH_CONFIG=1|SECONDS",
+    )
+    p.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, report NOT_SERVING to health checks and keep serving this long "
+        "before draining (default 0)",
+    )
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after a config switch, how long the replaced config still serves failover attempts of "
+        "requests routed under it, as long as Envoy keeps its routes (default 60, as `up`)",
+    )
     p.set_defaults(func=cmd_serve)
     return parser
 

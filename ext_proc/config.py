@@ -91,18 +91,35 @@ class ExtProcSettings(_Strict):
     # Host name Envoy connects to instead of `address` (which is where the
     # workers bind): a DNS name resolving to every replica, e.g. a compose
     # service. Envoy then resolves it (STRICT_DNS) rather than using a fixed IP.
-    upstream_host: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
-                                                    max_length=253)] | None = None
+    upstream_host: (
+        Annotated[
+            str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", max_length=253)
+        ]
+        | None
+    ) = None
 
 
 # Headers Envoy or the gateway manage on every request to a provider: never a client's to forward.
-MANAGED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "te", "connection", "keep-alive",
-                             "upgrade", "proxy-connection", "expect", "accept-encoding"})
+MANAGED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "proxy-connection",
+        "expect",
+        "accept-encoding",
+    }
+)
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 
 # Headers that carry a credential: set from api_key_env / api_key_file only, never inline.
 _SECRET_HEADERS = frozenset({*CREDENTIAL_HEADERS, "authorization"}) - {
-    h for d in DIALECTS.values() for h in d.version_headers}
+    h for d in DIALECTS.values() for h in d.version_headers
+}
 
 
 class OAuth(_Strict):
@@ -126,7 +143,9 @@ class OAuth(_Strict):
         elif not (self.token_url and self.client_id):
             raise ValueError("needs token_file, or token_url and client_id (client-credentials grant)")
         elif bool(self.client_secret_env) == bool(self.client_secret_file):
-            raise ValueError("needs exactly one of client_secret_env or client_secret_file (secrets are never inline)")
+            raise ValueError(
+                "needs exactly one of client_secret_env or client_secret_file (secrets are never inline)"
+            )
         return self
 
 
@@ -359,8 +378,10 @@ class Tracing(_Strict):
     Absent: nothing is rendered and the ext_proc adds nothing, so tracing off costs nothing."""
 
     # An OTLP/gRPC collector, e.g. an OpenTelemetry Collector's port 4317.
-    otlp_endpoint: Annotated[str, StringConstraints(
-        pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$", max_length=259)]
+    otlp_endpoint: Annotated[
+        str,
+        StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$", max_length=259),
+    ]
     # Share of requests traced; a client's traceparent decides for its own trace.
     sampling_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
     service_name: Name = "llm-gateway"
@@ -429,8 +450,9 @@ class ResolvedBackend:
     def budgeted(self) -> bool:
         """Does admission check this backend's quotas?"""
         lim = self.limits
-        return lim is not None and bool(lim.requests_per_minute or lim.tokens_per_minute
-                                        or lim.concurrent_requests or lim.adaptive)
+        return lim is not None and bool(
+            lim.requests_per_minute or lim.tokens_per_minute or lim.concurrent_requests or lim.adaptive
+        )
 
 
 class GatewayConfig:
@@ -550,18 +572,24 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
         has_key = bool(p.get("api_key_env") or p.get("api_key_file"))
         if dialect is not None and not dialect.needs_api_key:
             if has_key:
-                problems.append(f"providers.{pname}: providers of dialect '{dialect.name}' authenticate with "
-                                "credentials of their own: remove api_key_env / api_key_file")
+                problems.append(
+                    f"providers.{pname}: providers of dialect '{dialect.name}' authenticate with "
+                    "credentials of their own: remove api_key_env / api_key_file"
+                )
         elif not has_key and not p.get("oauth"):
             problems.append(f"providers.{pname}: needs api_key_env or api_key_file (keys are never inline)")
         if p.get("api_key_env") and p.get("api_key_file"):
             problems.append(f"providers.{pname}: set api_key_env or api_key_file, not both")
         if has_key and p.get("oauth"):
-            problems.append(f"providers.{pname}: set an API key (api_key_env, api_key_file) or oauth, not both")
+            problems.append(
+                f"providers.{pname}: set an API key (api_key_env, api_key_file) or oauth, not both"
+            )
         problems += _provider_field_problems(pname, p, dialect)
         if p.get("chat_path") and dialect is not None and not dialect.custom_path:
             custom = ", ".join(sorted(n for n, d in DIALECTS.items() if d.custom_path))
-            problems.append(f"providers.{pname}.chat_path: only providers of dialect {custom} take a custom path")
+            problems.append(
+                f"providers.{pname}.chat_path: only providers of dialect {custom} take a custom path"
+            )
         if dialect is not None:
             problems += [f"providers.{pname}.{problem}" for problem in dialect.provider_problems(p)]
     for tname, t in _d(data.get("tenants")).items():
@@ -595,7 +623,8 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
 # provider field -> the dialects whose providers take it
 _FIELD_OWNERS: dict[str, list[str]] = {
     f: [d.name for d in DIALECTS.values() if f in d.provider_fields]
-    for f in dict.fromkeys(f for d in DIALECTS.values() for f in d.provider_fields)}
+    for f in dict.fromkeys(f for d in DIALECTS.values() for f in d.provider_fields)
+}
 
 
 def _provider_field_problems(pname: str, p: dict[str, Any], dialect: Dialect | None) -> list[str]:
@@ -604,12 +633,15 @@ def _provider_field_problems(pname: str, p: dict[str, Any], dialect: Dialect | N
     problems = []
     for field, owners in _FIELD_OWNERS.items():
         if p.get(field) is not None and dialect is not None and field not in dialect.provider_fields:
-            problems.append(f"providers.{pname}.{field}: only providers of dialect "
-                            f"{', '.join(sorted(owners))} take it")
+            problems.append(
+                f"providers.{pname}.{field}: only providers of dialect {', '.join(sorted(owners))} take it"
+            )
     if dialect is not None:
         for field, required in dialect.provider_fields.items():
             if required and p.get(field) is None:
-                problems.append(f"providers.{pname}.{field}: required for providers of dialect '{dialect.name}'")
+                problems.append(
+                    f"providers.{pname}.{field}: required for providers of dialect '{dialect.name}'"
+                )
     return problems
 
 
@@ -672,15 +704,17 @@ def _validate_tenants(tenants: dict[Any, Any]) -> tuple[dict[str, Tenant], list[
     items = list(tenants.items())
     for i in range(0, len(items), TENANT_SLICE):
         try:
-            valid.update(_TENANTS.validate_python(dict(items[i:i + TENANT_SLICE])))
+            valid.update(_TENANTS.validate_python(dict(items[i : i + TENANT_SLICE])))
         except ValidationError as e:
             problems += _problems(e, ("tenants",))
     return valid, problems
 
 
 def _problems(e: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
-    return [f"{_path((*prefix, *err['loc']))}: {'unknown field' if err['type'] == 'extra_forbidden' else err['msg']}"
-            for err in e.errors()]
+    return [
+        f"{_path((*prefix, *err['loc']))}: {'unknown field' if err['type'] == 'extra_forbidden' else err['msg']}"
+        for err in e.errors()
+    ]
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> GatewayConfig:
@@ -706,16 +740,22 @@ def provider_key(name: str, p: Provider, env: Mapping[str, str] | None = None) -
     if p.api_key_env:
         value = env.get(p.api_key_env)
         if not value:
-            raise ConfigError([f"providers.{name}.api_key_env: environment variable {p.api_key_env} is not set"])
+            raise ConfigError(
+                [f"providers.{name}.api_key_env: environment variable {p.api_key_env} is not set"]
+            )
         return value.strip()
     assert p.api_key_file
     try:
         return Path(p.api_key_file).read_text().strip()
     except OSError as e:
-        raise ConfigError([f"providers.{name}.api_key_file: cannot read {p.api_key_file}: {e.strerror}"]) from None
+        raise ConfigError(
+            [f"providers.{name}.api_key_file: cannot read {p.api_key_file}: {e.strerror}"]
+        ) from None
 
 
-def token_sources(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> dict[str, credentials.TokenSource]:
+def token_sources(
+    cfg: GatewayConfig, env: Mapping[str, str] | None = None
+) -> dict[str, credentials.TokenSource]:
     """Provider name -> where its bearer tokens come from, for providers that use tokens.
     Raises ``ConfigError`` naming every provider whose credential cannot be read."""
     sources, problems = _token_sources(cfg, os.environ if env is None else env, load=False)
@@ -724,8 +764,9 @@ def token_sources(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> d
     return sources
 
 
-def _token_sources(cfg: GatewayConfig, env: Mapping[str, str],
-                   load: bool) -> tuple[dict[str, credentials.TokenSource], list[str]]:
+def _token_sources(
+    cfg: GatewayConfig, env: Mapping[str, str], load: bool
+) -> tuple[dict[str, credentials.TokenSource], list[str]]:
     sources: dict[str, credentials.TokenSource] = {}
     problems: list[str] = []
     for name, p in cfg.providers.items():
@@ -781,7 +822,9 @@ def resolve_secrets(cfg: GatewayConfig, env: Mapping[str, str] | None = None) ->
             elif k.env:
                 value = env.get(k.env)
                 if not value:
-                    problems.append(f"tenants.{tname}.api_keys[{i}].env: environment variable {k.env} is not set")
+                    problems.append(
+                        f"tenants.{tname}.api_keys[{i}].env: environment variable {k.env} is not set"
+                    )
                 else:
                     digests[key_digest(value.strip())] = tname
     if problems:

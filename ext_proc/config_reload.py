@@ -38,12 +38,22 @@ async def build_state(path: str, previous: GatewayState | None, force: bool = Fa
     """The state of the config in ``path``, or None when it is the one ``previous``
     serves (and not ``force``). Raises ``ConfigError`` for an invalid config."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", __name__, path,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        __name__,
+        path,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     if proc.returncode != 0:
-        raise ConfigError([f"{path}: the config parser exited with {proc.returncode}: "
-                           f"{err.decode(errors='replace').strip()[-2000:]}"])
+        raise ConfigError(
+            [
+                f"{path}: the config parser exited with {proc.returncode}: "
+                f"{err.decode(errors='replace').strip()[-2000:]}"
+            ]
+        )
     return await asyncio.get_running_loop().run_in_executor(None, _build, out, path, previous, force)
 
 

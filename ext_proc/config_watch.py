@@ -70,8 +70,11 @@ def stamps(paths: Iterable[str]) -> tuple[Stamp, ...]:
     return tuple(stamp(p) for p in paths)
 
 
-async def watch(current: Callable[[], GatewayConfig], reload: Callable[[bool], Awaitable[None] | None],
-                interval: float = DEFAULT_INTERVAL) -> None:
+async def watch(
+    current: Callable[[], GatewayConfig],
+    reload: Callable[[bool], Awaitable[None] | None],
+    interval: float = DEFAULT_INTERVAL,
+) -> None:
     """Until cancelled: every ``interval`` seconds, compare the files of the
     config ``current()`` returns with what they were, and call
     ``reload(keys_changed)`` when they differ."""
@@ -99,7 +102,8 @@ async def watch(current: Callable[[], GatewayConfig], reload: Callable[[bool], A
             seen_keys = stamps(key_files(reloaded))
 
 
-def start(current: Callable[[], GatewayConfig], reload: Callable[[bool], Awaitable[None] | None],
-          interval: float) -> asyncio.Task[None] | None:
+def start(
+    current: Callable[[], GatewayConfig], reload: Callable[[bool], Awaitable[None] | None], interval: float
+) -> asyncio.Task[None] | None:
     """The watch as a task on the running loop; None when ``interval`` is 0 (off)."""
     return asyncio.create_task(watch(current, reload, interval)) if interval > 0 else None

@@ -72,9 +72,14 @@ def _count(op: str, outcome: str) -> None:
 class MemoryConversations(ConversationStore):
     """In this process: bounded by entries and bytes, least recently used out first."""
 
-    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_entries: int = DEFAULT_MAX_ENTRIES,
-                 max_bytes: int = DEFAULT_MAX_BYTES, max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -125,8 +130,15 @@ class MemoryConversations(ConversationStore):
 class RedisConversations(ConversationStore):
     """In Redis, shared by every replica; Redis expires the entries."""
 
-    def __init__(self, url: str, key_prefix: str, timeout_s: float, pool_size: int, ttl_s: float = DEFAULT_TTL_S,
-                 max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES):
+    def __init__(
+        self,
+        url: str,
+        key_prefix: str,
+        timeout_s: float,
+        pool_size: int,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+    ):
         import redis.asyncio as aioredis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -137,8 +149,13 @@ class RedisConversations(ConversationStore):
         self.settings: tuple[Any, ...] = (url, key_prefix, timeout_s, pool_size)  # reused while these hold
         # A bounded pool: a burst waits for a connection instead of opening hundreds.
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=pool_size, timeout=timeout_s, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+            url,
+            max_connections=pool_size,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
         self.client: Any = aioredis.Redis(connection_pool=pool)
 
     def _key(self, tenant: str, key: str) -> str:

@@ -120,8 +120,13 @@ class RefreshingToken:
                 wait = min(RETRY_MAX_S, 2.0 ** (failures - 1))
                 if self.source.max_wait is not None:
                     wait = max(wait, self.source.max_wait)
-                log.error("cannot get a token for %s (attempt %d, next in %.0f s): %s", self.source.label,
-                          failures, wait, describe(e))
+                log.error(
+                    "cannot get a token for %s (attempt %d, next in %.0f s): %s",
+                    self.source.label,
+                    failures,
+                    wait,
+                    describe(e),
+                )
             self._tried.set()
             self._wake.wait(wait)
             self._wake.clear()
@@ -184,14 +189,16 @@ def oauth_source(name: str, settings: Any, env: Mapping[str, str]) -> TokenSourc
     if settings.client_secret_env:
         secret = env.get(settings.client_secret_env, "").strip()
         if not secret:
-            raise CredentialError(f"oauth.client_secret_env: environment variable {settings.client_secret_env} "
-                                  "is not set")
+            raise CredentialError(
+                f"oauth.client_secret_env: environment variable {settings.client_secret_env} is not set"
+            )
     else:
         try:
             secret = Path(settings.client_secret_file).read_text().strip()
         except OSError as e:
-            raise CredentialError(f"oauth.client_secret_file: cannot read {settings.client_secret_file}: "
-                                  f"{e.strerror}") from None
+            raise CredentialError(
+                f"oauth.client_secret_file: cannot read {settings.client_secret_file}: {e.strerror}"
+            ) from None
         if not secret:
             raise CredentialError(f"oauth.client_secret_file: {settings.client_secret_file} is empty")
     return ClientCredentials(settings.token_url, settings.client_id, secret, settings.scope)
@@ -232,12 +239,19 @@ class ClientCredentials(TokenSource):
         self.label = f"OAuth client {client_id} at {urllib.parse.urlsplit(token_url).netloc}"
 
     def fetch(self) -> tuple[str, float | None]:
-        form = {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self._secret}
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.client_id,
+            "client_secret": self._secret,
+        }
         if self.scope:
             form["scope"] = self.scope
-        req = urllib.request.Request(self.token_url, data=urllib.parse.urlencode(form).encode(), method="POST",
-                                     headers={"content-type": "application/x-www-form-urlencoded",
-                                              "accept": "application/json"})
+        req = urllib.request.Request(
+            self.token_url,
+            data=urllib.parse.urlencode(form).encode(),
+            method="POST",
+            headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=FETCH_TIMEOUT_S) as r:
                 obj = json.loads(r.read())

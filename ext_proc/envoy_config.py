@@ -51,7 +51,9 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ROUTER_FILTER = "envoy.filters.http.router"
 
 _EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
-_HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_HCM_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -74,7 +76,9 @@ class _Cel:
         self.ids = itertools.count(1)
 
     def call(self, function: str, *args: Any) -> Any:
-        return self.cel.Expr(id=next(self.ids), call_expr=self.cel.Expr.Call(function=function, args=list(args)))
+        return self.cel.Expr(
+            id=next(self.ids), call_expr=self.cel.Expr.Call(function=function, args=list(args))
+        )
 
     def metadata(self, source: str, key: str) -> Any:
         """``xds.<source>.filter_metadata['gw'][key]``."""
@@ -96,8 +100,13 @@ def _cel_skip_expression() -> dict[str, Any]:
     from route metadata, not a header: headers stripped on the first attempt
     stay stripped for the next."""
     c = _Cel()
-    return c.parsed(c.call("_==_", c.metadata("upstream_host_metadata", P.METADATA_BACKEND_KEY),
-                           c.metadata("route_metadata", P.ROUTE_PRIMARY_KEY)))
+    return c.parsed(
+        c.call(
+            "_==_",
+            c.metadata("upstream_host_metadata", P.METADATA_BACKEND_KEY),
+            c.metadata("route_metadata", P.ROUTE_PRIMARY_KEY),
+        )
+    )
 
 
 def _cel_unguarded(stream: bool) -> dict[str, Any]:
@@ -106,24 +115,37 @@ def _cel_unguarded(stream: bool) -> dict[str, Any]:
     c = _Cel()
     route_stream = c.metadata("route_metadata", P.ROUTE_STREAM_KEY)
     key = P.METADATA_GUARD_KEY if stream else P.METADATA_CHECK_KEY
-    return c.parsed(c.call("_&&_", route_stream if stream else c.call("!_", route_stream),
-                           c.call("!_", c.metadata("upstream_host_metadata", key))))
+    return c.parsed(
+        c.call(
+            "_&&_",
+            route_stream if stream else c.call("!_", route_stream),
+            c.call("!_", c.metadata("upstream_host_metadata", key)),
+        )
+    )
 
 
 def _cel_predicate(name: str, expr: dict[str, Any], description: str = "") -> dict[str, Any]:
-    matcher: dict[str, Any] = {"@type": "type.googleapis.com/xds.type.matcher.v3.CelMatcher",
-                               "expr_match": {"cel_expr_parsed": expr}}
+    matcher: dict[str, Any] = {
+        "@type": "type.googleapis.com/xds.type.matcher.v3.CelMatcher",
+        "expr_match": {"cel_expr_parsed": expr},
+    }
     if description:
         matcher["description"] = description
     return {
-        "input": {"name": "request_attributes", "typed_config": {
-            "@type": "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"}},
+        "input": {
+            "name": "request_attributes",
+            "typed_config": {"@type": "type.googleapis.com/xds.type.matcher.v3.HttpAttributesCelMatchInput"},
+        },
         "custom_match": {"name": name, "typed_config": matcher},
     }
 
 
-def _skip_when(name: str, extension: dict[str, Any], predicate: dict[str, Any], unless: bool = False,
-               ) -> dict[str, Any]:
+def _skip_when(
+    name: str,
+    extension: dict[str, Any],
+    predicate: dict[str, Any],
+    unless: bool = False,
+) -> dict[str, Any]:
     """``extension`` wrapped so that it is skipped for a stream where ``predicate`` (a single
     predicate, or a whole ``or_matcher``/``and_matcher``/``not_matcher``) matches
     (``unless``: where it does not)."""
@@ -135,11 +157,23 @@ def _skip_when(name: str, extension: dict[str, Any], predicate: dict[str, Any], 
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
             "extension_config": extension,
-            "xds_matcher": {"matcher_list": {"matchers": [{
-                "predicate": matched,
-                "on_match": {"action": {"name": "skip", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
-            }]}},
+            "xds_matcher": {
+                "matcher_list": {
+                    "matchers": [
+                        {
+                            "predicate": matched,
+                            "on_match": {
+                                "action": {
+                                    "name": "skip",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
+                                    },
+                                }
+                            },
+                        }
+                    ]
+                }
+            },
         },
     }
 
@@ -148,8 +182,13 @@ def _is_compound(predicate: dict[str, Any]) -> bool:
     return bool({"or_matcher", "and_matcher", "not_matcher"} & set(predicate))
 
 
-def _ext_proc_filter(cfg: GatewayConfig, stage: str, mode: dict[str, str],
-                     request_attributes: list[str], response_attributes: list[str]) -> dict[str, Any]:
+def _ext_proc_filter(
+    cfg: GatewayConfig,
+    stage: str,
+    mode: dict[str, str],
+    request_attributes: list[str],
+    response_attributes: list[str],
+) -> dict[str, Any]:
     timeout = _ms(cfg.ext_proc.message_timeout_ms)
     return {
         "name": "envoy.filters.http.ext_proc",
@@ -194,19 +233,36 @@ def _sse_content_type() -> dict[str, Any] | None:
     others = sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()} - {SSE_CONTENT_TYPE})
     if not others:
         return None
-    matches = [{"single_predicate": {
-        "input": {"name": "content-type", "typed_config": {
-            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-            "header_name": "content-type"}},
-        "value_match": {"prefix": ct}}} for ct in others]
+    matches = [
+        {
+            "single_predicate": {
+                "input": {
+                    "name": "content-type",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                        "header_name": "content-type",
+                    },
+                },
+                "value_match": {"prefix": ct},
+            }
+        }
+        for ct in others
+    ]
     framed = matches[0] if len(matches) == 1 else {"or_matcher": {"predicate": matches}}
     rewrite = {
         "name": "envoy.filters.http.header_mutation",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"response_mutations": [{"append": {
-                "header": {"key": "content-type", "value": SSE_CONTENT_TYPE},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}]},
+            "mutations": {
+                "response_mutations": [
+                    {
+                        "append": {
+                            "header": {"key": "content-type", "value": SSE_CONTENT_TYPE},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }
+                    }
+                ]
+            },
         },
     }
     return {
@@ -214,11 +270,23 @@ def _sse_content_type() -> dict[str, Any] | None:
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
             "extension_config": rewrite,
-            "xds_matcher": {"matcher_list": {"matchers": [{
-                "predicate": {"not_matcher": framed},
-                "on_match": {"action": {"name": "skip", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
-            }]}},
+            "xds_matcher": {
+                "matcher_list": {
+                    "matchers": [
+                        {
+                            "predicate": {"not_matcher": framed},
+                            "on_match": {
+                                "action": {
+                                    "name": "skip",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
+                                    },
+                                }
+                            },
+                        }
+                    ]
+                }
+            },
         },
     }
 
@@ -226,9 +294,14 @@ def _sse_content_type() -> dict[str, Any] | None:
 # The messages each client request costs (the bench's no-op reference uses the same).
 # The response body in full duplex: the stage answers when it has bytes to send
 # and can end a stream on its own timer (Envoy requires response trailers then).
-ROUTER_STAGE_MODE = {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-                     "response_header_mode": "SKIP", "response_body_mode": "FULL_DUPLEX_STREAMED",
-                     "request_trailer_mode": "SKIP", "response_trailer_mode": "SEND"}
+ROUTER_STAGE_MODE = {
+    "request_header_mode": "SEND",
+    "request_body_mode": "BUFFERED",
+    "response_header_mode": "SKIP",
+    "response_body_mode": "FULL_DUPLEX_STREAMED",
+    "request_trailer_mode": "SKIP",
+    "response_trailer_mode": "SEND",
+}
 
 
 # Envoy's replies to what its HTTP codec could not parse (HTTP/1.0, oversized
@@ -239,43 +312,83 @@ CODEC_REPLIES = "^4(26|31)$"
 
 def _router_stage(cfg: GatewayConfig) -> dict[str, Any]:
     stage = _ext_proc_filter(
-        cfg, P.STAGE_ROUTER, ROUTER_STAGE_MODE,
+        cfg,
+        P.STAGE_ROUTER,
+        ROUTER_STAGE_MODE,
         request_attributes=[],
         response_attributes=[P.ATTR_RESPONSE_CODE, P.ATTR_BACKEND],
     )
     # Rate-limit headers of admitted requests arrive as dynamic metadata (the
     # response headers phase is skipped); Envoy drops metadata it is not told to accept.
-    stage["typed_config"]["metadata_options"] = {"receiving_namespaces": {"untyped": [
-        RATELIMIT_NAMESPACE, P.ACCESS_LOG_NAMESPACE, *([P.TRACE_NAMESPACE] if cfg.tracing else [])]}}
-    return _skip_when("gw.router_stage", stage, {
-        "input": {"name": "status", "typed_config": {
-            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-            "header_name": ":status"}},
-        "value_match": {"safe_regex": {"google_re2": {}, "regex": CODEC_REPLIES}},
-    })
+    stage["typed_config"]["metadata_options"] = {
+        "receiving_namespaces": {
+            "untyped": [
+                RATELIMIT_NAMESPACE,
+                P.ACCESS_LOG_NAMESPACE,
+                *([P.TRACE_NAMESPACE] if cfg.tracing else []),
+            ]
+        }
+    }
+    return _skip_when(
+        "gw.router_stage",
+        stage,
+        {
+            "input": {
+                "name": "status",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                    "header_name": ":status",
+                },
+            },
+            "value_match": {"safe_regex": {"google_re2": {}, "regex": CODEC_REPLIES}},
+        },
+    )
 
 
 def _upstream_stage(cfg: GatewayConfig) -> dict[str, Any]:
     stage = _ext_proc_filter(
-        cfg, P.STAGE_UPSTREAM,
-        {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-         "response_header_mode": "SKIP", "response_body_mode": "NONE"},
-        request_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_MODEL, P.ATTR_ROUTE_PRIMARY, P.ATTR_ROUTE_STREAM,
-                            P.ATTR_ROUTE_VERSION],
+        cfg,
+        P.STAGE_UPSTREAM,
+        {
+            "request_header_mode": "SEND",
+            "request_body_mode": "BUFFERED",
+            "response_header_mode": "SKIP",
+            "response_body_mode": "NONE",
+        },
+        request_attributes=[
+            P.ATTR_BACKEND,
+            P.ATTR_ROUTE_MODEL,
+            P.ATTR_ROUTE_PRIMARY,
+            P.ATTR_ROUTE_STREAM,
+            P.ATTR_ROUTE_VERSION,
+        ],
         response_attributes=[],
     )
-    return _skip_when("gw.upstream_stage", stage, _cel_predicate(
-        "pretranslated", _cel_skip_expression(), "attempt goes to the backend the router stage translated for"))
+    return _skip_when(
+        "gw.upstream_stage",
+        stage,
+        _cel_predicate(
+            "pretranslated",
+            _cel_skip_expression(),
+            "attempt goes to the backend the router stage translated for",
+        ),
+    )
 
 
 def _response_header(name: str, match: dict[str, Any]) -> dict[str, Any]:
     """A predicate on one response header (absent: it does not match)."""
-    return {"single_predicate": {
-        "input": {"name": name, "typed_config": {
-            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-            "header_name": name}},
-        "value_match": match,
-    }}
+    return {
+        "single_predicate": {
+            "input": {
+                "name": name,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                    "header_name": name,
+                },
+            },
+            "value_match": match,
+        }
+    }
 
 
 def _answer_guard(cfg: GatewayConfig, model: str) -> dict[str, Any]:
@@ -294,9 +407,14 @@ def _answer_guard(cfg: GatewayConfig, model: str) -> dict[str, Any]:
       stage still does, too late to fail over.
     """
     guard = _ext_proc_filter(
-        cfg, P.STAGE_GUARD,
-        {"request_header_mode": "SKIP", "request_body_mode": "NONE",
-         "response_header_mode": "SEND", "response_body_mode": "STREAMED"},
+        cfg,
+        P.STAGE_GUARD,
+        {
+            "request_header_mode": "SKIP",
+            "request_body_mode": "NONE",
+            "response_header_mode": "SEND",
+            "response_body_mode": "STREAMED",
+        },
         request_attributes=[],
         response_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_STREAM],
     )
@@ -307,25 +425,53 @@ def _answer_guard(cfg: GatewayConfig, model: str) -> dict[str, Any]:
     # idle timer fails it over (a provider that answers 200 and then stalls).
     idle = cfg.models[model].per_try_idle_timeout_ms
     if idle:
-        guard["typed_config"]["message_timeout"] = _ms(max(cfg.ext_proc.message_timeout_ms,
-                                                           idle + 2 * BACKSTOP_GRACE_MS))
+        guard["typed_config"]["message_timeout"] = _ms(
+            max(cfg.ext_proc.message_timeout_ms, idle + 2 * BACKSTOP_GRACE_MS)
+        )
     # A stream in any dialect's framing (SSE, AWS event-stream, ...).
-    streamed = {"or_matcher": {"predicate": [
-        _response_header("content-type", {"contains": ct, "ignore_case": True})
-        for ct in sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()})]}}
-    skip = {"or_matcher": {"predicate": [
-        {"not_matcher": _response_header(":status", {"exact": "200"})},
-        {"and_matcher": {"predicate": [
-            {"single_predicate": _cel_predicate("unguarded_stream", _cel_unguarded(stream=True))},
-            streamed,
-            {"not_matcher": _response_header("content-length", {"exact": "0"})},
-        ]}},
-        {"and_matcher": {"predicate": [
-            {"single_predicate": _cel_predicate("unchecked_answer", _cel_unguarded(stream=False))},
-            _response_header("content-type", {"contains": "json", "ignore_case": True}),
-            _response_header("content-length", {"safe_regex": {"google_re2": {}, "regex": "[1-9][0-9]*"}}),
-        ]}},
-    ]}}
+    streamed = {
+        "or_matcher": {
+            "predicate": [
+                _response_header("content-type", {"contains": ct, "ignore_case": True})
+                for ct in sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()})
+            ]
+        }
+    }
+    skip = {
+        "or_matcher": {
+            "predicate": [
+                {"not_matcher": _response_header(":status", {"exact": "200"})},
+                {
+                    "and_matcher": {
+                        "predicate": [
+                            {
+                                "single_predicate": _cel_predicate(
+                                    "unguarded_stream", _cel_unguarded(stream=True)
+                                )
+                            },
+                            streamed,
+                            {"not_matcher": _response_header("content-length", {"exact": "0"})},
+                        ]
+                    }
+                },
+                {
+                    "and_matcher": {
+                        "predicate": [
+                            {
+                                "single_predicate": _cel_predicate(
+                                    "unchecked_answer", _cel_unguarded(stream=False)
+                                )
+                            },
+                            _response_header("content-type", {"contains": "json", "ignore_case": True}),
+                            _response_header(
+                                "content-length", {"safe_regex": {"google_re2": {}, "regex": "[1-9][0-9]*"}}
+                            ),
+                        ]
+                    }
+                },
+            ]
+        }
+    }
     return _skip_when("gw.answer_guard", guard, skip)
 
 
@@ -338,19 +484,32 @@ def _attempt_observer(cfg: GatewayConfig) -> dict[str, Any]:
     successful attempt costs nothing.
     """
     observer = _ext_proc_filter(
-        cfg, P.STAGE_OBSERVER,
-        {"request_header_mode": "SKIP", "request_body_mode": "NONE",
-         "response_header_mode": "SEND", "response_body_mode": "NONE"},
+        cfg,
+        P.STAGE_OBSERVER,
+        {
+            "request_header_mode": "SKIP",
+            "request_body_mode": "NONE",
+            "response_header_mode": "SEND",
+            "response_body_mode": "NONE",
+        },
         request_attributes=[],
         response_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_MODEL],
     )
     observer["typed_config"]["observability_mode"] = True
-    return _skip_when("gw.attempt_observer", observer, {
-        "input": {"name": "status", "typed_config": {
-            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-            "header_name": ":status"}},
-        "value_match": {"prefix": "2"},
-    })
+    return _skip_when(
+        "gw.attempt_observer",
+        observer,
+        {
+            "input": {
+                "name": "status",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                    "header_name": ":status",
+                },
+            },
+            "value_match": {"prefix": "2"},
+        },
+    )
 
 
 # Envoy retries an attempt only until its response headers went downstream, and
@@ -377,9 +536,13 @@ end
 def _hold_whole_answers() -> dict[str, Any]:
     framings = sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()})
     source = _HOLD_WHOLE_ANSWERS % ", ".join(f'"{f}"' for f in framings)
-    return {"name": "gw.hold_whole_answers", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-        "default_source_code": {"inline_string": source}}}
+    return {
+        "name": "gw.hold_whole_answers",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": source},
+        },
+    }
 
 
 def _route_bounds(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
@@ -405,18 +568,32 @@ def _credential_refusal(cfg: GatewayConfig) -> dict[str, Any]:
     """A provider's 401/403 becomes a 502 (failed over) saying whose key was refused
     (``stages.refusal``); other responses skip it."""
     stage = _ext_proc_filter(
-        cfg, P.STAGE_REFUSAL,
-        {"request_header_mode": "SKIP", "request_body_mode": "NONE",
-         "response_header_mode": "SEND", "response_body_mode": "BUFFERED"},
+        cfg,
+        P.STAGE_REFUSAL,
+        {
+            "request_header_mode": "SKIP",
+            "request_body_mode": "NONE",
+            "response_header_mode": "SEND",
+            "response_body_mode": "BUFFERED",
+        },
         request_attributes=[],
         response_attributes=[P.ATTR_BACKEND],
     )
-    return _skip_when("gw.credential_refusal", stage, {
-        "input": {"name": "status", "typed_config": {
-            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-            "header_name": ":status"}},
-        "value_match": {"safe_regex": {"google_re2": {}, "regex": "^40[13]$"}},
-    }, unless=True)
+    return _skip_when(
+        "gw.credential_refusal",
+        stage,
+        {
+            "input": {
+                "name": "status",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                    "header_name": ":status",
+                },
+            },
+            "value_match": {"safe_regex": {"google_re2": {}, "regex": "^40[13]$"}},
+        },
+        unless=True,
+    )
 
 
 def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> dict[str, Any]:
@@ -434,10 +611,14 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
                 "update_frequency": 1,
             },
         },
-        "retry_host_predicate": [{
-            "name": "envoy.retry_host_predicates.previous_hosts",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
-        }],
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
         "host_selection_retry_max_attempts": 5,
         # Failover should be immediate: the next attempt goes to another backend.
         "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
@@ -464,7 +645,12 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
 # expose provider account details (organisations, the provider's own limits):
 # each dialect names its own; these are any provider's.
 PROVIDER_RESPONSE_HEADERS = (
-    "request-id", "server-timing", "cf-ray", "via", "alt-svc", *dialects.PROVIDER_RESPONSE_HEADERS,
+    "request-id",
+    "server-timing",
+    "cf-ray",
+    "via",
+    "alt-svc",
+    *dialects.PROVIDER_RESPONSE_HEADERS,
 )
 
 # Envoy's own failures (no healthy upstream, connect failure, timeouts, retry
@@ -477,35 +663,61 @@ def _gateway_reply(status: int, kind: Any, message: str) -> dict[str, Any]:
     """A local reply of Envoy's own with the gateway's JSON body in the default dialect
     (the router stage renders it again in the client's, when it saw the request)."""
     body = dialects.DEFAULT.codec.render_error(GatewayError(kind, message, status=status))
-    return {"filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
-                "default_value": status, "runtime_key": f"gw.local_reply.{status}"}}}},
-            "body_format_override": {"json_format": body}}
+    return {
+        "filter": {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": status, "runtime_key": f"gw.local_reply.{status}"},
+                }
+            }
+        },
+        "body_format_override": {"json_format": body},
+    }
 
 
 def _local_reply_config(cfg: GatewayConfig) -> dict[str, Any]:
     """Envoy's own replies, as JSON. The statuses below are never an ext_proc answer's."""
-    as_json = {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}, "content_type": "application/json"}
+    as_json = {
+        "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+        "content_type": "application/json",
+    }
     heads, whole = cfg.listen.request_headers_timeout_ms / 1000, cfg.listen.request_timeout_ms / 1000
     client_replies = [
-        _gateway_reply(413, "request_too_large",
-                       f"request body is larger than the gateway's limit of {BUFFER_LIMIT // 2**20} MiB"),
-        _gateway_reply(408, "invalid_request",
-                       f"request not received in time: the gateway waits {heads:g} s for the request headers "
-                       f"and {whole:g} s for the whole request"),
-        _gateway_reply(431, "request_too_large",
-                       f"request headers are larger than the gateway's limit of {MAX_REQUEST_HEADERS_KB} KiB"),
+        _gateway_reply(
+            413,
+            "request_too_large",
+            f"request body is larger than the gateway's limit of {BUFFER_LIMIT // 2**20} MiB",
+        ),
+        _gateway_reply(
+            408,
+            "invalid_request",
+            f"request not received in time: the gateway waits {heads:g} s for the request headers "
+            f"and {whole:g} s for the whole request",
+        ),
+        _gateway_reply(
+            431,
+            "request_too_large",
+            f"request headers are larger than the gateway's limit of {MAX_REQUEST_HEADERS_KB} KiB",
+        ),
         _gateway_reply(426, "invalid_request", "HTTP/1.0 is not supported: use HTTP/1.1 or HTTP/2"),
     ]
-    return {"mappers": [{
-        # A routed request that outlived its route's bound (``_route_bounds``): Envoy says 408.
-        "filter": {"response_flag_filter": {"flags": ["DT"]}},
-        "status_code": 504,
-        "body": {"inline_string": "the request took longer than the model's time bound"},
-        "body_format_override": as_json,
-    }, *client_replies, {
-        "filter": {"response_flag_filter": {"flags": ENVOY_FAILURE_FLAGS}},
-        "body_format_override": as_json,
-    }]}
+    return {
+        "mappers": [
+            {
+                # A routed request that outlived its route's bound (``_route_bounds``): Envoy says 408.
+                "filter": {"response_flag_filter": {"flags": ["DT"]}},
+                "status_code": 504,
+                "body": {"inline_string": "the request took longer than the model's time bound"},
+                "body_format_override": as_json,
+            },
+            *client_replies,
+            {
+                "filter": {"response_flag_filter": {"flags": ENVOY_FAILURE_FLAGS}},
+                "body_format_override": as_json,
+            },
+        ]
+    }
 
 
 def _model_routes(cfg: GatewayConfig, model: str, versioned: bool = False) -> list[dict[str, Any]]:
@@ -523,9 +735,11 @@ def _model_routes(cfg: GatewayConfig, model: str, versioned: bool = False) -> li
     for primary in cfg.chains[model]:
         entry = tiers.index(primary.tier)
         for stream in (True, False):
-            headers: list[dict[str, Any]] = [{"name": P.ROUTE_HEADER, "string_match": {"exact": model}},
-                       {"name": P.PRETRANSLATED_HEADER, "string_match": {"exact": primary.name}},
-                       {"name": P.STREAM_HEADER, "present_match": stream}]
+            headers: list[dict[str, Any]] = [
+                {"name": P.ROUTE_HEADER, "string_match": {"exact": model}},
+                {"name": P.PRETRANSLATED_HEADER, "string_match": {"exact": primary.name}},
+                {"name": P.STREAM_HEADER, "present_match": stream},
+            ]
             if versioned:
                 headers.append({"name": P.VERSION_HEADER, "string_match": {"exact": cfg.version}})
             routes.append(_model_route(cfg, model, primary.name, entry, stream, headers, versioned))
@@ -537,31 +751,53 @@ def _cluster_name(cfg: GatewayConfig, model: str, entry: int, versioned: bool) -
     return f"{cfg.version}/{name}" if versioned else name
 
 
-def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, stream: bool,
-                 headers: list[dict[str, Any]], versioned: bool) -> dict[str, Any]:
+def _model_route(
+    cfg: GatewayConfig,
+    model: str,
+    primary: str,
+    entry: int,
+    stream: bool,
+    headers: list[dict[str, Any]],
+    versioned: bool,
+) -> dict[str, Any]:
     return {
         "name": f"{cfg.version + ': ' if versioned else ''}{model} via {primary}{' (stream)' if stream else ''}",
         "match": {"prefix": "/", "headers": headers},
-        "metadata": {"filter_metadata": {P.METADATA_NAMESPACE: {
-            P.ROUTE_MODEL_KEY: model, P.ROUTE_PRIMARY_KEY: primary, P.ROUTE_STREAM_KEY: stream,
-            # Only live (versioned) routes pin their config: a static bootstrap serves
-            # whatever config the workers run, and stays the same when only what the
-            # workers read changes (tenants, budgets, prices, keys).
-            **({P.ROUTE_VERSION_KEY: cfg.version} if versioned else {})}}},
+        "metadata": {
+            "filter_metadata": {
+                P.METADATA_NAMESPACE: {
+                    P.ROUTE_MODEL_KEY: model,
+                    P.ROUTE_PRIMARY_KEY: primary,
+                    P.ROUTE_STREAM_KEY: stream,
+                    # Only live (versioned) routes pin their config: a static bootstrap serves
+                    # whatever config the workers run, and stays the same when only what the
+                    # workers read changes (tenants, budgets, prices, keys).
+                    **({P.ROUTE_VERSION_KEY: cfg.version} if versioned else {}),
+                }
+            }
+        },
         "route": {
             "cluster": _cluster_name(cfg, model, entry, versioned),
             "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
             "auto_host_rewrite": True,
             "retry_policy": _retry_policy(cfg, model, entry, stream),
             **_route_bounds(cfg, model, entry, stream),
-            **({"hedge_policy": {"hedge_on_per_try_timeout": True}}
-               if cfg.models[model].hedge_after_ms and not stream else {}),
+            **(
+                {"hedge_policy": {"hedge_on_per_try_timeout": True}}
+                if cfg.models[model].hedge_after_ms and not stream
+                else {}
+            ),
         },
-        "response_headers_to_add": [{
-            "header": {"key": P.BACKEND_RESPONSE_HEADER,
-                       "value": f"%UPSTREAM_METADATA({P.METADATA_NAMESPACE}:{P.METADATA_BACKEND_KEY})%"},
-            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-        }, *_rate_limit_headers()],
+        "response_headers_to_add": [
+            {
+                "header": {
+                    "key": P.BACKEND_RESPONSE_HEADER,
+                    "value": f"%UPSTREAM_METADATA({P.METADATA_NAMESPACE}:{P.METADATA_BACKEND_KEY})%",
+                },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+            *_rate_limit_headers(),
+        ],
         "response_headers_to_remove": list(PROVIDER_RESPONSE_HEADERS),
     }
 
@@ -569,8 +805,13 @@ def _model_route(cfg: GatewayConfig, model: str, primary: str, entry: int, strea
 def _rate_limit_headers() -> list[dict[str, Any]]:
     """The tenant's x-ratelimit-* headers, from the router stage's dynamic metadata
     (absent when the request was not budgeted: Envoy omits empty values)."""
-    return [{"header": {"key": h, "value": f"%DYNAMIC_METADATA({RATELIMIT_NAMESPACE}:{h})%"},
-             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for h in RATELIMIT_HEADERS]
+    return [
+        {
+            "header": {"key": h, "value": f"%DYNAMIC_METADATA({RATELIMIT_NAMESPACE}:{h})%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+        for h in RATELIMIT_HEADERS
+    ]
 
 
 def _route_config(configs: list[GatewayConfig], versioned: bool = False) -> dict[str, Any]:
@@ -580,43 +821,72 @@ def _route_config(configs: list[GatewayConfig], versioned: bool = False) -> dict
         for model in cfg.models:
             routes += _model_routes(cfg, model, versioned)
     # Reached only if the router stage let a request through without routing it.
-    routes.append({
-        "name": "unrouted",
-        "match": {"prefix": "/"},
-        "direct_response": {"status": 500, "body": {
-            "inline_string": '{"error": {"message": "request was not routed by the gateway", "type": "server_error"}}'}},
-    })
+    routes.append(
+        {
+            "name": "unrouted",
+            "match": {"prefix": "/"},
+            "direct_response": {
+                "status": 500,
+                "body": {
+                    "inline_string": '{"error": {"message": "request was not routed by the gateway", "type": "server_error"}}'
+                },
+            },
+        }
+    )
     return {
         "name": "gateway",
-        "virtual_hosts": [{
-            "name": "gateway",
-            "domains": ["*"],
-            "routes": routes,
-            # Retries replay the buffered body; bigger bodies would disable them.
-            "request_body_buffer_limit": BUFFER_LIMIT,
-        }],
+        "virtual_hosts": [
+            {
+                "name": "gateway",
+                "domains": ["*"],
+                "routes": routes,
+                # Retries replay the buffered body; bigger bodies would disable them.
+                "request_body_buffer_limit": BUFFER_LIMIT,
+            }
+        ],
     }
 
 
 def _access_log(path: str) -> list[dict[str, Any]]:
     """One JSON line per request: Envoy's view plus the fields the router stage set."""
+
     def meta(key: str) -> str:
         return f"%DYNAMIC_METADATA({P.ACCESS_LOG_NAMESPACE}:{key})%"
 
     fmt = {
-        "time": "%START_TIME%", "method": "%REQ(:METHOD)%", "path": "%PATH(NQ)%",  # never the query: some dialects send keys there
-        "status": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "details": "%RESPONSE_CODE_DETAILS%",
-        "tenant": meta("tenant"), "dialect": meta("dialect"), "model": meta("model"), "backend": meta("backend"),
-        "stream": meta("stream"), "input_tokens": meta("input_tokens"), "output_tokens": meta("output_tokens"),
-        "cached_input_tokens": meta("cached_input_tokens"), "cost_usd": meta("cost_usd"),
+        "time": "%START_TIME%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%PATH(NQ)%",  # never the query: some dialects send keys there
+        "status": "%RESPONSE_CODE%",
+        "flags": "%RESPONSE_FLAGS%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "tenant": meta("tenant"),
+        "dialect": meta("dialect"),
+        "model": meta("model"),
+        "backend": meta("backend"),
+        "stream": meta("stream"),
+        "input_tokens": meta("input_tokens"),
+        "output_tokens": meta("output_tokens"),
+        "cached_input_tokens": meta("cached_input_tokens"),
+        "cost_usd": meta("cost_usd"),
         "ttfb_ms": meta("ttfb_ms"),
-        "duration_ms": "%DURATION%", "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
-        "upstream": "%UPSTREAM_HOST%", "request_id": "%REQ(X-REQUEST-ID)%",
-        "bytes_in": "%BYTES_RECEIVED%", "bytes_out": "%BYTES_SENT%",
+        "duration_ms": "%DURATION%",
+        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "upstream": "%UPSTREAM_HOST%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
     }
-    return [{"name": "envoy.access_loggers.file", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-        "path": path, "log_format": {"json_format": fmt}}}]
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": path,
+                "log_format": {"json_format": fmt},
+            },
+        }
+    ]
 
 
 # ---- traces (README "Traces") --------------------------------------------------
@@ -624,7 +894,10 @@ OTLP_CLUSTER = "otlp_collector"
 
 
 def _metadata_tag(tag: str, kind: str, namespace: str, key: str) -> dict[str, Any]:
-    return {"tag": tag, "metadata": {"kind": {kind: {}}, "metadata_key": {"key": namespace, "path": [{"key": key}]}}}
+    return {
+        "tag": tag,
+        "metadata": {"kind": {kind: {}}, "metadata_key": {"key": namespace, "path": [{"key": key}]}},
+    }
 
 
 def _trace_tags() -> list[dict[str, Any]]:
@@ -636,12 +909,14 @@ def _trace_tags() -> list[dict[str, Any]]:
     the last attempt's); token usage from the access-log fields, not sent twice.
     """
     tags = [_metadata_tag(a, "request", P.TRACE_NAMESPACE, a) for a in P.TRACE_ATTRIBUTES]
-    tags += [_metadata_tag("gen_ai.usage.input_tokens", "request", P.ACCESS_LOG_NAMESPACE, "input_tokens"),
-             _metadata_tag("gen_ai.usage.output_tokens", "request", P.ACCESS_LOG_NAMESPACE, "output_tokens"),
-             _metadata_tag("gen_ai.provider.name", "host", P.METADATA_NAMESPACE, P.METADATA_PROVIDER_KEY),
-             _metadata_tag("llm_gateway.backend", "host", P.METADATA_NAMESPACE, P.METADATA_BACKEND_KEY),
-             # on an attempt span: its number; on the request span: how many were made
-             {"tag": "llm_gateway.attempts", "value": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"}]
+    tags += [
+        _metadata_tag("gen_ai.usage.input_tokens", "request", P.ACCESS_LOG_NAMESPACE, "input_tokens"),
+        _metadata_tag("gen_ai.usage.output_tokens", "request", P.ACCESS_LOG_NAMESPACE, "output_tokens"),
+        _metadata_tag("gen_ai.provider.name", "host", P.METADATA_NAMESPACE, P.METADATA_PROVIDER_KEY),
+        _metadata_tag("llm_gateway.backend", "host", P.METADATA_NAMESPACE, P.METADATA_BACKEND_KEY),
+        # on an attempt span: its number; on the request span: how many were made
+        {"tag": "llm_gateway.attempts", "value": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"},
+    ]
     return tags
 
 
@@ -649,11 +924,19 @@ def _sampler(ratio: float) -> dict[str, Any]:
     """OpenTelemetry's ``parentbased_traceidratio``: a client's sampled flag decides
     for its trace (either way); a request without one is sampled at ``ratio``."""
     samplers = "type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3."
-    return {"name": "envoy.tracers.opentelemetry.samplers.parent_based", "typed_config": {
-        "@type": samplers + "ParentBasedSamplerConfig",
-        "wrapped_sampler": {"name": "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based", "typed_config": {
-            "@type": samplers + "TraceIdRatioBasedSamplerConfig",
-            "sampling_percentage": {"numerator": round(ratio * 1_000_000), "denominator": "MILLION"}}}}}
+    return {
+        "name": "envoy.tracers.opentelemetry.samplers.parent_based",
+        "typed_config": {
+            "@type": samplers + "ParentBasedSamplerConfig",
+            "wrapped_sampler": {
+                "name": "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based",
+                "typed_config": {
+                    "@type": samplers + "TraceIdRatioBasedSamplerConfig",
+                    "sampling_percentage": {"numerator": round(ratio * 1_000_000), "denominator": "MILLION"},
+                },
+            },
+        },
+    }
 
 
 def _tracing(cfg: GatewayConfig) -> dict[str, Any]:
@@ -667,20 +950,25 @@ def _tracing(cfg: GatewayConfig) -> dict[str, Any]:
     t = cfg.tracing
     if t is None:
         return {}
-    return {"tracing": {
-        "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
-            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-            "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
-            "service_name": t.service_name,
-            "sampler": _sampler(t.sampling_ratio),
-        }},
-        "random_sampling": {"value": 100},  # the sampler decides
-        "spawn_upstream_span": True,
-        # Span names, formatted when the span ends: "{operation} {model}", "attempt {backend}".
-        "operation": f"%DYNAMIC_METADATA({P.TRACE_NAMESPACE}:{P.TRACE_SPAN_NAME})%",
-        "upstream_operation": f"attempt %UPSTREAM_METADATA({P.METADATA_NAMESPACE}:{P.METADATA_BACKEND_KEY})%",
-        "custom_tags": _trace_tags(),
-    }}
+    return {
+        "tracing": {
+            "provider": {
+                "name": "envoy.tracers.opentelemetry",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
+                    "service_name": t.service_name,
+                    "sampler": _sampler(t.sampling_ratio),
+                },
+            },
+            "random_sampling": {"value": 100},  # the sampler decides
+            "spawn_upstream_span": True,
+            # Span names, formatted when the span ends: "{operation} {model}", "attempt {backend}".
+            "operation": f"%DYNAMIC_METADATA({P.TRACE_NAMESPACE}:{P.TRACE_SPAN_NAME})%",
+            "upstream_operation": f"attempt %UPSTREAM_METADATA({P.METADATA_NAMESPACE}:{P.METADATA_BACKEND_KEY})%",
+            "custom_tags": _trace_tags(),
+        }
+    }
 
 
 def _tracing_runtime(cfg: GatewayConfig) -> dict[str, Any]:
@@ -698,15 +986,19 @@ def _otlp_clusters(cfg: GatewayConfig) -> list[dict[str, Any]]:
     t = cfg.tracing
     if t is None:
         return []
-    return [{
-        "name": OTLP_CLUSTER,
-        "type": "STRICT_DNS",
-        "dns_lookup_family": "V4_PREFERRED",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": _addr(t.host, t.port)}}]}]},
-        "typed_extension_protocol_options": grpc_protocol_options(),
-    }]
+    return [
+        {
+            "name": OTLP_CLUSTER,
+            "type": "STRICT_DNS",
+            "dns_lookup_family": "V4_PREFERRED",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": OTLP_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(t.host, t.port)}}]}],
+            },
+            "typed_extension_protocol_options": grpc_protocol_options(),
+        }
+    ]
 
 
 def _listener(cfg: GatewayConfig, routes: dict[str, Any], access_log: str = "/dev/stdout") -> dict[str, Any]:
@@ -731,25 +1023,33 @@ def _listener(cfg: GatewayConfig, routes: dict[str, Any], access_log: str = "/de
             _strip_internal_headers(),
             *([rewrite] if (rewrite := _sse_content_type()) else []),
             _router_stage(cfg),
-            {"name": ROUTER_FILTER, "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-                "suppress_envoy_headers": True}},
+            {
+                "name": ROUTER_FILTER,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                    "suppress_envoy_headers": True,
+                },
+            },
         ],
     }
     return {
         "name": "gateway",
         "address": _addr(cfg.listen.address, cfg.listen.port),
         "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
     }
 
 
 def grpc_protocol_options() -> dict[str, Any]:
     """A gRPC cluster's protocol: HTTP/2, with room for a stream per client request."""
-    return {_HTTP_OPTIONS: {
-        "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
-        "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 100_000}},
-    }}
+    return {
+        _HTTP_OPTIONS: {
+            "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
+            "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 100_000}},
+        }
+    }
 
 
 def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
@@ -766,8 +1066,16 @@ def _ext_proc_cluster(cfg: GatewayConfig) -> dict[str, Any]:
         # One gRPC stream per client request: the default 1024 would cap concurrency.
         # Every stream a dead worker held is retried at once (``worker_retry_policy``,
         # at most twice each): the default of 3 concurrent retries failed the rest.
-        "circuit_breakers": {"thresholds": [{"max_requests": 1_000_000, "max_pending_requests": 1_000_000,
-                                             "max_connections": 1_000_000, "max_retries": 1_000_000}]},
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_requests": 1_000_000,
+                    "max_pending_requests": 1_000_000,
+                    "max_connections": 1_000_000,
+                    "max_retries": 1_000_000,
+                }
+            ]
+        },
         **ext_proc_health_checking(),
     }
 
@@ -785,16 +1093,18 @@ def ext_proc_health_checking() -> dict[str, Any]:
     timeout), Envoy spreads requests over all rather than failing them all.
     """
     return {
-        "health_checks": [{
-            "timeout": "0.5s",
-            "interval": "1s",
-            "no_traffic_interval": "1s",
-            "unhealthy_interval": "1s",
-            "interval_jitter": "0.1s",
-            "unhealthy_threshold": 2,
-            "healthy_threshold": 1,
-            "grpc_health_check": {"service_name": EXT_PROC_SERVICE},
-        }],
+        "health_checks": [
+            {
+                "timeout": "0.5s",
+                "interval": "1s",
+                "no_traffic_interval": "1s",
+                "unhealthy_interval": "1s",
+                "interval_jitter": "0.1s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {"service_name": EXT_PROC_SERVICE},
+            }
+        ],
         "outlier_detection": {
             "consecutive_gateway_failure": 3,
             "enforcing_consecutive_gateway_failure": 100,
@@ -823,10 +1133,14 @@ def worker_retry_policy() -> dict[str, Any]:
         "retry_on": "connect-failure,refused-stream,reset,unavailable",
         "num_retries": 2,
         "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
-        "retry_host_predicate": [{
-            "name": "envoy.retry_host_predicates.previous_hosts",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
-        }],
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
         "host_selection_retry_max_attempts": 3,
     }
 
@@ -839,17 +1153,33 @@ _EXT_PROC_ERROR = "ext_proc_error"
 _STREAM_ERROR = f"{_EXT_PROC_ERROR}_gRPC_error"
 # ``upstream.address`` exists once the router picked a provider endpoint.
 _WORKER_FAILURES: tuple[tuple[str, GatewayError, dict[str, str]], ...] = (
-    (f"response.code_details.startsWith('{_STREAM_ERROR}') && !has(upstream.address)",
-     GatewayError("overloaded", "the gateway worker handling this request stopped before any provider was "
-                  "called; retrying is safe", status=503),
-     {"x-should-retry": "true"}),
-    (f"response.code_details.startsWith('{_STREAM_ERROR}')",
-     GatewayError("api_error", "the gateway worker handling this request stopped while a provider was "
-                  "answering; the answer was lost", status=502),
-     {}),
-    (f"response.code_details.startsWith('{_EXT_PROC_ERROR}')",
-     GatewayError("timeout", "the gateway worker handling this request did not answer in time", status=504),
-     {}),
+    (
+        f"response.code_details.startsWith('{_STREAM_ERROR}') && !has(upstream.address)",
+        GatewayError(
+            "overloaded",
+            "the gateway worker handling this request stopped before any provider was "
+            "called; retrying is safe",
+            status=503,
+        ),
+        {"x-should-retry": "true"},
+    ),
+    (
+        f"response.code_details.startsWith('{_STREAM_ERROR}')",
+        GatewayError(
+            "api_error",
+            "the gateway worker handling this request stopped while a provider was "
+            "answering; the answer was lost",
+            status=502,
+        ),
+        {},
+    ),
+    (
+        f"response.code_details.startsWith('{_EXT_PROC_ERROR}')",
+        GatewayError(
+            "timeout", "the gateway worker handling this request did not answer in time", status=504
+        ),
+        {},
+    ),
 )
 
 
@@ -859,26 +1189,58 @@ def worker_failure_mappers() -> list[dict[str, Any]]:
     dialect in dynamic metadata with its first answer; for a stream that failed
     before that, the dialect whose key header the request carries is chosen
     as ``dialects.claimant`` does, else the default."""
-    said_by_worker = [(d, {"metadata_filter": {"matcher": {
-        "filter": P.ACCESS_LOG_NAMESPACE, "path": [{"key": P.DIALECT_KEY}],
-        "value": {"string_match": {"exact": d.name}}}, "match_if_key_not_found": False}})
-        for d in dialects.DIALECTS.values()]
-    claimed = [(d, _any_of([{"header_filter": {"header": {"name": h, "present_match": True}}} for h in d.key_headers]))
-               for d in reversed(dialects.DIALECTS.values()) if d.key_headers]
+    said_by_worker = [
+        (
+            d,
+            {
+                "metadata_filter": {
+                    "matcher": {
+                        "filter": P.ACCESS_LOG_NAMESPACE,
+                        "path": [{"key": P.DIALECT_KEY}],
+                        "value": {"string_match": {"exact": d.name}},
+                    },
+                    "match_if_key_not_found": False,
+                }
+            },
+        )
+        for d in dialects.DIALECTS.values()
+    ]
+    claimed = [
+        (
+            d,
+            _any_of(
+                [{"header_filter": {"header": {"name": h, "present_match": True}}} for h in d.key_headers]
+            ),
+        )
+        for d in reversed(dialects.DIALECTS.values())
+        if d.key_headers
+    ]
     mappers = []
     for condition, err, headers in _WORKER_FAILURES:
-        failed = {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-            "expression": condition}}}
+        failed = {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": condition,
+                },
+            }
+        }
         for d, which in [*said_by_worker, *claimed, (dialects.DEFAULT, None)]:
-            mappers.append({
-                "filter": {"and_filter": {"filters": [failed, which]}} if which else failed,
-                "status_code": d.error_status(err),
-                "body_format_override": {"text_format_source": {"inline_string": json.dumps(d.codec.render_error(err))},
-                                         "content_type": "application/json"},
-                "headers_to_add": [{"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-                                   for k, v in headers.items()],
-            })
+            mappers.append(
+                {
+                    "filter": {"and_filter": {"filters": [failed, which]}} if which else failed,
+                    "status_code": d.error_status(err),
+                    "body_format_override": {
+                        "text_format_source": {"inline_string": json.dumps(d.codec.render_error(err))},
+                        "content_type": "application/json",
+                    },
+                    "headers_to_add": [
+                        {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                        for k, v in headers.items()
+                    ],
+                }
+            )
     return mappers
 
 
@@ -900,17 +1262,23 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
         lb_endpoints = []
         for b in (b for b in chain if b.tier == tier):
             p = b.provider
-            lb_endpoints.append({
-                "endpoint": {"address": _addr(p.host, p.port), "hostname": p.host},
-                "load_balancing_weight": b.weight,
-                "metadata": {"filter_metadata": {
-                    P.METADATA_NAMESPACE: {P.METADATA_BACKEND_KEY: b.name,
-                                           P.METADATA_GUARD_KEY: p.guard_first_event,
-                                           P.METADATA_CHECK_KEY: p.check_every_answer,
-                                           **_traced_endpoint(cfg, b)},
-                    "envoy.transport_socket_match": {"tls": p.tls},
-                }},
-            })
+            lb_endpoints.append(
+                {
+                    "endpoint": {"address": _addr(p.host, p.port), "hostname": p.host},
+                    "load_balancing_weight": b.weight,
+                    "metadata": {
+                        "filter_metadata": {
+                            P.METADATA_NAMESPACE: {
+                                P.METADATA_BACKEND_KEY: b.name,
+                                P.METADATA_GUARD_KEY: p.guard_first_event,
+                                P.METADATA_CHECK_KEY: p.check_every_answer,
+                                **_traced_endpoint(cfg, b),
+                            },
+                            "envoy.transport_socket_match": {"tls": p.tls},
+                        }
+                    },
+                }
+            )
         localities.append({"priority": priority, "lb_endpoints": lb_endpoints})
     any_tls = any(b.provider.tls for b in chain)
     protocol: dict[str, Any] = {
@@ -923,8 +1291,12 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
             _upstream_stage(cfg),
             _strip_internal_headers(also=ENVOY_REQUEST_HEADERS),
             _hold_whole_answers(),
-            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+            {
+                "name": "envoy.filters.http.upstream_codec",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                },
+            },
         ],
     }
     # HTTP/2 or 1.1 by ALPN needs every endpoint on TLS: Envoy refuses auto_config
@@ -945,7 +1317,10 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _ms(min(b.provider.connect_timeout_ms for b in chain)),
         "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {"cluster_name": _cluster_name(cfg, model, entry, versioned), "endpoints": localities},
+        "load_assignment": {
+            "cluster_name": _cluster_name(cfg, model, entry, versioned),
+            "endpoints": localities,
+        },
         # A fully ejected tier must not keep receiving traffic (behaviour 10).
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         "outlier_detection": {
@@ -957,40 +1332,62 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
             "max_ejection_time": "60s",
             "max_ejection_percent": 100,
         },
-        "circuit_breakers": {"thresholds": [{
-            "max_requests": 100_000, "max_pending_requests": 100_000, "max_connections": 100_000,
-            # Retries are bounded by a budget, not Envoy's default of 3 concurrent retries.
-            "retry_budget": {"budget_percent": {"value": 50.0}, "min_retry_concurrency": 64},
-        }]},
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_requests": 100_000,
+                    "max_pending_requests": 100_000,
+                    "max_connections": 100_000,
+                    # Retries are bounded by a budget, not Envoy's default of 3 concurrent retries.
+                    "retry_budget": {"budget_percent": {"value": 50.0}, "min_retry_concurrency": 64},
+                }
+            ]
+        },
         "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
         "typed_extension_protocol_options": {_HTTP_OPTIONS: protocol},
     }
-    tls_socket = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "common_tls_context": {"validation_context": {"trusted_ca": {"filename": CA_BUNDLE}}},
-    }}
+    tls_socket = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {"validation_context": {"trusted_ca": {"filename": CA_BUNDLE}}},
+        },
+    }
     if all_tls:
         cluster["transport_socket"] = tls_socket
     elif any_tls:
-        cluster["transport_socket_matches"] = [{
-            "name": "tls",
-            "match": {"tls": True},
-            "transport_socket": tls_socket,
-        }, {
-            "name": "plaintext",
-            "match": {},
-            "transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}},
-        }]
+        cluster["transport_socket_matches"] = [
+            {
+                "name": "tls",
+                "match": {"tls": True},
+                "transport_socket": tls_socket,
+            },
+            {
+                "name": "plaintext",
+                "match": {},
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.raw_buffer",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+                    },
+                },
+            },
+        ]
     return cluster
 
 
 def _model_clusters(configs: list[GatewayConfig], versioned: bool) -> list[dict[str, Any]]:
-    return [_model_cluster(cfg, m, entry, versioned)
-            for cfg in configs for m in cfg.models for entry in range(len(cfg.tiers[m]))]
+    return [
+        _model_cluster(cfg, m, entry, versioned)
+        for cfg in configs
+        for m in cfg.models
+        for entry in range(len(cfg.tiers[m]))
+    ]
 
 
-def _bootstrap(cfg: GatewayConfig, static: dict[str, Any], dynamic: dict[str, Any] | None = None) -> dict[str, Any]:
+def _bootstrap(
+    cfg: GatewayConfig, static: dict[str, Any], dynamic: dict[str, Any] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
         "admin": {"address": _addr(cfg.admin.address, cfg.admin.port)},
@@ -998,18 +1395,34 @@ def _bootstrap(cfg: GatewayConfig, static: dict[str, Any], dynamic: dict[str, An
     }
     if dynamic:
         out["dynamic_resources"] = dynamic
-    out["layered_runtime"] = {"layers": [{"name": "static", "static_layer": {
-        # No limit is set on downstream connections by default; keep Envoy quiet about it.
-        "overload.global_downstream_max_connections": 50_000, **_tracing_runtime(cfg)}}]}
+    out["layered_runtime"] = {
+        "layers": [
+            {
+                "name": "static",
+                "static_layer": {
+                    # No limit is set on downstream connections by default; keep Envoy quiet about it.
+                    "overload.global_downstream_max_connections": 50_000,
+                    **_tracing_runtime(cfg),
+                },
+            }
+        ]
+    }
     return out
 
 
 def render(cfg: GatewayConfig) -> dict[str, Any]:
     """A self-contained Envoy bootstrap for ``cfg`` (``render-envoy``, containers)."""
-    return _bootstrap(cfg, {
-        "listeners": [_listener(cfg, {"route_config": _route_config([cfg])})],
-        "clusters": [_ext_proc_cluster(cfg), *_otlp_clusters(cfg), *_model_clusters([cfg], versioned=False)],
-    })
+    return _bootstrap(
+        cfg,
+        {
+            "listeners": [_listener(cfg, {"route_config": _route_config([cfg])})],
+            "clusters": [
+                _ext_proc_cluster(cfg),
+                *_otlp_clusters(cfg),
+                *_model_clusters([cfg], versioned=False),
+            ],
+        },
+    )
 
 
 # ---- live configuration (``up``): routes and clusters from watched files ------
@@ -1025,27 +1438,45 @@ CDS_FILE = "clusters.json"
 
 
 def _file_source(xds_dir: Path, name: str) -> dict[str, Any]:
-    return {"path_config_source": {"path": str(xds_dir / name), "watched_directory": {"path": str(xds_dir)}},
-            "resource_api_version": "V3"}
+    return {
+        "path_config_source": {"path": str(xds_dir / name), "watched_directory": {"path": str(xds_dir)}},
+        "resource_api_version": "V3",
+    }
 
 
 def render_live_bootstrap(cfg: GatewayConfig, xds_dir: Path, access_log: Path) -> dict[str, Any]:
     rds = {"rds": {"route_config_name": "gateway", "config_source": _file_source(xds_dir, RDS_FILE)}}
-    return _bootstrap(cfg, {"listeners": [_listener(cfg, rds, str(access_log))],
-                            "clusters": [_ext_proc_cluster(cfg), *_otlp_clusters(cfg)]},
-                      {"cds_config": _file_source(xds_dir, CDS_FILE)})
+    return _bootstrap(
+        cfg,
+        {
+            "listeners": [_listener(cfg, rds, str(access_log))],
+            "clusters": [_ext_proc_cluster(cfg), *_otlp_clusters(cfg)],
+        },
+        {"cds_config": _file_source(xds_dir, CDS_FILE)},
+    )
 
 
-def write_live_resources(xds_dir: Path, route_configs: list[GatewayConfig],
-                         cluster_configs: list[GatewayConfig], version_info: str) -> None:
+def write_live_resources(
+    xds_dir: Path, route_configs: list[GatewayConfig], cluster_configs: list[GatewayConfig], version_info: str
+) -> None:
     """Write routes and clusters for the given configs, each file replaced atomically."""
     xds_dir.mkdir(parents=True, exist_ok=True)
-    routes = {"version_info": version_info, "resources": [
-        {"@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-         **_route_config(route_configs, versioned=True)}]}
-    clusters = {"version_info": version_info, "resources": [
-        {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", **c}
-        for c in _model_clusters(cluster_configs, versioned=True)]}
+    routes = {
+        "version_info": version_info,
+        "resources": [
+            {
+                "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                **_route_config(route_configs, versioned=True),
+            }
+        ],
+    }
+    clusters = {
+        "version_info": version_info,
+        "resources": [
+            {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", **c}
+            for c in _model_clusters(cluster_configs, versioned=True)
+        ],
+    }
     for name, doc in ((CDS_FILE, clusters), (RDS_FILE, routes)):
         tmp = xds_dir / f".{name}.tmp"
         tmp.write_text(json.dumps(doc))
@@ -1053,8 +1484,10 @@ def write_live_resources(xds_dir: Path, route_configs: list[GatewayConfig],
 
 
 def render_yaml(cfg: GatewayConfig) -> str:
-    header = (f"# Rendered by `llm-gateway render-envoy` from {Path(cfg.source).name}. Do not edit:\n"
-              "# change the gateway config and render again.\n")
+    header = (
+        f"# Rendered by `llm-gateway render-envoy` from {Path(cfg.source).name}. Do not edit:\n"
+        "# change the gateway config and render again.\n"
+    )
     return header + yaml.safe_dump(render(cfg), sort_keys=False, width=120)
 
 

@@ -45,18 +45,27 @@ def attribute(req: pb.ProcessingRequest, name: str) -> str | float | bool | None
     return None
 
 
-def header_mutation(set_headers: dict[str, str] | None = None,
-                    remove: Iterable[str] = ()) -> pb.HeaderMutation:
+def header_mutation(
+    set_headers: dict[str, str] | None = None, remove: Iterable[str] = ()
+) -> pb.HeaderMutation:
     mutation = pb.HeaderMutation(remove_headers=list(remove))
     if set_headers:
         add = mutation.set_headers.add
         for key, value in set_headers.items():
-            add(header=base_pb2.HeaderValue(key=key, raw_value=value.encode("latin-1")), append_action=OVERWRITE)
+            add(
+                header=base_pb2.HeaderValue(key=key, raw_value=value.encode("latin-1")),
+                append_action=OVERWRITE,
+            )
     return mutation
 
 
-def request_body_response(*, set_headers: dict[str, str] | None = None, remove: Iterable[str] = (),
-                          body: bytes | None = None, clear_route_cache: bool = False) -> pb.ProcessingResponse:
+def request_body_response(
+    *,
+    set_headers: dict[str, str] | None = None,
+    remove: Iterable[str] = (),
+    body: bytes | None = None,
+    clear_route_cache: bool = False,
+) -> pb.ProcessingResponse:
     common = pb.CommonResponse(clear_route_cache=clear_route_cache)
     if set_headers or remove:
         common.header_mutation.CopyFrom(header_mutation(set_headers, remove))
@@ -79,22 +88,32 @@ def response_body_response(body: bytes | None) -> pb.ProcessingResponse:
 
 def streamed_body(body: bytes, end: bool) -> pb.ProcessingResponse:
     """Full-duplex mode: response bytes to send on; ``end`` ends the response."""
-    return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
-        body_mutation=pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(body=body, end_of_stream=end)))))
+    return pb.ProcessingResponse(
+        response_body=pb.BodyResponse(
+            response=pb.CommonResponse(
+                body_mutation=pb.BodyMutation(
+                    streamed_response=pb.StreamedBodyResponse(body=body, end_of_stream=end)
+                )
+            )
+        )
+    )
 
 
-def immediate(status: int, body: bytes, headers: dict[str, str] | None = None,
-              details: str = "") -> pb.ProcessingResponse:
+def immediate(
+    status: int, body: bytes, headers: dict[str, str] | None = None, details: str = ""
+) -> pb.ProcessingResponse:
     """A local reply sent without touching any upstream (docs/architecture.md, Envoy behaviour 8)."""
     all_headers = {"content-type": "application/json"}
     if headers:
         all_headers.update(headers)
-    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
-        status=http_status_pb2.HttpStatus(code=status),
-        headers=header_mutation(all_headers),
-        body=body,
-        details=details,
-    ))
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),
+            headers=header_mutation(all_headers),
+            body=body,
+            details=details,
+        )
+    )
 
 
 def continue_for(kind: str) -> pb.ProcessingResponse:
@@ -104,7 +123,9 @@ def continue_for(kind: str) -> pb.ProcessingResponse:
     return resp
 
 
-def with_metadata(resp: pb.ProcessingResponse, namespace: str, fields: Mapping[str, object]) -> pb.ProcessingResponse:
+def with_metadata(
+    resp: pb.ProcessingResponse, namespace: str, fields: Mapping[str, object]
+) -> pb.ProcessingResponse:
     """A copy of ``resp`` (which may be a shared constant) carrying dynamic metadata."""
     out = pb.ProcessingResponse()
     out.CopyFrom(resp)

@@ -70,7 +70,13 @@ TRACE_SPAN_NAME = "span_name"
 METADATA_PROVIDER_KEY = "genai_provider"
 # The attributes the router stage may set there, each under its own name.
 TRACE_ATTRIBUTES = (
-    "gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model", "gen_ai.response.time_to_first_chunk",
-    "llm_gateway.tenant", "llm_gateway.primary_backend", "llm_gateway.admission", "llm_gateway.failover",
+    "gen_ai.operation.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.response.time_to_first_chunk",
+    "llm_gateway.tenant",
+    "llm_gateway.primary_backend",
+    "llm_gateway.admission",
+    "llm_gateway.failover",
     "llm_gateway.local_reply",
 )

@@ -69,7 +69,7 @@ class ExternalProcessor(pbg.ExternalProcessorServicer):
         now = time.monotonic() if now is None else now
         drop = [v for v, until in self.replaced.items() if until <= now]
         kept = [v for v in self.replaced if v not in drop]  # oldest first
-        drop += kept[:max(0, len(kept) + 1 - KEEP_VERSIONS)]
+        drop += kept[: max(0, len(kept) + 1 - KEEP_VERSIONS)]
         for v in drop:
             self.replaced.pop(v, None)
             self.states.pop(v, None)
@@ -111,9 +111,16 @@ def server_options() -> list[tuple[str, int]]:
     ]
 
 
-async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
-                ready: asyncio.Event | None = None, *, watch_config: float = 0.0,
-                shutdown_delay: float = 0.0, drain_seconds: float = DRAIN_SECONDS) -> None:
+async def serve(
+    config: GatewayConfig,
+    port: int,
+    metrics_port: int | None,
+    ready: asyncio.Event | None = None,
+    *,
+    watch_config: float = 0.0,
+    shutdown_delay: float = 0.0,
+    drain_seconds: float = DRAIN_SECONDS,
+) -> None:
     """``watch_config``: poll the config file every that many seconds (0: off).
     ``shutdown_delay``: on SIGTERM, say NOT_SERVING and keep serving this long
     (Envoy's health check moves new streams away) before stopping.
@@ -138,8 +145,11 @@ async def serve(config: GatewayConfig, port: int, metrics_port: int | None,
     if ready is not None:
         ready.set()
     reloads = Reloads(processor)
-    background = [asyncio.create_task(LAG.watch()), asyncio.create_task(_prune(processor)),
-                  config_watch.start(lambda: processor.state.config, reloads.request, watch_config)]
+    background = [
+        asyncio.create_task(LAG.watch()),
+        asyncio.create_task(_prune(processor)),
+        config_watch.start(lambda: processor.state.config, reloads.request, watch_config),
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -170,8 +180,9 @@ async def reload(processor: ExternalProcessor, force: bool = False) -> None:
         state = await config_reload.build_state(current.config.source, current, force)
     except ConfigError as e:
         metrics.set_config(current.config.version, ok=False)
-        log.error("config reload rejected, still serving %s:\n  %s", current.config.version,
-                  "\n  ".join(e.problems))
+        log.error(
+            "config reload rejected, still serving %s:\n  %s", current.config.version, "\n  ".join(e.problems)
+        )
         return
     if state is None:
         return
@@ -181,8 +192,12 @@ async def reload(processor: ExternalProcessor, force: bool = False) -> None:
     # flight are frozen too: what of theirs ends up in a reference cycle stays
     # (measured: about 10 objects a switch).
     gc.freeze()
-    log.info("switched to config %s in %.1f s; longest event-loop stall meanwhile %.0f ms",
-             state.config.version, time.monotonic() - started, LAG.worst_since_mark * 1000)
+    log.info(
+        "switched to config %s in %.1f s; longest event-loop stall meanwhile %.0f ms",
+        state.config.version,
+        time.monotonic() - started,
+        LAG.worst_since_mark * 1000,
+    )
 
 
 class Reloads:
@@ -257,7 +272,22 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def run(config: GatewayConfig, port: int, metrics_port: int | None, *, watch_config: float = 0.0,
-        shutdown_delay: float = 0.0, drain_seconds: float = DRAIN_SECONDS) -> None:
-    asyncio.run(serve(config, port, metrics_port, watch_config=watch_config, shutdown_delay=shutdown_delay,
-                      drain_seconds=drain_seconds))
+def run(
+    config: GatewayConfig,
+    port: int,
+    metrics_port: int | None,
+    *,
+    watch_config: float = 0.0,
+    shutdown_delay: float = 0.0,
+    drain_seconds: float = DRAIN_SECONDS,
+) -> None:
+    asyncio.run(
+        serve(
+            config,
+            port,
+            metrics_port,
+            watch_config=watch_config,
+            shutdown_delay=shutdown_delay,
+            drain_seconds=drain_seconds,
+        )
+    )

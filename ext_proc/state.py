@@ -16,8 +16,9 @@ from .translation.redact import Redactor
 
 
 class GatewayState:
-    def __init__(self, config: GatewayConfig, env: dict[str, str] | None = None,
-                 previous: GatewayState | None = None):
+    def __init__(
+        self, config: GatewayConfig, env: dict[str, str] | None = None, previous: GatewayState | None = None
+    ):
         self.config = config
         provider_keys = resolve_secrets(config, env)
         # Cloud credentials: loaded once per process and refreshed on their own threads.
@@ -32,12 +33,15 @@ class GatewayState:
         self.redact = Redactor(v for v in provider_keys.values() if v)
         self._digests = config.key_digests
         # What this process learned about backends survives a config switch.
-        self.health: HealthTable = previous.health if previous is not None else HealthTable(on_change=_export_health)
+        self.health: HealthTable = (
+            previous.health if previous is not None else HealthTable(on_change=_export_health)
+        )
         # Budgets and quotas; None when the config sets none (no cost on the data path).
         self.admission = admission.build(config)
         # Conversation state for stateful client APIs; what this process keeps survives a config switch.
         self.conversations: ConversationStore = conversation_store(
-            config, previous.conversations if previous is not None else None)
+            config, previous.conversations if previous is not None else None
+        )
 
     def tenant_for_key(self, key: str) -> str | None:
         return self._digests.get(hashlib.sha256(key.encode()).hexdigest())
@@ -52,11 +56,16 @@ def conversation_store(cfg: GatewayConfig, previous: ConversationStore | None = 
     c, r = cfg.conversations, cfg.redis
     if r is not None:
         if isinstance(previous, RedisConversations) and previous.settings == (
-                r.url, r.key_prefix, r.timeout_ms / 1000, r.pool_size):
+            r.url,
+            r.key_prefix,
+            r.timeout_ms / 1000,
+            r.pool_size,
+        ):
             previous.ttl_s, previous.max_entry_bytes = c.ttl_s, c.max_conversation_bytes
             return previous
-        return RedisConversations(r.url, r.key_prefix, r.timeout_ms / 1000, r.pool_size, c.ttl_s,
-                                  c.max_conversation_bytes)
+        return RedisConversations(
+            r.url, r.key_prefix, r.timeout_ms / 1000, r.pool_size, c.ttl_s, c.max_conversation_bytes
+        )
     if isinstance(previous, MemoryConversations):
         previous.ttl_s, previous.max_entries, previous.max_bytes = c.ttl_s, c.max_entries, c.max_bytes
         previous.max_entry_bytes = c.max_conversation_bytes

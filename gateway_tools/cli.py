@@ -34,14 +34,24 @@ def cmd_mock_providers(args: argparse.Namespace) -> int:
         # key (Vertex), or issued to its OAuth client (Azure's Entra ID token endpoint).
         client_secret = None
         if p.oauth is not None and p.oauth.client_id:
-            client_secret = (env.get(p.oauth.client_secret_env or "", "") if p.oauth.client_secret_env
-                             else Path(p.oauth.client_secret_file or "").read_text()).strip()
-        specs.append(mocks.MockSpec(name=name, dialect=p.dialect, port=p.port,
-                                    api_key=provider_key(name, p, env) or "",
-                                    host=args.host or p.host,
-                                    credentials_file=p.gcp_credentials_file or env.get("GOOGLE_APPLICATION_CREDENTIALS"),
-                                    client_id=p.oauth.client_id if p.oauth else None,
-                                    client_secret=client_secret, token_ttl_s=ttl))
+            client_secret = (
+                env.get(p.oauth.client_secret_env or "", "")
+                if p.oauth.client_secret_env
+                else Path(p.oauth.client_secret_file or "").read_text()
+            ).strip()
+        specs.append(
+            mocks.MockSpec(
+                name=name,
+                dialect=p.dialect,
+                port=p.port,
+                api_key=provider_key(name, p, env) or "",
+                host=args.host or p.host,
+                credentials_file=p.gcp_credentials_file or env.get("GOOGLE_APPLICATION_CREDENTIALS"),
+                client_id=p.oauth.client_id if p.oauth else None,
+                client_secret=client_secret,
+                token_ttl_s=ttl,
+            )
+        )
     if not specs:
         print(f"{cfg.source}: no provider has 'mock: true'", file=sys.stderr)
         return 2
@@ -57,8 +67,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if running and cfg.listen.port not in running and not pointer_file(cfg.listen.port).exists():
         # The file moves the listener: the gateway is found by its port, and could not move anyway.
         ports = ", ".join(map(str, running))
-        print(f"llm-gateway apply: this config listens on port {cfg.listen.port}, the running gateway on {ports}: "
-              "listen: changing it needs a restart of the gateway", file=sys.stderr)
+        print(
+            f"llm-gateway apply: this config listens on port {cfg.listen.port}, the running gateway on {ports}: "
+            "listen: changing it needs a restart of the gateway",
+            file=sys.stderr,
+        )
         return 1
     try:
         reply = control_request(cfg.listen.port, {"op": "apply", "config": cfg.text, "source": cfg.source})
@@ -94,21 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="run mock providers, the ext_proc server and Envoy until Ctrl-C")
     _config_arg(p)
-    p.add_argument("--metrics-port", type=int, metavar="PORT",
-                   help="the supervisor's Prometheus port (worker restarts); default: a free port, 0: off")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="the supervisor's Prometheus port (worker restarts); default: a free port, 0: off",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("apply", help="switch a running gateway (`up`) to a config, without a restart")
     _config_arg(p, positional=True)
     p.set_defaults(func=cmd_apply)
 
-    p = sub.add_parser("status", help="backends, models, tenants and the last config change of a running gateway")
+    p = sub.add_parser(
+        "status", help="backends, models, tenants and the last config change of a running gateway"
+    )
     _config_arg(p, positional=True)
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples (recent error rate)")
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between the two samples (recent error rate)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("mock-providers", help="run the mock OpenAI, Anthropic and Gemini providers of a config")
+    p = sub.add_parser(
+        "mock-providers", help="run the mock OpenAI, Anthropic and Gemini providers of a config"
+    )
     _config_arg(p)
     p.add_argument("--host", help="bind address, e.g. 0.0.0.0 in a container (default: each base_url's host)")
     p.set_defaults(func=cmd_mock_providers)

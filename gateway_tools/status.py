@@ -48,8 +48,9 @@ def envoy_hosts(cfg: GatewayConfig) -> dict[str, dict[str, Any]]:
     by_address: dict[str, list[str]] = defaultdict(list)
     for b in cfg.backends.values():
         by_address[f"{b.provider.host}:{b.provider.port}"].append(b.name)
-    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"health": set(), "rq_active": 0, "rq_total": 0,
-                                                          "rq_error": 0})
+    out: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"health": set(), "rq_active": 0, "rq_total": 0, "rq_error": 0}
+    )
     for cluster in data.get("cluster_statuses", []):
         if "/model/" not in cluster["name"] and not cluster["name"].startswith("model/"):
             continue
@@ -119,28 +120,39 @@ def collect(cfg: GatewayConfig, interval: float = 1.0) -> dict[str, Any]:
 
 
 def render(cfg: GatewayConfig, info: dict[str, Any], data: dict[str, Any]) -> str:
-    lines = [f"llm-gateway on {cfg.listen.address}:{cfg.listen.port} — config {info.get('version', '?')} "
-             f"({info.get('config', cfg.source)})"]
+    lines = [
+        f"llm-gateway on {cfg.listen.address}:{cfg.listen.port} — config {info.get('version', '?')} "
+        f"({info.get('config', cfg.source)})"
+    ]
     last = info.get("last_reload") or {}
     if last:
         ago = time.time() - float(last.get("at", time.time()))
         lines.append(f"last config change: {last.get('result')} ({last.get('version')}, {ago:.0f}s ago)")
         lines += [f"  {e}" for e in last.get("errors", [])]
     lines.append("")
-    lines.append(f"{'BACKEND':<34} {'HEALTH':<14} {'ENVOY':<16} {'IN-FLIGHT':>9} {'LIMIT':>6} "
-                 f"{'ERR (last ' + format(data['interval'], 'g') + 's)':>16} {'REQUESTS':>9}")
+    lines.append(
+        f"{'BACKEND':<34} {'HEALTH':<14} {'ENVOY':<16} {'IN-FLIGHT':>9} {'LIMIT':>6} "
+        f"{'ERR (last ' + format(data['interval'], 'g') + 's)':>16} {'REQUESTS':>9}"
+    )
     for v in data["backends"].values():
         envoy = ",".join(sorted(v.envoy_health)) or "ok"
         recent = f"{v.recent_errors}/{v.recent_requests}" if v.recent_requests else "-"
         limit = f"{v.limit:.0f}" if v.limit is not None else "-"
-        lines.append(f"{v.name:<34} {v.routing_health:<14} {envoy:<16} {v.in_flight:>9} {limit:>6} "
-                     f"{recent:>16} {v.requests:>9}")
+        lines.append(
+            f"{v.name:<34} {v.routing_health:<14} {envoy:<16} {v.in_flight:>9} {limit:>6} "
+            f"{recent:>16} {v.requests:>9}"
+        )
     lines.append("")
     lines.append("MODEL -> failover order")
     for model, chain in cfg.chains.items():
-        lines.append(f"  {model}: " + " -> ".join(f"{b.name}" + (f" (tier {b.tier}, w{b.weight})"
-                                                                    if sum(1 for c in chain if c.tier == b.tier) > 1
-                                                                    else "") for b in chain))
+        lines.append(
+            f"  {model}: "
+            + " -> ".join(
+                f"{b.name}"
+                + (f" (tier {b.tier}, w{b.weight})" if sum(1 for c in chain if c.tier == b.tier) > 1 else "")
+                for b in chain
+            )
+        )
     if data["tenants"]:
         lines.append("")
         lines.append("TENANT budgets remaining")
@@ -162,9 +174,13 @@ def run_status(cfg: GatewayConfig, interval: float = 1.0, as_json: bool = False)
         print(f"llm-gateway status: the gateway on port {cfg.listen.port} does not answer ({e})")
         return 1
     if as_json:
-        out = {"config": info, "backends": {k: vars(v) | {"envoy_health": sorted(v.envoy_health)}
-                                            for k, v in data["backends"].items()},
-               "tenants": data["tenants"]}
+        out = {
+            "config": info,
+            "backends": {
+                k: vars(v) | {"envoy_health": sorted(v.envoy_health)} for k, v in data["backends"].items()
+            },
+            "tenants": data["tenants"],
+        }
         print(json.dumps(out, indent=2))
     else:
         print(render(cfg, info, data))

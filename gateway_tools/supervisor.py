@@ -138,13 +138,20 @@ class Stack:
         self.access_log = self.run_dir / "access.log"
         self.draining: list[tuple[float, GatewayConfig]] = []
         self.lock = threading.Lock()
-        self.last_reload: dict[str, object] = {"result": "initial", "version": self.config.version,
-                                               "at": time.time(), "errors": []}
+        self.last_reload: dict[str, object] = {
+            "result": "initial",
+            "version": self.config.version,
+            "at": time.time(),
+            "errors": [],
+        }
         self.env = {**os.environ, **self.env}
         self.registry = CollectorRegistry(auto_describe=True)
-        self.restarts = Counter("llm_gateway_worker_restarts", "Children the supervisor started again after "
-                                "they died, by child (ext_proc-N, mock-providers).", ["child"],
-                                registry=self.registry)
+        self.restarts = Counter(
+            "llm_gateway_worker_restarts",
+            "Children the supervisor started again after they died, by child (ext_proc-N, mock-providers).",
+            ["child"],
+            registry=self.registry,
+        )
         self.metrics_server: Any = None
         # Set by the supervision thread when it gives up; ``raise_if_failed`` reports it.
         self.failure: StackError | None = None
@@ -177,19 +184,47 @@ class Stack:
             self._wait("mock-providers", [(p.host, p.port) for p in mocks.values()], timeout)
         for i, (port, mport) in enumerate(zip(cfg.extproc_ports(), cfg.metrics_ports(), strict=True)):
             name = f"ext_proc-{i}"
-            self._spawn(name, [*exe, "serve", *conf, "--port", str(port), "--metrics-port", str(mport),
-                               "--drain-seconds", f"{self.drain_seconds:g}"])
+            self._spawn(
+                name,
+                [
+                    *exe,
+                    "serve",
+                    *conf,
+                    "--port",
+                    str(port),
+                    "--metrics-port",
+                    str(mport),
+                    "--drain-seconds",
+                    f"{self.drain_seconds:g}",
+                ],
+            )
         for i, port in enumerate(cfg.extproc_ports()):
             self._wait(f"ext_proc-{i}", [(cfg.ext_proc.address, port)], timeout)
         assert self.run_dir is not None
         envoy_config.write_live_resources(self.xds_dir, [cfg], [cfg], cfg.version)
         bootstrap = self.run_dir / "envoy.yaml"
-        _atomic_write(bootstrap, yaml.safe_dump(
-            envoy_config.render_live_bootstrap(cfg, self.xds_dir, self.access_log), sort_keys=False))
-        self._spawn("envoy", [envoy_binary(), "-c", str(bootstrap), "--disable-hot-restart",
-                              "--concurrency", str(self.envoy_concurrency), "--log-level", "warning",
-                              # the access log is for operators tailing it: flush every second
-                              "--file-flush-interval-msec", "1000"])
+        _atomic_write(
+            bootstrap,
+            yaml.safe_dump(
+                envoy_config.render_live_bootstrap(cfg, self.xds_dir, self.access_log), sort_keys=False
+            ),
+        )
+        self._spawn(
+            "envoy",
+            [
+                envoy_binary(),
+                "-c",
+                str(bootstrap),
+                "--disable-hot-restart",
+                "--concurrency",
+                str(self.envoy_concurrency),
+                "--log-level",
+                "warning",
+                # the access log is for operators tailing it: flush every second
+                "--file-flush-interval-msec",
+                "1000",
+            ],
+        )
         self._wait("envoy", [(cfg.listen.address, cfg.listen.port)], timeout)
         self._wait_envoy_ready(timeout)
         for c in self.children:
@@ -206,8 +241,9 @@ class Stack:
             with socket.socket() as s:
                 s.bind((self.config.admin.address, 0))
                 self.metrics_port = s.getsockname()[1]
-        self.metrics_server, _ = start_http_server(self.metrics_port, addr=self.config.admin.address,
-                                                   registry=self.registry)
+        self.metrics_server, _ = start_http_server(
+            self.metrics_port, addr=self.config.admin.address, registry=self.registry
+        )
 
     def _supervise_loop(self) -> None:
         while not self.stopping.wait(SUPERVISE_INTERVAL_S):
@@ -240,12 +276,16 @@ class Stack:
                 raise StackError(f"{c.name} stopped ({how}). Last lines of {c.log_path}:\n{c.tail()}")
             c.crashes = [t for t in c.crashes if now - t < RESTART_WINDOW_S] + [now]
             if len(c.crashes) >= RESTART_LIMIT:
-                raise StackError(f"{c.name} stopped ({how}): {len(c.crashes)} crashes within "
-                                 f"{RESTART_WINDOW_S:.0f}s, giving up. Last lines of {c.log_path}:\n{c.tail()}")
+                raise StackError(
+                    f"{c.name} stopped ({how}): {len(c.crashes)} crashes within "
+                    f"{RESTART_WINDOW_S:.0f}s, giving up. Last lines of {c.log_path}:\n{c.tail()}"
+                )
             delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2 ** (len(c.crashes) - 1))
             c.restart_at = now + delay
-            _say(f"{c.name} stopped ({how}); starting it again in {delay:g}s "
-                 f"(crash {len(c.crashes)} within {RESTART_WINDOW_S:.0f}s; the supervisor gives up at {RESTART_LIMIT})")
+            _say(
+                f"{c.name} stopped ({how}); starting it again in {delay:g}s "
+                f"(crash {len(c.crashes)} within {RESTART_WINDOW_S:.0f}s; the supervisor gives up at {RESTART_LIMIT})"
+            )
 
     def _restart(self, c: Child) -> None:
         c.restart_at = None
@@ -274,8 +314,12 @@ class Stack:
             try:
                 new = self._switch(text, source or str(self.config_file), timeout)
             except ConfigError as e:
-                self.last_reload = {"result": "rejected", "version": self.config.version, "at": time.time(),
-                                    "errors": e.problems}
+                self.last_reload = {
+                    "result": "rejected",
+                    "version": self.config.version,
+                    "at": time.time(),
+                    "errors": e.problems,
+                }
                 raise
             self.last_reload = {"result": "applied", "version": new.version, "at": time.time(), "errors": []}
             return new
@@ -285,7 +329,11 @@ class Stack:
         new = parse_config(text, source)
         resolve_secrets(new, self.env)
         # Tracing lives in the listener (Envoy's bootstrap), like the ports.
-        fixed = [s for s in ("listen", "admin", "ext_proc", "tracing") if getattr(new.root, s) != getattr(old.root, s)]
+        fixed = [
+            s
+            for s in ("listen", "admin", "ext_proc", "tracing")
+            if getattr(new.root, s) != getattr(old.root, s)
+        ]
         if fixed:
             raise ConfigError([f"{source}: {s}: changing it needs a restart of the gateway" for s in fixed])
         if new.version == old.version:
@@ -321,15 +369,20 @@ class Stack:
         finally:
             self.lock.release()
 
-    def _publish(self, route_configs: list[GatewayConfig], cluster_configs: list[GatewayConfig],
-                 timeout: float) -> None:
+    def _publish(
+        self, route_configs: list[GatewayConfig], cluster_configs: list[GatewayConfig], timeout: float
+    ) -> None:
         version_info = "+".join(c.version for c in route_configs)
         envoy_config.write_live_resources(self.xds_dir, route_configs, cluster_configs, version_info)
         deadline = time.monotonic() + timeout
         while self._envoy_versions() != {version_info}:
             if time.monotonic() > deadline:
-                raise ConfigError([f"Envoy did not accept the new routes and clusters within {timeout:.0f}s "
-                                   f"(see {self.run_dir}/envoy.log)"])
+                raise ConfigError(
+                    [
+                        f"Envoy did not accept the new routes and clusters within {timeout:.0f}s "
+                        f"(see {self.run_dir}/envoy.log)"
+                    ]
+                )
             time.sleep(0.05)
 
     def _envoy_versions(self) -> set[str]:
@@ -340,7 +393,9 @@ class Stack:
                 text = r.read().decode()
         except OSError:
             return set()
-        found = re.findall(r'^(cluster_manager\.cds|http\.gateway\.rds\.gateway)\.version_text: "(.*)"$', text, re.M)
+        found = re.findall(
+            r'^(cluster_manager\.cds|http\.gateway\.rds\.gateway)\.version_text: "(.*)"$', text, re.M
+        )
         return {v for _, v in found} if len(found) == 2 else set()
 
     def _wait_workers(self, version: str, timeout: float) -> None:
@@ -353,8 +408,12 @@ class Stack:
                     if want in r.read().decode():
                         break
                 if time.monotonic() > deadline:
-                    raise ConfigError([f"ext_proc worker on metrics port {port} did not switch to {version} "
-                                       f"(see {self.run_dir}/ext_proc-*.log)"])
+                    raise ConfigError(
+                        [
+                            f"ext_proc worker on metrics port {port} did not switch to {version} "
+                            f"(see {self.run_dir}/ext_proc-*.log)"
+                        ]
+                    )
                 time.sleep(0.05)
 
     def _spawn(self, name: str, argv: list[str]) -> Child:
@@ -366,8 +425,15 @@ class Stack:
 
     def _popen(self, child: Child) -> None:
         log = open(child.log_path, "ab")  # noqa: SIM115 (owned by the child process)
-        child.proc = subprocess.Popen(child.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        child.proc = subprocess.Popen(
+            child.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         log.close()
 
     def _wait(self, name: str, addrs: list[tuple[str, int]], timeout: float) -> None:
@@ -379,8 +445,10 @@ class Stack:
             if not pending:
                 return
             if time.monotonic() > deadline:
-                raise StackError(f"{name} did not listen on {pending} within {timeout:.0f}s\n"
-                                 f"{self._child(name).tail() if self._child(name) else ''}")
+                raise StackError(
+                    f"{name} did not listen on {pending} within {timeout:.0f}s\n"
+                    f"{self._child(name).tail() if self._child(name) else ''}"
+                )
             time.sleep(0.05)
 
     def _wait_envoy_ready(self, timeout: float) -> None:
@@ -402,7 +470,9 @@ class Stack:
         """Raise ``StackError`` naming the first child that has exited (while starting)."""
         for c in self.children:
             if c.proc is not None and c.proc.poll() is not None:
-                raise StackError(f"{c.name} stopped ({c.exit_reason()}). Last lines of {c.log_path}:\n{c.tail()}")
+                raise StackError(
+                    f"{c.name} stopped ({c.exit_reason()}). Last lines of {c.log_path}:\n{c.tail()}"
+                )
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop children in reverse start order: Envoy first, mocks last."""
@@ -508,8 +578,13 @@ class _ControlHandler(socketserver.StreamRequestHandler):
         try:
             request = json.loads(self.rfile.readline())
             if request.get("op") == "status":
-                reply = {"ok": True, "version": stack.config.version, "config": str(stack.config_file),
-                         "text": stack.config.text, "last_reload": stack.last_reload}
+                reply = {
+                    "ok": True,
+                    "version": stack.config.version,
+                    "config": str(stack.config_file),
+                    "text": stack.config.text,
+                    "last_reload": stack.last_reload,
+                }
             else:
                 reply = apply_and_report(stack, request["config"], str(request.get("source")))
         except Exception as e:  # report, never kill the supervisor
@@ -517,7 +592,9 @@ class _ControlHandler(socketserver.StreamRequestHandler):
         self.wfile.write(json.dumps(reply).encode() + b"\n")
 
 
-def control_request(listen_port: int, request: dict[str, object], timeout: float = 180.0) -> dict[str, object]:
+def control_request(
+    listen_port: int, request: dict[str, object], timeout: float = 180.0
+) -> dict[str, object]:
     """Send one request to the ``up`` serving ``listen_port``."""
     pointer = pointer_file(listen_port)
     try:
@@ -564,8 +641,16 @@ def run_up(config_path: str | None, metrics_port: int | None = None) -> int:
     control = ControlServer(stack.run_dir / "control.sock", stack)
     threading.Thread(target=control.serve_forever, daemon=True).start()
     pointer = pointer_file(stack.config.listen.port)
-    pointer.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(stack.run_dir),
-                                   "config": str(stack.config_file), "control": str(stack.run_dir / "control.sock")}))
+    pointer.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "run_dir": str(stack.run_dir),
+                "config": str(stack.config_file),
+                "control": str(stack.run_dir / "control.sock"),
+            }
+        )
+    )
     width = max(len(k) for k in stack.urls())
     print("llm-gateway is up")
     for k, v in stack.urls().items():

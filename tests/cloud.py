@@ -38,31 +38,58 @@ CLOUD_BACKENDS = {
 def service_account_key(path: Path, token_uri: str, project: str = PROJECT) -> Path:
     """A Google service-account key file, as the console downloads it, for a fresh RSA key."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     name = f"gateway-{secrets.token_hex(3)}"
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": project, "private_key_id": secrets.token_hex(20),
-        "private_key": pem, "client_email": f"{name}@{project}.iam.gserviceaccount.com",
-        "client_id": str(secrets.randbelow(10**20)), "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-        "token_uri": token_uri, "universe_domain": "googleapis.com",
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": project,
+                "private_key_id": secrets.token_hex(20),
+                "private_key": pem,
+                "client_email": f"{name}@{project}.iam.gserviceaccount.com",
+                "client_id": str(secrets.randbelow(10**20)),
+                "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+                "token_uri": token_uri,
+                "universe_domain": "googleapis.com",
+            }
+        )
+    )
     return path
 
 
 def cloud_providers() -> dict[str, Any]:
     """Two Vertex projects (a key file; application default credentials) and two Azure
     resources (an API key; Entra ID client credentials on the v1 API), all mocks."""
-    vertex = {"base_url": "http://127.0.0.1:1", "gcp_project": PROJECT, "gcp_location": LOCATION, "mock": True}
+    vertex = {
+        "base_url": "http://127.0.0.1:1",
+        "gcp_project": PROJECT,
+        "gcp_location": LOCATION,
+        "mock": True,
+    }
     return {
         "vertex_gemini": {"dialect": "vertex_gemini", **vertex, "gcp_credentials_file": "<key>"},
         "vertex_anthropic": {"dialect": "vertex_anthropic", **vertex},  # application default credentials
-        "azure_openai": {"dialect": "azure_openai", "base_url": "http://127.0.0.1:1",
-                         "api_key_env": "AZURE_OPENAI_API_KEY", "mock": True},
-        "azure_entra": {"dialect": "azure_openai", "base_url": "http://127.0.0.1:1", "api_version": "v1",
-                        "oauth": {"token_url": "<token url>", "client_id": CLIENT_ID,
-                                  "client_secret_env": "AZURE_CLIENT_SECRET", "scope": AZURE_SCOPE},
-                        "mock": True},
+        "azure_openai": {
+            "dialect": "azure_openai",
+            "base_url": "http://127.0.0.1:1",
+            "api_key_env": "AZURE_OPENAI_API_KEY",
+            "mock": True,
+        },
+        "azure_entra": {
+            "dialect": "azure_openai",
+            "base_url": "http://127.0.0.1:1",
+            "api_version": "v1",
+            "oauth": {
+                "token_url": "<token url>",
+                "client_id": CLIENT_ID,
+                "client_secret_env": "AZURE_CLIENT_SECRET",
+                "scope": AZURE_SCOPE,
+            },
+            "mock": True,
+        },
     }
 
 
@@ -85,15 +112,21 @@ def with_clouds(cfg: dict[str, Any], tmp: Path) -> tuple[dict[str, Any], dict[st
     return cfg, env
 
 
-def cloud_config(tmp: Path, models: dict[str, Any] | None = None,
-                 extra_providers: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+def cloud_config(
+    tmp: Path, models: dict[str, Any] | None = None, extra_providers: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
     """A gateway whose models are served by the cloud mocks (by default one model per cloud
     backend, ``CLOUD_BACKENDS``), plus ``extra_providers``."""
     providers = {**cloud_providers(), **(extra_providers or {})}
     if models is None:
-        models = {model: {"backends": [{"provider": p, "model": upstream}]}
-                  for p, (model, upstream) in CLOUD_BACKENDS.items()}
+        models = {
+            model: {"backends": [{"provider": p, "model": upstream}]}
+            for p, (model, upstream) in CLOUD_BACKENDS.items()
+        }
     used = {b["provider"] for m in models.values() for b in m["backends"]}
-    cfg = {"providers": {n: p for n, p in providers.items() if n in used}, "models": models,
-           "tenants": {"demo": {"api_keys": [{"sha256": DEMO_DIGEST}]}}}
+    cfg = {
+        "providers": {n: p for n, p in providers.items() if n in used},
+        "models": models,
+        "tenants": {"demo": {"api_keys": [{"sha256": DEMO_DIGEST}]}},
+    }
     return with_clouds(cfg, tmp)

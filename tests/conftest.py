@@ -34,8 +34,9 @@ class MockAdmin:
 
     def _call(self, method: str, provider: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url(provider, path), data=data, method=method,
-                                     headers={"content-type": "application/json"})
+        req = urllib.request.Request(
+            self.url(provider, path), data=data, method=method, headers={"content-type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=5) as r:
             text = r.read()
         return json.loads(text) if text else None

@@ -42,8 +42,13 @@ def config_on_free_ports(base: dict[str, Any] | None = None, workers: int = 1) -
     taken = {listen, admin, *rest}
     grpc_base = _consecutive_free(workers, taken)
     metrics_base = _consecutive_free(workers, taken | set(range(grpc_base, grpc_base + workers)))
-    cfg["ext_proc"] = {**cfg.get("ext_proc", {}), "address": "127.0.0.1", "port": grpc_base,
-                       "metrics_port": metrics_base, "workers": workers}
+    cfg["ext_proc"] = {
+        **cfg.get("ext_proc", {}),
+        "address": "127.0.0.1",
+        "port": grpc_base,
+        "metrics_port": metrics_base,
+        "workers": workers,
+    }
     for (_name, p), port in zip(cfg["providers"].items(), rest, strict=True):
         if p.get("mock"):
             path = "/v1" if p["dialect"] in ("openai", "openai_responses") else ""
@@ -87,12 +92,24 @@ def aws_credentials(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
     """The environment botocore's chain reads, for this process and the stack it starts:
     the test account in AWS_* variables, shared files of the test's own (``tmp``), and no
     instance metadata (nothing may ever reach AWS)."""
-    env = {"AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
-           "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "aws-credentials"), "AWS_CONFIG_FILE": str(tmp / "aws-config"),
-           "AWS_EC2_METADATA_DISABLED": "true", **extra}
+    env = {
+        "AWS_ACCESS_KEY_ID": AWS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "aws-credentials"),
+        "AWS_CONFIG_FILE": str(tmp / "aws-config"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **extra,
+    }
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                     "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        for name in (
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_ROLE_ARN",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ):
             mp.delenv(name, raising=False)
         for name, value in env.items():
             mp.setenv(name, value)
@@ -101,4 +118,10 @@ def aws_credentials(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
 
 def bedrock_provider(**extra: Any) -> dict[str, Any]:
     """A mock Bedrock provider (its port is set by ``config_on_free_ports``)."""
-    return {"dialect": "bedrock", "base_url": "http://127.0.0.1:1", "aws_region": AWS_REGION, "mock": True, **extra}
+    return {
+        "dialect": "bedrock",
+        "base_url": "http://127.0.0.1:1",
+        "aws_region": AWS_REGION,
+        "mock": True,
+        **extra,
+    }

@@ -21,8 +21,14 @@ from tests.conftest import MockAdmin
 from tests.redis_server import RedisServer
 from tests.stack import config_on_free_ports, start_stack
 
-RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-                "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+RATE_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
 TENANTS: dict[str, dict[str, Any]] = {
     "burst": {"limits": {"requests_per_minute": 1000, "tokens_per_minute": 1200}},
     "pace": {"limits": {"requests_per_minute": 30, "tokens_per_minute": 100_000}},
@@ -36,17 +42,46 @@ def budget_config(redis_url: str, on_failure: str = "fail_open", workers: int = 
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
     for name, t in TENANTS.items():
         cfg["tenants"][name] = {"api_keys": [{"sha256": key_digest(f"{name}-key")}], **t}
-    cfg["models"].update({
-        "spill-model": {"backends": [
-            {"provider": "openai", "model": "spill-a", "name": "spill-a", "limits": {"requests_per_minute": 3}},
-            {"provider": "anthropic", "model": "spill-b", "name": "spill-b", "limits": {"requests_per_minute": 2}},
-        ]},
-        "sat-model": {"backends": [
-            {"provider": "gemini", "model": "sat", "name": "sat", "limits": {"concurrent_requests": 5}}]},
-        "adaptive-model": {"backends": [
-            {"provider": "gemini", "model": "adaptive", "name": "adaptive",
-             "limits": {"adaptive": {"min": 1, "max": 8, "decrease": 0.5, "increase": 1.0}}}]},
-    })
+    cfg["models"].update(
+        {
+            "spill-model": {
+                "backends": [
+                    {
+                        "provider": "openai",
+                        "model": "spill-a",
+                        "name": "spill-a",
+                        "limits": {"requests_per_minute": 3},
+                    },
+                    {
+                        "provider": "anthropic",
+                        "model": "spill-b",
+                        "name": "spill-b",
+                        "limits": {"requests_per_minute": 2},
+                    },
+                ]
+            },
+            "sat-model": {
+                "backends": [
+                    {
+                        "provider": "gemini",
+                        "model": "sat",
+                        "name": "sat",
+                        "limits": {"concurrent_requests": 5},
+                    }
+                ]
+            },
+            "adaptive-model": {
+                "backends": [
+                    {
+                        "provider": "gemini",
+                        "model": "adaptive",
+                        "name": "adaptive",
+                        "limits": {"adaptive": {"min": 1, "max": 8, "decrease": 0.5, "increase": 1.0}},
+                    }
+                ]
+            },
+        }
+    )
     cfg["admission"] = {"interactive_reserve": 0.4}
     cfg["redis"] = {"url": redis_url, "key_prefix": "e2e", "on_failure": on_failure, "retry_interval_s": 0.2}
     return config_on_free_ports(cfg, workers=workers)
@@ -73,21 +108,37 @@ def gateway(stack: Stack) -> Stack:
 
 
 def chat(model: str, text: str = "hi", max_tokens: int = 100, stream: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": max_tokens,
+    }
     if stream:
         body.update(stream=True, stream_options={"include_usage": True})
     return body
 
 
-async def _send(session: aiohttp.ClientSession, stack: Stack, key: str, body: dict[str, Any],
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    async with session.post(stack.base_url + "/v1/chat/completions", json=body,
-                            headers={"authorization": f"Bearer {key}", **(headers or {})}) as r:
+async def _send(
+    session: aiohttp.ClientSession,
+    stack: Stack,
+    key: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    async with session.post(
+        stack.base_url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {key}", **(headers or {})},
+    ) as r:
         return r.status, {k.lower(): v for k, v in r.headers.items()}, await r.read()
 
 
-def send_many(stack: Stack, key: str, bodies: list[dict[str, Any]], headers: dict[str, str] | None = None,
-              ) -> list[tuple[int, dict[str, str], bytes]]:
+def send_many(
+    stack: Stack,
+    key: str,
+    bodies: list[dict[str, Any]],
+    headers: dict[str, str] | None = None,
+) -> list[tuple[int, dict[str, str], bytes]]:
     async def go() -> list[tuple[int, dict[str, str], bytes]]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
             return await asyncio.gather(*(_send(s, stack, key, b, headers) for b in bodies))
@@ -95,8 +146,12 @@ def send_many(stack: Stack, key: str, bodies: list[dict[str, Any]], headers: dic
     return asyncio.run(go())
 
 
-def send(stack: Stack, key: str, body: dict[str, Any], headers: dict[str, str] | None = None,
-         ) -> tuple[int, dict[str, str], bytes]:
+def send(
+    stack: Stack,
+    key: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     return send_many(stack, key, [body], headers)[0]
 
 
@@ -106,8 +161,13 @@ def decisions(stack: Stack, tenant: str) -> list[float]:
     for port in stack.config.metrics_ports():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        out.append(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("llm_gateway_admission_decisions_total") and f'tenant="{tenant}"' in line))
+        out.append(
+            sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("llm_gateway_admission_decisions_total") and f'tenant="{tenant}"' in line
+            )
+        )
     return out
 
 
@@ -165,8 +225,9 @@ def test_retry_after_is_the_time_until_the_request_fits(stack: Stack, mocks: Moc
     assert status == 200 and headers["x-ratelimit-remaining-requests"] == "0"
 
 
-def test_reconciliation_streamed_non_streamed_and_failed(stack: Stack, mocks: MockAdmin,
-                                                        redis_server: RedisServer) -> None:
+def test_reconciliation_streamed_non_streamed_and_failed(
+    stack: Stack, mocks: MockAdmin, redis_server: RedisServer
+) -> None:
     """The reservation (here ~26 tokens) is replaced by the real usage, read from
     the response (streams included); a failed request costs nothing."""
     key, cap, rate = "t:recon:tpm", 60.0, 1.0
@@ -179,7 +240,9 @@ def test_reconciliation_streamed_non_streamed_and_failed(stack: Stack, mocks: Mo
     after = bucket_level(redis_server, key, cap, rate)
     assert start - used - 0.5 <= after <= start - used + 1.5, (start, used, after)
 
-    status, _, raw = send(stack, "recon-key", chat("claude-sonnet-4-5", "four five six seven", 20, stream=True))
+    status, _, raw = send(
+        stack, "recon-key", chat("claude-sonnet-4-5", "four five six seven", 20, stream=True)
+    )
     assert status == 200
     events = [json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: {")]
     usage = next(e["usage"] for e in events if e.get("usage"))
@@ -211,16 +274,26 @@ def test_batch_is_shed_before_interactive(stack: Stack, mocks: MockAdmin) -> Non
 
     async def go() -> tuple[list[int], list[int], list[int]]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
-            batch = [asyncio.create_task(_send(s, stack, "free-key", chat("sat-model"), {"x-priority": "batch"}))
-                     for _ in range(3)]
+            batch = [
+                asyncio.create_task(_send(s, stack, "free-key", chat("sat-model"), {"x-priority": "batch"}))
+                for _ in range(3)
+            ]
             await asyncio.sleep(0.4)
-            more_batch = [await _send(s, stack, "free-key", chat("sat-model"), {"x-priority": "batch"}),
-                          await _send(s, stack, "bulk-key", chat("sat-model"), {"x-priority": "interactive"})]
-            interactive = [asyncio.create_task(_send(s, stack, "free-key", chat("sat-model"))) for _ in range(2)]
+            more_batch = [
+                await _send(s, stack, "free-key", chat("sat-model"), {"x-priority": "batch"}),
+                await _send(s, stack, "bulk-key", chat("sat-model"), {"x-priority": "interactive"}),
+            ]
+            interactive = [
+                asyncio.create_task(_send(s, stack, "free-key", chat("sat-model"))) for _ in range(2)
+            ]
             await asyncio.sleep(0.4)
             over = await _send(s, stack, "free-key", chat("sat-model"))
             done = await asyncio.gather(*batch, *interactive)
-            return ([r[0] for r in done[:3]], [r[0] for r in more_batch], [r[0] for r in done[3:]] + [over[0]])
+            return (
+                [r[0] for r in done[:3]],
+                [r[0] for r in more_batch],
+                [r[0] for r in done[3:]] + [over[0]],
+            )
 
     batch, shed, interactive = asyncio.run(go())
     assert batch == [200, 200, 200]
@@ -228,8 +301,9 @@ def test_batch_is_shed_before_interactive(stack: Stack, mocks: MockAdmin) -> Non
     assert interactive == [200, 200, 429]
 
 
-def test_adaptive_limit_shrinks_on_overload_and_grows_back(stack: Stack, mocks: MockAdmin,
-                                                           redis_server: RedisServer) -> None:
+def test_adaptive_limit_shrinks_on_overload_and_grows_back(
+    stack: Stack, mocks: MockAdmin, redis_server: RedisServer
+) -> None:
     limit_key = "e2e:b:adaptive:limit"
     redis_server.client().delete(limit_key)
     mocks.fault("gemini", mode="error", status=503)
@@ -247,7 +321,9 @@ def test_adaptive_limit_shrinks_on_overload_and_grows_back(stack: Stack, mocks: 
     assert limits == sorted(limits) and limits[0] == pytest.approx(2.5) and limits[-1] > 3
 
 
-def test_redis_killed_fail_open_then_recovers(stack: Stack, mocks: MockAdmin, redis_server: RedisServer) -> None:
+def test_redis_killed_fail_open_then_recovers(
+    stack: Stack, mocks: MockAdmin, redis_server: RedisServer
+) -> None:
     redis_server.stop()
     try:
         for _ in range(3):

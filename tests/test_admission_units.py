@@ -89,8 +89,10 @@ def test_spill_over_and_interactive_reserve(store) -> None:
         for i in range(12):
             o = await store.acquire([], [backend("a", True), backend("b", True)], f"x{i}")
             chosen.append(o.chosen)
-        interactive = [(await store.acquire([], [backend("a", False), backend("b", False)], f"y{i}")).chosen
-                       for i in range(8)]
+        interactive = [
+            (await store.acquire([], [backend("a", False), backend("b", False)], f"y{i}")).chosen
+            for i in range(8)
+        ]
         return chosen, interactive
 
     chosen, interactive = run(go())
@@ -137,14 +139,18 @@ def test_redis_down_fail_open_and_closed(redis_server: RedisServer) -> None:
     open_store = RedisStore(RedisSettings(url=dead, timeout_ms=50), MemoryStore(60, 1.0))
     outcome = run(open_store.acquire([tpm(100)], [[]], "a"))
     assert outcome.chosen == 0 and outcome.local
-    closed = RedisStore(RedisSettings(url=dead, timeout_ms=50, on_failure="fail_closed"), MemoryStore(60, 1.0))
+    closed = RedisStore(
+        RedisSettings(url=dead, timeout_ms=50, on_failure="fail_closed"), MemoryStore(60, 1.0)
+    )
     with pytest.raises(StoreUnavailable):
         run(closed.acquire([tpm(100)], [[]], "a"))
 
 
 # ---- estimator ------------------------------------------------------------------
-PROSE = ("The gateway decides before any provider is touched, and its limits hold across replicas. "
-         "Peers count tokens after the fact, send a fixed Retry-After and lose their limits when scaled. ")
+PROSE = (
+    "The gateway decides before any provider is touched, and its limits hold across replicas. "
+    "Peers count tokens after the fact, send a fixed Retry-After and lose their limits when scaled. "
+)
 
 
 def _words(text: str) -> int:
@@ -174,7 +180,10 @@ def test_estimator_cost_and_accuracy() -> None:
 
 def test_estimator_media_and_output_caps() -> None:
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 400_000}}
-    body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "what is it"}, image]}]}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "what is it"}, image]}],
+    }
     assert estimate.MEDIA_TOKENS <= estimate.input_tokens(body) < estimate.MEDIA_TOKENS + 20
     assert estimate.output_tokens({"max_tokens": 50, "n": 2}, 4096) == 100
     assert estimate.output_tokens({"max_completion_tokens": 7}, 4096) == 7
@@ -185,10 +194,17 @@ def test_estimator_media_and_output_caps() -> None:
 def test_rate_limit_headers_format() -> None:
     from ext_proc.admission.budgets import RequestBudget, TokenBudget
 
-    h = rate_limit_headers([RequestBudget("t", 10, 10 / 60), TokenBudget("t", 2000, 2000 / 60)], [9.5, 1500.2])
-    assert h == {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "9",
-                 "x-ratelimit-reset-requests": "3s", "x-ratelimit-limit-tokens": "2000",
-                 "x-ratelimit-remaining-tokens": "1500", "x-ratelimit-reset-tokens": "14.994s"}
+    h = rate_limit_headers(
+        [RequestBudget("t", 10, 10 / 60), TokenBudget("t", 2000, 2000 / 60)], [9.5, 1500.2]
+    )
+    assert h == {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "9",
+        "x-ratelimit-reset-requests": "3s",
+        "x-ratelimit-limit-tokens": "2000",
+        "x-ratelimit-remaining-tokens": "1500",
+        "x-ratelimit-reset-tokens": "14.994s",
+    }
     assert duration(0.02) == "20ms" and duration(360) == "6m0s"
 
 
@@ -210,18 +226,26 @@ def test_budgets_with_several_workers_need_redis() -> None:
 
 def test_admission_config_errors_have_paths() -> None:
     data = _default()
-    data["tenants"]["demo"].update(priority="interactive", max_priority="batch", limits={"tokens_per_minute": 0})
-    data["models"]["gpt-4o"]["backends"][0]["limits"] = {"requests_per_minute": 5, "adaptive": {"min": 9, "max": 4}}
+    data["tenants"]["demo"].update(
+        priority="interactive", max_priority="batch", limits={"tokens_per_minute": 0}
+    )
+    data["models"]["gpt-4o"]["backends"][0]["limits"] = {
+        "requests_per_minute": 5,
+        "adaptive": {"min": 9, "max": 4},
+    }
     data["models"]["claude-sonnet-4-5"]["backends"][1]["limits"] = {"requests_per_minute": 6}
     data["redis"] = {"url": "http://x", "on_failure": "maybe"}
     with pytest.raises(ConfigError) as e:
         parse_config(yaml.safe_dump(data), "x.yaml")
     problems = "\n".join(e.value.problems)
-    for want in ["tenants.demo.priority: 'interactive' is above max_priority 'batch'",
-                 "tenants.demo.limits.tokens_per_minute: Input should be greater than or equal to 1",
-                 "models.gpt-4o.backends[0].limits.adaptive: min 9 is above max 4",
-                 "limits: backend 'openai/gpt-4o' already has different limits at models.",
-                 "redis.url: Value error, must be a redis://", "redis.on_failure: Input should be"]:
+    for want in [
+        "tenants.demo.priority: 'interactive' is above max_priority 'batch'",
+        "tenants.demo.limits.tokens_per_minute: Input should be greater than or equal to 1",
+        "models.gpt-4o.backends[0].limits.adaptive: min 9 is above max 4",
+        "limits: backend 'openai/gpt-4o' already has different limits at models.",
+        "redis.url: Value error, must be a redis://",
+        "redis.on_failure: Input should be",
+    ]:
         assert want in problems, (want, problems)
 
 

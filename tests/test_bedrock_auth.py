@@ -34,9 +34,19 @@ KEY_ID = "AKIDTESTEXAMPLE"
 SECRET = "test-secret-never-logged"
 TOKEN = "test-session-token-never-logged"
 
-AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
-           "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
-           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+AWS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
 
 
 def _forget_sources() -> None:
@@ -60,10 +70,16 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
 
 
 def config(provider: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    p = {"dialect": "bedrock", "base_url": "https://bedrock-runtime.us-east-1.amazonaws.com",
-         "aws_region": "us-east-1", **(provider or {})}
-    return {"providers": {"bedrock": p, **extra},
-            "models": {"claude": {"backends": [{"provider": "bedrock", "model": "anthropic.claude-v2:1"}]}}}
+    p = {
+        "dialect": "bedrock",
+        "base_url": "https://bedrock-runtime.us-east-1.amazonaws.com",
+        "aws_region": "us-east-1",
+        **(provider or {}),
+    }
+    return {
+        "providers": {"bedrock": p, **extra},
+        "models": {"claude": {"backends": [{"provider": "bedrock", "model": "anthropic.claude-v2:1"}]}},
+    }
 
 
 def parsed(data: dict[str, Any]) -> GatewayConfig:
@@ -83,46 +99,71 @@ def test_a_bedrock_provider_needs_no_api_key_and_takes_none() -> None:
     parsed(config())
     assert problems_of(config({"api_key_env": "BEDROCK_KEY"})) == [
         "gw.yaml: providers.bedrock: providers of dialect 'bedrock' authenticate with credentials of their own: "
-        "remove api_key_env / api_key_file"]
+        "remove api_key_env / api_key_file"
+    ]
 
 
 def test_aws_fields_belong_to_bedrock_providers() -> None:
     assert problems_of(config({"aws_region": None})) == [
-        "gw.yaml: providers.bedrock.aws_region: required for providers of dialect 'bedrock'"]
-    openai = {"dialect": "openai", "base_url": "https://api.openai.com/v1", "api_key_env": "K",
-              "aws_region": "us-east-1", "aws_profile": "p"}
+        "gw.yaml: providers.bedrock.aws_region: required for providers of dialect 'bedrock'"
+    ]
+    openai = {
+        "dialect": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "api_key_env": "K",
+        "aws_region": "us-east-1",
+        "aws_profile": "p",
+    }
     assert problems_of(config(openai=openai)) == [
         "gw.yaml: providers.openai.aws_region: only providers of dialect bedrock take it",
-        "gw.yaml: providers.openai.aws_profile: only providers of dialect bedrock take it"]
+        "gw.yaml: providers.openai.aws_profile: only providers of dialect bedrock take it",
+    ]
     assert any("aws_region" in p for p in problems_of(config({"aws_region": "Mars"})))
 
 
 def test_the_dialect_declares_what_config_checks() -> None:
     bedrock = DIALECTS["bedrock"]
-    assert bedrock.needs_api_key is False and bedrock.provider_fields == {"aws_region": True, "aws_profile": False}
+    assert bedrock.needs_api_key is False and bedrock.provider_fields == {
+        "aws_region": True,
+        "aws_profile": False,
+    }
     # The client-facing dialects take API keys and no cloud fields (the other clouds declare their own).
-    assert all(DIALECTS[n].needs_api_key and not DIALECTS[n].provider_fields
-               for n in ("openai", "anthropic", "gemini"))
+    assert all(
+        DIALECTS[n].needs_api_key and not DIALECTS[n].provider_fields
+        for n in ("openai", "anthropic", "gemini")
+    )
 
 
 def test_startup_fails_naming_the_provider_without_credentials() -> None:
     with pytest.raises(ConfigError) as ei:
         GatewayState(parsed(config()))
     [problem] = ei.value.problems
-    assert problem.startswith("gw.yaml: providers.bedrock: no AWS credentials found (looked in AWS_ACCESS_KEY_ID")
+    assert problem.startswith(
+        "gw.yaml: providers.bedrock: no AWS credentials found (looked in AWS_ACCESS_KEY_ID"
+    )
 
 
 def test_a_missing_profile_is_named(aws_env: Path) -> None:
-    (aws_env / "credentials").write_text(f"[other]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n")
+    (aws_env / "credentials").write_text(
+        f"[other]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
+    )
     with pytest.raises(ConfigError) as ei:
         GatewayState(parsed(config({"aws_profile": "team"})))
-    assert ei.value.problems == ["gw.yaml: providers.bedrock: aws_profile: the AWS profile 'team' is in neither the "
-                                 "shared credentials file nor the config file"]
+    assert ei.value.problems == [
+        "gw.yaml: providers.bedrock: aws_profile: the AWS profile 'team' is in neither the "
+        "shared credentials file nor the config file"
+    ]
 
 
 def run_check(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ext_proc", "check", str(path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "ext_proc", "check", str(path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_check_loads_the_credentials(aws_env: Path) -> None:
@@ -140,8 +181,16 @@ def test_check_loads_the_credentials(aws_env: Path) -> None:
 # ---- loading and signing --------------------------------------------------------------------------------
 
 
-def botocore_signature(creds: ReadOnlyCredentials, region: str, host: str, path: str, body: bytes,
-                       now: datetime, headers: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+def botocore_signature(
+    creds: ReadOnlyCredentials,
+    region: str,
+    host: str,
+    path: str,
+    body: bytes,
+    now: datetime,
+    headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
     """What botocore's own signer (add_auth) writes for the same request at the same instant."""
     import botocore.auth
 
@@ -160,23 +209,33 @@ def test_signature_is_botocores(monkeypatch: pytest.MonkeyPatch, token: str | No
     now = datetime(2025, 3, 1, 12, 30, 5, tzinfo=timezone.utc)
     path = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
     body = b'{"messages":[{"role":"user","content":[{"text":"hi"}]}]}'
-    headers = aws.signature_headers(creds, "eu-west-3", "bedrock-runtime.eu-west-3.amazonaws.com", path, body, now)
+    headers = aws.signature_headers(
+        creds, "eu-west-3", "bedrock-runtime.eu-west-3.amazonaws.com", path, body, now
+    )
     assert headers["x-amz-date"] == "20250301T123005Z"
     assert ("x-amz-security-token" in headers) == bool(token)
-    assert headers["authorization"] == botocore_signature(creds, "eu-west-3", "bedrock-runtime.eu-west-3.amazonaws.com",
-                                                          path, body, now, headers, monkeypatch)
+    assert headers["authorization"] == botocore_signature(
+        creds, "eu-west-3", "bedrock-runtime.eu-west-3.amazonaws.com", path, body, now, headers, monkeypatch
+    )
     assert headers["authorization"].startswith(
-        f"AWS4-HMAC-SHA256 Credential={KEY_ID}/20250301/eu-west-3/bedrock/aws4_request, SignedHeaders=host;x-amz-date")
+        f"AWS4-HMAC-SHA256 Credential={KEY_ID}/20250301/eu-west-3/bedrock/aws4_request, SignedHeaders=host;x-amz-date"
+    )
     # The payload hash covers the body: one byte more, another signature.
-    assert aws.signature_headers(creds, "eu-west-3", "bedrock-runtime.eu-west-3.amazonaws.com", path, body + b" ",
-                                 now)["authorization"] != headers["authorization"]
+    assert (
+        aws.signature_headers(
+            creds, "eu-west-3", "bedrock-runtime.eu-west-3.amazonaws.com", path, body + b" ", now
+        )["authorization"]
+        != headers["authorization"]
+    )
 
 
 def test_the_dialect_signs_with_the_providers_profile(monkeypatch: pytest.MonkeyPatch, aws_env: Path) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-env")
-    (aws_env / "credentials").write_text(f"[team]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
-                                         f"aws_session_token = {TOKEN}\n")
+    (aws_env / "credentials").write_text(
+        f"[team]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
+        f"aws_session_token = {TOKEN}\n"
+    )
     state = GatewayState(parsed(config({"aws_profile": "team"})))
     target = state.router.targets["bedrock/anthropic.claude-v2:1"]
     body = b'{"messages":[]}'
@@ -188,8 +247,12 @@ def test_the_dialect_signs_with_the_providers_profile(monkeypatch: pytest.Monkey
     assert "SignedHeaders=host;x-amz-date;x-amz-security-token," in headers["authorization"]
     # The default chain reads the environment.
     default = GatewayState(parsed(config()))
-    assert "Credential=AKIDFROMENV/" in default.router.targets["bedrock/anthropic.claude-v2:1"].request_headers(
-        False, body)["authorization"]
+    assert (
+        "Credential=AKIDFROMENV/"
+        in default.router.targets["bedrock/anthropic.claude-v2:1"].request_headers(False, body)[
+            "authorization"
+        ]
+    )
 
 
 def test_an_unloaded_source_sends_the_request_unsigned(caplog: pytest.LogCaptureFixture) -> None:
@@ -227,12 +290,17 @@ class SlowSTS:
         if self.fail:
             raise RuntimeError(f"STS unreachable (no {SECRET} here)")
         expiry = datetime.now(timezone.utc) + timedelta(minutes=5)  # always inside the 15-minute window
-        return {"access_key": f"ASIA{self.calls}", "secret_key": f"{SECRET}-{self.calls}",
-                "token": f"{TOKEN}-{self.calls}", "expiry_time": expiry.isoformat()}
+        return {
+            "access_key": f"ASIA{self.calls}",
+            "secret_key": f"{SECRET}-{self.calls}",
+            "token": f"{TOKEN}-{self.calls}",
+            "expiry_time": expiry.isoformat(),
+        }
 
 
-def test_temporary_credentials_refresh_off_the_request_path(monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_temporary_credentials_refresh_off_the_request_path(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(aws, "REFRESH_POLL_S", 0.05)
     monkeypatch.setattr(aws, "RETRY_FIRST_S", 0.05)
     sts = SlowSTS(delay=0.3)

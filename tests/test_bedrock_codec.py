@@ -63,7 +63,9 @@ def test_every_request_fixture_has_a_bedrock_expectation() -> None:
 @pytest.mark.parametrize("path", REQUESTS, ids=lambda p: p.stem)
 def test_request_fixture_for_bedrock(path: Path) -> None:
     case = orjson.loads(path.read_bytes())
-    ir = CODECS[case["dialect"]].parse_request(case["body"], case.get("path_model"), case.get("path_stream", False))
+    ir = CODECS[case["dialect"]].parse_request(
+        case["body"], case.get("path_model"), case.get("path_stream", False)
+    )
     want = EXPECTED[path.stem]
     route = BEDROCK.request_path(UPSTREAM, ir.stream)
     if "error" in want:
@@ -83,26 +85,31 @@ def test_request_fixture_for_bedrock(path: Path) -> None:
 
 def test_request_paths_encode_the_model_id() -> None:
     assert BEDROCK.request_path("anthropic.claude-3-5-sonnet-20240620-v1:0", False) == (
-        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse")
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    )
     arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5"
     assert BEDROCK.request_path(arn, True) == (
         "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-sonnet-4-5"
-        "/converse-stream")
+        "/converse-stream"
+    )
 
 
 def _simple(**kw: Any) -> ChatRequest:
     return ChatRequest(model="m", messages=[Message("user", [TextPart("hi")])], **kw)
 
 
-@pytest.mark.parametrize("kw, param", [
-    ({"n": 2}, "n"),
-    ({"seed": 7}, "seed"),
-    ({"presence_penalty": 0.5}, "presence_penalty"),
-    ({"frequency_penalty": 0.5}, "frequency_penalty"),
-    ({"parallel_tool_calls": False}, "parallel_tool_calls"),
-    ({"response_format": ResponseFormat("json_object")}, "response_format"),
-    ({"user": "alice\u00e9@example.com"}, "user"),  # requestMetadata values: a restricted alphabet
-])
+@pytest.mark.parametrize(
+    "kw, param",
+    [
+        ({"n": 2}, "n"),
+        ({"seed": 7}, "seed"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+        ({"response_format": ResponseFormat("json_object")}, "response_format"),
+        ({"user": "alice\u00e9@example.com"}, "user"),  # requestMetadata values: a restricted alphabet
+    ],
+)
 def test_unexpressible_is_refused_or_dropped(kw: dict[str, Any], param: str) -> None:
     with pytest.raises(GatewayError) as ei:
         BEDROCK.build_request(_simple(**kw), "x", default_max_tokens=10)
@@ -113,79 +120,144 @@ def test_unexpressible_is_refused_or_dropped(kw: dict[str, Any], param: str) -> 
 
 
 def test_refusals_name_the_clients_own_field() -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "parallel_tool_calls": False,
-            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "parallel_tool_calls": False,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    }
     with pytest.raises(GatewayError) as ei:
         BEDROCK.build_request(CODECS["openai"].parse_request(body), "x", default_max_tokens=10)
     assert ei.value.param == "parallel_tool_calls"
-    body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"responseMimeType": "application/json"}}
+    body = {
+        "contents": [{"parts": [{"text": "hi"}]}],
+        "generationConfig": {"responseMimeType": "application/json"},
+    }
     with pytest.raises(GatewayError) as ei:
         BEDROCK.build_request(CODECS["gemini"].parse_request(body, "g"), "x", default_max_tokens=10)
     assert ei.value.param == "generationConfig.responseMimeType"
 
 
 def test_url_images_are_refused_bytes_are_sent() -> None:
-    req = ChatRequest(model="m", messages=[Message("user", [
-        TextPart("look"), ImagePart(media_type="image/png", data="iVBORw0KGgo="),
-        ImagePart(url="https://example.com/cat.png")])])
+    req = ChatRequest(
+        model="m",
+        messages=[
+            Message(
+                "user",
+                [
+                    TextPart("look"),
+                    ImagePart(media_type="image/png", data="iVBORw0KGgo="),
+                    ImagePart(url="https://example.com/cat.png"),
+                ],
+            )
+        ],
+    )
     with pytest.raises(GatewayError) as ei:
         BEDROCK.build_request(req, "x", default_max_tokens=10)
     assert ei.value.param == "messages[0].content[2]"
     body = BEDROCK.build_request(req, "x", default_max_tokens=10, drop_unsupported=True)
     assert body["messages"][0]["content"] == [
-        {"text": "look"}, {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}}]
+        {"text": "look"},
+        {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}},
+    ]
 
 
 def test_tool_choice_none_without_history_declares_no_tools() -> None:
     tools = [Tool("f", "does f", {"type": "object"})]
-    body = BEDROCK.build_request(_simple(tools=tools, tool_choice=ToolChoice("none")), "x", default_max_tokens=10)
+    body = BEDROCK.build_request(
+        _simple(tools=tools, tool_choice=ToolChoice("none")), "x", default_max_tokens=10
+    )
     assert "toolConfig" not in body
-    history = ChatRequest(model="m", tools=tools, tool_choice=ToolChoice("none"), messages=[
-        Message("user", [TextPart("hi")]), Message("assistant", [ToolCallPart("t1", "f", "{}")]),
-        Message("tool", [ToolResultPart("t1", [TextPart("ok")], "f")])])
+    history = ChatRequest(
+        model="m",
+        tools=tools,
+        tool_choice=ToolChoice("none"),
+        messages=[
+            Message("user", [TextPart("hi")]),
+            Message("assistant", [ToolCallPart("t1", "f", "{}")]),
+            Message("tool", [ToolResultPart("t1", [TextPart("ok")], "f")]),
+        ],
+    )
     with pytest.raises(GatewayError) as ei:
         BEDROCK.build_request(history, "x", default_max_tokens=10)
     assert ei.value.param == "tool_choice"
     dropped = BEDROCK.build_request(history, "x", default_max_tokens=10, drop_unsupported=True)
-    assert dropped["toolConfig"] == {"tools": [{"toolSpec": {"name": "f", "description": "does f",
-                                                             "inputSchema": {"json": {"type": "object"}}}}]}
+    assert dropped["toolConfig"] == {
+        "tools": [
+            {"toolSpec": {"name": "f", "description": "does f", "inputSchema": {"json": {"type": "object"}}}}
+        ]
+    }
 
 
 def test_tool_history_needs_declared_tools() -> None:
-    req = ChatRequest(model="m", messages=[
-        Message("user", [TextPart("hi")]), Message("assistant", [ToolCallPart("t1", "f", "{}")]),
-        Message("tool", [ToolResultPart("t1", [TextPart("ok")], "f")])])
+    req = ChatRequest(
+        model="m",
+        messages=[
+            Message("user", [TextPart("hi")]),
+            Message("assistant", [ToolCallPart("t1", "f", "{}")]),
+            Message("tool", [ToolResultPart("t1", [TextPart("ok")], "f")]),
+        ],
+    )
     with pytest.raises(GatewayError) as ei:
         BEDROCK.build_request(req, "x", default_max_tokens=10)
     assert (ei.value.status, ei.value.param) == (400, "tools")
 
 
 def test_sampling_top_k_user_and_schema_land_where_converse_takes_them() -> None:
-    req = _simple(max_tokens=7, temperature=0.2, top_p=0.9, top_k=40, stop=["END"], user="user-1",
-                  response_format=ResponseFormat("json_schema", {"type": "object"}, "answer"))
+    req = _simple(
+        max_tokens=7,
+        temperature=0.2,
+        top_p=0.9,
+        top_k=40,
+        stop=["END"],
+        user="user-1",
+        response_format=ResponseFormat("json_schema", {"type": "object"}, "answer"),
+    )
     body = BEDROCK.build_request(req, "x", default_max_tokens=10)
-    assert body["inferenceConfig"] == {"maxTokens": 7, "temperature": 0.2, "topP": 0.9, "stopSequences": ["END"]}
+    assert body["inferenceConfig"] == {
+        "maxTokens": 7,
+        "temperature": 0.2,
+        "topP": 0.9,
+        "stopSequences": ["END"],
+    }
     assert body["additionalModelRequestFields"] == {"top_k": 40}
     assert body["requestMetadata"] == {"user": "user-1"}
-    assert body["outputConfig"] == {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": {
-        "schema": '{"type":"object"}', "name": "answer"}}}}
-    assert BEDROCK.build_request(_simple(), "x", default_max_tokens=10)["inferenceConfig"] == {"maxTokens": 10}
+    assert body["outputConfig"] == {
+        "textFormat": {
+            "type": "json_schema",
+            "structure": {"jsonSchema": {"schema": '{"type":"object"}', "name": "answer"}},
+        }
+    }
+    assert BEDROCK.build_request(_simple(), "x", default_max_tokens=10)["inferenceConfig"] == {
+        "maxTokens": 10
+    }
 
 
 def test_bedrock_body_keeps_what_only_bedrock_says_for_bedrock() -> None:
     """Same-dialect failover (Bedrock primary, Bedrock fallback) re-inserts fields the IR cannot carry;
     another dialect refuses them. Reasoning and cache points in history carry no text: skipped."""
-    body = {"messages": [{"role": "user", "content": [{"text": "hi"}, {"cachePoint": {"type": "default"}}]},
-                         {"role": "assistant", "content": [
-                             {"reasoningContent": {"reasoningText": {"text": "hmm", "signature": "s"}}},
-                             {"text": "hello"}]},
-                         {"role": "user", "content": [{"text": "think harder"}]}],
-            "additionalModelRequestFields": {"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2048}},
-            "guardrailConfig": {"guardrailIdentifier": "gr-1", "guardrailVersion": "1"}}
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"text": "hi"}, {"cachePoint": {"type": "default"}}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"reasoningContent": {"reasoningText": {"text": "hmm", "signature": "s"}}},
+                    {"text": "hello"},
+                ],
+            },
+            {"role": "user", "content": [{"text": "think harder"}]},
+        ],
+        "additionalModelRequestFields": {"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2048}},
+        "guardrailConfig": {"guardrailIdentifier": "gr-1", "guardrailVersion": "1"},
+    }
     ir = BEDROCK.parse_request(body, "model-a")
     assert ir.top_k == 5
     assert [(m.role, [p.text for p in m.parts if isinstance(p, TextPart)]) for m in ir.messages] == [
-        ("user", ["hi"]), ("assistant", ["hello"]), ("user", ["think harder"])]
+        ("user", ["hi"]),
+        ("assistant", ["hello"]),
+        ("user", ["think harder"]),
+    ]
     assert sorted(ir.unmapped) == ["additionalModelRequestFields.thinking", "guardrailConfig"]
     again = BEDROCK.build_request(ir, "model-b", default_max_tokens=10)
     assert again["additionalModelRequestFields"] == body["additionalModelRequestFields"]
@@ -195,18 +267,41 @@ def test_bedrock_body_keeps_what_only_bedrock_says_for_bedrock() -> None:
     assert ei.value.param in ("additionalModelRequestFields.thinking", "guardrailConfig")
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "system", "content": [{"text": "x"}]}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": [{"text": "x", "image": {}}]}]}, "messages[0].content[0]"),
-    ({"messages": [{"role": "user", "content": [{"image": {"format": "bmp", "source": {"bytes": "AA=="}}}]}]},
-     "messages[0].content[0].image.format"),
-    ({"messages": [{"role": "user", "content": [{"toolResult": {"toolUseId": "nope", "content": []}}]}]},
-     "messages[0].content[0].toolResult.toolUseId"),
-    ({"messages": [{"role": "user", "content": [{"text": "x"}]}], "inferenceConfig": {"maxTokens": "ten"}},
-     "maxTokens"),
-    ({"messages": [{"role": "user", "content": [{"text": "x"}]}], "toolConfig": {"tools": "f"}}, "toolConfig.tools"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "system", "content": [{"text": "x"}]}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": [{"text": "x", "image": {}}]}]}, "messages[0].content[0]"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"image": {"format": "bmp", "source": {"bytes": "AA=="}}}]}
+                ]
+            },
+            "messages[0].content[0].image.format",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"toolResult": {"toolUseId": "nope", "content": []}}]}
+                ]
+            },
+            "messages[0].content[0].toolResult.toolUseId",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": [{"text": "x"}]}],
+                "inferenceConfig": {"maxTokens": "ten"},
+            },
+            "maxTokens",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"text": "x"}]}], "toolConfig": {"tools": "f"}},
+            "toolConfig.tools",
+        ),
+    ],
+)
 def test_invalid_bedrock_bodies_name_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(GatewayError) as ei:
         BEDROCK.parse_request(body, "m")
@@ -214,8 +309,17 @@ def test_invalid_bedrock_bodies_name_the_field(body: dict[str, Any], param: str)
 
 
 def test_usage_counts_cache_reads_and_writes_as_input() -> None:
-    u = BEDROCK.usage_of({"usage": {"inputTokens": 10, "outputTokens": 3, "totalTokens": 1213,
-                                    "cacheReadInputTokens": 1000, "cacheWriteInputTokens": 200}})
+    u = BEDROCK.usage_of(
+        {
+            "usage": {
+                "inputTokens": 10,
+                "outputTokens": 3,
+                "totalTokens": 1213,
+                "cacheReadInputTokens": 1000,
+                "cacheWriteInputTokens": 200,
+            }
+        }
+    )
     assert u == Usage(1210, 3, 1000, 200)
     assert BEDROCK.usage_of({"metrics": {"latencyMs": 1}}) is None
     assert not BEDROCK.rename_model({"output": {}}, "alias")
@@ -241,8 +345,9 @@ def _ids(events: list[StreamEvent]) -> list[StreamEvent]:
     return [MessageStart("", e.model, e.usage) if isinstance(e, MessageStart) else e for e in events]
 
 
-words = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12), min_size=1,
-                 max_size=5)
+words = st.lists(
+    st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12), min_size=1, max_size=5
+)
 
 
 @st.composite
@@ -252,24 +357,60 @@ def converse_streams(draw: st.DrawFn) -> bytes:
     for index in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from(["text", "tool", "reasoning"]))
         if kind == "tool":
-            frames.append(_event("contentBlockStart", {"contentBlockIndex": index, "start": {"toolUse": {
-                "toolUseId": f"tooluse_{index}", "name": "lookup"}}}))
+            frames.append(
+                _event(
+                    "contentBlockStart",
+                    {
+                        "contentBlockIndex": index,
+                        "start": {"toolUse": {"toolUseId": f"tooluse_{index}", "name": "lookup"}},
+                    },
+                )
+            )
             for piece in draw(words):
-                frames.append(_event("contentBlockDelta", {"contentBlockIndex": index,
-                                                           "delta": {"toolUse": {"input": piece}}}))
+                frames.append(
+                    _event(
+                        "contentBlockDelta",
+                        {"contentBlockIndex": index, "delta": {"toolUse": {"input": piece}}},
+                    )
+                )
         else:
             for piece in draw(words):
                 delta = {"text": piece} if kind == "text" else {"reasoningContent": {"text": piece}}
                 frames.append(_event("contentBlockDelta", {"contentBlockIndex": index, "delta": delta}))
         frames.append(_event("contentBlockStop", {"contentBlockIndex": index}))
     if draw(st.integers(0, 3)) == 0:
-        frames.append(_exception(draw(st.sampled_from(["throttlingException", "serviceUnavailableException",
-                                                        "validationException"])), "stop"))
+        frames.append(
+            _exception(
+                draw(
+                    st.sampled_from(
+                        ["throttlingException", "serviceUnavailableException", "validationException"]
+                    )
+                ),
+                "stop",
+            )
+        )
     else:
-        frames.append(_event("messageStop", {"stopReason": draw(st.sampled_from(
-            ["end_turn", "tool_use", "max_tokens", "stop_sequence", "guardrail_intervened"]))}))
-        frames.append(_event("metadata", {"usage": {"inputTokens": draw(st.integers(0, 99)), "outputTokens": 5,
-                                                    "totalTokens": 9}, "metrics": {"latencyMs": 3}}))
+        frames.append(
+            _event(
+                "messageStop",
+                {
+                    "stopReason": draw(
+                        st.sampled_from(
+                            ["end_turn", "tool_use", "max_tokens", "stop_sequence", "guardrail_intervened"]
+                        )
+                    )
+                },
+            )
+        )
+        frames.append(
+            _event(
+                "metadata",
+                {
+                    "usage": {"inputTokens": draw(st.integers(0, 99)), "outputTokens": 5, "totalTokens": 9},
+                    "metrics": {"latencyMs": 3},
+                },
+            )
+        )
     return b"".join(frames)
 
 
@@ -317,29 +458,46 @@ def test_a_frame_with_intact_checksums_but_an_unknown_header_type_is_a_502() -> 
 
 
 def test_text_blocks_start_with_their_first_delta_and_reasoning_is_skipped() -> None:
-    raw = b"".join([
-        _event("messageStart", {"role": "assistant"}),
-        _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hm"}}}),
-        _event("contentBlockStop", {"contentBlockIndex": 0}),
-        _event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "Hi"}}),
-        _event("contentBlockStop", {"contentBlockIndex": 1}),
-        _event("messageStop", {"stopReason": "end_turn"}),
-        _event("metadata", {"usage": {"inputTokens": 4, "outputTokens": 1, "totalTokens": 5},
-                            "metrics": {"latencyMs": 1}}),
-    ])
-    assert _ids(decode([raw]))[1:] == [BlockStart(0, "text"), BlockDelta(0, "Hi"), BlockStop(0),
-                                       MessageDelta("end_turn", None, Usage(4, 1)), MessageStop()]
+    raw = b"".join(
+        [
+            _event("messageStart", {"role": "assistant"}),
+            _event(
+                "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hm"}}}
+            ),
+            _event("contentBlockStop", {"contentBlockIndex": 0}),
+            _event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "Hi"}}),
+            _event("contentBlockStop", {"contentBlockIndex": 1}),
+            _event("messageStop", {"stopReason": "end_turn"}),
+            _event(
+                "metadata",
+                {
+                    "usage": {"inputTokens": 4, "outputTokens": 1, "totalTokens": 5},
+                    "metrics": {"latencyMs": 1},
+                },
+            ),
+        ]
+    )
+    assert _ids(decode([raw]))[1:] == [
+        BlockStart(0, "text"),
+        BlockDelta(0, "Hi"),
+        BlockStop(0),
+        MessageDelta("end_turn", None, Usage(4, 1)),
+        MessageStop(),
+    ]
 
 
-@pytest.mark.parametrize("exception, kind, status", [
-    ("throttlingException", "rate_limit", 429),
-    ("validationException", "invalid_request", 400),
-    ("serviceUnavailableException", "overloaded", 503),
-    ("modelNotReadyException", "overloaded", 503),
-    ("internalServerException", "api_error", 500),
-    ("modelStreamErrorException", "api_error", 502),
-    ("somethingNewException", "api_error", 502),
-])
+@pytest.mark.parametrize(
+    "exception, kind, status",
+    [
+        ("throttlingException", "rate_limit", 429),
+        ("validationException", "invalid_request", 400),
+        ("serviceUnavailableException", "overloaded", 503),
+        ("modelNotReadyException", "overloaded", 503),
+        ("internalServerException", "api_error", 500),
+        ("modelStreamErrorException", "api_error", 502),
+        ("somethingNewException", "api_error", 502),
+    ],
+)
 def test_exception_frames_map_to_statuses(exception: str, kind: str, status: int) -> None:
     events = decode([_event("messageStart", {"role": "assistant"}), _exception(exception, "it failed")])
     assert isinstance(events[-1], StreamError)
@@ -348,7 +506,9 @@ def test_exception_frames_map_to_statuses(exception: str, kind: str, status: int
 
 
 def test_error_message_frames_are_errors_too() -> None:
-    frame = _frame({":message-type": "error", ":error-code": "InternalFailure", ":error-message": "boom"}, b"")
+    frame = _frame(
+        {":message-type": "error", ":error-code": "InternalFailure", ":error-message": "boom"}, b""
+    )
     [event] = decode([frame])
     assert isinstance(event, StreamError) and event.error.message == "boom" and event.error.status == 502
 
@@ -366,10 +526,19 @@ def test_a_cut_stream_is_an_error_a_stream_without_its_usage_event_is_not() -> N
 
 def test_encoder_and_decoder_agree() -> None:
     """Converse streams carry no model name (the translator sets the client's)."""
-    events: list[StreamEvent] = [MessageStart("m", ""), BlockStart(0, "text"), BlockDelta(0, "Hel"),
-                                 BlockDelta(0, "lo"), BlockStop(0), BlockStart(1, "tool_call", "t1", "f"),
-                                 BlockDelta(1, '{"a":'), BlockDelta(1, "1}"), BlockStop(1),
-                                 MessageDelta("tool_use", None, Usage(30, 4, 20, 5)), MessageStop()]
+    events: list[StreamEvent] = [
+        MessageStart("m", ""),
+        BlockStart(0, "text"),
+        BlockDelta(0, "Hel"),
+        BlockDelta(0, "lo"),
+        BlockStop(0),
+        BlockStart(1, "tool_call", "t1", "f"),
+        BlockDelta(1, '{"a":'),
+        BlockDelta(1, "1}"),
+        BlockStop(1),
+        MessageDelta("tool_use", None, Usage(30, 4, 20, 5)),
+        MessageStop(),
+    ]
     enc = BEDROCK.stream_encoder(ChatRequest(model="x", messages=[]))
     raw = b"".join(enc.encode(e) for e in events)
     assert _ids(decode([raw])) == _ids(events)
@@ -401,7 +570,9 @@ def test_guard_holds_until_past_the_opening_and_fails_an_exception_after_it() ->
     assert guard.feed(start[10:], False) is None  # the opening alone decides nothing
     verdict = guard.feed(_exception("throttlingException", "Too many requests"), False)
     assert isinstance(verdict, Failed) and (verdict.error.kind, verdict.status) == ("rate_limit", 429)
-    assert orjson.loads(verdict.body) == {"message": "Too many requests"}  # the provider's error, for the last attempt
+    assert orjson.loads(verdict.body) == {
+        "message": "Too many requests"
+    }  # the provider's error, for the last attempt
     assert CODECS["bedrock"].parse_error(429, verdict.body).message == "Too many requests"
 
     delta = _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}})
@@ -421,8 +592,9 @@ def test_guard_reads_sse_dialects_as_before() -> None:
     from ext_proc.request.answer import PASS, Failed
 
     start = b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"c","usage":{}}}\n\n'
-    error = (b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
-             b"\n\n")
+    error = (
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    )
     verdict = _guard("anthropic").feed(error, False)
     assert isinstance(verdict, Failed) and verdict.error.kind == "overloaded"
     assert orjson.loads(verdict.body)["error"]["type"] == "overloaded_error"

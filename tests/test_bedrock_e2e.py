@@ -46,7 +46,9 @@ DIALECTS = ("openai", "anthropic", "gemini")
 @pytest.fixture(scope="module")
 def stale_mock() -> Iterator[BackgroundMocks]:
     """The AWS account behind ``bedrock-stale``: it knows the real secret of AWS_KEY_ID."""
-    bg = start_in_thread([MockSpec("bedrock-stale", "bedrock", 0, AWS_SECRET, key_id=AWS_KEY_ID, region=AWS_REGION)])
+    bg = start_in_thread(
+        [MockSpec("bedrock-stale", "bedrock", 0, AWS_SECRET, key_id=AWS_KEY_ID, region=AWS_REGION)]
+    )
     yield bg
     bg.stop()
 
@@ -58,7 +60,10 @@ STREAM_FAULTS = {
     "http-503": {"mode": "error", "status": 503},
     "http-429": {"mode": "rate_limit"},
 }
-ANTHROPIC_FAULTS = {"error-503": {"mode": "error", "status": 503}, "overloaded-event": {"mode": "stream_error"}}
+ANTHROPIC_FAULTS = {
+    "error-503": {"mode": "error", "status": 503},
+    "overloaded-event": {"mode": "stream_error"},
+}
 STREAMS = {"plain": False, "streamed": True}
 # (fault, mode): an overloaded event exists in streams only
 ANTHROPIC_CASES = [("error-503", "plain"), ("error-503", "streamed"), ("overloaded-event", "streamed")]
@@ -79,18 +84,31 @@ def models() -> dict[str, Any]:
     for dialect in DIALECTS:
         for fault, mode in ANTHROPIC_CASES:
             c = case("claude", fault, dialect, mode)  # Anthropic direct first, the same model on Bedrock next
-            out[c] = {"backends": [_backend("anthropic", "claude-sonnet-4-5", f"anthropic/{c}"),
-                                   _backend("bedrock", UPSTREAM, f"bedrock/{c}")]}
+            out[c] = {
+                "backends": [
+                    _backend("anthropic", "claude-sonnet-4-5", f"anthropic/{c}"),
+                    _backend("bedrock", UPSTREAM, f"bedrock/{c}"),
+                ]
+            }
         for mode in STREAMS:
             c = case("stale", dialect, mode)  # a wrong secret first, a good Bedrock provider next
-            out[c] = {"backends": [_backend("bedrock-stale", UPSTREAM, f"bedrock-stale/{c}"),
-                                   _backend("bedrock", UPSTREAM, f"bedrock/{c}")]}
+            out[c] = {
+                "backends": [
+                    _backend("bedrock-stale", UPSTREAM, f"bedrock-stale/{c}"),
+                    _backend("bedrock", UPSTREAM, f"bedrock/{c}"),
+                ]
+            }
         for fault in STREAM_FAULTS:
             c = case("bedrock-first", fault, dialect)  # Bedrock first, OpenAI next
-            out[c] = {"backends": [_backend("bedrock", UPSTREAM, f"bedrock/{c}"),
-                                   _backend("openai", "gpt-4o", f"openai/{c}")]}
-    out["bedrock-first"] = {"backends": [{"provider": "bedrock", "model": UPSTREAM},
-                                         {"provider": "openai", "model": "gpt-4o"}]}
+            out[c] = {
+                "backends": [
+                    _backend("bedrock", UPSTREAM, f"bedrock/{c}"),
+                    _backend("openai", "gpt-4o", f"openai/{c}"),
+                ]
+            }
+    out["bedrock-first"] = {
+        "backends": [{"provider": "bedrock", "model": UPSTREAM}, {"provider": "openai", "model": "gpt-4o"}]
+    }
     out["bedrock-alone"] = {"backends": [{"provider": "bedrock-unguarded", "model": UPSTREAM}]}
     return out
 
@@ -99,12 +117,17 @@ def models() -> dict[str, Any]:
 def stack(tmp_path_factory: pytest.TempPathFactory, stale_mock: BackgroundMocks) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("bedrock")
     (tmp / "aws-credentials").write_text(
-        f"[stale]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = rotated-away-secret\n")
+        f"[stale]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = rotated-away-secret\n"
+    )
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
     cfg["providers"]["bedrock"] = bedrock_provider()
     cfg["providers"]["bedrock-unguarded"] = bedrock_provider(guard_first_event=False)
-    cfg["providers"]["bedrock-stale"] = {"dialect": "bedrock", "aws_region": AWS_REGION, "aws_profile": "stale",
-                                         "base_url": f"http://127.0.0.1:{stale_mock.ports['bedrock-stale']}"}
+    cfg["providers"]["bedrock-stale"] = {
+        "dialect": "bedrock",
+        "aws_region": AWS_REGION,
+        "aws_profile": "stale",
+        "base_url": f"http://127.0.0.1:{stale_mock.ports['bedrock-stale']}",
+    }
     cfg["models"] = models()
     with aws_credentials(tmp):
         s = start_stack(tmp, config_on_free_ports(cfg))
@@ -120,12 +143,16 @@ def admin(stack: Stack) -> Iterator[MockAdmin]:
     a.reset()
 
 
-def _post(stack: Stack, dialect: str, model: str, stream: bool, text: str) -> tuple[int, dict[str, str], bytes]:
+def _post(
+    stack: Stack, dialect: str, model: str, stream: bool, text: str
+) -> tuple[int, dict[str, str], bytes]:
     path, headers, body = request_for(dialect, model, stream, text)
 
     async def go() -> tuple[int, dict[str, str], bytes]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s, \
-                s.post(stack.base_url + path, json=body, headers=headers) as r:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s,
+            s.post(stack.base_url + path, json=body, headers=headers) as r,
+        ):
             return r.status, {k.lower(): v for k, v in r.headers.items()}, await r.read()
 
     return asyncio.run(go())
@@ -136,8 +163,9 @@ def _post(stack: Stack, dialect: str, model: str, stream: bool, text: str) -> tu
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize(("fault", "mode"), ANTHROPIC_CASES, ids=[f"{f}-{m}" for f, m in ANTHROPIC_CASES])
-def test_anthropic_direct_fails_over_to_bedrock(stack: Stack, admin: MockAdmin, dialect: str, mode: str,
-                                                fault: str) -> None:
+def test_anthropic_direct_fails_over_to_bedrock(
+    stack: Stack, admin: MockAdmin, dialect: str, mode: str, fault: str
+) -> None:
     """The failover attempt is re-translated into Converse and signed over that body (the mock checks)."""
     admin.fault("anthropic", **ANTHROPIC_FAULTS[fault])
     c = case("claude", fault, dialect, mode)
@@ -151,9 +179,9 @@ def test_anthropic_direct_fails_over_to_bedrock(stack: Stack, admin: MockAdmin, 
 
 @pytest.mark.parametrize("mode", list(STREAMS))
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_a_wrong_secret_fails_over_with_zero_client_errors(stack: Stack, admin: MockAdmin,
-                                                           stale_mock: BackgroundMocks, dialect: str,
-                                                           mode: str) -> None:
+def test_a_wrong_secret_fails_over_with_zero_client_errors(
+    stack: Stack, admin: MockAdmin, stale_mock: BackgroundMocks, dialect: str, mode: str
+) -> None:
     server = stale_mock.mocks.servers["bedrock-stale"]
     before = server.stats.by_status.get("403", 0)
     c = case("stale", dialect, mode)
@@ -169,8 +197,9 @@ def test_a_wrong_secret_fails_over_with_zero_client_errors(stack: Stack, admin: 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("fault", list(STREAM_FAULTS))
-def test_a_bedrock_stream_failing_before_its_first_token_fails_over(stack: Stack, admin: MockAdmin, dialect: str,
-                                                                    fault: str) -> None:
+def test_a_bedrock_stream_failing_before_its_first_token_fails_over(
+    stack: Stack, admin: MockAdmin, dialect: str, fault: str
+) -> None:
     """An exception frame or a corrupt frame in place of the first event is held by the stream
     guard and turned into the attempt's status: Envoy fails over, the client never sees it."""
     admin.fault("bedrock", **STREAM_FAULTS[fault])
@@ -200,14 +229,17 @@ def _stream_error(dialect: str, raw: bytes) -> dict[str, Any]:
         assert last.startswith("event: error")
         return {"type": data["error"]["type"], "message": data["error"]["message"]}
     err = data["error"]
-    return {"type": (err.get("code") or err["type"]) if dialect == "openai" else err["status"],
-            "message": err["message"]}
+    return {
+        "type": (err.get("code") or err["type"]) if dialect == "openai" else err["status"],
+        "message": err["message"],
+    }
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("fault", ["throttling-event", "malformed-frame"])
-def test_unguarded_stream_failures_are_error_events_in_the_clients_dialect(stack: Stack, admin: MockAdmin,
-                                                                          dialect: str, fault: str) -> None:
+def test_unguarded_stream_failures_are_error_events_in_the_clients_dialect(
+    stack: Stack, admin: MockAdmin, dialect: str, fault: str
+) -> None:
     """Without the guard (or once the stream started) the 200 has gone: the stream ends with a
     well-formed error event in the client's own dialect, never a hang or a silent end."""
     admin.fault("bedrock-unguarded", **STREAM_FAULTS[fault])
@@ -223,7 +255,9 @@ def test_unguarded_stream_failures_are_error_events_in_the_clients_dialect(stack
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_streams_reach_clients_as_sse_without_provider_headers(stack: Stack, admin: MockAdmin, dialect: str) -> None:
+def test_streams_reach_clients_as_sse_without_provider_headers(
+    stack: Stack, admin: MockAdmin, dialect: str
+) -> None:
     status, headers, raw = _post(stack, dialect, "bedrock-first", True, "stream me please")
     assert status == 200
     assert headers["content-type"].startswith("text/event-stream")  # not the backend's event-stream framing
@@ -238,12 +272,23 @@ def test_streams_reach_clients_as_sse_without_provider_headers(stack: Stack, adm
 def test_what_converse_cannot_take_is_a_400_naming_the_field(stack: Stack, admin: MockAdmin) -> None:
     client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
     with pytest.raises(openai.BadRequestError) as ei:
-        client.chat.completions.create(model="bedrock-alone", messages=[{"role": "user", "content": [
-            {"type": "text", "text": "what is this"},
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
+        client.chat.completions.create(
+            model="bedrock-alone",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this"},
+                        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                    ],
+                }
+            ],
+        )
     assert ei.value.body["param"] == "messages[0].content[1]"  # type: ignore[index]
     assert "bedrock backend" in ei.value.body["message"]  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as ei:
-        client.chat.completions.create(model="bedrock-alone", messages=[{"role": "user", "content": "hi"}], seed=1)
+        client.chat.completions.create(
+            model="bedrock-alone", messages=[{"role": "user", "content": "hi"}], seed=1
+        )
     assert ei.value.body["param"] == "seed"  # type: ignore[index]
     assert admin.stats("bedrock-unguarded")["requests"] == 0

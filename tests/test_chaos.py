@@ -70,14 +70,30 @@ def backup() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, backup: int) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, backup: int
+) -> Iterator[Stack]:
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    cfg["providers"]["backup"] = {"dialect": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key_env": "BACKUP_KEY"}
-    cfg["models"][MODEL] = {"per_try_timeout_ms": 3000, "per_try_idle_timeout_ms": 3000, "backends": [
-        {"provider": "anthropic", "model": "claude-sonnet-4-5"}, {"provider": "backup", "model": "gpt-4o"}]}
+    cfg["providers"]["backup"] = {
+        "dialect": "openai",
+        "base_url": "http://127.0.0.1:1/v1",
+        "api_key_env": "BACKUP_KEY",
+    }
+    cfg["models"][MODEL] = {
+        "per_try_timeout_ms": 3000,
+        "per_try_idle_timeout_ms": 3000,
+        "backends": [
+            {"provider": "anthropic", "model": "claude-sonnet-4-5"},
+            {"provider": "backup", "model": "gpt-4o"},
+        ],
+    }
     cfg["tenants"]["demo"]["limits"] = {"concurrent_requests": 500, "tokens_per_minute": 50_000_000}
-    cfg["redis"] = {"url": redis_server.url, "key_prefix": PREFIX, "on_failure": "fail_open",
-                    "retry_interval_s": 0.2}
+    cfg["redis"] = {
+        "url": redis_server.url,
+        "key_prefix": PREFIX,
+        "on_failure": "fail_open",
+        "retry_interval_s": 0.2,
+    }
     cfg = config_on_free_ports(cfg, workers=2)
     cfg["providers"]["backup"]["base_url"] = f"http://127.0.0.1:{backup}/v1"
     s = start_stack(tmp_path_factory.mktemp("chaos"), cfg, env={"BACKUP_KEY": BACKUP_KEY})
@@ -111,22 +127,37 @@ class Load:
 
     def _hooks(self, dialect: str) -> dict[str, Any]:
         """The SDKs' own HTTP client (whichever httpx it is) sees every response, retried ones too."""
+
         async def on_response(response: Any) -> None:
             if response.status_code >= 400:
                 await response.aread()
                 self.errors.append((dialect, response.status_code, response.content))
+
         return {"event_hooks": {"response": [on_response]}}
 
     async def _run(self) -> None:
         base = self.stack.base_url
-        oa = openai.AsyncOpenAI(base_url=base + "/v1", api_key=DEMO_KEY, timeout=30,
-                                http_client=openai.DefaultAsyncHttpxClient(**self._hooks("openai")))
-        an = anthropic.AsyncAnthropic(base_url=base, api_key=DEMO_KEY, timeout=30,
-                                      http_client=anthropic.DefaultAsyncHttpxClient(**self._hooks("anthropic")))
+        oa = openai.AsyncOpenAI(
+            base_url=base + "/v1",
+            api_key=DEMO_KEY,
+            timeout=30,
+            http_client=openai.DefaultAsyncHttpxClient(**self._hooks("openai")),
+        )
+        an = anthropic.AsyncAnthropic(
+            base_url=base,
+            api_key=DEMO_KEY,
+            timeout=30,
+            http_client=anthropic.DefaultAsyncHttpxClient(**self._hooks("anthropic")),
+        )
         raw = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         try:
-            await asyncio.gather(*(self._loop(kind, i, oa, an, raw) for kind in ("openai", "anthropic", "gemini")
-                                   for i in range(IN_FLIGHT)))
+            await asyncio.gather(
+                *(
+                    self._loop(kind, i, oa, an, raw)
+                    for kind in ("openai", "anthropic", "gemini")
+                    for i in range(IN_FLIGHT)
+                )
+            )
         finally:
             await raw.close()
             await oa.close()
@@ -138,8 +169,11 @@ class Load:
             n += 1
             stream = (i + n) % 3 == 0
             try:
-                outcome = await {"openai": self._openai, "anthropic": self._anthropic, "gemini": self._gemini}[kind](
-                    oa if kind == "openai" else an if kind == "anthropic" else raw, stream)
+                outcome = await {
+                    "openai": self._openai,
+                    "anthropic": self._anthropic,
+                    "gemini": self._gemini,
+                }[kind](oa if kind == "openai" else an if kind == "anthropic" else raw, stream)
             except Exception as e:  # every failure is counted, by kind
                 outcome = f"{type(e).__name__}: {str(e)[:120]}"
             self.outcomes[(kind, outcome)] += 1
@@ -172,13 +206,18 @@ class Load:
 
     async def _gemini(self, session: aiohttp.ClientSession, stream: bool) -> str:
         body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-        async with session.post(f"{self.stack.base_url}/v1beta/models/{MODEL}:generateContent", json=body,
-                                headers={"x-goog-api-key": DEMO_KEY}) as r:
+        async with session.post(
+            f"{self.stack.base_url}/v1beta/models/{MODEL}:generateContent",
+            json=body,
+            headers={"x-goog-api-key": DEMO_KEY},
+        ) as r:
             data = await r.read()
             if r.status != 200:
                 self.errors.append(("gemini", r.status, data))
                 return f"error {r.status}"
-            return "ok" if json.loads(data)["candidates"][0]["content"]["parts"][0]["text"] else "empty answer"
+            return (
+                "ok" if json.loads(data)["candidates"][0]["content"]["parts"][0]["text"] else "empty answer"
+            )
 
     def __enter__(self) -> Load:
         self.thread.start()
@@ -192,9 +231,12 @@ class Load:
     def total(self) -> int:
         return sum(self.outcomes.values())
 
-    def failed(self, kinds: tuple[str, ...] = ("openai", "anthropic", "gemini"),
-               allowed: tuple[str, ...] = ()) -> dict[tuple[str, str], int]:
-        return {k: n for k, n in self.outcomes.items() if k[0] in kinds and k[1] != "ok" and k[1] not in allowed}
+    def failed(
+        self, kinds: tuple[str, ...] = ("openai", "anthropic", "gemini"), allowed: tuple[str, ...] = ()
+    ) -> dict[tuple[str, str], int]:
+        return {
+            k: n for k, n in self.outcomes.items() if k[0] in kinds and k[1] != "ok" and k[1] not in allowed
+        }
 
     def report(self) -> str:
         return f"outcomes: {dict(self.outcomes)}\nerror responses: {[(d, s, b[:200]) for d, s, b in self.errors]}"
@@ -222,14 +264,19 @@ def store_failures(stack: Stack) -> float:
     total = 0.0
     for port in stack.config.metrics_ports():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            total += sum(float(v) for v in re.findall(r"^llm_gateway_budget_store_failures_total\{.*\} (\S+)$",
-                                                      r.read().decode(), re.M))
+            total += sum(
+                float(v)
+                for v in re.findall(
+                    r"^llm_gateway_budget_store_failures_total\{.*\} (\S+)$", r.read().decode(), re.M
+                )
+            )
     return total
 
 
 # ---- the cases ---------------------------------------------------------------------------------------
-def test_redis_paused_then_killed_admits_everything_and_leaves_no_lease(stack: Stack, mocks: MockAdmin,
-                                                                        redis_server: RedisServer) -> None:
+def test_redis_paused_then_killed_admits_everything_and_leaves_no_lease(
+    stack: Stack, mocks: MockAdmin, redis_server: RedisServer
+) -> None:
     all_workers_serve(stack)
     failures = store_failures(stack)
     with Load(stack) as load:
@@ -270,14 +317,20 @@ def test_a_killed_worker_fails_nothing_the_clients_cannot_retry(stack: Stack, mo
     assert restarts(stack)["ext_proc-1"] == before + 1
     assert load.failed(kinds=("openai", "anthropic"), allowed=("cut",)) == {}, load.report()
     # Raw clients see what the SDKs retried: 502 (provider answering), 503/529 (none called yet).
-    assert set(load.failed(kinds=("gemini",))) <= {("gemini", "error 502"), ("gemini", "error 503")}, load.report()
+    assert set(load.failed(kinds=("gemini",))) <= {("gemini", "error 502"), ("gemini", "error 503")}, (
+        load.report()
+    )
     assert_clean_errors(load, {502, 503, 529})
     assert load.errors, "no request was in flight on the killed worker: the case proved nothing"
-    print(f"\nkilled worker: {load.total()} requests, {len(load.errors)} clean error responses, "
-          f"{sum(n for (_, o), n in load.outcomes.items() if o == 'cut')} streams cut")
+    print(
+        f"\nkilled worker: {load.total()} requests, {len(load.errors)} clean error responses, "
+        f"{sum(n for (_, o), n in load.outcomes.items() if o == 'cut')} streams cut"
+    )
 
 
-def test_killed_mock_providers_fail_over_to_the_other_tier_and_come_back(stack: Stack, mocks: MockAdmin) -> None:
+def test_killed_mock_providers_fail_over_to_the_other_tier_and_come_back(
+    stack: Stack, mocks: MockAdmin
+) -> None:
     all_workers_serve(stack)
     before = restarts(stack)["mock-providers"]
     mocks.fault("anthropic", mode="slow", delay_ms=200)
@@ -301,10 +354,13 @@ def _answers(mocks: MockAdmin) -> bool:
         return False
 
 
-@pytest.mark.xfail("headers_stall" not in mock_servers.FAULT_MODES, run=False,
-                   reason="the mock fault mode (headers_stall) and the bound on an answer that stalls after its "
-                          "headers come with branch `timeouts`; without them such a request hangs until "
-                          "Envoy's 300 s stream idle timeout")
+@pytest.mark.xfail(
+    "headers_stall" not in mock_servers.FAULT_MODES,
+    run=False,
+    reason="the mock fault mode (headers_stall) and the bound on an answer that stalls after its "
+    "headers come with branch `timeouts`; without them such a request hangs until "
+    "Envoy's 300 s stream idle timeout",
+)
 def test_a_provider_stalling_after_its_headers_fails_over(stack: Stack, mocks: MockAdmin) -> None:
     all_workers_serve(stack)
     mocks.fault("anthropic", mode="headers_stall")

@@ -102,8 +102,14 @@ def complete(raw: bytes) -> bool:
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
         return False
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), None)
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        None,
+    )
     return len(body) >= length if length is not None else body.endswith(b"0\r\n\r\n")
 
 
@@ -120,15 +126,17 @@ def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
             n = int(size, 16)
             if n == 0:
                 break
-            out, body = out + rest[:n], rest[n + 2:]
+            out, body = out + rest[:n], rest[n + 2 :]
         body = out
     return int(lines[0].split()[1]), headers, body
 
 
 def request_head(dialect: str, length: int) -> bytes:
     path, key = CHAT[dialect]
-    return (f"POST {path} HTTP/1.1\r\nhost: gateway\r\n{key}\r\ncontent-type: application/json\r\n"
-            f"content-length: {length}\r\n\r\n").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: gateway\r\n{key}\r\ncontent-type: application/json\r\n"
+        f"content-length: {length}\r\n\r\n"
+    ).encode()
 
 
 def test_headers_sent_slowly_get_a_408(gateway_limits: Stack) -> None:
@@ -139,8 +147,11 @@ def test_headers_sent_slowly_get_a_408(gateway_limits: Stack) -> None:
     assert time.monotonic() - t0 < 15
     assert status == 408 and headers["content-type"] == "application/json"
     # Before its headers the dialect is unknown: the default one's shape.
-    assert error_of("openai", body) == ("invalid_request_error/None", "request not received in time: the gateway "
-                                        "waits 1.5 s for the request headers and 3 s for the whole request")
+    assert error_of("openai", body) == (
+        "invalid_request_error/None",
+        "request not received in time: the gateway "
+        "waits 1.5 s for the request headers and 3 s for the whole request",
+    )
 
 
 @pytest.mark.parametrize("dialect", list(CHAT))
@@ -153,8 +164,14 @@ def test_body_sent_slowly_gets_a_408_in_the_client_dialect(gateway_limits: Stack
     assert time.monotonic() - t0 < 15
     assert status == 408
     etype, message = error_of(dialect, body)
-    assert etype == {"openai": "invalid_request_error/None", "anthropic": "invalid_request_error",
-                     "gemini": "INVALID_ARGUMENT"}[dialect]
+    assert (
+        etype
+        == {
+            "openai": "invalid_request_error/None",
+            "anthropic": "invalid_request_error",
+            "gemini": "INVALID_ARGUMENT",
+        }[dialect]
+    )
     assert message.startswith("request not received in time")
 
 
@@ -178,8 +195,10 @@ def test_oversized_headers_get_a_431_with_a_json_body(gateway_limits: Stack) -> 
         c.send(b"GET /v1/models HTTP/1.1\r\nhost: gateway\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n")
         status, headers, body = c.answer(time.monotonic() + 10)
     assert status == 431 and headers["content-type"] == "application/json"
-    assert error_of("openai", body) == ("invalid_request_error/request_too_large",
-                                        "request headers are larger than the gateway's limit of 60 KiB")
+    assert error_of("openai", body) == (
+        "invalid_request_error/request_too_large",
+        "request headers are larger than the gateway's limit of 60 KiB",
+    )
 
 
 @pytest.mark.parametrize("dialect", list(CHAT))
@@ -198,29 +217,52 @@ def test_oversized_body_gets_a_413_saying_the_limit(gateway_limits: Stack, diale
         status, _, body = c.answer(time.monotonic() + 10)
     assert status == 413
     etype, message = error_of(dialect, body)
-    assert etype == {"openai": "invalid_request_error/request_too_large", "anthropic": "request_too_large",
-                     "gemini": "INVALID_ARGUMENT"}[dialect]
+    assert (
+        etype
+        == {
+            "openai": "invalid_request_error/request_too_large",
+            "anthropic": "request_too_large",
+            "gemini": "INVALID_ARGUMENT",
+        }[dialect]
+    )
     assert message == "request body is larger than the gateway's limit of 32 MiB"
 
 
-@pytest.mark.parametrize(("dialect", "key"), [("openai", f"authorization: Bearer {DEMO_KEY}"),
-                                              ("anthropic", f"x-api-key: {DEMO_KEY}"),
-                                              ("gemini", f"x-goog-api-key: {DEMO_KEY}")])
+@pytest.mark.parametrize(
+    ("dialect", "key"),
+    [
+        ("openai", f"authorization: Bearer {DEMO_KEY}"),
+        ("anthropic", f"x-api-key: {DEMO_KEY}"),
+        ("gemini", f"x-goog-api-key: {DEMO_KEY}"),
+    ],
+)
 def test_unknown_path_is_a_404_that_names_no_model(gateway_limits: Stack, dialect: str, key: str) -> None:
     with Raw(gateway_limits) as c:
         c.send(f"GET /v1/files HTTP/1.1\r\nhost: gateway\r\n{key}\r\n\r\n".encode())
         status, _, body = c.answer(time.monotonic() + 10)
     assert status == 404
-    assert error_of(dialect, body) == ({"openai": "invalid_request_error/unknown_url", "anthropic": "not_found_error",
-                                        "gemini": "NOT_FOUND"}[dialect], "no such endpoint: GET /v1/files")
+    assert error_of(dialect, body) == (
+        {
+            "openai": "invalid_request_error/unknown_url",
+            "anthropic": "not_found_error",
+            "gemini": "NOT_FOUND",
+        }[dialect],
+        "no such endpoint: GET /v1/files",
+    )
 
 
 # Client headers that would act under the operator's key (organisation, project, beta
 # features, billing project), or that are the client's own business.
-CLIENT_EXTRAS = {"openai-organization": "org-of-the-client", "openai-project": "proj-of-the-client",
-                 "anthropic-beta": "some-beta-2099-01-01", "x-goog-user-project": "billing-of-the-client",
-                 "cookie": "session=client", "x-forwarded-for": "203.0.113.9", "x-foo": "bar",
-                 "user-agent": "client-sdk/1.0"}
+CLIENT_EXTRAS = {
+    "openai-organization": "org-of-the-client",
+    "openai-project": "proj-of-the-client",
+    "anthropic-beta": "some-beta-2099-01-01",
+    "x-goog-user-project": "billing-of-the-client",
+    "cookie": "session=client",
+    "x-forwarded-for": "203.0.113.9",
+    "x-foo": "bar",
+    "user-agent": "client-sdk/1.0",
+}
 
 
 @pytest.fixture
@@ -236,8 +278,12 @@ def arrived(admin: MockAdmin, provider: str) -> dict[str, str]:
 def chat(stack: Stack, dialect: str, model: str) -> int:
     """A chat request carrying ``CLIENT_EXTRAS``; its status."""
     path, headers, body = request_for(dialect, model, False, "hi")
-    req = urllib.request.Request(stack.base_url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={**headers, **CLIENT_EXTRAS, "content-type": "application/json"})
+    req = urllib.request.Request(
+        stack.base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={**headers, **CLIENT_EXTRAS, "content-type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=15) as r:
             return r.status
@@ -247,20 +293,29 @@ def chat(stack: Stack, dialect: str, model: str) -> int:
 
 # What reaches a provider besides the allow-list: Envoy's host, framing and request id, and the
 # gateway's credentials and version header.
-GATEWAY_SET = {"host", "content-length", "x-request-id", "authorization", "x-api-key", "anthropic-version",
-               "x-goog-api-key"}
+GATEWAY_SET = {
+    "host",
+    "content-length",
+    "x-request-id",
+    "authorization",
+    "x-api-key",
+    "anthropic-version",
+    "x-goog-api-key",
+}
 
 
 @pytest.mark.parametrize("dialect", list(CHAT))
-def test_client_headers_reach_no_provider_by_default(gateway_limits: Stack, limits_mocks: MockAdmin,
-                                                     dialect: str) -> None:
+def test_client_headers_reach_no_provider_by_default(
+    gateway_limits: Stack, limits_mocks: MockAdmin, dialect: str
+) -> None:
     assert chat(gateway_limits, dialect, "gpt-4o") == 200
     got = arrived(limits_mocks, "openai")
     assert set(got) <= {"content-type", "accept", *GATEWAY_SET}, got
 
 
-def test_a_listed_header_reaches_only_the_provider_that_lists_it(gateway_limits: Stack,
-                                                                 limits_mocks: MockAdmin) -> None:
+def test_a_listed_header_reaches_only_the_provider_that_lists_it(
+    gateway_limits: Stack, limits_mocks: MockAdmin
+) -> None:
     """providers.anthropic.forward_headers: [anthropic-beta] (and nothing else forwards it)."""
     assert chat(gateway_limits, "openai", "claude-sonnet-4-5") == 200
     got = arrived(limits_mocks, "anthropic")

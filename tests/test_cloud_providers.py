@@ -50,9 +50,12 @@ def direct_providers() -> dict[str, Any]:
 def auth_stats(stack: Stack, provider: str, update: dict[str, Any] | None = None) -> dict[str, Any]:
     """A cloud mock's token counts (``/_mock/auth``), after applying ``update``."""
     p = stack.config.providers[provider]
-    req = urllib.request.Request(f"http://{p.host}:{p.port}/_mock/auth", method="POST" if update else "GET",
-                                 data=json.dumps(update).encode() if update else None,
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        f"http://{p.host}:{p.port}/_mock/auth",
+        method="POST" if update else "GET",
+        data=json.dumps(update).encode() if update else None,
+        headers={"content-type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.loads(r.read())
 
@@ -72,12 +75,18 @@ def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sta
     token_file.write_text("not-yet-a-token")  # the sidecar writes the real one once the cloud is up
     models = {
         "gemini-on-vertex": {"backends": [{"provider": "vertex_gemini", "model": "gemini-2.5-flash"}]},
-        "claude-on-vertex": {"backends": [{"provider": "vertex_anthropic", "model": "claude-sonnet-4-5@20250929"}]},
+        "claude-on-vertex": {
+            "backends": [{"provider": "vertex_anthropic", "model": "claude-sonnet-4-5@20250929"}]
+        },
         "gpt-on-entra": {"backends": [{"provider": "azure_entra", "model": "gpt-4o-prod"}]},
         "gpt-by-file": {"backends": [{"provider": "azure_file", "model": "gpt-4o-file"}]},
     }
-    file_provider = {"dialect": "azure_openai", "base_url": "http://127.0.0.1:1", "mock": True,
-                     "oauth": {"token_file": str(token_file)}}
+    file_provider = {
+        "dialect": "azure_openai",
+        "base_url": "http://127.0.0.1:1",
+        "mock": True,
+        "oauth": {"token_file": str(token_file)},
+    }
     cfg, env = cloud_config(tmp, models, extra_providers={"azure_file": file_provider})
     stack = start_stack(tmp, cfg, {**env, "LLM_GATEWAY_MOCK_TOKEN_TTL_S": "2"})
     yield stack, token_file
@@ -87,8 +96,11 @@ def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sta
 def test_tokens_are_refreshed_across_expiries(short_tokens: tuple[Stack, Path]) -> None:
     """Requests for 7 s over 2 s tokens: every one answered, no token ever refused."""
     stack, _ = short_tokens
-    models = {"gemini-on-vertex": "vertex_gemini", "claude-on-vertex": "vertex_anthropic",
-              "gpt-on-entra": "azure_entra"}
+    models = {
+        "gemini-on-vertex": "vertex_gemini",
+        "claude-on-vertex": "vertex_anthropic",
+        "gpt-on-entra": "azure_entra",
+    }
     before = {p: auth_stats(stack, p)["issued"] for p in models.values()}
     clients = ["openai", "anthropic", "gemini"]
     deadline, n = time.monotonic() + 7, 0
@@ -162,8 +174,14 @@ def test_a_token_file_kept_fresh_by_a_sidecar(short_tokens: tuple[Stack, Path]) 
 # client-facing model -> its backends, primary first (distinct upstream names: distinct health entries)
 FAILOVER_MODELS = {
     "claude": [("anthropic", "claude-sonnet-4-5"), ("vertex_anthropic", "claude-sonnet-4-5@20250929")],
-    "claude-vertex-first": [("vertex_anthropic", "claude-opus-4-1@20250805"), ("anthropic", "claude-opus-4-1")],
-    "claude-vertex-ha": [("vertex_anthropic", "claude-haiku-4-5@20251001"), ("anthropic", "claude-haiku-4-5")],
+    "claude-vertex-first": [
+        ("vertex_anthropic", "claude-opus-4-1@20250805"),
+        ("anthropic", "claude-opus-4-1"),
+    ],
+    "claude-vertex-ha": [
+        ("vertex_anthropic", "claude-haiku-4-5@20251001"),
+        ("anthropic", "claude-haiku-4-5"),
+    ],
     "gemini-ha": [("vertex_gemini", "gemini-2.5-pro"), ("gemini", "gemini-2.5-pro")],
     "gpt-ha": [("azure_entra", "gpt-4o-ha"), ("openai", "gpt-4o")],
     "gpt-azure": [("azure_openai", "gpt-4o-prod")],
@@ -177,8 +195,14 @@ FAILOVER_MODELS = {
 @pytest.fixture(scope="module")
 def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("cloud-failover")
-    models = {m: {"backends": [{"provider": p, "model": u} for p, u in chain], "per_try_timeout_ms": 5000,
-                  "per_try_idle_timeout_ms": 5000} for m, chain in FAILOVER_MODELS.items()}
+    models = {
+        m: {
+            "backends": [{"provider": p, "model": u} for p, u in chain],
+            "per_try_timeout_ms": 5000,
+            "per_try_idle_timeout_ms": 5000,
+        }
+        for m, chain in FAILOVER_MODELS.items()
+    }
     cfg, env = cloud_config(tmp, models, extra_providers=direct_providers())
     stack = start_stack(tmp, cfg, {**env, "AZURE_OPENAI_API_KEY": AZURE_KEY})
     yield stack
@@ -205,16 +229,27 @@ FAULT_CASES = [(f, s) for f in CROSS_CLOUD_FAULTS for s in (False, True) if s or
 
 
 @pytest.mark.parametrize("client", ["anthropic", "openai"])
-@pytest.mark.parametrize(("fault", "stream"), FAULT_CASES,
-                         ids=[f"{f}-{'streamed' if s else 'plain'}" for f, s in FAULT_CASES])
-def test_claude_fails_over_from_anthropic_to_vertex_under_load(clouds: Stack, cmocks: MockAdmin, fault: str,
-                                                               stream: bool, client: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "stream"), FAULT_CASES, ids=[f"{f}-{'streamed' if s else 'plain'}" for f, s in FAULT_CASES]
+)
+def test_claude_fails_over_from_anthropic_to_vertex_under_load(
+    clouds: Stack, cmocks: MockAdmin, fault: str, stream: bool, client: str
+) -> None:
     """One model, Anthropic direct (faulted) then Claude on Vertex: 48 concurrent requests, none
     fails. An Anthropic client's body passes through to Vertex (model moved to the path,
     anthropic_version added); an OpenAI client's is translated."""
     cmocks.fault("anthropic", **CROSS_CLOUD_FAULTS[fault])
-    out = asyncio.run(hammer(clouds, client, "claude", stream, n=48, concurrency=16,
-                             expect_prefix="[vertex_anthropic:claude-sonnet-4-5@20250929]"))
+    out = asyncio.run(
+        hammer(
+            clouds,
+            client,
+            "claude",
+            stream,
+            n=48,
+            concurrency=16,
+            expect_prefix="[vertex_anthropic:claude-sonnet-4-5@20250929]",
+        )
+    )
     assert out.statuses == Counter({200: 48}), out.wrong[:3]
     assert not out.wrong, out.wrong[:3]
     assert out.backends == Counter({"vertex_anthropic/claude-sonnet-4-5@20250929": 48})
@@ -226,8 +261,17 @@ def test_claude_fails_over_from_vertex_to_anthropic(clouds: Stack, cmocks: MockA
     """The other way: a Vertex body (no model) becomes an Anthropic one (model, no anthropic_version)."""
     cmocks.fault("vertex_anthropic", mode="error", status=503)
     for stream in (False, True):
-        out = asyncio.run(hammer(clouds, "anthropic", "claude-vertex-first", stream, n=24, concurrency=8,
-                                 expect_prefix="[anthropic:claude-opus-4-1]"))
+        out = asyncio.run(
+            hammer(
+                clouds,
+                "anthropic",
+                "claude-vertex-first",
+                stream,
+                n=24,
+                concurrency=8,
+                expect_prefix="[anthropic:claude-opus-4-1]",
+            )
+        )
         assert out.statuses == Counter({200: 24}), out.wrong[:3]
         assert not out.wrong, out.wrong[:3]
     body = cmocks.stats("anthropic")["last_request"]["body"]
@@ -264,8 +308,11 @@ def test_a_revoked_token_fails_over_then_is_replaced(clouds: Stack, cmocks: Mock
 def test_a_forbidden_project_fails_over(clouds: Stack, cmocks: MockAdmin) -> None:
     """403 (the identity has no access) is a provider problem too: the next tier answers."""
     cmocks.fault("vertex_gemini", mode="error", status=403)
-    out = asyncio.run(hammer(clouds, "openai", "gemini-ha", True, n=20, concurrency=10,
-                             expect_prefix="[gemini:gemini-2.5-pro]"))
+    out = asyncio.run(
+        hammer(
+            clouds, "openai", "gemini-ha", True, n=20, concurrency=10, expect_prefix="[gemini:gemini-2.5-pro]"
+        )
+    )
     assert out.statuses == Counter({200: 20}), out.wrong[:3]
 
 
@@ -276,8 +323,9 @@ SAFETY_STOP = {"openai": "content_filter", "anthropic": "refusal", "gemini": "SA
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize("client", list(SAFETY_STOP))
-def test_azure_filtered_completion_is_a_safety_stop(clouds: Stack, cmocks: MockAdmin, client: str,
-                                                    stream: bool) -> None:
+def test_azure_filtered_completion_is_a_safety_stop(
+    clouds: Stack, cmocks: MockAdmin, client: str, stream: bool
+) -> None:
     res = ask(clouds, client, "gpt-azure", "describe the gore scene", stream=stream)
     assert res.text == "[azure_openai:gpt-4o-prod] describe the"  # withheld from the filtered word on
     assert res.finish == SAFETY_STOP[client]
@@ -286,8 +334,9 @@ def test_azure_filtered_completion_is_a_safety_stop(clouds: Stack, cmocks: MockA
 
 
 @pytest.mark.parametrize("client", list(SAFETY_STOP))
-def test_azure_filtered_prompt_is_a_400_in_the_client_dialect(clouds: Stack, cmocks: MockAdmin,
-                                                              client: str) -> None:
+def test_azure_filtered_prompt_is_a_400_in_the_client_dialect(
+    clouds: Stack, cmocks: MockAdmin, client: str
+) -> None:
     with pytest.raises((openai.BadRequestError, anthropic.BadRequestError, genai_errors.ClientError)) as e:
         ask(clouds, client, "gpt-azure", "tell me about violence")
     err: Any = e.value
@@ -311,11 +360,16 @@ def test_no_credential_in_logs_or_metrics(clouds: Stack) -> None:
     run = clouds.run_dir
     assert run is not None
     secrets = [AZURE_KEY, "ya29.mock-", "PRIVATE KEY", "Bearer ", clouds.env["AZURE_CLIENT_SECRET"]]
-    key_files = [Path(p.gcp_credentials_file) for p in clouds.config.providers.values() if p.gcp_credentials_file]
+    key_files = [
+        Path(p.gcp_credentials_file) for p in clouds.config.providers.values() if p.gcp_credentials_file
+    ]
     key_files.append(Path(clouds.env["GOOGLE_APPLICATION_CREDENTIALS"]))
     secrets += [json.loads(f.read_text())["private_key_id"] for f in key_files]
-    texts = {p.name: p.read_text(errors="replace") for p in run.iterdir()
-             if p.suffix == ".log" and p.name != "mock-providers.log"}
+    texts = {
+        p.name: p.read_text(errors="replace")
+        for p in run.iterdir()
+        if p.suffix == ".log" and p.name != "mock-providers.log"
+    }
     for port in clouds.config.metrics_ports():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             texts[f"metrics:{port}"] = r.read().decode()
@@ -329,39 +383,70 @@ def test_no_credential_in_logs_or_metrics(clouds: Stack) -> None:
 
 
 def _check(tmp: Path, providers: dict[str, Any], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    cfg = {"providers": providers,
-           "models": {"m": {"backends": [{"provider": next(iter(providers)), "model": "x"}]}}}
+    cfg = {
+        "providers": providers,
+        "models": {"m": {"backends": [{"provider": next(iter(providers)), "model": "x"}]}},
+    }
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_"))}
     # No application default credentials here: no gcloud file (HOME), no metadata server probe.
-    clean.update({"HOME": str(tmp), "CLOUDSDK_CONFIG": str(tmp / "gcloud"), "NO_GCE_CHECK": "true",
-                  "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **env})
-    return subprocess.run([sys.executable, "-m", "ext_proc", "check", "--secrets", str(path)], env=clean,
-                          capture_output=True, text=True, timeout=60)
+    clean.update(
+        {
+            "HOME": str(tmp),
+            "CLOUDSDK_CONFIG": str(tmp / "gcloud"),
+            "NO_GCE_CHECK": "true",
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            **env,
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "ext_proc", "check", "--secrets", str(path)],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-VERTEX = {"dialect": "vertex_gemini", "base_url": "https://us-central1-aiplatform.googleapis.com",
-          "gcp_project": "p-123456", "gcp_location": "us-central1"}
+VERTEX = {
+    "dialect": "vertex_gemini",
+    "base_url": "https://us-central1-aiplatform.googleapis.com",
+    "gcp_project": "p-123456",
+    "gcp_location": "us-central1",
+}
 
 
 def test_check_secrets_names_the_provider_whose_credential_cannot_load(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text('{"type": "service_account", "project_id": "p"}')
     (tmp_path / "odd.json").write_text('{"type": "api_key"}')
-    result = _check(tmp_path, {
-        "vertex-missing": {**VERTEX, "gcp_credentials_file": str(tmp_path / "nope.json")},
-        "vertex-broken": {**VERTEX, "gcp_credentials_file": str(tmp_path / "broken.json")},
-        "vertex-odd": {**VERTEX, "gcp_credentials_file": str(tmp_path / "odd.json")},
-        "vertex-adc": VERTEX,
-        "azure": {"dialect": "azure_openai", "base_url": "https://r.openai.azure.com", "oauth": {
-            "token_url": "https://login.microsoftonline.com/t/oauth2/v2.0/token", "client_id": CLIENT_ID,
-            "client_secret_env": "UNSET_SECRET"}},
-    }, {})
+    result = _check(
+        tmp_path,
+        {
+            "vertex-missing": {**VERTEX, "gcp_credentials_file": str(tmp_path / "nope.json")},
+            "vertex-broken": {**VERTEX, "gcp_credentials_file": str(tmp_path / "broken.json")},
+            "vertex-odd": {**VERTEX, "gcp_credentials_file": str(tmp_path / "odd.json")},
+            "vertex-adc": VERTEX,
+            "azure": {
+                "dialect": "azure_openai",
+                "base_url": "https://r.openai.azure.com",
+                "oauth": {
+                    "token_url": "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+                    "client_id": CLIENT_ID,
+                    "client_secret_env": "UNSET_SECRET",
+                },
+            },
+        },
+        {},
+    )
     assert result.returncode == 1, result.stdout
     err = result.stderr
     assert "providers.vertex-missing: gcp_credentials_file: cannot load" in err and "nope.json" in err
     assert "providers.vertex-broken: gcp_credentials_file: cannot load" in err
-    assert "providers.vertex-odd: gcp_credentials_file: cannot load" in err and "unsupported credentials type" in err
+    assert (
+        "providers.vertex-odd: gcp_credentials_file: cannot load" in err
+        and "unsupported credentials type" in err
+    )
     assert "providers.vertex-adc: no Google application default credentials" in err
     assert "providers.azure: oauth.client_secret_env: environment variable UNSET_SECRET is not set" in err
 
@@ -377,8 +462,10 @@ def test_check_secrets_passes_with_loadable_credentials(tmp_path: Path) -> None:
 
 def test_up_refuses_to_start_with_an_unloadable_credential(tmp_path: Path) -> None:
     providers = cloud_providers()
-    cfg = {"providers": {"vertex_gemini": providers["vertex_gemini"]},
-           "models": {"m": {"backends": [{"provider": "vertex_gemini", "model": "gemini-2.5-flash"}]}}}
+    cfg = {
+        "providers": {"vertex_gemini": providers["vertex_gemini"]},
+        "models": {"m": {"backends": [{"provider": "vertex_gemini", "model": "gemini-2.5-flash"}]}},
+    }
     cfg, _ = with_clouds(cfg, tmp_path)
     Path(cfg["providers"]["vertex_gemini"]["gcp_credentials_file"]).unlink()
     with pytest.raises(ConfigError) as e:
@@ -389,24 +476,44 @@ def test_up_refuses_to_start_with_an_unloadable_credential(tmp_path: Path) -> No
 def test_cloud_config_is_checked(tmp_path: Path) -> None:
     from ext_proc.config import parse_config
 
-    text = yaml.safe_dump({"providers": {
-        "v": {"dialect": "vertex_anthropic", "base_url": "https://europe-west1-aiplatform.googleapis.com",
-              "gcp_location": "us-east5", "api_key_env": "K"},
-        "o": {"dialect": "openai", "base_url": "https://api.openai.com/v1", "api_key_env": "K",
-              "gcp_project": "p", "api_version": "v1"},
-        "a": {"dialect": "azure_openai", "base_url": "https://r.openai.azure.com"},
-        "b": {"dialect": "azure_openai", "base_url": "https://r.openai.azure.com", "api_key_env": "K",
-              "oauth": {"token_file": "/t"}},
-    }, "models": {"m": {"backends": [{"provider": "v"}]}}})
+    text = yaml.safe_dump(
+        {
+            "providers": {
+                "v": {
+                    "dialect": "vertex_anthropic",
+                    "base_url": "https://europe-west1-aiplatform.googleapis.com",
+                    "gcp_location": "us-east5",
+                    "api_key_env": "K",
+                },
+                "o": {
+                    "dialect": "openai",
+                    "base_url": "https://api.openai.com/v1",
+                    "api_key_env": "K",
+                    "gcp_project": "p",
+                    "api_version": "v1",
+                },
+                "a": {"dialect": "azure_openai", "base_url": "https://r.openai.azure.com"},
+                "b": {
+                    "dialect": "azure_openai",
+                    "base_url": "https://r.openai.azure.com",
+                    "api_key_env": "K",
+                    "oauth": {"token_file": "/t"},
+                },
+            },
+            "models": {"m": {"backends": [{"provider": "v"}]}},
+        }
+    )
     with pytest.raises(ConfigError) as e:
         parse_config(text, "c.yaml")
     problems = "\n".join(e.value.problems)
-    for want in ("c.yaml: providers.v.gcp_project: required for Vertex AI",
-                 "c.yaml: providers.v.api_key_env: Vertex AI takes Google credentials",
-                 "c.yaml: providers.v.base_url: Vertex AI serves location 'us-east5' at "
-                 "https://us-east5-aiplatform.googleapis.com",
-                 "c.yaml: providers.o.gcp_project: only providers of dialect vertex_anthropic, vertex_gemini take it",
-                 "c.yaml: providers.o.api_version: only providers of dialect azure_openai take it",
-                 "c.yaml: providers.a: needs api_key_env or api_key_file",
-                 "c.yaml: providers.b: set an API key (api_key_env, api_key_file) or oauth, not both"):
+    for want in (
+        "c.yaml: providers.v.gcp_project: required for Vertex AI",
+        "c.yaml: providers.v.api_key_env: Vertex AI takes Google credentials",
+        "c.yaml: providers.v.base_url: Vertex AI serves location 'us-east5' at "
+        "https://us-east5-aiplatform.googleapis.com",
+        "c.yaml: providers.o.gcp_project: only providers of dialect vertex_anthropic, vertex_gemini take it",
+        "c.yaml: providers.o.api_version: only providers of dialect azure_openai take it",
+        "c.yaml: providers.a: needs api_key_env or api_key_file",
+        "c.yaml: providers.b: set an API key (api_key_env, api_key_file) or oauth, not both",
+    ):
         assert want in problems, (want, problems)

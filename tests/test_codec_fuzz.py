@@ -41,9 +41,13 @@ from ext_proc.translation.sse import SSEReader
 FIX = Path(__file__).parent / "fixtures" / "codecs"
 ALL = list(DIALECTS)
 # CODEC_FUZZ_EXAMPLES=5000 digs deeper (minutes); CI runs the default.
-SETTINGS = settings(max_examples=int(os.environ.get("CODEC_FUZZ_EXAMPLES", "150")), deadline=None,
-                    derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("CODEC_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _load(path: Path) -> Any:
@@ -102,10 +106,20 @@ WORDS = sorted(_WORDS)
 # What orjson can hand the gateway: integers up to 64 bits, finite floats.
 HUGE = [2**63 - 1, 2**64 - 1, -(2**63), 1.8446744073709552e19, 1e308, -1e308, 2**53 + 1]
 keys = st.sampled_from(WORDS) | st.text(max_size=6)
-scalars = (st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(HUGE)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(WORDS) | st.text(max_size=8))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(keys, inner, max_size=3), max_leaves=10)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.sampled_from(HUGE)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(WORDS)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
+    max_leaves=10,
+)
 
 
 def deep(value: Any, levels: int, key: str) -> Any:
@@ -159,8 +173,11 @@ def mutated(draw: st.DrawFn, original: Any, max_depth: int = 600) -> Any:
         if op == "huge":
             new = draw(st.sampled_from(HUGE))
         elif op == "deep":
-            new = deep(draw(json_values), draw(st.sampled_from([62, 64, 65, 254, 256, max_depth])),
-                       draw(st.sampled_from(WORDS)))
+            new = deep(
+                draw(json_values),
+                draw(st.sampled_from([62, 64, 65, 254, 256, max_depth])),
+                draw(st.sampled_from(WORDS)),
+            )
         else:
             new = draw(json_values)
         if not path:
@@ -180,8 +197,12 @@ def mutated(draw: st.DrawFn, original: Any, max_depth: int = 600) -> Any:
 
 def bodies(fixtures: list[Any]) -> st.SearchStrategy[Any]:
     """Mutated fixtures, mostly; sometimes a random JSON tree."""
-    return st.one_of(st.sampled_from(fixtures).flatmap(mutated), st.sampled_from(fixtures).flatmap(mutated),
-                     st.dictionaries(keys, json_values, max_size=5), json_values)
+    return st.one_of(
+        st.sampled_from(fixtures).flatmap(mutated),
+        st.sampled_from(fixtures).flatmap(mutated),
+        st.dictionaries(keys, json_values, max_size=5),
+        json_values,
+    )
 
 
 REFUSED = object()
@@ -241,8 +262,13 @@ def _request_path(dialect: str, case: dict[str, Any], body: Any) -> None:
         return
     for target in NAMES:
         for drop in (False, True):
-            out = _client_refusal(DIALECTS[target].codec.build_request, ir, "upstream-model",
-                                  default_max_tokens=64, drop_unsupported=drop)
+            out = _client_refusal(
+                DIALECTS[target].codec.build_request,
+                ir,
+                "upstream-model",
+                default_max_tokens=64,
+                drop_unsupported=drop,
+            )
             if out is not REFUSED:
                 orjson.dumps(out)  # what the request phase sends: must serialise
 
@@ -343,8 +369,14 @@ def mutated_streams(draw: st.DrawFn, backend: str) -> bytes:
         elif op == "rename":
             events[i] = (draw(st.sampled_from(WORDS) | st.none()), data)
         else:
-            events[i] = (name, draw(st.sampled_from(["", "[DONE]", "{", "null", "[]", "[1]", "5", '"x"',
-                                                     data[: len(data) // 2]])))
+            events[i] = (
+                name,
+                draw(
+                    st.sampled_from(
+                        ["", "[DONE]", "{", "null", "[]", "[1]", "5", '"x"', data[: len(data) // 2]]
+                    )
+                ),
+            )
     return _sse(events)
 
 
@@ -422,13 +454,27 @@ def test_provider_streams_only_raise_gateway_errors(backend: str, data: st.DataO
     _transcode(backend, raw, cuts)
 
 
-sse_lines = st.lists(st.one_of(
-    st.sampled_from(["", ":ping", "data: [DONE]", "event: error", "event: message_stop", "retry: 5", "data:",
-                     "\r", "id: 1"]),
-    st.sampled_from(WORDS).map(lambda w: f"event: {w}"),
-    json_values.map(lambda v: "data: " + json.dumps(v)),
-    st.text(max_size=20).map(lambda t: "data: " + t),
-), max_size=12).map(lambda lines: "\n".join(lines).encode())
+sse_lines = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "",
+                ":ping",
+                "data: [DONE]",
+                "event: error",
+                "event: message_stop",
+                "retry: 5",
+                "data:",
+                "\r",
+                "id: 1",
+            ]
+        ),
+        st.sampled_from(WORDS).map(lambda w: f"event: {w}"),
+        json_values.map(lambda v: "data: " + json.dumps(v)),
+        st.text(max_size=20).map(lambda t: "data: " + t),
+    ),
+    max_size=12,
+).map(lambda lines: "\n".join(lines).encode())
 
 
 @pytest.mark.parametrize("backend", NAMES)
@@ -494,8 +540,14 @@ def _keys(values: Any) -> list[str]:
 
 
 # Every field name any fixture uses, in any dialect: optional fields a fixture lacks are among them.
-KEYS = _keys([[c["body"] for c in REQUESTS[d]] + RESPONSES[d] + [[json.loads(x) for _, x in events if _parses(x)]
-                                                                 for events in STREAMS[d]] for d in NAMES])
+KEYS = _keys(
+    [
+        [c["body"] for c in REQUESTS[d]]
+        + RESPONSES[d]
+        + [[json.loads(x) for _, x in events if _parses(x)] for events in STREAMS[d]]
+        for d in NAMES
+    ]
+)
 
 
 @pytest.mark.parametrize("dialect", NAMES)
@@ -522,5 +574,5 @@ def test_every_path_of_every_stream_event(backend: str) -> None:
                 continue
             for variant in _variants(obj, KEYS):
                 # The stream up to the edit and one event after it: what the edit can upset.
-                edited = [*events[:i], (events[i][0], json.dumps(variant)), *events[i + 1:i + 2]]
+                edited = [*events[:i], (events[i][0], json.dumps(variant)), *events[i + 1 : i + 2]]
                 _transcode(backend, _sse(edited), [])

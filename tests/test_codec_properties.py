@@ -59,24 +59,34 @@ SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
 texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=24)
 names = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True)
 ids = st.from_regex(r"(call|toolu|fc)_[A-Za-z0-9]{4,12}", fullmatch=True)
-json_scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | texts
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(names, inner, max_size=3), max_leaves=6)
+json_scalars = st.none() | st.booleans() | st.integers(-(10**6), 10**6) | texts
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3),
+    max_leaves=6,
+)
 arguments = st.dictionaries(names, json_values, max_size=4).map(lambda d: orjson.dumps(d).decode())
 
-inline_images = st.builds(lambda mt, data: ImagePart(media_type=mt, data=data),
-                          st.sampled_from(["image/png", "image/jpeg", "image/gif", "image/webp"]),
-                          st.from_regex(r"[A-Za-z0-9+/]{4,20}={0,2}", fullmatch=True))
+inline_images = st.builds(
+    lambda mt, data: ImagePart(media_type=mt, data=data),
+    st.sampled_from(["image/png", "image/jpeg", "image/gif", "image/webp"]),
+    st.from_regex(r"[A-Za-z0-9+/]{4,20}={0,2}", fullmatch=True),
+)
 images = st.one_of(
     inline_images,
-    st.builds(lambda name, ext: ImagePart(url=f"https://img.example.com/{name}{ext}"),
-              names, st.sampled_from([".png", ".jpg", ".webp", ""])),
+    st.builds(
+        lambda name, ext: ImagePart(url=f"https://img.example.com/{name}{ext}"),
+        names,
+        st.sampled_from([".png", ".jpg", ".webp", ""]),
+    ),
 )
 # Bedrock takes image bytes only (a URL has no Converse equivalent) and a restricted end-user alphabet.
 IMAGES = {"bedrock": inline_images}
 users = {"bedrock": st.from_regex(r"[a-zA-Z0-9 :_@$#=/+,.-]{1,40}", fullmatch=True)}
-schemas = st.builds(lambda props: {"type": "object", "properties": {p: {"type": "string"} for p in props}},
-                    st.lists(names, max_size=3, unique=True))
+schemas = st.builds(
+    lambda props: {"type": "object", "properties": {p: {"type": "string"} for p in props}},
+    st.lists(names, max_size=3, unique=True),
+)
 
 
 @st.composite
@@ -84,8 +94,14 @@ def conversations(draw: st.DrawFn, dialect: str) -> tuple[list[Message], list[To
     """user -> (assistant [-> tool results [-> user]])*: always a valid exchange."""
     img = IMAGES.get(dialect, images)
     # Bedrock refuses tool calls in a conversation that declares no tools.
-    tools = draw(st.lists(st.builds(Tool, names, st.none() | texts, schemas), min_size=int(dialect == "bedrock"),
-                          max_size=3, unique_by=lambda t: t.name))
+    tools = draw(
+        st.lists(
+            st.builds(Tool, names, st.none() | texts, schemas),
+            min_size=int(dialect == "bedrock"),
+            max_size=3,
+            unique_by=lambda t: t.name,
+        )
+    )
     used_ids: set[str] = set()
     msgs = [Message("user", draw(st.lists(texts.map(TextPart) | img, min_size=1, max_size=3)))]
     for _ in range(draw(st.integers(0, 3))):
@@ -121,10 +137,16 @@ def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
         history = any(isinstance(p, ToolCallPart) for m in msgs for p in m.parts)
         choice_modes = [m for m in choice_modes if not (m == "none" and history)] if tools else []
     mode = draw(st.none() | st.sampled_from(choice_modes)) if choice_modes else None
-    tool_choice = None if mode is None else ToolChoice(
-        mode, draw(st.sampled_from([t.name for t in tools])) if mode == "tool" else None)  # type: ignore[arg-type]
-    rf = draw(opt | st.builds(ResponseFormat, st.just("json_object"))
-              | st.builds(lambda s: ResponseFormat("json_schema", s), schemas))
+    tool_choice = (
+        None
+        if mode is None
+        else ToolChoice(mode, draw(st.sampled_from([t.name for t in tools])) if mode == "tool" else None)
+    )  # type: ignore[arg-type]
+    rf = draw(
+        opt
+        | st.builds(ResponseFormat, st.just("json_object"))
+        | st.builds(lambda s: ResponseFormat("json_schema", s), schemas)
+    )
     if dialect == "bedrock" and rf is not None and rf.type == "json_object":
         rf = None  # Converse takes a schema, never "any JSON"
     return ChatRequest(
@@ -133,7 +155,9 @@ def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
         system=draw(st.lists(texts.map(TextPart), max_size=2)),
         tools=tools,
         tool_choice=tool_choice,
-        parallel_tool_calls=draw(opt | st.booleans() if dialect not in ("gemini", "bedrock") else opt | st.just(True)),
+        parallel_tool_calls=draw(
+            opt | st.booleans() if dialect not in ("gemini", "bedrock") else opt | st.just(True)
+        ),
         max_tokens=draw(opt | st.integers(1, 100000)),
         temperature=draw(opt | floats),
         top_p=draw(opt | st.floats(0, 1, allow_nan=False)),
@@ -195,9 +219,17 @@ def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
         "tools": tools,
         "tool_choice": (tc.mode, tc.name),
         "parallel_tool_calls": parallel,
-        "max_tokens": req.max_tokens if req.max_tokens is not None or dialect not in ("anthropic", "bedrock")
+        "max_tokens": req.max_tokens
+        if req.max_tokens is not None or dialect not in ("anthropic", "bedrock")
         else DEFAULT_MAX,
-        "sampling": (req.temperature, req.top_p, req.top_k, req.seed, req.presence_penalty, req.frequency_penalty),
+        "sampling": (
+            req.temperature,
+            req.top_p,
+            req.top_k,
+            req.seed,
+            req.presence_penalty,
+            req.frequency_penalty,
+        ),
         "stop": req.stop,
         "n": n,
         "response_format": None if rf is None else (rf.type, rf.schema),
@@ -245,8 +277,14 @@ def responses(draw: st.DrawFn) -> ChatResponse:
             seen.add(cid)
             content.append(ToolCallPart(cid, draw(names), draw(arguments)))
     stop = draw(st.sampled_from(STOP_REASONS))
-    return ChatResponse(id=draw(ids), model=draw(names), content=content, stop_reason=stop,  # type: ignore[arg-type]
-                        stop_sequence=draw(texts) if stop == "stop_sequence" else None, usage=draw(usages()))
+    return ChatResponse(
+        id=draw(ids),
+        model=draw(names),
+        content=content,
+        stop_reason=stop,  # type: ignore[arg-type]
+        stop_sequence=draw(texts) if stop == "stop_sequence" else None,
+        usage=draw(usages()),
+    )
 
 
 # IR stop reason -> what comes back after a trip through each dialect.
@@ -285,7 +323,8 @@ def norm_response(resp: ChatResponse, dialect: str) -> dict[str, Any]:
         "model": None if made_up else resp.model,
         "content": parts,
         "stop": norm_stop(resp.stop_reason, dialect, has_calls),
-        "stop_sequence": resp.stop_sequence if dialect in KEEPS_STOP_SEQUENCE and resp.stop_reason == "stop_sequence"
+        "stop_sequence": resp.stop_sequence
+        if dialect in KEEPS_STOP_SEQUENCE and resp.stop_reason == "stop_sequence"
         else None,
         "usage": norm_usage(resp.usage, dialect),
     }
@@ -305,8 +344,18 @@ def test_response_round_trip(dialect: str, resp: ChatResponse) -> None:
 
 # ---- streams ------------------------------------------------------------------------------------
 
-ERROR_KINDS = ["invalid_request", "context_length", "authentication", "permission", "not_found",
-               "request_too_large", "rate_limit", "api_error", "overloaded", "timeout"]
+ERROR_KINDS = [
+    "invalid_request",
+    "context_length",
+    "authentication",
+    "permission",
+    "not_found",
+    "request_too_large",
+    "rate_limit",
+    "api_error",
+    "overloaded",
+    "timeout",
+]
 
 
 @st.composite
@@ -356,7 +405,12 @@ def collapse(events: list[StreamEvent], dialect: str) -> dict[str, Any]:
         if isinstance(e, MessageStart):
             out["id"], out["model"] = e.id, e.model
         elif isinstance(e, BlockStart):
-            if e.kind == "text" and blocks and blocks[-1][0] == "text" and dialect not in ("anthropic", "bedrock"):
+            if (
+                e.kind == "text"
+                and blocks
+                and blocks[-1][0] == "text"
+                and dialect not in ("anthropic", "bedrock")
+            ):
                 by_index[e.index] = blocks[-1]  # no block boundaries between texts in OpenAI/Gemini
                 continue
             block = [e.kind, e.tool_call_id, e.tool_name, "", False]

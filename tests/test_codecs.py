@@ -74,7 +74,9 @@ def normalize(value: Any) -> Any:
 
 
 def build_all(case: dict[str, Any]) -> dict[str, Any]:
-    ir = CODECS[case["dialect"]].parse_request(case["body"], case.get("path_model"), case.get("path_stream", False))
+    ir = CODECS[case["dialect"]].parse_request(
+        case["body"], case.get("path_model"), case.get("path_stream", False)
+    )
     out: dict[str, Any] = {}
     for d in DIALECTS:
         codec = CODECS[d]
@@ -83,8 +85,10 @@ def build_all(case: dict[str, Any]) -> dict[str, Any]:
             out[d] = {"path": path, "body": codec.build_request(ir, UPSTREAM, default_max_tokens=DEFAULT_MAX)}
         except GatewayError as e:
             dropped = codec.build_request(ir, UPSTREAM, default_max_tokens=DEFAULT_MAX, drop_unsupported=True)
-            out[d] = {"error": {"status": e.status, "kind": e.kind, "param": e.param},
-                      "dropped": {"path": path, "body": dropped}}
+            out[d] = {
+                "error": {"status": e.status, "kind": e.kind, "param": e.param},
+                "dropped": {"path": path, "body": dropped},
+            }
     return out
 
 
@@ -103,7 +107,7 @@ def decode(raw: bytes, src: str, chunk: int | None = None) -> list[StreamEvent]:
     reader = DIALECT_OF[src].stream_framing.reader()  # SSE, or the dialect's own framing
     dec = CODECS[src].stream_decoder()
     events: list[StreamEvent] = []
-    chunks = [raw] if chunk is None else [raw[i:i + chunk] for i in range(0, len(raw), chunk)]
+    chunks = [raw] if chunk is None else [raw[i : i + chunk] for i in range(0, len(raw), chunk)]
     for c in chunks:
         for sse in reader.feed(c):
             events += dec.feed(sse)
@@ -198,7 +202,9 @@ def test_stream_fixture(path: Path) -> None:
 
 
 def _made_up_ids(events: list[StreamEvent]) -> list[StreamEvent]:
-    return [MessageStart(normalize(e.id), e.model, e.usage) if isinstance(e, MessageStart) else e for e in events]
+    return [
+        MessageStart(normalize(e.id), e.model, e.usage) if isinstance(e, MessageStart) else e for e in events
+    ]
 
 
 @pytest.mark.parametrize("path", STREAMS, ids=lambda p: p.stem)
@@ -222,7 +228,9 @@ def test_stream_understood_by_sdks(path: Path) -> None:
     if not failed:
         msg = state.get_final_completion().choices[0].message
         assert (msg.content or "") == want_text
-        assert [(c.id, c.function.name, orjson.loads(c.function.arguments)) for c in msg.tool_calls or []] == want_calls
+        assert [
+            (c.id, c.function.name, orjson.loads(c.function.arguments)) for c in msg.tool_calls or []
+        ] == want_calls
 
     adapter: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
     snapshot = None
@@ -230,8 +238,9 @@ def test_stream_understood_by_sdks(path: Path) -> None:
     for ev in sse_events(encode(events, "anthropic")):
         if ev["event"] in ("ping", "error"):
             continue
-        snapshot = accumulate_event(event=adapter.validate_python(ev["data"]), current_snapshot=snapshot,
-                                    json_bufs=bufs)
+        snapshot = accumulate_event(
+            event=adapter.validate_python(ev["data"]), current_snapshot=snapshot, json_bufs=bufs
+        )
     assert snapshot is not None
     text = "".join(b.text for b in snapshot.content if b.type == "text")
     calls = [(b.id, b.name, b.input) for b in snapshot.content if b.type == "tool_use"]
@@ -265,20 +274,34 @@ def _collapse(events: list[StreamEvent]) -> tuple[str, list[tuple[str, str, Any]
 
 
 def test_stream_decoders_end_cleanly() -> None:
-    for raw, src in ((b"data: [DONE]\n\n", "openai"), (b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
-                                                           "anthropic")):
+    for raw, src in (
+        (b"data: [DONE]\n\n", "openai"),
+        (b'event: message_stop\ndata: {"type":"message_stop"}\n\n', "anthropic"),
+    ):
         events = decode(raw, src)
         assert not any(isinstance(e, StreamError) for e in events)
 
 
-@pytest.mark.parametrize("dialect, raw", [
-    ("openai", b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
-               b'"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n'),  # finish but no usage nor [DONE]
-    ("anthropic", b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"x",'
-                  b'"usage":{"input_tokens":1,"output_tokens":1}}}\n\n'),
-    ("gemini", b'data: {"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}]}\n\n'),
-    ("openai", b""),
-])
+@pytest.mark.parametrize(
+    "dialect, raw",
+    [
+        (
+            "openai",
+            b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+            b'"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n',
+        ),  # finish but no usage nor [DONE]
+        (
+            "anthropic",
+            b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"x",'
+            b'"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
+        ),
+        (
+            "gemini",
+            b'data: {"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}]}\n\n',
+        ),
+        ("openai", b""),
+    ],
+)
 def test_stream_cut_short_is_an_error(dialect: str, raw: bytes) -> None:
     dec = CODECS[dialect].stream_decoder()
     reader = SSEReader()
@@ -292,8 +315,10 @@ def test_stream_cut_short_is_an_error(dialect: str, raw: bytes) -> None:
 
 
 def test_openai_finish_with_usage_is_terminal() -> None:
-    raw = (b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}],'
-           b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n')
+    raw = (
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n'
+    )
     events = decode(raw, "openai")
     assert isinstance(events[-1], MessageStop)
     delta = next(e for e in events if isinstance(e, MessageDelta))
@@ -301,8 +326,14 @@ def test_openai_finish_with_usage_is_terminal() -> None:
 
 
 def test_openai_usage_chunk_only_when_asked() -> None:
-    events: list[StreamEvent] = [MessageStart("chatcmpl-1", "m"), BlockStart(0, "text"), BlockDelta(0, "x"),
-                                 BlockStop(0), MessageDelta("end_turn"), MessageStop()]
+    events: list[StreamEvent] = [
+        MessageStart("chatcmpl-1", "m"),
+        BlockStart(0, "text"),
+        BlockDelta(0, "x"),
+        BlockStop(0),
+        MessageDelta("end_turn"),
+        MessageStop(),
+    ]
     for include in (True, False):
         req = ChatRequest(model="m", messages=[], stream=True, stream_include_usage=include)
         enc = CODECS["openai"].stream_encoder(req)
@@ -314,12 +345,15 @@ def test_openai_usage_chunk_only_when_asked() -> None:
 def test_render_stream_error_bytes() -> None:
     err = GatewayError("overloaded", "Overloaded")
     assert CODECS["anthropic"].render_stream_error(err) == (
-        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    )
     assert CODECS["openai"].render_stream_error(err) == (
         b'data: {"error":{"message":"Overloaded","type":"server_error","param":null,'
-        b'"code":"service_unavailable"}}\n\n')
+        b'"code":"service_unavailable"}}\n\n'
+    )
     assert CODECS["gemini"].render_stream_error(err) == (
-        b'data: {"error":{"code":503,"message":"Overloaded","status":"UNAVAILABLE"}}\n\n')
+        b'data: {"error":{"code":503,"message":"Overloaded","status":"UNAVAILABLE"}}\n\n'
+    )
 
 
 # ---- errors ------------------------------------------------------------------------------------
@@ -330,7 +364,9 @@ ERRORS = load(FIX / "errors.json")
 @pytest.mark.parametrize("case", ERRORS, ids=[c["name"] for c in ERRORS])
 def test_error_mapping(case: dict[str, Any]) -> None:
     err = CODECS[case["dialect"]].parse_error(case["status"], case["body"].encode())
-    assert {"kind": err.kind, "status": err.status, "message": err.message, "param": err.param} == case["parsed"]
+    assert {"kind": err.kind, "status": err.status, "message": err.message, "param": err.param} == case[
+        "parsed"
+    ]
     for d in DIALECTS:
         codec = CODECS[d]
         assert {"status": codec.error_status(err), "body": codec.render_error(err)} == case["rendered"][d]  # type: ignore[attr-defined]
@@ -343,17 +379,20 @@ def _simple(**kw: Any) -> ChatRequest:
     return ChatRequest(model="m", messages=[Message("user", [TextPart("hi")])], **kw)
 
 
-@pytest.mark.parametrize("target, kw, param", [
-    ("anthropic", {"n": 2}, "n"),
-    ("gemini", {"n": 2}, "n"),
-    ("openai", {"top_k": 5}, "top_k"),
-    ("gemini", {"parallel_tool_calls": False}, "parallel_tool_calls"),
-    ("anthropic", {"response_format": ResponseFormat("json_object")}, "response_format"),
-    ("anthropic", {"seed": 1}, "seed"),
-    ("anthropic", {"presence_penalty": 0.1}, "presence_penalty"),
-    ("anthropic", {"frequency_penalty": 0.1}, "frequency_penalty"),
-    ("gemini", {"user": "u"}, "user"),
-])
+@pytest.mark.parametrize(
+    "target, kw, param",
+    [
+        ("anthropic", {"n": 2}, "n"),
+        ("gemini", {"n": 2}, "n"),
+        ("openai", {"top_k": 5}, "top_k"),
+        ("gemini", {"parallel_tool_calls": False}, "parallel_tool_calls"),
+        ("anthropic", {"response_format": ResponseFormat("json_object")}, "response_format"),
+        ("anthropic", {"seed": 1}, "seed"),
+        ("anthropic", {"presence_penalty": 0.1}, "presence_penalty"),
+        ("anthropic", {"frequency_penalty": 0.1}, "frequency_penalty"),
+        ("gemini", {"user": "u"}, "user"),
+    ],
+)
 def test_unsupported_is_refused_or_dropped(target: str, kw: dict[str, Any], param: str) -> None:
     codec = CODECS[target]
     with pytest.raises(GatewayError) as ei:
@@ -371,7 +410,12 @@ def test_n_equal_one_is_fine() -> None:
 
 @pytest.mark.parametrize("target", ["anthropic", "gemini"])
 def test_unmapped_field_refused_by_other_dialects(target: str) -> None:
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 3}
+    body = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "hi"}],
+        "logprobs": True,
+        "top_logprobs": 3,
+    }
     ir = CODECS["openai"].parse_request(body)
     assert ir.unmapped == ["logprobs", "top_logprobs"]
     with pytest.raises(GatewayError) as ei:
@@ -384,9 +428,18 @@ def test_unmapped_field_refused_by_other_dialects(target: str) -> None:
 
 
 def test_unmapped_content_part_refused_even_by_same_dialect() -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "transcribe"},
-        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "transcribe"},
+                    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                ],
+            }
+        ],
+    }
     ir = CODECS["openai"].parse_request(body)
     assert ir.unmapped == ["messages[0].content[1]"]
     for d in DIALECTS:  # the audio is not in the IR: rebuilding would lose it
@@ -395,69 +448,152 @@ def test_unmapped_content_part_refused_even_by_same_dialect() -> None:
 
 
 def test_invalid_tool_arguments_name_the_field() -> None:
-    req = ChatRequest(model="m", messages=[
-        Message("user", [TextPart("hi")]),
-        Message("assistant", [ToolCallPart("c1", "f", "{not json")]),
-        Message("tool", [ToolResultPart("c1", [TextPart("ok")], "f")]),
-    ])
+    req = ChatRequest(
+        model="m",
+        messages=[
+            Message("user", [TextPart("hi")]),
+            Message("assistant", [ToolCallPart("c1", "f", "{not json")]),
+            Message("tool", [ToolResultPart("c1", [TextPart("ok")], "f")]),
+        ],
+    )
     for d in ("anthropic", "gemini"):
         with pytest.raises(GatewayError) as ei:
             CODECS[d].build_request(req, "x", default_max_tokens=10)
         assert (ei.value.status, ei.value.param) == (400, "messages[1].content[0].arguments")
-    assert CODECS["openai"].build_request(req, "x", default_max_tokens=10)["messages"][1]["tool_calls"][0][
-        "function"]["arguments"] == "{not json"
+    assert (
+        CODECS["openai"].build_request(req, "x", default_max_tokens=10)["messages"][1]["tool_calls"][0][
+            "function"
+        ]["arguments"]
+        == "{not json"
+    )
 
 
 def test_tool_result_without_name_gets_it_from_the_call() -> None:
-    req = ChatRequest(model="m", messages=[
-        Message("user", [TextPart("hi")]),
-        Message("assistant", [ToolCallPart("c1", "lookup", "{}")]),
-        Message("tool", [ToolResultPart("c1", [TextPart("42")])]),
-    ])
+    req = ChatRequest(
+        model="m",
+        messages=[
+            Message("user", [TextPart("hi")]),
+            Message("assistant", [ToolCallPart("c1", "lookup", "{}")]),
+            Message("tool", [ToolResultPart("c1", [TextPart("42")])]),
+        ],
+    )
     body = CODECS["gemini"].build_request(req, "x", default_max_tokens=10)
-    assert body["contents"][2]["parts"][0]["functionResponse"] == {"id": "c1", "name": "lookup",
-                                                                   "response": {"result": "42"}}
+    assert body["contents"][2]["parts"][0]["functionResponse"] == {
+        "id": "c1",
+        "name": "lookup",
+        "response": {"result": "42"},
+    }
 
 
-@pytest.mark.parametrize("dialect, body, param", [
-    ("openai", [], None),
-    ("openai", {"messages": [{"role": "user", "content": "x"}]}, "model"),
-    ("openai", {"model": "m"}, "messages"),
-    ("openai", {"model": "m", "messages": []}, "messages"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "wizard"}]}, "messages[1].role"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": "x"},
-                                           {"role": "tool", "tool_call_id": "nope", "content": "r"}]},
-     "messages[1].tool_call_id"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
-     "messages[0].content[0].text"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": True}, "max_tokens"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "maybe"}, "tool_choice"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
-     "tools[0].function"),
-    ("openai", {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png,notbase64"}}]}]},
-     "messages[0].content[0].image_url.url"),
-    ("anthropic", {"model": "m", "max_tokens": 5}, "messages"),
-    ("anthropic", {"messages": [{"role": "user", "content": "x"}]}, "model"),
-    ("anthropic", {"model": "m", "messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
-    ("anthropic", {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}]}]}, "messages[0].content[0].tool_use_id"),
-    ("anthropic", {"model": "m", "messages": [{"role": "user", "content": "x"}], "system": 3}, "system"),
-    ("anthropic", {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "x"}},
-     "tool_choice.type"),
-    ("gemini", {"contents": [{"parts": [{"text": "x"}]}], "__no_model__": True}, "model"),
-    ("gemini", {}, "contents"),
-    ("gemini", {"contents": []}, "contents"),
-    ("gemini", {"contents": [{"role": "user", "parts": "x"}]}, "contents[0].parts"),
-    ("gemini", {"contents": [{"role": "bot", "parts": []}]}, "contents[0].role"),
-    ("gemini", {"contents": [{"role": "user", "parts": [
-        {"functionResponse": {"name": "f", "response": {"result": 1}}}]}]}, "contents[0].parts[0].functionResponse.name"),
-    ("gemini", {"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {"topK": 1.5}},
-     "generationConfig.topK"),
-])
+@pytest.mark.parametrize(
+    "dialect, body, param",
+    [
+        ("openai", [], None),
+        ("openai", {"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ("openai", {"model": "m"}, "messages"),
+        ("openai", {"model": "m", "messages": []}, "messages"),
+        ("openai", {"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (
+            "openai",
+            {"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "wizard"}]},
+            "messages[1].role",
+        ),
+        (
+            "openai",
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "tool", "tool_call_id": "nope", "content": "r"},
+                ],
+            },
+            "messages[1].tool_call_id",
+        ),
+        (
+            "openai",
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
+            "messages[0].content[0].text",
+        ),
+        (
+            "openai",
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            "temperature",
+        ),
+        (
+            "openai",
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": True},
+            "max_tokens",
+        ),
+        ("openai", {"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop"),
+        (
+            "openai",
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "maybe"},
+            "tool_choice",
+        ),
+        (
+            "openai",
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            "tools[0].function",
+        ),
+        (
+            "openai",
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png,notbase64"}}],
+                    }
+                ],
+            },
+            "messages[0].content[0].image_url.url",
+        ),
+        ("anthropic", {"model": "m", "max_tokens": 5}, "messages"),
+        ("anthropic", {"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ("anthropic", {"model": "m", "messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        (
+            "anthropic",
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}],
+                    }
+                ],
+            },
+            "messages[0].content[0].tool_use_id",
+        ),
+        ("anthropic", {"model": "m", "messages": [{"role": "user", "content": "x"}], "system": 3}, "system"),
+        (
+            "anthropic",
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "x"}},
+            "tool_choice.type",
+        ),
+        ("gemini", {"contents": [{"parts": [{"text": "x"}]}], "__no_model__": True}, "model"),
+        ("gemini", {}, "contents"),
+        ("gemini", {"contents": []}, "contents"),
+        ("gemini", {"contents": [{"role": "user", "parts": "x"}]}, "contents[0].parts"),
+        ("gemini", {"contents": [{"role": "bot", "parts": []}]}, "contents[0].role"),
+        (
+            "gemini",
+            {
+                "contents": [
+                    {
+                        "role": "user",
+                        "parts": [{"functionResponse": {"name": "f", "response": {"result": 1}}}],
+                    }
+                ]
+            },
+            "contents[0].parts[0].functionResponse.name",
+        ),
+        (
+            "gemini",
+            {"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {"topK": 1.5}},
+            "generationConfig.topK",
+        ),
+    ],
+)
 def test_invalid_input_names_the_field(dialect: str, body: Any, param: str | None) -> None:
     model = None if isinstance(body, dict) and body.pop("__no_model__", False) else "gemini-x"
     with pytest.raises(GatewayError) as ei:
@@ -475,8 +611,12 @@ def test_get_codec_unknown() -> None:
 
 def test_usage_of_and_rename_model() -> None:
     oa = CODECS["openai"]
-    chunk = {"id": "c", "model": "gpt-4o-2024", "choices": [], "usage": {
-        "prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}}
+    chunk = {
+        "id": "c",
+        "model": "gpt-4o-2024",
+        "choices": [],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}},
+    }
     u = oa.usage_of(chunk)
     assert u is not None and (u.input_tokens, u.output_tokens, u.cached_input_tokens) == (10, 2, 4)
     assert oa.usage_of({"choices": [], "usage": None}) is None
@@ -484,8 +624,18 @@ def test_usage_of_and_rename_model() -> None:
     assert not oa.rename_model({"choices": []}, "alias")
 
     an = CODECS["anthropic"]
-    start = {"type": "message_start", "message": {"model": "claude-x", "usage": {
-        "input_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20, "output_tokens": 1}}}
+    start = {
+        "type": "message_start",
+        "message": {
+            "model": "claude-x",
+            "usage": {
+                "input_tokens": 5,
+                "cache_read_input_tokens": 100,
+                "cache_creation_input_tokens": 20,
+                "output_tokens": 1,
+            },
+        },
+    }
     u = an.usage_of(start)
     assert u is not None and (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens) == (125, 100, 20)
     assert an.rename_model(start, "alias") and start["message"]["model"] == "alias"
@@ -498,8 +648,15 @@ def test_usage_of_and_rename_model() -> None:
     assert an.rename_model(msg, "alias") and msg["model"] == "alias"
 
     ge = CODECS["gemini"]
-    body = {"modelVersion": "gemini-2.5-flash", "usageMetadata": {
-        "promptTokenCount": 7, "candidatesTokenCount": 3, "thoughtsTokenCount": 2, "cachedContentTokenCount": 5}}
+    body = {
+        "modelVersion": "gemini-2.5-flash",
+        "usageMetadata": {
+            "promptTokenCount": 7,
+            "candidatesTokenCount": 3,
+            "thoughtsTokenCount": 2,
+            "cachedContentTokenCount": 5,
+        },
+    }
     u = ge.usage_of(body)
     assert u is not None and (u.input_tokens, u.output_tokens, u.cached_input_tokens) == (7, 5, 5)
     assert ge.rename_model(body, "alias") and body["modelVersion"] == "alias"
@@ -508,6 +665,10 @@ def test_usage_of_and_rename_model() -> None:
 def test_request_paths() -> None:
     assert CODECS["openai"].request_path("gpt-4o", True) == "/chat/completions"
     assert CODECS["anthropic"].request_path("claude", False) == "/v1/messages"
-    assert CODECS["gemini"].request_path("gemini-2.5-flash", False) == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert (
+        CODECS["gemini"].request_path("gemini-2.5-flash", False)
+        == "/v1beta/models/gemini-2.5-flash:generateContent"
+    )
     assert CODECS["gemini"].request_path("models/gemini-2.5-flash", True) == (
-        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    )

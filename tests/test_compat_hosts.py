@@ -35,15 +35,19 @@ CLIENTS = ("openai", "anthropic", "gemini")
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cfg = config_on_free_ports({
-        "providers": {
-            "vllm": {**HOST, "api_key_env": "VLLM_API_KEY"},
-            "mistral": {**HOST, "api_key_env": "MISTRAL_API_KEY", "drop_fields": ["stream_options"]},
-        },
-        "models": {"qwen3": {"backends": [{"provider": "vllm", "model": "Qwen/Qwen3-8B"}]},
-                   "mistral-large": {"backends": [{"provider": "mistral", "model": "mistral-large-latest"}]}},
-        "tenants": {"demo": {"api_keys": [{"env": "DEMO_TENANT_KEY"}]}},
-    })
+    cfg = config_on_free_ports(
+        {
+            "providers": {
+                "vllm": {**HOST, "api_key_env": "VLLM_API_KEY"},
+                "mistral": {**HOST, "api_key_env": "MISTRAL_API_KEY", "drop_fields": ["stream_options"]},
+            },
+            "models": {
+                "qwen3": {"backends": [{"provider": "vllm", "model": "Qwen/Qwen3-8B"}]},
+                "mistral-large": {"backends": [{"provider": "mistral", "model": "mistral-large-latest"}]},
+            },
+            "tenants": {"demo": {"api_keys": [{"env": "DEMO_TENANT_KEY"}]}},
+        }
+    )
     stack = start_stack(tmp_path_factory.mktemp("compat-hosts"), cfg, {"DEMO_TENANT_KEY": DEMO_KEY})
     yield stack
     stack.stop()
@@ -61,8 +65,9 @@ def ask(stack: Stack, client: str, model: str, text: str, stream: bool = False) 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize("client", ["anthropic", "gemini"])
-def test_reasoning_content_is_left_out_for_other_dialects(hosts: Stack, hmocks: MockAdmin, client: str,
-                                                          stream: bool) -> None:
+def test_reasoning_content_is_left_out_for_other_dialects(
+    hosts: Stack, hmocks: MockAdmin, client: str, stream: bool
+) -> None:
     hmocks.fault("vllm", mode="reasoning")
     res = ask(hosts, client, "qwen3", "think about this", stream=stream)
     reply = "[vllm:Qwen/Qwen3-8B] think about this"
@@ -72,7 +77,9 @@ def test_reasoning_content_is_left_out_for_other_dialects(hosts: Stack, hmocks: 
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
-def test_reasoning_content_reaches_openai_clients_as_sent(hosts: Stack, hmocks: MockAdmin, stream: bool) -> None:
+def test_reasoning_content_reaches_openai_clients_as_sent(
+    hosts: Stack, hmocks: MockAdmin, stream: bool
+) -> None:
     hmocks.fault("vllm", mode="reasoning")
     sdk = openai.OpenAI(base_url=hosts.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
     msgs: Any = [{"role": "user", "content": "think about this"}]
@@ -100,8 +107,9 @@ def test_a_stream_without_usage_still_completes(hosts: Stack, hmocks: MockAdmin,
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_drop_fields_serves_a_host_that_refuses_stream_options(hosts: Stack, hmocks: MockAdmin,
-                                                              client: str) -> None:
+def test_drop_fields_serves_a_host_that_refuses_stream_options(
+    hosts: Stack, hmocks: MockAdmin, client: str
+) -> None:
     """Mistral refuses stream_options (422) and reports usage on its last chunk anyway: with
     drop_fields the gateway never sends it, and still reads the usage."""
     hmocks.fault("mistral", mode="strict_stream_options")
@@ -113,8 +121,9 @@ def test_drop_fields_serves_a_host_that_refuses_stream_options(hosts: Stack, hmo
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_without_drop_fields_the_hosts_422_reaches_the_client_readably(hosts: Stack, hmocks: MockAdmin,
-                                                                      client: str) -> None:
+def test_without_drop_fields_the_hosts_422_reaches_the_client_readably(
+    hosts: Stack, hmocks: MockAdmin, client: str
+) -> None:
     hmocks.fault("vllm", mode="strict_stream_options")
     with pytest.raises((openai.APIStatusError, anthropic.APIStatusError, genai_errors.APIError)) as e:
         ask(hosts, client, "qwen3", "stream me", stream=True)
@@ -134,7 +143,10 @@ def _status_message(client: str, err: Any) -> tuple[int, str]:
 
 
 ERROR_SHAPES = {
-    "error_object": (400, "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens."),
+    "error_object": (
+        400,
+        "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.",
+    ),
     "error_detail": (404, "Not Found"),
 }
 
@@ -157,7 +169,9 @@ def test_compatible_hosts_error_shapes(hosts: Stack, hmocks: MockAdmin, shape: s
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize("client", CLIENTS)
-def test_deepseek_cache_hits_are_cached_input(hosts: Stack, hmocks: MockAdmin, client: str, stream: bool) -> None:
+def test_deepseek_cache_hits_are_cached_input(
+    hosts: Stack, hmocks: MockAdmin, client: str, stream: bool
+) -> None:
     """Six prompt words, three of them cache hits (prompt_cache_hit_tokens)."""
     hmocks.fault("vllm", mode="cache_hit_usage")
     text = "one two three four five six"
@@ -165,8 +179,11 @@ def test_deepseek_cache_hits_are_cached_input(hosts: Stack, hmocks: MockAdmin, c
     if client == "openai":  # same wire: the host's usage as it sent it
         sdk = openai.OpenAI(base_url=hosts.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
         if stream:
-            chunks = list(sdk.chat.completions.create(model="qwen3", messages=msgs, stream=True,
-                                                      stream_options={"include_usage": True}))
+            chunks = list(
+                sdk.chat.completions.create(
+                    model="qwen3", messages=msgs, stream=True, stream_options={"include_usage": True}
+                )
+            )
             usage = next(c.usage for c in chunks if c.usage is not None)
         else:
             usage = sdk.chat.completions.create(model="qwen3", messages=msgs).usage

@@ -32,8 +32,13 @@ SERVICES = {"envoy", "extproc", "mocks", "redis", "prometheus", "grafana", "load
 def compose() -> dict[str, Any]:
     exe = shutil.which("docker-compose")
     assert exe is not None, "docker-compose is not installed (.ci/run installs Debian's package)"
-    result = subprocess.run([exe, "--env-file", ".env.example", "-f", "docker-compose.yml", "config"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [exe, "--env-file", ".env.example", "-f", "docker-compose.yml", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -78,7 +83,11 @@ def test_compose_file_is_valid_and_complete(compose: dict[str, Any]) -> None:
         for dep in svc.get("depends_on", {}):
             assert dep in s, f"{name} depends on unknown service {dep}"
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile and 'pip install ".[loadtest]"' in dockerfile
+    assert (
+        dockerfile.startswith("#")
+        and "FROM python:3.11-slim" in dockerfile
+        and 'pip install ".[loadtest]"' in dockerfile
+    )
     # The image installs both packages of the distribution: the product and its tools (mocks, loadtest).
     for package in ("ext_proc", "gateway_tools"):
         assert f"COPY {package} ./{package}\n" in dockerfile, package
@@ -86,8 +95,11 @@ def test_compose_file_is_valid_and_complete(compose: dict[str, Any]) -> None:
 
 def test_every_variable_has_an_example_and_no_secret_is_inline() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     for var in set(re.findall(r"\$\{([A-Z0-9_]+)", text)):
         assert var in example, f"{var} is not in .env.example"
     cfg = load_config(COMPOSE_CONFIG)
@@ -99,7 +111,8 @@ def test_every_variable_has_an_example_and_no_secret_is_inline() -> None:
 def test_rendered_envoy_config_is_current(envoy: dict[str, Any]) -> None:
     rendered = envoy_config.render_yaml(load_config(COMPOSE_CONFIG))
     assert (ROOT / "envoy" / "compose.yaml").read_text() == rendered, (
-        "envoy/compose.yaml is stale: llm-gateway render-envoy config/compose.yaml -o envoy/compose.yaml")
+        "envoy/compose.yaml is stale: llm-gateway render-envoy config/compose.yaml -o envoy/compose.yaml"
+    )
 
 
 def test_envoy_config_agrees_with_the_services(compose: dict[str, Any], envoy: dict[str, Any]) -> None:
@@ -116,7 +129,10 @@ def test_envoy_config_agrees_with_the_services(compose: dict[str, Any], envoy: d
     # ext_proc: the extproc service by name, resolved to every replica, on the port it serves.
     ext = clusters["ext_proc"]
     assert ext["type"] == "STRICT_DNS"
-    addrs = [ep["endpoint"]["address"]["socket_address"] for ep in ext["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    addrs = [
+        ep["endpoint"]["address"]["socket_address"]
+        for ep in ext["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
     assert addrs == [{"address": "extproc", "port_value": cfg.ext_proc.port}]
     assert {str(cfg.ext_proc.port), str(cfg.ext_proc.metrics_port)} <= set(s["extproc"]["expose"])
     assert cfg.ext_proc.address == "0.0.0.0"
@@ -149,10 +165,15 @@ def test_compose_config_mirrors_the_local_default() -> None:
     local, comp = load_config(None), load_config(COMPOSE_CONFIG)
     assert comp.root.models == local.root.models
     assert comp.root.tenants == local.root.tenants
-    assert {n: (p.dialect, p.api_key_env, p.mock, p.port, p.base_path) for n, p in comp.providers.items()} == {
-        n: (p.dialect, p.api_key_env, p.mock, p.port, p.base_path) for n, p in local.providers.items()}
+    assert {
+        n: (p.dialect, p.api_key_env, p.mock, p.port, p.base_path) for n, p in comp.providers.items()
+    } == {n: (p.dialect, p.api_key_env, p.mock, p.port, p.base_path) for n, p in local.providers.items()}
     assert (comp.listen.port, comp.admin.port, comp.ext_proc.port, comp.ext_proc.metrics_port) == (
-        local.listen.port, local.admin.port, local.ext_proc.port, local.ext_proc.metrics_port)
+        local.listen.port,
+        local.admin.port,
+        local.ext_proc.port,
+        local.ext_proc.metrics_port,
+    )
     # Locally nothing changes: the ext_proc cluster stays a static IP.
     cluster = envoy_config.render(local)["static_resources"]["clusters"][0]
     assert cluster["name"] == "ext_proc" and cluster["type"] == "STATIC"
@@ -161,7 +182,10 @@ def test_compose_config_mirrors_the_local_default() -> None:
 def test_prometheus_scrapes_the_services(compose: dict[str, Any]) -> None:
     s, cfg = services(compose), load_config(COMPOSE_CONFIG)
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    assert mounts(s["prometheus"])["/etc/prometheus/prometheus.yml"] == ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    assert (
+        mounts(s["prometheus"])["/etc/prometheus/prometheus.yml"]
+        == ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    )
     # Rule files are named relative to prometheus.yml and mounted beside it.
     assert prom["rule_files"] == ["alerts.yml"]
     for name in prom["rule_files"]:
@@ -194,17 +218,29 @@ def test_grafana_is_provisioned(compose: dict[str, Any]) -> None:
     dash_dir = m[provider["options"]["path"]]
     dash = json.loads((dash_dir / "llm-gateway.json").read_text())
     titles = " | ".join(p["title"] for p in dash["panels"]).lower()
-    for want in ("requests", "errors", "latency p50 / p99", "time to first token", "tokens per second", "cost",
-                 "admission rejections by reason", "failovers", "backend health"):
+    for want in (
+        "requests",
+        "errors",
+        "latency p50 / p99",
+        "time to first token",
+        "tokens per second",
+        "cost",
+        "admission rejections by reason",
+        "failovers",
+        "backend health",
+    ):
         assert want in titles, want
     assert {t["datasource"]["uid"] for p in dash["panels"] for t in p["targets"]} == {ds["uid"]}
 
 
 def test_dashboard_metrics_exist_in_the_local_stack(gateway: Stack) -> None:
     """Every metric a panel queries is exported by the ext_proc or by Envoy (scraped from the real stack)."""
-    req = urllib.request.Request(gateway.base_url + "/v1/chat/completions", method="POST",
-                                 data=b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}',
-                                 headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"})
+    req = urllib.request.Request(
+        gateway.base_url + "/v1/chat/completions",
+        method="POST",
+        data=b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}',
+        headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"},
+    )
     urllib.request.urlopen(req, timeout=10).read()
     admin = gateway.config.admin
     with urllib.request.urlopen(f"http://{admin.address}:{admin.port}/stats/prometheus", timeout=10) as r:

@@ -32,7 +32,9 @@ def test_default_config_serves_three_models_with_fallbacks() -> None:
 
 def test_demo_key_maps_to_a_tenant() -> None:
     cfg = load_config()
-    resolve_secrets(cfg, {"MOCK_OPENAI_API_KEY": "a", "MOCK_ANTHROPIC_API_KEY": "b", "MOCK_GEMINI_API_KEY": "c"})
+    resolve_secrets(
+        cfg, {"MOCK_OPENAI_API_KEY": "a", "MOCK_ANTHROPIC_API_KEY": "b", "MOCK_GEMINI_API_KEY": "c"}
+    )
     assert set(cfg.key_digests.values()) == {"demo"}
 
 
@@ -63,11 +65,14 @@ def test_all_errors_reported_at_once_with_paths() -> None:
         assert any(p.startswith(want) for p in problems), (want, problems)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("listen: [", "invalid YAML"),
-    ("- a\n- b\n", "expected a mapping"),
-    ("providers: {}\nmodels: {}\n", "providers: Dictionary should have at least 1 item"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("listen: [", "invalid YAML"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("providers: {}\nmodels: {}\n", "providers: Dictionary should have at least 1 item"),
+    ],
+)
 def test_malformed_files(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(text, "x.yaml")
@@ -78,8 +83,10 @@ def test_missing_secret_is_named() -> None:
     cfg = load_config()
     with pytest.raises(ConfigError) as e:
         resolve_secrets(cfg, {})
-    assert any("providers.openai.api_key_env: environment variable MOCK_OPENAI_API_KEY is not set" in p
-               for p in e.value.problems)
+    assert any(
+        "providers.openai.api_key_env: environment variable MOCK_OPENAI_API_KEY is not set" in p
+        for p in e.value.problems
+    )
 
 
 def test_inline_credentials_in_headers_are_refused() -> None:
@@ -93,23 +100,33 @@ def test_inline_credentials_in_headers_are_refused() -> None:
 def test_forward_headers_are_names_a_client_may_send() -> None:
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())
     data["providers"]["anthropic"]["forward_headers"] = ["Anthropic-Beta"]
-    assert parse_config(yaml.safe_dump(data), "x.yaml").providers["anthropic"].forward_headers == ["anthropic-beta"]
+    assert parse_config(yaml.safe_dump(data), "x.yaml").providers["anthropic"].forward_headers == [
+        "anthropic-beta"
+    ]
     data["providers"]["anthropic"]["forward_headers"] = ["x-api-key", "Host", "x-gw-route", "bad header"]
     with pytest.raises(ConfigError) as e:
         parse_config(yaml.safe_dump(data), "x.yaml")
     assert [p.split(": ", 2)[2] for p in e.value.problems] == [
-        "Value error, 'x-api-key' carries a credential: a client's never reaches a provider"]
-    for name, says in (("Host", "is set by the gateway or Envoy"), ("x-gw-route", "is set by the gateway or Envoy"),
-                       ("bad header", "is not a header name")):
+        "Value error, 'x-api-key' carries a credential: a client's never reaches a provider"
+    ]
+    for name, says in (
+        ("Host", "is set by the gateway or Envoy"),
+        ("x-gw-route", "is set by the gateway or Envoy"),
+        ("bad header", "is not a header name"),
+    ):
         data["providers"]["anthropic"]["forward_headers"] = [name]
         with pytest.raises(ConfigError) as e:
             parse_config(yaml.safe_dump(data), "x.yaml")
-        assert e.value.problems == [f"x.yaml: providers.anthropic.forward_headers: Value error, '{name}' {says}"
-                                    + ("" if "name" in says else ", not forwarded")]
+        assert e.value.problems == [
+            f"x.yaml: providers.anthropic.forward_headers: Value error, '{name}' {says}"
+            + ("" if "name" in says else ", not forwarded")
+        ]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ext_proc", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "ext_proc", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_check_command(tmp_path: Path) -> None:

@@ -46,10 +46,13 @@ def grown(base: dict[str, Any], tenants: int, models: int) -> dict[str, Any]:
     providers = list(cfg["providers"])
     for i in range(models):
         first, second = providers[i % len(providers)], providers[(i + 1) % len(providers)]
-        cfg["models"][f"bulk-{i}"] = {"backends": [{"provider": first, "model": f"up-{i}"},
-                                                   {"provider": second, "model": f"up-{i}"}]}
+        cfg["models"][f"bulk-{i}"] = {
+            "backends": [{"provider": first, "model": f"up-{i}"}, {"provider": second, "model": f"up-{i}"}]
+        }
     for i in range(tenants):
-        cfg["tenants"][f"tenant-{i}"] = {"api_keys": [{"sha256": hashlib.sha256(f"key-{i}".encode()).hexdigest()}]}
+        cfg["tenants"][f"tenant-{i}"] = {
+            "api_keys": [{"sha256": hashlib.sha256(f"key-{i}".encode()).hexdigest()}]
+        }
     return cfg
 
 
@@ -75,7 +78,9 @@ def test_a_replaced_state_is_freed_by_reference_counting_after_its_drain() -> No
         assert not processor.prune()  # still draining: attempts routed under it may come
         time.sleep(0.3)
         assert processor.prune()
-        assert gone() is None, "a replaced state outlived its drain: a reference cycle or a leftover reference"
+        assert gone() is None, (
+            "a replaced state outlived its drain: a reference cycle or a leftover reference"
+        )
         assert set(processor.states) == {second.config.version}
     finally:
         if was:
@@ -84,7 +89,9 @@ def test_a_replaced_state_is_freed_by_reference_counting_after_its_drain() -> No
 
 def test_at_most_three_configs_are_kept() -> None:
     base = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    states = [GatewayState(parse_config(dump(grown(base, i, 1)), f"{i}.yaml"), env=MOCK_KEYS) for i in range(5)]
+    states = [
+        GatewayState(parse_config(dump(grown(base, i, 1)), f"{i}.yaml"), env=MOCK_KEYS) for i in range(5)
+    ]
     processor = server.ExternalProcessor(states[0], drain_seconds=3600)
     for s in states[1:]:
         processor.switch(s)
@@ -98,14 +105,18 @@ def rss_mb(pid: int) -> float:
 
 def envoy_allocated_mb(stack: Stack) -> float:
     """What Envoy's allocator says Envoy holds (its resident size also counts pages it keeps free)."""
-    with urllib.request.urlopen(f"http://{stack.config.admin.address}:{stack.config.admin.port}/memory",
-                                timeout=5) as r:
+    with urllib.request.urlopen(
+        f"http://{stack.config.admin.address}:{stack.config.admin.port}/memory", timeout=5
+    ) as r:
         return int(json.loads(r.read())["allocated"]) / 2**20
 
 
 def memory(stack: Stack) -> dict[str, float]:
-    out = {c.name: round(rss_mb(c.proc.pid)) for c in stack.children
-           if c.proc is not None and c.name != "mock-providers"}
+    out = {
+        c.name: round(rss_mb(c.proc.pid))
+        for c in stack.children
+        if c.proc is not None and c.name != "mock-providers"
+    }
     out["envoy allocated"] = round(envoy_allocated_mb(stack))
     return out
 
@@ -113,8 +124,11 @@ def memory(stack: Stack) -> dict[str, float]:
 def stalls(stack: Stack) -> list[str]:
     """What each worker logged about its switches: duration and longest event-loop stall."""
     assert stack.run_dir is not None
-    return [f"{p.stem}: {m}" for p in sorted(stack.run_dir.glob("ext_proc-*.log"))
-            for m in re.findall(r"switched to config \w+ in .*", p.read_text())]
+    return [
+        f"{p.stem}: {m}"
+        for p in sorted(stack.run_dir.glob("ext_proc-*.log"))
+        for m in re.findall(r"switched to config \w+ in .*", p.read_text())
+    ]
 
 
 class Load:
@@ -128,11 +142,18 @@ class Load:
 
     async def _run(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+
             async def one(i: int) -> None:
-                body = {"model": ("gpt-4o", "claude-sonnet-4-5")[i % 2], "messages": [{"role": "user", "content": "hi"}]}
+                body = {
+                    "model": ("gpt-4o", "claude-sonnet-4-5")[i % 2],
+                    "messages": [{"role": "user", "content": "hi"}],
+                }
                 try:
-                    async with session.post(self.stack.base_url + "/v1/chat/completions", json=body,
-                                            headers={"authorization": f"Bearer {DEMO_KEY}"}) as r:
+                    async with session.post(
+                        self.stack.base_url + "/v1/chat/completions",
+                        json=body,
+                        headers={"authorization": f"Bearer {DEMO_KEY}"},
+                    ) as r:
                         await r.read()
                         self.results[str(r.status)] += 1
                 except (aiohttp.ClientError, asyncio.TimeoutError) as e:
@@ -151,9 +172,12 @@ class Load:
 
 
 def chat(stack: Stack, model: str, key: str) -> int:
-    req = urllib.request.Request(stack.base_url + "/v1/chat/completions", method="POST",
-                                 data=json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode(),
-                                 headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    req = urllib.request.Request(
+        stack.base_url + "/v1/chat/completions",
+        method="POST",
+        data=json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status
@@ -192,10 +216,12 @@ def test_a_config_with_20000_tenants_and_200_models_switches_under_load(tmp_path
             assert chat(stack, "bulk-123", DEMO_KEY) == 404
             settle(stack, drain)
         after = memory(stack)
-        report = (f"{TENANTS} tenants, {MODELS} models ({len(big) / 2**20:.1f} MB of YAML); memory in MB "
-                  f"(RSS, and what Envoy's allocator holds):\n  before: {before}\n  big config alone: {with_big}\n"
-                  f"  back to the small config, big one drained: {after}\n  requests: {dict(load.results)}\n  "
-                  + "\n  ".join(stalls(stack)))
+        report = (
+            f"{TENANTS} tenants, {MODELS} models ({len(big) / 2**20:.1f} MB of YAML); memory in MB "
+            f"(RSS, and what Envoy's allocator holds):\n  before: {before}\n  big config alone: {with_big}\n"
+            f"  back to the small config, big one drained: {after}\n  requests: {dict(load.results)}\n  "
+            + "\n  ".join(stalls(stack))
+        )
         with capsys.disabled():
             print("\n" + report)
         assert set(load.results) == {"200"} and load.results["200"] > 100, report

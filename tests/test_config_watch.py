@@ -72,13 +72,15 @@ def served_version(metrics_port: int) -> str | None:
     return m.group(1) if m else None
 
 
-def wait_for_version(proc: subprocess.Popen, metrics_port: int, version: str, log: Path,
-                     timeout: float = 20.0) -> None:
+def wait_for_version(
+    proc: subprocess.Popen, metrics_port: int, version: str, log: Path, timeout: float = 20.0
+) -> None:
     deadline = time.monotonic() + timeout
     while served_version(metrics_port) != version:
         assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, (f"worker serves {served_version(metrics_port)}, not {version}\n"
-                                             + log.read_text())
+        assert time.monotonic() < deadline, (
+            f"worker serves {served_version(metrics_port)}, not {version}\n" + log.read_text()
+        )
         time.sleep(0.1)
 
 
@@ -91,9 +93,20 @@ def test_worker_follows_a_kubelet_configmap_swap(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ext_proc", "serve", "--config", str(volume.root / "gateway.yaml"),
-             "--watch-config", "0.2"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **MOCK_KEYS})
+            [
+                sys.executable,
+                "-m",
+                "ext_proc",
+                "serve",
+                "--config",
+                str(volume.root / "gateway.yaml"),
+                "--watch-config",
+                "0.2",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **MOCK_KEYS},
+        )
     try:
         mport = cfg["ext_proc"]["metrics_port"]
         wait_for_version(proc, mport, v1, log)
@@ -123,7 +136,10 @@ def test_without_the_flag_nothing_is_watched(tmp_path: Path) -> None:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ext_proc", "serve", "--config", str(volume.root / "gateway.yaml")],
-            stdout=out, stderr=subprocess.STDOUT, env={**env, **MOCK_KEYS})
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**env, **MOCK_KEYS},
+        )
     try:
         mport = cfg["ext_proc"]["metrics_port"]
         wait_for_version(proc, mport, parse_config(first).version, log)
@@ -135,7 +151,9 @@ def test_without_the_flag_nothing_is_watched(tmp_path: Path) -> None:
         proc.wait(timeout=20)
 
 
-def test_a_rotated_key_file_is_used_without_a_config_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rotated_key_file_is_used_without_a_config_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A provider key mounted from a Secret: a new key reaches new requests, same config text."""
     keys = KubeletVolume(tmp_path / "keys")
     keys.write({"openai": "old-key\n"})
@@ -146,7 +164,9 @@ def test_a_rotated_key_file_is_used_without_a_config_change(tmp_path: Path, monk
     volume.write({"gateway.yaml": yaml.safe_dump(cfg)})
 
     async def scenario() -> None:
-        processor = server.ExternalProcessor(GatewayState(load_config(volume.root / "gateway.yaml"), env=MOCK_KEYS))
+        processor = server.ExternalProcessor(
+            GatewayState(load_config(volume.root / "gateway.yaml"), env=MOCK_KEYS)
+        )
         reloads: list[bool] = []
 
         async def reload(keys_changed: bool) -> None:
@@ -178,8 +198,9 @@ def test_a_rotated_key_file_is_used_without_a_config_change(tmp_path: Path, monk
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize(("value", "interval"), [("", 0.0), ("0", 0.0), ("false", 0.0), ("1", 1.0),
-                                                 ("true", 1.0), ("2.5", 2.5)])
+@pytest.mark.parametrize(
+    ("value", "interval"), [("", 0.0), ("0", 0.0), ("false", 0.0), ("1", 1.0), ("true", 1.0), ("2.5", 2.5)]
+)
 def test_interval_from_env(value: str, interval: float) -> None:
     assert config_watch.interval_from_env({config_watch.ENV: value}) == interval
 

@@ -43,13 +43,24 @@ ALERTS_YML = PROMETHEUS_DIR / "alerts.yml"
 
 # Grafana's built-in variables, as Grafana would expand them for a 15 minute view
 # with the provisioned datasource's 5 s interval.
-GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__interval_ms": "15000",
-                    "__range": "15m", "__range_s": "900", "__range_ms": "900000"}
+GRAFANA_BUILTINS = {
+    "__rate_interval": "1m",
+    "__interval": "15s",
+    "__interval_ms": "15000",
+    "__range": "15m",
+    "__range_s": "900",
+    "__range_ms": "900000",
+}
 # Alerts the load below must make pending (their `for:` keeps them from firing).
 TRIGGERED = {"LLMGatewayProviderErrorRate", "LLMGatewayFailoverRate", "LLMGatewayAdmissionRejections"}
 # Alerts that must stay quiet on a healthy stack without Redis.
-QUIET = {"LLMGatewayBudgetStoreDown", "LLMGatewayTargetDown", "LLMGatewayNoExtProcWorker",
-         "LLMGatewayWorkerRestarts", "LLMGatewayClientServerErrors"}
+QUIET = {
+    "LLMGatewayBudgetStoreDown",
+    "LLMGatewayTargetDown",
+    "LLMGatewayNoExtProcWorker",
+    "LLMGatewayWorkerRestarts",
+    "LLMGatewayClientServerErrors",
+}
 # Metrics an alert reads that only exist once something has failed.
 ONLY_ON_FAILURE = {"llm_gateway_budget_store_failures_total"}
 
@@ -65,34 +76,52 @@ def test_promtool_accepts_the_config_and_the_rules() -> None:
 
 # ---- the gateway and its load ------------------------------------------------------------
 
+
 def gateway_config() -> dict[str, Any]:
     """The default models with prices (for cost) and a tenant allowed 2 requests a minute."""
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
     for model in cfg["models"].values():
         for backend in model["backends"]:
             backend["price"] = {"input": 1.0, "output": 2.0}
-    cfg["tenants"]["tight"] = {"api_keys": [{"sha256": key_digest("tight-key")}],
-                               "limits": {"requests_per_minute": 2}}
+    cfg["tenants"]["tight"] = {
+        "api_keys": [{"sha256": key_digest("tight-key")}],
+        "limits": {"requests_per_minute": 2},
+    }
     return config_on_free_ports(cfg)
 
 
-def call(stack: Stack, dialect: str, model: str, stream: bool = False, key: str = DEMO_KEY) -> tuple[int, str]:
+def call(
+    stack: Stack, dialect: str, model: str, stream: bool = False, key: str = DEMO_KEY
+) -> tuple[int, str]:
     """One request in a client dialect: (status, x-gateway-backend)."""
     text = "how are you today"
     if dialect == "openai":
         path, headers = "/v1/chat/completions", {"authorization": f"Bearer {key}"}
-        body: dict[str, Any] = {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]}
+        body: dict[str, Any] = {
+            "model": model,
+            "stream": stream,
+            "messages": [{"role": "user", "content": text}],
+        }
         if stream:
             body["stream_options"] = {"include_usage": True}
     elif dialect == "anthropic":
         path, headers = "/v1/messages", {"x-api-key": key, "anthropic-version": "2023-06-01"}
-        body = {"model": model, "max_tokens": 50, "stream": stream, "messages": [{"role": "user", "content": text}]}
+        body = {
+            "model": model,
+            "max_tokens": 50,
+            "stream": stream,
+            "messages": [{"role": "user", "content": text}],
+        }
     else:
         verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
         path, headers = f"/v1beta/models/{model}:{verb}", {"x-goog-api-key": key}
         body = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
-    req = urllib.request.Request(stack.base_url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"content-type": "application/json", **headers})
+    req = urllib.request.Request(
+        stack.base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json", **headers},
+    )
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             r.read()
@@ -106,7 +135,11 @@ def drive(stack: Stack, mocks: MockAdmin) -> Counter[str]:
     """One round of 14 requests; what happened, counted by kind."""
     seen: Counter[str] = Counter()
     # Answers: every model, each in another client dialect, streamed and not.
-    for model, dialect in (("gpt-4o", "openai"), ("claude-sonnet-4-5", "anthropic"), ("gemini-2.5-flash", "gemini")):
+    for model, dialect in (
+        ("gpt-4o", "openai"),
+        ("claude-sonnet-4-5", "anthropic"),
+        ("gemini-2.5-flash", "gemini"),
+    ):
         for stream in (False, True):
             seen[f"answered {call(stack, dialect, model, stream)[0]}"] += 1
     # Admission: the tight tenant's third request in a minute is over its budget.
@@ -128,6 +161,7 @@ def drive(stack: Stack, mocks: MockAdmin) -> Counter[str]:
 
 
 # ---- Prometheus ----------------------------------------------------------------------------
+
 
 class Prometheus:
     def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path):
@@ -163,8 +197,10 @@ class Prometheus:
             if self.values(f"count(up == 1 and timestamp(up) > {t})") == [targets]:
                 return
             time.sleep(0.2)
-        raise AssertionError(f"Prometheus did not scrape all {targets} targets after {t}: "
-                             f"{self.query('up')}\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(
+            f"Prometheus did not scrape all {targets} targets after {t}: "
+            f"{self.query('up')}\n{self.log.read_text()[-3000:]}"
+        )
 
 
 def prometheus_config(stack: Stack) -> tuple[dict[str, Any], int]:
@@ -172,16 +208,25 @@ def prometheus_config(stack: Stack) -> tuple[dict[str, Any], int]:
     and how many targets that is."""
     prom = yaml.safe_load(PROMETHEUS_YML.read_text())
     cfg = stack.config
-    targets = {"ext_proc": [f"{cfg.ext_proc.address}:{port}" for port in cfg.metrics_ports()],
-               "envoy": [f"{cfg.admin.address}:{cfg.admin.port}"],
-               "supervisor": [f"{cfg.admin.address}:{stack.metrics_port}"]}
+    targets = {
+        "ext_proc": [f"{cfg.ext_proc.address}:{port}" for port in cfg.metrics_ports()],
+        "envoy": [f"{cfg.admin.address}:{cfg.admin.port}"],
+        "supervisor": [f"{cfg.admin.address}:{stack.metrics_port}"],
+    }
     assert {job["job_name"] for job in prom["scrape_configs"]} == set(targets)
     for job in prom["scrape_configs"]:
         job.pop("dns_sd_configs", None)
         job["static_configs"] = [{"targets": targets[job["job_name"]]}]
-    prom["global"] = {**prom["global"], "scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+    prom["global"] = {
+        **prom["global"],
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+        "evaluation_interval": "1s",
+    }
     assert prom["rule_files"]
-    prom["rule_files"] = [str(PROMETHEUS_DIR / name) for name in prom["rule_files"]]  # relative to prometheus.yml
+    prom["rule_files"] = [
+        str(PROMETHEUS_DIR / name) for name in prom["rule_files"]
+    ]  # relative to prometheus.yml
     return prom, sum(len(t) for t in targets.values())
 
 
@@ -204,10 +249,18 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         (port,) = free_ports(1)
         log = tmp / "prometheus.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen([exe, f"--config.file={tmp / 'prometheus.yml'}",
-                                     f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-                                     "--log.level=warn"], stdout=out, stderr=subprocess.STDOUT,
-                                    preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                [
+                    exe,
+                    f"--config.file={tmp / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
         p = Prometheus(f"http://127.0.0.1:{port}", proc, log)
         deadline = time.monotonic() + 30
         while True:
@@ -230,13 +283,19 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
             seen = drive(stack, mocks)
             sent += seen.total()
             assert seen["answered 200"] == 6, seen
-            assert seen["tight 429"] >= 1 and seen["bad key 401"] == 1 and seen["unknown model 404"] == 1, seen
-            assert seen["failover 200 anthropic/claude-sonnet-4-5"] == 2 and seen["provider error 400"] == 1, seen
+            assert seen["tight 429"] >= 1 and seen["bad key 401"] == 1 and seen["unknown model 404"] == 1, (
+                seen
+            )
+            assert (
+                seen["failover 200 anthropic/claude-sonnet-4-5"] == 2 and seen["provider error 400"] == 1
+            ), seen
             if round_ == 1:
                 assert seen["tight 200"] == 2, seen
             p.wait_for_scrape_after(time.time(), targets)
             # Envoy publishes histograms when it flushes its stats (every 5 s), not live.
-            p.wait_for(f'sum(envoy_http_downstream_rq_time_count{{envoy_http_conn_manager_prefix="gateway"}}) >= {sent}')
+            p.wait_for(
+                f'sum(envoy_http_downstream_rq_time_count{{envoy_http_conn_manager_prefix="gateway"}}) >= {sent}'
+            )
         yield p
     finally:
         if proc is not None:
@@ -250,6 +309,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
 
 
 # ---- the dashboard ---------------------------------------------------------------------------
+
 
 def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title and refId, expr with Grafana's variables expanded) of every panel target."""
@@ -291,6 +351,7 @@ def test_every_dashboard_query_returns_data(prometheus: Prometheus) -> None:
 
 # ---- the alerting rules -----------------------------------------------------------------------
 
+
 def alert_rules() -> list[dict[str, Any]]:
     groups = yaml.safe_load(ALERTS_YML.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
@@ -298,7 +359,9 @@ def alert_rules() -> list[dict[str, Any]]:
 
 def metric_names(expr: str) -> set[str]:
     """Metric names an expression reads (not label names, strings or functions)."""
-    expr = re.sub(r'\{[^}]*\}|"[^"]*"|\b(?:by|on|ignoring|without|group_left|group_right)\s*\([^)]*\)', "", expr)
+    expr = re.sub(
+        r'\{[^}]*\}|"[^"]*"|\b(?:by|on|ignoring|without|group_left|group_right)\s*\([^)]*\)', "", expr
+    )
     return set(re.findall(r"\b(llm_gateway_\w+|envoy_\w+|process_\w+|up)\b", expr))
 
 
@@ -306,7 +369,9 @@ def test_every_alert_rule_evaluates(prometheus: Prometheus) -> None:
     rules = alert_rules()
     assert {r["alert"] for r in rules} >= TRIGGERED | QUIET
     for rule in rules:
-        assert rule.get("for") is not None and rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule.get("for") is not None and rule["labels"]["severity"] in ("warning", "critical"), rule[
+            "alert"
+        ]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
         answer = prometheus.query(rule["expr"])
         assert answer["status"] == "success", (rule["alert"], answer)
@@ -324,7 +389,9 @@ def test_prometheus_runs_the_rules_and_the_load_triggers_the_ratio_alerts(promet
         groups = prometheus.api("rules")["data"]["groups"]
         loaded = [r for g in groups for r in g["rules"]]
         alerts = {a["labels"]["alertname"]: a["state"] for a in prometheus.api("alerts")["data"]["alerts"]}
-        evaluated = all(not r.get("lastEvaluation", "0001").startswith("0001") for r in loaded)  # zero time: not yet
+        evaluated = all(
+            not r.get("lastEvaluation", "0001").startswith("0001") for r in loaded
+        )  # zero time: not yet
         if (evaluated and set(alerts) >= TRIGGERED) or time.monotonic() > deadline:
             break
         time.sleep(0.3)

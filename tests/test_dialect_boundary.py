@@ -17,11 +17,44 @@ from ext_proc.dialects import DIALECTS
 PACKAGE = Path(__file__).resolve().parent.parent / "ext_proc"
 OUTSIDE = ("dialects/",)  # the only place a dialect is named
 # Generic words a dialect also uses, which every HTTP or JSON module may say.
-GENERIC = {"authorization", "messages", "source", "file", "model", "stream", "role", "type", "metadata", "user",
-           "n", "seed", "temperature", "top_p", "top_k", "max_tokens", "request-id", "input"}
-EXTRA_WIRE_KEYS = {"stream_options", "include_usage", "generationConfig", "message_stop", "[DONE]", "finishReason",
-                   "usageMetadata", "choices", "max_completion_tokens", "x-goog", "claude", "gpt-",
-                   "previous_response_id", "response.completed", "function_call_output", "input_items"}
+GENERIC = {
+    "authorization",
+    "messages",
+    "source",
+    "file",
+    "model",
+    "stream",
+    "role",
+    "type",
+    "metadata",
+    "user",
+    "n",
+    "seed",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_tokens",
+    "request-id",
+    "input",
+}
+EXTRA_WIRE_KEYS = {
+    "stream_options",
+    "include_usage",
+    "generationConfig",
+    "message_stop",
+    "[DONE]",
+    "finishReason",
+    "usageMetadata",
+    "choices",
+    "max_completion_tokens",
+    "x-goog",
+    "claude",
+    "gpt-",
+    "previous_response_id",
+    "response.completed",
+    "function_call_output",
+    "input_items",
+}
 
 
 def forbidden_words() -> set[str]:
@@ -36,16 +69,16 @@ def forbidden_words() -> set[str]:
 
 
 def request_path_modules() -> list[Path]:
-    return [p for p in sorted(PACKAGE.rglob("*.py"))
-            if not str(p.relative_to(PACKAGE)).startswith(OUTSIDE)]
+    return [p for p in sorted(PACKAGE.rglob("*.py")) if not str(p.relative_to(PACKAGE)).startswith(OUTSIDE)]
 
 
 def test_no_dialect_knowledge_outside_the_dialect_packages() -> None:
     words = forbidden_words()
     assert {"openai", "anthropic", "gemini", "x-api-key", "x-goog-api-key", "anthropic-version"} <= words
-    pattern = re.compile("|".join(rf"(?<![\w.-]){re.escape(w)}(?![\w-])" for w in sorted(words, key=len,
-                                                                                          reverse=True)),
-                         re.IGNORECASE)
+    pattern = re.compile(
+        "|".join(rf"(?<![\w.-]){re.escape(w)}(?![\w-])" for w in sorted(words, key=len, reverse=True)),
+        re.IGNORECASE,
+    )
     found = []
     for path in request_path_modules():
         for n, line in enumerate(path.read_text().splitlines(), 1):

@@ -19,8 +19,9 @@ def render(tmp_path: Path) -> tuple[Path, dict]:
 
 def test_rendered_config_passes_envoy_validate(tmp_path: Path) -> None:
     out, _ = render(tmp_path)
-    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"configuration '{out}' OK" in result.stdout + result.stderr
 
@@ -30,27 +31,43 @@ def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
     c = clusters["model/claude-sonnet-4-5"]
     localities = c["load_assignment"]["endpoints"]
-    backends = [(loc["priority"], ep["metadata"]["filter_metadata"]["gw"]["backend"])
-                for loc in localities for ep in loc["lb_endpoints"]]
-    assert backends == [(0, "anthropic/claude-sonnet-4-5"), (1, "openai/gpt-4o"), (2, "gemini/gemini-2.5-flash")]
+    backends = [
+        (loc["priority"], ep["metadata"]["filter_metadata"]["gw"]["backend"])
+        for loc in localities
+        for ep in loc["lb_endpoints"]
+    ]
+    assert backends == [
+        (0, "anthropic/claude-sonnet-4-5"),
+        (1, "openai/gpt-4o"),
+        (2, "gemini/gemini-2.5-flash"),
+    ]
     assert c["common_lb_config"]["healthy_panic_threshold"]["value"] == 0
     filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
-        "http_filters"]
+        "http_filters"
+    ]
     guard = next(f for f in filters if f["name"] == "gw.answer_guard")["typed_config"]["extension_config"]
     # The guard holds a stream's headers until its first event: longer than the attempt's idle backstop.
     assert guard["typed_config"]["message_timeout"] == "40s"
-    assert [f["name"] for f in filters] == ["gw.attempt_observer", "gw.answer_guard", "gw.credential_refusal",
-                                            "gw.upstream_stage",
-                                            "envoy.filters.http.header_mutation", "gw.hold_whole_answers",
-                                            "envoy.filters.http.upstream_codec"]
+    assert [f["name"] for f in filters] == [
+        "gw.attempt_observer",
+        "gw.answer_guard",
+        "gw.credential_refusal",
+        "gw.upstream_stage",
+        "envoy.filters.http.header_mutation",
+        "gw.hold_whole_answers",
+        "envoy.filters.http.upstream_codec",
+    ]
 
 
 def test_each_entry_tier_has_a_cluster_starting_there(tmp_path: Path) -> None:
     _, cfg = render(tmp_path)
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
     c = clusters["model/gpt-4o/from-tier-1"]
-    backends = [(loc["priority"], ep["metadata"]["filter_metadata"]["gw"]["backend"])
-                for loc in c["load_assignment"]["endpoints"] for ep in loc["lb_endpoints"]]
+    backends = [
+        (loc["priority"], ep["metadata"]["filter_metadata"]["gw"]["backend"])
+        for loc in c["load_assignment"]["endpoints"]
+        for ep in loc["lb_endpoints"]
+    ]
     assert backends == [(0, "anthropic/claude-sonnet-4-5"), (1, "gemini/gemini-2.5-flash")]
     assert "model/gpt-4o/from-tier-2" in clusters and "model/gpt-4o/from-tier-3" not in clusters
 
@@ -63,9 +80,16 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
         policy = routes[name]["route"]["retry_policy"]
         assert policy["num_retries"] == 2
         assert policy["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
-        assert "retriable-status-codes" in policy["retry_on"] and policy["retriable_status_codes"] == [401, 403, 429]
+        assert "retriable-status-codes" in policy["retry_on"] and policy["retriable_status_codes"] == [
+            401,
+            403,
+            429,
+        ]
         assert routes[name]["route"]["cluster"] == "model/gpt-4o"
-    plain, stream = routes["gpt-4o via openai/gpt-4o"]["route"], routes["gpt-4o via openai/gpt-4o (stream)"]["route"]
+    plain, stream = (
+        routes["gpt-4o via openai/gpt-4o"]["route"],
+        routes["gpt-4o via openai/gpt-4o (stream)"]["route"],
+    )
     assert plain["retry_policy"]["per_try_timeout"] == "120s"
     # Streams: Envoy's idle timer backs up the router stage's, and alone (with a per-try timeout
     # next to it, it never fires once the response started).
@@ -74,13 +98,19 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
     assert plain["timeout"] == "0s"
     # Whole-request bounds (the upload, then three attempts; the stream cap), each 5 s behind the gateway's own.
     assert plain["max_stream_duration"] == {"max_stream_duration": "425s"} and plain["idle_timeout"] == "0s"
-    assert stream["max_stream_duration"] == {"max_stream_duration": "1805s"} and stream["idle_timeout"] == "0s"
+    assert (
+        stream["max_stream_duration"] == {"max_stream_duration": "1805s"} and stream["idle_timeout"] == "0s"
+    )
     # a route for the second backend as primary starts at its tier, with one retry left
     second = routes["gpt-4o via anthropic/claude-sonnet-4-5"]["route"]
     assert second["cluster"] == "model/gpt-4o/from-tier-1" and second["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.header_mutation", "gw.stream_content_type", "gw.router_stage",
-                     "envoy.filters.http.router"]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "gw.stream_content_type",
+        "gw.router_stage",
+        "envoy.filters.http.router",
+    ]
     # A backend stream in a binary framing reaches the client as the SSE its encoder wrote:
     # the content type is rewritten for that framing's responses only.
     rewrite = hcm["http_filters"][1]["typed_config"]
@@ -95,8 +125,13 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
 def test_render_command_writes_under_envoy(tmp_path: Path) -> None:
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "ext_proc", "render-envoy"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "ext_proc", "render-envoy"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "envoy" / "envoy.yaml").exists()
 
@@ -104,7 +139,8 @@ def test_render_command_writes_under_envoy(tmp_path: Path) -> None:
 def test_repo_copy_is_rendered_from_the_default_config() -> None:
     repo = Path(__file__).resolve().parents[1]
     assert (repo / "envoy" / "envoy.yaml").read_text() == envoy_config.render_yaml(load_config()), (
-        "envoy/envoy.yaml is stale: run `llm-gateway render-envoy`")
+        "envoy/envoy.yaml is stale: run `llm-gateway render-envoy`"
+    )
 
 
 def test_tls_providers_pass_envoy_validate(tmp_path: Path) -> None:
@@ -115,20 +151,26 @@ def test_tls_providers_pass_envoy_validate(tmp_path: Path) -> None:
 
     text = load_config().text.replace("http://127.0.0.1:8182", "https://api.anthropic.com")
     all_tls = text.replace("http://127.0.0.1:8181/v1", "https://api.openai.com/v1").replace(
-        "http://127.0.0.1:8183", "https://generativelanguage.googleapis.com")
+        "http://127.0.0.1:8183", "https://generativelanguage.googleapis.com"
+    )
     for name, variant in (("mixed", text), ("all-tls", all_tls)):
         out = envoy_config.write(parse_config(variant, f"{name}.yaml"), tmp_path / f"{name}.yaml")
-        result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, name + ": " + (result.stdout + result.stderr)[-2000:]
         clusters = {c["name"]: c for c in yaml.safe_load(out.read_text())["static_resources"]["clusters"]}
         protocol = clusters["model/gpt-4o"]["typed_extension_protocol_options"][
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
         if name == "all-tls":
             assert "auto_config" in protocol and "transport_socket" in clusters["model/gpt-4o"]
         else:
             assert "explicit_http_config" in protocol
-            assert [m["name"] for m in clusters["model/gpt-4o"]["transport_socket_matches"]] == ["tls", "plaintext"]
+            assert [m["name"] for m in clusters["model/gpt-4o"]["transport_socket_matches"]] == [
+                "tls",
+                "plaintext",
+            ]
 
 
 def test_static_bootstrap_ignores_what_only_the_workers_read() -> None:
@@ -138,13 +180,22 @@ def test_static_bootstrap_ignores_what_only_the_workers_read() -> None:
     from ext_proc.config import parse_config
 
     base = load_config()
-    changed = parse_config(base.text + "\n  team-b:\n    api_keys:\n      - sha256: " + "ab" * 32 + "\n"
-                           "    limits: {requests_per_minute: 5}\n", "gateway.yaml")
+    changed = parse_config(
+        base.text + "\n  team-b:\n    api_keys:\n      - sha256: " + "ab" * 32 + "\n"
+        "    limits: {requests_per_minute: 5}\n",
+        "gateway.yaml",
+    )
     assert changed.version != base.version and "team-b" in changed.tenants
     assert envoy_config.render_yaml(changed) == envoy_config.render_yaml(base)
-    hcm = envoy_config.render(base)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = envoy_config.render(base)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
     for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
-        assert "version" not in route.get("metadata", {}).get("filter_metadata", {}).get("gw", {}), route["name"]
+        assert "version" not in route.get("metadata", {}).get("filter_metadata", {}).get("gw", {}), route[
+            "name"
+        ]
     # `up` serves configs side by side: there every route names its version.
     live = envoy_config._route_config([base], versioned=True)["virtual_hosts"][0]["routes"]
-    assert all(r["metadata"]["filter_metadata"]["gw"]["version"] == base.version for r in live if "metadata" in r)
+    assert all(
+        r["metadata"]["filter_metadata"]["gw"]["version"] == base.version for r in live if "metadata" in r
+    )

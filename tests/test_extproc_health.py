@@ -33,8 +33,9 @@ MOCK_KEYS = {"MOCK_OPENAI_API_KEY": "k1", "MOCK_ANTHROPIC_API_KEY": "k2", "MOCK_
 
 def check(port: int, service: str = "", timeout: float = 2.0) -> int:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
-                                                          timeout=timeout)
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout
+        )
     return reply.status
 
 
@@ -51,8 +52,12 @@ def test_ext_proc_cluster_is_health_checked_and_ejects_failing_workers() -> None
     od = cluster["outlier_detection"]
     assert od["consecutive_gateway_failure"] <= 3 and od["enforcing_consecutive_gateway_failure"] == 100
     # Health checks speak gRPC: the cluster is HTTP/2.
-    assert "http2_protocol_options" in cluster["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+    assert (
+        "http2_protocol_options"
+        in cluster["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]["explicit_http_config"]
+    )
     # `up` runs the same cluster in its live bootstrap.
     live = envoy_config.render_live_bootstrap(load_config(), Path("/nonexistent"), Path("/dev/null"))
     assert live["static_resources"]["clusters"][0] == cluster
@@ -67,9 +72,12 @@ def worker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     path.write_text(yaml.safe_dump(cfg))
     port = cfg["ext_proc"]["port"]
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (owned by the child)
-    proc = subprocess.Popen([sys.executable, "-m", "ext_proc", "serve", "--config", str(path),
-                             "--shutdown-delay", "3"], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **MOCK_KEYS})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ext_proc", "serve", "--config", str(path), "--shutdown-delay", "3"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **MOCK_KEYS},
+    )
     log.close()
     try:
         deadline = time.monotonic() + 30
@@ -122,9 +130,11 @@ def wait_for(what: str, predicate, timeout: float = 15.0) -> float:
 
 def chat(stack: Stack) -> dict:
     req = urllib.request.Request(
-        stack.base_url + "/v1/chat/completions", method="POST",
+        stack.base_url + "/v1/chat/completions",
+        method="POST",
         data=json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode(),
-        headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"})
+        headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 200
         return json.loads(r.read())
@@ -144,8 +154,9 @@ def test_envoy_stops_sending_to_a_stopped_worker_and_takes_it_back(tmp_path: Pat
 
         os.kill(stopped.proc.pid, signal.SIGSTOP)  # hung, not dead: its port still accepts connections
         try:
-            took = wait_for("marked unhealthy",
-                            lambda: "failed_active_hc" in host_stat(stack, second, "health_flags"))
+            took = wait_for(
+                "marked unhealthy", lambda: "failed_active_hc" in host_stat(stack, second, "health_flags")
+            )
             assert took < 6, f"marked unhealthy only after {took:.1f}s"
             assert host_stat(stack, second, "health_flags") == "/failed_active_hc/active_hc_timeout"
             assert host_stat(stack, first, "health_flags") == "healthy"
@@ -170,6 +181,7 @@ def test_the_health_checked_bootstrap_passes_envoy_validate(tmp_path: Path) -> N
     text = (Path(__file__).resolve().parents[1] / "config" / "compose.yaml").read_text()
     out = envoy_config.write(parse_config(text, "compose.yaml"), tmp_path / "envoy.yaml")
     assert "grpc_health_check" in out.read_text()
-    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -71,17 +71,32 @@ def fmocks(failover_gateway: Stack) -> Iterator[MockAdmin]:
         yield admin
 
 
-def request_for(dialect: str, model: str, stream: bool, text: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+def request_for(
+    dialect: str, model: str, stream: bool, text: str
+) -> tuple[str, dict[str, str], dict[str, Any]]:
     if dialect == "openai":
-        return ("/v1/chat/completions", {"authorization": f"Bearer {DEMO_KEY}"},
-                {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]})
+        return (
+            "/v1/chat/completions",
+            {"authorization": f"Bearer {DEMO_KEY}"},
+            {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]},
+        )
     if dialect == "anthropic":
-        return ("/v1/messages", {"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"},
-                {"model": model, "max_tokens": 100, "stream": stream,
-                 "messages": [{"role": "user", "content": text}]})
+        return (
+            "/v1/messages",
+            {"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"},
+            {
+                "model": model,
+                "max_tokens": 100,
+                "stream": stream,
+                "messages": [{"role": "user", "content": text}],
+            },
+        )
     verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    return (f"/v1beta/models/{model}:{verb}", {"x-goog-api-key": DEMO_KEY},
-            {"contents": [{"role": "user", "parts": [{"text": text}]}]})
+    return (
+        f"/v1beta/models/{model}:{verb}",
+        {"x-goog-api-key": DEMO_KEY},
+        {"contents": [{"role": "user", "parts": [{"text": text}]}]},
+    )
 
 
 def text_of(dialect: str, stream: bool, raw: bytes) -> tuple[str, bool]:
@@ -132,8 +147,15 @@ class Outcome:
     seconds: float = 0.0
 
 
-async def hammer(stack: Stack, dialect: str, model: str, stream: bool, n: int = REQUESTS,
-                 concurrency: int = CONCURRENCY, expect_prefix: str | None = None) -> Outcome:
+async def hammer(
+    stack: Stack,
+    dialect: str,
+    model: str,
+    stream: bool,
+    n: int = REQUESTS,
+    concurrency: int = CONCURRENCY,
+    expect_prefix: str | None = None,
+) -> Outcome:
     out = Outcome()
     sem = asyncio.Semaphore(concurrency)
     timeout = aiohttp.ClientTimeout(total=30)
@@ -162,8 +184,9 @@ async def hammer(stack: Stack, dialect: str, model: str, stream: bool, n: int = 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize("dialect", list(CASES))
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_sick_primary_is_invisible(failover_gateway: Stack, fmocks: MockAdmin, fault: str, dialect: str,
-                                   stream: bool) -> None:
+def test_sick_primary_is_invisible(
+    failover_gateway: Stack, fmocks: MockAdmin, fault: str, dialect: str, stream: bool
+) -> None:
     model, primary, fallback = CASES[dialect]
     fmocks.fault(primary, **FAULTS[fault])
     provider = fallback.split("/")[0]
@@ -176,14 +199,16 @@ def test_sick_primary_is_invisible(failover_gateway: Stack, fmocks: MockAdmin, f
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize("dialect", list(CASES))
 @pytest.mark.parametrize("status", [401, 403])
-def test_provider_refusing_the_gateway_key_is_failed_over(failover_gateway: Stack, fmocks: MockAdmin, status: int,
-                                                          dialect: str, stream: bool) -> None:
+def test_provider_refusing_the_gateway_key_is_failed_over(
+    failover_gateway: Stack, fmocks: MockAdmin, status: int, dialect: str, stream: bool
+) -> None:
     """A provider's 401/403 is about the gateway's key, not the client's: the next tier answers."""
     model, primary, fallback = CASES[dialect]
     fmocks.fault(primary, mode="error", status=status)
     provider = fallback.split("/")[0]
-    out = asyncio.run(hammer(failover_gateway, dialect, model, stream, n=20, concurrency=8,
-                             expect_prefix=f"[{provider}:"))
+    out = asyncio.run(
+        hammer(failover_gateway, dialect, model, stream, n=20, concurrency=8, expect_prefix=f"[{provider}:")
+    )
     assert out.statuses == Counter({200: 20}), out.wrong[:3]
     assert not out.wrong, out.wrong[:3]
     assert out.backends == Counter({fallback: 20})
@@ -217,8 +242,9 @@ def test_failing_backend_is_probed_not_assumed_recovered(fresh: tuple[Stack, Moc
     deadline = time.monotonic() + 30
     backends: Counter = Counter()
     while time.monotonic() < deadline and not backends["anthropic/claude-sonnet-4-5"]:
-        backends += asyncio.run(hammer(failover_gateway, "openai", "claude-sonnet-4-5", False, n=1,
-                                       concurrency=1)).backends
+        backends += asyncio.run(
+            hammer(failover_gateway, "openai", "claude-sonnet-4-5", False, n=1, concurrency=1)
+        ).backends
         time.sleep(0.2)
     assert backends["anthropic/claude-sonnet-4-5"] >= 1
 
@@ -234,11 +260,14 @@ def test_all_backends_down_fails_fast_in_client_dialect(fresh: tuple[Stack, Mock
     assert out.seconds < 10
     body = out.wrong[0].split(": ", 1)[1]
     assert {"openai": "service_unavailable", "anthropic": "overloaded_error", "gemini": "UNAVAILABLE"}[
-        dialect] in body
+        dialect
+    ] in body
 
 
 @pytest.mark.parametrize("dialect", list(CASES))
-def test_all_backends_rate_limited_is_429_with_retry_after(fresh: tuple[Stack, MockAdmin], dialect: str) -> None:
+def test_all_backends_rate_limited_is_429_with_retry_after(
+    fresh: tuple[Stack, MockAdmin], dialect: str
+) -> None:
     failover_gateway, fmocks = fresh
     for p in ("openai", "anthropic", "gemini"):
         fmocks.fault(p, mode="rate_limit", retry_after=20)
@@ -261,8 +290,9 @@ def test_all_backends_rate_limited_is_429_with_retry_after(fresh: tuple[Stack, M
 
 
 @pytest.mark.parametrize("dialect", list(CASES))
-def test_stream_cut_after_first_byte_is_never_a_silent_success(failover_gateway: Stack, fmocks: MockAdmin,
-                                                                dialect: str) -> None:
+def test_stream_cut_after_first_byte_is_never_a_silent_success(
+    failover_gateway: Stack, fmocks: MockAdmin, dialect: str
+) -> None:
     """Once response bytes went to the client, Envoy cannot fail over. When the
     provider then drops the connection, Envoy resets the client's connection
     (the router-level stream ends with it, so no error event can be written):
@@ -307,19 +337,31 @@ def test_hedging_races_the_next_tier(tmp_path: Any) -> None:
 
 
 @pytest.mark.parametrize("dialect", list(CASES))
-def test_stream_opening_with_an_error_event_fails_over(failover_gateway: Stack, fmocks: MockAdmin,
-                                                       dialect: str) -> None:
+def test_stream_opening_with_an_error_event_fails_over(
+    failover_gateway: Stack, fmocks: MockAdmin, dialect: str
+) -> None:
     """Anthropic answers 200 then `event: error` (overloaded): the stream guard turns that into a
     503 of the attempt before anything reaches the client, so Envoy fails over."""
     fmocks.fault("anthropic", mode="stream_error")
-    out = asyncio.run(hammer(failover_gateway, dialect, "claude-sonnet-4-5", True, n=60, concurrency=16,
-                             expect_prefix="[openai:"))
+    out = asyncio.run(
+        hammer(
+            failover_gateway,
+            dialect,
+            "claude-sonnet-4-5",
+            True,
+            n=60,
+            concurrency=16,
+            expect_prefix="[openai:",
+        )
+    )
     assert out.statuses == Counter({200: 60}), out.wrong[:3]
     assert not out.wrong, out.wrong[:3]
     assert out.backends == Counter({"openai/gpt-4o": 60})
 
 
-def test_stream_error_on_the_last_backend_reaches_the_client_as_its_error(fresh: tuple[Stack, MockAdmin]) -> None:
+def test_stream_error_on_the_last_backend_reaches_the_client_as_its_error(
+    fresh: tuple[Stack, MockAdmin],
+) -> None:
     stack, admin = fresh
     for p in ("openai", "anthropic", "gemini"):
         admin.fault(p, mode="down")
@@ -327,7 +369,10 @@ def test_stream_error_on_the_last_backend_reaches_the_client_as_its_error(fresh:
     path, headers, body = request_for("openai", "gemini-2.5-flash", True, "hello")
 
     async def go() -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as s, s.post(stack.base_url + path, json=body, headers=headers) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(stack.base_url + path, json=body, headers=headers) as r,
+        ):
             return r.status, json.loads(await r.read())
 
     status, err = asyncio.run(go())

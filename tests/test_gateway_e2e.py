@@ -17,11 +17,19 @@ def client(gateway, key: str = DEMO_KEY) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0, timeout=20)
 
 
-def post(gateway, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None,
-         ) -> tuple[int, dict[str, str], Any]:
+def post(
+    gateway,
+    path: str,
+    body: bytes | dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(gateway.base_url + path, data=data, method="POST",
-                                 headers={"content-type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        gateway.base_url + path,
+        data=data,
+        method="POST",
+        headers={"content-type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             return r.status, {k.lower(): v for k, v in r.headers.items()}, json.loads(r.read())
@@ -29,14 +37,19 @@ def post(gateway, path: str, body: bytes | dict[str, Any], headers: dict[str, st
         return e.code, {k.lower(): v for k, v in e.headers.items()}, json.loads(e.read())
 
 
-@pytest.mark.parametrize(("model", "provider", "upstream"), [
-    ("gpt-4o", "openai", "gpt-4o"),
-    ("claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5"),
-])
-def test_chat_completion_reaches_primary_backend(gateway, mocks: MockAdmin, model: str, provider: str,
-                                                 upstream: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "provider", "upstream"),
+    [
+        ("gpt-4o", "openai", "gpt-4o"),
+        ("claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5"),
+    ],
+)
+def test_chat_completion_reaches_primary_backend(
+    gateway, mocks: MockAdmin, model: str, provider: str, upstream: str
+) -> None:
     raw = client(gateway).chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": "hi"}])
+        model=model, messages=[{"role": "user", "content": "hi"}]
+    )
     completion = raw.parse()
     assert completion.choices[0].message.content == f"[{provider}:{upstream}] hi"
     assert completion.model == model  # the name the client asked for
@@ -49,11 +62,16 @@ def test_chat_completion_reaches_primary_backend(gateway, mocks: MockAdmin, mode
 def test_translated_request_carries_system_and_history(gateway, mocks: MockAdmin) -> None:
     completion = client(gateway).chat.completions.create(
         model="claude-sonnet-4-5",
-        messages=[{"role": "system", "content": "be brief"},
-                  {"role": "user", "content": "first question"},
-                  {"role": "assistant", "content": "first answer"},
-                  {"role": "user", "content": "second question"}],
-        max_tokens=50, temperature=0.2, stop=["END"])
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "first answer"},
+            {"role": "user", "content": "second question"},
+        ],
+        max_tokens=50,
+        temperature=0.2,
+        stop=["END"],
+    )
     assert completion.choices[0].message.content == "[anthropic:claude-sonnet-4-5] second question"
     sent = mocks.stats("anthropic")["last_request"]["body"]
     assert sent["system"] in ("be brief", [{"type": "text", "text": "be brief"}])
@@ -64,15 +82,17 @@ def test_translated_request_carries_system_and_history(gateway, mocks: MockAdmin
 
 
 def test_anthropic_backend_gets_default_max_tokens(gateway, mocks: MockAdmin) -> None:
-    client(gateway).chat.completions.create(model="claude-sonnet-4-5",
-                                            messages=[{"role": "user", "content": "hello"}])
+    client(gateway).chat.completions.create(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hello"}]
+    )
     sent = mocks.stats("anthropic")["last_request"]["body"]
     assert sent["max_tokens"] == gateway.config.models["claude-sonnet-4-5"].default_max_tokens
 
 
 def test_provider_credentials_replace_the_client_key(gateway, mocks: MockAdmin) -> None:
-    client(gateway).chat.completions.create(model="claude-sonnet-4-5",
-                                            messages=[{"role": "user", "content": "hello"}])
+    client(gateway).chat.completions.create(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hello"}]
+    )
     headers = {k.lower(): v for k, v in mocks.stats("anthropic")["last_request"]["headers"].items()}
     assert "authorization" not in headers  # the client's gateway key never leaves the gateway
     assert headers["x-api-key"] != DEMO_KEY
@@ -80,10 +100,17 @@ def test_provider_credentials_replace_the_client_key(gateway, mocks: MockAdmin) 
 
 
 def test_client_internal_headers_are_stripped(gateway, mocks: MockAdmin) -> None:
-    status, _, body = post(gateway, "/v1/chat/completions",
-                           {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
-                           {"authorization": f"Bearer {DEMO_KEY}", "x-gw-pre": "anthropic/claude-sonnet-4-5",
-                            "x-gw-route": "claude-sonnet-4-5", "x-gw-stream": "1"})
+    status, _, body = post(
+        gateway,
+        "/v1/chat/completions",
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+        {
+            "authorization": f"Bearer {DEMO_KEY}",
+            "x-gw-pre": "anthropic/claude-sonnet-4-5",
+            "x-gw-route": "claude-sonnet-4-5",
+            "x-gw-stream": "1",
+        },
+    )
     assert status == 200
     assert body["choices"][0]["message"]["content"] == "[openai:gpt-4o] x"
     headers = {k.lower() for k in mocks.stats("openai")["last_request"]["headers"]}
@@ -104,18 +131,24 @@ def test_missing_and_unknown_keys_are_401(gateway) -> None:
     assert status == 401 and "missing API key" in body["error"]["message"]
     with pytest.raises(openai.AuthenticationError) as e:
         client(gateway, key="not-a-key").chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
     assert e.value.status_code == 401
     assert e.value.body["code"] == "invalid_api_key"
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    (b'{"model": "gpt-4o", "messages": [', None),
-    (b'[1, 2]', None),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), "model"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model": "gpt-4o", "messages": [', None),
+        (b"[1, 2]", None),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), "model"),
+    ],
+)
 def test_malformed_requests_are_400(gateway, body: bytes, param: str | None) -> None:
-    status, headers, err = post(gateway, "/v1/chat/completions", body, {"authorization": f"Bearer {DEMO_KEY}"})
+    status, headers, err = post(
+        gateway, "/v1/chat/completions", body, {"authorization": f"Bearer {DEMO_KEY}"}
+    )
     assert status == 400
     assert headers["content-type"] == "application/json"
     assert err["error"]["type"] == "invalid_request_error"

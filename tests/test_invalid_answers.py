@@ -78,8 +78,11 @@ def single_provider(fault: str, stream: bool, client: str) -> str:
 def faults_config() -> dict[str, Any]:
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
     for provider in PROVIDERS:
-        cfg["providers"][f"{provider}-strict"] = {**cfg["providers"][provider], "check_every_answer": True,
-                                                 "api_key_env": f"MOCK_{provider.upper()}_STRICT_KEY"}
+        cfg["providers"][f"{provider}-strict"] = {
+            **cfg["providers"][provider],
+            "check_every_answer": True,
+            "api_key_env": f"MOCK_{provider.upper()}_STRICT_KEY",
+        }
     models: dict[str, Any] = {}
     for fault in NON_ANSWERS:
         for stream in STREAMS:
@@ -87,19 +90,33 @@ def faults_config() -> dict[str, Any]:
                 for primary in PROVIDERS:
                     name = failover_model(fault, stream, primary, client)
                     judge = judged_by(primary, fault, stream)
-                    models[name] = {"backends": [
-                        {"provider": judge, "model": UPSTREAM, "name": f"{judge}/{name}"},
-                        {"provider": FALLBACK[primary], "model": UPSTREAM, "name": f"{FALLBACK[primary]}/fallback"},
-                    ]}
+                    models[name] = {
+                        "backends": [
+                            {"provider": judge, "model": UPSTREAM, "name": f"{judge}/{name}"},
+                            {
+                                "provider": FALLBACK[primary],
+                                "model": UPSTREAM,
+                                "name": f"{FALLBACK[primary]}/fallback",
+                            },
+                        ]
+                    }
                 name = single_model(fault, stream, client)
                 judge = judged_by(single_provider(fault, stream, client), fault, stream)
-                models[name] = {"backends": [{"provider": judge, "model": UPSTREAM, "name": f"{judge}/{name}"}]}
+                models[name] = {
+                    "backends": [{"provider": judge, "model": UPSTREAM, "name": f"{judge}/{name}"}]
+                }
             for client in PROVIDERS:  # the router stage's last line, without check_every_answer
                 name = f"late-{fault}-{client}"
-                models[name] = {"backends": [
-                    {"provider": client, "model": UPSTREAM, "name": f"{client}/{name}"},
-                    {"provider": FALLBACK[client], "model": UPSTREAM, "name": f"{FALLBACK[client]}/fallback"},
-                ]}
+                models[name] = {
+                    "backends": [
+                        {"provider": client, "model": UPSTREAM, "name": f"{client}/{name}"},
+                        {
+                            "provider": FALLBACK[client],
+                            "model": UPSTREAM,
+                            "name": f"{FALLBACK[client]}/fallback",
+                        },
+                    ]
+                }
     for provider in PROVIDERS:
         models[f"echo-{provider}"] = {"backends": [{"provider": provider, "model": UPSTREAM}]}
     cfg["models"] = models
@@ -131,10 +148,16 @@ def raw_stream(stack: Stack, client: str, model: str) -> tuple[int, str, bool]:
     path, headers, body = request_for(client, model, True, "one two three four five six")
 
     async def go() -> tuple[int, str, bool]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s, \
-                s.post(stack.base_url + path, json=body, headers=headers) as r:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s,
+            s.post(stack.base_url + path, json=body, headers=headers) as r,
+        ):
             raw = await r.read()
-            return (r.status, *text_of(client, True, raw)) if r.status == 200 else (r.status, raw.decode(), False)
+            return (
+                (r.status, *text_of(client, True, raw))
+                if r.status == 200
+                else (r.status, raw.decode(), False)
+            )
 
     return asyncio.run(go())
 
@@ -143,8 +166,9 @@ def raw_stream(stack: Stack, client: str, model: str) -> tuple[int, str, bool]:
 @pytest.mark.parametrize("primary", PROVIDERS)
 @pytest.mark.parametrize("stream", list(STREAMS), ids=list(STREAMS.values()))
 @pytest.mark.parametrize("fault", NON_ANSWERS)
-def test_a_non_answer_fails_over_invisibly(stack: Stack, sdks: dict[str, Any], admin: MockAdmin, fault: str,
-                                           stream: bool, primary: str, client: str) -> None:
+def test_a_non_answer_fails_over_invisibly(
+    stack: Stack, sdks: dict[str, Any], admin: MockAdmin, fault: str, stream: bool, primary: str, client: str
+) -> None:
     model, judge = failover_model(fault, stream, primary, client), judged_by(primary, fault, stream)
     admin.fault(judge, mode=fault)
     text = "one two three four five six"
@@ -165,7 +189,8 @@ def test_a_non_answer_fails_over_invisibly(stack: Stack, sdks: dict[str, Any], a
 @pytest.mark.parametrize("stream", list(STREAMS), ids=list(STREAMS.values()))
 @pytest.mark.parametrize("fault", NON_ANSWERS)
 def test_a_non_answer_from_the_only_backend_is_a_502_in_the_clients_dialect(
-        stack: Stack, sdks: dict[str, Any], admin: MockAdmin, fault: str, stream: bool, client: str) -> None:
+    stack: Stack, sdks: dict[str, Any], admin: MockAdmin, fault: str, stream: bool, client: str
+) -> None:
     model = single_model(fault, stream, client)
     provider = judged_by(single_provider(fault, stream, client), fault, stream)
     admin.fault(provider, mode=fault)
@@ -182,8 +207,9 @@ def test_a_non_answer_from_the_only_backend_is_a_502_in_the_clients_dialect(
 
 @pytest.mark.parametrize("client", PROVIDERS)
 @pytest.mark.parametrize("fault", BODY_ONLY)
-def test_an_unjudged_non_answer_is_aborted_never_delivered(stack: Stack, sdks: dict[str, Any], admin: MockAdmin,
-                                                          fault: str, client: str) -> None:
+def test_an_unjudged_non_answer_is_aborted_never_delivered(
+    stack: Stack, sdks: dict[str, Any], admin: MockAdmin, fault: str, client: str
+) -> None:
     """Without ``check_every_answer`` a JSON 200 of a declared length reaches the router stage
     unjudged. It is no answer: the client's response is aborted (the SDK raises a connection
     error, and would retry), and the backend is skipped from the next request on."""
@@ -200,16 +226,19 @@ def test_an_unjudged_non_answer_is_aborted_never_delivered(stack: Stack, sdks: d
 @pytest.mark.parametrize("status", [400, 401])
 @pytest.mark.parametrize("client", PROVIDERS)
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_a_provider_quoting_our_key_never_shows_it_to_the_client(stack: Stack, admin: MockAdmin, client: str,
-                                                                  provider: str, status: int) -> None:
+def test_a_provider_quoting_our_key_never_shows_it_to_the_client(
+    stack: Stack, admin: MockAdmin, client: str, provider: str, status: int
+) -> None:
     key = stack.env[stack.config.providers[provider].api_key_env or ""]
     admin.fault(provider, mode="echo_key", status=status)
     for stream in STREAMS:
         path, headers, body = request_for(client, f"echo-{provider}", stream, "hello")
 
         async def go() -> tuple[int, bytes]:
-            async with aiohttp.ClientSession() as s, \
-                    s.post(stack.base_url + path, json=body, headers=headers) as r:  # noqa: B023
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(stack.base_url + path, json=body, headers=headers) as r,  # noqa: B023
+            ):
                 return r.status, await r.read()
 
         got, raw = asyncio.run(go())

@@ -72,7 +72,11 @@ class Rendered:
 
     def hashed(self, kind: str, name: str) -> dict[str, Any]:
         """The generated object ``name-<hash>``."""
-        found = [o for o in self.all(kind) if re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", o["metadata"]["name"])]
+        found = [
+            o
+            for o in self.all(kind)
+            if re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", o["metadata"]["name"])
+        ]
         assert len(found) == 1, f"{self.name}: expected one {kind} {name}-<hash>, found {len(found)}"
         return found[0]
 
@@ -145,7 +149,9 @@ def mount_of(workload: dict[str, Any], c: dict[str, Any], path: str) -> tuple[di
     for m in c.get("volumeMounts", []):
         if PurePosixPath(m["mountPath"]) == p.parent:
             assert "subPath" not in m, f"{m['mountPath']}: subPath mounts never see ConfigMap/Secret updates"
-            volume = next(v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == m["name"])
+            volume = next(
+                v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == m["name"]
+            )
             return volume, p.name
     raise AssertionError(f"{c['name']}: nothing mounted at {p.parent} (for {path})")
 
@@ -177,7 +183,9 @@ def test_every_object_is_valid_for_kubernetes(kubectl: str, path: str) -> None:
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as e:
                 where = "/".join(str(p) for p in e.path)
-                problems.append(f"{obj['kind']}/{obj['metadata']['name']} (Kubernetes {version}): {where}: {e.message}")
+                problems.append(
+                    f"{obj['kind']}/{obj['metadata']['name']} (Kubernetes {version}): {where}: {e.message}"
+                )
             except kubernetes_validate.SchemaNotFoundError as e:
                 problems.append(e.message)
     assert not problems, "\n".join(problems)
@@ -187,16 +195,26 @@ def test_every_object_is_valid_for_kubernetes(kubectl: str, path: str) -> None:
 
 def test_overlays_have_what_they_promise(overlay: Rendered) -> None:
     kinds = {(o["kind"], o["metadata"]["name"]) for o in overlay.objects}
-    common = {("Deployment", "llm-gateway-envoy"), ("Service", "llm-gateway-envoy"),
-              ("Deployment", "llm-gateway-extproc"), ("Service", "llm-gateway-extproc"),
-              ("HorizontalPodAutoscaler", "llm-gateway-extproc"),
-              ("PodDisruptionBudget", "llm-gateway-envoy"), ("PodDisruptionBudget", "llm-gateway-extproc"),
-              ("NetworkPolicy", "llm-gateway-default-deny"), ("ConfigMap", "llm-gateway-config"),
-              ("Namespace", "llm-gateway")}
+    common = {
+        ("Deployment", "llm-gateway-envoy"),
+        ("Service", "llm-gateway-envoy"),
+        ("Deployment", "llm-gateway-extproc"),
+        ("Service", "llm-gateway-extproc"),
+        ("HorizontalPodAutoscaler", "llm-gateway-extproc"),
+        ("PodDisruptionBudget", "llm-gateway-envoy"),
+        ("PodDisruptionBudget", "llm-gateway-extproc"),
+        ("NetworkPolicy", "llm-gateway-default-deny"),
+        ("ConfigMap", "llm-gateway-config"),
+        ("Namespace", "llm-gateway"),
+    }
     assert common <= kinds
-    demo = {("StatefulSet", "llm-gateway-redis"), ("Service", "llm-gateway-redis"),
-            ("Deployment", "llm-gateway-mocks"), ("Service", "llm-gateway-mocks"),
-            ("Secret", PROVIDER_KEYS_SECRET)}
+    demo = {
+        ("StatefulSet", "llm-gateway-redis"),
+        ("Service", "llm-gateway-redis"),
+        ("Deployment", "llm-gateway-mocks"),
+        ("Service", "llm-gateway-mocks"),
+        ("Secret", PROVIDER_KEYS_SECRET),
+    }
     if overlay.name == "demo":
         assert demo <= kinds
     else:  # external Redis, real providers, keys created outside git
@@ -216,14 +234,16 @@ def test_configmaps_carry_the_gateway_config_and_its_current_bootstrap(overlay: 
     rendered = envoy_config.render_yaml(cfg)
     rel = overlay.dir.relative_to(ROOT)
     assert overlay.envoy_configmap["data"] == {"envoy.yaml": rendered}, (
-        f"{rel}/envoy.yaml is stale: llm-gateway render-envoy {rel}/gateway.yaml -o {rel}/envoy.yaml")
+        f"{rel}/envoy.yaml is stale: llm-gateway render-envoy {rel}/gateway.yaml -o {rel}/envoy.yaml"
+    )
 
 
 def test_rendered_bootstrap_passes_envoy_validate(overlay: Rendered, tmp_path: Path) -> None:
     path = tmp_path / "envoy.yaml"
     path.write_text(overlay.envoy_configmap["data"]["envoy.yaml"])
-    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
@@ -257,13 +277,19 @@ def test_envoy_reaches_every_worker_through_the_headless_service(overlay: Render
     clusters = {c["name"]: c for c in overlay.bootstrap["static_resources"]["clusters"]}
     ext = clusters["ext_proc"]
     assert ext["type"] == "STRICT_DNS"
-    addrs = [ep["endpoint"]["address"]["socket_address"] for ep in ext["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    addrs = [
+        ep["endpoint"]["address"]["socket_address"]
+        for ep in ext["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
     assert addrs == [{"address": cfg.ext_proc.upstream_host, "port_value": cfg.ext_proc.port}]
     svc = overlay.get("Service", cfg.ext_proc.upstream_host)
     assert svc["spec"]["clusterIP"] == "None", "headless: DNS must answer with every worker pod"
     assert selected(overlay, svc["spec"]["selector"]) == ["llm-gateway-extproc"]
     assert service_target(overlay, svc["metadata"]["name"], cfg.ext_proc.port) == cfg.ext_proc.port
-    assert service_target(overlay, svc["metadata"]["name"], cfg.ext_proc.metrics_port) == cfg.ext_proc.metrics_port
+    assert (
+        service_target(overlay, svc["metadata"]["name"], cfg.ext_proc.metrics_port)
+        == cfg.ext_proc.metrics_port
+    )
     # Envoy health-checks the same service the readiness probe asks about.
     (hc,) = ext["health_checks"]
     probe = container(overlay.get("Deployment", "llm-gateway-extproc"))["readinessProbe"]["grpc"]
@@ -277,11 +303,16 @@ def test_workers_watch_their_config_and_answer_grpc_probes(overlay: Rendered) ->
     assert argv[:2] == ["llm-gateway", "serve"] and "--watch-config" in argv
     volume, key = mount_of(dep, c, arg(argv, "--config"))
     assert volume["configMap"]["name"] == "llm-gateway-config" and key == "gateway.yaml"
-    assert container_port(c, "grpc") == cfg.ext_proc.port and container_port(c, "metrics") == cfg.ext_proc.metrics_port
+    assert (
+        container_port(c, "grpc") == cfg.ext_proc.port
+        and container_port(c, "metrics") == cfg.ext_proc.metrics_port
+    )
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         probe = c[kind]["grpc"]
         assert probe["port"] == cfg.ext_proc.port, kind
-        assert probe.get("service", "") in SERVICES, f"{kind}: the worker does not report {probe.get('service')!r}"
+        assert probe.get("service", "") in SERVICES, (
+            f"{kind}: the worker does not report {probe.get('service')!r}"
+        )
     # NOT_SERVING for the shutdown delay, then up to 10 s for streams in flight (server.stop(grace=10)).
     grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert float(arg(argv, "--shutdown-delay")) + 10 < grace
@@ -299,7 +330,11 @@ def test_resources_are_set_and_the_autoscaler_can_work(overlay: Rendered) -> Non
             assert quantity(res["requests"]["cpu"]) <= quantity(res["limits"]["cpu"])
             assert quantity(res["requests"]["memory"]) <= quantity(res["limits"]["memory"])
     hpa = overlay.get("HorizontalPodAutoscaler", "llm-gateway-extproc")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm-gateway-extproc"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "llm-gateway-extproc",
+    }
     assert hpa["spec"]["minReplicas"] >= 2, "one worker gone must not take the gateway down"
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
@@ -311,8 +346,11 @@ def test_resources_are_set_and_the_autoscaler_can_work(overlay: Rendered) -> Non
 
 def test_provider_keys_come_from_secrets(overlay: Rendered) -> None:
     cfg = overlay.config
-    consumers = [overlay.get("Deployment", n) for n in ("llm-gateway-extproc", "llm-gateway-mocks")
-                 if overlay.has("Deployment", n)]
+    consumers = [
+        overlay.get("Deployment", n)
+        for n in ("llm-gateway-extproc", "llm-gateway-mocks")
+        if overlay.has("Deployment", n)
+    ]
     docs = (ROOT / "docs" / "kubernetes.md").read_text()
     for name, p in cfg.providers.items():
         assert p.api_key_file, f"providers.{name}: keys are files of a Secret (live rotation)"
@@ -329,7 +367,9 @@ def test_provider_keys_come_from_secrets(overlay: Rendered) -> None:
     for w in overlay.workloads():
         for c in w["spec"]["template"]["spec"]["containers"]:
             for env in c.get("env", []):
-                assert "value" not in env or not re.search(r"key|token|password|secret", env["name"], re.I), env
+                assert "value" not in env or not re.search(r"key|token|password|secret", env["name"], re.I), (
+                    env
+                )
 
 
 def test_redis_is_in_the_cluster_for_the_demo_and_external_in_production(overlay: Rendered) -> None:
@@ -358,7 +398,9 @@ def test_providers_are_the_mocks_in_the_demo_and_real_ones_in_production(overlay
         for name, p in cfg.providers.items():
             assert p.mock and p.host == "llm-gateway-mocks", name
             assert service_target(overlay, p.host, p.port) == p.port, name
-        assert container(dep)["readinessProbe"]["tcpSocket"]["port"] in {p.port for p in cfg.providers.values()}
+        assert container(dep)["readinessProbe"]["tcpSocket"]["port"] in {
+            p.port for p in cfg.providers.values()
+        }
     else:
         assert all(p.tls and not p.mock for p in cfg.providers.values())
 
@@ -374,9 +416,13 @@ def sources(r: Rendered, workload: str, port: int) -> set[str]:
             continue
         for rule in spec.get("ingress", []):
             ports = rule.get("ports")
-            if ports is not None and not any(container_port(container(next(
-                    w for w in r.workloads() if w["metadata"]["name"] == workload)), p["port"]) == port
-                    for p in ports):
+            if ports is not None and not any(
+                container_port(
+                    container(next(w for w in r.workloads() if w["metadata"]["name"] == workload)), p["port"]
+                )
+                == port
+                for p in ports
+            ):
                 continue
             peers = rule.get("from")
             if not peers:
@@ -386,7 +432,8 @@ def sources(r: Rendered, workload: str, port: int) -> set[str]:
                 assert "ipBlock" not in peer, "ipBlock peers are not checked by this test"
                 if "namespaceSelector" in peer:
                     assert peer["namespaceSelector"] == {} and peer["podSelector"] == {
-                        "matchLabels": {"app.kubernetes.io/name": "prometheus"}}, peer
+                        "matchLabels": {"app.kubernetes.io/name": "prometheus"}
+                    }, peer
                     out.add(PROMETHEUS)
                 else:
                     out.update(selected(r, peer["podSelector"]))
@@ -407,8 +454,11 @@ def test_network_policies_let_only_the_intended_callers_in(overlay: Rendered) ->
             assert sources(overlay, "llm-gateway-mocks", p.port) == {"llm-gateway-envoy"}
     # Every workload has its own policy besides the default deny.
     for w in overlay.workloads():
-        own = [p for p in overlay.all("NetworkPolicy")
-               if p["spec"]["podSelector"] != {} and selects(p["spec"]["podSelector"], pod_labels(w))]
+        own = [
+            p
+            for p in overlay.all("NetworkPolicy")
+            if p["spec"]["podSelector"] != {} and selects(p["spec"]["podSelector"], pod_labels(w))
+        ]
         assert len(own) == 1, w["metadata"]["name"]
 
 
@@ -419,7 +469,9 @@ def test_every_reference_resolves(overlay: Rendered) -> None:
         for v in w["spec"]["template"]["spec"].get("volumes", []):
             if "configMap" in v:
                 assert overlay.has("ConfigMap", v["configMap"]["name"]), v
-            if "secret" in v and not (overlay.name == "production" and v["secret"]["secretName"] == PROVIDER_KEYS_SECRET):
+            if "secret" in v and not (
+                overlay.name == "production" and v["secret"]["secretName"] == PROVIDER_KEYS_SECRET
+            ):
                 assert overlay.has("Secret", v["secret"]["secretName"]), v
         images = {c["image"] for c in w["spec"]["template"]["spec"]["containers"]}
         assert all(":" in i for i in images), f"{w['metadata']['name']}: untagged image {images}"
@@ -431,17 +483,26 @@ def test_every_reference_resolves(overlay: Rendered) -> None:
 def test_ci_installs_kubectl() -> None:
     run = (ROOT / ".ci" / "run").read_text()
     lines = [x for x in run.splitlines() if "apt-get install" in x]
-    assert any(re.search(r"\bkubectl\b", line) for line in lines), \
+    assert any(re.search(r"\bkubectl\b", line) for line in lines), (
         ".ci/run must install kubectl (tests/test_kubernetes.py needs it)"
+    )
     extra = re.search(r"test = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.S)
     assert extra and "kubernetes-validate" in extra.group(1)
 
 
 def test_docs_walk_through_install_scale_change_and_rotation() -> None:
     docs = (ROOT / "docs" / "kubernetes.md").read_text()
-    for want in ("kubectl apply -k deploy/kubernetes/overlays/demo", "kubectl apply -k deploy/kubernetes/overlays/production",
-                 "Helm", "llm-gateway render-envoy", "--watch-config", "rollout", "scale", "rotat",
-                 "llm_gateway_config_info"):
+    for want in (
+        "kubectl apply -k deploy/kubernetes/overlays/demo",
+        "kubectl apply -k deploy/kubernetes/overlays/production",
+        "Helm",
+        "llm-gateway render-envoy",
+        "--watch-config",
+        "rollout",
+        "scale",
+        "rotat",
+        "llm_gateway_config_info",
+    ):
         assert want in docs, want
     for o in OVERLAYS:
         for line in (K8S / "overlays" / o / "gateway.yaml").read_text().splitlines():

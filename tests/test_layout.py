@@ -42,9 +42,14 @@ def test_ext_proc_never_imports_gateway_tools() -> None:
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module] if node.level == 0 else []
-            elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-                  and isinstance(node.args[0].value, str)
-                  and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            elif (
+                isinstance(node, ast.Call)
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+                and getattr(node.func, "attr", getattr(node.func, "id", None))
+                in ("import_module", "__import__")
+            ):
                 names = [node.args[0].value]
             else:
                 continue
@@ -69,7 +74,7 @@ def import_graph() -> dict[str, set[str]]:
                 parts = [node.module] if node.module else []
                 if node.level:  # relative: from the module's package, one level up per extra dot
                     base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-                    parts = base[:len(base) - node.level + 1] + parts
+                    parts = base[: len(base) - node.level + 1] + parts
                 prefix = ".".join(parts)
                 subs = [f"{prefix}.{a.name}" for a in node.names if f"{prefix}.{a.name}" in known]
                 deps.update(subs if len(subs) == len(node.names) else [prefix, *subs])
@@ -85,7 +90,7 @@ def test_no_import_cycle_even_through_lazy_imports() -> None:
 
     def visit(mod: str, path: list[str]) -> None:
         if mod in path:
-            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(mod):], mod]))
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(mod) :], mod]))
         if mod in done:
             return
         for dep in sorted(graph[mod]):
@@ -123,7 +128,9 @@ if tools:
 print("\\n".join(failed))
 sys.exit(1 if failed else 0)
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -138,7 +145,8 @@ def test_commands_split_between_product_and_tools() -> None:
 
     assert _commands(product.build_parser()) == ["check", "render-envoy", "serve"]
     assert _commands(tools.build_parser()) == sorted(
-        ["up", "apply", "status", "check", "render-envoy", "serve", "mock-providers", "loadtest", "bench"])
+        ["up", "apply", "status", "check", "render-envoy", "serve", "mock-providers", "loadtest", "bench"]
+    )
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^llm-gateway = "gateway_tools\.cli:main"$', pyproject, re.M)
     include = re.search(r"^\[tool\.setuptools\.packages\.find\]\ninclude = (\[.*\])$", pyproject, re.M)

@@ -46,8 +46,11 @@ class Load:
             n += 1
             body = {"model": model, "messages": [{"role": "user", "content": f"load {i} {n}"}]}
             try:
-                async with session.post(self.stack.base_url + "/v1/chat/completions", json=body,
-                                        headers={"authorization": f"Bearer {DEMO_KEY}"}) as r:
+                async with session.post(
+                    self.stack.base_url + "/v1/chat/completions",
+                    json=body,
+                    headers={"authorization": f"Bearer {DEMO_KEY}"},
+                ) as r:
                     await r.read()
                     self.results.append((model, r.status, r.headers.get("x-gateway-backend", "")))
             except aiohttp.ClientError as e:
@@ -63,9 +66,12 @@ class Load:
 
 
 def chat(stack: Stack, model: str) -> tuple[int, str, dict[str, Any]]:
-    req = urllib.request.Request(stack.base_url + "/v1/chat/completions", method="POST",
-                                 data=json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode(),
-                                 headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"})
+    req = urllib.request.Request(
+        stack.base_url + "/v1/chat/completions",
+        method="POST",
+        data=json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             return r.status, r.headers.get("x-gateway-backend", ""), json.loads(r.read())
@@ -100,8 +106,12 @@ def test_config_changes_under_load_fail_no_request(live) -> None:
     with Load(stack, ["gpt-4o", "claude-sonnet-4-5"]) as load:
         time.sleep(1)
         # 1. Add a model and call it.
-        cfg["models"]["gpt-4o-mini"] = {"backends": [{"provider": "openai", "model": "gpt-4o-mini"},
-                                                     {"provider": "anthropic", "model": "claude-sonnet-4-5"}]}
+        cfg["models"]["gpt-4o-mini"] = {
+            "backends": [
+                {"provider": "openai", "model": "gpt-4o-mini"},
+                {"provider": "anthropic", "model": "claude-sonnet-4-5"},
+            ]
+        }
         stack.apply(yaml.safe_dump(cfg))
         status, backend, body = chat(stack, "gpt-4o-mini")
         assert (status, backend) == (200, "openai/gpt-4o-mini")
@@ -119,7 +129,9 @@ def test_config_changes_under_load_fail_no_request(live) -> None:
         broken["models"]["gpt-4o"]["backends"][0]["provider"] = "nope"
         with pytest.raises(ConfigError) as e:
             stack.apply(yaml.safe_dump(broken))
-        assert any("models.gpt-4o.backends[0].provider: unknown provider 'nope'" in p for p in e.value.problems)
+        assert any(
+            "models.gpt-4o.backends[0].provider: unknown provider 'nope'" in p for p in e.value.problems
+        )
         assert chat(stack, "gpt-4o")[0] == 200
         # 4. Remove a model: the load stops asking for it first (its requests would intend a 404).
         load.models.remove("gpt-4o-mini")
@@ -156,8 +168,12 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
     cfg = config_on_free_ports()
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    proc = subprocess.Popen([sys.executable, "-m", "gateway_tools", "up", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway_tools", "up", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -173,16 +189,24 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
         other = tmp_path / "other.yaml"
         cfg["models"]["o-apply"] = {"backends": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}]}
         other.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        result = subprocess.run([sys.executable, "-m", "gateway_tools", "apply", str(other)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway_tools", "apply", str(other)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         assert chat(stack_like, "o-apply")[1] == "anthropic/claude-sonnet-4-5"
         # An invalid config: apply reports every error and the gateway keeps serving.
         cfg["models"]["o-apply"]["backends"][0]["provider"] = "typo"
         cfg["admin"]["port"] = cfg["listen"]["port"]
         other.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        result = subprocess.run([sys.executable, "-m", "gateway_tools", "apply", str(other)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway_tools", "apply", str(other)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 1
         assert "models.o-apply.backends[0].provider: unknown provider 'typo'" in result.stderr
         assert "admin.port: port" in result.stderr
@@ -191,21 +215,33 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
         cfg["models"]["o-apply"]["backends"][0]["provider"] = "anthropic"
         cfg["admin"]["port"] = cfg["listen"]["port"] + 1 if cfg["listen"]["port"] < 65000 else 1025
         other.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        result = subprocess.run([sys.executable, "-m", "gateway_tools", "apply", str(other)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway_tools", "apply", str(other)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 1
         assert "admin: changing it needs a restart" in result.stderr
         # Another listen port: the running gateway cannot be found by it, and could not move anyway.
         (cfg["listen"]["port"],) = free_ports(1)
         other.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        result = subprocess.run([sys.executable, "-m", "gateway_tools", "apply", str(other)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway_tools", "apply", str(other)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 1
         assert f"listens on port {cfg['listen']['port']}, the running gateway on" in result.stderr
         assert "listen: changing it needs a restart of the gateway" in result.stderr
         # `llm-gateway status` sees the running gateway and the last (rejected) change.
-        result = subprocess.run([sys.executable, "-m", "gateway_tools", "status", str(path), "--json", "--interval", "0.2"],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway_tools", "status", str(path), "--json", "--interval", "0.2"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         status = json.loads(result.stdout)
         assert status["config"]["last_reload"]["result"] == "rejected"

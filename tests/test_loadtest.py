@@ -38,8 +38,9 @@ def admin(stack: Stack) -> Iterator[MockAdmin]:
 
 
 def settings(stack: Stack, **kw: Any) -> scenarios.Settings:
-    return scenarios.Settings(url=stack.base_url, config=stack.config, api_keys=[DEMO_KEY],
-                              sample_interval=0.25, **kw)
+    return scenarios.Settings(
+        url=stack.base_url, config=stack.config, api_keys=[DEMO_KEY], sample_interval=0.25, **kw
+    )
 
 
 def assert_books_balance(r: dict[str, Any], admin: MockAdmin, stack: Stack) -> None:
@@ -73,7 +74,14 @@ def test_steady_report_matches_what_the_mocks_counted(stack: Stack, admin: MockA
 
     files = report.write(r, tmp_path)
     names = {f.name for f in files}
-    assert names == {"report.json", "report.md", "throughput.png", "latency.png", "ttft.png", "provider_rate.png"}
+    assert names == {
+        "report.json",
+        "report.md",
+        "throughput.png",
+        "latency.png",
+        "ttft.png",
+        "provider_rate.png",
+    }
     for f in files:
         if f.suffix == ".png":
             assert 0 < f.stat().st_size < 150_000, f
@@ -83,8 +91,9 @@ def test_steady_report_matches_what_the_mocks_counted(stack: Stack, admin: MockA
 
 
 def test_outage_is_hidden_by_failover(stack: Stack, admin: MockAdmin) -> None:
-    r = scenarios.run("outage", settings(stack, duration=3.0, rate=20, models={"gpt-4o": 1.0},
-                                         outage_provider="openai"))
+    r = scenarios.run(
+        "outage", settings(stack, duration=3.0, rate=20, models={"gpt-4o": 1.0}, outage_provider="openai")
+    )
     t = r["totals"]
     assert t["sent"] == 60
     assert (t["ok"], t["error"], t["client_error"]) == (60, 0, 0)  # the outage is invisible to clients
@@ -97,11 +106,29 @@ def test_outage_is_hidden_by_failover(stack: Stack, admin: MockAdmin) -> None:
     assert admin._call("GET", "openai", "/_mock/faults")["mode"] == "ok"
 
 
-def test_cli_writes_a_report_per_scenario(stack: Stack, admin: MockAdmin, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["loadtest", "steady", "--url", stack.base_url, "--config", str(stack.config_file),
-                 "--duration", "1", "--rate", "10", "--models", "claude-sonnet-4-5", "--dialects", "openai",
-                 "--out", str(tmp_path)])
+def test_cli_writes_a_report_per_scenario(
+    stack: Stack, admin: MockAdmin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "loadtest",
+            "steady",
+            "--url",
+            stack.base_url,
+            "--config",
+            str(stack.config_file),
+            "--duration",
+            "1",
+            "--rate",
+            "10",
+            "--models",
+            "claude-sonnet-4-5",
+            "--dialects",
+            "openai",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "steady: sent 10, ok 10" in out and "books balance" in out
@@ -119,9 +146,27 @@ def test_reconfigure_applies_a_config_mid_run_without_errors(tmp_path: Path) -> 
     changed["models"]["claude-sonnet-4-5"]["backends"].reverse()  # reorder failover mid-run
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(changed, sort_keys=False))
-    code = main(["loadtest", "reconfigure", "--start", "--config", str(base), "--apply-config", str(other),
-                 "--duration", "8", "--rate", "10", "--models", "claude-sonnet-4-5", "--dialects", "openai",
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "loadtest",
+            "reconfigure",
+            "--start",
+            "--config",
+            str(base),
+            "--apply-config",
+            str(other),
+            "--duration",
+            "8",
+            "--rate",
+            "10",
+            "--models",
+            "claude-sonnet-4-5",
+            "--dialects",
+            "openai",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     data = orjson.loads((tmp_path / "out" / "reconfigure" / "report.json").read_bytes())
     # 8 s: the apply at the halfway mark has 4 s to finish while requests still arrive (it took

@@ -33,9 +33,18 @@ KEY_ID = "AKIDMOCKTEST"
 SECRET = "mock-secret-0123456789"
 REGION = "eu-central-1"
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-TOOLS = {"tools": [{"toolSpec": {"name": "lookup", "description": "look up a thing",
-                                 "inputSchema": {"json": {"type": "object", "properties": {"echo": {"type": "string"}}}}}},
-                   {"toolSpec": {"name": "convert", "inputSchema": {"json": {"type": "object"}}}}]}
+TOOLS = {
+    "tools": [
+        {
+            "toolSpec": {
+                "name": "lookup",
+                "description": "look up a thing",
+                "inputSchema": {"json": {"type": "object", "properties": {"echo": {"type": "string"}}}},
+            }
+        },
+        {"toolSpec": {"name": "convert", "inputSchema": {"json": {"type": "object"}}}},
+    ]
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +62,22 @@ def _reset(mocks: BackgroundMocks) -> None:
 
 def client(mocks: BackgroundMocks, secret: str = SECRET, key_id: str = KEY_ID) -> Any:
     return Session().create_client(
-        "bedrock-runtime", region_name=REGION, endpoint_url=f"http://127.0.0.1:{mocks.ports[NAME]}",
-        aws_access_key_id=key_id, aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=10))
+        "bedrock-runtime",
+        region_name=REGION,
+        endpoint_url=f"http://127.0.0.1:{mocks.ports[NAME]}",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=10),
+    )
 
 
-def _raw(mocks: BackgroundMocks, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def _raw(
+    mocks: BackgroundMocks,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", mocks.ports[NAME], timeout=10)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -73,9 +91,17 @@ def _raw(mocks: BackgroundMocks, method: str, path: str, body: bytes | None = No
         conn.close()
 
 
-def signed(mocks: BackgroundMocks, body: Any, *, path: str | None = None, secret: str = SECRET,
-           when: datetime | None = None, send: bytes | None = None, region: str = REGION,
-           token: str | None = None) -> tuple[int, dict[str, str], bytes]:
+def signed(
+    mocks: BackgroundMocks,
+    body: Any,
+    *,
+    path: str | None = None,
+    secret: str = SECRET,
+    when: datetime | None = None,
+    send: bytes | None = None,
+    region: str = REGION,
+    token: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """POST ``body`` signed like a client would (at ``when``), optionally sending other bytes."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     path = path or "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
@@ -88,8 +114,10 @@ def signed(mocks: BackgroundMocks, body: Any, *, path: str | None = None, secret
     req.context["timestamp"] = stamp
     auth = SigV4Auth(Credentials(KEY_ID, secret, token), "bedrock", region)
     sig = auth.signature(auth.string_to_sign(req, auth.canonical_request(req)), req)
-    headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={auth.scope(req)}, "
-                                f"SignedHeaders={auth.signed_headers(auth.headers_to_sign(req))}, Signature={sig}")
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={auth.scope(req)}, "
+        f"SignedHeaders={auth.signed_headers(auth.headers_to_sign(req))}, Signature={sig}"
+    )
     del headers["host"]
     return _raw(mocks, "POST", path, raw if send is None else send, headers)
 
@@ -110,9 +138,16 @@ def user(text: str) -> dict[str, Any]:
 
 
 def test_converse_answers_in_the_mock_style(mocks: BackgroundMocks) -> None:
-    out = client(mocks).converse(modelId=MODEL, system=[{"text": "be brief"}],
-                                 messages=[user("hello there")], inferenceConfig={"maxTokens": 50})
-    assert out["output"]["message"] == {"role": "assistant", "content": [{"text": f"[{NAME}:{MODEL}] hello there"}]}
+    out = client(mocks).converse(
+        modelId=MODEL,
+        system=[{"text": "be brief"}],
+        messages=[user("hello there")],
+        inferenceConfig={"maxTokens": 50},
+    )
+    assert out["output"]["message"] == {
+        "role": "assistant",
+        "content": [{"text": f"[{NAME}:{MODEL}] hello there"}],
+    }
     assert out["stopReason"] == "end_turn"
     assert out["usage"] == {"inputTokens": 4, "outputTokens": 3, "totalTokens": 7}
     st = _stats(mocks)
@@ -137,11 +172,15 @@ def test_converse_stream_sends_event_stream_frames_one_word_each(mocks: Backgrou
 def test_tool_calls_on_use_tool_and_results_after(mocks: BackgroundMocks, stream: bool) -> None:
     bedrock = client(mocks)
     call = bedrock.converse_stream if stream else bedrock.converse
-    out = call(modelId=MODEL, messages=[user("use tool now")], toolConfig={**TOOLS, "toolChoice": {"auto": {}}})
+    out = call(
+        modelId=MODEL, messages=[user("use tool now")], toolConfig={**TOOLS, "toolChoice": {"auto": {}}}
+    )
     if stream:
         events = list(out["stream"])
         start = next(e["contentBlockStart"]["start"]["toolUse"] for e in events if "contentBlockStart" in e)
-        args = "".join(e["contentBlockDelta"]["delta"]["toolUse"]["input"] for e in events if "contentBlockDelta" in e)
+        args = "".join(
+            e["contentBlockDelta"]["delta"]["toolUse"]["input"] for e in events if "contentBlockDelta" in e
+        )
         use = {**start, "input": json.loads(args)}
         assert next(e["messageStop"]["stopReason"] for e in events if "messageStop" in e) == "tool_use"
     else:
@@ -150,28 +189,56 @@ def test_tool_calls_on_use_tool_and_results_after(mocks: BackgroundMocks, stream
         assert out["stopReason"] == "tool_use"
     assert (use["name"], use["input"]) == ("lookup", {"echo": "use tool now"})
     assert _stats(mocks)["tool_call_ids"] == [use["toolUseId"]]
-    final = bedrock.converse(modelId=MODEL, toolConfig=TOOLS, messages=[
-        user("use tool now"), {"role": "assistant", "content": [{"toolUse": use}]},
-        {"role": "user", "content": [{"toolResult": {"toolUseId": use["toolUseId"], "content": [{"text": "42"}]}}]}])
+    final = bedrock.converse(
+        modelId=MODEL,
+        toolConfig=TOOLS,
+        messages=[
+            user("use tool now"),
+            {"role": "assistant", "content": [{"toolUse": use}]},
+            {
+                "role": "user",
+                "content": [{"toolResult": {"toolUseId": use["toolUseId"], "content": [{"text": "42"}]}}],
+            },
+        ],
+    )
     assert final["output"]["message"]["content"] == [{"text": f"[{NAME}:{MODEL}] tool result: 42"}]
 
 
 def test_forced_tool_choice_and_limits(mocks: BackgroundMocks) -> None:
     bedrock = client(mocks)
-    out = bedrock.converse(modelId=MODEL, messages=[user("what is it")],
-                           toolConfig={**TOOLS, "toolChoice": {"tool": {"name": "convert"}}})
+    out = bedrock.converse(
+        modelId=MODEL,
+        messages=[user("what is it")],
+        toolConfig={**TOOLS, "toolChoice": {"tool": {"name": "convert"}}},
+    )
     assert out["output"]["message"]["content"][0]["toolUse"]["name"] == "convert"
-    cut = bedrock.converse(modelId=MODEL, messages=[user("alpha beta gamma")], inferenceConfig={"maxTokens": 2})
-    assert (cut["stopReason"], cut["output"]["message"]["content"]) == ("max_tokens", [{"text": f"[{NAME}:{MODEL}] alpha"}])
-    stop = bedrock.converse(modelId=MODEL, messages=[user("alpha HALT beta")],
-                            inferenceConfig={"stopSequences": ["HALT"]})
+    cut = bedrock.converse(
+        modelId=MODEL, messages=[user("alpha beta gamma")], inferenceConfig={"maxTokens": 2}
+    )
+    assert (cut["stopReason"], cut["output"]["message"]["content"]) == (
+        "max_tokens",
+        [{"text": f"[{NAME}:{MODEL}] alpha"}],
+    )
+    stop = bedrock.converse(
+        modelId=MODEL, messages=[user("alpha HALT beta")], inferenceConfig={"stopSequences": ["HALT"]}
+    )
     assert stop["stopReason"] == "stop_sequence"
 
 
 def test_images_are_bytes(mocks: BackgroundMocks) -> None:
     png = bytes.fromhex("89504e470d0a1a0a")
-    out = client(mocks).converse(modelId=MODEL, messages=[{"role": "user", "content": [
-        {"text": "describe this"}, {"image": {"format": "png", "source": {"bytes": png}}}]}])
+    out = client(mocks).converse(
+        modelId=MODEL,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"text": "describe this"},
+                    {"image": {"format": "png", "source": {"bytes": png}}},
+                ],
+            }
+        ],
+    )
     assert out["output"]["message"]["content"] == [{"text": f"[{NAME}:{MODEL}] describe this"}]
 
 
@@ -197,7 +264,10 @@ def test_a_wrong_secret_is_refused(mocks: BackgroundMocks) -> None:
     assert err["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert err["Error"]["Code"] == "InvalidSignatureException"
     assert err["Error"]["Message"].startswith("The request signature we calculated does not match")
-    assert _error(signed(mocks, {"messages": [user("hi")]}, secret="wrong"))[:2] == (403, "InvalidSignatureException")
+    assert _error(signed(mocks, {"messages": [user("hi")]}, secret="wrong"))[:2] == (
+        403,
+        "InvalidSignatureException",
+    )
 
 
 def test_a_body_changed_after_signing_is_refused(mocks: BackgroundMocks) -> None:
@@ -206,9 +276,12 @@ def test_a_body_changed_after_signing_is_refused(mocks: BackgroundMocks) -> None
     assert _error(signed(mocks, body, send=changed))[:2] == (403, "InvalidSignatureException")
 
 
-@pytest.mark.parametrize("minutes, message", [(-6, "Signature expired: "), (6, "Signature not yet current: ")])
-def test_a_signature_older_or_newer_than_five_minutes_is_refused(mocks: BackgroundMocks, minutes: int,
-                                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    "minutes, message", [(-6, "Signature expired: "), (6, "Signature not yet current: ")]
+)
+def test_a_signature_older_or_newer_than_five_minutes_is_refused(
+    mocks: BackgroundMocks, minutes: int, message: str
+) -> None:
     when = datetime.now(timezone.utc) + timedelta(minutes=minutes)
     status, etype, text = _error(signed(mocks, {"messages": [user("hi")]}, when=when))
     assert (status, etype) == (403, "InvalidSignatureException") and text.startswith(message)
@@ -221,11 +294,18 @@ def test_unknown_keys_other_regions_missing_auth_and_tokens(mocks: BackgroundMoc
         client(mocks, key_id="AKIDSOMEONEELSE").converse(modelId=MODEL, messages=[user("hi")])
     assert ei.value.response["Error"]["Code"] == "UnrecognizedClientException"
     assert _error(signed(mocks, {"messages": [user("hi")]}, region="us-east-1"))[:2] == (
-        403, "InvalidSignatureException")
+        403,
+        "InvalidSignatureException",
+    )
     assert _error(signed(mocks, {"messages": [user("hi")]}, token="a-token-this-key-has-not"))[:2] == (
-        403, "UnrecognizedClientException")
+        403,
+        "UnrecognizedClientException",
+    )
     path = "/model/m.x/converse"
-    assert _error(_raw(mocks, "POST", path, b'{"messages": []}'))[:2] == (403, "MissingAuthenticationTokenException")
+    assert _error(_raw(mocks, "POST", path, b'{"messages": []}'))[:2] == (
+        403,
+        "MissingAuthenticationTokenException",
+    )
     bad = {"authorization": "AWS4-HMAC-SHA256 Credential=x", "x-amz-date": "20250101T000000Z"}
     assert _error(_raw(mocks, "POST", path, b"{}", bad))[:2] == (403, "IncompleteSignatureException")
     assert _stats(mocks)["by_status"] == {"403": 5}
@@ -234,37 +314,102 @@ def test_unknown_keys_other_regions_missing_auth_and_tokens(mocks: BackgroundMoc
 # --------------------------------------------------------------------------- request validation
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"messages": [{"role": "assistant", "content": [{"text": "hi"}]}]},
-     "A conversation must start with a user message"),
-    ({"messages": [user("a"), user("b")]}, "A conversation must alternate between user and assistant roles"),
-    ({"messages": [user("   ")]}, "The text field in the ContentBlock object at messages.0.content.0 is blank"),
-    ({"messages": [{"role": "user", "content": []}]}, "The content field in the Message object at messages.0 is empty"),
-    ({"messages": [{"role": "user", "content": [{"text": "a", "image": {}}]}]},
-     "Union at 'messages.0.content.0' must have exactly one member set"),
-    ({"messages": [user("hi")], "inferenceConfig": {"temperature": 1.5}},
-     "Value at 'inferenceConfig.temperature' failed to satisfy constraint: Member must have value less than or equal to 1"),
-    ({"messages": [user("hi")], "inferenceConfig": {"maxTokens": 0}},
-     "Value at 'inferenceConfig.maxTokens' failed to satisfy constraint"),
-    ({"messages": [user("hi")], "inference_config": {}}, "Unknown member 'inference_config'"),
-    ({"messages": [{"role": "user", "content": [{"image": {"format": "bmp", "source": {"bytes": "AAAA"}}}]}]},
-     "Member must satisfy enum value set: [png, jpeg, gif, webp]"),
-    ({"messages": [user("hi"), {"role": "assistant", "content": [
-        {"toolUse": {"toolUseId": "t1", "name": "lookup", "input": {}}}]}, user("next")], "toolConfig": TOOLS},
-     "Expected toolResult blocks at messages.2.content for the following Ids: t1"),
-    ({"messages": [user("hi"), {"role": "assistant", "content": [
-        {"toolUse": {"toolUseId": "t1", "name": "lookup", "input": {}}}]},
-        {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": "r"}]}}]}]},
-     "The toolConfig field must be defined when using toolUse and toolResult content blocks."),
-    ({"messages": [{"role": "user", "content": [{"toolResult": {"toolUseId": "t9", "content": []}}]}],
-      "toolConfig": TOOLS}, "does not match any toolUse block of the previous turn"),
-    ({"messages": [user("hi")], "toolConfig": {**TOOLS, "toolChoice": {"tool": {"name": "nope"}}}},
-     "The tool nope in toolConfig.toolChoice is not in toolConfig.tools."),
-    ({"messages": [user("hi")], "toolConfig": {"tools": []}}, "Value at 'toolConfig.tools' failed to satisfy"),
-    ({"messages": [user("hi")], "requestMetadata": {"user": "bad\u00e9"}}, "Value at 'requestMetadata.user'"),
-])
-def test_invalid_requests_are_400_validation_exceptions(mocks: BackgroundMocks, body: dict[str, Any],
-                                                        fragment: str) -> None:
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (
+            {"messages": [{"role": "assistant", "content": [{"text": "hi"}]}]},
+            "A conversation must start with a user message",
+        ),
+        (
+            {"messages": [user("a"), user("b")]},
+            "A conversation must alternate between user and assistant roles",
+        ),
+        (
+            {"messages": [user("   ")]},
+            "The text field in the ContentBlock object at messages.0.content.0 is blank",
+        ),
+        (
+            {"messages": [{"role": "user", "content": []}]},
+            "The content field in the Message object at messages.0 is empty",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"text": "a", "image": {}}]}]},
+            "Union at 'messages.0.content.0' must have exactly one member set",
+        ),
+        (
+            {"messages": [user("hi")], "inferenceConfig": {"temperature": 1.5}},
+            "Value at 'inferenceConfig.temperature' failed to satisfy constraint: Member must have value less than or equal to 1",
+        ),
+        (
+            {"messages": [user("hi")], "inferenceConfig": {"maxTokens": 0}},
+            "Value at 'inferenceConfig.maxTokens' failed to satisfy constraint",
+        ),
+        ({"messages": [user("hi")], "inference_config": {}}, "Unknown member 'inference_config'"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"image": {"format": "bmp", "source": {"bytes": "AAAA"}}}]}
+                ]
+            },
+            "Member must satisfy enum value set: [png, jpeg, gif, webp]",
+        ),
+        (
+            {
+                "messages": [
+                    user("hi"),
+                    {
+                        "role": "assistant",
+                        "content": [{"toolUse": {"toolUseId": "t1", "name": "lookup", "input": {}}}],
+                    },
+                    user("next"),
+                ],
+                "toolConfig": TOOLS,
+            },
+            "Expected toolResult blocks at messages.2.content for the following Ids: t1",
+        ),
+        (
+            {
+                "messages": [
+                    user("hi"),
+                    {
+                        "role": "assistant",
+                        "content": [{"toolUse": {"toolUseId": "t1", "name": "lookup", "input": {}}}],
+                    },
+                    {
+                        "role": "user",
+                        "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": "r"}]}}],
+                    },
+                ]
+            },
+            "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"toolResult": {"toolUseId": "t9", "content": []}}]}
+                ],
+                "toolConfig": TOOLS,
+            },
+            "does not match any toolUse block of the previous turn",
+        ),
+        (
+            {"messages": [user("hi")], "toolConfig": {**TOOLS, "toolChoice": {"tool": {"name": "nope"}}}},
+            "The tool nope in toolConfig.toolChoice is not in toolConfig.tools.",
+        ),
+        (
+            {"messages": [user("hi")], "toolConfig": {"tools": []}},
+            "Value at 'toolConfig.tools' failed to satisfy",
+        ),
+        (
+            {"messages": [user("hi")], "requestMetadata": {"user": "bad\u00e9"}},
+            "Value at 'requestMetadata.user'",
+        ),
+    ],
+)
+def test_invalid_requests_are_400_validation_exceptions(
+    mocks: BackgroundMocks, body: dict[str, Any], fragment: str
+) -> None:
     status, etype, message = _error(signed(mocks, body))
     assert (status, etype) == (400, "ValidationException")
     assert fragment in message
@@ -273,7 +418,9 @@ def test_invalid_requests_are_400_validation_exceptions(mocks: BackgroundMocks, 
 def test_a_malformed_body_and_unknown_paths(mocks: BackgroundMocks) -> None:
     assert _error(signed(mocks, b"{not json"))[:2] == (400, "SerializationException")
     assert _error(signed(mocks, {"messages": [user("hi")]}, path="/model/x.y/invoke"))[:2] == (
-        404, "UnknownOperationException")
+        404,
+        "UnknownOperationException",
+    )
 
 
 # --------------------------------------------------------------------------- faults
@@ -285,9 +432,18 @@ def _frames(raw: bytes) -> list[Any]:
     return list(buf)
 
 
-@pytest.mark.parametrize("status, exception", [(429, "throttlingException"), (503, "serviceUnavailableException"),
-                                               (500, "internalServerException"), (400, "validationException")])
-def test_stream_error_is_an_exception_frame_first(mocks: BackgroundMocks, status: int, exception: str) -> None:
+@pytest.mark.parametrize(
+    "status, exception",
+    [
+        (429, "throttlingException"),
+        (503, "serviceUnavailableException"),
+        (500, "internalServerException"),
+        (400, "validationException"),
+    ],
+)
+def test_stream_error_is_an_exception_frame_first(
+    mocks: BackgroundMocks, status: int, exception: str
+) -> None:
     _fault(mocks, mode="stream_error", status=status)
     out = client(mocks).converse_stream(modelId=MODEL, messages=[user("hi")])
     assert out["ResponseMetadata"]["HTTPStatusCode"] == 200
@@ -298,8 +454,11 @@ def test_stream_error_is_an_exception_frame_first(mocks: BackgroundMocks, status
 
 def test_stream_malformed_is_a_frame_with_a_bad_checksum(mocks: BackgroundMocks) -> None:
     _fault(mocks, mode="stream_malformed")
-    status, headers, raw = signed(mocks, {"messages": [user("hi")]},
-                                  path="/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream")
+    status, headers, raw = signed(
+        mocks,
+        {"messages": [user("hi")]},
+        path="/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream",
+    )
     assert status == 200 and headers["content-type"] == "application/vnd.amazon.eventstream"
     with pytest.raises(ChecksumMismatch):
         _frames(raw)
@@ -310,7 +469,9 @@ def test_error_and_rate_limit_faults_speak_bedrock(mocks: BackgroundMocks) -> No
     with pytest.raises(ClientError) as ei:
         client(mocks).converse(modelId=MODEL, messages=[user("hi")])
     assert (ei.value.response["Error"]["Code"], ei.value.response["Error"]["Message"]) == (
-        "ValidationException", "Input is too long for requested model.")
+        "ValidationException",
+        "Input is too long for requested model.",
+    )
     _fault(mocks, mode="rate_limit", retry_after=3)
     status, headers, _ = signed(mocks, {"messages": [user("hi")]})
     assert (status, headers["x-amzn-errortype"].split(":")[0]) == (429, "ThrottlingException")
@@ -319,8 +480,9 @@ def test_error_and_rate_limit_faults_speak_bedrock(mocks: BackgroundMocks) -> No
 
 def test_stream_cut_drops_the_connection_mid_stream(mocks: BackgroundMocks) -> None:
     _fault(mocks, mode="stream_cut")
-    status, _, raw = signed(mocks, {"messages": [user("one two three four five six")]},
-                            path="/model/m.x/converse-stream")
+    status, _, raw = signed(
+        mocks, {"messages": [user("one two three four five six")]}, path="/model/m.x/converse-stream"
+    )
     assert status == 200
     frames = _frames(raw)
     assert frames and frames[-1].headers[":event-type"] != "metadata"

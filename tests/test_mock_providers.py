@@ -983,10 +983,26 @@ def test_fault_endpoint_shape(mocks: BackgroundMocks) -> None:
     assert status == 400 and "mode" in json.loads(raw)["error"]
     status, _, raw = _raw(mocks, OA, "DELETE", "/_mock/faults")
     assert status == 200 and json.loads(raw)["mode"] == "ok"
-    assert set(FAULT_MODES) == {"ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
-                                "headers_stall", "stream_stall", "trickle", "stream_malformed",
-                                "echo_key", "empty_200", "html_200", "error_object_200", "truncated_200",
-                                "wrong_types_200"}
+    assert set(FAULT_MODES) == {
+        "ok",
+        "down",
+        "error",
+        "rate_limit",
+        "stall",
+        "slow",
+        "stream_cut",
+        "stream_error",
+        "headers_stall",
+        "stream_stall",
+        "trickle",
+        "stream_malformed",
+        "echo_key",
+        "empty_200",
+        "html_200",
+        "error_object_200",
+        "truncated_200",
+        "wrong_types_200",
+    }
 
 
 # provider -> (path, headers, body) of a chat request, plain and streamed
@@ -995,10 +1011,17 @@ def _chat(name: str, stream: bool) -> tuple[str, dict[str, str], dict[str, Any]]
     if name == OA:
         return "/v1/chat/completions", OA_HEADERS, {"model": MODEL, "messages": msgs, "stream": stream}
     if name == AN:
-        return "/v1/messages", AN_HEADERS, {"model": MODEL, "max_tokens": 50, "messages": msgs, "stream": stream}
+        return (
+            "/v1/messages",
+            AN_HEADERS,
+            {"model": MODEL, "max_tokens": 50, "messages": msgs, "stream": stream},
+        )
     verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    return (f"/v1beta/models/{MODEL}:{verb}", GM_HEADERS,
-            {"contents": [{"role": "user", "parts": [{"text": msgs[0]["content"]}]}]})
+    return (
+        f"/v1beta/models/{MODEL}:{verb}",
+        GM_HEADERS,
+        {"contents": [{"role": "user", "parts": [{"text": msgs[0]["content"]}]}]},
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])

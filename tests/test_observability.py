@@ -28,8 +28,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def send(stack: Stack, path: str, body: dict, headers: dict[str, str]) -> int:
-    req = urllib.request.Request(stack.base_url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"content-type": "application/json", **headers})
+    req = urllib.request.Request(
+        stack.base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json", **headers},
+    )
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             r.read()
@@ -55,15 +59,31 @@ def test_counters_and_token_totals_match_exactly(stack: Stack) -> None:
     # 3 non-streamed + 2 streamed OpenAI requests to claude (Anthropic backend):
     # input "one two three" = 3 words, reply "[anthropic:claude-sonnet-4-5] one two three" = 4 words.
     for stream in (False, False, False, True, True):
-        body = {"model": "claude-sonnet-4-5", "stream": stream, "messages": [{"role": "user", "content": "one two three"}]}
+        body = {
+            "model": "claude-sonnet-4-5",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "one two three"}],
+        }
         assert send(stack, "/v1/chat/completions", body, openai) == 200
     # 2 Gemini requests to gpt-4o (OpenAI backend): input 2 words, reply 3 words.
     for _ in range(2):
-        assert send(stack, "/v1beta/models/gpt-4o:generateContent", {"contents": [{"parts": [{"text": "hi you"}]}]},
-                    {"x-goog-api-key": DEMO_KEY}) == 200
+        assert (
+            send(
+                stack,
+                "/v1beta/models/gpt-4o:generateContent",
+                {"contents": [{"parts": [{"text": "hi you"}]}]},
+                {"x-goog-api-key": DEMO_KEY},
+            )
+            == 200
+        )
     # 1 unknown model, 1 bad key.
     assert send(stack, "/v1/chat/completions", {"model": "nope", "messages": []}, openai) == 404
-    assert send(stack, "/v1/chat/completions", {"model": "gpt-4o", "messages": []}, {"authorization": "Bearer x"}) == 401
+    assert (
+        send(
+            stack, "/v1/chat/completions", {"model": "gpt-4o", "messages": []}, {"authorization": "Bearer x"}
+        )
+        == 401
+    )
 
     m = metrics(stack)
 
@@ -78,7 +98,9 @@ def test_counters_and_token_totals_match_exactly(stack: Stack) -> None:
     assert value("llm_gateway_tokens_total", kind="output", **claude) == 20
     assert value("llm_gateway_tokens_total", kind="input", **gpt) == 4
     assert value("llm_gateway_tokens_total", kind="output", **gpt) == 6
-    assert value("llm_gateway_cost_usd_total", tenant="demo", **claude) == pytest.approx(5 * (3 * 3 + 4 * 15) / 1e6)
+    assert value("llm_gateway_cost_usd_total", tenant="demo", **claude) == pytest.approx(
+        5 * (3 * 3 + 4 * 15) / 1e6
+    )
     assert value("llm_gateway_rejections_total", dialect="openai", reason="not_found") == 1
     assert value("llm_gateway_rejections_total", dialect="openai", reason="authentication") == 1
     assert value("llm_gateway_time_to_first_token_seconds_count", **claude) == 2
@@ -92,10 +114,23 @@ def test_access_log_has_one_line_per_request_and_no_keys(stack: Stack) -> None:
     log: Path = stack.access_log
     time.sleep(1.5)  # let lines of earlier requests be flushed (every second) before counting
     before = len(log.read_text().splitlines()) if log.exists() else 0
-    assert send(stack, "/v1/messages", {"model": "gemini-2.5-flash", "max_tokens": 20,
-                                        "messages": [{"role": "user", "content": "log me please"}]},
-                {"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"}) == 200
-    assert send(stack, f"/v1beta/models/gpt-4o:generateContent?key={DEMO_KEY}-wrong", {"contents": []}, {}) == 401
+    assert (
+        send(
+            stack,
+            "/v1/messages",
+            {
+                "model": "gemini-2.5-flash",
+                "max_tokens": 20,
+                "messages": [{"role": "user", "content": "log me please"}],
+            },
+            {"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"},
+        )
+        == 200
+    )
+    assert (
+        send(stack, f"/v1beta/models/gpt-4o:generateContent?key={DEMO_KEY}-wrong", {"contents": []}, {})
+        == 401
+    )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and len(log.read_text().splitlines()) < before + 2:
         time.sleep(0.1)
@@ -119,7 +154,12 @@ def test_envoy_cluster_stats_keep_model_names_with_dots(stack: Stack) -> None:
         families = list(text_string_to_metric_families(r.read().decode()))
     names = {f.name for f in families}
     assert not [n for n in names if "flash" in n], "a model name leaked into a metric name"
-    completed = {s.labels.get("envoy_cluster_name"): s.value for f in families
-                 if f.name == "envoy_cluster_upstream_rq_completed" for s in f.samples}
-    assert any(name and name.endswith("model/gemini-2_5-flash") and value >= 1
-               for name, value in completed.items()), completed
+    completed = {
+        s.labels.get("envoy_cluster_name"): s.value
+        for f in families
+        if f.name == "envoy_cluster_upstream_rq_completed"
+        for s in f.samples
+    }
+    assert any(
+        name and name.endswith("model/gemini-2_5-flash") and value >= 1 for name, value in completed.items()
+    ), completed

@@ -73,8 +73,10 @@ async def until(what: str, cond: Callable[[], bool]) -> None:
 
 def test_late_scripts_after_a_pause_take_nothing(redis_server: RedisServer) -> None:
     """Store level, exact arithmetic: a bucket that (almost) never refills and two slot sets."""
-    store = RedisStore(RedisSettings(url=redis_server.url, key_prefix="hang", timeout_ms=TIMEOUT_MS,
-                                     retry_interval_s=0.1), MemoryStore(900, 1.0))
+    store = RedisStore(
+        RedisSettings(url=redis_server.url, key_prefix="hang", timeout_ms=TIMEOUT_MS, retry_interval_s=0.1),
+        MemoryStore(900, 1.0),
+    )
     rate = 1e-6  # refill: 0.00002 tokens in 20 s
     tokens = Check(BUCKET, "t:a:tpm", 1000, rate, 100)
     conc = Check(SLOTS, "t:a:conc", 3)
@@ -88,9 +90,10 @@ def test_late_scripts_after_a_pause_take_nothing(redis_server: RedisServer) -> N
         # Three at once: the pool opens three connections and Redis loads the script.
         warm = await asyncio.gather(*(store.acquire([tokens, conc], [backend], f"w{i}") for i in range(3)))
         assert [(o.chosen, o.local) for o in warm] == [(0, False)] * 3
-        await store.settle([op for i in range(3) for op in (Release("t:a:conc", f"w{i}"),
-                                                             Release("b:x:conc", f"w{i}"))]
-                           + [Refund("t:a:tpm", 1000, rate, 300)])
+        await store.settle(
+            [op for i in range(3) for op in (Release("t:a:conc", f"w{i}"), Release("b:x:conc", f"w{i}"))]
+            + [Refund("t:a:tpm", 1000, rate, 300)]
+        )
         assert level() == pytest.approx(1000, abs=0.01) and r.zcard("hang:t:a:conc") == 0
         before = script_calls(redis_server)
 
@@ -104,7 +107,9 @@ def test_late_scripts_after_a_pause_take_nothing(redis_server: RedisServer) -> N
 
         # Redis runs the three queued scripts now, well past their deadlines.
         await until("the queued scripts ran", lambda: script_calls(redis_server) >= before + 3)
-        await until("the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None)
+        await until(
+            "the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None
+        )
         assert level() == pytest.approx(1000, abs=0.01), "a late script debited the bucket"
         assert r.zcard("hang:t:a:conc") == 0 and r.zcard("hang:b:x:conc") == 0, "a late script took a slot"
         for i in range(3):  # the requests end (they were admitted locally)
@@ -113,8 +118,10 @@ def test_late_scripts_after_a_pause_take_nothing(redis_server: RedisServer) -> N
         # Redis answered the cleanup, so it is shared again: the whole budget is there at once.
         assert not store.down
         whole = Check(BUCKET, "t:a:tpm", 1000, rate, 1000)
-        again = await asyncio.gather(store.acquire([whole, conc], [backend], "n0"),
-                                     *(store.acquire([conc], [backend], f"n{i}") for i in (1, 2)))
+        again = await asyncio.gather(
+            store.acquire([whole, conc], [backend], "n0"),
+            *(store.acquire([conc], [backend], f"n{i}") for i in (1, 2)),
+        )
         assert [(o.chosen, o.local) for o in again] == [(0, False)] * 3
         over = await store.acquire([conc], [backend], "n3")
         assert over.chosen == -1 and over.failed == 0 and not over.local  # exactness: 3 slots, no more
@@ -129,8 +136,13 @@ def test_no_lease_outlives_its_request_after_a_hang(redis_server: RedisServer) -
     and it gets its whole concurrency budget from Redis at once."""
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())
     data["tenants"]["demo"]["limits"] = {"concurrent_requests": 2, "tokens_per_minute": 1_000_000}
-    data["redis"] = {"url": redis_server.url, "key_prefix": "hang2", "on_failure": "fail_open",
-                     "timeout_ms": TIMEOUT_MS, "retry_interval_s": 0.1}
+    data["redis"] = {
+        "url": redis_server.url,
+        "key_prefix": "hang2",
+        "on_failure": "fail_open",
+        "timeout_ms": TIMEOUT_MS,
+        "retry_interval_s": 0.1,
+    }
     cfg = parse_config(yaml.safe_dump(data), "x.yaml")
     adm = build(cfg)
     assert adm is not None and isinstance(adm.store, RedisStore)
@@ -168,7 +180,9 @@ def test_no_lease_outlives_its_request_after_a_hang(redis_server: RedisServer) -
         for t in burst:
             end(t)
         await until("the queued scripts ran", lambda: script_calls(redis_server) >= before + 2)
-        await until("the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None)
+        await until(
+            "the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None
+        )
         assert r.zcard(conc_key) == 0, r.zrange(conc_key, 0, -1, withscores=True)
 
         # A new request is admitted by Redis straight away, and the whole budget is back.
@@ -187,8 +201,10 @@ def test_no_lease_outlives_its_request_after_a_hang(redis_server: RedisServer) -
 def test_deadline_in_redis_clock_recovers_from_a_wrong_estimate(redis_server: RedisServer) -> None:
     """A deadline estimate far behind Redis's clock (as if the hosts' clocks were skewed):
     Redis voids the script, the answer corrects the estimate, the next call is shared."""
-    store = RedisStore(RedisSettings(url=redis_server.url, key_prefix="skew", timeout_ms=TIMEOUT_MS,
-                                     retry_interval_s=0.05), MemoryStore(900, 1.0))
+    store = RedisStore(
+        RedisSettings(url=redis_server.url, key_prefix="skew", timeout_ms=TIMEOUT_MS, retry_interval_s=0.05),
+        MemoryStore(900, 1.0),
+    )
     conc = Check(SLOTS, "t:a:conc", 1)
     r = redis_server.client()
 
@@ -206,11 +222,14 @@ def test_deadline_in_redis_clock_recovers_from_a_wrong_estimate(redis_server: Re
     asyncio.run(scenario())
 
 
-def test_an_admission_cancelled_while_redis_holds_its_answer_leaves_no_lease(redis_server: RedisServer) -> None:
+def test_an_admission_cancelled_while_redis_holds_its_answer_leaves_no_lease(
+    redis_server: RedisServer,
+) -> None:
     """The request goes away (its task is cancelled) while Redis, paused, holds the answer;
     resumed within the deadline, Redis runs the script, which takes a slot nobody settles."""
-    store = RedisStore(RedisSettings(url=redis_server.url, key_prefix="gone", timeout_ms=3000),
-                       MemoryStore(900, 1.0))
+    store = RedisStore(
+        RedisSettings(url=redis_server.url, key_prefix="gone", timeout_ms=3000), MemoryStore(900, 1.0)
+    )
     conc = Check(SLOTS, "t:a:conc", 1)
     r = redis_server.client()
 
@@ -244,8 +263,13 @@ def test_requests_admitted_during_an_outage_release_their_leases_locally() -> No
     until lease_ttl_s, and after a few a tenant was refused while Redis was down."""
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())
     data["tenants"]["demo"]["limits"] = {"concurrent_requests": 2}
-    data["redis"] = {"url": "redis://127.0.0.1:1/0", "key_prefix": "gone", "on_failure": "fail_open",
-                     "timeout_ms": TIMEOUT_MS, "retry_interval_s": 60}  # nothing listens on port 1
+    data["redis"] = {
+        "url": "redis://127.0.0.1:1/0",
+        "key_prefix": "gone",
+        "on_failure": "fail_open",
+        "timeout_ms": TIMEOUT_MS,
+        "retry_interval_s": 60,
+    }  # nothing listens on port 1
     cfg = parse_config(yaml.safe_dump(data), "x.yaml")
     adm = build(cfg)
     assert adm is not None and isinstance(adm.store, RedisStore)
@@ -254,12 +278,16 @@ def test_requests_admitted_during_an_outage_release_their_leases_locally() -> No
 
     async def scenario() -> None:
         for _ in range(3):  # three rounds of two: the budget is two at a time
-            tickets = [await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(2)]
+            tickets = [
+                await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(2)
+            ]
             assert all(t.local for t in tickets)
             for t in tickets:
                 adm.settle(t, 200, t.backend.name, Usage(3, 4))
         with pytest.raises(Rejection):  # still exactly two
-            held = [await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(3)]
+            held = [
+                await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(3)
+            ]
             assert not held
         await adm.store.close()
 

@@ -26,11 +26,19 @@ from ext_proc.routing.health import HealthTable
 from ext_proc.state import GatewayState
 from ext_proc.translation.ir import ChatRequest, MessageStart, Usage
 
-ENV = {"MOCK_OPENAI_API_KEY": "sk-openai", "MOCK_ANTHROPIC_API_KEY": "sk-ant", "MOCK_GEMINI_API_KEY": "sk-gem"}
+ENV = {
+    "MOCK_OPENAI_API_KEY": "sk-openai",
+    "MOCK_ANTHROPIC_API_KEY": "sk-ant",
+    "MOCK_GEMINI_API_KEY": "sk-gem",
+}
 KEY = "demo-key"
 OPENAI = {":method": "POST", ":path": "/v1/chat/completions", "authorization": f"Bearer {KEY}"}
 ANTHROPIC = {":method": "POST", ":path": "/v1/messages", "x-api-key": KEY, "anthropic-version": "2023-06-01"}
-GEMINI = {":method": "POST", ":path": "/v1beta/models/gemini-2.5-flash:generateContent", "x-goog-api-key": KEY}
+GEMINI = {
+    ":method": "POST",
+    ":path": "/v1beta/models/gemini-2.5-flash:generateContent",
+    "x-goog-api-key": KEY,
+}
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -62,14 +70,17 @@ def error_of(answer: Answer) -> dict[str, Any]:
 
 
 # ---- start: request headers --------------------------------------------------------------
-@pytest.mark.parametrize(("headers", "status", "says"), [
-    ({":method": "POST", ":path": "/v1/chat/completions"}, 401, "Authorization: Bearer"),
-    ({":method": "POST", ":path": "/v1/messages", "anthropic-version": "x"}, 401, "x-api-key"),
-    ({":method": "POST", ":path": "/v1beta/models/m:generateContent"}, 401, "x-goog-api-key"),
-    ({**OPENAI, "authorization": "Bearer wrong"}, 401, "invalid API key"),
-    ({**OPENAI, ":path": "/v1/nowhere"}, 404, "no such endpoint: POST /v1/nowhere"),
-    ({**OPENAI, ":method": "GET", ":path": "/v1/models/nope"}, 404, "model 'nope' is not served"),
-])
+@pytest.mark.parametrize(
+    ("headers", "status", "says"),
+    [
+        ({":method": "POST", ":path": "/v1/chat/completions"}, 401, "Authorization: Bearer"),
+        ({":method": "POST", ":path": "/v1/messages", "anthropic-version": "x"}, 401, "x-api-key"),
+        ({":method": "POST", ":path": "/v1beta/models/m:generateContent"}, 401, "x-goog-api-key"),
+        ({**OPENAI, "authorization": "Bearer wrong"}, 401, "invalid API key"),
+        ({**OPENAI, ":path": "/v1/nowhere"}, 404, "no such endpoint: POST /v1/nowhere"),
+        ({**OPENAI, ":method": "GET", ":path": "/v1/models/nope"}, 404, "model 'nope' is not served"),
+    ],
+)
 def test_start_refuses(headers: dict[str, str], status: int, says: str) -> None:
     answer = start(state_of(), headers, end_of_stream=False)
     assert isinstance(answer, Answer)
@@ -83,11 +94,18 @@ def test_start_wants_a_body_for_chat() -> None:
     assert "request body is required" in answer.body.decode()
 
 
-@pytest.mark.parametrize(("headers", "key", "first"), [
-    ({":method": "GET", ":path": "/v1/models", "authorization": f"Bearer {KEY}"}, "data", "gpt-4o"),
-    ({":method": "GET", ":path": "/v1/models", "x-api-key": KEY, "anthropic-version": "x"}, "data", "gpt-4o"),
-    ({":method": "GET", ":path": "/v1beta/models", "x-goog-api-key": KEY}, "models", "models/gpt-4o"),
-])
+@pytest.mark.parametrize(
+    ("headers", "key", "first"),
+    [
+        ({":method": "GET", ":path": "/v1/models", "authorization": f"Bearer {KEY}"}, "data", "gpt-4o"),
+        (
+            {":method": "GET", ":path": "/v1/models", "x-api-key": KEY, "anthropic-version": "x"},
+            "data",
+            "gpt-4o",
+        ),
+        ({":method": "GET", ":path": "/v1beta/models", "x-goog-api-key": KEY}, "models", "models/gpt-4o"),
+    ],
+)
 def test_model_listings_in_each_dialect(headers: dict[str, str], key: str, first: str) -> None:
     answer = start(state_of(), headers, end_of_stream=True)
     assert isinstance(answer, Answer) and answer.status == 200
@@ -107,14 +125,21 @@ def test_an_overloaded_refusal_has_each_dialects_status() -> None:
 
 
 # ---- plan: request body ------------------------------------------------------------------
-@pytest.mark.parametrize(("headers", "raw", "status", "says"), [
-    (OPENAI, b"{not json", 400, "not valid JSON"),
-    (OPENAI, b"[1, 2]", 400, "must be a JSON object"),
-    (OPENAI, orjson.dumps(CHAT), 400, "missing required field 'model'"),
-    (OPENAI, orjson.dumps({**CHAT, "model": "nope"}), 404, "model 'nope' does not exist"),
-    (ANTHROPIC, orjson.dumps({**CHAT, "model": "gpt-4o", "max_tokens": 5, "top_k": 3}), 400,
-     "'top_k' cannot be expressed"),
-])
+@pytest.mark.parametrize(
+    ("headers", "raw", "status", "says"),
+    [
+        (OPENAI, b"{not json", 400, "not valid JSON"),
+        (OPENAI, b"[1, 2]", 400, "must be a JSON object"),
+        (OPENAI, orjson.dumps(CHAT), 400, "missing required field 'model'"),
+        (OPENAI, orjson.dumps({**CHAT, "model": "nope"}), 404, "model 'nope' does not exist"),
+        (
+            ANTHROPIC,
+            orjson.dumps({**CHAT, "model": "gpt-4o", "max_tokens": 5, "top_k": 3}),
+            400,
+            "'top_k' cannot be expressed",
+        ),
+    ],
+)
 def test_plan_refuses(headers: dict[str, str], raw: bytes, status: int, says: str) -> None:
     state = state_of()
     answer = run(plan(state, started(state, headers), raw))
@@ -134,11 +159,17 @@ def nested(levels: int) -> dict[str, Any]:
 def with_schema(headers: dict[str, str], model: str, schema: dict[str, Any]) -> dict[str, Any]:
     """A request of ``headers``' dialect with one tool whose parameters are ``schema``."""
     if headers is GEMINI:
-        return {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
-                "tools": [{"functionDeclarations": [{"name": "t", "parametersJsonSchema": schema}]}]}
+        return {
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "tools": [{"functionDeclarations": [{"name": "t", "parametersJsonSchema": schema}]}],
+        }
     if headers is ANTHROPIC:
         return {**CHAT, "model": model, "max_tokens": 5, "tools": [{"name": "t", "input_schema": schema}]}
-    return {**CHAT, "model": model, "tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}]}
+    return {
+        **CHAT,
+        "model": model,
+        "tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}],
+    }
 
 
 # client dialect -> (headers, a model whose primary speaks another dialect; Gemini's is in its path)
@@ -171,16 +202,19 @@ def test_a_deep_but_allowed_schema_is_translated(dialect: str) -> None:
     if dialect == "gemini":
         headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
     # 56 levels of schema, plus the body's own few: just under the limit.
-    p = do_plan(state_of(budgets), headers, with_schema(GEMINI if dialect == "gemini" else headers, model,
-                                                         nested(56)))
+    p = do_plan(
+        state_of(budgets), headers, with_schema(GEMINI if dialect == "gemini" else headers, model, nested(56))
+    )
     assert isinstance(p, RoutePlan) and p.new_body is not None and p.ir is not None
     assert len(p.ir.tools) == 1
 
 
 def test_a_gemini_call_id_that_is_not_a_string_is_a_400_naming_it() -> None:
-    contents = [{"role": "user", "parts": [{"text": "hi"}]},
-                {"role": "model", "parts": [{"functionCall": {"name": "t", "args": {}, "id": "c1"}}]},
-                {"role": "user", "parts": [{"functionResponse": {"name": "t", "response": {}, "id": {"x": 1}}}]}]
+    contents = [
+        {"role": "user", "parts": [{"text": "hi"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "t", "args": {}, "id": "c1"}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "t", "response": {}, "id": {"x": 1}}}]},
+    ]
     headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
     answer = do_plan(state_of(), headers, {"contents": contents})
     assert isinstance(answer, Answer) and answer.status == 400
@@ -192,8 +226,9 @@ def test_a_gemini_call_id_that_is_not_a_string_is_a_400_naming_it() -> None:
     assert isinstance(answer, Answer) and "'contents[1].parts[0].functionCall.id'" in answer.body.decode()
 
 
-def test_a_gateway_bug_while_planning_is_an_error_in_the_clients_dialect(monkeypatch: pytest.MonkeyPatch,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_a_gateway_bug_while_planning_is_an_error_in_the_clients_dialect(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Never Envoy's empty 500 after a reset gRPC stream: the client learns it was the gateway."""
     from ext_proc.dialects import DIALECTS
 
@@ -260,7 +295,11 @@ def test_a_cooling_primary_is_skipped() -> None:
 
 def test_every_backend_rate_limited_is_a_429_with_the_shortest_wait() -> None:
     state = state_of()
-    for name, wait in (("openai/gpt-4o", 30), ("anthropic/claude-sonnet-4-5", 7), ("gemini/gemini-2.5-flash", 9)):
+    for name, wait in (
+        ("openai/gpt-4o", 30),
+        ("anthropic/claude-sonnet-4-5", 7),
+        ("gemini/gemini-2.5-flash", 9),
+    ):
         state.health.failure(name, 429, wait)
     answer = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
     assert isinstance(answer, Answer) and answer.status == 429
@@ -307,15 +346,30 @@ def priced(data: dict[str, Any]) -> None:
         b["price"] = {"input": 1.0, "output": 2.0}
 
 
-@pytest.mark.parametrize(("status", "backend", "usage", "cost", "failover", "healthy"), [
-    (200, "openai/gpt-4o", Usage(1000, 500), 0.002, None, "openai/gpt-4o"),
-    (200, "anthropic/claude-sonnet-4-5", Usage(10, 0), 0.00001,
-     ("openai/gpt-4o", "anthropic/claude-sonnet-4-5"), "anthropic/claude-sonnet-4-5"),
-    (503, "openai/gpt-4o", None, None, None, None),
-    (0, "", None, None, None, None),
-])
-def test_finish_reconciles(status: int, backend: str, usage: Usage | None, cost: float | None,
-                           failover: tuple[str, str] | None, healthy: str | None) -> None:
+@pytest.mark.parametrize(
+    ("status", "backend", "usage", "cost", "failover", "healthy"),
+    [
+        (200, "openai/gpt-4o", Usage(1000, 500), 0.002, None, "openai/gpt-4o"),
+        (
+            200,
+            "anthropic/claude-sonnet-4-5",
+            Usage(10, 0),
+            0.00001,
+            ("openai/gpt-4o", "anthropic/claude-sonnet-4-5"),
+            "anthropic/claude-sonnet-4-5",
+        ),
+        (503, "openai/gpt-4o", None, None, None, None),
+        (0, "", None, None, None, None),
+    ],
+)
+def test_finish_reconciles(
+    status: int,
+    backend: str,
+    usage: Usage | None,
+    cost: float | None,
+    failover: tuple[str, str] | None,
+    healthy: str | None,
+) -> None:
     state = state_of(priced)
     p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
     assert isinstance(p, RoutePlan) and p.primary.name == "openai/gpt-4o"
@@ -350,8 +404,13 @@ def test_a_failover_attempt_is_retranslated_for_its_backend() -> None:
     state = state_of()
     p = do_plan(state, OPENAI, {**CHAT, "model": "claude-sonnet-4-5"})
     assert isinstance(p, RoutePlan) and p.new_body is not None
-    ctx = AttemptContext(backend="gemini/gemini-2.5-flash", model="claude-sonnet-4-5",
-                         primary=p.primary.name, stream=False, version=state.config.version)
+    ctx = AttemptContext(
+        backend="gemini/gemini-2.5-flash",
+        model="claude-sonnet-4-5",
+        primary=p.primary.name,
+        stream=False,
+        version=state.config.version,
+    )
     out = retranslate(state, ctx, p.new_body)
     assert isinstance(out, AttemptPlan)
     assert out.set_headers[":path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
@@ -367,19 +426,31 @@ def test_a_same_dialect_attempt_only_renames_the_model() -> None:
     assert isinstance(out, AttemptPlan) and orjson.loads(out.body)["model"] == "gpt-4o"
 
 
-@pytest.mark.parametrize(("ctx", "raw", "status"), [
-    (AttemptContext("openai/gpt-4o", "gpt-4o", "nope", False, ""), b"{}", 500),
-    (AttemptContext("gemini/gemini-2.5-flash", "gpt-4o", "openai/gpt-4o", False, ""), b"{not json", 500),
-])
-def test_an_attempt_without_context_or_body_fails_cleanly(ctx: AttemptContext, raw: bytes, status: int) -> None:
+@pytest.mark.parametrize(
+    ("ctx", "raw", "status"),
+    [
+        (AttemptContext("openai/gpt-4o", "gpt-4o", "nope", False, ""), b"{}", 500),
+        (AttemptContext("gemini/gemini-2.5-flash", "gpt-4o", "openai/gpt-4o", False, ""), b"{not json", 500),
+    ],
+)
+def test_an_attempt_without_context_or_body_fails_cleanly(
+    ctx: AttemptContext, raw: bytes, status: int
+) -> None:
     out = retranslate(state_of(), ctx, raw)
     assert isinstance(out, AttemptFailure) and out.status == status
     assert "error" in orjson.loads(out.body)
 
 
 # ---- what reaches a provider -----------------------------------------------------------
-CLIENT_EXTRAS = {"openai-organization": "org", "anthropic-beta": "b", "cookie": "c", "x-foo": "f",
-                 "user-agent": "u", "accept": "application/json", "content-type": "application/json"}
+CLIENT_EXTRAS = {
+    "openai-organization": "org",
+    "anthropic-beta": "b",
+    "cookie": "c",
+    "x-foo": "f",
+    "user-agent": "u",
+    "accept": "application/json",
+    "content-type": "application/json",
+}
 
 
 def test_client_headers_reach_a_provider_only_by_its_allow_list() -> None:
@@ -390,12 +461,16 @@ def test_client_headers_reach_a_provider_only_by_its_allow_list() -> None:
     to_openai = do_plan(state, {**OPENAI, **CLIENT_EXTRAS}, {**CHAT, "model": "gpt-4o"})
     to_anthropic = do_plan(state, {**OPENAI, **CLIENT_EXTRAS}, {**CHAT, "model": "claude-sonnet-4-5"})
     assert isinstance(to_openai, RoutePlan) and isinstance(to_anthropic, RoutePlan)
-    assert {"openai-organization", "anthropic-beta", "cookie", "x-foo", "user-agent"} <= set(to_openai.remove_headers)
+    assert {"openai-organization", "anthropic-beta", "cookie", "x-foo", "user-agent"} <= set(
+        to_openai.remove_headers
+    )
     assert {"openai-organization", "cookie", "x-foo", "user-agent"} <= set(to_anthropic.remove_headers)
     kept = {"anthropic-beta", "accept", "content-type"}
     assert not kept & set(to_anthropic.remove_headers)
     # A failover attempt from the provider that lists it to one that does not removes it.
-    ctx = AttemptContext("openai/gpt-4o", "claude-sonnet-4-5", to_anthropic.primary.name, False, state.config.version)
+    ctx = AttemptContext(
+        "openai/gpt-4o", "claude-sonnet-4-5", to_anthropic.primary.name, False, state.config.version
+    )
     out = retranslate(state, ctx, to_anthropic.new_body or b"{}")
     assert isinstance(out, AttemptPlan) and "anthropic-beta" in out.remove_headers
 
@@ -408,42 +483,63 @@ def test_an_unknown_path_names_no_model() -> None:
     assert isinstance(missing, Answer) and error_of(missing)["error"]["code"] == "model_not_found"
 
 
-@pytest.mark.parametrize("backend", ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"])
+@pytest.mark.parametrize(
+    "backend", ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]
+)
 def test_a_provider_refusing_the_gateway_key_is_a_502_in_its_dialect(backend: str) -> None:
     state = state_of()
     codec = get_dialect(state.config.backends[backend].dialect).codec
     said = codec.render_error(GatewayError("authentication", "Incorrect API key provided: sk-***"))
     err = codec.parse_error(502, refused(state, backend, 401, orjson.dumps(said)))
     assert (err.kind, err.status) == ("api_error", 502)
-    assert err.message == (f"the provider of backend '{backend}' refused the gateway's credentials "
-                           "(HTTP 401: Incorrect API key provided: sk-***)")
+    assert err.message == (
+        f"the provider of backend '{backend}' refused the gateway's credentials "
+        "(HTTP 401: Incorrect API key provided: sk-***)"
+    )
 
 
 # ---- responses: a stream the gateway ends ----------------------------------------------
-@pytest.mark.parametrize(("client", "backend", "ends_with"), [
-    ("openai", "openai/gpt-4o", b'"code":"timeout"}}\n\n'),
-    ("anthropic", "openai/gpt-4o", b'"type":"timeout_error","message":"quiet"}}\n\n'),
-    ("gemini", "gemini/gemini-2.5-flash", b'"status":"DEADLINE_EXCEEDED"}}\n\n'),
-])
-def test_an_aborted_stream_ends_with_an_error_event_in_the_client_dialect(client: str, backend: str,
-                                                                           ends_with: bytes) -> None:
+@pytest.mark.parametrize(
+    ("client", "backend", "ends_with"),
+    [
+        ("openai", "openai/gpt-4o", b'"code":"timeout"}}\n\n'),
+        ("anthropic", "openai/gpt-4o", b'"type":"timeout_error","message":"quiet"}}\n\n'),
+        ("gemini", "gemini/gemini-2.5-flash", b'"status":"DEADLINE_EXCEEDED"}}\n\n'),
+    ],
+)
+def test_an_aborted_stream_ends_with_an_error_event_in_the_client_dialect(
+    client: str, backend: str, ends_with: bytes
+) -> None:
     state = state_of()
     done: list[int] = []
     headers, body = {
         "openai": (OPENAI, {**CHAT, "model": "gemini-2.5-flash", "stream": True}),
         "anthropic": (ANTHROPIC, {**CHAT, "model": "gemini-2.5-flash", "max_tokens": 5, "stream": True}),
-        "gemini": ({**GEMINI, ":path": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"},
-                   {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+        "gemini": (
+            {**GEMINI, ":path": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"},
+            {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+        ),
     }[client]
     p = do_plan(state, headers, body)
     assert isinstance(p, RoutePlan)
     b = state.config.backends[backend]
     ir = get_dialect(client).codec.parse_request(p.body, p.started.call.model, True)
-    t = make_translator(client=get_dialect(client), backend=b, status=200, stream=True, model=p.model, ir=ir,
-                        body=p.body, on_done=lambda status, *_: done.append(status), redact=state.redact)
+    t = make_translator(
+        client=get_dialect(client),
+        backend=b,
+        status=200,
+        stream=True,
+        model=p.model,
+        ir=ir,
+        body=p.body,
+        on_done=lambda status, *_: done.append(status),
+        redact=state.redact,
+    )
     assert t.streams and not t.done
     # The backend's first event went to the client, then it went quiet.
-    t.feed(get_dialect(b.dialect).codec.stream_encoder(ir).encode(MessageStart("m1", b.upstream_model)), False)
+    t.feed(
+        get_dialect(b.dialect).codec.stream_encoder(ir).encode(MessageStart("m1", b.upstream_model)), False
+    )
     out = t.abort(GatewayError("timeout", "quiet"))
     assert out.endswith(ends_with), out
     assert t.done and done == [200]  # finished once: usage recorded, the reservation settled
@@ -461,15 +557,31 @@ def test_a_backend_is_at_its_tier_in_this_models_chain() -> None:
 
 
 # ---- responses: what the client receives --------------------------------------------------------
-def translate(state: GatewayState, client: str, backend: str, status: int, chunks: list[bytes],
-              stream: bool = False, ir: Any = None, body: dict[str, Any] | None = None) -> bytes:
+def translate(
+    state: GatewayState,
+    client: str,
+    backend: str,
+    status: int,
+    chunks: list[bytes],
+    stream: bool = False,
+    ir: Any = None,
+    body: dict[str, Any] | None = None,
+) -> bytes:
     """The bytes a client of ``client``'s dialect receives for ``chunks`` from ``backend``."""
     from ext_proc.dialects import get_dialect
     from ext_proc.request.responses import make_translator
 
-    t = make_translator(client=get_dialect(client), backend=state.config.backends[backend], status=status,
-                        stream=stream, model="gpt-4o", ir=ir, body=body, on_done=lambda *a: None,
-                        redact=state.redact)
+    t = make_translator(
+        client=get_dialect(client),
+        backend=state.config.backends[backend],
+        status=status,
+        stream=stream,
+        model="gpt-4o",
+        ir=ir,
+        body=body,
+        on_done=lambda *a: None,
+        redact=state.redact,
+    )
     out = b""
     for i, chunk in enumerate(chunks):
         got = t.feed(chunk, i == len(chunks) - 1)
@@ -488,20 +600,40 @@ def test_a_provider_error_echoing_our_key_is_redacted_for_every_client(client: s
     assert b"You can find your API key" in out  # the rest of the provider's words stay
 
 
-@pytest.mark.parametrize(("client", "backend", "event"), [
-    ("anthropic", "anthropic/claude-sonnet-4-5",  # same dialect: the event is passed on, redacted
-     b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"' + ECHO.encode() + b'"}}\n\n'),
-    ("openai", "anthropic/claude-sonnet-4-5",  # translated
-     b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"' + ECHO.encode() + b'"}}\n\n'),
-    ("gemini", "openai/gpt-4o",
-     b'data: {"error":{"message":"' + ECHO.replace("sk-ant", "sk-openai").encode() + b'","type":"x"}}\n\n'),
-])
+@pytest.mark.parametrize(
+    ("client", "backend", "event"),
+    [
+        (
+            "anthropic",
+            "anthropic/claude-sonnet-4-5",  # same dialect: the event is passed on, redacted
+            b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"'
+            + ECHO.encode()
+            + b'"}}\n\n',
+        ),
+        (
+            "openai",
+            "anthropic/claude-sonnet-4-5",  # translated
+            b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"'
+            + ECHO.encode()
+            + b'"}}\n\n',
+        ),
+        (
+            "gemini",
+            "openai/gpt-4o",
+            b'data: {"error":{"message":"'
+            + ECHO.replace("sk-ant", "sk-openai").encode()
+            + b'","type":"x"}}\n\n',
+        ),
+    ],
+)
 def test_a_stream_error_echoing_our_key_is_redacted(client: str, backend: str, event: bytes) -> None:
     state = state_of()
     ir = ChatRequest(model="gpt-4o", messages=[], stream=True)
-    start = {"anthropic/claude-sonnet-4-5": b'event: message_start\ndata: {"type":"message_start","message":'
-                                            b'{"id":"m","model":"c","usage":{"input_tokens":1}}}\n\n',
-             "openai/gpt-4o": b'data: {"id":"c","model":"g","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'}
+    start = {
+        "anthropic/claude-sonnet-4-5": b'event: message_start\ndata: {"type":"message_start","message":'
+        b'{"id":"m","model":"c","usage":{"input_tokens":1}}}\n\n',
+        "openai/gpt-4o": b'data: {"id":"c","model":"g","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+    }
     out = translate(state, client, backend, 200, [start[backend], event], stream=True, ir=ir, body={})
     assert b"sk-ant" not in out and b"sk-openai" not in out and b"[REDACTED]" in out
 
@@ -510,16 +642,16 @@ def test_a_stream_error_echoing_our_key_is_redacted(client: str, backend: str, e
 
 GOOD = {
     "openai": b'{"id":"c","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
-              b'"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}',
+    b'"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}',
     "anthropic": b'{"id":"m","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"}],'
-                 b'"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}',
+    b'"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}',
     "gemini": b'{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP"}],'
-              b'"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}',
+    b'"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}',
 }
 FIRST_EVENT = {
     "openai": b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
     "anthropic": b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"m",'
-                 b'"usage":{"input_tokens":1}}}\n\n',
+    b'"usage":{"input_tokens":1}}}\n\n',
     "gemini": b'data: {"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"}}]}\n\n',
 }
 # A body that is not an answer -> what the client is told it was.
@@ -561,15 +693,25 @@ def test_a_body_that_is_not_an_answer_fails_the_attempt(dialect: str, body: byte
     assert says in err.message and f"backend '{dialect}/m'" in err.message
 
 
-@pytest.mark.parametrize(("dialect", "body", "path"), [
-    ("openai", b'{"choices": [{"message": 5}]}', "'choices[0].message' must be an object"),
-    ("openai", b'{"choices": [{"message": {"content": 5}}]}', "'choices[0].message.content' must be a string"),
-    ("openai", b'{"choices": [{"message": {}}], "usage": {"prompt_tokens": 18446744073709551615}}',
-     "'usage.prompt_tokens' must be a token count"),
-    ("anthropic", b'{"type": "message", "content": 5}', "'content' must be an array"),
-    ("gemini", b'{"candidates": 1.5}', "'candidates' must be an array"),
-    ("gemini", b'{"candidates": []}', "'candidates' must be an array with at least one candidate"),
-])
+@pytest.mark.parametrize(
+    ("dialect", "body", "path"),
+    [
+        ("openai", b'{"choices": [{"message": 5}]}', "'choices[0].message' must be an object"),
+        (
+            "openai",
+            b'{"choices": [{"message": {"content": 5}}]}',
+            "'choices[0].message.content' must be a string",
+        ),
+        (
+            "openai",
+            b'{"choices": [{"message": {}}], "usage": {"prompt_tokens": 18446744073709551615}}',
+            "'usage.prompt_tokens' must be a token count",
+        ),
+        ("anthropic", b'{"type": "message", "content": 5}', "'content' must be an array"),
+        ("gemini", b'{"candidates": 1.5}', "'candidates' must be an array"),
+        ("gemini", b'{"candidates": []}', "'candidates' must be an array with at least one candidate"),
+    ],
+)
 def test_a_wrongly_typed_answer_names_the_field(dialect: str, body: bytes, path: str) -> None:
     verdict = check(dialect, False, "application/json").feed(body, True)
     assert isinstance(verdict, Failed) and path in verdict.error.message
@@ -580,7 +722,7 @@ def test_a_stream_passes_at_its_first_event(dialect: str) -> None:
     c = check(dialect, True, "text/event-stream")
     event = FIRST_EVENT[dialect]
     assert c.feed(event[:15], False) is None
-    rest = c.feed(event[15:] + b"data: {\"more\": 1}", False)
+    rest = c.feed(event[15:] + b'data: {"more": 1}', False)
     if dialect == "anthropic":  # message_start only opens the message: the guard waits for what follows it
         assert rest is None
         rest = c.feed(b'\n\nevent: ping\ndata: {"type": "ping"}\n\n', False)
@@ -595,14 +737,17 @@ def test_streams_that_are_not_answers_fail_the_attempt(dialect: str) -> None:
     assert isinstance(verdict, Failed) and "empty event stream" in verdict.error.message
     json_instead = check(dialect, True, "application/json").feed(b'{"error": {"message": "x"}}', True)
     assert isinstance(json_instead, Failed) and "a stream was asked for" in json_instead.error.message
-    wrong = check(dialect, True, "text/event-stream").feed(b'data: {"choices": 1.5, "candidates": 1.5, '
-                                                          b'"type": "message_start", "message": 5}\n\n', False)
+    wrong = check(dialect, True, "text/event-stream").feed(
+        b'data: {"choices": 1.5, "candidates": 1.5, "type": "message_start", "message": 5}\n\n', False
+    )
     assert isinstance(wrong, Failed) and wrong.status == 502
 
 
 def test_an_in_band_error_keeps_its_status() -> None:
     """Anthropic's 200 + overloaded_error event: a 503 for Envoy to retry (its 529 would not be)."""
-    event = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    event = (
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    )
     verdict = check("anthropic", True, "text/event-stream").feed(event, False)
     assert isinstance(verdict, Failed) and verdict.status == 503
     assert "Overloaded" in verdict.error.message
@@ -627,9 +772,11 @@ def test_the_router_stage_never_delivers_an_unjudged_non_answer(client: str, bac
 
 
 def test_a_wrongly_typed_event_in_a_same_dialect_stream_ends_it_with_an_error_event() -> None:
-    chunks = [b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
-              b'data: {"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":"many"}}\n\n',
-              b'data: [DONE]\n\n']
+    chunks = [
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+        b'data: {"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":"many"}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
     out = translate(state_of(), "openai", "openai/gpt-4o", 200, chunks, stream=True, body={})
     assert b'"content":"hi"' in out and b"[DONE]" not in out
     assert b"'usage.prompt_tokens' must be a token count" in out
@@ -637,11 +784,16 @@ def test_a_wrongly_typed_event_in_a_same_dialect_stream_ends_it_with_an_error_ev
 
 def test_a_same_dialect_event_too_deep_to_re_encode_ends_the_stream_with_an_error_event() -> None:
     """The model name must change (the upstream model differs), and orjson writes at most 254 levels."""
+
     def rename(data: dict[str, Any]) -> None:
         data["models"]["gpt-4o"]["backends"][0]["model"] = "gpt-4o-2024"
 
-    deep = (b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}],"x":'
-            + b"[" * 300 + b"]" * 300)
-    out = translate(state_of(rename), "openai", "openai/gpt-4o-2024", 200, [deep + b"}\n\n"], stream=True,
-                    body={})
+    deep = (
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}],"x":'
+        + b"[" * 300
+        + b"]" * 300
+    )
+    out = translate(
+        state_of(rename), "openai", "openai/gpt-4o-2024", 200, [deep + b"}\n\n"], stream=True, body={}
+    )
     assert b"254 levels" in out and b"[DONE]" not in out

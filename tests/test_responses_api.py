@@ -41,22 +41,43 @@ BACKENDS = {
 MAX_CONVERSATION = 64 * 1024
 FAILOVER = "gpt-5-nano"
 REFUSING = "gpt-5-pro"
-TOOL = {"type": "function", "name": "lookup", "description": "look a thing up", "strict": True,
-        "parameters": {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"],
-                       "additionalProperties": False}}
+TOOL = {
+    "type": "function",
+    "name": "lookup",
+    "description": "look a thing up",
+    "strict": True,
+    "parameters": {
+        "type": "object",
+        "properties": {"echo": {"type": "string"}},
+        "required": ["echo"],
+        "additionalProperties": False,
+    },
+}
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 
 
 def responses_config(redis_url: str) -> dict[str, Any]:
     """The default stack plus a Responses-only provider, a second tenant, and Redis for stored responses."""
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    cfg["providers"]["openai_responses"] = {"dialect": "openai_responses", "base_url": "http://127.0.0.1:1/v1",
-                                            "api_key_env": "MOCK_OPENAI_RESPONSES_API_KEY", "mock": True}
-    cfg["models"]["gpt-5-mini"] = {"backends": [{"provider": "openai_responses", "model": "gpt-5-mini"},
-                                                {"provider": "anthropic", "model": "claude-sonnet-4-5"}]}
+    cfg["providers"]["openai_responses"] = {
+        "dialect": "openai_responses",
+        "base_url": "http://127.0.0.1:1/v1",
+        "api_key_env": "MOCK_OPENAI_RESPONSES_API_KEY",
+        "mock": True,
+    }
+    cfg["models"]["gpt-5-mini"] = {
+        "backends": [
+            {"provider": "openai_responses", "model": "gpt-5-mini"},
+            {"provider": "anthropic", "model": "claude-sonnet-4-5"},
+        ]
+    }
     # Failed over by one test: its primary's health is its own (another upstream model, another backend).
-    cfg["models"][FAILOVER] = {"backends": [{"provider": "openai_responses", "model": FAILOVER},
-                                            {"provider": "anthropic", "model": "claude-sonnet-4-5"}]}
+    cfg["models"][FAILOVER] = {
+        "backends": [
+            {"provider": "openai_responses", "model": FAILOVER},
+            {"provider": "anthropic", "model": "claude-sonnet-4-5"},
+        ]
+    }
     # Refused by the Responses backend itself: failed attempts count against a backend's health.
     cfg["models"][REFUSING] = {"backends": [{"provider": "openai_responses", "model": REFUSING}]}
     cfg["tenants"]["other"] = {"api_keys": [{"sha256": hashlib.sha256(OTHER_KEY.encode()).hexdigest()}]}
@@ -73,10 +94,16 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[tuple[Stack, Stack]]:
-    a = start_stack(tmp_path_factory.mktemp("replica-a"), config_on_free_ports(responses_config(redis_server.url)))
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[tuple[Stack, Stack]]:
+    a = start_stack(
+        tmp_path_factory.mktemp("replica-a"), config_on_free_ports(responses_config(redis_server.url))
+    )
     try:
-        b = start_stack(tmp_path_factory.mktemp("replica-b"), config_on_free_ports(responses_config(redis_server.url)))
+        b = start_stack(
+            tmp_path_factory.mktemp("replica-b"), config_on_free_ports(responses_config(redis_server.url))
+        )
     except BaseException:
         a.stop()
         raise
@@ -107,8 +134,12 @@ def sent(mocks: MockAdmin, provider: str) -> dict[str, Any]:
 
 def raw(stack: Stack, method: str, path: str, body: Any = None, key: str = DEMO_KEY) -> tuple[int, Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(stack.base_url + path, data=data, method=method,
-                                 headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    req = urllib.request.Request(
+        stack.base_url + path,
+        data=data,
+        method=method,
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             return r.status, json.loads(r.read())
@@ -133,7 +164,8 @@ def openai_error(body: Any) -> dict[str, Any]:
 def test_create(gateway: Stack, mocks: MockAdmin, backend: str) -> None:
     model, upstream = BACKENDS[backend]
     raw_resp = client(gateway).responses.with_raw_response.create(
-        model=model, input="hello there", instructions="be brief", metadata={"ticket": "T-1"}, temperature=0.5)
+        model=model, input="hello there", instructions="be brief", metadata={"ticket": "T-1"}, temperature=0.5
+    )
     r = raw_resp.parse()
     assert raw_resp.headers["x-gateway-backend"] == f"{backend}/{upstream}"
     assert r.object == "response" and r.status == "completed" and r.id.startswith("resp_")
@@ -141,15 +173,29 @@ def test_create(gateway: Stack, mocks: MockAdmin, backend: str) -> None:
     [msg] = r.output
     assert msg.type == "message" and msg.role == "assistant" and msg.status == "completed"
     assert (r.usage.input_tokens, r.usage.output_tokens, r.usage.total_tokens) == (4, 3, 7)
-    assert r.usage.input_tokens_details.cached_tokens == 0 and r.usage.output_tokens_details.reasoning_tokens == 0
+    assert (
+        r.usage.input_tokens_details.cached_tokens == 0
+        and r.usage.output_tokens_details.reasoning_tokens == 0
+    )
     body = sent(mocks, backend)
     if backend == "openai_responses":  # passed through: model renamed, nothing stored upstream
         assert body["store"] is False and "previous_response_id" not in body
-        assert (body["input"], body["instructions"], body["metadata"]) == ("hello there", "be brief", {"ticket": "T-1"})
+        assert (body["input"], body["instructions"], body["metadata"]) == (
+            "hello there",
+            "be brief",
+            {"ticket": "T-1"},
+        )
     else:  # settings the client gave are echoed, as the API does
-        assert (r.instructions, r.metadata, r.temperature, r.store) == ("be brief", {"ticket": "T-1"}, 0.5, True)
+        assert (r.instructions, r.metadata, r.temperature, r.store) == (
+            "be brief",
+            {"ticket": "T-1"},
+            0.5,
+            True,
+        )
     if backend == "anthropic":
-        assert body["system"] == "be brief" and body["messages"] == [{"role": "user", "content": "hello there"}]
+        assert body["system"] == "be brief" and body["messages"] == [
+            {"role": "user", "content": "hello there"}
+        ]
         assert body["temperature"] == 0.5 and body["max_tokens"] == 4096
 
 
@@ -159,9 +205,12 @@ def test_stream_event_sequence(gateway: Stack, mocks: MockAdmin, backend: str) -
     accumulates it to the same answer."""
     model, _ = BACKENDS[backend]
     events = []
-    req = urllib.request.Request(gateway.base_url + "/v1/responses", method="POST",
-                                 data=json.dumps({"model": model, "input": "stream me please", "stream": True}).encode(),
-                                 headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"})
+    req = urllib.request.Request(
+        gateway.base_url + "/v1/responses",
+        method="POST",
+        data=json.dumps({"model": model, "input": "stream me please", "stream": True}).encode(),
+        headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=20) as r:
         assert r.status == 200 and r.headers["content-type"].startswith("text/event-stream")
         text = r.read().decode()
@@ -175,10 +224,17 @@ def test_stream_event_sequence(gateway: Stack, mocks: MockAdmin, backend: str) -
             events.append(ev)
     kinds = [e.type for e in events]
     deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
-    assert kinds == ["response.created", "response.in_progress", "response.output_item.added",
-                     "response.content_part.added", *["response.output_text.delta"] * len(deltas),
-                     "response.output_text.done", "response.content_part.done", "response.output_item.done",
-                     "response.completed"]
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * len(deltas),
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert "".join(deltas) == reply(backend, "stream me please") == events[-4].text
     final = events[-1].response
@@ -195,8 +251,9 @@ def test_stream_event_sequence(gateway: Stack, mocks: MockAdmin, backend: str) -
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_tool_round_trip_on_the_other_replica(replicas: tuple[Stack, Stack], mocks: MockAdmin, mocks_b: MockAdmin,
-                                              backend: str, stream: bool) -> None:
+def test_tool_round_trip_on_the_other_replica(
+    replicas: tuple[Stack, Stack], mocks: MockAdmin, mocks_b: MockAdmin, backend: str, stream: bool
+) -> None:
     """A call from replica A, its output sent to replica B with ``previous_response_id``: the id the
     client got is the backend's, and B's backend sees the call and its output matched."""
     a, b = replicas
@@ -217,9 +274,14 @@ def test_tool_round_trip_on_the_other_replica(replicas: tuple[Stack, Stack], moc
     assert json.loads(call.arguments) == {"echo": "use tool now"}
     assert mocks.stats(backend)["tool_call_ids"] == [call.call_id]
     if stream:
-        assert call.parsed_arguments == {"echo": "use tool now"}  # the helper parsed the strict tool's arguments
-    final = ask(b, previous_response_id=first.id,
-                input=[{"type": "function_call_output", "call_id": call.call_id, "output": "42 degrees"}])
+        assert call.parsed_arguments == {
+            "echo": "use tool now"
+        }  # the helper parsed the strict tool's arguments
+    final = ask(
+        b,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "42 degrees"}],
+    )
     assert final.output_text == reply(backend, "tool result: 42 degrees")
     assert final.usage.input_tokens == 3
     # The gateway's own answer echoes the request; a Responses backend's echoes what it was sent.
@@ -231,7 +293,11 @@ def test_tool_round_trip_on_the_other_replica(replicas: tuple[Stack, Stack], moc
         assert body["input"][1]["call_id"] == body["input"][2]["call_id"] == call.call_id
         assert body["store"] is False and "previous_response_id" not in body
     elif backend == "openai":
-        assert body["messages"][-2]["tool_calls"][0]["id"] == body["messages"][-1]["tool_call_id"] == call.call_id
+        assert (
+            body["messages"][-2]["tool_calls"][0]["id"]
+            == body["messages"][-1]["tool_call_id"]
+            == call.call_id
+        )
     elif backend == "anthropic":
         assert body["messages"][-1]["content"][0]["tool_use_id"] == call.call_id
         assert body["tools"][0]["input_schema"] == TOOL["parameters"]
@@ -270,56 +336,98 @@ def test_parse_with_a_pydantic_model(gateway: Stack, mocks: MockAdmin, backend: 
 
 PDF = "JVBERi0xLjQK"  # "%PDF-1.4\n", base64
 PDF_SENT = {  # backend -> the file part it received, in its own format
-    "openai": {"type": "file", "file": {"filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF}"}},
-    "anthropic": {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}},
+    "openai": {
+        "type": "file",
+        "file": {"filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF}"},
+    },
+    "anthropic": {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+    },
     "gemini": {"inlineData": {"mimeType": "application/pdf", "data": PDF}},
-    "openai_responses": {"type": "input_file", "filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF}"},
+    "openai_responses": {
+        "type": "input_file",
+        "filename": "a.pdf",
+        "file_data": f"data:application/pdf;base64,{PDF}",
+    },
 }
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_a_pdf_reaches_every_backend(gateway: Stack, mocks: MockAdmin, backend: str) -> None:
-    r = client(gateway).responses.create(model=BACKENDS[backend][0], input=[{"role": "user", "content": [
-        {"type": "input_text", "text": "summarise this"},
-        {"type": "input_file", "filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF}"}]}])
+    r = client(gateway).responses.create(
+        model=BACKENDS[backend][0],
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "summarise this"},
+                    {
+                        "type": "input_file",
+                        "filename": "a.pdf",
+                        "file_data": f"data:application/pdf;base64,{PDF}",
+                    },
+                ],
+            }
+        ],
+    )
     assert r.output_text == reply(backend, "summarise this")
     body = sent(mocks, backend)
-    last = {"openai": lambda: body["messages"][-1]["content"], "anthropic": lambda: body["messages"][-1]["content"],
-            "gemini": lambda: body["contents"][-1]["parts"], "openai_responses": lambda: body["input"][-1]["content"]}
+    last = {
+        "openai": lambda: body["messages"][-1]["content"],
+        "anthropic": lambda: body["messages"][-1]["content"],
+        "gemini": lambda: body["contents"][-1]["parts"],
+        "openai_responses": lambda: body["input"][-1]["content"],
+    }
     assert last[backend]()[1] == PDF_SENT[backend]
 
 
 # ---- conversation state ------------------------------------------------------------------------
 
 
-def test_conversation_across_replicas_and_backends(replicas: tuple[Stack, Stack], mocks: MockAdmin,
-                                                   mocks_b: MockAdmin) -> None:
+def test_conversation_across_replicas_and_backends(
+    replicas: tuple[Stack, Stack], mocks: MockAdmin, mocks_b: MockAdmin
+) -> None:
     """Turn 1 on A (Anthropic), turn 2 on B (Gemini), turn 3 on A (Responses backend, streamed):
     each backend gets the whole conversation; retrieval, input items and deletion work anywhere."""
     a, b = replicas
-    one = client(a).responses.create(model="claude-sonnet-4-5", input="first question", instructions="be brief")
-    two = client(b).responses.create(model="gemini-2.5-flash", input="second question", previous_response_id=one.id)
+    one = client(a).responses.create(
+        model="claude-sonnet-4-5", input="first question", instructions="be brief"
+    )
+    two = client(b).responses.create(
+        model="gemini-2.5-flash", input="second question", previous_response_id=one.id
+    )
     assert two.output_text == reply("gemini", "second question")
     # instructions are not carried over (as the API says); every earlier turn is
     assert [c["role"] for c in sent(mocks_b, "gemini")["contents"]] == ["user", "model", "user"]
     assert "systemInstruction" not in sent(mocks_b, "gemini")
     assert two.usage.input_tokens == 2 + 3 + 2
-    with client(a).responses.stream(model="gpt-5-mini", input="third question", previous_response_id=two.id) as s:
+    with client(a).responses.stream(
+        model="gpt-5-mini", input="third question", previous_response_id=two.id
+    ) as s:
         for _ in s:
             pass
         three = s.get_final_response()
     assert three.output_text == reply("openai_responses", "third question")
     body = sent(mocks, "openai_responses")
     assert [(i.get("role"), "id" in i) for i in body["input"]] == [
-        ("user", False), ("assistant", True), ("user", False), ("assistant", True), ("user", False)]
+        ("user", False),
+        ("assistant", True),
+        ("user", False),
+        ("assistant", True),
+        ("user", False),
+    ]
 
     got = client(b).responses.retrieve(three.id)
     assert got.output_text == three.output_text and got.id == three.id
     items = client(b).responses.input_items.list(three.id, order="asc")
     assert [(i.role, i.content[0].text) for i in items.data] == [
-        ("user", "first question"), ("assistant", reply("anthropic", "first question")),
-        ("user", "second question"), ("assistant", reply("gemini", "second question")),
-        ("user", "third question")]
+        ("user", "first question"),
+        ("assistant", reply("anthropic", "first question")),
+        ("user", "second question"),
+        ("assistant", reply("gemini", "second question")),
+        ("user", "third question"),
+    ]
     first_items = client(a).responses.input_items.list(one.id)
     assert first_items.data[0].id == items.data[0].id  # the same message keeps its id in later turns
     page = client(a).responses.input_items.list(three.id, limit=2)  # newest first by default
@@ -339,7 +447,8 @@ def test_continuation_fails_over_to_another_backend(gateway: Stack, mocks: MockA
     assert first.output_text == f"[openai_responses:{FAILOVER}] remember this"
     mocks.fault("openai_responses", mode="error", status=503)
     raw_resp = client(gateway).responses.with_raw_response.create(
-        model=FAILOVER, input="and now?", previous_response_id=first.id)
+        model=FAILOVER, input="and now?", previous_response_id=first.id
+    )
     assert raw_resp.headers["x-gateway-backend"] == "anthropic/claude-sonnet-4-5"
     r = raw_resp.parse()
     assert r.output_text == "[anthropic:claude-sonnet-4-5] and now?"
@@ -381,15 +490,21 @@ def test_reasoning_items_pass_through_and_come_back(gateway: Stack, mocks: MockA
     that stores nothing, they go back only with their encrypted content (the mock, like the API,
     answers 404 for a reasoning item it cannot resolve)."""
     c = client(gateway)
-    plain = c.responses.create(model="gpt-5-mini", input="think first", reasoning={"effort": "low", "summary": "auto"})
+    plain = c.responses.create(
+        model="gpt-5-mini", input="think first", reasoning={"effort": "low", "summary": "auto"}
+    )
     assert [o.type for o in plain.output] == ["reasoning", "message"]
     assert plain.output[0].summary[0].text and plain.usage.output_tokens_details.reasoning_tokens == 2
     nxt = c.responses.create(model="gpt-5-mini", input="go on", previous_response_id=plain.id)
     assert nxt.output_text == reply("openai_responses", "go on")
     assert [i["type"] for i in sent(mocks, "openai_responses")["input"]] == ["message", "message", "message"]
 
-    enc = c.responses.create(model="gpt-5-mini", input="think first", reasoning={"effort": "low"},
-                             include=["reasoning.encrypted_content"])
+    enc = c.responses.create(
+        model="gpt-5-mini",
+        input="think first",
+        reasoning={"effort": "low"},
+        include=["reasoning.encrypted_content"],
+    )
     assert enc.output[0].encrypted_content
     c.responses.create(model="gpt-5-mini", input="go on", previous_response_id=enc.id)
     replayed = sent(mocks, "openai_responses")["input"]
@@ -419,8 +534,10 @@ def test_oversized_conversations_are_a_clear_400(gateway: Stack, mocks: MockAdmi
     assert f"more than this gateway keeps ({MAX_CONVERSATION} bytes)" in e.value.body["message"]  # type: ignore[index]
     big = c.responses.create(model="gpt-4o", input=words * 3)  # answered, kept without its conversation
     assert c.responses.retrieve(big.id).output_text == big.output_text
-    for call in (lambda: c.responses.input_items.list(big.id),
-                 lambda: c.responses.create(model="gpt-4o", input="more", previous_response_id=big.id)):
+    for call in (
+        lambda: c.responses.input_items.list(big.id),
+        lambda: c.responses.create(model="gpt-4o", input="more", previous_response_id=big.id),
+    ):
         with pytest.raises(openai.BadRequestError) as e2:
             call()
         assert "was not kept whole" in e2.value.body["message"]  # type: ignore[index]
@@ -435,38 +552,111 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     ("input-number", "gpt-4o", {"input": 5}, 400, "input", "'input' must be a string or an array"),
     ("input-missing", "gpt-4o", {}, 400, "input", "missing required field 'input'"),
     ("item-not-object", "gpt-4o", {"input": ["hi"]}, 400, "input[0]", "must be an object"),
-    ("item-without-type", "claude-sonnet-4-5", {"input": [{"content": "hi"}]}, 400, "input[0].type",
-     "must be a string"),
-    ("unknown-item-type", "gemini-2.5-flash", {"input": [{"type": "banana"}]}, 400, "input[0].type",
-     "unknown input item type 'banana'"),
-    ("tool-role", "gpt-4o", {"input": [{"role": "tool", "content": "x"}]}, 400, "input[0].role",
-     "must be one of user, assistant, system, developer"),
-    ("bad-part", "gpt-4o", {"input": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}, 400,
-     "input[0].content[0].type", "must be one of input_text, input_image, input_file"),
-    ("orphan-output", "claude-sonnet-4-5",
-     {"input": [{"type": "function_call_output", "call_id": "call_nobody", "output": "1"}]}, 400,
-     "input[0].call_id", "No tool call found for function call output with call_id call_nobody."),
-    ("orphan-output-passthrough", REFUSING,
-     {"input": [{"type": "function_call_output", "call_id": "call_nobody", "output": "1"}]}, 400, "input",
-     "No tool call found for function call output with call_id call_nobody."),
-    ("unknown-previous", "gpt-4o", {"input": "hi", "previous_response_id": "resp_nobody"}, 400,
-     "previous_response_id", "Previous response with id 'resp_nobody' not found."),
-    ("previous-not-string", "gpt-4o", {"input": "hi", "previous_response_id": 7}, 400, "previous_response_id",
-     "must be a non-empty string"),
-    ("builtin-tool", "claude-sonnet-4-5", {"input": "hi", "tools": [{"type": "web_search"}]}, 400, "tools[0]",
-     "'tools[0]' cannot be expressed for a anthropic backend"),
-    ("item-reference", "gpt-4o", {"input": [{"type": "item_reference", "id": "msg_1"}]}, 400, "input[0]",
-     "item references are not supported"),
-    ("conversation", "gpt-5-mini", {"input": "hi", "conversation": "conv_1"}, 400, "conversation",
-     "the Conversations API is not supported"),
-    ("too-short-max-output", REFUSING, {"input": "hi", "max_output_tokens": 2}, 400, "max_output_tokens",
-     "Expected a value >= 16"),
+    (
+        "item-without-type",
+        "claude-sonnet-4-5",
+        {"input": [{"content": "hi"}]},
+        400,
+        "input[0].type",
+        "must be a string",
+    ),
+    (
+        "unknown-item-type",
+        "gemini-2.5-flash",
+        {"input": [{"type": "banana"}]},
+        400,
+        "input[0].type",
+        "unknown input item type 'banana'",
+    ),
+    (
+        "tool-role",
+        "gpt-4o",
+        {"input": [{"role": "tool", "content": "x"}]},
+        400,
+        "input[0].role",
+        "must be one of user, assistant, system, developer",
+    ),
+    (
+        "bad-part",
+        "gpt-4o",
+        {"input": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
+        400,
+        "input[0].content[0].type",
+        "must be one of input_text, input_image, input_file",
+    ),
+    (
+        "orphan-output",
+        "claude-sonnet-4-5",
+        {"input": [{"type": "function_call_output", "call_id": "call_nobody", "output": "1"}]},
+        400,
+        "input[0].call_id",
+        "No tool call found for function call output with call_id call_nobody.",
+    ),
+    (
+        "orphan-output-passthrough",
+        REFUSING,
+        {"input": [{"type": "function_call_output", "call_id": "call_nobody", "output": "1"}]},
+        400,
+        "input",
+        "No tool call found for function call output with call_id call_nobody.",
+    ),
+    (
+        "unknown-previous",
+        "gpt-4o",
+        {"input": "hi", "previous_response_id": "resp_nobody"},
+        400,
+        "previous_response_id",
+        "Previous response with id 'resp_nobody' not found.",
+    ),
+    (
+        "previous-not-string",
+        "gpt-4o",
+        {"input": "hi", "previous_response_id": 7},
+        400,
+        "previous_response_id",
+        "must be a non-empty string",
+    ),
+    (
+        "builtin-tool",
+        "claude-sonnet-4-5",
+        {"input": "hi", "tools": [{"type": "web_search"}]},
+        400,
+        "tools[0]",
+        "'tools[0]' cannot be expressed for a anthropic backend",
+    ),
+    (
+        "item-reference",
+        "gpt-4o",
+        {"input": [{"type": "item_reference", "id": "msg_1"}]},
+        400,
+        "input[0]",
+        "item references are not supported",
+    ),
+    (
+        "conversation",
+        "gpt-5-mini",
+        {"input": "hi", "conversation": "conv_1"},
+        400,
+        "conversation",
+        "the Conversations API is not supported",
+    ),
+    (
+        "too-short-max-output",
+        REFUSING,
+        {"input": "hi", "max_output_tokens": 2},
+        400,
+        "max_output_tokens",
+        "Expected a value >= 16",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("model", "body", "status", "param", "says"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_input_is_a_4xx_in_openai_format(gateway: Stack, mocks: MockAdmin, model: str, body: Any, status: int,
-                                             param: str | None, says: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "body", "status", "param", "says"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_input_is_a_4xx_in_openai_format(
+    gateway: Stack, mocks: MockAdmin, model: str, body: Any, status: int, param: str | None, says: str
+) -> None:
     payload = body if isinstance(body, bytes) else {"model": model, **body}
     got, answer = raw(gateway, "POST", "/v1/responses", payload)
     err = openai_error(answer)
@@ -475,36 +665,49 @@ def test_bad_input_is_a_4xx_in_openai_format(gateway: Stack, mocks: MockAdmin, m
     assert err["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize(("method", "path", "status", "says"), [
-    ("GET", "/v1/responses/resp_nobody", 404, "Response with id 'resp_nobody' not found."),
-    ("GET", "/v1/responses/not%20an%20id", 404, "not found"),
-    ("DELETE", "/v1/responses/resp_nobody", 404, "Response with id 'resp_nobody' not found."),
-    ("GET", "/v1/responses/resp_nobody/input_items", 404, "not found"),
-    ("POST", "/v1/responses/resp_nobody/cancel", 404, "no such endpoint"),
-    ("PUT", "/v1/responses", 404, "no such endpoint"),
-])
-def test_stored_response_paths_refuse_cleanly(gateway: Stack, method: str, path: str, status: int,
-                                              says: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "status", "says"),
+    [
+        ("GET", "/v1/responses/resp_nobody", 404, "Response with id 'resp_nobody' not found."),
+        ("GET", "/v1/responses/not%20an%20id", 404, "not found"),
+        ("DELETE", "/v1/responses/resp_nobody", 404, "Response with id 'resp_nobody' not found."),
+        ("GET", "/v1/responses/resp_nobody/input_items", 404, "not found"),
+        ("POST", "/v1/responses/resp_nobody/cancel", 404, "no such endpoint"),
+        ("PUT", "/v1/responses", 404, "no such endpoint"),
+    ],
+)
+def test_stored_response_paths_refuse_cleanly(
+    gateway: Stack, method: str, path: str, status: int, says: str
+) -> None:
     got, answer = raw(gateway, method, path, {} if method in ("POST", "PUT") else None)
     assert got == status and says in openai_error(answer)["message"]
 
 
 def test_input_items_query_is_checked(gateway: Stack, mocks: MockAdmin) -> None:
     r = client(gateway).responses.create(model="gpt-4o", input="list me")
-    for query, param in (("limit=0", "limit"), ("limit=abc", "limit"), ("order=up", "order"),
-                         ("after=msg_nobody", "after")):
+    for query, param in (
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("order=up", "order"),
+        ("after=msg_nobody", "after"),
+    ):
         status, answer = raw(gateway, "GET", f"/v1/responses/{r.id}/input_items?{query}")
         assert (status, openai_error(answer)["param"]) == (400, param)
 
 
 def test_passthrough_refusals_and_builtin_tools(gateway: Stack, mocks: MockAdmin) -> None:
     """The Responses backend itself takes built-in tools; a Chat client's stop sequences cannot reach it."""
-    r = client(gateway).responses.create(model="gpt-5-mini", input="search the web", tools=[{"type": "web_search"}])
+    r = client(gateway).responses.create(
+        model="gpt-5-mini", input="search the web", tools=[{"type": "web_search"}]
+    )
     assert r.output_text == reply("openai_responses", "search the web")
     assert sent(mocks, "openai_responses")["tools"] == [{"type": "web_search"}]
     with pytest.raises(openai.BadRequestError) as e:
-        openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=DEMO_KEY, max_retries=0).chat.completions.create(
-            model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}], stop=["HALT"])
+        openai.OpenAI(
+            base_url=gateway.base_url + "/v1", api_key=DEMO_KEY, max_retries=0
+        ).chat.completions.create(
+            model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}], stop=["HALT"]
+        )
     assert e.value.body["param"] == "stop"  # type: ignore[index]
     assert "cannot be expressed for a openai_responses backend" in e.value.body["message"]  # type: ignore[index]
 
@@ -513,13 +716,21 @@ def test_metrics_count_responses_requests(gateway: Stack, mocks: MockAdmin) -> N
     from tests.test_observability import metrics
 
     def count() -> float:
-        return sum(v for (name, labels), v in metrics(gateway).items()
-                   if name == "llm_gateway_requests_total" and ("dialect", "openai_responses") in labels
-                   and ("backend", "anthropic/claude-sonnet-4-5") in labels and ("status", "200") in labels)
+        return sum(
+            v
+            for (name, labels), v in metrics(gateway).items()
+            if name == "llm_gateway_requests_total"
+            and ("dialect", "openai_responses") in labels
+            and ("backend", "anthropic/claude-sonnet-4-5") in labels
+            and ("status", "200") in labels
+        )
 
     before = count()
     client(gateway).responses.create(model="claude-sonnet-4-5", input="count me")
     assert count() == before + 1
-    hits = [v for (name, labels), v in metrics(gateway).items()
-            if name == "llm_gateway_conversation_store_total" and dict(labels) == {"op": "put", "outcome": "ok"}]
+    hits = [
+        v
+        for (name, labels), v in metrics(gateway).items()
+        if name == "llm_gateway_conversation_store_total" and dict(labels) == {"op": "put", "outcome": "ok"}
+    ]
     assert hits and hits[0] >= 1

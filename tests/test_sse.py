@@ -18,29 +18,32 @@ def read_all(chunks: list[bytes]) -> list[SSEEvent]:
 
 
 def bytewise(data: bytes) -> list[bytes]:
-    return [data[i:i + 1] for i in range(len(data))]
+    return [data[i : i + 1] for i in range(len(data))]
 
 
-@pytest.mark.parametrize("raw, expected", [
-    (b"data: hello\n\n", [SSEEvent("hello")]),
-    (b"data: a\r\n\r\ndata: b\r\n\r\n", [SSEEvent("a"), SSEEvent("b")]),
-    (b"data: a\r\rdata: b\r\r", [SSEEvent("a"), SSEEvent("b")]),
-    (b"data: a\r\n\rdata: b\n\r\n", [SSEEvent("a"), SSEEvent("b")]),  # mixed endings
-    (b"data:nospace\n\n", [SSEEvent("nospace")]),
-    (b"data:  two spaces\n\n", [SSEEvent(" two spaces")]),  # only one space is stripped
-    (b"data: line1\ndata: line2\ndata:\n\n", [SSEEvent("line1\nline2\n")]),
-    (b"data\n\n", [SSEEvent("")]),  # a field name alone is an empty value
-    (b": ping\n\ndata: x\n: comment inside\n\n", [SSEEvent("x")]),
-    (b"event: message_start\nid: 7\ndata: {}\n\n", [SSEEvent("{}", "message_start", "7")]),
-    (b"event: ping\n\n", []),  # no data: not dispatched
-    (b"retry: 1000\ndata: r\n\n", [SSEEvent("r")]),
-    (b"foo: bar\ndata: u\n\n", [SSEEvent("u")]),  # unknown fields are ignored
-    (b"event: a\n\ndata: b\n\n", [SSEEvent("b")]),  # event type resets at a blank line
-    (b"\xef\xbb\xbfdata: bom\n\n", [SSEEvent("bom")]),
-    (b"data: caf\xc3\xa9 \xe2\x82\xac\n\n", [SSEEvent("caf\u00e9 \u20ac")]),
-    (b"data: [DONE]", [SSEEvent("[DONE]")]),  # close() flushes an event missing its blank line
-    (b"data: last\n", [SSEEvent("last")]),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (b"data: hello\n\n", [SSEEvent("hello")]),
+        (b"data: a\r\n\r\ndata: b\r\n\r\n", [SSEEvent("a"), SSEEvent("b")]),
+        (b"data: a\r\rdata: b\r\r", [SSEEvent("a"), SSEEvent("b")]),
+        (b"data: a\r\n\rdata: b\n\r\n", [SSEEvent("a"), SSEEvent("b")]),  # mixed endings
+        (b"data:nospace\n\n", [SSEEvent("nospace")]),
+        (b"data:  two spaces\n\n", [SSEEvent(" two spaces")]),  # only one space is stripped
+        (b"data: line1\ndata: line2\ndata:\n\n", [SSEEvent("line1\nline2\n")]),
+        (b"data\n\n", [SSEEvent("")]),  # a field name alone is an empty value
+        (b": ping\n\ndata: x\n: comment inside\n\n", [SSEEvent("x")]),
+        (b"event: message_start\nid: 7\ndata: {}\n\n", [SSEEvent("{}", "message_start", "7")]),
+        (b"event: ping\n\n", []),  # no data: not dispatched
+        (b"retry: 1000\ndata: r\n\n", [SSEEvent("r")]),
+        (b"foo: bar\ndata: u\n\n", [SSEEvent("u")]),  # unknown fields are ignored
+        (b"event: a\n\ndata: b\n\n", [SSEEvent("b")]),  # event type resets at a blank line
+        (b"\xef\xbb\xbfdata: bom\n\n", [SSEEvent("bom")]),
+        (b"data: caf\xc3\xa9 \xe2\x82\xac\n\n", [SSEEvent("caf\u00e9 \u20ac")]),
+        (b"data: [DONE]", [SSEEvent("[DONE]")]),  # close() flushes an event missing its blank line
+        (b"data: last\n", [SSEEvent("last")]),
+    ],
+)
 def test_golden(raw: bytes, expected: list[SSEEvent]) -> None:
     assert read_all([raw]) == expected
     assert read_all(bytewise(raw)) == expected
@@ -62,7 +65,7 @@ def test_utf8_split_mid_character() -> None:
 
 def test_incremental_dispatch() -> None:
     r = SSEReader()
-    assert r.feed(b"data: {\"a\"") == []
+    assert r.feed(b'data: {"a"') == []
     assert r.feed(b": 1}\n") == []
     assert r.feed(b"\n") == [SSEEvent('{"a": 1}')]
     assert r.feed(b"") == []
@@ -117,7 +120,9 @@ def _streams(draw: st.DrawFn) -> tuple[bytes, list[SSEEvent]]:
 
 @settings(max_examples=300, deadline=None)
 @given(_streams(), st.data())
-def test_any_chunking_yields_the_same_events(stream: tuple[bytes, list[SSEEvent]], data: st.DataObject) -> None:
+def test_any_chunking_yields_the_same_events(
+    stream: tuple[bytes, list[SSEEvent]], data: st.DataObject
+) -> None:
     raw, expected = stream
     assert read_all([raw]) == expected
     cuts = sorted(data.draw(st.sets(st.integers(0, len(raw)), max_size=12)))

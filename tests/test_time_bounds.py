@@ -47,7 +47,9 @@ TIMEOUT_TYPES = {"openai": "server_error", "anthropic": "timeout_error", "gemini
 def bounds_config() -> dict[str, Any]:
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
     for provider in ("openai", "anthropic", "gemini"):
-        upstream = cfg["models"]["gpt-4o"]["backends"][["openai", "anthropic", "gemini"].index(provider)]["model"]
+        upstream = cfg["models"]["gpt-4o"]["backends"][["openai", "anthropic", "gemini"].index(provider)][
+            "model"
+        ]
         cfg["models"][f"solo-{provider}"] = {"backends": [{"provider": provider, "model": upstream}]}
     # The unguarded path too: these providers let a stream's headers go before its first event.
     for provider in ("openai", "gemini"):
@@ -56,8 +58,11 @@ def bounds_config() -> dict[str, Any]:
         model["per_try_timeout_ms"] = PER_TRY_MS
         model["per_try_idle_timeout_ms"] = PER_TRY_MS
     # Quiet streams are let be for 10 s, whole streams for 4 s.
-    cfg["models"][CAPPED] = {**cfg["models"]["solo-openai"], "per_try_idle_timeout_ms": 10_000,
-                             "max_stream_duration_ms": 4_000}
+    cfg["models"][CAPPED] = {
+        **cfg["models"]["solo-openai"],
+        "per_try_idle_timeout_ms": 10_000,
+        "max_stream_duration_ms": 4_000,
+    }
     return config_on_free_ports(cfg)
 
 
@@ -76,13 +81,17 @@ def bmocks(bounded: Stack) -> Iterator[MockAdmin]:
 
 @pytest.mark.parametrize("dialect", list(CASES))
 @pytest.mark.parametrize("fault", list(BODY_FAULTS))
-def test_answer_going_wrong_after_its_headers_fails_over(bounded: Stack, bmocks: MockAdmin, fault: str,
-                                                         dialect: str) -> None:
+def test_answer_going_wrong_after_its_headers_fails_over(
+    bounded: Stack, bmocks: MockAdmin, fault: str, dialect: str
+) -> None:
     """Non-streamed: the held headers keep the attempt retriable until its body is complete."""
     model, primary, fallback = CASES[dialect]
     bmocks.fault(primary, **BODY_FAULTS[fault])
-    out = asyncio.run(hammer(bounded, dialect, model, False, n=4, concurrency=4,
-                             expect_prefix=f"[{fallback.split('/')[0]}:"))
+    out = asyncio.run(
+        hammer(
+            bounded, dialect, model, False, n=4, concurrency=4, expect_prefix=f"[{fallback.split('/')[0]}:"
+        )
+    )
     assert out.statuses == Counter({200: 4}), out.wrong[:3]
     assert not out.wrong, out.wrong[:3]
     assert out.backends == Counter({fallback: 4})
@@ -91,8 +100,9 @@ def test_answer_going_wrong_after_its_headers_fails_over(bounded: Stack, bmocks:
 
 @pytest.mark.parametrize("client", list(SOLO))
 @pytest.mark.parametrize("fault", ["headers_stall", "trickle"])
-def test_single_backend_going_wrong_after_its_headers_is_a_timeout_error(bounded: Stack, bmocks: MockAdmin,
-                                                                          fault: str, client: str) -> None:
+def test_single_backend_going_wrong_after_its_headers_is_a_timeout_error(
+    bounded: Stack, bmocks: MockAdmin, fault: str, client: str
+) -> None:
     model = SOLO[client]
     bmocks.fault(SOLO_PROVIDER[model], **BODY_FAULTS[fault])
     sdk = ADAPTERS[client](bounded)
@@ -107,12 +117,14 @@ def test_single_backend_going_wrong_after_its_headers_is_a_timeout_error(bounded
 
 @pytest.mark.parametrize("dialect", list(CASES))
 @pytest.mark.parametrize("fault", ["headers_stall", "trickle"])
-def test_stream_going_wrong_before_its_first_event_fails_over(bounded: Stack, bmocks: MockAdmin, fault: str,
-                                                              dialect: str) -> None:
+def test_stream_going_wrong_before_its_first_event_fails_over(
+    bounded: Stack, bmocks: MockAdmin, fault: str, dialect: str
+) -> None:
     """A guarded backend's stream (its headers held until the first event) is still retriable."""
     bmocks.fault("anthropic", **BODY_FAULTS[fault])
-    out = asyncio.run(hammer(bounded, dialect, "claude-sonnet-4-5", True, n=4, concurrency=4,
-                             expect_prefix="[openai:"))
+    out = asyncio.run(
+        hammer(bounded, dialect, "claude-sonnet-4-5", True, n=4, concurrency=4, expect_prefix="[openai:")
+    )
     assert out.statuses == Counter({200: 4}), out.wrong[:3]
     assert not out.wrong, out.wrong[:3]
     assert out.backends == Counter({"openai/gpt-4o": 4})
@@ -122,8 +134,10 @@ def test_stream_going_wrong_before_its_first_event_fails_over(bounded: Stack, bm
 async def read_stream(stack: Stack, client: str, model: str, text: str) -> tuple[int, bytes]:
     """Status and the whole body of a streamed request; a connection cut raises."""
     path, headers, body = request_for(client, model, True, text)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40)) as s, \
-            s.post(stack.base_url + path, json=body, headers=headers) as r:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40)) as s,
+        s.post(stack.base_url + path, json=body, headers=headers) as r,
+    ):
         return r.status, await r.read()
 
 
@@ -141,13 +155,18 @@ def stream_error(client: str, raw: bytes) -> tuple[str, str]:
     return data["error"]["status"], data["error"]["message"]
 
 
-STREAM_TIMEOUT_TYPES = {"openai": "server_error/timeout", "anthropic": "timeout_error", "gemini": "DEADLINE_EXCEEDED"}
+STREAM_TIMEOUT_TYPES = {
+    "openai": "server_error/timeout",
+    "anthropic": "timeout_error",
+    "gemini": "DEADLINE_EXCEEDED",
+}
 
 
 @pytest.mark.parametrize("client", list(SOLO))
 @pytest.mark.parametrize("fault", ["stream_stall", "trickle"])
-def test_stream_going_quiet_ends_with_an_error_event(bounded: Stack, bmocks: MockAdmin, fault: str,
-                                                     client: str) -> None:
+def test_stream_going_quiet_ends_with_an_error_event(
+    bounded: Stack, bmocks: MockAdmin, fault: str, client: str
+) -> None:
     """Events already went to the client (or the provider trickles bytes that make no event):
     after per_try_idle_timeout_ms without an event the client gets an error event in its
     dialect and a well-formed end of stream, never a hang or a cut connection. A backend whose
@@ -165,12 +184,16 @@ def test_stream_going_quiet_ends_with_an_error_event(bounded: Stack, bmocks: Moc
     assert status == 200
     etype, message = stream_error(client, raw)
     assert etype == STREAM_TIMEOUT_TYPES[client]
-    assert message == f"backend '{provider}/{bounded.config.chains[model][0].upstream_model}' sent no event for 1.5 s"
+    assert (
+        message
+        == f"backend '{provider}/{bounded.config.chains[model][0].upstream_model}' sent no event for 1.5 s"
+    )
 
 
 @pytest.mark.parametrize("client", list(SOLO))
-def test_stream_reaching_its_maximum_duration_ends_with_an_error_event(bounded: Stack, bmocks: MockAdmin,
-                                                                      client: str) -> None:
+def test_stream_reaching_its_maximum_duration_ends_with_an_error_event(
+    bounded: Stack, bmocks: MockAdmin, client: str
+) -> None:
     """Events keep coming (a byte every 2 ms), but the whole stream would outlast the 4 s cap."""
     bmocks.fault("openai", mode="trickle", delay_ms=2)
     t0 = time.monotonic()
@@ -184,8 +207,9 @@ def test_stream_reaching_its_maximum_duration_ends_with_an_error_event(bounded: 
     assert message == "the stream reached the gateway's maximum duration of 4 s"
 
 
-def test_unguarded_stream_stalling_before_its_first_event_is_cut_within_bounds(bounded: Stack,
-                                                                                bmocks: MockAdmin) -> None:
+def test_unguarded_stream_stalling_before_its_first_event_is_cut_within_bounds(
+    bounded: Stack, bmocks: MockAdmin
+) -> None:
     """The known gap: without guard_first_event the stream's 200 went to the client at once and
     no event ever came, so nothing can be failed over or written: Envoy's backstop closes the
     connection (per_try_idle_timeout_ms + 5 s), and the client's read fails instead of hanging."""

@@ -68,8 +68,9 @@ class Receiver(tsg.TraceServiceServicer):
         with self.changed:
             return [s for s in self.spans if s.trace_id.hex() == trace_id]
 
-    def wait(self, trace_id: str, done: Callable[[list[trace_pb2.Span]], bool], timeout: float = 15.0
-             ) -> list[trace_pb2.Span]:
+    def wait(
+        self, trace_id: str, done: Callable[[list[trace_pb2.Span]], bool], timeout: float = 15.0
+    ) -> list[trace_pb2.Span]:
         """The trace's spans once ``done`` holds for them (Envoy exports at least every second)."""
         deadline = time.monotonic() + timeout
         with self.changed:
@@ -101,8 +102,15 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
 
 def traced_config(port: int, ratio: float = 1.0) -> dict[str, Any]:
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    cfg["tenants"]["tight"] = {"api_keys": [{"sha256": key_digest(TIGHT_KEY)}], "limits": {"requests_per_minute": 1}}
-    cfg["tracing"] = {"otlp_endpoint": f"127.0.0.1:{port}", "sampling_ratio": ratio, "service_name": "gw-under-test"}
+    cfg["tenants"]["tight"] = {
+        "api_keys": [{"sha256": key_digest(TIGHT_KEY)}],
+        "limits": {"requests_per_minute": 1},
+    }
+    cfg["tracing"] = {
+        "otlp_endpoint": f"127.0.0.1:{port}",
+        "sampling_ratio": ratio,
+        "service_name": "gw-under-test",
+    }
     return config_on_free_ports(cfg)
 
 
@@ -135,8 +143,10 @@ def request_span(spans: list[trace_pb2.Span]) -> trace_pb2.Span:
 
 
 def attempt_spans(spans: list[trace_pb2.Span]) -> list[trace_pb2.Span]:
-    return sorted((s for s in spans if s.kind == CLIENT and s.name.startswith("attempt ")),
-                  key=lambda s: s.start_time_unix_nano)
+    return sorted(
+        (s for s in spans if s.kind == CLIENT and s.name.startswith("attempt ")),
+        key=lambda s: s.start_time_unix_nano,
+    )
 
 
 def has_request_and(attempts: int) -> Callable[[list[trace_pb2.Span]], bool]:
@@ -144,8 +154,9 @@ def has_request_and(attempts: int) -> Callable[[list[trace_pb2.Span]], bool]:
 
 
 # ---- end to end ------------------------------------------------------------------------------
-def test_a_failover_is_one_trace_with_a_span_per_attempt(traced: Stack, mocks: MockAdmin,
-                                                         receiver: tuple[Receiver, int]) -> None:
+def test_a_failover_is_one_trace_with_a_span_per_attempt(
+    traced: Stack, mocks: MockAdmin, receiver: tuple[Receiver, int]
+) -> None:
     sink, _ = receiver
     mocks.fault("openai", mode="error", status=503)  # gpt-4o's primary; anthropic is next
     client = openai.OpenAI(base_url=traced.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
@@ -166,40 +177,54 @@ def test_a_failover_is_one_trace_with_a_span_per_attempt(traced: Stack, mocks: M
 
     attrs = attributes(root)
     # Envoy's custom tags are strings, numbers included (README "Traces").
-    assert attrs | {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "anthropic",
-        "gen_ai.request.model": "gpt-4o",
-        "gen_ai.response.model": "claude-sonnet-4-5",
-        "gen_ai.usage.input_tokens": str(reply.usage.prompt_tokens),
-        "gen_ai.usage.output_tokens": str(reply.usage.completion_tokens),
-        "llm_gateway.tenant": "demo",
-        "llm_gateway.backend": "anthropic/claude-sonnet-4-5",
-        "llm_gateway.primary_backend": "openai/gpt-4o",
-        "llm_gateway.failover": "true",
-        "llm_gateway.attempts": "2",
-        "llm_gateway.admission": "admitted",
-        "http.status_code": "200",
-    } == attrs
+    assert (
+        attrs
+        | {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "anthropic",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.response.model": "claude-sonnet-4-5",
+            "gen_ai.usage.input_tokens": str(reply.usage.prompt_tokens),
+            "gen_ai.usage.output_tokens": str(reply.usage.completion_tokens),
+            "llm_gateway.tenant": "demo",
+            "llm_gateway.backend": "anthropic/claude-sonnet-4-5",
+            "llm_gateway.primary_backend": "openai/gpt-4o",
+            "llm_gateway.failover": "true",
+            "llm_gateway.attempts": "2",
+            "llm_gateway.admission": "admitted",
+            "http.status_code": "200",
+        }
+        == attrs
+    )
     assert "gen_ai.response.time_to_first_chunk" not in attrs  # not a stream
     first, second = (attributes(a) for a in attempts)
     assert (first["http.status_code"], first["llm_gateway.backend"], first["gen_ai.provider.name"]) == (
-        "503", "openai/gpt-4o", "openai")
+        "503",
+        "openai/gpt-4o",
+        "openai",
+    )
     assert first["error"] == "true" and attempts[0].status.code == trace_pb2.Status.STATUS_CODE_ERROR
     assert (second["http.status_code"], second["llm_gateway.backend"], second["gen_ai.provider.name"]) == (
-        "200", "anthropic/claude-sonnet-4-5", "anthropic")
+        "200",
+        "anthropic/claude-sonnet-4-5",
+        "anthropic",
+    )
     assert (first["llm_gateway.attempts"], second["llm_gateway.attempts"]) == ("1", "2")
     assert {"service.name": "gw-under-test"}.items() <= sink.resources[-1].items()
 
 
-def test_a_clients_traceparent_is_continued_to_the_provider(traced: Stack, mocks: MockAdmin,
-                                                             receiver: tuple[Receiver, int]) -> None:
+def test_a_clients_traceparent_is_continued_to_the_provider(
+    traced: Stack, mocks: MockAdmin, receiver: tuple[Receiver, int]
+) -> None:
     sink, _ = receiver
     client = anthropic.Anthropic(base_url=traced.base_url, api_key=DEMO_KEY, max_retries=0, timeout=20)
     chunks = []
-    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=50,
-                                messages=[{"role": "user", "content": "continue my trace"}],
-                                extra_headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}) as stream:
+    with client.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "continue my trace"}],
+        extra_headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"},
+    ) as stream:
         chunks.extend(stream.text_stream)
         final = stream.get_final_message()
     assert "".join(chunks).endswith("continue my trace")
@@ -213,13 +238,17 @@ def test_a_clients_traceparent_is_continued_to_the_provider(traced: Stack, mocks
     assert attempt.parent_span_id == root.span_id and attempt.span_id.hex() == parent
     attrs = attributes(root)
     assert (attrs["gen_ai.request.model"], attrs["gen_ai.response.model"], attrs["llm_gateway.failover"]) == (
-        "claude-sonnet-4-5", "claude-sonnet-4-5", "false")
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5",
+        "false",
+    )
     assert attrs["gen_ai.usage.output_tokens"] == str(final.usage.output_tokens)
     assert 0 < float(attrs["gen_ai.response.time_to_first_chunk"]) < 5  # seconds, streams only
 
 
-def test_an_admission_refusal_is_traced_with_its_decision(traced: Stack, mocks: MockAdmin,
-                                                          receiver: tuple[Receiver, int]) -> None:
+def test_an_admission_refusal_is_traced_with_its_decision(
+    traced: Stack, mocks: MockAdmin, receiver: tuple[Receiver, int]
+) -> None:
     sink, _ = receiver
     client = openai.OpenAI(base_url=traced.base_url + "/v1", api_key=TIGHT_KEY, max_retries=0, timeout=20)
     ask = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
@@ -238,8 +267,9 @@ def test_an_admission_refusal_is_traced_with_its_decision(traced: Stack, mocks: 
     assert mocks.stats("gemini")["requests"] == 1
 
 
-def test_sampling_ratio_zero_traces_only_what_the_client_samples(tmp_path: Path, receiver: tuple[Receiver, int]
-                                                                 ) -> None:
+def test_sampling_ratio_zero_traces_only_what_the_client_samples(
+    tmp_path: Path, receiver: tuple[Receiver, int]
+) -> None:
     sink, port = receiver
     stack = start_stack(tmp_path, traced_config(port, ratio=0.0))
     try:
@@ -249,9 +279,13 @@ def test_sampling_ratio_zero_traces_only_what_the_client_samples(tmp_path: Path,
         client.chat.completions.create(**ask)  # no traceparent: sampled at ratio 0, so not traced
         unsampled, _, flags = traceparent(admin, "openai")
         assert flags == "00"  # propagated all the same, marked not sampled
-        client.chat.completions.create(**ask, extra_headers={"traceparent": f"00-{'c' * 32}-{CLIENT_SPAN}-00"})
+        client.chat.completions.create(
+            **ask, extra_headers={"traceparent": f"00-{'c' * 32}-{CLIENT_SPAN}-00"}
+        )
         assert traceparent(admin, "openai")[2] == "00"  # the client's "not sampled" is honoured
-        client.chat.completions.create(**ask, extra_headers={"traceparent": f"00-{'d' * 32}-{CLIENT_SPAN}-01"})
+        client.chat.completions.create(
+            **ask, extra_headers={"traceparent": f"00-{'d' * 32}-{CLIENT_SPAN}-01"}
+        )
         assert traceparent(admin, "openai")[::2] == ("d" * 32, "01")
         assert request_span(sink.wait("d" * 32, has_request_and(1))).parent_span_id.hex() == CLIENT_SPAN
         # Exported in order: the sampled trace's batch came after the others would have.
@@ -275,14 +309,23 @@ def parsed(tracing: Any) -> Any:
     return parse_config(yaml.safe_dump(data), "gw.yaml")
 
 
-@pytest.mark.parametrize(("tracing", "problem"), [
-    ({"otlp_endpoint": "http://collector:4317"}, "tracing.otlp_endpoint: String should match pattern"),
-    ({"otlp_endpoint": "collector"}, "tracing.otlp_endpoint: String should match pattern"),
-    ({"otlp_endpoint": "collector:70000"}, "tracing.otlp_endpoint: Value error, the port must be 1 to 65535"),
-    ({"otlp_endpoint": "collector:4317", "sampling_ratio": 1.5}, "tracing.sampling_ratio: Input should be less"),
-    ({"otlp_endpoint": "collector:4317", "ratio": 0.1}, "tracing.ratio: unknown field"),
-    ({"sampling_ratio": 0.1}, "tracing.otlp_endpoint: Field required"),
-])
+@pytest.mark.parametrize(
+    ("tracing", "problem"),
+    [
+        ({"otlp_endpoint": "http://collector:4317"}, "tracing.otlp_endpoint: String should match pattern"),
+        ({"otlp_endpoint": "collector"}, "tracing.otlp_endpoint: String should match pattern"),
+        (
+            {"otlp_endpoint": "collector:70000"},
+            "tracing.otlp_endpoint: Value error, the port must be 1 to 65535",
+        ),
+        (
+            {"otlp_endpoint": "collector:4317", "sampling_ratio": 1.5},
+            "tracing.sampling_ratio: Input should be less",
+        ),
+        ({"otlp_endpoint": "collector:4317", "ratio": 0.1}, "tracing.ratio: unknown field"),
+        ({"sampling_ratio": 0.1}, "tracing.otlp_endpoint: Field required"),
+    ],
+)
 def test_bad_tracing_settings_are_named(tracing: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError) as e:
         parsed(tracing)
@@ -302,12 +345,14 @@ def test_tracing_on_passes_envoy_validate(tmp_path: Path) -> None:
     sampler = hcm["tracing"]["provider"]["typed_config"]["sampler"]["typed_config"]["wrapped_sampler"]
     assert sampler["typed_config"]["sampling_percentage"] == {"numerator": 250_000, "denominator": "MILLION"}
     (otlp,) = [c for c in rendered["static_resources"]["clusters"] if c["name"] == envoy_config.OTLP_CLUSTER]
-    assert otlp["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
-        "address": "otel-collector.observability", "port_value": 4317}
+    assert otlp["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"
+    ] == {"address": "otel-collector.observability", "port_value": 4317}
     out = tmp_path / "envoy.yaml"
     out.write_text(yaml.safe_dump(rendered))
-    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -321,14 +366,26 @@ def test_span_fields_of_a_failover_and_only_known_attributes() -> None:
     p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o", "stream": True})
     assert isinstance(p, RoutePlan)
     planned = trace.planned(p)
-    assert planned == {P.TRACE_SPAN_NAME: "chat gpt-4o", "gen_ai.operation.name": "chat",
-                       "gen_ai.request.model": "gpt-4o", "llm_gateway.tenant": "demo",
-                       "llm_gateway.primary_backend": "openai/gpt-4o", "llm_gateway.admission": "unlimited"}
-    done = F.finish(state, p, 200, "anthropic/claude-sonnet-4-5", Usage(3, 4), p.started.t0 + 0.25, p.started.t0 + 1)
+    assert planned == {
+        P.TRACE_SPAN_NAME: "chat gpt-4o",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-4o",
+        "llm_gateway.tenant": "demo",
+        "llm_gateway.primary_backend": "openai/gpt-4o",
+        "llm_gateway.admission": "unlimited",
+    }
+    done = F.finish(
+        state, p, 200, "anthropic/claude-sonnet-4-5", Usage(3, 4), p.started.t0 + 0.25, p.started.t0 + 1
+    )
     finished = trace.finished(state, p, done)
-    assert finished == {"llm_gateway.failover": True, "gen_ai.response.model": "claude-sonnet-4-5",
-                        "gen_ai.response.time_to_first_chunk": pytest.approx(0.25)}
-    refused = trace.local_reply(p.started, Answer(429, b"{}", reason="rate_limit", admission="tenant_requests"))
+    assert finished == {
+        "llm_gateway.failover": True,
+        "gen_ai.response.model": "claude-sonnet-4-5",
+        "gen_ai.response.time_to_first_chunk": pytest.approx(0.25),
+    }
+    refused = trace.local_reply(
+        p.started, Answer(429, b"{}", reason="rate_limit", admission="tenant_requests")
+    )
     # Envoy is told about every attribute the stage sets (its custom tags).
     for fields in (planned, finished, refused):
         assert set(fields) - {P.TRACE_SPAN_NAME} <= set(P.TRACE_ATTRIBUTES)
@@ -336,14 +393,23 @@ def test_span_fields_of_a_failover_and_only_known_attributes() -> None:
 
 
 def headers_msg(headers: dict[str, str]) -> pb.HttpHeaders:
-    return pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=[
-        base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()]))
+    return pb.HttpHeaders(
+        headers=base_pb2.HeaderMap(
+            headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()]
+        )
+    )
 
 
 @pytest.mark.parametrize("on", [False, True], ids=["off", "on"])
 def test_the_router_stage_adds_span_fields_only_when_tracing_is_on(on: bool) -> None:
     stream = RouterStream(state_of(tracing_on if on else None))
     assert run(stream.on_request_headers(headers_msg(OPENAI))) is not None
-    resp = run(stream.on_request_body(pb.HttpBody(body=b'{"model": "gpt-4o", "messages": [{"role": "user", '
-                                                       b'"content": "hi"}]}', end_of_stream=True)))
+    resp = run(
+        stream.on_request_body(
+            pb.HttpBody(
+                body=b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}',
+                end_of_stream=True,
+            )
+        )
+    )
     assert (P.TRACE_NAMESPACE in resp.dynamic_metadata.fields) is on

@@ -60,19 +60,32 @@ PAIRS = [(c, b) for c in CLIENTS for b in BACKENDS]
 PAIR_IDS = [f"{c}-{b}" for c, b in PAIRS]
 # Cloud backends (tests/cloud.py, a stack of their own): each speaks the wire format of a dialect above.
 ALL_BACKENDS = {**BACKENDS, **CLOUD_BACKENDS}
-WIRE = {**{b: b for b in BACKENDS}, "vertex_gemini": "gemini", "vertex_anthropic": "anthropic",
-        "azure_openai": "openai"}
+WIRE = {
+    **{b: b for b in BACKENDS},
+    "vertex_gemini": "gemini",
+    "vertex_anthropic": "anthropic",
+    "azure_openai": "openai",
+}
 CLOUD_PAIRS = [(c, b) for c in CLIENTS for b in CLOUD_BACKENDS]
 CLOUD_PAIR_IDS = [f"{c}-{b}" for c, b in CLOUD_PAIRS]
 
 # canonical outcome -> the finish/stop reason each client dialect reports for it
 FINISH = {
     "openai": {"end": "stop", "tool": "tool_calls", "length": "length", "stop_sequence": "stop"},
-    "anthropic": {"end": "end_turn", "tool": "tool_use", "length": "max_tokens", "stop_sequence": "stop_sequence"},
+    "anthropic": {
+        "end": "end_turn",
+        "tool": "tool_use",
+        "length": "max_tokens",
+        "stop_sequence": "stop_sequence",
+    },
     "gemini": {"end": "STOP", "tool": "STOP", "length": "MAX_TOKENS", "stop_sequence": "STOP"},
     # A response's status; a cut one also says why (incomplete_details.reason).
-    "openai_responses": {"end": "completed", "tool": "completed", "length": "incomplete:max_output_tokens",
-                         "stop_sequence": "completed"},
+    "openai_responses": {
+        "end": "completed",
+        "tool": "completed",
+        "length": "incomplete:max_output_tokens",
+        "stop_sequence": "completed",
+    },
 }
 # The Responses API has no stop sequences, and asks for at least 16 output tokens.
 NO_STOP = "openai_responses"
@@ -81,7 +94,9 @@ MIN_OUTPUT = {"openai_responses": 16}
 TOOL = "lookup"
 TOOL_SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}
 OTHER_TOOL = "convert"
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+)
 PNG_B64 = base64.b64encode(PNG).decode()
 IMAGE_URL = "https://example.com/images/cat.png"
 TOOL_RESULT = "42 degrees"
@@ -99,12 +114,23 @@ def matrix_config(base: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text()) if base is None else base
     cfg["providers"]["bedrock"] = bedrock_provider()
     model, upstream = BACKENDS["bedrock"]
-    cfg["models"][model] = {"backends": [{"provider": "bedrock", "model": upstream}], "drop_unsupported": True}
-    cfg["providers"]["openai_responses"] = {"dialect": "openai_responses", "base_url": "http://127.0.0.1:1/v1",
-                                            "api_key_env": "MOCK_OPENAI_RESPONSES_API_KEY", "mock": True}
+    cfg["models"][model] = {
+        "backends": [{"provider": "bedrock", "model": upstream}],
+        "drop_unsupported": True,
+    }
+    cfg["providers"]["openai_responses"] = {
+        "dialect": "openai_responses",
+        "base_url": "http://127.0.0.1:1/v1",
+        "api_key_env": "MOCK_OPENAI_RESPONSES_API_KEY",
+        "mock": True,
+    }
     model, upstream = BACKENDS["openai_responses"]
-    cfg["models"][model] = {"backends": [{"provider": "openai_responses", "model": upstream},
-                                         {"provider": "openai", "model": "gpt-4o"}]}
+    cfg["models"][model] = {
+        "backends": [
+            {"provider": "openai_responses", "model": upstream},
+            {"provider": "openai", "model": "gpt-4o"},
+        ]
+    }
     return cfg
 
 
@@ -179,26 +205,46 @@ class SDKClient:
 
 class OpenAIClient(SDKClient):
     def __init__(self, gateway: Stack):
-        self.sdk = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
+        self.sdk = openai.OpenAI(
+            base_url=gateway.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20
+        )
 
     def kwargs(self, a: Ask) -> dict[str, Any]:
         msgs: list[dict[str, Any]] = [{"role": "system", "content": a.system}] if a.system else []
         msgs += [{"role": r, "content": t} for r, t in a.history]
         content: Any = a.text
         if a.images:
-            content = [{"type": "text", "text": a.text},
-                       {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
-                       {"type": "image_url", "image_url": {"url": IMAGE_URL}}]
+            content = [
+                {"type": "text", "text": a.text},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                {"type": "image_url", "image_url": {"url": IMAGE_URL}},
+            ]
         msgs.append({"role": "user", "content": content})
         if a.tool_call is not None:
             c = a.tool_call
-            msgs.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.raw_args}}]})
+            msgs.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.raw_args},
+                        }
+                    ],
+                }
+            )
             msgs.append({"role": "tool", "tool_call_id": c.id, "content": TOOL_RESULT})
         kw: dict[str, Any] = {"model": a.model, "messages": msgs}
         if a.tools:
-            kw["tools"] = [{"type": "function", "function": {"name": n, "description": f"{n} a thing",
-                                                             "parameters": TOOL_SCHEMA}} for n in (TOOL, OTHER_TOOL)]
+            kw["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": n, "description": f"{n} a thing", "parameters": TOOL_SCHEMA},
+                }
+                for n in (TOOL, OTHER_TOOL)
+            ]
         if a.tool_choice == "auto":
             kw["tool_choice"] = "auto"
         elif a.tool_choice:
@@ -212,13 +258,23 @@ class OpenAIClient(SDKClient):
             raw = self.sdk.chat.completions.with_raw_response.create(**kw)
             c = raw.parse()
             msg = c.choices[0].message
-            calls = [Call(t.id, t.function.name, json.loads(t.function.arguments), t.function.arguments)
-                     for t in msg.tool_calls or ()]
-            return Result(msg.content or "", c.choices[0].finish_reason, c.usage.prompt_tokens,
-                          c.usage.completion_tokens, c.usage.prompt_tokens_details.cached_tokens, c.model,
-                          raw.headers.get("x-gateway-backend"), calls)
+            calls = [
+                Call(t.id, t.function.name, json.loads(t.function.arguments), t.function.arguments)
+                for t in msg.tool_calls or ()
+            ]
+            return Result(
+                msg.content or "",
+                c.choices[0].finish_reason,
+                c.usage.prompt_tokens,
+                c.usage.completion_tokens,
+                c.usage.prompt_tokens_details.cached_tokens,
+                c.model,
+                raw.headers.get("x-gateway-backend"),
+                calls,
+            )
         raw = self.sdk.chat.completions.with_raw_response.create(
-            **kw, stream=True, stream_options={"include_usage": True})
+            **kw, stream=True, stream_options={"include_usage": True}
+        )
         res = Result(backend=raw.headers.get("x-gateway-backend"))
         parts: dict[int, list[str]] = {}
         for chunk in raw.parse():
@@ -245,16 +301,26 @@ class AnthropicClient(SDKClient):
         msgs: list[dict[str, Any]] = [{"role": r, "content": t} for r, t in a.history]
         content: Any = a.text
         if a.images:
-            content = [{"type": "text", "text": a.text},
-                       {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
-                       {"type": "image", "source": {"type": "url", "url": IMAGE_URL}}]
+            content = [
+                {"type": "text", "text": a.text},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+                {"type": "image", "source": {"type": "url", "url": IMAGE_URL}},
+            ]
         msgs.append({"role": "user", "content": content})
         if a.tool_call is not None:
             c = a.tool_call
-            msgs.append({"role": "assistant", "content": [
-                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.args}]})
-            msgs.append({"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": c.id, "content": TOOL_RESULT}]})
+            msgs.append(
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.args}],
+                }
+            )
+            msgs.append(
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": c.id, "content": TOOL_RESULT}],
+                }
+            )
         p = dict(a.params)
         kw: dict[str, Any] = {"model": a.model, "messages": msgs, "max_tokens": p.pop("max_tokens", 1024)}
         if "stop" in p:
@@ -264,8 +330,10 @@ class AnthropicClient(SDKClient):
         if a.system:
             kw["system"] = a.system
         if a.tools:
-            kw["tools"] = [{"name": n, "description": f"{n} a thing", "input_schema": TOOL_SCHEMA}
-                           for n in (TOOL, OTHER_TOOL)]
+            kw["tools"] = [
+                {"name": n, "description": f"{n} a thing", "input_schema": TOOL_SCHEMA}
+                for n in (TOOL, OTHER_TOOL)
+            ]
         if a.tool_choice == "auto":
             kw["tool_choice"] = {"type": "auto"}
         elif a.tool_choice:
@@ -278,10 +346,20 @@ class AnthropicClient(SDKClient):
             raw = self.sdk.messages.with_raw_response.create(**kw)
             m = raw.parse()
             text = "".join(b.text for b in m.content if b.type == "text")
-            calls = [Call(b.id, b.name, b.input, json.dumps(b.input)) for b in m.content if b.type == "tool_use"]
-            return Result(text, m.stop_reason, m.usage.input_tokens, m.usage.output_tokens,
-                          m.usage.cache_read_input_tokens, m.model, raw.headers.get("x-gateway-backend"), calls,
-                          m.stop_sequence)
+            calls = [
+                Call(b.id, b.name, b.input, json.dumps(b.input)) for b in m.content if b.type == "tool_use"
+            ]
+            return Result(
+                text,
+                m.stop_reason,
+                m.usage.input_tokens,
+                m.usage.output_tokens,
+                m.usage.cache_read_input_tokens,
+                m.model,
+                raw.headers.get("x-gateway-backend"),
+                calls,
+                m.stop_sequence,
+            )
         raw = self.sdk.messages.with_raw_response.create(**kw, stream=True)
         res = Result(backend=raw.headers.get("x-gateway-backend"))
         parts: dict[int, list[str]] = {}
@@ -311,36 +389,72 @@ class AnthropicClient(SDKClient):
 class GeminiClient(SDKClient):
     def __init__(self, gateway: Stack):
         # Keep the client referenced: it closes its connection when collected.
-        self.sdk = genai.Client(api_key=DEMO_KEY, http_options=types.HttpOptions(base_url=gateway.base_url,
-                                                                                 timeout=20_000))
+        self.sdk = genai.Client(
+            api_key=DEMO_KEY, http_options=types.HttpOptions(base_url=gateway.base_url, timeout=20_000)
+        )
 
     def request(self, a: Ask) -> tuple[list[types.Content], types.GenerateContentConfig]:
-        contents = [types.Content(role="user" if r == "user" else "model", parts=[types.Part.from_text(text=t)])
-                    for r, t in a.history]
+        contents = [
+            types.Content(role="user" if r == "user" else "model", parts=[types.Part.from_text(text=t)])
+            for r, t in a.history
+        ]
         parts = [types.Part.from_text(text=a.text)]
         if a.images:
-            parts += [types.Part.from_bytes(data=PNG, mime_type="image/png"),
-                      types.Part.from_uri(file_uri=IMAGE_URL, mime_type="image/png")]
+            parts += [
+                types.Part.from_bytes(data=PNG, mime_type="image/png"),
+                types.Part.from_uri(file_uri=IMAGE_URL, mime_type="image/png"),
+            ]
         contents.append(types.Content(role="user", parts=parts))
         if a.tool_call is not None:
             c = a.tool_call
-            contents.append(types.Content(role="model", parts=[
-                types.Part(function_call=types.FunctionCall(id=c.id, name=c.name, args=c.args))]))
-            contents.append(types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
-                id=c.id, name=c.name, response={"result": TOOL_RESULT}))]))
+            contents.append(
+                types.Content(
+                    role="model",
+                    parts=[types.Part(function_call=types.FunctionCall(id=c.id, name=c.name, args=c.args))],
+                )
+            )
+            contents.append(
+                types.Content(
+                    role="user",
+                    parts=[
+                        types.Part(
+                            function_response=types.FunctionResponse(
+                                id=c.id, name=c.name, response={"result": TOOL_RESULT}
+                            )
+                        )
+                    ],
+                )
+            )
         p = dict(a.params)
         cfg = types.GenerateContentConfig(
-            system_instruction=a.system, temperature=p.pop("temperature", None), top_p=p.pop("top_p", None),
-            max_output_tokens=p.pop("max_tokens", None), stop_sequences=p.pop("stop", None), **p)
+            system_instruction=a.system,
+            temperature=p.pop("temperature", None),
+            top_p=p.pop("top_p", None),
+            max_output_tokens=p.pop("max_tokens", None),
+            stop_sequences=p.pop("stop", None),
+            **p,
+        )
         if a.tools:
-            cfg.tools = [types.Tool(function_declarations=[
-                types.FunctionDeclaration(name=n, description=f"{n} a thing", parameters_json_schema=TOOL_SCHEMA)
-                for n in (TOOL, OTHER_TOOL)])]
+            cfg.tools = [
+                types.Tool(
+                    function_declarations=[
+                        types.FunctionDeclaration(
+                            name=n, description=f"{n} a thing", parameters_json_schema=TOOL_SCHEMA
+                        )
+                        for n in (TOOL, OTHER_TOOL)
+                    ]
+                )
+            ]
         if a.tool_choice == "auto":
-            cfg.tool_config = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="AUTO"))
+            cfg.tool_config = types.ToolConfig(
+                function_calling_config=types.FunctionCallingConfig(mode="AUTO")
+            )
         elif a.tool_choice:
-            cfg.tool_config = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(
-                mode="ANY", allowed_function_names=[a.tool_choice]))
+            cfg.tool_config = types.ToolConfig(
+                function_calling_config=types.FunctionCallingConfig(
+                    mode="ANY", allowed_function_names=[a.tool_choice]
+                )
+            )
         return contents, cfg
 
     @staticmethod
@@ -368,7 +482,9 @@ class GeminiClient(SDKClient):
         contents, cfg = self.request(a)
         res = Result()
         if a.stream:
-            for chunk in self.sdk.models.generate_content_stream(model=a.model, contents=contents, config=cfg):
+            for chunk in self.sdk.models.generate_content_stream(
+                model=a.model, contents=contents, config=cfg
+            ):
                 self._absorb(res, chunk)
         else:
             self._absorb(res, self.sdk.models.generate_content(model=a.model, contents=contents, config=cfg))
@@ -382,26 +498,40 @@ class ResponsesClient(SDKClient):
     """The openai SDK's Responses API, stateless here (the whole conversation in ``input``)."""
 
     def __init__(self, gateway: Stack):
-        self.sdk = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
+        self.sdk = openai.OpenAI(
+            base_url=gateway.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20
+        )
 
     def kwargs(self, a: Ask) -> dict[str, Any]:
         items: list[dict[str, Any]] = [{"role": r, "content": t} for r, t in a.history]
         content: Any = a.text
         if a.images:
-            content = [{"type": "input_text", "text": a.text},
-                       {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"},
-                       {"type": "input_image", "image_url": IMAGE_URL, "detail": "auto"}]
+            content = [
+                {"type": "input_text", "text": a.text},
+                {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"},
+                {"type": "input_image", "image_url": IMAGE_URL, "detail": "auto"},
+            ]
         items.append({"role": "user", "content": content})
         if a.tool_call is not None:
             c = a.tool_call
-            items += [{"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.raw_args},
-                      {"type": "function_call_output", "call_id": c.id, "output": TOOL_RESULT}]
+            items += [
+                {"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.raw_args},
+                {"type": "function_call_output", "call_id": c.id, "output": TOOL_RESULT},
+            ]
         kw: dict[str, Any] = {"model": a.model, "input": items}
         if a.system:
             kw["instructions"] = a.system
         if a.tools:  # not strict: the schema has no additionalProperties: false
-            kw["tools"] = [{"type": "function", "name": n, "description": f"{n} a thing", "parameters": TOOL_SCHEMA,
-                            "strict": False} for n in (TOOL, OTHER_TOOL)]
+            kw["tools"] = [
+                {
+                    "type": "function",
+                    "name": n,
+                    "description": f"{n} a thing",
+                    "parameters": TOOL_SCHEMA,
+                    "strict": False,
+                }
+                for n in (TOOL, OTHER_TOOL)
+            ]
         if a.tool_choice == "auto":
             kw["tool_choice"] = "auto"
         elif a.tool_choice:
@@ -425,9 +555,15 @@ class ResponsesClient(SDKClient):
         if not a.stream:
             raw = self.sdk.responses.with_raw_response.create(**kw)
             r = raw.parse()
-            res = Result(r.output_text, backend=raw.headers.get("x-gateway-backend"),
-                         calls=[Call(o.call_id, o.name, json.loads(o.arguments), o.arguments)
-                                for o in r.output if o.type == "function_call"])
+            res = Result(
+                r.output_text,
+                backend=raw.headers.get("x-gateway-backend"),
+                calls=[
+                    Call(o.call_id, o.name, json.loads(o.arguments), o.arguments)
+                    for o in r.output
+                    if o.type == "function_call"
+                ],
+            )
             self._final(res, r)
             return res
         raw = self.sdk.responses.with_raw_response.create(**kw, stream=True)
@@ -446,8 +582,12 @@ class ResponsesClient(SDKClient):
         return with_arguments(res, parts)
 
 
-ADAPTERS = {"openai": OpenAIClient, "anthropic": AnthropicClient, "gemini": GeminiClient,
-            "openai_responses": ResponsesClient}
+ADAPTERS = {
+    "openai": OpenAIClient,
+    "anthropic": AnthropicClient,
+    "gemini": GeminiClient,
+    "openai_responses": ResponsesClient,
+}
 
 
 @pytest.fixture(scope="module")
@@ -462,8 +602,10 @@ def _camel(obj: Any) -> Any:
     """Gemini's REST API takes camelCase and snake_case alike (the genai SDK sends some snake_case
     keys, which pass through untouched): compare in camelCase."""
     if isinstance(obj, dict):
-        return {"".join(w.capitalize() if i else w for i, w in enumerate(k.split("_"))): _camel(v)
-                for k, v in obj.items()}
+        return {
+            "".join(w.capitalize() if i else w for i, w in enumerate(k.split("_"))): _camel(v)
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_camel(v) for v in obj]
     return obj
@@ -510,14 +652,22 @@ def images_of(backend: str, body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 EXPECTED_IMAGES = {
-    "openai": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
-               {"type": "image_url", "image_url": {"url": IMAGE_URL}}],
-    "anthropic": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
-                  {"type": "image", "source": {"type": "url", "url": IMAGE_URL}}],
-    "gemini": [{"inlineData": {"mimeType": "image/png", "data": PNG_B64}},
-               {"fileData": {"mimeType": "image/png", "fileUri": IMAGE_URL}}],
-    "openai_responses": [{"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"},
-                         {"type": "input_image", "image_url": IMAGE_URL, "detail": "auto"}],
+    "openai": [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+        {"type": "image_url", "image_url": {"url": IMAGE_URL}},
+    ],
+    "anthropic": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+        {"type": "image", "source": {"type": "url", "url": IMAGE_URL}},
+    ],
+    "gemini": [
+        {"inlineData": {"mimeType": "image/png", "data": PNG_B64}},
+        {"fileData": {"mimeType": "image/png", "fileUri": IMAGE_URL}},
+    ],
+    "openai_responses": [
+        {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"},
+        {"type": "input_image", "image_url": IMAGE_URL, "detail": "auto"},
+    ],
     "bedrock": [{"image": {"format": "png", "source": {"bytes": PNG_B64}}}],  # the URL image dropped
 }
 
@@ -579,7 +729,10 @@ def answered_call(backend: str, body: dict[str, Any]) -> tuple[str, str, str]:
         assert (call["type"], result["type"]) == ("function_call", "function_call_output")
         return call["call_id"], result["call_id"], result["output"]
     if backend == "bedrock":
-        call, result = body["messages"][-2]["content"][0]["toolUse"], body["messages"][-1]["content"][0]["toolResult"]
+        call, result = (
+            body["messages"][-2]["content"][0]["toolUse"],
+            body["messages"][-1]["content"][0]["toolResult"],
+        )
         return call["toolUseId"], result["toolUseId"], "".join(c["text"] for c in result["content"])
     call, result = body["contents"][-2]["parts"][0]["functionCall"], body["contents"][-1]["parts"][0]
     fr = result["functionResponse"]
@@ -654,8 +807,9 @@ def run_system(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
     check_common(res, client, backend, "end", (8, 3))  # system + every turn's words
     body = sent(mocks, backend)
     assert system_text(WIRE[backend], body) == "be brief"
-    assert turn_roles(WIRE[backend], body) == (["user", "model", "user"] if WIRE[backend] == "gemini"
-                                               else ["user", "assistant", "user"])
+    assert turn_roles(WIRE[backend], body) == (
+        ["user", "model", "user"] if WIRE[backend] == "gemini" else ["user", "assistant", "user"]
+    )
 
 
 def run_cell(sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
@@ -735,17 +889,21 @@ def test_forced_tool_choice(sdks: dict[str, Any], mocks: MockAdmin, client: str,
 SAMPLING_SENT = {  # backend -> where temperature, top_p, max tokens and stop sequences land
     "openai": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b.get("stop")),
     "anthropic": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b.get("stop_sequences")),
-    "gemini": lambda b: tuple(b["generationConfig"].get(k) for k in
-                              ("temperature", "topP", "maxOutputTokens", "stopSequences")),
-    "bedrock": lambda b: tuple(b["inferenceConfig"].get(k) for k in ("temperature", "topP", "maxTokens", "stopSequences")),
+    "gemini": lambda b: tuple(
+        b["generationConfig"].get(k) for k in ("temperature", "topP", "maxOutputTokens", "stopSequences")
+    ),
+    "bedrock": lambda b: tuple(
+        b["inferenceConfig"].get(k) for k in ("temperature", "topP", "maxTokens", "stopSequences")
+    ),
     "openai_responses": lambda b: (b["temperature"], b["top_p"], b["max_output_tokens"], b.get("stop")),
 }
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
-def test_sampling_max_tokens_and_stop(sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str,
-                                      stream: bool) -> None:
+def test_sampling_max_tokens_and_stop(
+    sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str, stream: bool
+) -> None:
     """Stop sequences where both ends have them (a Chat client's stop to a Responses backend is
     refused: tests/test_responses_api.py); a token limit the backend takes (a Responses backend
     asks for 16 or more)."""
@@ -773,16 +931,21 @@ def test_sampling_max_tokens_and_stop(sdks: dict[str, Any], mocks: MockAdmin, cl
 
 
 @pytest.mark.parametrize("client", ["openai", "gemini", "openai_responses"])
-def test_anthropic_backend_gets_default_max_tokens(gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin,
-                                                   client: str) -> None:
+def test_anthropic_backend_gets_default_max_tokens(
+    gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin, client: str
+) -> None:
     sdks[client].ask(Ask("claude-sonnet-4-5", "hello"))
     default = gateway.config.models["claude-sonnet-4-5"].default_max_tokens
     assert sent(mocks, "anthropic")["max_tokens"] == default
 
 
 def _raw_post(gateway: Stack, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
-    req = urllib.request.Request(gateway.base_url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"content-type": "application/json", **headers})
+    req = urllib.request.Request(
+        gateway.base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json", **headers},
+    )
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             return r.status, r.read()
@@ -790,32 +953,40 @@ def _raw_post(gateway: Stack, path: str, body: dict[str, Any], headers: dict[str
         return e.code, e.read()
 
 
-def test_unexpressible_fields_are_400_naming_the_field(gateway: Stack, sdks: dict[str, Any],
-                                                       mocks: MockAdmin) -> None:
+def test_unexpressible_fields_are_400_naming_the_field(
+    gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin
+) -> None:
     # n > 1 to Anthropic, from an OpenAI client
     with pytest.raises(openai.BadRequestError) as oe:
         sdks["openai"].sdk.chat.completions.create(
-            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}], n=2)
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}], n=2
+        )
     assert oe.value.status_code == 400
     assert oe.value.body["param"] == "n" and "'n'" in oe.value.body["message"]
     assert oe.value.body["type"] == "invalid_request_error"
     # top_k to OpenAI, from an Anthropic client
     with pytest.raises(anthropic.BadRequestError) as ae:
         sdks["anthropic"].sdk.messages.create(
-            model="gpt-4o", max_tokens=10, extra_body={"top_k": 5}, messages=[{"role": "user", "content": "hi"}])
+            model="gpt-4o",
+            max_tokens=10,
+            extra_body={"top_k": 5},
+            messages=[{"role": "user", "content": "hi"}],
+        )
     assert ae.value.status_code == 400
     assert ae.value.body["type"] == "error" and ae.value.body["error"]["type"] == "invalid_request_error"
     assert "'top_k'" in ae.value.body["error"]["message"]
     # candidateCount > 1 to Anthropic, from a Gemini client: named in the client's own terms
     with pytest.raises(genai_errors.ClientError) as ge:
         sdks["gemini"].sdk.models.generate_content(
-            model="claude-sonnet-4-5", contents="hi", config=types.GenerateContentConfig(candidate_count=2))
+            model="claude-sonnet-4-5", contents="hi", config=types.GenerateContentConfig(candidate_count=2)
+        )
     assert ge.value.code == 400 and ge.value.status == "INVALID_ARGUMENT"
     assert "'generationConfig.candidateCount'" in ge.value.message
     # top_k to OpenAI, from a Gemini client
     with pytest.raises(genai_errors.ClientError) as ge2:
         sdks["gemini"].sdk.models.generate_content(
-            model="gpt-4o", contents="hi", config=types.GenerateContentConfig(top_k=5))
+            model="gpt-4o", contents="hi", config=types.GenerateContentConfig(top_k=5)
+        )
     assert ge2.value.code == 400 and "'generationConfig.topK'" in ge2.value.message
     assert sum(mocks.stats(p)["requests"] for p in BACKENDS) == 0
 
@@ -836,9 +1007,13 @@ def test_gemini_key_in_query_and_header(gateway: Stack, mocks: MockAdmin) -> Non
 def test_anthropic_stream_event_sequence(gateway: Stack, mocks: MockAdmin, backend: str) -> None:
     """Anthropic clients get the full event sequence, pings included (the SDK hides pings)."""
     model, _ = BACKENDS[backend]
-    req = {"model": model, "max_tokens": 100, "stream": True,
-           "tools": [{"name": TOOL, "input_schema": TOOL_SCHEMA}],
-           "messages": [{"role": "user", "content": "use tool now"}]}
+    req = {
+        "model": model,
+        "max_tokens": 100,
+        "stream": True,
+        "tools": [{"name": TOOL, "input_schema": TOOL_SCHEMA}],
+        "messages": [{"role": "user", "content": "use tool now"}],
+    }
     headers = {"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"}
     status, raw = _raw_post(gateway, "/v1/messages", req, headers)
     assert status == 200
@@ -869,8 +1044,10 @@ def error_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mock
     not hidden by failover), plus one model failing over across all three providers."""
     cfg = matrix_config()
     chain = cfg["models"]["gpt-4o"]["backends"]
-    cfg["models"] = {model: {"backends": [{"provider": backend, "model": upstream}]}
-                     for backend, (model, upstream) in BACKENDS.items()}
+    cfg["models"] = {
+        model: {"backends": [{"provider": backend, "model": upstream}]}
+        for backend, (model, upstream) in BACKENDS.items()
+    }
     cfg["models"][ALL_THREE] = {"backends": chain}
     tmp = tmp_path_factory.mktemp("matrix-errors")
     with aws_credentials(tmp):
@@ -917,13 +1094,19 @@ def _failure(sdk: Any, ask: Ask) -> BaseException:
     raise AssertionError("the request did not fail")
 
 
-RATE_LIMIT_TYPES = {"openai": "requests", "anthropic": "rate_limit_error", "gemini": "RESOURCE_EXHAUSTED",
-                    "openai_responses": "requests"}
+RATE_LIMIT_TYPES = {
+    "openai": "requests",
+    "anthropic": "rate_limit_error",
+    "gemini": "RESOURCE_EXHAUSTED",
+    "openai_responses": "requests",
+}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
-def test_provider_429_is_429_in_client_format(error_stack: Any, client: str, backend: str, stream: bool) -> None:
+def test_provider_429_is_429_in_client_format(
+    error_stack: Any, client: str, backend: str, stream: bool
+) -> None:
     admin, sdks = error_stack
     settle(admin, sdks, backend)
     admin.fault(backend, mode="rate_limit", retry_after=0.05)
@@ -937,8 +1120,9 @@ def test_provider_429_is_429_in_client_format(error_stack: Any, client: str, bac
 
 @pytest.mark.parametrize("status", [401, 403])
 @pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
-def test_provider_refusing_the_gateway_key_is_502_in_client_format(error_stack: Any, client: str, backend: str,
-                                                                  status: int) -> None:
+def test_provider_refusing_the_gateway_key_is_502_in_client_format(
+    error_stack: Any, client: str, backend: str, status: int
+) -> None:
     """With no other backend, a provider's 401/403 reaches the client as the gateway's failure
     (502, its dialect's server error) naming the backend whose key was refused, never as a
     401/403 about the client's own key."""
@@ -948,12 +1132,19 @@ def test_provider_refusing_the_gateway_key_is_502_in_client_format(error_stack: 
     model = BACKENDS[backend][0]
     err = _failure(sdks[client], Ask(model, "hello"))
     got, etype, message = _error_of(client, err)
-    assert (got, etype) == (502, {"openai": "server_error", "anthropic": "api_error", "gemini": "INTERNAL",
-                                  "openai_responses": "server_error"}[client])
+    assert (got, etype) == (
+        502,
+        {
+            "openai": "server_error",
+            "anthropic": "api_error",
+            "gemini": "INTERNAL",
+            "openai_responses": "server_error",
+        }[client],
+    )
     name = f"{backend}/{BACKENDS[backend][1]}"
     prefix = f"the provider of backend '{name}' refused the gateway's credentials (HTTP {status}: "
     assert message.startswith(prefix)
-    assert message[len(prefix):].strip(" )")  # the provider's own words follow
+    assert message[len(prefix) :].strip(" )")  # the provider's own words follow
     admin.reset()
     # Once the provider takes the key again, so does the gateway (and Envoy's outlier detection,
     # which counts the 502s, sees a success before it would eject the backend).
@@ -962,12 +1153,12 @@ def test_provider_refusing_the_gateway_key_is_502_in_client_format(error_stack: 
 
 CONTEXT_MESSAGES = {  # backend -> how that provider words a context-length error
     "openai": "This model's maximum context length is 128000 tokens. However, your messages resulted in "
-              "130000 tokens. Please reduce the length of the messages.",
+    "130000 tokens. Please reduce the length of the messages.",
     "anthropic": "prompt is too long: 210000 tokens > 200000 maximum",
     "gemini": "The input token count (1100000) exceeds the maximum number of tokens allowed (1048576).",
     "bedrock": "Input is too long for requested model.",
     "openai_responses": "Your input exceeds the context window of this model. Please adjust your input and try "
-                        "again.",
+    "again.",
 }
 
 
@@ -979,9 +1170,18 @@ def test_context_length_is_400_in_client_format(error_stack: Any, client: str, b
     err = _failure(sdks[client], Ask(BACKENDS[backend][0], "hello"))
     status, etype, message = _error_of(client, err)
     assert (status, message) == (400, CONTEXT_MESSAGES[backend])
-    assert etype == {"openai": "invalid_request_error", "anthropic": "invalid_request_error",
-                     "gemini": "INVALID_ARGUMENT", "openai_responses": "invalid_request_error"}[client]
-    if client in ("openai", "openai_responses") and backend != client:  # same dialect: the provider's own body
+    assert (
+        etype
+        == {
+            "openai": "invalid_request_error",
+            "anthropic": "invalid_request_error",
+            "gemini": "INVALID_ARGUMENT",
+            "openai_responses": "invalid_request_error",
+        }[client]
+    )
+    if (
+        client in ("openai", "openai_responses") and backend != client
+    ):  # same dialect: the provider's own body
         assert err.body["code"] == "context_length_exceeded"  # type: ignore[attr-defined]
     assert admin.stats(backend)["by_status"] == {"400": 1}
     admin.reset()
@@ -1005,24 +1205,37 @@ def test_rate_limit_on_every_backend_is_429(error_stack: Any, client: str) -> No
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN, END = "<!-- conformance-matrix:begin -->", "<!-- conformance-matrix:end -->"
-LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Gemini", "openai_responses": "OpenAI Responses",
-          "bedrock": "Bedrock"}
+LABELS = {
+    "openai": "OpenAI",
+    "anthropic": "Anthropic",
+    "gemini": "Gemini",
+    "openai_responses": "OpenAI Responses",
+    "bedrock": "Bedrock",
+}
 
 
-CLOUD_LABELS = {"vertex_gemini": "Gemini on Vertex AI", "vertex_anthropic": "Claude on Vertex AI",
-                "azure_openai": "Azure OpenAI"}
+CLOUD_LABELS = {
+    "vertex_gemini": "Gemini on Vertex AI",
+    "vertex_anthropic": "Claude on Vertex AI",
+    "azure_openai": "Azure OpenAI",
+}
 
 
 def matrix_markdown() -> str:
     """The README table: one row per client x backend pair, one column per cell, each cell the test id."""
     head = ["client SDK", "backend", *(c.replace("_", " ") for c in CELLS)]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for test, pairs, ids, labels in (("test_matrix", PAIRS, PAIR_IDS, LABELS),
-                                     ("test_cloud_matrix", CLOUD_PAIRS, CLOUD_PAIR_IDS, CLOUD_LABELS)):
+    for test, pairs, ids, labels in (
+        ("test_matrix", PAIRS, PAIR_IDS, LABELS),
+        ("test_cloud_matrix", CLOUD_PAIRS, CLOUD_PAIR_IDS, CLOUD_LABELS),
+    ):
         for (client, backend), pair in zip(pairs, ids, strict=True):
             cells = [f"`{test}[{pair}-{cell}]`" for cell in CELLS]
-            rows.append(f"| {LABELS[client]} | {labels[backend]} ({ALL_BACKENDS[backend][0]}) | "
-                        + " | ".join(cells) + " |")
+            rows.append(
+                f"| {LABELS[client]} | {labels[backend]} ({ALL_BACKENDS[backend][0]}) | "
+                + " | ".join(cells)
+                + " |"
+            )
     return "\n".join(rows)
 
 

@@ -27,8 +27,12 @@ def start_up_with_output(tmp_path: Path) -> tuple[subprocess.Popen[str], dict, l
     cfg = config_on_free_ports()
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "gateway_tools", "up", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway_tools", "up", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     lines = []
     deadline = time.monotonic() + 60
@@ -58,9 +62,11 @@ def children_of(pid: int) -> list[int]:
 
 def chat(port: int, model: str) -> dict:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/chat/completions", method="POST",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        method="POST",
         data=json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode(),
-        headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"})
+        headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=20) as r:
         return json.loads(r.read())
 
@@ -94,8 +100,11 @@ def test_up_starts_a_killed_worker_again_and_counts_it(tmp_path: Path) -> None:
     proc, cfg, lines = start_up_with_output(tmp_path)
     try:
         (url,) = [line.split()[-1] for line in lines if line.strip().startswith("supervisor metrics")]
-        worker = next(pid for pid in children_of(proc.pid)
-                      if "serve" in Path(f"/proc/{pid}/cmdline").read_text().split("\0"))
+        worker = next(
+            pid
+            for pid in children_of(proc.pid)
+            if "serve" in Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        )
         os.kill(worker, signal.SIGKILL)
         assert proc.stdout is not None
         said = [proc.stdout.readline() for _ in range(2)]

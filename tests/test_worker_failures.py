@@ -37,12 +37,21 @@ BOUND_S = 30.0  # every wait below ends by then, or the test fails
 
 # One request per client dialect, for a model whose primary is the OpenAI mock.
 CALLS: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
-    "openai": ("/v1/chat/completions", {"authorization": f"Bearer {DEMO_KEY}"},
-               {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
-    "anthropic": ("/v1/messages", {"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"},
-                  {"model": "gpt-4o", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}),
-    "gemini": ("/v1beta/models/gpt-4o:generateContent", {"x-goog-api-key": DEMO_KEY},
-               {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+    "openai": (
+        "/v1/chat/completions",
+        {"authorization": f"Bearer {DEMO_KEY}"},
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+    ),
+    "anthropic": (
+        "/v1/messages",
+        {"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"},
+        {"model": "gpt-4o", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
+    ),
+    "gemini": (
+        "/v1beta/models/gpt-4o:generateContent",
+        {"x-goog-api-key": DEMO_KEY},
+        {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+    ),
 }
 
 
@@ -76,10 +85,11 @@ def test_every_ext_proc_stream_is_retried_on_another_worker_when_none_answered()
 
 def test_failed_router_streams_get_an_error_in_each_dialect() -> None:
     hcm = envoy_config.render(load_config())["static_resources"]["listeners"][0]["filter_chains"][0][
-        "filters"][0]["typed_config"]
+        "filters"
+    ][0]["typed_config"]
     mappers = hcm["local_reply_config"]["mappers"]
     ours = envoy_config.worker_failure_mappers()
-    assert mappers[:len(ours)] == ours  # before Envoy's other local replies: the first match wins
+    assert mappers[: len(ours)] == ours  # before Envoy's other local replies: the first match wins
     said = {json.dumps(m["filter"]) for m in ours}
     for d in dialects.DIALECTS.values():
         assert any(f'"exact": "{d.name}"' in f for f in said), d.name
@@ -87,7 +97,9 @@ def test_failed_router_streams_get_an_error_in_each_dialect() -> None:
     assert statuses >= {502, 503, 504}
     for m in ours:
         body = m["body_format_override"]
-        assert body["content_type"] == "application/json" and json.loads(body["text_format_source"]["inline_string"])
+        assert body["content_type"] == "application/json" and json.loads(
+            body["text_format_source"]["inline_string"]
+        )
 
 
 # ---- the real stack ------------------------------------------------------------------------------
@@ -107,7 +119,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -
     """Two workers; budgets in Redis with a long timeout, so an admission waits for a paused Redis."""
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
     cfg["tenants"]["demo"]["limits"] = {"requests_per_minute": 100_000}
-    cfg["redis"] = {"url": redis_server.url, "key_prefix": "wf", "on_failure": "fail_open", "timeout_ms": 4000}
+    cfg["redis"] = {
+        "url": redis_server.url,
+        "key_prefix": "wf",
+        "on_failure": "fail_open",
+        "timeout_ms": 4000,
+    }
     s = start_stack(tmp_path_factory.mktemp("worker-failures"), config_on_free_ports(cfg, workers=2))
     try:
         yield s
@@ -138,8 +155,9 @@ def host_stat(stack: Stack, port: int, stat: str) -> str:
 
 def cluster_stat(stack: Stack, name: str) -> int:
     admin = stack.config.admin
-    with urllib.request.urlopen(f"http://{admin.address}:{admin.port}/stats?filter=^cluster\\.ext_proc\\.{name}$",
-                                timeout=5) as r:
+    with urllib.request.urlopen(
+        f"http://{admin.address}:{admin.port}/stats?filter=^cluster\\.ext_proc\\.{name}$", timeout=5
+    ) as r:
         m = re.search(rf"{name}: (\d+)", r.read().decode())
     return int(m.group(1)) if m else 0
 
@@ -155,7 +173,9 @@ def all_workers_serve(stack: Stack) -> None:
     """The supervisor has started every worker again and Envoy sends to each."""
     for c in workers(stack):
         port = int(c.argv[c.argv.index("--port") + 1])
-        wait_for(f"{c.name} healthy in Envoy", lambda p=port: host_stat(stack, p, "health_flags") == "healthy")
+        wait_for(
+            f"{c.name} healthy in Envoy", lambda p=port: host_stat(stack, p, "health_flags") == "healthy"
+        )
 
 
 def kill(child: Any) -> None:
@@ -166,12 +186,20 @@ def restarts(stack: Stack) -> dict[str, float]:
     """``llm_gateway_worker_restarts_total`` by child, from the supervisor's /metrics."""
     with urllib.request.urlopen(stack.urls()["supervisor metrics"], timeout=5) as r:
         text = r.read().decode()
-    return {m[0]: float(m[1]) for m in re.findall(r'llm_gateway_worker_restarts_total\{child="([^"]+)"\} (\S+)', text)}
+    return {
+        m[0]: float(m[1])
+        for m in re.findall(r'llm_gateway_worker_restarts_total\{child="([^"]+)"\} (\S+)', text)
+    }
 
 
-async def send_all(stack: Stack, during: Callable[[], Any], n: int = 6, settle: float = 0.5,
-                   ) -> list[tuple[str, int, bytes, dict[str, str]]]:
+async def send_all(
+    stack: Stack,
+    during: Callable[[], Any],
+    n: int = 6,
+    settle: float = 0.5,
+) -> list[tuple[str, int, bytes, dict[str, str]]]:
     """``n`` requests in each dialect at once; ``during()`` runs ``settle`` seconds later."""
+
     async def one(session: aiohttp.ClientSession, dialect: str) -> tuple[str, int, bytes, dict[str, str]]:
         path, headers, body = CALLS[dialect]
         async with session.post(stack.base_url + path, json=body, headers=headers) as r:
@@ -185,15 +213,20 @@ async def send_all(stack: Stack, during: Callable[[], Any], n: int = 6, settle: 
         return await asyncio.gather(*tasks)
 
 
-def test_streams_a_dead_worker_never_answered_are_retried_on_the_other(stack: Stack, mocks: MockAdmin) -> None:
+def test_streams_a_dead_worker_never_answered_are_retried_on_the_other(
+    stack: Stack, mocks: MockAdmin
+) -> None:
     all_workers_serve(stack)
     victim = workers(stack)[1]
     port = int(victim.argv[victim.argv.index("--port") + 1])
     before = cluster_stat(stack, "upstream_rq_retry_success")
     os.kill(victim.proc.pid, signal.SIGSTOP)  # it reads nothing: streams to it wait for a first answer
     try:
+
         def kill_when_it_holds_streams() -> None:
-            wait_for("streams waiting on the stopped worker", lambda: int(host_stat(stack, port, "rq_active")) > 0)
+            wait_for(
+                "streams waiting on the stopped worker", lambda: int(host_stat(stack, port, "rq_active")) > 0
+            )
             kill(victim)
 
         results = asyncio.run(send_all(stack, kill_when_it_holds_streams, n=4, settle=0.2))
@@ -205,8 +238,9 @@ def test_streams_a_dead_worker_never_answered_are_retried_on_the_other(stack: St
     all_workers_serve(stack)
 
 
-def test_a_worker_dying_while_a_provider_answers_is_a_502_in_the_clients_dialect(stack: Stack,
-                                                                                mocks: MockAdmin) -> None:
+def test_a_worker_dying_while_a_provider_answers_is_a_502_in_the_clients_dialect(
+    stack: Stack, mocks: MockAdmin
+) -> None:
     all_workers_serve(stack)
     before = restarts(stack)
     mocks.fault("openai", mode="slow", delay_ms=2000)
@@ -223,8 +257,9 @@ def test_a_worker_dying_while_a_provider_answers_is_a_502_in_the_clients_dialect
     assert "restarted by the supervisor after signal SIGKILL" in Path(workers(stack)[0].log_path).read_text()
 
 
-def test_a_worker_dying_before_any_provider_is_a_503_to_retry(stack: Stack, mocks: MockAdmin,
-                                                               redis_server: RedisServer) -> None:
+def test_a_worker_dying_before_any_provider_is_a_503_to_retry(
+    stack: Stack, mocks: MockAdmin, redis_server: RedisServer
+) -> None:
     """Admissions wait for a paused Redis (the workers answered the headers, not yet the body)."""
     all_workers_serve(stack)
     assert redis_server.proc is not None

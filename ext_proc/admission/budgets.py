@@ -86,7 +86,13 @@ class RequestBudget(TenantBudget):
 
 
 class TokenBudget(TenantBudget):
-    kind, what, unit, suffix, rate_limit_headers = "tokens", "tokens per minute", "tokens per minute", "tpm", True
+    kind, what, unit, suffix, rate_limit_headers = (
+        "tokens",
+        "tokens per minute",
+        "tokens per minute",
+        "tpm",
+        True,
+    )
 
     def amount(self, d: Demand) -> float:
         return float(d.tokens)

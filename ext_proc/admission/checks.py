@@ -41,10 +41,14 @@ def config_problems(data: dict[str, Any]) -> list[str]:
             adaptive = _d(limits.get("adaptive"))
             lo, hi, init = adaptive.get("min", 1), adaptive.get("max", 64), adaptive.get("initial")
             if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
-                problems.append(f"models.{model_name}.backends[{i}].limits.adaptive: min {lo} is above max {hi}")
+                problems.append(
+                    f"models.{model_name}.backends[{i}].limits.adaptive: min {lo} is above max {hi}"
+                )
             if isinstance(init, int) and isinstance(lo, int) and isinstance(hi, int) and not lo <= init <= hi:
-                problems.append(f"models.{model_name}.backends[{i}].limits.adaptive.initial: "
-                                f"{init} is outside [{lo}, {hi}]")
+                problems.append(
+                    f"models.{model_name}.backends[{i}].limits.adaptive.initial: "
+                    f"{init} is outside [{lo}, {hi}]"
+                )
     for tname, t in _d(data.get("tenants")).items():
         t = _d(t)
         budgets = budgets or bool(_d(t.get("limits")))
@@ -53,6 +57,8 @@ def config_problems(data: dict[str, Any]) -> list[str]:
             problems.append(f"tenants.{tname}.priority: '{prio}' is above max_priority '{top}'")
     workers = _d(data.get("ext_proc")).get("workers", 1)
     if budgets and data.get("redis") is None and isinstance(workers, int) and workers > 1:
-        problems.append(f"ext_proc.workers: {workers} workers with in-memory budgets would each enforce "
-                        "the whole budget; add a 'redis:' section to share them, or run one worker")
+        problems.append(
+            f"ext_proc.workers: {workers} workers with in-memory budgets would each enforce "
+            "the whole budget; add a 'redis:' section to share them, or run one worker"
+        )
     return problems

@@ -94,9 +94,11 @@ class Admission:
         self.tenants = {name: tenant_budgets(name, t.limits) for name, t in cfg.tenants.items() if t.limits}
         self.priorities = {name: (t.priority, t.max_priority) for name, t in cfg.tenants.items()}
         self.quotas: dict[str, list[BackendQuota]] = {
-            b.name: backend_quotas(b.name, b.limits) for b in cfg.backends.values() if b.budgeted and b.limits}
+            b.name: backend_quotas(b.name, b.limits) for b in cfg.backends.values() if b.budgeted and b.limits
+        }
         self.adaptive: dict[str, Adaptive] = {
-            b.name: b.limits.adaptive for b in cfg.backends.values() if b.limits and b.limits.adaptive}
+            b.name: b.limits.adaptive for b in cfg.backends.values() if b.limits and b.limits.adaptive
+        }
         self.reserve_price = {m: _dearest([b.price for b in chain]) for m, chain in cfg.chains.items()}
         self.node = secrets.token_hex(6)
         self.counter = itertools.count()
@@ -114,18 +116,29 @@ class Admission:
             return default
         wanted = header.strip().lower()
         if wanted not in RANK:
-            raise GatewayError("invalid_request", f"x-priority must be 'interactive' or 'batch', not '{header}'",
-                               param="x-priority")
+            raise GatewayError(
+                "invalid_request",
+                f"x-priority must be 'interactive' or 'batch', not '{header}'",
+                param="x-priority",
+            )
         return wanted if RANK[wanted] <= RANK[top] else top
 
-    async def admit(self, tenant: str, priority: str, model: str, body: dict[str, Any],
-                    candidates: list[ResolvedBackend], dialect: Dialect | None = None) -> Ticket:
+    async def admit(
+        self,
+        tenant: str,
+        priority: str,
+        model: str,
+        body: dict[str, Any],
+        candidates: list[ResolvedBackend],
+        dialect: Dialect | None = None,
+    ) -> Ticket:
         """Reserve for this request on the first candidate with headroom (in the
         order given: ``request.candidates`` orders them), or raise ``Rejection``."""
         t0 = time.perf_counter()
         settings = self.cfg.models[model]
         tokens = estimate.input_tokens(body, dialect) + estimate.output_tokens(
-            body, settings.reserve_output_tokens or settings.default_max_tokens, dialect)
+            body, settings.reserve_output_tokens or settings.default_max_tokens, dialect
+        )
         cost = _cost(self.reserve_price[model], tokens, 0, 0) if self.reserve_price[model] else 0.0
         budgets = self.tenants.get(tenant, ())
         demand = Demand(tokens, cost)
@@ -139,8 +152,14 @@ class Admission:
             outcome = await self.store.acquire(tenant_checks, backend_checks, lease)
         except StoreUnavailable as e:
             self._count(tenant, priority, "rejected", "store_unavailable")
-            raise Rejection("overloaded", f"admission is unavailable: {e}", status=503,
-                            retry_after=None, headers=retry_headers(1.0), reason="store_unavailable") from None
+            raise Rejection(
+                "overloaded",
+                f"admission is unavailable: {e}",
+                status=503,
+                retry_after=None,
+                headers=retry_headers(1.0),
+                reason="store_unavailable",
+            ) from None
         headers = rate_limit_headers(budgets, outcome.levels)
         self._export_remaining(tenant, budgets, outcome.levels)
         if outcome.chosen < 0:
@@ -151,24 +170,47 @@ class Admission:
         metrics.child(metrics.BACKEND_IN_FLIGHT, backend.name).inc()
         return Ticket(tenant, priority, model, backend, tokens, cost, lease, outcome.local, t0, headers)
 
-    def _never_fits(self, tenant: str, model: str, budgets: Sequence[TenantBudget], tenant_checks: list[Check],
-                    backend_checks: list[list[Check]], tokens: int, priority: str) -> None:
+    def _never_fits(
+        self,
+        tenant: str,
+        model: str,
+        budgets: Sequence[TenantBudget],
+        tenant_checks: list[Check],
+        backend_checks: list[list[Check]],
+        tokens: int,
+        priority: str,
+    ) -> None:
         """413 for a request no amount of waiting would admit."""
         for b, c in zip(budgets, tenant_checks, strict=True):
             if c.kind == BUCKET and c.amount > c.cap:
                 what = b.unit
                 self._count(tenant, priority, "rejected", "too_large")
-                raise Rejection("request_too_large", f"this request needs {_num(c.amount)} {what} (estimated input "
-                                f"+ max output tokens) but tenant '{tenant}' has a budget of {_num(c.cap)}: it can "
-                                f"never be admitted; lower max tokens or shorten the prompt", reason="too_large")
+                raise Rejection(
+                    "request_too_large",
+                    f"this request needs {_num(c.amount)} {what} (estimated input "
+                    f"+ max output tokens) but tenant '{tenant}' has a budget of {_num(c.cap)}: it can "
+                    f"never be admitted; lower max tokens or shorten the prompt",
+                    reason="too_large",
+                )
         if backend_checks and all(any(_static_never(c) for c in cs) for cs in backend_checks):
             self._count(tenant, priority, "rejected", "too_large")
-            raise Rejection("request_too_large", f"this request reserves {tokens} tokens, more than any backend of "
-                            f"model '{model}' allows per minute at {priority} priority: it can never be "
-                            f"admitted; lower max tokens or shorten the prompt", reason="too_large")
+            raise Rejection(
+                "request_too_large",
+                f"this request reserves {tokens} tokens, more than any backend of "
+                f"model '{model}' allows per minute at {priority} priority: it can never be "
+                f"admitted; lower max tokens or shorten the prompt",
+                reason="too_large",
+            )
 
-    def _rejection(self, tenant: str, priority: str, model: str, budgets: Sequence[TenantBudget],
-                   outcome: Outcome, headers: dict[str, str]) -> Rejection:
+    def _rejection(
+        self,
+        tenant: str,
+        priority: str,
+        model: str,
+        budgets: Sequence[TenantBudget],
+        outcome: Outcome,
+        headers: dict[str, str],
+    ) -> Rejection:
         wait = outcome.wait
         if outcome.failed >= 0:
             b = budgets[outcome.failed]
@@ -178,8 +220,13 @@ class Admission:
             reason = "backend_quota"
             message = f"no backend of model '{model}' has headroom for this {priority} request"
         self._count(tenant, priority, "rejected", reason)
-        return Rejection("rate_limit", f"{message}; retry in {wait:.1f} s", retry_after=None,
-                         headers={**headers, **retry_headers(wait)}, reason=reason)
+        return Rejection(
+            "rate_limit",
+            f"{message}; retry in {wait:.1f} s",
+            retry_after=None,
+            headers={**headers, **retry_headers(wait)},
+            reason=reason,
+        )
 
     def _count(self, tenant: str, priority: str, decision: str, reason: str) -> None:
         metrics.child(metrics.ADMISSION, tenant, priority, decision, reason).inc()
@@ -204,7 +251,11 @@ class Admission:
         else:
             used = usage.input_tokens + usage.output_tokens
             price = answered.price if answered else None
-            cost = _cost(price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) if price else 0.0
+            cost = (
+                _cost(price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens)
+                if price
+                else 0.0
+            )
         demand, use = Demand(ticket.tokens, ticket.cost), Use(failed, used, cost)
         ops: list[Op] = []
         for b in self.tenants.get(ticket.tenant, ()):
@@ -219,7 +270,10 @@ class Admission:
 
     def _backend_settlement(self, ticket: Ticket, answered: ResolvedBackend | None, used: int) -> list[Op]:
         moved = answered is not None and answered.name != ticket.backend.name
-        ops = [q.settle(ticket.lease, ticket.tokens, used, moved) for q in self.quotas.get(ticket.backend.name, ())]
+        ops = [
+            q.settle(ticket.lease, ticket.tokens, used, moved)
+            for q in self.quotas.get(ticket.backend.name, ())
+        ]
         if moved and answered is not None:
             # Envoy failed over: the backend that answered is charged after the fact.
             ops += [q.charge(used) for q in self.quotas.get(answered.name, ())]
@@ -232,7 +286,9 @@ class Admission:
 
     def _adapt(self, backend: str, up: bool) -> Adapt:
         ad = self.adaptive[backend]
-        return Adapt(f"b:{backend}:limit", ad.min, ad.max, float(ad.initial or ad.max), ad.decrease, ad.increase, up)
+        return Adapt(
+            f"b:{backend}:limit", ad.min, ad.max, float(ad.initial or ad.max), ad.decrease, ad.increase, up
+        )
 
     def _slow(self, backend: str, ticket: Ticket) -> bool:
         """Latency signal: this answer came much later than the backend's baseline."""
@@ -302,4 +358,3 @@ def _dearest(prices: list[Price | None]) -> Price | None:
 
 def _num(v: float) -> str:
     return f"{v:.4g}" if v != int(v) else str(int(v))
-

@@ -69,7 +69,9 @@ end
 # check: [kind, key index, cap, rate, amount, keep, adaptive key index (0: none), initial]
 # Answer: [chosen backend (-1: rejected, -2: void, past the deadline), wait, failed tenant check,
 #          levels, Redis time as a string (cjson would round it to 0.1 ms)]
-ACQUIRE = _COMMON + """
+ACQUIRE = (
+    _COMMON
+    + """
 local p = cjson.decode(ARGV[1])
 local stamp = string.format('%.6f', now)
 if now > p.dl then return cjson.encode({-2, 0, -1, {}, stamp}) end
@@ -124,9 +126,12 @@ for j, checks in ipairs(p.b) do
 end
 return cjson.encode({-1, math.max(best, 0), -1, levels, stamp})
 """
+)
 
 # ARGV[1]: [op...]; ["r", key, cap, rate, delta] | ["x", key, lease] | ["a", key, lo, hi, init, dec, inc, up]
-SETTLE = _COMMON + """
+SETTLE = (
+    _COMMON
+    + """
 local out = {}
 for _, op in ipairs(cjson.decode(ARGV[1])) do
   local k = KEYS[op[2]]
@@ -144,6 +149,7 @@ for _, op in ipairs(cjson.decode(ARGV[1])) do
 end
 return cjson.encode(out)
 """
+)
 
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 VOID = -2
@@ -210,12 +216,22 @@ class _Keys:
         return i
 
     def check(self, c: Check) -> list[Any]:
-        return [c.kind, self(c.key), c.cap, c.rate, c.amount, c.keep, self(c.adaptive) if c.adaptive else 0,
-                c.initial]
+        return [
+            c.kind,
+            self(c.key),
+            c.cap,
+            c.rate,
+            c.amount,
+            c.keep,
+            self(c.adaptive) if c.adaptive else 0,
+            c.initial,
+        ]
 
 
 def _slot_keys(tenant: list[Check], backends: list[list[Check]]) -> list[str]:
-    return [c.key for c in tenant if c.kind == SLOTS] + [c.key for cs in backends for c in cs if c.kind == SLOTS]
+    return [c.key for c in tenant if c.kind == SLOTS] + [
+        c.key for cs in backends for c in cs if c.kind == SLOTS
+    ]
 
 
 class RedisStore:
@@ -224,8 +240,14 @@ class RedisStore:
         # A bounded pool: a burst waits for a connection instead of opening
         # hundreds at once (slow handshakes under load look like an outage).
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.url, max_connections=settings.pool_size, timeout=timeout, socket_timeout=timeout,
-            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            settings.url,
+            max_connections=settings.pool_size,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
         self.client = aioredis.Redis(connection_pool=pool)
         self._acquire = self.client.register_script(ACQUIRE)
         self._settle = self.client.register_script(SETTLE)
@@ -246,8 +268,11 @@ class RedisStore:
         if not self.down:
             self.down = True
             metrics.STORE_UP.set(0)
-            how = ("admitting against this process's own budgets (fail_open)"
-                   if self.settings.on_failure == "fail_open" else "refusing requests with 503 (fail_closed)")
+            how = (
+                "admitting against this process's own budgets (fail_open)"
+                if self.settings.on_failure == "fail_open"
+                else "refusing requests with 503 (fail_closed)"
+            )
             log.error("redis unreachable (%s): %s", err.__class__.__name__, how)
 
     def _recovered(self) -> None:
@@ -274,8 +299,12 @@ class RedisStore:
             return self._degraded().acquire_now(tenant, backends, lease)
         keys = _Keys(self.prefix)
         request: dict[str, Any] = {
-            "t": [keys.check(c) for c in tenant], "b": [[keys.check(c) for c in cs] for cs in backends],
-            "id": lease, "ttl": self.fallback.ttl, "cw": self.fallback.concurrency_wait}
+            "t": [keys.check(c) for c in tenant],
+            "b": [[keys.check(c) for c in cs] for cs in backends],
+            "id": lease,
+            "ttl": self.fallback.ttl,
+            "cw": self.fallback.concurrency_wait,
+        }
         try:
             offset = self.clock.offset(start)
             if offset is None:
@@ -295,7 +324,9 @@ class RedisStore:
         chosen, wait, failed, levels, stamp = orjson.loads(raw)
         self.clock.observe(float(stamp), time.monotonic())
         if chosen == VOID:
-            self._failed(LateScript(f"redis ran an admission more than {self.timeout * DEADLINE_SHARE:g} s late"))
+            self._failed(
+                LateScript(f"redis ran an admission more than {self.timeout * DEADLINE_SHARE:g} s late")
+            )
             return self._degraded().acquire_now(tenant, backends, lease)
         self._recovered()
         return Outcome(int(chosen), float(wait), int(failed), levels if isinstance(levels, list) else [])
@@ -307,8 +338,9 @@ class RedisStore:
             if isinstance(op, Refund):
                 encoded.append(["r", keys(op.key), op.cap, op.rate, op.delta])
             elif isinstance(op, Adapt):
-                encoded.append(["a", keys(op.key), op.lo, op.hi, op.initial, op.decrease, op.increase,
-                                1 if op.up else 0])
+                encoded.append(
+                    ["a", keys(op.key), op.lo, op.hi, op.initial, op.decrease, op.increase, 1 if op.up else 0]
+                )
             else:
                 encoded.append(["x", keys(op.key), op.lease])
         try:

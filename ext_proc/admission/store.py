@@ -147,8 +147,9 @@ class MemoryStore:
         self.slots.setdefault(c.key, {})[lease] = now + self.ttl
         return level + 1
 
-    def acquire_now(self, tenant: list[Check], backends: list[list[Check]], lease: str,
-                    now: float | None = None) -> Outcome:
+    def acquire_now(
+        self, tenant: list[Check], backends: list[list[Check]], lease: str, now: float | None = None
+    ) -> Outcome:
         now = time.monotonic() if now is None else now
         levels = [self._level(c, now) for c in tenant]
         worst, failed = 0.0, -1

@@ -24,27 +24,34 @@ from . import (
 )
 from .base import COMPLETE, FAILED, ClientCall, Dialect, ResponseKeeper
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (
-    openai_chat.DIALECT,  # first: the default
-    anthropic_messages.DIALECT,
-    gemini.DIALECT,
-    openai_responses.DIALECT,
-    *vertex.DIALECTS,  # provider side only: Gemini and Claude on Google Vertex AI
-    azure_openai.DIALECT,  # provider side only: OpenAI models on Azure
-    bedrock_converse.DIALECT,  # a backend dialect: matches no client request
-)}
+DIALECTS: dict[str, Dialect] = {
+    d.name: d
+    for d in (
+        openai_chat.DIALECT,  # first: the default
+        anthropic_messages.DIALECT,
+        gemini.DIALECT,
+        openai_responses.DIALECT,
+        *vertex.DIALECTS,  # provider side only: Gemini and Claude on Google Vertex AI
+        azure_openai.DIALECT,  # provider side only: OpenAI models on Azure
+        bedrock_converse.DIALECT,  # a backend dialect: matches no client request
+    )
+}
 DEFAULT: Dialect = next(iter(DIALECTS.values()))
 _MATCH_ORDER: tuple[Dialect, ...] = tuple(reversed(DIALECTS.values()))
 CODECS: dict[str, Codec] = {name: d.codec for name, d in DIALECTS.items()}
 
 # Every header a client may carry its gateway key in (removed before a request leaves).
-CLIENT_KEY_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(h for d in DIALECTS.values() for h in d.key_headers))
+CLIENT_KEY_HEADERS: tuple[str, ...] = tuple(
+    dict.fromkeys(h for d in DIALECTS.values() for h in d.key_headers)
+)
 # Every header a dialect may set towards a provider (reset on every attempt).
-CREDENTIAL_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(
-    h for d in DIALECTS.values() for h in d.credential_header_names))
+CREDENTIAL_HEADERS: tuple[str, ...] = tuple(
+    dict.fromkeys(h for d in DIALECTS.values() for h in d.credential_header_names)
+)
 # Provider response headers no client should see.
-PROVIDER_RESPONSE_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(
-    h for d in DIALECTS.values() for h in d.provider_response_headers))
+PROVIDER_RESPONSE_HEADERS: tuple[str, ...] = tuple(
+    dict.fromkeys(h for d in DIALECTS.values() for h in d.provider_response_headers)
+)
 
 
 def get_dialect(name: str) -> Dialect:
@@ -52,7 +59,9 @@ def get_dialect(name: str) -> Dialect:
     try:
         return DIALECTS[name]
     except KeyError:
-        raise GatewayError("api_error", f"unknown dialect {name!r}; expected one of {sorted(DIALECTS)}") from None
+        raise GatewayError(
+            "api_error", f"unknown dialect {name!r}; expected one of {sorted(DIALECTS)}"
+        ) from None
 
 
 def get_codec(name: str) -> Codec:
@@ -85,7 +94,6 @@ def api_key(call: ClientCall, headers: dict[str, str]) -> str | None:
         if key:
             return key
     return call.query_key
-
 
 
 __all__ = [

@@ -123,7 +123,9 @@ class Dialect(ABC):
 
     # ---- client surface -----------------------------------------------------
     @abstractmethod
-    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+    def match(
+        self, method: str, path: str, query_key: str | None, headers: dict[str, str]
+    ) -> ClientCall | None:
         """This dialect's call for a request line it serves, else None. ``path``
         has no query and no trailing slash."""
 
@@ -199,7 +201,9 @@ class Dialect(ABC):
         reload, by ``check``); returns what is wrong, in words, when they cannot be loaded."""
         return None
 
-    def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
+    def passthrough_body(
+        self, body: dict[str, Any], upstream_model: str, stream: bool
+    ) -> dict[str, Any] | None:
         """Same-wire request (a client body, or ``client_body`` of a sibling's): the body
         with only what must change (the model name); None when nothing changes."""
         if "model" in body and body["model"] != upstream_model:
@@ -225,16 +229,18 @@ class Dialect(ABC):
         ``obj`` is the event's data as a JSON object, when it is one."""
 
     # ---- conversation state (stateful client APIs; docs/architecture.md, "Adding a dialect") --------
-    async def expand(self, store: ConversationStore, tenant: str, call: ClientCall,
-                     body: dict[str, Any]) -> dict[str, Any]:
+    async def expand(
+        self, store: ConversationStore, tenant: str, call: ClientCall, body: dict[str, Any]
+    ) -> dict[str, Any]:
         """The request with what it refers to in stored state filled in (e.g. the earlier turns of
         the answer it continues), before it is admitted and translated, so any backend can serve it.
         Raises ``GatewayError`` (a 4xx) for a reference that does not resolve for ``tenant``, and
         ``conversations.StoreUnavailable`` when the store does not answer."""
         return body
 
-    def keeper(self, store: ConversationStore, tenant: str, call: ClientCall,
-               body: dict[str, Any]) -> ResponseKeeper | None:
+    def keeper(
+        self, store: ConversationStore, tenant: str, call: ClientCall, body: dict[str, Any]
+    ) -> ResponseKeeper | None:
         """What keeps this (expanded) request's answer for later requests; None keeps nothing."""
         return None
 

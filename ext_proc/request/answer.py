@@ -67,8 +67,9 @@ class AnswerCheck:
 
     __slots__ = ("backend", "codec", "content_type", "decoder", "parts", "reader", "size", "stream")
 
-    def __init__(self, codec: Codec, backend: str, stream: bool, content_type: str,
-                 framing: StreamFraming = SSE) -> None:
+    def __init__(
+        self, codec: Codec, backend: str, stream: bool, content_type: str, framing: StreamFraming = SSE
+    ) -> None:
         self.codec = codec
         self.backend = backend
         self.stream = stream
@@ -90,7 +91,8 @@ class AnswerCheck:
         body = b"".join(self.parts)
         if self.stream:
             err: GatewayError | None = invalid_answer(
-                f"a stream was asked for and it was {self.content_type or 'a body without a content type'}")
+                f"a stream was asked for and it was {self.content_type or 'a body without a content type'}"
+            )
         else:
             err = judge_body(self.codec, body, self.content_type)
         return PASS if err is None else self._fail(err, 502)

@@ -75,8 +75,11 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
             ir = src.codec.parse_request(body, source.upstream_model, stream)
             ir.stream = stream
             out = dst.codec.build_request(
-                ir, target.upstream_model, default_max_tokens=settings.default_max_tokens,
-                drop_unsupported=settings.drop_unsupported)
+                ir,
+                target.upstream_model,
+                default_max_tokens=settings.default_max_tokens,
+                drop_unsupported=settings.drop_unsupported,
+            )
         out = dest.body(out)
         new_body = serialise(out)
     except GatewayError as err:
@@ -107,6 +110,9 @@ def refused(state: GatewayState, backend: str, status: int, body: bytes) -> byte
         said = body.decode("utf-8", "replace")[:300]
     metrics.CREDENTIAL_REFUSALS.labels(backend, str(status)).inc()
     log.warning("backend %s refused the gateway's credentials (HTTP %d): %s", backend, status, said)
-    err = GatewayError("api_error", f"the provider of backend '{backend}' refused the gateway's credentials "
-                                    f"(HTTP {status}: {said})", status=502)
+    err = GatewayError(
+        "api_error",
+        f"the provider of backend '{backend}' refused the gateway's credentials (HTTP {status}: {said})",
+        status=502,
+    )
     return orjson.dumps(codec.render_error(err))

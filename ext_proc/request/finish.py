@@ -38,8 +38,15 @@ class Finished:
     log_fields: dict[str, Any] = field(default_factory=dict)
 
 
-def finish(state: GatewayState, plan: RoutePlan, status: int, backend: str, usage: Usage | None,
-           t_first: float, t_end: float) -> Finished:
+def finish(
+    state: GatewayState,
+    plan: RoutePlan,
+    status: int,
+    backend: str,
+    usage: Usage | None,
+    t_first: float,
+    t_end: float,
+) -> Finished:
     cfg = state.config
     started = plan.started
     duration, ttft = t_end - started.t0, t_first - started.t0
@@ -48,14 +55,24 @@ def finish(state: GatewayState, plan: RoutePlan, status: int, backend: str, usag
     tpot = (t_end - t_first) / (output - 1) if plan.stream and ok and output > 1 else None
     answered = cfg.backends.get(backend)
     cost = None
-    fields: dict[str, Any] = {"tenant": started.tenant, "model": plan.model, "backend": backend,
-                              "dialect": started.dialect.name, "stream": plan.stream,
-                              "ttfb_ms": round(ttft * 1000, 1)}
+    fields: dict[str, Any] = {
+        "tenant": started.tenant,
+        "model": plan.model,
+        "backend": backend,
+        "dialect": started.dialect.name,
+        "stream": plan.stream,
+        "ttfb_ms": round(ttft * 1000, 1),
+    }
     if usage is not None:
-        fields.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                      cached_input_tokens=usage.cached_input_tokens)
+        fields.update(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+        )
         if answered is not None and answered.price is not None:
-            cost = cost_usd(answered.price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens)
+            cost = cost_usd(
+                answered.price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens
+            )
             fields["cost_usd"] = round(cost, 8)
     failover = None
     # A backend's tier is its place in this model's chain (it may serve other models at other tiers).
@@ -63,8 +80,18 @@ def finish(state: GatewayState, plan: RoutePlan, status: int, backend: str, usag
     if in_chain is not None and in_chain.tier > plan.primary.tier:
         # The primary's tier failed (perhaps without any response).
         failover = (plan.primary.name, in_chain.name)
-    return Finished(status, backend, usage, duration, ttft, tpot, cost, failover,
-                    answered.name if answered is not None and ok else None, fields)
+    return Finished(
+        status,
+        backend,
+        usage,
+        duration,
+        ttft,
+        tpot,
+        cost,
+        failover,
+        answered.name if answered is not None and ok else None,
+        fields,
+    )
 
 
 def broken_answer(state: GatewayState, backend: str) -> None:

@@ -76,8 +76,9 @@ class RoutePlan:
     keeper: ResponseKeeper | None = None  # the dialect's finish effect (keeps the answer for later turns)
 
 
-def reject(started: Started | ClientCall | None, err: GatewayError, reason: str,
-           ticket: Ticket | None = None) -> Answer:
+def reject(
+    started: Started | ClientCall | None, err: GatewayError, reason: str, ticket: Ticket | None = None
+) -> Answer:
     """``err`` as the client's dialect renders it, with rate-limit headers where known."""
     call = started.call if isinstance(started, Started) else started
     dialect = get_dialect(call.dialect) if call is not None else _default_dialect()
@@ -105,8 +106,9 @@ def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> 
     tenant = authenticate(state, call, dialect, headers)
     if isinstance(tenant, GatewayError):
         return reject(call, tenant, "authentication")
-    started = Started(call, dialect, tenant, headers.get("x-priority"), t0,
-                      tuple(h for h in headers if h[:1] != ":"))
+    started = Started(
+        call, dialect, tenant, headers.get("x-priority"), t0, tuple(h for h in headers if h[:1] != ":")
+    )
     if call.operation in ("list_models", "get_model"):
         return models(state, started)
     if call.operation == "state":
@@ -119,8 +121,9 @@ def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> 
     return started
 
 
-def authenticate(state: GatewayState, call: ClientCall, dialect: Dialect,
-                 headers: dict[str, str]) -> str | GatewayError:
+def authenticate(
+    state: GatewayState, call: ClientCall, dialect: Dialect, headers: dict[str, str]
+) -> str | GatewayError:
     """The tenant whose key the client sent ("anonymous" when no tenants are configured)."""
     if not state.config.tenants:
         return "anonymous"
@@ -138,8 +141,13 @@ def models(state: GatewayState, started: Started) -> Answer:
     names = list(state.config.models)
     if call.operation == "get_model":
         if call.model not in state.config.models:
-            return reject(call, GatewayError("not_found", f"model '{call.model}' is not served by this gateway",
-                                             param="model"), "not_found")
+            return reject(
+                call,
+                GatewayError(
+                    "not_found", f"model '{call.model}' is not served by this gateway", param="model"
+                ),
+                "not_found",
+            )
         names = [call.model]
     one = call.model if call.operation == "get_model" else None
     return Answer(200, orjson.dumps(started.dialect.model_listing(names, one=one)), reason="model_listing")
@@ -175,8 +183,12 @@ async def plan(state: GatewayState, started: Started, raw: bytes) -> RoutePlan |
         log.exception("planning a %s request failed", started.dialect.name)
         if ticket and state.admission is not None:
             state.admission.settle(ticket[0], 0, "", None)
-        return reject(started, GatewayError("api_error", "the gateway failed to process this request"),
-                      "internal", ticket[0] if ticket else None)
+        return reject(
+            started,
+            GatewayError("api_error", "the gateway failed to process this request"),
+            "internal",
+            ticket[0] if ticket else None,
+        )
 
 
 async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: list[Ticket]) -> RoutePlan:
@@ -195,8 +207,9 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
         raise GatewayError("invalid_request", "missing required field 'model'", param="model")
     chain = state.router.chain(model)
     if chain is None:
-        raise GatewayError("not_found", f"model '{model}' does not exist or is not served by this gateway",
-                           param="model")
+        raise GatewayError(
+            "not_found", f"model '{model}' does not exist or is not served by this gateway", param="model"
+        )
     stream = client.request_stream(call, body)
     # What the request refers to in stored state, filled in: admitted, translated and answered whole.
     body = await client.expand(state.conversations, started.tenant, call, body)
@@ -213,8 +226,15 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
     return routed
 
 
-def _route(state: GatewayState, started: Started, model: str, stream: bool, body: dict[str, Any],
-           primary: ResolvedBackend, ticket: Ticket | None) -> RoutePlan:
+def _route(
+    state: GatewayState,
+    started: Started,
+    model: str,
+    stream: bool,
+    body: dict[str, Any],
+    primary: ResolvedBackend,
+    ticket: Ticket | None,
+) -> RoutePlan:
     call, client = started.call, started.dialect
     target = state.router.targets[primary.name]
     ir: ChatRequest | None = None
@@ -225,8 +245,11 @@ def _route(state: GatewayState, started: Started, model: str, stream: bool, body
         ir = client.codec.parse_request(body, call.model, call.stream)
         settings = state.config.models[model]
         out = target.dialect.codec.build_request(
-            ir, primary.upstream_model, default_max_tokens=settings.default_max_tokens,
-            drop_unsupported=settings.drop_unsupported)
+            ir,
+            primary.upstream_model,
+            default_max_tokens=settings.default_max_tokens,
+            drop_unsupported=settings.drop_unsupported,
+        )
     sent = target.body(out if out is not None else body)
     new_body = serialise(sent) if sent is not body else None
     set_headers = {
@@ -240,8 +263,15 @@ def _route(state: GatewayState, started: Started, model: str, stream: bool, body
     # The client's own key must never reach a provider, nor any header the
     # provider's forward_headers does not list (they act under the operator's
     # key); compressed responses could not be translated.
-    remove = dict.fromkeys(h for h in (*CLIENT_KEY_HEADERS, *state.router.provider_headers, *(
-        h for h in started.header_names if h not in target.forwarded)) if h not in set_headers)
+    remove = dict.fromkeys(
+        h
+        for h in (
+            *CLIENT_KEY_HEADERS,
+            *state.router.provider_headers,
+            *(h for h in started.header_names if h not in target.forwarded),
+        )
+        if h not in set_headers
+    )
     remove["accept-encoding"] = None
     return RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, list(remove), new_body)
 
@@ -253,7 +283,9 @@ def serialise(body: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(body)
     except orjson.JSONEncodeError as e:
-        raise GatewayError("invalid_request", f"the request cannot be re-encoded for the backend: {e}") from None
+        raise GatewayError(
+            "invalid_request", f"the request cannot be re-encoded for the backend: {e}"
+        ) from None
 
 
 def choose(model: str, candidates: Candidates) -> ResolvedBackend:
@@ -270,13 +302,17 @@ def choose(model: str, candidates: Candidates) -> ResolvedBackend:
         return primary
     wait = candidates.retry_after()
     if wait is not None:
-        raise GatewayError("rate_limit", f"every backend of model '{model}' is rate limited; "
-                           f"retry in {max(1, round(wait))} s", retry_after=wait)
+        raise GatewayError(
+            "rate_limit",
+            f"every backend of model '{model}' is rate limited; retry in {max(1, round(wait))} s",
+            retry_after=wait,
+        )
     return candidates.order[0]
 
 
-async def admit(state: GatewayState, started: Started, model: str, body: dict[str, Any],
-                candidates: Candidates) -> Ticket:
+async def admit(
+    state: GatewayState, started: Started, model: str, body: dict[str, Any], candidates: Candidates
+) -> Ticket:
     """Health first (cooling backends are skipped), then budgets: the first
     healthy backend with headroom becomes the primary (README "Budgets")."""
     admission = state.admission
@@ -287,9 +323,14 @@ async def admit(state: GatewayState, started: Started, model: str, body: dict[st
         metrics.SKIPPED.labels(model, b.name).inc()
     ticket: Ticket | None = None
     try:
-        ticket = await admission.admit(started.tenant, priority, model, body,
-                                       healthy or [choose(model, Candidates(candidates.order, state.health))],
-                                       started.dialect)
+        ticket = await admission.admit(
+            started.tenant,
+            priority,
+            model,
+            body,
+            healthy or [choose(model, Candidates(candidates.order, state.health))],
+            started.dialect,
+        )
     finally:
         candidates.release_probes(ticket.backend if ticket is not None else None)
     return ticket

@@ -66,8 +66,15 @@ class InvalidAnswer(Exception):
 class ResponseTranslator:
     """Feed response chunks; get the bytes to send instead (None: send unchanged)."""
 
-    def __init__(self, dialect: Dialect, backend: ResolvedBackend | None, status: int, model: str, on_done: OnDone,
-                 redact: Redactor):
+    def __init__(
+        self,
+        dialect: Dialect,
+        backend: ResolvedBackend | None,
+        status: int,
+        model: str,
+        on_done: OnDone,
+        redact: Redactor,
+    ):
         self.dialect = dialect
         self.redact = redact
         self.client = dialect.codec
@@ -130,8 +137,9 @@ class Buffered(ResponseTranslator):
             except GatewayError as e:
                 # Its 200 already went to the client: too late to fail over, and a body
                 # saying so would pass for an answer. The router stage aborts the response.
-                err = GatewayError("api_error", self.redact(f"{e.message} (backend '{self.backend_name}')"),
-                                   status=502)
+                err = GatewayError(
+                    "api_error", self.redact(f"{e.message} (backend '{self.backend_name}')"), status=502
+                )
                 log.warning("invalid answer after its headers went to the client: %s", err.message)
                 self.status = 502
                 self.finish()
@@ -180,8 +188,11 @@ class Buffered(ResponseTranslator):
         try:
             err = codec.parse_error(self.status, body)
         except Exception:  # never let an odd error body become a 500 of our own
-            err = GatewayError(kind_for_status(self.status), body.decode("utf-8", "replace")[:500] or "upstream error",
-                               status=self.status or 502)
+            err = GatewayError(
+                kind_for_status(self.status),
+                body.decode("utf-8", "replace")[:500] or "upstream error",
+                status=self.status or 502,
+            )
         err.message = self.redact(err.message)
         return orjson.dumps(self.client.render_error(err))
 
@@ -325,13 +336,26 @@ class StreamPassthrough(ResponseTranslator):
 
 
 def _max_usage(a: Usage, b: Usage) -> Usage:
-    return Usage(max(a.input_tokens, b.input_tokens), max(a.output_tokens, b.output_tokens),
-                 max(a.cached_input_tokens, b.cached_input_tokens), max(a.cache_write_tokens, b.cache_write_tokens))
+    return Usage(
+        max(a.input_tokens, b.input_tokens),
+        max(a.output_tokens, b.output_tokens),
+        max(a.cached_input_tokens, b.cached_input_tokens),
+        max(a.cache_write_tokens, b.cache_write_tokens),
+    )
 
 
-def make_translator(*, client: Dialect, backend: ResolvedBackend | None, status: int, stream: bool, model: str,
-                    ir: ChatRequest | None, body: dict[str, Any] | None, on_done: OnDone,
-                    redact: Redactor) -> ResponseTranslator:
+def make_translator(
+    *,
+    client: Dialect,
+    backend: ResolvedBackend | None,
+    status: int,
+    stream: bool,
+    model: str,
+    ir: ChatRequest | None,
+    body: dict[str, Any] | None,
+    on_done: OnDone,
+    redact: Redactor,
+) -> ResponseTranslator:
     args = (client, backend, status, model, on_done, redact)
     if not stream or status != 200 or backend is None:
         return Buffered(*args, ir=ir)

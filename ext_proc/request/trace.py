@@ -47,7 +47,9 @@ def local_reply(started: Started | None, answer: Answer) -> dict[str, Any]:
         fields["llm_gateway.admission"] = REJECTED
     if started is not None:
         op = started.dialect.genai_operation if started.call.operation == "chat" else started.call.operation
-        fields.update({P.TRACE_SPAN_NAME: op, "gen_ai.operation.name": op, "llm_gateway.tenant": started.tenant})
+        fields.update(
+            {P.TRACE_SPAN_NAME: op, "gen_ai.operation.name": op, "llm_gateway.tenant": started.tenant}
+        )
     return fields
 
 

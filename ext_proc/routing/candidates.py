@@ -25,7 +25,7 @@ def weighted_order(chain: list[ResolvedBackend]) -> list[ResolvedBackend]:
     """Failover order; backends sharing a tier in weighted random order."""
     if len({b.tier for b in chain}) == len(chain):
         return chain
-    return sorted(chain, key=lambda b: (b.tier, -random.random() ** (1 / b.weight)))
+    return sorted(chain, key=lambda b: (b.tier, -(random.random() ** (1 / b.weight))))
 
 
 @dataclass(slots=True)

@@ -50,8 +50,11 @@ class BackendHealth:
 
 
 class HealthTable:
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[str, State], None] | None = None):
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str, State], None] | None = None,
+    ):
         self.clock = clock
         self.on_change = on_change
         self.backends: dict[str, BackendHealth] = {}
@@ -68,8 +71,9 @@ class HealthTable:
             if self.on_change:
                 self.on_change(backend, state)
 
-    def failure(self, backend: str, status: int = 0, retry_after: float | None = None,
-                certain: bool = False) -> None:
+    def failure(
+        self, backend: str, status: int = 0, retry_after: float | None = None, certain: bool = False
+    ) -> None:
         """A failed attempt on ``backend`` (status 0: no response). ``certain``: a fault
         one occurrence proves (an invalid answer): cool down without waiting for a second."""
         h = self._get(backend)

@@ -24,7 +24,8 @@ from ..dialects import CREDENTIAL_HEADERS, Dialect, get_dialect
 # id in the access log, for matching a provider's logs), and x-forwarded-proto,
 # which the route lookup needs (removed as the request leaves instead).
 FORWARDED = frozenset({"content-type", "accept", "x-request-id", "x-forwarded-proto", *MANAGED_HEADERS}) - {
-    "accept-encoding"}
+    "accept-encoding"
+}
 
 
 @dataclass(slots=True)
@@ -67,8 +68,12 @@ class BackendTarget:
 class Router:
     """Backend targets, built once per config version (never per request)."""
 
-    def __init__(self, cfg: GatewayConfig, provider_keys: dict[str, str],
-                 tokens: dict[str, RefreshingToken] | None = None):
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        provider_keys: dict[str, str],
+        tokens: dict[str, RefreshingToken] | None = None,
+    ):
         self.cfg = cfg
         self.targets: dict[str, BackendTarget] = {}
         tokens = tokens or {}
@@ -82,8 +87,12 @@ class Router:
         for name, b in cfg.backends.items():
             dialect = get_dialect(b.dialect)
             self.targets[name] = BackendTarget(
-                b, dialect, _credential_headers(b, dialect, provider_keys.get(b.provider_name)),
-                tokens.get(b.provider_name), FORWARDED | set(b.provider.forward_headers))
+                b,
+                dialect,
+                _credential_headers(b, dialect, provider_keys.get(b.provider_name)),
+                tokens.get(b.provider_name),
+                FORWARDED | set(b.provider.forward_headers),
+            )
 
     def chain(self, model: str) -> list[ResolvedBackend] | None:
         return self.cfg.chains.get(model)

@@ -68,11 +68,14 @@ def _check_for(state: GatewayState, req: pb.ProcessingRequest) -> AnswerCheck | 
         return None
     stream = M.attribute(req, P.ATTR_ROUTE_STREAM) is True
     dialect = get_dialect(b.dialect)
-    return AnswerCheck(dialect.codec, backend, stream, headers.get("content-type", ""), dialect.stream_framing)
+    return AnswerCheck(
+        dialect.codec, backend, stream, headers.get("content-type", ""), dialect.stream_framing
+    )
 
 
-async def _release(ctx: Any, state: GatewayState, verdict: str | Failed, pending: int,
-                   headers_only: bool = False) -> None:
+async def _release(
+    ctx: Any, state: GatewayState, verdict: str | Failed, pending: int, headers_only: bool = False
+) -> None:
     """Answer the held headers, then every body chunk received meanwhile, in order."""
     if not isinstance(verdict, Failed):
         await ctx.write(M.continue_for("response_headers"))
@@ -80,8 +83,9 @@ async def _release(ctx: Any, state: GatewayState, verdict: str | Failed, pending
             await ctx.write(M.CONTINUE_RESPONSE_BODY)
         return
     log.warning("attempt failed: %s", state.redact(verdict.error.message))
-    mutation = M.header_mutation({":status": str(verdict.status), "content-type": "application/json"},
-                                 remove=["content-length"])
+    mutation = M.header_mutation(
+        {":status": str(verdict.status), "content-type": "application/json"}, remove=["content-length"]
+    )
     common = pb.CommonResponse(header_mutation=mutation)
     if headers_only:
         # No body will follow: the error body is added to the headers-only response.

@@ -39,8 +39,13 @@ async def run(state: GatewayState, ctx: Any) -> None:
             state.health.failure(backend, status, retry_after)
             if state.admission is not None:
                 state.admission.attempt_failed(backend, status)
-        log.info("attempt failed: model=%s backend=%s status=%s retry-after=%s", model, backend, status,
-                 retry_after)
+        log.info(
+            "attempt failed: model=%s backend=%s status=%s retry-after=%s",
+            model,
+            backend,
+            status,
+            retry_after,
+        )
 
 
 def _seconds(value: str | None) -> float | None:

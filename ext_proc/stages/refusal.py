@@ -35,10 +35,14 @@ async def run(state: GatewayState, ctx: Any) -> None:
                 # A token refused before its expiry (revoked): fetch a new one now. The
                 # observer, above this stage, sees the 502 this stage makes of it.
                 state.router.credential_rejected(backend)
-            mutation = M.header_mutation({":status": "502", "content-type": "application/json"},
-                                         remove=["content-length"])
-            await ctx.write(pb.ProcessingResponse(response_headers=pb.HeadersResponse(
-                response=pb.CommonResponse(header_mutation=mutation))))
+            mutation = M.header_mutation(
+                {":status": "502", "content-type": "application/json"}, remove=["content-length"]
+            )
+            await ctx.write(
+                pb.ProcessingResponse(
+                    response_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=mutation))
+                )
+            )
         elif kind == "response_body":
             await ctx.write(M.response_body_response(refused(state, backend, status, req.response_body.body)))
         else:

@@ -75,8 +75,12 @@ class RouterStream:
         if isinstance(result, Answer):
             return self._immediate(result)
         self.plan = result
-        resp = M.request_body_response(set_headers=result.set_headers, remove=result.remove_headers,
-                                       body=result.new_body, clear_route_cache=True)
+        resp = M.request_body_response(
+            set_headers=result.set_headers,
+            remove=result.remove_headers,
+            body=result.new_body,
+            clear_route_cache=True,
+        )
         if self.state.config.tracing is not None:
             M.add_metadata(resp, P.TRACE_NAMESPACE, trace.planned(result))
         ticket = result.ticket
@@ -91,10 +95,19 @@ class RouterStream:
             # Envoy answered a request it never routed (body too large, client too slow):
             # its reply, in the client's dialect when the request's headers said it.
             client = self.started.dialect if self.started is not None else DEFAULT
-            return make_translator(client=client, backend=None, status=status, stream=False, model="", ir=None,
-                                   body=None, on_done=lambda *_: metrics.REJECTED.labels(
-                                       client.name, UNROUTED_REASONS.get(status, "envoy")).inc(),
-                                   redact=self.state.redact)
+            return make_translator(
+                client=client,
+                backend=None,
+                status=status,
+                stream=False,
+                model="",
+                ir=None,
+                body=None,
+                on_done=lambda *_: metrics.REJECTED.labels(
+                    client.name, UNROUTED_REASONS.get(status, "envoy")
+                ).inc(),
+                redact=self.state.redact,
+            )
         self.t_first = time.perf_counter()
         if p.ticket is not None:
             p.ticket.first_byte = self.t_first
@@ -107,12 +120,21 @@ class RouterStream:
                 p.ir = client.codec.parse_request(p.body, p.started.call.model, p.started.call.stream)
             except GatewayError:
                 p.ir = None
-        return make_translator(client=client, backend=backend, status=status, stream=p.stream,
-                               model=p.model, ir=p.ir, body=p.body, on_done=self._done,
-                               redact=self.state.redact)
+        return make_translator(
+            client=client,
+            backend=backend,
+            status=status,
+            stream=p.stream,
+            model=p.model,
+            ir=p.ir,
+            body=p.body,
+            on_done=self._done,
+            redact=self.state.redact,
+        )
 
-    async def body_response(self, translator: ResponseTranslator, body: bytes,
-                            end: bool) -> pb.ProcessingResponse | None:
+    async def body_response(
+        self, translator: ResponseTranslator, body: bytes, end: bool
+    ) -> pb.ProcessingResponse | None:
         """The bytes to send on for a response chunk (None: nothing yet)."""
         out = translator.feed(body, end)
         data = body if out is None else out
@@ -153,11 +175,21 @@ class RouterStream:
                 break
             await asyncio.sleep(wake - now)
         if deadline <= now:
-            bound, message = "duration", (f"the stream reached the gateway's maximum duration of "
-                                          f"{settings.max_stream_duration_ms / 1000:g} s")
+            bound, message = (
+                "duration",
+                (
+                    f"the stream reached the gateway's maximum duration of "
+                    f"{settings.max_stream_duration_ms / 1000:g} s"
+                ),
+            )
         else:
-            bound, message = "idle", (f"backend '{translator.backend_name}' sent no event for "
-                                      f"{settings.per_try_idle_timeout_ms / 1000:g} s")
+            bound, message = (
+                "idle",
+                (
+                    f"backend '{translator.backend_name}' sent no event for "
+                    f"{settings.per_try_idle_timeout_ms / 1000:g} s"
+                ),
+            )
         async with lock:
             if translator.done:
                 return
@@ -201,8 +233,9 @@ def _continue_as(dialect: str) -> pb.ProcessingResponse:
     that dialect (``envoy_config.worker_failure_mappers``). Built once per dialect."""
     resp = _CONTINUE_AS.get(dialect)
     if resp is None:
-        resp = _CONTINUE_AS[dialect] = M.with_metadata(M.CONTINUE_REQUEST_HEADERS, P.ACCESS_LOG_NAMESPACE,
-                                                       {P.DIALECT_KEY: dialect})
+        resp = _CONTINUE_AS[dialect] = M.with_metadata(
+            M.CONTINUE_REQUEST_HEADERS, P.ACCESS_LOG_NAMESPACE, {P.DIALECT_KEY: dialect}
+        )
     return resp
 
 
@@ -257,8 +290,9 @@ async def _serve(stream: RouterStream, ctx: Any) -> None:
             watchdog.cancel()
 
 
-async def _respond(stream: RouterStream, translator: ResponseTranslator, req: pb.ProcessingRequest, kind: str,
-                   ctx: Any) -> bool:
+async def _respond(
+    stream: RouterStream, translator: ResponseTranslator, req: pb.ProcessingRequest, kind: str, ctx: Any
+) -> bool:
     """Answer a response chunk (or trailers) in full-duplex mode; nothing once the response is
     complete. True when the response was aborted (its stream ends here)."""
     if kind == "response_body":

@@ -35,7 +35,9 @@ def translate_attempt(state: GatewayState, attempt: AttemptContext, raw: bytes) 
     result = retranslate(state, attempt, raw)
     if isinstance(result, AttemptFailure):
         return M.immediate(result.status, result.body, details="attempt_translation")
-    return M.request_body_response(set_headers=result.set_headers, remove=result.remove_headers, body=result.body)
+    return M.request_body_response(
+        set_headers=result.set_headers, remove=result.remove_headers, body=result.body
+    )
 
 
 async def run(states: dict[str, GatewayState], current: GatewayState, ctx: Any) -> None:

@@ -57,16 +57,23 @@ class Codec(ABC):
 
     # ---- requests ----------------------------------------------------------
     @abstractmethod
-    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
-                      path_stream: bool = False) -> ChatRequest:
+    def parse_request(
+        self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
+    ) -> ChatRequest:
         """Wire request -> IR. ``path_model``/``path_stream`` come from the URL
         for dialects that put them there. Raises ``GatewayError``
         (400, naming the field) for invalid input. Fields the IR cannot carry
         go to ``ChatRequest.unmapped``."""
 
     @abstractmethod
-    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
-                      drop_unsupported: bool = False) -> dict[str, Any]:
+    def build_request(
+        self,
+        req: ChatRequest,
+        upstream_model: str,
+        *,
+        default_max_tokens: int,
+        drop_unsupported: bool = False,
+    ) -> dict[str, Any]:
         """IR -> wire request body for a backend of this dialect. Raises
         ``GatewayError`` naming the field for anything this dialect cannot
         express, unless ``drop_unsupported``."""

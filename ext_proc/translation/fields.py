@@ -123,8 +123,9 @@ def check_depth(value: Any, raw: bytes | None = None) -> None:
 
 
 def too_deep() -> GatewayError:
-    return invalid(f"the request body nests arrays and objects more than {MAX_DEPTH} levels deep, "
-                   f"the gateway's limit")
+    return invalid(
+        f"the request body nests arrays and objects more than {MAX_DEPTH} levels deep, the gateway's limit"
+    )
 
 
 # ---- provider answers -----------------------------------------------------------------

@@ -31,7 +31,9 @@ Role = Literal["user", "assistant", "tool"]
 #   refusal         the model refused
 #   other           anything else (reported, never invented)
 STOP_REASONS = ("end_turn", "max_tokens", "stop_sequence", "tool_use", "content_filter", "refusal", "other")
-StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "content_filter", "refusal", "other"]
+StopReason = Literal[
+    "end_turn", "max_tokens", "stop_sequence", "tool_use", "content_filter", "refusal", "other"
+]
 
 
 @dataclass(slots=True)

@@ -94,7 +94,7 @@ class SSEReader:
                 name, value = raw, b""
             else:
                 name = raw[:colon]
-                value = raw[colon + 2:] if raw[colon + 1:colon + 2] == b" " else raw[colon + 1:]
+                value = raw[colon + 2 :] if raw[colon + 1 : colon + 2] == b" " else raw[colon + 1 :]
             if name == b"data":
                 data.append(value.decode("utf-8", "replace"))
             elif name == b"event":

@@ -27,18 +27,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     names = _names()
     groups = "; ".join(f"{g} = {' + '.join(m)}" for g, m in GROUPS.items())
-    p = sub.add_parser("bench", help="benchmark the gateway against bare Envoy on this machine",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "bench",
+        help="benchmark the gateway against bare Envoy on this machine",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--duration", type=float, help="seconds per measurement (default 5; --quick: 1)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections for throughput (default 32)")
     p.add_argument("--rate", type=float, help="open-loop requests/s for latency (default 200; --quick: 100)")
     p.add_argument("--workers", type=int, default=1, help="ext_proc processes (default 1)")
     p.add_argument("--rounds", type=int, help="alternations of all scenarios (default 3; --quick: 1)")
-    p.add_argument("--output", "-o", default="bench-report.json", help="JSON report (default bench-report.json)")
+    p.add_argument(
+        "--output", "-o", default="bench-report.json", help="JSON report (default bench-report.json)"
+    )
     p.add_argument("--quick", action="store_true", help="a few seconds per scenario: checks the bench runs")
-    p.add_argument("--scenarios", default=",".join(n for n in names if n not in GROUPS),
-                   help=f"comma-separated subset of {', '.join(names)} ({groups}; the floors always run, "
-                        "and translated whenever admission or peer does: they are read next to it)")
+    p.add_argument(
+        "--scenarios",
+        default=",".join(n for n in names if n not in GROUPS),
+        help=f"comma-separated subset of {', '.join(names)} ({groups}; the floors always run, "
+        "and translated whenever admission or peer does: they are read next to it)",
+    )
     p.set_defaults(func=_cmd)
 
 
@@ -49,9 +58,17 @@ def _cmd(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)} (known: {', '.join(known)})")
         return 2
-    given = {k: v for k, v in (("duration", args.duration), ("rate", args.rate), ("rounds", args.rounds))
-             if v is not None}
-    common = {"connections": args.connections, "workers": args.workers, "output": Path(args.output),
-              "scenarios": chosen, **given}
+    given = {
+        k: v
+        for k, v in (("duration", args.duration), ("rate", args.rate), ("rounds", args.rounds))
+        if v is not None
+    }
+    common = {
+        "connections": args.connections,
+        "workers": args.workers,
+        "output": Path(args.output),
+        "scenarios": chosen,
+        **given,
+    }
     opts = Options.quick(**common) if args.quick else Options(**common)
     return run(opts)

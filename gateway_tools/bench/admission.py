@@ -17,8 +17,12 @@ from typing import Any
 
 # Far above any load the bench sends (a minute at 10,000 req/s reserves under
 # 200 M tokens and $1,000 at these prices), yet each one checked on every request.
-LIMITS = {"requests_per_minute": 100_000_000, "tokens_per_minute": 10_000_000_000,
-          "spend_per_day_usd": 1_000_000_000.0, "concurrent_requests": 1_000_000}
+LIMITS = {
+    "requests_per_minute": 100_000_000,
+    "tokens_per_minute": 10_000_000_000,
+    "spend_per_day_usd": 1_000_000_000.0,
+    "concurrent_requests": 1_000_000,
+}
 # Prices make the spend budget a real check (a request's reservation is priced
 # at the dearest backend of its model); per million tokens, like a large model.
 PRICE = {"input": 3.0, "output": 15.0}
@@ -43,8 +47,19 @@ def redis_argv(port: int, workdir: Path) -> list[str]:
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError(REDIS_MISSING)
-    return [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(workdir)]
+    return [
+        exe,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
 
 
 def redis_missing() -> str | None:

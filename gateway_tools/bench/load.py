@@ -85,8 +85,17 @@ def run_wrk(req: Request, connections: int, duration: float, workdir: Path, thre
     script = workdir / f"wrk-{abs(hash((req.path, tuple(req.headers.items()))))}.lua"
     headers = "\n".join(f"wrk.headers[{_lua(k)}] = {_lua(v)}" for k, v in req.headers.items())
     script.write_text(WRK_SCRIPT.format(body_path=_lua(str(body_path)), headers=headers))
-    argv = [wrk, f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-            "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{req.port}{req.path}"]
+    argv = [
+        wrk,
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{req.port}{req.path}",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")

@@ -27,8 +27,10 @@ from ext_proc.server import server_options
 
 from . import upstream
 
-_CONTINUE = {kind: continue_for(kind)
-             for kind in ("request_headers", "request_body", "response_headers", "response_trailers")}
+_CONTINUE = {
+    kind: continue_for(kind)
+    for kind in ("request_headers", "request_body", "response_headers", "response_trailers")
+}
 
 
 class NoopProcessor(pbg.ExternalProcessorServicer):
@@ -54,7 +56,9 @@ async def serve(port: int) -> None:
     await server.wait_for_termination()
 
 
-def bootstrap(port: int, admin_port: int, canned_port: int, stream_port: int, ext_proc_port: int) -> dict[str, Any]:
+def bootstrap(
+    port: int, admin_port: int, canned_port: int, stream_port: int, ext_proc_port: int
+) -> dict[str, Any]:
     """The floor's Envoy plus an ext_proc filter on the no-op server."""
     ext_proc = {
         "name": "envoy.filters.http.ext_proc",
@@ -65,8 +69,9 @@ def bootstrap(port: int, admin_port: int, canned_port: int, stream_port: int, ex
             "message_timeout": "5s",
         },
     }
-    return upstream.floor_bootstrap(port, admin_port, canned_port, stream_port,
-                                    filters=[ext_proc], grpc_clusters={"noop": ext_proc_port})
+    return upstream.floor_bootstrap(
+        port, admin_port, canned_port, stream_port, filters=[ext_proc], grpc_clusters={"noop": ext_proc_port}
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

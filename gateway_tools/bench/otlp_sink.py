@@ -22,7 +22,11 @@ EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 def traced(config: dict[str, Any], port: int) -> dict[str, Any]:
     """``config`` with every request traced (ratio 1.0, the dearest setting) to the sink on ``port``."""
     out = copy.deepcopy(config)
-    out["tracing"] = {"otlp_endpoint": f"127.0.0.1:{port}", "sampling_ratio": 1.0, "service_name": "llm-gateway-bench"}
+    out["tracing"] = {
+        "otlp_endpoint": f"127.0.0.1:{port}",
+        "sampling_ratio": 1.0,
+        "service_name": "llm-gateway-bench",
+    }
     return out
 
 
@@ -38,8 +42,9 @@ class _Handler(grpc.GenericRpcHandler):
 
 
 async def serve(port: int) -> None:
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                                      ("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)]
+    )
     server.add_generic_rpc_handlers((_Handler(),))
     if not server.add_insecure_port(f"127.0.0.1:{port}"):
         raise OSError(f"cannot listen on 127.0.0.1:{port}")

@@ -18,8 +18,13 @@ from typing import Any
 
 MODEL = "bench-translated"  # the client-facing name, as on the gateway
 MISSING = "litellm is not installed (pip install 'litellm[proxy]': the peer extra)"
-ENV = {"LITELLM_TELEMETRY": "False", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MODE": "PRODUCTION",
-       "LITELLM_LOG": "ERROR", "DISABLE_ADMIN_UI": "True"}
+ENV = {
+    "LITELLM_TELEMETRY": "False",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_MODE": "PRODUCTION",
+    "LITELLM_LOG": "ERROR",
+    "DISABLE_ADMIN_UI": "True",
+}
 START_TIMEOUT = 120.0  # it imports a lot: ~10 s on a quiet 2-core machine
 
 
@@ -31,13 +36,31 @@ def missing() -> str | None:
 def config(canned_port: int, anthropic_key_env: str, master_key_env: str) -> dict[str, Any]:
     """LiteLLM proxy config: the bench's model on the canned Anthropic endpoint."""
     return {
-        "model_list": [{"model_name": MODEL, "litellm_params": {
-            "model": "anthropic/claude-bench", "api_base": f"http://127.0.0.1:{canned_port}",
-            "api_key": f"os.environ/{anthropic_key_env}"}}],
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {
+                    "model": "anthropic/claude-bench",
+                    "api_base": f"http://127.0.0.1:{canned_port}",
+                    "api_key": f"os.environ/{anthropic_key_env}",
+                },
+            }
+        ],
         "general_settings": {"master_key": f"os.environ/{master_key_env}"},
     }
 
 
 def argv(config_path: Path, port: int, workers: int) -> list[str]:
-    return [sys.executable, "-m", "litellm.proxy.proxy_cli", "--config", str(config_path), "--host", "127.0.0.1",
-            "--port", str(port), "--num_workers", str(workers)]
+    return [
+        sys.executable,
+        "-m",
+        "litellm.proxy.proxy_cli",
+        "--config",
+        str(config_path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        str(workers),
+    ]

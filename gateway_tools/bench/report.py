@@ -86,7 +86,7 @@ def machine() -> dict[str, Any]:
         pass
     try:
         out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout
-        envoy = (re.search(r"/(\d+\.\d+\.\d+)/", out) or re.search(r"version: (\S+)", out))
+        envoy = re.search(r"/(\d+\.\d+\.\d+)/", out) or re.search(r"version: (\S+)", out)
         envoy_version = envoy.group(1) if envoy else out.strip()
     except Exception as e:  # the bench still reports, naming what it could not find
         envoy_version = f"unknown ({e})"
@@ -107,8 +107,10 @@ def machine() -> dict[str, Any]:
 
 
 def describe(m: dict[str, Any]) -> str:
-    return (f"{m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, Linux {m['kernel']}, "
-            f"Python {m['python']}, Envoy {m['envoy']}")
+    return (
+        f"{m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, Linux {m['kernel']}, "
+        f"Python {m['python']}, Envoy {m['envoy']}"
+    )
 
 
 def table(figures: list[Figure]) -> str:

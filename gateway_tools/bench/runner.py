@@ -59,8 +59,14 @@ class Options:
     @classmethod
     def quick(cls, **overrides: Any) -> Options:
         """Seconds per scenario: proves the bench runs, measures nothing worth quoting."""
-        base = {"duration": 1.0, "rounds": 1, "rate": 100.0, "hold_streams": 100, "hold_seconds": 1.0,
-                "warmup": 0.3}
+        base = {
+            "duration": 1.0,
+            "rounds": 1,
+            "rate": 100.0,
+            "hold_streams": 100,
+            "hold_seconds": 1.0,
+            "warmup": 0.3,
+        }
         return cls(**{**base, **overrides})
 
 
@@ -133,22 +139,33 @@ class Bench:
     def warm_up(self) -> None:
         for probe in [*self.floors, *self.gateway_probes, *self.references, *self.peer]:
             stream = self.kind(probe) == "stream"
-            load.open_loop(self.requests[probe], 50.0 if not stream else STREAM_RATE, self.opts.warmup, stream)
+            load.open_loop(
+                self.requests[probe], 50.0 if not stream else STREAM_RATE, self.opts.warmup, stream
+            )
 
     def throughput(self, probe: str) -> None:
         proxy = "litellm" if probe == PEER.name else "ext_proc"
         pids = (self.stack.proxy_pids(probe), self.stack.envoy_pids(probe), self.stack.pids("bench-canned"))
         before = [cpu_seconds(p) for p in pids]
-        res = load.run_wrk(self.requests[probe], self.opts.connections, self.opts.duration, self.stack.run_dir)
+        res = load.run_wrk(
+            self.requests[probe], self.opts.connections, self.opts.duration, self.stack.run_dir
+        )
         after = [cpu_seconds(p) for p in pids]
         n = max(res.requests, 1)
-        row = {"rps": res.rps, "requests": res.requests, "errors": res.errors, "seconds": res.seconds,
-               f"{proxy}_cpu_s_per_1k": (after[0] - before[0]) / n * 1000,
-               "envoy_cpu_s_per_1k": (after[1] - before[1]) / n * 1000,
-               "upstream_cpu_s_per_1k": (after[2] - before[2]) / n * 1000}
+        row = {
+            "rps": res.rps,
+            "requests": res.requests,
+            "errors": res.errors,
+            "seconds": res.seconds,
+            f"{proxy}_cpu_s_per_1k": (after[0] - before[0]) / n * 1000,
+            "envoy_cpu_s_per_1k": (after[1] - before[1]) / n * 1000,
+            "upstream_cpu_s_per_1k": (after[2] - before[2]) / n * 1000,
+        }
         self.data.throughput.setdefault(probe, []).append(row)
-        self.log(f"{probe:<16} {res.rps:>8,.0f} req/s  errors {res.errors}  {proxy} "
-                 f"{row[f'{proxy}_cpu_s_per_1k']:.3f} s/1k  envoy {row['envoy_cpu_s_per_1k']:.3f} s/1k")
+        self.log(
+            f"{probe:<16} {res.rps:>8,.0f} req/s  errors {res.errors}  {proxy} "
+            f"{row[f'{proxy}_cpu_s_per_1k']:.3f} s/1k  envoy {row['envoy_cpu_s_per_1k']:.3f} s/1k"
+        )
 
     def timing(self, probe: str) -> None:
         stream = self.kind(probe) == "stream"
@@ -162,10 +179,14 @@ class Bench:
         p50, p99 = percentile(t.latency, 0.5), percentile(t.latency, 0.99)
         extra = ""
         if stream:
-            extra = (f"  first byte p50 {(percentile(t.first_byte, 0.5) or 0) * MS:.2f} ms  "
-                     f"per event p50 {(percentile(t.per_event, 0.5) or 0) * MS:.3f} ms")
-        self.log(f"{probe:<16} {rate:.0f}/s  p50 {(p50 or 0) * MS:.2f} ms  p99 {(p99 or 0) * MS:.2f} ms  "
-                 f"errors {t.errors}{extra}")
+            extra = (
+                f"  first byte p50 {(percentile(t.first_byte, 0.5) or 0) * MS:.2f} ms  "
+                f"per event p50 {(percentile(t.per_event, 0.5) or 0) * MS:.3f} ms"
+            )
+        self.log(
+            f"{probe:<16} {rate:.0f}/s  p50 {(p50 or 0) * MS:.2f} ms  p99 {(p99 or 0) * MS:.2f} ms  "
+            f"errors {t.errors}{extra}"
+        )
 
     def hold(self) -> dict[str, Any]:
         """ext_proc memory with many streams open at once (slow-paced upstream)."""
@@ -173,14 +194,24 @@ class Bench:
         pace = max(10, round(self.opts.hold_seconds * 1000 / events))
         ext = self.stack.pids("ext_proc")
         idle = rss_bytes(ext)
-        res = load.hold_streams(self.stack.slow_stream(events, pace), self.opts.hold_streams,
-                                lambda: rss_bytes(ext))
+        res = load.hold_streams(
+            self.stack.slow_stream(events, pace), self.opts.hold_streams, lambda: rss_bytes(ext)
+        )
         hwm = sum(_status_kb(pid, "VmHWM") for pid in ext) * 1024
-        self.log(f"hold             {res.streams} streams, {res.max_open} open at once, {res.completed} completed, "
-                 f"ext_proc RSS {idle / 2**20:.1f} MB idle -> {res.peak_rss_bytes / 2**20:.1f} MB peak")
-        return {"streams": res.streams, "max_open": res.max_open, "completed": res.completed,
-                "events_per_stream": events, "pace_ms": pace, "idle_rss_bytes": idle,
-                "peak_rss_bytes": res.peak_rss_bytes, "vm_hwm_bytes": hwm}
+        self.log(
+            f"hold             {res.streams} streams, {res.max_open} open at once, {res.completed} completed, "
+            f"ext_proc RSS {idle / 2**20:.1f} MB idle -> {res.peak_rss_bytes / 2**20:.1f} MB peak"
+        )
+        return {
+            "streams": res.streams,
+            "max_open": res.max_open,
+            "completed": res.completed,
+            "events_per_stream": events,
+            "pace_ms": pace,
+            "idle_rss_bytes": idle,
+            "peak_rss_bytes": res.peak_rss_bytes,
+            "vm_hwm_bytes": hwm,
+        }
 
     def run(self) -> dict[str, Any]:
         probes = [*self.floors, *self.gateway_probes, *self.references, *self.peer]
@@ -191,11 +222,12 @@ class Bench:
         self.log(f"warming up {', '.join(probes)}")
         self.warm_up()
         for r in range(self.opts.rounds):
-            order = probes[r % len(probes):] + probes[:r % len(probes)]
+            order = probes[r % len(probes) :] + probes[: r % len(probes)]
             self.log(f"round {r + 1}/{self.opts.rounds}: {', '.join(order)}")
             if load.wrk_path():
-                res = load.run_wrk(self.requests["upstream"], self.opts.connections, self.opts.duration,
-                                   self.stack.run_dir)
+                res = load.run_wrk(
+                    self.requests["upstream"], self.opts.connections, self.opts.duration, self.stack.run_dir
+                )
                 ceiling.append(res.rps)
                 self.log(f"{'upstream':<16} {res.rps:>8,.0f} req/s (canned upstream alone: its ceiling)")
                 for probe in order:
@@ -207,13 +239,19 @@ class Bench:
         wall = time.monotonic() - wall0
         other = max(0.0, (machine_busy_seconds() - busy0) - (own_cpu_seconds(pids) - own0))
         cores = len(os.sched_getaffinity(0))
-        self.log(f"other processes used {other:.1f} CPU-s during the rounds ({other / (wall * cores):.0%} of the machine)")
+        self.log(
+            f"other processes used {other:.1f} CPU-s during the rounds ({other / (wall * cores):.0%} of the machine)"
+        )
         held = self.hold() if "streamed" in self.gateway_probes else None
         traces = {p: self.stack.spans_exported(p) for p in self.gateway_probes if p in TRACED}
         for probe, spans in traces.items():
             self.log(f"{probe:<16} Envoy exported {spans:,} spans")
-        return {"upstream_ceiling_rps": ceiling, "hold": held, "spans_exported": traces,
-                "other_load": {"cpu_seconds": other, "share_of_machine": other / (wall * cores), "wall_s": wall}}
+        return {
+            "upstream_ceiling_rps": ceiling,
+            "hold": held,
+            "spans_exported": traces,
+            "other_load": {"cpu_seconds": other, "share_of_machine": other / (wall * cores), "wall_s": wall},
+        }
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -231,13 +269,31 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
     wrk_note = "" if load.wrk_path() else "not measured: wrk is not installed"
     ceiling = extra["upstream_ceiling_rps"]
     if ceiling:
-        out.append(Figure("upstream.ceiling_rps", "canned upstream alone, throughput", median(ceiling), "rps",
-                          vs_floor=f"floor is {median(floor_rps) / median(ceiling):.0%} of it" if floor_rps else ""))
-    out.append(Figure("floor.throughput_rps", f"floor throughput ({b.opts.connections} connections)",
-                      median(floor_rps) if floor_rps else None, "rps", note=wrk_note))
+        out.append(
+            Figure(
+                "upstream.ceiling_rps",
+                "canned upstream alone, throughput",
+                median(ceiling),
+                "rps",
+                vs_floor=f"floor is {median(floor_rps) / median(ceiling):.0%} of it" if floor_rps else "",
+            )
+        )
+    out.append(
+        Figure(
+            "floor.throughput_rps",
+            f"floor throughput ({b.opts.connections} connections)",
+            median(floor_rps) if floor_rps else None,
+            "rps",
+            note=wrk_note,
+        )
+    )
     fl = d.pooled("floor", "latency")
-    out.append(Figure("floor.p50_ms", f"floor latency p50 at {rate:.0f} req/s", _ms(percentile(fl, 0.5)), "ms"))
-    out.append(Figure("floor.p99_ms", f"floor latency p99 at {rate:.0f} req/s", _ms(percentile(fl, 0.99)), "ms"))
+    out.append(
+        Figure("floor.p50_ms", f"floor latency p50 at {rate:.0f} req/s", _ms(percentile(fl, 0.5)), "ms")
+    )
+    out.append(
+        Figure("floor.p99_ms", f"floor latency p99 at {rate:.0f} req/s", _ms(percentile(fl, 0.99)), "ms")
+    )
     for name in b.gateway_probes:
         out += probe_figures(b, name, name, wrk_note, targets=True)
     for name in b.references:  # the yardstick: same rows, no targets
@@ -246,11 +302,21 @@ def figures(b: Bench, extra: dict[str, Any], skipped: dict[str, str]) -> list[Fi
     held = extra.get("hold")
     if held:
         mb = held["peak_rss_bytes"] / 2**20
-        out.append(Figure("hold.peak_rss_mb", f"ext_proc RSS with {held['max_open']} concurrent streams", mb, "MB",
-                          vs_floor=f"{held['idle_rss_bytes'] / 2**20:.0f} MB idle", target="<= 200 MB at 500",
-                          met=mb <= 200 if held["max_open"] >= 500 else None))
+        out.append(
+            Figure(
+                "hold.peak_rss_mb",
+                f"ext_proc RSS with {held['max_open']} concurrent streams",
+                mb,
+                "MB",
+                vs_floor=f"{held['idle_rss_bytes'] / 2**20:.0f} MB idle",
+                target="<= 200 MB at 500",
+                met=mb <= 200 if held["max_open"] >= 500 else None,
+            )
+        )
     for name, why in skipped.items():
-        out.append(Figure(f"{name}.skipped", name, None, "", note=why, target=PEER_TARGET if name == "peer" else ""))
+        out.append(
+            Figure(f"{name}.skipped", name, None, "", note=why, target=PEER_TARGET if name == "peer" else "")
+        )
     return out
 
 
@@ -269,35 +335,92 @@ def probe_figures(b: Bench, name: str, who: str, wrk_note: str, targets: bool) -
         share = {}
         if name == "translated" or name in OWN_GATEWAY:  # admission: translated with budgets
             share = aim(">= 30% of floor", None if ratio is None else ratio >= 0.30)
-        out.append(Figure(f"{name}.throughput_rps", f"{who}: throughput", median(rps) if rps else None, "rps",
-                          vs_floor=f"{ratio:.1%}" if ratio is not None else "", note=wrk_note, **share))
+        out.append(
+            Figure(
+                f"{name}.throughput_rps",
+                f"{who}: throughput",
+                median(rps) if rps else None,
+                "rps",
+                vs_floor=f"{ratio:.1%}" if ratio is not None else "",
+                note=wrk_note,
+                **share,
+            )
+        )
         lat, base_lat = d.pooled(name, "latency"), d.pooled(sc.floor, "latency")
         p50, p99 = added(lat, base_lat, 0.5), added(lat, base_lat, 0.99)
         limit50 = 5.0 if name == "large" else 1.5
-        out.append(Figure(f"{name}.added_p50_ms", f"added latency p50 at {rate:.0f} req/s ({who})", p50, "ms",
-                          **aim(f"<= {limit50:g} ms", at_most(p50, limit50))))
+        out.append(
+            Figure(
+                f"{name}.added_p50_ms",
+                f"added latency p50 at {rate:.0f} req/s ({who})",
+                p50,
+                "ms",
+                **aim(f"<= {limit50:g} ms", at_most(p50, limit50)),
+            )
+        )
         if name != "large":
-            out.append(Figure(f"{name}.added_p99_ms", f"added latency p99 at {rate:.0f} req/s ({who})", p99, "ms",
-                              **aim("<= 5 ms", at_most(p99, 5.0))))
+            out.append(
+                Figure(
+                    f"{name}.added_p99_ms",
+                    f"added latency p99 at {rate:.0f} req/s ({who})",
+                    p99,
+                    "ms",
+                    **aim("<= 5 ms", at_most(p99, 5.0)),
+                )
+            )
         if targets and sc.beside == "translated" and name not in OWN_GATEWAY:
             # Another client API over the same backend: what it costs beyond the translated scenario.
             base = added(d.pooled("translated", "latency"), base_lat, 0.5)
             extra = None if p50 is None or base is None else p50 - base
-            out.append(Figure(f"{name}.added_p50_vs_translated_ms", f"added latency p50 beyond translated ({who})",
-                              extra, "ms", **aim("<= 0.3 ms", at_most(extra, 0.3))))
+            out.append(
+                Figure(
+                    f"{name}.added_p50_vs_translated_ms",
+                    f"added latency p50 beyond translated ({who})",
+                    extra,
+                    "ms",
+                    **aim("<= 0.3 ms", at_most(extra, 0.3)),
+                )
+            )
         cpu = [r["ext_proc_cpu_s_per_1k"] for r in d.throughput.get(name, [])]
-        out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{who}: ext_proc CPU per 1,000 requests",
-                          median(cpu) if cpu else None, "s", note=wrk_note))
+        out.append(
+            Figure(
+                f"{name}.ext_proc_cpu_s_per_1k",
+                f"{who}: ext_proc CPU per 1,000 requests",
+                median(cpu) if cpu else None,
+                "s",
+                note=wrk_note,
+            )
+        )
     else:
         fb = added(d.pooled(name, "first_byte"), d.pooled(sc.floor, "first_byte"), 0.5)
         ev = added(d.pooled(name, "per_event"), d.pooled(sc.floor, "per_event"), 0.5)
-        out.append(Figure(f"{name}.added_first_byte_p50_ms", f"added time to first byte p50 ({who})", fb, "ms",
-                          **aim("<= 2 ms", at_most(fb, 2.0))))
-        out.append(Figure(f"{name}.added_per_event_p50_ms", f"added per-event latency p50 ({who})", ev, "ms",
-                          **aim("<= 0.3 ms", at_most(ev, 0.3))))
+        out.append(
+            Figure(
+                f"{name}.added_first_byte_p50_ms",
+                f"added time to first byte p50 ({who})",
+                fb,
+                "ms",
+                **aim("<= 2 ms", at_most(fb, 2.0)),
+            )
+        )
+        out.append(
+            Figure(
+                f"{name}.added_per_event_p50_ms",
+                f"added per-event latency p50 ({who})",
+                ev,
+                "ms",
+                **aim("<= 0.3 ms", at_most(ev, 0.3)),
+            )
+        )
         cpu = d.timing_cpu.get(name, [])
-        out.append(Figure(f"{name}.ext_proc_cpu_s_per_1k", f"{who}: ext_proc CPU per 1,000 streams",
-                          median(cpu) * 1000 if cpu else None, "s"))
+        out.append(
+            Figure(
+                f"{name}.ext_proc_cpu_s_per_1k",
+                f"{who}: ext_proc CPU per 1,000 streams",
+                median(cpu) * 1000 if cpu else None,
+                "s",
+            )
+        )
     return out
 
 
@@ -308,25 +431,59 @@ def peer_figures(b: Bench, wrk_note: str) -> list[Figure]:
     d, rate = b.data, b.opts.rate
     rps, floor_rps, gw_rps = d.rps("peer"), d.rps("floor"), d.rps("translated")
     share, ratio = median_ratio(rps, floor_rps), median_ratio(gw_rps, rps)
-    lat, floor_lat, gw_lat = d.pooled("peer", "latency"), d.pooled("floor", "latency"), d.pooled("translated", "latency")
+    lat, floor_lat, gw_lat = (
+        d.pooled("peer", "latency"),
+        d.pooled("floor", "latency"),
+        d.pooled("translated", "latency"),
+    )
     p99, gw_p99 = _ms(percentile(lat, 0.99)), _ms(percentile(gw_lat, 0.99))
     cpu = [r["litellm_cpu_s_per_1k"] for r in d.throughput.get("peer", [])]
-    out = [Figure("peer.throughput_rps", "LiteLLM proxy (translated): throughput", median(rps) if rps else None,
-                  "rps", vs_floor=f"{share:.1%}" if share is not None else "", note=wrk_note)]
+    out = [
+        Figure(
+            "peer.throughput_rps",
+            "LiteLLM proxy (translated): throughput",
+            median(rps) if rps else None,
+            "rps",
+            vs_floor=f"{share:.1%}" if share is not None else "",
+            note=wrk_note,
+        )
+    ]
     # Past what it sustains, LiteLLM may fail requests: their latencies are not in the percentiles.
     failed = sum(t.errors for t in d.timings.get("peer", []))
     for q, name in ((0.5, "p50"), (0.99, "p99")):
         value, extra = _ms(percentile(lat, q)), added(lat, floor_lat, q)
-        out.append(Figure(f"peer.{name}_ms", f"LiteLLM proxy latency {name} at {rate:.0f} req/s", value, "ms",
-                          vs_floor=(f"{extra:+.2f} ms" if extra is not None else "")
-                          + (f", {failed} requests failed" if failed else "")))
-    out.append(Figure("peer.litellm_cpu_s_per_1k", "LiteLLM proxy: CPU per 1,000 requests",
-                      median(cpu) if cpu else None, "s", note=wrk_note))
+        out.append(
+            Figure(
+                f"peer.{name}_ms",
+                f"LiteLLM proxy latency {name} at {rate:.0f} req/s",
+                value,
+                "ms",
+                vs_floor=(f"{extra:+.2f} ms" if extra is not None else "")
+                + (f", {failed} requests failed" if failed else ""),
+            )
+        )
+    out.append(
+        Figure(
+            "peer.litellm_cpu_s_per_1k",
+            "LiteLLM proxy: CPU per 1,000 requests",
+            median(cpu) if cpu else None,
+            "s",
+            note=wrk_note,
+        )
+    )
     lower_p99 = None if p99 is None or gw_p99 is None else gw_p99 < p99
-    out.append(Figure("peer.gateway_throughput_ratio", "gateway vs LiteLLM proxy (translated): throughput", ratio,
-                      "x", vs_floor=f"p99 {gw_p99:.2f} ms vs {p99:.2f} ms" if lower_p99 is not None else "",
-                      target=PEER_TARGET, note=wrk_note,
-                      met=None if ratio is None or lower_p99 is None else ratio >= 10 and lower_p99))
+    out.append(
+        Figure(
+            "peer.gateway_throughput_ratio",
+            "gateway vs LiteLLM proxy (translated): throughput",
+            ratio,
+            "x",
+            vs_floor=f"p99 {gw_p99:.2f} ms vs {p99:.2f} ms" if lower_p99 is not None else "",
+            target=PEER_TARGET,
+            note=wrk_note,
+            met=None if ratio is None or lower_p99 is None else ratio >= 10 and lower_p99,
+        )
+    )
     return out
 
 
@@ -339,9 +496,12 @@ def _timing_summary(t: list[load.Timings]) -> dict[str, Any]:
         return {f"p{q}": _ms(percentile(xs, q / 100)) for q in (50, 90, 99)}
 
     pooled = {k: [x for r in t for x in getattr(r, k)] for k in ("latency", "first_byte", "per_event")}
-    return {"sent": sum(r.sent for r in t), "errors": sum(r.errors for r in t),
-            **{f"{k}_ms": pcts(v) for k, v in pooled.items() if v},
-            "rounds": [{"sent": r.sent, "errors": r.errors, "latency_ms": pcts(r.latency)} for r in t]}
+    return {
+        "sent": sum(r.sent for r in t),
+        "errors": sum(r.errors for r in t),
+        **{f"{k}_ms": pcts(v) for k, v in pooled.items() if v},
+        "rounds": [{"sent": r.sent, "errors": r.errors, "latency_ms": pcts(r.latency)} for r in t],
+    }
 
 
 def run(opts: Options) -> int:
@@ -353,8 +513,13 @@ def run(opts: Options) -> int:
         print("warning: wrk is not installed: throughput figures are skipped", flush=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp:
-        stack = BenchStack(Path(tmp), workers=opts.workers, own_gateways=tuple(p for p in probes if p in OWN_GATEWAY),
-                           with_peer=PEER.name in probes, with_noop=any(p in REFERENCES for p in probes))
+        stack = BenchStack(
+            Path(tmp),
+            workers=opts.workers,
+            own_gateways=tuple(p for p in probes if p in OWN_GATEWAY),
+            with_peer=PEER.name in probes,
+            with_noop=any(p in REFERENCES for p in probes),
+        )
         with stack:
             bench = Bench(opts, stack, probes)
             extra = bench.run()
@@ -363,9 +528,15 @@ def run(opts: Options) -> int:
     doc = {
         "started": started,
         "machine": info,
-        "settings": {"duration_s": opts.duration, "connections": opts.connections, "rate_rps": opts.rate,
-                     "stream_rate": STREAM_RATE, "workers": opts.workers, "rounds": opts.rounds,
-                     "scenarios": probes},
+        "settings": {
+            "duration_s": opts.duration,
+            "connections": opts.connections,
+            "rate_rps": opts.rate,
+            "stream_rate": STREAM_RATE,
+            "workers": opts.workers,
+            "rounds": opts.rounds,
+            "scenarios": probes,
+        },
         "figures": report.to_json(figs),
         "throughput": bench.data.throughput,
         "upstream_ceiling_rps": extra["upstream_ceiling_rps"],
@@ -379,10 +550,14 @@ def run(opts: Options) -> int:
     opts.output.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print()
     print(f"Machine: {report.describe(info)}")
-    print(f"Settings: {opts.rounds} rounds x {opts.duration:g} s, {opts.connections} connections, "
-          f"{opts.rate:g} req/s open loop, {opts.workers} ext_proc worker(s)")
-    print(f"Other load: processes outside the bench used {extra['other_load']['share_of_machine']:.0%} "
-          "of the machine during the rounds (high values make every figure worse)")
+    print(
+        f"Settings: {opts.rounds} rounds x {opts.duration:g} s, {opts.connections} connections, "
+        f"{opts.rate:g} req/s open loop, {opts.workers} ext_proc worker(s)"
+    )
+    print(
+        f"Other load: processes outside the bench used {extra['other_load']['share_of_machine']:.0%} "
+        "of the machine during the rounds (high values make every figure worse)"
+    )
     print()
     print(report.table(figs))
     print(f"\nreport written to {opts.output}")

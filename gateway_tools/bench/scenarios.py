@@ -33,8 +33,13 @@ from . import admission, noop, otlp_sink, peer, upstream
 from .load import Request
 
 LARGE_PROMPT_BYTES = 200 * 1024
-ENV_KEYS = {"openai": "BENCH_OPENAI_KEY", "anthropic": "BENCH_ANTHROPIC_KEY", "stream": upstream.KEY_ENV,
-            "tenant": "BENCH_TENANT_KEY", "peer": "BENCH_PEER_KEY"}
+ENV_KEYS = {
+    "openai": "BENCH_OPENAI_KEY",
+    "anthropic": "BENCH_ANTHROPIC_KEY",
+    "stream": upstream.KEY_ENV,
+    "tenant": "BENCH_TENANT_KEY",
+    "peer": "BENCH_PEER_KEY",
+}
 TENANT = "bench"
 
 
@@ -50,31 +55,60 @@ class Scenario:
 
 # Gateway scenarios (the floors are probes of their own, see ``FLOORS``).
 SCENARIOS = {
-    s.name: s for s in (
+    s.name: s
+    for s in (
         Scenario("passthrough", "unary", "floor", "OpenAI client -> OpenAI backend"),
         Scenario("translated", "unary", "floor", "OpenAI client -> Anthropic backend"),
-        Scenario("responses", "unary", "floor", "OpenAI Responses client -> Anthropic backend (answer kept, "
-                                                "in process)", beside="translated"),
+        Scenario(
+            "responses",
+            "unary",
+            "floor",
+            "OpenAI Responses client -> Anthropic backend (answer kept, in process)",
+            beside="translated",
+        ),
         Scenario("large", "unary", "floor-large", "translated, 200 KB prompt"),
-        Scenario("streamed", "stream", "floor-stream", f"OpenAI client -> Anthropic backend, "
-                                                       f"{upstream.STREAM_EVENTS}-event SSE stream"),
-        Scenario("admission-memory", "unary", "floor", "translated, tenant budgets in the ext_proc process",
-                 beside="translated"),
-        Scenario("admission-redis", "unary", "floor", "translated, tenant budgets in Redis", beside="translated"),
-        Scenario("translated-traced", "unary", "floor", "translated, traces at sampling ratio 1.0 to an OTLP sink",
-                 beside="translated"),
+        Scenario(
+            "streamed",
+            "stream",
+            "floor-stream",
+            f"OpenAI client -> Anthropic backend, {upstream.STREAM_EVENTS}-event SSE stream",
+        ),
+        Scenario(
+            "admission-memory",
+            "unary",
+            "floor",
+            "translated, tenant budgets in the ext_proc process",
+            beside="translated",
+        ),
+        Scenario(
+            "admission-redis", "unary", "floor", "translated, tenant budgets in Redis", beside="translated"
+        ),
+        Scenario(
+            "translated-traced",
+            "unary",
+            "floor",
+            "translated, traces at sampling ratio 1.0 to an OTLP sink",
+            beside="translated",
+        ),
     )
 }
 # Gateway scenarios served by a gateway of their own (their config changes every
 # request's path), and whether it keeps budgets in Redis.
 OWN_GATEWAY = {"admission-memory": False, "admission-redis": True, "translated-traced": False}
 TRACED = ("translated-traced",)  # traces instead of budgets
-PEER = Scenario("peer", "unary", "floor", "LiteLLM proxy: OpenAI client -> Anthropic backend", beside="translated")
+PEER = Scenario(
+    "peer", "unary", "floor", "LiteLLM proxy: OpenAI client -> Anthropic backend", beside="translated"
+)
 # References: the floors' requests through a do-nothing Python ext_proc (see ``noop``).
 REFERENCES = {
-    s.name: s for s in (
-        Scenario("noop-unary", "unary", "floor", "floor request, do-nothing ext_proc (same messages as translated)"),
-        Scenario("noop-stream", "stream", "floor-stream", "floor stream, do-nothing ext_proc (a message per event)"),
+    s.name: s
+    for s in (
+        Scenario(
+            "noop-unary", "unary", "floor", "floor request, do-nothing ext_proc (same messages as translated)"
+        ),
+        Scenario(
+            "noop-stream", "stream", "floor-stream", "floor stream, do-nothing ext_proc (a message per event)"
+        ),
     )
 }
 # Every probe besides the floors, in report order.
@@ -144,8 +178,19 @@ class Ports:
         self.workers = workers
         per_gateway = 2 + 2 * workers
         base = port_block(11 + per_gateway * gateways)
-        (self.canned, self.canned_admin, self.floor, self.floor_admin, self.stream, self.redis,
-         self.peer, self.noop, self.noop_admin, self.noop_ext_proc, self.otlp) = range(base, base + 11)
+        (
+            self.canned,
+            self.canned_admin,
+            self.floor,
+            self.floor_admin,
+            self.stream,
+            self.redis,
+            self.peer,
+            self.noop,
+            self.noop_admin,
+            self.noop_ext_proc,
+            self.otlp,
+        ) = range(base, base + 11)
         starts = range(base + 11, base + 11 + per_gateway * gateways, per_gateway)
         self.gateways = [GatewayPorts(s, s + 1, s + 2, s + 2 + workers) for s in starts]
         self.main = self.gateways[0]
@@ -157,32 +202,65 @@ def gateway_config_dict(ports: Ports, gateway: GatewayPorts, workers: int) -> di
     return {
         "listen": {"address": "127.0.0.1", "port": gateway.listen},
         "admin": {"address": "127.0.0.1", "port": gateway.admin},
-        "ext_proc": {"address": "127.0.0.1", "port": gateway.ext_proc, "metrics_port": gateway.metrics,
-                     "workers": workers},
+        "ext_proc": {
+            "address": "127.0.0.1",
+            "port": gateway.ext_proc,
+            "metrics_port": gateway.metrics,
+            "workers": workers,
+        },
         "providers": {
-            "canned-openai": {"dialect": "openai", "base_url": canned + "/v1", "api_key_env": ENV_KEYS["openai"]},
-            "canned-anthropic": {"dialect": "anthropic", "base_url": canned, "api_key_env": ENV_KEYS["anthropic"]},
-            "paced-anthropic": {"dialect": "anthropic", "base_url": f"http://127.0.0.1:{ports.stream}",
-                                "api_key_env": ENV_KEYS["stream"]},
+            "canned-openai": {
+                "dialect": "openai",
+                "base_url": canned + "/v1",
+                "api_key_env": ENV_KEYS["openai"],
+            },
+            "canned-anthropic": {
+                "dialect": "anthropic",
+                "base_url": canned,
+                "api_key_env": ENV_KEYS["anthropic"],
+            },
+            "paced-anthropic": {
+                "dialect": "anthropic",
+                "base_url": f"http://127.0.0.1:{ports.stream}",
+                "api_key_env": ENV_KEYS["stream"],
+            },
         },
         # Each model has a failover backend, as in production: the per-attempt
         # stage and its matcher are configured, and skipped, as they would be.
         "models": {
-            "bench-passthrough": {"backends": [{"provider": "canned-openai"},
-                                               {"provider": "canned-anthropic", "model": "claude-bench"}]},
-            "bench-translated": {"backends": [{"provider": "canned-anthropic", "model": "claude-bench"},
-                                              {"provider": "canned-openai", "model": "bench-passthrough"}]},
-            "bench-streamed": {"backends": [{"provider": "paced-anthropic", "model": "claude-bench"},
-                                            {"provider": "canned-openai", "model": "bench-passthrough"}]},
+            "bench-passthrough": {
+                "backends": [
+                    {"provider": "canned-openai"},
+                    {"provider": "canned-anthropic", "model": "claude-bench"},
+                ]
+            },
+            "bench-translated": {
+                "backends": [
+                    {"provider": "canned-anthropic", "model": "claude-bench"},
+                    {"provider": "canned-openai", "model": "bench-passthrough"},
+                ]
+            },
+            "bench-streamed": {
+                "backends": [
+                    {"provider": "paced-anthropic", "model": "claude-bench"},
+                    {"provider": "canned-openai", "model": "bench-passthrough"},
+                ]
+            },
         },
         "tenants": {TENANT: {"api_keys": [{"env": ENV_KEYS["tenant"]}]}},
     }
 
 
 def _chat(model: str, prompt: str, stream: bool = False) -> bytes:
-    body: dict[str, Any] = {"model": model, "max_tokens": 256, "temperature": 0.7, "messages": [
-        {"role": "system", "content": "You are a concise assistant."},
-        {"role": "user", "content": prompt}]}
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 256,
+        "temperature": 0.7,
+        "messages": [
+            {"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": prompt},
+        ],
+    }
     if stream:
         body["stream"] = True
     return orjson.dumps(body)
@@ -191,13 +269,38 @@ def _chat(model: str, prompt: str, stream: bool = False) -> bytes:
 def _responses(model: str, prompt: str) -> bytes:
     """The translated scenario's request as a Responses client sends it (store defaults to true:
     the gateway keeps the answer)."""
-    return orjson.dumps({"model": model, "max_output_tokens": 256, "temperature": 0.7,
-                         "instructions": "You are a concise assistant.", "input": prompt})
+    return orjson.dumps(
+        {
+            "model": model,
+            "max_output_tokens": 256,
+            "temperature": 0.7,
+            "instructions": "You are a concise assistant.",
+            "input": prompt,
+        }
+    )
 
 
 def _large_prompt() -> str:
-    words = ("gateway", "envoy", "provider", "translate", "stream", "token", "budget", "latency", "tenant",
-             "model", "route", "backend", "failover", "dialect", "request", "response", "chunk", "event")
+    words = (
+        "gateway",
+        "envoy",
+        "provider",
+        "translate",
+        "stream",
+        "token",
+        "budget",
+        "latency",
+        "tenant",
+        "model",
+        "route",
+        "backend",
+        "failover",
+        "dialect",
+        "request",
+        "response",
+        "chunk",
+        "event",
+    )
     rng = random.Random(6)
     out: list[str] = []
     size = 0
@@ -236,8 +339,15 @@ class BenchStack(Stack):
     (see ``OWN_GATEWAY``) that get a budgeted or traced gateway of their own.
     """
 
-    def __init__(self, run_dir: Path, workers: int, own_gateways: tuple[str, ...] = (), with_peer: bool = False,
-                 with_noop: bool = False, envoy_concurrency: int = 2):
+    def __init__(
+        self,
+        run_dir: Path,
+        workers: int,
+        own_gateways: tuple[str, ...] = (),
+        with_peer: bool = False,
+        with_noop: bool = False,
+        envoy_concurrency: int = 2,
+    ):
         self.ports = Ports(workers, gateways=1 + len(own_gateways))
         self.keys = {k: secrets.token_urlsafe(18) for k in ENV_KEYS}
         self.keys["peer"] = "sk-" + self.keys["peer"]  # LiteLLM wants its master key to start so
@@ -246,8 +356,12 @@ class BenchStack(Stack):
         run_dir.mkdir(parents=True, exist_ok=True)
         env = {ENV_KEYS[k]: v for k, v in self.keys.items()}
         main = gateway_config_dict(self.ports, self.ports.main, workers)
-        super().__init__(_write_yaml(run_dir / "gateway.yaml", main), run_dir=run_dir / "run",
-                         envoy_concurrency=envoy_concurrency, env={**env, **(peer.ENV if with_peer else {})})
+        super().__init__(
+            _write_yaml(run_dir / "gateway.yaml", main),
+            run_dir=run_dir / "run",
+            envoy_concurrency=envoy_concurrency,
+            env={**env, **(peer.ENV if with_peer else {})},
+        )
         self.own: dict[str, Stack] = {}
         for name, ports in zip(own_gateways, self.ports.gateways[1:], strict=True):
             cfg = gateway_config_dict(self.ports, ports, workers)
@@ -256,36 +370,72 @@ class BenchStack(Stack):
             else:
                 redis = f"redis://127.0.0.1:{self.ports.redis}/0" if OWN_GATEWAY[name] else None
                 cfg = admission.budgeted(cfg, TENANT, "bench-translated", redis)
-            self.own[name] = Stack(_write_yaml(run_dir / f"gateway-{name}.yaml", cfg), run_dir=run_dir / f"run-{name}",
-                                   envoy_concurrency=envoy_concurrency, env=env)
+            self.own[name] = Stack(
+                _write_yaml(run_dir / f"gateway-{name}.yaml", cfg),
+                run_dir=run_dir / f"run-{name}",
+                envoy_concurrency=envoy_concurrency,
+                env=env,
+            )
 
     def _start(self, timeout: float) -> None:
         assert self.run_dir is not None
         p, k = self.ports, self.keys
         canned = upstream.canned_bootstrap(p.canned, p.canned_admin, k["openai"], k["anthropic"])
         floor = upstream.floor_bootstrap(p.floor, p.floor_admin, p.canned, p.stream)
-        self._spawn("bench-stream-upstream", [sys.executable, "-m", "gateway_tools.bench.upstream", "--port", str(p.stream)])
+        self._spawn(
+            "bench-stream-upstream",
+            [sys.executable, "-m", "gateway_tools.bench.upstream", "--port", str(p.stream)],
+        )
         if self.with_peer:  # the slowest to start: it starts while the rest does
-            litellm = _write_yaml(self.run_dir / "litellm.yaml",
-                                  peer.config(p.canned, ENV_KEYS["anthropic"], ENV_KEYS["peer"]))
+            litellm = _write_yaml(
+                self.run_dir / "litellm.yaml", peer.config(p.canned, ENV_KEYS["anthropic"], ENV_KEYS["peer"])
+            )
             self._spawn("bench-peer", peer.argv(litellm, p.peer, p.workers))
-        for name, bootstrap, port in (("bench-canned-upstream", canned, p.canned), ("bench-floor", floor, p.floor)):
-            self._spawn(name, [envoy_binary(), "-c", str(_write_yaml(self.run_dir / f"{name}.yaml", bootstrap)),
-                               "--disable-hot-restart", "--concurrency", str(self.envoy_concurrency),
-                               "--log-level", "warning"])
+        for name, bootstrap, port in (
+            ("bench-canned-upstream", canned, p.canned),
+            ("bench-floor", floor, p.floor),
+        ):
+            self._spawn(
+                name,
+                [
+                    envoy_binary(),
+                    "-c",
+                    str(_write_yaml(self.run_dir / f"{name}.yaml", bootstrap)),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    str(self.envoy_concurrency),
+                    "--log-level",
+                    "warning",
+                ],
+            )
             self._wait(name, [("127.0.0.1", port)], timeout)
         self._wait("bench-stream-upstream", [("127.0.0.1", p.stream)], timeout)
         if self.with_noop:
-            self._spawn("bench-noop-server", [sys.executable, "-m", "gateway_tools.bench.noop", "--port",
-                                              str(p.noop_ext_proc)])
+            self._spawn(
+                "bench-noop-server",
+                [sys.executable, "-m", "gateway_tools.bench.noop", "--port", str(p.noop_ext_proc)],
+            )
             self._wait("bench-noop-server", [("127.0.0.1", p.noop_ext_proc)], timeout)
             bootstrap = noop.bootstrap(p.noop, p.noop_admin, p.canned, p.stream, p.noop_ext_proc)
-            self._spawn("bench-noop-envoy", [envoy_binary(), "-c", str(_write_yaml(self.run_dir / "noop.yaml", bootstrap)),
-                                             "--disable-hot-restart", "--concurrency", str(self.envoy_concurrency),
-                                             "--log-level", "warning"])
+            self._spawn(
+                "bench-noop-envoy",
+                [
+                    envoy_binary(),
+                    "-c",
+                    str(_write_yaml(self.run_dir / "noop.yaml", bootstrap)),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    str(self.envoy_concurrency),
+                    "--log-level",
+                    "warning",
+                ],
+            )
             self._wait("bench-noop-envoy", [("127.0.0.1", p.noop)], timeout)
         if any(name in TRACED for name in self.own):
-            self._spawn("bench-otlp-sink", [sys.executable, "-m", "gateway_tools.bench.otlp_sink", "--port", str(p.otlp)])
+            self._spawn(
+                "bench-otlp-sink",
+                [sys.executable, "-m", "gateway_tools.bench.otlp_sink", "--port", str(p.otlp)],
+            )
             self._wait("bench-otlp-sink", [("127.0.0.1", p.otlp)], timeout)
         if any(OWN_GATEWAY[name] for name in self.own):
             self._spawn("bench-redis", admission.redis_argv(p.redis, self.run_dir))
@@ -305,7 +455,12 @@ class BenchStack(Stack):
         except OSError as e:
             status, headers, body = 0, {}, str(e).encode()
         problem = f"answered {status}: {body[:500].decode(errors='replace')}" if status != 200 else ""
-        if not problem and probe in self.own and probe not in TRACED and admission.RATE_LIMIT_HEADER not in headers:
+        if (
+            not problem
+            and probe in self.own
+            and probe not in TRACED
+            and admission.RATE_LIMIT_HEADER not in headers
+        ):
             problem = f"answered without {admission.RATE_LIMIT_HEADER}: its budgets are not in force"
         if problem:
             child = self._child("bench-peer") if probe == "peer" else self.own[probe]._child("ext_proc-0")
@@ -365,8 +520,12 @@ class BenchStack(Stack):
         large = _large_prompt()
         tenant = {"authorization": f"Bearer {k['tenant']}", "content-type": "application/json"}
         to_openai = {"authorization": f"Bearer {k['openai']}", "content-type": "application/json"}
-        paced = {"x-api-key": k["stream"], "anthropic-version": "2023-06-01", "content-type": "application/json",
-                 upstream.TARGET_HEADER: "stream"}
+        paced = {
+            "x-api-key": k["stream"],
+            "anthropic-version": "2023-06-01",
+            "content-type": "application/json",
+            upstream.TARGET_HEADER: "stream",
+        }
         chat, listen = "/v1/chat/completions", p.main.listen
         floor_stream = _chat("claude-bench", prompt, stream=True)
         return {
@@ -381,10 +540,13 @@ class BenchStack(Stack):
             "responses": Request(listen, "/v1/responses", tenant, _responses("bench-translated", prompt)),
             "large": Request(listen, chat, tenant, _chat("bench-translated", large)),
             "streamed": Request(listen, chat, tenant, _chat("bench-streamed", prompt, stream=True)),
-            **{name: Request(stack.config.listen.port, chat, tenant, _chat("bench-translated", prompt))
-               for name, stack in self.own.items()},
-            "peer": Request(p.peer, chat, {**tenant, "authorization": f"Bearer {k['peer']}"},
-                            _chat(peer.MODEL, prompt)),
+            **{
+                name: Request(stack.config.listen.port, chat, tenant, _chat("bench-translated", prompt))
+                for name, stack in self.own.items()
+            },
+            "peer": Request(
+                p.peer, chat, {**tenant, "authorization": f"Bearer {k['peer']}"}, _chat(peer.MODEL, prompt)
+            ),
         }
 
     def slow_stream(self, events: int, pace_ms: int) -> Request:

@@ -45,9 +45,13 @@ def _ms(v: float | None) -> float | None:
 
 
 def _dist(values: list[float]) -> dict[str, float | None]:
-    return {"p50": _ms(percentile(values, 50)), "p90": _ms(percentile(values, 90)),
-            "p99": _ms(percentile(values, 99)), "max": _ms(max(values) if values else None),
-            "mean": _ms(sum(values) / len(values) if values else None)}
+    return {
+        "p50": _ms(percentile(values, 50)),
+        "p90": _ms(percentile(values, 90)),
+        "p99": _ms(percentile(values, 99)),
+        "max": _ms(max(values) if values else None),
+        "mean": _ms(sum(values) / len(values) if values else None),
+    }
 
 
 def _group(results: list[Result], key: Callable[[Result], Any]) -> dict[str, Any]:
@@ -57,9 +61,12 @@ def _group(results: list[Result], key: Callable[[Result], Any]) -> dict[str, Any
     out = {}
     for name, rs in sorted(groups.items()):
         outcomes = Counter(r.outcome for r in rs)
-        out[name] = {"requests": len(rs), **{o: outcomes.get(o, 0) for o in _OUTCOMES},
-                     "latency_ms": _dist([r.latency for r in rs if r.outcome == "ok"]),
-                     "ttft_ms": _dist([r.ttft for r in rs if r.outcome == "ok" and r.ttft is not None])}
+        out[name] = {
+            "requests": len(rs),
+            **{o: outcomes.get(o, 0) for o in _OUTCOMES},
+            "latency_ms": _dist([r.latency for r in rs if r.outcome == "ok"]),
+            "ttft_ms": _dist([r.ttft for r in rs if r.outcome == "ok" and r.ttft is not None]),
+        }
     return out
 
 
@@ -68,9 +75,17 @@ def _buckets(duration: float) -> float:
     return max(0.5, round(duration / 40 * 2) / 2)
 
 
-def build(scenario: str, results: list[Result], samples: list[Sample], events: list[dict[str, Any]],
-          settings: dict[str, Any], duration: float, dropped: int,
-          provider_of: Callable[[str], str], primary_of: Callable[[str], str]) -> dict[str, Any]:
+def build(
+    scenario: str,
+    results: list[Result],
+    samples: list[Sample],
+    events: list[dict[str, Any]],
+    settings: dict[str, Any],
+    duration: float,
+    dropped: int,
+    provider_of: Callable[[str], str],
+    primary_of: Callable[[str], str],
+) -> dict[str, Any]:
     """Every figure of the run as one JSON-ready dict."""
     ok = [r for r in results if r.outcome == "ok"]
     outcomes = Counter(r.outcome for r in results)
@@ -85,17 +100,21 @@ def build(scenario: str, results: list[Result], samples: list[Sample], events: l
     for name in sorted(set(last) | set(client_answered)):
         requests = last.get(name, {}).get("requests", 0) - first.get(name, {}).get("requests", 0)
         faulted = last.get(name, {}).get("faulted", 0) - first.get(name, {}).get("faulted", 0)
-        providers[name] = {"requests": requests, "faulted": faulted, "answered": requests - faulted,
-                           "client_saw_answers": client_answered.get(name, 0),
-                           "match": requests - faulted == client_answered.get(name, 0)}
+        providers[name] = {
+            "requests": requests,
+            "faulted": faulted,
+            "answered": requests - faulted,
+            "client_saw_answers": client_answered.get(name, 0),
+            "match": requests - faulted == client_answered.get(name, 0),
+        }
     answered = sum(1 for r in results if r.backend)
     by_gateway = len(results) - answered
     checks = {
         "sent == answered by a provider + answered by the gateway": len(results) == answered + by_gateway,
-        "answered by a provider == provider-side count less injected faults":
-            bool(providers) and sum(p["answered"] for p in providers.values()) == answered,
-        "every provider's count matches what the client saw": bool(providers) and all(
-            p["match"] for p in providers.values()),
+        "answered by a provider == provider-side count less injected faults": bool(providers)
+        and sum(p["answered"] for p in providers.values()) == answered,
+        "every provider's count matches what the client saw": bool(providers)
+        and all(p["match"] for p in providers.values()),
     }
     return {
         "scenario": scenario,
@@ -103,9 +122,13 @@ def build(scenario: str, results: list[Result], samples: list[Sample], events: l
         "duration_s": round(span, 3),
         "events": events,
         "totals": {
-            "sent": len(results), "dropped_by_generator": dropped, **{o: outcomes.get(o, 0) for o in _OUTCOMES},
-            "answered_by_provider": answered, "answered_by_gateway": by_gateway,
-            "failovers": failovers, "throughput_rps": round(len(ok) / span, 2) if span else 0.0,
+            "sent": len(results),
+            "dropped_by_generator": dropped,
+            **{o: outcomes.get(o, 0) for o in _OUTCOMES},
+            "answered_by_provider": answered,
+            "answered_by_gateway": by_gateway,
+            "failovers": failovers,
+            "throughput_rps": round(len(ok) / span, 2) if span else 0.0,
             "success_rate": round(len(ok) / len(results), 4) if results else None,
             "status": {str(k): v for k, v in sorted(Counter(r.status for r in results).items())},
             "transport_errors": dict(Counter(r.error for r in results if r.error)),
@@ -217,39 +240,107 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
     """A summary a person reads in a minute: headline, breakdowns, the provider cross-check, the plots."""
     tot, s = report["totals"], report["settings"]
     lat, ttft = report["latency_ms"], report["ttft_ms"]
-    load = f"{s['concurrency']} concurrent clients" if s.get("concurrency") else f"{s.get('rate')} requests/s open loop"
-    lines = [f"# Load test: `{report['scenario']}`", "",
-             f"{report['duration_s']:g} s against `{s['url']}`, {load}. {s.get('description', '')}", ""]
+    load = (
+        f"{s['concurrency']} concurrent clients"
+        if s.get("concurrency")
+        else f"{s.get('rate')} requests/s open loop"
+    )
+    lines = [
+        f"# Load test: `{report['scenario']}`",
+        "",
+        f"{report['duration_s']:g} s against `{s['url']}`, {load}. {s.get('description', '')}",
+        "",
+    ]
     for key in ("note", "plots"):
         if s.get(key):
             lines += [f"> {s[key]}", ""]
-    lines += _table(["sent", "ok", "rejected (429)", "client errors", "errors", "failovers", "throughput",
-                     "latency p50 / p99", "TTFT p50 / p99", "output tokens/s"],
-                    [[tot["sent"], tot["ok"], tot["rejected"], tot["client_error"], tot["error"], tot["failovers"],
-                      f"{tot['throughput_rps']:g} rps", f"{_fmt(lat['p50'])} / {_fmt(lat['p99'])} ms",
-                      f"{_fmt(ttft['p50'])} / {_fmt(ttft['p99'])} ms", report["tokens"]["per_second"]]])
+    lines += _table(
+        [
+            "sent",
+            "ok",
+            "rejected (429)",
+            "client errors",
+            "errors",
+            "failovers",
+            "throughput",
+            "latency p50 / p99",
+            "TTFT p50 / p99",
+            "output tokens/s",
+        ],
+        [
+            [
+                tot["sent"],
+                tot["ok"],
+                tot["rejected"],
+                tot["client_error"],
+                tot["error"],
+                tot["failovers"],
+                f"{tot['throughput_rps']:g} rps",
+                f"{_fmt(lat['p50'])} / {_fmt(lat['p99'])} ms",
+                f"{_fmt(ttft['p50'])} / {_fmt(ttft['p99'])} ms",
+                report["tokens"]["per_second"],
+            ]
+        ],
+    )
     if tot["dropped_by_generator"]:
-        lines += ["", f"The generator skipped {tot['dropped_by_generator']} arrivals: "
-                  f"{s.get('max_in_flight')} requests were already pending."]
+        lines += [
+            "",
+            f"The generator skipped {tot['dropped_by_generator']} arrivals: "
+            f"{s.get('max_in_flight')} requests were already pending.",
+        ]
     if report["events"]:
         lines += ["", "## Events", ""]
-        lines += [f"- {e['t']:g} s: {e['label']}" + (f" ({e['note']})" if e.get("note") else "")
-                  for e in report["events"]]
-    lines += ["", "## Provider-side books", "",
-              "What the mock providers counted (`/_mock/stats`, polled during the run) against what the client saw.",
-              ""]
-    lines += _table(["provider", "requests received", "failed on purpose (fault)", "answered",
-                     "answers the client got", "match"],
-                    [[n, p["requests"], p["faulted"], p["answered"], p["client_saw_answers"],
-                      "yes" if p["match"] else "**NO**"] for n, p in report["providers"].items()])
+        lines += [
+            f"- {e['t']:g} s: {e['label']}" + (f" ({e['note']})" if e.get("note") else "")
+            for e in report["events"]
+        ]
+    lines += [
+        "",
+        "## Provider-side books",
+        "",
+        "What the mock providers counted (`/_mock/stats`, polled during the run) against what the client saw.",
+        "",
+    ]
+    lines += _table(
+        [
+            "provider",
+            "requests received",
+            "failed on purpose (fault)",
+            "answered",
+            "answers the client got",
+            "match",
+        ],
+        [
+            [
+                n,
+                p["requests"],
+                p["faulted"],
+                p["answered"],
+                p["client_saw_answers"],
+                "yes" if p["match"] else "**NO**",
+            ]
+            for n, p in report["providers"].items()
+        ],
+    )
     lines += [""] + [f"- {'✅' if ok else '❌'} {name}" for name, ok in report["checks"].items()]
     for dim in ("dialect", "model", "stream", "tenant", "backend"):
         groups = report["by"][dim]
         lines += ["", f"## By {dim}", ""]
-        lines += _table([dim, "requests", "ok", "rejected", "errors", "latency p50 / p99 ms", "TTFT p50 ms"],
-                        [[name, g["requests"], g["ok"], g["rejected"], g["error"] + g["client_error"],
-                          f"{_fmt(g['latency_ms']['p50'])} / {_fmt(g['latency_ms']['p99'])}",
-                          g["ttft_ms"]["p50"]] for name, g in groups.items()])
+        lines += _table(
+            [dim, "requests", "ok", "rejected", "errors", "latency p50 / p99 ms", "TTFT p50 ms"],
+            [
+                [
+                    name,
+                    g["requests"],
+                    g["ok"],
+                    g["rejected"],
+                    g["error"] + g["client_error"],
+                    f"{_fmt(g['latency_ms']['p50'])} / {_fmt(g['latency_ms']['p99'])}",
+                    g["ttft_ms"]["p50"],
+                ]
+                for name, g in groups.items()
+            ],
+        )
     if images:
         lines += ["", "## Over time", ""]
         lines += [f"![{PLOTS.get(Path(i).stem, i)}]({i})" for i in images]
@@ -273,8 +364,15 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
         draw(ax)
         for e in report["events"]:
             ax.axvline(e["t"], color="grey", linestyle="--", linewidth=0.8)
-            ax.text(e["t"], 1.0, " " + e["label"], transform=ax.get_xaxis_transform(), fontsize=7,
-                    va="top", color="dimgrey")
+            ax.text(
+                e["t"],
+                1.0,
+                " " + e["label"],
+                transform=ax.get_xaxis_transform(),
+                fontsize=7,
+                va="top",
+                color="dimgrey",
+            )
         ax.set_title(f"{report['scenario']}: {PLOTS[name]}", fontsize=9)
         ax.set_xlabel("seconds", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
@@ -303,6 +401,7 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
                 if pts:
                     ax.plot(*zip(*pts, strict=True), marker=".", label=label)
             ax.set_ylim(bottom=0)
+
         return draw
 
     def provider_rate(ax: Any) -> None:
@@ -310,7 +409,9 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
         for name, ys in ps["rate_rps"].items():
             ax.plot(ps["t"], ys, label=f"provider {name}", linewidth=1)
         if ps["t"]:
-            ax.plot(ps["t"], ps["total_rps"], label="all providers", color="tab:blue", linestyle=":", linewidth=2)
+            ax.plot(
+                ps["t"], ps["total_rps"], label="all providers", color="tab:blue", linestyle=":", linewidth=2
+            )
         ax.set_ylim(bottom=0)
 
     figure("throughput", "responses/s", throughput)

@@ -127,13 +127,21 @@ class Engine:
     def now(self) -> float:
         return time.monotonic() - self._t0
 
-    async def run(self, segments: list[Segment] | None = None, concurrency: int = 0,
-                  actions: list[Action] | None = None, poisson: bool = False, seed: int = 1) -> None:
+    async def run(
+        self,
+        segments: list[Segment] | None = None,
+        concurrency: int = 0,
+        actions: list[Action] | None = None,
+        poisson: bool = False,
+        seed: int = 1,
+    ) -> None:
         """Open loop over ``segments``, or ``concurrency`` closed-loop workers for ``duration``."""
         connector = aiohttp.TCPConnector(limit=max(self.max_in_flight, concurrency), force_close=False)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as client, \
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as admin:
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as client,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as admin,
+        ):
             await self._sample(admin)  # baseline before the first request
             self._t0 = time.monotonic()
             self.samples[0].t = 0.0
@@ -157,7 +165,9 @@ class Engine:
                     sys.stderr.write("\n")
             await self._sample(admin)  # every response is in: the mocks' final counts
 
-    async def _open_loop(self, client: aiohttp.ClientSession, plan: list[tuple[float, Tenant | None]]) -> None:
+    async def _open_loop(
+        self, client: aiohttp.ClientSession, plan: list[tuple[float, Tenant | None]]
+    ) -> None:
         pending: set[asyncio.Task[None]] = set()
         for at, tenant in plan:
             delay = at - self.now()
@@ -203,10 +213,23 @@ class Engine:
             self.in_flight -= 1
         latency = time.monotonic() - start
         tokens = output_tokens(body, p.stream) if 200 <= status < 300 else 0
-        self.results.append(Result(
-            t=at, dialect=p.dialect, model=p.model, stream=p.stream, prompt_words=p.prompt_words,
-            tenant=p.tenant, status=status, latency=latency, ttft=ttft, tokens=tokens,
-            backend="" if backend in ("", "-") else backend, error=error, retry_after=retry_after))
+        self.results.append(
+            Result(
+                t=at,
+                dialect=p.dialect,
+                model=p.model,
+                stream=p.stream,
+                prompt_words=p.prompt_words,
+                tenant=p.tenant,
+                status=status,
+                latency=latency,
+                ttft=ttft,
+                tokens=tokens,
+                backend="" if backend in ("", "-") else backend,
+                error=error,
+                retry_after=retry_after,
+            )
+        )
 
     async def _act(self, action: Action) -> None:
         delay = action.at - self.now()
@@ -225,7 +248,10 @@ class Engine:
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 async with admin.get(base + "/_mock/stats") as r:
                     data = await r.json()
-                stats[name] = {"requests": int(data.get("requests", 0)), "faulted": int(data.get("faulted", 0))}
+                stats[name] = {
+                    "requests": int(data.get("requests", 0)),
+                    "faulted": int(data.get("faulted", 0)),
+                }
         self.samples.append(Sample(self.now() if self._t0 else 0.0, stats))
 
     async def _poll(self, admin: aiohttp.ClientSession) -> None:
@@ -240,8 +266,10 @@ class Engine:
             ok = sum(1 for r in self.results if r.outcome == "ok")
             rejected = sum(1 for r in self.results if r.outcome == "rejected")
             failed = len(self.results) - ok - rejected
-            sys.stderr.write(f"\r{self.label} [{'#' * done:<30}] {elapsed:5.1f}/{self.duration:.0f}s "
-                             f"done {len(self.results)} ok {ok} rejected {rejected} failed {failed} "
-                             f"in flight {self.in_flight}   ")
+            sys.stderr.write(
+                f"\r{self.label} [{'#' * done:<30}] {elapsed:5.1f}/{self.duration:.0f}s "
+                f"done {len(self.results)} ok {ok} rejected {rejected} failed {failed} "
+                f"in flight {self.in_flight}   "
+            )
             sys.stderr.flush()
             await asyncio.sleep(0.25)

@@ -45,7 +45,9 @@ class Settings:
     rate: float = 10.0
     concurrency: int = 0
     models: dict[str, float] = field(default_factory=dict)
-    dialects: dict[str, float] = field(default_factory=lambda: {"openai": 1.0, "anthropic": 1.0, "gemini": 1.0})
+    dialects: dict[str, float] = field(
+        default_factory=lambda: {"openai": 1.0, "anthropic": 1.0, "gemini": 1.0}
+    )
     stream_fraction: float = 0.5
     prompt_words: dict[int, float] = field(default_factory=lambda: {8: 6.0, 64: 3.0, 256: 1.0})
     api_keys: list[str] = field(default_factory=list)
@@ -62,13 +64,20 @@ class Settings:
 
     def tenants(self) -> list[Tenant]:
         """Tenants named as the gateway knows them (by key digest), else by position."""
-        names = {k.sha256: t for t, tenant in self.config.tenants.items() for k in tenant.api_keys if k.sha256}
+        names = {
+            k.sha256: t for t, tenant in self.config.tenants.items() for k in tenant.api_keys if k.sha256
+        }
         return [Tenant(names.get(key_digest(k), f"tenant-{i + 1}"), k) for i, k in enumerate(self.api_keys)]
 
     def mix(self) -> Mix:
-        return Mix(models=self.models or dict.fromkeys(self.config.models, 1.0), dialects=self.dialects,
-                   stream_fraction=self.stream_fraction, prompt_words=self.prompt_words,
-                   tenants=[(t, 1.0) for t in self.tenants()], seed=self.seed)
+        return Mix(
+            models=self.models or dict.fromkeys(self.config.models, 1.0),
+            dialects=self.dialects,
+            stream_fraction=self.stream_fraction,
+            prompt_words=self.prompt_words,
+            tenants=[(t, 1.0) for t in self.tenants()],
+            seed=self.seed,
+        )
 
     def mock_urls(self) -> dict[str, str]:
         """Provider name -> base URL of its mock's ``/_mock`` API (the server's root)."""
@@ -107,33 +116,48 @@ def plan(scenario: str, s: Settings) -> Plan:
     d = s.duration
     whole = [Segment(0.0, d, s.rate)]
     if scenario == "steady":
-        return Plan(whole, [], "Constant load with the whole mix of dialects, models, streaming, prompt sizes "
-                                "and tenants.")
+        return Plan(
+            whole,
+            [],
+            "Constant load with the whole mix of dialects, models, streaming, prompt sizes and tenants.",
+        )
     if scenario == "spike":
         if s.concurrency:
             raise ValueError("spike is open-loop: give --rate, not --concurrency")
         tenants = s.tenants() or [Tenant("anonymous", "")]
-        tenant = next((t for t in tenants if t.name == s.spike_tenant), None) if s.spike_tenant else tenants[0]
+        tenant = (
+            next((t for t in tenants if t.name == s.spike_tenant), None) if s.spike_tenant else tenants[0]
+        )
         if tenant is None:
             raise ValueError(f"--spike-tenant {s.spike_tenant}: no --key belongs to that tenant")
         budget = s.budget_rps or s.rate
         burst = SPIKE_FACTOR * budget
-        segs = [Segment(0.0, d / 3, budget, tenant), Segment(d / 3, 2 * d / 3, burst, tenant),
-                Segment(2 * d / 3, d, budget, tenant)]
+        segs = [
+            Segment(0.0, d / 3, budget, tenant),
+            Segment(d / 3, 2 * d / 3, burst, tenant),
+            Segment(2 * d / 3, d, budget, tenant),
+        ]
 
         async def mark() -> str:
             return ""
 
         acts = [Action(d / 3, f"burst: {burst:g} rps", mark), Action(2 * d / 3, "burst ends", mark)]
-        return Plan(segs, acts, f"Tenant `{tenant.name}` sends {budget:g} requests/s (its budget), bursts to "
-                                f"{burst:g} requests/s ({SPIKE_FACTOR}x) for the middle third, then drops back.")
+        return Plan(
+            segs,
+            acts,
+            f"Tenant `{tenant.name}` sends {budget:g} requests/s (its budget), bursts to "
+            f"{burst:g} requests/s ({SPIKE_FACTOR}x) for the middle third, then drops back.",
+        )
     if scenario == "outage":
         mocks = s.mock_urls()
-        provider = s.outage_provider or s.provider_of(s.primary_of(max(s.mix().models.items(),
-                                                                       key=lambda kv: kv[1])[0]))
+        provider = s.outage_provider or s.provider_of(
+            s.primary_of(max(s.mix().models.items(), key=lambda kv: kv[1])[0])
+        )
         if provider not in mocks:
-            raise ValueError(f"outage: provider '{provider}' is not a mock provider of {s.config.source} "
-                             f"(mocks: {', '.join(mocks) or 'none'})")
+            raise ValueError(
+                f"outage: provider '{provider}' is not a mock provider of {s.config.source} "
+                f"(mocks: {', '.join(mocks) or 'none'})"
+            )
         faults = mocks[provider] + "/_mock/faults"
 
         async def down() -> str:
@@ -145,11 +169,15 @@ def plan(scenario: str, s: Settings) -> Plan:
         # Down for the second quarter: the rest of the run shows recovery, which waits for Envoy's
         # outlier ejection of the provider to expire (10 s, longer after repeated ejections).
         acts = [Action(d / 4, f"{provider} down", down), Action(d / 2, f"{provider} back", up)]
-        return Plan(whole, acts, f"Provider `{provider}` drops every connection (mock fault `down`) for the "
-                                 "second quarter of the run; its requests should fail over to the next backend "
-                                 "without a client seeing an error. Traffic returns to it once Envoy's outlier "
-                                 "ejection expires (10 s after the first ejection, longer after repeated ones).",
-                    cleanup=[("DELETE", faults)])
+        return Plan(
+            whole,
+            acts,
+            f"Provider `{provider}` drops every connection (mock fault `down`) for the "
+            "second quarter of the run; its requests should fail over to the next backend "
+            "without a client seeing an error. Traffic returns to it once Envoy's outlier "
+            "ejection expires (10 s after the first ejection, longer after repeated ones).",
+            cleanup=[("DELETE", faults)],
+        )
     if scenario == "reconfigure":
         if not s.apply_config:
             raise ValueError("reconfigure needs --apply-config FILE: the configuration to apply mid-run")
@@ -157,49 +185,93 @@ def plan(scenario: str, s: Settings) -> Plan:
 
         async def apply() -> str:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway_tools", "apply", target,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                sys.executable,
+                "-m",
+                "gateway_tools",
+                "apply",
+                target,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
             last = out.decode(errors="replace").strip().splitlines()[-1:] or [""]
             return f"exit code {proc.returncode}: {last[0][:200]}"
 
-        return Plan(whole, [Action(d / 2, f"apply {Path(target).name}", apply)],
-                    f"`llm-gateway apply {Path(target).name}` halfway through, under load.")
+        return Plan(
+            whole,
+            [Action(d / 2, f"apply {Path(target).name}", apply)],
+            f"`llm-gateway apply {Path(target).name}` halfway through, under load.",
+        )
     raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
 
 
 def _settings_json(s: Settings, p: Plan) -> dict[str, Any]:
     return {
-        "url": s.url, "config": Path(s.config.source).name, "duration_s": s.duration,
-        "rate": None if s.concurrency else s.rate, "concurrency": s.concurrency or None,
-        "arrivals": "poisson" if s.poisson else "uniform", "seed": s.seed,
-        "models": s.mix().models, "dialects": s.dialects, "stream_fraction": s.stream_fraction,
-        "prompt_words": s.prompt_words, "tenants": [t.name for t in s.tenants()] or ["anonymous"],
-        "max_in_flight": s.max_in_flight, "sample_interval_s": s.sample_interval, "description": p.description,
+        "url": s.url,
+        "config": Path(s.config.source).name,
+        "duration_s": s.duration,
+        "rate": None if s.concurrency else s.rate,
+        "concurrency": s.concurrency or None,
+        "arrivals": "poisson" if s.poisson else "uniform",
+        "seed": s.seed,
+        "models": s.mix().models,
+        "dialects": s.dialects,
+        "stream_fraction": s.stream_fraction,
+        "prompt_words": s.prompt_words,
+        "tenants": [t.name for t in s.tenants()] or ["anonymous"],
+        "max_in_flight": s.max_in_flight,
+        "sample_interval_s": s.sample_interval,
+        "description": p.description,
     }
 
 
 def run(scenario: str, s: Settings) -> dict[str, Any]:
     """Run one scenario and return its report (not yet written to disk)."""
     p = plan(scenario, s)
-    engine = Engine(url=s.url.rstrip("/"), mix=s.mix(), duration=s.duration, mocks=s.mock_urls(),
-                    sample_interval=s.sample_interval, max_in_flight=s.max_in_flight, timeout=s.timeout,
-                    progress=s.progress, label=scenario)
+    engine = Engine(
+        url=s.url.rstrip("/"),
+        mix=s.mix(),
+        duration=s.duration,
+        mocks=s.mock_urls(),
+        sample_interval=s.sample_interval,
+        max_in_flight=s.max_in_flight,
+        timeout=s.timeout,
+        progress=s.progress,
+        label=scenario,
+    )
     try:
-        asyncio.run(engine.run(p.segments, concurrency=s.concurrency if scenario != "spike" else 0,
-                               actions=p.actions, poisson=s.poisson, seed=s.seed))
+        asyncio.run(
+            engine.run(
+                p.segments,
+                concurrency=s.concurrency if scenario != "spike" else 0,
+                actions=p.actions,
+                poisson=s.poisson,
+                seed=s.seed,
+            )
+        )
     finally:
         for method, url in p.cleanup:  # a fault must never outlive the run
             with contextlib.suppress(OSError):
                 _mock_call(method, url)
     settings = _settings_json(s, p)
-    out = report.build(scenario, engine.results, engine.samples, engine.events, settings, s.duration,
-                       engine.dropped, s.provider_of, s.primary_of)
+    out = report.build(
+        scenario,
+        engine.results,
+        engine.samples,
+        engine.events,
+        settings,
+        s.duration,
+        engine.dropped,
+        s.provider_of,
+        s.primary_of,
+    )
     if scenario == "spike":
         settings["note"] = (
             f"The gateway rejected {out['totals']['rejected']} requests with 429: admission held the provider-side "
-            "rate near the budget." if out["totals"]["rejected"] else
-            "No request was rejected: no budget limits this tenant in the gateway's configuration, so the "
+            "rate near the budget."
+            if out["totals"]["rejected"]
+            else "No request was rejected: no budget limits this tenant in the gateway's configuration, so the "
             "providers saw the whole burst. With a budget configured, admission holds the provider-side rate "
-            "flat at the budget and rejects the excess with 429 (orange in the throughput plot).")
+            "flat at the budget and rejects the excess with 429 (orange in the throughput plot)."
+        )
     return out

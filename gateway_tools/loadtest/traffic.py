@@ -16,8 +16,28 @@ import orjson
 
 DIALECTS = ("openai", "anthropic", "gemini")
 ANTHROPIC_VERSION = "2023-06-01"
-_WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
-          "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango")
+_WORDS = (
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+)
 
 
 def parse_weights(spec: str, what: str) -> dict[str, float]:
@@ -94,17 +114,23 @@ class Mix:
         stream = self._rng.random() < self.stream_fraction
         words = self._pick(self.prompt_words)
         text = " ".join(self._rng.choice(_WORDS) for _ in range(words))
-        method, path, headers, body = build_request(dialect, model, stream, text, tenant.api_key, self.max_tokens)
+        method, path, headers, body = build_request(
+            dialect, model, stream, text, tenant.api_key, self.max_tokens
+        )
         return Planned(dialect, model, stream, words, tenant.name, method, path, headers, body)
 
 
-def build_request(dialect: str, model: str, stream: bool, text: str, api_key: str,
-                  max_tokens: int) -> tuple[str, str, dict[str, str], bytes]:
+def build_request(
+    dialect: str, model: str, stream: bool, text: str, api_key: str, max_tokens: int
+) -> tuple[str, str, dict[str, str], bytes]:
     """Method, path, headers and body of a one-turn chat request in ``dialect``."""
     headers = {"content-type": "application/json"}
     if dialect == "openai":
-        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": text}],
-                                "max_tokens": max_tokens}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": max_tokens,
+        }
         if stream:
             body.update(stream=True, stream_options={"include_usage": True})
         if api_key:
@@ -119,8 +145,10 @@ def build_request(dialect: str, model: str, stream: bool, text: str, api_key: st
             headers["x-api-key"] = api_key
         return "POST", "/v1/messages", headers, orjson.dumps(body)
     if dialect == "gemini":
-        body = {"contents": [{"role": "user", "parts": [{"text": text}]}],
-                "generationConfig": {"maxOutputTokens": max_tokens}}
+        body = {
+            "contents": [{"role": "user", "parts": [{"text": text}]}],
+            "generationConfig": {"maxOutputTokens": max_tokens},
+        }
         path = f"/v1beta/models/{model}:" + ("streamGenerateContent?alt=sse" if stream else "generateContent")
         if api_key:
             headers["x-goog-api-key"] = api_key

@@ -637,5 +637,3 @@ class _Anthropic(_Provider):
         )
         emit("message_stop", {"type": "message_stop"})
         return await self.send_stream(request, events, cut)
-
-

@@ -38,11 +38,23 @@ from .tokens import TokenIssuer, bearer, form
 
 SCOPE = "https://cognitiveservices.azure.com/.default"
 # Published data-plane versions (Learn, "API version lifecycle"), GA and preview.
-_API_VERSIONS = frozenset({
-    "2024-02-01", "2024-06-01", "2024-10-21", "2024-05-01-preview", "2024-07-01-preview", "2024-08-01-preview",
-    "2024-09-01-preview", "2024-10-01-preview", "2024-12-01-preview", "2025-01-01-preview", "2025-02-01-preview",
-    "2025-03-01-preview", "2025-04-01-preview",
-})
+_API_VERSIONS = frozenset(
+    {
+        "2024-02-01",
+        "2024-06-01",
+        "2024-10-21",
+        "2024-05-01-preview",
+        "2024-07-01-preview",
+        "2024-08-01-preview",
+        "2024-09-01-preview",
+        "2024-10-01-preview",
+        "2024-12-01-preview",
+        "2025-01-01-preview",
+        "2025-02-01-preview",
+        "2025-03-01-preview",
+        "2025-04-01-preview",
+    }
+)
 _STREAM_OPTIONS_SINCE = "2024-09-01"
 _TENANT = re.compile(r"^([0-9a-fA-F-]{36}|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+|common|organizations)$")
 _CATEGORIES = ("hate", "self_harm", "sexual", "violence")
@@ -51,7 +63,9 @@ COMPLETION_TRIGGER = "gore"
 
 
 def _results(filtered: str | None = None) -> dict[str, Any]:
-    return {c: {"filtered": c == filtered, "severity": "high" if c == filtered else "safe"} for c in _CATEGORIES}
+    return {
+        c: {"filtered": c == filtered, "severity": "high" if c == filtered else "safe"} for c in _CATEGORIES
+    }
 
 
 def _prompt_results(filtered: str | None = None) -> list[dict[str, Any]]:
@@ -75,8 +89,12 @@ class _EntraTokens(TokenIssuer):
 
         # exp to the millisecond (RFC 7519 NumericDate may be fractional): a reader must not see a
         # 2 s token expire up to a second early.
-        claims = {"aud": "https://cognitiveservices.azure.com", "exp": round(time.time() + ttl, 3),
-                  "iat": int(time.time()), "jti": secrets.token_hex(8)}
+        claims = {
+            "aud": "https://cognitiveservices.azure.com",
+            "exp": round(time.time() + ttl, 3),
+            "iat": int(time.time()),
+            "jti": secrets.token_hex(8),
+        }
         jwt = f"{part({'typ': 'JWT', 'alg': 'none'})}.{part(claims)}.{secrets.token_urlsafe(16)}"
         self.tokens[jwt] = expiry
         self.scopes[jwt] = kept_scope
@@ -93,14 +111,23 @@ class _Azure(_OpenAI):
         self.tokens = _EntraTokens("", spec.token_ttl_s, SCOPE)
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
-        return [("POST", "/openai/deployments/{deployment}/chat/completions", self.deployment_chat),
-                ("POST", "/openai/v1/chat/completions", self.v1_chat)]
+        return [
+            ("POST", "/openai/deployments/{deployment}/chat/completions", self.deployment_chat),
+            ("POST", "/openai/v1/chat/completions", self.v1_chat),
+        ]
 
     def admin_routes(self) -> list[tuple[str, str, Any]]:
-        return [("POST", "/{tenant}/oauth2/v2.0/token", self.token), ("*", "/_mock/auth", self.tokens.endpoint)]
+        return [
+            ("POST", "/{tenant}/oauth2/v2.0/token", self.token),
+            ("*", "/_mock/auth", self.tokens.endpoint),
+        ]
 
     def extra_headers(self) -> dict[str, str]:
-        return {"apim-request-id": str(uuid.uuid4()), "x-request-id": str(uuid.uuid4()), "x-ms-region": "East US"}
+        return {
+            "apim-request-id": str(uuid.uuid4()),
+            "x-request-id": str(uuid.uuid4()),
+            "x-ms-region": "East US",
+        }
 
     def model_of(self, request: web.Request, body: Any) -> str | None:
         return request.match_info.get("deployment") or super().model_of(request, body)
@@ -108,9 +135,12 @@ class _Azure(_OpenAI):
     # errors: Azure's {"error": {"code": "<status>", "message"}} -----------------------------
     def rate_limit_error(self, retry_after: float) -> _Reject:
         ra = f"{retry_after:g}"
-        err = _azure_error(429, "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
-                                f"2024-10-21 have exceeded token rate limit of your current AIServices S0 pricing "
-                                f"tier. Please retry after {ra} seconds.")
+        err = _azure_error(
+            429,
+            "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
+            f"2024-10-21 have exceeded token rate limit of your current AIServices S0 pricing "
+            f"tier. Please retry after {ra} seconds.",
+        )
         err.headers = {"retry-after": ra, "x-ratelimit-remaining-requests": "0"}
         return err
 
@@ -135,14 +165,23 @@ class _Azure(_OpenAI):
             return
         self.tokens.refuse()
         if state == "missing":
-            raise _azure_error(401, "Access denied due to missing subscription key. Make sure to include "
-                                    "subscription key when making requests to an API.")
+            raise _azure_error(
+                401,
+                "Access denied due to missing subscription key. Make sure to include "
+                "subscription key when making requests to an API.",
+            )
         if state == "invalid":
-            raise _azure_error(401, "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
-                                    "to provide a valid key for an active subscription and use a correct regional "
-                                    "API endpoint for your resource.")
-        raise _azure_error(401, "Unauthorized. Access token is missing, invalid, audience is incorrect "
-                                "(https://cognitiveservices.azure.com), or have expired.")
+            raise _azure_error(
+                401,
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
+                "to provide a valid key for an active subscription and use a correct regional "
+                "API endpoint for your resource.",
+            )
+        raise _azure_error(
+            401,
+            "Unauthorized. Access token is missing, invalid, audience is incorrect "
+            "(https://cognitiveservices.azure.com), or have expired.",
+        )
 
     # model calls ---------------------------------------------------------------------------
     async def deployment_chat(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
@@ -167,12 +206,18 @@ class _Azure(_OpenAI):
             users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
             if users and PROMPT_TRIGGER in _oa_text(users[-1].get("content")).lower():
                 raise _azure_error(
-                    400, "The response was filtered due to the prompt triggering Azure OpenAI's content management "
-                         "policy. Please modify your prompt and retry. To learn more about our content filtering "
-                         "policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
-                    "content_filter", param="prompt", status=400,
-                    innererror={"code": "ResponsibleAIPolicyViolation",
-                                "content_filter_result": _results("violence")})
+                    400,
+                    "The response was filtered due to the prompt triggering Azure OpenAI's content management "
+                    "policy. Please modify your prompt and retry. To learn more about our content filtering "
+                    "policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
+                    "content_filter",
+                    param="prompt",
+                    status=400,
+                    innererror={
+                        "code": "ResponsibleAIPolicyViolation",
+                        "content_filter_result": _results("violence"),
+                    },
+                )
         resp = await self.chat(request, body, cut)
         if not isinstance(resp, web.Response) or resp.status != 200 or not isinstance(resp.body, bytes):
             return resp  # a stream: annotated in send_stream
@@ -188,9 +233,14 @@ class _Azure(_OpenAI):
             choice["content_filter_results"] = _results("violence" if hit >= 0 else None)
         return _json_response(200, out, self.extra_headers())
 
-    async def send_stream(self, request: web.Request, events: list[bytes], cut: bool,
-                          content_type: str = "text/event-stream",
-                          headers: dict[str, str] | None = None) -> web.StreamResponse:
+    async def send_stream(
+        self,
+        request: web.Request,
+        events: list[bytes],
+        cut: bool,
+        content_type: str = "text/event-stream",
+        headers: dict[str, str] | None = None,
+    ) -> web.StreamResponse:
         """Annotate chat chunks as Azure does, and cut a reply that reaches the completion trigger."""
         out: list[bytes] = []
         filtered: set[int] = set()
@@ -201,9 +251,20 @@ class _Azure(_OpenAI):
                 out.append(ev)
                 continue
             if not out:  # the prompt's annotations open the stream, in a chunk of their own
-                out.append(b"data: " + orjson.dumps({"choices": [], "created": 0, "id": "", "model": "",
-                                                     "object": "", "prompt_filter_results": _prompt_results()})
-                           + b"\n\n")
+                out.append(
+                    b"data: "
+                    + orjson.dumps(
+                        {
+                            "choices": [],
+                            "created": 0,
+                            "id": "",
+                            "model": "",
+                            "object": "",
+                            "prompt_filter_results": _prompt_results(),
+                        }
+                    )
+                    + b"\n\n"
+                )
             keep = []
             for choice in obj["choices"]:
                 i = choice.get("index", 0)
@@ -227,32 +288,64 @@ class _Azure(_OpenAI):
         await self.tokens.delay()
         tenant = request.match_info["tenant"]
         if not _TENANT.match(tenant):
-            return _json_response(400, {"error": "invalid_tenant", "error_description":
-                                        f"AADSTS90002: Tenant '{tenant}' not found."})
+            return _json_response(
+                400,
+                {
+                    "error": "invalid_tenant",
+                    "error_description": f"AADSTS90002: Tenant '{tenant}' not found.",
+                },
+            )
         data = await form(request)
         if data is None:
-            return _json_response(400, {"error": "invalid_request", "error_description":
-                                        "AADSTS900144: The request body must contain the following parameter: "
-                                        "'grant_type'."})
+            return _json_response(
+                400,
+                {
+                    "error": "invalid_request",
+                    "error_description": "AADSTS900144: The request body must contain the following parameter: "
+                    "'grant_type'.",
+                },
+            )
         if data.get("grant_type") != "client_credentials":
-            return _json_response(400, {"error": "unsupported_grant_type", "error_description":
-                                        "AADSTS70003: The app requested an unsupported grant type."})
+            return _json_response(
+                400,
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "AADSTS70003: The app requested an unsupported grant type.",
+                },
+            )
         client_id = data.get("client_id", "")
         if not self.spec.client_id or client_id != self.spec.client_id:
-            return _json_response(400, {"error": "unauthorized_client", "error_description":
-                                        f"AADSTS700016: Application with identifier '{client_id}' was not found in "
-                                        f"the directory '{tenant}'."})
+            return _json_response(
+                400,
+                {
+                    "error": "unauthorized_client",
+                    "error_description": f"AADSTS700016: Application with identifier '{client_id}' was not found in "
+                    f"the directory '{tenant}'.",
+                },
+            )
         if data.get("client_secret") != self.spec.client_secret:
-            return _json_response(401, {"error": "invalid_client", "error_description":
-                                        "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent "
-                                        "in the request is the client secret value, not the client secret ID."})
+            return _json_response(
+                401,
+                {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent "
+                    "in the request is the client secret value, not the client secret ID.",
+                },
+            )
         scope = data.get("scope", "")
         if not scope.endswith("/.default"):
-            return _json_response(400, {"error": "invalid_scope", "error_description":
-                                        f"AADSTS1002012: The provided value for scope {scope} is not valid. Client "
-                                        "credential flows must have a scope value with /.default suffixed to the "
-                                        "resource identifier (application ID URI)."})
+            return _json_response(
+                400,
+                {
+                    "error": "invalid_scope",
+                    "error_description": f"AADSTS1002012: The provided value for scope {scope} is not valid. Client "
+                    "credential flows must have a scope value with /.default suffixed to the "
+                    "resource identifier (application ID URI).",
+                },
+            )
         token, ttl = self.tokens.issue(scope)
         expires = int(ttl) if ttl >= 1 else ttl
-        return _json_response(200, {"token_type": "Bearer", "expires_in": expires, "ext_expires_in": expires,
-                                    "access_token": token})
+        return _json_response(
+            200,
+            {"token_type": "Bearer", "expires_in": expires, "ext_expires_in": expires, "access_token": token},
+        )

@@ -65,14 +65,44 @@ from .common import (
 _EVENTSTREAM_CT = "application/vnd.amazon.eventstream"
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 _SKEW = timedelta(minutes=5)  # [SigV4] a signature is valid for 5 minutes either side of the server's clock
-_AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})")
+_AUTH = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})"
+)
 
 # [Converse] request members (ConverseRequest / ConverseStreamRequest, modelId is in the path)
-_FIELDS = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig",
-                     "additionalModelRequestFields", "promptVariables", "additionalModelResponseFieldPaths",
-                     "requestMetadata", "performanceConfig", "serviceTier", "outputConfig", "projectIdentifier"})
-_BLOCKS = frozenset({"text", "image", "document", "video", "audio", "toolUse", "toolResult", "guardContent",
-                     "cachePoint", "reasoningContent", "citationsContent", "searchResult"})
+_FIELDS = frozenset(
+    {
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "guardrailConfig",
+        "additionalModelRequestFields",
+        "promptVariables",
+        "additionalModelResponseFieldPaths",
+        "requestMetadata",
+        "performanceConfig",
+        "serviceTier",
+        "outputConfig",
+        "projectIdentifier",
+    }
+)
+_BLOCKS = frozenset(
+    {
+        "text",
+        "image",
+        "document",
+        "video",
+        "audio",
+        "toolUse",
+        "toolResult",
+        "guardContent",
+        "cachePoint",
+        "reasoningContent",
+        "citationsContent",
+        "searchResult",
+    }
+)
 _RESULT_BLOCKS = frozenset({"json", "text", "image", "document", "video", "searchResult"})
 _INFERENCE = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
 _IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")  # [Converse] ImageBlock.format
@@ -80,8 +110,10 @@ _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # [Converse] ToolSpecification.
 _TOOL_USE_ID = re.compile(r"[a-zA-Z0-9_.:-]{1,64}")  # [Converse] ToolUseBlock.toolUseId
 _METADATA = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")  # [Converse] requestMetadata keys and values
 # [Converse] modelId: ConversationalModelId, 1-2048 characters (model IDs, inference profile IDs, ARNs)
-_MODEL_ID = re.compile(r"(arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{0,12}:[a-z-]+/[a-zA-Z0-9-:./]+)"
-                       r"|([a-zA-Z0-9-:.]+)")
+_MODEL_ID = re.compile(
+    r"(arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{0,12}:[a-z-]+/[a-zA-Z0-9-:./]+)"
+    r"|([a-zA-Z0-9-:.]+)"
+)
 
 # Status -> the exception an error fault plays ([Errors], each operation's error list).
 _FAULT_TYPES = {
@@ -91,8 +123,10 @@ _FAULT_TYPES = {
     408: ("ModelTimeoutException", "Model has timed out in processing the request. Try your request again."),
     424: ("ModelErrorException", "The model encountered an error processing the request."),
     429: ("ThrottlingException", "Too many requests, please wait before trying again."),
-    500: ("InternalServerException", "The system encountered an unexpected error during processing. "
-                                     "Try your request again."),
+    500: (
+        "InternalServerException",
+        "The system encountered an unexpected error during processing. Try your request again.",
+    ),
     503: ("ServiceUnavailableException", "Bedrock is unable to process your request."),
 }
 # Status -> the exception a stream_error fault sends as its first frame ([ConverseStream] exceptions).
@@ -126,13 +160,21 @@ def _padding() -> str:
 
 
 def _event(event_type: str, payload: dict[str, Any]) -> bytes:
-    return _frame({":event-type": event_type, ":content-type": "application/json", ":message-type": "event"},
-                  orjson.dumps({**payload, "p": _padding()}))
+    return _frame(
+        {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"},
+        orjson.dumps({**payload, "p": _padding()}),
+    )
 
 
 def _exception(exception_type: str, message: str) -> bytes:
-    return _frame({":exception-type": exception_type, ":content-type": "application/json",
-                   ":message-type": "exception"}, orjson.dumps({"message": message}))
+    return _frame(
+        {
+            ":exception-type": exception_type,
+            ":content-type": "application/json",
+            ":message-type": "exception",
+        },
+        orjson.dumps({"message": message}),
+    )
 
 
 # --------------------------------------------------------------------------- the provider
@@ -160,8 +202,10 @@ class _Bedrock(_Provider):
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
         # The model ID is one path segment, percent-encoded by the SDKs (':' -> %3A, '/' -> %2F).
-        return [("POST", "/model/{model_id:[^/]+}/converse", self.converse),
-                ("POST", "/model/{model_id:[^/]+}/converse-stream", self.converse)]
+        return [
+            ("POST", "/model/{model_id:[^/]+}/converse", self.converse),
+            ("POST", "/model/{model_id:[^/]+}/converse-stream", self.converse),
+        ]
 
     def model_of(self, request: web.Request, body: Any) -> str | None:
         return request.match_info.get("model_id") or None
@@ -181,14 +225,21 @@ class _Bedrock(_Provider):
 
     def constraint(self, path: str, what: str) -> _Reject:
         """A shape constraint, worded as the service's validator words it."""
-        return self.invalid(f"1 validation error detected: Value at '{path}' failed to satisfy constraint: {what}")
+        return self.invalid(
+            f"1 validation error detected: Value at '{path}' failed to satisfy constraint: {what}"
+        )
 
     def with_message(self, err: _Reject, message: str) -> None:
         err.body["message"] = message
 
     def fault_error(self, status: int) -> _Reject:
-        etype, message = _FAULT_TYPES.get(status, ("InternalServerException" if status >= 500 else
-                                                   "ValidationException", f"Mock provider error (HTTP {status})."))
+        etype, message = _FAULT_TYPES.get(
+            status,
+            (
+                "InternalServerException" if status >= 500 else "ValidationException",
+                f"Mock provider error (HTTP {status}).",
+            ),
+        )
         return self.error(status, etype, message)
 
     def rate_limit_error(self, retry_after: float) -> _Reject:
@@ -203,11 +254,12 @@ class _Bedrock(_Provider):
 
     def inband_error(self, request: web.Request, status: int) -> bytes:
         etype = _STREAM_FAULTS.get(status, "internalServerException")
-        message = {"throttlingException": "Too many requests, please wait before trying again.",
-                   "serviceUnavailableException": "Bedrock is unable to process your request.",
-                   "validationException": "The request is not valid.",
-                   "modelStreamErrorException": "The model encountered an error processing the stream."}.get(
-            etype, "The system encountered an unexpected error during processing. Try your request again.")
+        message = {
+            "throttlingException": "Too many requests, please wait before trying again.",
+            "serviceUnavailableException": "Bedrock is unable to process your request.",
+            "validationException": "The request is not valid.",
+            "modelStreamErrorException": "The model encountered an error processing the stream.",
+        }.get(etype, "The system encountered an unexpected error during processing. Try your request again.")
         return _exception(etype, message)
 
     def malformed_event(self) -> bytes:
@@ -230,55 +282,97 @@ class _Bedrock(_Provider):
             raise self.error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
         m = _AUTH.fullmatch(auth.strip())
         if not m:
-            raise self.error(403, "IncompleteSignatureException",
-                             "Authorization header requires 'Credential' parameter. Authorization header requires "
-                             "'Signature' parameter. Authorization header requires 'SignedHeaders' parameter.")
+            raise self.error(
+                403,
+                "IncompleteSignatureException",
+                "Authorization header requires 'Credential' parameter. Authorization header requires "
+                "'Signature' parameter. Authorization header requires 'SignedHeaders' parameter.",
+            )
         scope = m[1].split("/")
         if len(scope) != 5 or scope[4] != "aws4_request":
-            raise self.error(403, "IncompleteSignatureException",
-                             f"Credential should be scoped to a valid region. (Credential={m[1]})")
+            raise self.error(
+                403,
+                "IncompleteSignatureException",
+                f"Credential should be scoped to a valid region. (Credential={m[1]})",
+            )
         key_id, day, region, service, _ = scope
         if key_id != self.spec.key_id:
-            raise self.error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+            raise self.error(
+                403, "UnrecognizedClientException", "The security token included in the request is invalid."
+            )
         if service != "bedrock":
-            raise self.error(403, "InvalidSignatureException", "Credential should be scoped to correct service: 'bedrock'.")
+            raise self.error(
+                403, "InvalidSignatureException", "Credential should be scoped to correct service: 'bedrock'."
+            )
         if self.spec.region and region != self.spec.region:
-            raise self.error(403, "InvalidSignatureException",
-                             f"Credential should be scoped to a valid region. (Credential={m[1]})")
+            raise self.error(
+                403,
+                "InvalidSignatureException",
+                f"Credential should be scoped to a valid region. (Credential={m[1]})",
+            )
         token = request.headers.get("X-Amz-Security-Token")
         if (token or None) != (self.spec.session_token or None):
-            raise self.error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+            raise self.error(
+                403, "UnrecognizedClientException", "The security token included in the request is invalid."
+            )
         stamp = request.headers.get("X-Amz-Date", "")
         try:
             when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
         except ValueError:
-            raise self.error(403, "IncompleteSignatureException", "Authorization header requires existence of "
-                             "either a 'X-Amz-Date' or a 'Date' header.") from None
+            raise self.error(
+                403,
+                "IncompleteSignatureException",
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+            ) from None
         if day != stamp[:8]:
-            raise self.error(403, "InvalidSignatureException", "Date in Credential scope does not match YYYYMMDD "
-                             "from ISO-8601 version of date from HTTP: " f"'{day}' != '{stamp[:8]}', from '{stamp}'.")
+            raise self.error(
+                403,
+                "InvalidSignatureException",
+                "Date in Credential scope does not match YYYYMMDD "
+                "from ISO-8601 version of date from HTTP: "
+                f"'{day}' != '{stamp[:8]}', from '{stamp}'.",
+            )
         now = datetime.now(timezone.utc)
         fmt = "%Y%m%dT%H%M%SZ"
         if when < now - _SKEW:
-            raise self.error(403, "InvalidSignatureException", f"Signature expired: {stamp} is now earlier than "
-                             f"{(now - _SKEW).strftime(fmt)} ({now.strftime(fmt)} - 5 min.)")
+            raise self.error(
+                403,
+                "InvalidSignatureException",
+                f"Signature expired: {stamp} is now earlier than "
+                f"{(now - _SKEW).strftime(fmt)} ({now.strftime(fmt)} - 5 min.)",
+            )
         if when > now + _SKEW:
-            raise self.error(403, "InvalidSignatureException", f"Signature not yet current: {stamp} is still later "
-                             f"than {(now + _SKEW).strftime(fmt)} ({now.strftime(fmt)} + 5 min.)")
+            raise self.error(
+                403,
+                "InvalidSignatureException",
+                f"Signature not yet current: {stamp} is still later "
+                f"than {(now + _SKEW).strftime(fmt)} ({now.strftime(fmt)} + 5 min.)",
+            )
         signed = m[2].split(";")
         if "host" not in signed:
-            raise self.error(403, "InvalidSignatureException",
-                             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
+            raise self.error(
+                403,
+                "InvalidSignatureException",
+                "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+            )
         if token and "x-amz-security-token" not in signed:
-            raise self.error(403, "InvalidSignatureException",
-                             "'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization.")
+            raise self.error(
+                403,
+                "InvalidSignatureException",
+                "'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization.",
+            )
         if any(h not in request.headers for h in signed):
             raise self._mismatch()
-        headers = {h: request.headers.getall(h)[0] if len(request.headers.getall(h)) == 1
-                   else ",".join(request.headers.getall(h)) for h in signed}
+        headers = {
+            h: request.headers.getall(h)[0]
+            if len(request.headers.getall(h)) == 1
+            else ",".join(request.headers.getall(h))
+            for h in signed
+        }
         path = request.raw_path  # as sent: the canonical URI is computed from the encoded path
-        aws = AWSRequest(method=request.method, url=f"http://{request.headers['Host']}{path}", data=raw,
-                         headers=headers)
+        aws = AWSRequest(
+            method=request.method, url=f"http://{request.headers['Host']}{path}", data=raw, headers=headers
+        )
         aws.context["timestamp"] = stamp
         signer = SigV4Auth(Credentials(key_id, self.spec.api_key, self.spec.session_token), service, region)
         canonical = signer.canonical_request(aws)
@@ -287,9 +381,12 @@ class _Bedrock(_Provider):
             raise self._mismatch()
 
     def _mismatch(self) -> _Reject:
-        return self.error(403, "InvalidSignatureException",
-                          "The request signature we calculated does not match the signature you provided. Check your "
-                          "AWS Secret Access Key and signing method. Consult the service documentation for details.")
+        return self.error(
+            403,
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided. Check your "
+            "AWS Secret Access Key and signing method. Consult the service documentation for details.",
+        )
 
     # validation ------------------------------------------------------------
     def union(self, value: Any, path: str, members: frozenset[str]) -> tuple[str, Any]:
@@ -308,17 +405,23 @@ class _Bedrock(_Provider):
         if not isinstance(img, dict) or set(img) - {"format", "source"}:
             raise self.constraint(path, "Member must be an ImageBlock {format, source}")
         if img.get("format") not in _IMAGE_FORMATS:
-            raise self.constraint(f"{path}.format", f"Member must satisfy enum value set: [{', '.join(_IMAGE_FORMATS)}]")
+            raise self.constraint(
+                f"{path}.format", f"Member must satisfy enum value set: [{', '.join(_IMAGE_FORMATS)}]"
+            )
         member, src = self.union(img.get("source"), f"{path}.source", frozenset({"bytes", "s3Location"}))
         if member == "bytes" and (not isinstance(src, str) or not src or not _b64_ok(src)):
-            raise self.constraint(f"{path}.source.bytes", "Member must be non-empty base64-encoded binary data")
+            raise self.constraint(
+                f"{path}.source.bytes", "Member must be non-empty base64-encoded binary data"
+            )
 
     def check_tool_result(self, res: Any, path: str) -> None:
         if not isinstance(res, dict) or set(res) - {"toolUseId", "content", "status", "type"}:
             raise self.constraint(path, "Member must be a ToolResultBlock {toolUseId, content, status}")
         if not isinstance(res.get("toolUseId"), str) or not _TOOL_USE_ID.fullmatch(res["toolUseId"]):
-            raise self.constraint(f"{path}.toolUseId", "Member must satisfy regular expression pattern: "
-                                  "[a-zA-Z0-9_.:-]+ and length 1-64")
+            raise self.constraint(
+                f"{path}.toolUseId",
+                "Member must satisfy regular expression pattern: [a-zA-Z0-9_.:-]+ and length 1-64",
+            )
         content = res.get("content")
         if not isinstance(content, list):
             raise self.constraint(f"{path}.content", "Member must not be null")
@@ -339,18 +442,24 @@ class _Bedrock(_Provider):
                 raise self.invalid(f"Unknown member '{k}' in the request body")
         msgs = body.get("messages")
         if not isinstance(msgs, list) or not msgs:
-            raise self.invalid("A conversation must start with a user message. Try again with a conversation that "
-                               "starts with a user message.")
+            raise self.invalid(
+                "A conversation must start with a user message. Try again with a conversation that "
+                "starts with a user message."
+            )
         input_tokens = 0
         system = body.get("system")
         if system is not None:
             if not isinstance(system, list):
                 raise self.constraint("system", "Member must be a list")
             for j, b in enumerate(system):
-                member, value = self.union(b, f"system.{j}", frozenset({"text", "guardContent", "cachePoint"}))
+                member, value = self.union(
+                    b, f"system.{j}", frozenset({"text", "guardContent", "cachePoint"})
+                )
                 if member == "text":
                     if not isinstance(value, str) or not value:  # NonEmptyString
-                        raise self.constraint(f"system.{j}.text", "Member must have length greater than or equal to 1")
+                        raise self.constraint(
+                            f"system.{j}.text", "Member must have length greater than or equal to 1"
+                        )
                     input_tokens += _words(value)
 
         has_tool_blocks = False
@@ -363,17 +472,23 @@ class _Bedrock(_Provider):
             if role not in ("user", "assistant"):
                 raise self.constraint(f"{p}.role", "Member must satisfy enum value set: [user, assistant]")
             if i == 0 and role != "user":
-                raise self.invalid("A conversation must start with a user message. Try again with a conversation "
-                                   "that starts with a user message.")
+                raise self.invalid(
+                    "A conversation must start with a user message. Try again with a conversation "
+                    "that starts with a user message."
+                )
             if i > 0 and msgs[i - 1].get("role") == role:
-                raise self.invalid("A conversation must alternate between user and assistant roles. Make sure the "
-                                   "conversation alternates between user and assistant roles and try again.")
+                raise self.invalid(
+                    "A conversation must alternate between user and assistant roles. Make sure the "
+                    "conversation alternates between user and assistant roles and try again."
+                )
             content = m.get("content")
             if not isinstance(content, list):
                 raise self.constraint(f"{p}.content", "Member must not be null")
             if not content:
-                raise self.invalid(f"The content field in the Message object at {p} is empty. Add a ContentBlock "
-                                   "object to the content field and try again.")
+                raise self.invalid(
+                    f"The content field in the Message object at {p} is empty. Add a ContentBlock "
+                    "object to the content field and try again."
+                )
             uses: list[str] = []
             answered: list[str] = []
             for j, b in enumerate(content):
@@ -383,8 +498,10 @@ class _Bedrock(_Provider):
                     if not isinstance(value, str):
                         raise self.constraint(f"{bp}.text", "Member must be a string")
                     if not value.strip():
-                        raise self.invalid(f"The text field in the ContentBlock object at {bp} is blank. Add text "
-                                           "to the text field, and try again.")
+                        raise self.invalid(
+                            f"The text field in the ContentBlock object at {bp} is blank. Add text "
+                            "to the text field, and try again."
+                        )
                     input_tokens += _words(value)
                 elif member == "image":
                     self.check_image(value, f"{bp}.image")
@@ -393,13 +510,22 @@ class _Bedrock(_Provider):
                     if role != "assistant":
                         raise self.invalid(f"A toolUse block at {bp} must be in an assistant message.")
                     if not isinstance(value, dict) or set(value) - {"toolUseId", "name", "input", "type"}:
-                        raise self.constraint(f"{bp}.toolUse", "Member must be a ToolUseBlock {toolUseId, name, input}")
-                    if not isinstance(value.get("toolUseId"), str) or not _TOOL_USE_ID.fullmatch(value["toolUseId"]):
-                        raise self.constraint(f"{bp}.toolUse.toolUseId", "Member must satisfy regular expression "
-                                              "pattern: [a-zA-Z0-9_.:-]+ and length 1-64")
+                        raise self.constraint(
+                            f"{bp}.toolUse", "Member must be a ToolUseBlock {toolUseId, name, input}"
+                        )
+                    if not isinstance(value.get("toolUseId"), str) or not _TOOL_USE_ID.fullmatch(
+                        value["toolUseId"]
+                    ):
+                        raise self.constraint(
+                            f"{bp}.toolUse.toolUseId",
+                            "Member must satisfy regular expression "
+                            "pattern: [a-zA-Z0-9_.:-]+ and length 1-64",
+                        )
                     if not isinstance(value.get("name"), str) or not _TOOL_NAME.fullmatch(value["name"]):
-                        raise self.constraint(f"{bp}.toolUse.name", "Member must satisfy regular expression pattern: "
-                                              "[a-zA-Z0-9_-]+ and length 1-64")
+                        raise self.constraint(
+                            f"{bp}.toolUse.name",
+                            "Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+ and length 1-64",
+                        )
                     if not isinstance(value.get("input"), dict):
                         raise self.constraint(f"{bp}.toolUse.input", "Member must be a JSON object")
                     uses.append(value["toolUseId"])
@@ -409,21 +535,25 @@ class _Bedrock(_Provider):
                         raise self.invalid(f"A toolResult block at {bp} must be in a user message.")
                     self.check_tool_result(value, f"{bp}.toolResult")
                     if value["toolUseId"] not in prev_ids:
-                        raise self.invalid(f"The toolResult block at {bp} has toolUseId {value['toolUseId']}, which "
-                                           "does not match any toolUse block of the previous turn.")
+                        raise self.invalid(
+                            f"The toolResult block at {bp} has toolUseId {value['toolUseId']}, which "
+                            "does not match any toolUse block of the previous turn."
+                        )
                     answered.append(value["toolUseId"])
             missing = [t for t in prev_ids if t not in answered]
             if missing:
-                raise self.invalid(f"Expected toolResult blocks at {p}.content for the following Ids: "
-                                   f"{', '.join(missing)}")
+                raise self.invalid(
+                    f"Expected toolResult blocks at {p}.content for the following Ids: {', '.join(missing)}"
+                )
             prev_ids = uses
         if prev_ids and msgs[-1].get("role") == "assistant" and len(msgs) > 1:
             pass  # a final assistant turn with tool uses is a prefill: the model continues it
 
         tool_names, choice, forced = self.check_tool_config(body.get("toolConfig"))
         if has_tool_blocks and not tool_names:
-            raise self.invalid("The toolConfig field must be defined when using toolUse and toolResult content "
-                               "blocks.")
+            raise self.invalid(
+                "The toolConfig field must be defined when using toolUse and toolResult content blocks."
+            )
         max_tokens, stops = self.check_inference(body.get("inferenceConfig"))
         self.check_extras(body)
 
@@ -438,8 +568,17 @@ class _Bedrock(_Provider):
             if m["role"] == "user":
                 user_text = _content_text(m["content"])
                 break
-        return _Convo(model=model, input_tokens=input_tokens, user_text=user_text, tool_results=tool_results,
-                      tool_names=tool_names, choice=choice, forced_name=forced, max_tokens=max_tokens, stops=stops)
+        return _Convo(
+            model=model,
+            input_tokens=input_tokens,
+            user_text=user_text,
+            tool_results=tool_results,
+            tool_names=tool_names,
+            choice=choice,
+            forced_name=forced,
+            max_tokens=max_tokens,
+            stops=stops,
+        )
 
     def check_tool_config(self, tc: Any) -> tuple[list[str], str, str | None]:
         """[Converse] ToolConfiguration: tools (at least one), toolChoice (auto | any | tool)."""
@@ -452,23 +591,34 @@ class _Bedrock(_Provider):
             raise self.constraint("toolConfig.tools", "Member must have length greater than or equal to 1")
         names: list[str] = []
         for i, t in enumerate(tools):
-            member, spec = self.union(t, f"toolConfig.tools.{i}", frozenset({"toolSpec", "systemTool", "cachePoint"}))
+            member, spec = self.union(
+                t, f"toolConfig.tools.{i}", frozenset({"toolSpec", "systemTool", "cachePoint"})
+            )
             if member != "toolSpec":
                 continue
             p = f"toolConfig.tools.{i}.toolSpec"
             if not isinstance(spec, dict) or set(spec) - {"name", "description", "inputSchema", "strict"}:
-                raise self.constraint(p, "Member must be a ToolSpecification {name, description, inputSchema}")
+                raise self.constraint(
+                    p, "Member must be a ToolSpecification {name, description, inputSchema}"
+                )
             if not isinstance(spec.get("name"), str) or not _TOOL_NAME.fullmatch(spec["name"]):
-                raise self.constraint(f"{p}.name", "Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+ "
-                                      "and length 1-64")
-            if "description" in spec and (not isinstance(spec["description"], str) or not spec["description"]):
-                raise self.constraint(f"{p}.description", "Member must have length greater than or equal to 1")
+                raise self.constraint(
+                    f"{p}.name",
+                    "Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+ and length 1-64",
+                )
+            if "description" in spec and (
+                not isinstance(spec["description"], str) or not spec["description"]
+            ):
+                raise self.constraint(
+                    f"{p}.description", "Member must have length greater than or equal to 1"
+                )
             member, schema = self.union(spec.get("inputSchema"), f"{p}.inputSchema", frozenset({"json"}))
             if not isinstance(schema, dict):
                 raise self.constraint(f"{p}.inputSchema.json", "Member must be a JSON object")
             if spec["name"] in names:
-                raise self.invalid(f"The tool name {spec['name']} is used by more than one tool. Tool names must be "
-                                   "unique.")
+                raise self.invalid(
+                    f"The tool name {spec['name']} is used by more than one tool. Tool names must be unique."
+                )
             names.append(spec["name"])
         choice = tc.get("toolChoice")
         if choice is None:
@@ -478,7 +628,9 @@ class _Bedrock(_Provider):
             if not isinstance(value, dict) or not isinstance(value.get("name"), str):
                 raise self.constraint("toolConfig.toolChoice.tool.name", "Member must not be null")
             if value["name"] not in names:
-                raise self.invalid(f"The tool {value['name']} in toolConfig.toolChoice is not in toolConfig.tools.")
+                raise self.invalid(
+                    f"The tool {value['name']} in toolConfig.toolChoice is not in toolConfig.tools."
+                )
             return names, "any", value["name"]
         if not isinstance(value, dict) or value:
             raise self.constraint(f"toolConfig.toolChoice.{member}", "Member must be an empty object")
@@ -496,7 +648,9 @@ class _Bedrock(_Provider):
                 raise self.invalid(f"Unknown member '{k}' at 'inferenceConfig'")
         max_tokens = ic.get("maxTokens")
         if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
-            raise self.constraint("inferenceConfig.maxTokens", "Member must have value greater than or equal to 1")
+            raise self.constraint(
+                "inferenceConfig.maxTokens", "Member must have value greater than or equal to 1"
+            )
         for k in ("temperature", "topP"):
             v = ic.get(k)
             if v is None:
@@ -504,18 +658,25 @@ class _Bedrock(_Provider):
             if not _is_num(v):
                 raise self.constraint(f"inferenceConfig.{k}", "Member must be a number")
             if v < 0:
-                raise self.constraint(f"inferenceConfig.{k}", "Member must have value greater than or equal to 0")
+                raise self.constraint(
+                    f"inferenceConfig.{k}", "Member must have value greater than or equal to 0"
+                )
             if v > 1:
-                raise self.constraint(f"inferenceConfig.{k}", "Member must have value less than or equal to 1")
+                raise self.constraint(
+                    f"inferenceConfig.{k}", "Member must have value less than or equal to 1"
+                )
         stops = ic.get("stopSequences")
         if stops is None:
             return max_tokens, []
         if not isinstance(stops, list) or len(stops) > 2500:
-            raise self.constraint("inferenceConfig.stopSequences", "Member must have length less than or equal to 2500")
+            raise self.constraint(
+                "inferenceConfig.stopSequences", "Member must have length less than or equal to 2500"
+            )
         for k, s in enumerate(stops):
             if not isinstance(s, str) or not s:
-                raise self.constraint(f"inferenceConfig.stopSequences.{k}",
-                                      "Member must have length greater than or equal to 1")
+                raise self.constraint(
+                    f"inferenceConfig.stopSequences.{k}", "Member must have length greater than or equal to 1"
+                )
         return max_tokens, list(stops)
 
     def check_extras(self, body: dict[str, Any]) -> None:
@@ -525,16 +686,23 @@ class _Bedrock(_Provider):
                 raise self.constraint("additionalModelRequestFields", "Member must be a JSON object")
             # Anthropic models on Bedrock take top_k here (a non-negative integer).
             if "top_k" in extra and (not _is_int(extra["top_k"]) or extra["top_k"] < 0):
-                raise self.invalid("The model returned the following errors: top_k: must be a non-negative integer")
+                raise self.invalid(
+                    "The model returned the following errors: top_k: must be a non-negative integer"
+                )
         meta = body.get("requestMetadata")
         if meta is not None:
             if not isinstance(meta, dict) or not 1 <= len(meta) <= 16:
                 raise self.constraint("requestMetadata", "Member must have length between 1 and 16")
             for k, v in meta.items():
-                if not (1 <= len(k) <= 256 and _METADATA.fullmatch(k)) or not isinstance(v, str) \
-                        or not _METADATA.fullmatch(v):
-                    raise self.constraint(f"requestMetadata.{k}",
-                                          "Member must satisfy regular expression pattern: [a-zA-Z0-9\\s:_@$#=/+,-.]")
+                if (
+                    not (1 <= len(k) <= 256 and _METADATA.fullmatch(k))
+                    or not isinstance(v, str)
+                    or not _METADATA.fullmatch(v)
+                ):
+                    raise self.constraint(
+                        f"requestMetadata.{k}",
+                        "Member must satisfy regular expression pattern: [a-zA-Z0-9\\s:_@$#=/+,-.]",
+                    )
         oc = body.get("outputConfig")
         if oc is not None:
             if not isinstance(oc, dict) or set(oc) - {"textFormat", "effort"}:
@@ -542,51 +710,80 @@ class _Bedrock(_Provider):
             tf = oc.get("textFormat")
             if tf is not None:
                 ok = isinstance(tf, dict) and tf.get("type") == "json_schema"
-                js = tf.get("structure", {}).get("jsonSchema") if ok and isinstance(tf.get("structure"), dict) else None
+                js = (
+                    tf.get("structure", {}).get("jsonSchema")
+                    if ok and isinstance(tf.get("structure"), dict)
+                    else None
+                )
                 if not isinstance(js, dict) or not isinstance(js.get("schema"), str):
-                    raise self.constraint("outputConfig.textFormat", "Member must be an OutputFormat {type: "
-                                          "json_schema, structure: {jsonSchema: {schema}}}")
+                    raise self.constraint(
+                        "outputConfig.textFormat",
+                        "Member must be an OutputFormat {type: "
+                        "json_schema, structure: {jsonSchema: {schema}}}",
+                    )
                 try:
                     orjson.loads(js["schema"])
                 except orjson.JSONDecodeError:
-                    raise self.invalid("outputConfig.textFormat.structure.jsonSchema.schema is not valid JSON") \
-                        from None
+                    raise self.invalid(
+                        "outputConfig.textFormat.structure.jsonSchema.schema is not valid JSON"
+                    ) from None
 
     # handler ---------------------------------------------------------------
     async def converse(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
         raw = await request.read()
         self.verify_signature(request, raw)
         if body is _INVALID or not isinstance(body, dict):
-            raise self.error(400, "SerializationException", "Unexpected content in the request body: not a JSON "
-                             "object")
+            raise self.error(
+                400, "SerializationException", "Unexpected content in the request body: not a JSON object"
+            )
         model = request.match_info["model_id"]
         convo = self.validate(model, body)
         reply = _plan(self.spec.name, convo)
         stop = {"tool": "tool_use", "length": "max_tokens", "stop_sequence": "stop_sequence"}.get(
-            reply.finish, "end_turn")
-        usage = {"inputTokens": convo.input_tokens, "outputTokens": reply.output_tokens,
-                 "totalTokens": convo.input_tokens + reply.output_tokens}
+            reply.finish, "end_turn"
+        )
+        usage = {
+            "inputTokens": convo.input_tokens,
+            "outputTokens": reply.output_tokens,
+            "totalTokens": convo.input_tokens + reply.output_tokens,
+        }
         tool_id = self.issue_id("tooluse_" + _b62(22)) if reply.finish == "tool" else ""
         latency = {"latencyMs": 12}
         if not self.is_stream(request, body):
             if reply.finish == "tool":
                 content: list[dict[str, Any]] = [
-                    {"toolUse": {"toolUseId": tool_id, "name": reply.tool_name, "input": reply.tool_args}}]
+                    {"toolUse": {"toolUseId": tool_id, "name": reply.tool_name, "input": reply.tool_args}}
+                ]
             else:
                 content = [{"text": reply.text}] if reply.words else []
-            out = {"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
-                   "usage": usage, "metrics": latency}
+            out = {
+                "output": {"message": {"role": "assistant", "content": content}},
+                "stopReason": stop,
+                "usage": usage,
+                "metrics": latency,
+            }
             return _json_response(200, out, self.extra_headers())
 
         events = [_event("messageStart", {"role": "assistant"})]
         if reply.finish == "tool":
-            events.append(_event("contentBlockStart", {"contentBlockIndex": 0, "start": {"toolUse": {
-                "toolUseId": tool_id, "name": reply.tool_name}}}))
+            events.append(
+                _event(
+                    "contentBlockStart",
+                    {
+                        "contentBlockIndex": 0,
+                        "start": {"toolUse": {"toolUseId": tool_id, "name": reply.tool_name}},
+                    },
+                )
+            )
             js = orjson.dumps(reply.tool_args).decode()
             step = max(1, -(-len(js) // 4))
             for k in range(0, len(js), step):
-                events.append(_event("contentBlockDelta", {"contentBlockIndex": 0,
-                                                           "delta": {"toolUse": {"input": js[k:k + step]}}}))
+                events.append(
+                    _event(
+                        "contentBlockDelta",
+                        {"contentBlockIndex": 0, "delta": {"toolUse": {"input": js[k : k + step]}}},
+                    )
+                )
             events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
         elif reply.words:  # a text block starts with its first delta (no contentBlockStart)
             for piece in reply.pieces():
@@ -594,8 +791,9 @@ class _Bedrock(_Provider):
             events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
         events.append(_event("messageStop", {"stopReason": stop}))
         events.append(_event("metadata", {"usage": usage, "metrics": latency}))
-        return await self.send_stream(request, events, cut, content_type=_EVENTSTREAM_CT,
-                                      headers=self.extra_headers())
+        return await self.send_stream(
+            request, events, cut, content_type=_EVENTSTREAM_CT, headers=self.extra_headers()
+        )
 
 
 def spec_for(name: str, provider: Any, host: str) -> Any:
@@ -607,8 +805,18 @@ def spec_for(name: str, provider: Any, host: str) -> Any:
 
     credentials = Session(profile=provider.aws_profile).get_credentials()
     if credentials is None:
-        raise ValueError(f"mock {name}: no AWS credentials to verify signatures with (set AWS_ACCESS_KEY_ID and "
-                         "AWS_SECRET_ACCESS_KEY, or a profile)")
+        raise ValueError(
+            f"mock {name}: no AWS credentials to verify signatures with (set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or a profile)"
+        )
     frozen = credentials.get_frozen_credentials()
-    return MockSpec(name=name, dialect="bedrock", port=provider.port, api_key=frozen.secret_key, host=host,
-                    key_id=frozen.access_key, session_token=frozen.token, region=provider.aws_region)
+    return MockSpec(
+        name=name,
+        dialect="bedrock",
+        port=provider.port,
+        api_key=frozen.secret_key,
+        host=host,
+        key_id=frozen.access_key,
+        session_token=frozen.token,
+        region=provider.aws_region,
+    )

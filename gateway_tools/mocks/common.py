@@ -16,19 +16,47 @@ from typing import Any, ClassVar, Literal
 import orjson
 from aiohttp import web
 
-Dialect = Literal["openai", "anthropic", "gemini", "openai_responses", "vertex_gemini", "vertex_anthropic",
-                  "azure_openai", "bedrock"]
+Dialect = Literal[
+    "openai",
+    "anthropic",
+    "gemini",
+    "openai_responses",
+    "vertex_gemini",
+    "vertex_anthropic",
+    "azure_openai",
+    "bedrock",
+]
 
 # 200s that are not answers, as broken providers and proxies send them: no body (an
 # empty event stream for streams), a proxy's HTML page, the provider's error object,
 # the reply cut in half but well framed (half the events, then a clean end), the
 # reply with its first array made a number (_WRONG_TYPE_KEYS).
 NON_ANSWERS = ("empty_200", "html_200", "error_object_200", "truncated_200", "wrong_types_200")
-FAULT_MODES = ("ok", "down", "error", "rate_limit", "stall", "slow", "stream_cut", "stream_error",
-               "stream_malformed", "headers_stall", "stream_stall", "trickle", "echo_key", *NON_ANSWERS)
-_WRONG_TYPE_KEYS = {"openai": ("choices",), "azure_openai": ("choices",), "anthropic": ("content", "message"),
-                    "vertex_anthropic": ("content", "message"), "gemini": ("candidates",),
-                    "vertex_gemini": ("candidates",), "bedrock": ("output",)}
+FAULT_MODES = (
+    "ok",
+    "down",
+    "error",
+    "rate_limit",
+    "stall",
+    "slow",
+    "stream_cut",
+    "stream_error",
+    "stream_malformed",
+    "headers_stall",
+    "stream_stall",
+    "trickle",
+    "echo_key",
+    *NON_ANSWERS,
+)
+_WRONG_TYPE_KEYS = {
+    "openai": ("choices",),
+    "azure_openai": ("choices",),
+    "anthropic": ("content", "message"),
+    "vertex_anthropic": ("content", "message"),
+    "gemini": ("candidates",),
+    "vertex_gemini": ("candidates",),
+    "bedrock": ("output",),
+}
 _ALTER = web.RequestKey("mock_alter", str)  # a truncated_200 / wrong_types_200 reply is being written
 # A 200 that goes wrong after its headers (the reply is the normal one):
 # headers_stall sends the headers only; stream_stall the first half of the
@@ -43,7 +71,7 @@ _BODY_FAULTS = ("headers_stall", "stream_stall", "trickle")
 _INBAND_ERRORS = {
     "anthropic": b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n',
     "openai": b'data: {"error": {"message": "The server is overloaded", "type": "server_error", "param": null, '
-              b'"code": null}}\n\n',
+    b'"code": null}}\n\n',
     "gemini": b'data: {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}\n\n',
 }
 # The fault mode applied to a request, for handlers that play a provider's quirks.
@@ -354,7 +382,9 @@ class _Stats:
         }
 
 
-_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key", "x-amz-security-token"})
+_SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "x-goog-api-key", "api-key", "x-amz-security-token"}
+)
 
 
 def _received_key(request: web.BaseRequest) -> str:
@@ -369,7 +399,9 @@ def _received_key(request: web.BaseRequest) -> str:
 
 def _wrong_types(dialect: str, data: bytes) -> bytes:
     """A JSON reply (or one SSE event's data line) with the first of the dialect's key arrays made a number."""
-    prefix, sep, payload = data.partition(b"data: ") if data.startswith((b"data: ", b"event: ")) else (b"", b"", data)
+    prefix, sep, payload = (
+        data.partition(b"data: ") if data.startswith((b"data: ", b"event: ")) else (b"", b"", data)
+    )
     end = payload.find(b"\n")
     try:
         obj = orjson.loads(payload if end < 0 else payload[:end])
@@ -536,26 +568,43 @@ class _Provider:
             if mode == "slow":
                 await asyncio.sleep(f.delay_ms / 1000)
             if mode == "stream_error" and self.is_stream(request, body):
-                resp = await self.send_stream(request, [self.inband_error(request, f.status)], False,
-                                              content_type=self.stream_content_type)
+                resp = await self.send_stream(
+                    request,
+                    [self.inband_error(request, f.status)],
+                    False,
+                    content_type=self.stream_content_type,
+                )
             elif mode == "stream_malformed" and self.is_stream(request, body):
-                resp = await self.send_stream(request, [self.malformed_event()], False,
-                                              content_type=self.stream_content_type)
+                resp = await self.send_stream(
+                    request, [self.malformed_event()], False, content_type=self.stream_content_type
+                )
             elif mode == "empty_200":
-                resp = (await self.send_stream(request, [], False, content_type=self.stream_content_type)
-                        if self.is_stream(request, body) else web.Response(content_type=_JSON_CT))
+                resp = (
+                    await self.send_stream(request, [], False, content_type=self.stream_content_type)
+                    if self.is_stream(request, body)
+                    else web.Response(content_type=_JSON_CT)
+                )
             elif mode == "html_200":
-                resp = web.Response(text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html")
+                resp = web.Response(
+                    text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"
+                )
             elif mode == "error_object_200":
                 resp = _json_response(200, self.fault_error(500).body)
             else:
                 if mode in ("truncated_200", "wrong_types_200"):
                     request[_ALTER] = mode  # read by send_stream for streamed replies
                 resp = await handler(request, body, mode == "stream_cut")
-                if mode in ("truncated_200", "wrong_types_200") and isinstance(resp, web.Response) \
-                        and resp.status == 200 and isinstance(resp.body, bytes):
-                    resp.body = (resp.body[: len(resp.body) // 2] if mode == "truncated_200"
-                                 else _wrong_types(self.dialect, resp.body))
+                if (
+                    mode in ("truncated_200", "wrong_types_200")
+                    and isinstance(resp, web.Response)
+                    and resp.status == 200
+                    and isinstance(resp.body, bytes)
+                ):
+                    resp.body = (
+                        resp.body[: len(resp.body) // 2]
+                        if mode == "truncated_200"
+                        else _wrong_types(self.dialect, resp.body)
+                    )
         except _Reject as r:
             resp = _json_response(r.status, r.body, {**self.extra_headers(), **r.headers})
         finally:
@@ -567,11 +616,16 @@ class _Provider:
             and isinstance(resp, web.Response)
         ):
             resp = await self._cut_body(request, resp)
-        elif mode in _BODY_FAULTS and not resp.prepared and resp.status == 200 and isinstance(resp, web.Response):
+        elif (
+            mode in _BODY_FAULTS
+            and not resp.prepared
+            and resp.status == 200
+            and isinstance(resp, web.Response)
+        ):
             body = resp.body if isinstance(resp.body, bytes) else b""
             out = web.StreamResponse(status=200, headers=resp.headers)
             out.content_length = len(body)
-            resp = await self._misbehave(request, out, [body[: len(body) // 2], body[len(body) // 2:]], mode)
+            resp = await self._misbehave(request, out, [body[: len(body) // 2], body[len(body) // 2 :]], mode)
         key = str(resp.status)
         st.by_status[key] = st.by_status.get(key, 0) + 1
         return resp
@@ -602,8 +656,9 @@ class _Provider:
         _drop_connection(request)
         return out
 
-    async def _misbehave(self, request: web.Request, resp: web.StreamResponse, parts: list[bytes],
-                         mode: str) -> web.StreamResponse:
+    async def _misbehave(
+        self, request: web.Request, resp: web.StreamResponse, parts: list[bytes], mode: str
+    ) -> web.StreamResponse:
         """Send ``resp``'s headers, then ``parts`` of its body as the body fault ``mode`` says."""
         delay = self.fault.delay_ms / 1000
         with contextlib.suppress(ConnectionError):
@@ -678,5 +733,3 @@ class _Provider:
         elif request.method != "GET":
             return _json_response(405, {"error": "use GET or DELETE"})
         return _json_response(200, self.stats.as_json(self.stalling))
-
-

@@ -694,5 +694,3 @@ class _Gemini(_Provider):
         events = [(b"[" if k == 0 else b",\r\n") + orjson.dumps(c) for k, c in enumerate(chunks)]
         events.append(b"]")
         return await self.send_stream(request, events, cut, content_type=_JSON_CT)
-
-

@@ -151,8 +151,14 @@ class _OpenAI(_Provider):
     # cache_hit_usage: cache hits as prompt_cache_hit_tokens, no prompt_tokens_details (DeepSeek
     #   API "Context Caching"; the mock counts half the prompt as a hit).
     # The error modes answer with the fault's status and message.
-    quirks = ("reasoning", "no_stream_usage", "strict_stream_options", "error_object", "error_detail",
-              "cache_hit_usage")
+    quirks = (
+        "reasoning",
+        "no_stream_usage",
+        "strict_stream_options",
+        "error_object",
+        "error_detail",
+        "cache_hit_usage",
+    )
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
         return [("POST", "/v1/chat/completions", self.chat), ("GET", "/v1/models", self.models)]
@@ -659,8 +665,13 @@ class _OpenAI(_Provider):
     def usage(self, prompt: int, completion: int, quirk: str = "ok") -> dict[str, Any]:
         if quirk == "cache_hit_usage":
             hit = prompt // 2
-            return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                    "prompt_cache_hit_tokens": hit, "prompt_cache_miss_tokens": prompt - hit}
+            return {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "prompt_cache_hit_tokens": hit,
+                "prompt_cache_miss_tokens": prompt - hit,
+            }
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -681,8 +692,16 @@ class _OpenAI(_Provider):
             message = f.message or f"Mock provider error (HTTP {f.status})."
             if quirk == "error_detail":
                 raise _Reject(f.status, {"detail": message})
-            raise _Reject(f.status, {"object": "error", "message": message, "type": "BadRequestError"
-                                     if f.status < 500 else "InternalServerError", "param": None, "code": f.status})
+            raise _Reject(
+                f.status,
+                {
+                    "object": "error",
+                    "message": message,
+                    "type": "BadRequestError" if f.status < 500 else "InternalServerError",
+                    "param": None,
+                    "code": f.status,
+                },
+            )
         self.check_auth(request)
         if body is _INVALID:
             raise self.error(400, _OA_BAD_JSON)
@@ -691,10 +710,25 @@ class _OpenAI(_Provider):
         if quirk == "strict_stream_options" and "stream_options" in body:
             so = body["stream_options"]
             keys = list(so) if isinstance(so, dict) else []
-            raise _Reject(422, {"object": "error", "message": {"detail": [
-                {"type": "extra_forbidden", "loc": ["body", "stream_options", *keys[:1]],
-                 "msg": "Extra inputs are not permitted", "input": so.get(keys[0]) if keys else so}]},
-                "type": "invalid_request_error", "param": None, "code": None})
+            raise _Reject(
+                422,
+                {
+                    "object": "error",
+                    "message": {
+                        "detail": [
+                            {
+                                "type": "extra_forbidden",
+                                "loc": ["body", "stream_options", *keys[:1]],
+                                "msg": "Extra inputs are not permitted",
+                                "input": so.get(keys[0]) if keys else so,
+                            }
+                        ]
+                    },
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                },
+            )
         convo, stream, include_usage, obfuscate, n = self.validate(body)
         usage_last = quirk == "strict_stream_options"  # usage on the last chunk, asked or not
         if quirk == "no_stream_usage":
@@ -751,7 +785,11 @@ class _OpenAI(_Provider):
 
         for i in range(n):
             for k, word in enumerate(reasoning):  # the thinking comes first
-                delta = {"role": "assistant", "reasoning_content": word} if k == 0 else {"reasoning_content": " " + word}
+                delta = (
+                    {"role": "assistant", "reasoning_content": word}
+                    if k == 0
+                    else {"reasoning_content": " " + word}
+                )
                 emit([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}])
             if reply.finish == "tool":
                 call_id = self.issue_id("call_" + _hex())
@@ -787,11 +825,11 @@ class _OpenAI(_Provider):
                 for piece in reply.pieces():
                     emit([{"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
             last = usage_last and i == n - 1
-            emit([{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}],
-                 self.usage(convo.input_tokens, completion, quirk) if last else None)
+            emit(
+                [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}],
+                self.usage(convo.input_tokens, completion, quirk) if last else None,
+            )
         if include_usage and not usage_last:
             emit([], self.usage(convo.input_tokens, completion, quirk))
         events.append(b"data: [DONE]\n\n")
         return await self.send_stream(request, events, cut)
-
-

@@ -29,30 +29,90 @@ from .common import _INVALID, _b62, _Convo, _Handler, _hex, _json_response, _pla
 from .openai_chat import _OpenAI
 
 # [create]: the request body's parameters.
-_PARAMS = frozenset({
-    "background", "conversation", "include", "input", "instructions", "max_output_tokens", "max_tool_calls",
-    "metadata", "model", "parallel_tool_calls", "previous_response_id", "prompt", "prompt_cache_key",
-    "prompt_cache_retention", "reasoning", "safety_identifier", "service_tier", "store", "stream",
-    "stream_options", "temperature", "text", "tool_choice", "tools", "top_logprobs", "top_p", "truncation", "user",
-})
+_PARAMS = frozenset(
+    {
+        "background",
+        "conversation",
+        "include",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "max_tool_calls",
+        "metadata",
+        "model",
+        "parallel_tool_calls",
+        "previous_response_id",
+        "prompt",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning",
+        "safety_identifier",
+        "service_tier",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "text",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "truncation",
+        "user",
+    }
+)
 # [create] input item types (Input item list).
 _ITEM_TYPES = (
-    "message", "file_search_call", "computer_call", "computer_call_output", "web_search_call", "function_call",
-    "function_call_output", "reasoning", "image_generation_call", "code_interpreter_call", "local_shell_call",
-    "local_shell_call_output", "mcp_list_tools", "mcp_approval_request", "mcp_approval_response", "mcp_call",
-    "custom_tool_call_output", "custom_tool_call", "item_reference",
+    "message",
+    "file_search_call",
+    "computer_call",
+    "computer_call_output",
+    "web_search_call",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+    "image_generation_call",
+    "code_interpreter_call",
+    "local_shell_call",
+    "local_shell_call_output",
+    "mcp_list_tools",
+    "mcp_approval_request",
+    "mcp_approval_response",
+    "mcp_call",
+    "custom_tool_call_output",
+    "custom_tool_call",
+    "item_reference",
 )
 # [create] tools: function and the built-in tools.
-_TOOL_TYPES = ("function", "file_search", "computer_use_preview", "web_search", "web_search_preview", "mcp",
-               "code_interpreter", "image_generation", "local_shell", "custom")
-_INCLUDES = ("code_interpreter_call.outputs", "computer_call_output.output.image_url", "file_search_call.results",
-             "message.input_image.image_url", "message.output_text.logprobs", "reasoning.encrypted_content",
-             "web_search_call.action.sources", "web_search_call.results")
+_TOOL_TYPES = (
+    "function",
+    "file_search",
+    "computer_use_preview",
+    "web_search",
+    "web_search_preview",
+    "mcp",
+    "code_interpreter",
+    "image_generation",
+    "local_shell",
+    "custom",
+)
+_INCLUDES = (
+    "code_interpreter_call.outputs",
+    "computer_call_output.output.image_url",
+    "file_search_call.results",
+    "message.input_image.image_url",
+    "message.output_text.logprobs",
+    "reasoning.encrypted_content",
+    "web_search_call.action.sources",
+    "web_search_call.results",
+)
 _EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _NO_TOOL_OUTPUT = "No tool call found for function call output with call_id {}."
-_NOT_PERSISTED = ("Item with id '{}' not found. Items are not persisted when `store` is set to false. Try again with "
-                  "`store` set to true, or remove this item from your input.")
+_NOT_PERSISTED = (
+    "Item with id '{}' not found. Items are not persisted when `store` is set to false. Try again with "
+    "`store` set to true, or remove this item from your input."
+)
 
 
 def _text_of(content: Any) -> str:
@@ -60,14 +120,24 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict)
-                        and p.get("type") in ("input_text", "output_text") and isinstance(p.get("text"), str))
+        return " ".join(
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict)
+            and p.get("type") in ("input_text", "output_text")
+            and isinstance(p.get("text"), str)
+        )
     return ""
 
 
 def _event(kind: str, seq: int, payload: dict[str, Any]) -> bytes:
-    return (b"event: " + kind.encode() + b"\ndata: "
-            + orjson.dumps({"type": kind, **payload, "sequence_number": seq}) + b"\n\n")
+    return (
+        b"event: "
+        + kind.encode()
+        + b"\ndata: "
+        + orjson.dumps({"type": kind, **payload, "sequence_number": seq})
+        + b"\n\n"
+    )
 
 
 class _OpenAIPlatform(_OpenAI):
@@ -82,7 +152,9 @@ class _OpenAIPlatform(_OpenAI):
 
     def inband_error(self, request: web.Request, status: int) -> bytes:
         if request.path == "/v1/responses":  # [create] streaming: the "error" event
-            return _event("error", 0, {"code": "server_error", "message": "The server is overloaded", "param": None})
+            return _event(
+                "error", 0, {"code": "server_error", "message": "The server is overloaded", "param": None}
+            )
         return super().inband_error(request, status)
 
     # validation ------------------------------------------------------------------------
@@ -98,8 +170,12 @@ class _OpenAIPlatform(_OpenAI):
         """[create]: item ids the API issued carry its prefix."""
         iid = item.get("id")
         if iid is not None and (not isinstance(iid, str) or not iid.startswith(prefix)):
-            raise self.error(400, f"Invalid '{path}.id': '{iid}'. Expected an ID that begins with '{prefix}'.",
-                             param=f"{path}.id", code="invalid_value")
+            raise self.error(
+                400,
+                f"Invalid '{path}.id': '{iid}'. Expected an ID that begins with '{prefix}'.",
+                param=f"{path}.id",
+                code="invalid_value",
+            )
 
     def check_parts(self, content: Any, path: str, role: str) -> None:
         """[create] message content: input_text / input_image / input_file parts for user, system and
@@ -108,7 +184,9 @@ class _OpenAIPlatform(_OpenAI):
             return
         if not isinstance(content, list):
             raise self.bad_type(path, "one of a string or array of objects", content)
-        allowed = ("output_text", "refusal") if role == "assistant" else ("input_text", "input_image", "input_file")
+        allowed = (
+            ("output_text", "refusal") if role == "assistant" else ("input_text", "input_image", "input_file")
+        )
         for j, part in enumerate(content):
             pp = f"{path}[{j}]"
             if not isinstance(part, dict):
@@ -121,8 +199,11 @@ class _OpenAIPlatform(_OpenAI):
             if t in ("input_text", "output_text"):
                 self.check_keys(part, ("type", "text", "annotations", "logprobs"), pp)
                 if not isinstance(part.get("text"), str):
-                    raise self.missing(f"{pp}.text") if "text" not in part else self.bad_type(
-                        f"{pp}.text", "a string", part["text"])
+                    raise (
+                        self.missing(f"{pp}.text")
+                        if "text" not in part
+                        else self.bad_type(f"{pp}.text", "a string", part["text"])
+                    )
             elif t == "refusal":
                 if not isinstance(part.get("refusal"), str):
                     raise self.missing(f"{pp}.refusal")
@@ -130,19 +211,38 @@ class _OpenAIPlatform(_OpenAI):
                 self.check_keys(part, ("type", "image_url", "file_id", "detail"), pp)
                 url = part.get("image_url")
                 if url is None and part.get("file_id") is None:
-                    raise self.error(400, f"Invalid '{pp}': one of 'image_url' or 'file_id' must be provided.",
-                                     param=pp, code="missing_required_parameter")
-                if url is not None and (not isinstance(url, str)
-                                        or not url.startswith(("http://", "https://", "data:"))):
-                    raise self.error(400, f"Invalid '{pp}.image_url'. Expected a valid URL, but got a value with "
-                                          "an invalid format.", param=f"{pp}.image_url", code="invalid_value")
-                if part.get("detail") is not None and part["detail"] not in ("low", "high", "auto", "original"):
+                    raise self.error(
+                        400,
+                        f"Invalid '{pp}': one of 'image_url' or 'file_id' must be provided.",
+                        param=pp,
+                        code="missing_required_parameter",
+                    )
+                if url is not None and (
+                    not isinstance(url, str) or not url.startswith(("http://", "https://", "data:"))
+                ):
+                    raise self.error(
+                        400,
+                        f"Invalid '{pp}.image_url'. Expected a valid URL, but got a value with "
+                        "an invalid format.",
+                        param=f"{pp}.image_url",
+                        code="invalid_value",
+                    )
+                if part.get("detail") is not None and part["detail"] not in (
+                    "low",
+                    "high",
+                    "auto",
+                    "original",
+                ):
                     raise self.bad_value(f"{pp}.detail", part["detail"], ("low", "high", "auto", "original"))
             else:  # input_file
                 self.check_keys(part, ("type", "file_data", "file_id", "file_url", "filename", "detail"), pp)
                 if not any(part.get(k) is not None for k in ("file_data", "file_id", "file_url")):
-                    raise self.error(400, f"Invalid '{pp}': one of 'file_data', 'file_id' or 'file_url' must be "
-                                          "provided.", param=pp, code="missing_required_parameter")
+                    raise self.error(
+                        400,
+                        f"Invalid '{pp}': one of 'file_data', 'file_id' or 'file_url' must be provided.",
+                        param=pp,
+                        code="missing_required_parameter",
+                    )
 
     def check_items(self, items: list[Any]) -> tuple[int, list[str], str, list[str] | None]:
         """[create] Input items. Returns (input words, call ids, last user text, trailing tool outputs)."""
@@ -170,8 +270,11 @@ class _OpenAIPlatform(_OpenAI):
                 if "content" not in item:
                     raise self.missing(f"{p}.content")
                 # An input message has no id (only the assistant's output messages do), [create].
-                self.check_keys(item, ("type", "role", "content", "status", "phase")
-                                + (("id",) if role == "assistant" else ()), p)
+                self.check_keys(
+                    item,
+                    ("type", "role", "content", "status", "phase") + (("id",) if role == "assistant" else ()),
+                    p,
+                )
                 self.check_id(item, p, "msg")
                 self.check_parts(item["content"], f"{p}.content", role)
                 text = _text_of(item["content"])
@@ -179,7 +282,9 @@ class _OpenAIPlatform(_OpenAI):
                 if role == "user":
                     user_text = " ".join(text.split())
             elif t == "function_call":
-                self.check_keys(item, ("type", "id", "call_id", "name", "arguments", "status", "namespace"), p)
+                self.check_keys(
+                    item, ("type", "id", "call_id", "name", "arguments", "status", "namespace"), p
+                )
                 for req in ("call_id", "name", "arguments"):
                     if req not in item:
                         raise self.missing(f"{p}.{req}")
@@ -207,11 +312,18 @@ class _OpenAIPlatform(_OpenAI):
                     raise self.missing(f"{p}.summary")
                 # [reasoning]: without store, reasoning comes back only as encrypted_content.
                 if not item.get("encrypted_content") and not any(
-                        isinstance(x, dict) and x.get("id") == item["id"] for its in self.stored.values() for x in its):
+                    isinstance(x, dict) and x.get("id") == item["id"]
+                    for its in self.stored.values()
+                    for x in its
+                ):
                     raise self.error(404, _NOT_PERSISTED.format(item["id"]), param="input")
             elif t == "item_reference":
-                found = [x for its in self.stored.values() for x in its
-                         if isinstance(x, dict) and x.get("id") == item.get("id")]
+                found = [
+                    x
+                    for its in self.stored.values()
+                    for x in its
+                    if isinstance(x, dict) and x.get("id") == item.get("id")
+                ]
                 if not found:
                     raise self.error(404, _NOT_PERSISTED.format(item.get("id")), param="input")
         return words, calls, user_text, tail or None
@@ -225,15 +337,23 @@ class _OpenAIPlatform(_OpenAI):
         props = schema.get("properties")
         if schema.get("type") == "object" or isinstance(props, dict):
             if schema.get("additionalProperties") is not False:
-                raise self.error(400, f"Invalid schema for {where}: In context={ctx}, 'additionalProperties' is "
-                                      "required to be supplied and to be false.", param=param,
-                                 code="invalid_function_parameters" if where.startswith("function") else None)
+                raise self.error(
+                    400,
+                    f"Invalid schema for {where}: In context={ctx}, 'additionalProperties' is "
+                    "required to be supplied and to be false.",
+                    param=param,
+                    code="invalid_function_parameters" if where.startswith("function") else None,
+                )
             missing = [k for k in (props or {}) if k not in (schema.get("required") or [])]
             if missing:
-                raise self.error(400, f"Invalid schema for {where}: In context={ctx}, 'required' is required to be "
-                                      "supplied and to be an array including every key in properties. Missing "
-                                      f"'{missing[0]}'.", param=param,
-                                 code="invalid_function_parameters" if where.startswith("function") else None)
+                raise self.error(
+                    400,
+                    f"Invalid schema for {where}: In context={ctx}, 'required' is required to be "
+                    "supplied and to be an array including every key in properties. Missing "
+                    f"'{missing[0]}'.",
+                    param=param,
+                    code="invalid_function_parameters" if where.startswith("function") else None,
+                )
             for k, sub in (props or {}).items():
                 self.check_schema(sub, where, param, (*context, "properties", k))
         if isinstance(schema.get("items"), dict):
@@ -268,9 +388,13 @@ class _OpenAIPlatform(_OpenAI):
             if name is None:
                 raise self.missing(f"{p}.name")
             if not isinstance(name, str) or not _NAME.match(name):
-                raise self.error(400, f"Invalid '{p}.name': string does not match pattern. Expected a string that "
-                                      "matches the pattern '^[a-zA-Z0-9_-]+$'.", param=f"{p}.name",
-                                 code="invalid_value")
+                raise self.error(
+                    400,
+                    f"Invalid '{p}.name': string does not match pattern. Expected a string that "
+                    "matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                    param=f"{p}.name",
+                    code="invalid_value",
+                )
             params = t.get("parameters")
             if params is not None and not isinstance(params, dict):
                 raise self.bad_type(f"{p}.parameters", "an object", params)
@@ -278,8 +402,9 @@ class _OpenAIPlatform(_OpenAI):
             if not isinstance(strict, bool):
                 raise self.bad_type(f"{p}.strict", "a boolean", strict)
             if strict:
-                self.check_schema(params or {"type": "object", "properties": {}}, f"function '{name}'",
-                                  f"{p}.parameters")
+                self.check_schema(
+                    params or {"type": "object", "properties": {}}, f"function '{name}'", f"{p}.parameters"
+                )
             names.append(name)
         return names
 
@@ -299,7 +424,9 @@ class _OpenAIPlatform(_OpenAI):
             if not isinstance(name, str):
                 raise self.missing("tool_choice.name")
             if name not in names:
-                raise self.error(400, "Tool choice 'function' not found in 'tools' parameter.", param="tool_choice")
+                raise self.error(
+                    400, "Tool choice 'function' not found in 'tools' parameter.", param="tool_choice"
+                )
             return "any", name
         return "auto", None
 
@@ -325,19 +452,31 @@ class _OpenAIPlatform(_OpenAI):
         if t == "text":
             return None
         if t == "json_object":
-            seen = instructions + " " + " ".join(_text_of(i.get("content")) for i in items if isinstance(i, dict))
+            seen = (
+                instructions
+                + " "
+                + " ".join(_text_of(i.get("content")) for i in items if isinstance(i, dict))
+            )
             if "json" not in seen.lower():
-                raise self.error(400, "Response input messages must contain the word 'json' in some form to use "
-                                      "'text.format' of type 'json_object'.", param="input")
+                raise self.error(
+                    400,
+                    "Response input messages must contain the word 'json' in some form to use "
+                    "'text.format' of type 'json_object'.",
+                    param="input",
+                )
             return {}
         self.check_keys(fmt, ("type", "name", "schema", "strict", "description"), "text.format")
         for req in ("name", "schema"):
             if req not in fmt:
                 raise self.missing(f"text.format.{req}")
         if not isinstance(fmt["name"], str) or not _NAME.match(fmt["name"]):
-            raise self.error(400, "Invalid 'text.format.name': string does not match pattern. Expected a string "
-                                  "that matches the pattern '^[a-zA-Z0-9_-]+$'.", param="text.format.name",
-                             code="invalid_value")
+            raise self.error(
+                400,
+                "Invalid 'text.format.name': string does not match pattern. Expected a string "
+                "that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                param="text.format.name",
+                code="invalid_value",
+            )
         if not isinstance(fmt["schema"], dict):
             raise self.bad_type("text.format.schema", "an object", fmt["schema"])
         if fmt.get("strict"):
@@ -373,9 +512,13 @@ class _OpenAIPlatform(_OpenAI):
             if body.get(key) is not None and not isinstance(body[key], bool):
                 raise self.bad_type(key, "a boolean", body[key])
         if body.get("conversation") is not None and body.get("previous_response_id") is not None:
-            raise self.error(400, "Mutually exclusive parameters: 'conversation' and 'previous_response_id'. Ensure "
-                                  "you are only providing one of: 'previous_response_id' or 'conversation'.",
-                             param="conversation", code="mutually_exclusive_parameters")
+            raise self.error(
+                400,
+                "Mutually exclusive parameters: 'conversation' and 'previous_response_id'. Ensure "
+                "you are only providing one of: 'previous_response_id' or 'conversation'.",
+                param="conversation",
+                code="mutually_exclusive_parameters",
+            )
         instructions = body.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
             raise self.bad_type("instructions", "a string", instructions)
@@ -393,8 +536,12 @@ class _OpenAIPlatform(_OpenAI):
         if prev is not None:
             # [state]: a stored response's items come before this input.
             if not isinstance(prev, str) or prev not in self.stored:
-                raise self.error(400, f"Previous response with id '{prev}' not found.", param="previous_response_id",
-                                 code="previous_response_not_found")
+                raise self.error(
+                    400,
+                    f"Previous response with id '{prev}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
             history = self.stored[prev]
         words, _, user_text, tool_results = self.check_items(history + items)
         for key in ("include",):
@@ -417,13 +564,26 @@ class _OpenAIPlatform(_OpenAI):
         if body.get("truncation") is not None and body["truncation"] not in ("auto", "disabled"):
             raise self.bad_value("truncation", body["truncation"], ("auto", "disabled"))
         md = body.get("metadata")
-        if md is not None and (not isinstance(md, dict) or len(md) > 16
-                               or not all(isinstance(v, str) for v in md.values())):
-            raise self.error(400, "Invalid 'metadata': expected an object of at most 16 string values.",
-                             param="metadata", code="invalid_value")
-        convo = _Convo(model=model, input_tokens=words + _words(instructions or ""), user_text=user_text,
-                       tool_results=tool_results, tool_names=names, choice=choice, forced_name=forced,
-                       max_tokens=max_tokens, json_schema=json_schema)
+        if md is not None and (
+            not isinstance(md, dict) or len(md) > 16 or not all(isinstance(v, str) for v in md.values())
+        ):
+            raise self.error(
+                400,
+                "Invalid 'metadata': expected an object of at most 16 string values.",
+                param="metadata",
+                code="invalid_value",
+            )
+        convo = _Convo(
+            model=model,
+            input_tokens=words + _words(instructions or ""),
+            user_text=user_text,
+            tool_results=tool_results,
+            tool_names=names,
+            choice=choice,
+            forced_name=forced,
+            max_tokens=max_tokens,
+            json_schema=json_schema,
+        )
         return convo, history + items
 
     # reply ------------------------------------------------------------------------------
@@ -433,40 +593,79 @@ class _OpenAIPlatform(_OpenAI):
         if effort is not None:
             item: dict[str, Any] = {"id": "rs_" + _hex(48), "type": "reasoning", "summary": []}
             if summary is not None:
-                item["summary"] = [{"type": "summary_text", "text": f"**Reasoning** about {reply.text or 'a call'}"}]
+                item["summary"] = [
+                    {"type": "summary_text", "text": f"**Reasoning** about {reply.text or 'a call'}"}
+                ]
             if "reasoning.encrypted_content" in (body.get("include") or []):
                 item["encrypted_content"] = "gAAAAA" + _b62(40)
             out.append(item)
         if reply.finish == "tool":
             call_id = self.issue_id("call_" + _b62(24))
-            out.append({"id": "fc_" + _hex(48), "type": "function_call", "status": "completed",
-                        "arguments": orjson.dumps(reply.tool_args).decode(), "call_id": call_id,
-                        "name": reply.tool_name})
+            out.append(
+                {
+                    "id": "fc_" + _hex(48),
+                    "type": "function_call",
+                    "status": "completed",
+                    "arguments": orjson.dumps(reply.tool_args).decode(),
+                    "call_id": call_id,
+                    "name": reply.tool_name,
+                }
+            )
         else:
-            out.append({"id": "msg_" + _hex(48), "type": "message", "status": "incomplete" if incomplete
-                        else "completed", "content": [{"type": "output_text", "annotations": [], "logprobs": [],
-                                                       "text": reply.text}], "role": "assistant"})
+            out.append(
+                {
+                    "id": "msg_" + _hex(48),
+                    "type": "message",
+                    "status": "incomplete" if incomplete else "completed",
+                    "content": [
+                        {"type": "output_text", "annotations": [], "logprobs": [], "text": reply.text}
+                    ],
+                    "role": "assistant",
+                }
+            )
         return out
 
-    def response_object(self, rid: str, body: dict[str, Any], convo: _Convo, status: str,
-                        output: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
+    def response_object(
+        self,
+        rid: str,
+        body: dict[str, Any],
+        convo: _Convo,
+        status: str,
+        output: list[dict[str, Any]],
+        usage: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         effort, summary = self.check_reasoning(body)
-        tools = [({"description": None, "strict": True, **t} if t.get("type") == "function" else t)
-                 for t in body.get("tools") or []]
+        tools = [
+            ({"description": None, "strict": True, **t} if t.get("type") == "function" else t)
+            for t in body.get("tools") or []
+        ]
         return {
-            "id": rid, "object": "response", "created_at": int(time.time()), "status": status, "background": False,
+            "id": rid,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "background": False,
             "error": None,
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-            "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-            "max_tool_calls": body.get("max_tool_calls"), "model": convo.model, "output": output,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "max_tool_calls": body.get("max_tool_calls"),
+            "model": convo.model,
+            "output": output,
             "parallel_tool_calls": body.get("parallel_tool_calls", True),
             "previous_response_id": body.get("previous_response_id"),
-            "reasoning": {"effort": effort, "summary": summary}, "service_tier": "default",
-            "store": body.get("store", True), "temperature": body.get("temperature", 1.0),
+            "reasoning": {"effort": effort, "summary": summary},
+            "service_tier": "default",
+            "store": body.get("store", True),
+            "temperature": body.get("temperature", 1.0),
             "text": body.get("text") or {"format": {"type": "text"}, "verbosity": "medium"},
-            "tool_choice": body.get("tool_choice", "auto"), "tools": tools,
-            "top_logprobs": body.get("top_logprobs", 0), "top_p": body.get("top_p", 1.0),
-            "truncation": body.get("truncation", "disabled"), "usage": usage, "user": body.get("user"),
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": tools,
+            "top_logprobs": body.get("top_logprobs", 0),
+            "top_p": body.get("top_p", 1.0),
+            "truncation": body.get("truncation", "disabled"),
+            "usage": usage,
+            "user": body.get("user"),
             "metadata": body.get("metadata") or {},
         }
 
@@ -481,10 +680,13 @@ class _OpenAIPlatform(_OpenAI):
         incomplete = reply.finish == "length"
         output = self.output_items(reply, body, incomplete)
         reasoning = 2 if output[0]["type"] == "reasoning" else 0
-        usage = {"input_tokens": convo.input_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                 "output_tokens": reply.output_tokens + reasoning,
-                 "output_tokens_details": {"reasoning_tokens": reasoning},
-                 "total_tokens": convo.input_tokens + reply.output_tokens + reasoning}
+        usage = {
+            "input_tokens": convo.input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": reply.output_tokens + reasoning,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": convo.input_tokens + reply.output_tokens + reasoning,
+        }
         rid = "resp_" + _hex(48)
         status = "incomplete" if incomplete else "completed"
         final = self.response_object(rid, body, convo, status, output, usage)
@@ -502,8 +704,10 @@ class _OpenAIPlatform(_OpenAI):
         emit("response.in_progress", {"response": start})
         for idx, item in enumerate(output):
             if item["type"] == "message":
-                emit("response.output_item.added", {"output_index": idx, "item": {**item, "status": "in_progress",
-                                                                                   "content": []}})
+                emit(
+                    "response.output_item.added",
+                    {"output_index": idx, "item": {**item, "status": "in_progress", "content": []}},
+                )
                 part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
                 ids = {"item_id": item["id"], "output_index": idx, "content_index": 0}
                 emit("response.content_part.added", {**ids, "part": part})
@@ -513,14 +717,20 @@ class _OpenAIPlatform(_OpenAI):
                 emit("response.content_part.done", {**ids, "part": item["content"][0]})
             elif item["type"] == "function_call":
                 args = item["arguments"]
-                emit("response.output_item.added", {"output_index": idx, "item": {**item, "status": "in_progress",
-                                                                                   "arguments": ""}})
+                emit(
+                    "response.output_item.added",
+                    {"output_index": idx, "item": {**item, "status": "in_progress", "arguments": ""}},
+                )
                 step = max(1, -(-len(args) // 4))
                 for k in range(0, len(args), step):
-                    emit("response.function_call_arguments.delta", {"item_id": item["id"], "output_index": idx,
-                                                                    "delta": args[k:k + step]})
-                emit("response.function_call_arguments.done", {"item_id": item["id"], "output_index": idx,
-                                                               "arguments": args})
+                    emit(
+                        "response.function_call_arguments.delta",
+                        {"item_id": item["id"], "output_index": idx, "delta": args[k : k + step]},
+                    )
+                emit(
+                    "response.function_call_arguments.done",
+                    {"item_id": item["id"], "output_index": idx, "arguments": args},
+                )
             else:
                 emit("response.output_item.added", {"output_index": idx, "item": {**item, "summary": []}})
             emit("response.output_item.done", {"output_index": idx, "item": item})

@@ -21,11 +21,17 @@ from .vertex import _Vertex
 # --------------------------------------------------------------------------- lifecycle
 
 # One OpenAI server answers both of its dialects (Chat Completions and Responses), as OpenAI does.
-_PROVIDERS: dict[str, type[_Provider]] = {"openai": _OpenAIPlatform, "openai_responses": _OpenAIPlatform,
-                                          "anthropic": _Anthropic, "gemini": _Gemini,
-                                          # one Vertex mock is a project serving both publishers
-                                          "vertex_gemini": _Vertex, "vertex_anthropic": _Vertex,
-                                          "azure_openai": _Azure, "bedrock": _Bedrock}
+_PROVIDERS: dict[str, type[_Provider]] = {
+    "openai": _OpenAIPlatform,
+    "openai_responses": _OpenAIPlatform,
+    "anthropic": _Anthropic,
+    "gemini": _Gemini,
+    # one Vertex mock is a project serving both publishers
+    "vertex_gemini": _Vertex,
+    "vertex_anthropic": _Vertex,
+    "azure_openai": _Azure,
+    "bedrock": _Bedrock,
+}
 
 
 class MockProviders:

@@ -49,7 +49,7 @@ class TokenIssuer:
         return token, self.ttl_s
 
     def state(self, token: str) -> str:
-        """"valid", "expired" or "unknown" (never issued here, or revoked)."""
+        """ "valid", "expired" or "unknown" (never issued here, or revoked)."""
         expiry = self.tokens.get(token)
         if expiry is None:
             return "unknown"
@@ -63,8 +63,13 @@ class TokenIssuer:
         if request.method == "POST":
             body = _try_json(await request.read())
             if not isinstance(body, dict) or set(body) - {"token_ttl_s", "revoke", "issue", "token_delay_s"}:
-                return _json_response(400, {"error": "body: {token_ttl_s: seconds, revoke: bool, issue: bool, "
-                                                     "token_delay_s: seconds}"})
+                return _json_response(
+                    400,
+                    {
+                        "error": "body: {token_ttl_s: seconds, revoke: bool, issue: bool, "
+                        "token_delay_s: seconds}"
+                    },
+                )
             delay = body.get("token_delay_s")
             if delay is not None:
                 if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
@@ -86,8 +91,13 @@ class TokenIssuer:
 
     def as_json(self) -> dict[str, Any]:
         now = time.monotonic()
-        return {"issued": self.issued, "refused": self.refused, "token_ttl_s": self.ttl_s, "token_delay_s": self.delay_s,
-                "valid": sum(1 for e in self.tokens.values() if e > now)}
+        return {
+            "issued": self.issued,
+            "refused": self.refused,
+            "token_ttl_s": self.ttl_s,
+            "token_delay_s": self.delay_s,
+            "valid": sum(1 for e in self.tokens.values() if e > now),
+        }
 
 
 def bearer(request: web.Request) -> str | None:

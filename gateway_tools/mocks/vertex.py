@@ -41,12 +41,16 @@ AUDIENCE = "https://oauth2.googleapis.com/token"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 VERSION = "vertex-2023-10-16"
 _LOCATION = re.compile(r"^(global|[a-z]+-[a-z]+\d+)$")  # us-central1, europe-west4, global
-_UNAUTHENTICATED = ("Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
-                    "or other valid authentication credential. See "
-                    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
-_NO_CREDENTIALS = ("Request is missing required authentication credential. Expected OAuth 2 access token, login "
-                   "cookie or other valid authentication credential. See "
-                   "https://developers.google.com/identity/sign-in/web/devconsole-project.")
+_UNAUTHENTICATED = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
+    "or other valid authentication credential. See "
+    "https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+_NO_CREDENTIALS = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token, login "
+    "cookie or other valid authentication credential. See "
+    "https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
 
 
 class _Account:
@@ -60,8 +64,11 @@ class _Account:
         self.project: str = info["project_id"]
         self.key_id: str = info["private_key_id"]
         private = serialization.load_pem_private_key(info["private_key"].encode(), password=None)
-        self.public_pem = private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        self.public_pem = (
+            private.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
 
 
 class _Publisher:
@@ -95,7 +102,9 @@ class _VertexClaude(_Publisher, _Anthropic):
     def check_headers(self, request: web.Request) -> None:
         self.vertex.check_auth(request)  # the version is in the body on Vertex, not a header
 
-    async def predict(self, request: web.Request, body: Any, cut: bool, model: str, verb: str) -> web.StreamResponse:
+    async def predict(
+        self, request: web.Request, body: Any, cut: bool, model: str, verb: str
+    ) -> web.StreamResponse:
         if not isinstance(body, dict):
             return await self.messages(request, body, cut)  # the Anthropic mock's own complaint
         # Anthropic, "Claude on Vertex AI": model is not passed in the body (it is in the URL) and
@@ -110,8 +119,9 @@ class _VertexClaude(_Publisher, _Anthropic):
         # Google Cloud, "Request predictions with Claude models": streamRawPredict with "stream": true
         # streams, rawPredict answers whole.
         if (verb == "streamRawPredict") != (body.get("stream") is True):
-            raise self.invalid(f"stream: must be {'true' if verb == 'streamRawPredict' else 'false or absent'} "
-                               f"for {verb}")
+            raise self.invalid(
+                f"stream: must be {'true' if verb == 'streamRawPredict' else 'false or absent'} for {verb}"
+            )
         messages_body = {k: v for k, v in body.items() if k != "anthropic_version"}
         messages_body["model"] = model
         return await self.messages(request, messages_body, cut)
@@ -125,16 +135,23 @@ class _Vertex(_Provider):
     def __init__(self, spec: MockSpec) -> None:
         super().__init__(spec)
         if not spec.credentials_file:
-            raise ValueError(f"mock {spec.name}: a Vertex AI mock needs the service-account key file "
-                             "(gcp_credentials_file or GOOGLE_APPLICATION_CREDENTIALS)")
+            raise ValueError(
+                f"mock {spec.name}: a Vertex AI mock needs the service-account key file "
+                "(gcp_credentials_file or GOOGLE_APPLICATION_CREDENTIALS)"
+            )
         self.account = _Account(spec.credentials_file)
         self.tokens = TokenIssuer("ya29.mock-", spec.token_ttl_s, SCOPE)
         self.gemini = _VertexGemini(self)
         self.claude = _VertexClaude(self)
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
-        return [("POST", "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model_action}",
-                 self.predict)]
+        return [
+            (
+                "POST",
+                "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model_action}",
+                self.predict,
+            )
+        ]
 
     def admin_routes(self) -> list[tuple[str, str, Any]]:
         return [("POST", "/token", self.token), ("*", "/_mock/auth", self.tokens.endpoint)]
@@ -159,8 +176,10 @@ class _Vertex(_Provider):
 
     def rate_limit_error(self, retry_after: float) -> _Reject:
         err = self.gemini.rate_limit_error(retry_after)
-        err.body["error"]["message"] = ("Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_"
-                                        "minute_per_project_per_base_model. Please submit a quota increase request.")
+        err.body["error"]["message"] = (
+            "Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_"
+            "minute_per_project_per_base_model. Please submit a quota increase request."
+        )
         return err
 
     def too_large(self) -> _Reject:
@@ -179,18 +198,37 @@ class _Vertex(_Provider):
         if state == "valid":
             token = bearer(request) or ""
             if SCOPE not in self.tokens.scopes.get(token, "").split():
-                raise self.gemini.error(403, "Request had insufficient authentication scopes.", [
-                    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
-                     "domain": "googleapis.com"}])
+                raise self.gemini.error(
+                    403,
+                    "Request had insufficient authentication scopes.",
+                    [
+                        {
+                            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                            "domain": "googleapis.com",
+                        }
+                    ],
+                )
             return
         self.tokens.refuse()
         if state == "missing":
             raise self.gemini.error(401, _NO_CREDENTIALS)
         reason = "ACCESS_TOKEN_EXPIRED" if state == "expired" else "ACCESS_TOKEN_TYPE_UNSUPPORTED"
-        raise self.gemini.error(401, _UNAUTHENTICATED, [
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com",
-             "metadata": {"service": "aiplatform.googleapis.com", "method":
-                          "google.cloud.aiplatform.v1.PredictionService.GenerateContent"}}])
+        raise self.gemini.error(
+            401,
+            _UNAUTHENTICATED,
+            [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": reason,
+                    "domain": "googleapis.com",
+                    "metadata": {
+                        "service": "aiplatform.googleapis.com",
+                        "method": "google.cloud.aiplatform.v1.PredictionService.GenerateContent",
+                    },
+                }
+            ],
+        )
 
     # model calls -----------------------------------------------------------------------
     async def predict(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
@@ -201,16 +239,20 @@ class _Vertex(_Provider):
         resource = f"projects/{project}/locations/{location}/publishers/{publisher}/models/{model}"
         if project != self.account.project:
             # The identity has no role on another project (IAM: aiplatform.endpoints.predict).
-            raise self.gemini.error(403, f"Permission 'aiplatform.endpoints.predict' denied on resource "
-                                         f"'//aiplatform.googleapis.com/{resource}' (or it may not exist).")
+            raise self.gemini.error(
+                403,
+                f"Permission 'aiplatform.endpoints.predict' denied on resource "
+                f"'//aiplatform.googleapis.com/{resource}' (or it may not exist).",
+            )
         if not _LOCATION.match(location):
             raise self.gemini.error(400, f"Location {location} is not supported.")
         if publisher == "google" and verb in ("generateContent", "streamGenerateContent") and model:
             return await self.gemini.generate(request, body, cut)
         if publisher == "anthropic" and verb in ("rawPredict", "streamRawPredict") and model:
             return await self.claude.predict(request, body, cut, model, verb)
-        raise self.gemini.error(404, f"Publisher Model `{resource}` was not found or your project does not have "
-                                     "access to it.")
+        raise self.gemini.error(
+            404, f"Publisher Model `{resource}` was not found or your project does not have access to it."
+        )
 
     # the OAuth2 token endpoint ---------------------------------------------------------
     async def token(self, request: web.Request) -> web.Response:
@@ -222,24 +264,40 @@ class _Vertex(_Provider):
         if data is None:
             return _json_response(400, {"error": "invalid_request", "error_description": "Bad Request"})
         if data.get("grant_type") != JWT_BEARER:
-            return _json_response(400, {"error": "unsupported_grant_type",
-                                        "error_description": f"Invalid grant_type: {data.get('grant_type', '')}"})
+            return _json_response(
+                400,
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": f"Invalid grant_type: {data.get('grant_type', '')}",
+                },
+            )
         a = self.account
         try:
             # Signature (by the key the JWT's kid names), Google's audience, iat/exp in range.
             claims = jwt.decode(data.get("assertion", ""), certs={a.key_id: a.public_pem}, audience=AUDIENCE)
         except (exceptions.GoogleAuthError, ValueError) as e:
             text = str(e)
-            description = ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
-                           "timeframe. Check your iat and exp values in the JWT claim."
-                           if "expired" in text or "early" in text or "iat" in text else "Invalid JWT Signature.")
+            description = (
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
+                "timeframe. Check your iat and exp values in the JWT claim."
+                if "expired" in text or "early" in text or "iat" in text
+                else "Invalid JWT Signature."
+            )
             return _json_response(400, {"error": "invalid_grant", "error_description": description})
         if claims.get("iss") != a.email:
-            return _json_response(400, {"error": "invalid_grant", "error_description": "Invalid grant: account not found"})
+            return _json_response(
+                400, {"error": "invalid_grant", "error_description": "Invalid grant: account not found"}
+            )
         if float(claims.get("exp", 0)) - float(claims.get("iat", 0)) > 3600:
-            return _json_response(400, {"error": "invalid_grant", "error_description":
-                                        "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
-                                        "reasonable timeframe. Check your iat and exp values in the JWT claim."})
+            return _json_response(
+                400,
+                {
+                    "error": "invalid_grant",
+                    "error_description": "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
+                    "reasonable timeframe. Check your iat and exp values in the JWT claim.",
+                },
+            )
         token, ttl = self.tokens.issue(str(claims.get("scope", "")))
-        return _json_response(200, {"access_token": token, "expires_in": int(ttl) if ttl >= 1 else ttl,
-                                    "token_type": "Bearer"})
+        return _json_response(
+            200, {"access_token": token, "expires_in": int(ttl) if ttl >= 1 else ttl, "token_type": "Bearer"}
+        )

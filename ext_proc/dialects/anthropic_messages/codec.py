@@ -67,10 +67,23 @@ from ...translation.sse import SSEEvent
 DIALECT = "anthropic"
 
 _IGNORED = frozenset({"service_tier"})
-_HANDLED = frozenset({
-    "model", "messages", "system", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "stream",
-    "tools", "tool_choice", "metadata", "thinking",
-})
+_HANDLED = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "stream",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "thinking",
+    }
+)
 
 STOP_TO_IR: dict[str, StopReason] = {
     "end_turn": "end_turn",
@@ -107,7 +120,9 @@ _ERROR_TYPES: dict[str, str] = {
     "overloaded": "overloaded_error",
     "timeout": "timeout_error",
 }
-_TYPE_KINDS: dict[str, str] = {v: k for k, v in _ERROR_TYPES.items() if k not in ("context_length", "unknown_endpoint")}
+_TYPE_KINDS: dict[str, str] = {
+    v: k for k, v in _ERROR_TYPES.items() if k not in ("context_length", "unknown_endpoint")
+}
 _CONTEXT_HINTS = ("prompt is too long", "exceed context limit", "context window", "context length")
 
 _STREAM_CUT = "upstream stream ended unexpectedly"
@@ -125,8 +140,10 @@ def _parse_image(block: dict[str, Any], path: str, unmapped: list[str]) -> Image
         raise _type_error(f"{path}.source", "an object")
     st = src.get("type")
     if st == "base64":
-        return ImagePart(media_type=_nonempty_str(src.get("media_type"), f"{path}.source.media_type"),
-                         data=_nonempty_str(src.get("data"), f"{path}.source.data"))
+        return ImagePart(
+            media_type=_nonempty_str(src.get("media_type"), f"{path}.source.media_type"),
+            data=_nonempty_str(src.get("data"), f"{path}.source.data"),
+        )
     if st == "url":
         return ImagePart(url=_nonempty_str(src.get("url"), f"{path}.source.url"))
     unmapped.append(f"{path}.source")  # "file" (Files API) sources have no IR equivalent
@@ -148,12 +165,15 @@ def _parse_text_blocks(value: Any, path: str) -> list[TextPart]:
     return out
 
 
-def _parse_tool_result(block: dict[str, Any], path: str, names: dict[str, str],
-                       unmapped: list[str]) -> ToolResultPart:
+def _parse_tool_result(
+    block: dict[str, Any], path: str, names: dict[str, str], unmapped: list[str]
+) -> ToolResultPart:
     tid = _nonempty_str(block.get("tool_use_id"), f"{path}.tool_use_id")
     name = names.get(tid)
     if name is None:
-        raise invalid(f"'{path}.tool_use_id' does not match any preceding tool_use block", f"{path}.tool_use_id")
+        raise invalid(
+            f"'{path}.tool_use_id' does not match any preceding tool_use block", f"{path}.tool_use_id"
+        )
     content = block.get("content")
     parts: list[TextPart | ImagePart] = []
     if isinstance(content, str):
@@ -270,8 +290,10 @@ def _parse_tool_choice(tc: Any) -> tuple[ToolChoice | None, bool | None]:
 
 def _image_block(p: ImagePart) -> dict[str, Any]:
     if p.data is not None:
-        return {"type": "image", "source": {"type": "base64", "media_type": p.media_type or "image/jpeg",
-                                            "data": p.data}}
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": p.media_type or "image/jpeg", "data": p.data},
+        }
     return {"type": "image", "source": {"type": "url", "url": p.url}}
 
 
@@ -314,16 +336,25 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     if drop:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
-                source = ({"type": "base64", "media_type": "application/pdf", "data": p.data} if p.data is not None
-                          else {"type": "url", "url": p.url})
+                source = (
+                    {"type": "base64", "media_type": "application/pdf", "data": p.data}
+                    if p.data is not None
+                    else {"type": "url", "url": p.url}
+                )
                 blocks.append({"type": "document", "source": source})
             elif isinstance(p, ToolCallPart):
                 if target != "assistant":
                     if drop:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
-                blocks.append({"type": "tool_use", "id": p.id, "name": p.name,
-                               "input": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments")})
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": p.id,
+                        "name": p.name,
+                        "input": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments"),
+                    }
+                )
             else:
                 if target == "assistant":
                     if drop:
@@ -334,8 +365,10 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     if len(p.content) == 1 and isinstance(p.content[0], TextPart):
                         block["content"] = p.content[0].text
                     else:
-                        block["content"] = [{"type": "text", "text": c.text} if isinstance(c, TextPart)
-                                            else _image_block(c) for c in p.content]
+                        block["content"] = [
+                            {"type": "text", "text": c.text} if isinstance(c, TextPart) else _image_block(c)
+                            for c in p.content
+                        ]
                 if p.is_error:
                     block["is_error"] = True
                 results.append(block)
@@ -410,7 +443,9 @@ class AnthropicStreamDecoder(StreamDecoder):
             obj = orjson.loads(event.data)
         except orjson.JSONDecodeError:
             self._done = True
-            return [StreamError(GatewayError("api_error", "upstream sent a malformed stream event", status=502))]
+            return [
+                StreamError(GatewayError("api_error", "upstream sent a malformed stream event", status=502))
+            ]
         try:
             if not isinstance(obj, dict):
                 raise _bad_answer("event", "an object")
@@ -453,8 +488,14 @@ class AnthropicStreamDecoder(StreamDecoder):
             args = _a_json(_a_obj(inp, "content_block.input"), "content_block.input") if inp else ""
             block = self._blocks[index] = self._next
             self._next += 1
-            out = [BlockStart(block, "tool_call", _a_str(cb.get("id"), "content_block.id"),
-                              _a_str(cb.get("name"), "content_block.name"))]
+            out = [
+                BlockStart(
+                    block,
+                    "tool_call",
+                    _a_str(cb.get("id"), "content_block.id"),
+                    _a_str(cb.get("name"), "content_block.name"),
+                )
+            ]
             if args:
                 out.append(BlockDelta(block, args))
             return out
@@ -467,16 +508,26 @@ class AnthropicStreamDecoder(StreamDecoder):
             if u is not None:
                 self._usage = usage_from_anthropic(u, path="message.usage")
             self._started = True
-            return [MessageStart(_a_str(msg.get("id"), "message.id") or f"msg_{uuid.uuid4().hex}",
-                                 _a_str(msg.get("model"), "message.model"), self._usage)]
+            return [
+                MessageStart(
+                    _a_str(msg.get("id"), "message.id") or f"msg_{uuid.uuid4().hex}",
+                    _a_str(msg.get("model"), "message.model"),
+                    self._usage,
+                )
+            ]
         if t == "message_delta":
             d = _a_obj(obj.get("delta"), "delta")
             u = obj.get("usage")
             if u is not None:
                 self._usage = usage_from_anthropic(u, self._usage)
             sr = _a_str(d.get("stop_reason"), "delta.stop_reason")
-            return [MessageDelta(STOP_TO_IR.get(sr, "other") if sr else None,
-                                 _a_opt_str(d.get("stop_sequence"), "delta.stop_sequence"), self._usage)]
+            return [
+                MessageDelta(
+                    STOP_TO_IR.get(sr, "other") if sr else None,
+                    _a_opt_str(d.get("stop_sequence"), "delta.stop_sequence"),
+                    self._usage,
+                )
+            ]
         if t == "message_stop":
             self._done = True
             return [MessageStop()]
@@ -515,15 +566,29 @@ class AnthropicStreamEncoder(StreamEncoder):
 
     def _start(self, rid: str, usage: Usage) -> bytes:
         self._started = True
-        msg = {"type": "message_start", "message": {
-            "id": rid, "type": "message", "role": "assistant", "model": self._model, "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": usage_to_anthropic(usage)}}
+        msg = {
+            "type": "message_start",
+            "message": {
+                "id": rid,
+                "type": "message",
+                "role": "assistant",
+                "model": self._model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": usage_to_anthropic(usage),
+            },
+        }
         return b"event: message_start\ndata: " + orjson.dumps(msg) + b"\n\n" + _PING
 
     def _close_all(self) -> bytes:
         out = b""
         for idx in sorted(self._open):
-            out += b'event: content_block_stop\ndata: {"type":"content_block_stop","index":' + str(idx).encode() + b"}\n\n"
+            out += (
+                b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+                + str(idx).encode()
+                + b"}\n\n"
+            )
         self._open.clear()
         return out
 
@@ -538,37 +603,60 @@ class AnthropicStreamEncoder(StreamEncoder):
                 delta = b'{"type":"input_json_delta","partial_json":' + orjson.dumps(event.text) + b"}"
             else:
                 delta = b'{"type":"text_delta","text":' + orjson.dumps(event.text) + b"}"
-            return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-                    + str(idx).encode() + b',"delta":' + delta + b"}\n\n")
-        pre = b"" if self._started or isinstance(event, MessageStart | StreamError) else \
-            self._start(f"msg_{uuid.uuid4().hex}", Usage())
+            return (
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                + str(idx).encode()
+                + b',"delta":'
+                + delta
+                + b"}\n\n"
+            )
+        pre = (
+            b""
+            if self._started or isinstance(event, MessageStart | StreamError)
+            else self._start(f"msg_{uuid.uuid4().hex}", Usage())
+        )
         if isinstance(event, BlockStart):
             idx = self._blocks[event.index] = len(self._blocks)
             self._open.add(idx)
             if event.kind == "tool_call":
                 self._tools.add(event.index)
-                cb: dict[str, Any] = {"type": "tool_use", "id": event.tool_call_id, "name": event.tool_name,
-                                      "input": {}}
+                cb: dict[str, Any] = {
+                    "type": "tool_use",
+                    "id": event.tool_call_id,
+                    "name": event.tool_name,
+                    "input": {},
+                }
             else:
                 cb = {"type": "text", "text": ""}
-            return pre + b"event: content_block_start\ndata: " + orjson.dumps(
-                {"type": "content_block_start", "index": idx, "content_block": cb}) + b"\n\n"
+            return (
+                pre
+                + b"event: content_block_start\ndata: "
+                + orjson.dumps({"type": "content_block_start", "index": idx, "content_block": cb})
+                + b"\n\n"
+            )
         if isinstance(event, BlockStop):
             idx = self._blocks.get(event.index)
             if idx is None or idx not in self._open:
                 return pre
             self._open.discard(idx)
-            return pre + (b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
-                          + str(idx).encode() + b"}\n\n")
+            return pre + (
+                b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+                + str(idx).encode()
+                + b"}\n\n"
+            )
         if isinstance(event, MessageStart):
             return self._start(event.id, event.usage) if not self._started else b""
         if isinstance(event, MessageDelta):
             self._sent_delta = True
             stop = IR_TO_STOP.get(event.stop_reason or "end_turn", "end_turn")
-            body = {"type": "message_delta",
-                    "delta": {"stop_reason": stop,
-                              "stop_sequence": event.stop_sequence if stop == "stop_sequence" else None},
-                    "usage": usage_to_anthropic(event.usage or Usage())}
+            body = {
+                "type": "message_delta",
+                "delta": {
+                    "stop_reason": stop,
+                    "stop_sequence": event.stop_sequence if stop == "stop_sequence" else None,
+                },
+                "usage": usage_to_anthropic(event.usage or Usage()),
+            }
             return pre + self._close_all() + b"event: message_delta\ndata: " + orjson.dumps(body) + b"\n\n"
         if isinstance(event, MessageStop):
             out = pre if self._sent_delta else pre + self.encode(MessageDelta("end_turn"))
@@ -587,8 +675,9 @@ class AnthropicCodec(Codec):
     dialect = DIALECT
     field_names = {"user": "metadata.user_id", "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"}
 
-    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
-                      path_stream: bool = False) -> ChatRequest:
+    def parse_request(
+        self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
+    ) -> ChatRequest:
         if not isinstance(body, dict):
             raise invalid("the request body must be a JSON object")
         model = _nonempty_str(body.get("model"), "model")
@@ -642,13 +731,22 @@ class AnthropicCodec(Codec):
             unmapped_values=values,
         )
 
-    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
-                      drop_unsupported: bool = False) -> dict[str, Any]:
+    def build_request(
+        self,
+        req: ChatRequest,
+        upstream_model: str,
+        *,
+        default_max_tokens: int,
+        drop_unsupported: bool = False,
+    ) -> dict[str, Any]:
         drop = drop_unsupported
         if not drop:
-            for name, value in (("seed", req.seed), ("presence_penalty", req.presence_penalty),
-                                ("frequency_penalty", req.frequency_penalty),
-                                ("reasoning_effort", req.reasoning_effort)):
+            for name, value in (
+                ("seed", req.seed),
+                ("presence_penalty", req.presence_penalty),
+                ("frequency_penalty", req.frequency_penalty),
+                ("reasoning_effort", req.reasoning_effort),
+            ):
                 if value is not None:
                     raise unsupported(client_field(req, name), DIALECT)
             if req.n is not None and req.n != 1:
@@ -661,8 +759,11 @@ class AnthropicCodec(Codec):
             "messages": _build_messages(req, drop),
         }
         if req.system:
-            body["system"] = (req.system[0].text if len(req.system) == 1
-                              else [{"type": "text", "text": p.text} for p in req.system])
+            body["system"] = (
+                req.system[0].text
+                if len(req.system) == 1
+                else [{"type": "text", "text": p.text} for p in req.system]
+            )
         # Temperature is passed as is: Anthropic accepts 0..1 and rejects more
         # rather than the gateway silently rescaling the client's value.
         if req.temperature is not None:
@@ -680,7 +781,8 @@ class AnthropicCodec(Codec):
         if req.tools:
             body["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
-                if t.description is not None else {"name": t.name, "input_schema": t.parameters}
+                if t.description is not None
+                else {"name": t.name, "input_schema": t.parameters}
                 for t in req.tools
             ]
         tc = req.tool_choice
@@ -725,8 +827,13 @@ class AnthropicCodec(Codec):
                     content.append(TextPart(text))
             elif bt == "tool_use":
                 inp = _a_obj(b.get("input"), f"{bpath}.input")
-                content.append(ToolCallPart(_a_str(b.get("id"), f"{bpath}.id"), _a_str(b.get("name"), f"{bpath}.name"),
-                                            _a_json(inp, f"{bpath}.input")))
+                content.append(
+                    ToolCallPart(
+                        _a_str(b.get("id"), f"{bpath}.id"),
+                        _a_str(b.get("name"), f"{bpath}.name"),
+                        _a_json(inp, f"{bpath}.input"),
+                    )
+                )
             # thinking / server tool blocks: no IR equivalent in a response
         sr = _a_str(body.get("stop_reason"), "stop_reason")
         return ChatResponse(
@@ -793,11 +900,15 @@ class AnthropicCodec(Codec):
         if isinstance(err, dict):
             return _error_from_obj(err, status)
         text = body.decode("utf-8", "replace").strip() if body else ""
-        return GatewayError(kind_for_status(status), text[:1000] or f"upstream returned HTTP {status}",
-                            status=status)
+        return GatewayError(
+            kind_for_status(status), text[:1000] or f"upstream returned HTTP {status}", status=status
+        )
 
     def render_error(self, err: GatewayError) -> dict[str, Any]:
-        return {"type": "error", "error": {"type": _ERROR_TYPES.get(err.kind, "api_error"), "message": err.message}}
+        return {
+            "type": "error",
+            "error": {"type": _ERROR_TYPES.get(err.kind, "api_error"), "message": err.message},
+        }
 
     def error_status(self, err: GatewayError) -> int:
         """HTTP status to send with ``render_error``: Anthropic clients know overload as 529."""

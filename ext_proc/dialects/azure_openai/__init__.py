@@ -37,11 +37,19 @@ class AzureOpenAI(OpenAIChat):
     key_headers = ()  # no client surface
     auth_hint = ""
     credential_header_names = ("api-key", "authorization")
-    provider_response_headers = (*OpenAIChat.provider_response_headers, "apim-request-id", "azureml-model-session",
-                                 "x-ms-region", "x-ms-deployment-name", "x-ms-rai-invoked")
+    provider_response_headers = (
+        *OpenAIChat.provider_response_headers,
+        "apim-request-id",
+        "azureml-model-session",
+        "x-ms-region",
+        "x-ms-deployment-name",
+        "x-ms-rai-invoked",
+    )
     provider_fields = {"api_version": False}
 
-    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+    def match(
+        self, method: str, path: str, query_key: str | None, headers: dict[str, str]
+    ) -> ClientCall | None:
         return None
 
     def claims(self, headers: dict[str, str]) -> bool:
@@ -58,8 +66,10 @@ class AzureOpenAI(OpenAIChat):
 
     def provider_problems(self, provider: Mapping[str, Any]) -> list[str]:
         if provider.get("auth_header"):
-            return ["auth_header: Azure OpenAI takes its key in 'api-key' (set by the dialect) or an Entra ID "
-                    "token (oauth)"]
+            return [
+                "auth_header: Azure OpenAI takes its key in 'api-key' (set by the dialect) or an Entra ID "
+                "token (oauth)"
+            ]
         return []
 
 

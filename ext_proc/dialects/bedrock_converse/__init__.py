@@ -30,9 +30,13 @@ class BedrockConverse(Dialect):
     # Reset on every attempt, so a signature never follows a failover to another provider.
     credential_header_names = ("authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")
     provider_response_headers = (
-        "x-amzn-requestid", "x-amzn-errortype", "x-amzn-bedrock-invocation-latency",
-        "x-amzn-bedrock-input-token-count", "x-amzn-bedrock-output-token-count",
-        "x-amzn-bedrock-cache-read-input-token-count", "x-amzn-bedrock-cache-write-input-token-count",
+        "x-amzn-requestid",
+        "x-amzn-errortype",
+        "x-amzn-bedrock-invocation-latency",
+        "x-amzn-bedrock-input-token-count",
+        "x-amzn-bedrock-output-token-count",
+        "x-amzn-bedrock-cache-read-input-token-count",
+        "x-amzn-bedrock-cache-write-input-token-count",
         "x-amzn-bedrock-performanceconfig-latency",
     )
     # ConverseStream answers 200, then may send an exception frame (throttling, unavailable...).
@@ -41,7 +45,9 @@ class BedrockConverse(Dialect):
     provider_fields = {"aws_region": True, "aws_profile": False}
     turn_keys = ("messages",)
 
-    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+    def match(
+        self, method: str, path: str, query_key: str | None, headers: dict[str, str]
+    ) -> ClientCall | None:
         return None  # no client surface: a backend dialect
 
     def model_listing(self, models: list[str], one: str | None = None) -> dict[str, Any]:
@@ -64,10 +70,14 @@ class BedrockConverse(Dialect):
         it with a 403 and Envoy fails over, rather than the gateway failing the request."""
         credentials = aws.current(provider.aws_profile)
         if credentials is None or not provider.aws_region:
-            log.error("no AWS credentials loaded for the %s: request sent unsigned",
-                      f"profile {provider.aws_profile}" if provider.aws_profile else "default chain")
+            log.error(
+                "no AWS credentials loaded for the %s: request sent unsigned",
+                f"profile {provider.aws_profile}" if provider.aws_profile else "default chain",
+            )
             return {}
-        signed = aws.signature_headers(credentials, provider.aws_region, provider.host, headers[":path"], body)
+        signed = aws.signature_headers(
+            credentials, provider.aws_region, provider.host, headers[":path"], body
+        )
         return {"content-type": "application/json", **signed}
 
     def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:

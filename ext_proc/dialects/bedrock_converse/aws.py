@@ -31,15 +31,27 @@ from botocore.session import Session
 log = logging.getLogger("llm_gateway.aws")
 
 SERVICE = "bedrock"  # the SigV4 signing name of the Bedrock runtime (its service model's signingName)
-REFRESH_POLL_S = 30.0  # how often a temporary credential's expiry is looked at (botocore refreshes 15 min early)
+REFRESH_POLL_S = (
+    30.0  # how often a temporary credential's expiry is looked at (botocore refreshes 15 min early)
+)
 RETRY_FIRST_S = 2.0  # after a failed refresh, try again this soon, doubling up to REFRESH_POLL_S
 
 # Environment variables that decide what the chain resolves to (their values are hashed, never kept).
-_CHAIN_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-              "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-              "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME",
-              "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-              "AWS_EC2_METADATA_DISABLED")
+_CHAIN_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_EC2_METADATA_DISABLED",
+)
 
 
 def _file_stamp(path: str) -> str:
@@ -54,16 +66,19 @@ def _fingerprint(profile: str | None) -> str:
     """What the chain would resolve for ``profile`` depends on: the environment and the
     shared files. Unchanged: the source loaded before still stands (no reload)."""
     env = [os.environ.get(k, "") for k in _CHAIN_ENV]
-    files = [_file_stamp(os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")),
-             _file_stamp(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))]
+    files = [
+        _file_stamp(os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")),
+        _file_stamp(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")),
+    ]
     return hashlib.sha256("\0".join([profile or "", *env, *files]).encode()).hexdigest()
 
 
 class CredentialSource:
     """The credentials of one profile (None: the default chain), current ones in ``frozen``."""
 
-    def __init__(self, profile: str | None, credentials: Credentials, frozen: ReadOnlyCredentials,
-                 fingerprint: str):
+    def __init__(
+        self, profile: str | None, credentials: Credentials, frozen: ReadOnlyCredentials, fingerprint: str
+    ):
         self.profile = profile
         self.fingerprint = fingerprint
         self.method = getattr(credentials, "method", None) or "unknown"
@@ -72,8 +87,9 @@ class CredentialSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if isinstance(credentials, RefreshableCredentials):
-            self._thread = threading.Thread(target=self._refresh_loop, name=f"aws-credentials-{self.label}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._refresh_loop, name=f"aws-credentials-{self.label}", daemon=True
+            )
             self._thread.start()
 
     @property
@@ -95,8 +111,12 @@ class CredentialSource:
                 self.frozen = self._credentials.get_frozen_credentials()
                 delay = REFRESH_POLL_S
             except Exception as e:  # keep the last credentials: they may still be valid
-                log.warning("could not refresh the AWS credentials of the %s (%s): %s", self.label,
-                            type(e).__name__, _describe(e))
+                log.warning(
+                    "could not refresh the AWS credentials of the %s (%s): %s",
+                    self.label,
+                    type(e).__name__,
+                    _describe(e),
+                )
                 delay = min(RETRY_FIRST_S if delay >= REFRESH_POLL_S else delay * 2, REFRESH_POLL_S)
 
 
@@ -126,9 +146,14 @@ def load(profile: str | None) -> str | None:
     except (BotoCoreError, ValueError, OSError) as e:
         return f"cannot load AWS credentials ({type(e).__name__}): {_describe(e)}"
     if credentials is None:
-        where = f"the profile '{profile}' of the shared credentials or config file" if profile else (
-            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the shared credentials and config files, "
-            "web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), container or instance roles")
+        where = (
+            f"the profile '{profile}' of the shared credentials or config file"
+            if profile
+            else (
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the shared credentials and config files, "
+                "web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), container or instance roles"
+            )
+        )
         return f"no AWS credentials found (looked in {where})"
     try:
         frozen = credentials.get_frozen_credentials()
@@ -142,8 +167,12 @@ def load(profile: str | None) -> str | None:
         _SOURCES[profile] = source
     if old is not None:
         old.stop()
-    log.info("AWS credentials of the %s loaded (%s%s)", source.label, source.method,
-             ", refreshed before they expire" if source.refreshing else "")
+    log.info(
+        "AWS credentials of the %s loaded (%s%s)",
+        source.label,
+        source.method,
+        ", refreshed before they expire" if source.refreshing else "",
+    )
     return None
 
 
@@ -153,8 +182,14 @@ def current(profile: str | None) -> ReadOnlyCredentials | None:
     return source.frozen if source is not None else None
 
 
-def signature_headers(credentials: ReadOnlyCredentials, region: str, host: str, path: str, body: bytes,
-                      now: datetime | None = None) -> dict[str, str]:
+def signature_headers(
+    credentials: ReadOnlyCredentials,
+    region: str,
+    host: str,
+    path: str,
+    body: bytes,
+    now: datetime | None = None,
+) -> dict[str, str]:
     """SigV4 headers for ``POST https://{host}{path}`` with ``body``: ``authorization``,
     ``x-amz-date`` and, for temporary credentials, ``x-amz-security-token``.
 
@@ -171,6 +206,7 @@ def signature_headers(credentials: ReadOnlyCredentials, region: str, host: str, 
     signature = auth.signature(auth.string_to_sign(request, canonical), request)
     signed = auth.signed_headers(auth.headers_to_sign(request))
     del headers["host"]  # Envoy sets it (auto_host_rewrite); it was signed with that value
-    headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={auth.scope(request)}, SignedHeaders={signed}, "
-                                f"Signature={signature}")
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={auth.scope(request)}, SignedHeaders={signed}, Signature={signature}"
+    )
     return headers

@@ -80,8 +80,17 @@ from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
 
 DIALECT = "bedrock"
 
-_HANDLED = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "additionalModelRequestFields",
-                      "requestMetadata", "outputConfig"})
+_HANDLED = frozenset(
+    {
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "additionalModelRequestFields",
+        "requestMetadata",
+        "outputConfig",
+    }
+)
 _INFERENCE = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
 
 STOP_TO_IR: dict[str, StopReason] = {
@@ -107,7 +116,13 @@ IR_TO_STOP: dict[str, str] = {
 }
 
 # ImageBlock.format (the service model's ImageFormat enum) <-> media type.
-_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 _MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
 
 # RequestMetadataValueString: at most 256 of these characters.
@@ -143,8 +158,14 @@ _KIND_EXCEPTIONS: dict[str, str] = {
     "timeout": "modelTimeoutException",
     "api_error": "internalServerException",
 }
-_CONTEXT_HINTS = ("too long", "context length", "context window", "maximum context", "too many input tokens",
-                  "too many tokens")
+_CONTEXT_HINTS = (
+    "too long",
+    "context length",
+    "context window",
+    "maximum context",
+    "too many input tokens",
+    "too many tokens",
+)
 _STREAM_CUT = "upstream stream ended unexpectedly"
 
 
@@ -304,7 +325,9 @@ def _parse_tool_config(tc: Any, unmapped: list[str]) -> tuple[list[Tool], ToolCh
         desc = spec.get("description")
         if desc is not None and not isinstance(desc, str):
             raise _type_error(f"{path}.toolSpec.description", "a string")
-        tools.append(Tool(_nonempty_str(spec.get("name"), f"{path}.toolSpec.name"), desc or None, schema["json"]))
+        tools.append(
+            Tool(_nonempty_str(spec.get("name"), f"{path}.toolSpec.name"), desc or None, schema["json"])
+        )
     choice = tc.get("toolChoice")
     if choice is None:
         return tools, None
@@ -330,11 +353,17 @@ def _image_block(p: ImagePart, path: str, drop: bool) -> dict[str, Any] | None:
 
 
 # Converse DocumentBlock formats, by media type.
-_DOC_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "application/msword": "doc",
-                "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
-                "application/vnd.ms-excel": "xls",
-                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
-                "text/html": "html", "text/plain": "txt", "text/markdown": "md"}
+_DOC_FORMATS = {
+    "application/pdf": "pdf",
+    "text/csv": "csv",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/markdown": "md",
+}
 # A DocumentBlock name: alphanumerics, single spaces, hyphens, parentheses, square brackets.
 _DOC_NAME_BAD = re.compile(r"[^A-Za-z0-9 ()\[\]-]+")
 
@@ -413,8 +442,15 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     if drop:
                         continue
                     raise unsupported(path, DIALECT)
-                blocks.append({"toolUse": {"toolUseId": p.id, "name": p.name,
-                                           "input": _args_object(p.arguments, f"{path}.arguments")}})
+                blocks.append(
+                    {
+                        "toolUse": {
+                            "toolUseId": p.id,
+                            "name": p.name,
+                            "input": _args_object(p.arguments, f"{path}.arguments"),
+                        }
+                    }
+                )
             else:
                 if target == "assistant":
                     if drop:
@@ -440,9 +476,11 @@ def _tool_config(req: ChatRequest, drop: bool) -> dict[str, Any] | None:
         tc = None
     if not req.tools:
         if history:
-            raise invalid(f"'{client_field(req, 'tools')}' must declare the tools of the conversation's tool "
-                          f"calls: a {DIALECT} backend refuses tool calls and results without them",
-                          client_field(req, "tools"))
+            raise invalid(
+                f"'{client_field(req, 'tools')}' must declare the tools of the conversation's tool "
+                f"calls: a {DIALECT} backend refuses tool calls and results without them",
+                client_field(req, "tools"),
+            )
         return None
     tools = []
     for t in req.tools:
@@ -475,9 +513,13 @@ def usage_from_bedrock(u: dict[str, Any]) -> Usage:
 
 def usage_to_bedrock(u: Usage) -> dict[str, Any]:
     plain = max(u.input_tokens - u.cached_input_tokens - u.cache_write_tokens, 0)
-    return {"inputTokens": plain, "outputTokens": u.output_tokens,
-            "totalTokens": u.input_tokens + u.output_tokens,
-            "cacheReadInputTokens": u.cached_input_tokens, "cacheWriteInputTokens": u.cache_write_tokens}
+    return {
+        "inputTokens": plain,
+        "outputTokens": u.output_tokens,
+        "totalTokens": u.input_tokens + u.output_tokens,
+        "cacheReadInputTokens": u.cached_input_tokens,
+        "cacheWriteInputTokens": u.cache_write_tokens,
+    }
 
 
 def _new_id() -> str:
@@ -518,12 +560,15 @@ class BedrockStreamDecoder(StreamDecoder):
             self._started = True
             out.append(MessageStart(_new_id(), ""))
 
-    def _open_block(self, index: int, out: list[StreamEvent], kind: str, tid: str = "",
-                    name: str = "") -> int:
+    def _open_block(
+        self, index: int, out: list[StreamEvent], kind: str, tid: str = "", name: str = ""
+    ) -> int:
         block = self._blocks[index] = self._next
         self._next += 1
         self._open.add(block)
-        out.append(BlockStart(block, "tool_call", tid, name) if kind == "tool_call" else BlockStart(block, "text"))
+        out.append(
+            BlockStart(block, "tool_call", tid, name) if kind == "tool_call" else BlockStart(block, "text")
+        )
         return block
 
     def _finish(self, out: list[StreamEvent]) -> None:
@@ -543,14 +588,16 @@ class BedrockStreamDecoder(StreamDecoder):
             obj = orjson.loads(event.data) if event.data else {}
         except orjson.JSONDecodeError:
             self._done = True
-            return [StreamError(GatewayError("api_error", "upstream sent a malformed stream event", status=502))]
+            return [
+                StreamError(GatewayError("api_error", "upstream sent a malformed stream event", status=502))
+            ]
         if not isinstance(obj, dict):
             obj = {}
         out: list[StreamEvent] = []
         if name.startswith(EXCEPTION_PREFIX):
             self._done = True
             msg = obj.get("message") if isinstance(obj.get("message"), str) else None
-            return [StreamError(_error(name[len(EXCEPTION_PREFIX):], msg))]
+            return [StreamError(_error(name[len(EXCEPTION_PREFIX) :], msg))]
         if name == "contentBlockDelta":
             index = obj.get("contentBlockIndex")
             delta = obj.get("delta")
@@ -569,7 +616,12 @@ class BedrockStreamDecoder(StreamDecoder):
                     out.append(BlockDelta(block, text))
                 return out
             tool = delta.get("toolUse")
-            if isinstance(tool, dict) and block is not None and isinstance(tool.get("input"), str) and tool["input"]:
+            if (
+                isinstance(tool, dict)
+                and block is not None
+                and isinstance(tool.get("input"), str)
+                and tool["input"]
+            ):
                 out.append(BlockDelta(block, tool["input"]))
             return out
         if name == "contentBlockStart":
@@ -579,7 +631,9 @@ class BedrockStreamDecoder(StreamDecoder):
             if not isinstance(index, int) or not isinstance(tool, dict):
                 return []  # tool results, images: no IR equivalent in an answer
             self._start(out)
-            self._open_block(index, out, "tool_call", str(tool.get("toolUseId") or ""), str(tool.get("name") or ""))
+            self._open_block(
+                index, out, "tool_call", str(tool.get("toolUseId") or ""), str(tool.get("name") or "")
+            )
             return out
         if name == "contentBlockStop":
             block = self._blocks.get(obj.get("contentBlockIndex", -1))
@@ -653,8 +707,13 @@ class BedrockStreamEncoder(StreamEncoder):
             if event.kind != "tool_call":
                 return pre  # a text block starts with its first delta
             self._tools.add(event.index)
-            return pre + _frame("contentBlockStart", {"contentBlockIndex": idx, "start": {"toolUse": {
-                "toolUseId": event.tool_call_id, "name": event.tool_name}}})
+            return pre + _frame(
+                "contentBlockStart",
+                {
+                    "contentBlockIndex": idx,
+                    "start": {"toolUse": {"toolUseId": event.tool_call_id, "name": event.tool_name}},
+                },
+            )
         if isinstance(event, BlockDelta):
             at = self._blocks.get(event.index)
             if at is None:
@@ -667,13 +726,17 @@ class BedrockStreamEncoder(StreamEncoder):
         if isinstance(event, MessageDelta):
             self._stopped = True
             self._usage = event.usage or Usage()
-            return pre + _frame("messageStop", {"stopReason": IR_TO_STOP.get(event.stop_reason or "end_turn",
-                                                                              "end_turn")})
+            return pre + _frame(
+                "messageStop", {"stopReason": IR_TO_STOP.get(event.stop_reason or "end_turn", "end_turn")}
+            )
         if isinstance(event, MessageStop):
             self._done = True
             stop = b"" if self._stopped else _frame("messageStop", {"stopReason": "end_turn"})
-            return pre + stop + _frame("metadata", {"usage": usage_to_bedrock(self._usage),
-                                                    "metrics": {"latencyMs": 0}})
+            return (
+                pre
+                + stop
+                + _frame("metadata", {"usage": usage_to_bedrock(self._usage), "metrics": {"latencyMs": 0}})
+            )
         return pre
 
 
@@ -682,14 +745,21 @@ class BedrockStreamEncoder(StreamEncoder):
 
 class BedrockCodec(Codec):
     dialect = DIALECT
-    field_names = {"max_tokens": "inferenceConfig.maxTokens", "temperature": "inferenceConfig.temperature",
-                   "top_p": "inferenceConfig.topP", "stop": "inferenceConfig.stopSequences",
-                   "top_k": "additionalModelRequestFields.top_k", "tools": "toolConfig.tools",
-                   "tool_choice": "toolConfig.toolChoice", "response_format": "outputConfig.textFormat",
-                   "user": "requestMetadata.user"}
+    field_names = {
+        "max_tokens": "inferenceConfig.maxTokens",
+        "temperature": "inferenceConfig.temperature",
+        "top_p": "inferenceConfig.topP",
+        "stop": "inferenceConfig.stopSequences",
+        "top_k": "additionalModelRequestFields.top_k",
+        "tools": "toolConfig.tools",
+        "tool_choice": "toolConfig.toolChoice",
+        "response_format": "outputConfig.textFormat",
+        "user": "requestMetadata.user",
+    }
 
-    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
-                      path_stream: bool = False) -> ChatRequest:
+    def parse_request(
+        self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
+    ) -> ChatRequest:
         if not isinstance(body, dict):
             raise invalid("the request body must be a JSON object")
         if not path_model:
@@ -702,9 +772,16 @@ class BedrockCodec(Codec):
                 values[key] = value
         system = _parse_system(body["system"], unmapped) if body.get("system") is not None else []
         messages = _parse_messages(body.get("messages"), unmapped)
-        req = ChatRequest(model=path_model, messages=messages, system=system, stream=path_stream,
-                          unmapped=unmapped, source_dialect=DIALECT, field_names=self.field_names,
-                          unmapped_values=values)
+        req = ChatRequest(
+            model=path_model,
+            messages=messages,
+            system=system,
+            stream=path_stream,
+            unmapped=unmapped,
+            source_dialect=DIALECT,
+            field_names=self.field_names,
+            unmapped_values=values,
+        )
         ic = body.get("inferenceConfig")
         if ic is not None:
             if not isinstance(ic, dict):
@@ -743,18 +820,29 @@ class BedrockCodec(Codec):
         return req
 
     @staticmethod
-    def _unmapped_keys(obj: dict[str, Any], path: str, known: set[str] | frozenset[str], req: ChatRequest) -> None:
+    def _unmapped_keys(
+        obj: dict[str, Any], path: str, known: set[str] | frozenset[str], req: ChatRequest
+    ) -> None:
         for key, value in obj.items():
             if key not in known and value is not None:
                 req.unmapped.append(f"{path}.{key}")
                 req.unmapped_values[f"{path}.{key}"] = value
 
-    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
-                      drop_unsupported: bool = False) -> dict[str, Any]:
+    def build_request(
+        self,
+        req: ChatRequest,
+        upstream_model: str,
+        *,
+        default_max_tokens: int,
+        drop_unsupported: bool = False,
+    ) -> dict[str, Any]:
         drop = drop_unsupported
         if not drop:
-            for name, value in (("seed", req.seed), ("presence_penalty", req.presence_penalty),
-                                ("frequency_penalty", req.frequency_penalty)):
+            for name, value in (
+                ("seed", req.seed),
+                ("presence_penalty", req.presence_penalty),
+                ("frequency_penalty", req.frequency_penalty),
+            ):
                 if value is not None:
                     raise unsupported(client_field(req, name), DIALECT)
             if req.n is not None and req.n != 1:
@@ -767,7 +855,8 @@ class BedrockCodec(Codec):
         if req.system:
             body["system"] = [{"text": p.text} for p in req.system if p.text]
         inference: dict[str, Any] = {
-            "maxTokens": req.max_tokens if req.max_tokens is not None else default_max_tokens}
+            "maxTokens": req.max_tokens if req.max_tokens is not None else default_max_tokens
+        }
         if req.temperature is not None:
             inference["temperature"] = req.temperature
         if req.top_p is not None:
@@ -785,14 +874,19 @@ class BedrockCodec(Codec):
                 body["requestMetadata"] = {"user": req.user}
             elif not drop:
                 field = client_field(req, "user")
-                raise invalid(f"'{field}' must be at most 256 letters, digits, spaces or :_@$#=/+,-. characters "
-                              f"for a {DIALECT} backend; or set 'drop_unsupported: true' on the model", field)
+                raise invalid(
+                    f"'{field}' must be at most 256 letters, digits, spaces or :_@$#=/+,-. characters "
+                    f"for a {DIALECT} backend; or set 'drop_unsupported: true' on the model",
+                    field,
+                )
         rf = req.response_format
         if rf is not None and rf.type == "json_schema" and rf.schema is not None:
             schema: dict[str, Any] = {"schema": orjson.dumps(rf.schema).decode()}
             if rf.name:
                 schema["name"] = rf.name
-            body["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
+            body["outputConfig"] = {
+                "textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}
+            }
         if req.unmapped:
             same = req.source_dialect == DIALECT
             for path in req.unmapped:
@@ -820,8 +914,13 @@ class BedrockCodec(Codec):
                     content.append(TextPart(b["text"]))
             elif isinstance(b.get("toolUse"), dict):
                 t = b["toolUse"]
-                content.append(ToolCallPart(t.get("toolUseId") or "", t.get("name") or "",
-                                            orjson.dumps(t.get("input") or {}).decode()))
+                content.append(
+                    ToolCallPart(
+                        t.get("toolUseId") or "",
+                        t.get("name") or "",
+                        orjson.dumps(t.get("input") or {}).decode(),
+                    )
+                )
             # reasoningContent, citations: no IR equivalent in a response
         sr = body.get("stopReason")
         u = body.get("usage")
@@ -882,10 +981,12 @@ class BedrockCodec(Codec):
         etype = obj.get("__type") if isinstance(obj, dict) else None
         if not isinstance(message, str) and not isinstance(etype, str):
             text = body.decode("utf-8", "replace").strip() if body else ""
-            return GatewayError(kind_for_status(status), text[:1000] or f"upstream returned HTTP {status}",
-                                status=status)
-        return _error(etype if isinstance(etype, str) else "", message if isinstance(message, str) else None,
-                      status)
+            return GatewayError(
+                kind_for_status(status), text[:1000] or f"upstream returned HTTP {status}", status=status
+            )
+        return _error(
+            etype if isinstance(etype, str) else "", message if isinstance(message, str) else None, status
+        )
 
     def render_error(self, err: GatewayError) -> dict[str, Any]:
         name = _KIND_EXCEPTIONS.get(err.kind, "internalServerException")
@@ -906,8 +1007,10 @@ def _parse_text_format(tf: Any) -> ResponseFormat:
     try:
         schema = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise invalid("'outputConfig.textFormat.structure.jsonSchema.schema' must be a JSON schema as a string",
-                      "outputConfig.textFormat.structure.jsonSchema.schema") from None
+        raise invalid(
+            "'outputConfig.textFormat.structure.jsonSchema.schema' must be a JSON schema as a string",
+            "outputConfig.textFormat.structure.jsonSchema.schema",
+        ) from None
     if not isinstance(schema, dict):
         raise _type_error("outputConfig.textFormat.structure.jsonSchema.schema", "a JSON object schema")
     name = js.get("name")

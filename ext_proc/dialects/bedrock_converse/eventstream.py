@@ -51,8 +51,9 @@ class EventStreamReader:
         except (ParserError, KeyError, ValueError, IndexError, struct.error) as e:
             # CRC or length mismatch (ParserError); a frame with intact CRCs but an unknown
             # header type or a truncated header (the others): malformed either way.
-            raise GatewayError("api_error", f"upstream sent a malformed event-stream frame ({type(e).__name__})",
-                               status=502) from None
+            raise GatewayError(
+                "api_error", f"upstream sent a malformed event-stream frame ({type(e).__name__})", status=502
+            ) from None
         return out
 
     def close(self) -> list[SSEEvent]:
@@ -65,17 +66,27 @@ def _event(headers: dict[str, object], payload: bytes) -> SSEEvent:
     if kind == "event":
         return SSEEvent(payload.decode("utf-8", "replace"), str(headers.get(":event-type", "")))
     if kind == "exception":
-        return SSEEvent(payload.decode("utf-8", "replace") or "{}",
-                        EXCEPTION_PREFIX + str(headers.get(":exception-type", "")))
+        return SSEEvent(
+            payload.decode("utf-8", "replace") or "{}",
+            EXCEPTION_PREFIX + str(headers.get(":exception-type", "")),
+        )
     message = headers.get(":error-message")
-    return SSEEvent(orjson.dumps({"message": str(message) if message is not None else "upstream stream error"}).decode(),
-                    EXCEPTION_PREFIX + str(headers.get(":error-code", "error")))
+    return SSEEvent(
+        orjson.dumps({"message": str(message) if message is not None else "upstream stream error"}).decode(),
+        EXCEPTION_PREFIX + str(headers.get(":error-code", "error")),
+    )
 
 
 def frame(headers: dict[str, str], payload: bytes) -> bytes:
     """One event-stream message with string headers (for the codec's own encoder)."""
-    raw = b"".join(len(k.encode()).to_bytes(1, "big") + k.encode() + bytes([_STRING])
-                   + len(v.encode()).to_bytes(2, "big") + v.encode() for k, v in headers.items())
+    raw = b"".join(
+        len(k.encode()).to_bytes(1, "big")
+        + k.encode()
+        + bytes([_STRING])
+        + len(v.encode()).to_bytes(2, "big")
+        + v.encode()
+        for k, v in headers.items()
+    )
     prelude = struct.pack(">II", 12 + len(raw) + len(payload) + 4, len(raw))
     prelude += struct.pack(">I", crc32(prelude))
     message = prelude + raw + payload
@@ -83,12 +94,20 @@ def frame(headers: dict[str, str], payload: bytes) -> bytes:
 
 
 def event_frame(event_type: str, payload: bytes) -> bytes:
-    return frame({":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}, payload)
+    return frame(
+        {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}, payload
+    )
 
 
 def exception_frame(exception_type: str, message: str) -> bytes:
-    return frame({":exception-type": exception_type, ":content-type": "application/json",
-                  ":message-type": "exception"}, orjson.dumps({"message": message}))
+    return frame(
+        {
+            ":exception-type": exception_type,
+            ":content-type": "application/json",
+            ":message-type": "exception",
+        },
+        orjson.dumps({"message": message}),
+    )
 
 
 EVENT_STREAM = StreamFraming(CONTENT_TYPE, EventStreamReader)

@@ -24,32 +24,56 @@ class Gemini(Dialect):
     credential_header_names: tuple[str, ...] = ("x-goog-api-key",)
     provider_response_headers = ("x-goog-api-client",)
     turn_keys = ("contents",)
-    setting_keys = frozenset({"model", "role", "type", "generationConfig", "generation_config", "safetySettings",
-                              "safety_settings"})
+    setting_keys = frozenset(
+        {
+            "model",
+            "role",
+            "type",
+            "generationConfig",
+            "generation_config",
+            "safetySettings",
+            "safety_settings",
+        }
+    )
     media_keys = frozenset({"inline_data", "inlineData", "file_data", "fileData"})
 
-    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+    def match(
+        self, method: str, path: str, query_key: str | None, headers: dict[str, str]
+    ) -> ClientCall | None:
         for prefix in PREFIXES:
             if not path.startswith(prefix):
                 continue
-            rest = unquote(path[len(prefix):].lstrip("/"))
+            rest = unquote(path[len(prefix) :].lstrip("/"))
             if prefix == "/v1/models" and ":" not in rest and not self.claims(headers) and query_key is None:
                 return None  # the other dialects' GET /v1/models
             if ":" in rest:
                 model, _, verb = rest.rpartition(":")
                 if method == "POST" and verb in VERBS:
-                    return ClientCall(self.name, "chat", model=model, stream=verb == "streamGenerateContent",
-                                      query_key=query_key)
+                    return ClientCall(
+                        self.name,
+                        "chat",
+                        model=model,
+                        stream=verb == "streamGenerateContent",
+                        query_key=query_key,
+                    )
                 return ClientCall(self.name, "unknown", model=model, query_key=query_key)
             if method == "GET":
-                return ClientCall(self.name, "get_model" if rest else "list_models", model=rest or None,
-                                  query_key=query_key)
+                return ClientCall(
+                    self.name, "get_model" if rest else "list_models", model=rest or None, query_key=query_key
+                )
             return ClientCall(self.name, "unknown", query_key=query_key)
         return None
 
     def model_listing(self, models: list[str], one: str | None = None) -> dict[str, Any]:
-        items = [{"name": f"models/{m}", "displayName": m, "description": "served by llm-gateway",
-                  "supportedGenerationMethods": sorted(VERBS)} for m in models]
+        items = [
+            {
+                "name": f"models/{m}",
+                "displayName": m,
+                "description": "served by llm-gateway",
+                "supportedGenerationMethods": sorted(VERBS),
+            }
+            for m in models
+        ]
         return items[0] if one is not None else {"models": items}
 
     def request_model(self, call: ClientCall, body: dict[str, Any]) -> Any:
@@ -62,8 +86,10 @@ class Gemini(Dialect):
         gen = body.get("generationConfig") or body.get("generation_config")
         if not isinstance(gen, dict):
             return None, None
-        return (gen.get("maxOutputTokens") or gen.get("max_output_tokens"),
-                gen.get("candidateCount") or gen.get("candidate_count"))
+        return (
+            gen.get("maxOutputTokens") or gen.get("max_output_tokens"),
+            gen.get("candidateCount") or gen.get("candidate_count"),
+        )
 
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"x-goog-api-key": key}

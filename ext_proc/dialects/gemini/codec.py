@@ -74,10 +74,22 @@ DIALECT = "gemini"
 
 _TOP_HANDLED = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
 _TOP_IGNORED = frozenset({"labels", "serviceTier", "store", "model"})
-_GEN_HANDLED = frozenset({
-    "temperature", "topP", "topK", "maxOutputTokens", "stopSequences", "seed", "presencePenalty",
-    "frequencyPenalty", "candidateCount", "responseMimeType", "responseSchema", "responseJsonSchema",
-})
+_GEN_HANDLED = frozenset(
+    {
+        "temperature",
+        "topP",
+        "topK",
+        "maxOutputTokens",
+        "stopSequences",
+        "seed",
+        "presencePenalty",
+        "frequencyPenalty",
+        "candidateCount",
+        "responseMimeType",
+        "responseSchema",
+        "responseJsonSchema",
+    }
+)
 
 FINISH_TO_IR: dict[str, StopReason] = {
     "STOP": "end_turn",  # or tool_use when the candidate holds function calls
@@ -133,8 +145,14 @@ _STATUS_KINDS: dict[str, str] = {
 _CONTEXT_HINTS = ("exceeds the maximum number of tokens", "input token count", "context window")
 
 _MIME_BY_EXT = {
-    "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp",
-    "heic": "image/heic", "heif": "image/heif", "bmp": "image/bmp",
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "heic": "image/heic",
+    "heif": "image/heif",
+    "bmp": "image/bmp",
 }
 
 _STREAM_CUT = "upstream stream ended unexpectedly"
@@ -211,7 +229,7 @@ def guess_mime(url: str) -> str:
     path = url.split("?", 1)[0].split("#", 1)[0]
     dot = path.rfind(".")
     if dot > path.rfind("/"):
-        return _MIME_BY_EXT.get(path[dot + 1:].lower(), "image/jpeg")
+        return _MIME_BY_EXT.get(path[dot + 1 :].lower(), "image/jpeg")
     return "image/jpeg"
 
 
@@ -240,7 +258,9 @@ def _parse_media(blob: Any, path: str, is_file: bool, unmapped: list[str]) -> Im
         unmapped.append(path)  # audio, video, PDF...: the IR carries images only
         return None
     if is_file:
-        return ImagePart(media_type=mime, url=_nonempty_str(_g(blob, "fileUri", "file_uri"), f"{path}.fileUri"))
+        return ImagePart(
+            media_type=mime, url=_nonempty_str(_g(blob, "fileUri", "file_uri"), f"{path}.fileUri")
+        )
     if mime is None:
         raise _type_error(f"{path}.mimeType", "a string")
     return ImagePart(media_type=mime, data=_nonempty_str(blob.get("data"), f"{path}.data"))
@@ -303,8 +323,10 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 if not (rid and call_names.get(rid) == name):
                     waiting = pending.get(name)
                     if not waiting:
-                        raise invalid(f"'{fpath}' does not match any preceding functionCall named '{name}'",
-                                      f"{fpath}.name")
+                        raise invalid(
+                            f"'{fpath}' does not match any preceding functionCall named '{name}'",
+                            f"{fpath}.name",
+                        )
                     rid = waiting[0]
                 waiting = pending.get(name)
                 if waiting and rid in waiting:
@@ -315,7 +337,9 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 if response is not None and not isinstance(response, dict):
                     raise _type_error(f"{fpath}.response", "an object")
                 text, is_error = _result_text(response)
-                append_part(out, "tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error))
+                append_part(
+                    out, "tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error)
+                )
                 continue
             blob = _g(p, "inlineData", "inline_data")
             if blob is not None:
@@ -394,8 +418,10 @@ def _parse_tool_config(tc: Any, unmapped: list[str], values: dict[str, Any]) -> 
             values["toolConfig.functionCallingConfig.mode"] = mode
             choice = ToolChoice("auto")
         else:
-            raise invalid("'toolConfig.functionCallingConfig.mode' must be AUTO, ANY or NONE",
-                          "toolConfig.functionCallingConfig.mode")
+            raise invalid(
+                "'toolConfig.functionCallingConfig.mode' must be AUTO, ANY or NONE",
+                "toolConfig.functionCallingConfig.mode",
+            )
         if len(names) > 1 or (names and mode != "ANY"):
             # A subset of allowed tools has no IR equivalent.
             unmapped.append("toolConfig.functionCallingConfig.allowedFunctionNames")
@@ -440,9 +466,13 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
         raise _type_error(p + "responseJsonSchema", "an object")
     if mime is None or mime == "text/plain":
         if js is not None:
-            raise invalid("a response schema requires responseMimeType 'application/json'", p + "responseMimeType")
+            raise invalid(
+                "a response schema requires responseMimeType 'application/json'", p + "responseMimeType"
+            )
     elif mime == "application/json":
-        req.response_format = ResponseFormat("json_schema", js) if js is not None else ResponseFormat("json_object")
+        req.response_format = (
+            ResponseFormat("json_schema", js) if js is not None else ResponseFormat("json_object")
+        )
     else:
         unmapped.append(p + "responseMimeType")  # text/x.enum...
         values[p + "responseMimeType"] = mime
@@ -486,9 +516,15 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 names[p.id] = p.name
-                parts.append({"functionCall": {
-                    "id": p.id, "name": p.name,
-                    "args": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments")}})
+                parts.append(
+                    {
+                        "functionCall": {
+                            "id": p.id,
+                            "name": p.name,
+                            "args": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments"),
+                        }
+                    }
+                )
             else:
                 if target == "model":
                     if drop:
@@ -496,8 +532,10 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 name = p.name or names.get(p.tool_call_id)
                 if name is None:
-                    raise invalid(f"tool result '{p.tool_call_id}' does not match any preceding tool call",
-                                  f"messages[{i}].content[{j}].tool_call_id")
+                    raise invalid(
+                        f"tool result '{p.tool_call_id}' does not match any preceding tool call",
+                        f"messages[{i}].content[{j}].tool_call_id",
+                    )
                 texts: list[str] = []
                 for k, c in enumerate(p.content):
                     if isinstance(c, TextPart):
@@ -505,9 +543,15 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     elif not drop:  # functionResponse.response is a JSON object: no images
                         raise unsupported(f"messages[{i}].content[{j}].content[{k}]", DIALECT)
                 text = "\n".join(texts)
-                results.append({"functionResponse": {
-                    "id": p.tool_call_id, "name": name,
-                    "response": {"error": text} if p.is_error else {"result": text}}})
+                results.append(
+                    {
+                        "functionResponse": {
+                            "id": p.tool_call_id,
+                            "name": name,
+                            "response": {"error": text} if p.is_error else {"result": text},
+                        }
+                    }
+                )
     if role:
         out.append({"role": role, "parts": results + parts})
     return out
@@ -524,14 +568,19 @@ def usage_from_gemini(u: Any, path: str = "usageMetadata") -> Usage:
     def count(key: str) -> int:
         return _count(u.get(key), f"{path}.{key}")
 
-    return Usage(count("promptTokenCount") + count("toolUsePromptTokenCount"),
-                 count("candidatesTokenCount") + count("thoughtsTokenCount"),
-                 count("cachedContentTokenCount"))
+    return Usage(
+        count("promptTokenCount") + count("toolUsePromptTokenCount"),
+        count("candidatesTokenCount") + count("thoughtsTokenCount"),
+        count("cachedContentTokenCount"),
+    )
 
 
 def usage_to_gemini(u: Usage) -> dict[str, Any]:
-    out = {"promptTokenCount": u.input_tokens, "candidatesTokenCount": u.output_tokens,
-           "totalTokenCount": u.input_tokens + u.output_tokens}
+    out = {
+        "promptTokenCount": u.input_tokens,
+        "candidatesTokenCount": u.output_tokens,
+        "totalTokenCount": u.input_tokens + u.output_tokens,
+    }
     if u.cached_input_tokens:
         out["cachedContentTokenCount"] = u.cached_input_tokens
     return out
@@ -564,10 +613,15 @@ def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCal
         if fc is not None:
             fc = _a_obj(fc, f"{ppath}.functionCall")
             has_call = True
-            content.append(ToolCallPart(_a_str(fc.get("id"), f"{ppath}.functionCall.id") or _new_call_id(),
-                                        _a_str(fc.get("name"), f"{ppath}.functionCall.name"),
-                                        _a_json(_a_obj(fc.get("args"), f"{ppath}.functionCall.args"),
-                                                f"{ppath}.functionCall.args")))
+            content.append(
+                ToolCallPart(
+                    _a_str(fc.get("id"), f"{ppath}.functionCall.id") or _new_call_id(),
+                    _a_str(fc.get("name"), f"{ppath}.functionCall.name"),
+                    _a_json(
+                        _a_obj(fc.get("args"), f"{ppath}.functionCall.args"), f"{ppath}.functionCall.args"
+                    ),
+                )
+            )
     return _a_str(cand.get("finishReason"), f"{path}.finishReason") or None, content, has_call
 
 
@@ -616,7 +670,9 @@ class GeminiStreamDecoder(StreamDecoder):
             obj = orjson.loads(event.data)
         except orjson.JSONDecodeError:
             self._done = True
-            return [StreamError(GatewayError("api_error", "upstream sent a malformed stream chunk", status=502))]
+            return [
+                StreamError(GatewayError("api_error", "upstream sent a malformed stream chunk", status=502))
+            ]
         if isinstance(obj, list) and obj:  # a JSON-array stream element
             obj = obj[0]
         out: list[StreamEvent] = []
@@ -639,10 +695,15 @@ class GeminiStreamDecoder(StreamDecoder):
             self._usage = usage_from_gemini(um)
         if not self._started:
             self._started = True
-            out.append(MessageStart(_a_str(obj.get("responseId"), "responseId") or f"gen-{uuid.uuid4().hex}",
-                                    _a_str(obj.get("modelVersion"), "modelVersion"),
-                                    Usage(self._usage.input_tokens, 0, self._usage.cached_input_tokens)
-                                    if self._usage else Usage()))
+            out.append(
+                MessageStart(
+                    _a_str(obj.get("responseId"), "responseId") or f"gen-{uuid.uuid4().hex}",
+                    _a_str(obj.get("modelVersion"), "modelVersion"),
+                    Usage(self._usage.input_tokens, 0, self._usage.cached_input_tokens)
+                    if self._usage
+                    else Usage(),
+                )
+            )
         finish, content, has_call = _candidate(obj)
         for part in content:
             if isinstance(part, TextPart):
@@ -693,13 +754,19 @@ class GeminiStreamEncoder(StreamEncoder):
         self._done = False
 
     def _set_id(self, rid: str) -> None:
-        self._tail = (b',"modelVersion":' + orjson.dumps(self._model) + b',"responseId":' + orjson.dumps(rid)
-                      + b"}\n\n")
+        self._tail = (
+            b',"modelVersion":' + orjson.dumps(self._model) + b',"responseId":' + orjson.dumps(rid) + b"}\n\n"
+        )
 
     def _chunk(self, part: bytes) -> bytes:
         if not self._tail:
             self._set_id(f"gen-{uuid.uuid4().hex}")
-        return b'data: {"candidates":[{"content":{"parts":[' + part + b'],"role":"model"},"index":0}]' + self._tail
+        return (
+            b'data: {"candidates":[{"content":{"parts":['
+            + part
+            + b'],"role":"model"},"index":0}]'
+            + self._tail
+        )
 
     def encode(self, event: StreamEvent) -> bytes:
         if self._done:
@@ -721,8 +788,9 @@ class GeminiStreamEncoder(StreamEncoder):
             try:
                 args = _args_object("".join(buf[2:]), "functionCall.args")
             except GatewayError as e:
-                return self.encode(StreamError(GatewayError("api_error", f"upstream returned {e.message}",
-                                                            status=502)))
+                return self.encode(
+                    StreamError(GatewayError("api_error", f"upstream returned {e.message}", status=502))
+                )
             return self._chunk(orjson.dumps({"functionCall": {"id": buf[0], "name": buf[1], "args": args}}))
         if isinstance(event, MessageStart):
             self._set_id(event.id)
@@ -732,9 +800,13 @@ class GeminiStreamEncoder(StreamEncoder):
                 self._set_id(f"gen-{uuid.uuid4().hex}")
             self._done = True  # the finishReason chunk is Gemini's last
             finish = IR_TO_FINISH.get(event.stop_reason or "end_turn", "OTHER")
-            return (b'data: {"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"'
-                    + finish.encode() + b'","index":0}],"usageMetadata":'
-                    + orjson.dumps(usage_to_gemini(event.usage or Usage())) + self._tail)
+            return (
+                b'data: {"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"'
+                + finish.encode()
+                + b'","index":0}],"usageMetadata":'
+                + orjson.dumps(usage_to_gemini(event.usage or Usage()))
+                + self._tail
+            )
         if isinstance(event, MessageStop):
             self._done = True
             return b""
@@ -758,12 +830,15 @@ class GeminiCodec(Codec):
         "response_format": "generationConfig.responseMimeType",
     }
 
-    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
-                      path_stream: bool = False) -> ChatRequest:
+    def parse_request(
+        self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
+    ) -> ChatRequest:
         if not isinstance(body, dict):
             raise invalid("the request body must be a JSON object")
         if not path_model:
-            raise invalid("the model must be given in the path: /v1beta/models/{model}:generateContent", "model")
+            raise invalid(
+                "the model must be given in the path: /v1beta/models/{model}:generateContent", "model"
+            )
         model = path_model[7:] if path_model.startswith("models/") else path_model
         unmapped: list[str] = []
         values: dict[str, Any] = {}
@@ -800,8 +875,14 @@ class GeminiCodec(Codec):
         _parse_generation_config(_g(body, "generationConfig", "generation_config"), req, unmapped, values)
         return req
 
-    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
-                      drop_unsupported: bool = False) -> dict[str, Any]:
+    def build_request(
+        self,
+        req: ChatRequest,
+        upstream_model: str,
+        *,
+        default_max_tokens: int,
+        drop_unsupported: bool = False,
+    ) -> dict[str, Any]:
         drop = drop_unsupported
         if not drop:
             if req.user is not None:
@@ -840,10 +921,16 @@ class GeminiCodec(Codec):
         if gc:
             body["generationConfig"] = gc
         if req.tools:
-            body["tools"] = [{"functionDeclarations": [
-                {"name": t.name, "description": t.description, "parametersJsonSchema": t.parameters}
-                if t.description is not None else {"name": t.name, "parametersJsonSchema": t.parameters}
-                for t in req.tools]}]
+            body["tools"] = [
+                {
+                    "functionDeclarations": [
+                        {"name": t.name, "description": t.description, "parametersJsonSchema": t.parameters}
+                        if t.description is not None
+                        else {"name": t.name, "parametersJsonSchema": t.parameters}
+                        for t in req.tools
+                    ]
+                }
+            ]
         tc = req.tool_choice
         if tc is not None:
             fcc: dict[str, Any] = {"mode": {"auto": "AUTO", "none": "NONE"}.get(tc.mode, "ANY")}
@@ -901,8 +988,13 @@ class GeminiCodec(Codec):
                     raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
                 parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
         return {
-            "candidates": [{"content": {"parts": parts, "role": "model"},
-                            "finishReason": IR_TO_FINISH.get(resp.stop_reason, "OTHER"), "index": 0}],
+            "candidates": [
+                {
+                    "content": {"parts": parts, "role": "model"},
+                    "finishReason": IR_TO_FINISH.get(resp.stop_reason, "OTHER"),
+                    "index": 0,
+                }
+            ],
             "usageMetadata": usage_to_gemini(resp.usage),
             "modelVersion": resp.model,
             "responseId": resp.id,
@@ -933,12 +1025,18 @@ class GeminiCodec(Codec):
         if isinstance(err, dict):
             return _error_from_obj(err, status)
         text = body.decode("utf-8", "replace").strip() if body else ""
-        return GatewayError(kind_for_status(status), text[:1000] or f"upstream returned HTTP {status}",
-                            status=status)
+        return GatewayError(
+            kind_for_status(status), text[:1000] or f"upstream returned HTTP {status}", status=status
+        )
 
     def render_error(self, err: GatewayError) -> dict[str, Any]:
-        return {"error": {"code": err.status, "message": err.message,
-                          "status": _CANONICAL.get(err.kind, "INTERNAL")}}
+        return {
+            "error": {
+                "code": err.status,
+                "message": err.message,
+                "status": _CANONICAL.get(err.kind, "INTERNAL"),
+            }
+        }
 
     def error_status(self, err: GatewayError) -> int:
         """HTTP status to send with ``render_error`` (Gemini keeps the error's own)."""

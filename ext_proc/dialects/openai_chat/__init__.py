@@ -26,22 +26,46 @@ class OpenAIChat(Dialect):
     auth_hint = "send it as 'Authorization: Bearer <key>'"
     credential_header_names: tuple[str, ...] = ("authorization",)
     provider_response_headers: tuple[str, ...] = (
-        "openai-organization", "openai-project", "openai-version", "openai-processing-ms",
-        "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
-        "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+        "openai-organization",
+        "openai-project",
+        "openai-version",
+        "openai-processing-ms",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-reset-tokens",
     )
     custom_path = True
     turn_keys = ("messages",)
-    setting_keys = frozenset({"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n",
-                              "temperature", "top_p", "seed", "metadata", "user", "role", "type"})
+    setting_keys = frozenset(
+        {
+            "model",
+            "stream",
+            "stream_options",
+            "max_tokens",
+            "max_completion_tokens",
+            "n",
+            "temperature",
+            "top_p",
+            "seed",
+            "metadata",
+            "user",
+            "role",
+            "type",
+        }
+    )
     media_keys = frozenset({"image_url", "input_audio", "file"})
 
-    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+    def match(
+        self, method: str, path: str, query_key: str | None, headers: dict[str, str]
+    ) -> ClientCall | None:
         if path in CHAT_PATHS:
             return ClientCall(self.name, "chat" if method == "POST" else "unknown")
         if path.startswith(MODELS_PATH):
             # Shared with other dialects; this one is the default when no header claims it.
-            rest = path[len(MODELS_PATH):].lstrip("/")
+            rest = path[len(MODELS_PATH) :].lstrip("/")
             if method != "GET":
                 return ClientCall(self.name, "unknown")
             return ClientCall(self.name, "get_model" if rest else "list_models", model=rest or None)
@@ -68,14 +92,18 @@ class OpenAIChat(Dialect):
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"}
 
-    def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
+    def passthrough_body(
+        self, body: dict[str, Any], upstream_model: str, stream: bool
+    ) -> dict[str, Any] | None:
         out = super().passthrough_body(body, upstream_model, stream)
         if stream and self.strips_added_usage(body):
             # Usage is needed for accounting; the extra chunk is removed from the client's stream.
             base = out if out is not None else body
             options = base.get("stream_options")
-            out = {**base, "stream_options": {**(options if isinstance(options, dict) else {}),
-                                               "include_usage": True}}
+            out = {
+                **base,
+                "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
+            }
         return out
 
     def strips_added_usage(self, body: dict[str, Any] | None) -> bool:

@@ -75,11 +75,29 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logit_bias": ({},),
     "top_logprobs": (0,),
 }
-_HANDLED = frozenset({
-    "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
-    "presence_penalty", "frequency_penalty", "n", "response_format", "user", "stream", "stream_options",
-    "tools", "tool_choice", "parallel_tool_calls", "reasoning_effort",
-})
+_HANDLED = frozenset(
+    {
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "n",
+        "response_format",
+        "user",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "reasoning_effort",
+    }
+)
 
 FINISH_TO_IR: dict[str, StopReason] = {
     "stop": "end_turn",  # a matched stop sequence also reports "stop": indistinguishable
@@ -162,9 +180,10 @@ def _parse_image(part: dict[str, Any], path: str) -> ImagePart:
         comma = url.find(",")
         header = url[5:comma].split(";") if comma > 0 else []
         if "base64" not in header[1:]:
-            raise invalid(f"'{path}.image_url.url' must be an http(s) URL or a base64 data URL",
-                          f"{path}.image_url.url")
-        return ImagePart(media_type=header[0] or None, data=url[comma + 1:])
+            raise invalid(
+                f"'{path}.image_url.url' must be an http(s) URL or a base64 data URL", f"{path}.image_url.url"
+            )
+        return ImagePart(media_type=header[0] or None, data=url[comma + 1 :])
     return ImagePart(url=url)
 
 
@@ -254,7 +273,9 @@ def _parse_response_format(rf: Any) -> ResponseFormat | None:
         if schema is not None and not isinstance(schema, dict):
             raise _type_error("response_format.json_schema.schema", "an object")
         return ResponseFormat("json_schema", schema, _opt_str(js, "name", "response_format.json_schema.name"))
-    raise invalid("'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format.type")
+    raise invalid(
+        "'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format.type"
+    )
 
 
 def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) -> list[Message]:
@@ -291,16 +312,20 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
             tcid = _nonempty_str(m.get("tool_call_id"), f"{path}.tool_call_id")
             name = call_names.get(tcid)
             if name is None:
-                raise invalid(f"'{path}.tool_call_id' does not match any preceding assistant tool call",
-                              f"{path}.tool_call_id")
+                raise invalid(
+                    f"'{path}.tool_call_id' does not match any preceding assistant tool call",
+                    f"{path}.tool_call_id",
+                )
             result = ToolResultPart(tcid, _content_parts(content, path, unmapped, images=False), name)
             append_part(out, "tool", result)
         elif role == "function":
-            raise invalid(f"'{path}.role': the deprecated 'function' role is not supported; use 'tool'",
-                          f"{path}.role")
+            raise invalid(
+                f"'{path}.role': the deprecated 'function' role is not supported; use 'tool'", f"{path}.role"
+            )
         else:
-            raise invalid(f"'{path}.role' must be one of system, developer, user, assistant, tool",
-                          f"{path}.role")
+            raise invalid(
+                f"'{path}.role' must be one of system, developer, user, assistant, tool", f"{path}.role"
+            )
     return out
 
 
@@ -353,8 +378,13 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     elif not drop:  # tool messages carry text only
                         raise unsupported(f"messages[{i}].content[{j}].content[{k}]", DIALECT)
                 # is_error has no OpenAI field; the result text itself says what failed.
-                out.append({"role": "tool", "tool_call_id": p.tool_call_id,
-                            "content": _text_content(texts) if texts else ""})
+                out.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": p.tool_call_id,
+                        "content": _text_content(texts) if texts else "",
+                    }
+                )
             continue
         if m.role == "user":
             parts: list[dict[str, Any]] = []
@@ -367,9 +397,15 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     parts.append({"type": "image_url", "image_url": {"url": _image_url(p)}})
                 elif isinstance(p, FilePart) and p.data is not None:  # a "file" part takes inline data only
                     only_text = False
-                    parts.append({"type": "file", "file": {
-                        "filename": p.filename or "file",
-                        "file_data": f"data:{p.media_type or 'application/pdf'};base64,{p.data}"}})
+                    parts.append(
+                        {
+                            "type": "file",
+                            "file": {
+                                "filename": p.filename or "file",
+                                "file_data": f"data:{p.media_type or 'application/pdf'};base64,{p.data}",
+                            },
+                        }
+                    )
                 elif not drop:
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
             if only_text and len(parts) == 1:
@@ -383,8 +419,9 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
             if isinstance(p, TextPart):
                 texts.append(p.text)
             elif isinstance(p, ToolCallPart):
-                calls.append({"id": p.id, "type": "function",
-                              "function": {"name": p.name, "arguments": p.arguments}})
+                calls.append(
+                    {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+                )
             elif not drop:  # assistant images / stray tool results
                 raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
         msg: dict[str, Any] = {"role": "assistant", "content": _text_content(texts) if texts else None}
@@ -404,8 +441,11 @@ def usage_from_openai(u: Any, path: str = "usage") -> Usage:
     cached = _count(details.get("cached_tokens"), f"{path}.prompt_tokens_details.cached_tokens")
     if not cached and u.get("prompt_cache_hit_tokens") is not None:
         cached = _count(u.get("prompt_cache_hit_tokens"), f"{path}.prompt_cache_hit_tokens")  # DeepSeek's
-    return Usage(_count(u.get("prompt_tokens"), f"{path}.prompt_tokens"),
-                 _count(u.get("completion_tokens"), f"{path}.completion_tokens"), cached)
+    return Usage(
+        _count(u.get("prompt_tokens"), f"{path}.prompt_tokens"),
+        _count(u.get("completion_tokens"), f"{path}.completion_tokens"),
+        cached,
+    )
 
 
 def usage_to_openai(u: Usage) -> dict[str, Any]:
@@ -524,7 +564,9 @@ class OpenAIStreamDecoder(StreamDecoder):
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             self._done = True
-            return [StreamError(GatewayError("api_error", "upstream sent a malformed stream chunk", status=502))]
+            return [
+                StreamError(GatewayError("api_error", "upstream sent a malformed stream chunk", status=502))
+            ]
         if not isinstance(obj, dict):
             self._done = True
             return [StreamError(_bad_answer("chunk", "an object"))]
@@ -533,8 +575,15 @@ class OpenAIStreamDecoder(StreamDecoder):
             self._done = True
             message, etype, code, _ = _error_fields(obj)
             kind = _error_kind(code, message or "", _stream_error_kind(etype, code))
-            return [StreamError(GatewayError(kind, message or "upstream stream error",  # type: ignore[arg-type]
-                                             status=DEFAULT_STATUS[kind]))]
+            return [
+                StreamError(
+                    GatewayError(
+                        kind,  # type: ignore[arg-type]
+                        message or "upstream stream error",
+                        status=DEFAULT_STATUS[kind],
+                    )
+                )
+            ]
         out = []
         try:
             self._chunk(out, obj)
@@ -617,8 +666,14 @@ class OpenAIStreamDecoder(StreamDecoder):
                 self._open = block
                 self._open_text = False
                 tcid = _a_str(tc.get("id"), f"{tpath}.id")
-                out.append(BlockStart(block, "tool_call", tcid or f"call_{uuid.uuid4().hex[:24]}",
-                                      _a_str(fn.get("name"), f"{tpath}.function.name")))
+                out.append(
+                    BlockStart(
+                        block,
+                        "tool_call",
+                        tcid or f"call_{uuid.uuid4().hex[:24]}",
+                        _a_str(fn.get("name"), f"{tpath}.function.name"),
+                    )
+                )
             if args:
                 # A fragment for an earlier, already closed call (interleaved
                 # parallel calls) keeps its own block index.
@@ -641,14 +696,27 @@ class OpenAIStreamEncoder(StreamEncoder):
         self._done = False
 
     def _begin(self, rid: str) -> None:
-        self._head = (b'data: {"id":' + orjson.dumps(rid) + b',"object":"chat.completion.chunk","created":'
-                      + str(int(time.time())).encode() + b',"model":' + orjson.dumps(self._model) + b",")
+        self._head = (
+            b'data: {"id":'
+            + orjson.dumps(rid)
+            + b',"object":"chat.completion.chunk","created":'
+            + str(int(time.time())).encode()
+            + b',"model":'
+            + orjson.dumps(self._model)
+            + b","
+        )
 
     def _chunk(self, delta: bytes, finish: bytes = b"null") -> bytes:
         if not self._head:
             self._begin(f"chatcmpl-{uuid.uuid4().hex}")
-        return (self._head + b'"choices":[{"index":0,"delta":' + delta
-                + b',"logprobs":null,"finish_reason":' + finish + b"}]}\n\n")
+        return (
+            self._head
+            + b'"choices":[{"index":0,"delta":'
+            + delta
+            + b',"logprobs":null,"finish_reason":'
+            + finish
+            + b"}]}\n\n"
+        )
 
     def encode(self, event: StreamEvent) -> bytes:
         if self._done:
@@ -657,15 +725,31 @@ class OpenAIStreamEncoder(StreamEncoder):
             tc = self._tools.get(event.index)
             if tc is None:
                 return self._chunk(b'{"content":' + orjson.dumps(event.text) + b"}")
-            return self._chunk(b'{"tool_calls":[{"index":' + str(tc).encode()
-                               + b',"function":{"arguments":' + orjson.dumps(event.text) + b"}}]}")
+            return self._chunk(
+                b'{"tool_calls":[{"index":'
+                + str(tc).encode()
+                + b',"function":{"arguments":'
+                + orjson.dumps(event.text)
+                + b"}}]}"
+            )
         if isinstance(event, BlockStart):
             if event.kind != "tool_call":
                 return b""
             tc = self._tools[event.index] = len(self._tools)
-            return self._chunk(orjson.dumps({"tool_calls": [{
-                "index": tc, "id": event.tool_call_id, "type": "function",
-                "function": {"name": event.tool_name, "arguments": ""}}]}))
+            return self._chunk(
+                orjson.dumps(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": tc,
+                                "id": event.tool_call_id,
+                                "type": "function",
+                                "function": {"name": event.tool_name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
         if isinstance(event, BlockStop):
             return b""
         if isinstance(event, MessageStart):
@@ -683,8 +767,12 @@ class OpenAIStreamEncoder(StreamEncoder):
             self._done = True
             out = b"" if self._finished else self._chunk(b"{}", b'"stop"')
             if self._include_usage:
-                out += (self._head + b'"choices":[],"usage":'
-                        + orjson.dumps(usage_to_openai(self._usage or Usage())) + b"}\n\n")
+                out += (
+                    self._head
+                    + b'"choices":[],"usage":'
+                    + orjson.dumps(usage_to_openai(self._usage or Usage()))
+                    + b"}\n\n"
+                )
             return out + b"data: [DONE]\n\n"
         if isinstance(event, StreamError):
             self._done = True
@@ -698,8 +786,9 @@ class OpenAIStreamEncoder(StreamEncoder):
 class OpenAICodec(Codec):
     dialect = DIALECT
 
-    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
-                      path_stream: bool = False) -> ChatRequest:
+    def parse_request(
+        self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
+    ) -> ChatRequest:
         if not isinstance(body, dict):
             raise invalid("the request body must be a JSON object")
         model = _nonempty_str(body.get("model"), "model")
@@ -758,8 +847,14 @@ class OpenAICodec(Codec):
             unmapped_values=values,
         )
 
-    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
-                      drop_unsupported: bool = False) -> dict[str, Any]:
+    def build_request(
+        self,
+        req: ChatRequest,
+        upstream_model: str,
+        *,
+        default_max_tokens: int,
+        drop_unsupported: bool = False,
+    ) -> dict[str, Any]:
         drop = drop_unsupported
         if req.top_k is not None and not drop:
             raise unsupported(client_field(req, "top_k"), DIALECT)
@@ -796,15 +891,21 @@ class OpenAICodec(Codec):
             body["user"] = req.user
         if req.tools:
             body["tools"] = [
-                {"type": "function", "function": (
-                    {"name": t.name, "description": t.description, "parameters": t.parameters}
-                    if t.description is not None else {"name": t.name, "parameters": t.parameters})}
+                {
+                    "type": "function",
+                    "function": (
+                        {"name": t.name, "description": t.description, "parameters": t.parameters}
+                        if t.description is not None
+                        else {"name": t.name, "parameters": t.parameters}
+                    ),
+                }
                 for t in req.tools
             ]
         tc = req.tool_choice
         if tc is not None:
-            body["tool_choice"] = ({"type": "function", "function": {"name": tc.name}}
-                                   if tc.mode == "tool" else tc.mode)
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": tc.name}} if tc.mode == "tool" else tc.mode
+            )
         if req.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = req.parallel_tool_calls
         if req.stream:
@@ -847,15 +948,23 @@ class OpenAICodec(Codec):
         refusal = _a_str(msg.get("refusal"), "choices[0].message.refusal")
         for j, (tpath, tc) in enumerate(_a_objects(msg.get("tool_calls"), "choices[0].message.tool_calls")):
             fn = _a_obj(tc.get("function"), f"{tpath}.function")
-            content.append(ToolCallPart(_a_str(tc.get("id"), f"{tpath}.id") or f"call_{j}",
-                                        _a_str(fn.get("name"), f"{tpath}.function.name"),
-                                        _a_str(fn.get("arguments"), f"{tpath}.function.arguments") or "{}"))
+            content.append(
+                ToolCallPart(
+                    _a_str(tc.get("id"), f"{tpath}.id") or f"call_{j}",
+                    _a_str(fn.get("name"), f"{tpath}.function.name"),
+                    _a_str(fn.get("arguments"), f"{tpath}.function.arguments") or "{}",
+                )
+            )
         fc = msg.get("function_call")
         if fc is not None:
             fc = _a_obj(fc, "choices[0].message.function_call")
-            content.append(ToolCallPart("call_0", _a_str(fc.get("name"), "choices[0].message.function_call.name"),
-                                        _a_str(fc.get("arguments"), "choices[0].message.function_call.arguments")
-                                        or "{}"))
+            content.append(
+                ToolCallPart(
+                    "call_0",
+                    _a_str(fc.get("name"), "choices[0].message.function_call.name"),
+                    _a_str(fc.get("arguments"), "choices[0].message.function_call.arguments") or "{}",
+                )
+            )
         stop = FINISH_TO_IR.get(_a_str(choice.get("finish_reason"), "choices[0].finish_reason"), "other")
         if refusal:
             content.append(TextPart(refusal))
@@ -876,11 +985,15 @@ class OpenAICodec(Codec):
             if isinstance(p, TextPart):
                 texts.append(p.text)
             else:
-                calls.append({"id": p.id, "type": "function",
-                              "function": {"name": p.name, "arguments": p.arguments}})
+                calls.append(
+                    {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+                )
         # Several text blocks (e.g. split by citations) are one string in OpenAI.
-        msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None,
-                               "refusal": None}
+        msg: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(texts) if texts else None,
+            "refusal": None,
+        }
         if calls:
             msg["tool_calls"] = calls
         return {
@@ -888,8 +1001,14 @@ class OpenAICodec(Codec):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": resp.model,
-            "choices": [{"index": 0, "message": msg, "logprobs": None,
-                         "finish_reason": IR_TO_FINISH.get(resp.stop_reason, "stop")}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": msg,
+                    "logprobs": None,
+                    "finish_reason": IR_TO_FINISH.get(resp.stop_reason, "stop"),
+                }
+            ],
             "usage": usage_to_openai(resp.usage),
         }
 
@@ -917,8 +1036,12 @@ class OpenAICodec(Codec):
             text = body.decode("utf-8", "replace").strip() if body else ""
             message = text[:1000] if text else f"upstream returned HTTP {status}"
         kind = _error_kind(code, message, kind_for_status(status))
-        return GatewayError(kind, message, status=status,  # type: ignore[arg-type]
-                            param=param if isinstance(param, str) else None)
+        return GatewayError(
+            kind,  # type: ignore[arg-type]
+            message,
+            status=status,
+            param=param if isinstance(param, str) else None,
+        )
 
     def render_error(self, err: GatewayError) -> dict[str, Any]:
         etype, code = _ERROR_SHAPES.get(err.kind, ("server_error", None))

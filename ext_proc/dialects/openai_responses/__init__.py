@@ -31,19 +31,43 @@ class OpenAIResponses(Dialect):
     provider_response_headers = CHAT.provider_response_headers  # the same provider
     custom_path = True
     turn_keys = ("input",)
-    setting_keys = frozenset({"model", "stream", "max_output_tokens", "temperature", "top_p", "metadata", "user",
-                              "role", "type", "store", "include", "previous_response_id", "parallel_tool_calls",
-                              "tool_choice", "reasoning", "truncation", "service_tier", "prompt_cache_key",
-                              "safety_identifier", "call_id", "status", "detail"})
+    setting_keys = frozenset(
+        {
+            "model",
+            "stream",
+            "max_output_tokens",
+            "temperature",
+            "top_p",
+            "metadata",
+            "user",
+            "role",
+            "type",
+            "store",
+            "include",
+            "previous_response_id",
+            "parallel_tool_calls",
+            "tool_choice",
+            "reasoning",
+            "truncation",
+            "service_tier",
+            "prompt_cache_key",
+            "safety_identifier",
+            "call_id",
+            "status",
+            "detail",
+        }
+    )
     media_keys = frozenset({"image_url", "file_data"})
 
-    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+    def match(
+        self, method: str, path: str, query_key: str | None, headers: dict[str, str]
+    ) -> ClientCall | None:
         for prefix in PATHS:
             if path == prefix:
                 return ClientCall(self.name, "chat" if method == "POST" else "unknown")
             if not path.startswith(prefix + "/"):
                 continue
-            rid, _, sub = path[len(prefix) + 1:].partition("/")
+            rid, _, sub = path[len(prefix) + 1 :].partition("/")
             if not sub and method in ("GET", "DELETE"):
                 return ClientCall(self.name, "state", resource=rid, action=method.lower())
             if sub == "input_items" and method == "GET":
@@ -66,7 +90,9 @@ class OpenAIResponses(Dialect):
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"}
 
-    def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
+    def passthrough_body(
+        self, body: dict[str, Any], upstream_model: str, stream: bool
+    ) -> dict[str, Any] | None:
         """The model renamed, and ``store: false``: the gateway keeps the conversation (already
         expanded from ``previous_response_id``), the backend keeps nothing."""
         out = {**body, "model": upstream_model, "store": False}
@@ -81,12 +107,14 @@ class OpenAIResponses(Dialect):
             return FAILED
         return None
 
-    async def expand(self, store: ConversationStore, tenant: str, call: ClientCall,
-                     body: dict[str, Any]) -> dict[str, Any]:
+    async def expand(
+        self, store: ConversationStore, tenant: str, call: ClientCall, body: dict[str, Any]
+    ) -> dict[str, Any]:
         return await state.expand(store, tenant, body)
 
-    def keeper(self, store: ConversationStore, tenant: str, call: ClientCall,
-               body: dict[str, Any]) -> ResponseKeeper | None:
+    def keeper(
+        self, store: ConversationStore, tenant: str, call: ClientCall, body: dict[str, Any]
+    ) -> ResponseKeeper | None:
         return state.keeper(store, tenant, body, self.request_stream(call, body))
 
     async def serve_state(self, store: ConversationStore, tenant: str, call: ClientCall) -> tuple[int, Any]:

@@ -85,12 +85,36 @@ from ..openai_chat.codec import OPENAI
 
 DIALECT = "openai_responses"
 
-_HANDLED = frozenset({
-    "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
-    "temperature", "top_p", "text", "stream", "user", "previous_response_id", "include", "reasoning",
-})
-_IGNORED = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "prompt_cache_retention",
-                      "safety_identifier", "stream_options"})
+_HANDLED = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "text",
+        "stream",
+        "user",
+        "previous_response_id",
+        "include",
+        "reasoning",
+    }
+)
+_IGNORED = frozenset(
+    {
+        "store",
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "stream_options",
+    }
+)
 # Values of unmappable fields that mean "feature off": not worth refusing a request for.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "truncation": ("disabled",),
@@ -98,17 +122,56 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "background": (False,),
 }
 # What the response object repeats of the request (the client sees its own settings).
-ECHO_KEYS = ("instructions", "max_output_tokens", "max_tool_calls", "metadata", "parallel_tool_calls",
-             "previous_response_id", "prompt_cache_key", "reasoning", "safety_identifier", "service_tier", "store",
-             "temperature", "text", "tool_choice", "tools", "top_logprobs", "top_p", "truncation", "user")
+ECHO_KEYS = (
+    "instructions",
+    "max_output_tokens",
+    "max_tool_calls",
+    "metadata",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "prompt_cache_key",
+    "reasoning",
+    "safety_identifier",
+    "service_tier",
+    "store",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "truncation",
+    "user",
+)
 # Item types the API knows beyond messages and function calls: built-in tools' calls and outputs.
-_BUILTIN_ITEMS = frozenset({
-    "file_search_call", "computer_call", "computer_call_output", "web_search_call", "image_generation_call",
-    "code_interpreter_call", "local_shell_call", "local_shell_call_output", "shell_call", "shell_call_output",
-    "apply_patch_call", "apply_patch_call_output", "mcp_list_tools", "mcp_approval_request",
-    "mcp_approval_response", "mcp_call", "custom_tool_call", "custom_tool_call_output", "compaction",
-    "tool_search_call", "tool_search_output", "program", "program_output", "additional_tools",
-})
+_BUILTIN_ITEMS = frozenset(
+    {
+        "file_search_call",
+        "computer_call",
+        "computer_call_output",
+        "web_search_call",
+        "image_generation_call",
+        "code_interpreter_call",
+        "local_shell_call",
+        "local_shell_call_output",
+        "shell_call",
+        "shell_call_output",
+        "apply_patch_call",
+        "apply_patch_call_output",
+        "mcp_list_tools",
+        "mcp_approval_request",
+        "mcp_approval_response",
+        "mcp_call",
+        "custom_tool_call",
+        "custom_tool_call_output",
+        "compaction",
+        "tool_search_call",
+        "tool_search_output",
+        "program",
+        "program_output",
+        "additional_tools",
+    }
+)
 _USER_PARTS = ("input_text", "input_image", "input_file")
 
 _STREAM_CUT = "upstream stream ended unexpectedly"
@@ -134,8 +197,10 @@ def _parse_image(part: dict[str, Any], path: str, unmapped: list[str]) -> ImageP
         comma = url.find(",")
         header = url[5:comma].split(";") if comma > 0 else []
         if "base64" not in header[1:]:
-            raise invalid(f"'{path}.image_url' must be an http(s) URL or a base64 data URL", f"{path}.image_url")
-        return ImagePart(media_type=header[0] or None, data=url[comma + 1:])
+            raise invalid(
+                f"'{path}.image_url' must be an http(s) URL or a base64 data URL", f"{path}.image_url"
+            )
+        return ImagePart(media_type=header[0] or None, data=url[comma + 1 :])
     return ImagePart(url=url)
 
 
@@ -151,19 +216,22 @@ def _parse_file(part: dict[str, Any], path: str, unmapped: list[str]) -> FilePar
         header = data[5:comma].split(";") if data.startswith("data:") and comma > 0 else []
         if "base64" not in header[1:]:
             raise invalid(f"'{path}.file_data' must be a base64 data URL", f"{path}.file_data")
-        return FilePart(media_type=header[0] or None, data=data[comma + 1:], filename=filename)
+        return FilePart(media_type=header[0] or None, data=data[comma + 1 :], filename=filename)
     if url is not None:
         url = _nonempty_str(url, f"{path}.file_url")
         name = (filename or url.split("?", 1)[0]).lower()
-        return FilePart(media_type="application/pdf" if name.endswith(".pdf") else None, url=url, filename=filename)
+        return FilePart(
+            media_type="application/pdf" if name.endswith(".pdf") else None, url=url, filename=filename
+        )
     if part.get("file_id") is not None:
         unmapped.append(path)
         return None
     raise invalid(f"'{path}' needs 'file_data', 'file_url' or 'file_id'", f"{path}.file_data")
 
 
-def _content(content: Any, path: str, role: str, unmapped: list[str],
-             files: bool = True) -> list[TextPart | ImagePart | FilePart]:
+def _content(
+    content: Any, path: str, role: str, unmapped: list[str], files: bool = True
+) -> list[TextPart | ImagePart | FilePart]:
     """Content at ``path`` (a string or a list of parts) -> IR parts, empty texts dropped."""
     if isinstance(content, str):
         return [TextPart(content)] if content else []
@@ -220,7 +288,9 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
         if t == "message":
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
-                raise invalid(f"'{path}.role' must be one of user, assistant, system, developer", f"{path}.role")
+                raise invalid(
+                    f"'{path}.role' must be one of user, assistant, system, developer", f"{path}.role"
+                )
             if "content" not in item:
                 raise invalid(f"missing required field '{path}.content'", f"{path}.content")
             parts = _content(item["content"], f"{path}.content", role, unmapped)
@@ -241,8 +311,9 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
             call_id = _nonempty_str(item.get("call_id"), f"{path}.call_id")
             called = names.get(call_id)
             if called is None:
-                raise invalid(f"No tool call found for function call output with call_id {call_id}.",
-                              f"{path}.call_id")
+                raise invalid(
+                    f"No tool call found for function call output with call_id {call_id}.", f"{path}.call_id"
+                )
             if "output" not in item:
                 raise invalid(f"missing required field '{path}.output'", f"{path}.output")
             output = _content(item["output"], f"{path}.output", "user", unmapped, files=False)
@@ -251,8 +322,11 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
         elif t == "reasoning":
             continue  # the model's earlier thoughts: no other backend can take them back
         elif t == "item_reference":
-            raise invalid(f"'{path}': item references are not supported by this gateway; send the item itself, "
-                          "or continue a stored response with 'previous_response_id'", path)
+            raise invalid(
+                f"'{path}': item references are not supported by this gateway; send the item itself, "
+                "or continue a stored response with 'previous_response_id'",
+                path,
+            )
         elif t in _BUILTIN_ITEMS:
             unmapped.append(path)  # a built-in tool's call or output
         elif isinstance(t, str):
@@ -275,7 +349,9 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
         if tt != "function":
             if not isinstance(tt, str):
                 raise _type_error(f"{path}.type", "a string")
-            unmapped.append(path)  # built-in tools: web_search, file_search, code_interpreter, computer_use...
+            unmapped.append(
+                path
+            )  # built-in tools: web_search, file_search, code_interpreter, computer_use...
             continue
         name = _nonempty_str(t.get("name"), f"{path}.name")
         params = t.get("parameters")
@@ -377,8 +453,11 @@ def _user_part(p: Any, path: str, drop: bool) -> dict[str, Any] | None:
     if isinstance(p, ImagePart):
         return {"type": "input_image", "image_url": _image_url(p), "detail": "auto"}
     if isinstance(p, FilePart):
-        out: dict[str, Any] = ({"file_data": f"data:{p.media_type or 'application/octet-stream'};base64,{p.data}"}
-                               if p.data is not None else {"file_url": p.url})
+        out: dict[str, Any] = (
+            {"file_data": f"data:{p.media_type or 'application/octet-stream'};base64,{p.data}"}
+            if p.data is not None
+            else {"file_url": p.url}
+        )
         return {"type": "input_file", **({"filename": p.filename} if p.filename else {}), **out}
     if drop:
         return None
@@ -389,8 +468,11 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for i, m in enumerate(req.messages):
         if m.role == "user":
-            content = [c for j, p in enumerate(m.parts)
-                       if (c := _user_part(p, f"messages[{i}].content[{j}]", drop)) is not None]
+            content = [
+                c
+                for j, p in enumerate(m.parts)
+                if (c := _user_part(p, f"messages[{i}].content[{j}]", drop)) is not None
+            ]
             if content:
                 items.append({"type": "message", "role": "user", "content": content})
             continue
@@ -403,8 +485,11 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if all(isinstance(c, TextPart) for c in p.content):
                     output: Any = "".join(c.text for c in p.content)  # type: ignore[union-attr]
                 else:
-                    output = [c for k, x in enumerate(p.content)
-                              if (c := _user_part(x, f"messages[{i}].content[{j}].content[{k}]", drop)) is not None]
+                    output = [
+                        c
+                        for k, x in enumerate(p.content)
+                        if (c := _user_part(x, f"messages[{i}].content[{j}].content[{k}]", drop)) is not None
+                    ]
                 # is_error has no Responses field; the output text itself says what failed.
                 items.append({"type": "function_call_output", "call_id": p.tool_call_id, "output": output})
             continue
@@ -417,7 +502,9 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 items.append({"type": "message", "role": "assistant", "content": "".join(texts)})
                 texts = []
             if isinstance(p, ToolCallPart):
-                items.append({"type": "function_call", "call_id": p.id, "name": p.name, "arguments": p.arguments})
+                items.append(
+                    {"type": "function_call", "call_id": p.id, "name": p.name, "arguments": p.arguments}
+                )
             elif not drop:  # assistant images, stray tool results
                 raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
         if texts:
@@ -431,14 +518,21 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
 def usage_from_responses(u: dict[str, Any]) -> Usage:
     details = u.get("input_tokens_details")
     details = details if isinstance(details, dict) else {}
-    return Usage(u.get("input_tokens") or 0, u.get("output_tokens") or 0, details.get("cached_tokens") or 0,
-                 details.get("cache_write_tokens") or 0)
+    return Usage(
+        u.get("input_tokens") or 0,
+        u.get("output_tokens") or 0,
+        details.get("cached_tokens") or 0,
+        details.get("cache_write_tokens") or 0,
+    )
 
 
 def usage_to_responses(u: Usage) -> dict[str, Any]:
     return {
         "input_tokens": u.input_tokens,
-        "input_tokens_details": {"cached_tokens": u.cached_input_tokens, "cache_write_tokens": u.cache_write_tokens},
+        "input_tokens_details": {
+            "cached_tokens": u.cached_input_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+        },
         "output_tokens": u.output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},  # no other dialect reports reasoning tokens apart
         "total_tokens": u.input_tokens + u.output_tokens,
@@ -458,16 +552,29 @@ def _stop_of(resp: dict[str, Any], calls: bool, refusal: bool) -> StopReason:
     if status == "incomplete":
         details = resp.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, dict) else None
-        return "content_filter" if reason == "content_filter" else "max_tokens" if reason == "max_output_tokens" \
+        return (
+            "content_filter"
+            if reason == "content_filter"
+            else "max_tokens"
+            if reason == "max_output_tokens"
             else "other"
+        )
     if status not in (None, "completed"):
         return "other"
     return "tool_use" if calls else "refusal" if refusal else "end_turn"
 
 
-def response_object(rid: str, model: str, created: int, status: str, output: list[dict[str, Any]],
-                    usage: Usage | None, echo: dict[str, Any], stop: StopReason | None = None,
-                    error: dict[str, Any] | None = None) -> dict[str, Any]:
+def response_object(
+    rid: str,
+    model: str,
+    created: int,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: Usage | None,
+    echo: dict[str, Any],
+    stop: StopReason | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The response object as the API returns it, with the request's settings echoed."""
     incomplete = _STATUS.get(stop or "")
     if status == "completed" and incomplete is not None:
@@ -509,13 +616,24 @@ def response_object(rid: str, model: str, created: int, status: str, output: lis
 
 
 def _message_item(texts: list[str], status: str) -> dict[str, Any]:
-    return {"id": new_id("msg"), "type": "message", "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": t} for t in texts]}
+    return {
+        "id": new_id("msg"),
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": t} for t in texts],
+    }
 
 
 def _call_item(p: ToolCallPart, status: str = "completed") -> dict[str, Any]:
-    return {"id": new_id("fc"), "type": "function_call", "status": status, "arguments": p.arguments,
-            "call_id": p.id, "name": p.name}
+    return {
+        "id": new_id("fc"),
+        "type": "function_call",
+        "status": status,
+        "arguments": p.arguments,
+        "call_id": p.id,
+        "name": p.name,
+    }
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -525,8 +643,11 @@ def _obj(value: Any) -> dict[str, Any]:
 
 def _error_code(err: GatewayError) -> str:
     """A ``response.error.code`` the API uses for this kind of failure."""
-    return {"rate_limit": "rate_limit_exceeded", "invalid_request": "invalid_prompt",
-            "context_length": "invalid_prompt"}.get(err.kind, "server_error")
+    return {
+        "rate_limit": "rate_limit_exceeded",
+        "invalid_request": "invalid_prompt",
+        "context_length": "invalid_prompt",
+    }.get(err.kind, "server_error")
 
 
 def _event_code(err: GatewayError) -> str:
@@ -539,13 +660,22 @@ def _error_from_stream(obj: dict[str, Any]) -> GatewayError:
     err = _obj(obj.get("error")) or obj
     code, message = err.get("code"), err.get("message")
     etype = err.get("type")
-    kind = ("rate_limit" if code == "rate_limit_exceeded" or etype in ("requests", "tokens")
-            else "context_length" if code == "context_length_exceeded"
-            else "invalid_request" if etype == "invalid_request_error" or code == "invalid_prompt"
-            else "overloaded" if code in ("service_unavailable", "server_is_overloaded")
-            else "api_error")
-    return GatewayError(kind, message if isinstance(message, str) and message else "upstream stream error",  # type: ignore[arg-type]
-                        status=DEFAULT_STATUS[kind])
+    kind = (
+        "rate_limit"
+        if code == "rate_limit_exceeded" or etype in ("requests", "tokens")
+        else "context_length"
+        if code == "context_length_exceeded"
+        else "invalid_request"
+        if etype == "invalid_request_error" or code == "invalid_prompt"
+        else "overloaded"
+        if code in ("service_unavailable", "server_is_overloaded")
+        else "api_error"
+    )
+    return GatewayError(
+        kind,  # type: ignore[arg-type]
+        message if isinstance(message, str) and message else "upstream stream error",
+        status=DEFAULT_STATUS[kind],
+    )
 
 
 # ---- streams -----------------------------------------------------------------------------
@@ -559,7 +689,9 @@ class ResponsesStreamDecoder(StreamDecoder):
     __slots__ = ("_blocks", "_calls", "_done", "_next", "_open", "_refusal", "_started", "_streamed")
 
     def __init__(self) -> None:
-        self._blocks: dict[tuple[Any, ...], int] = {}  # ("text", output, content) / ("fc", output) -> IR index
+        self._blocks: dict[
+            tuple[Any, ...], int
+        ] = {}  # ("text", output, content) / ("fc", output) -> IR index
         self._next = 0
         self._open: set[int] = set()
         self._streamed: set[int] = set()  # tool blocks whose arguments arrived as deltas
@@ -575,7 +707,9 @@ class ResponsesStreamDecoder(StreamDecoder):
             obj = orjson.loads(event.data)
         except orjson.JSONDecodeError:
             self._done = True
-            return [StreamError(GatewayError("api_error", "upstream sent a malformed stream event", status=502))]
+            return [
+                StreamError(GatewayError("api_error", "upstream sent a malformed stream event", status=502))
+            ]
         if not isinstance(obj, dict):
             return []
         t = obj.get("type") or event.event
@@ -583,7 +717,9 @@ class ResponsesStreamDecoder(StreamDecoder):
         if t == "response.output_text.delta" or t == "response.refusal.delta":
             block = self._blocks.get(("text", obj.get("output_index"), obj.get("content_index")))
             delta = obj.get("delta")
-            return [BlockDelta(block, delta)] if block is not None and isinstance(delta, str) and delta else []
+            return (
+                [BlockDelta(block, delta)] if block is not None and isinstance(delta, str) and delta else []
+            )
         if t == "response.function_call_arguments.delta":
             block = self._blocks.get(("fc", obj.get("output_index")))
             delta = obj.get("delta")
@@ -607,19 +743,28 @@ class ResponsesStreamDecoder(StreamDecoder):
         if t == "response.content_part.added":
             part = _obj(obj.get("part"))
             if part.get("type") in ("output_text", "refusal"):
-                block = self._open_block(out, ("text", obj.get("output_index"), obj.get("content_index")), "text")
+                block = self._open_block(
+                    out, ("text", obj.get("output_index"), obj.get("content_index")), "text"
+                )
                 self._refusal |= part.get("type") == "refusal"
                 text = part.get("text") or part.get("refusal")
                 if isinstance(text, str) and text:
                     out.append(BlockDelta(block, text))
         elif t == "response.content_part.done":
-            self._stop_block(out, self._blocks.get(("text", obj.get("output_index"), obj.get("content_index"))))
+            self._stop_block(
+                out, self._blocks.get(("text", obj.get("output_index"), obj.get("content_index")))
+            )
         elif t == "response.output_item.added":
             item = _obj(obj.get("item"))
             if item.get("type") == "function_call":
                 self._calls = True
-                block = self._open_block(out, ("fc", obj.get("output_index")), "tool_call",
-                                         str(item.get("call_id") or new_id("call")), str(item.get("name") or ""))
+                block = self._open_block(
+                    out,
+                    ("fc", obj.get("output_index")),
+                    "tool_call",
+                    str(item.get("call_id") or new_id("call")),
+                    str(item.get("name") or ""),
+                )
                 if item.get("arguments"):
                     self._streamed.add(block)
                     out.append(BlockDelta(block, item["arguments"]))
@@ -637,8 +782,13 @@ class ResponsesStreamDecoder(StreamDecoder):
             self._open.clear()
             u = resp.get("usage")
             self._done = True
-            out.append(MessageDelta(_stop_of(resp, self._calls, self._refusal), None,
-                                    usage_from_responses(u) if isinstance(u, dict) else None))
+            out.append(
+                MessageDelta(
+                    _stop_of(resp, self._calls, self._refusal),
+                    None,
+                    usage_from_responses(u) if isinstance(u, dict) else None,
+                )
+            )
             out.append(MessageStop())
         return out  # in_progress, reasoning summaries, built-in tool progress: nothing for the IR
 
@@ -655,12 +805,22 @@ class ResponsesStreamDecoder(StreamDecoder):
         resp = resp or {}
         u = resp.get("usage")
         rid, model = resp.get("id"), resp.get("model")
-        out.append(MessageStart(rid if isinstance(rid, str) and rid else new_id("resp"),
-                                model if isinstance(model, str) else "",
-                                usage_from_responses(u) if isinstance(u, dict) else Usage()))
+        out.append(
+            MessageStart(
+                rid if isinstance(rid, str) and rid else new_id("resp"),
+                model if isinstance(model, str) else "",
+                usage_from_responses(u) if isinstance(u, dict) else Usage(),
+            )
+        )
 
-    def _open_block(self, out: list[StreamEvent], key: tuple[Any, ...], kind: Any, call_id: str | None = None,
-                    name: str | None = None) -> int:
+    def _open_block(
+        self,
+        out: list[StreamEvent],
+        key: tuple[Any, ...],
+        kind: Any,
+        call_id: str | None = None,
+        name: str | None = None,
+    ) -> int:
         block = self._blocks[key] = self._next
         self._next += 1
         self._open.add(block)
@@ -682,8 +842,20 @@ class ResponsesStreamEncoder(StreamEncoder):
     item (one item per run of text), IR tool calls are function_call items; every event carries
     the next ``sequence_number``, and the terminal event holds the whole response."""
 
-    __slots__ = ("_created", "_done", "_echo", "_id", "_items", "_model", "_msg", "_open", "_output", "_seq",
-                 "_stop", "_usage")
+    __slots__ = (
+        "_created",
+        "_done",
+        "_echo",
+        "_id",
+        "_items",
+        "_model",
+        "_msg",
+        "_open",
+        "_output",
+        "_seq",
+        "_stop",
+        "_usage",
+    )
 
     def __init__(self, req: ChatRequest) -> None:
         self._model = req.model
@@ -706,15 +878,24 @@ class ResponsesStreamEncoder(StreamEncoder):
         return _sse(event_type, payload)
 
     def _response(self, status: str) -> dict[str, Any]:
-        return response_object(self._id, self._model, self._created, status, self._output if status != "in_progress"
-                               else [], self._usage if status != "in_progress" else None, self._echo, self._stop)
+        return response_object(
+            self._id,
+            self._model,
+            self._created,
+            status,
+            self._output if status != "in_progress" else [],
+            self._usage if status != "in_progress" else None,
+            self._echo,
+            self._stop,
+        )
 
     def _begin(self) -> bytes:
         if self._id:
             return b""
         self._id = new_id("resp")
-        return (self._event("response.created", {"response": self._response("in_progress")})
-                + self._event("response.in_progress", {"response": self._response("in_progress")}))
+        return self._event("response.created", {"response": self._response("in_progress")}) + self._event(
+            "response.in_progress", {"response": self._response("in_progress")}
+        )
 
     def _close_text(self, block: int) -> bytes:
         out_index, content_index, pieces = self._items[block]
@@ -723,12 +904,19 @@ class ResponsesStreamEncoder(StreamEncoder):
         item = self._output[out_index]
         part = item["content"][content_index]
         part["text"] = text
-        return (self._event("response.output_text.done", {
-                    "item_id": item["id"], "output_index": out_index, "content_index": content_index, "text": text,
-                    "logprobs": []})
-                + self._event("response.content_part.done", {
-                    "item_id": item["id"], "output_index": out_index, "content_index": content_index,
-                    "part": part}))
+        return self._event(
+            "response.output_text.done",
+            {
+                "item_id": item["id"],
+                "output_index": out_index,
+                "content_index": content_index,
+                "text": text,
+                "logprobs": [],
+            },
+        ) + self._event(
+            "response.content_part.done",
+            {"item_id": item["id"], "output_index": out_index, "content_index": content_index, "part": part},
+        )
 
     def _close_message(self) -> bytes:
         if self._msg is None:
@@ -748,9 +936,10 @@ class ResponsesStreamEncoder(StreamEncoder):
         item = self._output[out_index]
         item["arguments"] = "".join(pieces)
         item["status"] = "completed"
-        return (self._event("response.function_call_arguments.done", {
-                    "item_id": item["id"], "output_index": out_index, "arguments": item["arguments"]})
-                + self._event("response.output_item.done", {"output_index": out_index, "item": item}))
+        return self._event(
+            "response.function_call_arguments.done",
+            {"item_id": item["id"], "output_index": out_index, "arguments": item["arguments"]},
+        ) + self._event("response.output_item.done", {"output_index": out_index, "item": item})
 
     def encode(self, event: StreamEvent) -> bytes:
         if self._done:
@@ -763,37 +952,57 @@ class ResponsesStreamEncoder(StreamEncoder):
             pieces.append(event.text)
             item_id = self._output[out_index]["id"]
             if content_index < 0:
-                return self._event("response.function_call_arguments.delta", {
-                    "item_id": item_id, "output_index": out_index, "delta": event.text})
-            return self._event("response.output_text.delta", {
-                "item_id": item_id, "output_index": out_index, "content_index": content_index, "delta": event.text,
-                "logprobs": []})
+                return self._event(
+                    "response.function_call_arguments.delta",
+                    {"item_id": item_id, "output_index": out_index, "delta": event.text},
+                )
+            return self._event(
+                "response.output_text.delta",
+                {
+                    "item_id": item_id,
+                    "output_index": out_index,
+                    "content_index": content_index,
+                    "delta": event.text,
+                    "logprobs": [],
+                },
+            )
         if isinstance(event, MessageStart):
             return self._begin()
         pre = self._begin()
         if isinstance(event, BlockStart):
             if event.kind == "tool_call":
                 pre += self._close_message()
-                item = _call_item(ToolCallPart(event.tool_call_id or new_id("call"), event.tool_name or "", ""),
-                                  "in_progress")
+                item = _call_item(
+                    ToolCallPart(event.tool_call_id or new_id("call"), event.tool_name or "", ""),
+                    "in_progress",
+                )
                 self._open.add(event.index)
                 self._items[event.index] = (len(self._output), -1, [])
                 self._output.append(item)
-                return pre + self._event("response.output_item.added", {"output_index": len(self._output) - 1,
-                                                                         "item": item})
+                return pre + self._event(
+                    "response.output_item.added", {"output_index": len(self._output) - 1, "item": item}
+                )
             if self._msg is None:
                 self._msg = len(self._output)
                 self._output.append({**_message_item([], "in_progress")})
-                pre += self._event("response.output_item.added", {"output_index": self._msg,
-                                                                   "item": {**self._output[self._msg], "content": []}})
+                pre += self._event(
+                    "response.output_item.added",
+                    {"output_index": self._msg, "item": {**self._output[self._msg], "content": []}},
+                )
             item = self._output[self._msg]
             part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
             self._open.add(event.index)
             self._items[event.index] = (self._msg, len(item["content"]), [])
             item["content"].append(part)
-            return pre + self._event("response.content_part.added", {
-                "item_id": item["id"], "output_index": self._msg, "content_index": len(item["content"]) - 1,
-                "part": dict(part)})
+            return pre + self._event(
+                "response.content_part.added",
+                {
+                    "item_id": item["id"],
+                    "output_index": self._msg,
+                    "content_index": len(item["content"]) - 1,
+                    "part": dict(part),
+                },
+            )
         if isinstance(event, BlockStop):
             found = self._items.get(event.index)
             if found is None or event.index not in self._open:
@@ -819,8 +1028,11 @@ class ResponsesStreamEncoder(StreamEncoder):
             err: GatewayError = event.error
             resp = self._response("failed")
             resp["error"] = {"code": _error_code(err), "message": err.message}
-            return (pre + self._event("error", {"code": _event_code(err), "message": err.message, "param": err.param})
-                    + self._event("response.failed", {"response": resp}))
+            return (
+                pre
+                + self._event("error", {"code": _event_code(err), "message": err.message, "param": err.param})
+                + self._event("response.failed", {"response": resp})
+            )
         return pre
 
 
@@ -829,11 +1041,16 @@ class ResponsesStreamEncoder(StreamEncoder):
 
 class ResponsesCodec(Codec):
     dialect = DIALECT
-    field_names = {"max_tokens": "max_output_tokens", "response_format": "text.format", "system": "instructions",
-                   "reasoning_effort": "reasoning.effort"}
+    field_names = {
+        "max_tokens": "max_output_tokens",
+        "response_format": "text.format",
+        "system": "instructions",
+        "reasoning_effort": "reasoning.effort",
+    }
 
-    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
-                      path_stream: bool = False) -> ChatRequest:
+    def parse_request(
+        self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
+    ) -> ChatRequest:
         if not isinstance(body, dict):
             raise invalid("the request body must be a JSON object")
         model = _nonempty_str(body.get("model"), "model")
@@ -886,13 +1103,23 @@ class ResponsesCodec(Codec):
             echo={k: body[k] for k in ECHO_KEYS if k in body},
         )
 
-    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
-                      drop_unsupported: bool = False) -> dict[str, Any]:
+    def build_request(
+        self,
+        req: ChatRequest,
+        upstream_model: str,
+        *,
+        default_max_tokens: int,
+        drop_unsupported: bool = False,
+    ) -> dict[str, Any]:
         drop = drop_unsupported
         if not drop:
-            for name, value in (("stop", req.stop or None), ("top_k", req.top_k), ("seed", req.seed),
-                                ("presence_penalty", req.presence_penalty),
-                                ("frequency_penalty", req.frequency_penalty)):
+            for name, value in (
+                ("stop", req.stop or None),
+                ("top_k", req.top_k),
+                ("seed", req.seed),
+                ("presence_penalty", req.presence_penalty),
+                ("frequency_penalty", req.frequency_penalty),
+            ):
                 if value is not None:
                     raise unsupported(client_field(req, name), DIALECT)
             if req.n is not None and req.n != 1:
@@ -920,8 +1147,13 @@ class ResponsesCodec(Codec):
             body["user"] = req.user
         if req.tools:
             body["tools"] = [
-                {"type": "function", "name": t.name, **({"description": t.description} if t.description is not None
-                                                        else {}), "parameters": t.parameters, "strict": False}
+                {
+                    "type": "function",
+                    "name": t.name,
+                    **({"description": t.description} if t.description is not None else {}),
+                    "parameters": t.parameters,
+                    "strict": False,
+                }
                 for t in req.tools
             ]
         tc = req.tool_choice
@@ -956,14 +1188,23 @@ class ResponsesCodec(Codec):
                 for part in item.get("content") or ():
                     if not isinstance(part, dict):
                         continue
-                    if part.get("type") == "output_text" and isinstance(part.get("text"), str) and part["text"]:
+                    if (
+                        part.get("type") == "output_text"
+                        and isinstance(part.get("text"), str)
+                        and part["text"]
+                    ):
                         content.append(TextPart(part["text"]))
                     elif part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
                         refusal = True
                         content.append(TextPart(part["refusal"]))
             elif t == "function_call":
-                content.append(ToolCallPart(str(item.get("call_id") or new_id("call")), str(item.get("name") or ""),
-                                            item.get("arguments") or "{}"))
+                content.append(
+                    ToolCallPart(
+                        str(item.get("call_id") or new_id("call")),
+                        str(item.get("name") or ""),
+                        item.get("arguments") or "{}",
+                    )
+                )
             # reasoning and built-in tool items: no IR equivalent in a response
         u = body.get("usage")
         rid, model = body.get("id"), body.get("model")
@@ -992,8 +1233,16 @@ class ResponsesCodec(Codec):
             output.append(_call_item(p))
         if texts:
             output.append(_message_item(texts, status))
-        return response_object(new_id("resp"), resp.model, int(time.time()), "completed", output, resp.usage,
-                               req.echo if req is not None else {}, resp.stop_reason)
+        return response_object(
+            new_id("resp"),
+            resp.model,
+            int(time.time()),
+            "completed",
+            output,
+            resp.usage,
+            req.echo if req is not None else {},
+            resp.stop_reason,
+        )
 
     def stream_decoder(self) -> StreamDecoder:
         return ResponsesStreamDecoder()
@@ -1031,8 +1280,16 @@ class ResponsesCodec(Codec):
 
     def render_stream_error(self, err: GatewayError) -> bytes:
         # An event of its own: the stream it ends is a backend's, whose sequence numbers the gateway does not follow.
-        return _sse("error", {"type": "error", "code": _event_code(err), "message": err.message, "param": err.param,
-                              "sequence_number": 0})
+        return _sse(
+            "error",
+            {
+                "type": "error",
+                "code": _event_code(err),
+                "message": err.message,
+                "param": err.param,
+                "sequence_number": 0,
+            },
+        )
 
 
 RESPONSES = ResponsesCodec()

@@ -44,9 +44,11 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _TERMINAL = frozenset({"response.completed", "response.incomplete"})
 # Options of the API this gateway does not implement for any backend (it keeps no conversations
 # objects and runs nothing in the background).
-_UNSUPPORTED = {"conversation": "the Conversations API is not supported by this gateway; continue a stored "
-                                "response with 'previous_response_id'",
-                "background": "background responses are not supported by this gateway"}
+_UNSUPPORTED = {
+    "conversation": "the Conversations API is not supported by this gateway; continue a stored "
+    "response with 'previous_response_id'",
+    "background": "background responses are not supported by this gateway",
+}
 
 
 # ---- items -----------------------------------------------------------------------------
@@ -72,7 +74,9 @@ def normalize(items: list[Any]) -> list[Any]:
                 if isinstance(content, str):
                     content = [{"type": "output_text", "text": content, "annotations": []}]
                 base = {"type": "message", "role": role, "content": content}
-                out.append({"id": item.get("id") or _digest_id("msg", i, base), **base, "status": "completed"})
+                out.append(
+                    {"id": item.get("id") or _digest_id("msg", i, base), **base, "status": "completed"}
+                )
                 continue
             if isinstance(content, str):
                 content = [{"type": "input_text", "text": content}]
@@ -116,7 +120,9 @@ def _input_list(value: Any) -> list[Any]:
 # ---- records ----------------------------------------------------------------------------
 
 
-async def _record(store: ConversationStore, tenant: str, rid: Any, missing: GatewayError) -> tuple[dict[str, Any], int]:
+async def _record(
+    store: ConversationStore, tenant: str, rid: Any, missing: GatewayError
+) -> tuple[dict[str, Any], int]:
     """The stored record of ``rid`` for ``tenant`` and its size; ``missing`` when there is none."""
     if not isinstance(rid, str) or not _ID.match(rid):
         raise missing
@@ -133,9 +139,12 @@ async def _record(store: ConversationStore, tenant: str, rid: Any, missing: Gate
 
 
 def _too_large(rid: str, record: dict[str, Any], store: ConversationStore, param: str | None) -> GatewayError:
-    return invalid(f"response '{rid}' was not kept whole: its conversation ({record['too_large']} bytes) is larger "
-                   f"than this gateway keeps ({store.max_entry_bytes} bytes); start a new conversation, sending the "
-                   "items it needs in 'input'", param)
+    return invalid(
+        f"response '{rid}' was not kept whole: its conversation ({record['too_large']} bytes) is larger "
+        f"than this gateway keeps ({store.max_entry_bytes} bytes); start a new conversation, sending the "
+        "items it needs in 'input'",
+        param,
+    )
 
 
 async def expand(store: ConversationStore, tenant: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -155,9 +164,12 @@ async def expand(store: ConversationStore, tenant: str, body: dict[str, Any]) ->
     new = _input_list(body.get("input"))
     added = len(orjson.dumps(new)) if new else 0
     if size + added > store.max_entry_bytes:
-        raise invalid(f"the conversation continued from '{prev}' would hold {size + added} bytes, more than this "
-                      f"gateway keeps ({store.max_entry_bytes} bytes); start a new conversation, sending the items "
-                      "it needs in 'input'", "previous_response_id")
+        raise invalid(
+            f"the conversation continued from '{prev}' would hold {size + added} bytes, more than this "
+            f"gateway keeps ({store.max_entry_bytes} bytes); start a new conversation, sending the items "
+            "it needs in 'input'",
+            "previous_response_id",
+        )
     return {**body, "input": replayable(record.get("items") or []) + new}
 
 
@@ -209,8 +221,9 @@ class StoredResponseKeeper(ResponseKeeper):
             inputs = normalize(_input_list(self.body.get("input")))
             output: list[Any] = resp["output"] if isinstance(resp.get("output"), list) else []
             # The output is kept once, as the conversation's last items.
-            record = orjson.dumps({"response": {**resp, "output": None}, "items": inputs + output,
-                                   "inputs": len(inputs)})
+            record = orjson.dumps(
+                {"response": {**resp, "output": None}, "items": inputs + output, "inputs": len(inputs)}
+            )
             limit, size = self.store.max_entry_bytes, len(record)
             if size > limit:
                 small = orjson.dumps({"response": resp, "too_large": size})
@@ -224,7 +237,9 @@ class StoredResponseKeeper(ResponseKeeper):
             log.exception("could not keep a response")
 
 
-def keeper(store: ConversationStore, tenant: str, body: dict[str, Any], stream: bool) -> ResponseKeeper | None:
+def keeper(
+    store: ConversationStore, tenant: str, body: dict[str, Any], stream: bool
+) -> ResponseKeeper | None:
     """``store`` defaults to true in the API: every answer is kept unless the client says not to."""
     if body.get("store") is False:
         return None
@@ -253,7 +268,7 @@ async def serve(store: ConversationStore, tenant: str, call: ClientCall) -> tupl
             raise _too_large(rid, record, store, None)
         resp = record["response"]
         if resp.get("output") is None and isinstance(record.get("items"), list):
-            resp["output"] = record["items"][record.get("inputs", 0):]
+            resp["output"] = record["items"][record.get("inputs", 0) :]
         return 200, resp
     if "too_large" in record:
         raise _too_large(rid, record, store, None)
@@ -274,7 +289,12 @@ def _page(items: list[Any], query: dict[str, list[str]]) -> dict[str, Any]:
         ids = [i.get("id") if isinstance(i, dict) else None for i in ordered]
         if after not in ids:
             raise invalid(f"'after': no item with id '{after}' in this response's input", "after")
-        ordered = ordered[ids.index(after) + 1:]
+        ordered = ordered[ids.index(after) + 1 :]
     data = ordered[: int(raw_limit)]
-    return {"object": "list", "data": data, "first_id": data[0].get("id") if data else None,
-            "last_id": data[-1].get("id") if data else None, "has_more": len(ordered) > len(data)}
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0].get("id") if data else None,
+        "last_id": data[-1].get("id") if data else None,
+        "has_more": len(ordered) > len(data),
+    }

@@ -41,7 +41,9 @@ class _Vertex:
     custom_path = False
     publisher = ""
 
-    def match(self, method: str, path: str, query_key: str | None, headers: dict[str, str]) -> ClientCall | None:
+    def match(
+        self, method: str, path: str, query_key: str | None, headers: dict[str, str]
+    ) -> ClientCall | None:
         return None  # provider side only
 
     def claims(self, headers: dict[str, str]) -> bool:
@@ -57,19 +59,29 @@ class _Vertex:
 
     def model_path(self, provider: Any, upstream_model: str) -> str:
         model = upstream_model[7:] if upstream_model.startswith("models/") else upstream_model
-        return (f"/v1/projects/{provider.gcp_project}/locations/{provider.gcp_location}"
-                f"/publishers/{self.publisher}/models/{quote(model, safe='@.-_')}")
+        return (
+            f"/v1/projects/{provider.gcp_project}/locations/{provider.gcp_location}"
+            f"/publishers/{self.publisher}/models/{quote(model, safe='@.-_')}"
+        )
 
     def provider_problems(self, provider: Mapping[str, Any]) -> list[str]:
-        problems = [f"{f}: required for Vertex AI" for f in ("gcp_project", "gcp_location") if not provider.get(f)]
+        problems = [
+            f"{f}: required for Vertex AI" for f in ("gcp_project", "gcp_location") if not provider.get(f)
+        ]
         for f in ("api_key_env", "api_key_file", "auth_header"):
             if provider.get(f):
-                problems.append(f"{f}: Vertex AI takes Google credentials (gcp_credentials_file, or application "
-                                "default credentials when unset), not an API key")
+                problems.append(
+                    f"{f}: Vertex AI takes Google credentials (gcp_credentials_file, or application "
+                    "default credentials when unset), not an API key"
+                )
         location, base = provider.get("gcp_location"), provider.get("base_url")
         host = urlsplit(base).hostname if isinstance(base, str) else None
         if isinstance(location, str) and host and host.endswith("aiplatform.googleapis.com"):
-            expected = "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
+            expected = (
+                "aiplatform.googleapis.com"
+                if location == "global"
+                else f"{location}-aiplatform.googleapis.com"
+            )
             if host != expected:
                 problems.append(f"base_url: Vertex AI serves location '{location}' at https://{expected}")
         return problems
@@ -99,7 +111,9 @@ class VertexAnthropic(_Vertex, AnthropicMessages):
     def provider_path(self, provider: Any, upstream_model: str, stream: bool) -> str:
         return self.model_path(provider, upstream_model) + (":streamRawPredict" if stream else ":rawPredict")
 
-    def passthrough_body(self, body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any] | None:
+    def passthrough_body(
+        self, body: dict[str, Any], upstream_model: str, stream: bool
+    ) -> dict[str, Any] | None:
         return to_vertex(body)  # the model is in the path
 
     def client_body(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -110,5 +124,14 @@ VERTEX_GEMINI = VertexGemini()
 VERTEX_CLAUDE = VertexAnthropic()
 DIALECTS = (VERTEX_GEMINI, VERTEX_CLAUDE)
 
-__all__ = ["DIALECTS", "VERTEX_ANTHROPIC", "VERTEX_ANTHROPIC_VERSION", "VERTEX_CLAUDE", "VERTEX_GEMINI",
-           "GoogleCredentials", "VertexAnthropic", "VertexAnthropicCodec", "VertexGemini"]
+__all__ = [
+    "DIALECTS",
+    "VERTEX_ANTHROPIC",
+    "VERTEX_ANTHROPIC_VERSION",
+    "VERTEX_CLAUDE",
+    "VERTEX_GEMINI",
+    "GoogleCredentials",
+    "VertexAnthropic",
+    "VertexAnthropicCodec",
+    "VertexGemini",
+]

@@ -25,8 +25,11 @@ class GoogleCredentials(TokenSource):
     def __init__(self, credentials_file: str | None, env: Mapping[str, str]):
         self.file = credentials_file or env.get("GOOGLE_APPLICATION_CREDENTIALS") or None
         self.key = ("google", self.file or "adc")
-        self.label = (f"Google credentials {self.file}" if credentials_file else
-                      f"Google application default credentials{f' ({self.file})' if self.file else ''}")
+        self.label = (
+            f"Google credentials {self.file}"
+            if credentials_file
+            else f"Google application default credentials{f' ({self.file})' if self.file else ''}"
+        )
         self._creds: Any = None
         self._session: Any = None
 
@@ -37,8 +40,11 @@ class GoogleCredentials(TokenSource):
         try:
             creds = _from_file(self.file) if self.file else google.auth.default(scopes=[SCOPE])[0]
         except (exceptions.GoogleAuthError, OSError, ValueError, KeyError) as e:
-            where = f"gcp_credentials_file: cannot load {self.file}" if self.file else \
-                "no Google application default credentials"
+            where = (
+                f"gcp_credentials_file: cannot load {self.file}"
+                if self.file
+                else "no Google application default credentials"
+            )
             raise CredentialError(f"{where}: {describe(e)}") from None
         self._creds = creds
 
@@ -74,5 +80,6 @@ def _from_file(path: str) -> Any:
         source = info.get("credential_source") or {}
         loader = aws if str(source.get("environment_id", "")).startswith("aws") else identity_pool
         return loader.Credentials.from_info(info, scopes=[SCOPE])
-    raise ValueError(f"unsupported credentials type {kind!r} (service_account, authorized_user or "
-                     "external_account)")
+    raise ValueError(
+        f"unsupported credentials type {kind!r} (service_account, authorized_user or external_account)"
+    )

@@ -36,15 +36,26 @@ def from_vertex(body: dict[str, Any], model: str | None = None) -> dict[str, Any
 class VertexAnthropicCodec(AnthropicCodec):
     dialect = "vertex_anthropic"
 
-    def parse_request(self, body: dict[str, Any], path_model: str | None = None,
-                      path_stream: bool = False) -> ChatRequest:
-        return super().parse_request(from_vertex(body, path_model) if isinstance(body, dict) else body,
-                                     path_model, path_stream)
+    def parse_request(
+        self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
+    ) -> ChatRequest:
+        return super().parse_request(
+            from_vertex(body, path_model) if isinstance(body, dict) else body, path_model, path_stream
+        )
 
-    def build_request(self, req: ChatRequest, upstream_model: str, *, default_max_tokens: int,
-                      drop_unsupported: bool = False) -> dict[str, Any]:
-        return to_vertex(super().build_request(req, upstream_model, default_max_tokens=default_max_tokens,
-                                               drop_unsupported=drop_unsupported))
+    def build_request(
+        self,
+        req: ChatRequest,
+        upstream_model: str,
+        *,
+        default_max_tokens: int,
+        drop_unsupported: bool = False,
+    ) -> dict[str, Any]:
+        return to_vertex(
+            super().build_request(
+                req, upstream_model, default_max_tokens=default_max_tokens, drop_unsupported=drop_unsupported
+            )
+        )
 
     def parse_error(self, status: int, body: bytes) -> GatewayError:
         # Vertex's own errors ({"error": {"code", "message", "status"}}, kind from the status)
