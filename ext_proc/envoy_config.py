@@ -627,9 +627,9 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
         if m.per_try_idle_timeout_ms:
             # The router stage ends a stream that goes quiet; Envoy's idle timer
             # backs it up. Before the response starts (before the first event
-            # where the stream guard holds the headers) it fails the attempt over.
+            # where the answer guard holds the headers) it fails the attempt over.
             # No per_try_timeout next to it: once the response started, Envoy
-            # then never fires the idle timer (docs/architecture.md, behaviour 22).
+            # then never fires the idle timer (docs/architecture.md, behaviour 23).
             policy["per_try_idle_timeout"] = _ms(m.per_try_idle_timeout_ms + BACKSTOP_GRACE_MS)
     elif m.per_try_timeout_ms:
         policy["per_try_timeout"] = _ms(m.per_try_timeout_ms)

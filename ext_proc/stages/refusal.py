@@ -1,7 +1,7 @@
 """A provider refused the gateway's own credentials: a backend failure, never the client's 401.
 
 Envoy runs this upstream stage only for attempt responses with status 401 or
-403 (a matcher on the status), below the stream guard and the observer. The
+403 (a matcher on the status), below the answer guard and the observer. The
 status becomes 502, so Envoy fails over to the next tier as for any 5xx and the
 observer counts the failure; the body says, in the backend's dialect (the
 router stage renders it again in the client's), that the provider refused the

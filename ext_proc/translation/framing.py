@@ -2,7 +2,7 @@
 
 Most providers stream Server-Sent Events; some stream a binary framing of their
 own. A dialect names its framing (``Dialect.stream_framing``) and everything
-that reads a provider's stream (the response translator, the stream guard)
+that reads a provider's stream (the response translator, the answer guard)
 asks the framing for a reader instead of assuming SSE. Whatever the framing,
 a reader yields ``SSEEvent``s: the event's type (``event``) and its data, which
 is what a dialect's ``StreamDecoder`` consumes.
