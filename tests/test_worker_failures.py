@@ -172,6 +172,8 @@ def wait_for(what: str, cond: Callable[[], bool]) -> None:
 def all_workers_serve(stack: Stack) -> None:
     """The supervisor has started every worker again and Envoy sends to each."""
     for c in workers(stack):
+        # Alive first: Envoy may still call a just-killed worker healthy until its next check.
+        wait_for(f"{c.name} running", lambda c=c: c.proc is not None and c.proc.poll() is None)
         port = int(c.argv[c.argv.index("--port") + 1])
         wait_for(
             f"{c.name} healthy in Envoy", lambda p=port: host_stat(stack, p, "health_flags") == "healthy"
