@@ -230,7 +230,7 @@ def _sse_content_type() -> dict[str, Any] | None:
     headers: a backend stream in another framing (``Dialect.stream_framing``) has its
     content type rewritten here, by Envoy. Other responses are untouched (the filter
     is skipped unless the content type is such a framing's)."""
-    others = sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()} - {SSE_CONTENT_TYPE})
+    others = [ct for ct in dialects.STREAM_CONTENT_TYPES if ct != SSE_CONTENT_TYPE]
     if not others:
         return None
     matches = [
@@ -433,7 +433,7 @@ def _answer_guard(cfg: GatewayConfig, model: str) -> dict[str, Any]:
         "or_matcher": {
             "predicate": [
                 _response_header("content-type", {"contains": ct, "ignore_case": True})
-                for ct in sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()})
+                for ct in dialects.STREAM_CONTENT_TYPES
             ]
         }
     }
@@ -534,7 +534,7 @@ end
 
 
 def _hold_whole_answers() -> dict[str, Any]:
-    framings = sorted({d.stream_framing.content_type for d in dialects.DIALECTS.values()})
+    framings = dialects.STREAM_CONTENT_TYPES
     source = _HOLD_WHOLE_ANSWERS % ", ".join(f'"{f}"' for f in framings)
     return {
         "name": "gw.hold_whole_answers",

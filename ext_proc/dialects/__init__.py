@@ -52,6 +52,10 @@ CREDENTIAL_HEADERS: tuple[str, ...] = tuple(
 PROVIDER_RESPONSE_HEADERS: tuple[str, ...] = tuple(
     dict.fromkeys(h for d in DIALECTS.values() for h in d.provider_response_headers)
 )
+# Content types of every dialect's stream framing (SSE, AWS event-stream, ...).
+STREAM_CONTENT_TYPES: tuple[str, ...] = tuple(
+    sorted({d.stream_framing.content_type for d in DIALECTS.values()})
+)
 
 
 def get_dialect(name: str) -> Dialect:

@@ -26,7 +26,16 @@ from .. import protocol as P
 from ..admission import Rejection, Ticket
 from ..config import ResolvedBackend
 from ..conversations import StoreUnavailable
-from ..dialects import CLIENT_KEY_HEADERS, ClientCall, Dialect, ResponseKeeper, api_key, classify, get_dialect
+from ..dialects import (
+    CLIENT_KEY_HEADERS,
+    DEFAULT,
+    ClientCall,
+    Dialect,
+    ResponseKeeper,
+    api_key,
+    classify,
+    get_dialect,
+)
 from ..errors import GatewayError, overloaded_as_503
 from ..routing import Candidates
 from ..state import GatewayState
@@ -81,7 +90,7 @@ def reject(
 ) -> Answer:
     """``err`` as the client's dialect renders it, with rate-limit headers where known."""
     call = started.call if isinstance(started, Started) else started
-    dialect = get_dialect(call.dialect) if call is not None else _default_dialect()
+    dialect = get_dialect(call.dialect) if call is not None else DEFAULT
     metrics.REJECTED.labels(dialect.name, reason).inc()
     headers = dict(err.headers) if isinstance(err, Rejection) else dict(ticket.headers if ticket else {})
     if err.retry_after is not None:
@@ -89,12 +98,6 @@ def reject(
     status = dialect.error_status(GatewayError(err.kind, err.message, overloaded_as_503(err.status)))
     admission = (err.reason or err.kind) if isinstance(err, Rejection) else ""
     return Answer(status, orjson.dumps(dialect.codec.render_error(err)), headers, reason, admission)
-
-
-def _default_dialect() -> Dialect:
-    from ..dialects import DEFAULT
-
-    return DEFAULT
 
 
 def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> Started | Answer:
