@@ -1,7 +1,8 @@
 """Traces: Envoy's OpenTelemetry spans, with the gateway's attributes, reach a real OTLP receiver.
 
-The receiver is a gRPC ``TraceService`` in this process (the generated service
-of the ``opentelemetry-proto`` package); the gateway is the real stack (Envoy,
+The receiver is a gRPC ``TraceService`` in this process, built on the OTLP
+messages xds-protos ships (the ``opentelemetry-proto`` package writes the same
+module files, so installing both makes the result depend on install order); the gateway is the real stack (Envoy,
 ext_proc, mock providers), driven by the official SDKs. What is asserted is
 what an operator sees in a tracing backend: one trace per request, its spans
 and their attributes, and the provider receiving the same trace.
@@ -25,7 +26,6 @@ import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tsg
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from ext_proc import envoy_config
@@ -47,7 +47,19 @@ CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
 
 
-class Receiver(tsg.TraceServiceServicer):
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def scope_spans(resource_spans: Any) -> Any:
+    """ResourceSpans field 2: ``scope_spans`` in OTLP 0.19+, ``instrumentation_library_spans`` before.
+
+    Same number and shape (a list of messages with ``spans``), so reading it by
+    number works with whichever OTLP version of the generated module is installed.
+    """
+    return getattr(resource_spans, resource_spans.DESCRIPTOR.fields_by_number[2].name)
+
+
+class Receiver:
     """An OTLP/gRPC trace receiver keeping every span it is sent."""
 
     def __init__(self) -> None:
@@ -59,7 +71,7 @@ class Receiver(tsg.TraceServiceServicer):
         with self.changed:
             for rs in request.resource_spans:
                 self.resources.append(attributes(rs.resource))
-                for scope in rs.scope_spans:
+                for scope in scope_spans(rs):
                     self.spans.extend(scope.spans)
             self.changed.notify_all()
         return ts.ExportTraceServiceResponse()
@@ -93,7 +105,15 @@ def attributes(item: Any) -> dict[str, Any]:
 def receiver() -> Iterator[tuple[Receiver, int]]:
     sink = Receiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    tsg.add_TraceServiceServicer_to_server(sink, server)
+    export = grpc.unary_unary_rpc_method_handler(
+        sink.Export,
+        request_deserializer=ts.ExportTraceServiceRequest.FromString,
+        response_serializer=ts.ExportTraceServiceResponse.SerializeToString,
+    )
+    service, method = EXPORT.rsplit("/", 1)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.lstrip("/"), {method: export}),)
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield sink, port
