@@ -186,7 +186,7 @@ def test_burst_across_two_replicas_stays_within_one_reservation(stack: Stack, mo
     than one reservation; every rejection is an immediate 429 with headers."""
     mocks.fault("openai", mode="slow", delay_ms=500)  # all stay in flight: no refund during the burst
     t0 = time.monotonic()
-    results = send_many(stack, "burst-key", [chat("gpt-4o") for _ in range(30)])
+    results = send_many(stack, "burst-key", [chat("gpt-5.5") for _ in range(30)])
     elapsed = time.monotonic() - t0
     reservation = 100 + 5  # max_tokens + estimated input ("hi": 4 per message + 1)
     admitted = [r for r in results if r[0] == 200]
@@ -211,17 +211,17 @@ def test_burst_across_two_replicas_stays_within_one_reservation(stack: Stack, mo
 def test_retry_after_is_the_time_until_the_request_fits(stack: Stack, mocks: MockAdmin) -> None:
     """30 requests/minute: the 31st is refused with the time until one request
     is back (not a constant); half of it is too early, all of it is enough."""
-    results = send_many(stack, "pace-key", [chat("gpt-4o", max_tokens=5) for _ in range(30)])
+    results = send_many(stack, "pace-key", [chat("gpt-5.5", max_tokens=5) for _ in range(30)])
     assert [r[0] for r in results].count(200) == 30
-    status, headers, _ = send(stack, "pace-key", chat("gpt-4o", max_tokens=5))
+    status, headers, _ = send(stack, "pace-key", chat("gpt-5.5", max_tokens=5))
     assert status == 429
     wait = int(headers["retry-after-ms"]) / 1000
     assert 0.5 < wait <= 2.0  # one request per 2 s comes back
     assert headers["x-ratelimit-remaining-requests"] == "0" and headers["x-ratelimit-limit-requests"] == "30"
     time.sleep(wait / 2)
-    assert send(stack, "pace-key", chat("gpt-4o", max_tokens=5))[0] == 429
+    assert send(stack, "pace-key", chat("gpt-5.5", max_tokens=5))[0] == 429
     time.sleep(wait / 2 + 0.1)
-    status, headers, _ = send(stack, "pace-key", chat("gpt-4o", max_tokens=5))
+    status, headers, _ = send(stack, "pace-key", chat("gpt-5.5", max_tokens=5))
     assert status == 200 and headers["x-ratelimit-remaining-requests"] == "0"
 
 
@@ -232,7 +232,7 @@ def test_reconciliation_streamed_non_streamed_and_failed(
     the response (streams included); a failed request costs nothing."""
     key, cap, rate = "t:recon:tpm", 60.0, 1.0
     start = bucket_level(redis_server, key, cap, rate)
-    status, _, body = send(stack, "recon-key", chat("gpt-4o", "one two three", max_tokens=20))
+    status, _, body = send(stack, "recon-key", chat("gpt-5.5", "one two three", max_tokens=20))
     assert status == 200
     usage = json.loads(body)["usage"]
     used = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -241,7 +241,7 @@ def test_reconciliation_streamed_non_streamed_and_failed(
     assert start - used - 0.5 <= after <= start - used + 1.5, (start, used, after)
 
     status, _, raw = send(
-        stack, "recon-key", chat("claude-sonnet-4-5", "four five six seven", 20, stream=True)
+        stack, "recon-key", chat("claude-sonnet-4-6", "four five six seven", 20, stream=True)
     )
     assert status == 200
     events = [json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: {")]
@@ -253,7 +253,7 @@ def test_reconciliation_streamed_non_streamed_and_failed(
 
     for provider in ("openai", "anthropic", "gemini"):
         mocks.fault(provider, mode="error", status=400)
-    status, _, _ = send(stack, "recon-key", chat("gpt-4o", "eight nine", max_tokens=20))
+    status, _, _ = send(stack, "recon-key", chat("gpt-5.5", "eight nine", max_tokens=20))
     assert status == 400
     time.sleep(0.1)
     assert level - 0.5 <= bucket_level(redis_server, key, cap, rate) <= level + 1.5  # refunded
@@ -327,14 +327,14 @@ def test_redis_killed_fail_open_then_recovers(
     redis_server.stop()
     try:
         for _ in range(3):
-            assert send(stack, "free-key", chat("gpt-4o"))[0] == 200  # local budgets
+            assert send(stack, "free-key", chat("gpt-5.5"))[0] == 200  # local budgets
         logs = "".join((stack.run_dir / f"ext_proc-{i}.log").read_text() for i in range(2))  # type: ignore[operator]
         assert "redis unreachable" in logs and "fail_open" in logs
     finally:
         redis_server.start()
     time.sleep(0.3)  # retry_interval_s
     for _ in range(4):
-        assert send(stack, "free-key", chat("gpt-4o"))[0] == 200
+        assert send(stack, "free-key", chat("gpt-5.5"))[0] == 200
     assert redis_server.client().exists("e2e:t:free:tpm"), "budgets are back in redis"
 
 
@@ -342,12 +342,12 @@ def test_redis_down_fail_closed_is_503_then_recovers(tmp_path: Path) -> None:
     server = RedisServer()
     s = start_stack(tmp_path, budget_config(server.url, on_failure="fail_closed", workers=1))
     try:
-        status, headers, body = send(s, "free-key", chat("gpt-4o"))
+        status, headers, body = send(s, "free-key", chat("gpt-5.5"))
         assert status == 503 and "unreachable" in json.loads(body)["error"]["message"]
         assert "retry-after" in headers
         server.start()
         time.sleep(0.3)
-        assert send(s, "free-key", chat("gpt-4o"))[0] == 200
+        assert send(s, "free-key", chat("gpt-5.5"))[0] == 200
     finally:
         s.stop()
         server.stop()

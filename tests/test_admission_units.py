@@ -229,11 +229,11 @@ def test_admission_config_errors_have_paths() -> None:
     data["tenants"]["demo"].update(
         priority="interactive", max_priority="batch", limits={"tokens_per_minute": 0}
     )
-    data["models"]["gpt-4o"]["backends"][0]["limits"] = {
+    data["models"]["gpt-5.5"]["backends"][0]["limits"] = {
         "requests_per_minute": 5,
         "adaptive": {"min": 9, "max": 4},
     }
-    data["models"]["claude-sonnet-4-5"]["backends"][1]["limits"] = {"requests_per_minute": 6}
+    data["models"]["claude-sonnet-4-6"]["backends"][1]["limits"] = {"requests_per_minute": 6}
     data["redis"] = {"url": "http://x", "on_failure": "maybe"}
     with pytest.raises(ConfigError) as e:
         parse_config(yaml.safe_dump(data), "x.yaml")
@@ -241,8 +241,8 @@ def test_admission_config_errors_have_paths() -> None:
     for want in [
         "tenants.demo.priority: 'interactive' is above max_priority 'batch'",
         "tenants.demo.limits.tokens_per_minute: Input should be greater than or equal to 1",
-        "models.gpt-4o.backends[0].limits.adaptive: min 9 is above max 4",
-        "limits: backend 'openai/gpt-4o' already has different limits at models.",
+        "models.gpt-5.5.backends[0].limits.adaptive: min 9 is above max 4",
+        "limits: backend 'openai/gpt-5.5' already has different limits at models.",
         "redis.url: Value error, must be a redis://",
         "redis.on_failure: Input should be",
     ]:
@@ -279,18 +279,18 @@ def test_a_probe_admission_did_not_use_is_handed_on() -> None:
 
     data = _default()
     data["tenants"]["demo"]["limits"] = {"tokens_per_minute": 10_000_000}
-    data["models"]["claude-sonnet-4-5"]["backends"][0]["limits"] = {"requests_per_minute": 1}
+    data["models"]["claude-sonnet-4-6"]["backends"][0]["limits"] = {"requests_per_minute": 1}
     env = {"MOCK_OPENAI_API_KEY": "k", "MOCK_ANTHROPIC_API_KEY": "k", "MOCK_GEMINI_API_KEY": "k"}
     state = GatewayState(parse_config(yaml.safe_dump(data), "x.yaml"), env=env)
     now = [100.0]
     state.health = HealthTable(clock=lambda: now[0])
-    primary, fallback = state.router.chain("claude-sonnet-4-5")[:2]
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+    primary, fallback = state.router.chain("claude-sonnet-4-6")[:2]
+    body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
 
     def admit_one() -> str:
         started = Started(ClientCall("anthropic", "chat"), get_dialect("anthropic"), "demo", None, 0.0)
-        candidates = Candidates.of(state.router.chain("claude-sonnet-4-5"), state.health)
-        return run(admit(state, started, "claude-sonnet-4-5", body, candidates)).backend.name
+        candidates = Candidates.of(state.router.chain("claude-sonnet-4-6"), state.health)
+        return run(admit(state, started, "claude-sonnet-4-6", body, candidates)).backend.name
 
     assert admit_one() == primary.name  # uses the primary's one request this minute
     state.health.failure(primary.name)
@@ -314,25 +314,25 @@ def test_shared_settlements_go_to_redis_in_one_batch(redis_server: RedisServer) 
     cfg = parse_config(yaml.safe_dump(data), "x.yaml")
     adm = build(cfg)
     assert adm is not None
-    chain = cfg.chains["claude-sonnet-4-5"]
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+    chain = cfg.chains["claude-sonnet-4-6"]
+    body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
 
     def script_calls() -> int:
         stats = redis_server.client().info("commandstats")
         return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
 
     async def scenario() -> None:
-        warm = await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain)
+        warm = await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain)
         adm.settle(warm, 200, warm.backend.name, Usage(3, 4))  # loads the settle script into Redis
         await asyncio.sleep(SETTLE_BATCH_S * 10)
-        tickets = [await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(5)]
+        tickets = [await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain) for _ in range(5)]
         with pytest.raises(Rejection):  # every concurrency slot is taken
-            await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain)
+            await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain)
         before = script_calls()
         for t in tickets:
             adm.settle(t, 200, t.backend.name, Usage(3, 4))
         await asyncio.sleep(SETTLE_BATCH_S * 10)
         assert script_calls() - before == 1
-        await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain)  # the slots are free again
+        await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain)  # the slots are free again
 
     run(scenario())

@@ -87,9 +87,9 @@ def test_request_paths_encode_the_model_id() -> None:
     assert BEDROCK.request_path("anthropic.claude-3-5-sonnet-20240620-v1:0", False) == (
         "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
     )
-    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5"
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6"
     assert BEDROCK.request_path(arn, True) == (
-        "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-sonnet-4-5"
+        "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-sonnet-4-6"
         "/converse-stream"
     )
 

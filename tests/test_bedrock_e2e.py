@@ -86,7 +86,7 @@ def models() -> dict[str, Any]:
             c = case("claude", fault, dialect, mode)  # Anthropic direct first, the same model on Bedrock next
             out[c] = {
                 "backends": [
-                    _backend("anthropic", "claude-sonnet-4-5", f"anthropic/{c}"),
+                    _backend("anthropic", "claude-sonnet-4-6", f"anthropic/{c}"),
                     _backend("bedrock", UPSTREAM, f"bedrock/{c}"),
                 ]
             }
@@ -103,11 +103,11 @@ def models() -> dict[str, Any]:
             out[c] = {
                 "backends": [
                     _backend("bedrock", UPSTREAM, f"bedrock/{c}"),
-                    _backend("openai", "gpt-4o", f"openai/{c}"),
+                    _backend("openai", "gpt-5.5", f"openai/{c}"),
                 ]
             }
     out["bedrock-first"] = {
-        "backends": [{"provider": "bedrock", "model": UPSTREAM}, {"provider": "openai", "model": "gpt-4o"}]
+        "backends": [{"provider": "bedrock", "model": UPSTREAM}, {"provider": "openai", "model": "gpt-5.5"}]
     }
     out["bedrock-alone"] = {"backends": [{"provider": "bedrock-unguarded", "model": UPSTREAM}]}
     return out

@@ -83,8 +83,8 @@ def stack(
         "per_try_timeout_ms": 3000,
         "per_try_idle_timeout_ms": 3000,
         "backends": [
-            {"provider": "anthropic", "model": "claude-sonnet-4-5"},
-            {"provider": "backup", "model": "gpt-4o"},
+            {"provider": "anthropic", "model": "claude-sonnet-4-6"},
+            {"provider": "backup", "model": "gpt-5.5"},
         ],
     }
     cfg["tenants"]["demo"]["limits"] = {"concurrent_requests": 500, "tokens_per_minute": 50_000_000}

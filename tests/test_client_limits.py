@@ -25,9 +25,9 @@ from tests.test_failover import request_for
 CHAT = {
     "openai": ("/v1/chat/completions", f"authorization: Bearer {DEMO_KEY}"),
     "anthropic": ("/v1/messages", f"x-api-key: {DEMO_KEY}\r\nanthropic-version: 2023-06-01"),
-    "gemini": ("/v1beta/models/gpt-4o:generateContent", f"x-goog-api-key: {DEMO_KEY}"),
+    "gemini": ("/v1beta/models/gpt-5.5:generateContent", f"x-goog-api-key: {DEMO_KEY}"),
 }
-BODY = b'{"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}'
+BODY = b'{"model": "gpt-5.5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}'
 
 
 def error_of(dialect: str, body: bytes) -> tuple[str, str]:
@@ -308,7 +308,7 @@ GATEWAY_SET = {
 def test_client_headers_reach_no_provider_by_default(
     gateway_limits: Stack, limits_mocks: MockAdmin, dialect: str
 ) -> None:
-    assert chat(gateway_limits, dialect, "gpt-4o") == 200
+    assert chat(gateway_limits, dialect, "gpt-5.5") == 200
     got = arrived(limits_mocks, "openai")
     assert set(got) <= {"content-type", "accept", *GATEWAY_SET}, got
 
@@ -317,12 +317,12 @@ def test_a_listed_header_reaches_only_the_provider_that_lists_it(
     gateway_limits: Stack, limits_mocks: MockAdmin
 ) -> None:
     """providers.anthropic.forward_headers: [anthropic-beta] (and nothing else forwards it)."""
-    assert chat(gateway_limits, "openai", "claude-sonnet-4-5") == 200
+    assert chat(gateway_limits, "openai", "claude-sonnet-4-6") == 200
     got = arrived(limits_mocks, "anthropic")
     assert got["anthropic-beta"] == CLIENT_EXTRAS["anthropic-beta"]
     assert set(got) <= {"content-type", "accept", "anthropic-beta", *GATEWAY_SET}, got
     # Failed over to a provider that does not list it: removed on that attempt.
     limits_mocks.fault("anthropic", mode="error", status=503)
-    assert chat(gateway_limits, "openai", "claude-sonnet-4-5") == 200
+    assert chat(gateway_limits, "openai", "claude-sonnet-4-6") == 200
     got = arrived(limits_mocks, "openai")
     assert set(got) <= {"content-type", "accept", *GATEWAY_SET}, got

@@ -74,9 +74,9 @@ def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sta
     token_file = tmp / "entra-token"
     token_file.write_text("not-yet-a-token")  # the sidecar writes the real one once the cloud is up
     models = {
-        "gemini-on-vertex": {"backends": [{"provider": "vertex_gemini", "model": "gemini-2.5-flash"}]},
+        "gemini-on-vertex": {"backends": [{"provider": "vertex_gemini", "model": "gemini-3.5-flash"}]},
         "claude-on-vertex": {
-            "backends": [{"provider": "vertex_anthropic", "model": "claude-sonnet-4-5@20250929"}]
+            "backends": [{"provider": "vertex_anthropic", "model": "claude-sonnet-4-6@20250929"}]
         },
         "gpt-on-entra": {"backends": [{"provider": "azure_entra", "model": "gpt-4o-prod"}]},
         "gpt-by-file": {"backends": [{"provider": "azure_file", "model": "gpt-4o-file"}]},
@@ -173,7 +173,7 @@ def test_a_token_file_kept_fresh_by_a_sidecar(short_tokens: tuple[Stack, Path]) 
 
 # client-facing model -> its backends, primary first (distinct upstream names: distinct health entries)
 FAILOVER_MODELS = {
-    "claude": [("anthropic", "claude-sonnet-4-5"), ("vertex_anthropic", "claude-sonnet-4-5@20250929")],
+    "claude": [("anthropic", "claude-sonnet-4-6"), ("vertex_anthropic", "claude-sonnet-4-6@20250929")],
     "claude-vertex-first": [
         ("vertex_anthropic", "claude-opus-4-1@20250805"),
         ("anthropic", "claude-opus-4-1"),
@@ -183,7 +183,7 @@ FAILOVER_MODELS = {
         ("anthropic", "claude-haiku-4-5"),
     ],
     "gemini-ha": [("vertex_gemini", "gemini-2.5-pro"), ("gemini", "gemini-2.5-pro")],
-    "gpt-ha": [("azure_entra", "gpt-4o-ha"), ("openai", "gpt-4o")],
+    "gpt-ha": [("azure_entra", "gpt-4o-ha"), ("openai", "gpt-5.5")],
     "gpt-azure": [("azure_openai", "gpt-4o-prod")],
     # each cloud alone (no fallback, health of its own): does its credential work right now?
     "claude-vertex-only": [("vertex_anthropic", "claude-3-5-haiku@20241022")],
@@ -247,12 +247,12 @@ def test_claude_fails_over_from_anthropic_to_vertex_under_load(
             stream,
             n=48,
             concurrency=16,
-            expect_prefix="[vertex_anthropic:claude-sonnet-4-5@20250929]",
+            expect_prefix="[vertex_anthropic:claude-sonnet-4-6@20250929]",
         )
     )
     assert out.statuses == Counter({200: 48}), out.wrong[:3]
     assert not out.wrong, out.wrong[:3]
-    assert out.backends == Counter({"vertex_anthropic/claude-sonnet-4-5@20250929": 48})
+    assert out.backends == Counter({"vertex_anthropic/claude-sonnet-4-6@20250929": 48})
     body = cmocks.stats("vertex_anthropic")["last_request"]["body"]
     assert body["anthropic_version"] == "vertex-2023-10-16" and "model" not in body
 
@@ -282,7 +282,7 @@ def test_claude_fails_over_from_vertex_to_anthropic(clouds: Stack, cmocks: MockA
 REFUSED = {
     "claude-vertex-ha": ("anthropic", "vertex_anthropic", "anthropic/claude-haiku-4-5", "claude-vertex-only"),
     "gemini-ha": ("gemini", "vertex_gemini", "gemini/gemini-2.5-pro", "gemini-vertex-only"),
-    "gpt-ha": ("openai", "azure_entra", "openai/gpt-4o", "gpt-entra-only"),
+    "gpt-ha": ("openai", "azure_entra", "openai/gpt-5.5", "gpt-entra-only"),
 }
 
 
@@ -464,7 +464,7 @@ def test_up_refuses_to_start_with_an_unloadable_credential(tmp_path: Path) -> No
     providers = cloud_providers()
     cfg = {
         "providers": {"vertex_gemini": providers["vertex_gemini"]},
-        "models": {"m": {"backends": [{"provider": "vertex_gemini", "model": "gemini-2.5-flash"}]}},
+        "models": {"m": {"backends": [{"provider": "vertex_gemini", "model": "gemini-3.5-flash"}]}},
     }
     cfg, _ = with_clouds(cfg, tmp_path)
     Path(cfg["providers"]["vertex_gemini"]["gcp_credentials_file"]).unlink()

@@ -411,7 +411,7 @@ def test_n_equal_one_is_fine() -> None:
 @pytest.mark.parametrize("target", ["anthropic", "gemini"])
 def test_unmapped_field_refused_by_other_dialects(target: str) -> None:
     body = {
-        "model": "gpt-4o",
+        "model": "gpt-5.5",
         "messages": [{"role": "user", "content": "hi"}],
         "logprobs": True,
         "top_logprobs": 3,
@@ -649,7 +649,7 @@ def test_usage_of_and_rename_model() -> None:
 
     ge = CODECS["gemini"]
     body = {
-        "modelVersion": "gemini-2.5-flash",
+        "modelVersion": "gemini-3.5-flash",
         "usageMetadata": {
             "promptTokenCount": 7,
             "candidatesTokenCount": 3,
@@ -663,12 +663,12 @@ def test_usage_of_and_rename_model() -> None:
 
 
 def test_request_paths() -> None:
-    assert CODECS["openai"].request_path("gpt-4o", True) == "/chat/completions"
+    assert CODECS["openai"].request_path("gpt-5.5", True) == "/chat/completions"
     assert CODECS["anthropic"].request_path("claude", False) == "/v1/messages"
     assert (
-        CODECS["gemini"].request_path("gemini-2.5-flash", False)
-        == "/v1beta/models/gemini-2.5-flash:generateContent"
+        CODECS["gemini"].request_path("gemini-3.5-flash", False)
+        == "/v1beta/models/gemini-3.5-flash:generateContent"
     )
-    assert CODECS["gemini"].request_path("models/gemini-2.5-flash", True) == (
-        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    assert CODECS["gemini"].request_path("models/gemini-3.5-flash", True) == (
+        "/v1beta/models/gemini-3.5-flash:streamGenerateContent?alt=sse"
     )

@@ -238,7 +238,7 @@ def test_dashboard_metrics_exist_in_the_local_stack(gateway: Stack) -> None:
     req = urllib.request.Request(
         gateway.base_url + "/v1/chat/completions",
         method="POST",
-        data=b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}',
+        data=b'{"model":"gpt-5.5","messages":[{"role":"user","content":"hi"}]}',
         headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"},
     )
     urllib.request.urlopen(req, timeout=10).read()

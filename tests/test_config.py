@@ -20,12 +20,12 @@ def test_embedded_default_is_the_repo_config() -> None:
 
 def test_default_config_serves_three_models_with_fallbacks() -> None:
     cfg = load_config()
-    assert list(cfg.models) == ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash"]
+    assert list(cfg.models) == ["gpt-5.5", "claude-sonnet-4-6", "gemini-3.5-flash"]
     providers = {m: [b.provider_name for b in chain] for m, chain in cfg.chains.items()}
     assert providers == {
-        "gpt-4o": ["openai", "anthropic", "gemini"],
-        "claude-sonnet-4-5": ["anthropic", "openai", "gemini"],
-        "gemini-2.5-flash": ["gemini", "openai", "anthropic"],
+        "gpt-5.5": ["openai", "anthropic", "gemini"],
+        "claude-sonnet-4-6": ["anthropic", "openai", "gemini"],
+        "gemini-3.5-flash": ["gemini", "openai", "anthropic"],
     }
     assert cfg.listen.port == 8080 and cfg.admin.port == 9901 and cfg.ext_proc.metrics_port == 9464
 
@@ -40,7 +40,7 @@ def test_demo_key_maps_to_a_tenant() -> None:
 
 def broken() -> str:
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    data["models"]["gpt-4o"]["backends"][1]["provider"] = "antropic"
+    data["models"]["gpt-5.5"]["backends"][1]["provider"] = "antropic"
     data["providers"]["gemini"]["dialect"] = "gemni"
     data["admin"]["port"] = 8080
     data["ext_proc"]["colour"] = "red"
@@ -54,7 +54,7 @@ def test_all_errors_reported_at_once_with_paths() -> None:
         parse_config(broken(), "broken.yaml")
     problems = e.value.problems
     expected = [
-        "broken.yaml: models.gpt-4o.backends[1].provider: unknown provider 'antropic'",
+        "broken.yaml: models.gpt-5.5.backends[1].provider: unknown provider 'antropic'",
         "broken.yaml: providers.gemini.dialect: Input should be 'openai', 'anthropic', 'gemini', 'openai_responses', ",
         "broken.yaml: admin.port: port 8080 is already used by listen.port",
         "broken.yaml: ext_proc.colour: unknown field",
@@ -136,5 +136,5 @@ def test_check_command(tmp_path: Path) -> None:
     bad.write_text(broken())
     result = run_cli("check", str(bad))
     assert result.returncode == 1
-    assert f"{bad}: models.gpt-4o.backends[1].provider: unknown provider 'antropic'" in result.stderr
+    assert f"{bad}: models.gpt-5.5.backends[1].provider: unknown provider 'antropic'" in result.stderr
     assert f"{bad}: admin.port: port 8080 is already used by listen.port" in result.stderr

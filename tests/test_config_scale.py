@@ -145,7 +145,7 @@ class Load:
 
             async def one(i: int) -> None:
                 body = {
-                    "model": ("gpt-4o", "claude-sonnet-4-5")[i % 2],
+                    "model": ("gpt-5.5", "claude-sonnet-4-6")[i % 2],
                     "messages": [{"role": "user", "content": "hi"}],
                 }
                 try:

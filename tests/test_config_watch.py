@@ -174,7 +174,7 @@ def test_a_rotated_key_file_is_used_without_a_config_change(
             await server.reload(processor, force=keys_changed)
 
         def auth() -> str:
-            return processor.state.router.targets["openai/gpt-4o"].headers["authorization"]
+            return processor.state.router.targets["openai/gpt-5.5"].headers["authorization"]
 
         task = config_watch.start(lambda: processor.state.config, reload, 0.05)
         try:

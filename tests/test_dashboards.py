@@ -136,26 +136,26 @@ def drive(stack: Stack, mocks: MockAdmin) -> Counter[str]:
     seen: Counter[str] = Counter()
     # Answers: every model, each in another client dialect, streamed and not.
     for model, dialect in (
-        ("gpt-4o", "openai"),
-        ("claude-sonnet-4-5", "anthropic"),
-        ("gemini-2.5-flash", "gemini"),
+        ("gpt-5.5", "openai"),
+        ("claude-sonnet-4-6", "anthropic"),
+        ("gemini-3.5-flash", "gemini"),
     ):
         for stream in (False, True):
             seen[f"answered {call(stack, dialect, model, stream)[0]}"] += 1
     # Admission: the tight tenant's third request in a minute is over its budget.
     for _ in range(3):
-        seen[f"tight {call(stack, 'openai', 'gpt-4o', key='tight-key')[0]}"] += 1
+        seen[f"tight {call(stack, 'openai', 'gpt-5.5', key='tight-key')[0]}"] += 1
     # Refused by the gateway itself.
-    seen[f"bad key {call(stack, 'openai', 'gpt-4o', key='wrong-key')[0]}"] += 1
+    seen[f"bad key {call(stack, 'openai', 'gpt-5.5', key='wrong-key')[0]}"] += 1
     seen[f"unknown model {call(stack, 'anthropic', 'no-such-model')[0]}"] += 1
-    # Failover: OpenAI answers 503, gpt-4o is answered by its next backend.
+    # Failover: OpenAI answers 503, gpt-5.5 is answered by its next backend.
     mocks.fault("openai", mode="error", status=503)
     for _ in range(2):
-        status, backend = call(stack, "gemini", "gpt-4o")
+        status, backend = call(stack, "gemini", "gpt-5.5")
         seen[f"failover {status} {backend}"] += 1
     # A provider error the client sees (400 is not retried).
     mocks.fault("gemini", mode="error", status=400)
-    seen[f"provider error {call(stack, 'openai', 'gemini-2.5-flash')[0]}"] += 1
+    seen[f"provider error {call(stack, 'openai', 'gemini-3.5-flash')[0]}"] += 1
     mocks.reset()
     return seen
 
@@ -287,7 +287,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
                 seen
             )
             assert (
-                seen["failover 200 anthropic/claude-sonnet-4-5"] == 2 and seen["provider error 400"] == 1
+                seen["failover 200 anthropic/claude-sonnet-4-6"] == 2 and seen["provider error 400"] == 1
             ), seen
             if round_ == 1:
                 assert seen["tight 200"] == 2, seen

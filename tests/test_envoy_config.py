@@ -29,7 +29,7 @@ def test_rendered_config_passes_envoy_validate(tmp_path: Path) -> None:
 def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
     _, cfg = render(tmp_path)
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
-    c = clusters["model/claude-sonnet-4-5"]
+    c = clusters["model/claude-sonnet-4-6"]
     localities = c["load_assignment"]["endpoints"]
     backends = [
         (loc["priority"], ep["metadata"]["filter_metadata"]["gw"]["backend"])
@@ -37,9 +37,9 @@ def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
         for ep in loc["lb_endpoints"]
     ]
     assert backends == [
-        (0, "anthropic/claude-sonnet-4-5"),
-        (1, "openai/gpt-4o"),
-        (2, "gemini/gemini-2.5-flash"),
+        (0, "anthropic/claude-sonnet-4-6"),
+        (1, "openai/gpt-5.5"),
+        (2, "gemini/gemini-3.5-flash"),
     ]
     assert c["common_lb_config"]["healthy_panic_threshold"]["value"] == 0
     filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
@@ -62,21 +62,21 @@ def test_model_cluster_lists_backends_as_priorities(tmp_path: Path) -> None:
 def test_each_entry_tier_has_a_cluster_starting_there(tmp_path: Path) -> None:
     _, cfg = render(tmp_path)
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
-    c = clusters["model/gpt-4o/from-tier-1"]
+    c = clusters["model/gpt-5.5/from-tier-1"]
     backends = [
         (loc["priority"], ep["metadata"]["filter_metadata"]["gw"]["backend"])
         for loc in c["load_assignment"]["endpoints"]
         for ep in loc["lb_endpoints"]
     ]
-    assert backends == [(0, "anthropic/claude-sonnet-4-5"), (1, "gemini/gemini-2.5-flash")]
-    assert "model/gpt-4o/from-tier-2" in clusters and "model/gpt-4o/from-tier-3" not in clusters
+    assert backends == [(0, "anthropic/claude-sonnet-4-6"), (1, "gemini/gemini-3.5-flash")]
+    assert "model/gpt-5.5/from-tier-2" in clusters and "model/gpt-5.5/from-tier-3" not in clusters
 
 
 def test_routes_retry_across_priorities(tmp_path: Path) -> None:
     _, cfg = render(tmp_path)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
-    for name in ("gpt-4o via openai/gpt-4o", "gpt-4o via openai/gpt-4o (stream)"):
+    for name in ("gpt-5.5 via openai/gpt-5.5", "gpt-5.5 via openai/gpt-5.5 (stream)"):
         policy = routes[name]["route"]["retry_policy"]
         assert policy["num_retries"] == 2
         assert policy["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
@@ -85,10 +85,10 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
             403,
             429,
         ]
-        assert routes[name]["route"]["cluster"] == "model/gpt-4o"
+        assert routes[name]["route"]["cluster"] == "model/gpt-5.5"
     plain, stream = (
-        routes["gpt-4o via openai/gpt-4o"]["route"],
-        routes["gpt-4o via openai/gpt-4o (stream)"]["route"],
+        routes["gpt-5.5 via openai/gpt-5.5"]["route"],
+        routes["gpt-5.5 via openai/gpt-5.5 (stream)"]["route"],
     )
     assert plain["retry_policy"]["per_try_timeout"] == "120s"
     # Streams: Envoy's idle timer backs up the router stage's, and alone (with a per-try timeout
@@ -102,8 +102,8 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
         stream["max_stream_duration"] == {"max_stream_duration": "1805s"} and stream["idle_timeout"] == "0s"
     )
     # a route for the second backend as primary starts at its tier, with one retry left
-    second = routes["gpt-4o via anthropic/claude-sonnet-4-5"]["route"]
-    assert second["cluster"] == "model/gpt-4o/from-tier-1" and second["retry_policy"]["num_retries"] == 1
+    second = routes["gpt-5.5 via anthropic/claude-sonnet-4-6"]["route"]
+    assert second["cluster"] == "model/gpt-5.5/from-tier-1" and second["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == [
         "envoy.filters.http.header_mutation",
@@ -160,14 +160,14 @@ def test_tls_providers_pass_envoy_validate(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, name + ": " + (result.stdout + result.stderr)[-2000:]
         clusters = {c["name"]: c for c in yaml.safe_load(out.read_text())["static_resources"]["clusters"]}
-        protocol = clusters["model/gpt-4o"]["typed_extension_protocol_options"][
+        protocol = clusters["model/gpt-5.5"]["typed_extension_protocol_options"][
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]
         if name == "all-tls":
-            assert "auto_config" in protocol and "transport_socket" in clusters["model/gpt-4o"]
+            assert "auto_config" in protocol and "transport_socket" in clusters["model/gpt-5.5"]
         else:
             assert "explicit_http_config" in protocol
-            assert [m["name"] for m in clusters["model/gpt-4o"]["transport_socket_matches"]] == [
+            assert [m["name"] for m in clusters["model/gpt-5.5"]["transport_socket_matches"]] == [
                 "tls",
                 "plaintext",
             ]

@@ -132,7 +132,7 @@ def chat(stack: Stack) -> dict:
     req = urllib.request.Request(
         stack.base_url + "/v1/chat/completions",
         method="POST",
-        data=json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        data=json.dumps({"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]}).encode(),
         headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=10) as r:

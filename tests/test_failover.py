@@ -24,9 +24,9 @@ CONCURRENCY = 32
 
 # client dialect -> (model, primary provider that will be faulted, fallback backend)
 CASES = {
-    "openai": ("claude-sonnet-4-5", "anthropic", "openai/gpt-4o"),
-    "anthropic": ("gemini-2.5-flash", "gemini", "openai/gpt-4o"),
-    "gemini": ("gpt-4o", "openai", "anthropic/claude-sonnet-4-5"),
+    "openai": ("claude-sonnet-4-6", "anthropic", "openai/gpt-5.5"),
+    "anthropic": ("gemini-3.5-flash", "gemini", "openai/gpt-5.5"),
+    "gemini": ("gpt-5.5", "openai", "anthropic/claude-sonnet-4-6"),
 }
 
 FAULTS = {
@@ -217,22 +217,22 @@ def test_provider_refusing_the_gateway_key_is_failed_over(
 def test_rate_limited_backend_is_skipped_until_it_recovers(fresh: tuple[Stack, MockAdmin]) -> None:
     failover_gateway, fmocks = fresh
     fmocks.fault("openai", mode="rate_limit", retry_after=2)
-    out = asyncio.run(hammer(failover_gateway, "openai", "gpt-4o", False, n=50, concurrency=1))
+    out = asyncio.run(hammer(failover_gateway, "openai", "gpt-5.5", False, n=50, concurrency=1))
     assert out.statuses == Counter({200: 50})
-    assert out.backends == Counter({"anthropic/claude-sonnet-4-5": 50})
+    assert out.backends == Counter({"anthropic/claude-sonnet-4-6": 50})
     # Only the first request paid the failed attempt; the rest went straight to the fallback.
     assert fmocks.stats("openai")["requests"] == 1
     fmocks.reset()
     time.sleep(2.2)  # the Retry-After has passed: the next request probes, and succeeds
-    out = asyncio.run(hammer(failover_gateway, "openai", "gpt-4o", False, n=5, concurrency=1))
-    assert out.backends == Counter({"openai/gpt-4o": 5})
+    out = asyncio.run(hammer(failover_gateway, "openai", "gpt-5.5", False, n=5, concurrency=1))
+    assert out.backends == Counter({"openai/gpt-5.5": 5})
     assert fmocks.stats("openai")["requests"] == 5
 
 
 def test_failing_backend_is_probed_not_assumed_recovered(fresh: tuple[Stack, MockAdmin]) -> None:
     failover_gateway, fmocks = fresh
     fmocks.fault("anthropic", mode="down")
-    out = asyncio.run(hammer(failover_gateway, "openai", "claude-sonnet-4-5", False, n=40, concurrency=1))
+    out = asyncio.run(hammer(failover_gateway, "openai", "claude-sonnet-4-6", False, n=40, concurrency=1))
     assert out.statuses == Counter({200: 40})
     attempts_while_down = fmocks.stats("anthropic")["requests"]
     assert attempts_while_down <= 3  # skipped after consecutive failures, probed on back-off
@@ -241,12 +241,12 @@ def test_failing_backend_is_probed_not_assumed_recovered(fresh: tuple[Stack, Moc
     # have to let a probe through; then the recovered backend is used again.
     deadline = time.monotonic() + 30
     backends: Counter = Counter()
-    while time.monotonic() < deadline and not backends["anthropic/claude-sonnet-4-5"]:
+    while time.monotonic() < deadline and not backends["anthropic/claude-sonnet-4-6"]:
         backends += asyncio.run(
-            hammer(failover_gateway, "openai", "claude-sonnet-4-5", False, n=1, concurrency=1)
+            hammer(failover_gateway, "openai", "claude-sonnet-4-6", False, n=1, concurrency=1)
         ).backends
         time.sleep(0.2)
-    assert backends["anthropic/claude-sonnet-4-5"] >= 1
+    assert backends["anthropic/claude-sonnet-4-6"] >= 1
 
 
 @pytest.mark.parametrize("dialect", list(CASES))
@@ -320,7 +320,7 @@ def test_stream_cut_after_first_byte_is_never_a_silent_success(
 
 def test_hedging_races_the_next_tier(tmp_path: Any) -> None:
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    cfg["models"]["gpt-4o"]["hedge_after_ms"] = 300
+    cfg["models"]["gpt-5.5"]["hedge_after_ms"] = 300
     stack = start_stack(tmp_path, config_on_free_ports(cfg))
     try:
         admin = MockAdmin(stack)
@@ -329,8 +329,8 @@ def test_hedging_races_the_next_tier(tmp_path: Any) -> None:
         # retry on per-try timeout would cancel the primary and answer from the fallback.
         admin.fault("openai", mode="slow", delay_ms=600)
         admin.fault("anthropic", mode="slow", delay_ms=1500)
-        out = asyncio.run(hammer(stack, "openai", "gpt-4o", False, n=1, concurrency=1))
-        assert out.backends == Counter({"openai/gpt-4o": 1}), out.wrong
+        out = asyncio.run(hammer(stack, "openai", "gpt-5.5", False, n=1, concurrency=1))
+        assert out.backends == Counter({"openai/gpt-5.5": 1}), out.wrong
         assert admin.stats("openai")["requests"] == 1 and admin.stats("anthropic")["requests"] == 1
     finally:
         stack.stop()
@@ -347,7 +347,7 @@ def test_stream_opening_with_an_error_event_fails_over(
         hammer(
             failover_gateway,
             dialect,
-            "claude-sonnet-4-5",
+            "claude-sonnet-4-6",
             True,
             n=60,
             concurrency=16,
@@ -356,7 +356,7 @@ def test_stream_opening_with_an_error_event_fails_over(
     )
     assert out.statuses == Counter({200: 60}), out.wrong[:3]
     assert not out.wrong, out.wrong[:3]
-    assert out.backends == Counter({"openai/gpt-4o": 60})
+    assert out.backends == Counter({"openai/gpt-5.5": 60})
 
 
 def test_stream_error_on_the_last_backend_reaches_the_client_as_its_error(
@@ -366,7 +366,7 @@ def test_stream_error_on_the_last_backend_reaches_the_client_as_its_error(
     for p in ("openai", "anthropic", "gemini"):
         admin.fault(p, mode="down")
     admin.fault("anthropic", mode="stream_error")  # the last backend answers, with an in-band error
-    path, headers, body = request_for("openai", "gemini-2.5-flash", True, "hello")
+    path, headers, body = request_for("openai", "gemini-3.5-flash", True, "hello")
 
     async def go() -> tuple[int, Any]:
         async with (

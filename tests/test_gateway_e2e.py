@@ -40,8 +40,8 @@ def post(
 @pytest.mark.parametrize(
     ("model", "provider", "upstream"),
     [
-        ("gpt-4o", "openai", "gpt-4o"),
-        ("claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5"),
+        ("gpt-5.5", "openai", "gpt-5.5"),
+        ("claude-sonnet-4-6", "anthropic", "claude-sonnet-4-6"),
     ],
 )
 def test_chat_completion_reaches_primary_backend(
@@ -61,7 +61,7 @@ def test_chat_completion_reaches_primary_backend(
 
 def test_translated_request_carries_system_and_history(gateway, mocks: MockAdmin) -> None:
     completion = client(gateway).chat.completions.create(
-        model="claude-sonnet-4-5",
+        model="claude-sonnet-4-6",
         messages=[
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": "first question"},
@@ -72,7 +72,7 @@ def test_translated_request_carries_system_and_history(gateway, mocks: MockAdmin
         temperature=0.2,
         stop=["END"],
     )
-    assert completion.choices[0].message.content == "[anthropic:claude-sonnet-4-5] second question"
+    assert completion.choices[0].message.content == "[anthropic:claude-sonnet-4-6] second question"
     sent = mocks.stats("anthropic")["last_request"]["body"]
     assert sent["system"] in ("be brief", [{"type": "text", "text": "be brief"}])
     assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
@@ -83,15 +83,15 @@ def test_translated_request_carries_system_and_history(gateway, mocks: MockAdmin
 
 def test_anthropic_backend_gets_default_max_tokens(gateway, mocks: MockAdmin) -> None:
     client(gateway).chat.completions.create(
-        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hello"}]
+        model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hello"}]
     )
     sent = mocks.stats("anthropic")["last_request"]["body"]
-    assert sent["max_tokens"] == gateway.config.models["claude-sonnet-4-5"].default_max_tokens
+    assert sent["max_tokens"] == gateway.config.models["claude-sonnet-4-6"].default_max_tokens
 
 
 def test_provider_credentials_replace_the_client_key(gateway, mocks: MockAdmin) -> None:
     client(gateway).chat.completions.create(
-        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hello"}]
+        model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hello"}]
     )
     headers = {k.lower(): v for k, v in mocks.stats("anthropic")["last_request"]["headers"].items()}
     assert "authorization" not in headers  # the client's gateway key never leaves the gateway
@@ -103,16 +103,16 @@ def test_client_internal_headers_are_stripped(gateway, mocks: MockAdmin) -> None
     status, _, body = post(
         gateway,
         "/v1/chat/completions",
-        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+        {"model": "gpt-5.5", "messages": [{"role": "user", "content": "x"}]},
         {
             "authorization": f"Bearer {DEMO_KEY}",
-            "x-gw-pre": "anthropic/claude-sonnet-4-5",
-            "x-gw-route": "claude-sonnet-4-5",
+            "x-gw-pre": "anthropic/claude-sonnet-4-6",
+            "x-gw-route": "claude-sonnet-4-6",
             "x-gw-stream": "1",
         },
     )
     assert status == 200
-    assert body["choices"][0]["message"]["content"] == "[openai:gpt-4o] x"
+    assert body["choices"][0]["message"]["content"] == "[openai:gpt-5.5] x"
     headers = {k.lower() for k in mocks.stats("openai")["last_request"]["headers"]}
     assert not any(h.startswith("x-gw-") for h in headers)
 
@@ -127,11 +127,11 @@ def test_unknown_model_is_404(gateway, mocks: MockAdmin) -> None:
 
 
 def test_missing_and_unknown_keys_are_401(gateway) -> None:
-    status, _, body = post(gateway, "/v1/chat/completions", {"model": "gpt-4o", "messages": []})
+    status, _, body = post(gateway, "/v1/chat/completions", {"model": "gpt-5.5", "messages": []})
     assert status == 401 and "missing API key" in body["error"]["message"]
     with pytest.raises(openai.AuthenticationError) as e:
         client(gateway, key="not-a-key").chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+            model="gpt-5.5", messages=[{"role": "user", "content": "x"}]
         )
     assert e.value.status_code == 401
     assert e.value.body["code"] == "invalid_api_key"
@@ -140,7 +140,7 @@ def test_missing_and_unknown_keys_are_401(gateway) -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        (b'{"model": "gpt-4o", "messages": [', None),
+        (b'{"model": "gpt-5.5", "messages": [', None),
         (b"[1, 2]", None),
         (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), "model"),
     ],
@@ -157,7 +157,7 @@ def test_malformed_requests_are_400(gateway, body: bytes, param: str | None) -> 
 
 def test_missing_required_field_in_translated_request_is_400(gateway, mocks: MockAdmin) -> None:
     with pytest.raises(openai.BadRequestError) as e:
-        client(gateway).chat.completions.create(model="claude-sonnet-4-5", messages=None)  # type: ignore[arg-type]
+        client(gateway).chat.completions.create(model="claude-sonnet-4-6", messages=None)  # type: ignore[arg-type]
     assert e.value.status_code == 400
     assert "messages" in e.value.message
     assert mocks.stats("anthropic")["requests"] == 0

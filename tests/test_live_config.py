@@ -103,13 +103,13 @@ def live(tmp_path: Path):
 def test_config_changes_under_load_fail_no_request(live) -> None:
     stack, base = live
     cfg = copy.deepcopy(base)
-    with Load(stack, ["gpt-4o", "claude-sonnet-4-5"]) as load:
+    with Load(stack, ["gpt-5.5", "claude-sonnet-4-6"]) as load:
         time.sleep(1)
         # 1. Add a model and call it.
         cfg["models"]["gpt-4o-mini"] = {
             "backends": [
                 {"provider": "openai", "model": "gpt-4o-mini"},
-                {"provider": "anthropic", "model": "claude-sonnet-4-5"},
+                {"provider": "anthropic", "model": "claude-sonnet-4-6"},
             ]
         }
         stack.apply(yaml.safe_dump(cfg))
@@ -118,21 +118,21 @@ def test_config_changes_under_load_fail_no_request(live) -> None:
         assert body["choices"][0]["message"]["content"] == "[openai:gpt-4o-mini] hi"
         load.models.append("gpt-4o-mini")
         time.sleep(1)
-        # 2. Reorder failover: claude-sonnet-4-5 now goes to OpenAI first.
-        backends = cfg["models"]["claude-sonnet-4-5"]["backends"]
+        # 2. Reorder failover: claude-sonnet-4-6 now goes to OpenAI first.
+        backends = cfg["models"]["claude-sonnet-4-6"]["backends"]
         backends.insert(0, backends.pop(1))
         stack.apply(yaml.safe_dump(cfg))
-        assert chat(stack, "claude-sonnet-4-5")[1] == "openai/gpt-4o"
+        assert chat(stack, "claude-sonnet-4-6")[1] == "openai/gpt-5.5"
         time.sleep(1)
         # 3. An invalid config is rejected with its field paths; the old one keeps serving.
         broken = copy.deepcopy(cfg)
-        broken["models"]["gpt-4o"]["backends"][0]["provider"] = "nope"
+        broken["models"]["gpt-5.5"]["backends"][0]["provider"] = "nope"
         with pytest.raises(ConfigError) as e:
             stack.apply(yaml.safe_dump(broken))
         assert any(
-            "models.gpt-4o.backends[0].provider: unknown provider 'nope'" in p for p in e.value.problems
+            "models.gpt-5.5.backends[0].provider: unknown provider 'nope'" in p for p in e.value.problems
         )
-        assert chat(stack, "gpt-4o")[0] == 200
+        assert chat(stack, "gpt-5.5")[0] == 200
         # 4. Remove a model: the load stops asking for it first (its requests would intend a 404).
         load.models.remove("gpt-4o-mini")
         time.sleep(0.5)
@@ -141,7 +141,7 @@ def test_config_changes_under_load_fail_no_request(live) -> None:
         assert chat(stack, "gpt-4o-mini")[0] == 404
         time.sleep(3)  # past the drain period: the old configs' routes and clusters are gone
         stack.tick()
-        after_reorder = [b for m, _, b in load.results if m == "claude-sonnet-4-5"][-20:]
+        after_reorder = [b for m, _, b in load.results if m == "claude-sonnet-4-6"][-20:]
         # 5. Tighten the tenant's budget: 429s begin (the only failures this change intends).
         before_budget = len(load.results)
         cfg["tenants"]["demo"]["limits"] = {"requests_per_minute": 60}
@@ -150,7 +150,7 @@ def test_config_changes_under_load_fail_no_request(live) -> None:
     statuses = Counter(status for _, status, _ in load.results[:before_budget])
     assert before_budget > 100
     assert statuses == Counter({200: before_budget}), [r for r in load.results if r[1] != 200][:5]
-    assert set(after_reorder) == {"openai/gpt-4o"}
+    assert set(after_reorder) == {"openai/gpt-5.5"}
     after_budget = Counter(status for _, status, _ in load.results[before_budget:])
     assert set(after_budget) <= {200, 429} and after_budget[429] > 0
 
@@ -182,12 +182,12 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
         port = cfg["listen"]["port"]
         stack_like = type("S", (), {"base_url": f"http://127.0.0.1:{port}"})()
         # Editing the watched file switches the gateway.
-        cfg["models"]["o-watch"] = {"backends": [{"provider": "gemini", "model": "gemini-2.5-flash"}]}
+        cfg["models"]["o-watch"] = {"backends": [{"provider": "gemini", "model": "gemini-3.5-flash"}]}
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         until(lambda: chat(stack_like, "o-watch")[0] == 200)
         # `llm-gateway apply` with another file reaches the running gateway.
         other = tmp_path / "other.yaml"
-        cfg["models"]["o-apply"] = {"backends": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}]}
+        cfg["models"]["o-apply"] = {"backends": [{"provider": "anthropic", "model": "claude-sonnet-4-6"}]}
         other.write_text(yaml.safe_dump(cfg, sort_keys=False))
         result = subprocess.run(
             [sys.executable, "-m", "gateway_tools", "apply", str(other)],
@@ -196,7 +196,7 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        assert chat(stack_like, "o-apply")[1] == "anthropic/claude-sonnet-4-5"
+        assert chat(stack_like, "o-apply")[1] == "anthropic/claude-sonnet-4-6"
         # An invalid config: apply reports every error and the gateway keeps serving.
         cfg["models"]["o-apply"]["backends"][0]["provider"] = "typo"
         cfg["admin"]["port"] = cfg["listen"]["port"]
@@ -245,8 +245,8 @@ def test_up_watches_its_file_and_apply_reaches_it(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         status = json.loads(result.stdout)
         assert status["config"]["last_reload"]["result"] == "rejected"
-        assert status["backends"]["anthropic/claude-sonnet-4-5"]["requests"] >= 1
-        assert status["backends"]["openai/gpt-4o"]["routing_health"] == "healthy"
+        assert status["backends"]["anthropic/claude-sonnet-4-6"]["requests"] >= 1
+        assert status["backends"]["openai/gpt-5.5"]["routing_health"] == "healthy"
     finally:
         proc.terminate()
         proc.wait(timeout=30)

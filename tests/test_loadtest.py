@@ -92,7 +92,7 @@ def test_steady_report_matches_what_the_mocks_counted(stack: Stack, admin: MockA
 
 def test_outage_is_hidden_by_failover(stack: Stack, admin: MockAdmin) -> None:
     r = scenarios.run(
-        "outage", settings(stack, duration=3.0, rate=20, models={"gpt-4o": 1.0}, outage_provider="openai")
+        "outage", settings(stack, duration=3.0, rate=20, models={"gpt-5.5": 1.0}, outage_provider="openai")
     )
     t = r["totals"]
     assert t["sent"] == 60
@@ -122,7 +122,7 @@ def test_cli_writes_a_report_per_scenario(
             "--rate",
             "10",
             "--models",
-            "claude-sonnet-4-5",
+            "claude-sonnet-4-6",
             "--dialects",
             "openai",
             "--out",
@@ -133,7 +133,7 @@ def test_cli_writes_a_report_per_scenario(
     out = capsys.readouterr().out
     assert "steady: sent 10, ok 10" in out and "books balance" in out
     data = orjson.loads((tmp_path / "steady" / "report.json").read_bytes())
-    assert data["by"]["backend"]["anthropic/claude-sonnet-4-5"]["requests"] == 10
+    assert data["by"]["backend"]["anthropic/claude-sonnet-4-6"]["requests"] == 10
     assert admin.stats("anthropic")["requests"] == 10
 
 
@@ -143,7 +143,7 @@ def test_reconfigure_applies_a_config_mid_run_without_errors(tmp_path: Path) -> 
     base = tmp_path / "gateway.yaml"
     base.write_text(yaml.safe_dump(cfg, sort_keys=False))
     changed = copy.deepcopy(cfg)
-    changed["models"]["claude-sonnet-4-5"]["backends"].reverse()  # reorder failover mid-run
+    changed["models"]["claude-sonnet-4-6"]["backends"].reverse()  # reorder failover mid-run
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(changed, sort_keys=False))
     code = main(
@@ -160,7 +160,7 @@ def test_reconfigure_applies_a_config_mid_run_without_errors(tmp_path: Path) -> 
             "--rate",
             "10",
             "--models",
-            "claude-sonnet-4-5",
+            "claude-sonnet-4-6",
             "--dialects",
             "openai",
             "--out",
@@ -175,7 +175,7 @@ def test_reconfigure_applies_a_config_mid_run_without_errors(tmp_path: Path) -> 
     (event,) = data["events"]
     assert event["note"].startswith("exit code 0"), event
     # Before the switch Anthropic answered, after it Gemini (the new first backend).
-    assert set(data["by"]["backend"]) == {"anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"}
+    assert set(data["by"]["backend"]) == {"anthropic/claude-sonnet-4-6", "gemini/gemini-3.5-flash"}
 
 
 def test_spike_triples_the_tenant_rate(stack: Stack, admin: MockAdmin) -> None:

@@ -457,7 +457,7 @@ def test_openai_max_tokens_truncates(mocks: BackgroundMocks) -> None:
 def test_openai_models_list(mocks: BackgroundMocks) -> None:
     models = _oa(mocks).models.list()
     ids = [m.id for m in models]
-    assert "gpt-4o" in ids
+    assert "gpt-5.5" in ids
     assert all(m.object == "model" for m in models)
 
 

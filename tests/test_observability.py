@@ -21,7 +21,7 @@ from tests.stack import config_on_free_ports, start_stack
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cfg = config_on_free_ports()
     # USD per million tokens: cost = (3 * input + 15 * output) / 1e6 for claude's primary.
-    cfg["models"]["claude-sonnet-4-5"]["backends"][0]["price"] = {"input": 3.0, "output": 15.0}
+    cfg["models"]["claude-sonnet-4-6"]["backends"][0]["price"] = {"input": 3.0, "output": 15.0}
     s = start_stack(tmp_path_factory.mktemp("obs"), cfg)
     yield s
     s.stop()
@@ -57,20 +57,20 @@ def metrics(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
 def test_counters_and_token_totals_match_exactly(stack: Stack) -> None:
     openai = {"authorization": f"Bearer {DEMO_KEY}"}
     # 3 non-streamed + 2 streamed OpenAI requests to claude (Anthropic backend):
-    # input "one two three" = 3 words, reply "[anthropic:claude-sonnet-4-5] one two three" = 4 words.
+    # input "one two three" = 3 words, reply "[anthropic:claude-sonnet-4-6] one two three" = 4 words.
     for stream in (False, False, False, True, True):
         body = {
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-4-6",
             "stream": stream,
             "messages": [{"role": "user", "content": "one two three"}],
         }
         assert send(stack, "/v1/chat/completions", body, openai) == 200
-    # 2 Gemini requests to gpt-4o (OpenAI backend): input 2 words, reply 3 words.
+    # 2 Gemini requests to gpt-5.5 (OpenAI backend): input 2 words, reply 3 words.
     for _ in range(2):
         assert (
             send(
                 stack,
-                "/v1beta/models/gpt-4o:generateContent",
+                "/v1beta/models/gpt-5.5:generateContent",
                 {"contents": [{"parts": [{"text": "hi you"}]}]},
                 {"x-goog-api-key": DEMO_KEY},
             )
@@ -80,7 +80,7 @@ def test_counters_and_token_totals_match_exactly(stack: Stack) -> None:
     assert send(stack, "/v1/chat/completions", {"model": "nope", "messages": []}, openai) == 404
     assert (
         send(
-            stack, "/v1/chat/completions", {"model": "gpt-4o", "messages": []}, {"authorization": "Bearer x"}
+            stack, "/v1/chat/completions", {"model": "gpt-5.5", "messages": []}, {"authorization": "Bearer x"}
         )
         == 401
     )
@@ -90,8 +90,8 @@ def test_counters_and_token_totals_match_exactly(stack: Stack) -> None:
     def value(name: str, **labels: str) -> float:
         return m.get((name, tuple(sorted(labels.items()))), 0.0)
 
-    claude = {"model": "claude-sonnet-4-5", "backend": "anthropic/claude-sonnet-4-5"}
-    gpt = {"model": "gpt-4o", "backend": "openai/gpt-4o"}
+    claude = {"model": "claude-sonnet-4-6", "backend": "anthropic/claude-sonnet-4-6"}
+    gpt = {"model": "gpt-5.5", "backend": "openai/gpt-5.5"}
     assert value("llm_gateway_requests_total", dialect="openai", status="200", **claude) == 5
     assert value("llm_gateway_requests_total", dialect="gemini", status="200", **gpt) == 2
     assert value("llm_gateway_tokens_total", kind="input", **claude) == 15
@@ -119,7 +119,7 @@ def test_access_log_has_one_line_per_request_and_no_keys(stack: Stack) -> None:
             stack,
             "/v1/messages",
             {
-                "model": "gemini-2.5-flash",
+                "model": "gemini-3.5-flash",
                 "max_tokens": 20,
                 "messages": [{"role": "user", "content": "log me please"}],
             },
@@ -128,7 +128,7 @@ def test_access_log_has_one_line_per_request_and_no_keys(stack: Stack) -> None:
         == 200
     )
     assert (
-        send(stack, f"/v1beta/models/gpt-4o:generateContent?key={DEMO_KEY}-wrong", {"contents": []}, {})
+        send(stack, f"/v1beta/models/gpt-5.5:generateContent?key={DEMO_KEY}-wrong", {"contents": []}, {})
         == 401
     )
     deadline = time.monotonic() + 5
@@ -139,7 +139,7 @@ def test_access_log_has_one_line_per_request_and_no_keys(stack: Stack) -> None:
     assert len(lines) == 2
     ok, rejected = lines
     assert ok["status"] == 200 and ok["tenant"] == "demo" and ok["dialect"] == "anthropic"
-    assert ok["model"] == "gemini-2.5-flash" and ok["backend"] == "gemini/gemini-2.5-flash"
+    assert ok["model"] == "gemini-3.5-flash" and ok["backend"] == "gemini/gemini-3.5-flash"
     assert ok["input_tokens"] == 3 and ok["output_tokens"] == 4 and ok["attempts"] == 1
     assert rejected["status"] == 401 and rejected["details"] == "authentication"
     assert DEMO_KEY not in text
@@ -147,7 +147,7 @@ def test_access_log_has_one_line_per_request_and_no_keys(stack: Stack) -> None:
 
 def test_envoy_cluster_stats_keep_model_names_with_dots(stack: Stack) -> None:
     """Envoy's Prometheus tags end a cluster name at its first dot; the stat name has none."""
-    body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "gemini-3.5-flash", "messages": [{"role": "user", "content": "hi"}]}
     assert send(stack, "/v1/chat/completions", body, {"authorization": f"Bearer {DEMO_KEY}"}) == 200
     admin = stack.config.admin
     with urllib.request.urlopen(f"http://{admin.address}:{admin.port}/stats/prometheus") as r:
@@ -161,5 +161,5 @@ def test_envoy_cluster_stats_keep_model_names_with_dots(stack: Stack) -> None:
         for s in f.samples
     }
     assert any(
-        name and name.endswith("model/gemini-2_5-flash") and value >= 1 for name, value in completed.items()
+        name and name.endswith("model/gemini-3_5-flash") and value >= 1 for name, value in completed.items()
     ), completed

@@ -45,8 +45,8 @@ def test_credentials_are_redacted(text: str, gone: str) -> None:
         "prompt is too long: 210000 tokens > 200000 maximum",
         "The input token count (1100000) exceeds the maximum number of tokens allowed (1048576).",
         "model 'claude-sonnet-4-5-20250929' is overloaded",
-        "projects/my-project/locations/us-central1/publishers/google/models/gemini-2.5-flash not found",
-        "Rate limit reached for gpt-4o in organization on requests per min (RPM): Limit 3, Used 3.",
+        "projects/my-project/locations/us-central1/publishers/google/models/gemini-3.5-flash not found",
+        "Rate limit reached for gpt-5.5 in organization on requests per min (RPM): Limit 3, Used 3.",
         "a short one",  # a configured key shorter than six characters is not searched for
     ],
 )

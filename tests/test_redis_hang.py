@@ -147,13 +147,13 @@ def test_no_lease_outlives_its_request_after_a_hang(redis_server: RedisServer) -
     adm = build(cfg)
     assert adm is not None and isinstance(adm.store, RedisStore)
     store = adm.store
-    chain = cfg.chains["claude-sonnet-4-5"]
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+    chain = cfg.chains["claude-sonnet-4-6"]
+    body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
     r = redis_server.client()
     conc_key = "hang2:t:demo:conc"
 
     async def admit():
-        return await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain)
+        return await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain)
 
     def end(ticket) -> None:
         adm.settle(ticket, 200, ticket.backend.name, Usage(3, 4))
@@ -273,20 +273,20 @@ def test_requests_admitted_during_an_outage_release_their_leases_locally() -> No
     cfg = parse_config(yaml.safe_dump(data), "x.yaml")
     adm = build(cfg)
     assert adm is not None and isinstance(adm.store, RedisStore)
-    chain = cfg.chains["claude-sonnet-4-5"]
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+    chain = cfg.chains["claude-sonnet-4-6"]
+    body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
 
     async def scenario() -> None:
         for _ in range(3):  # three rounds of two: the budget is two at a time
             tickets = [
-                await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(2)
+                await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain) for _ in range(2)
             ]
             assert all(t.local for t in tickets)
             for t in tickets:
                 adm.settle(t, 200, t.backend.name, Usage(3, 4))
         with pytest.raises(Rejection):  # still exactly two
             held = [
-                await adm.admit("demo", "interactive", "claude-sonnet-4-5", body, chain) for _ in range(3)
+                await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain) for _ in range(3)
             ]
             assert not held
         await adm.store.close()

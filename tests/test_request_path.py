@@ -36,7 +36,7 @@ OPENAI = {":method": "POST", ":path": "/v1/chat/completions", "authorization": f
 ANTHROPIC = {":method": "POST", ":path": "/v1/messages", "x-api-key": KEY, "anthropic-version": "2023-06-01"}
 GEMINI = {
     ":method": "POST",
-    ":path": "/v1beta/models/gemini-2.5-flash:generateContent",
+    ":path": "/v1beta/models/gemini-3.5-flash:generateContent",
     "x-goog-api-key": KEY,
 }
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -97,13 +97,13 @@ def test_start_wants_a_body_for_chat() -> None:
 @pytest.mark.parametrize(
     ("headers", "key", "first"),
     [
-        ({":method": "GET", ":path": "/v1/models", "authorization": f"Bearer {KEY}"}, "data", "gpt-4o"),
+        ({":method": "GET", ":path": "/v1/models", "authorization": f"Bearer {KEY}"}, "data", "gpt-5.5"),
         (
             {":method": "GET", ":path": "/v1/models", "x-api-key": KEY, "anthropic-version": "x"},
             "data",
-            "gpt-4o",
+            "gpt-5.5",
         ),
-        ({":method": "GET", ":path": "/v1beta/models", "x-goog-api-key": KEY}, "models", "models/gpt-4o"),
+        ({":method": "GET", ":path": "/v1beta/models", "x-goog-api-key": KEY}, "models", "models/gpt-5.5"),
     ],
 )
 def test_model_listings_in_each_dialect(headers: dict[str, str], key: str, first: str) -> None:
@@ -134,7 +134,7 @@ def test_an_overloaded_refusal_has_each_dialects_status() -> None:
         (OPENAI, orjson.dumps({**CHAT, "model": "nope"}), 404, "model 'nope' does not exist"),
         (
             ANTHROPIC,
-            orjson.dumps({**CHAT, "model": "gpt-4o", "max_tokens": 5, "top_k": 3}),
+            orjson.dumps({**CHAT, "model": "gpt-5.5", "max_tokens": 5, "top_k": 3}),
             400,
             "'top_k' cannot be expressed",
         ),
@@ -174,9 +174,9 @@ def with_schema(headers: dict[str, str], model: str, schema: dict[str, Any]) -> 
 
 # client dialect -> (headers, a model whose primary speaks another dialect; Gemini's is in its path)
 TRANSLATED = {
-    "openai": (OPENAI, "claude-sonnet-4-5"),
-    "anthropic": (ANTHROPIC, "gemini-2.5-flash"),
-    "gemini": (GEMINI, "gpt-4o"),
+    "openai": (OPENAI, "claude-sonnet-4-6"),
+    "anthropic": (ANTHROPIC, "gemini-3.5-flash"),
+    "gemini": (GEMINI, "gpt-5.5"),
 }
 
 
@@ -187,7 +187,7 @@ def test_a_body_nested_past_the_limit_is_a_400_naming_it(dialect: str, levels: i
     every depth beyond the gateway's limit (64) is the same 400, in the client's dialect."""
     headers, model = TRANSLATED[dialect]
     if dialect == "gemini":
-        headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
+        headers = {**GEMINI, ":path": "/v1beta/models/gpt-5.5:generateContent"}
     body = with_schema(GEMINI if dialect == "gemini" else headers, model, {"type": "string"})
     raw = orjson.dumps(body).replace(b'{"type":"string"}', b'{"a":' * levels + b"1" + b"}" * levels)
     for state in (state_of(), state_of(budgets)):  # with budgets, admission walks the body too
@@ -200,7 +200,7 @@ def test_a_body_nested_past_the_limit_is_a_400_naming_it(dialect: str, levels: i
 def test_a_deep_but_allowed_schema_is_translated(dialect: str) -> None:
     headers, model = TRANSLATED[dialect]
     if dialect == "gemini":
-        headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
+        headers = {**GEMINI, ":path": "/v1beta/models/gpt-5.5:generateContent"}
     # 56 levels of schema, plus the body's own few: just under the limit.
     p = do_plan(
         state_of(budgets), headers, with_schema(GEMINI if dialect == "gemini" else headers, model, nested(56))
@@ -215,7 +215,7 @@ def test_a_gemini_call_id_that_is_not_a_string_is_a_400_naming_it() -> None:
         {"role": "model", "parts": [{"functionCall": {"name": "t", "args": {}, "id": "c1"}}]},
         {"role": "user", "parts": [{"functionResponse": {"name": "t", "response": {}, "id": {"x": 1}}}]},
     ]
-    headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:generateContent"}
+    headers = {**GEMINI, ":path": "/v1beta/models/gpt-5.5:generateContent"}
     answer = do_plan(state_of(), headers, {"contents": contents})
     assert isinstance(answer, Answer) and answer.status == 400
     err = error_of(answer)["error"]
@@ -236,88 +236,88 @@ def test_a_gateway_bug_while_planning_is_an_error_in_the_clients_dialect(
         raise ValueError("a bug")
 
     monkeypatch.setattr(DIALECTS["openai"].codec, "parse_request", broken)
-    answer = do_plan(state_of(), ANTHROPIC, {**CHAT, "model": "gpt-4o", "max_tokens": 5})
+    answer = do_plan(state_of(), ANTHROPIC, {**CHAT, "model": "gpt-5.5", "max_tokens": 5})
     assert isinstance(answer, RoutePlan)  # same dialect: not parsed
-    answer = do_plan(state_of(), OPENAI, {**CHAT, "model": "claude-sonnet-4-5"})
+    answer = do_plan(state_of(), OPENAI, {**CHAT, "model": "claude-sonnet-4-6"})
     assert isinstance(answer, Answer) and answer.status == 500
     assert error_of(answer)["error"]["type"] == "server_error"
     assert "a bug" in caplog.text  # logged with its traceback for the operator
 
 
 def test_translated_request_carries_the_backends_credentials_not_the_clients() -> None:
-    p = do_plan(state_of(), OPENAI, {**CHAT, "model": "claude-sonnet-4-5"})
+    p = do_plan(state_of(), OPENAI, {**CHAT, "model": "claude-sonnet-4-6"})
     assert isinstance(p, RoutePlan)
-    assert p.primary.name == "anthropic/claude-sonnet-4-5"
+    assert p.primary.name == "anthropic/claude-sonnet-4-6"
     assert p.set_headers[":path"] == "/v1/messages"
     assert p.set_headers["x-api-key"] == "sk-ant"
     assert p.set_headers["anthropic-version"] == "2023-06-01"
     assert "authorization" in p.remove_headers and "accept-encoding" in p.remove_headers
     assert p.new_body is not None and p.set_headers["content-length"] == str(len(p.new_body))
     sent = orjson.loads(p.new_body)
-    assert sent["model"] == "claude-sonnet-4-5" and sent["max_tokens"] == 4096
+    assert sent["model"] == "claude-sonnet-4-6" and sent["max_tokens"] == 4096
     assert p.ir is not None
 
 
 def test_same_dialect_passes_through_with_only_the_model_renamed() -> None:
     def rename(data: dict[str, Any]) -> None:
-        data["models"]["gpt-4o"]["backends"][0]["model"] = "gpt-4o-2024"
+        data["models"]["gpt-5.5"]["backends"][0]["model"] = "gpt-4o-2024"
 
-    p = do_plan(state_of(rename), OPENAI, {**CHAT, "model": "gpt-4o"})
+    p = do_plan(state_of(rename), OPENAI, {**CHAT, "model": "gpt-5.5"})
     assert isinstance(p, RoutePlan) and p.ir is None
     assert orjson.loads(p.new_body or b"") == {**CHAT, "model": "gpt-4o-2024"}
     assert p.set_headers[":path"] == "/v1/chat/completions"
     assert p.set_headers["authorization"] == "Bearer sk-openai"
-    unchanged = do_plan(state_of(), OPENAI, {**CHAT, "model": "gpt-4o"})
+    unchanged = do_plan(state_of(), OPENAI, {**CHAT, "model": "gpt-5.5"})
     assert isinstance(unchanged, RoutePlan) and unchanged.new_body is None
 
 
 def test_a_streamed_passthrough_asks_for_usage() -> None:
-    p = do_plan(state_of(), OPENAI, {**CHAT, "model": "gpt-4o", "stream": True})
+    p = do_plan(state_of(), OPENAI, {**CHAT, "model": "gpt-5.5", "stream": True})
     assert isinstance(p, RoutePlan) and p.stream
     assert orjson.loads(p.new_body or b"")["stream_options"] == {"include_usage": True}
 
 
 def test_gemini_takes_model_and_stream_from_the_path() -> None:
-    headers = {**GEMINI, ":path": "/v1beta/models/gpt-4o:streamGenerateContent?alt=sse"}
+    headers = {**GEMINI, ":path": "/v1beta/models/gpt-5.5:streamGenerateContent?alt=sse"}
     p = do_plan(state_of(), headers, {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
     assert isinstance(p, RoutePlan)
-    assert (p.model, p.stream, p.primary.name) == ("gpt-4o", True, "openai/gpt-4o")
+    assert (p.model, p.stream, p.primary.name) == ("gpt-5.5", True, "openai/gpt-5.5")
     assert orjson.loads(p.new_body or b"")["stream"] is True
 
 
 def test_a_cooling_primary_is_skipped() -> None:
     state = state_of()
     for _ in range(2):
-        state.health.failure("openai/gpt-4o")
-    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
-    assert isinstance(p, RoutePlan) and p.primary.name == "anthropic/claude-sonnet-4-5"
+        state.health.failure("openai/gpt-5.5")
+    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})
+    assert isinstance(p, RoutePlan) and p.primary.name == "anthropic/claude-sonnet-4-6"
 
 
 def test_every_backend_rate_limited_is_a_429_with_the_shortest_wait() -> None:
     state = state_of()
     for name, wait in (
-        ("openai/gpt-4o", 30),
-        ("anthropic/claude-sonnet-4-5", 7),
-        ("gemini/gemini-2.5-flash", 9),
+        ("openai/gpt-5.5", 30),
+        ("anthropic/claude-sonnet-4-6", 7),
+        ("gemini/gemini-3.5-flash", 9),
     ):
         state.health.failure(name, 429, wait)
-    answer = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+    answer = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})
     assert isinstance(answer, Answer) and answer.status == 429
     assert answer.headers["retry-after"] == "7"
 
 
 def budgets(data: dict[str, Any]) -> None:
     data["tenants"]["demo"]["limits"] = {"requests_per_minute": 2, "burst_seconds": 60}
-    data["models"]["gpt-4o"]["backends"][0]["limits"] = {"concurrent_requests": 1}
+    data["models"]["gpt-5.5"]["backends"][0]["limits"] = {"concurrent_requests": 1}
 
 
 def test_admission_spills_a_full_primary_over_and_rejects_past_the_budget() -> None:
     state = state_of(budgets)
-    first = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
-    assert isinstance(first, RoutePlan) and first.primary.name == "openai/gpt-4o" and first.ticket is not None
-    second = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})  # the primary's one slot is taken
-    assert isinstance(second, RoutePlan) and second.primary.name == "anthropic/claude-sonnet-4-5"
-    third = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+    first = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})
+    assert isinstance(first, RoutePlan) and first.primary.name == "openai/gpt-5.5" and first.ticket is not None
+    second = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})  # the primary's one slot is taken
+    assert isinstance(second, RoutePlan) and second.primary.name == "anthropic/claude-sonnet-4-6"
+    third = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})
     assert isinstance(third, Answer) and third.status == 429
     assert "requests per minute" in error_of(third)["error"]["message"]
     assert third.headers["x-ratelimit-remaining-requests"] == "0" and "retry-after" in third.headers
@@ -325,40 +325,40 @@ def test_admission_spills_a_full_primary_over_and_rejects_past_the_budget() -> N
 
 def test_a_refused_translation_refunds_its_reservation() -> None:
     state = state_of(budgets)
-    body = {**CHAT, "model": "gpt-4o", "max_tokens": 5, "top_k": 3}
+    body = {**CHAT, "model": "gpt-5.5", "max_tokens": 5, "top_k": 3}
     for _ in range(3):  # the budget allows 2: refunds keep it whole
         answer = do_plan(state, ANTHROPIC, body)
         assert isinstance(answer, Answer) and answer.status == 400
         assert answer.headers["x-ratelimit-limit-requests"] == "2"
-    admitted = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+    admitted = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})
     assert isinstance(admitted, RoutePlan)
 
 
 def test_a_bad_priority_header_is_a_400() -> None:
-    answer = do_plan(state_of(budgets), {**OPENAI, "x-priority": "urgent"}, {**CHAT, "model": "gpt-4o"})
+    answer = do_plan(state_of(budgets), {**OPENAI, "x-priority": "urgent"}, {**CHAT, "model": "gpt-5.5"})
     assert isinstance(answer, Answer) and answer.status == 400 and "x-priority" in answer.body.decode()
 
 
 # ---- finish: the end of a response -------------------------------------------------------
 def priced(data: dict[str, Any]) -> None:
     budgets(data)
-    for b in data["models"]["gpt-4o"]["backends"]:
+    for b in data["models"]["gpt-5.5"]["backends"]:
         b["price"] = {"input": 1.0, "output": 2.0}
 
 
 @pytest.mark.parametrize(
     ("status", "backend", "usage", "cost", "failover", "healthy"),
     [
-        (200, "openai/gpt-4o", Usage(1000, 500), 0.002, None, "openai/gpt-4o"),
+        (200, "openai/gpt-5.5", Usage(1000, 500), 0.002, None, "openai/gpt-5.5"),
         (
             200,
-            "anthropic/claude-sonnet-4-5",
+            "anthropic/claude-sonnet-4-6",
             Usage(10, 0),
             0.00001,
-            ("openai/gpt-4o", "anthropic/claude-sonnet-4-5"),
-            "anthropic/claude-sonnet-4-5",
+            ("openai/gpt-5.5", "anthropic/claude-sonnet-4-6"),
+            "anthropic/claude-sonnet-4-6",
         ),
-        (503, "openai/gpt-4o", None, None, None, None),
+        (503, "openai/gpt-5.5", None, None, None, None),
         (0, "", None, None, None, None),
     ],
 )
@@ -371,8 +371,8 @@ def test_finish_reconciles(
     healthy: str | None,
 ) -> None:
     state = state_of(priced)
-    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
-    assert isinstance(p, RoutePlan) and p.primary.name == "openai/gpt-4o"
+    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})
+    assert isinstance(p, RoutePlan) and p.primary.name == "openai/gpt-5.5"
     done = F.finish(state, p, status, backend, usage, p.started.t0 + 0.1, p.started.t0 + 0.5)
     assert done.cost == pytest.approx(cost) if cost is not None else done.cost is None
     assert (done.failover, done.healthy) == (failover, healthy)
@@ -380,40 +380,40 @@ def test_finish_reconciles(
     F.apply(state, p, done)
     assert p.ticket is not None and p.ticket.settled
     if failover is not None:
-        assert state.health.backends["openai/gpt-4o"].failures == 1
+        assert state.health.backends["openai/gpt-5.5"].failures == 1
 
 
 def test_a_failed_request_gives_its_budget_back() -> None:
     state = state_of(priced)
     for _ in range(5):  # 2 requests per minute: only refunds let 5 through
-        p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o"})
+        p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})
         assert isinstance(p, RoutePlan)
         F.apply(state, p, F.finish(state, p, 503, p.primary.name, None, p.started.t0, p.started.t0))
 
 
 def test_streamed_success_has_a_time_per_output_token() -> None:
     state = state_of()
-    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o", "stream": True})
+    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5", "stream": True})
     assert isinstance(p, RoutePlan)
-    done = F.finish(state, p, 200, "openai/gpt-4o", Usage(5, 11), p.started.t0 + 1, p.started.t0 + 2)
+    done = F.finish(state, p, 200, "openai/gpt-5.5", Usage(5, 11), p.started.t0 + 1, p.started.t0 + 2)
     assert done.tpot == pytest.approx(0.1)
 
 
 # ---- attempt: failover re-translation ----------------------------------------------------
 def test_a_failover_attempt_is_retranslated_for_its_backend() -> None:
     state = state_of()
-    p = do_plan(state, OPENAI, {**CHAT, "model": "claude-sonnet-4-5"})
+    p = do_plan(state, OPENAI, {**CHAT, "model": "claude-sonnet-4-6"})
     assert isinstance(p, RoutePlan) and p.new_body is not None
     ctx = AttemptContext(
-        backend="gemini/gemini-2.5-flash",
-        model="claude-sonnet-4-5",
+        backend="gemini/gemini-3.5-flash",
+        model="claude-sonnet-4-6",
         primary=p.primary.name,
         stream=False,
         version=state.config.version,
     )
     out = retranslate(state, ctx, p.new_body)
     assert isinstance(out, AttemptPlan)
-    assert out.set_headers[":path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert out.set_headers[":path"] == "/v1beta/models/gemini-3.5-flash:generateContent"
     assert out.set_headers["x-goog-api-key"] == "sk-gem"
     assert "x-api-key" in out.remove_headers and "anthropic-version" in out.remove_headers
     assert orjson.loads(out.body)["contents"][0]["parts"][0]["text"] == "hi"
@@ -421,16 +421,16 @@ def test_a_failover_attempt_is_retranslated_for_its_backend() -> None:
 
 def test_a_same_dialect_attempt_only_renames_the_model() -> None:
     state = state_of()
-    ctx = AttemptContext("openai/gpt-4o", "gemini-2.5-flash", "openai/gpt-4o", False, state.config.version)
+    ctx = AttemptContext("openai/gpt-5.5", "gemini-3.5-flash", "openai/gpt-5.5", False, state.config.version)
     out = retranslate(state, ctx, orjson.dumps({**CHAT, "model": "other"}))
-    assert isinstance(out, AttemptPlan) and orjson.loads(out.body)["model"] == "gpt-4o"
+    assert isinstance(out, AttemptPlan) and orjson.loads(out.body)["model"] == "gpt-5.5"
 
 
 @pytest.mark.parametrize(
     ("ctx", "raw", "status"),
     [
-        (AttemptContext("openai/gpt-4o", "gpt-4o", "nope", False, ""), b"{}", 500),
-        (AttemptContext("gemini/gemini-2.5-flash", "gpt-4o", "openai/gpt-4o", False, ""), b"{not json", 500),
+        (AttemptContext("openai/gpt-5.5", "gpt-5.5", "nope", False, ""), b"{}", 500),
+        (AttemptContext("gemini/gemini-3.5-flash", "gpt-5.5", "openai/gpt-5.5", False, ""), b"{not json", 500),
     ],
 )
 def test_an_attempt_without_context_or_body_fails_cleanly(
@@ -458,8 +458,8 @@ def test_client_headers_reach_a_provider_only_by_its_allow_list() -> None:
         data["providers"]["anthropic"]["forward_headers"] = ["anthropic-beta"]
 
     state = state_of(listing)
-    to_openai = do_plan(state, {**OPENAI, **CLIENT_EXTRAS}, {**CHAT, "model": "gpt-4o"})
-    to_anthropic = do_plan(state, {**OPENAI, **CLIENT_EXTRAS}, {**CHAT, "model": "claude-sonnet-4-5"})
+    to_openai = do_plan(state, {**OPENAI, **CLIENT_EXTRAS}, {**CHAT, "model": "gpt-5.5"})
+    to_anthropic = do_plan(state, {**OPENAI, **CLIENT_EXTRAS}, {**CHAT, "model": "claude-sonnet-4-6"})
     assert isinstance(to_openai, RoutePlan) and isinstance(to_anthropic, RoutePlan)
     assert {"openai-organization", "anthropic-beta", "cookie", "x-foo", "user-agent"} <= set(
         to_openai.remove_headers
@@ -469,7 +469,7 @@ def test_client_headers_reach_a_provider_only_by_its_allow_list() -> None:
     assert not kept & set(to_anthropic.remove_headers)
     # A failover attempt from the provider that lists it to one that does not removes it.
     ctx = AttemptContext(
-        "openai/gpt-4o", "claude-sonnet-4-5", to_anthropic.primary.name, False, state.config.version
+        "openai/gpt-5.5", "claude-sonnet-4-6", to_anthropic.primary.name, False, state.config.version
     )
     out = retranslate(state, ctx, to_anthropic.new_body or b"{}")
     assert isinstance(out, AttemptPlan) and "anthropic-beta" in out.remove_headers
@@ -484,7 +484,7 @@ def test_an_unknown_path_names_no_model() -> None:
 
 
 @pytest.mark.parametrize(
-    "backend", ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]
+    "backend", ["openai/gpt-5.5", "anthropic/claude-sonnet-4-6", "gemini/gemini-3.5-flash"]
 )
 def test_a_provider_refusing_the_gateway_key_is_a_502_in_its_dialect(backend: str) -> None:
     state = state_of()
@@ -502,9 +502,9 @@ def test_a_provider_refusing_the_gateway_key_is_a_502_in_its_dialect(backend: st
 @pytest.mark.parametrize(
     ("client", "backend", "ends_with"),
     [
-        ("openai", "openai/gpt-4o", b'"code":"timeout"}}\n\n'),
-        ("anthropic", "openai/gpt-4o", b'"type":"timeout_error","message":"quiet"}}\n\n'),
-        ("gemini", "gemini/gemini-2.5-flash", b'"status":"DEADLINE_EXCEEDED"}}\n\n'),
+        ("openai", "openai/gpt-5.5", b'"code":"timeout"}}\n\n'),
+        ("anthropic", "openai/gpt-5.5", b'"type":"timeout_error","message":"quiet"}}\n\n'),
+        ("gemini", "gemini/gemini-3.5-flash", b'"status":"DEADLINE_EXCEEDED"}}\n\n'),
     ],
 )
 def test_an_aborted_stream_ends_with_an_error_event_in_the_client_dialect(
@@ -513,10 +513,10 @@ def test_an_aborted_stream_ends_with_an_error_event_in_the_client_dialect(
     state = state_of()
     done: list[int] = []
     headers, body = {
-        "openai": (OPENAI, {**CHAT, "model": "gemini-2.5-flash", "stream": True}),
-        "anthropic": (ANTHROPIC, {**CHAT, "model": "gemini-2.5-flash", "max_tokens": 5, "stream": True}),
+        "openai": (OPENAI, {**CHAT, "model": "gemini-3.5-flash", "stream": True}),
+        "anthropic": (ANTHROPIC, {**CHAT, "model": "gemini-3.5-flash", "max_tokens": 5, "stream": True}),
         "gemini": (
-            {**GEMINI, ":path": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"},
+            {**GEMINI, ":path": "/v1beta/models/gemini-3.5-flash:streamGenerateContent?alt=sse"},
             {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
         ),
     }[client]
@@ -546,10 +546,10 @@ def test_an_aborted_stream_ends_with_an_error_event_in_the_client_dialect(
 
 
 def test_a_backend_is_at_its_tier_in_this_models_chain() -> None:
-    """anthropic/claude-sonnet-4-5 is tier 0 of one model and tier 1 of another: answering as
+    """anthropic/claude-sonnet-4-6 is tier 0 of one model and tier 1 of another: answering as
     the primary of the first is no failover (it once cooled a healthy backend down)."""
     state = state_of()
-    p = do_plan(state, ANTHROPIC, {**CHAT, "model": "claude-sonnet-4-5", "max_tokens": 5})
+    p = do_plan(state, ANTHROPIC, {**CHAT, "model": "claude-sonnet-4-6", "max_tokens": 5})
     assert isinstance(p, RoutePlan) and p.primary.tier == 0
     assert state.config.backends[p.primary.name].tier != 0  # the other model's place for it
     done = F.finish(state, p, 429, p.primary.name, None, p.started.t0, p.started.t0)
@@ -576,7 +576,7 @@ def translate(
         backend=state.config.backends[backend],
         status=status,
         stream=stream,
-        model="gpt-4o",
+        model="gpt-5.5",
         ir=ir,
         body=body,
         on_done=lambda *a: None,
@@ -595,7 +595,7 @@ ECHO = "Incorrect API key provided: sk-ant. You can find your API key at https:/
 @pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
 def test_a_provider_error_echoing_our_key_is_redacted_for_every_client(client: str) -> None:
     body = orjson.dumps({"type": "error", "error": {"type": "authentication_error", "message": ECHO}})
-    out = translate(state_of(), client, "anthropic/claude-sonnet-4-5", 401, [body[:20], body[20:]])
+    out = translate(state_of(), client, "anthropic/claude-sonnet-4-6", 401, [body[:20], body[20:]])
     assert b"sk-ant" not in out and b"[REDACTED]" in out
     assert b"You can find your API key" in out  # the rest of the provider's words stay
 
@@ -605,21 +605,21 @@ def test_a_provider_error_echoing_our_key_is_redacted_for_every_client(client: s
     [
         (
             "anthropic",
-            "anthropic/claude-sonnet-4-5",  # same dialect: the event is passed on, redacted
+            "anthropic/claude-sonnet-4-6",  # same dialect: the event is passed on, redacted
             b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"'
             + ECHO.encode()
             + b'"}}\n\n',
         ),
         (
             "openai",
-            "anthropic/claude-sonnet-4-5",  # translated
+            "anthropic/claude-sonnet-4-6",  # translated
             b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"'
             + ECHO.encode()
             + b'"}}\n\n',
         ),
         (
             "gemini",
-            "openai/gpt-4o",
+            "openai/gpt-5.5",
             b'data: {"error":{"message":"'
             + ECHO.replace("sk-ant", "sk-openai").encode()
             + b'","type":"x"}}\n\n',
@@ -628,11 +628,11 @@ def test_a_provider_error_echoing_our_key_is_redacted_for_every_client(client: s
 )
 def test_a_stream_error_echoing_our_key_is_redacted(client: str, backend: str, event: bytes) -> None:
     state = state_of()
-    ir = ChatRequest(model="gpt-4o", messages=[], stream=True)
+    ir = ChatRequest(model="gpt-5.5", messages=[], stream=True)
     start = {
-        "anthropic/claude-sonnet-4-5": b'event: message_start\ndata: {"type":"message_start","message":'
+        "anthropic/claude-sonnet-4-6": b'event: message_start\ndata: {"type":"message_start","message":'
         b'{"id":"m","model":"c","usage":{"input_tokens":1}}}\n\n',
-        "openai/gpt-4o": b'data: {"id":"c","model":"g","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+        "openai/gpt-5.5": b'data: {"id":"c","model":"g","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
     }
     out = translate(state, client, backend, 200, [start[backend], event], stream=True, ir=ir, body={})
     assert b"sk-ant" not in out and b"sk-openai" not in out and b"[REDACTED]" in out
@@ -759,7 +759,7 @@ def test_a_huge_body_is_let_go_unjudged() -> None:
 
 
 @pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
-@pytest.mark.parametrize("backend", ["openai/gpt-4o", "anthropic/claude-sonnet-4-5"])
+@pytest.mark.parametrize("backend", ["openai/gpt-5.5", "anthropic/claude-sonnet-4-6"])
 def test_the_router_stage_never_delivers_an_unjudged_non_answer(client: str, backend: str) -> None:
     """A 200 the guard did not judge, found invalid after its headers went out: not a body
     (it would pass for an answer) but ``InvalidAnswer``, which the router stage aborts."""
@@ -777,7 +777,7 @@ def test_a_wrongly_typed_event_in_a_same_dialect_stream_ends_it_with_an_error_ev
         b'data: {"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":"many"}}\n\n',
         b"data: [DONE]\n\n",
     ]
-    out = translate(state_of(), "openai", "openai/gpt-4o", 200, chunks, stream=True, body={})
+    out = translate(state_of(), "openai", "openai/gpt-5.5", 200, chunks, stream=True, body={})
     assert b'"content":"hi"' in out and b"[DONE]" not in out
     assert b"'usage.prompt_tokens' must be a token count" in out
 
@@ -786,7 +786,7 @@ def test_a_same_dialect_event_too_deep_to_re_encode_ends_the_stream_with_an_erro
     """The model name must change (the upstream model differs), and orjson writes at most 254 levels."""
 
     def rename(data: dict[str, Any]) -> None:
-        data["models"]["gpt-4o"]["backends"][0]["model"] = "gpt-4o-2024"
+        data["models"]["gpt-5.5"]["backends"][0]["model"] = "gpt-4o-2024"
 
     deep = (
         b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}],"x":'

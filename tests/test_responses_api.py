@@ -33,9 +33,9 @@ from tests.stack import config_on_free_ports, start_stack
 OTHER_KEY = "other-tenant-key"
 # backend dialect -> (model whose primary speaks it, its upstream model, the mock provider)
 BACKENDS = {
-    "openai": ("gpt-4o", "gpt-4o"),
-    "anthropic": ("claude-sonnet-4-5", "claude-sonnet-4-5"),
-    "gemini": ("gemini-2.5-flash", "gemini-2.5-flash"),
+    "openai": ("gpt-5.5", "gpt-5.5"),
+    "anthropic": ("claude-sonnet-4-6", "claude-sonnet-4-6"),
+    "gemini": ("gemini-3.5-flash", "gemini-3.5-flash"),
     "openai_responses": ("gpt-5-mini", "gpt-5-mini"),
 }
 MAX_CONVERSATION = 64 * 1024
@@ -68,14 +68,14 @@ def responses_config(redis_url: str) -> dict[str, Any]:
     cfg["models"]["gpt-5-mini"] = {
         "backends": [
             {"provider": "openai_responses", "model": "gpt-5-mini"},
-            {"provider": "anthropic", "model": "claude-sonnet-4-5"},
+            {"provider": "anthropic", "model": "claude-sonnet-4-6"},
         ]
     }
     # Failed over by one test: its primary's health is its own (another upstream model, another backend).
     cfg["models"][FAILOVER] = {
         "backends": [
             {"provider": "openai_responses", "model": FAILOVER},
-            {"provider": "anthropic", "model": "claude-sonnet-4-5"},
+            {"provider": "anthropic", "model": "claude-sonnet-4-6"},
         ]
     }
     # Refused by the Responses backend itself: failed attempts count against a backend's health.
@@ -392,10 +392,10 @@ def test_conversation_across_replicas_and_backends(
     each backend gets the whole conversation; retrieval, input items and deletion work anywhere."""
     a, b = replicas
     one = client(a).responses.create(
-        model="claude-sonnet-4-5", input="first question", instructions="be brief"
+        model="claude-sonnet-4-6", input="first question", instructions="be brief"
     )
     two = client(b).responses.create(
-        model="gemini-2.5-flash", input="second question", previous_response_id=one.id
+        model="gemini-3.5-flash", input="second question", previous_response_id=one.id
     )
     assert two.output_text == reply("gemini", "second question")
     # instructions are not carried over (as the API says); every earlier turn is
@@ -437,7 +437,7 @@ def test_conversation_across_replicas_and_backends(
     with pytest.raises(openai.NotFoundError):
         client(b).responses.retrieve(three.id)
     with pytest.raises(openai.BadRequestError) as e:
-        client(b).responses.create(model="gpt-4o", input="more", previous_response_id=three.id)
+        client(b).responses.create(model="gpt-5.5", input="more", previous_response_id=three.id)
     assert e.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
     assert e.value.body["param"] == "previous_response_id"  # type: ignore[index]
 
@@ -449,16 +449,16 @@ def test_continuation_fails_over_to_another_backend(gateway: Stack, mocks: MockA
     raw_resp = client(gateway).responses.with_raw_response.create(
         model=FAILOVER, input="and now?", previous_response_id=first.id
     )
-    assert raw_resp.headers["x-gateway-backend"] == "anthropic/claude-sonnet-4-5"
+    assert raw_resp.headers["x-gateway-backend"] == "anthropic/claude-sonnet-4-6"
     r = raw_resp.parse()
-    assert r.output_text == "[anthropic:claude-sonnet-4-5] and now?"
+    assert r.output_text == "[anthropic:claude-sonnet-4-6] and now?"
     assert [m["role"] for m in sent(mocks, "anthropic")["messages"]] == ["user", "assistant", "user"]
     assert client(gateway).responses.retrieve(r.id).output_text == r.output_text  # kept after a failover too
 
 
 def test_another_tenant_never_sees_a_response(replicas: tuple[Stack, Stack], mocks: MockAdmin) -> None:
     a, b = replicas
-    mine = client(a).responses.create(model="gpt-4o", input="my secret")
+    mine = client(a).responses.create(model="gpt-5.5", input="my secret")
     other = client(b, OTHER_KEY)
     with pytest.raises(openai.NotFoundError) as e:
         other.responses.retrieve(mine.id)
@@ -468,7 +468,7 @@ def test_another_tenant_never_sees_a_response(replicas: tuple[Stack, Stack], moc
     with pytest.raises(openai.NotFoundError):
         other.responses.delete(mine.id)
     with pytest.raises(openai.BadRequestError) as e2:
-        other.responses.create(model="gpt-4o", input="tell me", previous_response_id=mine.id)
+        other.responses.create(model="gpt-5.5", input="tell me", previous_response_id=mine.id)
     assert e2.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
     # exactly what an unknown id gets
     status, unknown = raw(b, "GET", "/v1/responses/resp_unknown", key=OTHER_KEY)
@@ -477,12 +477,12 @@ def test_another_tenant_never_sees_a_response(replicas: tuple[Stack, Stack], moc
 
 
 def test_store_false_keeps_nothing(gateway: Stack, mocks: MockAdmin) -> None:
-    r = client(gateway).responses.create(model="claude-sonnet-4-5", input="forget me", store=False)
+    r = client(gateway).responses.create(model="claude-sonnet-4-6", input="forget me", store=False)
     assert r.store is False and r.output_text
     with pytest.raises(openai.NotFoundError):
         client(gateway).responses.retrieve(r.id)
     with pytest.raises(openai.BadRequestError):
-        client(gateway).responses.create(model="gpt-4o", input="again", previous_response_id=r.id)
+        client(gateway).responses.create(model="gpt-5.5", input="again", previous_response_id=r.id)
 
 
 def test_reasoning_items_pass_through_and_come_back(gateway: Stack, mocks: MockAdmin) -> None:
@@ -513,12 +513,12 @@ def test_reasoning_items_pass_through_and_come_back(gateway: Stack, mocks: MockA
     # Anthropic's thinking budget is its own: reasoning effort is refused, naming the field;
     # Chat Completions takes it as reasoning_effort, but not a summary.
     with pytest.raises(openai.BadRequestError) as e:
-        c.responses.create(model="claude-sonnet-4-5", input="x", reasoning={"effort": "high"})
+        c.responses.create(model="claude-sonnet-4-6", input="x", reasoning={"effort": "high"})
     assert e.value.body["param"] == "reasoning.effort"  # type: ignore[index]
-    c.responses.create(model="gpt-4o", input="x", reasoning={"effort": "high"})
+    c.responses.create(model="gpt-5.5", input="x", reasoning={"effort": "high"})
     assert sent(mocks, "openai")["reasoning_effort"] == "high"
     with pytest.raises(openai.BadRequestError) as e2:
-        c.responses.create(model="gpt-4o", input="x", reasoning={"effort": "high", "summary": "auto"})
+        c.responses.create(model="gpt-5.5", input="x", reasoning={"effort": "high", "summary": "auto"})
     assert e2.value.body["param"] == "reasoning.summary"  # type: ignore[index]
 
 
@@ -526,17 +526,17 @@ def test_oversized_conversations_are_a_clear_400(gateway: Stack, mocks: MockAdmi
     c = client(gateway)
     # The mocks echo the input: a stored turn holds it twice (input and output).
     words = "word " * (MAX_CONVERSATION // 25)
-    kept = c.responses.create(model="gpt-4o", input=words)
+    kept = c.responses.create(model="gpt-5.5", input=words)
     assert len(c.responses.input_items.list(kept.id).data) == 1
     with pytest.raises(openai.BadRequestError) as e:
-        c.responses.create(model="gpt-4o", input=words * 3, previous_response_id=kept.id)
+        c.responses.create(model="gpt-5.5", input=words * 3, previous_response_id=kept.id)
     assert e.value.body["param"] == "previous_response_id"  # type: ignore[index]
     assert f"more than this gateway keeps ({MAX_CONVERSATION} bytes)" in e.value.body["message"]  # type: ignore[index]
-    big = c.responses.create(model="gpt-4o", input=words * 3)  # answered, kept without its conversation
+    big = c.responses.create(model="gpt-5.5", input=words * 3)  # answered, kept without its conversation
     assert c.responses.retrieve(big.id).output_text == big.output_text
     for call in (
         lambda: c.responses.input_items.list(big.id),
-        lambda: c.responses.create(model="gpt-4o", input="more", previous_response_id=big.id),
+        lambda: c.responses.create(model="gpt-5.5", input="more", previous_response_id=big.id),
     ):
         with pytest.raises(openai.BadRequestError) as e2:
             call()
@@ -548,13 +548,13 @@ def test_oversized_conversations_are_a_clear_400(gateway: Stack, mocks: MockAdmi
 
 BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     # (id, model, body, status, param, words in the message)
-    ("not-json", "gpt-4o", b"{nope", 400, None, "not valid JSON"),
-    ("input-number", "gpt-4o", {"input": 5}, 400, "input", "'input' must be a string or an array"),
-    ("input-missing", "gpt-4o", {}, 400, "input", "missing required field 'input'"),
-    ("item-not-object", "gpt-4o", {"input": ["hi"]}, 400, "input[0]", "must be an object"),
+    ("not-json", "gpt-5.5", b"{nope", 400, None, "not valid JSON"),
+    ("input-number", "gpt-5.5", {"input": 5}, 400, "input", "'input' must be a string or an array"),
+    ("input-missing", "gpt-5.5", {}, 400, "input", "missing required field 'input'"),
+    ("item-not-object", "gpt-5.5", {"input": ["hi"]}, 400, "input[0]", "must be an object"),
     (
         "item-without-type",
-        "claude-sonnet-4-5",
+        "claude-sonnet-4-6",
         {"input": [{"content": "hi"}]},
         400,
         "input[0].type",
@@ -562,7 +562,7 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     ),
     (
         "unknown-item-type",
-        "gemini-2.5-flash",
+        "gemini-3.5-flash",
         {"input": [{"type": "banana"}]},
         400,
         "input[0].type",
@@ -570,7 +570,7 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     ),
     (
         "tool-role",
-        "gpt-4o",
+        "gpt-5.5",
         {"input": [{"role": "tool", "content": "x"}]},
         400,
         "input[0].role",
@@ -578,7 +578,7 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     ),
     (
         "bad-part",
-        "gpt-4o",
+        "gpt-5.5",
         {"input": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
         400,
         "input[0].content[0].type",
@@ -586,7 +586,7 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     ),
     (
         "orphan-output",
-        "claude-sonnet-4-5",
+        "claude-sonnet-4-6",
         {"input": [{"type": "function_call_output", "call_id": "call_nobody", "output": "1"}]},
         400,
         "input[0].call_id",
@@ -602,7 +602,7 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     ),
     (
         "unknown-previous",
-        "gpt-4o",
+        "gpt-5.5",
         {"input": "hi", "previous_response_id": "resp_nobody"},
         400,
         "previous_response_id",
@@ -610,7 +610,7 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     ),
     (
         "previous-not-string",
-        "gpt-4o",
+        "gpt-5.5",
         {"input": "hi", "previous_response_id": 7},
         400,
         "previous_response_id",
@@ -618,7 +618,7 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     ),
     (
         "builtin-tool",
-        "claude-sonnet-4-5",
+        "claude-sonnet-4-6",
         {"input": "hi", "tools": [{"type": "web_search"}]},
         400,
         "tools[0]",
@@ -626,7 +626,7 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
     ),
     (
         "item-reference",
-        "gpt-4o",
+        "gpt-5.5",
         {"input": [{"type": "item_reference", "id": "msg_1"}]},
         400,
         "input[0]",
@@ -684,7 +684,7 @@ def test_stored_response_paths_refuse_cleanly(
 
 
 def test_input_items_query_is_checked(gateway: Stack, mocks: MockAdmin) -> None:
-    r = client(gateway).responses.create(model="gpt-4o", input="list me")
+    r = client(gateway).responses.create(model="gpt-5.5", input="list me")
     for query, param in (
         ("limit=0", "limit"),
         ("limit=abc", "limit"),
@@ -721,12 +721,12 @@ def test_metrics_count_responses_requests(gateway: Stack, mocks: MockAdmin) -> N
             for (name, labels), v in metrics(gateway).items()
             if name == "llm_gateway_requests_total"
             and ("dialect", "openai_responses") in labels
-            and ("backend", "anthropic/claude-sonnet-4-5") in labels
+            and ("backend", "anthropic/claude-sonnet-4-6") in labels
             and ("status", "200") in labels
         )
 
     before = count()
-    client(gateway).responses.create(model="claude-sonnet-4-5", input="count me")
+    client(gateway).responses.create(model="claude-sonnet-4-6", input="count me")
     assert count() == before + 1
     hits = [
         v

@@ -68,7 +68,7 @@ def answer_json(text: str, rid: str = "resp_1") -> bytes:
             "id": rid,
             "object": "response",
             "status": "completed",
-            "model": "gpt-4o",
+            "model": "gpt-5.5",
             "output": [
                 {
                     "id": "msg_a",
@@ -120,9 +120,9 @@ def test_other_responses_paths_are_404(method: str, path: str) -> None:
 
 def test_an_answer_is_kept_then_served_and_only_to_its_tenant() -> None:
     state = state_of()
-    p = do_plan(state, RESPONSES_API, {"model": "claude-sonnet-4-5", "input": "hi there"})
+    p = do_plan(state, RESPONSES_API, {"model": "claude-sonnet-4-6", "input": "hi there"})
     assert isinstance(p, RoutePlan) and p.keeper is not None
-    assert p.primary.name == "anthropic/claude-sonnet-4-5" and p.ir is not None
+    assert p.primary.name == "anthropic/claude-sonnet-4-6" and p.ir is not None
     run(F.keep(p.keeper, answer_json("kept")[:10], False, 200))
     run(F.keep(p.keeper, answer_json("kept")[10:], True, 200))
     got = run(serve_state(state, started(state, headers("GET", "/v1/responses/resp_1"))))
@@ -153,9 +153,9 @@ def test_an_answer_is_kept_then_served_and_only_to_its_tenant() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "kept"),
     [
-        (200, {"model": "gpt-4o", "input": "x"}, True),
-        (200, {"model": "gpt-4o", "input": "x", "store": False}, False),
-        (429, {"model": "gpt-4o", "input": "x"}, False),
+        (200, {"model": "gpt-5.5", "input": "x"}, True),
+        (200, {"model": "gpt-5.5", "input": "x", "store": False}, False),
+        (429, {"model": "gpt-5.5", "input": "x"}, False),
     ],
 )
 def test_what_is_kept(status: int, body: dict[str, Any], kept: bool) -> None:
@@ -169,7 +169,7 @@ def test_what_is_kept(status: int, body: dict[str, Any], kept: bool) -> None:
 
 def test_a_stream_is_kept_from_its_terminal_event() -> None:
     state = state_of()
-    p = do_plan(state, RESPONSES_API, {"model": "gemini-2.5-flash", "input": "hi", "stream": True})
+    p = do_plan(state, RESPONSES_API, {"model": "gemini-3.5-flash", "input": "hi", "stream": True})
     assert isinstance(p, RoutePlan) and p.keeper is not None and p.ir is not None
     enc = CODEC.stream_encoder(p.ir)
     raw = b"".join(
@@ -199,7 +199,7 @@ def test_a_continued_request_is_expanded_before_admission() -> None:
     """Admission reserves for the whole conversation the backend will see, not just the new turn."""
     state = state_of(budgets)
     first = do_plan(
-        state, RESPONSES_API, {"model": "gpt-4o", "input": "word " * 400, "max_output_tokens": 20}
+        state, RESPONSES_API, {"model": "gpt-5.5", "input": "word " * 400, "max_output_tokens": 20}
     )
     assert isinstance(first, RoutePlan) and first.ticket is not None and first.keeper is not None
     run(F.keep(first.keeper, answer_json("short answer"), True, 200))
@@ -207,7 +207,7 @@ def test_a_continued_request_is_expanded_before_admission() -> None:
     nxt = do_plan(
         state,
         RESPONSES_API,
-        {"model": "gpt-4o", "input": "more", "previous_response_id": "resp_1", "max_output_tokens": 20},
+        {"model": "gpt-5.5", "input": "more", "previous_response_id": "resp_1", "max_output_tokens": 20},
     )
     assert isinstance(nxt, RoutePlan) and nxt.ticket is not None
     assert nxt.ticket.tokens >= first.ticket.tokens  # the earlier 400 words are in it
@@ -225,7 +225,7 @@ def test_an_unreachable_store_is_a_503() -> None:
     state = state_of()
     state.conversations = Down()
     answer = do_plan(
-        state, RESPONSES_API, {"model": "gpt-4o", "input": "x", "previous_response_id": "resp_1"}
+        state, RESPONSES_API, {"model": "gpt-5.5", "input": "x", "previous_response_id": "resp_1"}
     )
     assert isinstance(answer, Answer) and answer.status == 503
     assert "did not answer" in body_of(answer)["error"]["message"]

@@ -47,7 +47,7 @@ TIMEOUT_TYPES = {"openai": "server_error", "anthropic": "timeout_error", "gemini
 def bounds_config() -> dict[str, Any]:
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
     for provider in ("openai", "anthropic", "gemini"):
-        upstream = cfg["models"]["gpt-4o"]["backends"][["openai", "anthropic", "gemini"].index(provider)][
+        upstream = cfg["models"]["gpt-5.5"]["backends"][["openai", "anthropic", "gemini"].index(provider)][
             "model"
         ]
         cfg["models"][f"solo-{provider}"] = {"backends": [{"provider": provider, "model": upstream}]}
@@ -123,11 +123,11 @@ def test_stream_going_wrong_before_its_first_event_fails_over(
     """A guarded backend's stream (its headers held until the first event) is still retriable."""
     bmocks.fault("anthropic", **BODY_FAULTS[fault])
     out = asyncio.run(
-        hammer(bounded, dialect, "claude-sonnet-4-5", True, n=4, concurrency=4, expect_prefix="[openai:")
+        hammer(bounded, dialect, "claude-sonnet-4-6", True, n=4, concurrency=4, expect_prefix="[openai:")
     )
     assert out.statuses == Counter({200: 4}), out.wrong[:3]
     assert not out.wrong, out.wrong[:3]
-    assert out.backends == Counter({"openai/gpt-4o": 4})
+    assert out.backends == Counter({"openai/gpt-5.5": 4})
     assert out.seconds < 25
 
 
@@ -201,7 +201,7 @@ def test_stream_reaching_its_maximum_duration_ends_with_an_error_event(
     assert time.monotonic() - t0 < 20
     assert status == 200
     text, _ = text_of(client, True, raw.rsplit(b"\n\n", 2)[0] + b"\n\n")
-    assert text.startswith("[openai:gpt-4o]"), text  # part of the answer arrived
+    assert text.startswith("[openai:gpt-5.5]"), text  # part of the answer arrived
     etype, message = stream_error(client, raw)
     assert etype == STREAM_TIMEOUT_TYPES[client]
     assert message == "the stream reached the gateway's maximum duration of 4 s"

@@ -178,9 +178,9 @@ def test_a_failover_is_one_trace_with_a_span_per_attempt(
     traced: Stack, mocks: MockAdmin, receiver: tuple[Receiver, int]
 ) -> None:
     sink, _ = receiver
-    mocks.fault("openai", mode="error", status=503)  # gpt-4o's primary; anthropic is next
+    mocks.fault("openai", mode="error", status=503)  # gpt-5.5's primary; anthropic is next
     client = openai.OpenAI(base_url=traced.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
-    reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "trace me"}])
+    reply = client.chat.completions.create(model="gpt-5.5", messages=[{"role": "user", "content": "trace me"}])
     assert reply.usage is not None
 
     trace_id, last_parent, flags = traceparent(mocks, "anthropic")
@@ -189,8 +189,8 @@ def test_a_failover_is_one_trace_with_a_span_per_attempt(
     spans = sink.wait(trace_id, has_request_and(2))
     root = request_span(spans)
     attempts = attempt_spans(spans)
-    assert root.name == "chat gpt-4o" and root.parent_span_id == b""
-    assert [a.name for a in attempts] == ["attempt openai/gpt-4o", "attempt anthropic/claude-sonnet-4-5"]
+    assert root.name == "chat gpt-5.5" and root.parent_span_id == b""
+    assert [a.name for a in attempts] == ["attempt openai/gpt-5.5", "attempt anthropic/claude-sonnet-4-6"]
     assert all(a.parent_span_id == root.span_id for a in attempts)
     # Each provider saw the trace, with its own attempt as the parent.
     assert [a.span_id.hex() for a in attempts] == [first_parent, last_parent]
@@ -202,13 +202,13 @@ def test_a_failover_is_one_trace_with_a_span_per_attempt(
         | {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": "anthropic",
-            "gen_ai.request.model": "gpt-4o",
-            "gen_ai.response.model": "claude-sonnet-4-5",
+            "gen_ai.request.model": "gpt-5.5",
+            "gen_ai.response.model": "claude-sonnet-4-6",
             "gen_ai.usage.input_tokens": str(reply.usage.prompt_tokens),
             "gen_ai.usage.output_tokens": str(reply.usage.completion_tokens),
             "llm_gateway.tenant": "demo",
-            "llm_gateway.backend": "anthropic/claude-sonnet-4-5",
-            "llm_gateway.primary_backend": "openai/gpt-4o",
+            "llm_gateway.backend": "anthropic/claude-sonnet-4-6",
+            "llm_gateway.primary_backend": "openai/gpt-5.5",
             "llm_gateway.failover": "true",
             "llm_gateway.attempts": "2",
             "llm_gateway.admission": "admitted",
@@ -220,13 +220,13 @@ def test_a_failover_is_one_trace_with_a_span_per_attempt(
     first, second = (attributes(a) for a in attempts)
     assert (first["http.status_code"], first["llm_gateway.backend"], first["gen_ai.provider.name"]) == (
         "503",
-        "openai/gpt-4o",
+        "openai/gpt-5.5",
         "openai",
     )
     assert first["error"] == "true" and attempts[0].status.code == trace_pb2.Status.STATUS_CODE_ERROR
     assert (second["http.status_code"], second["llm_gateway.backend"], second["gen_ai.provider.name"]) == (
         "200",
-        "anthropic/claude-sonnet-4-5",
+        "anthropic/claude-sonnet-4-6",
         "anthropic",
     )
     assert (first["llm_gateway.attempts"], second["llm_gateway.attempts"]) == ("1", "2")
@@ -240,7 +240,7 @@ def test_a_clients_traceparent_is_continued_to_the_provider(
     client = anthropic.Anthropic(base_url=traced.base_url, api_key=DEMO_KEY, max_retries=0, timeout=20)
     chunks = []
     with client.messages.stream(
-        model="claude-sonnet-4-5",
+        model="claude-sonnet-4-6",
         max_tokens=50,
         messages=[{"role": "user", "content": "continue my trace"}],
         extra_headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"},
@@ -258,8 +258,8 @@ def test_a_clients_traceparent_is_continued_to_the_provider(
     assert attempt.parent_span_id == root.span_id and attempt.span_id.hex() == parent
     attrs = attributes(root)
     assert (attrs["gen_ai.request.model"], attrs["gen_ai.response.model"], attrs["llm_gateway.failover"]) == (
-        "claude-sonnet-4-5",
-        "claude-sonnet-4-5",
+        "claude-sonnet-4-6",
+        "claude-sonnet-4-6",
         "false",
     )
     assert attrs["gen_ai.usage.output_tokens"] == str(final.usage.output_tokens)
@@ -271,7 +271,7 @@ def test_an_admission_refusal_is_traced_with_its_decision(
 ) -> None:
     sink, _ = receiver
     client = openai.OpenAI(base_url=traced.base_url + "/v1", api_key=TIGHT_KEY, max_retries=0, timeout=20)
-    ask = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+    ask = {"model": "gemini-3.5-flash", "messages": [{"role": "user", "content": "hi"}]}
     ids = [f"{n:032x}" for n in (1, 2)]  # each request its own trace, to find it
     client.chat.completions.create(**ask, extra_headers={"traceparent": f"00-{ids[0]}-{CLIENT_SPAN}-01"})
     with pytest.raises(openai.RateLimitError):  # one request per minute: refused before any provider
@@ -295,7 +295,7 @@ def test_sampling_ratio_zero_traces_only_what_the_client_samples(
     try:
         admin = MockAdmin(stack)
         client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
-        ask = {"model": "gpt-4o", "messages": [{"role": "user", "content": "sampled?"}]}
+        ask = {"model": "gpt-5.5", "messages": [{"role": "user", "content": "sampled?"}]}
         client.chat.completions.create(**ask)  # no traceparent: sampled at ratio 0, so not traced
         unsampled, _, flags = traceparent(admin, "openai")
         assert flags == "00"  # propagated all the same, marked not sampled
@@ -383,24 +383,24 @@ def tracing_on(data: dict[str, Any]) -> None:
 
 def test_span_fields_of_a_failover_and_only_known_attributes() -> None:
     state = state_of(tracing_on)
-    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-4o", "stream": True})
+    p = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5", "stream": True})
     assert isinstance(p, RoutePlan)
     planned = trace.planned(p)
     assert planned == {
-        P.TRACE_SPAN_NAME: "chat gpt-4o",
+        P.TRACE_SPAN_NAME: "chat gpt-5.5",
         "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.request.model": "gpt-5.5",
         "llm_gateway.tenant": "demo",
-        "llm_gateway.primary_backend": "openai/gpt-4o",
+        "llm_gateway.primary_backend": "openai/gpt-5.5",
         "llm_gateway.admission": "unlimited",
     }
     done = F.finish(
-        state, p, 200, "anthropic/claude-sonnet-4-5", Usage(3, 4), p.started.t0 + 0.25, p.started.t0 + 1
+        state, p, 200, "anthropic/claude-sonnet-4-6", Usage(3, 4), p.started.t0 + 0.25, p.started.t0 + 1
     )
     finished = trace.finished(state, p, done)
     assert finished == {
         "llm_gateway.failover": True,
-        "gen_ai.response.model": "claude-sonnet-4-5",
+        "gen_ai.response.model": "claude-sonnet-4-6",
         "gen_ai.response.time_to_first_chunk": pytest.approx(0.25),
     }
     refused = trace.local_reply(
@@ -427,7 +427,7 @@ def test_the_router_stage_adds_span_fields_only_when_tracing_is_on(on: bool) -> 
     resp = run(
         stream.on_request_body(
             pb.HttpBody(
-                body=b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}',
+                body=b'{"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]}',
                 end_of_stream=True,
             )
         )

@@ -49,9 +49,9 @@ from tests.stack import aws_credentials, bedrock_provider, config_on_free_ports,
 CLIENTS = ("openai", "anthropic", "gemini", "openai_responses")
 # backend dialect -> (client-facing model, upstream model) of the model whose primary it is
 BACKENDS = {
-    "openai": ("gpt-4o", "gpt-4o"),
-    "anthropic": ("claude-sonnet-4-5", "claude-sonnet-4-5"),
-    "gemini": ("gemini-2.5-flash", "gemini-2.5-flash"),
+    "openai": ("gpt-5.5", "gpt-5.5"),
+    "anthropic": ("claude-sonnet-4-6", "claude-sonnet-4-6"),
+    "gemini": ("gemini-3.5-flash", "gemini-3.5-flash"),
     "openai_responses": ("gpt-5-mini", "gpt-5-mini"),
     "bedrock": ("bedrock-claude", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
 }
@@ -128,7 +128,7 @@ def matrix_config(base: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg["models"][model] = {
         "backends": [
             {"provider": "openai_responses", "model": upstream},
-            {"provider": "openai", "model": "gpt-4o"},
+            {"provider": "openai", "model": "gpt-5.5"},
         ]
     }
     return cfg
@@ -934,8 +934,8 @@ def test_sampling_max_tokens_and_stop(
 def test_anthropic_backend_gets_default_max_tokens(
     gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin, client: str
 ) -> None:
-    sdks[client].ask(Ask("claude-sonnet-4-5", "hello"))
-    default = gateway.config.models["claude-sonnet-4-5"].default_max_tokens
+    sdks[client].ask(Ask("claude-sonnet-4-6", "hello"))
+    default = gateway.config.models["claude-sonnet-4-6"].default_max_tokens
     assert sent(mocks, "anthropic")["max_tokens"] == default
 
 
@@ -959,7 +959,7 @@ def test_unexpressible_fields_are_400_naming_the_field(
     # n > 1 to Anthropic, from an OpenAI client
     with pytest.raises(openai.BadRequestError) as oe:
         sdks["openai"].sdk.chat.completions.create(
-            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}], n=2
+            model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}], n=2
         )
     assert oe.value.status_code == 400
     assert oe.value.body["param"] == "n" and "'n'" in oe.value.body["message"]
@@ -967,7 +967,7 @@ def test_unexpressible_fields_are_400_naming_the_field(
     # top_k to OpenAI, from an Anthropic client
     with pytest.raises(anthropic.BadRequestError) as ae:
         sdks["anthropic"].sdk.messages.create(
-            model="gpt-4o",
+            model="gpt-5.5",
             max_tokens=10,
             extra_body={"top_k": 5},
             messages=[{"role": "user", "content": "hi"}],
@@ -978,14 +978,14 @@ def test_unexpressible_fields_are_400_naming_the_field(
     # candidateCount > 1 to Anthropic, from a Gemini client: named in the client's own terms
     with pytest.raises(genai_errors.ClientError) as ge:
         sdks["gemini"].sdk.models.generate_content(
-            model="claude-sonnet-4-5", contents="hi", config=types.GenerateContentConfig(candidate_count=2)
+            model="claude-sonnet-4-6", contents="hi", config=types.GenerateContentConfig(candidate_count=2)
         )
     assert ge.value.code == 400 and ge.value.status == "INVALID_ARGUMENT"
     assert "'generationConfig.candidateCount'" in ge.value.message
     # top_k to OpenAI, from a Gemini client
     with pytest.raises(genai_errors.ClientError) as ge2:
         sdks["gemini"].sdk.models.generate_content(
-            model="gpt-4o", contents="hi", config=types.GenerateContentConfig(top_k=5)
+            model="gpt-5.5", contents="hi", config=types.GenerateContentConfig(top_k=5)
         )
     assert ge2.value.code == 400 and "'generationConfig.topK'" in ge2.value.message
     assert sum(mocks.stats(p)["requests"] for p in BACKENDS) == 0
@@ -993,13 +993,13 @@ def test_unexpressible_fields_are_400_naming_the_field(
 
 def test_gemini_key_in_query_and_header(gateway: Stack, mocks: MockAdmin) -> None:
     body = {"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}
-    path = "/v1beta/models/claude-sonnet-4-5:generateContent"
+    path = "/v1beta/models/claude-sonnet-4-6:generateContent"
     by_query = _raw_post(gateway, f"{path}?key={DEMO_KEY}", body, {})
     by_header = _raw_post(gateway, path, body, {"x-goog-api-key": DEMO_KEY})
     for status, raw in (by_query, by_header):
         assert status == 200
         reply = json.loads(raw)["candidates"][0]["content"]["parts"][0]["text"]
-        assert reply == "[anthropic:claude-sonnet-4-5] hello there"
+        assert reply == "[anthropic:claude-sonnet-4-6] hello there"
     assert _raw_post(gateway, path, body, {})[0] == 401
 
 
@@ -1043,7 +1043,7 @@ def error_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mock
     """Each matrix model served by its primary alone (a provider error reaches the client as is,
     not hidden by failover), plus one model failing over across all three providers."""
     cfg = matrix_config()
-    chain = cfg["models"]["gpt-4o"]["backends"]
+    chain = cfg["models"]["gpt-5.5"]["backends"]
     cfg["models"] = {
         model: {"backends": [{"provider": backend, "model": upstream}]}
         for backend, (model, upstream) in BACKENDS.items()

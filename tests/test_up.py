@@ -75,8 +75,8 @@ def test_up_serves_and_stops_without_orphans(tmp_path: Path) -> None:
     proc, cfg = start_up(tmp_path)
     kids = children_of(proc.pid)
     assert len(kids) == 3  # mock providers, one ext_proc worker, Envoy
-    body = chat(cfg["listen"]["port"], "claude-sonnet-4-5")
-    assert body["choices"][0]["message"]["content"] == "[anthropic:claude-sonnet-4-5] hi"
+    body = chat(cfg["listen"]["port"], "claude-sonnet-4-6")
+    assert body["choices"][0]["message"]["content"] == "[anthropic:claude-sonnet-4-6] hi"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     for pid in kids:
@@ -113,7 +113,7 @@ def test_up_starts_a_killed_worker_again_and_counts_it(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while True:  # answered again once the new worker listens and Envoy's health check took it back
             try:
-                assert chat(cfg["listen"]["port"], "gpt-4o")["choices"]
+                assert chat(cfg["listen"]["port"], "gpt-5.5")["choices"]
                 break
             except (OSError, AssertionError):
                 assert time.monotonic() < deadline, "no answer after the worker was started again"

@@ -40,15 +40,15 @@ CALLS: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
     "openai": (
         "/v1/chat/completions",
         {"authorization": f"Bearer {DEMO_KEY}"},
-        {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+        {"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]},
     ),
     "anthropic": (
         "/v1/messages",
         {"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"},
-        {"model": "gpt-4o", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
+        {"model": "gpt-5.5", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
     ),
     "gemini": (
-        "/v1beta/models/gpt-4o:generateContent",
+        "/v1beta/models/gpt-5.5:generateContent",
         {"x-goog-api-key": DEMO_KEY},
         {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
     ),

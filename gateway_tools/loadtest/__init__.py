@@ -61,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--rate", "-r", type=float, default=10.0, help="open-loop requests/s (default 10)")
     load.add_argument("--concurrency", type=int, default=0, help="closed loop: this many clients instead")
     p.add_argument(
-        "--models", help="weighted models, e.g. gpt-4o=3,claude-sonnet-4-5=1 (default: all, equal)"
+        "--models", help="weighted models, e.g. gpt-5.5=3,claude-sonnet-4-6=1 (default: all, equal)"
     )
     p.add_argument("--dialects", default="openai,anthropic,gemini", help="weighted client dialects")
     p.add_argument(

@@ -198,7 +198,7 @@ class _Anthropic(_Provider):
 
     async def models(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
         self.check_headers(request)
-        ids = sorted(set(self.stats.by_model) | {"claude-sonnet-4-5", "claude-haiku-4-5"})
+        ids = sorted(set(self.stats.by_model) | {"claude-sonnet-4-6", "claude-haiku-4-5"})
         data = [
             {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in ids
         ]

@@ -449,7 +449,7 @@ class _Gemini(_Provider):
 
     async def list_models(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
         self.check_auth(request)
-        names = sorted(set(self.stats.by_model) | {"gemini-2.5-flash", "gemini-2.5-pro"})
+        names = sorted(set(self.stats.by_model) | {"gemini-3.5-flash", "gemini-2.5-pro"})
         return _json_response(200, {"models": [self.model_info(n) for n in names]})
 
     async def get_model(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:

@@ -658,7 +658,7 @@ class _OpenAI(_Provider):
     async def models(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
         self.check_auth(request)
         seen = set(self.stats.by_model)
-        ids = sorted(seen | {"gpt-4o", "gpt-4o-mini", "gpt-4.1"})
+        ids = sorted(seen | {"gpt-5.5", "gpt-4o-mini", "gpt-4.1"})
         data = [{"id": m, "object": "model", "created": 1715367049, "owned_by": "system"} for m in ids]
         return _json_response(200, {"object": "list", "data": data}, self.extra_headers())
 
