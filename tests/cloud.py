@@ -30,7 +30,7 @@ assert DEMO_KEY == "demo-key"
 # provider (named after its dialect) -> (client-facing model, upstream model or deployment)
 CLOUD_BACKENDS = {
     "vertex_gemini": ("gemini-on-vertex", "gemini-3.5-flash"),
-    "vertex_anthropic": ("claude-on-vertex", "claude-sonnet-4-6@20250929"),
+    "vertex_anthropic": ("claude-on-vertex", "claude-sonnet-4-6"),
     "azure_openai": ("gpt-on-azure", "gpt-4o-prod"),
 }
 

@@ -76,7 +76,7 @@ def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sta
     models = {
         "gemini-on-vertex": {"backends": [{"provider": "vertex_gemini", "model": "gemini-3.5-flash"}]},
         "claude-on-vertex": {
-            "backends": [{"provider": "vertex_anthropic", "model": "claude-sonnet-4-6@20250929"}]
+            "backends": [{"provider": "vertex_anthropic", "model": "claude-sonnet-4-6"}]
         },
         "gpt-on-entra": {"backends": [{"provider": "azure_entra", "model": "gpt-4o-prod"}]},
         "gpt-by-file": {"backends": [{"provider": "azure_file", "model": "gpt-4o-file"}]},
@@ -173,7 +173,7 @@ def test_a_token_file_kept_fresh_by_a_sidecar(short_tokens: tuple[Stack, Path]) 
 
 # client-facing model -> its backends, primary first (distinct upstream names: distinct health entries)
 FAILOVER_MODELS = {
-    "claude": [("anthropic", "claude-sonnet-4-6"), ("vertex_anthropic", "claude-sonnet-4-6@20250929")],
+    "claude": [("anthropic", "claude-sonnet-4-6"), ("vertex_anthropic", "claude-sonnet-4-6")],
     "claude-vertex-first": [
         ("vertex_anthropic", "claude-opus-4-1@20250805"),
         ("anthropic", "claude-opus-4-1"),
@@ -247,12 +247,12 @@ def test_claude_fails_over_from_anthropic_to_vertex_under_load(
             stream,
             n=48,
             concurrency=16,
-            expect_prefix="[vertex_anthropic:claude-sonnet-4-6@20250929]",
+            expect_prefix="[vertex_anthropic:claude-sonnet-4-6]",
         )
     )
     assert out.statuses == Counter({200: 48}), out.wrong[:3]
     assert not out.wrong, out.wrong[:3]
-    assert out.backends == Counter({"vertex_anthropic/claude-sonnet-4-6@20250929": 48})
+    assert out.backends == Counter({"vertex_anthropic/claude-sonnet-4-6": 48})
     body = cmocks.stats("vertex_anthropic")["last_request"]["body"]
     assert body["anthropic_version"] == "vertex-2023-10-16" and "model" not in body
 
