@@ -60,9 +60,10 @@ QUIET = {
     "LLMGatewayNoExtProcWorker",
     "LLMGatewayWorkerRestarts",
     "LLMGatewayClientServerErrors",
+    "LLMGatewayCredentialRefused",
 }
 # Metrics an alert reads that only exist once something has failed.
-ONLY_ON_FAILURE = {"llm_gateway_budget_store_failures_total"}
+ONLY_ON_FAILURE = {"llm_gateway_budget_store_failures_total", "llm_gateway_credential_refusals_total"}
 
 
 def test_promtool_accepts_the_config_and_the_rules() -> None:
