@@ -39,6 +39,7 @@ from .admission.headers import METADATA_NAMESPACE as RATELIMIT_NAMESPACE
 from .config import GatewayConfig, ResolvedBackend
 from .errors import GatewayError
 from .health_service import EXT_PROC_SERVICE
+from .routing.health import PROVIDER_FAULT_4XX
 from .translation.framing import SSE_CONTENT_TYPE
 
 BUFFER_LIMIT = 32 * 1024 * 1024  # prompts with images run to megabytes (behaviour 10: default 1 MiB)
@@ -602,7 +603,7 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
         "retry_on": "5xx,reset,connect-failure,refused-stream,retriable-status-codes",
         # 401/403 from a provider refuse the gateway's own credential (a wrong or expired key,
         # a bad signature, a revoked token), never the client's request: another backend may answer.
-        "retriable_status_codes": [401, 403, 429],
+        "retriable_status_codes": list(PROVIDER_FAULT_4XX),
         "num_retries": cfg.retries(model, entry),
         "retry_priority": {
             "name": "envoy.retry_priorities.previous_priorities",

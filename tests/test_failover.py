@@ -378,3 +378,19 @@ def test_stream_error_on_the_last_backend_reaches_the_client_as_its_error(
     status, err = asyncio.run(go())
     assert status == 503
     assert err["error"]["type"] == "server_error" and "Overloaded" in err["error"]["message"]
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_a_clients_rejected_requests_do_not_cool_the_backend_down(
+    fresh: tuple[Stack, MockAdmin], status: int
+) -> None:
+    """A provider refusing a client's request (bad content, too large) says nothing about the
+    provider: the client gets the error, and the next requests, any tenant's, still go to it."""
+    stack, admin = fresh
+    admin.fault("openai", mode="error", status=status)
+    rejected = asyncio.run(hammer(stack, "openai", "gpt-5.5", False, n=6, concurrency=1))
+    assert rejected.statuses == Counter({status: 6})  # not failed over: the next tier would refuse it too
+    assert admin.stats("openai")["requests"] == 6
+    admin.reset()
+    out = asyncio.run(hammer(stack, "openai", "gpt-5.5", False, n=5, concurrency=1))
+    assert out.backends == Counter({"openai/gpt-5.5": 5})  # not skipped as cooling down

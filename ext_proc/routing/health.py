@@ -32,6 +32,16 @@ CERTAIN_COOLDOWN = 10.0  # the first cool-down after a fault one occurrence prov
 MAX_COOLDOWN = 60.0
 MAX_RETRY_AFTER = 300.0
 PROBE_TIMEOUT = 30.0
+# Provider answers that fail an attempt over to the next backend (Envoy's retry policy) besides
+# 5xx: a refused credential (the gateway's own key) and a rate limit. Any other 4xx is about the
+# client's request: the backend is fine, and counting it would let one client's bad requests
+# cool a backend down for every tenant.
+PROVIDER_FAULT_4XX = (401, 403, 429)
+
+
+def provider_fault(status: int) -> bool:
+    """Is an attempt that ended with ``status`` (0: no response) the backend's fault?"""
+    return status == 0 or status >= 500 or status in PROVIDER_FAULT_4XX
 
 
 class State(IntEnum):

@@ -1,5 +1,8 @@
 """Failed attempts, as Envoy reports them: feeds backend health.
 
+Every non-2xx attempt is counted; only the backend's own faults (5xx, no answer, a refused
+credential, a rate limit) count against its health.
+
 Runs in observability mode (Envoy does not wait for answers) and only for
 non-2xx attempt responses, so it adds no latency and no cost to successes.
 """
@@ -14,6 +17,7 @@ import grpc
 from .. import messages as M
 from .. import metrics
 from .. import protocol as P
+from ..routing.health import provider_fault
 from ..state import GatewayState
 
 log = logging.getLogger("llm_gateway.observer")
@@ -35,7 +39,7 @@ async def run(state: GatewayState, ctx: Any) -> None:
             status = 0
         retry_after = _seconds(headers.get("retry-after"))
         metrics.FAILED_ATTEMPTS.labels(model, backend, str(status)).inc()
-        if backend:
+        if backend and provider_fault(status):
             state.health.failure(backend, status, retry_after)
             if state.admission is not None:
                 state.admission.attempt_failed(backend, status)
