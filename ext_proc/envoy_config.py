@@ -180,7 +180,8 @@ def _skip_when(
 
 
 def _is_compound(predicate: dict[str, Any]) -> bool:
-    return bool({"or_matcher", "and_matcher", "not_matcher"} & set(predicate))
+    """A whole matcher predicate (not the body of a ``single_predicate``)."""
+    return bool({"or_matcher", "and_matcher", "not_matcher", "single_predicate"} & set(predicate))
 
 
 def _ext_proc_filter(
@@ -333,16 +334,7 @@ def _router_stage(cfg: GatewayConfig) -> dict[str, Any]:
     return _skip_when(
         "gw.router_stage",
         stage,
-        {
-            "input": {
-                "name": "status",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-                    "header_name": ":status",
-                },
-            },
-            "value_match": {"safe_regex": {"google_re2": {}, "regex": CODEC_REPLIES}},
-        },
+        _response_header(":status", {"safe_regex": {"google_re2": {}, "regex": CODEC_REPLIES}}),
     )
 
 
@@ -500,16 +492,7 @@ def _attempt_observer(cfg: GatewayConfig) -> dict[str, Any]:
     return _skip_when(
         "gw.attempt_observer",
         observer,
-        {
-            "input": {
-                "name": "status",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-                    "header_name": ":status",
-                },
-            },
-            "value_match": {"prefix": "2"},
-        },
+        _response_header(":status", {"prefix": "2"}),
     )
 
 
@@ -583,16 +566,7 @@ def _credential_refusal(cfg: GatewayConfig) -> dict[str, Any]:
     return _skip_when(
         "gw.credential_refusal",
         stage,
-        {
-            "input": {
-                "name": "status",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
-                    "header_name": ":status",
-                },
-            },
-            "value_match": {"safe_regex": {"google_re2": {}, "regex": "^40[13]$"}},
-        },
+        _response_header(":status", {"safe_regex": {"google_re2": {}, "regex": "^40[13]$"}}),
         unless=True,
     )
 
