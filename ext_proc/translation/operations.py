@@ -12,9 +12,7 @@ and reads its answer (docs/architecture.md, "Operations").
 
 from __future__ import annotations
 
-import base64
 import math
-import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +21,7 @@ from ..errors import GatewayError
 from .fields import bad_answer
 from .ir import ChatRequest
 
-# One input of an embeddings request: text, or (OpenAI only) token ids.
+# One input of an embeddings request: text, or token ids (for dialects that take them).
 EmbedInput = str | list[int]
 
 
@@ -118,22 +116,6 @@ def answer_vector(vec: Any, where: str) -> list[float]:
     return out
 
 
-def encode_base64(vec: list[float]) -> str:
-    """A vector as base64 of little-endian float32, the encoding OpenAI's ``encoding_format:
-    base64`` uses (and its SDK decodes)."""
-    return base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
-
-
-def decode_base64(text: str, where: str) -> list[float]:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except ValueError:
-        raise bad_answer(where, "base64") from None
-    if not raw or len(raw) % 4:
-        raise bad_answer(where, "base64 of float32 values")
-    return answer_vector(list(struct.unpack(f"<{len(raw) // 4}f", raw)), where)
-
-
 def estimate_tokens(inputs: list[EmbedInput], chars_per_token: int) -> int:
     """Input tokens of an embeddings request, estimated: token-id inputs count exactly."""
     return sum(len(i) if isinstance(i, list) else max(1, len(i) // chars_per_token) for i in inputs)
@@ -147,7 +129,5 @@ __all__ = [
     "EmbedResponse",
     "EmbeddingsCodec",
     "answer_vector",
-    "decode_base64",
-    "encode_base64",
     "estimate_tokens",
 ]

@@ -3,8 +3,7 @@
 Vectors are deterministic: a hash of the input text seeds a unit vector of the
 requested dimensions, so a test can compare what two backends (or two dialects)
 return for the same text. Validation follows each API's reference; every rule
-cites it. Handlers take the provider they answer for (its auth, error shapes).
-"""
+cites it."""
 
 from __future__ import annotations
 
@@ -12,17 +11,14 @@ import base64
 import hashlib
 import math
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from .common import _INVALID, _json_response, _words
 
-if TYPE_CHECKING:
-    from .anthropic_messages import _Anthropic
-    from .gemini import _Gemini
-    from .openai_chat import _OpenAI
-
+# The handlers take the provider they answer for (``p``: its auth check and error shapes) as
+# ``Any``: its modules import this one.
 # Default output dimensions of the embedding models the mocks know; others get DEFAULT_DIMS.
 MODEL_DIMS = {
     "text-embedding-3-small": 1536,
@@ -72,7 +68,7 @@ def _bare(model: str) -> str:
 # ------------------------------------------------------------------------------ OpenAI
 
 
-async def openai_embeddings(p: _OpenAI, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+async def openai_embeddings(p: Any, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
     """``POST /v1/embeddings`` (https://platform.openai.com/docs/api-reference/embeddings/create)."""
     p.check_auth(request)
     if body is _INVALID or not isinstance(body, dict):
@@ -148,7 +144,7 @@ async def openai_embeddings(p: _OpenAI, request: web.Request, body: Any, cut: bo
 # ------------------------------------------------------------------------------ Gemini
 
 
-def _gemini_one(p: _Gemini, req: Any, where: str) -> tuple[str, int | None]:
+def _gemini_one(p: Any, req: Any, where: str) -> tuple[str, int | None]:
     """(text, outputDimensionality) of one EmbedContentRequest (https://ai.google.dev/api/embeddings)."""
     if not isinstance(req, dict):
         raise p.invalid(f"Invalid value at '{where}': expected an object")
@@ -181,7 +177,7 @@ def _gemini_values(model: str, text: str, dims: int | None) -> dict[str, Any]:
     return {"values": vector(text, full)[: min(dims or full, full)]}
 
 
-async def gemini_embed(p: _Gemini, model: str, action: str, body: Any) -> web.StreamResponse:
+async def gemini_embed(p: Any, model: str, action: str, body: Any) -> web.StreamResponse:
     """``models/{m}:embedContent`` and ``:batchEmbedContents`` (https://ai.google.dev/api/embeddings)."""
     if body is _INVALID or not isinstance(body, dict):
         raise p.invalid("Invalid JSON payload received.")
@@ -212,7 +208,7 @@ async def gemini_embed(p: _Gemini, model: str, action: str, body: Any) -> web.St
     return _json_response(200, {"embeddings": out})
 
 
-async def gemini_count(p: _Gemini, model: str, body: Any) -> web.StreamResponse:
+async def gemini_count(p: Any, model: str, body: Any) -> web.StreamResponse:
     """``models/{m}:countTokens`` (https://ai.google.dev/api/tokens): ``contents`` or a whole
     ``generateContentRequest``, "mutually exclusive"; answers ``totalTokens``."""
     if body is _INVALID or not isinstance(body, dict):
@@ -244,7 +240,7 @@ async def gemini_count(p: _Gemini, model: str, body: Any) -> web.StreamResponse:
 # ------------------------------------------------------------------------------ Anthropic
 
 
-async def anthropic_count(p: _Anthropic, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+async def anthropic_count(p: Any, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
     """``POST /v1/messages/count_tokens`` (https://docs.anthropic.com/en/api/messages-count-tokens):
     a Messages request without ``max_tokens`` (which it refuses as an extra input)."""
     p.check_headers(request)

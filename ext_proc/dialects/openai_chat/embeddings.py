@@ -11,19 +11,35 @@ is an integer of at least 1; ``encoding_format`` is ``float`` or ``base64``;
 
 from __future__ import annotations
 
+import base64
+import struct
 from typing import Any
 
 from ...errors import GatewayError, invalid, unsupported
-from ...translation.fields import answer_count, answer_int, answer_objects, type_error
+from ...translation.fields import answer_count, answer_int, answer_objects, bad_answer, type_error
 from ...translation.operations import (
     EmbeddingsCodec,
     EmbedInput,
     EmbedRequest,
     EmbedResponse,
     answer_vector,
-    decode_base64,
-    encode_base64,
 )
+
+
+def encode_base64(vec: list[float]) -> str:
+    """A vector as base64 of little-endian float32, the encoding ``encoding_format: base64`` uses (and its SDK decodes)."""
+    return base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+
+
+def decode_base64(text: str, where: str) -> list[float]:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise bad_answer(where, "base64") from None
+    if not raw or len(raw) % 4:
+        raise bad_answer(where, "base64 of float32 values")
+    return answer_vector(list(struct.unpack(f"<{len(raw) // 4}f", raw)), where)
+
 
 MAX_INPUTS = 2048
 KNOWN = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
