@@ -14,6 +14,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -125,31 +126,54 @@ def close(a: list[float], b: list[float]) -> bool:
 # ---------------------------------------------------------------------------- embeddings
 
 
-def test_openai_client_openai_backend_float(gateway: Stack, mocks: MockAdmin) -> None:
-    r = oa(gateway).embeddings.create(model=OA_EMBED, input=["hello world", "bye"], encoding_format="float")
-    assert [d.index for d in r.data] == [0, 1]
-    assert close(r.data[0].embedding, vector("hello world", 1536))
-    assert close(r.data[1].embedding, vector("bye", 1536))
-    assert r.model == OA_EMBED
-    assert r.usage.prompt_tokens == 3  # the provider's own count (words in the mock)
-    assert sent(mocks, "openai")["path"] == "/v1/embeddings"
-    assert sent(mocks, "openai")["body"]["model"] == "text-embedding-3-small"
+# (client, backend) -> the embedding model whose primary is that backend, its upstream model, dimensions
+EMBED_BACKENDS = {
+    "openai": (OA_EMBED, "text-embedding-3-small", 1536),
+    "gemini": (GM_EMBED, "gemini-embedding-001", 3072),
+}
+EMBED_PAIRS = [(c, b) for c in ("openai", "gemini") for b in EMBED_BACKENDS]
 
 
-def test_openai_client_gemini_backend_base64_dimensions(gateway: Stack, mocks: MockAdmin) -> None:
-    # The SDK asks for base64 by default and decodes it: the gateway encodes the Gemini vectors.
-    r = oa(gateway).embeddings.create(model=GM_EMBED, input="a cat sat", dimensions=8)
-    assert close(r.data[0].embedding, vector("a cat sat", 3072)[:8])
-    assert r.usage.prompt_tokens >= 1  # Gemini reports no count: the gateway's estimate
-    req = sent(mocks, "gemini")
-    assert req["path"] == "/v1beta/models/gemini-embedding-001:batchEmbedContents"
-    assert req["body"]["requests"] == [
-        {
-            "model": "models/gemini-embedding-001",
-            "content": {"parts": [{"text": "a cat sat"}]},
-            "outputDimensionality": 8,
-        }
-    ]
+@pytest.mark.parametrize(("client", "backend"), EMBED_PAIRS, ids=[f"{c}-{b}" for c, b in EMBED_PAIRS])
+def test_embed(gateway: Stack, mocks: MockAdmin, client: str, backend: str) -> None:
+    """Both SDKs against both backends: the vectors are the backend's (the mock's deterministic
+    ones), in the client's shape; the backend receives its own format."""
+    model, upstream, full = EMBED_BACKENDS[backend]
+    texts = ["hello world", "bye"]
+    if client == "openai":
+        # float explicitly, then the SDK's default (base64, decoded by the SDK) with dimensions
+        r = oa(gateway).embeddings.create(model=model, input=texts, encoding_format="float")
+        assert [d.index for d in r.data] == [0, 1] and r.model == model
+        got = [d.embedding for d in r.data]
+        # OpenAI's count (the mock: words), else the gateway's estimate (11 // 4 + 1 for "bye")
+        assert r.usage.prompt_tokens == 3
+        r = oa(gateway).embeddings.create(model=model, input="a cat sat", dimensions=8)
+        short = r.data[0].embedding
+    else:
+        g = gm(gateway)
+        e = g.models.embed_content(model=model, contents=texts)
+        assert e.embeddings is not None
+        got = [x.values or [] for x in e.embeddings]
+        e = g.models.embed_content(
+            model=model, contents="a cat sat", config=types.EmbedContentConfig(output_dimensionality=8)
+        )
+        assert e.embeddings is not None
+        short = e.embeddings[0].values or []
+    assert close(got[0], vector("hello world", full)) and close(got[1], vector("bye", full))
+    assert close(short, vector("a cat sat", full)[:8] if backend == "gemini" else vector("a cat sat", 8))
+    req = sent(mocks, backend)
+    if backend == "openai":
+        assert req["path"] == "/v1/embeddings"
+        assert req["body"]["model"] == upstream and req["body"]["dimensions"] == 8
+    else:
+        assert req["path"] == f"/v1beta/models/{upstream}:batchEmbedContents"
+        assert req["body"]["requests"] == [
+            {
+                "model": f"models/{upstream}",
+                "content": {"parts": [{"text": "a cat sat"}]},
+                "outputDimensionality": 8,
+            }
+        ]
 
 
 def test_openai_client_token_ids_reach_an_openai_backend(gateway: Stack, mocks: MockAdmin) -> None:
@@ -163,20 +187,6 @@ def test_token_ids_towards_gemini_are_a_clear_400(gateway: Stack, mocks: MockAdm
         oa(gateway).embeddings.create(model=GM_EMBED, input=[[1, 2, 3]])
     assert "token ids" in e.value.message and "input[0]" in e.value.message
     assert mocks.stats("gemini")["requests"] == 0
-
-
-def test_genai_client_both_backends(gateway: Stack, mocks: MockAdmin) -> None:
-    client = gm(gateway)
-    r = client.models.embed_content(model=GM_EMBED, contents=["one", "two three"])
-    assert r.embeddings is not None and len(r.embeddings) == 2
-    assert close(r.embeddings[1].values or [], vector("two three", 3072))
-    r = client.models.embed_content(
-        model=OA_EMBED, contents="query text", config=types.EmbedContentConfig(output_dimensionality=16)
-    )
-    assert r.embeddings is not None
-    assert close(r.embeddings[0].values or [], vector("query text", 16))
-    body = sent(mocks, "openai")["body"]
-    assert body["dimensions"] == 16 and body["input"] == ["query text"]
 
 
 def test_genai_embed_content_single_verb(gateway: Stack, mocks: MockAdmin) -> None:
@@ -242,35 +252,50 @@ def test_embeddings_fail_over_across_dialects(gateway: Stack, mocks: MockAdmin) 
 # ---------------------------------------------------------------------------- token counting
 
 
-def test_anthropic_count_forwarded_to_anthropic(gateway: Stack, mocks: MockAdmin) -> None:
-    r = ant(gateway).messages.with_raw_response.count_tokens(
-        model=COUNTS_ANTHROPIC, messages=[{"role": "user", "content": "count these four words"}]
-    )
-    assert ESTIMATE_HEADER not in r.headers
-    assert r.parse().input_tokens > 0
-    req = sent(mocks, "anthropic")
-    assert req["path"] == "/v1/messages/count_tokens"
-    assert "max_tokens" not in req["body"] and req["body"]["model"] == "claude-sonnet-4-6"
+# backend -> (a model whose backends all count, with this one primary; else one answered by estimate)
+COUNT_BACKENDS = {"anthropic": COUNTS_ANTHROPIC, "gemini": COUNTS_GEMINI, "openai": "gpt-5.5"}
+COUNT_PATHS = {
+    "anthropic": "/v1/messages/count_tokens",
+    "gemini": "/v1beta/models/gemini-3.5-flash:countTokens",
+}
+COUNT_PAIRS = [(c, b) for c in ("anthropic", "gemini", "openai_responses") for b in COUNT_BACKENDS]
 
 
-def test_anthropic_count_estimated_for_an_openai_backed_model(gateway: Stack, mocks: MockAdmin) -> None:
-    r = ant(gateway).messages.with_raw_response.count_tokens(
-        model="gpt-5.5", messages=[{"role": "user", "content": "x" * 400}]
-    )
-    assert r.headers[ESTIMATE_HEADER] == "estimate"
-    assert 90 <= r.parse().input_tokens <= 120
-    assert all(mocks.stats(p)["requests"] == 0 for p in ("openai", "anthropic", "gemini"))
+def count(gateway: Stack, client: str, model: str, text: str) -> tuple[int, dict[str, str]]:
+    """(input tokens, response headers) of a count by ``client``'s SDK."""
+    if client == "anthropic":
+        r = ant(gateway).messages.with_raw_response.count_tokens(
+            model=model, system="be brief", messages=[{"role": "user", "content": text}]
+        )
+        return r.parse().input_tokens, dict(r.headers)
+    if client == "gemini":
+        g = gm(gateway).models.count_tokens(model=model, contents=text)
+        assert g.total_tokens is not None and g.sdk_http_response is not None
+        return g.total_tokens, dict(g.sdk_http_response.headers or {})
+    o = oa(gateway).responses.input_tokens.with_raw_response.count(model=model, input=text)
+    return o.parse().input_tokens, dict(o.headers)
 
 
-def test_anthropic_count_translated_to_gemini_count_tokens(gateway: Stack, mocks: MockAdmin) -> None:
-    r = ant(gateway).messages.count_tokens(
-        model=COUNTS_GEMINI, system="be brief", messages=[{"role": "user", "content": "hello there"}]
-    )
-    assert r.input_tokens > 0
-    req = sent(mocks, "gemini")
-    assert req["path"] == "/v1beta/models/gemini-3.5-flash:countTokens"
-    inner = req["body"]["generateContentRequest"]
-    assert inner["model"] == "models/gemini-3.5-flash" and "systemInstruction" in inner
+@pytest.mark.parametrize(("client", "backend"), COUNT_PAIRS, ids=[f"{c}-{b}" for c, b in COUNT_PAIRS])
+def test_count(gateway: Stack, mocks: MockAdmin, client: str, backend: str) -> None:
+    """Every counting client against every backend: forwarded (translated) to the backend's
+    counting endpoint where it has one, else the gateway's estimate, marked as such."""
+    text = "count these words " * 25  # 450 characters: about 112 tokens by the estimate
+    tokens, headers = count(gateway, client, COUNT_BACKENDS[backend], text)
+    headers = {k.lower(): v for k, v in headers.items()}
+    if backend == "openai":
+        assert headers[ESTIMATE_HEADER] == "estimate"
+        assert 100 <= tokens <= 140
+        assert all(mocks.stats(p)["requests"] == 0 for p in ("openai", "anthropic", "gemini"))
+        return
+    assert ESTIMATE_HEADER not in headers
+    assert tokens >= 75  # the mock's count: words of every text
+    req = sent(mocks, backend)
+    assert req["path"] == COUNT_PATHS[backend]
+    if backend == "anthropic":
+        assert req["body"]["model"] == "claude-sonnet-4-6" and "max_tokens" not in req["body"]
+    else:
+        assert req["body"]["generateContentRequest"]["model"] == "models/gemini-3.5-flash"
 
 
 def test_count_fails_over_to_another_counting_backend(gateway: Stack, mocks: MockAdmin) -> None:
@@ -282,26 +307,6 @@ def test_count_fails_over_to_another_counting_backend(gateway: Stack, mocks: Moc
     assert sent(mocks, "gemini")["path"].endswith(":countTokens")
 
 
-def test_genai_count_tokens_forwarded_and_estimated(gateway: Stack, mocks: MockAdmin) -> None:
-    client = gm(gateway)
-    r = client.models.count_tokens(model=COUNTS_GEMINI, contents="five words in this text")
-    assert r.total_tokens is not None and r.total_tokens > 0
-    assert sent(mocks, "gemini")["path"].endswith(":countTokens")
-    r = client.models.count_tokens(model="gpt-5.5", contents="y" * 80)
-    assert r.total_tokens is not None and 15 <= r.total_tokens <= 30
-    assert r.sdk_http_response is not None and r.sdk_http_response.headers is not None
-    assert r.sdk_http_response.headers.get(ESTIMATE_HEADER) == "estimate"
-
-
-def test_responses_input_tokens_estimated(gateway: Stack, mocks: MockAdmin) -> None:
-    client = oa(gateway)
-    if not hasattr(client.responses, "input_tokens"):
-        pytest.skip("the installed openai SDK has no responses.input_tokens")
-    r = client.responses.input_tokens.with_raw_response.count(model="gpt-5.5", input="z" * 200)
-    assert r.headers[ESTIMATE_HEADER] == "estimate"
-    assert r.parse().input_tokens >= 40
-
-
 def test_count_of_an_invalid_request_is_a_400_in_the_client_dialect(gateway: Stack, mocks: MockAdmin) -> None:
     with pytest.raises(anthropic.BadRequestError) as e:
         ant(gateway).messages.count_tokens(
@@ -309,3 +314,43 @@ def test_count_of_an_invalid_request_is_a_400_in_the_client_dialect(gateway: Sta
         )
     assert "role" in e.value.message
     assert mocks.stats("anthropic")["requests"] == 0
+
+
+# ---------------------------------------------------------------------------- the README's table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- operations-matrix:begin -->", "<!-- operations-matrix:end -->"
+LABELS = {
+    "openai": "OpenAI",
+    "anthropic": "Anthropic",
+    "gemini": "Gemini",
+    "openai_responses": "OpenAI Responses",
+}
+
+
+def operations_markdown() -> str:
+    """The README table of embeddings and token counting: one row per client x backend, each
+    cell the test that covers it (a count on a backend without a counting endpoint is estimated)."""
+    rows = ["| client SDK | backend | embeddings | token count |", "|---|---|---|---|"]
+    for client in ("openai", "gemini", "anthropic", "openai_responses"):
+        for backend in ("openai", "anthropic", "gemini"):
+            embed = f"`test_embed[{client}-{backend}]`" if (client, backend) in EMBED_PAIRS else "—"
+            if (client, backend) in COUNT_PAIRS:
+                how = " (estimate)" if backend == "openai" else ""
+                cnt = f"`test_count[{client}-{backend}]`{how}"
+            else:
+                cnt = "—"
+            if embed != "—" or cnt != "—":
+                rows.append(f"| {LABELS[client]} | {LABELS[backend]} | {embed} | {cnt} |")
+    return "\n".join(rows)
+
+
+def test_readme_operations_matrix_is_generated() -> None:
+    text = README.read_text()
+    assert BEGIN in text and END in text, "README lacks the operations matrix markers"
+    table = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert table == operations_markdown(), "README table is stale: run python -m tests.test_embeddings_e2e"
+
+
+if __name__ == "__main__":
+    print(operations_markdown())
