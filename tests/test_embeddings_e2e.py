@@ -27,13 +27,15 @@ from google.genai import types
 from ext_proc.config import DEFAULT_CONFIG
 from gateway_tools.mocks.embeddings import vector
 from gateway_tools.supervisor import Stack
+from tests.cloud import cloud_providers, with_clouds
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
-from tests.stack import config_on_free_ports, start_stack
+from tests.stack import start_stack
 
 OA_EMBED = "text-embedding-3-small"  # OpenAI primary, Gemini second
 GM_EMBED = "gemini-embedding-001"  # Gemini primary, OpenAI second
 COUNTS_ANTHROPIC = "claude-counted"  # Anthropic then Gemini: both count
 COUNTS_GEMINI = "gemini-counted"  # Gemini then Anthropic: both count
+AZ_EMBED = "azure-embedding"  # an Azure deployment, then Azure's v1 API
 ESTIMATE_HEADER = "x-gateway-token-count"
 
 
@@ -53,6 +55,17 @@ def embeddings_config() -> dict[str, Any]:
             {"provider": "openai", "model": "text-embedding-3-small"},
         ],
     }
+    # Azure OpenAI: a deployment (api-version path) and the v1 API (Entra ID token), OpenAI's wire.
+    providers = cloud_providers()
+    cfg["providers"]["azure_openai"] = providers["azure_openai"]
+    cfg["providers"]["azure_entra"] = providers["azure_entra"]
+    cfg["models"][AZ_EMBED] = {
+        "kind": "embedding",
+        "backends": [
+            {"provider": "azure_openai", "model": "embed-deployment"},
+            {"provider": "azure_entra", "model": "text-embedding-3-large"},
+        ],
+    }
     cfg["models"][COUNTS_ANTHROPIC] = {
         "backends": [
             {"provider": "anthropic", "model": "claude-sonnet-4-6"},
@@ -70,7 +83,9 @@ def embeddings_config() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("embeddings"), config_on_free_ports(embeddings_config()))
+    tmp = tmp_path_factory.mktemp("embeddings")
+    cfg, env = with_clouds(embeddings_config(), tmp)
+    stack = start_stack(tmp, cfg, env)
     yield stack
     stack.stop()
 
@@ -174,6 +189,17 @@ def test_embed(gateway: Stack, mocks: MockAdmin, client: str, backend: str) -> N
                 "outputDimensionality": 8,
             }
         ]
+
+
+def test_azure_deployment_and_v1_embeddings(gateway: Stack, mocks: MockAdmin) -> None:
+    r = oa(gateway).embeddings.create(model=AZ_EMBED, input="azure text", encoding_format="float")
+    assert close(r.data[0].embedding, vector("azure text", 768))  # a deployment the mock does not know: 768
+    req = sent(mocks, "azure_openai")
+    assert req["path"] == "/openai/deployments/embed-deployment/embeddings" and req["query"]["api-version"]
+    mocks.fault("azure_openai", mode="error", status=503)
+    r = oa(gateway).embeddings.create(model=AZ_EMBED, input="azure text", encoding_format="float")
+    assert close(r.data[0].embedding, vector("azure text", 3072))  # the v1 API's text-embedding-3-large
+    assert sent(mocks, "azure_entra")["path"] == "/openai/v1/embeddings"
 
 
 def test_openai_client_token_ids_reach_an_openai_backend(gateway: Stack, mocks: MockAdmin) -> None:

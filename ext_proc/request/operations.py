@@ -33,7 +33,7 @@ from ..errors import GatewayError
 from ..translation.fields import invalid_answer
 from ..translation.ir import ChatRequest, Usage
 from ..translation.operations import EmbedRequest, estimate_tokens
-from .responses import Buffered
+from .responses import Buffered, answer_json
 
 # Response header of a token count the gateway estimated itself (no backend counted it).
 ESTIMATE_HEADER = "x-gateway-token-count"
@@ -175,12 +175,7 @@ class OperationAnswer(Buffered):
         self.estimate_tokens = estimate_tokens
 
     def _success(self, body: bytes) -> bytes | None:
-        if not body.strip():
-            raise invalid_answer("it was empty")
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise invalid_answer("it was not JSON, or not complete JSON") from None
+        data = answer_json(body)
         assert self.backend is not None
         backend = get_dialect(self.backend.dialect)
         if self.operation == EMBED:
