@@ -293,3 +293,68 @@ def test_mock_anthropic_count_rules(mocks: BackgroundMocks, body: dict[str, Any]
     assert code == status, out
     if code == 200:
         assert out == {"input_tokens": out["input_tokens"]} and out["input_tokens"] >= 3
+
+
+# ---------------------------------------------------------------------------- the plan, without Envoy
+
+
+def _state(budgets: bool) -> Any:
+    from ext_proc.state import GatewayState
+
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    if budgets:
+        data["tenants"]["demo"]["limits"] = {"tokens_per_minute": 10_000_000}
+    data["models"]["emb"] = {
+        "kind": "embedding",
+        "default_max_tokens": 5000,
+        "backends": [
+            {"provider": "openai", "model": "text-embedding-3-small"},
+            {"provider": "gemini", "model": "g-emb"},
+        ],
+    }
+    data["models"]["counted"] = {
+        "backends": [{"provider": "gemini", "model": "g"}, {"provider": "anthropic", "model": "c"}]
+    }
+    env = {"MOCK_OPENAI_API_KEY": "k", "MOCK_ANTHROPIC_API_KEY": "k", "MOCK_GEMINI_API_KEY": "k"}
+    return GatewayState(parse_config(yaml.safe_dump(data), "x.yaml"), env=env)
+
+
+def _plan(state: Any, dialect: str, call: Any, body: dict[str, Any]) -> Any:
+    import asyncio
+
+    from ext_proc.dialects import get_dialect
+    from ext_proc.request.plan import Started, plan
+
+    started = Started(call, get_dialect(dialect), "demo", None, 0.0)
+    return asyncio.run(plan(state, started, json.dumps(body).encode()))
+
+
+def test_embeddings_admission_reserves_input_only() -> None:
+    from ext_proc.dialects import ClientCall
+    from ext_proc.request.plan import RoutePlan
+
+    state = _state(budgets=True)
+    routed = _plan(state, "openai", ClientCall("openai", "embed"), {"model": "emb", "input": "x" * 400})
+    assert isinstance(routed, RoutePlan) and routed.ticket is not None
+    assert routed.ticket.tokens < 200  # the input estimate: no 5000 output tokens reserved
+    assert routed.set_headers[":path"] == "/v1/embeddings" and routed.operation == "embed"
+
+
+def test_count_plans() -> None:
+    """Forwarded where every backend counts (translated for the primary), else estimated."""
+    from ext_proc.dialects import ClientCall
+    from ext_proc.request.plan import Answer, RoutePlan
+
+    state = _state(budgets=False)
+    body = {"model": "counted", "messages": [{"role": "user", "content": "hello"}]}
+    routed = _plan(state, "anthropic", ClientCall("anthropic", "count_tokens"), body)
+    assert isinstance(routed, RoutePlan) and routed.set_headers[":path"] == "/v1beta/models/g:countTokens"
+    assert json.loads(routed.new_body)["generateContentRequest"]["model"] == "models/g"
+    answer = _plan(state, "anthropic", ClientCall("anthropic", "count_tokens"), {**body, "model": "gpt-5.5"})
+    assert isinstance(answer, Answer) and answer.status == 200
+    assert (
+        answer.headers == {"x-gateway-token-count": "estimate"}
+        and json.loads(answer.body)["input_tokens"] > 0
+    )
+    refused = _plan(state, "anthropic", ClientCall("anthropic", "count_tokens"), {**body, "model": "emb"})
+    assert isinstance(refused, Answer) and refused.status == 400 and b"embedding model" in refused.body
