@@ -160,7 +160,8 @@ def test_embed(gateway: Stack, mocks: MockAdmin, client: str, backend: str) -> N
         r = oa(gateway).embeddings.create(model=model, input=texts, encoding_format="float")
         assert [d.index for d in r.data] == [0, 1] and r.model == model
         got = [d.embedding for d in r.data]
-        # OpenAI's count (the mock: words), else the gateway's estimate (11 // 4 + 1 for "bye")
+        # OpenAI's count (the mock counts words: 2 + 1), else the gateway's estimate
+        # (characters / 4, at least 1 per input: 11 // 4 + 1)
         assert r.usage.prompt_tokens == 3
         r = oa(gateway).embeddings.create(model=model, input="a cat sat", dimensions=8)
         short = r.data[0].embedding
