@@ -23,6 +23,7 @@ import pytest
 import yaml
 from google import genai
 from google.genai import types
+from prometheus_client.parser import text_string_to_metric_families
 
 from ext_proc.config import DEFAULT_CONFIG
 from gateway_tools.mocks.embeddings import vector
@@ -44,7 +45,8 @@ def embeddings_config() -> dict[str, Any]:
     cfg["models"][OA_EMBED] = {
         "kind": "embedding",
         "backends": [
-            {"provider": "openai", "model": "text-embedding-3-small"},
+            # priced: cost is input tokens at the input price ($20 per million here)
+            {"provider": "openai", "model": "text-embedding-3-small", "price": {"input": 20.0}},
             {"provider": "gemini", "model": "gemini-embedding-001"},
         ],
     }
@@ -201,6 +203,39 @@ def test_azure_deployment_and_v1_embeddings(gateway: Stack, mocks: MockAdmin) ->
     r = oa(gateway).embeddings.create(model=AZ_EMBED, input="azure text", encoding_format="float")
     assert close(r.data[0].embedding, vector("azure text", 3072))  # the v1 API's text-embedding-3-large
     assert sent(mocks, "azure_entra")["path"] == "/openai/v1/embeddings"
+
+
+def metric(stack: Stack, name: str, **labels: str) -> float:
+    cfg = stack.config
+    url = f"http://{cfg.ext_proc.address}:{cfg.ext_proc.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def test_embeddings_metrics_and_cost(gateway: Stack, mocks: MockAdmin) -> None:
+    backend = f"openai/{EMBED_BACKENDS['openai'][1]}"
+    before = (
+        metric(gateway, "llm_gateway_requests_total", model=OA_EMBED, backend=backend, status="200"),
+        metric(gateway, "llm_gateway_tokens_total", model=OA_EMBED, backend=backend, kind="input"),
+        metric(gateway, "llm_gateway_cost_usd_total", model=OA_EMBED, backend=backend),
+    )
+    oa(gateway).embeddings.create(
+        model=OA_EMBED, input=["one two three four five"] * 2, encoding_format="float"
+    )
+    after = (
+        metric(gateway, "llm_gateway_requests_total", model=OA_EMBED, backend=backend, status="200"),
+        metric(gateway, "llm_gateway_tokens_total", model=OA_EMBED, backend=backend, kind="input"),
+        metric(gateway, "llm_gateway_cost_usd_total", model=OA_EMBED, backend=backend),
+    )
+    assert after[0] - before[0] == 1
+    assert after[1] - before[1] == 10  # the provider's count: five words twice
+    assert after[2] - before[2] == pytest.approx(10 * 20.0 / 1_000_000)
 
 
 def test_openai_client_token_ids_reach_an_openai_backend(gateway: Stack, mocks: MockAdmin) -> None:
