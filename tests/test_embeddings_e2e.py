@@ -36,6 +36,7 @@ OA_EMBED = "text-embedding-3-small"  # OpenAI primary, Gemini second
 GM_EMBED = "gemini-embedding-001"  # Gemini primary, OpenAI second
 COUNTS_ANTHROPIC = "claude-counted"  # Anthropic then Gemini: both count
 COUNTS_GEMINI = "gemini-counted"  # Gemini then Anthropic: both count
+COUNTS_RESPONSES = "responses-counted"  # a Responses backend then Anthropic: both count
 AZ_EMBED = "azure-embedding"  # an Azure deployment, then Azure's v1 API
 ESTIMATE_HEADER = "x-gateway-token-count"
 
@@ -67,6 +68,18 @@ def embeddings_config() -> dict[str, Any]:
             {"provider": "azure_openai", "model": "embed-deployment"},
             {"provider": "azure_entra", "model": "text-embedding-3-large"},
         ],
+    }
+    cfg["providers"]["openai_responses"] = {
+        "dialect": "openai_responses",
+        "base_url": "http://127.0.0.1:1/v1",
+        "api_key_env": "MOCK_OPENAI_RESPONSES_API_KEY",
+        "mock": True,
+    }
+    cfg["models"][COUNTS_RESPONSES] = {
+        "backends": [
+            {"provider": "openai_responses", "model": "gpt-5-mini"},
+            {"provider": "anthropic", "model": "claude-sonnet-4-6"},
+        ]
     }
     cfg["models"][COUNTS_ANTHROPIC] = {
         "backends": [
@@ -315,10 +328,16 @@ def test_embeddings_fail_over_across_dialects(gateway: Stack, mocks: MockAdmin) 
 
 
 # backend -> (a model whose backends all count, with this one primary; else one answered by estimate)
-COUNT_BACKENDS = {"anthropic": COUNTS_ANTHROPIC, "gemini": COUNTS_GEMINI, "openai": "gpt-5.5"}
+COUNT_BACKENDS = {
+    "anthropic": COUNTS_ANTHROPIC,
+    "gemini": COUNTS_GEMINI,
+    "openai_responses": COUNTS_RESPONSES,
+    "openai": "gpt-5.5",
+}
 COUNT_PATHS = {
     "anthropic": "/v1/messages/count_tokens",
     "gemini": "/v1beta/models/gemini-3.5-flash:countTokens",
+    "openai_responses": "/v1/responses/input_tokens",
 }
 COUNT_PAIRS = [(c, b) for c in ("anthropic", "gemini", "openai_responses") for b in COUNT_BACKENDS]
 
@@ -356,6 +375,8 @@ def test_count(gateway: Stack, mocks: MockAdmin, client: str, backend: str) -> N
     assert req["path"] == COUNT_PATHS[backend]
     if backend == "anthropic":
         assert req["body"]["model"] == "claude-sonnet-4-6" and "max_tokens" not in req["body"]
+    elif backend == "openai_responses":
+        assert req["body"]["model"] == "gpt-5-mini" and "store" not in req["body"]
     else:
         assert req["body"]["generateContentRequest"]["model"] == "models/gemini-3.5-flash"
 
@@ -395,7 +416,7 @@ def operations_markdown() -> str:
     cell the test that covers it (a count on a backend without a counting endpoint is estimated)."""
     rows = ["| client SDK | backend | embeddings | token count |", "|---|---|---|---|"]
     for client in ("openai", "gemini", "anthropic", "openai_responses"):
-        for backend in ("openai", "anthropic", "gemini"):
+        for backend in ("openai", "anthropic", "gemini", "openai_responses"):
             embed = f"`test_embed[{client}-{backend}]`" if (client, backend) in EMBED_PAIRS else "—"
             if (client, backend) in COUNT_PAIRS:
                 how = " (estimate)" if backend == "openai" else ""

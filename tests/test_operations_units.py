@@ -143,7 +143,7 @@ def test_counting_chat_body_only_4xx(body: dict[str, Any]) -> None:
 @SETTINGS
 @given(data=json_values | st.dictionaries(st.sampled_from(["input_tokens", "totalTokens"]), json_values))
 def test_parse_count_only_502(data: Any) -> None:
-    for name in ("anthropic", "gemini"):
+    for name in ("anthropic", "gemini", "openai_responses"):
         codec = COUNTERS[name]
         assert codec is not None
         out = _only_gateway_errors(codec.parse_count, data)
@@ -358,3 +358,27 @@ def test_count_plans() -> None:
     )
     refused = _plan(state, "anthropic", ClientCall("anthropic", "count_tokens"), {**body, "model": "emb"})
     assert isinstance(refused, Answer) and refused.status == 400 and b"embedding model" in refused.body
+
+
+def test_mock_responses_input_tokens_rules() -> None:
+    """``/v1/responses/input_tokens`` takes the input side of a request only."""
+    bg = start_in_thread([MockSpec("rs", "openai_responses", 0, "sk-rs")])
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", bg.ports["rs"], timeout=10)
+        for body, status in (
+            ({"model": "m", "input": "a b c"}, 200),
+            ({"model": "m", "input": "a", "max_output_tokens": 16}, 400),
+        ):
+            conn.request(
+                "POST",
+                "/v1/responses/input_tokens",
+                json.dumps(body),
+                {"content-type": "application/json", "authorization": "Bearer sk-rs"},
+            )
+            r = conn.getresponse()
+            out = json.loads(r.read())
+            assert r.status == status, out
+            if status == 200:
+                assert out["object"] == "response.input_tokens" and out["input_tokens"] >= 3
+    finally:
+        bg.stop()

@@ -10,7 +10,8 @@ answer is read:
   rendered in the client's dialect (vectors, and input tokens: the provider's
   count, else the gateway's estimate). Only models of ``kind: embedding`` serve it.
 - **count_tokens**: the client's counting body is the chat request it counts. When
-  every backend of the model has a counting endpoint (``CountingCodec.forwards``)
+  every backend of the model has a counting endpoint (``CountingCodec.forwards``:
+  Anthropic, Gemini, the Responses API)
   it is translated like a chat request and sent to the primary's counting endpoint
   (failover stays among them); otherwise the gateway answers with its own estimate
   and the header ``x-gateway-token-count: estimate``. Counting is not admitted
