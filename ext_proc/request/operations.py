@@ -10,9 +10,8 @@ answer is read:
   rendered in the client's dialect (vectors, and input tokens: the provider's
   count, else the gateway's estimate). Only models of ``kind: embedding`` serve it.
 - **count_tokens**: the client's counting body is the chat request it counts. When
-  every backend of the model has a counting endpoint (``CountingCodec.forwards``:
-  Anthropic, Gemini, the Responses API)
-  it is translated like a chat request and sent to the primary's counting endpoint
+  every backend of the model has a counting endpoint (``CountingCodec.forwards``) it
+  is translated like a chat request and sent to the primary's counting endpoint
   (failover stays among them); otherwise the gateway answers with its own estimate
   and the header ``x-gateway-token-count: estimate``. Counting is not admitted
   against budgets: it generates nothing and costs nothing.
@@ -156,9 +155,7 @@ def retranslate(
         req = embeddings_codec(src, "backend").parse_request(body, source.upstream_model, "")
         return build_embed(dst, req, target.upstream_model)
     assert src.counting is not None
-    chat = src.counting.chat_body(body)
-    if src.wire != dst.wire:
-        chat = src.client_body(chat)
+    chat = src.counting.chat_body(body)  # a counting body built for a provider reads as a client's
     settings = cfg.models[model]
     return build_count(
         src, chat, None, dst, target.upstream_model, settings.default_max_tokens, settings.drop_unsupported
