@@ -382,3 +382,21 @@ def test_mock_responses_input_tokens_rules() -> None:
                 assert out["object"] == "response.input_tokens" and out["input_tokens"] >= 3
     finally:
         bg.stop()
+
+
+def test_answer_guard_judges_operation_answers() -> None:
+    """The guard (``check_every_answer``) reads an embedding model's 200 with its embeddings
+    codec, and a chat model's on a counting backend as a chat answer or a count."""
+    from ext_proc.request.answer import PASS, AnswerCheck, Failed
+    from ext_proc.request.operations import judge
+
+    oa, an = get_dialect("openai"), get_dialect("anthropic")
+    embedding = json.dumps({"data": [{"index": 0, "embedding": [0.1, 0.2]}], "usage": {"prompt_tokens": 1}})
+    check = AnswerCheck(oa.codec, "b", False, "application/json", parse=judge(oa, "embedding"))
+    assert check.feed(embedding.encode(), True) == PASS
+    check = AnswerCheck(oa.codec, "b", False, "application/json", parse=judge(oa, "embedding"))
+    assert isinstance(check.feed(b'{"data": [{"embedding": "not base64!"}]}', True), Failed)
+    assert judge(oa, "chat") is None  # a Chat Completions backend counts nothing: chat answers only
+    for body, ok in ((b'{"input_tokens": 12}', True), (b'{"input_tokens": "x"}', False)):
+        check = AnswerCheck(an.codec, "b", False, "application/json", parse=judge(an, "chat"))
+        assert (check.feed(body, True) == PASS) is ok
