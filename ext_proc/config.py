@@ -269,6 +269,9 @@ class Backend(_Strict):
 
 class Model(_Strict):
     backends: Annotated[list[Backend], Field(min_length=1)]
+    # What the model does: "chat" (chat completions, messages, generateContent, responses) or
+    # "embedding" (embeddings endpoints only); every backend's dialect must serve it (README "Embeddings").
+    kind: Literal["chat", "embedding"] = "chat"
     # Some dialects require max tokens; used when the client gives none.
     default_max_tokens: Annotated[int, Field(ge=1)] = 4096
     # Drop fields the backend's dialect cannot express instead of refusing them.
@@ -566,6 +569,15 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
             if name in seen:
                 problems.append(f"{where}: backend '{name}' appears twice in this model (give one a 'name')")
             seen.add(name)
+            pdialect = (
+                DIALECTS.get(_d(providers.get(prov)).get("dialect", "")) if isinstance(prov, str) else None
+            )
+            if _d(model).get("kind") == "embedding" and pdialect is not None and pdialect.embeddings is None:
+                serving = ", ".join(sorted(n for n, d in DIALECTS.items() if d.embeddings is not None))
+                problems.append(
+                    f"{where}.provider: '{prov}' (dialect {pdialect.name}) has no embeddings endpoint the "
+                    f"gateway can use; an embedding model's backends must all serve embeddings ({serving})"
+                )
     for pname, p in providers.items():
         p = _d(p)
         dialect = DIALECTS.get(p.get("dialect"))  # type: ignore[arg-type]

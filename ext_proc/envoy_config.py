@@ -409,7 +409,7 @@ def _answer_guard(cfg: GatewayConfig, model: str) -> dict[str, Any]:
             "response_body_mode": "STREAMED",
         },
         request_attributes=[],
-        response_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_STREAM],
+        response_attributes=[P.ATTR_BACKEND, P.ATTR_ROUTE_STREAM, P.ATTR_ROUTE_MODEL],
     )
     # Body chunks reach the guard while it still holds the headers.
     guard["typed_config"]["send_body_without_waiting_for_header_response"] = True

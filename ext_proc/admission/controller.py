@@ -136,9 +136,11 @@ class Admission:
         order given: ``request.candidates`` orders them), or raise ``Rejection``."""
         t0 = time.perf_counter()
         settings = self.cfg.models[model]
-        tokens = estimate.input_tokens(body, dialect) + estimate.output_tokens(
-            body, settings.reserve_output_tokens or settings.default_max_tokens, dialect
-        )
+        tokens = estimate.input_tokens(body, dialect)
+        if settings.kind == "chat":  # an embedding model generates no tokens
+            tokens += estimate.output_tokens(
+                body, settings.reserve_output_tokens or settings.default_max_tokens, dialect
+            )
         cost = _cost(self.reserve_price[model], tokens, 0, 0) if self.reserve_price[model] else 0.0
         budgets = self.tenants.get(tenant, ())
         demand = Demand(tokens, cost)

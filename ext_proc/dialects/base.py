@@ -36,10 +36,13 @@ from ..credentials import TokenSource, oauth_source
 from ..errors import GatewayError
 from ..translation.codec import Codec
 from ..translation.framing import SSE, StreamFraming
+from ..translation.operations import CountingCodec, EmbeddingsCodec
 
 # "state": an operation on conversation state the gateway keeps (e.g. reading a
 # stored answer), answered by the dialect itself (``Dialect.serve_state``), never routed.
-Operation = Literal["chat", "list_models", "get_model", "state", "unknown"]
+# "embed": an embeddings request (``Dialect.embeddings``); "count_tokens": counting a chat
+# request's input tokens (``Dialect.counting``): docs/architecture.md, "Operations".
+Operation = Literal["chat", "embed", "count_tokens", "list_models", "get_model", "state", "unknown"]
 
 # What a same-dialect stream event says about the stream's end.
 COMPLETE: Literal["complete"] = "complete"  # the stream's terminal event: it ended well
@@ -114,6 +117,10 @@ class Dialect(ABC):
     #: the dialect whose wire format (bodies, responses, streams) this one shares, when it is
     #: a cloud's variant of a provider API: clients of that dialect pass through to it
     shares_wire_of: str | None = None
+    #: its embeddings wire format, when its API has an embeddings endpoint (client and provider side)
+    embeddings: EmbeddingsCodec | None = None
+    #: its token-counting wire format: the client side, and the provider side when ``counting.forwards``
+    counting: CountingCodec | None = None
 
     @property
     def wire(self) -> str:
@@ -168,6 +175,16 @@ class Dialect(ABC):
         """Path (and query) under the provider's base URL; dialects whose path holds
         provider settings (a cloud project, an API version) override this."""
         return self.request_path(upstream_model, stream)
+
+    def embeddings_path(self, provider: Any, upstream_model: str) -> str:
+        """Path (and query) of the embeddings endpoint under the provider's base URL."""
+        assert self.embeddings is not None
+        return self.embeddings.request_path(upstream_model)
+
+    def counting_path(self, provider: Any, upstream_model: str) -> str:
+        """Path (and query) of the token-counting endpoint under the provider's base URL."""
+        assert self.counting is not None
+        return self.counting.request_path(upstream_model)
 
     def provider_problems(self, provider: Mapping[str, Any]) -> list[str]:
         """What is wrong with a provider block of this dialect beyond its schema (raw config

@@ -16,7 +16,9 @@ client gets an error event (``responses``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -45,7 +47,9 @@ class Failed:
 PASS = "pass"  # the answer may go on
 
 
-def judge_body(codec: Codec, body: bytes, content_type: str) -> GatewayError | None:
+def judge_body(
+    codec: Codec, body: bytes, content_type: str, parse: Callable[[Any], object] | None = None
+) -> GatewayError | None:
     """Why a whole non-streamed 200 is not an answer, or None when it is one."""
     if not body.strip():
         return invalid_answer("it was empty")
@@ -56,7 +60,7 @@ def judge_body(codec: Codec, body: bytes, content_type: str) -> GatewayError | N
             return invalid_answer("it was not complete JSON (cut short?)")
         return invalid_answer(f"it was {content_type or 'a body without a content type'}, not JSON")
     try:
-        codec.parse_response(data)
+        (parse or codec.parse_response)(data)
     except GatewayError as e:
         return e
     return None
@@ -65,12 +69,19 @@ def judge_body(codec: Codec, body: bytes, content_type: str) -> GatewayError | N
 class AnswerCheck:
     """One attempt's 200 response, fed as it arrives; ``feed`` says PASS, Failed, or None (keep holding)."""
 
-    __slots__ = ("backend", "codec", "content_type", "decoder", "parts", "reader", "size", "stream")
+    __slots__ = ("backend", "codec", "content_type", "decoder", "parse", "parts", "reader", "size", "stream")
 
     def __init__(
-        self, codec: Codec, backend: str, stream: bool, content_type: str, framing: StreamFraming = SSE
+        self,
+        codec: Codec,
+        backend: str,
+        stream: bool,
+        content_type: str,
+        framing: StreamFraming = SSE,
+        parse: Callable[[Any], object] | None = None,
     ) -> None:
         self.codec = codec
+        self.parse = parse  # reads a non-streamed answer of another operation than chat
         self.backend = backend
         self.stream = stream
         self.content_type = content_type.lower()
@@ -94,7 +105,7 @@ class AnswerCheck:
                 f"a stream was asked for and it was {self.content_type or 'a body without a content type'}"
             )
         else:
-            err = judge_body(self.codec, body, self.content_type)
+            err = judge_body(self.codec, body, self.content_type, self.parse)
         return PASS if err is None else self._fail(err, 502)
 
     def _first_event(self, chunk: bytes, end: bool) -> str | Failed | None:

@@ -21,6 +21,7 @@ from .. import metrics
 from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..state import GatewayState
+from . import operations as ops
 from .plan import serialise
 
 log = logging.getLogger("llm_gateway.upstream")
@@ -35,6 +36,7 @@ class AttemptContext:
     primary: str
     stream: bool
     version: str
+    path: str = ""  # the request's path as the earlier attempt left it (names a non-chat operation)
 
 
 @dataclass(slots=True)
@@ -66,9 +68,12 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
     settings = cfg.models[model]
     src, dst = get_dialect(source.dialect), get_dialect(target.dialect)
     dest = router.targets[target.name]
+    operation = ops.attempt_operation(cfg, router.targets, model, attempt.path)
     try:
         body = orjson.loads(raw)
-        if src.wire == dst.wire:
+        if operation != "chat":
+            out = ops.retranslate(cfg, operation, source, target, model, body)
+        elif src.wire == dst.wire:
             body = src.client_body(body)
             out = dst.passthrough_body(body, target.upstream_model, stream) or body
         else:
@@ -87,7 +92,8 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
     except (orjson.JSONDecodeError, TypeError) as e:
         return _fail(target.dialect, GatewayError("api_error", f"attempt body unreadable: {e}", status=500))
     metrics.UPSTREAM_TRANSLATIONS.labels(model, source.name, target.name).inc()
-    set_headers = dest.request_headers(stream, new_body)
+    path = dest.operation_path(operation) if operation != "chat" else None
+    set_headers = dest.request_headers(stream, new_body, path)
     # Client headers the primary's provider could receive and this one may not.
     unlisted = router.targets[source.name].forwarded - dest.forwarded
     remove = [h for h in (*router.provider_headers, *sorted(unlisted)) if h not in set_headers]

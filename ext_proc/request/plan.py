@@ -38,9 +38,12 @@ from ..dialects import (
 )
 from ..errors import GatewayError, overloaded_as_503
 from ..routing import Candidates
+from ..routing.targets import BackendTarget
 from ..state import GatewayState
 from ..translation.fields import check_depth, too_deep
 from ..translation.ir import ChatRequest
+from ..translation.operations import EmbedRequest
+from . import operations as ops
 
 log = logging.getLogger("llm_gateway.plan")
 
@@ -83,6 +86,9 @@ class RoutePlan:
     remove_headers: list[str]
     new_body: bytes | None  # None: the client's body goes unchanged
     keeper: ResponseKeeper | None = None  # the dialect's finish effect (keeps the answer for later turns)
+    operation: str = "chat"  # or "embed", "count_tokens" (request/operations.py)
+    embed: EmbedRequest | None = None  # an embeddings request in its IR
+    estimate: int = 0  # input tokens the gateway estimated (an answer without a count reports them)
 
 
 def reject(
@@ -116,7 +122,7 @@ def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> 
         return models(state, started)
     if call.operation == "state":
         return started  # answered by serve_state, which may wait on the conversation store
-    if call.operation != "chat":
+    if call.operation not in ("chat", ops.EMBED, ops.COUNT):
         err = GatewayError("unknown_endpoint", f"no such endpoint: {method} {path.partition('?')[0]}")
         return reject(call, err, "not_found")
     if end_of_stream:
@@ -174,6 +180,9 @@ async def plan(state: GatewayState, started: Started, raw: bytes) -> RoutePlan |
     ticket: list[Ticket] = []
     try:
         return await _plan(state, started, raw, ticket)
+    except EstimatedCount as e:
+        metrics.child(metrics.REQUESTS, started.dialect.name, e.model, "none", "200").inc()
+        return Answer(200, e.body, e.headers, reason="token_count_estimate")
     except StoreUnavailable as e:
         return reject(started, GatewayError("overloaded", str(e)), "conversation_store")
     except GatewayError as err:
@@ -213,9 +222,14 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
         raise GatewayError(
             "not_found", f"model '{model}' does not exist or is not served by this gateway", param="model"
         )
-    stream = client.request_stream(call, body)
+    wrong = ops.wrong_kind(model, call.operation, state.config.models[model].kind)
+    if wrong is not None:
+        raise wrong
+    stream = client.request_stream(call, body) if call.operation == "chat" else False
     # What the request refers to in stored state, filled in: admitted, translated and answered whole.
     body = await client.expand(state.conversations, started.tenant, call, body)
+    if call.operation == ops.COUNT:
+        return _count(state, started, model, body, choose(model, Candidates.of(chain, state.health)))
     candidates = Candidates.of(chain, state.health)
     ticket: Ticket | None = None
     if state.admission is not None:
@@ -241,7 +255,13 @@ def _route(
     call, client = started.call, started.dialect
     target = state.router.targets[primary.name]
     ir: ChatRequest | None = None
-    if target.dialect.wire == client.wire:
+    embed: EmbedRequest | None = None
+    path: str | None = None
+    if call.operation == ops.EMBED:
+        embed = ops.parse_embed(client, body, call.model, call.action)
+        out: dict[str, Any] | None = ops.build_embed(target.dialect, embed, primary.upstream_model)
+        path = target.operation_path(ops.EMBED)
+    elif target.dialect.wire == client.wire:
         # Same wire format (the client's own dialect, or a cloud's variant of it): pass through.
         out = target.dialect.passthrough_body(body, primary.upstream_model, stream)
     else:
@@ -259,13 +279,64 @@ def _route(
         P.ROUTE_HEADER: model,
         P.PRETRANSLATED_HEADER: primary.name,
         P.VERSION_HEADER: state.config.version,
-        **target.request_headers(stream, new_body),
+        **target.request_headers(stream, new_body, path),
     }
     if stream:
         set_headers[P.STREAM_HEADER] = "1"
-    # The client's own key must never reach a provider, nor any header the
-    # provider's forward_headers does not list (they act under the operator's
-    # key); compressed responses could not be translated.
+    remove = _removed(state, started, target, set_headers)
+    routed = RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, list(remove), new_body)
+    if embed is not None:
+        routed.operation, routed.embed, routed.estimate = ops.EMBED, embed, ops.embed_estimate(embed)
+    return routed
+
+
+class EstimatedCount(Exception):
+    """A token count the gateway answers itself (no backend of the model can count)."""
+
+    def __init__(self, model: str, body: bytes, headers: dict[str, str]) -> None:
+        super().__init__(model)
+        self.model, self.body, self.headers = model, body, headers
+
+
+def _count(
+    state: GatewayState, started: Started, model: str, body: dict[str, Any], primary: ResolvedBackend
+) -> RoutePlan:
+    """A token count: forwarded to the primary's counting endpoint when every backend of the
+    model has one, else answered with the gateway's estimate (``EstimatedCount``)."""
+    call, client = started.call, started.dialect
+    chat, ir = ops.count_chat(client, body, call.model)
+    if not ops.forwards_counts(state.config, model):
+        raise EstimatedCount(model, *ops.estimated_count(client, chat))
+    settings = state.config.models[model]
+    target = state.router.targets[primary.name]
+    out = ops.build_count(
+        client,
+        chat,
+        ir,
+        target.dialect,
+        primary.upstream_model,
+        settings.default_max_tokens,
+        settings.drop_unsupported,
+    )
+    new_body = serialise(target.body(out))
+    set_headers = {
+        P.ROUTE_HEADER: model,
+        P.PRETRANSLATED_HEADER: primary.name,
+        P.VERSION_HEADER: state.config.version,
+        **target.request_headers(False, new_body, target.operation_path(ops.COUNT)),
+    }
+    remove = _removed(state, started, target, set_headers)
+    routed = RoutePlan(started, model, False, body, primary, ir, None, set_headers, list(remove), new_body)
+    routed.operation = ops.COUNT
+    return routed
+
+
+def _removed(
+    state: GatewayState, started: Started, target: BackendTarget, set_headers: dict[str, str]
+) -> dict[str, None]:
+    """Client headers that must not reach the provider. The client's own key must never
+    reach a provider, nor any header the provider's forward_headers does not list (they act
+    under the operator's key); compressed responses could not be translated."""
     remove = dict.fromkeys(
         h
         for h in (
@@ -276,7 +347,7 @@ def _route(
         if h not in set_headers
     )
     remove["accept-encoding"] = None
-    return RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, list(remove), new_body)
+    return remove
 
 
 def serialise(body: dict[str, Any]) -> bytes:

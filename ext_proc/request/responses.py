@@ -152,12 +152,7 @@ class Buffered(ResponseTranslator):
     def _success(self, body: bytes) -> bytes | None:
         """The client's answer; a ``GatewayError`` when ``body`` is not an answer."""
         codec = self.backend_codec or self.client
-        if not body.strip():
-            raise invalid_answer("it was empty")
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise invalid_answer("it was not JSON, or not complete JSON") from None
+        data = answer_json(body)
         resp = codec.parse_response(data)  # judges every field (same dialect too)
         if self.same_wire or self.backend_codec is None:
             self.usage = codec.usage_of(data)
@@ -333,6 +328,16 @@ class StreamPassthrough(ResponseTranslator):
             except orjson.JSONEncodeError:  # nested past orjson's 254 levels: no answer event
                 raise bad_answer("event", "JSON nested at most 254 levels deep") from None
         return format_event(data, event)
+
+
+def answer_json(body: bytes) -> Any:
+    """A whole answer's JSON; a ``GatewayError`` (an invalid answer) when it is empty or not JSON."""
+    if not body.strip():
+        raise invalid_answer("it was empty")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise invalid_answer("it was not JSON, or not complete JSON") from None
 
 
 def _max_usage(a: Usage, b: Usage) -> Usage:

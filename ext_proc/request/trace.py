@@ -24,12 +24,14 @@ from .plan import Answer, RoutePlan, Started
 ADMITTED = "admitted"  # budgets are configured and reserved for this request
 UNLIMITED = "unlimited"  # no budgets configured: nothing to decide
 REJECTED = "rejected"  # admission refused it (the reason says which budget)
+GENAI_OPERATIONS = {"embed": "embeddings", "count_tokens": "count_tokens"}
 
 
 def planned(plan: RoutePlan) -> dict[str, Any]:
     """Known once the body is read; attempt spans see these too."""
     started = plan.started
-    op = started.dialect.genai_operation
+    # The conventions name the embeddings operation "embeddings"; a count keeps the gateway's word.
+    op = started.dialect.genai_operation if plan.operation == "chat" else GENAI_OPERATIONS[plan.operation]
     return {
         P.TRACE_SPAN_NAME: f"{op} {plan.model}",  # the conventions' "{operation} {model}"
         "gen_ai.operation.name": op,

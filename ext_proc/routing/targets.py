@@ -44,6 +44,13 @@ class BackendTarget:
             return p.base_path + p.chat_path.replace("{model}", self.backend.upstream_model)
         return p.base_path + self.dialect.provider_path(p, self.backend.upstream_model, stream)
 
+    def operation_path(self, operation: str) -> str:
+        """The path of another operation than chat ("embed", "count_tokens") on this backend."""
+        p = self.backend.provider
+        if operation == "embed":
+            return p.base_path + self.dialect.embeddings_path(p, self.backend.upstream_model)
+        return p.base_path + self.dialect.counting_path(p, self.backend.upstream_model)
+
     def body(self, body: dict[str, Any]) -> dict[str, Any]:
         """``body`` without the fields this host rejects (``drop_fields``); the same object
         when it has none of them."""
@@ -52,9 +59,10 @@ class BackendTarget:
             return {k: v for k, v in body.items() if k not in drop}
         return body
 
-    def request_headers(self, stream: bool, body: bytes | None) -> dict[str, str]:
-        """Path, credentials and (for signing dialects) the signature of ``body``."""
-        out = {":path": self.path(stream), **self.headers}
+    def request_headers(self, stream: bool, body: bytes | None, path: str | None = None) -> dict[str, str]:
+        """Path (the chat endpoint's unless given), credentials and (for signing dialects)
+        the signature of ``body``."""
+        out = {":path": path or self.path(stream), **self.headers}
         if self.token is not None:
             token = self.token.current()  # a read: refreshing happens on the token's own thread
             if token:

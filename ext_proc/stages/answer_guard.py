@@ -26,6 +26,7 @@ from .. import messages as M
 from .. import protocol as P
 from ..dialects import get_dialect
 from ..request.answer import PASS, AnswerCheck, Failed
+from ..request.operations import judge
 from ..state import GatewayState
 
 log = logging.getLogger("llm_gateway.answer_guard")
@@ -68,8 +69,10 @@ def _check_for(state: GatewayState, req: pb.ProcessingRequest) -> AnswerCheck | 
         return None
     stream = M.attribute(req, P.ATTR_ROUTE_STREAM) is True
     dialect = get_dialect(b.dialect)
+    model = state.config.models.get(str(M.attribute(req, P.ATTR_ROUTE_MODEL) or ""))
+    parse = judge(dialect, model.kind if model is not None else "chat")
     return AnswerCheck(
-        dialect.codec, backend, stream, headers.get("content-type", ""), dialect.stream_framing
+        dialect.codec, backend, stream, headers.get("content-type", ""), dialect.stream_framing, parse
     )
 
 

@@ -36,6 +36,7 @@ from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..request import finish as F
 from ..request import trace
+from ..request.operations import OperationAnswer
 from ..request.plan import Answer, RoutePlan, Started, plan, serve_state, start
 from ..request.responses import InvalidAnswer, ResponseTranslator, make_translator
 from ..state import GatewayState
@@ -113,6 +114,9 @@ class RouterStream:
             p.ticket.first_byte = self.t_first
         client = p.started.dialect
         backend = self.state.config.backends.get(backend_name)
+        if p.operation != "chat":
+            args = (client, backend, status, p.model, self._done, self.state.redact)
+            return OperationAnswer(*args, operation=p.operation, embed=p.embed, estimate_tokens=p.estimate)
         if backend is not None and get_dialect(backend.dialect).wire != client.wire and p.ir is None:
             # Failover landed on another dialect than the primary's: the IR of
             # the client's request is needed to encode its stream.

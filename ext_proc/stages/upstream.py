@@ -28,6 +28,7 @@ def _context(req: pb.ProcessingRequest) -> AttemptContext:
         primary=str(M.attribute(req, P.ATTR_ROUTE_PRIMARY) or ""),
         stream=M.attribute(req, P.ATTR_ROUTE_STREAM) is True,
         version=str(M.attribute(req, P.ATTR_ROUTE_VERSION) or ""),
+        path=M.headers_of(req.request_headers).get(":path", ""),
     )
 
 

@@ -25,6 +25,7 @@ from .common import (
     _Reject,
     _words,
 )
+from .embeddings import anthropic_count
 
 # --------------------------------------------------------------------------- Anthropic
 
@@ -131,7 +132,14 @@ class _Anthropic(_Provider):
     dialect = "anthropic"
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
-        return [("POST", "/v1/messages", self.messages), ("GET", "/v1/models", self.models)]
+        return [
+            ("POST", "/v1/messages", self.messages),
+            ("GET", "/v1/models", self.models),
+            ("POST", "/v1/messages/count_tokens", self.count_tokens),
+        ]
+
+    async def count_tokens(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        return await anthropic_count(self, request, body, cut)
 
     def extra_headers(self) -> dict[str, str]:
         return {"request-id": "req_" + _b62(24)}

@@ -33,6 +33,7 @@ import orjson
 from aiohttp import web
 
 from .common import MockSpec, _Handler, _json_response, _Reject
+from .embeddings import openai_embeddings
 from .openai_chat import _oa_text, _OpenAI
 from .tokens import TokenIssuer, bearer, form
 
@@ -114,6 +115,10 @@ class _Azure(_OpenAI):
         return [
             ("POST", "/openai/deployments/{deployment}/chat/completions", self.deployment_chat),
             ("POST", "/openai/v1/chat/completions", self.v1_chat),
+            # Embeddings: a deployment's (the path names the model) or the v1 API's
+            # (https://learn.microsoft.com/azure/ai-services/openai/reference#embeddings)
+            ("POST", "/openai/deployments/{deployment}/embeddings", self.deployment_embeddings),
+            ("POST", "/openai/v1/embeddings", self.v1_embeddings),
         ]
 
     def admin_routes(self) -> list[tuple[str, str, Any]]:
@@ -200,6 +205,20 @@ class _Azure(_OpenAI):
         if request.query.get("api-version") not in (None, "preview"):
             raise _azure_error(400, "API version not supported", "BadRequest")
         return await self.filtered_chat(request, body, cut)
+
+    async def deployment_embeddings(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        self.check_auth(request)
+        if request.query.get("api-version") not in _API_VERSIONS:
+            raise _azure_error(404, "Resource not found")
+        if isinstance(body, dict):
+            body = {**body, "model": request.match_info["deployment"]}  # the path names the model
+        return await openai_embeddings(self, request, body, cut)
+
+    async def v1_embeddings(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        self.check_auth(request)
+        if request.query.get("api-version") not in (None, "preview"):
+            raise _azure_error(400, "API version not supported", "BadRequest")
+        return await openai_embeddings(self, request, body, cut)
 
     async def filtered_chat(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
         if isinstance(body, dict) and isinstance(body.get("messages"), list):

@@ -26,6 +26,7 @@ from .common import (
     _Reject,
     _words,
 )
+from .embeddings import gemini_count, gemini_embed
 
 # --------------------------------------------------------------------------- Gemini
 
@@ -634,6 +635,10 @@ class _Gemini(_Provider):
     async def generate(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
         self.check_auth(request)
         model, action = self.split(request)
+        if action in ("embedContent", "batchEmbedContents") and model:
+            return await gemini_embed(self, model, action, body)
+        if action == "countTokens" and model:
+            return await gemini_count(self, model, body)
         if action not in ("generateContent", "streamGenerateContent") or not model:
             raise self.error(404, f"Method not found: {request.match_info.get('model_action', '')}")
         convo, n = self.validate(model, body)

@@ -27,6 +27,7 @@ from .common import (
     _Reject,
     _words,
 )
+from .embeddings import openai_embeddings
 
 # --------------------------------------------------------------------------- OpenAI
 
@@ -161,7 +162,14 @@ class _OpenAI(_Provider):
     )
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
-        return [("POST", "/v1/chat/completions", self.chat), ("GET", "/v1/models", self.models)]
+        return [
+            ("POST", "/v1/chat/completions", self.chat),
+            ("GET", "/v1/models", self.models),
+            ("POST", "/v1/embeddings", self.embeddings),
+        ]
+
+    async def embeddings(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        return await openai_embeddings(self, request, body, cut)
 
     def extra_headers(self) -> dict[str, str]:
         return {"x-request-id": "req_" + _hex(32), "openai-version": "2020-10-01"}

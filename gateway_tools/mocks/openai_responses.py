@@ -61,6 +61,23 @@ _PARAMS = frozenset(
         "user",
     }
 )
+# POST /v1/responses/input_tokens takes the input side of a request only
+# (https://platform.openai.com/docs/api-reference/responses/input-tokens).
+_INPUT_TOKEN_PARAMS = frozenset(
+    {
+        "conversation",
+        "input",
+        "instructions",
+        "model",
+        "parallel_tool_calls",
+        "previous_response_id",
+        "reasoning",
+        "text",
+        "tool_choice",
+        "tools",
+        "truncation",
+    }
+)
 # [create] input item types (Input item list).
 _ITEM_TYPES = (
     "message",
@@ -148,7 +165,26 @@ class _OpenAIPlatform(_OpenAI):
         self.stored: dict[str, list[Any]] = {}  # response id -> its conversation items (store: true)
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
-        return [*super().routes(), ("POST", "/v1/responses", self.responses)]
+        return [
+            *super().routes(),
+            ("POST", "/v1/responses", self.responses),
+            ("POST", "/v1/responses/input_tokens", self.input_tokens),
+        ]
+
+    async def input_tokens(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        """``POST /v1/responses/input_tokens``
+        (https://platform.openai.com/docs/api-reference/responses/input-tokens): the input side of a
+        Responses request only (no max_output_tokens, stream, store, sampling...)."""
+        self.check_auth(request)
+        if body is _INVALID:
+            raise self.error(400, "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict):
+            raise self.bad_type("body", "an object", body)
+        for k in body:
+            if k not in _INPUT_TOKEN_PARAMS:
+                raise self.unknown(k)
+        convo, _ = self.validate_responses(body)
+        return _json_response(200, {"object": "response.input_tokens", "input_tokens": convo.input_tokens})
 
     def inband_error(self, request: web.Request, status: int) -> bytes:
         if request.path == "/v1/responses":  # [create] streaming: the "error" event

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...translation.operations import CountingCodec
 from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
 from .codec import ANTHROPIC, AnthropicCodec
+from .counting import ANTHROPIC_COUNTING
+from .counting import PATH as COUNT_PATH
 
 API_VERSION = "2023-06-01"
 MESSAGES_PATH = "/v1/messages"
@@ -16,6 +19,7 @@ class AnthropicMessages(Dialect):
     name = "anthropic"
     genai_provider = "anthropic"
     codec = ANTHROPIC
+    counting: CountingCodec | None = ANTHROPIC_COUNTING
     key_headers: tuple[str, ...] = ("x-api-key",)
     auth_hint = "send it in the 'x-api-key' header"
     credential_header_names: tuple[str, ...] = ("x-api-key", "anthropic-version")
@@ -46,6 +50,8 @@ class AnthropicMessages(Dialect):
     ) -> ClientCall | None:
         if path == MESSAGES_PATH:
             return ClientCall(self.name, "chat" if method == "POST" else "unknown")
+        if path == COUNT_PATH:
+            return ClientCall(self.name, "count_tokens" if method == "POST" else "unknown")
         if path.startswith(MODELS_PATH) and self.claims(headers):
             rest = path[len(MODELS_PATH) :].lstrip("/")
             if method != "GET":

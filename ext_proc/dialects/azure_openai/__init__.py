@@ -64,6 +64,12 @@ class AzureOpenAI(OpenAIChat):
             return "/openai/v1/chat/completions"
         return f"/openai/deployments/{quote(upstream_model, safe='')}/chat/completions?api-version={version}"
 
+    def embeddings_path(self, provider: Any, upstream_model: str) -> str:
+        version = provider.api_version or DEFAULT_API_VERSION
+        if version == V1:
+            return "/openai/v1/embeddings"
+        return f"/openai/deployments/{quote(upstream_model, safe='')}/embeddings?api-version={version}"
+
     def provider_problems(self, provider: Mapping[str, Any]) -> list[str]:
         if provider.get("auth_header"):
             return [

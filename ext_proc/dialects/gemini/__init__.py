@@ -7,11 +7,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
+from ...translation.operations import CountingCodec, EmbeddingsCodec
 from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
 from .codec import GEMINI, GeminiCodec
+from .counting import GEMINI_COUNTING
+from .counting import VERB as COUNT_VERB
+from .embeddings import BATCH, GEMINI_EMBEDDINGS, SINGLE
 
 PREFIXES = ("/v1beta/models", "/v1/models")
 VERBS = frozenset({"generateContent", "streamGenerateContent"})
+EMBED_VERBS = frozenset({SINGLE, BATCH})
 
 
 class Gemini(Dialect):
@@ -19,6 +24,8 @@ class Gemini(Dialect):
     genai_provider = "gcp.gemini"
     genai_operation = "generate_content"
     codec = GEMINI
+    embeddings: EmbeddingsCodec | None = GEMINI_EMBEDDINGS
+    counting: CountingCodec | None = GEMINI_COUNTING
     key_headers: tuple[str, ...] = ("x-goog-api-key",)
     auth_hint = "send it in the 'x-goog-api-key' header or the 'key' query parameter"
     credential_header_names: tuple[str, ...] = ("x-goog-api-key",)
@@ -48,6 +55,10 @@ class Gemini(Dialect):
                 return None  # the other dialects' GET /v1/models
             if ":" in rest:
                 model, _, verb = rest.rpartition(":")
+                if method == "POST" and verb in EMBED_VERBS:
+                    return ClientCall(self.name, "embed", model=model, query_key=query_key, action=verb)
+                if method == "POST" and verb == COUNT_VERB:
+                    return ClientCall(self.name, "count_tokens", model=model, query_key=query_key)
                 if method == "POST" and verb in VERBS:
                     return ClientCall(
                         self.name,

@@ -13,8 +13,10 @@ from typing import Any
 
 from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
 from .codec import OPENAI, OpenAICodec
+from .embeddings import OPENAI_EMBEDDINGS
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+EMBEDDINGS_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
 MODELS_PATH = "/v1/models"
 
 
@@ -22,6 +24,7 @@ class OpenAIChat(Dialect):
     name = "openai"
     genai_provider = "openai"
     codec = OPENAI
+    embeddings = OPENAI_EMBEDDINGS
     key_headers: tuple[str, ...] = ("authorization",)
     auth_hint = "send it as 'Authorization: Bearer <key>'"
     credential_header_names: tuple[str, ...] = ("authorization",)
@@ -63,6 +66,8 @@ class OpenAIChat(Dialect):
     ) -> ClientCall | None:
         if path in CHAT_PATHS:
             return ClientCall(self.name, "chat" if method == "POST" else "unknown")
+        if path in EMBEDDINGS_PATHS:
+            return ClientCall(self.name, "embed" if method == "POST" else "unknown")
         if path.startswith(MODELS_PATH):
             # Shared with other dialects; this one is the default when no header claims it.
             rest = path[len(MODELS_PATH) :].lstrip("/")

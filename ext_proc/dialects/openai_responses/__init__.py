@@ -14,8 +14,10 @@ from typing import Any
 from ...conversations import ConversationStore
 from ..base import COMPLETE, FAILED, ClientCall, Dialect, ResponseKeeper, StreamMark
 from ..openai_chat import DIALECT as CHAT
+from ..openai_chat.embeddings import OPENAI_EMBEDDINGS
 from . import state
 from .codec import RESPONSES, ResponsesCodec
+from .counting import RESPONSES_COUNTING
 
 PATHS = ("/v1/responses", "/responses")
 _TERMINAL = frozenset({"response.completed", "response.incomplete"})
@@ -25,6 +27,8 @@ _FAILURES = frozenset({"response.failed", "error"})
 class OpenAIResponses(Dialect):
     name = "openai_responses"
     codec = RESPONSES
+    counting = RESPONSES_COUNTING
+    embeddings = OPENAI_EMBEDDINGS  # the same platform serves /v1/embeddings beside /v1/responses
     key_headers = ("authorization",)
     auth_hint = "send it as 'Authorization: Bearer <key>'"
     credential_header_names = ("authorization",)
@@ -68,11 +72,13 @@ class OpenAIResponses(Dialect):
             if not path.startswith(prefix + "/"):
                 continue
             rid, _, sub = path[len(prefix) + 1 :].partition("/")
+            if rid == "input_tokens" and not sub and method == "POST":
+                return ClientCall(self.name, "count_tokens")
             if not sub and method in ("GET", "DELETE"):
                 return ClientCall(self.name, "state", resource=rid, action=method.lower())
             if sub == "input_items" and method == "GET":
                 return ClientCall(self.name, "state", resource=rid, action="input_items")
-            return ClientCall(self.name, "unknown")  # cancel, compact, input_tokens: not served
+            return ClientCall(self.name, "unknown")  # cancel, compact: not served
         return None
 
     def client_key(self, headers: dict[str, str]) -> str | None:

@@ -94,6 +94,8 @@ class VertexGemini(_Vertex, Gemini):
     codec = GEMINI
     shares_wire_of = "gemini"
     publisher = "google"
+    embeddings = None  # not carried to Vertex yet (its embeddings endpoint differs): `check` says so
+    counting = None
 
     def provider_path(self, provider: Any, upstream_model: str, stream: bool) -> str:
         verb = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
@@ -107,6 +109,7 @@ class VertexAnthropic(_Vertex, AnthropicMessages):
     codec = VERTEX_ANTHROPIC
     shares_wire_of = "anthropic"
     publisher = "anthropic"
+    counting = None  # Claude on Vertex counts through another endpoint: the gateway estimates
 
     def provider_path(self, provider: Any, upstream_model: str, stream: bool) -> str:
         return self.model_path(provider, upstream_model) + (":streamRawPredict" if stream else ":rawPredict")
