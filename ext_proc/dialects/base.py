@@ -29,13 +29,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..conversations import ConversationStore
 from ..credentials import TokenSource, oauth_source
 from ..errors import GatewayError
 from ..translation.codec import Codec
 from ..translation.framing import SSE, StreamFraming
+
+if TYPE_CHECKING:
+    from ..catalog import ModelCaps
 
 # "state": an operation on conversation state the gateway keeps (e.g. reading a
 # stored answer), answered by the dialect itself (``Dialect.serve_state``), never routed.
@@ -114,6 +117,9 @@ class Dialect(ABC):
     #: the dialect whose wire format (bodies, responses, streams) this one shares, when it is
     #: a cloud's variant of a provider API: clients of that dialect pass through to it
     shares_wire_of: str | None = None
+    #: the section of the model capability catalog (``ext_proc/catalog/models.yaml``) its
+    #: backends' models are looked up in; empty: none (no limits known)
+    catalog_family: str = ""
 
     @property
     def wire(self) -> str:
@@ -209,6 +215,12 @@ class Dialect(ABC):
         if "model" in body and body["model"] != upstream_model:
             return {**body, "model": upstream_model}
         return None
+
+    def fit_body(self, body: dict[str, Any], caps: ModelCaps | None) -> dict[str, Any]:
+        """A body for a backend (built or passed through), fitted to what its model takes on
+        the wire (``catalog``: e.g. the field the output cap goes in); the same object when
+        nothing changes, a new one otherwise (``body`` may be the client's own)."""
+        return body
 
     def client_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """A body built for a provider of this dialect, back in its wire's client form

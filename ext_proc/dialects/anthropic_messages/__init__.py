@@ -15,6 +15,7 @@ MODELS_PATH = "/v1/models"
 class AnthropicMessages(Dialect):
     name = "anthropic"
     genai_provider = "anthropic"
+    catalog_family = "anthropic"
     codec = ANTHROPIC
     key_headers: tuple[str, ...] = ("x-api-key",)
     auth_hint = "send it in the 'x-api-key' header"

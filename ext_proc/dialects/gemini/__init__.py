@@ -17,6 +17,7 @@ VERBS = frozenset({"generateContent", "streamGenerateContent"})
 class Gemini(Dialect):
     name = "gemini"
     genai_provider = "gcp.gemini"
+    catalog_family = "gemini"
     genai_operation = "generate_content"
     codec = GEMINI
     key_headers: tuple[str, ...] = ("x-goog-api-key",)

@@ -25,6 +25,7 @@ _FAILURES = frozenset({"response.failed", "error"})
 class OpenAIResponses(Dialect):
     name = "openai_responses"
     codec = RESPONSES
+    catalog_family = "openai"
     key_headers = ("authorization",)
     auth_hint = "send it as 'Authorization: Bearer <key>'"
     credential_header_names = ("authorization",)

@@ -93,6 +93,7 @@ class VertexGemini(_Vertex, Gemini):
     name = "vertex_gemini"
     codec = GEMINI
     shares_wire_of = "gemini"
+    catalog_family = "vertex_gemini"
     publisher = "google"
 
     def provider_path(self, provider: Any, upstream_model: str, stream: bool) -> str:
@@ -106,6 +107,7 @@ class VertexAnthropic(_Vertex, AnthropicMessages):
     name = "vertex_anthropic"
     codec = VERTEX_ANTHROPIC
     shares_wire_of = "anthropic"
+    catalog_family = "vertex_anthropic"
     publisher = "anthropic"
 
     def provider_path(self, provider: Any, upstream_model: str, stream: bool) -> str:
