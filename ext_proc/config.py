@@ -42,7 +42,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from . import catalog, credentials
-from .catalog import CapabilityOverrides, ModelCaps
+from .catalog import CapabilityOverrides
+from .catalog.caps import ModelCaps
 from .dialects import CLIENT_KEY_HEADERS, CREDENTIAL_HEADERS, DIALECTS, Dialect, get_dialect
 from .names import backend_name
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..errors import GatewayError
 from ..translation.codec import client_field
 from ..translation.ir import ChatRequest
-from . import ModelCaps
+from .caps import ModelCaps
 
 
 def fit_request(req: ChatRequest, caps: ModelCaps | None, default_max_tokens: int) -> int:

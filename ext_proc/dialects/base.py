@@ -38,7 +38,7 @@ from ..translation.codec import Codec
 from ..translation.framing import SSE, StreamFraming
 
 if TYPE_CHECKING:
-    from ..catalog import ModelCaps
+    from ..catalog.caps import ModelCaps
 
 # "state": an operation on conversation state the gateway keeps (e.g. reading a
 # stored answer), answered by the dialect itself (``Dialect.serve_state``), never routed.

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
 
 if TYPE_CHECKING:
-    from ...catalog import ModelCaps
+    from ...catalog.caps import ModelCaps
 from .codec import OPENAI, OpenAICodec
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
