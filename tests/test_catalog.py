@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,10 @@ from ext_proc.config import DEFAULT_CONFIG, ConfigError, parse_config, retiremen
 from ext_proc.dialects import get_codec, get_dialect
 from ext_proc.errors import GatewayError
 from ext_proc.pricing import cost_usd
+from ext_proc.request.attempt import AttemptContext, AttemptPlan, retranslate
+from ext_proc.request.plan import RoutePlan
 from gateway_tools.status import render
+from tests.test_request_path import ANTHROPIC, OPENAI, do_plan, error_of, state_of
 
 TODAY = date(2026, 11, 30)
 RAW = yaml.safe_load(catalog.CATALOG_FILE.read_text())
@@ -412,3 +416,44 @@ def test_status_shows_the_warnings() -> None:
 def test_overrides_model_is_the_config_schema() -> None:
     """The config block takes every catalog figure (one schema, not two that drift)."""
     assert set(catalog.FIGURES) <= set(CapabilityOverrides.model_fields)
+
+
+# ---- the request path: plan and failover attempts ----------------------------------------------
+
+
+def test_the_route_plan_and_a_failover_attempt_both_fit_their_backend() -> None:
+    """The primary (claude-sonnet-4-6, 128K) gets the client's 200,000 clamped to 128,000; a
+    failover attempt to gemini-3.5-flash re-translates that and clamps it to 65,536; one to
+    gpt-5.5 gets it as max_completion_tokens."""
+    state = state_of()
+    body = {
+        "model": "claude-sonnet-4-6",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 200_000,
+    }
+    p = do_plan(state, OPENAI, body)
+    assert isinstance(p, RoutePlan) and p.new_body is not None
+    assert orjson.loads(p.new_body)["max_tokens"] == 128_000
+    for backend, read in (
+        ("gemini/gemini-3.5-flash", lambda b: b["generationConfig"]["maxOutputTokens"]),
+        ("openai/gpt-5.5", lambda b: (b["max_completion_tokens"], "max_tokens" in b)),
+    ):
+        ctx = AttemptContext(backend, "claude-sonnet-4-6", p.primary.name, False, state.config.version)
+        out = retranslate(state, ctx, p.new_body)
+        assert isinstance(out, AttemptPlan)
+        assert read(orjson.loads(out.body)) == (65_536 if backend.startswith("gemini") else (128_000, False))
+
+
+def test_a_stop_sequence_refusal_is_the_clients_400() -> None:
+    from tests.test_request_path import Answer, do_plan, state_of
+
+    body = {"model": "gpt-5.5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    answer = do_plan(state_of(), ANTHROPIC, {**body, "stop_sequences": list("abcde")})
+    assert isinstance(answer, Answer) and answer.status == 400
+    assert error_of(answer) == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "'stop_sequences' has 5 stop sequences; the backend model 'gpt-5.5' accepts at most 4",
+        },
+    }
