@@ -457,3 +457,37 @@ def test_a_stop_sequence_refusal_is_the_clients_400() -> None:
             "message": "'stop_sequences' has 5 stop sequences; the backend model 'gpt-5.5' accepts at most 4",
         },
     }
+
+
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.text(max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["model", "messages", "max_tokens", "max_completion_tokens", "stop", "n"]), _JSON
+    ),
+    field=st.sampled_from([None, "max_tokens", "max_completion_tokens"]),
+    cap=st.one_of(st.none(), st.integers(1, 10**6)),
+)
+def test_fit_body_takes_any_client_body(body: dict[str, Any], field: str | None, cap: int | None) -> None:
+    """A passed-through client body may hold anything: fitting it never raises, never changes
+    the client's own object, leaves one cap field when the model names one, and no integer
+    cap above the model's."""
+    caps = ModelCaps(model="m", family="openai", output_cap_field=field, max_output_tokens=cap)
+    before = orjson.dumps(body)
+    out = get_dialect("openai").fit_body(body, caps)
+    assert orjson.dumps(body) == before
+    fields = {"max_tokens", "max_completion_tokens"} & set(out)
+    if field is not None and fields:
+        assert fields == {field}
+    for f in fields:
+        v = out[f]
+        if cap is not None and isinstance(v, int) and not isinstance(v, bool):
+            assert v <= cap
