@@ -459,6 +459,36 @@ def test_a_stop_sequence_refusal_is_the_clients_400() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("dialect", "body", "clamped"),
+    [
+        ("anthropic", {"max_tokens": 10**6}, {"max_tokens": 128_000}),
+        ("vertex_anthropic", {"max_tokens": 10**6}, {"max_tokens": 128_000}),
+        ("openai_responses", {"max_output_tokens": 10**6}, {"max_output_tokens": 128_000}),
+        (
+            "gemini",
+            {"generationConfig": {"maxOutputTokens": 10**6, "topK": 3}},
+            {"generationConfig": {"maxOutputTokens": 128_000, "topK": 3}},
+        ),
+        (
+            "vertex_gemini",
+            {"generation_config": {"max_output_tokens": 10**6}},
+            {"generation_config": {"max_output_tokens": 128_000}},
+        ),
+    ],
+)
+def test_pass_through_bodies_get_their_cap_clamped(
+    dialect: str, body: dict[str, Any], clamped: dict[str, Any]
+) -> None:
+    caps = ModelCaps(model="m", family="x", max_output_tokens=128_000)
+    before = orjson.dumps(body)
+    assert get_dialect(dialect).fit_body(body, caps) == clamped
+    assert orjson.dumps(body) == before  # the client's body is left alone
+    small = {k: v for k, v in clamped.items()}
+    assert get_dialect(dialect).fit_body(small, caps) is small  # within the limit: the same object
+    assert get_dialect(dialect).fit_body(body, None) is body
+
+
 _JSON = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.text(max_size=5)),
     lambda inner: st.one_of(
@@ -470,24 +500,47 @@ _JSON = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(
+    dialect=st.sampled_from(
+        ["openai", "anthropic", "gemini", "openai_responses", "vertex_gemini", "bedrock"]
+    ),
     body=st.dictionaries(
-        st.sampled_from(["model", "messages", "max_tokens", "max_completion_tokens", "stop", "n"]), _JSON
+        st.sampled_from(
+            [
+                "model",
+                "messages",
+                "max_tokens",
+                "max_completion_tokens",
+                "max_output_tokens",
+                "generationConfig",
+            ]
+        ),
+        _JSON,
     ),
     field=st.sampled_from([None, "max_tokens", "max_completion_tokens"]),
     cap=st.one_of(st.none(), st.integers(1, 10**6)),
 )
-def test_fit_body_takes_any_client_body(body: dict[str, Any], field: str | None, cap: int | None) -> None:
+def test_fit_body_takes_any_client_body(
+    dialect: str, body: dict[str, Any], field: str | None, cap: int | None
+) -> None:
     """A passed-through client body may hold anything: fitting it never raises, never changes
-    the client's own object, leaves one cap field when the model names one, and no integer
-    cap above the model's."""
-    caps = ModelCaps(model="m", family="openai", output_cap_field=field, max_output_tokens=cap)
+    the client's own object, leaves one cap field when the model names one (OpenAI Chat), and
+    no integer cap above the model's."""
+    caps = ModelCaps(model="m", family="x", output_cap_field=field, max_output_tokens=cap)
     before = orjson.dumps(body)
-    out = get_dialect("openai").fit_body(body, caps)
+    out = get_dialect(dialect).fit_body(body, caps)
     assert orjson.dumps(body) == before
+    gen = out.get("generationConfig")
+    capped = {
+        "openai": [out.get("max_tokens"), out.get("max_completion_tokens")],
+        "anthropic": [out.get("max_tokens")],
+        "openai_responses": [out.get("max_output_tokens")],
+        "gemini": [gen.get("maxOutputTokens") if isinstance(gen, dict) else None],
+        "vertex_gemini": [gen.get("maxOutputTokens") if isinstance(gen, dict) else None],
+    }.get(dialect, [])
+    if cap is not None:
+        assert not [v for v in capped if isinstance(v, int) and not isinstance(v, bool) and v > cap]
+    if dialect == "bedrock":
+        assert out is body  # no client speaks Bedrock: its bodies are always built, and clamped before
     fields = {"max_tokens", "max_completion_tokens"} & set(out)
-    if field is not None and fields:
+    if dialect == "openai" and field is not None and fields:
         assert fields == {field}
-    for f in fields:
-        v = out[f]
-        if cap is not None and isinstance(v, int) and not isinstance(v, bool):
-            assert v <= cap

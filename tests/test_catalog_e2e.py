@@ -83,6 +83,14 @@ def test_max_tokens_above_the_model_output_is_clamped(stack: Stack, cmocks: Mock
     assert sent(cmocks, "gemini")["generationConfig"]["maxOutputTokens"] == 65_536
 
 
+def test_a_passed_through_max_tokens_is_clamped_too(stack: Stack, cmocks: MockAdmin) -> None:
+    """An Anthropic client on Claude (same API, passed through): 200,000 reaches claude-sonnet-4-6
+    as its 128,000."""
+    res = claude(stack).messages.create(model="claude-sonnet-4-6", max_tokens=200_000, messages=HI)
+    assert res.stop_reason == "end_turn"
+    assert sent(cmocks, "anthropic")["max_tokens"] == 128_000
+
+
 def test_too_many_stop_sequences_are_refused_in_the_clients_dialect(stack: Stack, cmocks: MockAdmin) -> None:
     """gpt-5.5 (Chat Completions) takes at most 4 stop sequences: an Anthropic client's 5 get
     Anthropic's 400 naming stop_sequences, and nothing reaches OpenAI."""

@@ -77,6 +77,19 @@ class ResponseKeeper(ABC):
         """The response ended with ``status``. Never raises: the client already has its answer."""
 
 
+def clamp_cap(body: dict[str, Any], path: tuple[str, ...], cap: int | None) -> dict[str, Any]:
+    """``body`` with the integer at ``path`` (an output cap) at most ``cap``: a new body,
+    copied along the path, when it changes; ``body`` itself otherwise."""
+    value: Any = body
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if cap is None or not isinstance(value, int) or isinstance(value, bool) or value <= cap:
+        return body
+    head, *rest = path
+    inner = body[head]
+    return {**body, head: clamp_cap(inner, tuple(rest), cap) if rest else cap}
+
+
 class Dialect(ABC):
     """One wire format; a shared, stateless instance per dialect."""
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
+from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark, clamp_cap
 from .codec import ANTHROPIC, AnthropicCodec
+
+if TYPE_CHECKING:
+    from ...catalog.caps import ModelCaps
 
 API_VERSION = "2023-06-01"
 MESSAGES_PATH = "/v1/messages"
@@ -76,6 +79,10 @@ class AnthropicMessages(Dialect):
 
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
+
+    def fit_body(self, body: dict[str, Any], caps: ModelCaps | None) -> dict[str, Any]:
+        """A passed-through ``max_tokens`` above the model's max output, clamped (catalog)."""
+        return clamp_cap(body, ("max_tokens",), caps.max_output_tokens if caps else None)
 
     def passthrough_body(
         self, body: dict[str, Any], upstream_model: str, stream: bool

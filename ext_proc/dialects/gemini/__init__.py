@@ -4,11 +4,14 @@ the key in ``x-goog-api-key`` or ``?key=``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
+from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark, clamp_cap
 from .codec import GEMINI, GeminiCodec
+
+if TYPE_CHECKING:
+    from ...catalog.caps import ModelCaps
 
 PREFIXES = ("/v1beta/models", "/v1/models")
 VERBS = frozenset({"generateContent", "streamGenerateContent"})
@@ -94,6 +97,14 @@ class Gemini(Dialect):
 
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"x-goog-api-key": key}
+
+    def fit_body(self, body: dict[str, Any], caps: ModelCaps | None) -> dict[str, Any]:
+        """A passed-through output cap above the model's max output, clamped (catalog); the
+        API takes both spellings of the field."""
+        cap = caps.max_output_tokens if caps else None
+        for path in (("generationConfig", "maxOutputTokens"), ("generation_config", "max_output_tokens")):
+            body = clamp_cap(body, path, cap)
+        return body
 
     def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:
         if event == "error" or (obj is not None and "error" in obj):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
+from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark, clamp_cap
 
 if TYPE_CHECKING:
     from ...catalog.caps import ModelCaps
@@ -124,12 +124,8 @@ class OpenAIChat(Dialect):
             if other in body:
                 out = {k: v for k, v in body.items() if k != other}
                 out.setdefault(field, body[other])
-        cap = caps.max_output_tokens
-        if cap is not None:
-            for f in _CAP_FIELDS:
-                v = out.get(f)
-                if isinstance(v, int) and not isinstance(v, bool) and v > cap:
-                    out = {**out, f: cap}
+        for f in _CAP_FIELDS:
+            out = clamp_cap(out, (f,), caps.max_output_tokens)
         return out
 
     def strips_added_usage(self, body: dict[str, Any] | None) -> bool:
