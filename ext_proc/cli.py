@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import credentials
-from .config import ConfigError, credential_problems, load_config, resolve_secrets
+from .config import ConfigError, credential_problems, load_config, resolve_secrets, retirement_warnings
 
 CREDENTIALS_READY_S = 15.0
 
@@ -38,6 +38,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.secrets:
         resolve_secrets(cfg)  # provider keys, tenant keys and cloud credentials, as `serve` loads them
     backends = sum(len(c) for c in cfg.chains.values())
+    for warning in retirement_warnings(cfg):
+        print(f"{cfg.source}: warning: {warning}", file=sys.stderr)
     print(
         f"{cfg.source}: OK ({len(cfg.providers)} providers, {len(cfg.models)} models, "
         f"{backends} backends, {len(cfg.tenants)} tenants)"

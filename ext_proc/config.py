@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,7 +41,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from . import credentials
+from . import catalog, credentials
+from .catalog import CapabilityOverrides
+from .catalog.caps import ModelCaps
 from .dialects import CLIENT_KEY_HEADERS, CREDENTIAL_HEADERS, DIALECTS, Dialect, get_dialect
 from .names import backend_name
 
@@ -263,8 +266,10 @@ class Backend(_Strict):
     weight: Annotated[int, Field(ge=1, le=1000)] = 1
     # The provider's real limits for this deployment (admission, see README "Budgets").
     limits: BackendLimits | None = None
-    # USD per million tokens, for tenants' daily spend budgets.
+    # USD per million tokens, for tenants' daily spend budgets (default: the catalog's price).
     price: Price | None = None
+    # The model's limits, laid over its entry in the capability catalog (docs/catalog.md).
+    capabilities: CapabilityOverrides | None = None
 
 
 class Model(_Strict):
@@ -417,6 +422,13 @@ class Conversations(_Strict):
     max_conversation_bytes: Annotated[int, Field(ge=1024)] = 8 * 2**20
 
 
+class CatalogSettings(_Strict):
+    """The model capability catalog (docs/catalog.md): when ``check`` and ``status`` warn."""
+
+    # Warn about a backend whose model retires within this many days (or has retired).
+    retirement_warning_days: Annotated[int, Field(ge=0, le=3650)] = catalog.DEFAULT_WARNING_DAYS
+
+
 class _Root(_Strict):
     listen: Listen = Listen()
     admin: Endpoint = Endpoint(port=9901)
@@ -428,6 +440,7 @@ class _Root(_Strict):
     redis: RedisSettings | None = None
     tracing: Tracing | None = None
     conversations: Conversations = Conversations()
+    catalog: CatalogSettings = CatalogSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +457,8 @@ class ResolvedBackend:
     weight: int
     price: Price | None = None
     limits: BackendLimits | None = None
+    # What its model accepts (catalog + config ``capabilities:``); None: unknown, nothing limited.
+    caps: ModelCaps | None = None
 
     @property
     def dialect(self) -> str:
@@ -477,6 +492,7 @@ class GatewayConfig:
         self.redis = root.redis
         self.tracing = root.tracing
         self.conversations = root.conversations
+        self.catalog = root.catalog
         # A backend's limits and price are one fact each, declared once (or
         # identically, checked by admission.checks) in any model it serves.
         facts: dict[str, dict[str, Any]] = {}
@@ -487,6 +503,8 @@ class GatewayConfig:
                     found["price"] = b.price
                 if b.limits is not None:
                     found["limits"] = b.limits
+                if b.capabilities is not None:
+                    found.setdefault("capabilities", b.capabilities)
         # model name -> backends in failover order (tier, then list order)
         self.chains: dict[str, list[ResolvedBackend]] = {}
         self.backends: dict[str, ResolvedBackend] = {}
@@ -494,14 +512,21 @@ class GatewayConfig:
             chain = []
             for i, b in enumerate(model.backends):
                 name = backend_name(model_name, b.provider, b.model, b.name)
+                known = dict(facts[name])
+                provider = root.providers[b.provider]
+                upstream = b.model or model_name
+                caps = catalog.resolve(provider.dialect, upstream, known.pop("capabilities", None))
+                if "price" not in known and caps is not None:
+                    known["price"] = catalog_price(caps)
                 rb = ResolvedBackend(
                     name=name,
                     provider_name=b.provider,
-                    provider=root.providers[b.provider],
-                    upstream_model=b.model or model_name,
+                    provider=provider,
+                    upstream_model=upstream,
                     tier=b.tier if b.tier is not None else i,
                     weight=b.weight,
-                    **facts[name],
+                    caps=caps,
+                    **known,
                 )
                 chain.append(rb)
                 self.backends[rb.name] = rb
@@ -531,6 +556,27 @@ class GatewayConfig:
 
     def mock_providers(self) -> dict[str, Provider]:
         return {n: p for n, p in self.providers.items() if p.mock}
+
+
+def retirement_warnings(cfg: GatewayConfig, today: date | None = None) -> list[str]:
+    """Backends whose model retires within ``catalog.retirement_warning_days`` or has retired
+    (``llm-gateway check`` and ``status`` print them; the config stays valid)."""
+    today = today or datetime.now(timezone.utc).date()
+    window = cfg.catalog.retirement_warning_days
+    out = []
+    for b in cfg.backends.values():
+        why = catalog.retirement_warning(b.caps, today, window)
+        if why:
+            out.append(f"backend '{b.name}': {why}")
+    return out
+
+
+def catalog_price(caps: ModelCaps) -> Price | None:
+    """The catalog's price as a config price, when it knows both input and output (config prices win)."""
+    p = caps.price
+    if p is None or p.input is None or p.output is None:
+        return None
+    return Price(input=p.input, cached_input=p.cached_input, output=p.output)
 
 
 def _path(loc: Iterable[Any]) -> str:
@@ -566,6 +612,19 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
                 known = ", ".join(sorted(map(str, providers)))
                 problems.append(f"{where}.provider: unknown provider '{prov}' (known: {known})")
             name = backend_name(model_name, prov, b.get("model"), b.get("name"))
+            like = _d(b.get("capabilities")).get("like")
+            pdialect = _d(providers.get(prov)).get("dialect") if isinstance(prov, str) else None
+            if (
+                isinstance(like, str)
+                and pdialect in DIALECTS
+                and _d(b.get("capabilities")).get("catalog", True)
+            ):
+                family = DIALECTS[pdialect].catalog_family
+                if catalog.shipped().find_any(family, like) is None:
+                    problems.append(
+                        f"{where}.capabilities.like: '{like}' is not in the model catalog for "
+                        f"dialect '{pdialect}' (docs/catalog.md lists the known models)"
+                    )
             if name in seen:
                 problems.append(f"{where}: backend '{name}' appears twice in this model (give one a 'name')")
             seen.add(name)

@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ext_proc.config import ConfigError, GatewayConfig, parse_config
+from ext_proc.config import ConfigError, GatewayConfig, parse_config, retirement_warnings
 
 from .supervisor import StackError, control_request
 
@@ -142,6 +142,10 @@ def render(cfg: GatewayConfig, info: dict[str, Any], data: dict[str, Any]) -> st
             f"{v.name:<34} {v.routing_health:<14} {envoy:<16} {v.in_flight:>9} {limit:>6} "
             f"{recent:>16} {v.requests:>9}"
         )
+    warnings = retirement_warnings(cfg)
+    if warnings:
+        lines.append("")
+        lines += [f"warning: {w}" for w in warnings]
     lines.append("")
     lines.append("MODEL -> failover order")
     for model, chain in cfg.chains.items():
@@ -176,6 +180,7 @@ def run_status(cfg: GatewayConfig, interval: float = 1.0, as_json: bool = False)
     if as_json:
         out = {
             "config": info,
+            "warnings": retirement_warnings(cfg),
             "backends": {
                 k: vars(v) | {"envoy_health": sorted(v.envoy_health)} for k, v in data["backends"].items()
             },

@@ -887,7 +887,8 @@ def test_forced_tool_choice(sdks: dict[str, Any], mocks: MockAdmin, client: str,
 
 
 SAMPLING_SENT = {  # backend -> where temperature, top_p, max tokens and stop sequences land
-    "openai": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b.get("stop")),
+    # gpt-5.5 takes its cap as max_completion_tokens (the catalog's output_cap_field).
+    "openai": lambda b: (b["temperature"], b["top_p"], b["max_completion_tokens"], b.get("stop")),
     "anthropic": lambda b: (b["temperature"], b["top_p"], b["max_tokens"], b.get("stop_sequences")),
     "gemini": lambda b: tuple(
         b["generationConfig"].get(k) for k in ("temperature", "topP", "maxOutputTokens", "stopSequences")

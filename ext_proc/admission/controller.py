@@ -100,6 +100,8 @@ class Admission:
             b.name: b.limits.adaptive for b in cfg.backends.values() if b.limits and b.limits.adaptive
         }
         self.reserve_price = {m: _dearest([b.price for b in chain]) for m, chain in cfg.chains.items()}
+        # The most any backend of a model can produce per answer (catalog); None: one is unknown.
+        self.output_caps = {m: _largest_cap(chain) for m, chain in cfg.chains.items()}
         self.node = secrets.token_hex(6)
         self.counter = itertools.count()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -139,7 +141,10 @@ class Admission:
         tokens = estimate.input_tokens(body, dialect)
         if settings.kind == "chat":  # an embedding model generates no tokens
             tokens += estimate.output_tokens(
-                body, settings.reserve_output_tokens or settings.default_max_tokens, dialect
+                body,
+                settings.reserve_output_tokens or settings.default_max_tokens,
+                dialect,
+                self.output_caps[model],
             )
         cost = _cost(self.reserve_price[model], tokens, 0, 0) if self.reserve_price[model] else 0.0
         budgets = self.tenants.get(tenant, ())
@@ -349,6 +354,11 @@ def _static_never(c: Check) -> bool:
     if c.kind == BUCKET:
         return c.amount + c.keep > c.cap
     return c.cap * (1 - c.keep) < 1
+
+
+def _largest_cap(chain: list[ResolvedBackend]) -> int | None:
+    caps = [b.caps.max_output_tokens if b.caps is not None else None for b in chain]
+    return None if not caps or None in caps else max(c for c in caps if c is not None)
 
 
 def _dearest(prices: list[Price | None]) -> Price | None:

@@ -9,7 +9,9 @@ declares (``Dialect.setting_keys``, ``media_keys``, ``turn_keys``). Accuracy
 and cost are measured in README ("Budgets") and ``tests/test_admission_units.py``.
 
 Output: the request's own max output tokens (times the answers it asks for),
-as its dialect reads them, else the model's configured reservation.
+as its dialect reads them, else the model's configured reservation; either
+clamped to what the model can produce (its max output in the capability
+catalog), as the request path clamps what it sends.
 """
 
 from __future__ import annotations
@@ -69,14 +71,18 @@ def _positive_int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-def output_tokens(body: dict[str, Any], default: int, dialect: Dialect | None = None) -> int:
-    """Max output tokens the request may produce (all answers). Without a
-    dialect, every dialect is asked and the first that finds a cap answers."""
-    cap: int | None = None
+def output_tokens(
+    body: dict[str, Any], default: int, dialect: Dialect | None = None, cap: int | None = None
+) -> int:
+    """Max output tokens the request may produce (all answers), each answer at most
+    ``cap`` (the model's max output, when known). Without a dialect, every dialect is
+    asked and the first that finds a cap answers."""
+    cap_: int | None = None
     n = 1
     for d in (dialect,) if dialect is not None else DIALECTS.values():
         raw_cap, raw_n = d.requested_output(body)
-        cap, n = _positive_int(raw_cap), _positive_int(raw_n) or 1
-        if cap is not None:
+        cap_, n = _positive_int(raw_cap), _positive_int(raw_n) or 1
+        if cap_ is not None:
             break
-    return (cap or default) * n
+    asked = cap_ or default
+    return (min(asked, cap) if cap is not None else asked) * n

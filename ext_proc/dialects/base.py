@@ -29,7 +29,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..conversations import ConversationStore
 from ..credentials import TokenSource, oauth_source
@@ -37,6 +37,9 @@ from ..errors import GatewayError
 from ..translation.codec import Codec
 from ..translation.framing import SSE, StreamFraming
 from ..translation.operations import CountingCodec, EmbeddingsCodec
+
+if TYPE_CHECKING:
+    from ..catalog.caps import ModelCaps
 
 # "state": an operation on conversation state the gateway keeps (e.g. reading a
 # stored answer), answered by the dialect itself (``Dialect.serve_state``), never routed.
@@ -75,6 +78,19 @@ class ResponseKeeper(ABC):
     @abstractmethod
     async def keep(self, status: int) -> None:
         """The response ended with ``status``. Never raises: the client already has its answer."""
+
+
+def clamp_cap(body: dict[str, Any], path: tuple[str, ...], cap: int | None) -> dict[str, Any]:
+    """``body`` with the integer at ``path`` (an output cap) at most ``cap``: a new body,
+    copied along the path, when it changes; ``body`` itself otherwise."""
+    value: Any = body
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if cap is None or not isinstance(value, int) or isinstance(value, bool) or value <= cap:
+        return body
+    head, *rest = path
+    inner = body[head]
+    return {**body, head: clamp_cap(inner, tuple(rest), cap) if rest else cap}
 
 
 class Dialect(ABC):
@@ -121,6 +137,9 @@ class Dialect(ABC):
     embeddings: EmbeddingsCodec | None = None
     #: its token-counting wire format: the client side, and the provider side when ``counting.forwards``
     counting: CountingCodec | None = None
+    #: the section of the model capability catalog (``ext_proc/catalog/models.yaml``) its
+    #: backends' models are looked up in; empty: none (no limits known)
+    catalog_family: str = ""
 
     @property
     def wire(self) -> str:
@@ -226,6 +245,12 @@ class Dialect(ABC):
         if "model" in body and body["model"] != upstream_model:
             return {**body, "model": upstream_model}
         return None
+
+    def fit_body(self, body: dict[str, Any], caps: ModelCaps | None) -> dict[str, Any]:
+        """A body for a backend (built or passed through), fitted to what its model takes on
+        the wire (``catalog``: e.g. the field the output cap goes in); the same object when
+        nothing changes, a new one otherwise (``body`` may be the client's own)."""
+        return body
 
     def client_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """A body built for a provider of this dialect, back in its wire's client form

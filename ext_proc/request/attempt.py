@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import orjson
 
 from .. import metrics
+from ..catalog.limits import fit_request
 from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..state import GatewayState
@@ -79,13 +80,14 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
         else:
             ir = src.codec.parse_request(body, source.upstream_model, stream)
             ir.stream = stream
+            default_max = fit_request(ir, target.caps, settings.default_max_tokens)
             out = dst.codec.build_request(
                 ir,
                 target.upstream_model,
-                default_max_tokens=settings.default_max_tokens,
+                default_max_tokens=default_max,
                 drop_unsupported=settings.drop_unsupported,
             )
-        out = dest.body(out)
+        out = dest.body(dst.fit_body(out, target.caps))
         new_body = serialise(out)
     except GatewayError as err:
         return _fail(target.dialect, err)

@@ -24,6 +24,7 @@ import orjson
 from .. import metrics
 from .. import protocol as P
 from ..admission import Rejection, Ticket
+from ..catalog.limits import fit_request
 from ..config import ResolvedBackend
 from ..conversations import StoreUnavailable
 from ..dialects import (
@@ -267,13 +268,15 @@ def _route(
     else:
         ir = client.codec.parse_request(body, call.model, call.stream)
         settings = state.config.models[model]
+        # The target model's limits (catalog): clamp the output cap, refuse what cannot fit.
+        default_max = fit_request(ir, primary.caps, settings.default_max_tokens)
         out = target.dialect.codec.build_request(
             ir,
             primary.upstream_model,
-            default_max_tokens=settings.default_max_tokens,
+            default_max_tokens=default_max,
             drop_unsupported=settings.drop_unsupported,
         )
-    sent = target.body(out if out is not None else body)
+    sent = target.body(target.dialect.fit_body(out if out is not None else body, primary.caps))
     new_body = serialise(sent) if sent is not body else None
     set_headers = {
         P.ROUTE_HEADER: model,

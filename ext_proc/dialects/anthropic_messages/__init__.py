@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...translation.operations import CountingCodec
-from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
+from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark, clamp_cap
 from .codec import ANTHROPIC, AnthropicCodec
 from .counting import ANTHROPIC_COUNTING
 from .counting import PATH as COUNT_PATH
+
+if TYPE_CHECKING:
+    from ...catalog.caps import ModelCaps
 
 API_VERSION = "2023-06-01"
 MESSAGES_PATH = "/v1/messages"
@@ -18,6 +21,7 @@ MODELS_PATH = "/v1/models"
 class AnthropicMessages(Dialect):
     name = "anthropic"
     genai_provider = "anthropic"
+    catalog_family = "anthropic"
     codec = ANTHROPIC
     counting: CountingCodec | None = ANTHROPIC_COUNTING
     key_headers: tuple[str, ...] = ("x-api-key",)
@@ -81,6 +85,10 @@ class AnthropicMessages(Dialect):
 
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
+
+    def fit_body(self, body: dict[str, Any], caps: ModelCaps | None) -> dict[str, Any]:
+        """A passed-through ``max_tokens`` above the model's max output, clamped (catalog)."""
+        return clamp_cap(body, ("max_tokens",), caps.max_output_tokens if caps else None)
 
     def passthrough_body(
         self, body: dict[str, Any], upstream_model: str, stream: bool

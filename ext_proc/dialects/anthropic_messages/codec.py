@@ -673,7 +673,11 @@ class AnthropicStreamEncoder(StreamEncoder):
 
 class AnthropicCodec(Codec):
     dialect = DIALECT
-    field_names = {"user": "metadata.user_id", "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"}
+    field_names = {
+        "user": "metadata.user_id",
+        "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+        "stop": "stop_sequences",
+    }
 
     def parse_request(
         self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False

@@ -34,6 +34,7 @@ class AzureOpenAI(OpenAIChat):
     genai_provider = "azure.ai.openai"  # OpenTelemetry GenAI name
     codec = OPENAI  # Azure's bodies and errors are OpenAI's, with extra annotations
     shares_wire_of = "openai"
+    catalog_family = "azure_openai"
     key_headers = ()  # no client surface
     auth_hint = ""
     credential_header_names = ("api-key", "authorization")

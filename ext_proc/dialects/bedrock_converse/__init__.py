@@ -27,6 +27,7 @@ log = logging.getLogger("llm_gateway.bedrock")
 class BedrockConverse(Dialect):
     name = "bedrock"
     codec = BEDROCK
+    catalog_family = "bedrock"
     # Reset on every attempt, so a signature never follows a failover to another provider.
     credential_header_names = ("authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")
     provider_response_headers = (

@@ -4,15 +4,18 @@ the key in ``x-goog-api-key`` or ``?key=``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from ...translation.operations import CountingCodec, EmbeddingsCodec
-from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
+from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark, clamp_cap
 from .codec import GEMINI, GeminiCodec
 from .counting import GEMINI_COUNTING
 from .counting import VERB as COUNT_VERB
 from .embeddings import BATCH, GEMINI_EMBEDDINGS, SINGLE
+
+if TYPE_CHECKING:
+    from ...catalog.caps import ModelCaps
 
 PREFIXES = ("/v1beta/models", "/v1/models")
 VERBS = frozenset({"generateContent", "streamGenerateContent"})
@@ -22,6 +25,7 @@ EMBED_VERBS = frozenset({SINGLE, BATCH})
 class Gemini(Dialect):
     name = "gemini"
     genai_provider = "gcp.gemini"
+    catalog_family = "gemini"
     genai_operation = "generate_content"
     codec = GEMINI
     embeddings: EmbeddingsCodec | None = GEMINI_EMBEDDINGS
@@ -104,6 +108,14 @@ class Gemini(Dialect):
 
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"x-goog-api-key": key}
+
+    def fit_body(self, body: dict[str, Any], caps: ModelCaps | None) -> dict[str, Any]:
+        """A passed-through output cap above the model's max output, clamped (catalog); the
+        API takes both spellings of the field."""
+        cap = caps.max_output_tokens if caps else None
+        for path in (("generationConfig", "maxOutputTokens"), ("generation_config", "max_output_tokens")):
+            body = clamp_cap(body, path, cap)
+        return body
 
     def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:
         if event == "error" or (obj is not None and "error" in obj):

@@ -823,6 +823,8 @@ class GeminiCodec(Codec):
     dialect = DIALECT
     field_names = {
         "n": "generationConfig.candidateCount",
+        "stop": "generationConfig.stopSequences",
+        "max_tokens": "generationConfig.maxOutputTokens",
         "top_k": "generationConfig.topK",
         "seed": "generationConfig.seed",
         "presence_penalty": "generationConfig.presencePenalty",

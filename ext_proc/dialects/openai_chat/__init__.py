@@ -9,20 +9,26 @@ its own provider-side variant (``dialects.azure_openai``).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
+from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark, clamp_cap
+
+if TYPE_CHECKING:
+    from ...catalog.caps import ModelCaps
 from .codec import OPENAI, OpenAICodec
 from .embeddings import OPENAI_EMBEDDINGS
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 EMBEDDINGS_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
 MODELS_PATH = "/v1/models"
+# Where a Chat Completions request carries its output cap: the older name and the newer.
+_CAP_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
 class OpenAIChat(Dialect):
     name = "openai"
     genai_provider = "openai"
+    catalog_family = "openai"
     codec = OPENAI
     embeddings = OPENAI_EMBEDDINGS
     key_headers: tuple[str, ...] = ("authorization",)
@@ -109,6 +115,22 @@ class OpenAIChat(Dialect):
                 **base,
                 "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
             }
+        return out
+
+    def fit_body(self, body: dict[str, Any], caps: ModelCaps | None) -> dict[str, Any]:
+        """The output cap in the field the model takes (OpenAI's reasoning models refuse
+        ``max_tokens``; compatible hosts may only know it), clamped to its max output."""
+        if caps is None:
+            return body
+        out = body
+        field = caps.output_cap_field
+        if field in _CAP_FIELDS:
+            other = next(f for f in _CAP_FIELDS if f != field)
+            if other in body:
+                out = {k: v for k, v in body.items() if k != other}
+                out.setdefault(field, body[other])
+        for f in _CAP_FIELDS:
+            out = clamp_cap(out, (f,), caps.max_output_tokens)
         return out
 
     def strips_added_usage(self, body: dict[str, Any] | None) -> bool:

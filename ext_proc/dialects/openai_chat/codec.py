@@ -859,7 +859,8 @@ class OpenAICodec(Codec):
         if req.top_k is not None and not drop:
             raise unsupported(client_field(req, "top_k"), DIALECT)
         body: dict[str, Any] = {"model": upstream_model, "messages": _build_messages(req, drop)}
-        # max_tokens rather than max_completion_tokens: every OpenAI-compatible host accepts it.
+        # max_tokens rather than max_completion_tokens: every OpenAI-compatible host accepts it
+        # (the dialect's fit_body renames it for models the catalog says need the other).
         if req.max_tokens is not None:
             body["max_tokens"] = req.max_tokens
         if req.temperature is not None:

@@ -9,15 +9,18 @@ sent ``store: false``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...conversations import ConversationStore
-from ..base import COMPLETE, FAILED, ClientCall, Dialect, ResponseKeeper, StreamMark
+from ..base import COMPLETE, FAILED, ClientCall, Dialect, ResponseKeeper, StreamMark, clamp_cap
 from ..openai_chat import DIALECT as CHAT
 from ..openai_chat.embeddings import OPENAI_EMBEDDINGS
 from . import state
 from .codec import RESPONSES, ResponsesCodec
 from .counting import RESPONSES_COUNTING
+
+if TYPE_CHECKING:
+    from ...catalog.caps import ModelCaps
 
 PATHS = ("/v1/responses", "/responses")
 _TERMINAL = frozenset({"response.completed", "response.incomplete"})
@@ -29,6 +32,7 @@ class OpenAIResponses(Dialect):
     codec = RESPONSES
     counting = RESPONSES_COUNTING
     embeddings = OPENAI_EMBEDDINGS  # the same platform serves /v1/embeddings beside /v1/responses
+    catalog_family = "openai"
     key_headers = ("authorization",)
     auth_hint = "send it as 'Authorization: Bearer <key>'"
     credential_header_names = ("authorization",)
@@ -95,6 +99,10 @@ class OpenAIResponses(Dialect):
 
     def credential_headers(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"}
+
+    def fit_body(self, body: dict[str, Any], caps: ModelCaps | None) -> dict[str, Any]:
+        """A passed-through ``max_output_tokens`` above the model's max output, clamped (catalog)."""
+        return clamp_cap(body, ("max_output_tokens",), caps.max_output_tokens if caps else None)
 
     def passthrough_body(
         self, body: dict[str, Any], upstream_model: str, stream: bool

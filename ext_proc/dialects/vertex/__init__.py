@@ -93,6 +93,7 @@ class VertexGemini(_Vertex, Gemini):
     name = "vertex_gemini"
     codec = GEMINI
     shares_wire_of = "gemini"
+    catalog_family = "vertex_gemini"
     publisher = "google"
     embeddings = None  # not carried to Vertex yet (its embeddings endpoint differs): `check` says so
     counting = None
@@ -108,6 +109,7 @@ class VertexAnthropic(_Vertex, AnthropicMessages):
     name = "vertex_anthropic"
     codec = VERTEX_ANTHROPIC
     shares_wire_of = "anthropic"
+    catalog_family = "vertex_anthropic"
     publisher = "anthropic"
     counting = None  # Claude on Vertex counts through another endpoint: the gateway estimates
 

@@ -1,0 +1,46 @@
+"""A translated request fitted to its target model's limits, before the codec builds it.
+
+- Output cap: a client's max tokens above the model's max output is clamped to it (the
+  backend would refuse the request, and the client asked for "at most"); the default
+  the gateway fills in for dialects that require one is clamped the same way.
+- Stop sequences: more than the model accepts cannot be trimmed without changing the
+  answer, so the request is refused (400, naming the client's own field and the limit).
+
+Unknown figures limit nothing. Wire-level fitting (which field carries the output cap)
+is the target dialect's (``Dialect.fit_body``).
+"""
+
+from __future__ import annotations
+
+from ..errors import GatewayError
+from ..translation.codec import client_field
+from ..translation.ir import ChatRequest
+from .caps import ModelCaps
+
+
+def fit_request(req: ChatRequest, caps: ModelCaps | None, default_max_tokens: int) -> int:
+    """Clamp ``req`` to ``caps`` in place; the default max tokens to build with.
+    Raises ``GatewayError`` (400) for what cannot be fitted."""
+    if caps is None:
+        return default_max_tokens
+    limit = caps.max_stop_sequences
+    if limit is not None and len(req.stop) > limit:
+        name = client_field(req, "stop")
+        raise GatewayError(
+            "invalid_request",
+            f"'{name}' has {len(req.stop)} stop sequences; the backend model '{caps.model}' "
+            f"accepts at most {limit}",
+            param=name,
+        )
+    cap = caps.max_output_tokens
+    if cap is None:
+        return default_max_tokens
+    if req.max_tokens is not None and req.max_tokens > cap:
+        req.max_tokens = cap
+    return min(default_max_tokens, cap)
+
+
+def output_cap(caps: ModelCaps | None, requested: int) -> int:
+    """``requested`` output tokens as the model can produce them (admission reserves this)."""
+    cap = caps.max_output_tokens if caps is not None else None
+    return min(requested, cap) if cap is not None else requested
