@@ -21,6 +21,7 @@ from .. import metrics
 from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..state import GatewayState
+from ..translation.names import fit_request, rules_for
 from .plan import serialise
 
 log = logging.getLogger("llm_gateway.upstream")
@@ -75,7 +76,7 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
             ir = src.codec.parse_request(body, source.upstream_model, stream)
             ir.stream = stream
             out = dst.codec.build_request(
-                ir,
+                fit_request(ir, rules_for(dst.codec, target.upstream_model)),
                 target.upstream_model,
                 default_max_tokens=settings.default_max_tokens,
                 drop_unsupported=settings.drop_unsupported,

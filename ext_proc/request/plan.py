@@ -41,6 +41,7 @@ from ..routing import Candidates
 from ..state import GatewayState
 from ..translation.fields import check_depth, too_deep
 from ..translation.ir import ChatRequest
+from ..translation.names import fit_request, rules_for
 
 log = logging.getLogger("llm_gateway.plan")
 
@@ -247,8 +248,9 @@ def _route(
     else:
         ir = client.codec.parse_request(body, call.model, call.stream)
         settings = state.config.models[model]
-        out = target.dialect.codec.build_request(
-            ir,
+        codec = target.dialect.codec
+        out = codec.build_request(
+            fit_request(ir, rules_for(codec, primary.upstream_model)),  # ``ir`` stays the client's
             primary.upstream_model,
             default_max_tokens=settings.default_max_tokens,
             drop_unsupported=settings.drop_unsupported,

@@ -45,7 +45,16 @@ from ..config import ResolvedBackend
 from ..dialects import COMPLETE, DEFAULT, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
 from ..translation.fields import bad_answer, error_json, invalid_answer
-from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
+from ..translation.ir import (
+    BlockStart,
+    ChatRequest,
+    MessageDelta,
+    MessageStart,
+    StreamError,
+    ToolCallPart,
+    Usage,
+)
+from ..translation.names import restore_names, rules_for
 from ..translation.redact import Redactor
 from ..translation.sse import SSEEvent, SSEReader, format_event
 
@@ -112,6 +121,13 @@ class ResponseTranslator:
             self.done = True
             self.on_done(self.status, self.backend_name, self.usage)
 
+    def restorer(self, ir: ChatRequest | None) -> dict[str, str]:
+        """The answering backend's spelling of the client's tool names -> the client's own
+        (requests were fitted to the backend's rules: ``translation.names``)."""
+        if self.same_wire or self.backend_codec is None or self.backend is None:
+            return {}
+        return restore_names(ir, rules_for(self.backend_codec, self.backend.upstream_model))
+
     def merge_usage(self, u: Usage) -> None:
         """Streams report usage in several events (some cumulative): keep the largest of each count."""
         self.usage = u if self.usage is None else _max_usage(self.usage, u)
@@ -122,6 +138,7 @@ class Buffered(ResponseTranslator):
         super().__init__(*args)
         self.ir = ir
         self.parts: list[bytes] = []
+        self.names = self.restorer(ir)
 
     def feed(self, chunk: bytes, end: bool) -> bytes | None:
         if chunk:
@@ -169,6 +186,9 @@ class Buffered(ResponseTranslator):
                 return None
         self.usage = resp.usage
         resp.model = self.model
+        for p in resp.content:
+            if isinstance(p, ToolCallPart):
+                p.name = self.names.get(p.name, p.name)
         return orjson.dumps(self.client.render_reply(resp, self.ir))
 
     def _error(self, body: bytes) -> bytes | None:
@@ -205,6 +225,7 @@ class StreamTranslate(ResponseTranslator):
         self.decoder = self.backend_codec.stream_decoder()
         self.encoder = self.client.stream_encoder(ir)
         self.failed = False
+        self.names = self.restorer(ir)
 
     @property
     def streams(self) -> bool:
@@ -245,6 +266,8 @@ class StreamTranslate(ResponseTranslator):
                 self.merge_usage(ev.usage)
             elif isinstance(ev, MessageDelta) and ev.usage is not None:
                 self.merge_usage(ev.usage)
+            elif isinstance(ev, BlockStart) and ev.tool_name is not None:
+                ev.tool_name = self.names.get(ev.tool_name, ev.tool_name)
             elif isinstance(ev, StreamError):
                 self.failed = True
                 ev.error.message = self.redact(ev.error.message)

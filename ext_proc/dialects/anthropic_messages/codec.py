@@ -62,6 +62,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
 DIALECT = "anthropic"
@@ -671,8 +672,16 @@ class AnthropicStreamEncoder(StreamEncoder):
 # ---- the codec ----------------------------------------------------------------------------
 
 
+# Tool names: "^[a-zA-Z0-9_-]{1,128}$" (Anthropic API reference, Messages tools[].name; the API
+# answers "tools.N.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'").
+# Tool-call ids: tool_use.id / tool_result.tool_use_id "^[a-zA-Z0-9_-]+$" (the API answers
+# "messages.N.content.M.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'").
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 128), call_id=Rule(r"[a-zA-Z0-9_-]+"))
+
+
 class AnthropicCodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
     field_names = {"user": "metadata.user_id", "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"}
 
     def parse_request(

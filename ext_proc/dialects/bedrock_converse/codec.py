@@ -75,6 +75,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
 
@@ -743,8 +744,15 @@ class BedrockStreamEncoder(StreamEncoder):
 # ---- the codec ---------------------------------------------------------------------------
 
 
+# Tool names: ToolSpecification.name "Length Constraints: Minimum length of 1. Maximum length of
+# 64. Pattern: [a-zA-Z0-9_-]+"; tool-call ids: ToolUseBlock.toolUseId, same constraints (Amazon
+# Bedrock API Reference, ToolSpecification, ToolUseBlock, ToolResultBlock).
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(r"[a-zA-Z0-9_-]+", 64))
+
+
 class BedrockCodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
     field_names = {
         "max_tokens": "inferenceConfig.maxTokens",
         "temperature": "inferenceConfig.temperature",

@@ -68,6 +68,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
 DIALECT = "gemini"
@@ -819,8 +820,15 @@ class GeminiStreamEncoder(StreamEncoder):
 # ---- the codec --------------------------------------------------------------------------------
 
 
+# Tool names: FunctionDeclaration.name "Must start with a letter or an underscore. Must be a-z,
+# A-Z, 0-9, or contain underscores, dots, colons and dashes, with a maximum length of 64" (Gemini
+# API / Vertex AI reference, FunctionDeclaration). Function-call ids: no documented rule.
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z_][a-zA-Z0-9_.:-]*", 64))
+
+
 class GeminiCodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
     field_names = {
         "n": "generationConfig.candidateCount",
         "top_k": "generationConfig.topK",

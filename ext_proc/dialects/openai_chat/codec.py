@@ -63,6 +63,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
 DIALECT = "openai"
@@ -783,8 +784,17 @@ class OpenAIStreamEncoder(StreamEncoder):
 # ---- the codec -----------------------------------------------------------------
 
 
+# Tool names: "a-z, A-Z, 0-9, or contain underscores and dashes, with a maximum length of 64"
+# (OpenAI API reference, chat.completions tools[].function.name; the API answers others with
+# "does not match '^[a-zA-Z0-9_-]{1,64}$'"). Tool-call ids: at most 40 characters (the API's
+# "Invalid 'messages[n].tool_calls[0].id': string too long. Expected a string with maximum
+# length 40"; no documented character rule).
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(None, 40))
+
+
 class OpenAICodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
 
     def parse_request(
         self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False

@@ -80,6 +80,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 from ..openai_chat.codec import OPENAI
 
@@ -1039,8 +1040,14 @@ class ResponsesStreamEncoder(StreamEncoder):
 # ---- the codec -------------------------------------------------------------------------------
 
 
+# Tool names: as Chat Completions, "^[a-zA-Z0-9_-]{1,64}$" (OpenAI API reference, responses
+# tools[].name). Tool-call ids (``call_id``): no documented rule.
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64))
+
+
 class ResponsesCodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
     field_names = {
         "max_tokens": "max_output_tokens",
         "response_format": "text.format",
