@@ -20,7 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Role = Literal["user", "assistant", "tool"]
+# ``system``: an instruction in mid-conversation, where the client put it (text only); a
+# leading system prompt is ``ChatRequest.system``. Targets without in-place system messages
+# get it as marked user text (``translation.markers.inline_system``).
+Role = Literal["user", "assistant", "tool", "system"]
 
 # Canonical stop reasons. Codecs map their dialect's values onto these.
 #   end_turn        natural end of the answer
@@ -89,7 +92,7 @@ Part = TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart
 
 @dataclass(slots=True)
 class Message:
-    """One turn. ``tool`` turns carry only ``ToolResultPart``s."""
+    """One turn. ``tool`` turns carry only ``ToolResultPart``s, ``system`` turns only ``TextPart``s."""
 
     role: Role
     parts: list[Part]

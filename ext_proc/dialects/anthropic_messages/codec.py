@@ -62,6 +62,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.markers import inline_system
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
@@ -315,7 +316,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
             content = blocks[0]["text"]
         out.append({"role": role, "content": content})
 
-    for i, m in enumerate(req.messages):
+    for i, m in enumerate(inline_system(req.messages)):  # system turns in place
         target = "assistant" if m.role == "assistant" else "user"
         if target != role:
             flush()

@@ -75,6 +75,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.markers import inline_system
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
@@ -413,7 +414,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
         else:
             out.append({"role": role, "content": content})
 
-    for i, m in enumerate(req.messages):
+    for i, m in enumerate(inline_system(req.messages)):  # system turns in place
         target = "assistant" if m.role == "assistant" else "user"
         if target != role:
             flush()

@@ -68,6 +68,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.markers import inline_system
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
@@ -498,7 +499,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     role = ""
-    for i, m in enumerate(req.messages):
+    for i, m in enumerate(inline_system(req.messages)):  # system turns in place
         target = "model" if m.role == "assistant" else "user"
         if target != role:
             if role:

@@ -63,6 +63,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.markers import mark_error, read_error
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
@@ -290,8 +291,11 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
         role = m.get("role")
         content = m.get("content")
         if role in ("system", "developer"):
-            for p in _content_parts(content, path, unmapped, images=False):
-                system.append(p)  # type: ignore[arg-type]  # images=False: text only
+            texts = _content_parts(content, path, unmapped, images=False)
+            if out:  # mid-conversation: its place is part of its meaning (translation/markers.py)
+                out.append(Message("system", texts))  # type: ignore[arg-type]  # images=False: text only
+            else:
+                system.extend(texts)  # type: ignore[arg-type]
         elif role == "user":
             out.append(Message("user", _content_parts(content, path, unmapped, images=True)))  # type: ignore[arg-type]
         elif role == "assistant":
@@ -317,7 +321,8 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
                     f"'{path}.tool_call_id' does not match any preceding assistant tool call",
                     f"{path}.tool_call_id",
                 )
-            result = ToolResultPart(tcid, _content_parts(content, path, unmapped, images=False), name)
+            result_content, failed = read_error(_content_parts(content, path, unmapped, images=False))  # type: ignore[arg-type]
+            result = ToolResultPart(tcid, result_content, name, failed)
             append_part(out, "tool", result)
         elif role == "function":
             raise invalid(
@@ -373,12 +378,12 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 texts: list[str] = []
-                for k, c in enumerate(p.content):
+                # is_error has no OpenAI field: said in the text (translation/markers.py)
+                for k, c in enumerate(mark_error(p.content, p.is_error)):
                     if isinstance(c, TextPart):
                         texts.append(c.text)
                     elif not drop:  # tool messages carry text only
                         raise unsupported(f"messages[{i}].content[{j}].content[{k}]", DIALECT)
-                # is_error has no OpenAI field; the result text itself says what failed.
                 out.append(
                     {
                         "role": "tool",
@@ -386,6 +391,14 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         "content": _text_content(texts) if texts else "",
                     }
                 )
+            continue
+        if m.role == "system":  # in place, as the client put it
+            out.append(
+                {
+                    "role": "system",
+                    "content": _text_content([p.text for p in m.parts if isinstance(p, TextPart)]),
+                }
+            )
             continue
         if m.role == "user":
             parts: list[dict[str, Any]] = []
