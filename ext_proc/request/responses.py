@@ -186,9 +186,17 @@ class Buffered(ResponseTranslator):
                 return None
         self.usage = resp.usage
         resp.model = self.model
-        for p in resp.content:
-            if isinstance(p, ToolCallPart):
-                p.name = self.names.get(p.name, p.name)
+        if resp.more and not self.client.several_answers:
+            # Only the first would reach the client, while usage counts them all.
+            raise GatewayError(
+                "api_error",
+                f"the backend gave {1 + len(resp.more)} answers and a client of this API takes one",
+                status=502,
+            )
+        for answer in (resp.content, *(c.content for c in resp.more)):
+            for p in answer:
+                if isinstance(p, ToolCallPart):
+                    p.name = self.names.get(p.name, p.name)
         return orjson.dumps(self.client.render_reply(resp, self.ir))
 
     def _error(self, body: bytes) -> bytes | None:

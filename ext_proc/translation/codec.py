@@ -58,6 +58,8 @@ class Codec(ABC):
     #: what this dialect's providers accept as tool names and tool-call ids (``translation.names``
     #: fits a request's to it; a per-model catalog may override it there, in ``rules_for``)
     tool_rules: ToolRules = ANY
+    #: its responses can carry several answers (``ChatResponse.more``): choices, candidates
+    several_answers: bool = False
 
     # ---- requests ----------------------------------------------------------
     @abstractmethod

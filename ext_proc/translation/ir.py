@@ -186,6 +186,14 @@ class Usage:
 
 
 @dataclass(slots=True)
+class Choice:
+    """A further answer to the same request (OpenAI ``n``, Gemini ``candidateCount`` > 1)."""
+
+    content: list[TextPart | ToolCallPart]
+    stop_reason: StopReason = "end_turn"
+
+
+@dataclass(slots=True)
 class ChatResponse:
     id: str
     model: str
@@ -193,6 +201,9 @@ class ChatResponse:
     stop_reason: StopReason = "end_turn"
     stop_sequence: str | None = None
     usage: Usage = field(default_factory=Usage)
+    # Answers 2..n when the backend gave several (``usage`` counts them all): carried to clients
+    # whose dialect has several (``Codec.several_answers``); any other client is refused the answer.
+    more: list[Choice] = field(default_factory=list)
 
 
 # ---- stream events -------------------------------------------------------

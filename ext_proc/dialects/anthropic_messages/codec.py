@@ -375,7 +375,33 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     block["is_error"] = True
                 results.append(block)
     flush()
+    return _without_blank_assistant_text(out)
+
+
+def _without_blank_assistant_text(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the API rejects, left out faithfully: assistant text blocks that are empty or
+    whitespace only ("text content blocks must contain non-whitespace text") say nothing, and
+    a final assistant turn (a prefill) loses its trailing whitespace ("final assistant content
+    cannot end with trailing whitespace"); the model continues from the same visible text.
+    An assistant turn left empty goes, and the user turns around it become one."""
+    out: list[dict[str, Any]] = []
+    for n, turn in enumerate(turns):
+        if turn["role"] == "assistant":
+            blocks = [b for b in turn["content"] if b["type"] != "text" or b["text"].strip()]
+            if n == len(turns) - 1 and blocks and blocks[-1]["type"] == "text":
+                blocks[-1] = {**blocks[-1], "text": blocks[-1]["text"].rstrip()}
+            if not blocks:
+                continue
+            turn = {**turn, "content": blocks}
+        elif out and out[-1]["role"] == "user":  # the assistant turn between them went
+            out[-1] = {"role": "user", "content": _blocks(out[-1]["content"]) + _blocks(turn["content"])}
+            continue
+        out.append(turn)
     return out
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
 
 
 # ---- responses / usage --------------------------------------------------------------

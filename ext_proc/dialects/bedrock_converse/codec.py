@@ -422,7 +422,9 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
         for j, p in enumerate(m.parts):
             path = f"messages[{i}].content[{j}]"
             if isinstance(p, TextPart):
-                if p.text:
+                # Converse rejects blank text ("The text field in the ContentBlock object at
+                # messages.N.content.M is blank"): whitespace says nothing, so it is left out.
+                if p.text.strip():
                     blocks.append({"text": p.text})
             elif isinstance(p, ImagePart):
                 if target == "assistant":

@@ -1,0 +1,67 @@
+"""What a target has no field for, said in the text instead, in one documented spelling
+(README "Translation": "Said in text where the target has no field").
+
+- **Tool-result errors.** Anthropic (``is_error``), Gemini (``functionResponse.response.error``)
+  and Bedrock (``toolResult.status: error``) mark a failed tool call; OpenAI's tool messages and
+  ``function_call_output`` items have no such flag. Towards OpenAI targets the result's text
+  starts with ``TOOL_ERROR``; an OpenAI request whose tool result starts with it is read back as
+  an error result (so a body translated once and translated again, on failover, keeps the flag).
+- **A system message in mid-conversation.** OpenAI's ``system``/``developer`` messages may come
+  anywhere, and where they come is part of what they mean (an instruction given after turn 5
+  is not one given before turn 1). The IR keeps them in place (``Message`` role ``system``).
+  Targets with only a top-level system prompt (Anthropic, Gemini, Bedrock) get them as user
+  text wrapped in ``<system-message>`` tags, at the same place: merged into the neighbouring
+  user turn, or a user turn of their own between two assistant turns, so role alternation holds.
+  Moving them into the top-level system prompt would change when they apply.
+"""
+
+from __future__ import annotations
+
+from .ir import ImagePart, Message, TextPart
+
+TOOL_ERROR = "[tool error] "
+SYSTEM_OPEN = "<system-message>\n"
+SYSTEM_CLOSE = "\n</system-message>"
+
+
+def mark_error(content: list[TextPart | ImagePart], is_error: bool) -> list[TextPart | ImagePart]:
+    """A tool result's content for a target without an error flag: marked when it failed."""
+    if not is_error:
+        return content
+    if content and isinstance(first := content[0], TextPart):
+        return [TextPart(TOOL_ERROR + first.text), *content[1:]]
+    return [TextPart(TOOL_ERROR.rstrip()), *content]
+
+
+def read_error(content: list[TextPart | ImagePart]) -> tuple[list[TextPart | ImagePart], bool]:
+    """A tool result read from a dialect without an error flag: (content without the marker,
+    whether it carried one)."""
+    if content and isinstance(first := content[0], TextPart):
+        if first.text.startswith(TOOL_ERROR):
+            return [TextPart(first.text[len(TOOL_ERROR) :]), *content[1:]], True
+        if first.text == TOOL_ERROR.rstrip():
+            return list(content[1:]), True
+    return content, False
+
+
+def inline_system(messages: list[Message]) -> list[Message]:
+    """``messages`` for a target whose only system prompt is the top-level one: each in-place
+    ``system`` turn becomes marked user text at the same index. The target's codec joins it with
+    neighbouring user turns as it joins any consecutive user-side turns (tool results first)."""
+    if not any(m.role == "system" for m in messages):
+        return messages
+    return [
+        Message(
+            "user",
+            [
+                TextPart(
+                    SYSTEM_OPEN
+                    + "\n\n".join(p.text for p in m.parts if isinstance(p, TextPart))
+                    + SYSTEM_CLOSE
+                )
+            ],
+        )
+        if m.role == "system"
+        else m
+        for m in messages
+    ]
