@@ -6,6 +6,8 @@ marker reaches an OpenAI backend, and a late system message keeps its place."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -16,6 +18,7 @@ from google.genai import types
 
 from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY, MockAdmin
+from tests.stack import config_on_free_ports, start_stack
 
 # Valid for an Anthropic client (up to 128 of [a-zA-Z0-9_-]), too long for OpenAI (64).
 LONG = "mcp__workspace_tools__" + "read_file_contents_with_line_numbers_and_metadata_" * 2
@@ -68,7 +71,10 @@ def test_a_long_tool_name_round_trips_through_an_openai_backend(
         "messages": [
             *kwargs["messages"],
             {"role": "assistant", "content": [c.model_dump(exclude_none=True) for c in calls]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": calls[0].id, "content": "42 lines"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": calls[0].id, "content": "42 lines"}],
+            },
         ],
     }
     follow.pop("tools")
@@ -84,7 +90,9 @@ def test_a_long_tool_name_round_trips_through_an_openai_backend(
 def test_a_dotted_gemini_function_name_round_trips_through_an_anthropic_backend(
     gateway: Stack, mocks: MockAdmin, stream: bool
 ) -> None:
-    client = genai.Client(api_key=DEMO_KEY, http_options=types.HttpOptions(base_url=gateway.base_url, timeout=20_000))
+    client = genai.Client(
+        api_key=DEMO_KEY, http_options=types.HttpOptions(base_url=gateway.base_url, timeout=20_000)
+    )
     cfg = types.GenerateContentConfig(
         tools=[
             types.Tool(
@@ -105,7 +113,9 @@ def test_a_dotted_gemini_function_name_round_trips_through_an_anthropic_backend(
             for fc in (chunk.function_calls or [])
         ]
     else:
-        calls = client.models.generate_content(model=model, contents="read it", config=cfg).function_calls or []
+        calls = (
+            client.models.generate_content(model=model, contents="read it", config=cfg).function_calls or []
+        )
     body = received(mocks, "anthropic")
     sent = body["tools"][0]["name"]
     assert sent != DOTTED and ANTHROPIC_NAME.fullmatch(sent)
@@ -123,7 +133,9 @@ def test_odd_tool_call_ids_are_fitted_for_anthropic_and_still_pair(gateway: Stac
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [{"id": odd, "type": "function", "function": {"name": "read", "arguments": "{}"}}],
+                "tool_calls": [
+                    {"id": odd, "type": "function", "function": {"name": "read", "arguments": "{}"}}
+                ],
             },
             {"role": "tool", "tool_call_id": odd, "content": "file body"},
         ],
@@ -144,7 +156,10 @@ def test_a_tool_result_error_reaches_an_openai_backend(gateway: Stack, mocks: Mo
         tools=[{"name": "get_weather", "input_schema": SCHEMA}],
         messages=[
             {"role": "user", "content": "weather?"},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}],
+            },
             {
                 "role": "user",
                 "content": [
@@ -157,7 +172,9 @@ def test_a_tool_result_error_reaches_an_openai_backend(gateway: Stack, mocks: Mo
     assert tool_msg == {"role": "tool", "tool_call_id": "toolu_1", "content": "[tool error] HTTP 503"}
 
 
-def test_a_late_developer_message_keeps_its_place_at_an_anthropic_backend(gateway: Stack, mocks: MockAdmin) -> None:
+def test_a_late_developer_message_keeps_its_place_at_an_anthropic_backend(
+    gateway: Stack, mocks: MockAdmin
+) -> None:
     sdk = openai_sdk(gateway)
     sdk.chat.completions.create(
         model="claude-sonnet-4-6",
@@ -175,3 +192,41 @@ def test_a_late_developer_message_keeps_its_place_at_an_anthropic_backend(gatewa
     last = body["messages"][2]["content"]
     texts = [last] if isinstance(last, str) else [b["text"] for b in last]
     assert texts == ["<system-message>\nAnswer in French from now on.\n</system-message>", "Paris."]
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[tuple[Stack, MockAdmin]]:
+    """A stack of its own: an earlier failover leaves the OpenAI backend cooling down, and the
+    next request would go to Anthropic first."""
+    stack = start_stack(tmp_path, config_on_free_ports())
+    try:
+        yield stack, MockAdmin(stack)
+    finally:
+        stack.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_names_come_back_after_failover_to_a_backend_of_the_clients_own_wire(
+    fresh: tuple[Stack, MockAdmin], stream: bool
+) -> None:
+    """The OpenAI primary fails; the attempt to Anthropic re-translates the body fitted for
+    OpenAI, so Anthropic sees OpenAI's spelling, and the Anthropic client still gets its own."""
+    gateway, mocks = fresh
+    mocks.fault("openai", mode="error", status=500)
+    sdk = anthropic_sdk(gateway)
+    kwargs: dict[str, Any] = {
+        "model": "gpt-5.5",
+        "max_tokens": 200,
+        "tools": [{"name": LONG, "input_schema": SCHEMA}],
+        "messages": [{"role": "user", "content": "use tool please"}],
+    }
+    if stream:
+        with sdk.messages.stream(**kwargs) as s:
+            msg = s.get_final_message()
+    else:
+        msg = sdk.messages.create(**kwargs)
+    assert mocks.stats("openai")["by_status"] == {"500": 1}
+    assert mocks.stats("anthropic")["requests"] == 1
+    sent = received(mocks, "anthropic")["tools"][0]["name"]
+    assert sent != LONG and OPENAI_NAME.fullmatch(sent)
+    assert [b.name for b in msg.content if b.type == "tool_use"] == [LONG]

@@ -41,7 +41,7 @@ from ..routing import Candidates
 from ..state import GatewayState
 from ..translation.fields import check_depth, too_deep
 from ..translation.ir import ChatRequest
-from ..translation.names import fit_request, rules_for
+from ..translation.names import fit_request, renames, rules_for
 
 log = logging.getLogger("llm_gateway.plan")
 
@@ -84,6 +84,9 @@ class RoutePlan:
     remove_headers: list[str]
     new_body: bytes | None  # None: the client's body goes unchanged
     keeper: ResponseKeeper | None = None  # the dialect's finish effect (keeps the answer for later turns)
+    # The primary's body spells some tool names its own way (``translation.names``): an answer
+    # from a backend of the client's wire, reached by failover from it, carries that spelling too.
+    renamed: bool = False
 
 
 def reject(
@@ -242,6 +245,7 @@ def _route(
     call, client = started.call, started.dialect
     target = state.router.targets[primary.name]
     ir: ChatRequest | None = None
+    renamed = False
     if target.dialect.wire == client.wire:
         # Same wire format (the client's own dialect, or a cloud's variant of it): pass through.
         out = target.dialect.passthrough_body(body, primary.upstream_model, stream)
@@ -249,8 +253,10 @@ def _route(
         ir = client.codec.parse_request(body, call.model, call.stream)
         settings = state.config.models[model]
         codec = target.dialect.codec
+        rules = rules_for(codec, primary.upstream_model)
+        renamed = renames(ir, rules)
         out = codec.build_request(
-            fit_request(ir, rules_for(codec, primary.upstream_model)),  # ``ir`` stays the client's
+            fit_request(ir, rules),  # ``ir`` stays the client's
             primary.upstream_model,
             default_max_tokens=settings.default_max_tokens,
             drop_unsupported=settings.drop_unsupported,
@@ -278,7 +284,19 @@ def _route(
         if h not in set_headers
     )
     remove["accept-encoding"] = None
-    return RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, list(remove), new_body)
+    return RoutePlan(
+        started,
+        model,
+        stream,
+        body,
+        primary,
+        ir,
+        ticket,
+        set_headers,
+        list(remove),
+        new_body,
+        renamed=renamed,
+    )
 
 
 def serialise(body: dict[str, Any]) -> bytes:

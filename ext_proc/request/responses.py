@@ -83,6 +83,8 @@ class ResponseTranslator:
         model: str,
         on_done: OnDone,
         redact: Redactor,
+        *,
+        translate: bool = False,
     ):
         self.dialect = dialect
         self.redact = redact
@@ -91,7 +93,9 @@ class ResponseTranslator:
         backend_dialect = get_dialect(backend.dialect) if backend else None
         self.backend_codec = backend_dialect.codec if backend_dialect else None
         # Success bodies of the client's wire format pass through (a cloud's variant included).
-        self.same_wire = backend_dialect is None or backend_dialect.wire == dialect.wire
+        # (``translate``: an answer of the client's wire still goes through the IR, to put back
+        # the client's tool names a failover attempt's body carried in another backend's spelling.)
+        self.same_wire = not translate and (backend_dialect is None or backend_dialect.wire == dialect.wire)
         self.status = status
         self.model = model
         self.on_done = on_done
@@ -134,8 +138,8 @@ class ResponseTranslator:
 
 
 class Buffered(ResponseTranslator):
-    def __init__(self, *args: Any, ir: ChatRequest | None) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, ir: ChatRequest | None, translate: bool = False) -> None:
+        super().__init__(*args, translate=translate)
         self.ir = ir
         self.parts: list[bytes] = []
         self.names = self.restorer(ir)
@@ -227,7 +231,7 @@ class Buffered(ResponseTranslator):
 
 class StreamTranslate(ResponseTranslator):
     def __init__(self, *args: Any, ir: ChatRequest) -> None:
-        super().__init__(*args)
+        super().__init__(*args, translate=True)
         assert self.backend_codec is not None and self.backend is not None
         self.reader = get_dialect(self.backend.dialect).stream_framing.reader()
         self.decoder = self.backend_codec.stream_decoder()
@@ -386,11 +390,14 @@ def make_translator(
     body: dict[str, Any] | None,
     on_done: OnDone,
     redact: Redactor,
+    restore_names: bool = False,
 ) -> ResponseTranslator:
     args = (client, backend, status, model, on_done, redact)
+    same_wire = backend is not None and get_dialect(backend.dialect).wire == client.wire
+    restore = restore_names and same_wire and ir is not None and status == 200
     if not stream or status != 200 or backend is None:
-        return Buffered(*args, ir=ir)
-    if get_dialect(backend.dialect).wire != client.wire:
+        return Buffered(*args, ir=ir, translate=restore)
+    if not same_wire or restore:
         if ir is None:
             return Buffered(*args, ir=None)
         return StreamTranslate(*args, ir=ir)

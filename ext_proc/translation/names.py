@@ -127,6 +127,11 @@ def fit_request(req: ChatRequest, rules: ToolRules) -> ChatRequest:
     return replace(req, messages=messages, tools=tools, tool_choice=choice)
 
 
+def renames(req: ChatRequest, rules: ToolRules) -> bool:
+    """Does fitting ``req`` for a target change one of its tool names?"""
+    return any(fit(n, rules.name) != n for n in client_names(req))
+
+
 def client_names(req: ChatRequest) -> set[str]:
     """Every tool name the client used: its tools, its tool choice, and its history's calls."""
     names = {t.name for t in req.tools}
