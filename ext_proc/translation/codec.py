@@ -58,7 +58,7 @@ class Codec(ABC):
     #: what this dialect's providers accept as tool names and tool-call ids (``translation.names``
     #: fits a request's to it; a per-model catalog may override it there, in ``rules_for``)
     tool_rules: ToolRules = ANY
-    #: its responses can carry several answers (``ChatResponse.more``): choices, candidates
+    #: its responses can carry several answers to one request (``ChatResponse.more``)
     several_answers: bool = False
 
     # ---- requests ----------------------------------------------------------

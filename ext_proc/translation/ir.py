@@ -187,7 +187,7 @@ class Usage:
 
 @dataclass(slots=True)
 class Choice:
-    """A further answer to the same request (OpenAI ``n``, Gemini ``candidateCount`` > 1)."""
+    """A further answer to the same request (a client that asked for several)."""
 
     content: list[TextPart | ToolCallPart]
     stop_reason: StopReason = "end_turn"

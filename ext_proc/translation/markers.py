@@ -1,18 +1,18 @@
 """What a target has no field for, said in the text instead, in one documented spelling
-(README "Translation": "Said in text where the target has no field").
+(docs/translation.md, "Said in the text where the target has no field").
 
-- **Tool-result errors.** Anthropic (``is_error``), Gemini (``functionResponse.response.error``)
-  and Bedrock (``toolResult.status: error``) mark a failed tool call; OpenAI's tool messages and
-  ``function_call_output`` items have no such flag. Towards OpenAI targets the result's text
-  starts with ``TOOL_ERROR``; an OpenAI request whose tool result starts with it is read back as
-  an error result (so a body translated once and translated again, on failover, keeps the flag).
-- **A system message in mid-conversation.** OpenAI's ``system``/``developer`` messages may come
-  anywhere, and where they come is part of what they mean (an instruction given after turn 5
-  is not one given before turn 1). The IR keeps them in place (``Message`` role ``system``).
-  Targets with only a top-level system prompt (Anthropic, Gemini, Bedrock) get them as user
-  text wrapped in ``<system-message>`` tags, at the same place: merged into the neighbouring
-  user turn, or a user turn of their own between two assistant turns, so role alternation holds.
-  Moving them into the top-level system prompt would change when they apply.
+- **Tool-result errors.** Some dialects flag a failed tool call's result, some have no such
+  flag. Towards a target without one (its codec calls ``mark_error``) the result's text starts
+  with ``TOOL_ERROR``; a request of such a dialect whose tool result starts with it is read back
+  as an error result (``read_error``), so a body translated once and translated again, on
+  failover, keeps the flag.
+- **A system message in mid-conversation.** Some dialects take system messages anywhere in the
+  conversation, and where one comes is part of what it means (an instruction given after turn 5
+  is not one given before turn 1). The IR keeps it in place (a ``Message`` of role ``system``).
+  Targets with only a top-level system prompt get it as user text wrapped in
+  ``<system-message>`` tags at the same place (``inline_system``): joined with the neighbouring
+  user turn, or a user turn of its own between two assistant turns, so roles still alternate.
+  Moving it into the top-level system prompt would change when it applies.
 """
 
 from __future__ import annotations

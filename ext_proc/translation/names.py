@@ -38,7 +38,7 @@ from typing import Any
 from .ir import ChatRequest, Message, Part, Tool, ToolCallPart, ToolChoice, ToolResultPart
 
 # The safe form's shape: valid under every dialect table below (the strictest is 40 characters,
-# OpenAI Chat's tool-call id limit, and Gemini's first-character rule).
+# the shortest id limit of a dialect table, and a letter first, as the strictest name rule wants).
 SAFE_MAX = 40
 _HASH_HEX = 10
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
