@@ -1,5 +1,5 @@
 """What a target has no field for, said in the text instead, in one documented spelling
-(docs/translation.md, "Said in the text where the target has no field").
+(README, "Mapped in translation").
 
 - **Tool-result errors.** Some dialects flag a failed tool call's result, some have no such
   flag. Towards a target without one (its codec calls ``mark_error``) the result's text starts
