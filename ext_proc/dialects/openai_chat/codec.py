@@ -323,7 +323,7 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
                     f"'{path}.tool_call_id' does not match any preceding assistant tool call",
                     f"{path}.tool_call_id",
                 )
-            result_content, failed = read_error(_content_parts(content, path, unmapped, images=False))  # type: ignore[arg-type]
+            result_content, failed = read_error(_content_parts(content, path, unmapped, images=False))
             result = ToolResultPart(tcid, result_content, name, failed)
             append_part(out, "tool", result)
         elif role == "function":

@@ -323,8 +323,8 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
             if "output" not in item:
                 raise invalid(f"missing required field '{path}.output'", f"{path}.output")
             output = _content(item["output"], f"{path}.output", "user", unmapped, files=False)
-            output, failed = read_error(output)  # type: ignore[arg-type]  # files=False: no FilePart
-            result = ToolResultPart(call_id, output, called, failed)
+            result_parts, failed = read_error(output)  # type: ignore[arg-type]  # files=False: no FilePart
+            result = ToolResultPart(call_id, result_parts, called, failed)
             append_part(out, "tool", result)
         elif t == "reasoning":
             continue  # the model's earlier thoughts: no other backend can take them back
@@ -494,13 +494,13 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 # is_error has no Responses field: said in the text (translation/markers.py)
-                content = mark_error(p.content, p.is_error)
-                if all(isinstance(c, TextPart) for c in content):
-                    output: Any = "".join(c.text for c in content)
+                marked = mark_error(p.content, p.is_error)
+                if all(isinstance(c, TextPart) for c in marked):
+                    output: Any = "".join(c.text for c in marked)  # type: ignore[union-attr]
                 else:
                     output = [
                         c
-                        for k, x in enumerate(content)
+                        for k, x in enumerate(marked)
                         if (c := _user_part(x, f"messages[{i}].content[{j}].content[{k}]", drop)) is not None
                     ]
                 items.append({"type": "function_call_output", "call_id": p.tool_call_id, "output": output})
