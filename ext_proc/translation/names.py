@@ -139,10 +139,9 @@ def client_names(req: ChatRequest) -> set[str]:
         names.add(req.tool_choice.name)
     for m in req.messages:
         for p in m.parts:
-            if isinstance(p, ToolCallPart):
-                names.add(p.name)
-            elif isinstance(p, ToolResultPart) and p.name:
-                names.add(p.name)
+            name = p.name if isinstance(p, ToolCallPart | ToolResultPart) else None
+            if name:
+                names.add(name)
     return names
 
 
