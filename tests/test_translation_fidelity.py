@@ -366,3 +366,23 @@ def test_read_error_undoes_the_marking(text: str, failed: bool) -> None:
     back, flag = read_error(marked)
     if not text.startswith(TOOL_ERROR.rstrip()):  # a text that itself looks marked reads as marked
         assert (back, flag) == (content, failed)
+
+
+_ANSWER = st.lists(st.text(min_size=1, max_size=20).filter(str.strip), min_size=1, max_size=2).map(
+    lambda ts: [TextPart(t) for t in ts]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_ANSWER, st.sampled_from(["end_turn", "max_tokens"])), min_size=1, max_size=4))
+def test_several_answers_survive_render_and_parse_in_both_dialects(answers: list[tuple[Any, str]]) -> None:
+    """Rendered by one dialect that has several answers and parsed by it again, each answer keeps its
+    place, its text and its stop reason (text blocks of one answer are one string in OpenAI)."""
+    first, *rest = answers
+    resp = ChatResponse("id", "m", first[0], first[1], more=[Choice(c, s) for c, s in rest])  # type: ignore[arg-type]
+    for dialect in ("openai", "gemini"):
+        back = CODECS[dialect].parse_response(CODECS[dialect].render_response(resp))
+        got = [(back.content, back.stop_reason)] + [(c.content, c.stop_reason) for c in back.more]
+        want = [(c, s) for c, s in answers]
+        joined = lambda parts: "".join(p.text for p in parts)  # noqa: E731
+        assert [(joined(c), s) for c, s in got] == [(joined(c), s) for c, s in want]
