@@ -386,3 +386,26 @@ def test_several_answers_survive_render_and_parse_in_both_dialects(answers: list
         want = [(c, s) for c, s in answers]
         joined = lambda parts: "".join(p.text for p in parts)  # noqa: E731
         assert [(joined(c), s) for c, s in got] == [(joined(c), s) for c, s in want]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["system", "developer", "user", "assistant"]), min_size=1, max_size=8))
+def test_system_messages_anywhere_parse_in_place_and_rebuild_the_same(roles: list[str]) -> None:
+    body = {"model": "x", "messages": [{"role": r, "content": f"{r} {n}"} for n, r in enumerate(roles)]}
+    req = CODECS["openai"].parse_request(body)
+    lead = next((n for n, r in enumerate(roles) if r not in ("system", "developer")), len(roles))
+    assert [p.text for p in req.system] == [f"{r} {n}" for n, r in enumerate(roles[:lead])]
+    texts = [(m.role, p.text) for m in req.messages for p in m.parts if isinstance(p, TextPart)]
+    assert texts == [
+        ("system" if r in ("system", "developer") else r, f"{r} {n}")
+        for n, r in enumerate(roles)
+        if n >= lead
+    ]
+    built = build("openai", req)
+    assert CODECS["openai"].parse_request(built).messages == req.messages
+    for target in ("anthropic", "gemini", "bedrock"):
+        if req.messages:
+            out = orjson.dumps(build(target, req)).decode()
+            for n, r in enumerate(roles[lead:], lead):
+                if r in ("system", "developer"):
+                    assert orjson.dumps(SYSTEM_OPEN + f"{r} {n}" + SYSTEM_CLOSE).decode()[1:-1] in out
