@@ -120,6 +120,19 @@ def test_a_same_dialect_rebuild_keeps_the_place() -> None:
     assert again == built
 
 
+@pytest.mark.parametrize("primary", TOP_LEVEL_ONLY)
+@pytest.mark.parametrize("target", ["openai", "openai_responses"])
+def test_failover_from_a_top_level_only_primary_gives_the_system_role_back(primary: str, target: str) -> None:
+    """OpenAI client -> (primary with one system prompt) -> failover re-translation -> OpenAI target."""
+    once = build(primary, CODECS["openai"].parse_request(CHAT_BODY))
+    again = CODECS[primary].parse_request(once, "m")
+    assert [m.role for m in again.messages] == ["user", "assistant", "system", "user"]
+    assert again.messages[2].parts == [TextPart(LATE)]
+    assert build(primary, again) == once  # and the primary's own body rebuilds the same
+    items = build(target, again)
+    assert "<system-message>" not in orjson.dumps(items).decode()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from(["user", "assistant", "tool", "system"]), min_size=1, max_size=8))
 def test_inline_system_keeps_indexes_and_leaves_no_system_turn(roles: list[str]) -> None:
@@ -409,3 +422,21 @@ def test_system_messages_anywhere_parse_in_place_and_rebuild_the_same(roles: lis
             for n, r in enumerate(roles[lead:], lead):
                 if r in ("system", "developer"):
                     assert orjson.dumps(SYSTEM_OPEN + f"{r} {n}" + SYSTEM_CLOSE).decode()[1:-1] in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["user", "assistant", "system"]),
+            st.lists(st.text(max_size=12), min_size=1, max_size=3),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_read_system_undoes_inline_system(turns: list[tuple[str, list[str]]]) -> None:
+    from ext_proc.translation.markers import read_system
+
+    msgs = [Message(r, [TextPart(t) for t in (ts[:1] if r == "system" else ts)]) for r, ts in turns]  # type: ignore[arg-type]
+    assert read_system(inline_system(msgs)) == msgs

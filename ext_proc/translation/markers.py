@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from .ir import ImagePart, Message, TextPart
+from .ir import ImagePart, Message, Part, TextPart
 
 TOOL_ERROR = "[tool error] "
 SYSTEM_OPEN = "<system-message>\n"
@@ -65,3 +65,32 @@ def inline_system(messages: list[Message]) -> list[Message]:
         else m
         for m in messages
     ]
+
+
+def _unwrapped(p: Part) -> str | None:
+    if isinstance(p, TextPart) and p.text.startswith(SYSTEM_OPEN) and p.text.endswith(SYSTEM_CLOSE):
+        return p.text[len(SYSTEM_OPEN) : len(p.text) - len(SYSTEM_CLOSE)]
+    return None
+
+
+def read_system(messages: list[Message]) -> list[Message]:
+    """``inline_system`` undone, for a request of a dialect with only a top-level system prompt:
+    marked user text is a ``system`` turn again, in place (a body translated once and again, on
+    failover, to a target with in-place system messages gives them back their role)."""
+    if not any(_unwrapped(p) is not None for m in messages if m.role == "user" for p in m.parts):
+        return messages
+    out: list[Message] = []
+    for m in messages:
+        if m.role != "user":
+            out.append(m)
+            continue
+        start = len(out)
+        for p in m.parts:
+            text = _unwrapped(p)
+            if text is not None:
+                out.append(Message("system", [TextPart(text)]))
+            elif len(out) > start and out[-1].role == "user":
+                out[-1].parts.append(p)
+            else:
+                out.append(Message("user", [p]))
+    return out

@@ -62,7 +62,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
-from ...translation.markers import inline_system
+from ...translation.markers import inline_system, read_system
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
@@ -729,7 +729,7 @@ class AnthropicCodec(Codec):
             unmapped.append("thinking")
             values["thinking"] = thinking
         system = _parse_text_blocks(body["system"], "system") if body.get("system") is not None else []
-        messages = _parse_messages(body.get("messages"), unmapped)
+        messages = read_system(_parse_messages(body.get("messages"), unmapped))
         stops = body.get("stop_sequences")
         if stops is None:
             stops = []

@@ -75,7 +75,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
-from ...translation.markers import inline_system
+from ...translation.markers import inline_system, read_system
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
@@ -782,7 +782,7 @@ class BedrockCodec(Codec):
                 unmapped.append(key)
                 values[key] = value
         system = _parse_system(body["system"], unmapped) if body.get("system") is not None else []
-        messages = _parse_messages(body.get("messages"), unmapped)
+        messages = read_system(_parse_messages(body.get("messages"), unmapped))
         req = ChatRequest(
             model=path_model,
             messages=messages,

@@ -72,7 +72,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
-from ...translation.markers import inline_system
+from ...translation.markers import inline_system, read_system
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
@@ -913,7 +913,7 @@ class GeminiCodec(Codec):
                     system.append(TextPart(p["text"]))
         req = ChatRequest(
             model=model,
-            messages=_parse_contents(body.get("contents"), unmapped),
+            messages=read_system(_parse_contents(body.get("contents"), unmapped)),
             system=system,
             tools=_parse_tools(body.get("tools"), unmapped),
             tool_choice=_parse_tool_config(_g(body, "toolConfig", "tool_config"), unmapped, values),
