@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ext_proc import catalog
 from ext_proc.admission import estimate
 from ext_proc.catalog import CapabilityOverrides, Catalog, ModelCaps
-from ext_proc.catalog.limits import fit_request, output_cap
+from ext_proc.catalog.limits import clamp_to_model, output_cap
 from ext_proc.config import DEFAULT_CONFIG, ConfigError, parse_config, retirement_warnings
 from ext_proc.dialects import get_codec, get_dialect
 from ext_proc.errors import GatewayError
@@ -222,16 +222,16 @@ def test_a_max_tokens_above_the_model_output_is_clamped() -> None:
     req = parsed(
         "openai", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6}
     )
-    default = fit_request(req, gemini, 4096)
+    default = clamp_to_model(req, gemini, 4096)
     assert (req.max_tokens, default) == (65_536, 4096)
     body = get_codec("gemini").build_request(req, "gemini-3.5-flash", default_max_tokens=default)
     assert body["generationConfig"]["maxOutputTokens"] == 65_536
     # Within the limit: untouched; and the default the gateway fills in is clamped too.
     small = ModelCaps(model="small", family="anthropic", max_output_tokens=100)
     req = parsed("openai", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50})
-    assert (fit_request(req, small, 4096), req.max_tokens) == (100, 50)
+    assert (clamp_to_model(req, small, 4096), req.max_tokens) == (100, 50)
     req.max_tokens = None
-    out = get_codec("anthropic").build_request(req, "small", default_max_tokens=fit_request(req, small, 4096))
+    out = get_codec("anthropic").build_request(req, "small", default_max_tokens=clamp_to_model(req, small, 4096))
     assert out["max_tokens"] == 100
 
 
@@ -258,14 +258,14 @@ def test_too_many_stop_sequences_are_refused_naming_the_clients_field(
     )
     req = parsed(client, {**turn, **body}, path_model)
     with pytest.raises(GatewayError) as e:
-        fit_request(req, catalog.lookup("openai", "gpt-5.5"), 4096)
+        clamp_to_model(req, catalog.lookup("openai", "gpt-5.5"), 4096)
     assert e.value.status == 400 and e.value.param == field
     assert e.value.message == f"'{field}' has 5 stop sequences; the backend model 'gpt-5.5' accepts at most 4"
     rendered = get_codec(client).render_error(e.value)
     assert field in str(rendered)
     # Within the limit (or unknown): accepted.
-    assert fit_request(req, catalog.lookup("gemini", "gemini-3.5-flash"), 4096) == 4096
-    assert fit_request(req, None, 4096) == 4096
+    assert clamp_to_model(req, catalog.lookup("gemini", "gemini-3.5-flash"), 4096) == 4096
+    assert clamp_to_model(req, None, 4096) == 4096
 
 
 @settings(max_examples=200, deadline=None)
@@ -281,7 +281,7 @@ def test_the_sent_output_cap_never_exceeds_the_model(
     req = parsed(
         "openai", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": asked}
     )
-    fitted_default = fit_request(req, caps, default)
+    fitted_default = clamp_to_model(req, caps, default)
     sent = get_codec("anthropic").build_request(req, "m", default_max_tokens=fitted_default)["max_tokens"]
     assert sent == min(asked or default, cap or 10**9)
     assert output_cap(caps, asked or default) == sent

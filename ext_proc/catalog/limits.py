@@ -18,7 +18,7 @@ from ..translation.ir import ChatRequest
 from .caps import ModelCaps
 
 
-def fit_request(req: ChatRequest, caps: ModelCaps | None, default_max_tokens: int) -> int:
+def clamp_to_model(req: ChatRequest, caps: ModelCaps | None, default_max_tokens: int) -> int:
     """Clamp ``req`` to ``caps`` in place; the default max tokens to build with.
     Raises ``GatewayError`` (400) for what cannot be fitted."""
     if caps is None:

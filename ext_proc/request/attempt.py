@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import orjson
 
 from .. import metrics
-from ..catalog.limits import fit_request
+from ..catalog.limits import clamp_to_model
 from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..state import GatewayState
+from ..translation import names
 from . import operations as ops
 from .plan import serialise
 
@@ -80,9 +81,9 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
         else:
             ir = src.codec.parse_request(body, source.upstream_model, stream)
             ir.stream = stream
-            default_max = fit_request(ir, target.caps, settings.default_max_tokens)
+            default_max = clamp_to_model(ir, target.caps, settings.default_max_tokens)
             out = dst.codec.build_request(
-                ir,
+                names.fit_request(ir, names.rules_for(dst.codec, target.upstream_model)),
                 target.upstream_model,
                 default_max_tokens=default_max,
                 drop_unsupported=settings.drop_unsupported,

@@ -24,7 +24,7 @@ import orjson
 from .. import metrics
 from .. import protocol as P
 from ..admission import Rejection, Ticket
-from ..catalog.limits import fit_request
+from ..catalog.limits import clamp_to_model
 from ..config import ResolvedBackend
 from ..conversations import StoreUnavailable
 from ..dialects import (
@@ -41,6 +41,7 @@ from ..errors import GatewayError, overloaded_as_503
 from ..routing import Candidates
 from ..routing.targets import BackendTarget
 from ..state import GatewayState
+from ..translation import names
 from ..translation.fields import check_depth, too_deep
 from ..translation.ir import ChatRequest
 from ..translation.operations import EmbedRequest
@@ -90,6 +91,9 @@ class RoutePlan:
     operation: str = "chat"  # or "embed", "count_tokens" (request/operations.py)
     embed: EmbedRequest | None = None  # an embeddings request in its IR
     estimate: int = 0  # input tokens the gateway estimated (an answer without a count reports them)
+    # The primary's body spells some tool names its own way (``translation.names``): an answer
+    # from a backend of the client's wire, reached by failover from it, carries that spelling too.
+    renamed: bool = False
 
 
 def reject(
@@ -258,6 +262,7 @@ def _route(
     ir: ChatRequest | None = None
     embed: EmbedRequest | None = None
     path: str | None = None
+    renamed = False
     if call.operation == ops.EMBED:
         embed = ops.parse_embed(client, body, call.model, call.action)
         out: dict[str, Any] | None = ops.build_embed(target.dialect, embed, primary.upstream_model)
@@ -269,9 +274,12 @@ def _route(
         ir = client.codec.parse_request(body, call.model, call.stream)
         settings = state.config.models[model]
         # The target model's limits (catalog): clamp the output cap, refuse what cannot fit.
-        default_max = fit_request(ir, primary.caps, settings.default_max_tokens)
-        out = target.dialect.codec.build_request(
-            ir,
+        default_max = clamp_to_model(ir, primary.caps, settings.default_max_tokens)
+        codec = target.dialect.codec
+        rules = names.rules_for(codec, primary.upstream_model)
+        renamed = names.renames(ir, rules)
+        out = codec.build_request(
+            names.fit_request(ir, rules),  # ``ir`` stays the client's
             primary.upstream_model,
             default_max_tokens=default_max,
             drop_unsupported=settings.drop_unsupported,
@@ -287,7 +295,19 @@ def _route(
     if stream:
         set_headers[P.STREAM_HEADER] = "1"
     remove = _removed(state, started, target, set_headers)
-    routed = RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, list(remove), new_body)
+    routed = RoutePlan(
+        started,
+        model,
+        stream,
+        body,
+        primary,
+        ir,
+        ticket,
+        set_headers,
+        list(remove),
+        new_body,
+        renamed=renamed,
+    )
     if embed is not None:
         routed.operation, routed.embed, routed.estimate = ops.EMBED, embed, ops.embed_estimate(embed)
     return routed

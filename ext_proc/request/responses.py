@@ -45,7 +45,16 @@ from ..config import ResolvedBackend
 from ..dialects import COMPLETE, DEFAULT, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
 from ..translation.fields import bad_answer, error_json, invalid_answer
-from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
+from ..translation.ir import (
+    BlockStart,
+    ChatRequest,
+    MessageDelta,
+    MessageStart,
+    StreamError,
+    ToolCallPart,
+    Usage,
+)
+from ..translation.names import restore_names, rules_for
 from ..translation.redact import Redactor
 from ..translation.sse import SSEEvent, SSEReader, format_event
 
@@ -74,6 +83,8 @@ class ResponseTranslator:
         model: str,
         on_done: OnDone,
         redact: Redactor,
+        *,
+        translate: bool = False,
     ):
         self.dialect = dialect
         self.redact = redact
@@ -82,7 +93,9 @@ class ResponseTranslator:
         backend_dialect = get_dialect(backend.dialect) if backend else None
         self.backend_codec = backend_dialect.codec if backend_dialect else None
         # Success bodies of the client's wire format pass through (a cloud's variant included).
-        self.same_wire = backend_dialect is None or backend_dialect.wire == dialect.wire
+        # (``translate``: an answer of the client's wire still goes through the IR, to put back
+        # the client's tool names a failover attempt's body carried in another backend's spelling.)
+        self.same_wire = not translate and (backend_dialect is None or backend_dialect.wire == dialect.wire)
         self.status = status
         self.model = model
         self.on_done = on_done
@@ -112,16 +125,24 @@ class ResponseTranslator:
             self.done = True
             self.on_done(self.status, self.backend_name, self.usage)
 
+    def restorer(self, ir: ChatRequest | None) -> dict[str, str]:
+        """The answering backend's spelling of the client's tool names -> the client's own
+        (requests were fitted to the backend's rules: ``translation.names``)."""
+        if self.same_wire or self.backend_codec is None or self.backend is None:
+            return {}
+        return restore_names(ir, rules_for(self.backend_codec, self.backend.upstream_model))
+
     def merge_usage(self, u: Usage) -> None:
         """Streams report usage in several events (some cumulative): keep the largest of each count."""
         self.usage = u if self.usage is None else _max_usage(self.usage, u)
 
 
 class Buffered(ResponseTranslator):
-    def __init__(self, *args: Any, ir: ChatRequest | None) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, ir: ChatRequest | None, translate: bool = False) -> None:
+        super().__init__(*args, translate=translate)
         self.ir = ir
         self.parts: list[bytes] = []
+        self.names = self.restorer(ir)
 
     def feed(self, chunk: bytes, end: bool) -> bytes | None:
         if chunk:
@@ -164,6 +185,17 @@ class Buffered(ResponseTranslator):
                 return None
         self.usage = resp.usage
         resp.model = self.model
+        if resp.more and not self.client.several_answers:
+            # Only the first would reach the client, while usage counts them all.
+            raise GatewayError(
+                "api_error",
+                f"the backend gave {1 + len(resp.more)} answers and a client of this API takes one",
+                status=502,
+            )
+        for answer in (resp.content, *(c.content for c in resp.more)):
+            for p in answer:
+                if isinstance(p, ToolCallPart):
+                    p.name = self.names.get(p.name, p.name)
         return orjson.dumps(self.client.render_reply(resp, self.ir))
 
     def _error(self, body: bytes) -> bytes | None:
@@ -194,12 +226,13 @@ class Buffered(ResponseTranslator):
 
 class StreamTranslate(ResponseTranslator):
     def __init__(self, *args: Any, ir: ChatRequest) -> None:
-        super().__init__(*args)
+        super().__init__(*args, translate=True)
         assert self.backend_codec is not None and self.backend is not None
         self.reader = get_dialect(self.backend.dialect).stream_framing.reader()
         self.decoder = self.backend_codec.stream_decoder()
         self.encoder = self.client.stream_encoder(ir)
         self.failed = False
+        self.names = self.restorer(ir)
 
     @property
     def streams(self) -> bool:
@@ -240,6 +273,8 @@ class StreamTranslate(ResponseTranslator):
                 self.merge_usage(ev.usage)
             elif isinstance(ev, MessageDelta) and ev.usage is not None:
                 self.merge_usage(ev.usage)
+            elif isinstance(ev, BlockStart) and ev.tool_name is not None:
+                ev.tool_name = self.names.get(ev.tool_name, ev.tool_name)
             elif isinstance(ev, StreamError):
                 self.failed = True
                 ev.error.message = self.redact(ev.error.message)
@@ -360,11 +395,14 @@ def make_translator(
     body: dict[str, Any] | None,
     on_done: OnDone,
     redact: Redactor,
+    restore_names: bool = False,
 ) -> ResponseTranslator:
     args = (client, backend, status, model, on_done, redact)
+    same_wire = backend is not None and get_dialect(backend.dialect).wire == client.wire
+    restore = restore_names and same_wire and ir is not None and status == 200
     if not stream or status != 200 or backend is None:
-        return Buffered(*args, ir=ir)
-    if get_dialect(backend.dialect).wire != client.wire:
+        return Buffered(*args, ir=ir, translate=restore)
+    if not same_wire or restore:
         if ir is None:
             return Buffered(*args, ir=None)
         return StreamTranslate(*args, ir=ir)

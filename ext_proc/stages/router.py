@@ -134,6 +134,9 @@ class RouterStream:
             body=p.body,
             on_done=self._done,
             redact=self.state.redact,
+            # A failover from a renaming primary to a backend of the client's own wire: its
+            # answer is translated (not passed through) so the client's tool names come back.
+            restore_names=p.renamed,
         )
 
     async def body_response(

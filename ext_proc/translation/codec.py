@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import GatewayError
 from .ir import ChatRequest, ChatResponse, StreamEvent, Usage
+from .names import ANY, ToolRules
 from .sse import SSEEvent
 
 
@@ -54,6 +55,11 @@ class Codec(ABC):
     dialect: str
     #: IR request field -> this dialect's spelling, where it differs (for refusals)
     field_names: dict[str, str] = {}
+    #: what this dialect's providers accept as tool names and tool-call ids (``translation.names``
+    #: fits a request's to it; a per-model catalog may override it there, in ``rules_for``)
+    tool_rules: ToolRules = ANY
+    #: its responses can carry several answers to one request (``ChatResponse.more``)
+    several_answers: bool = False
 
     # ---- requests ----------------------------------------------------------
     @abstractmethod

@@ -20,7 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Role = Literal["user", "assistant", "tool"]
+# ``system``: an instruction in mid-conversation, where the client put it (text only); a
+# leading system prompt is ``ChatRequest.system``. Targets without in-place system messages
+# get it as marked user text (``translation.markers.inline_system``).
+Role = Literal["user", "assistant", "tool", "system"]
 
 # Canonical stop reasons. Codecs map their dialect's values onto these.
 #   end_turn        natural end of the answer
@@ -89,7 +92,7 @@ Part = TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart
 
 @dataclass(slots=True)
 class Message:
-    """One turn. ``tool`` turns carry only ``ToolResultPart``s."""
+    """One turn. ``tool`` turns carry only ``ToolResultPart``s, ``system`` turns only ``TextPart``s."""
 
     role: Role
     parts: list[Part]
@@ -183,6 +186,14 @@ class Usage:
 
 
 @dataclass(slots=True)
+class Choice:
+    """A further answer to the same request (a client that asked for several)."""
+
+    content: list[TextPart | ToolCallPart]
+    stop_reason: StopReason = "end_turn"
+
+
+@dataclass(slots=True)
 class ChatResponse:
     id: str
     model: str
@@ -190,6 +201,9 @@ class ChatResponse:
     stop_reason: StopReason = "end_turn"
     stop_sequence: str | None = None
     usage: Usage = field(default_factory=Usage)
+    # Answers 2..n when the backend gave several (``usage`` counts them all): carried to clients
+    # whose dialect has several (``Codec.several_answers``); any other client is refused the answer.
+    more: list[Choice] = field(default_factory=list)
 
 
 # ---- stream events -------------------------------------------------------

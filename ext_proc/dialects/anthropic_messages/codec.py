@@ -62,6 +62,8 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.markers import inline_system, read_system
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
 DIALECT = "anthropic"
@@ -314,7 +316,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
             content = blocks[0]["text"]
         out.append({"role": role, "content": content})
 
-    for i, m in enumerate(req.messages):
+    for i, m in enumerate(inline_system(req.messages)):  # system turns in place
         target = "assistant" if m.role == "assistant" else "user"
         if target != role:
             flush()
@@ -373,7 +375,33 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     block["is_error"] = True
                 results.append(block)
     flush()
+    return _without_blank_assistant_text(out)
+
+
+def _without_blank_assistant_text(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the API rejects, left out faithfully: assistant text blocks that are empty or
+    whitespace only ("text content blocks must contain non-whitespace text") say nothing, and
+    a final assistant turn (a prefill) loses its trailing whitespace ("final assistant content
+    cannot end with trailing whitespace"); the model continues from the same visible text.
+    An assistant turn left empty goes, and the user turns around it become one."""
+    out: list[dict[str, Any]] = []
+    for n, turn in enumerate(turns):
+        if turn["role"] == "assistant":
+            blocks = [b for b in turn["content"] if b["type"] != "text" or b["text"].strip()]
+            if n == len(turns) - 1 and blocks and blocks[-1]["type"] == "text":
+                blocks[-1] = {**blocks[-1], "text": blocks[-1]["text"].rstrip()}
+            if not blocks:
+                continue
+            turn = {**turn, "content": blocks}
+        elif out and out[-1]["role"] == "user":  # the assistant turn between them went
+            out[-1] = {"role": "user", "content": _blocks(out[-1]["content"]) + _blocks(turn["content"])}
+            continue
+        out.append(turn)
     return out
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
 
 
 # ---- responses / usage --------------------------------------------------------------
@@ -671,8 +699,16 @@ class AnthropicStreamEncoder(StreamEncoder):
 # ---- the codec ----------------------------------------------------------------------------
 
 
+# Tool names: "^[a-zA-Z0-9_-]{1,128}$" (Anthropic API reference, Messages tools[].name; the API
+# answers "tools.N.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'").
+# Tool-call ids: tool_use.id / tool_result.tool_use_id "^[a-zA-Z0-9_-]+$" (the API answers
+# "messages.N.content.M.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'").
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 128), call_id=Rule(r"[a-zA-Z0-9_-]+"))
+
+
 class AnthropicCodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
     field_names = {
         "user": "metadata.user_id",
         "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
@@ -697,7 +733,7 @@ class AnthropicCodec(Codec):
             unmapped.append("thinking")
             values["thinking"] = thinking
         system = _parse_text_blocks(body["system"], "system") if body.get("system") is not None else []
-        messages = _parse_messages(body.get("messages"), unmapped)
+        messages = read_system(_parse_messages(body.get("messages"), unmapped))
         stops = body.get("stop_sequences")
         if stops is None:
             stops = []

@@ -75,6 +75,8 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.markers import inline_system, read_system
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
 
@@ -412,7 +414,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
         else:
             out.append({"role": role, "content": content})
 
-    for i, m in enumerate(req.messages):
+    for i, m in enumerate(inline_system(req.messages)):  # system turns in place
         target = "assistant" if m.role == "assistant" else "user"
         if target != role:
             flush()
@@ -420,7 +422,9 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
         for j, p in enumerate(m.parts):
             path = f"messages[{i}].content[{j}]"
             if isinstance(p, TextPart):
-                if p.text:
+                # Converse rejects blank text ("The text field in the ContentBlock object at
+                # messages.N.content.M is blank"): whitespace says nothing, so it is left out.
+                if p.text.strip():
                     blocks.append({"text": p.text})
             elif isinstance(p, ImagePart):
                 if target == "assistant":
@@ -743,8 +747,15 @@ class BedrockStreamEncoder(StreamEncoder):
 # ---- the codec ---------------------------------------------------------------------------
 
 
+# Tool names: ToolSpecification.name "Length Constraints: Minimum length of 1. Maximum length of
+# 64. Pattern: [a-zA-Z0-9_-]+"; tool-call ids: ToolUseBlock.toolUseId, same constraints (Amazon
+# Bedrock API Reference, ToolSpecification, ToolUseBlock, ToolResultBlock).
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(r"[a-zA-Z0-9_-]+", 64))
+
+
 class BedrockCodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
     field_names = {
         "max_tokens": "inferenceConfig.maxTokens",
         "temperature": "inferenceConfig.temperature",
@@ -771,7 +782,7 @@ class BedrockCodec(Codec):
                 unmapped.append(key)
                 values[key] = value
         system = _parse_system(body["system"], unmapped) if body.get("system") is not None else []
-        messages = _parse_messages(body.get("messages"), unmapped)
+        messages = read_system(_parse_messages(body.get("messages"), unmapped))
         req = ChatRequest(
             model=path_model,
             messages=messages,

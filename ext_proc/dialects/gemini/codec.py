@@ -31,7 +31,9 @@ import orjson
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
 from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
 from ...translation.fields import answer_count as _count
+from ...translation.fields import answer_int as _a_int
 from ...translation.fields import answer_json as _a_json
+from ...translation.fields import answer_list as _a_list
 from ...translation.fields import answer_obj as _a_obj
 from ...translation.fields import answer_objects as _a_objects
 from ...translation.fields import answer_str as _a_str
@@ -42,6 +44,7 @@ from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import set_path as _set_path
+from ...translation.fields import several_streamed
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     BlockDelta,
@@ -49,6 +52,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    Choice,
     FilePart,
     ImagePart,
     Message,
@@ -68,6 +72,8 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.markers import inline_system, read_system
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
 DIALECT = "gemini"
@@ -497,7 +503,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     role = ""
-    for i, m in enumerate(req.messages):
+    for i, m in enumerate(inline_system(req.messages)):  # system turns in place
         target = "model" if m.role == "assistant" else "user"
         if target != role:
             if role:
@@ -599,7 +605,28 @@ def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCal
         pf = _a_obj(obj.get("promptFeedback"), "promptFeedback")
         # The prompt itself was blocked: nothing will follow.
         return ("SAFETY" if _a_str(pf.get("blockReason"), "promptFeedback.blockReason") else None), [], False
-    path, cand = cands[0]
+    return _one_candidate(*cands[0])
+
+
+def _more_candidates(obj: dict[str, Any]) -> list[Choice]:
+    """Candidates after the first (``candidateCount`` > 1), in their ``index`` order."""
+    out: list[tuple[int, Choice]] = []
+    for n, (path, cand) in enumerate(_a_objects(obj.get("candidates"), "candidates")):
+        if n == 0:
+            continue
+        finish, content, has_call = _one_candidate(path, cand)
+        stop = FINISH_TO_IR.get(finish or "", "other")
+        out.append(
+            (_a_int(cand.get("index"), f"{path}.index") or n, Choice(content, _tool_stop(stop, has_call)))
+        )
+    return [c for _, c in sorted(out, key=lambda x: x[0])]
+
+
+def _tool_stop(stop: StopReason, has_call: bool) -> StopReason:
+    return "tool_use" if stop == "end_turn" and has_call else stop
+
+
+def _one_candidate(path: str, cand: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCallPart], bool]:
     content: list[TextPart | ToolCallPart] = []
     has_call = False
     parts = _a_obj(cand.get("content"), f"{path}.content").get("parts")
@@ -704,6 +731,8 @@ class GeminiStreamDecoder(StreamDecoder):
                     else Usage(),
                 )
             )
+        if len(_a_list(obj.get("candidates"), "candidates") or []) > 1:
+            raise several_streamed("candidates")
         finish, content, has_call = _candidate(obj)
         for part in content:
             if isinstance(part, TextPart):
@@ -819,8 +848,30 @@ class GeminiStreamEncoder(StreamEncoder):
 # ---- the codec --------------------------------------------------------------------------------
 
 
+# Tool names: FunctionDeclaration.name "Must start with a letter or an underscore. Must be a-z,
+# A-Z, 0-9, or contain underscores, dots, colons and dashes, with a maximum length of 64" (Gemini
+# API / Vertex AI reference, FunctionDeclaration). Function-call ids: no documented rule.
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z_][a-zA-Z0-9_.:-]*", 64))
+
+
+def _render_parts(content: list[TextPart | ToolCallPart]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for j, p in enumerate(content):
+        if isinstance(p, TextPart):
+            parts.append({"text": p.text})
+        else:
+            try:
+                args = _args_object(p.arguments, f"content[{j}].args")
+            except GatewayError as e:  # the backend's fault, not the client's
+                raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
+            parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
+    return parts
+
+
 class GeminiCodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
+    several_answers = True
     field_names = {
         "n": "generationConfig.candidateCount",
         "stop": "generationConfig.stopSequences",
@@ -864,7 +915,7 @@ class GeminiCodec(Codec):
                     system.append(TextPart(p["text"]))
         req = ChatRequest(
             model=model,
-            messages=_parse_contents(body.get("contents"), unmapped),
+            messages=read_system(_parse_contents(body.get("contents"), unmapped)),
             system=system,
             tools=_parse_tools(body.get("tools"), unmapped),
             tool_choice=_parse_tool_config(_g(body, "toolConfig", "tool_config"), unmapped, values),
@@ -967,35 +1018,26 @@ class GeminiCodec(Codec):
         finish, content, has_call = _candidate(body)
         if finish is None and not content:
             raise _bad_answer("candidates", "an array with at least one candidate")
-        stop = FINISH_TO_IR.get(finish or "", "other")
-        if stop == "end_turn" and has_call:
-            stop = "tool_use"
+        stop = _tool_stop(FINISH_TO_IR.get(finish or "", "other"), has_call)
         return ChatResponse(
             id=_a_str(body.get("responseId"), "responseId") or f"gen-{uuid.uuid4().hex}",
             model=_a_str(body.get("modelVersion"), "modelVersion"),
             content=content,
             stop_reason=stop,
             usage=usage_from_gemini(body.get("usageMetadata")),
+            more=_more_candidates(body),
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
-        parts: list[dict[str, Any]] = []
-        for j, p in enumerate(resp.content):
-            if isinstance(p, TextPart):
-                parts.append({"text": p.text})
-            else:
-                try:
-                    args = _args_object(p.arguments, f"content[{j}].args")
-                except GatewayError as e:  # the backend's fault, not the client's
-                    raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
-                parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
+        answers = [Choice(resp.content, resp.stop_reason), *resp.more]
         return {
             "candidates": [
                 {
-                    "content": {"parts": parts, "role": "model"},
-                    "finishReason": IR_TO_FINISH.get(resp.stop_reason, "OTHER"),
-                    "index": 0,
+                    "content": {"parts": _render_parts(c.content), "role": "model"},
+                    "finishReason": IR_TO_FINISH.get(c.stop_reason, "OTHER"),
+                    "index": n,
                 }
+                for n, c in enumerate(answers)
             ],
             "usageMetadata": usage_to_gemini(resp.usage),
             "modelVersion": resp.model,

@@ -37,6 +37,7 @@ from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
 from ...translation.fields import set_path as _set_path
+from ...translation.fields import several_streamed
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     BlockDelta,
@@ -44,6 +45,7 @@ from ...translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    Choice,
     FilePart,
     ImagePart,
     Message,
@@ -63,6 +65,8 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.markers import mark_error, read_error
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
 DIALECT = "openai"
@@ -289,8 +293,11 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
         role = m.get("role")
         content = m.get("content")
         if role in ("system", "developer"):
-            for p in _content_parts(content, path, unmapped, images=False):
-                system.append(p)  # type: ignore[arg-type]  # images=False: text only
+            texts = _content_parts(content, path, unmapped, images=False)
+            if out:  # mid-conversation: its place is part of its meaning (translation/markers.py)
+                out.append(Message("system", texts))  # type: ignore[arg-type]  # images=False: text only
+            else:
+                system.extend(texts)  # type: ignore[arg-type]
         elif role == "user":
             out.append(Message("user", _content_parts(content, path, unmapped, images=True)))  # type: ignore[arg-type]
         elif role == "assistant":
@@ -316,7 +323,8 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
                     f"'{path}.tool_call_id' does not match any preceding assistant tool call",
                     f"{path}.tool_call_id",
                 )
-            result = ToolResultPart(tcid, _content_parts(content, path, unmapped, images=False), name)
+            result_content, failed = read_error(_content_parts(content, path, unmapped, images=False))
+            result = ToolResultPart(tcid, result_content, name, failed)
             append_part(out, "tool", result)
         elif role == "function":
             raise invalid(
@@ -372,12 +380,12 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 texts: list[str] = []
-                for k, c in enumerate(p.content):
+                # is_error has no OpenAI field: said in the text (translation/markers.py)
+                for k, c in enumerate(mark_error(p.content, p.is_error)):
                     if isinstance(c, TextPart):
                         texts.append(c.text)
                     elif not drop:  # tool messages carry text only
                         raise unsupported(f"messages[{i}].content[{j}].content[{k}]", DIALECT)
-                # is_error has no OpenAI field; the result text itself says what failed.
                 out.append(
                     {
                         "role": "tool",
@@ -385,6 +393,14 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         "content": _text_content(texts) if texts else "",
                     }
                 )
+            continue
+        if m.role == "system":  # in place, as the client put it
+            out.append(
+                {
+                    "role": "system",
+                    "content": _text_content([p.text for p in m.parts if isinstance(p, TextPart)]),
+                }
+            )
             continue
         if m.role == "user":
             parts: list[dict[str, Any]] = []
@@ -599,7 +615,7 @@ class OpenAIStreamDecoder(StreamDecoder):
             self._usage = usage_from_openai(u)
         for path, choice in _a_objects(obj.get("choices"), "choices"):
             if _a_int(choice.get("index"), f"{path}.index") != 0:
-                continue  # n > 1 has no IR equivalent: only choice 0 is followed
+                raise several_streamed("choices")
             delta = _a_obj(choice.get("delta"), f"{path}.delta")
             if delta:
                 self._delta(out, delta, f"{path}.delta")
@@ -783,8 +799,79 @@ class OpenAIStreamEncoder(StreamEncoder):
 # ---- the codec -----------------------------------------------------------------
 
 
+def _render_message(content: list[TextPart | ToolCallPart]) -> dict[str, Any]:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for p in content:
+        if isinstance(p, TextPart):
+            texts.append(p.text)
+        else:
+            calls.append(
+                {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+            )
+    # Several text blocks (e.g. split by citations) are one string in OpenAI.
+    msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+    if calls:
+        msg["tool_calls"] = calls
+    return msg
+
+
+def _parse_choice(choice: Any, path: str) -> tuple[list[TextPart | ToolCallPart], StopReason]:
+    """One answer of a response (``choices[n]``), type-checked: (content, stop reason)."""
+    if not isinstance(choice, dict):
+        raise _bad_answer(path, "an object")
+    msg = choice.get("message")
+    if not isinstance(msg, dict):
+        raise _bad_answer(f"{path}.message", "an object")
+    content: list[TextPart | ToolCallPart] = []
+    text = msg.get("content")
+    if isinstance(text, list):
+        for ppath, p in _a_objects(text, f"{path}.message.content"):
+            t = _a_str(p.get("text"), f"{ppath}.text")
+            if t:
+                content.append(TextPart(t))
+    elif text := _a_str(text, f"{path}.message.content"):
+        content.append(TextPart(text))
+    refusal = _a_str(msg.get("refusal"), f"{path}.message.refusal")
+    for j, (tpath, tc) in enumerate(_a_objects(msg.get("tool_calls"), f"{path}.message.tool_calls")):
+        fn = _a_obj(tc.get("function"), f"{tpath}.function")
+        content.append(
+            ToolCallPart(
+                _a_str(tc.get("id"), f"{tpath}.id") or f"call_{j}",
+                _a_str(fn.get("name"), f"{tpath}.function.name"),
+                _a_str(fn.get("arguments"), f"{tpath}.function.arguments") or "{}",
+            )
+        )
+    fc = msg.get("function_call")
+    if fc is not None:
+        fc = _a_obj(fc, f"{path}.message.function_call")
+        content.append(
+            ToolCallPart(
+                "call_0",
+                _a_str(fc.get("name"), f"{path}.message.function_call.name"),
+                _a_str(fc.get("arguments"), f"{path}.message.function_call.arguments") or "{}",
+            )
+        )
+    stop = FINISH_TO_IR.get(_a_str(choice.get("finish_reason"), f"{path}.finish_reason"), "other")
+    if refusal:
+        content.append(TextPart(refusal))
+        if stop == "end_turn":
+            stop = "refusal"
+    return content, stop
+
+
+# Tool names: "a-z, A-Z, 0-9, or contain underscores and dashes, with a maximum length of 64"
+# (OpenAI API reference, chat.completions tools[].function.name; the API answers others with
+# "does not match '^[a-zA-Z0-9_-]{1,64}$'"). Tool-call ids: at most 40 characters (the API's
+# "Invalid 'messages[n].tool_calls[0].id': string too long. Expected a string with maximum
+# length 40"; no documented character rule).
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(None, 40))
+
+
 class OpenAICodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
+    several_answers = True
 
     def parse_request(
         self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
@@ -931,72 +1018,19 @@ class OpenAICodec(Codec):
         choices = _a_list(body.get("choices"), "choices")
         if not choices:
             raise _bad_answer("choices", "an array with at least one choice")
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise _bad_answer("choices[0]", "an object")
-        msg = choice.get("message")
-        if not isinstance(msg, dict):
-            raise _bad_answer("choices[0].message", "an object")
-        content: list[TextPart | ToolCallPart] = []
-        text = msg.get("content")
-        if isinstance(text, list):
-            for ppath, p in _a_objects(text, "choices[0].message.content"):
-                t = _a_str(p.get("text"), f"{ppath}.text")
-                if t:
-                    content.append(TextPart(t))
-        elif text := _a_str(text, "choices[0].message.content"):
-            content.append(TextPart(text))
-        refusal = _a_str(msg.get("refusal"), "choices[0].message.refusal")
-        for j, (tpath, tc) in enumerate(_a_objects(msg.get("tool_calls"), "choices[0].message.tool_calls")):
-            fn = _a_obj(tc.get("function"), f"{tpath}.function")
-            content.append(
-                ToolCallPart(
-                    _a_str(tc.get("id"), f"{tpath}.id") or f"call_{j}",
-                    _a_str(fn.get("name"), f"{tpath}.function.name"),
-                    _a_str(fn.get("arguments"), f"{tpath}.function.arguments") or "{}",
-                )
-            )
-        fc = msg.get("function_call")
-        if fc is not None:
-            fc = _a_obj(fc, "choices[0].message.function_call")
-            content.append(
-                ToolCallPart(
-                    "call_0",
-                    _a_str(fc.get("name"), "choices[0].message.function_call.name"),
-                    _a_str(fc.get("arguments"), "choices[0].message.function_call.arguments") or "{}",
-                )
-            )
-        stop = FINISH_TO_IR.get(_a_str(choice.get("finish_reason"), "choices[0].finish_reason"), "other")
-        if refusal:
-            content.append(TextPart(refusal))
-            if stop == "end_turn":
-                stop = "refusal"
+        answers = [_parse_choice(c, f"choices[{n}]") for n, c in enumerate(choices)]
+        (content, stop), more = answers[0], answers[1:]
         return ChatResponse(
             id=_a_str(body.get("id"), "id") or f"chatcmpl-{uuid.uuid4().hex}",
             model=_a_str(body.get("model"), "model"),
             content=content,
             stop_reason=stop,
             usage=usage_from_openai(body.get("usage")),
+            more=[Choice(c, st) for c, st in more],
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
-        texts: list[str] = []
-        calls: list[dict[str, Any]] = []
-        for p in resp.content:
-            if isinstance(p, TextPart):
-                texts.append(p.text)
-            else:
-                calls.append(
-                    {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
-                )
-        # Several text blocks (e.g. split by citations) are one string in OpenAI.
-        msg: dict[str, Any] = {
-            "role": "assistant",
-            "content": "".join(texts) if texts else None,
-            "refusal": None,
-        }
-        if calls:
-            msg["tool_calls"] = calls
+        answers = [Choice(resp.content, resp.stop_reason), *resp.more]
         return {
             "id": resp.id,
             "object": "chat.completion",
@@ -1004,11 +1038,12 @@ class OpenAICodec(Codec):
             "model": resp.model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": msg,
+                    "index": n,
+                    "message": _render_message(c.content),
                     "logprobs": None,
-                    "finish_reason": IR_TO_FINISH.get(resp.stop_reason, "stop"),
+                    "finish_reason": IR_TO_FINISH.get(c.stop_reason, "stop"),
                 }
+                for n, c in enumerate(answers)
             ],
             "usage": usage_to_openai(resp.usage),
         }

@@ -80,6 +80,8 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.markers import mark_error, read_error
+from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 from ..openai_chat.codec import OPENAI
 
@@ -295,7 +297,11 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
                 raise invalid(f"missing required field '{path}.content'", f"{path}.content")
             parts = _content(item["content"], f"{path}.content", role, unmapped)
             if role in ("system", "developer"):
-                system.extend(p for p in parts if isinstance(p, TextPart))
+                texts = [p for p in parts if isinstance(p, TextPart)]
+                if out:  # mid-conversation: its place is part of its meaning (translation/markers.py)
+                    out.append(Message("system", [*texts]))
+                else:
+                    system.extend(texts)
             else:
                 for p in parts:
                     append_part(out, role, p)
@@ -317,7 +323,8 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
             if "output" not in item:
                 raise invalid(f"missing required field '{path}.output'", f"{path}.output")
             output = _content(item["output"], f"{path}.output", "user", unmapped, files=False)
-            result = ToolResultPart(call_id, output, called)  # type: ignore[arg-type]  # files=False: no FilePart
+            result_parts, failed = read_error(output)  # type: ignore[arg-type]  # files=False: no FilePart
+            result = ToolResultPart(call_id, result_parts, called, failed)
             append_part(out, "tool", result)
         elif t == "reasoning":
             continue  # the model's earlier thoughts: no other backend can take them back
@@ -476,21 +483,26 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
             if content:
                 items.append({"type": "message", "role": "user", "content": content})
             continue
+        if m.role == "system":  # in place, as the client put it
+            text = "".join(p.text for p in m.parts if isinstance(p, TextPart))
+            items.append({"type": "message", "role": "system", "content": text})
+            continue
         if m.role == "tool":
             for j, p in enumerate(m.parts):
                 if not isinstance(p, ToolResultPart):
                     if drop:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
-                if all(isinstance(c, TextPart) for c in p.content):
-                    output: Any = "".join(c.text for c in p.content)  # type: ignore[union-attr]
+                # is_error has no Responses field: said in the text (translation/markers.py)
+                marked = mark_error(p.content, p.is_error)
+                if all(isinstance(c, TextPart) for c in marked):
+                    output: Any = "".join(c.text for c in marked)  # type: ignore[union-attr]
                 else:
                     output = [
                         c
-                        for k, x in enumerate(p.content)
+                        for k, x in enumerate(marked)
                         if (c := _user_part(x, f"messages[{i}].content[{j}].content[{k}]", drop)) is not None
                     ]
-                # is_error has no Responses field; the output text itself says what failed.
                 items.append({"type": "function_call_output", "call_id": p.tool_call_id, "output": output})
             continue
         texts: list[str] = []
@@ -1039,8 +1051,14 @@ class ResponsesStreamEncoder(StreamEncoder):
 # ---- the codec -------------------------------------------------------------------------------
 
 
+# Tool names: as Chat Completions, "^[a-zA-Z0-9_-]{1,64}$" (OpenAI API reference, responses
+# tools[].name). Tool-call ids (``call_id``): no documented rule.
+TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64))
+
+
 class ResponsesCodec(Codec):
     dialect = DIALECT
+    tool_rules = TOOL_RULES
     field_names = {
         "max_tokens": "max_output_tokens",
         "response_format": "text.format",

@@ -1,0 +1,442 @@
+"""Translations that used to be silently wrong (issue 14), one class each, through the real codecs:
+a mid-conversation system message keeps its place; blank assistant text and a prefill's trailing
+whitespace are left out towards Anthropic; several answers are carried or refused, never cut to
+one; a tool result's error marker survives every target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ext_proc.dialects import CODECS
+from ext_proc.translation.ir import (
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    Message,
+    StreamError,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from ext_proc.translation.markers import SYSTEM_CLOSE, SYSTEM_OPEN, TOOL_ERROR, inline_system, read_error
+from ext_proc.translation.sse import SSEEvent
+
+DEFAULT_MAX = 1024
+TOP_LEVEL_ONLY = ("anthropic", "vertex_anthropic", "gemini", "vertex_gemini", "bedrock")
+
+
+def build(dialect: str, req: ChatRequest) -> dict[str, Any]:
+    return CODECS[dialect].build_request(req, "m", default_max_tokens=DEFAULT_MAX)
+
+
+# ---- a system message in mid-conversation -------------------------------------------------------
+
+CHAT_BODY = {
+    "model": "x",
+    "messages": [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "Plan a trip."},
+        {"role": "assistant", "content": "Where to?"},
+        {"role": "developer", "content": "From now on answer in French."},
+        {"role": "user", "content": "Paris."},
+    ],
+}
+RESPONSES_BODY = {
+    "model": "x",
+    "instructions": "Be brief.",
+    "input": [
+        {"role": "user", "content": "Plan a trip."},
+        {"role": "assistant", "content": "Where to?"},
+        {"role": "system", "content": "From now on answer in French."},
+        {"role": "user", "content": "Paris."},
+    ],
+}
+LATE = "From now on answer in French."
+
+
+@pytest.mark.parametrize("client,body", [("openai", CHAT_BODY), ("openai_responses", RESPONSES_BODY)])
+def test_a_late_system_message_is_parsed_in_place(client: str, body: dict[str, Any]) -> None:
+    req = CODECS[client].parse_request(body)
+    assert [p.text for p in req.system] == ["Be brief."]
+    assert [m.role for m in req.messages] == ["user", "assistant", "system", "user"]
+    assert req.messages[2].parts == [TextPart(LATE)]
+
+
+@pytest.mark.parametrize("client,body", [("openai", CHAT_BODY), ("openai_responses", RESPONSES_BODY)])
+@pytest.mark.parametrize("target", TOP_LEVEL_ONLY)
+def test_targets_with_one_system_prompt_get_it_in_place_as_marked_user_text(
+    client: str, body: dict[str, Any], target: str
+) -> None:
+    out = orjson.dumps(build(target, CODECS[client].parse_request(body))).decode()
+    late = SYSTEM_OPEN + LATE + SYSTEM_CLOSE
+    assert orjson.dumps(late).decode()[1:-1] in out
+    assert out.index("Where to?") < out.index("answer in French") < out.index("Paris.")
+    # The top-level prompt holds only what came first.
+    top = out[: out.index("Plan a trip.")] + out[out.index("Paris.") :]
+    assert "answer in French" not in top
+
+
+@pytest.mark.parametrize("target", ["anthropic", "gemini", "bedrock"])
+def test_the_marked_turn_merges_so_roles_alternate(target: str) -> None:
+    body = build(target, CODECS["openai"].parse_request(CHAT_BODY))
+    turns = body["messages"] if "messages" in body else body["contents"]
+    roles = [t["role"] for t in turns]
+    assert roles == ["user", "assistant" if target != "gemini" else "model", "user"]
+
+
+def test_a_system_message_between_two_assistant_turns_is_a_user_turn_of_its_own() -> None:
+    body = {
+        "model": "x",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "a"},
+            {"role": "system", "content": "Now be formal."},
+            {"role": "assistant", "content": "Good day"},
+        ],
+    }
+    built = build("anthropic", CODECS["openai"].parse_request(body))
+    assert [t["role"] for t in built["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert built["messages"][2]["content"] == SYSTEM_OPEN + "Now be formal." + SYSTEM_CLOSE
+
+
+@pytest.mark.parametrize("target", ["openai", "azure_openai", "openai_responses"])
+def test_openai_targets_keep_the_system_message_where_it_was(target: str) -> None:
+    built = build(target, CODECS["openai"].parse_request(CHAT_BODY))
+    items = built["messages"] if "messages" in built else built["input"]
+    roles = [i["role"] for i in items]
+    late = next(n for n, i in enumerate(items) if i["role"] == "system" and i["content"] == LATE)
+    assert roles[late - 1] == "assistant" and "Paris." in orjson.dumps(items[late + 1]).decode()
+
+
+def test_a_same_dialect_rebuild_keeps_the_place() -> None:
+    """A body translated once (for a failover's primary) translates again the same way."""
+    built = build("openai", CODECS["openai"].parse_request(CHAT_BODY))
+    again = build("openai", CODECS["openai"].parse_request(built))
+    assert again == built
+
+
+@pytest.mark.parametrize("primary", TOP_LEVEL_ONLY)
+@pytest.mark.parametrize("target", ["openai", "openai_responses"])
+def test_failover_from_a_top_level_only_primary_gives_the_system_role_back(primary: str, target: str) -> None:
+    """OpenAI client -> (primary with one system prompt) -> failover re-translation -> OpenAI target."""
+    once = build(primary, CODECS["openai"].parse_request(CHAT_BODY))
+    again = CODECS[primary].parse_request(once, "m")
+    assert [m.role for m in again.messages] == ["user", "assistant", "system", "user"]
+    assert again.messages[2].parts == [TextPart(LATE)]
+    assert build(primary, again) == once  # and the primary's own body rebuilds the same
+    items = build(target, again)
+    assert "<system-message>" not in orjson.dumps(items).decode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["user", "assistant", "tool", "system"]), min_size=1, max_size=8))
+def test_inline_system_keeps_indexes_and_leaves_no_system_turn(roles: list[str]) -> None:
+    msgs = [
+        Message(r, [ToolResultPart("c", [TextPart("r")])] if r == "tool" else [TextPart(f"t{n}")])  # type: ignore[arg-type]
+        for n, r in enumerate(roles)
+    ]
+    out = inline_system(msgs)
+    assert len(out) == len(msgs)
+    assert all(m.role != "system" for m in out)
+    for a, b in zip(msgs, out, strict=True):
+        if a.role == "system":
+            assert b.role == "user" and b.parts[0].text.startswith(SYSTEM_OPEN)  # type: ignore[union-attr]
+        else:
+            assert a is b
+
+
+# ---- blank assistant text and a prefill's trailing whitespace towards Anthropic -------------------
+
+
+@pytest.mark.parametrize("target", ["anthropic", "vertex_anthropic"])
+def test_blank_assistant_text_and_trailing_whitespace_of_a_prefill(target: str) -> None:
+    req = ChatRequest(
+        "x",
+        [
+            Message("user", [TextPart("hi")]),
+            Message("assistant", [TextPart("  \n"), ToolCallPart("toolu_1", "f", "{}")]),
+            Message("tool", [ToolResultPart("toolu_1", [TextPart("ok")], "f")]),
+            Message("assistant", [TextPart(" ")]),  # nothing but whitespace: the turn goes
+            Message("user", [TextPart("and then?")]),
+            Message("assistant", [TextPart("The answer is ")]),  # a prefill
+        ],
+    )
+    turns = build(target, req)["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]
+    assert turns[1]["content"] == [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]
+    assert turns[2]["content"][0]["type"] == "tool_result"
+    assert turns[2]["content"][-1] == {"type": "text", "text": "and then?"}
+    assert turns[3]["content"] == [{"type": "text", "text": "The answer is"}]
+    for t in turns:
+        for b in t["content"] if isinstance(t["content"], list) else []:
+            assert b["type"] != "text" or b["text"].strip()
+
+
+def test_whitespace_inside_text_and_in_earlier_turns_is_kept() -> None:
+    req = ChatRequest(
+        "x",
+        [
+            Message("user", [TextPart("hi ")]),
+            Message("assistant", [TextPart("line one\n\n")]),
+            Message("user", [TextPart("go on")]),
+        ],
+    )
+    turns = build("anthropic", req)["messages"]
+    assert turns[0]["content"] == "hi "
+    assert turns[1]["content"] == [{"type": "text", "text": "line one\n\n"}]
+
+
+def test_bedrock_leaves_blank_text_out() -> None:
+    req = ChatRequest(
+        "x", [Message("user", [TextPart("hi"), TextPart("  ")]), Message("assistant", [TextPart("\t")])]
+    )
+    body = build("bedrock", req)
+    assert body["messages"] == [{"role": "user", "content": [{"text": "hi"}]}]
+
+
+# ---- several answers --------------------------------------------------------------------------
+
+GEMINI_TWO = {
+    "candidates": [
+        {"content": {"parts": [{"text": "one"}], "role": "model"}, "finishReason": "STOP", "index": 0},
+        {
+            "content": {"parts": [{"functionCall": {"name": "f", "args": {"a": 1}}}], "role": "model"},
+            "finishReason": "STOP",
+            "index": 1,
+        },
+    ],
+    "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 9, "totalTokenCount": 14},
+    "modelVersion": "g",
+}
+OPENAI_TWO = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "o",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "one"}, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": "two"}, "finish_reason": "length"},
+    ],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14},
+}
+
+
+def test_gemini_candidates_reach_an_openai_client_as_choices() -> None:
+    resp = CODECS["gemini"].parse_response(GEMINI_TWO)
+    assert len(resp.more) == 1 and resp.more[0].stop_reason == "tool_use"
+    out = CODECS["openai"].render_response(resp)
+    assert [c["index"] for c in out["choices"]] == [0, 1]
+    assert out["choices"][0]["message"]["content"] == "one"
+    assert out["choices"][1]["message"]["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"a":1}'}
+    assert out["choices"][1]["finish_reason"] == "tool_calls"
+
+
+def test_openai_choices_reach_a_gemini_client_as_candidates() -> None:
+    out = CODECS["gemini"].render_response(CODECS["openai"].parse_response(OPENAI_TWO))
+    assert [(c["index"], c["content"]["parts"], c["finishReason"]) for c in out["candidates"]] == [
+        (0, [{"text": "one"}], "STOP"),
+        (1, [{"text": "two"}], "MAX_TOKENS"),
+    ]
+
+
+def test_only_dialects_with_several_answers_say_so() -> None:
+    several = {d for d, c in CODECS.items() if c.several_answers}
+    assert several == {"openai", "azure_openai", "gemini", "vertex_gemini"}
+
+
+def test_one_answer_renders_as_before() -> None:
+    resp = ChatResponse("id", "m", [TextPart("x")])
+    assert len(CODECS["openai"].render_response(resp)["choices"]) == 1
+    resp.more = [Choice([TextPart("y")])]
+    assert len(CODECS["gemini"].render_response(resp)["candidates"]) == 2
+
+
+@pytest.mark.parametrize(
+    "backend,chunk",
+    [
+        ("gemini", {"candidates": [c for c in GEMINI_TWO["candidates"]]}),  # type: ignore[union-attr]
+        (
+            "openai",
+            {
+                "id": "c",
+                "model": "o",
+                "choices": [{"index": 1, "delta": {"content": "two"}, "finish_reason": None}],
+            },
+        ),
+    ],
+)
+def test_a_stream_of_several_answers_is_refused_not_cut_to_one(backend: str, chunk: dict[str, Any]) -> None:
+    events = CODECS[backend].stream_decoder().feed(SSEEvent(data=orjson.dumps(chunk).decode()))
+    errors = [e for e in events if isinstance(e, StreamError)]
+    assert errors and "several" in errors[0].error.message
+
+
+# ---- a tool result's error marker -----------------------------------------------------------
+
+ANTHROPIC_ERROR_TURN = {
+    "model": "x",
+    "max_tokens": 100,
+    "tools": [{"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}],
+    "messages": [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": "HTTP 500 from the service",
+                    "is_error": True,
+                }
+            ],
+        },
+    ],
+}
+
+
+def _result(req: ChatRequest) -> ToolResultPart:
+    return next(p for m in req.messages for p in m.parts if isinstance(p, ToolResultPart))
+
+
+def test_the_error_marker_reaches_openai_in_the_text() -> None:
+    req = CODECS["anthropic"].parse_request(ANTHROPIC_ERROR_TURN)
+    chat = build("openai", req)
+    assert chat["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "toolu_1",
+        "content": TOOL_ERROR + "HTTP 500 from the service",
+    }
+    responses = build("openai_responses", req)
+    assert responses["input"][-1]["output"] == TOOL_ERROR + "HTTP 500 from the service"
+
+
+@pytest.mark.parametrize("openai", ["openai", "openai_responses"])
+@pytest.mark.parametrize("target", ["anthropic", "gemini", "bedrock"])
+def test_the_marker_is_read_back_as_the_targets_own_flag(openai: str, target: str) -> None:
+    """Anthropic client -> OpenAI primary -> (failover re-translation) -> a flagged target."""
+    once = build(openai, CODECS["anthropic"].parse_request(ANTHROPIC_ERROR_TURN))
+    again = CODECS[openai].parse_request(once)
+    result = _result(again)
+    assert result.is_error and result.content == [TextPart("HTTP 500 from the service")]
+    text = orjson.dumps(build(target, again)).decode()
+    flag = {"anthropic": '"is_error":true', "gemini": '"error":"HTTP 500', "bedrock": '"status":"error"'}[
+        target
+    ]
+    assert flag in text and TOOL_ERROR not in text
+
+
+@pytest.mark.parametrize("source", ["gemini", "bedrock", "anthropic"])
+@pytest.mark.parametrize("target", ["gemini", "bedrock", "anthropic"])
+def test_flags_map_between_the_dialects_that_have_one(source: str, target: str) -> None:
+    req = CODECS["anthropic"].parse_request(ANTHROPIC_ERROR_TURN)
+    there = build(source, req)
+    back = CODECS[source].parse_request(there, "m")
+    assert _result(back).is_error
+    assert _result(CODECS[target].parse_request(build(target, back), "m")).is_error
+
+
+def test_a_result_without_the_error_stays_one() -> None:
+    body = {**ANTHROPIC_ERROR_TURN}
+    body["messages"] = [
+        *body["messages"][:2],
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]},
+    ]
+    chat = build("openai", CODECS["anthropic"].parse_request(body))
+    assert chat["messages"][-1]["content"] == "sunny"
+    assert not _result(CODECS["openai"].parse_request(chat)).is_error
+
+
+def test_an_error_without_text_is_still_marked() -> None:
+    req = ChatRequest(
+        "x",
+        [
+            Message("user", [TextPart("go")]),
+            Message("assistant", [ToolCallPart("c1", "f", "{}")]),
+            Message("tool", [ToolResultPart("c1", [], "f", True)]),
+        ],
+    )
+    chat = build("openai", req)
+    assert chat["messages"][-1]["content"] == TOOL_ERROR.rstrip()
+    assert _result(CODECS["openai"].parse_request(chat)) == ToolResultPart("c1", [], "f", True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.booleans())
+def test_read_error_undoes_the_marking(text: str, failed: bool) -> None:
+    from ext_proc.translation.markers import mark_error
+
+    content: list[Any] = [TextPart(text)] if text else []
+    marked = mark_error(content, failed)
+    back, flag = read_error(marked)
+    if not text.startswith(TOOL_ERROR.rstrip()):  # a text that itself looks marked reads as marked
+        assert (back, flag) == (content, failed)
+
+
+_ANSWER = st.lists(st.text(min_size=1, max_size=20).filter(str.strip), min_size=1, max_size=2).map(
+    lambda ts: [TextPart(t) for t in ts]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_ANSWER, st.sampled_from(["end_turn", "max_tokens"])), min_size=1, max_size=4))
+def test_several_answers_survive_render_and_parse_in_both_dialects(answers: list[tuple[Any, str]]) -> None:
+    """Rendered by one dialect that has several answers and parsed by it again, each answer keeps its
+    place, its text and its stop reason (text blocks of one answer are one string in OpenAI)."""
+    first, *rest = answers
+    resp = ChatResponse("id", "m", first[0], first[1], more=[Choice(c, s) for c, s in rest])  # type: ignore[arg-type]
+    for dialect in ("openai", "gemini"):
+        back = CODECS[dialect].parse_response(CODECS[dialect].render_response(resp))
+        got = [(back.content, back.stop_reason)] + [(c.content, c.stop_reason) for c in back.more]
+        want = [(c, s) for c, s in answers]
+        joined = lambda parts: "".join(p.text for p in parts)  # noqa: E731
+        assert [(joined(c), s) for c, s in got] == [(joined(c), s) for c, s in want]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["system", "developer", "user", "assistant"]), min_size=1, max_size=8))
+def test_system_messages_anywhere_parse_in_place_and_rebuild_the_same(roles: list[str]) -> None:
+    body = {"model": "x", "messages": [{"role": r, "content": f"{r} {n}"} for n, r in enumerate(roles)]}
+    req = CODECS["openai"].parse_request(body)
+    lead = next((n for n, r in enumerate(roles) if r not in ("system", "developer")), len(roles))
+    assert [p.text for p in req.system] == [f"{r} {n}" for n, r in enumerate(roles[:lead])]
+    texts = [(m.role, p.text) for m in req.messages for p in m.parts if isinstance(p, TextPart)]
+    assert texts == [
+        ("system" if r in ("system", "developer") else r, f"{r} {n}")
+        for n, r in enumerate(roles)
+        if n >= lead
+    ]
+    built = build("openai", req)
+    assert CODECS["openai"].parse_request(built).messages == req.messages
+    for target in ("anthropic", "gemini", "bedrock"):
+        if req.messages:
+            out = orjson.dumps(build(target, req)).decode()
+            for n, r in enumerate(roles[lead:], lead):
+                if r in ("system", "developer"):
+                    assert orjson.dumps(SYSTEM_OPEN + f"{r} {n}" + SYSTEM_CLOSE).decode()[1:-1] in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["user", "assistant", "system"]),
+            st.lists(st.text(max_size=12), min_size=1, max_size=3),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_read_system_undoes_inline_system(turns: list[tuple[str, list[str]]]) -> None:
+    from ext_proc.translation.markers import read_system
+
+    msgs = [Message(r, [TextPart(t) for t in (ts[:1] if r == "system" else ts)]) for r, ts in turns]  # type: ignore[arg-type]
+    assert read_system(inline_system(msgs)) == msgs
