@@ -231,7 +231,9 @@ def test_a_max_tokens_above_the_model_output_is_clamped() -> None:
     req = parsed("openai", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50})
     assert (clamp_to_model(req, small, 4096), req.max_tokens) == (100, 50)
     req.max_tokens = None
-    out = get_codec("anthropic").build_request(req, "small", default_max_tokens=clamp_to_model(req, small, 4096))
+    out = get_codec("anthropic").build_request(
+        req, "small", default_max_tokens=clamp_to_model(req, small, 4096)
+    )
     assert out["max_tokens"] == 100
 
 
