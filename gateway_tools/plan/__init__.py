@@ -106,4 +106,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _json(v: object) -> object:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
+    if isinstance(v, float):
+        return round(v, 4) if math.isfinite(v) else None
+    return v
