@@ -160,6 +160,9 @@ def plan(
                     "ttft_p50_ms": _ms(pred["ttft_p50_s"]),
                     "ttft_p90_ms": _ms(pred["ttft_p90_s"]),
                     "tpot_p90_ms": _ms(pred["tpot_p90_s"]),
+                    "e2e_p90_s": None
+                    if not math.isfinite(pred["e2e_p90_s"])
+                    else round(pred["e2e_p90_s"], 2),
                     "prefix_hit_rate": round(pred["prefix_hit_rate"], 3),
                     "mean_batch": round(pred["mean_batch"], 1),
                 }
@@ -209,6 +212,7 @@ def plan(
         },
         "max_servers": max_servers,
         "token_mix_per_request": {k: round(v, 1) for k, v in mix.items()},
+        "streamed_share": traffic.streamed_share,
         "hours": hours,
         "peak": {
             "hour": peak["hour"],

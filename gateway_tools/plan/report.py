@@ -44,7 +44,8 @@ def markdown(r: dict[str, Any], images: list[str]) -> str:
         + ".",
         "",
         f"Per request: {mix['own_input']:g} own input tokens, {mix['prefix_input']:g} shared-prefix tokens "
-        f"(expected), {mix['output']:g} output tokens.",
+        f"(expected), {mix['output']:g} output tokens. {r['streamed_share']:.0%} of requests are streamed: "
+        "the TTFT SLO is what their users wait for; the others wait for the whole answer (e2e p90 below).",
         "",
         "## Summary",
         "",
@@ -94,6 +95,7 @@ def markdown(r: dict[str, Any], images: list[str]) -> str:
             "spill req/s",
             "TTFT p50 / p90 ms",
             "TPOT p90 ms",
+            "e2e p90 s (buffered)",
             "prefix hit",
             "GPU USD",
         ],
@@ -106,6 +108,7 @@ def markdown(r: dict[str, Any], images: list[str]) -> str:
                 round(h["spill_rps"], 2),
                 f"{_fmt(h.get('ttft_p50_ms'))} / {_fmt(h.get('ttft_p90_ms'))}",
                 h.get("tpot_p90_ms"),
+                h.get("e2e_p90_s"),
                 h.get("prefix_hit_rate"),
                 h["gpu_usd"],
             ]

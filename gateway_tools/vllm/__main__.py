@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build-model", help="write the tiny random-weight Llama (needs transformers)")
     b.add_argument("out", help="model directory to write")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--force", action="store_true", help="rebuild even if DIR already holds this model")
     s = sub.add_parser("serve", help="run N vLLM replicas of a model directory until Ctrl-C")
     s.add_argument("n", type=int)
     s.add_argument("--python", required=True, help="the python of the venv vLLM is installed in")
@@ -22,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more vLLM server arguments")
     args = p.parse_args(argv)
     if args.cmd == "build-model":
-        from .model import build_model
+        from .model import build_model, ensure_model
 
-        print(build_model(args.out, seed=args.seed))
+        print((build_model if args.force else ensure_model)(args.out, seed=args.seed))
         return 0
     from .replicas import VllmStartError, start_vllm_replicas, stop_replicas
 

@@ -54,6 +54,21 @@ CHAT_TEMPLATE = (
 )
 
 
+def ensure_model(out: Path | str, seed: int = 0) -> Path:
+    """The model in ``out``, built only if it is not there yet (same shape and seed): fixtures reuse it."""
+    marker = Path(out) / "gateway_tiny_llama.json"
+    try:
+        if json.loads(marker.read_text()) == _shape(seed):
+            return Path(out)
+    except (OSError, ValueError):
+        pass
+    return build_model(out, seed)
+
+
+def _shape(seed: int) -> dict[str, int]:
+    return {"vocab": VOCAB_SIZE, "hidden": HIDDEN, "heads": HEADS, "layers": LAYERS, "seed": seed}
+
+
 def build_model(out: Path | str, seed: int = 0) -> Path:
     """Write config, random safetensors weights and the tokenizer into ``out``; returns it."""
     import torch
@@ -101,7 +116,5 @@ def build_model(out: Path | str, seed: int = 0) -> Path:
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
     # Record what built it, so a stale directory is recognisable.
-    (out / "gateway_tiny_llama.json").write_text(
-        json.dumps({"vocab": VOCAB_SIZE, "hidden": HIDDEN, "heads": HEADS, "layers": LAYERS, "seed": seed})
-    )
+    (out / "gateway_tiny_llama.json").write_text(json.dumps(_shape(seed)))
     return out
