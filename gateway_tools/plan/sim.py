@@ -30,6 +30,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..loadtest.report import percentile
 from .model import Server, Traffic
 
 POLICIES = ("affinity", "least_loaded", "round_robin", "random")
@@ -187,10 +188,9 @@ def _arrivals(traffic: Traffic, rate: float, warmup: float, window: float, seed:
 
 
 def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
+    """Nearest-rank percentile, as the load test reports it (NaN for none)."""
+    v = percentile(values, q)
+    return math.nan if v is None else v
 
 
 def simulate(
