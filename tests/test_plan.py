@@ -175,6 +175,28 @@ def test_cli_predicts_one_pool_size(capsys: pytest.CaptureFixture[str]) -> None:
     assert 0 < pred["ttft_p90_s"] < 10 and isinstance(pred["meets_slo"], bool)
 
 
+def test_cli_compares_a_prediction_with_a_measured_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `loadtest` report's client-side TTFT p90 against the prediction for the same pool: exit 1
+    when they differ by more than the tolerance (the issue's 20%)."""
+    argv = ["plan", "config/plan/traffic.yaml", "--servers", "2", "--rate", "5", "--window", "30"]
+    assert main(argv) == 0
+    predicted_ms = json.loads(capsys.readouterr().out)["ttft_p90_s"] * 1000
+    close, far = tmp_path / "close.json", tmp_path / "far.json"
+    close.write_text(json.dumps({"scenario": "steady", "ttft_ms": {"p50": 1.0, "p90": predicted_ms * 1.1}}))
+    far.write_text(json.dumps({"ttft_p90_ms": predicted_ms * 1.6}))
+    assert main([*argv, "--measured", str(close)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["within_tolerance"] is True
+    assert out["ttft_p90_relative_error"] == pytest.approx(1 / 1.1 - 1, abs=0.002)
+    assert main([*argv, "--measured", str(far)]) == 1
+    assert json.loads(capsys.readouterr().out)["within_tolerance"] is False
+    (tmp_path / "none.json").write_text("{}")
+    assert main([*argv, "--measured", str(tmp_path / "none.json")]) == 2
+    assert "no TTFT p90" in capsys.readouterr().err
+
+
 def test_shipped_profile_is_the_cited_calibration() -> None:
     s = load_server("llama-3.1-8b-h100")
     assert s.decode_step_ms == {1: 6.48, 4: 6.59, 16: 10.94}

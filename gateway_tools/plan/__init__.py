@@ -54,6 +54,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--servers", type=int, help="predict for this many servers only (needs --rate)")
     p.add_argument("--rate", type=float, help="with --servers: requests/s to predict for")
+    p.add_argument(
+        "--measured",
+        metavar="REPORT_JSON",
+        help="with --servers/--rate: compare the predicted TTFT p90 with a measured one "
+        "(a `loadtest` report.json, its ttft_ms.p90, or any JSON with ttft_p90_ms); exit 1 outside --tolerance",
+    )
+    p.add_argument(
+        "--tolerance", type=float, default=0.2, help="with --measured: relative error allowed (default 0.2)"
+    )
     p.set_defaults(func=cmd_plan)
 
 
@@ -69,6 +78,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         server = load_server(args.server)
         if (args.servers is None) != (args.rate is None):
             raise PlanInputError("--servers and --rate go together")
+        measured = _measured_ttft_p90_ms(args.measured) if args.measured else None
+        if measured is not None and args.servers is None:
+            raise PlanInputError("--measured needs --servers and --rate (the pool it was measured on)")
         if args.max_servers is not None and args.max_servers < 1:
             raise PlanInputError("--max-servers: at least 1")
         cfg = load_config(args.config)
@@ -81,8 +93,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.servers is not None:
         pred = planner.predict(args.servers, args.rate)
         pred["meets_slo"] = planner.meets(pred)
+        code = 0
+        if measured is not None:
+            predicted = pred["ttft_p90_s"] * 1000
+            error = (predicted - measured) / measured if measured > 0 else math.inf
+            pred["measured_ttft_p90_ms"] = measured
+            pred["ttft_p90_relative_error"] = error
+            pred["within_tolerance"] = abs(error) <= args.tolerance
+            code = 0 if pred["within_tolerance"] else 1
         print(json.dumps({k: _json(v) for k, v in pred.items()}, indent=2))
-        return 0
+        return code
     names = cfg.chains[args.model] if args.model else cfg.backends.values()
     prices = [
         ApiPrice(b.name, b.price.input, b.price.output, b.price.cached_input)
@@ -103,6 +123,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
         + f"\n  report: {files[-1]}"
     )
     return 0
+
+
+def _measured_ttft_p90_ms(path: str) -> float:
+    """TTFT p90 in ms from a ``loadtest`` report.json (``ttft_ms.p90``) or a JSON with ``ttft_p90_ms``."""
+    from .model import PlanInputError
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise PlanInputError(f"--measured {path}: cannot read JSON: {e}") from None
+    v = (d.get("ttft_ms") or {}).get("p90") if isinstance(d, dict) else None
+    if v is None and isinstance(d, dict):
+        v = d.get("ttft_p90_ms")
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        raise PlanInputError(f"--measured {path}: no TTFT p90 (ttft_ms.p90 or ttft_p90_ms) in it")
+    return float(v)
 
 
 def _json(v: object) -> object:
