@@ -243,6 +243,21 @@ def test_prefix_cache_hits_grow_with_affinity_not_when_spread(
     assert affinity_hits / (q2 - q1) > spread_hits / (q3 - q2)
 
 
+def test_profile_measures_a_server_for_the_planner(replicas: list[Replica]) -> None:
+    """``python -m gateway_tools.vllm profile`` reads the KV cache from the server's own metrics and
+    times prefill and decode steps; what it writes is a server profile ``llm-gateway plan`` loads."""
+    from gateway_tools.plan.model import Server
+    from gateway_tools.vllm.profile import measure
+
+    prof = measure(replicas[1].url, batches=(1, 2), prompt_lengths=(128, 1024), repeats=2)
+    assert prof["kv_blocks"] == KV_BLOCKS
+    assert prof["block_size"] == int(scrape(replicas[1])["vllm:cache_config_info"][0][0]["block_size"])
+    assert prof["prefill_tokens_per_s"] > 0 and set(prof["decode_step_ms"]) == {1, 2}
+    assert all(v > 0 for v in prof["decode_step_ms"].values())
+    server = Server.parse({**prof, "max_num_seqs": MAX_NUM_SEQS})
+    assert server.kv_blocks == KV_BLOCKS and server.step_s(1) > 0
+
+
 def test_replicas_stop_by_pid(replicas: list[Replica]) -> None:
     """Stopping ends each server and the engine process it forked (its whole process group)."""
     stop_replicas(replicas)
