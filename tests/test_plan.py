@@ -252,3 +252,34 @@ def test_token_dist_rejects_non_mappings_with_its_field(v: object) -> None:
         return  # a number is a fixed count
     with pytest.raises(PlanInputError, match=r"^x"):
         TokenDist.parse(v, "x")
+
+
+def test_a_prefix_is_reused_only_once_computed() -> None:
+    """vLLM reuses computed blocks only: a request arriving while the prefix's first prefill is still
+    running computes its own copy; one arriving after hits the cache, and its blocks outlive both."""
+    from gateway_tools.plan.sim import _finish_step, _Req, _Srv, _step
+
+    s = _Srv(spec=SERVER, free_blocks=SERVER.kv_blocks)
+
+    def req() -> _Req:
+        return _Req(t_arrive=0.0, own=100, out=4, group=7, prefix=1600, measured=True)
+
+    first, second = req(), req()
+    s.waiting.extend([first, second])
+    assert _step(s, 0.0) > 0
+    assert (first.cached, second.cached) == (0, 0)  # both admitted in the same step: no reuse yet
+    assert first.creates and not second.creates
+    seq = [0]
+    while first.t_first == math.inf:
+        _finish_step(s, 1.0, seq)
+        _step(s, 1.0)
+    third = req()
+    s.waiting.append(third)
+    _step(s, 2.0)
+    assert not s.waiting
+    assert third.cached == 1600  # 100 blocks of 16, computed by `first`
+    while s.prefilling or s.decoding:
+        _finish_step(s, 3.0, seq)
+        _step(s, 3.0)
+    assert s.cache == {7: 100} and s.refs[7] == 0
+    assert s.free_blocks == SERVER.kv_blocks - 100

@@ -50,6 +50,8 @@ class _Req:
     t_first: float = math.inf
     t_done: float = math.inf
     finish_step: int = 0
+    holds_ref: bool = False  # counts as a user of its prefix's cache entry
+    creates: bool = False  # computes its prefix's cache entry
 
     @property
     def prompt(self) -> int:
@@ -67,6 +69,7 @@ class _Srv:
     free_blocks: int = 0
     cache: OrderedDict[int, int] = field(default_factory=OrderedDict)  # group -> blocks (LRU order)
     refs: dict[int, int] = field(default_factory=dict)
+    pending: set[int] = field(default_factory=set)  # cache entries whose prefill is still running
     steps: int = 0
     batch_sum: int = 0
     prefill_tokens: int = 0
@@ -77,10 +80,14 @@ class _Srv:
 
     def admit(self, r: _Req) -> bool:
         bs = self.spec.block_size
-        pblocks = r.prefix // bs  # whole blocks of the shared prefix are cacheable
+        pblocks = r.prefix // bs if r.group >= 0 else 0  # whole blocks of a shared prefix are cacheable
         total = math.ceil((r.prompt + r.out) / bs)
-        hit = r.group >= 0 and pblocks > 0 and r.group in self.cache
-        need = total - pblocks if (hit or pblocks == 0 or r.group < 0) else total
+        entry = pblocks > 0 and r.group in self.cache
+        # A hit reuses computed blocks only: while the request that creates an entry is still in its
+        # prefill, another one with the same prefix computes (and frees) its own copy, as in vLLM.
+        hit = entry and r.group not in self.pending
+        creates = pblocks > 0 and not entry
+        need = total - pblocks if hit else total
         if need > self.free_blocks:
             for g in list(self.cache):  # LRU first
                 if need <= self.free_blocks:
@@ -90,24 +97,25 @@ class _Srv:
             if need > self.free_blocks:
                 return False
         self.free_blocks -= need
-        if r.group >= 0 and pblocks > 0:
-            if hit:
-                self.cache.move_to_end(r.group)
-                r.cached = pblocks * bs
-            else:
-                self.cache[r.group] = pblocks  # cached once its prefill ran (no other request
-                # can use it before: a later one waits behind this one FCFS on this server)
+        r.own_blocks = total
+        if hit:
+            self.cache.move_to_end(r.group)
+            r.cached = pblocks * bs
+        elif creates:
+            self.cache[r.group] = pblocks  # stays cached after the request, until evicted
+            self.pending.add(r.group)
+        if hit or creates:
             self.refs[r.group] = self.refs.get(r.group, 0) + 1
             r.own_blocks = total - pblocks
-        else:
-            r.own_blocks = total
+            r.holds_ref = True
+            r.creates = creates
         r.todo = r.prompt - r.cached
         self.cached_tokens += r.cached
         return True
 
     def release(self, r: _Req) -> None:
         self.free_blocks += r.own_blocks
-        if r.group >= 0 and r.group in self.refs:
+        if r.holds_ref:
             self.refs[r.group] -= 1
 
 
@@ -144,6 +152,8 @@ def _finish_step(s: _Srv, t_end: float, seq: list[int]) -> None:
         s.prefilling = [r for r in s.prefilling if r.todo > 0]
         for r in done_prefill:
             r.t_first = t_end
+            if r.creates:
+                s.pending.discard(r.group)
             if r.out <= 1:
                 r.t_done = t_end
                 s.release(r)
