@@ -159,8 +159,9 @@ def test_queue_running_and_kv_move_under_load(replicas: list[Replica], model_dir
 
     def send(p: list[int]) -> None:
         try:
-            out = complete(r, model_dir, p, max_tokens=32)
-            assert out["usage"]["completion_tokens"] == 32
+            # long enough that a wave outlasts several scrapes even when steps take 2 ms
+            out = complete(r, model_dir, p, max_tokens=96)
+            assert out["usage"]["completion_tokens"] == 96
         except BaseException as e:  # surfaced below
             errors.append(e)
 
@@ -172,13 +173,13 @@ def test_queue_running_and_kv_move_under_load(replicas: list[Replica], model_dir
         seen["running"] = max(seen["running"], value(m, "vllm:num_requests_running"))
         seen["waiting"] = max(seen["waiting"], value(m, "vllm:num_requests_waiting"))
         seen["kv"] = max(seen["kv"], value(m, "vllm:kv_cache_usage_perc"))
-        time.sleep(0.05)
+        time.sleep(0.02)
     for t in threads:
         t.join()
     assert not errors, errors
     assert seen["running"] == MAX_NUM_SEQS, seen
     assert seen["waiting"] > 0, seen
-    # 4 sequences of 300 + 32 tokens hold at least 4 blocks of 128 of the 64
+    # 4 sequences of 300 + 96 tokens hold at least 4 blocks of 128 of the 64
     assert 4 / KV_BLOCKS <= seen["kv"] <= 1.0, seen
     m = scrape(r)
     assert value(m, "vllm:num_requests_running") == 0
