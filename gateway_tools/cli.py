@@ -2,7 +2,7 @@
 
 The product's commands (``serve``, ``check``, ``render-envoy``) come from
 ``ext_proc.cli``; this adds ``up``, ``apply``, ``status``, ``mock-providers``,
-``loadtest`` and ``bench``.
+``loadtest``, ``bench`` and ``plan``.
 """
 
 from __future__ import annotations
@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_parser as add_bench
 
     add_bench(sub)
+
+    from .plan import add_parser as add_plan
+
+    add_plan(sub)
     return parser
 
 
