@@ -187,3 +187,32 @@ def test_built_bodies_carry_only_valid_names(dialect: str) -> None:
     text = str(body)
     assert odd not in text
     assert fit(odd, codec.tool_rules.name) in text
+
+
+# ---- the catalog narrows a dialect's table per model ------------------------------------------
+
+
+def test_a_catalog_entry_narrows_the_dialects_rules() -> None:
+    from ext_proc.catalog import lookup
+
+    gemini = lookup("gemini", "gemini-3.5-flash")
+    assert gemini is not None and gemini.tool_name_max_length is not None
+    rules = rules_for(CODECS["gemini"], gemini)
+    # The shorter of the two limits holds (the dialect's table says 64, a catalog page 128).
+    assert rules.name.max_len == min(64, gemini.tool_name_max_length)
+    assert rules.name.pattern == gemini.tool_name_pattern
+
+
+@given(IDENT)
+@settings(max_examples=200, deadline=None)
+def test_a_models_own_shorter_limit_is_met(name: str) -> None:
+    """A host whose model takes tool names of at most 20 characters (a ``capabilities:`` block)."""
+    from dataclasses import replace
+
+    from ext_proc.catalog.caps import ModelCaps
+
+    caps = replace(ModelCaps(model="small-host-model", family="openai"), tool_name_max_length=20)
+    rules = rules_for(CODECS["openai"], caps)
+    fitted = fit(name, rules.name)
+    assert len(fitted) <= 20 and re.fullmatch(DOC_NAME["openai"], fitted)
+    assert fit(name, rules.name) == fitted  # deterministic: the same name in every turn

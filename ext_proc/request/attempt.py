@@ -83,7 +83,7 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
             ir.stream = stream
             default_max = clamp_to_model(ir, target.caps, settings.default_max_tokens)
             out = dst.codec.build_request(
-                names.fit_request(ir, names.rules_for(dst.codec, target.upstream_model)),
+                names.fit_request(ir, names.rules_for(dst.codec, target.caps)),
                 target.upstream_model,
                 default_max_tokens=default_max,
                 drop_unsupported=settings.drop_unsupported,

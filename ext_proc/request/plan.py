@@ -276,7 +276,7 @@ def _route(
         # The target model's limits (catalog): clamp the output cap, refuse what cannot fit.
         default_max = clamp_to_model(ir, primary.caps, settings.default_max_tokens)
         codec = target.dialect.codec
-        rules = names.rules_for(codec, primary.upstream_model)
+        rules = names.rules_for(codec, primary.caps)
         renamed = names.renames(ir, rules)
         out = codec.build_request(
             names.fit_request(ir, rules),  # ``ir`` stays the client's

@@ -130,7 +130,7 @@ class ResponseTranslator:
         (requests were fitted to the backend's rules: ``translation.names``)."""
         if self.same_wire or self.backend_codec is None or self.backend is None:
             return {}
-        return restore_names(ir, rules_for(self.backend_codec, self.backend.upstream_model))
+        return restore_names(ir, rules_for(self.backend_codec, self.backend.caps))
 
     def merge_usage(self, u: Usage) -> None:
         """Streams report usage in several events (some cumulative): keep the largest of each count."""

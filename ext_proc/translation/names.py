@@ -23,8 +23,8 @@ sees only the names it sent. Tool-call ids are only fitted on the way in (a
 call and its result map alike, so they still pair); the ids a backend makes are
 already valid for it and go to the client as the backend made them.
 
-``rules_for`` is the one seam where a per-model catalog can override a
-dialect's table.
+``rules_for`` narrows a dialect's table by the target model's catalog entry
+(a model-specific pattern, a shorter length limit).
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .ir import ChatRequest, Message, Part, Tool, ToolCallPart, ToolChoice, ToolResultPart
+
+if TYPE_CHECKING:
+    from ..catalog.caps import ModelCaps
 
 # The safe form's shape: valid under every dialect table below (the strictest is 40 characters,
 # the shortest id limit of a dialect table, and a letter first, as the strictest name rule wants).
@@ -94,11 +97,25 @@ def fit(value: str, rule: Rule) -> str:
     return out if rule.accepts(out) else value  # a rule stricter than the safe form: let the target say so
 
 
-def rules_for(codec: Any, upstream_model: str | None = None) -> ToolRules:
-    """The tool rules of a target: its dialect's table (``Codec.tool_rules``). The seam where a
-    per-model catalog overrides them (``upstream_model`` is the model the target runs)."""
+def rules_for(codec: Any, caps: ModelCaps | None = None) -> ToolRules:
+    """The tool rules of a target: its dialect's table (``Codec.tool_rules``), narrowed by the
+    target model's catalog entry (``caps``, docs/catalog.md) where it records a rule: its pattern
+    replaces the dialect's, and the shorter of the two length limits holds."""
     rules = getattr(codec, "tool_rules", None)
-    return rules if isinstance(rules, ToolRules) else ANY
+    base = rules if isinstance(rules, ToolRules) else ANY
+    if caps is None:
+        return base
+    return ToolRules(
+        name=_narrowed(base.name, caps.tool_name_pattern, caps.tool_name_max_length),
+        call_id=_narrowed(base.call_id, caps.tool_call_id_pattern, caps.tool_call_id_max_length),
+    )
+
+
+def _narrowed(rule: Rule, pattern: str | None, max_len: int | None) -> Rule:
+    if pattern is None and max_len is None:
+        return rule
+    lengths = [n for n in (rule.max_len, max_len) if n is not None]
+    return Rule(pattern if pattern is not None else rule.pattern, min(lengths) if lengths else None)
 
 
 def fit_request(req: ChatRequest, rules: ToolRules) -> ChatRequest:
