@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
-from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_int as _a_int
 from ...translation.fields import answer_json as _a_json
@@ -37,7 +37,6 @@ from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
-from ...translation.fields import set_path as _set_path
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     BlockDelta,
@@ -795,13 +794,7 @@ class AnthropicCodec(Codec):
             if no_parallel and mode != "none":
                 choice["disable_parallel_tool_use"] = True
             body["tool_choice"] = choice
-        if req.unmapped:
-            same = req.source_dialect == DIALECT
-            for path in req.unmapped:
-                if same and path in req.unmapped_values:
-                    _set_path(body, path, req.unmapped_values[path])
-                elif not drop:
-                    raise unsupported(path, DIALECT)
+        apply_unmapped(req, body, DIALECT, drop)
         return body
 
     def request_path(self, upstream_model: str, stream: bool) -> str:

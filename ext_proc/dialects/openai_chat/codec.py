@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
-from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_int as _a_int
 from ...translation.fields import answer_list as _a_list
@@ -36,7 +36,6 @@ from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
-from ...translation.fields import set_path as _set_path
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     BlockDelta,
@@ -158,16 +157,6 @@ def _opt_str(body: dict[str, Any], key: str, path: str) -> str | None:
     if not isinstance(v, str):
         raise _type_error(path, "a string")
     return v
-
-
-def _apply_unmapped(req: ChatRequest, body: dict[str, Any], drop: bool) -> None:
-    """Same dialect: put unmapped fields back. Otherwise refuse them, or drop them if allowed."""
-    same = req.source_dialect == DIALECT
-    for path in req.unmapped:
-        if same and path in req.unmapped_values:
-            _set_path(body, path, req.unmapped_values[path])
-        elif not drop:
-            raise unsupported(path, DIALECT)
 
 
 # ---- requests --------------------------------------------------------------
@@ -913,8 +902,7 @@ class OpenAICodec(Codec):
             # Always ask for usage: the gateway meters every stream. The client
             # only sees the usage chunk if it asked for it (see the encoder).
             body["stream_options"] = {"include_usage": True}
-        if req.unmapped:
-            _apply_unmapped(req, body, drop)
+        apply_unmapped(req, body, DIALECT, drop)
         return body
 
     def request_path(self, upstream_model: str, stream: bool) -> str:
