@@ -2,15 +2,23 @@
 
 Unmapped-field policy (client -> IR): top-level fields the IR cannot carry
 (``logprobs``, ``top_logprobs``, ``logit_bias``, ``audio``, ``modalities``,
-``prediction``, ``web_search_options``, ``functions``,
+``web_search_options``, ``functions``,
 ``function_call``, ``top_k`` and anything unknown) are listed in
 ``ChatRequest.unmapped`` with their raw values, unless they hold their
 neutral value (``null``, ``logprobs: false``, ``modalities: ["text"]``,
-``logit_bias: {}``). Fields that only concern OpenAI's own bookkeeping and
+``logit_bias: {}``). Fields that only concern OpenAI's own bookkeeping or speed and
 never change the generated text (``store``, ``metadata``, ``service_tier``,
-``prompt_cache_key``, ``safety_identifier``) are ignored. Per message, the
-participant ``name`` and an image's ``detail`` hint are ignored; audio/file
-content parts and assistant ``audio`` are unmapped.
+``prompt_cache_key``, ``prediction``) are ignored. ``safety_identifier`` is the end
+user, as ``user`` is (``user`` wins when both are sent). Per message, the
+participant ``name`` and an image's ``detail`` hint are ignored; ``file`` parts with
+``file_data`` are documents (a ``file_id`` only OpenAI can resolve is unmapped); audio
+parts and assistant ``audio`` are unmapped.
+
+Towards OpenAI, JSON mode (``json_object``) is sent as such only when the messages say
+"json" (OpenAI refuses it otherwise); else as a non-strict ``json_schema`` that takes any
+object, which asks for the same thing. ``strict`` (tools, schemas) is sent where the
+schema meets strict mode's rules (every object closed, every property required), since
+OpenAI refuses a strict schema that does not; elsewhere the schema is sent unstrict.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from ...translation.fields import answer_obj as _a_obj
 from ...translation.fields import answer_objects as _a_objects
 from ...translation.fields import answer_str as _a_str
 from ...translation.fields import bad_answer as _bad_answer
+from ...translation.fields import data_url as _data_url
 from ...translation.fields import error_json as _error_json
 from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
@@ -38,6 +47,7 @@ from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
+    PDF,
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -61,12 +71,13 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    text_of,
 )
 from ...translation.sse import SSEEvent
 
 DIALECT = "openai"
 
-_IGNORED = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"})
+_IGNORED = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "prediction"})
 # Values of unmappable fields that mean "feature off": not worth refusing a request for.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logprobs": (False,),
@@ -89,6 +100,7 @@ _HANDLED = frozenset(
         "n",
         "response_format",
         "user",
+        "safety_identifier",
         "stream",
         "stream_options",
         "tools",
@@ -176,15 +188,44 @@ def _parse_image(part: dict[str, Any], path: str) -> ImagePart:
     return ImagePart(url=url)
 
 
-def _content_parts(content: Any, path: str, unmapped: list[str], images: bool) -> list[TextPart | ImagePart]:
-    """``content`` as a string or a list of parts -> IR parts (empty strings dropped)."""
+def _parse_file(
+    part: dict[str, Any], path: str, unmapped: list[str], reasons: dict[str, str]
+) -> FilePart | None:
+    """A ``file`` part: inline ``file_data`` (a base64 data URL) is a document; a ``file_id``
+    is OpenAI's own upload, which no other provider can read."""
+    f = part.get("file")
+    if not isinstance(f, dict):
+        raise _type_error(f"{path}.file", "an object")
+    filename = _opt_str(f, "filename", f"{path}.file.filename")
+    if f.get("file_data") is not None:
+        media_type, data = _data_url(f["file_data"], f"{path}.file.file_data")
+        if media_type is None and (filename or "").lower().endswith(".pdf"):
+            media_type = PDF
+        return FilePart(media_type=media_type, data=data, filename=filename)
+    if f.get("file_id") is not None:
+        _nonempty_str(f["file_id"], f"{path}.file.file_id")
+        unmapped.append(path)
+        reasons[path] = "a file_id names a file uploaded to OpenAI, which no other provider can read"
+        return None
+    raise invalid(f"'{path}.file' needs 'file_data' or 'file_id'", f"{path}.file")
+
+
+def _content_parts(
+    content: Any,
+    path: str,
+    unmapped: list[str],
+    images: bool,
+    reasons: dict[str, str] | None = None,
+) -> list[TextPart | ImagePart | FilePart]:
+    """``content`` as a string or a list of parts -> IR parts (empty strings dropped).
+    ``reasons`` given: documents (``file`` parts) are taken too."""
     if content is None:
         return []
     if isinstance(content, str):
         return [TextPart(content)] if content else []
     if not isinstance(content, list):
         raise _type_error(f"{path}.content", "a string or an array of content parts")
-    out: list[TextPart | ImagePart] = []
+    out: list[TextPart | ImagePart | FilePart] = []
     for ppath, p in _objects(content, f"{path}.content"):
         t = p.get("type")
         if t == "text":
@@ -199,6 +240,10 @@ def _content_parts(content: Any, path: str, unmapped: list[str], images: bool) -
             if not images:
                 raise invalid(f"'{ppath}': images are not allowed in this message", ppath)
             out.append(_parse_image(p, ppath))
+        elif t == "file" and reasons is not None:
+            doc = _parse_file(p, ppath, unmapped, reasons)
+            if doc is not None:
+                out.append(doc)
         elif isinstance(t, str):
             unmapped.append(ppath)  # input_audio, file, ...: no IR equivalent
         else:
@@ -239,8 +284,10 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
             params = {"type": "object", "properties": {}}
         elif not isinstance(params, dict):
             raise _type_error(f"{path}.function.parameters", "an object")
-        # "strict" is a decoding hint OpenAI-side only; the schema itself is kept.
-        out.append(Tool(name, _opt_str(fn, "description", f"{path}.function.description"), params))
+        strict = fn.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _type_error(f"{path}.function.strict", "a boolean")
+        out.append(Tool(name, _opt_str(fn, "description", f"{path}.function.description"), params, strict))
     return out
 
 
@@ -261,13 +308,20 @@ def _parse_response_format(rf: Any) -> ResponseFormat | None:
         schema = js.get("schema")
         if schema is not None and not isinstance(schema, dict):
             raise _type_error("response_format.json_schema.schema", "an object")
-        return ResponseFormat("json_schema", schema, _opt_str(js, "name", "response_format.json_schema.name"))
+        strict = js.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _type_error("response_format.json_schema.strict", "a boolean")
+        return ResponseFormat(
+            "json_schema", schema, _opt_str(js, "name", "response_format.json_schema.name"), strict
+        )
     raise invalid(
         "'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format.type"
     )
 
 
-def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) -> list[Message]:
+def _parse_messages(
+    messages: Any, system: list[TextPart], unmapped: list[str], reasons: dict[str, str]
+) -> list[Message]:
     if not isinstance(messages, list):
         raise _type_error("messages", "an array")
     if not messages:
@@ -281,7 +335,7 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
             for p in _content_parts(content, path, unmapped, images=False):
                 system.append(p)  # type: ignore[arg-type]  # images=False: text only
         elif role == "user":
-            out.append(Message("user", _content_parts(content, path, unmapped, images=True)))  # type: ignore[arg-type]
+            out.append(Message("user", _content_parts(content, path, unmapped, True, reasons)))  # type: ignore[arg-type]
         elif role == "assistant":
             parts: list[Part] = list(_content_parts(content, path, unmapped, images=False))
             refusal = m.get("refusal")
@@ -384,6 +438,9 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 elif isinstance(p, ImagePart):
                     only_text = False
                     parts.append({"type": "image_url", "image_url": {"url": _image_url(p)}})
+                elif isinstance(p, FilePart) and (doc_text := text_of(p)) is not None:
+                    # No text documents in Chat Completions: the document's text is a text part.
+                    parts.append({"type": "text", "text": doc_text})
                 elif isinstance(p, FilePart) and p.data is not None:  # a "file" part takes inline data only
                     only_text = False
                     parts.append(
@@ -418,6 +475,77 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
             msg["tool_calls"] = calls
         out.append(msg)
     return out
+
+
+def _function(t: Tool) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": t.name}
+    if t.description is not None:
+        fn["description"] = t.description
+    fn["parameters"] = t.parameters
+    if t.strict is not None:
+        fn["strict"] = t.strict and strict_schema_ok(t.parameters)
+    return fn
+
+
+def strict_schema_ok(schema: Any, depth: int = 0) -> bool:
+    """Does ``schema`` meet OpenAI strict mode's rules: every object closed
+    (``additionalProperties: false``) and every property required? (OpenAI's
+    "Structured Outputs", supported schemas.) A strict schema that does not is refused by
+    OpenAI, so the gateway sends such schemas unstrict instead."""
+    if depth > 32:
+        return False
+    if isinstance(schema, list):
+        return all(strict_schema_ok(s, depth + 1) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    props = schema.get("properties")
+    if schema.get("type") == "object" or isinstance(props, dict):
+        if schema.get("additionalProperties") is not False:
+            return False
+        required = schema.get("required") or []
+        if isinstance(props, dict) and (not isinstance(required, list) or set(props) - set(required)):
+            return False
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            if not all(strict_schema_ok(v, depth + 1) for v in value.values()):
+                return False
+        elif key in ("items", "anyOf", "allOf", "oneOf", "prefixItems", "not") and not strict_schema_ok(
+            value, depth + 1
+        ):
+            return False
+    return True
+
+
+ANY_JSON_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def says_json(req: ChatRequest) -> bool:
+    """Do the system prompt or messages contain the word "json" (any case)? OpenAI refuses
+    JSON mode otherwise ("'messages' must contain the word 'json' in some form")."""
+    texts = [p.text for p in req.system]
+    for m in req.messages:
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                texts.append(p.text)
+            elif isinstance(p, ToolResultPart):
+                texts.extend(c.text for c in p.content if isinstance(c, TextPart))
+    return any("json" in t.lower() for t in texts)
+
+
+def response_format(rf: ResponseFormat, req: ChatRequest) -> dict[str, Any]:
+    """IR structured output -> Chat Completions ``response_format``. JSON mode without the word
+    "json" in the messages becomes a non-strict schema taking any object: the same request,
+    in a form OpenAI accepts."""
+    if rf.type == "json_object" and says_json(req):
+        return {"type": "json_object"}
+    if rf.type == "json_object":
+        return {"type": "json_schema", "json_schema": {"name": "json_object", "schema": ANY_JSON_OBJECT}}
+    js: dict[str, Any] = {"name": rf.name or "response"}
+    if rf.schema is not None:
+        js["schema"] = rf.schema
+    if rf.strict is not None:
+        js["strict"] = rf.strict and strict_schema_ok(rf.schema)
+    return {"type": "json_schema", "json_schema": js}
 
 
 # ---- responses -------------------------------------------------------------
@@ -792,7 +920,8 @@ class OpenAICodec(Codec):
             unmapped.append(key)
             values[key] = value
         system: list[TextPart] = []
-        messages = _parse_messages(body.get("messages"), system, unmapped)
+        reasons: dict[str, str] = {}
+        messages = _parse_messages(body.get("messages"), system, unmapped, reasons)
         stop = body.get("stop")
         if stop is None:
             stops: list[str] = []
@@ -827,10 +956,11 @@ class OpenAICodec(Codec):
             n=_opt_int(body, "n"),
             response_format=_parse_response_format(body.get("response_format")),
             reasoning_effort=_opt_str(body, "reasoning_effort", "reasoning_effort"),
-            user=_opt_str(body, "user", "user"),
+            user=_opt_str(body, "user", "user") or _opt_str(body, "safety_identifier", "safety_identifier"),
             stream=stream,
             stream_include_usage=include_usage,
             unmapped=unmapped,
+            unmapped_reasons=reasons,
             source_dialect=DIALECT,
             field_names=self.field_names,
             unmapped_values=values,
@@ -867,29 +997,13 @@ class OpenAICodec(Codec):
             body["n"] = req.n
         rf = req.response_format
         if rf is not None and rf.type != "text":
-            if rf.type == "json_object":
-                body["response_format"] = {"type": "json_object"}
-            else:
-                js: dict[str, Any] = {"name": rf.name or "response"}
-                if rf.schema is not None:
-                    js["schema"] = rf.schema
-                body["response_format"] = {"type": "json_schema", "json_schema": js}
+            body["response_format"] = response_format(rf, req)
         if req.reasoning_effort is not None:
             body["reasoning_effort"] = req.reasoning_effort
         if req.user is not None:
             body["user"] = req.user
         if req.tools:
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": (
-                        {"name": t.name, "description": t.description, "parameters": t.parameters}
-                        if t.description is not None
-                        else {"name": t.name, "parameters": t.parameters}
-                    ),
-                }
-                for t in req.tools
-            ]
+            body["tools"] = [{"type": "function", "function": _function(t)} for t in req.tools]
         tc = req.tool_choice
         if tc is not None:
             body["tool_choice"] = (
