@@ -73,6 +73,7 @@ from ...translation.ir import (
     append_part,
     text_of,
 )
+from ...translation.schema import all_closed, all_required
 from ...translation.sse import SSEEvent
 
 DIALECT = "openai"
@@ -487,33 +488,12 @@ def _function(t: Tool) -> dict[str, Any]:
     return fn
 
 
-def strict_schema_ok(schema: Any, depth: int = 0) -> bool:
+def strict_schema_ok(schema: Any) -> bool:
     """Does ``schema`` meet OpenAI strict mode's rules: every object closed
     (``additionalProperties: false``) and every property required? (OpenAI's
     "Structured Outputs", supported schemas.) A strict schema that does not is refused by
     OpenAI, so the gateway sends such schemas unstrict instead."""
-    if depth > 32:
-        return False
-    if isinstance(schema, list):
-        return all(strict_schema_ok(s, depth + 1) for s in schema)
-    if not isinstance(schema, dict):
-        return True
-    props = schema.get("properties")
-    if schema.get("type") == "object" or isinstance(props, dict):
-        if schema.get("additionalProperties") is not False:
-            return False
-        required = schema.get("required") or []
-        if isinstance(props, dict) and (not isinstance(required, list) or set(props) - set(required)):
-            return False
-    for key, value in schema.items():
-        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
-            if not all(strict_schema_ok(v, depth + 1) for v in value.values()):
-                return False
-        elif key in ("items", "anyOf", "allOf", "oneOf", "prefixItems", "not") and not strict_schema_ok(
-            value, depth + 1
-        ):
-            return False
-    return True
+    return all_closed(schema) and all_required(schema)
 
 
 ANY_JSON_OBJECT: dict[str, Any] = {"type": "object"}
