@@ -14,11 +14,15 @@ repeat across the turns of one conversation).
 
 Unmapped-field policy: ``safetySettings``, ``cachedContent``, unknown
 top-level and ``generationConfig`` fields (``thinkingConfig``,
-``responseModalities``, ``responseLogprobs``...), non-function tools
-(``googleSearch``, ``codeExecution``...), non-image media and code-execution
+``responseModalities`` other than ``["TEXT"]``, ``responseLogprobs``...), non-function tools
+(``googleSearch``, ``codeExecution``...), media other than images, PDFs and plain text,
+``fileData`` URIs only Google can read (Files API, ``gs://``, YouTube) and code-execution
 parts are unmapped. Ignored: ``labels``, ``serviceTier``, ``store``, thought
 parts and ``thoughtSignature`` in the history, and a function declaration's
 ``response`` schema and ``behavior``.
+
+Towards Gemini, the end user (OpenAI ``user``, Anthropic ``metadata.user_id``) is dropped:
+Gemini has no such field and it only tags the request.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
+    PDF,
+    PLAIN_TEXT,
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -73,6 +79,19 @@ DIALECT = "gemini"
 
 _TOP_HANDLED = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
 _TOP_IGNORED = frozenset({"labels", "serviceTier", "store", "model"})
+# generationConfig values that ask for what happens anyway: not refused anywhere.
+_GEN_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "responseModalities": (["TEXT"], ["text"]),
+    "responseLogprobs": (False,),
+}
+# fileData URIs only Google can resolve, and why (a refusal says it).
+_GOOGLE_ONLY_URIS: tuple[tuple[str, str], ...] = (
+    ("https://generativelanguage.googleapis.com/", "a Gemini Files API URI, which only Gemini can read"),
+    ("gs://", "a Cloud Storage URI, which only Vertex AI can read"),
+    ("https://www.youtube.com/", "a YouTube URL, which only Gemini can watch"),
+    ("https://youtu.be/", "a YouTube URL, which only Gemini can watch"),
+)
+_DOCUMENT_TYPES = frozenset({PDF, PLAIN_TEXT})
 _GEN_HANDLED = frozenset(
     {
         "temperature",
@@ -247,25 +266,48 @@ def _result_text(response: Any) -> tuple[str, bool]:
 # ---- requests -----------------------------------------------------------------------
 
 
-def _parse_media(blob: Any, path: str, is_file: bool, unmapped: list[str]) -> ImagePart | None:
+def google_only(uri: str) -> str | None:
+    """Why a fileData URI can be read by Google alone (None: a URL anyone can fetch)."""
+    low = uri.lower()
+    for prefix, why in _GOOGLE_ONLY_URIS:
+        if low.startswith(prefix):
+            return why
+    return None if low.startswith(("https://", "http://")) else "not an http(s) URL other providers can fetch"
+
+
+def _parse_media(
+    blob: Any, path: str, is_file: bool, unmapped: list[str], reasons: dict[str, str]
+) -> ImagePart | FilePart | None:
+    """inlineData / fileData: images, PDFs and plain text are IR parts; other media, and files
+    only Google can read, are unmapped (with the reason)."""
     if not isinstance(blob, dict):
         raise _type_error(path, "an object")
     mime = _g(blob, "mimeType", "mime_type")
     if mime is not None and not isinstance(mime, str):
         raise _type_error(f"{path}.mimeType", "a string")
-    if mime is not None and not mime.startswith("image/"):
-        unmapped.append(path)  # audio, video, PDF...: the IR carries images only
+    kind = (mime or "").split(";")[0].strip().lower()
+    if mime is not None and not kind.startswith("image/") and kind not in _DOCUMENT_TYPES:
+        unmapped.append(path)  # audio, video...: the IR carries images and documents
         return None
     if is_file:
-        return ImagePart(
-            media_type=mime, url=_nonempty_str(_g(blob, "fileUri", "file_uri"), f"{path}.fileUri")
-        )
+        uri = _nonempty_str(_g(blob, "fileUri", "file_uri"), f"{path}.fileUri")
+        why = google_only(uri)
+        if why is not None:
+            unmapped.append(path)
+            reasons[path] = f"'{path}.fileUri' is {why}"
+            return None
+        if kind in _DOCUMENT_TYPES:
+            return FilePart(media_type=kind, url=uri)
+        return ImagePart(media_type=mime, url=uri)
     if mime is None:
         raise _type_error(f"{path}.mimeType", "a string")
-    return ImagePart(media_type=mime, data=_nonempty_str(blob.get("data"), f"{path}.data"))
+    data = _nonempty_str(blob.get("data"), f"{path}.data")
+    if kind in _DOCUMENT_TYPES:
+        return FilePart(media_type=kind, data=data)
+    return ImagePart(media_type=mime, data=data)
 
 
-def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
+def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str]) -> list[Message]:
     if not isinstance(contents, list):
         raise _type_error("contents", "an array")
     if not contents:
@@ -342,13 +384,13 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 continue
             blob = _g(p, "inlineData", "inline_data")
             if blob is not None:
-                img = _parse_media(blob, f"{ppath}.inlineData", False, unmapped)
+                img = _parse_media(blob, f"{ppath}.inlineData", False, unmapped, reasons)
                 if img is not None:
                     append_part(out, ir_role, img)
                 continue
             blob = _g(p, "fileData", "file_data")
             if blob is not None:
-                img = _parse_media(blob, f"{ppath}.fileData", True, unmapped)
+                img = _parse_media(blob, f"{ppath}.fileData", True, unmapped, reasons)
                 if img is not None:
                     append_part(out, ir_role, img)
                 continue
@@ -440,6 +482,8 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
             continue
         if ck in _GEN_HANDLED:
             cfg[ck] = value
+        elif value in _GEN_NEUTRAL.get(ck, ()):
+            continue
         else:
             unmapped.append(f"generationConfig.{ck}")
             values[f"generationConfig.{ck}"] = value
@@ -859,14 +903,16 @@ class GeminiCodec(Codec):
                     raise _type_error(f"systemInstruction.parts[{j}]", "a text part")
                 if p["text"]:
                     system.append(TextPart(p["text"]))
+        reasons: dict[str, str] = {}
         req = ChatRequest(
             model=model,
-            messages=_parse_contents(body.get("contents"), unmapped),
+            messages=_parse_contents(body.get("contents"), unmapped, reasons),
             system=system,
             tools=_parse_tools(body.get("tools"), unmapped),
             tool_choice=_parse_tool_config(_g(body, "toolConfig", "tool_config"), unmapped, values),
             stream=path_stream,
             unmapped=unmapped,
+            unmapped_reasons=reasons,
             source_dialect=DIALECT,
             field_names=self.field_names,
             unmapped_values=values,
@@ -884,8 +930,6 @@ class GeminiCodec(Codec):
     ) -> dict[str, Any]:
         drop = drop_unsupported
         if not drop:
-            if req.user is not None:
-                raise unsupported(client_field(req, "user"), DIALECT)
             if req.parallel_tool_calls is False:
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
             if req.n is not None and req.n != 1:
