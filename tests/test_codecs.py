@@ -390,7 +390,6 @@ def _simple(**kw: Any) -> ChatRequest:
         ("anthropic", {"seed": 1}, "seed"),
         ("anthropic", {"presence_penalty": 0.1}, "presence_penalty"),
         ("anthropic", {"frequency_penalty": 0.1}, "frequency_penalty"),
-        ("gemini", {"user": "u"}, "user"),
     ],
 )
 def test_unsupported_is_refused_or_dropped(target: str, kw: dict[str, Any], param: str) -> None:

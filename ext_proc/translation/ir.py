@@ -130,7 +130,7 @@ class Tool:
     name: str
     description: str | None = None
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
-    # The client asked that calls follow ``parameters`` exactly (OpenAI/Anthropic ``strict``);
+    # The client asked that calls follow ``parameters`` exactly (a tool's ``strict``);
     # None: not said. Targets with a strict mode send it; others drop it (documented).
     strict: bool | None = None
 

@@ -52,7 +52,7 @@ def object_schemas(schema: Any) -> Iterator[dict[str, Any] | None]:
 
 def closed(schema: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``schema`` with ``additionalProperties: false`` on every object schema that
-    does not say otherwise (what Anthropic's structured outputs require; its SDK does the same)."""
+    does not say otherwise (what some providers' structured outputs require)."""
 
     def walk(s: Any, depth: int) -> Any:
         if isinstance(s, list):
@@ -87,6 +87,8 @@ def all_required(schema: Any) -> bool:
             return False
         props = s.get("properties")
         required = s.get("required") or []
-        if isinstance(props, dict) and (not isinstance(required, list) or set(props) - set(required)):
+        if isinstance(props, dict) and (
+            not isinstance(required, list) or set(props) - {r for r in required if isinstance(r, str)}
+        ):
             return False
     return True

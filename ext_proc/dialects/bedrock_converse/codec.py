@@ -11,8 +11,10 @@ Mapping notes:
 - the model is in the path; ``max_tokens``, ``temperature``, ``top_p`` and stop
   sequences are ``inferenceConfig``; ``top_k`` has no Converse field and goes
   to ``additionalModelRequestFields.top_k`` (the name Anthropic models on
-  Bedrock take); the end user goes to ``requestMetadata.user``;
-- JSON-schema output is ``outputConfig.textFormat`` (the schema as a string);
+  Bedrock take); the end user goes to ``requestMetadata.user`` (left out when outside its
+  alphabet: it only tags the invocation);
+- JSON-schema output is ``outputConfig.textFormat`` (the schema as a string, objects
+  closed as Claude requires);
   a JSON object without a schema has no Converse equivalent;
 - Converse has no ``none`` tool choice: without tool history the tools are
   simply not declared; with history it is refused (or dropped);
@@ -74,6 +76,7 @@ from ...translation.ir import (
     Usage,
     append_part,
 )
+from ...translation.schema import closed
 from ...translation.sse import SSEEvent
 from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
 
@@ -848,8 +851,13 @@ class BedrockCodec(Codec):
                 raise unsupported(client_field(req, "n"), DIALECT)
             if req.parallel_tool_calls is False:
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
-            if req.response_format is not None and req.response_format.type == "json_object":
-                raise unsupported(client_field(req, "response_format"), DIALECT)
+            rf = req.response_format
+            if rf is not None and rf.type != "text" and rf.schema is None:
+                raise unsupported(
+                    client_field(req, "response_format"),
+                    DIALECT,
+                    "Converse has no JSON mode without a schema; send a JSON schema",
+                )
         body: dict[str, Any] = {"messages": _build_messages(req, drop)}
         if req.system:
             body["system"] = [{"text": p.text} for p in req.system if p.text]
@@ -868,19 +876,13 @@ class BedrockCodec(Codec):
             body["toolConfig"] = tools
         if req.top_k is not None:
             body["additionalModelRequestFields"] = {"top_k": req.top_k}
-        if req.user is not None:
-            if _METADATA_VALUE.fullmatch(req.user):
-                body["requestMetadata"] = {"user": req.user}
-            elif not drop:
-                field = client_field(req, "user")
-                raise invalid(
-                    f"'{field}' must be at most 256 letters, digits, spaces or :_@$#=/+,-. characters "
-                    f"for a {DIALECT} backend; or set 'drop_unsupported: true' on the model",
-                    field,
-                )
+        # requestMetadata only tags the invocation (logs): a user Converse cannot take is left out.
+        if req.user is not None and _METADATA_VALUE.fullmatch(req.user):
+            body["requestMetadata"] = {"user": req.user}
         rf = req.response_format
         if rf is not None and rf.type == "json_schema" and rf.schema is not None:
-            schema: dict[str, Any] = {"schema": orjson.dumps(rf.schema).decode()}
+            # Objects closed, as Claude's structured outputs require (Bedrock documents the same rules).
+            schema: dict[str, Any] = {"schema": orjson.dumps(closed(rf.schema)).decode()}
             if rf.name:
                 schema["name"] = rf.name
             body["outputConfig"] = {
