@@ -133,6 +133,9 @@ def conversations(draw: st.DrawFn, dialect: str) -> tuple[list[Message], list[To
 def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
     msgs, tools = draw(conversations(dialect))
     opt = st.none()
+    stream = draw(st.booleans())
+    # Several candidates: OpenAI and Gemini, not streamed (an IR stream carries one).
+    several = dialect in ("openai", "gemini") and not stream
     floats = st.floats(0, 2, allow_nan=False, allow_infinity=False)
     choice_modes = ["auto", "none", "required"] + (["tool"] if tools else [])
     if dialect == "bedrock":  # no 'none' with tool history (refused); no choice without tools (no toolConfig)
@@ -168,10 +171,10 @@ def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
         seed=draw(opt | st.integers(0, 2**31)) if dialect not in ("anthropic", "bedrock") else None,
         presence_penalty=draw(opt | floats) if dialect not in ("anthropic", "bedrock") else None,
         frequency_penalty=draw(opt | floats) if dialect not in ("anthropic", "bedrock") else None,
-        n=draw(opt | st.integers(1, 4)) if dialect == "openai" else draw(opt | st.just(1)),
+        n=draw(opt | st.integers(1, 4)) if several else draw(opt | st.just(1)),
         response_format=rf,
         user=draw(opt | users.get(dialect, texts)) if dialect != "gemini" else None,
-        stream=draw(st.booleans()),
+        stream=stream,
     )
 
 

@@ -383,7 +383,6 @@ def _simple(**kw: Any) -> ChatRequest:
     "target, kw, param",
     [
         ("anthropic", {"n": 2}, "n"),
-        ("gemini", {"n": 2}, "n"),
         ("openai", {"top_k": 5}, "top_k"),
         ("gemini", {"parallel_tool_calls": False}, "parallel_tool_calls"),
         ("anthropic", {"response_format": ResponseFormat("json_object")}, "response_format"),

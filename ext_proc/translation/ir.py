@@ -211,6 +211,18 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+# Why several candidates cannot be asked for in a translated stream (IR streams carry one).
+SEVERAL_STREAMED = "a stream of several candidates cannot be translated; ask without streaming"
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One more answer to the same request (``n`` / ``candidateCount`` above 1)."""
+
+    content: list[TextPart | ToolCallPart]
+    stop_reason: StopReason = "end_turn"
+
+
 @dataclass(slots=True)
 class ChatResponse:
     id: str
@@ -218,7 +230,10 @@ class ChatResponse:
     content: list[TextPart | ToolCallPart]
     stop_reason: StopReason = "end_turn"
     stop_sequence: str | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = field(default_factory=Usage)  # of every candidate
+    # The second and later candidates, in order, when the client asked for several (only
+    # dialects that can ask for several carry them; streams carry one).
+    more: list[Candidate] = field(default_factory=list)
 
 
 # ---- stream events -------------------------------------------------------

@@ -49,9 +49,11 @@ from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     PDF,
     PLAIN_TEXT,
+    SEVERAL_STREAMED,
     BlockDelta,
     BlockStart,
     BlockStop,
+    Candidate,
     ChatRequest,
     ChatResponse,
     FilePart,
@@ -642,7 +644,16 @@ def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCal
         pf = _a_obj(obj.get("promptFeedback"), "promptFeedback")
         # The prompt itself was blocked: nothing will follow.
         return ("SAFETY" if _a_str(pf.get("blockReason"), "promptFeedback.blockReason") else None), [], False
-    path, cand = cands[0]
+    return _candidate_at(*cands[0])
+
+
+def _stop(finish: str | None, has_call: bool) -> StopReason:
+    stop = FINISH_TO_IR.get(finish or "", "other")
+    return "tool_use" if stop == "end_turn" and has_call else stop
+
+
+def _candidate_at(path: str, cand: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCallPart], bool]:
+    """(finish reason, content, whether it calls a function) of one candidate, type-checked."""
     content: list[TextPart | ToolCallPart] = []
     has_call = False
     parts = _a_obj(cand.get("content"), f"{path}.content").get("parts")
@@ -666,6 +677,21 @@ def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCal
                 )
             )
     return _a_str(cand.get("finishReason"), f"{path}.finishReason") or None, content, has_call
+
+
+def _answer_parts(content: list[TextPart | ToolCallPart]) -> list[dict[str, Any]]:
+    """IR answer content -> a candidate's parts."""
+    parts: list[dict[str, Any]] = []
+    for j, p in enumerate(content):
+        if isinstance(p, TextPart):
+            parts.append({"text": p.text})
+        else:
+            try:
+                args = _args_object(p.arguments, f"content[{j}].args")
+            except GatewayError as e:  # the backend's fault, not the client's
+                raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
+            parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
+    return parts
 
 
 def _error_from_obj(err: dict[str, Any], status: int | None) -> GatewayError:
@@ -932,8 +958,8 @@ class GeminiCodec(Codec):
         if not drop:
             if req.parallel_tool_calls is False:
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
-            if req.n is not None and req.n != 1:
-                raise unsupported(client_field(req, "n"), DIALECT)  # the IR response holds one candidate
+            if req.n is not None and req.n > 1 and req.stream:
+                raise unsupported(client_field(req, "n"), DIALECT, SEVERAL_STREAMED)
             if req.reasoning_effort is not None:  # thinking budgets are Gemini's own: no faithful mapping
                 raise unsupported(client_field(req, "reasoning_effort"), DIALECT)
         body: dict[str, Any] = {"contents": _build_contents(req, drop)}
@@ -956,6 +982,8 @@ class GeminiCodec(Codec):
             gc["presencePenalty"] = req.presence_penalty
         if req.frequency_penalty is not None:
             gc["frequencyPenalty"] = req.frequency_penalty
+        if req.n is not None and req.n > 1 and not req.stream:
+            gc["candidateCount"] = req.n
         rf = req.response_format
         if rf is not None and rf.type != "text":
             gc["responseMimeType"] = "application/json"
@@ -1002,35 +1030,29 @@ class GeminiCodec(Codec):
         finish, content, has_call = _candidate(body)
         if finish is None and not content:
             raise _bad_answer("candidates", "an array with at least one candidate")
-        stop = FINISH_TO_IR.get(finish or "", "other")
-        if stop == "end_turn" and has_call:
-            stop = "tool_use"
+        more = []
+        for path, cand in list(_a_objects(body.get("candidates"), "candidates"))[1:]:
+            f, c, call = _candidate_at(path, cand)
+            more.append(Candidate(c, _stop(f, call)))
         return ChatResponse(
             id=_a_str(body.get("responseId"), "responseId") or f"gen-{uuid.uuid4().hex}",
             model=_a_str(body.get("modelVersion"), "modelVersion"),
             content=content,
-            stop_reason=stop,
+            stop_reason=_stop(finish, has_call),
             usage=usage_from_gemini(body.get("usageMetadata")),
+            more=more,
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
-        parts: list[dict[str, Any]] = []
-        for j, p in enumerate(resp.content):
-            if isinstance(p, TextPart):
-                parts.append({"text": p.text})
-            else:
-                try:
-                    args = _args_object(p.arguments, f"content[{j}].args")
-                except GatewayError as e:  # the backend's fault, not the client's
-                    raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
-                parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
+        answers = [(resp.content, resp.stop_reason), *((c.content, c.stop_reason) for c in resp.more)]
         return {
             "candidates": [
                 {
-                    "content": {"parts": parts, "role": "model"},
-                    "finishReason": IR_TO_FINISH.get(resp.stop_reason, "OTHER"),
-                    "index": 0,
+                    "content": {"parts": _answer_parts(content), "role": "model"},
+                    "finishReason": IR_TO_FINISH.get(stop, "OTHER"),
+                    "index": i,
                 }
+                for i, (content, stop) in enumerate(answers)
             ],
             "usageMetadata": usage_to_gemini(resp.usage),
             "modelVersion": resp.model,

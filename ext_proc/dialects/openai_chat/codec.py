@@ -48,9 +48,11 @@ from ...translation.fields import opt_num as _opt_num
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     PDF,
+    SEVERAL_STREAMED,
     BlockDelta,
     BlockStart,
     BlockStop,
+    Candidate,
     ChatRequest,
     ChatResponse,
     FilePart,
@@ -624,6 +626,68 @@ def _stream_error_kind(etype: Any, code: Any) -> str:
     return "api_error"
 
 
+def _message(content: list[TextPart | ToolCallPart]) -> dict[str, Any]:
+    """IR answer content -> a choice's assistant message."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for p in content:
+        if isinstance(p, TextPart):
+            texts.append(p.text)
+        else:
+            calls.append(
+                {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+            )
+    # Several text blocks (e.g. split by citations) are one string in OpenAI.
+    msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+    if calls:
+        msg["tool_calls"] = calls
+    return msg
+
+
+def _choice(choice: Any, path: str) -> tuple[list[TextPart | ToolCallPart], StopReason]:
+    """One choice of an answer -> (content, stop reason), type-checked."""
+    if not isinstance(choice, dict):
+        raise _bad_answer(path, "an object")
+    msg = choice.get("message")
+    if not isinstance(msg, dict):
+        raise _bad_answer(f"{path}.message", "an object")
+    content: list[TextPart | ToolCallPart] = []
+    text = msg.get("content")
+    if isinstance(text, list):
+        for ppath, p in _a_objects(text, f"{path}.message.content"):
+            t = _a_str(p.get("text"), f"{ppath}.text")
+            if t:
+                content.append(TextPart(t))
+    elif text := _a_str(text, f"{path}.message.content"):
+        content.append(TextPart(text))
+    refusal = _a_str(msg.get("refusal"), f"{path}.message.refusal")
+    for j, (tpath, tc) in enumerate(_a_objects(msg.get("tool_calls"), f"{path}.message.tool_calls")):
+        fn = _a_obj(tc.get("function"), f"{tpath}.function")
+        content.append(
+            ToolCallPart(
+                _a_str(tc.get("id"), f"{tpath}.id") or f"call_{j}",
+                _a_str(fn.get("name"), f"{tpath}.function.name"),
+                _a_str(fn.get("arguments"), f"{tpath}.function.arguments") or "{}",
+            )
+        )
+    fc = msg.get("function_call")
+    if fc is not None:
+        fc = _a_obj(fc, f"{path}.message.function_call")
+        content.append(
+            ToolCallPart(
+                "call_0",
+                _a_str(fc.get("name"), f"{path}.message.function_call.name"),
+                _a_str(fc.get("arguments"), f"{path}.message.function_call.arguments") or "{}",
+            )
+        )
+    stop = FINISH_TO_IR.get(_a_str(choice.get("finish_reason"), f"{path}.finish_reason"), "other")
+    if refusal:
+        content.append(TextPart(refusal))
+        if stop == "end_turn":
+            stop = "refusal"
+    return content, stop
+
+
 # ---- streams -----------------------------------------------------------------
 
 
@@ -974,7 +1038,9 @@ class OpenAICodec(Codec):
         if req.frequency_penalty is not None:
             body["frequency_penalty"] = req.frequency_penalty
         if req.n is not None:
-            body["n"] = req.n
+            if req.n > 1 and req.stream and not drop:
+                raise unsupported(client_field(req, "n"), DIALECT, SEVERAL_STREAMED)
+            body["n"] = req.n if req.n <= 1 or not req.stream else 1
         rf = req.response_format
         if rf is not None and rf.type != "text":
             body["response_format"] = response_format(rf, req)
@@ -1012,72 +1078,19 @@ class OpenAICodec(Codec):
         choices = _a_list(body.get("choices"), "choices")
         if not choices:
             raise _bad_answer("choices", "an array with at least one choice")
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise _bad_answer("choices[0]", "an object")
-        msg = choice.get("message")
-        if not isinstance(msg, dict):
-            raise _bad_answer("choices[0].message", "an object")
-        content: list[TextPart | ToolCallPart] = []
-        text = msg.get("content")
-        if isinstance(text, list):
-            for ppath, p in _a_objects(text, "choices[0].message.content"):
-                t = _a_str(p.get("text"), f"{ppath}.text")
-                if t:
-                    content.append(TextPart(t))
-        elif text := _a_str(text, "choices[0].message.content"):
-            content.append(TextPart(text))
-        refusal = _a_str(msg.get("refusal"), "choices[0].message.refusal")
-        for j, (tpath, tc) in enumerate(_a_objects(msg.get("tool_calls"), "choices[0].message.tool_calls")):
-            fn = _a_obj(tc.get("function"), f"{tpath}.function")
-            content.append(
-                ToolCallPart(
-                    _a_str(tc.get("id"), f"{tpath}.id") or f"call_{j}",
-                    _a_str(fn.get("name"), f"{tpath}.function.name"),
-                    _a_str(fn.get("arguments"), f"{tpath}.function.arguments") or "{}",
-                )
-            )
-        fc = msg.get("function_call")
-        if fc is not None:
-            fc = _a_obj(fc, "choices[0].message.function_call")
-            content.append(
-                ToolCallPart(
-                    "call_0",
-                    _a_str(fc.get("name"), "choices[0].message.function_call.name"),
-                    _a_str(fc.get("arguments"), "choices[0].message.function_call.arguments") or "{}",
-                )
-            )
-        stop = FINISH_TO_IR.get(_a_str(choice.get("finish_reason"), "choices[0].finish_reason"), "other")
-        if refusal:
-            content.append(TextPart(refusal))
-            if stop == "end_turn":
-                stop = "refusal"
+        parsed = [_choice(c, f"choices[{i}]") for i, c in enumerate(choices)]
+        content, stop = parsed[0]
         return ChatResponse(
             id=_a_str(body.get("id"), "id") or f"chatcmpl-{uuid.uuid4().hex}",
             model=_a_str(body.get("model"), "model"),
             content=content,
             stop_reason=stop,
             usage=usage_from_openai(body.get("usage")),
+            more=[Candidate(c, st) for c, st in parsed[1:]],
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
-        texts: list[str] = []
-        calls: list[dict[str, Any]] = []
-        for p in resp.content:
-            if isinstance(p, TextPart):
-                texts.append(p.text)
-            else:
-                calls.append(
-                    {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
-                )
-        # Several text blocks (e.g. split by citations) are one string in OpenAI.
-        msg: dict[str, Any] = {
-            "role": "assistant",
-            "content": "".join(texts) if texts else None,
-            "refusal": None,
-        }
-        if calls:
-            msg["tool_calls"] = calls
+        answers = [(resp.content, resp.stop_reason), *((c.content, c.stop_reason) for c in resp.more)]
         return {
             "id": resp.id,
             "object": "chat.completion",
@@ -1085,11 +1098,12 @@ class OpenAICodec(Codec):
             "model": resp.model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": msg,
+                    "index": i,
+                    "message": _message(content),
                     "logprobs": None,
-                    "finish_reason": IR_TO_FINISH.get(resp.stop_reason, "stop"),
+                    "finish_reason": IR_TO_FINISH.get(stop, "stop"),
                 }
+                for i, (content, stop) in enumerate(answers)
             ],
             "usage": usage_to_openai(resp.usage),
         }
