@@ -55,7 +55,7 @@ BACKENDS = {
     "openai_responses": ("gpt-5-mini", "gpt-5-mini"),
     "bedrock": ("bedrock-claude", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
 }
-CELLS = ("plain", "streamed", "tools", "streamed_tools", "images", "system")
+CELLS = ("plain", "streamed", "tools", "streamed_tools", "images", "system", "structured", "pdf")
 PAIRS = [(c, b) for c in CLIENTS for b in BACKENDS]
 PAIR_IDS = [f"{c}-{b}" for c, b in PAIRS]
 # Cloud backends (tests/cloud.py, a stack of their own): each speaks the wire format of a dialect above.
@@ -99,6 +99,15 @@ PNG = base64.b64decode(
 )
 PNG_B64 = base64.b64encode(PNG).decode()
 IMAGE_URL = "https://example.com/images/cat.png"
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+PDF_B64 = base64.b64encode(PDF).decode()
+# A schema every provider's structured output takes as is (strict-mode rules: closed, all required).
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "words": {"type": "integer"}},
+    "required": ["answer", "words"],
+    "additionalProperties": False,
+}
 TOOL_RESULT = "42 degrees"
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
@@ -183,6 +192,8 @@ class Ask:
     tool_choice: str | None = None  # "auto" or a tool name (forced)
     tool_call: Call | None = None  # answer this call of ours with TOOL_RESULT after ``text``
     params: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, max_tokens, stop
+    schema: dict[str, Any] | None = None  # structured output: the answer is JSON of this schema
+    pdf: bool = False  # a base64 PDF ("report.pdf") after the text
 
 
 def with_arguments(res: Result, parts: dict[int, list[str]]) -> Result:
@@ -219,6 +230,14 @@ class OpenAIClient(SDKClient):
                 {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
                 {"type": "image_url", "image_url": {"url": IMAGE_URL}},
             ]
+        if a.pdf:
+            content = [
+                {"type": "text", "text": a.text},
+                {
+                    "type": "file",
+                    "file": {"filename": "report.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"},
+                },
+            ]
         msgs.append({"role": "user", "content": content})
         if a.tool_call is not None:
             c = a.tool_call
@@ -249,6 +268,11 @@ class OpenAIClient(SDKClient):
             kw["tool_choice"] = "auto"
         elif a.tool_choice:
             kw["tool_choice"] = {"type": "function", "function": {"name": a.tool_choice}}
+        if a.schema is not None:
+            kw["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": a.schema, "strict": True},
+            }
         kw.update(a.params)
         return kw
 
@@ -306,6 +330,15 @@ class AnthropicClient(SDKClient):
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
                 {"type": "image", "source": {"type": "url", "url": IMAGE_URL}},
             ]
+        if a.pdf:
+            content = [
+                {"type": "text", "text": a.text},
+                {
+                    "type": "document",
+                    "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+                    "title": "report.pdf",
+                },
+            ]
         msgs.append({"role": "user", "content": content})
         if a.tool_call is not None:
             c = a.tool_call
@@ -325,6 +358,8 @@ class AnthropicClient(SDKClient):
         kw: dict[str, Any] = {"model": a.model, "messages": msgs, "max_tokens": p.pop("max_tokens", 1024)}
         if "stop" in p:
             kw["stop_sequences"] = p.pop("stop")
+        if a.schema is not None:
+            p["output_config"] = {"format": {"type": "json_schema", "schema": a.schema}}
         if p:  # this SDK version has no sampling arguments (temperature, top_p, top_k): send them raw
             kw["extra_body"] = p
         if a.system:
@@ -404,6 +439,8 @@ class GeminiClient(SDKClient):
                 types.Part.from_bytes(data=PNG, mime_type="image/png"),
                 types.Part.from_uri(file_uri=IMAGE_URL, mime_type="image/png"),
             ]
+        if a.pdf:
+            parts.append(types.Part.from_bytes(data=PDF, mime_type="application/pdf"))
         contents.append(types.Content(role="user", parts=parts))
         if a.tool_call is not None:
             c = a.tool_call
@@ -434,6 +471,9 @@ class GeminiClient(SDKClient):
             stop_sequences=p.pop("stop", None),
             **p,
         )
+        if a.schema is not None:
+            cfg.response_mime_type = "application/json"
+            cfg.response_json_schema = a.schema
         if a.tools:
             cfg.tools = [
                 types.Tool(
@@ -511,6 +551,15 @@ class ResponsesClient(SDKClient):
                 {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"},
                 {"type": "input_image", "image_url": IMAGE_URL, "detail": "auto"},
             ]
+        if a.pdf:
+            content = [
+                {"type": "input_text", "text": a.text},
+                {
+                    "type": "input_file",
+                    "filename": "report.pdf",
+                    "file_data": f"data:application/pdf;base64,{PDF_B64}",
+                },
+            ]
         items.append({"role": "user", "content": content})
         if a.tool_call is not None:
             c = a.tool_call
@@ -540,6 +589,10 @@ class ResponsesClient(SDKClient):
         if "max_tokens" in p:
             kw["max_output_tokens"] = p.pop("max_tokens")
         assert "stop" not in p, "the Responses API has no stop sequences"
+        if a.schema is not None:
+            kw["text"] = {
+                "format": {"type": "json_schema", "name": "answer", "schema": a.schema, "strict": True}
+            }
         kw.update(p)
         return kw
 
@@ -670,6 +723,44 @@ EXPECTED_IMAGES = {
     ],
     "bedrock": [{"image": {"format": "png", "source": {"bytes": PNG_B64}}}],  # the URL image dropped
 }
+
+
+def schema_sent(backend: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The structured-output schema a backend received, in its own field."""
+    if backend == "openai":
+        rf = body["response_format"]
+        assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+        return rf["json_schema"]["schema"]
+    if backend == "anthropic":
+        return body["output_config"]["format"]["schema"]
+    if backend == "bedrock":
+        return json.loads(body["outputConfig"]["textFormat"]["structure"]["jsonSchema"]["schema"])
+    if backend == "openai_responses":
+        fmt = body["text"]["format"]
+        assert fmt["type"] == "json_schema" and fmt["strict"] is True
+        return fmt["schema"]
+    gc = body["generationConfig"]
+    assert gc["responseMimeType"] == "application/json"
+    return gc["responseJsonSchema"]
+
+
+def documents_of(backend: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """(media type, base64 data) of each document a backend received, from its own blocks."""
+    if backend == "openai":
+        files = [p["file"]["file_data"] for p in body["messages"][-1]["content"] if p["type"] == "file"]
+        return [tuple(f[5:].split(";base64,", 1)) for f in files]  # type: ignore[misc]
+    if backend == "anthropic":
+        docs = [b["source"] for b in body["messages"][-1]["content"] if b["type"] == "document"]
+        return [(d["media_type"], d["data"]) for d in docs]
+    if backend == "bedrock":
+        docs = [b["document"] for b in body["messages"][-1]["content"] if "document" in b]
+        return [("application/" + d["format"], d["source"]["bytes"]) for d in docs]
+    if backend == "openai_responses":
+        files = [p["file_data"] for p in body["input"][-1]["content"] if p["type"] == "input_file"]
+        return [tuple(f[5:].split(";base64,", 1)) for f in files]  # type: ignore[misc]
+    blobs = [p["inlineData"] for p in body["contents"][-1]["parts"] if "inlineData" in p]
+    # The genai SDK sends URL-safe base64 (Gemini takes both alphabets): compare in the standard one.
+    return [(b["mimeType"], b["data"].translate(str.maketrans("-_", "+/"))) for b in blobs]
 
 
 def tool_names(backend: str, body: dict[str, Any]) -> list[str]:
@@ -812,6 +903,29 @@ def run_system(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
     )
 
 
+def run_structured(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
+    """Structured output in the client's own terms reaches the backend in its own field, and the
+    JSON answer (the mocks fill strings with the reply, integers with its word count) comes back."""
+    model, upstream = ALL_BACKENDS[backend]
+    text = "answer as json"
+    res = sdk.ask(Ask(model, text, schema=ANSWER_SCHEMA))
+    reply = f"[{backend}:{upstream}] {text}"
+    assert json.loads(res.text) == {"answer": reply, "words": words(reply)}
+    check_common(res, client, backend, "end", (words(text), words(res.text)))
+    assert schema_sent(WIRE[backend], sent(mocks, backend)) == ANSWER_SCHEMA
+
+
+def run_pdf(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
+    """A base64 PDF in the client's own part type reaches the backend as its document type."""
+    model, upstream = ALL_BACKENDS[backend]
+    text = "summarize this report"
+    res = sdk.ask(Ask(model, text, pdf=True))
+    reply = f"[{backend}:{upstream}] {text}"
+    assert res.text == reply
+    check_common(res, client, backend, "end", (words(text), words(reply)))
+    assert documents_of(WIRE[backend], sent(mocks, backend)) == [("application/pdf", PDF_B64)]
+
+
 def run_cell(sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
     if cell in ("plain", "streamed"):
         run_plain(sdk, mocks, client, backend, stream=cell == "streamed")
@@ -819,6 +933,10 @@ def run_cell(sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -
         run_tools(sdk, mocks, client, backend, stream=cell == "streamed_tools")
     elif cell == "images":
         run_images(sdk, mocks, client, backend)
+    elif cell == "structured":
+        run_structured(sdk, mocks, client, backend)
+    elif cell == "pdf":
+        run_pdf(sdk, mocks, client, backend)
     else:
         run_system(sdk, mocks, client, backend)
 

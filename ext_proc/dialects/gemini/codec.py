@@ -94,6 +94,7 @@ _GOOGLE_ONLY_URIS: tuple[tuple[str, str], ...] = (
     ("https://youtu.be/", "a YouTube URL, which only Gemini can watch"),
 )
 _DOCUMENT_TYPES = frozenset({PDF, PLAIN_TEXT})
+_STANDARD_B64 = str.maketrans("-_", "+/")
 _GEN_HANDLED = frozenset(
     {
         "temperature",
@@ -303,7 +304,9 @@ def _parse_media(
         return ImagePart(media_type=mime, url=uri)
     if mime is None:
         raise _type_error(f"{path}.mimeType", "a string")
-    data = _nonempty_str(blob.get("data"), f"{path}.data")
+    # Gemini takes URL-safe base64 too (its Python SDK sends it); other providers take the
+    # standard alphabet only.
+    data = _nonempty_str(blob.get("data"), f"{path}.data").translate(_STANDARD_B64)
     if kind in _DOCUMENT_TYPES:
         return FilePart(media_type=kind, data=data)
     return ImagePart(media_type=mime, data=data)
@@ -516,7 +519,8 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
             )
     elif mime == "application/json":
         req.response_format = (
-            ResponseFormat("json_schema", js) if js is not None else ResponseFormat("json_object")
+            # Gemini enforces a response schema (constrained decoding): a strict one.
+            ResponseFormat("json_schema", js, None, True) if js is not None else ResponseFormat("json_object")
         )
     else:
         unmapped.append(p + "responseMimeType")  # text/x.enum...
