@@ -54,16 +54,17 @@ def closed(schema: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``schema`` with ``additionalProperties: false`` on every object schema that
     does not say otherwise (what some providers' structured outputs require)."""
 
+    # The same subschemas as ``subschemas`` finds, so that ``all_closed(closed(s))`` holds.
     def walk(s: Any, depth: int) -> Any:
-        if isinstance(s, list):
-            return [walk(x, depth + 1) for x in s]
         if not isinstance(s, dict) or depth > MAX_SCHEMA_DEPTH:
             return s
         out: dict[str, Any] = {}
         for key, value in s.items():
             if key in _NAMED and isinstance(value, dict):
                 out[key] = {k: walk(v, depth + 1) for k, v in value.items()}
-            elif key in _ONE or key in _MANY:
+            elif key in _MANY and isinstance(value, list):
+                out[key] = [walk(v, depth + 1) for v in value]
+            elif key in _ONE:
                 out[key] = walk(value, depth + 1)
             else:
                 out[key] = value

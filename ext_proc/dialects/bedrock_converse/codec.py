@@ -250,6 +250,22 @@ def _parse_tool_result(res: Any, path: str, names: dict[str, str], unmapped: lis
     return ToolResultPart(tid, parts, name, status == "error")
 
 
+def _parse_document(doc: Any, path: str, unmapped: list[str]) -> FilePart | None:
+    """A ``document`` block with bytes -> an IR document (its name the file name); S3
+    locations and formats the IR has no media type for are unmapped."""
+    if not isinstance(doc, dict):
+        raise _type_error(path, "an object")
+    src = doc.get("source")
+    media_type = _DOC_MEDIA.get(doc.get("format"))  # type: ignore[arg-type]
+    if not isinstance(src, dict) or not isinstance(src.get("bytes"), str) or media_type is None:
+        unmapped.append(path)
+        return None
+    name = doc.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _type_error(f"{path}.name", "a string")
+    return FilePart(media_type, _nonempty_str(src["bytes"], f"{path}.source.bytes"), None, name)
+
+
 def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
     if not isinstance(messages, list):
         raise _type_error("messages", "an array")
@@ -275,6 +291,10 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
                 img = _parse_image(value, f"{bpath}.image", unmapped)
                 if img is not None:
                     append_part(out, role, img)
+            elif member == "document" and role == "user":
+                doc = _parse_document(value, f"{bpath}.document", unmapped)
+                if doc is not None:
+                    append_part(out, role, doc)
             elif member == "toolUse" and role == "assistant":
                 if not isinstance(value, dict):
                     raise _type_error(f"{bpath}.toolUse", "an object")
@@ -366,6 +386,7 @@ _DOC_FORMATS = {
     "text/plain": "txt",
     "text/markdown": "md",
 }
+_DOC_MEDIA = {fmt: media for media, fmt in _DOC_FORMATS.items()}
 # A DocumentBlock name: alphanumerics, single spaces, hyphens, parentheses, square brackets.
 _DOC_NAME_BAD = re.compile(r"[^A-Za-z0-9 ()\[\]-]+")
 

@@ -362,7 +362,8 @@ def _parse_messages(
                     f"'{path}.tool_call_id' does not match any preceding assistant tool call",
                     f"{path}.tool_call_id",
                 )
-            result = ToolResultPart(tcid, _content_parts(content, path, unmapped, images=False), name)
+            text = _content_parts(content, path, unmapped, images=False)  # no reasons: no documents
+            result = ToolResultPart(tcid, text, name)  # type: ignore[arg-type]
             append_part(out, "tool", result)
         elif role == "function":
             raise invalid(
