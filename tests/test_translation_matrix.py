@@ -908,11 +908,13 @@ def run_structured(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> Non
     JSON answer (the mocks fill strings with the reply, integers with its word count) comes back."""
     model, upstream = ALL_BACKENDS[backend]
     text = "answer as json"
-    res = sdk.ask(Ask(model, text, schema=ANSWER_SCHEMA))
     reply = f"[{backend}:{upstream}] {text}"
-    assert json.loads(res.text) == {"answer": reply, "words": words(reply)}
-    check_common(res, client, backend, "end", (words(text), words(res.text)))
-    assert schema_sent(WIRE[backend], sent(mocks, backend)) == ANSWER_SCHEMA
+    for stream in (False, True):
+        res = sdk.ask(Ask(model, text, stream=stream, schema=ANSWER_SCHEMA))
+        assert json.loads(res.text) == {"answer": reply, "words": words(reply)}
+        check_common(res, client, backend, "end", (words(text), words(res.text)))
+        assert schema_sent(WIRE[backend], sent(mocks, backend)) == ANSWER_SCHEMA
+    assert mocks.stats(backend)["streamed"] == 1
 
 
 def run_pdf(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
@@ -1107,6 +1109,73 @@ def test_unexpressible_fields_are_400_naming_the_field(
         )
     assert ge2.value.code == 400 and "'generationConfig.topK'" in ge2.value.message
     assert sum(mocks.stats(p)["requests"] for p in BACKENDS) == 0
+
+
+def test_bookkeeping_reaches_a_gemini_model(gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin) -> None:
+    """A coding agent's metadata.user_id and an IDE's user / safety_identifier / metadata / store
+    towards Gemini, which has no such fields: answered, the fields dropped (issue 14)."""
+    model, upstream = BACKENDS["gemini"]
+    m = sdks["anthropic"].sdk.messages.create(
+        model=model,
+        max_tokens=50,
+        metadata={"user_id": "agent-user-1"},
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    assert m.content[0].text == f"[gemini:{upstream}] hi"
+    c = sdks["openai"].sdk.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hi"}],
+        user="ide-user",
+        safety_identifier="hash",
+        metadata={"session": "s"},
+        store=True,
+    )
+    assert c.choices[0].message.content == f"[gemini:{upstream}] hi"
+    body = sent(mocks, "gemini")
+    assert not {"user", "metadata", "safetyIdentifier", "store"} & set(body)
+
+
+def test_several_candidates_between_openai_and_gemini(sdks: dict[str, Any], mocks: MockAdmin) -> None:
+    """OpenAI ``n`` <-> Gemini ``candidateCount``: every candidate comes back, usage counts them all;
+    a translated stream of several is refused naming the client's field."""
+    g_model, g_up = BACKENDS["gemini"]
+    c = sdks["openai"].sdk.chat.completions.create(
+        model=g_model, messages=[{"role": "user", "content": "hi"}], n=2
+    )
+    reply = f"[gemini:{g_up}] hi"
+    assert [(ch.index, ch.message.content) for ch in c.choices] == [(0, reply), (1, reply)]
+    assert c.usage.completion_tokens == 2 * 2
+    assert sent(mocks, "gemini")["generationConfig"]["candidateCount"] == 2
+    o_model, o_up = BACKENDS["openai"]
+    r = sdks["gemini"].sdk.models.generate_content(
+        model=o_model, contents="hi", config=types.GenerateContentConfig(candidate_count=2)
+    )
+    assert [cand.content.parts[0].text for cand in r.candidates] == [f"[openai:{o_up}] hi"] * 2
+    assert sent(mocks, "openai")["n"] == 2
+    with pytest.raises(openai.BadRequestError) as e:
+        sdks["openai"].sdk.chat.completions.create(
+            model=g_model, messages=[{"role": "user", "content": "hi"}], n=2, stream=True
+        )
+    assert e.value.body["param"] == "n" and "stream" in e.value.body["message"]
+
+
+def test_a_gemini_files_api_uri_is_refused_for_other_providers(
+    sdks: dict[str, Any], mocks: MockAdmin
+) -> None:
+    """A Files API URI only Gemini can read is never handed to another provider as a URL: a 400
+    in Gemini's format naming the part and saying why."""
+    uri = "https://generativelanguage.googleapis.com/v1beta/files/abc-123"
+    with pytest.raises(genai_errors.ClientError) as e:
+        sdks["gemini"].sdk.models.generate_content(
+            model=BACKENDS["anthropic"][0],
+            contents=[
+                types.Part.from_text(text="read"),
+                types.Part.from_uri(file_uri=uri, mime_type="application/pdf"),
+            ],
+        )
+    assert e.value.code == 400 and "'contents[0].parts[1].fileData'" in e.value.message
+    assert "Files API" in e.value.message
+    assert mocks.stats("anthropic")["requests"] == 0
 
 
 def test_gemini_key_in_query_and_header(gateway: Stack, mocks: MockAdmin) -> None:
