@@ -41,6 +41,18 @@ def apply_unmapped(req: ChatRequest, body: dict[str, Any], dialect: str, drop: b
             raise unsupported(path, dialect, req.unmapped_reasons.get(path))
 
 
+def refuse_json_mode(req: ChatRequest, dialect: str) -> None:
+    """For targets whose structured output takes a schema only: JSON mode without one is refused
+    (naming the client's field) rather than sent as a schema that would change the answer."""
+    rf = req.response_format
+    if rf is not None and rf.type != "text" and rf.schema is None:
+        raise unsupported(
+            client_field(req, "response_format"),
+            dialect,
+            "it has no JSON mode without a schema; send a JSON schema",
+        )
+
+
 class StreamDecoder(ABC):
     """Turns a backend's SSE events into IR stream events (stateful, one per stream)."""
 

@@ -29,7 +29,14 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
-from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
+from ...translation.codec import (
+    Codec,
+    StreamDecoder,
+    StreamEncoder,
+    apply_unmapped,
+    client_field,
+    refuse_json_mode,
+)
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_int as _a_int
 from ...translation.fields import answer_json as _a_json
@@ -785,7 +792,11 @@ class AnthropicStreamEncoder(StreamEncoder):
 
 class AnthropicCodec(Codec):
     dialect = DIALECT
-    field_names = {"user": "metadata.user_id", "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"}
+    field_names = {
+        "user": "metadata.user_id",
+        "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+        "response_format": "output_config.format",
+    }
 
     def parse_request(
         self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
@@ -866,13 +877,7 @@ class AnthropicCodec(Codec):
                     raise unsupported(client_field(req, name), DIALECT)
             if req.n is not None and req.n != 1:
                 raise unsupported(client_field(req, "n"), DIALECT)
-            rf = req.response_format
-            if rf is not None and rf.type != "text" and rf.schema is None:
-                raise unsupported(
-                    client_field(req, "response_format"),
-                    DIALECT,
-                    "Anthropic has no JSON mode without a schema; send a JSON schema",
-                )
+            refuse_json_mode(req, DIALECT)
         body: dict[str, Any] = {
             "model": upstream_model,
             "max_tokens": req.max_tokens if req.max_tokens is not None else default_max_tokens,

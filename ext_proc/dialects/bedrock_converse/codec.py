@@ -44,7 +44,14 @@ from urllib.parse import quote
 import orjson
 
 from ...errors import GatewayError, invalid, kind_for_status, unsupported
-from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
+from ...translation.codec import (
+    Codec,
+    StreamDecoder,
+    StreamEncoder,
+    apply_unmapped,
+    client_field,
+    refuse_json_mode,
+)
 from ...translation.fields import args_object as _args_object
 from ...translation.fields import error_json as _error_json
 from ...translation.fields import nonempty_str as _nonempty_str
@@ -872,13 +879,7 @@ class BedrockCodec(Codec):
                 raise unsupported(client_field(req, "n"), DIALECT)
             if req.parallel_tool_calls is False:
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
-            rf = req.response_format
-            if rf is not None and rf.type != "text" and rf.schema is None:
-                raise unsupported(
-                    client_field(req, "response_format"),
-                    DIALECT,
-                    "Converse has no JSON mode without a schema; send a JSON schema",
-                )
+            refuse_json_mode(req, DIALECT)
         body: dict[str, Any] = {"messages": _build_messages(req, drop)}
         if req.system:
             body["system"] = [{"text": p.text} for p in req.system if p.text]
