@@ -918,14 +918,17 @@ def run_structured(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> Non
 
 
 def run_pdf(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
-    """A base64 PDF in the client's own part type reaches the backend as its document type."""
+    """A base64 PDF in the client's own part type reaches the backend as its document type
+    (plain and streamed)."""
     model, upstream = ALL_BACKENDS[backend]
     text = "summarize this report"
-    res = sdk.ask(Ask(model, text, pdf=True))
     reply = f"[{backend}:{upstream}] {text}"
-    assert res.text == reply
-    check_common(res, client, backend, "end", (words(text), words(reply)))
-    assert documents_of(WIRE[backend], sent(mocks, backend)) == [("application/pdf", PDF_B64)]
+    for stream in (False, True):
+        res = sdk.ask(Ask(model, text, stream=stream, pdf=True))
+        assert res.text == reply
+        check_common(res, client, backend, "end", (words(text), words(reply)))
+        assert documents_of(WIRE[backend], sent(mocks, backend)) == [("application/pdf", PDF_B64)]
+    assert mocks.stats(backend)["streamed"] == 1
 
 
 def run_cell(sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
