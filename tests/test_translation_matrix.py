@@ -38,6 +38,7 @@ import yaml
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
+from pydantic import BaseModel
 
 from ext_proc.config import DEFAULT_CONFIG
 from ext_proc.routing.health import BASE_COOLDOWN
@@ -1112,6 +1113,32 @@ def test_unexpressible_fields_are_400_naming_the_field(
         )
     assert ge2.value.code == 400 and "'generationConfig.topK'" in ge2.value.message
     assert sum(mocks.stats(p)["requests"] for p in BACKENDS) == 0
+
+
+class Answer(BaseModel):
+    answer: str
+    words: int
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_sdk_structured_output_helpers(sdks: dict[str, Any], mocks: MockAdmin, backend: str) -> None:
+    """Each SDK's own structured-output helper with a pydantic model (openai
+    ``chat.completions.parse``, anthropic ``messages.parse``, google-genai ``response_schema``)
+    against every backend: the answer parses into the model."""
+    model, upstream = BACKENDS[backend]
+    text = "answer as json"
+    want = Answer(answer=f"[{backend}:{upstream}] {text}", words=4)
+    msgs: Any = [{"role": "user", "content": text}]
+    c = sdks["openai"].sdk.chat.completions.parse(model=model, messages=msgs, response_format=Answer)
+    assert c.choices[0].message.parsed == want
+    m = sdks["anthropic"].sdk.messages.parse(model=model, max_tokens=200, messages=msgs, output_format=Answer)
+    assert m.parsed_output == want
+    g = sdks["gemini"].sdk.models.generate_content(
+        model=model,
+        contents=text,
+        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=Answer),
+    )
+    assert g.parsed == want
 
 
 def test_bookkeeping_reaches_a_gemini_model(gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin) -> None:
