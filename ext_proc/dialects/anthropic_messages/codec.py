@@ -191,6 +191,7 @@ def _parse_document(
             reasons[f"{path}.citations"] = "citations come back as citation blocks only Anthropic has"
     if block.get("context") is not None:
         unmapped.append(f"{path}.context")
+        reasons[f"{path}.context"] = "a document's context is Anthropic's own; send it as a text block"
     st = src.get("type")
     if st == "base64":
         media_type = _nonempty_str(src.get("media_type"), f"{path}.source.media_type")
