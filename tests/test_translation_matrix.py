@@ -1141,6 +1141,33 @@ def test_sdk_structured_output_helpers(sdks: dict[str, Any], mocks: MockAdmin, b
     assert g.parsed == want
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_json_mode_without_a_schema(sdks: dict[str, Any], mocks: MockAdmin, backend: str) -> None:
+    """Gemini's JSON mode (no schema) with no "json" in the prompt: OpenAI backends get the
+    same request in a form they accept (OpenAI refuses json_object without the word), Gemini
+    its own; Anthropic and Converse take a schema only: a 400 naming the client's field, why
+    (dropped where the model sets drop_unsupported)."""
+    model, _ = BACKENDS[backend]
+    config = types.GenerateContentConfig(response_mime_type="application/json")
+    if backend == "bedrock":  # this module's Bedrock model sets drop_unsupported: left out
+        sdks["gemini"].sdk.models.generate_content(model=model, contents="give me data", config=config)
+        assert "outputConfig" not in sent(mocks, backend)
+        return
+    if backend == "anthropic":
+        with pytest.raises(genai_errors.ClientError) as e:
+            sdks["gemini"].sdk.models.generate_content(model=model, contents="give me data", config=config)
+        assert e.value.code == 400 and "'generationConfig.responseMimeType'" in e.value.message
+        assert "without a schema" in e.value.message and mocks.stats(backend)["requests"] == 0
+        return
+    r = sdks["gemini"].sdk.models.generate_content(model=model, contents="give me data", config=config)
+    json.loads(r.text or "")  # JSON (the mocks answer any-JSON requests with a JSON string)
+    body = sent(mocks, backend)
+    if backend == "openai":
+        assert body["response_format"]["type"] == "json_schema"
+    elif backend == "openai_responses":
+        assert body["text"]["format"]["type"] == "json_schema"
+
+
 def test_bookkeeping_reaches_a_gemini_model(gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin) -> None:
     """A coding agent's metadata.user_id and an IDE's user / safety_identifier / metadata / store
     towards Gemini, which has no such fields: answered, the fields dropped (issue 14)."""
