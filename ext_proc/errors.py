@@ -90,11 +90,13 @@ def invalid(message: str, param: str | None = None) -> GatewayError:
     return GatewayError("invalid_request", message, param=param)
 
 
-def unsupported(field_path: str, target: str) -> GatewayError:
-    """A field the target dialect cannot express: refused, never dropped silently."""
+def unsupported(field_path: str, target: str, why: str | None = None) -> GatewayError:
+    """A field the target dialect cannot express: refused, never dropped silently.
+    ``why`` says more than "cannot be expressed" where there is more to say."""
+    reason = f" ({why})" if why else ""
     return GatewayError(
         "invalid_request",
-        f"'{field_path}' cannot be expressed for a {target} backend; remove it, "
+        f"'{field_path}' cannot be expressed for a {target} backend{reason}; remove it, "
         f"or set 'drop_unsupported: true' on the model to let the gateway drop it",
         param=field_path,
     )

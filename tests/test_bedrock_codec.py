@@ -107,7 +107,6 @@ def _simple(**kw: Any) -> ChatRequest:
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
         ({"parallel_tool_calls": False}, "parallel_tool_calls"),
         ({"response_format": ResponseFormat("json_object")}, "response_format"),
-        ({"user": "alice\u00e9@example.com"}, "user"),  # requestMetadata values: a restricted alphabet
     ],
 )
 def test_unexpressible_is_refused_or_dropped(kw: dict[str, Any], param: str) -> None:
@@ -117,6 +116,14 @@ def test_unexpressible_is_refused_or_dropped(kw: dict[str, Any], param: str) -> 
     assert f"'{param}'" in ei.value.message
     dropped = BEDROCK.build_request(_simple(**kw), "x", default_max_tokens=10, drop_unsupported=True)
     assert dropped == BEDROCK.build_request(_simple(), "x", default_max_tokens=10)
+
+
+def test_user_outside_request_metadata_alphabet_is_left_out() -> None:
+    """requestMetadata values have a restricted alphabet; the end user only tags the invocation,
+    so one Converse cannot take is left out rather than the request refused."""
+    body = BEDROCK.build_request(_simple(user="alice\u00e9@example.com"), "x", default_max_tokens=10)
+    assert "requestMetadata" not in body
+    assert body == BEDROCK.build_request(_simple(), "x", default_max_tokens=10)
 
 
 def test_refusals_name_the_clients_own_field() -> None:
@@ -225,7 +232,10 @@ def test_sampling_top_k_user_and_schema_land_where_converse_takes_them() -> None
     assert body["outputConfig"] == {
         "textFormat": {
             "type": "json_schema",
-            "structure": {"jsonSchema": {"schema": '{"type":"object"}', "name": "answer"}},
+            # Objects closed, as Claude's structured outputs require.
+            "structure": {
+                "jsonSchema": {"schema": '{"type":"object","additionalProperties":false}', "name": "answer"}
+            },
         }
     }
     assert BEDROCK.build_request(_simple(), "x", default_max_tokens=10)["inferenceConfig"] == {

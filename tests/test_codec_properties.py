@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from ext_proc.dialects import CODECS
 from ext_proc.dialects import DIALECTS as DIALECT_OF
+from ext_proc.dialects.openai_chat.codec import ANY_JSON_OBJECT, says_json
 from ext_proc.errors import GatewayError
 from ext_proc.translation.ir import (
     STOP_REASONS,
@@ -48,6 +49,7 @@ from ext_proc.translation.ir import (
     ToolResultPart,
     Usage,
 )
+from ext_proc.translation.schema import closed
 
 DIALECTS = ["openai", "anthropic", "gemini", "bedrock"]
 UPSTREAM = "up-model"
@@ -131,6 +133,9 @@ def conversations(draw: st.DrawFn, dialect: str) -> tuple[list[Message], list[To
 def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
     msgs, tools = draw(conversations(dialect))
     opt = st.none()
+    stream = draw(st.booleans())
+    # Several candidates: OpenAI and Gemini, not streamed (an IR stream carries one).
+    several = dialect in ("openai", "gemini") and not stream
     floats = st.floats(0, 2, allow_nan=False, allow_infinity=False)
     choice_modes = ["auto", "none", "required"] + (["tool"] if tools else [])
     if dialect == "bedrock":  # no 'none' with tool history (refused); no choice without tools (no toolConfig)
@@ -147,8 +152,8 @@ def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
         | st.builds(ResponseFormat, st.just("json_object"))
         | st.builds(lambda s: ResponseFormat("json_schema", s), schemas)
     )
-    if dialect == "bedrock" and rf is not None and rf.type == "json_object":
-        rf = None  # Converse takes a schema, never "any JSON"
+    if dialect in ("anthropic", "bedrock") and rf is not None and rf.type == "json_object":
+        rf = None  # Anthropic and Converse take a schema, never "any JSON"
     return ChatRequest(
         model=UPSTREAM,
         messages=msgs,
@@ -166,10 +171,10 @@ def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
         seed=draw(opt | st.integers(0, 2**31)) if dialect not in ("anthropic", "bedrock") else None,
         presence_penalty=draw(opt | floats) if dialect not in ("anthropic", "bedrock") else None,
         frequency_penalty=draw(opt | floats) if dialect not in ("anthropic", "bedrock") else None,
-        n=draw(opt | st.integers(1, 4)) if dialect == "openai" else draw(opt | st.just(1)),
-        response_format=rf if dialect != "anthropic" else None,
+        n=draw(opt | st.integers(1, 4)) if several else draw(opt | st.just(1)),
+        response_format=rf,
         user=draw(opt | users.get(dialect, texts)) if dialect != "gemini" else None,
-        stream=draw(st.booleans()),
+        stream=stream,
     )
 
 
@@ -220,6 +225,11 @@ def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
     if dialect != "openai" and (parallel is True or tc.mode == "none"):
         parallel = None  # the default; Anthropic's "none" choice has no parallel flag
     rf = req.response_format
+    rf_norm = None if rf is None else (rf.type, rf.schema)
+    if rf is not None and rf.schema is not None and dialect in ("anthropic", "bedrock"):
+        rf_norm = (rf.type, closed(rf.schema))  # their structured outputs take closed objects only
+    if rf is not None and rf.type == "json_object" and dialect == "openai" and not says_json(req):
+        rf_norm = ("json_schema", ANY_JSON_OBJECT)  # OpenAI's JSON mode needs "json" in the messages
     n = req.n if dialect == "openai" or req.n != 1 else None
     return {
         "system": [p.text for p in req.system],
@@ -240,7 +250,7 @@ def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
         ),
         "stop": req.stop,
         "n": n,
-        "response_format": None if rf is None else (rf.type, rf.schema),
+        "response_format": rf_norm,
         "user": req.user,
         "stream": req.stream,
         # OpenAI backends are always asked for usage; the others always send it.

@@ -383,14 +383,12 @@ def _simple(**kw: Any) -> ChatRequest:
     "target, kw, param",
     [
         ("anthropic", {"n": 2}, "n"),
-        ("gemini", {"n": 2}, "n"),
         ("openai", {"top_k": 5}, "top_k"),
         ("gemini", {"parallel_tool_calls": False}, "parallel_tool_calls"),
         ("anthropic", {"response_format": ResponseFormat("json_object")}, "response_format"),
         ("anthropic", {"seed": 1}, "seed"),
         ("anthropic", {"presence_penalty": 0.1}, "presence_penalty"),
         ("anthropic", {"frequency_penalty": 0.1}, "frequency_penalty"),
-        ("gemini", {"user": "u"}, "user"),
     ],
 )
 def test_unsupported_is_refused_or_dropped(target: str, kw: dict[str, Any], param: str) -> None:

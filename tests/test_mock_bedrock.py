@@ -242,6 +242,24 @@ def test_images_are_bytes(mocks: BackgroundMocks) -> None:
     assert out["output"]["message"]["content"] == [{"text": f"[{NAME}:{MODEL}] describe this"}]
 
 
+def test_text_format_answers_json_of_the_schema(mocks: BackgroundMocks) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    out = client(mocks).converse(
+        modelId=MODEL,
+        messages=[user("name it")],
+        outputConfig={
+            "textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"schema": json.dumps(schema)}}}
+        },
+    )
+    [block] = out["output"]["message"]["content"]
+    assert json.loads(block["text"]) == {"answer": f"[{NAME}:{MODEL}] name it"}
+
+
 # --------------------------------------------------------------------------- signatures
 
 

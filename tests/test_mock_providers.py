@@ -761,6 +761,33 @@ def test_anthropic_max_tokens_and_stop_sequences(mocks: BackgroundMocks) -> None
         assert stream.get_final_message().stop_reason == "max_tokens"
 
 
+def test_anthropic_structured_output(mocks: BackgroundMocks) -> None:
+    """output_config.format: the reply is JSON of the schema; an object schema that is not closed
+    (additionalProperties: false) is refused, as Anthropic's structured outputs refuse it."""
+    client = _an(mocks)
+    msgs: Any = [{"role": "user", "content": "name it"}]
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    closed_schema = {**schema, "additionalProperties": False}
+    m = client.messages.create(
+        model=MODEL,
+        max_tokens=50,
+        messages=msgs,
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": closed_schema}}},
+    )
+    assert m.content[0].type == "text"
+    assert json.loads(m.content[0].text) == {"name": f"[{AN}:{MODEL}] name it"}
+    for bad, words in (
+        ({"type": "json_schema", "schema": schema}, "'additionalProperties' must be explicitly set to false"),
+        ({"type": "json_object"}, "expected tags: 'json_schema'"),
+        ({"type": "json_schema"}, "output_config.format.schema: Field required"),
+    ):
+        with pytest.raises(anthropic.BadRequestError) as e:
+            client.messages.create(
+                model=MODEL, max_tokens=50, messages=msgs, extra_body={"output_config": {"format": bad}}
+            )
+        assert words in e.value.message
+
+
 # --------------------------------------------------------------------------- Gemini
 
 

@@ -311,23 +311,29 @@ class Answer(BaseModel):
     words: int
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_parse_with_a_pydantic_model(gateway: Stack, mocks: MockAdmin, backend: str) -> None:
+def test_parse_with_a_pydantic_model(gateway: Stack, mocks: MockAdmin, backend: str, stream: bool) -> None:
+    """``responses.parse`` / ``responses.stream(text_format=...)``: the SDK's strict schema of the
+    model reaches every backend in its own structured-output field (Anthropic's
+    ``output_config.format`` too), and the answer parses into the model."""
     model, _ = BACKENDS[backend]
     c = client(gateway)
-    if backend == "anthropic":  # no structured output in the Anthropic dialect: refused, naming the field
-        with pytest.raises(openai.BadRequestError) as e:
-            c.responses.parse(model=model, input="answer in json", text_format=Answer)
-        err = openai_error({"error": e.value.body})
-        assert err["param"] == "text.format" and "'text.format' cannot be expressed" in err["message"]
-        assert mocks.stats(backend)["requests"] == 0
-        return
-    parsed = c.responses.parse(model=model, input="answer in json", text_format=Answer)
+    if stream:
+        with c.responses.stream(model=model, input="answer in json", text_format=Answer) as s:
+            parsed = s.get_final_response()
+    else:
+        parsed = c.responses.parse(model=model, input="answer in json", text_format=Answer)
     assert parsed.output_parsed == Answer(answer=reply(backend, "answer in json"), words=4)
     schema = Answer.model_json_schema()
     body = sent(mocks, backend)
     if backend == "openai":
         assert body["response_format"]["json_schema"]["schema"]["properties"] == schema["properties"]
+        assert body["response_format"]["json_schema"]["strict"] is True  # the SDK's schema is a strict one
+    elif backend == "anthropic":
+        fmt = body["output_config"]["format"]
+        assert fmt["type"] == "json_schema" and fmt["schema"]["properties"] == schema["properties"]
+        assert fmt["schema"]["additionalProperties"] is False
     elif backend == "gemini":
         assert body["generationConfig"]["responseJsonSchema"]["properties"] == schema["properties"]
     else:
@@ -343,6 +349,7 @@ PDF_SENT = {  # backend -> the file part it received, in its own format
     "anthropic": {
         "type": "document",
         "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+        "title": "a.pdf",
     },
     "gemini": {"inlineData": {"mimeType": "application/pdf", "data": PDF}},
     "openai_responses": {

@@ -376,7 +376,7 @@ def test_every_request_fixture_builds_for_a_responses_backend(path: Path) -> Non
     again = CODEC.build_request(CODEC.parse_request(built), "up", default_max_tokens=4096)
     assert again == built  # the failover stage re-parses what the router stage built
     for tool in built.get("tools", []):
-        assert tool["strict"] is False
+        assert isinstance(tool["strict"], bool)  # always said: the Responses API defaults to strict
 
 
 def test_fixture_dir_is_the_codec_fixtures() -> None:
@@ -622,9 +622,21 @@ PDF = "JVBERi0xLjQK"  # "%PDF-1.4\n"
         (
             "anthropic",
             "application/pdf",
-            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}},
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+                "title": "a.pdf",
+            },
         ),
-        ("anthropic", "text/plain", None),
+        (
+            "anthropic",
+            "text/plain",
+            {
+                "type": "document",
+                "source": {"type": "text", "media_type": "text/plain", "data": "%PDF-1.4\n"},
+                "title": "a.pdf",
+            },
+        ),
         (
             "openai",
             "application/pdf",

@@ -38,6 +38,7 @@ import yaml
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
+from pydantic import BaseModel
 
 from ext_proc.config import DEFAULT_CONFIG
 from ext_proc.routing.health import BASE_COOLDOWN
@@ -55,7 +56,7 @@ BACKENDS = {
     "openai_responses": ("gpt-5-mini", "gpt-5-mini"),
     "bedrock": ("bedrock-claude", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
 }
-CELLS = ("plain", "streamed", "tools", "streamed_tools", "images", "system")
+CELLS = ("plain", "streamed", "tools", "streamed_tools", "images", "system", "structured", "pdf")
 PAIRS = [(c, b) for c in CLIENTS for b in BACKENDS]
 PAIR_IDS = [f"{c}-{b}" for c, b in PAIRS]
 # Cloud backends (tests/cloud.py, a stack of their own): each speaks the wire format of a dialect above.
@@ -99,6 +100,15 @@ PNG = base64.b64decode(
 )
 PNG_B64 = base64.b64encode(PNG).decode()
 IMAGE_URL = "https://example.com/images/cat.png"
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+PDF_B64 = base64.b64encode(PDF).decode()
+# A schema every provider's structured output takes as is (strict-mode rules: closed, all required).
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "words": {"type": "integer"}},
+    "required": ["answer", "words"],
+    "additionalProperties": False,
+}
 TOOL_RESULT = "42 degrees"
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
@@ -183,6 +193,8 @@ class Ask:
     tool_choice: str | None = None  # "auto" or a tool name (forced)
     tool_call: Call | None = None  # answer this call of ours with TOOL_RESULT after ``text``
     params: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, max_tokens, stop
+    schema: dict[str, Any] | None = None  # structured output: the answer is JSON of this schema
+    pdf: bool = False  # a base64 PDF ("report.pdf") after the text
 
 
 def with_arguments(res: Result, parts: dict[int, list[str]]) -> Result:
@@ -219,6 +231,14 @@ class OpenAIClient(SDKClient):
                 {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
                 {"type": "image_url", "image_url": {"url": IMAGE_URL}},
             ]
+        if a.pdf:
+            content = [
+                {"type": "text", "text": a.text},
+                {
+                    "type": "file",
+                    "file": {"filename": "report.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"},
+                },
+            ]
         msgs.append({"role": "user", "content": content})
         if a.tool_call is not None:
             c = a.tool_call
@@ -249,6 +269,11 @@ class OpenAIClient(SDKClient):
             kw["tool_choice"] = "auto"
         elif a.tool_choice:
             kw["tool_choice"] = {"type": "function", "function": {"name": a.tool_choice}}
+        if a.schema is not None:
+            kw["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": a.schema, "strict": True},
+            }
         kw.update(a.params)
         return kw
 
@@ -306,6 +331,15 @@ class AnthropicClient(SDKClient):
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
                 {"type": "image", "source": {"type": "url", "url": IMAGE_URL}},
             ]
+        if a.pdf:
+            content = [
+                {"type": "text", "text": a.text},
+                {
+                    "type": "document",
+                    "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+                    "title": "report.pdf",
+                },
+            ]
         msgs.append({"role": "user", "content": content})
         if a.tool_call is not None:
             c = a.tool_call
@@ -325,6 +359,8 @@ class AnthropicClient(SDKClient):
         kw: dict[str, Any] = {"model": a.model, "messages": msgs, "max_tokens": p.pop("max_tokens", 1024)}
         if "stop" in p:
             kw["stop_sequences"] = p.pop("stop")
+        if a.schema is not None:
+            p["output_config"] = {"format": {"type": "json_schema", "schema": a.schema}}
         if p:  # this SDK version has no sampling arguments (temperature, top_p, top_k): send them raw
             kw["extra_body"] = p
         if a.system:
@@ -404,6 +440,8 @@ class GeminiClient(SDKClient):
                 types.Part.from_bytes(data=PNG, mime_type="image/png"),
                 types.Part.from_uri(file_uri=IMAGE_URL, mime_type="image/png"),
             ]
+        if a.pdf:
+            parts.append(types.Part.from_bytes(data=PDF, mime_type="application/pdf"))
         contents.append(types.Content(role="user", parts=parts))
         if a.tool_call is not None:
             c = a.tool_call
@@ -434,6 +472,9 @@ class GeminiClient(SDKClient):
             stop_sequences=p.pop("stop", None),
             **p,
         )
+        if a.schema is not None:
+            cfg.response_mime_type = "application/json"
+            cfg.response_json_schema = a.schema
         if a.tools:
             cfg.tools = [
                 types.Tool(
@@ -511,6 +552,15 @@ class ResponsesClient(SDKClient):
                 {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"},
                 {"type": "input_image", "image_url": IMAGE_URL, "detail": "auto"},
             ]
+        if a.pdf:
+            content = [
+                {"type": "input_text", "text": a.text},
+                {
+                    "type": "input_file",
+                    "filename": "report.pdf",
+                    "file_data": f"data:application/pdf;base64,{PDF_B64}",
+                },
+            ]
         items.append({"role": "user", "content": content})
         if a.tool_call is not None:
             c = a.tool_call
@@ -540,6 +590,10 @@ class ResponsesClient(SDKClient):
         if "max_tokens" in p:
             kw["max_output_tokens"] = p.pop("max_tokens")
         assert "stop" not in p, "the Responses API has no stop sequences"
+        if a.schema is not None:
+            kw["text"] = {
+                "format": {"type": "json_schema", "name": "answer", "schema": a.schema, "strict": True}
+            }
         kw.update(p)
         return kw
 
@@ -670,6 +724,44 @@ EXPECTED_IMAGES = {
     ],
     "bedrock": [{"image": {"format": "png", "source": {"bytes": PNG_B64}}}],  # the URL image dropped
 }
+
+
+def schema_sent(backend: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The structured-output schema a backend received, in its own field."""
+    if backend == "openai":
+        rf = body["response_format"]
+        assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+        return rf["json_schema"]["schema"]
+    if backend == "anthropic":
+        return body["output_config"]["format"]["schema"]
+    if backend == "bedrock":
+        return json.loads(body["outputConfig"]["textFormat"]["structure"]["jsonSchema"]["schema"])
+    if backend == "openai_responses":
+        fmt = body["text"]["format"]
+        assert fmt["type"] == "json_schema" and fmt["strict"] is True
+        return fmt["schema"]
+    gc = body["generationConfig"]
+    assert gc["responseMimeType"] == "application/json"
+    return gc["responseJsonSchema"]
+
+
+def documents_of(backend: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """(media type, base64 data) of each document a backend received, from its own blocks."""
+    if backend == "openai":
+        files = [p["file"]["file_data"] for p in body["messages"][-1]["content"] if p["type"] == "file"]
+        return [tuple(f[5:].split(";base64,", 1)) for f in files]  # type: ignore[misc]
+    if backend == "anthropic":
+        docs = [b["source"] for b in body["messages"][-1]["content"] if b["type"] == "document"]
+        return [(d["media_type"], d["data"]) for d in docs]
+    if backend == "bedrock":
+        docs = [b["document"] for b in body["messages"][-1]["content"] if "document" in b]
+        return [("application/" + d["format"], d["source"]["bytes"]) for d in docs]
+    if backend == "openai_responses":
+        files = [p["file_data"] for p in body["input"][-1]["content"] if p["type"] == "input_file"]
+        return [tuple(f[5:].split(";base64,", 1)) for f in files]  # type: ignore[misc]
+    blobs = [p["inlineData"] for p in body["contents"][-1]["parts"] if "inlineData" in p]
+    # The genai SDK sends URL-safe base64 (Gemini takes both alphabets): compare in the standard one.
+    return [(b["mimeType"], b["data"].translate(str.maketrans("-_", "+/"))) for b in blobs]
 
 
 def tool_names(backend: str, body: dict[str, Any]) -> list[str]:
@@ -812,6 +904,34 @@ def run_system(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
     )
 
 
+def run_structured(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
+    """Structured output in the client's own terms reaches the backend in its own field, and the
+    JSON answer (the mocks fill strings with the reply, integers with its word count) comes back."""
+    model, upstream = ALL_BACKENDS[backend]
+    text = "answer as json"
+    reply = f"[{backend}:{upstream}] {text}"
+    for stream in (False, True):
+        res = sdk.ask(Ask(model, text, stream=stream, schema=ANSWER_SCHEMA))
+        assert json.loads(res.text) == {"answer": reply, "words": words(reply)}
+        check_common(res, client, backend, "end", (words(text), words(res.text)))
+        assert schema_sent(WIRE[backend], sent(mocks, backend)) == ANSWER_SCHEMA
+    assert mocks.stats(backend)["streamed"] == 1
+
+
+def run_pdf(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
+    """A base64 PDF in the client's own part type reaches the backend as its document type
+    (plain and streamed)."""
+    model, upstream = ALL_BACKENDS[backend]
+    text = "summarize this report"
+    reply = f"[{backend}:{upstream}] {text}"
+    for stream in (False, True):
+        res = sdk.ask(Ask(model, text, stream=stream, pdf=True))
+        assert res.text == reply
+        check_common(res, client, backend, "end", (words(text), words(reply)))
+        assert documents_of(WIRE[backend], sent(mocks, backend)) == [("application/pdf", PDF_B64)]
+    assert mocks.stats(backend)["streamed"] == 1
+
+
 def run_cell(sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
     if cell in ("plain", "streamed"):
         run_plain(sdk, mocks, client, backend, stream=cell == "streamed")
@@ -819,6 +939,10 @@ def run_cell(sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -
         run_tools(sdk, mocks, client, backend, stream=cell == "streamed_tools")
     elif cell == "images":
         run_images(sdk, mocks, client, backend)
+    elif cell == "structured":
+        run_structured(sdk, mocks, client, backend)
+    elif cell == "pdf":
+        run_pdf(sdk, mocks, client, backend)
     else:
         run_system(sdk, mocks, client, backend)
 
@@ -990,6 +1114,126 @@ def test_unexpressible_fields_are_400_naming_the_field(
         )
     assert ge2.value.code == 400 and "'generationConfig.topK'" in ge2.value.message
     assert sum(mocks.stats(p)["requests"] for p in BACKENDS) == 0
+
+
+class Answer(BaseModel):
+    answer: str
+    words: int
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_sdk_structured_output_helpers(sdks: dict[str, Any], mocks: MockAdmin, backend: str) -> None:
+    """Each SDK's own structured-output helper with a pydantic model (openai
+    ``chat.completions.parse``, anthropic ``messages.parse``, google-genai ``response_schema``)
+    against every backend: the answer parses into the model."""
+    model, upstream = BACKENDS[backend]
+    text = "answer as json"
+    want = Answer(answer=f"[{backend}:{upstream}] {text}", words=4)
+    msgs: Any = [{"role": "user", "content": text}]
+    c = sdks["openai"].sdk.chat.completions.parse(model=model, messages=msgs, response_format=Answer)
+    assert c.choices[0].message.parsed == want
+    m = sdks["anthropic"].sdk.messages.parse(model=model, max_tokens=200, messages=msgs, output_format=Answer)
+    assert m.parsed_output == want
+    g = sdks["gemini"].sdk.models.generate_content(
+        model=model,
+        contents=text,
+        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=Answer),
+    )
+    assert g.parsed == want
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_json_mode_without_a_schema(sdks: dict[str, Any], mocks: MockAdmin, backend: str) -> None:
+    """Gemini's JSON mode (no schema) with no "json" in the prompt: OpenAI backends get the
+    same request in a form they accept (OpenAI refuses json_object without the word), Gemini
+    its own; Anthropic and Converse take a schema only: a 400 naming the client's field, why
+    (dropped where the model sets drop_unsupported)."""
+    model, _ = BACKENDS[backend]
+    config = types.GenerateContentConfig(response_mime_type="application/json")
+    if backend == "bedrock":  # this module's Bedrock model sets drop_unsupported: left out
+        sdks["gemini"].sdk.models.generate_content(model=model, contents="give me data", config=config)
+        assert "outputConfig" not in sent(mocks, backend)
+        return
+    if backend == "anthropic":
+        with pytest.raises(genai_errors.ClientError) as e:
+            sdks["gemini"].sdk.models.generate_content(model=model, contents="give me data", config=config)
+        assert e.value.code == 400 and "'generationConfig.responseMimeType'" in e.value.message
+        assert "without a schema" in e.value.message and mocks.stats(backend)["requests"] == 0
+        return
+    r = sdks["gemini"].sdk.models.generate_content(model=model, contents="give me data", config=config)
+    json.loads(r.text or "")  # JSON (the mocks answer any-JSON requests with a JSON string)
+    body = sent(mocks, backend)
+    if backend == "openai":
+        assert body["response_format"]["type"] == "json_schema"
+    elif backend == "openai_responses":
+        assert body["text"]["format"]["type"] == "json_schema"
+
+
+def test_bookkeeping_reaches_a_gemini_model(gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin) -> None:
+    """A coding agent's metadata.user_id and an IDE's user / safety_identifier / metadata / store
+    towards Gemini, which has no such fields: answered, the fields dropped (issue 14)."""
+    model, upstream = BACKENDS["gemini"]
+    m = sdks["anthropic"].sdk.messages.create(
+        model=model,
+        max_tokens=50,
+        metadata={"user_id": "agent-user-1"},
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    assert m.content[0].text == f"[gemini:{upstream}] hi"
+    c = sdks["openai"].sdk.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hi"}],
+        user="ide-user",
+        safety_identifier="hash",
+        metadata={"session": "s"},
+        store=True,
+    )
+    assert c.choices[0].message.content == f"[gemini:{upstream}] hi"
+    body = sent(mocks, "gemini")
+    assert not {"user", "metadata", "safetyIdentifier", "store"} & set(body)
+
+
+def test_several_candidates_between_openai_and_gemini(sdks: dict[str, Any], mocks: MockAdmin) -> None:
+    """OpenAI ``n`` <-> Gemini ``candidateCount``: every candidate comes back, usage counts them all;
+    a translated stream of several is refused naming the client's field."""
+    g_model, g_up = BACKENDS["gemini"]
+    c = sdks["openai"].sdk.chat.completions.create(
+        model=g_model, messages=[{"role": "user", "content": "hi"}], n=2
+    )
+    reply = f"[gemini:{g_up}] hi"
+    assert [(ch.index, ch.message.content) for ch in c.choices] == [(0, reply), (1, reply)]
+    assert c.usage.completion_tokens == 2 * 2
+    assert sent(mocks, "gemini")["generationConfig"]["candidateCount"] == 2
+    o_model, o_up = BACKENDS["openai"]
+    r = sdks["gemini"].sdk.models.generate_content(
+        model=o_model, contents="hi", config=types.GenerateContentConfig(candidate_count=2)
+    )
+    assert [cand.content.parts[0].text for cand in r.candidates] == [f"[openai:{o_up}] hi"] * 2
+    assert sent(mocks, "openai")["n"] == 2
+    with pytest.raises(openai.BadRequestError) as e:
+        sdks["openai"].sdk.chat.completions.create(
+            model=g_model, messages=[{"role": "user", "content": "hi"}], n=2, stream=True
+        )
+    assert e.value.body["param"] == "n" and "stream" in e.value.body["message"]
+
+
+def test_a_gemini_files_api_uri_is_refused_for_other_providers(
+    sdks: dict[str, Any], mocks: MockAdmin
+) -> None:
+    """A Files API URI only Gemini can read is never handed to another provider as a URL: a 400
+    in Gemini's format naming the part and saying why."""
+    uri = "https://generativelanguage.googleapis.com/v1beta/files/abc-123"
+    with pytest.raises(genai_errors.ClientError) as e:
+        sdks["gemini"].sdk.models.generate_content(
+            model=BACKENDS["anthropic"][0],
+            contents=[
+                types.Part.from_text(text="read"),
+                types.Part.from_uri(file_uri=uri, mime_type="application/pdf"),
+            ],
+        )
+    assert e.value.code == 400 and "'contents[0].parts[1].fileData'" in e.value.message
+    assert "Files API" in e.value.message
+    assert mocks.stats("anthropic")["requests"] == 0
 
 
 def test_gemini_key_in_query_and_header(gateway: Stack, mocks: MockAdmin) -> None:

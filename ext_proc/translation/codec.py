@@ -18,7 +18,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from ..errors import GatewayError
+from ..errors import GatewayError, unsupported
+from .fields import set_path
 from .ir import ChatRequest, ChatResponse, StreamEvent, Usage
 from .names import ANY, ToolRules
 from .sse import SSEEvent
@@ -27,6 +28,30 @@ from .sse import SSEEvent
 def client_field(req: ChatRequest, name: str) -> str:
     """``name`` (an IR field) as the client of ``req`` spelled it."""
     return req.field_names.get(name, name)
+
+
+def apply_unmapped(req: ChatRequest, body: dict[str, Any], dialect: str, drop: bool) -> None:
+    """The client's unmapped fields in a body built for ``dialect``: put back when the
+    client spoke ``dialect`` itself, else refused (400 naming the field, with the reason
+    the parser gave) or, with ``drop``, left out."""
+    same = req.source_dialect == dialect
+    for path in req.unmapped:
+        if same and path in req.unmapped_values:
+            set_path(body, path, req.unmapped_values[path])
+        elif not drop:
+            raise unsupported(path, dialect, req.unmapped_reasons.get(path))
+
+
+def refuse_json_mode(req: ChatRequest, dialect: str) -> None:
+    """For targets whose structured output takes a schema only: JSON mode without one is refused
+    (naming the client's field) rather than sent as a schema that would change the answer."""
+    rf = req.response_format
+    if rf is not None and rf.type != "text" and rf.schema is None:
+        raise unsupported(
+            client_field(req, "response_format"),
+            dialect,
+            "it has no JSON mode without a schema; send a JSON schema",
+        )
 
 
 class StreamDecoder(ABC):

@@ -77,6 +77,17 @@ def nonempty_str(v: Any, path: str) -> str:
     return v
 
 
+def data_url(value: Any, path: str) -> tuple[str | None, str]:
+    """A base64 ``data:`` URL at ``path`` -> (media type or None, base64 data); anything
+    else is a 400 naming ``path``."""
+    url = nonempty_str(value, path)
+    comma = url.find(",")
+    header = url[5:comma].split(";") if url.startswith("data:") and comma > 0 else []
+    if "base64" not in header[1:]:
+        raise invalid(f"'{path}' must be a base64 data URL", path)
+    return header[0].strip().lower() or None, url[comma + 1 :]
+
+
 def args_object(arguments: str, path: str) -> dict[str, Any]:
     """IR tool-call arguments (JSON text) -> the object a backend's tool input must be."""
     if not arguments:

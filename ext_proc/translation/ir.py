@@ -17,6 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,7 +57,9 @@ class ImagePart:
 @dataclass(slots=True)
 class FilePart:
     """A document (e.g. a PDF), inline (base64 ``data`` + ``media_type``) or by ``url``. Not an
-    image: codecs that cannot take documents refuse it (or drop it) by its path."""
+    image: codecs that cannot take documents refuse it (or drop it) by its path. A plain-text
+    document (``media_type`` ``text/plain``) keeps its text base64-encoded in ``data`` too;
+    targets without text documents send it as a text part (``text_of``)."""
 
     media_type: str | None = None
     data: str | None = None
@@ -89,6 +92,24 @@ class ToolResultPart:
 
 Part = TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart
 
+PDF = "application/pdf"
+PLAIN_TEXT = "text/plain"
+
+
+def text_of(p: FilePart) -> str | None:
+    """The text of an inline plain-text document (None for anything else, or bad base64)."""
+    if p.data is None or (p.media_type or "").split(";")[0].strip().lower() != PLAIN_TEXT:
+        return None
+    try:
+        return base64.b64decode(p.data, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def text_document(text: str, filename: str | None = None) -> FilePart:
+    """A plain-text document as an IR part."""
+    return FilePart(PLAIN_TEXT, base64.b64encode(text.encode()).decode(), None, filename)
+
 
 @dataclass(slots=True)
 class Message:
@@ -112,6 +133,9 @@ class Tool:
     name: str
     description: str | None = None
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    # The client asked that calls follow ``parameters`` exactly (a tool's ``strict``);
+    # None: not said. Targets with a strict mode send it; others drop it (documented).
+    strict: bool | None = None
 
 
 @dataclass(slots=True)
@@ -124,11 +148,13 @@ class ToolChoice:
 
 @dataclass(slots=True)
 class ResponseFormat:
-    """Structured output: ``json_object`` (any JSON) or ``json_schema`` (``schema``)."""
+    """Structured output: ``json_object`` (any JSON) or ``json_schema`` (``schema``).
+    ``strict``: the client asked for the schema to be enforced exactly (None: not said)."""
 
     type: Literal["text", "json_object", "json_schema"] = "text"
     schema: dict[str, Any] | None = None
     name: str | None = None
+    strict: bool | None = None
 
 
 @dataclass(slots=True)
@@ -157,6 +183,9 @@ class ChatRequest:
     stream_include_usage: bool = False
     # Client fields the IR cannot carry, by the client's own field path.
     unmapped: list[str] = field(default_factory=list)
+    # Why an unmapped path cannot go to other dialects, where more can be said than
+    # "cannot be expressed" (e.g. a provider's own file reference).
+    unmapped_reasons: dict[str, str] = field(default_factory=dict)
     # The dialect this request was parsed from, and the raw values of those
     # unmapped paths that address plain object fields (no list index), e.g.
     # ``logprobs`` or ``config.someOption``. A codec building a
@@ -183,6 +212,10 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+# Why several candidates cannot be asked for in a translated stream (IR streams carry one).
+SEVERAL_STREAMED = "a stream of several candidates cannot be translated; ask without streaming"
 
 
 @dataclass(slots=True)

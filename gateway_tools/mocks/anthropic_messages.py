@@ -114,6 +114,21 @@ _ANT_ERROR_TYPES = {
 }
 
 
+def _object_schemas(schema: Any, depth: int = 0) -> list[dict[str, Any]]:
+    """Every object schema inside ``schema`` (properties, items, unions, $defs)."""
+    if isinstance(schema, list):
+        return [o for s in schema for o in _object_schemas(s, depth + 1)] if depth < 32 else []
+    if not isinstance(schema, dict) or depth >= 32:
+        return []
+    out = [schema] if schema.get("type") == "object" or isinstance(schema.get("properties"), dict) else []
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            out.extend(o for v in value.values() for o in _object_schemas(v, depth + 1))
+        elif key in ("items", "anyOf", "allOf", "oneOf", "prefixItems"):
+            out.extend(_object_schemas(value, depth + 1))
+    return out
+
+
 def _ant_tags(tags: Iterable[str]) -> str:
     return ", ".join(f"'{t}'" for t in tags)
 
@@ -484,8 +499,36 @@ class _Anthropic(_Provider):
             forced_name=forced,
             max_tokens=max_tokens,
             stops=list(stops or []),
+            json_schema=self.check_output_config(body.get("output_config")),
         )
         return convo, bool(stream)
+
+    def check_output_config(self, oc: Any) -> dict[str, Any] | None:
+        """[structured outputs] ``output_config.format`` is ``{"type": "json_schema", "schema": {...}}``,
+        and every object schema in it sets ``additionalProperties: false`` (Anthropic docs, "Structured
+        outputs", JSON Schema limitations). Returns the schema the reply must follow."""
+        if oc is None:
+            return None
+        if not isinstance(oc, dict):
+            raise self.invalid(
+                "output_config: Input should be a valid dictionary or object to extract fields from"
+            )
+        fmt = oc.get("format")
+        if fmt is None:
+            return None
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+            raise self.invalid(
+                "output_config.format: Input tag found using 'type' does not match any of the expected tags: 'json_schema'"
+            )
+        schema = fmt.get("schema")
+        if not isinstance(schema, dict):
+            raise self.invalid("output_config.format.schema: Field required")
+        for obj in _object_schemas(schema):
+            if obj.get("additionalProperties") is not False:
+                raise self.invalid(
+                    "output_config.format.schema: For 'object' type, 'additionalProperties' must be explicitly set to false"
+                )
+        return schema
 
     def check_tools(self, tools: Any) -> list[str]:
         if tools is None:

@@ -194,6 +194,17 @@ def _result_text(block: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _text_format_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema of ``outputConfig.textFormat`` (already validated by ``check_extras``):
+    the reply follows it."""
+    oc = body.get("outputConfig")
+    tf = oc.get("textFormat") if isinstance(oc, dict) else None
+    if not isinstance(tf, dict):
+        return None
+    schema = orjson.loads(tf["structure"]["jsonSchema"]["schema"])
+    return schema if isinstance(schema, dict) else {}
+
+
 class _Bedrock(_Provider):
     """Bedrock runtime Converse and ConverseStream."""
 
@@ -578,6 +589,7 @@ class _Bedrock(_Provider):
             forced_name=forced,
             max_tokens=max_tokens,
             stops=stops,
+            json_schema=_text_format_schema(body),
         )
 
     def check_tool_config(self, tc: Any) -> tuple[list[str], str, str | None]:

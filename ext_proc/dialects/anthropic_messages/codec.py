@@ -3,11 +3,19 @@
 Unmapped-field policy (client -> IR): ``thinking`` (unless disabled),
 ``mcp_servers``, ``container``, ``context_management`` and unknown top-level
 fields are unmapped with their raw values; server tools (``web_search_...``),
-``document``/``search_result`` blocks, ``file`` image sources and server-tool
-blocks in history are unmapped by path. Ignored because they never change the
+``search_result`` blocks, ``file`` sources (Anthropic's Files API), documents with
+``citations`` enabled or a ``context``, and server-tool blocks in history are unmapped by
+path. ``document`` blocks (base64 or URL PDFs, plain text) are IR documents, their
+``title`` the file name. ``output_config.format`` (a JSON schema) is the structured output;
+other ``output_config`` keys are unmapped by path. Ignored because they never change the
 generated text: ``service_tier``, ``cache_control`` markers, ``citations`` on
 text blocks, and ``thinking``/``redacted_thinking`` blocks in the history
 (Anthropic itself strips those from earlier turns).
+
+Towards Anthropic, a JSON schema goes to ``output_config.format`` with every object schema
+closed (``additionalProperties: false``, which Anthropic requires; its own SDK does the same);
+JSON mode without a schema has no Anthropic equivalent and is refused. ``strict`` tools keep
+``strict`` where the schema's objects are closed.
 
 ``max_tokens`` is required by Anthropic but a missing one is tolerated on
 parse (the IR leaves it unset and the target applies its default).
@@ -21,7 +29,14 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
-from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.codec import (
+    Codec,
+    StreamDecoder,
+    StreamEncoder,
+    apply_unmapped,
+    client_field,
+    refuse_json_mode,
+)
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_int as _a_int
 from ...translation.fields import answer_json as _a_json
@@ -37,9 +52,10 @@ from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
-from ...translation.fields import set_path as _set_path
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
+    PDF,
+    PLAIN_TEXT,
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -51,6 +67,7 @@ from ...translation.ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
+    ResponseFormat,
     StopReason,
     StreamError,
     StreamEvent,
@@ -61,9 +78,12 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    text_document,
+    text_of,
 )
 from ...translation.markers import inline_system, read_system
 from ...translation.names import Rule, ToolRules
+from ...translation.schema import all_closed, closed
 from ...translation.sse import SSEEvent
 
 DIALECT = "anthropic"
@@ -84,6 +104,7 @@ _HANDLED = frozenset(
         "tool_choice",
         "metadata",
         "thinking",
+        "output_config",
     }
 )
 
@@ -152,6 +173,73 @@ def _parse_image(block: dict[str, Any], path: str, unmapped: list[str]) -> Image
     return None
 
 
+def _parse_document(
+    block: dict[str, Any], path: str, unmapped: list[str], reasons: dict[str, str]
+) -> FilePart | None:
+    """A ``document`` block: a base64 or URL PDF, or plain text, is an IR document. What only
+    Anthropic can do with one (citations, a context, its own Files API) is unmapped."""
+    src = block.get("source")
+    if not isinstance(src, dict):
+        raise _type_error(f"{path}.source", "an object")
+    title = block.get("title")
+    if title is not None and not isinstance(title, str):
+        raise _type_error(f"{path}.title", "a string")
+    citations = block.get("citations")
+    if citations is not None:
+        if not isinstance(citations, dict):
+            raise _type_error(f"{path}.citations", "an object")
+        if citations.get("enabled") is True:
+            unmapped.append(f"{path}.citations")
+            reasons[f"{path}.citations"] = "citations come back as citation blocks only Anthropic has"
+    if block.get("context") is not None:
+        unmapped.append(f"{path}.context")
+        reasons[f"{path}.context"] = "a document's context is Anthropic's own; send it as a text block"
+    st = src.get("type")
+    if st == "base64":
+        media_type = _nonempty_str(src.get("media_type"), f"{path}.source.media_type")
+        return FilePart(media_type, _nonempty_str(src.get("data"), f"{path}.source.data"), None, title)
+    if st == "text":
+        data = src.get("data")
+        if not isinstance(data, str):
+            raise _type_error(f"{path}.source.data", "a string")
+        return text_document(data, title)
+    if st == "url":
+        return FilePart(PDF, None, _nonempty_str(src.get("url"), f"{path}.source.url"), title)
+    unmapped.append(f"{path}.source")
+    if st == "file":
+        reasons[f"{path}.source"] = (
+            "a file_id names a file uploaded to Anthropic, which no other provider can read"
+        )
+    return None
+
+
+def _parse_output_config(oc: Any, unmapped: list[str], values: dict[str, Any]) -> ResponseFormat | None:
+    """``output_config``: its ``format`` (a JSON schema) is the structured output; anything
+    else in it is unmapped by its path."""
+    if oc is None:
+        return None
+    if not isinstance(oc, dict):
+        raise _type_error("output_config", "an object")
+    rf = None
+    for key, value in oc.items():
+        if key == "format" and value is not None:
+            if not isinstance(value, dict):
+                raise _type_error("output_config.format", "an object")
+            if value.get("type") != "json_schema":
+                raise invalid(
+                    "'output_config.format.type' must be 'json_schema'", "output_config.format.type"
+                )
+            schema = value.get("schema")
+            if not isinstance(schema, dict):
+                raise _type_error("output_config.format.schema", "an object")
+            # Anthropic always enforces the schema (constrained decoding): a strict one.
+            rf = ResponseFormat("json_schema", schema, None, True)
+        elif value is not None:
+            unmapped.append(f"output_config.{key}")
+            values[f"output_config.{key}"] = value
+    return rf
+
+
 def _parse_text_blocks(value: Any, path: str) -> list[TextPart]:
     """``system`` and similar: a string or a list of text blocks."""
     if isinstance(value, str):
@@ -200,7 +288,7 @@ def _parse_tool_result(
     return ToolResultPart(tid, parts, name, block.get("is_error") is True)
 
 
-def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
+def _parse_messages(messages: Any, unmapped: list[str], reasons: dict[str, str]) -> list[Message]:
     if not isinstance(messages, list):
         raise _type_error("messages", "an array")
     if not messages:
@@ -228,6 +316,10 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
                     img = _parse_image(b, bpath, unmapped)
                     if img is not None:
                         append_part(out, role, img)
+                elif bt == "document" and role == "user":
+                    doc = _parse_document(b, bpath, unmapped, reasons)
+                    if doc is not None:
+                        append_part(out, role, doc)
                 elif bt == "tool_use" and role == "assistant":
                     tid = _nonempty_str(b.get("id"), f"{bpath}.id")
                     name = _nonempty_str(b.get("name"), f"{bpath}.name")
@@ -266,7 +358,10 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
         desc = t.get("description")
         if desc is not None and not isinstance(desc, str):
             raise _type_error(f"{path}.description", "a string")
-        out.append(Tool(_nonempty_str(t.get("name"), f"{path}.name"), desc, schema))
+        strict = t.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _type_error(f"{path}.strict", "a boolean")
+        out.append(Tool(_nonempty_str(t.get("name"), f"{path}.name"), desc, schema, strict))
     return out
 
 
@@ -297,6 +392,35 @@ def _image_block(p: ImagePart) -> dict[str, Any]:
             "source": {"type": "base64", "media_type": p.media_type or "image/jpeg", "data": p.data},
         }
     return {"type": "image", "source": {"type": "url", "url": p.url}}
+
+
+def _tool(t: Tool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": t.name}
+    if t.description is not None:
+        out["description"] = t.description
+    out["input_schema"] = t.parameters
+    if t.strict and all_closed(t.parameters):  # strict tool use requires closed objects
+        out["strict"] = True
+    return out
+
+
+def _document_block(p: FilePart) -> dict[str, Any] | None:
+    """An IR document as a ``document`` block: PDFs inline or by URL, plain text inline."""
+    text = text_of(p)
+    if text is not None:
+        source: dict[str, Any] = {"type": "text", "media_type": PLAIN_TEXT, "data": text}
+    elif p.media_type != PDF and p.data is not None:
+        return None
+    elif p.data is not None:
+        source = {"type": "base64", "media_type": PDF, "data": p.data}
+    elif p.media_type == PDF:
+        source = {"type": "url", "url": p.url}
+    else:
+        return None
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if p.filename:
+        block["title"] = p.filename
+    return block
 
 
 def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
@@ -333,17 +457,13 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 blocks.append(_image_block(p))
             elif isinstance(p, FilePart):
-                # A document block takes PDFs, inline or by URL, in a user turn.
-                if target == "assistant" or p.media_type != "application/pdf":
+                # A document block takes PDFs, inline or by URL, and plain text, in a user turn.
+                doc = None if target == "assistant" else _document_block(p)
+                if doc is None:
                     if drop:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
-                source = (
-                    {"type": "base64", "media_type": "application/pdf", "data": p.data}
-                    if p.data is not None
-                    else {"type": "url", "url": p.url}
-                )
-                blocks.append({"type": "document", "source": source})
+                blocks.append(doc)
             elif isinstance(p, ToolCallPart):
                 if target != "assistant":
                     if drop:
@@ -713,6 +833,7 @@ class AnthropicCodec(Codec):
         "user": "metadata.user_id",
         "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
         "stop": "stop_sequences",
+        "response_format": "output_config.format",
     }
 
     def parse_request(
@@ -733,7 +854,8 @@ class AnthropicCodec(Codec):
             unmapped.append("thinking")
             values["thinking"] = thinking
         system = _parse_text_blocks(body["system"], "system") if body.get("system") is not None else []
-        messages = read_system(_parse_messages(body.get("messages"), unmapped))
+        reasons: dict[str, str] = {}
+        messages = read_system(_parse_messages(body.get("messages"), unmapped, reasons))
         stops = body.get("stop_sequences")
         if stops is None:
             stops = []
@@ -765,7 +887,9 @@ class AnthropicCodec(Codec):
             stop=stops,
             user=user,
             stream=bool(stream),
+            response_format=_parse_output_config(body.get("output_config"), unmapped, values),
             unmapped=unmapped,
+            unmapped_reasons=reasons,
             source_dialect=DIALECT,
             field_names=self.field_names,
             unmapped_values=values,
@@ -791,8 +915,7 @@ class AnthropicCodec(Codec):
                     raise unsupported(client_field(req, name), DIALECT)
             if req.n is not None and req.n != 1:
                 raise unsupported(client_field(req, "n"), DIALECT)
-            if req.response_format is not None and req.response_format.type != "text":
-                raise unsupported(client_field(req, "response_format"), DIALECT)
+            refuse_json_mode(req, DIALECT)
         body: dict[str, Any] = {
             "model": upstream_model,
             "max_tokens": req.max_tokens if req.max_tokens is not None else default_max_tokens,
@@ -818,13 +941,11 @@ class AnthropicCodec(Codec):
             body["metadata"] = {"user_id": req.user}
         if req.stream:
             body["stream"] = True
+        rf = req.response_format
+        if rf is not None and rf.type == "json_schema" and rf.schema is not None:
+            body["output_config"] = {"format": {"type": "json_schema", "schema": closed(rf.schema)}}
         if req.tools:
-            body["tools"] = [
-                {"name": t.name, "description": t.description, "input_schema": t.parameters}
-                if t.description is not None
-                else {"name": t.name, "input_schema": t.parameters}
-                for t in req.tools
-            ]
+            body["tools"] = [_tool(t) for t in req.tools]
         tc = req.tool_choice
         no_parallel = req.parallel_tool_calls is False
         if tc is not None or no_parallel:
@@ -835,13 +956,7 @@ class AnthropicCodec(Codec):
             if no_parallel and mode != "none":
                 choice["disable_parallel_tool_use"] = True
             body["tool_choice"] = choice
-        if req.unmapped:
-            same = req.source_dialect == DIALECT
-            for path in req.unmapped:
-                if same and path in req.unmapped_values:
-                    _set_path(body, path, req.unmapped_values[path])
-                elif not drop:
-                    raise unsupported(path, DIALECT)
+        apply_unmapped(req, body, DIALECT, drop)
         return body
 
     def request_path(self, upstream_model: str, stream: bool) -> str:

@@ -11,8 +11,10 @@ Mapping notes:
 - the model is in the path; ``max_tokens``, ``temperature``, ``top_p`` and stop
   sequences are ``inferenceConfig``; ``top_k`` has no Converse field and goes
   to ``additionalModelRequestFields.top_k`` (the name Anthropic models on
-  Bedrock take); the end user goes to ``requestMetadata.user``;
-- JSON-schema output is ``outputConfig.textFormat`` (the schema as a string);
+  Bedrock take); the end user goes to ``requestMetadata.user`` (left out when outside its
+  alphabet: it only tags the invocation);
+- JSON-schema output is ``outputConfig.textFormat`` (the schema as a string, objects
+  closed as Claude requires);
   a JSON object without a schema has no Converse equivalent;
 - Converse has no ``none`` tool choice: without tool history the tools are
   simply not declared; with history it is refused (or dropped);
@@ -42,14 +44,20 @@ from urllib.parse import quote
 import orjson
 
 from ...errors import GatewayError, invalid, kind_for_status, unsupported
-from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.codec import (
+    Codec,
+    StreamDecoder,
+    StreamEncoder,
+    apply_unmapped,
+    client_field,
+    refuse_json_mode,
+)
 from ...translation.fields import args_object as _args_object
 from ...translation.fields import error_json as _error_json
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
-from ...translation.fields import set_path as _set_path
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     BlockDelta,
@@ -77,6 +85,7 @@ from ...translation.ir import (
 )
 from ...translation.markers import inline_system, read_system
 from ...translation.names import Rule, ToolRules
+from ...translation.schema import closed
 from ...translation.sse import SSEEvent
 from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
 
@@ -250,6 +259,22 @@ def _parse_tool_result(res: Any, path: str, names: dict[str, str], unmapped: lis
     return ToolResultPart(tid, parts, name, status == "error")
 
 
+def _parse_document(doc: Any, path: str, unmapped: list[str]) -> FilePart | None:
+    """A ``document`` block with bytes -> an IR document (its name the file name); S3
+    locations and formats the IR has no media type for are unmapped."""
+    if not isinstance(doc, dict):
+        raise _type_error(path, "an object")
+    src = doc.get("source")
+    media_type = _DOC_MEDIA.get(doc.get("format"))  # type: ignore[arg-type]
+    if not isinstance(src, dict) or not isinstance(src.get("bytes"), str) or media_type is None:
+        unmapped.append(path)
+        return None
+    name = doc.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _type_error(f"{path}.name", "a string")
+    return FilePart(media_type, _nonempty_str(src["bytes"], f"{path}.source.bytes"), None, name)
+
+
 def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
     if not isinstance(messages, list):
         raise _type_error("messages", "an array")
@@ -275,6 +300,10 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
                 img = _parse_image(value, f"{bpath}.image", unmapped)
                 if img is not None:
                     append_part(out, role, img)
+            elif member == "document" and role == "user":
+                doc = _parse_document(value, f"{bpath}.document", unmapped)
+                if doc is not None:
+                    append_part(out, role, doc)
             elif member == "toolUse" and role == "assistant":
                 if not isinstance(value, dict):
                     raise _type_error(f"{bpath}.toolUse", "an object")
@@ -366,6 +395,7 @@ _DOC_FORMATS = {
     "text/plain": "txt",
     "text/markdown": "md",
 }
+_DOC_MEDIA = {fmt: media for media, fmt in _DOC_FORMATS.items()}
 # A DocumentBlock name: alphanumerics, single spaces, hyphens, parentheses, square brackets.
 _DOC_NAME_BAD = re.compile(r"[^A-Za-z0-9 ()\[\]-]+")
 
@@ -860,8 +890,7 @@ class BedrockCodec(Codec):
                 raise unsupported(client_field(req, "n"), DIALECT)
             if req.parallel_tool_calls is False:
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
-            if req.response_format is not None and req.response_format.type == "json_object":
-                raise unsupported(client_field(req, "response_format"), DIALECT)
+            refuse_json_mode(req, DIALECT)
         body: dict[str, Any] = {"messages": _build_messages(req, drop)}
         if req.system:
             body["system"] = [{"text": p.text} for p in req.system if p.text]
@@ -880,31 +909,19 @@ class BedrockCodec(Codec):
             body["toolConfig"] = tools
         if req.top_k is not None:
             body["additionalModelRequestFields"] = {"top_k": req.top_k}
-        if req.user is not None:
-            if _METADATA_VALUE.fullmatch(req.user):
-                body["requestMetadata"] = {"user": req.user}
-            elif not drop:
-                field = client_field(req, "user")
-                raise invalid(
-                    f"'{field}' must be at most 256 letters, digits, spaces or :_@$#=/+,-. characters "
-                    f"for a {DIALECT} backend; or set 'drop_unsupported: true' on the model",
-                    field,
-                )
+        # requestMetadata only tags the invocation (logs): a user Converse cannot take is left out.
+        if req.user is not None and _METADATA_VALUE.fullmatch(req.user):
+            body["requestMetadata"] = {"user": req.user}
         rf = req.response_format
         if rf is not None and rf.type == "json_schema" and rf.schema is not None:
-            schema: dict[str, Any] = {"schema": orjson.dumps(rf.schema).decode()}
+            # Objects closed, as Claude's structured outputs require (Bedrock documents the same rules).
+            schema: dict[str, Any] = {"schema": orjson.dumps(closed(rf.schema)).decode()}
             if rf.name:
                 schema["name"] = rf.name
             body["outputConfig"] = {
                 "textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}
             }
-        if req.unmapped:
-            same = req.source_dialect == DIALECT
-            for path in req.unmapped:
-                if same and path in req.unmapped_values:
-                    _set_path(body, path, req.unmapped_values[path])
-                elif not drop:
-                    raise unsupported(path, DIALECT)
+        apply_unmapped(req, body, DIALECT, drop)
         return body
 
     def request_path(self, upstream_model: str, stream: bool) -> str:

@@ -14,11 +14,15 @@ repeat across the turns of one conversation).
 
 Unmapped-field policy: ``safetySettings``, ``cachedContent``, unknown
 top-level and ``generationConfig`` fields (``thinkingConfig``,
-``responseModalities``, ``responseLogprobs``...), non-function tools
-(``googleSearch``, ``codeExecution``...), non-image media and code-execution
+``responseModalities`` other than ``["TEXT"]``, ``responseLogprobs``...), non-function tools
+(``googleSearch``, ``codeExecution``...), media other than images, PDFs and plain text,
+``fileData`` URIs only Google can read (Files API, ``gs://``, YouTube) and code-execution
 parts are unmapped. Ignored: ``labels``, ``serviceTier``, ``store``, thought
 parts and ``thoughtSignature`` in the history, and a function declaration's
 ``response`` schema and ``behavior``.
+
+Towards Gemini, the end user (OpenAI ``user``, Anthropic ``metadata.user_id``) is dropped:
+Gemini has no such field and it only tags the request.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
-from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_int as _a_int
 from ...translation.fields import answer_json as _a_json
@@ -43,10 +47,12 @@ from ...translation.fields import error_json as _error_json
 from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
-from ...translation.fields import set_path as _set_path
 from ...translation.fields import several_streamed
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
+    PDF,
+    PLAIN_TEXT,
+    SEVERAL_STREAMED,
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -80,6 +86,20 @@ DIALECT = "gemini"
 
 _TOP_HANDLED = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
 _TOP_IGNORED = frozenset({"labels", "serviceTier", "store", "model"})
+# generationConfig values that ask for what happens anyway: not refused anywhere.
+_GEN_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "responseModalities": (["TEXT"], ["text"]),
+    "responseLogprobs": (False,),
+}
+# fileData URIs only Google can resolve, and why (a refusal says it).
+_GOOGLE_ONLY_URIS: tuple[tuple[str, str], ...] = (
+    ("https://generativelanguage.googleapis.com/", "a Gemini Files API URI, which only Gemini can read"),
+    ("gs://", "a Cloud Storage URI, which only Vertex AI can read"),
+    ("https://www.youtube.com/", "a YouTube URL, which only Gemini can watch"),
+    ("https://youtu.be/", "a YouTube URL, which only Gemini can watch"),
+)
+_DOCUMENT_TYPES = frozenset({PDF, PLAIN_TEXT})
+_STANDARD_B64 = str.maketrans("-_", "+/")
 _GEN_HANDLED = frozenset(
     {
         "temperature",
@@ -254,25 +274,50 @@ def _result_text(response: Any) -> tuple[str, bool]:
 # ---- requests -----------------------------------------------------------------------
 
 
-def _parse_media(blob: Any, path: str, is_file: bool, unmapped: list[str]) -> ImagePart | None:
+def google_only(uri: str) -> str | None:
+    """Why a fileData URI can be read by Google alone (None: a URL anyone can fetch)."""
+    low = uri.lower()
+    for prefix, why in _GOOGLE_ONLY_URIS:
+        if low.startswith(prefix):
+            return why
+    return None if low.startswith(("https://", "http://")) else "not an http(s) URL other providers can fetch"
+
+
+def _parse_media(
+    blob: Any, path: str, is_file: bool, unmapped: list[str], reasons: dict[str, str]
+) -> ImagePart | FilePart | None:
+    """inlineData / fileData: images, PDFs and plain text are IR parts; other media, and files
+    only Google can read, are unmapped (with the reason)."""
     if not isinstance(blob, dict):
         raise _type_error(path, "an object")
     mime = _g(blob, "mimeType", "mime_type")
     if mime is not None and not isinstance(mime, str):
         raise _type_error(f"{path}.mimeType", "a string")
-    if mime is not None and not mime.startswith("image/"):
-        unmapped.append(path)  # audio, video, PDF...: the IR carries images only
+    kind = (mime or "").split(";")[0].strip().lower()
+    if mime is not None and not kind.startswith("image/") and kind not in _DOCUMENT_TYPES:
+        unmapped.append(path)  # audio, video...: the IR carries images and documents
         return None
     if is_file:
-        return ImagePart(
-            media_type=mime, url=_nonempty_str(_g(blob, "fileUri", "file_uri"), f"{path}.fileUri")
-        )
+        uri = _nonempty_str(_g(blob, "fileUri", "file_uri"), f"{path}.fileUri")
+        why = google_only(uri)
+        if why is not None:
+            unmapped.append(path)
+            reasons[path] = f"'{path}.fileUri' is {why}"
+            return None
+        if kind in _DOCUMENT_TYPES:
+            return FilePart(media_type=kind, url=uri)
+        return ImagePart(media_type=mime, url=uri)
     if mime is None:
         raise _type_error(f"{path}.mimeType", "a string")
-    return ImagePart(media_type=mime, data=_nonempty_str(blob.get("data"), f"{path}.data"))
+    # Gemini takes URL-safe base64 too (its Python SDK sends it); other providers take the
+    # standard alphabet only.
+    data = _nonempty_str(blob.get("data"), f"{path}.data").translate(_STANDARD_B64)
+    if kind in _DOCUMENT_TYPES:
+        return FilePart(media_type=kind, data=data)
+    return ImagePart(media_type=mime, data=data)
 
 
-def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
+def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str]) -> list[Message]:
     if not isinstance(contents, list):
         raise _type_error("contents", "an array")
     if not contents:
@@ -349,13 +394,13 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 continue
             blob = _g(p, "inlineData", "inline_data")
             if blob is not None:
-                img = _parse_media(blob, f"{ppath}.inlineData", False, unmapped)
+                img = _parse_media(blob, f"{ppath}.inlineData", False, unmapped, reasons)
                 if img is not None:
                     append_part(out, ir_role, img)
                 continue
             blob = _g(p, "fileData", "file_data")
             if blob is not None:
-                img = _parse_media(blob, f"{ppath}.fileData", True, unmapped)
+                img = _parse_media(blob, f"{ppath}.fileData", True, unmapped, reasons)
                 if img is not None:
                     append_part(out, ir_role, img)
                 continue
@@ -447,6 +492,8 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
             continue
         if ck in _GEN_HANDLED:
             cfg[ck] = value
+        elif value in _GEN_NEUTRAL.get(ck, ()):
+            continue
         else:
             unmapped.append(f"generationConfig.{ck}")
             values[f"generationConfig.{ck}"] = value
@@ -477,7 +524,8 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
             )
     elif mime == "application/json":
         req.response_format = (
-            ResponseFormat("json_schema", js) if js is not None else ResponseFormat("json_object")
+            # Gemini enforces a response schema (constrained decoding): a strict one.
+            ResponseFormat("json_schema", js, None, True) if js is not None else ResponseFormat("json_object")
         )
     else:
         unmapped.append(p + "responseMimeType")  # text/x.enum...
@@ -650,6 +698,21 @@ def _one_candidate(path: str, cand: dict[str, Any]) -> tuple[str | None, list[Te
                 )
             )
     return _a_str(cand.get("finishReason"), f"{path}.finishReason") or None, content, has_call
+
+
+def _answer_parts(content: list[TextPart | ToolCallPart]) -> list[dict[str, Any]]:
+    """IR answer content -> a candidate's parts."""
+    parts: list[dict[str, Any]] = []
+    for j, p in enumerate(content):
+        if isinstance(p, TextPart):
+            parts.append({"text": p.text})
+        else:
+            try:
+                args = _args_object(p.arguments, f"content[{j}].args")
+            except GatewayError as e:  # the backend's fault, not the client's
+                raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
+            parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
+    return parts
 
 
 def _error_from_obj(err: dict[str, Any], status: int | None) -> GatewayError:
@@ -854,20 +917,6 @@ class GeminiStreamEncoder(StreamEncoder):
 TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z_][a-zA-Z0-9_.:-]*", 64))
 
 
-def _render_parts(content: list[TextPart | ToolCallPart]) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    for j, p in enumerate(content):
-        if isinstance(p, TextPart):
-            parts.append({"text": p.text})
-        else:
-            try:
-                args = _args_object(p.arguments, f"content[{j}].args")
-            except GatewayError as e:  # the backend's fault, not the client's
-                raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
-            parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
-    return parts
-
-
 class GeminiCodec(Codec):
     dialect = DIALECT
     tool_rules = TOOL_RULES
@@ -913,14 +962,16 @@ class GeminiCodec(Codec):
                     raise _type_error(f"systemInstruction.parts[{j}]", "a text part")
                 if p["text"]:
                     system.append(TextPart(p["text"]))
+        reasons: dict[str, str] = {}
         req = ChatRequest(
             model=model,
-            messages=read_system(_parse_contents(body.get("contents"), unmapped)),
+            messages=read_system(_parse_contents(body.get("contents"), unmapped, reasons)),
             system=system,
             tools=_parse_tools(body.get("tools"), unmapped),
             tool_choice=_parse_tool_config(_g(body, "toolConfig", "tool_config"), unmapped, values),
             stream=path_stream,
             unmapped=unmapped,
+            unmapped_reasons=reasons,
             source_dialect=DIALECT,
             field_names=self.field_names,
             unmapped_values=values,
@@ -938,12 +989,10 @@ class GeminiCodec(Codec):
     ) -> dict[str, Any]:
         drop = drop_unsupported
         if not drop:
-            if req.user is not None:
-                raise unsupported(client_field(req, "user"), DIALECT)
             if req.parallel_tool_calls is False:
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
-            if req.n is not None and req.n != 1:
-                raise unsupported(client_field(req, "n"), DIALECT)  # the IR response holds one candidate
+            if req.n is not None and req.n > 1 and req.stream:
+                raise unsupported(client_field(req, "n"), DIALECT, SEVERAL_STREAMED)
             if req.reasoning_effort is not None:  # thinking budgets are Gemini's own: no faithful mapping
                 raise unsupported(client_field(req, "reasoning_effort"), DIALECT)
         body: dict[str, Any] = {"contents": _build_contents(req, drop)}
@@ -966,6 +1015,8 @@ class GeminiCodec(Codec):
             gc["presencePenalty"] = req.presence_penalty
         if req.frequency_penalty is not None:
             gc["frequencyPenalty"] = req.frequency_penalty
+        if req.n is not None and req.n > 1 and not req.stream:
+            gc["candidateCount"] = req.n
         rf = req.response_format
         if rf is not None and rf.type != "text":
             gc["responseMimeType"] = "application/json"
@@ -990,13 +1041,7 @@ class GeminiCodec(Codec):
             if tc.mode == "tool":
                 fcc["allowedFunctionNames"] = [tc.name]
             body["toolConfig"] = {"functionCallingConfig": fcc}
-        if req.unmapped:
-            same = req.source_dialect == DIALECT
-            for path in req.unmapped:
-                if same and path in req.unmapped_values:
-                    _set_path(body, path, req.unmapped_values[path])
-                elif not drop:
-                    raise unsupported(path, DIALECT)
+        apply_unmapped(req, body, DIALECT, drop)
         return body
 
     def request_path(self, upstream_model: str, stream: bool) -> str:
@@ -1033,7 +1078,7 @@ class GeminiCodec(Codec):
         return {
             "candidates": [
                 {
-                    "content": {"parts": _render_parts(c.content), "role": "model"},
+                    "content": {"parts": _answer_parts(c.content), "role": "model"},
                     "finishReason": IR_TO_FINISH.get(c.stop_reason, "OTHER"),
                     "index": n,
                 }

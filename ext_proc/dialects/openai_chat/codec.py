@@ -2,15 +2,23 @@
 
 Unmapped-field policy (client -> IR): top-level fields the IR cannot carry
 (``logprobs``, ``top_logprobs``, ``logit_bias``, ``audio``, ``modalities``,
-``prediction``, ``web_search_options``, ``functions``,
+``web_search_options``, ``functions``,
 ``function_call``, ``top_k`` and anything unknown) are listed in
 ``ChatRequest.unmapped`` with their raw values, unless they hold their
 neutral value (``null``, ``logprobs: false``, ``modalities: ["text"]``,
-``logit_bias: {}``). Fields that only concern OpenAI's own bookkeeping and
+``logit_bias: {}``). Fields that only concern OpenAI's own bookkeeping or speed and
 never change the generated text (``store``, ``metadata``, ``service_tier``,
-``prompt_cache_key``, ``safety_identifier``) are ignored. Per message, the
-participant ``name`` and an image's ``detail`` hint are ignored; audio/file
-content parts and assistant ``audio`` are unmapped.
+``prompt_cache_key``, ``prediction``) are ignored. ``safety_identifier`` is the end
+user, as ``user`` is (``user`` wins when both are sent). Per message, the
+participant ``name`` and an image's ``detail`` hint are ignored; ``file`` parts with
+``file_data`` are documents (a ``file_id`` only OpenAI can resolve is unmapped); audio
+parts and assistant ``audio`` are unmapped.
+
+Towards OpenAI, JSON mode (``json_object``) is sent as such only when the messages say
+"json" (OpenAI refuses it otherwise); else as a non-strict ``json_schema`` that takes any
+object, which asks for the same thing. ``strict`` (tools, schemas) is sent where the
+schema meets strict mode's rules (every object closed, every property required), since
+OpenAI refuses a strict schema that does not; elsewhere the schema is sent unstrict.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
-from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_int as _a_int
 from ...translation.fields import answer_list as _a_list
@@ -30,16 +38,18 @@ from ...translation.fields import answer_obj as _a_obj
 from ...translation.fields import answer_objects as _a_objects
 from ...translation.fields import answer_str as _a_str
 from ...translation.fields import bad_answer as _bad_answer
+from ...translation.fields import data_url as _data_url
 from ...translation.fields import error_json as _error_json
 from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
-from ...translation.fields import set_path as _set_path
 from ...translation.fields import several_streamed
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
+    PDF,
+    SEVERAL_STREAMED,
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -64,14 +74,16 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    text_of,
 )
 from ...translation.markers import mark_error, read_error
 from ...translation.names import Rule, ToolRules
+from ...translation.schema import all_closed, all_required
 from ...translation.sse import SSEEvent
 
 DIALECT = "openai"
 
-_IGNORED = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"})
+_IGNORED = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "prediction"})
 # Values of unmappable fields that mean "feature off": not worth refusing a request for.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logprobs": (False,),
@@ -94,6 +106,7 @@ _HANDLED = frozenset(
         "n",
         "response_format",
         "user",
+        "safety_identifier",
         "stream",
         "stream_options",
         "tools",
@@ -164,16 +177,6 @@ def _opt_str(body: dict[str, Any], key: str, path: str) -> str | None:
     return v
 
 
-def _apply_unmapped(req: ChatRequest, body: dict[str, Any], drop: bool) -> None:
-    """Same dialect: put unmapped fields back. Otherwise refuse them, or drop them if allowed."""
-    same = req.source_dialect == DIALECT
-    for path in req.unmapped:
-        if same and path in req.unmapped_values:
-            _set_path(body, path, req.unmapped_values[path])
-        elif not drop:
-            raise unsupported(path, DIALECT)
-
-
 # ---- requests --------------------------------------------------------------
 
 
@@ -191,15 +194,44 @@ def _parse_image(part: dict[str, Any], path: str) -> ImagePart:
     return ImagePart(url=url)
 
 
-def _content_parts(content: Any, path: str, unmapped: list[str], images: bool) -> list[TextPart | ImagePart]:
-    """``content`` as a string or a list of parts -> IR parts (empty strings dropped)."""
+def _parse_file(
+    part: dict[str, Any], path: str, unmapped: list[str], reasons: dict[str, str]
+) -> FilePart | None:
+    """A ``file`` part: inline ``file_data`` (a base64 data URL) is a document; a ``file_id``
+    is OpenAI's own upload, which no other provider can read."""
+    f = part.get("file")
+    if not isinstance(f, dict):
+        raise _type_error(f"{path}.file", "an object")
+    filename = _opt_str(f, "filename", f"{path}.file.filename")
+    if f.get("file_data") is not None:
+        media_type, data = _data_url(f["file_data"], f"{path}.file.file_data")
+        if media_type is None and (filename or "").lower().endswith(".pdf"):
+            media_type = PDF
+        return FilePart(media_type=media_type, data=data, filename=filename)
+    if f.get("file_id") is not None:
+        _nonempty_str(f["file_id"], f"{path}.file.file_id")
+        unmapped.append(path)
+        reasons[path] = "a file_id names a file uploaded to OpenAI, which no other provider can read"
+        return None
+    raise invalid(f"'{path}.file' needs 'file_data' or 'file_id'", f"{path}.file")
+
+
+def _content_parts(
+    content: Any,
+    path: str,
+    unmapped: list[str],
+    images: bool,
+    reasons: dict[str, str] | None = None,
+) -> list[TextPart | ImagePart | FilePart]:
+    """``content`` as a string or a list of parts -> IR parts (empty strings dropped).
+    ``reasons`` given: documents (``file`` parts) are taken too."""
     if content is None:
         return []
     if isinstance(content, str):
         return [TextPart(content)] if content else []
     if not isinstance(content, list):
         raise _type_error(f"{path}.content", "a string or an array of content parts")
-    out: list[TextPart | ImagePart] = []
+    out: list[TextPart | ImagePart | FilePart] = []
     for ppath, p in _objects(content, f"{path}.content"):
         t = p.get("type")
         if t == "text":
@@ -214,6 +246,10 @@ def _content_parts(content: Any, path: str, unmapped: list[str], images: bool) -
             if not images:
                 raise invalid(f"'{ppath}': images are not allowed in this message", ppath)
             out.append(_parse_image(p, ppath))
+        elif t == "file" and reasons is not None:
+            doc = _parse_file(p, ppath, unmapped, reasons)
+            if doc is not None:
+                out.append(doc)
         elif isinstance(t, str):
             unmapped.append(ppath)  # input_audio, file, ...: no IR equivalent
         else:
@@ -254,8 +290,10 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
             params = {"type": "object", "properties": {}}
         elif not isinstance(params, dict):
             raise _type_error(f"{path}.function.parameters", "an object")
-        # "strict" is a decoding hint OpenAI-side only; the schema itself is kept.
-        out.append(Tool(name, _opt_str(fn, "description", f"{path}.function.description"), params))
+        strict = fn.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _type_error(f"{path}.function.strict", "a boolean")
+        out.append(Tool(name, _opt_str(fn, "description", f"{path}.function.description"), params, strict))
     return out
 
 
@@ -276,13 +314,20 @@ def _parse_response_format(rf: Any) -> ResponseFormat | None:
         schema = js.get("schema")
         if schema is not None and not isinstance(schema, dict):
             raise _type_error("response_format.json_schema.schema", "an object")
-        return ResponseFormat("json_schema", schema, _opt_str(js, "name", "response_format.json_schema.name"))
+        strict = js.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _type_error("response_format.json_schema.strict", "a boolean")
+        return ResponseFormat(
+            "json_schema", schema, _opt_str(js, "name", "response_format.json_schema.name"), strict
+        )
     raise invalid(
         "'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format.type"
     )
 
 
-def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) -> list[Message]:
+def _parse_messages(
+    messages: Any, system: list[TextPart], unmapped: list[str], reasons: dict[str, str]
+) -> list[Message]:
     if not isinstance(messages, list):
         raise _type_error("messages", "an array")
     if not messages:
@@ -299,7 +344,7 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
             else:
                 system.extend(texts)  # type: ignore[arg-type]
         elif role == "user":
-            out.append(Message("user", _content_parts(content, path, unmapped, images=True)))  # type: ignore[arg-type]
+            out.append(Message("user", _content_parts(content, path, unmapped, True, reasons)))  # type: ignore[arg-type]
         elif role == "assistant":
             parts: list[Part] = list(_content_parts(content, path, unmapped, images=False))
             refusal = m.get("refusal")
@@ -323,7 +368,7 @@ def _parse_messages(messages: Any, system: list[TextPart], unmapped: list[str]) 
                     f"'{path}.tool_call_id' does not match any preceding assistant tool call",
                     f"{path}.tool_call_id",
                 )
-            result_content, failed = read_error(_content_parts(content, path, unmapped, images=False))
+            result_content, failed = read_error(_content_parts(content, path, unmapped, images=False))  # type: ignore[arg-type]  # images=False: no files
             result = ToolResultPart(tcid, result_content, name, failed)
             append_part(out, "tool", result)
         elif role == "function":
@@ -411,6 +456,9 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 elif isinstance(p, ImagePart):
                     only_text = False
                     parts.append({"type": "image_url", "image_url": {"url": _image_url(p)}})
+                elif isinstance(p, FilePart) and (doc_text := text_of(p)) is not None:
+                    # No text documents in Chat Completions: the document's text is a text part.
+                    parts.append({"type": "text", "text": doc_text})
                 elif isinstance(p, FilePart) and p.data is not None:  # a "file" part takes inline data only
                     only_text = False
                     parts.append(
@@ -445,6 +493,56 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
             msg["tool_calls"] = calls
         out.append(msg)
     return out
+
+
+def _function(t: Tool) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": t.name}
+    if t.description is not None:
+        fn["description"] = t.description
+    fn["parameters"] = t.parameters
+    if t.strict is not None:
+        fn["strict"] = t.strict and strict_schema_ok(t.parameters)
+    return fn
+
+
+def strict_schema_ok(schema: Any) -> bool:
+    """Does ``schema`` meet OpenAI strict mode's rules: every object closed
+    (``additionalProperties: false``) and every property required? (OpenAI's
+    "Structured Outputs", supported schemas.) A strict schema that does not is refused by
+    OpenAI, so the gateway sends such schemas unstrict instead."""
+    return all_closed(schema) and all_required(schema)
+
+
+ANY_JSON_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def says_json(req: ChatRequest) -> bool:
+    """Do the system prompt or messages contain the word "json" (any case)? OpenAI refuses
+    JSON mode otherwise ("'messages' must contain the word 'json' in some form")."""
+    texts = [p.text for p in req.system]
+    for m in req.messages:
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                texts.append(p.text)
+            elif isinstance(p, ToolResultPart):
+                texts.extend(c.text for c in p.content if isinstance(c, TextPart))
+    return any("json" in t.lower() for t in texts)
+
+
+def response_format(rf: ResponseFormat, req: ChatRequest) -> dict[str, Any]:
+    """IR structured output -> Chat Completions ``response_format``. JSON mode without the word
+    "json" in the messages becomes a non-strict schema taking any object: the same request,
+    in a form OpenAI accepts."""
+    if rf.type == "json_object" and says_json(req):
+        return {"type": "json_object"}
+    if rf.type == "json_object":
+        return {"type": "json_schema", "json_schema": {"name": "json_object", "schema": ANY_JSON_OBJECT}}
+    js: dict[str, Any] = {"name": rf.name or "response"}
+    if rf.schema is not None:
+        js["schema"] = rf.schema
+    if rf.strict is not None:
+        js["strict"] = rf.strict and strict_schema_ok(rf.schema)
+    return {"type": "json_schema", "json_schema": js}
 
 
 # ---- responses -------------------------------------------------------------
@@ -541,6 +639,68 @@ def _stream_error_kind(etype: Any, code: Any) -> str:
     if etype == "invalid_request_error":
         return "invalid_request"
     return "api_error"
+
+
+def _message(content: list[TextPart | ToolCallPart]) -> dict[str, Any]:
+    """IR answer content -> a choice's assistant message."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for p in content:
+        if isinstance(p, TextPart):
+            texts.append(p.text)
+        else:
+            calls.append(
+                {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+            )
+    # Several text blocks (e.g. split by citations) are one string in OpenAI.
+    msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+    if calls:
+        msg["tool_calls"] = calls
+    return msg
+
+
+def _choice(choice: Any, path: str) -> tuple[list[TextPart | ToolCallPart], StopReason]:
+    """One choice of an answer -> (content, stop reason), type-checked."""
+    if not isinstance(choice, dict):
+        raise _bad_answer(path, "an object")
+    msg = choice.get("message")
+    if not isinstance(msg, dict):
+        raise _bad_answer(f"{path}.message", "an object")
+    content: list[TextPart | ToolCallPart] = []
+    text = msg.get("content")
+    if isinstance(text, list):
+        for ppath, p in _a_objects(text, f"{path}.message.content"):
+            t = _a_str(p.get("text"), f"{ppath}.text")
+            if t:
+                content.append(TextPart(t))
+    elif text := _a_str(text, f"{path}.message.content"):
+        content.append(TextPart(text))
+    refusal = _a_str(msg.get("refusal"), f"{path}.message.refusal")
+    for j, (tpath, tc) in enumerate(_a_objects(msg.get("tool_calls"), f"{path}.message.tool_calls")):
+        fn = _a_obj(tc.get("function"), f"{tpath}.function")
+        content.append(
+            ToolCallPart(
+                _a_str(tc.get("id"), f"{tpath}.id") or f"call_{j}",
+                _a_str(fn.get("name"), f"{tpath}.function.name"),
+                _a_str(fn.get("arguments"), f"{tpath}.function.arguments") or "{}",
+            )
+        )
+    fc = msg.get("function_call")
+    if fc is not None:
+        fc = _a_obj(fc, f"{path}.message.function_call")
+        content.append(
+            ToolCallPart(
+                "call_0",
+                _a_str(fc.get("name"), f"{path}.message.function_call.name"),
+                _a_str(fc.get("arguments"), f"{path}.message.function_call.arguments") or "{}",
+            )
+        )
+    stop = FINISH_TO_IR.get(_a_str(choice.get("finish_reason"), f"{path}.finish_reason"), "other")
+    if refusal:
+        content.append(TextPart(refusal))
+        if stop == "end_turn":
+            stop = "refusal"
+    return content, stop
 
 
 # ---- streams -----------------------------------------------------------------
@@ -799,67 +959,6 @@ class OpenAIStreamEncoder(StreamEncoder):
 # ---- the codec -----------------------------------------------------------------
 
 
-def _render_message(content: list[TextPart | ToolCallPart]) -> dict[str, Any]:
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for p in content:
-        if isinstance(p, TextPart):
-            texts.append(p.text)
-        else:
-            calls.append(
-                {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
-            )
-    # Several text blocks (e.g. split by citations) are one string in OpenAI.
-    msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
-    if calls:
-        msg["tool_calls"] = calls
-    return msg
-
-
-def _parse_choice(choice: Any, path: str) -> tuple[list[TextPart | ToolCallPart], StopReason]:
-    """One answer of a response (``choices[n]``), type-checked: (content, stop reason)."""
-    if not isinstance(choice, dict):
-        raise _bad_answer(path, "an object")
-    msg = choice.get("message")
-    if not isinstance(msg, dict):
-        raise _bad_answer(f"{path}.message", "an object")
-    content: list[TextPart | ToolCallPart] = []
-    text = msg.get("content")
-    if isinstance(text, list):
-        for ppath, p in _a_objects(text, f"{path}.message.content"):
-            t = _a_str(p.get("text"), f"{ppath}.text")
-            if t:
-                content.append(TextPart(t))
-    elif text := _a_str(text, f"{path}.message.content"):
-        content.append(TextPart(text))
-    refusal = _a_str(msg.get("refusal"), f"{path}.message.refusal")
-    for j, (tpath, tc) in enumerate(_a_objects(msg.get("tool_calls"), f"{path}.message.tool_calls")):
-        fn = _a_obj(tc.get("function"), f"{tpath}.function")
-        content.append(
-            ToolCallPart(
-                _a_str(tc.get("id"), f"{tpath}.id") or f"call_{j}",
-                _a_str(fn.get("name"), f"{tpath}.function.name"),
-                _a_str(fn.get("arguments"), f"{tpath}.function.arguments") or "{}",
-            )
-        )
-    fc = msg.get("function_call")
-    if fc is not None:
-        fc = _a_obj(fc, f"{path}.message.function_call")
-        content.append(
-            ToolCallPart(
-                "call_0",
-                _a_str(fc.get("name"), f"{path}.message.function_call.name"),
-                _a_str(fc.get("arguments"), f"{path}.message.function_call.arguments") or "{}",
-            )
-        )
-    stop = FINISH_TO_IR.get(_a_str(choice.get("finish_reason"), f"{path}.finish_reason"), "other")
-    if refusal:
-        content.append(TextPart(refusal))
-        if stop == "end_turn":
-            stop = "refusal"
-    return content, stop
-
-
 # Tool names: "a-z, A-Z, 0-9, or contain underscores and dashes, with a maximum length of 64"
 # (OpenAI API reference, chat.completions tools[].function.name; the API answers others with
 # "does not match '^[a-zA-Z0-9_-]{1,64}$'"). Tool-call ids: at most 40 characters (the API's
@@ -890,7 +989,8 @@ class OpenAICodec(Codec):
             unmapped.append(key)
             values[key] = value
         system: list[TextPart] = []
-        messages = _parse_messages(body.get("messages"), system, unmapped)
+        reasons: dict[str, str] = {}
+        messages = _parse_messages(body.get("messages"), system, unmapped, reasons)
         stop = body.get("stop")
         if stop is None:
             stops: list[str] = []
@@ -925,10 +1025,11 @@ class OpenAICodec(Codec):
             n=_opt_int(body, "n"),
             response_format=_parse_response_format(body.get("response_format")),
             reasoning_effort=_opt_str(body, "reasoning_effort", "reasoning_effort"),
-            user=_opt_str(body, "user", "user"),
+            user=_opt_str(body, "user", "user") or _opt_str(body, "safety_identifier", "safety_identifier"),
             stream=stream,
             stream_include_usage=include_usage,
             unmapped=unmapped,
+            unmapped_reasons=reasons,
             source_dialect=DIALECT,
             field_names=self.field_names,
             unmapped_values=values,
@@ -963,32 +1064,18 @@ class OpenAICodec(Codec):
         if req.frequency_penalty is not None:
             body["frequency_penalty"] = req.frequency_penalty
         if req.n is not None:
-            body["n"] = req.n
+            if req.n > 1 and req.stream and not drop:
+                raise unsupported(client_field(req, "n"), DIALECT, SEVERAL_STREAMED)
+            body["n"] = req.n if req.n <= 1 or not req.stream else 1
         rf = req.response_format
         if rf is not None and rf.type != "text":
-            if rf.type == "json_object":
-                body["response_format"] = {"type": "json_object"}
-            else:
-                js: dict[str, Any] = {"name": rf.name or "response"}
-                if rf.schema is not None:
-                    js["schema"] = rf.schema
-                body["response_format"] = {"type": "json_schema", "json_schema": js}
+            body["response_format"] = response_format(rf, req)
         if req.reasoning_effort is not None:
             body["reasoning_effort"] = req.reasoning_effort
         if req.user is not None:
             body["user"] = req.user
         if req.tools:
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": (
-                        {"name": t.name, "description": t.description, "parameters": t.parameters}
-                        if t.description is not None
-                        else {"name": t.name, "parameters": t.parameters}
-                    ),
-                }
-                for t in req.tools
-            ]
+            body["tools"] = [{"type": "function", "function": _function(t)} for t in req.tools]
         tc = req.tool_choice
         if tc is not None:
             body["tool_choice"] = (
@@ -1001,8 +1088,7 @@ class OpenAICodec(Codec):
             # Always ask for usage: the gateway meters every stream. The client
             # only sees the usage chunk if it asked for it (see the encoder).
             body["stream_options"] = {"include_usage": True}
-        if req.unmapped:
-            _apply_unmapped(req, body, drop)
+        apply_unmapped(req, body, DIALECT, drop)
         return body
 
     def request_path(self, upstream_model: str, stream: bool) -> str:
@@ -1018,15 +1104,15 @@ class OpenAICodec(Codec):
         choices = _a_list(body.get("choices"), "choices")
         if not choices:
             raise _bad_answer("choices", "an array with at least one choice")
-        answers = [_parse_choice(c, f"choices[{n}]") for n, c in enumerate(choices)]
-        (content, stop), more = answers[0], answers[1:]
+        parsed = [_choice(c, f"choices[{i}]") for i, c in enumerate(choices)]
+        content, stop = parsed[0]
         return ChatResponse(
             id=_a_str(body.get("id"), "id") or f"chatcmpl-{uuid.uuid4().hex}",
             model=_a_str(body.get("model"), "model"),
             content=content,
             stop_reason=stop,
             usage=usage_from_openai(body.get("usage")),
-            more=[Choice(c, st) for c, st in more],
+            more=[Choice(c, st) for c, st in parsed[1:]],
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
@@ -1039,7 +1125,7 @@ class OpenAICodec(Codec):
             "choices": [
                 {
                     "index": n,
-                    "message": _render_message(c.content),
+                    "message": _message(c.content),
                     "logprobs": None,
                     "finish_reason": IR_TO_FINISH.get(c.stop_reason, "stop"),
                 }

@@ -20,7 +20,8 @@ Completions' ``reasoning_effort``), ``text.verbosity``, ``include`` beyond ``rea
 ``truncation: auto``, ``top_logprobs``, ``max_tool_calls``, ``prompt`` and
 unknown fields. Bookkeeping that never changes the generated text is ignored:
 ``store``, ``metadata``, ``service_tier``, ``prompt_cache_key``,
-``prompt_cache_retention``, ``safety_identifier``, ``stream_options``.
+``prompt_cache_retention``, ``stream_options``. ``safety_identifier`` is the end user, as
+``user`` is (``user`` wins when both are sent).
 ``previous_response_id`` has been resolved before parsing (``state.expand``).
 
 Responses (IR -> client): a response object (``resp_...``) whose output holds a
@@ -35,8 +36,10 @@ Streams are the typed event sequence the SDK accumulates (``response.created``,
 its ``sequence_number``; a failure is an ``error`` event then ``response.failed``.
 
 As a backend (IR -> Responses): ``store: false`` always (the gateway keeps the
-conversation itself), function tools with ``strict: false`` (other dialects'
-schemas are not strict ones), system prompt as ``instructions``. The Responses
+conversation itself), ``strict`` on function tools and JSON schemas only where the client
+asked for it and the schema meets strict mode's rules (always said: tools default to
+strict), JSON mode as Chat Completions sends it (``json_object`` only when the messages
+say "json"), plain-text documents as ``input_text``, system prompt as ``instructions``. The Responses
 API has no ``stop``, ``top_k``, ``seed``, penalties or ``n``: those are refused.
 """
 
@@ -49,12 +52,11 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, unsupported
-from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
+from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
-from ...translation.fields import set_path as _set_path
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     BlockDelta,
@@ -79,11 +81,12 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    text_of,
 )
 from ...translation.markers import mark_error, read_error
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
-from ..openai_chat.codec import OPENAI
+from ..openai_chat.codec import ANY_JSON_OBJECT, OPENAI, response_format, strict_schema_ok
 
 DIALECT = "openai_responses"
 
@@ -101,6 +104,7 @@ _HANDLED = frozenset(
         "text",
         "stream",
         "user",
+        "safety_identifier",
         "previous_response_id",
         "include",
         "reasoning",
@@ -113,7 +117,6 @@ _IGNORED = frozenset(
         "service_tier",
         "prompt_cache_key",
         "prompt_cache_retention",
-        "safety_identifier",
         "stream_options",
     }
 )
@@ -372,8 +375,7 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
         strict = t.get("strict")
         if strict is not None and not isinstance(strict, bool):
             raise _type_error(f"{path}.strict", "a boolean")
-        # "strict" is a decoding hint of OpenAI's own; the schema itself is kept.
-        out.append(Tool(name, desc, params))
+        out.append(Tool(name, desc, params, strict))
     return out
 
 
@@ -419,7 +421,12 @@ def _parse_text(text: Any, unmapped: list[str], values: dict[str, Any]) -> Respo
         schema = fmt.get("schema")
         if not isinstance(schema, dict):
             raise _type_error("text.format.schema", "an object")
-        return ResponseFormat("json_schema", schema, _nonempty_str(fmt.get("name"), "text.format.name"))
+        strict = fmt.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _type_error("text.format.strict", "a boolean")
+        return ResponseFormat(
+            "json_schema", schema, _nonempty_str(fmt.get("name"), "text.format.name"), strict
+        )
     raise invalid("'text.format.type' must be 'text', 'json_object' or 'json_schema'", "text.format.type")
 
 
@@ -459,6 +466,8 @@ def _user_part(p: Any, path: str, drop: bool) -> dict[str, Any] | None:
         return {"type": "input_text", "text": p.text}
     if isinstance(p, ImagePart):
         return {"type": "input_image", "image_url": _image_url(p), "detail": "auto"}
+    if isinstance(p, FilePart) and (text := text_of(p)) is not None:
+        return {"type": "input_text", "text": text}
     if isinstance(p, FilePart):
         out: dict[str, Any] = (
             {"file_data": f"data:{p.media_type or 'application/octet-stream'};base64,{p.data}"}
@@ -1098,6 +1107,10 @@ class ResponsesCodec(Codec):
         user = body.get("user")
         if user is not None and not isinstance(user, str):
             raise _type_error("user", "a string")
+        sid = body.get("safety_identifier")
+        if sid is not None and not isinstance(sid, str):
+            raise _type_error("safety_identifier", "a string")
+        user = user or sid
         return ChatRequest(
             model=model,
             messages=messages,
@@ -1154,10 +1167,17 @@ class ResponsesCodec(Codec):
             body["top_p"] = req.top_p
         rf = req.response_format
         if rf is not None and rf.type != "text":
-            fmt: dict[str, Any] = {"type": rf.type}
-            if rf.type == "json_schema":
-                # Not "strict": a schema from another dialect need not meet strict mode's rules.
-                fmt.update(name=rf.name or "response", schema=rf.schema or {"type": "object"}, strict=False)
+            # Chat Completions' response_format, flattened: the same rules (JSON mode needs
+            # "json" in the messages; strict only where the schema meets strict mode's rules).
+            chat = response_format(rf, req)
+            fmt: dict[str, Any] = {"type": chat["type"]}
+            js = chat.get("json_schema")
+            if js is not None:
+                fmt.update(
+                    name=js["name"],
+                    schema=js.get("schema") or ANY_JSON_OBJECT,
+                    strict=js.get("strict") is True,
+                )
             body["text"] = {"format": fmt}
         if req.reasoning_effort is not None:
             body["reasoning"] = {"effort": req.reasoning_effort}
@@ -1170,7 +1190,8 @@ class ResponsesCodec(Codec):
                     "name": t.name,
                     **({"description": t.description} if t.description is not None else {}),
                     "parameters": t.parameters,
-                    "strict": False,
+                    # Said either way: the Responses API makes function tools strict by default.
+                    "strict": bool(t.strict) and strict_schema_ok(t.parameters),
                 }
                 for t in req.tools
             ]
@@ -1181,13 +1202,7 @@ class ResponsesCodec(Codec):
             body["parallel_tool_calls"] = req.parallel_tool_calls
         if req.stream:
             body["stream"] = True
-        if req.unmapped:
-            same = req.source_dialect == DIALECT
-            for path in req.unmapped:
-                if same and path in req.unmapped_values:
-                    _set_path(body, path, req.unmapped_values[path])
-                elif not drop:
-                    raise unsupported(path, DIALECT)
+        apply_unmapped(req, body, DIALECT, drop)
         return body
 
     def request_path(self, upstream_model: str, stream: bool) -> str:
