@@ -145,7 +145,18 @@ def test_commands_split_between_product_and_tools() -> None:
 
     assert _commands(product.build_parser()) == ["check", "render-envoy", "serve"]
     assert _commands(tools.build_parser()) == sorted(
-        ["up", "apply", "status", "check", "render-envoy", "serve", "mock-providers", "loadtest", "bench"]
+        [
+            "up",
+            "apply",
+            "status",
+            "check",
+            "render-envoy",
+            "serve",
+            "mock-providers",
+            "simulate-pool",
+            "loadtest",
+            "bench",
+        ]
     )
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^llm-gateway = "gateway_tools\.cli:main"$', pyproject, re.M)

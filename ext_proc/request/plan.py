@@ -37,6 +37,8 @@ from ..dialects import (
     get_dialect,
 )
 from ..errors import GatewayError, overloaded_as_503
+from ..pools import Pick
+from ..pools import route as pools_route
 from ..routing import Candidates
 from ..state import GatewayState
 from ..translation.fields import check_depth, too_deep
@@ -83,6 +85,7 @@ class RoutePlan:
     remove_headers: list[str]
     new_body: bytes | None  # None: the client's body goes unchanged
     keeper: ResponseKeeper | None = None  # the dialect's finish effect (keeps the answer for later turns)
+    pick: Pick | None = None  # a pool's servers, best first, when the primary is a pool
 
 
 def reject(
@@ -217,14 +220,23 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
     # What the request refers to in stored state, filled in: admitted, translated and answered whole.
     body = await client.expand(state.conversations, started.tenant, call, body)
     candidates = Candidates.of(chain, state.health)
+    # A pool first in line: its server is picked now, or the request spills or is shed.
+    pick = pools_route.before_admission(state, started.tenant, started.priority, model, body, candidates)
     ticket: Ticket | None = None
-    if state.admission is not None:
-        ticket = await admit(state, started, model, body, candidates)
-        admitted.append(ticket)
-        primary = ticket.backend
-    else:
-        primary = choose(model, candidates)
+    try:
+        if state.admission is not None:
+            ticket = await admit(state, started, model, body, candidates)
+            admitted.append(ticket)
+            primary = ticket.backend
+        else:
+            primary = choose(model, candidates)
+        pick = pools_route.for_primary(state, primary, pick, body)
+    except BaseException:
+        if pick is not None:
+            pick.release()
+        raise
     routed = _route(state, started, model, stream, body, primary, ticket)
+    routed.pick = pick
     routed.keeper = client.keeper(state.conversations, started.tenant, call, body)
     return routed
 

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..mocks.common import _drop_connection
 from .engine import BLOCK_SIZE, Engine, Profile, Sequence
 
 FAULTS = ("none", "slow", "down", "stalled", "kv_thrash")
@@ -203,7 +204,7 @@ class SimServer:
     # ------------------------------------------------------------------ HTTP
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._down])
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
@@ -212,6 +213,14 @@ class SimServer:
         app.router.add_get("/sim/stats", self._stats)
         app.router.add_post("/sim/fault", self._fault)
         return app
+
+    @web.middleware
+    async def _down(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A server that is down drops the connections clients still hold (keep-alive) too."""
+        if self.fault == "down":
+            _drop_connection(request)
+            return web.Response(status=503)  # never written: the connection is gone
+        return await handler(request)
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
