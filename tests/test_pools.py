@@ -158,6 +158,18 @@ def test_dead_server_is_routed_around_without_client_errors(stack: Stack, sim: B
     sim.set_fault(home, "none")
 
 
+def test_whole_pool_down_fails_over_to_the_api_tier(stack: Stack, sim: BackgroundPool) -> None:
+    """Right after the servers die (Envoy's retries: each listed server, then the next tier)
+    and once the scraper knows (the pool counts as saturated: spill-over)."""
+    for i in range(3):
+        sim.set_fault(i, "down")
+    for delay in (0.0, 0.5):
+        time.sleep(delay)
+        raw = ask(stack, f"anyone {uuid.uuid4().hex}")
+        assert raw.headers["x-gateway-backend"] == API_BACKEND
+        assert raw.parse().choices[0].message.content
+
+
 def test_stalled_server_is_routed_around_without_client_errors(stack: Stack, sim: BackgroundPool) -> None:
     prefix = _shared_prefix()
     ask(stack, f"{prefix} warm")
