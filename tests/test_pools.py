@@ -43,6 +43,7 @@ def pool_config(endpoints: list[str], **pool: Any) -> dict[str, Any]:
         "per_try_timeout_ms": 3000,
         "per_try_idle_timeout_ms": 3000,
     }
+    cfg["models"]["claude-only"] = {"backends": [{"provider": "anthropic", "model": "claude-sonnet-4-6"}]}
     return cfg
 
 
@@ -233,3 +234,30 @@ def test_saturated_pool_spills_interactive_and_sheds_batch(tmp_path: Path) -> No
             assert not errors
         finally:
             s.stop()
+
+
+def test_text_completions_pass_through_to_the_pool(stack: Stack, sim: BackgroundPool) -> None:
+    """Code completion: prompt and suffix, streamed and not, to the picked server, unchanged."""
+    c = client(stack)
+    marker = uuid.uuid4().hex
+    raw = c.completions.with_raw_response.create(
+        model=MODEL, prompt=f"def f_{marker}(x):", suffix="return y", max_tokens=3
+    )
+    assert raw.headers["x-gateway-backend"] == POOL_BACKEND
+    r = raw.parse()
+    assert r.object == "text_completion" and r.model == MODEL and r.choices[0].text == "tok0 tok1 tok2"
+    assert r.usage is not None and r.usage.prompt_tokens == 2 + 1 + 2  # the server saw prompt and suffix
+    assert len(served_by(sim, marker)) == 1
+    marker = uuid.uuid4().hex
+    parts = [
+        ch.choices[0].text
+        for ch in c.completions.create(model=MODEL, prompt=f"x_{marker} =", max_tokens=4, stream=True)
+        if ch.choices
+    ]
+    assert "".join(parts) == "tok0 tok1 tok2 tok3"
+    assert len(served_by(sim, marker)) == 1
+
+
+def test_text_completions_need_an_openai_compatible_backend(stack: Stack) -> None:
+    with pytest.raises(openai.BadRequestError, match="text completions"):
+        client(stack).completions.create(model="claude-only", prompt="x", max_tokens=3)

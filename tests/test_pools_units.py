@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ext_proc.config import PoolSettings
+from ext_proc.config import DEFAULT_CONFIG, PoolSettings, parse_config
+from ext_proc.dialects import DEFAULT
 from ext_proc.pools.metrics_text import MetricsError, parse
 from ext_proc.pools.picker import Pick, Pool, Saturated
 from ext_proc.pools.prefix import BLOCK_WORDS, AffinityTable, block_hashes, prompt_words
+from ext_proc.request.attempt import AttemptContext, AttemptFailure, AttemptPlan, retranslate
+from ext_proc.request.responses import InvalidAnswer, make_translator
+from ext_proc.state import GatewayState
 from gateway_tools.simulator import SimServer
 
 VLLM = """# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
@@ -89,7 +95,7 @@ def test_parse_generated_exposition(samples: list[tuple[str, float]]) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=30,
 )
@@ -190,3 +196,59 @@ def test_pool_saturation_is_the_mean_load_over_the_threshold() -> None:
     _load(p, "10.0.0.1:8000", 0, 0.8)  # load 1.0
     sat = p.pick({})
     assert isinstance(sat, Saturated) and sat.load == pytest.approx(1.0) and 1.0 <= sat.retry_after <= 60
+
+
+# ---- text completions on the request path (no Envoy) ----------------------------------
+
+ENV = {"MOCK_OPENAI_API_KEY": "k1", "MOCK_ANTHROPIC_API_KEY": "k2", "MOCK_GEMINI_API_KEY": "k3"}
+
+
+def _state() -> GatewayState:
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["providers"]["gpus"] = {"dialect": "openai", "endpoints": ["127.0.0.1:9", "127.0.0.1:10"]}
+    data["models"]["sim"] = {
+        "backends": [
+            {"provider": "gpus"},
+            {"provider": "openai", "model": "gpt-5.5"},
+            {"provider": "anthropic", "model": "claude-sonnet-4-6"},
+        ]
+    }
+    return GatewayState(parse_config(yaml.safe_dump(data), "test.yaml"), env=ENV)
+
+
+def test_completion_failover_keeps_its_path_or_fails_where_it_cannot_go() -> None:
+    state = _state()
+    body = orjson.dumps({"model": "sim", "prompt": "def f(", "suffix": "return 1", "stream": True})
+    to_openai = retranslate(state, AttemptContext("openai/gpt-5.5", "sim", "gpus/sim", True, ""), body)
+    assert isinstance(to_openai, AttemptPlan) and to_openai.set_headers[":path"] == "/v1/completions"
+    assert (
+        orjson.loads(to_openai.body)["model"] == "gpt-5.5"
+        and orjson.loads(to_openai.body)["suffix"] == "return 1"
+    )
+    to_claude = retranslate(
+        state, AttemptContext("anthropic/claude-sonnet-4-6", "sim", "gpus/sim", True, ""), body
+    )
+    assert isinstance(to_claude, AttemptFailure) and to_claude.status == 502
+
+
+@given(st.binary(max_size=300) | st.builds(orjson.dumps, json_values))
+def test_completion_answers_pass_or_are_invalid(body: bytes) -> None:
+    """Whatever a server answers a text completion with: passed on (model renamed), or InvalidAnswer."""
+    b = _state().config.backends["gpus/sim"]
+    t = make_translator(
+        client=DEFAULT,
+        backend=b,
+        status=200,
+        stream=False,
+        model="sim",
+        ir=None,
+        body=None,
+        on_done=lambda *_: None,
+        redact=_state().redact,
+        completion=True,
+    )
+    try:
+        out = t.feed(body, True)
+    except InvalidAnswer:
+        return
+    assert isinstance(orjson.loads(out if out is not None else body), dict)

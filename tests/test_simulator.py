@@ -81,6 +81,10 @@ def test_models_and_validation(pool: object) -> None:
         c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=0)
     with pytest.raises(openai.BadRequestError, match="messages"):
         c.chat.completions.create(model=MODEL, messages=[])
+    with pytest.raises(openai.BadRequestError, match="prompt"):
+        c.completions.create(model=MODEL, prompt=[1, 2, 3])  # token ids: vLLM takes them, the simulator not
+    with pytest.raises(openai.BadRequestError, match="suffix"):
+        c.completions.create(model=MODEL, prompt="x", extra_body={"suffix": 5})
 
 
 def test_metrics_use_vllm_names_and_count_prefix_hits(pool: object) -> None:

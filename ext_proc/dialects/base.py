@@ -39,7 +39,7 @@ from ..translation.framing import SSE, StreamFraming
 
 # "state": an operation on conversation state the gateway keeps (e.g. reading a
 # stored answer), answered by the dialect itself (``Dialect.serve_state``), never routed.
-Operation = Literal["chat", "list_models", "get_model", "state", "unknown"]
+Operation = Literal["chat", "completion", "list_models", "get_model", "state", "unknown"]
 
 # What a same-dialect stream event says about the stream's end.
 COMPLETE: Literal["complete"] = "complete"  # the stream's terminal event: it ended well
@@ -114,6 +114,9 @@ class Dialect(ABC):
     #: the dialect whose wire format (bodies, responses, streams) this one shares, when it is
     #: a cloud's variant of a provider API: clients of that dialect pass through to it
     shares_wire_of: str | None = None
+    #: path (under a provider's base URL) of this dialect's text completions (prompt, suffix:
+    #: code completion), served pass-through only, to providers of this wire; None: none
+    completion_path: str | None = None
 
     @property
     def wire(self) -> str:
@@ -151,6 +154,11 @@ class Dialect(ABC):
 
     def request_stream(self, call: ClientCall, body: dict[str, Any]) -> bool:
         return body.get("stream") is True
+
+    def is_completion(self, body: dict[str, Any]) -> bool:
+        """Is ``body`` (as sent to a provider of this dialect) a text completion? A failover
+        attempt learns the operation from its body alone."""
+        return False
 
     def error_status(self, err: GatewayError) -> int:
         """The HTTP status a client of this dialect gets for ``err``."""

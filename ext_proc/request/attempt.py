@@ -68,6 +68,11 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
     dest = router.targets[target.name]
     try:
         body = orjson.loads(raw)
+        completion = src.is_completion(body)
+        if completion and (src.wire != dst.wire or dst.completion_path is None):
+            raise GatewayError(
+                "api_error", f"backend '{target.name}' cannot serve a text completion", status=502
+            )
         if src.wire == dst.wire:
             body = src.client_body(body)
             out = dst.passthrough_body(body, target.upstream_model, stream) or body
@@ -88,6 +93,8 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
         return _fail(target.dialect, GatewayError("api_error", f"attempt body unreadable: {e}", status=500))
     metrics.UPSTREAM_TRANSLATIONS.labels(model, source.name, target.name).inc()
     set_headers = dest.request_headers(stream, new_body)
+    if completion and dst.completion_path is not None:
+        set_headers[":path"] = target.provider.base_path + dst.completion_path
     # Client headers the primary's provider could receive and this one may not.
     unlisted = router.targets[source.name].forwarded - dest.forwarded
     remove = [h for h in (*router.provider_headers, *sorted(unlisted)) if h not in set_headers]

@@ -119,7 +119,7 @@ def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> 
         return models(state, started)
     if call.operation == "state":
         return started  # answered by serve_state, which may wait on the conversation store
-    if call.operation != "chat":
+    if call.operation not in ("chat", "completion"):
         err = GatewayError("unknown_endpoint", f"no such endpoint: {method} {path.partition('?')[0]}")
         return reject(call, err, "not_found")
     if end_of_stream:
@@ -216,6 +216,8 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
         raise GatewayError(
             "not_found", f"model '{model}' does not exist or is not served by this gateway", param="model"
         )
+    if call.operation == "completion":
+        chain = completion_chain(state, client, model, chain)
     stream = client.request_stream(call, body)
     # What the request refers to in stored state, filled in: admitted, translated and answered whole.
     body = await client.expand(state.conversations, started.tenant, call, body)
@@ -273,6 +275,8 @@ def _route(
         P.VERSION_HEADER: state.config.version,
         **target.request_headers(stream, new_body),
     }
+    if call.operation == "completion" and target.dialect.completion_path:
+        set_headers[":path"] = primary.provider.base_path + target.dialect.completion_path
     if stream:
         set_headers[P.STREAM_HEADER] = "1"
     # The client's own key must never reach a provider, nor any header the
@@ -289,6 +293,24 @@ def _route(
     )
     remove["accept-encoding"] = None
     return RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, list(remove), new_body)
+
+
+def completion_chain(
+    state: GatewayState, client: Dialect, model: str, chain: list[ResolvedBackend]
+) -> list[ResolvedBackend]:
+    """Text completions pass through untranslated: only backends of the client's wire serve them."""
+    served = [
+        b
+        for b in chain
+        if (d := state.router.targets[b.name].dialect).wire == client.wire and d.completion_path is not None
+    ]
+    if not served:
+        raise GatewayError(
+            "invalid_request",
+            f"model '{model}' has no backend that serves text completions (use chat completions)",
+            param="model",
+        )
+    return served
 
 
 def serialise(body: dict[str, Any]) -> bytes:

@@ -132,6 +132,7 @@ class RouterStream:
             body=p.body,
             on_done=self._done,
             redact=self.state.redact,
+            completion=p.started.call.operation == "completion",
         )
 
     async def body_response(

@@ -15,6 +15,9 @@ from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
 from .codec import OPENAI, OpenAICodec
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+# Legacy text completions (prompt, suffix), what code-completion clients call; vLLM and
+# SGLang serve them too (https://platform.openai.com/docs/api-reference/completions).
+COMPLETION_PATHS = frozenset({"/v1/completions", "/completions"})
 MODELS_PATH = "/v1/models"
 
 
@@ -38,6 +41,7 @@ class OpenAIChat(Dialect):
         "x-ratelimit-reset-tokens",
     )
     custom_path = True
+    completion_path = "/completions"
     turn_keys = ("messages",)
     setting_keys = frozenset(
         {
@@ -63,6 +67,8 @@ class OpenAIChat(Dialect):
     ) -> ClientCall | None:
         if path in CHAT_PATHS:
             return ClientCall(self.name, "chat" if method == "POST" else "unknown")
+        if path in COMPLETION_PATHS:
+            return ClientCall(self.name, "completion" if method == "POST" else "unknown")
         if path.startswith(MODELS_PATH):
             # Shared with other dialects; this one is the default when no header claims it.
             rest = path[len(MODELS_PATH) :].lstrip("/")
@@ -70,6 +76,9 @@ class OpenAIChat(Dialect):
                 return ClientCall(self.name, "unknown")
             return ClientCall(self.name, "get_model" if rest else "list_models", model=rest or None)
         return None
+
+    def is_completion(self, body: dict[str, Any]) -> bool:
+        return "prompt" in body and "messages" not in body
 
     def client_key(self, headers: dict[str, str]) -> str | None:
         auth = headers.get("authorization", "")
