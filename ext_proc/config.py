@@ -161,6 +161,8 @@ class PoolSettings(_Strict):
     """Endpoint picking for a provider with ``endpoints`` (a pool of model servers)."""
 
     scrape_interval_ms: Annotated[int, Field(ge=20, le=10_000)] = 150
+    # Endpoints named by DNS: resolved this often; each address is a server (as Envoy's hosts are).
+    dns_refresh_ms: Annotated[int, Field(ge=100)] = 5_000
     # Metrics older than this count as saturated (the Inference Extension's default).
     stale_after_ms: Annotated[int, Field(ge=50, le=60_000)] = 200
     # A server with requests that produced no token for this long is stalled: out until it does.

@@ -55,7 +55,9 @@ def sim() -> Iterator[BackgroundPool]:
 
 @pytest.fixture(scope="module")
 def stack(sim: BackgroundPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(tmp_path_factory.mktemp("pool"), pool_config(sim.endpoints))
+    # One server named by DNS: the gateway resolves it as Envoy does (each address a server).
+    endpoints = [f"localhost:{sim.ports[0]}", *sim.endpoints[1:]]
+    s = start_stack(tmp_path_factory.mktemp("pool"), pool_config(endpoints))
     time.sleep(0.3)  # a few scrape rounds
     yield s
     s.stop()
@@ -182,9 +184,13 @@ def test_stalled_server_is_routed_around_without_client_errors(stack: Stack, sim
         t0 = time.monotonic()
         raw = ask(stack, f"{prefix} {marker}")
         took.append(time.monotonic() - t0)
-        assert raw.headers["x-gateway-backend"] == POOL_BACKEND
-        assert raw.parse().choices[0].message.content == "tok0 tok1 tok2 tok3"
-    # The first attempt may wait out the per-try timeout; once the stall is seen, none does.
+        assert raw.parse().choices[0].message.content  # never an error
+        # The first request may wait out its per-try timeout on the stalled server and be
+        # retried (on another pool server; on the API tier if the others looked stale then);
+        # once the scraper has seen the stall, the pool serves and the stalled server gets none.
+        if i:
+            assert raw.headers["x-gateway-backend"] == POOL_BACKEND
+            assert served_by(sim, marker) and home not in served_by(sim, marker)
     assert max(took[2:]) < 2.0, took
 
 

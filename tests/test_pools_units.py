@@ -252,3 +252,15 @@ def test_completion_answers_pass_or_are_invalid(body: bytes) -> None:
     except InvalidAnswer:
         return
     assert isinstance(orjson.loads(out if out is not None else body), dict)
+
+
+def test_dns_named_endpoints_resolve_to_their_addresses() -> None:
+    import asyncio
+
+    p = Pool("p", ["localhost:8000", "10.0.0.9:8000"], PoolSettings())
+    assert list(p.servers) == ["10.0.0.9:8000"]  # the name waits for its resolution
+    asyncio.run(p.resolve())
+    assert set(p.servers) == {"127.0.0.1:8000", "10.0.0.9:8000"}
+    p.affinity.record(block_hashes(["w"] * 16), "127.0.0.1:8000")
+    p.set_servers({"10.0.0.9:8000"})  # the name's address went away
+    assert list(p.servers) == ["10.0.0.9:8000"] and p.affinity.matches(block_hashes(["w"] * 16)) == {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 from ..config import GatewayConfig, PoolSettings
@@ -43,15 +44,7 @@ class PoolSet:
         for pool in self.pools.values():
             if pool.task is None or pool.task.done():
                 done = asyncio.Event()
-                s = pool.settings
-                pool.task = asyncio.get_running_loop().create_task(
-                    run(
-                        list(pool.servers.values()),
-                        s.scrape_interval_ms / 1000,
-                        s.stale_after_ms / 1000,  # an answer later than that is stale anyway
-                        _exporter(pool, done),
-                    )
-                )
+                pool.task = asyncio.get_running_loop().create_task(_run(pool, done))
                 waits.append(done.wait())
         if waits:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -64,6 +57,27 @@ class PoolSet:
             if id(pool) not in kept and pool.task is not None:
                 pool.task.cancel()
                 pool.task = None
+
+
+async def _run(pool: Pool, done: asyncio.Event) -> None:
+    """Resolve (DNS-named endpoints, every ``dns_refresh_ms``) and scrape, forever."""
+    s = pool.settings
+    if pool.named():
+        await pool.resolve()
+    export = _exporter(pool, done)
+    resolving: set[asyncio.Task[None]] = set()
+
+    def after_round() -> None:
+        export()
+        if pool.named() and not resolving and time.monotonic() - pool.resolved_at > s.dns_refresh_ms / 1000:
+            task = asyncio.get_running_loop().create_task(pool.resolve())
+            resolving.add(task)
+            task.add_done_callback(resolving.discard)
+
+    # an answer later than stale_after_ms is stale anyway: that is the scrape's timeout
+    await run(
+        lambda: pool.servers.values(), s.scrape_interval_ms / 1000, s.stale_after_ms / 1000, after_round
+    )
 
 
 def _exporter(pool: Pool, done: asyncio.Event) -> Callable[[], None]:

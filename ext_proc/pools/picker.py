@@ -8,7 +8,10 @@ them in that order on retries before the next tier (docs/pools.md).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import random
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +20,17 @@ from ..config import PoolSettings
 from . import scorers
 from .prefix import AffinityTable, block_hashes, prompt_words
 from .scraper import ServerState
+
+log = logging.getLogger("llm_gateway.pools")
+
+
+def _is_address(endpoint: str) -> bool:
+    host = endpoint.rpartition(":")[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -56,8 +70,49 @@ class Pool:
     task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self.servers = {e: ServerState(e) for e in self.endpoints}
+        # Servers named by address now; those named by DNS once resolved (``resolve``).
+        self.servers = {e: ServerState(e) for e in self.endpoints if _is_address(e)}
         self.affinity = AffinityTable(self.settings.affinity_entries)
+        self.resolved_at = 0.0
+
+    def named(self) -> list[tuple[str, int]]:
+        """Endpoints given by DNS name: (name, port)."""
+        return [
+            (h, int(p))
+            for h, _, p in (e.rpartition(":") for e in self.endpoints)
+            if not _is_address(f"{h}:{p}")
+        ]
+
+    def set_servers(self, addresses: set[str]) -> None:
+        """The pool's servers are now ``addresses`` (host:port): new ones start unscraped (out),
+        vanished ones are dropped with what affinity remembered of them."""
+        for gone in set(self.servers) - addresses:
+            del self.servers[gone]
+            self.affinity.forget(gone)
+        for new in addresses - set(self.servers):
+            self.servers[new] = ServerState(new)
+
+    async def resolve(self) -> None:
+        """Resolve the DNS-named endpoints (IPv4 first, as the cluster's ``V4_PREFERRED``)."""
+        named = self.named()
+        if not named:
+            return
+        loop = asyncio.get_running_loop()
+        found = {e for e in self.endpoints if _is_address(e)}
+        for host, port in named:
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as e:
+                log.warning(
+                    "pool %s: %s does not resolve (%s); keeping its last addresses", self.name, host, e
+                )
+                found |= {s for s in self.servers if s.endswith(f":{port}") and not _is_address(host)}
+                continue
+            v4 = [i[4][0] for i in infos if i[0] == socket.AF_INET]
+            addrs = v4 or [f"[{i[4][0]}]" for i in infos if i[0] == socket.AF_INET6]
+            found |= {f"{a}:{port}" for a in addrs}
+        self.set_servers(found)
+        self.resolved_at = time.monotonic()
 
     def key(self) -> tuple[Any, ...]:
         return (self.name, tuple(self.endpoints), self.settings.model_dump_json())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -78,14 +79,17 @@ async def scrape_once(session: aiohttp.ClientSession, server: ServerState, timeo
 
 
 async def run(
-    servers: list[ServerState], interval_s: float, timeout_s: float, on_round: object = None
+    servers: Callable[[], Iterable[ServerState]],
+    interval_s: float,
+    timeout_s: float,
+    on_round: Callable[[], None] | None = None,
 ) -> None:
-    """Scrape ``servers`` forever (cancel the task to stop)."""
+    """Scrape ``servers()`` (read every round: DNS may change them) forever (cancel the task to stop)."""
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
     async with aiohttp.ClientSession(connector=connector) as session:
         while True:
             started = time.monotonic()
-            await asyncio.gather(*(scrape_once(session, s, timeout_s) for s in servers))
-            if callable(on_round):
+            await asyncio.gather(*(scrape_once(session, s, timeout_s) for s in list(servers())))
+            if on_round is not None:
                 on_round()
             await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
