@@ -267,3 +267,32 @@ def test_text_completions_pass_through_to_the_pool(stack: Stack, sim: Background
 def test_text_completions_need_an_openai_compatible_backend(stack: Stack) -> None:
     with pytest.raises(openai.BadRequestError, match="text completions"):
         client(stack).completions.create(model="claude-only", prompt="x", max_tokens=3)
+
+
+def _hit_rate_through_gateway(tmp_path: Path, prefix_weight: float) -> float:
+    """Six conversations with long shared prefixes, four turns each, over three servers whose
+    caches hold about three prefixes each: the servers' own prefix-cache hit rate."""
+    tmp_path.mkdir()
+    with start_pool_in_thread(3, model=MODEL, time_scale=0.05, num_blocks=16) as sim:
+        s = start_stack(
+            tmp_path, pool_config(sim.endpoints, weights={"queue": 1, "kv_cache": 1, "prefix": prefix_weight})
+        )
+        try:
+            time.sleep(0.3)
+            prefixes = [_shared_prefix() for _ in range(6)]
+            for turn in range(4):
+                for p in prefixes:
+                    ask(s, f"{p} turn {turn}")
+            q = sum(sim.stats(i)["prefix_cache_queries"] for i in range(3))
+            return sum(sim.stats(i)["prefix_cache_hits"] for i in range(3)) / q
+        finally:
+            s.stop()
+
+
+def test_prefix_aware_picking_raises_the_servers_cache_hit_rate(tmp_path: Path) -> None:
+    """Measured by the servers' own counters: with affinity, each conversation stays where its
+    prefix is cached; without (load only, ties broken at random) the caches thrash."""
+    aware = _hit_rate_through_gateway(tmp_path / "aware", 2.0)
+    blind = _hit_rate_through_gateway(tmp_path / "blind", 0.0)
+    print(f"prefix-cache hit rate: prefix-aware {aware:.2f}, load only {blind:.2f}")
+    assert aware >= 0.6 and aware > blind + 0.2, (aware, blind)

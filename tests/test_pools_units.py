@@ -264,3 +264,27 @@ def test_dns_named_endpoints_resolve_to_their_addresses() -> None:
     p.affinity.record(block_hashes(["w"] * 16), "127.0.0.1:8000")
     p.set_servers({"10.0.0.9:8000"})  # the name's address went away
     assert list(p.servers) == ["10.0.0.9:8000"] and p.affinity.matches(block_hashes(["w"] * 16)) == {}
+
+
+def test_a_config_switch_keeps_unchanged_pools_and_stops_the_rest() -> None:
+    """Scraped state and affinity survive an apply; a changed pool starts over and the old
+    one's scraper is stopped."""
+    import asyncio
+
+    from ext_proc.pools import PoolSet
+
+    async def main() -> None:
+        old = _state()
+        await old.pools.start(first_round_timeout_s=0.2)
+        pool = old.pools.get("gpus")
+        assert pool is not None and pool.task is not None
+        same = GatewayState(old.config, env=ENV, previous=old)
+        assert same.pools.get("gpus") is pool
+        data = yaml.safe_load(old.config.text)
+        data["providers"]["gpus"]["endpoints"] = ["127.0.0.1:11"]
+        changed = PoolSet(parse_config(yaml.safe_dump(data), "t.yaml"), previous=old.pools)
+        assert changed.get("gpus") is not pool
+        old.pools.stop(keep=changed)
+        assert pool.task is None
+
+    asyncio.run(main())
