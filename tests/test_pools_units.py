@@ -288,3 +288,10 @@ def test_a_config_switch_keeps_unchanged_pools_and_stops_the_rest() -> None:
         assert pool.task is None
 
     asyncio.run(main())
+
+
+def test_the_pool_example_config_is_valid() -> None:
+    from ext_proc.config import load_config
+
+    cfg = load_config("config/examples/pool.yaml")
+    assert cfg.providers["gpus"].endpoints and cfg.retries("sim-llama") == 3

@@ -178,7 +178,9 @@ class SimServer:
             self.engine.stalled.set()
         else:
             self.engine.stalled.clear()
-        self.engine.kv.shrink(THRASH_BLOCKS if fault == "kv_thrash" else self.profile.num_blocks)
+        blocks = THRASH_BLOCKS if fault == "kv_thrash" else self.profile.num_blocks
+        if blocks != self.engine.kv.num_blocks:  # only a resize loses the cached blocks
+            self.engine.kv.shrink(blocks)
 
     def stats(self) -> dict[str, Any]:
         e = self.engine
