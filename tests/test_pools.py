@@ -96,6 +96,18 @@ def picks(stack: Stack) -> dict[tuple[str, str], float]:
     return out
 
 
+def wait_until_scraped(stack: Stack, n: int) -> None:
+    """Until the gateway has scraped all ``n`` pool servers."""
+    url = f"http://127.0.0.1:{stack.config.ext_proc.metrics_port}/metrics"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        if len(re.findall(r'llm_gateway_pool_server_up\{pool="gpus",server="[^"]+"\} 1\.0', text)) == n:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the pool servers were not scraped in 10 s")
+
+
 def served_by(sim: BackgroundPool, marker: str) -> list[int]:
     return [i for i in range(3) if any(marker in r for r in sim.stats(i)["recent"])]
 
@@ -274,15 +286,20 @@ def _hit_rate_through_gateway(tmp_path: Path, prefix_weight: float) -> float:
     caches hold about three prefixes each: the servers' own prefix-cache hit rate."""
     tmp_path.mkdir()
     with start_pool_in_thread(3, model=MODEL, time_scale=0.05, num_blocks=16) as sim:
-        s = start_stack(
-            tmp_path, pool_config(sim.endpoints, weights={"queue": 1, "kv_cache": 1, "prefix": prefix_weight})
-        )
+        # Generous staleness bounds: on a busy machine a late scrape would move conversations.
+        settings = {"stale_after_ms": 3000, "stall_after_ms": 3000}
+        weights = {"queue": 1, "kv_cache": 1, "prefix": prefix_weight}
+        s = start_stack(tmp_path, pool_config(sim.endpoints, weights=weights, **settings))
         try:
-            time.sleep(0.3)
+            wait_until_scraped(s, 3)
             prefixes = [_shared_prefix() for _ in range(6)]
             for turn in range(4):
                 for p in prefixes:
                     ask(s, f"{p} turn {turn}")
+            reasons: dict[str, float] = {}
+            for (_, reason), count in picks(s).items():
+                reasons[reason] = reasons.get(reason, 0) + count
+            print(f"prefix weight {prefix_weight}: picks by reason {reasons}")
             q = sum(sim.stats(i)["prefix_cache_queries"] for i in range(3))
             return sum(sim.stats(i)["prefix_cache_hits"] for i in range(3)) / q
         finally:
