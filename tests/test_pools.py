@@ -36,7 +36,7 @@ def pool_config(endpoints: list[str], **pool: Any) -> dict[str, Any]:
     cfg["providers"]["gpus"] = {
         "dialect": "openai",
         "endpoints": endpoints,
-        "pool": {"scrape_interval_ms": 50, "stale_after_ms": 1000, "stall_after_ms": 1000, **pool},
+        "pool": {"scrape_interval_ms": 50, "stale_after_ms": 2000, "stall_after_ms": 1500, **pool},
     }
     cfg["models"][MODEL] = {
         "backends": [{"provider": "gpus", "model": MODEL}, {"provider": "openai", "model": "gpt-5.5"}],
