@@ -233,11 +233,11 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
         else:
             primary = choose(model, candidates)
         pick = pools_route.for_primary(state, primary, pick, body)
+        routed = _route(state, started, model, stream, body, primary, ticket)
     except BaseException:
         if pick is not None:
-            pick.release()
+            pick.release()  # never sent: the server's in-flight count goes back
         raise
-    routed = _route(state, started, model, stream, body, primary, ticket)
     routed.pick = pick
     routed.keeper = client.keeper(state.conversations, started.tenant, call, body)
     return routed
