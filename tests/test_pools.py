@@ -129,6 +129,11 @@ def test_request_lands_on_the_picked_server(stack: Stack, sim: BackgroundPool) -
         picked = [k[0] for k in after if after[k] - before.get(k, 0) == 1]
         (server,) = served_by(sim, marker)
         assert picked == [sim.endpoints[server]]
+    # `llm-gateway status` counts every server's requests for the pool backend.
+    from gateway_tools.status import envoy_hosts
+
+    hosts = envoy_hosts(stack.config)
+    assert hosts[POOL_BACKEND]["rq_total"] >= 6 and not [h for h in hosts if h.startswith("127.0.0.1:")]
 
 
 def test_streamed_request_through_the_pool(stack: Stack, sim: BackgroundPool) -> None:
