@@ -64,9 +64,11 @@ def stack(sim: BackgroundPool, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture(autouse=True)
-def healthy(sim: BackgroundPool) -> Iterator[None]:
+def healthy(sim: BackgroundPool, stack: Stack) -> Iterator[None]:
+    """Every server up, and seen up by the gateway (a server that was down is out until scraped)."""
     for i in range(3):
         sim.set_fault(i, "none")
+    wait_until_scraped(stack, 3)
     yield
     for i in range(3):
         sim.set_fault(i, "none")
