@@ -44,7 +44,7 @@ from pydantic_core import PydanticCustomError
 from . import catalog, credentials
 from .catalog import CapabilityOverrides
 from .catalog.caps import ModelCaps
-from .dialects import CLIENT_KEY_HEADERS, CREDENTIAL_HEADERS, DIALECTS, Dialect, get_dialect
+from .dialects import CLIENT_KEY_HEADERS, CREDENTIAL_HEADERS, DEFAULT, DIALECTS, Dialect, get_dialect
 from .names import backend_name
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
@@ -152,9 +152,48 @@ class OAuth(_Strict):
         return self
 
 
+class PoolWeights(_Strict):
+    """How much each scorer counts when picking a pool's server (docs/pools.md)."""
+
+    queue: Annotated[float, Field(ge=0)] = 1.0  # fewer waiting + in-flight requests
+    kv_cache: Annotated[float, Field(ge=0)] = 1.0  # more free KV cache
+    prefix: Annotated[float, Field(ge=0)] = 2.0  # served this prompt's leading blocks recently
+
+
+class PoolSettings(_Strict):
+    """Endpoint picking for a provider with ``endpoints`` (a pool of model servers)."""
+
+    scrape_interval_ms: Annotated[int, Field(ge=20, le=10_000)] = 150
+    # Endpoints named by DNS: resolved this often; each address is a server (as Envoy's hosts are).
+    dns_refresh_ms: Annotated[int, Field(ge=100)] = 5_000
+    # Metrics older than this count as saturated (the Inference Extension's default).
+    stale_after_ms: Annotated[int, Field(ge=50, le=60_000)] = 200
+    # A server with requests that produced no token for this long is stalled: out until it does.
+    stall_after_ms: Annotated[int, Field(ge=100)] = 2_000
+    # A server is saturated at queue_limit waiting requests or kv_cache_limit KV use.
+    queue_limit: Annotated[int, Field(ge=1)] = 8
+    kv_cache_limit: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # The pool is saturated when its servers' mean max(queue/queue_limit, kv/kv_cache_limit)
+    # reaches this: interactive requests go to the next tier, batch ones get a 429.
+    saturation: Annotated[float, Field(gt=0, le=10)] = 1.0
+    # Prefix affinity: prompt blocks remembered (least recently used out first).
+    affinity_entries: Annotated[int, Field(ge=16)] = 100_000
+    weights: PoolWeights = PoolWeights()
+
+
 class Provider(_Strict):
     dialect: str
     base_url: str
+    # A pool of self-hosted model servers (host:port each) speaking this dialect:
+    # the gateway picks one per request (docs/pools.md). base_url then gives scheme
+    # and path only (default http://<first endpoint>/v1).
+    endpoints: (
+        Annotated[
+            list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.\-]+:\d{1,5}$")]], Field(min_length=1)
+        ]
+        | None
+    ) = None
+    pool: PoolSettings | None = None
     api_key_env: str | None = None
     api_key_file: str | None = None
     # Compatible hosts differ in how they take the key (a header of their own)
@@ -191,6 +230,15 @@ class Provider(_Strict):
     # (default: the standard chain: environment, web identity, shared files, instance role).
     aws_region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")] | None = None
     aws_profile: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pool_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("endpoints") and "base_url" not in data:
+            eps = data["endpoints"]
+            if isinstance(eps, list) and eps and isinstance(eps[0], str):
+                return {**data, "base_url": f"http://{eps[0]}/v1"}
+        return data
 
     @field_validator("dialect")
     @classmethod
@@ -544,7 +592,10 @@ class GatewayConfig:
     def retries(self, model: str, entry: int = 0) -> int:
         """Retries for attempts starting at tier index ``entry``: one per further backend by default."""
         first_tier = self.tiers[model][entry]
-        remaining = sum(1 for b in self.chains[model] if b.tier >= first_tier) - 1
+        # A pool's servers are tried in turn before the next tier (docs/pools.md).
+        remaining = (
+            sum(len(b.provider.endpoints or ()) or 1 for b in self.chains[model] if b.tier >= first_tier) - 1
+        )
         m = self.models[model]
         return min(m.retries, remaining) if m.retries is not None else remaining
 
@@ -647,7 +698,7 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
                     f"providers.{pname}: providers of dialect '{dialect.name}' authenticate with "
                     "credentials of their own: remove api_key_env / api_key_file"
                 )
-        elif not has_key and not p.get("oauth"):
+        elif not has_key and not p.get("oauth") and not p.get("endpoints"):  # model servers may take none
             problems.append(f"providers.{pname}: needs api_key_env or api_key_file (keys are never inline)")
         if p.get("api_key_env") and p.get("api_key_file"):
             problems.append(f"providers.{pname}: set api_key_env or api_key_file, not both")
@@ -663,6 +714,10 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
             )
         if dialect is not None:
             problems += [f"providers.{pname}.{problem}" for problem in dialect.provider_problems(p)]
+        if p.get("endpoints") is not None and dialect is not None and dialect is not DEFAULT:
+            problems.append(f"providers.{pname}.endpoints: pools serve dialect '{DEFAULT.name}' only")
+        if p.get("pool") is not None and not p.get("endpoints"):
+            problems.append(f"providers.{pname}.pool: only a provider with endpoints is a pool")
     for tname, t in _d(data.get("tenants")).items():
         keys = _d(t).get("api_keys")
         for i, k in enumerate(keys if isinstance(keys, list) else []):

@@ -27,6 +27,13 @@ STREAM_HEADER = "x-gw-stream"  # present for streamed requests
 VERSION_HEADER = "x-gw-version"  # config version the request was routed under
 INTERNAL_HEADERS = (ROUTE_HEADER, STREAM_HEADER, PRETRANSLATED_HEADER, VERSION_HEADER)
 
+# A pool's picked servers, best first ("host:port,host:port"): dynamic metadata the router
+# stage sets and the model cluster's override_host policy reads (docs/pools.md). The
+# namespace and key are the Gateway API Inference Extension's endpoint-picker protocol's;
+# metadata, unlike a header, can be neither forged by a client nor leaked to a provider.
+LB_NAMESPACE = "envoy.lb"
+DESTINATION_KEY = "x-gateway-destination-endpoint"
+
 # Route metadata keys (namespace METADATA_NAMESPACE) set on every model route.
 ROUTE_MODEL_KEY = "model"
 ROUTE_PRIMARY_KEY = "primary"

@@ -136,6 +136,7 @@ async def serve(
     if metrics_port:
         metrics.serve(metrics_port, config.ext_proc.address)
     await server.start()
+    await state.pools.start()  # scrape pool servers before serving: unknown counts as saturated
     # Modules, codecs and the config are alive for good: keep the collector
     # from re-scanning them (a full collection of them took 8-12 ms, paid by
     # whichever requests are in flight at that moment).
@@ -186,6 +187,8 @@ async def reload(processor: ExternalProcessor, force: bool = False) -> None:
         return
     if state is None:
         return
+    await state.pools.start()
+    current.pools.stop(keep=state.pools)
     processor.switch(state)
     # As at start: what is alive now (the new config above all) is never walked
     # by a collection again; a full one took 0.4 s with 20,000 tenants. Streams in

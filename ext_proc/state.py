@@ -11,6 +11,7 @@ import hashlib
 from . import admission, credentials, metrics
 from .config import ConfigError, GatewayConfig, resolve_secrets, token_sources
 from .conversations import ConversationStore, MemoryConversations, RedisConversations
+from .pools import PoolSet
 from .routing import HealthTable, Router, State
 from .translation.redact import Redactor
 
@@ -36,6 +37,8 @@ class GatewayState:
         self.health: HealthTable = (
             previous.health if previous is not None else HealthTable(on_change=_export_health)
         )
+        # Pools of model servers: scraped state and prefix affinity survive a config switch.
+        self.pools: PoolSet = PoolSet(config, previous.pools if previous is not None else None)
         # Budgets and quotas; None when the config sets none (no cost on the data path).
         self.admission = admission.build(config)
         # Conversation state for stateful client APIs; what this process keeps survives a config switch.

@@ -1,7 +1,7 @@
 """``llm-gateway``: run, check and render the gateway, and the tools around it.
 
 The product's commands (``serve``, ``check``, ``render-envoy``) come from
-``ext_proc.cli``; this adds ``up``, ``apply``, ``status``, ``mock-providers``,
+``ext_proc.cli``; this adds ``up``, ``apply``, ``status``, ``mock-providers``, ``simulate-pool``,
 ``loadtest``, ``bench`` and ``plan``.
 """
 
@@ -56,6 +56,30 @@ def cmd_mock_providers(args: argparse.Namespace) -> int:
         print(f"{cfg.source}: no provider has 'mock: true'", file=sys.stderr)
         return 2
     mocks.run_forever(specs)
+    return 0
+
+
+def cmd_simulate_pool(args: argparse.Namespace) -> int:
+    from .simulator import FAULTS, run_forever
+
+    faults: dict[int, str] = {}
+    for spec in args.fault or []:
+        idx, _, fault = spec.partition("=")
+        if not idx.isdigit() or fault not in FAULTS or int(idx) >= args.servers:
+            print(f"--fault {spec}: expected INDEX=FAULT, FAULT one of {', '.join(FAULTS)}", file=sys.stderr)
+            return 2
+        faults[int(idx)] = fault
+    ports = [args.port + i if args.port else 0 for i in range(args.servers)]
+    run_forever(
+        args.servers,
+        model=args.model,
+        host=args.host,
+        ports=ports,
+        time_scale=args.time_scale,
+        num_blocks=args.kv_blocks,
+        max_num_seqs=args.max_num_seqs,
+        faults=faults,
+    )
     return 0
 
 
@@ -135,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--host", help="bind address, e.g. 0.0.0.0 in a container (default: each base_url's host)")
     p.set_defaults(func=cmd_mock_providers)
+
+    p = sub.add_parser("simulate-pool", help="run simulated vLLM model servers (a pool) until Ctrl-C")
+    p.add_argument("--servers", type=int, default=4, help="how many servers (default 4)")
+    p.add_argument("--port", type=int, default=0, help="first port; the others follow (default: free ports)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--model", default="sim-llama", help="the served model name (default sim-llama)")
+    p.add_argument("--time-scale", type=float, default=1.0, help="step time multiplier (0.1 = 10x faster)")
+    p.add_argument("--kv-blocks", type=int, help="KV cache blocks of 16 tokens (default: the A100 profile's)")
+    p.add_argument("--max-num-seqs", type=int, help="sequences per batch (default 256)")
+    p.add_argument("--fault", action="append", metavar="INDEX=FAULT", help="e.g. 2=stalled (repeatable)")
+    p.set_defaults(func=cmd_simulate_pool)
 
     from .loadtest import add_parser as add_loadtest
 

@@ -47,7 +47,9 @@ def envoy_hosts(cfg: GatewayConfig) -> dict[str, dict[str, Any]]:
     data = json.loads(_get(f"http://{cfg.admin.address}:{cfg.admin.port}/clusters?format=json"))
     by_address: dict[str, list[str]] = defaultdict(list)
     for b in cfg.backends.values():
-        by_address[f"{b.provider.host}:{b.provider.port}"].append(b.name)
+        # A pool's servers all count for its backend.
+        for address in b.provider.endpoints or [f"{b.provider.host}:{b.provider.port}"]:
+            by_address[address].append(b.name)
     out: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"health": set(), "rq_active": 0, "rq_total": 0, "rq_error": 0}
     )
@@ -58,7 +60,11 @@ def envoy_hosts(cfg: GatewayConfig) -> dict[str, dict[str, Any]]:
         chain = {b.name for b in cfg.chains.get(model, [])}
         for host in cluster.get("host_statuses", []):
             sa = host["address"]["socket_address"]
-            names = [n for n in by_address.get(f"{sa['address']}:{sa['port_value']}", []) if n in chain]
+            port = sa["port_value"]
+            known = by_address.get(f"{sa['address']}:{port}") or by_address.get(
+                f"{host.get('hostname')}:{port}", []
+            )
+            names = [n for n in known if n in chain]
             if not names:
                 names = [f"{host.get('hostname', sa['address'])}:{sa['port_value']}"]
             stats = {s["name"]: int(s.get("value", 0)) for s in host.get("stats", [])}

@@ -199,3 +199,41 @@ def test_static_bootstrap_ignores_what_only_the_workers_read() -> None:
     assert all(
         r["metadata"]["filter_metadata"]["gw"]["version"] == base.version for r in live if "metadata" in r
     )
+
+
+def test_pool_cluster_picks_by_override_host_and_passes_envoy_validate(tmp_path: Path) -> None:
+    """A pool's servers are endpoints of the model cluster, all naming the pool backend; the
+    cluster's override_host policy reads the router stage's pick (docs/pools.md)."""
+    raw = yaml.safe_load(load_config().text)
+    raw["providers"]["gpus"] = {"dialect": "openai", "endpoints": ["127.0.0.1:9100", "127.0.0.1:9101"]}
+    raw["models"]["sim-llama"] = {
+        "backends": [{"provider": "gpus"}, {"provider": "openai", "model": "gpt-5.5"}]
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(str(path))
+    assert cfg.retries("sim-llama") == 2  # the other server, then the API tier
+    out = envoy_config.write(cfg, tmp_path / "envoy.yaml")
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    clusters = {c["name"]: c for c in yaml.safe_load(out.read_text())["static_resources"]["clusters"]}
+    c = clusters["model/sim-llama"]
+    eps = [
+        (
+            loc["priority"],
+            ep["endpoint"]["address"]["socket_address"]["port_value"],
+            ep["metadata"]["filter_metadata"]["gw"]["backend"],
+        )
+        for loc in c["load_assignment"]["endpoints"]
+        for ep in loc["lb_endpoints"]
+    ]
+    assert eps[:2] == [(0, 9100, "gpus/sim-llama"), (0, 9101, "gpus/sim-llama")] and eps[2][0] == 1
+    policy = c["load_balancing_policy"]["policies"][0]["typed_extension_config"]
+    assert policy["name"] == "envoy.load_balancing_policies.override_host"
+    assert policy["typed_config"]["override_host_sources"] == [
+        {"metadata": {"key": "envoy.lb", "path": [{"key": "x-gateway-destination-endpoint"}]}}
+    ]
+    assert "lb_policy" not in c
+    assert "lb_policy" in clusters["model/gpt-5.5"]  # clusters without a pool are unchanged

@@ -153,6 +153,7 @@ def test_commands_split_between_product_and_tools() -> None:
             "render-envoy",
             "serve",
             "mock-providers",
+            "simulate-pool",
             "loadtest",
             "bench",
             "plan",

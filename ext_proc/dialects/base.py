@@ -44,8 +44,11 @@ if TYPE_CHECKING:
 # "state": an operation on conversation state the gateway keeps (e.g. reading a
 # stored answer), answered by the dialect itself (``Dialect.serve_state``), never routed.
 # "embed": an embeddings request (``Dialect.embeddings``); "count_tokens": counting a chat
-# request's input tokens (``Dialect.counting``): docs/architecture.md, "Operations".
-Operation = Literal["chat", "embed", "count_tokens", "list_models", "get_model", "state", "unknown"]
+# request's input tokens (``Dialect.counting``): docs/architecture.md, "Operations";
+# "completion": a text completion (prompt, suffix), pass-through only (``Dialect.completion_path``).
+Operation = Literal[
+    "chat", "embed", "count_tokens", "completion", "list_models", "get_model", "state", "unknown"
+]
 
 # What a same-dialect stream event says about the stream's end.
 COMPLETE: Literal["complete"] = "complete"  # the stream's terminal event: it ended well
@@ -140,6 +143,9 @@ class Dialect(ABC):
     #: the section of the model capability catalog (``ext_proc/catalog/models.yaml``) its
     #: backends' models are looked up in; empty: none (no limits known)
     catalog_family: str = ""
+    #: path (under a provider's base URL) of this dialect's text completions (prompt, suffix:
+    #: code completion), served pass-through only, to providers of this wire; None: none
+    completion_path: str | None = None
 
     @property
     def wire(self) -> str:
@@ -177,6 +183,11 @@ class Dialect(ABC):
 
     def request_stream(self, call: ClientCall, body: dict[str, Any]) -> bool:
         return body.get("stream") is True
+
+    def is_completion(self, body: dict[str, Any]) -> bool:
+        """Is ``body`` (as sent to a provider of this dialect) a text completion? A failover
+        attempt learns the operation from its body alone."""
+        return False
 
     def error_status(self, err: GatewayError) -> int:
         """The HTTP status a client of this dialect gets for ``err``."""

@@ -73,6 +73,11 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
     operation = ops.attempt_operation(cfg, router.targets, model, attempt.path)
     try:
         body = orjson.loads(raw)
+        completion = operation == "chat" and src.is_completion(body)
+        if completion and (src.wire != dst.wire or dst.completion_path is None):
+            raise GatewayError(
+                "api_error", f"backend '{target.name}' cannot serve a text completion", status=502
+            )
         if operation != "chat":
             out = ops.retranslate(cfg, operation, source, target, model, body)
         elif src.wire == dst.wire:
@@ -88,7 +93,9 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
                 default_max_tokens=default_max,
                 drop_unsupported=settings.drop_unsupported,
             )
-        out = dest.body(dst.fit_body(out, target.caps))
+        if operation == "chat" and not completion:  # the model's limits are a chat request's (catalog)
+            out = dst.fit_body(out, target.caps)
+        out = dest.body(out)
         new_body = serialise(out)
     except GatewayError as err:
         return _fail(target.dialect, err)
@@ -96,6 +103,8 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
         return _fail(target.dialect, GatewayError("api_error", f"attempt body unreadable: {e}", status=500))
     metrics.UPSTREAM_TRANSLATIONS.labels(model, source.name, target.name).inc()
     path = dest.operation_path(operation) if operation != "chat" else None
+    if completion and dst.completion_path is not None:
+        path = target.provider.base_path + dst.completion_path
     set_headers = dest.request_headers(stream, new_body, path)
     # Client headers the primary's provider could receive and this one may not.
     unlisted = router.targets[source.name].forwarded - dest.forwarded

@@ -38,6 +38,8 @@ from ..dialects import (
     get_dialect,
 )
 from ..errors import GatewayError, overloaded_as_503
+from ..pools import Pick
+from ..pools import route as pools_route
 from ..routing import Candidates
 from ..routing.targets import BackendTarget
 from ..state import GatewayState
@@ -94,6 +96,7 @@ class RoutePlan:
     # The primary's body spells some tool names its own way (``translation.names``): an answer
     # from a backend of the client's wire, reached by failover from it, carries that spelling too.
     renamed: bool = False
+    pick: Pick | None = None  # a pool's servers, best first, when the primary is a pool
 
 
 def reject(
@@ -127,7 +130,7 @@ def start(state: GatewayState, headers: dict[str, str], end_of_stream: bool) -> 
         return models(state, started)
     if call.operation == "state":
         return started  # answered by serve_state, which may wait on the conversation store
-    if call.operation not in ("chat", ops.EMBED, ops.COUNT):
+    if call.operation not in ("chat", "completion", ops.EMBED, ops.COUNT):
         err = GatewayError("unknown_endpoint", f"no such endpoint: {method} {path.partition('?')[0]}")
         return reject(call, err, "not_found")
     if end_of_stream:
@@ -230,20 +233,31 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
     wrong = ops.wrong_kind(model, call.operation, state.config.models[model].kind)
     if wrong is not None:
         raise wrong
-    stream = client.request_stream(call, body) if call.operation == "chat" else False
+    if call.operation == "completion":
+        chain = completion_chain(state, client, model, chain)
+    stream = client.request_stream(call, body) if call.operation in ("chat", "completion") else False
     # What the request refers to in stored state, filled in: admitted, translated and answered whole.
     body = await client.expand(state.conversations, started.tenant, call, body)
     if call.operation == ops.COUNT:
         return _count(state, started, model, body, choose(model, Candidates.of(chain, state.health)))
     candidates = Candidates.of(chain, state.health)
+    # A pool first in line: its server is picked now, or the request spills or is shed.
+    pick = pools_route.before_admission(state, started.tenant, started.priority, model, body, candidates)
     ticket: Ticket | None = None
-    if state.admission is not None:
-        ticket = await admit(state, started, model, body, candidates)
-        admitted.append(ticket)
-        primary = ticket.backend
-    else:
-        primary = choose(model, candidates)
-    routed = _route(state, started, model, stream, body, primary, ticket)
+    try:
+        if state.admission is not None:
+            ticket = await admit(state, started, model, body, candidates)
+            admitted.append(ticket)
+            primary = ticket.backend
+        else:
+            primary = choose(model, candidates)
+        pick = pools_route.for_primary(state, primary, pick, body)
+        routed = _route(state, started, model, stream, body, primary, ticket)
+    except BaseException:
+        if pick is not None:
+            pick.release()  # never sent: the server's in-flight count goes back
+        raise
+    routed.pick = pick
     routed.keeper = client.keeper(state.conversations, started.tenant, call, body)
     return routed
 
@@ -284,7 +298,10 @@ def _route(
             default_max_tokens=default_max,
             drop_unsupported=settings.drop_unsupported,
         )
-    sent = target.body(target.dialect.fit_body(out if out is not None else body, primary.caps))
+    sent = out if out is not None else body
+    if call.operation == "chat":  # the model's limits are a chat request's (catalog)
+        sent = target.dialect.fit_body(sent, primary.caps)
+    sent = target.body(sent)
     new_body = serialise(sent) if sent is not body else None
     set_headers = {
         P.ROUTE_HEADER: model,
@@ -292,6 +309,8 @@ def _route(
         P.VERSION_HEADER: state.config.version,
         **target.request_headers(stream, new_body, path),
     }
+    if call.operation == "completion" and target.dialect.completion_path:
+        set_headers[":path"] = primary.provider.base_path + target.dialect.completion_path
     if stream:
         set_headers[P.STREAM_HEADER] = "1"
     remove = _removed(state, started, target, set_headers)
@@ -371,6 +390,24 @@ def _removed(
     )
     remove["accept-encoding"] = None
     return remove
+
+
+def completion_chain(
+    state: GatewayState, client: Dialect, model: str, chain: list[ResolvedBackend]
+) -> list[ResolvedBackend]:
+    """Text completions pass through untranslated: only backends of the client's wire serve them."""
+    served = [
+        b
+        for b in chain
+        if (d := state.router.targets[b.name].dialect).wire == client.wire and d.completion_path is not None
+    ]
+    if not served:
+        raise GatewayError(
+            "invalid_request",
+            f"model '{model}' has no backend that serves text completions (use chat completions)",
+            param="model",
+        )
+    return served
 
 
 def serialise(body: dict[str, Any]) -> bytes:

@@ -281,6 +281,23 @@ class StreamTranslate(ResponseTranslator):
             out.append(self.encoder.encode(ev))
 
 
+class BufferedCompletion(Buffered):
+    """A text completion, passed through: it must be a JSON object; its usage is read and its
+    model renamed, but the chat codec does not judge it (it is no chat answer)."""
+
+    def _success(self, body: bytes) -> bytes | None:
+        if not body.strip():
+            raise invalid_answer("it was empty")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise invalid_answer("it was not JSON, or not complete JSON") from None
+        if not isinstance(data, dict):
+            raise invalid_answer("it was not a JSON object")
+        self.usage = self.client.usage_of(data)
+        return orjson.dumps(data) if self.client.rename_model(data, self.model) else None
+
+
 class StreamPassthrough(ResponseTranslator):
     """Same dialect: re-emit events, touching only what must change."""
 
@@ -396,8 +413,11 @@ def make_translator(
     on_done: OnDone,
     redact: Redactor,
     restore_names: bool = False,
+    completion: bool = False,
 ) -> ResponseTranslator:
     args = (client, backend, status, model, on_done, redact)
+    if completion and not stream and status == 200 and backend is not None:
+        return BufferedCompletion(*args, ir=None)
     same_wire = backend is not None and get_dialect(backend.dialect).wire == client.wire
     restore = restore_names and same_wire and ir is not None and status == 200
     if not stream or status != 200 or backend is None:

@@ -82,6 +82,8 @@ class RouterStream:
             body=result.new_body,
             clear_route_cache=True,
         )
+        if result.pick is not None:  # the model cluster's override_host policy reads it
+            M.add_metadata(resp, P.LB_NAMESPACE, {P.DESTINATION_KEY: ",".join(result.pick.order)})
         if self.state.config.tracing is not None:
             M.add_metadata(resp, P.TRACE_NAMESPACE, trace.planned(result))
         ticket = result.ticket
@@ -137,6 +139,7 @@ class RouterStream:
             # A failover from a renaming primary to a backend of the client's own wire: its
             # answer is translated (not passed through) so the client's tool names come back.
             restore_names=p.renamed,
+            completion=p.started.call.operation == "completion",
         )
 
     async def body_response(
@@ -225,6 +228,8 @@ class RouterStream:
     def close(self) -> None:
         """Settle a reservation the response never reached: a failure before
         the response is refunded; a response cut short keeps its reservation."""
+        if self.plan is not None and self.plan.pick is not None:
+            self.plan.pick.release()
         ticket = self.plan.ticket if self.plan is not None else None
         admission = self.state.admission
         if ticket is not None and admission is not None and not ticket.settled:

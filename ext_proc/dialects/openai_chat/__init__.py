@@ -20,6 +20,9 @@ from .embeddings import OPENAI_EMBEDDINGS
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 EMBEDDINGS_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
+# Legacy text completions (prompt, suffix), what code-completion clients call; vLLM and
+# SGLang serve them too (https://platform.openai.com/docs/api-reference/completions).
+COMPLETION_PATHS = frozenset({"/v1/completions", "/completions"})
 MODELS_PATH = "/v1/models"
 # Where a Chat Completions request carries its output cap: the older name and the newer.
 _CAP_FIELDS = ("max_tokens", "max_completion_tokens")
@@ -47,6 +50,7 @@ class OpenAIChat(Dialect):
         "x-ratelimit-reset-tokens",
     )
     custom_path = True
+    completion_path = "/completions"
     turn_keys = ("messages",)
     setting_keys = frozenset(
         {
@@ -74,6 +78,8 @@ class OpenAIChat(Dialect):
             return ClientCall(self.name, "chat" if method == "POST" else "unknown")
         if path in EMBEDDINGS_PATHS:
             return ClientCall(self.name, "embed" if method == "POST" else "unknown")
+        if path in COMPLETION_PATHS:
+            return ClientCall(self.name, "completion" if method == "POST" else "unknown")
         if path.startswith(MODELS_PATH):
             # Shared with other dialects; this one is the default when no header claims it.
             rest = path[len(MODELS_PATH) :].lstrip("/")
@@ -81,6 +87,9 @@ class OpenAIChat(Dialect):
                 return ClientCall(self.name, "unknown")
             return ClientCall(self.name, "get_model" if rest else "list_models", model=rest or None)
         return None
+
+    def is_completion(self, body: dict[str, Any]) -> bool:
+        return "prompt" in body and "messages" not in body
 
     def client_key(self, headers: dict[str, str]) -> str | None:
         auth = headers.get("authorization", "")

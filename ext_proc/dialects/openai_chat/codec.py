@@ -779,6 +779,9 @@ class OpenAIStreamDecoder(StreamDecoder):
             delta = _a_obj(choice.get("delta"), f"{path}.delta")
             if delta:
                 self._delta(out, delta, f"{path}.delta")
+            text = _a_str(choice.get("text"), f"{path}.text")  # a text completion's chunk (pass-through)
+            if text:
+                self._text(out, text)
             fr = _a_str(choice.get("finish_reason"), f"{path}.finish_reason")
             if fr:
                 self._close(out)

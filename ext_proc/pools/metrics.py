@@ -1,0 +1,50 @@
+"""Prometheus metrics of the pools (prefix ``llm_gateway_pool_``), in the ext_proc registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from ..metrics import REGISTRY
+
+SERVER_UP = Gauge(
+    "llm_gateway_pool_server_up",
+    "1 while the server's metrics scrape answers.",
+    ["pool", "server"],
+    registry=REGISTRY,
+)
+SERVER_QUEUE = Gauge(
+    "llm_gateway_pool_server_queue",
+    "Requests waiting on the server (scraped).",
+    ["pool", "server"],
+    registry=REGISTRY,
+)
+SERVER_KV = Gauge(
+    "llm_gateway_pool_server_kv_cache_usage",
+    "KV-cache use of the server, 0-1 (scraped).",
+    ["pool", "server"],
+    registry=REGISTRY,
+)
+SERVER_HIT_RATE = Gauge(
+    "llm_gateway_pool_server_prefix_hit_rate",
+    "Prefix-cache hit rate of the server over recent scrapes, 0-1.",
+    ["pool", "server"],
+    registry=REGISTRY,
+)
+SERVER_IN_FLIGHT = Gauge(
+    "llm_gateway_pool_server_in_flight",
+    "Requests this ext_proc process has open on the server.",
+    ["pool", "server"],
+    registry=REGISTRY,
+)
+PICKS = Counter(
+    "llm_gateway_pool_picks",
+    "Servers picked, by why (prefix, load, only).",
+    ["pool", "server", "reason"],
+    registry=REGISTRY,
+)
+SATURATED = Counter(
+    "llm_gateway_pool_saturated",
+    "Requests that found the pool saturated, by outcome (spill: sent to the next tier; shed: 429).",
+    ["pool", "model", "outcome"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,85 @@
+"""Read a model server's Prometheus text (``/metrics``) into the few numbers picking needs.
+
+vLLM's names (its docs, "Production Metrics"): ``vllm:num_requests_waiting``,
+``vllm:num_requests_running``, ``vllm:kv_cache_usage_perc`` (0-1; ``vllm:gpu_cache_usage_perc``
+before v0.10), ``vllm:prefix_cache_queries_total`` / ``vllm:prefix_cache_hits_total`` (tokens),
+``vllm:cache_config_info`` (labels ``block_size``, ``num_gpu_blocks``). SGLang's equivalents:
+``sglang:num_queue_reqs``, ``sglang:num_running_reqs``, ``sglang:token_usage``,
+``sglang:cache_hit_rate``. A server with several engines (data parallel) reports one series per
+engine: counts are summed, KV use averaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass(slots=True)
+class ServerMetrics:
+    waiting: float = 0.0
+    running: float = 0.0
+    kv_usage: float = 0.0  # 0-1
+    prefix_queries: float = 0.0  # tokens looked up in the prefix cache (counter)
+    prefix_hits: float = 0.0  # of which cached (counter)
+    hit_rate: float | None = None  # reported directly (SGLang), else from the counters
+    finished: float = 0.0  # requests completed (counter): the drain rate behind Retry-After
+    generated: float = 0.0  # output tokens (counter): a server with work and none of these is stalled
+    block_size: int | None = None
+    num_blocks: int | None = None
+
+
+_SUM = {
+    "vllm:num_requests_waiting": "waiting",
+    "sglang:num_queue_reqs": "waiting",
+    "vllm:num_requests_running": "running",
+    "sglang:num_running_reqs": "running",
+    "vllm:prefix_cache_queries_total": "prefix_queries",
+    "vllm:prefix_cache_hits_total": "prefix_hits",
+    "vllm:request_success_total": "finished",
+    "vllm:generation_tokens_total": "generated",
+    "sglang:generation_tokens_total": "generated",
+}
+_MEAN = {
+    "vllm:kv_cache_usage_perc": "kv_usage",
+    "vllm:gpu_cache_usage_perc": "kv_usage",
+    "sglang:token_usage": "kv_usage",
+    "sglang:cache_hit_rate": "hit_rate",
+}
+
+
+class MetricsError(ValueError):
+    """The text is not Prometheus exposition, or says nothing about the server's load."""
+
+
+def parse(text: str) -> ServerMetrics:
+    """The load figures of one scrape; ``MetricsError`` when the text has neither queue nor KV figures."""
+    m = ServerMetrics()
+    means: dict[str, list[float]] = {}
+    seen = False
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                name, value = sample.name, float(sample.value)
+                if value != value or value in (float("inf"), float("-inf")):
+                    continue  # NaN / Inf: no information
+                if name in _SUM:
+                    setattr(m, _SUM[name], getattr(m, _SUM[name]) + value)
+                    seen = True
+                elif name in _MEAN:
+                    means.setdefault(_MEAN[name], []).append(value)
+                    seen = True
+                elif name == "vllm:cache_config_info":
+                    bs, nb = sample.labels.get("block_size", ""), sample.labels.get("num_gpu_blocks", "")
+                    m.block_size = int(bs) if bs.isdigit() else m.block_size
+                    m.num_blocks = int(nb) if nb.isdigit() else m.num_blocks
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        raise MetricsError(f"not Prometheus text: {e}") from None
+    for attr, values in means.items():
+        setattr(m, attr, sum(values) / len(values))
+    if not seen:
+        raise MetricsError("no vLLM or SGLang queue or KV-cache metrics")
+    m.kv_usage = min(1.0, max(0.0, m.kv_usage))
+    m.waiting, m.running = max(0.0, m.waiting), max(0.0, m.running)
+    return m

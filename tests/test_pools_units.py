@@ -1,0 +1,297 @@
+"""Pool picking without Envoy: the metrics parser and the prompt hashing (property tests,
+they read server and client input), the scorers, saturation and staleness rules."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ext_proc.config import DEFAULT_CONFIG, PoolSettings, parse_config
+from ext_proc.dialects import DEFAULT
+from ext_proc.pools.metrics_text import MetricsError, parse
+from ext_proc.pools.picker import Pick, Pool, Saturated
+from ext_proc.pools.prefix import BLOCK_WORDS, AffinityTable, block_hashes, prompt_words
+from ext_proc.request.attempt import AttemptContext, AttemptFailure, AttemptPlan, retranslate
+from ext_proc.request.responses import InvalidAnswer, make_translator
+from ext_proc.state import GatewayState
+from gateway_tools.simulator import SimServer
+
+VLLM = """# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 3.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 1.0
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 7.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.25
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 100.0
+# TYPE vllm:prefix_cache_hits counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 40.0
+# TYPE vllm:cache_config_info gauge
+vllm:cache_config_info{block_size="16",num_gpu_blocks="2048",enable_prefix_caching="True"} 1.0
+"""
+
+
+def test_parse_vllm_sums_engines_and_averages_kv() -> None:
+    m = parse(VLLM)
+    assert (m.waiting, m.running, m.kv_usage) == (4.0, 7.0, 0.375)
+    assert (m.prefix_queries, m.prefix_hits, m.block_size, m.num_blocks) == (100.0, 40.0, 16, 2048)
+
+
+def test_parse_reads_the_simulators_own_exposition() -> None:
+    from prometheus_client import generate_latest
+
+    s = SimServer("m")
+    m = parse(generate_latest(s.registry).decode())
+    assert (m.waiting, m.running, m.kv_usage, m.num_blocks) == (0.0, 0.0, 0.0, s.profile.num_blocks)
+
+
+def test_parse_sglang_names() -> None:
+    m = parse(
+        "sglang:num_queue_reqs 2\nsglang:num_running_reqs 5\nsglang:token_usage 0.8\nsglang:cache_hit_rate 0.6\n"
+    )
+    assert (m.waiting, m.running, m.kv_usage, m.hit_rate) == (2.0, 5.0, 0.8, 0.6)
+
+
+def test_parse_refuses_what_says_nothing_about_load() -> None:
+    with pytest.raises(MetricsError):
+        parse("process_cpu_seconds_total 3\n")
+    with pytest.raises(MetricsError):
+        parse("<html>not metrics</html>")
+
+
+@given(st.text(max_size=400))
+def test_parse_never_fails_but_with_metrics_error(text: str) -> None:
+    """Any bytes a server sends: figures within bounds, or MetricsError."""
+    try:
+        m = parse(text)
+    except MetricsError:
+        return
+    assert 0.0 <= m.kv_usage <= 1.0 and m.waiting >= 0 and m.running >= 0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "x"]), st.floats()
+        ),
+        max_size=6,
+    )
+)
+def test_parse_generated_exposition(samples: list[tuple[str, float]]) -> None:
+    text = "".join(f'{name}{{engine="{i}"}} {value!r}\n' for i, (name, value) in enumerate(samples))
+    try:
+        m = parse(text)
+    except MetricsError:
+        return
+    assert 0.0 <= m.kv_usage <= 1.0 and m.waiting >= 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=5))
+def test_prompt_words_of_any_body(body: dict) -> None:
+    words = prompt_words(body, limit=50)
+    assert len(words) <= 50 and all(w and not any(c.isspace() for c in w) for w in words)
+    hashes = block_hashes(words)
+    assert len(hashes) == len(words) // BLOCK_WORDS
+
+
+@given(
+    st.lists(st.text(alphabet="abc ", min_size=1, max_size=5), min_size=1, max_size=80),
+    st.text(alphabet="xyz", max_size=40),
+)
+def test_shared_prefix_shares_leading_hashes(prefix_words: list[str], tail: str) -> None:
+    """Two prompts that share their first k words share their first k // 16 block hashes (chained)."""
+    a = {"messages": [{"role": "user", "content": " ".join(prefix_words) + " " + tail}]}
+    b = {"messages": [{"role": "user", "content": " ".join(prefix_words) + " zzz " + tail}]}
+    ha, hb = block_hashes(prompt_words(a)), block_hashes(prompt_words(b))
+    common = (
+        len(prompt_words({"messages": [{"role": "user", "content": " ".join(prefix_words)}]})) // BLOCK_WORDS
+    )
+    assert ha[:common] == hb[:common]
+
+
+def test_model_name_is_not_part_of_the_prefix() -> None:
+    body = {"model": "a", "messages": [{"role": "user", "content": "x " * 32}]}
+    assert block_hashes(prompt_words(body)) == block_hashes(prompt_words({**body, "model": "b"}))
+
+
+def test_affinity_table_is_bounded_and_chained() -> None:
+    t = AffinityTable(capacity=4)
+    h = block_hashes(["w"] * 16 * 6)
+    t.record(h[:3], "a")
+    assert t.matches(h) == {"a": 3}
+    t.record(h[3:6], "b")  # evicts the oldest two of a's
+    assert len(t._seen) == 4 and t.matches(h)["b"] == 6
+
+
+def _pool(n: int = 3, **kw: object) -> Pool:
+    p = Pool("p", [f"10.0.0.{i}:8000" for i in range(n)], PoolSettings(**kw))  # type: ignore[arg-type]
+    now = time.monotonic()
+    for s in p.servers.values():
+        s.update(parse("vllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.1\n"), now)
+    return p
+
+
+def _load(p: Pool, endpoint: str, waiting: float, kv: float) -> None:
+    p.servers[endpoint].update(
+        parse(f"vllm:num_requests_waiting {waiting}\nvllm:kv_cache_usage_perc {kv}\n"), time.monotonic()
+    )
+
+
+def test_least_loaded_first_and_the_rest_in_order() -> None:
+    p = _pool()
+    _load(p, "10.0.0.0:8000", 6, 0.5)
+    _load(p, "10.0.0.1:8000", 0, 0.1)
+    _load(p, "10.0.0.2:8000", 3, 0.3)
+    pick = p.pick({"messages": []})
+    assert isinstance(pick, Pick) and pick.order == ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.0:8000"]
+    assert pick.reason == "load" and p.servers["10.0.0.1:8000"].in_flight == 1
+    pick.release()
+    pick.release()
+    assert p.servers["10.0.0.1:8000"].in_flight == 0
+
+
+def test_prefix_affinity_wins_until_its_server_is_overloaded() -> None:
+    p = _pool(queue_limit=4)
+    body = {"messages": [{"role": "user", "content": "shared " * 64}]}
+    first = p.pick(body)
+    assert isinstance(first, Pick)
+    home = first.order[0]
+    _load(p, home, 2, 0.5)  # busier than the others, not overloaded
+    again = p.pick(body)
+    assert isinstance(again, Pick) and again.order[0] == home and again.reason == "prefix"
+    _load(p, home, 4, 0.5)  # at its queue limit: affinity no longer counts
+    away = p.pick(body)
+    assert isinstance(away, Pick) and away.order[0] != home and away.order[-1] == home
+
+
+def test_stale_or_failed_scrapes_count_as_saturated() -> None:
+    p = _pool(2, stale_after_ms=50)
+    p.servers["10.0.0.0:8000"].up = False
+    pick = p.pick({})
+    assert isinstance(pick, Pick) and pick.order == ["10.0.0.1:8000"] and pick.reason == "only"
+    time.sleep(0.06)  # both stale now
+    assert isinstance(p.pick({}), Saturated)
+
+
+def test_pool_saturation_is_the_mean_load_over_the_threshold() -> None:
+    p = _pool(2, queue_limit=2, kv_cache_limit=0.8)
+    _load(p, "10.0.0.0:8000", 2, 0.1)  # load 1.0
+    _load(p, "10.0.0.1:8000", 0, 0.6)  # load 0.75
+    assert isinstance(p.pick({}), Pick)  # mean 0.875
+    _load(p, "10.0.0.1:8000", 0, 0.8)  # load 1.0
+    sat = p.pick({})
+    assert isinstance(sat, Saturated) and sat.load == pytest.approx(1.0) and 1.0 <= sat.retry_after <= 60
+
+
+# ---- text completions on the request path (no Envoy) ----------------------------------
+
+ENV = {"MOCK_OPENAI_API_KEY": "k1", "MOCK_ANTHROPIC_API_KEY": "k2", "MOCK_GEMINI_API_KEY": "k3"}
+
+
+def _state() -> GatewayState:
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["providers"]["gpus"] = {"dialect": "openai", "endpoints": ["127.0.0.1:9", "127.0.0.1:10"]}
+    data["models"]["sim"] = {
+        "backends": [
+            {"provider": "gpus"},
+            {"provider": "openai", "model": "gpt-5.5"},
+            {"provider": "anthropic", "model": "claude-sonnet-4-6"},
+        ]
+    }
+    return GatewayState(parse_config(yaml.safe_dump(data), "test.yaml"), env=ENV)
+
+
+def test_completion_failover_keeps_its_path_or_fails_where_it_cannot_go() -> None:
+    state = _state()
+    body = orjson.dumps({"model": "sim", "prompt": "def f(", "suffix": "return 1", "stream": True})
+    to_openai = retranslate(state, AttemptContext("openai/gpt-5.5", "sim", "gpus/sim", True, ""), body)
+    assert isinstance(to_openai, AttemptPlan) and to_openai.set_headers[":path"] == "/v1/completions"
+    assert (
+        orjson.loads(to_openai.body)["model"] == "gpt-5.5"
+        and orjson.loads(to_openai.body)["suffix"] == "return 1"
+    )
+    to_claude = retranslate(
+        state, AttemptContext("anthropic/claude-sonnet-4-6", "sim", "gpus/sim", True, ""), body
+    )
+    assert isinstance(to_claude, AttemptFailure) and to_claude.status == 502
+
+
+@given(st.binary(max_size=300) | st.builds(orjson.dumps, json_values))
+def test_completion_answers_pass_or_are_invalid(body: bytes) -> None:
+    """Whatever a server answers a text completion with: passed on (model renamed), or InvalidAnswer."""
+    b = _state().config.backends["gpus/sim"]
+    t = make_translator(
+        client=DEFAULT,
+        backend=b,
+        status=200,
+        stream=False,
+        model="sim",
+        ir=None,
+        body=None,
+        on_done=lambda *_: None,
+        redact=_state().redact,
+        completion=True,
+    )
+    try:
+        out = t.feed(body, True)
+    except InvalidAnswer:
+        return
+    assert isinstance(orjson.loads(out if out is not None else body), dict)
+
+
+def test_dns_named_endpoints_resolve_to_their_addresses() -> None:
+    import asyncio
+
+    p = Pool("p", ["localhost:8000", "10.0.0.9:8000"], PoolSettings())
+    assert list(p.servers) == ["10.0.0.9:8000"]  # the name waits for its resolution
+    asyncio.run(p.resolve())
+    assert set(p.servers) == {"127.0.0.1:8000", "10.0.0.9:8000"}
+    p.affinity.record(block_hashes(["w"] * 16), "127.0.0.1:8000")
+    p.set_servers({"10.0.0.9:8000"})  # the name's address went away
+    assert list(p.servers) == ["10.0.0.9:8000"] and p.affinity.matches(block_hashes(["w"] * 16)) == {}
+
+
+def test_a_config_switch_keeps_unchanged_pools_and_stops_the_rest() -> None:
+    """Scraped state and affinity survive an apply; a changed pool starts over and the old
+    one's scraper is stopped."""
+    import asyncio
+
+    from ext_proc.pools import PoolSet
+
+    async def main() -> None:
+        old = _state()
+        await old.pools.start(first_round_timeout_s=0.2)
+        pool = old.pools.get("gpus")
+        assert pool is not None and pool.task is not None
+        same = GatewayState(old.config, env=ENV, previous=old)
+        assert same.pools.get("gpus") is pool
+        data = yaml.safe_load(old.config.text)
+        data["providers"]["gpus"]["endpoints"] = ["127.0.0.1:11"]
+        changed = PoolSet(parse_config(yaml.safe_dump(data), "t.yaml"), previous=old.pools)
+        assert changed.get("gpus") is not pool
+        old.pools.stop(keep=changed)
+        assert pool.task is None
+
+    asyncio.run(main())
+
+
+def test_the_pool_example_config_is_valid() -> None:
+    from ext_proc.config import load_config
+
+    cfg = load_config("config/examples/pool.yaml")
+    assert cfg.providers["gpus"].endpoints and cfg.retries("sim-llama") == 3
