@@ -3,7 +3,11 @@ validated and answered the way Anthropic does."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -96,8 +100,23 @@ _ANT_TOOL_FIELDS = frozenset(
         "eager_input_streaming",
     }
 )
+# Tool names and tool_use ids: the patterns the API's own validation errors quote
+# ("tools.0.custom.name: String should match pattern ..."; Messages API reference, "tools" and
+# "tool_use.id", https://docs.anthropic.com/en/api/messages).
 _ANT_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _ANT_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+# Extended thinking (https://docs.claude.com/en/docs/build-with-claude/extended-thinking):
+# budget_tokens is at least 1024 and below max_tokens; thinking is incompatible with a forced
+# tool choice and with temperature other than 1 (and top_k, top_p below 0.95); with tools, the
+# assistant turn answering the latest tool results must start with its thinking block.
+_ANT_MIN_BUDGET = 1024
+_ANT_THINKING_DOC = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+# Prompt caching (https://docs.claude.com/en/docs/build-with-claude/prompt-caching): at most 4
+# cache breakpoints per request; a prefix shorter than the model's minimum is not cached (1024
+# tokens for Sonnet and Opus, the figure the mock uses for every model); entries live 5 minutes.
+_ANT_MAX_BREAKPOINTS = 4
+_ANT_MIN_CACHEABLE = 1024
+_ANT_CACHE_TTL_S = 300.0
 _ANT_SERVER_TOOL = re.compile(r"^[a-z_]+_\d{8}$")
 _ANT_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ANT_ERROR_TYPES = {
@@ -111,6 +130,16 @@ _ANT_ERROR_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
+
+
+_SIGNING_KEY = (
+    b"mock-anthropic-thinking"  # one key for every mock: signatures work across clouds, as real ones do
+)
+
+
+def _sign(thinking: str) -> str:
+    """The signature the mock issues with a thinking block (verified when it comes back)."""
+    return base64.b64encode(hmac.new(_SIGNING_KEY, thinking.encode(), hashlib.sha256).digest()).decode()
 
 
 def _ant_tags(tags: Iterable[str]) -> str:
@@ -129,6 +158,10 @@ class _Anthropic(_Provider):
     """Anthropic Messages API: ``POST /v1/messages`` (and ``GET /v1/models``)."""
 
     dialect = "anthropic"
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.cache: dict[str, float] = {}  # prompt-prefix digest -> expiry (monotonic seconds)
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
         return [("POST", "/v1/messages", self.messages), ("GET", "/v1/models", self.models)]
@@ -411,6 +444,7 @@ class _Anthropic(_Provider):
                 f"after: {', '.join(prev_tool_ids)}. Each `tool_use` block must have a corresponding `tool_result` "
                 "block in the next message."
             )
+        self.check_text_whitespace(msgs)
 
         tool_names = self.check_tools(body.get("tools"))
         choice, forced = self.check_tool_choice(body.get("tool_choice"), tool_names)
@@ -454,6 +488,10 @@ class _Anthropic(_Provider):
             raise self.invalid(
                 "thinking: Input tag found using 'type' does not match any of the expected tags: 'enabled', 'disabled', 'adaptive'"
             )
+        thinking_on = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+        if thinking_on:
+            self.check_thinking(body, thinking, max_tokens, choice, msgs)
+        self.check_breakpoints(body)
 
         last = msgs[-1]
         tool_results: list[str] | None = None
@@ -476,8 +514,146 @@ class _Anthropic(_Provider):
             forced_name=forced,
             max_tokens=max_tokens,
             stops=list(stops or []),
+            tool_schemas=self.tool_schemas(body.get("tools")),
+            parallel=not (
+                isinstance(body.get("tool_choice"), dict)
+                and body["tool_choice"].get("disable_parallel_tool_use")
+            ),
         )
         return convo, bool(stream)
+
+    @staticmethod
+    def tool_schemas(tools: Any) -> dict[str, Any]:
+        return {
+            t["name"]: t.get("input_schema")
+            for t in tools or []
+            if isinstance(t, dict) and isinstance(t.get("name"), str)
+        }
+
+    def check_text_whitespace(self, msgs: list[Any]) -> None:
+        """Whitespace-only text and a prefill ending in whitespace, both rejected by the API: the
+        wording is the API's ("messages: text content blocks must contain non-whitespace text",
+        "messages: final assistant content cannot end with trailing whitespace"), as reported in
+        anthropics/claude-code#23440 and tailcallhq/forgecode#1872; a whitespace block next to
+        other text in the same message passes (LibreChat-AI/agents#124 tried both)."""
+        for i, m in enumerate(msgs):
+            content = m["content"]
+            final_assistant = m["role"] == "assistant" and i == len(msgs) - 1
+            texts = (
+                [content] if isinstance(content, str) else [b["text"] for b in content if b["type"] == "text"]
+            )
+            if final_assistant:
+                if texts and texts[-1] and texts[-1] != texts[-1].rstrip():
+                    raise self.invalid(
+                        "messages: final assistant content cannot end with trailing whitespace"
+                    )
+                continue
+            if (
+                texts
+                and all(t and not t.strip() for t in texts)
+                and (isinstance(content, str) or all(b["type"] == "text" for b in content))
+            ):
+                raise self.invalid("messages: text content blocks must contain non-whitespace text")
+
+    def check_thinking(
+        self, body: dict[str, Any], thinking: dict[str, Any], max_tokens: int, choice: str, msgs: list[Any]
+    ) -> None:
+        """The extended-thinking rules (_ANT_THINKING_DOC), in the API's wording."""
+        if thinking["type"] == "enabled":
+            budget = thinking.get("budget_tokens")
+            if budget is None:
+                raise self.invalid("thinking.enabled.budget_tokens: Field required")
+            if not _is_int(budget):
+                raise self.invalid("thinking.enabled.budget_tokens: Input should be a valid integer")
+            if budget < _ANT_MIN_BUDGET:
+                raise self.invalid(
+                    f"thinking.enabled.budget_tokens: Input should be greater than or equal to {_ANT_MIN_BUDGET}"
+                )
+            if budget >= max_tokens:
+                raise self.invalid(
+                    "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation "
+                    f"at {_ANT_THINKING_DOC}#max-tokens-and-context-window-size"
+                )
+        temperature = body.get("temperature")
+        if temperature is not None and temperature != 1:
+            raise self.invalid(
+                "`temperature` may only be set to 1 when thinking is enabled or in interleaved thinking mode. "
+                f"Please consult our documentation at {_ANT_THINKING_DOC}#feature-compatibility"
+            )
+        if body.get("top_k") is not None:
+            raise self.invalid(
+                "`top_k` must be unset when thinking is enabled. Please consult our documentation at "
+                f"{_ANT_THINKING_DOC}#feature-compatibility"
+            )
+        top_p = body.get("top_p")
+        if top_p is not None and top_p < 0.95:
+            raise self.invalid(
+                "`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled. Please consult "
+                f"our documentation at {_ANT_THINKING_DOC}#feature-compatibility"
+            )
+        if choice == "any":
+            raise self.invalid("Thinking may not be enabled when tool_choice forces tool use.")
+        # The assistant turn in progress (after the last user message that is not only tool
+        # results) must open with its thinking block when it used tools (kilocode#5219 quotes it).
+        start = 0
+        for i, m in enumerate(msgs):
+            content = m["content"]
+            only_results = (
+                isinstance(content, list) and content and all(b["type"] == "tool_result" for b in content)
+            )
+            if m["role"] == "user" and not only_results:
+                start = i + 1
+        turn = [(i, m) for i, m in enumerate(msgs) if i >= start and m["role"] == "assistant"]
+        uses_tools = any(
+            isinstance(m["content"], list) and any(b["type"] == "tool_use" for b in m["content"])
+            for _, m in turn
+        )
+        if turn and uses_tools and msgs[-1]["role"] == "user":
+            i, first = turn[0]
+            blocks = first["content"] if isinstance(first["content"], list) else [{"type": "text"}]
+            head = blocks[0]["type"] if blocks else "text"
+            if head not in ("thinking", "redacted_thinking"):
+                raise self.invalid(
+                    f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{head}`. "
+                    "When `thinking` is enabled, a final `assistant` message must start with a thinking block "
+                    "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include "
+                    "thinking blocks from previous turns. To avoid this requirement, disable `thinking`. Please "
+                    f"consult our documentation at {_ANT_THINKING_DOC}"
+                )
+
+    def check_breakpoints(self, body: dict[str, Any]) -> None:
+        """At most _ANT_MAX_BREAKPOINTS blocks with cache_control (tools, system, messages), in the
+        API's wording (tghamm/Anthropic.SDK#50 quotes it)."""
+        found = len(self.breakpoints(body))
+        if found > _ANT_MAX_BREAKPOINTS:
+            raise self.invalid(
+                f"A maximum of {_ANT_MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {found}."
+            )
+
+    @staticmethod
+    def breakpoints(body: dict[str, Any]) -> list[int]:
+        """Where each cache_control sits, as the count of prompt words (as ``input_tokens`` counts
+        them) up to and including its block, in render order: tools, system, messages."""
+        marks = [0 for t in body.get("tools") or [] if isinstance(t, dict) and t.get("cache_control")]
+        blocks: list[Any] = []
+        for part in [
+            body.get("system"),
+            *[m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)],
+        ]:
+            if isinstance(part, str):
+                blocks.append({"type": "text", "text": part})
+            elif isinstance(part, list):
+                blocks += part
+        words = 0
+        for b in blocks:
+            if not isinstance(b, dict):
+                continue
+            if b.get("type") == "text" and isinstance(b.get("text"), str):
+                words += _words(b["text"])
+            nested = b.get("content") if b.get("type") == "tool_result" else None
+            subs = [x for x in nested if isinstance(x, dict)] if isinstance(nested, list) else []
+            marks += [words for x in [b, *subs] if x.get("cache_control")]
+        return marks
 
     def check_tools(self, tools: Any) -> list[str]:
         if tools is None:
@@ -545,6 +721,45 @@ class _Anthropic(_Provider):
         return {"auto": "auto", "any": "any", "none": "none"}[t], None
 
     # handler ---------------------------------------------------------------
+    def cache_usage(self, body: dict[str, Any], model: str, total: int) -> tuple[int, int]:
+        """(read, write) tokens of this request's cache breakpoints: a prefix seen within the TTL
+        is read, a new one written; prefixes under _ANT_MIN_CACHEABLE words are not cached."""
+        now = time.monotonic()
+        self.cache = {k: exp for k, exp in self.cache.items() if exp > now}
+        read = write = 0
+        marks = sorted({w for w in self.breakpoints(body) if w >= _ANT_MIN_CACHEABLE})
+        prefix_key = self.prefix_keys(body, model)
+        for w in marks:
+            key = prefix_key(w)
+            if key in self.cache:
+                read = max(read, w)
+            self.cache[key] = now + _ANT_CACHE_TTL_S
+        if marks and marks[-1] > read:
+            write = marks[-1] - read
+        read, write = min(read, total), min(write, max(0, total - read))
+        return read, write
+
+    @staticmethod
+    def prefix_keys(body: dict[str, Any], model: str) -> Any:
+        """A function from a word count to a digest of the prompt's first that many words."""
+        texts: list[str] = []
+        for part in [body.get("system"), *[m.get("content") for m in body.get("messages") or []]]:
+            texts.append(_ant_text(part))
+        words = " ".join(texts).split()
+        tools = orjson.dumps(body.get("tools") or [], option=orjson.OPT_SORT_KEYS)
+        return lambda n: hashlib.sha256(model.encode() + tools + " ".join(words[:n]).encode()).hexdigest()
+
+    def check_signatures(self, msgs: list[Any]) -> None:
+        """A replayed thinking block must carry the signature issued with it (the API answers a
+        changed one with "Invalid `signature` in `thinking` block", _ANT_THINKING_DOC)."""
+        for i, m in enumerate(msgs):
+            if m["role"] != "assistant" or not isinstance(m["content"], list):
+                continue
+            for j, b in enumerate(m["content"]):
+                if b["type"] == "thinking" and b["signature"] != _sign(b["thinking"]):
+                    raise self.invalid(f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block")
+
+    # handler ---------------------------------------------------------------
     async def messages(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
         self.check_headers(request)
         if body is _INVALID:
@@ -552,26 +767,43 @@ class _Anthropic(_Provider):
         if not isinstance(body, dict):
             raise self.invalid("Input should be a valid dictionary or object to extract fields from")
         convo, stream = self.validate(body)
+        self.check_signatures(body["messages"])
         reply = _plan(self.spec.name, convo)
+        thinking_cfg = body.get("thinking")
+        thought = ""
+        if isinstance(thinking_cfg, dict) and thinking_cfg.get("type") in ("enabled", "adaptive"):
+            thought = f"Thinking about: {convo.user_text}".strip()
         mid = "msg_01" + _b62(22)
-        stop_reason = {"tool": "tool_use", "length": "max_tokens", "stop_sequence": "stop_sequence"}.get(
-            reply.finish, "end_turn"
-        )
+        stop_reason = {
+            "tool": "tool_use",
+            "length": "max_tokens",
+            "stop_sequence": "stop_sequence",
+            "refusal": "refusal",
+        }.get(reply.finish, "end_turn")
+        read, write = self.cache_usage(body, convo.model, convo.input_tokens)
+        out_tokens = reply.output_tokens + _words(thought)
         usage = {
-            "input_tokens": convo.input_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "output_tokens": reply.output_tokens,
+            "input_tokens": convo.input_tokens - read - write,
+            "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read,
+            "output_tokens": out_tokens,
             "service_tier": "standard",
         }
-        tool_id = self.issue_id("toolu_" + _hex()) if reply.finish == "tool" else ""
+        if write:
+            usage["cache_creation"] = {"ephemeral_5m_input_tokens": write, "ephemeral_1h_input_tokens": 0}
+        calls = (
+            [(self.issue_id("toolu_" + _hex()), n, a) for n, a in reply.calls]
+            if reply.finish == "tool"
+            else []
+        )
+        content: list[dict[str, Any]] = []
+        if thought:
+            content.append({"type": "thinking", "thinking": thought, "signature": _sign(thought)})
+        if calls:
+            content += [{"type": "tool_use", "id": i, "name": n, "input": a} for i, n, a in calls]
+        elif reply.words:
+            content.append({"type": "text", "text": reply.text})
         if not stream:
-            if reply.finish == "tool":
-                content: list[dict[str, Any]] = [
-                    {"type": "tool_use", "id": tool_id, "name": reply.tool_name, "input": reply.tool_args}
-                ]
-            else:
-                content = [{"type": "text", "text": reply.text}] if reply.words else []
             out = {
                 "id": mid,
                 "type": "message",
@@ -600,39 +832,45 @@ class _Anthropic(_Provider):
             "usage": {**usage, "output_tokens": 1},
         }
         emit("message_start", {"type": "message_start", "message": start_msg})
-        if reply.finish == "tool":
-            block: dict[str, Any] | None = {
-                "type": "tool_use",
-                "id": tool_id,
-                "name": reply.tool_name,
-                "input": {},
-            }
-        else:  # no block at all when nothing is generated (max_tokens 0, or a stop sequence at once)
-            block = {"type": "text", "text": ""} if reply.words else None
-        if block is not None:
-            emit("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
-        emit("ping", {"type": "ping"})
-        if block is None:
-            pass
-        elif reply.finish == "tool":
-            js = orjson.dumps(reply.tool_args).decode()
-            step = max(1, -(-len(js) // 4))
-            frags = [""] + [js[k : k + step] for k in range(0, len(js), step)]
-            for frag in frags:
-                delta = {"type": "input_json_delta", "partial_json": frag}
-                emit("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-        else:
-            for piece in reply.pieces():
-                delta = {"type": "text_delta", "text": piece}
-                emit("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-        if block is not None:
-            emit("content_block_stop", {"type": "content_block_stop", "index": 0})
+        for index, block in enumerate(content):  # no block at all when nothing is generated
+            kind = block["type"]
+            opening = {
+                "thinking": {"type": "thinking", "thinking": "", "signature": ""},
+                "tool_use": {**block, "input": {}},
+                "text": {"type": "text", "text": ""},
+            }[kind]
+            emit(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": opening},
+            )
+            if index == 0:
+                emit("ping", {"type": "ping"})
+            deltas: list[dict[str, Any]]
+            if kind == "thinking":
+                words = thought.split()
+                deltas = [
+                    {"type": "thinking_delta", "thinking": w if k == 0 else " " + w}
+                    for k, w in enumerate(words)
+                ]
+                deltas.append({"type": "signature_delta", "signature": block["signature"]})
+            elif kind == "tool_use":
+                js = orjson.dumps(block["input"]).decode()
+                step = max(1, -(-len(js) // 4))
+                frags = [""] + [js[k : k + step] for k in range(0, len(js), step)]
+                deltas = [{"type": "input_json_delta", "partial_json": f} for f in frags]
+            else:
+                deltas = [{"type": "text_delta", "text": piece} for piece in reply.pieces()]
+            for delta in deltas:
+                emit("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            emit("content_block_stop", {"type": "content_block_stop", "index": index})
+        if not content:
+            emit("ping", {"type": "ping"})
         emit(
             "message_delta",
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop_reason, "stop_sequence": reply.stop_sequence},
-                "usage": {"output_tokens": reply.output_tokens},
+                "usage": {"output_tokens": out_tokens},
             },
         )
         emit("message_stop", {"type": "message_stop"})

@@ -8,7 +8,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -193,17 +195,26 @@ class _Convo:
     stops: list[str] = field(default_factory=list)
     # Structured output asked for: a JSON schema ({} for "any JSON object").
     json_schema: dict[str, Any] | None = None
+    # The declared tools' parameter schemas by name, so calls carry arguments that conform.
+    tool_schemas: dict[str, Any] = field(default_factory=dict)
+    parallel: bool = True  # whether several calls may come in one turn (``use all tools``)
+
+
+# Prompt markers that select what the mocks produce (see the package docstring).
+ALL_TOOLS_MARKER = "use all tools"  # one call per declared tool (parallel tool calls)
+REFUSAL_MARKER = "refuse"  # the provider's refusal instead of an answer
 
 
 @dataclass
 class _Reply:
-    """The planned reply: words of text, or one tool call."""
+    """The planned reply: words of text, or tool calls (``tool_name``/``tool_args`` is the first)."""
 
     words: list[str]
-    finish: str  # "stop" | "length" | "stop_sequence" | "tool"
+    finish: str  # "stop" | "length" | "stop_sequence" | "tool" | "refusal"
     stop_sequence: str | None = None
     tool_name: str | None = None
     tool_args: dict[str, Any] | None = None
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -211,7 +222,7 @@ class _Reply:
 
     @property
     def output_tokens(self) -> int:
-        return 1 if self.finish == "tool" else len(self.words)
+        return len(self.calls) if self.finish == "tool" else len(self.words)
 
     def pieces(self) -> list[str]:
         """One streamed delta per word; joined they equal ``text``."""
@@ -221,14 +232,18 @@ class _Reply:
 def _plan(provider: str, c: _Convo) -> _Reply:
     """Decide the reply from the request alone, so tests can predict it exactly."""
     prefix = f"[{provider}:{c.model}]"
+    said = c.user_text.lstrip()
     if c.tool_results is not None:
         full = f"{prefix} tool result: {' '.join(c.tool_results)}"
     else:
+        if said.startswith(REFUSAL_MARKER):
+            return _Reply(f"I can't help with that: {said}".split(), "refusal")
         if c.tool_names and c.choice != "none":
-            wants = c.choice == "any" or c.user_text.lstrip().startswith("use tool")
-            if wants:
-                name = c.forced_name or c.tool_names[0]
-                return _Reply([], "tool", tool_name=name, tool_args={"echo": c.user_text})
+            every = said.startswith(ALL_TOOLS_MARKER) and c.parallel and c.forced_name is None
+            if every or c.choice == "any" or said.startswith("use tool"):
+                names = c.tool_names if every else [c.forced_name or c.tool_names[0]]
+                calls = [(n, _tool_args(c.tool_schemas.get(n), c.user_text)) for n in names]
+                return _Reply([], "tool", tool_name=calls[0][0], tool_args=calls[0][1], calls=calls)
         full = f"{prefix} {c.user_text}"
     if c.json_schema is not None:
         full = orjson.dumps(_instance(c.json_schema, full, c.json_schema)).decode()
@@ -248,7 +263,32 @@ def _plan(provider: str, c: _Convo) -> _Reply:
     return _Reply(words, finish, stop_sequence=seq)
 
 
-def _instance(schema: Any, text: str, root: dict[str, Any], depth: int = 0) -> Any:
+def _tool_args(schema: Any, text: str) -> dict[str, Any]:
+    """Minimal arguments a tool's JSON schema accepts, so clients that validate calls against it
+    (the OpenAI Agents SDK, pydantic-based frameworks) take them: the required properties (all
+    declared ones when none are required) with type-correct values, strings being the last user
+    text. A schema that declares no properties and allows others gets ``{"echo": <text>}``."""
+    if not isinstance(schema, dict) or (
+        not schema.get("properties") and schema.get("additionalProperties") is not False
+    ):
+        return {"echo": text}
+    args = _instance(schema, text, schema, minimal=True)
+    return args if isinstance(args, dict) else {"echo": text}
+
+
+_FORMATS = {
+    "date-time": "2025-01-01T00:00:00Z",
+    "date": "2025-01-01",
+    "time": "00:00:00",
+    "email": "user@example.com",
+    "uri": "https://example.com/",
+    "url": "https://example.com/",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+    "ipv4": "192.0.2.1",
+}
+
+
+def _instance(schema: Any, text: str, root: dict[str, Any], depth: int = 0, minimal: bool = False) -> Any:
     """A deterministic JSON value matching ``schema``: strings are the reply text, numbers
     its word count, the first of any enum or union ("any JSON object" is ``{"text": ...}``)."""
     if not isinstance(schema, dict) or depth > 16:
@@ -258,33 +298,80 @@ def _instance(schema: Any, text: str, root: dict[str, Any], depth: int = 0) -> A
         target: Any = root
         for key in ref[2:].split("/"):
             target = target.get(key, {}) if isinstance(target, dict) else {}
-        return _instance(target, text, root, depth + 1)
+        return _instance(target, text, root, depth + 1, minimal)
     if "const" in schema:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
     for union in ("anyOf", "oneOf", "allOf"):
         if isinstance(schema.get(union), list) and schema[union]:
-            return _instance(schema[union][0], text, root, depth + 1)
+            return _instance(schema[union][0], text, root, depth + 1, minimal)
     t = schema.get("type")
     t = (t[0] if t else None) if isinstance(t, list) else t
     t = t.lower() if isinstance(t, str) else t
     props = schema.get("properties")
     if t == "object" or isinstance(props, dict):
         if not props:
-            return {"text": text}
-        return {k: _instance(v, text, root, depth + 1) for k, v in props.items()}
+            return {} if minimal else {"text": text}
+        required = [k for k in schema.get("required") or [] if k in props]
+        keys = required if minimal and required else list(props)
+        return {k: _instance(props[k], text, root, depth + 1, minimal) for k in keys}
     if t == "array":
-        return [_instance(schema.get("items"), text, root, depth + 1)]
-    if t == "integer":
-        return len(text.split())
-    if t == "number":
-        return float(len(text.split()))
+        lo = schema.get("minItems") if _is_int(schema.get("minItems")) else 0
+        hi = schema.get("maxItems") if _is_int(schema.get("maxItems")) else None
+        count = max(lo, 1) if hi is None else min(max(lo, 1), hi)
+        return [_instance(schema.get("items"), text, root, depth + 1, minimal) for _ in range(count)]
+    if t in ("integer", "number"):
+        v: float = len(text.split())
+        for bound, pick in (
+            ("minimum", max),
+            ("exclusiveMinimum", max),
+            ("maximum", min),
+            ("exclusiveMaximum", min),
+        ):
+            b = schema.get(bound)
+            if _is_num(b):
+                step = 0 if bound in ("minimum", "maximum") else (1 if pick is max else -1)
+                v = pick(v, b + step)
+        return int(v) if t == "integer" else float(v)
     if t == "boolean":
         return True
     if t == "null":
         return None
-    return text
+    fmt = schema.get("format")
+    out = _FORMATS.get(fmt, text) if isinstance(fmt, str) else text
+    if _is_int(schema.get("maxLength")):
+        out = out[: schema["maxLength"]]
+    if _is_int(schema.get("minLength")) and len(out) < schema["minLength"]:
+        out = out + "x" * (schema["minLength"] - len(out))
+    return out
+
+
+class _PrefixCache:
+    """Automatic prompt caching as OpenAI and Gemini do it: a prompt of at least ``minimum``
+    tokens is cached in ``step``-token increments of its prefix, and a later prompt sharing one of
+    those prefixes within ``ttl_s`` reads it (OpenAI, "Prompt caching": 1024 tokens minimum, hits
+    in 128-token increments; Gemini, "Context caching", implicit caching). Words stand for tokens."""
+
+    def __init__(self, minimum: int = 1024, step: int = 128, ttl_s: float = 300.0) -> None:
+        self.minimum, self.step, self.ttl_s = minimum, step, ttl_s
+        self.entries: dict[str, float] = {}
+
+    def hit(self, model: str, words: list[str]) -> int:
+        """Tokens of ``words`` read from the cache; stores this prompt's prefixes for later."""
+        now = time.monotonic()
+        self.entries = {k: exp for k, exp in self.entries.items() if exp > now}
+        read = 0
+        digest = hashlib.sha256(model.encode())
+        done = 0
+        for n in range(self.minimum, len(words) + 1, self.step):
+            digest.update((" ".join(words[done:n]) + " ").encode())
+            done = n
+            key = digest.copy().hexdigest()
+            if key in self.entries:
+                read = n
+            self.entries[key] = now + self.ttl_s
+        return read
 
 
 # --------------------------------------------------------------------------- faults and stats

@@ -23,6 +23,7 @@ from .common import (
     _is_num,
     _json_response,
     _plan,
+    _PrefixCache,
     _Provider,
     _Reject,
     _words,
@@ -78,7 +79,73 @@ _OA_PART_TYPES = {
     "tool": ("text",),
     "function": ("text",),
 }
-_OA_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# Function names: a-z, A-Z, 0-9, underscores and dashes, at most 64 characters (API reference,
+# "tools.function.name", https://platform.openai.com/docs/api-reference/chat/create).
+_OA_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+_OA_TOOL_NAME_MAX = 64
+# Reasoning models (o-series) take max_completion_tokens, not max_tokens, and only the default
+# temperature (API reference, "max_tokens": "not compatible with o-series models"; the error wording
+# is the API's, quoted in openai/openai-python issues and e.g. teilomillet/gollm#33). The gpt-5
+# family behaves the same on the real API; the mock applies the rule to o-series ids only for now
+# because the gateway's OpenAI codec still sends max_tokens (see docs/testing.md).
+_OA_REASONING = re.compile(r"^o\d")
+# Output-token ceilings per model family (OpenAI "Models" pages, each model's "Max output tokens"),
+# longest prefix first; models not listed have no ceiling in the mock.
+_OA_MAX_OUTPUT = (
+    ("gpt-4o-mini", 16384),
+    ("gpt-4o", 16384),
+    ("gpt-4.1", 32768),
+    ("gpt-4-turbo", 4096),
+    ("gpt-3.5-turbo", 4096),
+    ("gpt-5", 128000),
+    ("o1-mini", 65536),
+    ("o1", 100000),
+    ("o3", 100000),
+    ("o4-mini", 100000),
+)
+
+
+def _oa_max_output(model: str) -> int | None:
+    return next((limit for prefix, limit in _OA_MAX_OUTPUT if model.startswith(prefix)), None)
+
+
+def _oa_strict_problem(schema: Any, root: Any, depth: int = 0) -> str | None:
+    """Why a strict schema is not one Structured Outputs accepts: every object must set
+    additionalProperties false and list every property as required (OpenAI, "Structured
+    Outputs", "Supported schemas"). The wording is the API's ("In context=(), 'additionalProperties'
+    is required to be supplied and to be false", quoted in xemantic/xemantic-ai-tool-schema#37)."""
+    if not isinstance(schema, dict) or depth > 32:
+        return None
+    t = schema.get("type")
+    is_object = t == "object" or (isinstance(t, list) and "object" in t) or "properties" in schema
+    if is_object:
+        if schema.get("additionalProperties") is not False:
+            return "In context=(), 'additionalProperties' is required to be supplied and to be false."
+        props = schema.get("properties") or {}
+        required = schema.get("required") or []
+        missing = [k for k in props if k not in required]
+        if missing:
+            return (
+                "In context=(), 'required' is required to be supplied and to be an array including every key in "
+                f"properties. Missing '{missing[0]}'."
+            )
+        for sub in props.values():
+            if (problem := _oa_strict_problem(sub, root, depth + 1)) is not None:
+                return problem
+    for key in ("items",):
+        if (problem := _oa_strict_problem(schema.get(key), root, depth + 1)) is not None:
+            return problem
+    for key in ("anyOf", "allOf"):
+        for sub in schema.get(key) or []:
+            if (problem := _oa_strict_problem(sub, root, depth + 1)) is not None:
+                return problem
+    for key in ("$defs", "definitions"):
+        for sub in (schema.get(key) or {}).values():
+            if (problem := _oa_strict_problem(sub, root, depth + 1)) is not None:
+                return problem
+    return None
+
+
 _OA_NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using "
     "Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if "
@@ -140,6 +207,11 @@ class _OpenAI(_Provider):
     """OpenAI Chat Completions: ``POST /v1/chat/completions`` and ``GET /v1/models``."""
 
     dialect = "openai"
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.prompt_cache = _PrefixCache()
+
     # OpenAI-compatible hosts' known deviations, as fault modes (POST /_mock/faults {"mode": ...}):
     # reasoning: reasoning_content in messages and stream deltas (vLLM, SGLang, DeepSeek, xAI; vLLM
     #   docs "Reasoning Outputs", DeepSeek API "Reasoning Model");
@@ -464,6 +536,7 @@ class _OpenAI(_Provider):
 
         max_tokens = self.number(body, "max_tokens", 1, None, True)
         mct = self.number(body, "max_completion_tokens", 1, None, True)
+        self.check_model_limits(body, model)
         if mct is not None:
             max_tokens = mct if max_tokens is None else min(max_tokens, mct)
         n = self.number(body, "n", 1, 128, True) or 1
@@ -534,6 +607,30 @@ class _OpenAI(_Provider):
                 if not isinstance(js, dict):
                     raise self.missing("response_format.json_schema")
                 json_schema = js.get("schema") if isinstance(js.get("schema"), dict) else {}
+                # API reference, "response_format.json_schema.name": required.
+                if "name" not in js:
+                    raise self.missing("response_format.json_schema.name")
+                if js.get("strict") is True:
+                    problem = _oa_strict_problem(json_schema, json_schema)
+                    if problem is not None:
+                        raise self.error(
+                            400,
+                            f"Invalid schema for response_format '{js['name']}': {problem}",
+                            param="response_format",
+                            code="invalid_json_schema",
+                        )
+            if rf["type"] == "json_object" and not any(
+                "json" in _oa_text(m.get("content")).lower() for m in msgs
+            ):
+                # API reference, "response_format": "you must also instruct the model to produce JSON
+                # yourself via a system or user message"; the API refuses a request whose messages
+                # never say "json" (wording quoted in ultimatejimmy/xray.koplugin#33).
+                raise self.error(
+                    400,
+                    "'messages' must contain the word 'json' in some form, to use 'response_format' of type "
+                    "'json_object'.",
+                    param="messages",
+                )
 
         convo = _Convo(
             model=model,
@@ -546,8 +643,59 @@ class _OpenAI(_Provider):
             max_tokens=max_tokens,
             stops=stops,
             json_schema=json_schema,
+            tool_schemas={
+                t["function"]["name"]: t["function"].get("parameters")
+                for t in body.get("tools") or []
+                if t.get("type") == "function"
+            },
+            parallel=body.get("parallel_tool_calls") is not False,
         )
         return convo, bool(stream), include_usage, obfuscate, n
+
+    def check_model_limits(self, body: dict[str, Any], model: str) -> None:
+        """Parameters the chosen model rejects: max_tokens on a reasoning model, a token count above
+        its output ceiling, top_logprobs without logprobs or above 20 (API reference, "top_logprobs":
+        "An integer between 0 and 20 ... logprobs must be set to true if this parameter is used")."""
+        reasoning = bool(_OA_REASONING.match(model))
+        if reasoning and body.get("max_tokens") is not None:
+            raise self.error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "
+                "instead.",
+                param="max_tokens",
+                code="unsupported_parameter",
+            )
+        temperature = body.get("temperature")
+        if reasoning and temperature is not None and temperature != 1:
+            raise self.error(
+                400,
+                f"Unsupported value: 'temperature' does not support {temperature} with this model. Only the default "
+                "(1) value is supported.",
+                param="temperature",
+                code="unsupported_value",
+            )
+        limit = _oa_max_output(model)
+        for name in ("max_tokens", "max_completion_tokens"):
+            v = body.get(name)
+            if limit is not None and _is_int(v) and v > limit:
+                raise self.error(
+                    400,
+                    f"{name} is too large: {v}. This model supports at most {limit} completion tokens, whereas "
+                    f"you provided {v}.",
+                    param=name,
+                    code="invalid_value",
+                )
+        top = self.number(body, "top_logprobs", 0, 20, True)
+        logprobs = body.get("logprobs")
+        if logprobs is not None and not isinstance(logprobs, bool):
+            raise self.bad_type("logprobs", "a boolean", logprobs)
+        if top is not None and logprobs is not True:
+            raise self.error(
+                400,
+                "Invalid value for 'logprobs': must be true when 'top_logprobs' is specified.",
+                param="logprobs",
+                code="invalid_value",
+            )
 
     def check_tools(self, body: dict[str, Any]) -> list[str]:
         tools = body.get("tools")
@@ -586,6 +734,14 @@ class _OpenAI(_Provider):
                 raise self.missing(f"{p}.function.name")
             if not isinstance(name, str):
                 raise self.bad_type(f"{p}.function.name", "a string", name)
+            if len(name) > _OA_TOOL_NAME_MAX:
+                raise self.error(
+                    400,
+                    f"Invalid '{p}.function.name': string too long. Expected a string with maximum length "
+                    f"{_OA_TOOL_NAME_MAX}, but got a string with length {len(name)} instead.",
+                    param=f"{p}.function.name",
+                    code="string_above_max_length",
+                )
             if not _OA_TOOL_NAME.match(name):
                 raise self.error(
                     400,
@@ -605,6 +761,15 @@ class _OpenAI(_Provider):
                         400,
                         f"Invalid schema for function '{name}': schema must be a JSON Schema of 'type: \"object\"', "
                         f"got 'type: \"{params['type']}\"'.",
+                        param=f"{p}.function.parameters",
+                        code="invalid_function_parameters",
+                    )
+            if fn.get("strict") is True:
+                problem = _oa_strict_problem(params if params is not None else {"type": "object"}, params)
+                if problem is not None:
+                    raise self.error(
+                        400,
+                        f"Invalid schema for function '{name}': {problem}",
                         param=f"{p}.function.parameters",
                         code="invalid_function_parameters",
                     )
@@ -662,7 +827,9 @@ class _OpenAI(_Provider):
         data = [{"id": m, "object": "model", "created": 1715367049, "owned_by": "system"} for m in ids]
         return _json_response(200, {"object": "list", "data": data}, self.extra_headers())
 
-    def usage(self, prompt: int, completion: int, quirk: str = "ok") -> dict[str, Any]:
+    def usage(
+        self, prompt: int, completion: int, quirk: str = "ok", cached: int = 0, reasoning: int = 0
+    ) -> dict[str, Any]:
         if quirk == "cache_hit_usage":
             hit = prompt // 2
             return {
@@ -676,9 +843,9 @@ class _OpenAI(_Provider):
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": reasoning,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
@@ -733,14 +900,24 @@ class _OpenAI(_Provider):
         usage_last = quirk == "strict_stream_options"  # usage on the last chunk, asked or not
         if quirk == "no_stream_usage":
             include_usage = False
-        reasoning = f"Thinking about: {convo.user_text}".split() if quirk == "reasoning" else []
+        thought = f"Thinking about: {convo.user_text}".split()
+        reasoning = thought if quirk == "reasoning" else []
+        # Reasoning models think unseen: their usage counts the thinking as reasoning tokens.
+        effort = body.get("reasoning_effort")
+        hidden = len(thought) if not reasoning and effort is not None and effort != "none" else 0
         reply = _plan(self.spec.name, convo)
         cid = "chatcmpl-" + _b62(29)
         created = int(time.time())
         base = {"id": cid, "created": created, "model": convo.model, "system_fingerprint": "fp_mock"}
-        args = orjson.dumps(reply.tool_args).decode() if reply.tool_args is not None else ""
         finish = {"tool": "tool_calls", "length": "length"}.get(reply.finish, "stop")
-        completion = reply.output_tokens * n
+        completion = (reply.output_tokens + len(reasoning) + hidden) * n
+        prompt_words = " ".join(_oa_text(m.get("content")) for m in body["messages"]).split()
+        cached = self.prompt_cache.hit(convo.model, prompt_words) if quirk != "cache_hit_usage" else 0
+        usage = self.usage(convo.input_tokens, completion, quirk, cached, (len(reasoning) + hidden) * n)
+        calls_of = [
+            [(self.issue_id("call_" + _hex()), name, orjson.dumps(a).decode()) for name, a in reply.calls]
+            for _ in range(n)
+        ]
         if not stream:
             choices = []
             for i in range(n):
@@ -752,12 +929,11 @@ class _OpenAI(_Provider):
                 }
                 if reply.finish == "tool":
                     msg["tool_calls"] = [
-                        {
-                            "id": self.issue_id("call_" + _hex()),
-                            "type": "function",
-                            "function": {"name": reply.tool_name, "arguments": args},
-                        }
+                        {"id": cid_, "type": "function", "function": {"name": name, "arguments": args}}
+                        for cid_, name, args in calls_of[i]
                     ]
+                elif reply.finish == "refusal":  # OpenAI, "Refusals": the refusal field, no content
+                    msg["refusal"] = reply.text
                 else:
                     msg["content"] = reply.text
                 if reasoning:
@@ -767,7 +943,7 @@ class _OpenAI(_Provider):
                 **base,
                 "object": "chat.completion",
                 "choices": choices,
-                "usage": self.usage(convo.input_tokens, completion, quirk),
+                "usage": usage,
                 "service_tier": "default",
             }
             return _json_response(200, out, self.extra_headers())
@@ -783,53 +959,49 @@ class _OpenAI(_Provider):
                 c["obfuscation"] = _b62(secrets.randbelow(12) + 1)
             events.append(b"data: " + orjson.dumps(c) + b"\n\n")
 
+        def delta_of(i: int, delta: dict[str, Any]) -> None:
+            emit([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}])
+
         for i in range(n):
             for k, word in enumerate(reasoning):  # the thinking comes first
-                delta = (
+                delta_of(
+                    i,
                     {"role": "assistant", "reasoning_content": word}
                     if k == 0
-                    else {"reasoning_content": " " + word}
+                    else {"reasoning_content": " " + word},
                 )
-                emit([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}])
             if reply.finish == "tool":
-                call_id = self.issue_id("call_" + _hex())
-                first = {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "index": 0,
-                            "id": call_id,
-                            "type": "function",
-                            "function": {"name": reply.tool_name, "arguments": ""},
-                        }
-                    ],
-                    "refusal": None,
-                }
-                emit([{"index": i, "delta": first, "logprobs": None, "finish_reason": None}])
-                step = max(1, -(-len(args) // 4))
-                for k in range(0, len(args), step):
-                    frag = {"tool_calls": [{"index": 0, "function": {"arguments": args[k : k + step]}}]}
-                    emit([{"index": i, "delta": frag, "logprobs": None, "finish_reason": None}])
+                for index, (call_id, name, args) in enumerate(calls_of[i]):
+                    call = {
+                        "index": index,
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": ""},
+                    }
+                    if index == 0:
+                        delta_of(
+                            i, {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
+                        )
+                    else:
+                        delta_of(i, {"tool_calls": [call]})
+                    step = max(1, -(-len(args) // 4))
+                    for k in range(0, len(args), step):
+                        frag = {"index": index, "function": {"arguments": args[k : k + step]}}
+                        delta_of(i, {"tool_calls": [frag]})
             else:
-                emit(
-                    [
-                        {
-                            "index": i,
-                            "delta": {"role": "assistant", "content": "", "refusal": None},
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
-                    ]
-                )
+                key = "refusal" if reply.finish == "refusal" else "content"
+                first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+                if key == "refusal":
+                    first = {"role": "assistant", "content": None, "refusal": ""}
+                delta_of(i, first)
                 for piece in reply.pieces():
-                    emit([{"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
+                    delta_of(i, {key: piece})
             last = usage_last and i == n - 1
             emit(
                 [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}],
-                self.usage(convo.input_tokens, completion, quirk) if last else None,
+                usage if last else None,
             )
         if include_usage and not usage_last:
-            emit([], self.usage(convo.input_tokens, completion, quirk))
+            emit([], usage)
         events.append(b"data: [DONE]\n\n")
         return await self.send_stream(request, events, cut)
