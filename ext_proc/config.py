@@ -252,6 +252,24 @@ class Provider(_Strict):
         return self.url.path.rstrip("/")
 
 
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+
+class ReasoningSettings(_Strict):
+    """What a backend model accepts for reasoning (docs/reasoning.md "Per-backend config"):
+    the style its dialect is sent (default: the dialect's own), the efforts it takes (others are
+    a 400 in the client's dialect), and overrides of the effort -> budget / level table."""
+
+    style: Literal["budget", "adaptive", "level", "effort"] | None = None
+    efforts: list[Effort] | None = None
+    budgets: dict[Effort, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    levels: dict[Effort, Annotated[str, StringConstraints(min_length=1, max_length=32)]] = Field(
+        default_factory=dict
+    )
+    min_budget: Annotated[int, Field(ge=0)] | None = None
+    max_budget: Annotated[int, Field(ge=1)] | None = None
+
+
 class Backend(_Strict):
     provider: Name
     # Upstream model name; defaults to the client-facing model name.
@@ -265,6 +283,8 @@ class Backend(_Strict):
     limits: BackendLimits | None = None
     # USD per million tokens, for tenants' daily spend budgets.
     price: Price | None = None
+    # What this backend model accepts for reasoning (default: what its dialect takes).
+    reasoning: ReasoningSettings | None = None
 
 
 class Model(_Strict):
@@ -414,6 +434,14 @@ class Conversations(_Strict):
     max_conversation_bytes: Annotated[int, Field(ge=1024)] = 8 * 2**20
 
 
+class ReasoningSeal(_Strict):
+    """The per-deployment secret that seals reasoning signatures for clients (docs/reasoning.md):
+    the environment variable holding it. Unset: derived from the provider and tenant keys the
+    gateway holds (every replica with the same secrets derives the same one)."""
+
+    signing_key_env: str | None = None
+
+
 class _Root(_Strict):
     listen: Listen = Listen()
     admin: Endpoint = Endpoint(port=9901)
@@ -425,6 +453,7 @@ class _Root(_Strict):
     redis: RedisSettings | None = None
     tracing: Tracing | None = None
     conversations: Conversations = Conversations()
+    reasoning: ReasoningSeal = ReasoningSeal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +470,7 @@ class ResolvedBackend:
     weight: int
     price: Price | None = None
     limits: BackendLimits | None = None
+    reasoning: ReasoningSettings | None = None
 
     @property
     def dialect(self) -> str:
@@ -484,6 +514,8 @@ class GatewayConfig:
                     found["price"] = b.price
                 if b.limits is not None:
                     found["limits"] = b.limits
+                if b.reasoning is not None:
+                    found["reasoning"] = b.reasoning
         # model name -> backends in failover order (tier, then list order)
         self.chains: dict[str, list[ResolvedBackend]] = {}
         self.backends: dict[str, ResolvedBackend] = {}

@@ -21,7 +21,7 @@ from .. import metrics
 from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..state import GatewayState
-from .plan import serialise
+from .plan import prepare_reasoning, serialise
 
 log = logging.getLogger("llm_gateway.upstream")
 
@@ -74,6 +74,7 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
         else:
             ir = src.codec.parse_request(body, source.upstream_model, stream)
             ir.stream = stream
+            prepare_reasoning(ir, target, dst.codec)
             out = dst.codec.build_request(
                 ir,
                 target.upstream_model,

@@ -39,6 +39,8 @@ from ..dialects import (
 from ..errors import GatewayError, overloaded_as_503
 from ..routing import Candidates
 from ..state import GatewayState
+from ..translation import reasoning
+from ..translation.codec import Codec
 from ..translation.fields import check_depth, too_deep
 from ..translation.ir import ChatRequest
 
@@ -246,6 +248,8 @@ def _route(
         out = target.dialect.passthrough_body(body, primary.upstream_model, stream)
     else:
         ir = client.codec.parse_request(body, call.model, call.stream)
+        reasoning.unseal_request(ir, state.seal_key(started.tenant))
+        prepare_reasoning(ir, primary, target.dialect.codec)
         settings = state.config.models[model]
         out = target.dialect.codec.build_request(
             ir,
@@ -277,6 +281,25 @@ def _route(
     )
     remove["accept-encoding"] = None
     return RoutePlan(started, model, stream, body, primary, ir, ticket, set_headers, list(remove), new_body)
+
+
+def prepare_reasoning(ir: ChatRequest, backend: ResolvedBackend, codec: Codec) -> None:
+    """Map the request's reasoning controls onto what ``backend`` takes (its config, else its
+    dialect's style): a 400 naming the client's field when the backend's config refuses them."""
+    r = backend.reasoning
+    policy = (
+        reasoning.Policy(
+            r.style,
+            tuple(r.efforts) if r.efforts is not None else None,
+            dict(r.budgets),
+            dict(r.levels),
+            r.min_budget,
+            r.max_budget,
+        )
+        if r is not None
+        else None
+    )
+    reasoning.resolve(ir, policy, codec.reasoning_styles)
 
 
 def serialise(body: dict[str, Any]) -> bytes:

@@ -46,6 +46,7 @@ from ..dialects import COMPLETE, DEFAULT, FAILED, Dialect, get_dialect
 from ..errors import GatewayError, kind_for_status
 from ..translation.fields import bad_answer, error_json, invalid_answer
 from ..translation.ir import ChatRequest, MessageDelta, MessageStart, StreamError, Usage
+from ..translation.reasoning import Sealer
 from ..translation.redact import Redactor
 from ..translation.sse import SSEEvent, SSEReader, format_event
 
@@ -169,6 +170,8 @@ class Buffered(ResponseTranslator):
                 return None
         self.usage = resp.usage
         resp.model = self.model
+        if self.ir is not None and self.ir.seal_key is not None:
+            resp = Sealer(self.ir.seal_key).response(resp)  # signatures travel sealed (docs/reasoning.md)
         return orjson.dumps(self.client.render_reply(resp, self.ir))
 
     def _error(self, body: bytes) -> bytes | None:
@@ -204,6 +207,7 @@ class StreamTranslate(ResponseTranslator):
         self.reader = get_dialect(self.backend.dialect).stream_framing.reader()
         self.decoder = self.backend_codec.stream_decoder()
         self.encoder = self.client.stream_encoder(ir)
+        self.sealer = Sealer(ir.seal_key) if ir.seal_key is not None else None
         self.failed = False
 
     @property
@@ -248,6 +252,8 @@ class StreamTranslate(ResponseTranslator):
             elif isinstance(ev, StreamError):
                 self.failed = True
                 ev.error.message = self.redact(ev.error.message)
+            if self.sealer is not None:
+                ev = self.sealer.event(ev)
             out.append(self.encoder.encode(ev))
 
 

@@ -54,6 +54,9 @@ class Codec(ABC):
     dialect: str
     #: IR request field -> this dialect's spelling, where it differs (for refusals)
     field_names: dict[str, str] = {}
+    #: how a backend of this dialect can be told how hard to think ("budget", "adaptive",
+    #: "level", "effort"; ``translation.reasoning``), the default first; its config may override
+    reasoning_styles: tuple[str, ...] = ("effort",)
 
     # ---- requests ----------------------------------------------------------
     @abstractmethod

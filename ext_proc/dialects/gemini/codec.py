@@ -13,22 +13,30 @@ backend responses without an id get a random ``call_<hex>`` (ids must not
 repeat across the turns of one conversation).
 
 Unmapped-field policy: ``safetySettings``, ``cachedContent``, unknown
-top-level and ``generationConfig`` fields (``thinkingConfig``,
-``responseModalities``, ``responseLogprobs``...), non-function tools
-(``googleSearch``, ``codeExecution``...), non-image media and code-execution
-parts are unmapped. Ignored: ``labels``, ``serviceTier``, ``store``, thought
-parts and ``thoughtSignature`` in the history, and a function declaration's
-``response`` schema and ``behavior``.
+top-level and ``generationConfig`` fields (``responseModalities``,
+``responseLogprobs``...), non-function tools (``googleSearch``,
+``codeExecution``...), non-image media and code-execution parts are unmapped.
+Ignored: ``labels``, ``serviceTier``, ``store``, a ``thoughtSignature`` on a
+text part, and a function declaration's ``response`` schema and ``behavior``.
+
+Reasoning (docs/reasoning.md, https://ai.google.dev/gemini-api/docs/thinking and
+https://ai.google.dev/gemini-api/docs/thought-signatures): ``thinkingConfig``
+(``thinkingBudget``, ``thinkingLevel``, ``includeThoughts``) is the IR's reasoning
+controls; thought parts (``thought: true``) are IR reasoning parts, and a
+``thoughtSignature`` on a function call is the call's own signature. The signature is
+base64 on the wire (bytes in the SDKs): a sealed gateway token is sent base64-encoded.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
+from ...translation import reasoning as _reasoning
 from ...translation.codec import Codec, StreamDecoder, StreamEncoder, client_field
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_json as _a_json
@@ -55,12 +63,14 @@ from ...translation.ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
+    ReasoningPart,
     ResponseFormat,
     Role,
     StopReason,
     StreamError,
     StreamEvent,
     TextPart,
+    Thinking,
     Tool,
     ToolCallPart,
     ToolChoice,
@@ -71,11 +81,15 @@ from ...translation.ir import (
 from ...translation.sse import SSEEvent
 
 DIALECT = "gemini"
+# The family whose thought signatures this dialect issues and takes back (Gemini on AI
+# Studio and Vertex alike).
+FAMILY = "gemini"
 
 _TOP_HANDLED = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
 _TOP_IGNORED = frozenset({"labels", "serviceTier", "store", "model"})
 _GEN_HANDLED = frozenset(
     {
+        "thinkingConfig",
         "temperature",
         "topP",
         "topK",
@@ -291,7 +305,9 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 text = p["text"]
                 if not isinstance(text, str):
                     raise _type_error(f"{ppath}.text", "a string")
-                if text and not p.get("thought"):
+                if p.get("thought") and role == "model":
+                    append_part(out, ir_role, ReasoningPart(text, _sig_in(p, ppath)))
+                elif text and not p.get("thought"):
                     append_part(out, ir_role, TextPart(text))
                 continue
             fc = _g(p, "functionCall", "function_call")
@@ -309,7 +325,11 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 n_calls += 1
                 call_names[cid] = name
                 pending.setdefault(name, []).append(cid)
-                append_part(out, ir_role, ToolCallPart(cid, name, orjson.dumps(args or {}).decode()))
+                append_part(
+                    out,
+                    ir_role,
+                    ToolCallPart(cid, name, orjson.dumps(args or {}).decode(), _sig_in(p, ppath)),
+                )
                 continue
             fr = _g(p, "functionResponse", "function_response")
             if fr is not None:
@@ -353,10 +373,103 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 if img is not None:
                     append_part(out, ir_role, img)
                 continue
-            if p.get("thought") or set(p) <= {"thought", "thoughtSignature", "thought_signature"}:
-                continue  # thought-only parts carry nothing the IR keeps
+            if set(p) <= {"thought", "thoughtSignature", "thought_signature"}:
+                sig = _sig_in(p, ppath)
+                if sig is not None and role == "model":
+                    append_part(out, ir_role, ReasoningPart("", sig))
+                continue
             unmapped.append(ppath)  # executableCode, codeExecutionResult, videoMetadata...
     return out
+
+
+# ---- reasoning (docs/reasoning.md) ---------------------------------------------------
+
+
+def _sig_in(p: dict[str, Any], path: str) -> str | None:
+    """A part's ``thoughtSignature`` as the IR keeps it: a gateway token (which comes
+    base64-encoded) as the token, a provider's own signature as sent."""
+    sig = _g(p, "thoughtSignature", "thought_signature")
+    if sig is None or sig == "":
+        return None
+    if not isinstance(sig, str):
+        raise _type_error(f"{path}.thoughtSignature", "a base64 string")
+    try:
+        raw = base64.b64decode(sig.replace("-", "+").replace("_", "/") + "=" * (-len(sig) % 4))
+    except ValueError:
+        return sig
+    token = raw.decode("ascii", "replace")
+    return token if _reasoning.is_token(token) else sig
+
+
+def _sig_out(sig: str, origin: str | None = None) -> str:
+    """A signature as a Gemini client gets it (the field is bytes, base64 on the wire): Gemini's
+    own as it came, anything else (a gateway token) base64-encoded."""
+    return sig if origin == FAMILY else base64.b64encode(sig.encode()).decode()
+
+
+def _ours(sig: str | None, origin: str | None, req: ChatRequest) -> bool:
+    """A signature Gemini issued: sealed for this family, or raw from a client of this dialect."""
+    return sig is not None and (origin == FAMILY or (origin is None and req.source_dialect == DIALECT))
+
+
+def _parse_thinking_config(value: Any, req: ChatRequest) -> None:
+    """``generationConfig.thinkingConfig`` -> IR controls. A budget together with a level is a
+    400, as the API answers it (thinking docs: "use one or the other")."""
+    path = "generationConfig.thinkingConfig"
+    if not isinstance(value, dict):
+        raise _type_error(path, "an object")
+    budget = _int(_g(value, "thinkingBudget", "thinking_budget"), f"{path}.thinkingBudget")
+    level = _g(value, "thinkingLevel", "thinking_level")
+    include = _g(value, "includeThoughts", "include_thoughts")
+    if include is not None and not isinstance(include, bool):
+        raise _type_error(f"{path}.includeThoughts", "a boolean")
+    if level is not None:
+        if not isinstance(level, str) or level.lower() not in _LEVELS:
+            raise invalid(
+                f"'{path}.thinkingLevel' must be one of {', '.join(_LEVELS)}", f"{path}.thinkingLevel"
+            )
+        if budget is not None:
+            raise invalid(
+                f"'{path}': thinkingBudget and thinkingLevel cannot be used together", f"{path}.thinkingLevel"
+            )
+        req.reasoning_effort = level.lower()
+        req.thinking = Thinking(include_thoughts=include)
+        return
+    if budget is not None and budget < -1:
+        raise invalid(
+            f"'{path}.thinkingBudget' must be -1 (dynamic), 0 (off) or a token count",
+            f"{path}.thinkingBudget",
+        )
+    mode = (
+        None if budget is None else "disabled" if budget == 0 else "adaptive" if budget == -1 else "enabled"
+    )
+    req.thinking = Thinking(mode, budget if budget is not None and budget > 0 else None, include)  # type: ignore[arg-type]
+
+
+_LEVELS = ("minimal", "low", "medium", "high")
+
+
+def _build_thinking_config(req: ChatRequest, gc: dict[str, Any]) -> None:
+    """IR controls -> ``thinkingConfig``: a level (the default style, Gemini 3) or a budget
+    (style ``budget``, Gemini 2.5: 0 is off, -1 dynamic), never both."""
+    effort, t = _reasoning.for_backend(req, GEMINI.reasoning_styles)
+    if t is None:
+        return
+    tc: dict[str, Any] = {}
+    if t.level is not None:
+        tc["thinkingLevel"] = t.level
+    elif t.mode == "disabled":
+        tc["thinkingBudget"] = 0
+    elif t.mode == "adaptive":
+        tc["thinkingBudget"] = -1
+    elif t.budget_tokens is not None:
+        tc["thinkingBudget"] = t.budget_tokens
+    elif effort is not None:
+        tc["thinkingLevel"] = _reasoning.LEVELS.get(effort, "medium")
+    if t.include_thoughts is not None and t.mode != "disabled":
+        tc["includeThoughts"] = t.include_thoughts
+    if tc:
+        gc["thinkingConfig"] = tc
 
 
 def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
@@ -453,6 +566,8 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
     req.presence_penalty = _num(cfg.get("presencePenalty"), p + "presencePenalty")
     req.frequency_penalty = _num(cfg.get("frequencyPenalty"), p + "frequencyPenalty")
     req.n = _int(cfg.get("candidateCount"), p + "candidateCount")
+    if cfg.get("thinkingConfig") is not None:
+        _parse_thinking_config(cfg["thinkingConfig"], req)
     stops = cfg.get("stopSequences")
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
@@ -510,21 +625,26 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 parts.append({"text": p.text})
             elif isinstance(p, ImagePart | FilePart):  # inlineData / fileData take any media type
                 parts.append(_media_part(p))
+            elif isinstance(p, ReasoningPart):
+                if target == "model" and _ours(p.signature, p.origin, req):
+                    parts.append({"text": p.text, "thought": True, "thoughtSignature": p.signature})
+                continue  # another model's reasoning: not Gemini's to read back
             elif isinstance(p, ToolCallPart):
                 if target != "model":
                     if drop:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 names[p.id] = p.name
-                parts.append(
-                    {
-                        "functionCall": {
-                            "id": p.id,
-                            "name": p.name,
-                            "args": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments"),
-                        }
+                call: dict[str, Any] = {
+                    "functionCall": {
+                        "id": p.id,
+                        "name": p.name,
+                        "args": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments"),
                     }
-                )
+                }
+                if p.signature is not None:
+                    call["thoughtSignature"] = p.signature
+                parts.append(call)
             else:
                 if target == "model":
                     if drop:
@@ -572,15 +692,18 @@ def usage_from_gemini(u: Any, path: str = "usageMetadata") -> Usage:
         count("promptTokenCount") + count("toolUsePromptTokenCount"),
         count("candidatesTokenCount") + count("thoughtsTokenCount"),
         count("cachedContentTokenCount"),
+        reasoning_tokens=count("thoughtsTokenCount"),
     )
 
 
 def usage_to_gemini(u: Usage) -> dict[str, Any]:
     out = {
         "promptTokenCount": u.input_tokens,
-        "candidatesTokenCount": u.output_tokens,
+        "candidatesTokenCount": max(u.output_tokens - u.reasoning_tokens, 0),
         "totalTokenCount": u.input_tokens + u.output_tokens,
     }
+    if u.reasoning_tokens:
+        out["thoughtsTokenCount"] = u.reasoning_tokens
     if u.cached_input_tokens:
         out["cachedContentTokenCount"] = u.cached_input_tokens
     return out
@@ -590,7 +713,7 @@ def _new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCallPart], bool]:
+def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCallPart | ReasoningPart], bool]:
     """(finish reason, content, whether it calls a function) of an answer's first
     candidate, type-checked. A blocked prompt finishes with SAFETY; an answer
     with neither a candidate nor a block reason finishes with None."""
@@ -600,13 +723,16 @@ def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCal
         # The prompt itself was blocked: nothing will follow.
         return ("SAFETY" if _a_str(pf.get("blockReason"), "promptFeedback.blockReason") else None), [], False
     path, cand = cands[0]
-    content: list[TextPart | ToolCallPart] = []
+    content: list[TextPart | ToolCallPart | ReasoningPart] = []
     has_call = False
     parts = _a_obj(cand.get("content"), f"{path}.content").get("parts")
     for ppath, p in _a_objects(parts, f"{path}.content.parts"):
+        sig = _a_str(p.get("thoughtSignature"), f"{ppath}.thoughtSignature") or None
         if "text" in p:
             text = _a_str(p["text"], f"{ppath}.text")
-            if text and not p.get("thought"):
+            if p.get("thought"):
+                content.append(ReasoningPart(text, sig, origin=FAMILY))
+            elif text:
                 content.append(TextPart(text))
             continue
         fc = p.get("functionCall")
@@ -620,6 +746,7 @@ def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCal
                     _a_json(
                         _a_obj(fc.get("args"), f"{ppath}.functionCall.args"), f"{ppath}.functionCall.args"
                     ),
+                    sig,
                 )
             )
     return _a_str(cand.get("finishReason"), f"{path}.finishReason") or None, content, has_call
@@ -653,13 +780,14 @@ class GeminiStreamDecoder(StreamDecoder):
     become BlockStart + one BlockDelta + BlockStop. usageMetadata is
     cumulative: the last one seen is reported."""
 
-    __slots__ = ("_done", "_next", "_open", "_started", "_tool_seen", "_usage")
+    __slots__ = ("_done", "_next", "_open", "_open_thought", "_started", "_tool_seen", "_usage")
 
     def __init__(self) -> None:
         self._started = False
         self._done = False
         self._next = 0
-        self._open: int | None = None  # open text block
+        self._open: int | None = None  # open text or thought block
+        self._open_thought = False
         self._tool_seen = False
         self._usage: Usage | None = None
 
@@ -706,17 +834,30 @@ class GeminiStreamDecoder(StreamDecoder):
             )
         finish, content, has_call = _candidate(obj)
         for part in content:
-            if isinstance(part, TextPart):
+            if isinstance(part, TextPart | ReasoningPart):
+                thought = isinstance(part, ReasoningPart)
+                if self._open is not None and self._open_thought != thought:
+                    self._close(out)
                 if self._open is None:
                     self._open = self._next
                     self._next += 1
-                    out.append(BlockStart(self._open, "text"))
-                out.append(BlockDelta(self._open, part.text))
+                    self._open_thought = thought
+                    out.append(
+                        BlockStart(
+                            self._open, "reasoning" if thought else "text", origin=FAMILY if thought else None
+                        )
+                    )
+                if part.text:
+                    out.append(BlockDelta(self._open, part.text))
+                if isinstance(part, ReasoningPart) and part.signature is not None:
+                    out.append(BlockDelta(self._open, "", part.signature, FAMILY))
                 continue
             self._close(out)
             block = self._next
             self._next += 1
-            out.append(BlockStart(block, "tool_call", part.id, part.name))
+            out.append(
+                BlockStart(block, "tool_call", part.id, part.name, signature=part.signature, origin=FAMILY)
+            )
             out.append(BlockDelta(block, part.arguments))
             out.append(BlockStop(block))
         self._tool_seen = self._tool_seen or has_call
@@ -745,12 +886,14 @@ class GeminiStreamEncoder(StreamEncoder):
     """IR events -> ``data:`` GenerateContentResponse chunks. Text streams as
     it comes; a tool call is buffered until its BlockStop and sent whole."""
 
-    __slots__ = ("_done", "_model", "_tail", "_tools")
+    __slots__ = ("_done", "_model", "_sigs", "_tail", "_thoughts", "_tools")
 
     def __init__(self, req: ChatRequest) -> None:
         self._model = req.model
         self._tail = b""  # ',"modelVersion":..,"responseId":..}\n\n'
         self._tools: dict[int, list[str]] = {}  # open tool blocks: [id, name, arg fragments...]
+        self._sigs: dict[int, str] = {}  # tool blocks' own thought signatures
+        self._thoughts: set[int] = set()  # reasoning blocks
         self._done = False
 
     def _set_id(self, rid: str) -> None:
@@ -776,10 +919,27 @@ class GeminiStreamEncoder(StreamEncoder):
             if buf is not None:
                 buf.append(event.text)
                 return b""
+            if event.index in self._thoughts:
+                part: dict[str, Any] = {"text": event.text, "thought": True}
+                if event.signature is not None:
+                    part["thoughtSignature"] = _sig_out(event.signature, event.origin)
+                elif not event.text:
+                    return b""
+                return self._chunk(orjson.dumps(part))
             return self._chunk(b'{"text":' + orjson.dumps(event.text) + b"}")
         if isinstance(event, BlockStart):
             if event.kind == "tool_call":
                 self._tools[event.index] = [event.tool_call_id or _new_call_id(), event.tool_name or ""]
+                if event.signature is not None:
+                    self._sigs[event.index] = event.signature
+            elif event.kind == "reasoning":
+                self._thoughts.add(event.index)
+                if event.redacted is not None:  # no Gemini equivalent: an empty thought carrying it
+                    return self._chunk(
+                        orjson.dumps(
+                            {"text": "", "thought": True, "thoughtSignature": _sig_out(event.redacted)}
+                        )
+                    )
             return b""
         if isinstance(event, BlockStop):
             buf = self._tools.pop(event.index, None)
@@ -791,7 +951,11 @@ class GeminiStreamEncoder(StreamEncoder):
                 return self.encode(
                     StreamError(GatewayError("api_error", f"upstream returned {e.message}", status=502))
                 )
-            return self._chunk(orjson.dumps({"functionCall": {"id": buf[0], "name": buf[1], "args": args}}))
+            call: dict[str, Any] = {"functionCall": {"id": buf[0], "name": buf[1], "args": args}}
+            sig = self._sigs.pop(event.index, None)
+            if sig is not None:
+                call["thoughtSignature"] = _sig_out(sig, FAMILY)
+            return self._chunk(orjson.dumps(call))
         if isinstance(event, MessageStart):
             self._set_id(event.id)
             return b""
@@ -828,7 +992,10 @@ class GeminiCodec(Codec):
         "presence_penalty": "generationConfig.presencePenalty",
         "frequency_penalty": "generationConfig.frequencyPenalty",
         "response_format": "generationConfig.responseMimeType",
+        "reasoning_effort": "generationConfig.thinkingConfig.thinkingLevel",
+        "thinking": "generationConfig.thinkingConfig.thinkingBudget",
     }
+    reasoning_styles = ("level", "budget", "adaptive")
 
     def parse_request(
         self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
@@ -891,8 +1058,6 @@ class GeminiCodec(Codec):
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
             if req.n is not None and req.n != 1:
                 raise unsupported(client_field(req, "n"), DIALECT)  # the IR response holds one candidate
-            if req.reasoning_effort is not None:  # thinking budgets are Gemini's own: no faithful mapping
-                raise unsupported(client_field(req, "reasoning_effort"), DIALECT)
         body: dict[str, Any] = {"contents": _build_contents(req, drop)}
         if req.system:
             body["systemInstruction"] = {"parts": [{"text": p.text} for p in req.system]}
@@ -918,6 +1083,7 @@ class GeminiCodec(Codec):
             gc["responseMimeType"] = "application/json"
             if rf.type == "json_schema" and rf.schema is not None:
                 gc["responseJsonSchema"] = rf.schema
+        _build_thinking_config(req, gc)
         if gc:
             body["generationConfig"] = gc
         if req.tools:
@@ -981,12 +1147,21 @@ class GeminiCodec(Codec):
         for j, p in enumerate(resp.content):
             if isinstance(p, TextPart):
                 parts.append({"text": p.text})
+            elif isinstance(p, ReasoningPart):
+                thought: dict[str, Any] = {"text": p.text, "thought": True}
+                sig = p.signature or p.redacted
+                if sig is not None:
+                    thought["thoughtSignature"] = _sig_out(sig, p.origin)
+                parts.append(thought)
             else:
                 try:
                     args = _args_object(p.arguments, f"content[{j}].args")
                 except GatewayError as e:  # the backend's fault, not the client's
                     raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
-                parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
+                call = {"functionCall": {"id": p.id, "name": p.name, "args": args}}
+                if p.signature is not None:
+                    call["thoughtSignature"] = _sig_out(p.signature, FAMILY)
+                parts.append(call)
         return {
             "candidates": [
                 {
