@@ -291,8 +291,8 @@ def prepare_reasoning(ir: ChatRequest, backend: ResolvedBackend, codec: Codec) -
         reasoning.Policy(
             r.style,
             tuple(r.efforts) if r.efforts is not None else None,
-            dict(r.budgets),
-            dict(r.levels),
+            {str(k): v for k, v in r.budgets.items()},
+            {str(k): v for k, v in r.levels.items()},
             r.min_budget,
             r.max_budget,
         )

@@ -339,9 +339,10 @@ class Sealer:
                 )
             return ev
         if isinstance(ev, BlockDelta):
-            part = self._blocks.get(ev.index)
-            if part is None:
+            found = self._blocks.get(ev.index)
+            if found is None:
                 return ev
+            part = found
             if ev.signature is not None:
                 part.signature, part.origin = ev.signature, ev.origin
                 if not any(q is part for q in self._reasoning):

@@ -1158,10 +1158,10 @@ class GeminiCodec(Codec):
                     args = _args_object(p.arguments, f"content[{j}].args")
                 except GatewayError as e:  # the backend's fault, not the client's
                     raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
-                call = {"functionCall": {"id": p.id, "name": p.name, "args": args}}
+                call_part: dict[str, Any] = {"functionCall": {"id": p.id, "name": p.name, "args": args}}
                 if p.signature is not None:
-                    call["thoughtSignature"] = _sig_out(p.signature, FAMILY)
-                parts.append(call)
+                    call_part["thoughtSignature"] = _sig_out(p.signature, FAMILY)
+                parts.append(call_part)
         return {
             "candidates": [
                 {

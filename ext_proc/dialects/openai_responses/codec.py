@@ -895,9 +895,9 @@ class ResponsesStreamDecoder(StreamDecoder):
                     out.append(BlockDelta(block, item["arguments"]))
         elif t == "response.output_item.done" and _obj(obj.get("item")).get("type") == "reasoning":
             block = self._blocks.get(("rs", obj.get("output_index")))
-            part = _answer_reasoning(_obj(obj.get("item")))
-            if block is not None and block in self._open and part is not None and part.signature:
-                out.append(BlockDelta(block, "", part.signature, FAMILY))
+            said = _answer_reasoning(_obj(obj.get("item")))
+            if block is not None and block in self._open and said is not None and said.signature:
+                out.append(BlockDelta(block, "", said.signature, FAMILY))
             self._stop_block(out, block)
         elif t == "response.output_item.done":
             item = _obj(obj.get("item"))
