@@ -75,9 +75,7 @@ def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sta
     token_file.write_text("not-yet-a-token")  # the sidecar writes the real one once the cloud is up
     models = {
         "gemini-on-vertex": {"backends": [{"provider": "vertex_gemini", "model": "gemini-3.5-flash"}]},
-        "claude-on-vertex": {
-            "backends": [{"provider": "vertex_anthropic", "model": "claude-sonnet-4-6"}]
-        },
+        "claude-on-vertex": {"backends": [{"provider": "vertex_anthropic", "model": "claude-sonnet-4-6"}]},
         "gpt-on-entra": {"backends": [{"provider": "azure_entra", "model": "gpt-4o-prod"}]},
         "gpt-by-file": {"backends": [{"provider": "azure_file", "model": "gpt-4o-file"}]},
     }

@@ -59,7 +59,9 @@ def _result(call: Any) -> gt.Content:
     return gt.Content(
         role="user",
         parts=[
-            gt.Part(function_response=gt.FunctionResponse(id=call.id, name=call.name, response={"result": "sun"}))
+            gt.Part(
+                function_response=gt.FunctionResponse(id=call.id, name=call.name, response={"result": "sun"})
+            )
         ],
     )
 

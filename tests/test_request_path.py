@@ -314,7 +314,9 @@ def budgets(data: dict[str, Any]) -> None:
 def test_admission_spills_a_full_primary_over_and_rejects_past_the_budget() -> None:
     state = state_of(budgets)
     first = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})
-    assert isinstance(first, RoutePlan) and first.primary.name == "openai/gpt-5.5" and first.ticket is not None
+    assert (
+        isinstance(first, RoutePlan) and first.primary.name == "openai/gpt-5.5" and first.ticket is not None
+    )
     second = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})  # the primary's one slot is taken
     assert isinstance(second, RoutePlan) and second.primary.name == "anthropic/claude-sonnet-4-6"
     third = do_plan(state, OPENAI, {**CHAT, "model": "gpt-5.5"})
@@ -430,7 +432,11 @@ def test_a_same_dialect_attempt_only_renames_the_model() -> None:
     ("ctx", "raw", "status"),
     [
         (AttemptContext("openai/gpt-5.5", "gpt-5.5", "nope", False, ""), b"{}", 500),
-        (AttemptContext("gemini/gemini-3.5-flash", "gpt-5.5", "openai/gpt-5.5", False, ""), b"{not json", 500),
+        (
+            AttemptContext("gemini/gemini-3.5-flash", "gpt-5.5", "openai/gpt-5.5", False, ""),
+            b"{not json",
+            500,
+        ),
     ],
 )
 def test_an_attempt_without_context_or_body_fails_cleanly(

@@ -180,7 +180,9 @@ def test_a_failover_is_one_trace_with_a_span_per_attempt(
     sink, _ = receiver
     mocks.fault("openai", mode="error", status=503)  # gpt-5.5's primary; anthropic is next
     client = openai.OpenAI(base_url=traced.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=20)
-    reply = client.chat.completions.create(model="gpt-5.5", messages=[{"role": "user", "content": "trace me"}])
+    reply = client.chat.completions.create(
+        model="gpt-5.5", messages=[{"role": "user", "content": "trace me"}]
+    )
     assert reply.usage is not None
 
     trace_id, last_parent, flags = traceparent(mocks, "anthropic")

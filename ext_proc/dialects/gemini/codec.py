@@ -306,7 +306,7 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
                 if not isinstance(text, str):
                     raise _type_error(f"{ppath}.text", "a string")
                 if p.get("thought") and role == "model":
-                    append_part(out, ir_role, ReasoningPart(text, _sig_in(p, ppath)))
+                    _append_thought(out, text, _sig_in(p, ppath))
                 elif text and not p.get("thought"):
                     append_part(out, ir_role, TextPart(text))
                 continue
@@ -376,7 +376,7 @@ def _parse_contents(contents: Any, unmapped: list[str]) -> list[Message]:
             if set(p) <= {"thought", "thoughtSignature", "thought_signature"}:
                 sig = _sig_in(p, ppath)
                 if sig is not None and role == "model":
-                    append_part(out, ir_role, ReasoningPart("", sig))
+                    _append_thought(out, "", sig)
                 continue
             unmapped.append(ppath)  # executableCode, codeExecutionResult, videoMetadata...
     return out
@@ -399,6 +399,17 @@ def _sig_in(p: dict[str, Any], path: str) -> str | None:
         return sig
     token = raw.decode("ascii", "replace")
     return token if _reasoning.is_token(token) else sig
+
+
+def _append_thought(out: list[Message], text: str, sig: str | None) -> None:
+    """A thought part of a model turn. A streamed thought arrives as several parts, its
+    signature on the last: consecutive parts join into one reasoning part, as one thought."""
+    last = out[-1].parts[-1] if out and out[-1].role == "assistant" and out[-1].parts else None
+    if isinstance(last, ReasoningPart) and last.signature is None and last.redacted is None:
+        last.text += text
+        last.signature = sig
+    else:
+        append_part(out, "assistant", ReasoningPart(text, sig))
 
 
 def _sig_out(sig: str, origin: str | None = None) -> str:
