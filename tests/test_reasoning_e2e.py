@@ -13,6 +13,7 @@ client's own dialect.
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 

@@ -347,6 +347,7 @@ def _max_usage(a: Usage, b: Usage) -> Usage:
         max(a.output_tokens, b.output_tokens),
         max(a.cached_input_tokens, b.cached_input_tokens),
         max(a.cache_write_tokens, b.cache_write_tokens),
+        max(a.reasoning_tokens, b.reasoning_tokens),
     )
 
 
