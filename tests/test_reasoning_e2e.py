@@ -426,3 +426,12 @@ def test_reasoning_tokens_are_reported_in_each_dialect(stack: Stack, mocks: Mock
         model="think-gemini", input="hello there", reasoning={"effort": "low"}, store=False
     )
     assert rr.usage is not None and rr.usage.output_tokens_details.reasoning_tokens > 0
+    # and in the metrics, as their own kind of token
+    seen = 0.0
+    for port in stack.config.metrics_ports():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as m:
+            for line in m.read().decode().splitlines():
+                ours = 'kind="reasoning"' in line and 'model="think-gemini"' in line
+                if line.startswith("llm_gateway_tokens_total{") and ours:
+                    seen += float(line.rsplit(" ", 1)[1])
+    assert seen >= 2 * r.usage.completion_tokens_details.reasoning_tokens  # type: ignore[union-attr]

@@ -242,7 +242,7 @@ def unseal(key: bytes, token: str, path: str) -> dict[str, Any]:
     """The payload of a token this gateway sealed for this tenant; anything else is a 400
     naming ``path`` (a forged, altered or foreign signature)."""
     bad = invalid(f"'{path}' carries a reasoning signature this gateway did not issue to you", path)
-    if not is_token(token) or len(token) > MAX_TOKEN:
+    if not is_token(token) or len(token) > MAX_TOKEN or not token.isascii():
         raise bad
     data, mac = token[len(PREFIX) : -_MAC_CHARS], token[-_MAC_CHARS:]
     want = _b64(hmac.new(key, data.encode(), hashlib.sha256).digest()[:_MAC_LEN])
