@@ -472,7 +472,7 @@ class GeminiClient(SDKClient):
         if cand.finish_reason is not None:
             res.finish = cand.finish_reason.value
         for part in (cand.content.parts if cand.content else None) or ():
-            if part.text:
+            if part.text and not part.thought:  # thoughts are reasoning, not the answer
                 res.text += part.text
             if part.function_call is not None:
                 fc = part.function_call
