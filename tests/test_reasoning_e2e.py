@@ -31,7 +31,7 @@ from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import config_on_free_ports, start_stack
 
 OTHER_KEY = "other-tenant-key"
-BACKENDS = {"claude": "anthropic", "gemini": "gemini"}
+BACKENDS = {"claude": "anthropic", "gemini": "gemini", "gpt": "openai_responses"}
 CLIENTS = ("openai", "anthropic", "gemini", "openai_responses")
 ASK = "use tool for weather in Paris"
 TOOL = "get_weather"
@@ -43,6 +43,7 @@ def reasoning_config() -> dict[str, Any]:
     cfg["models"] = {
         "think-claude": {"backends": [{"provider": "anthropic", "model": "claude-sonnet-4-6"}]},
         "think-gemini": {"backends": [{"provider": "gemini", "model": "gemini-3.5-flash"}]},
+        "plain-gpt": {"backends": [{"provider": "openai", "model": "gpt-5.5"}]},
         # A Claude model that takes only some efforts (docs/reasoning.md "Per-backend config").
         "think-picky": {
             "backends": [
@@ -54,6 +55,13 @@ def reasoning_config() -> dict[str, Any]:
             ]
         },
     }
+    cfg["providers"]["openai_responses"] = {
+        "dialect": "openai_responses",
+        "base_url": "http://127.0.0.1:1/v1",
+        "api_key_env": "MOCK_OPENAI_RESPONSES_API_KEY",
+        "mock": True,
+    }
+    cfg["models"]["think-gpt"] = {"backends": [{"provider": "openai_responses", "model": "gpt-5-mini"}]}
     cfg["tenants"]["other"] = {"api_keys": [{"env": "OTHER_TENANT_KEY"}]}
     return cfg
 
@@ -237,7 +245,7 @@ class Responses:
 
     def __init__(self, stack: Stack, key: str = DEMO_KEY) -> None:
         self.sdk = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0, timeout=30)
-        self.tools = [{"type": "function", "name": TOOL, "parameters": SCHEMA}]
+        self.tools = [{"type": "function", "name": TOOL, "parameters": SCHEMA, "strict": False}]
 
     def _call(self, model: str, items: list[Any], stream: bool) -> Any:
         kw: dict[str, Any] = {
@@ -245,7 +253,9 @@ class Responses:
             "input": items,
             "tools": self.tools,
             "reasoning": {"effort": "low", "summary": "auto"},
+            # stateless, as the API asks: the reasoning comes back encrypted with the answer
             "store": False,
+            "include": ["reasoning.encrypted_content"],
         }
         if not stream:
             return self.sdk.responses.create(**kw)
@@ -287,9 +297,10 @@ def test_tool_conversation_with_reasoning_continues(
     model = f"think-{backend}"
     history, call_id, reasoning = c.first(model, stream)
     assert call_id
-    if not (backend == "gemini" and client == "openai"):
-        # The model's reasoning text reaches the client in its own dialect's field (Gemini
-        # thinks aloud only when thoughts are asked for, which a Chat Completions client cannot).
+    if not (backend != "claude" and client == "openai"):
+        # The model's reasoning text reaches the client in its own dialect's field (Gemini and
+        # GPT show it only when thoughts or a summary are asked for, which a Chat Completions
+        # client cannot ask).
         assert reasoning, "no reasoning text reached the client"
     answer = c.follow(model, history, stream)
     assert "tool result: sunny" in answer
@@ -299,6 +310,10 @@ def test_tool_conversation_with_reasoning_continues(
         assert last["thinking"]["type"] == "enabled"
         assistant = [m for m in last["messages"] if m["role"] == "assistant"][-1]
         assert assistant["content"][0]["type"] == "thinking" and assistant["content"][0]["signature"]
+    elif backend == "gpt":
+        assert last["reasoning"]["effort"] and last["include"] == ["reasoning.encrypted_content"]
+        replayed = [i for i in last["input"] if i.get("type") == "reasoning"]
+        assert replayed and replayed[0]["encrypted_content"].startswith("gAAAAA")  # the provider's own
     else:
         assert "thinkingConfig" in last["generationConfig"]
         model_turn = [c for c in last["contents"] if c.get("role") == "model"][-1]
@@ -387,6 +402,21 @@ def test_another_tenants_signature_is_refused(stack: Stack, mocks: MockAdmin) ->
         other.follow("think-gemini", msgs, False)
     assert mocks.stats("gemini")["requests"] == before
     assert "tool result: sunny" in OpenAIChat(stack).follow("think-gemini", msgs, False)
+
+
+def test_sealed_signatures_never_reach_a_provider_even_in_the_clients_dialect(
+    stack: Stack, mocks: MockAdmin
+) -> None:
+    """A conversation begun on Gemini continues on an OpenAI backend (the client's own dialect,
+    otherwise passed through): the sealed ids are unsealed first, the provider sees its peers'
+    plain call ids and nothing of the gateway's tokens."""
+    msgs, call_id, _ = OpenAIChat(stack).first("think-gemini", False)
+    assert call_id.startswith("gwr1")
+    answer = OpenAIChat(stack).follow("plain-gpt", msgs, False)
+    assert "tool result: sunny" in answer
+    sent = mocks.stats("openai")["last_request"]["body"]
+    assert "gwr1" not in str(sent)
+    assert sent["messages"][1]["tool_calls"][0]["id"] == sent["messages"][2]["tool_call_id"] != call_id
 
 
 def test_an_effort_the_backend_does_not_take_is_a_400_naming_the_clients_field(

@@ -414,3 +414,10 @@ def test_gemini_thought_signatures_round_trip_raw_and_sealed(raw: bytes) -> None
             part = ir.messages[1].parts[0]
             assert isinstance(part, ReasoningPart)
             assert part.signature == (want if want == token else alphabet)
+
+
+def test_a_body_carrying_a_token_is_recognised_as_is_and_base64_encoded() -> None:
+    token = R.seal(KEY, {"i": "x"})
+    assert R.carries_tokens({"messages": [{"tool_calls": [{"id": token}]}]})
+    assert R.carries_tokens({"parts": [{"thoughtSignature": base64.b64encode(token.encode()).decode()}]})
+    assert not R.carries_tokens({"messages": [{"content": "gwr1 in prose is no token"}]})

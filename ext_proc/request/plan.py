@@ -243,8 +243,9 @@ def _route(
     call, client = started.call, started.dialect
     target = state.router.targets[primary.name]
     ir: ChatRequest | None = None
-    if target.dialect.wire == client.wire:
+    if target.dialect.wire == client.wire and not reasoning.carries_tokens(body):
         # Same wire format (the client's own dialect, or a cloud's variant of it): pass through.
+        # (A body echoing signatures the gateway sealed is unsealed through the IR instead.)
         out = target.dialect.passthrough_body(body, primary.upstream_model, stream)
     else:
         ir = client.codec.parse_request(body, call.model, call.stream)

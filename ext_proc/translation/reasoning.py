@@ -234,6 +234,20 @@ def seal(key: bytes, payload: dict[str, Any]) -> str:
     return PREFIX + data + _b64(mac)
 
 
+# A token as it appears in a body: as is, or base64-encoded where a dialect's field is bytes.
+_MARKS = (b'"' + PREFIX.encode(), b'"' + base64.b64encode(PREFIX.encode())[:5])
+
+
+def carries_tokens(body: Any) -> bool:
+    """Might ``body`` hold a token this gateway sealed? Such a body is never passed through to
+    a provider as is, even in the client's own dialect: it is unsealed first."""
+    try:
+        raw = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return False
+    return any(m in raw for m in _MARKS)
+
+
 def is_token(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX) and len(value) > len(PREFIX) + _MAC_CHARS
 

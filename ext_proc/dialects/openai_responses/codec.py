@@ -524,9 +524,9 @@ def _build_reasoning(req: ChatRequest, body: dict[str, Any]) -> None:
     if effort is not None:
         r["effort"] = effort
     if t is not None and t.mode != "disabled":
-        if t.summary is not None:
+        if t.summary is not None and t.summary != "none":
             r["summary"] = t.summary
-        elif t.include_thoughts:
+        elif t.summary is None and t.include_thoughts:
             r["summary"] = "auto"
     if r:
         body["reasoning"] = r
@@ -841,6 +841,7 @@ class ResponsesStreamDecoder(StreamDecoder):
             delta = obj.get("delta")
             if block is None or not isinstance(delta, str) or not delta:
                 return []
+            self._streamed.add(block)
             return [BlockDelta(block, delta)]
         if t == "response.function_call_arguments.delta":
             block = self._blocks.get(("fc", obj.get("output_index")))
@@ -896,8 +897,11 @@ class ResponsesStreamDecoder(StreamDecoder):
         elif t == "response.output_item.done" and _obj(obj.get("item")).get("type") == "reasoning":
             block = self._blocks.get(("rs", obj.get("output_index")))
             said = _answer_reasoning(_obj(obj.get("item")))
-            if block is not None and block in self._open and said is not None and said.signature:
-                out.append(BlockDelta(block, "", said.signature, FAMILY))
+            if block is not None and block in self._open and said is not None:
+                if said.text and block not in self._streamed:  # a summary sent whole, not as deltas
+                    out.append(BlockDelta(block, said.text))
+                if said.signature:
+                    out.append(BlockDelta(block, "", said.signature, FAMILY))
             self._stop_block(out, block)
         elif t == "response.output_item.done":
             item = _obj(obj.get("item"))
