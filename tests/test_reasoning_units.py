@@ -420,4 +420,4 @@ def test_a_body_carrying_a_token_is_recognised_as_is_and_base64_encoded() -> Non
     token = R.seal(KEY, {"i": "x"})
     assert R.carries_tokens({"messages": [{"tool_calls": [{"id": token}]}]})
     assert R.carries_tokens({"parts": [{"thoughtSignature": base64.b64encode(token.encode()).decode()}]})
-    assert not R.carries_tokens({"messages": [{"content": "gwr1 in prose is no token"}]})
+    assert not R.carries_tokens({"messages": [{"content": "a gwr1 in prose is no token"}]})
