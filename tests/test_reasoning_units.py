@@ -421,3 +421,34 @@ def test_a_body_carrying_a_token_is_recognised_as_is_and_base64_encoded() -> Non
     assert R.carries_tokens({"messages": [{"tool_calls": [{"id": token}]}]})
     assert R.carries_tokens({"parts": [{"thoughtSignature": base64.b64encode(token.encode()).decode()}]})
     assert not R.carries_tokens({"messages": [{"content": "a gwr1 in prose is no token"}]})
+
+
+def test_settings_thinking_cannot_take_are_refused_for_claude_in_the_clients_words() -> None:
+    """Extended-thinking docs: temperature 1 only, no top_k, top_p >= 0.95, no forced tool use."""
+    ir = codec("openai").parse_request(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "reasoning_effort": "low",
+            "temperature": 0.2,
+        }
+    )
+    with pytest.raises(GatewayError) as e:
+        codec("anthropic").build_request(ir, "c", default_max_tokens=10)
+    assert e.value.status == 400 and e.value.param == "temperature"
+    dropped = codec("anthropic").build_request(ir, "c", default_max_tokens=10, drop_unsupported=True)
+    assert "temperature" not in dropped and dropped["thinking"]["type"] == "enabled"
+    ir.temperature = 1
+    assert codec("anthropic").build_request(ir, "c", default_max_tokens=10)["temperature"] == 1
+    g = codec("gemini").parse_request(
+        {
+            "contents": [{"parts": [{"text": "hi"}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
+            "tools": [{"functionDeclarations": [{"name": "t"}]}],
+            "generationConfig": {"thinkingConfig": {"thinkingBudget": 2000}},
+        },
+        "models/x",
+    )
+    with pytest.raises(GatewayError) as e2:
+        codec("anthropic").build_request(g, "c", default_max_tokens=10)
+    assert e2.value.param == "toolConfig.functionCallingConfig"  # as the Gemini client spelled it

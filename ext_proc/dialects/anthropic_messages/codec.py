@@ -324,7 +324,7 @@ def _parse_reasoning_controls(
     raise invalid("'thinking.type' must be one of enabled, adaptive, disabled", "thinking.type")
 
 
-def _build_reasoning_controls(req: ChatRequest, body: dict[str, Any]) -> None:
+def _build_reasoning_controls(req: ChatRequest, body: dict[str, Any], drop: bool = False) -> None:
     """IR controls -> ``thinking`` (+ ``output_config.effort`` for adaptive). A budget must be
     below ``max_tokens`` (extended-thinking docs): a client that set no limit gets room for
     the budget on top of the default; one whose limit is too small gets a smaller budget."""
@@ -334,6 +334,7 @@ def _build_reasoning_controls(req: ChatRequest, body: dict[str, Any]) -> None:
     if t.mode == "disabled":
         body["thinking"] = {"type": "disabled"}
         return
+    _thinking_compatible(req, body, drop)
     if t.mode == "adaptive":
         body["thinking"] = {"type": "adaptive"}
         if effort is not None:
@@ -353,6 +354,33 @@ def _build_reasoning_controls(req: ChatRequest, body: dict[str, Any]) -> None:
 
 
 _MIN_BUDGET = 1024  # the smallest budget_tokens the API takes (extended-thinking docs)
+
+
+def _thinking_compatible(req: ChatRequest, body: dict[str, Any], drop: bool) -> None:
+    """Thinking is not compatible with a temperature other than 1, with ``top_k``, with
+    ``top_p`` below 0.95, or with forced tool use (extended-thinking docs): refused here in
+    the client's words rather than by the provider, or dropped with ``drop_unsupported``. A
+    Claude client's own request is the provider's to judge."""
+    if req.source_dialect in (DIALECT, "bedrock"):
+        return
+    clashes = [
+        ("temperature", body.get("temperature") not in (None, 1)),
+        ("top_k", body.get("top_k") is not None),
+        ("top_p", body.get("top_p") is not None and body["top_p"] < 0.95),
+        ("tool_choice", (body.get("tool_choice") or {}).get("type") in ("any", "tool")),
+    ]
+    for name, clash in clashes:
+        if not clash:
+            continue
+        if drop:
+            body.pop(name, None)
+            continue
+        field = client_field(req, name)
+        raise invalid(
+            f"'{field}' cannot be used with reasoning on a {DIALECT} backend "
+            "(thinking takes temperature 1, no top_k, top_p of at least 0.95 and no forced tool use)",
+            field,
+        )
 
 
 def _thinking_block(p: ReasoningPart) -> dict[str, Any]:
@@ -966,7 +994,7 @@ class AnthropicCodec(Codec):
             if no_parallel and mode != "none":
                 choice["disable_parallel_tool_use"] = True
             body["tool_choice"] = choice
-        _build_reasoning_controls(req, body)
+        _build_reasoning_controls(req, body, drop)
         if req.unmapped:
             same = req.source_dialect == DIALECT
             for path in req.unmapped:

@@ -1005,6 +1005,7 @@ class GeminiCodec(Codec):
         "response_format": "generationConfig.responseMimeType",
         "reasoning_effort": "generationConfig.thinkingConfig.thinkingLevel",
         "thinking": "generationConfig.thinkingConfig.thinkingBudget",
+        "tool_choice": "toolConfig.functionCallingConfig",
     }
     reasoning_styles = ("level", "budget", "adaptive")
 
