@@ -3,9 +3,6 @@ endpoints of the Gemini API, validated against its request schema the way Google
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -244,35 +241,6 @@ _G_STATUS = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-# Thought signatures (https://ai.google.dev/gemini-api/docs/thought-signatures): a thinking
-# model signs each function call it makes; a function call of the current turn sent back
-# without its signature is a 400 in the API's wording (quoted in e.g. langgenius/
-# dify-official-plugins#2088, nanbingxyz/5ire#405), and one whose signature was not issued for
-# it cannot be validated either. Thinking models here: a request with a thinkingConfig that does
-# not turn thinking off, or a model whose name says "thinking" (the mock's other models keep the
-# plain behaviour other tests rely on).
-_THOUGHT_KEY = b"mock-gemini-thought-signatures"
-_MISSING_SIGNATURE = (
-    "Function call is missing a thought_signature in functionCall parts. This is required for tools to work "
-    "correctly, and missing thought_signature may lead to degraded model performance. Additional data, "
-    "function call `default_api:{name}` , position {pos}. Please refer to "
-    "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
-)
-
-
-def _thought_signature(name: str, args: Any) -> str:
-    """The signature the mock issues with a function call (checked when the call comes back)."""
-    data = name.encode() + b"\0" + orjson.dumps(args or {}, option=orjson.OPT_SORT_KEYS)
-    return base64.b64encode(hmac.new(_THOUGHT_KEY, data, hashlib.sha256).digest()).decode()
-
-
-def _thinks(model: str, gc: dict[str, Any]) -> bool:
-    tc = gc.get("thinkingConfig")
-    if isinstance(tc, dict):
-        return tc.get("thinkingBudget") != 0
-    return "thinking" in model
-
-
 _G_FN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 
 
@@ -376,9 +344,6 @@ class _Gemini(_Provider):
     """Gemini API v1beta: ``models/{model}:generateContent`` and ``:streamGenerateContent``."""
 
     dialect = "gemini"
-    # What the last validated request asked of thinking (read right after validate, no await between).
-    thinking = False
-    include_thoughts = False
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
         # v1beta is the documented surface; current SDKs default to v1, which takes the same bodies.
@@ -616,9 +581,6 @@ class _Gemini(_Provider):
         choice = {"ANY": "any", "NONE": "none"}.get(mode, "auto")
 
         gc = req.get("generationConfig") or {}
-        thinks = _thinks(model, gc)
-        if thinks:
-            self.check_thought_signatures(contents)
         for name, lo, hi in (("temperature", 0.0, 2.0), ("topP", 0.0, 1.0)):
             v = gc.get(name)
             if _is_num(v) and not lo <= v <= hi:
@@ -666,31 +628,7 @@ class _Gemini(_Provider):
             stops=list(stops),
             json_schema=json_schema if isinstance(json_schema, dict) else None,
         )
-        self.thinking = thinks
-        self.include_thoughts = thinks and bool((gc.get("thinkingConfig") or {}).get("includeThoughts"))
         return convo, n
-
-    def check_thought_signatures(self, contents: list[dict[str, Any]]) -> None:
-        """Each function call of the current turn (since the last user text) carries the
-        signature issued with it (_MISSING_SIGNATURE)."""
-        start = 0
-        for i, c in enumerate(contents):
-            if c["_role"] == "user" and any("text" in p for p in c.get("parts") or []):
-                start = i + 1
-        for i in range(start, len(contents)):
-            for part in contents[i].get("parts") or []:
-                fc = part.get("functionCall")
-                if not isinstance(fc, dict):
-                    continue
-                sig = part.get("thoughtSignature")
-                if not sig:
-                    raise self.invalid(_MISSING_SIGNATURE.format(name=fc.get("name"), pos=i))
-                # bytes on the wire: the SDKs send them back base64url-encoded, the API reads both alphabets
-                std = sig.replace("-", "+").replace("_", "/") if isinstance(sig, str) else sig
-                if std.rstrip("=") != _thought_signature(fc.get("name") or "", fc.get("args")).rstrip("="):
-                    raise self.invalid(
-                        f"Thought signature is not valid for function call `default_api:{fc.get('name')}`, position {i}."
-                    )
 
     # handler ---------------------------------------------------------------
     async def generate(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
@@ -703,20 +641,13 @@ class _Gemini(_Provider):
         response_id = _b62(22)
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
 
-        thinking, include_thoughts = self.thinking, self.include_thoughts
-        thought = f"Thinking about: {convo.user_text}"[:200]
-        thought_tokens = _words(thought) if thinking else 0
-
         def usage(out_tokens: int) -> dict[str, Any]:
-            out = {
+            return {
                 "promptTokenCount": convo.input_tokens,
                 "candidatesTokenCount": out_tokens * n,
-                "totalTokenCount": convo.input_tokens + out_tokens * n + thought_tokens,
+                "totalTokenCount": convo.input_tokens + out_tokens * n,
                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": convo.input_tokens}],
             }
-            if thought_tokens:
-                out["thoughtsTokenCount"] = thought_tokens
-            return out
 
         def response(
             parts_of: Callable[[], list[dict[str, Any]]], done: bool, out_tokens: int
@@ -735,26 +666,18 @@ class _Gemini(_Provider):
                 "responseId": response_id,
             }
 
-        def thoughts() -> list[dict[str, Any]]:
-            return [{"text": thought, "thought": True}] if include_thoughts else []
-
         def call_parts() -> list[dict[str, Any]]:
             fc = {"id": self.issue_id(_b62(8).lower()), "name": reply.tool_name, "args": reply.tool_args}
-            part: dict[str, Any] = {"functionCall": fc}
-            if thinking:
-                part["thoughtSignature"] = _thought_signature(reply.tool_name or "", reply.tool_args)
-            return [*thoughts(), part]
+            return [{"functionCall": fc}]
 
         if action == "generateContent":
             if reply.finish == "tool":
                 out = response(call_parts, True, 1)
             else:
-                out = response(lambda: [*thoughts(), {"text": reply.text}], True, reply.output_tokens)
+                out = response(lambda: [{"text": reply.text}], True, reply.output_tokens)
             return _json_response(200, out)
 
         chunks: list[dict[str, Any]] = []
-        if include_thoughts and reply.finish != "tool":
-            chunks.append(response(thoughts, False, 0))
         if reply.finish == "tool":
             chunks.append(response(call_parts, True, 1))
         else:
