@@ -293,7 +293,7 @@ def test_openai_tool_call_round_trip(mocks: BackgroundMocks) -> None:
     assert re.fullmatch(r"call_[0-9a-f]+", call.id)
     assert call.type == "function"
     assert call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == {"echo": "use tool for weather"}
+    assert json.loads(call.function.arguments) == {"city": "use tool for weather"}
     assert r.usage is not None and r.usage.completion_tokens == 1
 
     follow = client.chat.completions.create(
@@ -348,7 +348,7 @@ def test_openai_streamed_tool_call(mocks: BackgroundMocks) -> None:
     fragments = [d.function.arguments for d in deltas[1:] if d.function and d.function.arguments]
     assert len(fragments) > 1  # arguments arrive split over several chunks
     assert all(d.id is None for d in deltas[1:])
-    assert json.loads("".join(fragments)) == {"echo": "use tool now"}
+    assert json.loads("".join(fragments)) == {"city": "use tool now"}
     assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["tool_calls"]
 
 
@@ -574,7 +574,7 @@ def test_anthropic_tool_use_round_trip(mocks: BackgroundMocks) -> None:
     assert block.type == "tool_use"
     assert re.fullmatch(r"toolu_[0-9a-f]+", block.id)
     assert block.name == "get_weather"
-    assert block.input == {"echo": "use tool for weather"}
+    assert block.input == {"city": "use tool for weather"}
     assert m.usage.output_tokens == 1
 
     assistant: Any = {
@@ -641,7 +641,7 @@ def test_anthropic_streamed_tool_use(mocks: BackgroundMocks) -> None:
     fragments = [d["delta"]["partial_json"] for d in data if d["type"] == "content_block_delta"]
     assert all(d["delta"]["type"] == "input_json_delta" for d in data if d["type"] == "content_block_delta")
     assert len([f for f in fragments if f]) > 1
-    assert json.loads("".join(fragments)) == {"echo": "use tool now"}
+    assert json.loads("".join(fragments)) == {"city": "use tool now"}
     assert data[-2]["delta"]["stop_reason"] == "tool_use"
 
     with _an(mocks).messages.stream(
@@ -649,7 +649,7 @@ def test_anthropic_streamed_tool_use(mocks: BackgroundMocks) -> None:
     ) as stream:
         final = stream.get_final_message()
     assert final.content[0].type == "tool_use"
-    assert final.content[0].input == {"echo": "use tool now"}
+    assert final.content[0].input == {"city": "use tool now"}
 
 
 def test_anthropic_tool_result_pairing_is_enforced(mocks: BackgroundMocks) -> None:
@@ -845,7 +845,7 @@ def test_gemini_function_call_round_trip(mocks: BackgroundMocks) -> None:
     assert r.function_calls is not None and len(r.function_calls) == 1
     call = r.function_calls[0]
     assert call.name == "get_weather"
-    assert call.args == {"echo": "use tool for weather"}
+    assert call.args == {"city": "use tool for weather"}
     assert call.id
     assert r.candidates is not None and r.candidates[0].finish_reason == gt.FinishReason.STOP
     assert r.usage_metadata is not None and r.usage_metadata.candidates_token_count == 1
@@ -873,7 +873,7 @@ def test_gemini_function_call_round_trip(mocks: BackgroundMocks) -> None:
     streamed = list(client.models.generate_content_stream(model=MODEL, contents=[user], config=config))
     assert len(streamed) == 1  # a function call arrives whole in one chunk
     assert streamed[0].function_calls is not None
-    assert streamed[0].function_calls[0].args == {"echo": "use tool for weather"}
+    assert streamed[0].function_calls[0].args == {"city": "use tool for weather"}
 
 
 def test_gemini_function_turn_order_is_enforced(mocks: BackgroundMocks) -> None:

@@ -578,6 +578,11 @@ class _Bedrock(_Provider):
             forced_name=forced,
             max_tokens=max_tokens,
             stops=stops,
+            tool_schemas={
+                t["toolSpec"]["name"]: (t["toolSpec"].get("inputSchema") or {}).get("json")
+                for t in (body.get("toolConfig") or {}).get("tools") or []
+                if isinstance(t, dict) and isinstance(t.get("toolSpec"), dict)
+            },
         )
 
     def check_tool_config(self, tc: Any) -> tuple[list[str], str, str | None]:

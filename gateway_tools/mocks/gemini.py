@@ -3,6 +3,9 @@ endpoints of the Gemini API, validated against its request schema the way Google
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from .common import (
     _is_num,
     _json_response,
     _plan,
+    _PrefixCache,
     _Provider,
     _Reject,
     _words,
@@ -178,8 +182,12 @@ _TOOL_CONFIG = _Msg(
     },
 )
 _SAFETY = _Msg("SafetySetting", {"category": "str", "threshold": "str", "method": "str"})
+_THINKING_LEVEL = _Enum(
+    "ThinkingConfig.ThinkingLevel",
+    frozenset({"THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH"}),
+)
 _THINKING = _Msg(
-    "ThinkingConfig", {"includeThoughts": "bool", "thinkingBudget": "int", "thinkingLevel": "str"}
+    "ThinkingConfig", {"includeThoughts": "bool", "thinkingBudget": "int", "thinkingLevel": _THINKING_LEVEL}
 )
 _GEN_CONFIG = _Msg(
     "GenerationConfig",
@@ -242,6 +250,30 @@ _G_STATUS = {
     504: "DEADLINE_EXCEEDED",
 }
 _G_FN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+# Thinking (https://ai.google.dev/gemini-api/docs/thinking): Gemini 2.5 models think with a
+# token budget (2.5 Pro 128-32768, Flash 0-24576, Flash-Lite 512-24576, -1 dynamic); Gemini 3
+# models take a thinking level instead (a budget still works) and "a budget together with a
+# level" is a 400 ("You can only set only one of thinking budget and thinking level.", quoted in
+# sterlp/eclipse-peon-ai#115); a level on a model before Gemini 3 is an error.
+_G_THINKING_MODEL = re.compile(r"^gemini-(2\.5|[3-9])")
+_G_LEVEL_MODEL = re.compile(r"^gemini-[3-9]")
+_G_BUDGETS = (
+    ("gemini-2.5-pro", 128, 32768),
+    ("gemini-2.5-flash-lite", 512, 24576),
+    ("gemini-2.5-flash", 0, 24576),
+)
+# Thought signatures (https://ai.google.dev/gemini-api/docs/thought-signatures): Gemini 3 models
+# return a signature on the first function-call part of each step and reject a request whose current
+# turn replays function calls without it ("Function call is missing a thought_signature in
+# functionCall parts. ..." quoted in ccch1mneyyy/dsh-Go discussion 2016); the documented dummy
+# values skip the check.
+_G_SIGNATURE_SKIP = frozenset({"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"})
+_G_SIGNING_KEY = b"mock-gemini-thought-signature"
+# File URIs (https://ai.google.dev/api/caching#FileData, "Files API"): the Gemini API takes URIs
+# of files uploaded with its Files API, YouTube URLs and public HTTPS URLs; Cloud Storage (gs://)
+# URIs are Vertex AI's, and the Gemini API answers "Invalid or unsupported file uri"
+# (google-gemini/deprecated-generative-ai-python#357).
+_G_FILE_URI = re.compile(r"^https://\S+$")
 
 
 class _GeminiInvalid(Exception):
@@ -340,10 +372,45 @@ def _g_result_text(response: dict[str, Any]) -> str:
     return orjson.dumps(response).decode()
 
 
+def _g_signature(name: str) -> str:
+    """The thought signature the mock issues with a call of ``name`` (checked when replayed)."""
+    return base64.b64encode(hmac.new(_G_SIGNING_KEY, name.encode(), hashlib.sha256).digest()).decode()
+
+
+def _g_schema_problem(schema: Any, depth: int = 0) -> str | None:
+    """Why ``schema`` is not a JSON Schema the API takes as ``parametersJsonSchema`` (Gemini API,
+    "FunctionDeclaration": a JSON Schema describing an object whose properties are the parameters)."""
+    if not isinstance(schema, dict):
+        return "must be a JSON object"
+    t = schema.get("type")
+    types = t if isinstance(t, list) else [t]
+    known = {"object", "array", "string", "number", "integer", "boolean", "null", None}
+    if any(x not in known for x in types):
+        return f"unknown type {_g_show(t)}"
+    if depth == 0 and "object" not in types:
+        return "must describe an object (type: object)"
+    props = schema.get("properties")
+    if props is not None and not isinstance(props, dict):
+        return "properties must be an object"
+    req = schema.get("required")
+    if req is not None and (not isinstance(req, list) or not all(isinstance(r, str) for r in req)):
+        return "required must be an array of strings"
+    for sub in [*(props or {}).values(), *([schema["items"]] if "items" in schema else [])]:
+        if (problem := _g_schema_problem(sub if isinstance(sub, dict) else {}, depth + 1)) is not None:
+            return problem
+    return None
+
+
 class _Gemini(_Provider):
     """Gemini API v1beta: ``models/{model}:generateContent`` and ``:streamGenerateContent``."""
 
     dialect = "gemini"
+    #: file URIs this API takes in ``fileData`` (Vertex AI overrides: it takes gs:// too)
+    file_uri = _G_FILE_URI
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.prompt_cache = _PrefixCache()
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
         # v1beta is the documented surface; current SDKs default to v1, which takes the same bodies.
@@ -518,6 +585,10 @@ class _Gemini(_Provider):
                         raise self.invalid(
                             f"* GenerateContentRequest.contents[{i}].parts[{j}].{snake}.name: Name cannot be empty.\n"
                         )
+                if "fileData" in part:
+                    uri = part["fileData"].get("fileUri") or ""
+                    if not self.file_uri.match(uri):
+                        raise self.invalid(f"Invalid or unsupported file uri: {uri}")
                 calls += "functionCall" in part
                 responses += "functionResponse" in part
                 if "text" in part and not part.get("thought"):
@@ -540,6 +611,7 @@ class _Gemini(_Provider):
                         "call parts of the function call turn."
                     )
             prev = c
+        self.check_signatures(model, contents)
         system = req.get("systemInstruction")
         if system:
             for part in system.get("parts") or []:
@@ -562,6 +634,12 @@ class _Gemini(_Provider):
                     raise self.invalid(
                         f"{where}.parameters_json_schema: parameters and parameters_json_schema are mutually exclusive.\n"
                     )
+                if "parametersJsonSchema" in fd:
+                    problem = _g_schema_problem(fd["parametersJsonSchema"])
+                    if problem is not None:
+                        raise self.invalid(
+                            f"{where}.parameters_json_schema: Invalid JSON schema: {problem}.\n"
+                        )
                 tool_names.append(name)
 
         fcc = (req.get("toolConfig") or {}).get("functionCallingConfig") or {}
@@ -592,7 +670,9 @@ class _Gemini(_Provider):
             raise self.invalid(
                 "* GenerateContentRequest.generation_config.candidate_count: must be in the range [1, 8]\n"
             )
+        self.check_thinking(model, gc.get("thinkingConfig") or {})
         stops = gc.get("stopSequences") or []
+        # API reference, "GenerationConfig.stopSequences": "up to 5 character sequences".
         if len(stops) > 5:
             raise self.invalid(
                 "* GenerateContentRequest.generation_config.stop_sequences: at most 5 stop sequences\n"
@@ -627,8 +707,58 @@ class _Gemini(_Provider):
             max_tokens=max_tokens,
             stops=list(stops),
             json_schema=json_schema if isinstance(json_schema, dict) else None,
+            tool_schemas={
+                fd["name"]: fd.get("parametersJsonSchema") or fd.get("parameters")
+                for tool in req.get("tools") or []
+                for fd in tool.get("functionDeclarations") or []
+            },
+            show_thoughts=bool((gc.get("thinkingConfig") or {}).get("includeThoughts"))
+            and bool(_G_THINKING_MODEL.match(model)),
         )
         return convo, n
+
+    def check_thinking(self, model: str, tc: dict[str, Any]) -> None:
+        """The thinking-config rules of the model (see _G_THINKING_MODEL)."""
+        where = "* GenerateContentRequest.generation_config.thinking_config"
+        budget, level = tc.get("thinkingBudget"), tc.get("thinkingLevel")
+        if budget is not None and level is not None:
+            raise self.invalid("You can only set only one of thinking budget and thinking level.")
+        if level is not None and _G_THINKING_MODEL.match(model) and not _G_LEVEL_MODEL.match(model):
+            raise self.invalid("Thinking level is not supported for this model.")
+        if budget is not None and budget != -1:
+            for prefix, lo, hi in _G_BUDGETS:
+                if model.startswith(prefix) and not lo <= budget <= hi:
+                    raise self.invalid(f"The thinking budget ({budget}) is invalid.")
+            if budget < -1:
+                raise self.invalid(f"{where}.thinking_budget: must be -1 or non-negative.\n")
+
+    def check_signatures(self, model: str, contents: list[dict[str, Any]]) -> None:
+        """Gemini 3 models: every step of the current turn (the model turns after the last user
+        text) replays the thought signature of its first function call (see _G_SIGNATURE_SKIP)."""
+        if not _G_LEVEL_MODEL.match(model):
+            return
+        start = 0
+        for i, c in enumerate(contents):
+            if c["_role"] == "user" and any("text" in p for p in c.get("parts") or []):
+                start = i + 1
+        for i, c in enumerate(contents[start:], start):
+            if c["_role"] != "model":
+                continue
+            parts = c.get("parts") or []
+            first = next((p for p in parts if "functionCall" in p), None)
+            if first is None:
+                continue
+            sig = first.get("thoughtSignature")
+            name = first["functionCall"]["name"]
+            if sig is None:
+                raise self.invalid(
+                    "Function call is missing a thought_signature in functionCall parts. This is required for tools "
+                    "to work correctly, and missing thought_signature may lead to degraded model performance. "
+                    f"Additional data, function call `default_api:{name}`, position {i + 1}. Please refer to "
+                    "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+                )
+            if sig not in _G_SIGNATURE_SKIP and sig != _g_signature(name):
+                raise self.invalid("Corrupted thought signature.")
 
     # handler ---------------------------------------------------------------
     async def generate(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
@@ -639,24 +769,52 @@ class _Gemini(_Provider):
         convo, n = self.validate(model, body)
         reply = _plan(self.spec.name, convo)
         response_id = _b62(22)
-        finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
+        # Gemini, "Safety settings": a blocked answer is a candidate with finishReason SAFETY,
+        # its safety ratings and no content.
+        finish = {"length": "MAX_TOKENS", "refusal": "SAFETY"}.get(reply.finish, "STOP")
+        thought = f"Thinking about: {convo.user_text}" if convo.show_thoughts else ""
+        thinks = bool(_G_THINKING_MODEL.match(model))
+        thought_tokens = len(f"Thinking about: {convo.user_text}".split()) if thinks else 0
+        prompt_words = [
+            w
+            for c in (body or {}).get("contents") or []
+            if isinstance(c, dict)
+            for p in c.get("parts") or []
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+            for w in p["text"].split()
+        ]
+        cached = self.prompt_cache.hit(model, prompt_words)
 
         def usage(out_tokens: int) -> dict[str, Any]:
-            return {
+            out: dict[str, Any] = {
                 "promptTokenCount": convo.input_tokens,
                 "candidatesTokenCount": out_tokens * n,
-                "totalTokenCount": convo.input_tokens + out_tokens * n,
+                "totalTokenCount": convo.input_tokens + (out_tokens + thought_tokens) * n,
                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": convo.input_tokens}],
             }
+            if thought_tokens:
+                out["thoughtsTokenCount"] = thought_tokens * n
+            if cached:
+                out["cachedContentTokenCount"] = min(cached, convo.input_tokens)
+            return out
 
         def response(
             parts_of: Callable[[], list[dict[str, Any]]], done: bool, out_tokens: int
         ) -> dict[str, Any]:
             candidates = []
             for i in range(n):
-                cand: dict[str, Any] = {"content": {"parts": parts_of(), "role": "model"}}
+                parts = parts_of()
+                cand: dict[str, Any] = {"content": {"parts": parts, "role": "model"}} if parts else {}
                 if done:
                     cand["finishReason"] = finish
+                    if finish == "SAFETY":
+                        cand["safetyRatings"] = [
+                            {
+                                "category": "HARM_CATEGORY_DANGEROUS_CONTENT",
+                                "probability": "HIGH",
+                                "blocked": True,
+                            }
+                        ]
                 cand["index"] = i
                 candidates.append(cand)
             return {
@@ -666,20 +824,37 @@ class _Gemini(_Provider):
                 "responseId": response_id,
             }
 
+        def thought_parts() -> list[dict[str, Any]]:
+            return [{"text": thought, "thought": True}] if thought else []
+
         def call_parts() -> list[dict[str, Any]]:
-            fc = {"id": self.issue_id(_b62(8).lower()), "name": reply.tool_name, "args": reply.tool_args}
-            return [{"functionCall": fc}]
+            parts: list[dict[str, Any]] = []
+            for k, (name, args) in enumerate(reply.calls):
+                part: dict[str, Any] = {
+                    "functionCall": {"id": self.issue_id(_b62(8).lower()), "name": name, "args": args}
+                }
+                if k == 0 and thinks:  # the first call of a step carries the signature
+                    part["thoughtSignature"] = _g_signature(name)
+                parts.append(part)
+            return parts
+
+        def text_parts(text: str) -> list[dict[str, Any]]:
+            return [] if reply.finish == "refusal" else [{"text": text}]
 
         if action == "generateContent":
             if reply.finish == "tool":
-                out = response(call_parts, True, 1)
+                out = response(lambda: thought_parts() + call_parts(), True, reply.output_tokens)
             else:
-                out = response(lambda: [{"text": reply.text}], True, reply.output_tokens)
+                out = response(lambda: thought_parts() + text_parts(reply.text), True, reply.output_tokens)
             return _json_response(200, out)
 
         chunks: list[dict[str, Any]] = []
+        if thought:
+            chunks.append(response(thought_parts, False, 0))
         if reply.finish == "tool":
-            chunks.append(response(call_parts, True, 1))
+            chunks.append(response(call_parts, True, reply.output_tokens))
+        elif reply.finish == "refusal":
+            chunks.append(response(lambda: [], True, 0))
         else:
             pieces = reply.pieces() or [""]
             for k, piece in enumerate(pieces):

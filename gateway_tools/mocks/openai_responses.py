@@ -583,6 +583,12 @@ class _OpenAIPlatform(_OpenAI):
             forced_name=forced,
             max_tokens=max_tokens,
             json_schema=json_schema,
+            tool_schemas={
+                t["name"]: t.get("parameters")
+                for t in body.get("tools") or []
+                if isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("name"), str)
+            },
+            parallel=body.get("parallel_tool_calls") is not False,
         )
         return convo, history + items
 

@@ -86,6 +86,10 @@ class _Publisher:
 
 
 class _VertexGemini(_Publisher, _Gemini):
+    # Vertex AI, "Gemini API reference", fileData.fileUri: Cloud Storage (gs://) URIs and HTTP(S)
+    # URLs of files.
+    file_uri = re.compile(r"^(gs://|https?://)\S+$")
+
     def __init__(self, vertex: _Vertex) -> None:
         self.vertex = vertex
         super().__init__(vertex.spec)
