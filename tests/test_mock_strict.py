@@ -1,0 +1,761 @@
+"""The mock providers are as strict as the real ones, and produce what the real ones produce.
+
+Each rule a mock enforces (see the comments citing the documentation in
+``gateway_tools/mocks``) is exercised here over plain HTTP: the request the real provider
+refuses gets the real status, error shape and wording, and the same request made valid passes.
+The second half checks what the mocks can now produce: thinking with signatures, parallel tool
+calls, refusals, cache usage, several candidates and tool arguments that conform to the tool's
+schema."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Any
+
+import pytest
+
+from gateway_tools.mocks import BackgroundMocks, MockSpec, start_in_thread
+
+OA, AN, GM = "oai", "claude", "gem"
+KEYS = {
+    OA: "sk-test-openai-0123456789abcdef",
+    AN: "sk-ant-test-0123456789abcdef",
+    GM: "gm-test-key-0123456789abcdef",
+}
+HEADERS = {
+    OA: {"Authorization": f"Bearer {KEYS[OA]}"},
+    AN: {"x-api-key": KEYS[AN], "anthropic-version": "2023-06-01"},
+    GM: {"x-goog-api-key": KEYS[GM]},
+}
+MODEL = "test-model-1"
+
+
+@pytest.fixture(scope="module")
+def mocks() -> Any:
+    bg = start_in_thread(
+        [
+            MockSpec(OA, "openai", 0, KEYS[OA]),
+            MockSpec(AN, "anthropic", 0, KEYS[AN]),
+            MockSpec(GM, "gemini", 0, KEYS[GM]),
+        ]
+    )
+    yield bg
+    bg.stop()
+
+
+def _post(mocks: BackgroundMocks, name: str, path: str, body: Any) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", mocks.ports[name], timeout=10)
+    try:
+        conn.request(
+            "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json", **HEADERS[name]}
+        )
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, (json.loads(raw) if raw.startswith((b"{", b"[")) else raw.decode())
+    finally:
+        conn.close()
+
+
+def _sse(raw: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line[6:])
+        for line in raw.splitlines()
+        if line.startswith("data: ") and line[6:] != "[DONE]"
+    ]
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+def _an(messages: list[Any], **kw: Any) -> dict[str, Any]:
+    return {"model": MODEL, "max_tokens": 4096, "messages": messages, **kw}
+
+
+def _user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+AN_TOOL = {
+    "name": "get_weather",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+THINK = {"type": "enabled", "budget_tokens": 2048}
+
+
+def _tool_turn(first: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """A conversation ending in a tool result; ``first`` opens the assistant turn."""
+    use = {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}
+    return [
+        _user("weather?"),
+        {"role": "assistant", "content": [*(first or []), use]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny"}]},
+    ]
+
+
+def _cached(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}
+
+
+ANTHROPIC_RULES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str]] = [
+    (
+        "whitespace-only text block",
+        _an(
+            [_user("hi"), {"role": "assistant", "content": [{"type": "text", "text": " \n"}]}, _user("go on")]
+        ),
+        _an(
+            [_user("hi"), {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}, _user("go on")]
+        ),
+        "messages: text content blocks must contain non-whitespace text",
+    ),
+    (
+        "whitespace-only user string",
+        _an([_user("  ")]),
+        _an([_user("hi")]),
+        "messages: text content blocks must contain non-whitespace text",
+    ),
+    (
+        "prefill ending in whitespace",
+        _an([_user("hi"), {"role": "assistant", "content": "The answer is "}]),
+        _an([_user("hi"), {"role": "assistant", "content": "The answer is"}]),
+        "messages: final assistant content cannot end with trailing whitespace",
+    ),
+    (
+        "thinking with tool_choice any",
+        _an([_user("hi")], thinking=THINK, tools=[AN_TOOL], tool_choice={"type": "any"}),
+        _an([_user("hi")], thinking=THINK, tools=[AN_TOOL], tool_choice={"type": "auto"}),
+        "Thinking may not be enabled when tool_choice forces tool use.",
+    ),
+    (
+        "thinking with a named tool_choice",
+        _an(
+            [_user("hi")],
+            thinking=THINK,
+            tools=[AN_TOOL],
+            tool_choice={"type": "tool", "name": "get_weather"},
+        ),
+        _an([_user("hi")], thinking=THINK, tools=[AN_TOOL]),
+        "Thinking may not be enabled when tool_choice forces tool use.",
+    ),
+    (
+        "thinking with temperature below 1",
+        _an([_user("hi")], thinking=THINK, temperature=0.5),
+        _an([_user("hi")], thinking=THINK, temperature=1),
+        "`temperature` may only be set to 1 when thinking is enabled",
+    ),
+    (
+        "thinking with top_k",
+        _an([_user("hi")], thinking=THINK, top_k=5),
+        _an([_user("hi")], thinking=THINK),
+        "`top_k` must be unset when thinking is enabled",
+    ),
+    (
+        "budget_tokens below 1024",
+        _an([_user("hi")], thinking={"type": "enabled", "budget_tokens": 1000}),
+        _an([_user("hi")], thinking={"type": "enabled", "budget_tokens": 1024}),
+        "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024",
+    ),
+    (
+        "budget_tokens not below max_tokens",
+        _an([_user("hi")], max_tokens=2048, thinking=THINK),
+        _an([_user("hi")], max_tokens=2049, thinking=THINK),
+        "`max_tokens` must be greater than `thinking.budget_tokens`",
+    ),
+    (
+        "tool_use replayed without its thinking block",
+        _an(_tool_turn(), thinking=THINK, tools=[AN_TOOL]),
+        _an(_tool_turn(), tools=[AN_TOOL]),
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`.",
+    ),
+    (
+        "a thinking block whose signature was changed",
+        _an(
+            _tool_turn([{"type": "thinking", "thinking": "hmm", "signature": "Zm9yZ2Vk"}]),
+            thinking=THINK,
+            tools=[AN_TOOL],
+        ),
+        _an(_tool_turn([{"type": "redacted_thinking", "data": "opaque"}]), thinking=THINK, tools=[AN_TOOL]),
+        "messages.1.content.0: Invalid `signature` in `thinking` block",
+    ),
+    (
+        "five cache breakpoints",
+        _an([{"role": "user", "content": [_cached(w) for w in "a b c d e".split()]}]),
+        _an([{"role": "user", "content": [_cached(w) for w in "a b c d".split()]}]),
+        "A maximum of 4 blocks with cache_control may be provided. Found 5.",
+    ),
+    (
+        "tool_use id outside the pattern",
+        _an(
+            [
+                _user("hi"),
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "call.1", "name": "f", "input": {}}],
+                },
+            ]
+        ),
+        None,
+        "tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'",
+    ),
+    (
+        "tool name longer than 128 characters",
+        _an([_user("hi")], tools=[{**AN_TOOL, "name": "t" * 129}]),
+        _an([_user("hi")], tools=[{**AN_TOOL, "name": "t" * 128}]),
+        "tools.0.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'",
+    ),
+    (
+        "tool name with a dot",
+        _an([_user("hi")], tools=[{**AN_TOOL, "name": "fs.read"}]),
+        _an([_user("hi")], tools=[{**AN_TOOL, "name": "fs_read"}]),
+        "tools.0.custom.name: String should match pattern",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "bad", "good", "message"), ANTHROPIC_RULES, ids=[r[0] for r in ANTHROPIC_RULES]
+)
+def test_anthropic_rejects_what_the_api_rejects(
+    mocks: BackgroundMocks, rule: str, bad: dict[str, Any], good: dict[str, Any] | None, message: str
+) -> None:
+    status, body = _post(mocks, AN, "/v1/messages", bad)
+    assert status == 400, body
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert message in body["error"]["message"], body
+    if good is not None:
+        status, body = _post(mocks, AN, "/v1/messages", good)
+        assert status == 200, (rule, body)
+
+
+def test_anthropic_whitespace_block_next_to_text_passes(mocks: BackgroundMocks) -> None:
+    content = [{"type": "text", "text": " "}, {"type": "text", "text": "hello"}]
+    status, body = _post(mocks, AN, "/v1/messages", _an([{"role": "user", "content": content}]))
+    assert status == 200, body
+
+
+def test_anthropic_thinking_round_trip(mocks: BackgroundMocks) -> None:
+    """Thinking on: a signed thinking block comes first; sent back as given, the tool loop goes on."""
+    status, first = _post(
+        mocks, AN, "/v1/messages", _an([_user("use tool for Paris")], thinking=THINK, tools=[AN_TOOL])
+    )
+    assert status == 200, first
+    kinds = [b["type"] for b in first["content"]]
+    assert kinds == ["thinking", "tool_use"]
+    assert first["content"][0]["signature"] and first["content"][0]["thinking"]
+    use = first["content"][1]
+    assert use["input"] == {"city": "use tool for Paris"}
+    result = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": "sunny"}],
+    }
+    history = [_user("use tool for Paris"), {"role": "assistant", "content": first["content"]}, result]
+    status, second = _post(mocks, AN, "/v1/messages", _an(history, thinking=THINK, tools=[AN_TOOL]))
+    assert status == 200, second
+    assert second["content"][-1]["text"].endswith("tool result: sunny")
+    dropped = [history[0], {"role": "assistant", "content": [use]}, result]
+    status, third = _post(mocks, AN, "/v1/messages", _an(dropped, thinking=THINK, tools=[AN_TOOL]))
+    assert status == 400, third
+
+
+def test_anthropic_streams_thinking_then_text(mocks: BackgroundMocks) -> None:
+    status, raw = _post(mocks, AN, "/v1/messages", _an([_user("hello there")], thinking=THINK, stream=True))
+    assert status == 200
+    events = _sse(raw)
+    starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    assert starts == ["thinking", "text"]
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    thought = "".join(d["thinking"] for d in deltas if d["type"] == "thinking_delta")
+    assert thought == "Thinking about: hello there"
+    assert [d["type"] for d in deltas].count("signature_delta") == 1
+    assert "".join(d["text"] for d in deltas if d["type"] == "text_delta") == f"[{AN}:{MODEL}] hello there"
+
+
+def test_anthropic_parallel_tool_calls_and_refusal(mocks: BackgroundMocks) -> None:
+    other = {
+        "name": "get_time",
+        "input_schema": {"type": "object", "properties": {"tz": {"type": "string", "enum": ["UTC", "CET"]}}},
+    }
+    status, body = _post(
+        mocks, AN, "/v1/messages", _an([_user("use all tools please")], tools=[AN_TOOL, other])
+    )
+    assert status == 200, body
+    assert [(b["name"], b["input"]) for b in body["content"]] == [
+        ("get_weather", {"city": "use all tools please"}),
+        ("get_time", {"tz": "UTC"}),
+    ]
+    one = {"type": "auto", "disable_parallel_tool_use": True}
+    status, body = _post(
+        mocks, AN, "/v1/messages", _an([_user("use all tools")], tools=[AN_TOOL, other], tool_choice=one)
+    )
+    assert status == 200 and body["stop_reason"] == "end_turn", body  # no parallel calls: plain text
+    status, body = _post(mocks, AN, "/v1/messages", _an([_user("refuse this")]))
+    assert status == 200 and body["stop_reason"] == "refusal", body
+
+
+def test_anthropic_cache_write_then_read(mocks: BackgroundMocks) -> None:
+    """A breakpoint after 1200 words: written on the first request, read on the second."""
+    system = [_cached(" ".join(f"w{k}" for k in range(1200)))]
+    body = _an([_user("question one")], system=system)
+    status, first = _post(mocks, AN, "/v1/messages", body)
+    assert status == 200, first
+    assert first["usage"]["cache_creation_input_tokens"] == 1200
+    assert first["usage"]["cache_read_input_tokens"] == 0
+    assert first["usage"]["input_tokens"] == 2
+    status, second = _post(mocks, AN, "/v1/messages", _an([_user("question two")], system=system))
+    assert status == 200, second
+    assert second["usage"]["cache_read_input_tokens"] == 1200
+    assert second["usage"]["cache_creation_input_tokens"] == 0
+    short = _an([_user("hi")], system=[_cached("too short to cache")])
+    status, third = _post(mocks, AN, "/v1/messages", short)
+    assert third["usage"]["cache_creation_input_tokens"] == 0  # under the model's minimum
+
+
+# --------------------------------------------------------------------------- OpenAI
+
+
+def _oa(**kw: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [_user("hello")], **kw}
+
+
+def _fn(name: str = "get_weather", **kw: Any) -> dict[str, Any]:
+    params = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    return {"type": "function", "function": {"name": name, "parameters": params, **kw}}
+
+
+STRICT_SCHEMA = {
+    "type": "object",
+    "properties": {"a": {"type": "string"}},
+    "required": ["a"],
+    "additionalProperties": False,
+}
+
+OPENAI_RULES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str, str | None]] = [
+    (
+        "json_object without the word json",
+        _oa(response_format={"type": "json_object"}),
+        _oa(messages=[_user("answer in JSON")], response_format={"type": "json_object"}),
+        "'messages' must contain the word 'json' in some form",
+        "messages",
+    ),
+    (
+        "json_schema without a name",
+        _oa(response_format={"type": "json_schema", "json_schema": {"schema": STRICT_SCHEMA}}),
+        _oa(response_format={"type": "json_schema", "json_schema": {"name": "out", "schema": STRICT_SCHEMA}}),
+        "Missing required parameter: 'response_format.json_schema.name'.",
+        "response_format.json_schema.name",
+    ),
+    (
+        "strict json_schema without additionalProperties false",
+        _oa(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "out",
+                    "strict": True,
+                    "schema": {**STRICT_SCHEMA, "additionalProperties": True},
+                },
+            }
+        ),
+        _oa(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "out", "strict": True, "schema": STRICT_SCHEMA},
+            }
+        ),
+        "Invalid schema for response_format 'out': In context=(), 'additionalProperties' is required to be supplied and to be false.",
+        "response_format",
+    ),
+    (
+        "strict json_schema with an optional property",
+        _oa(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "out", "strict": True, "schema": {**STRICT_SCHEMA, "required": []}},
+            }
+        ),
+        None,
+        "'required' is required to be supplied and to be an array including every key in properties. Missing 'a'.",
+        "response_format",
+    ),
+    (
+        "strict function without additionalProperties false",
+        _oa(tools=[_fn(strict=True)]),
+        _oa(
+            tools=[
+                {"type": "function", "function": {"name": "f", "strict": True, "parameters": STRICT_SCHEMA}}
+            ]
+        ),
+        "Invalid schema for function 'get_weather': In context=(), 'additionalProperties' is required",
+        "tools[0].function.parameters",
+    ),
+    (
+        "top_logprobs without logprobs",
+        _oa(top_logprobs=3),
+        _oa(top_logprobs=3, logprobs=True),
+        "'logprobs': must be true when 'top_logprobs' is specified",
+        "logprobs",
+    ),
+    (
+        "top_logprobs above 20",
+        _oa(top_logprobs=21, logprobs=True),
+        _oa(top_logprobs=20, logprobs=True),
+        "Invalid 'top_logprobs': integer above maximum value. Expected a value <= 20, but got 21 instead.",
+        "top_logprobs",
+    ),
+    (
+        "max_tokens above the model's output limit",
+        _oa(model="gpt-4o", max_tokens=16385),
+        _oa(model="gpt-4o", max_tokens=16384),
+        "max_tokens is too large: 16385. This model supports at most 16384 completion tokens",
+        "max_tokens",
+    ),
+    (
+        "max_completion_tokens above the model's output limit",
+        _oa(model="gpt-4.1-mini", max_completion_tokens=40000),
+        _oa(model="gpt-4.1-mini", max_completion_tokens=32768),
+        "max_completion_tokens is too large: 40000. This model supports at most 32768 completion tokens",
+        "max_completion_tokens",
+    ),
+    (
+        "max_tokens on a reasoning model",
+        _oa(model="o3-mini", max_tokens=100),
+        _oa(model="o3-mini", max_completion_tokens=100),
+        "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+        "max_tokens",
+    ),
+    (
+        "temperature on a reasoning model",
+        _oa(model="o4-mini", temperature=0.2),
+        _oa(model="o4-mini", temperature=1),
+        "Unsupported value: 'temperature' does not support 0.2 with this model.",
+        "temperature",
+    ),
+    (
+        "five stop sequences",
+        _oa(stop=["a", "b", "c", "d", "e"]),
+        _oa(stop=["a", "b", "c", "d"]),
+        "Invalid 'stop': array too long. Expected an array with maximum length 4",
+        "stop",
+    ),
+    (
+        "tool name longer than 64 characters",
+        _oa(tools=[_fn("f" * 65)]),
+        _oa(tools=[_fn("f" * 64)]),
+        "Invalid 'tools[0].function.name': string too long. Expected a string with maximum length 64",
+        "tools[0].function.name",
+    ),
+    (
+        "tool name with a dot",
+        _oa(tools=[_fn("fs.read")]),
+        _oa(tools=[_fn("fs_read")]),
+        "Invalid 'tools[0].function.name': string does not match pattern.",
+        "tools[0].function.name",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "bad", "good", "message", "param"), OPENAI_RULES, ids=[r[0] for r in OPENAI_RULES]
+)
+def test_openai_rejects_what_the_api_rejects(
+    mocks: BackgroundMocks,
+    rule: str,
+    bad: dict[str, Any],
+    good: dict[str, Any] | None,
+    message: str,
+    param: str | None,
+) -> None:
+    status, body = _post(mocks, OA, "/v1/chat/completions", bad)
+    assert status == 400, body
+    assert body["error"]["type"] == "invalid_request_error"
+    assert message in body["error"]["message"], body
+    assert body["error"]["param"] == param
+    if good is not None:
+        status, body = _post(mocks, OA, "/v1/chat/completions", good)
+        assert status == 200, (rule, body)
+
+
+def test_openai_parallel_calls_conforming_arguments_and_choices(mocks: BackgroundMocks) -> None:
+    nested = {
+        "type": "function",
+        "function": {
+            "name": "plan",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "steps": {
+                        "type": "array",
+                        "minItems": 2,
+                        "items": {
+                            "type": "object",
+                            "properties": {"n": {"type": "integer", "minimum": 5}},
+                            "required": ["n"],
+                        },
+                    },
+                    "mode": {"type": "string", "enum": ["fast", "slow"]},
+                    "when": {"type": "string", "format": "date"},
+                    "note": {"type": "string"},
+                },
+                "required": ["steps", "mode", "when"],
+            },
+        },
+    }
+    status, body = _post(
+        mocks, OA, "/v1/chat/completions", _oa(messages=[_user("use all tools")], tools=[_fn(), nested], n=2)
+    )
+    assert status == 200, body
+    assert len(body["choices"]) == 2
+    for choice in body["choices"]:
+        calls = choice["message"]["tool_calls"]
+        assert [c["function"]["name"] for c in calls] == ["get_weather", "plan"]
+        assert json.loads(calls[0]["function"]["arguments"]) == {"city": "use all tools"}
+        assert json.loads(calls[1]["function"]["arguments"]) == {
+            "steps": [{"n": 5}, {"n": 5}],
+            "mode": "fast",
+            "when": "2025-01-01",
+        }
+    ids = [c["id"] for ch in body["choices"] for c in ch["message"]["tool_calls"]]
+    assert len(set(ids)) == 4
+    status, body = _post(
+        mocks,
+        OA,
+        "/v1/chat/completions",
+        _oa(messages=[_user("use all tools")], tools=[_fn(), nested], parallel_tool_calls=False),
+    )
+    assert body["choices"][0]["finish_reason"] == "stop"  # parallel calls off: no call on this marker
+
+    status, raw = _post(
+        mocks,
+        OA,
+        "/v1/chat/completions",
+        _oa(messages=[_user("use all tools")], tools=[_fn(), nested], stream=True),
+    )
+    calls: dict[int, dict[str, Any]] = {}
+    for chunk in _sse(raw):
+        for piece in chunk["choices"][0]["delta"].get("tool_calls") or [] if chunk["choices"] else []:
+            call = calls.setdefault(piece["index"], {"name": "", "arguments": ""})
+            call["name"] += piece.get("function", {}).get("name") or ""
+            call["arguments"] += piece.get("function", {}).get("arguments") or ""
+    assert [calls[k]["name"] for k in sorted(calls)] == ["get_weather", "plan"]
+    assert json.loads(calls[0]["arguments"]) == {"city": "use all tools"}
+
+
+def test_openai_refusal_reasoning_and_cached_tokens(mocks: BackgroundMocks) -> None:
+    status, body = _post(mocks, OA, "/v1/chat/completions", _oa(messages=[_user("refuse to help")]))
+    msg = body["choices"][0]["message"]
+    assert msg["content"] is None and msg["refusal"].startswith("I can't help with that")
+    status, raw = _post(
+        mocks, OA, "/v1/chat/completions", _oa(messages=[_user("refuse to help")], stream=True)
+    )
+    refusal = "".join(c["choices"][0]["delta"].get("refusal") or "" for c in _sse(raw) if c["choices"])
+    assert refusal == msg["refusal"]
+    status, body = _post(mocks, OA, "/v1/chat/completions", _oa(model="o3", reasoning_effort="low"))
+    details = body["usage"]["completion_tokens_details"]
+    assert details["reasoning_tokens"] == 3 and body["usage"]["completion_tokens"] == 3 + 2
+    long = " ".join(f"w{k}" for k in range(1300))
+    first = _oa(messages=[{"role": "system", "content": long}, _user("one")])
+    status, body = _post(mocks, OA, "/v1/chat/completions", first)
+    assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    second = _oa(messages=[{"role": "system", "content": long}, _user("two")])
+    status, body = _post(mocks, OA, "/v1/chat/completions", second)
+    assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 1280  # 128-token increments
+
+
+# --------------------------------------------------------------------------- Gemini
+
+
+def _gm(contents: list[Any] | None = None, **kw: Any) -> dict[str, Any]:
+    return {"contents": contents or [{"role": "user", "parts": [{"text": "hello"}]}], **kw}
+
+
+GM_TOOLS = [
+    {"functionDeclarations": [{"name": "get_weather", "parametersJsonSchema": AN_TOOL["input_schema"]}]}
+]
+
+
+def _gm_loop(call_part: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "parts": [{"text": "weather?"}]},
+        {"role": "model", "parts": [call_part]},
+        {
+            "role": "user",
+            "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}}],
+        },
+    ]
+
+
+CALL = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+
+GEMINI_RULES: list[tuple[str, str, dict[str, Any], dict[str, Any] | None, str]] = [
+    (
+        "function call replayed without its thought signature",
+        "gemini-3.5-flash",
+        _gm(_gm_loop(CALL), tools=GM_TOOLS),
+        _gm(_gm_loop({**CALL, "thoughtSignature": "skip_thought_signature_validator"}), tools=GM_TOOLS),
+        "Function call is missing a thought_signature in functionCall parts.",
+    ),
+    (
+        "function call replayed with a forged thought signature",
+        "gemini-3.5-flash",
+        _gm(_gm_loop({**CALL, "thoughtSignature": "Zm9yZ2Vk"}), tools=GM_TOOLS),
+        None,
+        "Corrupted thought signature.",
+    ),
+    (
+        "parametersJsonSchema that is not an object schema",
+        MODEL,
+        _gm(tools=[{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {"type": "string"}}]}]),
+        _gm(tools=[{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {"type": "object"}}]}]),
+        "parameters_json_schema: Invalid JSON schema: must describe an object",
+    ),
+    (
+        "parametersJsonSchema with an unknown type",
+        MODEL,
+        _gm(
+            tools=[
+                {
+                    "functionDeclarations": [
+                        {
+                            "name": "f",
+                            "parametersJsonSchema": {"type": "object", "properties": {"a": {"type": "text"}}},
+                        }
+                    ]
+                }
+            ]
+        ),
+        None,
+        'Invalid JSON schema: unknown type "text"',
+    ),
+    (
+        "six stop sequences",
+        MODEL,
+        _gm(generationConfig={"stopSequences": list("abcdef")}),
+        _gm(generationConfig={"stopSequences": list("abcde")}),
+        "stop_sequences: at most 5 stop sequences",
+    ),
+    (
+        "a Cloud Storage fileData URI",
+        MODEL,
+        _gm(
+            [
+                {
+                    "role": "user",
+                    "parts": [
+                        {"text": "see"},
+                        {"fileData": {"mimeType": "image/png", "fileUri": "gs://b/x.png"}},
+                    ],
+                }
+            ]
+        ),
+        _gm(
+            [
+                {
+                    "role": "user",
+                    "parts": [
+                        {"text": "see"},
+                        {
+                            "fileData": {
+                                "mimeType": "image/png",
+                                "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc",
+                            }
+                        },
+                    ],
+                }
+            ]
+        ),
+        "Invalid or unsupported file uri: gs://b/x.png",
+    ),
+    (
+        "thinking budget together with a level",
+        "gemini-3.5-flash",
+        _gm(generationConfig={"thinkingConfig": {"thinkingBudget": 1024, "thinkingLevel": "low"}}),
+        _gm(generationConfig={"thinkingConfig": {"thinkingLevel": "low"}}),
+        "You can only set only one of thinking budget and thinking level.",
+    ),
+    (
+        "thinking level on a Gemini 2.5 model",
+        "gemini-2.5-flash",
+        _gm(generationConfig={"thinkingConfig": {"thinkingLevel": "high"}}),
+        _gm(generationConfig={"thinkingConfig": {"thinkingBudget": 1024}}),
+        "Thinking level is not supported for this model.",
+    ),
+    (
+        "thinking budget out of the model's range",
+        "gemini-2.5-pro",
+        _gm(generationConfig={"thinkingConfig": {"thinkingBudget": 64}}),
+        _gm(generationConfig={"thinkingConfig": {"thinkingBudget": 128}}),
+        "The thinking budget (64) is invalid.",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "model", "bad", "good", "message"), GEMINI_RULES, ids=[r[0] for r in GEMINI_RULES]
+)
+def test_gemini_rejects_what_the_api_rejects(
+    mocks: BackgroundMocks,
+    rule: str,
+    model: str,
+    bad: dict[str, Any],
+    good: dict[str, Any] | None,
+    message: str,
+) -> None:
+    path = f"/v1beta/models/{model}:generateContent"
+    status, body = _post(mocks, GM, path, bad)
+    assert status == 400, body
+    assert body["error"]["status"] == "INVALID_ARGUMENT" and body["error"]["code"] == 400
+    assert message in body["error"]["message"], body
+    if good is not None:
+        status, body = _post(mocks, GM, path, good)
+        assert status == 200, (rule, body)
+
+
+def test_gemini_signatures_round_trip_and_older_turns_are_free(mocks: BackgroundMocks) -> None:
+    """Gemini 3: the call comes with a signature; replayed as given the loop goes on. Calls of an
+    earlier turn (before the latest user text) need none."""
+    path = "/v1beta/models/gemini-3.5-flash:generateContent"
+    user = {"role": "user", "parts": [{"text": "use all tools"}]}
+    tools = [{"functionDeclarations": [GM_TOOLS[0]["functionDeclarations"][0], {"name": "get_time"}]}]
+    status, body = _post(mocks, GM, path, _gm([user], tools=tools))
+    assert status == 200, body
+    parts = body["candidates"][0]["content"]["parts"]
+    assert [p["functionCall"]["name"] for p in parts] == ["get_weather", "get_time"]
+    assert "thoughtSignature" in parts[0] and "thoughtSignature" not in parts[1]
+    assert parts[0]["functionCall"]["args"] == {"city": "use all tools"}
+    assert parts[1]["functionCall"]["args"] == {"echo": "use all tools"}
+    responses = {
+        "role": "user",
+        "parts": [
+            {"functionResponse": {"name": p["functionCall"]["name"], "response": {"result": "ok"}}}
+            for p in parts
+        ],
+    }
+    status, body = _post(
+        mocks, GM, path, _gm([user, {"role": "model", "parts": parts}, responses], tools=tools)
+    )
+    assert status == 200, body
+    older = [
+        *_gm_loop(CALL),
+        {"role": "model", "parts": [{"text": "It is sunny."}]},
+        {"role": "user", "parts": [{"text": "thanks"}]},
+    ]
+    status, body = _post(mocks, GM, path, _gm(older, tools=GM_TOOLS))
+    assert status == 200, body
+
+
+def test_gemini_thoughts_candidates_refusal_and_cache(mocks: BackgroundMocks) -> None:
+    path = "/v1beta/models/gemini-3.5-flash:generateContent"
+    config = {"thinkingConfig": {"includeThoughts": True}, "candidateCount": 2}
+    status, body = _post(mocks, GM, path, _gm(generationConfig=config))
+    assert status == 200, body
+    assert len(body["candidates"]) == 2
+    for cand in body["candidates"]:
+        assert cand["content"]["parts"][0] == {"text": "Thinking about: hello", "thought": True}
+        assert cand["content"]["parts"][1]["text"] == f"[{GM}:gemini-3.5-flash] hello"
+    assert body["usageMetadata"]["thoughtsTokenCount"] == 3 * 2
+    status, body = _post(mocks, GM, path, _gm([{"role": "user", "parts": [{"text": "refuse now"}]}]))
+    assert body["candidates"][0]["finishReason"] == "SAFETY" and "content" not in body["candidates"][0]
+    long = " ".join(f"w{k}" for k in range(1100))
+    for expected in (None, 1024):
+        status, body = _post(mocks, GM, path, _gm([{"role": "user", "parts": [{"text": long}]}]))
+        assert body["usageMetadata"].get("cachedContentTokenCount") == expected
