@@ -179,8 +179,8 @@ ANTHROPIC_RULES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str]] = 
     ),
     (
         "five cache breakpoints",
-        _an([{"role": "user", "content": [_cached(w) for w in "a b c d e".split()]}]),
-        _an([{"role": "user", "content": [_cached(w) for w in "a b c d".split()]}]),
+        _an([{"role": "user", "content": [_cached(w) for w in ["a", "b", "c", "d", "e"]]}]),
+        _an([{"role": "user", "content": [_cached(w) for w in ["a", "b", "c", "d"]]}]),
         "A maximum of 4 blocks with cache_control may be provided. Found 5.",
     ),
     (
@@ -307,6 +307,7 @@ def test_anthropic_cache_write_then_read(mocks: BackgroundMocks) -> None:
     assert second["usage"]["cache_creation_input_tokens"] == 0
     short = _an([_user("hi")], system=[_cached("too short to cache")])
     status, third = _post(mocks, AN, "/v1/messages", short)
+    assert status == 200, third
     assert third["usage"]["cache_creation_input_tokens"] == 0  # under the model's minimum
 
 
@@ -542,6 +543,7 @@ def test_openai_parallel_calls_conforming_arguments_and_choices(mocks: Backgroun
 
 def test_openai_refusal_reasoning_and_cached_tokens(mocks: BackgroundMocks) -> None:
     status, body = _post(mocks, OA, "/v1/chat/completions", _oa(messages=[_user("refuse to help")]))
+    assert status == 200, body
     msg = body["choices"][0]["message"]
     assert msg["content"] is None and msg["refusal"].startswith("I can't help with that")
     status, raw = _post(
@@ -550,14 +552,17 @@ def test_openai_refusal_reasoning_and_cached_tokens(mocks: BackgroundMocks) -> N
     refusal = "".join(c["choices"][0]["delta"].get("refusal") or "" for c in _sse(raw) if c["choices"])
     assert refusal == msg["refusal"]
     status, body = _post(mocks, OA, "/v1/chat/completions", _oa(model="o3", reasoning_effort="low"))
+    assert status == 200, body
     details = body["usage"]["completion_tokens_details"]
     assert details["reasoning_tokens"] == 3 and body["usage"]["completion_tokens"] == 3 + 2
     long = " ".join(f"w{k}" for k in range(1300))
     first = _oa(messages=[{"role": "system", "content": long}, _user("one")])
     status, body = _post(mocks, OA, "/v1/chat/completions", first)
+    assert status == 200, body
     assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     second = _oa(messages=[{"role": "system", "content": long}, _user("two")])
     status, body = _post(mocks, OA, "/v1/chat/completions", second)
+    assert status == 200, body
     assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 1280  # 128-token increments
 
 
@@ -754,8 +759,10 @@ def test_gemini_thoughts_candidates_refusal_and_cache(mocks: BackgroundMocks) ->
         assert cand["content"]["parts"][1]["text"] == f"[{GM}:gemini-3.5-flash] hello"
     assert body["usageMetadata"]["thoughtsTokenCount"] == 3 * 2
     status, body = _post(mocks, GM, path, _gm([{"role": "user", "parts": [{"text": "refuse now"}]}]))
+    assert status == 200, body
     assert body["candidates"][0]["finishReason"] == "SAFETY" and "content" not in body["candidates"][0]
     long = " ".join(f"w{k}" for k in range(1100))
     for expected in (None, 1024):
         status, body = _post(mocks, GM, path, _gm([{"role": "user", "parts": [{"text": long}]}]))
+        assert status == 200, body
         assert body["usageMetadata"].get("cachedContentTokenCount") == expected
