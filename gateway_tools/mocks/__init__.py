@@ -16,10 +16,18 @@ Replies (the same rules in every dialect):
 
 * text: ``[<spec name>:<model>] <text of the last user turn>``, whitespace
   normalised; streamed as one delta per word that join back to that text;
-* a call of the first declared tool (or the one ``tool_choice`` names) with
-  arguments ``{"echo": <last user text>}`` when that text starts with
-  ``use tool``; a forced tool choice (OpenAI ``required``/named, Anthropic
-  ``any``/``tool``, Gemini ``ANY``) calls even without it, and ``none`` never does;
+* a call of the first declared tool (or the one ``tool_choice`` names) when that
+  text starts with ``use tool``; a forced tool choice (OpenAI ``required``/named,
+  Anthropic ``any``/``tool``, Gemini ``ANY``) calls even without it, and ``none``
+  never does; ``use all tools`` calls every declared tool at once (parallel tool
+  calls) unless the request turns parallel calls off. Arguments conform to the
+  tool's schema (``_tool_args``: required properties with type-correct values,
+  strings being the last user text); a tool that declares no properties gets
+  ``{"echo": <last user text>}``;
+* the provider's refusal when that text starts with ``refuse``;
+* thinking when asked for (Anthropic signed thinking blocks, Gemini thought parts
+  and thought signatures, OpenAI reasoning tokens), and cache reads and writes
+  for repeated prefixes of 1024+ words;
 * ``[<name>:<model>] tool result: <result text>`` when the conversation ends
   with tool results;
 * usage: input = words of all system and message text parts (not tool calls or
