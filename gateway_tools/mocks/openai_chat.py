@@ -87,7 +87,8 @@ _OA_TOOL_NAME_MAX = 64
 # temperature (API reference, "max_tokens": "not compatible with o-series models"; the error wording
 # is the API's, quoted in openai/openai-python issues and e.g. teilomillet/gollm#33). The gpt-5
 # family behaves the same on the real API; the mock applies the rule to o-series ids only for now
-# because the gateway's OpenAI codec still sends max_tokens (see docs/testing.md).
+# because the gateway's OpenAI codec still sends max_tokens to every model (extend the pattern to
+# gpt-5 once it sends max_completion_tokens there).
 _OA_REASONING = re.compile(r"^o\d")
 # Output-token ceilings per model family (OpenAI "Models" pages, each model's "Max output tokens"),
 # longest prefix first; models not listed have no ceiling in the mock.
