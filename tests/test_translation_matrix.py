@@ -154,6 +154,7 @@ class Call:
     name: str
     args: dict[str, Any]
     raw_args: str
+    signature: bytes | None = None  # Gemini: the call's thought signature, echoed back as given
 
 
 @dataclass
@@ -410,7 +411,12 @@ class GeminiClient(SDKClient):
             contents.append(
                 types.Content(
                     role="model",
-                    parts=[types.Part(function_call=types.FunctionCall(id=c.id, name=c.name, args=c.args))],
+                    parts=[
+                        types.Part(
+                            function_call=types.FunctionCall(id=c.id, name=c.name, args=c.args),
+                            thought_signature=c.signature,
+                        )
+                    ],
                 )
             )
             contents.append(
@@ -476,7 +482,15 @@ class GeminiClient(SDKClient):
                 res.text += part.text
             if part.function_call is not None:
                 fc = part.function_call
-                res.calls.append(Call(fc.id or "", fc.name or "", dict(fc.args or {}), json.dumps(fc.args)))
+                res.calls.append(
+                    Call(
+                        fc.id or "",
+                        fc.name or "",
+                        dict(fc.args or {}),
+                        json.dumps(fc.args),
+                        part.thought_signature,
+                    )
+                )
 
     def ask(self, a: Ask) -> Result:
         contents, cfg = self.request(a)

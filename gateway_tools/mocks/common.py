@@ -198,6 +198,7 @@ class _Convo:
     # The declared tools' parameter schemas by name, so calls carry arguments that conform.
     tool_schemas: dict[str, Any] = field(default_factory=dict)
     parallel: bool = True  # whether several calls may come in one turn (``use all tools``)
+    thinking: bool = False  # the request turned the model's thinking on
     show_thoughts: bool = False  # the client asked to see the model's thinking
 
 

@@ -377,6 +377,15 @@ def _g_signature(name: str) -> str:
     return base64.b64encode(hmac.new(_G_SIGNING_KEY, name.encode(), hashlib.sha256).digest()).decode()
 
 
+def _g_bytes(value: str) -> bytes:
+    """A proto bytes field's value: JSON carries it in either base64 alphabet (the SDKs send URL-safe)."""
+    std = value.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(std + "=" * (-len(std) % 4))
+    except ValueError:
+        return b""
+
+
 def _g_schema_problem(schema: Any, depth: int = 0) -> str | None:
     """Why ``schema`` is not a JSON Schema the API takes as ``parametersJsonSchema`` (Gemini API,
     "FunctionDeclaration": a JSON Schema describing an object whose properties are the parameters)."""
@@ -670,7 +679,9 @@ class _Gemini(_Provider):
             raise self.invalid(
                 "* GenerateContentRequest.generation_config.candidate_count: must be in the range [1, 8]\n"
             )
-        self.check_thinking(model, gc.get("thinkingConfig") or {})
+        tc = gc.get("thinkingConfig") or {}
+        self.check_thinking(model, tc)
+        thinking = bool(tc) and bool(_G_THINKING_MODEL.match(model)) and tc.get("thinkingBudget") != 0
         stops = gc.get("stopSequences") or []
         # API reference, "GenerationConfig.stopSequences": "up to 5 character sequences".
         if len(stops) > 5:
@@ -712,8 +723,8 @@ class _Gemini(_Provider):
                 for tool in req.get("tools") or []
                 for fd in tool.get("functionDeclarations") or []
             },
-            show_thoughts=bool((gc.get("thinkingConfig") or {}).get("includeThoughts"))
-            and bool(_G_THINKING_MODEL.match(model)),
+            thinking=thinking,
+            show_thoughts=thinking and bool(tc.get("includeThoughts")),
         )
         return convo, n
 
@@ -757,7 +768,7 @@ class _Gemini(_Provider):
                     f"Additional data, function call `default_api:{name}`, position {i + 1}. Please refer to "
                     "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
                 )
-            if sig not in _G_SIGNATURE_SKIP and sig != _g_signature(name):
+            if sig not in _G_SIGNATURE_SKIP and _g_bytes(sig) != _g_bytes(_g_signature(name)):
                 raise self.invalid("Corrupted thought signature.")
 
     # handler ---------------------------------------------------------------
@@ -774,7 +785,10 @@ class _Gemini(_Provider):
         finish = {"length": "MAX_TOKENS", "refusal": "SAFETY"}.get(reply.finish, "STOP")
         thought = f"Thinking about: {convo.user_text}" if convo.show_thoughts else ""
         thinks = bool(_G_THINKING_MODEL.match(model))
-        thought_tokens = len(f"Thinking about: {convo.user_text}".split()) if thinks else 0
+        # The mock thinks (and counts thoughtsTokenCount) only when the request configures thinking
+        # with a non-zero budget, so that plain requests keep word-count usage; signatures on calls
+        # come from every thinking model, as the real ones send them.
+        thought_tokens = len(f"Thinking about: {convo.user_text}".split()) if convo.thinking else 0
         prompt_words = [
             w
             for c in (body or {}).get("contents") or []
