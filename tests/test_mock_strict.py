@@ -13,9 +13,14 @@ import http.client
 import json
 from typing import Any
 
+import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway_tools.mocks import BackgroundMocks, MockSpec, start_in_thread
+from gateway_tools.mocks.common import _tool_args
+from gateway_tools.mocks.openai_chat import _oa_strict_problem
 
 OA, AN, GM = "oai", "claude", "gem"
 KEYS = {
@@ -766,3 +771,102 @@ def test_gemini_thoughts_candidates_refusal_and_cache(mocks: BackgroundMocks) ->
         status, body = _post(mocks, GM, path, _gm([{"role": "user", "parts": [{"text": long}]}]))
         assert status == 200, body
         assert body["usageMetadata"].get("cachedContentTokenCount") == expected
+
+
+# --------------------------------------------------------------------------- properties of the argument generator
+
+_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
+
+
+@st.composite
+def _numbers(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["integer", "number"]))
+    schema: dict[str, Any] = {"type": kind}
+    lo = draw(st.none() | st.integers(-50, 50))
+    if lo is not None:
+        schema[draw(st.sampled_from(["minimum", "exclusiveMinimum"]))] = lo
+    hi = draw(st.none() | st.integers(lo + 2 if lo is not None else -50, 120))
+    if hi is not None:
+        schema[draw(st.sampled_from(["maximum", "exclusiveMaximum"]))] = hi
+    return schema
+
+
+@st.composite
+def _strings(draw: st.DrawFn) -> dict[str, Any]:
+    choice = draw(st.sampled_from(["plain", "enum", "format", "length"]))
+    if choice == "enum":
+        return {"type": "string", "enum": draw(st.lists(_names, min_size=1, max_size=3, unique=True))}
+    if choice == "format":
+        return {
+            "type": "string",
+            "format": draw(st.sampled_from(["date", "date-time", "email", "uuid", "ipv4"])),
+        }
+    if choice == "length":
+        lo = draw(st.integers(0, 30))
+        return {"type": "string", "minLength": lo, "maxLength": draw(st.integers(max(lo, 1), 40))}
+    return {"type": "string"}
+
+
+_leaves = _numbers() | _strings() | st.just({"type": "boolean"}) | st.just({"type": ["string", "null"]})
+
+
+def _containers(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    @st.composite
+    def build(draw: st.DrawFn) -> dict[str, Any]:
+        if draw(st.booleans()):
+            lo = draw(st.integers(0, 3))
+            return {
+                "type": "array",
+                "items": draw(children),
+                "minItems": lo,
+                "maxItems": draw(st.integers(max(lo, 1), 5)),
+            }
+        props = draw(st.dictionaries(_names, children, max_size=4))
+        required = draw(st.lists(st.sampled_from(sorted(props)), unique=True)) if props else []
+        return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+    return build()
+
+
+_schemas = st.recursive(_leaves, _containers, max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(props=st.dictionaries(_names, _schemas, max_size=5), data=st.data(), text=st.text(max_size=40))
+def test_tool_arguments_always_conform_to_the_tool_schema(
+    props: dict[str, Any], data: st.DataObject, text: str
+) -> None:
+    """Whatever schema a tool declares, the arguments a mock calls it with validate against it."""
+    required = data.draw(st.lists(st.sampled_from(sorted(props)), unique=True)) if props else []
+    schema = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+    args = _tool_args(schema, text)
+    jsonschema.validate(args, schema, format_checker=jsonschema.FormatChecker())
+    assert set(args) == set(required or props)  # minimal: the required ones (all when none is)
+
+
+@settings(max_examples=200, deadline=None)
+@given(schema=_schemas)
+def test_strict_schema_check_accepts_closed_schemas_and_finds_open_ones(schema: dict[str, Any]) -> None:
+    """The OpenAI mock's strict-schema check: a schema whose every object is closed and fully
+    required passes; opening any object is reported."""
+
+    def close(s: Any) -> Any:
+        if not isinstance(s, dict):
+            return s
+        out = {k: close(v) for k, v in s.items() if k != "properties"}
+        if "properties" in s:
+            out["properties"] = {k: close(v) for k, v in s["properties"].items()}
+            out["required"] = list(s["properties"])
+        if "items" in s:
+            out["items"] = close(s["items"])
+        return out
+
+    root = {
+        "type": "object",
+        "properties": {"x": close(schema)},
+        "required": ["x"],
+        "additionalProperties": False,
+    }
+    assert _oa_strict_problem(root, root) is None
+    opened = {**root, "additionalProperties": True}
+    assert _oa_strict_problem(opened, opened) is not None
