@@ -76,7 +76,9 @@ def test_reasoning_content_is_reasoning_for_other_dialects(
     thought = "Thinking about: think about this"
     assert res.text == reply  # the reasoning is not mixed into the answer
     assert res.finish == {"anthropic": "end_turn", "gemini": "STOP"}[client]
-    # Gemini counts thoughts apart (thoughtsTokenCount), Anthropic within output_tokens
+    # completion_tokens counts the reasoning too, as these hosts do (DeepSeek API "Reasoning Model":
+    # reasoning tokens are billed as output): Anthropic's output_tokens include it, Gemini counts
+    # thoughts apart (thoughtsTokenCount)
     assert res.output_tokens == words(reply) + (words(thought) if client == "anthropic" else 0)
     if client == "anthropic" and not stream:
         asdk = anthropic.Anthropic(base_url=hosts.base_url, api_key=DEMO_KEY, max_retries=0, timeout=20)
