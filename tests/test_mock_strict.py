@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+from pathlib import Path
 from typing import Any
 
+import google.auth.transport.requests
 import jsonschema
 import pytest
+from google.oauth2 import service_account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway_tools.mocks import BackgroundMocks, MockSpec, start_in_thread
 from gateway_tools.mocks.common import _tool_args
 from gateway_tools.mocks.openai_chat import _oa_strict_problem
+from tests.cloud import LOCATION, PROJECT, service_account_key
 
 OA, AN, GM = "oai", "claude", "gem"
 KEYS = {
@@ -870,3 +875,39 @@ def test_strict_schema_check_accepts_closed_schemas_and_finds_open_ones(schema: 
     assert _oa_strict_problem(root, root) is None
     opened = {**root, "additionalProperties": True}
     assert _oa_strict_problem(opened, opened) is not None
+
+
+def test_vertex_takes_cloud_storage_uris_the_gemini_api_refuses(
+    mocks: BackgroundMocks, tmp_path: Path
+) -> None:
+    """fileData URIs: gs:// is Vertex AI's (Vertex "Gemini API reference"), refused by the Gemini API."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = service_account_key(tmp_path / "sa.json", f"http://127.0.0.1:{port}/token")
+    vertex = start_in_thread([MockSpec("vx", "vertex_gemini", port, "", credentials_file=str(key))])
+    try:
+        creds = service_account.Credentials.from_service_account_file(
+            str(key), scopes=["https://www.googleapis.com/auth/cloud-platform"]
+        )
+        creds.refresh(google.auth.transport.requests.Request())
+        part = {"fileData": {"mimeType": "image/png", "fileUri": "gs://bucket/cat.png"}}
+        body = _gm([{"role": "user", "parts": [{"text": "see"}, part]}])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        path = f"/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/gemini-3.5-flash:generateContent"
+        conn.request(
+            "POST",
+            path,
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {creds.token}"},
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        conn.close()
+    finally:
+        vertex.stop()
+    status, refused = _post(mocks, GM, f"/v1beta/models/{MODEL}:generateContent", body)
+    assert (
+        status == 400
+        and refused["error"]["message"] == "Invalid or unsupported file uri: gs://bucket/cat.png"
+    )
