@@ -69,6 +69,9 @@ LEVELS: dict[str, str] = {
     "xhigh": "high",
 }
 STYLES = ("budget", "adaptive", "level", "effort")
+# The largest thinking budget a client may ask for: a 32-bit count, as Gemini's field is; far
+# beyond any model's output, small enough that a budget added to a token limit stays exact.
+MAX_BUDGET = 2**31 - 1
 
 
 def effort_for_budget(budget: int, budgets: Mapping[str, int] = BUDGETS) -> str:

@@ -314,8 +314,12 @@ def _parse_reasoning_controls(
     t = th.get("type")
     if t == "enabled":
         budget = th.get("budget_tokens")
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise _type_error("thinking.budget_tokens", "a positive integer")
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, int)
+            or not 1 <= budget <= _reasoning.MAX_BUDGET
+        ):
+            raise _type_error("thinking.budget_tokens", "a positive integer of at most 2147483647")
         return effort, Thinking("enabled", budget, include_thoughts=True)
     if t == "adaptive":
         return effort, Thinking("adaptive", include_thoughts=True)

@@ -353,8 +353,12 @@ def _parse_thinking(extra: dict[str, Any]) -> Thinking | None:
     t = th.get("type")
     if t == "enabled":
         budget = th.get("budget_tokens")
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise _type_error(f"{path}.budget_tokens", "a positive integer")
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, int)
+            or not 1 <= budget <= _reasoning.MAX_BUDGET
+        ):
+            raise _type_error(f"{path}.budget_tokens", "a positive integer of at most 2147483647")
         return Thinking("enabled", budget, include_thoughts=True)
     if t == "adaptive":
         return Thinking("adaptive", include_thoughts=True)

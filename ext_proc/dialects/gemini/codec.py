@@ -446,7 +446,7 @@ def _parse_thinking_config(value: Any, req: ChatRequest) -> None:
         req.reasoning_effort = level.lower()
         req.thinking = Thinking(include_thoughts=include)
         return
-    if budget is not None and budget < -1:
+    if budget is not None and not -1 <= budget <= _reasoning.MAX_BUDGET:
         raise invalid(
             f"'{path}.thinkingBudget' must be -1 (dynamic), 0 (off) or a token count",
             f"{path}.thinkingBudget",
