@@ -452,3 +452,28 @@ def test_settings_thinking_cannot_take_are_refused_for_claude_in_the_clients_wor
     with pytest.raises(GatewayError) as e2:
         codec("anthropic").build_request(g, "c", default_max_tokens=10)
     assert e2.value.param == "toolConfig.functionCallingConfig"  # as the Gemini client spelled it
+
+
+def test_interleaved_thinking_goes_back_before_each_call() -> None:
+    """Thinking between tool calls of one turn (interleaved): each call's id carries the reasoning
+    since the call before, and it is put back where it was."""
+    resp = ChatResponse(
+        "r",
+        "m",
+        [
+            ReasoningPart("first", "S1", origin="anthropic"),
+            ToolCallPart("toolu_1", "t", "{}"),
+            ReasoningPart("second", "S2", origin="anthropic"),
+            ToolCallPart("toolu_2", "t", "{}"),
+        ],
+    )
+    sealed = R.Sealer(KEY).response(resp)
+    calls = [p for p in sealed.content if isinstance(p, ToolCallPart)]
+    echoed = ChatRequest(model="m", messages=[Message("assistant", list(calls))])
+    R.unseal_request(echoed, KEY)
+    assert echoed.messages[0].parts == [
+        ReasoningPart("first", "S1", None, "anthropic"),
+        ToolCallPart("toolu_1", "t", "{}"),
+        ReasoningPart("second", "S2", None, "anthropic"),
+        ToolCallPart("toolu_2", "t", "{}"),
+    ]

@@ -296,13 +296,12 @@ class Sealer:
     redacted data) becomes a token, and so does every tool-call id that must bring
     something back (the reasoning before it, the call's own signature)."""
 
-    __slots__ = ("_blocks", "_key", "_pending", "_reasoning")
+    __slots__ = ("_blocks", "_key", "_reasoning")
 
     def __init__(self, key: bytes) -> None:
         self._key = key
-        self._reasoning: list[ReasoningPart] = []  # of this answer, raw, until its first tool call
-        self._blocks: dict[int, ReasoningPart] = {}  # open reasoning blocks of a stream
-        self._pending = True  # the first tool call takes the reasoning along
+        self._reasoning: list[ReasoningPart] = []  # raw, since the last tool call
+        self._blocks: dict[int, ReasoningPart] = {}  # reasoning blocks of a stream
 
     def part(self, p: ReasoningPart) -> ReasoningPart:
         """The part as the client sees it: its signature and redacted data sealed."""
@@ -317,9 +316,9 @@ class Sealer:
         )
 
     def call_id(self, call_id: str, signature: str | None) -> str:
-        """A tool call's id as the client sees it (unchanged when nothing must come back)."""
-        reasoning = self._reasoning if self._pending else []
-        self._pending = False
+        """A tool call's id as the client sees it (unchanged when nothing must come back). It
+        takes the reasoning since the previous call (interleaved thinking: each call its own)."""
+        reasoning, self._reasoning = self._reasoning, []
         if not reasoning and signature is None:
             return call_id
         payload: dict[str, Any] = {"i": call_id, "t": [_part_json(p) for p in reasoning]}
@@ -377,7 +376,9 @@ def unseal_request(req: ChatRequest, key: bytes) -> None:
     ids: dict[str, str] = {}
     for i, m in enumerate(req.messages):
         parts: list[Any] = []
-        have_reasoning = False
+        # The client kept the turn's reasoning itself (a thinking block, a reasoning item):
+        # that is used; else what the call ids carry is put back before each call.
+        kept = any(isinstance(p, ReasoningPart) and (p.signature or p.redacted) for p in m.parts)
         for j, p in enumerate(m.parts):
             path = f"messages[{i}].content[{j}]"
             if isinstance(p, ReasoningPart):
@@ -388,18 +389,17 @@ def unseal_request(req: ChatRequest, key: bytes) -> None:
                             p.text, _opt_str(d.get("s")), _opt_str(d.get("r")), _opt_str(d.get("o"))
                         )
                         break
-                have_reasoning = have_reasoning or p.signature is not None or p.redacted is not None
                 parts.append(p)
             elif isinstance(p, ToolCallPart) and is_token(p.id):
                 d = unseal(key, p.id, f"{path}.id")
                 original = _opt_str(d.get("i")) or p.id
                 ids[p.id] = original
                 carried = [r for r in (_part_of(v) for v in d.get("t") or []) if r is not None]
-                if carried and not have_reasoning:
-                    # The client kept no reasoning of its own for this turn: put it back before
-                    # the call (replacing bare text-only parts rendered from it).
-                    parts = [q for q in parts if not isinstance(q, ReasoningPart)] + carried
-                    have_reasoning = True
+                if carried and not kept:
+                    # Put back before the call, replacing the bare text parts rendered from it.
+                    texts = {r.text for r in carried}
+                    parts = [q for q in parts if not (isinstance(q, ReasoningPart) and q.text in texts)]
+                    parts += carried
                 signature = _opt_str(d.get("c")) or p.signature
                 parts.append(ToolCallPart(original, p.name, p.arguments, signature))
             elif isinstance(p, ToolResultPart) and is_token(p.tool_call_id):
