@@ -69,7 +69,7 @@ LEVELS: dict[str, str] = {
     "xhigh": "high",
 }
 STYLES = ("budget", "adaptive", "level", "effort")
-# The largest thinking budget a client may ask for: a 32-bit count, as Gemini's field is; far
+# The largest thinking budget a client may ask for: a 32-bit count, as one provider's field is; far
 # beyond any model's output, small enough that a budget added to a token limit stays exact.
 MAX_BUDGET = 2**31 - 1
 
