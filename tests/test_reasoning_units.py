@@ -477,3 +477,45 @@ def test_interleaved_thinking_goes_back_before_each_call() -> None:
         ReasoningPart("second", "S2", None, "anthropic"),
         ToolCallPart("toolu_2", "t", "{}"),
     ]
+
+
+def test_reasoning_config_is_validated_and_resolved_per_backend() -> None:
+    import yaml
+
+    from ext_proc.config import DEFAULT_CONFIG, ConfigError, parse_config, resolve_secrets
+    from ext_proc.state import seal_secret
+
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["models"]["claude-sonnet-4-6"]["backends"][0]["reasoning"] = {
+        "style": "adaptive",
+        "efforts": ["low", "high"],
+        "budgets": {"high": 9000},
+    }
+    data["reasoning"] = {"signing_key_env": "SEAL_KEY"}
+    cfg = parse_config(yaml.safe_dump(data), "ok.yaml")
+    b = cfg.chains["claude-sonnet-4-6"][0]
+    assert (
+        b.reasoning is not None and b.reasoning.style == "adaptive" and b.reasoning.budgets == {"high": 9000}
+    )
+    env = {"MOCK_OPENAI_API_KEY": "a", "MOCK_ANTHROPIC_API_KEY": "b", "MOCK_GEMINI_API_KEY": "c"}
+    keys = resolve_secrets(cfg, env)
+    assert seal_secret(cfg, {**env, "SEAL_KEY": "s3cret"}, keys) == b"s3cret"
+    with pytest.raises(ConfigError) as missing:
+        seal_secret(cfg, env, keys)
+    assert "SEAL_KEY" in str(missing.value.problems)
+    # without the setting: derived from the deployment's keys, the same for every replica that holds them
+    del data["reasoning"]
+    plain = parse_config(yaml.safe_dump(data), "ok.yaml")
+    assert (
+        seal_secret(plain, env, keys)
+        == seal_secret(plain, env, dict(keys))
+        != seal_secret(plain, env, {"x": "y"})
+    )
+    data["models"]["claude-sonnet-4-6"]["backends"][0]["reasoning"] = {
+        "efforts": ["extreme"],
+        "style": "loud",
+    }
+    with pytest.raises(ConfigError) as bad:
+        parse_config(yaml.safe_dump(data), "bad.yaml")
+    text = "\n".join(bad.value.problems)
+    assert "reasoning.efforts" in text and "reasoning.style" in text
