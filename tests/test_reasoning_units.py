@@ -17,6 +17,7 @@ from ext_proc.translation import reasoning as R
 from ext_proc.translation.ir import (
     BlockDelta,
     BlockStart,
+    BlockStop,
     ChatRequest,
     ChatResponse,
     Message,
@@ -519,3 +520,28 @@ def test_reasoning_config_is_validated_and_resolved_per_backend() -> None:
         parse_config(yaml.safe_dump(data), "bad.yaml")
     text = "\n".join(bad.value.problems)
     assert "reasoning.efforts" in text and "reasoning.style" in text
+
+
+def test_unsigned_reasoning_reaches_clients_with_a_sealed_empty_signature() -> None:
+    """A thought the provider did not sign (a compatible server's reasoning_content, a Gemini
+    thought) still gets a signature in dialects that want one: the gateway's, so an echo of it is
+    recognised (and left out for a provider) rather than sent as a signature no provider issued."""
+    sealed = R.Sealer(KEY).response(ChatResponse("r", "m", [ReasoningPart("hmm", origin="gemini")]))
+    [part] = sealed.content
+    assert isinstance(part, ReasoningPart) and R.is_token(part.signature)
+    assert R.unseal(KEY, part.signature or "", "p") == {"s": None, "o": "gemini"}
+    s = R.Sealer(KEY)
+    out = [e for ev in (BlockStart(0, "reasoning"), BlockDelta(0, "hmm"), BlockStop(0)) for e in s.events(ev)]
+    assert [type(e).__name__ for e in out] == ["BlockStart", "BlockDelta", "BlockDelta", "BlockStop"]
+    assert isinstance(out[2], BlockDelta) and R.is_token(out[2].signature)
+    echoed = ChatRequest(
+        model="m",
+        messages=[Message("user", [TextPart("q")]), Message("assistant", [part, TextPart("a")])],
+        source_dialect="anthropic",
+    )
+    R.unseal_request(echoed, KEY)
+    assert echoed.messages[1].parts[0] == ReasoningPart("hmm", None, None, "gemini")
+    body = codec("anthropic").build_request(echoed, "c", default_max_tokens=10)
+    assert body["messages"][1]["content"] == "a" or body["messages"][1]["content"] == [
+        {"type": "text", "text": "a"}
+    ]

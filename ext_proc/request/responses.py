@@ -252,9 +252,8 @@ class StreamTranslate(ResponseTranslator):
             elif isinstance(ev, StreamError):
                 self.failed = True
                 ev.error.message = self.redact(ev.error.message)
-            if self.sealer is not None:
-                ev = self.sealer.event(ev)
-            out.append(self.encoder.encode(ev))
+            for shown in self.sealer.events(ev) if self.sealer is not None else (ev,):
+                out.append(self.encoder.encode(shown))
 
 
 class StreamPassthrough(ResponseTranslator):

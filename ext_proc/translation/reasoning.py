@@ -43,6 +43,7 @@ from ..errors import invalid
 from .ir import (
     BlockDelta,
     BlockStart,
+    BlockStop,
     ChatRequest,
     ChatResponse,
     ReasoningPart,
@@ -304,9 +305,11 @@ class Sealer:
         self._blocks: dict[int, ReasoningPart] = {}  # reasoning blocks of a stream
 
     def part(self, p: ReasoningPart) -> ReasoningPart:
-        """The part as the client sees it: its signature and redacted data sealed."""
+        """The part as the client sees it: its signature and redacted data sealed. A part the
+        provider did not sign gets a sealed empty signature: echoed in a dialect that wants
+        one (a thinking block), it is recognised as the gateway's and never sent as is."""
         if p.signature is None and p.redacted is None:
-            return p
+            return ReasoningPart(p.text, seal(self._key, {"s": None, "o": p.origin}))
         self._reasoning.append(ReasoningPart(p.text, p.signature, p.redacted, p.origin))
         return ReasoningPart(
             p.text,
@@ -337,6 +340,16 @@ class Sealer:
                 content.append(p)
         resp.content = content
         return resp
+
+    def events(self, ev: StreamEvent) -> list[StreamEvent]:
+        """``event``, and before a reasoning block that closes unsigned its sealed empty
+        signature (as ``part`` gives one)."""
+        if isinstance(ev, BlockStop):
+            part = self._blocks.pop(ev.index, None)
+            if part is not None and part.signature is None and part.redacted is None:
+                empty = seal(self._key, {"s": None, "o": part.origin})
+                return [BlockDelta(ev.index, "", empty), ev]
+        return [self.event(ev)]
 
     def event(self, ev: StreamEvent) -> StreamEvent:
         """One stream event as the client sees it (reasoning text passes; signatures sealed)."""
@@ -376,19 +389,16 @@ def unseal_request(req: ChatRequest, key: bytes) -> None:
     ids: dict[str, str] = {}
     for i, m in enumerate(req.messages):
         parts: list[Any] = []
+        m.parts = [
+            _unseal_part(p, key, f"messages[{i}].content[{j}]") if isinstance(p, ReasoningPart) else p
+            for j, p in enumerate(m.parts)
+        ]
         # The client kept the turn's reasoning itself (a thinking block, a reasoning item):
         # that is used; else what the call ids carry is put back before each call.
         kept = any(isinstance(p, ReasoningPart) and (p.signature or p.redacted) for p in m.parts)
         for j, p in enumerate(m.parts):
             path = f"messages[{i}].content[{j}]"
             if isinstance(p, ReasoningPart):
-                for sealed in (p.signature, p.redacted):
-                    if is_token(sealed):
-                        d = unseal(key, sealed or "", path)
-                        p = ReasoningPart(
-                            p.text, _opt_str(d.get("s")), _opt_str(d.get("r")), _opt_str(d.get("o"))
-                        )
-                        break
                 parts.append(p)
             elif isinstance(p, ToolCallPart) and is_token(p.id):
                 d = unseal(key, p.id, f"{path}.id")
@@ -412,6 +422,15 @@ def unseal_request(req: ChatRequest, key: bytes) -> None:
                 parts.append(p)
         m.parts = parts
     req.seal_key = key
+
+
+def _unseal_part(p: ReasoningPart, key: bytes, path: str) -> ReasoningPart:
+    """A reasoning part with its sealed signature or redacted data opened."""
+    for sealed in (p.signature, p.redacted):
+        if is_token(sealed):
+            d = unseal(key, sealed or "", path)
+            return ReasoningPart(p.text, _opt_str(d.get("s")), _opt_str(d.get("r")), _opt_str(d.get("o")))
+    return p
 
 
 def _opt_str(v: Any) -> str | None:
