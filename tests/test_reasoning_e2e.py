@@ -1,6 +1,6 @@
 """Reasoning through the real stack (Envoy + ext_proc + mocks), with the official SDKs.
 
-For every client dialect against a Claude backend and a Gemini backend, streamed and not:
+For every client dialect against a Claude, a Gemini and a Responses (GPT) backend, streamed and not:
 reasoning on, the model calls a tool, the client echoes what it was given in its SDK's
 ordinary way and sends the tool result, and the conversation continues. The mocks are as
 strict as the real APIs (docs/reasoning.md): the Anthropic mock rejects a tool-result turn
