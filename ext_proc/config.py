@@ -303,6 +303,24 @@ class Provider(_Strict):
         return self.url.path.rstrip("/")
 
 
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+
+class ReasoningSettings(_Strict):
+    """What a backend model accepts for reasoning (docs/reasoning.md "Per-backend config"):
+    the style its dialect is sent (default: the dialect's own), the efforts it takes (others are
+    a 400 in the client's dialect), and overrides of the effort -> budget / level table."""
+
+    style: Literal["budget", "adaptive", "level", "effort"] | None = None
+    efforts: list[Effort] | None = None
+    budgets: dict[Effort, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    levels: dict[Effort, Annotated[str, StringConstraints(min_length=1, max_length=32)]] = Field(
+        default_factory=dict
+    )
+    min_budget: Annotated[int, Field(ge=0)] | None = None
+    max_budget: Annotated[int, Field(ge=1)] | None = None
+
+
 class Backend(_Strict):
     provider: Name
     # Upstream model name; defaults to the client-facing model name.
@@ -318,6 +336,8 @@ class Backend(_Strict):
     price: Price | None = None
     # The model's limits, laid over its entry in the capability catalog (docs/catalog.md).
     capabilities: CapabilityOverrides | None = None
+    # What this backend model accepts for reasoning (default: what its dialect takes).
+    reasoning: ReasoningSettings | None = None
 
 
 class Model(_Strict):
@@ -477,6 +497,14 @@ class CatalogSettings(_Strict):
     retirement_warning_days: Annotated[int, Field(ge=0, le=3650)] = catalog.DEFAULT_WARNING_DAYS
 
 
+class ReasoningSeal(_Strict):
+    """The per-deployment secret that seals reasoning signatures for clients (docs/reasoning.md):
+    the environment variable holding it. Unset: derived from the provider and tenant keys the
+    gateway holds (every replica with the same secrets derives the same one)."""
+
+    signing_key_env: str | None = None
+
+
 class _Root(_Strict):
     listen: Listen = Listen()
     admin: Endpoint = Endpoint(port=9901)
@@ -489,6 +517,7 @@ class _Root(_Strict):
     tracing: Tracing | None = None
     conversations: Conversations = Conversations()
     catalog: CatalogSettings = CatalogSettings()
+    reasoning: ReasoningSeal = ReasoningSeal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +536,7 @@ class ResolvedBackend:
     limits: BackendLimits | None = None
     # What its model accepts (catalog + config ``capabilities:``); None: unknown, nothing limited.
     caps: ModelCaps | None = None
+    reasoning: ReasoningSettings | None = None
 
     @property
     def dialect(self) -> str:
@@ -553,6 +583,8 @@ class GatewayConfig:
                     found["limits"] = b.limits
                 if b.capabilities is not None:
                     found.setdefault("capabilities", b.capabilities)
+                if b.reasoning is not None:
+                    found["reasoning"] = b.reasoning
         # model name -> backends in failover order (tier, then list order)
         self.chains: dict[str, list[ResolvedBackend]] = {}
         self.backends: dict[str, ResolvedBackend] = {}

@@ -206,11 +206,16 @@ def set_config(version: str, ok: bool) -> None:
         CONFIG_INFO.labels(version).set(1)
 
 
-def record_usage(model: str, backend: str, input_tokens: int, output_tokens: int, cached: int) -> None:
+def record_usage(
+    model: str, backend: str, input_tokens: int, output_tokens: int, cached: int, reasoning: int = 0
+) -> None:
+    """``reasoning`` is the part of ``output_tokens`` spent thinking (kind ``reasoning``)."""
     child(TOKENS, model, backend, "input").inc(input_tokens)
     child(TOKENS, model, backend, "output").inc(output_tokens)
     if cached:
         child(TOKENS, model, backend, "cached_input").inc(cached)
+    if reasoning:
+        child(TOKENS, model, backend, "reasoning").inc(reasoning)
 
 
 def serve(port: int, address: str = "127.0.0.1") -> None:

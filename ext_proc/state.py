@@ -7,13 +7,21 @@ the end, so a config switch (``apply``) is atomic per request.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Mapping
 
 from . import admission, credentials, metrics
 from .config import ConfigError, GatewayConfig, resolve_secrets, token_sources
 from .conversations import ConversationStore, MemoryConversations, RedisConversations
 from .pools import PoolSet
 from .routing import HealthTable, Router, State
+from .translation.reasoning import tenant_key
 from .translation.redact import Redactor
+
+log = logging.getLogger("llm_gateway.state")
 
 
 class GatewayState:
@@ -33,6 +41,8 @@ class GatewayState:
         # Provider error text reaches clients only through this (it knows the keys we hold).
         self.redact = Redactor(v for v in provider_keys.values() if v)
         self._digests = config.key_digests
+        # Seals reasoning signatures handed to clients (translation.reasoning, docs/reasoning.md).
+        self.seal_secret = seal_secret(config, env, provider_keys)
         # What this process learned about backends survives a config switch.
         self.health: HealthTable = (
             previous.health if previous is not None else HealthTable(on_change=_export_health)
@@ -48,6 +58,34 @@ class GatewayState:
 
     def tenant_for_key(self, key: str) -> str | None:
         return self._digests.get(hashlib.sha256(key.encode()).hexdigest())
+
+    def seal_key(self, tenant: str) -> bytes:
+        """The key that seals this tenant's reasoning signatures (no other tenant's opens them)."""
+        return tenant_key(self.seal_secret, tenant)
+
+
+def seal_secret(
+    config: GatewayConfig, env: Mapping[str, str] | None, provider_keys: Mapping[str, str]
+) -> bytes:
+    """``reasoning.signing_key_env`` when set; else derived from the secrets this deployment
+    holds (provider keys and tenant key digests), so replicas agree without more config; a
+    gateway holding no secret at all gets a random one (its tokens die with the process)."""
+    env = os.environ if env is None else env
+    name = config.root.reasoning.signing_key_env
+    if name:
+        value = env.get(name)
+        if not value:
+            raise ConfigError(
+                [f"{config.source}: reasoning.signing_key_env: environment variable {name} is not set"]
+            )
+        return value.encode()
+    held = sorted(v for v in provider_keys.values() if v) + sorted(config.key_digests)
+    if not held:
+        log.warning(
+            "no secret to seal reasoning signatures with: a random one (set reasoning.signing_key_env)"
+        )
+        return secrets.token_bytes(32)
+    return hmac.new(b"llm-gateway reasoning secret", "\0".join(held).encode(), hashlib.sha256).digest()
 
 
 def _export_health(backend: str, state: State) -> None:

@@ -32,6 +32,7 @@ from ext_proc.translation.ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
+    ReasoningPart,
     ResponseFormat,
     StreamError,
     StreamEvent,
@@ -245,7 +246,9 @@ def test_sampling_top_k_user_and_schema_land_where_converse_takes_them() -> None
 
 def test_bedrock_body_keeps_what_only_bedrock_says_for_bedrock() -> None:
     """Same-dialect failover (Bedrock primary, Bedrock fallback) re-inserts fields the IR cannot carry;
-    another dialect refuses them. Reasoning and cache points in history carry no text: skipped."""
+    another dialect refuses them. Reasoning is the IR's (docs/reasoning.md): Claude's signed
+    reasoning goes back to Bedrock and Anthropic, its thinking settings translate; a cache point
+    in history carries no text: skipped."""
     body = {
         "messages": [
             {"role": "user", "content": [{"text": "hi"}, {"cachePoint": {"type": "default"}}]},
@@ -258,6 +261,7 @@ def test_bedrock_body_keeps_what_only_bedrock_says_for_bedrock() -> None:
             },
             {"role": "user", "content": [{"text": "think harder"}]},
         ],
+        "inferenceConfig": {"maxTokens": 4096},
         "additionalModelRequestFields": {"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2048}},
         "guardrailConfig": {"guardrailIdentifier": "gr-1", "guardrailVersion": "1"},
     }
@@ -268,13 +272,20 @@ def test_bedrock_body_keeps_what_only_bedrock_says_for_bedrock() -> None:
         ("assistant", ["hello"]),
         ("user", ["think harder"]),
     ]
-    assert sorted(ir.unmapped) == ["additionalModelRequestFields.thinking", "guardrailConfig"]
+    assert ir.messages[1].parts[0] == ReasoningPart("hmm", "s")
+    assert sorted(ir.unmapped) == ["guardrailConfig"]
     again = BEDROCK.build_request(ir, "model-b", default_max_tokens=10)
     assert again["additionalModelRequestFields"] == body["additionalModelRequestFields"]
     assert again["guardrailConfig"] == body["guardrailConfig"]
+    assert again["messages"][1]["content"][0] == body["messages"][1]["content"][0]
     with pytest.raises(GatewayError) as ei:
         CODECS["anthropic"].build_request(ir, "claude", default_max_tokens=10)
-    assert ei.value.param in ("additionalModelRequestFields.thinking", "guardrailConfig")
+    assert ei.value.param == "guardrailConfig"
+    ant = CODECS["anthropic"].build_request(ir, "claude", default_max_tokens=10, drop_unsupported=True)
+    assert ant["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert ant["messages"][1]["content"][0] == {"type": "thinking", "thinking": "hmm", "signature": "s"}
+    gem = CODECS["gemini"].build_request(ir, "g", default_max_tokens=10, drop_unsupported=True)
+    assert all(not p.get("thought") for c in gem["contents"] for p in c["parts"])  # not Gemini's
 
 
 @pytest.mark.parametrize(
@@ -467,12 +478,16 @@ def test_a_frame_with_intact_checksums_but_an_unknown_header_type_is_a_502() -> 
     assert ei.value.status == 502 and "malformed event-stream frame" in ei.value.message
 
 
-def test_text_blocks_start_with_their_first_delta_and_reasoning_is_skipped() -> None:
+def test_text_blocks_start_with_their_first_delta_and_reasoning_is_a_reasoning_block() -> None:
     raw = b"".join(
         [
             _event("messageStart", {"role": "assistant"}),
             _event(
                 "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hm"}}}
+            ),
+            _event(
+                "contentBlockDelta",
+                {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sig"}}},
             ),
             _event("contentBlockStop", {"contentBlockIndex": 0}),
             _event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "Hi"}}),
@@ -488,9 +503,13 @@ def test_text_blocks_start_with_their_first_delta_and_reasoning_is_skipped() -> 
         ]
     )
     assert _ids(decode([raw]))[1:] == [
-        BlockStart(0, "text"),
-        BlockDelta(0, "Hi"),
+        BlockStart(0, "reasoning", origin="anthropic"),
+        BlockDelta(0, "hm"),
+        BlockDelta(0, "", "sig", "anthropic"),
         BlockStop(0),
+        BlockStart(1, "text"),
+        BlockDelta(1, "Hi"),
+        BlockStop(1),
         MessageDelta("end_turn", None, Usage(4, 1)),
         MessageStop(),
     ]

@@ -245,27 +245,38 @@ def test_stream_understood_by_sdks(path: Path) -> None:
     text = "".join(b.text for b in snapshot.content if b.type == "text")
     calls = [(b.id, b.name, b.input) for b in snapshot.content if b.type == "tool_use"]
     assert (text, calls) == (want_text, want_calls)
+    thinking = "".join(b.thinking for b in snapshot.content if b.type == "thinking")
+    assert thinking == _reasoning(events)
 
-    text, calls = "", []
+    text, calls, thought = "", [], ""
     for ev in sse_events(encode(events, "gemini")):
         if "error" in ev["data"]:
             continue
         chunk = gtypes.GenerateContentResponse.model_validate(ev["data"])
         for part in chunk.candidates[0].content.parts or []:
-            if part.text:
+            if part.text and part.thought:
+                thought += part.text
+            elif part.text:
                 text += part.text
             if part.function_call:
                 calls.append((part.function_call.id, part.function_call.name, part.function_call.args))
-    assert (text, calls) == (want_text, want_calls)
+    assert (text, calls, thought) == (want_text, want_calls, _reasoning(events))
+
+
+def _reasoning(events: list[StreamEvent]) -> str:
+    thoughts = {e.index for e in events if isinstance(e, BlockStart) and e.kind == "reasoning"}
+    return "".join(e.text for e in events if isinstance(e, BlockDelta) and e.index in thoughts)
 
 
 def _collapse(events: list[StreamEvent]) -> tuple[str, list[tuple[str, str, Any]]]:
+    """The answer's text and tool calls (reasoning blocks apart: ``_reasoning``)."""
     text = ""
     calls: dict[int, list[Any]] = {}
+    thoughts = {e.index for e in events if isinstance(e, BlockStart) and e.kind == "reasoning"}
     for e in events:
         if isinstance(e, BlockStart) and e.kind == "tool_call":
             calls[e.index] = [e.tool_call_id, e.tool_name, ""]
-        elif isinstance(e, BlockDelta):
+        elif isinstance(e, BlockDelta) and e.index not in thoughts:
             if e.index in calls:
                 calls[e.index][2] += e.text
             else:

@@ -24,7 +24,7 @@ from ..errors import GatewayError
 from ..state import GatewayState
 from ..translation import names
 from . import operations as ops
-from .plan import serialise
+from .plan import prepare_reasoning, serialise
 
 log = logging.getLogger("llm_gateway.upstream")
 
@@ -87,6 +87,7 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
             ir = src.codec.parse_request(body, source.upstream_model, stream)
             ir.stream = stream
             default_max = clamp_to_model(ir, target.caps, settings.default_max_tokens)
+            prepare_reasoning(ir, target, dst.codec)
             out = dst.codec.build_request(
                 names.fit_request(ir, names.rules_for(dst.codec, target.caps)),
                 target.upstream_model,

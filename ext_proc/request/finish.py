@@ -122,7 +122,9 @@ def apply(state: GatewayState, plan: RoutePlan, done: Finished) -> None:
         state.admission.settle(plan.ticket, done.status, done.backend, done.usage)
     u = done.usage
     if u is not None:
-        metrics.record_usage(model, done.backend, u.input_tokens, u.output_tokens, u.cached_input_tokens)
+        metrics.record_usage(
+            model, done.backend, u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens
+        )
 
 
 async def keep(keeper: ResponseKeeper, data: bytes, end: bool, status: int) -> None:

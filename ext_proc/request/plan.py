@@ -43,7 +43,8 @@ from ..pools import route as pools_route
 from ..routing import Candidates
 from ..routing.targets import BackendTarget
 from ..state import GatewayState
-from ..translation import names
+from ..translation import names, reasoning
+from ..translation.codec import Codec
 from ..translation.fields import check_depth, too_deep
 from ..translation.ir import ChatRequest
 from ..translation.operations import EmbedRequest
@@ -281,11 +282,14 @@ def _route(
         embed = ops.parse_embed(client, body, call.model, call.action)
         out: dict[str, Any] | None = ops.build_embed(target.dialect, embed, primary.upstream_model)
         path = target.operation_path(ops.EMBED)
-    elif target.dialect.wire == client.wire:
+    elif target.dialect.wire == client.wire and not reasoning.carries_tokens(body):
         # Same wire format (the client's own dialect, or a cloud's variant of it): pass through.
+        # (A body echoing signatures the gateway sealed is unsealed through the IR instead.)
         out = target.dialect.passthrough_body(body, primary.upstream_model, stream)
     else:
         ir = client.codec.parse_request(body, call.model, call.stream)
+        reasoning.unseal_request(ir, state.seal_key(started.tenant))
+        prepare_reasoning(ir, primary, target.dialect.codec)
         settings = state.config.models[model]
         # The target model's limits (catalog): clamp the output cap, refuse what cannot fit.
         default_max = clamp_to_model(ir, primary.caps, settings.default_max_tokens)
@@ -408,6 +412,25 @@ def completion_chain(
             param="model",
         )
     return served
+
+
+def prepare_reasoning(ir: ChatRequest, backend: ResolvedBackend, codec: Codec) -> None:
+    """Map the request's reasoning controls onto what ``backend`` takes (its config, else its
+    dialect's style): a 400 naming the client's field when the backend's config refuses them."""
+    r = backend.reasoning
+    policy = (
+        reasoning.Policy(
+            r.style,
+            tuple(r.efforts) if r.efforts is not None else None,
+            {str(k): v for k, v in r.budgets.items()},
+            {str(k): v for k, v in r.levels.items()},
+            r.min_budget,
+            r.max_budget,
+        )
+        if r is not None
+        else None
+    )
+    reasoning.resolve(ir, policy, codec.reasoning_styles)
 
 
 def serialise(body: dict[str, Any]) -> bytes:

@@ -55,6 +55,7 @@ from ..translation.ir import (
     Usage,
 )
 from ..translation.names import restore_names, rules_for
+from ..translation.reasoning import Sealer
 from ..translation.redact import Redactor
 from ..translation.sse import SSEEvent, SSEReader, format_event
 
@@ -196,6 +197,8 @@ class Buffered(ResponseTranslator):
             for p in answer:
                 if isinstance(p, ToolCallPart):
                     p.name = self.names.get(p.name, p.name)
+        if self.ir is not None and self.ir.seal_key is not None:
+            resp = Sealer(self.ir.seal_key).response(resp)  # signatures travel sealed (docs/reasoning.md)
         return orjson.dumps(self.client.render_reply(resp, self.ir))
 
     def _error(self, body: bytes) -> bytes | None:
@@ -231,6 +234,7 @@ class StreamTranslate(ResponseTranslator):
         self.reader = get_dialect(self.backend.dialect).stream_framing.reader()
         self.decoder = self.backend_codec.stream_decoder()
         self.encoder = self.client.stream_encoder(ir)
+        self.sealer = Sealer(ir.seal_key) if ir.seal_key is not None else None
         self.failed = False
         self.names = self.restorer(ir)
 
@@ -278,7 +282,8 @@ class StreamTranslate(ResponseTranslator):
             elif isinstance(ev, StreamError):
                 self.failed = True
                 ev.error.message = self.redact(ev.error.message)
-            out.append(self.encoder.encode(ev))
+            for shown in self.sealer.events(ev) if self.sealer is not None else (ev,):
+                out.append(self.encoder.encode(shown))
 
 
 class BufferedCompletion(Buffered):
@@ -398,6 +403,7 @@ def _max_usage(a: Usage, b: Usage) -> Usage:
         max(a.output_tokens, b.output_tokens),
         max(a.cached_input_tokens, b.cached_input_tokens),
         max(a.cache_write_tokens, b.cache_write_tokens),
+        max(a.reasoning_tokens, b.reasoning_tokens),
     )
 
 

@@ -124,6 +124,7 @@ class RouterStream:
             # the client's request is needed to encode its stream.
             try:
                 p.ir = client.codec.parse_request(p.body, p.started.call.model, p.started.call.stream)
+                p.ir.seal_key = self.state.seal_key(p.started.tenant)  # its answer is sealed too
             except GatewayError:
                 p.ir = None
         return make_translator(

@@ -85,6 +85,9 @@ class Codec(ABC):
     tool_rules: ToolRules = ANY
     #: its responses can carry several answers to one request (``ChatResponse.more``)
     several_answers: bool = False
+    #: how a backend of this dialect can be told how hard to think ("budget", "adaptive",
+    #: "level", "effort"; ``translation.reasoning``), the default first; its config may override
+    reasoning_styles: tuple[str, ...] = ("effort",)
 
     # ---- requests ----------------------------------------------------------
     @abstractmethod

@@ -69,11 +69,14 @@ class FilePart:
 
 @dataclass(slots=True)
 class ToolCallPart:
-    """An assistant's request to call a tool; ``arguments`` is JSON text."""
+    """An assistant's request to call a tool; ``arguments`` is JSON text. ``signature`` is the
+    provider's opaque reasoning signature attached to the call itself (some dialects put one
+    on a function call), which must come back with it (docs/reasoning.md)."""
 
     id: str
     name: str
     arguments: str = "{}"
+    signature: str | None = None
 
 
 @dataclass(slots=True)
@@ -90,7 +93,24 @@ class ToolResultPart:
     is_error: bool = False
 
 
-Part = TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart
+@dataclass(slots=True)
+class ReasoningPart:
+    """The model's reasoning in an assistant turn (docs/reasoning.md).
+
+    ``text`` is the thought (or its summary; may be empty), ``signature`` the provider's
+    opaque proof of it (a thinking block's signature, a thought signature, encrypted
+    reasoning), ``redacted`` the opaque data of a redacted block. ``origin`` is the provider
+    family that issued the signature (a name the dialect codecs agree on), None when it came
+    raw from the client in its own dialect. Between the gateway and a client of another
+    dialect the signature travels sealed (``translation.reasoning``)."""
+
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
+    origin: str | None = None
+
+
+Part = TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart | ReasoningPart
 
 PDF = "application/pdf"
 PLAIN_TEXT = "text/plain"
@@ -158,6 +178,25 @@ class ResponseFormat:
 
 
 @dataclass(slots=True)
+class Thinking:
+    """Reasoning controls beyond an effort name (``ChatRequest.reasoning_effort``), as the
+    client said them; ``translation.reasoning`` maps them onto a backend's vocabulary.
+
+    ``mode``: "enabled" (a token budget), "adaptive" (the model decides), "disabled", or None
+    (only an effort was given). ``include_thoughts``: the client wants the reasoning text
+    (summaries) in the answer. ``summary``: the Responses ``reasoning.summary`` value."""
+
+    mode: Literal["enabled", "adaptive", "disabled"] | None = None
+    budget_tokens: int | None = None
+    include_thoughts: bool | None = None
+    summary: str | None = None
+    # Filled by translation.reasoning.resolve for the chosen backend: the style it was
+    # resolved in (None: not yet) and, for the level style, the level to send.
+    style: str | None = None
+    level: str | None = None
+
+
+@dataclass(slots=True)
 class ChatRequest:
     model: str
     messages: list[Message]
@@ -177,6 +216,8 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     # How hard a reasoning model thinks: "none", "minimal", "low", "medium", "high"... as the client said it.
     reasoning_effort: str | None = None
+    # Budget / mode / thought summaries (None: the client said nothing beyond the effort).
+    thinking: Thinking | None = None
     user: str | None = None
     stream: bool = False
     # The client asked for usage in its stream (dialects where that is optional).
@@ -200,6 +241,9 @@ class ChatRequest:
     # response object that echoes the tools and instructions it was given),
     # as that dialect's parser found them; only its own renderer reads them.
     echo: dict[str, Any] = field(default_factory=dict)
+    # Key that seals reasoning signatures in this client's answers (translation.reasoning);
+    # set by the gateway after it unsealed the request, None: answers carry no seals.
+    seal_key: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -208,6 +252,8 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
+    # The part of output_tokens the model spent reasoning.
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -222,7 +268,7 @@ SEVERAL_STREAMED = "a stream of several candidates cannot be translated; ask wit
 class Choice:
     """A further answer to the same request (a client that asked for several)."""
 
-    content: list[TextPart | ToolCallPart]
+    content: list[TextPart | ToolCallPart | ReasoningPart]
     stop_reason: StopReason = "end_turn"
 
 
@@ -230,7 +276,7 @@ class Choice:
 class ChatResponse:
     id: str
     model: str
-    content: list[TextPart | ToolCallPart]
+    content: list[TextPart | ToolCallPart | ReasoningPart]
     stop_reason: StopReason = "end_turn"
     stop_sequence: str | None = None
     usage: Usage = field(default_factory=Usage)
@@ -254,20 +300,28 @@ class MessageStart:
 
 @dataclass(slots=True)
 class BlockStart:
-    """A content block opens: ``text`` or ``tool_call`` (with its id and name)."""
+    """A content block opens: ``text``, ``tool_call`` (with its id and name, and the call's
+    own reasoning ``signature`` if any) or ``reasoning`` (its text follows as deltas; a
+    redacted block carries its opaque data in ``redacted``)."""
 
     index: int
-    kind: Literal["text", "tool_call"]
+    kind: Literal["text", "tool_call", "reasoning"]
     tool_call_id: str | None = None
     tool_name: str | None = None
+    signature: str | None = None
+    redacted: str | None = None
+    origin: str | None = None
 
 
 @dataclass(slots=True)
 class BlockDelta:
-    """Text for a text block; a JSON fragment of the arguments for a tool call."""
+    """Text for a text or reasoning block; a JSON fragment of the arguments for a tool call.
+    A reasoning block's signature arrives as a delta with ``signature`` set."""
 
     index: int
     text: str
+    signature: str | None = None
+    origin: str | None = None
 
 
 @dataclass(slots=True)

@@ -1,7 +1,6 @@
 """Anthropic Messages codec (``POST /v1/messages``; the gateway adds ``anthropic-version``).
 
-Unmapped-field policy (client -> IR): ``thinking`` (unless disabled),
-``mcp_servers``, ``container``, ``context_management`` and unknown top-level
+Unmapped-field policy (client -> IR): ``mcp_servers``, ``container``, ``context_management`` and unknown top-level
 fields are unmapped with their raw values; server tools (``web_search_...``),
 ``search_result`` blocks, ``file`` sources (Anthropic's Files API), documents with
 ``citations`` enabled or a ``context``, and server-tool blocks in history are unmapped by
@@ -9,8 +8,12 @@ path. ``document`` blocks (base64 or URL PDFs, plain text) are IR documents, the
 ``title`` the file name. ``output_config.format`` (a JSON schema) is the structured output;
 other ``output_config`` keys are unmapped by path. Ignored because they never change the
 generated text: ``service_tier``, ``cache_control`` markers, ``citations`` on
-text blocks, and ``thinking``/``redacted_thinking`` blocks in the history
-(Anthropic itself strips those from earlier turns).
+text blocks.
+
+Reasoning (docs/reasoning.md): ``thinking`` (enabled + budget_tokens, adaptive, disabled)
+and ``output_config.effort`` are the IR's reasoning controls; ``thinking`` and
+``redacted_thinking`` blocks, in answers and in the history, are IR reasoning parts with
+their signatures (https://docs.claude.com/en/docs/build-with-claude/extended-thinking).
 
 Towards Anthropic, a JSON schema goes to ``output_config.format`` with every object schema
 closed (``additionalProperties: false``, which Anthropic requires; its own SDK does the same);
@@ -29,6 +32,7 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
+from ...translation import reasoning as _reasoning
 from ...translation.codec import (
     Codec,
     StreamDecoder,
@@ -67,11 +71,13 @@ from ...translation.ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
+    ReasoningPart,
     ResponseFormat,
     StopReason,
     StreamError,
     StreamEvent,
     TextPart,
+    Thinking,
     Tool,
     ToolCallPart,
     ToolChoice,
@@ -87,6 +93,9 @@ from ...translation.schema import all_closed, closed
 from ...translation.sse import SSEEvent
 
 DIALECT = "anthropic"
+# The family whose reasoning signatures this dialect issues and takes back: Claude's, on
+# Anthropic, Bedrock and Vertex alike (a signature is valid on each of them).
+FAMILY = "anthropic"
 
 _IGNORED = frozenset({"service_tier"})
 _HANDLED = frozenset(
@@ -234,7 +243,7 @@ def _parse_output_config(oc: Any, unmapped: list[str], values: dict[str, Any]) -
                 raise _type_error("output_config.format.schema", "an object")
             # Anthropic always enforces the schema (constrained decoding): a strict one.
             rf = ResponseFormat("json_schema", schema, None, True)
-        elif value is not None:
+        elif value is not None and key != "effort":  # a reasoning control: _parse_reasoning_controls
             unmapped.append(f"output_config.{key}")
             values[f"output_config.{key}"] = value
     return rf
@@ -331,7 +340,7 @@ def _parse_messages(messages: Any, unmapped: list[str], reasons: dict[str, str])
                 elif bt == "tool_result" and role == "user":
                     append_part(out, "tool", _parse_tool_result(b, bpath, names, unmapped))
                 elif bt in ("thinking", "redacted_thinking") and role == "assistant":
-                    continue
+                    append_part(out, role, _parse_thinking_block(b, bpath))
                 elif isinstance(bt, str):
                     unmapped.append(bpath)
                 else:
@@ -340,6 +349,149 @@ def _parse_messages(messages: Any, unmapped: list[str], reasons: dict[str, str])
             raise _type_error(f"{path}.content", "a string or an array of content blocks")
         # A turn with nothing in it adds nothing to the IR (Anthropic rejects those anyway).
     return out
+
+
+# ---- reasoning (docs/reasoning.md) ---------------------------------------------------
+
+
+def _parse_thinking_block(b: dict[str, Any], path: str) -> ReasoningPart:
+    """A ``thinking`` / ``redacted_thinking`` block of the history, signature kept as sent."""
+    if b.get("type") == "redacted_thinking":
+        return ReasoningPart(redacted=_nonempty_str(b.get("data"), f"{path}.data"))
+    text = b.get("thinking")
+    if not isinstance(text, str):
+        raise _type_error(f"{path}.thinking", "a string")
+    sig = b.get("signature")
+    if sig is not None and not isinstance(sig, str):
+        raise _type_error(f"{path}.signature", "a string")
+    return ReasoningPart(text, sig or None)
+
+
+# output_config.effort values (https://docs.claude.com/en/docs/build-with-claude/effort) <-> IR efforts.
+_EFFORT_IN = {"low": "low", "medium": "medium", "high": "high", "max": "xhigh"}
+_EFFORT_OUT = {
+    "none": "low",
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "max",
+}
+
+
+def _parse_reasoning_controls(
+    body: dict[str, Any], unmapped: list[str], values: dict[str, Any]
+) -> tuple[str | None, Thinking | None]:
+    """``thinking`` and ``output_config.effort`` -> IR controls; other ``output_config``
+    members stay unmapped by path. Malformed controls are a 400 naming the field."""
+    effort = None
+    oc = body.get("output_config")
+    if oc is not None:
+        if not isinstance(oc, dict):
+            raise _type_error("output_config", "an object")
+        for k, v in oc.items():
+            if k == "effort" and v is not None:
+                if v not in _EFFORT_IN:
+                    raise invalid(
+                        "'output_config.effort' must be one of low, medium, high, max", "output_config.effort"
+                    )
+                effort = _EFFORT_IN[v]
+            elif v is not None and k != "format":  # the structured output: _parse_output_config
+                unmapped.append(f"output_config.{k}")
+                values[f"output_config.{k}"] = v
+    th = body.get("thinking")
+    if th is None:
+        return effort, None
+    if not isinstance(th, dict):
+        raise _type_error("thinking", "an object")
+    t = th.get("type")
+    if t == "enabled":
+        budget = th.get("budget_tokens")
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, int)
+            or not 1 <= budget <= _reasoning.MAX_BUDGET
+        ):
+            raise _type_error("thinking.budget_tokens", "a positive integer of at most 2147483647")
+        return effort, Thinking("enabled", budget, include_thoughts=True)
+    if t == "adaptive":
+        return effort, Thinking("adaptive", include_thoughts=True)
+    if t == "disabled":
+        return effort, Thinking("disabled")
+    raise invalid("'thinking.type' must be one of enabled, adaptive, disabled", "thinking.type")
+
+
+def _build_reasoning_controls(req: ChatRequest, body: dict[str, Any], drop: bool = False) -> None:
+    """IR controls -> ``thinking`` (+ ``output_config.effort`` for adaptive). A budget must be
+    below ``max_tokens`` (extended-thinking docs): a client that set no limit gets room for
+    the budget on top of the default; one whose limit is too small gets a smaller budget."""
+    effort, t = _reasoning.for_backend(req, ANTHROPIC.reasoning_styles)
+    if t is None or t.mode is None:
+        return
+    if t.mode == "disabled":
+        body["thinking"] = {"type": "disabled"}
+        return
+    _thinking_compatible(req, body, drop)
+    if t.mode == "adaptive":
+        body["thinking"] = {"type": "adaptive"}
+        if effort is not None:
+            body.setdefault("output_config", {})["effort"] = _EFFORT_OUT.get(effort, "high")
+        return
+    budget = max(t.budget_tokens or _reasoning.BUDGETS["medium"], _MIN_BUDGET)
+    if req.max_tokens is None:
+        body["max_tokens"] += budget
+    elif body["max_tokens"] <= budget:
+        budget = body["max_tokens"] - 1
+        if budget < _MIN_BUDGET:
+            raise invalid(
+                f"'{client_field(req, 'max_tokens')}' must be more than {_MIN_BUDGET} for the model to think",
+                client_field(req, "max_tokens"),
+            )
+    body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+
+
+_MIN_BUDGET = 1024  # the smallest budget_tokens the API takes (extended-thinking docs)
+
+
+def _thinking_compatible(req: ChatRequest, body: dict[str, Any], drop: bool) -> None:
+    """Thinking is not compatible with a temperature other than 1, with ``top_k``, with
+    ``top_p`` below 0.95, or with forced tool use (extended-thinking docs): refused here in
+    the client's words rather than by the provider, or dropped with ``drop_unsupported``. A
+    Claude client's own request is the provider's to judge."""
+    if req.source_dialect in (DIALECT, "bedrock"):
+        return
+    clashes = [
+        ("temperature", body.get("temperature") not in (None, 1)),
+        ("top_k", body.get("top_k") is not None),
+        ("top_p", body.get("top_p") is not None and body["top_p"] < 0.95),
+        ("tool_choice", (body.get("tool_choice") or {}).get("type") in ("any", "tool")),
+    ]
+    for name, clash in clashes:
+        if not clash:
+            continue
+        if drop:
+            body.pop(name, None)
+            continue
+        field = client_field(req, name)
+        raise invalid(
+            f"'{field}' cannot be used with reasoning on a {DIALECT} backend "
+            "(thinking takes temperature 1, no top_k, top_p of at least 0.95 and no forced tool use)",
+            field,
+        )
+
+
+def _thinking_block(p: ReasoningPart) -> dict[str, Any]:
+    if p.redacted is not None:
+        return {"type": "redacted_thinking", "data": p.redacted}
+    return {"type": "thinking", "thinking": p.text, "signature": p.signature or ""}
+
+
+def _ours(p: ReasoningPart, req: ChatRequest) -> bool:
+    """A signature Claude issued: sealed by the gateway for this family, or sent raw by a
+    client of this dialect. Others (another family's, text without one) are not sent back."""
+    if p.signature is None and p.redacted is None:
+        return False
+    return p.origin == FAMILY or (p.origin is None and req.source_dialect in (DIALECT, "bedrock"))
 
 
 def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
@@ -464,6 +616,10 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 blocks.append(doc)
+            elif isinstance(p, ReasoningPart):
+                if target == "assistant" and _ours(p, req):
+                    blocks.append(_thinking_block(p))
+                continue  # another model's reasoning: not Claude's to read back
             elif isinstance(p, ToolCallPart):
                 if target != "assistant":
                     if drop:
@@ -614,14 +770,21 @@ class AnthropicStreamDecoder(StreamDecoder):
                 text = _a_str(d.get("text"), "delta.text")
             elif dt == "input_json_delta":
                 text = _a_str(d.get("partial_json"), "delta.partial_json")
+            elif dt == "thinking_delta":
+                text = _a_str(d.get("thinking"), "delta.thinking")
+            elif dt == "signature_delta":
+                sig = _a_str(d.get("signature"), "delta.signature")
+                return [BlockDelta(block, "", sig, FAMILY)] if sig else []
             else:
-                return []  # thinking/signature/citations deltas
+                return []  # citations deltas
             return [BlockDelta(block, text)] if text else []
         if t == "content_block_start":
             cb = _a_obj(obj.get("content_block"), "content_block")
             ct = cb.get("type")
+            if ct in ("thinking", "redacted_thinking"):
+                return self._reasoning_start(obj, cb)
             if ct not in ("text", "tool_use"):
-                return []  # thinking and server-tool blocks
+                return []  # server-tool blocks
             index = _a_int(obj.get("index"), "index", -1)
             out: list[StreamEvent]
             if ct == "text":
@@ -685,6 +848,27 @@ class AnthropicStreamDecoder(StreamDecoder):
             return [StreamError(_error_from_obj(err if isinstance(err, dict) else {}, None))]
         return []  # ping and future event types
 
+    def _reasoning_start(self, obj: dict[str, Any], cb: dict[str, Any]) -> list[StreamEvent]:
+        """A thinking block opens (its text and signature follow as deltas); a redacted one
+        carries its data here."""
+        index = _a_int(obj.get("index"), "index", -1)
+        block = self._blocks[index] = self._next
+        self._next += 1
+        if cb.get("type") == "redacted_thinking":
+            return [
+                BlockStart(
+                    block, "reasoning", redacted=_a_str(cb.get("data"), "content_block.data"), origin=FAMILY
+                )
+            ]
+        out: list[StreamEvent] = [BlockStart(block, "reasoning", origin=FAMILY)]
+        text = _a_str(cb.get("thinking"), "content_block.thinking")
+        if text:
+            out.append(BlockDelta(block, text))
+        sig = _a_opt_str(cb.get("signature"), "content_block.signature")
+        if sig:
+            out.append(BlockDelta(block, "", sig, FAMILY))
+        return out
+
     def close(self) -> list[StreamEvent]:
         if self._done:
             return []
@@ -701,12 +885,13 @@ class AnthropicStreamEncoder(StreamEncoder):
     message_delta if the IR stream skipped one, so the client stream is always
     well formed."""
 
-    __slots__ = ("_blocks", "_done", "_model", "_open", "_sent_delta", "_started", "_tools")
+    __slots__ = ("_blocks", "_done", "_model", "_open", "_reasoning", "_sent_delta", "_started", "_tools")
 
     def __init__(self, req: ChatRequest) -> None:
         self._model = req.model
         self._blocks: dict[int, int] = {}  # IR index -> Anthropic index
         self._tools: set[int] = set()  # IR indexes of tool_use blocks
+        self._reasoning: set[int] = set()  # IR indexes of thinking blocks
         self._open: set[int] = set()  # Anthropic indexes open
         self._started = False
         self._sent_delta = False
@@ -749,6 +934,13 @@ class AnthropicStreamEncoder(StreamEncoder):
                 return b""
             if event.index in self._tools:
                 delta = b'{"type":"input_json_delta","partial_json":' + orjson.dumps(event.text) + b"}"
+            elif event.index in self._reasoning:
+                if event.signature is not None:
+                    delta = b'{"type":"signature_delta","signature":' + orjson.dumps(event.signature) + b"}"
+                elif event.text:
+                    delta = b'{"type":"thinking_delta","thinking":' + orjson.dumps(event.text) + b"}"
+                else:
+                    return b""
             else:
                 delta = b'{"type":"text_delta","text":' + orjson.dumps(event.text) + b"}"
             return (
@@ -774,6 +966,13 @@ class AnthropicStreamEncoder(StreamEncoder):
                     "name": event.tool_name,
                     "input": {},
                 }
+            elif event.kind == "reasoning":
+                self._reasoning.add(event.index)
+                cb = (
+                    {"type": "redacted_thinking", "data": event.redacted}
+                    if event.redacted is not None
+                    else {"type": "thinking", "thinking": "", "signature": ""}
+                )
             else:
                 cb = {"type": "text", "text": ""}
             return (
@@ -834,7 +1033,9 @@ class AnthropicCodec(Codec):
         "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
         "stop": "stop_sequences",
         "response_format": "output_config.format",
+        "reasoning_effort": "output_config.effort",
     }
+    reasoning_styles = ("budget", "adaptive")
 
     def parse_request(
         self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
@@ -849,10 +1050,7 @@ class AnthropicCodec(Codec):
                 continue
             unmapped.append(key)
             values[key] = value
-        thinking = body.get("thinking")
-        if thinking is not None and not (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
-            unmapped.append("thinking")
-            values["thinking"] = thinking
+        effort, thinking = _parse_reasoning_controls(body, unmapped, values)
         system = _parse_text_blocks(body["system"], "system") if body.get("system") is not None else []
         reasons: dict[str, str] = {}
         messages = read_system(_parse_messages(body.get("messages"), unmapped, reasons))
@@ -893,6 +1091,8 @@ class AnthropicCodec(Codec):
             source_dialect=DIALECT,
             field_names=self.field_names,
             unmapped_values=values,
+            reasoning_effort=effort,
+            thinking=thinking,
         )
 
     def build_request(
@@ -909,7 +1109,6 @@ class AnthropicCodec(Codec):
                 ("seed", req.seed),
                 ("presence_penalty", req.presence_penalty),
                 ("frequency_penalty", req.frequency_penalty),
-                ("reasoning_effort", req.reasoning_effort),
             ):
                 if value is not None:
                     raise unsupported(client_field(req, name), DIALECT)
@@ -943,7 +1142,10 @@ class AnthropicCodec(Codec):
             body["stream"] = True
         rf = req.response_format
         if rf is not None and rf.type == "json_schema" and rf.schema is not None:
-            body["output_config"] = {"format": {"type": "json_schema", "schema": closed(rf.schema)}}
+            body.setdefault("output_config", {})["format"] = {
+                "type": "json_schema",
+                "schema": closed(rf.schema),
+            }
         if req.tools:
             body["tools"] = [_tool(t) for t in req.tools]
         tc = req.tool_choice
@@ -956,6 +1158,7 @@ class AnthropicCodec(Codec):
             if no_parallel and mode != "none":
                 choice["disable_parallel_tool_use"] = True
             body["tool_choice"] = choice
+        _build_reasoning_controls(req, body, drop)
         apply_unmapped(req, body, DIALECT, drop)
         return body
 
@@ -973,7 +1176,7 @@ class AnthropicCodec(Codec):
             raise _invalid_answer(f"it was an error: {message if isinstance(message, str) else 'no message'}")
         if not isinstance(body.get("content"), list):
             raise _bad_answer("content", "an array of content blocks")
-        content: list[TextPart | ToolCallPart] = []
+        content: list[TextPart | ToolCallPart | ReasoningPart] = []
         for bpath, b in _a_objects(body["content"], "content"):
             bt = b.get("type")
             if bt == "text":
@@ -989,7 +1192,17 @@ class AnthropicCodec(Codec):
                         _a_json(inp, f"{bpath}.input"),
                     )
                 )
-            # thinking / server tool blocks: no IR equivalent in a response
+            elif bt == "thinking":
+                content.append(
+                    ReasoningPart(
+                        _a_str(b.get("thinking"), f"{bpath}.thinking"),
+                        _a_opt_str(b.get("signature"), f"{bpath}.signature") or None,
+                        origin=FAMILY,
+                    )
+                )
+            elif bt == "redacted_thinking":
+                content.append(ReasoningPart(redacted=_a_str(b.get("data"), f"{bpath}.data"), origin=FAMILY))
+            # server tool blocks: no IR equivalent in a response
         sr = _a_str(body.get("stop_reason"), "stop_reason")
         return ChatResponse(
             id=_a_str(body.get("id"), "id") or f"msg_{uuid.uuid4().hex}",
@@ -1005,6 +1218,8 @@ class AnthropicCodec(Codec):
         for j, p in enumerate(resp.content):
             if isinstance(p, TextPart):
                 content.append({"type": "text", "text": p.text})
+            elif isinstance(p, ReasoningPart):
+                content.append(_thinking_block(p))
             else:
                 try:
                     inp = _args_object(p.arguments, f"content[{j}].input")

@@ -20,10 +20,11 @@ Mapping notes:
   simply not declared; with history it is refused (or dropped);
 - images are bytes (base64 in JSON) of png, jpeg, gif or webp; URL images have
   no equivalent (Converse reads S3 locations only);
-- reasoning: the IR carries none, so ``reasoningContent`` blocks of answers and
-  history are skipped (as Anthropic thinking blocks are), and reasoning settings
-  a client sends reach Bedrock only from a Bedrock body (same-dialect
-  ``additionalModelRequestFields``, re-inserted as is);
+- reasoning (docs/reasoning.md): the IR's controls become Claude's
+  ``additionalModelRequestFields.thinking`` (enabled + ``budget_tokens``,
+  https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-extended-thinking.html);
+  ``reasoningContent`` blocks (``reasoningText`` with its signature, or
+  ``redactedContent``) are IR reasoning parts, of Claude's signature family;
 - usage: ``inputTokens`` excludes cache reads and writes, which Converse counts
   in ``cacheReadInputTokens`` / ``cacheWriteInputTokens`` (IR input = all three).
 
@@ -44,6 +45,7 @@ from urllib.parse import quote
 import orjson
 
 from ...errors import GatewayError, invalid, kind_for_status, unsupported
+from ...translation import reasoning as _reasoning
 from ...translation.codec import (
     Codec,
     StreamDecoder,
@@ -71,11 +73,13 @@ from ...translation.ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
+    ReasoningPart,
     ResponseFormat,
     StopReason,
     StreamError,
     StreamEvent,
     TextPart,
+    Thinking,
     Tool,
     ToolCallPart,
     ToolChoice,
@@ -316,11 +320,107 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
                 append_part(out, role, ToolCallPart(tid, name, orjson.dumps(inp).decode()))
             elif member == "toolResult" and role == "user":
                 append_part(out, "tool", _parse_tool_result(value, f"{bpath}.toolResult", names, unmapped))
-            elif member in ("reasoningContent", "cachePoint"):
-                continue  # reasoning is not in the IR; a cache point changes no text
+            elif member == "reasoningContent" and role == "assistant":
+                append_part(out, role, _parse_reasoning_block(value, f"{bpath}.reasoningContent"))
+            elif member == "cachePoint":
+                continue  # a cache point changes no text
             else:
                 unmapped.append(bpath)
     return out
+
+
+# ---- reasoning (docs/reasoning.md) ---------------------------------------------------
+
+# Claude on Bedrock issues Anthropic's signatures: the same family as the Anthropic codec's.
+FAMILY = "anthropic"
+_MIN_BUDGET = 1024  # Claude's smallest thinking budget
+
+
+def _parse_reasoning_block(value: Any, path: str) -> ReasoningPart:
+    """A history ``reasoningContent`` block: ``reasoningText`` (text + signature) or ``redactedContent``."""
+    if not isinstance(value, dict):
+        raise _type_error(path, "an object")
+    if value.get("redactedContent") is not None:
+        return ReasoningPart(redacted=_nonempty_str(value["redactedContent"], f"{path}.redactedContent"))
+    rt = value.get("reasoningText")
+    if not isinstance(rt, dict) or not isinstance(rt.get("text"), str):
+        raise _type_error(f"{path}.reasoningText.text", "a string")
+    sig = rt.get("signature")
+    if sig is not None and not isinstance(sig, str):
+        raise _type_error(f"{path}.reasoningText.signature", "a string")
+    return ReasoningPart(rt["text"], sig or None)
+
+
+def _answer_reasoning(value: Any) -> ReasoningPart | None:
+    if not isinstance(value, dict):
+        return None
+    if isinstance(value.get("redactedContent"), str):
+        return ReasoningPart(redacted=value["redactedContent"], origin=FAMILY)
+    rt = value.get("reasoningText")
+    if not isinstance(rt, dict) or not isinstance(rt.get("text"), str):
+        return None
+    sig = rt.get("signature")
+    return ReasoningPart(rt["text"], sig if isinstance(sig, str) and sig else None, origin=FAMILY)
+
+
+def _reasoning_block(p: ReasoningPart, req: ChatRequest) -> dict[str, Any] | None:
+    """A reasoning part for the history: only Claude's own (signed) reasoning goes back."""
+    if p.signature is None and p.redacted is None:
+        return None
+    if not (p.origin == FAMILY or (p.origin is None and req.source_dialect in (DIALECT, FAMILY))):
+        return None
+    if p.redacted is not None:
+        return {"reasoningContent": {"redactedContent": p.redacted}}
+    return {"reasoningContent": {"reasoningText": {"text": p.text, "signature": p.signature}}}
+
+
+def _parse_thinking(extra: dict[str, Any]) -> Thinking | None:
+    th = extra.get("thinking")
+    if th is None:
+        return None
+    path = "additionalModelRequestFields.thinking"
+    if not isinstance(th, dict):
+        raise _type_error(path, "an object")
+    t = th.get("type")
+    if t == "enabled":
+        budget = th.get("budget_tokens")
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, int)
+            or not 1 <= budget <= _reasoning.MAX_BUDGET
+        ):
+            raise _type_error(f"{path}.budget_tokens", "a positive integer of at most 2147483647")
+        return Thinking("enabled", budget, include_thoughts=True)
+    if t == "adaptive":
+        return Thinking("adaptive", include_thoughts=True)
+    if t == "disabled":
+        return Thinking("disabled")
+    raise invalid(f"'{path}.type' must be one of enabled, adaptive, disabled", f"{path}.type")
+
+
+def _build_thinking(req: ChatRequest, body: dict[str, Any]) -> None:
+    """IR controls -> ``additionalModelRequestFields.thinking``; ``maxTokens`` must stay above
+    the budget (as on Anthropic)."""
+    _, t = _reasoning.for_backend(req, BEDROCK.reasoning_styles)
+    if t is None or t.mode is None:
+        return
+    extra = body.setdefault("additionalModelRequestFields", {})
+    if t.mode == "disabled":
+        extra["thinking"] = {"type": "disabled"}
+        return
+    if t.mode == "adaptive":
+        extra["thinking"] = {"type": "adaptive"}
+        return
+    budget = max(t.budget_tokens or _reasoning.BUDGETS["medium"], _MIN_BUDGET)
+    inference = body["inferenceConfig"]
+    if req.max_tokens is None:
+        inference["maxTokens"] += budget
+    elif inference["maxTokens"] <= budget:
+        budget = inference["maxTokens"] - 1
+        if budget < _MIN_BUDGET:
+            field = client_field(req, "max_tokens")
+            raise invalid(f"'{field}' must be more than {_MIN_BUDGET} for the model to think", field)
+    extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
 
 
 def _parse_system(system: Any, unmapped: list[str]) -> list[TextPart]:
@@ -471,6 +571,10 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(path, DIALECT)  # a URL (Converse reads bytes or S3), or another type
                 blocks.append(doc)
+            elif isinstance(p, ReasoningPart):
+                block = _reasoning_block(p, req) if target == "assistant" else None
+                if block is not None:
+                    blocks.append(block)
             elif isinstance(p, ToolCallPart):
                 if target != "assistant":
                     if drop:
@@ -637,11 +741,29 @@ class BedrockStreamDecoder(StreamDecoder):
             delta = obj.get("delta")
             if not isinstance(index, int) or not isinstance(delta, dict) or index in self._skipped:
                 return []
-            if "reasoningContent" in delta:
-                self._skipped.add(index)
-                return []
             self._start(out)
             block = self._blocks.get(index)
+            rc = delta.get("reasoningContent")
+            if isinstance(rc, dict):
+                if block is None:
+                    block = self._blocks[index] = self._next
+                    self._next += 1
+                    self._open.add(block)
+                    redacted = rc.get("redactedContent")
+                    out.append(
+                        BlockStart(
+                            block,
+                            "reasoning",
+                            redacted=redacted if isinstance(redacted, str) else None,
+                            origin=FAMILY,
+                        )
+                    )
+                text, sig = rc.get("text"), rc.get("signature")
+                if isinstance(text, str) and text:
+                    out.append(BlockDelta(block, text))
+                if isinstance(sig, str) and sig:
+                    out.append(BlockDelta(block, "", sig, FAMILY))
+                return out
             text = delta.get("text")
             if isinstance(text, str):
                 if block is None:
@@ -713,11 +835,12 @@ class BedrockStreamEncoder(StreamEncoder):
     """IR events -> ConverseStream event-stream frames (for completeness: Bedrock serves no
     clients through the gateway, but the round trip keeps the decoder honest)."""
 
-    __slots__ = ("_blocks", "_done", "_started", "_stopped", "_tools", "_usage")
+    __slots__ = ("_blocks", "_done", "_reasoning", "_started", "_stopped", "_tools", "_usage")
 
     def __init__(self, req: ChatRequest) -> None:
         self._blocks: dict[int, int] = {}
         self._tools: set[int] = set()
+        self._reasoning: set[int] = set()
         self._started = False
         self._stopped = False
         self._usage = Usage()
@@ -738,6 +861,16 @@ class BedrockStreamEncoder(StreamEncoder):
         pre = self._pre()
         if isinstance(event, BlockStart):
             idx = self._blocks[event.index] = len(self._blocks)
+            if event.kind == "reasoning":
+                self._reasoning.add(event.index)
+                if event.redacted is not None:
+                    return pre + _frame(
+                        "contentBlockDelta",
+                        {
+                            "contentBlockIndex": idx,
+                            "delta": {"reasoningContent": {"redactedContent": event.redacted}},
+                        },
+                    )
             if event.kind != "tool_call":
                 return pre  # a text block starts with its first delta
             self._tools.add(event.index)
@@ -752,6 +885,11 @@ class BedrockStreamEncoder(StreamEncoder):
             at = self._blocks.get(event.index)
             if at is None:
                 return pre
+            if event.index in self._reasoning:
+                rc = {"signature": event.signature} if event.signature is not None else {"text": event.text}
+                return pre + _frame(
+                    "contentBlockDelta", {"contentBlockIndex": at, "delta": {"reasoningContent": rc}}
+                )
             delta = {"toolUse": {"input": event.text}} if event.index in self._tools else {"text": event.text}
             return pre + _frame("contentBlockDelta", {"contentBlockIndex": at, "delta": delta})
         if isinstance(event, BlockStop):
@@ -786,6 +924,7 @@ TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(r"[a-zA-Z0
 class BedrockCodec(Codec):
     dialect = DIALECT
     tool_rules = TOOL_RULES
+    reasoning_styles = ("budget", "adaptive")
     field_names = {
         "max_tokens": "inferenceConfig.maxTokens",
         "temperature": "inferenceConfig.temperature",
@@ -843,7 +982,8 @@ class BedrockCodec(Codec):
             if not isinstance(extra, dict):
                 raise _type_error("additionalModelRequestFields", "an object")
             req.top_k = _opt_int(extra, "top_k")
-            self._unmapped_keys(extra, "additionalModelRequestFields", {"top_k"}, req)
+            req.thinking = _parse_thinking(extra)
+            self._unmapped_keys(extra, "additionalModelRequestFields", {"top_k", "thinking"}, req)
         meta = body.get("requestMetadata")
         if meta is not None:
             if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
@@ -909,6 +1049,7 @@ class BedrockCodec(Codec):
             body["toolConfig"] = tools
         if req.top_k is not None:
             body["additionalModelRequestFields"] = {"top_k": req.top_k}
+        _build_thinking(req, body)
         # requestMetadata only tags the invocation (logs): a user Converse cannot take is left out.
         if req.user is not None and _METADATA_VALUE.fullmatch(req.user):
             body["requestMetadata"] = {"user": req.user}
@@ -933,7 +1074,7 @@ class BedrockCodec(Codec):
             raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
         output = body.get("output")
         message = output.get("message") if isinstance(output, dict) else None
-        content: list[TextPart | ToolCallPart] = []
+        content: list[TextPart | ToolCallPart | ReasoningPart] = []
         for b in (message.get("content") if isinstance(message, dict) else None) or ():
             if not isinstance(b, dict):
                 continue
@@ -949,7 +1090,11 @@ class BedrockCodec(Codec):
                         orjson.dumps(t.get("input") or {}).decode(),
                     )
                 )
-            # reasoningContent, citations: no IR equivalent in a response
+            elif "reasoningContent" in b:
+                part = _answer_reasoning(b["reasoningContent"])
+                if part is not None:
+                    content.append(part)
+            # citations: no IR equivalent in a response
         sr = body.get("stopReason")
         u = body.get("usage")
         return ChatResponse(
@@ -966,6 +1111,16 @@ class BedrockCodec(Codec):
         for j, p in enumerate(resp.content):
             if isinstance(p, TextPart):
                 content.append({"text": p.text})
+            elif isinstance(p, ReasoningPart):
+                content.append(
+                    {"reasoningContent": {"redactedContent": p.redacted}}
+                    if p.redacted is not None
+                    else {
+                        "reasoningContent": {
+                            "reasoningText": {"text": p.text, "signature": p.signature or ""}
+                        }
+                    }
+                )
             else:
                 try:
                     inp = _args_object(p.arguments, f"content[{j}].input")

@@ -13,26 +13,34 @@ backend responses without an id get a random ``call_<hex>`` (ids must not
 repeat across the turns of one conversation).
 
 Unmapped-field policy: ``safetySettings``, ``cachedContent``, unknown
-top-level and ``generationConfig`` fields (``thinkingConfig``,
-``responseModalities`` other than ``["TEXT"]``, ``responseLogprobs``...), non-function tools
-(``googleSearch``, ``codeExecution``...), media other than images, PDFs and plain text,
-``fileData`` URIs only Google can read (Files API, ``gs://``, YouTube) and code-execution
-parts are unmapped. Ignored: ``labels``, ``serviceTier``, ``store``, thought
-parts and ``thoughtSignature`` in the history, and a function declaration's
-``response`` schema and ``behavior``.
+top-level and ``generationConfig`` fields (``responseModalities`` other than ``["TEXT"]``,
+``responseLogprobs``...), non-function tools (``googleSearch``, ``codeExecution``...), media
+other than images, PDFs and plain text, ``fileData`` URIs only Google can read (Files API,
+``gs://``, YouTube) and code-execution parts are unmapped. Ignored: ``labels``,
+``serviceTier``, ``store``, a ``thoughtSignature`` on a text part, and a function
+declaration's ``response`` schema and ``behavior``.
 
 Towards Gemini, the end user (OpenAI ``user``, Anthropic ``metadata.user_id``) is dropped:
 Gemini has no such field and it only tags the request.
+
+Reasoning (docs/reasoning.md, https://ai.google.dev/gemini-api/docs/thinking and
+https://ai.google.dev/gemini-api/docs/thought-signatures): ``thinkingConfig``
+(``thinkingBudget``, ``thinkingLevel``, ``includeThoughts``) is the IR's reasoning
+controls; thought parts (``thought: true``) are IR reasoning parts, and a
+``thoughtSignature`` on a function call is the call's own signature. The signature is
+base64 on the wire (bytes in the SDKs): a sealed gateway token is sent base64-encoded.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
+from ...translation import reasoning as _reasoning
 from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_int as _a_int
@@ -65,12 +73,14 @@ from ...translation.ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
+    ReasoningPart,
     ResponseFormat,
     Role,
     StopReason,
     StreamError,
     StreamEvent,
     TextPart,
+    Thinking,
     Tool,
     ToolCallPart,
     ToolChoice,
@@ -83,6 +93,9 @@ from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
 DIALECT = "gemini"
+# The family whose thought signatures this dialect issues and takes back (Gemini on AI
+# Studio and Vertex alike).
+FAMILY = "gemini"
 
 _TOP_HANDLED = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
 _TOP_IGNORED = frozenset({"labels", "serviceTier", "store", "model"})
@@ -102,6 +115,7 @@ _DOCUMENT_TYPES = frozenset({PDF, PLAIN_TEXT})
 _STANDARD_B64 = str.maketrans("-_", "+/")
 _GEN_HANDLED = frozenset(
     {
+        "thinkingConfig",
         "temperature",
         "topP",
         "topK",
@@ -342,7 +356,9 @@ def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str])
                 text = p["text"]
                 if not isinstance(text, str):
                     raise _type_error(f"{ppath}.text", "a string")
-                if text and not p.get("thought"):
+                if p.get("thought") and role == "model":
+                    _append_thought(out, text, _sig_in(p, ppath))
+                elif text and not p.get("thought"):
                     append_part(out, ir_role, TextPart(text))
                 continue
             fc = _g(p, "functionCall", "function_call")
@@ -360,7 +376,11 @@ def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str])
                 n_calls += 1
                 call_names[cid] = name
                 pending.setdefault(name, []).append(cid)
-                append_part(out, ir_role, ToolCallPart(cid, name, orjson.dumps(args or {}).decode()))
+                append_part(
+                    out,
+                    ir_role,
+                    ToolCallPart(cid, name, orjson.dumps(args or {}).decode(), _sig_in(p, ppath)),
+                )
                 continue
             fr = _g(p, "functionResponse", "function_response")
             if fr is not None:
@@ -404,10 +424,114 @@ def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str])
                 if img is not None:
                     append_part(out, ir_role, img)
                 continue
-            if p.get("thought") or set(p) <= {"thought", "thoughtSignature", "thought_signature"}:
-                continue  # thought-only parts carry nothing the IR keeps
+            if set(p) <= {"thought", "thoughtSignature", "thought_signature"}:
+                sig = _sig_in(p, ppath)
+                if sig is not None and role == "model":
+                    _append_thought(out, "", sig)
+                continue
             unmapped.append(ppath)  # executableCode, codeExecutionResult, videoMetadata...
     return out
+
+
+# ---- reasoning (docs/reasoning.md) ---------------------------------------------------
+
+
+def _sig_in(p: dict[str, Any], path: str) -> str | None:
+    """A part's ``thoughtSignature`` as the IR keeps it: a gateway token (which comes
+    base64-encoded) as the token, a provider's own signature as sent."""
+    sig = _g(p, "thoughtSignature", "thought_signature")
+    if sig is None or sig == "":
+        return None
+    if not isinstance(sig, str):
+        raise _type_error(f"{path}.thoughtSignature", "a base64 string")
+    try:
+        raw = base64.b64decode(sig.replace("-", "+").replace("_", "/") + "=" * (-len(sig) % 4))
+    except ValueError:
+        return sig
+    token = raw.decode("ascii", "replace")
+    return token if _reasoning.is_token(token) else sig
+
+
+def _append_thought(out: list[Message], text: str, sig: str | None) -> None:
+    """A thought part of a model turn. A streamed thought arrives as several parts, its
+    signature on the last: consecutive parts join into one reasoning part, as one thought."""
+    last = out[-1].parts[-1] if out and out[-1].role == "assistant" and out[-1].parts else None
+    if isinstance(last, ReasoningPart) and last.signature is None and last.redacted is None:
+        last.text += text
+        last.signature = sig
+    else:
+        append_part(out, "assistant", ReasoningPart(text, sig))
+
+
+def _sig_out(sig: str, origin: str | None = None) -> str:
+    """A signature as a Gemini client gets it (the field is bytes, base64 on the wire): Gemini's
+    own as it came, anything else (a gateway token) base64-encoded."""
+    return sig if origin == FAMILY else base64.b64encode(sig.encode()).decode()
+
+
+def _ours(sig: str | None, origin: str | None, req: ChatRequest) -> bool:
+    """A signature Gemini issued: sealed for this family, or raw from a client of this dialect."""
+    return sig is not None and (origin == FAMILY or (origin is None and req.source_dialect == DIALECT))
+
+
+def _parse_thinking_config(value: Any, req: ChatRequest) -> None:
+    """``generationConfig.thinkingConfig`` -> IR controls. A budget together with a level is a
+    400, as the API answers it (thinking docs: "use one or the other")."""
+    path = "generationConfig.thinkingConfig"
+    if not isinstance(value, dict):
+        raise _type_error(path, "an object")
+    budget = _int(_g(value, "thinkingBudget", "thinking_budget"), f"{path}.thinkingBudget")
+    level = _g(value, "thinkingLevel", "thinking_level")
+    include = _g(value, "includeThoughts", "include_thoughts")
+    if include is not None and not isinstance(include, bool):
+        raise _type_error(f"{path}.includeThoughts", "a boolean")
+    if level is not None:
+        if not isinstance(level, str) or level.lower() not in _LEVELS:
+            raise invalid(
+                f"'{path}.thinkingLevel' must be one of {', '.join(_LEVELS)}", f"{path}.thinkingLevel"
+            )
+        if budget is not None:
+            raise invalid(
+                f"'{path}': thinkingBudget and thinkingLevel cannot be used together", f"{path}.thinkingLevel"
+            )
+        req.reasoning_effort = level.lower()
+        req.thinking = Thinking(include_thoughts=include)
+        return
+    if budget is not None and not -1 <= budget <= _reasoning.MAX_BUDGET:
+        raise invalid(
+            f"'{path}.thinkingBudget' must be -1 (dynamic), 0 (off) or a token count",
+            f"{path}.thinkingBudget",
+        )
+    mode = (
+        None if budget is None else "disabled" if budget == 0 else "adaptive" if budget == -1 else "enabled"
+    )
+    req.thinking = Thinking(mode, budget if budget is not None and budget > 0 else None, include)  # type: ignore[arg-type]
+
+
+_LEVELS = ("minimal", "low", "medium", "high")
+
+
+def _build_thinking_config(req: ChatRequest, gc: dict[str, Any]) -> None:
+    """IR controls -> ``thinkingConfig``: a level (the default style, Gemini 3) or a budget
+    (style ``budget``, Gemini 2.5: 0 is off, -1 dynamic), never both."""
+    effort, t = _reasoning.for_backend(req, GEMINI.reasoning_styles)
+    if t is None:
+        return
+    tc: dict[str, Any] = {}
+    if t.level is not None:
+        tc["thinkingLevel"] = t.level
+    elif t.mode == "disabled":
+        tc["thinkingBudget"] = 0
+    elif t.mode == "adaptive":
+        tc["thinkingBudget"] = -1
+    elif t.budget_tokens is not None:
+        tc["thinkingBudget"] = t.budget_tokens
+    elif effort is not None:
+        tc["thinkingLevel"] = _reasoning.LEVELS.get(effort, "medium")
+    if t.include_thoughts is not None and t.mode != "disabled":
+        tc["includeThoughts"] = t.include_thoughts
+    if tc:
+        gc["thinkingConfig"] = tc
 
 
 def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
@@ -506,6 +630,8 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
     req.presence_penalty = _num(cfg.get("presencePenalty"), p + "presencePenalty")
     req.frequency_penalty = _num(cfg.get("frequencyPenalty"), p + "frequencyPenalty")
     req.n = _int(cfg.get("candidateCount"), p + "candidateCount")
+    if cfg.get("thinkingConfig") is not None:
+        _parse_thinking_config(cfg["thinkingConfig"], req)
     stops = cfg.get("stopSequences")
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
@@ -564,21 +690,26 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 parts.append({"text": p.text})
             elif isinstance(p, ImagePart | FilePart):  # inlineData / fileData take any media type
                 parts.append(_media_part(p))
+            elif isinstance(p, ReasoningPart):
+                if target == "model" and _ours(p.signature, p.origin, req):
+                    parts.append({"text": p.text, "thought": True, "thoughtSignature": p.signature})
+                continue  # another model's reasoning: not Gemini's to read back
             elif isinstance(p, ToolCallPart):
                 if target != "model":
                     if drop:
                         continue
                     raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
                 names[p.id] = p.name
-                parts.append(
-                    {
-                        "functionCall": {
-                            "id": p.id,
-                            "name": p.name,
-                            "args": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments"),
-                        }
+                call: dict[str, Any] = {
+                    "functionCall": {
+                        "id": p.id,
+                        "name": p.name,
+                        "args": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments"),
                     }
-                )
+                }
+                if p.signature is not None:
+                    call["thoughtSignature"] = p.signature
+                parts.append(call)
             else:
                 if target == "model":
                     if drop:
@@ -626,15 +757,18 @@ def usage_from_gemini(u: Any, path: str = "usageMetadata") -> Usage:
         count("promptTokenCount") + count("toolUsePromptTokenCount"),
         count("candidatesTokenCount") + count("thoughtsTokenCount"),
         count("cachedContentTokenCount"),
+        reasoning_tokens=count("thoughtsTokenCount"),
     )
 
 
 def usage_to_gemini(u: Usage) -> dict[str, Any]:
     out = {
         "promptTokenCount": u.input_tokens,
-        "candidatesTokenCount": u.output_tokens,
+        "candidatesTokenCount": max(u.output_tokens - u.reasoning_tokens, 0),
         "totalTokenCount": u.input_tokens + u.output_tokens,
     }
+    if u.reasoning_tokens:
+        out["thoughtsTokenCount"] = u.reasoning_tokens
     if u.cached_input_tokens:
         out["cachedContentTokenCount"] = u.cached_input_tokens
     return out
@@ -644,7 +778,7 @@ def _new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCallPart], bool]:
+def _candidate(obj: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCallPart | ReasoningPart], bool]:
     """(finish reason, content, whether it calls a function) of an answer's first
     candidate, type-checked. A blocked prompt finishes with SAFETY; an answer
     with neither a candidate nor a block reason finishes with None."""
@@ -674,14 +808,19 @@ def _tool_stop(stop: StopReason, has_call: bool) -> StopReason:
     return "tool_use" if stop == "end_turn" and has_call else stop
 
 
-def _one_candidate(path: str, cand: dict[str, Any]) -> tuple[str | None, list[TextPart | ToolCallPart], bool]:
-    content: list[TextPart | ToolCallPart] = []
+def _one_candidate(
+    path: str, cand: dict[str, Any]
+) -> tuple[str | None, list[TextPart | ToolCallPart | ReasoningPart], bool]:
+    content: list[TextPart | ToolCallPart | ReasoningPart] = []
     has_call = False
     parts = _a_obj(cand.get("content"), f"{path}.content").get("parts")
     for ppath, p in _a_objects(parts, f"{path}.content.parts"):
+        sig = _a_str(p.get("thoughtSignature"), f"{ppath}.thoughtSignature") or None
         if "text" in p:
             text = _a_str(p["text"], f"{ppath}.text")
-            if text and not p.get("thought"):
+            if p.get("thought"):
+                content.append(ReasoningPart(text, sig, origin=FAMILY))
+            elif text:
                 content.append(TextPart(text))
             continue
         fc = p.get("functionCall")
@@ -695,23 +834,33 @@ def _one_candidate(path: str, cand: dict[str, Any]) -> tuple[str | None, list[Te
                     _a_json(
                         _a_obj(fc.get("args"), f"{ppath}.functionCall.args"), f"{ppath}.functionCall.args"
                     ),
+                    sig,
                 )
             )
     return _a_str(cand.get("finishReason"), f"{path}.finishReason") or None, content, has_call
 
 
-def _answer_parts(content: list[TextPart | ToolCallPart]) -> list[dict[str, Any]]:
-    """IR answer content -> a candidate's parts."""
+def _answer_parts(content: list[TextPart | ToolCallPart | ReasoningPart]) -> list[dict[str, Any]]:
+    """IR answer content -> a candidate's parts (thoughts and signatures included)."""
     parts: list[dict[str, Any]] = []
     for j, p in enumerate(content):
         if isinstance(p, TextPart):
             parts.append({"text": p.text})
+        elif isinstance(p, ReasoningPart):
+            thought: dict[str, Any] = {"text": p.text, "thought": True}
+            sig = p.signature or p.redacted
+            if sig is not None:
+                thought["thoughtSignature"] = _sig_out(sig, p.origin)
+            parts.append(thought)
         else:
             try:
                 args = _args_object(p.arguments, f"content[{j}].args")
             except GatewayError as e:  # the backend's fault, not the client's
                 raise GatewayError("api_error", f"upstream returned {e.message}", status=502) from None
-            parts.append({"functionCall": {"id": p.id, "name": p.name, "args": args}})
+            call_part: dict[str, Any] = {"functionCall": {"id": p.id, "name": p.name, "args": args}}
+            if p.signature is not None:
+                call_part["thoughtSignature"] = _sig_out(p.signature, FAMILY)
+            parts.append(call_part)
     return parts
 
 
@@ -743,13 +892,14 @@ class GeminiStreamDecoder(StreamDecoder):
     become BlockStart + one BlockDelta + BlockStop. usageMetadata is
     cumulative: the last one seen is reported."""
 
-    __slots__ = ("_done", "_next", "_open", "_started", "_tool_seen", "_usage")
+    __slots__ = ("_done", "_next", "_open", "_open_thought", "_started", "_tool_seen", "_usage")
 
     def __init__(self) -> None:
         self._started = False
         self._done = False
         self._next = 0
-        self._open: int | None = None  # open text block
+        self._open: int | None = None  # open text or thought block
+        self._open_thought = False
         self._tool_seen = False
         self._usage: Usage | None = None
 
@@ -798,17 +948,30 @@ class GeminiStreamDecoder(StreamDecoder):
             raise several_streamed("candidates")
         finish, content, has_call = _candidate(obj)
         for part in content:
-            if isinstance(part, TextPart):
+            if isinstance(part, TextPart | ReasoningPart):
+                thought = isinstance(part, ReasoningPart)
+                if self._open is not None and self._open_thought != thought:
+                    self._close(out)
                 if self._open is None:
                     self._open = self._next
                     self._next += 1
-                    out.append(BlockStart(self._open, "text"))
-                out.append(BlockDelta(self._open, part.text))
+                    self._open_thought = thought
+                    out.append(
+                        BlockStart(
+                            self._open, "reasoning" if thought else "text", origin=FAMILY if thought else None
+                        )
+                    )
+                if part.text:
+                    out.append(BlockDelta(self._open, part.text))
+                if isinstance(part, ReasoningPart) and part.signature is not None:
+                    out.append(BlockDelta(self._open, "", part.signature, FAMILY))
                 continue
             self._close(out)
             block = self._next
             self._next += 1
-            out.append(BlockStart(block, "tool_call", part.id, part.name))
+            out.append(
+                BlockStart(block, "tool_call", part.id, part.name, signature=part.signature, origin=FAMILY)
+            )
             out.append(BlockDelta(block, part.arguments))
             out.append(BlockStop(block))
         self._tool_seen = self._tool_seen or has_call
@@ -837,12 +1000,14 @@ class GeminiStreamEncoder(StreamEncoder):
     """IR events -> ``data:`` GenerateContentResponse chunks. Text streams as
     it comes; a tool call is buffered until its BlockStop and sent whole."""
 
-    __slots__ = ("_done", "_model", "_tail", "_tools")
+    __slots__ = ("_done", "_model", "_sigs", "_tail", "_thoughts", "_tools")
 
     def __init__(self, req: ChatRequest) -> None:
         self._model = req.model
         self._tail = b""  # ',"modelVersion":..,"responseId":..}\n\n'
         self._tools: dict[int, list[str]] = {}  # open tool blocks: [id, name, arg fragments...]
+        self._sigs: dict[int, str] = {}  # tool blocks' own thought signatures
+        self._thoughts: set[int] = set()  # reasoning blocks
         self._done = False
 
     def _set_id(self, rid: str) -> None:
@@ -868,10 +1033,27 @@ class GeminiStreamEncoder(StreamEncoder):
             if buf is not None:
                 buf.append(event.text)
                 return b""
+            if event.index in self._thoughts:
+                part: dict[str, Any] = {"text": event.text, "thought": True}
+                if event.signature is not None:
+                    part["thoughtSignature"] = _sig_out(event.signature, event.origin)
+                elif not event.text:
+                    return b""
+                return self._chunk(orjson.dumps(part))
             return self._chunk(b'{"text":' + orjson.dumps(event.text) + b"}")
         if isinstance(event, BlockStart):
             if event.kind == "tool_call":
                 self._tools[event.index] = [event.tool_call_id or _new_call_id(), event.tool_name or ""]
+                if event.signature is not None:
+                    self._sigs[event.index] = event.signature
+            elif event.kind == "reasoning":
+                self._thoughts.add(event.index)
+                if event.redacted is not None:  # no Gemini equivalent: an empty thought carrying it
+                    return self._chunk(
+                        orjson.dumps(
+                            {"text": "", "thought": True, "thoughtSignature": _sig_out(event.redacted)}
+                        )
+                    )
             return b""
         if isinstance(event, BlockStop):
             buf = self._tools.pop(event.index, None)
@@ -883,7 +1065,11 @@ class GeminiStreamEncoder(StreamEncoder):
                 return self.encode(
                     StreamError(GatewayError("api_error", f"upstream returned {e.message}", status=502))
                 )
-            return self._chunk(orjson.dumps({"functionCall": {"id": buf[0], "name": buf[1], "args": args}}))
+            call: dict[str, Any] = {"functionCall": {"id": buf[0], "name": buf[1], "args": args}}
+            sig = self._sigs.pop(event.index, None)
+            if sig is not None:
+                call["thoughtSignature"] = _sig_out(sig, FAMILY)
+            return self._chunk(orjson.dumps(call))
         if isinstance(event, MessageStart):
             self._set_id(event.id)
             return b""
@@ -930,7 +1116,11 @@ class GeminiCodec(Codec):
         "presence_penalty": "generationConfig.presencePenalty",
         "frequency_penalty": "generationConfig.frequencyPenalty",
         "response_format": "generationConfig.responseMimeType",
+        "reasoning_effort": "generationConfig.thinkingConfig.thinkingLevel",
+        "thinking": "generationConfig.thinkingConfig.thinkingBudget",
+        "tool_choice": "toolConfig.functionCallingConfig",
     }
+    reasoning_styles = ("level", "budget", "adaptive")
 
     def parse_request(
         self, body: dict[str, Any], path_model: str | None = None, path_stream: bool = False
@@ -993,8 +1183,6 @@ class GeminiCodec(Codec):
                 raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
             if req.n is not None and req.n > 1 and req.stream:
                 raise unsupported(client_field(req, "n"), DIALECT, SEVERAL_STREAMED)
-            if req.reasoning_effort is not None:  # thinking budgets are Gemini's own: no faithful mapping
-                raise unsupported(client_field(req, "reasoning_effort"), DIALECT)
         body: dict[str, Any] = {"contents": _build_contents(req, drop)}
         if req.system:
             body["systemInstruction"] = {"parts": [{"text": p.text} for p in req.system]}
@@ -1022,6 +1210,7 @@ class GeminiCodec(Codec):
             gc["responseMimeType"] = "application/json"
             if rf.type == "json_schema" and rf.schema is not None:
                 gc["responseJsonSchema"] = rf.schema
+        _build_thinking_config(req, gc)
         if gc:
             body["generationConfig"] = gc
         if req.tools:

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, kind_for_status, overloaded_as_503, unsupported
+from ...translation import reasoning as _reasoning
 from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_int as _a_int
@@ -63,6 +64,7 @@ from ...translation.ir import (
     MessageStart,
     MessageStop,
     Part,
+    ReasoningPart,
     ResponseFormat,
     StopReason,
     StreamError,
@@ -82,6 +84,14 @@ from ...translation.schema import all_closed, all_required
 from ...translation.sse import SSEEvent
 
 DIALECT = "openai"
+
+# Reasoning (docs/reasoning.md): Chat Completions has no standard field for the model's
+# reasoning text. OpenAI-compatible servers (DeepSeek, vLLM, SGLang, Qwen) put it in
+# ``message.reasoning_content`` / ``delta.reasoning_content``; OpenRouter in ``reasoning``.
+# The gateway reads both from backends and writes ``reasoning_content`` for clients. Its
+# signatures cannot ride there (SDKs drop unknown fields when a message is echoed): they
+# travel sealed in the tool-call ids.
+_REASONING_KEYS = ("reasoning_content", "reasoning")
 
 _IGNORED = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "prediction"})
 # Values of unmappable fields that mean "feature off": not worth refusing a request for.
@@ -346,7 +356,8 @@ def _parse_messages(
         elif role == "user":
             out.append(Message("user", _content_parts(content, path, unmapped, True, reasons)))  # type: ignore[arg-type]
         elif role == "assistant":
-            parts: list[Part] = list(_content_parts(content, path, unmapped, images=False))
+            parts: list[Part] = _history_reasoning(m, path)
+            parts += _content_parts(content, path, unmapped, images=False)
             refusal = m.get("refusal")
             if isinstance(refusal, str) and refusal and not parts:
                 parts.append(TextPart(refusal))
@@ -380,6 +391,34 @@ def _parse_messages(
                 f"'{path}.role' must be one of system, developer, user, assistant, tool", f"{path}.role"
             )
     return out
+
+
+def _history_reasoning(m: dict[str, Any], path: str) -> list[Part]:
+    """An echoed assistant message's ``reasoning_content``: its reasoning text (no signature)."""
+    rc = m.get("reasoning_content")
+    if rc is None or rc == "":
+        return []
+    if not isinstance(rc, str):
+        raise _type_error(f"{path}.reasoning_content", "a string")
+    return [ReasoningPart(rc)]
+
+
+def _answer_reasoning(msg: dict[str, Any], path: str) -> list[ReasoningPart]:
+    """A backend's reasoning text (``reasoning_content``, or OpenRouter's ``reasoning``)."""
+    for key in _REASONING_KEYS:
+        text = _a_str(msg.get(key), f"{path}.{key}")
+        if text:
+            return [ReasoningPart(text)]
+    return []
+
+
+def _build_effort(req: ChatRequest, body: dict[str, Any]) -> None:
+    """IR controls -> ``reasoning_effort`` (a budget becomes the effort that covers it)."""
+    effort, t = _reasoning.for_backend(req, OPENAI.reasoning_styles)
+    if t is not None and t.mode == "disabled":
+        effort = "none"
+    if effort is not None:
+        body["reasoning_effort"] = effort
 
 
 def _parse_tool_call(tc: Any, path: str, call_names: dict[str, str]) -> ToolCallPart:
@@ -486,6 +525,8 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 calls.append(
                     {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
                 )
+            elif isinstance(p, ReasoningPart):
+                continue  # Chat Completions takes no reasoning back (compatible hosts reject it)
             elif not drop:  # assistant images / stray tool results
                 raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
         msg: dict[str, Any] = {"role": "assistant", "content": _text_content(texts) if texts else None}
@@ -555,10 +596,14 @@ def usage_from_openai(u: Any, path: str = "usage") -> Usage:
     cached = _count(details.get("cached_tokens"), f"{path}.prompt_tokens_details.cached_tokens")
     if not cached and u.get("prompt_cache_hit_tokens") is not None:
         cached = _count(u.get("prompt_cache_hit_tokens"), f"{path}.prompt_cache_hit_tokens")  # DeepSeek's
+    out = _a_obj(u.get("completion_tokens_details"), f"{path}.completion_tokens_details")
     return Usage(
         _count(u.get("prompt_tokens"), f"{path}.prompt_tokens"),
         _count(u.get("completion_tokens"), f"{path}.completion_tokens"),
         cached,
+        reasoning_tokens=_count(
+            out.get("reasoning_tokens"), f"{path}.completion_tokens_details.reasoning_tokens"
+        ),
     )
 
 
@@ -568,6 +613,7 @@ def usage_to_openai(u: Usage) -> dict[str, Any]:
         "completion_tokens": u.output_tokens,
         "total_tokens": u.input_tokens + u.output_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
     }
 
 
@@ -641,13 +687,15 @@ def _stream_error_kind(etype: Any, code: Any) -> str:
     return "api_error"
 
 
-def _message(content: list[TextPart | ToolCallPart]) -> dict[str, Any]:
-    """IR answer content -> a choice's assistant message."""
+def _message(content: list[TextPart | ToolCallPart | ReasoningPart]) -> dict[str, Any]:
+    """IR answer content -> a choice's assistant message (reasoning as ``reasoning_content``)."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for p in content:
         if isinstance(p, TextPart):
             texts.append(p.text)
+        elif isinstance(p, ReasoningPart):
+            continue  # below, as one reasoning_content string
         else:
             calls.append(
                 {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
@@ -656,17 +704,21 @@ def _message(content: list[TextPart | ToolCallPart]) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if calls:
         msg["tool_calls"] = calls
+    thought = _reasoning.reasoning_text(list(content))
+    if thought:
+        msg["reasoning_content"] = thought
     return msg
 
 
-def _choice(choice: Any, path: str) -> tuple[list[TextPart | ToolCallPart], StopReason]:
-    """One choice of an answer -> (content, stop reason), type-checked."""
+def _choice(choice: Any, path: str) -> tuple[list[TextPart | ToolCallPart | ReasoningPart], StopReason]:
+    """One choice of an answer -> (content, stop reason), type-checked; the reasoning first."""
     if not isinstance(choice, dict):
         raise _bad_answer(path, "an object")
     msg = choice.get("message")
     if not isinstance(msg, dict):
         raise _bad_answer(f"{path}.message", "an object")
-    content: list[TextPart | ToolCallPart] = []
+    content: list[TextPart | ToolCallPart | ReasoningPart] = []
+    content += _answer_reasoning(msg, f"{path}.message")
     text = msg.get("content")
     if isinstance(text, list):
         for ppath, p in _a_objects(text, f"{path}.message.content"):
@@ -721,7 +773,7 @@ class OpenAIStreamDecoder(StreamDecoder):
         self._done = False
         self._next = 0  # next IR block index
         self._open: int | None = None  # currently open IR block
-        self._open_text = False
+        self._open_text: bool | None = False  # the open block is text (None: reasoning)
         self._tools: dict[int, int] = {}  # OpenAI tool_call index -> IR block index
         self._stop: StopReason | None = None
         self._usage: Usage | None = None
@@ -817,7 +869,7 @@ class OpenAIStreamDecoder(StreamDecoder):
         out.append(MessageStop())
 
     def _text(self, out: list[StreamEvent], text: str) -> None:
-        if self._open is None or not self._open_text:
+        if self._open is None or self._open_text is not True:
             self._close(out)
             self._open = self._next
             self._next += 1
@@ -825,7 +877,22 @@ class OpenAIStreamDecoder(StreamDecoder):
             out.append(BlockStart(self._open, "text"))
         out.append(BlockDelta(self._open, text))
 
+    def _reasoning(self, out: list[StreamEvent], text: str) -> None:
+        """Reasoning text of a compatible server opens (or continues) a reasoning block."""
+        if self._open is None or self._open_text is not None:
+            self._close(out)
+            self._open = self._next
+            self._next += 1
+            self._open_text = None
+            out.append(BlockStart(self._open, "reasoning"))
+        out.append(BlockDelta(self._open, text))
+
     def _delta(self, out: list[StreamEvent], delta: dict[str, Any], path: str) -> None:
+        for key in _REASONING_KEYS:
+            thought = _a_str(delta.get(key), f"{path}.{key}")
+            if thought:
+                self._reasoning(out, thought)
+                break
         content = _a_str(delta.get("content"), f"{path}.content")
         if content:
             self._text(out, content)
@@ -863,13 +930,14 @@ class OpenAIStreamEncoder(StreamEncoder):
     """IR events -> ``chat.completion.chunk`` SSE bytes. Chunk envelopes are
     pre-serialised once per stream; only the delta is serialised per event."""
 
-    __slots__ = ("_done", "_finished", "_head", "_include_usage", "_model", "_tools", "_usage")
+    __slots__ = ("_done", "_finished", "_head", "_include_usage", "_model", "_reasoning", "_tools", "_usage")
 
     def __init__(self, req: ChatRequest) -> None:
         self._model = req.model
         self._include_usage = req.stream_include_usage
         self._head = b""  # 'data: {"id":..,"object":..,"created":..,"model":..,'
         self._tools: dict[int, int] = {}  # IR block index -> OpenAI tool_call index
+        self._reasoning: set[int] = set()  # IR block indexes of reasoning blocks
         self._usage: Usage | None = None
         self._finished = False
         self._done = False
@@ -902,6 +970,12 @@ class OpenAIStreamEncoder(StreamEncoder):
             return b""
         if isinstance(event, BlockDelta):
             tc = self._tools.get(event.index)
+            if event.index in self._reasoning:  # signatures travel in tool-call ids, not here
+                return (
+                    self._chunk(b'{"reasoning_content":' + orjson.dumps(event.text) + b"}")
+                    if event.text
+                    else b""
+                )
             if tc is None:
                 return self._chunk(b'{"content":' + orjson.dumps(event.text) + b"}")
             return self._chunk(
@@ -912,6 +986,8 @@ class OpenAIStreamEncoder(StreamEncoder):
                 + b"}}]}"
             )
         if isinstance(event, BlockStart):
+            if event.kind == "reasoning":
+                self._reasoning.add(event.index)
             if event.kind != "tool_call":
                 return b""
             tc = self._tools[event.index] = len(self._tools)
@@ -1073,8 +1149,7 @@ class OpenAICodec(Codec):
         rf = req.response_format
         if rf is not None and rf.type != "text":
             body["response_format"] = response_format(rf, req)
-        if req.reasoning_effort is not None:
-            body["reasoning_effort"] = req.reasoning_effort
+        _build_effort(req, body)
         if req.user is not None:
             body["user"] = req.user
         if req.tools:

@@ -6,17 +6,16 @@ items (roles user, assistant, system, developer; ``system``/``developer`` and
 ``function_call_output`` items (a call's name is looked up in the input: an
 output whose ``call_id`` no call issued is a 400, as the API answers), content
 parts ``input_text``, ``input_image`` (URL or base64 data URL), ``output_text``
-and ``refusal``. ``reasoning`` items in the input are the model's earlier
-thoughts: no other dialect can take them back, so they are ignored (as the
-Anthropic codec ignores thinking blocks). ``input_file`` parts (base64 data
+and ``refusal``. ``reasoning`` items (input and output) are IR reasoning parts: the
+summary text, and ``encrypted_content`` as the signature (docs/reasoning.md).
+``input_file`` parts (base64 data
 URL or URL) are IR files: Gemini takes any, Anthropic PDFs, Chat Completions
 inline ones; the others refuse them. What the IR cannot carry is unmapped
 (refused by other backends, or dropped with ``drop_unsupported``): files and
 images by ``file_id`` (uploads only the API can resolve), files in tool outputs,
 built-in tools (``web_search``, ``file_search``, ``code_interpreter``,
 ``computer_use_preview``, ...) and their items, ``allowed_tools`` and hosted
-tool choices, ``reasoning.summary`` (``reasoning.effort`` is carried: Chat
-Completions' ``reasoning_effort``), ``text.verbosity``, ``include`` beyond ``reasoning.encrypted_content``,
+tool choices, ``reasoning`` members other than ``effort`` and ``summary``, ``text.verbosity``, ``include`` beyond ``reasoning.encrypted_content``,
 ``truncation: auto``, ``top_logprobs``, ``max_tool_calls``, ``prompt`` and
 unknown fields. Bookkeeping that never changes the generated text is ignored:
 ``store``, ``metadata``, ``service_tier``, ``prompt_cache_key``,
@@ -52,6 +51,7 @@ from typing import Any
 import orjson
 
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, unsupported
+from ...translation import reasoning as _reasoning
 from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
@@ -70,11 +70,13 @@ from ...translation.ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
+    ReasoningPart,
     ResponseFormat,
     StopReason,
     StreamError,
     StreamEvent,
     TextPart,
+    Thinking,
     Tool,
     ToolCallPart,
     ToolChoice,
@@ -89,6 +91,8 @@ from ...translation.sse import SSEEvent
 from ..openai_chat.codec import ANY_JSON_OBJECT, OPENAI, response_format, strict_schema_ok
 
 DIALECT = "openai_responses"
+# The family whose encrypted reasoning this dialect issues and takes back.
+FAMILY = "openai"
 
 _HANDLED = frozenset(
     {
@@ -330,7 +334,7 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
             result = ToolResultPart(call_id, result_parts, called, failed)
             append_part(out, "tool", result)
         elif t == "reasoning":
-            continue  # the model's earlier thoughts: no other backend can take them back
+            append_part(out, "assistant", _parse_reasoning_item(item, path))
         elif t == "item_reference":
             raise invalid(
                 f"'{path}': item references are not supported by this gateway; send the item itself, "
@@ -343,7 +347,7 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
             raise invalid(f"'{path}.type': unknown input item type '{t}'", f"{path}.type")
         else:
             raise _type_error(f"{path}.type", "a string")
-    if not out and not unmapped:
+    if not any(not isinstance(p, ReasoningPart) for m in out for p in m.parts) and not unmapped:
         raise invalid("'input' has no user, assistant or tool content", "input")
     return out
 
@@ -439,8 +443,8 @@ def _neutral(key: str, value: Any) -> bool:
 
 
 def _parse_reasoning(value: Any, unmapped: list[str], values: dict[str, Any]) -> str | None:
-    """``reasoning.effort`` -> the IR (Chat Completions' ``reasoning_effort``); a summary asked
-    for, or anything else, only a Responses backend can give."""
+    """``reasoning.effort`` -> the IR (Chat Completions' ``reasoning_effort``); ``summary`` is read
+    by ``_parse_summary``; anything else only a Responses backend can give."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -449,10 +453,97 @@ def _parse_reasoning(value: Any, unmapped: list[str], values: dict[str, Any]) ->
     if effort is not None and not isinstance(effort, str):
         raise _type_error("reasoning.effort", "a string")
     for k, v in value.items():
-        if k != "effort" and v is not None:
+        if k not in ("effort", "summary", "generate_summary") and v is not None:
             unmapped.append(f"reasoning.{k}")
             values[f"reasoning.{k}"] = v
     return effort
+
+
+# ---- reasoning items (docs/reasoning.md) ------------------------------------------------
+
+_SUMMARIES = ("auto", "concise", "detailed", "none")
+
+
+def _parse_summary(value: Any) -> Thinking | None:
+    """``reasoning.summary`` (or the older ``generate_summary``): the client wants the reasoning
+    summarised into the answer (https://platform.openai.com/docs/guides/reasoning)."""
+    if not isinstance(value, dict):
+        return None
+    summary = value.get("summary", value.get("generate_summary"))
+    if summary is None:
+        return None
+    if summary not in _SUMMARIES:
+        raise invalid(f"'reasoning.summary' must be one of {', '.join(_SUMMARIES)}", "reasoning.summary")
+    return Thinking(include_thoughts=summary != "none", summary=summary)
+
+
+def _parse_reasoning_item(item: dict[str, Any], path: str) -> ReasoningPart:
+    """An input ``reasoning`` item: its summary text, and its ``encrypted_content`` (with the
+    item id, which the API wants back with it) as the signature."""
+    texts: list[str] = []
+    summary = item.get("summary") or []
+    if not isinstance(summary, list):
+        raise _type_error(f"{path}.summary", "an array")
+    for spath, sp in _objects(summary, f"{path}.summary"):
+        if not isinstance(sp.get("text"), str):
+            raise _type_error(f"{spath}.text", "a string")
+        texts.append(sp["text"])
+    enc = item.get("encrypted_content")
+    if enc is not None and not isinstance(enc, str):
+        raise _type_error(f"{path}.encrypted_content", "a string")
+    if enc and not _reasoning.is_token(enc) and isinstance(item.get("id"), str):
+        enc = f"{item['id']} {enc}"
+    return ReasoningPart("\n\n".join(texts), enc or None)
+
+
+def _reasoning_item(p: ReasoningPart, rid: str | None = None) -> dict[str, Any]:
+    """A reasoning part as an output item (its summary, and its sealed signature)."""
+    item: dict[str, Any] = {
+        "id": rid or new_id("rs"),
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": p.text}] if p.text else [],
+    }
+    sig = p.signature or p.redacted
+    if sig is not None:
+        item["encrypted_content"] = sig
+    return item
+
+
+def _replay_item(p: ReasoningPart, req: ChatRequest) -> dict[str, Any] | None:
+    """A reasoning part for a Responses backend: only its own encrypted reasoning goes back."""
+    if p.signature is None or not (
+        p.origin == FAMILY or (p.origin is None and req.source_dialect == DIALECT)
+    ):
+        return None
+    rid, _, enc = p.signature.partition(" ")
+    if not enc:
+        return None  # no item id kept with it: the API cannot take it back
+    return {
+        "type": "reasoning",
+        "id": rid,
+        "summary": [{"type": "summary_text", "text": p.text}] if p.text else [],
+        "encrypted_content": enc,
+    }
+
+
+def _build_reasoning(req: ChatRequest, body: dict[str, Any]) -> None:
+    """IR controls -> ``reasoning`` (effort, summary), asking for the encrypted reasoning so a
+    later turn can send it back (the gateway asks the backend to store nothing)."""
+    effort, t = _reasoning.for_backend(req, RESPONSES.reasoning_styles)
+    if t is not None and t.mode == "disabled":
+        effort = "none"
+    r: dict[str, Any] = {}
+    if effort is not None:
+        r["effort"] = effort
+    if t is not None and t.mode != "disabled":
+        if t.summary is not None and t.summary != "none":
+            r["summary"] = t.summary
+        elif t.summary is None and t.include_thoughts:
+            r["summary"] = "auto"
+    if r:
+        body["reasoning"] = r
+    if effort not in (None, "none"):
+        body["include"] = ["reasoning.encrypted_content"]
 
 
 def _image_url(p: ImagePart) -> str:
@@ -526,6 +617,10 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 items.append(
                     {"type": "function_call", "call_id": p.id, "name": p.name, "arguments": p.arguments}
                 )
+            elif isinstance(p, ReasoningPart):
+                replay = _replay_item(p, req)
+                if replay is not None:
+                    items.append(replay)
             elif not drop:  # assistant images, stray tool results
                 raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
         if texts:
@@ -539,11 +634,15 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
 def usage_from_responses(u: dict[str, Any]) -> Usage:
     details = u.get("input_tokens_details")
     details = details if isinstance(details, dict) else {}
+    out = u.get("output_tokens_details")
+    out = out if isinstance(out, dict) else {}
+    reasoning = out.get("reasoning_tokens")
     return Usage(
         u.get("input_tokens") or 0,
         u.get("output_tokens") or 0,
         details.get("cached_tokens") or 0,
         details.get("cache_write_tokens") or 0,
+        reasoning if isinstance(reasoning, int) and not isinstance(reasoning, bool) and reasoning >= 0 else 0,
     )
 
 
@@ -555,7 +654,7 @@ def usage_to_responses(u: Usage) -> dict[str, Any]:
             "cache_write_tokens": u.cache_write_tokens,
         },
         "output_tokens": u.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},  # no other dialect reports reasoning tokens apart
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.input_tokens + u.output_tokens,
     }
 
@@ -702,6 +801,21 @@ def _error_from_stream(obj: dict[str, Any]) -> GatewayError:
 # ---- streams -----------------------------------------------------------------------------
 
 
+def _answer_reasoning(item: dict[str, Any]) -> ReasoningPart | None:
+    """A backend's reasoning item: summary text, and its id with the encrypted content."""
+    texts = [
+        sp["text"]
+        for sp in item.get("summary") or ()
+        if isinstance(sp, dict) and isinstance(sp.get("text"), str)
+    ]
+    enc = item.get("encrypted_content")
+    rid = item.get("id")
+    sig = f"{rid} {enc}" if isinstance(enc, str) and enc and isinstance(rid, str) and rid else None
+    if not texts and sig is None:
+        return None
+    return ReasoningPart("\n\n".join(texts), sig, origin=FAMILY)
+
+
 class ResponsesStreamDecoder(StreamDecoder):
     """Responses stream events -> IR. Text content parts and function calls become IR blocks;
     reasoning and built-in tool items are skipped. Complete at ``response.completed`` or
@@ -741,6 +855,13 @@ class ResponsesStreamDecoder(StreamDecoder):
             return (
                 [BlockDelta(block, delta)] if block is not None and isinstance(delta, str) and delta else []
             )
+        if t == "response.reasoning_summary_text.delta":
+            block = self._blocks.get(("rs", obj.get("output_index")))
+            delta = obj.get("delta")
+            if block is None or not isinstance(delta, str) or not delta:
+                return []
+            self._streamed.add(block)
+            return [BlockDelta(block, delta)]
         if t == "response.function_call_arguments.delta":
             block = self._blocks.get(("fc", obj.get("output_index")))
             delta = obj.get("delta")
@@ -777,7 +898,10 @@ class ResponsesStreamDecoder(StreamDecoder):
             )
         elif t == "response.output_item.added":
             item = _obj(obj.get("item"))
-            if item.get("type") == "function_call":
+            if item.get("type") == "reasoning":
+                self._open_block(out, ("rs", obj.get("output_index")), "reasoning")
+                out[-1].origin = FAMILY  # type: ignore[union-attr]
+            elif item.get("type") == "function_call":
                 self._calls = True
                 block = self._open_block(
                     out,
@@ -789,6 +913,15 @@ class ResponsesStreamDecoder(StreamDecoder):
                 if item.get("arguments"):
                     self._streamed.add(block)
                     out.append(BlockDelta(block, item["arguments"]))
+        elif t == "response.output_item.done" and _obj(obj.get("item")).get("type") == "reasoning":
+            block = self._blocks.get(("rs", obj.get("output_index")))
+            said = _answer_reasoning(_obj(obj.get("item")))
+            if block is not None and block in self._open and said is not None:
+                if said.text and block not in self._streamed:  # a summary sent whole, not as deltas
+                    out.append(BlockDelta(block, said.text))
+                if said.signature:
+                    out.append(BlockDelta(block, "", said.signature, FAMILY))
+            self._stop_block(out, block)
         elif t == "response.output_item.done":
             item = _obj(obj.get("item"))
             block = self._blocks.get(("fc", obj.get("output_index")))
@@ -873,6 +1006,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         "_msg",
         "_open",
         "_output",
+        "_reasoning",
         "_seq",
         "_stop",
         "_usage",
@@ -889,9 +1023,49 @@ class ResponsesStreamEncoder(StreamEncoder):
         # IR block -> (output index, content index or -1 for a call, pieces of its text or arguments)
         self._items: dict[int, tuple[int, int, list[str]]] = {}
         self._open: set[int] = set()
+        self._reasoning: set[int] = set()  # IR blocks that are reasoning items
         self._stop: StopReason | None = None
         self._usage: Usage | None = None
         self._done = False
+
+    def _open_reasoning(self, event: BlockStart) -> bytes:
+        """A reasoning item with one summary part (``reasoning_summary_text`` deltas follow)."""
+        out = self._close_message()
+        item = _reasoning_item(ReasoningPart(redacted=event.redacted))
+        self._reasoning.add(event.index)
+        self._open.add(event.index)
+        self._items[event.index] = (len(self._output), 0, [])
+        self._output.append(item)
+        index = len(self._output) - 1
+        return (
+            out
+            + self._event(
+                "response.output_item.added", {"output_index": index, "item": {**item, "summary": []}}
+            )
+            + self._event(
+                "response.reasoning_summary_part.added",
+                {
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "summary_index": 0,
+                    "part": {"type": "summary_text", "text": ""},
+                },
+            )
+        )
+
+    def _close_reasoning(self, block: int) -> bytes:
+        out_index, _, pieces = self._items[block]
+        self._open.discard(block)
+        item = self._output[out_index]
+        text = "".join(pieces)
+        item["summary"] = [{"type": "summary_text", "text": text}] if text else []
+        part = {"type": "summary_text", "text": text}
+        ids = {"item_id": item["id"], "output_index": out_index, "summary_index": 0}
+        return (
+            self._event("response.reasoning_summary_text.done", {**ids, "text": text})
+            + self._event("response.reasoning_summary_part.done", {**ids, "part": part})
+            + self._event("response.output_item.done", {"output_index": out_index, "item": item})
+        )
 
     def _event(self, event_type: str, payload: dict[str, Any]) -> bytes:
         payload = {"type": event_type, **payload, "sequence_number": self._seq}
@@ -970,8 +1144,19 @@ class ResponsesStreamEncoder(StreamEncoder):
             if found is None or event.index not in self._open:
                 return b""
             out_index, content_index, pieces = found
-            pieces.append(event.text)
             item_id = self._output[out_index]["id"]
+            if event.index in self._reasoning:
+                if event.signature is not None:
+                    self._output[out_index]["encrypted_content"] = event.signature
+                    return b""
+                if not event.text:
+                    return b""
+                pieces.append(event.text)
+                return self._event(
+                    "response.reasoning_summary_text.delta",
+                    {"item_id": item_id, "output_index": out_index, "summary_index": 0, "delta": event.text},
+                )
+            pieces.append(event.text)
             if content_index < 0:
                 return self._event(
                     "response.function_call_arguments.delta",
@@ -991,6 +1176,8 @@ class ResponsesStreamEncoder(StreamEncoder):
             return self._begin()
         pre = self._begin()
         if isinstance(event, BlockStart):
+            if event.kind == "reasoning":
+                return pre + self._open_reasoning(event)
             if event.kind == "tool_call":
                 pre += self._close_message()
                 item = _call_item(
@@ -1028,6 +1215,8 @@ class ResponsesStreamEncoder(StreamEncoder):
             found = self._items.get(event.index)
             if found is None or event.index not in self._open:
                 return pre
+            if event.index in self._reasoning:
+                return pre + self._close_reasoning(event.index)
             return pre + (self._close_call(event.index) if found[1] < 0 else self._close_text(event.index))
         if isinstance(event, MessageDelta):
             if event.stop_reason is not None:
@@ -1038,7 +1227,9 @@ class ResponsesStreamEncoder(StreamEncoder):
         if isinstance(event, MessageStop):
             self._done = True
             for block in sorted(self._open):
-                if self._items[block][1] < 0:
+                if block in self._reasoning:
+                    pre += self._close_reasoning(block)
+                elif self._items[block][1] < 0:
                     pre += self._close_call(block)
             pre += self._close_message()
             resp = self._response("completed")
@@ -1068,6 +1259,7 @@ TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64))
 class ResponsesCodec(Codec):
     dialect = DIALECT
     tool_rules = TOOL_RULES
+    reasoning_styles = ("effort",)
     field_names = {
         "max_tokens": "max_output_tokens",
         "response_format": "text.format",
@@ -1123,6 +1315,7 @@ class ResponsesCodec(Codec):
             top_p=_opt_num(body, "top_p"),
             response_format=_parse_text(body.get("text"), unmapped, values),
             reasoning_effort=_parse_reasoning(body.get("reasoning"), unmapped, values),
+            thinking=_parse_summary(body.get("reasoning")),
             user=user,
             stream=bool(stream),
             # The usage is in the terminal event of every Responses stream.
@@ -1179,8 +1372,7 @@ class ResponsesCodec(Codec):
                     strict=js.get("strict") is True,
                 )
             body["text"] = {"format": fmt}
-        if req.reasoning_effort is not None:
-            body["reasoning"] = {"effort": req.reasoning_effort}
+        _build_reasoning(req, body)
         if req.user is not None:
             body["user"] = req.user
         if req.tools:
@@ -1211,7 +1403,7 @@ class ResponsesCodec(Codec):
     def parse_response(self, body: dict[str, Any]) -> ChatResponse:
         if not isinstance(body, dict):
             raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
-        content: list[TextPart | ToolCallPart] = []
+        content: list[TextPart | ToolCallPart | ReasoningPart] = []
         refusal = False
         for item in body.get("output") or ():
             if not isinstance(item, dict):
@@ -1238,7 +1430,11 @@ class ResponsesCodec(Codec):
                         item.get("arguments") or "{}",
                     )
                 )
-            # reasoning and built-in tool items: no IR equivalent in a response
+            elif t == "reasoning":
+                part = _answer_reasoning(item)
+                if part is not None:
+                    content.append(part)
+            # built-in tool items: no IR equivalent in a response
         u = body.get("usage")
         rid, model = body.get("id"), body.get("model")
         return ChatResponse(
@@ -1263,7 +1459,7 @@ class ResponsesCodec(Codec):
             if texts:
                 output.append(_message_item(texts, status))
                 texts = []
-            output.append(_call_item(p))
+            output.append(_reasoning_item(p) if isinstance(p, ReasoningPart) else _call_item(p))
         if texts:
             output.append(_message_item(texts, status))
         return response_object(
