@@ -166,15 +166,14 @@ def test_anthropic_gets_closed_objects_and_refuses_json_mode() -> None:
 
 
 def test_anthropic_output_config_keeps_its_other_keys_by_path() -> None:
-    req = parse(
-        "anthropic", output_config={"format": {"type": "json_schema", "schema": SCHEMA}, "effort": "low"}
-    )
-    assert req.unmapped == ["output_config.effort"]
-    assert build("anthropic", req)["output_config"] == {
-        "format": {"type": "json_schema", "schema": SCHEMA},
-        "effort": "low",
-    }
-    assert refusal("openai", req).param == "output_config.effort"
+    """``format`` is the structured output, ``effort`` a reasoning control (docs/reasoning.md);
+    a key the IR has no place for stays unmapped by its path, and is refused elsewhere."""
+    oc = {"format": {"type": "json_schema", "schema": SCHEMA}, "effort": "low", "task_budget": 1000}
+    req = parse("anthropic", output_config=oc, max_tokens=4096)
+    assert req.unmapped == ["output_config.task_budget"] and req.reasoning_effort == "low"
+    out = build("anthropic", req)["output_config"]
+    assert out["format"] == {"type": "json_schema", "schema": SCHEMA} and out["task_budget"] == 1000
+    assert refusal("openai", req).param == "output_config.task_budget"
 
 
 @pytest.mark.parametrize(

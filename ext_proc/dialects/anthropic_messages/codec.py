@@ -382,8 +382,8 @@ _EFFORT_OUT = {
 def _parse_reasoning_controls(
     body: dict[str, Any], unmapped: list[str], values: dict[str, Any]
 ) -> tuple[str | None, Thinking | None]:
-    """``thinking`` and ``output_config.effort`` -> IR controls; other ``output_config``
-    members stay unmapped by path. Malformed controls are a 400 naming the field."""
+    """``thinking`` and ``output_config.effort`` -> IR controls (the rest of ``output_config``
+    is ``_parse_output_config``'s). Malformed controls are a 400 naming the field."""
     effort = None
     oc = body.get("output_config")
     if oc is not None:
@@ -396,9 +396,6 @@ def _parse_reasoning_controls(
                         "'output_config.effort' must be one of low, medium, high, max", "output_config.effort"
                     )
                 effort = _EFFORT_IN[v]
-            elif v is not None and k != "format":  # the structured output: _parse_output_config
-                unmapped.append(f"output_config.{k}")
-                values[f"output_config.{k}"] = v
     th = body.get("thinking")
     if th is None:
         return effort, None
