@@ -20,6 +20,7 @@ from ext_proc.translation.ir import (
     BlockStop,
     ChatRequest,
     ChatResponse,
+    Choice,
     Message,
     ReasoningPart,
     TextPart,
@@ -545,3 +546,20 @@ def test_unsigned_reasoning_reaches_clients_with_a_sealed_empty_signature() -> N
     assert body["messages"][1]["content"] == "a" or body["messages"][1]["content"] == [
         {"type": "text", "text": "a"}
     ]
+
+
+def test_every_answer_of_several_is_sealed() -> None:
+    """A backend's second candidate (``n`` / ``candidateCount``) calls a tool with a signature of
+    its own: it reaches the client sealed like the first answer's, never raw."""
+    resp = ChatResponse(
+        "r",
+        "m",
+        [ToolCallPart("fc_1", "t", "{}", signature="SIG1")],
+        more=[Choice([ReasoningPart("hmm", "SIG2", origin="gemini"), ToolCallPart("fc_2", "t", "{}")])],
+    )
+    sealed = R.Sealer(KEY).response(resp)
+    (first,) = sealed.content
+    thought, second = sealed.more[0].content
+    assert isinstance(first, ToolCallPart) and R.is_token(first.id)
+    assert isinstance(second, ToolCallPart) and R.is_token(second.id) and second.signature is None
+    assert isinstance(thought, ReasoningPart) and R.is_token(thought.signature)

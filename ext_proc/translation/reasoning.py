@@ -330,16 +330,22 @@ class Sealer:
         return seal(self._key, payload)
 
     def response(self, resp: ChatResponse) -> ChatResponse:
+        """``resp`` with every answer's signatures sealed (several answers: each of them)."""
+        resp.content = self._sealed(resp.content)
+        for answer in resp.more:
+            answer.content = self._sealed(answer.content)
+        return resp
+
+    def _sealed(self, parts: list[Any]) -> list[Any]:
         content: list[Any] = []
-        for p in resp.content:
+        for p in parts:
             if isinstance(p, ReasoningPart):
                 content.append(self.part(p))
             elif isinstance(p, ToolCallPart):
                 content.append(ToolCallPart(self.call_id(p.id, p.signature), p.name, p.arguments))
             else:
                 content.append(p)
-        resp.content = content
-        return resp
+        return content
 
     def events(self, ev: StreamEvent) -> list[StreamEvent]:
         """``event``, and before a reasoning block that closes unsigned its sealed empty
