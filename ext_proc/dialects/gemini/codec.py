@@ -214,6 +214,10 @@ def _int(v: Any, path: str) -> int | None:
         # proto3 JSON allows int64 as strings
         if isinstance(v, str) and v.lstrip("-").isdigit():
             return int(v)
+        # ... and integers written as floats without a fraction (protobuf's json_format parses
+        # ``40.0`` into an int32): the google-genai SDK types ``top_k`` as a float and sends ``40.0``.
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
         raise _type_error(path, "an integer")
     return v
 
