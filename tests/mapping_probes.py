@@ -125,7 +125,10 @@ def _both(*changes: Any) -> Any:
 
 # ---- OpenAI Chat Completions ------------------------------------------------------------------------
 
-O_TOOL = {"type": "function", "function": {"name": "probe_tool", "description": "probe tool desc", "parameters": PARAMS}}
+O_TOOL = {
+    "type": "function",
+    "function": {"name": "probe_tool", "description": "probe tool desc", "parameters": PARAMS},
+}
 
 
 def o_tool(name: str, **extra: Any) -> dict[str, Any]:
@@ -136,10 +139,16 @@ O_CALL = {
     "role": "assistant",
     "content": None,
     "tool_calls": [
-        {"id": "call_probe1", "type": "function", "function": {"name": "probe_tool", "arguments": '{"probe_arg":"v"}'}}
+        {
+            "id": "call_probe1",
+            "type": "function",
+            "function": {"name": "probe_tool", "arguments": '{"probe_arg":"v"}'},
+        }
     ],
 }
 O_RESULT = {"role": "tool", "tool_call_id": "call_probe1", "content": "probe result"}
+
+
 def _o_history(call_id: str = "call_probe1", result: str = "probe result") -> Any:
     """A tool round trip before the last user turn, with the call's id and result text."""
     call = {**O_CALL, "tool_calls": [{**O_CALL["tool_calls"][0], "id": call_id}]}
@@ -171,7 +180,16 @@ OPENAI = [
     Probe("top_logprobs", _set(logprobs=True, top_logprobs=3)),
     Probe("logit_bias", _set(logit_bias={"50256": -100})),
     Probe("reasoning_effort", _set(reasoning_effort="low"), "low"),
-    Probe("response_format json_schema", _set(response_format={"type": "json_schema", "json_schema": {"name": "probe_fmt", "schema": SCHEMA, "strict": True}}), "probe_prop"),
+    Probe(
+        "response_format json_schema",
+        _set(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "probe_fmt", "schema": SCHEMA, "strict": True},
+            }
+        ),
+        "probe_prop",
+    ),
     Probe("response_format json_object", _set(response_format={"type": "json_object"})),
     Probe("stream", _set(stream=True)),
     Probe("stream_options.include_usage", _set(stream=True, stream_options={"include_usage": True})),
@@ -179,38 +197,117 @@ OPENAI = [
     Probe("audio", _set(modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"})),
     Probe("web_search_options", _set(web_search_options={})),
     Probe("tools (function)", _set(tools=[O_TOOL]), "probe tool desc"),
-    Probe("tools[].function.strict (closed schema)", _set(tools=[{**o_tool("probe_tool", strict=True), "function": {**o_tool("probe_tool")["function"], "parameters": SCHEMA, "strict": True}}]), base=_set(tools=[{**o_tool("probe_tool"), "function": {**o_tool("probe_tool")["function"], "parameters": SCHEMA}}])),
-    Probe(f"tools[].function.name `{DOTTED}`", _set(tools=[o_tool(DOTTED)]), base=_set(tools=[o_tool("probe_tool")])),
-    Probe("tools[].function.name, 92 characters", _set(tools=[o_tool(LONG_NAME)]), base=_set(tools=[o_tool("probe_tool")])),
+    Probe(
+        "tools[].function.strict (closed schema)",
+        _set(
+            tools=[
+                {
+                    **o_tool("probe_tool", strict=True),
+                    "function": {**o_tool("probe_tool")["function"], "parameters": SCHEMA, "strict": True},
+                }
+            ]
+        ),
+        base=_set(
+            tools=[
+                {
+                    **o_tool("probe_tool"),
+                    "function": {**o_tool("probe_tool")["function"], "parameters": SCHEMA},
+                }
+            ]
+        ),
+    ),
+    Probe(
+        f"tools[].function.name `{DOTTED}`",
+        _set(tools=[o_tool(DOTTED)]),
+        base=_set(tools=[o_tool("probe_tool")]),
+    ),
+    Probe(
+        "tools[].function.name, 92 characters",
+        _set(tools=[o_tool(LONG_NAME)]),
+        base=_set(tools=[o_tool("probe_tool")]),
+    ),
     Probe("tool_choice: auto", _set(tool_choice="auto"), base=_set(tools=[O_TOOL])),
     Probe("tool_choice: required", _set(tool_choice="required"), base=_set(tools=[O_TOOL])),
     Probe("tool_choice: none", _set(tool_choice="none"), base=_set(tools=[O_TOOL])),
-    Probe("tool_choice: a function", _set(tool_choice={"type": "function", "function": {"name": "other_tool"}}), base=_set(tools=[o_tool("probe_tool"), o_tool("other_tool")])),
+    Probe(
+        "tool_choice: a function",
+        _set(tool_choice={"type": "function", "function": {"name": "other_tool"}}),
+        base=_set(tools=[o_tool("probe_tool"), o_tool("other_tool")]),
+    ),
     Probe("parallel_tool_calls: false", _set(parallel_tool_calls=False), base=_set(tools=[O_TOOL])),
     Probe("messages: leading system", _turns({"role": "system", "content": "probe_sys"}), "probe_sys"),
     Probe("messages: leading developer", _turns({"role": "developer", "content": "probe_dev"}), "probe_dev"),
-    Probe("messages: developer mid-conversation", _both(_turns({"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "developer", "content": "probe_mid"})), "probe_mid"),
+    Probe(
+        "messages: developer mid-conversation",
+        _both(
+            _turns(
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "developer", "content": "probe_mid"},
+            )
+        ),
+        "probe_mid",
+    ),
     Probe("messages[].name", _turns({"role": "user", "content": "a", "name": "probe_name"}), "probe_name"),
-    Probe("tool_calls + tool result", _both(_set(tools=[O_TOOL]), _turns({"role": "user", "content": "a"}, O_CALL, O_RESULT)), "probe result"),
+    Probe(
+        "tool_calls + tool result",
+        _both(_set(tools=[O_TOOL]), _turns({"role": "user", "content": "a"}, O_CALL, O_RESULT)),
+        "probe result",
+    ),
     Probe("tool_calls[].id of 60 characters", _o_history(call_id="call_" + "y" * 55), base=_o_history()),
-    Probe("tool result starting `[tool error]`", _o_history(result="[tool error] probe_fail"), base=_o_history()),
-    Probe("content: image_url (data URL)", _user({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}), PNG_B64),
-    Probe("content: image_url (https URL)", _user({"type": "image_url", "image_url": {"url": IMG_URL}}), IMG_URL),
-    Probe("content: image_url detail", _user({"type": "image_url", "image_url": {"url": IMG_URL, "detail": "low"}}), "low", base=_user({"type": "image_url", "image_url": {"url": IMG_URL}})),
-    Probe("content: file (PDF data)", _user({"type": "file", "file": {"filename": "probe.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"}}), PDF_B64),
+    Probe(
+        "tool result starting `[tool error]`", _o_history(result="[tool error] probe_fail"), base=_o_history()
+    ),
+    Probe(
+        "content: image_url (data URL)",
+        _user({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}),
+        PNG_B64,
+    ),
+    Probe(
+        "content: image_url (https URL)", _user({"type": "image_url", "image_url": {"url": IMG_URL}}), IMG_URL
+    ),
+    Probe(
+        "content: image_url detail",
+        _user({"type": "image_url", "image_url": {"url": IMG_URL, "detail": "low"}}),
+        "low",
+        base=_user({"type": "image_url", "image_url": {"url": IMG_URL}}),
+    ),
+    Probe(
+        "content: file (PDF data)",
+        _user(
+            {
+                "type": "file",
+                "file": {"filename": "probe.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"},
+            }
+        ),
+        PDF_B64,
+    ),
     Probe("content: file (file_id)", _user({"type": "file", "file": {"file_id": "file-probe"}})),
-    Probe("content: input_audio", _user({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}})),
+    Probe(
+        "content: input_audio",
+        _user({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}),
+    ),
 ]
 
 
 # ---- Anthropic Messages ----------------------------------------------------------------------------
 
 A_TOOL = {"name": "probe_tool", "description": "probe tool desc", "input_schema": PARAMS}
-A_USE = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_probe1", "name": "probe_tool", "input": {"probe_arg": "v"}}]}
+A_USE = {
+    "role": "assistant",
+    "content": [
+        {"type": "tool_use", "id": "toolu_probe1", "name": "probe_tool", "input": {"probe_arg": "v"}}
+    ],
+}
 
 
 def a_result(**extra: Any) -> dict[str, Any]:
-    return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_probe1", "content": "probe result", **extra}]}
+    return {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_probe1", "content": "probe result", **extra}
+        ],
+    }
 
 
 def _a_history(**extra: Any) -> Any:
@@ -221,7 +318,11 @@ ANTHROPIC = [
     Probe("max_tokens", _set(max_tokens=123), 123),
     Probe("max_tokens above the model's output cap (10000000)", _set(max_tokens=10_000_000)),
     Probe("system (string)", _set(system="probe_sys"), "probe_sys"),
-    Probe("system (blocks, cache_control)", _set(system=[{"type": "text", "text": "probe_sys", "cache_control": {"type": "ephemeral"}}]), "probe_sys"),
+    Probe(
+        "system (blocks, cache_control)",
+        _set(system=[{"type": "text", "text": "probe_sys", "cache_control": {"type": "ephemeral"}}]),
+        "probe_sys",
+    ),
     Probe("temperature", _set(temperature=0.37), 0.37),
     Probe("top_p", _set(top_p=0.91), 0.91),
     Probe("top_k", _set(top_k=17), 17),
@@ -231,35 +332,124 @@ ANTHROPIC = [
     Probe("service_tier", _set(service_tier="auto")),
     Probe("stream", _set(stream=True)),
     Probe("thinking", _set(max_tokens=4000, thinking={"type": "enabled", "budget_tokens": 2048})),
-    Probe("output_config.format", _set(output_config={"format": {"type": "json_schema", "schema": SCHEMA}}), "probe_prop"),
+    Probe(
+        "output_config.format",
+        _set(output_config={"format": {"type": "json_schema", "schema": SCHEMA}}),
+        "probe_prop",
+    ),
     Probe("tools (custom)", _set(tools=[A_TOOL]), "probe tool desc"),
-    Probe("tools[].strict (closed schema)", _set(tools=[{**A_TOOL, "input_schema": SCHEMA, "strict": True}]), base=_set(tools=[{**A_TOOL, "input_schema": SCHEMA}])),
-    Probe("tools[].cache_control", _set(tools=[{**A_TOOL, "cache_control": {"type": "ephemeral"}}]), base=_set(tools=[A_TOOL])),
+    Probe(
+        "tools[].strict (closed schema)",
+        _set(tools=[{**A_TOOL, "input_schema": SCHEMA, "strict": True}]),
+        base=_set(tools=[{**A_TOOL, "input_schema": SCHEMA}]),
+    ),
+    Probe(
+        "tools[].cache_control",
+        _set(tools=[{**A_TOOL, "cache_control": {"type": "ephemeral"}}]),
+        base=_set(tools=[A_TOOL]),
+    ),
     Probe(f"tools[].name `{DOTTED}`", _set(tools=[{**A_TOOL, "name": DOTTED}]), base=_set(tools=[A_TOOL])),
-    Probe("tools[].name, 92 characters", _set(tools=[{**A_TOOL, "name": LONG_NAME}]), base=_set(tools=[A_TOOL])),
-    Probe("tools: server tool (web_search)", _set(tools=[{"type": "web_search_20250305", "name": "web_search"}])),
+    Probe(
+        "tools[].name, 92 characters", _set(tools=[{**A_TOOL, "name": LONG_NAME}]), base=_set(tools=[A_TOOL])
+    ),
+    Probe(
+        "tools: server tool (web_search)", _set(tools=[{"type": "web_search_20250305", "name": "web_search"}])
+    ),
     Probe("tool_choice: auto", _set(tool_choice={"type": "auto"}), base=_set(tools=[A_TOOL])),
     Probe("tool_choice: any", _set(tool_choice={"type": "any"}), base=_set(tools=[A_TOOL])),
     Probe("tool_choice: none", _set(tool_choice={"type": "none"}), base=_set(tools=[A_TOOL])),
-    Probe("tool_choice: a tool", _set(tool_choice={"type": "tool", "name": "other_tool"}), base=_set(tools=[A_TOOL, {**A_TOOL, "name": "other_tool"}])),
-    Probe("tool_choice.disable_parallel_tool_use", _set(tool_choice={"type": "auto", "disable_parallel_tool_use": True}), base=_set(tools=[A_TOOL])),
-    Probe("tool_use + tool_result", _both(_set(tools=[A_TOOL]), _turns({"role": "user", "content": "a"}, A_USE, a_result()), lambda b: b["messages"].pop(0)), "probe result"),
+    Probe(
+        "tool_choice: a tool",
+        _set(tool_choice={"type": "tool", "name": "other_tool"}),
+        base=_set(tools=[A_TOOL, {**A_TOOL, "name": "other_tool"}]),
+    ),
+    Probe(
+        "tool_choice.disable_parallel_tool_use",
+        _set(tool_choice={"type": "auto", "disable_parallel_tool_use": True}),
+        base=_set(tools=[A_TOOL]),
+    ),
+    Probe(
+        "tool_use + tool_result",
+        _both(
+            _set(tools=[A_TOOL]),
+            _turns({"role": "user", "content": "a"}, A_USE, a_result()),
+            lambda b: b["messages"].pop(0),
+        ),
+        "probe result",
+    ),
     Probe("tool_result.is_error", _a_history(is_error=True), base=_a_history()),
-    Probe("content: text cache_control", _user({"type": "text", "text": "probe_cc", "cache_control": {"type": "ephemeral"}}), "probe_cc"),
-    Probe("content: image (base64)", _user({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}), PNG_B64),
-    Probe("content: image (url)", _user({"type": "image", "source": {"type": "url", "url": IMG_URL}}), IMG_URL),
-    Probe("content: document (base64 PDF)", _user({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64}, "title": "probe.pdf"}), PDF_B64),
-    Probe("content: document (plain text)", _user({"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "probe text doc"}}), "probe text doc"),
-    Probe("content: document citations", _user({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64}, "citations": {"enabled": True}})),
-    Probe("content: image (file_id)", _user({"type": "image", "source": {"type": "file", "file_id": "file_probe"}})),
+    Probe(
+        "content: text cache_control",
+        _user({"type": "text", "text": "probe_cc", "cache_control": {"type": "ephemeral"}}),
+        "probe_cc",
+    ),
+    Probe(
+        "content: image (base64)",
+        _user({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}),
+        PNG_B64,
+    ),
+    Probe(
+        "content: image (url)", _user({"type": "image", "source": {"type": "url", "url": IMG_URL}}), IMG_URL
+    ),
+    Probe(
+        "content: document (base64 PDF)",
+        _user(
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+                "title": "probe.pdf",
+            }
+        ),
+        PDF_B64,
+    ),
+    Probe(
+        "content: document (plain text)",
+        _user(
+            {
+                "type": "document",
+                "source": {"type": "text", "media_type": "text/plain", "data": "probe text doc"},
+            }
+        ),
+        "probe text doc",
+    ),
+    Probe(
+        "content: document citations",
+        _user(
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+                "citations": {"enabled": True},
+            }
+        ),
+    ),
+    Probe(
+        "content: image (file_id)",
+        _user({"type": "image", "source": {"type": "file", "file_id": "file_probe"}}),
+    ),
     Probe("assistant prefill", _append({"role": "assistant", "content": "probe_prefill"}), "probe_prefill"),
-    Probe("assistant thinking block", _turns({"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}, {"type": "text", "text": "b"}]})),
+    Probe(
+        "assistant thinking block",
+        _turns(
+            {"role": "user", "content": "a"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                    {"type": "text", "text": "b"},
+                ],
+            },
+        ),
+    ),
 ]
 
 
 # ---- Gemini generateContent ----------------------------------------------------------------------------
 
-G_TOOL = {"functionDeclarations": [{"name": "probe_tool", "description": "probe tool desc", "parametersJsonSchema": PARAMS}]}
+G_TOOL = {
+    "functionDeclarations": [
+        {"name": "probe_tool", "description": "probe tool desc", "parametersJsonSchema": PARAMS}
+    ]
+}
 
 
 def g_decl(name: str) -> dict[str, Any]:
@@ -285,13 +475,18 @@ def _g_turns(*contents: Any) -> Any:
 
 
 def _g_history(response: dict[str, Any]) -> Any:
-    return _set(tools=[G_TOOL], contents=[{"role": "user", "parts": [{"text": "a"}]}, G_CALL, g_result(response)])
+    return _set(
+        tools=[G_TOOL], contents=[{"role": "user", "parts": [{"text": "a"}]}, G_CALL, g_result(response)]
+    )
 
 
 GEMINI = [
     Probe("systemInstruction", _set(systemInstruction={"parts": [{"text": "probe_sys"}]}), "probe_sys"),
     Probe("generationConfig.maxOutputTokens", _gen(maxOutputTokens=123), 123),
-    Probe("generationConfig.maxOutputTokens above the model's output cap (10000000)", _gen(maxOutputTokens=10_000_000)),
+    Probe(
+        "generationConfig.maxOutputTokens above the model's output cap (10000000)",
+        _gen(maxOutputTokens=10_000_000),
+    ),
     Probe("generationConfig.temperature", _gen(temperature=0.37), 0.37),
     Probe("generationConfig.topP", _gen(topP=0.91), 0.91),
     Probe("generationConfig.topK", _gen(topK=17), 17),
@@ -301,44 +496,133 @@ GEMINI = [
     Probe("generationConfig.presencePenalty", _gen(presencePenalty=0.31), 0.31),
     Probe("generationConfig.frequencyPenalty", _gen(frequencyPenalty=0.32), 0.32),
     Probe("generationConfig.candidateCount: 2", _gen(candidateCount=2)),
-    Probe("generationConfig.responseMimeType + responseJsonSchema", _gen(responseMimeType="application/json", responseJsonSchema=SCHEMA), "probe_prop"),
-    Probe("generationConfig.responseMimeType + responseSchema", _gen(responseMimeType="application/json", responseSchema={"type": "OBJECT", "properties": {"probe_prop": {"type": "STRING"}}}), "probe_prop"),
+    Probe(
+        "generationConfig.responseMimeType + responseJsonSchema",
+        _gen(responseMimeType="application/json", responseJsonSchema=SCHEMA),
+        "probe_prop",
+    ),
+    Probe(
+        "generationConfig.responseMimeType + responseSchema",
+        _gen(
+            responseMimeType="application/json",
+            responseSchema={"type": "OBJECT", "properties": {"probe_prop": {"type": "STRING"}}},
+        ),
+        "probe_prop",
+    ),
     Probe("generationConfig.responseMimeType alone (JSON mode)", _gen(responseMimeType="application/json")),
     Probe("generationConfig.responseModalities: [TEXT]", _gen(responseModalities=["TEXT"])),
     Probe("generationConfig.responseLogprobs", _gen(responseLogprobs=True)),
     Probe("generationConfig.thinkingConfig", _gen(thinkingConfig={"thinkingBudget": 1024})),
-    Probe("safetySettings", _set(safetySettings=[{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}])),
+    Probe(
+        "safetySettings",
+        _set(safetySettings=[{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]),
+    ),
     Probe("cachedContent", _set(cachedContent="cachedContents/probe")),
     Probe("labels", _set(labels={"probe_label": "v"})),
     Probe("tools[].functionDeclarations", _set(tools=[G_TOOL]), "probe tool desc"),
-    Probe(f"functionDeclarations[].name `{DOTTED}`", _set(tools=[g_decl(DOTTED)]), base=_set(tools=[g_decl("probe_tool")])),
+    Probe(
+        f"functionDeclarations[].name `{DOTTED}`",
+        _set(tools=[g_decl(DOTTED)]),
+        base=_set(tools=[g_decl("probe_tool")]),
+    ),
     Probe("tools[].googleSearch", _set(tools=[{"googleSearch": {}}])),
     Probe("tools[].codeExecution", _set(tools=[{"codeExecution": {}}])),
-    Probe("toolConfig AUTO", _set(toolConfig={"functionCallingConfig": {"mode": "AUTO"}}), base=_set(tools=[G_TOOL])),
-    Probe("toolConfig ANY", _set(toolConfig={"functionCallingConfig": {"mode": "ANY"}}), base=_set(tools=[G_TOOL])),
-    Probe("toolConfig NONE", _set(toolConfig={"functionCallingConfig": {"mode": "NONE"}}), base=_set(tools=[G_TOOL])),
-    Probe("toolConfig ANY + allowedFunctionNames", _set(toolConfig={"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["other_tool"]}}), base=_set(tools=[G_TOOL, g_decl("other_tool")])),
-    Probe("functionCall + functionResponse", _both(_set(tools=[G_TOOL]), _g_turns({"role": "user", "parts": [{"text": "a"}]}, G_CALL, g_result({"result": "probe result"})), lambda b: b["contents"].pop(0)), "probe result"),
-    Probe("functionResponse.response.error", _g_history({"error": "probe_fail"}), base=_g_history({"result": "probe_fail"})),
-    Probe("parts: inlineData image", _g_user({"inlineData": {"mimeType": "image/png", "data": PNG_B64}}), PNG_B64),
-    Probe("parts: inlineData PDF", _g_user({"inlineData": {"mimeType": "application/pdf", "data": PDF_B64}}), PDF_B64),
-    Probe("parts: fileData (https URL)", _g_user({"fileData": {"mimeType": "image/png", "fileUri": IMG_URL}}), IMG_URL),
-    Probe("parts: fileData (Files API URI)", _g_user({"fileData": {"mimeType": "image/png", "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/probe"}})),
+    Probe(
+        "toolConfig AUTO",
+        _set(toolConfig={"functionCallingConfig": {"mode": "AUTO"}}),
+        base=_set(tools=[G_TOOL]),
+    ),
+    Probe(
+        "toolConfig ANY",
+        _set(toolConfig={"functionCallingConfig": {"mode": "ANY"}}),
+        base=_set(tools=[G_TOOL]),
+    ),
+    Probe(
+        "toolConfig NONE",
+        _set(toolConfig={"functionCallingConfig": {"mode": "NONE"}}),
+        base=_set(tools=[G_TOOL]),
+    ),
+    Probe(
+        "toolConfig ANY + allowedFunctionNames",
+        _set(toolConfig={"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["other_tool"]}}),
+        base=_set(tools=[G_TOOL, g_decl("other_tool")]),
+    ),
+    Probe(
+        "functionCall + functionResponse",
+        _both(
+            _set(tools=[G_TOOL]),
+            _g_turns(
+                {"role": "user", "parts": [{"text": "a"}]}, G_CALL, g_result({"result": "probe result"})
+            ),
+            lambda b: b["contents"].pop(0),
+        ),
+        "probe result",
+    ),
+    Probe(
+        "functionResponse.response.error",
+        _g_history({"error": "probe_fail"}),
+        base=_g_history({"result": "probe_fail"}),
+    ),
+    Probe(
+        "parts: inlineData image",
+        _g_user({"inlineData": {"mimeType": "image/png", "data": PNG_B64}}),
+        PNG_B64,
+    ),
+    Probe(
+        "parts: inlineData PDF",
+        _g_user({"inlineData": {"mimeType": "application/pdf", "data": PDF_B64}}),
+        PDF_B64,
+    ),
+    Probe(
+        "parts: fileData (https URL)",
+        _g_user({"fileData": {"mimeType": "image/png", "fileUri": IMG_URL}}),
+        IMG_URL,
+    ),
+    Probe(
+        "parts: fileData (Files API URI)",
+        _g_user(
+            {
+                "fileData": {
+                    "mimeType": "image/png",
+                    "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/probe",
+                }
+            }
+        ),
+    ),
     Probe("parts: inlineData audio", _g_user({"inlineData": {"mimeType": "audio/wav", "data": "AAAA"}})),
-    Probe("model turn with a thought part", _g_turns({"role": "user", "parts": [{"text": "a"}]}, {"role": "model", "parts": [{"text": "hmm", "thought": True}, {"text": "b"}]})),
+    Probe(
+        "model turn with a thought part",
+        _g_turns(
+            {"role": "user", "parts": [{"text": "a"}]},
+            {"role": "model", "parts": [{"text": "hmm", "thought": True}, {"text": "b"}]},
+        ),
+    ),
 ]
 
 
 # ---- OpenAI Responses ----------------------------------------------------------------------------------
 
-R_TOOL = {"type": "function", "name": "probe_tool", "description": "probe tool desc", "parameters": PARAMS, "strict": False}
-R_CALL = {"type": "function_call", "call_id": "call_probe1", "name": "probe_tool", "arguments": '{"probe_arg":"v"}'}
+R_TOOL = {
+    "type": "function",
+    "name": "probe_tool",
+    "description": "probe tool desc",
+    "parameters": PARAMS,
+    "strict": False,
+}
+R_CALL = {
+    "type": "function_call",
+    "call_id": "call_probe1",
+    "name": "probe_tool",
+    "arguments": '{"probe_arg":"v"}',
+}
 R_OUT = {"type": "function_call_output", "call_id": "call_probe1", "output": "probe result"}
 
 
 def _r_user(*parts: Any) -> Any:
     def change(b: dict[str, Any]) -> None:
-        b["input"] = [{"role": "user", "content": [{"type": "input_text", "text": "hi"}, *copy.deepcopy(parts)]}]
+        b["input"] = [
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"}, *copy.deepcopy(parts)]}
+        ]
 
     return change
 
@@ -365,7 +649,11 @@ RESPONSES = [
     Probe("stream", _set(stream=True)),
     Probe("reasoning.effort", _set(reasoning={"effort": "low"}), "low"),
     Probe("reasoning.summary", _set(reasoning={"summary": "auto"})),
-    Probe("text.format json_schema", _set(text={"format": {"type": "json_schema", "name": "probe_fmt", "schema": SCHEMA, "strict": True}}), "probe_prop"),
+    Probe(
+        "text.format json_schema",
+        _set(text={"format": {"type": "json_schema", "name": "probe_fmt", "schema": SCHEMA, "strict": True}}),
+        "probe_prop",
+    ),
     Probe("text.format json_object", _set(text={"format": {"type": "json_object"}})),
     Probe("text.verbosity", _set(text={"verbosity": "low"})),
     Probe("truncation: auto", _set(truncation="auto")),
@@ -373,18 +661,59 @@ RESPONSES = [
     Probe("top_logprobs", _set(top_logprobs=3)),
     Probe("max_tool_calls", _set(max_tool_calls=3), base=_set(tools=[R_TOOL])),
     Probe("tools (function)", _set(tools=[R_TOOL]), "probe tool desc"),
-    Probe("tools[].strict: true (closed schema)", _set(tools=[{**R_TOOL, "parameters": SCHEMA, "strict": True}]), base=_set(tools=[{**R_TOOL, "parameters": SCHEMA}])),
+    Probe(
+        "tools[].strict: true (closed schema)",
+        _set(tools=[{**R_TOOL, "parameters": SCHEMA, "strict": True}]),
+        base=_set(tools=[{**R_TOOL, "parameters": SCHEMA}]),
+    ),
     Probe(f"tools[].name `{DOTTED}`", _set(tools=[{**R_TOOL, "name": DOTTED}]), base=_set(tools=[R_TOOL])),
     Probe("tools: web_search", _set(tools=[{"type": "web_search"}])),
     Probe("tool_choice: required", _set(tool_choice="required"), base=_set(tools=[R_TOOL])),
-    Probe("tool_choice: a function", _set(tool_choice={"type": "function", "name": "other_tool"}), base=_set(tools=[R_TOOL, {**R_TOOL, "name": "other_tool"}])),
+    Probe(
+        "tool_choice: a function",
+        _set(tool_choice={"type": "function", "name": "other_tool"}),
+        base=_set(tools=[R_TOOL, {**R_TOOL, "name": "other_tool"}]),
+    ),
     Probe("parallel_tool_calls: false", _set(parallel_tool_calls=False), base=_set(tools=[R_TOOL])),
-    Probe("input: developer message mid-conversation", _r_items({"role": "assistant", "content": "b"}, {"role": "developer", "content": "probe_mid"}, {"role": "user", "content": "c"}), "probe_mid"),
-    Probe("input: function_call + function_call_output", _both(_set(tools=[R_TOOL]), _r_items(R_CALL, R_OUT)), "probe result"),
-    Probe("input: input_image (data URL)", _r_user({"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"}), PNG_B64),
-    Probe("input: input_image (https URL)", _r_user({"type": "input_image", "image_url": IMG_URL, "detail": "auto"}), IMG_URL),
-    Probe("input: input_image (file_id)", _r_user({"type": "input_image", "file_id": "file-probe", "detail": "auto"})),
-    Probe("input: input_file (PDF data)", _r_user({"type": "input_file", "filename": "probe.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"}), PDF_B64),
+    Probe(
+        "input: developer message mid-conversation",
+        _r_items(
+            {"role": "assistant", "content": "b"},
+            {"role": "developer", "content": "probe_mid"},
+            {"role": "user", "content": "c"},
+        ),
+        "probe_mid",
+    ),
+    Probe(
+        "input: function_call + function_call_output",
+        _both(_set(tools=[R_TOOL]), _r_items(R_CALL, R_OUT)),
+        "probe result",
+    ),
+    Probe(
+        "input: input_image (data URL)",
+        _r_user({"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"}),
+        PNG_B64,
+    ),
+    Probe(
+        "input: input_image (https URL)",
+        _r_user({"type": "input_image", "image_url": IMG_URL, "detail": "auto"}),
+        IMG_URL,
+    ),
+    Probe(
+        "input: input_image (file_id)",
+        _r_user({"type": "input_image", "file_id": "file-probe", "detail": "auto"}),
+    ),
+    Probe(
+        "input: input_file (PDF data)",
+        _r_user(
+            {
+                "type": "input_file",
+                "filename": "probe.pdf",
+                "file_data": f"data:application/pdf;base64,{PDF_B64}",
+            }
+        ),
+        PDF_B64,
+    ),
 ]
 
 BASES: dict[str, dict[str, Any]] = {
@@ -438,15 +767,20 @@ def _short(path: str, depth: int = 4) -> str:
     return ".".join(keys[:depth])
 
 
+def _matches(value: Any, marker: Any) -> bool:
+    """A string marker anywhere in a string value; any other marker equal and of the same type."""
+    if isinstance(marker, str):
+        return isinstance(value, str) and marker in value
+    return type(value) is type(marker) and value == marker
+
+
 def _found(body: dict[str, Any], marker: Any) -> list[str]:
     hits: list[str] = []
     for p, v in _leaves(body):
         if v is _KEY:
             if p.rsplit(".", 1)[-1] == marker:
                 hits.append(_short(p.rsplit(".", 1)[0]))
-        elif isinstance(marker, str) and isinstance(v, str) and marker in v:
-            hits.append(_short(p))
-        elif not isinstance(marker, str) and type(v) is type(marker) and v == marker:
+        elif _matches(v, marker):
             hits.append(_short(p))
     return list(dict.fromkeys(hits))
 

@@ -13,7 +13,9 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "mapping.md"
 
 
 def test_mapping_doc_is_generated() -> None:
-    assert DOC.read_text() == mapping_markdown(), "docs/mapping.md is stale: run python -m tests.mapping_probes > docs/mapping.md"
+    assert DOC.read_text() == mapping_markdown(), (
+        "docs/mapping.md is stale: run python -m tests.mapping_probes > docs/mapping.md"
+    )
 
 
 def _probe(probes: list[Probe], field: str) -> Probe:
@@ -28,7 +30,13 @@ def _probe(probes: list[Probe], field: str) -> Probe:
         ("openai", OPENAI, "user", "anthropic", "→ `metadata.user_id`"),
         ("openai", OPENAI, "temperature", "openai", "as sent"),
         ("anthropic", ANTHROPIC, "max_tokens above the model's output cap (10000000)", "gemini", "`65536`"),
-        ("anthropic", ANTHROPIC, "tools[].strict (closed schema)", "openai", "`tools[].function.strict`: `true`"),
+        (
+            "anthropic",
+            ANTHROPIC,
+            "tools[].strict (closed schema)",
+            "openai",
+            "`tools[].function.strict`: `true`",
+        ),
         ("gemini", GEMINI, "safetySettings", "anthropic", "**refused**: 'safetySettings'"),
         ("gemini", GEMINI, "generationConfig.stopSequences (6)", "openai_responses", "accepts at most 4"),
     ],

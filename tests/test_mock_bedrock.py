@@ -214,7 +214,10 @@ def test_use_all_tools_is_one_tool_use_block_per_tool(mocks: BackgroundMocks, st
     if stream:
         events = list(out["stream"])
         starts = [e["contentBlockStart"] for e in events if "contentBlockStart" in e]
-        uses = [(s["contentBlockIndex"], s["start"]["toolUse"]["name"], s["start"]["toolUse"]["toolUseId"]) for s in starts]
+        uses = [
+            (s["contentBlockIndex"], s["start"]["toolUse"]["name"], s["start"]["toolUse"]["toolUseId"])
+            for s in starts
+        ]
         assert [i for i, _, _ in uses] == [0, 1]
         names, ids = [n for _, n, _ in uses], [t for _, _, t in uses]
     else:

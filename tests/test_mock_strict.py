@@ -492,7 +492,12 @@ def test_responses_parallel_calls_are_one_item_each() -> None:
     bg = start_in_thread([MockSpec(OA, "openai", 0, KEYS[OA])])
     try:
         tools = [
-            {"type": "function", "name": n, "strict": False, "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}
+            {
+                "type": "function",
+                "name": n,
+                "strict": False,
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            }
             for n in ("first", "second", "third")
         ]
         body = {"model": MODEL, "input": "use all tools", "tools": tools}

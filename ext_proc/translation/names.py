@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .ir import ChatRequest, Message, Part, Tool, ToolCallPart, ToolChoice, ToolResultPart
+from .ir import ChatRequest, Message, Part, ToolCallPart, ToolChoice, ToolResultPart
 
 if TYPE_CHECKING:
     from ..catalog.caps import ModelCaps
