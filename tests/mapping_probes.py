@@ -108,6 +108,23 @@ def _turns(*msgs: Any, key: str = "messages") -> Any:
     return change
 
 
+def _history(reply: Any, key: str = "messages") -> Any:
+    """The conversation: a user turn, ``reply`` (an assistant turn), the final user turn."""
+    first = (
+        {"role": "user", "parts": [{"text": "a"}]} if key == "contents" else {"role": "user", "content": "a"}
+    )
+    last = (
+        {"role": "user", "parts": [{"text": "hi"}]}
+        if key == "contents"
+        else {"role": "user", "content": "hi"}
+    )
+
+    def change(b: dict[str, Any]) -> None:
+        b[key] = copy.deepcopy([first, reply, last])
+
+    return change
+
+
 def _append(*msgs: Any, key: str = "messages") -> Any:
     def change(b: dict[str, Any]) -> None:
         b[key].extend(copy.deepcopy(list(msgs)))
@@ -248,7 +265,12 @@ OPENAI = [
         ),
         "probe_mid",
     ),
-    Probe("messages[].name", _turns({"role": "user", "content": "a", "name": "probe_name"}), "probe_name"),
+    Probe(
+        "messages[].name",
+        _history({"role": "assistant", "content": "b", "name": "probe_name"}),
+        "probe_name",
+        base=_history({"role": "assistant", "content": "b"}),
+    ),
     Probe(
         "tool_calls + tool result",
         _both(_set(tools=[O_TOOL]), _turns({"role": "user", "content": "a"}, O_CALL, O_RESULT)),
@@ -429,16 +451,16 @@ ANTHROPIC = [
     Probe("assistant prefill", _append({"role": "assistant", "content": "probe_prefill"}), "probe_prefill"),
     Probe(
         "assistant thinking block",
-        _turns(
-            {"role": "user", "content": "a"},
+        _history(
             {
                 "role": "assistant",
                 "content": [
                     {"type": "thinking", "thinking": "hmm", "signature": "sig"},
                     {"type": "text", "text": "b"},
                 ],
-            },
+            }
         ),
+        base=_history({"role": "assistant", "content": [{"type": "text", "text": "b"}]}),
     ),
 ]
 
@@ -592,10 +614,10 @@ GEMINI = [
     Probe("parts: inlineData audio", _g_user({"inlineData": {"mimeType": "audio/wav", "data": "AAAA"}})),
     Probe(
         "model turn with a thought part",
-        _g_turns(
-            {"role": "user", "parts": [{"text": "a"}]},
-            {"role": "model", "parts": [{"text": "hmm", "thought": True}, {"text": "b"}]},
+        _history(
+            {"role": "model", "parts": [{"text": "hmm", "thought": True}, {"text": "b"}]}, key="contents"
         ),
+        base=_history({"role": "model", "parts": [{"text": "b"}]}, key="contents"),
     ),
 ]
 

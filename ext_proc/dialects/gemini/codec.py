@@ -77,6 +77,7 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    part_path,
 )
 from ...translation.markers import inline_system, read_system
 from ...translation.names import Rule, ToolRules
@@ -309,16 +310,16 @@ def _parse_media(
             reasons[path] = f"'{path}.fileUri' is {why}"
             return None
         if kind in _DOCUMENT_TYPES:
-            return FilePart(media_type=kind, url=uri)
-        return ImagePart(media_type=mime, url=uri)
+            return FilePart(media_type=kind, url=uri, path=path)
+        return ImagePart(media_type=mime, url=uri, path=path)
     if mime is None:
         raise _type_error(f"{path}.mimeType", "a string")
     # Gemini takes URL-safe base64 too (its Python SDK sends it); other providers take the
     # standard alphabet only.
     data = _nonempty_str(blob.get("data"), f"{path}.data").translate(_STANDARD_B64)
     if kind in _DOCUMENT_TYPES:
-        return FilePart(media_type=kind, data=data)
-    return ImagePart(media_type=mime, data=data)
+        return FilePart(media_type=kind, data=data, path=path)
+    return ImagePart(media_type=mime, data=data, path=path)
 
 
 def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str]) -> list[Message]:
@@ -393,7 +394,7 @@ def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str])
                     raise _type_error(f"{fpath}.response", "an object")
                 text, is_error = _result_text(response)
                 append_part(
-                    out, "tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error)
+                    out, "tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error, fpath)
                 )
                 continue
             blob = _g(p, "inlineData", "inline_data")
@@ -572,7 +573,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if target != "model":
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 names[p.id] = p.name
                 parts.append(
                     {
@@ -587,7 +588,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if target == "model":
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 name = p.name or names.get(p.tool_call_id)
                 if name is None:
                     raise invalid(
@@ -599,7 +600,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     if isinstance(c, TextPart):
                         texts.append(c.text)
                     elif not drop:  # functionResponse.response is a JSON object: no images
-                        raise unsupported(f"messages[{i}].content[{j}].content[{k}]", DIALECT)
+                        raise unsupported(part_path(c, f"messages[{i}].content[{j}].content[{k}]"), DIALECT)
                 text = "\n".join(texts)
                 results.append(
                     {
