@@ -52,7 +52,7 @@ class ImagePart:
     media_type: str | None = None
     data: str | None = None
     url: str | None = None
-    # The client's own path of this part (e.g. ``contents[1].parts[0]``), so a target that cannot
+    # Where the client put this part (the field path in its own dialect), so a target that cannot
     # take it names the client's field, not an IR index; not part of the part's value.
     path: str | None = field(default=None, compare=False, repr=False)
 
