@@ -379,6 +379,13 @@ def run_case(stack: Stack, admin: MockAdmin, name: str, backend: str, first_stre
     check_backend(admin, backend, before, [*markers, *(result_text(case, n) for n in names)], problems)
     if "tool result:" not in final.text or not all(result_text(case, n) in final.text for n in names):
         problems.append(f"answer {final.text[:120]!r}")
+    if case.get("answer_keys") is not None:  # structured output: JSON of the client's schema
+        try:
+            keys = sorted(json.loads(final.text))
+        except ValueError:
+            keys = []
+        if keys != sorted(case["answer_keys"]):
+            problems.append(f"structured answer keys {keys}, expected {sorted(case['answer_keys'])}")
     if final.finish != FINISH[client][1] or final.input_tokens <= 0 or final.output_tokens <= 0:
         problems.append(f"step 2 finish {final.finish}, usage {final.input_tokens}/{final.output_tokens}")
     if problems:
