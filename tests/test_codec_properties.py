@@ -487,3 +487,31 @@ def test_stream_round_trip(dialect: str, events: list[StreamEvent], data: st.Dat
         back += dec.feed(sse)
     back += dec.close()
     assert collapse(back, dialect) == collapse(events, dialect)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["topK", "maxOutputTokens", "seed", "candidateCount"]),
+    st.one_of(
+        st.integers(-(2**31), 2**31 - 1),
+        st.floats(allow_nan=False, allow_infinity=False, min_value=-(2**31), max_value=2**31 - 1),
+    ),
+)
+def test_gemini_integer_fields_take_integral_numbers_only(key: str, value: float) -> None:
+    """An integer field of generationConfig takes any integral number (``40`` or ``40.0``, as
+    protobuf's JSON parser does) and refuses a fraction with a 400 naming the field."""
+    body = {"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {key: value}}
+    codec = CODECS["gemini"]
+    if float(value).is_integer():
+        req = codec.parse_request(body, "gemini-x")
+        got = {
+            "topK": req.top_k,
+            "maxOutputTokens": req.max_tokens,
+            "seed": req.seed,
+            "candidateCount": req.n,
+        }[key]
+        assert got == int(value) and type(got) is int
+    else:
+        with pytest.raises(GatewayError) as ei:
+            codec.parse_request(body, "gemini-x")
+        assert ei.value.status == 400 and ei.value.param == f"generationConfig.{key}"

@@ -610,6 +610,18 @@ def test_invalid_input_names_the_field(dialect: str, body: Any, param: str | Non
     assert (ei.value.status, ei.value.kind, ei.value.param) == (400, "invalid_request", param)
 
 
+@pytest.mark.parametrize(
+    ("key", "field"), [("topK", "top_k"), ("maxOutputTokens", "max_tokens"), ("seed", "seed")]
+)
+def test_gemini_integers_written_as_floats(key: str, field: str) -> None:
+    """The google-genai SDK types ``top_k`` as a float and sends ``40.0``; protobuf's JSON parser
+    (the real API's) reads an integral float into an integer field, so the gateway does too (it
+    refused every SDK request with ``top_k``; found by the agent corpus). A fraction stays a 400."""
+    body = {"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {key: 40.0}}
+    req = get_codec("gemini").parse_request(body, "gemini-x")
+    assert getattr(req, field) == 40 and type(getattr(req, field)) is int
+
+
 def test_get_codec_unknown() -> None:
     with pytest.raises(GatewayError):
         get_codec("cohere")

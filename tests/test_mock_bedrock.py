@@ -204,6 +204,29 @@ def test_tool_calls_on_use_tool_and_results_after(mocks: BackgroundMocks, stream
     assert final["output"]["message"]["content"] == [{"text": f"[{NAME}:{MODEL}] tool result: 42"}]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_use_all_tools_is_one_tool_use_block_per_tool(mocks: BackgroundMocks, stream: bool) -> None:
+    """Parallel tool calls, as Claude on Converse makes them: one ``toolUse`` block each, with its
+    own id (the mock used to answer only the first call; found by the agent corpus)."""
+    bedrock = client(mocks)
+    call = bedrock.converse_stream if stream else bedrock.converse
+    out = call(modelId=MODEL, messages=[user("use all tools")], toolConfig=TOOLS)
+    if stream:
+        events = list(out["stream"])
+        starts = [e["contentBlockStart"] for e in events if "contentBlockStart" in e]
+        uses = [
+            (s["contentBlockIndex"], s["start"]["toolUse"]["name"], s["start"]["toolUse"]["toolUseId"])
+            for s in starts
+        ]
+        assert [i for i, _, _ in uses] == [0, 1]
+        names, ids = [n for _, n, _ in uses], [t for _, _, t in uses]
+    else:
+        blocks = out["output"]["message"]["content"]
+        names, ids = [b["toolUse"]["name"] for b in blocks], [b["toolUse"]["toolUseId"] for b in blocks]
+    assert names == ["lookup", "convert"]
+    assert len(set(ids)) == 2 and _stats(mocks)["tool_call_ids"][-2:] == ids
+
+
 def test_forced_tool_choice_and_limits(mocks: BackgroundMocks) -> None:
     bedrock = client(mocks)
     out = bedrock.converse(

@@ -486,6 +486,35 @@ def test_openai_rejects_what_the_api_rejects(
         assert status == 200, (rule, body)
 
 
+def test_responses_parallel_calls_are_one_item_each() -> None:
+    """``use all tools`` on the Responses API: one ``function_call`` item per declared tool, plain
+    and streamed (the mock used to answer only the first call; found by the agent corpus)."""
+    bg = start_in_thread([MockSpec(OA, "openai", 0, KEYS[OA])])
+    try:
+        tools = [
+            {
+                "type": "function",
+                "name": n,
+                "strict": False,
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            }
+            for n in ("first", "second", "third")
+        ]
+        body = {"model": MODEL, "input": "use all tools", "tools": tools}
+        status, out = _post(bg, OA, "/v1/responses", body)
+        assert status == 200, out
+        calls = [o for o in out["output"] if o["type"] == "function_call"]
+        assert [c["name"] for c in calls] == ["first", "second", "third"]
+        assert len({c["call_id"] for c in calls}) == 3
+        status, raw = _post(bg, OA, "/v1/responses", {**body, "stream": True})
+        added = [e["item"]["name"] for e in _sse(raw) if e.get("type") == "response.output_item.added"]
+        assert status == 200 and added == ["first", "second", "third"], raw
+        status, out = _post(bg, OA, "/v1/responses", {**body, "parallel_tool_calls": False})
+        assert [o["type"] for o in out["output"]] == ["message"], out  # no parallel calls: plain text
+    finally:
+        bg.stop()
+
+
 def test_openai_parallel_calls_conforming_arguments_and_choices(mocks: BackgroundMocks) -> None:
     nested = {
         "type": "function",

@@ -216,3 +216,15 @@ def test_a_models_own_shorter_limit_is_met(name: str) -> None:
     fitted = fit(name, rules.name)
     assert len(fitted) <= 20 and re.fullmatch(DOC_NAME["openai"], fitted)
     assert fit(name, rules.name) == fitted  # deterministic: the same name in every turn
+
+
+@pytest.mark.parametrize("name", ["get_weather", "github.create-issue"])
+@pytest.mark.parametrize("strict", [True, False, None])
+def test_fitting_keeps_a_tools_strict_flag(name: str, strict: bool | None) -> None:
+    """Fitting names must not lose what else a tool says: a strict tool stays strict (found by
+    the mapping probes: every translated strict tool arrived unstrict)."""
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    req = ChatRequest("m", [Message("user", [TextPart("hi")])], tools=[Tool(name, "d", schema, strict)])
+    for dialect in DOC_NAME:
+        (sent,) = fit_request(req, rules_for(CODECS[dialect])).tools
+        assert (sent.strict, sent.description, sent.parameters) == (strict, "d", schema)

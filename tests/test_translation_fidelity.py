@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ext_proc.dialects import CODECS
+from ext_proc.errors import GatewayError
 from ext_proc.translation.ir import (
     ChatRequest,
     ChatResponse,
@@ -440,3 +441,64 @@ def test_read_system_undoes_inline_system(turns: list[tuple[str, list[str]]]) ->
 
     msgs = [Message(r, [TextPart(t) for t in (ts[:1] if r == "system" else ts)]) for r, ts in turns]  # type: ignore[arg-type]
     assert read_system(inline_system(msgs)) == msgs
+
+
+# ---- a refused part is named where the client put it ------------------------------------------------
+
+URL = "https://example.com/cat.png"
+
+
+def _url_image_request(client: str, lead: int, before: int) -> tuple[dict[str, Any], str]:
+    """A request of ``client`` with ``lead`` leading turns the IR does not keep as messages (system
+    or merged), then a user turn with ``before`` text parts and an image by URL; the image's path."""
+    texts = [f"t{i}" for i in range(before)]
+    if client == "openai":
+        msgs: list[Any] = [{"role": "system", "content": f"s{i}"} for i in range(lead)]
+        parts = [{"type": "text", "text": t} for t in texts] + [
+            {"type": "image_url", "image_url": {"url": URL}}
+        ]
+        return {
+            "model": "m",
+            "messages": [*msgs, {"role": "user", "content": parts}],
+        }, f"messages[{lead}].content[{before}]"
+    if client == "anthropic":  # consecutive user turns are one IR turn
+        msgs = [{"role": "user", "content": f"u{i}"} for i in range(lead)]
+        parts = [{"type": "text", "text": t} for t in texts] + [
+            {"type": "image", "source": {"type": "url", "url": URL}}
+        ]
+        body = {"model": "m", "max_tokens": 10, "messages": [*msgs, {"role": "user", "content": parts}]}
+        return body, f"messages[{lead}].content[{before}]"
+    if client == "gemini":
+        contents: list[Any] = [{"role": "user", "parts": [{"text": f"u{i}"}]} for i in range(lead)]
+        gparts = [{"text": t} for t in texts] + [{"fileData": {"mimeType": "image/png", "fileUri": URL}}]
+        return {
+            "contents": [*contents, {"role": "user", "parts": gparts}]
+        }, f"contents[{lead}].parts[{before}].fileData"
+    items: list[Any] = [{"role": "system", "content": f"s{i}"} for i in range(lead)]
+    rparts = [{"type": "input_text", "text": t} for t in texts] + [
+        {"type": "input_image", "image_url": URL, "detail": "auto"}
+    ]
+    return {
+        "model": "m",
+        "input": [*items, {"role": "user", "content": rparts}],
+    }, f"input[{lead}].content[{before}]"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["openai", "anthropic", "gemini", "openai_responses"]),
+    st.integers(0, 3),
+    st.integers(0, 3),
+)
+def test_a_refused_part_names_the_clients_own_path(client: str, lead: int, before: int) -> None:
+    """Bedrock takes no image URLs: the 400 names the image where the client put it, in the client's
+    own terms (it named an IR index: ``messages[0].content[1]`` for a Gemini ``contents`` part, or
+    for an OpenAI image after a system message; found by the mapping probes)."""
+    body, path = _url_image_request(client, lead, before)
+    req = CODECS[client].parse_request(body, "m" if client == "gemini" else None)
+    with pytest.raises(GatewayError) as ei:
+        CODECS["bedrock"].build_request(
+            req, "anthropic.claude-3-5-sonnet-20240620-v1:0", default_max_tokens=100
+        )
+    assert ei.value.param == path
+    assert f"'{path}'" in ei.value.message

@@ -52,6 +52,9 @@ class ImagePart:
     media_type: str | None = None
     data: str | None = None
     url: str | None = None
+    # Where the client put this part (the field path in its own dialect), so a target that cannot
+    # take it names the client's field, not an IR index; not part of the part's value.
+    path: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -65,6 +68,7 @@ class FilePart:
     data: str | None = None
     url: str | None = None
     filename: str | None = None
+    path: str | None = field(default=None, compare=False, repr=False)  # as ``ImagePart.path``
 
 
 @dataclass(slots=True)
@@ -91,6 +95,7 @@ class ToolResultPart:
     content: list[TextPart | ImagePart] = field(default_factory=list)
     name: str | None = None
     is_error: bool = False
+    path: str | None = field(default=None, compare=False, repr=False)  # as ``ImagePart.path``
 
 
 @dataclass(slots=True)
@@ -126,9 +131,14 @@ def text_of(p: FilePart) -> str | None:
         return None
 
 
-def text_document(text: str, filename: str | None = None) -> FilePart:
+def text_document(text: str, filename: str | None = None, path: str | None = None) -> FilePart:
     """A plain-text document as an IR part."""
-    return FilePart(PLAIN_TEXT, base64.b64encode(text.encode()).decode(), None, filename)
+    return FilePart(PLAIN_TEXT, base64.b64encode(text.encode()).decode(), None, filename, path)
+
+
+def part_path(part: object, fallback: str) -> str:
+    """Where the client put ``part`` (``fallback``, an IR-index path, when the parser did not say)."""
+    return getattr(part, "path", None) or fallback
 
 
 @dataclass(slots=True)

@@ -764,12 +764,15 @@ class _Bedrock(_Provider):
             "outputTokens": reply.output_tokens,
             "totalTokens": convo.input_tokens + reply.output_tokens,
         }
-        tool_id = self.issue_id("tooluse_" + _b62(22)) if reply.finish == "tool" else ""
+        # One toolUse block per call: parallel calls are several blocks of one message.
+        calls = (reply.calls or [(reply.tool_name, reply.tool_args)]) if reply.finish == "tool" else []
+        ids = [self.issue_id("tooluse_" + _b62(22)) for _ in calls]
         latency = {"latencyMs": 12}
         if not self.is_stream(request, body):
             if reply.finish == "tool":
                 content: list[dict[str, Any]] = [
-                    {"toolUse": {"toolUseId": tool_id, "name": reply.tool_name, "input": reply.tool_args}}
+                    {"toolUse": {"toolUseId": tid, "name": name, "input": args}}
+                    for tid, (name, args) in zip(ids, calls, strict=True)
                 ]
             else:
                 content = [{"text": reply.text}] if reply.words else []
@@ -783,25 +786,23 @@ class _Bedrock(_Provider):
 
         events = [_event("messageStart", {"role": "assistant"})]
         if reply.finish == "tool":
-            events.append(
-                _event(
-                    "contentBlockStart",
-                    {
-                        "contentBlockIndex": 0,
-                        "start": {"toolUse": {"toolUseId": tool_id, "name": reply.tool_name}},
-                    },
-                )
-            )
-            js = orjson.dumps(reply.tool_args).decode()
-            step = max(1, -(-len(js) // 4))
-            for k in range(0, len(js), step):
+            for idx, (tid, (name, args)) in enumerate(zip(ids, calls, strict=True)):
                 events.append(
                     _event(
-                        "contentBlockDelta",
-                        {"contentBlockIndex": 0, "delta": {"toolUse": {"input": js[k : k + step]}}},
+                        "contentBlockStart",
+                        {"contentBlockIndex": idx, "start": {"toolUse": {"toolUseId": tid, "name": name}}},
                     )
                 )
-            events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
+                js = orjson.dumps(args).decode()
+                step = max(1, -(-len(js) // 4))
+                for k in range(0, len(js), step):
+                    events.append(
+                        _event(
+                            "contentBlockDelta",
+                            {"contentBlockIndex": idx, "delta": {"toolUse": {"input": js[k : k + step]}}},
+                        )
+                    )
+                events.append(_event("contentBlockStop", {"contentBlockIndex": idx}))
         elif reply.words:  # a text block starts with its first delta (no contentBlockStart)
             for piece in reply.pieces():
                 events.append(_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}}))

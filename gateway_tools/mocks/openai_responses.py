@@ -642,17 +642,18 @@ class _OpenAIPlatform(_OpenAI):
                 item["encrypted_content"] = "gAAAAA" + _b62(40)
             out.append(item)
         if reply.finish == "tool":
-            call_id = self.issue_id("call_" + _b62(24))
-            out.append(
-                {
-                    "id": "fc_" + _hex(48),
-                    "type": "function_call",
-                    "status": "completed",
-                    "arguments": orjson.dumps(reply.tool_args).decode(),
-                    "call_id": call_id,
-                    "name": reply.tool_name,
-                }
-            )
+            # One function_call item per call: parallel calls are several items of one response.
+            for name, args in reply.calls or [(reply.tool_name, reply.tool_args)]:
+                out.append(
+                    {
+                        "id": "fc_" + _hex(48),
+                        "type": "function_call",
+                        "status": "completed",
+                        "arguments": orjson.dumps(args).decode(),
+                        "call_id": self.issue_id("call_" + _b62(24)),
+                        "name": name,
+                    }
+                )
         else:
             out.append(
                 {

@@ -84,6 +84,7 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    part_path,
     text_document,
     text_of,
 )
@@ -175,9 +176,10 @@ def _parse_image(block: dict[str, Any], path: str, unmapped: list[str]) -> Image
         return ImagePart(
             media_type=_nonempty_str(src.get("media_type"), f"{path}.source.media_type"),
             data=_nonempty_str(src.get("data"), f"{path}.source.data"),
+            path=path,
         )
     if st == "url":
-        return ImagePart(url=_nonempty_str(src.get("url"), f"{path}.source.url"))
+        return ImagePart(url=_nonempty_str(src.get("url"), f"{path}.source.url"), path=path)
     unmapped.append(f"{path}.source")  # "file" (Files API) sources have no IR equivalent
     return None
 
@@ -206,14 +208,14 @@ def _parse_document(
     st = src.get("type")
     if st == "base64":
         media_type = _nonempty_str(src.get("media_type"), f"{path}.source.media_type")
-        return FilePart(media_type, _nonempty_str(src.get("data"), f"{path}.source.data"), None, title)
+        return FilePart(media_type, _nonempty_str(src.get("data"), f"{path}.source.data"), None, title, path)
     if st == "text":
         data = src.get("data")
         if not isinstance(data, str):
             raise _type_error(f"{path}.source.data", "a string")
-        return text_document(data, title)
+        return text_document(data, title, path)
     if st == "url":
-        return FilePart(PDF, None, _nonempty_str(src.get("url"), f"{path}.source.url"), title)
+        return FilePart(PDF, None, _nonempty_str(src.get("url"), f"{path}.source.url"), title, path)
     unmapped.append(f"{path}.source")
     if st == "file":
         reasons[f"{path}.source"] = (
@@ -294,7 +296,7 @@ def _parse_tool_result(
                 unmapped.append(cpath)
     elif content is not None:
         raise _type_error(f"{path}.content", "a string or an array of blocks")
-    return ToolResultPart(tid, parts, name, block.get("is_error") is True)
+    return ToolResultPart(tid, parts, name, block.get("is_error") is True, path)
 
 
 def _parse_messages(messages: Any, unmapped: list[str], reasons: dict[str, str]) -> list[Message]:
@@ -603,7 +605,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if target == "assistant":
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 blocks.append(_image_block(p))
             elif isinstance(p, FilePart):
                 # A document block takes PDFs, inline or by URL, and plain text, in a user turn.
@@ -611,7 +613,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if doc is None:
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 blocks.append(doc)
             elif isinstance(p, ReasoningPart):
                 if target == "assistant" and _ours(p, req):
@@ -621,7 +623,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if target != "assistant":
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 blocks.append(
                     {
                         "type": "tool_use",
@@ -634,7 +636,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if target == "assistant":
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 block: dict[str, Any] = {"type": "tool_result", "tool_use_id": p.tool_call_id}
                 if p.content:
                     if len(p.content) == 1 and isinstance(p.content[0], TextPart):

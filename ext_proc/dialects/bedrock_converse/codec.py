@@ -86,6 +86,7 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    part_path,
 )
 from ...translation.markers import inline_system, read_system
 from ...translation.names import Rule, ToolRules
@@ -550,7 +551,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
             flush()
             role, results, blocks = target, [], []
         for j, p in enumerate(m.parts):
-            path = f"messages[{i}].content[{j}]"
+            path = part_path(p, f"messages[{i}].content[{j}]")
             if isinstance(p, TextPart):
                 # Converse rejects blank text ("The text field in the ContentBlock object at
                 # messages.N.content.M is blank"): whitespace says nothing, so it is left out.

@@ -87,6 +87,7 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    part_path,
 )
 from ...translation.markers import inline_system, read_system
 from ...translation.names import Rule, ToolRules
@@ -228,6 +229,10 @@ def _int(v: Any, path: str) -> int | None:
         # proto3 JSON allows int64 as strings
         if isinstance(v, str) and v.lstrip("-").isdigit():
             return int(v)
+        # ... and integers written as floats without a fraction (protobuf's json_format parses
+        # ``40.0`` into an int32): the google-genai SDK types ``top_k`` as a float and sends ``40.0``.
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
         raise _type_error(path, "an integer")
     return v
 
@@ -319,16 +324,16 @@ def _parse_media(
             reasons[path] = f"'{path}.fileUri' is {why}"
             return None
         if kind in _DOCUMENT_TYPES:
-            return FilePart(media_type=kind, url=uri)
-        return ImagePart(media_type=mime, url=uri)
+            return FilePart(media_type=kind, url=uri, path=path)
+        return ImagePart(media_type=mime, url=uri, path=path)
     if mime is None:
         raise _type_error(f"{path}.mimeType", "a string")
     # Gemini takes URL-safe base64 too (its Python SDK sends it); other providers take the
     # standard alphabet only.
     data = _nonempty_str(blob.get("data"), f"{path}.data").translate(_STANDARD_B64)
     if kind in _DOCUMENT_TYPES:
-        return FilePart(media_type=kind, data=data)
-    return ImagePart(media_type=mime, data=data)
+        return FilePart(media_type=kind, data=data, path=path)
+    return ImagePart(media_type=mime, data=data, path=path)
 
 
 def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str]) -> list[Message]:
@@ -409,7 +414,7 @@ def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str])
                     raise _type_error(f"{fpath}.response", "an object")
                 text, is_error = _result_text(response)
                 append_part(
-                    out, "tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error)
+                    out, "tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error, fpath)
                 )
                 continue
             blob = _g(p, "inlineData", "inline_data")
@@ -698,7 +703,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if target != "model":
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 names[p.id] = p.name
                 call: dict[str, Any] = {
                     "functionCall": {
@@ -714,7 +719,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if target == "model":
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 name = p.name or names.get(p.tool_call_id)
                 if name is None:
                     raise invalid(
@@ -726,7 +731,7 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     if isinstance(c, TextPart):
                         texts.append(c.text)
                     elif not drop:  # functionResponse.response is a JSON object: no images
-                        raise unsupported(f"messages[{i}].content[{j}].content[{k}]", DIALECT)
+                        raise unsupported(part_path(c, f"messages[{i}].content[{j}].content[{k}]"), DIALECT)
                 text = "\n".join(texts)
                 results.append(
                     {

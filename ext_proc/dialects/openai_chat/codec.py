@@ -76,6 +76,7 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    part_path,
     text_of,
 )
 from ...translation.markers import mark_error, read_error
@@ -200,8 +201,8 @@ def _parse_image(part: dict[str, Any], path: str) -> ImagePart:
             raise invalid(
                 f"'{path}.image_url.url' must be an http(s) URL or a base64 data URL", f"{path}.image_url.url"
             )
-        return ImagePart(media_type=header[0] or None, data=url[comma + 1 :])
-    return ImagePart(url=url)
+        return ImagePart(media_type=header[0] or None, data=url[comma + 1 :], path=path)
+    return ImagePart(url=url, path=path)
 
 
 def _parse_file(
@@ -217,7 +218,7 @@ def _parse_file(
         media_type, data = _data_url(f["file_data"], f"{path}.file.file_data")
         if media_type is None and (filename or "").lower().endswith(".pdf"):
             media_type = PDF
-        return FilePart(media_type=media_type, data=data, filename=filename)
+        return FilePart(media_type=media_type, data=data, filename=filename, path=path)
     if f.get("file_id") is not None:
         _nonempty_str(f["file_id"], f"{path}.file.file_id")
         unmapped.append(path)
@@ -380,7 +381,7 @@ def _parse_messages(
                     f"{path}.tool_call_id",
                 )
             result_content, failed = read_error(_content_parts(content, path, unmapped, images=False))  # type: ignore[arg-type]  # images=False: no files
-            result = ToolResultPart(tcid, result_content, name, failed)
+            result = ToolResultPart(tcid, result_content, name, failed, path)
             append_part(out, "tool", result)
         elif role == "function":
             raise invalid(
@@ -462,14 +463,14 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if not isinstance(p, ToolResultPart):
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 texts: list[str] = []
                 # is_error has no OpenAI field: said in the text (translation/markers.py)
                 for k, c in enumerate(mark_error(p.content, p.is_error)):
                     if isinstance(c, TextPart):
                         texts.append(c.text)
                     elif not drop:  # tool messages carry text only
-                        raise unsupported(f"messages[{i}].content[{j}].content[{k}]", DIALECT)
+                        raise unsupported(part_path(c, f"messages[{i}].content[{j}].content[{k}]"), DIALECT)
                 out.append(
                     {
                         "role": "tool",
@@ -510,7 +511,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         }
                     )
                 elif not drop:
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
             if only_text and len(parts) == 1:
                 out.append({"role": "user", "content": parts[0]["text"]})
             else:
@@ -528,7 +529,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
             elif isinstance(p, ReasoningPart):
                 continue  # Chat Completions takes no reasoning back (compatible hosts reject it)
             elif not drop:  # assistant images / stray tool results
-                raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
         msg: dict[str, Any] = {"role": "assistant", "content": _text_content(texts) if texts else None}
         if calls:
             msg["tool_calls"] = calls

@@ -83,6 +83,7 @@ from ...translation.ir import (
     ToolResultPart,
     Usage,
     append_part,
+    part_path,
     text_of,
 )
 from ...translation.markers import mark_error, read_error
@@ -209,8 +210,8 @@ def _parse_image(part: dict[str, Any], path: str, unmapped: list[str]) -> ImageP
             raise invalid(
                 f"'{path}.image_url' must be an http(s) URL or a base64 data URL", f"{path}.image_url"
             )
-        return ImagePart(media_type=header[0] or None, data=url[comma + 1 :])
-    return ImagePart(url=url)
+        return ImagePart(media_type=header[0] or None, data=url[comma + 1 :], path=path)
+    return ImagePart(url=url, path=path)
 
 
 def _parse_file(part: dict[str, Any], path: str, unmapped: list[str]) -> FilePart | None:
@@ -225,12 +226,15 @@ def _parse_file(part: dict[str, Any], path: str, unmapped: list[str]) -> FilePar
         header = data[5:comma].split(";") if data.startswith("data:") and comma > 0 else []
         if "base64" not in header[1:]:
             raise invalid(f"'{path}.file_data' must be a base64 data URL", f"{path}.file_data")
-        return FilePart(media_type=header[0] or None, data=data[comma + 1 :], filename=filename)
+        return FilePart(media_type=header[0] or None, data=data[comma + 1 :], filename=filename, path=path)
     if url is not None:
         url = _nonempty_str(url, f"{path}.file_url")
         name = (filename or url.split("?", 1)[0]).lower()
         return FilePart(
-            media_type="application/pdf" if name.endswith(".pdf") else None, url=url, filename=filename
+            media_type="application/pdf" if name.endswith(".pdf") else None,
+            url=url,
+            filename=filename,
+            path=path,
         )
     if part.get("file_id") is not None:
         unmapped.append(path)
@@ -331,7 +335,7 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
                 raise invalid(f"missing required field '{path}.output'", f"{path}.output")
             output = _content(item["output"], f"{path}.output", "user", unmapped, files=False)
             result_parts, failed = read_error(output)  # type: ignore[arg-type]  # files=False: no FilePart
-            result = ToolResultPart(call_id, result_parts, called, failed)
+            result = ToolResultPart(call_id, result_parts, called, failed, path)
             append_part(out, "tool", result)
         elif t == "reasoning":
             append_part(out, "assistant", _parse_reasoning_item(item, path))
@@ -568,7 +572,7 @@ def _user_part(p: Any, path: str, drop: bool) -> dict[str, Any] | None:
         return {"type": "input_file", **({"filename": p.filename} if p.filename else {}), **out}
     if drop:
         return None
-    raise unsupported(path, DIALECT)
+    raise unsupported(part_path(p, path), DIALECT)
 
 
 def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
@@ -592,7 +596,7 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if not isinstance(p, ToolResultPart):
                     if drop:
                         continue
-                    raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                    raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 # is_error has no Responses field: said in the text (translation/markers.py)
                 marked = mark_error(p.content, p.is_error)
                 if all(isinstance(c, TextPart) for c in marked):
@@ -622,7 +626,7 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 if replay is not None:
                     items.append(replay)
             elif not drop:  # assistant images, stray tool results
-                raise unsupported(f"messages[{i}].content[{j}]", DIALECT)
+                raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
         if texts:
             items.append({"type": "message", "role": "assistant", "content": "".join(texts)})
     return items
