@@ -317,12 +317,9 @@ class Outcome:
 
 RESULTS: dict[tuple[str, str, str], Outcome] = {}
 MODES = ("plain", "streamed")  # how step 1 is asked; step 2 the other way
+
+
 # Wrong results with a known cause being fixed elsewhere: (backend wire, words of the error) -> why.
-KNOWN = {
-    ("gemini", "missing a thought_signature"): "Gemini thought signatures not yet carried to other clients",
-}
-
-
 def check_backend(
     admin: MockAdmin, backend: str, before: dict[str, int], markers: list[str], problems: list[str]
 ) -> dict[str, Any]:
@@ -399,21 +396,12 @@ def admin(gateway: Stack) -> Iterator[MockAdmin]:  # noqa: F811
         yield a
 
 
-def known(backend: str, outcome: Outcome) -> str | None:
-    return next(
-        (why for (wire, words), why in KNOWN.items() if WIRE[backend] == wire and words in outcome.detail),
-        None,
-    )
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("name", list(CASES))
 def test_corpus(gateway: Stack, admin: MockAdmin, name: str, backend: str, mode: str) -> None:  # noqa: F811
     outcome = run_case(gateway, admin, name, backend, mode == "streamed")
     RESULTS[(name, backend, mode)] = outcome
-    if outcome.kind == "wrong" and known(backend, outcome):
-        pytest.xfail(f"known: {known(backend, outcome)}: {outcome.detail}")
     assert outcome.kind != "wrong", outcome.detail
 
 
@@ -421,7 +409,7 @@ def test_corpus(gateway: Stack, admin: MockAdmin, name: str, backend: str, mode:
 
 
 def totals_markdown(results: dict[tuple[str, str, str], Outcome]) -> str:
-    """One line: cases, ok, refused (by the client field named), wrong (by known cause)."""
+    """One line: cases, ok, refused (by the client field named), wrong (by what was wrong)."""
     kinds = [o.kind for o in results.values()]
     refused: dict[str, set[str]] = {}
     wrong: dict[str, set[str]] = {}
@@ -430,7 +418,7 @@ def totals_markdown(results: dict[tuple[str, str, str], Outcome]) -> str:
         if o.kind == "refused":
             refused.setdefault(o.detail, set()).add(pair)
         elif o.kind == "wrong":
-            wrong.setdefault(known(backend, o) or "unknown", set()).add(pair)
+            wrong.setdefault(o.detail[:120], set()).add(pair)
 
     def why(d: dict[str, set[str]]) -> str:
         return " (" + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in d.items()) + ")" if d else ""
