@@ -13,6 +13,9 @@ Conventions:
   separately convert).
 - Tool-call arguments are JSON text, as most dialects stream them.
 - Stop reasons use the canonical names in ``STOP_REASONS``.
+- A prompt-cache breakpoint (Anthropic ``cache_control``, Bedrock ``cachePoint``) is the
+  ``cache`` field of the part, system part or tool it ends: its TTL (``CACHE_TTLS``). Targets
+  without breakpoints drop it (it never changes the answer); see docs/caching.md.
 """
 
 from __future__ import annotations
@@ -40,9 +43,15 @@ StopReason = Literal[
 ]
 
 
+# Prompt-cache TTLs a breakpoint can ask for (Anthropic ``cache_control.ttl``; default 5m).
+CACHE_TTLS = ("5m", "1h")
+DEFAULT_CACHE_TTL = "5m"
+
+
 @dataclass(slots=True)
 class TextPart:
     text: str
+    cache: str | None = None  # a cache breakpoint ends here (its TTL)
 
 
 @dataclass(slots=True)
@@ -52,6 +61,7 @@ class ImagePart:
     media_type: str | None = None
     data: str | None = None
     url: str | None = None
+    cache: str | None = None
 
 
 @dataclass(slots=True)
@@ -65,6 +75,7 @@ class FilePart:
     data: str | None = None
     url: str | None = None
     filename: str | None = None
+    cache: str | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +85,7 @@ class ToolCallPart:
     id: str
     name: str
     arguments: str = "{}"
+    cache: str | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +100,7 @@ class ToolResultPart:
     content: list[TextPart | ImagePart] = field(default_factory=list)
     name: str | None = None
     is_error: bool = False
+    cache: str | None = None
 
 
 Part = TextPart | ImagePart | FilePart | ToolCallPart | ToolResultPart
@@ -136,6 +149,7 @@ class Tool:
     # The client asked that calls follow ``parameters`` exactly (a tool's ``strict``);
     # None: not said. Targets with a strict mode send it; others drop it (documented).
     strict: bool | None = None
+    cache: str | None = None  # a cache breakpoint ends the tools here
 
 
 @dataclass(slots=True)
@@ -178,6 +192,8 @@ class ChatRequest:
     # How hard a reasoning model thinks: "none", "minimal", "low", "medium", "high"... as the client said it.
     reasoning_effort: str | None = None
     user: str | None = None
+    # OpenAI's prompt-cache routing key (Chat and Responses ``prompt_cache_key``); a hint only.
+    prompt_cache_key: str | None = None
     stream: bool = False
     # The client asked for usage in its stream (dialects where that is optional).
     stream_include_usage: bool = False
