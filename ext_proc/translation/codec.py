@@ -38,7 +38,7 @@ def apply_unmapped(req: ChatRequest, body: dict[str, Any], dialect: str, drop: b
     for path in req.unmapped:
         if same and path in req.unmapped_values:
             set_path(body, path, req.unmapped_values[path])
-        elif not drop:
+        elif not drop or path in req.unmapped_required:
             raise unsupported(path, dialect, req.unmapped_reasons.get(path))
 
 

@@ -202,6 +202,9 @@ class ChatRequest:
     # Why an unmapped path cannot go to other dialects, where more can be said than
     # "cannot be expressed" (e.g. a provider's own file reference).
     unmapped_reasons: dict[str, str] = field(default_factory=dict)
+    # Unmapped paths refused even where config drops unsupported fields, since leaving them out
+    # changes the answer (e.g. a reference to a prompt cached at the client's provider).
+    unmapped_required: list[str] = field(default_factory=list)
     # The dialect this request was parsed from, and the raw values of those
     # unmapped paths that address plain object fields (no list index), e.g.
     # ``logprobs`` or ``config.someOption``. A codec building a
