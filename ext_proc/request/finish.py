@@ -68,10 +68,15 @@ def finish(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
         )
         if answered is not None and answered.price is not None:
             cost = cost_usd(
-                answered.price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens
+                answered.price,
+                usage.input_tokens,
+                usage.cached_input_tokens,
+                usage.output_tokens,
+                usage.cache_write_tokens,
             )
             fields["cost_usd"] = round(cost, 8)
     failover = None
@@ -122,7 +127,9 @@ def apply(state: GatewayState, plan: RoutePlan, done: Finished) -> None:
         state.admission.settle(plan.ticket, done.status, done.backend, done.usage)
     u = done.usage
     if u is not None:
-        metrics.record_usage(model, done.backend, u.input_tokens, u.output_tokens, u.cached_input_tokens)
+        metrics.record_usage(
+            model, done.backend, u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_tokens
+        )
 
 
 async def keep(keeper: ResponseKeeper, data: bytes, end: bool, status: int) -> None:

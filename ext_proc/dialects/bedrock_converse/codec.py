@@ -819,6 +819,7 @@ TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(r"[a-zA-Z0
 
 
 class BedrockCodec(Codec):
+    cache_breakpoints = True
     dialect = DIALECT
     tool_rules = TOOL_RULES
     field_names = {
