@@ -111,7 +111,7 @@ def openai_turns(stack: Stack, model: str, stream: bool, turns: int = 3) -> list
             text, usage = res.choices[0].message.content or "", res.usage
         assert usage is not None and usage.prompt_tokens_details is not None
         details = usage.prompt_tokens_details
-        out.append((details.cached_tokens or 0, (details.model_extra or {}).get("cache_write_tokens", 0)))
+        out.append((details.cached_tokens or 0, getattr(details, "cache_write_tokens", None) or 0))
         messages.append({"role": "assistant", "content": text})
     return out
 
@@ -137,18 +137,17 @@ def gemini_turns(stack: Stack, model: str, stream: bool, turns: int = 3) -> list
     """cachedContentTokenCount a Gemini client sees per turn of one growing conversation."""
     config = types.GenerateContentConfig(system_instruction=long_prompt(f"norm-{model}-{stream}-"))
     contents: list[types.Content] = []
+    client = gem(stack)  # kept: a collected client closes its connection pool
     out = []
     for t in range(turns):
         contents.append(types.Content(role="user", parts=[types.Part(text=f"question number {t}")]))
         if stream:
             text, usage = "", None
-            for chunk in gem(stack).models.generate_content_stream(
-                model=model, contents=contents, config=config
-            ):
+            for chunk in client.models.generate_content_stream(model=model, contents=contents, config=config):
                 text += chunk.text or ""
                 usage = chunk.usage_metadata or usage
         else:
-            res = gem(stack).models.generate_content(model=model, contents=contents, config=config)
+            res = client.models.generate_content(model=model, contents=contents, config=config)
             text, usage = res.text or "", res.usage_metadata
         assert usage is not None
         out.append(usage.cached_content_token_count or 0)
@@ -192,7 +191,7 @@ def test_responses_client_on_anthropic_reads_the_cache_from_its_second_turn(
             final = client.responses.create(**kwargs)
         assert final.usage is not None
         reads.append(final.usage.input_tokens_details.cached_tokens)
-        writes.append((final.usage.input_tokens_details.model_extra or {}).get("cache_write_tokens", 0))
+        writes.append(getattr(final.usage.input_tokens_details, "cache_write_tokens", None) or 0)
         items.append({"role": "assistant", "content": final.output_text})
     assert reads[0] == 0 and all(r > 1200 for r in reads[1:]), reads
     assert all(w > 0 for w in writes), writes
@@ -281,8 +280,9 @@ def test_prompt_cache_key_reaches_a_responses_backend(stack: Stack, cmocks: Mock
 
 
 def test_gemini_cached_content_is_refused_towards_other_backends(stack: Stack, cmocks: MockAdmin) -> None:
+    client = gem(stack)
     with pytest.raises(genai_errors.ClientError) as e:
-        gem(stack).models.generate_content(
+        client.models.generate_content(
             model="claude-bedrock",
             contents="hi",
             config=types.GenerateContentConfig(cached_content="cachedContents/abc123"),
@@ -318,7 +318,7 @@ def test_cost_and_metrics_count_cache_reads_and_writes(stack: Stack, cmocks: Moc
         u = res.usage
         assert u is not None and u.prompt_tokens_details is not None
         read = u.prompt_tokens_details.cached_tokens or 0
-        write = (u.prompt_tokens_details.model_extra or {}).get("cache_write_tokens", 0)
+        write = getattr(u.prompt_tokens_details, "cache_write_tokens", None) or 0
         fresh = u.prompt_tokens - read - write
         expected_cost += (
             fresh * PRICE["input"]
