@@ -16,7 +16,7 @@ from ext_proc.config import Price
 from ext_proc.dialects import get_dialect
 from ext_proc.errors import GatewayError
 from ext_proc.pricing import cost_usd
-from ext_proc.translation.caching import MAX_BREAKPOINTS, breakpoints, place_breakpoints
+from ext_proc.translation.caching import breakpoints, place_breakpoints
 from ext_proc.translation.ir import (
     ChatRequest,
     Message,
@@ -31,6 +31,7 @@ BED = get_dialect("bedrock").codec
 OAI = get_dialect("openai").codec
 GEM = get_dialect("gemini").codec
 EPH = {"type": "ephemeral"}
+LIMIT = ANT.cache_breakpoints  # 4, which the Anthropic mock enforces
 
 
 def ant_body(**kw: Any) -> dict[str, Any]:
@@ -167,19 +168,25 @@ def conversation() -> ChatRequest:
 
 def test_auto_cache_marks_tools_system_previous_and_latest_prompt_ends() -> None:
     req = conversation()
-    assert place_breakpoints(req)
+    assert place_breakpoints(req, LIMIT)
     assert [t.cache for t in req.tools] == [None, "5m"]
     assert req.system[0].cache == "5m"
     # The previous request ended with the tool result (before the latest assistant turn).
     assert [[p.cache for p in m.parts] for m in req.messages] == [[None], [None], ["5m"], [None], ["5m"]]
     out = ANT.build_request(req, "m", default_max_tokens=10)
-    assert str(out).count("cache_control") == MAX_BREAKPOINTS
+    assert str(out).count("cache_control") == LIMIT
+
+
+def test_auto_cache_keeps_the_latest_ends_under_a_smaller_limit() -> None:
+    req = conversation()
+    assert place_breakpoints(req, 1)
+    assert breakpoints(req) == 1 and req.messages[-1].parts[-1].cache == "5m"
 
 
 def test_auto_cache_leaves_a_clients_own_breakpoints_alone() -> None:
     req = conversation()
     req.messages[0].parts[0].cache = "1h"
-    assert not place_breakpoints(req)
+    assert not place_breakpoints(req, LIMIT)
     assert breakpoints(req) == 1
 
 
@@ -211,11 +218,11 @@ def requests() -> st.SearchStrategy[ChatRequest]:
 @settings(max_examples=200, deadline=None)
 @given(req=requests())
 def test_auto_cache_never_exceeds_the_limit_and_is_stable(req: ChatRequest) -> None:
-    place_breakpoints(req)
+    place_breakpoints(req, LIMIT)
     n = breakpoints(req)
-    assert n <= MAX_BREAKPOINTS
+    assert n <= LIMIT
     assert (n > 0) == bool(req.tools or req.system or req.messages)
-    assert not place_breakpoints(req) or n == 0  # a second pass adds nothing
+    assert not place_breakpoints(req, LIMIT) or n == 0  # a second pass adds nothing
     assert breakpoints(req) == n
 
 

@@ -88,7 +88,7 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
             ir.stream = stream
             default_max = clamp_to_model(ir, target.caps, settings.default_max_tokens)
             if settings.auto_cache and dst.codec.cache_breakpoints:
-                caching.place_breakpoints(ir)
+                caching.place_breakpoints(ir, dst.codec.cache_breakpoints)
             out = dst.codec.build_request(
                 names.fit_request(ir, names.rules_for(dst.codec, target.caps)),
                 target.upstream_model,

@@ -291,7 +291,7 @@ def _route(
         default_max = clamp_to_model(ir, primary.caps, settings.default_max_tokens)
         codec = target.dialect.codec
         if settings.auto_cache and codec.cache_breakpoints:
-            caching.place_breakpoints(ir)
+            caching.place_breakpoints(ir, codec.cache_breakpoints)
         rules = names.rules_for(codec, primary.caps)
         renamed = names.renames(ir, rules)
         out = codec.build_request(

@@ -1,19 +1,17 @@
 """Prompt-cache breakpoints the gateway places itself (a model's ``auto_cache``).
 
-Clients of dialects without breakpoints (OpenAI, Gemini, Responses) cannot ask a backend with
-explicit caching (``Codec.cache_breakpoints``) to cache their prefix. With ``auto_cache`` the
-gateway marks, as a coding agent's stable prefix: the end of the tools, the end of the system
-prompt, the end of the previous request's prompt (the last turn before the latest assistant
-turn, which the new request repeats: a cache read) and the end of this one (a cache write the
-next turn reads). That is at most 4 breakpoints, Anthropic's limit. A request that carries
-breakpoints of its own is left as the client made it. See docs/caching.md.
+Clients of dialects without explicit breakpoints cannot ask a backend whose dialect has them
+(``Codec.cache_breakpoints``) to cache their prefix. With ``auto_cache`` the gateway marks, as
+a coding agent's stable prefix: the end of the tools, the end of the system prompt, the end of
+the previous request's prompt (the last turn before the latest assistant turn, which the new
+request repeats: a cache read) and the end of this one (a cache write the next turn reads),
+at most as many as the target takes. A request that carries breakpoints of its own is left as
+the client made it. See docs/caching.md.
 """
 
 from __future__ import annotations
 
 from .ir import DEFAULT_CACHE_TTL, ChatRequest, Message, Part, Tool
-
-MAX_BREAKPOINTS = 4  # Anthropic: "A maximum of 4 blocks with cache_control may be provided"
 
 
 def breakpoints(req: ChatRequest) -> int:
@@ -23,23 +21,24 @@ def breakpoints(req: ChatRequest) -> int:
 
 
 def _stable_turns(messages: list[Message]) -> list[Message]:
-    """The turns whose last part ends a breakpoint: the latest turn, and the last non-assistant
-    turn before the latest assistant turn (where the previous request ended)."""
+    """The turns whose last part ends a breakpoint: the last non-assistant turn before the
+    latest assistant turn (where the previous request ended), and the latest turn."""
     if not messages:
         return []
-    out = [messages[-1]]
+    out = []
     last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=None)
     if last_assistant is not None:
         before = [m for m in messages[:last_assistant] if m.role != "assistant"]
         if before and before[-1] is not messages[-1]:
             out.append(before[-1])
-    return out
+    return [*out, messages[-1]]
 
 
-def place_breakpoints(req: ChatRequest) -> bool:
-    """Mark ``req``'s stable prefix for caching (in place); False when it had breakpoints already
-    (the client's own choice wins) or has nothing to mark."""
-    if breakpoints(req):
+def place_breakpoints(req: ChatRequest, limit: int) -> bool:
+    """Mark ``req``'s stable prefix for caching (in place), at most ``limit`` breakpoints (the
+    latest ones go first when fewer are allowed: they cover the most); False when it had
+    breakpoints already (the client's own choice wins) or has nothing to mark."""
+    if breakpoints(req) or limit <= 0:
         return False
     ends: list[Part | Tool] = []
     if req.tools:
@@ -47,6 +46,6 @@ def place_breakpoints(req: ChatRequest) -> bool:
     if req.system:
         ends.append(req.system[-1])
     ends += [m.parts[-1] for m in _stable_turns(req.messages) if m.parts]
-    for end in ends[:MAX_BREAKPOINTS]:
+    for end in ends[-limit:]:
         end.cache = DEFAULT_CACHE_TTL
     return bool(ends)

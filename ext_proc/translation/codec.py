@@ -85,9 +85,9 @@ class Codec(ABC):
     tool_rules: ToolRules = ANY
     #: its responses can carry several answers to one request (``ChatResponse.more``)
     several_answers: bool = False
-    # The dialect marks prompt-cache breakpoints (the IR parts' ``cache``); elsewhere they are
-    # dropped, and a model's ``auto_cache`` places them only for dialects that take them.
-    cache_breakpoints: bool = False
+    # How many prompt-cache breakpoints (the IR parts' ``cache``) a request of this dialect may
+    # carry; 0: none (they are dropped), and a model's ``auto_cache`` places none for it.
+    cache_breakpoints: int = 0
 
     # ---- requests ----------------------------------------------------------
     @abstractmethod

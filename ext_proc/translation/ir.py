@@ -13,9 +13,9 @@ Conventions:
   separately convert).
 - Tool-call arguments are JSON text, as most dialects stream them.
 - Stop reasons use the canonical names in ``STOP_REASONS``.
-- A prompt-cache breakpoint (Anthropic ``cache_control``, Bedrock ``cachePoint``) is the
-  ``cache`` field of the part, system part or tool it ends: its TTL (``CACHE_TTLS``). Targets
-  without breakpoints drop it (it never changes the answer); see docs/caching.md.
+- A prompt-cache breakpoint (a dialect's explicit cache marker) is the ``cache`` field of the
+  part, system part or tool it ends: its TTL (``CACHE_TTLS``). Targets without breakpoints
+  drop it (it never changes the answer); see docs/caching.md.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ StopReason = Literal[
 ]
 
 
-# Prompt-cache TTLs a breakpoint can ask for (Anthropic ``cache_control.ttl``; default 5m).
+# Prompt-cache TTLs a breakpoint can ask for (default 5 minutes).
 CACHE_TTLS = ("5m", "1h")
 DEFAULT_CACHE_TTL = "5m"
 
@@ -192,7 +192,7 @@ class ChatRequest:
     # How hard a reasoning model thinks: "none", "minimal", "low", "medium", "high"... as the client said it.
     reasoning_effort: str | None = None
     user: str | None = None
-    # OpenAI's prompt-cache routing key (Chat and Responses ``prompt_cache_key``); a hint only.
+    # A prompt-cache routing key the client gave its provider; a hint only, dropped elsewhere.
     prompt_cache_key: str | None = None
     stream: bool = False
     # The client asked for usage in its stream (dialects where that is optional).

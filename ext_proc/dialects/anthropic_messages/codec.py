@@ -869,7 +869,7 @@ TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 128), call_id=Rule(r"[a-zA-Z
 
 
 class AnthropicCodec(Codec):
-    cache_breakpoints = True
+    cache_breakpoints = 4  # "A maximum of 4 blocks with cache_control may be provided"
     dialect = DIALECT
     tool_rules = TOOL_RULES
     field_names = {

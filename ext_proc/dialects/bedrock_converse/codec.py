@@ -819,7 +819,7 @@ TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(r"[a-zA-Z0
 
 
 class BedrockCodec(Codec):
-    cache_breakpoints = True
+    cache_breakpoints = 4  # a request takes at most 4 cache checkpoints (Bedrock prompt caching)
     dialect = DIALECT
     tool_rules = TOOL_RULES
     field_names = {
