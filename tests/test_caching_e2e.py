@@ -27,6 +27,14 @@ from tests.stack import aws_credentials, bedrock_provider, config_on_free_ports,
 
 BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 PRICE = {"input": 3.0, "cached_input": 0.3, "cache_write": 3.75, "output": 15.0}
+# Every backend dialect, each model with auto_cache (which only the explicit-caching ones use).
+MATRIX_BACKENDS = {
+    "openai": ("openai", "gpt-5.5"),
+    "anthropic": ("anthropic", "claude-sonnet-4-6"),
+    "gemini": ("gemini", "gemini-3.5-flash"),
+    "openai_responses": ("openai_responses", "gpt-5.5"),
+    "bedrock": ("bedrock", BEDROCK_MODEL),
+}
 STREAMS = pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 
 
@@ -55,6 +63,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cfg["models"]["claude-priced"] = claude_model(True, price=True)
     cfg["models"]["claude-bedrock"] = {"backends": [{"provider": "bedrock", "model": BEDROCK_MODEL}]}
     cfg["models"]["gpt-responses"] = {"backends": [{"provider": "openai_responses", "model": "gpt-5.5"}]}
+    for backend, (provider, upstream) in MATRIX_BACKENDS.items():
+        cfg["models"][f"matrix-{backend}"] = {
+            "backends": [{"provider": provider, "model": upstream}],
+            "auto_cache": True,
+        }
     with aws_credentials(tmp):
         s = start_stack(tmp, config_on_free_ports(cfg))
     yield s
@@ -165,19 +178,16 @@ def test_gemini_client_on_anthropic_reads_the_cache_from_its_second_turn(
     assert gemini_turns(stack, f"claude-plain-{name}", stream) == [0, 0, 0]
 
 
-@STREAMS
-def test_responses_client_on_anthropic_reads_the_cache_from_its_second_turn(
-    stack: Stack, cmocks: MockAdmin, stream: bool
-) -> None:
-    name = "resp-stream" if stream else "resp"
+def responses_turns(stack: Stack, model: str, stream: bool, turns: int = 3) -> list[tuple[int, int]]:
+    """(cache reads, cache writes) a Responses client sees per turn of one growing conversation."""
     client = oai(stack)
     items: list[Any] = []
-    reads, writes = [], []
-    for t in range(3):
+    out = []
+    for t in range(turns):
         items.append({"role": "user", "content": f"question number {t}"})
         kwargs: dict[str, Any] = {
-            "model": f"claude-auto-{name}",
-            "instructions": long_prompt(f"law-{name}-"),
+            "model": model,
+            "instructions": long_prompt(f"law-{model}-{stream}-"),
             "input": items,
             "store": False,
         }
@@ -190,11 +200,20 @@ def test_responses_client_on_anthropic_reads_the_cache_from_its_second_turn(
         else:
             final = client.responses.create(**kwargs)
         assert final.usage is not None
-        reads.append(final.usage.input_tokens_details.cached_tokens)
-        writes.append(getattr(final.usage.input_tokens_details, "cache_write_tokens", None) or 0)
+        details = final.usage.input_tokens_details
+        out.append((details.cached_tokens, getattr(details, "cache_write_tokens", None) or 0))
         items.append({"role": "assistant", "content": final.output_text})
-    assert reads[0] == 0 and all(r > 1200 for r in reads[1:]), reads
-    assert all(w > 0 for w in writes), writes
+    return out
+
+
+@STREAMS
+def test_responses_client_on_anthropic_reads_the_cache_from_its_second_turn(
+    stack: Stack, cmocks: MockAdmin, stream: bool
+) -> None:
+    name = "resp-stream" if stream else "resp"
+    turns = responses_turns(stack, f"claude-auto-{name}", stream)
+    assert turns[0][0] == 0 and all(r > 1200 for r, _ in turns[1:]), turns
+    assert all(w > 0 for _, w in turns), turns
 
 
 # ---- clients that say it ----------------------------------------------------------------------
@@ -333,3 +352,30 @@ def test_cost_and_metrics_count_cache_reads_and_writes(stack: Stack, cmocks: Moc
     assert scrape(stack, "llm_gateway_tokens_total", kind="cache_read", **labels) == reads
     assert scrape(stack, "llm_gateway_tokens_total", kind="cache_write", **labels) == writes
     assert scrape(stack, "llm_gateway_cost_usd_total", **labels) == pytest.approx(expected_cost, rel=1e-6)
+
+
+# ---- every client against every backend ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", list(MATRIX_BACKENDS))
+@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini", "openai_responses"])
+@STREAMS
+def test_second_turn_reports_cache_reads_in_every_client_dialect(
+    stack: Stack, cmocks: MockAdmin, client: str, backend: str, stream: bool
+) -> None:
+    """A two-turn conversation with a 1200-word system prompt: no read on the first turn, a read
+    of the prefix on the second, in the client's own usage fields (OpenAI
+    ``prompt_tokens_details.cached_tokens``, Anthropic ``cache_read_input_tokens``, Gemini
+    ``cachedContentTokenCount``, Responses ``input_tokens_details.cached_tokens``), whether the
+    backend caches automatically or by breakpoints (the Anthropic client marks its system
+    prompt; for the others the model's auto_cache does)."""
+    model = f"matrix-{backend}"
+    if client == "openai":
+        reads = [r for r, _ in openai_turns(stack, model, stream, turns=2)]
+    elif client == "anthropic":
+        reads = [r for r, _ in anthropic_turns(stack, model, stream)]
+    elif client == "gemini":
+        reads = gemini_turns(stack, model, stream, turns=2)
+    else:
+        reads = [r for r, _ in responses_turns(stack, model, stream, turns=2)]
+    assert reads[0] == 0 and reads[1] >= 1024, reads
