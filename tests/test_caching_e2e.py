@@ -298,7 +298,9 @@ def test_prompt_cache_key_reaches_a_responses_backend(stack: Stack, cmocks: Mock
     assert "prompt_cache_key" not in sent(cmocks, "anthropic")  # a hint only OpenAI reads
 
 
-def test_gemini_cached_content_is_refused_towards_other_backends(stack: Stack, cmocks: MockAdmin) -> None:
+def test_gemini_cached_content_reaches_gemini_and_is_refused_elsewhere(
+    stack: Stack, cmocks: MockAdmin
+) -> None:
     client = gem(stack)
     with pytest.raises(genai_errors.ClientError) as e:
         client.models.generate_content(
@@ -310,6 +312,12 @@ def test_gemini_cached_content_is_refused_towards_other_backends(stack: Stack, c
     assert "cachedContent" in (e.value.message or "")
     assert "provider state" in (e.value.message or "")
     assert cmocks.stats("bedrock")["requests"] == 0
+    client.models.generate_content(  # its own provider's state: Gemini gets it as sent
+        model="gemini-3.5-flash",
+        contents="hi",
+        config=types.GenerateContentConfig(cached_content="cachedContents/abc123"),
+    )
+    assert sent(cmocks, "gemini")["cachedContent"] == "cachedContents/abc123"
 
 
 # ---- cost and metrics -------------------------------------------------------------------------
