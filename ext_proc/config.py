@@ -349,6 +349,9 @@ class Model(_Strict):
     default_max_tokens: Annotated[int, Field(ge=1)] = 4096
     # Drop fields the backend's dialect cannot express instead of refusing them.
     drop_unsupported: bool = False
+    # Place prompt-cache breakpoints (tools, system prompt, last stable turns) on requests from
+    # dialects that cannot mark them, towards backends with explicit caching (docs/caching.md).
+    auto_cache: bool = False
     # Number of retries across backends; default: one per extra backend.
     retries: Annotated[int, Field(ge=0, le=10)] | None = None
     # Per attempt, non-streamed: the whole response (0: unbounded).
@@ -399,7 +402,8 @@ class Price(_Strict):
     """USD per million tokens."""
 
     input: Annotated[float, Field(ge=0)] = 0.0
-    cached_input: Annotated[float, Field(ge=0)] | None = None  # default: the input price
+    cached_input: Annotated[float, Field(ge=0)] | None = None  # cache reads; default: the input price
+    cache_write: Annotated[float, Field(ge=0)] | None = None  # cache writes; default: the input price
     output: Annotated[float, Field(ge=0)] = 0.0
 
 
@@ -659,7 +663,7 @@ def catalog_price(caps: ModelCaps) -> Price | None:
     p = caps.price
     if p is None or p.input is None or p.output is None:
         return None
-    return Price(input=p.input, cached_input=p.cached_input, output=p.output)
+    return Price(input=p.input, cached_input=p.cached_input, cache_write=p.cache_write, output=p.output)
 
 
 def _path(loc: Iterable[Any]) -> str:

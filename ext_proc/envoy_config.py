@@ -844,6 +844,7 @@ def _access_log(path: str) -> list[dict[str, Any]]:
         "input_tokens": meta("input_tokens"),
         "output_tokens": meta("output_tokens"),
         "cached_input_tokens": meta("cached_input_tokens"),
+        "cache_write_tokens": meta("cache_write_tokens"),
         "cost_usd": meta("cost_usd"),
         "ttfb_ms": meta("ttfb_ms"),
         "duration_ms": "%DURATION%",

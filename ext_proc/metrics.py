@@ -30,7 +30,8 @@ REQUESTS = Counter(
 )
 TOKENS = Counter(
     "llm_gateway_tokens",
-    "Tokens reported by providers (input includes cached).",
+    "Tokens reported by providers; kind input counts every prompt token, cache_read and "
+    "cache_write the parts of it read from and written to a prompt cache.",
     ["model", "backend", "kind"],
     registry=REGISTRY,
 )
@@ -207,13 +208,22 @@ def set_config(version: str, ok: bool) -> None:
 
 
 def record_usage(
-    model: str, backend: str, input_tokens: int, output_tokens: int, cached: int, reasoning: int = 0
+    model: str,
+    backend: str,
+    input_tokens: int,
+    output_tokens: int,
+    cached: int,
+    cache_write: int = 0,
+    reasoning: int = 0,
 ) -> None:
-    """``reasoning`` is the part of ``output_tokens`` spent thinking (kind ``reasoning``)."""
+    """``cached`` input tokens read from a prompt cache, ``cache_write`` written to one;
+    ``reasoning`` is the part of ``output_tokens`` spent thinking (kind ``reasoning``)."""
     child(TOKENS, model, backend, "input").inc(input_tokens)
     child(TOKENS, model, backend, "output").inc(output_tokens)
     if cached:
-        child(TOKENS, model, backend, "cached_input").inc(cached)
+        child(TOKENS, model, backend, "cache_read").inc(cached)
+    if cache_write:
+        child(TOKENS, model, backend, "cache_write").inc(cache_write)
     if reasoning:
         child(TOKENS, model, backend, "reasoning").inc(reasoning)
 

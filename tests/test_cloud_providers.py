@@ -201,6 +201,10 @@ def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         for m, chain in FAILOVER_MODELS.items()
     }
+    models["claude-vertex-cached"] = {
+        "backends": [{"provider": "vertex_anthropic", "model": "claude-sonnet-4-6"}],
+        "auto_cache": True,
+    }
     cfg, env = cloud_config(tmp, models, extra_providers=direct_providers())
     stack = start_stack(tmp, cfg, {**env, "AZURE_OPENAI_API_KEY": AZURE_KEY})
     yield stack
@@ -515,3 +519,18 @@ def test_cloud_config_is_checked(tmp_path: Path) -> None:
         "c.yaml: providers.b: set an API key (api_key_env, api_key_file) or oauth, not both",
     ):
         assert want in problems, (want, problems)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_prompt_caching_on_claude_on_vertex(clouds: Stack, cmocks: MockAdmin, stream: bool) -> None:
+    """Claude on Vertex caches as Anthropic does (docs/caching.md): an OpenAI client gets
+    breakpoints from the model's auto_cache and reads from its second turn; an Anthropic
+    client's own cache_control passes through."""
+    from tests.test_caching_e2e import anthropic_turns, openai_turns
+
+    turns = openai_turns(clouds, "claude-vertex-cached", stream, turns=2)
+    assert turns[0][0] == 0 and turns[1][0] > 1200, turns
+    body = cmocks.stats("vertex_anthropic")["last_request"]["body"]
+    assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
+    reads = [r for r, _ in anthropic_turns(clouds, "claude-vertex-only", stream)]
+    assert reads[0] == 0 and reads[1] >= 1200, reads

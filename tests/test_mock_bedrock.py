@@ -534,3 +534,18 @@ def test_stats_never_keep_a_secret(mocks: BackgroundMocks) -> None:
     text = json.dumps(_stats(mocks))
     assert "session-token-value" not in text and hashlib.sha256(SECRET.encode()).hexdigest() not in text
     assert SECRET not in text
+
+
+def test_cache_points_are_written_then_read(mocks: BackgroundMocks) -> None:
+    """A cachePoint after 1200 words of system prompt: written on the first call, read on the
+    second (Bedrock prompt caching; inputTokens leaves out what the cache counts)."""
+    system = [{"text": " ".join(f"cp{k}" for k in range(1200))}, {"cachePoint": {"type": "default"}}]
+    first = client(mocks).converse(modelId=MODEL, system=system, messages=[user("question one")])
+    assert first["usage"]["cacheWriteInputTokens"] == 1200
+    assert first["usage"]["cacheReadInputTokens"] == 0
+    assert first["usage"]["inputTokens"] == 2
+    second = client(mocks).converse(modelId=MODEL, system=system, messages=[user("question two")])
+    assert second["usage"]["cacheReadInputTokens"] == 1200
+    assert second["usage"]["cacheWriteInputTokens"] == 0
+    plain = client(mocks).converse(modelId=MODEL, system=system[:1], messages=[user("question three")])
+    assert "cacheReadInputTokens" not in plain["usage"]  # no cache point: nothing cached or read

@@ -22,7 +22,7 @@ from ..catalog.limits import clamp_to_model
 from ..dialects import DEFAULT, get_dialect
 from ..errors import GatewayError
 from ..state import GatewayState
-from ..translation import names
+from ..translation import caching, names
 from . import operations as ops
 from .plan import prepare_reasoning, serialise
 
@@ -88,6 +88,8 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
             ir.stream = stream
             default_max = clamp_to_model(ir, target.caps, settings.default_max_tokens)
             prepare_reasoning(ir, target, dst.codec)
+            if settings.auto_cache and dst.codec.cache_breakpoints:
+                caching.place_breakpoints(ir, dst.codec.cache_breakpoints)
             out = dst.codec.build_request(
                 names.fit_request(ir, names.rules_for(dst.codec, target.caps)),
                 target.upstream_model,

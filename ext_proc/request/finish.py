@@ -68,10 +68,15 @@ def finish(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
         )
         if answered is not None and answered.price is not None:
             cost = cost_usd(
-                answered.price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens
+                answered.price,
+                usage.input_tokens,
+                usage.cached_input_tokens,
+                usage.output_tokens,
+                usage.cache_write_tokens,
             )
             fields["cost_usd"] = round(cost, 8)
     failover = None
@@ -123,7 +128,13 @@ def apply(state: GatewayState, plan: RoutePlan, done: Finished) -> None:
     u = done.usage
     if u is not None:
         metrics.record_usage(
-            model, done.backend, u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens
+            model,
+            done.backend,
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_input_tokens,
+            cache_write=u.cache_write_tokens,
+            reasoning=u.reasoning_tokens,
         )
 
 

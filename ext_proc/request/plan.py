@@ -43,7 +43,7 @@ from ..pools import route as pools_route
 from ..routing import Candidates
 from ..routing.targets import BackendTarget
 from ..state import GatewayState
-from ..translation import names, reasoning
+from ..translation import caching, names, reasoning
 from ..translation.codec import Codec
 from ..translation.fields import check_depth, too_deep
 from ..translation.ir import ChatRequest
@@ -294,6 +294,8 @@ def _route(
         # The target model's limits (catalog): clamp the output cap, refuse what cannot fit.
         default_max = clamp_to_model(ir, primary.caps, settings.default_max_tokens)
         codec = target.dialect.codec
+        if settings.auto_cache and codec.cache_breakpoints:
+            caching.place_breakpoints(ir, codec.cache_breakpoints)
         rules = names.rules_for(codec, primary.caps)
         renamed = names.renames(ir, rules)
         out = codec.build_request(

@@ -38,7 +38,7 @@ def apply_unmapped(req: ChatRequest, body: dict[str, Any], dialect: str, drop: b
     for path in req.unmapped:
         if same and path in req.unmapped_values:
             set_path(body, path, req.unmapped_values[path])
-        elif not drop:
+        elif not drop or path in req.unmapped_required:
             raise unsupported(path, dialect, req.unmapped_reasons.get(path))
 
 
@@ -88,6 +88,9 @@ class Codec(ABC):
     #: how a backend of this dialect can be told how hard to think ("budget", "adaptive",
     #: "level", "effort"; ``translation.reasoning``), the default first; its config may override
     reasoning_styles: tuple[str, ...] = ("effort",)
+    # How many prompt-cache breakpoints (the IR parts' ``cache``) a request of this dialect may
+    # carry; 0: none (they are dropped), and a model's ``auto_cache`` places none for it.
+    cache_breakpoints: int = 0
 
     # ---- requests ----------------------------------------------------------
     @abstractmethod

@@ -13,6 +13,9 @@ Conventions:
   separately convert).
 - Tool-call arguments are JSON text, as most dialects stream them.
 - Stop reasons use the canonical names in ``STOP_REASONS``.
+- A prompt-cache breakpoint (a dialect's explicit cache marker) is the ``cache`` field of the
+  part, system part or tool it ends: its TTL (``CACHE_TTLS``). Targets without breakpoints
+  drop it (it never changes the answer); see docs/caching.md.
 """
 
 from __future__ import annotations
@@ -40,9 +43,15 @@ StopReason = Literal[
 ]
 
 
+# Prompt-cache TTLs a breakpoint can ask for (default 5 minutes).
+CACHE_TTLS = ("5m", "1h")
+DEFAULT_CACHE_TTL = "5m"
+
+
 @dataclass(slots=True)
 class TextPart:
     text: str
+    cache: str | None = None  # a cache breakpoint ends here (its TTL)
 
 
 @dataclass(slots=True)
@@ -55,6 +64,7 @@ class ImagePart:
     # Where the client put this part (the field path in its own dialect), so a target that cannot
     # take it names the client's field, not an IR index; not part of the part's value.
     path: str | None = field(default=None, compare=False, repr=False)
+    cache: str | None = None
 
 
 @dataclass(slots=True)
@@ -69,6 +79,7 @@ class FilePart:
     url: str | None = None
     filename: str | None = None
     path: str | None = field(default=None, compare=False, repr=False)  # as ``ImagePart.path``
+    cache: str | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +92,7 @@ class ToolCallPart:
     name: str
     arguments: str = "{}"
     signature: str | None = None
+    cache: str | None = None
 
 
 @dataclass(slots=True)
@@ -96,6 +108,7 @@ class ToolResultPart:
     name: str | None = None
     is_error: bool = False
     path: str | None = field(default=None, compare=False, repr=False)  # as ``ImagePart.path``
+    cache: str | None = None
 
 
 @dataclass(slots=True)
@@ -166,6 +179,7 @@ class Tool:
     # The client asked that calls follow ``parameters`` exactly (a tool's ``strict``);
     # None: not said. Targets with a strict mode send it; others drop it (documented).
     strict: bool | None = None
+    cache: str | None = None  # a cache breakpoint ends the tools here
 
 
 @dataclass(slots=True)
@@ -229,6 +243,8 @@ class ChatRequest:
     # Budget / mode / thought summaries (None: the client said nothing beyond the effort).
     thinking: Thinking | None = None
     user: str | None = None
+    # A prompt-cache routing key the client gave its provider; a hint only, dropped elsewhere.
+    prompt_cache_key: str | None = None
     stream: bool = False
     # The client asked for usage in its stream (dialects where that is optional).
     stream_include_usage: bool = False
@@ -237,6 +253,9 @@ class ChatRequest:
     # Why an unmapped path cannot go to other dialects, where more can be said than
     # "cannot be expressed" (e.g. a provider's own file reference).
     unmapped_reasons: dict[str, str] = field(default_factory=dict)
+    # Unmapped paths refused even where config drops unsupported fields, since leaving them out
+    # changes the answer (e.g. a reference to a prompt cached at the client's provider).
+    unmapped_required: list[str] = field(default_factory=list)
     # The dialect this request was parsed from, and the raw values of those
     # unmapped paths that address plain object fields (no list index), e.g.
     # ``logprobs`` or ``config.someOption``. A codec building a

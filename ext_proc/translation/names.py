@@ -135,7 +135,7 @@ def fit_request(req: ChatRequest, rules: ToolRules) -> ChatRequest:
         return p
 
     messages = [Message(m.role, [part(p) for p in m.parts]) for m in req.messages]
-    tools = [replace(t, name=fit(t.name, name)) for t in req.tools]
+    tools = [replace(t, name=fit(t.name, name)) for t in req.tools]  # strict and cache kept
     choice = req.tool_choice
     if choice is not None and choice.name is not None:
         choice = ToolChoice(choice.mode, fit(choice.name, name))

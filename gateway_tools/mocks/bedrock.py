@@ -47,6 +47,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from .anthropic_messages import _Anthropic
 from .common import (
     _INVALID,
     _b62,
@@ -220,6 +221,54 @@ class _Bedrock(_Provider):
 
     def model_of(self, request: web.Request, body: Any) -> str | None:
         return request.match_info.get("model_id") or None
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        # Bedrock caches a Claude prompt as Anthropic does (same minimum, 5-minute TTL, at most
+        # 4 checkpoints), a ``cachePoint`` block standing where ``cache_control`` would
+        # (https://docs.aws.amazon.com/bedrock/latest/userguide/prompt-caching.html): the
+        # Anthropic mock's cache, fed an Anthropic-shaped view of the body.
+        self.claude_cache = _Anthropic(spec)
+
+    @staticmethod
+    def as_anthropic(body: dict[str, Any]) -> dict[str, Any]:
+        """The body's prompt as Anthropic blocks (each Converse block one text block), with a
+        ``cache_control`` on each block a ``cachePoint`` follows."""
+
+        def blocks(items: Any, text_of: Any) -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for b in items if isinstance(items, list) else []:
+                if not isinstance(b, dict):
+                    continue
+                if "cachePoint" in b:
+                    if out:
+                        out[-1]["cache_control"] = {"type": "ephemeral"}
+                    continue
+                out.append({"type": "text", "text": text_of(b)})
+            return out
+
+        def text(b: dict[str, Any]) -> str:
+            if isinstance(b.get("text"), str):
+                return str(b["text"])
+            res = b.get("toolResult")
+            if isinstance(res, dict):
+                return " ".join(
+                    str(c.get("text", "")) for c in res.get("content") or [] if isinstance(c, dict)
+                )
+            return orjson.dumps(b).decode()
+
+        tools = (
+            (body.get("toolConfig") or {}).get("tools") if isinstance(body.get("toolConfig"), dict) else None
+        )
+        return {
+            "system": blocks(body.get("system"), text),
+            "messages": [
+                {"role": m.get("role"), "content": blocks(m.get("content"), text)}
+                for m in body.get("messages") or []
+                if isinstance(m, dict)
+            ],
+            "tools": blocks(tools, lambda t: orjson.dumps(t).decode()),
+        }
 
     def is_stream(self, request: web.Request, body: Any) -> bool:
         return request.method == "POST" and request.path.endswith("/converse-stream")
@@ -759,11 +808,16 @@ class _Bedrock(_Provider):
         stop = {"tool": "tool_use", "length": "max_tokens", "stop_sequence": "stop_sequence"}.get(
             reply.finish, "end_turn"
         )
+        view = self.as_anthropic(body)
+        read, write = self.claude_cache.cache_usage(view, model, convo.input_tokens)
+        # Converse's inputTokens leaves out the cache reads and writes it counts apart.
         usage = {
-            "inputTokens": convo.input_tokens,
+            "inputTokens": convo.input_tokens - read - write,
             "outputTokens": reply.output_tokens,
             "totalTokens": convo.input_tokens + reply.output_tokens,
         }
+        if read or write:
+            usage |= {"cacheReadInputTokens": read, "cacheWriteInputTokens": write}
         # One toolUse block per call: parallel calls are several blocks of one message.
         calls = (reply.calls or [(reply.tool_name, reply.tool_args)]) if reply.finish == "tool" else []
         ids = [self.issue_id("tooluse_" + _b62(22)) for _ in calls]

@@ -794,9 +794,11 @@ class _Gemini(_Provider):
         # with a non-zero budget, so that plain requests keep word-count usage; signatures on calls
         # come from every thinking model, as the real ones send them.
         thought_tokens = len(f"Thinking about: {convo.user_text}".split()) if convo.thinking else 0
+        system = (body or {}).get("systemInstruction") or (body or {}).get("system_instruction")
+        # The prompt's prefix starts with the system instruction (implicit caching reads it too).
         prompt_words = [
             w
-            for c in (body or {}).get("contents") or []
+            for c in [system, *((body or {}).get("contents") or [])]
             if isinstance(c, dict)
             for p in c.get("parts") or []
             if isinstance(p, dict) and isinstance(p.get("text"), str)

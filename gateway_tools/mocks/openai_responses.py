@@ -157,6 +157,19 @@ def _event(kind: str, seq: int, payload: dict[str, Any]) -> bytes:
     )
 
 
+def _item_text(item: Any) -> str:
+    """The words an input item adds to the prompt (for the prompt cache's prefixes)."""
+    if isinstance(item, str):
+        return item
+    if not isinstance(item, dict):
+        return ""
+    content = item.get("content")
+    if isinstance(content, list):
+        content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    parts = [content, item.get("output"), item.get("arguments")]
+    return " ".join(p for p in parts if isinstance(p, str))
+
+
 class _OpenAIPlatform(_OpenAI):
     """Chat Completions and Responses on one server."""
 
@@ -723,9 +736,12 @@ class _OpenAIPlatform(_OpenAI):
         incomplete = reply.finish == "length"
         output = self.output_items(reply, body, incomplete)
         reasoning = 2 if output[0]["type"] == "reasoning" else 0
+        # Automatic prompt caching, as for Chat Completions (the same cache: one platform).
+        prompt_words = " ".join([str(body.get("instructions") or ""), *map(_item_text, items)]).split()
+        cached = min(self.prompt_cache.hit(convo.model, prompt_words), convo.input_tokens)
         usage = {
             "input_tokens": convo.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": reply.output_tokens + reasoning,
             "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": convo.input_tokens + reply.output_tokens + reasoning,

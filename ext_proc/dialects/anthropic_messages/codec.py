@@ -7,8 +7,9 @@ fields are unmapped with their raw values; server tools (``web_search_...``),
 path. ``document`` blocks (base64 or URL PDFs, plain text) are IR documents, their
 ``title`` the file name. ``output_config.format`` (a JSON schema) is the structured output;
 other ``output_config`` keys are unmapped by path. Ignored because they never change the
-generated text: ``service_tier``, ``cache_control`` markers, ``citations`` on
-text blocks.
+generated text: ``service_tier``, ``citations`` on text blocks. ``cache_control`` on system,
+tool and message blocks is the IR's cache breakpoint (``cache``, its TTL) and is rendered back
+where the IR part lands; targets without breakpoints drop it (docs/caching.md).
 
 Reasoning (docs/reasoning.md): ``thinking`` (enabled + budget_tokens, adaptive, disabled)
 and ``output_config.effort`` are the IR's reasoning controls; ``thinking`` and
@@ -58,6 +59,8 @@ from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
+    CACHE_TTLS,
+    DEFAULT_CACHE_TTL,
     PDF,
     PLAIN_TEXT,
     BlockDelta,
@@ -251,6 +254,36 @@ def _parse_output_config(oc: Any, unmapped: list[str], values: dict[str, Any]) -
     return rf
 
 
+def _cache_mark(block: dict[str, Any], path: str) -> str | None:
+    """A block's ``cache_control`` as the IR's breakpoint TTL (None: no breakpoint).
+    The API takes ``{"type": "ephemeral"}`` with an optional ``ttl`` of 5m or 1h
+    (https://docs.claude.com/en/docs/build-with-claude/prompt-caching)."""
+    cc = block.get("cache_control")
+    if cc is None:
+        return None
+    if not isinstance(cc, dict):
+        raise _type_error(f"{path}.cache_control", "an object")
+    if cc.get("type") != "ephemeral":
+        raise invalid(f"'{path}.cache_control.type' must be 'ephemeral'", f"{path}.cache_control.type")
+    ttl = cc.get("ttl", DEFAULT_CACHE_TTL)
+    if ttl not in CACHE_TTLS:
+        raise invalid(
+            f"'{path}.cache_control.ttl' must be one of {', '.join(CACHE_TTLS)}", f"{path}.cache_control.ttl"
+        )
+    return str(ttl)
+
+
+def _cache_control(ttl: str | None) -> dict[str, Any]:
+    """The ``cache_control`` key of a block whose IR part ends a cache breakpoint."""
+    if ttl is None:
+        return {}
+    return {
+        "cache_control": {"type": "ephemeral"}
+        if ttl == DEFAULT_CACHE_TTL
+        else {"type": "ephemeral", "ttl": ttl}
+    }
+
+
 def _parse_text_blocks(value: Any, path: str) -> list[TextPart]:
     """``system`` and similar: a string or a list of text blocks."""
     if isinstance(value, str):
@@ -262,7 +295,7 @@ def _parse_text_blocks(value: Any, path: str) -> list[TextPart]:
         if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
             raise _type_error(f"{path}[{j}]", "a text block")
         if b["text"]:
-            out.append(TextPart(b["text"]))
+            out.append(TextPart(b["text"], _cache_mark(b, f"{path}[{j}]")))
     return out
 
 
@@ -296,7 +329,9 @@ def _parse_tool_result(
                 unmapped.append(cpath)
     elif content is not None:
         raise _type_error(f"{path}.content", "a string or an array of blocks")
-    return ToolResultPart(tid, parts, name, block.get("is_error") is True, path)
+    return ToolResultPart(
+        tid, parts, name, block.get("is_error") is True, path, cache=_cache_mark(block, path)
+    )
 
 
 def _parse_messages(messages: Any, unmapped: list[str], reasons: dict[str, str]) -> list[Message]:
@@ -318,18 +353,21 @@ def _parse_messages(messages: Any, unmapped: list[str], reasons: dict[str, str])
         elif isinstance(content, list):
             for bpath, b in _objects(content, f"{path}.content"):
                 bt = b.get("type")
+                mark = _cache_mark(b, bpath)
                 if bt == "text":
                     if not isinstance(b.get("text"), str):
                         raise _type_error(f"{bpath}.text", "a string")
                     if b["text"]:
-                        append_part(out, role, TextPart(b["text"]))
+                        append_part(out, role, TextPart(b["text"], mark))
                 elif bt == "image":
                     img = _parse_image(b, bpath, unmapped)
                     if img is not None:
+                        img.cache = mark
                         append_part(out, role, img)
                 elif bt == "document" and role == "user":
                     doc = _parse_document(b, bpath, unmapped, reasons)
                     if doc is not None:
+                        doc.cache = mark
                         append_part(out, role, doc)
                 elif bt == "tool_use" and role == "assistant":
                     tid = _nonempty_str(b.get("id"), f"{bpath}.id")
@@ -338,7 +376,7 @@ def _parse_messages(messages: Any, unmapped: list[str], reasons: dict[str, str])
                     if not isinstance(inp, dict):
                         raise _type_error(f"{bpath}.input", "an object")
                     names[tid] = name
-                    append_part(out, role, ToolCallPart(tid, name, orjson.dumps(inp).decode()))
+                    append_part(out, role, ToolCallPart(tid, name, orjson.dumps(inp).decode(), cache=mark))
                 elif bt == "tool_result" and role == "user":
                     append_part(out, "tool", _parse_tool_result(b, bpath, names, unmapped))
                 elif bt in ("thinking", "redacted_thinking") and role == "assistant":
@@ -512,7 +550,9 @@ def _parse_tools(tools: Any, unmapped: list[str]) -> list[Tool]:
         strict = t.get("strict")
         if strict is not None and not isinstance(strict, bool):
             raise _type_error(f"{path}.strict", "a boolean")
-        out.append(Tool(_nonempty_str(t.get("name"), f"{path}.name"), desc, schema, strict))
+        out.append(
+            Tool(_nonempty_str(t.get("name"), f"{path}.name"), desc, schema, strict, _cache_mark(t, path))
+        )
     return out
 
 
@@ -552,6 +592,7 @@ def _tool(t: Tool) -> dict[str, Any]:
     out["input_schema"] = t.parameters
     if t.strict and all_closed(t.parameters):  # strict tool use requires closed objects
         out["strict"] = True
+    out.update(_cache_control(t.cache))
     return out
 
 
@@ -587,7 +628,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
         if not role:
             return
         content: Any = results + blocks
-        if role == "user" and not results and len(blocks) == 1 and blocks[0]["type"] == "text":
+        if role == "user" and not results and len(blocks) == 1 and set(blocks[0]) == {"type", "text"}:
             content = blocks[0]["text"]
         out.append({"role": role, "content": content})
 
@@ -600,13 +641,13 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
             blocks = []
         for j, p in enumerate(m.parts):
             if isinstance(p, TextPart):
-                blocks.append({"type": "text", "text": p.text})
+                blocks.append({"type": "text", "text": p.text, **_cache_control(p.cache)})
             elif isinstance(p, ImagePart):
                 if target == "assistant":
                     if drop:
                         continue
                     raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
-                blocks.append(_image_block(p))
+                blocks.append({**_image_block(p), **_cache_control(p.cache)})
             elif isinstance(p, FilePart):
                 # A document block takes PDFs, inline or by URL, and plain text, in a user turn.
                 doc = None if target == "assistant" else _document_block(p)
@@ -614,7 +655,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     if drop:
                         continue
                     raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
-                blocks.append(doc)
+                blocks.append({**doc, **_cache_control(p.cache)})
             elif isinstance(p, ReasoningPart):
                 if target == "assistant" and _ours(p, req):
                     blocks.append(_thinking_block(p))
@@ -630,6 +671,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         "id": p.id,
                         "name": p.name,
                         "input": _args_object(p.arguments, f"messages[{i}].content[{j}].arguments"),
+                        **_cache_control(p.cache),
                     }
                 )
             else:
@@ -648,6 +690,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         ]
                 if p.is_error:
                     block["is_error"] = True
+                block.update(_cache_control(p.cache))
                 results.append(block)
     flush()
     return _without_blank_assistant_text(out)
@@ -1025,6 +1068,7 @@ TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 128), call_id=Rule(r"[a-zA-Z
 
 
 class AnthropicCodec(Codec):
+    cache_breakpoints = 4  # "A maximum of 4 blocks with cache_control may be provided"
     dialect = DIALECT
     tool_rules = TOOL_RULES
     field_names = {
@@ -1122,8 +1166,8 @@ class AnthropicCodec(Codec):
         if req.system:
             body["system"] = (
                 req.system[0].text
-                if len(req.system) == 1
-                else [{"type": "text", "text": p.text} for p in req.system]
+                if len(req.system) == 1 and req.system[0].cache is None
+                else [{"type": "text", "text": p.text, **_cache_control(p.cache)} for p in req.system]
             )
         # Temperature is passed as is: Anthropic accepts 0..1 and rejects more
         # rather than the gateway silently rescaling the client's value.

@@ -26,7 +26,9 @@ Mapping notes:
   ``reasoningContent`` blocks (``reasoningText`` with its signature, or
   ``redactedContent``) are IR reasoning parts, of Claude's signature family;
 - usage: ``inputTokens`` excludes cache reads and writes, which Converse counts
-  in ``cacheReadInputTokens`` / ``cacheWriteInputTokens`` (IR input = all three).
+  in ``cacheReadInputTokens`` / ``cacheWriteInputTokens`` (IR input = all three);
+- a ``cachePoint`` block (system, tools, message content) is the IR cache breakpoint on
+  what it follows, and an IR breakpoint becomes a ``cachePoint`` after its block.
 
 Streams are AWS event-stream frames (``eventstream``), decoded to the events
 ``messageStart``, ``contentBlockStart`` (tool calls only: a text block starts
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -62,6 +65,7 @@ from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
+    DEFAULT_CACHE_TTL,
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -73,6 +77,7 @@ from ...translation.ir import (
     MessageDelta,
     MessageStart,
     MessageStop,
+    Part,
     ReasoningPart,
     ResponseFormat,
     StopReason,
@@ -324,7 +329,7 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
             elif member == "reasoningContent" and role == "assistant":
                 append_part(out, role, _parse_reasoning_block(value, f"{bpath}.reasoningContent"))
             elif member == "cachePoint":
-                continue  # a cache point changes no text
+                _mark_last(out[-1].parts if out else [], value, bpath)
             else:
                 unmapped.append(bpath)
     return out
@@ -424,6 +429,25 @@ def _build_thinking(req: ChatRequest, body: dict[str, Any]) -> None:
     extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
 
 
+def _mark_last(parts: Sequence[Part | Tool], point: Any, path: str) -> None:
+    """A ``cachePoint`` block: the IR breakpoint on what it follows (none before it: nothing to
+    cache). CachePointBlock is ``{"type": "default"}`` (Bedrock API reference, CachePointBlock)."""
+    if not isinstance(point, dict) or point.get("type") != "default":
+        raise invalid(f"'{path}.cachePoint.type' must be 'default'", f"{path}.cachePoint.type")
+    if parts and not isinstance(parts[-1], ReasoningPart):  # a thought is not cached apart
+        parts[-1].cache = DEFAULT_CACHE_TTL
+
+
+def _cache_point(blocks: list[dict[str, Any]], ttl: str | None) -> None:
+    """After a block whose IR part ends a cache breakpoint, a ``cachePoint`` (Converse has no TTL
+    choice: its default, 5 minutes)."""
+    if ttl is not None and blocks:
+        blocks.append(_CACHE_POINT)
+
+
+_CACHE_POINT: dict[str, Any] = {"cachePoint": {"type": "default"}}
+
+
 def _parse_system(system: Any, unmapped: list[str]) -> list[TextPart]:
     if not isinstance(system, list):
         raise _type_error("system", "an array of system content blocks")
@@ -432,7 +456,9 @@ def _parse_system(system: Any, unmapped: list[str]) -> list[TextPart]:
         member, value = _union(b, path)
         if member == "text":
             out.append(TextPart(_nonempty_str(value, f"{path}.text")))
-        elif member != "cachePoint":
+        elif member == "cachePoint":
+            _mark_last(out, value, path)
+        else:
             unmapped.append(path)  # guardContent
     return out
 
@@ -447,6 +473,7 @@ def _parse_tool_config(tc: Any, unmapped: list[str]) -> tuple[list[Tool], ToolCh
     for path, t in _objects(tools_raw, "toolConfig.tools"):
         member, spec = _union(t, path)
         if member == "cachePoint":
+            _mark_last(tools, spec, path)
             continue
         if member != "toolSpec" or not isinstance(spec, dict):
             unmapped.append(path)  # system tools
@@ -557,6 +584,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 # messages.N.content.M is blank"): whitespace says nothing, so it is left out.
                 if p.text.strip():
                     blocks.append({"text": p.text})
+                    _cache_point(blocks, p.cache)
             elif isinstance(p, ImagePart):
                 if target == "assistant":
                     if drop:
@@ -565,6 +593,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                 img = _image_block(p, path, drop)
                 if img is not None:
                     blocks.append(img)
+                    _cache_point(blocks, p.cache)
             elif isinstance(p, FilePart):
                 doc = None if target == "assistant" else _document_block(p, len(blocks))
                 if doc is None:
@@ -572,6 +601,7 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(path, DIALECT)  # a URL (Converse reads bytes or S3), or another type
                 blocks.append(doc)
+                _cache_point(blocks, p.cache)
             elif isinstance(p, ReasoningPart):
                 block = _reasoning_block(p, req) if target == "assistant" else None
                 if block is not None:
@@ -590,12 +620,14 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         }
                     }
                 )
+                _cache_point(blocks, p.cache)
             else:
                 if target == "assistant":
                     if drop:
                         continue
                     raise unsupported(path, DIALECT)
                 results.append(_result_block(p, path, drop))
+                _cache_point(results, p.cache)
     flush()
     return out
 
@@ -628,6 +660,7 @@ def _tool_config(req: ChatRequest, drop: bool) -> dict[str, Any] | None:
             spec["description"] = t.description
         spec["inputSchema"] = {"json": t.parameters}
         tools.append({"toolSpec": spec})
+        _cache_point(tools, t.cache)
     out: dict[str, Any] = {"tools": tools}
     if tc is not None and tc.mode != "auto":
         out["toolChoice"] = {"any": {}} if tc.mode == "required" else {"tool": {"name": tc.name}}
@@ -923,6 +956,7 @@ TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(r"[a-zA-Z0
 
 
 class BedrockCodec(Codec):
+    cache_breakpoints = 4  # a request takes at most 4 cache checkpoints (Bedrock prompt caching)
     dialect = DIALECT
     tool_rules = TOOL_RULES
     reasoning_styles = ("budget", "adaptive")
@@ -1034,7 +1068,12 @@ class BedrockCodec(Codec):
             refuse_json_mode(req, DIALECT)
         body: dict[str, Any] = {"messages": _build_messages(req, drop)}
         if req.system:
-            body["system"] = [{"text": p.text} for p in req.system if p.text]
+            system: list[dict[str, Any]] = []
+            for p in req.system:
+                if p.text:
+                    system.append({"text": p.text})
+                    _cache_point(system, p.cache)
+            body["system"] = system
         inference: dict[str, Any] = {
             "maxTokens": req.max_tokens if req.max_tokens is not None else default_max_tokens
         }

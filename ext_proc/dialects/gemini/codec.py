@@ -12,7 +12,8 @@ without an id answers the earliest unanswered call of the same name. Calls in
 backend responses without an id get a random ``call_<hex>`` (ids must not
 repeat across the turns of one conversation).
 
-Unmapped-field policy: ``safetySettings``, ``cachedContent``, unknown
+Unmapped-field policy: ``safetySettings``, ``cachedContent`` (refused towards other backends
+even with ``drop_unsupported``: the cached prompt is provider state), unknown
 top-level and ``generationConfig`` fields (``responseModalities`` other than ``["TEXT"]``,
 ``responseLogprobs``...), non-function tools (``googleSearch``, ``codeExecution``...), media
 other than images, PDFs and plain text, ``fileData`` URIs only Google can read (Files API,
@@ -1139,12 +1140,22 @@ class GeminiCodec(Codec):
         model = path_model[7:] if path_model.startswith("models/") else path_model
         unmapped: list[str] = []
         values: dict[str, Any] = {}
+        reasons: dict[str, str] = {}
+        required: list[str] = []
         for key, value in body.items():
             ck = _camel(key)
             if ck in _TOP_HANDLED or ck in _TOP_IGNORED or value is None:
                 continue
             unmapped.append(ck)  # safetySettings, cachedContent, ...
             values[ck] = value
+        if "cachedContent" in values:
+            # Part of the prompt lives in the provider's cache: no other backend can see it, and
+            # leaving it out (drop_unsupported) would change the answer.
+            reasons["cachedContent"] = (
+                "it names content cached at the Gemini provider (provider state); "
+                "send the cached content in the request instead"
+            )
+            required.append("cachedContent")
         system: list[TextPart] = []
         si = _g(body, "systemInstruction", "system_instruction")
         if si is not None:
@@ -1157,7 +1168,6 @@ class GeminiCodec(Codec):
                     raise _type_error(f"systemInstruction.parts[{j}]", "a text part")
                 if p["text"]:
                     system.append(TextPart(p["text"]))
-        reasons: dict[str, str] = {}
         req = ChatRequest(
             model=model,
             messages=read_system(_parse_contents(body.get("contents"), unmapped, reasons)),
@@ -1167,6 +1177,7 @@ class GeminiCodec(Codec):
             stream=path_stream,
             unmapped=unmapped,
             unmapped_reasons=reasons,
+            unmapped_required=required,
             source_dialect=DIALECT,
             field_names=self.field_names,
             unmapped_values=values,

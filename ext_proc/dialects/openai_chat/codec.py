@@ -8,7 +8,8 @@ Unmapped-field policy (client -> IR): top-level fields the IR cannot carry
 neutral value (``null``, ``logprobs: false``, ``modalities: ["text"]``,
 ``logit_bias: {}``). Fields that only concern OpenAI's own bookkeeping or speed and
 never change the generated text (``store``, ``metadata``, ``service_tier``,
-``prompt_cache_key``, ``prediction``) are ignored. ``safety_identifier`` is the end
+``prediction``) are ignored. ``prompt_cache_key`` (a prompt-cache routing hint) is carried
+to OpenAI backends, Chat and Responses, and dropped towards others. ``safety_identifier`` is the end
 user, as ``user`` is (``user`` wins when both are sent). Per message, the
 participant ``name`` and an image's ``detail`` hint are ignored; ``file`` parts with
 ``file_data`` are documents (a ``file_id`` only OpenAI can resolve is unmapped); audio
@@ -94,7 +95,7 @@ DIALECT = "openai"
 # travel sealed in the tool-call ids.
 _REASONING_KEYS = ("reasoning_content", "reasoning")
 
-_IGNORED = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "prediction"})
+_IGNORED = frozenset({"store", "metadata", "service_tier", "prediction"})
 # Values of unmappable fields that mean "feature off": not worth refusing a request for.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logprobs": (False,),
@@ -118,6 +119,7 @@ _HANDLED = frozenset(
         "response_format",
         "user",
         "safety_identifier",
+        "prompt_cache_key",
         "stream",
         "stream_options",
         "tools",
@@ -605,6 +607,9 @@ def usage_from_openai(u: Any, path: str = "usage") -> Usage:
         reasoning_tokens=_count(
             out.get("reasoning_tokens"), f"{path}.completion_tokens_details.reasoning_tokens"
         ),
+        cache_write_tokens=_count(
+            details.get("cache_write_tokens"), f"{path}.prompt_tokens_details.cache_write_tokens"
+        ),
     )
 
 
@@ -613,7 +618,9 @@ def usage_to_openai(u: Usage) -> dict[str, Any]:
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
         "total_tokens": u.input_tokens + u.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        # Cache writes (a backend with explicit breakpoints) as the Responses API names them.
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens}
+        | ({"cache_write_tokens": u.cache_write_tokens} if u.cache_write_tokens else {}),
         "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
     }
 
@@ -1106,6 +1113,7 @@ class OpenAICodec(Codec):
             response_format=_parse_response_format(body.get("response_format")),
             reasoning_effort=_opt_str(body, "reasoning_effort", "reasoning_effort"),
             user=_opt_str(body, "user", "user") or _opt_str(body, "safety_identifier", "safety_identifier"),
+            prompt_cache_key=_opt_str(body, "prompt_cache_key", "prompt_cache_key"),
             stream=stream,
             stream_include_usage=include_usage,
             unmapped=unmapped,
@@ -1153,6 +1161,8 @@ class OpenAICodec(Codec):
         _build_effort(req, body)
         if req.user is not None:
             body["user"] = req.user
+        if req.prompt_cache_key is not None:
+            body["prompt_cache_key"] = req.prompt_cache_key
         if req.tools:
             body["tools"] = [{"type": "function", "function": _function(t)} for t in req.tools]
         tc = req.tool_choice

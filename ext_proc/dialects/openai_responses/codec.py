@@ -18,8 +18,9 @@ built-in tools (``web_search``, ``file_search``, ``code_interpreter``,
 tool choices, ``reasoning`` members other than ``effort`` and ``summary``, ``text.verbosity``, ``include`` beyond ``reasoning.encrypted_content``,
 ``truncation: auto``, ``top_logprobs``, ``max_tool_calls``, ``prompt`` and
 unknown fields. Bookkeeping that never changes the generated text is ignored:
-``store``, ``metadata``, ``service_tier``, ``prompt_cache_key``,
-``prompt_cache_retention``, ``stream_options``. ``safety_identifier`` is the end user, as
+``store``, ``metadata``, ``service_tier``, ``prompt_cache_retention``, ``stream_options``.
+``prompt_cache_key`` (a prompt-cache routing hint) is carried to OpenAI backends, Chat and
+Responses, and dropped towards others. ``safety_identifier`` is the end user, as
 ``user`` is (``user`` wins when both are sent).
 ``previous_response_id`` has been resolved before parsing (``state.expand``).
 
@@ -110,6 +111,7 @@ _HANDLED = frozenset(
         "stream",
         "user",
         "safety_identifier",
+        "prompt_cache_key",
         "previous_response_id",
         "include",
         "reasoning",
@@ -120,7 +122,6 @@ _IGNORED = frozenset(
         "store",
         "metadata",
         "service_tier",
-        "prompt_cache_key",
         "prompt_cache_retention",
         "stream_options",
     }
@@ -1307,6 +1308,9 @@ class ResponsesCodec(Codec):
         if sid is not None and not isinstance(sid, str):
             raise _type_error("safety_identifier", "a string")
         user = user or sid
+        pck = body.get("prompt_cache_key")
+        if pck is not None and not isinstance(pck, str):
+            raise _type_error("prompt_cache_key", "a string")
         return ChatRequest(
             model=model,
             messages=messages,
@@ -1321,6 +1325,7 @@ class ResponsesCodec(Codec):
             reasoning_effort=_parse_reasoning(body.get("reasoning"), unmapped, values),
             thinking=_parse_summary(body.get("reasoning")),
             user=user,
+            prompt_cache_key=pck,
             stream=bool(stream),
             # The usage is in the terminal event of every Responses stream.
             stream_include_usage=True,
@@ -1379,6 +1384,8 @@ class ResponsesCodec(Codec):
         _build_reasoning(req, body)
         if req.user is not None:
             body["user"] = req.user
+        if req.prompt_cache_key is not None:
+            body["prompt_cache_key"] = req.prompt_cache_key
         if req.tools:
             body["tools"] = [
                 {
