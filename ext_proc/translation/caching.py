@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from .ir import DEFAULT_CACHE_TTL, ChatRequest, Message, Part, ReasoningPart, Tool
 
-# A breakpoint ends a block that can carry one: never a thought (Anthropic: "thinking blocks
-# cannot be explicitly marked with cache_control"; they are cached with the turn around them).
+# A breakpoint ends a block that can carry one: never a thought (providers with breakpoints
+# cache thoughts with the turn around them and refuse a mark on one: docs/caching.md).
 Cacheable = Tool | Part
 
 
