@@ -17,6 +17,11 @@ Bedrock is a backend only (no client speaks it): this module runs the default
 stack plus a mock Bedrock provider and a model on it. Converse takes images as
 bytes only, so that model drops the clients' URL image (``drop_unsupported``);
 without it the URL is refused with a 400 (``test_bedrock_e2e``).
+
+The "reasoning" and "cached" cells reuse the per-dialect conversations of
+``tests/test_reasoning_e2e.py`` and ``tests/test_caching_e2e.py`` (the ways each SDK's users echo
+an assistant turn, or repeat a long prefix); the Claude models set ``auto_cache`` so that clients
+which cannot mark breakpoints get cache reads there too.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from gateway_tools.supervisor import Stack
 from tests.cloud import CLOUD_BACKENDS, cloud_config
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import aws_credentials, bedrock_provider, config_on_free_ports, start_stack
+from tests.test_caching_e2e import anthropic_turns, gemini_turns, openai_turns, responses_turns
+from tests.test_reasoning_e2e import CLIENT_TYPES as REASONING_CLIENTS
 
 CLIENTS = ("openai", "anthropic", "gemini", "openai_responses")
 # backend dialect -> (client-facing model, upstream model) of the model whose primary it is
@@ -56,7 +63,18 @@ BACKENDS = {
     "openai_responses": ("gpt-5-mini", "gpt-5-mini"),
     "bedrock": ("bedrock-claude", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
 }
-CELLS = ("plain", "streamed", "tools", "streamed_tools", "images", "system", "structured", "pdf")
+CELLS = (
+    "plain",
+    "streamed",
+    "tools",
+    "streamed_tools",
+    "images",
+    "system",
+    "structured",
+    "pdf",
+    "reasoning",
+    "cached",
+)
 PAIRS = [(c, b) for c in CLIENTS for b in BACKENDS]
 PAIR_IDS = [f"{c}-{b}" for c, b in PAIRS]
 # Cloud backends (tests/cloud.py, a stack of their own): each speaks the wire format of a dialect above.
@@ -127,7 +145,11 @@ def matrix_config(base: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg["models"][model] = {
         "backends": [{"provider": "bedrock", "model": upstream}],
         "drop_unsupported": True,
+        "auto_cache": True,
     }
+    # Clients that cannot mark cache breakpoints get them on the breakpoint backends (the
+    # "cached" cell; docs/caching.md).
+    cfg["models"][BACKENDS["anthropic"][0]]["auto_cache"] = True
     cfg["providers"]["openai_responses"] = {
         "dialect": "openai_responses",
         "base_url": "http://127.0.0.1:1/v1",
@@ -679,8 +701,18 @@ def _camel(obj: Any) -> Any:
     return obj
 
 
+def _unmarked(obj: Any) -> Any:
+    """Without cache breakpoints (``cache_control`` keys, Converse ``cachePoint`` blocks): the
+    Claude models' auto_cache places them (the "cached" cell), the other cells compare the rest."""
+    if isinstance(obj, dict):
+        return {k: _unmarked(v) for k, v in obj.items() if k != "cache_control"}
+    if isinstance(obj, list):
+        return [_unmarked(v) for v in obj if not (isinstance(v, dict) and set(v) == {"cachePoint"})]
+    return obj
+
+
 def sent(mocks: MockAdmin, backend: str) -> dict[str, Any]:
-    body = mocks.stats(backend)["last_request"]["body"]
+    body = _unmarked(mocks.stats(backend)["last_request"]["body"])
     return _camel(body) if WIRE[backend] == "gemini" else body
 
 
@@ -854,7 +886,7 @@ def check_common(res: Result, client: str, backend: str, finish: str, usage: tup
     assert res.model == model  # the name the client asked for
     assert res.finish == FINISH[client][finish]
     assert (res.input_tokens, res.output_tokens) == usage
-    assert res.cached_tokens in (0, None)  # the mocks never report cache reads
+    assert res.cached_tokens in (0, None)  # these prompts are too short for the mocks to cache
     assert res.backend == f"{backend}/{upstream}"
 
 
@@ -949,8 +981,79 @@ def run_pdf(sdk: Any, mocks: MockAdmin, client: str, backend: str) -> None:
     assert mocks.stats(backend)["streamed"] == 1
 
 
-def run_cell(sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
-    if cell in ("plain", "streamed"):
+def reasoning_sent(backend: str, body: dict[str, Any]) -> Any:
+    """The reasoning controls a backend received, in its own field."""
+    if backend == "openai":
+        return body["reasoning_effort"]
+    if backend == "openai_responses":
+        return body["reasoning"]["effort"]
+    if backend == "anthropic":
+        return body["thinking"]
+    if backend == "bedrock":
+        return body["additionalModelRequestFields"]["thinking"]
+    tc = body["generationConfig"]["thinkingConfig"]
+    # a Gemini client's budget stays a budget; an effort becomes a level (docs/reasoning.md)
+    return tc.get("thinkingBudget") or tc["thinkingLevel"].lower()
+
+
+# Every client asks for "low" (or its budget, 2048 tokens): what each backend dialect gets for it.
+EXPECTED_REASONING = {
+    "openai": "low",
+    "openai_responses": "low",
+    "anthropic": {"type": "enabled", "budget_tokens": 2048},
+    "bedrock": {"type": "enabled", "budget_tokens": 2048},
+    "gemini": "low",
+}
+THINKING_MOCKS = ("anthropic", "gemini", "openai_responses")  # the others return no reasoning text
+
+
+def run_reasoning(stack: Stack, mocks: MockAdmin, client: str, backend: str) -> None:
+    """Reasoning on in the client's own terms, a tool call, the assistant turn echoed as the SDK's
+    users do (tests/test_reasoning_e2e.py) and the tool result sent: the conversation continues
+    (the mocks reject a lost signature) and the backend got its own reasoning controls."""
+    model, upstream = ALL_BACKENDS[backend]
+    wire = WIRE[backend]
+    talk = REASONING_CLIENTS[client](stack)
+    history, call_id, reasoning = talk.first(model, False)
+    assert call_id
+    expected = EXPECTED_REASONING[wire]
+    if wire == "gemini" and client in ("anthropic", "gemini"):
+        expected = 2048  # a client's budget stays a budget on Gemini
+    assert reasoning_sent(wire, sent(mocks, backend)) == expected
+    if wire in THINKING_MOCKS and not (client == "openai" and wire != "anthropic"):
+        # the thinking reaches the client in its dialect's field (a Chat Completions client
+        # cannot ask Gemini or GPT for thoughts or a summary: docs/reasoning.md)
+        assert reasoning, "no reasoning text reached the client"
+    answer = talk.follow(model, history, False)
+    assert answer == f"[{backend}:{upstream}] tool result: sunny"
+    assert reasoning_sent(wire, sent(mocks, backend)) == expected
+    assert mocks.stats(backend)["requests"] == 2
+
+
+CACHE_TURNS = {
+    "openai": lambda stack, model: [r for r, _ in openai_turns(stack, model, False, turns=2)],
+    "anthropic": lambda stack, model: [r for r, _ in anthropic_turns(stack, model, False)],
+    "gemini": lambda stack, model: gemini_turns(stack, model, False, turns=2),
+    "openai_responses": lambda stack, model: [r for r, _ in responses_turns(stack, model, False, turns=2)],
+}
+
+
+def run_cached(stack: Stack, mocks: MockAdmin, client: str, backend: str) -> None:
+    """Two turns behind a 1200-word system prompt (tests/test_caching_e2e.py): no cache read on
+    the first, the prefix read on the second, in the client's own usage field. The Anthropic
+    client marks its system prompt; for the others the breakpoint backends' models set
+    auto_cache, and the rest cache on their own (docs/caching.md)."""
+    reads = CACHE_TURNS[client](stack, ALL_BACKENDS[backend][0])
+    assert reads[0] == 0 and reads[1] >= 1024, reads
+    assert mocks.stats(backend)["requests"] == 2
+
+
+def run_cell(stack: Stack, sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
+    if cell == "reasoning":
+        run_reasoning(stack, mocks, client, backend)
+    elif cell == "cached":
+        run_cached(stack, mocks, client, backend)
+    elif cell in ("plain", "streamed"):
         run_plain(sdk, mocks, client, backend, stream=cell == "streamed")
     elif cell in ("tools", "streamed_tools"):
         run_tools(sdk, mocks, client, backend, stream=cell == "streamed_tools")
@@ -966,8 +1069,10 @@ def run_cell(sdk: Any, mocks: MockAdmin, client: str, backend: str, cell: str) -
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize(("client", "backend"), PAIRS, ids=PAIR_IDS)
-def test_matrix(sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str, cell: str) -> None:
-    run_cell(sdks[client], mocks, client, backend, cell)
+def test_matrix(
+    gateway: Stack, sdks: dict[str, Any], mocks: MockAdmin, client: str, backend: str, cell: str
+) -> None:
+    run_cell(gateway, sdks[client], mocks, client, backend, cell)
 
 
 # ---- the same matrix against the cloud backends (Vertex AI, Azure OpenAI mocks) -----------------------
@@ -979,6 +1084,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dic
     Vertex with application default credentials, Azure OpenAI with an API key."""
     tmp = tmp_path_factory.mktemp("cloud-matrix")
     cfg, env = cloud_config(tmp)
+    cfg["models"][CLOUD_BACKENDS["vertex_anthropic"][0]]["auto_cache"] = True  # the "cached" cell
     stack = start_stack(tmp, cfg, {**env, "AZURE_OPENAI_API_KEY": "azure-" + DEMO_KEY})
     try:
         yield stack, {name: cls(stack) for name, cls in ADAPTERS.items()}
@@ -1009,7 +1115,7 @@ def sent_to_cloud(mocks: MockAdmin, backend: str) -> dict[str, Any]:
 def test_cloud_matrix(cloud: tuple[Stack, dict[str, Any]], client: str, backend: str, cell: str) -> None:
     stack, sdks = cloud
     with clean_mocks(stack) as mocks:
-        run_cell(sdks[client], mocks, client, backend, cell)
+        run_cell(stack, sdks[client], mocks, client, backend, cell)
         last = sent_to_cloud(mocks, backend)
         if backend == "vertex_anthropic":  # Claude on Vertex: the model in the path, the version in the body
             assert last["body"]["anthropic_version"] == "vertex-2023-10-16" and "model" not in last["body"]
