@@ -179,6 +179,28 @@ def test_prefix_affinity_wins_until_its_server_is_overloaded() -> None:
     assert isinstance(away, Pick) and away.order[0] != home and away.order[-1] == home
 
 
+def test_baseline_pickers_ignore_load_and_prefixes_but_not_saturation() -> None:
+    body = {"messages": [{"role": "user", "content": "shared " * 64}]}
+    rr = _pool(queue_limit=4, picker="round_robin")
+    _load(rr, "10.0.0.0:8000", 3, 0.5)  # the busiest: round robin sends it its turn anyway
+    firsts = []
+    for _ in range(6):
+        pick = rr.pick(body)
+        assert isinstance(pick, Pick) and pick.reason == "round_robin" and len(pick.order) == 3
+        firsts.append(pick.order[0])
+    assert firsts == [f"10.0.0.{i % 3}:8000" for i in range(6)]
+    rnd = _pool(queue_limit=100, picker="random")
+    seen = set()
+    for _ in range(60):
+        pick = rnd.pick(body)
+        assert isinstance(pick, Pick) and pick.reason == "random" and sorted(pick.order) == sorted(rnd.servers)
+        seen.add(pick.order[0])
+    assert len(seen) == 3  # the same prefix still lands everywhere
+    for e in rr.servers:
+        _load(rr, e, 4, 0.5)
+    assert isinstance(rr.pick(body), Saturated)  # backpressure applies to every picker
+
+
 def test_stale_or_failed_scrapes_count_as_saturated() -> None:
     p = _pool(2, stale_after_ms=50)
     p.servers["10.0.0.0:8000"].up = False
