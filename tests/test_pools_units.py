@@ -193,7 +193,9 @@ def test_baseline_pickers_ignore_load_and_prefixes_but_not_saturation() -> None:
     seen = set()
     for _ in range(60):
         pick = rnd.pick(body)
-        assert isinstance(pick, Pick) and pick.reason == "random" and sorted(pick.order) == sorted(rnd.servers)
+        assert (
+            isinstance(pick, Pick) and pick.reason == "random" and sorted(pick.order) == sorted(rnd.servers)
+        )
         seen.add(pick.order[0])
     assert len(seen) == 3  # the same prefix still lands everywhere
     for e in rr.servers:

@@ -38,7 +38,7 @@ SERVER_IN_FLIGHT = Gauge(
 )
 PICKS = Counter(
     "llm_gateway_pool_picks",
-    "Servers picked, by why (prefix, load, only).",
+    "Servers picked, by why (prefix, load, only; round_robin or random with a baseline picker).",
     ["pool", "server", "reason"],
     registry=REGISTRY,
 )

@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="instead: the pool scenario, the gateway's endpoint picking against round robin and "
         "random on simulated model servers (report directory: --output, default bench-pool-report)",
     )
-    p.add_argument("--pool-rates", help="--pool: comma-separated req/s steps (default 2,4,...,16)")
+    p.add_argument("--pool-rates", help="--pool: comma-separated req/s steps (default 2,4,...,16,20,24)")
     p.add_argument(
         "--scenarios",
         default=",".join(n for n in names if n not in GROUPS),

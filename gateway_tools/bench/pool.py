@@ -49,7 +49,7 @@ class PoolOptions:
     prefix_words: int = 1500  # each tenant's shared prefix (tokens: the simulator counts words)
     question_words: int = 40  # each request's own part
     output_tokens: int = 32
-    rates: tuple[float, ...] = (2, 4, 6, 8, 10, 12, 14, 16)
+    rates: tuple[float, ...] = (2, 4, 6, 8, 10, 12, 14, 16, 20, 24)
     step_s: float = 15.0
     time_scale: float = 2.0  # step times x2: a GPU half as fast as the A100 profile
     kv_blocks: int = 1000  # 16,000 tokens: about 10 of the 24 prefixes fit on one server
@@ -204,9 +204,7 @@ async def drive(
     tasks: set[asyncio.Task[None]] = set()
     marks: list[tuple[float, list[dict[str, Any]]]] = []
     timeout = aiohttp.ClientTimeout(total=o.timeout_s)
-    async with aiohttp.ClientSession(
-        timeout=timeout, connector=aiohttp.TCPConnector(limit=2000)
-    ) as client:
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=2000)) as client:
 
         async def send(step: int) -> None:
             tenant = rng.randrange(o.tenants)
@@ -356,7 +354,9 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     rates = report["options"]["rates"]
     for name, rows in report["results"].items():
-        p90 = [r["ttft_p90_s"] if r["ttft_p90_s"] is not None else report["options"]["timeout_s"] for r in rows]
+        p90 = [
+            r["ttft_p90_s"] if r["ttft_p90_s"] is not None else report["options"]["timeout_s"] for r in rows
+        ]
         axes[0].plot(rates, p90, marker="o", label=name)
         axes[1].plot(rates, [r["output_tokens_per_s"] for r in rows], marker="o", label=name)
         axes[2].plot(rates, [r["prefix_cache_hit_rate"] or 0 for r in rows], marker="o", label=name)
