@@ -42,6 +42,7 @@ def test_bench_quick_writes_report(tmp_path: Path) -> None:
     measured = [
         "floor.p50_ms",
         "translated.added_p50_ms",
+        "completions.added_p50_ms",
         "responses.added_p50_ms",
         "responses.added_p50_vs_translated_ms",
         "streamed.added_first_byte_p50_ms",

@@ -346,7 +346,8 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
         "",
         "## Provider-side books",
         "",
-        "What the mock providers counted (`/_mock/stats`, polled during the run) against what the client saw.",
+        "What the providers counted (mocks: `/_mock/stats`; simulated model servers: `/sim/stats`; polled "
+        "during the run) against what the client saw.",
         "",
     ]
     lines += _table(

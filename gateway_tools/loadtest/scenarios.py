@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import urllib.request
 from dataclasses import dataclass, field
@@ -73,6 +74,13 @@ class Settings:
         """Tenants named as the gateway knows them (by key digest), else by position."""
         names = {
             k.sha256: t for t, tenant in self.config.tenants.items() for k in tenant.api_keys if k.sha256
+        }
+        # keys read from the environment (as `up` reads them) name their tenant too
+        names |= {
+            key_digest(os.environ[k.env]): t
+            for t, tenant in self.config.tenants.items()
+            for k in tenant.api_keys
+            if k.env and os.environ.get(k.env)
         }
         return [Tenant(names.get(key_digest(k), f"tenant-{i + 1}"), k) for i, k in enumerate(self.api_keys)]
 
