@@ -43,15 +43,15 @@ def simulator_server(time_scale: float = 1.0, max_num_seqs: int | None = None) -
     """The simulator's default profile as a planner server profile (step times x ``time_scale``)."""
     p = DEFAULT_PROFILE
     seqs = max_num_seqs or p.max_num_seqs
+    # the engine's step: decode_base_s for one sequence, + decode_per_seq_s for each other one
+    steps = {
+        b: (p.decode_base_s + p.decode_per_seq_s * (b - 1)) * 1000 * time_scale
+        for b in sorted({1, max(seqs, 2)})
+    }
     return Server(
         name=f"simulator-{p.name}",
         prefill_tokens_per_s=1.0 / (p.prefill_per_token_s * time_scale),
-        decode_step_ms={
-            1: (p.decode_base_s + p.decode_per_seq_s) * 1000 * time_scale,
-            seqs: (p.decode_base_s + p.decode_per_seq_s * seqs) * 1000 * time_scale,
-        }
-        if seqs > 1
-        else {1: (p.decode_base_s + p.decode_per_seq_s) * 1000 * time_scale},
+        decode_step_ms=steps,
         kv_blocks=p.num_blocks,
         max_num_seqs=seqs,
         max_num_batched_tokens=p.max_num_batched_tokens,
