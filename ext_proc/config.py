@@ -183,6 +183,9 @@ class PoolSettings(_Strict):
     # "round_robin" and "random" that ignore load and prefixes (for benchmarks and A/B tests).
     # Backpressure (saturation, spill-over, shedding) applies to all three.
     picker: Literal["scored", "round_robin", "random"] = "scored"
+    # What one server (all its GPUs) costs per hour: the gateway reports the pool's cost and, from
+    # the servers' own generated-token counters, its cost per million output tokens (metrics).
+    gpu_hour_usd: Annotated[float, Field(ge=0)] | None = None
 
 
 class Provider(_Strict):

@@ -319,3 +319,19 @@ def test_the_pool_example_config_is_valid() -> None:
 
     cfg = load_config("config/examples/pool.yaml")
     assert cfg.providers["gpus"].endpoints and cfg.retries("sim-llama") == 3
+
+
+def test_pool_cost_per_million_output_tokens_from_the_servers_counters() -> None:
+    p = _pool(2, gpu_hour_usd=3.0)
+    assert p.cost() == (6.0, None)  # nothing generated yet: no per-token figure
+    t = time.monotonic()
+    for i, e in enumerate(p.servers):
+        s = p.servers[e]
+        for k in range(40):  # 100 tokens/s each, steady: the smoothed rate converges on it
+            s.update(parse(f"vllm:num_requests_waiting 0\nvllm:generation_tokens_total {100 * k}\n"), t + k)
+        assert s.token_rate == pytest.approx(100, rel=0.01), i
+    per_hour, per_million = p.cost()  # type: ignore[misc]
+    assert per_hour == 6.0
+    # 6 USD/h over 200 tokens/s = 720,000 tokens/h -> 8.33 USD per million
+    assert per_million == pytest.approx(6.0 / 720_000 * 1e6, rel=0.01)
+    assert _pool(2).cost() is None

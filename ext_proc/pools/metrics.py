@@ -48,3 +48,16 @@ SATURATED = Counter(
     ["pool", "model", "outcome"],
     registry=REGISTRY,
 )
+COST_PER_HOUR = Gauge(
+    "llm_gateway_pool_cost_usd_per_hour",
+    "What the pool's servers cost per hour (pool.gpu_hour_usd x servers), when configured.",
+    ["pool"],
+    registry=REGISTRY,
+)
+COST_PER_MILLION = Gauge(
+    "llm_gateway_pool_usd_per_million_output_tokens",
+    "The pool's cost per million output tokens at the rate its servers generate them now "
+    "(their own generated-token counters); absent while they generate nothing.",
+    ["pool"],
+    registry=REGISTRY,
+)

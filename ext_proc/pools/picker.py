@@ -182,6 +182,17 @@ class Pool:
             self.affinity.record(hashes, best.endpoint)
         return Pick(self, [v.endpoint for v in ranked], reason)
 
+    def cost(self) -> tuple[float, float | None] | None:
+        """(USD per hour, USD per million output tokens at the servers' current generation rate),
+        or None without ``gpu_hour_usd``. Every server costs, up or not: GPUs are paid for."""
+        if self.settings.gpu_hour_usd is None:
+            return None
+        per_hour = self.settings.gpu_hour_usd * len(self.servers)
+        tokens_per_s = sum(s.token_rate for s in self.servers.values() if s.up)
+        if tokens_per_s <= 0:
+            return per_hour, None
+        return per_hour, per_hour / (tokens_per_s * 3600) * 1e6
+
     def _baseline(self, usable: list[scorers.View]) -> Pick:
         """Picker ``round_robin`` or ``random``: ignore load and prefixes (what a plain load
         balancer does), so benchmarks can compare against the scored picker on the same pool.

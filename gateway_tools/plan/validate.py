@@ -121,6 +121,26 @@ async def measure(
     }
 
 
+def _mean_itl_s(endpoints: list[str]) -> float | None:
+    """Mean inter-token latency over the servers, from their ``vllm:inter_token_latency_seconds``."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = count = 0.0
+    for e in endpoints:
+        with urllib.request.urlopen(f"http://{e}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for fam in text_string_to_metric_families(text):
+            if fam.name == "vllm:inter_token_latency_seconds":
+                for smp in fam.samples:
+                    if smp.name.endswith("_sum"):
+                        total += smp.value
+                    elif smp.name.endswith("_count"):
+                        count += smp.value
+    return total / count if count else None
+
+
 def validate(
     traffic_path: str,
     servers: int,
@@ -160,6 +180,7 @@ def validate(
             )
         )
         stats = sim.stats()
+        itl = _mean_itl_s(sim.endpoints)
     finally:
         if stack is not None:
             stack.stop()
@@ -178,6 +199,10 @@ def validate(
         "measured": got,
         "measured_prefix_hit_rate": round(sum(s["prefix_cache_hits"] for s in stats) / q, 3) if q else None,
         "preemptions": sum(s["preemptions"] for s in stats),
+        # how fast the simulated servers really stepped (wall clock, on this machine) against the
+        # planner's time per output token: a slower step is load the planner cannot know of
+        "predicted_tpot_p50_ms": round(pred["tpot_p50_s"] * 1000, 2),
+        "measured_mean_itl_ms": round(itl * 1000, 2) if itl else None,
         "ttft_p90_relative_error": round(err, 3),
     }
 
