@@ -378,6 +378,7 @@ def test_gateway_picking_hits_the_prefix_cache_more_than_round_robin(
         h1, q1 = _hits_and_queries(replicas)
         assert q1 > q0
         rates[model] = (h1 - h0) / (q1 - q0)
+    print("prefix-cache hit rates through the gateway:", rates)
     assert rates["tiny"] > rates["tiny-rr"] + 0.1, rates
 
 
