@@ -335,3 +335,20 @@ def test_pool_cost_per_million_output_tokens_from_the_servers_counters() -> None
     # 6 USD/h over 200 tokens/s = 720,000 tokens/h -> 8.33 USD per million
     assert per_million == pytest.approx(6.0 / 720_000 * 1e6, rel=0.01)
     assert _pool(2).cost() is None
+
+
+def test_status_shows_own_gpu_cost_next_to_api_prices() -> None:
+    from gateway_tools.status import render
+
+    cfg = _state().config
+    empty = {"backends": {}, "tenants": {}, "interval": 1.0}
+    assert "COST" not in render(cfg, {}, empty)  # no pool reports a cost: no section
+    pools = {"gpus": {"usd_per_hour": 6.0, "usd_per_million_output_tokens": 8.333}}
+    text = render(cfg, {}, {**empty, "pools": pools})
+    assert "COST per million output tokens" in text
+    assert "gpus/sim: 8.33 USD on own GPUs at the current load (6 USD/h)" in text
+    price = cfg.backends["openai/gpt-5.5"].price
+    assert price is not None
+    assert f"openai/gpt-5.5: {price.output:g} USD (API price; input {price.input:g})" in text
+    idle = render(cfg, {}, {**empty, "pools": {"gpus": {"usd_per_hour": 6.0}}})
+    assert "gpus/sim: idle (6 USD/h)" in idle
