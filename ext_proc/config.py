@@ -179,6 +179,13 @@ class PoolSettings(_Strict):
     # Prefix affinity: prompt blocks remembered (least recently used out first).
     affinity_entries: Annotated[int, Field(ge=16)] = 100_000
     weights: PoolWeights = PoolWeights()
+    # How the first server is chosen: "scored" (the weighted scorers above), or the baselines
+    # "round_robin" and "random" that ignore load and prefixes (for benchmarks and A/B tests).
+    # Backpressure (saturation, spill-over, shedding) applies to all three.
+    picker: Literal["scored", "round_robin", "random"] = "scored"
+    # What one server (all its GPUs) costs per hour: the gateway reports the pool's cost and, from
+    # the servers' own generated-token counters, its cost per million output tokens (metrics).
+    gpu_hour_usd: Annotated[float, Field(ge=0)] | None = None
 
 
 class Provider(_Strict):

@@ -122,7 +122,29 @@ def collect(cfg: GatewayConfig, interval: float = 1.0) -> dict[str, Any]:
     tenants: dict[str, dict[str, float]] = defaultdict(dict)
     for labels, value in metrics.get("llm_gateway_budget_remaining", []):
         tenants[labels.get("tenant", "?")][labels.get("budget", labels.get("kind", "?"))] = value
-    return {"backends": views, "tenants": dict(tenants), "interval": interval}
+    pools: dict[str, dict[str, float]] = defaultdict(dict)
+    for name, key in (
+        ("llm_gateway_pool_cost_usd_per_hour", "usd_per_hour"),
+        ("llm_gateway_pool_usd_per_million_output_tokens", "usd_per_million_output_tokens"),
+    ):
+        for labels, value in metrics.get(name, []):
+            pools[labels.get("pool", "?")].setdefault(key, value)  # every worker scrapes alike
+    return {"backends": views, "tenants": dict(tenants), "interval": interval, "pools": dict(pools)}
+
+
+def cost_lines(cfg: GatewayConfig, pools: dict[str, dict[str, float]]) -> list[str]:
+    """USD per million output tokens of every backend that has a figure: own GPUs (a pool with
+    ``gpu_hour_usd``, at the rate its servers generate now) next to each API backend's price."""
+    out = []
+    for b in cfg.backends.values():
+        pool = pools.get(b.provider_name)
+        if pool is not None:
+            per_m = pool.get("usd_per_million_output_tokens")
+            figure = f"{per_m:.3g} USD on own GPUs at the current load" if per_m is not None else "idle"
+            out.append(f"  {b.name}: {figure} ({pool.get('usd_per_hour', 0):g} USD/h)")
+        elif b.price is not None:
+            out.append(f"  {b.name}: {b.price.output:g} USD (API price; input {b.price.input:g})")
+    return ["", "COST per million output tokens", *out] if out else []
 
 
 def render(cfg: GatewayConfig, info: dict[str, Any], data: dict[str, Any]) -> str:
@@ -163,6 +185,8 @@ def render(cfg: GatewayConfig, info: dict[str, Any], data: dict[str, Any]) -> st
                 for b in chain
             )
         )
+    if any(p for p in data.get("pools", {}).values()):
+        lines += cost_lines(cfg, data["pools"])
     if data["tenants"]:
         lines.append("")
         lines.append("TENANT budgets remaining")
@@ -191,6 +215,7 @@ def run_status(cfg: GatewayConfig, interval: float = 1.0, as_json: bool = False)
                 k: vars(v) | {"envoy_health": sorted(v.envoy_health)} for k, v in data["backends"].items()
             },
             "tenants": data["tenants"],
+            "pools": data.get("pools", {}),
         }
         print(json.dumps(out, indent=2))
     else:

@@ -42,6 +42,7 @@ def test_bench_quick_writes_report(tmp_path: Path) -> None:
     measured = [
         "floor.p50_ms",
         "translated.added_p50_ms",
+        "completions.added_p50_ms",
         "responses.added_p50_ms",
         "responses.added_p50_vs_translated_ms",
         "streamed.added_first_byte_p50_ms",
@@ -96,3 +97,52 @@ def test_bench_quick_writes_report(tmp_path: Path) -> None:
     else:
         assert "litellm is not installed" in report["skipped"]["peer"]
     assert set(report["skipped"]) <= {"peer"}
+
+
+@pytest.mark.timeout(180)
+def test_bench_pool_quick_compares_the_pickers(tmp_path: Path) -> None:
+    """`bench --pool --quick`: every picker ran on its own pool behind the gateway, each step has
+    requests, throughput and hit rates from the servers' counters, and the targets are judged."""
+    out = tmp_path / "pool"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway_tools", "bench", "--pool", "--quick", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["results"]) == ["scored", "round_robin", "random"]
+    for rows in report["results"].values():
+        assert [r["rate_rps"] for r in rows] == report["options"]["rates"]
+        for r in rows:
+            assert r["requests"] > 0 and r["failed"] == 0 and r["output_tokens_per_s"] > 0
+            assert r["ttft_p90_s"] is not None and 0 < r["ttft_p50_s"] <= r["ttft_p90_s"]
+            assert r["prefix_cache_hit_rate"] is not None
+    # the scored picker keeps a tenant on the server that holds its prefix
+    last = {n: rows[-1]["prefix_cache_hit_rate"] for n, rows in report["results"].items()}
+    assert last["scored"] > last["round_robin"], last
+    assert "ttft_at_rr_max_load" in report["targets"] and "throughput_within_slo" in report["targets"]
+    assert (out / "report.md").read_text().count("| scored |") == len(report["options"]["rates"])
+
+
+def test_pool_targets_are_judged_from_the_rows() -> None:
+    from gateway_tools.bench.pool import targets
+
+    def row(rate: float, tps: float, p90: float | None) -> dict:
+        return {"rate_rps": rate, "output_tokens_per_s": tps, "ttft_p90_s": p90}
+
+    results = {
+        "scored": [row(2, 60, 0.1), row(4, 120, 0.08), row(8, 200, 0.2)],
+        "round_robin": [row(2, 60, 0.5), row(4, 110, 0.9), row(8, 100, None)],  # None: timed out
+    }
+    t = targets(results, 1.0)
+    assert t["ttft_at_rr_max_load"]["rate_rps"] == 4
+    assert t["ttft_at_rr_max_load"]["ratio"] == pytest.approx(11.25) and t["ttft_at_rr_max_load"]["met"]
+    tput = t["throughput_within_slo"]
+    assert tput["tokens_per_s"] == {"scored": 200, "round_robin": 110}
+    assert tput["ratio"] == pytest.approx(200 / 110, abs=0.01) and not tput["met"]
+    assert tput["scored_never_left_slo"]  # so its own limit was not reached: the ratio is a floor
+    results["scored"][-1] = row(8, 300, 1.5)  # past the SLO: its best within it is 120
+    assert targets(results, 1.0)["throughput_within_slo"]["tokens_per_s"]["scored"] == 120

@@ -185,3 +185,60 @@ def test_spike_triples_the_tenant_rate(stack: Stack, admin: MockAdmin) -> None:
     assert set(r["by"]["tenant"]) == {"demo"}
     assert r["totals"]["ok"] + r["totals"]["rejected"] == 25
     assert_books_balance(r, admin, stack)
+
+
+def test_pool_report_shows_spill_over_and_shedding(tmp_path: Path) -> None:
+    """The pool scenario against two slow simulated servers with an API tier behind them: past
+    saturation interactive requests spill to the mock provider and the batch tenant's are shed;
+    the report's pool series (from the gateway's own metrics) and its books show both."""
+    from ext_proc.config import key_digest
+    from gateway_tools.simulator import start_pool_in_thread
+
+    with start_pool_in_thread(2, model="sim-llama", time_scale=1.0, max_num_seqs=2) as sim:
+        cfg = config_on_free_ports()
+        cfg["providers"]["gpus"] = {
+            "dialect": "openai",
+            "endpoints": sim.endpoints,
+            "pool": {"queue_limit": 2, "scrape_interval_ms": 50, "stale_after_ms": 1000},
+        }
+        cfg["models"]["sim-llama"] = {
+            "backends": [
+                {"provider": "gpus", "model": "sim-llama"},
+                {"provider": "openai", "model": "gpt-5.5"},
+            ]
+        }
+        cfg["tenants"]["nightly"] = {
+            "priority": "batch",
+            "max_priority": "batch",
+            "api_keys": [{"sha256": key_digest("nightly-test-key")}],
+        }
+        s = start_stack(tmp_path, cfg)
+        try:
+            st = settings(
+                s,
+                models={"sim-llama": 1.0},
+                dialects={"openai": 1.0, "anthropic": 1.0},
+                duration=8.0,
+                rate=5.0,
+                max_tokens=32,
+            )
+            st.api_keys = [DEMO_KEY, "nightly-test-key"]
+            r = scenarios.run("pool", st)
+            files = report.write(r, tmp_path / "report")
+        finally:
+            s.stop()
+    assert all(r["checks"].values()), (r["checks"], r["providers"])
+    assert r["providers"]["gpus"]["match"] and r["providers"]["gpus"]["requests"] > 0
+    pool = r["pool_series"]
+    assert pool["totals"]["saturated"]["spill"] > 0 and pool["totals"]["saturated"]["shed"] > 0, pool[
+        "totals"
+    ]
+    assert r["totals"]["failovers"] > 0  # the spilled requests were answered by the API tier
+    assert r["totals"]["rejected"] == r["by"]["tenant"]["nightly"]["rejected"] > 0
+    assert r["by"]["tenant"]["demo"]["rejected"] == 0 and r["totals"]["error"] == 0
+    assert sum(pool["totals"]["picks"].values()) == r["providers"]["gpus"]["requests"]
+    assert set(pool["queue"]) == {f"gpus/{e}" for e in sim.endpoints}
+    assert max(v for ys in pool["queue"].values() for v in ys if v is not None) >= 1
+    names = {f.name for f in files}
+    assert {"pool_queue.png", "pool_kv.png", "pool_picks.png", "pool_saturated.png"} <= names
+    assert "## Pool" in (tmp_path / "report" / "report.md").read_text()

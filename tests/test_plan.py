@@ -283,3 +283,20 @@ def test_a_prefix_is_reused_only_once_computed() -> None:
         _step(s, 3.0)
     assert s.cache == {7: 100} and s.refs[7] == 0
     assert s.free_blocks == SERVER.kv_blocks - 100
+
+
+def test_the_simulators_profile_as_a_planner_server() -> None:
+    """`gateway_tools.plan.validate` compares the planner with the simulator: the server profile
+    it gives the planner must be the simulator's own step and prefill times and KV size."""
+    from gateway_tools.plan.validate import simulator_server
+    from gateway_tools.simulator import DEFAULT_PROFILE as P
+
+    for scale in (1.0, 2.0):
+        s = simulator_server(scale)
+        for batch in (1, 2, 8, 100, 256):
+            assert s.step_s(batch) == pytest.approx(
+                (P.decode_base_s + P.decode_per_seq_s * (batch - 1)) * scale
+            )
+        assert s.prefill_tokens_per_s == pytest.approx(1 / (P.prefill_per_token_s * scale))
+        assert s.kv_blocks == P.num_blocks and s.max_num_seqs == P.max_num_seqs
+    assert simulator_server(max_num_seqs=8).max_num_seqs == 8

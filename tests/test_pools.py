@@ -36,7 +36,13 @@ def pool_config(endpoints: list[str], **pool: Any) -> dict[str, Any]:
     cfg["providers"]["gpus"] = {
         "dialect": "openai",
         "endpoints": endpoints,
-        "pool": {"scrape_interval_ms": 50, "stale_after_ms": 2000, "stall_after_ms": 1500, **pool},
+        "pool": {
+            "scrape_interval_ms": 50,
+            "stale_after_ms": 2000,
+            "stall_after_ms": 1500,
+            "gpu_hour_usd": 2.0,
+            **pool,
+        },
     }
     cfg["models"][MODEL] = {
         "backends": [{"provider": "gpus", "model": MODEL}, {"provider": "openai", "model": "gpt-5.5"}],
@@ -146,6 +152,35 @@ def test_streamed_request_through_the_pool(stack: Stack, sim: BackgroundPool) ->
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "tok0 tok1 tok2 tok3 tok4"
     assert len(served_by(sim, marker)) == 1
+
+
+def test_pool_cost_is_reported_from_the_servers_token_counters(stack: Stack, sim: BackgroundPool) -> None:
+    """gpu_hour_usd x 3 servers per hour, and per million output tokens while they generate."""
+    url = f"http://127.0.0.1:{stack.config.ext_proc.metrics_port}/metrics"
+    done = threading.Event()
+
+    def load() -> None:
+        while not done.is_set():
+            ask(stack, uuid.uuid4().hex, max_tokens=40)
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 10
+        per_m = None
+        while per_m is None and time.monotonic() < deadline:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            m = re.search(r'llm_gateway_pool_usd_per_million_output_tokens\{pool="gpus"\} (\S+)', text)
+            per_m = float(m.group(1)) if m else None
+            time.sleep(0.1)
+    finally:
+        done.set()
+        for w in workers:
+            w.join()
+    assert 'llm_gateway_pool_cost_usd_per_hour{pool="gpus"} 6.0' in text
+    # three clients of 40-token answers make at least 10 tokens a second: under 6 USD / 36,000 tokens
+    assert per_m is not None and 0 < per_m < 6 / (10 * 3600) * 1e6, per_m
 
 
 def _shared_prefix() -> str:

@@ -179,6 +179,30 @@ def test_prefix_affinity_wins_until_its_server_is_overloaded() -> None:
     assert isinstance(away, Pick) and away.order[0] != home and away.order[-1] == home
 
 
+def test_baseline_pickers_ignore_load_and_prefixes_but_not_saturation() -> None:
+    body = {"messages": [{"role": "user", "content": "shared " * 64}]}
+    rr = _pool(queue_limit=4, picker="round_robin")
+    _load(rr, "10.0.0.0:8000", 3, 0.5)  # the busiest: round robin sends it its turn anyway
+    firsts = []
+    for _ in range(6):
+        pick = rr.pick(body)
+        assert isinstance(pick, Pick) and pick.reason == "round_robin" and len(pick.order) == 3
+        firsts.append(pick.order[0])
+    assert firsts == [f"10.0.0.{i % 3}:8000" for i in range(6)]
+    rnd = _pool(queue_limit=100, picker="random")
+    seen = set()
+    for _ in range(60):
+        pick = rnd.pick(body)
+        assert (
+            isinstance(pick, Pick) and pick.reason == "random" and sorted(pick.order) == sorted(rnd.servers)
+        )
+        seen.add(pick.order[0])
+    assert len(seen) == 3  # the same prefix still lands everywhere
+    for e in rr.servers:
+        _load(rr, e, 4, 0.5)
+    assert isinstance(rr.pick(body), Saturated)  # backpressure applies to every picker
+
+
 def test_stale_or_failed_scrapes_count_as_saturated() -> None:
     p = _pool(2, stale_after_ms=50)
     p.servers["10.0.0.0:8000"].up = False
@@ -295,3 +319,36 @@ def test_the_pool_example_config_is_valid() -> None:
 
     cfg = load_config("config/examples/pool.yaml")
     assert cfg.providers["gpus"].endpoints and cfg.retries("sim-llama") == 3
+
+
+def test_pool_cost_per_million_output_tokens_from_the_servers_counters() -> None:
+    p = _pool(2, gpu_hour_usd=3.0)
+    assert p.cost() == (6.0, None)  # nothing generated yet: no per-token figure
+    t = time.monotonic()
+    for i, e in enumerate(p.servers):
+        s = p.servers[e]
+        for k in range(40):  # 100 tokens/s each, steady: the smoothed rate converges on it
+            s.update(parse(f"vllm:num_requests_waiting 0\nvllm:generation_tokens_total {100 * k}\n"), t + k)
+        assert s.token_rate == pytest.approx(100, rel=0.01), i
+    per_hour, per_million = p.cost()  # type: ignore[misc]
+    assert per_hour == 6.0
+    # 6 USD/h over 200 tokens/s = 720,000 tokens/h -> 8.33 USD per million
+    assert per_million == pytest.approx(6.0 / 720_000 * 1e6, rel=0.01)
+    assert _pool(2).cost() is None
+
+
+def test_status_shows_own_gpu_cost_next_to_api_prices() -> None:
+    from gateway_tools.status import render
+
+    cfg = _state().config
+    empty = {"backends": {}, "tenants": {}, "interval": 1.0}
+    assert "COST" not in render(cfg, {}, empty)  # no pool reports a cost: no section
+    pools = {"gpus": {"usd_per_hour": 6.0, "usd_per_million_output_tokens": 8.333}}
+    text = render(cfg, {}, {**empty, "pools": pools})
+    assert "COST per million output tokens" in text
+    assert "gpus/sim: 8.33 USD on own GPUs at the current load (6 USD/h)" in text
+    price = cfg.backends["openai/gpt-5.5"].price
+    assert price is not None
+    assert f"openai/gpt-5.5: {price.output:g} USD (API price; input {price.input:g})" in text
+    idle = render(cfg, {}, {**empty, "pools": {"gpus": {"usd_per_hour": 6.0}}})
+    assert "gpus/sim: idle (6 USD/h)" in idle

@@ -89,6 +89,11 @@ def _exporter(pool: Pool, done: asyncio.Event) -> Callable[[], None]:
             if s.metrics is not None:
                 M.SERVER_QUEUE.labels(pool.name, e).set(s.metrics.waiting)
                 M.SERVER_KV.labels(pool.name, e).set(s.metrics.kv_usage)
+        cost = pool.cost()
+        if cost is not None:
+            M.COST_PER_HOUR.labels(pool.name).set(cost[0])
+            if cost[1] is not None:
+                M.COST_PER_MILLION.labels(pool.name).set(cost[1])
         done.set()
 
     return export

@@ -38,7 +38,7 @@ SERVER_IN_FLIGHT = Gauge(
 )
 PICKS = Counter(
     "llm_gateway_pool_picks",
-    "Servers picked, by why (prefix, load, only).",
+    "Servers picked, by why (prefix, load, only; round_robin or random with a baseline picker).",
     ["pool", "server", "reason"],
     registry=REGISTRY,
 )
@@ -46,5 +46,18 @@ SATURATED = Counter(
     "llm_gateway_pool_saturated",
     "Requests that found the pool saturated, by outcome (spill: sent to the next tier; shed: 429).",
     ["pool", "model", "outcome"],
+    registry=REGISTRY,
+)
+COST_PER_HOUR = Gauge(
+    "llm_gateway_pool_cost_usd_per_hour",
+    "What the pool's servers cost per hour (pool.gpu_hour_usd x servers), when configured.",
+    ["pool"],
+    registry=REGISTRY,
+)
+COST_PER_MILLION = Gauge(
+    "llm_gateway_pool_usd_per_million_output_tokens",
+    "The pool's cost per million output tokens at the rate its servers generate them now "
+    "(their own generated-token counters); absent while they generate nothing.",
+    ["pool"],
     registry=REGISTRY,
 )

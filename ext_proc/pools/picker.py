@@ -39,7 +39,9 @@ class Pick:
 
     pool: Pool
     order: list[str]
-    reason: str  # "prefix" (affinity won), "load" (least loaded), "only" (one server left)
+    # "prefix" (affinity won), "load" (least loaded), "only" (one server left); with a baseline
+    # picker its name ("round_robin", "random")
+    reason: str
     released: bool = False
 
     def release(self) -> None:
@@ -74,6 +76,7 @@ class Pool:
         self.servers = {e: ServerState(e) for e in self.endpoints if _is_address(e)}
         self.affinity = AffinityTable(self.settings.affinity_entries)
         self.resolved_at = 0.0
+        self.turn = 0  # picker "round_robin": the next server's position
 
     def named(self) -> list[tuple[str, int]]:
         """Endpoints given by DNS name: (name, port)."""
@@ -152,6 +155,8 @@ class Pool:
         usable = [v for v in views if v.up and v.fresh]
         if not usable or pool_load >= s.saturation:
             return Saturated(pool_load, self.retry_after(views))
+        if s.picker != "scored":
+            return self._baseline(usable)
         total = len(hashes)
         # Affinity counts only on a server that is not overloaded itself.
         ranked = sorted(
@@ -176,6 +181,33 @@ class Pool:
         if hashes:
             self.affinity.record(hashes, best.endpoint)
         return Pick(self, [v.endpoint for v in ranked], reason)
+
+    def cost(self) -> tuple[float, float | None] | None:
+        """(USD per hour, USD per million output tokens at the servers' current generation rate),
+        or None without ``gpu_hour_usd``. Every server costs, up or not: GPUs are paid for."""
+        if self.settings.gpu_hour_usd is None:
+            return None
+        per_hour = self.settings.gpu_hour_usd * len(self.servers)
+        tokens_per_s = sum(s.token_rate for s in self.servers.values() if s.up)
+        if tokens_per_s <= 0:
+            return per_hour, None
+        return per_hour, per_hour / (tokens_per_s * 3600) * 1e6
+
+    def _baseline(self, usable: list[scorers.View]) -> Pick:
+        """Picker ``round_robin`` or ``random``: ignore load and prefixes (what a plain load
+        balancer does), so benchmarks can compare against the scored picker on the same pool.
+        The rest of the list (for retries) follows in the same rotation."""
+        ordered = sorted(usable, key=lambda v: v.endpoint)
+        if self.settings.picker == "round_robin":
+            k = self.turn % len(ordered)
+            self.turn += 1
+            ordered = ordered[k:] + ordered[:k]
+        else:
+            random.shuffle(ordered)
+        chosen = self.servers[ordered[0].endpoint]
+        chosen.in_flight += 1
+        chosen.sent_since_scrape += 1
+        return Pick(self, [v.endpoint for v in ordered], self.settings.picker)
 
     def retry_after(self, views: list[scorers.View]) -> float:
         """Seconds until the servers have likely worked their queues down to the threshold:

@@ -31,15 +31,18 @@ class ServerState:
     sent_since_scrape: int = 0  # picks since its last good scrape (not in its figures yet)
     drain_rate: float = 0.0  # requests finished per second, smoothed
     hit_rate: float = 0.0  # prefix-cache hit rate over the last scrape interval(s), smoothed
+    token_rate: float = 0.0  # output tokens generated per second, smoothed
     progress_at: float = 0.0  # last time it was idle or produced a token
-    _last: tuple[float, float, float, float] | None = field(default=None, repr=False)
+    _last: tuple[float, float, float, float, float] | None = field(default=None, repr=False)
 
     def update(self, m: ServerMetrics, now: float) -> None:
         if self._last is not None:
-            t0, fin0, q0, h0 = self._last
+            t0, fin0, q0, h0, g0 = self._last
             dt = now - t0
             if dt > 0 and m.finished >= fin0:
                 self.drain_rate = 0.8 * self.drain_rate + 0.2 * (m.finished - fin0) / dt
+            if dt > 0 and m.generated >= g0:
+                self.token_rate = 0.8 * self.token_rate + 0.2 * (m.generated - g0) / dt
             dq = m.prefix_queries - q0
             if dq > 0 and m.prefix_hits >= h0:
                 self.hit_rate = 0.7 * self.hit_rate + 0.3 * (m.prefix_hits - h0) / dq
@@ -48,7 +51,7 @@ class ServerState:
         busy = m.waiting + m.running > 0
         if not busy or self.metrics is None or m.generated != self.metrics.generated:
             self.progress_at = now
-        self._last = (now, m.finished, m.prefix_queries, m.prefix_hits)
+        self._last = (now, m.finished, m.prefix_queries, m.prefix_hits, m.generated)
         self.metrics, self.scraped_at, self.up, self.error = m, now, True, ""
 
 

@@ -43,6 +43,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="a few seconds per scenario: checks the bench runs")
     p.add_argument(
+        "--pool",
+        action="store_true",
+        help="instead: the pool scenario, the gateway's endpoint picking against round robin and "
+        "random on simulated model servers (report directory: --output, default bench-pool-report)",
+    )
+    p.add_argument("--pool-rates", help="--pool: comma-separated req/s steps (default 2,4,...,16,20,24)")
+    p.add_argument(
         "--scenarios",
         default=",".join(n for n in names if n not in GROUPS),
         help=f"comma-separated subset of {', '.join(names)} ({groups}; the floors always run, "
@@ -52,6 +59,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.pool:
+        from .pool import PoolOptions, main
+
+        kw: dict = {}
+        if args.output != "bench-report.json":
+            kw["output"] = Path(args.output)
+        if args.duration is not None:
+            kw["step_s"] = args.duration
+        if args.pool_rates:
+            kw["rates"] = tuple(float(r) for r in args.pool_rates.split(","))
+        return main(PoolOptions.quick(**kw) if args.quick else PoolOptions(**kw))
     chosen = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
     known = _names()
     unknown = [s for s in chosen if s not in known]

@@ -58,6 +58,12 @@ SCENARIOS = {
     s.name: s
     for s in (
         Scenario("passthrough", "unary", "floor", "OpenAI client -> OpenAI backend"),
+        Scenario(
+            "completions",
+            "unary",
+            "floor",
+            "code-completion client (/v1/completions, prompt + suffix) -> OpenAI backend, untranslated",
+        ),
         Scenario("translated", "unary", "floor", "OpenAI client -> Anthropic backend"),
         Scenario(
             "responses",
@@ -264,6 +270,19 @@ def _chat(model: str, prompt: str, stream: bool = False) -> bytes:
     if stream:
         body["stream"] = True
     return orjson.dumps(body)
+
+
+def _completion(model: str) -> bytes:
+    """A fill-in-the-middle request as code-completion clients send it."""
+    return orjson.dumps(
+        {
+            "model": model,
+            "prompt": "def add(a: int, b: int) -> int:\n",
+            "suffix": "\n\nprint(add(1, 2))\n",
+            "max_tokens": 16,
+            "temperature": 0,
+        }
+    )
 
 
 def _responses(model: str, prompt: str) -> bytes:
@@ -536,6 +555,7 @@ class BenchStack(Stack):
             "floor-stream": Request(p.floor, "/v1/messages", paced, floor_stream),
             "upstream": Request(p.canned, chat, to_openai, _chat("bench-passthrough", prompt)),
             "passthrough": Request(listen, chat, tenant, _chat("bench-passthrough", prompt)),
+            "completions": Request(listen, "/v1/completions", tenant, _completion("bench-passthrough")),
             "translated": Request(listen, chat, tenant, _chat("bench-translated", prompt)),
             "responses": Request(listen, "/v1/responses", tenant, _responses("bench-translated", prompt)),
             "large": Request(listen, chat, tenant, _chat("bench-translated", large)),

@@ -56,6 +56,15 @@ OPENAI_COMPLETION = {
     ],
     "usage": {"prompt_tokens": 24, "completion_tokens": 31, "total_tokens": 55},
 }
+# OpenAI's legacy completions object (code completion: /v1/completions, fill-in-the-middle)
+OPENAI_TEXT_COMPLETION = {
+    "id": "cmpl-bench",
+    "object": "text_completion",
+    "created": 1_700_000_000,
+    "model": "bench-passthrough",
+    "choices": [{"index": 0, "text": "    return a + b\n", "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 24, "completion_tokens": 8, "total_tokens": 32},
+}
 ANTHROPIC_MESSAGE = {
     "id": "msg_bench",
     "type": "message",
@@ -131,6 +140,7 @@ def canned_bootstrap(port: int, admin_port: int, openai_key: str, anthropic_key:
     """
     routes = [
         _canned_route("/v1/chat/completions", "authorization", f"Bearer {openai_key}", OPENAI_COMPLETION),
+        _canned_route("/v1/completions", "authorization", f"Bearer {openai_key}", OPENAI_TEXT_COMPLETION),
         _canned_route("/v1/messages", "x-api-key", anthropic_key, ANTHROPIC_MESSAGE),
         {
             "match": {"prefix": "/"},

@@ -69,6 +69,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--prompt-words", default="8=6,64=3,256=1", help="weighted prompt sizes in words")
     p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=1024,
+        help="max_tokens of every request (default 1024; model servers generate them all)",
+    )
+    p.add_argument(
         "--key",
         action="append",
         dest="keys",
@@ -109,6 +115,9 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     if "all" in args.scenarios and not args.apply_config:
         wanted.remove("reconfigure")
         print("reconfigure: skipped (give --apply-config FILE to include it in all)", file=sys.stderr)
+    if "all" in args.scenarios and not any(p.endpoints for p in cfg.providers.values()):
+        wanted.remove("pool")
+        print("pool: skipped (the config has no pool of model servers)", file=sys.stderr)
     try:
         keys = args.keys or (
             [os.environ["LLM_GATEWAY_API_KEY"]]
@@ -127,6 +136,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             dialects=parse_weights(args.dialects, "--dialects"),
             stream_fraction=args.stream_fraction,
             prompt_words={int(k): v for k, v in parse_weights(args.prompt_words, "--prompt-words").items()},
+            max_tokens=args.max_tokens,
             api_keys=keys,
             spike_tenant=args.spike_tenant,
             budget_rps=args.budget_rps,

@@ -27,6 +27,10 @@ PLOTS = {
     "latency": "Latency p50 / p99",
     "ttft": "Time to first token (streamed requests)",
     "provider_rate": "Client-side vs provider-side request rate",
+    "pool_queue": "Pool: waiting requests per server (scraped by the gateway)",
+    "pool_kv": "Pool: KV-cache use per server (scraped by the gateway)",
+    "pool_picks": "Pool: servers picked, by reason",
+    "pool_saturated": "Pool saturated: spilled to the next tier / shed with 429",
 }
 _OUTCOMES = ("ok", "rejected", "client_error", "error")
 _COLORS = {"ok": "tab:green", "rejected": "tab:orange", "client_error": "tab:purple", "error": "tab:red"}
@@ -148,6 +152,50 @@ def build(
         "checks": checks,
         "timeseries": _timeseries(results, duration, span),
         "provider_series": _provider_series(samples, _buckets(duration)),
+        **(
+            {"pool_series": _pool_series(samples, _buckets(duration))} if any(x.pool for x in samples) else {}
+        ),
+    }
+
+
+def _pool_series(samples: list[Sample], width: float) -> dict[str, Any]:
+    """The gateway's pool metrics over time: gauges as sampled, counters as rates between polls
+    at least ``width`` apart (the plots' bucket)."""
+    got = [x for x in samples if x.pool]
+    servers = sorted({k for x in got for k in x.pool.get("queue", {})})
+    reasons = sorted({k for x in got for k in x.pool.get("picks", {})})
+    outcomes = sorted({k for x in got for k in x.pool.get("saturated", {})} | {"spill", "shed"})
+    spaced = got[:1]
+    for x in got[1:]:
+        if x.t - spaced[-1].t >= 0.95 * width or x is got[-1]:
+            spaced.append(x)
+    t: list[float] = []
+    picks: dict[str, list[float]] = {r: [] for r in reasons}
+    sat: dict[str, list[float]] = {o: [] for o in outcomes}
+    for a, b in itertools.pairwise(spaced):
+        dt = b.t - a.t
+        if dt <= 0:
+            continue
+        t.append(round(b.t, 3))
+        for key, into in (("picks", picks), ("saturated", sat)):
+            for k, ys in into.items():
+                ys.append(round((b.pool.get(key, {}).get(k, 0) - a.pool.get(key, {}).get(k, 0)) / dt, 2))
+    first, last = (got[0].pool, got[-1].pool) if got else ({}, {})
+
+    def total(key: str, k: str) -> int:
+        return round(last.get(key, {}).get(k, 0) - first.get(key, {}).get(k, 0))
+
+    return {
+        "gauge_t": [round(x.t, 3) for x in got],
+        "queue": {sv: [x.pool.get("queue", {}).get(sv) for x in got] for sv in servers},
+        "kv_cache_usage": {sv: [x.pool.get("kv", {}).get(sv) for x in got] for sv in servers},
+        "t": t,
+        "picks_per_s": picks,
+        "saturated_per_s": sat,
+        "totals": {
+            "picks": {r: total("picks", r) for r in reasons},
+            "saturated": {o: total("saturated", o) for o in outcomes},
+        },
     }
 
 
@@ -298,7 +346,8 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
         "",
         "## Provider-side books",
         "",
-        "What the mock providers counted (`/_mock/stats`, polled during the run) against what the client saw.",
+        "What the providers counted (mocks: `/_mock/stats`; simulated model servers: `/sim/stats`; polled "
+        "during the run) against what the client saw.",
         "",
     ]
     lines += _table(
@@ -339,6 +388,37 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
                     g["ttft_ms"]["p50"],
                 ]
                 for name, g in groups.items()
+            ],
+        )
+    pool = report.get("pool_series")
+    if pool:
+        tot = pool["totals"]
+        lines += [
+            "",
+            "## Pool",
+            "",
+            "From the gateway's own pool metrics (ext_proc `/metrics`), over the run.",
+            "",
+        ]
+        lines += _table(
+            [
+                "picks by reason",
+                "spilled to the next tier",
+                "shed (429)",
+                "max queue on a server",
+                "max KV use",
+            ],
+            [
+                [
+                    ", ".join(f"{k} {v}" for k, v in tot["picks"].items()) or "none",
+                    tot["saturated"].get("spill", 0),
+                    tot["saturated"].get("shed", 0),
+                    max((v for ys in pool["queue"].values() for v in ys if v is not None), default=None),
+                    max(
+                        (v for ys in pool["kv_cache_usage"].values() for v in ys if v is not None),
+                        default=None,
+                    ),
+                ]
             ],
         )
     if images:
@@ -418,4 +498,29 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     figure("latency", "ms", series("latency_p50_ms", "latency_p99_ms"))
     figure("ttft", "ms", series("ttft_p50_ms", "ttft_p99_ms"))
     figure("provider_rate", "requests/s", provider_rate)
+    pool = report.get("pool_series")
+    if pool:
+
+        def gauges(key: str) -> Callable[[Any], None]:
+            def draw(ax: Any) -> None:
+                for server, ys in pool[key].items():
+                    pts = [(x, y) for x, y in zip(pool["gauge_t"], ys, strict=True) if y is not None]
+                    if pts:
+                        ax.plot(*zip(*pts, strict=True), label=server.partition("/")[2], linewidth=1)
+                ax.set_ylim(bottom=0)
+
+            return draw
+
+        def rates(key: str) -> Callable[[Any], None]:
+            def draw(ax: Any) -> None:
+                for name, ys in pool[key].items():
+                    ax.plot(pool["t"], ys, label=name, linewidth=1.2)
+                ax.set_ylim(bottom=0)
+
+            return draw
+
+        figure("pool_queue", "waiting requests", gauges("queue"))
+        figure("pool_kv", "KV use (0-1)", gauges("kv_cache_usage"))
+        figure("pool_picks", "picks/s", rates("picks_per_s"))
+        figure("pool_saturated", "requests/s", rates("saturated_per_s"))
     return files

@@ -77,10 +77,44 @@ class Action:
 
 @dataclass
 class Sample:
-    """Provider-side counters at time ``t``."""
+    """Provider-side counters at time ``t``; ``pool``: the gateway's pool metrics then, when it
+    has pools (``pool_metrics``)."""
 
     t: float
     stats: dict[str, dict[str, int]]
+    pool: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+POOL_FAMILIES = {
+    "llm_gateway_pool_server_queue": "queue",
+    "llm_gateway_pool_server_kv_cache_usage": "kv",
+    "llm_gateway_pool_picks": "picks",
+    "llm_gateway_pool_saturated": "saturated",
+}
+
+
+def pool_metrics(texts: list[str]) -> dict[str, dict[str, float]]:
+    """From the ext_proc workers' ``/metrics``: per server queue and KV use (as the first worker
+    scraped them), and picks by reason and saturated requests by outcome (summed over workers)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {k: {} for k in POOL_FAMILIES.values()}
+    for n, text in enumerate(texts):
+        for fam in text_string_to_metric_families(text):
+            key = POOL_FAMILIES.get(fam.name)
+            if key is None:
+                continue
+            for smp in fam.samples:
+                if smp.name.endswith("_created"):
+                    continue
+                lab = smp.labels
+                if key in ("queue", "kv"):
+                    if n == 0:
+                        out[key][f"{lab['pool']}/{lab['server']}"] = smp.value
+                else:
+                    sub = lab["reason"] if key == "picks" else lab["outcome"]
+                    out[key][sub] = out[key].get(sub, 0.0) + smp.value
+    return out
 
 
 def arrivals(segments: list[Segment], poisson: bool, seed: int) -> list[tuple[float, Tenant | None]]:
@@ -112,6 +146,10 @@ class Engine:
     mix: Mix
     duration: float
     mocks: dict[str, str] = field(default_factory=dict)  # provider name -> mock admin base URL
+    # pool provider name -> its servers' base URLs: simulated servers count their requests
+    # (``/sim/stats``), the provider side of the books for a pool
+    sims: dict[str, list[str]] = field(default_factory=dict)
+    gateway_metrics: list[str] = field(default_factory=list)  # the ext_proc workers' /metrics URLs
     sample_interval: float = 0.5
     max_in_flight: int = 256
     timeout: float = 60.0
@@ -252,7 +290,24 @@ class Engine:
                     "requests": int(data.get("requests", 0)),
                     "faulted": int(data.get("faulted", 0)),
                 }
-        self.samples.append(Sample(self.now() if self._t0 else 0.0, stats))
+        for name, bases in self.sims.items():
+            total = 0
+            try:
+                for base in bases:
+                    async with admin.get(base + "/sim/stats") as r:
+                        total += int((await r.json()).get("requests", 0))
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                continue  # not a simulator (or down): no books for this pool
+            stats[name] = {"requests": total, "faulted": 0}
+        pool: dict[str, dict[str, float]] = {}
+        if self.gateway_metrics:
+            texts = []
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                for url in self.gateway_metrics:
+                    async with admin.get(url) as r:
+                        texts.append(await r.text())
+                pool = pool_metrics(texts)
+        self.samples.append(Sample(self.now() if self._t0 else 0.0, stats, pool))
 
     async def _poll(self, admin: aiohttp.ClientSession) -> None:
         while True:

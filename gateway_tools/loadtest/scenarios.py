@@ -8,6 +8,10 @@
   of the run; failover should make it invisible to clients.
 - ``reconfigure``: ``llm-gateway apply`` with another config halfway through;
   reported as not available when this version has no ``apply`` command.
+- ``pool``: load on a model served by a pool of model servers rises to 3x for the middle
+  half: the pool saturates, interactive requests spill over to the next tier and batch
+  ones are shed with 429. The report adds the gateway's pool metrics over time (per-server
+  queue and KV use, picks by reason, spill-over and shedding).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import urllib.request
 from dataclasses import dataclass, field
@@ -27,7 +32,8 @@ from . import report
 from .runner import Action, Engine, Segment
 from .traffic import Mix, Tenant
 
-SCENARIOS = ("steady", "spike", "outage", "reconfigure")
+SCENARIOS = ("steady", "spike", "outage", "reconfigure", "pool")
+POOL_FACTOR = 3
 SPIKE_FACTOR = 3
 
 
@@ -50,6 +56,8 @@ class Settings:
     )
     stream_fraction: float = 0.5
     prompt_words: dict[int, float] = field(default_factory=lambda: {8: 6.0, 64: 3.0, 256: 1.0})
+    # what each request asks for; a mock answers at once, a (simulated) model server generates them all
+    max_tokens: int = 1024
     api_keys: list[str] = field(default_factory=list)
     spike_tenant: str | None = None
     budget_rps: float | None = None
@@ -67,6 +75,13 @@ class Settings:
         names = {
             k.sha256: t for t, tenant in self.config.tenants.items() for k in tenant.api_keys if k.sha256
         }
+        # keys read from the environment (as `up` reads them) name their tenant too
+        names |= {
+            key_digest(os.environ[k.env]): t
+            for t, tenant in self.config.tenants.items()
+            for k in tenant.api_keys
+            if k.env and os.environ.get(k.env)
+        }
         return [Tenant(names.get(key_digest(k), f"tenant-{i + 1}"), k) for i, k in enumerate(self.api_keys)]
 
     def mix(self) -> Mix:
@@ -77,6 +92,7 @@ class Settings:
             prompt_words=self.prompt_words,
             tenants=[(t, 1.0) for t in self.tenants()],
             seed=self.seed,
+            max_tokens=self.max_tokens,
         )
 
     def mock_urls(self) -> dict[str, str]:
@@ -86,6 +102,20 @@ class Settings:
             host = "127.0.0.1" if p.host in ("0.0.0.0", "::") else p.host
             out[name] = f"{p.url.scheme}://{host}:{p.port}"
         return out
+
+    def pool_servers(self) -> dict[str, list[str]]:
+        """Pool provider name -> its servers' base URLs (the endpoints as configured)."""
+        return {
+            name: [f"http://{e}" for e in p.endpoints]
+            for name, p in self.config.providers.items()
+            if p.endpoints
+        }
+
+    def gateway_metrics(self) -> list[str]:
+        """The ext_proc workers' ``/metrics`` URLs (worker i serves on metrics_port + i)."""
+        e = self.config.ext_proc
+        host = "127.0.0.1" if e.address in ("0.0.0.0", "::") else e.address
+        return [f"http://{host}:{e.metrics_port + i}/metrics" for i in range(e.workers)]
 
     def provider_of(self, backend: str) -> str:
         b = self.config.backends.get(backend)
@@ -178,6 +208,29 @@ def plan(scenario: str, s: Settings) -> Plan:
             "ejection expires (10 s after the first ejection, longer after repeated ones).",
             cleanup=[("DELETE", faults)],
         )
+    if scenario == "pool":
+        if s.concurrency:
+            raise ValueError("pool is open-loop: give --rate, not --concurrency")
+        pools = set(s.pool_servers())
+        served = [m for m in s.mix().models if s.provider_of(s.primary_of(m)) in pools]
+        if not served:
+            raise ValueError(
+                f"pool: no model of the mix is served first by a pool in {s.config.source} "
+                "(give --models MODEL with a pool as its first backend)"
+            )
+        high = s.rate * POOL_FACTOR
+
+        async def note() -> str:
+            return ""
+
+        return Plan(
+            [Segment(0.0, d / 4, s.rate), Segment(d / 4, 3 * d / 4, high), Segment(3 * d / 4, d, s.rate)],
+            [Action(d / 4, f"load x{POOL_FACTOR}: {high:g} rps", note), Action(3 * d / 4, "load back", note)],
+            f"Load on the pool-served model(s) {', '.join(served)} at {s.rate:g} requests/s, "
+            f"{high:g} ({POOL_FACTOR}x) for the middle half, then back. Past the pool's saturation "
+            "the gateway sends interactive requests to the next tier (spill-over) and refuses batch "
+            "ones with 429 and Retry-After (shedding), so the servers' queues stay bounded.",
+        )
     if scenario == "reconfigure":
         if not s.apply_config:
             raise ValueError("reconfigure needs --apply-config FILE: the configuration to apply mid-run")
@@ -218,6 +271,7 @@ def _settings_json(s: Settings, p: Plan) -> dict[str, Any]:
         "dialects": s.dialects,
         "stream_fraction": s.stream_fraction,
         "prompt_words": s.prompt_words,
+        "max_tokens": s.max_tokens,
         "tenants": [t.name for t in s.tenants()] or ["anonymous"],
         "max_in_flight": s.max_in_flight,
         "sample_interval_s": s.sample_interval,
@@ -233,6 +287,8 @@ def run(scenario: str, s: Settings) -> dict[str, Any]:
         mix=s.mix(),
         duration=s.duration,
         mocks=s.mock_urls(),
+        sims=s.pool_servers(),
+        gateway_metrics=s.gateway_metrics() if s.pool_servers() else [],
         sample_interval=s.sample_interval,
         max_in_flight=s.max_in_flight,
         timeout=s.timeout,
