@@ -296,7 +296,8 @@ def backend_tool_count(backend: str, body: dict[str, Any]) -> int:
     if wire == "gemini":
         return sum(len(t.get("functionDeclarations", ())) for t in body.get("tools", ()))
     if wire == "bedrock":
-        return len(body.get("toolConfig", {}).get("tools", ()))
+        # toolSpec entries (a cachePoint entry marks a cache breakpoint, auto_cache: not a tool)
+        return sum(1 for t in body.get("toolConfig", {}).get("tools", ()) if "toolSpec" in t)
     return len(body.get("tools", ()))
 
 
