@@ -121,8 +121,9 @@ def served_by(sim: BackgroundPool, marker: str) -> list[int]:
 
 
 def ask(stack: Stack, text: str, **kw: Any) -> Any:
+    kw.setdefault("max_tokens", 4)
     return client(stack).chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=4, **kw
+        model=MODEL, messages=[{"role": "user", "content": text}], **kw
     )
 
 
@@ -158,10 +159,17 @@ def test_pool_cost_is_reported_from_the_servers_token_counters(stack: Stack, sim
     """gpu_hour_usd x 3 servers per hour, and per million output tokens while they generate."""
     url = f"http://127.0.0.1:{stack.config.ext_proc.metrics_port}/metrics"
     done = threading.Event()
+    answered: list[int] = []
+    failures: list[BaseException] = []
 
     def load() -> None:
         while not done.is_set():
-            ask(stack, uuid.uuid4().hex, max_tokens=40)
+            try:
+                ask(stack, uuid.uuid4().hex, max_tokens=40)
+                answered.append(1)
+            except Exception as e:  # reported below: a load that failed proves nothing
+                failures.append(e)
+                return
 
     workers = [threading.Thread(target=load) for _ in range(3)]
     for w in workers:
@@ -178,6 +186,8 @@ def test_pool_cost_is_reported_from_the_servers_token_counters(stack: Stack, sim
         done.set()
         for w in workers:
             w.join()
+    assert not failures, failures[:1]
+    assert answered, "no request of the load was answered"
     assert 'llm_gateway_pool_cost_usd_per_hour{pool="gpus"} 6.0' in text
     # three clients of 40-token answers make at least 10 tokens a second: under 6 USD / 36,000 tokens
     assert per_m is not None and 0 < per_m < 6 / (10 * 3600) * 1e6, per_m
