@@ -431,9 +431,15 @@ def totals_markdown(results: dict[tuple[str, str, str], Outcome]) -> str:
     )
 
 
-def test_readme_corpus_totals() -> None:
-    if len(RESULTS) < len(CASES) * len(BACKENDS) * len(MODES):
-        pytest.skip("the whole corpus did not run in this session")
+def test_readme_corpus_totals(gateway: Stack, admin: MockAdmin) -> None:  # noqa: F811
+    # The cases this session did not run (a -k selection) are run here: the totals are always checked.
+    for name in CASES:
+        for backend in BACKENDS:
+            for mode in MODES:
+                if (name, backend, mode) not in RESULTS:
+                    RESULTS[(name, backend, mode)] = run_case(
+                        gateway, admin, name, backend, mode == "streamed"
+                    )
     text = README.read_text()
     assert BEGIN in text and END in text, "README lacks the agent-corpus markers"
     line = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
