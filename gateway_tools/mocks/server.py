@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import threading
 
 from aiohttp import web
 
+from ..background import LoopThread
 from .anthropic_messages import _Anthropic
 from .azure import _Azure
 from .bedrock import _Bedrock
@@ -105,24 +105,12 @@ class BackgroundMocks:
     """Mocks served by a private event loop in a daemon thread, for synchronous callers such as SDK tests."""
 
     def __init__(self, specs: list[MockSpec]) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="mock-providers", daemon=True)
-        self._thread.start()
-        try:
-            self.mocks = asyncio.run_coroutine_threadsafe(start(specs), self._loop).result(timeout=30)
-        except BaseException:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-            raise
+        self._loop = LoopThread("mock-providers")
+        self.mocks = self._loop.start(start(specs))
         self.ports = self.mocks.ports
 
     def stop(self) -> None:
-        if not self._loop.is_running():
-            return
-        asyncio.run_coroutine_threadsafe(self.mocks.stop(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        self._loop.close(self.mocks.stop())
 
     def __enter__(self) -> BackgroundMocks:
         return self

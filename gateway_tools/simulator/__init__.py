@@ -40,12 +40,12 @@ or ``await start_pool(...)`` on a running event loop (returns a ``SimPool``).
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
+from ..background import LoopThread
 from .engine import DEFAULT_PROFILE, Profile
 from .server import FAULTS, SimServer
 
@@ -142,33 +142,19 @@ class BackgroundPool:
     """A :class:`SimPool` on a private event loop in a daemon thread, for synchronous callers."""
 
     def __init__(self, n: int, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="sim-pool", daemon=True)
-        self._thread.start()
-        try:
-            self.pool = asyncio.run_coroutine_threadsafe(start_pool(n, **kwargs), self._loop).result(
-                timeout=30
-            )
-        except BaseException:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-            raise
+        self._loop = LoopThread("sim-pool")
+        self.pool = self._loop.start(start_pool(n, **kwargs))
         self.ports = self.pool.ports
         self.endpoints = self.pool.endpoints
 
     def stats(self, i: int) -> dict[str, Any]:
-        return asyncio.run_coroutine_threadsafe(_call(self.pool.stats, i), self._loop).result(timeout=10)
+        return self._loop.run(_call(self.pool.stats, i))
 
     def set_fault(self, i: int, fault: str) -> None:
-        asyncio.run_coroutine_threadsafe(self.pool.set_fault(i, fault), self._loop).result(timeout=10)
+        self._loop.run(self.pool.set_fault(i, fault))
 
     def stop(self) -> None:
-        if not self._loop.is_running():
-            return
-        asyncio.run_coroutine_threadsafe(self.pool.stop(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        self._loop.close(self.pool.stop())
 
     def __enter__(self) -> BackgroundPool:
         return self
