@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -375,14 +375,18 @@ class _OpenAI(_Provider):
             )
         return v
 
-    def check_content(self, content: Any, p: str, role: str) -> None:
+    def typed_parts(
+        self, content: Any, path: str, allowed: Iterable[str]
+    ) -> Iterator[tuple[str, dict[str, Any], str]]:
+        """A message's content parts as (path, part, type), each an object of an allowed type,
+        checked one by one as it is read (a string content has none): the API's own errors."""
         if isinstance(content, str):
             return
         if not isinstance(content, list):
-            raise self.bad_type(p, "one of a string or array of objects", content)
-        allowed = _OA_PART_TYPES[role]
+            raise self.bad_type(path, "one of a string or array of objects", content)
+        allowed = tuple(allowed)
         for j, part in enumerate(content):
-            pp = f"{p}[{j}]"
+            pp = f"{path}[{j}]"
             if not isinstance(part, dict):
                 raise self.bad_type(pp, "an object", part)
             t = part.get("type")
@@ -390,6 +394,10 @@ class _OpenAI(_Provider):
                 raise self.missing(f"{pp}.type")
             if t not in allowed:
                 raise self.bad_value(f"{pp}.type", t, allowed)
+            yield pp, part, t
+
+    def check_content(self, content: Any, p: str, role: str) -> None:
+        for pp, part, t in self.typed_parts(content, p, _OA_PART_TYPES[role]):
             if t in ("text", "refusal"):
                 if t not in part:
                     raise self.missing(f"{pp}.{t}")

@@ -229,22 +229,10 @@ class _OpenAIPlatform(_OpenAI):
     def check_parts(self, content: Any, path: str, role: str) -> None:
         """[create] message content: input_text / input_image / input_file parts for user, system and
         developer messages; output_text / refusal for the assistant's."""
-        if isinstance(content, str):
-            return
-        if not isinstance(content, list):
-            raise self.bad_type(path, "one of a string or array of objects", content)
         allowed = (
             ("output_text", "refusal") if role == "assistant" else ("input_text", "input_image", "input_file")
         )
-        for j, part in enumerate(content):
-            pp = f"{path}[{j}]"
-            if not isinstance(part, dict):
-                raise self.bad_type(pp, "an object", part)
-            t = part.get("type")
-            if t is None:
-                raise self.missing(f"{pp}.type")
-            if t not in allowed:
-                raise self.bad_value(f"{pp}.type", t, allowed)
+        for pp, part, t in self.typed_parts(content, path, allowed):
             if t in ("input_text", "output_text"):
                 self.check_keys(part, ("type", "text", "annotations", "logprobs"), pp)
                 if not isinstance(part.get("text"), str):
