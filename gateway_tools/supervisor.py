@@ -237,13 +237,11 @@ class Stack:
     def _serve_metrics(self) -> None:
         if self.metrics_port == 0:
             return
-        if self.metrics_port is None:
-            with socket.socket() as s:
-                s.bind((self.config.admin.address, 0))
-                self.metrics_port = s.getsockname()[1]
+        # None: any free port, bound by the server itself (a probed port can be taken before it binds).
         self.metrics_server, _ = start_http_server(
-            self.metrics_port, addr=self.config.admin.address, registry=self.registry
+            self.metrics_port or 0, addr=self.config.admin.address, registry=self.registry
         )
+        self.metrics_port = self.metrics_server.server_port
 
     def _supervise_loop(self) -> None:
         while not self.stopping.wait(SUPERVISE_INTERVAL_S):

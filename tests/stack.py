@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,36 +11,25 @@ import pytest
 import yaml
 
 from ext_proc.config import DEFAULT_CONFIG
+from gateway_tools.ports import free_ports
 from gateway_tools.supervisor import Stack
 
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports free right now (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+__all__ = ["free_ports"]
 
 
 def config_on_free_ports(base: dict[str, Any] | None = None, workers: int = 1) -> dict[str, Any]:
     """The default config (or ``base``) with every port moved to a free one.
 
-    ext_proc ports for several workers are consecutive; the block is probed
-    as a whole.
+    Every port comes from one block below the kernel's ephemeral range
+    (``gateway_tools.ports``): ext_proc ports for several workers are consecutive.
     """
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text()) if base is None else base
-    listen, admin, *rest = free_ports(2 + len(cfg["providers"]))
+    # One block: each worker's gRPC and metrics ports are consecutive, then the rest.
+    block = free_ports(2 * workers + 2 + len(cfg["providers"]), consecutive=True)
+    grpc_base, metrics_base = block[0], block[workers]
+    listen, admin, *rest = block[2 * workers :]
     cfg["listen"] = {"address": "127.0.0.1", "port": listen}
     cfg["admin"] = {"address": "127.0.0.1", "port": admin}
-    taken = {listen, admin, *rest}
-    grpc_base = _consecutive_free(workers, taken)
-    metrics_base = _consecutive_free(workers, taken | set(range(grpc_base, grpc_base + workers)))
     cfg["ext_proc"] = {
         **cfg.get("ext_proc", {}),
         "address": "127.0.0.1",
@@ -54,25 +42,6 @@ def config_on_free_ports(base: dict[str, Any] | None = None, workers: int = 1) -
             path = "/v1" if p["dialect"] in ("openai", "openai_responses") else ""
             p["base_url"] = f"http://127.0.0.1:{port}{path}"
     return cfg
-
-
-def _consecutive_free(n: int, taken: set[int] = frozenset()) -> int:  # type: ignore[assignment]
-    """``n`` consecutive free ports, none of them already handed out (``taken``)."""
-    for _ in range(50):
-        (start,) = free_ports(1)
-        block = range(start, start + n)
-        if start + n < 65535 and not taken.intersection(block) and all(_free(p) for p in block):
-            return start
-    raise RuntimeError("no block of free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def start_stack(tmp: Path, cfg: dict[str, Any], env: dict[str, str] | None = None) -> Stack:

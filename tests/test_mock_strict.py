@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from hypothesis import strategies as st
 from gateway_tools.mocks import BackgroundMocks, MockSpec, start_in_thread
 from gateway_tools.mocks.common import _tool_args
 from gateway_tools.mocks.openai_chat import _oa_strict_problem
+from gateway_tools.ports import free_port
 from tests.cloud import LOCATION, PROJECT, service_account_key
 
 OA, AN, GM = "oai", "claude", "gem"
@@ -910,9 +910,7 @@ def test_vertex_takes_cloud_storage_uris_the_gemini_api_refuses(
     mocks: BackgroundMocks, tmp_path: Path
 ) -> None:
     """fileData URIs: gs:// is Vertex AI's (Vertex "Gemini API reference"), refused by the Gemini API."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     key = service_account_key(tmp_path / "sa.json", f"http://127.0.0.1:{port}/token")
     vertex = start_in_thread([MockSpec("vx", "vertex_gemini", port, "", credentials_file=str(key))])
     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import socket
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any, Literal
 import orjson
 import yaml
 
+from ..ports import free_ports
 from ..supervisor import Stack, StackError, envoy_binary
 from . import admission, noop, otlp_sink, peer, upstream
 from .load import Request
@@ -150,23 +150,9 @@ def unavailable(name: str, workers: int) -> str | None:
     return None
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def port_block(count: int) -> int:
     """First port of ``count`` consecutive free ones, below the kernel's ephemeral range."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 32_000 - count)
-        if all(_bindable(base + i) for i in range(count)):
-            return base
-    raise RuntimeError(f"no block of {count} free ports")
+    return free_ports(count, consecutive=True)[0]
 
 
 @dataclass(frozen=True)

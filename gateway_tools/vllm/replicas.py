@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway_tools.ports import free_port
 
 __all__ = ["Replica", "VllmStartError", "replicas", "start_vllm_replicas", "stop_replicas"]
 
@@ -57,12 +58,6 @@ class Replica:
             return ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ready(port: int) -> bool:
     with (
         contextlib.suppress(OSError),
@@ -96,7 +91,7 @@ def start_vllm_replicas(
     started: list[Replica] = []
     try:
         for _ in range(n):
-            port = _free_port()
+            port = free_port()
             argv = [
                 python,
                 "-m",
