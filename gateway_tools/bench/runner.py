@@ -147,11 +147,15 @@ class Bench:
         proxy = "litellm" if probe == PEER.name else "ext_proc"
         pids = (self.stack.proxy_pids(probe), self.stack.envoy_pids(probe), self.stack.pids("bench-canned"))
         before = [cpu_seconds(p) for p in pids]
+        msgs0 = self.stack.ext_proc_messages(probe)
         res = load.run_wrk(
             self.requests[probe], self.opts.connections, self.opts.duration, self.stack.run_dir
         )
         after = [cpu_seconds(p) for p in pids]
+        msgs1 = self.stack.ext_proc_messages(probe)
         n = max(res.requests, 1)
+        # Envoy's counters (ext_proc stream_msgs_sent / _received): the round trips a request costs.
+        per_request = {k: (msgs1[k] - msgs0[k]) / n for k in msgs0}
         row = {
             "rps": res.rps,
             "requests": res.requests,
@@ -160,11 +164,15 @@ class Bench:
             f"{proxy}_cpu_s_per_1k": (after[0] - before[0]) / n * 1000,
             "envoy_cpu_s_per_1k": (after[1] - before[1]) / n * 1000,
             "upstream_cpu_s_per_1k": (after[2] - before[2]) / n * 1000,
+            "ext_proc_streams_per_request": per_request["streams"],
+            "ext_proc_messages_sent_per_request": per_request["sent"],
+            "ext_proc_messages_received_per_request": per_request["received"],
         }
         self.data.throughput.setdefault(probe, []).append(row)
         self.log(
             f"{probe:<16} {res.rps:>8,.0f} req/s  errors {res.errors}  {proxy} "
             f"{row[f'{proxy}_cpu_s_per_1k']:.3f} s/1k  envoy {row['envoy_cpu_s_per_1k']:.3f} s/1k"
+            + (f"  ext_proc messages {per_request['sent']:.2f} sent" if per_request["streams"] else "")
         )
 
     def timing(self, probe: str) -> None:

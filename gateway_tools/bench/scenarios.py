@@ -504,6 +504,35 @@ class BenchStack(Stack):
             return self.pids("bench-noop-envoy")
         return self.pids("envoy", self.own.get(probe))
 
+    def envoy_admin(self, probe: str) -> str | None:
+        """The admin address of the Envoy that serves ``probe`` (None: no Envoy of ours)."""
+        p = self.ports
+        if probe in FLOORS:
+            return f"127.0.0.1:{p.floor_admin}"
+        if probe in REFERENCES:
+            return f"127.0.0.1:{p.noop_admin}"
+        if probe in ("upstream", "peer"):
+            return None
+        admin = (self.own.get(probe) or self).config.admin
+        return f"{admin.address}:{admin.port}"
+
+    def ext_proc_messages(self, probe: str) -> dict[str, int]:
+        """Envoy's own counts of ext_proc streams and messages so far (every ext_proc
+        filter of ``probe``'s Envoy summed: the router stage and any per-attempt stage)."""
+        admin = self.envoy_admin(probe)
+        out = {"streams": 0, "sent": 0, "received": 0}
+        if admin is None:
+            return out
+        url = f"http://{admin}/stats?filter=ext_proc\\.(streams_started|stream_msgs_sent|stream_msgs_received)$"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                name, _, value = line.rpartition(": ")
+                key = {"streams_started": "streams", "stream_msgs_sent": "sent"}.get(
+                    name.rpartition(".")[2], "received"
+                )
+                out[key] += int(value)
+        return out
+
     def spans_exported(self, probe: str) -> int:
         """Spans the Envoy of a traced probe exported (its tracer's own counter): proof it traced."""
         admin = self.own[probe].config.admin
