@@ -45,18 +45,31 @@ def attribute(req: pb.ProcessingRequest, name: str) -> str | float | bool | None
     return None
 
 
+# Header values a request sets are mostly the same from request to request (route,
+# primary, config version, a provider's credentials): built once, copied by upb in C.
+# Values that vary (content-length) only fill it up to the bound, which clears it.
+_OPTIONS: dict[tuple[str, str], base_pb2.HeaderValueOption] = {}
+_OPTIONS_BOUND = 4096
+
+
+def _option(key: str, value: str) -> base_pb2.HeaderValueOption:
+    found = _OPTIONS.get((key, value))
+    if found is None:
+        if len(_OPTIONS) >= _OPTIONS_BOUND:
+            _OPTIONS.clear()
+        found = _OPTIONS[key, value] = base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=key, raw_value=value.encode("latin-1")), append_action=OVERWRITE
+        )
+    return found
+
+
 def header_mutation(
     set_headers: dict[str, str] | None = None, remove: Iterable[str] = ()
 ) -> pb.HeaderMutation:
-    mutation = pb.HeaderMutation(remove_headers=list(remove))
-    if set_headers:
-        add = mutation.set_headers.add
-        for key, value in set_headers.items():
-            add(
-                header=base_pb2.HeaderValue(key=key, raw_value=value.encode("latin-1")),
-                append_action=OVERWRITE,
-            )
-    return mutation
+    return pb.HeaderMutation(
+        remove_headers=remove,
+        set_headers=[_option(k, v) for k, v in set_headers.items()] if set_headers else (),
+    )
 
 
 def request_body_response(
@@ -66,11 +79,11 @@ def request_body_response(
     body: bytes | None = None,
     clear_route_cache: bool = False,
 ) -> pb.ProcessingResponse:
-    common = pb.CommonResponse(clear_route_cache=clear_route_cache)
-    if set_headers or remove:
-        common.header_mutation.CopyFrom(header_mutation(set_headers, remove))
-    if body is not None:
-        common.body_mutation.body = body
+    common = pb.CommonResponse(
+        clear_route_cache=clear_route_cache,
+        header_mutation=header_mutation(set_headers, remove) if set_headers or remove else None,
+        body_mutation=pb.BodyMutation(body=body) if body is not None else None,
+    )
     return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
 
 
