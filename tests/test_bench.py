@@ -71,6 +71,21 @@ def test_bench_quick_writes_report(tmp_path: Path) -> None:
         ]
         if peer:
             measured += ["peer.throughput_rps", "peer.litellm_cpu_s_per_1k", "peer.gateway_throughput_ratio"]
+    # Issue 20's ratios within the run; Envoy's own message counts behind them.
+    measured += ["streamed.cpu_vs_reference"]
+    if load.wrk_path():
+        measured += [
+            "translated.throughput_vs_reference",
+            "passthrough.throughput_vs_reference",
+            "translated.messages_per_request",
+            "admission-redis.throughput_vs_memory",
+        ]
+        rows = report["throughput"]
+        # Headers, body, one response chunk: the router stage's three; the reference has
+        # no Lua hold, so its answer ends on a separate empty chunk (four).
+        assert [round(r["ext_proc_messages_sent_per_request"]) for r in rows["translated"]] == [3]
+        assert [round(r["ext_proc_messages_sent_per_request"]) for r in rows["noop-unary"]] == [4]
+        assert all(r["ext_proc_streams_per_request"] == 0 for r in rows["floor"])
     for key in measured:
         assert figures[key]["value"] is not None, key
     positive = ("floor.p50_ms", "hold.peak_rss_mb", "peer.p50_ms", "peer.p99_ms")

@@ -46,7 +46,7 @@ class Figure:
         elif self.unit == "MB":
             value = f"{self.value:.1f} MB"
         elif self.unit == "x":
-            value = f"{self.value:.1f}x"
+            value = f"{self.value:.2f}x"
         else:
             value = f"{self.value:.3g} {self.unit}".strip()
         met = {True: "yes", False: "NO", None: ""}[self.met]
