@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,36 @@ def test_pool_targets_are_judged_from_the_rows() -> None:
     assert tput["scored_never_left_slo"]  # so its own limit was not reached: the ratio is a floor
     results["scored"][-1] = row(8, 300, 1.5)  # past the SLO: its best within it is 120
     assert targets(results, 1.0)["throughput_within_slo"]["tokens_per_s"]["scored"] == 120
+
+
+@pytest.mark.timeout(180)
+def test_bench_scaling_runs_each_worker_count_and_skips_what_the_cores_cannot_hold(tmp_path: Path) -> None:
+    out = tmp_path / "scaling.json"
+    too_many = len(os.sched_getaffinity(0)) + 1
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway_tools",
+            "bench",
+            "--quick",
+            "--workers",
+            f"1,{too_many}",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| workers | translated throughput |" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["workers"] for r in rows] == [1, too_many]
+    one, skipped = rows
+    if load.wrk_path():
+        assert one["translated_rps"] > 0 and one["ext_proc_cpu_ms_per_request"] > 0
+        assert one["rps_per_ext_proc_core"] == pytest.approx(1000 / one["ext_proc_cpu_ms_per_request"])
+    assert f"{too_many} workers need {too_many} cores" in skipped["skipped"]
+    assert (tmp_path / "scaling-workers-1.json").exists()  # each count's full report

@@ -36,7 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, help="seconds per measurement (default 5; --quick: 1)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections for throughput (default 32)")
     p.add_argument("--rate", type=float, help="open-loop requests/s for latency (default 200; --quick: 100)")
-    p.add_argument("--workers", type=int, default=1, help="ext_proc processes (default 1)")
+    p.add_argument(
+        "--workers",
+        default="1",
+        help="ext_proc processes (default 1); a list such as 1,2,4,8 runs the scaling table instead: "
+        "the translated scenario once per count, wrk pinned apart where the machine has 4+ cores",
+    )
     p.add_argument("--rounds", type=int, help="alternations of all scenarios (default 3; --quick: 1)")
     p.add_argument(
         "--output", "-o", default="bench-report.json", help="JSON report (default bench-report.json)"
@@ -70,6 +75,13 @@ def _cmd(args: argparse.Namespace) -> int:
         if args.pool_rates:
             kw["rates"] = tuple(float(r) for r in args.pool_rates.split(","))
         return main(PoolOptions.quick(**kw) if args.quick else PoolOptions(**kw))
+    from .scaling import parse_counts
+
+    try:
+        counts = parse_counts(args.workers)
+    except ValueError as e:
+        print(e)
+        return 2
     chosen = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
     known = _names()
     unknown = [s for s in chosen if s not in known]
@@ -83,10 +95,14 @@ def _cmd(args: argparse.Namespace) -> int:
     }
     common = {
         "connections": args.connections,
-        "workers": args.workers,
+        "workers": counts[0],
         "output": Path(args.output),
         "scenarios": chosen,
         **given,
     }
     opts = Options.quick(**common) if args.quick else Options(**common)
+    if len(counts) > 1:
+        from .scaling import main as scale
+
+        return scale(opts, counts)
     return run(opts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import os
 import re
 import shutil
 import subprocess
@@ -74,6 +75,12 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
+def load_generator_cores() -> set[int] | None:
+    """The core wrk is pinned to, apart from the stack (None: under 4 cores, none is set apart)."""
+    cores = sorted(os.sched_getaffinity(0))
+    return {cores[-1]} if len(cores) >= 4 else None
+
+
 def run_wrk(req: Request, connections: int, duration: float, workdir: Path, threads: int = 2) -> WrkResult:
     """Closed-loop max throughput; raises if wrk fails outright."""
     wrk = wrk_path()
@@ -96,7 +103,16 @@ def run_wrk(req: Request, connections: int, duration: float, workdir: Path, thre
         str(script),
         f"http://127.0.0.1:{req.port}{req.path}",
     ]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    # With 4 cores or more, wrk runs apart from the stack (``scaling``).
+    pin = load_generator_cores()
+    out = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=False,
+        preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
     text = out.stdout
