@@ -173,6 +173,9 @@ class PoolSettings(_Strict):
     # A server is saturated at queue_limit waiting requests or kv_cache_limit KV use.
     queue_limit: Annotated[int, Field(ge=1)] = 8
     kv_cache_limit: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # A server that preempted requests (vLLM's num_preemptions_total rose: its KV cache ran out
+    # mid-decode, it is thrashing) counts as at its KV limit for this long (0: never).
+    preemption_hold_ms: Annotated[int, Field(ge=0)] = 10_000
     # The pool is saturated when its servers' mean max(queue/queue_limit, kv/kv_cache_limit)
     # reaches this: interactive requests go to the next tier, batch ones get a 429.
     saturation: Annotated[float, Field(gt=0, le=10)] = 1.0

@@ -82,7 +82,9 @@ async def _run(pool: Pool, done: asyncio.Event) -> None:
 
 def _exporter(pool: Pool, done: asyncio.Event) -> Callable[[], None]:
     def export() -> None:
+        now, hold = time.monotonic(), pool.settings.preemption_hold_ms / 1000
         for e, s in pool.servers.items():
+            M.SERVER_THRASHING.labels(pool.name, e).set(1 if now - s.preempted_at <= hold else 0)
             M.SERVER_UP.labels(pool.name, e).set(1 if s.up else 0)
             M.SERVER_IN_FLIGHT.labels(pool.name, e).set(s.in_flight)
             M.SERVER_HIT_RATE.labels(pool.name, e).set(s.hit_rate)

@@ -30,6 +30,12 @@ SERVER_HIT_RATE = Gauge(
     ["pool", "server"],
     registry=REGISTRY,
 )
+SERVER_THRASHING = Gauge(
+    "llm_gateway_pool_server_thrashing",
+    "1 while the server counts as at its KV-cache limit because it preempted requests lately.",
+    ["pool", "server"],
+    registry=REGISTRY,
+)
 SERVER_IN_FLIGHT = Gauge(
     "llm_gateway_pool_server_in_flight",
     "Requests this ext_proc process has open on the server.",

@@ -3,7 +3,8 @@
 vLLM's names (its docs, "Production Metrics"): ``vllm:num_requests_waiting``,
 ``vllm:num_requests_running``, ``vllm:kv_cache_usage_perc`` (0-1; ``vllm:gpu_cache_usage_perc``
 before v0.10), ``vllm:prefix_cache_queries_total`` / ``vllm:prefix_cache_hits_total`` (tokens),
-``vllm:cache_config_info`` (labels ``block_size``, ``num_gpu_blocks``). SGLang's equivalents:
+``vllm:cache_config_info`` (labels ``block_size``, ``num_gpu_blocks``),
+``vllm:num_preemptions_total`` (requests preempted because the KV cache was full). SGLang's equivalents:
 ``sglang:num_queue_reqs``, ``sglang:num_running_reqs``, ``sglang:token_usage``,
 ``sglang:cache_hit_rate``. A server with several engines (data parallel) reports one series per
 engine: counts are summed, KV use averaged.
@@ -26,6 +27,7 @@ class ServerMetrics:
     hit_rate: float | None = None  # reported directly (SGLang), else from the counters
     finished: float = 0.0  # requests completed (counter): the drain rate behind Retry-After
     generated: float = 0.0  # output tokens (counter): a server with work and none of these is stalled
+    preemptions: float = 0.0  # requests preempted for KV-cache space (counter): a rising one thrashes
     block_size: int | None = None
     num_blocks: int | None = None
 
@@ -40,6 +42,7 @@ _SUM = {
     "vllm:request_success_total": "finished",
     "vllm:generation_tokens_total": "generated",
     "sglang:generation_tokens_total": "generated",
+    "vllm:num_preemptions_total": "preemptions",
 }
 _MEAN = {
     "vllm:kv_cache_usage_perc": "kv_usage",

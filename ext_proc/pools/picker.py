@@ -123,6 +123,7 @@ class Pool:
     def views(self, hashes: list[bytes], now: float) -> list[scorers.View]:
         stale = self.settings.stale_after_ms / 1000
         stall = self.settings.stall_after_ms / 1000
+        hold = self.settings.preemption_hold_ms / 1000
         matches = self.affinity.matches(hashes) if hashes else {}
         out = []
         for e, s in self.servers.items():
@@ -137,6 +138,7 @@ class Pool:
                     kv_usage=m.kv_usage if m else 1.0,
                     sent_since_scrape=s.sent_since_scrape,
                     prefix_blocks=matches.get(e, 0),
+                    thrashing=now - s.preempted_at <= hold,
                 )
             )
         return out
