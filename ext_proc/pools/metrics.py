@@ -67,3 +67,17 @@ COST_PER_MILLION = Gauge(
     ["pool"],
     registry=REGISTRY,
 )
+COST_PICKS = Counter(
+    "llm_gateway_cost_picks",
+    "Requests of a prefer-cheapest model put first on a backend of a shared tier, by why "
+    "(cost: the cheapest within its SLO; slo: a cheaper one missed its SLO).",
+    ["model", "backend", "reason"],
+    registry=REGISTRY,
+)
+TTFT_P90 = Gauge(
+    "llm_gateway_pool_ttft_p90_seconds",
+    "The pool's time to first token, 90th percentile over pool.ttft_window_ms, from its servers' "
+    "own histograms (absent without a first token in the window).",
+    ["pool"],
+    registry=REGISTRY,
+)

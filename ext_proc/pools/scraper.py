@@ -34,6 +34,8 @@ class ServerState:
     token_rate: float = 0.0  # output tokens generated per second, smoothed
     progress_at: float = 0.0  # last time it was idle or produced a token
     preempted_at: float = float("-inf")  # last time its preemption counter rose (KV cache full)
+    # TTFT histogram buckets observed since the pool last collected them (``Pool.after_round``)
+    ttft_new: dict[float, float] = field(default_factory=dict)
     _last: tuple[float, float, float, float, float, float] | None = field(default=None, repr=False)
 
     def update(self, m: ServerMetrics, now: float) -> None:
@@ -49,6 +51,13 @@ class ServerState:
                 self.hit_rate = 0.7 * self.hit_rate + 0.3 * (m.prefix_hits - h0) / dq
             if m.preemptions > p0:
                 self.preempted_at = now
+            before = self.metrics.ttft_buckets if self.metrics is not None else {}
+            for le, n in m.ttft_buckets.items():
+                d = n - before.get(le, 0.0)
+                if d < 0:  # the server restarted: its counts start over
+                    d = n
+                if d > 0:
+                    self.ttft_new[le] = self.ttft_new.get(le, 0.0) + d
         if m.hit_rate is not None:
             self.hit_rate = m.hit_rate
         busy = m.waiting + m.running > 0
