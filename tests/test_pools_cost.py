@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 
 from ext_proc.config import DEFAULT_CONFIG, ConfigError, PoolSettings, parse_config
 from ext_proc.envoy_config import render
-from ext_proc.pools import Pool
+from ext_proc.pools import Pool, route
 from ext_proc.pools import metrics as M
-from ext_proc.pools import route
 from ext_proc.pools.cost import cheapest_first, quantile
 from ext_proc.pools.metrics_text import MetricsError, parse
 from ext_proc.routing import Candidates

@@ -15,7 +15,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import openai
 import pytest
@@ -33,7 +32,8 @@ SLO_S = 0.15
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[BackgroundPool]:
-    # At the A100 profile's own speed: a 600-token prompt takes about 60 ms to prefill, 300 ms slowed.
+    # At the A100 profile's own speed: a 400-token prompt takes about 40 ms to prefill, 200 ms
+    # slowed; the SLO (150 ms) leaves the fast answers room for a busy machine's delays.
     with start_pool_in_thread(2, model="sim-llama", time_scale=1.0) as p:
         yield p
 
@@ -89,8 +89,8 @@ def _cost_picks(stack: Stack) -> dict[tuple[str, str], float]:
 
 
 def ask(stack: Stack) -> str:
-    """One question with a 600-token prompt no cache holds; the backend that answered."""
-    prompt = f"{uuid.uuid4().hex} " + " ".join(f"w{j}" for j in range(599))
+    """One question with a 400-token prompt no cache holds; the backend that answered."""
+    prompt = f"{uuid.uuid4().hex} " + " ".join(f"w{j}" for j in range(399))
     raw = openai.OpenAI(
         base_url=f"http://127.0.0.1:{stack.config.listen.port}/v1",
         api_key=DEMO_KEY,
@@ -112,8 +112,8 @@ def test_cheap_pool_serves_within_its_slo_and_the_api_tier_peer_when_it_is_slow(
 ) -> None:
     picks0 = _cost_picks(stack)
     fast = [ask(stack) for _ in range(8)]
-    assert fast == [POOL_BACKEND] * 8  # the cheaper backend of the tier, every time
     p90 = _ttft_p90(stack)
+    assert fast == [POOL_BACKEND] * 8, (fast, p90)  # the cheaper backend of the tier, every time
     assert p90 is not None and p90 <= SLO_S, p90
     picks1 = _cost_picks(stack)
     assert picks1.get((POOL_BACKEND, "cost"), 0) - picks0.get((POOL_BACKEND, "cost"), 0) >= 8
@@ -138,4 +138,5 @@ def test_cheap_pool_serves_within_its_slo_and_the_api_tier_peer_when_it_is_slow(
     while _ttft_p90(stack) is not None:  # the slow answers leave the window (5 s)
         assert time.monotonic() < deadline, "the slow answers never left the TTFT window"
         time.sleep(0.2)
-    assert [ask(stack) for _ in range(3)] == [POOL_BACKEND] * 3
+    back = [ask(stack) for _ in range(3)]
+    assert back == [POOL_BACKEND] * 3, (back, _ttft_p90(stack))
