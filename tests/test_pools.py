@@ -2,8 +2,8 @@
 servers in this process, and the official openai SDK as the client.
 
 What is proven: the request lands on the server the gateway picked (the servers' own records
-against the gateway's pick counter), a repeated prefix goes to the same server, a dead or
-stalled server is routed around with no client-visible error, and a saturated pool spills
+against the gateway's pick counter), a repeated prefix goes to the same server, a dead,
+stalled or KV-thrashing server is routed around with no client-visible error, and a saturated pool spills
 interactive requests to the API tier and sheds batch ones with a 429 and Retry-After.
 """
 

@@ -92,7 +92,7 @@ def _exporter(pool: Pool, done: asyncio.Event) -> Callable[[], None]:
             with contextlib.suppress(KeyError):
                 M.TTFT_P90.remove(pool.name)
         for e, s in pool.servers.items():
-            M.SERVER_THRASHING.labels(pool.name, e).set(1 if now - s.preempted_at <= hold else 0)
+            M.SERVER_THRASHING.labels(pool.name, e).set(1 if s.thrashing(now, hold) else 0)
             M.SERVER_UP.labels(pool.name, e).set(1 if s.up else 0)
             M.SERVER_IN_FLIGHT.labels(pool.name, e).set(s.in_flight)
             M.SERVER_HIT_RATE.labels(pool.name, e).set(s.hit_rate)

@@ -144,7 +144,7 @@ class Pool:
                     kv_usage=m.kv_usage if m else 1.0,
                     sent_since_scrape=s.sent_since_scrape,
                     prefix_blocks=matches.get(e, 0),
-                    thrashing=now - s.preempted_at <= hold,
+                    thrashing=s.thrashing(now, hold),
                 )
             )
         return out

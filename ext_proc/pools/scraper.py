@@ -38,6 +38,10 @@ class ServerState:
     ttft_new: dict[float, float] = field(default_factory=dict)
     _last: tuple[float, float, float, float, float, float] | None = field(default=None, repr=False)
 
+    def thrashing(self, now: float, hold_s: float) -> bool:
+        """It preempted requests (its KV cache ran out) within the last ``hold_s`` seconds."""
+        return now - self.preempted_at <= hold_s
+
     def update(self, m: ServerMetrics, now: float) -> None:
         if self._last is not None:
             t0, fin0, q0, h0, g0, p0 = self._last
