@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -367,14 +367,18 @@ def test_prefix_aware_picking_raises_the_servers_cache_hit_rate(tmp_path: Path) 
     assert aware >= 0.6 and aware > blind + 0.2, (aware, blind)
 
 
-def _conversations(stack: Stack, prefixes: list[str], turns: int, seconds: float) -> list[BaseException]:
-    """One thread per prefix, ``turns`` requests each (32-token answers), stopped after ``seconds``."""
+def _conversations(
+    stack: Stack, prefixes: list[str], turns: int, seconds: float, until: Callable[[], bool] | None = None
+) -> list[BaseException]:
+    """One thread per prefix, ``turns`` requests each (32-token answers), stopped after ``seconds``
+    or as soon as ``until()`` holds (polled every 50 ms)."""
     errors: list[BaseException] = []
     stop_at = time.monotonic() + seconds
+    done = threading.Event()
 
     def talk(prefix: str) -> None:
         for turn in range(turns):
-            if time.monotonic() > stop_at:
+            if time.monotonic() > stop_at or done.is_set():
                 return
             try:
                 raw = ask(stack, f"{prefix} turn {turn} {uuid.uuid4().hex}", max_tokens=32)
@@ -386,6 +390,10 @@ def _conversations(stack: Stack, prefixes: list[str], turns: int, seconds: float
     threads = [threading.Thread(target=talk, args=(p,)) for p in prefixes]
     for t in threads:
         t.start()
+    while until is not None and any(t.is_alive() for t in threads) and not done.is_set():
+        if until():
+            done.set()
+        time.sleep(0.05)
     for t in threads:
         t.join()
     return errors
@@ -419,13 +427,18 @@ def test_kv_thrashing_server_is_routed_around_without_client_errors(
     sim.set_fault(thrash, "kv_thrash")
     errors: list[BaseException] = []
     deadline = time.monotonic() + 30
-    while _gauge(stack, "llm_gateway_pool_server_thrashing", sim.endpoints[thrash]) != 1.0:
+
+    def seen() -> bool:
+        return _gauge(stack, "llm_gateway_pool_server_thrashing", sim.endpoints[thrash]) == 1.0
+
+    # Until the gateway has seen it thrash (then at once: the hold, 10 s, outlasts what follows).
+    while not seen():
         assert time.monotonic() < deadline, "the gateway never saw the server thrash"
-        errors += _conversations(stack, prefixes, 5, 10)
+        errors += _conversations(stack, prefixes, 5, 10, until=seen)
     assert sim.stats(thrash)["preemptions"] > 0  # it did thrash, by its own counter
     before = [sim.stats(i)["requests"] for i in range(3)]
-    errors += _conversations(stack, prefixes, 8, 15)
+    errors += _conversations(stack, prefixes, 8, 8)  # within the hold
     served = [sim.stats(i)["requests"] - before[i] for i in range(3)]
     print("requests per server after the gateway saw the thrashing:", served)
     assert not errors, errors[:1]
-    assert sum(served) >= 40 and served[thrash] <= 0.1 * sum(served), served
+    assert sum(served) >= 24 and served[thrash] <= 0.1 * sum(served), served
