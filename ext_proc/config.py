@@ -173,6 +173,9 @@ class PoolSettings(_Strict):
     # A server is saturated at queue_limit waiting requests or kv_cache_limit KV use.
     queue_limit: Annotated[int, Field(ge=1)] = 8
     kv_cache_limit: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # A server that preempted requests (vLLM's num_preemptions_total rose: its KV cache ran out
+    # mid-decode, it is thrashing) counts as at its KV limit for this long (0: never).
+    preemption_hold_ms: Annotated[int, Field(ge=0)] = 10_000
     # The pool is saturated when its servers' mean max(queue/queue_limit, kv/kv_cache_limit)
     # reaches this: interactive requests go to the next tier, batch ones get a 429.
     saturation: Annotated[float, Field(gt=0, le=10)] = 1.0
@@ -186,6 +189,9 @@ class PoolSettings(_Strict):
     # What one server (all its GPUs) costs per hour: the gateway reports the pool's cost and, from
     # the servers' own generated-token counters, its cost per million output tokens (metrics).
     gpu_hour_usd: Annotated[float, Field(ge=0)] | None = None
+    # The pool's TTFT p90 (a model's ``slo``) is read from the servers' own TTFT histograms over
+    # this much recent time; with no first token in it, the pool counts as within any SLO.
+    ttft_window_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 10_000
 
 
 class Provider(_Strict):
@@ -347,8 +353,20 @@ class Backend(_Strict):
     reasoning: ReasoningSettings | None = None
 
 
+class Slo(_Strict):
+    """What a backend must deliver to be preferred for its price (``prefer: cheapest``)."""
+
+    # Time to first token, 90th percentile, as a pool's servers measure it (docs/pools.md).
+    ttft_p90_ms: Annotated[int, Field(ge=1)]
+
+
 class Model(_Strict):
     backends: Annotated[list[Backend], Field(min_length=1)]
+    # Among backends sharing a tier: "weight" (a weighted draw, as Envoy splits) or "cheapest":
+    # the lowest price per million output tokens first (an API backend's price, a pool's measured
+    # cost), as long as it meets ``slo``; the others follow (docs/pools.md "Cost-aware routing").
+    prefer: Literal["weight", "cheapest"] = "weight"
+    slo: Slo | None = None
     # What the model does: "chat" (chat completions, messages, generateContent, responses) or
     # "embedding" (embeddings endpoints only); every backend's dialect must serve it (README "Embeddings").
     kind: Literal["chat", "embedding"] = "chat"
@@ -628,9 +646,21 @@ class GatewayConfig:
         # sha256 hex digest of a tenant API key -> tenant name
         self.key_digests: dict[str, str] = {}
 
-    def cluster_name(self, model: str, entry: int = 0) -> str:
-        """Cluster of ``model`` whose attempts start at its ``entry``-th tier."""
+    def cluster_name(self, model: str, entry: int = 0, lead: str | None = None) -> str:
+        """Cluster of ``model`` whose attempts start at its ``entry``-th tier (on backend ``lead``
+        of that tier, the tier's others next: ``leads``)."""
+        if lead is not None:
+            return f"model/{model}/from-tier-{self.tiers[model][entry]}/first/{lead}"
         return f"model/{model}" if entry == 0 else f"model/{model}/from-tier-{self.tiers[model][entry]}"
+
+    def leads(self, model: str) -> list[ResolvedBackend]:
+        """Backends whose requests start on a cluster of their own (their tier's other backends
+        next): those sharing a tier in a ``prefer: cheapest`` model, where the router stage, not
+        Envoy's weighted split, chooses which goes first (docs/pools.md "Cost-aware routing")."""
+        if self.models[model].prefer != "cheapest":
+            return []
+        chain = self.chains[model]
+        return [b for b in chain if sum(1 for c in chain if c.tier == b.tier) > 1]
 
     def retries(self, model: str, entry: int = 0) -> int:
         """Retries for attempts starting at tier index ``entry``: one per further backend by default."""
@@ -690,6 +720,26 @@ def _d(v: Any) -> dict[str, Any]:
 # Provider fields that belong to some dialects only (cloud settings).
 
 
+def _cost_check(model_name: str, model: dict[str, Any], providers: dict[str, Any]) -> list[str]:
+    """``prefer: cheapest`` needs every pool's cost; an ``slo`` means nothing without it."""
+    where = f"models.{model_name}"
+    if model.get("prefer") != "cheapest":
+        if model.get("slo") is not None:
+            return [f"{where}.slo: applies only with prefer: cheapest"]
+        return []
+    backends = model.get("backends")
+    problems = []
+    for b in backends if isinstance(backends, list) else []:
+        prov = _d(b).get("provider")
+        p = _d(providers.get(prov)) if isinstance(prov, str) else {}
+        if p.get("endpoints") and _d(p.get("pool")).get("gpu_hour_usd") is None:
+            problems.append(
+                f"{where}.prefer: cheapest needs the cost of pool '{prov}' "
+                f"(providers.{prov}.pool.gpu_hour_usd)"
+            )
+    return problems
+
+
 def _cross_check(data: dict[str, Any]) -> list[str]:
     """Checks across sections. Works on the raw data, tolerating malformed
     parts (pydantic reports those), so every problem is found in one pass."""
@@ -731,6 +781,7 @@ def _cross_check(data: dict[str, Any]) -> list[str]:
                     f"{where}.provider: '{prov}' (dialect {pdialect.name}) has no embeddings endpoint the "
                     f"gateway can use; an embedding model's backends must all serve embeddings ({serving})"
                 )
+        problems += _cost_check(model_name, _d(model), providers)
     for pname, p in providers.items():
         p = _d(p)
         dialect = DIALECTS.get(p.get("dialect"))  # type: ignore[arg-type]

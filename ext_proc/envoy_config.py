@@ -708,8 +708,10 @@ def _model_routes(cfg: GatewayConfig, model: str, versioned: bool = False) -> li
     """
     routes = []
     tiers = cfg.tiers[model]
+    leads = {b.name for b in cfg.leads(model)}
     for primary in cfg.chains[model]:
         entry = tiers.index(primary.tier)
+        lead = primary.name if primary.name in leads else None
         for stream in (True, False):
             headers: list[dict[str, Any]] = [
                 {"name": P.ROUTE_HEADER, "string_match": {"exact": model}},
@@ -718,12 +720,14 @@ def _model_routes(cfg: GatewayConfig, model: str, versioned: bool = False) -> li
             ]
             if versioned:
                 headers.append({"name": P.VERSION_HEADER, "string_match": {"exact": cfg.version}})
-            routes.append(_model_route(cfg, model, primary.name, entry, stream, headers, versioned))
+            routes.append(_model_route(cfg, model, primary.name, entry, stream, headers, versioned, lead))
     return routes
 
 
-def _cluster_name(cfg: GatewayConfig, model: str, entry: int, versioned: bool) -> str:
-    name = cfg.cluster_name(model, entry)
+def _cluster_name(
+    cfg: GatewayConfig, model: str, entry: int, versioned: bool, lead: str | None = None
+) -> str:
+    name = cfg.cluster_name(model, entry, lead)
     return f"{cfg.version}/{name}" if versioned else name
 
 
@@ -735,6 +739,7 @@ def _model_route(
     stream: bool,
     headers: list[dict[str, Any]],
     versioned: bool,
+    lead: str | None = None,
 ) -> dict[str, Any]:
     return {
         "name": f"{cfg.version + ': ' if versioned else ''}{model} via {primary}{' (stream)' if stream else ''}",
@@ -753,7 +758,7 @@ def _model_route(
             }
         },
         "route": {
-            "cluster": _cluster_name(cfg, model, entry, versioned),
+            "cluster": _cluster_name(cfg, model, entry, versioned, lead),
             "timeout": "0s",  # generations run long; per-try and idle timeouts bound them
             "auto_host_rewrite": True,
             "retry_policy": _retry_policy(cfg, model, entry, stream),
@@ -1230,14 +1235,21 @@ def with_worker_failures(local_reply: dict[str, Any]) -> dict[str, Any]:
     return {**local_reply, "mappers": [*worker_failure_mappers(), *local_reply.get("mappers", [])]}
 
 
-def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool = False) -> dict[str, Any]:
-    """The model's backends from its ``entry``-th tier on, as priorities 0, 1, 2..."""
+def _model_cluster(
+    cfg: GatewayConfig, model: str, entry: int, versioned: bool = False, lead: ResolvedBackend | None = None
+) -> dict[str, Any]:
+    """The model's backends from its ``entry``-th tier on, as priorities 0, 1, 2...; with
+    ``lead`` (``GatewayConfig.leads``), that backend alone first, then the rest of its tier."""
     tiers = cfg.tiers[model][entry:]
     chain = [b for b in cfg.chains[model] if b.tier in tiers]
+    groups = [[c for c in chain if c.tier == tier] for tier in tiers]
+    if lead is not None:
+        groups = [[lead], [c for c in groups[0] if c.name != lead.name], *groups[1:]]
+    name = _cluster_name(cfg, model, entry, versioned, lead.name if lead is not None else None)
     localities = []
-    for priority, tier in enumerate(tiers):
+    for priority, group in enumerate(groups):
         lb_endpoints = []
-        for b, (host, port) in ((c, hp) for c in chain if c.tier == tier for hp in _hosts(c)):
+        for b, (host, port) in ((c, hp) for c in group for hp in _hosts(c)):
             p = b.provider
             lb_endpoints.append(
                 {
@@ -1286,16 +1298,16 @@ def _model_cluster(cfg: GatewayConfig, model: str, entry: int, versioned: bool =
     if any_tls:
         protocol["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
     cluster: dict[str, Any] = {
-        "name": _cluster_name(cfg, model, entry, versioned),
+        "name": name,
         # Envoy's Prometheus tags end a cluster name at its first dot: a model
         # such as 'm-2.5-flash' would otherwise split into a broken metric name.
-        "alt_stat_name": _cluster_name(cfg, model, entry, versioned).replace(".", "_"),
+        "alt_stat_name": name.replace(".", "_"),
         "type": "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _ms(min(b.provider.connect_timeout_ms for b in chain)),
         **_lb_policy(chain),
         "load_assignment": {
-            "cluster_name": _cluster_name(cfg, model, entry, versioned),
+            "cluster_name": name,
             "endpoints": localities,
         },
         # A fully ejected tier must not keep receiving traffic (behaviour 10).
@@ -1404,10 +1416,13 @@ def _lb_policy(chain: list[ResolvedBackend]) -> dict[str, Any]:
 
 def _model_clusters(configs: list[GatewayConfig], versioned: bool) -> list[dict[str, Any]]:
     return [
-        _model_cluster(cfg, m, entry, versioned)
+        cluster
         for cfg in configs
         for m in cfg.models
-        for entry in range(len(cfg.tiers[m]))
+        for cluster in (
+            *(_model_cluster(cfg, m, entry, versioned) for entry in range(len(cfg.tiers[m]))),
+            *(_model_cluster(cfg, m, cfg.tiers[m].index(b.tier), versioned, b) for b in cfg.leads(m)),
+        )
     ]
 
 

@@ -2,8 +2,8 @@
 servers in this process, and the official openai SDK as the client.
 
 What is proven: the request lands on the server the gateway picked (the servers' own records
-against the gateway's pick counter), a repeated prefix goes to the same server, a dead or
-stalled server is routed around with no client-visible error, and a saturated pool spills
+against the gateway's pick counter), a repeated prefix goes to the same server, a dead,
+stalled or KV-thrashing server is routed around with no client-visible error, and a saturated pool spills
 interactive requests to the API tier and sheds batch ones with a 429 and Retry-After.
 """
 
@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -365,3 +365,80 @@ def test_prefix_aware_picking_raises_the_servers_cache_hit_rate(tmp_path: Path) 
     blind = _hit_rate_through_gateway(tmp_path / "blind", 0.0)
     print(f"prefix-cache hit rate: prefix-aware {aware:.2f}, load only {blind:.2f}")
     assert aware >= 0.6 and aware > blind + 0.2, (aware, blind)
+
+
+def _conversations(
+    stack: Stack, prefixes: list[str], turns: int, seconds: float, until: Callable[[], bool] | None = None
+) -> list[BaseException]:
+    """One thread per prefix, ``turns`` requests each (32-token answers), stopped after ``seconds``
+    or as soon as ``until()`` holds (polled every 50 ms)."""
+    errors: list[BaseException] = []
+    stop_at = time.monotonic() + seconds
+    done = threading.Event()
+
+    def talk(prefix: str) -> None:
+        for turn in range(turns):
+            if time.monotonic() > stop_at or done.is_set():
+                return
+            try:
+                raw = ask(stack, f"{prefix} turn {turn} {uuid.uuid4().hex}", max_tokens=32)
+                assert raw.parse().choices[0].message.content
+            except BaseException as e:  # reported by the caller: any client error fails the test
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=talk, args=(p,)) for p in prefixes]
+    for t in threads:
+        t.start()
+    while until is not None and any(t.is_alive() for t in threads) and not done.is_set():
+        if until():
+            done.set()
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    return errors
+
+
+def _gauge(stack: Stack, name: str, server: str) -> float | None:
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{stack.config.ext_proc.metrics_port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    m = re.search(rf'{name}\{{pool="gpus",server="{re.escape(server)}"\}} (\S+)', text)
+    return float(m.group(1)) if m else None
+
+
+def test_kv_thrashing_server_is_routed_around_without_client_errors(
+    stack: Stack, sim: BackgroundPool
+) -> None:
+    """One server's KV cache thrashes (8 blocks: two conversations of 32-word prefixes and
+    32-token answers outgrow it mid-decode). Its preemption counter rises; once the gateway has
+    seen that, the server counts as at its KV limit and the conversations it served move to the
+    healthy servers. Six conversations, bounded by turns and time; no client error at any point."""
+    prefixes = [f"{uuid.uuid4().hex} " + " ".join(f"c{k}w{j}" for j in range(32)) for k in range(6)]
+    homes = []
+    for p in prefixes:  # each conversation's first turn: its home server
+        marker = uuid.uuid4().hex
+        ask(stack, f"{p} {marker}")
+        homes += served_by(sim, marker)
+    # the home of the most conversations (two at least): their turns overlap there
+    thrash = max(range(3), key=homes.count)
+    sim.set_fault(thrash, "kv_thrash")
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 30
+
+    def seen() -> bool:
+        return _gauge(stack, "llm_gateway_pool_server_thrashing", sim.endpoints[thrash]) == 1.0
+
+    # Until the gateway has seen it thrash (then at once: the hold, 10 s, outlasts what follows).
+    while not seen():
+        assert time.monotonic() < deadline, "the gateway never saw the server thrash"
+        errors += _conversations(stack, prefixes, 5, 10, until=seen)
+    assert sim.stats(thrash)["preemptions"] > 0  # it did thrash, by its own counter
+    before = [sim.stats(i)["requests"] for i in range(3)]
+    errors += _conversations(stack, prefixes, 8, 8)  # within the hold
+    served = [sim.stats(i)["requests"] - before[i] for i in range(3)]
+    print("requests per server after the gateway saw the thrashing:", served)
+    assert not errors, errors[:1]
+    assert sum(served) >= 24 and served[thrash] <= 0.1 * sum(served), served

@@ -80,7 +80,10 @@ def test_parse_never_fails_but_with_metrics_error(text: str) -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "x"]), st.floats()
+            st.sampled_from(
+                ["vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:num_preemptions_total", "x"]
+            ),
+            st.floats(),
         ),
         max_size=6,
     )
@@ -210,6 +213,49 @@ def test_stale_or_failed_scrapes_count_as_saturated() -> None:
     assert isinstance(pick, Pick) and pick.order == ["10.0.0.1:8000"] and pick.reason == "only"
     time.sleep(0.06)  # both stale now
     assert isinstance(p.pick({}), Saturated)
+
+
+def test_parse_reads_vllm_preemptions() -> None:
+    m = parse(VLLM + 'vllm:num_preemptions_total{engine="0",model_name="m"} 5.0\n')
+    assert m.preemptions == 5.0 and parse(VLLM).preemptions == 0.0
+
+
+def test_a_preempting_server_is_at_its_kv_limit_for_the_hold() -> None:
+    """A rising preemption counter (the KV cache thrashes) puts a server behind the others,
+    prefix affinity and a low queue notwithstanding, until ``preemption_hold_ms`` has passed
+    without another preemption; one high counter seen from the start is no rise."""
+    p = _pool(3, preemption_hold_ms=200)
+    body = {"messages": [{"role": "user", "content": "shared " * 64}]}
+    first = p.pick(body)
+    assert isinstance(first, Pick)
+    home = first.order[0]
+    first.release()
+
+    def scrape(preemptions: float) -> None:
+        text = f"vllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.2\nvllm:num_preemptions_total {preemptions}\n"
+        p.servers[home].update(parse(text), time.monotonic())
+
+    scrape(0)
+    again = p.pick(body)
+    assert isinstance(again, Pick) and again.order[0] == home and again.reason == "prefix"
+    again.release()
+    scrape(2)  # it preempted two requests since
+    away = p.pick(body)
+    assert isinstance(away, Pick) and away.order[0] != home and away.order[-1] == home
+    assert p.saturation(p.views([], time.monotonic())) > 0.4  # one of three counts as saturated
+    time.sleep(0.25)
+    scrape(2)  # no further preemption for longer than the hold
+    back = p.pick(body)
+    assert isinstance(back, Pick) and back.order[0] == home
+    fresh = Pool("q", ["10.0.0.9:8000"], PoolSettings())
+    s = fresh.servers["10.0.0.9:8000"]
+    s.update(parse("vllm:num_requests_waiting 0\nvllm:num_preemptions_total 7\n"), time.monotonic())
+    assert not fresh.views([], time.monotonic())[0].thrashing  # a counter's first figure is no rise
+    never = Pool("q", ["10.0.0.9:8000"], PoolSettings(preemption_hold_ms=0))
+    s = never.servers["10.0.0.9:8000"]
+    for n in (1, 2):
+        s.update(parse(f"vllm:num_requests_waiting 0\nvllm:num_preemptions_total {n}\n"), time.monotonic())
+    assert not never.views([], time.monotonic() + 0.001)[0].thrashing
 
 
 def test_pool_saturation_is_the_mean_load_over_the_threshold() -> None:

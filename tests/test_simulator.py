@@ -195,3 +195,22 @@ def test_kv_cache_accounting_holds_under_any_allocation_order(prompts: list[list
     for held, anon in live:
         kv.release(held, anon)
     assert kv.used == 0
+
+
+def test_kv_cache_reuses_a_block_cached_behind_an_evicted_parent() -> None:
+    """A prompt whose first block was evicted but whose later blocks are still cached (the LRU
+    evicts parents first): the cached block is taken off the free list, not evicted under the
+    request that holds it (the KV-thrashing fault hit this)."""
+    kv = KVCache(6)
+    prompt = [f"w{i}" for i in range(3 * BLOCK_SIZE)]
+    held = kv.allocate(block_hashes(prompt), 0)
+    assert held is not None
+    kv.release(held[1], 0)  # three cached-free blocks, parent oldest
+    assert kv.allocate([], 3) is not None  # the three free ones
+    assert kv.allocate([], 1) is not None  # evicts the parent only
+    kv.release([], 3)
+    again = kv.allocate(block_hashes(prompt), 0)
+    assert again is not None and again[0] == 0  # no leading hit: the parent is gone
+    assert kv.allocate([], 2) is not None  # must not evict the blocks `again` holds
+    kv.release(again[1], 0)
+    assert kv.used + kv.available() == kv.num_blocks and kv.used == 3

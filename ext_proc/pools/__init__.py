@@ -28,6 +28,8 @@ __all__ = ["Pick", "Pool", "PoolSet", "Saturated"]
 class PoolSet:
     def __init__(self, config: GatewayConfig, previous: PoolSet | None = None) -> None:
         self.pools: dict[str, Pool] = {}
+        # models whose equal-tier backends go cheapest first (``cost.py``)
+        self.cost_models = frozenset(m for m, s in config.models.items() if s.prefer == "cheapest")
         old = {p.key(): p for p in previous.pools.values()} if previous is not None else {}
         for name, p in config.providers.items():
             if not p.endpoints:
@@ -82,7 +84,15 @@ async def _run(pool: Pool, done: asyncio.Event) -> None:
 
 def _exporter(pool: Pool, done: asyncio.Event) -> Callable[[], None]:
     def export() -> None:
+        now, hold = time.monotonic(), pool.settings.preemption_hold_ms / 1000
+        pool.after_round(now)
+        if pool.ttft_p90 is not None:
+            M.TTFT_P90.labels(pool.name).set(pool.ttft_p90)
+        else:
+            with contextlib.suppress(KeyError):
+                M.TTFT_P90.remove(pool.name)
         for e, s in pool.servers.items():
+            M.SERVER_THRASHING.labels(pool.name, e).set(1 if s.thrashing(now, hold) else 0)
             M.SERVER_UP.labels(pool.name, e).set(1 if s.up else 0)
             M.SERVER_IN_FLIGHT.labels(pool.name, e).set(s.in_flight)
             M.SERVER_HIT_RATE.labels(pool.name, e).set(s.hit_rate)

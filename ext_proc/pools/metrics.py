@@ -30,6 +30,12 @@ SERVER_HIT_RATE = Gauge(
     ["pool", "server"],
     registry=REGISTRY,
 )
+SERVER_THRASHING = Gauge(
+    "llm_gateway_pool_server_thrashing",
+    "1 while the server counts as at its KV-cache limit because it preempted requests lately.",
+    ["pool", "server"],
+    registry=REGISTRY,
+)
 SERVER_IN_FLIGHT = Gauge(
     "llm_gateway_pool_server_in_flight",
     "Requests this ext_proc process has open on the server.",
@@ -58,6 +64,20 @@ COST_PER_MILLION = Gauge(
     "llm_gateway_pool_usd_per_million_output_tokens",
     "The pool's cost per million output tokens at the rate its servers generate them now "
     "(their own generated-token counters); absent while they generate nothing.",
+    ["pool"],
+    registry=REGISTRY,
+)
+COST_PICKS = Counter(
+    "llm_gateway_cost_picks",
+    "Requests of a prefer-cheapest model put first on a backend of a shared tier, by why "
+    "(cost: the cheapest within its SLO; slo: a cheaper one missed its SLO).",
+    ["model", "backend", "reason"],
+    registry=REGISTRY,
+)
+TTFT_P90 = Gauge(
+    "llm_gateway_pool_ttft_p90_seconds",
+    "The pool's time to first token, 90th percentile over pool.ttft_window_ms, from its servers' "
+    "own histograms (absent without a first token in the window).",
     ["pool"],
     registry=REGISTRY,
 )

@@ -3,15 +3,17 @@
 vLLM's names (its docs, "Production Metrics"): ``vllm:num_requests_waiting``,
 ``vllm:num_requests_running``, ``vllm:kv_cache_usage_perc`` (0-1; ``vllm:gpu_cache_usage_perc``
 before v0.10), ``vllm:prefix_cache_queries_total`` / ``vllm:prefix_cache_hits_total`` (tokens),
-``vllm:cache_config_info`` (labels ``block_size``, ``num_gpu_blocks``). SGLang's equivalents:
-``sglang:num_queue_reqs``, ``sglang:num_running_reqs``, ``sglang:token_usage``,
-``sglang:cache_hit_rate``. A server with several engines (data parallel) reports one series per
+``vllm:cache_config_info`` (labels ``block_size``, ``num_gpu_blocks``),
+``vllm:num_preemptions_total`` (requests preempted because the KV cache was full), the buckets
+of the ``vllm:time_to_first_token_seconds`` histogram. SGLang's equivalents (its docs,
+"Production Metrics"): ``sglang:num_queue_reqs``, ``sglang:num_running_reqs``,
+``sglang:token_usage``, ``sglang:cache_hit_rate``, ``sglang:time_to_first_token_seconds``. A server with several engines (data parallel) reports one series per
 engine: counts are summed, KV use averaged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,8 +28,11 @@ class ServerMetrics:
     hit_rate: float | None = None  # reported directly (SGLang), else from the counters
     finished: float = 0.0  # requests completed (counter): the drain rate behind Retry-After
     generated: float = 0.0  # output tokens (counter): a server with work and none of these is stalled
+    preemptions: float = 0.0  # requests preempted for KV-cache space (counter): a rising one thrashes
     block_size: int | None = None
     num_blocks: int | None = None
+    # TTFT histogram: bucket upper bound (seconds, inf last) -> requests at or under it (counter)
+    ttft_buckets: dict[float, float] = field(default_factory=dict)
 
 
 _SUM = {
@@ -40,6 +45,7 @@ _SUM = {
     "vllm:request_success_total": "finished",
     "vllm:generation_tokens_total": "generated",
     "sglang:generation_tokens_total": "generated",
+    "vllm:num_preemptions_total": "preemptions",
 }
 _MEAN = {
     "vllm:kv_cache_usage_perc": "kv_usage",
@@ -47,6 +53,18 @@ _MEAN = {
     "sglang:token_usage": "kv_usage",
     "sglang:cache_hit_rate": "hit_rate",
 }
+
+
+_TTFT_BUCKETS = ("vllm:time_to_first_token_seconds_bucket", "sglang:time_to_first_token_seconds_bucket")
+
+
+def _bound(le: str) -> float | None:
+    """A bucket's upper bound ("+Inf" included); None for anything else (the bucket is skipped)."""
+    try:
+        v = float(le)
+    except ValueError:
+        return None
+    return v if v == v and v >= 0 else None
 
 
 class MetricsError(ValueError):
@@ -70,6 +88,10 @@ def parse(text: str) -> ServerMetrics:
                 elif name in _MEAN:
                     means.setdefault(_MEAN[name], []).append(value)
                     seen = True
+                elif name in _TTFT_BUCKETS:
+                    le = _bound(sample.labels.get("le", ""))
+                    if le is not None and value >= 0:
+                        m.ttft_buckets[le] = m.ttft_buckets.get(le, 0.0) + value
                 elif name == "vllm:cache_config_info":
                     bs, nb = sample.labels.get("block_size", ""), sample.labels.get("num_gpu_blocks", "")
                     m.block_size = int(bs) if bs.isdigit() else m.block_size

@@ -13,11 +13,13 @@ import logging
 import random
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import PoolSettings
 from . import scorers
+from .cost import quantile
 from .prefix import AffinityTable, block_hashes, prompt_words
 from .scraper import ServerState
 
@@ -77,6 +79,10 @@ class Pool:
         self.affinity = AffinityTable(self.settings.affinity_entries)
         self.resolved_at = 0.0
         self.turn = 0  # picker "round_robin": the next server's position
+        # Cost-aware routing (``cost.py``), refreshed every scrape round, read per request:
+        self.ttft_p90: float | None = None  # seconds, over ``ttft_window_ms``; None: no first token
+        self.peak_token_rate = 0.0  # the most output tokens/s its servers were measured generating
+        self._ttft: deque[tuple[float, dict[float, float]]] = deque()
 
     def named(self) -> list[tuple[str, int]]:
         """Endpoints given by DNS name: (name, port)."""
@@ -123,6 +129,7 @@ class Pool:
     def views(self, hashes: list[bytes], now: float) -> list[scorers.View]:
         stale = self.settings.stale_after_ms / 1000
         stall = self.settings.stall_after_ms / 1000
+        hold = self.settings.preemption_hold_ms / 1000
         matches = self.affinity.matches(hashes) if hashes else {}
         out = []
         for e, s in self.servers.items():
@@ -137,6 +144,7 @@ class Pool:
                     kv_usage=m.kv_usage if m else 1.0,
                     sent_since_scrape=s.sent_since_scrape,
                     prefix_blocks=matches.get(e, 0),
+                    thrashing=s.thrashing(now, hold),
                 )
             )
         return out
@@ -192,6 +200,35 @@ class Pool:
         if tokens_per_s <= 0:
             return per_hour, None
         return per_hour, per_hour / (tokens_per_s * 3600) * 1e6
+
+    def unit_cost(self) -> float | None:
+        """USD per million output tokens for ``prefer: cheapest``: the hourly cost over the highest
+        rate the servers were measured generating (their GPUs are paid for either way: a quiet
+        moment must not make them look dear and send their traffic away); None before any."""
+        if self.settings.gpu_hour_usd is None or self.peak_token_rate <= 0:
+            return None
+        return self.settings.gpu_hour_usd * len(self.servers) / (self.peak_token_rate * 3600) * 1e6
+
+    def after_round(self, now: float) -> None:
+        """After each scrape round: the TTFT p90 over the window, the peak generation rate."""
+        self.peak_token_rate = max(
+            self.peak_token_rate, sum(s.token_rate for s in self.servers.values() if s.up)
+        )
+        new: dict[float, float] = {}
+        for s in self.servers.values():
+            for le, n in s.ttft_new.items():
+                new[le] = new.get(le, 0.0) + n
+            s.ttft_new.clear()
+        if new:
+            self._ttft.append((now, new))
+        horizon = now - self.settings.ttft_window_ms / 1000
+        while self._ttft and self._ttft[0][0] < horizon:
+            self._ttft.popleft()
+        total: dict[float, float] = {}
+        for _, buckets in self._ttft:
+            for le, n in buckets.items():
+                total[le] = total.get(le, 0.0) + n
+        self.ttft_p90 = quantile(0.9, total)
 
     def _baseline(self, usable: list[scorers.View]) -> Pick:
         """Picker ``round_robin`` or ``random``: ignore load and prefixes (what a plain load

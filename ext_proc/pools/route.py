@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ResolvedBackend
 from ..errors import GatewayError
+from . import cost
 from . import metrics as M
 from .picker import Pick, Saturated
 
@@ -32,7 +33,10 @@ def priority(state: GatewayState, tenant: str, header: str | None) -> str:
 def before_admission(
     state: GatewayState, tenant: str, header: str | None, model: str, body: Any, candidates: Candidates
 ) -> Pick | None:
-    """Pick a server of the first candidate when it is a pool; spill or shed when saturated."""
+    """Pick a server of the first candidate when it is a pool; spill or shed when saturated.
+    A ``prefer: cheapest`` model's candidates are first put in cost order (``cost.py``)."""
+    if model in state.pools.cost_models:
+        cost.cheapest_first(state, model, candidates)
     pick: Pick | None = None
     while candidates.order:
         first = candidates.order[0]

@@ -3,7 +3,8 @@
 The picker adds them with the pool's configured weights (``PoolSettings.weights``).
 ``load`` is the saturation measure shared by scoring and backpressure:
 max(queue / queue_limit, kv / kv_cache_limit), where the queue counts the requests this
-gateway sent since the last scrape (known before the server reports them).
+gateway sent since the last scrape (known before the server reports them); a server that
+preempted requests within ``preemption_hold_ms`` (its KV cache is thrashing) is at its limit.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ class View:
     kv_usage: float
     sent_since_scrape: int  # requests this gateway sent it after its last scrape
     prefix_blocks: int  # leading prompt blocks it served recently
+    thrashing: bool = False  # it preempted requests lately: its KV cache is full
 
 
 def load(v: View, s: PoolSettings) -> float:
     """Saturation (1.0 = at a limit); unknown or stale metrics count as saturated."""
     if not (v.up and v.fresh):
         return float("inf")
-    return max((v.waiting + v.sent_since_scrape) / s.queue_limit, v.kv_usage / s.kv_cache_limit)
+    queued = (v.waiting + v.sent_since_scrape) / s.queue_limit
+    return max(queued, v.kv_usage / s.kv_cache_limit, 1.0 if v.thrashing else 0.0)
 
 
 def queue_score(v: View, s: PoolSettings) -> float:

@@ -33,11 +33,18 @@ class ServerState:
     hit_rate: float = 0.0  # prefix-cache hit rate over the last scrape interval(s), smoothed
     token_rate: float = 0.0  # output tokens generated per second, smoothed
     progress_at: float = 0.0  # last time it was idle or produced a token
-    _last: tuple[float, float, float, float, float] | None = field(default=None, repr=False)
+    preempted_at: float = float("-inf")  # last time its preemption counter rose (KV cache full)
+    # TTFT histogram buckets observed since the pool last collected them (``Pool.after_round``)
+    ttft_new: dict[float, float] = field(default_factory=dict)
+    _last: tuple[float, float, float, float, float, float] | None = field(default=None, repr=False)
+
+    def thrashing(self, now: float, hold_s: float) -> bool:
+        """It preempted requests (its KV cache ran out) within the last ``hold_s`` seconds."""
+        return now - self.preempted_at <= hold_s
 
     def update(self, m: ServerMetrics, now: float) -> None:
         if self._last is not None:
-            t0, fin0, q0, h0, g0 = self._last
+            t0, fin0, q0, h0, g0, p0 = self._last
             dt = now - t0
             if dt > 0 and m.finished >= fin0:
                 self.drain_rate = 0.8 * self.drain_rate + 0.2 * (m.finished - fin0) / dt
@@ -46,12 +53,21 @@ class ServerState:
             dq = m.prefix_queries - q0
             if dq > 0 and m.prefix_hits >= h0:
                 self.hit_rate = 0.7 * self.hit_rate + 0.3 * (m.prefix_hits - h0) / dq
+            if m.preemptions > p0:
+                self.preempted_at = now
+            before = self.metrics.ttft_buckets if self.metrics is not None else {}
+            for le, n in m.ttft_buckets.items():
+                d = n - before.get(le, 0.0)
+                if d < 0:  # the server restarted: its counts start over
+                    d = n
+                if d > 0:
+                    self.ttft_new[le] = self.ttft_new.get(le, 0.0) + d
         if m.hit_rate is not None:
             self.hit_rate = m.hit_rate
         busy = m.waiting + m.running > 0
         if not busy or self.metrics is None or m.generated != self.metrics.generated:
             self.progress_at = now
-        self._last = (now, m.finished, m.prefix_queries, m.prefix_hits, m.generated)
+        self._last = (now, m.finished, m.prefix_queries, m.prefix_hits, m.generated, m.preemptions)
         self.metrics, self.scraped_at, self.up, self.error = m, now, True, ""
 
 

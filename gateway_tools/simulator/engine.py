@@ -122,12 +122,15 @@ class KVCache:
             self._ref[h] += 1
         held = list(hashes[:hit])
         for h in hashes[hit:]:
-            self._take()
-            if h in self._ref:  # another request filled it meanwhile
+            if h in self._ref:
+                # Cached behind a missing block (its parent was evicted first), or filled by
+                # another request meanwhile: reuse it, taking it off the LRU list if free.
+                if self._ref[h] == 0:
+                    self._lru.pop(h)
+                    self.used += 1
                 self._ref[h] += 1
-                self.used -= 1
-                self.free += 1
             else:
+                self._take()
                 self._ref[h] = 1
             held.append(h)
         for _ in range(extra):
