@@ -655,12 +655,17 @@ class GatewayConfig:
 
     def leads(self, model: str) -> list[ResolvedBackend]:
         """Backends whose requests start on a cluster of their own (their tier's other backends
-        next): those sharing a tier in a ``prefer: cheapest`` model, where the router stage, not
-        Envoy's weighted split, chooses which goes first (docs/pools.md "Cost-aware routing")."""
-        if self.models[model].prefer != "cheapest":
-            return []
+        next), where the router stage, not Envoy's weighted split, chooses which goes first:
+        those sharing a tier in a ``prefer: cheapest`` model (docs/pools.md "Cost-aware
+        routing"), and those sharing a tier with a pool, whose picking and spill-over Envoy's
+        split would otherwise overrule (a request the gateway sent to the API backend of a
+        saturated pool's tier landed on the pool's servers)."""
         chain = self.chains[model]
-        return [b for b in chain if sum(1 for c in chain if c.tier == b.tier) > 1]
+        shared = [b for b in chain if sum(1 for c in chain if c.tier == b.tier) > 1]
+        if self.models[model].prefer == "cheapest":
+            return shared
+        pooled = {b.tier for b in shared if b.provider.endpoints}
+        return [b for b in shared if b.tier in pooled]
 
     def retries(self, model: str, entry: int = 0) -> int:
         """Retries for attempts starting at tier index ``entry``: one per further backend by default."""

@@ -253,5 +253,16 @@ def test_envoy_starts_each_shared_tier_backend_on_a_cluster_it_leads() -> None:
         "sim via openai/gpt-5.5": "model/sim/from-tier-0/first/openai/gpt-5.5",
         "sim via anthropic/claude-sonnet-4-6": "model/sim/from-tier-1",
     }
+    # A pool sharing a tier leads it by default too: the picker's choice and its spill-over
+    # to the tier's API backend must stand against Envoy's weighted split.
     plain = render(parse_config(yaml.safe_dump(_config(prefer=None))))
-    assert not [c for c in plain["static_resources"]["clusters"] if "/first/" in c["name"]]
+    leads = sorted(c["name"] for c in plain["static_resources"]["clusters"] if "/first/" in c["name"])
+    assert leads == ["model/sim/from-tier-0/first/gpus/llama", "model/sim/from-tier-0/first/openai/gpt-5.5"]
+    # A tier of API backends only stays Envoy's weighted split.
+    apis = _config(prefer=None)
+    apis["models"]["sim"]["backends"] = [
+        {"provider": "openai", "model": "gpt-5.5", "tier": 0},
+        {"provider": "gemini", "model": "gemini-3.5-flash", "tier": 0},
+    ]
+    split = render(parse_config(yaml.safe_dump(apis)))
+    assert not [c for c in split["static_resources"]["clusters"] if "/first/" in c["name"]]
