@@ -94,9 +94,10 @@ def unsupported(field_path: str, target: str, why: str | None = None) -> Gateway
     """A field the target dialect cannot express: refused, never dropped silently.
     ``why`` says more than "cannot be expressed" where there is more to say."""
     reason = f" ({why})" if why else ""
+    article = "an" if target[:1].lower() in "aeiou" else "a"
     return GatewayError(
         "invalid_request",
-        f"'{field_path}' cannot be expressed for a {target} backend{reason}; remove it, "
+        f"'{field_path}' cannot be expressed for {article} {target} backend{reason}; remove it, "
         f"or set 'drop_unsupported: true' on the model to let the gateway drop it",
         param=field_path,
     )

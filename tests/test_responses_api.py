@@ -643,7 +643,7 @@ BAD: list[tuple[str, str, Any, int, str | None, str]] = [
         {"input": "hi", "tools": [{"type": "web_search"}]},
         400,
         "tools[0]",
-        "'tools[0]' cannot be expressed for a anthropic backend",
+        "'tools[0]' cannot be expressed for an anthropic backend",
     ),
     (
         "item-reference",
@@ -730,7 +730,7 @@ def test_passthrough_refusals_and_builtin_tools(gateway: Stack, mocks: MockAdmin
             model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}], stop=["HALT"]
         )
     assert e.value.body["param"] == "stop"  # type: ignore[index]
-    assert "cannot be expressed for a openai_responses backend" in e.value.body["message"]  # type: ignore[index]
+    assert "cannot be expressed for an openai_responses backend" in e.value.body["message"]  # type: ignore[index]
 
 
 def test_metrics_count_responses_requests(gateway: Stack, mocks: MockAdmin) -> None:
