@@ -18,8 +18,8 @@ from ext_proc.config import DEFAULT_CONFIG, ConfigError, PoolSettings, parse_con
 from ext_proc.envoy_config import render
 from ext_proc.pools import Pool, route
 from ext_proc.pools import metrics as M
-from ext_proc.pools.cost import cheapest_first, quantile
-from ext_proc.pools.metrics_text import MetricsError, parse
+from ext_proc.pools.cost import cheapest_first
+from ext_proc.pools.metrics_text import MetricsError, parse, quantile
 from ext_proc.routing import Candidates
 from ext_proc.state import GatewayState
 

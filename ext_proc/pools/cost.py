@@ -22,30 +22,6 @@ if TYPE_CHECKING:
     from ..state import GatewayState
 
 
-def quantile(q: float, buckets: dict[float, float]) -> float | None:
-    """The ``q`` quantile of a cumulative histogram (upper bound -> count at or under it), with
-    linear interpolation inside the bucket as Prometheus' ``histogram_quantile``; in the open
-    last bucket, its lower bound. None without observations."""
-    bounds = sorted(buckets)
-    if not bounds:
-        return None
-    total = max(buckets.values())  # the +Inf bucket's count, or the largest present
-    if total <= 0:
-        return None
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for le in bounds:
-        count = max(buckets[le], below)  # cumulative: never fewer than a lower bucket
-        if count >= rank:
-            if math.isinf(le):
-                return lower
-            if count == below:
-                return le
-            return lower + (le - lower) * (rank - below) / (count - below)
-        lower, below = le, count
-    return lower
-
-
 def cheapest_first(state: GatewayState, model: str, candidates: Candidates) -> None:
     """Reorder ``candidates`` within each tier: those meeting the SLO first, cheapest first
     (a stable sort: equal ones keep their weighted order); count why the first one leads."""

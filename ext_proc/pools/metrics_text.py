@@ -13,6 +13,7 @@ engine: counts are summed, KV use averaged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -105,3 +106,27 @@ def parse(text: str) -> ServerMetrics:
     m.kv_usage = min(1.0, max(0.0, m.kv_usage))
     m.waiting, m.running = max(0.0, m.waiting), max(0.0, m.running)
     return m
+
+
+def quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """The ``q`` quantile of a cumulative histogram (upper bound -> count at or under it), with
+    linear interpolation inside the bucket as Prometheus' ``histogram_quantile``; in the open
+    last bucket, its lower bound. None without observations."""
+    bounds = sorted(buckets)
+    if not bounds:
+        return None
+    total = max(buckets.values())  # the +Inf bucket's count, or the largest present
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for le in bounds:
+        count = max(buckets[le], below)  # cumulative: never fewer than a lower bucket
+        if count >= rank:
+            if math.isinf(le):
+                return lower
+            if count == below:
+                return le
+            return lower + (le - lower) * (rank - below) / (count - below)
+        lower, below = le, count
+    return lower

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import PoolSettings
 from . import scorers
-from .cost import quantile
+from .metrics_text import quantile
 from .prefix import AffinityTable, block_hashes, prompt_words
 from .scraper import ServerState
 
