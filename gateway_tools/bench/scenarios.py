@@ -523,7 +523,9 @@ class BenchStack(Stack):
         out = {"streams": 0, "sent": 0, "received": 0}
         if admin is None:
             return out
-        url = f"http://{admin}/stats?filter=ext_proc\\.(streams_started|stream_msgs_sent|stream_msgs_received)$"
+        url = (
+            f"http://{admin}/stats?filter=ext_proc\\.(streams_started|stream_msgs_sent|stream_msgs_received)$"
+        )
         with urllib.request.urlopen(url, timeout=5) as r:
             for line in r.read().decode().splitlines():
                 name, _, value = line.rpartition(": ")
