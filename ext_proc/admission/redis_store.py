@@ -399,10 +399,10 @@ class RedisStore:
             return
         results, stamp = orjson.loads(raw)
         self.clock.observe(float(stamp), time.monotonic())
-        late = 0
+        late = False
         for e, (chosen, wait, failed, levels) in zip(batch, results, strict=True):
             if chosen == VOID:
-                late += 1
+                late = True
                 self._failed(
                     LateScript(f"redis ran an admission more than {self.timeout * DEADLINE_SHARE:g} s late")
                 )
