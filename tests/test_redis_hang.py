@@ -61,11 +61,6 @@ def resume(server: RedisServer) -> None:
     os.kill(server.proc.pid, signal.SIGCONT)
 
 
-def script_calls(server: RedisServer) -> int:
-    stats = server.client().info("commandstats")
-    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
-
-
 async def until(what: str, cond: Callable[[], bool]) -> None:
     deadline = time.monotonic() + BOUND_S
     while not cond():
@@ -99,7 +94,7 @@ def test_late_scripts_after_a_pause_take_nothing(redis_server: RedisServer) -> N
             + [Refund("t:a:tpm", 1000, rate, 300)]
         )
         assert level() == pytest.approx(1000, abs=0.01) and r.zcard("hang:t:a:conc") == 0
-        before = script_calls(redis_server)
+        before = redis_server.script_calls()
 
         pause(redis_server)
         # Three admissions in flight while Redis is stopped: each times out and, fail_open,
@@ -110,7 +105,7 @@ def test_late_scripts_after_a_pause_take_nothing(redis_server: RedisServer) -> N
         resume(redis_server)
 
         # Redis runs the queued script now, well past the three deadlines.
-        await until("the queued script ran", lambda: script_calls(redis_server) >= before + 1)
+        await until("the queued script ran", lambda: redis_server.script_calls() >= before + 1)
         await until(
             "the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None
         )
@@ -170,7 +165,7 @@ def test_no_lease_outlives_its_request_after_a_hang(redis_server: RedisServer) -
         await until("warm-up settled", lambda: r.zcard(conc_key) == 0)
         held = await asyncio.gather(admit(), admit())
         assert not any(t.local for t in held) and r.zcard(conc_key) == 2
-        before = script_calls(redis_server)
+        before = redis_server.script_calls()
 
         pause(redis_server)
         for t in held:  # these end while Redis is stopped: their release times out
@@ -183,7 +178,7 @@ def test_no_lease_outlives_its_request_after_a_hang(redis_server: RedisServer) -
 
         for t in burst:
             end(t)
-        await until("the queued scripts ran", lambda: script_calls(redis_server) >= before + 2)
+        await until("the queued scripts ran", lambda: redis_server.script_calls() >= before + 2)
         await until(
             "the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None
         )
@@ -241,7 +236,7 @@ def test_an_admission_cancelled_while_redis_holds_its_answer_leaves_no_lease(
         warm = await store.acquire([conc], [[]], "w")
         await store.settle([Release("t:a:conc", "w")])
         assert not warm.local and r.zcard("gone:t:a:conc") == 0
-        before = script_calls(redis_server)
+        before = redis_server.script_calls()
         pause(redis_server)
         task = asyncio.create_task(store.acquire([conc], [[]], "gone"))
         await asyncio.sleep(0.05)  # the script is in Redis's socket
@@ -249,7 +244,7 @@ def test_an_admission_cancelled_while_redis_holds_its_answer_leaves_no_lease(
         with pytest.raises(asyncio.CancelledError):
             await task
         resume(redis_server)
-        await until("the script ran", lambda: script_calls(redis_server) >= before + 1)
+        await until("the script ran", lambda: redis_server.script_calls() >= before + 1)
         # Usually it ran in time (2.7 s after the call began) and took the slot; either way:
         await until("the abandoned lease was released", lambda: not store.abandoned and store.cleaner is None)
         assert r.zcard("gone:t:a:conc") == 0
@@ -371,14 +366,14 @@ def test_a_failed_batch_degrades_all_its_acquires_and_leaves_no_lease(redis_serv
             store.settle([Release("t:a:conc", "w")]), store.settle([Release("b:x:conc", "w")])
         )
         assert not warm.local and r.zcard("failed:t:a:conc") == 0
-        before = script_calls(redis_server)
+        before = redis_server.script_calls()
         pause(redis_server)
         burst = await asyncio.gather(*(store.acquire([conc], [backend], f"p{i}") for i in range(5)))
         assert sizes[1:] == [5], sizes  # one call carried the whole burst
         assert [(o.chosen, o.local) for o in burst] == [(0, True)] * 5
         assert store.down and {lease for _, lease in store.abandoned} == {f"p{i}" for i in range(5)}
         resume(redis_server)
-        await until("the batch ran", lambda: script_calls(redis_server) >= before + 1)
+        await until("the batch ran", lambda: redis_server.script_calls() >= before + 1)
         await until(
             "the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None
         )
