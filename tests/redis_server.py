@@ -25,6 +25,11 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
 
+    def script_calls(self) -> int:
+        """Lua script calls Redis has run so far (``INFO commandstats``)."""
+        stats = self.client().info("commandstats")
+        return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+
     def start(self, timeout: float = 10.0) -> RedisServer:
         exe = shutil.which("redis-server")
         assert exe, "redis-server is required (apt-get install redis-server; .ci/run does it)"

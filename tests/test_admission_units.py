@@ -317,10 +317,6 @@ def test_shared_settlements_go_to_redis_in_one_batch(redis_server: RedisServer) 
     chain = cfg.chains["claude-sonnet-4-6"]
     body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
 
-    def script_calls() -> int:
-        stats = redis_server.client().info("commandstats")
-        return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
-
     async def scenario() -> None:
         warm = await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain)
         adm.settle(warm, 200, warm.backend.name, Usage(3, 4))  # loads the settle script into Redis
@@ -328,11 +324,43 @@ def test_shared_settlements_go_to_redis_in_one_batch(redis_server: RedisServer) 
         tickets = [await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain) for _ in range(5)]
         with pytest.raises(Rejection):  # every concurrency slot is taken
             await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain)
-        before = script_calls()
+        before = redis_server.script_calls()
         for t in tickets:
             adm.settle(t, 200, t.backend.name, Usage(3, 4))
         await asyncio.sleep(SETTLE_BATCH_S * 10)
-        assert script_calls() - before == 1
+        assert redis_server.script_calls() - before == 1
         await adm.admit("demo", "interactive", "claude-sonnet-4-6", body, chain)  # the slots are free again
 
     run(scenario())
+
+
+def test_a_burst_across_two_replicas_is_exact_in_batched_calls(redis_server: RedisServer) -> None:
+    """Group commit: 200 simultaneous acquires on two stores (two replicas) sharing one
+    budget of 37 reach Redis in a few script calls, and exactly 37 are admitted."""
+    redis_server.client().flushall()
+    settings = RedisSettings(url=redis_server.url, key_prefix="group", on_failure="fail_closed")
+    replicas = [RedisStore(settings, MemoryStore(60, 1.0)) for _ in range(2)]
+    tokens = Check(BUCKET, "t:a:tpm", 370, 1e-6, 10)  # ten per request, (almost) no refill
+    slots = [Check(SLOTS, "b:x:conc", 1000)]
+
+    async def burst():
+        for store in replicas:  # loads the script and learns Redis's clock
+            warm = await store.acquire([], [[]], "warm")
+            assert warm.chosen == 0 and not warm.local
+        before = redis_server.script_calls()
+        outcomes = await asyncio.gather(
+            *(replicas[i % 2].acquire([tokens], [slots], f"l{i}") for i in range(200))
+        )
+        calls = redis_server.script_calls() - before
+        for store in replicas:
+            await store.close()
+        return outcomes, calls
+
+    outcomes, calls = run(burst())
+    assert not any(o.local for o in outcomes)
+    admitted = [o for o in outcomes if o.chosen == 0]
+    assert len(admitted) == 37
+    assert all(o.chosen == -1 and o.failed == 0 and o.wait > 0 for o in outcomes if o.chosen != 0)
+    assert sorted(round(o.levels[0]) for o in admitted) == list(range(0, 370, 10))
+    assert redis_server.client().zcard("group:b:x:conc") == 37
+    assert calls < 200 / 10, f"{calls} script calls for 200 acquires: they were not batched"

@@ -15,7 +15,9 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -59,11 +61,6 @@ def resume(server: RedisServer) -> None:
     os.kill(server.proc.pid, signal.SIGCONT)
 
 
-def script_calls(server: RedisServer) -> int:
-    stats = server.client().info("commandstats")
-    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
-
-
 async def until(what: str, cond: Callable[[], bool]) -> None:
     deadline = time.monotonic() + BOUND_S
     while not cond():
@@ -86,8 +83,10 @@ def test_late_scripts_after_a_pause_take_nothing(redis_server: RedisServer) -> N
     def level() -> float:
         return float(r.hget("hang:t:a:tpm", "l"))
 
+    sizes = count_batches(store)
+
     async def scenario() -> None:
-        # Three at once: the pool opens three connections and Redis loads the script.
+        # Three at once (one call, group commit): Redis loads the script.
         warm = await asyncio.gather(*(store.acquire([tokens, conc], [backend], f"w{i}") for i in range(3)))
         assert [(o.chosen, o.local) for o in warm] == [(0, False)] * 3
         await store.settle(
@@ -95,18 +94,18 @@ def test_late_scripts_after_a_pause_take_nothing(redis_server: RedisServer) -> N
             + [Refund("t:a:tpm", 1000, rate, 300)]
         )
         assert level() == pytest.approx(1000, abs=0.01) and r.zcard("hang:t:a:conc") == 0
-        before = script_calls(redis_server)
+        before = redis_server.script_calls()
 
         pause(redis_server)
         # Three admissions in flight while Redis is stopped: each times out and, fail_open,
         # is admitted against this process's own budgets.
         burst = await asyncio.gather(*(store.acquire([tokens, conc], [backend], f"p{i}") for i in range(3)))
         assert [(o.chosen, o.local) for o in burst] == [(0, True)] * 3
-        assert store.down
+        assert store.down and sizes[-1] == 3  # the three went in one call
         resume(redis_server)
 
-        # Redis runs the three queued scripts now, well past their deadlines.
-        await until("the queued scripts ran", lambda: script_calls(redis_server) >= before + 3)
+        # Redis runs the queued script now, well past the three deadlines.
+        await until("the queued script ran", lambda: redis_server.script_calls() >= before + 1)
         await until(
             "the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None
         )
@@ -166,7 +165,7 @@ def test_no_lease_outlives_its_request_after_a_hang(redis_server: RedisServer) -
         await until("warm-up settled", lambda: r.zcard(conc_key) == 0)
         held = await asyncio.gather(admit(), admit())
         assert not any(t.local for t in held) and r.zcard(conc_key) == 2
-        before = script_calls(redis_server)
+        before = redis_server.script_calls()
 
         pause(redis_server)
         for t in held:  # these end while Redis is stopped: their release times out
@@ -179,7 +178,7 @@ def test_no_lease_outlives_its_request_after_a_hang(redis_server: RedisServer) -
 
         for t in burst:
             end(t)
-        await until("the queued scripts ran", lambda: script_calls(redis_server) >= before + 2)
+        await until("the queued scripts ran", lambda: redis_server.script_calls() >= before + 2)
         await until(
             "the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None
         )
@@ -237,7 +236,7 @@ def test_an_admission_cancelled_while_redis_holds_its_answer_leaves_no_lease(
         warm = await store.acquire([conc], [[]], "w")
         await store.settle([Release("t:a:conc", "w")])
         assert not warm.local and r.zcard("gone:t:a:conc") == 0
-        before = script_calls(redis_server)
+        before = redis_server.script_calls()
         pause(redis_server)
         task = asyncio.create_task(store.acquire([conc], [[]], "gone"))
         await asyncio.sleep(0.05)  # the script is in Redis's socket
@@ -245,7 +244,7 @@ def test_an_admission_cancelled_while_redis_holds_its_answer_leaves_no_lease(
         with pytest.raises(asyncio.CancelledError):
             await task
         resume(redis_server)
-        await until("the script ran", lambda: script_calls(redis_server) >= before + 1)
+        await until("the script ran", lambda: redis_server.script_calls() >= before + 1)
         # Usually it ran in time (2.7 s after the call began) and took the slot; either way:
         await until("the abandoned lease was released", lambda: not store.abandoned and store.cleaner is None)
         assert r.zcard("gone:t:a:conc") == 0
@@ -290,5 +289,99 @@ def test_requests_admitted_during_an_outage_release_their_leases_locally() -> No
             ]
             assert not held
         await adm.store.close()
+
+    asyncio.run(scenario())
+
+
+def count_batches(store: RedisStore) -> list[int]:
+    """Record how many acquires each ACQUIRE script call carried (wraps the registered script)."""
+    sizes: list[int] = []
+    script = store._acquire
+
+    async def counted(keys: list[str], args: list[bytes]) -> Any:
+        sizes.append(len(orjson.loads(args[0])["r"]))
+        return await script(keys=keys, args=args)
+
+    store._acquire = counted  # type: ignore[assignment]
+    return sizes
+
+
+def test_a_batch_voids_only_its_late_acquires(redis_server: RedisServer) -> None:
+    """Acquires queued behind a call Redis holds (paused) past their own deadlines go in one
+    batch with acquires that arrived just before Redis resumed: the late ones take nothing
+    and are decided here; the live ones are decided by Redis."""
+    store = RedisStore(
+        # Retried at once: the batch goes to Redis whether the call before it came back void
+        # or timed out (either marks Redis down until the retry interval has passed).
+        RedisSettings(url=redis_server.url, key_prefix="mixed", timeout_ms=2000, retry_interval_s=1e-6),
+        MemoryStore(900, 1.0),
+    )
+    conc = Check(SLOTS, "t:a:conc", 10)
+    r = redis_server.client()
+    sizes = count_batches(store)
+
+    async def scenario() -> None:
+        warm = await store.acquire([conc], [[]], "w")
+        await store.settle([Release("t:a:conc", "w")])
+        assert not warm.local and r.zcard("mixed:t:a:conc") == 0
+        pause(redis_server)
+        first = asyncio.create_task(store.acquire([conc], [[]], "first"))  # in flight, held by Redis
+        await until("the first call is in flight", lambda: len(sizes) == 2)
+        late = [asyncio.create_task(store.acquire([conc], [[]], f"late{i}")) for i in range(2)]
+        # Past the late ones' deadlines (0.9 x timeout_ms after they began, in Redis's clock,
+        # which the store estimates early, never late).
+        await asyncio.sleep(2.0 * 0.9 + 0.1)
+        live = [asyncio.create_task(store.acquire([conc], [[]], f"live{i}")) for i in range(2)]
+        await asyncio.sleep(0.05)
+        resume(redis_server)
+        await first
+        late_out = await asyncio.gather(*late)
+        live_out = await asyncio.gather(*live)
+        assert sizes[2:] == [4], sizes  # late and live acquires went in one call
+        assert [(o.chosen, o.local) for o in late_out] == [(0, True)] * 2  # void: fail_open decided
+        assert [(o.chosen, o.local) for o in live_out] == [(0, False)] * 2  # Redis decided
+        held = {m.decode() for m in r.zrange("mixed:t:a:conc", 0, -1)}
+        assert {"live0", "live1"} <= held and not held & {"late0", "late1"}
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_batch_degrades_all_its_acquires_and_leaves_no_lease(redis_server: RedisServer) -> None:
+    """A burst goes to a paused Redis in one call that times out: every acquire of the batch
+    is decided here (fail_open) and, once Redis resumes, none of them holds a slot there."""
+    store = RedisStore(
+        RedisSettings(url=redis_server.url, key_prefix="failed", timeout_ms=TIMEOUT_MS, retry_interval_s=0.1),
+        MemoryStore(900, 1.0),
+    )
+    conc = Check(SLOTS, "t:a:conc", 10)
+    backend = [Check(SLOTS, "b:x:conc", 10)]
+    r = redis_server.client()
+    sizes = count_batches(store)
+
+    async def scenario() -> None:
+        # Two connections open (one for the cleanup while the batch is held), the script loaded.
+        warm = await store.acquire([conc], [backend], "w")
+        await asyncio.gather(
+            store.settle([Release("t:a:conc", "w")]), store.settle([Release("b:x:conc", "w")])
+        )
+        assert not warm.local and r.zcard("failed:t:a:conc") == 0
+        before = redis_server.script_calls()
+        pause(redis_server)
+        burst = await asyncio.gather(*(store.acquire([conc], [backend], f"p{i}") for i in range(5)))
+        assert sizes[1:] == [5], sizes  # one call carried the whole burst
+        assert [(o.chosen, o.local) for o in burst] == [(0, True)] * 5
+        assert store.down and {lease for _, lease in store.abandoned} == {f"p{i}" for i in range(5)}
+        resume(redis_server)
+        await until("the batch ran", lambda: redis_server.script_calls() >= before + 1)
+        await until(
+            "the abandoned leases were released", lambda: not store.abandoned and store.cleaner is None
+        )
+        assert r.zcard("failed:t:a:conc") == 0 and r.zcard("failed:b:x:conc") == 0
+        for i in range(5):  # the requests end (they were admitted locally)
+            store.fallback.settle_now([Release("t:a:conc", f"p{i}"), Release("b:x:conc", f"p{i}")])
+        again = await store.acquire([conc], [backend], "next")
+        assert again.chosen == 0 and not again.local
+        await store.close()
 
     asyncio.run(scenario())

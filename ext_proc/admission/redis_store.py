@@ -1,9 +1,15 @@
 """Budget state in Redis, shared by every ext_proc process and host.
 
-Check-and-reserve is one Lua script (one round trip, atomic: no two
-replicas can take the same last unit), settlement another. Time comes from
-Redis (``TIME``), so replicas on hosts with skewed clocks agree. The
-algorithm is ``store.MemoryStore``'s, line for line.
+Check-and-reserve is one Lua script (atomic: no two replicas can take the
+same last unit), settlement another. Time comes from Redis (``TIME``), so
+replicas on hosts with skewed clocks agree. The algorithm is
+``store.MemoryStore``'s, line for line.
+
+Group commit: one acquire call is in flight per process at a time; acquires
+that arrive meanwhile queue and go together in the next call (at most
+``ACQUIRE_BATCH``), which runs them one after the other inside the one
+script, so each sees what the ones before it took: exactly as if they had
+been sent one by one. An acquire that finds no call in flight goes at once.
 
 Redis unreachable: ``fail_open`` decides against this process's own
 ``MemoryStore`` (metric + one log line per outage), ``fail_closed`` raises
@@ -16,12 +22,13 @@ after this process decided without it; a lease it took would hold a
 concurrency slot for ``lease_ttl_s`` with nothing in flight, a bucket debit
 would charge for a request never admitted by Redis. So:
 
-- every acquire carries a deadline in Redis's own clock (``dl``, see
-  ``_RedisClock``), a little before this process stops waiting for it; a
-  script that starts after it takes nothing and answers "void" (treated as
-  a timeout);
-- an acquire that failed for any reason, or whose request went away while it
-  waited (cancelled), leaves its lease "abandoned": once its deadline has
+- every acquire carries its own deadline in Redis's own clock (``dl``, see
+  ``_RedisClock``), counted from its own start, a little before this
+  process stops waiting for it; a script that runs after it takes nothing
+  for that acquire and answers "void" for it (treated as a timeout);
+- an acquire whose call failed for any reason (every acquire of the batch),
+  or whose request went away while it waited (cancelled; its batch may
+  still run), leaves its lease "abandoned": once its deadline has
   surely passed, a cleanup removes it from every slot set it may have joined
   (in case the script ran in time but its answer was lost or unread),
   retried every ``retry_interval_s`` until Redis answers. Settlements whose
@@ -35,6 +42,7 @@ import asyncio
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -65,16 +73,15 @@ local function bucket_set(k, cap, rate, l)
 end
 """
 
-# ARGV[1]: {"t": [check...], "b": [[check...]...], "id": lease, "ttl": s, "cw": s, "dl": Redis time}
+# ARGV[1]: {"ttl": s, "cw": s, "r": [request...]}, run in order (each sees what the ones
+#   before it took); request: {"t": [check...], "b": [[check...]...], "id": lease, "dl": Redis time}
 # check: [kind, key index, cap, rate, amount, keep, adaptive key index (0: none), initial]
-# Answer: [chosen backend (-1: rejected, -2: void, past the deadline), wait, failed tenant check,
-#          levels, Redis time as a string (cjson would round it to 0.1 ms)]
+# Answer: [[result...], Redis time as a string (cjson would round it to 0.1 ms)]; result:
+#   [chosen backend (-1: rejected, -2: void, past its deadline), wait, failed tenant check, levels]
 ACQUIRE = (
     _COMMON
     + """
 local p = cjson.decode(ARGV[1])
-local stamp = string.format('%.6f', now)
-if now > p.dl then return cjson.encode({-2, 0, -1, {}, stamp}) end
 local function level(c)
   if c[1] == 'b' then return bucket_level(KEYS[c[2]], c[3], c[4]) end
   redis.call('ZREMRANGEBYSCORE', KEYS[c[2]], '-inf', now)
@@ -93,38 +100,44 @@ local function wait(c, lv)
   if lv + 1 <= limit * (1 - c[6]) then return 0 end
   return p.cw
 end
-local function take(c, lv)
+local function take(c, lv, id)
   if c[1] == 'b' then
     bucket_set(KEYS[c[2]], c[3], c[4], lv - c[5])
     return lv - c[5]
   end
-  redis.call('ZADD', KEYS[c[2]], now + p.ttl, p.id)
+  redis.call('ZADD', KEYS[c[2]], now + p.ttl, id)
   redis.call('PEXPIRE', KEYS[c[2]], math.ceil((p.ttl + 1) * 1000))
   return lv + 1
 end
-local levels, worst, failed = {}, 0, -1
-for i, c in ipairs(p.t) do
-  levels[i] = level(c)
-  local w = wait(c, levels[i])
-  if w > worst then worst, failed = w, i - 1 end
-end
-if failed >= 0 then return cjson.encode({-1, worst, failed, levels, stamp}) end
-local best = -1
-for j, checks in ipairs(p.b) do
-  local bl, bw = {}, 0
-  for i, c in ipairs(checks) do
-    bl[i] = level(c)
-    local w = wait(c, bl[i])
-    if w > bw then bw = w end
+local function acquire(q)
+  if now > q.dl then return {-2, 0, -1, {}} end
+  local levels, worst, failed = {}, 0, -1
+  for i, c in ipairs(q.t) do
+    levels[i] = level(c)
+    local w = wait(c, levels[i])
+    if w > worst then worst, failed = w, i - 1 end
   end
-  if bw == 0 then
-    for i, c in ipairs(p.t) do levels[i] = take(c, levels[i]) end
-    for i, c in ipairs(checks) do take(c, bl[i]) end
-    return cjson.encode({j - 1, 0, -1, levels, stamp})
+  if failed >= 0 then return {-1, worst, failed, levels} end
+  local best = -1
+  for j, checks in ipairs(q.b) do
+    local bl, bw = {}, 0
+    for i, c in ipairs(checks) do
+      bl[i] = level(c)
+      local w = wait(c, bl[i])
+      if w > bw then bw = w end
+    end
+    if bw == 0 then
+      for i, c in ipairs(q.t) do levels[i] = take(c, levels[i], q.id) end
+      for i, c in ipairs(checks) do take(c, bl[i], q.id) end
+      return {j - 1, 0, -1, levels}
+    end
+    if best < 0 or bw < best then best = bw end
   end
-  if best < 0 or bw < best then best = bw end
+  return {-1, math.max(best, 0), -1, levels}
 end
-return cjson.encode({-1, math.max(best, 0), -1, levels, stamp})
+local out = {}
+for i, q in ipairs(p.r) do out[i] = acquire(q) end
+return cjson.encode({out, string.format('%.6f', now)})
 """
 )
 
@@ -156,6 +169,8 @@ VOID = -2
 # A script must start within this share of ``timeout_ms`` after its call began: the rest
 # is left for its answer to come back before the caller stops waiting.
 DEADLINE_SHARE = 0.9
+# At most this many acquires per script call: a batch's script blocks Redis while it runs.
+ACQUIRE_BATCH = 64
 
 
 class LateScript(Exception):
@@ -228,6 +243,17 @@ class _Keys:
         ]
 
 
+@dataclass(slots=True)
+class _Entry:
+    """One acquire waiting for its batch's answer."""
+
+    tenant: list[Check]
+    backends: list[list[Check]]
+    lease: str
+    start: float  # monotonic: its deadline and its cleanup count from here
+    future: asyncio.Future[Outcome]
+
+
 def _slot_keys(tenant: list[Check], backends: list[list[Check]]) -> list[str]:
     return [c.key for c in tenant if c.kind == SLOTS] + [
         c.key for cs in backends for c in cs if c.kind == SLOTS
@@ -257,6 +283,8 @@ class RedisStore:
         self.down_until = 0.0
         self.down = False
         self.clock = _RedisClock()
+        self.queue: list[_Entry] = []  # acquires waiting for the call in flight to return
+        self.sender: asyncio.Task[None] | None = None
         # (slot key, lease) -> (do not release before, give up after), both monotonic
         self.abandoned: dict[tuple[str, str], tuple[float, float]] = {}
         self.cleaner: asyncio.Task[None] | None = None
@@ -297,39 +325,104 @@ class RedisStore:
         start = time.monotonic()
         if self.down and start < self.down_until:
             return self._degraded().acquire_now(tenant, backends, lease)
-        keys = _Keys(self.prefix)
-        request: dict[str, Any] = {
-            "t": [keys.check(c) for c in tenant],
-            "b": [[keys.check(c) for c in cs] for cs in backends],
-            "id": lease,
-            "ttl": self.fallback.ttl,
-            "cw": self.fallback.concurrency_wait,
-        }
+        entry = _Entry(tenant, backends, lease, start, asyncio.get_running_loop().create_future())
+        self.queue.append(entry)
+        if self.sender is None:
+            self.sender = asyncio.get_running_loop().create_task(self._send_queue())
         try:
-            offset = self.clock.offset(start)
-            if offset is None:
-                offset = await self._calibrate()
-            # Redis time after which the script must take nothing: before this call stops waiting.
-            request["dl"] = start + offset + self.timeout * DEADLINE_SHARE
-            raw = await self._acquire(keys=keys.keys, args=[orjson.dumps(request)])
-        except _DOWN as err:
-            # The script may still run (in time, its answer lost; or late, void): release
-            # whatever lease it may hold once its deadline has surely passed.
-            self._abandon(_slot_keys(tenant, backends), lease, start + self.timeout)
-            self._failed(err)
-            return self._degraded().acquire_now(tenant, backends, lease)
+            return await entry.future
         except asyncio.CancelledError:  # the request went away: nobody will settle this lease
             self._abandon(_slot_keys(tenant, backends), lease, start + self.timeout)
             raise
-        chosen, wait, failed, levels, stamp = orjson.loads(raw)
+
+    async def _send_queue(self) -> None:
+        """Group commit: send what queued while the previous call was in flight, in one call.
+
+        redis-py's Python work per call was about half of what budgets in Redis cost over
+        budgets in memory (``llm-gateway bench``: +0.14-0.16 ms of ext_proc CPU per request).
+        One call per batch pays it once: measured on the store alone, 70-76 us of CPU per
+        acquire with 8-32 concurrent callers, one call each, against 8-19 us batched (the
+        bench's admission-redis run averaged 3.5 acquires per call). Nothing waits on a
+        timer: an acquire that finds no call in flight goes at once.
+        """
+        batch: list[_Entry] = []
+        try:
+            while self.queue:
+                batch = [e for e in self.queue[:ACQUIRE_BATCH] if not e.future.done()]
+                del self.queue[:ACQUIRE_BATCH]
+                if batch:
+                    await self._send(batch)
+        finally:
+            self.sender = None
+            for e in batch + self.queue:  # undecided only if close() cancelled this task
+                if not e.future.done():
+                    e.future.set_exception(StoreUnavailable("the budget store was closed"))
+            self.queue.clear()
+
+    async def _send(self, batch: list[_Entry]) -> None:
+        now = time.monotonic()
+        if self.down and now < self.down_until:  # the call before this one failed
+            for e in batch:
+                self._decide_locally(e)
+            return
+        keys = _Keys(self.prefix)
+        requests: list[dict[str, Any]] = [
+            {
+                "t": [keys.check(c) for c in e.tenant],
+                "b": [[keys.check(c) for c in cs] for cs in e.backends],
+                "id": e.lease,
+            }
+            for e in batch
+        ]
+        try:
+            offset = self.clock.offset(now)
+            if offset is None:
+                offset = await self._calibrate()
+            for e, request in zip(batch, requests, strict=True):
+                # Redis time after which the script must take nothing for this request:
+                # before its caller stops waiting.
+                request["dl"] = e.start + offset + self.timeout * DEADLINE_SHARE
+            payload = {"ttl": self.fallback.ttl, "cw": self.fallback.concurrency_wait, "r": requests}
+            raw = await self._acquire(keys=keys.keys, args=[orjson.dumps(payload)])
+        except _DOWN as err:
+            # The script may still run (in time, its answer lost; or late, void): release
+            # whatever leases it may hold once every deadline has surely passed.
+            for e in batch:
+                self._abandon(_slot_keys(e.tenant, e.backends), e.lease, e.start + self.timeout)
+            self._failed(err)
+            for e in batch:
+                self._decide_locally(e)
+            return
+        except Exception as err:  # not an outage: every caller sees it, as without batching
+            for e in batch:
+                if not e.future.done():
+                    e.future.set_exception(err)
+            return
+        results, stamp = orjson.loads(raw)
         self.clock.observe(float(stamp), time.monotonic())
-        if chosen == VOID:
-            self._failed(
-                LateScript(f"redis ran an admission more than {self.timeout * DEADLINE_SHARE:g} s late")
-            )
-            return self._degraded().acquire_now(tenant, backends, lease)
-        self._recovered()
-        return Outcome(int(chosen), float(wait), int(failed), levels if isinstance(levels, list) else [])
+        late = False
+        for e, (chosen, wait, failed, levels) in zip(batch, results, strict=True):
+            if chosen == VOID:
+                late = True
+                self._failed(
+                    LateScript(f"redis ran an admission more than {self.timeout * DEADLINE_SHARE:g} s late")
+                )
+                self._decide_locally(e)
+            elif not e.future.done():
+                e.future.set_result(
+                    Outcome(int(chosen), float(wait), int(failed), levels if isinstance(levels, list) else [])
+                )
+        if not late:
+            self._recovered()
+
+    def _decide_locally(self, e: _Entry) -> None:
+        """Redis did not decide for this request: ``on_failure`` does (unless its caller left)."""
+        if e.future.done():
+            return
+        try:
+            e.future.set_result(self._degraded().acquire_now(e.tenant, e.backends, e.lease))
+        except StoreUnavailable as err:
+            e.future.set_exception(err)
 
     async def settle(self, ops: list[Op]) -> list[float]:
         keys = _Keys(self.prefix)
@@ -405,6 +498,7 @@ class RedisStore:
             self.cleaner = None
 
     async def close(self) -> None:
-        if self.cleaner is not None:
-            self.cleaner.cancel()
+        for task in (self.cleaner, self.sender):
+            if task is not None:
+                task.cancel()
         await self.client.aclose()
