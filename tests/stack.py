@@ -24,10 +24,12 @@ def config_on_free_ports(base: dict[str, Any] | None = None, workers: int = 1) -
     (``gateway_tools.ports``): ext_proc ports for several workers are consecutive.
     """
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text()) if base is None else base
-    # One block: each worker's gRPC and metrics ports are consecutive, then the rest.
-    block = free_ports(2 * workers + 2 + len(cfg["providers"]), consecutive=True)
-    grpc_base, metrics_base = block[0], block[workers]
-    listen, admin, *rest = block[2 * workers :]
+    # One block: listen, a spare port (tests move listen or admin to listen + 1 and expect
+    # a port nobody uses), admin, the workers' gRPC ports, their metrics ports, the providers.
+    block = free_ports(3 + 2 * workers + len(cfg["providers"]), consecutive=True)
+    listen, _spare, admin = block[:3]
+    grpc_base, metrics_base = block[3], block[3 + workers]
+    rest = block[3 + 2 * workers :]
     cfg["listen"] = {"address": "127.0.0.1", "port": listen}
     cfg["admin"] = {"address": "127.0.0.1", "port": admin}
     cfg["ext_proc"] = {
