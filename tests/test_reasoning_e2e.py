@@ -528,7 +528,7 @@ def test_an_anthropic_clients_sealed_bedrock_signature_round_trips_and_a_tampere
     ant = AnthropicMessages(stack)
     history, _, reasoning = ant.first("think-bedrock", stream)
     assert reasoning == f"Thinking about: {ASK}"
-    thinking = [b for b in history[1]["content"] if b.type == "thinking"][0]
+    thinking = next(b for b in history[1]["content"] if b.type == "thinking")
     assert thinking.signature.startswith("gwr1") and thinking.signature != _sign(reasoning)
     assert "tool result: sunny" in ant.follow("think-bedrock", history, stream)
     sent = mocks.stats("bedrock")["last_request"]["body"]
