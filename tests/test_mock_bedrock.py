@@ -549,3 +549,227 @@ def test_cache_points_are_written_then_read(mocks: BackgroundMocks) -> None:
     assert second["usage"]["cacheWriteInputTokens"] == 0
     plain = client(mocks).converse(modelId=MODEL, system=system[:1], messages=[user("question three")])
     assert "cacheReadInputTokens" not in plain["usage"]  # no cache point: nothing cached or read
+
+
+# --------------------------------------------------------------------------- extended thinking
+
+# https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-extended-thinking.html
+THINK = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+
+
+def _think_turn(mocks: BackgroundMocks, stream: bool, **kw: Any) -> dict[str, Any]:
+    """The answer to a tool-asking prompt with thinking on, as the (non-streamed) message."""
+    bedrock = client(mocks)
+    args: dict[str, Any] = {
+        "modelId": MODEL,
+        "messages": [user("use tool now")],
+        "toolConfig": TOOLS,
+        "inferenceConfig": {"maxTokens": 2048},
+        "additionalModelRequestFields": THINK,
+        **kw,
+    }
+    if not stream:
+        out = bedrock.converse(**args)
+        assert out["stopReason"] == "tool_use"
+        return {"content": out["output"]["message"]["content"], "usage": out["usage"]}
+    events = list(bedrock.converse_stream(**args)["stream"])
+    deltas = [e["contentBlockDelta"] for e in events if "contentBlockDelta" in e]
+    reasoning = [d["delta"]["reasoningContent"] for d in deltas if "reasoningContent" in d["delta"]]
+    # the text first, word by word, then the signature, all at index 0; no contentBlockStart
+    assert all(d["contentBlockIndex"] == 0 for d in deltas if "reasoningContent" in d["delta"])
+    assert "signature" in reasoning[-1] and all("text" in r for r in reasoning[:-1])
+    starts = [e["contentBlockStart"] for e in events if "contentBlockStart" in e]
+    assert [s["contentBlockIndex"] for s in starts] == [1]
+    [stop0] = [e for e in events if e.get("contentBlockStop", {}).get("contentBlockIndex") == 0]
+    assert events.index(stop0) < events.index(next(e for e in events if "contentBlockStart" in e))
+    args_json = "".join(d["delta"]["toolUse"]["input"] for d in deltas if "toolUse" in d["delta"])
+    text = "".join(r.get("text", "") for r in reasoning)
+    return {
+        "content": [
+            {"reasoningContent": {"reasoningText": {"text": text, "signature": reasoning[-1]["signature"]}}},
+            {"toolUse": {**starts[0]["start"]["toolUse"], "input": json.loads(args_json)}},
+        ],
+        "usage": events[-1]["metadata"]["usage"],
+    }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("thinking", [THINK, {"thinking": {"type": "adaptive"}}], ids=["budget", "adaptive"])
+def test_thinking_answers_with_a_signed_reasoning_block_first(
+    mocks: BackgroundMocks, stream: bool, thinking: dict[str, Any]
+) -> None:
+    from gateway_tools.mocks.anthropic_messages import _sign
+
+    turn = _think_turn(mocks, stream, additionalModelRequestFields=thinking)
+    reasoning, use = turn["content"]
+    text = reasoning["reasoningContent"]["reasoningText"]["text"]
+    assert text == "Thinking about: use tool now"
+    assert reasoning["reasoningContent"]["reasoningText"]["signature"] == _sign(text)
+    assert use["toolUse"]["name"] == "lookup"
+    # the thinking counts in outputTokens: 1 tool call + 5 words of thought
+    assert turn["usage"]["outputTokens"] == 6
+    assert turn["usage"]["totalTokens"] == turn["usage"]["inputTokens"] + 6
+    # the tool-result turn with the reasoning echoed is accepted
+    final = client(mocks).converse(
+        modelId=MODEL,
+        toolConfig=TOOLS,
+        inferenceConfig={"maxTokens": 2048},
+        additionalModelRequestFields=thinking,
+        messages=[
+            user("use tool now"),
+            {"role": "assistant", "content": turn["content"]},
+            {
+                "role": "user",
+                "content": [
+                    {"toolResult": {"toolUseId": use["toolUse"]["toolUseId"], "content": [{"text": "42"}]}}
+                ],
+            },
+        ],
+    )
+    content = final["output"]["message"]["content"]
+    assert content[0]["reasoningContent"]["reasoningText"]["text"].startswith("Thinking about:")
+    assert content[1] == {"text": f"[{NAME}:{MODEL}] tool result: 42"}
+
+
+def test_no_thinking_without_it_or_off_claude(mocks: BackgroundMocks) -> None:
+    """Thinking disabled, or a model that is not Claude: no reasoning block."""
+    bedrock = client(mocks)
+    off = bedrock.converse(
+        modelId=MODEL,
+        messages=[user("hello")],
+        additionalModelRequestFields={"thinking": {"type": "disabled"}},
+    )
+    assert off["output"]["message"]["content"] == [{"text": f"[{NAME}:{MODEL}] hello"}]
+    nova = bedrock.converse(
+        modelId="amazon.nova-pro-v1:0", messages=[user("hello")], additionalModelRequestFields=THINK
+    )
+    assert [next(iter(b)) for b in nova["output"]["message"]["content"]] == ["text"]
+
+
+def _tool_history(reasoning: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    use = {"toolUseId": "tooluse_1", "name": "lookup", "input": {}}
+    return [
+        user("use tool now"),
+        {"role": "assistant", "content": [*reasoning, {"toolUse": use}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": "tooluse_1", "content": [{"text": "x"}]}}]},
+    ]
+
+
+def _signed_reasoning(text: str = "hmm") -> dict[str, Any]:
+    from gateway_tools.mocks.anthropic_messages import _sign
+
+    return {"reasoningContent": {"reasoningText": {"text": text, "signature": _sign(text)}}}
+
+
+# Each rule: Claude's extended-thinking rules (claude-messages-extended-thinking, "Feature
+# compatibility", and Anthropic's extended-thinking page the mock's Anthropic rules cite),
+# relayed as Bedrock relays the model's refusals: a ValidationException "The model returned the
+# following errors: ...".
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (
+            {"additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 1000}}},
+            "budget_tokens: Input should be greater than or equal to 1024",
+        ),
+        (
+            {
+                "additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 4096}},
+                "inferenceConfig": {"maxTokens": 4096},
+            },
+            "`max_tokens` must be greater than `thinking.budget_tokens`",
+        ),
+        (
+            {"additionalModelRequestFields": {"thinking": {"type": "enabled"}}},
+            "thinking.enabled.budget_tokens: Field required",
+        ),
+        (
+            {"additionalModelRequestFields": {"thinking": {"type": "sometimes"}}},
+            "does not match any of the expected tags",
+        ),
+        (
+            {
+                "additionalModelRequestFields": THINK,
+                "inferenceConfig": {"maxTokens": 2048, "temperature": 0.5},
+            },
+            "`temperature` may only be set to 1 when thinking is enabled",
+        ),
+        (
+            {"additionalModelRequestFields": THINK, "inferenceConfig": {"maxTokens": 2048, "topP": 0.5}},
+            "`top_p` must be greater than or equal to 0.95",
+        ),
+        (
+            {"additionalModelRequestFields": {**THINK, "top_k": 5}, "inferenceConfig": {"maxTokens": 2048}},
+            "`top_k` must be unset when thinking is enabled",
+        ),
+        (
+            {
+                "additionalModelRequestFields": THINK,
+                "inferenceConfig": {"maxTokens": 2048},
+                "toolConfig": {**TOOLS, "toolChoice": {"any": {}}},
+            },
+            "Thinking may not be enabled when tool_choice forces tool use",
+        ),
+        (  # the turn answering tool results lost its reasoning
+            {
+                "additionalModelRequestFields": THINK,
+                "inferenceConfig": {"maxTokens": 2048},
+                "toolConfig": TOOLS,
+                "messages": _tool_history([]),
+            },
+            "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`",
+        ),
+        (  # a signature the mock did not issue
+            {
+                "additionalModelRequestFields": THINK,
+                "inferenceConfig": {"maxTokens": 2048},
+                "toolConfig": TOOLS,
+                "messages": _tool_history(
+                    [{"reasoningContent": {"reasoningText": {"text": "hmm", "signature": "Zm9yZ2Vk"}}}]
+                ),
+            },
+            "messages.1.content.0: Invalid `signature` in `thinking` block",
+        ),
+        (  # an unsigned reasoning text is not Claude's
+            {
+                "toolConfig": TOOLS,
+                "messages": _tool_history([{"reasoningContent": {"reasoningText": {"text": "hmm"}}}]),
+            },
+            "messages.1.content.0: Invalid `signature` in `thinking` block",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [_signed_reasoning()]}]},
+            "A reasoningContent block at messages.0.content.0.reasoningContent must be in an assistant message",
+        ),
+        (
+            {"toolConfig": TOOLS, "messages": _tool_history([{"reasoningContent": {"reasoningText": {}}}])},
+            "Value at 'messages.1.content.0.reasoningContent.reasoningText.text'",
+        ),
+        (
+            {
+                "toolConfig": TOOLS,
+                "messages": _tool_history([{"reasoningContent": {"redactedContent": "%%"}}]),
+            },
+            "Value at 'messages.1.content.0.reasoningContent.redactedContent'",
+        ),
+    ],
+)
+def test_thinking_rules_are_400_validation_exceptions(
+    mocks: BackgroundMocks, body: dict[str, Any], fragment: str
+) -> None:
+    status, etype, message = _error(signed(mocks, {"messages": [user("use tool now")], **body}))
+    assert (status, etype) == (400, "ValidationException")
+    assert fragment in message
+
+
+def test_signed_history_passes_the_thinking_rules(mocks: BackgroundMocks) -> None:
+    """The same tool turn with its signed reasoning (or redacted reasoning) first is accepted."""
+    body = {
+        "additionalModelRequestFields": THINK,
+        "inferenceConfig": {"maxTokens": 2048},
+        "toolConfig": TOOLS,
+    }
+    for reasoning in (_signed_reasoning(), {"reasoningContent": {"redactedContent": "cmVkYWN0ZWQ="}}):
+        status, _, raw = signed(mocks, {**body, "messages": _tool_history([reasoning])})
+        assert status == 200, raw
+        assert json.loads(raw)["output"]["message"]["content"][1]["text"].endswith("tool result: x")

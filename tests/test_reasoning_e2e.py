@@ -1,10 +1,11 @@
 """Reasoning through the real stack (Envoy + ext_proc + mocks), with the official SDKs.
 
-For every client dialect against a Claude, a Gemini and a Responses (GPT) backend, streamed and not:
+For every client dialect against a Claude (Anthropic direct and on Bedrock), a Gemini and a
+Responses (GPT) backend, streamed and not:
 reasoning on, the model calls a tool, the client echoes what it was given in its SDK's
 ordinary way and sends the tool result, and the conversation continues. The mocks are as
-strict as the real APIs (docs/reasoning.md): the Anthropic mock rejects a tool-result turn
-whose assistant turn lost its signed thinking block, the Gemini mock a function call that lost
+strict as the real APIs (docs/reasoning.md): the Anthropic and Bedrock mocks reject a
+tool-result turn whose assistant turn lost its signed thinking block (or reasoningContent), the Gemini mock a function call that lost
 its thought signature; so a lost or altered signature fails the test. A forged signature, one
 sealed for another tenant, and an effort the backend's config does not take are 4xx in the
 client's own dialect.
@@ -28,10 +29,11 @@ from google.genai import types as gt
 from ext_proc.config import DEFAULT_CONFIG
 from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
-from tests.stack import config_on_free_ports, start_stack
+from tests.stack import aws_credentials, bedrock_provider, config_on_free_ports, start_stack
 
 OTHER_KEY = "other-tenant-key"
-BACKENDS = {"claude": "anthropic", "gemini": "gemini", "gpt": "openai_responses"}
+BACKENDS = {"claude": "anthropic", "bedrock": "bedrock", "gemini": "gemini", "gpt": "openai_responses"}
+BEDROCK_CLAUDE = "anthropic.claude-sonnet-4-6"  # Claude on Bedrock (the mock thinks for Claude)
 CLIENTS = ("openai", "anthropic", "gemini", "openai_responses")
 ASK = "use tool for weather in Paris"
 TOOL = "get_weather"
@@ -62,6 +64,8 @@ def reasoning_config() -> dict[str, Any]:
         "mock": True,
     }
     cfg["models"]["think-gpt"] = {"backends": [{"provider": "openai_responses", "model": "gpt-5-mini"}]}
+    cfg["providers"]["bedrock"] = bedrock_provider()
+    cfg["models"]["think-bedrock"] = {"backends": [{"provider": "bedrock", "model": BEDROCK_CLAUDE}]}
     cfg["tenants"]["other"] = {"api_keys": [{"env": "OTHER_TENANT_KEY"}]}
     return cfg
 
@@ -69,11 +73,9 @@ def reasoning_config() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     os.environ["OTHER_TENANT_KEY"] = OTHER_KEY
-    s = start_stack(
-        tmp_path_factory.mktemp("reasoning"),
-        config_on_free_ports(reasoning_config()),
-        {"OTHER_TENANT_KEY": OTHER_KEY},
-    )
+    tmp = tmp_path_factory.mktemp("reasoning")
+    with aws_credentials(tmp):
+        s = start_stack(tmp, config_on_free_ports(reasoning_config()), {"OTHER_TENANT_KEY": OTHER_KEY})
     yield s
     s.stop()
 
@@ -297,7 +299,7 @@ def test_tool_conversation_with_reasoning_continues(
     model = f"think-{backend}"
     history, call_id, reasoning = c.first(model, stream)
     assert call_id
-    if not (backend != "claude" and client == "openai"):
+    if not (backend in ("gemini", "gpt") and client == "openai"):
         # The model's reasoning text reaches the client in its own dialect's field (Gemini and
         # GPT show it only when thoughts or a summary are asked for, which a Chat Completions
         # client cannot ask).
@@ -310,6 +312,11 @@ def test_tool_conversation_with_reasoning_continues(
         assert last["thinking"]["type"] == "enabled"
         assistant = [m for m in last["messages"] if m["role"] == "assistant"][-1]
         assert assistant["content"][0]["type"] == "thinking" and assistant["content"][0]["signature"]
+    elif backend == "bedrock":
+        assert last["additionalModelRequestFields"]["thinking"]["type"] == "enabled"
+        assistant = [m for m in last["messages"] if m["role"] == "assistant"][-1]
+        # the mock's own signature came back (the gateway unsealed the client's token)
+        assert assistant["content"][0]["reasoningContent"]["reasoningText"]["signature"]
     elif backend == "gpt":
         assert last["reasoning"]["effort"] and last["include"] == ["reasoning.encrypted_content"]
         replayed = [i for i in last["input"] if i.get("type") == "reasoning"]
@@ -465,3 +472,86 @@ def test_reasoning_tokens_are_reported_in_each_dialect(stack: Stack, mocks: Mock
                 if line.startswith("llm_gateway_tokens_total{") and ours:
                     seen += float(line.rsplit(" ", 1)[1])
     assert seen >= 2 * r.usage.completion_tokens_details.reasoning_tokens  # type: ignore[union-attr]
+
+
+# ---- Claude on Bedrock ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_an_openai_client_gets_bedrock_claudes_reasoning_and_usage(
+    stack: Stack, mocks: MockAdmin, stream: bool
+) -> None:
+    """Chat Completions with ``reasoning_effort`` on Claude on Bedrock: the thinking budget goes
+    out as ``additionalModelRequestFields.thinking``, the mock's signed ``reasoningContent``
+    comes back as ``reasoning_content``, and the usage counts the thinking as Bedrock does (in
+    its output tokens)."""
+    chat = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=30)
+    kw: dict[str, Any] = {
+        "model": "think-bedrock",
+        "messages": [{"role": "user", "content": "hello there"}],
+        "reasoning_effort": "low",
+    }
+    if not stream:
+        r = chat.chat.completions.create(**kw)
+        reasoning = (r.choices[0].message.model_extra or {}).get("reasoning_content") or ""
+        content, usage = r.choices[0].message.content or "", r.usage
+    else:
+        reasoning, content, usage = "", "", None
+        for chunk in chat.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}):
+            for ch in chunk.choices:
+                reasoning += (ch.delta.model_extra or {}).get("reasoning_content") or ""
+                content += ch.delta.content or ""
+            usage = chunk.usage or usage
+    assert reasoning == "Thinking about: hello there"
+    assert content == f"[bedrock:{BEDROCK_CLAUDE}] hello there"
+    last = mocks.stats("bedrock")["last_request"]["body"]
+    assert last["additionalModelRequestFields"]["thinking"]["type"] == "enabled"
+    assert (
+        last["inferenceConfig"]["maxTokens"]
+        > last["additionalModelRequestFields"]["thinking"]["budget_tokens"]
+    )
+    # outputTokens: the answer's words and the thought's
+    assert usage is not None and usage.completion_tokens == len(content.split()) + len(reasoning.split())
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_an_anthropic_clients_sealed_bedrock_signature_round_trips_and_a_tampered_one_is_a_400(
+    stack: Stack, mocks: MockAdmin, stream: bool
+) -> None:
+    """An Anthropic client on Claude on Bedrock gets the thinking block with a signature the
+    gateway sealed; echoed in the tool-result turn it reaches the mock as the mock's own
+    signature (the mock checks it); altered, it is a 400 in the Anthropic dialect and the mock
+    never sees the turn."""
+    from gateway_tools.mocks.anthropic_messages import _sign
+
+    ant = AnthropicMessages(stack)
+    history, _, reasoning = ant.first("think-bedrock", stream)
+    assert reasoning == f"Thinking about: {ASK}"
+    thinking = next(b for b in history[1]["content"] if b.type == "thinking")
+    assert thinking.signature.startswith("gwr1") and thinking.signature != _sign(reasoning)
+    assert "tool result: sunny" in ant.follow("think-bedrock", history, stream)
+    sent = mocks.stats("bedrock")["last_request"]["body"]
+    echoed = sent["messages"][1]["content"][0]["reasoningContent"]["reasoningText"]
+    assert echoed == {"text": reasoning, "signature": _sign(reasoning)}
+
+    before = mocks.stats("bedrock")["requests"]
+    sig = thinking.signature
+    tampered = sig[:-5] + ("AAAAA" if not sig.endswith("AAAAA") else "BBBBB")
+    forged = [
+        history[0],
+        {
+            "role": "assistant",
+            "content": [
+                b.model_dump() if b.type != "thinking" else {**b.model_dump(), "signature": tampered}
+                for b in history[1]["content"]
+            ],
+        },
+        history[2],
+    ]
+    with pytest.raises(anthropic.BadRequestError) as e:
+        ant.follow("think-bedrock", forged, stream)
+    assert e.value.status_code == 400
+    assert e.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "did not issue" in e.value.body["error"]["message"]  # type: ignore[index]
+    assert mocks.stats("bedrock")["requests"] == before

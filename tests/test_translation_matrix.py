@@ -1004,7 +1004,8 @@ EXPECTED_REASONING = {
     "bedrock": {"type": "enabled", "budget_tokens": 2048},
     "gemini": "low",
 }
-THINKING_MOCKS = ("anthropic", "gemini", "openai_responses")  # the others return no reasoning text
+THINKING_MOCKS = ("anthropic", "bedrock", "gemini", "openai_responses")  # the others return no reasoning text
+CLAUDE_WIRES = ("anthropic", "bedrock")  # a Chat Completions client gets Claude's thinking only
 
 
 def run_reasoning(stack: Stack, mocks: MockAdmin, client: str, backend: str) -> None:
@@ -1020,7 +1021,7 @@ def run_reasoning(stack: Stack, mocks: MockAdmin, client: str, backend: str) -> 
     if wire == "gemini" and client in ("anthropic", "gemini"):
         expected = 2048  # a client's budget stays a budget on Gemini
     assert reasoning_sent(wire, sent(mocks, backend)) == expected
-    if wire in THINKING_MOCKS and not (client == "openai" and wire != "anthropic"):
+    if wire in THINKING_MOCKS and not (client == "openai" and wire not in CLAUDE_WIRES):
         # the thinking reaches the client in its dialect's field (a Chat Completions client
         # cannot ask Gemini or GPT for thoughts or a summary: docs/reasoning.md)
         assert reasoning, "no reasoning text reached the client"

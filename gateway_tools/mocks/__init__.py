@@ -25,8 +25,9 @@ Replies (the same rules in every dialect):
   strings being the last user text); a tool that declares no properties gets
   ``{"echo": <last user text>}``;
 * the provider's refusal when that text starts with ``refuse``;
-* thinking when asked for (Anthropic signed thinking blocks, Gemini thought parts
-  and thought signatures, OpenAI reasoning tokens), and cache reads and writes
+* thinking when asked for (Anthropic signed thinking blocks, Bedrock signed
+  ``reasoningContent`` blocks for Claude models, Gemini thought parts and thought
+  signatures, OpenAI reasoning tokens), and cache reads and writes
   for repeated prefixes of 1024+ words;
 * ``[<name>:<model>] tool result: <result text>`` when the conversation ends
   with tool results;

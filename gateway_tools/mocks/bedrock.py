@@ -20,7 +20,15 @@ Sources, cited at each rule below:
   https://docs.aws.amazon.com/AmazonS3/latest/API/RESTSelectObjectAppendix.html;
 - the conversation rules (first turn user, alternating roles, no blank text, tool
   results answering the previous turn's tool uses, toolConfig required with tool
-  blocks) are the service's ValidationException messages, worded as it words them.
+  blocks) are the service's ValidationException messages, worded as it words them;
+- [Thinking] https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-extended-thinking.html
+  (Claude's extended thinking on Bedrock: ``additionalModelRequestFields.thinking``, the
+  answer's ``reasoningContent`` block with ``reasoningText {text, signature}``, streamed as
+  ``contentBlockDelta`` events with ``delta.reasoningContent.text`` then ``.signature``; the
+  rules are Anthropic's, https://docs.claude.com/en/docs/build-with-claude/extended-thinking,
+  and Bedrock relays the model's refusal as a ValidationException "The model returned the
+  following errors: ..." (anthropics/claude-code#8756 quotes one from Bedrock)); shapes
+  from [Converse]'s ReasoningContentBlock and ReasoningTextBlock.
 
 The signature is recomputed with botocore's SigV4 implementation from the mock's own
 copy of the secret (``MockSpec.api_key`` for ``MockSpec.key_id``): a wrong secret, a
@@ -47,7 +55,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from .anthropic_messages import _Anthropic
+from .anthropic_messages import _Anthropic, _sign
 from .common import (
     _INVALID,
     _b62,
@@ -104,6 +112,9 @@ _BLOCKS = frozenset(
         "searchResult",
     }
 )
+# [Thinking] the thinking types Claude takes in ``additionalModelRequestFields.thinking``
+_THINKING_TYPES = ("enabled", "disabled", "adaptive")
+_MODEL_ERRORS = "The model returned the following errors: "  # [Thinking] how Bedrock relays Claude's 400s
 _RESULT_BLOCKS = frozenset({"json", "text", "image", "document", "video", "searchResult"})
 _INFERENCE = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
 _IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")  # [Converse] ImageBlock.format
@@ -193,6 +204,17 @@ def _result_text(block: dict[str, Any]) -> str:
         elif "json" in c:
             parts.append(orjson.dumps(c["json"]).decode())
     return " ".join(parts)
+
+
+def _is_claude(model: str) -> bool:
+    """Claude's model IDs, inference profiles and ARNs on Bedrock name ``anthropic.`` (or claude)."""
+    return "anthropic." in model or "claude" in model
+
+
+def _thinking_on(body: dict[str, Any]) -> bool:
+    extra = body.get("additionalModelRequestFields")
+    thinking = extra.get("thinking") if isinstance(extra, dict) else None
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 
 def _text_format_schema(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -589,6 +611,8 @@ class _Bedrock(_Provider):
                     if not isinstance(value.get("input"), dict):
                         raise self.constraint(f"{bp}.toolUse.input", "Member must be a JSON object")
                     uses.append(value["toolUseId"])
+                elif member == "reasoningContent":
+                    self.check_reasoning(value, f"{bp}.reasoningContent", role)
                 elif member == "toolResult":
                     has_tool_blocks = True
                     if role != "user":
@@ -616,6 +640,8 @@ class _Bedrock(_Provider):
             )
         max_tokens, stops = self.check_inference(body.get("inferenceConfig"))
         self.check_extras(body)
+        if _is_claude(model):
+            self.check_thinking(body, max_tokens, choice, msgs)
 
         last = msgs[-1]
         tool_results: list[str] | None = None
@@ -645,6 +671,76 @@ class _Bedrock(_Provider):
                 if isinstance(t, dict) and isinstance(t.get("toolSpec"), dict)
             },
         )
+
+    def check_reasoning(self, value: Any, path: str, role: str) -> None:
+        """[Converse] ReasoningContentBlock: a union of ``reasoningText`` (ReasoningTextBlock:
+        ``text`` required, ``signature`` optional) and ``redactedContent`` (a blob), in the
+        model's own turns only."""
+        if role != "assistant":
+            raise self.invalid(f"A reasoningContent block at {path} must be in an assistant message.")
+        member, rc = self.union(value, path, frozenset({"reasoningText", "redactedContent"}))
+        if member == "redactedContent":
+            if not isinstance(rc, str) or not rc or not _b64_ok(rc):
+                raise self.constraint(
+                    f"{path}.redactedContent", "Member must be non-empty base64-encoded binary data"
+                )
+            return
+        if not isinstance(rc, dict) or set(rc) - {"text", "signature"}:
+            raise self.constraint(
+                f"{path}.reasoningText", "Member must be a ReasoningTextBlock {text, signature}"
+            )
+        if not isinstance(rc.get("text"), str):
+            raise self.constraint(f"{path}.reasoningText.text", "Member must not be null")
+        if "signature" in rc and not isinstance(rc["signature"], str):
+            raise self.constraint(f"{path}.reasoningText.signature", "Member must be a string")
+
+    def check_thinking(
+        self, body: dict[str, Any], max_tokens: int | None, choice: str, msgs: list[Any]
+    ) -> None:
+        """[Thinking] Claude's rules, checked by the Anthropic mock on an Anthropic-shaped view of
+        the request (as Bedrock hands Claude its native request), its refusal relayed the way
+        Bedrock relays the model's: budget_tokens at least 1024 and below maxTokens, no
+        temperature but 1, no top_k, topP at least 0.95, no forced tool, the turn answering tool
+        results opening with its reasoning; and every replayed ``reasoningText`` carrying the
+        signature issued with it."""
+        extra = body.get("additionalModelRequestFields")
+        thinking = extra.get("thinking") if isinstance(extra, dict) else None
+        if thinking is not None and (
+            not isinstance(thinking, dict) or thinking.get("type") not in _THINKING_TYPES
+        ):
+            raise self.invalid(
+                _MODEL_ERRORS + "thinking: Input tag found using 'type' does not match any of the expected "
+                "tags: 'enabled', 'disabled', 'adaptive'"
+            )
+        ic = body.get("inferenceConfig") or {}
+        view: dict[str, Any] = {
+            "temperature": ic.get("temperature"),
+            "top_p": ic.get("topP"),
+            "top_k": extra.get("top_k") if isinstance(extra, dict) else None,
+        }
+
+        def block(b: dict[str, Any]) -> dict[str, Any]:
+            rc = b.get("reasoningContent")
+            if isinstance(rc, dict) and isinstance(rc.get("reasoningText"), dict):
+                rt = rc["reasoningText"]
+                return {"type": "thinking", "thinking": rt["text"], "signature": rt.get("signature") or ""}
+            if isinstance(rc, dict):
+                return {"type": "redacted_thinking", "data": rc.get("redactedContent")}
+            kind = {"toolUse": "tool_use", "toolResult": "tool_result"}.get(next(iter(b)), "text")
+            return {"type": kind}
+
+        anthropic_msgs = [
+            {"role": m["role"], "content": [block(b) for b in m["content"] if "cachePoint" not in b]}
+            for m in msgs
+        ]
+        try:
+            if thinking is not None and thinking["type"] in ("enabled", "adaptive"):
+                self.claude_cache.check_thinking(
+                    view, thinking, max_tokens if max_tokens is not None else 2**31, choice, anthropic_msgs
+                )
+            self.claude_cache.check_signatures(anthropic_msgs)
+        except _Reject as err:
+            raise self.invalid(_MODEL_ERRORS + err.body["error"]["message"]) from None
 
     def check_tool_config(self, tc: Any) -> tuple[list[str], str, str | None]:
         """[Converse] ToolConfiguration: tools (at least one), toolChoice (auto | any | tool)."""
@@ -810,11 +906,23 @@ class _Bedrock(_Provider):
         )
         view = self.as_anthropic(body)
         read, write = self.claude_cache.cache_usage(view, model, convo.input_tokens)
+        # [Thinking] Claude thinks first when asked to: a signed reasoningContent block before
+        # the text and tool blocks, its tokens counted in outputTokens (Converse has no
+        # separate count of them).
+        thought = (
+            f"Thinking about: {convo.user_text}".strip() if _is_claude(model) and _thinking_on(body) else ""
+        )
+        reasoning = (
+            [{"reasoningContent": {"reasoningText": {"text": thought, "signature": _sign(thought)}}}]
+            if thought
+            else []
+        )
+        out_tokens = reply.output_tokens + _words(thought)
         # Converse's inputTokens leaves out the cache reads and writes it counts apart.
         usage = {
             "inputTokens": convo.input_tokens - read - write,
-            "outputTokens": reply.output_tokens,
-            "totalTokens": convo.input_tokens + reply.output_tokens,
+            "outputTokens": out_tokens,
+            "totalTokens": convo.input_tokens + out_tokens,
         }
         if read or write:
             usage |= {"cacheReadInputTokens": read, "cacheWriteInputTokens": write}
@@ -831,7 +939,7 @@ class _Bedrock(_Provider):
             else:
                 content = [{"text": reply.text}] if reply.words else []
             out = {
-                "output": {"message": {"role": "assistant", "content": content}},
+                "output": {"message": {"role": "assistant", "content": reasoning + content}},
                 "stopReason": stop,
                 "usage": usage,
                 "metrics": latency,
@@ -839,8 +947,17 @@ class _Bedrock(_Provider):
             return _json_response(200, out, self.extra_headers())
 
         events = [_event("messageStart", {"role": "assistant"})]
+        first = 0  # the index of the first text or tool block
+        if thought:  # [Thinking] a reasoning block opens with its first delta, the signature last
+            for k, w in enumerate(thought.split()):
+                delta = {"reasoningContent": {"text": w if k == 0 else " " + w}}
+                events.append(_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta}))
+            signed = {"reasoningContent": {"signature": _sign(thought)}}
+            events.append(_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": signed}))
+            events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
+            first = 1
         if reply.finish == "tool":
-            for idx, (tid, (name, args)) in enumerate(zip(ids, calls, strict=True)):
+            for idx, (tid, (name, args)) in enumerate(zip(ids, calls, strict=True), start=first):
                 events.append(
                     _event(
                         "contentBlockStart",
@@ -859,8 +976,10 @@ class _Bedrock(_Provider):
                 events.append(_event("contentBlockStop", {"contentBlockIndex": idx}))
         elif reply.words:  # a text block starts with its first delta (no contentBlockStart)
             for piece in reply.pieces():
-                events.append(_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}}))
-            events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
+                events.append(
+                    _event("contentBlockDelta", {"contentBlockIndex": first, "delta": {"text": piece}})
+                )
+            events.append(_event("contentBlockStop", {"contentBlockIndex": first}))
         events.append(_event("messageStop", {"stopReason": stop}))
         events.append(_event("metadata", {"usage": usage, "metrics": latency}))
         return await self.send_stream(
