@@ -351,7 +351,9 @@ def test_a_forged_signature_is_a_400_in_each_dialect(stack: Stack, mocks: MockAd
     ]
     with pytest.raises(openai.BadRequestError) as oe:
         chat.follow("think-gemini", msgs, False)
-    assert "did not issue" in oe.value.message and oe.value.body["param"]  # type: ignore[index]
+    assert "did not issue" in oe.value.message
+    # Named where the client put it (before, the IR's messages[1].content[0].id).
+    assert oe.value.body["param"] == "messages[1].tool_calls[0].id"  # type: ignore[index]
 
     ant = AnthropicMessages(stack)
     amsgs: list[Any] = [
@@ -386,6 +388,7 @@ def test_a_forged_signature_is_a_400_in_each_dialect(stack: Stack, mocks: MockAd
     with pytest.raises(genai_errors.ClientError) as ge:
         gem.follow("think-claude", contents, False)
     assert ge.value.code == 400 and "did not issue" in str(ge.value)
+    assert "contents[1].parts[0].functionCall.id" in str(ge.value)
 
     resp = Responses(stack)
     items = [
@@ -396,6 +399,7 @@ def test_a_forged_signature_is_a_400_in_each_dialect(stack: Stack, mocks: MockAd
     with pytest.raises(openai.BadRequestError) as re_:
         resp.follow("think-claude", items, False)
     assert "did not issue" in re_.value.message
+    assert re_.value.body["param"] == "input[1].call_id"  # type: ignore[index]
 
 
 def test_another_tenants_signature_is_refused(stack: Stack, mocks: MockAdmin) -> None:

@@ -93,6 +93,8 @@ class ToolCallPart:
     arguments: str = "{}"
     signature: str | None = None
     cache: str | None = None
+    # Where the client put ``id`` (its own field path): a sealed id that fails names it.
+    id_path: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -109,6 +111,7 @@ class ToolResultPart:
     is_error: bool = False
     path: str | None = field(default=None, compare=False, repr=False)  # as ``ImagePart.path``
     cache: str | None = None
+    id_path: str | None = field(default=None, compare=False, repr=False)  # as ``ToolCallPart.id_path``
 
 
 @dataclass(slots=True)

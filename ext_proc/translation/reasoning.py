@@ -407,7 +407,7 @@ def unseal_request(req: ChatRequest, key: bytes) -> None:
             if isinstance(p, ReasoningPart):
                 parts.append(p)
             elif isinstance(p, ToolCallPart) and is_token(p.id):
-                d = unseal(key, p.id, f"{path}.id")
+                d = unseal(key, p.id, p.id_path or f"{path}.id")
                 original = _opt_str(d.get("i")) or p.id
                 ids[p.id] = original
                 carried = [r for r in (_part_of(v) for v in d.get("t") or []) if r is not None]
@@ -417,13 +417,18 @@ def unseal_request(req: ChatRequest, key: bytes) -> None:
                     parts = [q for q in parts if not (isinstance(q, ReasoningPart) and q.text in texts)]
                     parts += carried
                 signature = _opt_str(d.get("c")) or p.signature
-                parts.append(ToolCallPart(original, p.name, p.arguments, signature))
+                parts.append(ToolCallPart(original, p.name, p.arguments, signature, p.cache, p.id_path))
             elif isinstance(p, ToolResultPart) and is_token(p.tool_call_id):
                 if p.tool_call_id not in ids:
                     ids[p.tool_call_id] = (
-                        _opt_str(unseal(key, p.tool_call_id, f"{path}.tool_call_id").get("i")) or ""
+                        _opt_str(unseal(key, p.tool_call_id, p.id_path or f"{path}.tool_call_id").get("i"))
+                        or ""
                     )
-                parts.append(ToolResultPart(ids[p.tool_call_id], p.content, p.name, p.is_error))
+                parts.append(
+                    ToolResultPart(
+                        ids[p.tool_call_id], p.content, p.name, p.is_error, p.path, p.cache, p.id_path
+                    )
+                )
             else:
                 parts.append(p)
         m.parts = parts

@@ -330,7 +330,13 @@ def _parse_tool_result(
     elif content is not None:
         raise _type_error(f"{path}.content", "a string or an array of blocks")
     return ToolResultPart(
-        tid, parts, name, block.get("is_error") is True, path, cache=_cache_mark(block, path)
+        tid,
+        parts,
+        name,
+        block.get("is_error") is True,
+        path,
+        cache=_cache_mark(block, path),
+        id_path=f"{path}.tool_use_id",
     )
 
 
@@ -376,7 +382,10 @@ def _parse_messages(messages: Any, unmapped: list[str], reasons: dict[str, str])
                     if not isinstance(inp, dict):
                         raise _type_error(f"{bpath}.input", "an object")
                     names[tid] = name
-                    append_part(out, role, ToolCallPart(tid, name, orjson.dumps(inp).decode(), cache=mark))
+                    call = ToolCallPart(
+                        tid, name, orjson.dumps(inp).decode(), cache=mark, id_path=f"{bpath}.id"
+                    )
+                    append_part(out, role, call)
                 elif bt == "tool_result" and role == "user":
                     append_part(out, "tool", _parse_tool_result(b, bpath, names, unmapped))
                 elif bt in ("thinking", "redacted_thinking") and role == "assistant":

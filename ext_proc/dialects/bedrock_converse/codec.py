@@ -266,7 +266,7 @@ def _parse_tool_result(res: Any, path: str, names: dict[str, str], unmapped: lis
     status = res.get("status")
     if status not in (None, "success", "error"):
         raise invalid(f"'{path}.status' must be 'success' or 'error'", f"{path}.status")
-    return ToolResultPart(tid, parts, name, status == "error")
+    return ToolResultPart(tid, parts, name, status == "error", id_path=f"{path}.toolUseId")
 
 
 def _parse_document(doc: Any, path: str, unmapped: list[str]) -> FilePart | None:
@@ -323,7 +323,10 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
                 if not isinstance(inp, dict):
                     raise _type_error(f"{bpath}.toolUse.input", "an object")
                 names[tid] = name
-                append_part(out, role, ToolCallPart(tid, name, orjson.dumps(inp).decode()))
+                call = ToolCallPart(
+                    tid, name, orjson.dumps(inp).decode(), id_path=f"{bpath}.toolUse.toolUseId"
+                )
+                append_part(out, role, call)
             elif member == "toolResult" and role == "user":
                 append_part(out, "tool", _parse_tool_result(value, f"{bpath}.toolResult", names, unmapped))
             elif member == "reasoningContent" and role == "assistant":

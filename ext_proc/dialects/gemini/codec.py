@@ -385,7 +385,9 @@ def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str])
                 append_part(
                     out,
                     ir_role,
-                    ToolCallPart(cid, name, orjson.dumps(args or {}).decode(), _sig_in(p, ppath)),
+                    ToolCallPart(
+                        cid, name, orjson.dumps(args or {}).decode(), _sig_in(p, ppath), id_path=f"{fpath}.id"
+                    ),
                 )
                 continue
             fr = _g(p, "functionResponse", "function_response")
@@ -414,9 +416,10 @@ def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str])
                 if response is not None and not isinstance(response, dict):
                     raise _type_error(f"{fpath}.response", "an object")
                 text, is_error = _result_text(response)
-                append_part(
-                    out, "tool", ToolResultPart(rid, [TextPart(text)] if text else [], name, is_error, fpath)
+                result = ToolResultPart(
+                    rid, [TextPart(text)] if text else [], name, is_error, fpath, id_path=f"{fpath}.id"
                 )
+                append_part(out, "tool", result)
                 continue
             blob = _g(p, "inlineData", "inline_data")
             if blob is not None:

@@ -383,7 +383,7 @@ def _parse_messages(
                     f"{path}.tool_call_id",
                 )
             result_content, failed = read_error(_content_parts(content, path, unmapped, images=False))  # type: ignore[arg-type]  # images=False: no files
-            result = ToolResultPart(tcid, result_content, name, failed, path)
+            result = ToolResultPart(tcid, result_content, name, failed, path, id_path=f"{path}.tool_call_id")
             append_part(out, "tool", result)
         elif role == "function":
             raise invalid(
@@ -440,7 +440,7 @@ def _parse_tool_call(tc: Any, path: str, call_names: dict[str, str]) -> ToolCall
     elif not isinstance(args, str):
         raise _type_error(f"{path}.function.arguments", "a JSON string")
     call_names[tcid] = name
-    return ToolCallPart(tcid, name, args)
+    return ToolCallPart(tcid, name, args, id_path=f"{path}.id")
 
 
 def _image_url(p: ImagePart) -> str:

@@ -324,7 +324,9 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
             if not isinstance(args, str):
                 raise _type_error(f"{path}.arguments", "a JSON string")
             names[call_id] = name
-            append_part(out, "assistant", ToolCallPart(call_id, name, args or "{}"))
+            append_part(
+                out, "assistant", ToolCallPart(call_id, name, args or "{}", id_path=f"{path}.call_id")
+            )
         elif t == "function_call_output":
             call_id = _nonempty_str(item.get("call_id"), f"{path}.call_id")
             called = names.get(call_id)
@@ -336,7 +338,7 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
                 raise invalid(f"missing required field '{path}.output'", f"{path}.output")
             output = _content(item["output"], f"{path}.output", "user", unmapped, files=False)
             result_parts, failed = read_error(output)  # type: ignore[arg-type]  # files=False: no FilePart
-            result = ToolResultPart(call_id, result_parts, called, failed, path)
+            result = ToolResultPart(call_id, result_parts, called, failed, path, id_path=f"{path}.call_id")
             append_part(out, "tool", result)
         elif t == "reasoning":
             append_part(out, "assistant", _parse_reasoning_item(item, path))
