@@ -22,18 +22,24 @@ from gateway_tools.bench import load
 from gateway_tools.bench.scenarios import expand
 
 
-@pytest.mark.timeout(180)
-def test_bench_quick_writes_report(tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
+def bench_quick(*args: str) -> str:
+    """``llm-gateway bench --quick ARGS`` in a child process; its stdout (it must succeed)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway_tools", "bench", "--quick", "--output", str(out)],
+        [sys.executable, "-m", "gateway_tools", "bench", "--quick", *args],
         capture_output=True,
         text=True,
         timeout=170,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "| figure | value |" in proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.timeout(180)
+def test_bench_quick_writes_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    stdout = bench_quick("--output", str(out))
+    assert "| figure | value |" in stdout
     report = json.loads(out.read_text())
     assert {"machine", "settings", "figures", "timings", "hold", "skipped", "other_load"} <= report.keys()
     assert report["machine"]["cores"] >= 1
@@ -168,25 +174,8 @@ def test_pool_targets_are_judged_from_the_rows() -> None:
 def test_bench_scaling_runs_each_worker_count_and_skips_what_the_cores_cannot_hold(tmp_path: Path) -> None:
     out = tmp_path / "scaling.json"
     too_many = len(os.sched_getaffinity(0)) + 1
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway_tools",
-            "bench",
-            "--quick",
-            "--workers",
-            f"1,{too_many}",
-            "-o",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "| workers | translated throughput |" in proc.stdout
+    stdout = bench_quick("--workers", f"1,{too_many}", "-o", str(out))
+    assert "| workers | translated throughput |" in stdout
     rows = json.loads(out.read_text())["rows"]
     assert [r["workers"] for r in rows] == [1, too_many]
     one, skipped = rows
