@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GatewayError
-from .fields import bad_answer
+from .fields import answer_count, bad_answer, invalid_answer
 from .ir import ChatRequest
 
 # One input of an embeddings request: text, or token ids (for dialects that take them).
@@ -104,6 +104,29 @@ class CountingCodec(ABC):
         raise GatewayError("api_error", "this backend has no token counting endpoint", status=502)
 
 
+class EndpointCounting(CountingCodec):
+    """A dialect whose counting endpoint (``path``) takes the chat request's ``counted``
+    fields with the backend's model, and answers the count in ``count_field``."""
+
+    forwards = True
+    path: str
+    counted: tuple[str, ...]
+    count_field: str
+
+    def build_request(self, chat_body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+        out = {k: chat_body[k] for k in self.counted if k in chat_body}
+        out["model"] = upstream_model
+        return out
+
+    def request_path(self, upstream_model: str) -> str:
+        return self.path
+
+    def parse_count(self, data: Any) -> int:
+        if not isinstance(data, dict) or self.count_field not in data:
+            raise invalid_answer(f"it has no '{self.count_field}'")
+        return answer_count(data[self.count_field], self.count_field)
+
+
 def answer_vector(vec: Any, where: str) -> list[float]:
     """A provider's vector: a list of finite numbers (a 502 otherwise)."""
     if not isinstance(vec, list) or not vec:
@@ -128,6 +151,7 @@ __all__ = [
     "EmbedRequest",
     "EmbedResponse",
     "EmbeddingsCodec",
+    "EndpointCounting",
     "answer_vector",
     "estimate_tokens",
 ]

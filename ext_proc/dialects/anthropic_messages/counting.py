@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import invalid
-from ...translation.fields import answer_count, invalid_answer
-from ...translation.operations import CountingCodec
+from ...translation.operations import EndpointCounting
 
 PATH = "/v1/messages/count_tokens"
 # What the counting endpoint takes of a Messages request (everything else is about generation).
@@ -21,8 +20,8 @@ COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking", "m
 PLACEHOLDER_MAX_TOKENS = 1
 
 
-class AnthropicCounting(CountingCodec):
-    forwards = True
+class AnthropicCounting(EndpointCounting):
+    path, counted, count_field = PATH, COUNTED, "input_tokens"
 
     def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         for key in ("max_tokens", "stream"):
@@ -32,19 +31,6 @@ class AnthropicCounting(CountingCodec):
 
     def render_count(self, tokens: int) -> dict[str, Any]:
         return {"input_tokens": tokens}
-
-    def build_request(self, chat_body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
-        out = {k: chat_body[k] for k in COUNTED if k in chat_body}
-        out["model"] = upstream_model
-        return out
-
-    def request_path(self, upstream_model: str) -> str:
-        return PATH
-
-    def parse_count(self, data: Any) -> int:
-        if not isinstance(data, dict) or "input_tokens" not in data:
-            raise invalid_answer("it has no 'input_tokens'")
-        return answer_count(data["input_tokens"], "input_tokens")
 
 
 ANTHROPIC_COUNTING = AnthropicCounting()

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...translation.fields import answer_count, invalid_answer
-from ...translation.operations import CountingCodec
+from ...translation.operations import EndpointCounting
 
 PATH = "/responses/input_tokens"
 # What the counting endpoint takes (the gateway keeps conversations itself: it never
@@ -31,27 +30,14 @@ COUNTED = (
 )
 
 
-class ResponsesCounting(CountingCodec):
-    forwards = True
+class ResponsesCounting(EndpointCounting):
+    path, counted, count_field = PATH, COUNTED, "input_tokens"
 
     def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         return body
 
     def render_count(self, tokens: int) -> dict[str, Any]:
         return {"object": "response.input_tokens", "input_tokens": tokens}
-
-    def build_request(self, chat_body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
-        out = {k: chat_body[k] for k in COUNTED if k in chat_body}
-        out["model"] = upstream_model
-        return out
-
-    def request_path(self, upstream_model: str) -> str:
-        return PATH
-
-    def parse_count(self, data: Any) -> int:
-        if not isinstance(data, dict) or "input_tokens" not in data:
-            raise invalid_answer("it has no 'input_tokens'")
-        return answer_count(data["input_tokens"], "input_tokens")
 
 
 RESPONSES_COUNTING = ResponsesCounting()
