@@ -179,6 +179,14 @@ async def _one(
         "max_tokens": o.output_tokens,
         "stream": True,
     }
+    return await streamed_ttft(client, url, key, body)
+
+
+async def streamed_ttft(
+    client: aiohttp.ClientSession, url: str, key: str, body: dict[str, Any]
+) -> tuple[float, int]:
+    """A streamed chat request to simulated servers: the time to its first token (``inf``
+    unless answered 200) and its status (0: no answer)."""
     start = time.monotonic()
     ttft = math.inf
     try:

@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from ..bench.pool import KEY_ENV, PoolOptions, SimProcess, gateway_config
+from ..bench.pool import KEY_ENV, PoolOptions, SimProcess, gateway_config, streamed_ttft
 from ..bench.scenarios import port_block
 from ..simulator import DEFAULT_PROFILE
 from ..supervisor import Stack
@@ -82,20 +82,7 @@ async def measure(
             "max_tokens": r.out,
             "stream": True,
         }
-        start = time.monotonic()
-        ttft = math.inf
-        try:
-            async with client.post(url, json=body, headers={"authorization": f"Bearer {key}"}) as resp:
-                seen = b""
-                async for chunk in resp.content.iter_any():
-                    if ttft == math.inf:
-                        seen = seen[-16:] + chunk
-                        if b"tok0" in seen:
-                            ttft = time.monotonic() - start
-                if resp.status != 200:
-                    ttft = math.inf
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            ttft = math.inf
+        ttft, _ = await streamed_ttft(client, url, key, body)
         ttfts.append((r.measured, ttft))
 
     async with aiohttp.ClientSession(
