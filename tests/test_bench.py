@@ -184,3 +184,14 @@ def test_bench_scaling_runs_each_worker_count_and_skips_what_the_cores_cannot_ho
         assert one["rps_per_ext_proc_core"] == pytest.approx(1000 / one["ext_proc_cpu_ms_per_request"])
     assert f"{too_many} workers need {too_many} cores" in skipped["skipped"]
     assert (tmp_path / "scaling-workers-1.json").exists()  # each count's full report
+
+
+def test_wrk_gets_a_core_apart_from_the_stack_only_with_four_or_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split is the machine's, read once: narrowing the bench's own affinity to the stack's
+    cores (as the scaling run does) must not move wrk onto one of them."""
+    monkeypatch.setattr(load, "MACHINE_CORES", frozenset({0, 1, 2, 3}))
+    assert load.load_generator_cores() == {3}
+    assert load.stack_cores() == {0, 1, 2}
+    monkeypatch.setattr(load, "MACHINE_CORES", frozenset({0, 1}))
+    assert load.load_generator_cores() is None
+    assert load.stack_cores() == {0, 1}

@@ -75,10 +75,19 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
+# The cores this run may use, read once: ``scaling`` narrows the bench process's own
+# affinity to the stack's cores while it runs, and the split must not move with it.
+MACHINE_CORES = frozenset(os.sched_getaffinity(0))
+
+
 def load_generator_cores() -> set[int] | None:
     """The core wrk is pinned to, apart from the stack (None: under 4 cores, none is set apart)."""
-    cores = sorted(os.sched_getaffinity(0))
-    return {cores[-1]} if len(cores) >= 4 else None
+    return {max(MACHINE_CORES)} if len(MACHINE_CORES) >= 4 else None
+
+
+def stack_cores() -> set[int]:
+    """The cores left to the stack: all of them, but wrk's where it has one of its own."""
+    return set(MACHINE_CORES) - (load_generator_cores() or set())
 
 
 def run_wrk(req: Request, connections: int, duration: float, workdir: Path, threads: int = 2) -> WrkResult:

@@ -8,7 +8,6 @@ machine say more about the machine than about the gateway.
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import subprocess
@@ -19,6 +18,7 @@ from statistics import median
 from typing import Any
 
 from ..supervisor import envoy_binary
+from .load import MACHINE_CORES
 
 MS = 1000.0
 
@@ -98,7 +98,7 @@ def machine() -> dict[str, Any]:
         pass
     return {
         "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": len(MACHINE_CORES),
         "memory_gb": round(mem / 2**30, 1),
         "kernel": platform.release(),
         "python": sys.version.split()[0],

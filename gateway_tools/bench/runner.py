@@ -258,7 +258,7 @@ class Bench:
             self.stack.check()
         wall = time.monotonic() - wall0
         other = max(0.0, (machine_busy_seconds() - busy0) - (own_cpu_seconds(pids) - own0))
-        cores = len(os.sched_getaffinity(0))
+        cores = len(load.MACHINE_CORES)
         self.log(
             f"other processes used {other:.1f} CPU-s during the rounds ({other / (wall * cores):.0%} of the machine)"
         )

@@ -23,20 +23,14 @@ from typing import Any
 
 import orjson
 
-from .load import load_generator_cores
+from .load import MACHINE_CORES, load_generator_cores, stack_cores
 from .runner import Options, run
 
 SCENARIOS = ("translated",)
 
 
-def stack_cores() -> set[int]:
-    cores = set(os.sched_getaffinity(0))
-    return cores - (load_generator_cores() or set())
-
-
 def main(base: Options, counts: list[int]) -> int:
     """Run the translated scenario once per worker count; print and write the scaling table."""
-    everything = set(os.sched_getaffinity(0))
     apart = load_generator_cores()
     rows: list[dict[str, Any]] = []
     try:
@@ -54,11 +48,11 @@ def main(base: Options, counts: list[int]) -> int:
                 return code
             rows.append({**row, **_summary(orjson.loads(out.read_bytes()))})
     finally:
-        os.sched_setaffinity(0, everything)
+        os.sched_setaffinity(0, MACHINE_CORES)
     note = (
         f"wrk pinned to core {sorted(apart)[0]}, the stack to the others"
         if apart is not None
-        else f"{len(everything)} cores: wrk, both Envoys and the workers share them"
+        else f"{len(MACHINE_CORES)} cores: wrk, both Envoys and the workers share them"
     )
     doc = {"load_generator": note, "rows": rows}
     base.output.parent.mkdir(parents=True, exist_ok=True)
