@@ -33,10 +33,13 @@ def free_ports(n: int, consecutive: bool = False) -> list[int]:
     ext_proc workers take. The candidates are held bound together while
     probing, so they differ from each other.
     """
-    top = max(_ephemeral_start(), _LOWEST + 1_000) - n
+    top = max(_ephemeral_start(), _LOWEST + 1_000)
     for _ in range(200):
-        start = random.randrange(_LOWEST, top)
-        candidates = range(start, start + n) if consecutive else random.sample(range(_LOWEST, top), n)
+        if consecutive:
+            start = random.randrange(_LOWEST, top - n)
+            candidates: range | list[int] = range(start, start + n)
+        else:
+            candidates = random.sample(range(_LOWEST, top), n)
         held: list[socket.socket] = []
         try:
             for port in candidates:
@@ -49,7 +52,7 @@ def free_ports(n: int, consecutive: bool = False) -> list[int]:
         finally:
             for s in held:
                 s.close()
-    raise RuntimeError(f"no {n} free ports below {top + n}")
+    raise RuntimeError(f"no {n} free ports below {top}")
 
 
 def free_port() -> int:
