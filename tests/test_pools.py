@@ -365,7 +365,8 @@ def _hit_rate_through_gateway(tmp_path: Path, prefix_weight: float) -> float:
 
 def test_prefix_aware_picking_raises_the_servers_cache_hit_rate(tmp_path: Path) -> None:
     """Measured by the servers' own counters: with affinity, each conversation stays where its
-    prefix is cached; without (load only, ties broken at random) the caches thrash."""
+    prefix is cached; without (load only) the caches thrash. New conversations spread over the
+    servers by cache footprint, so no cache has to hold more prefixes than fit."""
     aware = _hit_rate_through_gateway(tmp_path / "aware", 2.0)
     blind = _hit_rate_through_gateway(tmp_path / "blind", 0.0)
     print(f"prefix-cache hit rate: prefix-aware {aware:.2f}, load only {blind:.2f}")

@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ext_proc.config import DEFAULT_CONFIG, PoolSettings, parse_config
@@ -139,6 +139,38 @@ def test_affinity_table_is_bounded_and_chained() -> None:
     assert t.matches(h) == {"a": 3}
     t.record(h[3:6], "b")  # evicts the oldest two of a's
     assert len(t._seen) == 4 and t.matches(h)["b"] == 6
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 11), st.integers(1, 5), st.sampled_from("abc")), max_size=30),
+    st.sampled_from("abcd"),
+)
+def test_affinity_footprints_add_up_to_what_the_table_remembers(
+    records: list[tuple[int, int, str]], forgotten: str
+) -> None:
+    t = AffinityTable(capacity=8)
+    h = block_hashes(["w"] * 16 * 16)
+    for start, n, server in records:
+        t.record(h[start : start + n], server)
+        held = {s: sum(1 for x, _ in t._seen.values() if x == s) for s in "abc"}
+        assert {s: t.held(s) for s in "abc"} == held
+    t.forget(forgotten)
+    assert t.held(forgotten) == 0 and sum(t.held(s) for s in "abc") == len(t._seen)
+
+
+def test_new_conversations_spread_over_idle_servers_caches() -> None:
+    """Idle servers tie on load: each new prefix goes where fewer remembered blocks live, so six
+    conversations land two per server (at random, one server would get four a third of the time)."""
+    p = _pool()
+    homes = []
+    for i in range(6):
+        pick = p.pick({"messages": [{"role": "user", "content": f"conversation{i} " * 64}]})
+        assert isinstance(pick, Pick) and pick.reason == "load"
+        pick.release()
+        p.servers[pick.order[0]].sent_since_scrape = 0  # scraped again: idle
+        homes.append(pick.order[0])
+    assert sorted(homes.count(e) for e in p.servers) == [2, 2, 2]
 
 
 def _pool(n: int = 3, **kw: object) -> Pool:

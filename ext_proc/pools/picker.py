@@ -172,7 +172,10 @@ class Pool:
             key=lambda v: (
                 scorers.load(v, s) < 1.0,
                 scorers.score(v, s, total) if scorers.load(v, s) < 1.0 else -scorers.load(v, s),
-                random.random(),  # ties (idle servers) spread
+                # Ties (idle servers) go where fewer remembered prefixes live, so new
+                # conversations spread over the caches instead of piling up on one at random.
+                -self.affinity.held(v.endpoint),
+                random.random(),
             ),
             reverse=True,
         )

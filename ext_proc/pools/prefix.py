@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 BLOCK_WORDS = 16
@@ -46,12 +46,19 @@ def block_hashes(words: list[str]) -> list[bytes]:
 
 
 class AffinityTable:
-    """Block hash -> the server that last served it, bounded (least recently used out)."""
+    """Block hash -> the server that last served it, bounded (least recently used out), and
+    per server how many of the remembered blocks it holds (its cache footprint as this gateway
+    sent it: a model server's KV gauge counts only blocks in use, not the cached ones)."""
 
     def __init__(self, capacity: int = 100_000, ttl_s: float = 600.0) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
         self._seen: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._held: Counter[str] = Counter()
+
+    def held(self, server: str) -> int:
+        """Remembered blocks last sent to ``server`` (expired ones included until evicted)."""
+        return self._held[server]
 
     def matches(self, hashes: list[bytes]) -> dict[str, int]:
         """Server -> how many leading blocks of ``hashes`` it served last (chained: a match
@@ -68,12 +75,18 @@ class AffinityTable:
     def record(self, hashes: list[bytes], server: str) -> None:
         now = time.monotonic()
         for h in hashes:
+            before = self._seen.get(h)
+            if before is not None:
+                self._held[before[0]] -= 1
             self._seen[h] = (server, now)
             self._seen.move_to_end(h)
+            self._held[server] += 1
         while len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
+            _, (gone, _) = self._seen.popitem(last=False)
+            self._held[gone] -= 1
 
     def forget(self, server: str) -> None:
         """A server that went away lost its cache."""
         for h in [h for h, (s, _) in self._seen.items() if s == server]:
             del self._seen[h]
+        self._held.pop(server, None)
