@@ -283,9 +283,17 @@ class SlowSTS:
         self.delay = delay
         self.calls = 0
         self.fail = False
+        self.hold = threading.Lock()  # while a test holds it, a refresh cannot finish
+        self.arrived = threading.Condition()
+        self.blocked = 0  # refreshes started and not yet past ``hold``
 
     def __call__(self) -> dict[str, str]:
         self.calls += 1
+        with self.arrived:
+            self.blocked += 1
+            self.arrived.notify_all()
+        with self.hold:
+            self.blocked -= 1  # inside the lock: while a test holds it, this cannot happen
         time.sleep(self.delay)
         if self.fail:
             raise RuntimeError(f"STS unreachable (no {SECRET} here)")
@@ -310,19 +318,30 @@ def test_temporary_credentials_refresh_off_the_request_path(
     assert source.refreshing
     first = aws.current("web")
     assert first is not None and first.access_key.startswith("ASIA")
-    # While the background thread sits in a slow refresh, signing takes microseconds.
-    worst = 0.0
-    deadline = time.monotonic() + 5
-    while aws.current("web") == first and time.monotonic() < deadline:
-        t = time.perf_counter()
+    # Hold the background thread inside a refresh: signing meanwhile must not wait for it
+    # (it would wait forever; the refresh ends only after the signer has answered).
+    sts.hold.acquire()
+    with sts.arrived:
+        assert sts.arrived.wait_for(lambda: sts.blocked > 0, 10), "no refresh started"
+    signed: list[ReadOnlyCredentials] = []
+
+    def sign() -> None:
         creds_now = aws.current("web")
         assert creds_now is not None
         aws.signature_headers(creds_now, "us-east-1", "h", "/model/m/converse", b"{}")
-        worst = max(worst, time.perf_counter() - t)
+        signed.append(creds_now)
+
+    signer = threading.Thread(target=sign, daemon=True)
+    signer.start()
+    signer.join(30)
+    released = not signer.is_alive()
+    sts.hold.release()
+    assert released and len(signed) == 1, "signing waited for a refresh in progress"
+    deadline = time.monotonic() + 5
+    while aws.current("web") == first and time.monotonic() < deadline:
         time.sleep(0.01)
     second = aws.current("web")
     assert second is not None and second != first, "the background refresh never replaced the credentials"
-    assert worst < 0.05, f"signing waited {worst:.3f} s for a refresh"
     # A failing refresh keeps the last credentials (and says so, without a secret).
     with caplog.at_level(logging.WARNING):
         sts.fail = True
