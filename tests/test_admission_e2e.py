@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import pytest
 import yaml
 
@@ -35,6 +36,7 @@ TENANTS: dict[str, dict[str, Any]] = {
     "recon": {"limits": {"tokens_per_minute": 60}},
     "free": {"limits": {"tokens_per_minute": 1_000_000}},
     "bulk": {"priority": "batch", "max_priority": "batch", "limits": {"tokens_per_minute": 1_000_000}},
+    "counter": {"limits": {"requests_per_minute": 3, "tokens_per_minute": 10}},
 }
 
 
@@ -68,6 +70,17 @@ def budget_config(redis_url: str, on_failure: str = "fail_open", workers: int = 
                         "name": "sat",
                         "limits": {"concurrent_requests": 5},
                     }
+                ]
+            },
+            "count-model": {  # both backends count tokens: counts are forwarded
+                "backends": [
+                    {
+                        "provider": "anthropic",
+                        "model": "claude-sonnet-4-6",
+                        "name": "count-a",
+                        "limits": {"requests_per_minute": 1},
+                    },
+                    {"provider": "gemini", "model": "gemini-3.5-flash", "name": "count-g"},
                 ]
             },
             "adaptive-model": {
@@ -257,6 +270,27 @@ def test_reconciliation_streamed_non_streamed_and_failed(
     assert status == 400
     time.sleep(0.1)
     assert level - 0.5 <= bucket_level(redis_server, key, cap, rate) <= level + 1.5  # refunded
+
+
+def test_token_counts_take_requests_not_tokens_or_backend_quotas(stack: Stack, mocks: MockAdmin) -> None:
+    """A forwarded count reaches a provider, so it takes one of the tenant's requests; it
+    generates and costs nothing, so no tokens and no backend quota. The tenant's 10 tokens a
+    minute fit no chat at all (413), yet three counts of a 100-token prompt pass, all to the
+    primary despite its one request a minute; the fourth is a 429 before any provider."""
+    c = anthropic.Anthropic(base_url=stack.base_url, api_key="counter-key", max_retries=0, timeout=20)
+    messages: Any = [{"role": "user", "content": "count these words " * 25}]
+    counts = [c.messages.count_tokens(model="count-model", messages=messages).input_tokens for _ in range(3)]
+    assert all(n >= 75 for n in counts), counts
+    assert mocks.stats("anthropic")["requests"] == 3 and mocks.stats("gemini")["requests"] == 0
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        c.messages.count_tokens(model="count-model", messages=messages)
+    headers = refused.value.response.headers
+    assert headers["x-ratelimit-remaining-requests"] == "0" and float(headers["retry-after"]) > 0
+    assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    with pytest.raises(anthropic.APIStatusError) as too_large:
+        c.messages.create(model="count-model", max_tokens=100, messages=messages)
+    assert too_large.value.status_code == 413
+    assert mocks.stats("anthropic")["requests"] == 3 and mocks.stats("gemini")["requests"] == 0
 
 
 def test_spill_over_to_the_next_tier_then_429(stack: Stack, mocks: MockAdmin) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
 
 from ext_proc.admission import estimate
+from ext_proc.admission.controller import Admission, Rejection
 from ext_proc.admission.headers import duration, rate_limit_headers
 from ext_proc.admission.redis_store import RedisStore
 from ext_proc.admission.store import (
@@ -299,6 +301,41 @@ def test_a_probe_admission_did_not_use_is_handed_on() -> None:
     assert admit_one() == fallback.name  # ...but the primary has no headroom left
     # The probe was not spent: the next request gets it (it used to wait out the grace).
     assert state.health.available(primary.name) and state.health.state(primary.name) == State.PROBING
+
+
+def test_a_token_count_takes_a_request_and_a_slot_and_gives_the_slot_back() -> None:
+    """Counting through the controller: a request and a concurrency slot of the tenant,
+    released when it ends; no tokens (the budget fits no chat) and no backend quota."""
+    data = _default()
+    data["tenants"]["demo"]["limits"] = {
+        "requests_per_minute": 2,
+        "tokens_per_minute": 5,
+        "concurrent_requests": 1,
+    }
+    data["models"]["claude-sonnet-4-6"]["backends"][0]["limits"] = {"requests_per_minute": 1}
+    cfg = parse_config(yaml.safe_dump(data), "x.yaml")
+    admission = Admission(cfg)
+    chain = cfg.chains["claude-sonnet-4-6"]
+    body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi " * 400}]}
+
+    def count() -> Any:
+        return run(admission.admit("demo", "interactive", "claude-sonnet-4-6", body, chain, counting=True))
+
+    first = count()
+    assert first.backend == chain[0] and first.tokens == 0 and first.counting
+    with pytest.raises(Rejection) as busy:  # the one slot is in use
+        count()
+    assert busy.value.reason == "tenant_concurrent"
+    admission.settle(first, 200, first.backend.name, None)
+    second = count()  # the slot came back; the primary's 1 request/minute was never charged
+    assert second.backend == chain[0]
+    admission.settle(second, 200, second.backend.name, None)
+    with pytest.raises(Rejection) as spent:
+        count()
+    assert spent.value.reason == "tenant_requests"
+    with pytest.raises(Rejection) as chat:  # a chat is held to the 5 tokens a minute
+        run(admission.admit("demo", "interactive", "claude-sonnet-4-6", body, chain))
+    assert chat.value.reason == "too_large"
 
 
 def test_shared_settlements_go_to_redis_in_one_batch(redis_server: RedisServer) -> None:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llm_gateway.admission")
 
 RANK = {"batch": 0, "interactive": 1}
+COUNTING_BUDGETS = frozenset({"requests", "concurrent"})  # the tenant budgets a token count takes
 OVERLOAD_STATUSES = frozenset({429, 503, 504, 529})
 # Shared-store settlements are sent together every few ms: a refund or a freed
 # concurrency slot shows up this much later, and Redis sees one call per batch.
@@ -75,6 +76,7 @@ class Ticket:
     headers: dict[str, str]
     first_byte: float = 0.0
     settled: bool = False
+    counting: bool = False  # a token count: settles its request and slot, charges no backend
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -133,13 +135,23 @@ class Admission:
         body: dict[str, Any],
         candidates: list[ResolvedBackend],
         dialect: Dialect | None = None,
+        counting: bool = False,
     ) -> Ticket:
         """Reserve for this request on the first candidate with headroom (in the
-        order given: ``request.candidates`` orders them), or raise ``Rejection``."""
+        order given: ``request.candidates`` orders them), or raise ``Rejection``.
+
+        A token count (``counting``) reaches a provider but generates and costs nothing: it
+        takes a request and a concurrency slot of the tenant's budgets, no tokens or spend,
+        and no backend quota (providers limit their counting endpoints apart from generation)."""
         t0 = time.perf_counter()
         settings = self.cfg.models[model]
-        tokens = estimate.input_tokens(body, dialect)
-        if settings.kind == "chat":  # an embedding model generates no tokens
+        budgets: Sequence[TenantBudget] = self.tenants.get(tenant, ())
+        if counting:
+            tokens = 0
+            budgets = [b for b in budgets if b.kind in COUNTING_BUDGETS]
+        else:
+            tokens = estimate.input_tokens(body, dialect)
+        if settings.kind == "chat" and not counting:  # an embedding model generates no tokens
             tokens += estimate.output_tokens(
                 body,
                 settings.reserve_output_tokens or settings.default_max_tokens,
@@ -147,12 +159,13 @@ class Admission:
                 self.output_caps[model],
             )
         cost = _cost(self.reserve_price[model], tokens, 0, 0) if self.reserve_price[model] else 0.0
-        budgets = self.tenants.get(tenant, ())
         demand = Demand(tokens, cost)
         tenant_checks = [b.check(demand) for b in budgets]
         share = self.reserve_share if priority == "batch" else 0.0
-        order = candidates
-        backend_checks = [[q.check(tokens, share) for q in self.quotas.get(b.name, ())] for b in order]
+        order = candidates[:1] if counting else candidates
+        backend_checks = [
+            [] if counting else [q.check(tokens, share) for q in self.quotas.get(b.name, ())] for b in order
+        ]
         self._never_fits(tenant, model, budgets, tenant_checks, backend_checks, tokens, priority)
         lease = f"{self.node}:{next(self.counter)}"
         try:
@@ -175,7 +188,19 @@ class Admission:
         reason = "ok" if backend.tier == order[0].tier else "spillover"
         self._count(tenant, priority, "admitted", reason)
         metrics.child(metrics.BACKEND_IN_FLIGHT, backend.name).inc()
-        return Ticket(tenant, priority, model, backend, tokens, cost, lease, outcome.local, t0, headers)
+        return Ticket(
+            tenant,
+            priority,
+            model,
+            backend,
+            tokens,
+            cost,
+            lease,
+            outcome.local,
+            t0,
+            headers,
+            counting=counting,
+        )
 
     def _never_fits(
         self,
@@ -251,7 +276,7 @@ class Admission:
         metrics.child(metrics.BACKEND_IN_FLIGHT, ticket.backend.name).dec()
         answered = self.cfg.backends.get(backend_name)
         failed = status == 0 or status >= 400 or answered is None
-        if failed:
+        if failed or ticket.counting:
             used, cost = 0, 0.0
         elif usage is None:  # produced something, amount unknown: the reservation stands
             used, cost = ticket.tokens, ticket.cost
@@ -269,9 +294,10 @@ class Admission:
             op = b.settle(demand, use, ticket.lease)
             if op is not None:
                 ops.append(op)
-        ops += self._backend_settlement(ticket, answered, used)
-        if answered is not None and 200 <= status < 300 and answered.name in self.adaptive:
-            ops.append(self._adapt(answered.name, up=not self._slow(answered.name, ticket)))
+        if not ticket.counting:  # a count charged no backend; its latency says nothing of load
+            ops += self._backend_settlement(ticket, answered, used)
+            if answered is not None and 200 <= status < 300 and answered.name in self.adaptive:
+                ops.append(self._adapt(answered.name, up=not self._slow(answered.name, ticket)))
         if ops:
             self._apply(ops, ticket.local)
 

@@ -239,9 +239,9 @@ async def _plan(state: GatewayState, started: Started, raw: bytes, admitted: lis
     stream = client.request_stream(call, body) if call.operation in ("chat", "completion") else False
     # What the request refers to in stored state, filled in: admitted, translated and answered whole.
     body = await client.expand(state.conversations, started.tenant, call, body)
-    if call.operation == ops.COUNT:
-        return _count(state, started, model, body, choose(model, Candidates.of(chain, state.health)))
     candidates = Candidates.of(chain, state.health)
+    if call.operation == ops.COUNT:
+        return await _count(state, started, model, body, candidates, admitted)
     # A pool first in line: its server is picked now, or the request spills or is shed.
     pick = pools_route.before_admission(state, started.tenant, started.priority, model, body, candidates)
     ticket: Ticket | None = None
@@ -346,15 +346,28 @@ class EstimatedCount(Exception):
         self.model, self.body, self.headers = model, body, headers
 
 
-def _count(
-    state: GatewayState, started: Started, model: str, body: dict[str, Any], primary: ResolvedBackend
+async def _count(
+    state: GatewayState,
+    started: Started,
+    model: str,
+    body: dict[str, Any],
+    candidates: Candidates,
+    admitted: list[Ticket],
 ) -> RoutePlan:
     """A token count: forwarded to the primary's counting endpoint when every backend of the
-    model has one, else answered with the gateway's estimate (``EstimatedCount``)."""
+    model has one (admitted against the tenant's request and concurrency budgets: it reaches
+    a provider), else answered with the gateway's estimate (``EstimatedCount``)."""
     call, client = started.call, started.dialect
     chat, ir = ops.count_chat(client, body, call.model)
     if not ops.forwards_counts(state.config, model):
         raise EstimatedCount(model, *ops.estimated_count(client, chat))
+    ticket: Ticket | None = None
+    if state.admission is not None:
+        ticket = await admit(state, started, model, body, candidates, counting=True)
+        admitted.append(ticket)
+        primary = ticket.backend
+    else:
+        primary = choose(model, candidates)
     settings = state.config.models[model]
     target = state.router.targets[primary.name]
     out = ops.build_count(
@@ -374,7 +387,7 @@ def _count(
         **target.request_headers(False, new_body, target.operation_path(ops.COUNT)),
     }
     remove = _removed(state, started, target, set_headers)
-    routed = RoutePlan(started, model, False, body, primary, ir, None, set_headers, list(remove), new_body)
+    routed = RoutePlan(started, model, False, body, primary, ir, ticket, set_headers, list(remove), new_body)
     routed.operation = ops.COUNT
     return routed
 
@@ -470,7 +483,12 @@ def choose(model: str, candidates: Candidates) -> ResolvedBackend:
 
 
 async def admit(
-    state: GatewayState, started: Started, model: str, body: dict[str, Any], candidates: Candidates
+    state: GatewayState,
+    started: Started,
+    model: str,
+    body: dict[str, Any],
+    candidates: Candidates,
+    counting: bool = False,
 ) -> Ticket:
     """Health first (cooling backends are skipped), then budgets: the first
     healthy backend with headroom becomes the primary (README "Budgets")."""
@@ -489,6 +507,7 @@ async def admit(
             body,
             healthy or [choose(model, Candidates(candidates.order, state.health))],
             started.dialect,
+            counting,
         )
     finally:
         candidates.release_probes(ticket.backend if ticket is not None else None)
