@@ -70,6 +70,25 @@ for _p in sorted((FIX / "responses").glob("*.json")):
 STREAMS: dict[str, list[list[tuple[str | None, str]]]] = {d: [] for d in ALL}
 for _p in sorted((FIX / "streams").glob("*.sse")):
     STREAMS[_p.stem.split("_")[0]].append(_events(_p.read_bytes()))
+# Several answers streamed together (n / candidateCount 2), interleaved, as the mocks send them.
+_TWO_OPENAI = [
+    {"id": "c", "model": "o", "choices": [{"index": k, "delta": {"content": t}}]}
+    for k, t in ((0, "a"), (1, "b"))
+] + [
+    {"id": "c", "model": "o", "choices": [{"index": 1, "delta": {}, "finish_reason": "length"}]},
+    {"id": "c", "model": "o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"id": "c", "model": "o", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}},
+]
+STREAMS["openai"].append([(None, json.dumps(c)) for c in _TWO_OPENAI] + [(None, "[DONE]")])
+_TWO_GEMINI = [
+    {"candidates": [{"content": {"parts": [{"text": t}]}, "index": k} for k, t in ((0, "a"), (1, "b"))]},
+    {
+        "candidates": [
+            {"content": {"parts": [{"text": "c"}]}, "finishReason": "STOP", "index": k} for k in (1, 0)
+        ]
+    },
+]
+STREAMS["gemini"].append([(None, json.dumps(c)) for c in _TWO_GEMINI])
 ERRORS: dict[str, list[tuple[int, bytes]]] = {d: [] for d in ALL}
 for _case in _load(FIX / "errors.json"):
     ERRORS[_case["dialect"]].append((_case["status"], _case["body"].encode()))
@@ -404,7 +423,7 @@ def _client_request(client: str) -> ChatRequest:
 def _transcode(backend: str, raw: bytes, cuts: list[int]) -> None:
     """Reader -> backend decoder -> every client encoder, and the pass-through hooks, chunk by chunk."""
     reader = SSEReader()
-    decoder = DIALECTS[backend].codec.stream_decoder()
+    decoder = DIALECTS[backend].codec.stream_decoder(1 + len(raw) % 3)  # one, two or three asked for
     encoders = {c: DIALECTS[c].codec.stream_encoder(_client_request(c)) for c in NAMES}
     chunks, start = [], 0
     for cut in sorted(cuts):

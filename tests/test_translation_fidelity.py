@@ -12,13 +12,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ext_proc.dialects import CODECS
+from ext_proc.config import DEFAULT_CONFIG, parse_config
+from ext_proc.dialects import CODECS, get_dialect
 from ext_proc.errors import GatewayError
+from ext_proc.request.responses import make_translator
+from ext_proc.state import GatewayState
 from ext_proc.translation.ir import (
+    BlockDelta,
+    BlockStart,
     ChatRequest,
     ChatResponse,
     Choice,
     Message,
+    MessageDelta,
     StreamError,
     TextPart,
     ToolCallPart,
@@ -257,24 +263,167 @@ def test_one_answer_renders_as_before() -> None:
     assert len(CODECS["gemini"].render_response(resp)["candidates"]) == 2
 
 
-@pytest.mark.parametrize(
-    "backend,chunk",
-    [
-        ("gemini", {"candidates": [c for c in GEMINI_TWO["candidates"]]}),  # type: ignore[union-attr]
-        (
-            "openai",
+MOCK_ENV = {"MOCK_OPENAI_API_KEY": "k", "MOCK_ANTHROPIC_API_KEY": "k", "MOCK_GEMINI_API_KEY": "k"}
+
+
+def _sse(chunks: list[dict[str, Any] | str]) -> list[SSEEvent]:
+    return [SSEEvent(data=c if isinstance(c, str) else orjson.dumps(c).decode()) for c in chunks]
+
+
+def _answers(events: list[Any]) -> dict[int, tuple[str, list[tuple[str, str]], str]]:
+    """Per answer (choice): its text, its tool calls (name, arguments) and its stop reason."""
+    choice_of: dict[int, int] = {}
+    calls: dict[int, list[str]] = {}
+    text: dict[int, str] = {}
+    stops: dict[int, str] = {}
+    for ev in events:
+        assert not isinstance(ev, StreamError), ev.error.message
+        if isinstance(ev, BlockStart):
+            choice_of[ev.index] = ev.choice
+            text.setdefault(ev.choice, "")
+            if ev.kind == "tool_call":
+                calls[ev.index] = [ev.tool_name or "", ""]
+        elif isinstance(ev, BlockDelta):
+            if ev.index in calls:
+                calls[ev.index][1] += ev.text
+            else:
+                text[choice_of[ev.index]] += ev.text
+        elif isinstance(ev, MessageDelta):
+            stops = dict(enumerate((ev.stop_reason or "", *ev.more_stops)))
+    return {
+        k: (
+            text.get(k, ""),
+            [(c[0], orjson.loads(c[1] or "{}")) for b, c in sorted(calls.items()) if choice_of[b] == k],
+            stops.get(k, ""),
+        )
+        for k in sorted(stops)
+    }
+
+
+OPENAI_TWO_STREAMED: list[dict[str, Any] | str] = [
+    {"id": "c", "model": "o", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {"id": "c", "model": "o", "choices": [{"index": 1, "delta": {"role": "assistant", "content": ""}}]},
+    {"id": "c", "model": "o", "choices": [{"index": 0, "delta": {"content": "o"}}]},
+    {
+        "id": "c",
+        "model": "o",
+        "choices": [
             {
-                "id": "c",
-                "model": "o",
-                "choices": [{"index": 1, "delta": {"content": "two"}, "finish_reason": None}],
-            },
-        ),
-    ],
-)
-def test_a_stream_of_several_answers_is_refused_not_cut_to_one(backend: str, chunk: dict[str, Any]) -> None:
-    events = CODECS[backend].stream_decoder().feed(SSEEvent(data=orjson.dumps(chunk).decode()))
-    errors = [e for e in events if isinstance(e, StreamError)]
-    assert errors and "several" in errors[0].error.message
+                "index": 1,
+                "delta": {
+                    "tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": ""}}]
+                },
+            }
+        ],
+    },
+    {"id": "c", "model": "o", "choices": [{"index": 0, "delta": {"content": "ne"}}]},
+    {
+        "id": "c",
+        "model": "o",
+        "choices": [
+            {"index": 1, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}}
+        ],
+    },
+    {"id": "c", "model": "o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {
+        "id": "c",
+        "model": "o",
+        "choices": [{"index": 1, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}],
+    },
+    {"id": "c", "model": "o", "choices": [{"index": 1, "delta": {}, "finish_reason": "tool_calls"}]},
+    {"id": "c", "model": "o", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9}},
+    "[DONE]",
+]
+TWO = {0: ("one", [], "end_turn"), 1: ("", [("f", {"a": 1})], "tool_use")}
+
+
+def _decode(dialect: str, events: list[SSEEvent], answers: int) -> list[Any]:
+    dec = CODECS[dialect].stream_decoder(answers)
+    return [ev for e in events for ev in dec.feed(e)] + dec.close()
+
+
+def _reencode(client: str, events: list[Any], n: int) -> list[SSEEvent]:
+    enc = CODECS[client].stream_encoder(ChatRequest("m", [], stream=True, n=n))
+    raw = b"".join(enc.encode(ev) for ev in events).decode()
+    return [SSEEvent(data=line[6:]) for line in raw.split("\n") if line.startswith("data: ")]
+
+
+def test_several_streamed_answers_interleave_from_openai_to_gemini_and_back() -> None:
+    """OpenAI streams n=2 interleaved (text in one, a tool call in fragments in the other): each
+    answer keeps its own blocks, and a Gemini client's stream carries them as candidates 0 and 1."""
+    events = _decode("openai", _sse(OPENAI_TWO_STREAMED), 2)
+    assert _answers(events) == TWO
+    gemini = _reencode("gemini", events, 2)
+    indexes = {c["index"] for e in gemini for c in orjson.loads(e.data)["candidates"]}
+    assert indexes == {0, 1}
+    assert _answers(_decode("gemini", gemini, 2)) == TWO
+    openai_again = _reencode("openai", _decode("gemini", gemini, 2), 2)
+    assert _answers(_decode("openai", openai_again, 2)) == TWO
+
+
+def test_several_streamed_gemini_candidates_reach_an_openai_client_as_choices() -> None:
+    chunks: list[dict[str, Any] | str] = [
+        {
+            "candidates": [
+                {"content": {"parts": [{"text": "on"}]}, "index": 0},
+                {"content": {"parts": [{"text": "tw"}]}, "index": 1},
+            ]
+        },
+        {
+            "candidates": [
+                {"content": {"parts": [{"text": "e"}]}, "finishReason": "STOP", "index": 0},
+                {"content": {"parts": [{"text": "o"}]}, "finishReason": "MAX_TOKENS", "index": 1},
+            ],
+            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 4, "totalTokenCount": 9},
+        },
+    ]
+    events = _decode("gemini", _sse(chunks), 2)
+    want = {0: ("one", [], "end_turn"), 1: ("two", [], "max_tokens")}
+    assert _answers(events) == want
+    out = _reencode("openai", events, 2)
+    finishes = [
+        (c["index"], c["finish_reason"])
+        for e in out
+        if e.data != "[DONE]"
+        for c in orjson.loads(e.data)["choices"]
+        if c["finish_reason"]
+    ]
+    assert finishes == [(0, "stop"), (1, "length")]
+    assert _answers(_decode("openai", out, 2)) == want
+
+
+def test_a_gemini_candidate_that_finishes_first_waits_for_the_others() -> None:
+    """The stream ends when every asked-for candidate has finished, not at the first finish."""
+    first = {"candidates": [{"content": {"parts": [{"text": "a"}]}, "finishReason": "STOP", "index": 0}]}
+    second = {"candidates": [{"content": {"parts": [{"text": "b"}]}, "finishReason": "STOP", "index": 1}]}
+    events = _decode("gemini", _sse([first, second]), 2)
+    assert _answers(events) == {0: ("a", [], "end_turn"), 1: ("b", [], "end_turn")}
+    # One candidate fewer than asked for, each finished: a whole answer, not a cut stream.
+    assert _answers(_decode("gemini", _sse([first]), 2)) == {0: ("a", [], "end_turn")}
+
+
+@pytest.mark.parametrize("backend", ["gemini", "openai"])
+def test_more_streamed_answers_than_asked_for_are_refused_not_cut_to_one(backend: str) -> None:
+    """A backend streaming a second answer to a client that asked for one: a 502 in the stream,
+    never the first answer alone while usage counts both."""
+    state = GatewayState(parse_config(DEFAULT_CONFIG.read_text(), "x.yaml"), env=MOCK_ENV)
+    chunks = [GEMINI_TWO] if backend == "gemini" else [c for c in OPENAI_TWO_STREAMED if c != "[DONE]"]
+    wire = "".join(f"data: {c if isinstance(c, str) else orjson.dumps(c).decode()}\n\n" for c in chunks)
+    translator = make_translator(
+        client=get_dialect("anthropic"),
+        backend=state.config.backends[
+            f"{backend}/{'gemini-3.5-flash' if backend == 'gemini' else 'gpt-5.5'}"
+        ],
+        status=200,
+        stream=True,
+        model="m",
+        ir=ChatRequest("m", [Message("user", [TextPart("hi")])], stream=True),
+        body=None,
+        on_done=lambda *_: None,
+        redact=state.redact,
+    )
+    out = translator.feed(wire.encode(), True) or b""
+    assert b"more answers than the 1 asked for" in out and b'"type":"error"' in out
 
 
 # ---- a tool result's error marker -----------------------------------------------------------

@@ -1318,8 +1318,8 @@ def test_bookkeeping_reaches_a_gemini_model(gateway: Stack, sdks: dict[str, Any]
 
 
 def test_several_candidates_between_openai_and_gemini(sdks: dict[str, Any], mocks: MockAdmin) -> None:
-    """OpenAI ``n`` <-> Gemini ``candidateCount``: every candidate comes back, usage counts them all;
-    a translated stream of several is refused naming the client's field."""
+    """OpenAI ``n`` <-> Gemini ``candidateCount``: every candidate comes back, usage counts them
+    all, streamed or not (a stream carries each answer under its own index)."""
     g_model, g_up = BACKENDS["gemini"]
     c = sdks["openai"].sdk.chat.completions.create(
         model=g_model, messages=[{"role": "user", "content": "hi"}], n=2
@@ -1334,11 +1334,36 @@ def test_several_candidates_between_openai_and_gemini(sdks: dict[str, Any], mock
     )
     assert [cand.content.parts[0].text for cand in r.candidates] == [f"[openai:{o_up}] hi"] * 2
     assert sent(mocks, "openai")["n"] == 2
-    with pytest.raises(openai.BadRequestError) as e:
-        sdks["openai"].sdk.chat.completions.create(
-            model=g_model, messages=[{"role": "user", "content": "hi"}], n=2, stream=True
-        )
-    assert e.value.body["param"] == "n" and "stream" in e.value.body["message"]
+    text: dict[int, str] = {}
+    finish: dict[int, str | None] = {}
+    usage = None
+    for chunk in sdks["openai"].sdk.chat.completions.create(
+        model=g_model,
+        messages=[{"role": "user", "content": "hi"}],
+        n=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        usage = chunk.usage or usage
+        for ch in chunk.choices:
+            text[ch.index] = text.get(ch.index, "") + (ch.delta.content or "")
+            finish[ch.index] = ch.finish_reason or finish.get(ch.index)
+    assert text == {0: reply, 1: reply} and finish == {0: "stop", 1: "stop"}
+    assert usage is not None and usage.completion_tokens == 2 * 2
+    assert sent(mocks, "gemini")["generationConfig"]["candidateCount"] == 2
+    streamed: dict[int, str] = {}
+    reasons: dict[int, Any] = {}
+    for g_chunk in sdks["gemini"].sdk.models.generate_content_stream(
+        model=o_model, contents="hi", config=types.GenerateContentConfig(candidate_count=2)
+    ):
+        for cand in g_chunk.candidates or []:
+            streamed[cand.index or 0] = streamed.get(cand.index or 0, "") + "".join(
+                p.text or "" for p in (cand.content.parts if cand.content else None) or []
+            )
+            reasons[cand.index or 0] = cand.finish_reason or reasons.get(cand.index or 0)
+    assert streamed == {0: f"[openai:{o_up}] hi", 1: f"[openai:{o_up}] hi"}
+    assert reasons == {0: types.FinishReason.STOP, 1: types.FinishReason.STOP}
+    assert sent(mocks, "openai")["n"] == 2 and sent(mocks, "openai")["stream"] is True
 
 
 def test_a_gemini_files_api_uri_is_refused_for_other_providers(

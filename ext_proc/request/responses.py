@@ -232,7 +232,9 @@ class StreamTranslate(ResponseTranslator):
         super().__init__(*args, translate=True)
         assert self.backend_codec is not None and self.backend is not None
         self.reader = get_dialect(self.backend.dialect).stream_framing.reader()
-        self.decoder = self.backend_codec.stream_decoder()
+        # Several answers stream together to a client whose API has several (n, candidateCount).
+        self.answers = (ir.n or 1) if self.client.several_answers else 1
+        self.decoder = self.backend_codec.stream_decoder(self.answers)
         self.encoder = self.client.stream_encoder(ir)
         self.sealer = Sealer(ir.seal_key) if ir.seal_key is not None else None
         self.failed = False
@@ -275,15 +277,33 @@ class StreamTranslate(ResponseTranslator):
             if isinstance(ev, MessageStart):
                 ev.model = self.model
                 self.merge_usage(ev.usage)
-            elif isinstance(ev, MessageDelta) and ev.usage is not None:
-                self.merge_usage(ev.usage)
-            elif isinstance(ev, BlockStart) and ev.tool_name is not None:
-                ev.tool_name = self.names.get(ev.tool_name, ev.tool_name)
+            elif isinstance(ev, MessageDelta):
+                if ev.usage is not None:
+                    self.merge_usage(ev.usage)
+                if len(ev.more_stops) >= self.answers:
+                    ev = self._unasked()
+            elif isinstance(ev, BlockStart):
+                if ev.choice >= self.answers:
+                    ev = self._unasked()
+                elif ev.tool_name is not None:
+                    ev.tool_name = self.names.get(ev.tool_name, ev.tool_name)
             elif isinstance(ev, StreamError):
                 self.failed = True
                 ev.error.message = self.redact(ev.error.message)
             for shown in self.sealer.events(ev) if self.sealer is not None else (ev,):
                 out.append(self.encoder.encode(shown))
+
+    def _unasked(self) -> StreamError:
+        """More answers than were asked for: only those would reach the client, while usage
+        counts them all (the same rule as a non-streamed answer's)."""
+        self.failed = True
+        return StreamError(
+            GatewayError(
+                "api_error",
+                f"the backend streamed more answers than the {self.answers} asked for",
+                status=502,
+            )
+        )
 
 
 class BufferedCompletion(Buffered):

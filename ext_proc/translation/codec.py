@@ -135,7 +135,9 @@ class Codec(ABC):
 
     # ---- streams -----------------------------------------------------------
     @abstractmethod
-    def stream_decoder(self) -> StreamDecoder: ...
+    def stream_decoder(self, answers: int = 1) -> StreamDecoder:
+        """Decoder for a backend stream; ``answers``: how many were asked for (``n``), in a
+        dialect that streams several at once."""
 
     @abstractmethod
     def stream_encoder(self, req: ChatRequest) -> StreamEncoder:

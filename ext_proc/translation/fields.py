@@ -219,14 +219,3 @@ def answer_json(value: Any, path: str) -> str:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
         raise bad_answer(path, "JSON nested at most 254 levels deep") from None
-
-
-def several_streamed(field: str) -> GatewayError:
-    """A backend streamed several answers at once (``n`` / ``candidateCount`` > 1): a stream of
-    the IR carries one, and following only the first would answer with less than was counted."""
-    return GatewayError(
-        "api_error",
-        f"the backend streamed several {field}; the gateway streams one answer: ask without "
-        "streaming for several",
-        status=502,
-    )

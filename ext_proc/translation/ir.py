@@ -292,10 +292,6 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
-# Why several candidates cannot be asked for in a translated stream (IR streams carry one).
-SEVERAL_STREAMED = "a stream of several candidates cannot be translated; ask without streaming"
-
-
 @dataclass(slots=True)
 class Choice:
     """A further answer to the same request (a client that asked for several)."""
@@ -321,6 +317,9 @@ class ChatResponse:
 # A stream is: MessageStart, then blocks (BlockStart, BlockDelta*, BlockStop)
 # with increasing indexes, then MessageDelta (stop reason + final usage), then
 # MessageStop. An error at any point is a StreamError and ends the stream.
+# Several answers (``n`` / ``candidateCount`` > 1) stream together: each block names
+# its answer (``BlockStart.choice``; block indexes stay unique across answers), and
+# MessageDelta carries the stop reasons of answers 2..n in ``more_stops``.
 
 
 @dataclass(slots=True)
@@ -343,6 +342,7 @@ class BlockStart:
     signature: str | None = None
     redacted: str | None = None
     origin: str | None = None
+    choice: int = 0  # which answer it belongs to (0 unless several were asked for)
 
 
 @dataclass(slots=True)
@@ -366,6 +366,7 @@ class MessageDelta:
     stop_reason: StopReason | None = None
     stop_sequence: str | None = None
     usage: Usage | None = None
+    more_stops: tuple[StopReason, ...] = ()  # answers 2..n, in order (several asked for)
 
 
 @dataclass(slots=True)

@@ -301,16 +301,19 @@ class Sealer:
 
     def __init__(self, key: bytes) -> None:
         self._key = key
-        self._reasoning: list[ReasoningPart] = []  # raw, since the last tool call
-        self._blocks: dict[int, ReasoningPart] = {}  # reasoning blocks of a stream
+        # Per answer (several may stream together): raw reasoning since its last tool call.
+        self._reasoning: dict[int, list[ReasoningPart]] = {}
+        self._blocks: dict[int, tuple[ReasoningPart, int]] = {}  # a stream's reasoning blocks, answer
 
-    def part(self, p: ReasoningPart) -> ReasoningPart:
+    def part(self, p: ReasoningPart, answer: int = 0) -> ReasoningPart:
         """The part as the client sees it: its signature and redacted data sealed. A part the
         provider did not sign gets a sealed empty signature: echoed in a dialect that wants
         one (a thinking block), it is recognised as the gateway's and never sent as is."""
         if p.signature is None and p.redacted is None:
             return ReasoningPart(p.text, seal(self._key, {"s": None, "o": p.origin}))
-        self._reasoning.append(ReasoningPart(p.text, p.signature, p.redacted, p.origin))
+        self._reasoning.setdefault(answer, []).append(
+            ReasoningPart(p.text, p.signature, p.redacted, p.origin)
+        )
         return ReasoningPart(
             p.text,
             seal(self._key, {"s": p.signature, "o": p.origin}) if p.signature is not None else None,
@@ -318,10 +321,11 @@ class Sealer:
             None,
         )
 
-    def call_id(self, call_id: str, signature: str | None) -> str:
+    def call_id(self, call_id: str, signature: str | None, answer: int = 0) -> str:
         """A tool call's id as the client sees it (unchanged when nothing must come back). It
-        takes the reasoning since the previous call (interleaved thinking: each call its own)."""
-        reasoning, self._reasoning = self._reasoning, []
+        takes its answer's reasoning since the previous call (interleaved thinking: each call
+        its own)."""
+        reasoning = self._reasoning.pop(answer, [])
         if not reasoning and signature is None:
             return call_id
         payload: dict[str, Any] = {"i": call_id, "t": [_part_json(p) for p in reasoning]}
@@ -331,18 +335,18 @@ class Sealer:
 
     def response(self, resp: ChatResponse) -> ChatResponse:
         """``resp`` with every answer's signatures sealed (several answers: each of them)."""
-        resp.content = self._sealed(resp.content)
-        for answer in resp.more:
-            answer.content = self._sealed(answer.content)
+        resp.content = self._sealed(resp.content, 0)
+        for k, answer in enumerate(resp.more, 1):
+            answer.content = self._sealed(answer.content, k)
         return resp
 
-    def _sealed(self, parts: list[Any]) -> list[Any]:
+    def _sealed(self, parts: list[Any], answer: int) -> list[Any]:
         content: list[Any] = []
         for p in parts:
             if isinstance(p, ReasoningPart):
-                content.append(self.part(p))
+                content.append(self.part(p, answer))
             elif isinstance(p, ToolCallPart):
-                content.append(ToolCallPart(self.call_id(p.id, p.signature), p.name, p.arguments))
+                content.append(ToolCallPart(self.call_id(p.id, p.signature, answer), p.name, p.arguments))
             else:
                 content.append(p)
         return content
@@ -351,7 +355,7 @@ class Sealer:
         """``event``, and before a reasoning block that closes unsigned its sealed empty
         signature (as ``part`` gives one)."""
         if isinstance(ev, BlockStop):
-            part = self._blocks.pop(ev.index, None)
+            part = self._blocks.pop(ev.index, (None, 0))[0]
             if part is not None and part.signature is None and part.redacted is None:
                 empty = seal(self._key, {"s": None, "o": part.origin})
                 return [BlockDelta(ev.index, "", empty), ev]
@@ -361,27 +365,36 @@ class Sealer:
         """One stream event as the client sees it (reasoning text passes; signatures sealed)."""
         if isinstance(ev, BlockStart):
             if ev.kind == "reasoning":
-                part = self._blocks[ev.index] = ReasoningPart("", None, ev.redacted, ev.origin)
+                part = ReasoningPart("", None, ev.redacted, ev.origin)
+                self._blocks[ev.index] = (part, ev.choice)
                 if ev.redacted is None:
                     return ev
-                self._reasoning.append(part)
+                self._reasoning.setdefault(ev.choice, []).append(part)
                 return BlockStart(
-                    ev.index, "reasoning", redacted=seal(self._key, {"r": ev.redacted, "o": ev.origin})
+                    ev.index,
+                    "reasoning",
+                    redacted=seal(self._key, {"r": ev.redacted, "o": ev.origin}),
+                    choice=ev.choice,
                 )
             if ev.kind == "tool_call" and ev.tool_call_id is not None:
                 return BlockStart(
-                    ev.index, "tool_call", self.call_id(ev.tool_call_id, ev.signature), ev.tool_name
+                    ev.index,
+                    "tool_call",
+                    self.call_id(ev.tool_call_id, ev.signature, ev.choice),
+                    ev.tool_name,
+                    choice=ev.choice,
                 )
             return ev
         if isinstance(ev, BlockDelta):
             found = self._blocks.get(ev.index)
             if found is None:
                 return ev
-            part = found
+            part, answer = found
             if ev.signature is not None:
                 part.signature, part.origin = ev.signature, ev.origin
-                if not any(q is part for q in self._reasoning):
-                    self._reasoning.append(part)
+                pending = self._reasoning.setdefault(answer, [])
+                if not any(q is part for q in pending):
+                    pending.append(part)
                 return BlockDelta(ev.index, ev.text, seal(self._key, {"s": ev.signature, "o": ev.origin}))
             part.text += ev.text
             return ev

@@ -1290,7 +1290,7 @@ class AnthropicCodec(Codec):
             "usage": usage_to_anthropic(resp.usage),
         }
 
-    def stream_decoder(self) -> StreamDecoder:
+    def stream_decoder(self, answers: int = 1) -> StreamDecoder:
         return AnthropicStreamDecoder()
 
     def stream_encoder(self, req: ChatRequest) -> StreamEncoder:

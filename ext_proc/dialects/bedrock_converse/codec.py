@@ -1180,7 +1180,7 @@ class BedrockCodec(Codec):
             out["additionalModelResponseFields"] = {"stop_sequence": resp.stop_sequence}
         return out
 
-    def stream_decoder(self) -> StreamDecoder:
+    def stream_decoder(self, answers: int = 1) -> StreamDecoder:
         return BedrockStreamDecoder()
 
     def stream_encoder(self, req: ChatRequest) -> StreamEncoder:

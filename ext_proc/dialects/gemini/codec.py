@@ -46,7 +46,6 @@ from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unma
 from ...translation.fields import answer_count as _count
 from ...translation.fields import answer_int as _a_int
 from ...translation.fields import answer_json as _a_json
-from ...translation.fields import answer_list as _a_list
 from ...translation.fields import answer_obj as _a_obj
 from ...translation.fields import answer_objects as _a_objects
 from ...translation.fields import answer_str as _a_str
@@ -56,12 +55,10 @@ from ...translation.fields import error_json as _error_json
 from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
-from ...translation.fields import several_streamed
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     PDF,
     PLAIN_TEXT,
-    SEVERAL_STREAMED,
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -896,20 +893,31 @@ def _error_from_obj(err: dict[str, Any], status: int | None) -> GatewayError:
 # ---- streams ----------------------------------------------------------------------------------
 
 
+class _Candidate:
+    """One candidate of a stream (``candidates[].index``): its open block, calls, stop."""
+
+    __slots__ = ("open", "open_thought", "stop", "tool_seen")
+
+    def __init__(self) -> None:
+        self.open: int | None = None  # its open text or thought block
+        self.open_thought = False
+        self.tool_seen = False
+        self.stop: StopReason | None = None
+
+
 class GeminiStreamDecoder(StreamDecoder):
     """GenerateContentResponse chunks -> IR. Function calls arrive whole and
     become BlockStart + one BlockDelta + BlockStop. usageMetadata is
     cumulative: the last one seen is reported."""
 
-    __slots__ = ("_done", "_next", "_open", "_open_thought", "_started", "_tool_seen", "_usage")
+    __slots__ = ("_answers", "_done", "_expected", "_next", "_started", "_usage")
 
-    def __init__(self) -> None:
+    def __init__(self, answers: int = 1) -> None:
         self._started = False
         self._done = False
-        self._next = 0
-        self._open: int | None = None  # open text or thought block
-        self._open_thought = False
-        self._tool_seen = False
+        self._next = 0  # next IR block index (unique across candidates)
+        self._expected = answers  # candidates asked for: the stream ends once each has finished
+        self._answers: dict[int, _Candidate] = {}  # candidates[].index -> its state
         self._usage: Usage | None = None
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
@@ -953,54 +961,97 @@ class GeminiStreamDecoder(StreamDecoder):
                     else Usage(),
                 )
             )
-        if len(_a_list(obj.get("candidates"), "candidates") or []) > 1:
-            raise several_streamed("candidates")
-        finish, content, has_call = _candidate(obj)
+        cands = list(_a_objects(obj.get("candidates"), "candidates"))
+        if not cands:
+            blocked = _candidate(obj)[0]
+            if blocked:  # the prompt itself was blocked: nothing will follow
+                self._answers.setdefault(0, _Candidate()).stop = FINISH_TO_IR.get(blocked, "other")
+                self._finish(out)
+            return
+        for n, (path, cand) in enumerate(cands):
+            index = _a_int(cand.get("index"), f"{path}.index")
+            choice = n if index is None else index
+            a = self._answers.get(choice)
+            if a is None:
+                if choice < 0:
+                    raise _bad_answer(f"{path}.index", "a non-negative integer")
+                a = self._answers[choice] = _Candidate()
+            finish, content, has_call = _one_candidate(path, cand)
+            self._content(out, a, choice, content)
+            a.tool_seen = a.tool_seen or has_call
+            if finish:
+                self._close(out, a)
+                a.stop = _tool_stop(FINISH_TO_IR.get(finish, "other"), a.tool_seen)
+        if len(self._answers) >= self._expected and all(a.stop for a in self._answers.values()):
+            self._finish(out)
+
+    def _content(
+        self,
+        out: list[StreamEvent],
+        a: _Candidate,
+        choice: int,
+        content: list[TextPart | ToolCallPart | ReasoningPart],
+    ) -> None:
         for part in content:
             if isinstance(part, TextPart | ReasoningPart):
                 thought = isinstance(part, ReasoningPart)
-                if self._open is not None and self._open_thought != thought:
-                    self._close(out)
-                if self._open is None:
-                    self._open = self._next
+                if a.open is not None and a.open_thought != thought:
+                    self._close(out, a)
+                if a.open is None:
+                    a.open = self._next
                     self._next += 1
-                    self._open_thought = thought
+                    a.open_thought = thought
                     out.append(
                         BlockStart(
-                            self._open, "reasoning" if thought else "text", origin=FAMILY if thought else None
+                            a.open,
+                            "reasoning" if thought else "text",
+                            origin=FAMILY if thought else None,
+                            choice=choice,
                         )
                     )
                 if part.text:
-                    out.append(BlockDelta(self._open, part.text))
+                    out.append(BlockDelta(a.open, part.text))
                 if isinstance(part, ReasoningPart) and part.signature is not None:
-                    out.append(BlockDelta(self._open, "", part.signature, FAMILY))
+                    out.append(BlockDelta(a.open, "", part.signature, FAMILY))
                 continue
-            self._close(out)
+            self._close(out, a)
             block = self._next
             self._next += 1
             out.append(
-                BlockStart(block, "tool_call", part.id, part.name, signature=part.signature, origin=FAMILY)
+                BlockStart(
+                    block,
+                    "tool_call",
+                    part.id,
+                    part.name,
+                    signature=part.signature,
+                    origin=FAMILY,
+                    choice=choice,
+                )
             )
             out.append(BlockDelta(block, part.arguments))
             out.append(BlockStop(block))
-        self._tool_seen = self._tool_seen or has_call
-        if finish:
-            self._close(out)
-            stop = FINISH_TO_IR.get(finish, "other")
-            if stop == "end_turn" and self._tool_seen:
-                stop = "tool_use"
-            self._done = True
-            out.append(MessageDelta(stop, None, self._usage))
-            out.append(MessageStop())
 
-    def _close(self, out: list[StreamEvent]) -> None:
-        if self._open is not None:
-            out.append(BlockStop(self._open))
-            self._open = None
+    def _finish(self, out: list[StreamEvent]) -> None:
+        for a in self._answers.values():
+            self._close(out, a)
+        self._done = True
+        stops = [self._answers[k].stop or "other" for k in sorted(self._answers)]
+        out.append(MessageDelta(stops[0], None, self._usage, tuple(stops[1:])))
+        out.append(MessageStop())
+
+    @staticmethod
+    def _close(out: list[StreamEvent], a: _Candidate) -> None:
+        if a.open is not None:
+            out.append(BlockStop(a.open))
+            a.open = None
 
     def close(self) -> list[StreamEvent]:
         if self._done:
             return []
+        if self._answers and all(a.stop for a in self._answers.values()):
+            out: list[StreamEvent] = []  # fewer candidates than asked for, each one finished
+            self._finish(out)
+            return out
         self._done = True
         return [StreamError(GatewayError("api_error", _STREAM_CUT, status=502))]
 
@@ -1009,7 +1060,7 @@ class GeminiStreamEncoder(StreamEncoder):
     """IR events -> ``data:`` GenerateContentResponse chunks. Text streams as
     it comes; a tool call is buffered until its BlockStop and sent whole."""
 
-    __slots__ = ("_done", "_model", "_sigs", "_tail", "_thoughts", "_tools")
+    __slots__ = ("_choice", "_done", "_model", "_sigs", "_tail", "_thoughts", "_tools")
 
     def __init__(self, req: ChatRequest) -> None:
         self._model = req.model
@@ -1017,6 +1068,7 @@ class GeminiStreamEncoder(StreamEncoder):
         self._tools: dict[int, list[str]] = {}  # open tool blocks: [id, name, arg fragments...]
         self._sigs: dict[int, str] = {}  # tool blocks' own thought signatures
         self._thoughts: set[int] = set()  # reasoning blocks
+        self._choice: dict[int, bytes] = {}  # block -> its candidate index, when not 0
         self._done = False
 
     def _set_id(self, rid: str) -> None:
@@ -1024,13 +1076,15 @@ class GeminiStreamEncoder(StreamEncoder):
             b',"modelVersion":' + orjson.dumps(self._model) + b',"responseId":' + orjson.dumps(rid) + b"}\n\n"
         )
 
-    def _chunk(self, part: bytes) -> bytes:
+    def _chunk(self, part: bytes, index: int) -> bytes:
         if not self._tail:
             self._set_id(f"gen-{uuid.uuid4().hex}")
         return (
             b'data: {"candidates":[{"content":{"parts":['
             + part
-            + b'],"role":"model"},"index":0}]'
+            + b'],"role":"model"},"index":'
+            + (self._choice.get(index, b"0") if self._choice else b"0")
+            + b"}]"
             + self._tail
         )
 
@@ -1048,9 +1102,11 @@ class GeminiStreamEncoder(StreamEncoder):
                     part["thoughtSignature"] = _sig_out(event.signature, event.origin)
                 elif not event.text:
                     return b""
-                return self._chunk(orjson.dumps(part))
-            return self._chunk(b'{"text":' + orjson.dumps(event.text) + b"}")
+                return self._chunk(orjson.dumps(part), event.index)
+            return self._chunk(b'{"text":' + orjson.dumps(event.text) + b"}", event.index)
         if isinstance(event, BlockStart):
+            if event.choice:
+                self._choice[event.index] = str(event.choice).encode()
             if event.kind == "tool_call":
                 self._tools[event.index] = [event.tool_call_id or _new_call_id(), event.tool_name or ""]
                 if event.signature is not None:
@@ -1061,7 +1117,8 @@ class GeminiStreamEncoder(StreamEncoder):
                     return self._chunk(
                         orjson.dumps(
                             {"text": "", "thought": True, "thoughtSignature": _sig_out(event.redacted)}
-                        )
+                        ),
+                        event.index,
                     )
             return b""
         if isinstance(event, BlockStop):
@@ -1078,19 +1135,26 @@ class GeminiStreamEncoder(StreamEncoder):
             sig = self._sigs.pop(event.index, None)
             if sig is not None:
                 call["thoughtSignature"] = _sig_out(sig, FAMILY)
-            return self._chunk(orjson.dumps(call))
+            return self._chunk(orjson.dumps(call), event.index)
         if isinstance(event, MessageStart):
             self._set_id(event.id)
             return b""
         if isinstance(event, MessageDelta):
             if not self._tail:
                 self._set_id(f"gen-{uuid.uuid4().hex}")
-            self._done = True  # the finishReason chunk is Gemini's last
-            finish = IR_TO_FINISH.get(event.stop_reason or "end_turn", "OTHER")
+            self._done = True  # the finishReason chunk is Gemini's last (every candidate's)
+            stops = (event.stop_reason or "end_turn", *event.more_stops)
             return (
-                b'data: {"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"'
-                + finish.encode()
-                + b'","index":0}],"usageMetadata":'
+                b'data: {"candidates":['
+                + b",".join(
+                    b'{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"'
+                    + IR_TO_FINISH.get(stop, "OTHER").encode()
+                    + b'","index":'
+                    + str(k).encode()
+                    + b"}"
+                    for k, stop in enumerate(stops)
+                )
+                + b'],"usageMetadata":'
                 + orjson.dumps(usage_to_gemini(event.usage or Usage()))
                 + self._tail
             )
@@ -1197,11 +1261,8 @@ class GeminiCodec(Codec):
         drop_unsupported: bool = False,
     ) -> dict[str, Any]:
         drop = drop_unsupported
-        if not drop:
-            if req.parallel_tool_calls is False:
-                raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
-            if req.n is not None and req.n > 1 and req.stream:
-                raise unsupported(client_field(req, "n"), DIALECT, SEVERAL_STREAMED)
+        if not drop and req.parallel_tool_calls is False:
+            raise unsupported(client_field(req, "parallel_tool_calls"), DIALECT)
         body: dict[str, Any] = {"contents": _build_contents(req, drop)}
         if req.system:
             body["systemInstruction"] = {"parts": [{"text": p.text} for p in req.system]}
@@ -1222,7 +1283,7 @@ class GeminiCodec(Codec):
             gc["presencePenalty"] = req.presence_penalty
         if req.frequency_penalty is not None:
             gc["frequencyPenalty"] = req.frequency_penalty
-        if req.n is not None and req.n > 1 and not req.stream:
+        if req.n is not None and req.n > 1:
             gc["candidateCount"] = req.n
         rf = req.response_format
         if rf is not None and rf.type != "text":
@@ -1297,8 +1358,8 @@ class GeminiCodec(Codec):
             "responseId": resp.id,
         }
 
-    def stream_decoder(self) -> StreamDecoder:
-        return GeminiStreamDecoder()
+    def stream_decoder(self, answers: int = 1) -> StreamDecoder:
+        return GeminiStreamDecoder(answers)
 
     def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
         return GeminiStreamEncoder(req)

@@ -47,11 +47,9 @@ from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
 from ...translation.fields import opt_num as _opt_num
-from ...translation.fields import several_streamed
 from ...translation.fields import type_error as _type_error
 from ...translation.ir import (
     PDF,
-    SEVERAL_STREAMED,
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -770,22 +768,33 @@ def _cut() -> list[StreamEvent]:
     return [StreamError(GatewayError("api_error", _STREAM_CUT, status=502))]
 
 
-class OpenAIStreamDecoder(StreamDecoder):
-    """Chat-completion chunks -> IR events. The stream is complete at ``[DONE]``,
-    or as soon as a finish_reason and the usage have both been seen."""
+class _Answer:
+    """One answer of a stream (``choices[].index``): its open block, tool calls, stop."""
 
-    __slots__ = ("_done", "_next", "_open", "_open_text", "_refusal", "_started", "_stop", "_tools", "_usage")
+    __slots__ = ("open", "open_text", "refusal", "stop", "tools")
 
     def __init__(self) -> None:
+        self.open: int | None = None  # its open IR block
+        self.open_text: bool | None = False  # the open block is text (None: reasoning)
+        self.tools: dict[int, int] = {}  # OpenAI tool_call index -> IR block index
+        self.stop: StopReason | None = None
+        self.refusal = False
+
+
+class OpenAIStreamDecoder(StreamDecoder):
+    """Chat-completion chunks -> IR events. The stream is complete at ``[DONE]``, or as soon
+    as every answer's finish_reason and the usage have been seen. Several answers (``n``)
+    interleave; each block names its answer (``BlockStart.choice``)."""
+
+    __slots__ = ("_answers", "_done", "_expected", "_next", "_started", "_usage")
+
+    def __init__(self, answers: int = 1) -> None:
         self._started = False
         self._done = False
-        self._next = 0  # next IR block index
-        self._open: int | None = None  # currently open IR block
-        self._open_text: bool | None = False  # the open block is text (None: reasoning)
-        self._tools: dict[int, int] = {}  # OpenAI tool_call index -> IR block index
-        self._stop: StopReason | None = None
+        self._next = 0  # next IR block index (unique across answers)
+        self._expected = answers  # asked for: finished early only once each has its finish_reason
+        self._answers: dict[int, _Answer] = {}  # choices[].index -> its state
         self._usage: Usage | None = None
-        self._refusal = False
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if self._done:
@@ -834,22 +843,30 @@ class OpenAIStreamDecoder(StreamDecoder):
         if u is not None:
             self._usage = usage_from_openai(u)
         for path, choice in _a_objects(obj.get("choices"), "choices"):
-            if _a_int(choice.get("index"), f"{path}.index") != 0:
-                raise several_streamed("choices")
+            index = _a_int(choice.get("index"), f"{path}.index") or 0
+            a = self._answers.get(index)
+            if a is None:
+                if index < 0:
+                    raise _bad_answer(f"{path}.index", "a non-negative integer")
+                a = self._answers[index] = _Answer()
             delta = _a_obj(choice.get("delta"), f"{path}.delta")
             if delta:
-                self._delta(out, delta, f"{path}.delta")
+                self._delta(out, a, index, delta, f"{path}.delta")
             text = _a_str(choice.get("text"), f"{path}.text")  # a text completion's chunk (pass-through)
             if text:
-                self._text(out, text)
+                self._text(out, a, index, text)
             fr = _a_str(choice.get("finish_reason"), f"{path}.finish_reason")
             if fr:
-                self._close(out)
+                self._close(out, a)
                 stop = FINISH_TO_IR.get(fr, "other")
-                if stop == "end_turn" and self._refusal:
+                if stop == "end_turn" and a.refusal:
                     stop = "refusal"
-                self._stop = stop
-        if self._stop is not None and self._usage is not None:
+                a.stop = stop
+        if (
+            self._usage is not None
+            and len(self._answers) >= self._expected
+            and all(a.stop for a in self._answers.values())
+        ):
             self._finish(out)
 
     def close(self) -> list[StreamEvent]:
@@ -865,60 +882,62 @@ class OpenAIStreamDecoder(StreamDecoder):
             model = _a_str(obj.get("model"), "model") if obj else ""
             out.append(MessageStart(rid or f"chatcmpl-{uuid.uuid4().hex}", model))
 
-    def _close(self, out: list[StreamEvent]) -> None:
-        if self._open is not None:
-            out.append(BlockStop(self._open))
-            self._open = None
+    @staticmethod
+    def _close(out: list[StreamEvent], a: _Answer) -> None:
+        if a.open is not None:
+            out.append(BlockStop(a.open))
+            a.open = None
 
     def _finish(self, out: list[StreamEvent]) -> None:
-        self._close(out)
+        for a in self._answers.values():
+            self._close(out, a)
         self._done = True
-        out.append(MessageDelta(self._stop or "end_turn", None, self._usage))
+        stops = [self._answers[k].stop or "end_turn" for k in sorted(self._answers)] or ["end_turn"]
+        out.append(MessageDelta(stops[0], None, self._usage, tuple(stops[1:])))
         out.append(MessageStop())
 
-    def _text(self, out: list[StreamEvent], text: str) -> None:
-        if self._open is None or self._open_text is not True:
-            self._close(out)
-            self._open = self._next
-            self._next += 1
-            self._open_text = True
-            out.append(BlockStart(self._open, "text"))
-        out.append(BlockDelta(self._open, text))
+    def _open(self, out: list[StreamEvent], a: _Answer, choice: int, kind: bool | None) -> int:
+        """Close ``a``'s open block and open a new one: text (True), reasoning (None) or a
+        tool call (False: the caller sends its BlockStart)."""
+        self._close(out, a)
+        block = a.open = self._next
+        self._next += 1
+        a.open_text = kind
+        if kind is not False:
+            out.append(BlockStart(block, "text" if kind else "reasoning", choice=choice))
+        return block
 
-    def _reasoning(self, out: list[StreamEvent], text: str) -> None:
+    def _text(self, out: list[StreamEvent], a: _Answer, choice: int, text: str) -> None:
+        block = a.open if a.open is not None and a.open_text is True else self._open(out, a, choice, True)
+        out.append(BlockDelta(block, text))
+
+    def _reasoning(self, out: list[StreamEvent], a: _Answer, choice: int, text: str) -> None:
         """Reasoning text of a compatible server opens (or continues) a reasoning block."""
-        if self._open is None or self._open_text is not None:
-            self._close(out)
-            self._open = self._next
-            self._next += 1
-            self._open_text = None
-            out.append(BlockStart(self._open, "reasoning"))
-        out.append(BlockDelta(self._open, text))
+        block = a.open if a.open is not None and a.open_text is None else self._open(out, a, choice, None)
+        out.append(BlockDelta(block, text))
 
-    def _delta(self, out: list[StreamEvent], delta: dict[str, Any], path: str) -> None:
+    def _delta(
+        self, out: list[StreamEvent], a: _Answer, choice: int, delta: dict[str, Any], path: str
+    ) -> None:
         for key in _REASONING_KEYS:
             thought = _a_str(delta.get(key), f"{path}.{key}")
             if thought:
-                self._reasoning(out, thought)
+                self._reasoning(out, a, choice, thought)
                 break
         content = _a_str(delta.get("content"), f"{path}.content")
         if content:
-            self._text(out, content)
+            self._text(out, a, choice, content)
         refusal = _a_str(delta.get("refusal"), f"{path}.refusal")
         if refusal:
-            self._refusal = True
-            self._text(out, refusal)
+            a.refusal = True
+            self._text(out, a, choice, refusal)
         for tpath, tc in _a_objects(delta.get("tool_calls"), f"{path}.tool_calls"):
             idx = _a_int(tc.get("index"), f"{tpath}.index")
             fn = _a_obj(tc.get("function"), f"{tpath}.function")
             args = _a_str(fn.get("arguments"), f"{tpath}.function.arguments")
-            block = self._tools.get(idx)
+            block = a.tools.get(idx)
             if block is None:
-                self._close(out)
-                block = self._tools[idx] = self._next
-                self._next += 1
-                self._open = block
-                self._open_text = False
+                block = a.tools[idx] = self._open(out, a, choice, False)
                 tcid = _a_str(tc.get("id"), f"{tpath}.id")
                 out.append(
                     BlockStart(
@@ -926,6 +945,7 @@ class OpenAIStreamDecoder(StreamDecoder):
                         "tool_call",
                         tcid or f"call_{uuid.uuid4().hex[:24]}",
                         _a_str(fn.get("name"), f"{tpath}.function.name"),
+                        choice=choice,
                     )
                 )
             if args:
@@ -938,14 +958,29 @@ class OpenAIStreamEncoder(StreamEncoder):
     """IR events -> ``chat.completion.chunk`` SSE bytes. Chunk envelopes are
     pre-serialised once per stream; only the delta is serialised per event."""
 
-    __slots__ = ("_done", "_finished", "_head", "_include_usage", "_model", "_reasoning", "_tools", "_usage")
+    __slots__ = (
+        "_calls",
+        "_choice",
+        "_done",
+        "_finished",
+        "_head",
+        "_head0",
+        "_include_usage",
+        "_model",
+        "_reasoning",
+        "_tools",
+        "_usage",
+    )
 
     def __init__(self, req: ChatRequest) -> None:
         self._model = req.model
         self._include_usage = req.stream_include_usage
         self._head = b""  # 'data: {"id":..,"object":..,"created":..,"model":..,'
+        self._head0 = b""  # ... + '"choices":[{"index":0,"delta":' (the one answer's chunks)
         self._tools: dict[int, int] = {}  # IR block index -> OpenAI tool_call index
         self._reasoning: set[int] = set()  # IR block indexes of reasoning blocks
+        self._choice: dict[int, bytes] = {}  # IR block index -> its choice index, when not 0
+        self._calls: dict[int, int] = {}  # choice -> tool calls it opened so far
         self._usage: Usage | None = None
         self._finished = False
         self._done = False
@@ -960,13 +995,14 @@ class OpenAIStreamEncoder(StreamEncoder):
             + orjson.dumps(self._model)
             + b","
         )
+        self._head0 = self._head + b'"choices":[{"index":0,"delta":'
 
-    def _chunk(self, delta: bytes, finish: bytes = b"null") -> bytes:
+    def _chunk(self, delta: bytes, finish: bytes = b"null", choice: bytes | None = None) -> bytes:
+        """One chunk of answer ``choice`` (None: the first)."""
         if not self._head:
             self._begin(f"chatcmpl-{uuid.uuid4().hex}")
         return (
-            self._head
-            + b'"choices":[{"index":0,"delta":'
+            (self._head0 if choice is None else self._head + b'"choices":[{"index":' + choice + b',"delta":')
             + delta
             + b',"logprobs":null,"finish_reason":'
             + finish
@@ -978,28 +1014,37 @@ class OpenAIStreamEncoder(StreamEncoder):
             return b""
         if isinstance(event, BlockDelta):
             tc = self._tools.get(event.index)
+            choice = self._choice.get(event.index) if self._choice else None
             if event.index in self._reasoning:  # signatures travel in tool-call ids, not here
                 return (
-                    self._chunk(b'{"reasoning_content":' + orjson.dumps(event.text) + b"}")
+                    self._chunk(b'{"reasoning_content":' + orjson.dumps(event.text) + b"}", choice=choice)
                     if event.text
                     else b""
                 )
             if tc is None:
-                return self._chunk(b'{"content":' + orjson.dumps(event.text) + b"}")
+                return self._chunk(b'{"content":' + orjson.dumps(event.text) + b"}", choice=choice)
             return self._chunk(
                 b'{"tool_calls":[{"index":'
                 + str(tc).encode()
                 + b',"function":{"arguments":'
                 + orjson.dumps(event.text)
-                + b"}}]}"
+                + b"}}]}",
+                choice=choice,
             )
         if isinstance(event, BlockStart):
+            opening = b""
+            if event.choice:
+                choice = self._choice[event.index] = str(event.choice).encode()
+                if event.choice not in self._calls:  # a further answer's first chunk, as OpenAI's
+                    self._calls[event.choice] = 0
+                    opening = self._chunk(b'{"role":"assistant","content":""}', choice=choice)
             if event.kind == "reasoning":
                 self._reasoning.add(event.index)
             if event.kind != "tool_call":
-                return b""
-            tc = self._tools[event.index] = len(self._tools)
-            return self._chunk(
+                return opening
+            tc = self._tools[event.index] = self._calls.get(event.choice, 0)  # numbered per choice
+            self._calls[event.choice] = tc + 1
+            return opening + self._chunk(
                 orjson.dumps(
                     {
                         "tool_calls": [
@@ -1011,7 +1056,8 @@ class OpenAIStreamEncoder(StreamEncoder):
                             }
                         ]
                     }
-                )
+                ),
+                choice=self._choice.get(event.index),
             )
         if isinstance(event, BlockStop):
             return b""
@@ -1024,8 +1070,15 @@ class OpenAIStreamEncoder(StreamEncoder):
             if self._finished:
                 return b""
             self._finished = True
-            finish = IR_TO_FINISH.get(event.stop_reason or "end_turn", "stop")
-            return self._chunk(b"{}", b'"' + finish.encode() + b'"')
+            stops = (event.stop_reason or "end_turn", *event.more_stops)
+            return b"".join(
+                self._chunk(
+                    b"{}",
+                    b'"' + IR_TO_FINISH.get(stop, "stop").encode() + b'"',
+                    str(k).encode() if k else None,
+                )
+                for k, stop in enumerate(stops)
+            )
         if isinstance(event, MessageStop):
             self._done = True
             out = b"" if self._finished else self._chunk(b"{}", b'"stop"')
@@ -1152,9 +1205,7 @@ class OpenAICodec(Codec):
         if req.frequency_penalty is not None:
             body["frequency_penalty"] = req.frequency_penalty
         if req.n is not None:
-            if req.n > 1 and req.stream and not drop:
-                raise unsupported(client_field(req, "n"), DIALECT, SEVERAL_STREAMED)
-            body["n"] = req.n if req.n <= 1 or not req.stream else 1
+            body["n"] = req.n
         rf = req.response_format
         if rf is not None and rf.type != "text":
             body["response_format"] = response_format(rf, req)
@@ -1223,8 +1274,8 @@ class OpenAICodec(Codec):
             "usage": usage_to_openai(resp.usage),
         }
 
-    def stream_decoder(self) -> StreamDecoder:
-        return OpenAIStreamDecoder()
+    def stream_decoder(self, answers: int = 1) -> StreamDecoder:
+        return OpenAIStreamDecoder(answers)
 
     def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
         return OpenAIStreamEncoder(req)

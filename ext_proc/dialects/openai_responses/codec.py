@@ -1486,7 +1486,7 @@ class ResponsesCodec(Codec):
             resp.stop_reason,
         )
 
-    def stream_decoder(self) -> StreamDecoder:
+    def stream_decoder(self, answers: int = 1) -> StreamDecoder:
         return ResponsesStreamDecoder()
 
     def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
