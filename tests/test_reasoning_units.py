@@ -356,6 +356,33 @@ def test_a_sealed_stream_carries_the_same() -> None:
     assert payload == {"i": "toolu_1", "t": [["thought", "SIG", None, "anthropic"]], "c": "X"}
 
 
+def test_each_answer_seals_only_its_own_reasoning() -> None:
+    """Several answers (n / candidateCount): a tool call carries the reasoning of its own answer,
+    never another's, whether the answers come whole or as one interleaved stream."""
+    resp = ChatResponse(
+        "r",
+        "m",
+        [ReasoningPart("first", "SIG0", origin="gemini"), TextPart("no call")],
+        more=[Choice([ToolCallPart("fc_1", "t", "{}")])],
+    )
+    sealed = R.Sealer(KEY).response(resp)
+    call = sealed.more[0].content[0]
+    assert isinstance(call, ToolCallPart) and call.id == "fc_1"  # nothing of answer 0 rides along
+    s = R.Sealer(KEY)
+    out = [
+        s.event(BlockStart(0, "reasoning", origin="gemini", choice=0)),
+        s.event(BlockDelta(0, "", "SIG0", "gemini")),
+        s.event(BlockStart(1, "reasoning", origin="gemini", choice=1)),
+        s.event(BlockDelta(1, "", "SIG1", "gemini")),
+        s.event(BlockStart(2, "tool_call", "fc_a", "t", choice=1)),
+        s.event(BlockStart(3, "tool_call", "fc_b", "t", choice=0)),
+    ]
+    one, zero = out[4], out[5]
+    assert isinstance(one, BlockStart) and one.choice == 1 and isinstance(zero, BlockStart) and zero.choice == 0
+    assert R.unseal(KEY, one.tool_call_id or "", "id")["t"] == [["", "SIG1", None, "gemini"]]
+    assert R.unseal(KEY, zero.tool_call_id or "", "id")["t"] == [["", "SIG0", None, "gemini"]]
+
+
 def test_a_token_opens_only_for_its_tenant_and_unaltered() -> None:
     token = R.seal(KEY, {"i": "x"})
     assert R.unseal(KEY, token, "p") == {"i": "x"}
