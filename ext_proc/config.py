@@ -356,8 +356,11 @@ class Backend(_Strict):
 class Slo(_Strict):
     """What a backend must deliver to be preferred for its price (``prefer: cheapest``)."""
 
-    # Time to first token, 90th percentile, as a pool's servers measure it (docs/pools.md).
+    # Time to first token, 90th percentile: as a pool's servers measure it (over the pool's
+    # ttft_window_ms), for an API backend as the gateway measures its streamed answers (docs/pools.md).
     ttft_p90_ms: Annotated[int, Field(ge=1)]
+    # The window of an API backend's measured first-token times.
+    window_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 10_000
 
 
 class Model(_Strict):

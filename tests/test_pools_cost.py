@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ext_proc.config import DEFAULT_CONFIG, ConfigError, PoolSettings, parse_config
@@ -72,6 +72,7 @@ def test_quantile_interpolates_like_prometheus() -> None:
     st.floats(0.01, 1),
     st.floats(0.01, 1),
 )
+@example({0.375: 2.225073858507203e-309}, 1.0, 1.0)  # rounding once stepped past the bucket
 def test_quantile_is_bounded_and_monotone(buckets: dict[float, float], q1: float, q2: float) -> None:
     a, b = quantile(min(q1, q2), buckets), quantile(max(q1, q2), buckets)
     if a is None or b is None:
@@ -196,6 +197,39 @@ def test_priced_api_backends_of_a_tier_cheapest_first_and_unpriced_last() -> Non
     assert state.config.backends["anthropic/unpriced-model"].price is None
     for _ in range(5):  # the weighted draw never wins over price
         assert _order(state) == ["gemini/gemini-3.5-flash", "openai/gpt-5.5", "anthropic/unpriced-model"]
+
+
+def test_an_api_backend_is_held_to_the_slo_by_its_measured_first_tokens() -> None:
+    """Two API backends of a tier: the cheaper leads while the p90 of its streamed answers' first
+    bytes (as the gateway measured them, over slo.window_ms) is within the SLO; past it the
+    dearer one leads, and once the slow answers have left the window the cheaper is tried again."""
+    data = _config(slo={"ttft_p90_ms": 200, "window_ms": 1000})
+    data["models"]["sim"]["backends"] = [
+        {"provider": "openai", "model": "gpt-5.5", "tier": 0},  # the catalog's price: 30 per million
+        {"provider": "gemini", "model": "gemini-3.5-flash", "tier": 0, "price": {"output": 2.5}},
+    ]
+    state = _state(data)
+    times = state.pools.api_ttft
+    assert set(times.windows) == {"openai/gpt-5.5", "gemini/gemini-3.5-flash"}
+    assert _order(state)[0] == "gemini/gemini-3.5-flash"  # nothing measured: no evidence against it
+    t = time.monotonic()
+    for k in range(10):  # one slow answer in ten: the p90 is still a fast one
+        times.record("gemini/gemini-3.5-flash", 0.9 if k == 0 else 0.05, t)
+    assert times.p90("gemini/gemini-3.5-flash", t + 0.2) == 0.05
+    assert _order(state)[0] == "gemini/gemini-3.5-flash"
+    for _ in range(5):
+        times.record("gemini/gemini-3.5-flash", 0.5, t + 0.3)
+    slo_before = _picks("sim", "openai/gpt-5.5", "slo")
+    assert times.p90("gemini/gemini-3.5-flash", t + 0.4) == 0.5
+    assert _order(state) == ["openai/gpt-5.5", "gemini/gemini-3.5-flash"]
+    assert _picks("sim", "openai/gpt-5.5", "slo") == slo_before + 1
+    assert times.p90("gemini/gemini-3.5-flash", t + 1.5) is None  # the window has passed
+    assert _order(state)[0] == "gemini/gemini-3.5-flash"
+    # A config switch keeps what was measured; a backend no longer held to an SLO is not kept.
+    times.record("gemini/gemini-3.5-flash", 0.7, t + 1.6)
+    after = GatewayState(state.config, env=ENV, previous=state).pools.api_ttft
+    assert after.p90("gemini/gemini-3.5-flash", t + 1.7) == 0.7
+    assert not _state(_config(prefer=None)).pools.api_ttft.windows
 
 
 def test_default_preference_keeps_the_weighted_draw() -> None:

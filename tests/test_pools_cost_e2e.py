@@ -21,10 +21,12 @@ import pytest
 
 from gateway_tools.simulator import BackgroundPool, start_pool_in_thread
 from gateway_tools.supervisor import Stack
-from tests.conftest import DEMO_KEY
+from tests.conftest import DEMO_KEY, MockAdmin
 from tests.stack import config_on_free_ports, start_stack
 
 MODEL = "cheap-llama"
+API_MODEL = "cheap-api"  # two API backends of one tier: the cheaper held to the SLO as measured
+CHEAP_API = "gemini/gemini-3.5-flash"
 POOL_BACKEND = "gpus/sim-llama"
 API_BACKEND = "openai/gpt-5.5"
 SLO_S = 0.15
@@ -62,10 +64,24 @@ def stack(sim: BackgroundPool, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "per_try_timeout_ms": 5000,
         "per_try_idle_timeout_ms": 5000,
     }
+    cfg["models"][API_MODEL] = {
+        "backends": [
+            {"provider": "gemini", "model": "gemini-3.5-flash", "tier": 0, "price": {"output": 2.5}},
+            {"provider": "openai", "model": "gpt-5.5", "tier": 0},  # the catalog's 30 per million
+        ],
+        "prefer": "cheapest",
+        "slo": {"ttft_p90_ms": int(SLO_S * 1000), "window_ms": 3000},
+    }
     s = start_stack(tmp_path_factory.mktemp("cost"), cfg)
     time.sleep(0.3)  # a few scrape rounds
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(stack: Stack) -> Stack:
+    """This module's stack is the one conftest's ``mocks`` fixture resets around each test."""
+    return stack
 
 
 def _metrics(stack: Stack) -> str:
@@ -140,3 +156,49 @@ def test_cheap_pool_serves_within_its_slo_and_the_api_tier_peer_when_it_is_slow(
         time.sleep(0.2)
     back = [ask(stack) for _ in range(3)]
     assert back == [POOL_BACKEND] * 3, (back, _ttft_p90(stack))
+
+
+def _backend_p90(stack: Stack, backend: str) -> float | None:
+    m = re.search(rf'llm_gateway_backend_ttft_p90_seconds\{{backend="{backend}"\}} (\S+)', _metrics(stack))
+    return float(m.group(1)) if m else None
+
+
+def ask_streamed(stack: Stack) -> str:
+    """One streamed question to the API-only model; the backend that answered."""
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{stack.config.listen.port}/v1",
+        api_key=DEMO_KEY,
+        max_retries=0,
+        timeout=20,
+    )
+    with client.chat.completions.with_streaming_response.create(
+        model=API_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+    ) as r:
+        text = "".join(line for line in r.iter_lines() if line.startswith("data: ") and '"content":"' in line)
+        assert text, "an empty stream"  # never an error, never empty
+        return str(r.headers["x-gateway-backend"])
+
+
+def test_the_cheaper_api_backend_is_held_to_the_slo_by_its_measured_first_tokens(
+    stack: Stack, mocks: MockAdmin
+) -> None:
+    """No pool: the gateway measures the API backends' first tokens itself. The cheaper one
+    serves while fast; slowed past the SLO (the mock's ``slow`` fault delays its headers), the
+    dearer one takes over after a slow answer or two; once the slow answers left the window
+    (3 s), the cheaper one is back. No client error throughout."""
+    fast = [ask_streamed(stack) for _ in range(5)]
+    assert fast == [CHEAP_API] * 5, fast
+    p90 = _backend_p90(stack, CHEAP_API)
+    assert p90 is not None and p90 <= SLO_S, p90
+    mocks.fault("gemini", mode="slow", delay_ms=400)
+    answered = [ask_streamed(stack) for _ in range(8)]
+    print("with the cheaper backend slowed:", answered)
+    assert answered[:2].count(CHEAP_API) >= 1 and answered[-5:] == [API_BACKEND] * 5, answered
+    p90 = _backend_p90(stack, CHEAP_API)
+    assert p90 is not None and p90 > SLO_S, p90
+    mocks.reset()
+    deadline = time.monotonic() + 15
+    while (back := ask_streamed(stack)) != CHEAP_API:  # tried again once the window emptied
+        assert time.monotonic() < deadline, "the cheaper backend never got traffic again"
+        time.sleep(0.3)
+    assert back == CHEAP_API

@@ -7,7 +7,8 @@ event loop: ``await start()`` once the loop runs, ``stop()`` when the state is r
 
 Modules: ``metrics_text`` (parse a server's /metrics), ``scraper`` (scrape loop, per-server
 state), ``prefix`` (prompt blocks, affinity table), ``scorers`` (load and scores),
-``picker`` (pick or saturated), ``metrics`` (the gateway's own pool metrics).
+``picker`` (pick or saturated), ``metrics`` (the gateway's own pool metrics), ``cost`` and
+``api_ttft`` (cost-aware routing: prices, and the SLO held against measured first tokens).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from ..config import GatewayConfig, PoolSettings
 from . import metrics as M
+from .api_ttft import ApiFirstTokens
 from .picker import Pick, Pool, Saturated
 from .scraper import run
 
@@ -30,6 +32,10 @@ class PoolSet:
         self.pools: dict[str, Pool] = {}
         # models whose equal-tier backends go cheapest first (``cost.py``)
         self.cost_models = frozenset(m for m, s in config.models.items() if s.prefer == "cheapest")
+        # API backends held to their models' SLO: the first-token times the gateway measured
+        self.api_ttft: ApiFirstTokens = ApiFirstTokens(
+            config, previous.api_ttft if previous is not None else None
+        )
         old = {p.key(): p for p in previous.pools.values()} if previous is not None else {}
         for name, p in config.providers.items():
             if not p.endpoints:

@@ -1,8 +1,9 @@
 """Cost-aware routing (``prefer: cheapest``): among a model's backends that share a tier, the
 cheapest per million output tokens goes first as long as it meets the model's SLO.
 
-An API backend costs its price (config or catalog ``price.output``; none known: last) and is
-taken to meet the SLO (its health and rate limits steer as for any backend). A pool costs its
+An API backend costs its price (config or catalog ``price.output``; none known: last) and
+meets the SLO while the p90 of its streamed answers' first-token times, as this gateway measured
+them over ``slo.window_ms`` (``api_ttft.py``), is within ``slo.ttft_p90_ms``. A pool costs its
 measured figure (``Pool.unit_cost``; none measured yet: nothing, its GPUs are paid for anyway)
 and meets the SLO while its servers' TTFT p90 over the recent window (their own histograms,
 ``Pool.after_round``) is within ``slo.ttft_p90_ms``; a saturated pool spills over as ever.
@@ -36,7 +37,8 @@ def cheapest_first(state: GatewayState, model: str, candidates: Candidates) -> N
             missed = slo is not None and pool.ttft_p90 is not None and pool.ttft_p90 > slo
         else:
             cost = b.price.output if b.price is not None else math.inf
-            missed = False
+            p90 = state.pools.api_ttft.p90(b.name) if slo is not None else None
+            missed = slo is not None and p90 is not None and p90 > slo
         keyed.append((b.tier, missed, cost, b))
     keyed.sort(key=lambda k: k[:3])
     candidates.order = [k[3] for k in keyed]

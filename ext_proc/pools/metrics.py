@@ -81,3 +81,11 @@ TTFT_P90 = Gauge(
     ["pool"],
     registry=REGISTRY,
 )
+BACKEND_TTFT_P90 = Gauge(
+    "llm_gateway_backend_ttft_p90_seconds",
+    "An API backend's time to first token, 90th percentile over its model's slo.window_ms, from "
+    "the streamed answers this process relayed (only backends a prefer-cheapest model holds to "
+    "an SLO; absent without an answer in the window).",
+    ["backend"],
+    registry=REGISTRY,
+)

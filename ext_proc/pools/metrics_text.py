@@ -127,6 +127,7 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
                 return lower
             if count == below:
                 return le
-            return lower + (le - lower) * (rank - below) / (count - below)
+            # within the bucket's bounds even where float rounding would step past them
+            return min(le, lower + (le - lower) * (rank - below) / (count - below))
         lower, below = le, count
     return lower

@@ -114,6 +114,8 @@ def apply(state: GatewayState, plan: RoutePlan, done: Finished) -> None:
     metrics.child(metrics.DURATION, model, label).observe(done.duration)
     if plan.stream and 200 <= done.status < 300:
         metrics.child(metrics.TTFT, model, label).observe(done.ttft)
+        if done.failover is None:  # an SLO is held against it (prefer: cheapest)
+            state.pools.api_ttft.record(done.backend, done.ttft)
         if done.tpot is not None:
             metrics.child(metrics.TPOT, model, label).observe(done.tpot)
     if done.cost is not None:
