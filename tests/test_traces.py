@@ -435,3 +435,19 @@ def test_the_router_stage_adds_span_fields_only_when_tracing_is_on(on: bool) -> 
         )
     )
     assert (P.TRACE_NAMESPACE in resp.dynamic_metadata.fields) is on
+
+
+def test_every_dialect_names_its_provider_as_the_genai_conventions_do() -> None:
+    """``gen_ai.provider.name`` takes the OpenTelemetry GenAI semantic conventions' well-known
+    values (gen-ai-spans, "gen_ai.provider.name"): a Bedrock span says ``aws.bedrock``, a
+    Responses-API span ``openai`` (the provider, not its API), never a dialect's own name."""
+    from ext_proc.dialects import DIALECTS
+
+    well_known = {
+        "anthropic", "aws.bedrock", "azure.ai.inference", "azure.ai.openai", "cohere", "deepseek",
+        "gcp.gemini", "gcp.gen_ai", "gcp.vertex_ai", "groq", "ibm.watsonx.ai", "mistral_ai",
+        "openai", "perplexity", "x_ai",
+    }  # fmt: skip
+    named = {name: d.genai_provider for name, d in DIALECTS.items()}
+    assert all(v in well_known for v in named.values()), named
+    assert named["bedrock"] == "aws.bedrock" and named["openai_responses"] == "openai"

@@ -26,6 +26,7 @@ log = logging.getLogger("llm_gateway.bedrock")
 
 class BedrockConverse(Dialect):
     name = "bedrock"
+    genai_provider = "aws.bedrock"  # OpenTelemetry GenAI name
     codec = BEDROCK
     catalog_family = "bedrock"
     # Reset on every attempt, so a signature never follows a failover to another provider.

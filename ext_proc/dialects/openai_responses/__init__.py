@@ -29,6 +29,7 @@ _FAILURES = frozenset({"response.failed", "error"})
 
 class OpenAIResponses(Dialect):
     name = "openai_responses"
+    genai_provider = "openai"  # OpenTelemetry GenAI name: the provider, not its API
     codec = RESPONSES
     counting = RESPONSES_COUNTING
     embeddings = OPENAI_EMBEDDINGS  # the same platform serves /v1/embeddings beside /v1/responses
