@@ -378,7 +378,9 @@ def test_each_answer_seals_only_its_own_reasoning() -> None:
         s.event(BlockStart(3, "tool_call", "fc_b", "t", choice=0)),
     ]
     one, zero = out[4], out[5]
-    assert isinstance(one, BlockStart) and one.choice == 1 and isinstance(zero, BlockStart) and zero.choice == 0
+    assert (
+        isinstance(one, BlockStart) and one.choice == 1 and isinstance(zero, BlockStart) and zero.choice == 0
+    )
     assert R.unseal(KEY, one.tool_call_id or "", "id")["t"] == [["", "SIG1", None, "gemini"]]
     assert R.unseal(KEY, zero.tool_call_id or "", "id")["t"] == [["", "SIG0", None, "gemini"]]
 
