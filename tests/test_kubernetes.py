@@ -345,6 +345,9 @@ def test_resources_are_set_and_the_autoscaler_can_work(overlay: Rendered) -> Non
 
 
 def test_provider_keys_come_from_secrets(overlay: Rendered) -> None:
+    """Every provider key comes from the Secret: as a file of its mounted directory
+    (``api_key_file``, rotated live) or as an environment variable set by a
+    ``secretKeyRef`` (``api_key_env``, rotated by a rollout), in every process that reads it."""
     cfg = overlay.config
     consumers = [
         overlay.get("Deployment", n)
@@ -353,11 +356,18 @@ def test_provider_keys_come_from_secrets(overlay: Rendered) -> None:
     ]
     docs = (ROOT / "docs" / "kubernetes.md").read_text()
     for name, p in cfg.providers.items():
-        assert p.api_key_file, f"providers.{name}: keys are files of a Secret (live rotation)"
+        assert p.api_key_file or p.api_key_env, f"providers.{name}: no key"
         for w in consumers:
-            volume, key = mount_of(w, container(w), p.api_key_file)
-            assert volume["secret"]["secretName"] == PROVIDER_KEYS_SECRET, (w["metadata"]["name"], name)
-            assert volume["secret"].get("optional") is not True
+            if p.api_key_file:
+                volume, key = mount_of(w, container(w), p.api_key_file)
+                assert volume["secret"]["secretName"] == PROVIDER_KEYS_SECRET, (w["metadata"]["name"], name)
+                assert volume["secret"].get("optional") is not True
+            else:
+                env = {e["name"]: e for e in container(w).get("env", [])}
+                assert p.api_key_env in env, f"{w['metadata']['name']}: {p.api_key_env} is not set"
+                ref = env[p.api_key_env]["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == PROVIDER_KEYS_SECRET and ref.get("optional") is not True, ref
+                key = ref["key"]
         if overlay.has("Secret", PROVIDER_KEYS_SECRET):
             assert key in overlay.get("Secret", PROVIDER_KEYS_SECRET)["data"], name
         else:  # created outside git: the docs say how, with this key
@@ -370,6 +380,25 @@ def test_provider_keys_come_from_secrets(overlay: Rendered) -> None:
                 assert "value" not in env or not re.search(r"key|token|password|secret", env["name"], re.I), (
                     env
                 )
+
+
+def test_production_shows_a_key_as_environment(overlay: Rendered) -> None:
+    """The example the docs point at: one provider's key from ``api_key_env``, set by a
+    secretKeyRef on the workers; the mock providers (demo) read files only."""
+    env_keyed = [n for n, p in overlay.config.providers.items() if p.api_key_env]
+    if overlay.name == "production":
+        assert env_keyed == ["gemini"]
+        c = container(overlay.get("Deployment", "llm-gateway-extproc"))
+        assert c["env"] == [
+            {
+                "name": "GEMINI_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": PROVIDER_KEYS_SECRET, "key": "gemini"}},
+            }
+        ]
+        # The workers still mount the Secret for the other providers' key files.
+        assert mount_of(overlay.get("Deployment", "llm-gateway-extproc"), c, "/etc/llm-gateway/keys/openai")
+    else:
+        assert not env_keyed, "the mock providers read their keys from files"
 
 
 def test_redis_is_in_the_cluster_for_the_demo_and_external_in_production(overlay: Rendered) -> None:
