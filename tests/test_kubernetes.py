@@ -533,6 +533,16 @@ def test_docs_walk_through_install_scale_change_and_rotation() -> None:
         "scale",
         "rotat",
         "llm_gateway_config_info",
+        # metrics, traces, keys as environment, cloud credentials
+        "components/prometheus",
+        "components/prometheus-operator",
+        "components/otel-collector",
+        "/stats/prometheus",
+        "otlp_endpoint: llm-gateway-otel-collector:4317",
+        "secretKeyRef: {name: llm-gateway-provider-keys, key: gemini}",
+        "gcp_credentials_file",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "rollout restart deployment/llm-gateway-extproc",
     ):
         assert want in docs, want
     for o in OVERLAYS:
