@@ -9,6 +9,8 @@ the Envoy bootstrap rendered from it (no cluster needed).
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -345,6 +347,9 @@ def test_resources_are_set_and_the_autoscaler_can_work(overlay: Rendered) -> Non
 
 
 def test_provider_keys_come_from_secrets(overlay: Rendered) -> None:
+    """Every provider key comes from the Secret: as a file of its mounted directory
+    (``api_key_file``, rotated live) or as an environment variable set by a
+    ``secretKeyRef`` (``api_key_env``, rotated by a rollout), in every process that reads it."""
     cfg = overlay.config
     consumers = [
         overlay.get("Deployment", n)
@@ -353,11 +358,18 @@ def test_provider_keys_come_from_secrets(overlay: Rendered) -> None:
     ]
     docs = (ROOT / "docs" / "kubernetes.md").read_text()
     for name, p in cfg.providers.items():
-        assert p.api_key_file, f"providers.{name}: keys are files of a Secret (live rotation)"
+        assert p.api_key_file or p.api_key_env, f"providers.{name}: no key"
         for w in consumers:
-            volume, key = mount_of(w, container(w), p.api_key_file)
-            assert volume["secret"]["secretName"] == PROVIDER_KEYS_SECRET, (w["metadata"]["name"], name)
-            assert volume["secret"].get("optional") is not True
+            if p.api_key_file:
+                volume, key = mount_of(w, container(w), p.api_key_file)
+                assert volume["secret"]["secretName"] == PROVIDER_KEYS_SECRET, (w["metadata"]["name"], name)
+                assert volume["secret"].get("optional") is not True
+            else:
+                env = {e["name"]: e for e in container(w).get("env", [])}
+                assert p.api_key_env in env, f"{w['metadata']['name']}: {p.api_key_env} is not set"
+                ref = env[p.api_key_env]["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == PROVIDER_KEYS_SECRET and ref.get("optional") is not True, ref
+                key = ref["key"]
         if overlay.has("Secret", PROVIDER_KEYS_SECRET):
             assert key in overlay.get("Secret", PROVIDER_KEYS_SECRET)["data"], name
         else:  # created outside git: the docs say how, with this key
@@ -370,6 +382,25 @@ def test_provider_keys_come_from_secrets(overlay: Rendered) -> None:
                 assert "value" not in env or not re.search(r"key|token|password|secret", env["name"], re.I), (
                     env
                 )
+
+
+def test_production_shows_a_key_as_environment(overlay: Rendered) -> None:
+    """The example the docs point at: one provider's key from ``api_key_env``, set by a
+    secretKeyRef on the workers; the mock providers (demo) read files only."""
+    env_keyed = [n for n, p in overlay.config.providers.items() if p.api_key_env]
+    if overlay.name == "production":
+        assert env_keyed == ["gemini"]
+        c = container(overlay.get("Deployment", "llm-gateway-extproc"))
+        assert c["env"] == [
+            {
+                "name": "GEMINI_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": PROVIDER_KEYS_SECRET, "key": "gemini"}},
+            }
+        ]
+        # The workers still mount the Secret for the other providers' key files.
+        assert mount_of(overlay.get("Deployment", "llm-gateway-extproc"), c, "/etc/llm-gateway/keys/openai")
+    else:
+        assert not env_keyed, "the mock providers read their keys from files"
 
 
 def test_redis_is_in_the_cluster_for_the_demo_and_external_in_production(overlay: Rendered) -> None:
@@ -502,6 +533,16 @@ def test_docs_walk_through_install_scale_change_and_rotation() -> None:
         "scale",
         "rotat",
         "llm_gateway_config_info",
+        # metrics, traces, keys as environment, cloud credentials
+        "components/prometheus",
+        "components/prometheus-operator",
+        "components/otel-collector",
+        "/stats/prometheus",
+        "otlp_endpoint: llm-gateway-otel-collector:4317",
+        "secretKeyRef: {name: llm-gateway-provider-keys, key: gemini}",
+        "gcp_credentials_file",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "rollout restart deployment/llm-gateway-extproc",
     ):
         assert want in docs, want
     for o in OVERLAYS:
@@ -509,3 +550,346 @@ def test_docs_walk_through_install_scale_change_and_rotation() -> None:
             if "render-envoy" in line and line.startswith("#"):
                 cmd = line.lstrip("# ").strip()
                 assert cmd.startswith("llm-gateway render-envoy deploy/kubernetes/overlays/")
+
+
+# ---- optional components: metrics and traces -----------------------------------------------------
+COMPONENTS = ("prometheus", "prometheus-operator", "otel-collector")
+NAMESPACE = "llm-gateway"
+# Custom resources the schemas of kubernetes-validate do not know (checked field by field below).
+CUSTOM_KINDS = {"PodMonitor"}
+# The scrape jobs: the compose config's names (alerts.yml reads them), the workload each
+# scrapes, and the port and path from the gateway config.
+SCRAPE_JOBS = {"ext_proc": "llm-gateway-extproc", "envoy": "llm-gateway-envoy"}
+
+
+def scrape_ports(cfg: GatewayConfig) -> dict[str, tuple[int, str]]:
+    """Job name -> (container port, metrics path) where that job must scrape."""
+    return {
+        "ext_proc": (cfg.ext_proc.metrics_port, "/metrics"),
+        "envoy": (cfg.admin.port, "/stats/prometheus"),
+    }
+
+
+def with_components(kubectl: str, tmp: Path, overlay: str, components: list[str]) -> Rendered:
+    """``overlay`` plus optional ``components``, as a user adds them (kustomize takes only
+    relative paths)."""
+    rel = Path(os.path.relpath(K8S, tmp))
+    (tmp / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": NAMESPACE,
+                "resources": [str(rel / "overlays" / overlay)],
+                "components": [str(rel / "components" / c) for c in components],
+            }
+        )
+    )
+    return Rendered(overlay, kustomize(kubectl, tmp))
+
+
+def schema_problems(objects: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for obj in objects:
+        if obj["kind"] in CUSTOM_KINDS:
+            continue
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                where = "/".join(str(p) for p in e.path)
+                problems.append(f"{obj['kind']}/{obj['metadata']['name']} ({version}): {where}: {e.message}")
+            except kubernetes_validate.SchemaNotFoundError as e:
+                problems.append(e.message)
+    return problems
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_each_optional_component_renders_onto_production(
+    kubectl: str, tmp_path: Path, component: str
+) -> None:
+    """Every component applies onto the production overlay (which ships none of them) and
+    its objects are valid Kubernetes; the custom resources only come with their component."""
+    r = with_components(kubectl, tmp_path, "production", [component])
+    assert not schema_problems(r.objects), "\n".join(schema_problems(r.objects))
+    names = [(o["kind"], o["metadata"]["name"]) for o in r.objects]
+    assert len(names) == len(set(names)), "duplicate objects"
+    assert all(o["metadata"].get("namespace") == NAMESPACE for o in r.objects if o["kind"] != "Namespace")
+    custom = {o["kind"] for o in r.objects} & CUSTOM_KINDS
+    assert custom == ({"PodMonitor"} if component == "prometheus-operator" else set())
+    base = {(o["kind"], o["metadata"]["name"]) for o in Rendered("production", r.objects).objects}
+    assert ("Deployment", "llm-gateway-extproc") in base
+
+
+def test_no_custom_resource_outside_the_operator_component(kubectl: str) -> None:
+    """A cluster without the Prometheus Operator's CRDs applies the base and every overlay."""
+    for path in ["base", *(f"overlays/{o}" for o in OVERLAYS)]:
+        kinds = {o["kind"] for o in kustomize(kubectl, K8S / path)}
+        assert not kinds & CUSTOM_KINDS, (path, kinds & CUSTOM_KINDS)
+        assert all("monitoring.coreos.com" not in o["apiVersion"] for o in kustomize(kubectl, K8S / path))
+
+
+# ---- who may connect: NetworkPolicy semantics for one source pod ------------------------------------
+@dataclass(frozen=True)
+class Pod:
+    """A pod that opens a connection: its labels and namespace."""
+
+    labels: dict[str, str]
+    namespace: str = NAMESPACE
+
+    def __hash__(self) -> int:
+        return hash((tuple(sorted(self.labels.items())), self.namespace))
+
+
+def namespace_matches(selector: dict[str, Any], namespace: str) -> bool:
+    """A namespaceSelector against a namespace's only guaranteed label, its name."""
+    return selects(selector, {"kubernetes.io/metadata.name": namespace}) if selector else True
+
+
+def peer_admits(peer: dict[str, Any], src: Pod) -> bool:
+    assert "ipBlock" not in peer, "ipBlock peers are not checked by this test"
+    if "namespaceSelector" in peer:
+        if not namespace_matches(peer["namespaceSelector"], src.namespace):
+            return False
+    elif src.namespace != NAMESPACE:  # a podSelector alone: the policy's own namespace
+        return False
+    return "podSelector" not in peer or peer["podSelector"] == {} or selects(peer["podSelector"], src.labels)
+
+
+def admitted(r: Rendered, src: Pod, workload: str, port: int) -> bool:
+    """May ``src`` open a connection to ``port`` of ``workload``'s pods (ingress policies)?"""
+    w = next(w for w in r.workloads() if w["metadata"]["name"] == workload)
+    labels, c = pod_labels(w), container(w)
+    policies = [
+        p
+        for p in r.all("NetworkPolicy")
+        if selects(p["spec"]["podSelector"], labels) or p["spec"]["podSelector"] == {}
+    ]
+    policies = [p for p in policies if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    if not policies:
+        return True
+    for pol in policies:
+        for rule in pol["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports is not None and not any(container_port(c, p["port"]) == port for p in ports):
+                continue
+            peers = rule.get("from")
+            if not peers or any(peer_admits(peer, src) for peer in peers):
+                return True
+    return False
+
+
+def reachable(r: Rendered, src: Pod) -> dict[str, set[int]]:
+    """Every (workload, container port) of the overlay ``src`` may connect to."""
+    out: dict[str, set[int]] = {}
+    for w in r.workloads():
+        name = w["metadata"]["name"]
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            for p in c.get("ports", []):
+                if admitted(r, src, name, p["containerPort"]):
+                    out.setdefault(name, set()).add(p["containerPort"])
+    return out
+
+
+def open_to_all(r: Rendered) -> dict[str, set[int]]:
+    """What any pod, anywhere, may reach (Envoy's listener)."""
+    return reachable(r, Pod({"app": "somebody-else"}, "elsewhere"))
+
+
+def check_scraper_reaches_exactly(r: Rendered, scraper: Pod, targets: dict[str, int]) -> None:
+    """``scraper`` reaches each ``targets`` workload's metrics port, and nothing more than
+    what is open to everyone."""
+    for workload, port in targets.items():
+        assert admitted(r, scraper, workload, port), f"{scraper} cannot scrape {workload}:{port}"
+    extra = reachable(r, scraper)
+    for name, ports in open_to_all(r).items():
+        extra[name] = extra.get(name, set()) - ports
+    for workload, port in targets.items():
+        extra[workload] = extra.get(workload, set()) - {port}
+    assert not {k: v for k, v in extra.items() if v}, (
+        f"{scraper} reaches more than the metrics ports: {extra}"
+    )
+    # Somebody else in the namespace, and a pod of another namespace, reach no metrics port.
+    for other in (Pod({"app.kubernetes.io/name": "llm-gateway"}), Pod({"app": "x"}, "monitoring")):
+        for workload, port in targets.items():
+            assert not admitted(r, other, workload, port), f"{other} may scrape {workload}:{port}"
+
+
+# ---- scraping without the Operator: components/prometheus -----------------------------------------
+PROMETHEUS_COMPONENT = K8S / "components" / "prometheus"
+
+
+def test_promtool_accepts_the_kubernetes_prometheus_config() -> None:
+    exe = shutil.which("promtool")
+    assert exe, "promtool is required (apt-get install prometheus; .ci/run does it)"
+    result = subprocess.run(
+        [exe, "check", "config", str(PROMETHEUS_COMPONENT / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout + result.stderr
+
+
+def test_the_component_ships_the_gateways_alerts_unchanged() -> None:
+    shipped = ROOT / "deploy" / "prometheus" / "alerts.yml"
+    assert (PROMETHEUS_COMPONENT / "alerts.yml").read_text() == shipped.read_text(), (
+        "components/prometheus/alerts.yml must be a copy of deploy/prometheus/alerts.yml"
+    )
+
+
+def demo_prometheus(r: Rendered) -> dict[str, Any]:
+    cm = r.hashed("ConfigMap", "llm-gateway-prometheus")
+    assert set(cm["data"]) == {"prometheus.yml", "alerts.yml"}
+    prom = yaml.safe_load(cm["data"]["prometheus.yml"])
+    assert prom["rule_files"] == ["alerts.yml"]
+    return prom
+
+
+def test_prometheus_scrapes_the_right_ports_of_the_right_pods(kubectl: str) -> None:
+    """Each job's DNS name is a headless Service of the overlay that lists every pod of one
+    workload (ready or not) and the job's port is that workload's metrics port."""
+    r = Rendered("demo", kustomize(kubectl, K8S / "overlays" / "demo"))
+    cfg, prom = r.config, demo_prometheus(r)
+    compose = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    assert set(jobs) == set(SCRAPE_JOBS) <= {j["job_name"] for j in compose["scrape_configs"]}
+    for job_name, (port, path) in scrape_ports(cfg).items():
+        job = jobs[job_name]
+        assert job.get("metrics_path", "/metrics") == path, job_name
+        assert job.get("scheme", "http") == "http"
+        (sd,) = job["dns_sd_configs"]
+        assert sd["type"] == "A" and sd["port"] == port, job_name
+        (name,) = sd["names"]
+        svc = r.get("Service", name.split(".")[0])
+        assert svc["spec"]["clusterIP"] == "None", f"{name}: headless, one answer per pod"
+        assert svc["spec"].get("publishNotReadyAddresses") is True, f"{name}: a hung pod must read up == 0"
+        assert selected(r, svc["spec"]["selector"]) == [SCRAPE_JOBS[job_name]], name
+        # An A record is the pod's address: the port Prometheus adds must be the container's.
+        assert service_target(r, svc["metadata"]["name"], port) == port
+    # Envoy serves /stats/prometheus on its admin listener: the bootstrap's admin port.
+    assert r.bootstrap["admin"]["address"]["socket_address"]["port_value"] == cfg.admin.port
+    # Prometheus loads the ConfigMap it is given, at the path of --config.file.
+    dep = r.get("Deployment", "llm-gateway-prometheus")
+    c = container(dep)
+    flag = next(a for a in c["args"] if a.startswith("--config.file="))
+    volume, key = mount_of(dep, c, flag.partition("=")[2])
+    assert volume["configMap"]["name"] == r.hashed("ConfigMap", "llm-gateway-prometheus")["metadata"]["name"]
+    assert key == "prometheus.yml"
+    assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_network_policies_admit_exactly_the_scraper_to_the_metrics_ports(kubectl: str) -> None:
+    r = Rendered("demo", kustomize(kubectl, K8S / "overlays" / "demo"))
+    cfg = r.config
+    scraper = Pod(pod_labels(r.get("Deployment", "llm-gateway-prometheus")))
+    targets = {SCRAPE_JOBS[j]: port for j, (port, _) in scrape_ports(cfg).items()}
+    check_scraper_reaches_exactly(r, scraper, targets)
+    # The gRPC port of the workers stays Envoy's, Redis the workers'.
+    assert not admitted(r, scraper, "llm-gateway-extproc", cfg.ext_proc.port)
+    assert not admitted(r, scraper, "llm-gateway-redis", 6379)
+
+
+# ---- scraping with the Operator: components/prometheus-operator -----------------------------------
+# The labels the Prometheus Operator puts on the pods of a Prometheus named k8s in
+# namespace monitoring (kube-prometheus).
+OPERATOR_PROMETHEUS = Pod(
+    {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/instance": "k8s", "prometheus": "k8s"},
+    "monitoring",
+)
+
+
+def test_podmonitors_scrape_the_right_ports_of_the_right_pods(kubectl: str, tmp_path: Path) -> None:
+    r = with_components(kubectl, tmp_path, "production", ["prometheus-operator"])
+    cfg = r.config
+    monitors = r.all("PodMonitor")
+    assert len(monitors) == len(SCRAPE_JOBS)
+    jobs = {}
+    for m in monitors:
+        assert m["apiVersion"] == "monitoring.coreos.com/v1"
+        assert set(m["spec"]) <= {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel"}
+        assert "namespaceSelector" not in m["spec"], "the PodMonitor's own namespace: the gateway's"
+        (workload,) = selected(r, m["spec"]["selector"])
+        (ep,) = m["spec"]["podMetricsEndpoints"]
+        relabel = {x["targetLabel"]: x for x in ep.get("relabelings", [])}
+        job = relabel["job"]["replacement"]
+        assert relabel["job"]["action"] == "replace" and "sourceLabels" not in relabel["job"]
+        jobs[job] = (workload, ep)
+    assert set(jobs) == set(SCRAPE_JOBS)
+    for job, (port, path) in scrape_ports(cfg).items():
+        workload, ep = jobs[job]
+        assert workload == SCRAPE_JOBS[job]
+        w = r.get("Deployment", workload)
+        assert container_port(container(w), ep["port"]) == port, job
+        assert ep["path"] == path, job
+    check_scraper_reaches_exactly(
+        r, OPERATOR_PROMETHEUS, {SCRAPE_JOBS[j]: p for j, (p, _) in scrape_ports(cfg).items()}
+    )
+
+
+# ---- traces: components/otel-collector and the demo's tracing --------------------------------------
+def hcm(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    (listener,) = bootstrap["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    return next(
+        f["typed_config"]
+        for f in chain["filters"]
+        if f["name"] == "envoy.filters.network.http_connection_manager"
+    )
+
+
+def test_demo_envoy_traces_to_the_collector_service(kubectl: str) -> None:
+    """The demo's gateway.yaml turns tracing on; the bootstrap rendered from it (the
+    ConfigMap Envoy mounts) exports OTLP/gRPC to the collector Service, which reaches the
+    collector's OTLP receiver, and only Envoy may connect to it."""
+    r = Rendered("demo", kustomize(kubectl, K8S / "overlays" / "demo"))
+    t = r.config.tracing
+    assert t is not None and t.otlp_endpoint == "llm-gateway-otel-collector:4317"
+    tracer = hcm(r.bootstrap)["tracing"]["provider"]
+    assert tracer["name"] == "envoy.tracers.opentelemetry"
+    cluster_name = tracer["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    clusters = {c["name"]: c for c in r.bootstrap["static_resources"]["clusters"]}
+    cluster = clusters[cluster_name]
+    (ep,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    addr = ep["endpoint"]["address"]["socket_address"]
+    assert (addr["address"], addr["port_value"]) == (t.host, t.port)
+    assert "http2_protocol_options" in json.dumps(cluster), "OTLP/gRPC needs HTTP/2"
+    # The name is the collector's Service; its port reaches the collector's OTLP/gRPC receiver.
+    svc = r.get("Service", t.host)
+    assert selected(r, svc["spec"]["selector"]) == ["llm-gateway-otel-collector"]
+    port = service_target(r, t.host, t.port)
+    dep = r.get("Deployment", "llm-gateway-otel-collector")
+    c = container(dep)
+    flag = next(a for a in c["args"] if a.startswith("--config="))
+    volume, key = mount_of(dep, c, flag.partition("=")[2])
+    cm = r.hashed("ConfigMap", "llm-gateway-otel-collector")
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    collector = yaml.safe_load(cm["data"][key])
+    receiver = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    assert receiver == f"0.0.0.0:{port}", (
+        "the receiver must listen on the pod's address, on the Service's port"
+    )
+    pipeline = collector["service"]["pipelines"]["traces"]
+    assert "otlp" in pipeline["receivers"] and pipeline["exporters"]
+    assert set(pipeline["exporters"]) <= set(collector["exporters"])
+    assert set(pipeline["processors"]) <= set(collector["processors"])
+    # Envoy, and only Envoy, reaches the receiver.
+    envoy = Pod(pod_labels(r.get("Deployment", "llm-gateway-envoy")))
+    assert admitted(r, envoy, "llm-gateway-otel-collector", port)
+    for other in ("llm-gateway-extproc", "llm-gateway-prometheus", "llm-gateway-mocks"):
+        assert not admitted(
+            r, Pod(pod_labels(r.get("Deployment", other))), "llm-gateway-otel-collector", port
+        )
+    assert not admitted(r, OPERATOR_PROMETHEUS, "llm-gateway-otel-collector", port)
+
+
+def test_production_traces_nothing_until_told(overlay: Rendered) -> None:
+    """Tracing is off by default: production renders no tracer until its gateway.yaml has a
+    ``tracing`` section (and the collector component or an external endpoint)."""
+    if overlay.name == "production":
+        assert overlay.config.tracing is None
+        assert "tracing" not in hcm(overlay.bootstrap)
+        assert not overlay.has("Deployment", "llm-gateway-otel-collector")
+    else:
+        assert overlay.config.tracing is not None
