@@ -685,14 +685,14 @@ _CODE_KINDS: dict[str, str] = {code: kind for kind, (_, code) in _ERROR_SHAPES.i
 def _stream_error_status(code: Any) -> int | None:
     """OpenRouter's numeric error code is the HTTP status the error would have had (OpenRouter
     docs, "Errors"), also in a stream that had already answered 200."""
-    return code if type(code) is int and 400 <= code <= 599 else None
+    return overloaded_as_503(code) if type(code) is int and 400 <= code <= 599 else None
 
 
 def _stream_error_kind(etype: Any, code: Any) -> str:
     """An in-stream error has no HTTP status: its type and code tell the kind."""
     status = _stream_error_status(code)
     if status is not None:
-        return kind_for_status(overloaded_as_503(status))
+        return kind_for_status(status)
     kind = _CODE_KINDS.get(code) if isinstance(code, str) else None
     if kind is not None:
         return kind
