@@ -336,6 +336,40 @@ def test_openai_finish_with_usage_is_terminal() -> None:
     assert delta.stop_reason == "end_turn" and delta.usage is not None and delta.usage.input_tokens == 3
 
 
+def test_openai_together_last_chunk_repeats_text_and_ends_with_eos() -> None:
+    """Together repeats a delta's content as the choice's ``text`` and ends with "eos", its usage on
+    that last chunk: the text is read once, and the end is a normal one."""
+    raw = (
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi","token_id":1},'
+        b'"text":"Hi","finish_reason":null}]}\n\n'
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{},"text":"","finish_reason":"eos"}],'
+        b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n'
+    )
+    events = decode(raw, "openai")
+    assert [e.text for e in events if isinstance(e, BlockDelta)] == ["Hi"]
+    delta = next(e for e in events if isinstance(e, MessageDelta))
+    assert delta.stop_reason == "end_turn" and delta.usage is not None and delta.usage.output_tokens == 1
+    assert isinstance(events[-1], MessageStop)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "status"),
+    [
+        ({"code": 429, "message": "slow down"}, "rate_limit", 429),  # OpenRouter: the status as a number
+        ({"code": 402, "message": "slow down"}, "invalid_request", 402),
+        ({"code": 529, "message": "slow down"}, "overloaded", 503),
+        ({"code": "server_error", "message": "slow down"}, "api_error", 500),  # OpenRouter mid-stream
+        ({"code": 200, "message": "slow down"}, "api_error", 500),  # no error status: not taken as one
+    ],
+)
+def test_openai_in_stream_error_code(error: dict[str, Any], kind: str, status: int) -> None:
+    raw = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}],"error":'
+    events = decode(raw + orjson.dumps(error) + b"}\n\n", "openai")
+    assert len(events) == 1 and isinstance(events[0], StreamError)
+    err = events[0].error
+    assert (err.kind, err.status, err.message) == (kind, status, "slow down")
+
+
 def test_openai_usage_chunk_only_when_asked() -> None:
     events: list[StreamEvent] = [
         MessageStart("chatcmpl-1", "m"),

@@ -1352,3 +1352,96 @@ def test_run_forever_stops_cleanly_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- compatible hosts' quirks
+
+
+def _oa_chat(mocks: BackgroundMocks, stream: bool) -> tuple[int, dict[str, str], bytes]:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "one two"}], "stream": stream}
+    return _raw(mocks, OA, "POST", "/v1/chat/completions", body, OA_HEADERS)
+
+
+def test_quirk_groq_reasoning_field(mocks: BackgroundMocks) -> None:
+    """Groq's reasoning_format "parsed": the thinking in ``reasoning``, never ``reasoning_content``."""
+    _fault(mocks, OA, mode="reasoning_field")
+    _, _, raw = _oa_chat(mocks, False)
+    msg = json.loads(raw)["choices"][0]["message"]
+    assert msg["reasoning"] == "Thinking about: one two" and "reasoning_content" not in msg
+    _, _, raw = _oa_chat(mocks, True)
+    deltas = [json.loads(d)["choices"][0]["delta"] for _, d in _sse(raw) if d.startswith("{")]
+    deltas = [d for d in deltas if d]
+    assert "".join(d.get("reasoning", "") for d in deltas) == "Thinking about: one two"
+    assert not any("reasoning_content" in d for d in deltas)
+
+
+@pytest.mark.parametrize("mode", ["validation_error", "validation_detail"])
+def test_quirk_mistral_validation_errors(mocks: BackgroundMocks, mode: str) -> None:
+    _fault(mocks, OA, mode=mode)
+    status, _, raw = _oa_chat(mocks, False)
+    body = json.loads(raw)
+    detail = body["detail"] if mode == "validation_detail" else body["message"]["detail"]
+    assert status == 422 and [(d["loc"], d["msg"]) for d in detail] == [
+        (["body", "top_p"], "Input should be a valid number"),
+        (["body", "store"], "Extra inputs are not permitted"),
+    ]
+    if mode == "validation_error":
+        assert body["object"] == "error" and body["type"] == "invalid_request_error"
+
+
+def test_quirk_openrouter_error_code(mocks: BackgroundMocks) -> None:
+    """The status again as error.code; Retry-After on a 429."""
+    _fault(mocks, OA, mode="error_code", status=429, retry_after=2, message="slow down")
+    status, headers, raw = _oa_chat(mocks, False)
+    assert (status, headers["retry-after"]) == (429, "2")
+    assert json.loads(raw)["error"]["code"] == 429 and json.loads(raw)["error"]["message"] == "slow down"
+    _fault(mocks, OA, mode="error_code", status=402)
+    status, headers, raw = _oa_chat(mocks, False)
+    assert status == 402 and json.loads(raw)["error"]["code"] == 402 and "retry-after" not in headers
+
+
+def test_quirk_openrouter_stream_errors(mocks: BackgroundMocks) -> None:
+    """Before the first token: a 200, the keep-alive comment, then the numeric-code error. After
+    tokens: a chunk with the standard fields, a top-level error and finish_reason "error"; no [DONE]."""
+    _fault(mocks, OA, mode="stream_error_first", status=429)
+    status, _, raw = _oa_chat(mocks, True)
+    assert status == 200 and raw.startswith(b": OPENROUTER PROCESSING\n\n")
+    assert [json.loads(d) for _, d in _sse(raw) if d] == [
+        {
+            "error": {
+                "code": 429,
+                "message": "Provider returned error",
+                "metadata": {"provider_name": "Mock", "raw": None},
+            }
+        }
+    ]
+    _fault(mocks, OA, mode="stream_error_mid")
+    status, _, raw = _oa_chat(mocks, True)
+    events = [d for _, d in _sse(raw)]
+    assert status == 200 and "[DONE]" not in events
+    text = "".join(json.loads(d)["choices"][0]["delta"].get("content") or "" for d in events[:-1])
+    assert text.endswith("one two")
+    last = json.loads(events[-1])
+    assert last["object"] == "chat.completion.chunk" and last["error"]["code"] == "server_error"
+    assert last["choices"][0]["finish_reason"] == "error"
+
+
+def test_quirk_together_usage_with_choices(mocks: BackgroundMocks) -> None:
+    """Content repeated as ``text``; usage only on the last chunk, with finish_reason "eos", even
+    when stream_options asks for a usage chunk."""
+    _fault(mocks, OA, mode="usage_with_choices")
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "one two"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    _, _, raw = _raw(mocks, OA, "POST", "/v1/chat/completions", body, OA_HEADERS)
+    chunks = [json.loads(d) for _, d in _sse(raw) if d.startswith("{")]
+    assert all(c["choices"] for c in chunks)  # no separate usage chunk
+    for c in chunks:
+        choice = c["choices"][0]
+        if choice["delta"].get("content"):
+            assert choice["text"] == choice["delta"]["content"] and "token_id" in choice["delta"]
+    assert [c["usage"] is not None for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "eos"

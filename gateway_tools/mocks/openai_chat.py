@@ -193,6 +193,17 @@ def _mask_key(key: str) -> str:
     return key[:3] + "*" * (len(key) - 7) + key[-4:]
 
 
+def _openrouter_error(status: int, message: str | None) -> dict[str, Any]:
+    """OpenRouter's error body: the HTTP status again as a numeric ``code`` (docs "Errors")."""
+    return {
+        "error": {
+            "code": status,
+            "message": message or "Provider returned error",
+            "metadata": {"provider_name": "Mock", "raw": None},
+        }
+    }
+
+
 def _oa_text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -224,6 +235,28 @@ class _OpenAI(_Provider):
     # error_detail: errors as FastAPI's {"detail": ...} (servers built on FastAPI);
     # cache_hit_usage: cache hits as prompt_cache_hit_tokens, no prompt_tokens_details (DeepSeek
     #   API "Context Caching"; the mock counts half the prompt as a hit).
+    # reasoning_field: Groq's ``reasoning`` (not reasoning_content) in messages and stream deltas,
+    #   as its reasoning_format "parsed" returns it (Groq "Reasoning" docs; the groq-python SDK's
+    #   ChatCompletionMessage.reasoning, groq/groq-python PR 185); OpenRouter names it the same.
+    # validation_error: Mistral's 422 whose ``message`` is the validation object
+    #   {"detail": [{"type", "loc", "msg", "input"}]} (mistralai/platform-docs-public issue 212);
+    # validation_detail: the same list bare, {"detail": [...]}, as Mistral now answers
+    #   (Gitlawb/openclaude issue 739, two entries for two fields).
+    # error_code: OpenRouter's errors, {"error": {"code": <the HTTP status as a number>, "message",
+    #   "metadata"}} with that status (OpenRouter docs "Errors": "The HTTP Response will have the
+    #   same status code as error.code").
+    # stream_error_first: OpenRouter once it has started a stream: a 200, its keep-alive comment,
+    #   then the same numeric-code error as an SSE data event before any token ("any error occurred
+    #   while the LLM is producing the output will be emitted ... as an SSE data event").
+    # stream_error_mid: OpenRouter's error after tokens went out (docs "Streaming", "Handling Errors
+    #   During Streaming"): a chunk with the standard fields, a top-level "error" with a string code,
+    #   and finish_reason "error"; the stream then ends without [DONE].
+    # usage_with_choices: Together's streams: each choice repeats its content as ``text`` and the
+    #   delta carries ``token_id``; the last chunk carries the usage together with its choices and
+    #   finish_reason "eos" (no separate usage chunk, stream_options or not). Recorded from
+    #   api.together.xyz in meta-llama/llama-stack's integration recordings
+    #   (tests/integration/recordings/responses/6730dcde0b73.json); "eos" is Together's finish
+    #   reason for an end-of-sequence token (its chat completions answer it, e.g. for Llama 3.1).
     # The error modes answer with the fault's status and message.
     quirks = (
         "reasoning",
@@ -232,6 +265,13 @@ class _OpenAI(_Provider):
         "error_object",
         "error_detail",
         "cache_hit_usage",
+        "reasoning_field",
+        "validation_error",
+        "validation_detail",
+        "error_code",
+        "stream_error_first",
+        "stream_error_mid",
+        "usage_with_choices",
     )
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
@@ -886,6 +926,38 @@ class _OpenAI(_Provider):
                     "code": f.status,
                 },
             )
+        if quirk in ("validation_error", "validation_detail"):
+            detail = [
+                {
+                    "type": "float_type",
+                    "loc": ["body", "top_p"],
+                    "msg": "Input should be a valid number",
+                    "input": None,
+                },
+                {
+                    "type": "extra_forbidden",
+                    "loc": ["body", "store"],
+                    "msg": "Extra inputs are not permitted",
+                    "input": False,
+                },
+            ]
+            if quirk == "validation_detail":
+                raise _Reject(422, {"detail": detail})
+            raise _Reject(
+                422,
+                {
+                    "object": "error",
+                    "message": {"detail": detail},
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                },
+            )
+        if quirk == "error_code":
+            f = self.fault
+            # "On 429 and 503 responses, OpenRouter may include a standard HTTP Retry-After" (docs "Errors")
+            wait = {"retry-after": f"{f.retry_after:g}"} if f.status in (429, 503) else {}
+            raise _Reject(f.status, _openrouter_error(f.status, f.message), wait)
         self.check_auth(request)
         if body is _INVALID:
             raise self.error(400, _OA_BAD_JSON)
@@ -914,11 +986,19 @@ class _OpenAI(_Provider):
                 },
             )
         convo, stream, include_usage, obfuscate, n = self.validate(body)
-        usage_last = quirk == "strict_stream_options"  # usage on the last chunk, asked or not
+        if quirk == "stream_error_first" and stream:
+            # OpenRouter's keep-alive comment, then the error before any token
+            err = orjson.dumps(_openrouter_error(self.fault.status, self.fault.message))
+            return await self.send_stream(
+                request, [b": OPENROUTER PROCESSING\n\n", b"data: " + err + b"\n\n"], cut
+            )
+        # usage on the last chunk, with its choices, asked or not
+        usage_last = quirk in ("strict_stream_options", "usage_with_choices")
         if quirk == "no_stream_usage":
             include_usage = False
         thought = f"Thinking about: {convo.user_text}".split()
-        reasoning = thought if quirk == "reasoning" else []
+        reasoning = thought if quirk in ("reasoning", "reasoning_field") else []
+        rkey = "reasoning" if quirk == "reasoning_field" else "reasoning_content"
         # Reasoning models think unseen: their usage counts the thinking as reasoning tokens.
         effort = body.get("reasoning_effort")
         hidden = len(thought) if not reasoning and effort is not None and effort != "none" else 0
@@ -927,6 +1007,8 @@ class _OpenAI(_Provider):
         created = int(time.time())
         base = {"id": cid, "created": created, "model": convo.model, "system_fingerprint": "fp_mock"}
         finish = {"tool": "tool_calls", "length": "length"}.get(reply.finish, "stop")
+        if quirk == "usage_with_choices" and finish == "stop":
+            finish = "eos"
         completion = (reply.output_tokens + len(reasoning) + hidden) * n
         prompt_words = " ".join(_oa_text(m.get("content")) for m in body["messages"]).split()
         cached = self.prompt_cache.hit(convo.model, prompt_words) if quirk != "cache_hit_usage" else 0
@@ -954,7 +1036,7 @@ class _OpenAI(_Provider):
                 else:
                     msg["content"] = reply.text
                 if reasoning:
-                    msg["reasoning_content"] = " ".join(reasoning)
+                    msg[rkey] = " ".join(reasoning)
                 choices.append({"index": i, "message": msg, "logprobs": None, "finish_reason": finish})
             out = {
                 **base,
@@ -976,17 +1058,18 @@ class _OpenAI(_Provider):
                 c["obfuscation"] = _b62(secrets.randbelow(12) + 1)
             events.append(b"data: " + orjson.dumps(c) + b"\n\n")
 
+        together = quirk == "usage_with_choices"
+
         def delta_of(i: int, delta: dict[str, Any]) -> None:
-            emit([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}])
+            choice: dict[str, Any] = {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
+            if together and isinstance(delta.get("content"), str):  # the content again, as text
+                delta["token_id"] = secrets.randbelow(128000)
+                choice.update(text=delta["content"], seed=None)
+            emit([choice])
 
         for i in range(n):
             for k, word in enumerate(reasoning):  # the thinking comes first
-                delta_of(
-                    i,
-                    {"role": "assistant", "reasoning_content": word}
-                    if k == 0
-                    else {"reasoning_content": " " + word},
-                )
+                delta_of(i, {"role": "assistant", rkey: word} if k == 0 else {rkey: " " + word})
             if reply.finish == "tool":
                 for index, (call_id, name, args) in enumerate(calls_of[i]):
                     call = {
@@ -1013,6 +1096,15 @@ class _OpenAI(_Provider):
                 delta_of(i, first)
                 for piece in reply.pieces():
                     delta_of(i, {key: piece})
+                if quirk == "stream_error_mid":
+                    err = {
+                        "code": "server_error",
+                        "message": self.fault.message or "Provider disconnected unexpectedly",
+                    }
+                    halt = {"index": i, "delta": {"content": ""}, "finish_reason": "error"}
+                    c = {**chunk_base, "provider": "mock", "error": err, "choices": [halt]}
+                    events.append(b"data: " + orjson.dumps(c) + b"\n\n")
+                    return await self.send_stream(request, events, cut)
             last = usage_last and i == n - 1
             emit(
                 [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}],

@@ -129,6 +129,7 @@ _HANDLED = frozenset(
 
 FINISH_TO_IR: dict[str, StopReason] = {
     "stop": "end_turn",  # a matched stop sequence also reports "stop": indistinguishable
+    "eos": "end_turn",  # Together: the model's end-of-sequence token, a natural end
     "length": "max_tokens",
     "tool_calls": "tool_use",
     "function_call": "tool_use",
@@ -681,8 +682,17 @@ def _answered_error(obj: dict[str, Any]) -> GatewayError:
 _CODE_KINDS: dict[str, str] = {code: kind for kind, (_, code) in _ERROR_SHAPES.items() if code}
 
 
+def _stream_error_status(code: Any) -> int | None:
+    """OpenRouter's numeric error code is the HTTP status the error would have had (OpenRouter
+    docs, "Errors"), also in a stream that had already answered 200."""
+    return overloaded_as_503(code) if type(code) is int and 400 <= code <= 599 else None
+
+
 def _stream_error_kind(etype: Any, code: Any) -> str:
     """An in-stream error has no HTTP status: its type and code tell the kind."""
+    status = _stream_error_status(code)
+    if status is not None:
+        return kind_for_status(status)
     kind = _CODE_KINDS.get(code) if isinstance(code, str) else None
     if kind is not None:
         return kind
@@ -825,7 +835,7 @@ class OpenAIStreamDecoder(StreamDecoder):
                     GatewayError(
                         kind,  # type: ignore[arg-type]
                         message or "upstream stream error",
-                        status=DEFAULT_STATUS[kind],
+                        status=_stream_error_status(code) or DEFAULT_STATUS[kind],
                     )
                 )
             ]
@@ -852,8 +862,10 @@ class OpenAIStreamDecoder(StreamDecoder):
             delta = _a_obj(choice.get("delta"), f"{path}.delta")
             if delta:
                 self._delta(out, a, index, delta, f"{path}.delta")
-            text = _a_str(choice.get("text"), f"{path}.text")  # a text completion's chunk (pass-through)
-            if text:
+            # A text completion's chunk (pass-through). Together also repeats a chat delta's
+            # content as ``text``: a choice with a delta says it there, once.
+            text = _a_str(choice.get("text"), f"{path}.text")
+            if text and "delta" not in choice:
                 self._text(out, a, index, text)
             fr = _a_str(choice.get("finish_reason"), f"{path}.finish_reason")
             if fr:
