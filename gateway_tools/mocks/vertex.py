@@ -180,10 +180,8 @@ class _VertexClaude(_Publisher, _Anthropic):
             if not isinstance(body.get("model"), str) or not body["model"]:
                 raise self.invalid("model: Field required")
             # The official SDK's Vertex client sends anthropic_version in every body (AnthropicVertex,
-            # _prepare_options); the counting example omits it: optional, but only Vertex's version.
-            version = body.get("anthropic_version", VERSION)
-            if version != VERSION:
-                raise self.invalid(f"anthropic_version: Input should be '{VERSION}'")
+            # _prepare_options: its own API version, not necessarily Vertex's); Google's counting
+            # example omits it. Neither source says it is checked here: it is set aside.
             body = {k: v for k, v in body.items() if k != "anthropic_version"}
         return await anthropic_count(self, request, body, cut)
 
