@@ -504,6 +504,8 @@ def operations_markdown() -> str:
             embed = f"`test_embed[{client}-{backend}]`" if (client, backend) in EMBED_PAIRS else "—"
             if (client, backend) in COUNT_PAIRS:
                 how = " (estimate)" if backend == "openai" else ""
+                if backend in CLOUD_COUNTERS:  # failing over to the next cloud counter
+                    how = f", `test_count_fails_over_across_cloud_counters[{backend}-{client}]`"
                 cnt = f"`test_count[{client}-{backend}]`{how}"
             else:
                 cnt = "—"

@@ -4,7 +4,8 @@
 - Paths name the project, the region and the publisher:
   ``/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent``
   (``:streamGenerateContent?alt=sse``) and ``.../publishers/anthropic/models/{model}:rawPredict``
-  (``:streamRawPredict``), under ``https://{location}-aiplatform.googleapis.com``
+  (``:streamRawPredict``); token counts: ``.../publishers/google/models/{model}:countTokens``
+  and ``.../publishers/anthropic/models/count-tokens:rawPredict`` (``counting``); under ``https://{location}-aiplatform.googleapis.com``
   (``https://aiplatform.googleapis.com`` for ``global``).
 - Credentials are Google OAuth2 access tokens (``auth.GoogleCredentials``: a service-account
   key or application default credentials), sent as ``Authorization: Bearer``; no API key.
