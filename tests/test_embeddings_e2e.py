@@ -40,7 +40,9 @@ COUNTS_GEMINI = "gemini-counted"  # Gemini then Anthropic: both count
 COUNTS_RESPONSES = "responses-counted"  # a Responses backend then Anthropic: both count
 AZ_EMBED = "azure-embedding"  # an Azure deployment, then Azure's v1 API
 # The cloud counting backends: each model has one of them primary and the other two next.
-BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+# A cross-region inference profile, as newer Claude models are invoked on Bedrock: counted
+# under its base model (the Bedrock mock refuses to count a profile ID, as Bedrock does).
+BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-6"
 CLOUD_COUNTERS = {
     "vertex_gemini": "gemini-3.5-flash",
     "vertex_anthropic": "claude-sonnet-4-6",
@@ -381,8 +383,8 @@ COUNT_PATHS = {
     "vertex_gemini": f"{VERTEX}/google/models/gemini-3.5-flash:countTokens",
     # Google Cloud, "Count tokens for Claude models": one endpoint, the model in the body
     "vertex_anthropic": f"{VERTEX}/anthropic/models/count-tokens:rawPredict",
-    # Bedrock CountTokens (the mock's stats show the path decoded)
-    "bedrock": f"/model/{BEDROCK_MODEL}/count-tokens",
+    # Bedrock CountTokens, the profile's base model (the mock's stats show the path decoded)
+    "bedrock": "/model/anthropic.claude-sonnet-4-6/count-tokens",
 }
 COUNT_PAIRS = [(c, b) for c in COUNT_CLIENTS for b in COUNT_BACKENDS]
 

@@ -831,6 +831,17 @@ def test_count_tokens_needs_a_signature(mocks: BackgroundMocks) -> None:
         ),
         # InvokeModelTokensRequest.body: a blob, base64 in JSON
         ({"input": {"invokeModel": {"body": "not base64!"}}}, COUNT_PATH, "input.invokeModel.body"),
+        # profile IDs and ARNs are not counted (the mock's comment cites the reports)
+        (
+            {"input": {"converse": {"messages": [user("hi")]}}},
+            "/model/us.anthropic.claude-sonnet-4-6/count-tokens",
+            "The provided model doesn't support counting tokens.",
+        ),
+        (
+            {"input": {"converse": {"messages": [user("hi")]}}},
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Aapplication-inference-profile%2Fx/count-tokens",
+            "The provided model doesn't support counting tokens.",
+        ),
         # FoundationModelVersionIdentifier: [a-zA-Z_.\-/0-9:]+
         (
             {"input": {"converse": {"messages": [user("hi")]}}},

@@ -210,6 +210,20 @@ def _blocks(v: Any) -> Any:
     return v
 
 
+def test_bedrock_counts_an_inference_profile_under_its_base_model() -> None:
+    """CountTokens refuses cross-region profile IDs (see bedrock_converse/counting.py)."""
+    codec = COUNTERS["bedrock"]
+    assert codec is not None
+    assert (
+        codec.request_path("us.anthropic.claude-sonnet-4-6")
+        == "/model/anthropic.claude-sonnet-4-6/count-tokens"
+    )
+    assert codec.request_path("global.anthropic.c-v1:0") == "/model/anthropic.c-v1%3A0/count-tokens"
+    assert codec.request_path("cohere.command-r-v1:0") == "/model/cohere.command-r-v1%3A0/count-tokens"
+    arn = "arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.x"
+    assert codec.request_path(arn) == f"/model/{arn.replace(':', '%3A').replace('/', '%2F')}/count-tokens"
+
+
 def test_openai_rules_name_the_field() -> None:
     cases = [
         ({"input": ""}, "input"),

@@ -136,6 +136,10 @@ _MODEL_ID = re.compile(
 # [CountTokens] ConverseTokensRequest's members, and the modelId (FoundationModelVersionIdentifier)
 _COUNT_CONVERSE = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
 _COUNT_MODEL_ID = re.compile(r"[a-zA-Z_.\-/0-9:]{1,256}")
+# CountTokens refuses cross-region inference profiles and ARNs ("The provided model doesn't
+# support counting tokens", a ValidationException), counting the base model ID: a live probe in
+# Boise-State-Development/agentcore-public-stack#430, maximhq/bifrost#2169, pydantic/pydantic-ai#4001.
+_COUNT_REFUSED = re.compile(r"^(arn:|(us|eu|apac|us-gov|global|jp|au|ca)\.[a-z0-9-]+\.)")
 
 # Status -> the exception an error fault plays ([Errors], each operation's error list).
 _FAULT_TYPES = {
@@ -915,6 +919,8 @@ class _Bedrock(_Provider):
             raise self.constraint(
                 "modelId", "Member must satisfy regular expression pattern: [a-zA-Z_\\.\\-/0-9:]+"
             )
+        if _COUNT_REFUSED.match(model):
+            raise self.invalid("The provided model doesn't support counting tokens.")
         for k in body:
             if k != "input":
                 raise self.invalid(f"Unknown member '{k}' in the request body")
