@@ -215,11 +215,15 @@ def judge(dialect: Dialect, kind: str) -> Any:
         chat_parse, count_parse = dialect.codec.parse_response, counting.parse_count
 
         def chat_or_count(data: Any) -> object:
-            """A chat model's 200 is a chat answer, or (a forwarded count) a count."""
+            """A chat model's 200 is a chat answer, or (a forwarded count) a count; neither:
+            what is wrong with it as a chat answer (the common case) is the error."""
             try:
                 return chat_parse(data)
-            except GatewayError:
-                return count_parse(data)
+            except GatewayError as chat_error:
+                try:
+                    return count_parse(data)
+                except GatewayError:
+                    raise chat_error from None
 
         return chat_or_count
     return None
