@@ -5,8 +5,9 @@
   ``/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent``
   (``:streamGenerateContent?alt=sse``) and ``.../publishers/anthropic/models/{model}:rawPredict``
   (``:streamRawPredict``); token counts: ``.../publishers/google/models/{model}:countTokens``
-  and ``.../publishers/anthropic/models/count-tokens:rawPredict`` (``counting``); under ``https://{location}-aiplatform.googleapis.com``
-  (``https://aiplatform.googleapis.com`` for ``global``).
+  and ``.../publishers/anthropic/models/count-tokens:rawPredict`` (``counting``); all under
+  ``https://{location}-aiplatform.googleapis.com`` (``https://aiplatform.googleapis.com``
+  for ``global``).
 - Credentials are Google OAuth2 access tokens (``auth.GoogleCredentials``: a service-account
   key or application default credentials), sent as ``Authorization: Bearer``; no API key.
 - Bodies: Gemini's are the Gemini API's; Claude's are Anthropic Messages without ``model``
