@@ -4,8 +4,9 @@ with the official SDKs as clients.
 Embedding models (``kind: embedding``) are served by OpenAI and Gemini backends in both
 directions: the mocks' vectors are deterministic (``mocks.embeddings.vector``), so a test
 knows the exact vector each backend returns for a text. Token counts are forwarded to a
-counting endpoint when every backend of the model has one (Anthropic, Gemini), else
-answered with the gateway's estimate and ``x-gateway-token-count: estimate``.
+counting endpoint when every backend of the model has one (Anthropic, Gemini, Responses
+providers, Gemini and Claude on Vertex AI, Bedrock), else answered with the gateway's
+estimate and ``x-gateway-token-count: estimate``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from ext_proc.config import DEFAULT_CONFIG
 from gateway_tools.mocks.embeddings import vector
 from gateway_tools.supervisor import Stack
-from tests.cloud import cloud_providers, with_clouds
+from tests.cloud import LOCATION, PROJECT, cloud_providers, with_clouds
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
-from tests.stack import start_stack
+from tests.stack import aws_credentials, bedrock_provider, start_stack
 
 OA_EMBED = "text-embedding-3-small"  # OpenAI primary, Gemini second
 GM_EMBED = "gemini-embedding-001"  # Gemini primary, OpenAI second
@@ -38,6 +39,15 @@ COUNTS_ANTHROPIC = "claude-counted"  # Anthropic then Gemini: both count
 COUNTS_GEMINI = "gemini-counted"  # Gemini then Anthropic: both count
 COUNTS_RESPONSES = "responses-counted"  # a Responses backend then Anthropic: both count
 AZ_EMBED = "azure-embedding"  # an Azure deployment, then Azure's v1 API
+# The cloud counting backends: each model has one of them primary and the other two next.
+# A cross-region inference profile, as newer Claude models are invoked on Bedrock: counted
+# under its base model (the Bedrock mock refuses to count a profile ID, as Bedrock does).
+BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-6"
+CLOUD_COUNTERS = {
+    "vertex_gemini": "gemini-3.5-flash",
+    "vertex_anthropic": "claude-sonnet-4-6",
+    "bedrock": BEDROCK_MODEL,
+}
 ESTIMATE_HEADER = "x-gateway-token-count"
 
 
@@ -93,14 +103,43 @@ def embeddings_config() -> dict[str, Any]:
             {"provider": "anthropic", "model": "claude-sonnet-4-6"},
         ]
     }
+    # Gemini and Claude on Vertex AI, and Bedrock: each primary of one model, the others next;
+    # and per (primary, client SDK) one model of its own for failover, whose backends are named
+    # for it so that health learned in one case never steers another.
+    cfg["providers"]["vertex_gemini"] = providers["vertex_gemini"]
+    cfg["providers"]["vertex_anthropic"] = providers["vertex_anthropic"]
+    cfg["providers"]["bedrock"] = bedrock_provider()
+    for primary in CLOUD_COUNTERS:
+        chain = [primary, *(p for p in CLOUD_COUNTERS if p != primary)]
+        cfg["models"][counted(primary)] = {
+            "backends": [{"provider": p, "model": CLOUD_COUNTERS[p]} for p in chain]
+        }
+        for client in COUNT_CLIENTS:
+            m = failover_model(primary, client)
+            cfg["models"][m] = {
+                "backends": [{"provider": p, "model": CLOUD_COUNTERS[p], "name": f"{p}/{m}"} for p in chain]
+            }
     return cfg
+
+
+COUNT_CLIENTS = ("anthropic", "gemini", "openai_responses")
+
+
+def counted(primary: str) -> str:
+    """The model whose backends are the three cloud counters, ``primary`` first."""
+    return f"{primary.replace('_', '-')}-counted"
+
+
+def failover_model(primary: str, client: str) -> str:
+    return f"{counted(primary)}-failover-{client.replace('_', '-')}"
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("embeddings")
     cfg, env = with_clouds(embeddings_config(), tmp)
-    stack = start_stack(tmp, cfg, env)
+    with aws_credentials(tmp):  # the Bedrock mock checks signatures by the test account's secret
+        stack = start_stack(tmp, cfg, env)
     yield stack
     stack.stop()
 
@@ -333,13 +372,21 @@ COUNT_BACKENDS = {
     "gemini": COUNTS_GEMINI,
     "openai_responses": COUNTS_RESPONSES,
     "openai": "gpt-5.5",
+    **{p: counted(p) for p in CLOUD_COUNTERS},
 }
+VERTEX = f"/v1/projects/{PROJECT}/locations/{LOCATION}/publishers"
 COUNT_PATHS = {
     "anthropic": "/v1/messages/count_tokens",
     "gemini": "/v1beta/models/gemini-3.5-flash:countTokens",
     "openai_responses": "/v1/responses/input_tokens",
+    # Vertex AI REST reference, publishers.models.countTokens
+    "vertex_gemini": f"{VERTEX}/google/models/gemini-3.5-flash:countTokens",
+    # Google Cloud, "Count tokens for Claude models": one endpoint, the model in the body
+    "vertex_anthropic": f"{VERTEX}/anthropic/models/count-tokens:rawPredict",
+    # Bedrock CountTokens, the profile's base model (the mock's stats show the path decoded)
+    "bedrock": "/model/anthropic.claude-sonnet-4-6/count-tokens",
 }
-COUNT_PAIRS = [(c, b) for c in ("anthropic", "gemini", "openai_responses") for b in COUNT_BACKENDS]
+COUNT_PAIRS = [(c, b) for c in COUNT_CLIENTS for b in COUNT_BACKENDS]
 
 
 def count(gateway: Stack, client: str, model: str, text: str) -> tuple[int, dict[str, str]]:
@@ -377,8 +424,44 @@ def test_count(gateway: Stack, mocks: MockAdmin, client: str, backend: str) -> N
         assert req["body"]["model"] == "claude-sonnet-4-6" and "max_tokens" not in req["body"]
     elif backend == "openai_responses":
         assert req["body"]["model"] == "gpt-5-mini" and "store" not in req["body"]
-    else:
+    elif backend == "gemini":
         assert req["body"]["generateContentRequest"]["model"] == "models/gemini-3.5-flash"
+    else:
+        assert_cloud_count(req["body"], backend)
+
+
+def assert_cloud_count(body: dict[str, Any], backend: str) -> None:
+    """A cloud counter's body: its counting endpoint's form, nothing of generation."""
+    if backend == "vertex_gemini":  # Vertex's CountTokensRequest: the fields themselves
+        assert "contents" in body and "generateContentRequest" not in body and "model" not in body
+    elif backend == "vertex_anthropic":  # Anthropic's count body, the model in it
+        assert body["model"] == "claude-sonnet-4-6" and body["messages"] and "max_tokens" not in body
+    else:  # CountTokensInput's converse member: the input side of a Converse request
+        assert list(body) == ["input"] and body["input"]["converse"]["messages"]
+        assert "inferenceConfig" not in body["input"]["converse"]
+
+
+FAILOVER_CASES = [(p, c) for p in CLOUD_COUNTERS for c in COUNT_CLIENTS]
+
+
+@pytest.mark.parametrize(("primary", "client"), FAILOVER_CASES, ids=[f"{p}-{c}" for p, c in FAILOVER_CASES])
+def test_count_fails_over_across_cloud_counters(
+    gateway: Stack, mocks: MockAdmin, primary: str, client: str
+) -> None:
+    """A count whose primary cloud fails (503) goes to the next backend's counting endpoint,
+    rebuilt for it (a Vertex Claude body read back as Converse for Bedrock, signed over its
+    final body; a Converse one as Gemini's ...): the client gets that provider's count."""
+    mocks.fault(primary, mode="error", status=503)
+    chain = [primary, *(p for p in CLOUD_COUNTERS if p != primary)]
+    tokens, headers = count(gateway, client, failover_model(primary, client), "fail over these words")
+    headers = {k.lower(): v for k, v in headers.items()}
+    assert ESTIMATE_HEADER not in headers
+    assert tokens >= 4  # the next backend's count
+    assert mocks.stats(primary)["requests"] >= 1 and sent(mocks, primary)["path"] == COUNT_PATHS[primary]
+    second = chain[1]
+    req = sent(mocks, second)
+    assert req["path"] == COUNT_PATHS[second]
+    assert_cloud_count(req["body"], second)
 
 
 def test_count_fails_over_to_another_counting_backend(gateway: Stack, mocks: MockAdmin) -> None:
@@ -408,6 +491,9 @@ LABELS = {
     "anthropic": "Anthropic",
     "gemini": "Gemini",
     "openai_responses": "OpenAI Responses",
+    "vertex_gemini": "Gemini on Vertex AI",
+    "vertex_anthropic": "Claude on Vertex AI",
+    "bedrock": "Bedrock",
 }
 
 
@@ -416,10 +502,12 @@ def operations_markdown() -> str:
     cell the test that covers it (a count on a backend without a counting endpoint is estimated)."""
     rows = ["| client SDK | backend | embeddings | token count |", "|---|---|---|---|"]
     for client in ("openai", "gemini", "anthropic", "openai_responses"):
-        for backend in ("openai", "anthropic", "gemini", "openai_responses"):
+        for backend in ("openai", "anthropic", "gemini", "openai_responses", *CLOUD_COUNTERS):
             embed = f"`test_embed[{client}-{backend}]`" if (client, backend) in EMBED_PAIRS else "—"
             if (client, backend) in COUNT_PAIRS:
                 how = " (estimate)" if backend == "openai" else ""
+                if backend in CLOUD_COUNTERS:  # failing over to the next cloud counter
+                    how = f", `test_count_fails_over_across_cloud_counters[{backend}-{client}]`"
                 cnt = f"`test_count[{client}-{backend}]`{how}"
             else:
                 cnt = "—"

@@ -773,3 +773,94 @@ def test_signed_history_passes_the_thinking_rules(mocks: BackgroundMocks) -> Non
         status, _, raw = signed(mocks, {**body, "messages": _tool_history([reasoning])})
         assert status == 200, raw
         assert json.loads(raw)["output"]["message"]["content"][1]["text"].endswith("tool result: x")
+
+
+# --------------------------------------------------------------------------- CountTokens
+
+COUNT_PATH = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/count-tokens"
+
+
+def test_count_tokens_through_botocore(mocks: BackgroundMocks) -> None:
+    """botocore's own CountTokens call (its service model's path, body and answer): a Converse
+    input is counted as Converse counts it, an InvokeModel body by its words."""
+    c = client(mocks)
+    out = c.count_tokens(
+        modelId=MODEL,
+        input={"converse": {"messages": [user("count these four words")], "system": [{"text": "be brief"}]}},
+    )
+    assert out["inputTokens"] == 6
+    raw = c.count_tokens(modelId=MODEL, input={"invokeModel": {"body": b'{"prompt": "three more words"}'}})
+    assert raw["inputTokens"] == 4
+    last = _stats(mocks)["last_request"]
+    assert last["path"] == f"/model/{MODEL}/count-tokens" and "converse" not in last["body"]["input"]
+
+
+def test_count_tokens_needs_a_signature(mocks: BackgroundMocks) -> None:
+    body = {"input": {"converse": {"messages": [user("hi")]}}}
+    with pytest.raises(ClientError) as e:
+        client(mocks, secret="wrong").count_tokens(modelId=MODEL, input=body["input"])
+    assert e.value.response["Error"]["Code"] == "InvalidSignatureException"
+    # a body changed after signing
+    assert signed(mocks, body, path=COUNT_PATH, send=json.dumps({"input": {}}).encode())[0] == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "fragment"),
+    [
+        # CountTokensRequest: input is required
+        ({}, COUNT_PATH, "Value at 'input' failed to satisfy constraint: Member must not be null"),
+        ({"input": {"converse": {"messages": [user("hi")]}}, "modelId": "x"}, COUNT_PATH, "Unknown member"),
+        # CountTokensInput is a union: exactly one member
+        ({"input": {}}, COUNT_PATH, "exactly one member"),
+        (
+            {"input": {"converse": {"messages": [user("hi")]}, "invokeModel": {"body": "e30="}}},
+            COUNT_PATH,
+            "exactly one member",
+        ),
+        # ConverseTokensRequest takes the input side of Converse only
+        (
+            {"input": {"converse": {"messages": [user("hi")], "inferenceConfig": {"maxTokens": 5}}}},
+            COUNT_PATH,
+            "Unknown member 'inferenceConfig' at 'input.converse'",
+        ),
+        # ... validated as Converse validates it
+        (
+            {"input": {"converse": {"messages": [{"role": "assistant", "content": [{"text": "hi"}]}]}}},
+            COUNT_PATH,
+            "A conversation must start with a user message",
+        ),
+        # InvokeModelTokensRequest.body: a blob, base64 in JSON
+        ({"input": {"invokeModel": {"body": "not base64!"}}}, COUNT_PATH, "input.invokeModel.body"),
+        # profile IDs and ARNs are not counted (the mock's comment cites the reports)
+        (
+            {"input": {"converse": {"messages": [user("hi")]}}},
+            "/model/us.anthropic.claude-sonnet-4-6/count-tokens",
+            "The provided model doesn't support counting tokens.",
+        ),
+        (
+            {"input": {"converse": {"messages": [user("hi")]}}},
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Aapplication-inference-profile%2Fx/count-tokens",
+            "The provided model doesn't support counting tokens.",
+        ),
+        # FoundationModelVersionIdentifier: [a-zA-Z_.\-/0-9:]+
+        (
+            {"input": {"converse": {"messages": [user("hi")]}}},
+            "/model/bad%20model/count-tokens",
+            "Value at 'modelId' failed to satisfy",
+        ),
+    ],
+)
+def test_count_tokens_invalid_requests_are_validation_exceptions(
+    mocks: BackgroundMocks, body: dict[str, Any], path: str, fragment: str
+) -> None:
+    status, etype, message = _error(signed(mocks, body, path=path))
+    assert (status, etype) == (400, "ValidationException")
+    assert fragment in message
+
+
+def test_count_tokens_faults_speak_bedrock(mocks: BackgroundMocks) -> None:
+    _fault(mocks, mode="error", status=503)
+    status, etype, _ = _error(
+        signed(mocks, {"input": {"converse": {"messages": [user("hi")]}}}, path=COUNT_PATH)
+    )
+    assert (status, etype) == (503, "ServiceUnavailableException")

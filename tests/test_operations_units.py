@@ -26,7 +26,10 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 OPENAI = get_dialect("openai").embeddings
 GEMINI = get_dialect("gemini").embeddings
 assert OPENAI is not None and GEMINI is not None
-COUNTERS = {n: get_dialect(n).counting for n in ("anthropic", "gemini", "openai_responses")}
+COUNTERS = {
+    n: get_dialect(n).counting
+    for n in ("anthropic", "gemini", "openai_responses", "vertex_gemini", "vertex_anthropic", "bedrock")
+}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
@@ -128,8 +131,22 @@ def test_rendered_answers_parse_back(vecs: list[list[float]], b64: bool, single:
 @SETTINGS
 @given(
     body=st.dictionaries(
-        st.sampled_from(["contents", "generateContentRequest", "max_tokens", "messages", "x"]),
-        json_values,
+        st.sampled_from(
+            [
+                "contents",
+                "generateContentRequest",
+                "max_tokens",
+                "messages",
+                "x",
+                "input",
+                "anthropic_version",
+                "systemInstruction",
+            ]
+        ),
+        st.one_of(
+            json_values,
+            st.fixed_dictionaries({}, optional={"converse": json_values, "invokeModel": json_values}),
+        ),
         max_size=3,
     )
 )
@@ -141,14 +158,70 @@ def test_counting_chat_body_only_4xx(body: dict[str, Any]) -> None:
 
 
 @SETTINGS
-@given(data=json_values | st.dictionaries(st.sampled_from(["input_tokens", "totalTokens"]), json_values))
+@given(
+    data=json_values
+    | st.dictionaries(st.sampled_from(["input_tokens", "totalTokens", "inputTokens"]), json_values)
+)
 def test_parse_count_only_502(data: Any) -> None:
-    for name in ("anthropic", "gemini", "openai_responses"):
+    for name in COUNTERS:
         codec = COUNTERS[name]
         assert codec is not None
         out = _only_gateway_errors(codec.parse_count, data)
         assert isinstance(out, int | GatewayError)
         assert not isinstance(out, GatewayError) or out.status == 502
+
+
+@SETTINGS
+@given(
+    turns=st.lists(texts, min_size=1, max_size=4),
+    system=st.none() | texts,
+    target=st.sampled_from(["vertex_gemini", "vertex_anthropic", "bedrock"]),
+)
+def test_cloud_counting_bodies_read_back(turns: list[str], system: str | None, target: str) -> None:
+    """What the gateway sends a cloud counting endpoint, read back on failover, rebuilds to
+    the same body for that endpoint and to the same counted request for every other."""
+    from ext_proc.request import operations as ops
+
+    client = get_dialect("anthropic")
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+    if len(messages) % 2 == 0:
+        messages.append({"role": "user", "content": "go"})
+    body: dict[str, Any] = {"model": "m", "messages": messages, **({"system": system} if system else {})}
+    chat, ir = ops.count_chat(client, body, None)
+    dst = get_dialect(target)
+    assert dst.counting is not None
+    sent = ops.build_count(client, chat, ir, dst, "up.model:0", 1024, False)
+    back = dst.counting.chat_body(sent)
+    assert ops.build_count(dst, back, None, dst, "up.model:0", 1024, False, "up.model:0") == sent
+    direct = ops.build_count(client, chat, ir, client, "m", 1024, False)
+    again = ops.build_count(dst, back, None, client, "m", 1024, False, "up.model:0")
+    assert _blocks(again["messages"]) == _blocks(direct["messages"])
+    assert _blocks(again.get("system")) == _blocks(direct.get("system"))
+
+
+def _blocks(v: Any) -> Any:
+    """Anthropic content with a string as its one text block (the two forms are the same)."""
+    if isinstance(v, str):
+        return [{"type": "text", "text": v}]
+    if isinstance(v, list):
+        return [
+            {**m, "content": _blocks(m["content"])} if isinstance(m, dict) and "role" in m else m for m in v
+        ]
+    return v
+
+
+def test_bedrock_counts_an_inference_profile_under_its_base_model() -> None:
+    """CountTokens refuses cross-region profile IDs (see bedrock_converse/counting.py)."""
+    codec = COUNTERS["bedrock"]
+    assert codec is not None
+    assert (
+        codec.request_path("us.anthropic.claude-sonnet-4-6")
+        == "/model/anthropic.claude-sonnet-4-6/count-tokens"
+    )
+    assert codec.request_path("global.anthropic.c-v1:0") == "/model/anthropic.c-v1%3A0/count-tokens"
+    assert codec.request_path("cohere.command-r-v1:0") == "/model/cohere.command-r-v1%3A0/count-tokens"
+    arn = "arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.x"
+    assert codec.request_path(arn) == f"/model/{arn.replace(':', '%3A').replace('/', '%2F')}/count-tokens"
 
 
 def test_openai_rules_name_the_field() -> None:

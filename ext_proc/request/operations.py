@@ -13,8 +13,10 @@ answer is read:
   every backend of the model has a counting endpoint (``CountingCodec.forwards``) it
   is translated like a chat request and sent to the primary's counting endpoint
   (failover stays among them); otherwise the gateway answers with its own estimate
-  and the header ``x-gateway-token-count: estimate``. Counting is not admitted
-  against budgets: it generates nothing and costs nothing.
+  and the header ``x-gateway-token-count: estimate``. A forwarded count reaches a
+  provider, so it is admitted against the tenant's request and concurrency budgets
+  (``plan._count``); it generates and costs nothing, so it takes no tokens, spend or
+  backend quota. An estimated count touches no provider and is not admitted.
 
 A failover attempt knows the operation from the model (embeddings) or from the
 counting path the earlier attempt went to (``attempt_operation``).
@@ -112,15 +114,17 @@ def build_count(
     upstream_model: str,
     default_max_tokens: int,
     drop_unsupported: bool,
+    source_model: str | None = None,
 ) -> dict[str, Any]:
     """The counting request for a backend of ``target``: the chat body passed through
-    (same wire) or translated through the IR, then put in its counting endpoint's form."""
+    (same wire) or translated through the IR, then put in its counting endpoint's form.
+    ``source_model``: the model ``chat`` was built for, for wires whose model is in the path."""
     assert target.counting is not None
     if target.wire == source.wire:
         out = target.passthrough_body(chat, upstream_model, False) or chat
     else:
         if ir is None:
-            ir = source.codec.parse_request(chat, None, False)
+            ir = source.codec.parse_request(chat, source_model, False)
         out = target.codec.build_request(
             ir, upstream_model, default_max_tokens=default_max_tokens, drop_unsupported=drop_unsupported
         )
@@ -158,7 +162,14 @@ def retranslate(
     chat = src.counting.chat_body(body)  # a counting body built for a provider reads as a client's
     settings = cfg.models[model]
     return build_count(
-        src, chat, None, dst, target.upstream_model, settings.default_max_tokens, settings.drop_unsupported
+        src,
+        chat,
+        None,
+        dst,
+        target.upstream_model,
+        settings.default_max_tokens,
+        settings.drop_unsupported,
+        source.upstream_model,
     )
 
 
@@ -204,11 +215,15 @@ def judge(dialect: Dialect, kind: str) -> Any:
         chat_parse, count_parse = dialect.codec.parse_response, counting.parse_count
 
         def chat_or_count(data: Any) -> object:
-            """A chat model's 200 is a chat answer, or (a forwarded count) a count."""
+            """A chat model's 200 is a chat answer, or (a forwarded count) a count; neither:
+            what is wrong with it as a chat answer (the common case) is the error."""
             try:
                 return chat_parse(data)
-            except GatewayError:
-                return count_parse(data)
+            except GatewayError as chat_error:
+                try:
+                    return count_parse(data)
+                except GatewayError:
+                    raise chat_error from None
 
         return chat_or_count
     return None

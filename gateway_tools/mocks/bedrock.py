@@ -1,5 +1,6 @@
-"""The mock AWS Bedrock runtime: Converse (``POST /model/{modelId}/converse``) and
-ConverseStream (``POST /model/{modelId}/converse-stream``), signed with SigV4.
+"""The mock AWS Bedrock runtime: Converse (``POST /model/{modelId}/converse``),
+ConverseStream (``POST /model/{modelId}/converse-stream``) and CountTokens
+(``POST /model/{modelId}/count-tokens``), signed with SigV4.
 
 Sources, cited at each rule below:
 
@@ -15,6 +16,10 @@ Sources, cited at each rule below:
   (the 5-minute clock skew, the error messages);
 - [Errors] https://docs.aws.amazon.com/bedrock/latest/APIReference/CommonErrors.html: an error is
   ``{"message": ...}`` with its type in the ``x-amzn-ErrorType`` header;
+- [CountTokens] https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_CountTokens.html
+  (and its shapes CountTokensInput, ConverseTokensRequest, InvokeModelTokensRequest,
+  CountTokensResponse; botocore's service model: ``input`` required, ``modelId`` a
+  FoundationModelVersionIdentifier of 1-256 letters, digits and ``_.-/:``);
 - [EventStream] the AWS event-stream encoding (prelude with total and headers lengths
   and a CRC32, string headers, payload, message CRC32):
   https://docs.aws.amazon.com/AmazonS3/latest/API/RESTSelectObjectAppendix.html;
@@ -41,6 +46,7 @@ drop silently.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import re
 import struct
@@ -126,6 +132,14 @@ _MODEL_ID = re.compile(
     r"(arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{0,12}:[a-z-]+/[a-zA-Z0-9-:./]+)"
     r"|([a-zA-Z0-9-:.]+)"
 )
+
+# [CountTokens] ConverseTokensRequest's members, and the modelId (FoundationModelVersionIdentifier)
+_COUNT_CONVERSE = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
+_COUNT_MODEL_ID = re.compile(r"[a-zA-Z_.\-/0-9:]{1,256}")
+# CountTokens refuses cross-region inference profiles and ARNs ("The provided model doesn't
+# support counting tokens", a ValidationException), counting the base model ID: a live probe in
+# Boise-State-Development/agentcore-public-stack#430, maximhq/bifrost#2169, pydantic/pydantic-ai#4001.
+_COUNT_REFUSED = re.compile(r"^(arn:|(us|eu|apac|us-gov|global|jp|au|ca)\.[a-z0-9-]+\.)")
 
 # Status -> the exception an error fault plays ([Errors], each operation's error list).
 _FAULT_TYPES = {
@@ -239,6 +253,7 @@ class _Bedrock(_Provider):
         return [
             ("POST", "/model/{model_id:[^/]+}/converse", self.converse),
             ("POST", "/model/{model_id:[^/]+}/converse-stream", self.converse),
+            ("POST", "/model/{model_id:[^/]+}/count-tokens", self.count_tokens),
         ]
 
     def model_of(self, request: web.Request, body: Any) -> str | None:
@@ -890,7 +905,47 @@ class _Bedrock(_Provider):
                         "outputConfig.textFormat.structure.jsonSchema.schema is not valid JSON"
                     ) from None
 
-    # handler ---------------------------------------------------------------
+    # handlers --------------------------------------------------------------
+    async def count_tokens(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        """[CountTokens] ``{"input": CountTokensInput}`` -> ``{"inputTokens": N}``, signed as Converse."""
+        raw = await request.read()
+        self.verify_signature(request, raw)
+        if body is _INVALID or not isinstance(body, dict):
+            raise self.error(
+                400, "SerializationException", "Unexpected content in the request body: not a JSON object"
+            )
+        model = request.match_info["model_id"]
+        if not _COUNT_MODEL_ID.fullmatch(model):
+            raise self.constraint(
+                "modelId", "Member must satisfy regular expression pattern: [a-zA-Z_\\.\\-/0-9:]+"
+            )
+        if _COUNT_REFUSED.match(model):
+            raise self.invalid("The provided model doesn't support counting tokens.")
+        for k in body:
+            if k != "input":
+                raise self.invalid(f"Unknown member '{k}' in the request body")
+        if body.get("input") is None:  # CountTokensRequest: input is required
+            raise self.constraint("input", "Member must not be null")
+        # CountTokensInput is a union: exactly one of converse, invokeModel
+        member, value = self.union(body["input"], "input", frozenset({"converse", "invokeModel"}))
+        if member == "invokeModel":
+            # InvokeModelTokensRequest: body (required) is the model-native request, a blob
+            # (base64 in JSON)
+            blob = value.get("body") if isinstance(value, dict) and set(value) == {"body"} else None
+            if not isinstance(blob, str) or not blob or not _b64_ok(blob):
+                raise self.constraint("input.invokeModel.body", "Member must be a base64-encoded blob")
+            text = base64.b64decode(blob + "=" * (-len(blob) % 4), altchars=b"-_").decode("utf-8", "replace")
+            return _json_response(200, {"inputTokens": _words(text)}, self.extra_headers())
+        if not isinstance(value, dict):
+            raise self.constraint("input.converse", "Member must be an object")
+        for k in value:
+            if k not in _COUNT_CONVERSE:
+                raise self.invalid(f"Unknown member '{k}' at 'input.converse'")
+        # A ConverseTokensRequest "mirrors the input format for the Converse operation": its
+        # messages, system and tools are validated as Converse validates them.
+        convo = self.validate(model, value)
+        return _json_response(200, {"inputTokens": convo.input_tokens}, self.extra_headers())
+
     async def converse(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
         raw = await request.read()
         self.verify_signature(request, raw)

@@ -7,6 +7,15 @@
 - ``POST .../publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict`` take an
   Anthropic Messages body without ``model`` and with ``anthropic_version: vertex-2023-10-16``
   (Anthropic, "Claude on Vertex AI"), validated as the Anthropic mock does.
+- ``POST .../publishers/google/models/{model}:countTokens`` counts a Gemini request: Vertex's
+  ``CountTokensRequest`` (Vertex AI REST reference, ``projects.locations.publishers.models.
+  countTokens`` and ``projects.locations.endpoints.countTokens``: ``model``, ``instances``,
+  ``contents``, ``systemInstruction``, ``tools``, ``generationConfig``; no ``generateContentRequest``
+  as the Gemini API has), answered ``{"totalTokens", "promptTokensDetails"}`` (``CountTokensResponse``).
+- ``POST .../publishers/anthropic/models/count-tokens:rawPredict`` counts a Claude request
+  (Google Cloud, "Count tokens for Claude models"): an Anthropic ``count_tokens`` body that
+  names its model ("The request body must contain the model ID"), validated as the Anthropic
+  mock validates ``count_tokens``, answered ``{"input_tokens": N}``.
 - Every model call needs ``Authorization: Bearer`` with a token this mock's own token endpoint
   issued and that has not expired (Vertex AI REST reference, "Authentication": OAuth 2.0 with the
   ``cloud-platform`` scope); the path's project must be the service account's.
@@ -30,7 +39,8 @@ from typing import Any
 from aiohttp import web
 
 from .anthropic_messages import _Anthropic
-from .common import _INBAND_ERRORS, MockSpec, _Handler, _json_response, _Provider, _Reject, _Stats
+from .common import _INBAND_ERRORS, _INVALID, MockSpec, _Handler, _json_response, _Provider, _Reject, _Stats
+from .embeddings import anthropic_count
 from .gemini import _Gemini
 from .tokens import TokenIssuer, bearer, form
 
@@ -40,6 +50,11 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 AUDIENCE = "https://oauth2.googleapis.com/token"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 VERSION = "vertex-2023-10-16"
+COUNT_MODEL = "count-tokens"  # Claude's counting endpoint: one pseudo-model of the anthropic publisher
+# Vertex AI REST reference, CountTokensRequest: its fields
+_COUNT_FIELDS = frozenset(
+    {"model", "instances", "contents", "systemInstruction", "tools", "generationConfig"}
+)
 _LOCATION = re.compile(r"^(global|[a-z]+-[a-z]+\d+)$")  # us-central1, europe-west4, global
 _UNAUTHENTICATED = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
@@ -97,6 +112,33 @@ class _VertexGemini(_Publisher, _Gemini):
     def check_auth(self, request: web.Request) -> None:
         self.vertex.check_auth(request)
 
+    async def count(self, request: web.Request, body: Any, model: str, resource: str) -> web.StreamResponse:
+        """Vertex's countTokens: the request's own fields at the top level."""
+        if body is _INVALID or not isinstance(body, dict):
+            raise self.invalid("Invalid JSON payload received. Expected an object.")
+        for key in body:
+            # CountTokensRequest's fields (Vertex AI REST reference); anything else, including the
+            # Gemini API's generateContentRequest, is an unknown name.
+            if key not in _COUNT_FIELDS:
+                raise self.invalid(f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.')
+        # "model: ... The name of the publisher model requested to serve the prediction. Format:
+        # projects/{project}/locations/{location}/publishers/*/models/*"
+        named = body.get("model")
+        if named is not None and named != resource:
+            raise self.invalid(f"model: must be the publisher model of the request's path ({resource})")
+        if "instances" in body:
+            # "instances ... Schema is identical to the prediction schema of the underlying model":
+            # Gemini models take contents (their generateContent has no instances).
+            raise self.invalid("instances: Gemini models count contents; instances is not supported")
+        convo, _ = self.validate(model, {k: v for k, v in body.items() if k != "model"})
+        return _json_response(
+            200,
+            {
+                "totalTokens": convo.input_tokens,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": convo.input_tokens}],
+            },
+        )
+
 
 class _VertexClaude(_Publisher, _Anthropic):
     def __init__(self, vertex: _Vertex) -> None:
@@ -129,6 +171,19 @@ class _VertexClaude(_Publisher, _Anthropic):
         messages_body = {k: v for k, v in body.items() if k != "anthropic_version"}
         messages_body["model"] = model
         return await self.messages(request, messages_body, cut)
+
+    async def count(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        """count-tokens:rawPredict: Anthropic's count_tokens body, the model in it."""
+        if isinstance(body, dict):
+            # Google Cloud, "Count tokens for Claude models": "The request body must contain the
+            # model ID of the model you want to count tokens for."
+            if not isinstance(body.get("model"), str) or not body["model"]:
+                raise self.invalid("model: Field required")
+            # The official SDK's Vertex client sends anthropic_version in every body (AnthropicVertex,
+            # _prepare_options: its own API version, not necessarily Vertex's); Google's counting
+            # example omits it. Neither source says it is checked here: it is set aside.
+            body = {k: v for k, v in body.items() if k != "anthropic_version"}
+        return await anthropic_count(self, request, body, cut)
 
 
 class _Vertex(_Provider):
@@ -252,6 +307,10 @@ class _Vertex(_Provider):
             raise self.gemini.error(400, f"Location {location} is not supported.")
         if publisher == "google" and verb in ("generateContent", "streamGenerateContent") and model:
             return await self.gemini.generate(request, body, cut)
+        if publisher == "google" and verb == "countTokens" and model:
+            return await self.gemini.count(request, body, model, resource)
+        if publisher == "anthropic" and model == COUNT_MODEL and verb == "rawPredict":
+            return await self.claude.count(request, body, cut)
         if publisher == "anthropic" and verb in ("rawPredict", "streamRawPredict") and model:
             return await self.claude.predict(request, body, cut, model, verb)
         raise self.gemini.error(

@@ -1,5 +1,6 @@
-"""AWS Bedrock Converse: ``POST /model/{modelId}/converse`` and ``/converse-stream``,
-signed with AWS Signature Version 4 (service ``bedrock``).
+"""AWS Bedrock Converse: ``POST /model/{modelId}/converse`` and ``/converse-stream``
+(token counts: ``/count-tokens``, ``counting``), signed with AWS Signature Version 4
+(service ``bedrock``).
 
 A backend dialect only: no client request matches it (clients of every other
 dialect reach Bedrock backends through the IR). Its providers take no API key:
@@ -19,6 +20,7 @@ from typing import Any
 from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
 from . import aws
 from .codec import BEDROCK, BedrockCodec
+from .counting import BEDROCK_COUNTING
 from .eventstream import EVENT_STREAM, EXCEPTION_PREFIX
 
 log = logging.getLogger("llm_gateway.bedrock")
@@ -28,6 +30,7 @@ class BedrockConverse(Dialect):
     name = "bedrock"
     genai_provider = "aws.bedrock"  # OpenTelemetry GenAI name
     codec = BEDROCK
+    counting = BEDROCK_COUNTING  # CountTokens: POST /model/{modelId}/count-tokens
     catalog_family = "bedrock"
     # Reset on every attempt, so a signature never follows a failover to another provider.
     credential_header_names = ("authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")

@@ -4,8 +4,10 @@
 - Paths name the project, the region and the publisher:
   ``/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent``
   (``:streamGenerateContent?alt=sse``) and ``.../publishers/anthropic/models/{model}:rawPredict``
-  (``:streamRawPredict``), under ``https://{location}-aiplatform.googleapis.com``
-  (``https://aiplatform.googleapis.com`` for ``global``).
+  (``:streamRawPredict``); token counts: ``.../publishers/google/models/{model}:countTokens``
+  and ``.../publishers/anthropic/models/count-tokens:rawPredict`` (``counting``); all under
+  ``https://{location}-aiplatform.googleapis.com`` (``https://aiplatform.googleapis.com``
+  for ``global``).
 - Credentials are Google OAuth2 access tokens (``auth.GoogleCredentials``: a service-account
   key or application default credentials), sent as ``Authorization: Bearer``; no API key.
 - Bodies: Gemini's are the Gemini API's; Claude's are Anthropic Messages without ``model``
@@ -26,6 +28,13 @@ from ..base import ClientCall
 from ..gemini import GEMINI, Gemini
 from .auth import GoogleCredentials
 from .codec import VERTEX_ANTHROPIC, VERTEX_ANTHROPIC_VERSION, VertexAnthropicCodec, from_vertex, to_vertex
+from .counting import (
+    CLAUDE_MODEL,
+    CLAUDE_VERB,
+    GEMINI_VERB,
+    VERTEX_CLAUDE_COUNTING,
+    VERTEX_GEMINI_COUNTING,
+)
 
 FIELDS = {"gcp_project": False, "gcp_location": False, "gcp_credentials_file": False}  # see provider_problems
 
@@ -96,11 +105,14 @@ class VertexGemini(_Vertex, Gemini):
     catalog_family = "vertex_gemini"
     publisher = "google"
     embeddings = None  # not carried to Vertex yet (its embeddings endpoint differs): `check` says so
-    counting = None
+    counting = VERTEX_GEMINI_COUNTING
 
     def provider_path(self, provider: Any, upstream_model: str, stream: bool) -> str:
         verb = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         return self.model_path(provider, upstream_model) + verb
+
+    def counting_path(self, provider: Any, upstream_model: str) -> str:
+        return f"{self.model_path(provider, upstream_model)}:{GEMINI_VERB}"
 
 
 class VertexAnthropic(_Vertex, AnthropicMessages):
@@ -111,10 +123,14 @@ class VertexAnthropic(_Vertex, AnthropicMessages):
     shares_wire_of = "anthropic"
     catalog_family = "vertex_anthropic"
     publisher = "anthropic"
-    counting = None  # Claude on Vertex counts through another endpoint: the gateway estimates
+    counting = VERTEX_CLAUDE_COUNTING
 
     def provider_path(self, provider: Any, upstream_model: str, stream: bool) -> str:
         return self.model_path(provider, upstream_model) + (":streamRawPredict" if stream else ":rawPredict")
+
+    def counting_path(self, provider: Any, upstream_model: str) -> str:
+        # one endpoint for every Claude model: the model is named in the body (``counting``)
+        return f"{self.model_path(provider, CLAUDE_MODEL)}:{CLAUDE_VERB}"
 
     def passthrough_body(
         self, body: dict[str, Any], upstream_model: str, stream: bool
