@@ -758,7 +758,9 @@ def translate(client: str, target: str, body: dict[str, Any]) -> dict[str, Any]:
     path_model = CLIENT_MODEL if client == "gemini" else None
     ir = get_dialect(client).codec.parse_request(copy.deepcopy(body), path_model, bool(body.get("stream")))
     caps = resolve(target, upstream)
-    default_max = clamp_to_model(ir, caps, DEFAULT_MAX_TOKENS)
+    default_max = clamp_to_model(
+        ir, caps, DEFAULT_MAX_TOKENS, tdialect.codec.media, False, tdialect.codec.dialect
+    )
     rules = names.rules_for(tdialect.codec, caps)
     out = tdialect.codec.build_request(
         names.fit_request(ir, rules), upstream, default_max_tokens=default_max, drop_unsupported=False

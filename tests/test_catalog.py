@@ -328,9 +328,16 @@ def test_admission_takes_the_largest_output_of_a_models_backends() -> None:
             {"provider": "anthropic", "model": "claude-sonnet-4-6"},
         ]
     }
+    data["models"]["one-unknown"] = {
+        "backends": [
+            {"provider": "anthropic", "model": "claude-sonnet-4-6"},
+            {"provider": "openai", "model": "gpt-5.1"},
+        ]
+    }
     caps = Admission(config_of(data)).output_caps
     assert caps["only-known"] == 128_000
-    assert caps["gpt-5.5"] is None  # gpt-5.5's max output is not in the catalog: no clamp
+    assert caps["gpt-5.5"] == 128_000
+    assert caps["one-unknown"] is None  # gpt-5.1's max output is not in the catalog: no clamp
 
 
 # ---- prices ------------------------------------------------------------------------------------
