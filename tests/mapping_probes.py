@@ -36,8 +36,8 @@ TARGETS = {
     "openai": "gpt-5.5",
     "anthropic": "claude-sonnet-4-6",
     "gemini": "gemini-3.5-flash",
-    "openai_responses": "gpt-5-mini",
-    "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "openai_responses": "gpt-5.5",
+    "bedrock": "anthropic.claude-sonnet-4-6",
 }
 LABELS = {
     "openai": "OpenAI Chat",
@@ -286,6 +286,16 @@ OPENAI = [
         PNG_B64,
     ),
     Probe(
+        "content: image_url (data URL `image/jpg`)",
+        _user({"type": "image_url", "image_url": {"url": f"data:image/jpg;base64,{PNG_B64}"}}),
+        base=_user({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}),
+    ),
+    Probe(
+        "content: image_url (data URL `image/heic`)",
+        _user({"type": "image_url", "image_url": {"url": f"data:image/heic;base64,{PNG_B64}"}}),
+        base=_user({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}),
+    ),
+    Probe(
         "content: image_url (https URL)", _user({"type": "image_url", "image_url": {"url": IMG_URL}}), IMG_URL
     ),
     Probe(
@@ -409,6 +419,13 @@ ANTHROPIC = [
         "content: image (base64)",
         _user({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}),
         PNG_B64,
+    ),
+    Probe(
+        "content: image (base64 `image/gif`)",
+        _user({"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": PNG_B64}}),
+        base=_user(
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
+        ),
     ),
     Probe(
         "content: image (url)", _user({"type": "image", "source": {"type": "url", "url": IMG_URL}}), IMG_URL
@@ -589,6 +606,16 @@ GEMINI = [
         "parts: inlineData image",
         _g_user({"inlineData": {"mimeType": "image/png", "data": PNG_B64}}),
         PNG_B64,
+    ),
+    Probe(
+        "parts: inlineData `image/jpg`",
+        _g_user({"inlineData": {"mimeType": "image/jpg", "data": PNG_B64}}),
+        base=_g_user({"inlineData": {"mimeType": "image/png", "data": PNG_B64}}),
+    ),
+    Probe(
+        "parts: inlineData `image/heic`",
+        _g_user({"inlineData": {"mimeType": "image/heic", "data": PNG_B64}}),
+        base=_g_user({"inlineData": {"mimeType": "image/png", "data": PNG_B64}}),
     ),
     Probe(
         "parts: inlineData PDF",

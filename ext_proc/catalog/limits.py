@@ -114,7 +114,8 @@ def _fit(
     if drop:
         return False
     kind = "document" if document else "image"
-    who = f"the backend model '{model}'" if model else f"a {target or 'this'} backend"
+    name = target or "this"
+    who = f"the backend model '{model}'" if model else f"{'an' if name[0] in 'aeiou' else 'a'} {name} backend"
     raise GatewayError(
         "invalid_request",
         f"'{path}' is {kind} type '{p.media_type}', which {who} does not accept "
