@@ -128,11 +128,18 @@ def test_vertex_and_bedrock_ids_of_every_claude_entry_resolve() -> None:
     assert catalog.lookup("vertex_anthropic", "claude-sonnet-4-6") is not None
     assert catalog.lookup("vertex_anthropic", "claude-opus-4-5@20251101") is not None
     # A geography or vendor prefix alone is no model.
-    assert catalog.lookup("bedrock", "us.anthropic.") is None and catalog.lookup("bedrock", "anthropic.") is None
+    assert (
+        catalog.lookup("bedrock", "us.anthropic.") is None and catalog.lookup("bedrock", "anthropic.") is None
+    )
 
 
 def test_openai_output_caps_are_known() -> None:
-    for model, cap in [("gpt-5.5", 128_000), ("gpt-5-mini", 128_000), ("gpt-4o", 16_384), ("gpt-4.1", 32_768)]:
+    for model, cap in [
+        ("gpt-5.5", 128_000),
+        ("gpt-5-mini", 128_000),
+        ("gpt-4o", 16_384),
+        ("gpt-4.1", 32_768),
+    ]:
         caps = catalog.lookup("openai", model)
         assert caps is not None and caps.max_output_tokens == cap, model
     assert catalog.lookup("openai", "gpt-4o-mini") is not None
