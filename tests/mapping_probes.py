@@ -2,7 +2,8 @@
 
 Each probe is a minimal request of one client dialect plus one field. It goes the way a chat
 request goes through the gateway (``request/plan.py``): parsed by the client's codec, clamped
-to the target model's catalog limits, tool names and ids fitted to the target, built by the
+to the target model's catalog limits (output cap, stop sequences, media types), tool names and
+ids fitted to the target, built by the
 target's codec (``drop_unsupported`` off) and fitted to its wire. What comes out is compared
 with the same request without the field:
 
@@ -898,7 +899,8 @@ def mapping_markdown() -> str:
         "",
         "What each field a client sends becomes on each backend dialect, observed from the code: each",
         "row is a minimal request of the client's dialect with that one field, parsed by the client's",
-        "codec, clamped to the target model's catalog limits, tool names and ids fitted to the target",
+        "codec, clamped to the target model's catalog limits (output cap, stop sequences, media types:",
+        "`ext_proc/catalog/limits.py`), tool names and ids fitted to the target",
         "(`ext_proc/translation/names.py`), built by the target's codec and fitted to its wire — what",
         "`request/plan.py` does — with `drop_unsupported` off. A cell says:",
         "",
