@@ -3,9 +3,8 @@
 Each probe is a minimal request of one client dialect plus one field. It goes the way a chat
 request goes through the gateway (``request/plan.py``): parsed by the client's codec, clamped
 to the target model's catalog limits (output cap, stop sequences, media types), tool names and
-ids fitted to the target, built by the
-target's codec (``drop_unsupported`` off) and fitted to its wire. What comes out is compared
-with the same request without the field:
+ids fitted to the target, built by the target's codec (``drop_unsupported`` off) and fitted to
+its wire. What comes out is compared with the same request without the field:
 
 - the probe's marker value found in the built body: *mapped*, to where it was found;
 - no marker but a different body: the differing keys (with their values: a clamp or a fitted
