@@ -81,7 +81,7 @@ class _Family(BaseModel):
     inherits: str | None = None
     strip_prefixes: list[str] = Field(default_factory=list)
     strip_suffix_after: str | None = None
-    strip_suffix_pattern: str | None = None  # a regex: a cloud's version suffix (Bedrock's -v1:0)
+    strip_suffix_pattern: str | None = None  # a regex: a cloud's version suffix (e.g. -v1:0)
 
     _pattern = field_validator("strip_suffix_pattern")(_regex)
     defaults: _Entry = _Entry()

@@ -1,6 +1,6 @@
 """Media types of image and document parts: one spelling per type, and what a target accepts.
 
-Clients spell one type several ways (an OpenAI client's ``data:image/jpg;base64,...``, an
+Clients spell one type several ways (a data URL's ``data:image/jpg;base64,...``, an
 upper-case ``IMAGE/PNG``, a ``; charset=`` parameter); providers accept one spelling and
 answer anything else with a 400 naming their own field. ``normal_type`` gives the one
 spelling every provider documents, and ``MediaRules`` (one small table per target dialect,
