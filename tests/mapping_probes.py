@@ -2,9 +2,9 @@
 
 Each probe is a minimal request of one client dialect plus one field. It goes the way a chat
 request goes through the gateway (``request/plan.py``): parsed by the client's codec, clamped
-to the target model's catalog limits, tool names and ids fitted to the target, built by the
-target's codec (``drop_unsupported`` off) and fitted to its wire. What comes out is compared
-with the same request without the field:
+to the target model's catalog limits (output cap, stop sequences, media types), tool names and
+ids fitted to the target, built by the target's codec (``drop_unsupported`` off) and fitted to
+its wire. What comes out is compared with the same request without the field:
 
 - the probe's marker value found in the built body: *mapped*, to where it was found;
 - no marker but a different body: the differing keys (with their values: a clamp or a fitted
@@ -36,8 +36,8 @@ TARGETS = {
     "openai": "gpt-5.5",
     "anthropic": "claude-sonnet-4-6",
     "gemini": "gemini-3.5-flash",
-    "openai_responses": "gpt-5-mini",
-    "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "openai_responses": "gpt-5.5",
+    "bedrock": "anthropic.claude-sonnet-4-6",
 }
 LABELS = {
     "openai": "OpenAI Chat",
@@ -286,6 +286,16 @@ OPENAI = [
         PNG_B64,
     ),
     Probe(
+        "content: image_url (data URL `image/jpg`)",
+        _user({"type": "image_url", "image_url": {"url": f"data:image/jpg;base64,{PNG_B64}"}}),
+        base=_user({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}),
+    ),
+    Probe(
+        "content: image_url (data URL `image/heic`)",
+        _user({"type": "image_url", "image_url": {"url": f"data:image/heic;base64,{PNG_B64}"}}),
+        base=_user({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}),
+    ),
+    Probe(
         "content: image_url (https URL)", _user({"type": "image_url", "image_url": {"url": IMG_URL}}), IMG_URL
     ),
     Probe(
@@ -409,6 +419,13 @@ ANTHROPIC = [
         "content: image (base64)",
         _user({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}),
         PNG_B64,
+    ),
+    Probe(
+        "content: image (base64 `image/gif`)",
+        _user({"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": PNG_B64}}),
+        base=_user(
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
+        ),
     ),
     Probe(
         "content: image (url)", _user({"type": "image", "source": {"type": "url", "url": IMG_URL}}), IMG_URL
@@ -591,6 +608,16 @@ GEMINI = [
         PNG_B64,
     ),
     Probe(
+        "parts: inlineData `image/jpg`",
+        _g_user({"inlineData": {"mimeType": "image/jpg", "data": PNG_B64}}),
+        base=_g_user({"inlineData": {"mimeType": "image/png", "data": PNG_B64}}),
+    ),
+    Probe(
+        "parts: inlineData `image/heic`",
+        _g_user({"inlineData": {"mimeType": "image/heic", "data": PNG_B64}}),
+        base=_g_user({"inlineData": {"mimeType": "image/png", "data": PNG_B64}}),
+    ),
+    Probe(
         "parts: inlineData PDF",
         _g_user({"inlineData": {"mimeType": "application/pdf", "data": PDF_B64}}),
         PDF_B64,
@@ -758,7 +785,9 @@ def translate(client: str, target: str, body: dict[str, Any]) -> dict[str, Any]:
     path_model = CLIENT_MODEL if client == "gemini" else None
     ir = get_dialect(client).codec.parse_request(copy.deepcopy(body), path_model, bool(body.get("stream")))
     caps = resolve(target, upstream)
-    default_max = clamp_to_model(ir, caps, DEFAULT_MAX_TOKENS)
+    default_max = clamp_to_model(
+        ir, caps, DEFAULT_MAX_TOKENS, tdialect.codec.media, False, tdialect.codec.dialect
+    )
     rules = names.rules_for(tdialect.codec, caps)
     out = tdialect.codec.build_request(
         names.fit_request(ir, rules), upstream, default_max_tokens=default_max, drop_unsupported=False
@@ -869,7 +898,8 @@ def mapping_markdown() -> str:
         "",
         "What each field a client sends becomes on each backend dialect, observed from the code: each",
         "row is a minimal request of the client's dialect with that one field, parsed by the client's",
-        "codec, clamped to the target model's catalog limits, tool names and ids fitted to the target",
+        "codec, clamped to the target model's catalog limits (output cap, stop sequences, media types:",
+        "`ext_proc/catalog/limits.py`), tool names and ids fitted to the target",
         "(`ext_proc/translation/names.py`), built by the target's codec and fitted to its wire — what",
         "`request/plan.py` does — with `drop_unsupported` off. A cell says:",
         "",

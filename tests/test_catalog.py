@@ -104,6 +104,48 @@ def test_aliases_and_cloud_spellings_find_the_entry() -> None:
     assert catalog.lookup("bedrock", "meta.llama3-70b-instruct-v1:0") is None
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        "anthropic.claude-sonnet-4-6",  # README's Bedrock examples: Anthropic's documented ids
+        "us.anthropic.claude-sonnet-4-6",
+        "global.anthropic.claude-sonnet-4-6",
+        "anthropic.claude-sonnet-4-6-v1",
+    ],
+)
+def test_bedrock_ids_of_claude_sonnet_4_6_find_its_entry(model: str) -> None:
+    caps = catalog.lookup("bedrock", model)
+    assert caps is not None and caps.model == "claude-sonnet-4-6"
+    assert caps.max_output_tokens == 128_000 and caps.context_window == 1_000_000
+    assert caps.tool_name_pattern == "^[a-zA-Z][a-zA-Z0-9_]*$"  # Bedrock's own rules
+    assert caps.document_types is not None and "text/csv" in caps.document_types
+    assert caps.price is None  # Bedrock's prices are its own (not recorded)
+
+
+def test_vertex_and_bedrock_ids_of_every_claude_entry_resolve() -> None:
+    opus = catalog.lookup("bedrock", "eu.anthropic.claude-opus-4-5-20251101-v1:0")
+    assert opus is not None and opus.model == "claude-opus-4-5"
+    assert catalog.lookup("vertex_anthropic", "claude-sonnet-4-6") is not None
+    assert catalog.lookup("vertex_anthropic", "claude-opus-4-5@20251101") is not None
+    # A geography or vendor prefix alone is no model.
+    assert (
+        catalog.lookup("bedrock", "us.anthropic.") is None and catalog.lookup("bedrock", "anthropic.") is None
+    )
+
+
+def test_openai_output_caps_are_known() -> None:
+    for model, cap in [
+        ("gpt-5.5", 128_000),
+        ("gpt-5-mini", 128_000),
+        ("gpt-4o", 16_384),
+        ("gpt-4.1", 32_768),
+    ]:
+        caps = catalog.lookup("openai", model)
+        assert caps is not None and caps.max_output_tokens == cap, model
+    assert catalog.lookup("openai", "gpt-4o-mini") is not None
+    assert catalog.lookup("openai", "gpt-4o-mini").max_output_tokens is None  # type: ignore[union-attr]
+
+
 def test_clouds_take_limits_but_not_prices_or_dates() -> None:
     api = catalog.lookup("anthropic", "claude-sonnet-4-5")
     vertex = catalog.lookup("vertex_anthropic", "claude-sonnet-4-5")
@@ -328,9 +370,16 @@ def test_admission_takes_the_largest_output_of_a_models_backends() -> None:
             {"provider": "anthropic", "model": "claude-sonnet-4-6"},
         ]
     }
+    data["models"]["one-unknown"] = {
+        "backends": [
+            {"provider": "anthropic", "model": "claude-sonnet-4-6"},
+            {"provider": "openai", "model": "gpt-5.1"},
+        ]
+    }
     caps = Admission(config_of(data)).output_caps
     assert caps["only-known"] == 128_000
-    assert caps["gpt-5.5"] is None  # gpt-5.5's max output is not in the catalog: no clamp
+    assert caps["gpt-5.5"] == 128_000
+    assert caps["one-unknown"] is None  # gpt-5.1's max output is not in the catalog: no clamp
 
 
 # ---- prices ------------------------------------------------------------------------------------

@@ -43,6 +43,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             }
         ]
     }
+    cfg["models"]["lenient-claude"] = {
+        "drop_unsupported": True,
+        "backends": [{"provider": "anthropic", "model": "claude-sonnet-4-6"}],
+    }
     s = start_stack(tmp_path_factory.mktemp("catalog"), config_on_free_ports(cfg))
     yield s
     s.stop()
@@ -141,6 +145,61 @@ def test_a_config_capabilities_block_limits_an_unknown_model(stack: Stack, cmock
         "'generationConfig.stopSequences' has 2 stop sequences; the backend model 'local-llm' accepts at most 1"
     )
     assert cmocks.stats("openai")["requests"] == 1
+
+
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+
+
+def _image_turn(media_type: str) -> Any:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is in it?"},
+                {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{PNG_B64}"}},
+            ],
+        }
+    ]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_an_image_jpg_data_url_reaches_claude_as_image_jpeg(
+    stack: Stack, cmocks: MockAdmin, stream: bool
+) -> None:
+    """OpenAI clients write ``data:image/jpg``; Anthropic takes only ``image/jpeg`` (its mock
+    refuses ``image/jpg`` as the API does): the gateway spells it the Anthropic way."""
+    if stream:
+        chunks = list(
+            oai(stack).chat.completions.create(
+                model="claude-sonnet-4-6", messages=_image_turn("image/jpg"), stream=True
+            )
+        )
+        assert chunks[-1].choices == [] or chunks[-1].choices[0].finish_reason == "stop"
+    else:
+        res = oai(stack).chat.completions.create(model="claude-sonnet-4-6", messages=_image_turn("image/jpg"))
+        assert res.choices[0].finish_reason == "stop"
+    block = sent(cmocks, "anthropic")["messages"][0]["content"][1]
+    assert block["source"] == {"type": "base64", "media_type": "image/jpeg", "data": PNG_B64}
+
+
+def test_an_image_type_claude_does_not_take_is_refused_naming_the_clients_part(
+    stack: Stack, cmocks: MockAdmin
+) -> None:
+    """``image/heic`` (Gemini takes it, Anthropic does not): an OpenAI client's 400 names its own
+    part, nothing reaches Anthropic; a model with ``drop_unsupported`` sends the turn without it."""
+    with pytest.raises(openai.BadRequestError) as e:
+        oai(stack).chat.completions.create(model="claude-sonnet-4-6", messages=_image_turn("image/heic"))
+    assert e.value.status_code == 400
+    body: Any = e.value.body
+    assert body["param"] == "messages[0].content[1]"
+    assert body["message"].startswith(
+        "'messages[0].content[1]' is image type 'image/heic', which the backend model 'claude-sonnet-4-6' "
+        "does not accept (it takes image/gif, image/jpeg, image/png, image/webp)"
+    )
+    assert cmocks.stats("anthropic")["requests"] == 0
+    res = oai(stack).chat.completions.create(model="lenient-claude", messages=_image_turn("image/heic"))
+    assert res.choices[0].finish_reason == "stop"
+    assert sent(cmocks, "anthropic")["messages"][0]["content"] == "what is in it?"
 
 
 def test_status_warns_about_the_retiring_model(stack: Stack) -> None:

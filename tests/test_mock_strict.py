@@ -103,6 +103,12 @@ def _tool_turn(first: list[dict[str, Any]] | None = None) -> list[dict[str, Any]
     ]
 
 
+def _image(media_type: str) -> dict[str, Any]:
+    """A base64 image block (a 1x1 PNG's bytes) labelled ``media_type``."""
+    data = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
 def _cached(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}
 
@@ -218,6 +224,18 @@ ANTHROPIC_RULES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str]] = 
         _an([_user("hi")], tools=[{**AN_TOOL, "name": "fs.read"}]),
         _an([_user("hi")], tools=[{**AN_TOOL, "name": "fs_read"}]),
         "tools.0.custom.name: String should match pattern",
+    ),
+    (
+        "image media_type image/jpg",
+        _an([{"role": "user", "content": [_image("image/jpg"), {"type": "text", "text": "what is it?"}]}]),
+        _an([{"role": "user", "content": [_image("image/jpeg"), {"type": "text", "text": "what is it?"}]}]),
+        "base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'",
+    ),
+    (
+        "image media_type image/heic",
+        _an([{"role": "user", "content": [_image("image/heic")]}]),
+        _an([{"role": "user", "content": [_image("image/png")]}]),
+        "base64.media_type: Input should be 'image/jpeg'",
     ),
 ]
 

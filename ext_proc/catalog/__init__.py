@@ -81,6 +81,9 @@ class _Family(BaseModel):
     inherits: str | None = None
     strip_prefixes: list[str] = Field(default_factory=list)
     strip_suffix_after: str | None = None
+    strip_suffix_pattern: str | None = None  # a regex: a cloud's version suffix (e.g. -v1:0)
+
+    _pattern = field_validator("strip_suffix_pattern")(_regex)
     defaults: _Entry = _Entry()
     models: dict[str, _Entry] = Field(default_factory=dict)
 
@@ -200,12 +203,15 @@ class Catalog:
 
     @staticmethod
     def _spellings(fam: _Family, model: str) -> list[str]:
+        """``model`` and the base ids a cloud's spelling of it may stand for: each listed prefix
+        stripped in turn (a geography, then a vendor), then a suffix (a date, a version)."""
         out = [model]
-        for p in fam.strip_prefixes:
-            if model.startswith(p):
-                out.append(model[len(p) :])
+        for m in out:  # grows while it is read: prefixes strip one after another
+            out += [m[len(p) :] for p in fam.strip_prefixes if m.startswith(p) and m[len(p) :] not in out]
         if fam.strip_suffix_after:
             out += [m.split(fam.strip_suffix_after, 1)[0] for m in list(out) if fam.strip_suffix_after in m]
+        if fam.strip_suffix_pattern:
+            out += [s for m in list(out) if (s := re.sub(fam.strip_suffix_pattern, "", m)) != m]
         return out
 
     def find_any(self, family: str, model: str) -> ModelCaps | None:

@@ -291,9 +291,17 @@ def _route(
         reasoning.unseal_request(ir, state.seal_key(started.tenant))
         prepare_reasoning(ir, primary, target.dialect.codec)
         settings = state.config.models[model]
-        # The target model's limits (catalog): clamp the output cap, refuse what cannot fit.
-        default_max = clamp_to_model(ir, primary.caps, settings.default_max_tokens)
         codec = target.dialect.codec
+        # The target model's limits (catalog): clamp the output cap, spell media types as the
+        # target does, refuse (or drop) what cannot fit.
+        default_max = clamp_to_model(
+            ir,
+            primary.caps,
+            settings.default_max_tokens,
+            codec.media,
+            settings.drop_unsupported,
+            codec.dialect,
+        )
         if settings.auto_cache and codec.cache_breakpoints:
             caching.place_breakpoints(ir, codec.cache_breakpoints)
         rules = names.rules_for(codec, primary.caps)

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import GatewayError, unsupported
 from .fields import set_path
 from .ir import ChatRequest, ChatResponse, StreamEvent, Usage
+from .media import ANY_MEDIA, MediaRules
 from .names import ANY, ToolRules
 from .sse import SSEEvent
 
@@ -83,6 +84,9 @@ class Codec(ABC):
     #: what this dialect's providers accept as tool names and tool-call ids (``translation.names``
     #: fits a request's to it; a per-model catalog may override it there, in ``rules_for``)
     tool_rules: ToolRules = ANY
+    #: the image and document media types this dialect's providers document accepting
+    #: (``catalog.limits`` refuses or drops others; a model's catalog entry may narrow it)
+    media: MediaRules = ANY_MEDIA
     #: its responses can carry several answers to one request (``ChatResponse.more``)
     several_answers: bool = False
     #: how a backend of this dialect can be told how hard to think ("budget", "adaptive",

@@ -86,6 +86,10 @@ _ANT_SERVER_BLOCKS = frozenset(
     }
 )
 _ANT_RESULT_BLOCKS = ("text", "image", "document", "search_result")
+# Image sources take only these media types ("image/jpg" is refused: "...base64.media_type: Input
+# should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"); base64 documents only
+# "application/pdf" (Anthropic API reference, Messages: Base64ImageSource.media_type,
+# Base64PDFSource.media_type; anthropic SDK 2.14.0 types/base64_image_source_param.py).
 _ANT_MEDIA = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _ANT_TOOL_FIELDS = frozenset(
     {

@@ -92,6 +92,7 @@ from ...translation.ir import (
     text_of,
 )
 from ...translation.markers import inline_system, read_system
+from ...translation.media import MediaRules
 from ...translation.names import Rule, ToolRules
 from ...translation.schema import all_closed, closed
 from ...translation.sse import SSEEvent
@@ -1074,12 +1075,21 @@ class AnthropicStreamEncoder(StreamEncoder):
 # Tool-call ids: tool_use.id / tool_result.tool_use_id "^[a-zA-Z0-9_-]+$" (the API answers
 # "messages.N.content.M.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'").
 TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 128), call_id=Rule(r"[a-zA-Z0-9_-]+"))
+# Media: image sources take media_type "image/jpeg", "image/png", "image/gif" or "image/webp";
+# document sources "application/pdf" (base64) and "text/plain" (text) (Anthropic API reference,
+# Messages content blocks; anthropic SDK 2.14.0 Base64ImageSourceParam, Base64PDFSourceParam,
+# PlainTextSourceParam).
+MEDIA = MediaRules(
+    image_types=frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"}),
+    document_types=frozenset({PDF, PLAIN_TEXT}),
+)
 
 
 class AnthropicCodec(Codec):
     cache_breakpoints = 4  # "A maximum of 4 blocks with cache_control may be provided"
     dialect = DIALECT
     tool_rules = TOOL_RULES
+    media = MEDIA
     field_names = {
         "user": "metadata.user_id",
         "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",

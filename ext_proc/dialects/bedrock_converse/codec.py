@@ -94,6 +94,7 @@ from ...translation.ir import (
     part_path,
 )
 from ...translation.markers import inline_system, read_system
+from ...translation.media import MediaRules
 from ...translation.names import Rule, ToolRules
 from ...translation.schema import closed
 from ...translation.sse import SSEEvent
@@ -956,12 +957,15 @@ class BedrockStreamEncoder(StreamEncoder):
 # 64. Pattern: [a-zA-Z0-9_-]+"; tool-call ids: ToolUseBlock.toolUseId, same constraints (Amazon
 # Bedrock API Reference, ToolSpecification, ToolUseBlock, ToolResultBlock).
 TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(r"[a-zA-Z0-9_-]+", 64))
+# Media: ImageBlock.format and DocumentBlock.format (the tables above, by media type).
+MEDIA = MediaRules(image_types=frozenset(_MEDIA.values()), document_types=frozenset(_DOC_FORMATS))
 
 
 class BedrockCodec(Codec):
     cache_breakpoints = 4  # a request takes at most 4 cache checkpoints (Bedrock prompt caching)
     dialect = DIALECT
     tool_rules = TOOL_RULES
+    media = MEDIA
     reasoning_styles = ("budget", "adaptive")
     field_names = {
         "max_tokens": "inferenceConfig.maxTokens",

@@ -88,6 +88,7 @@ from ...translation.ir import (
     part_path,
 )
 from ...translation.markers import inline_system, read_system
+from ...translation.media import MediaRules
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 
@@ -1174,11 +1175,17 @@ class GeminiStreamEncoder(StreamEncoder):
 # A-Z, 0-9, or contain underscores, dots, colons and dashes, with a maximum length of 64" (Gemini
 # API / Vertex AI reference, FunctionDeclaration). Function-call ids: no documented rule.
 TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z_][a-zA-Z0-9_.:-]*", 64))
+# Images: "image/png", "image/jpeg", "image/webp", "image/heic", "image/heif" (Gemini API and
+# Vertex AI "Image understanding", supported MIME types; no GIF). Documents: no list found.
+MEDIA = MediaRules(
+    image_types=frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
+)
 
 
 class GeminiCodec(Codec):
     dialect = DIALECT
     tool_rules = TOOL_RULES
+    media = MEDIA
     several_answers = True
     field_names = {
         "n": "generationConfig.candidateCount",

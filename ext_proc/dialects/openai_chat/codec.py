@@ -79,6 +79,7 @@ from ...translation.ir import (
     text_of,
 )
 from ...translation.markers import mark_error, read_error
+from ...translation.media import MediaRules
 from ...translation.names import Rule, ToolRules
 from ...translation.schema import all_closed, all_required
 from ...translation.sse import SSEEvent
@@ -1117,11 +1118,15 @@ class OpenAIStreamEncoder(StreamEncoder):
 # "Invalid 'messages[n].tool_calls[0].id': string too long. Expected a string with maximum
 # length 40"; no documented character rule).
 TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64), call_id=Rule(None, 40))
+# Images: PNG, JPEG, WEBP and non-animated GIF (OpenAI "Images and vision" guide, image input
+# requirements). Documents (``file``): no list of types found beyond PDF, so none is checked.
+MEDIA = MediaRules(image_types=frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"}))
 
 
 class OpenAICodec(Codec):
     dialect = DIALECT
     tool_rules = TOOL_RULES
+    media = MEDIA
     several_answers = True
 
     def parse_request(

@@ -91,6 +91,7 @@ from ...translation.markers import mark_error, read_error
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
 from ..openai_chat.codec import ANY_JSON_OBJECT, OPENAI, response_format, strict_schema_ok
+from ..openai_chat.codec import MEDIA as CHAT_MEDIA
 
 DIALECT = "openai_responses"
 # The family whose encrypted reasoning this dialect issues and takes back.
@@ -1261,11 +1262,14 @@ class ResponsesStreamEncoder(StreamEncoder):
 # Tool names: as Chat Completions, "^[a-zA-Z0-9_-]{1,64}$" (OpenAI API reference, responses
 # tools[].name). Tool-call ids (``call_id``): no documented rule.
 TOOL_RULES = ToolRules(name=Rule(r"[a-zA-Z0-9_-]+", 64))
+# Media: as Chat Completions (the same image input requirements).
+MEDIA = CHAT_MEDIA
 
 
 class ResponsesCodec(Codec):
     dialect = DIALECT
     tool_rules = TOOL_RULES
+    media = MEDIA
     reasoning_styles = ("effort",)
     field_names = {
         "max_tokens": "max_output_tokens",
