@@ -36,7 +36,7 @@ TARGETS = {
     "openai": "gpt-5.5",
     "anthropic": "claude-sonnet-4-6",
     "gemini": "gemini-3.5-flash",
-    "openai_responses": "gpt-5-mini",
+    "openai_responses": "gpt-5.5",
     "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
 }
 LABELS = {

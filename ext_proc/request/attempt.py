@@ -86,7 +86,9 @@ def retranslate(state: GatewayState, attempt: AttemptContext, raw: bytes) -> Att
         else:
             ir = src.codec.parse_request(body, source.upstream_model, stream)
             ir.stream = stream
-            default_max = clamp_to_model(ir, target.caps, settings.default_max_tokens)
+            default_max = clamp_to_model(
+                ir, target.caps, settings.default_max_tokens, settings.drop_unsupported
+            )
             prepare_reasoning(ir, target, dst.codec)
             if settings.auto_cache and dst.codec.cache_breakpoints:
                 caching.place_breakpoints(ir, dst.codec.cache_breakpoints)

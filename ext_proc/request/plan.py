@@ -292,7 +292,7 @@ def _route(
         prepare_reasoning(ir, primary, target.dialect.codec)
         settings = state.config.models[model]
         # The target model's limits (catalog): clamp the output cap, refuse what cannot fit.
-        default_max = clamp_to_model(ir, primary.caps, settings.default_max_tokens)
+        default_max = clamp_to_model(ir, primary.caps, settings.default_max_tokens, settings.drop_unsupported)
         codec = target.dialect.codec
         if settings.auto_cache and codec.cache_breakpoints:
             caching.place_breakpoints(ir, codec.cache_breakpoints)

@@ -212,6 +212,19 @@ def for_backend(req: ChatRequest, styles: tuple[str, ...]) -> tuple[str | None, 
     return tmp.reasoning_effort, tmp.thinking
 
 
+def requested(req: ChatRequest) -> bool:
+    """Does the request ask the model to reason (before or after ``resolve``)? An effort other
+    than none, thinking on (a budget, adaptive, a level), or thoughts asked for."""
+    t = req.thinking
+    if req.reasoning_effort == "none" or (t is not None and t.mode == "disabled"):
+        return False
+    if req.reasoning_effort is not None:
+        return True
+    return t is not None and (
+        t.mode in ("enabled", "adaptive") or bool(t.include_thoughts) or t.summary not in (None, "none")
+    )
+
+
 MIN_BUDGET = 1024  # Claude's smallest budget_tokens (extended-thinking docs), on every cloud
 
 
