@@ -235,7 +235,9 @@ def test_adaptive_thinking_asks_a_responses_backend_for_its_encrypted_reasoning(
         body = _for(ir, "openai_responses")
         assert body["store"] is False
         assert body["include"] == ["reasoning.encrypted_content"]
-        assert body["reasoning"]["summary"] == "auto"
+        # without an effort: medium (as a dynamic budget), else a model defaulting to none would not think
+        assert body["reasoning"] == {"effort": "medium", "summary": "auto"}
+    assert _for(_adaptive(None), "openai")["reasoning_effort"] == "medium"
     # a Gemini client's includeThoughts alone asks for thinking too
     gem = codec("gemini").parse_request(
         {

@@ -60,7 +60,7 @@ BACKENDS = {
     "openai": ("gpt-5.5", "gpt-5.5"),
     "anthropic": ("claude-sonnet-4-6", "claude-sonnet-4-6"),
     "gemini": ("gemini-3.5-flash", "gemini-3.5-flash"),
-    "openai_responses": ("gpt-5-mini", "gpt-5-mini"),
+    "openai_responses": ("gpt-5.5-responses", "gpt-5.5"),
     "bedrock": ("bedrock-claude", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
 }
 CELLS = (

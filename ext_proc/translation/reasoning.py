@@ -192,6 +192,11 @@ def resolve(req: ChatRequest, policy: Policy | None, styles: tuple[str, ...]) ->
         out.level = levels.get(effort or "medium", "medium")
     else:
         out.mode = "enabled"
+        if effort is None and t is not None and t.mode == "adaptive":
+            # Adaptive thinking without an effort on an effort backend: medium, as a dynamic
+            # budget maps (``effort_for_budget(-1)``); left unset, a model whose default effort
+            # is none (gpt-5.1 and later) would not think at all.
+            effort = "medium"
     req.reasoning_effort = effort
     req.thinking = out
 
