@@ -645,3 +645,35 @@ def test_an_anthropic_clients_sealed_bedrock_signature_round_trips_and_a_tampere
     assert e.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "did not issue" in e.value.body["error"]["message"]  # type: ignore[index]
     assert mocks.stats("bedrock")["requests"] == before
+
+
+@pytest.mark.parametrize("backend", ["bedrock", "claude", "vertex-claude", "gemini", "gpt", "chat"])
+def test_an_effort_without_thinking_under_a_small_max_tokens_is_answered(
+    stack: Stack, mocks: MockAdmin, backend: str
+) -> None:
+    """``output_config.effort: low`` without ``thinking`` and ``max_tokens: 1000`` (a coding
+    agent's quick side call): every backend answers. On a budget backend the effort's budget
+    (2048) cannot fit below the limit, so the request goes without thinking rather than a 400
+    ("'max_tokens' must be more than 1024 for the model to think") no other target gives."""
+    sdk = anthropic.Anthropic(base_url=stack.base_url, api_key=DEMO_KEY, max_retries=0, timeout=30)
+    r = sdk.messages.create(
+        model=f"think-{backend}",
+        max_tokens=1000,
+        messages=[{"role": "user", "content": "hello there"}],
+        output_config={"effort": "low"},
+    )
+    assert r.stop_reason == "end_turn" and "hello there" in "".join(
+        b.text for b in r.content if b.type == "text"
+    )
+    last = mocks.stats(BACKENDS[backend])["last_request"]["body"]
+    if backend == "bedrock":
+        assert "thinking" not in last.get("additionalModelRequestFields", {})
+        assert last["inferenceConfig"]["maxTokens"] == 1000
+    elif backend in ("claude", "vertex-claude"):  # the client's own dialect: as it asked
+        assert last["output_config"] == {"effort": "low"} and "thinking" not in last
+    elif backend == "gemini":
+        assert last["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "low"}
+    elif backend == "gpt":
+        assert last["reasoning"]["effort"] == "low"
+    else:
+        assert last["reasoning_effort"] == "low"
