@@ -58,8 +58,8 @@ _SAMPLING = ("temperature", "top_p")
 
 
 def fit_sampling(req: ChatRequest, caps: ModelCaps, drop: bool) -> None:
-    """A model whose ``sampling`` is fixed (OpenAI's reasoning models; the gpt-5.1+ family while
-    a reasoning effort is on) refuses a temperature or top_p other than 1: a 400 naming the
+    """A model whose ``sampling`` is fixed (some reasoning models always, some while a reasoning
+    effort is on: docs/catalog.md) refuses a temperature or top_p other than 1: a 400 naming the
     client's field, or the setting dropped with ``drop``."""
     if caps.sampling is None or (caps.sampling == "fixed_when_reasoning" and not reasoning.requested(req)):
         return

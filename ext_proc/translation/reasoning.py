@@ -230,12 +230,12 @@ def requested(req: ChatRequest) -> bool:
     )
 
 
-MIN_BUDGET = 1024  # Claude's smallest budget_tokens (extended-thinking docs), on every cloud
+MIN_BUDGET = 1024  # the smallest budget of the budget-style providers (docs/reasoning.md)
 
 
 def fit_budget(req: ChatRequest, t: Thinking, limit: int, limit_field: str) -> tuple[int | None, int]:
-    """A thinking budget that stays below the token limit, as Claude requires (extended-thinking
-    docs), and the limit to send: ``limit`` is the request's (or the default when the client set
+    """A thinking budget that stays below the token limit, as budget-style providers require
+    (docs/reasoning.md), and the limit to send: ``limit`` is the request's (or the default when the client set
     none, and then the budget is added on top). A client limit below the budget shrinks the
     budget under it. A limit with no room for the smallest budget is a 400 naming
     ``limit_field`` when the client asked for a budget itself; when the budget came from an
