@@ -752,3 +752,47 @@ def test_every_answer_of_several_is_sealed() -> None:
     assert isinstance(first, ToolCallPart) and R.is_token(first.id)
     assert isinstance(second, ToolCallPart) and R.is_token(second.id) and second.signature is None
     assert isinstance(thought, ReasoningPart) and R.is_token(thought.signature)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    oc=_JSON | st.fixed_dictionaries({"effort": _JSON | st.sampled_from(["low", "medium", "high", "max"])})
+)
+def test_bedrock_output_config_parses_or_is_a_400_naming_it(oc: Any) -> None:
+    """Whatever ``additionalModelRequestFields.output_config`` holds: an IR effort, or a 400
+    naming the field (never another error)."""
+    body = {
+        "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+        "additionalModelRequestFields": {"output_config": oc},
+    }
+    try:
+        ir = codec("bedrock").parse_request(body, "anthropic.claude-x")
+    except GatewayError as e:
+        assert e.status == 400 and (e.param or "").startswith("additionalModelRequestFields.output_config")
+        return
+    want = oc.get("effort") if isinstance(oc, dict) else None
+    assert ir.reasoning_effort == {"max": "xhigh"}.get(want, want)
+
+
+@given(effort=_JSON)
+def test_anthropic_output_config_effort_parses_or_is_a_400_naming_it(effort: Any) -> None:
+    """Any JSON as ``output_config.effort``: an IR effort or a 400 naming it (a list was a
+    TypeError, found by the Bedrock twin of this test)."""
+    body = {
+        "model": "m",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}],
+        "output_config": {"effort": effort},
+    }
+    try:
+        ir = codec("anthropic").parse_request(body)
+    except GatewayError as e:
+        assert e.status == 400 and e.param == "output_config.effort"
+        return
+    assert ir.reasoning_effort == {"max": "xhigh"}.get(effort, effort)

@@ -431,7 +431,7 @@ def _parse_effort(extra: dict[str, Any]) -> str | None:
     effort = oc.get("effort")
     if effort is None:
         return None
-    if effort not in _EFFORT_IN:
+    if not isinstance(effort, str) or effort not in _EFFORT_IN:
         raise invalid(f"'{path}.effort' must be one of low, medium, high, max", f"{path}.effort")
     return _EFFORT_IN[effort]
 
