@@ -312,6 +312,60 @@ def test_too_many_stop_sequences_are_refused_naming_the_clients_field(
     assert clamp_to_model(req, None, 4096) == 4096
 
 
+def _gemini_turn(**gc: Any) -> Any:
+    return parsed(
+        "gemini",
+        {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": gc},
+        "models/m",
+    )
+
+
+def test_a_reasoning_models_fixed_sampling_is_refused_in_the_clients_words_or_dropped() -> None:
+    """gpt-5.5 takes only the default temperature and top_p while it reasons (catalog
+    ``sampling: fixed_when_reasoning``), gpt-5 / o-series always (``fixed``): a translated request
+    that sets another is a 400 naming the client's field (the provider's refusal would name
+    its own), or the setting is dropped with ``drop_unsupported``."""
+    gpt55, gpt5 = catalog.lookup("openai", "gpt-5.5"), catalog.lookup("openai", "gpt-5-mini")
+    assert gpt55 is not None and gpt55.sampling == "fixed_when_reasoning"
+    assert gpt5 is not None and gpt5.sampling == "fixed"
+    thinking = {"thinkingConfig": {"thinkingLevel": "high"}}
+    for field, gc in (
+        ("generationConfig.temperature", {"temperature": 0.4, **thinking}),
+        ("generationConfig.topP", {"topP": 0.9, **thinking}),
+    ):
+        req = _gemini_turn(**gc)
+        with pytest.raises(GatewayError) as e:
+            clamp_to_model(req, gpt55, 4096)
+        assert e.value.status == 400 and e.value.param == field
+        assert "gpt-5.5" in e.value.message and "while it reasons" in e.value.message
+        assert field in str(get_codec("gemini").render_error(e.value))
+        clamp_to_model(req, gpt55, 4096, drop=True)
+        assert req.temperature is None and req.top_p is None
+    # gpt-5.5 without reasoning takes any temperature; gpt-5 never does
+    plain = _gemini_turn(temperature=0.4)
+    clamp_to_model(plain, gpt55, 4096)
+    assert plain.temperature == 0.4
+    with pytest.raises(GatewayError) as e:
+        clamp_to_model(plain, gpt5, 4096)
+    assert e.value.param == "generationConfig.temperature" and "while it reasons" not in e.value.message
+    # thinking turned off, the default value, or a model without the rule: nothing to refuse
+    clamp_to_model(_gemini_turn(temperature=0.4, thinkingConfig={"thinkingBudget": 0}), gpt55, 4096)
+    clamp_to_model(_gemini_turn(temperature=1, **thinking), gpt5, 4096)
+    clamp_to_model(
+        _gemini_turn(temperature=0.4, **thinking), catalog.lookup("gemini", "gemini-3.5-flash"), 4096
+    )
+    # an Anthropic coding agent (adaptive thinking, temperature 1) is fine; temperature 0.2 is not
+    ant = {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    clamp_to_model(
+        parsed("anthropic", {**ant, "temperature": 1, "thinking": {"type": "adaptive"}}), gpt55, 4096
+    )
+    with pytest.raises(GatewayError) as e:
+        clamp_to_model(
+            parsed("anthropic", {**ant, "temperature": 0.2, "output_config": {"effort": "low"}}), gpt55, 4096
+        )
+    assert e.value.param == "temperature"
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     asked=st.one_of(st.none(), st.integers(1, 10**7)),

@@ -1,7 +1,8 @@
 """Reasoning through the real stack (Envoy + ext_proc + mocks), with the official SDKs.
 
-For every client dialect against a Claude (Anthropic direct and on Bedrock), a Gemini and a
-Responses (GPT) backend, streamed and not:
+For every client dialect against every backend dialect (Claude on Anthropic, Bedrock and
+Vertex AI; Gemini on the Gemini API and Vertex AI; GPT on the Responses API; an
+OpenAI-compatible Chat Completions host that returns ``reasoning_content``), streamed and not:
 reasoning on, the model calls a tool, the client echoes what it was given in its SDK's
 ordinary way and sends the tool result, and the conversation continues. The mocks are as
 strict as the real APIs (docs/reasoning.md): the Anthropic and Bedrock mocks reject a
@@ -28,11 +29,23 @@ from google.genai import types as gt
 
 from ext_proc.config import DEFAULT_CONFIG
 from gateway_tools.supervisor import Stack
+from tests.cloud import cloud_providers, with_clouds
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
-from tests.stack import aws_credentials, bedrock_provider, config_on_free_ports, start_stack
+from tests.stack import aws_credentials, bedrock_provider, start_stack
 
 OTHER_KEY = "other-tenant-key"
-BACKENDS = {"claude": "anthropic", "bedrock": "bedrock", "gemini": "gemini", "gpt": "openai_responses"}
+# backend (the model is think-<backend>) -> the mock provider that serves it
+BACKENDS = {
+    "claude": "anthropic",
+    "bedrock": "bedrock",
+    "gemini": "gemini",
+    "gpt": "openai_responses",
+    "chat": "vllm",  # an OpenAI-compatible host: reasoning_content (the mock's "reasoning" quirk)
+    "vertex-claude": "vertex_anthropic",
+    "vertex-gemini": "vertex_gemini",
+}
+CLAUDES = ("claude", "bedrock", "vertex-claude")
+GEMINIS = ("gemini", "vertex-gemini")
 BEDROCK_CLAUDE = "anthropic.claude-sonnet-4-6"  # Claude on Bedrock (the mock thinks for Claude)
 CLIENTS = ("openai", "anthropic", "gemini", "openai_responses")
 ASK = "use tool for weather in Paris"
@@ -67,6 +80,20 @@ def reasoning_config() -> dict[str, Any]:
     cfg["providers"]["bedrock"] = bedrock_provider()
     cfg["models"]["think-bedrock"] = {"backends": [{"provider": "bedrock", "model": BEDROCK_CLAUDE}]}
     cfg["tenants"]["other"] = {"api_keys": [{"env": "OTHER_TENANT_KEY"}]}
+    # A vLLM-style host (reasoning_content, no signatures) and Claude / Gemini on Vertex AI.
+    cfg["providers"]["vllm"] = {
+        "dialect": "openai",
+        "base_url": "http://127.0.0.1:1/v1",
+        "api_key_env": "VLLM_API_KEY",
+        "mock": True,
+    }
+    cfg["models"]["think-chat"] = {"backends": [{"provider": "vllm", "model": "Qwen/Qwen3-8B"}]}
+    clouds = cloud_providers()
+    for name, upstream in (("vertex_anthropic", "claude-sonnet-4-6"), ("vertex_gemini", "gemini-3.5-flash")):
+        cfg["providers"][name] = clouds[name]
+        cfg["models"]["think-" + name.replace("_anthropic", "-claude").replace("_gemini", "-gemini")] = {
+            "backends": [{"provider": name, "model": upstream}]
+        }
     return cfg
 
 
@@ -74,8 +101,9 @@ def reasoning_config() -> dict[str, Any]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     os.environ["OTHER_TENANT_KEY"] = OTHER_KEY
     tmp = tmp_path_factory.mktemp("reasoning")
+    cfg, env = with_clouds(reasoning_config(), tmp)
     with aws_credentials(tmp):
-        s = start_stack(tmp, config_on_free_ports(reasoning_config()), {"OTHER_TENANT_KEY": OTHER_KEY})
+        s = start_stack(tmp, cfg, {"OTHER_TENANT_KEY": OTHER_KEY, **env})
     yield s
     s.stop()
 
@@ -83,6 +111,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture
 def mocks(stack: Stack) -> Iterator[MockAdmin]:
     with clean_mocks(stack) as admin:
+        admin.fault("vllm", mode="reasoning")  # the host returns its reasoning as reasoning_content
         yield admin
 
 
@@ -148,7 +177,8 @@ class AnthropicMessages:
     def __init__(self, stack: Stack, key: str = DEMO_KEY) -> None:
         self.sdk = anthropic.Anthropic(base_url=stack.base_url, api_key=key, max_retries=0, timeout=30)
         self.tools = [{"name": TOOL, "input_schema": SCHEMA}]
-        self.thinking = {"type": "enabled", "budget_tokens": 2048}
+        self.thinking: dict[str, Any] = {"type": "enabled", "budget_tokens": 2048}
+        self.output_config: dict[str, Any] | None = None
 
     def _call(self, model: str, msgs: list[Any], stream: bool) -> Any:
         kw: dict[str, Any] = {
@@ -158,6 +188,8 @@ class AnthropicMessages:
             "tools": self.tools,
             "thinking": self.thinking,
         }
+        if self.output_config is not None:
+            kw["output_config"] = self.output_config
         if not stream:
             return self.sdk.messages.create(**kw)
         with self.sdk.messages.stream(**kw) as s:
@@ -299,21 +331,27 @@ def test_tool_conversation_with_reasoning_continues(
     model = f"think-{backend}"
     history, call_id, reasoning = c.first(model, stream)
     assert call_id
-    if not (backend in ("gemini", "gpt") and client == "openai"):
+    if not (backend in ("gemini", "vertex-gemini", "gpt") and client == "openai"):
         # The model's reasoning text reaches the client in its own dialect's field (Gemini and
         # GPT show it only when thoughts or a summary are asked for, which a Chat Completions
         # client cannot ask).
         assert reasoning, "no reasoning text reached the client"
     answer = c.follow(model, history, stream)
     assert "tool result: sunny" in answer
-    # The backend got the signature back (its mock checked it) and the thinking settings.
+    check_continued(mocks, backend, "enabled")
+
+
+def check_continued(mocks: MockAdmin, backend: str, mode: str) -> None:
+    """The backend got the signature back (its mock checked it) and the thinking settings
+    (``mode``: Claude's thinking type)."""
     last = mocks.stats(BACKENDS[backend])["last_request"]["body"]
-    if backend == "claude":
-        assert last["thinking"]["type"] == "enabled"
+    if backend in ("claude", "vertex-claude"):
+        assert last["thinking"]["type"] == mode
         assistant = [m for m in last["messages"] if m["role"] == "assistant"][-1]
         assert assistant["content"][0]["type"] == "thinking" and assistant["content"][0]["signature"]
+        assert "gwr1" not in str(last)
     elif backend == "bedrock":
-        assert last["additionalModelRequestFields"]["thinking"]["type"] == "enabled"
+        assert last["additionalModelRequestFields"]["thinking"]["type"] == mode
         assistant = [m for m in last["messages"] if m["role"] == "assistant"][-1]
         # the mock's own signature came back (the gateway unsealed the client's token)
         assert assistant["content"][0]["reasoningContent"]["reasoningText"]["signature"]
@@ -321,10 +359,58 @@ def test_tool_conversation_with_reasoning_continues(
         assert last["reasoning"]["effort"] and last["include"] == ["reasoning.encrypted_content"]
         replayed = [i for i in last["input"] if i.get("type") == "reasoning"]
         assert replayed and replayed[0]["encrypted_content"].startswith("gAAAAA")  # the provider's own
+    elif backend == "chat":
+        # The host's reasoning is unsigned: nothing of it goes back (compatible servers take no
+        # reasoning in the history), the call id is the host's own, no gateway token leaks.
+        assert last["reasoning_effort"] not in (None, "none")
+        assistant = [m for m in last["messages"] if m["role"] == "assistant"][-1]
+        assert "reasoning_content" not in assistant and "gwr1" not in str(last)
+        assert assistant["tool_calls"][0]["id"].startswith("call_")
     else:
         assert "thinkingConfig" in last["generationConfig"]
         model_turn = [c for c in last["contents"] if c.get("role") == "model"][-1]
         assert any("functionCall" in p and p.get("thoughtSignature") for p in model_turn["parts"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("effort", [None, "max"], ids=["default", "max"])
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_adaptive_thinking_from_the_anthropic_sdk_continues(
+    stack: Stack, mocks: MockAdmin, backend: str, effort: str | None, stream: bool
+) -> None:
+    """A coding agent's default: ``thinking: {type: adaptive}`` (and ``output_config.effort``),
+    a tool loop on every backend. The effort reaches each in its own terms (max: the highest it
+    takes), and a Responses backend is asked for the encrypted reasoning it needs back."""
+    c = AnthropicMessages(stack)
+    c.thinking = {"type": "adaptive"}
+    if effort is not None:
+        c.output_config = {"effort": effort}
+    model = f"think-{backend}"
+    history, call_id, reasoning = c.first(model, stream)
+    assert call_id and reasoning, "no thinking block reached the client"
+    first = mocks.stats(BACKENDS[backend])["last_request"]["body"]
+    assert "tool result: sunny" in c.follow(model, history, stream)
+    check_continued(mocks, backend, "adaptive")
+    # What the first request asked of the backend.
+    if backend in ("claude", "vertex-claude"):
+        assert first["thinking"] == {"type": "adaptive"}
+        assert first.get("output_config") == ({"effort": effort} if effort else None)
+    elif backend == "bedrock":
+        extra = first["additionalModelRequestFields"]
+        assert extra["thinking"] == {"type": "adaptive"}
+        assert extra.get("output_config") == ({"effort": effort} if effort else None)
+    elif backend in GEMINIS:
+        tc = first["generationConfig"]["thinkingConfig"]
+        assert tc == (
+            {"thinkingLevel": "high", "includeThoughts": True}
+            if effort
+            else {"thinkingBudget": -1, "includeThoughts": True}
+        )
+    elif backend == "gpt":
+        assert first["reasoning"] == {"effort": "xhigh" if effort else "medium", "summary": "auto"}
+        assert first["include"] == ["reasoning.encrypted_content"]
+    else:
+        assert first["reasoning_effort"] == ("xhigh" if effort else "medium")
 
 
 # ---- forged, foreign and refused ----------------------------------------------------------------
@@ -559,3 +645,35 @@ def test_an_anthropic_clients_sealed_bedrock_signature_round_trips_and_a_tampere
     assert e.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "did not issue" in e.value.body["error"]["message"]  # type: ignore[index]
     assert mocks.stats("bedrock")["requests"] == before
+
+
+@pytest.mark.parametrize("backend", ["bedrock", "claude", "vertex-claude", "gemini", "gpt", "chat"])
+def test_an_effort_without_thinking_under_a_small_max_tokens_is_answered(
+    stack: Stack, mocks: MockAdmin, backend: str
+) -> None:
+    """``output_config.effort: low`` without ``thinking`` and ``max_tokens: 1000`` (a coding
+    agent's quick side call): every backend answers. On a budget backend the effort's budget
+    (2048) cannot fit below the limit, so the request goes without thinking rather than a 400
+    ("'max_tokens' must be more than 1024 for the model to think") no other target gives."""
+    sdk = anthropic.Anthropic(base_url=stack.base_url, api_key=DEMO_KEY, max_retries=0, timeout=30)
+    r = sdk.messages.create(
+        model=f"think-{backend}",
+        max_tokens=1000,
+        messages=[{"role": "user", "content": "hello there"}],
+        output_config={"effort": "low"},
+    )
+    assert r.stop_reason == "end_turn" and "hello there" in "".join(
+        b.text for b in r.content if b.type == "text"
+    )
+    last = mocks.stats(BACKENDS[backend])["last_request"]["body"]
+    if backend == "bedrock":
+        assert "thinking" not in last.get("additionalModelRequestFields", {})
+        assert last["inferenceConfig"]["maxTokens"] == 1000
+    elif backend in ("claude", "vertex-claude"):  # the client's own dialect: as it asked
+        assert last["output_config"] == {"effort": "low"} and "thinking" not in last
+    elif backend == "gemini":
+        assert last["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "low"}
+    elif backend == "gpt":
+        assert last["reasoning"]["effort"] == "low"
+    else:
+        assert last["reasoning_effort"] == "low"

@@ -83,6 +83,11 @@ def test_a_budget_maps_to_the_smallest_effort_that_covers_it(budget: int) -> Non
         (None, Thinking("enabled", 10_000), ("effort",), ("high", "enabled", None, None)),
         (None, Thinking("enabled", 10_000), ("level", "budget"), ("high", "enabled", 10_000, None)),
         (None, Thinking("adaptive"), ("budget", "adaptive"), (None, "adaptive", None, None)),
+        # adaptive with an effort: kept where adaptive carries an effort (Claude), else a
+        # level backend's dynamic budget would lose it: the effort's level (max: the highest)
+        ("xhigh", Thinking("adaptive"), ("budget", "adaptive"), ("xhigh", "adaptive", None, None)),
+        ("xhigh", Thinking("adaptive"), ("level", "budget", "adaptive"), ("xhigh", "enabled", None, "high")),
+        (None, Thinking("adaptive"), ("level", "budget", "adaptive"), (None, "adaptive", None, None)),
         (None, Thinking("disabled"), ("effort",), ("none", "disabled", None, None)),
     ],
 )
@@ -135,7 +140,10 @@ def test_anthropic_thinking_translates_to_every_backend() -> None:
     assert bed["additionalModelRequestFields"]["thinking"] == {"type": "enabled", "budget_tokens": 2999}
 
 
-def test_a_budget_that_does_not_fit_max_tokens_is_refused_naming_the_limit() -> None:
+def test_an_effort_whose_budget_does_not_fit_max_tokens_thinks_less_or_not_at_all() -> None:
+    """An effort is how hard, not a budget the client chose: under a limit too small for the
+    smallest budget (1024) the request goes without thinking (never a 400 the other targets
+    would not give); with room for it, the budget shrinks below the limit."""
     ir = codec("openai").parse_request(
         {
             "model": "m",
@@ -144,12 +152,164 @@ def test_a_budget_that_does_not_fit_max_tokens_is_refused_naming_the_limit() -> 
             "max_tokens": 500,
         }
     )
-    with pytest.raises(GatewayError) as e:
-        codec("anthropic").build_request(ir, "x", default_max_tokens=10)
-    assert e.value.param == "max_tokens"
+    body = codec("anthropic").build_request(ir, "x", default_max_tokens=10)
+    assert "thinking" not in body and body["max_tokens"] == 500
     ir.max_tokens = 5000
     body = codec("anthropic").build_request(ir, "x", default_max_tokens=10)
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 4999} and body["max_tokens"] == 5000
+
+
+@pytest.mark.parametrize(
+    "max_tokens, want_budget, want_limit",
+    [(1000, None, 1000), (1024, None, 1024), (1025, 1024, 1025), (1500, 1499, 1500), (4000, 2048, 4000)],
+)
+def test_anthropic_effort_without_thinking_towards_bedrock_and_anthropic(
+    max_tokens: int, want_budget: int | None, want_limit: int
+) -> None:
+    """`output_config.effort: low` without `thinking` (a coding agent's quick call) is not
+    refused on a Claude backend because its budget (2048) exceeds a small `max_tokens`."""
+    body = {
+        "model": "m",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hi"}],
+        "output_config": {"effort": "low"},
+    }
+    ir = codec("anthropic").parse_request(body)
+    bed = codec("bedrock").build_request(ir, "x", default_max_tokens=10)
+    thinking = bed.get("additionalModelRequestFields", {}).get("thinking")
+    assert bed["inferenceConfig"]["maxTokens"] == want_limit
+    assert thinking == (None if want_budget is None else {"type": "enabled", "budget_tokens": want_budget})
+    # and from a Gemini client onto an Anthropic backend alike
+    gem = codec("gemini").parse_request(
+        {
+            "contents": [{"parts": [{"text": "hi"}]}],
+            "generationConfig": {"thinkingConfig": {"thinkingLevel": "low"}, "maxOutputTokens": max_tokens},
+        },
+        "models/x",
+    )
+    ant = codec("anthropic").build_request(gem, "c", default_max_tokens=10)
+    assert ant.get("thinking") == (
+        None if want_budget is None else {"type": "enabled", "budget_tokens": want_budget}
+    )
+    assert ant["max_tokens"] == want_limit
+
+
+def test_a_budget_the_client_chose_that_does_not_fit_is_refused_naming_the_limit() -> None:
+    ir = codec("gemini").parse_request(
+        {
+            "contents": [{"parts": [{"text": "hi"}]}],
+            "generationConfig": {"thinkingConfig": {"thinkingBudget": 4000}, "maxOutputTokens": 900},
+        },
+        "models/x",
+    )
+    for target in ("anthropic", "bedrock"):
+        with pytest.raises(GatewayError) as e:
+            codec(target).build_request(ir, "x", default_max_tokens=10)
+        assert e.value.status == 400 and e.value.param == "generationConfig.maxOutputTokens"
+
+
+def _adaptive(effort: str | None) -> ChatRequest:
+    body: dict[str, Any] = {
+        "model": "m",
+        "max_tokens": 64000,
+        "messages": [{"role": "user", "content": "hi"}],
+        "thinking": {"type": "adaptive"},
+    }
+    if effort is not None:
+        body["output_config"] = {"effort": effort}
+    return codec("anthropic").parse_request(body)
+
+
+def _for(ir: ChatRequest, dialect: str, policy: R.Policy | None = None) -> dict[str, Any]:
+    """The body a backend of ``dialect`` gets (resolved as the route plan does)."""
+    c = codec(dialect)
+    R.resolve(ir, policy, c.reasoning_styles)
+    out: dict[str, Any] = c.build_request(ir, "x", default_max_tokens=100)
+    return out
+
+
+def test_adaptive_thinking_asks_a_responses_backend_for_its_encrypted_reasoning() -> None:
+    """A coding agent's default (`thinking: adaptive`, no effort) towards a Responses backend:
+    with `store: false` the reasoning can only come back in a tool loop encrypted."""
+    for ir in (_adaptive(None), _adaptive("medium")):
+        body = _for(ir, "openai_responses")
+        assert body["store"] is False
+        assert body["include"] == ["reasoning.encrypted_content"]
+        # without an effort: medium (as a dynamic budget), else a model defaulting to none would not think
+        assert body["reasoning"] == {"effort": "medium", "summary": "auto"}
+    assert _for(_adaptive(None), "openai")["reasoning_effort"] == "medium"
+    # a Gemini client's includeThoughts alone asks for thinking too
+    gem = codec("gemini").parse_request(
+        {
+            "contents": [{"parts": [{"text": "hi"}]}],
+            "generationConfig": {"thinkingConfig": {"includeThoughts": True}},
+        },
+        "models/x",
+    )
+    assert _for(gem, "openai_responses")["include"] == ["reasoning.encrypted_content"]
+    # thinking off: nothing to replay
+    off = codec("anthropic").parse_request(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+            "thinking": {"type": "disabled"},
+        }
+    )
+    body = _for(off, "openai_responses")
+    assert "include" not in body and body["reasoning"] == {"effort": "none"}
+
+
+def test_adaptive_max_effort_reaches_every_backend_at_its_highest() -> None:
+    """`thinking: adaptive` + `output_config.effort: max` keeps the effort on every target: the
+    highest level (Gemini), `max` beside adaptive thinking (Anthropic, Bedrock), `xhigh`
+    (OpenAI), the largest budget a budget-style backend takes."""
+    assert _for(_adaptive("max"), "gemini")["generationConfig"]["thinkingConfig"] == {
+        "thinkingLevel": "high",
+        "includeThoughts": True,
+    }
+    gem25 = _for(_adaptive("max"), "gemini", R.Policy(style="budget", max_budget=24576))
+    assert gem25["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 24576, "includeThoughts": True}
+    bed = _for(_adaptive("max"), "bedrock")["additionalModelRequestFields"]
+    assert bed == {"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}
+    ant = _for(_adaptive("max"), "anthropic")
+    assert ant["thinking"] == {"type": "adaptive"} and ant["output_config"] == {"effort": "max"}
+    assert _for(_adaptive("max"), "openai")["reasoning_effort"] == "xhigh"
+    resp = _for(_adaptive("max"), "openai_responses")
+    assert resp["reasoning"] == {"effort": "xhigh", "summary": "auto"}
+    assert resp["include"] == ["reasoning.encrypted_content"]
+    vclaude = _for(_adaptive("max"), "vertex_anthropic")
+    assert vclaude["thinking"] == {"type": "adaptive"} and vclaude["output_config"] == {"effort": "max"}
+    vgem = _for(_adaptive("max"), "vertex_gemini")["generationConfig"]["thinkingConfig"]
+    assert vgem["thinkingLevel"] == "high"
+    # without an effort, adaptive stays the model's own choice (Gemini: a dynamic budget)
+    assert _for(_adaptive(None), "gemini")["generationConfig"]["thinkingConfig"]["thinkingBudget"] == -1
+    assert "output_config" not in _for(_adaptive(None), "bedrock")["additionalModelRequestFields"]
+
+
+def test_bedrock_reads_claudes_effort_beside_its_thinking() -> None:
+    b = codec("bedrock")
+    ir = b.parse_request(
+        {
+            "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+            "additionalModelRequestFields": {
+                "thinking": {"type": "adaptive"},
+                "output_config": {"effort": "max"},
+            },
+        },
+        "anthropic.claude-x",
+    )
+    assert ir.unmapped == [] and ir.reasoning_effort == "xhigh" and ir.thinking is not None
+    assert ir.thinking.mode == "adaptive"
+    with pytest.raises(GatewayError) as e:
+        b.parse_request(
+            {
+                "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+                "additionalModelRequestFields": {"output_config": {"effort": "extreme"}},
+            },
+            "anthropic.claude-x",
+        )
+    assert e.value.param == "additionalModelRequestFields.output_config.effort"
 
 
 def test_gemini_thinking_config_parses_and_refuses_budget_with_level() -> None:
@@ -592,3 +752,47 @@ def test_every_answer_of_several_is_sealed() -> None:
     assert isinstance(first, ToolCallPart) and R.is_token(first.id)
     assert isinstance(second, ToolCallPart) and R.is_token(second.id) and second.signature is None
     assert isinstance(thought, ReasoningPart) and R.is_token(thought.signature)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    oc=_JSON | st.fixed_dictionaries({"effort": _JSON | st.sampled_from(["low", "medium", "high", "max"])})
+)
+def test_bedrock_output_config_parses_or_is_a_400_naming_it(oc: Any) -> None:
+    """Whatever ``additionalModelRequestFields.output_config`` holds: an IR effort, or a 400
+    naming the field (never another error)."""
+    body = {
+        "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+        "additionalModelRequestFields": {"output_config": oc},
+    }
+    try:
+        ir = codec("bedrock").parse_request(body, "anthropic.claude-x")
+    except GatewayError as e:
+        assert e.status == 400 and (e.param or "").startswith("additionalModelRequestFields.output_config")
+        return
+    want = oc.get("effort") if isinstance(oc, dict) else None
+    assert ir.reasoning_effort == {"max": "xhigh"}.get(want, want)
+
+
+@given(effort=_JSON)
+def test_anthropic_output_config_effort_parses_or_is_a_400_naming_it(effort: Any) -> None:
+    """Any JSON as ``output_config.effort``: an IR effort or a 400 naming it (a list was a
+    TypeError, found by the Bedrock twin of this test)."""
+    body = {
+        "model": "m",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}],
+        "output_config": {"effort": effort},
+    }
+    try:
+        ir = codec("anthropic").parse_request(body)
+    except GatewayError as e:
+        assert e.status == 400 and e.param == "output_config.effort"
+        return
+    assert ir.reasoning_effort == {"max": "xhigh"}.get(effort, effort)

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -60,6 +60,10 @@ class Figures(BaseModel):
     # The field a Chat Completions backend takes its output cap in (reasoning models
     # refuse the older ``max_tokens``); unset: whatever the codec writes.
     output_cap_field: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,64}$")] | None = None
+    # Sampling settings while the model reasons: "fixed" (a reasoning model: only the default
+    # temperature and top_p, always) or "fixed_when_reasoning" (the default ones only while a
+    # reasoning effort other than none is on); unset: any (catalog/limits.py applies it).
+    sampling: Literal["fixed", "fixed_when_reasoning"] | None = None
     # Reasoning controls the model accepts: recorded, not applied here.
     reasoning: list[Annotated[str, StringConstraints(min_length=1, max_length=32)]] | None = None
     deprecated: bool | None = None

@@ -44,6 +44,7 @@ class ModelCaps:
     document_types: tuple[str, ...] | None = None
     structured_output: bool | None = None
     output_cap_field: str | None = None
+    sampling: str | None = None  # "fixed" | "fixed_when_reasoning" (catalog/limits.py)
     reasoning: tuple[str, ...] | None = None
     deprecated: bool | None = None
     retires: date | None = None

@@ -11,6 +11,9 @@
   is refused (400 naming the client's part), or dropped where the model sets
   ``drop_unsupported``. A plain-text document is always carried (as text where the target
   takes no text documents), and a part without a type is left to the codec.
+- Sampling: a reasoning model that takes only the default temperature and top_p (always, or
+  while it reasons) gets a translated request's other values refused in the client's words,
+  or dropped with the model's ``drop_unsupported`` (the provider would refuse them).
 
 Unknown figures limit nothing. This runs once per translated request, for every target;
 wire-level fitting (which field carries the output cap) is the target dialect's
@@ -22,6 +25,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import GatewayError
+from ..translation import reasoning
 from ..translation.codec import client_field
 from ..translation.ir import PLAIN_TEXT, ChatRequest, FilePart, ImagePart, Part, ToolResultPart, part_path
 from ..translation.media import ANY_MEDIA, MediaRules, normal_type
@@ -43,6 +47,7 @@ def clamp_to_model(
     fit_media(req, media_rules(media, caps), drop, caps.model if caps is not None else None, target)
     if caps is None:
         return default_max_tokens
+    fit_sampling(req, caps, drop)
     limit = caps.max_stop_sequences
     if limit is not None and len(req.stop) > limit:
         name = client_field(req, "stop")
@@ -129,3 +134,29 @@ def output_cap(caps: ModelCaps | None, requested: int) -> int:
     """``requested`` output tokens as the model can produce them (admission reserves this)."""
     cap = caps.max_output_tokens if caps is not None else None
     return min(requested, cap) if cap is not None else requested
+
+
+# Sampling settings a reasoning model refuses unless they are the default (1).
+_SAMPLING = ("temperature", "top_p")
+
+
+def fit_sampling(req: ChatRequest, caps: ModelCaps, drop: bool) -> None:
+    """A model whose ``sampling`` is fixed (some reasoning models always, some while a reasoning
+    effort is on: docs/catalog.md) refuses a temperature or top_p other than 1: a 400 naming the
+    client's field, or the setting dropped with ``drop``."""
+    if caps.sampling is None or (caps.sampling == "fixed_when_reasoning" and not reasoning.requested(req)):
+        return
+    for name in _SAMPLING:
+        value = getattr(req, name)
+        if value is None or value == 1:
+            continue
+        if drop:
+            setattr(req, name, None)
+            continue
+        field = client_field(req, name)
+        when = "" if caps.sampling == "fixed" else " while it reasons (turn reasoning off to set it)"
+        raise GatewayError(
+            "invalid_request",
+            f"'{field}': the backend model '{caps.model}' takes only the default {name} (1){when}",
+            param=field,
+        )

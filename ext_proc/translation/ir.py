@@ -221,6 +221,9 @@ class Thinking:
     # resolved in (None: not yet) and, for the level style, the level to send.
     style: str | None = None
     level: str | None = None
+    # The budget was the gateway's (from an effort, or a dynamic budget), not one the client
+    # gave: a token limit too small for the smallest budget then means no thinking, not a 400.
+    derived: bool = False
 
 
 @dataclass(slots=True)

@@ -114,7 +114,14 @@ def _style(req: ChatRequest, styles: tuple[str, ...]) -> str:
     t = req.thinking
     if t is not None and t.budget_tokens is not None and "budget" in styles:
         return "budget"
-    if t is not None and t.mode == "adaptive" and "adaptive" in styles:
+    # A level backend's adaptive form (a dynamic budget) carries no effort; its levels are
+    # already the ceiling of dynamic thinking, so an effort goes as its level there.
+    if (
+        t is not None
+        and t.mode == "adaptive"
+        and "adaptive" in styles
+        and (req.reasoning_effort is None or "level" not in styles)
+    ):
         return "adaptive"
     return styles[0]
 
@@ -170,6 +177,7 @@ def resolve(req: ChatRequest, policy: Policy | None, styles: tuple[str, ...]) ->
     elif style == "budget":
         if budget is None or budget < 0:
             budget = budgets.get(effort or "medium", BUDGETS["medium"])
+            out.derived = True
         if p.min_budget is not None and budget < p.min_budget:
             raise invalid(
                 f"'{_field(req, which)}': model '{req.model}' needs a thinking budget of at least "
@@ -184,6 +192,11 @@ def resolve(req: ChatRequest, policy: Policy | None, styles: tuple[str, ...]) ->
         out.level = levels.get(effort or "medium", "medium")
     else:
         out.mode = "enabled"
+        if effort is None and t is not None and t.mode == "adaptive":
+            # Adaptive thinking without an effort on an effort backend: medium, as a dynamic
+            # budget maps (``effort_for_budget(-1)``); left unset, a model whose default effort
+            # is none (gpt-5.1 and later) would not think at all.
+            effort = "medium"
     req.reasoning_effort = effort
     req.thinking = out
 
@@ -202,6 +215,42 @@ def for_backend(req: ChatRequest, styles: tuple[str, ...]) -> tuple[str | None, 
     )
     resolve(tmp, None, styles)
     return tmp.reasoning_effort, tmp.thinking
+
+
+def requested(req: ChatRequest) -> bool:
+    """Does the request ask the model to reason (before or after ``resolve``)? An effort other
+    than none, thinking on (a budget, adaptive, a level), or thoughts asked for."""
+    t = req.thinking
+    if req.reasoning_effort == "none" or (t is not None and t.mode == "disabled"):
+        return False
+    if req.reasoning_effort is not None:
+        return True
+    return t is not None and (
+        t.mode in ("enabled", "adaptive") or bool(t.include_thoughts) or t.summary not in (None, "none")
+    )
+
+
+MIN_BUDGET = 1024  # the smallest budget of the budget-style providers (docs/reasoning.md)
+
+
+def fit_budget(req: ChatRequest, t: Thinking, limit: int, limit_field: str) -> tuple[int | None, int]:
+    """A thinking budget that stays below the token limit, as budget-style providers require
+    (docs/reasoning.md), and the limit to send: ``limit`` is the request's (or the default when the client set
+    none, and then the budget is added on top). A client limit below the budget shrinks the
+    budget under it. A limit with no room for the smallest budget is a 400 naming
+    ``limit_field`` when the client asked for a budget itself; when the budget came from an
+    effort, the request goes without thinking (None): the client asked how hard, not to think
+    past its own limit."""
+    budget = max(t.budget_tokens or BUDGETS["medium"], MIN_BUDGET)
+    if req.max_tokens is None:
+        return budget, limit + budget
+    if limit > budget:
+        return budget, limit
+    if limit - 1 >= MIN_BUDGET:
+        return limit - 1, limit
+    if t.derived:
+        return None, limit
+    raise invalid(f"'{limit_field}' must be more than {MIN_BUDGET} for the model to think", limit_field)
 
 
 def reasoning_text(parts: list[Any]) -> str:

@@ -84,13 +84,20 @@ _OA_PART_TYPES = {
 # "tools.function.name", https://platform.openai.com/docs/api-reference/chat/create).
 _OA_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 _OA_TOOL_NAME_MAX = 64
-# Reasoning models (o-series) take max_completion_tokens, not max_tokens, and only the default
-# temperature (API reference, "max_tokens": "not compatible with o-series models"; the error wording
-# is the API's, quoted in openai/openai-python issues and e.g. teilomillet/gollm#33). The gpt-5
-# family behaves the same on the real API; the mock applies the rule to o-series ids only for now
-# because the gateway's OpenAI codec still sends max_tokens to every model (extend the pattern to
-# gpt-5 once it sends max_completion_tokens there).
-_OA_REASONING = re.compile(r"^o\d")
+# Reasoning models take max_completion_tokens, not max_tokens: the o-series and the gpt-5 family
+# (API reference, "max_tokens": "not compatible with o-series models"; the API's refusal, quoted for
+# gpt-5 in griptape-ai/ComfyUI-Griptape#312 and continuedev/continue#7052, for gpt-5.1 in
+# fish2018/YPrompt#26: "Unsupported parameter: 'max_tokens' is not supported with this model. Use
+# 'max_completion_tokens' instead."). The chat-tuned variants (gpt-5-chat-latest, gpt-5.1-chat-latest)
+# are not reasoning models and are left out.
+_OA_REASONING = re.compile(r"^(o\d|gpt-5)(?!.*-chat)")
+# Only the default temperature (1) on reasoning models (OpenAI reasoning guide, "limitations"; the
+# refusal "Unsupported value: 'temperature' does not support 0.5 with this model. Only the default (1)
+# value is supported." is quoted for gpt-5 in diffbot/code-gpt-docs#445 and tmc/langchaingo#1355).
+# gpt-5.1 and later take it while the reasoning effort is none (their default): OpenAI's GPT-5.1
+# guide, quoted in vercel/ai#10932 ("temperature and top-p are controllable parameters on gpt-5.1
+# when reasoning effort is set to none"); the o-series and gpt-5 (5.0) never do.
+_OA_SAMPLING_WITH_NONE = re.compile(r"^gpt-5\.\d")
 # Output-token ceilings per model family (OpenAI "Models" pages, each model's "Max output tokens"),
 # longest prefix first; models not listed have no ceiling in the mock.
 _OA_MAX_OUTPUT = (
@@ -714,6 +721,8 @@ class _OpenAI(_Provider):
         its output ceiling, top_logprobs without logprobs or above 20 (API reference, "top_logprobs":
         "An integer between 0 and 20 ... logprobs must be set to true if this parameter is used")."""
         reasoning = bool(_OA_REASONING.match(model))
+        effort = body.get("reasoning_effort")
+        fixed_sampling = reasoning and not (_OA_SAMPLING_WITH_NONE.match(model) and effort in (None, "none"))
         if reasoning and body.get("max_tokens") is not None:
             raise self.error(
                 400,
@@ -723,13 +732,23 @@ class _OpenAI(_Provider):
                 code="unsupported_parameter",
             )
         temperature = body.get("temperature")
-        if reasoning and temperature is not None and temperature != 1:
+        if fixed_sampling and temperature is not None and temperature != 1:
             raise self.error(
                 400,
                 f"Unsupported value: 'temperature' does not support {temperature} with this model. Only the default "
                 "(1) value is supported.",
                 param="temperature",
                 code="unsupported_value",
+            )
+        # top_p likewise (the reasoning guide's limitations, as vercel/ai's reasoning-model rule and
+        # QuantaAlpha/RepoMaster#8 for gpt-5 report); the API names it an unsupported parameter.
+        top_p = body.get("top_p")
+        if fixed_sampling and top_p is not None and top_p != 1:
+            raise self.error(
+                400,
+                "Unsupported parameter: 'top_p' is not supported with this model.",
+                param="top_p",
+                code="unsupported_parameter",
             )
         limit = _oa_max_output(model)
         for name in ("max_tokens", "max_completion_tokens"):

@@ -441,7 +441,7 @@ def _parse_reasoning_controls(
             raise _type_error("output_config", "an object")
         for k, v in oc.items():
             if k == "effort" and v is not None:
-                if v not in _EFFORT_IN:
+                if not isinstance(v, str) or v not in _EFFORT_IN:
                     raise invalid(
                         "'output_config.effort' must be one of low, medium, high, max", "output_config.effort"
                     )
@@ -471,33 +471,27 @@ def _parse_reasoning_controls(
 def _build_reasoning_controls(req: ChatRequest, body: dict[str, Any], drop: bool = False) -> None:
     """IR controls -> ``thinking`` (+ ``output_config.effort`` for adaptive). A budget must be
     below ``max_tokens`` (extended-thinking docs): a client that set no limit gets room for
-    the budget on top of the default; one whose limit is too small gets a smaller budget."""
+    the budget on top of the default; one whose limit is too small gets a smaller budget, or
+    no thinking when the budget came from an effort (``reasoning.fit_budget``)."""
     effort, t = _reasoning.for_backend(req, ANTHROPIC.reasoning_styles)
     if t is None or t.mode is None:
         return
     if t.mode == "disabled":
         body["thinking"] = {"type": "disabled"}
         return
-    _thinking_compatible(req, body, drop)
     if t.mode == "adaptive":
+        _thinking_compatible(req, body, drop)
         body["thinking"] = {"type": "adaptive"}
         if effort is not None:
             body.setdefault("output_config", {})["effort"] = _EFFORT_OUT.get(effort, "high")
         return
-    budget = max(t.budget_tokens or _reasoning.BUDGETS["medium"], _MIN_BUDGET)
-    if req.max_tokens is None:
-        body["max_tokens"] += budget
-    elif body["max_tokens"] <= budget:
-        budget = body["max_tokens"] - 1
-        if budget < _MIN_BUDGET:
-            raise invalid(
-                f"'{client_field(req, 'max_tokens')}' must be more than {_MIN_BUDGET} for the model to think",
-                client_field(req, "max_tokens"),
-            )
+    budget, body["max_tokens"] = _reasoning.fit_budget(
+        req, t, body["max_tokens"], client_field(req, "max_tokens")
+    )
+    if budget is None:
+        return
+    _thinking_compatible(req, body, drop)
     body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-
-
-_MIN_BUDGET = 1024  # the smallest budget_tokens the API takes (extended-thinking docs)
 
 
 def _thinking_compatible(req: ChatRequest, body: dict[str, Any], drop: bool) -> None:

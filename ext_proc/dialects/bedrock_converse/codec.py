@@ -22,7 +22,9 @@ Mapping notes:
   no equivalent (Converse reads S3 locations only);
 - reasoning (docs/reasoning.md): the IR's controls become Claude's
   ``additionalModelRequestFields.thinking`` (enabled + ``budget_tokens``,
-  https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-extended-thinking.html);
+  https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-extended-thinking.html;
+  adaptive with Claude's ``output_config.effort`` beside it,
+  https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-adaptive-thinking.html);
   ``reasoningContent`` blocks (``reasoningText`` with its signature, or
   ``redactedContent``) are IR reasoning parts, of Claude's signature family;
 - usage: ``inputTokens`` excludes cache reads and writes, which Converse counts
@@ -343,7 +345,17 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
 
 # Claude on Bedrock issues Anthropic's signatures: the same family as the Anthropic codec's.
 FAMILY = "anthropic"
-_MIN_BUDGET = 1024  # Claude's smallest thinking budget
+# Claude's output_config.effort values (https://docs.claude.com/en/docs/build-with-claude/effort)
+# <-> IR efforts, as in the Anthropic codec (Bedrock hands Claude its own request fields).
+_EFFORT_IN = {"low": "low", "medium": "medium", "high": "high", "max": "xhigh"}
+_EFFORT_OUT = {
+    "none": "low",
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "max",
+}
 
 
 def _parse_reasoning_block(value: Any, path: str) -> ReasoningPart:
@@ -408,29 +420,49 @@ def _parse_thinking(extra: dict[str, Any]) -> Thinking | None:
     raise invalid(f"'{path}.type' must be one of enabled, adaptive, disabled", f"{path}.type")
 
 
+def _parse_effort(extra: dict[str, Any]) -> str | None:
+    """``additionalModelRequestFields.output_config.effort`` -> the IR effort (``max`` is
+    ``xhigh``); the rest of ``output_config`` is not read (unmapped)."""
+    oc = extra.get("output_config")
+    if oc is None:
+        return None
+    path = "additionalModelRequestFields.output_config"
+    if not isinstance(oc, dict):
+        raise _type_error(path, "an object")
+    effort = oc.get("effort")
+    if effort is None:
+        return None
+    if not isinstance(effort, str) or effort not in _EFFORT_IN:
+        raise invalid(f"'{path}.effort' must be one of low, medium, high, max", f"{path}.effort")
+    return _EFFORT_IN[effort]
+
+
 def _build_thinking(req: ChatRequest, body: dict[str, Any]) -> None:
-    """IR controls -> ``additionalModelRequestFields.thinking``; ``maxTokens`` must stay above
-    the budget (as on Anthropic)."""
-    _, t = _reasoning.for_backend(req, BEDROCK.reasoning_styles)
+    """IR controls -> ``additionalModelRequestFields.thinking`` (adaptive: with Claude's
+    ``output_config.effort`` beside it, as Bedrock's adaptive-thinking guide shows,
+    https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-adaptive-thinking.html);
+    ``maxTokens`` must stay above a budget (as on Anthropic: ``reasoning.fit_budget``)."""
+    effort, t = _reasoning.for_backend(req, BEDROCK.reasoning_styles)
     if t is None or t.mode is None:
         return
-    extra = body.setdefault("additionalModelRequestFields", {})
     if t.mode == "disabled":
-        extra["thinking"] = {"type": "disabled"}
+        body.setdefault("additionalModelRequestFields", {})["thinking"] = {"type": "disabled"}
         return
     if t.mode == "adaptive":
+        extra = body.setdefault("additionalModelRequestFields", {})
         extra["thinking"] = {"type": "adaptive"}
+        if effort is not None:
+            extra["output_config"] = {"effort": _EFFORT_OUT.get(effort, "high")}
         return
-    budget = max(t.budget_tokens or _reasoning.BUDGETS["medium"], _MIN_BUDGET)
     inference = body["inferenceConfig"]
-    if req.max_tokens is None:
-        inference["maxTokens"] += budget
-    elif inference["maxTokens"] <= budget:
-        budget = inference["maxTokens"] - 1
-        if budget < _MIN_BUDGET:
-            field = client_field(req, "max_tokens")
-            raise invalid(f"'{field}' must be more than {_MIN_BUDGET} for the model to think", field)
-    extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    budget, inference["maxTokens"] = _reasoning.fit_budget(
+        req, t, inference["maxTokens"], client_field(req, "max_tokens")
+    )
+    if budget is not None:
+        body.setdefault("additionalModelRequestFields", {})["thinking"] = {
+            "type": "enabled",
+            "budget_tokens": budget,
+        }
 
 
 def _mark_last(parts: Sequence[Part | Tool], point: Any, path: str) -> None:
@@ -1025,7 +1057,14 @@ class BedrockCodec(Codec):
                 raise _type_error("additionalModelRequestFields", "an object")
             req.top_k = _opt_int(extra, "top_k")
             req.thinking = _parse_thinking(extra)
-            self._unmapped_keys(extra, "additionalModelRequestFields", {"top_k", "thinking"}, req)
+            req.reasoning_effort = _parse_effort(extra)
+            self._unmapped_keys(
+                extra, "additionalModelRequestFields", {"top_k", "thinking", "output_config"}, req
+            )
+            if isinstance(extra.get("output_config"), dict):
+                self._unmapped_keys(
+                    extra["output_config"], "additionalModelRequestFields.output_config", {"effort"}, req
+                )
         meta = body.get("requestMetadata")
         if meta is not None:
             if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):

@@ -1191,6 +1191,8 @@ class GeminiCodec(Codec):
         "n": "generationConfig.candidateCount",
         "stop": "generationConfig.stopSequences",
         "max_tokens": "generationConfig.maxOutputTokens",
+        "temperature": "generationConfig.temperature",
+        "top_p": "generationConfig.topP",
         "top_k": "generationConfig.topK",
         "seed": "generationConfig.seed",
         "presence_penalty": "generationConfig.presencePenalty",

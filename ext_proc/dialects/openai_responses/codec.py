@@ -550,7 +550,11 @@ def _build_reasoning(req: ChatRequest, body: dict[str, Any]) -> None:
             r["summary"] = "auto"
     if r:
         body["reasoning"] = r
-    if effort not in (None, "none"):
+    # Any reasoning asked for (an effort, or adaptive / a summary without one: the model's
+    # default effort) is asked back encrypted: with store false it is the only way a later
+    # turn of a tool loop can give the model its reasoning back.
+    thinks = effort not in (None, "none") or (t is not None and t.mode not in (None, "disabled"))
+    if thinks:
         body["include"] = ["reasoning.encrypted_content"]
 
 
