@@ -449,7 +449,8 @@ class _OpenAIPlatform(_OpenAI):
         """[create] metadata (``_METADATA_PAIRS``); the API's own error for too many pairs: "Invalid
         'metadata': too many properties. Expected an object with at most 16 properties, but got an
         object with 24 properties instead." with code object_above_max_properties
-        (github.com/thiswillbeyourgithub/openwebui_custom_pipes_filters/issues/3)."""
+        (github.com/thiswillbeyourgithub/openwebui_custom_pipes_filters/issues/3). A long key or value
+        gets the API's generic string_above_max_length (its wording for metadata not seen quoted)."""
         if md is None:
             return
         if not isinstance(md, dict):
