@@ -618,10 +618,13 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
 
 
 # Provider response headers that would confuse a client of another dialect or
-# expose provider account details (organisations, the provider's own limits):
-# each dialect names its own; these are any provider's.
+# expose provider account details (organisations, the provider's own limits,
+# the provider's request ids): each dialect names its own; these are any
+# provider's. A client gets the gateway's own x-request-id instead (the
+# listener's always_set_request_id_in_response), the access log's request_id.
 PROVIDER_RESPONSE_HEADERS = (
     "request-id",
+    "x-request-id",
     "server-timing",
     "cf-ray",
     "via",
@@ -990,6 +993,9 @@ def _listener(cfg: GatewayConfig, routes: dict[str, Any], access_log: str = "/de
         "stat_prefix": "gateway",
         "codec_type": "AUTO",
         **routes,
+        # The request's id (sent to the provider, in the access log) on every answer, in place of
+        # the provider's own x-request-id that the routes remove.
+        "always_set_request_id_in_response": True,
         # Slow clients (README "Time bounds"). Once routed, a request's own bounds
         # replace the stream idle timeout (``_route_bounds``).
         "request_headers_timeout": _ms(cfg.listen.request_headers_timeout_ms),

@@ -37,6 +37,7 @@ from tests.stack import (
     start_stack,
 )
 from tests.test_failover import hammer, request_for, text_of
+from tests.test_provider_headers import CLIENTS, check_withheld
 
 UPSTREAM = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 N = 30
@@ -292,3 +293,13 @@ def test_what_converse_cannot_take_is_a_400_naming_the_field(stack: Stack, admin
         )
     assert ei.value.body["param"] == "seed"  # type: ignore[index]
     assert admin.stats("bedrock-unguarded")["requests"] == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("client", CLIENTS)
+def test_no_bedrock_header_reaches_a_client(
+    stack: Stack, admin: MockAdmin, client: str, stream: bool
+) -> None:
+    """Bedrock's request id (and any x-amzn-*) reaches no client (tests/test_provider_headers.py)."""
+    sent = check_withheld(stack, admin, "bedrock", client, "bedrock-first", stream)
+    assert "x-amzn-requestid" in sent, sent

@@ -354,13 +354,6 @@ def _answers(mocks: MockAdmin) -> bool:
         return False
 
 
-@pytest.mark.xfail(
-    "headers_stall" not in mock_servers.FAULT_MODES,
-    run=False,
-    reason="the mock fault mode (headers_stall) and the bound on an answer that stalls after its "
-    "headers come with branch `timeouts`; without them such a request hangs until "
-    "Envoy's 300 s stream idle timeout",
-)
 def test_a_provider_stalling_after_its_headers_fails_over(stack: Stack, mocks: MockAdmin) -> None:
     all_workers_serve(stack)
     mocks.fault("anthropic", mode="headers_stall")

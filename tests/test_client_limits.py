@@ -304,13 +304,22 @@ GATEWAY_SET = {
 }
 
 
+# provider of the stack -> the model whose first backend it is
+FIRST_BACKEND = {"openai": "gpt-5.5", "anthropic": "claude-sonnet-4-6", "gemini": "gemini-3.5-flash"}
+
+
+@pytest.mark.parametrize("provider", list(FIRST_BACKEND))
 @pytest.mark.parametrize("dialect", list(CHAT))
 def test_client_headers_reach_no_provider_by_default(
-    gateway_limits: Stack, limits_mocks: MockAdmin, dialect: str
+    gateway_limits: Stack, limits_mocks: MockAdmin, dialect: str, provider: str
 ) -> None:
-    assert chat(gateway_limits, dialect, "gpt-5.5") == 200
-    got = arrived(limits_mocks, "openai")
-    assert set(got) <= {"content-type", "accept", *GATEWAY_SET}, got
+    """Every provider of the stack gets the allow-list and what it lists itself, nothing else of
+    ``CLIENT_EXTRAS``: each client dialect, passed through or translated."""
+    assert chat(gateway_limits, dialect, FIRST_BACKEND[provider]) == 200
+    got = arrived(limits_mocks, provider)
+    listed = {h.lower() for h in gateway_limits.config.providers[provider].forward_headers}
+    assert set(got) <= {"content-type", "accept", *GATEWAY_SET, *listed}, got
+    assert {h for h in CLIENT_EXTRAS if h in got} == listed & set(CLIENT_EXTRAS), got
 
 
 def test_a_listed_header_reaches_only_the_provider_that_lists_it(

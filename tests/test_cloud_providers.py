@@ -35,6 +35,7 @@ from tests.cloud import CLIENT_ID, cloud_config, cloud_providers, with_clouds
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import start_stack
 from tests.test_failover import hammer
+from tests.test_provider_headers import CLIENTS, check_withheld
 from tests.test_translation_matrix import ADAPTERS, Ask
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
@@ -534,3 +535,23 @@ def test_prompt_caching_on_claude_on_vertex(clouds: Stack, cmocks: MockAdmin, st
     assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
     reads = [r for r, _ in anthropic_turns(clouds, "claude-vertex-only", stream)]
     assert reads[0] == 0 and reads[1] >= 1200, reads
+
+
+# cloud provider -> a model it alone serves
+CLOUD_ONLY = {
+    "vertex_anthropic": "claude-vertex-only",
+    "vertex_gemini": "gemini-vertex-only",
+    "azure_openai": "gpt-azure",
+    "azure_entra": "gpt-entra-only",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("provider", list(CLOUD_ONLY))
+def test_no_cloud_account_header_reaches_a_client(
+    clouds: Stack, cmocks: MockAdmin, provider: str, client: str, stream: bool
+) -> None:
+    """Azure's region, quota and request ids, Google's front-end headers: withheld from every
+    client (tests/test_provider_headers.py)."""
+    check_withheld(clouds, cmocks, provider, client, CLOUD_ONLY[provider], stream)

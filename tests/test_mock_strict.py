@@ -553,6 +553,303 @@ def test_openai_rejects_what_the_api_rejects(
         assert status == 200, (rule, body)
 
 
+# --------------------------------------------------------------------------- OpenAI Responses API
+
+
+def _rs(**kw: Any) -> dict[str, Any]:
+    return {"model": MODEL, "input": "hello", **kw}
+
+
+def _rs_fn(name: str = "get_weather", **kw: Any) -> dict[str, Any]:
+    """A Responses function tool (flat: name and parameters beside the type)."""
+    params = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    return {"type": "function", "name": name, "parameters": params, **kw}
+
+
+def _turns(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """A conversation with ``item`` between two user turns."""
+    return [_user("hi"), item, _user("go on")]
+
+
+def _said(item_id: str) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "role": "assistant",
+        "id": item_id,
+        "content": [{"type": "output_text", "text": "ok"}],
+    }
+
+
+def _called(item_id: str) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": "call_1",
+        "name": "get_weather",
+        "arguments": "{}",
+    }
+
+
+def _parts(*parts: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"type": "input_text", "text": "look"}, *parts]}]
+
+
+def _schema_format(schema: dict[str, Any], name: str = "out", strict: bool = True) -> dict[str, Any]:
+    return {"format": {"type": "json_schema", "name": name, "strict": strict, "schema": schema}}
+
+
+IMAGE = {"type": "input_image", "image_url": "https://example.com/cat.png"}
+LONG_KEY = "k" * 65
+# (rule, bad request, the same request made valid or None, message fragment, param, code)
+RESPONSES_RULES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str, str, str | None]] = [
+    (
+        "unknown parameter",
+        _rs(max_completion_tokens=100),
+        _rs(max_output_tokens=100),
+        "Unknown parameter: 'max_completion_tokens'.",
+        "max_completion_tokens",
+        "unknown_parameter",
+    ),
+    (
+        "unknown field of an input item",
+        _rs(input=[{"role": "user", "content": "hi", "name": "bob"}]),
+        _rs(input=[{"role": "user", "content": "hi"}]),
+        "Unknown parameter: 'input[0].name'.",
+        "input[0].name",
+        "unknown_parameter",
+    ),
+    (
+        "a Chat Completions tool (no name beside its type)",
+        _rs(tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]),
+        _rs(tools=[_rs_fn(strict=False)]),
+        "Missing required parameter: 'tools[0].name'.",
+        "tools[0].name",
+        "missing_required_parameter",
+    ),
+    (
+        "assistant message id without the msg prefix",
+        _rs(input=_turns(_said("item_3bc5a3fa"))),
+        _rs(input=_turns(_said("msg_3bc5a3fa"))),
+        "Invalid 'input[1].id': 'item_3bc5a3fa'. Expected an ID that begins with 'msg'.",
+        "input[1].id",
+        "invalid_value",
+    ),
+    (
+        "function_call id without the fc prefix",
+        _rs(input=_turns(_called("call_1"))),
+        _rs(input=_turns(_called("fc_1"))),
+        "Invalid 'input[1].id': 'call_1'. Expected an ID that begins with 'fc'.",
+        "input[1].id",
+        "invalid_value",
+    ),
+    (
+        "input_image with neither image_url nor file_id",
+        _rs(input=_parts({"type": "input_image", "detail": "auto"})),
+        _rs(input=_parts({**IMAGE, "detail": "auto"})),
+        "Invalid 'input[0].content[1]': one of 'image_url' or 'file_id' must be provided.",
+        "input[0].content[1]",
+        "missing_required_parameter",
+    ),
+    (
+        "input_image with a URL that is neither http(s) nor data",
+        _rs(input=_parts({"type": "input_image", "image_url": "example.com/cat.png"})),
+        _rs(input=_parts({"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="})),
+        "Invalid 'input[0].content[1].image_url'. Expected a valid URL",
+        "input[0].content[1].image_url",
+        "invalid_value",
+    ),
+    (
+        "input_image detail outside its values",
+        _rs(input=_parts({**IMAGE, "detail": "medium"})),
+        _rs(input=_parts({**IMAGE, "detail": "high"})),
+        "Invalid value: 'medium'. Supported values are: 'low', 'high', 'auto', and 'original'.",
+        "input[0].content[1].detail",
+        "invalid_value",
+    ),
+    (
+        "input_image with a Chat Completions image_url object's key",
+        _rs(input=_parts({**IMAGE, "url": "https://example.com/cat.png"})),
+        _rs(input=_parts(IMAGE)),
+        "Unknown parameter: 'input[0].content[1].url'.",
+        "input[0].content[1].url",
+        "unknown_parameter",
+    ),
+    (
+        "input_file with no data, id or URL",
+        _rs(input=_parts({"type": "input_file", "filename": "a.pdf"})),
+        _rs(
+            input=_parts({"type": "input_file", "filename": "a.pdf", "file_url": "https://example.com/a.pdf"})
+        ),
+        "Invalid 'input[0].content[1]': one of 'file_data', 'file_id' or 'file_url' must be provided.",
+        "input[0].content[1]",
+        "missing_required_parameter",
+    ),
+    (
+        "input_file with an unknown key",
+        _rs(input=_parts({"type": "input_file", "file_id": "file-1", "mime_type": "application/pdf"})),
+        _rs(input=_parts({"type": "input_file", "file_id": "file-1"})),
+        "Unknown parameter: 'input[0].content[1].mime_type'.",
+        "input[0].content[1].mime_type",
+        "unknown_parameter",
+    ),
+    (
+        "an input part in an assistant message",
+        _rs(input=_turns({"role": "assistant", "content": [{"type": "input_text", "text": "ok"}]})),
+        _rs(input=_turns({"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]})),
+        "Invalid value: 'input_text'. Supported values are: 'output_text' and 'refusal'.",
+        "input[1].content[0].type",
+        "invalid_value",
+    ),
+    (
+        "function tool strict by default with an open schema",
+        _rs(tools=[_rs_fn()]),
+        _rs(tools=[_rs_fn(strict=False)]),
+        "Invalid schema for function 'get_weather': In context=(), 'additionalProperties' is required to be "
+        "supplied and to be false.",
+        "tools[0].parameters",
+        "invalid_function_parameters",
+    ),
+    (
+        "strict function tool with an optional property",
+        _rs(tools=[_rs_fn(parameters={**STRICT_SCHEMA, "required": []})]),
+        _rs(tools=[_rs_fn(parameters=STRICT_SCHEMA)]),
+        "'required' is required to be supplied and to be an array including every key in properties. "
+        "Missing 'a'.",
+        "tools[0].parameters",
+        "invalid_function_parameters",
+    ),
+    (
+        "strict json_schema format with a nested open object",
+        _rs(
+            text=_schema_format({**STRICT_SCHEMA, "properties": {"a": {"type": "object", "properties": {}}}})
+        ),
+        _rs(text=_schema_format(STRICT_SCHEMA)),
+        "Invalid schema for response_format 'out': In context=('properties', 'a'), 'additionalProperties' "
+        "is required to be supplied and to be false.",
+        "text.format.schema",
+        None,
+    ),
+    (
+        "tool name with a dot",
+        _rs(tools=[_rs_fn("fs.read", strict=False)]),
+        _rs(tools=[_rs_fn("fs_read", strict=False)]),
+        "Invalid 'tools[0].name': string does not match pattern. Expected a string that matches the "
+        "pattern '^[a-zA-Z0-9_-]+$'.",
+        "tools[0].name",
+        "invalid_value",
+    ),
+    (
+        "tool name longer than 64 characters",
+        _rs(tools=[_rs_fn("f" * 65, strict=False)]),
+        _rs(tools=[_rs_fn("f" * 64, strict=False)]),
+        "Invalid 'tools[0].name': string too long. Expected a string with maximum length 64, but got a "
+        "string with length 65 instead.",
+        "tools[0].name",
+        "string_above_max_length",
+    ),
+    (
+        "tool_choice naming a function that is not among the tools",
+        _rs(tools=[_rs_fn(strict=False)], tool_choice={"type": "function", "name": "get_time"}),
+        _rs(tools=[_rs_fn(strict=False)], tool_choice={"type": "function", "name": "get_weather"}),
+        "Tool choice 'function' not found in 'tools' parameter.",
+        "tool_choice",
+        None,
+    ),
+    (
+        "message role tool (a Chat Completions role)",
+        _rs(input=[{"role": "tool", "content": "sunny"}]),
+        _rs(input=[{"role": "developer", "content": "be brief"}, _user("hi")]),
+        "Invalid value: 'tool'. Supported values are: 'user', 'assistant', 'system', and 'developer'.",
+        "input[0].role",
+        "invalid_value",
+    ),
+    (
+        "text.format name with a space",
+        _rs(text=_schema_format(STRICT_SCHEMA, name="my answer")),
+        _rs(text=_schema_format(STRICT_SCHEMA, name="my_answer")),
+        "Invalid 'text.format.name': string does not match pattern. Expected a string that matches the "
+        "pattern '^[a-zA-Z0-9_-]+$'.",
+        "text.format.name",
+        "invalid_value",
+    ),
+    (
+        "text.format json_schema without a name",
+        _rs(text={"format": {"type": "json_schema", "schema": STRICT_SCHEMA}}),
+        _rs(text={"format": {"type": "json_schema", "name": "out", "schema": STRICT_SCHEMA}}),
+        "Missing required parameter: 'text.format.name'.",
+        "text.format.name",
+        "missing_required_parameter",
+    ),
+    (
+        "conversation together with previous_response_id",
+        _rs(conversation="conv_1", previous_response_id="resp_1"),
+        None,
+        "Mutually exclusive parameters: 'conversation' and 'previous_response_id'.",
+        "conversation",
+        "mutually_exclusive_parameters",
+    ),
+    (
+        "metadata with 17 pairs",
+        _rs(metadata={f"k{i}": "v" for i in range(17)}),
+        _rs(metadata={f"k{i}": "v" for i in range(16)}),
+        "Invalid 'metadata': too many properties. Expected an object with at most 16 properties, but got an "
+        "object with 17 properties instead.",
+        "metadata",
+        "object_above_max_properties",
+    ),
+    (
+        "metadata value longer than 512 characters",
+        _rs(metadata={"note": "x" * 513}),
+        _rs(metadata={"note": "x" * 512}),
+        "Invalid 'metadata.note': string too long. Expected a string with maximum length 512, but got a "
+        "string with length 513 instead.",
+        "metadata.note",
+        "string_above_max_length",
+    ),
+    (
+        "metadata key longer than 64 characters",
+        _rs(metadata={LONG_KEY: "v"}),
+        _rs(metadata={LONG_KEY[:64]: "v"}),
+        "string too long. Expected a string with maximum length 64, but got a string with length 65 instead.",
+        f"metadata.{LONG_KEY}",
+        "string_above_max_length",
+    ),
+    (
+        "metadata value that is not a string",
+        _rs(metadata={"n": 5}),
+        _rs(metadata={"n": "5"}),
+        "Invalid type for 'metadata.n': expected a string, but got an integer instead.",
+        "metadata.n",
+        "invalid_type",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "bad", "good", "message", "param", "code"), RESPONSES_RULES, ids=[r[0] for r in RESPONSES_RULES]
+)
+def test_responses_rejects_what_the_api_rejects(
+    mocks: BackgroundMocks,
+    rule: str,
+    bad: dict[str, Any],
+    good: dict[str, Any] | None,
+    message: str,
+    param: str,
+    code: str | None,
+) -> None:
+    """Each rule of the mock's POST /v1/responses: the API's 400 body (type, message, param, code),
+    and the same request made valid passes."""
+    status, body = _post(mocks, OA, "/v1/responses", bad)
+    assert status == 400, body
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert body["error"]["type"] == "invalid_request_error"
+    assert message in body["error"]["message"], body
+    assert (body["error"]["param"], body["error"]["code"]) == (param, code), body
+    if good is not None:
+        status, body = _post(mocks, OA, "/v1/responses", good)
+        assert status == 200, (rule, body)
+
+
 def test_responses_parallel_calls_are_one_item_each() -> None:
     """``use all tools`` on the Responses API: one ``function_call`` item per declared tool, plain
     and streamed (the mock used to answer only the first call; found by the agent corpus)."""

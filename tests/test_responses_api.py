@@ -29,6 +29,7 @@ from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.redis_server import RedisServer
 from tests.stack import config_on_free_ports, start_stack
+from tests.test_provider_headers import CLIENTS, check_withheld
 
 OTHER_KEY = "other-tenant-key"
 # backend dialect -> (model whose primary speaks it, its upstream model, the mock provider)
@@ -755,3 +756,14 @@ def test_metrics_count_responses_requests(gateway: Stack, mocks: MockAdmin) -> N
         if name == "llm_gateway_conversation_store_total" and dict(labels) == {"op": "put", "outcome": "ok"}
     ]
     assert hits and hits[0] >= 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_responses_backend_tells_no_client_its_account(
+    gateway: Stack, mocks: MockAdmin, client: str, stream: bool
+) -> None:
+    """The Responses-only provider's account headers (OpenAI's: organisation, project, limits,
+    request id) reach no client, Responses or other (tests/test_provider_headers.py)."""
+    sent = check_withheld(gateway, mocks, "openai_responses", client, "gpt-5-mini", stream)
+    assert "openai-organization" in sent, sent

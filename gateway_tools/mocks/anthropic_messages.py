@@ -174,6 +174,26 @@ def _ant_text(content: Any) -> str:
     return ""
 
 
+# The operator's account as the mock API names it in its response headers.
+ANTHROPIC_ACCOUNT_HEADERS = {
+    "anthropic-organization-id": "4c9d7a51-0f7e-4d0b-9a53-3f1e0c5b2a10",
+    **{
+        f"anthropic-ratelimit-{kind}-{what}": value
+        for kind, limit in (
+            ("requests", 4000),
+            ("tokens", 2000000),
+            ("input-tokens", 2000000),
+            ("output-tokens", 400000),
+        )
+        for what, value in (
+            ("limit", str(limit)),
+            ("remaining", str(limit - 1)),
+            ("reset", "2026-01-01T00:00:01Z"),
+        )
+    },
+}
+
+
 class _Anthropic(_Provider):
     """Anthropic Messages API: ``POST /v1/messages`` (and ``GET /v1/models``)."""
 
@@ -194,7 +214,11 @@ class _Anthropic(_Provider):
         return await anthropic_count(self, request, body, cut)
 
     def extra_headers(self) -> dict[str, str]:
-        return {"request-id": "req_" + _b62(24)}
+        """Anthropic's headers on every response (docs.claude.com/en/api/overview, "Response
+        headers": request-id and anthropic-organization-id, "the organization ID associated with the
+        API key"; .../en/api/rate-limits, "Response headers": the key's anthropic-ratelimit-*). Those
+        of the account are the operator's: the gateway never passes them to its clients."""
+        return {"request-id": "req_" + _b62(24), **ANTHROPIC_ACCOUNT_HEADERS}
 
     def error(self, status: int, etype: str, message: str, headers: dict[str, str] | None = None) -> _Reject:
         body = {

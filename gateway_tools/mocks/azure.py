@@ -128,10 +128,17 @@ class _Azure(_OpenAI):
         ]
 
     def extra_headers(self) -> dict[str, str]:
+        """Azure OpenAI's response headers (learn.microsoft.com/azure/ai-services/openai/quotas-limits:
+        the remaining quota of the deployment in x-ratelimit-remaining-*; the API Management request
+        id, the region and the model session of the resource)."""
         return {
             "apim-request-id": str(uuid.uuid4()),
             "x-request-id": str(uuid.uuid4()),
             "x-ms-region": "East US",
+            "azureml-model-session": "d015-20250808164853",
+            "x-ms-rai-invoked": "true",
+            "x-ratelimit-remaining-requests": "999",
+            "x-ratelimit-remaining-tokens": "149990",
         }
 
     def model_of(self, request: web.Request, body: Any) -> str | None:

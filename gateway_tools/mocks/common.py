@@ -456,6 +456,8 @@ class _Stats:
     faulted: int = 0
     streamed: int = 0
     last_request: dict[str, Any] | None = None
+    # the status and headers of the last answer (what a gateway must not pass on is checked on them)
+    last_response: dict[str, Any] | None = None
     tool_call_ids: list[str] = field(default_factory=list)
 
     def as_json(self, stalling: int) -> dict[str, Any]:
@@ -467,6 +469,7 @@ class _Stats:
             "streamed": self.streamed,
             "stalling": stalling,
             "last_request": self.last_request,
+            "last_response": self.last_response,
             "tool_call_ids": self.tool_call_ids,
         }
 
@@ -717,6 +720,7 @@ class _Provider:
             resp = await self._misbehave(request, out, [body[: len(body) // 2], body[len(body) // 2 :]], mode)
         key = str(resp.status)
         st.by_status[key] = st.by_status.get(key, 0) + 1
+        st.last_response = {"status": resp.status, "headers": {k.lower(): v for k, v in resp.headers.items()}}
         return resp
 
     async def _stall(self, request: web.Request) -> None:

@@ -411,6 +411,14 @@ def _g_schema_problem(schema: Any, depth: int = 0) -> str | None:
     return None
 
 
+# Headers Google's front end adds to every API response (the serving front end's timing and its
+# HTTP/3 offer): about Google's servers, none of a client's business.
+GOOGLE_FRONTEND_HEADERS = {
+    "server-timing": "gfet4t7; dur=812",
+    "alt-svc": 'h3=":443"; ma=2592000,h3-29=":443"; ma=2592000',
+}
+
+
 class _Gemini(_Provider):
     """Gemini API v1beta: ``models/{model}:generateContent`` and ``:streamGenerateContent``."""
 
@@ -421,6 +429,9 @@ class _Gemini(_Provider):
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
         self.prompt_cache = _PrefixCache()
+
+    def extra_headers(self) -> dict[str, str]:
+        return dict(GOOGLE_FRONTEND_HEADERS)
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
         # v1beta is the documented surface; current SDKs default to v1, which takes the same bodies.
@@ -867,7 +878,7 @@ class _Gemini(_Provider):
                 out = response(lambda: thought_parts() + call_parts(), True, reply.output_tokens)
             else:
                 out = response(lambda: thought_parts() + text_parts(reply.text), True, reply.output_tokens)
-            return _json_response(200, out)
+            return _json_response(200, out, self.extra_headers())
 
         chunks: list[dict[str, Any]] = []
         if thought:

@@ -32,6 +32,18 @@ from .embeddings import openai_embeddings
 
 # --------------------------------------------------------------------------- OpenAI
 
+# The operator's account as the mock platform names it in its response headers.
+OPENAI_ACCOUNT_HEADERS = {
+    "openai-organization": "org-mock-operator",
+    "openai-project": "proj_mockoperator0123456789",
+    "x-ratelimit-limit-requests": "10000",
+    "x-ratelimit-remaining-requests": "9999",
+    "x-ratelimit-reset-requests": "6ms",
+    "x-ratelimit-limit-tokens": "30000000",
+    "x-ratelimit-remaining-tokens": "29999000",
+    "x-ratelimit-reset-tokens": "2ms",
+}
+
 _OA_PARAMS = frozenset(
     {
         "model",
@@ -292,7 +304,16 @@ class _OpenAI(_Provider):
         return await openai_embeddings(self, request, body, cut)
 
     def extra_headers(self) -> dict[str, str]:
-        return {"x-request-id": "req_" + _hex(32), "openai-version": "2020-10-01"}
+        """The platform's headers on every response (developers.openai.com/api/reference/overview,
+        "Debugging requests"; .../docs/guides/rate-limits, "Rate limits in headers"): the request id,
+        the API version, the organisation and project of the key, and the key's rate limits. Those
+        of the account are the operator's: the gateway never passes them to its clients."""
+        return {
+            "x-request-id": "req_" + _hex(32),
+            "openai-version": "2020-10-01",
+            "openai-processing-ms": "42",
+            **OPENAI_ACCOUNT_HEADERS,
+        }
 
     # errors ----------------------------------------------------------------
     def error(

@@ -124,7 +124,14 @@ _INCLUDES = (
     "web_search_call.results",
 )
 _EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
-_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# [functions] / [structured]: function and schema names match this pattern, at most 64 characters
+# (the API's own error: "Invalid 'tools[16].name': string does not match pattern. Expected a string
+# that matches the pattern '^[a-zA-Z0-9_-]+$'.", github.com/justrach/codegraff/issues/930).
+_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+_NAME_MAX = 64
+# [create] metadata: "Set of 16 key-value pairs ... Keys are strings with a maximum length of 64
+# characters. Values are strings with a maximum length of 512 characters."
+_METADATA_PAIRS, _METADATA_KEY_MAX, _METADATA_VALUE_MAX = 16, 64, 512
 _NO_TOOL_OUTPUT = "No tool call found for function call output with call_id {}."
 _NOT_PERSISTED = (
     "Item with id '{}' not found. Items are not persisted when `store` is set to false. Try again with "
@@ -208,6 +215,9 @@ class _OpenAIPlatform(_OpenAI):
 
     # validation ------------------------------------------------------------------------
     def unknown(self, param: str) -> _Reject:
+        """[create] lists the body's parameters and each item's fields; the API refuses any other, nested
+        ones too: "Unknown parameter: 'input[3].status'." with code unknown_parameter
+        (github.com/1jehuang/jcode/issues/1028, github.com/pydantic/pydantic-ai/issues/3653)."""
         return self.error(400, f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
 
     def check_keys(self, obj: dict[str, Any], allowed: tuple[str, ...], path: str) -> None:
@@ -216,7 +226,9 @@ class _OpenAIPlatform(_OpenAI):
                 raise self.unknown(f"{path}.{k}")
 
     def check_id(self, item: dict[str, Any], path: str, prefix: str) -> None:
-        """[create]: item ids the API issued carry its prefix."""
+        """[create]: item ids the API issued carry its prefix (``msg``, ``fc``); the API's own error:
+        "Invalid 'input[177].id': 'item_3bc5...'. Expected an ID that begins with 'msg'." with code
+        invalid_value (github.com/Wei-Shaw/sub2api/issues/3981)."""
         iid = item.get("id")
         if iid is not None and (not isinstance(iid, str) or not iid.startswith(prefix)):
             raise self.error(
@@ -245,6 +257,8 @@ class _OpenAIPlatform(_OpenAI):
                 if not isinstance(part.get("refusal"), str):
                     raise self.missing(f"{pp}.refusal")
             elif t == "input_image":
+                # [create] Input image: image_url (a fully qualified URL or a base64 data URL) or
+                # file_id; detail one of low / high / auto (original on newer models).
                 self.check_keys(part, ("type", "image_url", "file_id", "detail"), pp)
                 url = part.get("image_url")
                 if url is None and part.get("file_id") is None:
@@ -271,7 +285,7 @@ class _OpenAIPlatform(_OpenAI):
                     "original",
                 ):
                     raise self.bad_value(f"{pp}.detail", part["detail"], ("low", "high", "auto", "original"))
-            else:  # input_file
+            else:  # input_file: [create] Input file: file_data, file_id or file_url, and filename
                 self.check_keys(part, ("type", "file_data", "file_id", "file_url", "filename", "detail"), pp)
                 if not any(part.get(k) is not None for k in ("file_data", "file_id", "file_url")):
                     raise self.error(
@@ -300,6 +314,7 @@ class _OpenAIPlatform(_OpenAI):
                 tail = []
             if t == "message":
                 role = item.get("role")
+                # [create] Input message: role one of user, assistant, system, developer.
                 if role is None:
                     raise self.missing(f"{p}.role")
                 if role not in ("user", "assistant", "system", "developer"):
@@ -366,8 +381,11 @@ class _OpenAIPlatform(_OpenAI):
         return words, calls, user_text, tail or None
 
     def check_schema(self, schema: Any, where: str, param: str, context: tuple[str, ...] = ()) -> None:
-        """[structured] strict mode: every object closes ('additionalProperties': false) and requires
-        every property."""
+        """[structured] strict mode ("Supported schemas": all fields must be required,
+        additionalProperties: false on every object); [functions] function tools are strict by default on
+        the Responses API. The wording is the API's, as for Chat Completions
+        ("Invalid schema for function 'f': In context=(), 'additionalProperties' is required to be
+        supplied and to be false.", code invalid_function_parameters)."""
         if not isinstance(schema, dict):
             return
         ctx = "(" + ", ".join(f"'{c}'" for c in context) + (",)" if len(context) == 1 else ")")
@@ -402,6 +420,57 @@ class _OpenAIPlatform(_OpenAI):
             for k, sub in enumerate(schema.get(key) or []):
                 self.check_schema(sub, where, param, (*context, key, str(k)))
 
+    def check_name(self, name: Any, param: str) -> None:
+        """A function or schema name: a string of the pattern, at most 64 characters (see ``_NAME``)."""
+        if not isinstance(name, str):
+            raise self.bad_type(param, "a string", name)
+        if len(name) > _NAME_MAX:
+            raise self.too_long(param, name, _NAME_MAX)
+        if not _NAME.match(name):
+            raise self.error(
+                400,
+                f"Invalid '{param}': string does not match pattern. Expected a string that "
+                "matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                param=param,
+                code="invalid_value",
+            )
+
+    def too_long(self, param: str, value: str, limit: int) -> _Reject:
+        """The API's error for a string over its maximum length (as for Chat Completions' tool names)."""
+        return self.error(
+            400,
+            f"Invalid '{param}': string too long. Expected a string with maximum length {limit}, "
+            f"but got a string with length {len(value)} instead.",
+            param=param,
+            code="string_above_max_length",
+        )
+
+    def check_metadata(self, md: Any) -> None:
+        """[create] metadata (``_METADATA_PAIRS``); the API's own error for too many pairs: "Invalid
+        'metadata': too many properties. Expected an object with at most 16 properties, but got an
+        object with 24 properties instead." with code object_above_max_properties
+        (github.com/thiswillbeyourgithub/openwebui_custom_pipes_filters/issues/3). A long key or value
+        gets the API's generic string_above_max_length (its wording for metadata not seen quoted)."""
+        if md is None:
+            return
+        if not isinstance(md, dict):
+            raise self.bad_type("metadata", "an object", md)
+        if len(md) > _METADATA_PAIRS:
+            raise self.error(
+                400,
+                f"Invalid 'metadata': too many properties. Expected an object with at most "
+                f"{_METADATA_PAIRS} properties, but got an object with {len(md)} properties instead.",
+                param="metadata",
+                code="object_above_max_properties",
+            )
+        for k, v in md.items():
+            if len(k) > _METADATA_KEY_MAX:
+                raise self.too_long(f"metadata.{k}", k, _METADATA_KEY_MAX)
+            if not isinstance(v, str):
+                raise self.bad_type(f"metadata.{k}", "a string", v)
+            if len(v) > _METADATA_VALUE_MAX:
+                raise self.too_long(f"metadata.{k}", v, _METADATA_VALUE_MAX)
+
     def check_response_tools(self, body: dict[str, Any]) -> list[str]:
         """[create] tools; [functions] function tools are strict unless 'strict': false."""
         tools = body.get("tools")
@@ -420,18 +489,14 @@ class _OpenAIPlatform(_OpenAI):
                 raise self.bad_value(f"{p}.type", t["type"], _TOOL_TYPES)
             if t["type"] != "function":
                 continue
-            self.check_keys(t, ("type", "name", "description", "parameters", "strict"), p)
+            # A Chat Completions tool ({"type": "function", "function": {...}}) is refused for its
+            # missing name before its unknown key: "Missing required parameter: 'tools[0].name'."
+            # (github.com/diegosouzapw/OmniRoute/issues/1914, microsoft/vscode-copilot-release#11157).
             name = t.get("name")
             if name is None:
                 raise self.missing(f"{p}.name")
-            if not isinstance(name, str) or not _NAME.match(name):
-                raise self.error(
-                    400,
-                    f"Invalid '{p}.name': string does not match pattern. Expected a string that "
-                    "matches the pattern '^[a-zA-Z0-9_-]+$'.",
-                    param=f"{p}.name",
-                    code="invalid_value",
-                )
+            self.check_keys(t, ("type", "name", "description", "parameters", "strict"), p)
+            self.check_name(name, f"{p}.name")
             params = t.get("parameters")
             if params is not None and not isinstance(params, dict):
                 raise self.bad_type(f"{p}.parameters", "an object", params)
@@ -461,6 +526,8 @@ class _OpenAIPlatform(_OpenAI):
             if not isinstance(name, str):
                 raise self.missing("tool_choice.name")
             if name not in names:
+                # [create] tool_choice {"type": "function", "name"}: "the name of the function to call",
+                # one of the request's function tools.
                 raise self.error(
                     400, "Tool choice 'function' not found in 'tools' parameter.", param="tool_choice"
                 )
@@ -506,14 +573,9 @@ class _OpenAIPlatform(_OpenAI):
         for req in ("name", "schema"):
             if req not in fmt:
                 raise self.missing(f"text.format.{req}")
-        if not isinstance(fmt["name"], str) or not _NAME.match(fmt["name"]):
-            raise self.error(
-                400,
-                "Invalid 'text.format.name': string does not match pattern. Expected a string "
-                "that matches the pattern '^[a-zA-Z0-9_-]+$'.",
-                param="text.format.name",
-                code="invalid_value",
-            )
+        # [structured] text.format.name: "a-z, A-Z, 0-9, or contain underscores and dashes, with a
+        # maximum length of 64".
+        self.check_name(fmt["name"], "text.format.name")
         if not isinstance(fmt["schema"], dict):
             raise self.bad_type("text.format.schema", "an object", fmt["schema"])
         if fmt.get("strict"):
@@ -548,6 +610,7 @@ class _OpenAIPlatform(_OpenAI):
         for key in ("stream", "store", "parallel_tool_calls", "background"):
             if body.get(key) is not None and not isinstance(body[key], bool):
                 raise self.bad_type(key, "a boolean", body[key])
+        # [create] conversation: "cannot be used in conjunction with previous_response_id"; [state].
         if body.get("conversation") is not None and body.get("previous_response_id") is not None:
             raise self.error(
                 400,
@@ -600,16 +663,7 @@ class _OpenAIPlatform(_OpenAI):
         self.number(body, "top_logprobs", 0, 20, True)
         if body.get("truncation") is not None and body["truncation"] not in ("auto", "disabled"):
             raise self.bad_value("truncation", body["truncation"], ("auto", "disabled"))
-        md = body.get("metadata")
-        if md is not None and (
-            not isinstance(md, dict) or len(md) > 16 or not all(isinstance(v, str) for v in md.values())
-        ):
-            raise self.error(
-                400,
-                "Invalid 'metadata': expected an object of at most 16 string values.",
-                param="metadata",
-                code="invalid_value",
-            )
+        self.check_metadata(body.get("metadata"))
         convo = _Convo(
             model=model,
             input_tokens=words + _words(instructions or ""),

@@ -41,7 +41,7 @@ from aiohttp import web
 from .anthropic_messages import _Anthropic
 from .common import _INBAND_ERRORS, _INVALID, MockSpec, _Handler, _json_response, _Provider, _Reject, _Stats
 from .embeddings import anthropic_count
-from .gemini import _Gemini
+from .gemini import GOOGLE_FRONTEND_HEADERS, _Gemini
 from .tokens import TokenIssuer, bearer, form
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -98,6 +98,9 @@ class _Publisher:
     @stats.setter
     def stats(self, value: _Stats) -> None:
         pass  # the Vertex server's own stats are the ones kept
+
+    def extra_headers(self) -> dict[str, str]:
+        return self.vertex.extra_headers()  # Google's, whichever publisher (no Anthropic account)
 
 
 class _VertexGemini(_Publisher, _Gemini):
@@ -228,6 +231,9 @@ class _Vertex(_Provider):
 
     def inband_error(self, request: web.Request, status: int) -> bytes:
         return _INBAND_ERRORS["anthropic" if request.match_info.get("publisher") == "anthropic" else "gemini"]
+
+    def extra_headers(self) -> dict[str, str]:
+        return dict(GOOGLE_FRONTEND_HEADERS)
 
     # Vertex's own errors are Google's, whichever publisher -----------------------------
     def fault_error(self, status: int) -> _Reject:
