@@ -189,7 +189,8 @@ STREAMS = sorted([*(FIX / "streams").glob("*.sse"), *(FIX / "streams").glob("*.e
 
 
 def _src(path: Path) -> str:
-    return path.stem.split("_")[0]
+    """The dialect a fixture's file name starts with (the longest: ``openai_responses_*`` is not ``openai``)."""
+    return max((d for d in DIALECT_OF if path.stem.startswith(d + "_")), key=len)
 
 
 @pytest.mark.parametrize("path", STREAMS, ids=lambda p: p.stem)
