@@ -98,7 +98,7 @@ from ...translation.ir import (
 from ...translation.markers import mark_error, read_error
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
-from ..openai_chat.codec import ANY_JSON_OBJECT, OPENAI, response_format, strict_schema_ok
+from ..openai_chat.codec import _CODE_KINDS, ANY_JSON_OBJECT, OPENAI, response_format, strict_schema_ok
 
 DIALECT = "openai_responses"
 # The family whose encrypted reasoning this dialect issues and takes back.
@@ -794,7 +794,9 @@ def _error_from_stream(obj: dict[str, Any]) -> GatewayError:
     err = _obj(obj.get("error")) or obj
     code, message = err.get("code"), err.get("message")
     etype = err.get("type")
-    kind = (
+    # OpenAI's error codes first (what ``_event_code`` writes: an error event has no type)
+    kind = _CODE_KINDS.get(code) if isinstance(code, str) else None
+    kind = kind or (
         "rate_limit"
         if code == "rate_limit_exceeded" or etype in ("requests", "tokens")
         else "context_length"
