@@ -304,6 +304,7 @@ def _request_path(dialect: str, case: dict[str, Any], body: Any) -> None:
             )
             if out is not REFUSED:
                 orjson.dumps(out)  # what the request phase sends: must serialise
+                break  # built as it is: dropping nothing builds the same body
 
 
 def test_depth_limit_is_enforced_below_every_recursion_limit() -> None:
@@ -572,15 +573,20 @@ def _keys(values: Any) -> list[str]:
     return sorted(found)
 
 
-# Every field name any fixture uses, in any dialect: optional fields a fixture lacks are among them.
-KEYS = _keys(
-    [
+def _fixture_values(d: str) -> list[Any]:
+    return (
         [c["body"] for c in REQUESTS[d]]
         + RESPONSES[d]
         + [[json.loads(x) for _, x in events if _parses(x)] for events in STREAMS[d]]
-        for d in NAMES
-    ]
-)
+    )
+
+
+# Every field name any fixture uses, in any dialect: optional fields a fixture lacks are among them.
+KEYS = _keys([_fixture_values(d) for d in NAMES])
+# A dialect's own field names: the stray fields of the stream-event sweep, whose every variant
+# re-decodes the stream up to the edit (a codec reads its own dialect's names; the hypothesis
+# tests above add any fixture's names anywhere).
+OWN_KEYS = {d: _keys(_fixture_values(d)) for d in NAMES}
 
 
 @pytest.mark.parametrize("dialect", NAMES)
@@ -605,7 +611,7 @@ def test_every_path_of_every_stream_event(backend: str) -> None:
         for i, (_name, obj, _data) in enumerate(parsed):
             if obj is None:
                 continue
-            for variant in _variants(obj, KEYS):
+            for variant in _variants(obj, OWN_KEYS[backend]):
                 # The stream up to the edit and one event after it: what the edit can upset.
                 edited = [*events[:i], (events[i][0], json.dumps(variant)), *events[i + 1 : i + 2]]
                 _transcode(backend, _sse(edited), [])

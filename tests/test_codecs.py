@@ -577,6 +577,11 @@ def test_tool_result_without_name_gets_it_from_the_call() -> None:
         ("anthropic", {"model": "m", "messages": [{"role": "user", "content": "x"}], "system": 3}, "system"),
         (
             "anthropic",
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "output_config": {"effort": [1]}},
+            "output_config.effort",
+        ),
+        (
+            "anthropic",
             {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "x"}},
             "tool_choice.type",
         ),

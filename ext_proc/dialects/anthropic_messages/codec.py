@@ -440,7 +440,7 @@ def _parse_reasoning_controls(
             raise _type_error("output_config", "an object")
         for k, v in oc.items():
             if k == "effort" and v is not None:
-                if v not in _EFFORT_IN:
+                if not isinstance(v, str) or v not in _EFFORT_IN:
                     raise invalid(
                         "'output_config.effort' must be one of low, medium, high, max", "output_config.effort"
                     )
