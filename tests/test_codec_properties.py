@@ -461,12 +461,7 @@ def collapse(events: list[StreamEvent], dialect: str) -> dict[str, Any]:
         if isinstance(e, MessageStart):
             out["id"], out["model"] = e.id, e.model
         elif isinstance(e, BlockStart):
-            if (
-                e.kind == "text"
-                and blocks
-                and blocks[-1][0] == "text"
-                and dialect not in TEXT_BLOCKS
-            ):
+            if e.kind == "text" and blocks and blocks[-1][0] == "text" and dialect not in TEXT_BLOCKS:
                 by_index[e.index] = blocks[-1]  # no block boundaries between texts in OpenAI/Gemini
                 continue
             block = [e.kind, e.tool_call_id, e.tool_name, "", False]
