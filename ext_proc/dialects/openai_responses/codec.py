@@ -681,7 +681,8 @@ _STATUS: dict[str, tuple[str, str | None]] = {
 
 
 def _stop_of(resp: dict[str, Any], calls: bool, refusal: bool, path: str = "") -> StopReason:
-    """A response object (at ``path``) 's status (and what it holds) -> the IR stop reason."""
+    """A response object's status (and what it holds) -> the IR stop reason; ``path``
+    prefixes the names of its fields in a bad answer's message (``response.`` in a stream)."""
     status = _a_opt_str(resp.get("status"), f"{path}status")
     if status == "incomplete":
         details = _a_obj(resp.get("incomplete_details"), f"{path}incomplete_details")
