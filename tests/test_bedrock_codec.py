@@ -346,6 +346,16 @@ def test_usage_counts_cache_reads_and_writes_as_input() -> None:
     assert not BEDROCK.rename_model({"output": {}}, "alias")
 
 
+@pytest.mark.parametrize("count", ["5", True, -1, 2**64 - 1, 1.5])
+def test_a_usage_count_that_is_not_one_is_a_bad_answer(count: Any) -> None:
+    """Not taken (a string or 2**64 crashed a client's encoder later) nor read as 0: a 502."""
+    with pytest.raises(GatewayError) as ei:
+        BEDROCK.usage_of({"usage": {"inputTokens": 1, "outputTokens": count}})
+    assert ei.value.status == 502 and "'usage.outputTokens'" in ei.value.message
+    with pytest.raises(GatewayError):
+        BEDROCK.parse_response({"output": {"message": {"content": []}}, "usage": {"inputTokens": count}})
+
+
 # ---- event-stream framing -------------------------------------------------------------------------
 
 

@@ -51,7 +51,9 @@ from ext_proc.translation.ir import (
 )
 from ext_proc.translation.schema import closed
 
-DIALECTS = ["openai", "anthropic", "gemini", "bedrock"]
+DIALECTS = ["openai", "anthropic", "gemini", "openai_responses", "bedrock"]
+# The Responses API has no stop sequences, top_k, seed or penalties (its codec refuses them).
+NO_SAMPLING_EXTRAS = ("anthropic", "bedrock", "openai_responses")
 UPSTREAM = "up-model"
 DEFAULT_MAX = 1000
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -166,11 +168,11 @@ def requests(draw: st.DrawFn, dialect: str) -> ChatRequest:
         max_tokens=draw(opt | st.integers(1, 100000)),
         temperature=draw(opt | floats),
         top_p=draw(opt | st.floats(0, 1, allow_nan=False)),
-        top_k=draw(opt | st.integers(1, 100)) if dialect != "openai" else None,
-        stop=draw(st.lists(texts, max_size=3)),
-        seed=draw(opt | st.integers(0, 2**31)) if dialect not in ("anthropic", "bedrock") else None,
-        presence_penalty=draw(opt | floats) if dialect not in ("anthropic", "bedrock") else None,
-        frequency_penalty=draw(opt | floats) if dialect not in ("anthropic", "bedrock") else None,
+        top_k=draw(opt | st.integers(1, 100)) if dialect not in ("openai", "openai_responses") else None,
+        stop=draw(st.lists(texts, max_size=3)) if dialect != "openai_responses" else [],
+        seed=draw(opt | st.integers(0, 2**31)) if dialect not in NO_SAMPLING_EXTRAS else None,
+        presence_penalty=draw(opt | floats) if dialect not in NO_SAMPLING_EXTRAS else None,
+        frequency_penalty=draw(opt | floats) if dialect not in NO_SAMPLING_EXTRAS else None,
         n=draw(opt | st.integers(1, 4)) if several else draw(opt | st.just(1)),
         response_format=rf,
         user=draw(opt | users.get(dialect, texts)) if dialect != "gemini" else None,
@@ -201,6 +203,23 @@ def _norm_parts(parts: list[Any], dialect: str) -> list[Any]:
     return out
 
 
+def _merge_texts(parts: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for p in parts:
+        if p[0] == "text" and out and out[-1][0] == "text":
+            out[-1] = ("text", out[-1][1] + p[1])
+        else:
+            out.append(p)
+    return out
+
+
+def _one_string(result: Any) -> Any:
+    """A tool result whose text parts are one string (the Responses API's function_call_output)."""
+    kind, call_id, name, content, is_error = result
+    joined = "".join(c[1] for c in content)
+    return (kind, call_id, name, [("text", joined)] if joined else [], is_error)
+
+
 def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
     messages: list[tuple[str, list[Any]]] = []
     last = len(req.messages) - 1
@@ -211,6 +230,10 @@ def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
             parts = [p for p in parts if p[0] != "text" or p[1].strip()]
             if dialect == "anthropic" and n == last and parts and parts[-1][0] == "text":
                 parts[-1] = ("text", parts[-1][1].rstrip())
+        if dialect == "openai_responses":
+            parts = _merge_texts(parts) if m.role == "assistant" else parts  # one message item per run
+            if m.role == "tool":  # a function_call_output's output is one string
+                parts = [_one_string(p) for p in parts]
         if not parts and dialect in ("anthropic", "bedrock"):
             continue
         if messages and messages[-1][0] == m.role:
@@ -222,17 +245,20 @@ def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
     if dialect == "bedrock" and tc.mode == "none":
         tc, tools = ToolChoice("auto"), []  # Converse has no 'none': the tools are not declared
     parallel = req.parallel_tool_calls
-    if dialect != "openai" and (parallel is True or tc.mode == "none"):
+    if dialect not in ("openai", "openai_responses") and (parallel is True or tc.mode == "none"):
         parallel = None  # the default; Anthropic's "none" choice has no parallel flag
     rf = req.response_format
     rf_norm = None if rf is None else (rf.type, rf.schema)
     if rf is not None and rf.schema is not None and dialect in ("anthropic", "bedrock"):
         rf_norm = (rf.type, closed(rf.schema))  # their structured outputs take closed objects only
-    if rf is not None and rf.type == "json_object" and dialect == "openai" and not says_json(req):
+    if rf is not None and rf.type == "json_object" and dialect.startswith("openai") and not says_json(req):
         rf_norm = ("json_schema", ANY_JSON_OBJECT)  # OpenAI's JSON mode needs "json" in the messages
     n = req.n if dialect == "openai" or req.n != 1 else None
+    system = [p.text for p in req.system]
+    if dialect == "openai_responses" and system:
+        system = ["\n\n".join(system)]  # one ``instructions`` string
     return {
-        "system": [p.text for p in req.system],
+        "system": system,
         "messages": messages,
         "tools": tools,
         "tool_choice": (tc.mode, tc.name),
@@ -253,8 +279,8 @@ def norm_request(req: ChatRequest, dialect: str) -> dict[str, Any]:
         "response_format": rf_norm,
         "user": req.user,
         "stream": req.stream,
-        # OpenAI backends are always asked for usage; the others always send it.
-        "include_usage": req.stream if dialect == "openai" else False,
+        # OpenAI backends are always asked for usage; the others always send it (Responses: said).
+        "include_usage": req.stream if dialect == "openai" else dialect == "openai_responses",
     }
 
 
@@ -311,17 +337,25 @@ STOP_TRIP = {
     "openai": {"stop_sequence": "end_turn", "refusal": "content_filter", "other": "end_turn"},
     "anthropic": {"content_filter": "refusal", "other": "end_turn"},
     "gemini": {"stop_sequence": "end_turn", "tool_use": "end_turn", "refusal": "content_filter"},
+    # status completed (incomplete: a token limit or a content filter); tool_use from the calls
+    "openai_responses": {
+        "stop_sequence": "end_turn",
+        "tool_use": "end_turn",
+        "refusal": "end_turn",
+        "other": "end_turn",
+    },
     "bedrock": {"refusal": "content_filter", "other": "end_turn"},
 }
-KEEPS_CACHE_WRITES = ("anthropic", "bedrock")
+KEEPS_CACHE_WRITES = ("anthropic", "bedrock", "openai_responses")
 KEEPS_STOP_SEQUENCE = ("anthropic", "bedrock")  # Bedrock: in additionalModelResponseFields
 MAKES_UP_IDS = ("bedrock",)  # Converse answers carry neither an id nor a model name
+OWN_IDS = ("openai_responses",)  # the gateway's response object has its own id (the model is kept)
 
 
 def norm_stop(stop: str | None, dialect: str, has_calls: bool) -> str | None:
     stop = STOP_TRIP[dialect].get(stop or "end_turn", stop or "end_turn")
-    if dialect == "gemini" and stop == "end_turn" and has_calls:
-        return "tool_use"  # Gemini says STOP; a function call in the answer means tool_use
+    if dialect in ("gemini", "openai_responses") and stop == "end_turn" and has_calls:
+        return "tool_use"  # Gemini says STOP (Responses: completed); a function call means tool_use
     return stop
 
 
@@ -338,7 +372,7 @@ def norm_response(resp: ChatResponse, dialect: str) -> dict[str, Any]:
     has_calls = any(p[0] == "call" for p in parts)
     made_up = dialect in MAKES_UP_IDS
     return {
-        "id": None if made_up else resp.id,
+        "id": None if made_up or dialect in OWN_IDS else resp.id,
         "model": None if made_up else resp.model,
         "content": parts,
         "stop": norm_stop(resp.stop_reason, dialect, has_calls),
@@ -412,7 +446,10 @@ KIND_TRIP = {
     "anthropic": {"context_length": "invalid_request"},
     "gemini": {"context_length": "invalid_request", "request_too_large": "invalid_request"},
     "bedrock": {"context_length": "invalid_request", "request_too_large": "invalid_request"},
+    "openai_responses": {},
 }
+# Dialects that keep text blocks apart (and empty ones): Responses' content parts are blocks.
+TEXT_BLOCKS = ("anthropic", "bedrock", "openai_responses")
 
 
 def collapse(events: list[StreamEvent], dialect: str) -> dict[str, Any]:
@@ -424,12 +461,7 @@ def collapse(events: list[StreamEvent], dialect: str) -> dict[str, Any]:
         if isinstance(e, MessageStart):
             out["id"], out["model"] = e.id, e.model
         elif isinstance(e, BlockStart):
-            if (
-                e.kind == "text"
-                and blocks
-                and blocks[-1][0] == "text"
-                and dialect not in ("anthropic", "bedrock")
-            ):
+            if e.kind == "text" and blocks and blocks[-1][0] == "text" and dialect not in TEXT_BLOCKS:
                 by_index[e.index] = blocks[-1]  # no block boundaries between texts in OpenAI/Gemini
                 continue
             block = [e.kind, e.tool_call_id, e.tool_name, "", False]
@@ -448,7 +480,7 @@ def collapse(events: list[StreamEvent], dialect: str) -> dict[str, Any]:
         elif isinstance(e, StreamError):
             kind = e.error.kind
             out["error"] = (KIND_TRIP[dialect].get(kind, kind), e.error.message)
-    if dialect != "anthropic":  # only Anthropic has explicit (possibly empty) text blocks
+    if dialect not in ("anthropic", "openai_responses"):  # explicit (possibly empty) text blocks
         blocks = [b for b in blocks if b[0] != "text" or b[3]]
     if dialect == "gemini":  # calls are sent whole when they end; arguments are re-serialised
         blocks = [b for b in blocks if b[0] == "text" or b[4]]
@@ -461,6 +493,8 @@ def collapse(events: list[StreamEvent], dialect: str) -> dict[str, Any]:
     if dialect in MAKES_UP_IDS:
         out.pop("id", None)
         out.pop("model", None)
+    if dialect in OWN_IDS:
+        out.pop("id", None)
     has_calls = any(b[0] == "tool_call" for b in blocks)
     if out["ended"]:
         out["stop"] = norm_stop(out["stop"], dialect, has_calls)

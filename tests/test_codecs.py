@@ -189,7 +189,8 @@ STREAMS = sorted([*(FIX / "streams").glob("*.sse"), *(FIX / "streams").glob("*.e
 
 
 def _src(path: Path) -> str:
-    return path.stem.split("_")[0]
+    """The dialect a fixture's file name starts with (the longest: ``openai_responses_*`` is not ``openai``)."""
+    return max((d for d in DIALECT_OF if path.stem.startswith(d + "_")), key=len)
 
 
 @pytest.mark.parametrize("path", STREAMS, ids=lambda p: p.stem)
@@ -608,6 +609,11 @@ def test_tool_result_without_name_gets_it_from_the_call() -> None:
             "messages[0].content[0].tool_use_id",
         ),
         ("anthropic", {"model": "m", "messages": [{"role": "user", "content": "x"}], "system": 3}, "system"),
+        (
+            "anthropic",
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "output_config": {"effort": [1]}},
+            "output_config.effort",
+        ),
         (
             "anthropic",
             {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "x"}},

@@ -30,6 +30,7 @@ from ext_proc.dialects import CODECS, get_dialect
 from ext_proc.dialects.openai_responses import state as stored
 from ext_proc.errors import GatewayError
 from ext_proc.request import finish as F
+from ext_proc.request.answer import judge_body
 from ext_proc.request.plan import Answer, RoutePlan, Started, serve_state, start
 from ext_proc.translation.ir import (
     BlockDelta,
@@ -611,6 +612,87 @@ def test_usage_counts_cache_reads_and_writes() -> None:
         {"type": "response.completed", "response": {"usage": {"input_tokens": 1, "output_tokens": 1}}}
     ) == Usage(1, 1)
     assert CODEC.usage_of({"type": "response.output_text.delta", "delta": "x"}) is None
+
+
+# ---- what a Responses backend sends that is not an answer (issues 13, 15) ------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"output": True}, "'output' must be an array"),
+        ({"output": [{"type": "message", "content": True}]}, "'output[0].content' must be an array"),
+        ({"output": [5]}, "'output[0]' must be an object"),
+        (
+            {"output": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": {"a": 1}}]},
+            "'output[0].arguments' must be a string",
+        ),
+        ({"output": [], "usage": {"input_tokens": "5"}}, "'usage.input_tokens' must be a token count"),
+        (
+            {"output": [], "usage": {"output_tokens": 2**64 - 1}},
+            "'usage.output_tokens' must be a token count",
+        ),
+        ({"output": [], "status": "incomplete", "incomplete_details": 1}, "'incomplete_details' must be"),
+        ({"status": "failed", "error": {"code": "server_error", "message": "boom"}}, "it was an error: boom"),
+        ({"error": {"message": "quota"}}, "it was an error: quota"),
+    ],
+)
+def test_a_wrongly_typed_answer_is_a_failed_attempt(body: dict[str, Any], says: str) -> None:
+    """The guard stage judges a 200 by ``parse_response``: a wrong type is a 502 naming the
+    provider's field (failed over), never a TypeError escaping the guard."""
+    err = judge_body(CODEC, orjson.dumps({"id": "resp_1", "model": "gpt-5.5", **body}), "application/json")
+    assert err is not None and (err.status, err.kind) == (502, "api_error")
+    assert says in err.message and err.message.startswith("the provider's answer was invalid")
+    with pytest.raises(GatewayError):  # and the same-wire pass-through reads the usage through it
+        CODEC.usage_of(body) if "usage" in body else CODEC.parse_response(body)
+
+
+def _event(kind: str, **fields: Any) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **fields}) + b"\n\n"
+
+
+@pytest.mark.parametrize(
+    ("event", "says"),
+    [
+        (_event("response.output_text.delta", output_index=[1], content_index=0, delta="x"), "output_index"),
+        (_event("response.output_text.delta", output_index=0, content_index=0, delta=[1] * 3), "'delta'"),
+        (_event("response.output_item.added", output_index=1, item=True), "'item' must be an object"),
+        (
+            _event(
+                "response.output_item.added",
+                output_index=1,
+                item={"type": "function_call", "call_id": "c", "name": "f", "arguments": [[[]]]},
+            ),
+            "'item.arguments'",
+        ),
+        (
+            _event("response.completed", response={"status": "completed", "usage": {"input_tokens": 2**63}}),
+            "'response.usage.input_tokens'",
+        ),
+    ],
+)
+def test_a_wrongly_typed_stream_event_ends_the_stream_with_a_502(event: bytes, says: str) -> None:
+    opening = (
+        _event("response.created", response={"id": "resp_1", "model": "gpt-5.5"})
+        + _event(
+            "response.output_item.added", output_index=0, item={"type": "message", "id": "m", "content": []}
+        )
+        + _event("response.content_part.added", output_index=0, content_index=0, part={"type": "output_text"})
+    )
+    events = decode_responses(opening + event)
+    assert isinstance(events[-1], StreamError), events
+    assert events[-1].error.status == 502 and says in events[-1].error.message
+    assert not any(isinstance(e, StreamError) for e in events[:-1])
+
+
+@pytest.mark.parametrize(
+    ("item", "param"),
+    [({"type": [1]}, "input[0].type"), ({"type": {"k": "v"}, "role": "user"}, "input[0].type")],
+)
+def test_a_wrongly_typed_input_item_is_a_400_naming_it(item: dict[str, Any], param: str) -> None:
+    with pytest.raises(GatewayError) as e:
+        CODEC.parse_request({"model": "m", "input": [item]})
+    assert (e.value.status, e.value.param) == (400, param) and param in e.value.message
 
 
 PDF = "JVBERi0xLjQK"  # "%PDF-1.4\n"

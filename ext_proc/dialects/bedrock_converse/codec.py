@@ -59,7 +59,14 @@ from ...translation.codec import (
     client_field,
     refuse_json_mode,
 )
+from ...translation.fields import answer_count as _count
+from ...translation.fields import answer_int as _a_int
+from ...translation.fields import answer_json as _a_json
+from ...translation.fields import answer_obj as _a_obj
+from ...translation.fields import answer_objects as _a_objects
+from ...translation.fields import answer_str as _a_str
 from ...translation.fields import args_object as _args_object
+from ...translation.fields import bad_answer as _bad_answer
 from ...translation.fields import error_json as _error_json
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
@@ -228,7 +235,7 @@ def _parse_image(img: Any, path: str, unmapped: list[str]) -> ImagePart | None:
     if not isinstance(img, dict):
         raise _type_error(path, "an object")
     fmt = img.get("format")
-    if fmt not in _MEDIA:
+    if not isinstance(fmt, str) or fmt not in _MEDIA:
         raise invalid(f"'{path}.format' must be one of {', '.join(_MEDIA)}", f"{path}.format")
     src = img.get("source")
     if not isinstance(src, dict):
@@ -278,7 +285,10 @@ def _parse_document(doc: Any, path: str, unmapped: list[str]) -> FilePart | None
     if not isinstance(doc, dict):
         raise _type_error(path, "an object")
     src = doc.get("source")
-    media_type = _DOC_MEDIA.get(doc.get("format"))  # type: ignore[arg-type]
+    fmt = doc.get("format")
+    if fmt is not None and not isinstance(fmt, str):
+        raise _type_error(f"{path}.format", "a string")
+    media_type = _DOC_MEDIA.get(fmt or "")
     if not isinstance(src, dict) or not isinstance(src.get("bytes"), str) or media_type is None:
         unmapped.append(path)
         return None
@@ -708,12 +718,13 @@ def _tool_config(req: ChatRequest, drop: bool) -> dict[str, Any] | None:
 # ---- responses / usage ---------------------------------------------------------------
 
 
-def usage_from_bedrock(u: dict[str, Any]) -> Usage:
-    """Converse ``TokenUsage`` -> IR (input includes the cache reads and writes)."""
+def usage_from_bedrock(u: Any, path: str = "usage") -> Usage:
+    """Converse ``TokenUsage`` -> IR (input includes the cache reads and writes); type-checked:
+    a count that is not one is the provider's fault."""
+    u = _a_obj(u, path)
 
     def n(key: str) -> int:
-        v = u.get(key)
-        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+        return _count(u.get(key), f"{path}.{key}")
 
     read, write = n("cacheReadInputTokens"), n("cacheWriteInputTokens")
     return Usage(n("inputTokens") + read + write, n("outputTokens"), read, write)
@@ -806,85 +817,86 @@ class BedrockStreamDecoder(StreamDecoder):
             self._done = True
             msg = obj.get("message") if isinstance(obj.get("message"), str) else None
             return [StreamError(_error(name[len(EXCEPTION_PREFIX) :], msg))]
+        try:
+            self._event(out, name, obj)
+        except GatewayError as e:  # a wrongly typed event: the stream fails here, well formed
+            self._done = True
+            out.append(StreamError(e))
+        return out
+
+    def _event(self, out: list[StreamEvent], name: str, obj: dict[str, Any]) -> None:
+        """One event -> IR events in ``out``; every field read is type-checked (bad_answer)."""
         if name == "contentBlockDelta":
-            index = obj.get("contentBlockIndex")
-            delta = obj.get("delta")
-            if not isinstance(index, int) or not isinstance(delta, dict) or index in self._skipped:
-                return []
+            index = _a_int(obj.get("contentBlockIndex"), "contentBlockIndex")
+            delta = _a_obj(obj.get("delta"), "delta")
+            if index in self._skipped:
+                return
             self._start(out)
             block = self._blocks.get(index)
-            rc = delta.get("reasoningContent")
-            if isinstance(rc, dict):
+            if delta.get("reasoningContent") is not None:
+                rc = _a_obj(delta["reasoningContent"], "delta.reasoningContent")
                 if block is None:
                     block = self._blocks[index] = self._next
                     self._next += 1
                     self._open.add(block)
-                    redacted = rc.get("redactedContent")
-                    out.append(
-                        BlockStart(
-                            block,
-                            "reasoning",
-                            redacted=redacted if isinstance(redacted, str) else None,
-                            origin=FAMILY,
-                        )
-                    )
-                text, sig = rc.get("text"), rc.get("signature")
-                if isinstance(text, str) and text:
+                    redacted = _a_str(rc.get("redactedContent"), "delta.reasoningContent.redactedContent")
+                    out.append(BlockStart(block, "reasoning", redacted=redacted or None, origin=FAMILY))
+                text = _a_str(rc.get("text"), "delta.reasoningContent.text")
+                sig = _a_str(rc.get("signature"), "delta.reasoningContent.signature")
+                if text:
                     out.append(BlockDelta(block, text))
-                if isinstance(sig, str) and sig:
+                if sig:
                     out.append(BlockDelta(block, "", sig, FAMILY))
-                return out
-            text = delta.get("text")
-            if isinstance(text, str):
+                return
+            if delta.get("text") is not None:
+                text = _a_str(delta["text"], "delta.text")
                 if block is None:
                     block = self._open_block(index, out, "text")
                 if text:
                     out.append(BlockDelta(block, text))
-                return out
-            tool = delta.get("toolUse")
-            if (
-                isinstance(tool, dict)
-                and block is not None
-                and isinstance(tool.get("input"), str)
-                and tool["input"]
-            ):
-                out.append(BlockDelta(block, tool["input"]))
-            return out
+                return
+            tool = _a_obj(delta.get("toolUse"), "delta.toolUse")
+            args = _a_str(tool.get("input"), "delta.toolUse.input")
+            if block is not None and args:
+                out.append(BlockDelta(block, args))
+            return
         if name == "contentBlockStart":
-            index = obj.get("contentBlockIndex")
-            start = obj.get("start")
-            tool = start.get("toolUse") if isinstance(start, dict) else None
-            if not isinstance(index, int) or not isinstance(tool, dict):
-                return []  # tool results, images: no IR equivalent in an answer
+            index = _a_int(obj.get("contentBlockIndex"), "contentBlockIndex")
+            start = _a_obj(obj.get("start"), "start")
+            if start.get("toolUse") is None:
+                return  # tool results, images: no IR equivalent in an answer
+            tool = _a_obj(start["toolUse"], "start.toolUse")
             self._start(out)
             self._open_block(
-                index, out, "tool_call", str(tool.get("toolUseId") or ""), str(tool.get("name") or "")
+                index,
+                out,
+                "tool_call",
+                _a_str(tool.get("toolUseId"), "start.toolUse.toolUseId"),
+                _a_str(tool.get("name"), "start.toolUse.name"),
             )
-            return out
+            return
         if name == "contentBlockStop":
-            block = self._blocks.get(obj.get("contentBlockIndex", -1))
-            if block is None or block not in self._open:
-                return []
-            self._open.discard(block)
-            return [BlockStop(block)]
+            block = self._blocks.get(_a_int(obj.get("contentBlockIndex"), "contentBlockIndex", -1))
+            if block is not None and block in self._open:
+                self._open.discard(block)
+                out.append(BlockStop(block))
+            return
         if name == "messageStart":
             self._start(out)
-            return out
+            return
         if name == "messageStop":
             self._start(out)
-            sr = obj.get("stopReason")
-            self._stop = sr if isinstance(sr, str) and sr else "end_turn"
+            self._stop = _a_str(obj.get("stopReason"), "stopReason") or "end_turn"
             self._stop_seq = _stop_sequence(obj.get("additionalModelResponseFields"))
             if self._usage is not None:
                 self._finish(out)
-            return out
+            return
         if name == "metadata":
             u = obj.get("usage")
-            self._usage = usage_from_bedrock(u) if isinstance(u, dict) else Usage()
+            self._usage = usage_from_bedrock(u) if u is not None else Usage()
             if self._stop is not None:
                 self._finish(out)
-            return out
-        return []  # future event types
+        # future event types: nothing for the IR
 
     def close(self) -> list[StreamEvent]:
         if self._done:
@@ -1156,24 +1168,23 @@ class BedrockCodec(Codec):
         return f"/model/{quote(upstream_model, safe='')}/{'converse-stream' if stream else 'converse'}"
 
     def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        """Every field read is type-checked: a wrongly typed answer is the provider's fault (502)."""
         if not isinstance(body, dict):
-            raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
-        output = body.get("output")
-        message = output.get("message") if isinstance(output, dict) else None
+            raise _bad_answer("body", "a JSON object")
+        message = _a_obj(_a_obj(body.get("output"), "output").get("message"), "output.message")
         content: list[TextPart | ToolCallPart | ReasoningPart] = []
-        for b in (message.get("content") if isinstance(message, dict) else None) or ():
-            if not isinstance(b, dict):
-                continue
-            if isinstance(b.get("text"), str):
-                if b["text"]:
-                    content.append(TextPart(b["text"]))
-            elif isinstance(b.get("toolUse"), dict):
-                t = b["toolUse"]
+        for bpath, b in _a_objects(message.get("content"), "output.message.content"):
+            if b.get("text") is not None:
+                text = _a_str(b["text"], f"{bpath}.text")
+                if text:
+                    content.append(TextPart(text))
+            elif b.get("toolUse") is not None:
+                t = _a_obj(b["toolUse"], f"{bpath}.toolUse")
                 content.append(
                     ToolCallPart(
-                        t.get("toolUseId") or "",
-                        t.get("name") or "",
-                        orjson.dumps(t.get("input") or {}).decode(),
+                        _a_str(t.get("toolUseId"), f"{bpath}.toolUse.toolUseId"),
+                        _a_str(t.get("name"), f"{bpath}.toolUse.name"),
+                        _a_json(t.get("input") or {}, f"{bpath}.toolUse.input"),
                     )
                 )
             elif "reasoningContent" in b:
@@ -1181,15 +1192,15 @@ class BedrockCodec(Codec):
                 if part is not None:
                     content.append(part)
             # citations: no IR equivalent in a response
-        sr = body.get("stopReason")
+        sr = _a_str(body.get("stopReason"), "stopReason")
         u = body.get("usage")
         return ChatResponse(
             id=_new_id(),
             model="",
             content=content,
-            stop_reason=STOP_TO_IR.get(sr, "other") if isinstance(sr, str) and sr else "end_turn",
+            stop_reason=STOP_TO_IR.get(sr, "other") if sr else "end_turn",
             stop_sequence=_stop_sequence(body.get("additionalModelResponseFields")),
-            usage=usage_from_bedrock(u) if isinstance(u, dict) else Usage(),
+            usage=usage_from_bedrock(u) if u is not None else Usage(),
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
@@ -1231,8 +1242,10 @@ class BedrockCodec(Codec):
 
     def usage_of(self, body: dict[str, Any]) -> Usage | None:
         """Usage of a Converse response or of a stream's ``metadata`` event."""
+        if not isinstance(body, dict):
+            raise _bad_answer("body", "a JSON object")
         u = body.get("usage")
-        return usage_from_bedrock(u) if isinstance(u, dict) else None
+        return usage_from_bedrock(u) if u is not None else None
 
     def rename_model(self, body: dict[str, Any], model: str) -> bool:
         return False  # Converse bodies never name the model

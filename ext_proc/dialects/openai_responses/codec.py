@@ -54,6 +54,14 @@ import orjson
 from ...errors import DEFAULT_STATUS, GatewayError, invalid, unsupported
 from ...translation import reasoning as _reasoning
 from ...translation.codec import Codec, StreamDecoder, StreamEncoder, apply_unmapped, client_field
+from ...translation.fields import answer_count as _count
+from ...translation.fields import answer_int as _a_int
+from ...translation.fields import answer_obj as _a_obj
+from ...translation.fields import answer_objects as _a_objects
+from ...translation.fields import answer_opt_str as _a_opt_str
+from ...translation.fields import answer_str as _a_str
+from ...translation.fields import bad_answer as _bad_answer
+from ...translation.fields import invalid_answer as _invalid_answer
 from ...translation.fields import nonempty_str as _nonempty_str
 from ...translation.fields import objects as _objects
 from ...translation.fields import opt_int as _opt_int
@@ -90,7 +98,7 @@ from ...translation.ir import (
 from ...translation.markers import mark_error, read_error
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
-from ..openai_chat.codec import ANY_JSON_OBJECT, OPENAI, response_format, strict_schema_ok
+from ..openai_chat.codec import _CODE_KINDS, ANY_JSON_OBJECT, OPENAI, response_format, strict_schema_ok
 from ..openai_chat.codec import MEDIA as CHAT_MEDIA
 
 DIALECT = "openai_responses"
@@ -300,6 +308,8 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
         t = item.get("type")
         if t is None and "role" in item:
             t = "message"
+        if not isinstance(t, str):
+            raise _type_error(f"{path}.type", "a string")
         if t == "message":
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
@@ -351,10 +361,8 @@ def _parse_input(value: Any, system: list[TextPart], unmapped: list[str]) -> lis
             )
         elif t in _BUILTIN_ITEMS:
             unmapped.append(path)  # a built-in tool's call or output
-        elif isinstance(t, str):
-            raise invalid(f"'{path}.type': unknown input item type '{t}'", f"{path}.type")
         else:
-            raise _type_error(f"{path}.type", "a string")
+            raise invalid(f"'{path}.type': unknown input item type '{t}'", f"{path}.type")
     if not any(not isinstance(p, ReasoningPart) for m in out for p in m.parts) and not unmapped:
         raise invalid("'input' has no user, assistant or tool content", "input")
     return out
@@ -643,18 +651,17 @@ def _build_input(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
 # ---- responses -----------------------------------------------------------------------
 
 
-def usage_from_responses(u: dict[str, Any]) -> Usage:
-    details = u.get("input_tokens_details")
-    details = details if isinstance(details, dict) else {}
-    out = u.get("output_tokens_details")
-    out = out if isinstance(out, dict) else {}
-    reasoning = out.get("reasoning_tokens")
+def usage_from_responses(u: Any, path: str = "usage") -> Usage:
+    """An answer's usage object -> IR (type-checked: a wrong count is the provider's fault)."""
+    u = _a_obj(u, path)
+    details = _a_obj(u.get("input_tokens_details"), f"{path}.input_tokens_details")
+    out = _a_obj(u.get("output_tokens_details"), f"{path}.output_tokens_details")
     return Usage(
-        u.get("input_tokens") or 0,
-        u.get("output_tokens") or 0,
-        details.get("cached_tokens") or 0,
-        details.get("cache_write_tokens") or 0,
-        reasoning if isinstance(reasoning, int) and not isinstance(reasoning, bool) and reasoning >= 0 else 0,
+        _count(u.get("input_tokens"), f"{path}.input_tokens"),
+        _count(u.get("output_tokens"), f"{path}.output_tokens"),
+        _count(details.get("cached_tokens"), f"{path}.input_tokens_details.cached_tokens"),
+        _count(details.get("cache_write_tokens"), f"{path}.input_tokens_details.cache_write_tokens"),
+        _count(out.get("reasoning_tokens"), f"{path}.output_tokens_details.reasoning_tokens"),
     )
 
 
@@ -678,12 +685,13 @@ _STATUS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def _stop_of(resp: dict[str, Any], calls: bool, refusal: bool) -> StopReason:
-    """A response object's status (and what it holds) -> the IR stop reason."""
-    status = resp.get("status")
+def _stop_of(resp: dict[str, Any], calls: bool, refusal: bool, path: str = "") -> StopReason:
+    """A response object's status (and what it holds) -> the IR stop reason; ``path``
+    prefixes the names of its fields in a bad answer's message (``response.`` in a stream)."""
+    status = _a_opt_str(resp.get("status"), f"{path}status")
     if status == "incomplete":
-        details = resp.get("incomplete_details")
-        reason = details.get("reason") if isinstance(details, dict) else None
+        details = _a_obj(resp.get("incomplete_details"), f"{path}incomplete_details")
+        reason = _a_opt_str(details.get("reason"), f"{path}incomplete_details.reason")
         return (
             "content_filter"
             if reason == "content_filter"
@@ -792,7 +800,9 @@ def _error_from_stream(obj: dict[str, Any]) -> GatewayError:
     err = _obj(obj.get("error")) or obj
     code, message = err.get("code"), err.get("message")
     etype = err.get("type")
-    kind = (
+    # OpenAI's error codes first (what ``_event_code`` writes: an error event has no type)
+    kind = _CODE_KINDS.get(code) if isinstance(code, str) else None
+    kind = kind or (
         "rate_limit"
         if code == "rate_limit_exceeded" or etype in ("requests", "tokens")
         else "context_length"
@@ -813,16 +823,15 @@ def _error_from_stream(obj: dict[str, Any]) -> GatewayError:
 # ---- streams -----------------------------------------------------------------------------
 
 
-def _answer_reasoning(item: dict[str, Any]) -> ReasoningPart | None:
-    """A backend's reasoning item: summary text, and its id with the encrypted content."""
+def _answer_reasoning(item: dict[str, Any], path: str) -> ReasoningPart | None:
+    """A backend's reasoning item (at ``path``): summary text, and its id with the encrypted content."""
     texts = [
-        sp["text"]
-        for sp in item.get("summary") or ()
-        if isinstance(sp, dict) and isinstance(sp.get("text"), str)
+        _a_str(sp.get("text"), f"{spath}.text")
+        for spath, sp in _a_objects(item.get("summary"), f"{path}.summary")
     ]
-    enc = item.get("encrypted_content")
-    rid = item.get("id")
-    sig = f"{rid} {enc}" if isinstance(enc, str) and enc and isinstance(rid, str) and rid else None
+    enc = _a_str(item.get("encrypted_content"), f"{path}.encrypted_content")
+    rid = _a_str(item.get("id"), f"{path}.id")
+    sig = f"{rid} {enc}" if enc and rid else None
     if not texts and sig is None:
         return None
     return ReasoningPart("\n\n".join(texts), sig, origin=FAMILY)
@@ -859,104 +868,109 @@ class ResponsesStreamDecoder(StreamDecoder):
             ]
         if not isinstance(obj, dict):
             return []
-        t = obj.get("type") or event.event
         out: list[StreamEvent] = []
+        try:
+            self._event(out, obj, event.event)
+        except GatewayError as e:  # a wrongly typed event: the stream fails here, well formed
+            self._done = True
+            out.append(StreamError(e))
+        return out
+
+    def _event(self, out: list[StreamEvent], obj: dict[str, Any], name: str | None) -> None:
+        """One event -> IR events in ``out``; every field read is type-checked (bad_answer)."""
+        t = _a_str(obj.get("type"), "type") or name
         if t == "response.output_text.delta" or t == "response.refusal.delta":
-            block = self._blocks.get(("text", obj.get("output_index"), obj.get("content_index")))
-            delta = obj.get("delta")
-            return (
-                [BlockDelta(block, delta)] if block is not None and isinstance(delta, str) and delta else []
-            )
-        if t == "response.reasoning_summary_text.delta":
-            block = self._blocks.get(("rs", obj.get("output_index")))
-            delta = obj.get("delta")
-            if block is None or not isinstance(delta, str) or not delta:
-                return []
-            self._streamed.add(block)
-            return [BlockDelta(block, delta)]
-        if t == "response.function_call_arguments.delta":
-            block = self._blocks.get(("fc", obj.get("output_index")))
-            delta = obj.get("delta")
-            if block is None or not isinstance(delta, str) or not delta:
-                return []
-            self._streamed.add(block)
-            return [BlockDelta(block, delta)]
+            block = self._blocks.get(("text", _index(obj, "output_index"), _index(obj, "content_index")))
+            delta = _a_str(obj.get("delta"), "delta")
+            if block is not None and delta:
+                out.append(BlockDelta(block, delta))
+            return
+        if t == "response.reasoning_summary_text.delta" or t == "response.function_call_arguments.delta":
+            kind = "rs" if t == "response.reasoning_summary_text.delta" else "fc"
+            block = self._blocks.get((kind, _index(obj, "output_index")))
+            delta = _a_str(obj.get("delta"), "delta")
+            if block is not None and delta:
+                self._streamed.add(block)
+                out.append(BlockDelta(block, delta))
+            return
         if t == "response.created":
-            resp = _obj(obj.get("response"))
-            self._start(out, resp)
-            return out
+            self._start(out, _a_obj(obj.get("response"), "response"))
+            return
         if t == "response.failed":
             resp = _obj(obj.get("response"))
             err = _obj(resp.get("error")) or {"message": "response failed"}
             self._done = True
-            return [StreamError(_error_from_stream(err))]
+            out.append(StreamError(_error_from_stream(err)))
+            return
         if t == "error":
             self._done = True
-            return [StreamError(_error_from_stream(obj))]
+            out.append(StreamError(_error_from_stream(obj)))
+            return
         self._start(out, None)
         if t == "response.content_part.added":
-            part = _obj(obj.get("part"))
-            if part.get("type") in ("output_text", "refusal"):
-                block = self._open_block(
-                    out, ("text", obj.get("output_index"), obj.get("content_index")), "text"
-                )
-                self._refusal |= part.get("type") == "refusal"
-                text = part.get("text") or part.get("refusal")
-                if isinstance(text, str) and text:
+            part = _a_obj(obj.get("part"), "part")
+            ptype = _a_str(part.get("type"), "part.type")
+            if ptype in ("output_text", "refusal"):
+                key = ("text", _index(obj, "output_index"), _index(obj, "content_index"))
+                block = self._open_block(out, key, "text")
+                self._refusal |= ptype == "refusal"
+                text = _a_str(part.get(ptype if ptype == "refusal" else "text"), f"part.{ptype}")
+                if text:
                     out.append(BlockDelta(block, text))
         elif t == "response.content_part.done":
             self._stop_block(
-                out, self._blocks.get(("text", obj.get("output_index"), obj.get("content_index")))
+                out, self._blocks.get(("text", _index(obj, "output_index"), _index(obj, "content_index")))
             )
         elif t == "response.output_item.added":
-            item = _obj(obj.get("item"))
-            if item.get("type") == "reasoning":
-                self._open_block(out, ("rs", obj.get("output_index")), "reasoning")
+            item = _a_obj(obj.get("item"), "item")
+            itype = _a_str(item.get("type"), "item.type")
+            if itype == "reasoning":
+                self._open_block(out, ("rs", _index(obj, "output_index")), "reasoning")
                 out[-1].origin = FAMILY  # type: ignore[union-attr]
-            elif item.get("type") == "function_call":
+            elif itype == "function_call":
                 self._calls = True
                 block = self._open_block(
                     out,
-                    ("fc", obj.get("output_index")),
+                    ("fc", _index(obj, "output_index")),
                     "tool_call",
-                    str(item.get("call_id") or new_id("call")),
-                    str(item.get("name") or ""),
+                    _a_str(item.get("call_id"), "item.call_id") or new_id("call"),
+                    _a_str(item.get("name"), "item.name"),
                 )
-                if item.get("arguments"):
+                args = _a_str(item.get("arguments"), "item.arguments")
+                if args:
                     self._streamed.add(block)
-                    out.append(BlockDelta(block, item["arguments"]))
-        elif t == "response.output_item.done" and _obj(obj.get("item")).get("type") == "reasoning":
-            block = self._blocks.get(("rs", obj.get("output_index")))
-            said = _answer_reasoning(_obj(obj.get("item")))
-            if block is not None and block in self._open and said is not None:
-                if said.text and block not in self._streamed:  # a summary sent whole, not as deltas
-                    out.append(BlockDelta(block, said.text))
-                if said.signature:
-                    out.append(BlockDelta(block, "", said.signature, FAMILY))
-            self._stop_block(out, block)
+                    out.append(BlockDelta(block, args))
         elif t == "response.output_item.done":
-            item = _obj(obj.get("item"))
-            block = self._blocks.get(("fc", obj.get("output_index")))
-            if block is not None and item.get("type") == "function_call":
-                if block not in self._streamed and block in self._open and item.get("arguments"):
-                    out.append(BlockDelta(block, item["arguments"]))
+            item = _a_obj(obj.get("item"), "item")
+            itype = _a_str(item.get("type"), "item.type")
+            if itype == "reasoning":
+                block = self._blocks.get(("rs", _index(obj, "output_index")))
+                said = _answer_reasoning(item, "item")
+                if block is not None and block in self._open and said is not None:
+                    if said.text and block not in self._streamed:  # a summary sent whole, not as deltas
+                        out.append(BlockDelta(block, said.text))
+                    if said.signature:
+                        out.append(BlockDelta(block, "", said.signature, FAMILY))
                 self._stop_block(out, block)
+            elif itype == "function_call":
+                block = self._blocks.get(("fc", _index(obj, "output_index")))
+                args = _a_str(item.get("arguments"), "item.arguments")
+                if block is not None:
+                    if block not in self._streamed and block in self._open and args:
+                        out.append(BlockDelta(block, args))
+                    self._stop_block(out, block)
         elif t in ("response.completed", "response.incomplete"):
-            resp = _obj(obj.get("response"))
+            resp = _a_obj(obj.get("response"), "response")
+            stop = _stop_of(resp, self._calls, self._refusal, "response.")
+            u = resp.get("usage")
+            usage = usage_from_responses(u, "response.usage") if u is not None else None
             for block in sorted(self._open):
                 out.append(BlockStop(block))
             self._open.clear()
-            u = resp.get("usage")
             self._done = True
-            out.append(
-                MessageDelta(
-                    _stop_of(resp, self._calls, self._refusal),
-                    None,
-                    usage_from_responses(u) if isinstance(u, dict) else None,
-                )
-            )
+            out.append(MessageDelta(stop, None, usage))
             out.append(MessageStop())
-        return out  # in_progress, reasoning summaries, built-in tool progress: nothing for the IR
+        # in_progress, reasoning summaries, built-in tool progress: nothing for the IR
 
     def close(self) -> list[StreamEvent]:
         if self._done:
@@ -967,17 +981,15 @@ class ResponsesStreamDecoder(StreamDecoder):
     def _start(self, out: list[StreamEvent], resp: dict[str, Any] | None) -> None:
         if self._started:
             return
-        self._started = True
         resp = resp or {}
         u = resp.get("usage")
-        rid, model = resp.get("id"), resp.get("model")
-        out.append(
-            MessageStart(
-                rid if isinstance(rid, str) and rid else new_id("resp"),
-                model if isinstance(model, str) else "",
-                usage_from_responses(u) if isinstance(u, dict) else Usage(),
-            )
+        start = MessageStart(
+            _a_str(resp.get("id"), "response.id") or new_id("resp"),
+            _a_str(resp.get("model"), "response.model"),
+            usage_from_responses(u, "response.usage") if u is not None else Usage(),
         )
+        self._started = True
+        out.append(start)
 
     def _open_block(
         self,
@@ -997,6 +1009,11 @@ class ResponsesStreamDecoder(StreamDecoder):
         if block is not None and block in self._open:
             self._open.discard(block)
             out.append(BlockStop(block))
+
+
+def _index(obj: dict[str, Any], key: str) -> int:
+    """An event's ``output_index`` / ``content_index`` (absent: -1, the same for every event)."""
+    return _a_int(obj.get(key), key, -1)
 
 
 def _sse(event_type: str, payload: dict[str, Any]) -> bytes:
@@ -1422,48 +1439,48 @@ class ResponsesCodec(Codec):
         return "/responses"
 
     def parse_response(self, body: dict[str, Any]) -> ChatResponse:
+        """Every field read is type-checked: a wrongly typed answer, an error object or a
+        failed response is the provider's fault (502, a failed attempt)."""
         if not isinstance(body, dict):
-            raise GatewayError("api_error", "upstream returned a non-object response body", status=502)
+            raise _bad_answer("body", "a JSON object")
+        if body.get("error") is not None or body.get("status") == "failed":
+            err = body.get("error")
+            message = err.get("message") if isinstance(err, dict) else err
+            raise _invalid_answer(f"it was an error: {message if isinstance(message, str) else 'no message'}")
         content: list[TextPart | ToolCallPart | ReasoningPart] = []
         refusal = False
-        for item in body.get("output") or ():
-            if not isinstance(item, dict):
-                continue
-            t = item.get("type")
+        for ipath, item in _a_objects(body.get("output"), "output"):
+            t = _a_str(item.get("type"), f"{ipath}.type")
             if t == "message":
-                for part in item.get("content") or ():
-                    if not isinstance(part, dict):
-                        continue
-                    if (
-                        part.get("type") == "output_text"
-                        and isinstance(part.get("text"), str)
-                        and part["text"]
-                    ):
-                        content.append(TextPart(part["text"]))
-                    elif part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+                for ppath, part in _a_objects(item.get("content"), f"{ipath}.content"):
+                    ptype = _a_str(part.get("type"), f"{ppath}.type")
+                    if ptype == "output_text":
+                        text = _a_str(part.get("text"), f"{ppath}.text")
+                        if text:
+                            content.append(TextPart(text))
+                    elif ptype == "refusal":
                         refusal = True
-                        content.append(TextPart(part["refusal"]))
+                        content.append(TextPart(_a_str(part.get("refusal"), f"{ppath}.refusal")))
             elif t == "function_call":
                 content.append(
                     ToolCallPart(
-                        str(item.get("call_id") or new_id("call")),
-                        str(item.get("name") or ""),
-                        item.get("arguments") or "{}",
+                        _a_str(item.get("call_id"), f"{ipath}.call_id") or new_id("call"),
+                        _a_str(item.get("name"), f"{ipath}.name"),
+                        _a_str(item.get("arguments"), f"{ipath}.arguments") or "{}",
                     )
                 )
             elif t == "reasoning":
-                part = _answer_reasoning(item)
-                if part is not None:
-                    content.append(part)
+                reasoning = _answer_reasoning(item, ipath)
+                if reasoning is not None:
+                    content.append(reasoning)
             # built-in tool items: no IR equivalent in a response
         u = body.get("usage")
-        rid, model = body.get("id"), body.get("model")
         return ChatResponse(
-            id=rid if isinstance(rid, str) and rid else new_id("resp"),
-            model=model if isinstance(model, str) else "",
+            id=_a_str(body.get("id"), "id") or new_id("resp"),
+            model=_a_str(body.get("model"), "model"),
             content=content,
             stop_reason=_stop_of(body, any(isinstance(p, ToolCallPart) for p in content), refusal),
-            usage=usage_from_responses(u) if isinstance(u, dict) else Usage(),
+            usage=usage_from_responses(u) if u is not None else Usage(),
         )
 
     def render_response(self, resp: ChatResponse) -> dict[str, Any]:
@@ -1502,9 +1519,14 @@ class ResponsesCodec(Codec):
 
     def usage_of(self, body: dict[str, Any]) -> Usage | None:
         """Usage of a response object, or of an event that carries one (the terminal events)."""
+        if not isinstance(body, dict):
+            raise _bad_answer("body", "a JSON object")
         resp = body.get("response")
-        u = resp.get("usage") if isinstance(resp, dict) else body.get("usage")
-        return usage_from_responses(u) if isinstance(u, dict) else None
+        if resp is not None:
+            u, path = _a_obj(resp, "response").get("usage"), "response.usage"
+        else:
+            u, path = body.get("usage"), "usage"
+        return usage_from_responses(u, path) if u is not None else None
 
     def rename_model(self, body: dict[str, Any], model: str) -> bool:
         resp = body.get("response")
