@@ -145,7 +145,11 @@ def test_the_region_signed_for_must_be_the_endpoints() -> None:
         "http://127.0.0.1:8080",
     ):
         parsed(config({"base_url": fine}))
-    parsed(config({"base_url": "https://bedrock-runtime.cn-north-1.amazonaws.com.cn", "aws_region": "cn-north-1"}))
+    parsed(
+        config(
+            {"base_url": "https://bedrock-runtime.cn-north-1.amazonaws.com.cn", "aws_region": "cn-north-1"}
+        )
+    )
 
 
 @given(

@@ -70,7 +70,9 @@ def test_an_unknown_deployment_is_azures_404(azure: BackgroundMocks, deployment:
 
 
 def test_the_created_deployments_answer(azure: BackgroundMocks) -> None:
-    status, body = post(azure, "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21", CHAT)
+    status, body = post(
+        azure, "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21", CHAT
+    )
     assert status == 200 and body["choices"][0]["message"]["content"] == "[az:gpt-4o-prod] hello"
     status, body = post(azure, "/openai/v1/embeddings", {"input": "x", "model": "embed-prod"})
     assert status == 200 and body["data"], body
@@ -88,7 +90,9 @@ def test_key_and_api_version_are_checked_before_the_deployment(azure: Background
 @pytest.mark.parametrize("v1", [False, True], ids=["deployment-path", "v1"])
 def test_the_azure_sdk_sees_deployment_not_found(azure: BackgroundMocks, v1: bool) -> None:
     if v1:
-        sdk: openai.OpenAI = openai.OpenAI(base_url=base(azure) + "/openai/v1", api_key="unused", max_retries=0)
+        sdk: openai.OpenAI = openai.OpenAI(
+            base_url=base(azure) + "/openai/v1", api_key="unused", max_retries=0
+        )
         sdk = sdk.with_options(default_headers={"api-key": KEY})
     else:
         sdk = openai.AzureOpenAI(
@@ -114,7 +118,10 @@ def test_llm_gateway_mock_providers_deploys_what_the_config_routes_to() -> None:
             "models": {
                 "gpt": {"backends": [{"provider": "azure_openai", "model": "gpt-4o-prod"}]},
                 "mini": {"backends": [{"provider": "azure_openai", "model": "gpt-4o-mini"}]},
-                "embed": {"kind": "embedding", "backends": [{"provider": "azure_openai", "model": "embed-prod"}]},
+                "embed": {
+                    "kind": "embedding",
+                    "backends": [{"provider": "azure_openai", "model": "embed-prod"}],
+                },
                 "ha": {"backends": [{"provider": "azure_entra", "model": "gpt-4o-ha"}]},
             },
         }
