@@ -550,8 +550,8 @@ def _route_bounds(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
 
 
 def _credential_refusal(cfg: GatewayConfig) -> dict[str, Any]:
-    """A provider's 401/403 becomes a 502 (failed over) saying whose key was refused
-    (``stages.refusal``); other responses skip it."""
+    """A provider's 401/403 becomes a 502 (failed over) saying whose key was refused, its 404
+    one saying the backend's model is not there (``stages.refusal``); other responses skip it."""
     stage = _ext_proc_filter(
         cfg,
         P.STAGE_REFUSAL,
@@ -567,7 +567,7 @@ def _credential_refusal(cfg: GatewayConfig) -> dict[str, Any]:
     return _skip_when(
         "gw.credential_refusal",
         stage,
-        _response_header(":status", {"safe_regex": {"google_re2": {}, "regex": "^40[13]$"}}),
+        _response_header(":status", {"safe_regex": {"google_re2": {}, "regex": "^40[134]$"}}),
         unless=True,
     )
 
@@ -577,7 +577,8 @@ def _retry_policy(cfg: GatewayConfig, model: str, entry: int, stream: bool) -> d
     policy: dict[str, Any] = {
         "retry_on": "5xx,reset,connect-failure,refused-stream,retriable-status-codes",
         # 401/403 from a provider refuse the gateway's own credential (a wrong or expired key,
-        # a bad signature, a revoked token), never the client's request: another backend may answer.
+        # a bad signature, a revoked token), 404 the model the gateway's config names for it,
+        # never the client's request: another backend may answer.
         "retriable_status_codes": list(PROVIDER_FAULT_4XX),
         "num_retries": cfg.retries(model, entry),
         "retry_priority": {

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from ext_proc import cli as product
 from ext_proc.cli import _config_arg
-from ext_proc.config import load_config, provider_key
+from ext_proc.config import GatewayConfig, load_config, provider_key
+
+
+def deployments_of(cfg: GatewayConfig, provider: str) -> tuple[str, ...]:
+    """The deployments a mock Azure OpenAI resource has: those the config's backends on it name,
+    as an operator creates each one before routing to it."""
+    return tuple(sorted({b.upstream_model for b in cfg.backends.values() if b.provider_name == provider}))
 
 
 def cmd_mock_providers(args: argparse.Namespace) -> int:
@@ -50,6 +56,7 @@ def cmd_mock_providers(args: argparse.Namespace) -> int:
                 client_id=p.oauth.client_id if p.oauth else None,
                 client_secret=client_secret,
                 token_ttl_s=ttl,
+                deployments=deployments_of(cfg, name) if p.dialect == "azure_openai" else (),
             )
         )
     if not specs:

@@ -23,10 +23,12 @@ import yaml
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials, RefreshableCredentials
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ext_proc.config import ConfigError, GatewayConfig, parse_config
 from ext_proc.dialects import DIALECTS
-from ext_proc.dialects.bedrock_converse import aws
+from ext_proc.dialects.bedrock_converse import aws, endpoint_region
 from ext_proc.state import GatewayState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +121,53 @@ def test_aws_fields_belong_to_bedrock_providers() -> None:
         "gw.yaml: providers.openai.aws_profile: only providers of dialect bedrock take it",
     ]
     assert any("aws_region" in p for p in problems_of(config({"aws_region": "Mars"})))
+
+
+def test_the_region_signed_for_must_be_the_endpoints() -> None:
+    """A signature scoped to another region than the endpoint's is refused by AWS on every
+    request: a config error naming both, not a 403 at run time."""
+    assert problems_of(config({"base_url": "https://bedrock-runtime.eu-west-1.amazonaws.com"})) == [
+        "gw.yaml: providers.bedrock.base_url: https://bedrock-runtime.eu-west-1.amazonaws.com serves "
+        "region 'eu-west-1' but aws_region is 'us-east-1': requests signed for 'us-east-1' are refused "
+        "there; set aws_region: eu-west-1 or base_url: https://bedrock-runtime.us-east-1.amazonaws.com"
+    ]
+    for other in (
+        "https://bedrock-runtime-fips.us-west-2.amazonaws.com",
+        "https://vpce-0abc-1234.bedrock-runtime.ap-southeast-2.vpce.amazonaws.com",
+    ):
+        [problem] = problems_of(config({"base_url": other}))
+        assert "aws_region is 'us-east-1'" in problem and other in problem
+    # Agreeing endpoints, and hosts that name no region (a proxy, a mock), are the operator's call.
+    for fine in (
+        "https://bedrock-runtime.us-east-1.amazonaws.com",
+        "https://bedrock-runtime-fips.us-east-1.amazonaws.com",
+        "https://llm-proxy.internal.example",
+        "http://127.0.0.1:8080",
+    ):
+        parsed(config({"base_url": fine}))
+    parsed(
+        config(
+            {"base_url": "https://bedrock-runtime.cn-north-1.amazonaws.com.cn", "aws_region": "cn-north-1"}
+        )
+    )
+
+
+@given(
+    st.from_regex(r"[a-z]{2}(-[a-z]{1,9}){1,2}-[1-9]", fullmatch=True),
+    st.sampled_from(["bedrock-runtime", "bedrock-runtime-fips"]),
+    st.sampled_from(["", "vpce."]),
+    st.sampled_from([".amazonaws.com", ".amazonaws.com.cn"]),
+    st.booleans(),
+)
+def test_endpoint_region_reads_every_runtime_host_form(
+    region: str, service: str, vpce: str, suffix: str, upper: bool
+) -> None:
+    host = f"{'vpce-01-ab.' if vpce else ''}{service}.{region}.{vpce}{suffix.lstrip('.')}"
+    url = f"https://{host.upper() if upper else host}/"
+    assert endpoint_region(url) == region
+    # Not Bedrock's runtime: another service, or the region only in a path.
+    assert endpoint_region(f"https://bedrock.{region}.amazonaws.com") is None
+    assert endpoint_region(f"https://proxy.example/bedrock-runtime.{region}.amazonaws.com") is None
 
 
 def test_the_dialect_declares_what_config_checks() -> None:

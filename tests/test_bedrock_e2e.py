@@ -5,7 +5,11 @@ One stack: the default mock providers, a mock Bedrock provider (``bedrock``), a 
 one whose stream guard is off (``bedrock-unguarded``), and ``bedrock-stale``: a Bedrock
 provider whose profile holds the right key id with a wrong secret, pointed at a mock this
 module starts with the real secret (so the mock refuses its signatures with a 403, as AWS
-would). Everything a client sends goes through the official SDKs' wire formats
+would). Two more on mocks of this module's: ``bedrock-session`` signs with temporary
+credentials (a session token), and ``bedrock-wrong-region`` signs for another region than
+its endpoint serves (a proxy in front of Bedrock hides the region from the config check),
+refused as AWS refuses it. After all of it, no AWS secret, session token or signature is in
+the stack's logs, metrics or client responses. Everything a client sends goes through the official SDKs' wire formats
 (``tests.test_failover`` requests) and must come back with zero client errors where a
 later tier can answer.
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -49,6 +55,36 @@ def stale_mock() -> Iterator[BackgroundMocks]:
     """The AWS account behind ``bedrock-stale``: it knows the real secret of AWS_KEY_ID."""
     bg = start_in_thread(
         [MockSpec("bedrock-stale", "bedrock", 0, AWS_SECRET, key_id=AWS_KEY_ID, region=AWS_REGION)]
+    )
+    yield bg
+    bg.stop()
+
+
+# Temporary credentials (an assumed role's): the key id, secret and session token the mock of
+# ``bedrock-session`` verifies signatures with, and the profile of the stack holds.
+SESSION_KEY_ID = "ASIAGATEWAYSESSION"
+SESSION_SECRET = "session-secret-access-key-never-shown"
+SESSION_TOKEN = "session-token-never-shown-" + "Zm9vYmFy" * 8
+WRONG_REGION = "us-west-2"  # what bedrock-wrong-region signs for; its endpoint serves AWS_REGION
+
+
+@pytest.fixture(scope="module")
+def aws_accounts() -> Iterator[BackgroundMocks]:
+    """Bedrock in AWS_REGION for the test account (behind ``bedrock-wrong-region``), and for the
+    role whose temporary credentials ``bedrock-session`` holds."""
+    bg = start_in_thread(
+        [
+            MockSpec("bedrock-east", "bedrock", 0, AWS_SECRET, key_id=AWS_KEY_ID, region=AWS_REGION),
+            MockSpec(
+                "bedrock-session",
+                "bedrock",
+                0,
+                SESSION_SECRET,
+                key_id=SESSION_KEY_ID,
+                session_token=SESSION_TOKEN,
+                region=AWS_REGION,
+            ),
+        ]
     )
     yield bg
     bg.stop()
@@ -107,6 +143,20 @@ def models() -> dict[str, Any]:
                     _backend("openai", "gpt-5.5", f"openai/{c}"),
                 ]
             }
+        for mode in STREAMS:
+            c = case("wrong-region", dialect, mode)  # signed for the wrong region first, a good one next
+            out[c] = {
+                "backends": [
+                    _backend("bedrock-wrong-region", UPSTREAM, f"bedrock-wrong-region/{c}"),
+                    _backend("bedrock", UPSTREAM, f"bedrock/{c}"),
+                ]
+            }
+        for model in ("wrong-region-alone", "scan-refused"):  # nothing to fail over to
+            c = case(model, dialect)
+            out[c] = {"backends": [_backend("bedrock-wrong-region", UPSTREAM, f"bedrock-wrong-region/{c}")]}
+        c = case("scan-stale", dialect)
+        out[c] = {"backends": [_backend("bedrock-stale", UPSTREAM, f"bedrock-stale/{c}")]}
+    out["session-first"] = {"backends": [{"provider": "bedrock-session", "model": UPSTREAM}]}
     out["bedrock-first"] = {
         "backends": [{"provider": "bedrock", "model": UPSTREAM}, {"provider": "openai", "model": "gpt-5.5"}]
     }
@@ -115,10 +165,14 @@ def models() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, stale_mock: BackgroundMocks) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, stale_mock: BackgroundMocks, aws_accounts: BackgroundMocks
+) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("bedrock")
     (tmp / "aws-credentials").write_text(
         f"[stale]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = rotated-away-secret\n"
+        f"[session]\naws_access_key_id = {SESSION_KEY_ID}\naws_secret_access_key = {SESSION_SECRET}\n"
+        f"aws_session_token = {SESSION_TOKEN}\n"
     )
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
     cfg["providers"]["bedrock"] = bedrock_provider()
@@ -128,6 +182,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stale_mock: BackgroundMocks)
         "aws_region": AWS_REGION,
         "aws_profile": "stale",
         "base_url": f"http://127.0.0.1:{stale_mock.ports['bedrock-stale']}",
+    }
+    cfg["providers"]["bedrock-session"] = {
+        "dialect": "bedrock",
+        "aws_region": AWS_REGION,
+        "aws_profile": "session",
+        "base_url": f"http://127.0.0.1:{aws_accounts.ports['bedrock-session']}",
+    }
+    cfg["providers"]["bedrock-wrong-region"] = {  # the default chain: the test account's own key
+        "dialect": "bedrock",
+        "aws_region": WRONG_REGION,
+        "base_url": f"http://127.0.0.1:{aws_accounts.ports['bedrock-east']}",
     }
     cfg["models"] = models()
     with aws_credentials(tmp):
@@ -303,3 +368,101 @@ def test_no_bedrock_header_reaches_a_client(
     """Bedrock's request id (and any x-amzn-*) reaches no client (tests/test_provider_headers.py)."""
     sent = check_withheld(stack, admin, "bedrock", client, "bedrock-first", stream)
     assert "x-amzn-requestid" in sent, sent
+
+
+# ---- a request signed for the wrong region ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(STREAMS))
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_signature_for_the_wrong_region_fails_over(
+    stack: Stack, admin: MockAdmin, aws_accounts: BackgroundMocks, dialect: str, mode: str
+) -> None:
+    """Bedrock refuses a signature scoped to another region than its own with a 403 (the config
+    check cannot see the region behind a proxy's URL): the gateway's fault, failed over."""
+    server = aws_accounts.mocks.servers["bedrock-east"]
+    before = server.stats.by_status.get("403", 0)
+    c = case("wrong-region", dialect, mode)
+    out = asyncio.run(hammer(stack, dialect, c, STREAMS[mode], n=N, concurrency=8, expect_prefix="[bedrock:"))
+    assert out.statuses == Counter({200: N}), out.wrong[:3]
+    assert not out.wrong, out.wrong[:3]
+    assert out.backends == Counter({f"bedrock/{c}": N})
+    assert server.stats.by_status.get("403", 0) > before and set(server.stats.by_status) == {"403"}
+
+
+REFUSED = {  # client dialect -> the error type of a 502 (a provider refused the gateway's credentials)
+    "openai": "server_error",
+    "anthropic": "api_error",
+    "gemini": "INTERNAL",
+}
+
+
+def _error(dialect: str, raw: bytes) -> tuple[str, str]:
+    """(type, message) of a non-streamed error body in the client's dialect."""
+    body = json.loads(raw)
+    if dialect == "anthropic":
+        assert body["type"] == "error"
+        return body["error"]["type"], body["error"]["message"]
+    err = body["error"]
+    return (err["type"] if dialect == "openai" else err["status"]), err["message"]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_wrong_region_with_nothing_to_fail_over_to_is_a_clear_error(
+    stack: Stack, admin: MockAdmin, dialect: str
+) -> None:
+    """The client learns whose credentials were refused and AWS's reason, in its own dialect."""
+    status, _, raw = _post(stack, dialect, case("wrong-region-alone", dialect), False, "hello")
+    assert status == 502, raw
+    kind, message = _error(dialect, raw)
+    assert kind == REFUSED[dialect], raw
+    assert f"backend 'bedrock-wrong-region/{case('wrong-region-alone', dialect)}'" in message, message
+    assert "refused the gateway's credentials" in message and "scoped to a valid region" in message, message
+
+
+# ---- no AWS secret anywhere ----------------------------------------------------------------------
+
+
+def test_no_aws_secret_in_logs_metrics_or_responses(stack: Stack, admin: MockAdmin) -> None:
+    """Last in this module, after all its Bedrock traffic, and with traffic of its own: answers
+    signed with temporary credentials, and refused ones (a rotated secret, the wrong region).
+    Neither secret access key, the session token, nor any signature is in the stack's logs
+    (ext_proc's, Envoy's, the access log), its /metrics, or what clients got."""
+    run = stack.run_dir
+    assert run is not None
+    texts: dict[str, str] = {}
+    for dialect in DIALECTS:
+        for stream in (False, True):
+            status, headers, raw = _post(stack, dialect, "session-first", stream, "signed with a session")
+            assert status == 200, raw  # the session token was sent and verified by the mock
+            assert text_of(dialect, stream, raw)[0] == f"[bedrock-session:{UPSTREAM}] signed with a session"
+            texts[f"response {dialect} stream={stream}"] = json.dumps(headers) + raw.decode()
+        for model in ("scan-refused", "scan-stale"):
+            status, headers, raw = _post(stack, dialect, case(model, dialect), False, "refused")
+            assert status == 502, raw
+            texts[f"response {dialect} {model}"] = json.dumps(headers) + raw.decode()
+    for port in stack.config.metrics_ports():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            texts[f"metrics:{port}"] = r.read().decode()
+    deadline = time.monotonic() + 5  # Envoy flushes the access log every second
+    while time.monotonic() < deadline and "bedrock-session/" not in stack.access_log.read_text():
+        time.sleep(0.1)
+    # The mock providers' own log is a test double's, not the gateway's: it holds the secrets to verify with.
+    texts.update(
+        {p.name: p.read_text(errors="replace") for p in run.glob("*.log") if p.name != "mock-providers.log"}
+    )
+    assert {"ext_proc-0.log", "envoy.log", "access.log"} <= set(texts)
+    # What is scanned saw the traffic: the refusals were logged, the session answers logged and counted.
+    assert "refused the gateway's credentials" in texts["ext_proc-0.log"]
+    assert "bedrock-session/" in texts["access.log"]
+    assert any("bedrock-session/" in t for n, t in texts.items() if n.startswith("metrics:"))
+    secrets = {
+        "secret access key": AWS_SECRET,
+        "rotated secret": "rotated-away-secret",
+        "session secret": SESSION_SECRET,
+        "session token": SESSION_TOKEN,
+        "a signature": "Signature=",
+        "a security-token header": "x-amz-security-token",
+    }
+    leaks = [f"{what} in {name}" for name, text in texts.items() for what, s in secrets.items() if s in text]
+    assert not leaks, leaks

@@ -30,13 +30,14 @@ import yaml
 from google.genai import errors as genai_errors
 
 from ext_proc.config import DEFAULT_CONFIG, ConfigError
+from gateway_tools.mocks import BackgroundMocks, MockSpec, start_in_thread
 from gateway_tools.supervisor import Stack
 from tests.cloud import CLIENT_ID, cloud_config, cloud_providers, with_clouds
 from tests.conftest import DEMO_KEY, MockAdmin, clean_mocks
 from tests.stack import start_stack
 from tests.test_failover import hammer
 from tests.test_provider_headers import CLIENTS, check_withheld
-from tests.test_translation_matrix import ADAPTERS, Ask
+from tests.test_translation_matrix import ADAPTERS, Ask, _error_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -191,8 +192,29 @@ FAILOVER_MODELS = {
 }
 
 
+# An Azure resource with one deployment, and a provider whose backends misspell it.
+DEPLOYED, MISSPELT = "gpt-4o-prod", "gpt-4o-prdo"
+MISCONFIGURED = {
+    # a model per client and mode: the misspelt backend cools down once it answered 404 (health),
+    **{
+        f"gpt-misspelt-ha-{c}-{m}": [("azure_misspelt", MISSPELT), ("openai", "gpt-5.5")]
+        for c in ("openai", "anthropic", "gemini")
+        for m in ("plain", "streamed")
+    },
+    **{f"gpt-misspelt-only-{c}": [("azure_misspelt", MISSPELT)] for c in ("openai", "anthropic", "gemini")},
+}
+
+
 @pytest.fixture(scope="module")
-def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def azure_resource() -> Iterator[BackgroundMocks]:
+    """The Azure OpenAI resource behind ``azure_misspelt``: only DEPLOYED is created on it."""
+    bg = start_in_thread([MockSpec("azure_misspelt", "azure_openai", 0, AZURE_KEY, deployments=(DEPLOYED,))])
+    yield bg
+    bg.stop()
+
+
+@pytest.fixture(scope="module")
+def clouds(tmp_path_factory: pytest.TempPathFactory, azure_resource: BackgroundMocks) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("cloud-failover")
     models = {
         m: {
@@ -207,6 +229,15 @@ def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "auto_cache": True,
     }
     cfg, env = cloud_config(tmp, models, extra_providers=direct_providers())
+    # Added after the ports are chosen: its resource is this module's, already listening.
+    cfg["providers"]["azure_misspelt"] = {
+        "dialect": "azure_openai",
+        "base_url": f"http://127.0.0.1:{azure_resource.ports['azure_misspelt']}",
+        "api_key_env": "AZURE_OPENAI_API_KEY",
+    }
+    for m, chain in MISCONFIGURED.items():
+        # Backends named per model: health learned by one test must not skip the next one's.
+        cfg["models"][m] = {"backends": [{"provider": p, "model": u, "name": f"{p}/{m}"} for p, u in chain]}
     stack = start_stack(tmp, cfg, {**env, "AZURE_OPENAI_API_KEY": AZURE_KEY})
     yield stack
     stack.stop()
@@ -353,6 +384,55 @@ def test_azure_filtered_prompt_is_a_400_in_the_client_dialect(
         assert err.code == 400 and err.status == "INVALID_ARGUMENT"
         message = err.message
     assert "content management policy" in message
+
+
+# ---- a deployment the Azure resource does not have ----------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
+def test_a_misspelt_azure_deployment_fails_over(
+    clouds: Stack, cmocks: MockAdmin, azure_resource: BackgroundMocks, client: str, stream: bool
+) -> None:
+    """Azure's 404 DeploymentNotFound says the gateway's config names a deployment the resource
+    lacks, not that the client asked for something wrong: the next tier answers."""
+    server = azure_resource.mocks.servers["azure_misspelt"]
+    before = server.stats.by_status.get("404", 0)
+    model = f"gpt-misspelt-ha-{client}-{'streamed' if stream else 'plain'}"
+    out = asyncio.run(
+        hammer(
+            clouds,
+            client,
+            model,
+            stream,
+            n=20,
+            concurrency=8,
+            expect_prefix="[openai:gpt-5.5]",
+        )
+    )
+    assert out.statuses == Counter({200: 20}), out.wrong[:3]
+    assert not out.wrong, out.wrong[:3]
+    assert out.backends == Counter({f"openai/{model}": 20})
+    assert server.stats.by_status.get("404", 0) > before and set(server.stats.by_status) == {"404"}
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
+def test_a_misspelt_azure_deployment_alone_is_a_clear_error(
+    clouds: Stack, cmocks: MockAdmin, client: str
+) -> None:
+    """With no tier left the client learns, in its own dialect, that the gateway's backend is
+    misconfigured (a 502 naming it and Azure's words), not that its own model does not exist."""
+    model = f"gpt-misspelt-only-{client}"
+    with pytest.raises((openai.APIStatusError, anthropic.APIStatusError, genai_errors.APIError)) as e:
+        ask(clouds, client, model, "hello")
+    status, kind, message = _error_of(client, e.value)
+    assert (status, kind) == (
+        502,
+        {"openai": "server_error", "anthropic": "api_error", "gemini": "INTERNAL"}[client],
+    )
+    assert f"backend 'azure_misspelt/{model}' is misconfigured" in message, message
+    assert f"no model or deployment '{MISSPELT}'" in message, message
+    assert "API deployment for this resource does not exist" in message, message
 
 
 # ---- nothing secret in logs, metrics or responses ---------------------------------------------------------

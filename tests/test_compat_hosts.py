@@ -61,6 +61,13 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             },
             "models": {
                 "qwen3": {"backends": [{"provider": "vllm", "model": "Qwen/Qwen3-8B"}]},
+                # One per client whose backend answers 404 (misconfigured: it cools down, alone).
+                **{
+                    f"qwen3-404-{c}": {
+                        "backends": [{"provider": "vllm", "model": "Qwen/Qwen3-8B", "name": f"vllm/404-{c}"}]
+                    }
+                    for c in CLIENTS
+                },
                 "mistral-large": {"backends": [{"provider": "mistral", "model": "mistral-large-latest"}]},
                 "gpt-oss": {"backends": [{"provider": "groq", "model": "openai/gpt-oss-20b"}]},
                 "deepseek-r1": {"backends": [{"provider": "openrouter", "model": "deepseek/deepseek-r1"}]},
@@ -220,14 +227,20 @@ def test_compatible_hosts_error_shapes(hosts: Stack, hmocks: MockAdmin, shape: s
     status, text = ERROR_SHAPES[shape]
     hmocks.fault("vllm", mode=shape, status=status, message=text)
     with pytest.raises((openai.APIStatusError, anthropic.APIStatusError, genai_errors.APIError)) as e:
-        ask(hosts, client, "qwen3", "hello")
+        ask(hosts, client, f"qwen3-404-{client}" if status == 404 else "qwen3", "hello")
     got_status, message = _status_message(client, e.value)
-    assert (got_status, message) == (status, text)
     err: Any = e.value
+    if status == 404:
+        # The host has no such path or model: the backend's config is wrong, not the client's
+        # request (README "Failover"): a 502 naming the backend, in the host's own words.
+        assert got_status == 502 and message.endswith(f"(HTTP 404: {text})"), message
+        assert "is misconfigured" in message, message
+        return
+    assert (got_status, message) == (status, text)
     if client == "anthropic":
-        assert err.body["error"]["type"] == {400: "invalid_request_error", 404: "not_found_error"}[status]
+        assert err.body["error"]["type"] == "invalid_request_error"
     elif client == "gemini":
-        assert err.status == {400: "INVALID_ARGUMENT", 404: "NOT_FOUND"}[status]
+        assert err.status == "INVALID_ARGUMENT"
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])

@@ -83,6 +83,7 @@ def test_routes_retry_across_priorities(tmp_path: Path) -> None:
         assert "retriable-status-codes" in policy["retry_on"] and policy["retriable_status_codes"] == [
             401,
             403,
+            404,
             429,
         ]
         assert routes[name]["route"]["cluster"] == "model/gpt-5.5"

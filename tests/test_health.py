@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ext_proc.routing.health import BASE_COOLDOWN, HealthTable, State
+from ext_proc.routing.health import BASE_COOLDOWN, HealthTable, State, provider_fault
 
 
 class Clock:
@@ -81,3 +81,10 @@ def test_an_invalid_answer_cools_down_at_once_and_for_longer() -> None:
     h.failure("a", 502, certain=True)  # the probe met it again: the wait doubles
     clock.t += CERTAIN_COOLDOWN + 0.1
     assert h.skip("a")
+
+
+def test_whose_fault_a_status_is() -> None:
+    """The backend's: no answer, 5xx, its credential refused, its model not there (404: the gateway
+    built the path and named the model), a rate limit. The client's: any other 4xx."""
+    assert all(provider_fault(s) for s in (0, 401, 403, 404, 429, 500, 502, 503, 529))
+    assert not any(provider_fault(s) for s in (200, 400, 409, 413, 422))

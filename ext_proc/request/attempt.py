@@ -7,7 +7,8 @@ mutations of an earlier attempt persist into the next one
 (docs/architecture.md, "Envoy behaviours").
 
 ``refused``: an attempt's answer when its provider refused the gateway's own
-credentials (401/403), turned into the 502 it is for the client.
+credentials (401/403), or has no model by the name the config gives it (404),
+turned into the 502 it is for the client.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def _fail(dialect: str, err: GatewayError) -> AttemptFailure:
 
 def refused(state: GatewayState, backend: str, status: int, body: bytes) -> bytes:
     """A provider's 401/403 to the gateway's own credentials, as the 502 error
-    body of the backend's dialect: the provider's words, and whose key it was.
+    body of the backend's dialect: the provider's words, and whose key it was. A 404
+    (the backend's model or deployment is not there) likewise names the backend.
     (A client's own key never reaches a provider: the router stage checks it.)"""
     b = state.config.backends.get(backend)
     codec = get_dialect(b.dialect if b is not None else DEFAULT.name).codec
@@ -136,6 +138,18 @@ def refused(state: GatewayState, backend: str, status: int, body: bytes) -> byte
         said = codec.parse_error(status, body).message
     except Exception:  # an odd body must not hide the refusal
         said = body.decode("utf-8", "replace")[:300]
+    if status == 404:  # the path and model were the gateway's: its config names what is not there
+        upstream = f" '{b.upstream_model}'" if b is not None else ""
+        log.warning(
+            "backend %s: its provider has no model or deployment%s (HTTP 404): %s", backend, upstream, said
+        )
+        err = GatewayError(
+            "api_error",
+            f"backend '{backend}' is misconfigured: its provider has no model or deployment{upstream} "
+            f"(HTTP 404: {said})",
+            status=502,
+        )
+        return orjson.dumps(codec.render_error(err))
     metrics.CREDENTIAL_REFUSALS.labels(backend, str(status)).inc()
     log.warning("backend %s refused the gateway's credentials (HTTP %d): %s", backend, status, said)
     err = GatewayError(

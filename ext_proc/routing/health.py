@@ -33,10 +33,11 @@ MAX_COOLDOWN = 60.0
 MAX_RETRY_AFTER = 300.0
 PROBE_TIMEOUT = 30.0
 # Provider answers that fail an attempt over to the next backend (Envoy's retry policy) besides
-# 5xx: a refused credential (the gateway's own key) and a rate limit. Any other 4xx is about the
-# client's request: the backend is fine, and counting it would let one client's bad requests
-# cool a backend down for every tenant.
-PROVIDER_FAULT_4XX = (401, 403, 429)
+# 5xx: a refused credential (the gateway's own key), a model the provider does not have (404: the
+# gateway built the path and named the model, from its config: a misspelt Azure deployment, a
+# retired model) and a rate limit. Any other 4xx is about the client's request: the backend is
+# fine, and counting it would let one client's bad requests cool a backend down for every tenant.
+PROVIDER_FAULT_4XX = (401, 403, 404, 429)
 
 
 def provider_fault(status: int) -> bool:

@@ -1,11 +1,13 @@
-"""A provider refused the gateway's own credentials: a backend failure, never the client's 401.
+"""A provider refused the gateway's own credentials, or has no model by the name the config
+gives it: a backend failure, never the client's 401 or 404.
 
-Envoy runs this upstream stage only for attempt responses with status 401 or
-403 (a matcher on the status), below the answer guard and the observer. The
+Envoy runs this upstream stage only for attempt responses with status 401, 403
+or 404 (a matcher on the status), below the answer guard and the observer. The
 status becomes 502, so Envoy fails over to the next tier as for any 5xx and the
 observer counts the failure; the body says, in the backend's dialect (the
 router stage renders it again in the client's), that the provider refused the
-gateway's credentials, in the provider's words (``request.attempt.refused``).
+gateway's credentials (or that the backend's model is missing), in the provider's
+words (``request.attempt.refused``).
 """
 
 from __future__ import annotations

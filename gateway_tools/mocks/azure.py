@@ -7,6 +7,8 @@ Azure's content filtering.
   ``stream_options`` exists from 2024-09-01-preview on. ``POST /openai/v1/chat/completions``
   (the v1 API, "API version lifecycle"): no ``api-version`` (or ``preview``), the deployment in
   the body's ``model``. Bodies are validated as the OpenAI mock does.
+- Deployments: the resource serves only the deployments created on it (``MockSpec.deployments``);
+  any other name, in the path or (v1 API) in the body's ``model``, is a 404 ``DeploymentNotFound``.
 - Authentication: the resource key in ``api-key``, or a Microsoft Entra ID bearer token with
   the ``https://cognitiveservices.azure.com`` audience ("Authentication": keys or Entra ID) that
   this mock's own token endpoint issued and that has not expired.
@@ -102,14 +104,31 @@ class _EntraTokens(TokenIssuer):
         return jwt, ttl
 
 
+# Azure's answer for a deployment name the resource does not have, as the service sends it
+# (Microsoft Q&A, "How do I resolve error DeploymentNotFound for Azure OpenAI Python API call?",
+# https://learn.microsoft.com/en-us/answers/questions/1189174 : HTTP 404 with this body, the
+# same in the SDKs' errors quoted in the Azure-Samples and microsoft/autogen issue threads).
+_DEPLOYMENT_NOT_FOUND = (
+    "The API deployment for this resource does not exist. If you created the deployment within the last "
+    "5 minutes, please wait a moment and try again."
+)
+
+
 class _Azure(_OpenAI):
-    """One Azure OpenAI resource: any deployment name is deployed."""
+    """One Azure OpenAI resource, serving the deployments created on it (``spec.deployments``)."""
 
     quirks = ()  # compatible hosts' quirks are the OpenAI mock's
 
     def __init__(self, spec: MockSpec) -> None:
         super().__init__(spec)
         self.tokens = _EntraTokens("", spec.token_ttl_s, SCOPE)
+        self.deployments = frozenset(spec.deployments)
+
+    def check_deployment(self, name: Any) -> None:
+        """A deployment the resource does not have is Azure's 404 ``DeploymentNotFound``. (A v1
+        body without a string ``model`` is left to the body validation's own 400.)"""
+        if isinstance(name, str) and name not in self.deployments:
+            raise _azure_error(404, _DEPLOYMENT_NOT_FOUND, "DeploymentNotFound")
 
     def routes(self) -> list[tuple[str, str, _Handler]]:
         return [
@@ -201,6 +220,7 @@ class _Azure(_OpenAI):
         version = request.query.get("api-version")
         if version not in _API_VERSIONS:
             raise _azure_error(404, "Resource not found")
+        self.check_deployment(request.match_info["deployment"])
         if isinstance(body, dict):
             if "stream_options" in body and version[:10] < _STREAM_OPTIONS_SINCE:
                 raise self.error(400, "Unrecognized request argument supplied: stream_options")
@@ -211,12 +231,14 @@ class _Azure(_OpenAI):
         self.check_auth(request)
         if request.query.get("api-version") not in (None, "preview"):
             raise _azure_error(400, "API version not supported", "BadRequest")
+        self.check_deployment(body.get("model") if isinstance(body, dict) else None)  # the model names it
         return await self.filtered_chat(request, body, cut)
 
     async def deployment_embeddings(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
         self.check_auth(request)
         if request.query.get("api-version") not in _API_VERSIONS:
             raise _azure_error(404, "Resource not found")
+        self.check_deployment(request.match_info["deployment"])
         if isinstance(body, dict):
             body = {**body, "model": request.match_info["deployment"]}  # the path names the model
         return await openai_embeddings(self, request, body, cut)
@@ -225,6 +247,7 @@ class _Azure(_OpenAI):
         self.check_auth(request)
         if request.query.get("api-version") not in (None, "preview"):
             raise _azure_error(400, "API version not supported", "BadRequest")
+        self.check_deployment(body.get("model") if isinstance(body, dict) else None)  # the model names it
         return await openai_embeddings(self, request, body, cut)
 
     async def filtered_chat(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:

@@ -15,7 +15,10 @@ those over).
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark
 from . import aws
@@ -24,6 +27,20 @@ from .counting import BEDROCK_COUNTING
 from .eventstream import EVENT_STREAM, EXCEPTION_PREFIX
 
 log = logging.getLogger("llm_gateway.bedrock")
+
+# The region an AWS Bedrock runtime endpoint serves, from its host name (AWS General Reference,
+# "Amazon Bedrock endpoints and quotas": ``bedrock-runtime.<region>.amazonaws.com``, FIPS
+# ``bedrock-runtime-fips.<region>...``; PrivateLink ``vpce-...bedrock-runtime.<region>.vpce...``;
+# China ``...amazonaws.com.cn``).
+_ENDPOINT_REGION = re.compile(
+    r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-\d+)\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$"
+)
+
+
+def endpoint_region(base_url: str) -> str | None:
+    """The region of an AWS Bedrock runtime endpoint URL; None for any other host (a proxy, a mock)."""
+    m = _ENDPOINT_REGION.search((urlsplit(base_url).hostname or "").lower())
+    return m.group(1) if m else None
 
 
 class BedrockConverse(Dialect):
@@ -65,6 +82,19 @@ class BedrockConverse(Dialect):
 
     def credential_headers(self, key: str) -> dict[str, str]:
         return {}  # signed per attempt instead (``sign``)
+
+    def provider_problems(self, provider: Mapping[str, Any]) -> list[str]:
+        """A request is signed for ``aws_region``; an AWS endpoint of another region refuses every
+        such signature (403 ``InvalidSignatureException``), so the two must agree."""
+        region, base = provider.get("aws_region"), provider.get("base_url")
+        served = endpoint_region(base) if isinstance(base, str) else None
+        if isinstance(region, str) and served is not None and served != region:
+            return [
+                f"base_url: {base} serves region '{served}' but aws_region is '{region}': requests "
+                f"signed for '{region}' are refused there; set aws_region: {served} or base_url: "
+                f"https://bedrock-runtime.{region}.amazonaws.com"
+            ]
+        return []
 
     def load_credentials(self, provider: Any) -> str | None:
         return aws.load(provider.aws_profile)
