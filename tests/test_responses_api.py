@@ -41,6 +41,7 @@ BACKENDS = {
 }
 MAX_CONVERSATION = 64 * 1024
 FAILOVER = "gpt-5-nano"
+PREAMBLE = "gpt-5.5-preamble"
 REFUSING = "gpt-5-pro"
 TOOL = {
     "type": "function",
@@ -76,6 +77,13 @@ def responses_config(redis_url: str) -> dict[str, Any]:
     cfg["models"][FAILOVER] = {
         "backends": [
             {"provider": "openai_responses", "model": FAILOVER},
+            {"provider": "anthropic", "model": "claude-sonnet-4-6"},
+        ]
+    }
+    # Its primary fails in-band after the stream's preamble (its own health, as FAILOVER's).
+    cfg["models"][PREAMBLE] = {
+        "backends": [
+            {"provider": "openai_responses", "model": PREAMBLE},
             {"provider": "anthropic", "model": "claude-sonnet-4-6"},
         ]
     }
@@ -479,6 +487,24 @@ def test_continuation_fails_over_to_another_backend(gateway: Stack, mocks: MockA
     assert r.output_text == "[anthropic:claude-sonnet-4-6] and now?"
     assert [m["role"] for m in sent(mocks, "anthropic")["messages"]] == ["user", "assistant", "user"]
     assert client(gateway).responses.retrieve(r.id).output_text == r.output_text  # kept after a failover too
+
+
+def test_an_error_after_the_streams_preamble_fails_over(gateway: Stack, mocks: MockAdmin) -> None:
+    """The Responses backend opens its stream (response.created, response.in_progress), then sends
+    an error event: the answer guard holds through the preamble and fails the attempt over, so the
+    client's stream comes whole from the next tier."""
+    mocks.fault("openai_responses", mode="stream_error")
+    with client(gateway).responses.with_streaming_response.create(
+        model=PREAMBLE, input="stream through an error", stream=True
+    ) as r:
+        assert r.headers["x-gateway-backend"] == "anthropic/claude-sonnet-4-6"
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == (
+        "[anthropic:claude-sonnet-4-6] stream through an error"
+    )
+    assert not any(e["type"] == "error" for e in events)
+    assert mocks.stats("openai_responses")["requests"] >= 1
 
 
 def test_another_tenant_never_sees_a_response(replicas: tuple[Stack, Stack], mocks: MockAdmin) -> None:

@@ -109,9 +109,10 @@ class AnswerCheck:
         return PASS if err is None else self._fail(err, 502)
 
     def _first_event(self, chunk: bytes, end: bool) -> str | Failed | None:
-        """Judge a stream by its first event past the message's opening: an error (an
-        error event, an exception frame, a malformed frame) or an end before any content
-        fails the attempt; anything else (content, a ping, a thinking block) passes."""
+        """Judge a stream by its first event past the message's opening (its start and the
+        dialect's preamble, ``StreamDecoder.opening``): an error (an error event, an exception
+        frame, a malformed frame) or an end before any content fails the attempt; anything
+        else (content, a ping, a thinking block) passes."""
         assert self.reader is not None and self.decoder is not None
         try:
             events = self.reader.feed(chunk)
@@ -133,6 +134,8 @@ class AnswerCheck:
                 if isinstance(error_json(raw), dict) and self._says(status, raw, failed.error):
                     return Failed(status, raw, failed.error)
                 return self._fail(failed.error, status)
+            if not out and self.decoder.opening():
+                continue  # the dialect's preamble (Responses: in_progress): an error may follow
             if not (out and all(isinstance(ir, MessageStart) for ir in out)):
                 return PASS  # past the opening
         if end:

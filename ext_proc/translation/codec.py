@@ -67,6 +67,12 @@ class StreamDecoder(ABC):
         """Called when the byte stream ends. A stream that ended without its
         terminal event yields a ``StreamError`` here, never a silent end."""
 
+    def opening(self) -> bool:
+        """Did the event just fed only go on opening the message (an event of the dialect's
+        preamble that says nothing yet)? The answer guard keeps holding then, so an error
+        that follows the preamble is still failed over."""
+        return False
+
 
 class StreamEncoder(ABC):
     """Turns IR stream events into a client's SSE bytes (stateful, one per stream)."""

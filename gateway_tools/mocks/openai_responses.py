@@ -207,9 +207,16 @@ class _OpenAIPlatform(_OpenAI):
         return _json_response(200, {"object": "response.input_tokens", "input_tokens": convo.input_tokens})
 
     def inband_error(self, request: web.Request, status: int) -> bytes:
-        if request.path == "/v1/responses":  # [create] streaming: the "error" event
-            return _event(
-                "error", 0, {"code": "server_error", "message": "The server is overloaded", "param": None}
+        if request.path == "/v1/responses":
+            # [streaming events] a stream opens with response.created, then response.in_progress,
+            # before any output; an error then comes as the "error" event.
+            start = {"id": "resp_" + _hex(48), "object": "response", "status": "in_progress", "output": []}
+            return (
+                _event("response.created", 0, {"response": start})
+                + _event("response.in_progress", 1, {"response": start})
+                + _event(
+                    "error", 2, {"code": "server_error", "message": "The server is overloaded", "param": None}
+                )
             )
         return super().inband_error(request, status)
 

@@ -837,12 +837,25 @@ def _answer_reasoning(item: dict[str, Any], path: str) -> ReasoningPart | None:
     return ReasoningPart("\n\n".join(texts), sig, origin=FAMILY)
 
 
+_PREAMBLE = frozenset({"response.created", "response.queued", "response.in_progress"})
+
+
 class ResponsesStreamDecoder(StreamDecoder):
     """Responses stream events -> IR. Text content parts and function calls become IR blocks;
     reasoning and built-in tool items are skipped. Complete at ``response.completed`` or
     ``response.incomplete``; ``response.failed`` and ``error`` are stream errors."""
 
-    __slots__ = ("_blocks", "_calls", "_done", "_next", "_open", "_refusal", "_started", "_streamed")
+    __slots__ = (
+        "_blocks",
+        "_calls",
+        "_done",
+        "_next",
+        "_open",
+        "_preamble",
+        "_refusal",
+        "_started",
+        "_streamed",
+    )
 
     def __init__(self) -> None:
         self._blocks: dict[
@@ -855,8 +868,10 @@ class ResponsesStreamDecoder(StreamDecoder):
         self._refusal = False
         self._started = False
         self._done = False
+        self._preamble = False  # the last event fed was of the preamble
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        self._preamble = False
         if self._done:
             return []
         try:
@@ -876,9 +891,14 @@ class ResponsesStreamDecoder(StreamDecoder):
             out.append(StreamError(e))
         return out
 
+    def opening(self) -> bool:
+        return self._preamble
+
     def _event(self, out: list[StreamEvent], obj: dict[str, Any], name: str | None) -> None:
         """One event -> IR events in ``out``; every field read is type-checked (bad_answer)."""
         t = _a_str(obj.get("type"), "type") or name
+        # created, then queued / in_progress: the response's preamble, before any output
+        self._preamble = t in _PREAMBLE
         if t == "response.output_text.delta" or t == "response.refusal.delta":
             block = self._blocks.get(("text", _index(obj, "output_index"), _index(obj, "content_index")))
             delta = _a_str(obj.get("delta"), "delta")
