@@ -229,6 +229,7 @@ def _tool_strict(backend: str, body: dict[str, Any]) -> Any:
         "openai": lambda: body["tools"][0]["function"].get("strict"),
         "anthropic": lambda: body["tools"][0].get("strict"),
         "openai_responses": lambda: body["tools"][0]["strict"],
+        "bedrock": lambda: body["toolConfig"]["tools"][0]["toolSpec"].get("strict"),
     }[backend]()
 
 
@@ -254,8 +255,12 @@ def test_strict_tools_are_carried_where_the_target_takes_the_schema(
         tools=[{"type": "function", "function": {"name": "f", "strict": True, "parameters": schema}}],
     )
     assert _tool_strict("anthropic", build("anthropic", oreq)) is anthropic_strict
-    for backend in ("gemini", "bedrock"):  # no strict flag there: the schema is sent as is
-        assert "strict" not in str(build(backend, req).get("tools", build(backend, req).get("toolConfig")))
+    # Converse's ToolSpecification.strict (bedrock-runtime service model): Claude's rule there too,
+    # and read back when a failover attempt re-reads the Converse body.
+    converse = build("bedrock", req)
+    assert _tool_strict("bedrock", converse) is anthropic_strict
+    assert CODECS["bedrock"].parse_request(converse, "m").tools[0].strict is anthropic_strict
+    assert "strict" not in str(build("gemini", req)["tools"])  # no strict flag: the schema as is
 
 
 def test_a_responses_backend_always_hears_strict() -> None:

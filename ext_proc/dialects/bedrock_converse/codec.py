@@ -105,7 +105,7 @@ from ...translation.ir import (
 from ...translation.markers import inline_system, read_system
 from ...translation.media import MediaRules
 from ...translation.names import Rule, ToolRules
-from ...translation.schema import closed
+from ...translation.schema import all_closed, closed
 from ...translation.sse import SSEEvent
 from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
 
@@ -530,8 +530,13 @@ def _parse_tool_config(tc: Any, unmapped: list[str]) -> tuple[list[Tool], ToolCh
         desc = spec.get("description")
         if desc is not None and not isinstance(desc, str):
             raise _type_error(f"{path}.toolSpec.description", "a string")
+        strict = spec.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _type_error(f"{path}.toolSpec.strict", "a boolean")
         tools.append(
-            Tool(_nonempty_str(spec.get("name"), f"{path}.toolSpec.name"), desc or None, schema["json"])
+            Tool(
+                _nonempty_str(spec.get("name"), f"{path}.toolSpec.name"), desc or None, schema["json"], strict
+            )
         )
     choice = tc.get("toolChoice")
     if choice is None:
@@ -705,6 +710,10 @@ def _tool_config(req: ChatRequest, drop: bool) -> dict[str, Any] | None:
         if t.description:
             spec["description"] = t.description
         spec["inputSchema"] = {"json": t.parameters}
+        # ToolSpecification.strict: "Flag to enable structured output enforcement on a tool usage
+        # response" (bedrock-runtime service model); like Anthropic's, for closed objects only.
+        if t.strict and all_closed(t.parameters):
+            spec["strict"] = True
         tools.append({"toolSpec": spec})
         _cache_point(tools, t.cache)
     out: dict[str, Any] = {"tools": tools}
