@@ -137,7 +137,7 @@ def _next_poll(credentials: Credentials) -> float:
     if not isinstance(expiry, datetime) or expiry.tzinfo is None:
         return REFRESH_POLL_S
     left = (expiry - datetime.now(timezone.utc)).total_seconds()
-    return max(MIN_POLL_S, min(REFRESH_POLL_S, left / 3))
+    return min(REFRESH_POLL_S, max(MIN_POLL_S, left / 3))
 
 
 def _describe(e: BaseException) -> str:
