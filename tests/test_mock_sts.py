@@ -28,6 +28,7 @@ from botocore.session import Session
 
 from gateway_tools.mocks import BackgroundMocks, MockSpec, start_in_thread
 from gateway_tools.mocks.bedrock import _Bedrock
+from gateway_tools.mocks.sts import STS
 
 NAME = "bdrk-sts"
 REGION = "us-east-1"
@@ -44,10 +45,16 @@ def mocks() -> Iterator[BackgroundMocks]:
     bg.stop()
 
 
-def server(mocks: BackgroundMocks) -> _Bedrock:
-    s = mocks.mocks.servers[NAME]
+def server(mocks: BackgroundMocks, name: str = NAME) -> _Bedrock:
+    s = mocks.mocks.servers[name]
     assert isinstance(s, _Bedrock) and s.sts is not None
     return s
+
+
+def sts_of(mocks: BackgroundMocks, name: str = NAME) -> STS:
+    sts = server(mocks, name).sts
+    assert sts is not None
+    return sts
 
 
 def url(mocks: BackgroundMocks) -> str:
@@ -80,7 +87,7 @@ def assume(mocks: BackgroundMocks, token: str | None = None, role: str = ROLE) -
     out: dict[str, Any] = sts_client(mocks).assume_role_with_web_identity(
         RoleArn=role,
         RoleSessionName="gateway-test",
-        WebIdentityToken=server(mocks).sts.identity_token() if token is None else token,  # type: ignore[union-attr]
+        WebIdentityToken=sts_of(mocks).identity_token() if token is None else token,
     )
     return out
 
@@ -117,7 +124,7 @@ def user(text: str) -> dict[str, Any]:
 
 
 def test_assume_role_with_web_identity_through_botocore(mocks: BackgroundMocks) -> None:
-    before = server(mocks).sts.issued  # type: ignore[union-attr]
+    before = sts_of(mocks).issued
     out = assume(mocks)
     creds = out["Credentials"]
     assert creds["AccessKeyId"].startswith("ASIA") and creds["SecretAccessKey"] and creds["SessionToken"]
@@ -128,7 +135,7 @@ def test_assume_role_with_web_identity_through_botocore(mocks: BackgroundMocks) 
     assert out["SubjectFromWebIdentityToken"].startswith("system:serviceaccount:")
     again = assume(mocks)["Credentials"]
     assert again["AccessKeyId"] != creds["AccessKeyId"]  # numbered: every call a new set
-    assert server(mocks).sts.issued == before + 2  # type: ignore[union-attr]
+    assert sts_of(mocks).issued == before + 2
 
 
 def test_botocores_credential_chain_reaches_it_through_the_endpoint_override(
@@ -138,7 +145,7 @@ def test_botocores_credential_chain_reaches_it_through_the_endpoint_override(
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     token_file = tmp_path / "token"
-    token_file.write_text(server(mocks).sts.identity_token())  # type: ignore[union-attr]
+    token_file.write_text(sts_of(mocks).identity_token())
     monkeypatch.setenv("AWS_ROLE_ARN", ROLE)
     monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", url(mocks))
@@ -149,7 +156,7 @@ def test_botocores_credential_chain_reaches_it_through_the_endpoint_override(
     creds = Session().get_credentials()
     assert creds is not None and creds.method == "assume-role-with-web-identity"
     frozen = creds.get_frozen_credentials()
-    assert frozen.access_key in server(mocks).sts.credentials  # type: ignore[union-attr]
+    assert frozen.access_key in sts_of(mocks).credentials
 
 
 @pytest.mark.parametrize(
@@ -168,7 +175,7 @@ def test_a_missing_parameter_is_named(mocks: BackgroundMocks, missing: str, code
         "Version": "2011-06-15",
         "RoleArn": ROLE,
         "RoleSessionName": "s1",
-        "WebIdentityToken": server(mocks).sts.identity_token(),  # type: ignore[union-attr]
+        "WebIdentityToken": sts_of(mocks).identity_token(),
     }
     del fields[missing]
     status, got, message = form_post(mocks, fields)
@@ -208,7 +215,7 @@ def test_constraints_are_validation_errors(
         "Version": "2011-06-15",
         "RoleArn": ROLE,
         "RoleSessionName": "s1",
-        "WebIdentityToken": server(mocks).sts.identity_token(),  # type: ignore[union-attr]
+        "WebIdentityToken": sts_of(mocks).identity_token(),
         field: value,
     }
     status, code, message = form_post(mocks, fields)
@@ -217,7 +224,7 @@ def test_constraints_are_validation_errors(
 
 
 def test_a_token_the_provider_did_not_issue_is_an_invalid_identity_token(mocks: BackgroundMocks) -> None:
-    real = server(mocks).sts.identity_token()  # type: ignore[union-attr]
+    real = sts_of(mocks).identity_token()
     header, body, _sig = real.split(".")
     for token in ("not-a-jwt", f"{header}.{body}.forged-signature", "a.b.c"):
         with pytest.raises(ClientError) as ei:
@@ -231,7 +238,7 @@ def test_a_token_the_provider_did_not_issue_is_an_invalid_identity_token(mocks: 
     # Another provider's key signs another token: not one this provider issued either.
     other = start_in_thread([MockSpec("other", "bedrock", 0, "", region=REGION, role_arn=ROLE)])
     try:
-        foreign = other.mocks.servers["other"].sts.identity_token()  # type: ignore[attr-defined]
+        foreign = sts_of(other, "other").identity_token()
     finally:
         other.stop()
     with pytest.raises(ClientError) as ei:
@@ -240,7 +247,7 @@ def test_a_token_the_provider_did_not_issue_is_an_invalid_identity_token(mocks: 
 
 
 def test_an_expired_identity_token_and_an_untrusting_role(mocks: BackgroundMocks) -> None:
-    stale = server(mocks).sts.identity_token(ttl_s=-60)  # type: ignore[union-attr]
+    stale = sts_of(mocks).identity_token(ttl_s=-60)
     with pytest.raises(ClientError) as ei:
         assume(mocks, token=stale)
     assert ei.value.response["Error"]["Code"] == "ExpiredTokenException"
@@ -252,7 +259,7 @@ def test_an_expired_identity_token_and_an_untrusting_role(mocks: BackgroundMocks
     assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert ei.value.response["Error"]["Code"] == "AccessDenied"
     assert "sts:AssumeRoleWithWebIdentity" in ei.value.response["Error"]["Message"]
-    refused = server(mocks).sts.refused  # type: ignore[union-attr]
+    refused = sts_of(mocks).refused
     assert refused["ExpiredTokenException"] >= 1 and refused["AccessDenied"] >= 1
 
 
@@ -260,8 +267,7 @@ def test_an_expired_identity_token_and_an_untrusting_role(mocks: BackgroundMocks
 
 
 def test_bedrock_accepts_them_until_they_expire(mocks: BackgroundMocks) -> None:
-    sts = server(mocks).sts
-    assert sts is not None
+    sts = sts_of(mocks)
     creds = assume(mocks)["Credentials"]
     client = bedrock(mocks, creds)
     out = client.converse(modelId=MODEL, messages=[user("hi")])
