@@ -37,8 +37,8 @@ from tests.stack import AWS_REGION, config_on_free_ports, start_stack
 ROLE = "arn:aws:iam::123456789012:role/llm-gateway"
 UPSTREAM = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 MODEL = "claude-web-identity"
-LIFETIME_S = 6.0  # of each set of credentials: well inside botocore's refresh window (15 min)
-TRAFFIC_S = 12.0  # two lifetimes and then some: every credential issued at start has expired
+LIFETIME_S = 9.0  # of each set of credentials: inside botocore's refresh window (15 min) all along
+TRAFFIC_S = 12.0  # more than a lifetime: the credentials in use at the start expire meanwhile
 
 
 @pytest.fixture(scope="module")
