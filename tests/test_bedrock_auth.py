@@ -403,6 +403,29 @@ def test_temporary_credentials_refresh_off_the_request_path(
     assert SECRET not in caplog.text.replace(f"no {SECRET} here", "") and TOKEN not in caplog.text
 
 
+def _expiring_in(seconds: float | None) -> RefreshableCredentials:
+    expiry = None if seconds is None else datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    return RefreshableCredentials(KEY_ID, SECRET, TOKEN, expiry, lambda: {}, "test")
+
+
+@pytest.mark.parametrize(
+    ("left_s", "low", "high"),
+    [
+        (3600, aws.REFRESH_POLL_S, aws.REFRESH_POLL_S),  # long-lived: the regular poll
+        (6, 1.9, 2.0),  # lives less than a poll: looked at again after a third of what is left
+        (0.3, aws.MIN_POLL_S, aws.MIN_POLL_S),  # about to expire: never a busy loop
+        (-5, aws.MIN_POLL_S, aws.MIN_POLL_S),  # expired (a refresh failing): as often as allowed
+        (None, aws.REFRESH_POLL_S, aws.REFRESH_POLL_S),  # no expiry known
+    ],
+)
+def test_the_refresh_poll_comes_within_a_credentials_life(
+    left_s: float | None, low: float, high: float
+) -> None:
+    """Credentials that live seconds (inside botocore's 15-minute refresh window all their
+    life) are replaced every third of their life, so none is signed with once expired."""
+    assert low <= aws._next_poll(_expiring_in(left_s)) <= high
+
+
 def test_loading_logs_no_secret(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)

@@ -50,7 +50,8 @@ its own OAuth2 token endpoint, ``tokens``; ``bedrock`` for AWS Bedrock), what th
 ``common`` and their lifecycle in ``server``. OpenAI's two dialects are served by one server, as
 OpenAI serves both. The OpenAI mock also plays OpenAI-compatible hosts' quirks (its ``quirks``).
 The Bedrock mock verifies SigV4 signatures instead of a key (``MockSpec.key_id`` and its secret)
-and streams AWS event-stream frames; ``stream_malformed`` sends a frame whose checksum does not
+and streams AWS event-stream frames; with a role (``MockSpec.role_arn``) it is also the account's STS
+(``sts``: ``AssumeRoleWithWebIdentity``, short-lived numbered credentials, refused once expired); ``stream_malformed`` sends a frame whose checksum does not
 match. With structured output asked for (a JSON schema), the reply text is a JSON value of that
 schema whose strings are the usual reply and whose numbers are its word count.
 """

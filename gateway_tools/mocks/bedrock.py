@@ -39,6 +39,10 @@ The signature is recomputed with botocore's SigV4 implementation from the mock's
 copy of the secret (``MockSpec.api_key`` for ``MockSpec.key_id``): a wrong secret, a
 request more than 5 minutes old, or a body changed after signing is a 403.
 
+With ``MockSpec.role_arn`` the mock is also the account's STS (``mocks.sts``: web identity ->
+temporary credentials, ``POST /``), and accepts requests signed with the credentials it issued
+(their session token checked) until they expire: then 403 ``ExpiredTokenException``.
+
 Stricter than the service in one respect: unknown members are refused (the service's
 deserializer may ignore them); a member the gateway misspells is a bug to see, not to
 drop silently.
@@ -76,6 +80,7 @@ from .common import (
     _Reject,
     _words,
 )
+from .sts import EXPIRED_CREDENTIALS, STS, Issued
 
 _EVENTSTREAM_CT = "application/vnd.amazon.eventstream"
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
@@ -266,6 +271,16 @@ class _Bedrock(_Provider):
         # (https://docs.aws.amazon.com/bedrock/latest/userguide/prompt-caching.html): the
         # Anthropic mock's cache, fed an Anthropic-shaped view of the body.
         self.claude_cache = _Anthropic(spec)
+        # With a role: the account's STS, whose temporary credentials sign requests too.
+        self.sts = STS(spec.role_arn, spec.token_ttl_s) if spec.role_arn else None
+
+    def admin_routes(self) -> list[tuple[str, str, Any]]:
+        if self.sts is None:
+            return []
+        return [("POST", "/", self.sts.endpoint), ("*", "/_mock/sts", self.sts.admin)]
+
+    def sts_credentials(self, key_id: str) -> Issued | None:
+        return self.sts.lookup(key_id) if self.sts is not None else None
 
     @staticmethod
     def as_anthropic(body: dict[str, Any]) -> dict[str, Any]:
@@ -370,7 +385,10 @@ class _Bedrock(_Provider):
         if not auth:
             return "missing"
         m = _AUTH.fullmatch(auth.strip())
-        return "valid" if m and m[1].split("/")[0] == self.spec.key_id else "invalid"
+        key_id = m[1].split("/")[0] if m else None
+        return (
+            "valid" if key_id and (key_id == self.spec.key_id or self.sts_credentials(key_id)) else "invalid"
+        )
 
     def verify_signature(self, request: web.Request, raw: bytes) -> None:
         """[SigV4] recompute the signature from the mock's copy of the secret."""
@@ -393,10 +411,14 @@ class _Bedrock(_Provider):
                 f"Credential should be scoped to a valid region. (Credential={m[1]})",
             )
         key_id, day, region, service, _ = scope
-        if key_id != self.spec.key_id:
+        issued = self.sts_credentials(key_id)
+        if key_id != self.spec.key_id and issued is None:
             raise self.error(
                 403, "UnrecognizedClientException", "The security token included in the request is invalid."
             )
+        secret, session_token = (
+            (issued.secret, issued.token) if issued else (self.spec.api_key, self.spec.session_token)
+        )
         if service != "bedrock":
             raise self.error(
                 403, "InvalidSignatureException", "Credential should be scoped to correct service: 'bedrock'."
@@ -408,10 +430,14 @@ class _Bedrock(_Provider):
                 f"Credential should be scoped to a valid region. (Credential={m[1]})",
             )
         token = request.headers.get("X-Amz-Security-Token")
-        if (token or None) != (self.spec.session_token or None):
+        if (token or None) != (session_token or None):
             raise self.error(
                 403, "UnrecognizedClientException", "The security token included in the request is invalid."
             )
+        if issued is not None and self.sts is not None and self.sts.expired(issued):
+            # [Expired] temporary credentials past their Expiration
+            self.sts.expired_used[key_id] += 1
+            raise self.error(403, "ExpiredTokenException", EXPIRED_CREDENTIALS)
         stamp = request.headers.get("X-Amz-Date", "")
         try:
             when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
@@ -471,11 +497,13 @@ class _Bedrock(_Provider):
             method=request.method, url=f"http://{request.headers['Host']}{path}", data=raw, headers=headers
         )
         aws.context["timestamp"] = stamp
-        signer = SigV4Auth(Credentials(key_id, self.spec.api_key, self.spec.session_token), service, region)
+        signer = SigV4Auth(Credentials(key_id, secret, session_token), service, region)
         canonical = signer.canonical_request(aws)
         expected = signer.signature(signer.string_to_sign(aws, canonical), aws)
         if not hmac.compare_digest(expected, m[3]):
             raise self._mismatch()
+        if issued is not None and self.sts is not None:
+            self.sts.used[key_id] += 1
 
     def _mismatch(self) -> _Reject:
         return self.error(

@@ -106,6 +106,9 @@ class MockSpec:
     key_id: str | None = None
     session_token: str | None = None
     region: str | None = None
+    # Bedrock: the role its STS (``mocks.sts``, ``POST /``) lets a web identity assume; the
+    # credentials it issues live ``token_ttl_s`` seconds and are accepted until then.
+    role_arn: str | None = None
     # Azure OpenAI: the deployments created on the resource (any other name is a 404
     # ``DeploymentNotFound``, as Azure answers it).
     deployments: tuple[str, ...] = ()

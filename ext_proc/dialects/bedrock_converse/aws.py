@@ -4,7 +4,10 @@ Credentials come from botocore's standard chain (environment variables, web
 identity, the shared credentials and config files with ``aws_profile``, container
 and instance roles), never from the gateway config. They are loaded once per
 credential source (a profile, or the default chain) when a config is loaded,
-and temporary ones are refreshed by a background thread before they expire:
+and temporary ones are refreshed by a background thread before they expire (it looks
+every ``REFRESH_POLL_S``, sooner for credentials that live less than a few polls; botocore
+refreshes within 15 minutes of the expiry, web identity by a new ``AssumeRoleWithWebIdentity``
+with the token file read again):
 ``sign`` runs on the event loop for every attempt and only computes (botocore's
 refresh can make network calls, which must never block a request).
 
@@ -34,6 +37,7 @@ SERVICE = "bedrock"  # the SigV4 signing name of the Bedrock runtime (its servic
 REFRESH_POLL_S = (
     30.0  # how often a temporary credential's expiry is looked at (botocore refreshes 15 min early)
 )
+MIN_POLL_S = 0.25  # the shortest wait between two looks, however short-lived the credentials
 RETRY_FIRST_S = 2.0  # after a failed refresh, try again this soon, doubling up to REFRESH_POLL_S
 
 # Environment variables that decide what the chain resolves to (their values are hashed, never kept).
@@ -51,6 +55,9 @@ _CHAIN_ENV = (
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_EC2_METADATA_DISABLED",
+    "AWS_ENDPOINT_URL",  # where the chain's STS calls go (web identity, assumed roles)
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
 )
 
 
@@ -105,11 +112,11 @@ class CredentialSource:
 
     def _refresh_loop(self) -> None:
         """botocore refreshes when the expiry is near; asking often costs nothing until then."""
-        delay = REFRESH_POLL_S
+        delay, failures = _next_poll(self._credentials), 0
         while not self._stop.wait(delay):
             try:
                 self.frozen = self._credentials.get_frozen_credentials()
-                delay = REFRESH_POLL_S
+                delay, failures = _next_poll(self._credentials), 0
             except Exception as e:  # keep the last credentials: they may still be valid
                 log.warning(
                     "could not refresh the AWS credentials of the %s (%s): %s",
@@ -117,7 +124,20 @@ class CredentialSource:
                     type(e).__name__,
                     _describe(e),
                 )
-                delay = min(RETRY_FIRST_S if delay >= REFRESH_POLL_S else delay * 2, REFRESH_POLL_S)
+                failures += 1
+                delay = min(RETRY_FIRST_S * 2 ** (failures - 1), REFRESH_POLL_S)
+
+
+def _next_poll(credentials: Credentials) -> float:
+    """When to look at ``credentials`` again: every REFRESH_POLL_S, or after a third of what is
+    left of their life when that is sooner, so credentials that live less than a poll (or are
+    within botocore's refresh window for their whole life) are replaced well before they expire
+    and no request is signed with expired ones."""
+    expiry = getattr(credentials, "_expiry_time", None)  # botocore's RefreshableCredentials' own
+    if not isinstance(expiry, datetime) or expiry.tzinfo is None:
+        return REFRESH_POLL_S
+    left = (expiry - datetime.now(timezone.utc)).total_seconds()
+    return min(REFRESH_POLL_S, max(MIN_POLL_S, left / 3))
 
 
 def _describe(e: BaseException) -> str:
