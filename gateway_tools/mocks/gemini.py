@@ -107,13 +107,25 @@ _SCHEMA.set_fields(
 _BLOB = _Msg("Blob", {"mimeType": "str", "data": "bytes"})
 _FILE_DATA = _Msg("FileData", {"mimeType": "str", "fileUri": "str"})
 _FUNCTION_CALL = _Msg("FunctionCall", {"id": "str", "name": "str", "args": "struct"})
+# Multimodal function responses (Gemini 3): ``parts`` is a list of FunctionResponsePart, each
+# inlineData (FunctionResponseBlob) or fileData (FunctionResponseFileData), nothing else: no
+# text, no function calls (google-genai SDK types.py FunctionResponse.parts / FunctionResponsePart;
+# the API's proto, googleapis/googleapis "add FunctionResponsePart"; the Gemini 3 developer
+# guide, "Multimodal function responses", https://ai.google.dev/gemini-api/docs/gemini-3).
+_FUNCTION_RESPONSE_PART = _Msg(
+    "FunctionResponsePart",
+    {
+        "inlineData": _Msg("FunctionResponseBlob", {"mimeType": "str", "data": "bytes", "displayName": "str"}),
+        "fileData": _Msg("FunctionResponseFileData", {"mimeType": "str", "fileUri": "str", "displayName": "str"}),
+    },
+)
 _FUNCTION_RESPONSE = _Msg(
     "FunctionResponse",
     {
         "id": "str",
         "name": "str",
         "response": "struct",
-        "parts": "value",
+        "parts": _List(_FUNCTION_RESPONSE_PART),
         "willContinue": "bool",
         "scheduling": "str",
     },

@@ -335,6 +335,34 @@ def _parse_media(
     return ImagePart(media_type=mime, data=data, path=path)
 
 
+def _response_media(parts: Any, path: str, unmapped: list[str], reasons: dict[str, str]) -> list[ImagePart]:
+    """A multimodal function response's ``parts`` (FunctionResponsePart: inlineData or fileData)
+    -> the tool result's images; other media (documents, audio...) are unmapped: an IR tool
+    result carries text and images."""
+    if parts is None:
+        return []
+    if not isinstance(parts, list):
+        raise _type_error(path, "an array")
+    out: list[ImagePart] = []
+    for k, fp in enumerate(parts):
+        ppath = f"{path}[{k}]"
+        if not isinstance(fp, dict):
+            raise _type_error(ppath, "an object")
+        for camel, snake, is_file in (("inlineData", "inline_data", False), ("fileData", "file_data", True)):
+            blob = _g(fp, camel, snake)
+            if blob is None:
+                continue
+            media = _parse_media(blob, f"{ppath}.{camel}", is_file, unmapped, reasons)
+            if isinstance(media, ImagePart):
+                out.append(media)
+            elif media is not None:
+                unmapped.append(f"{ppath}.{camel}")
+            break
+        else:
+            unmapped.append(ppath)
+    return out
+
+
 def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str]) -> list[Message]:
     if not isinstance(contents, list):
         raise _type_error("contents", "an array")
@@ -408,15 +436,13 @@ def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str])
                 waiting = pending.get(name)
                 if waiting and rid in waiting:
                     waiting.remove(rid)
-                if fr.get("parts"):
-                    unmapped.append(f"{fpath}.parts")
                 response = fr.get("response")
                 if response is not None and not isinstance(response, dict):
                     raise _type_error(f"{fpath}.response", "an object")
                 text, is_error = _result_text(response)
-                result = ToolResultPart(
-                    rid, [TextPart(text)] if text else [], name, is_error, fpath, id_path=f"{fpath}.id"
-                )
+                content: list[TextPart | ImagePart] = [TextPart(text)] if text else []
+                content += _response_media(fr.get("parts"), f"{fpath}.parts", unmapped, reasons)
+                result = ToolResultPart(rid, content, name, is_error, fpath, id_path=f"{fpath}.id")
                 append_part(out, "tool", result)
                 continue
             blob = _g(p, "inlineData", "inline_data")
@@ -729,21 +755,28 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         f"messages[{i}].content[{j}].tool_call_id",
                     )
                 texts: list[str] = []
-                for k, c in enumerate(p.content):
+                media: list[dict[str, Any]] = []
+                for c in p.content:
                     if isinstance(c, TextPart):
                         texts.append(c.text)
-                    elif not drop:  # functionResponse.response is a JSON object: no images
-                        raise unsupported(part_path(c, f"messages[{i}].content[{j}].content[{k}]"), DIALECT)
+                    elif c.data is not None:
+                        # Multimodal function responses (Gemini 3 models): media travel inside the
+                        # functionResponse, in ``parts`` of inlineData (FunctionResponsePart: "Ordered
+                        # Parts that constitute a function response", google-genai SDK types.py; the
+                        # Gemini 3 developer guide, "Multimodal function responses",
+                        # https://ai.google.dev/gemini-api/docs/gemini-3).
+                        media.append({"inlineData": {"mimeType": c.media_type or "image/jpeg", "data": c.data}})
+                    else:  # FunctionResponseFileData "is not supported in Gemini API": a URL image
+                        parts.append(_media_part(c))  # goes beside the responses, in the same turn
                 text = "\n".join(texts)
-                results.append(
-                    {
-                        "functionResponse": {
-                            "id": p.tool_call_id,
-                            "name": name,
-                            "response": {"error": text} if p.is_error else {"result": text},
-                        }
-                    }
-                )
+                fr: dict[str, Any] = {
+                    "id": p.tool_call_id,
+                    "name": name,
+                    "response": {"error": text} if p.is_error else {"result": text},
+                }
+                if media:
+                    fr["parts"] = media
+                results.append({"functionResponse": fr})
     if role:
         out.append({"role": role, "parts": results + parts})
     return out

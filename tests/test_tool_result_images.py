@@ -1,0 +1,432 @@
+"""Images inside tool results (issue 14: content the target can take must not be refused).
+
+A coding agent's tool returns a screenshot; each target gets it the best way it can take it:
+Gemini inside the ``functionResponse`` (``parts`` of ``inlineData``, multimodal function
+responses), OpenAI Chat as a user message right after the turn's tool messages (a tool message
+takes text only), Responses in ``function_call_output.output`` (input_text / input_image items),
+Bedrock in ``toolResult.content`` (image blocks). Codec level first, then the mocks' rules for
+those shapes, then end to end with the official anthropic SDK against every backend."""
+
+from __future__ import annotations
+
+import copy
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ext_proc.dialects import CODECS
+from ext_proc.translation.ir import ImagePart, TextPart, ToolResultPart
+from gateway_tools.mocks import BackgroundMocks, MockSpec, start_in_thread
+from gateway_tools.supervisor import Stack
+from tests.conftest import DEMO_KEY, MockAdmin
+from tests.stack import aws_credentials, config_on_free_ports, start_stack
+from tests.test_translation_matrix import BACKENDS, matrix_config
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+URL = "https://example.com/shot.png"
+IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+TOOLS = [{"name": "screenshot", "description": "take a screenshot", "input_schema": {"type": "object"}}]
+
+
+def turn(*results: dict[str, Any], after: str | None = None) -> dict[str, Any]:
+    """An Anthropic request: the assistant called ``screenshot`` once per result, the user
+    answers with the results (and ``after`` text)."""
+    calls = [{"type": "tool_use", "id": r["tool_use_id"], "name": "screenshot", "input": {}} for r in results]
+    user: list[dict[str, Any]] = list(results)
+    if after is not None:
+        user.append({"type": "text", "text": after})
+    return {
+        "model": "m",
+        "max_tokens": 100,
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": "what is on screen?"},
+            {"role": "assistant", "content": calls},
+            {"role": "user", "content": user},
+        ],
+    }
+
+
+def result(call_id: str, *content: dict[str, Any], is_error: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id, "content": list(content)}
+    if is_error:
+        out["is_error"] = True
+    return out
+
+
+def text(t: str) -> dict[str, Any]:
+    return {"type": "text", "text": t}
+
+
+def build(backend: str, body: dict[str, Any], client: str = "anthropic") -> dict[str, Any]:
+    req = CODECS[client].parse_request(copy.deepcopy(body), "m")
+    return CODECS[backend].build_request(req, "up", default_max_tokens=100)
+
+
+# ---- Gemini: inside the functionResponse -----------------------------------------------------------
+
+
+def test_gemini_gets_the_image_inside_the_function_response() -> None:
+    body = build("gemini", turn(result("toolu_1", text("a login form"), IMAGE)))
+    parts = body["contents"][-1]["parts"]
+    assert parts == [
+        {
+            "functionResponse": {
+                "id": "toolu_1",
+                "name": "screenshot",
+                "response": {"result": "a login form"},
+                "parts": [{"inlineData": {"mimeType": "image/png", "data": PNG}}],
+            }
+        }
+    ]
+
+
+def test_gemini_an_error_result_with_an_image_keeps_both() -> None:
+    body = build("gemini", turn(result("toolu_1", text("crashed"), IMAGE, is_error=True)))
+    fr = body["contents"][-1]["parts"][0]["functionResponse"]
+    assert fr["response"] == {"error": "crashed"}
+    assert fr["parts"] == [{"inlineData": {"mimeType": "image/png", "data": PNG}}]
+
+
+def test_gemini_a_url_image_goes_beside_the_function_response() -> None:
+    """FunctionResponseFileData is not for the Gemini API: a URL image is a part of the turn."""
+    url_image = {"type": "image", "source": {"type": "url", "url": URL}}
+    body = build("gemini", turn(result("toolu_1", url_image), after="and now?"))
+    parts = body["contents"][-1]["parts"]
+    assert "parts" not in parts[0]["functionResponse"]
+    assert parts[1:] == [{"fileData": {"mimeType": "image/png", "fileUri": URL}}, {"text": "and now?"}]
+
+
+def test_gemini_client_multimodal_function_response_reaches_anthropic() -> None:
+    gemini = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "what is on screen?"}]},
+            {"role": "model", "parts": [{"functionCall": {"id": "c1", "name": "screenshot", "args": {}}}]},
+            {
+                "role": "user",
+                "parts": [
+                    {
+                        "functionResponse": {
+                            "id": "c1",
+                            "name": "screenshot",
+                            "response": {"result": "a form"},
+                            "parts": [{"inline_data": {"mime_type": "image/png", "data": PNG}}],
+                        }
+                    }
+                ],
+            },
+        ]
+    }
+    body = build("anthropic", gemini, client="gemini")
+    block = body["messages"][-1]["content"][0]
+    assert block["type"] == "tool_result"
+    assert block["content"] == [{"type": "text", "text": "a form"}, IMAGE]
+
+
+# ---- OpenAI Chat: a user message after the turn's tool messages ------------------------------------
+
+
+def test_openai_gets_the_images_in_a_user_message_after_the_tool_messages() -> None:
+    body = build(
+        "openai",
+        turn(
+            result("toolu_1", text("page one"), IMAGE),
+            result("toolu_2", text("no image here")),
+            after="compare them",
+        ),
+    )
+    msgs = body["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "tool", "user", "user"]
+    assert msgs[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "page one"}
+    assert msgs[3] == {"role": "tool", "tool_call_id": "toolu_2", "content": "no image here"}
+    assert msgs[4]["content"] == [
+        {"type": "text", "text": "Images returned by tool call toolu_1:"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]
+    assert msgs[5]["content"] == "compare them"
+
+
+def test_openai_images_of_several_results_share_one_user_message() -> None:
+    body = build("openai", turn(result("toolu_1", IMAGE), result("toolu_2", IMAGE, IMAGE)))
+    msgs = body["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "tool", "user"]
+    assert msgs[2]["content"] == "" and msgs[3]["content"] == ""
+    kinds = [p["type"] if p["type"] != "text" else p["text"] for p in msgs[4]["content"]]
+    assert kinds == [
+        "Images returned by tool call toolu_1:",
+        "image_url",
+        "Images returned by tool call toolu_2:",
+        "image_url",
+        "image_url",
+    ]
+
+
+def test_openai_error_marker_stays_on_the_tool_message() -> None:
+    body = build("openai", turn(result("toolu_1", IMAGE, is_error=True)))
+    assert body["messages"][2]["content"] == "[tool error]"
+    assert body["messages"][3]["role"] == "user"
+
+
+def test_openai_body_read_back_puts_the_images_into_their_results() -> None:
+    """A body built for OpenAI and read again (a failover that re-translates it) gives the
+    images back to their tool results; an ordinary user message after tool messages stays."""
+    built = build("openai", turn(result("toolu_1", text("one"), IMAGE), result("toolu_2", IMAGE), after="go"))
+    req = CODECS["openai"].parse_request(built, "m")
+    tools = [m for m in req.messages if m.role == "tool"]
+    assert len(tools) == 1
+    got = {p.tool_call_id: p.content for p in tools[0].parts if isinstance(p, ToolResultPart)}
+    assert got["toolu_1"] == [TextPart("one"), ImagePart(media_type="image/png", data=PNG)]
+    assert got["toolu_2"] == [ImagePart(media_type="image/png", data=PNG)]
+    assert req.messages[-1].role == "user" and req.messages[-1].parts == [TextPart("go")]
+    again = CODECS["anthropic"].build_request(req, "up", default_max_tokens=100)
+    assert again["messages"][-1]["content"][0]["content"][-1] == IMAGE
+
+
+def test_openai_user_message_that_only_looks_like_tool_images_stays_a_user_message() -> None:
+    oa = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "done"},
+            # names a call this turn did not make: the user's own message
+            {"role": "user", "content": [{"type": "text", "text": "Images returned by tool call c9:"}]},
+        ],
+    }
+    req = CODECS["openai"].parse_request(oa, "m")
+    assert req.messages[-1].role == "user"
+    assert req.messages[-1].parts == [TextPart("Images returned by tool call c9:")]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["t", "i"]), max_size=4),
+        min_size=1,
+        max_size=3,
+    ),
+    st.booleans(),
+)
+def test_openai_tool_images_round_trip(shapes: list[list[str]], after: bool) -> None:
+    """Any mix of text and images in any number of results: the OpenAI body keeps every tool
+    message right after the assistant turn, and reading it back gives each result its own
+    content (text joined, as a tool message carries it)."""
+    results = [
+        result(f"toolu_{n}", *[text(f"r{n}") if k == "t" else IMAGE for k in shape])
+        for n, shape in enumerate(shapes)
+    ]
+    built = build("openai", turn(*results, after="next" if after else None))
+    roles = [m["role"] for m in built["messages"]]
+    assert roles[2 : 2 + len(shapes)] == ["tool"] * len(shapes)
+    req = CODECS["openai"].parse_request(built, "m")
+    got = {p.tool_call_id: p for m in req.messages if m.role == "tool" for p in m.parts}
+    for n, shape in enumerate(shapes):
+        content = got[f"toolu_{n}"].content  # type: ignore[union-attr]
+        assert sum(isinstance(c, ImagePart) for c in content) == shape.count("i")
+        assert "".join(c.text for c in content if isinstance(c, TextPart)) == f"r{n}" * shape.count("t")
+    assert (req.messages[-1].parts == [TextPart("next")]) is after
+
+
+# ---- Responses and Bedrock: in the result itself -----------------------------------------------------
+
+
+def test_responses_gets_the_image_in_the_function_call_output() -> None:
+    body = build("openai_responses", turn(result("toolu_1", text("a form"), IMAGE)))
+    out = [i for i in body["input"] if i["type"] == "function_call_output"]
+    assert out == [
+        {
+            "type": "function_call_output",
+            "call_id": "toolu_1",
+            "output": [
+                {"type": "input_text", "text": "a form"},
+                {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "auto"},
+            ],
+        }
+    ]
+
+
+def test_bedrock_gets_the_image_in_the_tool_result() -> None:
+    body = build("bedrock", turn(result("toolu_1", text("a form"), IMAGE)))
+    block = body["messages"][-1]["content"][0]["toolResult"]
+    assert block["content"] == [{"text": "a form"}, {"image": {"format": "png", "source": {"bytes": PNG}}}]
+
+
+# ---- the mocks enforce the real shapes --------------------------------------------------------------
+
+OA_KEY = "sk-test-openai-0123456789abcdef"
+GM_KEY = "gm-test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def raw_mocks() -> Iterator[BackgroundMocks]:
+    bg = start_in_thread([MockSpec("oai", "openai", 0, OA_KEY), MockSpec("gem", "gemini", 0, GM_KEY)])
+    yield bg
+    bg.stop()
+
+
+def _post(mocks: BackgroundMocks, name: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", mocks.ports[name], timeout=10)
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json", **headers})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def _oa_tool(content: Any) -> dict[str, Any]:
+    return {
+        "model": "gpt-5.5",
+        "messages": [
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": content},
+        ],
+    }
+
+
+def test_openai_mock_refuses_an_image_in_a_tool_message(raw_mocks: BackgroundMocks) -> None:
+    """ChatCompletionToolMessageParam.content: a string or text parts (openai SDK)."""
+    auth = {"Authorization": f"Bearer {OA_KEY}"}
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    status, body = _post(raw_mocks, "oai", "/v1/chat/completions", _oa_tool([image]), auth)
+    assert status == 400
+    assert body["error"]["param"] == "messages[2].content[0].type"
+    assert "Supported values are: 'text'" in body["error"]["message"]
+    ok = _oa_tool([{"type": "text", "text": "done"}])
+    ok["messages"].append({"role": "user", "content": [{"type": "text", "text": "x"}, image]})
+    status, body = _post(raw_mocks, "oai", "/v1/chat/completions", ok, auth)
+    assert status == 200, body
+
+
+def _gm_loop(parts: Any) -> dict[str, Any]:
+    return {
+        "contents": [
+            {"role": "user", "parts": [{"text": "what is on screen?"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "screenshot", "args": {}}}]},
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"name": "screenshot", "response": {"result": "x"}, "parts": parts}}
+                ],
+            },
+        ],
+        "tools": [{"functionDeclarations": [{"name": "screenshot", "parametersJsonSchema": {"type": "object"}}]}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ([{"inlineData": {"mimeType": "image/png", "data": PNG}}], None),
+        ([{"inline_data": {"mime_type": "image/png", "data": PNG}}], None),
+        ([{"text": "not a FunctionResponsePart"}], 'Unknown name "text"'),
+        ([{"inlineData": {"mimeType": "image/png", "data": PNG, "detail": "high"}}], 'Unknown name "detail"'),
+        ([{"functionCall": {"name": "screenshot"}}], 'Unknown name "functionCall"'),
+    ],
+    ids=["inlineData", "snake_case", "text", "unknown blob field", "function call"],
+)
+def test_gemini_mock_takes_documented_function_response_parts_only(
+    raw_mocks: BackgroundMocks, parts: Any, message: str | None
+) -> None:
+    """FunctionResponsePart holds inlineData or fileData only (google-genai SDK types.py)."""
+    path = "/v1beta/models/gemini-2.0-flash:generateContent"  # no thought signatures needed
+    status, body = _post(raw_mocks, "gem", path, _gm_loop(parts), {"x-goog-api-key": GM_KEY})
+    if message is None:
+        assert status == 200, body
+    else:
+        assert status == 400, body
+        assert body["error"]["status"] == "INVALID_ARGUMENT"
+        assert message in body["error"]["message"]
+
+
+# ---- end to end: the anthropic SDK, every backend ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The conformance matrix's stack: OpenAI, Gemini, Responses and Bedrock backends."""
+    tmp = tmp_path_factory.mktemp("toolimg")
+    with aws_credentials(tmp):
+        stack = start_stack(tmp, config_on_free_ports(matrix_config()))
+    yield stack
+    stack.stop()
+
+
+def _received(mocks: MockAdmin, provider: str) -> dict[str, Any]:
+    return mocks.stats(provider)["last_request"]["body"]
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini", "openai_responses", "bedrock"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_sdk_tool_result_image_reaches_every_backend(
+    gateway: Stack, mocks: MockAdmin, backend: str, stream: bool
+) -> None:
+    sdk = anthropic.Anthropic(base_url=gateway.base_url, api_key=DEMO_KEY, max_retries=0, timeout=30)
+    model = BACKENDS[backend][0]
+    first = sdk.messages.create(
+        model=model,
+        max_tokens=200,
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice={"type": "tool", "name": "screenshot"},
+        messages=[{"role": "user", "content": "take a screenshot"}],
+    )
+    call = next(b for b in first.content if b.type == "tool_use")
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 200,
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": "take a screenshot"},
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": call.id, "content": [text("the page"), IMAGE]},
+                    {"type": "text", "text": "what do you see?"},
+                ],
+            },
+        ],
+    }
+    if stream:
+        with sdk.messages.stream(**kwargs) as s:
+            msg = s.get_final_message()
+    else:
+        msg = sdk.messages.create(**kwargs)
+    assert msg.stop_reason in ("end_turn", "tool_use", "max_tokens")
+    got = _received(mocks, backend)
+    if backend == "openai":
+        msgs = got["messages"]
+        tool_at = next(i for i, m in enumerate(msgs) if m["role"] == "tool")
+        assert msgs[tool_at - 1]["role"] == "assistant" and msgs[tool_at]["content"] == "the page"
+        assert msgs[tool_at + 1]["content"][1] == {
+            "type": "image_url",
+            "image_url": {"url": f"data:image/png;base64,{PNG}"},
+        }
+        assert msgs[tool_at + 1]["content"][0]["text"].startswith("Images returned by tool call ")
+        assert msgs[tool_at + 2] == {"role": "user", "content": "what do you see?"}
+    elif backend == "gemini":
+        fr = got["contents"][-1]["parts"][0]["functionResponse"]
+        assert fr["response"] == {"result": "the page"}
+        assert fr["parts"] == [{"inlineData": {"mimeType": "image/png", "data": PNG}}]
+    elif backend == "openai_responses":
+        out = next(i for i in got["input"] if i["type"] == "function_call_output")
+        assert out["output"][1]["type"] == "input_image"
+        assert out["output"][1]["image_url"] == f"data:image/png;base64,{PNG}"
+    else:
+        tr = got["messages"][-1]["content"][0]["toolResult"]
+        assert {"image": {"format": "png", "source": {"bytes": PNG}}} in tr["content"]
