@@ -196,7 +196,9 @@ def test_openai_user_message_that_only_looks_like_tool_images_stays_a_user_messa
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
             },
             {"role": "tool", "tool_call_id": "c1", "content": "done"},
             # names a call this turn did not make: the user's own message
@@ -274,10 +276,14 @@ def raw_mocks() -> Iterator[BackgroundMocks]:
     bg.stop()
 
 
-def _post(mocks: BackgroundMocks, name: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+def _post(
+    mocks: BackgroundMocks, name: str, path: str, body: Any, headers: dict[str, str]
+) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", mocks.ports[name], timeout=10)
     try:
-        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json", **headers})
+        conn.request(
+            "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json", **headers}
+        )
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read())
     finally:
@@ -292,7 +298,9 @@ def _oa_tool(content: Any) -> dict[str, Any]:
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
             },
             {"role": "tool", "tool_call_id": "c1", "content": content},
         ],
@@ -325,7 +333,9 @@ def _gm_loop(parts: Any) -> dict[str, Any]:
                 ],
             },
         ],
-        "tools": [{"functionDeclarations": [{"name": "screenshot", "parametersJsonSchema": {"type": "object"}}]}],
+        "tools": [
+            {"functionDeclarations": [{"name": "screenshot", "parametersJsonSchema": {"type": "object"}}]}
+        ],
     }
 
 

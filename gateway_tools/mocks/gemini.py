@@ -115,8 +115,12 @@ _FUNCTION_CALL = _Msg("FunctionCall", {"id": "str", "name": "str", "args": "stru
 _FUNCTION_RESPONSE_PART = _Msg(
     "FunctionResponsePart",
     {
-        "inlineData": _Msg("FunctionResponseBlob", {"mimeType": "str", "data": "bytes", "displayName": "str"}),
-        "fileData": _Msg("FunctionResponseFileData", {"mimeType": "str", "fileUri": "str", "displayName": "str"}),
+        "inlineData": _Msg(
+            "FunctionResponseBlob", {"mimeType": "str", "data": "bytes", "displayName": "str"}
+        ),
+        "fileData": _Msg(
+            "FunctionResponseFileData", {"mimeType": "str", "fileUri": "str", "displayName": "str"}
+        ),
     },
 )
 _FUNCTION_RESPONSE = _Msg(

@@ -21,6 +21,9 @@ other than images, PDFs and plain text, ``fileData`` URIs only Google can read (
 ``serviceTier``, ``store``, a ``thoughtSignature`` on a text part, and a function
 declaration's ``response`` schema and ``behavior``.
 
+A tool result's images are a multimodal function response: ``functionResponse.parts`` of
+``inlineData`` (read both ways); an image by URL goes beside the response as ``fileData``.
+
 Towards Gemini, the end user (OpenAI ``user``, Anthropic ``metadata.user_id``) is dropped:
 Gemini has no such field and it only tags the request.
 
@@ -765,7 +768,9 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         # Parts that constitute a function response", google-genai SDK types.py; the
                         # Gemini 3 developer guide, "Multimodal function responses",
                         # https://ai.google.dev/gemini-api/docs/gemini-3).
-                        media.append({"inlineData": {"mimeType": c.media_type or "image/jpeg", "data": c.data}})
+                        media.append(
+                            {"inlineData": {"mimeType": c.media_type or "image/jpeg", "data": c.data}}
+                        )
                     else:  # FunctionResponseFileData "is not supported in Gemini API": a URL image
                         parts.append(_media_part(c))  # goes beside the responses, in the same turn
                 text = "\n".join(texts)

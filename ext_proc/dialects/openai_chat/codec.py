@@ -20,6 +20,10 @@ Towards OpenAI, JSON mode (``json_object``) is sent as such only when the messag
 object, which asks for the same thing. ``strict`` (tools, schemas) is sent where the
 schema meets strict mode's rules (every object closed, every property required), since
 OpenAI refuses a strict schema that does not; elsewhere the schema is sent unstrict.
+
+A tool message takes text only: a tool result's images follow the turn's tool messages as one
+user message naming each call (``translation/markers.py``, ``TOOL_IMAGES``), and such a user
+message in a request is read back into its results.
 """
 
 from __future__ import annotations
