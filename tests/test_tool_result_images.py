@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ext_proc.dialects import CODECS
+from ext_proc.catalog import CapabilityOverrides, lookup, resolve
+from ext_proc.dialects import CODECS, get_dialect
 from ext_proc.translation.ir import ImagePart, TextPart, ToolResultPart
 from gateway_tools.mocks import BackgroundMocks, MockSpec, start_in_thread
 from gateway_tools.supervisor import Stack
@@ -440,3 +441,59 @@ def test_anthropic_sdk_tool_result_image_reaches_every_backend(
     else:
         tr = got["messages"][-1]["content"][0]["toolResult"]
         assert {"image": {"format": "png", "source": {"bytes": PNG}}} in tr["content"]
+
+
+# ---- Gemini models without multimodal function responses (catalog) ---------------------------------
+
+
+def test_catalog_records_which_gemini_models_take_media_in_function_responses() -> None:
+    assert lookup("gemini", "gemini-2.5-flash").tool_result_media is False  # type: ignore[union-attr]
+    assert lookup("vertex_gemini", "gemini-2.5-pro").tool_result_media is False  # type: ignore[union-attr]
+    assert lookup("gemini", "gemini-3.5-flash").tool_result_media is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("dialect", ["gemini", "vertex_gemini"])
+def test_gemini_2_gets_the_images_beside_the_function_responses(dialect: str) -> None:
+    body = build(
+        "gemini", turn(result("toolu_1", text("one"), IMAGE), result("toolu_2", text("two")), after="go")
+    )
+    fitted = get_dialect(dialect).fit_body(body, lookup(dialect, "gemini-2.5-flash"))
+    assert fitted is not body and "parts" in body["contents"][-1]["parts"][0]["functionResponse"]
+    parts = fitted["contents"][-1]["parts"]
+    assert [next(iter(p)) for p in parts] == [
+        "functionResponse",
+        "functionResponse",
+        "text",
+        "inlineData",
+        "text",
+    ]
+    assert "parts" not in parts[0]["functionResponse"]
+    assert parts[2] == {"text": "Images returned by tool call toolu_1:"}
+    assert parts[3] == {"inlineData": {"mimeType": "image/png", "data": PNG}}
+    assert parts[4] == {"text": "go"}
+    # Gemini 3: left as built (the same object).
+    assert get_dialect(dialect).fit_body(body, lookup(dialect, "gemini-3.5-flash")) is body
+
+
+def test_gemini_2_passthrough_body_in_snake_case_is_fitted_too() -> None:
+    body = _gm_loop([{"inline_data": {"mime_type": "image/png", "data": PNG}}])
+    body["contents"][-1]["parts"] = [
+        {"function_response": body["contents"][-1]["parts"][0]["functionResponse"]}
+    ]
+    fitted = get_dialect("gemini").fit_body(body, lookup("gemini", "gemini-2.5-pro"))
+    parts = fitted["contents"][-1]["parts"]
+    assert "parts" not in parts[0]["function_response"]
+    assert parts[1:] == [
+        {"text": "Images returned by tool call screenshot:"},
+        {"inline_data": {"mime_type": "image/png", "data": PNG}},
+    ]
+
+
+def test_a_backend_can_say_its_model_takes_no_media_in_function_responses() -> None:
+    caps = resolve("gemini", "my-gemini", CapabilityOverrides(tool_result_media=False))
+    body = build("gemini", turn(result("toolu_1", IMAGE)))
+    fitted = get_dialect("gemini").fit_body(body, caps)
+    assert fitted["contents"][-1]["parts"][1:] == [
+        {"text": "Images returned by tool call toolu_1:"},
+        {"inlineData": {"mimeType": "image/png", "data": PNG}},
+    ]

@@ -57,6 +57,9 @@ class Figures(BaseModel):
     image_types: list[MediaType] | None = None
     document_types: list[MediaType] | None = None
     structured_output: bool | None = None
+    # Can a tool result carry media inside it on the wire (Gemini's multimodal function
+    # responses, a Gemini 3 feature)? false: the dialect puts them beside it (dialects/gemini).
+    tool_result_media: bool | None = None
     # The field a Chat Completions backend takes its output cap in (reasoning models
     # refuse the older ``max_tokens``); unset: whatever the codec writes.
     output_cap_field: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,64}$")] | None = None

@@ -38,6 +38,7 @@ base64 on the wire (bytes in the SDKs): a sealed gateway token is sent base64-en
 from __future__ import annotations
 
 import base64
+import copy
 import uuid
 from typing import Any
 
@@ -90,7 +91,7 @@ from ...translation.ir import (
     append_part,
     part_path,
 )
-from ...translation.markers import inline_system, read_system
+from ...translation.markers import inline_system, read_system, tool_images_intro
 from ...translation.media import MediaRules
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
@@ -785,6 +786,42 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
     if role:
         out.append({"role": role, "parts": results + parts})
     return out
+
+
+def media_beside_responses(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` for a model without multimodal function responses (catalog
+    ``tool_result_media: false``, Gemini 2.x): each ``functionResponse``'s media ``parts`` move
+    out of it, after the turn's function responses, each group after a text naming its call
+    (``translation/markers.py``). The same object when nothing moves, a new one otherwise."""
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not any(
+        isinstance(fr, dict) and fr.get("parts")
+        for c in contents
+        if isinstance(c, dict) and isinstance(c.get("parts"), list)
+        for p in c["parts"]
+        if isinstance(p, dict)
+        for fr in (_g(p, "functionResponse", "function_response"),)
+    ):
+        return body
+    body = copy.deepcopy(body)
+    for c in body["contents"]:
+        parts = c.get("parts") if isinstance(c, dict) else None
+        if not isinstance(parts, list):
+            continue
+        moved: list[Any] = []
+        last = -1
+        for j, p in enumerate(parts):
+            fr = _g(p, "functionResponse", "function_response") if isinstance(p, dict) else None
+            if not isinstance(fr, dict):
+                continue
+            last = j
+            media = fr.pop("parts", None)
+            if isinstance(media, list) and media:
+                call = fr.get("id") or fr.get("name") or ""
+                moved += [{"text": tool_images_intro(str(call))}, *media]
+        if moved:
+            c["parts"] = [*parts[: last + 1], *moved, *parts[last + 1 :]]
+    return body
 
 
 # ---- responses / usage --------------------------------------------------------------------
