@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from ext_proc.catalog import CapabilityOverrides, lookup, resolve
 from ext_proc.dialects import CODECS, get_dialect
+from ext_proc.errors import GatewayError
 from ext_proc.translation.ir import ImagePart, TextPart, ToolResultPart
 from gateway_tools.mocks import BackgroundMocks, MockSpec, start_in_thread
 from gateway_tools.supervisor import Stack
@@ -189,26 +190,33 @@ def test_openai_body_read_back_puts_the_images_into_their_results() -> None:
     assert again["messages"][-1]["content"][0]["content"][-1] == IMAGE
 
 
-def test_openai_user_message_that_only_looks_like_tool_images_stays_a_user_message() -> None:
-    oa = {
-        "model": "m",
-        "messages": [
-            {"role": "user", "content": "go"},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-                ],
-            },
-            {"role": "tool", "tool_call_id": "c1", "content": "done"},
-            # names a call this turn did not make: the user's own message
-            {"role": "user", "content": [{"type": "text", "text": "Images returned by tool call c9:"}]},
+@pytest.mark.parametrize(
+    "content",
+    [
+        # names a call this turn did not make
+        [
+            {"type": "text", "text": "Images returned by tool call c9:"},
+            {"type": "image_url", "image_url": {"url": URL}},
         ],
-    }
+        # names the call but brings no image
+        [{"type": "text", "text": "Images returned by tool call c1:"}],
+        # the user's own words after the images
+        [
+            {"type": "text", "text": "Images returned by tool call c1:"},
+            {"type": "image_url", "image_url": {"url": URL}},
+            {"type": "text", "text": "what is this?"},
+        ],
+        "Images returned by tool call c1:",
+    ],
+    ids=["other call", "no image", "own words", "string"],
+)
+def test_openai_user_message_that_only_looks_like_tool_images_stays_a_user_message(content: Any) -> None:
+    oa = _oa_tool("done")
+    oa["messages"].append({"role": "user", "content": content})
     req = CODECS["openai"].parse_request(oa, "m")
     assert req.messages[-1].role == "user"
-    assert req.messages[-1].parts == [TextPart("Images returned by tool call c9:")]
+    result = next(p for m in req.messages if m.role == "tool" for p in m.parts)
+    assert isinstance(result, ToolResultPart) and result.content == [TextPart("done")]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -497,3 +505,48 @@ def test_a_backend_can_say_its_model_takes_no_media_in_function_responses() -> N
         {"text": "Images returned by tool call toolu_1:"},
         {"inlineData": {"mimeType": "image/png", "data": PNG}},
     ]
+
+
+# ---- the parsers of these shapes, fuzzed ------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+_mime = (
+    st.sampled_from(["image/png", "image/jpeg", "application/pdf", "audio/wav", "text/plain", "x"]) | _json
+)
+_blob = st.fixed_dictionaries(
+    {}, optional={"mimeType": _mime, "mime_type": _mime, "data": st.just(PNG) | _json}
+)
+_file = st.fixed_dictionaries(
+    {}, optional={"mimeType": _mime, "fileUri": st.sampled_from([URL, "gs://b/o.png", ""]) | _json}
+)
+_fr_part = st.fixed_dictionaries(
+    {}, optional={"inlineData": _blob, "inline_data": _blob, "fileData": _file, "text": _json}
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_fr_part, max_size=4) | _json)
+def test_gemini_function_response_parts_parse_or_get_a_clear_400(parts: Any) -> None:
+    """Whatever a Gemini client puts in ``functionResponse.parts``: a request whose tool result
+    holds the images among them, or a 400 naming the client's field; never a 500."""
+    body = _gm_loop(parts)
+    body["contents"][1]["parts"][0]["functionCall"]["id"] = "c1"
+    body["contents"][2]["parts"][0]["functionResponse"]["id"] = "c1"
+    try:
+        req = CODECS["gemini"].parse_request(copy.deepcopy(body), "m")
+    except GatewayError as e:
+        assert e.status == 400 and e.param and "functionResponse.parts" in e.param, e
+        return
+    res = next(p for m in req.messages if m.role == "tool" for p in m.parts)
+    assert isinstance(res, ToolResultPart)
+    images = [c for c in res.content if isinstance(c, ImagePart)]
+    assert all(c.data is not None or c.url == URL for c in images)
+    for backend in ("anthropic", "openai", "openai_responses", "bedrock"):
+        try:
+            CODECS[backend].build_request(req, "up", default_max_tokens=100, drop_unsupported=True)
+        except GatewayError as e:
+            assert e.status == 400, e
