@@ -356,8 +356,12 @@ def _gm_loop(parts: Any) -> dict[str, Any]:
         ([{"text": "not a FunctionResponsePart"}], 'Unknown name "text"'),
         ([{"inlineData": {"mimeType": "image/png", "data": PNG, "detail": "high"}}], 'Unknown name "detail"'),
         ([{"functionCall": {"name": "screenshot"}}], 'Unknown name "functionCall"'),
+        (
+            [{"inline_data": {"mime_type": "image/png", "data": PNG}, "fileData": {"fileUri": URL}}],
+            "oneof field 'data' is already set. Cannot set 'fileData'",
+        ),
     ],
-    ids=["inlineData", "snake_case", "text", "unknown blob field", "function call"],
+    ids=["inlineData", "snake_case", "text", "unknown blob field", "function call", "both"],
 )
 def test_gemini_mock_takes_documented_function_response_parts_only(
     raw_mocks: BackgroundMocks, parts: Any, message: str | None

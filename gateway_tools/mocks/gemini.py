@@ -622,6 +622,16 @@ class _Gemini(_Provider):
                         raise self.invalid(
                             f"* GenerateContentRequest.contents[{i}].parts[{j}].{snake}.name: Name cannot be empty.\n"
                         )
+                fr_parts = part["functionResponse"].get("parts") if "functionResponse" in part else None
+                for k, fp in enumerate(fr_parts or []):
+                    # FunctionResponsePart: oneof data {inline_data, file_data} (the API's proto,
+                    # googleapis/googleapis "add FunctionResponsePart"), as a Part's oneof data.
+                    held = [x for x in ("inlineData", "fileData") if x in fp]
+                    if len(held) > 1:
+                        raise self.invalid(
+                            f"Invalid value at 'contents[{i}].parts[{j}].function_response.parts[{k}]' (oneof), "
+                            f"oneof field 'data' is already set. Cannot set '{held[1]}'"
+                        )
                 if "fileData" in part:
                     uri = part["fileData"].get("fileUri") or ""
                     if not self.file_uri.match(uri):
