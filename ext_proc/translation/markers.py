@@ -13,10 +13,10 @@
   ``<system-message>`` tags at the same place (``inline_system``): joined with the neighbouring
   user turn, or a user turn of its own between two assistant turns, so roles still alternate.
   Moving it into the top-level system prompt would change when it applies.
-- **Images in tool results.** Some targets take only text in a tool result (OpenAI Chat
-  Completions' tool messages). There a result's images follow the turn's tool results as one
-  user message: for each call, a text part ``TOOL_IMAGES`` + the call id + ``:``, then its
-  images (``tool_images_intro``), which is what agent frameworks do. A request of such a dialect
+- **Images in tool results.** Some targets take only text in a tool result (their tool
+  messages are text only). There a result's images follow the turn's tool results as one user
+  message: for each call, a text part ``TOOL_IMAGES`` + the call id + ``:``, then its images
+  (``tool_images_intro``), which is what agent frameworks do. A request of such a dialect
   carrying that message right after the tool results is read back into them
   (``tool_images_of``), so a body translated twice keeps the images in their results.
 """
