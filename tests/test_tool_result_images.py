@@ -102,7 +102,24 @@ def test_gemini_a_url_image_goes_beside_the_function_response() -> None:
     body = build("gemini", turn(result("toolu_1", url_image), after="and now?"))
     parts = body["contents"][-1]["parts"]
     assert "parts" not in parts[0]["functionResponse"]
-    assert parts[1:] == [{"fileData": {"mimeType": "image/png", "fileUri": URL}}, {"text": "and now?"}]
+    assert parts[1:] == [
+        {"text": "Images returned by tool call toolu_1:"},
+        {"fileData": {"mimeType": "image/png", "fileUri": URL}},
+        {"text": "and now?"},
+    ]
+
+
+def test_gemini_an_image_type_a_function_response_does_not_take_goes_beside_it() -> None:
+    """Inside a function response: png, jpeg, webp (Gemini 3 guide); HEIC is fine as a part."""
+    heic = {"type": "image", "source": {"type": "base64", "media_type": "image/heic", "data": PNG}}
+    req = CODECS["anthropic"].parse_request(turn(result("toolu_1", text("shot"), heic, IMAGE)), "m")
+    body = CODECS["gemini"].build_request(req, "up", default_max_tokens=100)  # (no catalog media check)
+    parts = body["contents"][-1]["parts"]
+    assert parts[0]["functionResponse"]["parts"] == [{"inlineData": {"mimeType": "image/png", "data": PNG}}]
+    assert parts[1:] == [
+        {"text": "Images returned by tool call toolu_1:"},
+        {"inlineData": {"mimeType": "image/heic", "data": PNG}},
+    ]
 
 
 def test_gemini_client_multimodal_function_response_reaches_anthropic() -> None:
@@ -334,7 +351,16 @@ def _gm_loop(parts: Any) -> dict[str, Any]:
     return {
         "contents": [
             {"role": "user", "parts": [{"text": "what is on screen?"}]},
-            {"role": "model", "parts": [{"functionCall": {"name": "screenshot", "args": {}}}]},
+            {
+                "role": "model",
+                "parts": [
+                    # the documented dummy signature (Gemini 3 checks the current turn's calls)
+                    {
+                        "functionCall": {"name": "screenshot", "args": {}},
+                        "thoughtSignature": "skip_thought_signature_validator",
+                    }
+                ],
+            },
             {
                 "role": "user",
                 "parts": [
@@ -360,14 +386,15 @@ def _gm_loop(parts: Any) -> dict[str, Any]:
             [{"inline_data": {"mime_type": "image/png", "data": PNG}, "fileData": {"fileUri": URL}}],
             "oneof field 'data' is already set. Cannot set 'fileData'",
         ),
+        ([{"inlineData": {"mimeType": "image/heic", "data": PNG}}], "Unsupported MIME type: image/heic"),
     ],
-    ids=["inlineData", "snake_case", "text", "unknown blob field", "function call", "both"],
+    ids=["inlineData", "snake_case", "text", "unknown blob field", "function call", "both", "heic"],
 )
 def test_gemini_mock_takes_documented_function_response_parts_only(
     raw_mocks: BackgroundMocks, parts: Any, message: str | None
 ) -> None:
     """FunctionResponsePart holds inlineData or fileData only (google-genai SDK types.py)."""
-    path = "/v1beta/models/gemini-2.0-flash:generateContent"  # no thought signatures needed
+    path = "/v1beta/models/gemini-3.5-flash:generateContent"
     status, body = _post(raw_mocks, "gem", path, _gm_loop(parts), {"x-goog-api-key": GM_KEY})
     if message is None:
         assert status == 200, body
@@ -375,6 +402,20 @@ def test_gemini_mock_takes_documented_function_response_parts_only(
         assert status == 400, body
         assert body["error"]["status"] == "INVALID_ARGUMENT"
         assert message in body["error"]["message"]
+
+
+def test_gemini_mock_refuses_function_response_parts_before_gemini_3(raw_mocks: BackgroundMocks) -> None:
+    """A Gemini 3 feature: Gemini 2.x answers 400; the same media beside the response pass."""
+    path = "/v1beta/models/gemini-2.5-flash:generateContent"
+    image = {"inlineData": {"mimeType": "image/png", "data": PNG}}
+    status, body = _post(raw_mocks, "gem", path, _gm_loop([image]), {"x-goog-api-key": GM_KEY})
+    assert status == 400 and body["error"]["status"] == "INVALID_ARGUMENT", body
+    assert body["error"]["message"] == "function_response.parts is not supported for this model."
+    beside = _gm_loop([])
+    del beside["contents"][-1]["parts"][0]["functionResponse"]["parts"]
+    beside["contents"][-1]["parts"].append(image)
+    status, body = _post(raw_mocks, "gem", path, beside, {"x-goog-api-key": GM_KEY})
+    assert status == 200, body
 
 
 # ---- end to end: the anthropic SDK, every backend ----------------------------------------------------

@@ -291,6 +291,8 @@ _G_SIGNING_KEY = b"mock-gemini-thought-signature"
 # URIs are Vertex AI's, and the Gemini API answers "Invalid or unsupported file uri"
 # (google-gemini/deprecated-generative-ai-python#357).
 _G_FILE_URI = re.compile(r"^https://\S+$")
+_G_BEFORE_3 = re.compile(r"^gemini-[12]\.")
+_G_FR_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "application/pdf", "text/plain"})
 
 
 class _GeminiInvalid(Exception):
@@ -623,7 +625,18 @@ class _Gemini(_Provider):
                             f"* GenerateContentRequest.contents[{i}].parts[{j}].{snake}.name: Name cannot be empty.\n"
                         )
                 fr_parts = part["functionResponse"].get("parts") if "functionResponse" in part else None
+                if fr_parts and _G_BEFORE_3.match(model):
+                    # Multimodal function responses are a Gemini 3 feature (the Gemini 3 guide); a
+                    # Gemini 2.x model answers "function_response.parts is not supported for this
+                    # model." (a gemini-2.5-flash test report quoted in an adkx ADR-0002, 2025-11-16).
+                    raise self.invalid("function_response.parts is not supported for this model.")
                 for k, fp in enumerate(fr_parts or []):
+                    # Images inside a function response: png, jpeg, webp (documents: pdf, plain
+                    # text), the Gemini 3 guide's "Multimodal function responses"; the API's
+                    # refusal of a type it does not take reads "Unsupported MIME type: <type>".
+                    blob = fp.get("inlineData") or fp.get("fileData") or {}
+                    if blob.get("mimeType") not in _G_FR_TYPES:
+                        raise self.invalid(f"Unsupported MIME type: {blob.get('mimeType')}")
                     # FunctionResponsePart: oneof data {inline_data, file_data} (the API's proto,
                     # googleapis/googleapis "add FunctionResponsePart"), as a Part's oneof data.
                     held = [x for x in ("inlineData", "fileData") if x in fp]

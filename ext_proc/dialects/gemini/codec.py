@@ -22,7 +22,8 @@ other than images, PDFs and plain text, ``fileData`` URIs only Google can read (
 declaration's ``response`` schema and ``behavior``.
 
 A tool result's images are a multimodal function response: ``functionResponse.parts`` of
-``inlineData`` (read both ways); an image by URL goes beside the response as ``fileData``.
+``inlineData`` (read both ways); an image by URL, or of a type a function response does not take
+inside it, goes beside the response after a text naming the call.
 
 Towards Gemini, the end user (OpenAI ``user``, Anthropic ``metadata.user_id``) is dropped:
 Gemini has no such field and it only tags the request.
@@ -699,6 +700,12 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
                 values[p + k] = cfg[k]
 
 
+# The image types a function response takes inside it (the Gemini 3 guide's "Multimodal
+# function responses": image/png, image/jpeg, image/webp; documents are not IR tool-result
+# content). Others (HEIC, HEIF: fine as ordinary parts) go beside the response.
+FUNCTION_RESPONSE_IMAGES = frozenset({"image/png", "image/jpeg", "image/webp"})
+
+
 def _media_part(p: ImagePart | FilePart) -> dict[str, Any]:
     if p.data is not None:
         return {"inlineData": {"mimeType": p.media_type or "image/jpeg", "data": p.data}}
@@ -760,10 +767,11 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                     )
                 texts: list[str] = []
                 media: list[dict[str, Any]] = []
+                beside: list[dict[str, Any]] = []
                 for c in p.content:
                     if isinstance(c, TextPart):
                         texts.append(c.text)
-                    elif c.data is not None:
+                    elif c.data is not None and (c.media_type or "image/jpeg") in FUNCTION_RESPONSE_IMAGES:
                         # Multimodal function responses (Gemini 3 models): media travel inside the
                         # functionResponse, in ``parts`` of inlineData (FunctionResponsePart: "Ordered
                         # Parts that constitute a function response", google-genai SDK types.py; the
@@ -772,8 +780,10 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         media.append(
                             {"inlineData": {"mimeType": c.media_type or "image/jpeg", "data": c.data}}
                         )
-                    else:  # FunctionResponseFileData "is not supported in Gemini API": a URL image
-                        parts.append(_media_part(c))  # goes beside the responses, in the same turn
+                    else:  # a URL (FunctionResponseFileData "is not supported in Gemini API") or an
+                        beside.append(_media_part(c))  # image type it does not take there: beside it
+                if beside:  # in the same turn, after a text naming the call (translation/markers.py)
+                    parts += [{"text": tool_images_intro(p.tool_call_id)}, *beside]
                 text = "\n".join(texts)
                 fr: dict[str, Any] = {
                     "id": p.tool_call_id,
