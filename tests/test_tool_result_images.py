@@ -30,6 +30,7 @@ from tests.conftest import DEMO_KEY, MockAdmin
 from tests.stack import aws_credentials, config_on_free_ports, start_stack
 from tests.test_translation_matrix import BACKENDS, matrix_config
 
+GEMINI_2 = "gemini-two"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 URL = "https://example.com/shot.png"
 IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
@@ -423,10 +424,14 @@ def test_gemini_mock_refuses_function_response_parts_before_gemini_3(raw_mocks: 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The conformance matrix's stack: OpenAI, Gemini, Responses and Bedrock backends."""
+    """The conformance matrix's stack: OpenAI, Gemini, Responses and Bedrock backends, and a
+    model on Gemini 2.5."""
     tmp = tmp_path_factory.mktemp("toolimg")
+    cfg = matrix_config()
+    # A Gemini 2.x backend (the catalog: no media inside a function response).
+    cfg["models"][GEMINI_2] = {"backends": [{"provider": "gemini", "model": "gemini-2.5-flash"}]}
     with aws_credentials(tmp):
-        stack = start_stack(tmp, config_on_free_ports(matrix_config()))
+        stack = start_stack(tmp, config_on_free_ports(cfg))
     yield stack
     stack.stop()
 
@@ -435,13 +440,13 @@ def _received(mocks: MockAdmin, provider: str) -> dict[str, Any]:
     return mocks.stats(provider)["last_request"]["body"]
 
 
-@pytest.mark.parametrize("backend", ["openai", "gemini", "openai_responses", "bedrock"])
+@pytest.mark.parametrize("backend", ["openai", "gemini", "openai_responses", "bedrock", "gemini-2"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_sdk_tool_result_image_reaches_every_backend(
     gateway: Stack, mocks: MockAdmin, backend: str, stream: bool
 ) -> None:
     sdk = anthropic.Anthropic(base_url=gateway.base_url, api_key=DEMO_KEY, max_retries=0, timeout=30)
-    model = BACKENDS[backend][0]
+    model = GEMINI_2 if backend == "gemini-2" else BACKENDS[backend][0]
     first = sdk.messages.create(
         model=model,
         max_tokens=200,
@@ -472,7 +477,7 @@ def test_anthropic_sdk_tool_result_image_reaches_every_backend(
     else:
         msg = sdk.messages.create(**kwargs)
     assert msg.stop_reason in ("end_turn", "tool_use", "max_tokens")
-    got = _received(mocks, backend)
+    got = _received(mocks, "gemini" if backend == "gemini-2" else backend)
     if backend == "openai":
         msgs = got["messages"]
         tool_at = next(i for i, m in enumerate(msgs) if m["role"] == "tool")
@@ -481,12 +486,24 @@ def test_anthropic_sdk_tool_result_image_reaches_every_backend(
             "type": "image_url",
             "image_url": {"url": f"data:image/png;base64,{PNG}"},
         }
-        assert msgs[tool_at + 1]["content"][0]["text"].startswith("Images returned by tool call ")
+        call_id = msgs[tool_at]["tool_call_id"]  # the backend's spelling of the id
+        assert msgs[tool_at + 1]["content"][0] == {
+            "type": "text",
+            "text": f"Images returned by tool call {call_id}:",
+        }
         assert msgs[tool_at + 2] == {"role": "user", "content": "what do you see?"}
     elif backend == "gemini":
         fr = got["contents"][-1]["parts"][0]["functionResponse"]
         assert fr["response"] == {"result": "the page"}
         assert fr["parts"] == [{"inlineData": {"mimeType": "image/png", "data": PNG}}]
+    elif backend == "gemini-2":  # beside the response, after a text naming the call
+        parts = got["contents"][-1]["parts"]
+        assert "parts" not in parts[0]["functionResponse"]
+        assert parts[1:] == [
+            {"text": f"Images returned by tool call {parts[0]['functionResponse']['id']}:"},  # its own id
+            {"inlineData": {"mimeType": "image/png", "data": PNG}},
+            {"text": "what do you see?"},
+        ]
     elif backend == "openai_responses":
         out = next(i for i in got["input"] if i["type"] == "function_call_output")
         assert out["output"][1]["type"] == "input_image"
