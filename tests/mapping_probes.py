@@ -281,6 +281,24 @@ OPENAI = [
         "tool result starting `[tool error]`", _o_history(result="[tool error] probe_fail"), base=_o_history()
     ),
     Probe(
+        "user message after tool messages: `Images returned by tool call <id>:` + image_url",
+        _both(
+            _o_history(),
+            lambda b: b["messages"].insert(
+                3,
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Images returned by tool call call_probe1:"},
+                        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                    ],
+                },
+            ),
+        ),
+        PNG_B64,
+        base=_o_history(),
+    ),
+    Probe(
         "content: image_url (data URL)",
         _user({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}),
         PNG_B64,
@@ -410,6 +428,17 @@ ANTHROPIC = [
         "probe result",
     ),
     Probe("tool_result.is_error", _a_history(is_error=True), base=_a_history()),
+    Probe(
+        "tool_result content: image (base64)",
+        _a_history(
+            content=[
+                {"type": "text", "text": "probe result"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+            ]
+        ),
+        PNG_B64,
+        base=_a_history(),
+    ),
     Probe(
         "content: text cache_control",
         _user({"type": "text", "text": "probe_cc", "cache_control": {"type": "ephemeral"}}),
@@ -603,6 +632,17 @@ GEMINI = [
         base=_g_history({"result": "probe_fail"}),
     ),
     Probe(
+        "functionResponse.parts: inlineData image",
+        _both(
+            _g_history({"result": "probe result"}),
+            lambda b: b["contents"][-1]["parts"][0]["functionResponse"].update(
+                parts=[{"inlineData": {"mimeType": "image/png", "data": PNG_B64}}]
+            ),
+        ),
+        PNG_B64,
+        base=_g_history({"result": "probe result"}),
+    ),
+    Probe(
         "parts: inlineData image",
         _g_user({"inlineData": {"mimeType": "image/png", "data": PNG_B64}}),
         PNG_B64,
@@ -737,6 +777,24 @@ RESPONSES = [
         "input: function_call + function_call_output",
         _both(_set(tools=[R_TOOL]), _r_items(R_CALL, R_OUT)),
         "probe result",
+    ),
+    Probe(
+        "function_call_output.output: input_image",
+        _both(
+            _set(tools=[R_TOOL]),
+            _r_items(
+                R_CALL,
+                {
+                    **R_OUT,
+                    "output": [
+                        {"type": "input_text", "text": "probe result"},
+                        {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}"},
+                    ],
+                },
+            ),
+        ),
+        PNG_B64,
+        base=_both(_set(tools=[R_TOOL]), _r_items(R_CALL, R_OUT)),
     ),
     Probe(
         "input: input_image (data URL)",

@@ -2,9 +2,9 @@
 
 Each case in ``tests/corpus/`` is one agent's request in its own dialect (a coding agent's
 Anthropic turn, an IDE's OpenAI turn, a Gemini agent loop, a Responses-API turn): long
-system prompts, many JSON-schema tools, tool-call history with an error result, an image,
-bookkeeping fields. Its last user text asks the strict mocks for a call of every tool
-(``use all tools``: parallel calls). A case runs as an agent would, with the official SDK:
+system prompts, many JSON-schema tools, tool-call history with an error result, an image (and
+one a tool returned), bookkeeping fields. Its last user text asks the strict mocks for a call
+of every tool (``use all tools``: parallel calls). A case runs as an agent would, with the official SDK:
 
 1. the request as is: the client must get a call of each of its tools, by its own names,
    with the arguments its schemas require, the tool stop reason and usage;

@@ -57,6 +57,9 @@ class Figures(BaseModel):
     image_types: list[MediaType] | None = None
     document_types: list[MediaType] | None = None
     structured_output: bool | None = None
+    # Can a tool result carry media inside it on the wire (where a dialect's API took that
+    # with a model generation)? false: the dialect's fit_body puts them beside it.
+    tool_result_media: bool | None = None
     # The field a Chat Completions backend takes its output cap in (reasoning models
     # refuse the older ``max_tokens``); unset: whatever the codec writes.
     output_cap_field: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,64}$")] | None = None

@@ -43,6 +43,7 @@ class ModelCaps:
     image_types: tuple[str, ...] | None = None
     document_types: tuple[str, ...] | None = None
     structured_output: bool | None = None
+    tool_result_media: bool | None = None
     output_cap_field: str | None = None
     sampling: str | None = None  # "fixed" | "fixed_when_reasoning" (catalog/limits.py)
     reasoning: tuple[str, ...] | None = None

@@ -13,6 +13,12 @@
   ``<system-message>`` tags at the same place (``inline_system``): joined with the neighbouring
   user turn, or a user turn of its own between two assistant turns, so roles still alternate.
   Moving it into the top-level system prompt would change when it applies.
+- **Images in tool results.** Some targets take only text in a tool result (their tool
+  messages are text only). There a result's images follow the turn's tool results as one user
+  message: for each call, a text part ``TOOL_IMAGES`` + the call id + ``:``, then its images
+  (``tool_images_intro``), which is what agent frameworks do. A request of such a dialect
+  carrying that message right after the tool results is read back into them
+  (``tool_images_of``), so a body translated twice keeps the images in their results.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from .ir import ImagePart, Message, Part, TextPart
 
 TOOL_ERROR = "[tool error] "
 SYSTEM_OPEN = "<system-message>\n"
+TOOL_IMAGES = "Images returned by tool call "
 SYSTEM_CLOSE = "\n</system-message>"
 
 
@@ -94,3 +101,15 @@ def read_system(messages: list[Message]) -> list[Message]:
             else:
                 out.append(Message("user", [p]))
     return out
+
+
+def tool_images_intro(call_id: str) -> str:
+    """The text that names the tool call whose images follow (``TOOL_IMAGES``)."""
+    return f"{TOOL_IMAGES}{call_id}:"
+
+
+def tool_images_of(text: str) -> str | None:
+    """The call id a ``tool_images_intro`` text names (None: not one)."""
+    if text.startswith(TOOL_IMAGES) and text.endswith(":") and len(text) > len(TOOL_IMAGES) + 1:
+        return text[len(TOOL_IMAGES) : -1]
+    return None

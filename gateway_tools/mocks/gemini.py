@@ -107,13 +107,29 @@ _SCHEMA.set_fields(
 _BLOB = _Msg("Blob", {"mimeType": "str", "data": "bytes"})
 _FILE_DATA = _Msg("FileData", {"mimeType": "str", "fileUri": "str"})
 _FUNCTION_CALL = _Msg("FunctionCall", {"id": "str", "name": "str", "args": "struct"})
+# Multimodal function responses (Gemini 3): ``parts`` is a list of FunctionResponsePart, each
+# inlineData (FunctionResponseBlob) or fileData (FunctionResponseFileData), nothing else: no
+# text, no function calls (google-genai SDK types.py FunctionResponse.parts / FunctionResponsePart;
+# the API's proto, googleapis/googleapis "add FunctionResponsePart"; the Gemini 3 developer
+# guide, "Multimodal function responses", https://ai.google.dev/gemini-api/docs/gemini-3).
+_FUNCTION_RESPONSE_PART = _Msg(
+    "FunctionResponsePart",
+    {
+        "inlineData": _Msg(
+            "FunctionResponseBlob", {"mimeType": "str", "data": "bytes", "displayName": "str"}
+        ),
+        "fileData": _Msg(
+            "FunctionResponseFileData", {"mimeType": "str", "fileUri": "str", "displayName": "str"}
+        ),
+    },
+)
 _FUNCTION_RESPONSE = _Msg(
     "FunctionResponse",
     {
         "id": "str",
         "name": "str",
         "response": "struct",
-        "parts": "value",
+        "parts": _List(_FUNCTION_RESPONSE_PART),
         "willContinue": "bool",
         "scheduling": "str",
     },
@@ -275,6 +291,8 @@ _G_SIGNING_KEY = b"mock-gemini-thought-signature"
 # URIs are Vertex AI's, and the Gemini API answers "Invalid or unsupported file uri"
 # (google-gemini/deprecated-generative-ai-python#357).
 _G_FILE_URI = re.compile(r"^https://\S+$")
+_G_BEFORE_3 = re.compile(r"^gemini-[12]\.")
+_G_FR_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "application/pdf", "text/plain"})
 
 
 class _GeminiInvalid(Exception):
@@ -605,6 +623,27 @@ class _Gemini(_Provider):
                     if kind in part and not part[kind].get("name"):
                         raise self.invalid(
                             f"* GenerateContentRequest.contents[{i}].parts[{j}].{snake}.name: Name cannot be empty.\n"
+                        )
+                fr_parts = part["functionResponse"].get("parts") if "functionResponse" in part else None
+                if fr_parts and _G_BEFORE_3.match(model):
+                    # Multimodal function responses are a Gemini 3 feature (the Gemini 3 guide); a
+                    # Gemini 2.x model answers "function_response.parts is not supported for this
+                    # model." (a gemini-2.5-flash test report quoted in an adkx ADR-0002, 2025-11-16).
+                    raise self.invalid("function_response.parts is not supported for this model.")
+                for k, fp in enumerate(fr_parts or []):
+                    # Images inside a function response: png, jpeg, webp (documents: pdf, plain
+                    # text), the Gemini 3 guide's "Multimodal function responses"; the API's
+                    # refusal of a type it does not take reads "Unsupported MIME type: <type>".
+                    blob = fp.get("inlineData") or fp.get("fileData") or {}
+                    if blob.get("mimeType") not in _G_FR_TYPES:
+                        raise self.invalid(f"Unsupported MIME type: {blob.get('mimeType')}")
+                    # FunctionResponsePart: oneof data {inline_data, file_data} (the API's proto,
+                    # googleapis/googleapis "add FunctionResponsePart"), as a Part's oneof data.
+                    held = [x for x in ("inlineData", "fileData") if x in fp]
+                    if len(held) > 1:
+                        raise self.invalid(
+                            f"Invalid value at 'contents[{i}].parts[{j}].function_response.parts[{k}]' (oneof), "
+                            f"oneof field 'data' is already set. Cannot set '{held[1]}'"
                         )
                 if "fileData" in part:
                     uri = part["fileData"].get("fileUri") or ""

@@ -84,6 +84,9 @@ _OA_PARAMS = frozenset(
     }
 )
 _OA_ROLES = ("system", "assistant", "user", "function", "tool", "developer")
+# Content part types per role (openai SDK types/chat/chat_completion_*_message_param.py; a tool
+# message's content is a string or text parts only, ChatCompletionToolMessageParam: an image in
+# it is refused as "Invalid value: 'image_url'. Supported values are: 'text'.").
 _OA_PART_TYPES = {
     "user": ("text", "image_url", "input_audio", "file"),
     "assistant": ("text", "refusal"),

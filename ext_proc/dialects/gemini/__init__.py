@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 from ...translation.operations import CountingCodec, EmbeddingsCodec
 from ..base import COMPLETE, FAILED, ClientCall, Dialect, StreamMark, clamp_cap
-from .codec import GEMINI, GeminiCodec
+from .codec import GEMINI, GeminiCodec, media_beside_responses
 from .counting import GEMINI_COUNTING
 from .counting import VERB as COUNT_VERB
 from .embeddings import BATCH, GEMINI_EMBEDDINGS, SINGLE
@@ -111,10 +111,13 @@ class Gemini(Dialect):
 
     def fit_body(self, body: dict[str, Any], caps: ModelCaps | None) -> dict[str, Any]:
         """A passed-through output cap above the model's max output, clamped (catalog); the
-        API takes both spellings of the field."""
+        API takes both spellings of the field. A model without multimodal function responses
+        (catalog ``tool_result_media: false``) gets a tool result's media beside it."""
         cap = caps.max_output_tokens if caps else None
         for path in (("generationConfig", "maxOutputTokens"), ("generation_config", "max_output_tokens")):
             body = clamp_cap(body, path, cap)
+        if caps is not None and caps.tool_result_media is False:  # no multimodal function responses
+            body = media_beside_responses(body)
         return body
 
     def stream_mark(self, event: str | None, data: str, obj: dict[str, Any] | None) -> StreamMark:

@@ -21,6 +21,10 @@ other than images, PDFs and plain text, ``fileData`` URIs only Google can read (
 ``serviceTier``, ``store``, a ``thoughtSignature`` on a text part, and a function
 declaration's ``response`` schema and ``behavior``.
 
+A tool result's images are a multimodal function response: ``functionResponse.parts`` of
+``inlineData`` (read both ways); an image by URL, or of a type a function response does not take
+inside it, goes beside the response after a text naming the call.
+
 Towards Gemini, the end user (OpenAI ``user``, Anthropic ``metadata.user_id``) is dropped:
 Gemini has no such field and it only tags the request.
 
@@ -35,6 +39,7 @@ base64 on the wire (bytes in the SDKs): a sealed gateway token is sent base64-en
 from __future__ import annotations
 
 import base64
+import copy
 import uuid
 from typing import Any
 
@@ -87,7 +92,7 @@ from ...translation.ir import (
     append_part,
     part_path,
 )
-from ...translation.markers import inline_system, read_system
+from ...translation.markers import inline_system, read_system, tool_images_intro
 from ...translation.media import MediaRules
 from ...translation.names import Rule, ToolRules
 from ...translation.sse import SSEEvent
@@ -335,6 +340,34 @@ def _parse_media(
     return ImagePart(media_type=mime, data=data, path=path)
 
 
+def _response_media(parts: Any, path: str, unmapped: list[str], reasons: dict[str, str]) -> list[ImagePart]:
+    """A multimodal function response's ``parts`` (FunctionResponsePart: inlineData or fileData)
+    -> the tool result's images; other media (documents, audio...) are unmapped: an IR tool
+    result carries text and images."""
+    if parts is None:
+        return []
+    if not isinstance(parts, list):
+        raise _type_error(path, "an array")
+    out: list[ImagePart] = []
+    for k, fp in enumerate(parts):
+        ppath = f"{path}[{k}]"
+        if not isinstance(fp, dict):
+            raise _type_error(ppath, "an object")
+        for camel, snake, is_file in (("inlineData", "inline_data", False), ("fileData", "file_data", True)):
+            blob = _g(fp, camel, snake)
+            if blob is None:
+                continue
+            media = _parse_media(blob, f"{ppath}.{camel}", is_file, unmapped, reasons)
+            if isinstance(media, ImagePart):
+                out.append(media)
+            elif media is not None:
+                unmapped.append(f"{ppath}.{camel}")
+            break
+        else:
+            unmapped.append(ppath)
+    return out
+
+
 def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str]) -> list[Message]:
     if not isinstance(contents, list):
         raise _type_error("contents", "an array")
@@ -408,15 +441,13 @@ def _parse_contents(contents: Any, unmapped: list[str], reasons: dict[str, str])
                 waiting = pending.get(name)
                 if waiting and rid in waiting:
                     waiting.remove(rid)
-                if fr.get("parts"):
-                    unmapped.append(f"{fpath}.parts")
                 response = fr.get("response")
                 if response is not None and not isinstance(response, dict):
                     raise _type_error(f"{fpath}.response", "an object")
                 text, is_error = _result_text(response)
-                result = ToolResultPart(
-                    rid, [TextPart(text)] if text else [], name, is_error, fpath, id_path=f"{fpath}.id"
-                )
+                content: list[TextPart | ImagePart] = [TextPart(text)] if text else []
+                content += _response_media(fr.get("parts"), f"{fpath}.parts", unmapped, reasons)
+                result = ToolResultPart(rid, content, name, is_error, fpath, id_path=f"{fpath}.id")
                 append_part(out, "tool", result)
                 continue
             blob = _g(p, "inlineData", "inline_data")
@@ -669,6 +700,12 @@ def _parse_generation_config(gc: Any, req: ChatRequest, unmapped: list[str], val
                 values[p + k] = cfg[k]
 
 
+# The image types a function response takes inside it (the Gemini 3 guide's "Multimodal
+# function responses": image/png, image/jpeg, image/webp; documents are not IR tool-result
+# content). Others (HEIC, HEIF: fine as ordinary parts) go beside the response.
+FUNCTION_RESPONSE_IMAGES = frozenset({"image/png", "image/jpeg", "image/webp"})
+
+
 def _media_part(p: ImagePart | FilePart) -> dict[str, Any]:
     if p.data is not None:
         return {"inlineData": {"mimeType": p.media_type or "image/jpeg", "data": p.data}}
@@ -729,24 +766,72 @@ def _build_contents(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         f"messages[{i}].content[{j}].tool_call_id",
                     )
                 texts: list[str] = []
-                for k, c in enumerate(p.content):
+                media: list[dict[str, Any]] = []
+                beside: list[dict[str, Any]] = []
+                for c in p.content:
                     if isinstance(c, TextPart):
                         texts.append(c.text)
-                    elif not drop:  # functionResponse.response is a JSON object: no images
-                        raise unsupported(part_path(c, f"messages[{i}].content[{j}].content[{k}]"), DIALECT)
+                    elif c.data is not None and (c.media_type or "image/jpeg") in FUNCTION_RESPONSE_IMAGES:
+                        # Multimodal function responses (Gemini 3 models): media travel inside the
+                        # functionResponse, in ``parts`` of inlineData (FunctionResponsePart: "Ordered
+                        # Parts that constitute a function response", google-genai SDK types.py; the
+                        # Gemini 3 developer guide, "Multimodal function responses",
+                        # https://ai.google.dev/gemini-api/docs/gemini-3).
+                        media.append(
+                            {"inlineData": {"mimeType": c.media_type or "image/jpeg", "data": c.data}}
+                        )
+                    else:  # a URL (FunctionResponseFileData "is not supported in Gemini API") or an
+                        beside.append(_media_part(c))  # image type it does not take there: beside it
+                if beside:  # in the same turn, after a text naming the call (translation/markers.py)
+                    parts += [{"text": tool_images_intro(p.tool_call_id)}, *beside]
                 text = "\n".join(texts)
-                results.append(
-                    {
-                        "functionResponse": {
-                            "id": p.tool_call_id,
-                            "name": name,
-                            "response": {"error": text} if p.is_error else {"result": text},
-                        }
-                    }
-                )
+                fr: dict[str, Any] = {
+                    "id": p.tool_call_id,
+                    "name": name,
+                    "response": {"error": text} if p.is_error else {"result": text},
+                }
+                if media:
+                    fr["parts"] = media
+                results.append({"functionResponse": fr})
     if role:
         out.append({"role": role, "parts": results + parts})
     return out
+
+
+def media_beside_responses(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` for a model without multimodal function responses (catalog
+    ``tool_result_media: false``, Gemini 2.x): each ``functionResponse``'s media ``parts`` move
+    out of it, after the turn's function responses, each group after a text naming its call
+    (``translation/markers.py``). The same object when nothing moves, a new one otherwise."""
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not any(
+        isinstance(fr, dict) and fr.get("parts")
+        for c in contents
+        if isinstance(c, dict) and isinstance(c.get("parts"), list)
+        for p in c["parts"]
+        if isinstance(p, dict)
+        for fr in (_g(p, "functionResponse", "function_response"),)
+    ):
+        return body
+    body = copy.deepcopy(body)
+    for c in body["contents"]:
+        parts = c.get("parts") if isinstance(c, dict) else None
+        if not isinstance(parts, list):
+            continue
+        moved: list[Any] = []
+        last = -1
+        for j, p in enumerate(parts):
+            fr = _g(p, "functionResponse", "function_response") if isinstance(p, dict) else None
+            if not isinstance(fr, dict):
+                continue
+            last = j
+            media = fr.pop("parts", None)
+            if isinstance(media, list) and media:
+                call = fr.get("id") or fr.get("name") or ""
+                moved += [{"text": tool_images_intro(str(call))}, *media]
+        if moved:
+            c["parts"] = [*parts[: last + 1], *moved, *parts[last + 1 :]]
+    return body
 
 
 # ---- responses / usage --------------------------------------------------------------------

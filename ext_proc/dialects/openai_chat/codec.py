@@ -20,6 +20,10 @@ Towards OpenAI, JSON mode (``json_object``) is sent as such only when the messag
 object, which asks for the same thing. ``strict`` (tools, schemas) is sent where the
 schema meets strict mode's rules (every object closed, every property required), since
 OpenAI refuses a strict schema that does not; elsewhere the schema is sent unstrict.
+
+A tool message takes text only: a tool result's images follow the turn's tool messages as one
+user message naming each call (``translation/markers.py``, ``TOOL_IMAGES``), and such a user
+message in a request is read back into its results.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ from ...translation.ir import (
     part_path,
     text_of,
 )
-from ...translation.markers import mark_error, read_error
+from ...translation.markers import mark_error, read_error, tool_images_intro, tool_images_of
 from ...translation.media import MediaRules
 from ...translation.names import Rule, ToolRules
 from ...translation.schema import all_closed, all_required
@@ -357,7 +361,9 @@ def _parse_messages(
             else:
                 system.extend(texts)  # type: ignore[arg-type]
         elif role == "user":
-            out.append(Message("user", _content_parts(content, path, unmapped, True, reasons)))  # type: ignore[arg-type]
+            user_parts = _content_parts(content, path, unmapped, True, reasons)
+            if not (out and out[-1].role == "tool" and _fold_tool_images(user_parts, out[-1])):
+                out.append(Message("user", user_parts))  # type: ignore[arg-type]
         elif role == "assistant":
             parts: list[Part] = _history_reasoning(m, path)
             parts += _content_parts(content, path, unmapped, images=False)
@@ -394,6 +400,29 @@ def _parse_messages(
                 f"'{path}.role' must be one of system, developer, user, assistant, tool", f"{path}.role"
             )
     return out
+
+
+def _fold_tool_images(parts: list[TextPart | ImagePart | FilePart], tools: Message) -> bool:
+    """A user message right after tool messages that only carries their images, as this codec
+    writes them (``tool_images_intro`` texts, each followed by images): the images go back
+    into their tool results. False (nothing changed) for any other user message."""
+    results = {p.tool_call_id: p for p in tools.parts if isinstance(p, ToolResultPart)}
+    found: list[tuple[ToolResultPart, list[ImagePart]]] = []
+    for p in parts:
+        if isinstance(p, TextPart):
+            call_id = tool_images_of(p.text)
+            if call_id is None or call_id not in results:
+                return False
+            found.append((results[call_id], []))
+        elif isinstance(p, ImagePart) and found:
+            found[-1][1].append(p)
+        else:
+            return False
+    if not found or any(not images for _, images in found):
+        return False
+    for result, images in found:
+        result.content.extend(images)
+    return True
 
 
 def _history_reasoning(m: dict[str, Any], path: str) -> list[Part]:
@@ -459,7 +488,14 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if req.system:
         out.append({"role": "system", "content": _text_content([p.text for p in req.system])})
+    # Images a turn's tools returned: a tool message takes text parts only (ChatCompletionTool
+    # MessageParam.content, openai SDK), so they follow the turn's tool messages as one user
+    # message naming each call (all tool messages must come right after their assistant turn).
+    images: list[dict[str, Any]] = []
     for i, m in enumerate(req.messages):
+        if m.role != "tool" and images:
+            out.append({"role": "user", "content": images})
+            images = []
         if m.role == "tool":
             for j, p in enumerate(m.parts):
                 if not isinstance(p, ToolResultPart):
@@ -467,12 +503,16 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
                         continue
                     raise unsupported(part_path(p, f"messages[{i}].content[{j}]"), DIALECT)
                 texts: list[str] = []
+                mine: list[dict[str, Any]] = []
                 # is_error has no OpenAI field: said in the text (translation/markers.py)
-                for k, c in enumerate(mark_error(p.content, p.is_error)):
+                for c in mark_error(p.content, p.is_error):
                     if isinstance(c, TextPart):
                         texts.append(c.text)
-                    elif not drop:  # tool messages carry text only
-                        raise unsupported(part_path(c, f"messages[{i}].content[{j}].content[{k}]"), DIALECT)
+                    else:
+                        mine.append({"type": "image_url", "image_url": {"url": _image_url(c)}})
+                if mine:
+                    images.append({"type": "text", "text": tool_images_intro(p.tool_call_id)})
+                    images += mine
                 out.append(
                     {
                         "role": "tool",
@@ -536,6 +576,8 @@ def _build_messages(req: ChatRequest, drop: bool) -> list[dict[str, Any]]:
         if calls:
             msg["tool_calls"] = calls
         out.append(msg)
+    if images:
+        out.append({"role": "user", "content": images})
     return out
 
 
