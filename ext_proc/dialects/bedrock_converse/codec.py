@@ -107,6 +107,10 @@ from ...translation.media import MediaRules
 from ...translation.names import Rule, ToolRules
 from ...translation.schema import all_closed, closed
 from ...translation.sse import SSEEvent
+
+# Claude's output_config.effort values <-> IR efforts: Bedrock hands Claude its own request
+# fields, so the table is the Anthropic codec's.
+from ..anthropic_messages.codec import _EFFORT_IN, _EFFORT_OUT
 from .eventstream import EXCEPTION_PREFIX, event_frame, exception_frame
 
 DIALECT = "bedrock"
@@ -355,17 +359,6 @@ def _parse_messages(messages: Any, unmapped: list[str]) -> list[Message]:
 
 # Claude on Bedrock issues Anthropic's signatures: the same family as the Anthropic codec's.
 FAMILY = "anthropic"
-# Claude's output_config.effort values (https://docs.claude.com/en/docs/build-with-claude/effort)
-# <-> IR efforts, as in the Anthropic codec (Bedrock hands Claude its own request fields).
-_EFFORT_IN = {"low": "low", "medium": "medium", "high": "high", "max": "xhigh"}
-_EFFORT_OUT = {
-    "none": "low",
-    "minimal": "low",
-    "low": "low",
-    "medium": "medium",
-    "high": "high",
-    "xhigh": "max",
-}
 
 
 def _parse_reasoning_block(value: Any, path: str) -> ReasoningPart:
