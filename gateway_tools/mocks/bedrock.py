@@ -934,14 +934,18 @@ class _Bedrock(_Provider):
                     ) from None
 
     # handlers --------------------------------------------------------------
-    async def count_tokens(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
-        """[CountTokens] ``{"input": CountTokensInput}`` -> ``{"inputTokens": N}``, signed as Converse."""
-        raw = await request.read()
-        self.verify_signature(request, raw)
+    async def signed_object(self, request: web.Request, body: Any) -> None:
+        """What every runtime call checks first: its SigV4 signature over the raw body, then a
+        JSON object as the body."""
+        self.verify_signature(request, await request.read())
         if body is _INVALID or not isinstance(body, dict):
             raise self.error(
                 400, "SerializationException", "Unexpected content in the request body: not a JSON object"
             )
+
+    async def count_tokens(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
+        """[CountTokens] ``{"input": CountTokensInput}`` -> ``{"inputTokens": N}``, signed as Converse."""
+        await self.signed_object(request, body)
         model = request.match_info["model_id"]
         if not _COUNT_MODEL_ID.fullmatch(model):
             raise self.constraint(
@@ -975,12 +979,7 @@ class _Bedrock(_Provider):
         return _json_response(200, {"inputTokens": convo.input_tokens}, self.extra_headers())
 
     async def converse(self, request: web.Request, body: Any, cut: bool) -> web.StreamResponse:
-        raw = await request.read()
-        self.verify_signature(request, raw)
-        if body is _INVALID or not isinstance(body, dict):
-            raise self.error(
-                400, "SerializationException", "Unexpected content in the request body: not a JSON object"
-            )
+        await self.signed_object(request, body)
         model = request.match_info["model_id"]
         convo = self.validate(model, body)
         reply = _plan(self.spec.name, convo)
