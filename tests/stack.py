@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +87,26 @@ def aws_credentials(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
         for name, value in env.items():
             mp.setenv(name, value)
         yield env
+
+
+def written_by(stack: Stack, logged: str) -> dict[str, str]:
+    """What the stack wrote, for a scan for secrets: each ext_proc's /metrics and the run's logs
+    (the mock providers' own log is a test double's and holds the secrets it verifies with),
+    read once the access log shows ``logged`` (Envoy flushes it every second)."""
+    run = stack.run_dir
+    assert run is not None
+    texts: dict[str, str] = {}
+    for port in stack.config.metrics_ports():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            texts[f"metrics:{port}"] = r.read().decode()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and logged not in stack.access_log.read_text():
+        time.sleep(0.1)
+    texts.update(
+        {p.name: p.read_text(errors="replace") for p in run.glob("*.log") if p.name != "mock-providers.log"}
+    )
+    assert {"ext_proc-0.log", "envoy.log", "access.log"} <= set(texts)
+    return texts
 
 
 def bedrock_provider(**extra: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ identity token, may reach the stack's logs or /metrics.
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +31,7 @@ from gateway_tools.mocks.bedrock import _Bedrock
 from gateway_tools.mocks.sts import STS
 from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY
-from tests.stack import AWS_REGION, config_on_free_ports, start_stack
+from tests.stack import AWS_REGION, config_on_free_ports, start_stack, written_by
 
 ROLE = "arn:aws:iam::123456789012:role/llm-gateway"
 UPSTREAM = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -169,20 +168,7 @@ def test_no_credential_of_the_sts_in_logs_or_metrics(stack: Stack, account: Back
     out is in the stack's logs (ext_proc's, Envoy's, the access log) or its /metrics."""
     sts = sts_of(account)
     assert _one(stack, 0) is None
-    run = stack.run_dir
-    assert run is not None
-    texts: dict[str, str] = {}
-    for port in stack.config.metrics_ports():
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            texts[f"metrics:{port}"] = r.read().decode()
-    deadline = time.monotonic() + 5  # Envoy flushes the access log every second
-    while time.monotonic() < deadline and "bedrock-wi/" not in stack.access_log.read_text():
-        time.sleep(0.1)
-    # The mock providers' own log is a test double's (and these mocks run in this process).
-    texts.update(
-        {p.name: p.read_text(errors="replace") for p in run.glob("*.log") if p.name != "mock-providers.log"}
-    )
-    assert {"ext_proc-0.log", "envoy.log", "access.log"} <= set(texts)
+    texts = written_by(stack, "bedrock-wi/")
     # What is scanned saw it: the credentials were loaded by web identity, the traffic logged and counted.
     assert (
         "AWS credentials of the default chain loaded (assume-role-with-web-identity"
