@@ -61,13 +61,14 @@ AWS_REGION = "us-east-1"
 
 
 @contextmanager
-def aws_credentials(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
+def aws_credentials(tmp: Path, static: bool = True, **extra: str) -> Iterator[dict[str, str]]:
     """The environment botocore's chain reads, for this process and the stack it starts:
-    the test account in AWS_* variables, shared files of the test's own (``tmp``), and no
-    instance metadata (nothing may ever reach AWS)."""
+    the test account in AWS_* variables (``static``; else no keys at all, for another source
+    of the chain), shared files of the test's own (``tmp``), and no instance metadata
+    (nothing may ever reach AWS)."""
+    keys = {"AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET} if static else {}
     env = {
-        "AWS_ACCESS_KEY_ID": AWS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+        **keys,
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "aws-credentials"),
         "AWS_CONFIG_FILE": str(tmp / "aws-config"),
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -75,6 +76,9 @@ def aws_credentials(tmp: Path, **extra: str) -> Iterator[dict[str, str]]:
     }
     with pytest.MonkeyPatch.context() as mp:
         for name in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
             "AWS_SESSION_TOKEN",
             "AWS_PROFILE",
             "AWS_DEFAULT_PROFILE",

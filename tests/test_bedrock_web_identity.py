@@ -31,7 +31,7 @@ from gateway_tools.mocks.bedrock import _Bedrock
 from gateway_tools.mocks.sts import STS
 from gateway_tools.supervisor import Stack
 from tests.conftest import DEMO_KEY
-from tests.stack import AWS_REGION, config_on_free_ports, start_stack, written_by
+from tests.stack import AWS_REGION, aws_credentials, config_on_free_ports, start_stack, written_by
 
 ROLE = "arn:aws:iam::123456789012:role/llm-gateway"
 UPSTREAM = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -67,30 +67,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, account: BackgroundMocks) ->
         "base_url": f"http://127.0.0.1:{account.ports['bedrock-wi']}",
     }
     cfg["models"][MODEL] = {"backends": [{"provider": "bedrock-wi", "model": UPSTREAM}]}
-    env = {
-        "AWS_ROLE_ARN": ROLE,
-        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
-        "AWS_ROLE_SESSION_NAME": "llm-gateway",
-        "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{account.ports['bedrock-wi']}",
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "aws-credentials"),  # none: web identity only
-        "AWS_CONFIG_FILE": str(tmp / "aws-config"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        # No static keys anywhere: the environment's would come first in the chain.
-        for name in (
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "AWS_DEFAULT_PROFILE",
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            "AWS_ENDPOINT_URL",
-        ):
-            mp.delenv(name, raising=False)
-        for name, value in env.items():
-            mp.setenv(name, value)  # the supervisor checks credentials in this process too
+    with aws_credentials(  # no static keys anywhere: the environment's would come first in the chain
+        tmp,
+        static=False,
+        AWS_ROLE_ARN=ROLE,
+        AWS_WEB_IDENTITY_TOKEN_FILE=str(token_file),
+        AWS_ROLE_SESSION_NAME="llm-gateway",
+        AWS_ENDPOINT_URL_STS=f"http://127.0.0.1:{account.ports['bedrock-wi']}",
+    ) as env:  # set in this process too: the supervisor checks credentials here
         s = start_stack(tmp, config_on_free_ports(cfg), env=env)
         with aws._LOCK:  # the supervisor's check loaded a source here: only the ext_proc's refresh
             checked = aws._SOURCES.pop(None, None)
